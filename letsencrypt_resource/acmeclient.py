@@ -1,0 +1,394 @@
+"""
+A non-blocking RFC 8555 ACME client on Twisted.
+
+L{ACMEClient} speaks the protocol: directory, nonces, JWS-signed requests,
+accounts, orders, authorizations, challenges and certificates.  Protocol
+messages are L{acme.messages} and L{josepy} objects; HTTP goes through one
+L{treq} client with a persistent connection pool.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from typing import Any, TypeVar
+
+import josepy
+import treq
+from acme import jws, messages
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IResponse
+
+from . import __version__
+from .events import DEBUG
+
+JOSE_CONTENT_TYPE = b"application/jose+json"
+PEM_CHAIN_CONTENT_TYPE = b"application/pem-certificate-chain"
+
+#: How often a request is re-sent after the server rejected its nonce.
+MAX_BAD_NONCE_RETRIES = 20
+#: Seconds one HTTP request may take, response body included.
+REQUEST_TIMEOUT = 30.0
+
+_Body = TypeVar("_Body", bound=josepy.JSONDeSerializable)
+
+
+class ACMEProblem(Exception):
+    """
+    The ACME server answered with a problem document (RFC 8555 section 6.7).
+
+    @ivar problem: The parsed problem.
+    @ivar status: The HTTP status it came with, or C{None} when it came in
+        an authorization or order.
+    @ivar retryAfter: Seconds the server asked to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        problem: messages.Error,
+        status: int | None = None,
+        retryAfter: float | None = None,
+    ):
+        super().__init__(problem, status, retryAfter)
+        self.problem = problem
+        self.status = status
+        self.retryAfter = retryAfter
+
+    @property
+    def type(self) -> str:
+        """
+        The problem type URN.
+        """
+        return str(self.problem.typ)
+
+    @property
+    def code(self) -> str | None:
+        """
+        The ACME error code (the type without its URN prefix), if standard.
+        """
+        return self.problem.code
+
+    @property
+    def identifiers(self) -> tuple[str, ...]:
+        """
+        The identifiers the problem and its subproblems name.
+        """
+        found = []
+        for problem in (self.problem,) + tuple(self.problem.subproblems or ()):
+            if problem.identifier is not None and problem.identifier.value not in found:
+                found.append(problem.identifier.value)
+        return tuple(found)
+
+    def __str__(self) -> str:
+        text = f"{self.type}: {self.problem.detail or self.problem.title or ''}".strip()
+        for sub in self.problem.subproblems or ():
+            where = f" ({sub.identifier.value})" if sub.identifier else ""
+            text += f"; {sub.typ}{where}: {sub.detail or ''}"
+        if self.retryAfter is not None:
+            text += f" (retry after {self.retryAfter:.0f} s)"
+        return text
+
+
+class ACMEProtocolError(Exception):
+    """
+    The ACME server's answer is not what the protocol allows.
+
+    @ivar url: The URL requested.
+    @ivar status: The HTTP status, if a response came.
+    @ivar retryAfter: Seconds the server asked to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        message: str,
+        status: int | None = None,
+        retryAfter: float | None = None,
+    ):
+        super().__init__(url, message, status, retryAfter)
+        self.url = url
+        self.message = message
+        self.status = status
+        self.retryAfter = retryAfter
+
+    def __str__(self) -> str:
+        status = f"HTTP {self.status} " if self.status is not None else ""
+        return f"{status}from {self.url}: {self.message}"
+
+
+def parseRetryAfter(value: str | None, now: float) -> float | None:
+    """
+    The seconds to wait that a C{Retry-After} header says, or C{None}.
+
+    Accepts both delay-seconds and an HTTP date; never negative.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _header(response: IResponse, name: bytes) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    return values[0].decode("latin-1") if values else None
+
+
+class ACMEClient:
+    """
+    One account's conversation with one ACME server.
+
+    @ivar directory: The server's directory.
+    @ivar accountURL: The account URL (the JWS C{kid}) once registered.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        directory: messages.Directory,
+        accountKey: josepy.JWK,
+        algorithm: josepy.JWASignature,
+        *,
+        accountURL: str | None = None,
+        debug: bool = False,
+        timeout: float = REQUEST_TIMEOUT,
+    ):
+        self._http = http
+        self._clock = clock
+        self.directory = directory
+        self.accountKey = accountKey
+        self._algorithm = algorithm
+        self.accountURL = accountURL
+        self._debug = debug
+        self._timeout = timeout
+        self._nonces: list[str] = []
+
+    @classmethod
+    @inlineCallbacks
+    def connect(
+        cls,
+        http: HTTPClient,
+        clock: IReactorTime,
+        directoryURL: str,
+        accountKey: josepy.JWK,
+        algorithm: josepy.JWASignature,
+        **kwargs: Any,
+    ) -> Deferred[ACMEClient]:
+        """
+        Fetch the directory at C{directoryURL} and return a client for it.
+        """
+        client = cls(
+            http, clock, messages.Directory({}), accountKey, algorithm, **kwargs
+        )
+        response, body = yield client._send("GET", directoryURL)
+        client._raiseForProblem(directoryURL, response, body)
+        client.directory = messages.Directory.from_json(
+            client._json(directoryURL, response, body)
+        )
+        return client
+
+    def _debugEvent(self, message: str, **fields: Any) -> None:
+        if self._debug:
+            DEBUG.emit(self._log, message=message.format(**fields))
+
+    @inlineCallbacks
+    def _send(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None = None,
+        headers: dict[bytes, list[bytes]] | None = None,
+    ) -> Deferred[tuple[IResponse, bytes]]:
+        allHeaders = {b"user-agent": [f"letsencrypt-resource/{__version__}".encode()]}
+        allHeaders.update(headers or {})
+        request = self._http.request(method, url, data=data, headers=allHeaders)
+        request.addTimeout(self._timeout, self._clock)
+        response = yield request
+        reading = treq.content(response)
+        reading.addTimeout(self._timeout, self._clock)
+        body = yield reading
+        nonce = _header(response, b"replay-nonce")
+        if nonce:
+            self._nonces.append(nonce)
+        self._debugEvent(
+            "ACME {method} {url} -> HTTP {status}, {size} bytes",
+            method=method,
+            url=url,
+            status=response.code,
+            size=len(body),
+        )
+        return response, body
+
+    def _retryAfter(self, response: IResponse) -> float | None:
+        return parseRetryAfter(_header(response, b"retry-after"), self._clock.seconds())
+
+    def _json(self, url: str, response: IResponse, body: bytes) -> Any:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise ACMEProtocolError(
+                url, f"the body is not JSON: {body[:120]!r}", response.code
+            ) from None
+        if not isinstance(document, dict):
+            raise ACMEProtocolError(url, "the JSON body is not an object", response.code)
+        return document
+
+    def _raiseForProblem(self, url: str, response: IResponse, body: bytes) -> None:
+        if response.code < 400:
+            return
+        retryAfter = self._retryAfter(response)
+        try:
+            problem = messages.Error.from_json(json.loads(body))
+        except (ValueError, TypeError, josepy.DeserializationError):
+            raise ACMEProtocolError(
+                url,
+                f"an error without a problem document: {body[:200]!r}",
+                response.code,
+                retryAfter,
+            ) from None
+        raise ACMEProblem(problem, response.code, retryAfter)
+
+    @inlineCallbacks
+    def _nonce(self) -> Deferred[str]:
+        if not self._nonces:
+            url = self.directory["newNonce"]
+            response, body = yield self._send("HEAD", url)
+            self._raiseForProblem(url, response, body)
+            if not self._nonces:
+                raise ACMEProtocolError(url, "no Replay-Nonce header", response.code)
+        return self._nonces.pop()
+
+    @inlineCallbacks
+    def post(
+        self,
+        url: str,
+        payload: josepy.JSONDeSerializable | None,
+        accept: bytes | None = None,
+    ) -> Deferred[tuple[IResponse, bytes]]:
+        """
+        Send C{payload} signed as JWS to C{url}; C{None} makes a POST-as-GET.
+
+        A C{badNonce} rejection is retried with the fresh nonce the error
+        carries, up to L{MAX_BAD_NONCE_RETRIES} times.
+
+        @raise ACMEProblem: when the server answers with a problem.
+        """
+        data = payload.json_dumps().encode("utf-8") if payload is not None else b""
+        headers = {b"content-type": [JOSE_CONTENT_TYPE]}
+        if accept is not None:
+            headers[b"accept"] = [accept]
+        for attempt in range(MAX_BAD_NONCE_RETRIES + 1):
+            nonce = yield self._nonce()
+            signed = jws.JWS.sign(
+                data,
+                key=self.accountKey,
+                alg=self._algorithm,
+                nonce=josepy.decode_b64jose(nonce),
+                url=url,
+                kid=self.accountURL,
+            )
+            response, body = yield self._send(
+                "POST", url, signed.json_dumps().encode("utf-8"), headers
+            )
+            try:
+                self._raiseForProblem(url, response, body)
+            except ACMEProblem as problem:
+                if problem.code == "badNonce" and attempt < MAX_BAD_NONCE_RETRIES:
+                    self._debugEvent("ACME badNonce from {url}; retrying", url=url)
+                    continue
+                raise
+            return response, body
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @inlineCallbacks
+    def _postFor(
+        self, url: str, payload: josepy.JSONDeSerializable | None, kind: type[_Body]
+    ) -> Deferred[tuple[IResponse, _Body]]:
+        response, body = yield self.post(url, payload)
+        try:
+            parsed = kind.from_json(self._json(url, response, body))
+        except josepy.DeserializationError as error:
+            raise ACMEProtocolError(
+                url, f"not a valid {kind.__name__}: {error}", response.code
+            ) from None
+        return response, parsed
+
+    @inlineCallbacks
+    def register(self, registration: messages.NewRegistration) -> Deferred[str]:
+        """
+        Create the account for our key, or find it when it exists already.
+
+        @return: The account URL, which later requests carry as C{kid}.
+        """
+        url = self.directory["newAccount"]
+        self.accountURL = None
+        response, account = yield self._postFor(url, registration, messages.Registration)
+        location = _header(response, b"location")
+        if not location:
+            raise ACMEProtocolError(url, "no Location for the account", response.code)
+        if account.status not in (None, "valid"):
+            raise ACMEProtocolError(url, f"the account is {account.status}")
+        self.accountURL = location
+        return location
+
+    @inlineCallbacks
+    def newOrder(
+        self, order: messages.NewOrder
+    ) -> Deferred[tuple[str, messages.Order]]:
+        """
+        Submit a new order.
+
+        @return: The order URL and the order.
+        """
+        url = self.directory["newOrder"]
+        response, created = yield self._postFor(url, order, messages.Order)
+        location = _header(response, b"location")
+        if not location:
+            raise ACMEProtocolError(url, "no Location for the order", response.code)
+        return location, created
+
+    @inlineCallbacks
+    def fetch(self, url: str, kind: type[_Body]) -> Deferred[tuple[_Body, float | None]]:
+        """
+        Fetch the resource at C{url} (POST-as-GET) as a C{kind}.
+
+        @return: The resource and the server's Retry-After, if any.
+        """
+        response, parsed = yield self._postFor(url, None, kind)
+        return parsed, self._retryAfter(response)
+
+    @inlineCallbacks
+    def answerChallenge(self, url: str, answer: josepy.JSONDeSerializable) -> Deferred[None]:
+        """
+        Tell the server the challenge at C{url} is ready to be validated.
+        """
+        yield self.post(url, answer)
+
+    @inlineCallbacks
+    def finalize(
+        self, url: str, request: messages.CertificateRequest
+    ) -> Deferred[tuple[messages.Order, float | None]]:
+        """
+        Submit the CSR to the order's finalize URL.
+        """
+        response, order = yield self._postFor(url, request, messages.Order)
+        return order, self._retryAfter(response)
+
+    @inlineCallbacks
+    def downloadCertificate(self, url: str) -> Deferred[bytes]:
+        """
+        Download the PEM certificate chain at C{url}.
+        """
+        response, body = yield self.post(url, None, accept=PEM_CHAIN_CONTENT_TYPE)
+        return body

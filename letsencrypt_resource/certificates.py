@@ -1,0 +1,161 @@
+"""
+A certificate together with its private key and issuing chain.
+"""
+
+from __future__ import annotations
+
+import datetime
+from functools import cached_property
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
+
+
+class InvalidCertificate(ValueError):
+    """
+    A certificate bundle that cannot be used.
+    """
+
+
+def _splitCertificates(pem: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(pem)
+    except ValueError as error:
+        raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+
+
+def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
+    """
+    The DNS names of C{certificate}: the subject's CN first, then the SAN's.
+    """
+    names: list[str] = []
+    for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+        names.append(str(attribute.value).lower())
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        for name in san.value.get_values_for_type(x509.DNSName):
+            if name.lower() not in names:
+                names.append(name.lower())
+    return tuple(names)
+
+
+@attrs.frozen(eq=False)
+class CertifiedKey:
+    """
+    A private key, the certificate for it and the certificates that issued it.
+
+    @ivar key: The private key.
+    @ivar certificate: The end-entity certificate.
+    @ivar chain: The intermediates, closest to the certificate first.
+    @ivar provisional: Whether this is a provisional self-signed certificate.
+    """
+
+    key: PrivateKey
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+    provisional: bool = False
+
+    @classmethod
+    def fromParts(
+        cls,
+        key: PrivateKey,
+        fullchainPEM: bytes,
+        *,
+        domains: tuple[str, ...] | None = None,
+        provisional: bool = False,
+    ) -> CertifiedKey:
+        """
+        Build from a key and a PEM full chain, checking they belong together.
+
+        @param domains: When given, the certificate must carry exactly
+            these names.
+
+        @raise InvalidCertificate: when the chain is empty, the certificate
+            is not for C{key} or does not carry C{domains}.
+        """
+        certificates = _splitCertificates(fullchainPEM)
+        certifiedKey = cls(key, certificates[0], tuple(certificates[1:]), provisional)
+        if not publicKeysMatch(key, certifiedKey.certificate):
+            raise InvalidCertificate("the certificate is not for our private key")
+        if domains is not None and set(certifiedKey.domains) != set(domains):
+            raise InvalidCertificate(
+                f"the certificate is for {', '.join(certifiedKey.domains)}, "
+                f"not {', '.join(domains)}"
+            )
+        return certifiedKey
+
+    @classmethod
+    def fromPEM(cls, pem: bytes) -> CertifiedKey:
+        """
+        Load the bundle L{toPEM} wrote.
+
+        @raise InvalidCertificate: when it is damaged or the parts disagree.
+        """
+        try:
+            key = keyFromPEM(pem)
+        except (ValueError, TypeError) as error:
+            raise InvalidCertificate(f"no private key could be read: {error}") from None
+        return cls.fromParts(key, pem)
+
+    def toPEM(self) -> bytes:
+        """
+        The key and the full chain in one PEM document, so that they are
+        always written and read together.
+        """
+        return self.keyPEM + self.fullchainPEM
+
+    @property
+    def keyPEM(self) -> bytes:
+        """
+        The private key, PKCS#8 PEM.
+        """
+        return keyToPEM(self.key)
+
+    @property
+    def certificatePEM(self) -> bytes:
+        """
+        The end-entity certificate alone, PEM.
+        """
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def chainPEM(self) -> bytes:
+        """
+        The intermediates, PEM.
+        """
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.chain)
+
+    @property
+    def fullchainPEM(self) -> bytes:
+        """
+        The certificate followed by its intermediates, PEM.
+        """
+        return self.certificatePEM + self.chainPEM
+
+    @cached_property
+    def domains(self) -> tuple[str, ...]:
+        """
+        The names the certificate carries, subject first.
+        """
+        return certificateNames(self.certificate)
+
+    @property
+    def notBefore(self) -> datetime.datetime:
+        """
+        Start of validity, UTC.
+        """
+        return self.certificate.not_valid_before_utc
+
+    @property
+    def notAfter(self) -> datetime.datetime:
+        """
+        End of validity, UTC.
+        """
+        return self.certificate.not_valid_after_utc

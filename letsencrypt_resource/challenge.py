@@ -1,0 +1,109 @@
+"""
+The HTTP-01 challenge site.
+
+It answers C{GET /.well-known/acme-challenge/<token>} with the key
+authorization while that challenge is pending, C{test.txt} with a fixed
+readiness text, and anything else with 404 or, when a redirect URL is
+configured, a redirect there.  It never reads the file system.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
+READY_TEXT = b"Let's Encrypt Ready"
+
+_TOKEN = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
+
+
+class ChallengeResponder:
+    """
+    The HTTP-01 challenges currently pending: token to key authorization.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, str] = {}
+
+    def add(self, token: str, keyAuthorization: str) -> None:
+        """
+        Answer C{token} with C{keyAuthorization} from now on.
+        """
+        self._pending[token] = keyAuthorization
+
+    def remove(self, token: str) -> None:
+        """
+        Stop answering C{token}.
+        """
+        self._pending.pop(token, None)
+
+    def lookup(self, token: str) -> str | None:
+        """
+        The key authorization for C{token}, if it is pending.
+        """
+        return self._pending.get(token)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class ChallengeResource(Resource):
+    """
+    The root of the challenge site.
+    """
+
+    isLeaf = True
+
+    def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
+        super().__init__()
+        self._responder = responder
+        self._redirectURL = redirectURL.rstrip("/").encode("utf-8") if redirectURL else None
+
+    def render_GET(self, request: Request) -> bytes:
+        path = request.path
+        if path.startswith(CHALLENGE_PREFIX):
+            token = path[len(CHALLENGE_PREFIX) :]
+            if token == b"test.txt":
+                return self._plain(request, READY_TEXT)
+            if _TOKEN.match(token):
+                answer = self._responder.lookup(token.decode("ascii"))
+                if answer is not None:
+                    return self._plain(request, answer.encode("ascii"))
+            return self._notFound(request)
+        if self._redirectURL is not None:
+            request.setResponseCode(301)
+            request.setHeader(b"location", self._redirectURL + request.uri)
+            return b""
+        return self._notFound(request)
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)
+
+    @staticmethod
+    def _plain(request: Request, body: bytes) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=ascii")
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    @classmethod
+    def _notFound(cls, request: Request) -> bytes:
+        request.setResponseCode(404)
+        return cls._plain(request, b"Not found.")
+
+
+class ChallengeSite(Site):
+    """
+    The challenge site, with its access log off: the CA's validators fetch
+    each token several times and the events already tell the story.
+    """
+
+    def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
+        super().__init__(ChallengeResource(responder, redirectURL))
+
+    def log(self, request: Request) -> None:
+        """
+        Write no access log.
+        """

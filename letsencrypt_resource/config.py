@@ -1,0 +1,449 @@
+"""
+The configuration file: INI text in, frozen and fully validated objects out.
+
+L{parseConfiguration} is pure: it reads nothing but the text it is given and
+raises L{ConfigurationError} naming the section and option at the first
+problem.  Checks that need the file system (a folder that must exist, a CA
+bundle that must parse) are in L{letsencrypt_resource.host}.
+"""
+
+from __future__ import annotations
+
+import configparser
+import ipaddress
+import os
+from typing import Any, Callable
+
+import attrs
+from hyperlink import DecodedURL
+
+from .domains import InvalidDomain, normalizeDomain, parseDomainList
+
+LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+
+#: ACMEv1 directories that Let's Encrypt retired, and their ACMEv2 twins.
+ACME_V1_UPGRADES = {
+    "https://acme-v01.api.letsencrypt.org/directory": LETS_ENCRYPT_PRODUCTION,
+    "https://acme-staging.api.letsencrypt.org/directory": LETS_ENCRYPT_STAGING,
+}
+
+KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384")
+
+RESOURCE_TYPE = "lets-encrypt"
+SERVICE_TYPES = ("https",)
+
+
+class ConfigurationError(Exception):
+    """
+    The configuration is invalid.
+
+    @ivar section: The section holding the problem, or C{None} for the file.
+    @ivar option: The option holding the problem, or C{None}.
+    @ivar message: What is wrong.
+    """
+
+    def __init__(self, section: str | None, option: str | None, message: str):
+        super().__init__(section, option, message)
+        self.section = section
+        self.option = option
+        self.message = message
+
+    def __str__(self) -> str:
+        where = []
+        if self.section is not None:
+            where.append(f"[{self.section}]")
+        if self.option is not None:
+            where.append(f"option '{self.option}'")
+        prefix = " ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+@attrs.frozen
+class ResourceOptions:
+    """
+    The options of the C{lets-encrypt} resource section.
+    """
+
+    section: str
+    name: str
+    description: str
+    address: str
+    port: int
+    acmeURL: str
+    stateDirectory: str
+    storeDirectory: str | None
+    redirectURL: str | None
+    acmeCAFile: str | None
+    keyType: str
+    debug: bool
+    #: The ACMEv1 URL the configuration named, when it was upgraded.
+    upgradedFromURL: str | None = None
+
+
+@attrs.frozen
+class ServiceOptions:
+    """
+    The options of one C{https} service section.
+    """
+
+    section: str
+    type: str
+    name: str
+    description: str
+    address: str
+    port: int
+    domains: tuple[str, ...]
+    path: str
+    debug: bool
+
+
+@attrs.frozen
+class Configuration:
+    """
+    A whole, valid configuration.
+
+    @ivar resource: The enabled C{lets-encrypt} resource, if any.
+    @ivar services: The enabled services.
+    """
+
+    serverName: str
+    resource: ResourceOptions | None
+    services: tuple[ServiceOptions, ...]
+
+
+# Option parsers: each takes the raw text and returns the typed value or
+# raises ValueError with a message for the user.
+
+
+def _text(value: str) -> str:
+    return value
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("yes", "true", "on", "1"):
+        return True
+    if lowered in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"{value!r} is not yes or no")
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{port} is outside the port range 1 to 65535")
+    return port
+
+
+def _address(value: str) -> str:
+    address = value.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    if address == "localhost":
+        return address
+    try:
+        return normalizeDomain(address)
+    except InvalidDomain as error:
+        raise ValueError(
+            f"{value!r} is neither an IP address nor a host name ({error})"
+        ) from None
+
+
+def _url(value: str) -> str:
+    text = value.strip()
+    try:
+        url = DecodedURL.from_text(text)
+    except Exception:
+        raise ValueError(f"{text!r} is not a URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"{text!r} is not an http:// or https:// URL with a host")
+    return text
+
+
+def _keyType(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in KEY_TYPES:
+        raise ValueError(f"{value!r} is not one of {', '.join(KEY_TYPES)}")
+    return lowered
+
+
+def _domains(value: str) -> tuple[str, ...]:
+    try:
+        return parseDomainList(value)
+    except InvalidDomain as error:
+        raise ValueError(str(error)) from None
+
+
+def _path(value: str) -> str:
+    path = value.strip()
+    if "\0" in path:
+        raise ValueError("a path cannot hold a NUL character")
+    return path
+
+
+@attrs.frozen
+class Option:
+    """
+    One option a section type takes.
+
+    @ivar default: The text used when the option is absent or empty; C{None}
+        makes the option required.
+    """
+
+    name: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+
+
+_COMMON = (
+    Option("type", _text, None, "The kind of component this section configures."),
+    Option("name", _text, "", "A label shown in events."),
+    Option("description", _text, "", "Free text for the operator."),
+    Option("enabled", _boolean, "yes", "Start this component with the server."),
+    Option("debug", _boolean, "no", "Log low-level details (event 20000)."),
+)
+
+RESOURCE_OPTIONS = _COMMON + (
+    Option("address", _address, None, "Address of the HTTP-01 challenge site."),
+    Option("port", _port, "80", "Port of the HTTP-01 challenge site."),
+    Option("acme_url", _url, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
+    Option(
+        "state_directory",
+        _path,
+        "",
+        "Where the account, keys and certificates are kept; empty for a "
+        "'lets-encrypt' folder beside the configuration file.",
+    ),
+    Option("store_directory", _path, "", "Also export certificates as PEM files here."),
+    Option("redirect_url", _url, "", "Redirect other requests to this URL."),
+    Option("acme_ca_file", _path, "", "PEM CA bundle trusted for the ACME server."),
+    Option("key_type", _keyType, "rsa-2048", "Type of the certificates' keys."),
+)
+
+SERVICE_OPTIONS = _COMMON + (
+    Option("address", _address, None, "Address the service listens on."),
+    Option("port", _port, "443", "Port the service listens on."),
+    Option("ssl_domains", _domains, None, "Domains of the service's certificate."),
+    Option("path", _path, None, "Folder served, read-only."),
+)
+
+SERVER_OPTIONS = (Option("name", _text, "", "The server's name, for labels."),)
+
+
+def _readSection(
+    parser: configparser.ConfigParser, section: str, options: tuple[Option, ...]
+) -> dict[str, Any]:
+    known = {option.name for option in options}
+    for name in parser[section]:
+        if name not in known:
+            raise ConfigurationError(section, name, "unknown option")
+    values: dict[str, Any] = {}
+    for option in options:
+        raw = parser[section].get(option.name, "").strip()
+        if not raw:
+            if option.default is None:
+                raise ConfigurationError(section, option.name, "is required")
+            raw = option.default
+        if not raw:
+            values[option.name] = None if option.parse is not _text else ""
+            continue
+        try:
+            values[option.name] = option.parse(raw)
+        except ValueError as error:
+            raise ConfigurationError(section, option.name, str(error)) from None
+    return values
+
+
+def _resolve(base: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOptions:
+    acmeURL = values["acme_url"]
+    upgradedFrom = None
+    if acmeURL.rstrip("/") in ACME_V1_UPGRADES:
+        upgradedFrom, acmeURL = acmeURL, ACME_V1_UPGRADES[acmeURL.rstrip("/")]
+    state = values["state_directory"] or "lets-encrypt"
+    return ResourceOptions(
+        section=section,
+        name=values["name"] or section,
+        description=values["description"],
+        address=values["address"],
+        port=values["port"],
+        acmeURL=acmeURL,
+        stateDirectory=_resolve(base, state),
+        storeDirectory=(
+            _resolve(base, values["store_directory"])
+            if values["store_directory"]
+            else None
+        ),
+        redirectURL=values["redirect_url"],
+        acmeCAFile=(
+            _resolve(base, values["acme_ca_file"]) if values["acme_ca_file"] else None
+        ),
+        keyType=values["key_type"],
+        debug=values["debug"],
+        upgradedFromURL=upgradedFrom,
+    )
+
+
+def _service(section: str, values: dict[str, Any], base: str) -> ServiceOptions:
+    return ServiceOptions(
+        section=section,
+        type=values["type"],
+        name=values["name"] or section,
+        description=values["description"],
+        address=values["address"],
+        port=values["port"],
+        domains=values["ssl_domains"],
+        path=_resolve(base, values["path"]),
+        debug=values["debug"],
+    )
+
+
+def _checkIdentifier(section: str) -> None:
+    kind, _, uuid = section.partition("/")
+    if not uuid or "/" in uuid or "|" in uuid or uuid != uuid.strip():
+        raise ConfigurationError(
+            section,
+            None,
+            f"section names are '{kind}/<id>' where the id is a non-empty string "
+            "without '/' or '|'",
+        )
+
+
+def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
+    """
+    Parse and validate the INI C{text} of a configuration file.
+
+    @param baseDirectory: The folder relative paths are resolved against,
+        usually the configuration file's own.
+
+    @raise ConfigurationError: at the first problem found.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None, strict=True, default_section="\0no-defaults"
+    )
+    try:
+        parser.read_string(text)
+    except configparser.DuplicateSectionError as error:
+        raise ConfigurationError(error.section, None, "the section appears twice")
+    except configparser.DuplicateOptionError as error:
+        raise ConfigurationError(
+            error.section, error.option, "the option appears twice in its section"
+        )
+    except configparser.Error as error:
+        raise ConfigurationError(None, None, f"the file is not valid INI: {error}")
+
+    serverName = ""
+    resources: list[ResourceOptions] = []
+    services: list[ServiceOptions] = []
+    for section in parser.sections():
+        if section == "server":
+            serverName = _readSection(parser, section, SERVER_OPTIONS)["name"]
+            continue
+        kind = section.partition("/")[0]
+        if kind == "resources":
+            _checkIdentifier(section)
+            kind_ = parser[section].get("type", "").strip()
+            if kind_ != RESOURCE_TYPE:
+                raise ConfigurationError(
+                    section,
+                    "type",
+                    f"{kind_!r} is not a known resource type; use {RESOURCE_TYPE!r}"
+                    if kind_
+                    else "is required",
+                )
+            values = _readSection(parser, section, RESOURCE_OPTIONS)
+            if values["enabled"]:
+                resources.append(_resource(section, values, baseDirectory))
+        elif kind == "services":
+            _checkIdentifier(section)
+            kind_ = parser[section].get("type", "").strip()
+            if kind_ not in SERVICE_TYPES:
+                raise ConfigurationError(
+                    section,
+                    "type",
+                    f"{kind_!r} is not a known service type; use one of "
+                    f"{', '.join(SERVICE_TYPES)}"
+                    if kind_
+                    else "is required",
+                )
+            values = _readSection(parser, section, SERVICE_OPTIONS)
+            if values["enabled"]:
+                services.append(_service(section, values, baseDirectory))
+        else:
+            raise ConfigurationError(
+                section,
+                None,
+                "unknown section; use [server], [resources/<id>] or [services/<id>]",
+            )
+
+    if len(resources) > 1:
+        raise ConfigurationError(
+            resources[1].section,
+            "type",
+            f"a second {RESOURCE_TYPE!r} resource; {resources[0].section} is "
+            "already one and only one may be enabled",
+        )
+    resource = resources[0] if resources else None
+    if resource is None:
+        for service in services:
+            raise ConfigurationError(
+                service.section,
+                "ssl_domains",
+                f"needs an enabled {RESOURCE_TYPE!r} resource to obtain its "
+                "certificate, and there is none",
+            )
+    _checkPortClashes(resource, services)
+    return Configuration(serverName, resource, tuple(services))
+
+
+def _checkPortClashes(
+    resource: ResourceOptions | None, services: list[ServiceOptions]
+) -> None:
+    listeners = [(s.section, s.address, s.port) for s in services]
+    if resource is not None:
+        listeners.insert(0, (resource.section, resource.address, resource.port))
+    wildcards = ("0.0.0.0", "::")
+    for index, (section, address, port) in enumerate(listeners):
+        for other, otherAddress, otherPort in listeners[:index]:
+            if port == otherPort and (
+                address == otherAddress
+                or address in wildcards
+                or otherAddress in wildcards
+            ):
+                raise ConfigurationError(
+                    section,
+                    "port",
+                    f"{address} port {port} is already used by [{other}]",
+                )
+
+
+def loadConfiguration(path: str) -> Configuration:
+    """
+    Read and parse the configuration file at C{path}.
+
+    @raise ConfigurationError: when the file cannot be read or is invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as error:
+        raise ConfigurationError(
+            None, None, f"cannot read the configuration file {path}: {error.strerror}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(
+            None, None, f"the configuration file {path} is not UTF-8 text: {error}"
+        ) from None
+    return parseConfiguration(text, os.path.dirname(os.path.abspath(path)))

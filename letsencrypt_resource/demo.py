@@ -1,0 +1,146 @@
+"""
+The demo: the product run for real against a local test CA.
+
+C{python -m letsencrypt_resource.demo} starts pebble on loopback, writes a
+configuration with two HTTPS file services for names under C{example.test},
+runs the server from it exactly as C{twistd lets-encrypt} would, and tells
+how to look at the certificates the services present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater, react
+from twisted.logger import globalLogBeginner, textFileLogObserver
+
+from .config import loadConfiguration
+from .host import ServerService, checkFileSystem
+from .testca import RunningTestCA, freeTCPPort, startTestCA
+
+DEMO_CONFIGURATION = """\
+# Written by the demo: a server on a local test CA (pebble).
+[server]
+name = demo.example.test
+
+[resources/demo-lets-encrypt]
+type = lets-encrypt
+name = lets-encrypt-demo
+address = 127.0.0.1
+port = {challengePort}
+acme_url = {directoryURL}
+acme_ca_file = {caFile}
+state_directory = state
+store_directory = certificates
+key_type = ecdsa-p256
+
+[services/demo-files]
+type = https
+name = files-https
+address = 127.0.0.1
+port = {filesPort}
+path = public
+ssl_domains = files.example.test, www.example.test
+
+[services/demo-reports]
+type = https
+name = reports-https
+address = 127.0.0.1
+port = {reportsPort}
+path = public
+ssl_domains = reports.example.test
+"""
+
+
+def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
+    """
+    Write the demo's configuration and served folder under C{directory}.
+
+    @return: The configuration file's path.
+    """
+    public = os.path.join(directory, "public")
+    os.makedirs(public, exist_ok=True)
+    with open(os.path.join(public, "hello.txt"), "w") as stream:
+        stream.write("Hello from letsencrypt-resource.\n")
+    path = os.path.join(directory, "demo.ini")
+    with open(path, "w") as stream:
+        stream.write(
+            DEMO_CONFIGURATION.format(
+                challengePort=challengePort,
+                directoryURL=testCA.directoryURL,
+                caFile=testCA.caFile,
+                filesPort=freeTCPPort(),
+                reportsPort=freeTCPPort(),
+            )
+        )
+    return path
+
+
+async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
+    challengePort = freeTCPPort()
+    testCA = await startTestCA(reactor, os.path.join(directory, "pebble"), challengePort)
+    try:
+        configuration = loadConfiguration(writeDemo(directory, testCA, challengePort))
+        checkFileSystem(configuration)
+        issuers = os.path.join(directory, "test-ca-issuers.pem")
+        with open(issuers, "wb") as stream:
+            stream.write(await testCA.fetchIssuerPEM())
+        server = ServerService(configuration, reactor)
+        server.startService()
+        assert server.resource is not None
+        await server.resource.whenSettled()
+        print(_instructions(configuration, issuers, directory), flush=True)
+        stopped: Deferred[None] = Deferred()
+
+        def stop() -> None:
+            if not stopped.called:
+                stopped.callback(None)
+
+        if duration is not None:
+            reactor.callLater(duration, stop)
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
+        await stopped
+        await server.stopService()
+    finally:
+        await testCA.stop()
+
+
+def _instructions(configuration: Any, issuers: str, directory: str) -> str:
+    lines = ["", "The demo is running. Each service now presents a test CA certificate:"]
+    for service in configuration.services:
+        lines.append(
+            f"  openssl s_client -connect {service.address}:{service.port} "
+            f"-servername {service.domains[0]} -CAfile {issuers} </dev/null "
+            "| grep -E 'subject|issuer|Verify return'"
+        )
+    lines.append(
+        f"Files exported for other programs: {os.path.join(directory, 'certificates')}"
+    )
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    Run the demo from the command line.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument(
+        "--directory", default="demo-state", help="where the demo keeps its files"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=None, help="stop after this many seconds"
+    )
+    arguments = parser.parse_args(argv)
+    directory = os.path.abspath(arguments.directory)
+    os.makedirs(directory, exist_ok=True)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    react(lambda reactor: Deferred.fromCoroutine(runDemo(reactor, directory, arguments.duration)))
+
+
+if __name__ == "__main__":
+    main()

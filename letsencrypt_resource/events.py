@@ -1,0 +1,121 @@
+"""
+The catalogue of every event the product logs.
+
+Each event has a numeric ID, a severity and a fixed text.  The text written
+to the log always begins with the ID, so operators can filter on it.  IDs
+20000 to 20114 keep the meaning they have in the product this one
+re-creates; IDs from 20150 on are this product's own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.logger import Logger, LogLevel
+
+
+@attrs.frozen
+class EventType:
+    """
+    One kind of event.
+
+    @ivar id: The numeric event ID.
+    @ivar level: The severity.
+    @ivar text: A L{twisted.logger} format string naming the event's fields.
+    """
+
+    id: int
+    level: LogLevel
+    text: str
+
+    @property
+    def logFormat(self) -> str:
+        """
+        The format string as written in the log: the ID, then the text.
+        """
+        return f"{self.id} {self.text}"
+
+    def emit(self, log: Logger, **fields: Any) -> None:
+        """
+        Log this event with C{fields}.
+        """
+        log.emit(self.level, self.logFormat, event_id=self.id, **fields)
+
+
+_catalogue: dict[int, EventType] = {}
+
+
+def _event(id: int, level: LogLevel, text: str) -> EventType:
+    event = EventType(id, level, text)
+    assert id not in _catalogue, id
+    _catalogue[id] = event
+    return event
+
+
+DEBUG = _event(20000, LogLevel.debug, "{message}")
+STORE_FAILED = _event(
+    20009,
+    LogLevel.critical,
+    "Failed to store the certificate for {domains} at {path}: {details}",
+)
+CERTIFICATE_STORED = _event(
+    20015, LogLevel.info, "New certificate for {domains} stored at {path}."
+)
+CERTIFICATE_IN_USE = _event(
+    20016, LogLevel.info, "Service {service} now uses the new certificate for {domains}."
+)
+ISSUANCE_FAILED = _event(
+    20017,
+    LogLevel.critical,
+    "Failed to get a new certificate for {domains}: {details}",
+)
+ACME_URL_UPGRADED = _event(
+    20150,
+    LogLevel.warn,
+    "The ACMEv1 directory {old_url} is retired; using {new_url} instead.",
+)
+CHALLENGE_SITE_LISTENING = _event(
+    20151,
+    LogLevel.info,
+    "Answering ACME HTTP-01 challenges on {address} port {port}.",
+)
+CHALLENGE_SITE_FAILED = _event(
+    20152,
+    LogLevel.critical,
+    "Cannot answer ACME HTTP-01 challenges on {address} port {port}: {details}",
+)
+PROVISIONAL_IN_USE = _event(
+    20153,
+    LogLevel.info,
+    "Service {service} uses a provisional self-signed certificate for "
+    "{domains} until the CA issues one.",
+)
+ACCOUNT_REGISTERED = _event(
+    20154, LogLevel.info, "ACME account {account} is registered with {acme_url}."
+)
+ORDER_STARTED = _event(
+    20155, LogLevel.info, "Requesting a certificate for {domains} from {acme_url}."
+)
+SERVICE_LISTENING = _event(
+    20156,
+    LogLevel.info,
+    "Service {service} is listening on {address} port {port}.",
+)
+SERVICE_LISTEN_FAILED = _event(
+    20157,
+    LogLevel.critical,
+    "Service {service} cannot listen on {address} port {port}: {details}",
+)
+STORED_CERTIFICATE_LOADED = _event(
+    20158,
+    LogLevel.info,
+    "Loaded the stored certificate for {domains}, valid until {not_after}.",
+)
+
+
+def catalogue() -> dict[int, EventType]:
+    """
+    Every event type, by ID.
+    """
+    return dict(_catalogue)

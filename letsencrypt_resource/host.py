@@ -1,0 +1,87 @@
+"""
+Build the whole server from a configuration: the component registry, the
+TLS services and the C{lets-encrypt} resource.
+
+This is also the worked example of embedding: a host server with services
+of its own registers them as L{ICertificateConsumer} utilities the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import MultiService
+from zope.interface.registry import Components
+
+from .config import ConfigurationError, Configuration
+from .httpclient import loadCABundle, makeHTTPClient
+from .https import HTTPSFileService
+from .interfaces import ICertificateConsumer
+from .resource import LetsEncryptResource
+from .store import DirectoryStore
+
+
+def checkFileSystem(configuration: Configuration) -> None:
+    """
+    The checks of a configuration that read the file system.
+
+    @raise ConfigurationError: when a served folder is missing or the ACME
+        CA bundle cannot be used.
+    """
+    for service in configuration.services:
+        if not os.path.isdir(service.path):
+            raise ConfigurationError(
+                service.section, "path", f"{service.path} is not an existing folder"
+            )
+    resource = configuration.resource
+    if resource is not None and resource.acmeCAFile is not None:
+        try:
+            loadCABundle(resource.acmeCAFile)
+        except ValueError as error:
+            raise ConfigurationError(resource.section, "acme_ca_file", str(error))
+
+
+class ServerService(MultiService):
+    """
+    The services of one configuration.
+
+    @ivar registry: Where the TLS services are registered as consumers.
+    @ivar resource: The C{lets-encrypt} resource, if enabled.
+    @ivar fileServices: The C{https} services.
+    """
+
+    def __init__(self, configuration: Configuration, reactor: Any):
+        super().__init__()
+        self.registry = Components("letsencrypt-resource")
+        self.fileServices = []
+        for options in configuration.services:
+            service = HTTPSFileService(options, reactor)
+            self.registry.registerUtility(
+                service.consumer, ICertificateConsumer, name=options.section
+            )
+            service.setServiceParent(self)
+            self.fileServices.append(service)
+        self.resource = None
+        resourceOptions = configuration.resource
+        if resourceOptions is not None:
+            trusted = (
+                loadCABundle(resourceOptions.acmeCAFile)
+                if resourceOptions.acmeCAFile
+                else None
+            )
+            http, self._pool = makeHTTPClient(reactor, trusted)
+            self.resource = LetsEncryptResource(
+                resourceOptions,
+                self.registry,
+                DirectoryStore(resourceOptions.stateDirectory),
+                reactor,
+                http,
+            )
+            self.resource.setServiceParent(self)
+
+    def stopService(self):
+        stopped = super().stopService()
+        if self.resource is not None:
+            stopped.addBoth(lambda _: self._pool.closeCachedConnections())
+        return stopped

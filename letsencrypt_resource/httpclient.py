@@ -1,0 +1,45 @@
+"""
+The HTTPS client the ACME conversation runs on.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from treq.client import HTTPClient
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+
+def loadCABundle(path: str) -> list[Certificate]:
+    """
+    Read the PEM certificates of the CA bundle at C{path}.
+
+    @raise ValueError: when the file cannot be read or holds no certificate.
+    """
+    try:
+        with open(path, "rb") as stream:
+            pem = stream.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+
+
+def makeHTTPClient(
+    reactor: object, trusted: list[Certificate] | None
+) -> tuple[HTTPClient, HTTPConnectionPool]:
+    """
+    An HTTP client with persistent connections that trusts C{trusted} for
+    HTTPS, or the system's trust store when C{None}.
+
+    @return: The client and its pool, to close when done.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    trustRoot = trustRootFromCertificates(trusted) if trusted is not None else None
+    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot), pool=pool)
+    return HTTPClient(agent), pool

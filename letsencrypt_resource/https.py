@@ -1,0 +1,89 @@
+"""
+The C{https} service type: a read-only HTTPS file service over a folder,
+on a certificate from the resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.server import Site
+from twisted.web.static import File
+
+from . import events
+from .certificates import CertifiedKey
+from .config import ServiceOptions
+from .tls import TLSCertificateConsumer
+
+
+class ReadOnlyFile(File):
+    """
+    A static file tree that answers only GET and HEAD.
+    """
+
+    def render_POST(self, request: Any) -> bytes:
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"GET, HEAD")
+        return b"Read-only."
+
+    render_PUT = render_DELETE = render_POST
+
+
+class HTTPSFileService(Service):
+    """
+    Serves C{options.path} over HTTPS on C{options.address}:C{options.port}.
+
+    It listens once its consumer has a first certificate (provisional or
+    CA-issued) and follows every later one in place.
+
+    @ivar consumer: Its L{TLSCertificateConsumer}, to register.
+    """
+
+    _log = Logger()
+
+    def __init__(self, options: ServiceOptions, reactor: Any):
+        self.options = options
+        self.name = options.name
+        self.consumer = TLSCertificateConsumer(options.name, options.domains)
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self._waiting: Deferred[CertifiedKey] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._waiting = self.consumer.whenCertificate()
+        self._waiting.addCallback(lambda _: self._listen())
+        self._waiting.addErrback(lambda _: None)
+
+    def _listen(self) -> None:
+        self._waiting = None
+        site = Site(ReadOnlyFile(self.options.path))
+        factory = TLSMemoryBIOFactory(self.consumer.tls, False, site)
+        address, port = self.options.address, self.options.port
+        try:
+            self._port = self._reactor.listenTCP(port, factory, interface=address)
+        except CannotListenError as error:
+            events.SERVICE_LISTEN_FAILED.emit(
+                self._log,
+                service=self.name,
+                address=address,
+                port=port,
+                details=str(error.socketError),
+            )
+            return
+        events.SERVICE_LISTENING.emit(
+            self._log, service=self.name, address=address, port=port
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._waiting is not None:
+            self._waiting.cancel()
+        port, self._port = self._port, None
+        return port.stopListening() if port is not None else succeed(None)

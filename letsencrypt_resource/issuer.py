@@ -1,0 +1,180 @@
+"""
+One certificate order, from new order to downloaded chain, over HTTP-01.
+"""
+
+from __future__ import annotations
+
+from acme import challenges, messages
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError
+from .certificates import CertifiedKey, InvalidCertificate
+from .challenge import ChallengeResponder
+from .keys import PrivateKey, makeCSR
+
+#: Seconds an order may take from creation to the downloaded certificate.
+ORDER_TIMEOUT = 300.0
+#: The first wait between two polls when the server gives no Retry-After;
+#: each later wait is half as long again, up to L{MAX_POLL_DELAY}.
+FIRST_POLL_DELAY = 0.02
+MAX_POLL_DELAY = 5.0
+
+
+class OrderTimedOut(Exception):
+    """
+    The order did not complete within L{ORDER_TIMEOUT}.
+    """
+
+    def __init__(self, status: str, timeout: float):
+        super().__init__(status, timeout)
+        self.status = status
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"the order was still {self.status} after {self.timeout:.0f} seconds"
+
+
+class CertificateMismatch(Exception):
+    """
+    The CA issued a certificate that does not match our request.
+    """
+
+
+@inlineCallbacks
+def _pollOrder(
+    client: ACMEClient,
+    clock: IReactorTime,
+    url: str,
+    order: messages.Order,
+    retryAfter: float | None,
+    waitWhile: tuple[messages.Status, ...],
+    deadline: float,
+) -> Deferred[messages.Order]:
+    delay = FIRST_POLL_DELAY
+    while order.status in waitWhile:
+        wait = retryAfter if retryAfter is not None else delay
+        if clock.seconds() + wait > deadline:
+            raise OrderTimedOut(str(order.status), ORDER_TIMEOUT)
+        yield deferLater(clock, wait, lambda: None)
+        delay = min(delay * 1.5, MAX_POLL_DELAY)
+        order, retryAfter = yield client.fetch(url, messages.Order)
+    return order
+
+
+@inlineCallbacks
+def _authorizationProblem(client: ACMEClient, urls: list[str]) -> Deferred[Exception]:
+    """
+    Find why an order became invalid: the first failed challenge's problem.
+    """
+    for url in urls:
+        authorization, _ = yield client.fetch(url, messages.Authorization)
+        if authorization.status == messages.STATUS_VALID:
+            continue
+        for challenge in authorization.challenges:
+            if challenge.error is not None:
+                problem = challenge.error
+                if problem.identifier is None:
+                    problem.identifier = authorization.identifier
+                return ACMEProblem(problem)
+        return ACMEProtocolError(
+            url,
+            f"the authorization for {authorization.identifier.value} is "
+            f"{authorization.status} with no problem given",
+        )
+    return ACMEProtocolError("", "the order is invalid and the CA said no reason")
+
+
+@inlineCallbacks
+def _startValidation(
+    client: ACMEClient, responder: ChallengeResponder, url: str, tokens: list[str]
+) -> Deferred[None]:
+    authorization, _ = yield client.fetch(url, messages.Authorization)
+    if authorization.status == messages.STATUS_VALID:
+        return
+    for challenge in authorization.challenges:
+        if isinstance(challenge.chall, challenges.HTTP01):
+            break
+    else:
+        raise ACMEProtocolError(
+            url,
+            f"the CA offers no http-01 challenge for {authorization.identifier.value}",
+        )
+    answer, keyAuthorization = challenge.chall.response_and_validation(client.accountKey)
+    token = challenge.chall.encode("token")
+    responder.add(token, keyAuthorization)
+    tokens.append(token)
+    if challenge.status == messages.STATUS_PENDING:
+        yield client.answerChallenge(challenge.uri, answer)
+
+
+@inlineCallbacks
+def obtainCertificate(
+    client: ACMEClient,
+    responder: ChallengeResponder,
+    clock: IReactorTime,
+    domains: tuple[str, ...],
+    key: PrivateKey,
+) -> Deferred[CertifiedKey]:
+    """
+    Order a certificate for C{domains} and the public half of C{key}.
+
+    Answers each HTTP-01 challenge through C{responder}, polls the order
+    (honouring Retry-After), finalizes it with a CSR and downloads the chain.
+
+    @raise ACMEProblem: when the CA refuses the order or a validation fails.
+    @raise OrderTimedOut: when the order takes longer than L{ORDER_TIMEOUT}.
+    @raise CertificateMismatch: when the issued certificate is not for
+        C{key} and C{domains}.
+    """
+    deadline = clock.seconds() + ORDER_TIMEOUT
+    identifiers = [
+        messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
+    ]
+    orderURL, order = yield client.newOrder(messages.NewOrder(identifiers=identifiers))
+    tokens: list[str] = []
+    try:
+        if order.status == messages.STATUS_PENDING:
+            yield gatherResults(
+                [
+                    _startValidation(client, responder, url, tokens)
+                    for url in order.authorizations
+                ],
+                consumeErrors=True,
+            ).addErrback(lambda failure: failure.value.subFailure)
+            order = yield _pollOrder(
+                client,
+                clock,
+                orderURL,
+                order,
+                None,
+                (messages.STATUS_PENDING,),
+                deadline,
+            )
+    finally:
+        for token in tokens:
+            responder.remove(token)
+    if order.status == messages.STATUS_INVALID:
+        raise (yield _authorizationProblem(client, list(order.authorizations)))
+    if order.status == messages.STATUS_READY:
+        request = messages.CertificateRequest(csr=makeCSR(key, domains))
+        order, retryAfter = yield client.finalize(order.finalize, request)
+        order = yield _pollOrder(
+            client,
+            clock,
+            orderURL,
+            order,
+            retryAfter,
+            (messages.STATUS_READY, messages.STATUS_PROCESSING),
+            deadline,
+        )
+    if order.status != messages.STATUS_VALID or not order.certificate:
+        if order.error is not None:
+            raise ACMEProblem(order.error)
+        raise ACMEProtocolError(orderURL, f"the order ended {order.status}")
+    chain = yield client.downloadCertificate(order.certificate)
+    try:
+        return CertifiedKey.fromParts(key, chain, domains=domains)
+    except InvalidCertificate as error:
+        raise CertificateMismatch(f"the CA's certificate was refused: {error}") from None

@@ -1,0 +1,436 @@
+"""
+The C{lets-encrypt} resource: a Twisted service that keeps every
+registered L{ICertificateConsumer} on a valid certificate.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Callable
+
+from acme import messages
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredLock,
+    DeferredSemaphore,
+    gatherResults,
+    inlineCallbacks,
+    succeed,
+)
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface.registry import Components
+
+from . import events
+from .acmeclient import ACMEClient
+from .certificates import CertifiedKey
+from .challenge import ChallengeResponder, ChallengeSite
+from .config import ResourceOptions
+from .domains import domainsLabel
+from .interfaces import ICertificateConsumer, ICertificateStore
+from .issuer import obtainCertificate
+from .keys import generateKey, jwkFor
+from .policy import renewalTime, retryDelay
+from .provisional import makeProvisional, makeSigner
+from .store import AccountRecord, StoreError, exportCertificate
+
+#: Seconds between two regular checks of every certificate.
+CHECK_INTERVAL = 86400.0
+#: How many orders run at once.
+CONCURRENT_ORDERS = 4
+
+#: Runs a CPU-heavy function off the reactor thread.
+Runner = Callable[..., Deferred]
+
+
+def _utc(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+
+
+class ManagedCertificate:
+    """
+    One domain set: the consumers that share it and its certificate.
+
+    @ivar domains: The names, as the first consumer listed them.
+    @ivar consumers: The services that use it.
+    @ivar current: The certificate in service, provisional or CA-issued.
+    @ivar failures: Failed attempts since the last success.
+    @ivar nextAttempt: When a failed set may be tried again.
+    """
+
+    def __init__(self, domains: tuple[str, ...]):
+        self.domains = domains
+        self.consumers: list[ICertificateConsumer] = []
+        self.current: CertifiedKey | None = None
+        self.failures = 0
+        self.nextAttempt = 0.0
+        self.attempt: Deferred[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return domainsLabel(self.domains)
+
+    def dueAt(self) -> float:
+        """
+        When this set next needs a new certificate: now when it has only a
+        provisional one or its names changed.
+        """
+        current = self.current
+        if (
+            current is None
+            or current.provisional
+            or set(current.domains) != set(self.domains)
+        ):
+            return 0.0
+        return renewalTime(current.notBefore.timestamp(), current.notAfter.timestamp())
+
+
+class LetsEncryptResource(Service):
+    """
+    Obtains, renews and hands out certificates for the consumers found in
+    a component registry.
+
+    @ivar managed: The domain sets, by their set of names.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        options: ResourceOptions,
+        registry: Components,
+        store: ICertificateStore,
+        reactor: Any,
+        httpClient: Any,
+        *,
+        runInThread: Runner = deferToThread,
+        checkInterval: float = CHECK_INTERVAL,
+    ):
+        """
+        @param httpClient: The L{treq.client.HTTPClient} for the ACME server.
+        @param runInThread: Runs key generation off the reactor thread.
+        """
+        self.options = options
+        self.name = options.name
+        self._registry = registry
+        self._store = store
+        self._reactor = reactor
+        self._http = httpClient
+        self._runInThread = runInThread
+        self._checkInterval = checkInterval
+        self.responder = ChallengeResponder()
+        self.managed: dict[frozenset[str], ManagedCertificate] = {}
+        self._port: IListeningPort | None = None
+        self._client: ACMEClient | None = None
+        self._accountLock = DeferredLock()
+        self._checking: Deferred[None] | None = None
+        self._loop: LoopingCall | None = None
+        self._wakeUp: IDelayedCall | None = None
+        self._orders = DeferredSemaphore(CONCURRENT_ORDERS)
+        self._signer: CertifiedKey | None = None
+        self._started: Deferred[None] | None = None
+        self._settled: list[Deferred[None]] | None = []
+
+    # Life cycle
+
+    def startService(self) -> None:
+        super().startService()
+        if self.options.upgradedFromURL:
+            events.ACME_URL_UPGRADED.emit(
+                self._log, old_url=self.options.upgradedFromURL, new_url=self.options.acmeURL
+            )
+        self._listen()
+        self.managed = self._collectConsumers()
+        self._started = self._start()
+        self._started.addErrback(self._unexpected)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for pending in (self._started, self._checking):
+            if pending is not None:
+                pending.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._cancelWakeUp()
+        port, self._port = self._port, None
+        if port is not None:
+            return port.stopListening()
+        return succeed(None)
+
+    def _unexpected(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            self._log.failure("Unexpected error in the lets-encrypt resource", failure)
+
+    def _listen(self) -> None:
+        address, port = self.options.address, self.options.port
+        site = ChallengeSite(self.responder, self.options.redirectURL)
+        try:
+            self._port = self._reactor.listenTCP(port, site, interface=address)
+        except CannotListenError as error:
+            events.CHALLENGE_SITE_FAILED.emit(
+                self._log, address=address, port=port, details=str(error.socketError)
+            )
+            return
+        events.CHALLENGE_SITE_LISTENING.emit(
+            self._log, address=address, port=self._port.getHost().port
+        )
+
+    def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
+        managed: dict[frozenset[str], ManagedCertificate] = {}
+        consumers = sorted(
+            self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0]
+        )
+        for _, consumer in consumers:
+            key = frozenset(consumer.domains)
+            if key not in managed:
+                managed[key] = ManagedCertificate(tuple(consumer.domains))
+            managed[key].consumers.append(consumer)
+        return managed
+
+    @inlineCallbacks
+    def _start(self) -> Deferred[None]:
+        """
+        Put every consumer on its stored or a provisional certificate, then
+        start the regular checks, the first one at once.
+        """
+        for certificate in self.managed.values():
+            self._loadStored(certificate)
+        needProvisional = [c for c in self.managed.values() if c.current is None]
+        if needProvisional:
+            yield self._provision(needProvisional)
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = self._reactor
+        self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
+        yield self._checking
+        settled, self._settled = self._settled, None
+        for waiting in settled or ():
+            waiting.callback(None)
+
+    def whenSettled(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every consumer has a certificate and the
+        first attempt to get a CA-issued one for each domain set has ended,
+        in success or failure.
+        """
+        if self._settled is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._settled.append(waiting)
+        return waiting
+
+    def _loadStored(self, certificate: ManagedCertificate) -> None:
+        try:
+            stored = self._store.loadCertificate(certificate.domains)
+        except StoreError as error:
+            events.ISSUANCE_FAILED.emit(
+                self._log, domains=certificate.label, details=f"stored certificate {error}"
+            )
+            return
+        if stored is None or stored.notAfter.timestamp() <= self._reactor.seconds():
+            return
+        events.STORED_CERTIFICATE_LOADED.emit(
+            self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
+        )
+        self._deliver(certificate, stored)
+        self._export(certificate.domains, stored)
+
+    @inlineCallbacks
+    def _provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
+        now = _utc(self._reactor.seconds())
+        if self._signer is None:
+            self._signer = yield self._loadOrMakeSigner(now)
+        provisionals = yield gatherResults(
+            [
+                self._runInThread(makeProvisional, self._signer, c.domains, now)
+                for c in certificates
+            ],
+            consumeErrors=True,
+        )
+        for certificate, provisional in zip(certificates, provisionals):
+            if certificate.current is None:
+                self._deliver(certificate, provisional)
+
+    @inlineCallbacks
+    def _loadOrMakeSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+        pem = self._store.loadProvisionalSigner()
+        if pem is not None:
+            try:
+                return CertifiedKey.fromPEM(pem)
+            except ValueError:
+                pass
+        signer = yield self._runInThread(makeSigner, self.options.name, now)
+        self._store.saveProvisionalSigner(signer.toPEM())
+        return signer
+
+    def _deliver(self, certificate: ManagedCertificate, certifiedKey: CertifiedKey) -> None:
+        certificate.current = certifiedKey
+        for consumer in certificate.consumers:
+            try:
+                consumer.useCertificate(certifiedKey)
+            except Exception:
+                self._log.failure(
+                    "Service {service} refused the certificate for {domains}",
+                    service=consumer.name,
+                    domains=certificate.label,
+                )
+                continue
+            event = (
+                events.PROVISIONAL_IN_USE
+                if certifiedKey.provisional
+                else events.CERTIFICATE_IN_USE
+            )
+            event.emit(self._log, service=consumer.name, domains=certificate.label)
+
+    def _export(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:
+        directory = self.options.storeDirectory
+        if directory is None:
+            return
+        try:
+            exportCertificate(directory, domains, certifiedKey)
+        except StoreError as error:
+            events.STORE_FAILED.emit(
+                self._log,
+                domains=domainsLabel(domains),
+                path=error.path,
+                details=error.message,
+            )
+
+    # Checks and orders
+
+    def check(self) -> Deferred[None]:
+        """
+        Renew every certificate that is due, now.
+
+        @return: A Deferred that fires when every attempt started has ended;
+            it never fails.
+        """
+        self._cancelWakeUp()
+        now = self._reactor.seconds()
+        for certificate in self.managed.values():
+            if certificate.attempt is None and (
+                max(certificate.dueAt(), certificate.nextAttempt) <= now
+            ):
+                self._startAttempt(certificate)
+        attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
+        self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
+            lambda _: self._scheduleWakeUp(), lambda failure: None
+        )
+        return self._checking
+
+    def _startAttempt(self, certificate: ManagedCertificate) -> None:
+        def ended(result: object) -> object:
+            certificate.attempt = None
+            return result
+
+        certificate.attempt = self._orders.run(self._renew, certificate)
+        certificate.attempt.addBoth(ended)
+
+    def _cancelWakeUp(self) -> None:
+        if self._wakeUp is not None and self._wakeUp.active():
+            self._wakeUp.cancel()
+        self._wakeUp = None
+
+    def _scheduleWakeUp(self) -> None:
+        """
+        Schedule an early check when a renewal or retry falls before the
+        next regular one.
+        """
+        if self._loop is None or not self._loop.running:
+            return
+        times = [
+            max(c.dueAt(), c.nextAttempt) for c in self.managed.values()
+        ]
+        if not times:
+            return
+        delay = min(times) - self._reactor.seconds()
+        if delay < self._checkInterval:
+            self._cancelWakeUp()
+            self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)
+
+    def _acmeClient(self) -> Deferred[ACMEClient]:
+        """
+        The ACME client, connected and registered once and shared by every
+        order; after a failure the next caller tries again.
+        """
+        return self._accountLock.run(self._connect)
+
+    @inlineCallbacks
+    def _connect(self) -> Deferred[ACMEClient]:
+        if self._client is not None:
+            return self._client
+        url = self.options.acmeURL
+        record = self._store.loadAccount(url)
+        if record is None:
+            key = yield self._runInThread(generateKey, "ecdsa-p256")
+            record = AccountRecord(key)
+            self._store.saveAccount(url, record)
+        jwk, algorithm = jwkFor(record.key)
+        client = yield ACMEClient.connect(
+            self._http,
+            self._reactor,
+            url,
+            jwk,
+            algorithm,
+            accountURL=record.url,
+            debug=self.options.debug,
+        )
+        if record.url is None:
+            accountURL = yield client.register(
+                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+            )
+            self._store.saveAccount(url, AccountRecord(record.key, accountURL))
+            events.ACCOUNT_REGISTERED.emit(self._log, account=accountURL, acme_url=url)
+        self._client = client
+        return client
+
+    @inlineCallbacks
+    def _renew(self, certificate: ManagedCertificate) -> Deferred[None]:
+        try:
+            events.ORDER_STARTED.emit(
+                self._log, domains=certificate.label, acme_url=self.options.acmeURL
+            )
+            client = yield self._acmeClient()
+            key = yield self._runInThread(generateKey, self.options.keyType)
+            issued = yield obtainCertificate(
+                client, self.responder, self._reactor, certificate.domains, key
+            )
+        except CancelledError:
+            raise
+        except Exception as error:
+            self._failed(certificate, error)
+        else:
+            self._issued(certificate, issued)
+
+    def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
+        certificate.failures += 1
+        certificate.nextAttempt = self._reactor.seconds() + retryDelay(
+            certificate.failures, self._checkInterval
+        )
+        retryAfter = getattr(error, "retryAfter", None)
+        if retryAfter is not None:
+            certificate.nextAttempt = max(
+                certificate.nextAttempt, self._reactor.seconds() + retryAfter
+            )
+        details = str(error) or type(error).__name__
+        events.ISSUANCE_FAILED.emit(self._log, domains=certificate.label, details=details)
+
+    def _issued(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
+        try:
+            path = self._store.saveCertificate(certificate.domains, issued)
+        except StoreError as error:
+            events.STORE_FAILED.emit(
+                self._log, domains=certificate.label, path=error.path, details=error.message
+            )
+            self._failed(certificate, error)
+            return
+        certificate.failures = 0
+        certificate.nextAttempt = 0.0
+        events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+        self._export(certificate.domains, issued)
+        self._deliver(certificate, issued)

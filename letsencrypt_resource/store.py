@@ -1,0 +1,214 @@
+"""
+The state directory: account, certificates and the provisional signer, on
+disk, written atomically and readable by the owner only.
+
+Layout under the state directory (folders 0700, files 0600)::
+
+    accounts/<hash of the ACME URL>.json   account key and URL
+    certificates/<domains joined by _>.pem key + full chain, one file
+    provisional-signer.pem                 this installation's signer
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import attrs
+from zope.interface import implementer
+
+from .certificates import CertifiedKey, InvalidCertificate
+from .interfaces import ICertificateStore
+from .keys import PrivateKey, keyFromPEM, keyToPEM
+
+
+class StoreError(Exception):
+    """
+    The state cannot be read or written.
+
+    @ivar path: The file or folder concerned.
+    """
+
+    def __init__(self, path: str, message: str):
+        super().__init__(path, message)
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@attrs.frozen
+class AccountRecord:
+    """
+    An ACME account: its key and, once registered, its URL.
+    """
+
+    key: PrivateKey
+    url: str | None = None
+
+
+def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
+    """
+    Replace the file at C{path} with C{data} so that readers see either the
+    old or the new content, never a mix, even after a crash.
+
+    The data is written to a temporary file in the same folder, flushed to
+    disk, and renamed over C{path}; the folder is then flushed too.
+
+    @raise OSError: when any step fails; C{path} is then unchanged.
+    """
+    directory = os.path.dirname(path) or "."
+    temporary = os.path.join(
+        directory, f".{os.path.basename(path)}.{os.getpid()}.tmp"
+    )
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temporary)
+        raise
+    os.close(fd)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    directoryFD = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directoryFD)
+    finally:
+        os.close(directoryFD)
+
+
+def makePrivateDirectory(path: str) -> None:
+    """
+    Create C{path} and its parents when missing, and make it 0700.
+    """
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def domainsFileName(domains: tuple[str, ...]) -> str:
+    """
+    The file or folder name for a domain set: its names joined by C{_}.
+    """
+    return "_".join(domains)
+
+
+@implementer(ICertificateStore)
+class DirectoryStore:
+    """
+    An L{ICertificateStore} in a folder of the file system.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _file(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StoreError(path, f"cannot be read: {error.strerror}") from None
+
+    def _write(self, path: str, data: bytes) -> str:
+        try:
+            makePrivateDirectory(os.path.dirname(path))
+            writeAtomically(path, data)
+        except OSError as error:
+            raise StoreError(path, f"cannot be written: {error.strerror}") from None
+        return path
+
+    def _accountPath(self, acmeURL: str) -> str:
+        digest = hashlib.sha256(acmeURL.encode("utf-8")).hexdigest()[:24]
+        return self._file("accounts", f"{digest}.json")
+
+    def loadAccount(self, acmeURL: str) -> AccountRecord | None:
+        path = self._accountPath(acmeURL)
+        data = self._read(path)
+        if data is None:
+            return None
+        try:
+            document = json.loads(data)
+            return AccountRecord(
+                keyFromPEM(document["key"].encode("ascii")), document.get("url")
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StoreError(path, f"is not a valid account file: {error}") from None
+
+    def saveAccount(self, acmeURL: str, record: AccountRecord) -> None:
+        document = {
+            "acme_url": acmeURL,
+            "url": record.url,
+            "key": keyToPEM(record.key).decode("ascii"),
+        }
+        self._write(
+            self._accountPath(acmeURL), json.dumps(document, indent=2).encode("utf-8")
+        )
+
+    def _certificatePath(self, domains: tuple[str, ...]) -> str:
+        return self._file("certificates", domainsFileName(domains) + ".pem")
+
+    def loadCertificate(self, domains: tuple[str, ...]) -> CertifiedKey | None:
+        path = self._certificatePath(domains)
+        data = self._read(path)
+        if data is None:
+            return None
+        try:
+            return CertifiedKey.fromPEM(data)
+        except InvalidCertificate as error:
+            raise StoreError(path, str(error)) from None
+
+    def saveCertificate(
+        self, domains: tuple[str, ...], certifiedKey: CertifiedKey
+    ) -> str:
+        return self._write(self._certificatePath(domains), certifiedKey.toPEM())
+
+    def loadProvisionalSigner(self) -> bytes | None:
+        return self._read(self._file("provisional-signer.pem"))
+
+    def saveProvisionalSigner(self, pem: bytes) -> None:
+        self._write(self._file("provisional-signer.pem"), pem)
+
+
+def exportCertificate(
+    directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey
+) -> str:
+    """
+    Write C{certifiedKey} under C{directory} as certbot lays files out.
+
+    The folder is named after C{domains} joined by C{_} and holds
+    C{privkey.pem} (0600), C{cert.pem} (the certificate), C{chain.pem} (the
+    intermediates) and C{fullchain.pem} (both).  Each file is replaced
+    atomically; the key is written last, so that a reader that finds a new
+    key finds its certificate too.
+
+    @return: The folder written.
+    @raise StoreError: when a file cannot be written.
+    """
+    folder = os.path.join(directory, domainsFileName(domains))
+    files = (
+        ("cert.pem", certifiedKey.certificatePEM, 0o644),
+        ("chain.pem", certifiedKey.chainPEM, 0o644),
+        ("fullchain.pem", certifiedKey.fullchainPEM, 0o644),
+        ("privkey.pem", certifiedKey.keyPEM, 0o600),
+    )
+    try:
+        makePrivateDirectory(folder)
+        for name, data, mode in files:
+            writeAtomically(os.path.join(folder, name), data, mode)
+    except OSError as error:
+        raise StoreError(folder, f"cannot be written: {error.strerror}") from None
+    return folder

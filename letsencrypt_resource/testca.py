@@ -1,0 +1,464 @@
+"""
+Run a local Let's Encrypt test CA for tests: U{pebble
+<https://github.com/letsencrypt/pebble>} plus C{pebble-challtestsrv} as its
+DNS server, both listening on loopback only.
+
+Every name resolves to 127.0.0.1, so pebble validates HTTP-01 challenges for
+any name (such as C{www.example.test}) against C{127.0.0.1:httpPort}.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from treq.client import HTTPClient
+from twisted.internet import task
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectError, TimeoutError
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.ssl import Certificate
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
+
+_STARTUP_TIMEOUT = 15.0
+_KILL_AFTER = 5.0
+
+
+class TestCANotFound(Exception):
+    """
+    The pebble or pebble-challtestsrv executable could not be found.
+    """
+
+
+class TestCAError(Exception):
+    """
+    The test CA failed to start, or answered a request with an error.
+    """
+
+
+def findTestCA() -> tuple[str, str]:
+    """
+    Find the test CA executables, from C{PEBBLE_BIN} and
+    C{PEBBLE_CHALLTESTSRV_BIN} if set, otherwise on C{PATH}.
+
+    @return: the paths of C{pebble} and C{pebble-challtestsrv}.
+    @raise TestCANotFound: if either is missing.
+    """
+    found = []
+    for name, variable in [
+        ("pebble", "PEBBLE_BIN"),
+        ("pebble-challtestsrv", "PEBBLE_CHALLTESTSRV_BIN"),
+    ]:
+        configured = os.environ.get(variable)
+        path = shutil.which(configured or name)
+        if path is None:
+            where = f"{variable}={configured!r}" if configured else "PATH"
+            raise TestCANotFound(
+                f"{name} not found (looked at {where}): install it with "
+                "`apt-get install pebble` (Debian), or set PEBBLE_BIN and "
+                "PEBBLE_CHALLTESTSRV_BIN to the executables"
+            )
+        found.append(path)
+    return found[0], found[1]
+
+
+def freeTCPPort(host: str = "127.0.0.1") -> int:
+    """
+    @return: a TCP port on C{host} that nothing listens on right now.
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def tlsPolicyTrusting(caFile: str) -> IPolicyForHTTPS:
+    """
+    @param caFile: path of a PEM CA certificate.
+    @return: an HTTPS policy (an C{Agent}'s or treq's C{contextFactory})
+        trusting only that CA.
+    """
+    with open(caFile, "rb") as f:
+        return BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(f.read()))
+
+
+class _TestCAProcess(ProcessProtocol):
+    """
+    A child process whose output goes straight to a log file.
+
+    @ivar reason: why the process ended, or L{None} while it runs.
+    """
+
+    def __init__(self, name: str, logPath: str) -> None:
+        self.name = name
+        self.logPath = logPath
+        self.reason: Failure | None = None
+        self._waiting: list[Deferred[None]] = []
+
+    def processEnded(self, reason: Failure) -> None:
+        self.reason = reason
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def logTail(self, size: int = 3000) -> str:
+        """
+        @return: the end of the process's log.
+        """
+        with open(self.logPath, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - size))
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, reactor: Any) -> Deferred[None]:
+        """
+        Send C{SIGTERM}, and C{SIGKILL} if still running after a while.
+
+        @return: fires when the process has ended.
+        """
+        if self.reason is not None:
+            return succeed(None)
+        ended: Deferred[None] = Deferred()
+        self._waiting.append(ended)
+        self.transport.signalProcess("TERM")
+        kill = reactor.callLater(_KILL_AFTER, self.transport.signalProcess, "KILL")
+
+        def cancelKill(result: None) -> None:
+            if kill.active():
+                kill.cancel()
+
+        return ended.addCallback(cancelKill)
+
+
+def _stopAll(reactor: Any, processes: Sequence[_TestCAProcess]) -> Deferred[None]:
+    return gatherResults([p.stop(reactor) for p in processes]).addCallback(
+        lambda _: None
+    )
+
+
+@attrs.frozen
+class RunningTestCA:
+    """
+    A running test CA, from L{startTestCA}.
+
+    @ivar directoryURL: the ACME directory URL.
+    @ivar caFile: path of the PEM CA certificate that signed the HTTPS
+        certificate of pebble's listeners; see L{tlsPolicyTrusting}.
+    @ivar managementURL: the base URL of pebble's management interface.
+    """
+
+    directoryURL: str
+    caFile: str
+    managementURL: str
+    _reactor: Any = attrs.field(repr=False)
+    _processes: Sequence[_TestCAProcess] = attrs.field(repr=False)
+
+    def fetchIssuerPEM(self) -> Deferred[bytes]:
+        """
+        Fetch the chain issuing certificates in this run of pebble (each start
+        makes a new one).
+
+        @return: fires with the root then the intermediate certificate, PEM.
+        """
+        return Deferred.fromCoroutine(self._fetchIssuerPEM())
+
+    async def _fetchIssuerPEM(self) -> bytes:
+        client = HTTPClient(
+            Agent(self._reactor, contextFactory=tlsPolicyTrusting(self.caFile))
+        )
+        pems = []
+        for path in ["/roots/0", "/intermediates/0"]:
+            response = await client.get(self.managementURL + path)
+            body = await response.content()
+            if response.code != 200:
+                raise TestCAError(f"GET {path}: HTTP {response.code}: {body!r}")
+            pems.append(body)
+        return b"".join(pems)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop pebble and its DNS server: C{SIGTERM}, then C{SIGKILL} after 5
+        seconds.
+
+        @return: fires once both processes have ended.
+        """
+        return _stopAll(self._reactor, self._processes)
+
+
+def startTestCA(
+    reactor: Any,
+    directory: str,
+    httpPort: int,
+    *,
+    nonceReject: int | None = None,
+    extraConfig: dict[str, Any] | None = None,
+    extraEnv: dict[str, str] | None = None,
+) -> Deferred[RunningTestCA]:
+    """
+    Start pebble and pebble-challtestsrv on free loopback ports.
+
+    @param reactor: provider of C{IReactorProcess}, C{IReactorTCP} and
+        C{IReactorTime}.
+    @param directory: where to write the configuration, the HTTPS listener
+        certificate and the logs C{pebble.log} and C{challtestsrv.log};
+        created if missing.
+    @param httpPort: the port on 127.0.0.1 where pebble validates HTTP-01
+        challenges.
+    @param nonceReject: percentage of valid nonces pebble rejects
+        (C{PEBBLE_WFE_NONCEREJECT}); L{None} for pebble's default.
+    @param extraConfig: merged into pebble's C{"pebble"} configuration.
+    @param extraEnv: added to both processes' environment.
+    @return: fires with the L{RunningTestCA} once it accepts connections;
+        fails with L{TestCANotFound} or L{TestCAError}.
+    """
+    return Deferred.fromCoroutine(
+        _startTestCA(
+            reactor, directory, httpPort, nonceReject, extraConfig or {}, extraEnv or {}
+        )
+    )
+
+
+async def _startTestCA(
+    reactor: Any,
+    directory: str,
+    httpPort: int,
+    nonceReject: int | None,
+    extraConfig: dict[str, Any],
+    extraEnv: dict[str, str],
+) -> RunningTestCA:
+    pebble, challtestsrv = findTestCA()
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    caFile, certFile, keyFile = _writeListenerCertificate(directory)
+
+    ports = {httpPort}
+    while len(ports) < 6:
+        ports.add(freeTCPPort())
+    ports.remove(httpPort)
+    acmePort, managementPort, tlsPort, dnsPort, dnsManagementPort = ports
+
+    configFile = os.path.join(directory, "pebble-config.json")
+    with open(configFile, "w") as f:
+        config = {
+            "listenAddress": f"127.0.0.1:{acmePort}",
+            "managementListenAddress": f"127.0.0.1:{managementPort}",
+            "certificate": certFile,
+            "privateKey": keyFile,
+            "httpPort": httpPort,
+            "tlsPort": tlsPort,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        json.dump({"pebble": {**config, **extraConfig}}, f, indent=2)
+
+    env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1"}
+    if nonceReject is not None:
+        env["PEBBLE_WFE_NONCEREJECT"] = str(nonceReject)
+    env.update(extraEnv)
+
+    processes: list[_TestCAProcess] = []
+    try:
+        processes.append(
+            _spawn(
+                reactor,
+                directory,
+                "challtestsrv",
+                # challtestsrv is only a DNS server answering 127.0.0.1 for
+                # every name.
+                [
+                    challtestsrv,
+                    "-dns01",
+                    f"127.0.0.1:{dnsPort}",
+                    "-defaultIPv4",
+                    "127.0.0.1",
+                    "-defaultIPv6",
+                    "",
+                    "-http01",
+                    "",
+                    "-https01",
+                    "",
+                    "-tlsalpn01",
+                    "",
+                    "-management",
+                    f"127.0.0.1:{dnsManagementPort}",
+                ],
+                env,
+            )
+        )
+        processes.append(
+            _spawn(
+                reactor,
+                directory,
+                "pebble",
+                [pebble, "-config", configFile, "-dnsserver", f"127.0.0.1:{dnsPort}"],
+                env,
+            )
+        )
+        await _waitUntilListening(
+            reactor, processes, [dnsManagementPort, acmePort, managementPort]
+        )
+    except BaseException:
+        await _stopAll(reactor, processes)
+        raise
+    return RunningTestCA(
+        directoryURL=f"https://localhost:{acmePort}/dir",
+        caFile=caFile,
+        managementURL=f"https://localhost:{managementPort}",
+        reactor=reactor,
+        processes=processes,
+    )
+
+
+def _spawn(
+    reactor: Any, directory: str, name: str, args: list[str], env: dict[str, str]
+) -> _TestCAProcess:
+    process = _TestCAProcess(name, os.path.join(directory, f"{name}.log"))
+    with open(process.logPath, "wb") as log, open(os.devnull, "rb") as null:
+        reactor.spawnProcess(
+            process,
+            args[0],
+            args,
+            env=env,
+            path=directory,
+            childFDs={0: null.fileno(), 1: log.fileno(), 2: log.fileno()},
+        )
+    return process
+
+
+async def _waitUntilListening(
+    reactor: Any, processes: Sequence[_TestCAProcess], ports: list[int]
+) -> None:
+    deadline = reactor.seconds() + _STARTUP_TIMEOUT
+    while True:
+        for process in processes:
+            if process.reason is not None:
+                raise TestCAError(
+                    f"{process.name} exited during startup "
+                    f"({process.reason.value}); end of {process.logPath}:\n"
+                    f"{process.logTail()}"
+                )
+        ports = [port for port in ports if not await _accepts(reactor, port)]
+        if not ports:
+            return
+        if reactor.seconds() > deadline:
+            logs = "".join(
+                f"\nend of {p.logPath}:\n{p.logTail()}" for p in processes
+            )
+            raise TestCAError(
+                f"test CA not listening on 127.0.0.1 port(s) {ports} after "
+                f"{_STARTUP_TIMEOUT} seconds{logs}"
+            )
+        await task.deferLater(reactor, 0.1)
+
+
+async def _accepts(reactor: Any, port: int) -> bool:
+    factory = Factory.forProtocol(Protocol)
+    factory.noisy = False
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=1)
+    try:
+        protocol = await endpoint.connect(factory)
+    except (ConnectError, TimeoutError):
+        return False
+    protocol.transport.loseConnection()
+    return True
+
+
+def _writeListenerCertificate(directory: str) -> tuple[str, str, str]:
+    """
+    Make a throw-away CA and, signed by it, a certificate for C{localhost}
+    and 127.0.0.1 for pebble's HTTPS listeners.
+
+    @return: the paths of the CA certificate, the listener certificate and
+        its key, all PEM.
+    """
+    caKey = ec.generate_private_key(ec.SECP256R1())
+    caName = "letsencrypt-resource test CA listener root"
+    caCertificate = _certificate(
+        caName,
+        caKey.public_key(),
+        caName,
+        caKey,
+        [
+            x509.BasicConstraints(ca=True, path_length=0),
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()),
+        ],
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = _certificate(
+        "localhost",
+        key.public_key(),
+        caName,
+        caKey,
+        [
+            x509.BasicConstraints(ca=False, path_length=None),
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()),
+        ],
+    )
+    files = {
+        "listener-ca.pem": caCertificate.public_bytes(serialization.Encoding.PEM),
+        "listener-cert.pem": certificate.public_bytes(serialization.Encoding.PEM),
+        "listener-key.pem": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    }
+    for name, content in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(content)
+    caFile, certFile, keyFile = (os.path.join(directory, name) for name in files)
+    return caFile, certFile, keyFile
+
+
+def _certificate(
+    subject: str,
+    publicKey: ec.EllipticCurvePublicKey,
+    issuer: str,
+    issuerKey: ec.EllipticCurvePrivateKey,
+    extensions: list[x509.ExtensionType],
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(publicKey)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+    )
+    for extension in extensions:
+        critical = isinstance(extension, (x509.BasicConstraints, x509.KeyUsage))
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuerKey, hashes.SHA256())

@@ -1,0 +1,115 @@
+"""
+TLS server contexts that change certificate in place.
+
+L{ReloadableServerTLS} is an L{IOpenSSLServerConnectionCreator}: give it to
+any Twisted TLS listener (C{SSL4ServerEndpoint}, C{TLSMemoryBIOFactory}).
+Each new connection takes the context current at its handshake, so a new
+certificate reaches new handshakes at once while open connections go on
+with the one they started with.
+
+L{TLSCertificateConsumer} is the L{ICertificateConsumer} a host server
+registers for each of its TLS services.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
+
+from .certificates import CertifiedKey
+from .interfaces import ICertificateConsumer
+
+
+def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
+    """
+    A TLS 1.2+ server context presenting C{certifiedKey} and its chain.
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(
+        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET
+    )
+    context.use_privatekey(certifiedKey.key)
+    context.use_certificate(certifiedKey.certificate)
+    for intermediate in certifiedKey.chain:
+        context.add_extra_chain_cert(intermediate)
+    context.check_privatekey()
+    return context
+
+
+class NoCertificateYet(Exception):
+    """
+    A TLS connection arrived before the service had any certificate.
+    """
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ReloadableServerTLS:
+    """
+    Server TLS connections with a certificate that can be replaced at any
+    time.
+
+    @ivar certifiedKey: The certificate new handshakes present, or C{None}.
+    """
+
+    def __init__(self) -> None:
+        self.certifiedKey: CertifiedKey | None = None
+        self._context: SSL.Context | None = None
+
+    def setCertificate(self, certifiedKey: CertifiedKey) -> None:
+        """
+        Present C{certifiedKey} in every handshake from now on.
+
+        The context is built before it is swapped in, so a bad key leaves
+        the current certificate in service.
+        """
+        context = serverContext(certifiedKey)
+        self._context = context
+        self.certifiedKey = certifiedKey
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        """
+        A server connection on the current context.
+        """
+        if self._context is None:
+            raise NoCertificateYet("no certificate has been set yet")
+        return SSL.Connection(self._context, None)
+
+
+@implementer(ICertificateConsumer)
+class TLSCertificateConsumer:
+    """
+    The certificate side of one TLS service.
+
+    @ivar name: The service's label.
+    @ivar domains: The names its certificate must carry.
+    @ivar tls: The connection creator its listener uses.
+    """
+
+    def __init__(self, name: str, domains: tuple[str, ...]):
+        self.name = name
+        self.domains = domains
+        self.tls = ReloadableServerTLS()
+        self._waiting: list[Deferred[CertifiedKey]] = []
+
+    def useCertificate(self, certifiedKey: CertifiedKey) -> None:
+        self.tls.setCertificate(certifiedKey)
+        waiting, self._waiting = self._waiting, []
+        for deferred in waiting:
+            deferred.callback(certifiedKey)
+
+    def whenCertificate(self) -> Deferred[CertifiedKey]:
+        """
+        A Deferred that fires with the first certificate, at once when there
+        is one already.
+        """
+        if self.tls.certifiedKey is not None:
+            return succeed(self.tls.certifiedKey)
+        deferred: Deferred[CertifiedKey] = Deferred(
+            lambda d: self._waiting.remove(d)
+        )
+        self._waiting.append(deferred)
+        return deferred
+

@@ -1,0 +1,177 @@
+"""
+Tests for L{letsencrypt_resource.testca}, against a real pebble.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+from urllib.parse import urlsplit
+
+import treq
+from cryptography import x509
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import SkipTest, TestCase
+from twisted.web.client import Agent
+
+from letsencrypt_resource.testca import (
+    RunningTestCA,
+    TestCAError,
+    TestCANotFound,
+    findTestCA,
+    freeTCPPort,
+    startTestCA,
+    tlsPolicyTrusting,
+)
+
+
+class FindTestCATests(TestCase):
+    """
+    Tests for L{findTestCA}.
+    """
+
+    def test_environmentOverride(self) -> None:
+        """
+        C{PEBBLE_BIN} and C{PEBBLE_CHALLTESTSRV_BIN} name the executables.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = []
+        for name in ["my-pebble", "my-challtestsrv"]:
+            path = os.path.abspath(os.path.join(directory, name))
+            with open(path, "w") as f:
+                f.write("#!/bin/sh\n")
+            os.chmod(path, stat.S_IRWXU)
+            paths.append(path)
+        self.patch(
+            os,
+            "environ",
+            {
+                **os.environ,
+                "PEBBLE_BIN": paths[0],
+                "PEBBLE_CHALLTESTSRV_BIN": paths[1],
+            },
+        )
+        self.assertEqual(findTestCA(), (paths[0], paths[1]))
+
+    def test_notFound(self) -> None:
+        """
+        L{TestCANotFound} says what is missing and how to install it.
+        """
+        missing = os.path.abspath(self.mktemp())
+        self.patch(os, "environ", {**os.environ, "PEBBLE_BIN": missing})
+        error = self.assertRaises(TestCANotFound, findTestCA)
+        self.assertIn(missing, str(error))
+        self.assertIn("apt-get install pebble", str(error))
+
+
+class TestCATests(TestCase):
+    """
+    Tests for L{startTestCA} and L{RunningTestCA}, running pebble.
+    """
+
+    def setUp(self) -> None:
+        """
+        Skip if pebble is not installed, except on CI.
+        """
+        try:
+            findTestCA()
+        except TestCANotFound as e:
+            if os.environ.get("CI") == "true":
+                raise
+            raise SkipTest(str(e))
+
+    async def startTestCA(self, **kwargs: Any) -> RunningTestCA:
+        """
+        Start a test CA in a new directory, stopped when the test ends.
+        """
+        ca = await startTestCA(reactor, self.mktemp(), freeTCPPort(), **kwargs)
+        self.addCleanup(ca.stop)
+        return ca
+
+    async def test_directory(self) -> None:
+        """
+        The ACME directory is served over HTTPS trusting C{caFile}.
+        """
+        ca = await self.startTestCA()
+        agent = Agent(reactor, contextFactory=tlsPolicyTrusting(ca.caFile))
+        response = await treq.get(ca.directoryURL, agent=agent)
+        self.assertEqual(response.code, 200)
+        directory = await response.json()
+        self.assertIn("newAccount", directory)
+        self.assertIn("newOrder", directory)
+
+    async def test_fetchIssuerPEM(self) -> None:
+        """
+        L{RunningTestCA.fetchIssuerPEM} returns the self-signed root then the
+        intermediate it signed.
+        """
+        ca = await self.startTestCA()
+        root, intermediate = x509.load_pem_x509_certificates(
+            await ca.fetchIssuerPEM()
+        )
+        self.assertEqual(root.issuer, root.subject)
+        self.assertEqual(intermediate.issuer, root.subject)
+        intermediate.verify_directly_issued_by(root)
+
+    async def test_stop(self) -> None:
+        """
+        After L{RunningTestCA.stop}, pebble no longer accepts connections and
+        its logs remain.
+        """
+        directory = self.mktemp()
+        ca = await startTestCA(reactor, directory, freeTCPPort())
+        self.addCleanup(ca.stop)
+        await ca.stop()
+        for url in [ca.directoryURL, ca.managementURL]:
+            port = urlsplit(url).port
+            assert port is not None
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            await self.assertFailure(
+                connectProtocol(endpoint, Protocol()), ConnectionRefusedError
+            )
+        for name in ["pebble.log", "challtestsrv.log"]:
+            self.assertTrue(os.path.getsize(os.path.join(directory, name)))
+
+    async def test_options(self) -> None:
+        """
+        C{nonceReject}, C{extraEnv} and C{extraConfig} reach pebble, which
+        reports them in its log.
+        """
+        directory = self.mktemp()
+        ca = await startTestCA(
+            reactor,
+            directory,
+            freeTCPPort(),
+            nonceReject=0,
+            extraEnv={"PEBBLE_AUTHZREUSE": "100"},
+            extraConfig={"certificateValidityPeriod": 3600},
+        )
+        self.addCleanup(ca.stop)
+        with open(os.path.join(directory, "pebble.log")) as f:
+            log = f.read()
+        self.assertIn("reject 0% of good nonces", log)
+        self.assertIn("authz reuse for each identifier 100% of the time", log)
+        self.assertIn("validity period of 3600 seconds", log)
+
+    async def test_startupFailure(self) -> None:
+        """
+        If pebble exits while starting, L{startTestCA} fails with the end of
+        its log.
+        """
+        missing = os.path.abspath(self.mktemp())
+        error = await self.assertFailure(
+            startTestCA(
+                reactor,
+                self.mktemp(),
+                freeTCPPort(),
+                extraConfig={"certificate": missing},
+            ),
+            TestCAError,
+        )
+        self.assertIn("pebble exited during startup", str(error))
+        self.assertIn(missing, str(error))
