@@ -74,6 +74,9 @@ class ChallengeResource(Resource):
                     return self._plain(request, answer.encode("ascii"))
             return self._notFound(request)
         if self._redirectURL is not None:
+            # Only a path may follow the redirect URL: appending another
+            # request-target form ("@evil.example", "http://...") would
+            # change the host the client is sent to.
             request.setResponseCode(301)
             request.setHeader(b"location", self._redirectURL + request.uri)
             return b""

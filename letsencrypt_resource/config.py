@@ -12,12 +12,13 @@ from __future__ import annotations
 import configparser
 import ipaddress
 import os
+import re
 from typing import Any, Callable
 
 import attrs
 from hyperlink import DecodedURL
 
-from .domains import InvalidDomain, normalizeDomain, parseDomainList
+from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 
 LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -130,10 +131,10 @@ def _boolean(value: str) -> bool:
 
 
 def _port(value: str) -> int:
-    try:
-        port = int(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not a port number") from None
+    text = value.strip()
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError(f"{value!r} is not a port number")
+    port = int(text)
     if not 1 <= port <= 65535:
         raise ValueError(f"{port} is outside the port range 1 to 65535")
     return port
@@ -149,6 +150,10 @@ def _address(value: str) -> str:
         pass
     if address == "localhost":
         return address
+    if address == "*":
+        raise ValueError(
+            "'*' is not an address; use 0.0.0.0 or :: to listen on every interface"
+        )
     try:
         return normalizeDomain(address)
     except InvalidDomain as error:
@@ -159,13 +164,29 @@ def _address(value: str) -> str:
 
 def _url(value: str) -> str:
     text = value.strip()
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError(
+            f"{text!r} is not a URL: it holds spaces or control characters"
+        )
     try:
         url = DecodedURL.from_text(text)
     except Exception:
         raise ValueError(f"{text!r} is not a URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise ValueError(f"{text!r} is not an http:// or https:// URL with a host")
+    if not (_isIPAddress(url.host) or isHostName(url.host)):
+        raise ValueError(f"{text!r} has an invalid host {url.host!r}")
+    if not 1 <= url.port <= 65535:
+        raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
     return text
+
+
+def _isIPAddress(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _keyType(value: str) -> str:
@@ -317,7 +338,7 @@ def _checkIdentifier(section: str) -> None:
             section,
             None,
             f"section names are '{kind}/<id>' where the id is a non-empty string "
-            "without '/' or '|'",
+            "without '/', '|' or surrounding spaces",
         )
 
 
@@ -436,7 +457,7 @@ def loadConfiguration(path: str) -> Configuration:
     @raise ConfigurationError: when the file cannot be read or is invalid.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(path, encoding="utf-8-sig") as stream:
             text = stream.read()
     except OSError as error:
         raise ConfigurationError(

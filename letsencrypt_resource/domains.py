@@ -12,7 +12,7 @@ import idna
 #: The most names one certificate may carry.
 MAX_NAMES = 100
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 class InvalidDomain(ValueError):
@@ -25,12 +25,13 @@ def normalizeDomain(text: str) -> str:
     """
     Return the lower-case ASCII form of the fully qualified domain C{text}.
 
-    Internationalised names become their IDNA (punycode) form.
+    Internationalised names become their IDNA (punycode) form and one final
+    dot, naming the DNS root, is dropped.
 
     @raise InvalidDomain: when C{text} is not a fully qualified domain name,
         is a wildcard or is an IP address.
     """
-    name = text.strip().rstrip(".").lower()
+    name = _withoutRootDot(text.strip()).lower()
     if not name:
         raise InvalidDomain("an empty domain name")
     if "*" in name:
@@ -43,25 +44,58 @@ def normalizeDomain(text: str) -> str:
         pass
     else:
         raise InvalidDomain(f"{name!r} is an IP address, not a domain name")
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as error:
-            raise InvalidDomain(f"{text.strip()!r} is not a valid IDN: {error}")
-    labels = name.split(".")
-    if len(labels) < 2:
+    name = _toASCII(name, text.strip())
+    if "." not in name:
         raise InvalidDomain(f"{name!r} is not a fully qualified domain name")
+    _checkLabels(name)
+    return name
+
+
+def isHostName(text: str) -> bool:
+    """
+    Whether C{text} is a valid host name, in ASCII or IDN form.
+
+    Unlike L{normalizeDomain}, a single label such as C{localhost} is valid.
+    """
+    try:
+        _checkLabels(_toASCII(_withoutRootDot(text).lower(), text))
+    except InvalidDomain:
+        return False
+    return True
+
+
+def _withoutRootDot(name: str) -> str:
+    return name[:-1] if name.endswith(".") else name
+
+
+def _toASCII(name: str, text: str) -> str:
+    """
+    The IDNA (punycode) form of the lower-case C{name}, written C{text}.
+    """
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise InvalidDomain(f"{text!r} is not a valid IDN: {error}") from None
+
+
+def _checkLabels(name: str) -> None:
+    """
+    Raise L{InvalidDomain} unless the ASCII C{name} has a valid length and
+    valid labels, the last of them not numeric.
+    """
     if len(name) > 253:
         raise InvalidDomain(f"{name[:40]}... is longer than 253 characters")
+    labels = name.split(".")
     for label in labels:
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise InvalidDomain(
                 f"{name!r} has an invalid label {label!r}: use letters, digits and "
                 "inner hyphens, 1 to 63 characters"
             )
     if labels[-1].isdigit():
         raise InvalidDomain(f"{name!r} ends in a numeric label")
-    return name
 
 
 def parseDomainList(text: str) -> tuple[str, ...]:
@@ -71,11 +105,18 @@ def parseDomainList(text: str) -> tuple[str, ...]:
     Order is kept (the first is the certificate's subject) and repeats are
     dropped.
 
-    @raise InvalidDomain: when a name is invalid, the list is empty or it
-        holds more than L{MAX_NAMES} names.
+    @raise InvalidDomain: when a name is invalid, an entry or the whole list
+        is empty or it holds more than L{MAX_NAMES} names.
     """
+    if not text.strip():
+        raise InvalidDomain("the list of domains is empty")
     names: list[str] = []
-    for part in text.split(","):
+    for position, part in enumerate(text.split(","), start=1):
+        if not part.strip():
+            raise InvalidDomain(
+                f"entry {position} of {text.strip()!r} is empty; remove the extra "
+                "comma"
+            )
         name = normalizeDomain(part)
         if name not in names:
             names.append(name)

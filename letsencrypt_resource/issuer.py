@@ -56,7 +56,7 @@ def _pollOrder(
     while order.status in waitWhile:
         wait = retryAfter if retryAfter is not None else delay
         if clock.seconds() + wait > deadline:
-            raise OrderTimedOut(str(order.status), ORDER_TIMEOUT)
+            raise OrderTimedOut(order.status.name, ORDER_TIMEOUT)
         yield deferLater(clock, wait, lambda: None)
         delay = min(delay * 1.5, MAX_POLL_DELAY)
         order, retryAfter = yield client.fetch(url, messages.Order)
@@ -81,7 +81,7 @@ def _authorizationProblem(client: ACMEClient, urls: list[str]) -> Deferred[Excep
         return ACMEProtocolError(
             url,
             f"the authorization for {authorization.identifier.value} is "
-            f"{authorization.status} with no problem given",
+            f"{authorization.status.name} with no problem given",
         )
     return ACMEProtocolError("", "the order is invalid and the CA said no reason")
 
@@ -172,7 +172,7 @@ def obtainCertificate(
     if order.status != messages.STATUS_VALID or not order.certificate:
         if order.error is not None:
             raise ACMEProblem(order.error)
-        raise ACMEProtocolError(orderURL, f"the order ended {order.status}")
+        raise ACMEProtocolError(orderURL, f"the order ended {order.status.name}")
     chain = yield client.downloadCertificate(order.certificate)
     try:
         return CertifiedKey.fromParts(key, chain, domains=domains)

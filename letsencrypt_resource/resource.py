@@ -303,10 +303,11 @@ class LetsEncryptResource(Service):
 
     # Checks and orders
 
-    def check(self) -> Deferred[None]:
+    def check(self, force: bool = False) -> Deferred[None]:
         """
         Renew every certificate that is due, now.
 
+        @param force: Renew every certificate, due or not.
         @return: A Deferred that fires when every attempt started has ended;
             it never fails.
         """
@@ -314,7 +315,7 @@ class LetsEncryptResource(Service):
         now = self._reactor.seconds()
         for certificate in self.managed.values():
             if certificate.attempt is None and (
-                max(certificate.dueAt(), certificate.nextAttempt) <= now
+                force or max(certificate.dueAt(), certificate.nextAttempt) <= now
             ):
                 self._startAttempt(certificate)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]

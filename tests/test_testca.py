@@ -18,6 +18,7 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.client import Agent
 
+from tests.pebblecase import TestCACase
 from letsencrypt_resource.testca import (
     RunningTestCA,
     TestCAError,
@@ -69,29 +70,10 @@ class FindTestCATests(TestCase):
         self.assertIn("apt-get install pebble", str(error))
 
 
-class TestCATests(TestCase):
+class TestCATests(TestCACase):
     """
     Tests for L{startTestCA} and L{RunningTestCA}, running pebble.
     """
-
-    def setUp(self) -> None:
-        """
-        Skip if pebble is not installed, except on CI.
-        """
-        try:
-            findTestCA()
-        except TestCANotFound as e:
-            if os.environ.get("CI") == "true":
-                raise
-            raise SkipTest(str(e))
-
-    async def startTestCA(self, **kwargs: Any) -> RunningTestCA:
-        """
-        Start a test CA in a new directory, stopped when the test ends.
-        """
-        ca = await startTestCA(reactor, self.mktemp(), freeTCPPort(), **kwargs)
-        self.addCleanup(ca.stop)
-        return ca
 
     async def test_directory(self) -> None:
         """

@@ -1,0 +1,215 @@
+"""
+Fixtures shared by the tests: certificates, in-memory connections and raw
+HTTP exchanges.
+"""
+
+from __future__ import annotations
+
+import datetime
+from functools import lru_cache
+
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IProtocol, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.test.iosim import IOPump, connectedServerAndClient
+
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.keys import PrivateKey, generateKey
+from letsencrypt_resource.provisional import makeProvisional, makeSigner
+
+#: The address in-memory connections pretend to use.
+ADDRESS = IPv4Address("TCP", "127.0.0.1", 4443)
+
+
+def utcNow() -> datetime.datetime:
+    """
+    The current time, UTC: certificates must be valid for real TLS clients.
+    """
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+@lru_cache(maxsize=None)
+def sharedKey(keyType: str) -> PrivateKey:
+    """
+    A key of C{keyType}, generated once per test run: keys are immutable and
+    RSA keys are slow to make.
+    """
+    return generateKey(keyType)
+
+
+def selfSigned(
+    names: tuple[str, ...] = ("example.com",),
+    *,
+    commonName: str | None = None,
+    key: PrivateKey | None = None,
+) -> CertifiedKey:
+    """
+    A self-signed certificate and its key.
+
+    @param names: The SAN's DNS names; no SAN when empty.
+    @param commonName: The subject's CN; C{names[0]} by default.
+    @param key: The key to certify; a new P-256 key by default.
+    """
+    key = key if key is not None else generateKey("ecdsa-p256")
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, commonName or names[0])]
+    )
+    now = utcNow()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+    )
+    if names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in names]),
+            critical=False,
+        )
+    return CertifiedKey(key, builder.sign(key, hashes.SHA256()))
+
+
+def newSigner() -> CertifiedKey:
+    """
+    A new provisional signer, valid now.
+    """
+    return makeSigner("tests", utcNow())
+
+
+def provisionalFor(
+    signer: CertifiedKey, domains: tuple[str, ...] = ("example.com",)
+) -> CertifiedKey:
+    """
+    A new provisional certificate for C{domains} from C{signer}, valid now.
+    """
+    return makeProvisional(signer, domains, utcNow())
+
+
+class Collector(Protocol):
+    """
+    Keeps what it receives and why its connection ended.
+
+    @ivar received: Every byte received so far.
+    @ivar lostReason: Why the connection ended, or C{None} while it is open.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lostReason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.lostReason = reason
+
+
+def connectInMemory(
+    serverFactory: IProtocolFactory,
+    clientFactory: IProtocolFactory | None = None,
+) -> tuple[IProtocol, IOPump]:
+    """
+    Connect a client to C{serverFactory} in memory and pump the greeting.
+
+    @param clientFactory: Makes the client; a plain L{Collector} by default.
+
+    @return: The client protocol and the pump moving bytes between them.
+    """
+    clientFactory = clientFactory or Factory.forProtocol(Collector)
+    client, _, pump = connectedServerAndClient(
+        lambda: serverFactory.buildProtocol(ADDRESS),
+        lambda: clientFactory.buildProtocol(ADDRESS),
+    )
+    return client, pump
+
+
+def collectorOf(client: IProtocol) -> Collector:
+    """
+    The L{Collector} of C{client}, under its TLS layer if it has one.
+    """
+    return getattr(client, "wrappedProtocol", client)
+
+
+def tlsClientFactory(
+    trustRoot: CertifiedKey, hostname: str = "example.com"
+) -> TLSMemoryBIOFactory:
+    """
+    TLS clients of L{Collector} that trust only C{trustRoot}'s certificate
+    and check the server is C{hostname}.
+    """
+    creator = optionsForClientTLS(
+        hostname, trustRoot=Certificate.loadPEM(trustRoot.certificatePEM)
+    )
+    return TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Collector))
+
+
+def peerCertificate(client: TLSMemoryBIOProtocol) -> x509.Certificate:
+    """
+    The certificate the server presented to C{client}.
+    """
+    return client.getPeerCertificate().to_cryptography()
+
+
+@attrs.frozen
+class HTTPResponse:
+    """
+    An HTTP response as read off the wire.
+
+    @ivar headers: By lower-case name.
+    """
+
+    code: int
+    headers: dict[bytes, bytes]
+    body: bytes
+
+
+def parseResponse(data: bytes) -> HTTPResponse:
+    """
+    Read the single HTTP/1.x response in C{data}.
+    """
+    head, _, body = data.partition(b"\r\n\r\n")
+    statusLine, *headerLines = head.split(b"\r\n")
+    headers = {}
+    for line in headerLines:
+        name, _, value = line.partition(b":")
+        headers[name.lower()] = value.strip()
+    return HTTPResponse(int(statusLine.split(b" ")[1]), headers, body)
+
+
+def rawRequest(method: bytes, target: bytes, body: bytes = b"") -> bytes:
+    """
+    An HTTP/1.1 request for C{target} that asks the server to close the
+    connection once it has answered.
+    """
+    return (
+        b"%s %s HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (method, target, len(body), body)
+    )
+
+
+def exchange(
+    serverFactory: IProtocolFactory,
+    request: bytes,
+    clientFactory: IProtocolFactory | None = None,
+) -> HTTPResponse:
+    """
+    Send C{request} to a new in-memory connection to C{serverFactory} and
+    read the response.
+
+    @param clientFactory: As for L{connectInMemory}.
+    """
+    client, pump = connectInMemory(serverFactory, clientFactory)
+    collector = collectorOf(client)
+    collector.transport.write(request)
+    pump.flush()
+    return parseResponse(collector.received)

@@ -1,0 +1,48 @@
+"""
+A test case base for tests that run a real pebble test CA.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest, TestCase
+
+from letsencrypt_resource.testca import (
+    RunningTestCA,
+    TestCANotFound,
+    findTestCA,
+    freeTCPPort,
+    startTestCA,
+)
+
+
+class TestCACase(TestCase):
+    """
+    Runs tests against a local pebble; skips them when pebble is not
+    installed, except under CI (C{CI=true}), where that is a failure.
+    """
+
+    def setUp(self) -> None:
+        try:
+            findTestCA()
+        except TestCANotFound as e:
+            if os.environ.get("CI") == "true":
+                raise
+            raise SkipTest(str(e))
+
+    async def startTestCA(
+        self, httpPort: int | None = None, **kwargs: Any
+    ) -> RunningTestCA:
+        """
+        Start a test CA in a new directory, stopped when the test ends.
+
+        @param httpPort: Where it validates HTTP-01; a free port by default.
+        """
+        ca = await startTestCA(
+            reactor, self.mktemp(), httpPort or freeTCPPort(), **kwargs
+        )
+        self.addCleanup(ca.stop)
+        return ca

@@ -1,0 +1,271 @@
+"""
+Tests for L{letsencrypt_resource.acmeclient} and
+L{letsencrypt_resource.issuer} against the in-memory fake ACME server.
+"""
+
+from __future__ import annotations
+
+from acme import messages
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.acmeclient import (
+    MAX_BAD_NONCE_RETRIES,
+    ACMEProblem,
+    ACMEProtocolError,
+    parseRetryAfter,
+)
+from letsencrypt_resource.challenge import ChallengeResponder
+from letsencrypt_resource.issuer import (
+    ORDER_TIMEOUT,
+    CertificateMismatch,
+    OrderTimedOut,
+    obtainCertificate,
+)
+from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.testing import (
+    FakeACMEServer,
+    registeredClient,
+    runUntilFired,
+)
+
+DOMAINS = ("files.example.test", "www.example.test")
+
+
+class RetryAfterTests(SynchronousTestCase):
+    """
+    Tests for L{parseRetryAfter}.
+    """
+
+    def test_seconds(self) -> None:
+        """
+        Delay-seconds are taken as they are.
+        """
+        self.assertEqual(parseRetryAfter("120", 0), 120.0)
+
+    def test_date(self) -> None:
+        """
+        An HTTP date becomes the seconds from now until then, never negative.
+        """
+        self.assertEqual(parseRetryAfter("Thu, 01 Jan 1970 00:01:40 GMT", 40), 60.0)
+        self.assertEqual(parseRetryAfter("Thu, 01 Jan 1970 00:01:40 GMT", 400), 0.0)
+
+    def test_absentOrGarbage(self) -> None:
+        """
+        No header, or one that is neither form, means no delay was asked.
+        """
+        self.assertIsNone(parseRetryAfter(None, 0))
+        self.assertIsNone(parseRetryAfter("soon", 0))
+
+
+class ACMEClientTests(SynchronousTestCase):
+    """
+    Tests for L{ACMEClient}'s requests and error handling.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = FakeACMEServer(self.clock)
+
+    def newOrder(self, client: object) -> object:
+        return runUntilFired(
+            self.clock,
+            client.newOrder(  # type: ignore[attr-defined]
+                messages.NewOrder(
+                    identifiers=[
+                        messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
+                        for name in DOMAINS
+                    ]
+                )
+            ),
+        )
+
+    def test_register(self) -> None:
+        """
+        Registering creates one account and keeps its URL as the C{kid};
+        registering the same key again finds the same account.
+        """
+        client = registeredClient(self.clock, self.server)
+        self.assertTrue(client.accountURL.startswith("https://acme.test/account/"))
+        first = client.accountURL
+        runUntilFired(
+            self.clock,
+            client.register(messages.NewRegistration.from_data(terms_of_service_agreed=True)),
+        )
+        self.assertEqual(client.accountURL, first)
+        self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_badNonceRetried(self) -> None:
+        """
+        A C{badNonce} rejection is retried with the fresh nonce it carried,
+        as many times in a row as the bound allows.
+        """
+        client = registeredClient(self.clock, self.server)
+        problem = messages.Error.with_code("badNonce", detail="try again")
+        self.server.fail(
+            "/new-order", 400, problem=problem, times=MAX_BAD_NONCE_RETRIES
+        )
+        url, order = self.newOrder(client)
+        self.assertEqual(order.status, messages.STATUS_PENDING)
+        orders = [r for r in self.server.requests if r[1] == "/new-order"]
+        self.assertEqual(len(orders), MAX_BAD_NONCE_RETRIES + 1)
+        # Every retry used the nonce its rejection carried.
+        self.assertNotIn(("HEAD", "/new-nonce"), self.server.requests)
+
+    def test_badNonceBounded(self) -> None:
+        """
+        Past the bound, the C{badNonce} problem is raised.
+        """
+        client = registeredClient(self.clock, self.server)
+        problem = messages.Error.with_code("badNonce", detail="never")
+        self.server.fail("/new-order", 400, problem=problem, times=None)
+        error = self.assertRaises(ACMEProblem, self.newOrder, client)
+        self.assertEqual(error.code, "badNonce")
+        orders = [r for r in self.server.requests if r[1] == "/new-order"]
+        self.assertEqual(len(orders), MAX_BAD_NONCE_RETRIES + 1)
+
+    def test_problemFields(self) -> None:
+        """
+        A problem document becomes an L{ACMEProblem} with its type, detail,
+        status, Retry-After and the identifiers of its subproblems.
+        """
+        client = registeredClient(self.clock, self.server)
+        sub = messages.Error.with_code(
+            "rejectedIdentifier",
+            detail="not allowed",
+            identifier=messages.Identifier(
+                typ=messages.IDENTIFIER_FQDN, value="www.example.test"
+            ),
+        )
+        problem = messages.Error.with_code(
+            "rateLimited", detail="too many", subproblems=(sub,)
+        )
+        self.server.fail(
+            "/new-order", 429, problem=problem, headers={"Retry-After": "3600"}
+        )
+        error = self.assertRaises(ACMEProblem, self.newOrder, client)
+        self.assertEqual(error.type, "urn:ietf:params:acme:error:rateLimited")
+        self.assertEqual(error.status, 429)
+        self.assertEqual(error.retryAfter, 3600.0)
+        self.assertEqual(error.identifiers, ("www.example.test",))
+        self.assertIn("too many", str(error))
+        self.assertIn("www.example.test", str(error))
+
+    def test_serverErrorWithoutProblem(self) -> None:
+        """
+        A 5xx without a problem document is an L{ACMEProtocolError} naming
+        the URL and status, with the body's start.
+        """
+        client = registeredClient(self.clock, self.server)
+        self.server.fail("/new-order", 503, body=b"<html>down</html>")
+        error = self.assertRaises(ACMEProtocolError, self.newOrder, client)
+        self.assertEqual(error.status, 503)
+        self.assertIn("new-order", str(error))
+        self.assertIn("down", str(error))
+
+    def test_malformedJSON(self) -> None:
+        """
+        A success whose body is not JSON is an L{ACMEProtocolError}.
+        """
+        client = registeredClient(self.clock, self.server)
+        self.server.fail("/new-order", 201, body=b'{"status": "pend')
+        error = self.assertRaises(ACMEProtocolError, self.newOrder, client)
+        self.assertIn("not JSON", str(error))
+
+    def test_directoryUnreachable(self) -> None:
+        """
+        A directory that answers an error fails the connection.
+        """
+        self.server.fail("/directory", 500, body=b"oops")
+        self.assertRaises(
+            ACMEProtocolError, registeredClient, self.clock, self.server
+        )
+
+
+class ObtainCertificateTests(SynchronousTestCase):
+    """
+    Tests for L{obtainCertificate}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.server = FakeACMEServer(self.clock)
+        self.responder = ChallengeResponder()
+        self.server.validate = self.responder.lookup
+        self.client = registeredClient(self.clock, self.server)
+        self.key = generateKey("ecdsa-p256")
+
+    def obtain(self) -> object:
+        return runUntilFired(
+            self.clock,
+            obtainCertificate(self.client, self.responder, self.clock, DOMAINS, self.key),
+        )
+
+    def test_issued(self) -> None:
+        """
+        The certificate is for our key and names, with the CA's chain, and
+        no challenge stays pending afterwards.
+        """
+        certifiedKey = self.obtain()
+        self.assertEqual(certifiedKey.domains, DOMAINS)
+        self.assertEqual(certifiedKey.chain, (self.server.caCertificate,))
+        self.assertEqual(len(self.responder), 0)
+
+    def test_validationFails(self) -> None:
+        """
+        When a name cannot be validated, the CA's problem is raised with the
+        name that failed, and the tokens are withdrawn.
+        """
+        self.server.refuse.add("www.example.test")
+        error = self.assertRaises(ACMEProblem, self.obtain)
+        self.assertEqual(error.code, "unauthorized")
+        self.assertIn("www.example.test", error.identifiers)
+        self.assertEqual(len(self.responder), 0)
+
+    def test_retryAfterHonoured(self) -> None:
+        """
+        While the order is pending, polls wait as long as Retry-After says:
+        after a quick first poll, one every 10 seconds.
+        """
+        self.server.validationDelay = 25
+        self.server.orderRetryAfter = 10
+        self.obtain()
+        polls = [r for r in self.server.requests if r[1].startswith("/order/")]
+        self.assertEqual(len(polls), 4)
+        self.assertAlmostEqual(self.clock.seconds(), 30.02)
+
+    def test_backoffWithoutRetryAfter(self) -> None:
+        """
+        Without Retry-After, polls start fast and back off: a validation that
+        takes a minute costs a few dozen polls at most.
+        """
+        self.server.validationDelay = 60
+        self.obtain()
+        polls = [r for r in self.server.requests if r[1].startswith("/order/")]
+        self.assertGreater(len(polls), 5)
+        self.assertLess(len(polls), 40)
+
+    def test_timeout(self) -> None:
+        """
+        An order that stays pending fails after L{ORDER_TIMEOUT} seconds with
+        L{OrderTimedOut}, and polls back off instead of hammering the CA.
+        """
+        self.server.fail("/chall/", 200, body=b"{}", times=None)
+        start = self.clock.seconds()
+        error = self.assertRaises(OrderTimedOut, self.obtain)
+        self.assertLessEqual(self.clock.seconds() - start, ORDER_TIMEOUT)
+        self.assertEqual(error.status, "pending")
+        polls = [r for r in self.server.requests if r[1].startswith("/order/")]
+        self.assertLess(len(polls), 100)
+
+    def test_wrongCertificateRefused(self) -> None:
+        """
+        A certificate for another key is refused.
+        """
+        other = generateKey("ecdsa-p256")
+        self.server.issue = (  # type: ignore[method-assign]
+            lambda publicKey, names, issue=self.server.issue: issue(
+                other.public_key(), names
+            )
+        )
+        self.assertRaises(CertificateMismatch, self.obtain)

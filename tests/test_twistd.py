@@ -1,0 +1,150 @@
+"""
+The product as users run it: C{twistd -n lets-encrypt --config FILE}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
+
+from letsencrypt_resource.testca import freeTCPPort
+from tests.pebblecase import TestCACase
+from tests.test_integration import CONFIGURATION, HELLO
+from tests.tlsclient import fetchOverTLS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def twistdCommand() -> list[str]:
+    """
+    The twistd of the Python running the tests.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
+
+
+def environment() -> dict[str, str]:
+    """
+    The tests' environment, with this checkout first on the path so that
+    twistd finds its plugin.
+    """
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+class WatchedProcess(ProcessProtocol):
+    """
+    Collects a process's output and fires when a text appears in it often
+    enough.
+    """
+
+    def __init__(self, text: bytes, count: int):
+        self.output = b""
+        self._text = text
+        self._count = count
+        self.seen: Deferred[None] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.seen.called and self.output.count(self._text) >= self._count:
+            self.seen.callback(None)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.seen.called:
+            self.seen.errback(AssertionError(self.output.decode("utf-8", "replace")))
+        self.ended.callback(None)
+
+
+class TwistdTests(TestCACase):
+    """
+    Runs twistd with the plugin, for real.
+    """
+
+    def writeConfiguration(self, text: str) -> str:
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
+            stream.write(HELLO)
+        path = os.path.join(directory, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(text)
+        return path
+
+    async def test_servesIssuedCertificates(self) -> None:
+        """
+        Within 10 seconds of start, every service presents a certificate
+        from the CA, and the log shows 20015 and 20016 for each.
+        """
+        challengePort = freeTCPPort()
+        testCA = await self.startTestCA(challengePort)
+        ports = [freeTCPPort() for _ in range(3)]
+        path = self.writeConfiguration(
+            CONFIGURATION.format(
+                challengePort=challengePort,
+                directoryURL=testCA.directoryURL,
+                caFile=testCA.caFile,
+                keyType="rsa-2048",
+                ports=ports,
+            )
+        )
+        watcher = WatchedProcess(b" 20016 ", 3)
+        started = time.monotonic()
+        process = reactor.spawnProcess(
+            watcher,
+            twistdCommand()[0],
+            twistdCommand() + ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+
+        def stop() -> Deferred[None]:
+            if process.pid is not None:
+                process.signalProcess(signal.SIGTERM)
+            return watcher.ended
+
+        self.addCleanup(stop)
+        await watcher.seen.addTimeout(10, reactor)
+        elapsed = time.monotonic() - started
+        self.assertLess(elapsed, 10)
+        self.assertEqual(watcher.output.count(b" 20015 "), 2)
+        issuers = await testCA.fetchIssuerPEM()
+        for port, name in zip(ports, ["files.example.test", "www.example.test", "reports.example.test"]):
+            _, received = await fetchOverTLS(reactor, port, name, issuers, "/hello.txt", HELLO)
+            self.assertIn(HELLO, received)
+        await stop()
+        self.assertIn(b"Server Shut Down.", watcher.output)
+
+    async def test_badConfiguration(self) -> None:
+        """
+        A bad configuration stops twistd with a non-zero status and one
+        message naming the section and option, and writes nothing.
+        """
+        path = self.writeConfiguration(
+            "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+            "[services/files]\ntype = https\naddress = 127.0.0.1\nport = 99999\n"
+            "path = public\nssl_domains = files.example.test\n"
+        )
+        before = sorted(os.listdir(os.path.dirname(path)))
+        out, err, code = await getProcessOutputAndValue(
+            twistdCommand()[0],
+            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"[services/files] option 'port'", out + err)
+        self.assertIn(b"99999", out + err)
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))), before)
