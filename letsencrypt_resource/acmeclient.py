@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import josepy
 import treq
 from acme import jws, messages
+from cryptography import x509
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
@@ -117,6 +118,33 @@ class ACMEProtocolError(Exception):
     def __str__(self) -> str:
         status = f"HTTP {self.status} " if self.status is not None else ""
         return f"{status}from {self.url}: {self.message}"
+
+
+class ReplacingOrder(messages.NewOrder):
+    """
+    A new order that names the certificate it replaces (RFC 9773 section 5).
+    """
+
+    replaces: str = josepy.field("replaces", omitempty=True)
+
+
+def certificateID(certificate: x509.Certificate) -> str:
+    """
+    The RFC 9773 identifier of C{certificate}: its authority key identifier
+    and its serial number, each base64url-encoded, joined by a dot.
+
+    @raise ValueError: when the certificate has no authority key identifier.
+    """
+    try:
+        extension = certificate.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        )
+    except x509.ExtensionNotFound:
+        raise ValueError("the certificate has no authority key identifier") from None
+    keyIdentifier = extension.value.key_identifier or b""
+    serial = certificate.serial_number
+    serialBytes = serial.to_bytes((serial.bit_length() + 8) // 8, "big", signed=True)
+    return f"{josepy.b64encode(keyIdentifier).decode()}.{josepy.b64encode(serialBytes).decode()}"
 
 
 def parseRetryAfter(value: str | None, now: float) -> float | None:
@@ -344,7 +372,7 @@ class ACMEClient:
 
     @inlineCallbacks
     def newOrder(
-        self, order: messages.NewOrder
+        self, order: messages.Order
     ) -> Deferred[tuple[str, messages.Order]]:
         """
         Submit a new order.
@@ -367,6 +395,41 @@ class ACMEClient:
         """
         response, parsed = yield self._postFor(url, None, kind)
         return parsed, self._retryAfter(response)
+
+    @property
+    def offersRenewalInfo(self) -> bool:
+        """
+        Whether the server offers ACME Renewal Information (RFC 9773).
+        """
+        return "renewalInfo" in self.directory.to_partial_json()
+
+    @property
+    def profiles(self) -> dict[str, str]:
+        """
+        The certificate profiles the server offers, name to description.
+        """
+        meta = self.directory.to_partial_json().get("meta")
+        return dict(getattr(meta, "profiles", None) or {})
+
+    @inlineCallbacks
+    def renewalInfo(
+        self, certificate: x509.Certificate
+    ) -> Deferred[tuple[messages.RenewalInfo, float | None]]:
+        """
+        Fetch the CA's suggested renewal window for C{certificate}.
+
+        @return: The renewal information and the server's Retry-After.
+        """
+        url = f"{self.directory['renewalInfo'].rstrip('/')}/{certificateID(certificate)}"
+        response, body = yield self._send("GET", url)
+        self._raiseForProblem(url, response, body)
+        try:
+            info = messages.RenewalInfo.from_json(self._json(url, response, body))
+        except josepy.DeserializationError as error:
+            raise ACMEProtocolError(
+                url, f"not valid renewal information: {error}", response.code
+            ) from None
+        return info, self._retryAfter(response)
 
     @inlineCallbacks
     def answerChallenge(self, url: str, answer: josepy.JSONDeSerializable) -> Deferred[None]:

@@ -73,7 +73,7 @@ class ChallengeResource(Resource):
                 if answer is not None:
                     return self._plain(request, answer.encode("ascii"))
             return self._notFound(request)
-        if self._redirectURL is not None:
+        if self._redirectURL is not None and path.startswith(b"/"):
             # Only a path may follow the redirect URL: appending another
             # request-target form ("@evil.example", "http://...") would
             # change the host the client is sent to.

@@ -80,6 +80,12 @@ class ResourceOptions:
     debug: bool
     #: The ACMEv1 URL the configuration named, when it was upgraded.
     upgradedFromURL: str | None = None
+    #: Seconds between two regular checks.
+    checkInterval: float = 86400.0
+    #: The CA's certificate profile to ask for, if any.
+    profile: str | None = None
+    #: Keep the private key across renewals.
+    reuseKey: bool = False
 
 
 @attrs.frozen
@@ -196,6 +202,37 @@ def _keyType(value: str) -> str:
     return lowered
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MIN_CHECK_INTERVAL = 60.0
+MAX_CHECK_INTERVAL = 7 * 86400.0
+
+
+def _duration(value: str) -> float:
+    text = value.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    if not number.isascii() or not number.isdigit():
+        raise ValueError(
+            f"{value!r} is not a duration: use seconds, or a whole number "
+            "followed by s, m, h or d"
+        )
+    seconds = float(int(number) * _DURATION_UNITS[unit])
+    if not MIN_CHECK_INTERVAL <= seconds <= MAX_CHECK_INTERVAL:
+        raise ValueError(f"{value!r} is outside the range 1 minute to 7 days")
+    return seconds
+
+
+_PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _profileName(value: str) -> str:
+    name = value.strip()
+    if not _PROFILE.fullmatch(name):
+        raise ValueError(
+            f"{value!r} is not a profile name: letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
 def _domains(value: str) -> tuple[str, ...]:
     try:
         return parseDomainList(value)
@@ -248,6 +285,14 @@ RESOURCE_OPTIONS = _COMMON + (
     Option("redirect_url", _url, "", "Redirect other requests to this URL."),
     Option("acme_ca_file", _path, "", "PEM CA bundle trusted for the ACME server."),
     Option("key_type", _keyType, "rsa-2048", "Type of the certificates' keys."),
+    Option(
+        "check_interval",
+        _duration,
+        "1d",
+        "Time between two regular checks: seconds, or a number with s, m, h or d.",
+    ),
+    Option("profile", _profileName, "", "The CA's certificate profile to ask for."),
+    Option("reuse_key", _boolean, "no", "Keep the private key across renewals."),
 )
 
 SERVICE_OPTIONS = _COMMON + (
@@ -314,6 +359,9 @@ def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOption
         keyType=values["key_type"],
         debug=values["debug"],
         upgradedFromURL=upgradedFrom,
+        checkInterval=values["check_interval"],
+        profile=values["profile"],
+        reuseKey=values["reuse_key"],
     )
 
 

@@ -70,6 +70,11 @@ ISSUANCE_FAILED = _event(
     LogLevel.critical,
     "Failed to get a new certificate for {domains}: {details}",
 )
+EXPIRY_WARNING = _event(
+    20114,
+    LogLevel.warn,
+    "The certificate of {component} for {domains} expires in {days} days: {details}.",
+)
 ACME_URL_UPGRADED = _event(
     20150,
     LogLevel.warn,
@@ -95,7 +100,9 @@ ACCOUNT_REGISTERED = _event(
     20154, LogLevel.info, "ACME account {account} is registered with {acme_url}."
 )
 ORDER_STARTED = _event(
-    20155, LogLevel.info, "Requesting a certificate for {domains} from {acme_url}."
+    20155,
+    LogLevel.info,
+    "Requesting a certificate for {domains} from {acme_url}: {reason}.",
 )
 SERVICE_LISTENING = _event(
     20156,
@@ -111,6 +118,23 @@ STORED_CERTIFICATE_LOADED = _event(
     20158,
     LogLevel.info,
     "Loaded the stored certificate for {domains}, valid until {not_after}.",
+)
+
+RENEWAL_PLANNED = _event(
+    20159,
+    LogLevel.info,
+    "The certificate for {domains} is due for renewal at {when}: {reason}.",
+)
+RETRY_SCHEDULED = _event(
+    20160,
+    LogLevel.warn,
+    "Next attempt for {domains} at {when}, in {delay} seconds, after "
+    "{failures} failed attempts in a row.",
+)
+RENEWAL_INFO_FAILED = _event(
+    20161,
+    LogLevel.warn,
+    "Cannot get the CA's renewal information for {domains}: {details}",
 )
 
 

@@ -57,14 +57,18 @@ class HTTPSFileService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._waiting = self.consumer.whenCertificate()
-        self._waiting.addCallback(lambda _: self._listen())
-        self._waiting.addErrback(lambda _: None)
+        # Keep the Deferred before adding callbacks: with a certificate
+        # already there, _listen runs at once and clears self._waiting.
+        waiting = self._waiting = self.consumer.whenCertificate()
+        waiting.addCallback(lambda _: self._listen())
+        waiting.addErrback(lambda _: None)
 
     def _listen(self) -> None:
         self._waiting = None
-        site = Site(ReadOnlyFile(self.options.path))
-        factory = TLSMemoryBIOFactory(self.consumer.tls, False, site)
+        site = Site(ReadOnlyFile(self.options.path), reactor=self._reactor)
+        factory = TLSMemoryBIOFactory(
+            self.consumer.tls, False, site, clock=self._reactor
+        )
         address, port = self.options.address, self.options.port
         try:
             self._port = self._reactor.listenTCP(port, factory, interface=address)

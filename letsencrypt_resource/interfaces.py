@@ -64,6 +64,17 @@ class ICertificateStore(Interface):
         @return: The path it was stored at, for events.
         """
 
+    def loadRenewalState(domains):
+        """
+        Return the renewal state saved for C{domains} (a JSON-ready dict),
+        or C{None}.
+        """
+
+    def saveRenewalState(domains, state):
+        """
+        Save the renewal state C{state} for C{domains}, atomically.
+        """
+
     def loadProvisionalSigner():
         """
         Return the PEM bytes of this installation's provisional signing key

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError
+from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, ReplacingOrder
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
 from .keys import PrivateKey, makeCSR
@@ -116,9 +116,16 @@ def obtainCertificate(
     clock: IReactorTime,
     domains: tuple[str, ...],
     key: PrivateKey,
+    *,
+    profile: str | None = None,
+    replaces: str | None = None,
 ) -> Deferred[CertifiedKey]:
     """
     Order a certificate for C{domains} and the public half of C{key}.
+
+    @param profile: The CA's certificate profile to ask for.
+    @param replaces: The RFC 9773 identifier of the certificate this one
+        replaces, for CAs that offer renewal information.
 
     Answers each HTTP-01 challenge through C{responder}, polls the order
     (honouring Retry-After), finalizes it with a CSR and downloads the chain.
@@ -132,7 +139,9 @@ def obtainCertificate(
     identifiers = [
         messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
     ]
-    orderURL, order = yield client.newOrder(messages.NewOrder(identifiers=identifiers))
+    orderURL, order = yield client.newOrder(
+        ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)
+    )
     tokens: list[str] = []
     try:
         if order.status == messages.STATUS_PENDING:

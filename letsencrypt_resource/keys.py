@@ -7,6 +7,8 @@ thread (see L{letsencrypt_resource.resource}).
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import josepy
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +20,13 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 _CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
 _RSA_BITS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
 
+#: The longest common name a certificate may carry (RFC 5280 ub-common-name).
+MAX_COMMON_NAME = 64
+
+_Builder = TypeVar(
+    "_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder
+)
+
 
 def generateKey(keyType: str) -> PrivateKey:
     """
@@ -27,6 +36,15 @@ def generateKey(keyType: str) -> PrivateKey:
     if keyType in _CURVES:
         return ec.generate_private_key(_CURVES[keyType]())
     return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS[keyType])
+
+
+def keyType(key: PrivateKey) -> str:
+    """
+    The L{letsencrypt_resource.config.KEY_TYPES} name of C{key}'s type.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"rsa-{key.key_size}"
+    return f"ecdsa-p{key.curve.key_size}"
 
 
 def keyToPEM(key: PrivateKey) -> bytes:
@@ -52,18 +70,29 @@ def keyFromPEM(pem: bytes) -> PrivateKey:
     return key
 
 
+def withDomainNames(builder: _Builder, domains: tuple[str, ...]) -> _Builder:
+    """
+    Put C{domains} in the subject and SAN of a certificate or CSR builder.
+
+    The first name is the subject's common name when it fits in one
+    (L{MAX_COMMON_NAME} characters; a domain may have up to 253).  Otherwise
+    the subject is empty and the SAN, which carries every name, is critical
+    (RFC 5280, 4.2.1.6).
+    """
+    fits = len(domains[0]) <= MAX_COMMON_NAME
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, domains[0])] if fits else []
+    return builder.subject_name(x509.Name(subject)).add_extension(
+        x509.SubjectAlternativeName([x509.DNSName(name) for name in domains]),
+        critical=not fits,
+    )
+
+
 def makeCSR(key: PrivateKey, domains: tuple[str, ...]) -> x509.CertificateSigningRequest:
     """
     Make a CSR for C{domains}: the first is the subject, all are in the SAN.
     """
-    return (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name) for name in domains]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    return withDomainNames(x509.CertificateSigningRequestBuilder(), domains).sign(
+        key, hashes.SHA256()
     )
 
 

@@ -1,22 +1,110 @@
 """
-When a certificate is due for renewal, and how long to wait after a failure.
+When a certificate is renewed, when its expiry is warned about, and how long
+to wait after a failure.
 
-Pure functions of times in seconds since the epoch.
+Pure functions of times in seconds since the epoch, the same for every
+lifetime, from 6-day to 90-day certificates and beyond:
+
+  - Without renewal information from the CA (ARI), a certificate is due
+    once two thirds of its lifetime have passed (60 days of 90); under 10
+    days of lifetime, once half of it has passed (3 days of 6).
+  - With an ARI window, it is due at a random point inside the window, the
+    point picked once per window.
+  - Whatever ARI says, it is due at once when less than a tenth of its
+    lifetime is left (the emergency threshold).
+  - An expiry warning is due when less than 15 days are left, or less than
+    a sixth of the lifetime for certificates shorter than 90 days, so a
+    healthy short-lived certificate never raises one.
+  - After a failure, the next attempt comes after a minute, then after
+    waits that double, up to the regular check interval, or later when the
+    CA said so with Retry-After.
 """
 
 from __future__ import annotations
 
-#: Renew once this fraction of the lifetime has passed (60 of 90 days).
-RENEW_AFTER_FRACTION = 2 / 3
+import attrs
+
+DAY = 86400.0
+
+#: Below this lifetime, renew at half of it instead of two thirds.
+SHORT_LIFETIME = 10 * DAY
+#: Renew at once when less than this fraction of the lifetime is left.
+EMERGENCY_FRACTION = 1 / 10
+#: Warn when less than this is left...
+WARNING_TIME = 15 * DAY
+#: ...or, for short lifetimes, less than this fraction of the lifetime.
+WARNING_FRACTION = 1 / 6
 #: The first wait after a failed attempt; each later one doubles.
 FIRST_RETRY_DELAY = 60.0
 
 
-def renewalTime(notBefore: float, notAfter: float) -> float:
+@attrs.frozen
+class RenewalPlan:
     """
-    When a certificate valid from C{notBefore} to C{notAfter} is due.
+    When a certificate is due, and why.
+
+    @ivar at: The time it is due.
+    @ivar reason: C{"lifetime"}, C{"ari"} or C{"emergency"}.
     """
-    return notBefore + (notAfter - notBefore) * RENEW_AFTER_FRACTION
+
+    at: float
+    reason: str
+
+
+def lifetimeRenewalTime(notBefore: float, notAfter: float) -> float:
+    """
+    When a certificate is due when the CA gives no renewal information.
+    """
+    lifetime = notAfter - notBefore
+    fraction = 1 / 2 if lifetime < SHORT_LIFETIME else 2 / 3
+    return notBefore + lifetime * fraction
+
+
+def emergencyTime(notBefore: float, notAfter: float) -> float:
+    """
+    The time after which a certificate is renewed at once, whatever ARI
+    says.
+    """
+    return notAfter - (notAfter - notBefore) * EMERGENCY_FRACTION
+
+
+def planRenewal(
+    notBefore: float,
+    notAfter: float,
+    ariWindow: tuple[float, float] | None = None,
+    pick: float = 0.5,
+) -> RenewalPlan:
+    """
+    Decide when a certificate valid from C{notBefore} to C{notAfter} is due.
+
+    @param ariWindow: The start and end of the CA's suggested window.
+    @param pick: Where in the window to renew, from 0 (its start) to 1 (its
+        end); chosen at random once per window by the caller.
+    """
+    if ariWindow is not None:
+        start, end = ariWindow
+        plan = RenewalPlan(start + (max(end, start) - start) * pick, "ari")
+    else:
+        plan = RenewalPlan(lifetimeRenewalTime(notBefore, notAfter), "lifetime")
+    emergency = emergencyTime(notBefore, notAfter)
+    if plan.at > emergency:
+        return RenewalPlan(emergency, "emergency")
+    return plan
+
+
+def warningThreshold(notBefore: float, notAfter: float) -> float:
+    """
+    How long before expiry a certificate in service raises a warning.
+    """
+    return min(WARNING_TIME, (notAfter - notBefore) * WARNING_FRACTION)
+
+
+def shouldWarn(notBefore: float, notAfter: float, now: float) -> bool:
+    """
+    Whether a certificate in service at C{now} is close enough to expiry
+    to warn about.
+    """
+    return notAfter - now < warningThreshold(notBefore, notAfter)
 
 
 def retryDelay(failures: int, maximum: float) -> float:
@@ -25,4 +113,4 @@ def retryDelay(failures: int, maximum: float) -> float:
 
     Starts at L{FIRST_RETRY_DELAY} and doubles up to C{maximum}.
     """
-    return min(FIRST_RETRY_DELAY * 2 ** max(failures - 1, 0), maximum)
+    return min(FIRST_RETRY_DELAY * 2 ** min(max(failures - 1, 0), 40), maximum)

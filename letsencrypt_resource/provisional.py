@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from .certificates import CertifiedKey
-from .keys import PrivateKey, generateKey
+from .keys import PrivateKey, generateKey, withDomainNames
 
 _SIGNER_LIFETIME = datetime.timedelta(days=3650)
 _PROVISIONAL_LIFETIME = datetime.timedelta(days=90)
@@ -24,7 +24,6 @@ _BACKDATE = datetime.timedelta(hours=1)
 
 
 def _builder(
-    subject: x509.Name,
     issuer: x509.Name,
     key: PrivateKey,
     now: datetime.datetime,
@@ -32,7 +31,6 @@ def _builder(
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
-        .subject_name(subject)
         .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -54,7 +52,8 @@ def makeSigner(label: str, now: datetime.datetime) -> CertifiedKey:
         [x509.NameAttribute(NameOID.COMMON_NAME, f"Provisional CA for {label}"[:64])]
     )
     certificate = (
-        _builder(name, name, key, now, _SIGNER_LIFETIME)
+        _builder(name, key, now, _SIGNER_LIFETIME)
+        .subject_name(name)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
@@ -73,12 +72,10 @@ def makeProvisional(
     Generates a key: call it off the reactor thread.
     """
     key = generateKey("ecdsa-p256")
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domains[0])])
     certificate = (
-        _builder(subject, signer.certificate.subject, key, now, _PROVISIONAL_LIFETIME)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name) for name in domains]),
-            critical=False,
+        withDomainNames(
+            _builder(signer.certificate.subject, key, now, _PROVISIONAL_LIFETIME),
+            domains,
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(

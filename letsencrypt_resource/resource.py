@@ -6,6 +6,7 @@ registered L{ICertificateConsumer} on a valid certificate.
 from __future__ import annotations
 
 import datetime
+import random
 from typing import Any, Callable
 
 from acme import messages
@@ -28,20 +29,38 @@ from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from . import events
-from .acmeclient import ACMEClient
+from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder, ChallengeSite
 from .config import ResourceOptions
 from .domains import domainsLabel
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import obtainCertificate
-from .keys import generateKey, jwkFor
-from .policy import renewalTime, retryDelay
+from .keys import generateKey, jwkFor, keyType
+from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
+from .policy import retryDelay, shouldWarn
 from .provisional import makeProvisional, makeSigner
 from .store import AccountRecord, StoreError, exportCertificate
 
-#: Seconds between two regular checks of every certificate.
+#: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
+#: When to ask for renewal information again without a Retry-After...
+ARI_DEFAULT_RETRY = 6 * 3600.0
+#: ...at the soonest after one...
+ARI_MIN_RETRY = 60.0
+#: ...and after a failed request.
+ARI_ERROR_RETRY = 6 * 3600.0
+DAY = 86400.0
+
+#: What each renewal reason means, for events.
+REASONS = {
+    "lifetime": "most of its lifetime has passed",
+    "ari": "inside the CA's suggested renewal window",
+    "emergency": "less than a tenth of its lifetime is left",
+    NO_CERTIFICATE: NO_CERTIFICATE,
+    NAMES_CHANGED: NAMES_CHANGED,
+    "forced": "renewal was asked for",
+}
 #: How many orders run at once.
 CONCURRENT_ORDERS = 4
 
@@ -51,44 +70,6 @@ Runner = Callable[..., Deferred]
 
 def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
-
-
-class ManagedCertificate:
-    """
-    One domain set: the consumers that share it and its certificate.
-
-    @ivar domains: The names, as the first consumer listed them.
-    @ivar consumers: The services that use it.
-    @ivar current: The certificate in service, provisional or CA-issued.
-    @ivar failures: Failed attempts since the last success.
-    @ivar nextAttempt: When a failed set may be tried again.
-    """
-
-    def __init__(self, domains: tuple[str, ...]):
-        self.domains = domains
-        self.consumers: list[ICertificateConsumer] = []
-        self.current: CertifiedKey | None = None
-        self.failures = 0
-        self.nextAttempt = 0.0
-        self.attempt: Deferred[None] | None = None
-
-    @property
-    def label(self) -> str:
-        return domainsLabel(self.domains)
-
-    def dueAt(self) -> float:
-        """
-        When this set next needs a new certificate: now when it has only a
-        provisional one or its names changed.
-        """
-        current = self.current
-        if (
-            current is None
-            or current.provisional
-            or set(current.domains) != set(self.domains)
-        ):
-            return 0.0
-        return renewalTime(current.notBefore.timestamp(), current.notAfter.timestamp())
 
 
 class LetsEncryptResource(Service):
@@ -110,11 +91,12 @@ class LetsEncryptResource(Service):
         httpClient: Any,
         *,
         runInThread: Runner = deferToThread,
-        checkInterval: float = CHECK_INTERVAL,
+        random: Callable[[], float] = random.random,
     ):
         """
         @param httpClient: The L{treq.client.HTTPClient} for the ACME server.
         @param runInThread: Runs key generation off the reactor thread.
+        @param random: Picks where in an ARI window to renew (0 to 1).
         """
         self.options = options
         self.name = options.name
@@ -123,7 +105,8 @@ class LetsEncryptResource(Service):
         self._reactor = reactor
         self._http = httpClient
         self._runInThread = runInThread
-        self._checkInterval = checkInterval
+        self._checkInterval = options.checkInterval
+        self._random = random
         self.responder = ChallengeResponder()
         self.managed: dict[frozenset[str], ManagedCertificate] = {}
         self._port: IListeningPort | None = None
@@ -226,12 +209,15 @@ class LetsEncryptResource(Service):
 
     def _loadStored(self, certificate: ManagedCertificate) -> None:
         try:
+            state = self._store.loadRenewalState(certificate.domains)
             stored = self._store.loadCertificate(certificate.domains)
         except StoreError as error:
             events.ISSUANCE_FAILED.emit(
                 self._log, domains=certificate.label, details=f"stored certificate {error}"
             )
             return
+        if state is not None:
+            certificate.restore(state)
         if stored is None or stored.notAfter.timestamp() <= self._reactor.seconds():
             return
         events.STORED_CERTIFICATE_LOADED.emit(
@@ -305,7 +291,8 @@ class LetsEncryptResource(Service):
 
     def check(self, force: bool = False) -> Deferred[None]:
         """
-        Renew every certificate that is due, now.
+        Warn about certificates close to expiry, then ask for renewal
+        information and renew what is due, now.
 
         @param force: Renew every certificate, due or not.
         @return: A Deferred that fires when every attempt started has ended;
@@ -313,23 +300,47 @@ class LetsEncryptResource(Service):
         """
         self._cancelWakeUp()
         now = self._reactor.seconds()
+        self._warnOfExpiry(now)
         for certificate in self.managed.values():
             if certificate.attempt is None and (
-                force or max(certificate.dueAt(), certificate.nextAttempt) <= now
+                force or certificate.nextEvent(self._checksARI) <= now
             ):
-                self._startAttempt(certificate)
+                self._startAttempt(certificate, force)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
         self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
             lambda _: self._scheduleWakeUp(), lambda failure: None
         )
         return self._checking
 
-    def _startAttempt(self, certificate: ManagedCertificate) -> None:
+    def _warnOfExpiry(self, now: float) -> None:
+        for certificate in self.managed.values():
+            current = certificate.current
+            if current is None or current.provisional:
+                continue
+            notBefore = current.notBefore.timestamp()
+            notAfter = current.notAfter.timestamp()
+            if not shouldWarn(notBefore, notAfter, now):
+                continue
+            details = (
+                f"renewal failed {certificate.failures} times, last: "
+                f"{certificate.lastError}"
+                if certificate.lastError
+                else f"renewal is due {_when(certificate.plan().at)}"
+            )
+            events.EXPIRY_WARNING.emit(
+                self._log,
+                component=", ".join(c.name for c in certificate.consumers),
+                domains=certificate.label,
+                days=f"{max(notAfter - now, 0) / DAY:.1f}",
+                details=details,
+            )
+
+    def _startAttempt(self, certificate: ManagedCertificate, force: bool) -> None:
         def ended(result: object) -> object:
             certificate.attempt = None
             return result
 
-        certificate.attempt = self._orders.run(self._renew, certificate)
+        certificate.attempt = self._orders.run(self._attempt, certificate, force)
         certificate.attempt.addBoth(ended)
 
     def _cancelWakeUp(self) -> None:
@@ -339,20 +350,22 @@ class LetsEncryptResource(Service):
 
     def _scheduleWakeUp(self) -> None:
         """
-        Schedule an early check when a renewal or retry falls before the
-        next regular one.
+        Schedule an early check when a renewal, a retry or an ARI check
+        falls before the next regular one.
         """
         if self._loop is None or not self._loop.running:
             return
-        times = [
-            max(c.dueAt(), c.nextAttempt) for c in self.managed.values()
-        ]
+        times = [c.nextEvent(self._checksARI) for c in self.managed.values()]
         if not times:
             return
         delay = min(times) - self._reactor.seconds()
         if delay < self._checkInterval:
             self._cancelWakeUp()
             self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)
+
+    @property
+    def _checksARI(self) -> bool:
+        return self._client is None or self._client.offersRenewalInfo
 
     def _acmeClient(self) -> Deferred[ACMEClient]:
         """
@@ -391,35 +404,126 @@ class LetsEncryptResource(Service):
         return client
 
     @inlineCallbacks
-    def _renew(self, certificate: ManagedCertificate) -> Deferred[None]:
+    def _attempt(self, certificate: ManagedCertificate, force: bool) -> Deferred[None]:
+        """
+        Refresh the renewal information of C{certificate} when it is time,
+        then renew it if it is due (or C{force}).
+        """
         try:
-            events.ORDER_STARTED.emit(
-                self._log, domains=certificate.label, acme_url=self.options.acmeURL
-            )
             client = yield self._acmeClient()
-            key = yield self._runInThread(generateKey, self.options.keyType)
-            issued = yield obtainCertificate(
-                client, self.responder, self._reactor, certificate.domains, key
-            )
+            now = self._reactor.seconds()
+            issued = certificate.issued
+            if issued is not None and client.offersRenewalInfo:
+                if certificate.ariNextCheck <= now:
+                    yield self._refreshRenewalInfo(client, certificate, issued)
+            plan = certificate.plan()
+            if not force and plan.at > self._reactor.seconds():
+                self._announce(certificate)
+                return
+            yield self._renew(client, certificate, "forced" if force else plan.reason)
         except CancelledError:
             raise
         except Exception as error:
             self._failed(certificate, error)
+
+    @inlineCallbacks
+    def _refreshRenewalInfo(
+        self, client: ACMEClient, certificate: ManagedCertificate, issued: CertifiedKey
+    ) -> Deferred[None]:
+        now = self._reactor.seconds()
+        try:
+            info, retryAfter = yield client.renewalInfo(issued.certificate)
+        except (ACMEProblem, ACMEProtocolError, ValueError) as error:
+            certificate.ariNextCheck = now + min(ARI_ERROR_RETRY, self._checkInterval)
+            events.RENEWAL_INFO_FAILED.emit(
+                self._log, domains=certificate.label, details=str(error)
+            )
+            return
+        window = info.suggested_window
+        start, end = window.start.timestamp(), window.end.timestamp()
+        if certificate.ariWindow != (start, end):
+            certificate.ariWindow = (start, end)
+            certificate.ariPick = self._random()
+        wait = retryAfter if retryAfter is not None else ARI_DEFAULT_RETRY
+        certificate.ariNextCheck = now + min(max(wait, ARI_MIN_RETRY), self._checkInterval)
+        self._saveState(certificate)
+
+    def _announce(self, certificate: ManagedCertificate) -> None:
+        """
+        Tell when C{certificate} is due, once per plan.
+        """
+        plan = certificate.plan()
+        if plan != certificate.announced:
+            certificate.announced = plan
+            events.RENEWAL_PLANNED.emit(
+                self._log,
+                domains=certificate.label,
+                when=_when(plan.at),
+                reason=REASONS.get(plan.reason, plan.reason),
+            )
+
+    @inlineCallbacks
+    def _renew(
+        self, client: ACMEClient, certificate: ManagedCertificate, reason: str
+    ) -> Deferred[None]:
+        events.ORDER_STARTED.emit(
+            self._log,
+            domains=certificate.label,
+            acme_url=self.options.acmeURL,
+            reason=REASONS.get(reason, reason),
+        )
+        profile = self.options.profile
+        if profile is not None and profile not in client.profiles:
+            raise ProfileNotOffered(profile, sorted(client.profiles))
+        issued = certificate.issued
+        if self.options.reuseKey and issued and keyType(issued.key) == self.options.keyType:
+            key = issued.key
         else:
-            self._issued(certificate, issued)
+            key = yield self._runInThread(generateKey, self.options.keyType)
+        replaces = None
+        if issued is not None and client.offersRenewalInfo:
+            try:
+                replaces = certificateID(issued.certificate)
+            except ValueError:
+                pass
+        try:
+            new = yield obtainCertificate(
+                client,
+                self.responder,
+                self._reactor,
+                certificate.domains,
+                key,
+                profile=profile,
+                replaces=replaces,
+            )
+        except ACMEProblem as problem:
+            if replaces is None or problem.code not in ("alreadyReplaced", "malformed"):
+                raise
+            new = yield obtainCertificate(
+                client, self.responder, self._reactor, certificate.domains, key, profile=profile
+            )
+        self._issued(certificate, new)
 
     def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
+        now = self._reactor.seconds()
         certificate.failures += 1
-        certificate.nextAttempt = self._reactor.seconds() + retryDelay(
-            certificate.failures, self._checkInterval
-        )
+        delay = retryDelay(certificate.failures, self._checkInterval)
         retryAfter = getattr(error, "retryAfter", None)
         if retryAfter is not None:
-            certificate.nextAttempt = max(
-                certificate.nextAttempt, self._reactor.seconds() + retryAfter
-            )
-        details = str(error) or type(error).__name__
-        events.ISSUANCE_FAILED.emit(self._log, domains=certificate.label, details=details)
+            delay = max(delay, retryAfter)
+        certificate.nextAttempt = now + delay
+        certificate.lastError = str(error) or type(error).__name__
+        events.ISSUANCE_FAILED.emit(
+            self._log, domains=certificate.label, details=certificate.lastError
+        )
+        events.RETRY_SCHEDULED.emit(
+            self._log,
+            domains=certificate.label,
+            when=_when(certificate.nextAttempt),
+            delay=f"{delay:.0f}",
+            failures=certificate.failures,
+        )
+        self._saveState(certificate)
 
     def _issued(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
         try:
@@ -428,10 +532,40 @@ class LetsEncryptResource(Service):
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
             )
-            self._failed(certificate, error)
-            return
-        certificate.failures = 0
-        certificate.nextAttempt = 0.0
+            raise
+        certificate.succeeded()
+        self._saveState(certificate)
         events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
         self._export(certificate.domains, issued)
         self._deliver(certificate, issued)
+        self._announce(certificate)
+
+    def _saveState(self, certificate: ManagedCertificate) -> None:
+        try:
+            self._store.saveRenewalState(certificate.domains, certificate.state())
+        except StoreError as error:
+            events.STORE_FAILED.emit(
+                self._log, domains=certificate.label, path=error.path, details=error.message
+            )
+
+
+class ProfileNotOffered(Exception):
+    """
+    The configured profile is not one the CA offers.
+    """
+
+    def __init__(self, profile: str, offered: list[str]):
+        super().__init__(profile, offered)
+        self.profile = profile
+        self.offered = offered
+
+    def __str__(self) -> str:
+        offered = ", ".join(self.offered) if self.offered else "none"
+        return (
+            f"option 'profile': the CA offers no profile {self.profile!r} "
+            f"(it offers: {offered})"
+        )
+
+
+def _when(seconds: float) -> str:
+    return _utc(seconds).isoformat(timespec="seconds")

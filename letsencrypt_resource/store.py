@@ -6,6 +6,7 @@ Layout under the state directory (folders 0700, files 0600)::
 
     accounts/<hash of the ACME URL>.json   account key and URL
     certificates/<domains joined by _>.pem key + full chain, one file
+    renewal/<domains joined by _>.json     renewal state, JSON
     provisional-signer.pem                 this installation's signer
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import Any
 
 import attrs
 from zope.interface import implementer
@@ -125,6 +127,9 @@ class DirectoryStore:
 
     def _write(self, path: str, data: bytes) -> str:
         try:
+            # The store's own folder first: makedirs would create it, as a
+            # parent of the file's, with the umask's mode.
+            makePrivateDirectory(self.path)
             makePrivateDirectory(os.path.dirname(path))
             writeAtomically(path, data)
         except OSError as error:
@@ -175,6 +180,27 @@ class DirectoryStore:
         self, domains: tuple[str, ...], certifiedKey: CertifiedKey
     ) -> str:
         return self._write(self._certificatePath(domains), certifiedKey.toPEM())
+
+    def _renewalStatePath(self, domains: tuple[str, ...]) -> str:
+        return self._file("renewal", domainsFileName(domains) + ".json")
+
+    def loadRenewalState(self, domains: tuple[str, ...]) -> dict[str, Any] | None:
+        path = self._renewalStatePath(domains)
+        data = self._read(path)
+        if data is None:
+            return None
+        try:
+            state = json.loads(data)
+        except ValueError as error:
+            raise StoreError(path, f"is not a valid renewal state: {error}") from None
+        if not isinstance(state, dict):
+            raise StoreError(path, "is not a valid renewal state: not an object")
+        return state
+
+    def saveRenewalState(self, domains: tuple[str, ...], state: dict[str, Any]) -> None:
+        self._write(
+            self._renewalStatePath(domains), json.dumps(state, indent=2).encode("utf-8")
+        )
 
     def loadProvisionalSigner(self) -> bytes | None:
         return self._read(self._file("provisional-signer.pem"))

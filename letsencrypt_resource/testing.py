@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 from typing import Any, Callable
 
 import attrs
@@ -31,7 +32,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from .acmeclient import ACMEClient
+from .acmeclient import ACMEClient, ReplacingOrder, certificateID
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .keys import generateKey, jwkFor, keyFromPEM, keyToPEM
@@ -68,6 +69,7 @@ class _Order:
     status: messages.Status = messages.STATUS_PENDING
     certificate: bytes | None = None
     error: messages.Error | None = None
+    validity: float = 90 * 86400
 
 
 @attrs.define
@@ -97,6 +99,13 @@ class FakeACMEServer(Resource):
     @ivar validationDelay: Seconds between a challenge's answer and its
         validation.
     @ivar orderRetryAfter: The Retry-After header of order responses.
+    @ivar profiles: Profile names offered, to certificate lifetimes; when
+        empty, no profiles are offered.
+    @ivar offerRenewalInfo: Whether the directory offers ARI.
+    @ivar renewalWindows: ARI windows to answer, by certificate ID;
+        others get the last third of the lifetime.
+    @ivar ariRetryAfter: The Retry-After of ARI answers.
+    @ivar newOrders: Every new order received, parsed.
     """
 
     isLeaf = True
@@ -111,6 +120,12 @@ class FakeACMEServer(Resource):
         self.refuse: set[str] = set()
         self.validationDelay = 0.0
         self.orderRetryAfter: int | None = None
+        self.profiles: dict[str, float] = {}
+        self.offerRenewalInfo = False
+        self.renewalWindows: dict[str, tuple[float, float]] = {}
+        self.ariRetryAfter = 6 * 3600
+        self.newOrders: list[ReplacingOrder] = []
+        self._issued: dict[str, x509.Certificate] = {}
         self.ordersCreated = 0
         self.orderTimes: list[float] = []
         self.accountsCreated = 0
@@ -165,6 +180,8 @@ class FakeACMEServer(Resource):
         try:
             if method == "GET" and path == "/directory":
                 return self._json(request, self._directory())
+            if method == "GET" and path.startswith("/renewal-info/"):
+                return self._renewalInfo(request, path.rsplit("/", 1)[1])
             if method == "HEAD" and path == "/new-nonce":
                 return b""
             if method != "POST":
@@ -200,16 +217,35 @@ class FakeACMEServer(Resource):
         return messages.Error.with_code(code, detail=detail).json_dumps().encode("utf-8")
 
     def _directory(self) -> messages.Directory:
-        return messages.Directory(
-            {
-                "newNonce": f"{BASE}/new-nonce",
-                "newAccount": f"{BASE}/new-account",
-                "newOrder": f"{BASE}/new-order",
-                "revokeCert": f"{BASE}/revoke-cert",
-                "keyChange": f"{BASE}/key-change",
-                "meta": messages.Directory.Meta(terms_of_service=f"{BASE}/terms"),
-            }
-        )
+        resources: dict[str, Any] = {
+            "newNonce": f"{BASE}/new-nonce",
+            "newAccount": f"{BASE}/new-account",
+            "newOrder": f"{BASE}/new-order",
+            "revokeCert": f"{BASE}/revoke-cert",
+            "keyChange": f"{BASE}/key-change",
+            "meta": messages.Directory.Meta(
+                terms_of_service=f"{BASE}/terms",
+                profiles={name: f"{name} certificates" for name in self.profiles} or None,
+            ),
+        }
+        if self.offerRenewalInfo:
+            resources["renewalInfo"] = f"{BASE}/renewal-info"
+        return messages.Directory(resources)
+
+    def _renewalInfo(self, request: Request, certificateIdentifier: str) -> bytes:
+        certificate = self._issued.get(certificateIdentifier)
+        if certificate is None:
+            raise _Problem(404, "malformed", "no such certificate")
+        if certificateIdentifier in self.renewalWindows:
+            start, end = self.renewalWindows[certificateIdentifier]
+        else:
+            notBefore = certificate.not_valid_before_utc.timestamp()
+            notAfter = certificate.not_valid_after_utc.timestamp()
+            start = notAfter - (notAfter - notBefore) / 3
+            end = start + (notAfter - notBefore) / 9
+        request.setHeader("retry-after", str(self.ariRetryAfter))
+        window = messages.RenewalInfo.SuggestedWindow(start=_utc(start), end=_utc(end))
+        return self._json(request, messages.RenewalInfo(suggested_window=window))
 
     def _verify(self, request: Request, path: str) -> tuple[bytes, str | None, josepy.JWK]:
         try:
@@ -281,7 +317,10 @@ class FakeACMEServer(Resource):
         )
 
     def _newOrder(self, request: Request, _: str, payload: bytes, account: str) -> bytes:
-        order = messages.NewOrder.json_loads(payload)
+        order = ReplacingOrder.json_loads(payload)
+        self.newOrders.append(order)
+        if order.profile and order.profile not in self.profiles:
+            raise _Problem(400, "invalidProfile", f"no profile {order.profile!r}")
         ident = str(next(self._ids))
         names = tuple(identifier.value for identifier in order.identifiers)
         authorizations = []
@@ -291,7 +330,8 @@ class FakeACMEServer(Resource):
                 name, authzID.encode().rjust(16, b"t"), account
             )
             authorizations.append(f"{BASE}/authz/{authzID}")
-        self._orders[ident] = _Order(names, authorizations)
+        validity = self.profiles.get(order.profile or "default", self.validity)
+        self._orders[ident] = _Order(names, authorizations, validity=validity)
         self.ordersCreated += 1
         self.orderTimes.append(self.clock.seconds())
         request.setHeader("location", f"{BASE}/order/{ident}")
@@ -377,13 +417,16 @@ class FakeACMEServer(Resource):
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         if set(names.value.get_values_for_type(x509.DNSName)) != set(order.identifiers):
             raise _Problem(400, "badCSR", "the CSR's names are not the order's")
-        order.certificate = self.issue(csr.public_key(), order.identifiers)
+        order.certificate = self.issue(csr.public_key(), order.identifiers, order.validity)
         order.status = messages.STATUS_VALID
         return self._json(request, self._orderBody(ident))
 
-    def issue(self, publicKey: Any, names: tuple[str, ...]) -> bytes:
+    def issue(
+        self, publicKey: Any, names: tuple[str, ...], validity: float | None = None
+    ) -> bytes:
         """
-        Issue a PEM chain for C{publicKey} and C{names}, valid from now.
+        Issue a PEM chain for C{publicKey} and C{names}, valid from now for
+        C{validity} seconds (by default L{validity}).
         """
         now = _utc(self.clock.seconds())
         certificate = (
@@ -393,12 +436,21 @@ class FakeACMEServer(Resource):
             .public_key(publicKey)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
-            .not_valid_after(now + datetime.timedelta(seconds=self.validity))
+            .not_valid_after(
+                now + datetime.timedelta(seconds=validity or self.validity)
+            )
             .add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False
             )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                    self.caKey.public_key()
+                ),
+                False,
+            )
             .sign(self.caKey, hashes.SHA256())
         )
+        self._issued[certificateID(certificate)] = certificate
         return certificate.public_bytes(Encoding.PEM) + self.caCertificate.public_bytes(
             Encoding.PEM
         )
@@ -452,6 +504,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.accounts: dict[str, tuple[bytes, str | None]] = {}
         self.certificates: dict[tuple[str, ...], bytes] = {}
+        self.states: dict[tuple[str, ...], str] = {}
         self.signer: bytes | None = None
         self.failWrites = False
 
@@ -477,6 +530,14 @@ class MemoryStore:
         self._checkWritable("_".join(domains))
         self.certificates[domains] = certifiedKey.toPEM()
         return "memory:" + "_".join(domains)
+
+    def loadRenewalState(self, domains: tuple[str, ...]) -> dict[str, Any] | None:
+        text = self.states.get(domains)
+        return json.loads(text) if text is not None else None
+
+    def saveRenewalState(self, domains: tuple[str, ...], state: dict[str, Any]) -> None:
+        self._checkWritable("state")
+        self.states[domains] = json.dumps(state)
 
     def loadProvisionalSigner(self) -> bytes | None:
         return self.signer

@@ -16,7 +16,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 
@@ -114,50 +115,77 @@ class Collector(Protocol):
         self.lostReason = reason
 
 
+@attrs.frozen
+class InMemoryConnection:
+    """
+    A client connected to a server in memory.
+
+    @ivar client: The client protocol, its TLS layer if it has one.
+    @ivar collector: The L{Collector} the client's data goes to.
+    @ivar pump: Moves bytes between client and server.
+    """
+
+    client: IProtocol
+    collector: Collector
+    pump: IOPump
+
+    def send(self, data: bytes) -> None:
+        """
+        Send C{data} to the server, and move bytes until both sides are
+        idle.
+        """
+        self.collector.transport.write(data)
+        self.pump.flush()
+
+
 def connectInMemory(
     serverFactory: IProtocolFactory,
     clientFactory: IProtocolFactory | None = None,
-) -> tuple[IProtocol, IOPump]:
+    clock: MemoryReactorClock | None = None,
+) -> InMemoryConnection:
     """
-    Connect a client to C{serverFactory} in memory and pump the greeting.
+    Connect a client to C{serverFactory} in memory and pump the greeting
+    (for TLS, the handshake).
 
     @param clientFactory: Makes the client; a plain L{Collector} by default.
-
-    @return: The client protocol and the pump moving bytes between them.
+    @param clock: The clock the factories schedule on, advanced by the pump.
     """
     clientFactory = clientFactory or Factory.forProtocol(Collector)
     client, _, pump = connectedServerAndClient(
         lambda: serverFactory.buildProtocol(ADDRESS),
         lambda: clientFactory.buildProtocol(ADDRESS),
+        greet=False,
+        clock=clock,
     )
-    return client, pump
-
-
-def collectorOf(client: IProtocol) -> Collector:
-    """
-    The L{Collector} of C{client}, under its TLS layer if it has one.
-    """
-    return getattr(client, "wrappedProtocol", client)
+    connection = InMemoryConnection(
+        client, getattr(client, "wrappedProtocol", client), pump
+    )
+    pump.flush()
+    return connection
 
 
 def tlsClientFactory(
-    trustRoot: CertifiedKey, hostname: str = "example.com"
+    trustRoot: CertifiedKey, clock: MemoryReactorClock, hostname: str = "example.com"
 ) -> TLSMemoryBIOFactory:
     """
     TLS clients of L{Collector} that trust only C{trustRoot}'s certificate
     and check the server is C{hostname}.
+
+    @param clock: The clock the TLS layer schedules its writes on.
     """
     creator = optionsForClientTLS(
         hostname, trustRoot=Certificate.loadPEM(trustRoot.certificatePEM)
     )
-    return TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Collector))
+    return TLSMemoryBIOFactory(
+        creator, True, Factory.forProtocol(Collector), clock=clock
+    )
 
 
-def peerCertificate(client: TLSMemoryBIOProtocol) -> x509.Certificate:
+def peerCertificate(connection: InMemoryConnection) -> x509.Certificate:
     """
-    The certificate the server presented to C{client}.
+    The certificate the server presented to C{connection}'s TLS client.
     """
-    return client.getPeerCertificate().to_cryptography()
+    return connection.client.getPeerCertificate().to_cryptography()
 
 
 @attrs.frozen
@@ -201,15 +229,15 @@ def exchange(
     serverFactory: IProtocolFactory,
     request: bytes,
     clientFactory: IProtocolFactory | None = None,
+    clock: MemoryReactorClock | None = None,
 ) -> HTTPResponse:
     """
     Send C{request} to a new in-memory connection to C{serverFactory} and
     read the response.
 
     @param clientFactory: As for L{connectInMemory}.
+    @param clock: As for L{connectInMemory}.
     """
-    client, pump = connectInMemory(serverFactory, clientFactory)
-    collector = collectorOf(client)
-    collector.transport.write(request)
-    pump.flush()
-    return parseResponse(collector.received)
+    connection = connectInMemory(serverFactory, clientFactory, clock)
+    connection.send(request)
+    return parseResponse(connection.collector.received)

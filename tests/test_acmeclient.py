@@ -264,8 +264,8 @@ class ObtainCertificateTests(SynchronousTestCase):
         """
         other = generateKey("ecdsa-p256")
         self.server.issue = (  # type: ignore[method-assign]
-            lambda publicKey, names, issue=self.server.issue: issue(
-                other.public_key(), names
+            lambda publicKey, names, validity=None, issue=self.server.issue: issue(
+                other.public_key(), names, validity
             )
         )
         self.assertRaises(CertificateMismatch, self.obtain)

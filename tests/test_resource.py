@@ -97,6 +97,7 @@ class ResourceTestCase(SynchronousTestCase):
             reactor,
             StubTreq(self.server),
             runInThread=synchronously,
+            random=lambda: 0.5,
         )
         self.server.validate = resource.responder.lookup
         return resource

@@ -1,0 +1,141 @@
+"""
+One managed domain set: its consumers, its certificate and its renewal
+state, which is saved so that a restart keeps retry waits and ARI windows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from .certificates import CertifiedKey
+from .domains import domainsLabel
+from .interfaces import ICertificateConsumer
+from .policy import RenewalPlan, planRenewal
+
+#: Why a set with no CA-issued certificate for its names is due at once.
+NO_CERTIFICATE = "no CA-issued certificate yet"
+NAMES_CHANGED = "its names changed"
+
+
+class ManagedCertificate:
+    """
+    One domain set: the consumers that share it and its certificate.
+
+    @ivar domains: The names, as the first consumer listed them.
+    @ivar consumers: The services that use it.
+    @ivar current: The certificate in service, provisional or CA-issued.
+    @ivar failures: Failed attempts since the last success.
+    @ivar nextAttempt: The earliest time of the next attempt after a failure.
+    @ivar lastError: What the last failed attempt said, until a success.
+    @ivar ariWindow: The CA's suggested renewal window, if it gave one.
+    @ivar ariPick: Where in that window to renew, from 0 to 1.
+    @ivar ariNextCheck: When to ask the CA for renewal information again.
+    @ivar attempt: The attempt under way, if any.
+    @ivar announced: The last renewal plan announced.
+    """
+
+    def __init__(self, domains: tuple[str, ...]):
+        self.domains = domains
+        self.consumers: list[ICertificateConsumer] = []
+        self.current: CertifiedKey | None = None
+        self.failures = 0
+        self.nextAttempt = 0.0
+        self.lastError: str | None = None
+        self.ariWindow: tuple[float, float] | None = None
+        self.ariPick = 0.5
+        self.ariNextCheck = 0.0
+        self.attempt: Deferred[None] | None = None
+        self.announced: RenewalPlan | None = None
+
+    @property
+    def label(self) -> str:
+        """
+        The names, as events show them.
+        """
+        return domainsLabel(self.domains)
+
+    @property
+    def issued(self) -> CertifiedKey | None:
+        """
+        The CA-issued certificate in service for exactly these names, if any.
+        """
+        current = self.current
+        if current is None or current.provisional:
+            return None
+        if set(current.domains) != set(self.domains):
+            return None
+        return current
+
+    def plan(self) -> RenewalPlan:
+        """
+        When this set needs a new certificate, and why.
+        """
+        issued = self.issued
+        if issued is None:
+            reason = NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
+            return RenewalPlan(0.0, reason)
+        return planRenewal(
+            issued.notBefore.timestamp(),
+            issued.notAfter.timestamp(),
+            self.ariWindow,
+            self.ariPick,
+        )
+
+    def nextEvent(self, checksARI: bool) -> float:
+        """
+        When this set next needs attention: its renewal, a retry, or, when
+        C{checksARI}, an ARI check.
+        """
+        due = max(self.plan().at, self.nextAttempt)
+        if checksARI and self.issued is not None:
+            due = min(due, max(self.ariNextCheck, self.nextAttempt))
+        return due
+
+    def succeeded(self) -> None:
+        """
+        Forget failures and ARI answers: they were about the old certificate.
+        """
+        self.failures = 0
+        self.nextAttempt = 0.0
+        self.lastError = None
+        self.ariWindow = None
+        self.ariNextCheck = 0.0
+
+    def state(self) -> dict[str, Any]:
+        """
+        The renewal state to save, as JSON-ready data.
+        """
+        return {
+            "failures": self.failures,
+            "next_attempt": self.nextAttempt,
+            "last_error": self.lastError,
+            "ari_window": list(self.ariWindow) if self.ariWindow else None,
+            "ari_pick": self.ariPick,
+            "ari_next_check": self.ariNextCheck,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """
+        Take back a state L{state} saved; ignore what does not parse.
+        """
+        try:
+            failures = int(state.get("failures", 0))
+            nextAttempt = float(state.get("next_attempt", 0.0))
+            window = state.get("ari_window")
+            ariWindow = (float(window[0]), float(window[1])) if window else None
+            ariPick = float(state.get("ari_pick", 0.5))
+            ariNextCheck = float(state.get("ari_next_check", 0.0))
+            lastError = state.get("last_error")
+        except (TypeError, ValueError, IndexError, AttributeError):
+            return
+        if not all(map(math.isfinite, (nextAttempt, ariPick, ariNextCheck))):
+            return
+        self.failures = max(failures, 0)
+        self.nextAttempt = nextAttempt
+        self.ariWindow = ariWindow
+        self.ariPick = min(max(ariPick, 0.0), 1.0)
+        self.ariNextCheck = ariNextCheck
+        self.lastError = str(lastError) if lastError is not None else None

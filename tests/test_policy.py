@@ -1,0 +1,120 @@
+"""
+Tests for L{letsencrypt_resource.policy}: tables of cases for 90-day,
+45-day and 6-day certificates.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.policy import (
+    FIRST_RETRY_DELAY,
+    RenewalPlan,
+    planRenewal,
+    retryDelay,
+    shouldWarn,
+    warningThreshold,
+)
+
+DAY = 86400.0
+HOUR = 3600.0
+ISSUED = 1_800_000_000.0
+
+
+class PlanRenewalTests(SynchronousTestCase):
+    """
+    Tests for L{planRenewal}.
+    """
+
+    def test_lifetimeTable(self) -> None:
+        """
+        Without ARI, certificates are due at two thirds of their lifetime,
+        or at half of it under 10 days.
+        """
+        cases = [
+            # (lifetime, due after issuance)
+            (90 * DAY, 60 * DAY),
+            (45 * DAY, 30 * DAY),
+            (10 * DAY, 10 * DAY * 2 / 3),
+            (6 * DAY, 3 * DAY),
+            (1 * HOUR, 0.5 * HOUR),
+        ]
+        for lifetime, due in cases:
+            plan = planRenewal(ISSUED, ISSUED + lifetime)
+            self.assertEqual(plan, RenewalPlan(ISSUED + due, "lifetime"), lifetime)
+
+    def test_ariWindowTable(self) -> None:
+        """
+        With an ARI window, the certificate is due at the picked point of
+        it; a window past the emergency threshold is cut to it.
+        """
+        cases = [
+            # (lifetime, window start, window end, pick, expected plan)
+            (90 * DAY, 50 * DAY, 52 * DAY, 0.0, RenewalPlan(ISSUED + 50 * DAY, "ari")),
+            (90 * DAY, 50 * DAY, 52 * DAY, 1.0, RenewalPlan(ISSUED + 52 * DAY, "ari")),
+            (90 * DAY, 50 * DAY, 52 * DAY, 0.5, RenewalPlan(ISSUED + 51 * DAY, "ari")),
+            (90 * DAY, 85 * DAY, 86 * DAY, 0.5, RenewalPlan(ISSUED + 81 * DAY, "emergency")),
+            (45 * DAY, 10 * DAY, 12 * DAY, 0.25, RenewalPlan(ISSUED + 10.5 * DAY, "ari")),
+            (6 * DAY, 4 * DAY, 5 * DAY, 0.5, RenewalPlan(ISSUED + 4.5 * DAY, "ari")),
+            (6 * DAY, 5.8 * DAY, 5.9 * DAY, 0.0, RenewalPlan(ISSUED + 5.4 * DAY, "emergency")),
+            # A window in the past: due at once (its time is already gone).
+            (90 * DAY, -2 * DAY, -1 * DAY, 0.5, RenewalPlan(ISSUED - 1.5 * DAY, "ari")),
+        ]
+        for lifetime, start, end, pick, expected in cases:
+            plan = planRenewal(
+                ISSUED, ISSUED + lifetime, (ISSUED + start, ISSUED + end), pick
+            )
+            self.assertEqual(plan.reason, expected.reason, (lifetime, start))
+            self.assertAlmostEqual(plan.at, expected.at, places=3)
+
+    def test_invertedWindow(self) -> None:
+        """
+        A window whose end comes before its start is taken at its start.
+        """
+        plan = planRenewal(ISSUED, ISSUED + 90 * DAY, (ISSUED + 50 * DAY, ISSUED), 0.7)
+        self.assertEqual(plan, RenewalPlan(ISSUED + 50 * DAY, "ari"))
+
+
+class WarningTests(SynchronousTestCase):
+    """
+    Tests for L{shouldWarn} and L{warningThreshold}.
+    """
+
+    def test_thresholds(self) -> None:
+        """
+        15 days for 90-day certificates, a sixth of the lifetime for
+        shorter ones.
+        """
+        self.assertEqual(warningThreshold(ISSUED, ISSUED + 90 * DAY), 15 * DAY)
+        self.assertEqual(warningThreshold(ISSUED, ISSUED + 365 * DAY), 15 * DAY)
+        self.assertEqual(warningThreshold(ISSUED, ISSUED + 45 * DAY), 7.5 * DAY)
+        self.assertEqual(warningThreshold(ISSUED, ISSUED + 6 * DAY), 1 * DAY)
+
+    def test_healthyCertificatesRaiseNone(self) -> None:
+        """
+        Up to its renewal time, no certificate of any lifetime is warned
+        about; close to expiry, each is.
+        """
+        for lifetime in (90 * DAY, 45 * DAY, 6 * DAY, 1 * HOUR):
+            plan = planRenewal(ISSUED, ISSUED + lifetime)
+            self.assertFalse(shouldWarn(ISSUED, ISSUED + lifetime, plan.at), lifetime)
+            self.assertTrue(
+                shouldWarn(ISSUED, ISSUED + lifetime, ISSUED + lifetime * 0.9), lifetime
+            )
+
+
+class RetryDelayTests(SynchronousTestCase):
+    """
+    Tests for L{retryDelay}.
+    """
+
+    def test_doublesToTheCap(self) -> None:
+        """
+        A minute, then doubling, capped at the maximum; even after very many
+        failures the result is the cap.
+        """
+        delays = [retryDelay(n, DAY) for n in range(1, 14)]
+        self.assertEqual(delays[:4], [FIRST_RETRY_DELAY * f for f in (1, 2, 4, 8)])
+        self.assertEqual(delays[-1], DAY)
+        self.assertEqual(delays, sorted(delays))
+        self.assertEqual(retryDelay(10_000, DAY), DAY)

@@ -1,0 +1,380 @@
+"""
+Tests for L{letsencrypt_resource.store}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.interfaces import ICertificateStore
+from letsencrypt_resource.keys import keyToPEM
+from letsencrypt_resource.store import (
+    AccountRecord,
+    DirectoryStore,
+    StoreError,
+    exportCertificate,
+    writeAtomically,
+)
+
+from .helpers import newSigner, provisionalFor, sharedKey
+
+ACME_URL = "https://acme.example/directory"
+ACCOUNT_URL = "https://acme.example/account/17"
+DOMAINS = ("example.com", "www.example.com")
+
+
+def modeOf(path: str) -> int:
+    """
+    The permission bits of C{path}.
+    """
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def readBytes(path: str) -> bytes:
+    """
+    The content of the file at C{path}.
+    """
+    with open(path, "rb") as stream:
+        return stream.read()
+
+
+class PermissiveUmaskMixin:
+    """
+    Run each test under umask 0, so that modes come from the code alone.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(os.umask, os.umask(0))  # type: ignore[attr-defined]
+
+
+class WriteAtomicallyTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{writeAtomically}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        self.path = os.path.join(self.folder, "file")
+
+    def test_replaces(self) -> None:
+        """
+        The new content replaces the old, and no temporary file is left.
+        """
+        writeAtomically(self.path, b"old")
+        writeAtomically(self.path, b"new content")
+        self.assertEqual(
+            (readBytes(self.path), os.listdir(self.folder)), (b"new content", ["file"])
+        )
+
+    def test_modes(self) -> None:
+        """
+        The file gets C{mode}, 0600 by default, whatever the umask and the
+        mode of the file it replaces.
+        """
+        writeAtomically(self.path, b"secret")
+        self.assertEqual(modeOf(self.path), 0o600)
+        writeAtomically(self.path, b"public", 0o644)
+        self.assertEqual(modeOf(self.path), 0o644)
+        os.umask(0o077)
+        writeAtomically(self.path, b"public", 0o644)
+        self.assertEqual(modeOf(self.path), 0o644)
+
+    def test_failureKeepsOld(self) -> None:
+        """
+        When a write fails the old file is intact and no temporary file is
+        left.
+        """
+        writeAtomically(self.path, b"old")
+
+        def fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        self.patch(os, "fsync", fsync)
+        self.assertRaises(OSError, writeAtomically, self.path, b"new")
+        self.assertEqual(
+            (readBytes(self.path), os.listdir(self.folder)), (b"old", ["file"])
+        )
+
+
+class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{DirectoryStore}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.root = os.path.join(self.mktemp(), "state")
+        self.store = DirectoryStore(self.root)
+
+    def test_interface(self) -> None:
+        """
+        L{DirectoryStore} provides L{ICertificateStore}.
+        """
+        self.assertTrue(verifyObject(ICertificateStore, self.store))
+
+    def test_nothingStored(self) -> None:
+        """
+        An empty store has no account, certificate or signer.
+        """
+        self.assertEqual(
+            (
+                self.store.loadAccount(ACME_URL),
+                self.store.loadCertificate(DOMAINS),
+                self.store.loadProvisionalSigner(),
+            ),
+            (None, None, None),
+        )
+
+    def assertAccountRoundTrip(self, record: AccountRecord) -> None:
+        """
+        Assert that C{record} is loaded back as saved, for its ACME URL only.
+        """
+        self.store.saveAccount(ACME_URL, record)
+        loaded = self.store.loadAccount(ACME_URL)
+        assert loaded is not None
+        self.assertEqual(
+            (keyToPEM(loaded.key), loaded.url), (keyToPEM(record.key), record.url)
+        )
+        self.assertIsNone(self.store.loadAccount(ACME_URL + "/other"))
+
+    def test_accountRSA(self) -> None:
+        """
+        An account with an RSA key round-trips.
+        """
+        self.assertAccountRoundTrip(AccountRecord(sharedKey("rsa-2048"), ACCOUNT_URL))
+
+    def test_accountEC(self) -> None:
+        """
+        An account with an EC key and no URL yet round-trips.
+        """
+        self.assertAccountRoundTrip(AccountRecord(sharedKey("ecdsa-p384")))
+
+    def test_certificate(self) -> None:
+        """
+        A certificate round-trips; its key and chain are in the one file
+        whose path C{saveCertificate} returns.
+        """
+        provisional = provisionalFor(newSigner(), DOMAINS)
+        path = self.store.saveCertificate(DOMAINS, provisional)
+        loaded = self.store.loadCertificate(DOMAINS)
+        assert loaded is not None
+        self.assertEqual(
+            (loaded.keyPEM, loaded.certificate, loaded.chain),
+            (provisional.keyPEM, provisional.certificate, provisional.chain),
+        )
+        self.assertEqual(readBytes(path), provisional.toPEM())
+        self.assertIsNone(self.store.loadCertificate(DOMAINS[:1]))
+
+    def test_provisionalSigner(self) -> None:
+        """
+        The provisional signer round-trips.
+        """
+        pem = newSigner().toPEM()
+        self.store.saveProvisionalSigner(pem)
+        self.assertEqual(self.store.loadProvisionalSigner(), pem)
+
+    def test_renewalState(self) -> None:
+        """
+        The renewal state of a domain set round-trips, apart from others'.
+        """
+        state = {"failures": 2, "nextAttempt": 1700000000.5, "note": None}
+        self.store.saveRenewalState(DOMAINS, state)
+        self.assertEqual(
+            (
+                self.store.loadRenewalState(DOMAINS),
+                self.store.loadRenewalState(DOMAINS[:1]),
+            ),
+            (state, None),
+        )
+
+    def assertPrivate(self) -> None:
+        """
+        Assert that every folder in the store, its own included, is 0700 and
+        every file 0600.
+        """
+        modes = {}
+        for folder, _, files in os.walk(self.root):
+            modes[folder] = modeOf(folder)
+            for name in files:
+                modes[os.path.join(folder, name)] = modeOf(os.path.join(folder, name))
+        self.assertEqual(
+            modes, {path: 0o700 if os.path.isdir(path) else 0o600 for path in modes}
+        )
+
+    def test_accountPrivate(self) -> None:
+        """
+        Saving an account into a new store makes it private.
+        """
+        self.store.saveAccount(ACME_URL, AccountRecord(sharedKey("ecdsa-p256")))
+        self.assertPrivate()
+
+    def test_certificatePrivate(self) -> None:
+        """
+        Saving a certificate into a new store makes it private.
+        """
+        self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
+        self.assertPrivate()
+
+    def test_signerPrivate(self) -> None:
+        """
+        Saving the provisional signer into a new store makes it private.
+        """
+        self.store.saveProvisionalSigner(newSigner().toPEM())
+        self.assertPrivate()
+
+    def test_writeFails(self) -> None:
+        """
+        A write that fails raises L{StoreError} naming the file.
+        """
+        os.makedirs(self.root)
+        with open(os.path.join(self.root, "certificates"), "wb"):
+            pass
+        error = self.assertRaises(
+            StoreError,
+            self.store.saveCertificate,
+            DOMAINS,
+            provisionalFor(newSigner(), DOMAINS),
+        )
+        self.assertIn(os.path.join(self.root, "certificates"), error.path)
+
+    def test_renewalStatePrivate(self) -> None:
+        """
+        Saving a renewal state into a new store makes it private.
+        """
+        self.store.saveRenewalState(DOMAINS, {})
+        self.assertPrivate()
+
+    def assertDamaged(self, path: str, content: bytes, load: object) -> None:
+        """
+        Assert that with C{content} at C{path}, calling C{load} raises
+        L{StoreError} naming C{path}.
+        """
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as stream:
+            stream.write(content)
+        error = self.assertRaises(StoreError, load)
+        self.assertEqual(error.path, path)
+        self.assertTrue(str(error).startswith(path + ": "))
+
+    def test_damagedCertificate(self) -> None:
+        """
+        A damaged certificate file gives L{StoreError} naming it.
+        """
+        pem = provisionalFor(newSigner(), DOMAINS).toPEM()
+        path = self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
+        for content in [b"", b"garbage", pem[: len(pem) // 2], pem[200:]]:
+            self.assertDamaged(
+                path, content, lambda: self.store.loadCertificate(DOMAINS)
+            )
+
+    def test_damagedAccount(self) -> None:
+        """
+        A damaged account file gives L{StoreError} naming it.
+        """
+        self.store.saveAccount(ACME_URL, AccountRecord(sharedKey("ecdsa-p256")))
+        (name,) = os.listdir(os.path.join(self.root, "accounts"))
+        path = os.path.join(self.root, "accounts", name)
+        for content in [
+            b"",
+            b"{not json",
+            b"\xff\xfe",
+            b"[]",
+            b"null",
+            json.dumps({"url": ACCOUNT_URL}).encode("ascii"),
+            json.dumps({"key": "not a key"}).encode("ascii"),
+            json.dumps({"key": 17}).encode("ascii"),
+        ]:
+            self.assertDamaged(path, content, lambda: self.store.loadAccount(ACME_URL))
+
+
+    def test_damagedRenewalState(self) -> None:
+        """
+        A renewal state that is not a JSON object gives L{StoreError}
+        naming its file.
+        """
+        self.store.saveRenewalState(DOMAINS, {})
+        (name,) = os.listdir(os.path.join(self.root, "renewal"))
+        path = os.path.join(self.root, "renewal", name)
+        for content in [b"", b"{not json", b"\xff", b"[1, 2]"]:
+            self.assertDamaged(
+                path, content, lambda: self.store.loadRenewalState(DOMAINS)
+            )
+
+class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{exportCertificate}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.provisional = provisionalFor(newSigner(), DOMAINS)
+
+    def export(self, certifiedKey: CertifiedKey) -> str:
+        """
+        Export C{certifiedKey} for L{DOMAINS} under the test folder.
+        """
+        return exportCertificate(self.directory, DOMAINS, certifiedKey)
+
+    def test_files(self) -> None:
+        """
+        The folder named after the domains holds the key, the certificate,
+        the chain and the full chain.
+        """
+        folder = self.export(self.provisional)
+        self.assertEqual(
+            folder, os.path.join(self.directory, "example.com_www.example.com")
+        )
+        contents = {
+            name: readBytes(os.path.join(folder, name)) for name in os.listdir(folder)
+        }
+        self.assertEqual(
+            contents,
+            {
+                "privkey.pem": self.provisional.keyPEM,
+                "cert.pem": self.provisional.certificatePEM,
+                "chain.pem": self.provisional.chainPEM,
+                "fullchain.pem": contents["cert.pem"] + contents["chain.pem"],
+            },
+        )
+
+    def test_modes(self) -> None:
+        """
+        The folder is 0700 and the key 0600.
+        """
+        folder = self.export(self.provisional)
+        self.assertEqual(
+            (modeOf(folder), modeOf(os.path.join(folder, "privkey.pem"))),
+            (0o700, 0o600),
+        )
+
+    def test_replaces(self) -> None:
+        """
+        A new export replaces the files of the previous one.
+        """
+        self.export(self.provisional)
+        renewed = provisionalFor(newSigner(), DOMAINS)
+        folder = self.export(renewed)
+        self.assertEqual(
+            [readBytes(os.path.join(folder, n)) for n in ("privkey.pem", "cert.pem")],
+            [renewed.keyPEM, renewed.certificatePEM],
+        )
+
+    def test_failure(self) -> None:
+        """
+        A failed export raises L{StoreError} naming the folder.
+        """
+        blocker = os.path.join(self.directory, "example.com_www.example.com")
+        with open(blocker, "wb"):
+            pass
+        error = self.assertRaises(StoreError, self.export, self.provisional)
+        self.assertEqual(error.path, blocker)

@@ -1,0 +1,219 @@
+"""
+Tests for L{letsencrypt_resource.tls}, with TLS handshakes in memory.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.tls import (
+    NoCertificateYet,
+    ReloadableServerTLS,
+    TLSCertificateConsumer,
+)
+
+from .helpers import (
+    InMemoryConnection,
+    connectInMemory,
+    newSigner,
+    peerCertificate,
+    provisionalFor,
+    tlsClientFactory,
+)
+
+
+class Echo(Protocol):
+    """
+    Sends back what it receives.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+def mismatched(certifiedKey: CertifiedKey) -> CertifiedKey:
+    """
+    C{certifiedKey}'s certificate with the key of another.
+    """
+    other = provisionalFor(newSigner())
+    return CertifiedKey(other.key, certifiedKey.certificate, certifiedKey.chain)
+
+
+class ReloadableServerTLSTests(SynchronousTestCase):
+    """
+    Tests for L{ReloadableServerTLS}.
+    """
+
+    def setUp(self) -> None:
+        self.signer = newSigner()
+        self.first = provisionalFor(self.signer)
+        self.tls = ReloadableServerTLS()
+        self.clock = MemoryReactorClock()
+        self.serverFactory = TLSMemoryBIOFactory(
+            self.tls, False, Factory.forProtocol(Echo), clock=self.clock
+        )
+
+    def connect(self, trustRoot: CertifiedKey | None = None) -> InMemoryConnection:
+        """
+        Open a TLS connection to an echo server on L{tls} and pump the
+        handshake.
+
+        @param trustRoot: What the client trusts; the signer by default.
+        """
+        return connectInMemory(
+            self.serverFactory,
+            tlsClientFactory(trustRoot or self.signer, self.clock),
+            self.clock,
+        )
+
+    def assertEchoes(self, connection: InMemoryConnection) -> None:
+        """
+        Assert that data sent over C{connection} comes back.
+        """
+        before = connection.collector.received
+        connection.send(b"ping")
+        self.assertEqual(
+            (connection.collector.received, connection.collector.lostReason),
+            (before + b"ping", None),
+        )
+
+    def test_interface(self) -> None:
+        """
+        L{ReloadableServerTLS} provides L{IOpenSSLServerConnectionCreator}.
+        """
+        self.assertTrue(verifyObject(IOpenSSLServerConnectionCreator, self.tls))
+
+    def test_noCertificateYet(self) -> None:
+        """
+        Before any certificate, a connection is refused with
+        L{NoCertificateYet}.
+        """
+        self.assertIsNone(self.tls.certifiedKey)
+        self.assertRaises(NoCertificateYet, self.tls.serverConnectionForTLS, None)
+
+    def test_handshake(self) -> None:
+        """
+        After C{setCertificate} a handshake presents the certificate, which
+        the client verifies through the chain.
+        """
+        self.tls.setCertificate(self.first)
+        connection = self.connect()
+        self.assertEchoes(connection)
+        self.assertEqual(peerCertificate(connection), self.first.certificate)
+
+    def test_switch(self) -> None:
+        """
+        After a second C{setCertificate} new handshakes present the new
+        certificate while a connection opened before goes on with the old.
+        """
+        self.tls.setCertificate(self.first)
+        before = self.connect()
+        second = provisionalFor(self.signer)
+        self.tls.setCertificate(second)
+        after = self.connect()
+        self.assertEchoes(before)
+        self.assertEchoes(after)
+        self.assertEqual(
+            (peerCertificate(before), peerCertificate(after), self.tls.certifiedKey),
+            (self.first.certificate, second.certificate, second),
+        )
+
+    def test_badCertificateKeepsOld(self) -> None:
+        """
+        A certificate whose key does not match is refused and the current
+        one stays in service.
+        """
+        self.tls.setCertificate(self.first)
+        self.assertRaises(
+            SSL.Error, self.tls.setCertificate, mismatched(provisionalFor(self.signer))
+        )
+        connection = self.connect()
+        self.assertEchoes(connection)
+        self.assertEqual(
+            (peerCertificate(connection), self.tls.certifiedKey),
+            (self.first.certificate, self.first),
+        )
+
+    def test_untrustedRefused(self) -> None:
+        """
+        A client trusting another signer drops the connection in the
+        handshake: the chain presented is the one verified.
+        """
+        self.tls.setCertificate(self.first)
+        connection = self.connect(newSigner())
+        connection.send(b"ping")
+        self.assertEqual(connection.collector.received, b"")
+        self.assertIsNotNone(connection.collector.lostReason)
+
+
+class TLSCertificateConsumerTests(SynchronousTestCase):
+    """
+    Tests for L{TLSCertificateConsumer}.
+    """
+
+    def setUp(self) -> None:
+        self.consumer = TLSCertificateConsumer("files", ("example.com",))
+        self.signer = newSigner()
+
+    def test_interface(self) -> None:
+        """
+        L{TLSCertificateConsumer} provides L{ICertificateConsumer}.
+        """
+        self.assertTrue(verifyObject(ICertificateConsumer, self.consumer))
+
+    def test_whenCertificateAtOnce(self) -> None:
+        """
+        With a certificate, C{whenCertificate} fires at once with it.
+        """
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertIs(
+            self.successResultOf(self.consumer.whenCertificate()), certifiedKey
+        )
+
+    def test_whenCertificateLater(self) -> None:
+        """
+        Without a certificate, every C{whenCertificate} fires with the first
+        one to come, which the TLS side then presents.
+        """
+        waiting = [self.consumer.whenCertificate() for _ in range(2)]
+        self.assertNoResult(waiting[0])
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertEqual(
+            [self.successResultOf(d) for d in waiting], [certifiedKey, certifiedKey]
+        )
+        self.assertIs(self.consumer.tls.certifiedKey, certifiedKey)
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled C{whenCertificate} fails with L{CancelledError} and is
+        not fired later.
+        """
+        waiting = self.consumer.whenCertificate()
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.consumer.useCertificate(provisionalFor(self.signer))
+
+    def test_badCertificateWaits(self) -> None:
+        """
+        A certificate the TLS side refuses raises and does not fire
+        C{whenCertificate}.
+        """
+        waiting = self.consumer.whenCertificate()
+        self.assertRaises(
+            SSL.Error,
+            self.consumer.useCertificate,
+            mismatched(provisionalFor(self.signer)),
+        )
+        self.assertNoResult(waiting)
+        self.assertIsNone(self.consumer.tls.certifiedKey)
