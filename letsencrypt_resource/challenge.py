@@ -85,6 +85,16 @@ class ChallengeResource(Resource):
     def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)
 
+    def render(self, request: Request) -> bytes:
+        """
+        Answer GET and HEAD; refuse every other method with 405.
+        """
+        if request.method in (b"GET", b"HEAD"):
+            return super().render(request)
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"GET, HEAD")
+        return self._plain(request, b"Only GET and HEAD are allowed.")
+
     @staticmethod
     def _plain(request: Request, body: bytes) -> bytes:
         request.setHeader(b"content-type", b"text/plain; charset=ascii")

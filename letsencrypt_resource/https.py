@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 from twisted.web.static import File
@@ -61,7 +62,14 @@ class HTTPSFileService(Service):
         # already there, _listen runs at once and clears self._waiting.
         waiting = self._waiting = self.consumer.whenCertificate()
         waiting.addCallback(lambda _: self._listen())
-        waiting.addErrback(lambda _: None)
+        waiting.addErrback(self._cancelled)
+
+    @staticmethod
+    def _cancelled(failure: Failure) -> None:
+        """
+        Stopping before the first certificate is no error; anything else is.
+        """
+        failure.trap(CancelledError)
 
     def _listen(self) -> None:
         self._waiting = None

@@ -300,22 +300,32 @@ class LetsEncryptResource(Service):
         """
         self._cancelWakeUp()
         now = self._reactor.seconds()
-        self._warnOfExpiry(now)
-        for certificate in self.managed.values():
-            if certificate.attempt is None and (
-                force or certificate.nextEvent(self._checksARI) <= now
-            ):
-                self._startAttempt(certificate, force)
+        starting = [
+            certificate
+            for certificate in self.managed.values()
+            if certificate.attempt is None
+            and (force or certificate.nextEvent(self._checksARI) <= now)
+        ]
+        self._warnOfExpiry(now, starting)
+        for certificate in starting:
+            self._startAttempt(certificate, force)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
         self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
             lambda _: self._scheduleWakeUp(), lambda failure: None
         )
         return self._checking
 
-    def _warnOfExpiry(self, now: float) -> None:
+    def _warnOfExpiry(self, now: float, starting: list[ManagedCertificate]) -> None:
+        """
+        Warn about each certificate in service close to expiry, unless its
+        first renewal attempt is starting now: a failure is warned about at
+        the next check.
+        """
         for certificate in self.managed.values():
             current = certificate.current
             if current is None or current.provisional:
+                continue
+            if certificate in starting and certificate.failures == 0:
                 continue
             notBefore = current.notBefore.timestamp()
             notAfter = current.notAfter.timestamp()
@@ -538,7 +548,8 @@ class LetsEncryptResource(Service):
         events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
         self._export(certificate.domains, issued)
         self._deliver(certificate, issued)
-        self._announce(certificate)
+        if not self._checksARI:
+            self._announce(certificate)
 
     def _saveState(self, certificate: ManagedCertificate) -> None:
         try:

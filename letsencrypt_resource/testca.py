@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import attrs
+from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -50,14 +51,24 @@ class TestCAError(Exception):
     """
 
 
-def findTestCA() -> tuple[str, str]:
+#: The environment variable naming a folder holding C{pebble} 2.10 or
+#: later, with ARI and profiles.
+MODERN_VARIABLE = "PEBBLE_MODERN_DIR"
+
+
+def findTestCA(modern: bool = False) -> tuple[str, str]:
     """
     Find the test CA executables, from C{PEBBLE_BIN} and
     C{PEBBLE_CHALLTESTSRV_BIN} if set, otherwise on C{PATH}.
 
+    @param modern: Find instead the pebble 2.10 or later, with renewal
+        information (ARI) and profiles, in the folder L{MODERN_VARIABLE}
+        names.
     @return: the paths of C{pebble} and C{pebble-challtestsrv}.
     @raise TestCANotFound: if either is missing.
     """
+    if modern:
+        return _findModern()
     found = []
     for name, variable in [
         ("pebble", "PEBBLE_BIN"),
@@ -74,6 +85,20 @@ def findTestCA() -> tuple[str, str]:
             )
         found.append(path)
     return found[0], found[1]
+
+
+def _findModern() -> tuple[str, str]:
+    folder = os.environ.get(MODERN_VARIABLE)
+    if not folder:
+        raise TestCANotFound(
+            f"no pebble 2.10 or later: set {MODERN_VARIABLE} to the folder "
+            "holding it (`./dev test` fetches Debian's)"
+        )
+    pebble = os.path.join(folder, "pebble")
+    if not os.access(pebble, os.X_OK):
+        raise TestCANotFound(f"{pebble} ({MODERN_VARIABLE}) is not an executable")
+    # Its DNS server takes other flags; the stable one serves as well.
+    return pebble, findTestCA()[1]
 
 
 def freeTCPPort(host: str = "127.0.0.1") -> int:
@@ -158,11 +183,13 @@ class RunningTestCA:
     @ivar caFile: path of the PEM CA certificate that signed the HTTPS
         certificate of pebble's listeners; see L{tlsPolicyTrusting}.
     @ivar managementURL: the base URL of pebble's management interface.
+    @ivar directory: where its configuration and logs are.
     """
 
     directoryURL: str
     caFile: str
     managementURL: str
+    directory: str
     _reactor: Any = attrs.field(repr=False)
     _processes: Sequence[_TestCAProcess] = attrs.field(repr=False)
 
@@ -176,17 +203,39 @@ class RunningTestCA:
         return Deferred.fromCoroutine(self._fetchIssuerPEM())
 
     async def _fetchIssuerPEM(self) -> bytes:
+        pems = []
+        for path in ["/roots/0", "/intermediates/0"]:
+            pems.append(await self._manage("GET", path))
+        return b"".join(pems)
+
+    async def _manage(self, method: str, path: str, data: bytes | None = None) -> bytes:
         client = HTTPClient(
             Agent(self._reactor, contextFactory=tlsPolicyTrusting(self.caFile))
         )
-        pems = []
-        for path in ["/roots/0", "/intermediates/0"]:
-            response = await client.get(self.managementURL + path)
-            body = await response.content()
-            if response.code != 200:
-                raise TestCAError(f"GET {path}: HTTP {response.code}: {body!r}")
-            pems.append(body)
-        return b"".join(pems)
+        response = await client.request(
+            method,
+            self.managementURL + path,
+            data=data,
+            headers={"user-agent": "letsencrypt-resource tests"},
+        )
+        body = await response.content()
+        if response.code != 200:
+            raise TestCAError(f"{method} {path}: HTTP {response.code}: {body!r}")
+        return body
+
+    def setRenewalInfo(
+        self, certificatePEM: bytes, start: datetime.datetime, end: datetime.datetime
+    ) -> Deferred[None]:
+        """
+        Make pebble (2.10 or later) suggest the renewal window C{start} to
+        C{end} for the certificate C{certificatePEM}.
+        """
+        window = messages.RenewalInfo.SuggestedWindow(start=start, end=end)
+        answer = messages.RenewalInfo(suggested_window=window).json_dumps()
+        request = {"Certificate": certificatePEM.decode("ascii"), "ARIResponse": answer}
+        return Deferred.fromCoroutine(
+            self._manage("POST", "/set-renewal-info/", json.dumps(request).encode())
+        ).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
         """
@@ -206,6 +255,7 @@ def startTestCA(
     nonceReject: int | None = None,
     extraConfig: dict[str, Any] | None = None,
     extraEnv: dict[str, str] | None = None,
+    modern: bool = False,
 ) -> Deferred[RunningTestCA]:
     """
     Start pebble and pebble-challtestsrv on free loopback ports.
@@ -221,12 +271,20 @@ def startTestCA(
         (C{PEBBLE_WFE_NONCEREJECT}); L{None} for pebble's default.
     @param extraConfig: merged into pebble's C{"pebble"} configuration.
     @param extraEnv: added to both processes' environment.
+    @param modern: run the pebble 2.10 or later that L{findTestCA} finds
+        with C{modern=True}.
     @return: fires with the L{RunningTestCA} once it accepts connections;
         fails with L{TestCANotFound} or L{TestCAError}.
     """
     return Deferred.fromCoroutine(
         _startTestCA(
-            reactor, directory, httpPort, nonceReject, extraConfig or {}, extraEnv or {}
+            reactor,
+            directory,
+            httpPort,
+            nonceReject,
+            extraConfig or {},
+            extraEnv or {},
+            modern,
         )
     )
 
@@ -238,8 +296,9 @@ async def _startTestCA(
     nonceReject: int | None,
     extraConfig: dict[str, Any],
     extraEnv: dict[str, str],
+    modern: bool,
 ) -> RunningTestCA:
-    pebble, challtestsrv = findTestCA()
+    pebble, challtestsrv = findTestCA(modern)
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     caFile, certFile, keyFile = _writeListenerCertificate(directory)
@@ -317,6 +376,7 @@ async def _startTestCA(
         directoryURL=f"https://localhost:{acmePort}/dir",
         caFile=caFile,
         managementURL=f"https://localhost:{managementPort}",
+        directory=directory,
         reactor=reactor,
         processes=processes,
     )

@@ -108,7 +108,7 @@ class TLSCertificateConsumer:
         if self.tls.certifiedKey is not None:
             return succeed(self.tls.certifiedKey)
         deferred: Deferred[CertifiedKey] = Deferred(
-            lambda d: self._waiting.remove(d)
+            lambda d: d in self._waiting and self._waiting.remove(d)
         )
         self._waiting.append(deferred)
         return deferred

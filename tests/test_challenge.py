@@ -211,15 +211,15 @@ class ChallengeSiteTests(SynchronousTestCase):
             allowed = set(response.headers[b"allow"].split(b", "))
             self.assertEqual((response.code, allowed), (405, {b"GET", b"HEAD"}), target)
 
-    def test_unknownMethodsRefused(self) -> None:
+    def test_otherMethodsRefused(self) -> None:
         """
-        Methods Twisted does not know as such (PUT, DELETE) are refused with
-        its 501 and never reach a key authorization.
+        Every other method (PUT, DELETE, OPTIONS, made-up ones) is refused
+        with 405, never a 5xx, and never reaches a key authorization.
         """
-        for method in [b"PUT", b"DELETE"]:
+        for method in [b"PUT", b"DELETE", b"OPTIONS", b"BREW"]:
             request = rawRequest(method, challengePath(TOKEN), b"x")
             response = exchange(self.site, request)
-            self.assertEqual(response.code, 501, method)
+            self.assertEqual(response.code, 405, method)
             self.assertNotIn(KEY_AUTHORIZATION.encode("ascii"), response.body)
 
 
