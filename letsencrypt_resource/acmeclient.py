@@ -128,6 +128,15 @@ class ReplacingOrder(messages.NewOrder):
     replaces: str = josepy.field("replaces", omitempty=True)
 
 
+class KeyChange(josepy.JSONObjectWithFields):
+    """
+    The inner payload of an account key change (RFC 8555 section 7.3.5).
+    """
+
+    account: str = josepy.field("account")
+    oldKey: josepy.JWK = josepy.field("oldKey", decoder=josepy.JWK.from_json)
+
+
 def certificateID(certificate: x509.Certificate) -> str:
     """
     The RFC 9773 identifier of C{certificate}: its authority key identifier
@@ -369,6 +378,72 @@ class ACMEClient:
             raise ACMEProtocolError(url, f"the account is {account.status}")
         self.accountURL = location
         return location
+
+    @inlineCallbacks
+    def findAccount(self) -> Deferred[str]:
+        """
+        Find the existing account of our key, without creating one.
+
+        @return: The account URL.
+        @raise ACMEProblem: C{accountDoesNotExist} when the key has none.
+        """
+        return (
+            yield self.register(messages.NewRegistration(only_return_existing=True))
+        )
+
+    @inlineCallbacks
+    def account(self) -> Deferred[messages.Registration]:
+        """
+        Fetch our account.
+        """
+        _, account = yield self._postFor(self._accountURL(), None, messages.Registration)
+        return account
+
+    @inlineCallbacks
+    def updateAccount(
+        self, update: messages.UpdateRegistration
+    ) -> Deferred[messages.Registration]:
+        """
+        Change our account: its contacts, or its status to deactivated.
+        """
+        _, account = yield self._postFor(self._accountURL(), update, messages.Registration)
+        return account
+
+    @inlineCallbacks
+    def changeKey(
+        self, newKey: josepy.JWK, newAlgorithm: josepy.JWASignature
+    ) -> Deferred[None]:
+        """
+        Replace the account key with C{newKey} (RFC 8555 section 7.3.5); later
+        requests are signed with it.
+        """
+        url = self.directory["keyChange"]
+        change = KeyChange(account=self._accountURL(), oldKey=self.accountKey.public_key())
+        inner = jws.JWS.sign(
+            change.json_dumps().encode("utf-8"),
+            key=newKey,
+            alg=newAlgorithm,
+            nonce=None,
+            url=url,
+        )
+        yield self.post(url, inner)
+        self.accountKey = newKey
+        self._algorithm = newAlgorithm
+
+    @inlineCallbacks
+    def revoke(self, certificate: x509.Certificate, reason: int) -> Deferred[None]:
+        """
+        Revoke C{certificate} for the RFC 5280 C{reason} code.
+        """
+        revocation = messages.Revocation(certificate=certificate, reason=reason)
+        yield self.post(self.directory["revokeCert"], revocation)
+
+    def _accountURL(self) -> str:
+        if self.accountURL is None:
+            raise ACMEProtocolError(
+                self.directory["newAccount"], "no account is registered yet"
+            )
+        return self.accountURL
 
     @inlineCallbacks
     def newOrder(

@@ -86,6 +86,16 @@ class ResourceOptions:
     profile: str | None = None
     #: Keep the private key across renewals.
     reuseKey: bool = False
+    #: Whether the operator agrees to the CA's terms of service.
+    agreeTOS: bool = False
+    #: Contact addresses for the account, as C{mailto:} URLs.
+    contacts: tuple[str, ...] = ()
+    #: A PEM file with the key of an existing account to use.
+    accountKeyFile: str | None = None
+    #: External account binding: the key identifier and the HMAC key
+    #: (base64url), for CAs that require it.
+    eabKid: str | None = None
+    eabHMACKey: str | None = None
 
 
 @attrs.frozen
@@ -233,6 +243,33 @@ def _profileName(value: str) -> str:
     return name
 
 
+def _emails(value: str) -> tuple[str, ...]:
+    addresses = []
+    for part in value.split(","):
+        address = part.strip()
+        local, at, domain = address.rpartition("@")
+        if (
+            not at
+            or not local
+            or any(c.isspace() or c in '<>()[],;:"\\' or ord(c) < 32 for c in local)
+            or not isHostName(domain)
+            or "." not in domain
+        ):
+            raise ValueError(f"{address!r} is not an e-mail address")
+        if f"mailto:{address}" not in addresses:
+            addresses.append(f"mailto:{address}")
+    return tuple(addresses)
+
+
+def _base64url(value: str) -> str:
+    key = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        raise ValueError("is not base64url text (letters, digits, '-' and '_')")
+    if len(key) % 4 == 1:
+        raise ValueError("is not valid base64url: its length is wrong")
+    return key
+
+
 def _domains(value: str) -> tuple[str, ...]:
     try:
         return parseDomainList(value)
@@ -293,6 +330,16 @@ RESOURCE_OPTIONS = _COMMON + (
     ),
     Option("profile", _profileName, "", "The CA's certificate profile to ask for."),
     Option("reuse_key", _boolean, "no", "Keep the private key across renewals."),
+    Option(
+        "agree_tos",
+        _boolean,
+        "no",
+        "Agree to the CA's terms of service when registering an account.",
+    ),
+    Option("contact_email", _emails, "", "E-mail addresses for the account."),
+    Option("account_key", _path, "", "PEM key of an existing account to use."),
+    Option("eab_kid", _text, "", "External account binding key identifier."),
+    Option("eab_hmac_key", _base64url, "", "External account binding HMAC key."),
 )
 
 SERVICE_OPTIONS = _COMMON + (
@@ -334,6 +381,13 @@ def _resolve(base: str, path: str) -> str:
 
 
 def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOptions:
+    if bool(values["eab_kid"]) != bool(values["eab_hmac_key"]):
+        missing = "eab_hmac_key" if values["eab_kid"] else "eab_kid"
+        raise ConfigurationError(
+            section,
+            missing,
+            "external account binding needs both eab_kid and eab_hmac_key",
+        )
     acmeURL = values["acme_url"]
     upgradedFrom = None
     if acmeURL.rstrip("/") in ACME_V1_UPGRADES:
@@ -362,6 +416,13 @@ def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOption
         checkInterval=values["check_interval"],
         profile=values["profile"],
         reuseKey=values["reuse_key"],
+        agreeTOS=values["agree_tos"],
+        contacts=values["contact_email"] or (),
+        accountKeyFile=(
+            _resolve(base, values["account_key"]) if values["account_key"] else None
+        ),
+        eabKid=values["eab_kid"] or None,
+        eabHMACKey=values["eab_hmac_key"],
     )
 
 

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import react
 from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from .config import loadConfiguration
@@ -37,6 +37,8 @@ acme_ca_file = {caFile}
 state_directory = state
 store_directory = certificates
 key_type = ecdsa-p256
+# The test CA's terms: agreeing is always explicit.
+agree_tos = yes
 
 [services/demo-files]
 type = https

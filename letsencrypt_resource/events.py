@@ -99,6 +99,9 @@ PROVISIONAL_IN_USE = _event(
 ACCOUNT_REGISTERED = _event(
     20154, LogLevel.info, "ACME account {account} is registered with {acme_url}."
 )
+ACCOUNT_UPDATED = _event(
+    20162, LogLevel.info, "ACME account {account} now has the contacts {contacts}."
+)
 ORDER_STARTED = _event(
     20155,
     LogLevel.info,

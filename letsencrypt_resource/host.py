@@ -17,6 +17,7 @@ from zope.interface.registry import Components
 from .config import ConfigurationError, Configuration
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
+from .keys import loadAccountKey
 from .interfaces import ICertificateConsumer
 from .resource import LetsEncryptResource
 from .store import DirectoryStore
@@ -40,6 +41,11 @@ def checkFileSystem(configuration: Configuration) -> None:
             loadCABundle(resource.acmeCAFile)
         except ValueError as error:
             raise ConfigurationError(resource.section, "acme_ca_file", str(error))
+    if resource is not None and resource.accountKeyFile is not None:
+        try:
+            loadAccountKey(resource.accountKeyFile)
+        except ValueError as error:
+            raise ConfigurationError(resource.section, "account_key", str(error))
 
 
 class ServerService(MultiService):

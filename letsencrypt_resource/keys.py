@@ -87,6 +87,24 @@ def withDomainNames(builder: _Builder, domains: tuple[str, ...]) -> _Builder:
     )
 
 
+def loadAccountKey(path: str) -> PrivateKey:
+    """
+    Read the unencrypted RSA or EC private key of an existing account from
+    the PEM file at C{path}.
+
+    @raise ValueError: when it cannot be read or holds no such key.
+    """
+    try:
+        with open(path, "rb") as stream:
+            pem = stream.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return keyFromPEM(pem)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path} holds no usable private key: {error}") from None
+
+
 def makeCSR(key: PrivateKey, domains: tuple[str, ...]) -> x509.CertificateSigningRequest:
     """
     Make a CSR for C{domains}: the first is the subject, all are in the SAN.

@@ -9,7 +9,6 @@ import datetime
 import random
 from typing import Any, Callable
 
-from acme import messages
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -29,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from . import events
+from .account import connectAccount
 from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder, ChallengeSite
@@ -36,11 +36,11 @@ from .config import ResourceOptions
 from .domains import domainsLabel
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import obtainCertificate
-from .keys import generateKey, jwkFor, keyType
+from .keys import generateKey, keyType
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay, shouldWarn
 from .provisional import makeProvisional, makeSigner
-from .store import AccountRecord, StoreError, exportCertificate
+from .store import StoreError, exportCertificate
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
@@ -386,32 +386,11 @@ class LetsEncryptResource(Service):
 
     @inlineCallbacks
     def _connect(self) -> Deferred[ACMEClient]:
-        if self._client is not None:
-            return self._client
-        url = self.options.acmeURL
-        record = self._store.loadAccount(url)
-        if record is None:
-            key = yield self._runInThread(generateKey, "ecdsa-p256")
-            record = AccountRecord(key)
-            self._store.saveAccount(url, record)
-        jwk, algorithm = jwkFor(record.key)
-        client = yield ACMEClient.connect(
-            self._http,
-            self._reactor,
-            url,
-            jwk,
-            algorithm,
-            accountURL=record.url,
-            debug=self.options.debug,
-        )
-        if record.url is None:
-            accountURL = yield client.register(
-                messages.NewRegistration.from_data(terms_of_service_agreed=True)
+        if self._client is None:
+            self._client = yield connectAccount(
+                self._http, self._reactor, self.options, self._store, self._runInThread
             )
-            self._store.saveAccount(url, AccountRecord(record.key, accountURL))
-            events.ACCOUNT_REGISTERED.emit(self._log, account=accountURL, acme_url=url)
-        self._client = client
-        return client
+        return self._client
 
     @inlineCallbacks
     def _attempt(self, certificate: ManagedCertificate, force: bool) -> Deferred[None]:

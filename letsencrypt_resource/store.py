@@ -44,11 +44,41 @@ class StoreError(Exception):
 @attrs.frozen
 class AccountRecord:
     """
-    An ACME account: its key and, once registered, its URL.
+    An ACME account: its key and, once registered, its URL and the contacts
+    it was given.
     """
 
     key: PrivateKey
     url: str | None = None
+    contacts: tuple[str, ...] = ()
+
+    def toJSON(self) -> bytes:
+        """
+        The record as the JSON document a store keeps.
+        """
+        document = {
+            "url": self.url,
+            "contacts": list(self.contacts),
+            "key": keyToPEM(self.key).decode("ascii"),
+        }
+        return json.dumps(document, indent=2).encode("utf-8")
+
+    @classmethod
+    def fromJSON(cls, data: bytes) -> AccountRecord:
+        """
+        Read a record L{toJSON} wrote.
+
+        @raise ValueError: when C{data} is not such a record.
+        """
+        try:
+            document = json.loads(data)
+            return cls(
+                keyFromPEM(document["key"].encode("ascii")),
+                document.get("url"),
+                tuple(document.get("contacts", ())),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"is not a valid account file: {error}") from None
 
 
 def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -146,22 +176,12 @@ class DirectoryStore:
         if data is None:
             return None
         try:
-            document = json.loads(data)
-            return AccountRecord(
-                keyFromPEM(document["key"].encode("ascii")), document.get("url")
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise StoreError(path, f"is not a valid account file: {error}") from None
+            return AccountRecord.fromJSON(data)
+        except ValueError as error:
+            raise StoreError(path, str(error)) from None
 
     def saveAccount(self, acmeURL: str, record: AccountRecord) -> None:
-        document = {
-            "acme_url": acmeURL,
-            "url": record.url,
-            "key": keyToPEM(record.key).decode("ascii"),
-        }
-        self._write(
-            self._accountPath(acmeURL), json.dumps(document, indent=2).encode("utf-8")
-        )
+        self._write(self._accountPath(acmeURL), record.toJSON())
 
     def _certificatePath(self, domains: tuple[str, ...]) -> str:
         return self._file("certificates", domainsFileName(domains) + ".pem")

@@ -35,7 +35,7 @@ from zope.interface import implementer
 from .acmeclient import ACMEClient, ReplacingOrder, certificateID
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer, ICertificateStore
-from .keys import generateKey, jwkFor, keyFromPEM, keyToPEM
+from .keys import generateKey, jwkFor
 from .store import AccountRecord, StoreError
 
 BASE = "https://acme.test"
@@ -502,7 +502,7 @@ class MemoryStore:
     """
 
     def __init__(self) -> None:
-        self.accounts: dict[str, tuple[bytes, str | None]] = {}
+        self.accounts: dict[str, bytes] = {}
         self.certificates: dict[tuple[str, ...], bytes] = {}
         self.states: dict[tuple[str, ...], str] = {}
         self.signer: bytes | None = None
@@ -513,14 +513,12 @@ class MemoryStore:
             raise StoreError(f"memory:{what}", "cannot be written: disk full")
 
     def loadAccount(self, acmeURL: str) -> AccountRecord | None:
-        if acmeURL not in self.accounts:
-            return None
-        pem, url = self.accounts[acmeURL]
-        return AccountRecord(keyFromPEM(pem), url)
+        data = self.accounts.get(acmeURL)
+        return AccountRecord.fromJSON(data) if data is not None else None
 
     def saveAccount(self, acmeURL: str, record: AccountRecord) -> None:
         self._checkWritable("account")
-        self.accounts[acmeURL] = (keyToPEM(record.key), record.url)
+        self.accounts[acmeURL] = record.toJSON()
 
     def loadCertificate(self, domains: tuple[str, ...]) -> CertifiedKey | None:
         pem = self.certificates.get(domains)

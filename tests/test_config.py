@@ -660,6 +660,7 @@ class GoodConfigurationTests(SynchronousTestCase):
                     acmeCAFile=None,
                     keyType="rsa-2048",
                     debug=False,
+                    agreeTOS=True,
                 ),
                 services=(
                     ServiceOptions(

@@ -36,6 +36,7 @@ acme_ca_file = {caFile}
 state_directory = state
 store_directory = exported
 key_type = {keyType}
+agree_tos = yes
 
 [services/files]
 type = https

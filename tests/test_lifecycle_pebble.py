@@ -71,6 +71,7 @@ class ModernPebbleTests(TestCACase):
             acmeCAFile=testCA.caFile,
             keyType="ecdsa-p256",
             debug=False,
+            agreeTOS=True,
         )
         values.update(options)
         resource = LetsEncryptResource(

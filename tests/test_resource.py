@@ -54,6 +54,7 @@ def resourceOptions(**overrides: Any) -> ResourceOptions:
         acmeCAFile=None,
         keyType="ecdsa-p256",
         debug=False,
+        agreeTOS=True,
     )
     values.update(overrides)
     return ResourceOptions(**values)
@@ -189,7 +190,8 @@ class StartTests(ResourceTestCase):
         """
         resource = self.start()
         self.assertEqual(self.server.accountsCreated, 1)
-        [(key, url)] = self.store.accounts.values()
+        [acmeURL] = self.store.accounts
+        url = self.store.loadAccount(acmeURL).url
         self.assertTrue(url.startswith("https://acme.test/account/"))
         resource.stopService()
         self.store.certificates.clear()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 from urllib.parse import urlsplit
 
 import treq
@@ -15,12 +14,11 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
 
 from tests.pebblecase import TestCACase
 from letsencrypt_resource.testca import (
-    RunningTestCA,
     TestCAError,
     TestCANotFound,
     findTestCA,

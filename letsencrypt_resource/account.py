@@ -1,0 +1,154 @@
+"""
+The ACME account: found or created on first use, kept in the store.
+
+A new account is created with its own key, unless the configuration names
+the key of an existing account (C{account_key}), which is then looked up
+with C{onlyReturnExisting}.  Creating one needs the operator's explicit
+agreement to the CA's terms (C{agree_tos}) when the CA publishes terms, and
+external account binding (C{eab_kid}, C{eab_hmac_key}) when the CA asks for
+it.  The configured contacts are sent at creation and updated when they
+change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from acme import messages
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from . import events
+from .acmeclient import ACMEClient, ACMEProblem
+from .config import ResourceOptions
+from .interfaces import ICertificateStore
+from .keys import generateKey, jwkFor, keyToPEM, loadAccountKey
+from .store import AccountRecord
+
+_log = Logger()
+
+
+class AccountError(Exception):
+    """
+    The account cannot be used as configured.
+
+    @ivar option: The option to change.
+    """
+
+    def __init__(self, option: str, message: str):
+        super().__init__(option, message)
+        self.option = option
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"option '{self.option}': {self.message}"
+
+
+@inlineCallbacks
+def _record(
+    options: ResourceOptions,
+    store: ICertificateStore,
+    runInThread: Callable[..., Deferred[Any]],
+) -> Deferred[AccountRecord]:
+    """
+    The stored account record, switched to the configured key if any.
+    """
+    record = store.loadAccount(options.acmeURL)
+    if options.accountKeyFile is not None:
+        key = loadAccountKey(options.accountKeyFile)
+        if record is None or keyToPEM(record.key) != keyToPEM(key):
+            record = AccountRecord(key)
+            store.saveAccount(options.acmeURL, record)
+    elif record is None:
+        record = AccountRecord((yield runInThread(generateKey, "ecdsa-p256")))
+        store.saveAccount(options.acmeURL, record)
+    return record
+
+
+@inlineCallbacks
+def _register(client: ACMEClient, options: ResourceOptions) -> Deferred[str]:
+    """
+    Create the account, or find the configured key's existing one.
+    """
+    if options.accountKeyFile is not None:
+        try:
+            return (yield client.findAccount())
+        except ACMEProblem as problem:
+            if problem.code != "accountDoesNotExist":
+                raise
+            raise AccountError(
+                "account_key",
+                f"{options.accountKeyFile} is the key of no account at "
+                f"{options.acmeURL}",
+            ) from None
+    meta = client.directory.meta
+    terms = meta.terms_of_service
+    if terms and not options.agreeTOS:
+        raise AccountError(
+            "agree_tos",
+            f"the CA asks new accounts to agree to its terms of service at "
+            f"{terms}; read them, then set agree_tos = yes",
+        )
+    binding = None
+    if options.eabKid is not None and options.eabHMACKey is not None:
+        binding = messages.ExternalAccountBinding.from_data(
+            client.accountKey.public_key(),
+            options.eabKid,
+            options.eabHMACKey,
+            client.directory,
+        )
+    elif meta.external_account_required:
+        raise AccountError(
+            "eab_kid",
+            "the CA requires external account binding: set eab_kid and "
+            "eab_hmac_key to the values the CA gave you",
+        )
+    registration = messages.NewRegistration.from_data(
+        contact=options.contacts,
+        terms_of_service_agreed=True if terms else None,
+        external_account_binding=binding,
+    )
+    return (yield client.register(registration))
+
+
+@inlineCallbacks
+def connectAccount(
+    http: Any,
+    clock: Any,
+    options: ResourceOptions,
+    store: ICertificateStore,
+    runInThread: Callable[..., Deferred[Any]],
+) -> Deferred[ACMEClient]:
+    """
+    An L{ACMEClient} for the configured CA, with its account registered and
+    its contacts up to date.
+
+    @raise AccountError: when the account cannot be used as configured.
+    """
+    record = yield _record(options, store, runInThread)
+    jwk, algorithm = jwkFor(record.key)
+    client = yield ACMEClient.connect(
+        http,
+        clock,
+        options.acmeURL,
+        jwk,
+        algorithm,
+        accountURL=record.url,
+        debug=options.debug,
+    )
+    if record.url is None:
+        url = yield _register(client, options)
+        record = AccountRecord(record.key, url, options.contacts)
+        store.saveAccount(options.acmeURL, record)
+        events.ACCOUNT_REGISTERED.emit(_log, account=url, acme_url=options.acmeURL)
+    if set(record.contacts) != set(options.contacts):
+        yield client.updateAccount(messages.UpdateRegistration(contact=options.contacts))
+        store.saveAccount(
+            options.acmeURL, AccountRecord(record.key, record.url, options.contacts)
+        )
+        events.ACCOUNT_UPDATED.emit(
+            _log,
+            account=record.url,
+            contacts=", ".join(options.contacts) or "none",
+        )
+    return client
