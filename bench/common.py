@@ -133,7 +133,7 @@ acme_url = {directoryURL}
 acme_ca_file = {caFile}
 state_directory = {state}
 key_type = {keyType}
-"""
+{accountOptions}"""
 
 SERVICE_SECTION = """
 [services/s{index:04d}]
@@ -144,6 +144,17 @@ port = {port}
 path = {public}
 ssl_domains = {name}
 """
+
+
+def accountOptions() -> str:
+    """
+    The resource options that let it register an account with pebble
+    without asking: C{agree_tos = yes} where the product has that option.
+    """
+    from letsencrypt_resource import config
+
+    known = {option.name for option in config.RESOURCE_OPTIONS}
+    return "agree_tos = yes\n" if "agree_tos" in known else ""
 
 
 def writeServerConfig(
@@ -172,6 +183,7 @@ def writeServerConfig(
         caFile=caFile,
         state=os.path.join(directory, "state"),
         keyType=keyType,
+        accountOptions=accountOptions(),
     ) + extra
     ports = []
     used = {challengePort}

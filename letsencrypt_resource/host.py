@@ -12,13 +12,17 @@ import os
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.web.client import HTTPConnectionPool
 from zope.interface.registry import Components
 
-from .config import ConfigurationError, Configuration
+from .config import Configuration, ConfigurationError, ResourceOptions
+from .control import ControlService, StateLock
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
 from .keys import loadAccountKey
 from .interfaces import ICertificateConsumer
+from .operations import Operations
 from .resource import LetsEncryptResource
 from .store import DirectoryStore
 
@@ -48,6 +52,26 @@ def checkFileSystem(configuration: Configuration) -> None:
             raise ConfigurationError(resource.section, "account_key", str(error))
 
 
+def makeResource(
+    options: ResourceOptions, registry: Components, reactor: Any, automatic: bool = True
+) -> tuple[LetsEncryptResource, HTTPConnectionPool]:
+    """
+    The resource for C{options}, finding its consumers in C{registry}, with
+    its own HTTP connection pool (to close when it stops).
+    """
+    trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
+    http, pool = makeHTTPClient(reactor, trusted)
+    resource = LetsEncryptResource(
+        options,
+        registry,
+        DirectoryStore(options.stateDirectory),
+        reactor,
+        http,
+        automatic=automatic,
+    )
+    return resource, pool
+
+
 class ServerService(MultiService):
     """
     The services of one configuration.
@@ -57,7 +81,16 @@ class ServerService(MultiService):
     @ivar fileServices: The C{https} services.
     """
 
-    def __init__(self, configuration: Configuration, reactor: Any):
+    def __init__(
+        self, configuration: Configuration, reactor: Any, lock: StateLock | None = None
+    ):
+        """
+        @param lock: The state directory's lock, already taken; by default
+            it is taken here.
+
+        @raise StateDirectoryLocked: when another process uses the state
+            directory.
+        """
         super().__init__()
         self.registry = Components("letsencrypt-resource")
         self.fileServices = []
@@ -69,25 +102,26 @@ class ServerService(MultiService):
             service.setServiceParent(self)
             self.fileServices.append(service)
         self.resource = None
+        self._lock = lock
         resourceOptions = configuration.resource
         if resourceOptions is not None:
-            trusted = (
-                loadCABundle(resourceOptions.acmeCAFile)
-                if resourceOptions.acmeCAFile
-                else None
-            )
-            http, self._pool = makeHTTPClient(reactor, trusted)
-            self.resource = LetsEncryptResource(
-                resourceOptions,
-                self.registry,
-                DirectoryStore(resourceOptions.stateDirectory),
-                reactor,
-                http,
+            if self._lock is None:
+                self._lock = StateLock(resourceOptions.stateDirectory)
+                self._lock.acquire()
+            self.resource, self._pool = makeResource(
+                resourceOptions, self.registry, reactor
             )
             self.resource.setServiceParent(self)
+            ControlService(
+                resourceOptions.stateDirectory,
+                Operations(self.resource, reactor),
+                reactor,
+            ).setServiceParent(self)
 
-    def stopService(self):
+    def stopService(self) -> Deferred[None]:
         stopped = super().stopService()
         if self.resource is not None:
             stopped.addBoth(lambda _: self._pool.closeCachedConnections())
+        if self._lock is not None:
+            stopped.addBoth(lambda _: self._lock.release())
         return stopped

@@ -37,8 +37,13 @@ class ManagedCertificate:
     @ivar announced: The last renewal plan announced.
     """
 
-    def __init__(self, domains: tuple[str, ...]):
+    def __init__(self, domains: tuple[str, ...], settings: str = ""):
+        """
+        @param settings: A fingerprint of the settings that orders depend
+            on; retry waits saved under other settings are not kept.
+        """
         self.domains = domains
+        self.settings = settings
         self.consumers: list[ICertificateConsumer] = []
         self.current: CertifiedKey | None = None
         self.failures = 0
@@ -109,6 +114,7 @@ class ManagedCertificate:
         The renewal state to save, as JSON-ready data.
         """
         return {
+            "settings": self.settings,
             "failures": self.failures,
             "next_attempt": self.nextAttempt,
             "last_error": self.lastError,
@@ -119,7 +125,8 @@ class ManagedCertificate:
 
     def restore(self, state: dict[str, Any]) -> None:
         """
-        Take back a state L{state} saved; ignore what does not parse.
+        Take back a state L{state} saved; ignore what does not parse, and
+        the retry wait when the settings changed since.
         """
         try:
             failures = int(state.get("failures", 0))
@@ -133,8 +140,9 @@ class ManagedCertificate:
             return
         if not all(map(math.isfinite, (nextAttempt, ariPick, ariNextCheck))):
             return
-        self.failures = max(failures, 0)
-        self.nextAttempt = nextAttempt
+        if state.get("settings") == self.settings:
+            self.failures = max(failures, 0)
+            self.nextAttempt = nextAttempt
         self.ariWindow = ariWindow
         self.ariPick = min(max(ariPick, 0.0), 1.0)
         self.ariNextCheck = ariNextCheck

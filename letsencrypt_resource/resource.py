@@ -6,8 +6,9 @@ registered L{ICertificateConsumer} on a valid certificate.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import random
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -92,21 +93,26 @@ class LetsEncryptResource(Service):
         *,
         runInThread: Runner = deferToThread,
         random: Callable[[], float] = random.random,
+        automatic: bool = True,
     ):
         """
         @param httpClient: The L{treq.client.HTTPClient} for the ACME server.
         @param runInThread: Runs key generation off the reactor thread.
         @param random: Picks where in an ARI window to renew (0 to 1).
+        @param automatic: Whether to provision, check and renew by itself;
+            without, it only answers challenges for the orders asked of it,
+            as the operations command needs.
         """
         self.options = options
         self.name = options.name
         self._registry = registry
-        self._store = store
+        self.store = store
         self._reactor = reactor
         self._http = httpClient
-        self._runInThread = runInThread
+        self.runInThread = runInThread
         self._checkInterval = options.checkInterval
         self._random = random
+        self._automatic = automatic
         self.responder = ChallengeResponder()
         self.managed: dict[frozenset[str], ManagedCertificate] = {}
         self._port: IListeningPort | None = None
@@ -129,9 +135,21 @@ class LetsEncryptResource(Service):
                 self._log, old_url=self.options.upgradedFromURL, new_url=self.options.acmeURL
             )
         self._listen()
+        self.load()
+        if self._automatic:
+            self._started = self._start()
+            self._started.addErrback(self._unexpected)
+        else:
+            self._settle()
+
+    def load(self) -> None:
+        """
+        Find the consumers in the registry and give each its stored
+        certificate, if there is one; no network is used.
+        """
         self.managed = self._collectConsumers()
-        self._started = self._start()
-        self._started.addErrback(self._unexpected)
+        for certificate in self.managed.values():
+            self._loadStored(certificate)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -166,24 +184,23 @@ class LetsEncryptResource(Service):
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}
+        settings = _settingsFingerprint(self.options)
         consumers = sorted(
             self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0]
         )
         for _, consumer in consumers:
             key = frozenset(consumer.domains)
             if key not in managed:
-                managed[key] = ManagedCertificate(tuple(consumer.domains))
+                managed[key] = ManagedCertificate(tuple(consumer.domains), settings)
             managed[key].consumers.append(consumer)
         return managed
 
     @inlineCallbacks
     def _start(self) -> Deferred[None]:
         """
-        Put every consumer on its stored or a provisional certificate, then
-        start the regular checks, the first one at once.
+        Put every consumer without a stored certificate on a provisional one,
+        then start the regular checks, the first one at once.
         """
-        for certificate in self.managed.values():
-            self._loadStored(certificate)
         needProvisional = [c for c in self.managed.values() if c.current is None]
         if needProvisional:
             yield self._provision(needProvisional)
@@ -191,6 +208,9 @@ class LetsEncryptResource(Service):
         self._loop.clock = self._reactor
         self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
         yield self._checking
+        self._settle()
+
+    def _settle(self) -> None:
         settled, self._settled = self._settled, None
         for waiting in settled or ():
             waiting.callback(None)
@@ -209,8 +229,8 @@ class LetsEncryptResource(Service):
 
     def _loadStored(self, certificate: ManagedCertificate) -> None:
         try:
-            state = self._store.loadRenewalState(certificate.domains)
-            stored = self._store.loadCertificate(certificate.domains)
+            state = self.store.loadRenewalState(certificate.domains)
+            stored = self.store.loadCertificate(certificate.domains)
         except StoreError as error:
             events.ISSUANCE_FAILED.emit(
                 self._log, domains=certificate.label, details=f"stored certificate {error}"
@@ -233,7 +253,7 @@ class LetsEncryptResource(Service):
             self._signer = yield self._loadOrMakeSigner(now)
         provisionals = yield gatherResults(
             [
-                self._runInThread(makeProvisional, self._signer, c.domains, now)
+                self.runInThread(makeProvisional, self._signer, c.domains, now)
                 for c in certificates
             ],
             consumeErrors=True,
@@ -244,14 +264,14 @@ class LetsEncryptResource(Service):
 
     @inlineCallbacks
     def _loadOrMakeSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
-        pem = self._store.loadProvisionalSigner()
+        pem = self.store.loadProvisionalSigner()
         if pem is not None:
             try:
                 return CertifiedKey.fromPEM(pem)
             except ValueError:
                 pass
-        signer = yield self._runInThread(makeSigner, self.options.name, now)
-        self._store.saveProvisionalSigner(signer.toPEM())
+        signer = yield self.runInThread(makeSigner, self.options.name, now)
+        self.store.saveProvisionalSigner(signer.toPEM())
         return signer
 
     def _deliver(self, certificate: ManagedCertificate, certifiedKey: CertifiedKey) -> None:
@@ -289,12 +309,15 @@ class LetsEncryptResource(Service):
 
     # Checks and orders
 
-    def check(self, force: bool = False) -> Deferred[None]:
+    def check(
+        self, force: bool = False, only: Collection[ManagedCertificate] | None = None
+    ) -> Deferred[None]:
         """
         Warn about certificates close to expiry, then ask for renewal
         information and renew what is due, now.
 
         @param force: Renew every certificate, due or not.
+        @param only: Look at these domain sets only.
         @return: A Deferred that fires when every attempt started has ended;
             it never fails.
         """
@@ -304,6 +327,7 @@ class LetsEncryptResource(Service):
             certificate
             for certificate in self.managed.values()
             if certificate.attempt is None
+            and (only is None or certificate in only)
             and (force or certificate.nextEvent(self._checksARI) <= now)
         ]
         self._warnOfExpiry(now, starting)
@@ -377,18 +401,25 @@ class LetsEncryptResource(Service):
     def _checksARI(self) -> bool:
         return self._client is None or self._client.offersRenewalInfo
 
-    def _acmeClient(self) -> Deferred[ACMEClient]:
+    def acmeClient(self) -> Deferred[ACMEClient]:
         """
         The ACME client, connected and registered once and shared by every
         order; after a failure the next caller tries again.
         """
         return self._accountLock.run(self._connect)
 
+    def forgetAccount(self) -> None:
+        """
+        Drop the connected account: the next request connects again, with
+        the account the store then holds.
+        """
+        self._client = None
+
     @inlineCallbacks
     def _connect(self) -> Deferred[ACMEClient]:
         if self._client is None:
             self._client = yield connectAccount(
-                self._http, self._reactor, self.options, self._store, self._runInThread
+                self._http, self._reactor, self.options, self.store, self.runInThread
             )
         return self._client
 
@@ -399,7 +430,7 @@ class LetsEncryptResource(Service):
         then renew it if it is due (or C{force}).
         """
         try:
-            client = yield self._acmeClient()
+            client = yield self.acmeClient()
             now = self._reactor.seconds()
             issued = certificate.issued
             if issued is not None and client.offersRenewalInfo:
@@ -468,7 +499,7 @@ class LetsEncryptResource(Service):
         if self.options.reuseKey and issued and keyType(issued.key) == self.options.keyType:
             key = issued.key
         else:
-            key = yield self._runInThread(generateKey, self.options.keyType)
+            key = yield self.runInThread(generateKey, self.options.keyType)
         replaces = None
         if issued is not None and client.offersRenewalInfo:
             try:
@@ -516,7 +547,7 @@ class LetsEncryptResource(Service):
 
     def _issued(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
         try:
-            path = self._store.saveCertificate(certificate.domains, issued)
+            path = self.store.saveCertificate(certificate.domains, issued)
         except StoreError as error:
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
@@ -532,7 +563,7 @@ class LetsEncryptResource(Service):
 
     def _saveState(self, certificate: ManagedCertificate) -> None:
         try:
-            self._store.saveRenewalState(certificate.domains, certificate.state())
+            self.store.saveRenewalState(certificate.domains, certificate.state())
         except StoreError as error:
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
@@ -555,6 +586,24 @@ class ProfileNotOffered(Exception):
             f"option 'profile': the CA offers no profile {self.profile!r} "
             f"(it offers: {offered})"
         )
+
+
+def _settingsFingerprint(options: ResourceOptions) -> str:
+    """
+    A digest of the options that orders depend on: when they change, a
+    saved retry wait no longer applies.
+    """
+    settings = (
+        options.acmeURL,
+        options.keyType,
+        options.profile,
+        options.agreeTOS,
+        options.contacts,
+        options.accountKeyFile,
+        options.eabKid,
+        options.eabHMACKey,
+    )
+    return hashlib.sha256(repr(settings).encode("utf-8")).hexdigest()[:16]
 
 
 def _when(seconds: float) -> str:

@@ -8,6 +8,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from .config import ConfigurationError, loadConfiguration
+from .control import StateDirectoryLocked, StateLock
 from .host import ServerService, checkFileSystem
 
 
@@ -37,6 +38,14 @@ class Options(usage.Options):
         except ConfigurationError as error:
             raise usage.UsageError(f"{self['config']}: {error}")
         self["configuration"] = configuration
+        self["lock"] = None
+        if configuration.resource is not None:
+            lock = StateLock(configuration.resource.stateDirectory)
+            try:
+                lock.acquire()
+            except (StateDirectoryLocked, OSError) as error:
+                raise usage.UsageError(f"{self['config']}: {error}")
+            self["lock"] = lock
 
 
 def makeService(options: Options) -> IService:
@@ -45,4 +54,4 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    return ServerService(options["configuration"], reactor)
+    return ServerService(options["configuration"], reactor, options["lock"])

@@ -223,6 +223,15 @@ class RunningTestCA:
             raise TestCAError(f"{method} {path}: HTTP {response.code}: {body!r}")
         return body
 
+    def certificateStatus(self, serial: int) -> Deferred[str]:
+        """
+        Whether pebble holds the certificate with C{serial} as C{"Valid"} or
+        C{"Revoked"}.
+        """
+        return Deferred.fromCoroutine(
+            self._manage("GET", f"/cert-status-by-serial/{serial:x}")
+        ).addCallback(lambda body: json.loads(body)["Status"])
+
     def setRenewalInfo(
         self, certificatePEM: bytes, start: datetime.datetime, end: datetime.datetime
     ) -> Deferred[None]:

@@ -32,7 +32,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from .acmeclient import ACMEClient, ReplacingOrder, certificateID
+from .acmeclient import ACMEClient, KeyChange, ReplacingOrder, certificateID
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .keys import generateKey, jwkFor
@@ -106,6 +106,10 @@ class FakeACMEServer(Resource):
         others get the last third of the lifetime.
     @ivar ariRetryAfter: The Retry-After of ARI answers.
     @ivar newOrders: Every new order received, parsed.
+    @ivar termsOfService: Whether the CA publishes terms to agree to.
+    @ivar externalAccountKeys: When not empty, new accounts must be bound
+        to one of these external accounts: key identifier to HMAC key.
+    @ivar revoked: Revoked certificates' IDs, to the reason given.
     """
 
     isLeaf = True
@@ -126,6 +130,10 @@ class FakeACMEServer(Resource):
         self.ariRetryAfter = 6 * 3600
         self.newOrders: list[ReplacingOrder] = []
         self._issued: dict[str, x509.Certificate] = {}
+        self.termsOfService = True
+        self.externalAccountKeys: dict[str, bytes] = {}
+        self.revoked: dict[str, int] = {}
+        self._registrations: dict[str, messages.Registration] = {}
         self.ordersCreated = 0
         self.orderTimes: list[float] = []
         self.accountsCreated = 0
@@ -224,7 +232,8 @@ class FakeACMEServer(Resource):
             "revokeCert": f"{BASE}/revoke-cert",
             "keyChange": f"{BASE}/key-change",
             "meta": messages.Directory.Meta(
-                terms_of_service=f"{BASE}/terms",
+                terms_of_service=f"{BASE}/terms" if self.termsOfService else None,
+                external_account_required=bool(self.externalAccountKeys) or None,
                 profiles={name: f"{name} certificates" for name in self.profiles} or None,
             ),
         }
@@ -275,12 +284,15 @@ class FakeACMEServer(Resource):
     def _post(self, request: Request, path: str) -> bytes:
         payload, account, key = self._verify(request, path)
         if path == "/new-account":
-            return self._newAccount(request, key)
+            return self._newAccount(request, payload, key)
         if account is None:
             raise _Problem(400, "malformed", "this request needs a kid")
         kind, _, ident = path.strip("/").partition("/")
         handler = {
             "new-order": self._newOrder,
+            "account": self._account,
+            "key-change": self._keyChange,
+            "revoke-cert": self._revoke,
             "order": self._order,
             "authz": self._authorization,
             "chall": self._challenge,
@@ -291,16 +303,67 @@ class FakeACMEServer(Resource):
             raise _Problem(404, "malformed", f"no resource at {path}")
         return handler(request, ident, payload, account)
 
-    def _newAccount(self, request: Request, key: josepy.JWK) -> bytes:
+    def _newAccount(self, request: Request, payload: bytes, key: josepy.JWK) -> bytes:
+        registration = messages.NewRegistration.json_loads(payload)
         for url, known in self._accounts.items():
             if known.thumbprint() == key.thumbprint():
                 request.setHeader("location", url)
-                return self._json(request, messages.Registration(status="valid"))
+                return self._json(request, self._registrations[url])
+        if registration.only_return_existing:
+            raise _Problem(400, "accountDoesNotExist", "no account for this key")
+        if self.termsOfService and not registration.terms_of_service_agreed:
+            raise _Problem(403, "userActionRequired", "agree to the terms of service")
+        if self.externalAccountKeys:
+            self._checkBinding(registration, key)
         url = f"{BASE}/account/{next(self._ids)}"
         self._accounts[url] = key
+        self._registrations[url] = messages.Registration(
+            status="valid", contact=registration.contact
+        )
         self.accountsCreated += 1
         request.setHeader("location", url)
-        return self._json(request, messages.Registration(status="valid"), 201)
+        return self._json(request, self._registrations[url], 201)
+
+    def _checkBinding(self, registration: messages.Registration, key: josepy.JWK) -> None:
+        if not registration.external_account_binding:
+            raise _Problem(400, "externalAccountRequired", "bind an external account")
+        binding = jws.JWS.from_json(registration.external_account_binding)
+        kid = binding.signature.combined.kid
+        secret = self.externalAccountKeys.get(kid)
+        if secret is None or not binding.verify(josepy.JWKOct(key=secret)):
+            raise _Problem(400, "unauthorized", "bad external account binding")
+        if josepy.JWK.json_loads(binding.payload).thumbprint() != key.thumbprint():
+            raise _Problem(400, "malformed", "the binding is for another key")
+
+    def _account(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
+        url = f"{BASE}/account/{ident}"
+        if url != account:
+            raise _Problem(403, "unauthorized", "not your account")
+        if payload:
+            update = messages.UpdateRegistration.json_loads(payload)
+            current = self._registrations[url]
+            self._registrations[url] = current.update(
+                contact=update.contact if update.contact is not None else current.contact,
+                status=update.status or current.status,
+            )
+        return self._json(request, self._registrations[url])
+
+    def _keyChange(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
+        inner = jws.JWS.json_loads(payload)
+        newKey = inner.signature.combined.jwk
+        change = KeyChange.json_loads(inner.payload)
+        if not inner.verify(newKey) or change.account != account:
+            raise _Problem(400, "malformed", "bad key change")
+        if change.oldKey.thumbprint() != self._accounts[account].thumbprint():
+            raise _Problem(400, "malformed", "oldKey is not the account's key")
+        self._accounts[account] = newKey
+        return self._json(request, self._registrations[account])
+
+    def _revoke(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
+        revocation = messages.Revocation.json_loads(payload)
+        self.revoked[certificateID(revocation.certificate)] = revocation.reason
+        request.setHeader("content-type", "application/json")
+        return b""
 
     def _orderBody(self, ident: str) -> messages.Order:
         order = self._orders[ident]

@@ -1,0 +1,120 @@
+"""
+Reactor responsiveness probe.
+
+L{StallProbe} runs a C{LoopingCall} every 5 ms on the reactor and records
+how late each call is against the loop's own schedule.  A watchdog thread
+samples the reactor thread's Python stack whenever the reactor has not
+ticked for a while, so that each long stall comes with the code it was in.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+
+INTERVAL = 0.005
+#: The watchdog samples the reactor thread's stack once a stall is this long.
+SAMPLE_AFTER = 0.02
+PACKAGE = os.sep + "letsencrypt_resource" + os.sep
+
+
+class StallProbe:
+    def __init__(self, reactor: Any, interval: float = INTERVAL):
+        self._reactor = reactor
+        self.interval = interval
+        self.lateness: list[float] = []
+        self._ticks = 0
+        self._loop = LoopingCall.withCount(self._tick)
+        self._loop.clock = reactor
+        self._lastTick = time.perf_counter()
+        self._mainThread = threading.get_ident()
+        self._stop = threading.Event()
+        #: stall number -> sampled stacks (innermost last)
+        self.samples: dict[int, list[list[str]]] = collections.defaultdict(list)
+        self._stallNumber = 0
+        self._inStall = False
+        self._watchdog = threading.Thread(target=self._watch, daemon=True)
+
+    def start(self) -> None:
+        self._start = self._reactor.seconds()
+        self._loop.start(self.interval, now=True)
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+        self._stop.set()
+        self._watchdog.join()
+
+    def _tick(self, count: int) -> None:
+        self._ticks += count
+        now = self._reactor.seconds()
+        intended = self._loop.starttime + (self._ticks - 1) * self.interval
+        self.lateness.append(max(0.0, now - intended))
+        self._lastTick = time.perf_counter()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.002):
+            age = time.perf_counter() - self._lastTick
+            if age < SAMPLE_AFTER:
+                self._inStall = False
+                continue
+            if not self._inStall:
+                self._inStall = True
+                self._stallNumber += 1
+            frame = sys._current_frames().get(self._mainThread)
+            if frame is None:
+                continue
+            stack = [
+                f"{_short(f.filename)}:{f.lineno} {f.name}"
+                for f in traceback.extract_stack(frame)
+            ]
+            self.samples[self._stallNumber].append(stack)
+
+    def report(self, top: int = 8) -> dict[str, Any]:
+        """
+        The longest stall, percentiles of lateness, and where the reactor
+        thread was during long stalls: the innermost frame of our package
+        and the innermost frame overall, by number of samples (each ~2 ms
+        of stall past the first 20 ms).
+        """
+        lateness = sorted(self.lateness)
+        n = len(lateness)
+
+        def pct(q: float) -> float:
+            return lateness[min(n - 1, int(q * n))] if n else float("nan")
+
+        ours: collections.Counter[str] = collections.Counter()
+        inner: collections.Counter[str] = collections.Counter()
+        for stacks in self.samples.values():
+            for stack in stacks:
+                inner[stack[-1]] += 1
+                mine = [s for s in stack if s.startswith("letsencrypt_resource/")]
+                ours[mine[-1] if mine else "(not in letsencrypt_resource)"] += 1
+        return {
+            "ticks": n,
+            "max_stall_ms": (lateness[-1] * 1000) if n else float("nan"),
+            "p99_lateness_ms": pct(0.99) * 1000,
+            "p999_lateness_ms": pct(0.999) * 1000,
+            "stalls_over_50ms": sum(1 for x in lateness if x > 0.05),
+            "stalls_over_20ms": sum(1 for x in lateness if x > 0.02),
+            "stall_samples_ours": ours.most_common(top),
+            "stall_samples_innermost": inner.most_common(top),
+        }
+
+
+def _short(path: str) -> str:
+    index = path.find(PACKAGE)
+    if index >= 0:
+        return path[index + 1 :]
+    parts = path.split(os.sep)
+    if "site-packages" in parts:
+        return "/".join(parts[parts.index("site-packages") + 1 :])
+    return "/".join(parts[-2:])

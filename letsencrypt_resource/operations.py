@@ -1,0 +1,215 @@
+"""
+What an operator can ask of the resource: the status of every certificate,
+renewals, revocations and account changes.
+
+The same L{Operations} serve the running server (through its control
+socket, see L{letsencrypt_resource.control}) and the operations command
+when no server runs.  Each returns JSON-ready data.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from acme import messages
+from twisted.internet.defer import Deferred, inlineCallbacks
+from zope.interface import implementer
+
+from .certificates import CertifiedKey
+from .interfaces import ICertificateConsumer
+from .keys import generateKey, jwkFor, keyType
+from .managed import ManagedCertificate
+from .resource import REASONS, LetsEncryptResource
+from .store import AccountRecord
+
+DAY = 86400.0
+
+#: RFC 5280 revocation reasons an operator may give.
+REVOCATION_REASONS = {
+    "unspecified": 0,
+    "keyCompromise": 1,
+    "affiliationChanged": 3,
+    "superseded": 4,
+    "cessationOfOperation": 5,
+}
+
+
+class OperationError(Exception):
+    """
+    An operation that cannot be done, with the reason for the operator.
+    """
+
+
+@implementer(ICertificateConsumer)
+class NoConsumer:
+    """
+    Stands for a configured service when the operations command runs
+    without the server: it takes certificates and does nothing with them.
+    """
+
+    def __init__(self, name: str, domains: tuple[str, ...]):
+        self.name = name
+        self.domains = domains
+
+    def useCertificate(self, certifiedKey: CertifiedKey) -> None:
+        """
+        Nothing serves it.
+        """
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
+        timespec="seconds"
+    )
+
+
+class Operations:
+    """
+    The operator's requests, on a loaded L{LetsEncryptResource}.
+    """
+
+    def __init__(self, resource: LetsEncryptResource, clock: Any):
+        self._resource = resource
+        self._clock = clock
+
+    def status(self) -> list[dict[str, Any]]:
+        """
+        One row per domain set: names, issuer, expiry, next check and why,
+        and the last error.
+        """
+        return [self._row(c) for c in self._resource.managed.values()]
+
+    def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
+        now = self._clock.seconds()
+        current = certificate.current
+        row: dict[str, Any] = {
+            "names": list(certificate.domains),
+            "services": [c.name for c in certificate.consumers],
+            "issuer": None,
+            "not_after": None,
+            "days_left": None,
+            "provisional": current is None or current.provisional,
+            "failures": certificate.failures,
+            "last_error": certificate.lastError,
+        }
+        if current is not None and not current.provisional:
+            issuer = current.certificate.issuer.rfc4514_string()
+            notAfter = current.notAfter.timestamp()
+            row.update(
+                issuer=issuer,
+                not_after=_iso(notAfter),
+                days_left=round((notAfter - now) / DAY, 1),
+            )
+        plan = certificate.plan()
+        if certificate.nextAttempt > max(plan.at, now):
+            row["next_check"] = _iso(certificate.nextAttempt)
+            row["why"] = f"retry after {certificate.failures} failed attempts"
+        else:
+            row["next_check"] = _iso(max(plan.at, now))
+            row["why"] = REASONS.get(plan.reason, plan.reason)
+        return row
+
+    def select(self, names: list[str]) -> list[ManagedCertificate]:
+        """
+        The domain sets holding any of C{names}; all when C{names} is empty.
+
+        @raise OperationError: when a name is in no configured set.
+        """
+        managed = list(self._resource.managed.values())
+        if not names:
+            return managed
+        chosen = []
+        for name in names:
+            matches = [c for c in managed if name.lower() in c.domains]
+            if not matches:
+                raise OperationError(f"no configured service has the domain {name}")
+            chosen.extend(m for m in matches if m not in chosen)
+        return chosen
+
+    @inlineCallbacks
+    def renew(self, names: list[str], force: bool) -> Deferred[list[dict[str, Any]]]:
+        """
+        Renew the sets holding C{names} (all when empty): those due, or
+        every one with C{force}.
+        """
+        chosen = self.select(names)
+        yield self._resource.check(force=force, only=chosen)
+        return [self._row(c) for c in chosen]
+
+    @inlineCallbacks
+    def revoke(self, name: str, reason: str) -> Deferred[dict[str, Any]]:
+        """
+        Revoke the CA-issued certificate of the set holding C{name}, then
+        replace it at once.
+        """
+        if reason not in REVOCATION_REASONS:
+            raise OperationError(
+                f"unknown reason {reason!r}; use one of {', '.join(REVOCATION_REASONS)}"
+            )
+        [certificate] = self.select([name])
+        issued = certificate.issued
+        if issued is None:
+            raise OperationError(f"{certificate.label} has no CA-issued certificate")
+        client = yield self._resource.acmeClient()
+        yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
+        row = {"revoked": issued.certificate.serial_number, "reason": reason}
+        yield self._resource.check(force=True, only=[certificate])
+        row.update(self._row(certificate))
+        return row
+
+    @inlineCallbacks
+    def accountShow(self) -> Deferred[dict[str, Any]]:
+        """
+        The account as the CA knows it.
+        """
+        client = yield self._resource.acmeClient()
+        account = yield client.account()
+        return self._account(client, account)
+
+    @staticmethod
+    def _account(client: Any, account: messages.Registration) -> dict[str, Any]:
+        return {
+            "url": client.accountURL,
+            "status": str(account.status) if account.status else None,
+            "contacts": list(account.contact or ()),
+            "key_type": keyType(client.accountKey.key),
+            "key_thumbprint": client.accountKey.thumbprint().hex(),
+        }
+
+    @inlineCallbacks
+    def accountRollover(self) -> Deferred[dict[str, Any]]:
+        """
+        Replace the account key with a new one, at the CA and in the state.
+        """
+        options = self._resource.options
+        if options.accountKeyFile is not None:
+            raise OperationError(
+                "the account key comes from option 'account_key'; replace that "
+                "file's key with the CA's key-change tool instead"
+            )
+        client = yield self._resource.acmeClient()
+        newKey = yield self._resource.runInThread(generateKey, "ecdsa-p256")
+        yield client.changeKey(*jwkFor(newKey))
+        self._resource.store.saveAccount(
+            options.acmeURL, AccountRecord(newKey, client.accountURL, options.contacts)
+        )
+        account = yield client.account()
+        return self._account(client, account)
+
+    @inlineCallbacks
+    def accountDeactivate(self) -> Deferred[dict[str, Any]]:
+        """
+        Deactivate the account for good; the state keeps a new key, so the
+        next order creates a new account.
+        """
+        client = yield self._resource.acmeClient()
+        account = yield client.updateAccount(
+            messages.UpdateRegistration(status="deactivated")
+        )
+        row = self._account(client, account)
+        options = self._resource.options
+        newKey = yield self._resource.runInThread(generateKey, "ecdsa-p256")
+        self._resource.store.saveAccount(options.acmeURL, AccountRecord(newKey))
+        self._resource.forgetAccount()
+        return row

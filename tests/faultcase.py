@@ -1,0 +1,390 @@
+"""
+Fault injection around a real pebble: a front door that can refuse, swallow
+or forward the ACME server's connections, a pebble that can be stopped and
+started again behind it, and a test case base that runs the resource
+against them and records every event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import attrs
+from cryptography import x509
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from zope.interface.registry import Components
+
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.config import ResourceOptions
+from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
+from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.testca import RunningTestCA, freeTCPPort, startTestCA
+from letsencrypt_resource.testing import RecordingConsumer
+from tests.pebblecase import TestCACase
+from tests.test_resource import resourceOptions
+
+#: The front door's modes.
+FORWARD = "forward"
+REFUSE = "refuse"
+BLACKHOLE = "blackhole"
+
+
+class _Inbound(Protocol):
+    """
+    One client connection to the front door.
+    """
+
+    def __init__(self, door: CAFrontDoor) -> None:
+        self.door = door
+        self.peer: _Outbound | None = None
+        self.pending: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.door.connections.add(self)
+        if self.door.mode == FORWARD and self.door.target is not None:
+            factory = ClientFactory.forProtocol(lambda: _Outbound(self))
+            factory.noisy = False
+            factory.clientConnectionFailed = lambda *_: self.transport.abortConnection()
+            reactor.connectTCP("127.0.0.1", self.door.target, factory, timeout=5)
+        # In BLACKHOLE mode the connection is accepted and nothing answers.
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.door.connections.discard(self)
+        if self.peer is not None:
+            self.peer.transport.loseConnection()
+
+
+class _Outbound(Protocol):
+    """
+    The front door's connection to pebble for one client connection.
+    """
+
+    def __init__(self, inbound: _Inbound) -> None:
+        self.inbound = inbound
+
+    def connectionMade(self) -> None:
+        self.inbound.peer = self
+        for data in self.inbound.pending:
+            self.transport.write(data)
+        self.inbound.pending = []
+        if self.inbound.transport.disconnected:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.inbound.transport.write(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        self.inbound.transport.loseConnection()
+
+
+class CAFrontDoor:
+    """
+    A TCP port on 127.0.0.1 that stands for the ACME server: it forwards to
+    pebble, refuses connections (the CA is down), or accepts them and never
+    answers.  Pebble names its URLs after the Host header, so the client
+    sees one stable ACME URL across pebble restarts.
+
+    @ivar port: The port it is on, stable across L{refuse} and L{forward}.
+    @ivar target: Pebble's ACME port, when it runs.
+    """
+
+    def __init__(self) -> None:
+        self.port = freeTCPPort()
+        self.target: int | None = None
+        self.mode = REFUSE
+        self.connections: set[_Inbound] = set()
+        self._listening: IListeningPort | None = None
+
+    def _listen(self) -> None:
+        if self._listening is None:
+            factory = Factory.forProtocol(lambda: _Inbound(self))
+            factory.noisy = False
+            self._listening = reactor.listenTCP(self.port, factory, interface="127.0.0.1")
+
+    def forward(self, target: int | None = None) -> None:
+        """
+        Forward every new connection to pebble's ACME port C{target}.
+        """
+        if target is not None:
+            self.target = target
+        self.mode = FORWARD
+        self._listen()
+
+    def blackhole(self) -> None:
+        """
+        Accept new connections and never answer; drop the open ones.
+        """
+        self.mode = BLACKHOLE
+        self._listen()
+        self.dropAll()
+
+    def refuse(self) -> Deferred[None]:
+        """
+        Stop listening, so connections are refused, and drop the open ones.
+        """
+        self.mode = REFUSE
+        self.dropAll()
+        listening, self._listening = self._listening, None
+        if listening is None:
+            return succeed(None)
+        return listening.stopListening()
+
+    def dropAll(self) -> None:
+        """
+        Reset every open connection.
+        """
+        for connection in list(self.connections):
+            connection.transport.abortConnection()
+
+
+def _acmePort(testCA: RunningTestCA) -> int:
+    with open(os.path.join(testCA.directory, "pebble-config.json")) as stream:
+        address = json.load(stream)["pebble"]["listenAddress"]
+    return int(address.rsplit(":", 1)[1])
+
+
+class RestartablePebble:
+    """
+    A pebble behind a L{CAFrontDoor}, which can be stopped and started
+    again: each start is a new pebble (new roots, no accounts, no orders)
+    with the same ACME URL, HTTPS certificate and HTTP-01 port.
+
+    @ivar challengePort: Where pebble validates HTTP-01.
+    @ivar door: The front door.
+    @ivar current: The pebble running now, if any.
+    @ivar starts: How many times pebble was started.
+    """
+
+    def __init__(self, directory: str, **kwargs: Any) -> None:
+        self.directory = os.path.abspath(directory)
+        self.challengePort = freeTCPPort()
+        self.door = CAFrontDoor()
+        self.current: RunningTestCA | None = None
+        self.starts = 0
+        self._kwargs = kwargs
+        self._listener: dict[str, str] = {}
+        self.caFile = ""
+
+    @property
+    def directoryURL(self) -> str:
+        return f"https://localhost:{self.door.port}/dir"
+
+    async def start(self, *, open: bool = True, **kwargs: Any) -> RunningTestCA:
+        """
+        Start a new pebble; with C{open}, let clients reach it at once.
+        """
+        self.starts += 1
+        extraConfig = dict(self._kwargs.get("extraConfig") or {})
+        extraConfig.update(self._listener)
+        options = {**self._kwargs, **kwargs, "extraConfig": extraConfig}
+        testCA = await startTestCA(
+            reactor,
+            os.path.join(self.directory, f"pebble-{self.starts}"),
+            self.challengePort,
+            **options,
+        )
+        if not self._listener:
+            # Every later pebble keeps the first one's HTTPS certificate, so
+            # that the client's trust in acme_ca_file holds across restarts.
+            self._listener = {
+                "certificate": os.path.join(testCA.directory, "listener-cert.pem"),
+                "privateKey": os.path.join(testCA.directory, "listener-key.pem"),
+            }
+            self.caFile = testCA.caFile
+        self.current = testCA
+        self.door.target = _acmePort(testCA)
+        if open:
+            self.door.forward()
+        return testCA
+
+    async def stop(self) -> None:
+        """
+        Stop pebble; the front door refuses connections until the next
+        start.
+        """
+        await self.door.refuse()
+        current, self.current = self.current, None
+        if current is not None:
+            await current.stop()
+
+    async def issuersPEM(self) -> bytes:
+        """
+        The root and intermediate of the pebble running now.
+        """
+        assert self.current is not None
+        return await self.current.fetchIssuerPEM()
+
+
+@attrs.define
+class Recorder:
+    """
+    Every event logged while it is installed, formatted.
+    """
+
+    events: list[dict[str, Any]] = attrs.Factory(list)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def ids(self) -> list[int]:
+        return [e["event_id"] for e in self.events if "event_id" in e]
+
+    def texts(self, eventID: int | None = None) -> list[str]:
+        return [
+            formatEvent(e)
+            for e in self.events
+            if eventID is None or e.get("event_id") == eventID
+        ]
+
+    def errors(self) -> list[str]:
+        """
+        Every event logged as an error or with a traceback.
+        """
+        found = []
+        for event in self.events:
+            if event.get("isError") or "log_failure" in event:
+                failure = event.get("log_failure")
+                found.append(
+                    formatEvent(event)
+                    + ("\n" + failure.getTraceback() if failure is not None else "")
+                )
+        return found
+
+
+def chainsTo(certifiedKey: CertifiedKey, issuersPEM: bytes) -> bool:
+    """
+    Whether C{certifiedKey}'s certificate was signed by the intermediate
+    in C{issuersPEM} (pebble's root then intermediate).
+    """
+    root, intermediate = x509.load_pem_x509_certificates(issuersPEM)[:2]
+    try:
+        certifiedKey.certificate.verify_directly_issued_by(intermediate)
+        intermediate.verify_directly_issued_by(root)
+    except (ValueError, TypeError, Exception):
+        return False
+    return True
+
+
+async def waitFor(
+    condition: Callable[[], bool], timeout: float, step: float = 0.05
+) -> bool:
+    """
+    Poll C{condition} in real time until it holds or C{timeout} seconds
+    have passed; return whether it held.
+    """
+    end = reactor.seconds() + timeout
+    while not condition():
+        if reactor.seconds() > end:
+            return False
+        await deferLater(reactor, step, lambda: None)
+    return True
+
+
+class FaultCase(TestCACase):
+    """
+    A resource with recording consumers against a real pebble, with every
+    event recorded in C{self.recorder}.
+    """
+
+    #: The consumers' domain sets, by name.
+    SETS: dict[str, tuple[str, ...]] = {
+        "files": ("files.example.test", "www.example.test"),
+        "reports": ("reports.example.test",),
+        "uploads": ("uploads.example.test",),
+    }
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.recorder = Recorder()
+        globalLogPublisher.addObserver(self.recorder)
+        self.addCleanup(globalLogPublisher.removeObserver, self.recorder)
+
+    def makeResource(
+        self,
+        acmeURL: str,
+        caFile: str,
+        challengePort: int,
+        sets: dict[str, tuple[str, ...]] | None = None,
+        stateDirectory: str | None = None,
+        **options: Any,
+    ) -> tuple[LetsEncryptResource, dict[str, RecordingConsumer]]:
+        """
+        A resource for recording consumers of C{sets}, not started.
+        """
+        registry = Components()
+        consumers = {}
+        for name, domains in (sets or self.SETS).items():
+            consumers[name] = RecordingConsumer(f"{name}-https", domains)
+            registry.registerUtility(consumers[name], ICertificateConsumer, name=name)
+        http, pool = makeHTTPClient(reactor, loadCABundle(caFile))
+        self.addCleanup(pool.closeCachedConnections)
+        state = stateDirectory or os.path.abspath(self.mktemp())
+        values: dict[str, Any] = dict(
+            port=challengePort,
+            acmeURL=acmeURL,
+            stateDirectory=state,
+            acmeCAFile=caFile,
+        )
+        values.update(options)
+        resource = LetsEncryptResource(
+            attrs.evolve(resourceOptions(), **values),
+            registry,
+            DirectoryStore(state),
+            reactor,
+            http,
+        )
+        return resource, consumers
+
+    def startResource(self, resource: LetsEncryptResource) -> None:
+        """
+        Start C{resource}, stopped when the test ends.
+        """
+        resource.startService()
+        self.addCleanup(lambda: resource.stopService() if resource.running else None)
+
+    def assertIssued(
+        self, consumers: dict[str, RecordingConsumer], issuersPEM: bytes
+    ) -> None:
+        """
+        Every consumer holds a CA-issued certificate for its names that
+        chains to C{issuersPEM}, valid now, for the key it came with.
+        """
+        for name, consumer in consumers.items():
+            current = consumer.received[-1]
+            self.assertFalse(current.provisional, name)
+            self.assertEqual(set(current.domains), set(consumer.domains), name)
+            self.assertTrue(chainsTo(current, issuersPEM), name)
+            self.assertGreater(current.notAfter.timestamp(), reactor.seconds(), name)
+
+    def assertNoErrors(self) -> None:
+        """
+        Nothing was logged as an unexpected error or traceback.
+        """
+        self.assertEqual(self.recorder.errors(), [])
+
+
+__all__ = [
+    "CAFrontDoor",
+    "RestartablePebble",
+    "Recorder",
+    "FaultCase",
+    "chainsTo",
+    "waitFor",
+    "gatherResults",
+]

@@ -1,0 +1,162 @@
+"""
+Tests for L{letsencrypt_resource.account} and L{letsencrypt_resource.control}
+against the in-memory fake CA.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.control import StateDirectoryLocked, StateLock, socketPath
+from letsencrypt_resource.keys import generateKey, keyToPEM
+from letsencrypt_resource.operations import Operations
+from letsencrypt_resource.testing import runUntilFired
+from tests.test_resource import ResourceTestCase
+
+EAB_KEY = b"0123456789abcdef0123456789abcdef"
+EAB_KEY_TEXT = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
+
+
+class AccountTests(ResourceTestCase):
+    """
+    How the resource finds or creates its account.
+    """
+
+    def test_termsNotAgreed(self) -> None:
+        """
+        Without C{agree_tos}, no account is created where the CA publishes
+        terms, and the error names the option and the terms.
+        """
+        self.start(agreeTOS=False)
+        self.assertEqual(self.server.accountsCreated, 0)
+        text = self.eventTexts(20017)[0]
+        self.assertIn("option 'agree_tos'", text)
+        self.assertIn("https://acme.test/terms", text)
+
+    def test_noTermsNoAgreementNeeded(self) -> None:
+        """
+        A CA that publishes no terms needs no agreement.
+        """
+        self.server.termsOfService = False
+        self.start(agreeTOS=False)
+        self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_bindingRequired(self) -> None:
+        """
+        A CA that requires external account binding gets it from the
+        options, and without them the error names the options.
+        """
+        self.server.externalAccountKeys = {"kid-1": EAB_KEY}
+        resource = self.start()
+        self.assertIn("option 'eab_kid'", self.eventTexts(20017)[0])
+        self.assertEqual(self.server.accountsCreated, 0)
+        resource.stopService()
+        self.store.states.clear()
+        self.start(eabKid="kid-1", eabHMACKey=EAB_KEY_TEXT)
+        self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_wrongBinding(self) -> None:
+        """
+        A binding the CA does not accept fails with the CA's problem.
+        """
+        self.server.externalAccountKeys = {"kid-1": EAB_KEY}
+        self.start(eabKid="kid-1", eabHMACKey="c2VjcmV0")
+        self.assertIn("unauthorized", self.eventTexts(20017)[0])
+
+    def test_contacts(self) -> None:
+        """
+        Contacts are sent at registration, and a change is sent to the CA
+        at the next start with event 20162.
+        """
+        resource = self.start(contacts=("mailto:a@example.test",))
+        account = runUntilFired(self.reactor, Operations(resource, self.reactor).accountShow())
+        self.assertEqual(account["contacts"], ["mailto:a@example.test"])
+        resource.stopService()
+        resource = self.start(contacts=("mailto:b@example.test",))
+        account = runUntilFired(self.reactor, Operations(resource, self.reactor).accountShow())
+        self.assertEqual(account["contacts"], ["mailto:b@example.test"])
+        self.assertEqual(self.eventIDs().count(20162), 1)
+
+    def test_existingAccountKey(self) -> None:
+        """
+        With C{account_key}, the account of that key is used and none is
+        created; a key without an account is an error naming the option.
+        """
+        resource = self.start()
+        [acmeURL] = self.store.accounts
+        existing = self.store.loadAccount(acmeURL)
+        resource.stopService()
+        keyFile = self.mktemp()
+        with open(keyFile, "wb") as stream:
+            stream.write(keyToPEM(existing.key))
+        self.store.accounts.clear()
+        self.start(accountKeyFile=keyFile)
+        self.assertEqual(self.server.accountsCreated, 1)
+        self.assertEqual(self.store.loadAccount(acmeURL).url, existing.url)
+        with open(keyFile, "wb") as stream:
+            stream.write(keyToPEM(generateKey("ecdsa-p256")))
+        self.store.accounts.clear()
+        self.store.certificates.clear()
+        self.start(accountKeyFile=keyFile)
+        self.assertIn("option 'account_key'", self.eventTexts(20017)[-1])
+        self.assertEqual(self.server.accountsCreated, 1)
+
+
+class OperationsTests(ResourceTestCase):
+    """
+    Account operations through L{Operations}.
+    """
+
+    def test_rolloverAndDeactivate(self) -> None:
+        """
+        Rollover changes the key at the CA and in the store; deactivation
+        ends the account and leaves a new key for the next one.
+        """
+        resource = self.start()
+        operations = Operations(resource, self.reactor)
+        before = runUntilFired(self.reactor, operations.accountShow())
+        after = runUntilFired(self.reactor, operations.accountRollover())
+        self.assertEqual(after["url"], before["url"])
+        self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
+        [acmeURL] = self.store.accounts
+        self.assertEqual(
+            self.store.loadAccount(acmeURL).key.public_key().public_numbers(),
+            resource._client.accountKey.key.public_key().public_numbers(),
+        )
+        gone = runUntilFired(self.reactor, operations.accountDeactivate())
+        self.assertEqual(gone["status"], "deactivated")
+        self.assertIsNone(self.store.loadAccount(acmeURL).url)
+
+
+class StateLockTests(SynchronousTestCase):
+    """
+    Tests for L{StateLock} and L{socketPath}.
+    """
+
+    def test_oneHolder(self) -> None:
+        """
+        A second lock on the same folder is refused, naming the holder's
+        process, until the first is released.
+        """
+        directory = self.mktemp()
+        first = StateLock(directory)
+        first.acquire()
+        error = self.assertRaises(StateDirectoryLocked, StateLock(directory).acquire)
+        self.assertIn(f"pid {os.getpid()}", str(error))
+        first.release()
+        second = StateLock(directory)
+        second.acquire()
+        second.release()
+
+    def test_longPathSocket(self) -> None:
+        """
+        A state folder too deep for a UNIX socket path gets its socket in a
+        private temporary folder, the same each time.
+        """
+        deep = "/" + "d" * 150
+        path = socketPath(deep)
+        self.assertLessEqual(len(path), 100)
+        self.assertEqual(path, socketPath(deep))
+        self.assertEqual(socketPath("/srv/state"), "/srv/state/control.sock")

@@ -1,0 +1,321 @@
+"""
+The operations command and the account options against a real pebble:
+status, renew, revoke, account show, rollover and deactivate, with and
+without a running server; existing accounts, external account binding and
+contacts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Any
+
+from cryptography import x509
+from twisted.internet import reactor
+
+from letsencrypt_resource.cli import run
+from letsencrypt_resource.config import loadConfiguration
+from letsencrypt_resource.control import StateDirectoryLocked
+from letsencrypt_resource.host import ServerService
+from letsencrypt_resource.keys import generateKey, keyToPEM
+from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
+from tests.pebblecase import TestCACase
+from tests.test_integration import CONFIGURATION, HELLO
+from tests.tlsclient import fetchOverTLS
+
+EAB_KID = "kid-1"
+EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+
+
+class OperationsCase(TestCACase):
+    """
+    A configuration on a test CA, and the operations command run in-process.
+    """
+
+    async def setUpConfiguration(
+        self, modern: bool = False, extra: str = "", **testCAOptions: Any
+    ) -> RunningTestCA:
+        challengePort = freeTCPPort()
+        self.testCA = await self.startTestCA(challengePort, modern=modern, **testCAOptions)
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.directory, "public"))
+        with open(os.path.join(self.directory, "public", "hello.txt"), "wb") as stream:
+            stream.write(HELLO)
+        self.ports = [freeTCPPort() for _ in range(3)]
+        self.path = os.path.join(self.directory, "server.ini")
+        text = CONFIGURATION.format(
+            challengePort=challengePort,
+            directoryURL=self.testCA.directoryURL,
+            caFile=self.testCA.caFile,
+            keyType="ecdsa-p256",
+            ports=self.ports,
+        )
+        with open(self.path, "w") as stream:
+            stream.write(text.replace("agree_tos = yes\n", "agree_tos = yes\n" + extra))
+        return self.testCA
+
+    async def startServer(self) -> ServerService:
+        server = ServerService(loadConfiguration(self.path), reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        await server.resource.whenSettled()
+        return server
+
+    async def command(self, *argv: str, status: int = 0) -> Any:
+        out = io.StringIO()
+        code = await run(reactor, ["--config", self.path, *argv], out)
+        self.assertEqual(code, status, out.getvalue())
+        text = out.getvalue()
+        return json.loads(text) if text.startswith(("[", "{")) else text
+
+    async def served(self, index: int, name: str) -> x509.Certificate:
+        issuers = await self.testCA.fetchIssuerPEM()
+        certificate, _ = await fetchOverTLS(
+            reactor, self.ports[index], name, issuers, "/hello.txt", HELLO
+        )
+        return certificate
+
+
+class WithServerTests(OperationsCase):
+    """
+    The command talking to a running server.
+    """
+
+    async def test_statusTableAndJSON(self) -> None:
+        """
+        C{status} lists every certificate with its issuer, expiry, next
+        check and why; C{--json} gives the same for machines.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        table = await self.command("status")
+        self.assertIn("files.example.test, www.example.test", table)
+        self.assertIn("Pebble Intermediate", table)
+        self.assertIn("most of its lifetime has passed", table)
+        rows = await self.command("status", "--json")
+        self.assertEqual(
+            sorted(tuple(r["names"]) for r in rows),
+            [("files.example.test", "www.example.test"), ("reports.example.test",)],
+        )
+        for row in rows:
+            self.assertFalse(row["provisional"])
+            self.assertGreater(row["days_left"], 1000)
+            self.assertIsNone(row["last_error"])
+
+    async def test_renewForce(self) -> None:
+        """
+        C{renew --force DOMAIN} renews that set in the running server, which
+        serves the new certificate at once; other sets are untouched.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        before = await self.served(2, "reports.example.test")
+        files = await self.served(0, "files.example.test")
+        [row] = await self.command("renew", "--force", "reports.example.test")
+        self.assertEqual(row["names"], ["reports.example.test"])
+        after = await self.served(2, "reports.example.test")
+        self.assertNotEqual(after.serial_number, before.serial_number)
+        self.assertEqual((await self.served(0, "files.example.test")), files)
+
+    async def test_revoke(self) -> None:
+        """
+        C{revoke DOMAIN --reason keyCompromise} revokes the certificate at
+        the CA and puts a new one in service.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        before = await self.served(2, "reports.example.test")
+        row = await self.command("revoke", "reports.example.test", "--reason", "keyCompromise")
+        self.assertEqual(row["revoked"], before.serial_number)
+        status = await self.testCA.certificateStatus(before.serial_number)
+        self.assertEqual(status, "Revoked")
+        after = await self.served(2, "reports.example.test")
+        self.assertNotEqual(after.serial_number, before.serial_number)
+
+    async def test_unknownDomain(self) -> None:
+        """
+        A domain no service has is a clear error.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        await self.command("renew", "nope.example.test", status=1)
+
+    async def test_secondServerRefused(self) -> None:
+        """
+        A second server on the same state directory is refused.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        error = self.assertRaises(
+            StateDirectoryLocked, ServerService, loadConfiguration(self.path), reactor
+        )
+        self.assertIn("in use by another process", str(error))
+
+    async def test_accountShowAndDeactivate(self) -> None:
+        """
+        C{account show} gives the account's URL, status and contacts;
+        C{account deactivate} ends it at the CA.
+        """
+        await self.setUpConfiguration(extra="contact_email = ops@example.test\n")
+        await self.startServer()
+        shown = await self.command("account", "show")
+        self.assertEqual(shown["status"], "valid")
+        self.assertEqual(shown["contacts"], ["mailto:ops@example.test"])
+        self.assertTrue(shown["url"].startswith(self.testCA.directoryURL.rsplit("/", 1)[0]))
+        gone = await self.command("account", "deactivate")
+        self.assertEqual(gone["status"], "deactivated")
+        self.assertEqual(gone["url"], shown["url"])
+
+
+class AloneTests(OperationsCase):
+    """
+    The command with no server running.
+    """
+
+    async def test_statusAndRenewAlone(self) -> None:
+        """
+        Without a server, C{status} reads the state and C{renew --force}
+        gets new certificates itself, answering the challenges.
+        """
+        await self.setUpConfiguration()
+        server = await self.startServer()
+        await server.stopService()
+        rows = await self.command("status", "--json")
+        before = {tuple(r["names"]): r["not_after"] for r in rows}
+        renewed = await self.command("renew", "--force")
+        self.assertEqual(len(renewed), 2)
+        for row in renewed:
+            self.assertIsNone(row["last_error"])
+        server = await self.startServer()
+        rows = await self.command("status", "--json")
+        self.assertEqual(len(rows), len(before))
+
+
+class RolloverTests(OperationsCase):
+    """
+    Account key rollover, which needs pebble 2.10.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.requireModern()
+
+    async def test_rollover(self) -> None:
+        """
+        C{account rollover} changes the account key at the CA and in the
+        state; the account and its URL stay, and orders go on working.
+        """
+        await self.setUpConfiguration(modern=True)
+        await self.startServer()
+        before = await self.command("account", "show")
+        after = await self.command("account", "rollover")
+        self.assertEqual(after["url"], before["url"])
+        self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
+        [row] = await self.command("renew", "--force", "reports.example.test")
+        self.assertIsNone(row["last_error"])
+        self.assertFalse(row["provisional"])
+
+
+class AccountOptionTests(OperationsCase):
+    """
+    The account options, each against pebble.
+    """
+
+    async def test_existingAccountKey(self) -> None:
+        """
+        With C{account_key}, the resource uses the account of that key, and
+        a key with no account is a clear error naming the option.
+        """
+        await self.setUpConfiguration()
+        server = await self.startServer()
+        first = await self.command("account", "show")
+        await server.stopService()
+        keyFile = os.path.join(self.directory, "account.pem")
+        statePath = os.path.join(self.directory, "state")
+        record = DirectoryStore(statePath).loadAccount(self.testCA.directoryURL)
+        with open(keyFile, "wb") as stream:
+            stream.write(keyToPEM(record.key))
+        with open(self.path) as stream:
+            text = stream.read().replace(
+            "agree_tos = yes\n", f"agree_tos = yes\naccount_key = {keyFile}\n"
+        )
+        fresh = text.replace("state_directory = state", "state_directory = state2")
+        with open(self.path, "w") as stream:
+            stream.write(fresh)
+        shown = await self.command("account", "show")
+        self.assertEqual(shown["url"], first["url"])
+        with open(keyFile, "wb") as stream:
+            stream.write(keyToPEM(generateKey("ecdsa-p256")))
+        with open(self.path, "w") as stream:
+            stream.write(fresh.replace("state_directory = state2", "state_directory = state3"))
+        out = io.StringIO()
+        self.assertEqual(await run(reactor, ["--config", self.path, "account", "show"], out), 1)
+
+    async def test_externalAccountBinding(self) -> None:
+        """
+        A CA that requires EAB refuses an account without it, with an error
+        naming the options, and accepts one bound with C{eab_kid} and
+        C{eab_hmac_key}.
+        """
+        await self.setUpConfiguration(
+            extraConfig={
+                "externalAccountBindingRequired": True,
+                "externalAccountMACKeys": {EAB_KID: EAB_KEY},
+            }
+        )
+        server = await self.startServer()
+        [row, _] = (await self.command("status", "--json"))
+        self.assertIn("option 'eab_kid'", row["last_error"])
+        await server.stopService()
+        with open(self.path) as stream:
+            text = stream.read()
+        with open(self.path, "w") as stream:
+            stream.write(
+                text.replace(
+                    "agree_tos = yes\n",
+                    f"agree_tos = yes\neab_kid = {EAB_KID}\neab_hmac_key = {EAB_KEY}\n",
+                )
+            )
+        await self.startServer()
+        for row in await self.command("status", "--json"):
+            self.assertFalse(row["provisional"], row)
+
+    async def test_termsMustBeAgreed(self) -> None:
+        """
+        Without C{agree_tos = yes}, no account is created and the error
+        names the option and the CA's terms.
+        """
+        await self.setUpConfiguration()
+        with open(self.path) as stream:
+            text = stream.read()
+        with open(self.path, "w") as stream:
+            stream.write(text.replace("agree_tos = yes\n", ""))
+        await self.startServer()
+        rows = await self.command("status", "--json")
+        for row in rows:
+            self.assertIn("option 'agree_tos'", row["last_error"])
+            self.assertTrue(row["provisional"])
+
+    async def test_contactsUpdated(self) -> None:
+        """
+        Contacts are sent at registration and updated when they change.
+        """
+        await self.setUpConfiguration(extra="contact_email = one@example.test\n")
+        server = await self.startServer()
+        self.assertEqual(
+            (await self.command("account", "show"))["contacts"], ["mailto:one@example.test"]
+        )
+        await server.stopService()
+        with open(self.path) as stream:
+            text = stream.read()
+        with open(self.path, "w") as stream:
+            stream.write(text.replace("one@example.test", "two@example.test, three@example.test"))
+        await self.startServer()
+        shown = await self.command("account", "show")
+        self.assertEqual(
+            sorted(shown["contacts"]),
+            ["mailto:three@example.test", "mailto:two@example.test"],
+        )
