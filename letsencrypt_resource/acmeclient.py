@@ -18,9 +18,11 @@ import treq
 from acme import jws, messages
 from cryptography import x509
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
 from twisted.web.iweb import IResponse
 
 from . import __version__
@@ -237,7 +239,7 @@ class ACMEClient:
 
     def _debugEvent(self, message: str, **fields: Any) -> None:
         if self._debug:
-            DEBUG.emit(self._log, message=message.format(**fields))
+            DEBUG.emit(self._log, details=message.format(**fields))
 
     @inlineCallbacks
     def _send(
@@ -249,12 +251,20 @@ class ACMEClient:
     ) -> Deferred[tuple[IResponse, bytes]]:
         allHeaders = {b"user-agent": [f"letsencrypt-resource/{__version__}".encode()]}
         allHeaders.update(headers or {})
-        request = self._http.request(method, url, data=data, headers=allHeaders)
-        request.addTimeout(self._timeout, self._clock)
-        response = yield request
-        reading = treq.content(response)
-        reading.addTimeout(self._timeout, self._clock)
-        body = yield reading
+        try:
+            request = self._http.request(method, url, data=data, headers=allHeaders)
+            request.addTimeout(self._timeout, self._clock)
+            response = yield request
+            reading = treq.content(response)
+            reading.addTimeout(self._timeout, self._clock)
+            body = yield reading
+        except CancelledError:
+            raise
+        except (ConnectError, TimeoutError) as error:
+            raise ACMEProtocolError(url, f"cannot reach the ACME server: {error}") from None
+        except (ResponseFailed, ResponseNeverReceived) as error:
+            reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
+            raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
         nonce = _header(response, b"replay-nonce")
         if nonce:
             self._nonces.append(nonce)

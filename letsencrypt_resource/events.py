@@ -53,7 +53,7 @@ def _event(id: int, level: LogLevel, text: str) -> EventType:
     return event
 
 
-DEBUG = _event(20000, LogLevel.debug, "{message}")
+DEBUG = _event(20000, LogLevel.debug, "{details}")
 STORE_FAILED = _event(
     20009,
     LogLevel.critical,

@@ -29,6 +29,15 @@ def loadCABundle(path: str) -> list[Certificate]:
     return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
 
 
+class _QuietPool(HTTPConnectionPool):
+    """
+    A connection pool whose connections do not log their start and stop.
+    """
+
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+        noisy = False
+
+
 def makeHTTPClient(
     reactor: object, trusted: list[Certificate] | None
 ) -> tuple[HTTPClient, HTTPConnectionPool]:
@@ -38,7 +47,7 @@ def makeHTTPClient(
 
     @return: The client and its pool, to close when done.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = _QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     trustRoot = trustRootFromCertificates(trusted) if trusted is not None else None
     agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot), pool=pool)

@@ -36,6 +36,31 @@ class ReadOnlyFile(File):
     render_PUT = render_DELETE = render_POST
 
 
+class FileSite(Site):
+    """
+    The file service's site: with C{debug}, each request is logged as event
+    20000; without, requests are not logged.
+    """
+
+    _log = Logger()
+
+    def __init__(self, service: str, debug: bool, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._service = service
+        self._debug = debug
+
+    def log(self, request: Any) -> None:
+        if self._debug:
+            events.DEBUG.emit(
+                self._log,
+                details=(
+                    f"{self._service}: {request.method.decode('ascii', 'replace')} "
+                    f"{request.uri.decode('ascii', 'replace')} -> {request.code} "
+                    f"for {request.getClientAddress().host}"
+                ),
+            )
+
+
 class HTTPSFileService(Service):
     """
     Serves C{options.path} over HTTPS on C{options.address}:C{options.port}.
@@ -73,7 +98,9 @@ class HTTPSFileService(Service):
 
     def _listen(self) -> None:
         self._waiting = None
-        site = Site(ReadOnlyFile(self.options.path), reactor=self._reactor)
+        site = FileSite(
+            self.name, self.options.debug, ReadOnlyFile(self.options.path), reactor=self._reactor
+        )
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor
         )

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from acme import messages
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.acmeclient import (
     MAX_BAD_NONCE_RETRIES,
+    ACMEClient,
     ACMEProblem,
     ACMEProtocolError,
     parseRetryAfter,
@@ -22,7 +24,9 @@ from letsencrypt_resource.issuer import (
     OrderTimedOut,
     obtainCertificate,
 )
-from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.httpclient import makeHTTPClient
+from letsencrypt_resource.keys import generateKey, jwkFor
+from letsencrypt_resource.testca import freeTCPPort
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     registeredClient,
@@ -269,3 +273,24 @@ class ObtainCertificateTests(SynchronousTestCase):
             )
         )
         self.assertRaises(CertificateMismatch, self.obtain)
+
+
+class UnreachableTests(TestCase):
+    """
+    An ACME server that cannot be reached, over a real loopback socket.
+    """
+
+    async def test_connectionRefused(self) -> None:
+        """
+        A refused connection is an L{ACMEProtocolError} that says the server
+        cannot be reached and names the URL.
+        """
+        port = freeTCPPort()
+        http, pool = makeHTTPClient(reactor, None)
+        self.addCleanup(pool.closeCachedConnections)
+        jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
+        url = f"http://127.0.0.1:{port}/directory"
+        with self.assertRaises(ACMEProtocolError) as raised:
+            await ACMEClient.connect(http, reactor, url, jwk, algorithm)
+        self.assertIn("cannot reach the ACME server", str(raised.exception))
+        self.assertIn(url, str(raised.exception))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import capturedLogs, formatEvent
@@ -16,7 +17,7 @@ from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from letsencrypt_resource.config import ServiceOptions
-from letsencrypt_resource.https import HTTPSFileService
+from letsencrypt_resource.https import FileSite, HTTPSFileService, ReadOnlyFile
 
 from .helpers import (
     connectInMemory,
@@ -206,3 +207,33 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.assertTrue(text.startswith("20157 "), text)
         for part in [ADDRESS, str(PORT), str(reason), "files"]:
             self.assertIn(part, text)
+
+
+class FileSiteTests(SynchronousTestCase):
+    """
+    Tests for L{FileSite}'s request log.
+    """
+
+    def logged(self, debug: bool) -> list[str]:
+        site = FileSite("files", debug, ReadOnlyFile(self.mktemp()))
+        request = DummyRequest([b"hello.txt"])
+        request.client = IPv4Address("TCP", "192.0.2.7", 50000)
+        request.uri = b"/hello.txt"
+        request.code = 200
+        with capturedLogs() as events:
+            site.log(request)
+        return [formatEvent(e) for e in events if e.get("event_id") == 20000]
+
+    def test_debugLogsRequests(self) -> None:
+        """
+        With C{debug = yes}, each request is event 20000 with the service,
+        method, path, status and client.
+        """
+        [text] = self.logged(debug=True)
+        self.assertEqual(text, "20000 files: GET /hello.txt -> 200 for 192.0.2.7")
+
+    def test_quietOtherwise(self) -> None:
+        """
+        Without debug, requests are not logged.
+        """
+        self.assertEqual(self.logged(debug=False), [])

@@ -16,6 +16,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
+from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.testca import freeTCPPort
 from tests.pebblecase import TestCACase
 from tests.test_integration import CONFIGURATION, HELLO
@@ -148,3 +149,25 @@ class TwistdTests(TestCACase):
         self.assertIn(b"99999", out + err)
         self.assertNotIn(b"Traceback", out + err)
         self.assertEqual(sorted(os.listdir(os.path.dirname(path))), before)
+
+    async def test_secondServerRefused(self) -> None:
+        """
+        A second twistd on a state directory in use stops at once with a
+        message naming the directory.
+        """
+        path = self.writeConfiguration(
+            "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+            f"port = {freeTCPPort()}\nacme_url = http://127.0.0.1:1/dir\n"
+        )
+        lock = StateLock(os.path.join(os.path.dirname(path), "lets-encrypt"))
+        lock.acquire()
+        self.addCleanup(lock.release)
+        out, err, code = await getProcessOutputAndValue(
+            twistdCommand()[0],
+            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"is in use by another process (pid", out + err)
+        self.assertNotIn(b"Traceback", out + err)
