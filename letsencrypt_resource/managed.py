@@ -35,6 +35,8 @@ class ManagedCertificate:
     @ivar ariNextCheck: When to ask the CA for renewal information again.
     @ivar attempt: The attempt under way, if any.
     @ivar announced: The last renewal plan announced.
+    @ivar exportPending: Whether writing it to the store directory failed
+        and is to be tried again.
     """
 
     def __init__(self, domains: tuple[str, ...], settings: str = ""):
@@ -54,6 +56,7 @@ class ManagedCertificate:
         self.ariNextCheck = 0.0
         self.attempt: Deferred[None] | None = None
         self.announced: RenewalPlan | None = None
+        self.exportPending = False
 
     @property
     def label(self) -> str:

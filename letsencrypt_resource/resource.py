@@ -244,7 +244,7 @@ class LetsEncryptResource(Service):
             self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
         )
         self._deliver(certificate, stored)
-        self._export(certificate.domains, stored)
+        self._export(certificate)
 
     @inlineCallbacks
     def _provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
@@ -293,18 +293,22 @@ class LetsEncryptResource(Service):
             )
             event.emit(self._log, service=consumer.name, domains=certificate.label)
 
-    def _export(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:
+    def _export(self, certificate: ManagedCertificate) -> None:
+        """
+        Write the certificate in service to the store directory, if one is
+        configured; after a failure, the next check tries again.
+        """
         directory = self.options.storeDirectory
-        if directory is None:
+        issued = certificate.issued
+        certificate.exportPending = False
+        if directory is None or issued is None:
             return
         try:
-            exportCertificate(directory, domains, certifiedKey)
+            exportCertificate(directory, certificate.domains, issued)
         except StoreError as error:
+            certificate.exportPending = True
             events.STORE_FAILED.emit(
-                self._log,
-                domains=domainsLabel(domains),
-                path=error.path,
-                details=error.message,
+                self._log, domains=certificate.label, path=error.path, details=error.message
             )
 
     # Checks and orders
@@ -331,6 +335,9 @@ class LetsEncryptResource(Service):
             and (force or certificate.nextEvent(self._checksARI) <= now)
         ]
         self._warnOfExpiry(now, starting)
+        for certificate in self.managed.values():
+            if certificate.exportPending:
+                self._export(certificate)
         for certificate in starting:
             self._startAttempt(certificate, force)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
@@ -556,8 +563,8 @@ class LetsEncryptResource(Service):
         certificate.succeeded()
         self._saveState(certificate)
         events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
-        self._export(certificate.domains, issued)
         self._deliver(certificate, issued)
+        self._export(certificate)
         if not self._checksARI:
             self._announce(certificate)
 

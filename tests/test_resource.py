@@ -5,6 +5,7 @@ fake clock against the in-memory fake ACME server.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from treq.testing import StubTreq
@@ -353,3 +354,22 @@ class RenewalTests(ResourceTestCase):
         resource.stopService()
         self.reactor.advance(60)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_exportRetried(self) -> None:
+        """
+        When the store directory cannot be written, 20009 names it, the
+        services keep their new certificates, and the next check writes
+        the files.
+        """
+        blocker = self.mktemp()
+        with open(blocker, "w") as stream:
+            stream.write("not a folder")
+        self.start(storeDirectory=blocker)
+        self.assertEqual(self.eventIDs().count(20009), 2)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        os.remove(blocker)
+        advanceThrough(self.reactor, DAY)
+        self.assertTrue(
+            os.path.exists(os.path.join(blocker, "reports.example.test", "privkey.pem"))
+        )
+        self.assertEqual(self.eventIDs().count(20009), 2)
