@@ -122,6 +122,10 @@ def _instructions(configuration: Any, issuers: str, directory: str) -> str:
     lines.append(
         f"Files exported for other programs: {os.path.join(directory, 'certificates')}"
     )
+    lines.append(
+        "The certificates' status, from another terminal: python -m "
+        f"letsencrypt_resource --config {os.path.join(directory, 'demo.ini')} status"
+    )
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
