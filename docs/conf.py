@@ -40,9 +40,6 @@ exclude_patterns = ["_build"]
 highlight_language = "none"
 html_theme = "alabaster"
 html_title = f"letsencrypt-resource {release}"
-# The reference pages put each option and event under its own heading:
-# only the pages, not every option, go into the sidebar's tree.
-html_theme_options = {"sidebar_collapse": True}
 
 
 class TowncrierDraft(SphinxDirective):
@@ -72,13 +69,19 @@ class TowncrierDraft(SphinxDirective):
         draft = result.stdout.strip()
         if not draft or "No significant changes" in draft:
             return [nodes.paragraph(text="No unreleased changes.")]
-        self.env.note_dependency(os.path.join(ROOT, "pyproject.toml"))
-        fragments = os.path.join(ROOT, "newsfragments")
-        for name in os.listdir(fragments):
-            self.env.note_dependency(os.path.join(fragments, name))
         return self.parse_text_to_nodes(draft, allow_section_headings=True)
+
+
+def _readChangelogAgain(app: Sphinx, env: object, added: set[str],
+                        changed: set[str], removed: set[str]) -> list[str]:
+    """
+    Read the changelog at every build: a news fragment added or removed
+    changes it without Sphinx noticing.
+    """
+    return ["changelog"]
 
 
 def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("towncrier-draft", TowncrierDraft)
+    app.connect("env-get-outdated", _readChangelogAgain)
     return {"parallel_read_safe": True}

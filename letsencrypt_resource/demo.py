@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from typing import Any
 
@@ -83,6 +84,10 @@ def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
 
 
 async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
+    # Each pebble start makes a new root: what an earlier run kept chains
+    # to a root that is gone.
+    for previous in ("state", "certificates", "pebble"):
+        shutil.rmtree(os.path.join(directory, previous), ignore_errors=True)
     challengePort = freeTCPPort()
     testCA = await startTestCA(reactor, os.path.join(directory, "pebble"), challengePort)
     try:

@@ -57,13 +57,13 @@ DEBUG = _event(20000, LogLevel.debug, "{details}")
 STORE_FAILED = _event(
     20009,
     LogLevel.critical,
-    "Failed to store the certificate for {domains} at {path}: {details}",
+    "Failed to write {path} for {domains}: {details}",
 )
 CERTIFICATE_STORED = _event(
     20015, LogLevel.info, "New certificate for {domains} stored at {path}."
 )
 CERTIFICATE_IN_USE = _event(
-    20016, LogLevel.info, "Service {service} now uses the new certificate for {domains}."
+    20016, LogLevel.info, "Service {service} now uses the CA-issued certificate for {domains}."
 )
 ISSUANCE_FAILED = _event(
     20017,
@@ -93,11 +93,11 @@ CHALLENGE_SITE_FAILED = _event(
 PROVISIONAL_IN_USE = _event(
     20153,
     LogLevel.info,
-    "Service {service} uses a provisional self-signed certificate for "
-    "{domains} until the CA issues one.",
+    "Service {service} uses a provisional certificate, signed by this "
+    "installation's own signer, for {domains} until the CA issues one.",
 )
 ACCOUNT_REGISTERED = _event(
-    20154, LogLevel.info, "ACME account {account} is registered with {acme_url}."
+    20154, LogLevel.info, "ACME account {account} at {acme_url} is ready to use."
 )
 ACCOUNT_UPDATED = _event(
     20162, LogLevel.info, "ACME account {account} now has the contacts {contacts}."

@@ -179,7 +179,7 @@ class StartTests(ResourceTestCase):
         for text in self.eventTexts(20016):
             self.assertTrue(text.startswith("20016 "), text)
         self.assertIn(
-            "20016 Service reports-https now uses the new certificate for "
+            "20016 Service reports-https now uses the CA-issued certificate for "
             "reports.example.test.",
             self.eventTexts(20016),
         )

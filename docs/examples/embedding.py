@@ -10,8 +10,8 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.endpoints import SSL4ServerEndpoint
+from twisted.web.resource import Resource
 from twisted.web.server import Site
-from twisted.web.static import Data
 from zope.interface.registry import Components
 
 from letsencrypt_resource.config import ResourceOptions
@@ -22,6 +22,18 @@ from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.tls import TLSCertificateConsumer
 
 GREETING = b"Hello from the host's own HTTPS service.\n"
+
+
+class Greeting(Resource):
+    """
+    Every path answers the greeting.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain")
+        return GREETING
 
 
 class HostHTTPSService(Service):
@@ -37,7 +49,7 @@ class HostHTTPSService(Service):
         self._endpoint = SSL4ServerEndpoint(
             reactor, port, self.consumer.tls, interface=address
         )
-        self._site = Site(Data(GREETING, "text/plain"))
+        self._site = Site(Greeting())
         self._waiting = None
         self._port = None
 
