@@ -10,11 +10,12 @@ lifetime, from 6-day to 90-day certificates and beyond:
     days of lifetime, once half of it has passed (3 days of 6).
   - With an ARI window, it is due at a random point inside the window, the
     point picked once per window.
-  - Whatever ARI says, it is due at once when less than a tenth of its
-    lifetime is left (the emergency threshold).
-  - An expiry warning is due when less than 15 days are left, or less than
-    a sixth of the lifetime for certificates shorter than 90 days, so a
-    healthy short-lived certificate never raises one.
+  - Whatever ARI says, it is due at once when less than 15 days are left,
+    or less than a sixth of the lifetime for certificates shorter than 90
+    days (the emergency threshold).
+  - An expiry warning is due when a certificate in service is past that
+    same threshold and its renewal is not starting, so a healthy
+    certificate of any lifetime never raises one.
   - After a failure, the next attempt comes after a minute, then after
     waits that double, up to the regular check interval, or later when the
     CA said so with Retry-After.
@@ -28,9 +29,7 @@ DAY = 86400.0
 
 #: Below this lifetime, renew at half of it instead of two thirds.
 SHORT_LIFETIME = 10 * DAY
-#: Renew at once when less than this fraction of the lifetime is left.
-EMERGENCY_FRACTION = 1 / 10
-#: Warn when less than this is left...
+#: Renew at once, and warn, when less than this is left...
 WARNING_TIME = 15 * DAY
 #: ...or, for short lifetimes, less than this fraction of the lifetime.
 WARNING_FRACTION = 1 / 6
@@ -63,9 +62,9 @@ def lifetimeRenewalTime(notBefore: float, notAfter: float) -> float:
 def emergencyTime(notBefore: float, notAfter: float) -> float:
     """
     The time after which a certificate is renewed at once, whatever ARI
-    says.
+    says: where expiry warnings begin.
     """
-    return notAfter - (notAfter - notBefore) * EMERGENCY_FRACTION
+    return notAfter - warningThreshold(notBefore, notAfter)
 
 
 def planRenewal(

@@ -57,7 +57,7 @@ DAY = 86400.0
 REASONS = {
     "lifetime": "most of its lifetime has passed",
     "ari": "inside the CA's suggested renewal window",
-    "emergency": "less than a tenth of its lifetime is left",
+    "emergency": "close to expiry: less than 15 days, or a sixth of its lifetime, left",
     NO_CERTIFICATE: NO_CERTIFICATE,
     NAMES_CHANGED: NAMES_CHANGED,
     "forced": "renewal was asked for",

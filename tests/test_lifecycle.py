@@ -135,17 +135,19 @@ class RenewalInformationTests(ResourceTestCase):
 
     def test_emergencyWhateverARISays(self) -> None:
         """
-        A window past the emergency threshold does not delay the renewal.
+        A window past the emergency threshold (15 days before expiry) does
+        not delay the renewal past it, and no expiry warning is raised.
         """
         self.start()
         old = self.consumers["reports"].received[-1]
         issued = old.notBefore.timestamp()
         far = (issued + 89 * DAY, issued + 89.5 * DAY)
         self.server.renewalWindows[certificateID(old.certificate)] = far
-        advanceThrough(self.reactor, 80 * DAY)
+        advanceThrough(self.reactor, 74 * DAY)
         self.assertIs(self.consumers["reports"].received[-1], old)
         advanceThrough(self.reactor, 2 * DAY)
         self.assertIsNot(self.consumers["reports"].received[-1], old)
+        self.assertNotIn(20114, self.eventIDs())
 
     def test_ariFailureFallsBack(self) -> None:
         """

@@ -53,10 +53,11 @@ class PlanRenewalTests(SynchronousTestCase):
             (90 * DAY, 50 * DAY, 52 * DAY, 0.0, RenewalPlan(ISSUED + 50 * DAY, "ari")),
             (90 * DAY, 50 * DAY, 52 * DAY, 1.0, RenewalPlan(ISSUED + 52 * DAY, "ari")),
             (90 * DAY, 50 * DAY, 52 * DAY, 0.5, RenewalPlan(ISSUED + 51 * DAY, "ari")),
-            (90 * DAY, 85 * DAY, 86 * DAY, 0.5, RenewalPlan(ISSUED + 81 * DAY, "emergency")),
+            (90 * DAY, 85 * DAY, 86 * DAY, 0.5, RenewalPlan(ISSUED + 75 * DAY, "emergency")),
             (45 * DAY, 10 * DAY, 12 * DAY, 0.25, RenewalPlan(ISSUED + 10.5 * DAY, "ari")),
             (6 * DAY, 4 * DAY, 5 * DAY, 0.5, RenewalPlan(ISSUED + 4.5 * DAY, "ari")),
-            (6 * DAY, 5.8 * DAY, 5.9 * DAY, 0.0, RenewalPlan(ISSUED + 5.4 * DAY, "emergency")),
+            (6 * DAY, 5.8 * DAY, 5.9 * DAY, 0.0, RenewalPlan(ISSUED + 5 * DAY, "emergency")),
+            (45 * DAY, 40 * DAY, 44 * DAY, 0.0, RenewalPlan(ISSUED + 37.5 * DAY, "emergency")),
             # A window in the past: due at once (its time is already gone).
             (90 * DAY, -2 * DAY, -1 * DAY, 0.5, RenewalPlan(ISSUED - 1.5 * DAY, "ari")),
         ]
