@@ -15,6 +15,20 @@ from cryptography.x509.oid import NameOID
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
 
+#: The key usage of a certificate that issues certificates.
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
 class InvalidCertificate(ValueError):
     """
     A certificate bundle that cannot be used.

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from .certificates import CertifiedKey
+from .certificates import CA_KEY_USAGE, CertifiedKey
 from .keys import PrivateKey, generateKey, withDomainNames
 
 _SIGNER_LIFETIME = datetime.timedelta(days=3650)
@@ -56,17 +56,7 @@ def makeSigner(label: str, now: datetime.datetime) -> CertifiedKey:
         .subject_name(name)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(

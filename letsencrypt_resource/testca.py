@@ -35,6 +35,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
+from .certificates import CA_KEY_USAGE
+
 _STARTUP_TIMEOUT = 15.0
 _KILL_AFTER = 5.0
 
@@ -462,17 +464,7 @@ def _writeListenerCertificate(directory: str) -> tuple[str, str, str]:
         caKey,
         [
             x509.BasicConstraints(ca=True, path_length=0),
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()),
         ],
     )
