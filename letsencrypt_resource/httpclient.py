@@ -10,6 +10,8 @@ from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
+from .keys import readFile
+
 
 def loadCABundle(path: str) -> list[Certificate]:
     """
@@ -17,11 +19,7 @@ def loadCABundle(path: str) -> list[Certificate]:
 
     @raise ValueError: when the file cannot be read or holds no certificate.
     """
-    try:
-        with open(path, "rb") as stream:
-            pem = stream.read()
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    pem = readFile(path)
     try:
         certificates = x509.load_pem_x509_certificates(pem)
     except ValueError:

@@ -87,6 +87,19 @@ def withDomainNames(builder: _Builder, domains: tuple[str, ...]) -> _Builder:
     )
 
 
+def readFile(path: str) -> bytes:
+    """
+    The content of the file at C{path}, which the configuration names.
+
+    @raise ValueError: naming the file and why it cannot be read.
+    """
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+
+
 def loadAccountKey(path: str) -> PrivateKey:
     """
     Read the unencrypted RSA or EC private key of an existing account from
@@ -94,11 +107,7 @@ def loadAccountKey(path: str) -> PrivateKey:
 
     @raise ValueError: when it cannot be read or holds no such key.
     """
-    try:
-        with open(path, "rb") as stream:
-            pem = stream.read()
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    pem = readFile(path)
     try:
         return keyFromPEM(pem)
     except (ValueError, TypeError) as error:

@@ -127,6 +127,20 @@ class TwistdTests(TestCACase):
         await stop()
         self.assertIn(b"Server Shut Down.", watcher.output)
 
+    async def refused(self, path: str) -> tuple[bytes, bytes]:
+        """
+        Run twistd on the configuration at C{path}, which must stop it at
+        once with a non-zero status; return its output.
+        """
+        out, err, code = await getProcessOutputAndValue(
+            twistdCommand()[0],
+            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+        self.assertNotEqual(code, 0)
+        return out, err
+
     async def test_badConfiguration(self) -> None:
         """
         A bad configuration stops twistd with a non-zero status and one
@@ -138,13 +152,7 @@ class TwistdTests(TestCACase):
             "path = public\nssl_domains = files.example.test\n"
         )
         before = sorted(os.listdir(os.path.dirname(path)))
-        out, err, code = await getProcessOutputAndValue(
-            twistdCommand()[0],
-            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
-            env=environment(),
-            path=os.path.dirname(path),
-        )
-        self.assertNotEqual(code, 0)
+        out, err = await self.refused(path)
         self.assertIn(b"[services/files] option 'port'", out + err)
         self.assertIn(b"99999", out + err)
         self.assertNotIn(b"Traceback", out + err)
@@ -162,12 +170,6 @@ class TwistdTests(TestCACase):
         lock = StateLock(os.path.join(os.path.dirname(path), "lets-encrypt"))
         lock.acquire()
         self.addCleanup(lock.release)
-        out, err, code = await getProcessOutputAndValue(
-            twistdCommand()[0],
-            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
-            env=environment(),
-            path=os.path.dirname(path),
-        )
-        self.assertNotEqual(code, 0)
+        out, err = await self.refused(path)
         self.assertIn(b"is in use by another process (pid", out + err)
         self.assertNotIn(b"Traceback", out + err)
