@@ -140,6 +140,12 @@ RENEWAL_INFO_FAILED = _event(
     "Cannot get the CA's renewal information for {domains}: {details}",
 )
 
+STORED_STATE_IGNORED = _event(
+    20163,
+    LogLevel.error,
+    "Ignoring damaged stored state for {domains}; it will be made anew: {details}",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import josepy
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -64,7 +65,10 @@ def keyFromPEM(pem: bytes) -> PrivateKey:
 
     @raise ValueError: when C{pem} holds no such key.
     """
-    key = serialization.load_pem_private_key(pem, password=None)
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise ValueError(f"no usable private key: {error}") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
         raise ValueError(f"unsupported key type {type(key).__name__}")
     return key

@@ -228,17 +228,35 @@ class LetsEncryptResource(Service):
         return waiting
 
     def _loadStored(self, certificate: ManagedCertificate) -> None:
+        """
+        Take back the saved renewal state and the stored certificate of
+        C{certificate}; a damaged file is reported and ignored, so the set
+        is renewed.
+        """
         try:
             state = self.store.loadRenewalState(certificate.domains)
-            stored = self.store.loadCertificate(certificate.domains)
         except StoreError as error:
-            events.ISSUANCE_FAILED.emit(
-                self._log, domains=certificate.label, details=f"stored certificate {error}"
+            events.STORED_STATE_IGNORED.emit(
+                self._log, domains=certificate.label, details=str(error)
             )
-            return
+            state = None
         if state is not None:
             certificate.restore(state)
+        try:
+            stored = self.store.loadCertificate(certificate.domains)
+        except StoreError as error:
+            events.STORED_STATE_IGNORED.emit(
+                self._log, domains=certificate.label, details=str(error)
+            )
+            return
         if stored is None or stored.notAfter.timestamp() <= self._reactor.seconds():
+            return
+        if set(stored.domains) != set(certificate.domains):
+            events.STORED_STATE_IGNORED.emit(
+                self._log,
+                domains=certificate.label,
+                details=f"the stored certificate is for {', '.join(stored.domains)}",
+            )
             return
         events.STORED_CERTIFICATE_LOADED.emit(
             self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
@@ -264,12 +282,14 @@ class LetsEncryptResource(Service):
 
     @inlineCallbacks
     def _loadOrMakeSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
-        pem = self.store.loadProvisionalSigner()
-        if pem is not None:
-            try:
+        try:
+            pem = self.store.loadProvisionalSigner()
+            if pem is not None:
                 return CertifiedKey.fromPEM(pem)
-            except ValueError:
-                pass
+        except (StoreError, ValueError) as error:
+            events.STORED_STATE_IGNORED.emit(
+                self._log, domains="the provisional signer", details=str(error)
+            )
         signer = yield self.runInThread(makeSigner, self.options.name, now)
         self.store.saveProvisionalSigner(signer.toPEM())
         return signer

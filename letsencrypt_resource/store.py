@@ -121,9 +121,16 @@ def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
 def makePrivateDirectory(path: str) -> None:
     """
-    Create C{path} and its parents when missing, and make it 0700.
+    Create C{path} and each missing parent 0700 (whatever the umask), and
+    make C{path} 0700.
     """
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        makePrivateDirectory(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
     os.chmod(path, 0o700)
 
 

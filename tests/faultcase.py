@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import attrs
 from cryptography import x509
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import deferLater
@@ -23,7 +24,6 @@ from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
@@ -48,9 +48,15 @@ class _Inbound(Protocol):
         self.door = door
         self.peer: _Outbound | None = None
         self.pending: list[bytes] = []
+        #: Abort after relaying this many bytes of the server's answer.
+        self.cutAfter: int | None = None
+        self.relayed = 0
 
     def connectionMade(self) -> None:
         self.door.connections.add(self)
+        if self.door.cuts:
+            self.door.cuts -= 1
+            self.cutAfter = self.door.cutAfter
         if self.door.mode == FORWARD and self.door.target is not None:
             factory = ClientFactory.forProtocol(lambda: _Outbound(self))
             factory.noisy = False
@@ -59,6 +65,8 @@ class _Inbound(Protocol):
         # In BLACKHOLE mode the connection is accepted and nothing answers.
 
     def dataReceived(self, data: bytes) -> None:
+        if self.door.mode == BLACKHOLE:
+            return
         if self.peer is not None:
             self.peer.transport.write(data)
         else:
@@ -87,7 +95,19 @@ class _Outbound(Protocol):
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self.inbound.transport.write(data)
+        inbound = self.inbound
+        if inbound.door.mode == BLACKHOLE:
+            return
+        if inbound.cutAfter is not None:
+            room = inbound.cutAfter - inbound.relayed
+            if len(data) >= room:
+                inbound.transport.write(data[:room])
+                inbound.door.cutsDone += 1
+                inbound.transport.abortConnection()
+                self.transport.abortConnection()
+                return
+        inbound.relayed += len(data)
+        inbound.transport.write(data)
 
     def connectionLost(self, reason: Failure = None) -> None:
         self.inbound.transport.loseConnection()
@@ -110,6 +130,9 @@ class CAFrontDoor:
         self.mode = REFUSE
         self.connections: set[_Inbound] = set()
         self._listening: IListeningPort | None = None
+        self.cuts = 0
+        self.cutAfter = 0
+        self.cutsDone = 0
 
     def _listen(self) -> None:
         if self._listening is None:
@@ -128,11 +151,11 @@ class CAFrontDoor:
 
     def blackhole(self) -> None:
         """
-        Accept new connections and never answer; drop the open ones.
+        Go silent, as a CA that hangs: accept new connections and never
+        answer them, and stop relaying anything on the open ones.
         """
         self.mode = BLACKHOLE
         self._listen()
-        self.dropAll()
 
     def refuse(self) -> Deferred[None]:
         """
@@ -144,6 +167,14 @@ class CAFrontDoor:
         if listening is None:
             return succeed(None)
         return listening.stopListening()
+
+    def cutNext(self, count: int, after: int) -> None:
+        """
+        Forward the next C{count} connections but reset each once C{after}
+        bytes of pebble's answers went through: responses cut short.
+        """
+        self.cuts = count
+        self.cutAfter = after
 
     def dropAll(self) -> None:
         """
@@ -207,6 +238,9 @@ class RestartablePebble:
                 "privateKey": os.path.join(testCA.directory, "listener-key.pem"),
             }
             self.caFile = testCA.caFile
+        else:
+            # This pebble's listeners use the first one's certificate.
+            shutil.copyfile(self.caFile, testCA.caFile)
         self.current = testCA
         self.door.target = _acmePort(testCA)
         if open:
@@ -254,17 +288,27 @@ class Recorder:
 
     def errors(self) -> list[str]:
         """
-        Every event logged as an error or with a traceback.
+        Every event logged with a traceback, or as a legacy error that is
+        none of the product's events (critical ones are marked isError by
+        the legacy log bridge).
         """
         found = []
         for event in self.events:
-            if event.get("isError") or "log_failure" in event:
+            legacyError = event.get("isError") and "event_id" not in event
+            if legacyError or "log_failure" in event:
                 failure = event.get("log_failure")
                 found.append(
                     formatEvent(event)
                     + ("\n" + failure.getTraceback() if failure is not None else "")
                 )
         return found
+
+
+def allIssued(consumers: dict[str, RecordingConsumer]) -> bool:
+    """
+    Whether every consumer holds a CA-issued certificate.
+    """
+    return all(c.received and not c.received[-1].provisional for c in consumers.values())
 
 
 def chainsTo(certifiedKey: CertifiedKey, issuersPEM: bytes) -> bool:
@@ -386,5 +430,47 @@ __all__ = [
     "FaultCase",
     "chainsTo",
     "waitFor",
-    "gatherResults",
 ]
+
+
+def dnsManagementPort(testCA: RunningTestCA) -> int:
+    """
+    The management port of the test CA's DNS server, read from its
+    command line (L{startTestCA} does not return it).
+    """
+    for process in testCA._processes:
+        if process.name == "challtestsrv":
+            with open(f"/proc/{process.transport.pid}/cmdline", "rb") as stream:
+                arguments = stream.read().split(b"\0")
+            address = arguments[arguments.index(b"-management") + 1]
+            return int(address.rsplit(b":", 1)[1])
+    raise LookupError("no challtestsrv")
+
+
+async def resolveTo(testCA: RunningTestCA, name: str, address: str) -> None:
+    """
+    Make the test CA's DNS answer C{address} for C{name}.
+    """
+    import treq
+
+    port = dnsManagementPort(testCA)
+    body = json.dumps({"host": name, "addresses": [address]}).encode()
+    response = await treq.post(
+        f"http://127.0.0.1:{port}/add-a", body, persistent=False
+    )
+    await response.content()
+    if response.code != 200:
+        raise RuntimeError(f"add-a {name}: HTTP {response.code}")
+
+
+def shortRetries(case: Any, first: float) -> None:
+    """
+    Make the first retry after a failure come after C{first} seconds (then
+    double as usual) for the rest of the test: the schedule stays the real
+    one, only shorter.
+    """
+    from letsencrypt_resource import policy
+
+    case.patch(policy, "FIRST_RETRY_DELAY", first)
+    if policy.retryDelay(1, 86400.0) != first:
+        raise AssertionError("policy.retryDelay no longer uses FIRST_RETRY_DELAY")
