@@ -18,7 +18,7 @@ import treq
 from acme import jws, messages
 from cryptography import x509
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -251,20 +251,32 @@ class ACMEClient:
     ) -> Deferred[tuple[IResponse, bytes]]:
         allHeaders = {b"user-agent": [f"letsencrypt-resource/{__version__}".encode()]}
         allHeaders.update(headers or {})
+        expired: list[bool] = []
+
+        def withTimeout(waiting: Deferred[Any]) -> Deferred[Any]:
+            def expire() -> None:
+                expired.append(True)
+                waiting.cancel()
+
+            timer = self._clock.callLater(self._timeout, expire)
+            return waiting.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
+
         try:
-            request = self._http.request(method, url, data=data, headers=allHeaders)
-            request.addTimeout(self._timeout, self._clock)
-            response = yield request
-            reading = treq.content(response)
-            reading.addTimeout(self._timeout, self._clock)
-            body = yield reading
-        except CancelledError:
+            response = yield withTimeout(
+                self._http.request(method, url, data=data, headers=allHeaders)
+            )
+            body = yield withTimeout(treq.content(response))
+        except Exception as error:
+            if expired:
+                raise ACMEProtocolError(
+                    url, f"no answer from the ACME server within {self._timeout:.0f} seconds"
+                ) from None
+            if isinstance(error, (ConnectError, TimeoutError)):
+                raise ACMEProtocolError(url, f"cannot reach the ACME server: {error}") from None
+            if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+                reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
+                raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
             raise
-        except (ConnectError, TimeoutError) as error:
-            raise ACMEProtocolError(url, f"cannot reach the ACME server: {error}") from None
-        except (ResponseFailed, ResponseNeverReceived) as error:
-            reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
-            raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
         nonce = _header(response, b"replay-nonce")
         if nonce:
             self._nonces.append(nonce)

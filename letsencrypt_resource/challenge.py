@@ -9,6 +9,7 @@ configured, a redirect there.  It never reads the file system.
 
 from __future__ import annotations
 
+import io
 import re
 
 from twisted.web.resource import Resource
@@ -107,11 +108,40 @@ class ChallengeResource(Resource):
         return cls._plain(request, b"Not found.")
 
 
+#: The largest request body the site reads; it answers GET and HEAD only.
+MAX_BODY = 1024
+
+
+class _BodilessRequest(Request):
+    """
+    A request whose body is never spooled to disk nor kept beyond
+    L{MAX_BODY}: a larger announced body is refused with 413 before it is
+    read, and a larger chunked one is dropped as it comes.
+    """
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = io.BytesIO()
+        self._bodySize = 0
+        if length is not None and length > MAX_BODY:
+            self.channel.transport.write(
+                b"HTTP/1.1 413 Request Entity Too Large\r\n"
+                b"Connection: close\r\nContent-Length: 0\r\n\r\n"
+            )
+            self.channel.transport.loseConnection()
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._bodySize += len(data)
+        if self._bodySize <= MAX_BODY:
+            self.content.write(data)
+
+
 class ChallengeSite(Site):
     """
     The challenge site, with its access log off: the CA's validators fetch
     each token several times and the events already tell the story.
     """
+
+    requestFactory = _BodilessRequest
 
     def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
         super().__init__(ChallengeResource(responder, redirectURL))

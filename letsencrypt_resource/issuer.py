@@ -9,7 +9,13 @@ from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, ReplacingOrder
+from .acmeclient import (
+    REQUEST_TIMEOUT,
+    ACMEClient,
+    ACMEProblem,
+    ACMEProtocolError,
+    ReplacingOrder,
+)
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
 from .keys import PrivateKey, makeCSR
@@ -109,7 +115,6 @@ def _startValidation(
         yield client.answerChallenge(challenge.uri, answer)
 
 
-@inlineCallbacks
 def obtainCertificate(
     client: ACMEClient,
     responder: ChallengeResponder,
@@ -123,18 +128,44 @@ def obtainCertificate(
     """
     Order a certificate for C{domains} and the public half of C{key}.
 
+    Answers each HTTP-01 challenge through C{responder}, polls the order
+    (honouring Retry-After), finalizes it with a CSR and downloads the chain,
+    all within L{ORDER_TIMEOUT} plus one request's time-out.
+
     @param profile: The CA's certificate profile to ask for.
     @param replaces: The RFC 9773 identifier of the certificate this one
         replaces, for CAs that offer renewal information.
-
-    Answers each HTTP-01 challenge through C{responder}, polls the order
-    (honouring Retry-After), finalizes it with a CSR and downloads the chain.
 
     @raise ACMEProblem: when the CA refuses the order or a validation fails.
     @raise OrderTimedOut: when the order takes longer than L{ORDER_TIMEOUT}.
     @raise CertificateMismatch: when the issued certificate is not for
         C{key} and C{domains}.
     """
+
+    def timedOut(result: object, timeout: float) -> object:
+        raise OrderTimedOut("unfinished", ORDER_TIMEOUT)
+
+    ordering = _obtain(
+        client, responder, clock, domains, key, profile=profile, replaces=replaces
+    )
+    # The polls keep to ORDER_TIMEOUT; this bounds the rest (request
+    # retries included) to one request time-out more.
+    return ordering.addTimeout(
+        ORDER_TIMEOUT + REQUEST_TIMEOUT, clock, onTimeoutCancel=timedOut
+    )
+
+
+@inlineCallbacks
+def _obtain(
+    client: ACMEClient,
+    responder: ChallengeResponder,
+    clock: IReactorTime,
+    domains: tuple[str, ...],
+    key: PrivateKey,
+    *,
+    profile: str | None = None,
+    replaces: str | None = None,
+) -> Deferred[CertifiedKey]:
     deadline = clock.seconds() + ORDER_TIMEOUT
     identifiers = [
         messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains

@@ -34,14 +34,13 @@ from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, certificateI
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder, ChallengeSite
 from .config import ResourceOptions
-from .domains import domainsLabel
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import obtainCertificate
 from .keys import generateKey, keyType
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay, shouldWarn
 from .provisional import makeProvisional, makeSigner
-from .store import StoreError, exportCertificate
+from .store import AccountRecord, StoreError, exportCertificate
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
@@ -455,9 +454,21 @@ class LetsEncryptResource(Service):
         """
         Refresh the renewal information of C{certificate} when it is time,
         then renew it if it is due (or C{force}).
+
+        When only the renewal information was due, not reaching the CA is
+        a warning (20161) and no failed attempt.
         """
+        due = force or certificate.plan().at <= self._reactor.seconds()
         try:
-            client = yield self.acmeClient()
+            try:
+                client = yield self.acmeClient()
+            except CancelledError:
+                raise
+            except Exception as error:
+                if due:
+                    raise
+                self._renewalInfoFailed(certificate, error)
+                return
             now = self._reactor.seconds()
             issued = certificate.issued
             if issued is not None and client.offersRenewalInfo:
@@ -471,7 +482,26 @@ class LetsEncryptResource(Service):
         except CancelledError:
             raise
         except Exception as error:
+            if isinstance(error, ACMEProblem) and error.code == "accountDoesNotExist":
+                self._accountLost()
             self._failed(certificate, error)
+
+    def _accountLost(self) -> None:
+        """
+        The CA no longer knows our account (a test CA restarted, a staging
+        reset): register the same key again at the next attempt.
+        """
+        record = self.store.loadAccount(self.options.acmeURL)
+        if record is not None and record.url is not None:
+            self.store.saveAccount(self.options.acmeURL, AccountRecord(record.key))
+        self.forgetAccount()
+
+    def _renewalInfoFailed(self, certificate: ManagedCertificate, error: Exception) -> None:
+        now = self._reactor.seconds()
+        certificate.ariNextCheck = now + min(ARI_ERROR_RETRY, self._checkInterval)
+        events.RENEWAL_INFO_FAILED.emit(
+            self._log, domains=certificate.label, details=str(error) or repr(error)
+        )
 
     @inlineCallbacks
     def _refreshRenewalInfo(
@@ -481,10 +511,7 @@ class LetsEncryptResource(Service):
         try:
             info, retryAfter = yield client.renewalInfo(issued.certificate)
         except (ACMEProblem, ACMEProtocolError, ValueError) as error:
-            certificate.ariNextCheck = now + min(ARI_ERROR_RETRY, self._checkInterval)
-            events.RENEWAL_INFO_FAILED.emit(
-                self._log, domains=certificate.label, details=str(error)
-            )
+            self._renewalInfoFailed(certificate, error)
             return
         window = info.suggested_window
         start, end = window.start.timestamp(), window.end.timestamp()

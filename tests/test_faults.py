@@ -208,12 +208,6 @@ class CADownAtStartTests(FaultCase):
         await self.restartWhileCADown()
         self.assertNotIn(20017, self.recorder.ids())
 
-    test_noFailureWhenNothingDue.skip = (  # type: ignore[attr-defined]
-        "needs fix: with no ACME client yet, _checksARI is True, so the first "
-        "check starts an attempt for every set; _attempt reports the failed "
-        "connection through _failed() as 20017 'Failed to get a new "
-        "certificate' and counts a failure, although nothing was due"
-    )
 
 
 class CAGoneMidOrderTests(FaultCase):
@@ -310,11 +304,6 @@ class CAGoneMidOrderTests(FaultCase):
         """
         await self.cutMidOrder("challenge", restart=True)
 
-    test_restartedWhileValidating.skip = (  # type: ignore[attr-defined]
-        "needs fix: after the CA forgets the account, every request fails with "
-        "accountDoesNotExist until the account is registered again (resource "
-        "keeps its ACMEClient and the stored account URL)"
-    )
 
     async def test_responsesCutShort(self) -> None:
         """
@@ -602,13 +591,6 @@ class BadAnswerTests(ResourceTestCase):
         self.startFaulty()
         self.assertClear("https://acme.test/new-order")
 
-    test_timeoutMessageIsClear.skip = (  # type: ignore[attr-defined]
-        "needs fix: a request time-out reaches 20017 as 'the connection failed: "
-        "[<twisted.python.failure.Failure twisted.internet.defer.CancelledError: "
-        ">]' (ACMEClient._send: addTimeout cancels the Agent request, which "
-        "fails with ResponseNeverReceived([CancelledError]), not TimeoutError; "
-        "it should say 'no answer within 30 seconds')"
-    )
 
     def test_slowServerOrderBounded(self) -> None:
         """
@@ -645,7 +627,8 @@ class BadAnswerTests(ResourceTestCase):
         resource.startService()
         self.addCleanup(self.stop, resource)
         runUntilFired(self.reactor, resource.whenSettled(), limit=3 * 3600)
-        self.assertEqual(
+        # The bound cuts the badNonce retries short.
+        self.assertLess(
             len([r for r in self.server.requests if r[1] == "/new-order"]),
             2 * (MAX_BAD_NONCE_RETRIES + 1),
         )
@@ -654,12 +637,6 @@ class BadAnswerTests(ResourceTestCase):
         for duration in durations:
             self.assertLessEqual(duration, ORDER_TIMEOUT + REQUEST_TIMEOUT)
 
-    test_slowNonceRejectionsOrderBounded.skip = (  # type: ignore[attr-defined]
-        "needs fix: ORDER_TIMEOUT is only checked between polls; ACMEClient.post "
-        "retries badNonce 20 times whatever the deadline, so one request of "
-        "an order can take 21 x REQUEST_TIMEOUT (issuer.obtainCertificate "
-        "should bound the whole order, e.g. with addTimeout(ORDER_TIMEOUT))"
-    )
 
 
 class SlowAnswers:
@@ -689,7 +666,12 @@ class SlowAnswers:
         render = self.server.render
 
         def slowly(request: Request) -> Any:
+            lost: list[bool] = []
+            request.notifyFinish().addErrback(lambda _: lost.append(True))
+
             def answer() -> None:
+                if lost:
+                    return
                 body = render(request)
                 if body is not NOT_DONE_YET:
                     request.write(body)
