@@ -57,14 +57,18 @@ def makeResource(
 ) -> tuple[LetsEncryptResource, HTTPConnectionPool]:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
-    its own HTTP connection pool (to close when it stops).
+    its own HTTP connection pool (to close when it stops).  The caller holds
+    the state directory's lock: files that a crash left half-written there
+    are removed.
     """
     trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
     http, pool = makeHTTPClient(reactor, trusted)
+    store = DirectoryStore(options.stateDirectory)
+    store.removeTemporaryFiles()
     resource = LetsEncryptResource(
         options,
         registry,
-        DirectoryStore(options.stateDirectory),
+        store,
         reactor,
         http,
         automatic=automatic,

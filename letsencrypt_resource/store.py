@@ -150,6 +150,22 @@ class DirectoryStore:
     def __init__(self, path: str):
         self.path = path
 
+    def removeTemporaryFiles(self) -> int:
+        """
+        Remove what writes cut short by a crash left behind: the
+        C{.<name>.<pid>.tmp} files of L{writeAtomically}.  Call it only
+        while holding the state directory's lock.
+
+        @return: How many were removed.
+        """
+        removed = 0
+        for folder, _, names in os.walk(self.path):
+            for name in names:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    os.unlink(os.path.join(folder, name))
+                    removed += 1
+        return removed
+
     def _file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
 

@@ -378,3 +378,26 @@ class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
             pass
         error = self.assertRaises(StoreError, self.export, self.provisional)
         self.assertEqual(error.path, blocker)
+
+
+class TemporaryFilesTests(SynchronousTestCase):
+    """
+    Tests for L{DirectoryStore.removeTemporaryFiles}.
+    """
+
+    def test_removesWhatACrashLeft(self) -> None:
+        """
+        The temporary files of writes cut short are removed, in every folder
+        of the state directory; the stored files stay.
+        """
+        path = self.mktemp()
+        store = DirectoryStore(path)
+        store.saveProvisionalSigner(b"signer")
+        folder = os.path.join(path, "certificates")
+        os.makedirs(folder)
+        for name in (".a.pem.123.tmp", ".b.json.9.tmp"):
+            with open(os.path.join(folder, name), "wb") as stream:
+                stream.write(b"half")
+        self.assertEqual(store.removeTemporaryFiles(), 2)
+        self.assertEqual(os.listdir(folder), [])
+        self.assertEqual(store.loadProvisionalSigner(), b"signer")
