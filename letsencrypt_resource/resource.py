@@ -15,7 +15,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     DeferredLock,
-    DeferredSemaphore,
     gatherResults,
     inlineCallbacks,
     succeed,
@@ -37,6 +36,7 @@ from .config import ResourceOptions
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import obtainCertificate
 from .keys import generateKey, keyType
+from .limiter import Limiter
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay, shouldWarn
 from .provisional import makeProvisional, makeSigner
@@ -118,9 +118,10 @@ class LetsEncryptResource(Service):
         self._client: ACMEClient | None = None
         self._accountLock = DeferredLock()
         self._checking: Deferred[None] | None = None
+        self._learning: Deferred[ACMEClient] | None = None
         self._loop: LoopingCall | None = None
         self._wakeUp: IDelayedCall | None = None
-        self._orders = DeferredSemaphore(CONCURRENT_ORDERS)
+        self._orders = Limiter(CONCURRENT_ORDERS)
         self._signer: CertifiedKey | None = None
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
@@ -152,7 +153,7 @@ class LetsEncryptResource(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        for pending in (self._started, self._checking):
+        for pending in (self._started, self._checking, self._learning):
             if pending is not None:
                 pending.cancel()
         if self._loop is not None and self._loop.running:
@@ -363,7 +364,26 @@ class LetsEncryptResource(Service):
         self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
             lambda _: self._scheduleWakeUp(), lambda failure: None
         )
+        self._checking.addCallback(lambda _: self._learnRenewalInfo())
         return self._checking
+
+    def _learnRenewalInfo(self) -> None:
+        """
+        Connect to the CA, when CA-issued certificates are in service and no
+        order did, to learn whether it offers renewal information; if it
+        does, the next wake-up asks it about each certificate.
+        """
+        if self._client is not None or self._learning is not None:
+            return
+        if not any(c.issued is not None for c in self.managed.values()):
+            return
+        self._learning = self.acmeClient()
+
+        def learnt(result: object) -> None:
+            self._learning = None
+            self._scheduleWakeUp()
+
+        self._learning.addBoth(learnt)
 
     def _warnOfExpiry(self, now: float, starting: list[ManagedCertificate]) -> None:
         """
@@ -425,7 +445,10 @@ class LetsEncryptResource(Service):
 
     @property
     def _checksARI(self) -> bool:
-        return self._client is None or self._client.offersRenewalInfo
+        """
+        Whether the CA is known to offer renewal information.
+        """
+        return self._client is not None and self._client.offersRenewalInfo
 
     def acmeClient(self) -> Deferred[ACMEClient]:
         """

@@ -1,0 +1,63 @@
+"""
+Tests for L{letsencrypt_resource.limiter}.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.limiter import Limiter
+
+
+class LimiterTests(SynchronousTestCase):
+    """
+    Tests for L{Limiter}.
+    """
+
+    def test_bounded(self) -> None:
+        """
+        At most C{limit} jobs run at once; the others start, in order, as
+        places free up, and each result reaches its caller.
+        """
+        limiter = Limiter(2)
+        jobs = [Deferred() for _ in range(4)]
+        started = []
+
+        def job(index: int) -> Deferred[int]:
+            started.append(index)
+            return jobs[index]
+
+        results = [limiter.run(job, index) for index in range(4)]
+        self.assertEqual(started, [0, 1])
+        jobs[1].callback("one")
+        self.assertEqual(started, [0, 1, 2])
+        self.assertEqual(self.successResultOf(results[1]), "one")
+        jobs[0].errback(ValueError("zero"))
+        self.failureResultOf(results[0], ValueError)
+        self.assertEqual(started, [0, 1, 2, 3])
+
+    def test_noRecursion(self) -> None:
+        """
+        Many jobs that end at once do not exhaust the stack.
+        """
+        limiter = Limiter(4)
+        results = [limiter.run(succeed, index) for index in range(20000)]
+        self.assertEqual(self.successResultOf(results[-1]), 19999)
+
+    def test_cancel(self) -> None:
+        """
+        Cancelling a running job's Deferred cancels the job; cancelling a
+        waiting one removes it, and it never starts.
+        """
+        limiter = Limiter(1)
+        cancelled = []
+        running = limiter.run(lambda: Deferred(lambda d: cancelled.append(True)))
+        started = []
+        waiting = limiter.run(lambda: started.append(True))
+        waiting.cancel()
+        running.cancel()
+        self.assertEqual(cancelled, [True])
+        self.failureResultOf(running)
+        self.failureResultOf(waiting)
+        self.assertEqual(started, [])
