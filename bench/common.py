@@ -39,7 +39,8 @@ def names(n: int, run: str) -> list[str]:
 
 
 def emitResult(result: dict[str, Any]) -> None:
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    sys.__stdout__.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.__stdout__.flush()
 
 
 def parseResult(output: str) -> dict[str, Any]:

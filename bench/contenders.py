@@ -45,21 +45,33 @@ def runWorker(args: list[str], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
     """
     Run a Python worker of the main virtualenv; return its BENCH-RESULT.
     """
-    process = subprocess.run(
+    process = subprocess.Popen(
         [PYTHON] + args,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         cwd=ROOT,
         env=_env(PYTHONPATH=ROOT),
     )
+    timedOut = False
     try:
-        return parseResult(process.stdout)
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # A worker that hangs after printing its result (some print it
+        # before stopping the resource) still counts, flagged.
+        timedOut = True
+        process.kill()
+        out, err = process.communicate()
+    try:
+        result = parseResult(out)
     except ValueError:
         raise RuntimeError(
-            f"worker {args[0]} failed (exit {process.returncode}):\n"
-            f"{process.stdout[-1500:]}\n{process.stderr[-3000:]}"
+            f"worker {args[0]} failed (exit {process.returncode}"
+            f"{', timed out' if timedOut else ''}):\n{out[-1500:]}\n{err[-3000:]}"
         ) from None
+    if timedOut:
+        result["worker_hung_after_result"] = True
+    return result
 
 
 def pebbleArgs(pebble: Pebble) -> list[str]:
@@ -97,6 +109,7 @@ def twistd(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict
     seen = 0
     failures = 0
     end = None
+    listening = None
     buffer = b""
     tail: list[str] = []
     deadline = start + RUN_TIMEOUT
@@ -118,6 +131,8 @@ def twistd(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict
             for raw in lines:
                 line = raw.decode("utf-8", "replace")
                 tail = (tail + [line])[-50:]
+                if "] 20151 " in line and listening is None:
+                    listening = time.perf_counter()
                 if "] 20016 " in line:
                     seen += 1
                     if seen == n:
@@ -139,6 +154,9 @@ def twistd(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict
         "seconds": end - start,
         "certificates": verified,
         "failures_20017": failures,
+        # From spawn to the challenge site listening (event 20151): the
+        # interpreter, imports, twistd and the configuration.
+        "startup_seconds": (listening - start) if listening else None,
     }
 
 

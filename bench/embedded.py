@@ -42,7 +42,7 @@ from common import (  # noqa: E402
 
 from twisted.internet import threads  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
-from twisted.internet.task import deferLater, react  # noqa: E402
+from twisted.internet.task import LoopingCall, deferLater, react  # noqa: E402
 from twisted.logger import globalLogPublisher  # noqa: E402
 from zope.interface.registry import Components  # noqa: E402
 
@@ -150,6 +150,12 @@ def parseWrk(text: str) -> dict[str, Any]:
     return result
 
 
+def trace(message: str) -> None:
+    from twisted.logger import Logger
+
+    Logger("bench").info("bench: {message}", message=message)
+
+
 # issue
 
 
@@ -178,9 +184,11 @@ async def issue(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     await server.resource.whenSettled()
     settled = time.perf_counter()
     cpu = time.process_time() - cpuStart
-    loadResult = stopLoad(args.load, load)
     if probe:
         probe.stop()
+    # In a thread: the challenge site must go on answering until the load
+    # client has stopped.
+    loadResult = await threads.deferToThread(stopLoad, args.load, load)
     consumers = [s.consumer for s in server.fileServices]
     issued = sum(
         1
@@ -260,40 +268,89 @@ async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     http, pool = makeHTTPClient(reactor, loadCABundle(options.acmeCAFile))
     store = DirectoryStore(options.stateDirectory)
     resource = LetsEncryptResource(options, registry, store, reactor, http)
+    if args.log_file:
+        # Shows in the log whether the reactor still runs timed calls.
+        heartbeat = LoopingCall(lambda: trace("heartbeat"))
+        heartbeat.clock = reactor
+        heartbeat.start(5.0, now=False)
     resource.startService()
-    await gatherResults([c.whenCertificate() for c in consumers])
+    trace("started")
+    inServiceOK = True
+    try:
+        await gatherResults([c.whenCertificate() for c in consumers]).addTimeout(
+            args.settle_timeout, reactor
+        )
+    except Exception:
+        inServiceOK = False
     inService = time.perf_counter()
+    trace(f"in service: {inServiceOK}")
     inServiceCPU = time.process_time() - cpuStart
-    provisional = sum(1 for c in consumers if c.tls.certifiedKey.provisional)
-    await resource.whenSettled()
+    provisional = sum(
+        1 for c in consumers if c.tls.certifiedKey and c.tls.certifiedKey.provisional
+    )
+    # A partial result first: should the process wedge before settling,
+    # the orchestrator kills it and still has the start-up figures.
+    emitResult(
+        {
+            "consumers": args.n,
+            "stage": "in service",
+            "in_service": inServiceOK,
+            "in_service_seconds": (inService - start) if inServiceOK else None,
+            "in_service_cpu_seconds": inServiceCPU,
+            "provisional_at_start": provisional,
+            "settled": False,
+            "settled_seconds": None,
+            "rss_bytes": vmRSS(),
+            "recursion_limit": sys.getrecursionlimit(),
+        }
+    )
+    settling = resource.whenSettled()
+    settling.addTimeout(args.settle_timeout, reactor)
+    settledOK = True
+    try:
+        await settling
+    except Exception:
+        settledOK = False
     settled = time.perf_counter()
+    trace(f"settled: {settledOK}")
     settledCPU = time.process_time() - cpuStart
-    issued = sum(1 for c in consumers if not c.tls.certifiedKey.provisional)
-    # Let anything the first check scheduled run, then measure checks.
+    issued = sum(
+        1 for c in consumers if c.tls.certifiedKey and not c.tls.certifiedKey.provisional
+    )
+    pending = sum(1 for m in resource.managed.values() if m.attempt is not None)
+    # Let anything the first check scheduled run, then measure checks: the
+    # CPU of the check() call itself, which starts nothing when nothing is
+    # due (and returns a Deferred that has fired, unless earlier attempts
+    # are still pending).
     await deferLater(reactor, 0.2, lambda: None)
     checks = []
     walls = []
+    started = []
     for _ in range(args.checks):
-        before = len(events.counts)
+        orders = events.counts.get(20155, 0)
         cpu0 = time.process_time()
         wall0 = time.perf_counter()
         fired: list[object] = []
         resource.check().addBoth(fired.append)
         walls.append(time.perf_counter() - wall0)
         checks.append(time.process_time() - cpu0)
-        if not fired:
-            raise RuntimeError("check() started work: something was due")
-        del before
+        started.append(events.counts.get(20155, 0) - orders)
         await deferLater(reactor, 0.05, lambda: None)
+    trace("checks done")
     result = {
         "consumers": args.n,
-        "in_service_seconds": inService - start,
+        "stage": "done",
+        "in_service": inServiceOK,
+        "in_service_seconds": (inService - start) if inServiceOK else None,
         "in_service_cpu_seconds": inServiceCPU,
         "provisional_at_start": provisional,
-        "settled_seconds": settled - start,
-        "settled_cpu_seconds": settledCPU,
+        "settled": settledOK,
+        "settled_seconds": (settled - start) if settledOK else None,
+        "settled_cpu_seconds": settledCPU if settledOK else None,
+        "attempts_still_pending": pending,
         "ca_issued": issued,
         "orders_20155": events.counts.get(20155, 0),
+        "planned_20159": events.counts.get(20159, 0),
         "failures_20017": events.counts.get(20017, 0),
         "rss_bytes": vmRSS(),
         "rss_before_bytes": rssBefore,
@@ -301,9 +358,15 @@ async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "check_cpu_seconds": sorted(checks)[len(checks) // 2],
         "check_cpu_all": checks,
         "check_wall_seconds": sorted(walls)[len(walls) // 2],
+        "check_orders_started": sum(started),
+        "recursion_limit": sys.getrecursionlimit(),
     }
+    trace("stopping")
+    emitResult(result)  # before stopping, in case stopping hangs
     await resource.stopService()
+    trace("stopped resource")
     await pool.closeCachedConnections()
+    trace("closed pool")
     return result
 
 
@@ -404,10 +467,23 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--verify", action="store_true")
     parser.add_argument("--checks", type=int, default=5)
+    parser.add_argument("--settle-timeout", type=float, default=120.0)
     parser.add_argument("--renewals", type=int, default=5)
     parser.add_argument("--gap", type=float, default=0.5)
     parser.add_argument("--export", action="store_true")
+    parser.add_argument("--log", action="store_true", help="log events to stderr")
+    parser.add_argument("--log-file", help="log events to this file")
+    parser.add_argument(
+        "--recursion-limit", type=int, help="diagnosis: raise Python's recursion limit"
+    )
     args = parser.parse_args()
+    if args.recursion_limit:
+        sys.setrecursionlimit(args.recursion_limit)
+    if args.log or args.log_file:
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+
+        stream = open(args.log_file, "a") if args.log_file else sys.stderr
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(stream)])
     os.makedirs(args.workdir, exist_ok=True)
     command = {"issue": issue, "scale": scale, "switch": switch}[args.command]
 

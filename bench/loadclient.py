@@ -129,6 +129,7 @@ def main() -> None:
                 "p99_ms": pct(fromDue, 0.99) * 1000,
                 "p999_ms": pct(fromDue, 0.999) * 1000,
                 "max_ms": max(fromDue, default=float("nan")) * 1000,
+                "p50_from_send_ms": pct(fromSend, 0.50) * 1000,
                 "p99_from_send_ms": pct(fromSend, 0.99) * 1000,
             }
         ),

@@ -36,14 +36,12 @@ class StallProbe:
         self._lastTick = time.perf_counter()
         self._mainThread = threading.get_ident()
         self._stop = threading.Event()
-        #: stall number -> sampled stacks (innermost last)
-        self.samples: dict[int, list[list[str]]] = collections.defaultdict(list)
-        self._stallNumber = 0
-        self._inStall = False
+        #: each stall the watchdog saw: start, length, sampled stacks
+        self.stalls: list[dict[str, Any]] = []
         self._watchdog = threading.Thread(target=self._watch, daemon=True)
 
     def start(self) -> None:
-        self._start = self._reactor.seconds()
+        self._startPerf = time.perf_counter()
         self._loop.start(self.interval, now=True)
         self._watchdog.start()
 
@@ -54,36 +52,44 @@ class StallProbe:
         self._watchdog.join()
 
     def _tick(self, count: int) -> None:
-        self._ticks += count
+        # This call is for the first tick due after the previous call; when
+        # the reactor was late, `count` ticks were due and this is the
+        # lateness of the earliest of them.
         now = self._reactor.seconds()
-        intended = self._loop.starttime + (self._ticks - 1) * self.interval
+        intended = self._loop.starttime + self._ticks * self.interval
+        self._ticks += count
         self.lateness.append(max(0.0, now - intended))
         self._lastTick = time.perf_counter()
 
     def _watch(self) -> None:
+        current: dict[str, Any] | None = None
         while not self._stop.wait(0.002):
-            age = time.perf_counter() - self._lastTick
+            lastTick = self._lastTick
+            age = time.perf_counter() - lastTick
             if age < SAMPLE_AFTER:
-                self._inStall = False
+                if current is not None:
+                    current["length"] = lastTick - current["start"]
+                    self.stalls.append(current)
+                    current = None
                 continue
-            if not self._inStall:
-                self._inStall = True
-                self._stallNumber += 1
+            if current is None:
+                current = {"start": lastTick, "samples": []}
             frame = sys._current_frames().get(self._mainThread)
             if frame is None:
                 continue
-            stack = [
-                f"{_short(f.filename)}:{f.lineno} {f.name}"
-                for f in traceback.extract_stack(frame)
-            ]
-            self.samples[self._stallNumber].append(stack)
+            current["samples"].append(
+                [
+                    f"{_short(f.filename)}:{f.lineno} {f.name}"
+                    for f in traceback.extract_stack(frame)
+                ]
+            )
 
     def report(self, top: int = 8) -> dict[str, Any]:
         """
         The longest stall, percentiles of lateness, and where the reactor
-        thread was during long stalls: the innermost frame of our package
-        and the innermost frame overall, by number of samples (each ~2 ms
-        of stall past the first 20 ms).
+        thread was during the longest stalls: the innermost frame of our
+        package and the innermost frame overall, by number of 2 ms samples
+        (taken from the 20th ms of a stall on).
         """
         lateness = sorted(self.lateness)
         n = len(lateness)
@@ -91,13 +97,22 @@ class StallProbe:
         def pct(q: float) -> float:
             return lateness[min(n - 1, int(q * n))] if n else float("nan")
 
-        ours: collections.Counter[str] = collections.Counter()
-        inner: collections.Counter[str] = collections.Counter()
-        for stacks in self.samples.values():
-            for stack in stacks:
+        longest = []
+        for stall in sorted(self.stalls, key=lambda s: -s["length"])[:top]:
+            ours: collections.Counter[str] = collections.Counter()
+            inner: collections.Counter[str] = collections.Counter()
+            for stack in stall["samples"]:
                 inner[stack[-1]] += 1
-                mine = [s for s in stack if s.startswith("letsencrypt_resource/")]
+                mine = [f for f in stack if f.startswith("letsencrypt_resource/")]
                 ours[mine[-1] if mine else "(not in letsencrypt_resource)"] += 1
+            longest.append(
+                {
+                    "at_s": round(stall["start"] - self._startPerf, 3),
+                    "length_ms": round(stall["length"] * 1000, 1),
+                    "ours": ours.most_common(3),
+                    "innermost": inner.most_common(2),
+                }
+            )
         return {
             "ticks": n,
             "max_stall_ms": (lateness[-1] * 1000) if n else float("nan"),
@@ -105,8 +120,7 @@ class StallProbe:
             "p999_lateness_ms": pct(0.999) * 1000,
             "stalls_over_50ms": sum(1 for x in lateness if x > 0.05),
             "stalls_over_20ms": sum(1 for x in lateness if x > 0.02),
-            "stall_samples_ours": ours.most_common(top),
-            "stall_samples_innermost": inner.most_common(top),
+            "longest": longest,
         }
 
 
