@@ -4,11 +4,15 @@ The HTTPS client the ACME conversation runs on.
 
 from __future__ import annotations
 
+from typing import Any
+
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from .keys import readFile
 
@@ -25,6 +29,24 @@ def loadCABundle(path: str) -> list[Certificate]:
     except ValueError:
         raise ValueError(f"{path} holds no PEM certificate") from None
     return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in certificates]
+
+
+@implementer(IPolicyForHTTPS)
+class _CachingPolicy:
+    """
+    Builds the TLS options for a host once: the agent asks for them at every
+    request, pooled connection or not.
+    """
+
+    def __init__(self, policy: IPolicyForHTTPS):
+        self._policy = policy
+        self._options: dict[tuple[bytes, int], Any] = {}
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        key = (hostname, port)
+        if key not in self._options:
+            self._options[key] = self._policy.creatorForNetloc(hostname, port)
+        return self._options[key]
 
 
 class _QuietPool(HTTPConnectionPool):
@@ -48,5 +70,6 @@ def makeHTTPClient(
     pool = _QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     trustRoot = trustRootFromCertificates(trusted) if trusted is not None else None
-    agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot), pool=pool)
+    policy = _CachingPolicy(BrowserLikePolicyForHTTPS(trustRoot))
+    agent = Agent(reactor, contextFactory=policy, pool=pool)
     return HTTPClient(agent), pool

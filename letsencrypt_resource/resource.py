@@ -63,6 +63,8 @@ REASONS = {
 }
 #: How many orders run at once.
 CONCURRENT_ORDERS = 4
+#: How many provisional certificates are made at once at start.
+PROVISIONAL_JOBS = 2
 
 #: Runs a CPU-heavy function off the reactor thread.
 Runner = Callable[..., Deferred]
@@ -269,16 +271,21 @@ class LetsEncryptResource(Service):
         now = _utc(self._reactor.seconds())
         if self._signer is None:
             self._signer = yield self._loadOrMakeSigner(now)
-        provisionals = yield gatherResults(
-            [
-                self.runInThread(makeProvisional, self._signer, c.domains, now)
-                for c in certificates
-            ],
-            consumeErrors=True,
+        signer = self._signer
+        # A few at a time, each delivered as it comes, so that the reactor
+        # never builds hundreds of TLS contexts in one turn.
+        making = Limiter(PROVISIONAL_JOBS)
+
+        def provision(certificate: ManagedCertificate) -> Deferred[None]:
+            made = self.runInThread(makeProvisional, signer, certificate.domains, now)
+            return made.addCallback(
+                lambda provisional: certificate.current is None
+                and self._deliver(certificate, provisional)
+            )
+
+        yield gatherResults(
+            [making.run(provision, c) for c in certificates], consumeErrors=True
         )
-        for certificate, provisional in zip(certificates, provisionals):
-            if certificate.current is None:
-                self._deliver(certificate, provisional)
 
     @inlineCallbacks
     def _loadOrMakeSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
@@ -599,7 +606,7 @@ class LetsEncryptResource(Service):
             new = yield obtainCertificate(
                 client, self.responder, self._reactor, certificate.domains, key, profile=profile
             )
-        self._issued(certificate, new)
+        yield self._issued(certificate, new)
 
     def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
         now = self._reactor.seconds()
@@ -622,9 +629,18 @@ class LetsEncryptResource(Service):
         )
         self._saveState(certificate)
 
-    def _issued(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
+    @inlineCallbacks
+    def _issued(
+        self, certificate: ManagedCertificate, issued: CertifiedKey
+    ) -> Deferred[None]:
+        """
+        Store C{issued} (in a thread: the writes wait for the disk), then
+        put it in service.
+        """
         try:
-            path = self.store.saveCertificate(certificate.domains, issued)
+            path = yield self.runInThread(
+                self.store.saveCertificate, certificate.domains, issued
+            )
         except StoreError as error:
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
