@@ -128,8 +128,9 @@ def _instructions(configuration: Any, issuers: str, directory: str) -> str:
         f"Files exported for other programs: {os.path.join(directory, 'certificates')}"
     )
     lines.append(
-        "The certificates' status, from another terminal: python -m "
-        f"letsencrypt_resource --config {os.path.join(directory, 'demo.ini')} status"
+        "The certificates' status, from another terminal: "
+        f"{sys.executable} -m letsencrypt_resource --config "
+        f"{os.path.join(directory, 'demo.ini')} status"
     )
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
