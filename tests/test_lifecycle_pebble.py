@@ -16,7 +16,6 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from zope.interface.registry import Components
 
-from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
@@ -24,6 +23,7 @@ from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.pebblecase import TestCACase
+from tests.test_resource import resourceOptions as makeOptions
 
 #: Lifetime of the short-lived profile's certificates, in seconds.
 SHORT = 8
@@ -58,26 +58,17 @@ class ModernPebbleTests(TestCACase):
         registry.registerUtility(consumer, ICertificateConsumer, name="reports")
         http, pool = makeHTTPClient(reactor, loadCABundle(testCA.caFile))
         self.addCleanup(pool.closeCachedConnections)
-        values: dict[str, Any] = dict(
-            section="resources/le",
-            name="le",
-            description="",
-            address="127.0.0.1",
+        resourceOptions = makeOptions(
             port=challengePort,
             acmeURL=testCA.directoryURL,
             stateDirectory=os.path.abspath(self.mktemp()),
-            storeDirectory=None,
-            redirectURL=None,
             acmeCAFile=testCA.caFile,
-            keyType="ecdsa-p256",
-            debug=False,
-            agreeTOS=True,
+            **options,
         )
-        values.update(options)
         resource = LetsEncryptResource(
-            ResourceOptions(**values),
+            resourceOptions,
             registry,
-            DirectoryStore(values["stateDirectory"]),
+            DirectoryStore(resourceOptions.stateDirectory),
             reactor,
             http,
         )
