@@ -21,7 +21,6 @@ import os
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,6 +109,8 @@ def spread(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
 
 # Figure 1
 
+TWISTD_FROM_START = "twistd, from resource start"
+
 
 def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     results: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
@@ -148,12 +149,23 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     result["repeat"] = repeat
                     rec.add("1", variant, repeat, result)
                     results.setdefault((n, keyType, name), []).append(result)
+                    if name == "twistd" and result.get("startup_seconds") is not None:
+                        fromStart = dict(result, seconds=result["seconds"] - result["startup_seconds"])
+                        fromStart["seconds_per_certificate"] = fromStart["seconds"] / n
+                        fromStart["certificates_per_second"] = n / fromStart["seconds"]
+                        results.setdefault((n, keyType, TWISTD_FROM_START), []).append(fromStart)
+    shown = [
+        shownName
+        for name in args.contenders
+        for shownName in ((name, TWISTD_FROM_START) if name == "twistd" else (name,))
+    ]
     lines = [
         "### Figure 1: certificates from start to the last one in service",
         "",
         "Median (min–max) over the runs; *vs floor* is the ratio of each run's "
         "time to the floor's time in the same repeat (target: resource ≤ "
-        f"{TARGETS['ratio']}x).",
+        f"{TARGETS['ratio']}x, from resource start, as the floor is timed "
+        "after its imports).",
         "",
         "| N | key type | contender | runs | total s | s/cert | certs/s | vs floor | notes |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -165,7 +177,7 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                 for r in results.get((n, keyType, "floor"), [])
                 if "seconds" in r and "error" not in r
             }
-            for name in args.contenders:
+            for name in shown:
                 runs = results.get((n, keyType, name), [])
                 good = [r for r in runs if "seconds" in r and "error" not in r]
                 notes = sorted(
@@ -177,9 +189,11 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     for r in good
                     if r["repeat"] in floorByRepeat
                 ]
-                if good and name in ("twistd", "embedded") and ratios:
+                if good and name in (TWISTD_FROM_START, "embedded") and ratios:
                     met = summary(ratios)["median"] <= TARGETS["ratio"]
                     notes.append("target met" if met else "**target missed**")
+                if name == "twistd" and good:
+                    notes.append("process start-up included")
                 for ratio in ratios:
                     rec.add("1", f"{name} N={n} {keyType}", -1, {"ratio_to_floor": ratio})
                 lines.append(
@@ -201,9 +215,10 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     ]
     if startups:
         lines.append(
-            f"- twistd's own start-up, from spawn to the challenge site listening "
-            f"(event 20151), is included in its times: {spread(startups)} s over "
-            f"all its runs."
+            f"- **{TWISTD_FROM_START}**: the same runs, timed from the resource's "
+            f"start (event 20151, challenge site listening) instead of the spawn; "
+            f"twistd's own start-up before it (interpreter, imports, configuration) "
+            f"took {spread(startups)} s over all its runs."
         )
     return lines
 

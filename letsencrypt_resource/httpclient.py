@@ -8,7 +8,6 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
@@ -60,16 +59,16 @@ class _QuietPool(HTTPConnectionPool):
 
 def makeHTTPClient(
     reactor: object, trusted: list[Certificate] | None
-) -> tuple[HTTPClient, HTTPConnectionPool]:
+) -> tuple[Agent, HTTPConnectionPool]:
     """
-    An HTTP client with persistent connections that trusts C{trusted} for
-    HTTPS, or the system's trust store when C{None}.
+    An HTTP client (a Twisted L{Agent}) with persistent connections that
+    trusts C{trusted} for HTTPS, or the system's trust store when C{None}.
 
-    @return: The client and its pool, to close when done.
+    @return: The agent and its pool, to close when done.
     """
     pool = _QuietPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     trustRoot = trustRootFromCertificates(trusted) if trusted is not None else None
     policy = _CachingPolicy(BrowserLikePolicyForHTTPS(trustRoot))
     agent = Agent(reactor, contextFactory=policy, pool=pool)
-    return HTTPClient(agent), pool
+    return agent, pool

@@ -2,7 +2,7 @@
 Private keys, certificate signing requests and JWS algorithms.
 
 Key generation is CPU-bound: callers run L{generateKey} off the reactor
-thread (see L{letsencrypt_resource.resource}).
+thread, at a low priority (see L{letsencrypt_resource.workers}).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from .workers import lowPriority
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -29,6 +31,7 @@ _Builder = TypeVar(
 )
 
 
+@lowPriority
 def generateKey(keyType: str) -> PrivateKey:
     """
     Generate a new private key of C{keyType}, one of

@@ -22,7 +22,6 @@ from twisted.internet.defer import (
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
-from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface.registry import Components
@@ -41,6 +40,7 @@ from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay, shouldWarn
 from .provisional import makeProvisional, makeSigner
 from .store import AccountRecord, StoreError, exportCertificate
+from .workers import BackgroundWorkers
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
@@ -62,7 +62,7 @@ REASONS = {
     "forced": "renewal was asked for",
 }
 #: How many orders run at once.
-CONCURRENT_ORDERS = 4
+CONCURRENT_ORDERS = 2
 #: How many provisional certificates are made at once at start.
 PROVISIONAL_JOBS = 2
 
@@ -92,13 +92,16 @@ class LetsEncryptResource(Service):
         reactor: Any,
         httpClient: Any,
         *,
-        runInThread: Runner = deferToThread,
+        runInThread: Runner | None = None,
         random: Callable[[], float] = random.random,
         automatic: bool = True,
     ):
         """
-        @param httpClient: The L{treq.client.HTTPClient} for the ACME server.
-        @param runInThread: Runs key generation off the reactor thread.
+        @param httpClient: The L{twisted.web.iweb.IAgent} for the ACME server, as
+            L{letsencrypt_resource.httpclient.makeHTTPClient} makes.
+        @param runInThread: Runs key generation, signing and writes off the
+            reactor thread; by default, in L{BackgroundWorkers} of a lower
+            CPU priority, stopped with the service.
         @param random: Picks where in an ARI window to renew (0 to 1).
         @param automatic: Whether to provision, check and renew by itself;
             without, it only answers challenges for the orders asked of it,
@@ -110,6 +113,10 @@ class LetsEncryptResource(Service):
         self.store = store
         self._reactor = reactor
         self._http = httpClient
+        self._workers: BackgroundWorkers | None = None
+        if runInThread is None:
+            self._workers = BackgroundWorkers(reactor)
+            runInThread = self._workers.run
         self.runInThread = runInThread
         self._checkInterval = options.checkInterval
         self._random = random
@@ -124,6 +131,10 @@ class LetsEncryptResource(Service):
         self._loop: LoopingCall | None = None
         self._wakeUp: IDelayedCall | None = None
         self._orders = Limiter(CONCURRENT_ORDERS)
+        # Writes of renewal state and exports: in the background, one at a
+        # time so that they land in the order they were made.
+        self._writes = Limiter(1)
+        self._writing: set[Deferred[None]] = set()
         self._signer: CertifiedKey | None = None
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
@@ -153,6 +164,7 @@ class LetsEncryptResource(Service):
         for certificate in self.managed.values():
             self._loadStored(certificate)
 
+    @inlineCallbacks
     def stopService(self) -> Deferred[None]:
         super().stopService()
         for pending in (self._started, self._checking, self._learning):
@@ -163,8 +175,10 @@ class LetsEncryptResource(Service):
         self._cancelWakeUp()
         port, self._port = self._port, None
         if port is not None:
-            return port.stopListening()
-        return succeed(None)
+            yield port.stopListening()
+        yield self.whenWritten()
+        if self._workers is not None:
+            yield self._workers.stop()
 
     def _unexpected(self, failure: Failure) -> None:
         if not failure.check(CancelledError):
@@ -211,6 +225,38 @@ class LetsEncryptResource(Service):
         self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
         yield self._checking
         self._settle()
+
+    def whenWritten(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the store writes started so far (renewal
+        state, exports) have ended.
+        """
+        return gatherResults(list(self._writing)).addCallback(lambda _: None)
+
+    def _write(
+        self,
+        certificate: ManagedCertificate,
+        write: Callable[..., object],
+        *args: object,
+        failed: Callable[[], None] = lambda: None,
+    ) -> None:
+        """
+        Run C{write(*args)} in a worker thread, after the writes before it; a
+        L{StoreError} is event 20009, then C{failed()}.
+        """
+
+        def storeFailed(failure: Failure) -> None:
+            failure.trap(StoreError)
+            error = failure.value
+            events.STORE_FAILED.emit(
+                self._log, domains=certificate.label, path=error.path, details=error.message
+            )
+            failed()
+
+        writing = self._writes.run(self.runInThread, write, *args)
+        writing.addErrback(storeFailed).addErrback(self._unexpected)
+        self._writing.add(writing)
+        writing.addBoth(lambda _: self._writing.discard(writing))
 
     def _settle(self) -> None:
         settled, self._settled = self._settled, None
@@ -330,13 +376,13 @@ class LetsEncryptResource(Service):
         certificate.exportPending = False
         if directory is None or issued is None:
             return
-        try:
-            exportCertificate(directory, certificate.domains, issued)
-        except StoreError as error:
+
+        def failed() -> None:
             certificate.exportPending = True
-            events.STORE_FAILED.emit(
-                self._log, domains=certificate.label, path=error.path, details=error.message
-            )
+
+        self._write(
+            certificate, exportCertificate, directory, certificate.domains, issued, failed=failed
+        )
 
     # Checks and orders
 
@@ -349,8 +395,8 @@ class LetsEncryptResource(Service):
 
         @param force: Renew every certificate, due or not.
         @param only: Look at these domain sets only.
-        @return: A Deferred that fires when every attempt started has ended;
-            it never fails.
+        @return: A Deferred that fires when every attempt started has ended
+            and what it wrote is on disk; it never fails.
         """
         self._cancelWakeUp()
         now = self._reactor.seconds()
@@ -371,6 +417,7 @@ class LetsEncryptResource(Service):
         self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
             lambda _: self._scheduleWakeUp(), lambda failure: None
         )
+        self._checking.addCallback(lambda _: self.whenWritten())
         self._checking.addCallback(lambda _: self._learnRenewalInfo())
         return self._checking
 
@@ -655,12 +702,9 @@ class LetsEncryptResource(Service):
             self._announce(certificate)
 
     def _saveState(self, certificate: ManagedCertificate) -> None:
-        try:
-            self.store.saveRenewalState(certificate.domains, certificate.state())
-        except StoreError as error:
-            events.STORE_FAILED.emit(
-                self._log, domains=certificate.label, path=error.path, details=error.message
-            )
+        self._write(
+            certificate, self.store.saveRenewalState, certificate.domains, certificate.state()
+        )
 
 
 class ProfileNotOffered(Exception):

@@ -2,7 +2,7 @@
 In-memory fakes for testing the resource and code that embeds it.
 
 L{FakeACMEServer} is a small RFC 8555 server as a C{twisted.web} resource:
-serve it in memory with C{treq.testing.StubTreq} for deterministic unit
+serve it in memory with C{treq.testing.RequestTraversalAgent} for deterministic unit
 tests, or on a loopback port.  It verifies every JWS and nonce, validates
 HTTP-01 challenges through a callable, issues certificates that follow an
 injected clock, and can be told to fail: what pebble cannot do (rate
@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
-from treq.testing import StubTreq
+from treq.testing import RequestTraversalAgent
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -653,7 +653,12 @@ def registeredClient(clock: Any, server: FakeACMEServer, **kwargs: Any) -> Any:
     client = runUntilFired(
         clock,
         ACMEClient.connect(
-            StubTreq(server), clock, server.directoryURL, jwk, algorithm, **kwargs
+            RequestTraversalAgent(server),
+            clock,
+            server.directoryURL,
+            jwk,
+            algorithm,
+            **kwargs,
         ),
     )
     runUntilFired(

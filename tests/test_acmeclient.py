@@ -176,6 +176,19 @@ class ACMEClientTests(SynchronousTestCase):
         error = self.assertRaises(ACMEProtocolError, self.newOrder, client)
         self.assertIn("not JSON", str(error))
 
+    def test_nonASCIIURL(self) -> None:
+        """
+        A URL that is not plain ASCII, as a damaged directory or order could
+        give, is an L{ACMEProtocolError} naming it; nothing is sent.
+        """
+        client = registeredClient(self.clock, self.server)
+        url = "https://acme.test/order/caf\u00e9"
+        error = self.assertRaises(
+            ACMEProtocolError, runUntilFired, self.clock, client.fetch(url, messages.Order)
+        )
+        self.assertIn(url, str(error))
+        self.assertIn("not plain ASCII", str(error))
+
     def test_directoryUnreachable(self) -> None:
         """
         A directory that answers an error fails the connection.

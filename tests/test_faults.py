@@ -641,7 +641,8 @@ class BadAnswerTests(ResourceTestCase):
 
 class SlowAnswers:
     """
-    Delays every answer of a fake CA served through C{StubTreq}.
+    Delays every answer of a fake CA served through a
+    C{RequestTraversalAgent}.
     """
 
     def __init__(self, server: FakeACMEServer, clock: Any, delay: float) -> None:
@@ -662,7 +663,7 @@ class SlowAnswers:
 
         globalLogPublisher.addObserver(note)
         case.addCleanup(globalLogPublisher.removeObserver, note)
-        stub = resource._http
+        agent = resource._http
         render = self.server.render
 
         def slowly(request: Request) -> Any:
@@ -676,7 +677,7 @@ class SlowAnswers:
                 if body is not NOT_DONE_YET:
                     request.write(body)
                     request.finish()
-                stub.flush()
+                agent.flush()
 
             self.clock.callLater(self.delay, answer)
             return NOT_DONE_YET

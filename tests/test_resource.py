@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from treq.testing import StubTreq
-from twisted.internet.defer import succeed
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -97,7 +97,7 @@ class ResourceTestCase(SynchronousTestCase):
             self.registry,
             self.store,
             reactor,
-            StubTreq(self.server),
+            RequestTraversalAgent(self.server),
             runInThread=synchronously,
             random=lambda: 0.5,
         )
@@ -373,3 +373,102 @@ class RenewalTests(ResourceTestCase):
             os.path.exists(os.path.join(blocker, "reports.example.test", "privkey.pem"))
         )
         self.assertEqual(self.eventIDs().count(20009), 2)
+
+
+class HeldRunner:
+    """
+    A stand-in for the worker threads that runs most jobs at once but holds
+    store writes until told.
+    """
+
+    HELD = ("saveRenewalState", "exportCertificate")
+
+    def __init__(self) -> None:
+        self.held: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def __call__(self, function: Any, *args: Any) -> Deferred[Any]:
+        if function.__name__ not in self.HELD:
+            return synchronously(function, *args)
+        done: Deferred[Any] = Deferred()
+        self.held.append((function, args, done))
+        return done
+
+    def names(self) -> list[str]:
+        return [function.__name__ for function, _, _ in self.held]
+
+    def releaseOne(self) -> None:
+        function, args, done = self.held.pop(0)
+        done.callback(function(*args))
+
+
+class BackgroundWriteTests(ResourceTestCase):
+    """
+    Renewal state and exports are written by the workers, one at a time,
+    and what waits for the resource waits for them.
+    """
+
+    def startHeld(self, **options: Any) -> tuple[LetsEncryptResource, HeldRunner]:
+        self.server.refuse.add("reports.example.test")
+        runner = HeldRunner()
+        resource = self.makeResource(**options)
+        resource.runInThread = runner
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        for _ in range(20):
+            self.reactor.advance(0.5)
+        return resource, runner
+
+    def releaseAll(self, runner: HeldRunner) -> int:
+        """
+        Release the held writes one by one; at most one is ever waiting.
+        """
+        released = 0
+        while runner.held:
+            self.assertEqual(len(runner.held), 1, runner.names())
+            runner.releaseOne()
+            released += 1
+        return released
+
+    def test_stateWrittenByWorkers(self) -> None:
+        """
+        A failed attempt's renewal state is written by the workers: until
+        then the store has none and the resource has not settled.
+        """
+        resource, runner = self.startHeld()
+        settled = resource.whenSettled()
+        self.assertEqual(runner.names(), ["saveRenewalState"])
+        self.assertIsNone(self.store.loadRenewalState(REPORTS))
+        self.assertNoResult(settled)
+        self.releaseAll(runner)
+        self.successResultOf(settled)
+        self.assertEqual(self.store.loadRenewalState(REPORTS)["failures"], 1)
+
+    def test_writesOneAtATime(self) -> None:
+        """
+        Writes reach the workers one at a time, in the order they were
+        made: the issued set's state before its export.
+        """
+        storeDirectory = self.mktemp()
+        resource, runner = self.startHeld(storeDirectory=storeDirectory)
+        order = []
+        while runner.held:
+            self.assertEqual(len(runner.held), 1, runner.names())
+            order.append((runner.names()[0], runner.held[0][1][0]))
+            runner.releaseOne()
+        self.assertEqual(len(order), 3, order)
+        self.assertIn(("saveRenewalState", REPORTS), order)
+        files = [write for write in order if write[1] in (FILES, storeDirectory)]
+        self.assertEqual(
+            files, [("saveRenewalState", FILES), ("exportCertificate", storeDirectory)]
+        )
+        self.assertTrue(os.path.exists(os.path.join(storeDirectory, "_".join(FILES))))
+
+    def test_stopWaitsForWrites(self) -> None:
+        """
+        Stopping ends once the writes under way have ended.
+        """
+        resource, runner = self.startHeld()
+        stopped = resource.stopService()
+        self.assertNoResult(stopped)
+        self.releaseAll(runner)
+        self.successResultOf(stopped)
