@@ -417,7 +417,13 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         key=lambda x: x["stalls"]["max_stall_ms"],
         default=None,
     )
-    if worst is not None:
+    if worst is not None and not worst["stalls"]["longest"]:
+        lines += [
+            "",
+            "No stall reached 20 ms, where the watchdog starts sampling the "
+            "reactor thread's stack.",
+        ]
+    elif worst is not None:
         lines += [
             "",
             f"The longest stalls of the run with the worst one "
