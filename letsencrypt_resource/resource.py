@@ -115,7 +115,9 @@ class LetsEncryptResource(Service):
         self._http = httpClient
         self._workers: BackgroundWorkers | None = None
         if runInThread is None:
-            self._workers = BackgroundWorkers(reactor)
+            self._workers = BackgroundWorkers(
+                reactor, f"letsencrypt-resource-{options.name}"
+            )
             runInThread = self._workers.run
         self.runInThread = runInThread
         self._checkInterval = options.checkInterval

@@ -69,9 +69,17 @@ class BackgroundWorkers:
     """
 
     def __init__(
-        self, reactor: Any, maxThreads: int = MAX_THREADS, niceness: int = NICENESS
+        self,
+        reactor: Any,
+        name: str = "letsencrypt-resource",
+        maxThreads: int = MAX_THREADS,
+        niceness: int = NICENESS,
     ):
+        """
+        @param name: What the threads' names start with.
+        """
         self._reactor = reactor
+        self._name = name
         self._maxThreads = maxThreads
         self._niceness = niceness
         self._pools: dict[bool, ThreadPool] = {}
@@ -80,7 +88,7 @@ class BackgroundWorkers:
     def _pool(self, low: bool) -> ThreadPool:
         pool = self._pools.get(low)
         if pool is None:
-            name = "letsencrypt-resource" + ("-low" if low else "")
+            name = self._name + ("-low" if low else "")
             pool = self._pools[low] = ThreadPool(0, self._maxThreads, name=name)
             pool.threadFactory = _daemonThread
             pool.start()

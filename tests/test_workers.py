@@ -32,7 +32,7 @@ class BackgroundWorkersTests(TestCase):
     """
 
     def setUp(self) -> None:
-        self.workers = BackgroundWorkers(reactor)
+        self.workers = BackgroundWorkers(reactor, f"test-workers-{id(self)}")
         self.addCleanup(self.workers.stop)
 
     async def test_result(self) -> None:
@@ -78,7 +78,7 @@ class BackgroundWorkersTests(TestCase):
         new ones.
         """
         def ours() -> list[threading.Thread]:
-            return [t for t in threading.enumerate() if "letsencrypt-resource" in t.name]
+            return [t for t in threading.enumerate() if f"test-workers-{id(self)}" in t.name]
 
         await self.workers.run(threadFacts)
         await self.workers.run(lowThreadFacts)
