@@ -91,9 +91,53 @@ def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
 
     @raise OSError: when any step fails; C{path} is then unchanged.
     """
-    directory = os.path.dirname(path) or "."
+    replaceTogether(os.path.dirname(path) or ".", [(os.path.basename(path), data, mode)])
+
+
+def replaceTogether(directory: str, files: list[tuple[str, bytes, int]]) -> None:
+    """
+    Replace several files of C{directory} as one: each C{(name, data, mode)}
+    is first written in full to a temporary file and flushed to disk, and
+    only then are they all renamed over their names, in order, with no disk
+    wait between two renames; the folder is flushed last.
+
+    A crash before the renames leaves every file as it was; only one in the
+    microseconds between renames can leave some new beside some old.
+
+    @raise OSError: when any step fails; nothing is replaced when a write
+        fails.
+    """
+    prepared: list[tuple[str, str]] = []
+    try:
+        for name, data, mode in files:
+            path = os.path.join(directory, name)
+            prepared.append((_writeTemporary(path, data, mode), path))
+    except BaseException:
+        for temporary, _ in prepared:
+            os.unlink(temporary)
+        raise
+    for index, (temporary, path) in enumerate(prepared):
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            for left, _ in prepared[index:]:
+                os.unlink(left)
+            raise
+    directoryFD = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directoryFD)
+    finally:
+        os.close(directoryFD)
+
+
+def _writeTemporary(path: str, data: bytes, mode: int) -> str:
+    """
+    Write C{data} to a new temporary file beside C{path}, flushed to disk.
+
+    @return: The temporary file's path.
+    """
     temporary = os.path.join(
-        directory, f".{os.path.basename(path)}.{os.getpid()}.tmp"
+        os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp"
     )
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -107,16 +151,7 @@ def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
         os.unlink(temporary)
         raise
     os.close(fd)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    directoryFD = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directoryFD)
-    finally:
-        os.close(directoryFD)
+    return temporary
 
 
 def makePrivateDirectory(path: str) -> None:
@@ -260,24 +295,23 @@ def exportCertificate(
 
     The folder is named after C{domains} joined by C{_} and holds
     C{privkey.pem} (0600), C{cert.pem} (the certificate), C{chain.pem} (the
-    intermediates) and C{fullchain.pem} (both).  Each file is replaced
-    atomically; the key is written last, so that a reader that finds a new
-    key finds its certificate too.
+    intermediates) and C{fullchain.pem} (both), replaced together (see
+    L{replaceTogether}); the key is renamed last, so that a reader that
+    finds a new key finds its certificate too.
 
     @return: The folder written.
     @raise StoreError: when a file cannot be written.
     """
     folder = os.path.join(directory, domainsFileName(domains))
-    files = (
+    files = [
         ("cert.pem", certifiedKey.certificatePEM, 0o644),
         ("chain.pem", certifiedKey.chainPEM, 0o644),
         ("fullchain.pem", certifiedKey.fullchainPEM, 0o644),
         ("privkey.pem", certifiedKey.keyPEM, 0o600),
-    )
+    ]
     try:
         makePrivateDirectory(folder)
-        for name, data, mode in files:
-            writeAtomically(os.path.join(folder, name), data, mode)
+        replaceTogether(folder, files)
     except OSError as error:
         raise StoreError(folder, f"cannot be written: {error.strerror}") from None
     return folder

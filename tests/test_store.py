@@ -19,6 +19,7 @@ from letsencrypt_resource.store import (
     DirectoryStore,
     StoreError,
     exportCertificate,
+    replaceTogether,
     writeAtomically,
 )
 
@@ -102,6 +103,55 @@ class WriteAtomicallyTests(PermissiveUmaskMixin, SynchronousTestCase):
         self.assertEqual(
             (readBytes(self.path), os.listdir(self.folder)), (b"old", ["file"])
         )
+
+
+class ReplaceTogetherTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{replaceTogether}.
+    """
+
+    NAMES = ("cert.pem", "chain.pem", "privkey.pem")
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        replaceTogether(self.folder, [(name, b"old", 0o600) for name in self.NAMES])
+
+    def contents(self) -> dict[str, bytes]:
+        return {
+            name: readBytes(os.path.join(self.folder, name))
+            for name in os.listdir(self.folder)
+        }
+
+    def test_allWrittenBeforeAnyRenamed(self) -> None:
+        """
+        When the first file is renamed into place, every new file is already
+        written out in full; afterwards only the new files are there.
+        """
+        seen: list[dict[str, bytes]] = []
+        rename = os.replace
+
+        def replace(source: str, destination: str) -> None:
+            seen.append(self.contents())
+            rename(source, destination)
+
+        self.patch(os, "replace", replace)
+        new = {name: b"new " + name.encode() for name in self.NAMES}
+        replaceTogether(self.folder, [(name, data, 0o600) for name, data in new.items()])
+        temporary = {f".{name}.{os.getpid()}.tmp": data for name, data in new.items()}
+        self.assertEqual(seen[0], {**{name: b"old" for name in self.NAMES}, **temporary})
+        self.assertEqual(self.contents(), new)
+
+    def test_failedWriteReplacesNothing(self) -> None:
+        """
+        When one file cannot be written, none is replaced and no temporary
+        file is left.
+        """
+        files = [(name, b"new", 0o600) for name in self.NAMES]
+        files.insert(2, ("missing/folder.pem", b"new", 0o600))
+        self.assertRaises(OSError, replaceTogether, self.folder, files)
+        self.assertEqual(self.contents(), {name: b"old" for name in self.NAMES})
 
 
 class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
