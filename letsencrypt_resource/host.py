@@ -25,7 +25,7 @@ from .keys import loadAccountKey
 from .interfaces import ICertificateConsumer
 from .operations import Operations
 from .resource import LetsEncryptResource
-from .store import DirectoryStore
+from .store import EXPORTED_FILES, DirectoryStore, removeTemporaryFiles
 
 
 def checkFileSystem(configuration: Configuration) -> None:
@@ -59,13 +59,15 @@ def makeResource(
     """
     The resource for C{options}, finding its consumers in C{registry}, with
     its own HTTP connection pool (to close when it stops).  The caller holds
-    the state directory's lock: files that a crash left half-written there
-    are removed.
+    the state directory's lock: files that a crash left half-written there,
+    and in the store directory, are removed.
     """
     trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
     http, pool = makeHTTPClient(reactor, trusted)
     store = DirectoryStore(options.stateDirectory)
     store.removeTemporaryFiles()
+    if options.storeDirectory is not None:
+        removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
     resource = LetsEncryptResource(
         options,
         registry,

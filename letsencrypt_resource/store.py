@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any
+import re
+from typing import Any, Collection
 
 import attrs
 from zope.interface import implementer
@@ -130,6 +131,33 @@ def replaceTogether(directory: str, files: list[tuple[str, bytes, int]]) -> None
         os.close(directoryFD)
 
 
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.tmp$")
+
+#: The files L{exportCertificate} writes in each certificate's folder.
+EXPORTED_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
+
+
+def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
+    """
+    Remove, in every folder under C{path}, the C{.<name>.<pid>.tmp} files
+    that writes cut short by a crash left behind; with C{only}, those of
+    these names only.
+
+    @return: How many were removed.
+    """
+    removed = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            match = _TEMPORARY.match(name)
+            if match and (only is None or match.group("name") in only):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except FileNotFoundError:
+                    continue
+                removed += 1
+    return removed
+
+
 def _writeTemporary(path: str, data: bytes, mode: int) -> str:
     """
     Write C{data} to a new temporary file beside C{path}, flushed to disk.
@@ -187,19 +215,13 @@ class DirectoryStore:
 
     def removeTemporaryFiles(self) -> int:
         """
-        Remove what writes cut short by a crash left behind: the
-        C{.<name>.<pid>.tmp} files of L{writeAtomically}.  Call it only
-        while holding the state directory's lock.
+        Remove what writes cut short by a crash left in the state directory
+        (see L{removeTemporaryFiles}).  Call it only while holding the state
+        directory's lock.
 
         @return: How many were removed.
         """
-        removed = 0
-        for folder, _, names in os.walk(self.path):
-            for name in names:
-                if name.startswith(".") and name.endswith(".tmp"):
-                    os.unlink(os.path.join(folder, name))
-                    removed += 1
-        return removed
+        return removeTemporaryFiles(self.path)
 
     def _file(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)
@@ -303,12 +325,13 @@ def exportCertificate(
     @raise StoreError: when a file cannot be written.
     """
     folder = os.path.join(directory, domainsFileName(domains))
-    files = [
-        ("cert.pem", certifiedKey.certificatePEM, 0o644),
-        ("chain.pem", certifiedKey.chainPEM, 0o644),
-        ("fullchain.pem", certifiedKey.fullchainPEM, 0o644),
-        ("privkey.pem", certifiedKey.keyPEM, 0o600),
+    contents = [
+        (certifiedKey.certificatePEM, 0o644),
+        (certifiedKey.chainPEM, 0o644),
+        (certifiedKey.fullchainPEM, 0o644),
+        (certifiedKey.keyPEM, 0o600),
     ]
+    files = [(name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents)]
     try:
         makePrivateDirectory(folder)
         replaceTogether(folder, files)

@@ -15,10 +15,12 @@ from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.interfaces import ICertificateStore
 from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.store import (
+    EXPORTED_FILES,
     AccountRecord,
     DirectoryStore,
     StoreError,
     exportCertificate,
+    removeTemporaryFiles,
     replaceTogether,
     writeAtomically,
 )
@@ -451,3 +453,18 @@ class TemporaryFilesTests(SynchronousTestCase):
         self.assertEqual(store.removeTemporaryFiles(), 2)
         self.assertEqual(os.listdir(folder), [])
         self.assertEqual(store.loadProvisionalSigner(), b"signer")
+
+    def test_onlyExportedNames(self) -> None:
+        """
+        In a store directory, only the temporary files of the exported
+        names are removed: other programs' files stay.
+        """
+        folder = os.path.join(self.mktemp(), "www.example.test")
+        os.makedirs(folder)
+        names = [".cert.pem.123.tmp", ".privkey.pem.7.tmp", ".other.txt.5.tmp", "cert.pem"]
+        for name in names:
+            with open(os.path.join(folder, name), "wb") as stream:
+                stream.write(b"data")
+        removed = removeTemporaryFiles(os.path.dirname(folder), only=EXPORTED_FILES)
+        self.assertEqual(removed, 2)
+        self.assertEqual(sorted(os.listdir(folder)), [".other.txt.5.tmp", "cert.pem"])
