@@ -418,16 +418,13 @@ class BackgroundWriteTests(ResourceTestCase):
             self.reactor.advance(0.5)
         return resource, runner
 
-    def releaseAll(self, runner: HeldRunner) -> int:
+    def releaseAll(self, runner: HeldRunner) -> None:
         """
         Release the held writes one by one; at most one is ever waiting.
         """
-        released = 0
         while runner.held:
             self.assertEqual(len(runner.held), 1, runner.names())
             runner.releaseOne()
-            released += 1
-        return released
 
     def test_stateWrittenByWorkers(self) -> None:
         """
