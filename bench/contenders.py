@@ -163,24 +163,31 @@ def twistd(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict
 # (b) embedded, through the in-process API
 
 
-def embedded(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict[str, Any]:
-    result = runWorker(
+def runEmbedded(
+    command: str, pebble: Pebble, workdir: str, *options: str, timeout: float = RUN_TIMEOUT
+) -> dict[str, Any]:
+    """
+    Run C{bench/embedded.py COMMAND} against C{pebble} in C{workdir}, with
+    more C{options}; return its result.
+    """
+    return runWorker(
         [
             os.path.join(BENCH, "embedded.py"),
-            "issue",
+            command,
             *pebbleArgs(pebble),
             "--root-file",
             pebble.rootFile,
             "--workdir",
             workdir,
-            "--n",
-            str(n),
-            "--run",
-            run,
-            "--key-type",
-            keyType,
-            "--verify",
-        ]
+            *options,
+        ],
+        timeout=timeout,
+    )
+
+
+def embedded(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict[str, Any]:
+    result = runEmbedded(
+        "issue", pebble, workdir, "--n", str(n), "--run", run, "--key-type", keyType, "--verify"
     )
     result["certificates"] = result.pop("verified")
     return result

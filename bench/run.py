@@ -242,28 +242,22 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
             for index, (phase, extra) in enumerate(phases.items()):
                 timeout = 3600 if phase == "cold" else args.settle_timeout
                 try:
-                    out[phase] = contenders.runWorker(
-                        [
-                            os.path.join(BENCH, "embedded.py"),
-                            "scale",
-                            *contenders.pebbleArgs(pebble),
-                            "--root-file",
-                            pebble.rootFile,
-                            "--workdir",
-                            w,
-                            "--n",
-                            str(args.scale_consumers),
-                            "--key-type",
-                            "ecdsa-p256",
-                            "--run",
-                            f"r{repeat}",
-                            # The cold run issues every certificate: no limit.
-                            "--settle-timeout",
-                            str(timeout),
-                            "--log-file",
-                            os.path.join(workdir, f"scale-{index}.log"),
-                        ]
-                        + extra,
+                    out[phase] = contenders.runEmbedded(
+                        "scale",
+                        pebble,
+                        w,
+                        "--n",
+                        str(args.scale_consumers),
+                        "--key-type",
+                        "ecdsa-p256",
+                        "--run",
+                        f"r{repeat}",
+                        # The cold run issues every certificate: no limit.
+                        "--settle-timeout",
+                        str(timeout),
+                        "--log-file",
+                        os.path.join(workdir, f"scale-{index}.log"),
+                        *extra,
                         timeout=timeout + 30,
                     )
                 except Exception as error:
@@ -346,25 +340,19 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
             try:
                 result = withPebble(
                     workdir,
-                    lambda p, w: contenders.runWorker(
-                        [
-                            os.path.join(BENCH, "embedded.py"),
-                            "issue",
-                            *contenders.pebbleArgs(p),
-                            "--root-file",
-                            p.rootFile,
-                            "--workdir",
-                            w,
-                            "--n",
-                            str(args.stall_certs),
-                            "--key-type",
-                            keyType,
-                            "--probe",
-                            "--load",
-                            load,
-                            "--rate",
-                            str(args.rate),
-                        ]
+                    lambda p, w: contenders.runEmbedded(
+                        "issue",
+                        p,
+                        w,
+                        "--n",
+                        str(args.stall_certs),
+                        "--key-type",
+                        keyType,
+                        "--probe",
+                        "--load",
+                        load,
+                        "--rate",
+                        str(args.rate),
                     ),
                 )
             except Exception as error:
@@ -456,21 +444,15 @@ def figure4(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         try:
             result = withPebble(
                 workdir,
-                lambda p, w: contenders.runWorker(
-                    [
-                        os.path.join(BENCH, "embedded.py"),
-                        "switch",
-                        *contenders.pebbleArgs(p),
-                        "--root-file",
-                        p.rootFile,
-                        "--workdir",
-                        w,
-                        "--key-type",
-                        keyType,
-                        "--renewals",
-                        str(args.renewals),
-                    ]
-                    + (["--export"] if export else [])
+                lambda p, w: contenders.runEmbedded(
+                    "switch",
+                    p,
+                    w,
+                    "--key-type",
+                    keyType,
+                    "--renewals",
+                    str(args.renewals),
+                    *(["--export"] if export else []),
                 ),
             )
         except Exception as error:
