@@ -43,7 +43,7 @@ from tests.faultcase import (
     waitFor,
 )
 from tests.test_resource import ResourceTestCase
-from tests.test_integration import HELLO
+from tests.test_integration import CONFIGURATION, HELLO
 from tests.tlsclient import connectTLS
 
 #: Seconds a fault test against pebble may wait for certificates.
@@ -762,35 +762,6 @@ class StoreDirectoryTests(FaultCase):
                 self.assertEqual(stream.read(), consumers[name].received[-1].certificatePEM)
 
 
-CHALLENGE_PORT_TAKEN = """\
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-agree_tos = yes
-state_directory = state
-key_type = ecdsa-p256
-
-[services/files]
-type = https
-name = files-https
-address = 127.0.0.1
-port = {ports[0]}
-path = public
-ssl_domains = files.example.test, www.example.test
-
-[services/reports]
-type = https
-name = reports-https
-address = 127.0.0.1
-port = {ports[1]}
-path = public
-ssl_domains = reports.example.test
-"""
-
-
 class ChallengePortTakenTests(FaultCase):
     """
     Something else holds the challenge port.
@@ -811,12 +782,13 @@ class ChallengePortTakenTests(FaultCase):
         os.makedirs(os.path.join(directory, "public"))
         with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
             stream.write(HELLO)
-        ports = [freeTCPPort(), freeTCPPort()]
+        ports = [freeTCPPort() for _ in range(3)]
         configuration = parseConfiguration(
-            CHALLENGE_PORT_TAKEN.format(
+            CONFIGURATION.format(
                 challengePort=challengePort,
                 directoryURL=testCA.directoryURL,
                 caFile=testCA.caFile,
+                keyType="ecdsa-p256",
                 ports=ports,
             ),
             directory,
@@ -831,7 +803,8 @@ class ChallengePortTakenTests(FaultCase):
         signer = CertifiedKey.fromPEM(
             DirectoryStore(os.path.join(directory, "state")).loadProvisionalSigner()
         )
-        for port, name in zip(ports, ["www.example.test", "reports.example.test"]):
+        names = ["www.example.test", "files.example.test", "reports.example.test"]
+        for port, name in zip(ports, names):
             client = await connectTLS(reactor, port, name, signer.certificatePEM)
             try:
                 await client.get("/hello.txt", HELLO)
