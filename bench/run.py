@@ -112,6 +112,14 @@ def spread(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
 TWISTD_FROM_START = "twistd, from resource start"
 
 
+def addRates(result: dict[str, Any], n: int) -> None:
+    """
+    Add seconds per certificate and certificates per second to C{result}.
+    """
+    result["seconds_per_certificate"] = result["seconds"] / n
+    result["certificates_per_second"] = n / result["seconds"]
+
+
 def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     results: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     for n in args.sizes:
@@ -138,8 +146,7 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     if "seconds" in result and result.get("certificates") != n:
                         result["error"] = f"only {result.get('certificates')} of {n} verified"
                     if "error" not in result and "skipped" not in result:
-                        result["seconds_per_certificate"] = result["seconds"] / n
-                        result["certificates_per_second"] = n / result["seconds"]
+                        addRates(result, n)
                         log(
                             f"  {result['seconds']:.2f} s, "
                             f"{result['seconds_per_certificate']:.3f} s/cert"
@@ -151,8 +158,7 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     results.setdefault((n, keyType, name), []).append(result)
                     if name == "twistd" and result.get("startup_seconds") is not None:
                         fromStart = dict(result, seconds=result["seconds"] - result["startup_seconds"])
-                        fromStart["seconds_per_certificate"] = fromStart["seconds"] / n
-                        fromStart["certificates_per_second"] = n / fromStart["seconds"]
+                        addRates(fromStart, n)
                         results.setdefault((n, keyType, TWISTD_FROM_START), []).append(fromStart)
     shown = [
         shownName
