@@ -365,6 +365,26 @@ class BadConfigurationTests(SynchronousTestCase):
             "'www..example.com' has an invalid label ''",
         )
 
+    def test_invalidALabel(self) -> None:
+        """
+        A name with an C{xn--} label that is not the A-label of a valid IDN
+        is refused, naming it, in C{ssl_domains} as in an C{address}.
+        """
+        self.assertConfigurationError(
+            withService(ssl_domains="files.example.com, xn--zz.example.test"),
+            "services/s1",
+            "ssl_domains",
+            "'xn--zz.example.test' has a label 'xn--zz' that is not a valid IDN "
+            "A-label",
+        )
+        self.assertConfigurationError(
+            withResource(address="xn--zz.example.test"),
+            "resources/r1",
+            "address",
+            "'xn--zz.example.test'",
+            "not a valid IDN A-label",
+        )
+
     def test_wildcardDomain(self) -> None:
         """
         A wildcard in C{ssl_domains} is refused: HTTP-01 cannot prove it.
@@ -1221,6 +1241,8 @@ MALFORMED = (
     ("space-separated", withService(ssl_domains="a.com b.com"), S1, "ssl_domains"),
     ("101 names", withService(ssl_domains=HUNDRED_AND_ONE), S1, "ssl_domains"),
     ("invalid IDN", withService(ssl_domains="bad\u200d.com"), S1, "ssl_domains"),
+    ("invalid A-label", withService(ssl_domains="xn--zz.a.test"), S1, "ssl_domains"),
+    ("reserved label", withService(ssl_domains="ab--c.a.test"), S1, "ssl_domains"),
     ("empty ssl_domains", withService(ssl_domains=""), S1, "ssl_domains"),
     # Paths.
     ("missing path", withService(path=None), S1, "path"),
