@@ -179,6 +179,14 @@ def _address(value: str) -> str:
 
 
 def _url(value: str) -> str:
+    return _checkURL(value, ("http", "https"))
+
+
+def _acmeURL(value: str) -> str:
+    return _checkURL(value, ("https",))
+
+
+def _checkURL(value: str, schemes: tuple[str, ...]) -> str:
     text = value.strip()
     if any(char.isspace() or not char.isprintable() for char in text):
         raise ValueError(
@@ -188,8 +196,14 @@ def _url(value: str) -> str:
         url = DecodedURL.from_text(text)
     except Exception:
         raise ValueError(f"{text!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL with a host")
+    if url.scheme == "http" and "http" not in schemes:
+        raise ValueError(
+            f"{text!r} is plain http://; an ACME server is only reached over "
+            "https:// (RFC 8555)"
+        )
+    if url.scheme not in schemes or not url.host:
+        written = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"{text!r} is not an {written} URL with a host")
     if not (_isIPAddress(url.host) or isHostName(url.host)):
         raise ValueError(f"{text!r} has an invalid host {url.host!r}")
     if not 1 <= url.port <= 65535:
@@ -310,7 +324,7 @@ _COMMON = (
 RESOURCE_OPTIONS = _COMMON + (
     Option("address", _address, None, "Address of the HTTP-01 challenge site."),
     Option("port", _port, "80", "Port of the HTTP-01 challenge site."),
-    Option("acme_url", _url, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
+    Option("acme_url", _acmeURL, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
     Option(
         "state_directory",
         _path,
@@ -526,6 +540,14 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
             "already one and only one may be enabled",
         )
     resource = resources[0] if resources else None
+    if resource is None and not services:
+        raise ConfigurationError(
+            None,
+            None,
+            f"the file enables no {RESOURCE_TYPE!r} resource and no service, so "
+            "the server would do nothing; add a [resources/<id>] section with "
+            f"type = {RESOURCE_TYPE} (see sample.ini)",
+        )
     if resource is None:
         for service in services:
             raise ConfigurationError(
@@ -538,25 +560,65 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
     return Configuration(serverName, resource, tuple(services))
 
 
+#: The addresses that listen on every interface of a port.
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+#: What a loopback name (C{localhost}, C{*.localhost}: RFC 6761) resolves to.
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _bindings(address: str) -> frozenset[str]:
+    """
+    The addresses a listener on C{address} may bind: an IPv4 address
+    mapped into IPv6 is the IPv4 address, a loopback name is every address
+    it may resolve to, other host names are compared as written.
+    """
+    if address == "localhost" or address.endswith(".localhost"):
+        return _LOOPBACK
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return frozenset({address})
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return frozenset({str(mapped if mapped is not None else ip)})
+
+
 def _checkPortClashes(
     resource: ResourceOptions | None, services: list[ServiceOptions]
 ) -> None:
+    """
+    Raise L{ConfigurationError} at the first listener whose address and
+    port another listener already uses, in one pass over the listeners.
+    """
     listeners = [(s.section, s.address, s.port) for s in services]
     if resource is not None:
         listeners.insert(0, (resource.section, resource.address, resource.port))
-    wildcards = ("0.0.0.0", "::")
-    for index, (section, address, port) in enumerate(listeners):
-        for other, otherAddress, otherPort in listeners[:index]:
-            if port == otherPort and (
-                address == otherAddress
-                or address in wildcards
-                or otherAddress in wildcards
-            ):
-                raise ConfigurationError(
-                    section,
-                    "port",
-                    f"{address} port {port} is already used by [{other}]",
-                )
+    # Per port: the first listener, the one on a wildcard address, and the
+    # listener of each bound address.
+    first: dict[int, tuple[str, str]] = {}
+    wildcard: dict[int, tuple[str, str]] = {}
+    bound: dict[tuple[int, str], tuple[str, str]] = {}
+    for section, address, port in listeners:
+        addresses = _bindings(address)
+        clash = wildcard.get(port)
+        if clash is None and addresses & _WILDCARDS:
+            clash = first.get(port)
+        if clash is None:
+            clash = next(
+                (bound[port, a] for a in sorted(addresses) if (port, a) in bound), None
+            )
+        if clash is not None:
+            other, otherAddress = clash
+            used = "" if otherAddress == address else f" on {otherAddress}"
+            raise ConfigurationError(
+                section,
+                "port",
+                f"{address} port {port} is already used by [{other}]{used}",
+            )
+        first.setdefault(port, (section, address))
+        if addresses & _WILDCARDS:
+            wildcard[port] = (section, address)
+        for each in addresses:
+            bound[(port, each)] = (section, address)
 
 
 def loadConfiguration(path: str) -> Configuration:
