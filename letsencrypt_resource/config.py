@@ -122,11 +122,13 @@ class Configuration:
 
     @ivar resource: The enabled C{lets-encrypt} resource, if any.
     @ivar services: The enabled services.
+    @ivar configurationFile: The file it was read from, if any.
     """
 
     serverName: str
     resource: ResourceOptions | None
     services: tuple[ServiceOptions, ...]
+    configurationFile: str | None = None
 
 
 # Option parsers: each takes the raw text and returns the typed value or
@@ -465,12 +467,16 @@ def _checkIdentifier(section: str) -> None:
         )
 
 
-def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
+def parseConfiguration(
+    text: str, baseDirectory: str, configurationFile: str | None = None
+) -> Configuration:
     """
     Parse and validate the INI C{text} of a configuration file.
 
     @param baseDirectory: The folder relative paths are resolved against,
         usually the configuration file's own.
+    @param configurationFile: The file C{text} was read from, if any: no
+        service may publish it.
 
     @raise ConfigurationError: at the first problem found.
     """
@@ -557,7 +563,11 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
                 "certificate, and there is none",
             )
     _checkPortClashes(resource, services)
-    return Configuration(serverName, resource, tuple(services))
+    configuration = Configuration(
+        serverName, resource, tuple(services), configurationFile
+    )
+    checkServedPaths(configuration, os.path.abspath)
+    return configuration
 
 
 #: The addresses that listen on every interface of a port.
@@ -621,6 +631,81 @@ def _checkPortClashes(
             bound[(port, each)] = (section, address)
 
 
+def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:
+    """
+    What no service may publish, as (description, path, whether it is a
+    folder): the folders that hold private keys, the account key and the
+    configuration file, which may hold the external account binding key.
+    The C{acme_ca_file} is left out: it holds public CA certificates only.
+    """
+    secrets = []
+    resource = configuration.resource
+    if resource is not None:
+        for option, path, folder in (
+            ("state_directory", resource.stateDirectory, True),
+            ("store_directory", resource.storeDirectory, True),
+            ("account_key", resource.accountKeyFile, False),
+        ):
+            if path is not None:
+                secrets.append((f"[{resource.section}] {option}", path, folder))
+    if configuration.configurationFile is not None:
+        secrets.append(
+            ("the configuration file", configuration.configurationFile, False)
+        )
+    return secrets
+
+
+def _relation(served: str, secret: str, folder: bool) -> str | None:
+    """
+    How the served folder C{served} exposes C{secret}, or C{None} when it
+    does not; both are absolute and normal.
+    """
+    common = os.path.commonpath([served, secret])
+    if served == secret:
+        return "is"
+    if common == served:
+        return "contains"
+    if folder and common == secret:
+        return "is inside"
+    return None
+
+
+def checkServedPaths(
+    configuration: Configuration, resolve: Callable[[str], str]
+) -> None:
+    """
+    Refuse a service whose C{path} is, contains or lies inside a place that
+    holds secrets (see L{_secrets}): it would publish them.
+
+    @param resolve: Makes each path absolute: C{os.path.abspath} compares
+        them as written, C{os.path.realpath} once links are followed, so that
+        an alias made of a symbolic link cannot slip past.
+
+    @raise ConfigurationError: naming the service's C{path} and the option
+        of the secret.
+    """
+    secrets = [
+        (what, written, resolve(written), folder)
+        for what, written, folder in _secrets(configuration)
+    ]
+    for service in configuration.services:
+        served = resolve(service.path)
+        for what, written, secret, folder in secrets:
+            relation = _relation(served, secret, folder)
+            if relation is None:
+                continue
+            resolved = ""
+            if (served, secret) != (service.path, written):
+                resolved = f" (once links are followed, {served} and {secret})"
+            raise ConfigurationError(
+                service.section,
+                "path",
+                f"{service.path} {relation} {what} {written}{resolved}: the "
+                "service would publish its secrets; serve a folder that holds "
+                "none",
+            )
+
+
 def loadConfiguration(path: str) -> Configuration:
     """
     Read and parse the configuration file at C{path}.
@@ -638,4 +723,5 @@ def loadConfiguration(path: str) -> Configuration:
         raise ConfigurationError(
             None, None, f"the configuration file {path} is not UTF-8 text: {error}"
         ) from None
-    return parseConfiguration(text, os.path.dirname(os.path.abspath(path)))
+    path = os.path.abspath(path)
+    return parseConfiguration(text, os.path.dirname(path), path)

@@ -769,6 +769,7 @@ class GoodConfigurationTests(SynchronousTestCase):
                         debug=False,
                     ),
                 ),
+                configurationFile=SAMPLE,
             ),
         )
 
