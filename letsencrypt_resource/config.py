@@ -584,12 +584,11 @@ def _bindings(address: str) -> frozenset[str]:
     """
     if address == "localhost" or address.endswith(".localhost"):
         return _LOOPBACK
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return frozenset({address})
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return frozenset({str(mapped if mapped is not None else ip)})
+    if address.startswith("::ffff:"):
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        if mapped is not None:
+            return frozenset({str(mapped)})
+    return frozenset({address})
 
 
 def _checkPortClashes(
@@ -638,7 +637,7 @@ def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:
     configuration file, which may hold the external account binding key.
     The C{acme_ca_file} is left out: it holds public CA certificates only.
     """
-    secrets = []
+    secrets: list[tuple[str, str, bool]] = []
     resource = configuration.resource
     if resource is not None:
         for option, path, folder in (
