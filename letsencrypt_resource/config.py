@@ -1,10 +1,12 @@
 """
 The configuration file: INI text in, frozen and fully validated objects out.
 
-L{parseConfiguration} is pure: it reads nothing but the text it is given and
-raises L{ConfigurationError} naming the section and option at the first
-problem.  Checks that need the file system (a folder that must exist, a CA
-bundle that must parse) are in L{letsencrypt_resource.host}.
+L{parseConfiguration} is pure: it reads nothing but the text it is given (and
+the working folder, to make paths absolute) and raises L{ConfigurationError}
+naming the section and option at the first problem.  Checks that need the
+file system (a folder that must exist, a CA bundle that must parse, served
+folders compared once links are followed) are in
+L{letsencrypt_resource.host}.
 """
 
 from __future__ import annotations
