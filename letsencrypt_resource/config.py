@@ -1,10 +1,12 @@
 """
 The configuration file: INI text in, frozen and fully validated objects out.
 
-L{parseConfiguration} is pure: it reads nothing but the text it is given and
-raises L{ConfigurationError} naming the section and option at the first
-problem.  Checks that need the file system (a folder that must exist, a CA
-bundle that must parse) are in L{letsencrypt_resource.host}.
+L{parseConfiguration} is pure: it reads nothing but the text it is given (and
+the working folder, to make paths absolute) and raises L{ConfigurationError}
+naming the section and option at the first problem.  Checks that need the
+file system (a folder that must exist, a CA bundle that must parse, served
+folders compared once links are followed) are in
+L{letsencrypt_resource.host}.
 """
 
 from __future__ import annotations
@@ -122,11 +124,13 @@ class Configuration:
 
     @ivar resource: The enabled C{lets-encrypt} resource, if any.
     @ivar services: The enabled services.
+    @ivar configurationFile: The file it was read from, if any.
     """
 
     serverName: str
     resource: ResourceOptions | None
     services: tuple[ServiceOptions, ...]
+    configurationFile: str | None = None
 
 
 # Option parsers: each takes the raw text and returns the typed value or
@@ -179,6 +183,14 @@ def _address(value: str) -> str:
 
 
 def _url(value: str) -> str:
+    return _checkURL(value, ("http", "https"))
+
+
+def _acmeURL(value: str) -> str:
+    return _checkURL(value, ("https",))
+
+
+def _checkURL(value: str, schemes: tuple[str, ...]) -> str:
     text = value.strip()
     if any(char.isspace() or not char.isprintable() for char in text):
         raise ValueError(
@@ -188,8 +200,14 @@ def _url(value: str) -> str:
         url = DecodedURL.from_text(text)
     except Exception:
         raise ValueError(f"{text!r} is not a URL") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"{text!r} is not an http:// or https:// URL with a host")
+    if url.scheme == "http" and "http" not in schemes:
+        raise ValueError(
+            f"{text!r} is plain http://; an ACME server is only reached over "
+            "https:// (RFC 8555)"
+        )
+    if url.scheme not in schemes or not url.host:
+        written = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"{text!r} is not an {written} URL with a host")
     if not (_isIPAddress(url.host) or isHostName(url.host)):
         raise ValueError(f"{text!r} has an invalid host {url.host!r}")
     if not 1 <= url.port <= 65535:
@@ -310,7 +328,7 @@ _COMMON = (
 RESOURCE_OPTIONS = _COMMON + (
     Option("address", _address, None, "Address of the HTTP-01 challenge site."),
     Option("port", _port, "80", "Port of the HTTP-01 challenge site."),
-    Option("acme_url", _url, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
+    Option("acme_url", _acmeURL, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
     Option(
         "state_directory",
         _path,
@@ -451,12 +469,16 @@ def _checkIdentifier(section: str) -> None:
         )
 
 
-def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
+def parseConfiguration(
+    text: str, baseDirectory: str, configurationFile: str | None = None
+) -> Configuration:
     """
     Parse and validate the INI C{text} of a configuration file.
 
     @param baseDirectory: The folder relative paths are resolved against,
         usually the configuration file's own.
+    @param configurationFile: The file C{text} was read from, if any: no
+        service may publish it.
 
     @raise ConfigurationError: at the first problem found.
     """
@@ -526,6 +548,14 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
             "already one and only one may be enabled",
         )
     resource = resources[0] if resources else None
+    if resource is None and not services:
+        raise ConfigurationError(
+            None,
+            None,
+            f"the file enables no {RESOURCE_TYPE!r} resource and no service, so "
+            "the server would do nothing; add a [resources/<id>] section with "
+            f"type = {RESOURCE_TYPE} (see sample.ini)",
+        )
     if resource is None:
         for service in services:
             raise ConfigurationError(
@@ -535,28 +565,146 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
                 "certificate, and there is none",
             )
     _checkPortClashes(resource, services)
-    return Configuration(serverName, resource, tuple(services))
+    configuration = Configuration(
+        serverName, resource, tuple(services), configurationFile
+    )
+    checkServedPaths(configuration, os.path.abspath)
+    return configuration
+
+
+#: The addresses that listen on every interface of a port.
+_WILDCARDS = frozenset({"0.0.0.0", "::"})
+#: What a loopback name (C{localhost}, C{*.localhost}: RFC 6761) resolves to.
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def _bindings(address: str) -> frozenset[str]:
+    """
+    The addresses a listener on C{address} may bind: an IPv4 address
+    mapped into IPv6 is the IPv4 address, a loopback name is every address
+    it may resolve to, other host names are compared as written.
+    """
+    if address == "localhost" or address.endswith(".localhost"):
+        return _LOOPBACK
+    if address.startswith("::ffff:"):
+        mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        if mapped is not None:
+            return frozenset({str(mapped)})
+    return frozenset({address})
 
 
 def _checkPortClashes(
     resource: ResourceOptions | None, services: list[ServiceOptions]
 ) -> None:
+    """
+    Raise L{ConfigurationError} at the first listener whose address and
+    port another listener already uses, in one pass over the listeners.
+    """
     listeners = [(s.section, s.address, s.port) for s in services]
     if resource is not None:
         listeners.insert(0, (resource.section, resource.address, resource.port))
-    wildcards = ("0.0.0.0", "::")
-    for index, (section, address, port) in enumerate(listeners):
-        for other, otherAddress, otherPort in listeners[:index]:
-            if port == otherPort and (
-                address == otherAddress
-                or address in wildcards
-                or otherAddress in wildcards
-            ):
-                raise ConfigurationError(
-                    section,
-                    "port",
-                    f"{address} port {port} is already used by [{other}]",
-                )
+    # Per port: the first listener, the one on a wildcard address, and the
+    # listener of each bound address.
+    first: dict[int, tuple[str, str]] = {}
+    wildcard: dict[int, tuple[str, str]] = {}
+    bound: dict[tuple[int, str], tuple[str, str]] = {}
+    for section, address, port in listeners:
+        addresses = _bindings(address)
+        clash = wildcard.get(port)
+        if clash is None and addresses & _WILDCARDS:
+            clash = first.get(port)
+        if clash is None:
+            clash = next(
+                (bound[port, a] for a in sorted(addresses) if (port, a) in bound), None
+            )
+        if clash is not None:
+            other, otherAddress = clash
+            used = "" if otherAddress == address else f" on {otherAddress}"
+            raise ConfigurationError(
+                section,
+                "port",
+                f"{address} port {port} is already used by [{other}]{used}",
+            )
+        first.setdefault(port, (section, address))
+        if addresses & _WILDCARDS:
+            wildcard[port] = (section, address)
+        for each in addresses:
+            bound[(port, each)] = (section, address)
+
+
+def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:
+    """
+    What no service may publish, as (description, path, whether it is a
+    folder): the folders that hold private keys, the account key and the
+    configuration file, which may hold the external account binding key.
+    The C{acme_ca_file} is left out: it holds public CA certificates only.
+    """
+    secrets: list[tuple[str, str, bool]] = []
+    resource = configuration.resource
+    if resource is not None:
+        for option, path, folder in (
+            ("state_directory", resource.stateDirectory, True),
+            ("store_directory", resource.storeDirectory, True),
+            ("account_key", resource.accountKeyFile, False),
+        ):
+            if path is not None:
+                secrets.append((f"[{resource.section}] {option}", path, folder))
+    if configuration.configurationFile is not None:
+        secrets.append(
+            ("the configuration file", configuration.configurationFile, False)
+        )
+    return secrets
+
+
+def _relation(served: str, secret: str, folder: bool) -> str | None:
+    """
+    How the served folder C{served} exposes C{secret}, or C{None} when it
+    does not; both are absolute and normal.
+    """
+    common = os.path.commonpath([served, secret])
+    if served == secret:
+        return "is"
+    if common == served:
+        return "contains"
+    if folder and common == secret:
+        return "is inside"
+    return None
+
+
+def checkServedPaths(
+    configuration: Configuration, resolve: Callable[[str], str]
+) -> None:
+    """
+    Refuse a service whose C{path} is, contains or lies inside a place that
+    holds secrets (see L{_secrets}): it would publish them.
+
+    @param resolve: Makes each path absolute: C{os.path.abspath} compares
+        them as written, C{os.path.realpath} once links are followed, so that
+        an alias made of a symbolic link cannot slip past.
+
+    @raise ConfigurationError: naming the service's C{path} and the option
+        of the secret.
+    """
+    secrets = [
+        (what, written, resolve(written), folder)
+        for what, written, folder in _secrets(configuration)
+    ]
+    for service in configuration.services:
+        served = resolve(service.path)
+        for what, written, secret, folder in secrets:
+            relation = _relation(served, secret, folder)
+            if relation is None:
+                continue
+            resolved = ""
+            if (served, secret) != (service.path, written):
+                resolved = f" (once links are followed, {served} and {secret})"
+            raise ConfigurationError(
+                service.section,
+                "path",
+                f"{service.path} {relation} {what} {written}{resolved}: the "
+                "service would publish its secrets; serve a folder that holds "
+                "none",
+            )
 
 
 def loadConfiguration(path: str) -> Configuration:
@@ -576,4 +724,5 @@ def loadConfiguration(path: str) -> Configuration:
         raise ConfigurationError(
             None, None, f"the configuration file {path} is not UTF-8 text: {error}"
         ) from None
-    return parseConfiguration(text, os.path.dirname(os.path.abspath(path)))
+    path = os.path.abspath(path)
+    return parseConfiguration(text, os.path.dirname(path), path)

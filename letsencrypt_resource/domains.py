@@ -94,8 +94,32 @@ def _checkLabels(name: str) -> None:
                 f"{name!r} has an invalid label {label!r}: use letters, digits and "
                 "inner hyphens, 1 to 63 characters"
             )
+        _checkReservedLabel(name, label)
     if labels[-1].isdigit():
         raise InvalidDomain(f"{name!r} ends in a numeric label")
+
+
+def _checkReservedLabel(name: str, label: str) -> None:
+    """
+    Raise L{InvalidDomain} when the label of C{name} has hyphens in its
+    third and fourth places (RFC 5891 reserves that form) and is not a
+    valid A-label: the C{xn--} form of a valid IDNA U-label, as CAs check.
+    """
+    if label[2:4] != "--":
+        return
+    if not label.startswith("xn--"):
+        raise InvalidDomain(
+            f"{name!r} has a label {label!r} in the reserved form '??--' that "
+            "only 'xn--' IDN labels may take"
+        )
+    try:
+        valid = idna.alabel(idna.ulabel(label)).decode("ascii") == label
+    except UnicodeError:
+        valid = False
+    if not valid:
+        raise InvalidDomain(
+            f"{name!r} has a label {label!r} that is not a valid IDN A-label"
+        )
 
 
 def parseDomainList(text: str) -> tuple[str, ...]:

@@ -96,6 +96,12 @@ PROVISIONAL_IN_USE = _event(
     "Service {service} uses a provisional certificate, signed by this "
     "installation's own signer, for {domains} until the CA issues one.",
 )
+PROVISIONAL_SIGNER_MADE = _event(
+    20180,
+    LogLevel.info,
+    "Made a new provisional signer, valid until {not_after}, that may sign "
+    "for the {count} names in use and names under them only: {reason}.",
+)
 ACCOUNT_REGISTERED = _event(
     20154, LogLevel.info, "ACME account {account} at {acme_url} is ready to use."
 )

@@ -17,7 +17,12 @@ from twisted.internet.defer import Deferred
 from twisted.web.client import HTTPConnectionPool
 from zope.interface.registry import Components
 
-from .config import Configuration, ConfigurationError, ResourceOptions
+from .config import (
+    Configuration,
+    ConfigurationError,
+    ResourceOptions,
+    checkServedPaths,
+)
 from .control import ControlService, StateLock
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
@@ -32,14 +37,16 @@ def checkFileSystem(configuration: Configuration) -> None:
     """
     The checks of a configuration that read the file system.
 
-    @raise ConfigurationError: when a served folder is missing or the ACME
-        CA bundle cannot be used.
+    @raise ConfigurationError: when a served folder is missing or, once
+        links are followed, holds secrets, or the ACME CA bundle cannot be
+        used.
     """
     for service in configuration.services:
         if not os.path.isdir(service.path):
             raise ConfigurationError(
                 service.section, "path", f"{service.path} is not an existing folder"
             )
+    checkServedPaths(configuration, os.path.realpath)
     resource = configuration.resource
     if resource is not None and resource.acmeCAFile is not None:
         try:

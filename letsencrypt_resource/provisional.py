@@ -4,23 +4,40 @@ its real one.
 
 Each installation makes its own signer (a self-signed CA key and
 certificate, kept in the state directory) at first start, so that no two
-installations share a provisional key.
+installations share a provisional key.  The signer may sign only for the
+names the installation serves: its critical name constraints permit those
+names (and names under them) and no IP address, and it lives a year.  A
+signer whose constraints miss a name, or that would die before a
+provisional certificate made now, is replaced.
 """
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
+from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .certificates import CA_KEY_USAGE, CertifiedKey
 from .keys import PrivateKey, generateKey, withDomainNames
 
-_SIGNER_LIFETIME = datetime.timedelta(days=3650)
+_SIGNER_LIFETIME = datetime.timedelta(days=365)
 _PROVISIONAL_LIFETIME = datetime.timedelta(days=90)
 _BACKDATE = datetime.timedelta(hours=1)
+
+#: The most name subtrees a signer permits: beyond, names are grouped under
+#: their parent domains, so that the signer, sent in every handshake of a
+#: provisional certificate, stays small.
+MAX_PERMITTED_SUBTREES = 100
+
+#: No IP address may be signed.
+_EVERY_IP_ADDRESS = (
+    x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+    x509.IPAddress(ipaddress.ip_network("::/0")),
+)
 
 
 def _builder(
@@ -39,9 +56,73 @@ def _builder(
     )
 
 
-def makeSigner(label: str, now: datetime.datetime) -> CertifiedKey:
+def _permits(subtrees: set[str], name: str) -> bool:
     """
-    Make a new self-signed signer for provisional certificates.
+    Whether one of the DNS C{subtrees} permits C{name}: it is C{name} or a
+    parent domain of it (RFC 5280 4.2.1.10).
+    """
+    labels = name.split(".")
+    return any(".".join(labels[i:]) in subtrees for i in range(len(labels)))
+
+
+def permittedSubtrees(domains: Iterable[str]) -> tuple[str, ...]:
+    """
+    The fewest DNS subtrees that permit every one of C{domains}: names under
+    another listed name are dropped; when more than
+    L{MAX_PERMITTED_SUBTREES} remain, names are replaced by their parent
+    domains, one label at a time, down to single labels if need be.
+    """
+    names = set(domains)
+    labels = max((name.count(".") + 1 for name in names), default=1)
+    while True:
+        # Fewest labels first, so that each name meets its parents before it.
+        cover: set[str] = set()
+        for name in sorted(names, key=lambda n: n.count(".")):
+            if not _permits(cover, name):
+                cover.add(name)
+        if len(cover) <= MAX_PERMITTED_SUBTREES or labels == 1:
+            return tuple(sorted(cover))
+        labels -= 1
+        names = {".".join(name.split(".")[-labels:]) for name in cover}
+
+
+def signerProblem(
+    signer: CertifiedKey, domains: Iterable[str], now: datetime.datetime
+) -> str | None:
+    """
+    Why C{signer} may not sign provisional certificates for C{domains} made
+    at C{now}, or C{None} when it may.
+    """
+    if signer.notAfter < now + _PROVISIONAL_LIFETIME:
+        return (
+            f"the stored one ends on {signer.notAfter.date().isoformat()}, before "
+            "a provisional certificate made now"
+        )
+    try:
+        constraints = signer.certificate.extensions.get_extension_for_class(
+            x509.NameConstraints
+        ).value
+    except x509.ExtensionNotFound:
+        return "the stored one has no name constraints"
+    permitted = {
+        subtree.value
+        for subtree in constraints.permitted_subtrees or ()
+        if isinstance(subtree, x509.DNSName)
+    }
+    missing = [name for name in domains if not _permits(permitted, name)]
+    if missing:
+        return f"the stored one may not sign for {', '.join(missing[:3])}" + (
+            f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        )
+    return None
+
+
+def makeSigner(
+    label: str, domains: Iterable[str], now: datetime.datetime
+) -> CertifiedKey:
+    """
+    Make a new self-signed signer for provisional certificates, that may
+    sign for C{domains} (and names under them) only, for a year.
 
     Generates a key: call it off the reactor thread.
 
@@ -58,6 +139,18 @@ def makeSigner(label: str, now: datetime.datetime) -> CertifiedKey:
         .add_extension(
             CA_KEY_USAGE,
             critical=True,
+        )
+        .add_extension(
+            x509.NameConstraints(
+                permitted_subtrees=[
+                    x509.DNSName(name) for name in permittedSubtrees(domains)
+                ],
+                excluded_subtrees=list(_EVERY_IP_ADDRESS),
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
         )
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False

@@ -38,7 +38,7 @@ from .keys import generateKey, keyType
 from .limiter import Limiter
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay, shouldWarn
-from .provisional import makeProvisional, makeSigner
+from .provisional import makeProvisional, makeSigner, signerProblem
 from .store import AccountRecord, StoreError, exportCertificate
 from .workers import BackgroundWorkers
 
@@ -317,8 +317,9 @@ class LetsEncryptResource(Service):
     @inlineCallbacks
     def _provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
         now = _utc(self._reactor.seconds())
-        if self._signer is None:
-            self._signer = yield self._loadOrMakeSigner(now)
+        names = sorted({name for c in self.managed.values() for name in c.domains})
+        if self._signer is None or signerProblem(self._signer, names, now):
+            self._signer = yield self._loadOrMakeSigner(now, names)
         signer = self._signer
         # A few at a time, each delivered as it comes, so that the reactor
         # never builds hundreds of TLS contexts in one turn.
@@ -336,17 +337,34 @@ class LetsEncryptResource(Service):
         )
 
     @inlineCallbacks
-    def _loadOrMakeSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+    def _loadOrMakeSigner(
+        self, now: datetime.datetime, names: list[str]
+    ) -> Deferred[CertifiedKey]:
+        """
+        The stored signer when it may sign for C{names}, else a new one that
+        may, stored in its place.
+        """
+        problem: str | None = "none was stored"
         try:
             pem = self.store.loadProvisionalSigner()
             if pem is not None:
-                return CertifiedKey.fromPEM(pem)
+                stored = CertifiedKey.fromPEM(pem)
+                problem = signerProblem(stored, names, now)
+                if problem is None:
+                    return stored
         except (StoreError, ValueError) as error:
             events.STORED_STATE_IGNORED.emit(
                 self._log, domains="the provisional signer", details=str(error)
             )
-        signer = yield self.runInThread(makeSigner, self.options.name, now)
+            problem = "the stored one is damaged"
+        signer = yield self.runInThread(makeSigner, self.options.name, names, now)
         self.store.saveProvisionalSigner(signer.toPEM())
+        events.PROVISIONAL_SIGNER_MADE.emit(
+            self._log,
+            count=len(names),
+            not_after=signer.notAfter.isoformat(),
+            reason=problem,
+        )
         return signer
 
     def _deliver(self, certificate: ManagedCertificate, certifiedKey: CertifiedKey) -> None:

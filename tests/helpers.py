@@ -80,11 +80,12 @@ def selfSigned(
     return CertifiedKey(key, builder.sign(key, hashes.SHA256()))
 
 
-def newSigner() -> CertifiedKey:
+def newSigner(domains: tuple[str, ...] = ("com", "test")) -> CertifiedKey:
     """
-    A new provisional signer, valid now.
+    A new provisional signer, valid now, that may sign for C{domains} and
+    the names under them.
     """
-    return makeSigner("tests", utcNow())
+    return makeSigner("tests", domains, utcNow())
 
 
 def provisionalFor(

@@ -326,7 +326,7 @@ class ProvisionalTests(SynchronousTestCase):
         """
         A label too long for a common name is cut short.
         """
-        signer = makeSigner("x" * 100, utcNow())
+        signer = makeSigner("x" * 100, ("example.com",), utcNow())
         self.assertEqual(len(commonNames(signer.certificate.subject)[0]), 64)
 
     def test_signersDiffer(self) -> None:

@@ -4,7 +4,9 @@ Tests for L{letsencrypt_resource.config}.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import time
 from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +18,7 @@ from letsencrypt_resource.config import (
     ConfigurationError,
     ResourceOptions,
     ServiceOptions,
+    _checkPortClashes,
     loadConfiguration,
     parseConfiguration,
 )
@@ -276,15 +279,28 @@ class BadConfigurationTests(SynchronousTestCase):
             "use 0.0.0.0 or :: to listen on every interface",
         )
 
-    def test_acmeURLNotHTTP(self) -> None:
+    def test_acmeURLNotHTTPS(self) -> None:
         """
-        An C{acme_url} that is not http or https is refused.
+        An C{acme_url} that is not https is refused.
         """
         self.assertConfigurationError(
             withResource(acme_url="ftp://acme.example.com/directory"),
             "resources/r1",
             "acme_url",
-            "is not an http:// or https:// URL with a host",
+            "is not an https:// URL with a host",
+        )
+
+    def test_acmeURLPlainHTTP(self) -> None:
+        """
+        A plain C{http://} C{acme_url} is refused, saying that ACME needs
+        https, rather than answered by the CA with a bare 400 at run time.
+        """
+        self.assertConfigurationError(
+            withResource(acme_url="http://acme.example.com/directory"),
+            "resources/r1",
+            "acme_url",
+            "'http://acme.example.com/directory' is plain http://; an ACME "
+            "server is only reached over https://",
         )
 
     def test_acmeURLWithoutHost(self) -> None:
@@ -295,7 +311,7 @@ class BadConfigurationTests(SynchronousTestCase):
             withResource(acme_url="https:///directory"),
             "resources/r1",
             "acme_url",
-            "is not an http:// or https:// URL with a host",
+            "is not an https:// URL with a host",
         )
 
     def test_acmeURLWithBadHost(self) -> None:
@@ -363,6 +379,26 @@ class BadConfigurationTests(SynchronousTestCase):
             "services/s1",
             "ssl_domains",
             "'www..example.com' has an invalid label ''",
+        )
+
+    def test_invalidALabel(self) -> None:
+        """
+        A name with an C{xn--} label that is not the A-label of a valid IDN
+        is refused, naming it, in C{ssl_domains} as in an C{address}.
+        """
+        self.assertConfigurationError(
+            withService(ssl_domains="files.example.com, xn--zz.example.test"),
+            "services/s1",
+            "ssl_domains",
+            "'xn--zz.example.test' has a label 'xn--zz' that is not a valid IDN "
+            "A-label",
+        )
+        self.assertConfigurationError(
+            withResource(address="xn--zz.example.test"),
+            "resources/r1",
+            "address",
+            "'xn--zz.example.test'",
+            "not a valid IDN A-label",
         )
 
     def test_wildcardDomain(self) -> None:
@@ -570,6 +606,64 @@ class BadConfigurationTests(SynchronousTestCase):
             ":: port 443 is already used by [services/s1]",
         )
 
+    def test_nothingToRun(self) -> None:
+        """
+        A file that enables no resource and no service (empty, a lone
+        C{[server]}, or every section disabled) is refused with one error
+        for the whole file, rather than starting a server that does nothing.
+        """
+        for text in (
+            "",
+            "# nothing yet\n",
+            "[server]\nname = files.example.com\n",
+            resource(enabled="no") + service(enabled="no"),
+        ):
+            self.assertConfigurationError(
+                text,
+                None,
+                None,
+                "the file enables no 'lets-encrypt' resource and no service",
+                "add a [resources/<id>] section",
+            )
+
+    def test_localhostClashesWithLoopback(self) -> None:
+        """
+        C{localhost} (or a name under it) resolves to a loopback address, so
+        it clashes with C{127.0.0.1} and C{::1} on the same port, whichever
+        comes first.
+        """
+        other = "other.example.com"
+        for first, second in (
+            ("127.0.0.1", "localhost"),
+            ("localhost", "127.0.0.1"),
+            ("[::1]", "localhost"),
+            ("localhost", "::1"),
+            ("files.localhost", "localhost"),
+        ):
+            self.assertConfigurationError(
+                resource()
+                + service("s1", address=first)
+                + service("s2", address=second, ssl_domains=other),
+                "services/s2",
+                "port",
+                f"{second} port 443 is already used by [services/s1] on "
+                f"{first.strip('[]')}",
+            )
+
+    def test_mappedIPv4ClashesWithIPv4(self) -> None:
+        """
+        An IPv4 address written as an IPv4-mapped IPv6 address is the same
+        listener as the IPv4 address.
+        """
+        self.assertConfigurationError(
+            resource()
+            + service("s1", address="192.0.2.1")
+            + service("s2", address="::ffff:192.0.2.1", ssl_domains="o.example.com"),
+            "services/s2",
+            "port",
+            "::ffff:c000:201 port 443 is already used by [services/s1] on 192.0.2.1",
+        )
+
     def test_invalidINI(self) -> None:
         """
         Text that is not INI is refused, naming the line.
@@ -675,6 +769,7 @@ class GoodConfigurationTests(SynchronousTestCase):
                         debug=False,
                     ),
                 ),
+                configurationFile=SAMPLE,
             ),
         )
 
@@ -916,7 +1011,7 @@ class GoodConfigurationTests(SynchronousTestCase):
             "https://127.0.0.1:14000/dir",
             "https://[::1]:14000/dir",
             "https://pebble:14000/dir",
-            "http://localhost/directory",
+            "https://localhost/directory",
         ):
             configuration = parse(withResource(acme_url=url))
             assert configuration.resource is not None
@@ -999,15 +1094,6 @@ class GoodConfigurationTests(SynchronousTestCase):
         assert configuration.resource is not None
         self.assertEqual(configuration.resource.section, "resources/r2")
 
-    def test_everythingDisabled(self) -> None:
-        """
-        With every component disabled, there is nothing to run.
-        """
-        self.assertEqual(
-            parse(resource(enabled="no") + service(enabled="no")),
-            Configuration("", None, ()),
-        )
-
     def test_disabledSectionsAreValidated(self) -> None:
         """
         A disabled section must still be valid, so enabling it later cannot
@@ -1037,12 +1123,6 @@ class GoodConfigurationTests(SynchronousTestCase):
         self.assertEqual(configuration.services, ())
         self.assertIsNot(configuration.resource, None)
 
-    def test_emptyFile(self) -> None:
-        """
-        An empty file is a valid configuration with nothing to run.
-        """
-        self.assertEqual(parse(""), Configuration("", None, ()))
-
     def test_commentsAndBlankLines(self) -> None:
         """
         Whole-line comments and blank lines are ignored.
@@ -1051,6 +1131,44 @@ class GoodConfigurationTests(SynchronousTestCase):
             "# A comment\n\n; another\n" + resource() + "# between\n" + service()
         )
         self.assertEqual(len(configuration.services), 1)
+
+    def test_separateLoopbackListeners(self) -> None:
+        """
+        Distinct loopback addresses, of either family, may share a port: each
+        binds its own socket.
+        """
+        configuration = parse(
+            resource(address="127.0.0.1")
+            + service("s1", address="127.0.0.1")
+            + service("s2", address="::1")
+            + service("s3", address="127.0.0.2")
+            + service("s4", address="localhost", port="8443")
+        )
+        self.assertEqual(len(configuration.services), 4)
+
+    def test_manyListenersCheckedInLinearTime(self) -> None:
+        """
+        The listener check is one pass grouped by port: 20,000 services, all
+        on one port, are checked in well under a second (comparing every
+        pair took minutes).
+        """
+        services = [
+            ServiceOptions(
+                section=f"services/s{index}",
+                type="https",
+                name="",
+                description="",
+                address=str(ipaddress.IPv4Address(0x0A000000 + index)),
+                port=443,
+                domains=("files.example.com",),
+                path="/srv/files",
+                debug=False,
+            )
+            for index in range(20000)
+        ]
+        started = time.perf_counter()
+        _checkPortClashes(None, services)
+        self.assertLess(time.perf_counter() - started, 2.0)
 
     def test_differentListeners(self) -> None:
         """
@@ -1084,7 +1202,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         path = self.mktemp()
         with open(path, "w", encoding="utf-8-sig") as stream:
-            stream.write("[server]\nname = café\n")
+            stream.write("[server]\nname = café\n" + resource())
         self.assertEqual(loadConfiguration(path).serverName, "café")
 
     def test_frozen(self) -> None:
@@ -1195,6 +1313,7 @@ MALFORMED = (
     ("missing service address", withService(address=None), S1, "address"),
     # URLs.
     ("ftp URL", withResource(acme_url="ftp://ca.example/d"), R1, "acme_url"),
+    ("plain http ACME", withResource(acme_url="http://ca.example/d"), R1, "acme_url"),
     ("URL without host", withResource(acme_url="https:///d"), R1, "acme_url"),
     ("URL without scheme", withResource(acme_url="ca.example/d"), R1, "acme_url"),
     ("URL port 0", withResource(acme_url="https://ca.example:0/"), R1, "acme_url"),
@@ -1221,6 +1340,8 @@ MALFORMED = (
     ("space-separated", withService(ssl_domains="a.com b.com"), S1, "ssl_domains"),
     ("101 names", withService(ssl_domains=HUNDRED_AND_ONE), S1, "ssl_domains"),
     ("invalid IDN", withService(ssl_domains="bad\u200d.com"), S1, "ssl_domains"),
+    ("invalid A-label", withService(ssl_domains="xn--zz.a.test"), S1, "ssl_domains"),
+    ("reserved label", withService(ssl_domains="ab--c.a.test"), S1, "ssl_domains"),
     ("empty ssl_domains", withService(ssl_domains=""), S1, "ssl_domains"),
     # Paths.
     ("missing path", withService(path=None), S1, "path"),
@@ -1260,6 +1381,15 @@ MALFORMED = (
     ("one listener", resource() + service("s1") + service("s2"), "services/s2", "port"),
     ("resource's listener", withService(port="80"), S1, "port"),
     ("IPv6 and IPv4 wildcards", withService(address="::", port="80"), S1, "port"),
+    (
+        "localhost and 127.0.0.1",
+        resource() + service("s1", address="localhost") + service("s2", address="::1"),
+        "services/s2",
+        "port",
+    ),
+    ("empty file", "", None, None),
+    ("lone [server]", "[server]\nname = a\n", None, None),
+    ("everything disabled", resource(enabled="no"), None, None),
 )
 
 

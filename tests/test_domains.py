@@ -45,6 +45,8 @@ VALID_DOMAINS = (
     ("例え.jp", "xn--r8jz45g.jp"),
     ("例え。jp", "xn--r8jz45g.jp"),
     ("bücher.de.", "xn--bcher-kva.de"),
+    ("XN--BCHER-KVA.DE", "xn--bcher-kva.de"),
+    ("xn--r8jz45g.xn--zca.de", "xn--r8jz45g.xn--zca.de"),
 )
 
 #: (written, a fragment of the error message) pairs that normalizeDomain
@@ -82,6 +84,11 @@ INVALID_DOMAINS = (
     ("ü..de", "not a valid IDN"),
     ("ü" * 60 + ".de", "not a valid IDN"),
     ("bad\u200d.com", "not a valid IDN"),
+    ("xn--zz.example.test", "label 'xn--zz' that is not a valid IDN A-label"),
+    ("xn--a.example.com", "label 'xn--a' that is not a valid IDN A-label"),
+    ("files.xn--ls8h.la", "label 'xn--ls8h' that is not a valid IDN A-label"),
+    ("ab--cd.example.com", "label 'ab--cd' in the reserved form '??--'"),
+    ("files.rr--x.example", "reserved form '??--'"),
 )
 
 
@@ -193,6 +200,9 @@ class IsHostNameTests(SynchronousTestCase):
             NAME_254,
             "1.2.3.4.5",
             "ü..de",
+            "xn--zz",
+            "acme.xn--zz.example",
+            "ab--cd",
         ):
             self.assertFalse(isHostName(name), name)
 

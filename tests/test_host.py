@@ -10,13 +10,8 @@ import weakref
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.config import parseConfiguration
+from letsencrypt_resource.config import Configuration
 from letsencrypt_resource.host import ServerService
-
-CONFIGURATION = """\
-[server]
-name = host test
-"""
 
 
 class Cycle:
@@ -38,8 +33,7 @@ class StartTests(SynchronousTestCase):
         Start-up garbage is collected, then what is left is frozen out of
         the collector's reach, so that full collections stay short.
         """
-        configuration = parseConfiguration(CONFIGURATION, self.mktemp())
-        server = ServerService(configuration, MemoryReactorClock())
+        server = ServerService(Configuration("host test", None, ()), MemoryReactorClock())
         # Only an explicit collection may free the cycle.
         gc.disable()
         self.addCleanup(gc.enable)

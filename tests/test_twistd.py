@@ -165,7 +165,7 @@ class TwistdTests(TestCACase):
         """
         path = self.writeConfiguration(
             "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
-            f"port = {freeTCPPort()}\nacme_url = http://127.0.0.1:1/dir\n"
+            f"port = {freeTCPPort()}\nacme_url = https://127.0.0.1:1/dir\n"
         )
         lock = StateLock(os.path.join(os.path.dirname(path), "lets-encrypt"))
         lock.acquire()

@@ -1,0 +1,395 @@
+"""
+Tests for the limits of the provisional signer
+(L{letsencrypt_resource.provisional}) and for the resource replacing a
+signer that may not sign what it needs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from OpenSSL import crypto
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
+from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.provisional import (
+    MAX_PERMITTED_SUBTREES,
+    makeProvisional,
+    makeSigner,
+    permittedSubtrees,
+    signerProblem,
+)
+
+from .test_resource import FILES, REPORTS, ResourceTestCase
+
+NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+CONFIGURED = ("files.example.test", "www.example.test")
+
+
+def verifyWithCryptography(
+    signer: CertifiedKey, leaf: CertifiedKey, name: x509.DNSName | x509.IPAddress
+) -> None:
+    """
+    Verify C{leaf} for C{name} with C{cryptography}'s Web PKI verifier,
+    trusting C{signer} alone, at L{NOW}.
+
+    @raise VerificationError: when the chain is refused.
+    """
+    verifier = (
+        PolicyBuilder()
+        .store(Store([signer.certificate]))
+        .time(NOW)
+        .build_server_verifier(name)
+    )
+    verifier.verify(leaf.certificate, [])
+
+
+def verifyWithOpenSSL(signer: CertifiedKey, leaf: CertifiedKey) -> None:
+    """
+    Verify the chain of C{leaf} with OpenSSL, trusting C{signer} alone, at
+    L{NOW}.
+
+    @raise crypto.X509StoreContextError: when the chain is refused.
+    """
+    store = crypto.X509Store()
+    store.add_cert(crypto.X509.from_cryptography(signer.certificate))
+    store.set_time(NOW.replace(tzinfo=None))
+    crypto.X509StoreContext(
+        store, crypto.X509.from_cryptography(leaf.certificate)
+    ).verify_certificate()
+
+
+def leafWithIPAddress(signer: CertifiedKey) -> CertifiedKey:
+    """
+    A leaf C{signer} signs for a DNS name it may sign and an IP address.
+    """
+    key = generateKey("ecdsa-p256")
+    certificate = (
+        x509.CertificateBuilder()
+        .issuer_name(signer.certificate.subject)
+        .subject_name(x509.Name([]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - datetime.timedelta(hours=1))
+        .not_valid_after(NOW + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("files.example.test"),
+                    x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
+                ]
+            ),
+            critical=True,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                signer.key.public_key()
+            ),
+            critical=False,
+        )
+        .sign(signer.key, hashes.SHA256())
+    )
+    return CertifiedKey(key, certificate, (signer.certificate,), provisional=True)
+
+
+def unconstrainedSigner(now: datetime.datetime) -> CertifiedKey:
+    """
+    A signer as earlier versions made it: ten years, no name constraints.
+    """
+    key = generateKey("ecdsa-p256")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Provisional CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .issuer_name(name)
+        .subject_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(CA_KEY_USAGE, critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return CertifiedKey(key, certificate)
+
+
+class SignerLimitTests(SynchronousTestCase):
+    """
+    What a signer may sign, checked by real chain verification.
+    """
+
+    def setUp(self) -> None:
+        self.signer = makeSigner("tests", CONFIGURED, NOW)
+
+    def test_criticalNameConstraints(self) -> None:
+        """
+        The signer carries critical name constraints that permit the
+        configured names and exclude every IP address, and may only sign
+        server certificates.
+        """
+        extension = self.signer.certificate.extensions.get_extension_for_class(
+            x509.NameConstraints
+        )
+        self.assertTrue(extension.critical)
+        self.assertEqual(
+            (extension.value.permitted_subtrees, extension.value.excluded_subtrees),
+            (
+                [x509.DNSName(name) for name in CONFIGURED],
+                [
+                    x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")),
+                    x509.IPAddress(ipaddress.ip_network("::/0")),
+                ],
+            ),
+        )
+        usage = self.signer.certificate.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage
+        ).value
+        self.assertEqual(list(usage), [x509.oid.ExtendedKeyUsageOID.SERVER_AUTH])
+
+    def test_livesAYear(self) -> None:
+        """
+        The signer is valid for a year, not ten.
+        """
+        self.assertEqual(
+            self.signer.notAfter - NOW, datetime.timedelta(days=365)
+        )
+
+    def test_configuredNamesVerify(self) -> None:
+        """
+        A provisional certificate for the configured names, or names under
+        them, verifies against the signer with C{cryptography} and OpenSSL.
+        """
+        for names in (CONFIGURED, ("a.files.example.test",)):
+            leaf = makeProvisional(self.signer, names, NOW)
+            verifyWithCryptography(self.signer, leaf, x509.DNSName(names[0]))
+            verifyWithOpenSSL(self.signer, leaf)
+
+    def test_otherNamesRefused(self) -> None:
+        """
+        A certificate the signer key signs for a name outside its
+        constraints, alone or beside a permitted one, fails verification:
+        a client that trusts the signer for tests trusts nothing else.
+        """
+        for names in (
+            ("www.bank.example",),
+            ("files.example.test", "www.bank.example"),
+            ("example.test",),
+            ("evilfiles.example.test",),
+        ):
+            leaf = makeProvisional(self.signer, names, NOW)
+            self.assertRaises(
+                VerificationError,
+                verifyWithCryptography,
+                self.signer,
+                leaf,
+                x509.DNSName(names[-1]),
+            )
+            self.assertRaises(
+                crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf
+            )
+
+    def test_ipAddressRefused(self) -> None:
+        """
+        A certificate the signer key signs for an IP address fails
+        verification, though its DNS name is permitted.
+        """
+        leaf = leafWithIPAddress(self.signer)
+        self.assertRaises(
+            VerificationError,
+            verifyWithCryptography,
+            self.signer,
+            leaf,
+            x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
+        )
+        self.assertRaises(
+            crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf
+        )
+
+
+class PermittedSubtreesTests(SynchronousTestCase):
+    """
+    Tests for L{permittedSubtrees}.
+    """
+
+    def test_namesUnderOthersDropped(self) -> None:
+        """
+        A name under another listed name adds nothing; the rest are sorted.
+        """
+        self.assertEqual(
+            permittedSubtrees(
+                ["www.files.example.test", "files.example.test", "b.example.org"]
+            ),
+            ("b.example.org", "files.example.test"),
+        )
+
+    def test_manyNamesGroupedUnderParents(self) -> None:
+        """
+        Beyond L{MAX_PERMITTED_SUBTREES}, names are replaced by their parent
+        domains, so the signer stays small, and every name is still
+        permitted.
+        """
+        names = [f"s{index}.d{index % 3}.example.test" for index in range(10000)]
+        self.assertEqual(
+            permittedSubtrees(names),
+            ("d0.example.test", "d1.example.test", "d2.example.test"),
+        )
+        names = [f"s{index}.d{index}.test" for index in range(200)]
+        self.assertEqual(permittedSubtrees(names + ["x.example.com"]), ("com", "test"))
+
+    def test_exactlyTheMaximum(self) -> None:
+        """
+        L{MAX_PERMITTED_SUBTREES} names are kept as they are.
+        """
+        names = [f"s{index}.example.test" for index in range(MAX_PERMITTED_SUBTREES)]
+        self.assertEqual(permittedSubtrees(names), tuple(sorted(names)))
+
+
+class SignerProblemTests(SynchronousTestCase):
+    """
+    Tests for L{signerProblem}.
+    """
+
+    def test_coveringSigner(self) -> None:
+        """
+        A signer permitting every name, with more life left than a
+        provisional certificate has, has no problem.
+        """
+        signer = makeSigner("tests", CONFIGURED, NOW)
+        self.assertIsNone(
+            signerProblem(signer, CONFIGURED + ("a.files.example.test",), NOW)
+        )
+
+    def test_missingNames(self) -> None:
+        """
+        Names the signer may not sign are named, the first three of them.
+        """
+        signer = makeSigner("tests", CONFIGURED, NOW)
+        self.assertEqual(
+            signerProblem(
+                signer, ("files.example.test", "a.test", "b.test", "c.test", "d.test"), NOW
+            ),
+            "the stored one may not sign for a.test, b.test, c.test and 1 more",
+        )
+
+    def test_closeToItsEnd(self) -> None:
+        """
+        A signer that would end before a provisional certificate made now is
+        not used.
+        """
+        signer = makeSigner("tests", CONFIGURED, NOW)
+        later = NOW + datetime.timedelta(days=300)
+        self.assertEqual(
+            signerProblem(signer, CONFIGURED, later),
+            "the stored one ends on 2031-01-02, before a provisional certificate "
+            "made now",
+        )
+
+    def test_unconstrained(self) -> None:
+        """
+        A signer without name constraints, as earlier versions made, is not
+        used.
+        """
+        self.assertEqual(
+            signerProblem(unconstrainedSigner(NOW), CONFIGURED, NOW),
+            "the stored one has no name constraints",
+        )
+
+
+class ResourceSignerTests(ResourceTestCase):
+    """
+    The resource uses the stored signer only when it may sign every name in
+    use, and otherwise makes and stores a new one, with event 20180.
+    """
+
+    def now(self) -> datetime.datetime:
+        """
+        The fake clock's time.
+        """
+        return datetime.datetime.fromtimestamp(
+            self.reactor.seconds(), datetime.timezone.utc
+        )
+
+    def storedSigner(self) -> CertifiedKey:
+        """
+        The signer in the store.
+        """
+        assert self.store.signer is not None
+        return CertifiedKey.fromPEM(self.store.signer)
+
+    def assertSignerFor(self, names: tuple[str, ...], reason: str) -> None:
+        """
+        Assert that the stored signer may sign for C{names}, signed the
+        provisional certificates the consumers got first, and was made with
+        one event 20180 giving C{reason}.
+        """
+        signer = self.storedSigner()
+        self.assertIsNone(signerProblem(signer, names, self.now()))
+        for consumer in self.consumers.values():
+            self.assertEqual(consumer.received[0].chain, (signer.certificate,))
+        [text] = self.eventTexts(20180)
+        self.assertIn(f"for the {len(names)} names in use", text)
+        self.assertIn(reason, text)
+
+    def test_firstStart(self) -> None:
+        """
+        At the first start, the new signer may sign exactly the names of the
+        services.
+        """
+        self.start()
+        self.assertSignerFor(FILES + REPORTS, "none was stored")
+        permitted = (
+            self.storedSigner()
+            .certificate.extensions.get_extension_for_class(x509.NameConstraints)
+            .value.permitted_subtrees
+        )
+        self.assertEqual(
+            sorted(subtree.value for subtree in permitted), sorted(FILES + REPORTS)
+        )
+
+    def test_unconstrainedSignerReplaced(self) -> None:
+        """
+        A stored signer without name constraints is replaced.
+        """
+        self.store.signer = unconstrainedSigner(self.now()).toPEM()
+        self.start()
+        self.assertSignerFor(FILES + REPORTS, "has no name constraints")
+
+    def test_signerForOtherNamesReplaced(self) -> None:
+        """
+        A stored signer that may not sign a name now in use (a service was
+        added) is replaced by one that may sign them all.
+        """
+        self.store.signer = makeSigner("le", FILES, self.now()).toPEM()
+        self.start()
+        self.assertSignerFor(
+            FILES + REPORTS, "may not sign for reports.example.test"
+        )
+
+    def test_signerNearItsEndReplaced(self) -> None:
+        """
+        A stored signer with less life left than a provisional certificate
+        is replaced.
+        """
+        made = self.now() - datetime.timedelta(days=300)
+        self.store.signer = makeSigner("le", FILES + REPORTS, made).toPEM()
+        self.start()
+        self.assertSignerFor(FILES + REPORTS, "before a provisional certificate")
+
+    def test_coveringSignerKept(self) -> None:
+        """
+        A stored signer that may sign every name in use is kept, with no
+        event 20180.
+        """
+        pem = makeSigner("le", ("example.test",), self.now()).toPEM()
+        self.store.signer = pem
+        self.start()
+        self.assertEqual(
+            (self.store.signer, self.eventTexts(20180)), (pem, [])
+        )
