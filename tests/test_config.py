@@ -4,9 +4,7 @@ Tests for L{letsencrypt_resource.config}.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import time
 from unittest import mock
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,7 +16,6 @@ from letsencrypt_resource.config import (
     ConfigurationError,
     ResourceOptions,
     ServiceOptions,
-    _checkPortClashes,
     loadConfiguration,
     parseConfiguration,
 )
@@ -1145,30 +1142,6 @@ class GoodConfigurationTests(SynchronousTestCase):
             + service("s4", address="localhost", port="8443")
         )
         self.assertEqual(len(configuration.services), 4)
-
-    def test_manyListenersCheckedInLinearTime(self) -> None:
-        """
-        The listener check is one pass grouped by port: 20,000 services, all
-        on one port, are checked in well under a second (comparing every
-        pair took minutes).
-        """
-        services = [
-            ServiceOptions(
-                section=f"services/s{index}",
-                type="https",
-                name="",
-                description="",
-                address=str(ipaddress.IPv4Address(0x0A000000 + index)),
-                port=443,
-                domains=("files.example.com",),
-                path="/srv/files",
-                debug=False,
-            )
-            for index in range(20000)
-        ]
-        started = time.perf_counter()
-        _checkPortClashes(None, services)
-        self.assertLess(time.perf_counter() - started, 2.0)
 
     def test_differentListeners(self) -> None:
         """
