@@ -535,7 +535,27 @@ def parseConfiguration(text: str, baseDirectory: str) -> Configuration:
                 "certificate, and there is none",
             )
     _checkPortClashes(resource, services)
+    _checkNames(resource, services)
     return Configuration(serverName, resource, tuple(services))
+
+
+def _checkNames(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
+    """
+    Each component's C{name} labels its events and its service in the
+    server: no two may share one.
+    """
+    components: list[ResourceOptions | ServiceOptions] = list(services)
+    if resource is not None:
+        components.insert(0, resource)
+    seen: dict[str, str] = {}
+    for component in components:
+        other = seen.setdefault(component.name, component.section)
+        if other != component.section:
+            raise ConfigurationError(
+                component.section,
+                "name",
+                f"{component.name!r} is already the name of [{other}]",
+            )
 
 
 def _checkPortClashes(
