@@ -19,9 +19,9 @@ from twisted.internet.error import ConnectError
 from twisted.internet.task import react
 from zope.interface.registry import Components
 
-from .config import ConfigurationError, loadConfiguration
+from .config import ConfigurationError
 from .control import StateDirectoryLocked, StateLock, askServer, dispatch
-from .host import checkFileSystem, makeResource
+from .host import makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
 
@@ -94,8 +94,7 @@ async def run(reactor: Any, argv: list[str], out: TextIO) -> int:
     """
     arguments = parser().parse_args(argv)
     try:
-        configuration = loadConfiguration(arguments.config)
-        checkFileSystem(configuration)
+        configuration = readConfiguration(arguments.config)
     except ConfigurationError as error:
         print(f"{arguments.config}: {error}", file=sys.stderr)
         return 2
