@@ -206,6 +206,12 @@ class ServerService(MultiService):
         events.RELOAD_STARTED.emit(self._log, path=path)
         try:
             configuration = readConfiguration(path)
+            # Resource changes wait for a restart: the new services are to
+            # run beside the resource as it runs, so they are checked
+            # against it as well (a served folder must not hold its state).
+            applied = attrs.evolve(configuration, resource=self.configuration.resource)
+            if applied != configuration:
+                checkFileSystem(applied)
         except ConfigurationError as error:
             events.RELOAD_REFUSED.emit(self._log, path=path, details=str(error))
             return
@@ -222,11 +228,11 @@ class ServerService(MultiService):
         stopping = [s for s in self.fileServices if s.options.section in plan.stop]
         # The ports of the services stopped are free before others start.
         yield gatherResults([self._removeService(s) for s in stopping])
+        if not self.running:
+            return
         for options in plan.start:
             self._addService(options)
-        self.configuration = attrs.evolve(
-            configuration, resource=self.configuration.resource
-        )
+        self.configuration = applied
         if self.resource is not None:
             yield self.resource.reloadConsumers()
         events.RELOADED.emit(

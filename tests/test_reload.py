@@ -14,9 +14,10 @@ from typing import Any, Callable
 import attrs
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 from twisted.internet.interfaces import IListeningPort
@@ -200,14 +201,16 @@ class RecordingPort:
     port: int
     factory: Any
     stopped: bool = False
+    stopping: Deferred[None] | None = None
 
     def startListening(self) -> None:
         """
         Already listening.
         """
 
-    def stopListening(self) -> None:
+    def stopListening(self) -> Deferred[None] | None:
         self.stopped = True
+        return self.stopping
 
     def getHost(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", self.port)
@@ -238,9 +241,9 @@ class PortsReactor(MemoryReactorClock):
         self.fromThreads.append(lambda: f(*args))
 
 
-class ServerReloadTests(SynchronousTestCase):
+class ReloadCase(SynchronousTestCase):
     """
-    L{ServerService.reload} on a memory reactor, with the fake CA.
+    A server on a memory reactor, with the fake CA, and its file.
     """
 
     def setUp(self) -> None:
@@ -295,6 +298,12 @@ class ServerReloadTests(SynchronousTestCase):
     def certificateOn(self, server: ServerService, section: str) -> Any:
         [service] = [s for s in server.fileServices if s.options.section == section]
         return service.consumer.tls.certifiedKey
+
+
+class ServerReloadTests(ReloadCase):
+    """
+    L{ServerService.reload} on a memory reactor, with the fake CA.
+    """
 
     def test_addedServiceListensOthersUntouched(self) -> None:
         """
@@ -469,6 +478,52 @@ class ServerReloadTests(SynchronousTestCase):
         runUntilFired(self.reactor, second)
         self.assertEqual(len(self.texts(20196)), 2)
         self.assertEqual(len([p for p in self.reactor.ports if p.port == 6003]), 1)
+
+
+class ReloadAttackTests(ReloadCase):
+    """
+    Reloads that try to get around the checks made at start.
+    """
+
+    def test_servedStateDirectoryRefused(self) -> None:
+        """
+        A new file that moves C{state_directory} (a change that waits for a
+        restart) and adds a service serving the running state directory is
+        refused: the services are checked against the resource as it runs,
+        not only as the new file has it.
+        """
+        state = os.path.join(self.directory, "state")
+        try:
+            parseConfiguration(
+                configuration(NEW.replace("path = public", f"path = {state}")),
+                self.directory,
+            )
+        except ConfigurationError:
+            pass
+        else:
+            raise SkipTest("needs the check that a served folder holds no state (item 1)")
+        server = self.start(configuration(FILES))
+        moved = configuration(FILES, NEW.replace("path = public", f"path = {state}"))
+        self.reload(server, moved.replace("state_directory = state", "state_directory = other"))
+        [text] = self.texts(20197)
+        self.assertIn("state_directory", text)
+        self.assertNotIn(6003, self.reactor.listening())
+
+    def test_stopDuringReload(self) -> None:
+        """
+        A server stopped while a reload waits for services to stop starts
+        nothing afterwards.
+        """
+        server = self.start(configuration(FILES, REPORTS))
+        held: Deferred[None] = Deferred()
+        self.reactor.listening()[6002].stopping = held
+        self.write(configuration(FILES, NEW))
+        reloading = server.reload()
+        server.stopService()
+        held.callback(None)
+        runUntilFired(self.reactor, reloading)
+        self.assertNotIn(6003, [p.port for p in self.reactor.ports])
+        self.assertEqual(self.texts(20196), [])
 
 
 class HangUpTests(SynchronousTestCase):
