@@ -19,9 +19,9 @@ from twisted.internet.error import ConnectError
 from twisted.internet.task import react
 from zope.interface.registry import Components
 
-from .config import ConfigurationError, loadConfiguration
+from .config import ConfigurationError
 from .control import StateDirectoryLocked, StateLock, askServer, dispatch
-from .host import checkFileSystem, makeResource
+from .host import makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
 
@@ -88,19 +88,23 @@ async def runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[
         await pool.closeCachedConnections()
 
 
-async def run(reactor: Any, argv: list[str], out: TextIO) -> int:
+async def run(
+    reactor: Any, argv: list[str], out: TextIO, err: TextIO | None = None
+) -> int:
     """
-    Run the command line C{argv}; return the exit status.
+    Run the command line C{argv}, printing results to C{out} and errors to
+    C{err} (by default the standard error); return the exit status: 1 when
+    anything asked for failed.
     """
+    err = sys.stderr if err is None else err
     arguments = parser().parse_args(argv)
     try:
-        configuration = loadConfiguration(arguments.config)
-        checkFileSystem(configuration)
+        configuration = readConfiguration(arguments.config)
     except ConfigurationError as error:
-        print(f"{arguments.config}: {error}", file=sys.stderr)
+        print(f"{arguments.config}: {error}", file=err)
         return 2
     if configuration.resource is None:
-        print(f"{arguments.config}: no enabled lets-encrypt resource", file=sys.stderr)
+        print(f"{arguments.config}: no enabled lets-encrypt resource", file=err)
         return 2
     name, operationArguments = request(arguments)
     state = configuration.resource.stateDirectory
@@ -115,10 +119,10 @@ async def run(reactor: Any, argv: list[str], out: TextIO) -> int:
             finally:
                 lock.release()
     except (OperationError, StateDirectoryLocked) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=err)
         return 1
     except Exception as error:
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"error: {type(error).__name__}: {error}", file=err)
         return 1
     if getattr(arguments, "json", False) or name != "status":
         print(json.dumps(result, indent=2), file=out)

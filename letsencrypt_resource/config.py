@@ -568,6 +568,7 @@ def parseConfiguration(
     configuration = Configuration(
         serverName, resource, tuple(services), configurationFile
     )
+    _checkNames(resource, services)
     checkServedPaths(configuration, os.path.abspath)
     return configuration
 
@@ -591,6 +592,25 @@ def _bindings(address: str) -> frozenset[str]:
         if mapped is not None:
             return frozenset({str(mapped)})
     return frozenset({address})
+
+
+def _checkNames(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
+    """
+    Each component's C{name} labels its events and its service in the
+    server: no two may share one.
+    """
+    components: list[ResourceOptions | ServiceOptions] = list(services)
+    if resource is not None:
+        components.insert(0, resource)
+    seen: dict[str, str] = {}
+    for component in components:
+        other = seen.setdefault(component.name, component.section)
+        if other != component.section:
+            raise ConfigurationError(
+                component.section,
+                "name",
+                f"{component.name!r} is already the name of [{other}]",
+            )
 
 
 def _checkPortClashes(

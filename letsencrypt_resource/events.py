@@ -152,6 +152,29 @@ STORED_STATE_IGNORED = _event(
     "Ignoring damaged stored state for {domains}; it will be made anew: {details}",
 )
 
+RELOAD_STARTED = _event(
+    20195,
+    LogLevel.info,
+    "Reloading the configuration from {path}.",
+)
+RELOADED = _event(
+    20196,
+    LogLevel.info,
+    "Reloaded the configuration from {path}: services added: {added}; "
+    "removed: {removed}; changed: {changed}; unchanged: {unchanged}.",
+)
+RELOAD_REFUSED = _event(
+    20197,
+    LogLevel.error,
+    "The configuration in {path} is not applied; the running configuration "
+    "goes on: {details}",
+)
+RESTART_NEEDED = _event(
+    20198,
+    LogLevel.warn,
+    "Changes to [{section}] in {path} take effect only after a restart: {options}.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any
+from typing import Any, Callable
 
+import attrs
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    gatherResults,
+    inlineCallbacks,
+    maybeDeferred,
+)
+from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from zope.interface.registry import Components
 
+from . import events
 from .config import (
     Configuration,
     ConfigurationError,
     ResourceOptions,
     checkServedPaths,
+    ServiceOptions,
+    loadConfiguration,
 )
 from .control import ControlService, StateLock
 from .httpclient import loadCABundle, makeHTTPClient
@@ -29,6 +40,7 @@ from .https import HTTPSFileService
 from .keys import loadAccountKey
 from .interfaces import ICertificateConsumer
 from .operations import Operations
+from .reload import planReload
 from .resource import LetsEncryptResource
 from .store import EXPORTED_FILES, DirectoryStore, removeTemporaryFiles
 
@@ -58,6 +70,18 @@ def checkFileSystem(configuration: Configuration) -> None:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
             raise ConfigurationError(resource.section, "account_key", str(error))
+
+
+def readConfiguration(path: str) -> Configuration:
+    """
+    Read the configuration file at C{path} and make every check of it,
+    those that read the file system included.
+
+    @raise ConfigurationError: at the first problem found.
+    """
+    configuration = loadConfiguration(path)
+    checkFileSystem(configuration)
+    return configuration
 
 
 def makeResource(
@@ -90,31 +114,43 @@ class ServerService(MultiService):
     """
     The services of one configuration.
 
+    @ivar configuration: The configuration running.
+    @ivar path: The configuration file that L{reload} reads, if any.
     @ivar registry: Where the TLS services are registered as consumers.
     @ivar resource: The C{lets-encrypt} resource, if enabled.
     @ivar fileServices: The C{https} services.
     """
 
+    _log = Logger()
+
     def __init__(
-        self, configuration: Configuration, reactor: Any, lock: StateLock | None = None
+        self,
+        configuration: Configuration,
+        reactor: Any,
+        lock: StateLock | None = None,
+        path: str | None = None,
+        resourceFactory: Callable[..., tuple[LetsEncryptResource, Any]] = makeResource,
     ):
         """
         @param lock: The state directory's lock, already taken; by default
             it is taken here.
+        @param path: The file C{configuration} was read from.
+        @param resourceFactory: Makes the resource and its HTTP connection
+            pool, as L{makeResource} does, from the resource options, the
+            registry and the reactor.
 
         @raise StateDirectoryLocked: when another process uses the state
             directory.
         """
         super().__init__()
+        self.configuration = configuration
+        self.path = path
+        self._reactor = reactor
+        self._reloading = DeferredLock()
         self.registry = Components("letsencrypt-resource")
-        self.fileServices = []
+        self.fileServices: list[HTTPSFileService] = []
         for options in configuration.services:
-            service = HTTPSFileService(options, reactor)
-            self.registry.registerUtility(
-                service.consumer, ICertificateConsumer, name=options.section
-            )
-            service.setServiceParent(self)
-            self.fileServices.append(service)
+            self._addService(options)
         self.resource = None
         self._lock = lock
         resourceOptions = configuration.resource
@@ -122,7 +158,7 @@ class ServerService(MultiService):
             if self._lock is None:
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
-            self.resource, self._pool = makeResource(
+            self.resource, self._pool = resourceFactory(
                 resourceOptions, self.registry, reactor
             )
             self.resource.setServiceParent(self)
@@ -131,6 +167,83 @@ class ServerService(MultiService):
                 Operations(self.resource, reactor),
                 reactor,
             ).setServiceParent(self)
+
+    def _addService(self, options: ServiceOptions) -> None:
+        service = HTTPSFileService(options, self._reactor)
+        self.registry.registerUtility(
+            service.consumer, ICertificateConsumer, name=options.section
+        )
+        service.setServiceParent(self)
+        self.fileServices.append(service)
+
+    def _removeService(self, service: HTTPSFileService) -> Deferred[None]:
+        self.registry.unregisterUtility(
+            service.consumer, ICertificateConsumer, name=service.options.section
+        )
+        self.fileServices.remove(service)
+        return maybeDeferred(service.disownServiceParent)
+
+    def reload(self) -> Deferred[None]:
+        """
+        Read the configuration file again and apply it, one reload at a
+        time: services added are started, services removed are stopped,
+        services whose options changed are started again with them, and
+        the others go on untouched, open connections included.  A file
+        that is not valid changes nothing (event 20197); changes to the
+        resource section wait for a restart (event 20198).
+
+        @return: A Deferred that fires once the changes are applied; it
+            never fails.
+        """
+        if self.path is None:
+            raise RuntimeError("this server was built without a configuration file")
+        reloading = self._reloading.run(self._reload, self.path)
+        return reloading.addErrback(
+            lambda failure: self._log.failure(
+                "Unexpected error while reloading {path}", failure, path=self.path
+            )
+        )
+
+    @inlineCallbacks
+    def _reload(self, path: str) -> Deferred[None]:
+        events.RELOAD_STARTED.emit(self._log, path=path)
+        try:
+            configuration = readConfiguration(path)
+            # Resource changes wait for a restart: the new services are to
+            # run beside the resource as it runs, so they are checked
+            # against it as well (a served folder must not hold its state).
+            applied = attrs.evolve(configuration, resource=self.configuration.resource)
+            if applied != configuration:
+                checkFileSystem(applied)
+        except ConfigurationError as error:
+            events.RELOAD_REFUSED.emit(self._log, path=path, details=str(error))
+            return
+        plan = planReload(self.configuration, configuration)
+        if plan.restartSection is not None:
+            events.RESTART_NEEDED.emit(
+                self._log,
+                section=plan.restartSection,
+                path=path,
+                options=", ".join(plan.restartOptions),
+            )
+        stopping = [s for s in self.fileServices if s.options.section in plan.stop]
+        # The ports of the services stopped are free before others start.
+        yield gatherResults([self._removeService(s) for s in stopping])
+        if not self.running:
+            return
+        for options in plan.start:
+            self._addService(options)
+        self.configuration = applied
+        if self.resource is not None:
+            yield self.resource.reloadConsumers()
+        events.RELOADED.emit(
+            self._log,
+            path=path,
+            added=_sections(plan.added),
+            removed=_sections(plan.removed),
+            changed=_sections(plan.changed),
+            unchanged=_sections(plan.unchanged),
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -147,3 +260,7 @@ class ServerService(MultiService):
         if self._lock is not None:
             stopped.addBoth(lambda _: self._lock.release())
         return stopped
+
+
+def _sections(sections: tuple[str, ...]) -> str:
+    return ", ".join(sections) or "none"

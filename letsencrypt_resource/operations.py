@@ -64,6 +64,10 @@ def _iso(seconds: float) -> str:
     )
 
 
+def _errors(failed: list[ManagedCertificate]) -> str:
+    return "; ".join(f"{c.label}: {c.lastError}" for c in failed)
+
+
 class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
@@ -134,8 +138,25 @@ class Operations:
         every one with C{force}.
         """
         chosen = self.select(names)
-        yield self._resource.check(force=force, only=chosen)
+        failed = yield self._check(chosen, force)
+        if failed:
+            raise OperationError(
+                f"the renewal failed for {len(failed)} of the {len(chosen)} sets "
+                f"asked for: {_errors(failed)}"
+            )
         return [self._row(c) for c in chosen]
+
+    @inlineCallbacks
+    def _check(
+        self, chosen: list[ManagedCertificate], force: bool
+    ) -> Deferred[list[ManagedCertificate]]:
+        """
+        Check C{chosen} now, renewing those due (every one with C{force});
+        return those whose attempt failed.
+        """
+        before = {certificate: certificate.failures for certificate in chosen}
+        yield self._resource.check(force=force, only=chosen)
+        return [c for c in chosen if c.failures > before[c]]
 
     @inlineCallbacks
     def revoke(self, name: str, reason: str) -> Deferred[dict[str, Any]]:
@@ -154,7 +175,13 @@ class Operations:
         client = yield self._resource.acmeClient()
         yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
         row = {"revoked": issued.certificate.serial_number, "reason": reason}
-        yield self._resource.check(force=True, only=[certificate])
+        failed = yield self._check([certificate], force=True)
+        if failed:
+            raise OperationError(
+                f"the certificate {row['revoked']} of {certificate.label} is revoked "
+                f"({reason}), but its replacement failed: {_errors(failed)}; the "
+                "services keep the revoked certificate until a retry succeeds"
+            )
         row.update(self._row(certificate))
         return row
 

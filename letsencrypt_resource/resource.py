@@ -166,6 +166,42 @@ class LetsEncryptResource(Service):
         for certificate in self.managed.values():
             self._loadStored(certificate)
 
+    def reloadConsumers(self) -> Deferred[None]:
+        """
+        Collect the consumers from the registry again, after a host added,
+        removed or replaced some: sets still in use keep their certificate
+        and renewal state, and new consumers of theirs get the certificate
+        in service; sets no longer used are dropped (an order under way for
+        one ends without delivering); new sets are loaded from the store,
+        put on a provisional certificate when they have none, and checked.
+
+        @return: A Deferred that fires once every new set has a
+            certificate; the checks go on after it.
+        """
+        collected = self._collectConsumers()
+        for key in set(self.managed) - set(collected):
+            self.managed.pop(key).consumers = []
+        added = []
+        for key, fresh in collected.items():
+            certificate = self.managed.get(key)
+            if certificate is None:
+                self.managed[key] = fresh
+                self._loadStored(fresh)
+                added.append(fresh)
+                continue
+            newcomers = [c for c in fresh.consumers if c not in certificate.consumers]
+            certificate.consumers = fresh.consumers
+            if certificate.current is not None and newcomers:
+                self._deliver(certificate, certificate.current, newcomers)
+        needProvisional = [c for c in added if c.current is None]
+        provisioned = self._provision(needProvisional) if needProvisional else succeed(None)
+
+        def checkAdded(_: object) -> None:
+            if added:
+                self.check(only=added)
+
+        return provisioned.addCallback(checkAdded).addErrback(self._unexpected)
+
     @inlineCallbacks
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -367,9 +403,14 @@ class LetsEncryptResource(Service):
         )
         return signer
 
-    def _deliver(self, certificate: ManagedCertificate, certifiedKey: CertifiedKey) -> None:
+    def _deliver(
+        self,
+        certificate: ManagedCertificate,
+        certifiedKey: CertifiedKey,
+        consumers: list[ICertificateConsumer] | None = None,
+    ) -> None:
         certificate.current = certifiedKey
-        for consumer in certificate.consumers:
+        for consumer in certificate.consumers if consumers is None else consumers:
             try:
                 consumer.useCertificate(certifiedKey)
             except Exception:

@@ -4,12 +4,15 @@ The C{twistd lets-encrypt} command.
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import IService
 from twisted.python import usage
 
-from .config import ConfigurationError, loadConfiguration
+from .config import ConfigurationError
 from .control import StateDirectoryLocked, StateLock
-from .host import ServerService, checkFileSystem
+from .host import ServerService, readConfiguration
+from .reload import ReloadOnHangUp
 
 
 class Options(usage.Options):
@@ -33,8 +36,7 @@ class Options(usage.Options):
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
         try:
-            configuration = loadConfiguration(self["config"])
-            checkFileSystem(configuration)
+            configuration = readConfiguration(self["config"])
         except ConfigurationError as error:
             raise usage.UsageError(f"{self['config']}: {error}")
         self["configuration"] = configuration
@@ -50,8 +52,13 @@ class Options(usage.Options):
 
 def makeService(options: Options) -> IService:
     """
-    Build the server described by the validated configuration.
+    Build the server described by the validated configuration; while it
+    runs, C{SIGHUP} reloads the configuration file.
     """
     from twisted.internet import reactor
 
-    return ServerService(options["configuration"], reactor, options["lock"])
+    server = ServerService(
+        options["configuration"], reactor, options["lock"], path=os.path.abspath(options["config"])
+    )
+    ReloadOnHangUp(server.reload, reactor).setServiceParent(server)
+    return server

@@ -20,10 +20,13 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
+from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
+from letsencrypt_resource.testing import runUntilFired
 from tests.pebblecase import TestCACase
 from tests.test_integration import CONFIGURATION, HELLO
+from tests.test_resource import ResourceTestCase
 from tests.tlsclient import fetchOverTLS
 
 EAB_KID = "kid-1"
@@ -319,3 +322,100 @@ class AccountOptionTests(OperationsCase):
             sorted(shown["contacts"]),
             ["mailto:three@example.test", "mailto:two@example.test"],
         )
+
+
+class FailedActionTests(ResourceTestCase):
+    """
+    An operation whose action failed is an error, on the fake CA: the
+    command then exits with 1, whether it talks to a server or works
+    alone, since both run these L{Operations}.
+    """
+
+    def operations(self) -> Operations:
+        return Operations(self.start(), self.reactor)
+
+    def test_renewFailed(self) -> None:
+        """
+        C{renew --force} of a set whose order fails raises an error naming
+        the set and the CA's problem; the other set asked for is renewed.
+        """
+        operations = self.operations()
+        self.server.refuse.add("reports.example.test")
+        before = self.consumers["files"].received[-1]
+        renewing = operations.renew([], force=True)
+        error = self.assertRaises(OperationError, runUntilFired, self.reactor, renewing)
+        self.assertIn("the renewal failed for 1 of the 2 sets asked for", str(error))
+        self.assertIn("reports.example.test: ", str(error))
+        self.assertIn("unauthorized", str(error))
+        self.assertIsNot(self.consumers["files"].received[-1], before)
+
+    def test_renewNothingDue(self) -> None:
+        """
+        C{renew} without C{--force} of a set that is not due, even one
+        waiting after failures, does nothing and is no error.
+        """
+        operations = self.operations()
+        self.server.refuse.add("reports.example.test")
+        with self.assertRaises(OperationError):
+            runUntilFired(self.reactor, operations.renew(["reports.example.test"], True))
+        [row] = runUntilFired(self.reactor, operations.renew(["reports.example.test"], False))
+        self.assertEqual(row["failures"], 1)
+
+    def test_revokeReplacementFailed(self) -> None:
+        """
+        C{revoke} whose replacement order fails raises an error that says
+        the certificate is revoked and the services keep it for now.
+        """
+        operations = self.operations()
+        issued = self.consumers["reports"].received[-1]
+        self.server.refuse.add("reports.example.test")
+        revoking = operations.revoke("reports.example.test", "superseded")
+        error = self.assertRaises(OperationError, runUntilFired, self.reactor, revoking)
+        self.assertIn(
+            f"the certificate {issued.certificate.serial_number} of "
+            "reports.example.test is revoked (superseded), but its replacement "
+            "failed: reports.example.test: ",
+            str(error),
+        )
+        self.assertEqual(len(self.server.revoked), 1)
+        self.assertIs(self.consumers["reports"].received[-1], issued)
+
+
+class FailedCommandTests(OperationsCase):
+    """
+    The command's exit status and message when what it asked for failed,
+    against pebble, with and without a running server.
+    """
+
+    async def failedRenewal(self) -> str:
+        """
+        Stop the CA, run C{renew --force}: status 1; return its message.
+        """
+        await self.testCA.stop()
+        out, err = io.StringIO(), io.StringIO()
+        code = await run(reactor, ["--config", self.path, "renew", "--force"], out, err)
+        self.assertEqual(code, 1, out.getvalue())
+        self.assertEqual(out.getvalue(), "")
+        return err.getvalue()
+
+    async def test_renewFailedWithServer(self) -> None:
+        """
+        Through a running server, a forced renewal whose orders fail exits
+        with 1 and names each set that failed.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        message = await self.failedRenewal()
+        self.assertIn("error: the renewal failed for 2 of the 2 sets asked for", message)
+        self.assertIn("reports.example.test: ", message)
+
+    async def test_renewFailedAlone(self) -> None:
+        """
+        Working alone, a forced renewal whose orders fail exits with 1 too.
+        """
+        await self.setUpConfiguration()
+        server = await self.startServer()
+        await server.stopService()
+        message = await self.failedRenewal()
+        self.assertIn("error: the renewal failed for 2 of the 2 sets asked for", message)
+        self.assertIn("files.example.test, www.example.test: ", message)

@@ -20,7 +20,7 @@ from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.testca import freeTCPPort
 from tests.pebblecase import TestCACase
 from tests.test_integration import CONFIGURATION, HELLO
-from tests.tlsclient import fetchOverTLS
+from tests.tlsclient import connectTLS, fetchOverTLS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,25 +46,43 @@ class WatchedProcess(ProcessProtocol):
     """
     Collects a process's output and fires when a text appears in it often
     enough.
+
+    @ivar seen: Fires when the text given at creation has appeared.
     """
 
     def __init__(self, text: bytes, count: int):
         self.output = b""
-        self._text = text
-        self._count = count
-        self.seen: Deferred[None] = Deferred()
+        self._watches: list[tuple[bytes, int, Deferred[None]]] = []
+        self.seen = self.waitFor(text, count)
         self.ended: Deferred[None] = Deferred()
+
+    def waitFor(self, text: bytes, count: int = 1) -> Deferred[None]:
+        """
+        A Deferred that fires once C{text} has appeared C{count} times in
+        the output, or fails with the output if the process ends first.
+        """
+        watch: Deferred[None] = Deferred()
+        self._watches.append((text, count, watch))
+        self._check()
+        return watch
+
+    def _check(self) -> None:
+        for entry in list(self._watches):
+            text, count, watch = entry
+            if self.output.count(text) >= count:
+                self._watches.remove(entry)
+                watch.callback(None)
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
-        if not self.seen.called and self.output.count(self._text) >= self._count:
-            self.seen.callback(None)
+        self._check()
 
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
-        if not self.seen.called:
-            self.seen.errback(AssertionError(self.output.decode("utf-8", "replace")))
+        watches, self._watches = self._watches, []
+        for _, _, watch in watches:
+            watch.errback(AssertionError(self.output.decode("utf-8", "replace")))
         self.ended.callback(None)
 
 
@@ -126,6 +144,75 @@ class TwistdTests(TestCACase):
             self.assertIn(HELLO, received)
         await stop()
         self.assertIn(b"Server Shut Down.", watcher.output)
+
+    async def test_hangUpReloads(self) -> None:
+        """
+        C{SIGHUP} reloads the file instead of stopping the server: a bad
+        file is refused with 20197 while the services go on; then a service
+        added to the file listens and serves a CA-issued certificate, and
+        the running services still answer, a connection opened before the
+        reload included.
+        """
+        challengePort = freeTCPPort()
+        testCA = await self.startTestCA(challengePort)
+        ports = [freeTCPPort() for _ in range(4)]
+        text = CONFIGURATION.format(
+            challengePort=challengePort,
+            directoryURL=testCA.directoryURL,
+            caFile=testCA.caFile,
+            keyType="ecdsa-p256",
+            ports=ports,
+        )
+        path = self.writeConfiguration(text)
+        watcher = WatchedProcess(b" 20016 ", 3)
+        process = reactor.spawnProcess(
+            watcher,
+            twistdCommand()[0],
+            twistdCommand() + ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+
+        def stop() -> Deferred[None]:
+            if process.pid is not None:
+                process.signalProcess(signal.SIGTERM)
+            return watcher.ended
+
+        self.addCleanup(stop)
+        await watcher.seen.addTimeout(30, reactor)
+        issuers = await testCA.fetchIssuerPEM()
+        client = await connectTLS(reactor, ports[2], "reports.example.test", issuers)
+        self.addCleanup(client.transport.loseConnection)
+        await client.get("/hello.txt", HELLO)
+
+        with open(path, "w") as stream:
+            stream.write(text.replace(f"port = {ports[2]}", "port = 99999"))
+        process.signalProcess(signal.SIGHUP)
+        await watcher.waitFor(b" 20197 ").addTimeout(30, reactor)
+        self.assertIn(b"[services/reports] option 'port'", watcher.output)
+        await client.get("/hello.txt", HELLO)
+
+        with open(path, "w") as stream:
+            stream.write(
+                text
+                + "\n[services/new]\ntype = https\nname = new-https\n"
+                f"address = 127.0.0.1\nport = {ports[3]}\npath = public\n"
+                "ssl_domains = new.example.test\n"
+            )
+        process.signalProcess(signal.SIGHUP)
+        await watcher.waitFor(b" 20016 Service new-https ").addTimeout(30, reactor)
+        self.assertIn(b" 20196 ", watcher.output)
+        _, received = await fetchOverTLS(
+            reactor, ports[3], "new.example.test", issuers, "/hello.txt", HELLO
+        )
+        self.assertIn(HELLO, received)
+        await client.get("/hello.txt", HELLO)
+        _, received = await fetchOverTLS(
+            reactor, ports[0], "files.example.test", issuers, "/hello.txt", HELLO
+        )
+        self.assertIn(HELLO, received)
+        self.assertEqual(watcher.output.count(b" 20156 Service files-https "), 1)
+        self.assertNotIn(b"Traceback", watcher.output)
 
     async def refused(self, path: str) -> tuple[bytes, bytes]:
         """
