@@ -53,6 +53,9 @@ class _Found:
 
     @property
     def isFolder(self) -> bool:
+        """
+        Whether it is a folder rather than a regular file.
+        """
         return stat.S_ISDIR(self.status.st_mode)
 
 
@@ -67,6 +70,10 @@ class _OpenedFile(File):
         self._stream = stream
 
     def restat(self, reraise: bool = True) -> None:
+        """
+        Fill L{FilePath}'s stat cache, which C{exists}, C{isdir},
+        C{getsize} and C{getModificationTime} read, from the open file.
+        """
         self._statinfo = os.fstat(self._stream.fileno())
 
     def openForReading(self) -> IO[bytes]:
@@ -90,6 +97,9 @@ class ServedFolder(Resource):
         self.hiddenFiles = hiddenFiles
 
     def render(self, request: Request) -> Any:
+        """
+        Answer a file, a folder's redirect, index or listing, 404 or 405.
+        """
         if request.method not in ALLOWED_METHODS:
             return refuseMethod(request)
         names = self._requestNames(request)
