@@ -9,11 +9,12 @@ configured, a redirect there.  It never reads the file system.
 
 from __future__ import annotations
 
-import io
 import re
 
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
+
+from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, plainText, refuseMethod
 
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
 READY_TEXT = b"Let's Encrypt Ready"
@@ -68,12 +69,12 @@ class ChallengeResource(Resource):
         if path.startswith(CHALLENGE_PREFIX):
             token = path[len(CHALLENGE_PREFIX) :]
             if token == b"test.txt":
-                return self._plain(request, READY_TEXT)
+                return plainText(request, READY_TEXT)
             if _TOKEN.match(token):
                 answer = self._responder.lookup(token.decode("ascii"))
                 if answer is not None:
-                    return self._plain(request, answer.encode("ascii"))
-            return self._notFound(request)
+                    return plainText(request, answer.encode("ascii"))
+            return notFound(request)
         if self._redirectURL is not None and path.startswith(b"/"):
             # Only a path may follow the redirect URL: appending another
             # request-target form ("@evil.example", "http://...") would
@@ -81,7 +82,7 @@ class ChallengeResource(Resource):
             request.setResponseCode(301)
             request.setHeader(b"location", self._redirectURL + request.uri)
             return b""
-        return self._notFound(request)
+        return notFound(request)
 
     def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)
@@ -90,58 +91,16 @@ class ChallengeResource(Resource):
         """
         Answer GET and HEAD; refuse every other method with 405.
         """
-        if request.method in (b"GET", b"HEAD"):
+        if request.method in ALLOWED_METHODS:
             return super().render(request)
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"GET, HEAD")
-        return self._plain(request, b"Only GET and HEAD are allowed.")
-
-    @staticmethod
-    def _plain(request: Request, body: bytes) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=ascii")
-        request.setHeader(b"cache-control", b"no-store")
-        return body
-
-    @classmethod
-    def _notFound(cls, request: Request) -> bytes:
-        request.setResponseCode(404)
-        return cls._plain(request, b"Not found.")
+        return refuseMethod(request)
 
 
-#: The largest request body the site reads; it answers GET and HEAD only.
-MAX_BODY = 1024
-
-
-class _BodilessRequest(Request):
-    """
-    A request whose body is never spooled to disk nor kept beyond
-    L{MAX_BODY}: a larger announced body is refused with 413 before it is
-    read, and a larger chunked one is dropped as it comes.
-    """
-
-    def gotLength(self, length: int | None) -> None:
-        self.content = io.BytesIO()
-        self._bodySize = 0
-        if length is not None and length > MAX_BODY:
-            self.channel.transport.write(
-                b"HTTP/1.1 413 Request Entity Too Large\r\n"
-                b"Connection: close\r\nContent-Length: 0\r\n\r\n"
-            )
-            self.channel.transport.loseConnection()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._bodySize += len(data)
-        if self._bodySize <= MAX_BODY:
-            self.content.write(data)
-
-
-class ChallengeSite(Site):
+class ChallengeSite(LimitedSite):
     """
     The challenge site, with its access log off: the CA's validators fetch
     each token several times and the events already tell the story.
     """
-
-    requestFactory = _BodilessRequest
 
     def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
         super().__init__(ChallengeResource(responder, redirectURL))

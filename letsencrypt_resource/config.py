@@ -115,6 +115,8 @@ class ServiceOptions:
     domains: tuple[str, ...]
     path: str
     debug: bool
+    #: Serve and list hidden (dot) files and folders.
+    hiddenFiles: bool = False
 
 
 @attrs.frozen
@@ -365,6 +367,7 @@ SERVICE_OPTIONS = _COMMON + (
     Option("port", _port, "443", "Port the service listens on."),
     Option("ssl_domains", _domains, None, "Domains of the service's certificate."),
     Option("path", _path, None, "Folder served, read-only."),
+    Option("hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders."),
 )
 
 SERVER_OPTIONS = (Option("name", _text, "", "The server's name, for labels."),)
@@ -455,6 +458,7 @@ def _service(section: str, values: dict[str, Any], base: str) -> ServiceOptions:
         domains=values["ssl_domains"],
         path=_resolve(base, values["path"]),
         debug=values["debug"],
+        hiddenFiles=values["hidden_files"],
     )
 
 

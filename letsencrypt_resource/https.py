@@ -14,29 +14,16 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.web.server import Site
-from twisted.web.static import File
 
 from . import events
 from .certificates import CertifiedKey
 from .config import ServiceOptions
+from .folder import ServedFolder
+from .httplimits import LimitedSite
 from .tls import TLSCertificateConsumer
 
 
-class ReadOnlyFile(File):
-    """
-    A static file tree that answers only GET and HEAD.
-    """
-
-    def render_POST(self, request: Any) -> bytes:
-        request.setResponseCode(405)
-        request.setHeader(b"allow", b"GET, HEAD")
-        return b"Read-only."
-
-    render_PUT = render_DELETE = render_POST
-
-
-class FileSite(Site):
+class FileSite(LimitedSite):
     """
     The file service's site: with C{debug}, each request is logged as event
     20000; without, requests are not logged.
@@ -99,7 +86,10 @@ class HTTPSFileService(Service):
     def _listen(self) -> None:
         self._waiting = None
         site = FileSite(
-            self.name, self.options.debug, ReadOnlyFile(self.options.path), reactor=self._reactor
+            self.name,
+            self.options.debug,
+            ServedFolder(self.options.path, self.options.hiddenFiles),
+            reactor=self._reactor,
         )
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor

@@ -1,6 +1,7 @@
 """
-Raw HTTP requests for fuzzing the challenge site, and the property every
-answer must have: never a 5xx, never a body but a pending key
+Raw HTTP requests for fuzzing the product's web sites (L{tests.filefuzz}
+uses them for the C{https} file service), and the property every answer
+of the challenge site must have: never a 5xx, never a body but a pending key
 authorization (for its own token), the readiness text, the not-found or
 method texts, or an empty redirect under the redirect URL; malformed or
 oversized requests refused by Twisted with a 4xx or a closed connection.
@@ -12,11 +13,14 @@ C{bench/reliability.py} (100,000 requests or more).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import attrs
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.server import Site
 
 from letsencrypt_resource.challenge import (
     CHALLENGE_PREFIX,
@@ -57,59 +61,69 @@ def makeSite(redirect: bool) -> ChallengeSite:
     return site
 
 
-_segment = st.one_of(
-    st.sampled_from(
-        [
-            "..",
-            ".",
-            "%2e%2e",
-            "%2E%2E",
-            "%2f",
-            "%5c",
-            "\\",
-            "..%2f",
-            "%00",
-            "etc",
-            "passwd",
-            ".well-known",
-            "acme-challenge",
-            "test.txt",
-            "",
-            "~root",
-            "%252e%252e",
-            "%c0%ae%c0%ae",
-        ]
-        + list(TOKENS)
-    ),
-    st.text(st.sampled_from("ABCabcxyz019_-.~%+=!$&'()*,;:@"), max_size=40),
-)
-_path = st.lists(_segment, max_size=8).map(lambda parts: "/" + "/".join(parts))
-_query = st.one_of(
-    st.just(""),
-    st.text(st.sampled_from("abc=&%?/#.x"), max_size=20).map(lambda q: "?" + q),
-)
-_target = st.one_of(
-    st.tuples(_path, _query).map("".join),
-    st.tuples(
-        st.sampled_from(["/.well-known/acme-challenge/"]),
-        st.one_of(st.sampled_from(list(TOKENS) + ["test.txt"]), _segment),
-        _query,
-    ).map("".join),
-    st.sampled_from(
-        [
-            "*",
-            "http://evil.example/x",
-            "//evil.example/x",
-            "@evil.example",
-            "evil",
-            "/\\evil.example",
-            "http://localhost/.well-known/acme-challenge/test.txt",
-        ]
-    ),
-    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80),
-).map(lambda text: text.encode("ascii"))
+#: Path segments that probe for escapes and encodings.
+PROBES = [
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E",
+    "%2f",
+    "%5c",
+    "\\",
+    "..%2f",
+    "%00",
+    "etc",
+    "passwd",
+    ".well-known",
+    "acme-challenge",
+    "test.txt",
+    "",
+    "~root",
+    "%252e%252e",
+    "%c0%ae%c0%ae",
+]
+
+
+@lru_cache(maxsize=None)
+def targets(names: tuple[str, ...]) -> st.SearchStrategy[bytes]:
+    """
+    Request-targets: paths of L{PROBES}, C{names} and arbitrary segments,
+    challenge paths, and other request-target forms.
+
+    @param names: Path segments the site under test may answer.
+    """
+    segment = st.one_of(
+        st.sampled_from(PROBES + list(names)),
+        st.text(st.sampled_from("ABCabcxyz019_-.~%+=!$&'()*,;:@"), max_size=40),
+    )
+    path = st.lists(segment, max_size=8).map(lambda parts: "/" + "/".join(parts))
+    query = st.one_of(
+        st.just(""),
+        st.text(st.sampled_from("abc=&%?/#.x"), max_size=20).map(lambda q: "?" + q),
+    )
+    return st.one_of(
+        st.tuples(path, query).map("".join),
+        st.tuples(
+            st.sampled_from(["/.well-known/acme-challenge/"]),
+            st.one_of(st.sampled_from(list(TOKENS) + ["test.txt"]), segment),
+            query,
+        ).map("".join),
+        st.sampled_from(
+            [
+                "*",
+                "http://evil.example/x",
+                "//evil.example/x",
+                "@evil.example",
+                "evil",
+                "/\\evil.example",
+                "http://localhost/.well-known/acme-challenge/test.txt",
+            ]
+        ),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80),
+    ).map(lambda text: text.encode("ascii"))
+
+
 _rawTarget = st.one_of(
-    _target,
     st.binary(max_size=60).filter(lambda b: b" " not in b and b"\r" not in b and b"\n" not in b),
     st.integers(16_000, 70_000).map(lambda n: b"/" + b"a" * n),
 )
@@ -181,22 +195,25 @@ _goodHeaders = st.lists(
 
 
 @st.composite
-def requests(draw: Any) -> FuzzRequest:
+def requests(draw: Any, names: Sequence[str] = tuple(TOKENS)) -> FuzzRequest:
     """
     Raw HTTP requests: two thirds well-formed GETs and HEADs of odd targets
     with ordinary headers; the rest with odd methods, versions, headers,
     bodies and sizes.
+
+    @param names: As for L{targets}.
     """
     wild = draw(st.integers(0, 2)) == 0
+    someTarget = targets(tuple(names))
     if wild:
         method = draw(_method)
-        target = draw(st.one_of(_target, _rawTarget))
+        target = draw(st.one_of(someTarget, _rawTarget))
         version = draw(_version)
         headers = draw(_headers)
         body = draw(_body)
     else:
         method = draw(st.sampled_from([b"GET", b"GET", b"GET", b"HEAD", b"POST", b"OPTIONS"]))
-        target = draw(_target)
+        target = draw(someTarget)
         version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.1", b"HTTP/1.0"]))
         headers = draw(_goodHeaders)
         body = b""
@@ -220,11 +237,13 @@ class Answer:
     body: bytes
 
 
-def send(site: ChallengeSite, raw: bytes) -> Answer:
+def send(site: Site, raw: bytes, clock: MemoryReactorClock | None = None) -> Answer:
     """
     Send C{raw} on a new in-memory connection and read the first answer.
+
+    @param clock: As for L{connectInMemory}.
     """
-    connection = connectInMemory(site)
+    connection = connectInMemory(site, clock=clock)
     connection.send(raw)
     received = connection.collector.received
     connection.collector.transport.loseConnection()
@@ -247,15 +266,15 @@ def send(site: ChallengeSite, raw: bytes) -> Answer:
     return Answer(received, code, headers, body)
 
 
-def problems(request: FuzzRequest, answer: Answer) -> list[str]:
+def commonProblems(answer: Answer) -> list[str]:
     """
-    Everything wrong with C{answer} to C{request}; empty when all is well.
+    What is wrong with C{answer} whatever the site and the request: not
+    HTTP/1.x, a server error on the connection, or forbidden content.
     """
     found = []
     if answer.code is None:
         return found
-    code = answer.code
-    if not answer.raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or code < 100:
+    if not answer.raw.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) or answer.code < 100:
         found.append(f"not an HTTP/1.x status line: {answer.raw[:60]!r}")
     # Every answer on the connection, pipelined ones included.
     for status in _STATUS.findall(answer.raw):
@@ -264,6 +283,18 @@ def problems(request: FuzzRequest, answer: Answer) -> list[str]:
     for mark in FORBIDDEN:
         if mark in answer.raw:
             found.append(f"forbidden content {mark!r}")
+    return found
+
+
+def problems(request: FuzzRequest, answer: Answer) -> list[str]:
+    """
+    Everything wrong with C{answer} to C{request} from the challenge site;
+    empty when all is well.
+    """
+    found = commonProblems(answer)
+    if answer.code is None:
+        return found
+    code = answer.code
     path = request.target.split(b"?", 1)[0]
     answers = {answer.encode("ascii"): token for token, answer in TOKENS.items()}
     for keyAuthorization, token in answers.items():

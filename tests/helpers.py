@@ -12,14 +12,17 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from twisted.internet import _producer_helpers
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IProtocol, IProtocolFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import Cooperator
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase as TestCase
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import PrivateKey, generateKey
@@ -242,3 +245,14 @@ def exchange(
     connection = connectInMemory(serverFactory, clientFactory, clock)
     connection.send(request)
     return parseResponse(connection.collector.received)
+
+
+def pullProducersOn(case: TestCase, clock: MemoryReactorClock) -> None:
+    """
+    For the rest of C{case}, have HTTP channels pull from pull producers
+    (the static files of C{twisted.web.static}) on C{clock}, which the pump
+    of an in-memory connection advances, rather than with the global
+    cooperator on the global reactor, which a synchronous test never runs.
+    """
+    cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+    case.patch(_producer_helpers, "cooperate", cooperator.cooperate)

@@ -1178,6 +1178,20 @@ class GoodConfigurationTests(SynchronousTestCase):
             stream.write("[server]\nname = café\n" + resource())
         self.assertEqual(loadConfiguration(path).serverName, "café")
 
+    def test_hiddenFiles(self) -> None:
+        """
+        C{hidden_files} of an C{https} service is a boolean, C{no} by
+        default.
+        """
+        for value, expected in [(None, False), ("no", False), ("yes", True)]:
+            options = {} if value is None else {"hidden_files": value}
+            [parsed] = parse(resource() + service(**options)).services
+            self.assertIs(parsed.hiddenFiles, expected, value)
+        error = self.assertRaises(
+            ConfigurationError, parse, resource() + service(hidden_files="some")
+        )
+        self.assertEqual(error.option, "hidden_files")
+
     def test_frozen(self) -> None:
         """
         The parsed options cannot be changed.

@@ -6,30 +6,63 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
+from letsencrypt_resource import folder
 from letsencrypt_resource.config import ServiceOptions
-from letsencrypt_resource.https import FileSite, HTTPSFileService, ReadOnlyFile
+from letsencrypt_resource.folder import ServedFolder
+from letsencrypt_resource.https import FileSite, HTTPSFileService
 
+from . import filefuzz
 from .helpers import (
+    HTTPResponse,
     connectInMemory,
     newSigner,
+    parseResponse,
     peerCertificate,
     provisionalFor,
+    pullProducersOn,
     tlsClientFactory,
 )
 
 ADDRESS = "127.0.0.1"
 PORT = 8443
-CONTENT = b"Hello over HTTPS.\n"
+CONTENT = filefuzz.FILES["hello.txt"]
+#: Methods other than GET and HEAD: standard, WebDAV and made up.
+OTHER_METHODS = [
+    b"POST",
+    b"PUT",
+    b"DELETE",
+    b"OPTIONS",
+    b"PATCH",
+    b"TRACE",
+    b"CONNECT",
+    b"PROPFIND",
+    b"MKCOL",
+    b"BREW",
+    b"get",
+]
+
+
+def request(method: bytes, target: bytes, headers: bytes = b"") -> bytes:
+    """
+    An HTTP/1.1 request without a body that asks the server to close the
+    connection once it has answered.
+    """
+    return b"%s %s HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n%s\r\n" % (
+        method,
+        target,
+        headers,
+    )
 
 
 def makeOptions(path: str) -> ServiceOptions:
@@ -55,11 +88,10 @@ class HTTPSFileServiceTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.folder = self.mktemp()
-        os.mkdir(self.folder)
-        with open(os.path.join(self.folder, "hello.txt"), "wb") as stream:
-            stream.write(CONTENT)
+        self.tree = filefuzz.makeTree(self.mktemp())
+        self.folder = self.tree.served
         self.reactor = MemoryReactorClock()
+        pullProducersOn(self, self.reactor)
         self.service = HTTPSFileService(makeOptions(self.folder), self.reactor)
         self.signer = newSigner()
 
@@ -78,20 +110,18 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         [(_, factory, _, _)] = self.reactor.tcpServers
         return factory
 
-    def render(self, method: bytes, name: bytes) -> DummyRequest:
+    def fetch(self, method: bytes, target: bytes) -> HTTPResponse:
         """
-        Render C{method} for the file C{name} on the site the service
-        listens with, as the site finds it.
-
-        A L{DummyRequest} rather than a connection: Twisted sends a static
-        file with the global cooperator, on the global reactor.
+        Send C{method} C{target} over TLS to the port the service listens
+        on, and read the answer.
         """
-        request = DummyRequest([name])
-        request.method = method
-        site = self.listeningFactory().wrappedFactory
-        request.render(getChildForRequest(site.resource, request))
-        self.assertTrue(request.finished)
-        return request
+        connection = connectInMemory(
+            self.listeningFactory(),
+            tlsClientFactory(self.signer, self.reactor),
+            self.reactor,
+        )
+        connection.send(request(method, target))
+        return parseResponse(connection.collector.received)
 
     def test_listensOnceCertified(self) -> None:
         """
@@ -144,37 +174,38 @@ class HTTPSFileServiceTests(SynchronousTestCase):
     def test_servesFiles(self) -> None:
         """
         Files of the folder are served with GET, and their headers alone
-        with HEAD.
+        with HEAD; missing files get 404.
         """
         self.startWithCertificate()
-        get = self.render(b"GET", b"hello.txt")
-        head = self.render(b"HEAD", b"hello.txt")
-        # A DummyRequest's code stays None when left at the default, 200.
+        get = self.fetch(b"GET", b"/hello.txt")
+        head = self.fetch(b"HEAD", b"/hello.txt")
         self.assertEqual(
-            [(r.responseCode or 200, b"".join(r.written)) for r in (get, head)],
-            [(200, CONTENT), (200, b"")],
+            [(r.code, r.body) for r in (get, head)], [(200, CONTENT), (200, b"")]
         )
         self.assertEqual(
-            head.responseHeaders.getRawHeaders(b"content-length"),
-            [str(len(CONTENT)).encode("ascii")],
+            head.headers[b"content-length"], str(len(CONTENT)).encode("ascii")
         )
-        self.assertEqual(self.render(b"GET", b"missing.txt").responseCode, 404)
+        self.assertEqual(self.fetch(b"GET", b"/missing.txt").code, 404)
 
-    def test_readOnly(self) -> None:
+    def test_otherMethods(self) -> None:
         """
-        PUT, POST and DELETE are refused with 405 and change nothing.
+        Every method but GET and HEAD (standard, WebDAV, made up, lower
+        case) is refused with 405 and C{Allow: GET, HEAD}, on files,
+        folders and missing paths alike, and changes nothing.
         """
         self.startWithCertificate()
-        for method in [b"PUT", b"POST", b"DELETE"]:
-            request = self.render(method, b"hello.txt")
-            self.assertEqual(
-                (request.responseCode, request.responseHeaders.getRawHeaders(b"allow")),
-                (405, [b"GET, HEAD"]),
-                method,
-            )
+        before = sorted(os.listdir(self.folder))
+        for method in OTHER_METHODS:
+            for target in [b"/hello.txt", b"/", b"/sub/", b"/sub", b"/missing", b"*"]:
+                response = self.fetch(method, target)
+                self.assertEqual(
+                    (response.code, response.headers.get(b"allow")),
+                    (405, b"GET, HEAD"),
+                    (method, target),
+                )
         with open(os.path.join(self.folder, "hello.txt"), "rb") as stream:
             self.assertEqual(stream.read(), CONTENT)
-        self.assertEqual(os.listdir(self.folder), ["hello.txt"])
+        self.assertEqual(sorted(os.listdir(self.folder)), before)
 
     def test_followsCertificate(self) -> None:
         """
@@ -209,13 +240,272 @@ class HTTPSFileServiceTests(SynchronousTestCase):
             self.assertIn(part, text)
 
 
+@contextmanager
+def asUser(uid: int) -> Iterator[None]:
+    """
+    Run the block with the effective user C{uid} when running as root (who
+    reads any file), as is otherwise.
+    """
+    if os.geteuid() != 0:
+        yield
+        return
+    os.seteuid(uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+
+
+class ServedFolderTests(SynchronousTestCase):
+    """
+    Tests for L{ServedFolder}: what a request can reach in a folder laid
+    out by L{filefuzz.makeTree}, over a L{FileSite} in memory.
+    """
+
+    def setUp(self) -> None:
+        self.tree = filefuzz.makeTree(self.mktemp())
+        self.clock = MemoryReactorClock()
+        pullProducersOn(self, self.clock)
+        self.hiddenFiles = False
+
+    def fetch(self, target: bytes, method: bytes = b"GET") -> HTTPResponse:
+        """
+        Send C{method} C{target} to a site on the tree's folder, and read
+        the answer; fail on any error logged meanwhile.
+        """
+        site = FileSite("files", False, ServedFolder(self.tree.served, self.hiddenFiles))
+        site.reactor = self.clock
+        with capturedLogs() as events:
+            connection = connectInMemory(site, clock=self.clock)
+            connection.send(request(method, target))
+        errors = [
+            formatEvent(e) + (e["log_failure"].getTraceback() if "log_failure" in e else "")
+            for e in events
+            if e["log_level"] >= LogLevel.warn or "log_failure" in e
+        ]
+        self.assertEqual(errors, [], target)
+        return parseResponse(connection.collector.received)
+
+    def assertNotFound(self, targets: list[bytes]) -> None:
+        """
+        Each of C{targets} gets 404, for GET and HEAD, and nothing of the
+        secret or hidden files.
+        """
+        for target in targets:
+            for method in (b"GET", b"HEAD"):
+                response = self.fetch(target, method)
+                self.assertEqual(response.code, 404, (method, target[:80]))
+                for secret in (filefuzz.SECRET, filefuzz.HIDDEN):
+                    self.assertNotIn(secret, response.body, target)
+
+    def listing(self, target: bytes) -> bytes:
+        """
+        The listing of the folder C{target}.
+        """
+        response = self.fetch(target)
+        self.assertEqual(
+            (response.code, response.headers[b"content-type"]),
+            (200, b"text/html; charset=utf-8"),
+        )
+        return response.body
+
+    def test_linksInside(self) -> None:
+        """
+        Links that resolve inside the folder, to files and folders, are
+        followed.
+        """
+        hello, inner = filefuzz.FILES["hello.txt"], filefuzz.FILES["sub/inner.txt"]
+        for target, content in [
+            (b"/hello.txt", hello),
+            (b"/inside", hello),
+            (b"/insideDir/inner.txt", inner),
+            (b"/sub/up/hello.txt", hello),
+            (b"/sub/up/sub/up/insideDir/inner.txt", inner),
+        ]:
+            self.assertEqual((self.fetch(target).code, self.fetch(target).body), (200, content))
+        self.assertIn(b'href="inner.txt"', self.listing(b"/insideDir/"))
+
+    def test_linksOutside(self) -> None:
+        """
+        Links that resolve outside the folder, relative or absolute, to a
+        file or a folder, directly or from a subfolder, answer 404.
+        """
+        self.assertNotFound(
+            [
+                b"/outFile",
+                b"/outDir",
+                b"/outDir/",
+                b"/outDir/secret.pem",
+                b"/absOut",
+                b"/sub/escape",
+                b"/sub/up/outFile",
+                b"/insideDir/escape",
+            ]
+        )
+
+    def test_escapes(self) -> None:
+        """
+        Dot segments, encoded or not, encoded slashes and backslashes, and
+        empty segments never leave the folder: 404.
+        """
+        self.assertNotFound(
+            [
+                b"/../outside/secret.pem",
+                b"/%2e%2e/outside/secret.pem",
+                b"/sub/%2E%2E/%2e%2e/outside/secret.pem",
+                b"/..%2foutside%2fsecret.pem",
+                b"/sub%2f..%2f..%2foutside%2fsecret.pem",
+                b"/%2f" + self.tree.outside.encode() + b"/secret.pem",
+                b"/.%2e/outside/secret.pem",
+                b"/..%5coutside%5csecret.pem",
+                b"//hello.txt",
+                b"/sub//inner.txt",
+                b"/./hello.txt",
+                b"/sub/./inner.txt",
+            ]
+        )
+
+    def test_oddNames(self) -> None:
+        """
+        NUL bytes, names that are not UTF-8, over-long names and paths,
+        links that loop or lead nowhere, a FIFO, and a file taken for a
+        folder answer 404 and log nothing (L{fetch} checks), where Twisted's
+        static files answered 500 with a traceback.
+        """
+        self.assertNotFound(
+            [
+                b"/index.txt%00",
+                b"/hello.txt%00",
+                b"/hello.txt%00.html",
+                b"/%00/hello.txt",
+                b"/%ff%fe",
+                b"/%c0%ae%c0%ae/outside/secret.pem",
+                b"/" + b"a" * 300,
+                b"/" + b"/".join([b"a" * 250] * 20),
+                b"/loop",
+                b"/loop/x",
+                b"/dangling",
+                b"/fifo",
+                b"/hello.txt/",
+                b"/hello.txt/x",
+            ]
+        )
+
+    def test_unreadable(self) -> None:
+        """
+        A file and a folder the server cannot read answer 404 and are not
+        listed, where Twisted answered 403 for the file and 500 for the
+        folder.
+        """
+        for name in ("hello.txt", "sub"):
+            os.chmod(os.path.join(self.tree.served, name), 0)
+        # Let the other user reach the tree in the test's private folder.
+        os.chmod(os.path.dirname(os.path.dirname(self.tree.served)), 0o755)
+        with asUser(65534):
+            self.assertNotFound([b"/hello.txt", b"/sub/", b"/sub/inner.txt", b"/inside"])
+            listing = self.listing(b"/")
+        self.assertNotIn(b"hello.txt", listing)
+        self.assertNotIn(b'"sub/"', listing)
+        self.assertIn(b'"site/"', listing)
+
+    @contextmanager
+    def duringLookup(self, change: Callable[[], None]) -> Iterator[None]:
+        """
+        Within the block, make C{change} to the tree just after the folder
+        resolves a path and before it opens it, once.
+        """
+        realpath = os.path.realpath
+        changes = [change]
+
+        def racing(path: str) -> str:
+            resolved = realpath(path)
+            if changes and path != realpath(self.tree.served):
+                changes.pop()()
+            return resolved
+
+        self.patch(folder.os.path, "realpath", racing)
+        yield
+        self.assertEqual(changes, [])
+
+    def test_linkSwappedIn(self) -> None:
+        """
+        A folder replaced by a link out of the served folder between the
+        check and the open is not followed: 404.
+        """
+        sub = os.path.join(self.tree.served, "sub")
+
+        def swap() -> None:
+            os.rename(sub, sub + "-old")
+            os.symlink(self.tree.outside, sub)
+
+        with self.duringLookup(swap):
+            self.assertNotFound([b"/sub/secret.pem"])
+
+    def test_fileVanishes(self) -> None:
+        """
+        A file deleted between the check and the open answers 404, where
+        Twisted's static files answered 500 with a traceback.
+        """
+        path = os.path.join(self.tree.served, "hello.txt")
+        with self.duringLookup(lambda: os.unlink(path)):
+            self.assertEqual(self.fetch(b"/hello.txt").code, 404)
+
+    def test_hidden(self) -> None:
+        """
+        Hidden files and folders, and links to them, answer 404 and are not
+        listed.
+        """
+        self.assertNotFound([b"/.hidden.txt", b"/.git/config", b"/.git/", b"/toHidden"])
+        listing = self.listing(b"/")
+        for name in (b".hidden", b".git", b"toHidden"):
+            self.assertNotIn(name, listing)
+
+    def test_hiddenAllowed(self) -> None:
+        """
+        With hidden files allowed, hidden files, folders and links to them
+        are served and listed; C{.} and C{..} still answer 404.
+        """
+        self.hiddenFiles = True
+        for target in (b"/.hidden.txt", b"/.git/config", b"/toHidden"):
+            self.assertEqual(self.fetch(target).body, filefuzz.HIDDEN, target)
+        listing = self.listing(b"/")
+        for name in (b'".hidden.txt"', b'".git/"', b'"toHidden"'):
+            self.assertIn(name, listing)
+        self.assertNotFound([b"/./hello.txt", b"/../outside/secret.pem", b"/outFile"])
+
+    def test_listing(self) -> None:
+        """
+        A folder's listing shows, folders first, exactly the entries a
+        request can fetch, with escaped names; a folder named without its
+        final slash is redirected to it; a folder with an index answers
+        with the index.
+        """
+        body = self.listing(b"/")
+        entries = [
+            line.split(b'"')[1] for line in body.splitlines() if b"<a href=" in line
+        ]
+        self.assertEqual(
+            entries,
+            [b"insideDir/", b"site/", b"sub/", b"hello.txt", b"inside"],
+        )
+        redirect = self.fetch(b"/insideDir?x=1")
+        self.assertEqual(
+            (redirect.code, redirect.headers[b"location"]), (301, b"insideDir/")
+        )
+        self.assertEqual(self.fetch(b"/site/").body, filefuzz.FILES["site/index.html"])
+        with open(os.path.join(self.tree.served, "<b>&.txt"), "wb"):
+            pass
+        body = self.listing(b"/")
+        self.assertIn(b'href="%3Cb%3E%26.txt">&lt;b&gt;&amp;.txt</a>', body)
+
+
 class FileSiteTests(SynchronousTestCase):
     """
     Tests for L{FileSite}'s request log.
     """
 
     def logged(self, debug: bool) -> list[str]:
-        site = FileSite("files", debug, ReadOnlyFile(self.mktemp()))
+        site = FileSite("files", debug, ServedFolder(self.mktemp()))
         request = DummyRequest([b"hello.txt"])
         request.client = IPv4Address("TCP", "192.0.2.7", 50000)
         request.uri = b"/hello.txt"

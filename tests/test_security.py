@@ -10,24 +10,37 @@ import base64
 import os
 import shutil
 import stat
+import tempfile
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
-from twisted.logger import formatEvent
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.challenge import CHALLENGE_PREFIX
+from letsencrypt_resource.challenge import CHALLENGE_PREFIX, ChallengeResponder, ChallengeSite
+from letsencrypt_resource.folder import ServedFolder
+from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import freeTCPPort
 from letsencrypt_resource.testing import FakeACMEServer, registeredClient, runUntilFired
-from tests import challengefuzz
+from tests import challengefuzz, filefuzz
 from tests.faultcase import FaultCase
-from tests.helpers import connectInMemory, rawRequest
+from tests.helpers import (
+    InMemoryConnection,
+    connectInMemory,
+    newSigner,
+    provisionalFor,
+    pullProducersOn,
+    rawRequest,
+    tlsClientFactory,
+)
 from tests.test_acmeclient import DOMAINS
+from tests.test_https import makeOptions
 from tests.test_resource import ResourceTestCase
 
 
@@ -364,49 +377,92 @@ class CertificateMismatchTests(ResourceTestCase):
         self.assertRefusedByTheResource()
 
 
-class ChallengeSiteAbuseTests(SynchronousTestCase):
+class ListenerLimitsTests(SynchronousTestCase):
     """
-    The public challenge site under malformed, oversized and arbitrary
-    requests.
+    The same limits and the same prompt refusals on both listeners: the
+    challenge site over TCP and an C{https} file service over TLS.
     """
 
-    def test_oversizedRequestLine(self) -> None:
-        """
-        A request line longer than Twisted's 16 KiB limit is refused: a 4xx
-        or the connection closed without an answer, never a 5xx.
-        """
-        site = challengefuzz.makeSite(redirect=True)
-        for size in (16_385, 70_000, 1_000_000):
-            target = CHALLENGE_PREFIX + b"a" * size
-            answer = challengefuzz.send(site, rawRequest(b"GET", target))
-            self.assertIn(answer.code, (None, 400, 414, 431), size)
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.signer = newSigner()
+        tree = filefuzz.makeTree(self.mktemp())
+        service = HTTPSFileService(makeOptions(tree.served), self.clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        service.consumer.useCertificate(provisionalFor(self.signer))
+        [(_, self.fileFactory, _, _)] = self.clock.tcpServers
+        self.challengeSite = ChallengeSite(ChallengeResponder())
+        self.challengeSite.reactor = self.clock
 
-    def test_oversizedHeaders(self) -> None:
+    def connections(self) -> dict[str, InMemoryConnection]:
         """
-        One header over 16 KiB, headers over 16 KiB in all, or more than
-        500 headers: refused, never a 5xx.
+        A new connection to each listener, by name.
         """
-        site = challengefuzz.makeSite(redirect=False)
-        path = CHALLENGE_PREFIX + b"test.txt"
-        requests = [
-            b"GET %s HTTP/1.1\r\nHost: a\r\nX-A: %s\r\n\r\n" % (path, b"a" * 20_000),
-            b"GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n"
-            % (path, b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))),
-            b"GET %s HTTP/1.1\r\nHost: a\r\n%s\r\n"
-            % (path, b"".join(b"X-%d: a\r\n" % i for i in range(600))),
-        ]
-        for request in requests:
-            answer = challengefuzz.send(site, request)
-            self.assertIn(answer.code, (None, 400, 431), request[:60])
+        return {
+            "challenge": connectInMemory(self.challengeSite, clock=self.clock),
+            "https": connectInMemory(
+                self.fileFactory, tlsClientFactory(self.signer, self.clock), self.clock
+            ),
+        }
 
-    def test_bodyNotBuffered(self) -> None:
+    def assertRefused(self, raw: bytes, status: bytes) -> dict[str, bytes]:
         """
-        The site takes only GET and HEAD, so a large request body is
-        refused before it is read, not spooled to a temporary file.
-        """
-        import tempfile
+        Both listeners answer C{raw} with C{status} alone and close the
+        connection at once, without the clock moving.
 
-        spooled = []
+        @return: What each listener sent, by name.
+        """
+        received = {}
+        for name, connection in self.connections().items():
+            connection.send(raw)
+            answer = received[name] = connection.collector.received
+            self.assertEqual(
+                (answer[: len(status) + 9], answer.count(b"HTTP/1.")),
+                (b"HTTP/1.1 " + status, 1),
+                name,
+            )
+            self.assertIsNotNone(connection.collector.lostReason, name)
+        self.assertEqual(self.clock.seconds(), 0)
+        return received
+
+    def test_longHeader(self) -> None:
+        """
+        One header line over 16 KiB gets 400 and the connection closed;
+        the file service used to wait for its idle timeout over TLS.
+        """
+        self.assertRefused(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-A: %s\r\n\r\n" % (b"a" * 20_000), b"400 "
+        )
+
+    def test_longRequestLine(self) -> None:
+        """
+        A request line over 16 KiB, complete or not, gets 400 and the
+        connection closed.
+        """
+        target = b"/" + b"a" * 70_000
+        self.assertRefused(rawRequest(b"GET", target), b"400 ")
+        self.assertRefused(b"GET " + target, b"400 ")
+
+    def test_manyHeaders(self) -> None:
+        """
+        More than 16 KiB of headers in all, or more than 500 headers, get
+        400 and the connection closed.
+        """
+        for headers in [
+            b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20)),
+            b"".join(b"X-%d: a\r\n" % i for i in range(600)),
+        ]:
+            self.assertRefused(b"GET / HTTP/1.1\r\nHost: a\r\n%s\r\n" % headers, b"400 ")
+
+    def test_bodyRefusedUnread(self) -> None:
+        """
+        A request that announces a body is refused before the body is read
+        or spooled to a temporary file: 413 for GET and HEAD, 405 with
+        C{Allow} for other methods, whether the length is given or the
+        body chunked; a request pipelined behind it is not answered.
+        """
+        spooled: list[Any] = []
         real = tempfile.TemporaryFile
 
         def recording(*args: Any, **kwargs: Any) -> Any:
@@ -414,15 +470,28 @@ class ChallengeSiteAbuseTests(SynchronousTestCase):
             return real(*args, **kwargs)
 
         self.patch(tempfile, "TemporaryFile", recording)
-        site = challengefuzz.makeSite(redirect=False)
-        connection = connectInMemory(site)
-        connection.send(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n"
-            + b"x" * 1_000_000
-        )
+        pipelined = rawRequest(b"GET", CHALLENGE_PREFIX + b"test.txt")
+        for method, status in [(b"GET", b"413 "), (b"HEAD", b"413 "), (b"POST", b"405 ")]:
+            self.assertRefused(rawRequest(method, b"/", b"hello") + pipelined, status)
+            self.assertRefused(
+                b"%s / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n0\r\n\r\n" % method,
+                status,
+            )
+            received = self.assertRefused(
+                b"%s / HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n" % method
+                + b"x" * 1_000_000,
+                status,
+            )
+        self.assertIn(b"\r\nAllow: GET, HEAD\r\n", received["https"])
         self.assertEqual(spooled, [])
-        self.assertTrue(connection.collector.received.startswith(b"HTTP/1.1 4"))
 
+
+class ChallengeSiteAbuseTests(SynchronousTestCase):
+    """
+    The public challenge site under malformed, oversized and arbitrary
+    requests.
+    """
 
     @settings(
         max_examples=400,
@@ -441,3 +510,39 @@ class ChallengeSiteAbuseTests(SynchronousTestCase):
         site = challengefuzz.makeSite(request.redirect)
         answer = challengefuzz.send(site, request.raw)
         self.assertEqual(challengefuzz.problems(request, answer), [])
+
+
+class FileSiteAbuseTests(SynchronousTestCase):
+    """
+    An C{https} file service's site under malformed, oversized and
+    arbitrary requests, on a folder laid out for attacks.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        pullProducersOn(self, self.clock)
+        tree = filefuzz.makeTree(self.mktemp())
+        self.site = FileSite("files", False, ServedFolder(tree.served))
+        self.site.reactor = self.clock
+
+    @settings(
+        max_examples=400,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(request=challengefuzz.requests(filefuzz.NAMES))
+    def test_arbitraryRequests(self, request: challengefuzz.FuzzRequest) -> None:
+        """
+        Raw requests of every kind, with the folder's names among their
+        path segments, get only what the service may answer (never a 5xx,
+        a secret or a hidden file), and log no error or traceback.
+        """
+        with capturedLogs() as events:
+            answer = challengefuzz.send(self.site, request.raw, self.clock)
+        self.assertEqual(filefuzz.problems(request, answer), [])
+        self.assertEqual(
+            [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn or "log_failure" in e],
+            [],
+        )

@@ -1,0 +1,132 @@
+"""
+What the product's web listeners (the challenge site and the C{https} file
+services) accept: GET and HEAD, without a body, with a request line and
+headers within Twisted's limits.
+
+Anything else is refused at once with a short answer, before it is read:
+a request that announces a body gets 405 (other methods) or 413 (GET and
+HEAD), a request line or header line
+over 16 KiB gets 400 (as do more than 16 KiB of headers in all or more
+than 500 headers, Twisted's own limits), and the connection is closed,
+over TLS as over TCP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+#: The only methods the sites answer.
+ALLOWED_METHODS = (b"GET", b"HEAD")
+_ALLOW = b", ".join(ALLOWED_METHODS)
+
+
+class LimitedChannel(HTTPChannel):
+    """
+    An HTTP/1.x channel that refuses request bodies and over-long lines
+    promptly, and reads nothing once it is closing.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Ignore whatever comes once the connection is closing: a refused
+        request's body or a request pipelined behind it.
+        """
+        if not self.transport.disconnecting:
+            super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        Answer a request line or header line over C{MAX_LENGTH} with 400,
+        then close.
+
+        L{LineReceiver} would only close the transport, which over TLS
+        waits for the channel to unregister as the transport's producer,
+        that is until the idle timeout.
+        """
+        self._refuse(b"400 Bad Request")
+
+    def allHeadersReceived(self) -> None:
+        """
+        Refuse a request that announces a body (a non-zero
+        C{Content-Length} or chunked transfer coding) before any of it is
+        read or spooled to a temporary file: 405 for a method other than
+        GET and HEAD, as without a body, 413 for those two.
+        """
+        if self.length != 0:
+            # The method of the request line, kept by HTTPChannel: the
+            # request itself learns it only once its body has come.
+            if self._command in ALLOWED_METHODS:
+                self._refuse(b"413 Content Too Large")
+            else:
+                self._refuse(b"405 Method Not Allowed", b"Allow: " + _ALLOW)
+            return
+        super().allHeadersReceived()
+
+    def _refuse(self, status: bytes, *headers: bytes) -> None:
+        lines = [b"HTTP/1.1 " + status, *headers, b"Connection: close", b"Content-Length: 0"]
+        self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self.loseConnection()
+
+
+class LimitedRequest(Request):
+    """
+    A request that treats the asterisk-form target C{*} like any path the
+    site does not have.
+    """
+
+    def _handleStar(self) -> None:
+        """
+        Answer C{*} with 404 for GET and HEAD and 405 otherwise, where
+        Twisted would answer OPTIONS with 200 and other methods with
+        C{Allow: OPTIONS}.
+        """
+        body = notFound(self) if self.method in ALLOWED_METHODS else refuseMethod(self)
+        self.setHeader(b"content-length", b"%d" % len(body))
+        self.write(body)
+        self.finish()
+
+
+class LimitedSite(Site):
+    """
+    A site whose connections are L{LimitedChannel}s and whose requests are
+    L{LimitedRequest}s.
+    """
+
+    protocol = LimitedChannel  # type: ignore[assignment]
+    requestFactory = LimitedRequest
+
+
+def refuseMethod(request: Request) -> bytes:
+    """
+    Answer C{request} with 405 and an C{Allow} header naming
+    L{ALLOWED_METHODS}.
+
+    @return: The body.
+    """
+    request.setResponseCode(405)
+    request.setHeader(b"allow", _ALLOW)
+    return plainText(request, b"Only GET and HEAD are allowed.")
+
+
+def notFound(request: Request) -> bytes:
+    """
+    Answer C{request} with 404.
+
+    @return: The body.
+    """
+    request.setResponseCode(404)
+    return plainText(request, b"Not found.")
+
+
+def plainText(request: Any, body: bytes) -> bytes:
+    """
+    Mark C{request}'s answer as short, uncached ASCII text.
+
+    @return: C{body}.
+    """
+    request.setHeader(b"content-type", b"text/plain; charset=ascii")
+    request.setHeader(b"cache-control", b"no-store")
+    return body
