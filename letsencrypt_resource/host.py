@@ -18,22 +18,23 @@ from twisted.web.client import HTTPConnectionPool
 from zope.interface.registry import Components
 
 from .config import Configuration, ConfigurationError, ResourceOptions
-from .control import ControlService, StateLock
+from .control import ControlService, LockWatch, StateLock, checkControlFolder
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
 from .keys import loadAccountKey
 from .interfaces import ICertificateConsumer
 from .operations import Operations
 from .resource import LetsEncryptResource
-from .store import EXPORTED_FILES, DirectoryStore, removeTemporaryFiles
+from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
 
 
 def checkFileSystem(configuration: Configuration) -> None:
     """
     The checks of a configuration that read the file system.
 
-    @raise ConfigurationError: when a served folder is missing or the ACME
-        CA bundle cannot be used.
+    @raise ConfigurationError: when a served folder is missing, the ACME
+        CA bundle cannot be used, or the state directory, the store
+        directory or the control socket's folder cannot be written safely.
     """
     for service in configuration.services:
         if not os.path.isdir(service.path):
@@ -51,6 +52,9 @@ def checkFileSystem(configuration: Configuration) -> None:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
             raise ConfigurationError(resource.section, "account_key", str(error))
+    if resource is not None:
+        checkStorage(resource)
+        checkControlFolder(resource)
 
 
 def makeResource(
@@ -64,7 +68,7 @@ def makeResource(
     """
     trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
     http, pool = makeHTTPClient(reactor, trusted)
-    store = DirectoryStore(options.stateDirectory)
+    store = DirectoryStore(options.stateDirectory, options.storeDirectory)
     store.removeTemporaryFiles()
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
@@ -115,6 +119,7 @@ class ServerService(MultiService):
             if self._lock is None:
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
+            LockWatch(self._lock, reactor).setServiceParent(self)
             self.resource, self._pool = makeResource(
                 resourceOptions, self.registry, reactor
             )

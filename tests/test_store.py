@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -21,139 +20,14 @@ from letsencrypt_resource.store import (
     StoreError,
     exportCertificate,
     removeTemporaryFiles,
-    replaceTogether,
-    writeAtomically,
 )
 
 from .helpers import newSigner, provisionalFor, sharedKey
+from .test_safefs import PermissiveUmaskMixin, modeOf, readBytes
 
 ACME_URL = "https://acme.example/directory"
 ACCOUNT_URL = "https://acme.example/account/17"
 DOMAINS = ("example.com", "www.example.com")
-
-
-def modeOf(path: str) -> int:
-    """
-    The permission bits of C{path}.
-    """
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def readBytes(path: str) -> bytes:
-    """
-    The content of the file at C{path}.
-    """
-    with open(path, "rb") as stream:
-        return stream.read()
-
-
-class PermissiveUmaskMixin:
-    """
-    Run each test under umask 0, so that modes come from the code alone.
-    """
-
-    def setUp(self) -> None:
-        self.addCleanup(os.umask, os.umask(0))  # type: ignore[attr-defined]
-
-
-class WriteAtomicallyTests(PermissiveUmaskMixin, SynchronousTestCase):
-    """
-    Tests for L{writeAtomically}.
-    """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.folder = self.mktemp()
-        os.mkdir(self.folder)
-        self.path = os.path.join(self.folder, "file")
-
-    def test_replaces(self) -> None:
-        """
-        The new content replaces the old, and no temporary file is left.
-        """
-        writeAtomically(self.path, b"old")
-        writeAtomically(self.path, b"new content")
-        self.assertEqual(
-            (readBytes(self.path), os.listdir(self.folder)), (b"new content", ["file"])
-        )
-
-    def test_modes(self) -> None:
-        """
-        The file gets C{mode}, 0600 by default, whatever the umask and the
-        mode of the file it replaces.
-        """
-        writeAtomically(self.path, b"secret")
-        self.assertEqual(modeOf(self.path), 0o600)
-        writeAtomically(self.path, b"public", 0o644)
-        self.assertEqual(modeOf(self.path), 0o644)
-        os.umask(0o077)
-        writeAtomically(self.path, b"public", 0o644)
-        self.assertEqual(modeOf(self.path), 0o644)
-
-    def test_failureKeepsOld(self) -> None:
-        """
-        When a write fails the old file is intact and no temporary file is
-        left.
-        """
-        writeAtomically(self.path, b"old")
-
-        def fsync(fd: int) -> None:
-            raise OSError(5, "Input/output error")
-
-        self.patch(os, "fsync", fsync)
-        self.assertRaises(OSError, writeAtomically, self.path, b"new")
-        self.assertEqual(
-            (readBytes(self.path), os.listdir(self.folder)), (b"old", ["file"])
-        )
-
-
-class ReplaceTogetherTests(PermissiveUmaskMixin, SynchronousTestCase):
-    """
-    Tests for L{replaceTogether}.
-    """
-
-    NAMES = ("cert.pem", "chain.pem", "privkey.pem")
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.folder = self.mktemp()
-        os.mkdir(self.folder)
-        replaceTogether(self.folder, [(name, b"old", 0o600) for name in self.NAMES])
-
-    def contents(self) -> dict[str, bytes]:
-        return {
-            name: readBytes(os.path.join(self.folder, name))
-            for name in os.listdir(self.folder)
-        }
-
-    def test_allWrittenBeforeAnyRenamed(self) -> None:
-        """
-        When the first file is renamed into place, every new file is already
-        written out in full; afterwards only the new files are there.
-        """
-        seen: list[dict[str, bytes]] = []
-        rename = os.replace
-
-        def replace(source: str, destination: str) -> None:
-            seen.append(self.contents())
-            rename(source, destination)
-
-        self.patch(os, "replace", replace)
-        new = {name: b"new " + name.encode() for name in self.NAMES}
-        replaceTogether(self.folder, [(name, data, 0o600) for name, data in new.items()])
-        temporary = {f".{name}.{os.getpid()}.tmp": data for name, data in new.items()}
-        self.assertEqual(seen[0], {**{name: b"old" for name in self.NAMES}, **temporary})
-        self.assertEqual(self.contents(), new)
-
-    def test_failedWriteReplacesNothing(self) -> None:
-        """
-        When one file cannot be written, none is replaced and no temporary
-        file is left.
-        """
-        files = [(name, b"new", 0o600) for name in self.NAMES]
-        files.insert(2, ("missing/folder.pem", b"new", 0o600))
-        self.assertRaises(OSError, replaceTogether, self.folder, files)
-        self.assertEqual(self.contents(), {name: b"old" for name in self.NAMES})
 
 
 class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
@@ -163,7 +37,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.root = os.path.join(self.mktemp(), "state")
+        self.root = os.path.join(self.base, "state")
         self.store = DirectoryStore(self.root)
 
     def test_interface(self) -> None:
@@ -367,8 +241,7 @@ class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.directory = self.mktemp()
-        os.mkdir(self.directory)
+        self.directory = self.base
         self.provisional = provisionalFor(newSigner(), DOMAINS)
 
     def export(self, certifiedKey: CertifiedKey) -> str:
