@@ -39,6 +39,8 @@ from .safefs import UnusablePath, checkFolder, openFolder
 _MAX_SOCKET_PATH = 100
 #: The longest request or answer, in bytes.
 _MAX_MESSAGE = 64 * 1024 * 1024
+#: The system's temporary folder, shared by every user.
+SHARED_TEMPORARY = "/tmp"
 #: Seconds between two checks that the server still holds its lock.
 LOCK_CHECK_INTERVAL = 60.0
 
@@ -183,7 +185,9 @@ def socketPath(stateDirectory: str) -> str:
     if len(path.encode("utf-8")) <= _MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:24]
-    return os.path.join("/tmp", f"letsencrypt-resource-{os.getuid()}", f"{digest}.sock")
+    return os.path.join(
+        SHARED_TEMPORARY, f"letsencrypt-resource-{os.geteuid()}", f"{digest}.sock"
+    )
 
 
 def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> Deferred[Any]:
