@@ -201,6 +201,26 @@ class ReplaceInFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
             (readBytes(victim), self.contents()), (b"precious", {"file": b"new"})
         )
 
+    def test_linkPlantedAfterCleanUp(self) -> None:
+        """
+        A link planted at the temporary file's name just after the leftover
+        was removed is not written through either: the write fails.
+        """
+        victim = os.path.join(self.base + "-victim")
+        writeBytes(victim, b"precious")
+        unlink = os.unlink
+
+        def unlinkThenPlant(name: str, **kwargs: int) -> None:
+            try:
+                unlink(name, **kwargs)
+            finally:
+                if name == temporaryName("file"):
+                    os.symlink(victim, os.path.join(self.folder, name))
+
+        self.patch(os, "unlink", unlinkThenPlant)
+        self.assertRaises(FileExistsError, write, self.folder, [("file", b"new", 0o600)])
+        self.assertEqual(readBytes(victim), b"precious")
+
     def test_plantedLinkAtName(self) -> None:
         """
         A link at the file's own name is replaced by the file, not followed.

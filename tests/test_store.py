@@ -13,7 +13,12 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.interfaces import ICertificateStore
 from letsencrypt_resource.keys import keyToPEM
-from letsencrypt_resource.config import ConfigurationError, ResourceOptions
+from letsencrypt_resource.config import (
+    ConfigurationError,
+    ResourceOptions,
+    loadConfiguration,
+)
+from letsencrypt_resource.host import checkFileSystem
 from letsencrypt_resource.store import (
     EXPORTED_FILES,
     AccountRecord,
@@ -618,6 +623,25 @@ class CheckStorageTests(PermissiveUmaskMixin, SynchronousTestCase):
         giveAway(foreign)
         self.refused(self.options(foreign), "state_directory")
         self.refused(self.options(good, foreign), "store_directory")
+
+    def test_checkedAtStart(self) -> None:
+        """
+        The file-system checks of a configuration, run before the server
+        starts, refuse a C{state_directory} that is a file, naming the
+        option, and leave the file as it was.
+        """
+        path = os.path.join(self.base, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+                "state_directory = server.ini\n"
+            )
+        os.chmod(path, 0o644)
+        error = self.assertRaises(
+            ConfigurationError, checkFileSystem, loadConfiguration(path)
+        )
+        self.assertEqual(error.option, "state_directory")
+        self.assertEqual(modeOf(path), 0o644)
 
     def test_usable(self) -> None:
         """
