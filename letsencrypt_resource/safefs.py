@@ -124,9 +124,8 @@ def openFolder(
     created 0700.
 
     @param create: When false, nothing is created or changed: a missing
-        folder raises
-        L{FileNotFoundError} after everything above it was checked, or
-        L{UnusablePath} when it could not be created.
+        folder raises L{FileNotFoundError} after everything above it was
+        checked, or L{UnusablePath} when it could not be created.
 
     @return: A context manager giving the folder's descriptor.
     @raise UnusablePath: when a folder on the way breaks the rule.
