@@ -3,34 +3,46 @@ One process at a time on a state directory, and a control socket through
 which the operations command reaches the running server.
 
 The server holds an exclusive lock on C{<state>/lock} for as long as it
-runs, so a second server on the same state directory is refused, and the
-operations command knows whether to ask the server or to work alone.  The
-server answers on a UNIX socket, usable by its owner only: each request, a
-line of JSON, runs an L{Operations} method.
+runs (and takes it again if the file is removed), so a second server on the
+same state directory is refused, and the operations command knows whether
+to ask the server or to work alone.  The server answers on a UNIX socket,
+usable by its owner only: each request, a line of JSON, runs an
+L{Operations} method.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import stat
 from typing import Any
 
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
+from . import events
+from .config import ConfigurationError, ResourceOptions
 from .operations import OperationError, Operations
-from .store import makePrivateDirectory
+from .safefs import UnusablePath, checkFolder, openFolder
 
 #: UNIX socket paths longer than this do not fit in a sockaddr_un.
 _MAX_SOCKET_PATH = 100
 #: The longest request or answer, in bytes.
 _MAX_MESSAGE = 64 * 1024 * 1024
+#: The system's temporary folder, shared by every user.
+SHARED_TEMPORARY = "/tmp"
+#: Seconds between two checks that the server still holds its lock.
+LOCK_CHECK_INTERVAL = 60.0
 
 
 class StateDirectoryLocked(Exception):
@@ -57,16 +69,19 @@ class StateLock:
 
     def __init__(self, directory: str):
         self.directory = directory
+        self.path = os.path.join(directory, "lock")
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """
-        Take the lock, or fail at once.
+        Take the lock, or fail at once; when it was held already, the new
+        lock file replaces the old one.
 
         @raise StateDirectoryLocked: when another process holds it.
+        @raise UnusablePath: when the lock file, or a folder on the way, is
+            not safe to write (see L{letsencrypt_resource.safefs}).
         """
-        makePrivateDirectory(self.directory)
-        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -75,7 +90,44 @@ class StateLock:
             raise StateDirectoryLocked(self.directory, f"pid {holder}") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode("ascii"))
+        self.release()
         self._fd = fd
+
+    def _open(self) -> int:
+        """
+        Open the lock file, creating it and the state directory if needed,
+        following no link.
+
+        @raise UnusablePath: when it is not a regular file of this user.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        with openFolder(self.directory) as folder:
+            try:
+                fd = os.open("lock", flags, 0o600, dir_fd=folder)
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise UnusablePath(self.path, "is a symbolic link") from None
+                raise
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
+            os.close(fd)
+            raise UnusablePath(self.path, "is not a regular file owned by this user")
+        return fd
+
+    def held(self) -> bool:
+        """
+        Whether the lock file at the lock's path is still the one locked: it
+        is not if the file, or the whole state directory, was removed or
+        replaced since.
+        """
+        if self._fd is None:
+            return False
+        try:
+            current = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        locked = os.fstat(self._fd)
+        return (current.st_dev, current.st_ino) == (locked.st_dev, locked.st_ino)
 
     def release(self) -> None:
         """
@@ -86,17 +138,56 @@ class StateLock:
             self._fd = None
 
 
+class LockWatch(TimerService):
+    """
+    Checks every L{LOCK_CHECK_INTERVAL} seconds that the server still holds
+    its state directory's lock: when the lock file (or the whole state
+    directory) was removed or replaced, a second server could start on the
+    state directory, so the lock is taken again on a new file (event
+    20176); when another process took it meanwhile, event 20177 names it.
+    """
+
+    _log = Logger()
+
+    def __init__(self, lock: StateLock, clock: IReactorTime):
+        super().__init__(LOCK_CHECK_INTERVAL, self.check)
+        self.clock = clock
+        self._lock = lock
+        self._lost: str | None = None
+
+    def check(self) -> None:
+        """
+        Take the lock again if it is no longer held.
+        """
+        if self._lock.held():
+            return
+        try:
+            self._lock.acquire()
+        except (StateDirectoryLocked, OSError) as error:
+            if str(error) != self._lost:
+                self._lost = str(error)
+                events.STATE_LOCK_LOST.emit(
+                    self._log, directory=self._lock.directory, details=str(error)
+                )
+            return
+        self._lost = None
+        events.STATE_LOCK_RESTORED.emit(self._log, path=self._lock.path)
+
+
 def socketPath(stateDirectory: str) -> str:
     """
     Where the server for C{stateDirectory} answers: a socket in the state
     directory, or, when that path is too long for a UNIX socket, one in a
-    private folder of the system's temporary directory.
+    private folder of the system's temporary directory (see
+    L{ControlService}).
     """
     path = os.path.join(os.path.abspath(stateDirectory), "control.sock")
     if len(path.encode("utf-8")) <= _MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:24]
-    return os.path.join("/tmp", f"letsencrypt-resource-{os.getuid()}", f"{digest}.sock")
+    return os.path.join(
+        SHARED_TEMPORARY, f"letsencrypt-resource-{os.geteuid()}", f"{digest}.sock"
+    )
 
 
 def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> Deferred[Any]:
@@ -162,7 +253,16 @@ class _ControlClient(LineReceiver):
 class ControlService(Service):
     """
     Answers the operations command on the state directory's control socket.
+
+    The socket's folder, the state directory or a folder of C{/tmp} named
+    after this user, is opened as L{openFolder} does: it is created 0700,
+    and used only if it is a folder of this user that no one else can
+    write in, so that another user can neither squat it nor put a socket of
+    their own in its place.  When it cannot be used, event 20175 says why
+    and the server runs without it.
     """
+
+    _log = Logger()
 
     def __init__(self, stateDirectory: str, operations: Operations, reactor: Any):
         self._path = socketPath(stateDirectory)
@@ -172,12 +272,18 @@ class ControlService(Service):
 
     def startService(self) -> None:
         super().startService()
-        makePrivateDirectory(os.path.dirname(self._path))
-        if os.path.exists(self._path):
-            os.unlink(self._path)
+        folder, name = os.path.split(self._path)
         factory = Factory.forProtocol(lambda: _ControlProtocol(self._operations))
         factory.noisy = False
-        self._port = self._reactor.listenUNIX(self._path, factory, mode=0o600)
+        try:
+            with openFolder(folder) as fd:
+                try:
+                    os.unlink(name, dir_fd=fd)
+                except FileNotFoundError:
+                    pass
+                self._port = self._reactor.listenUNIX(self._path, factory, mode=0o600)
+        except (OSError, CannotListenError) as error:
+            events.CONTROL_SOCKET_FAILED.emit(self._log, path=self._path, details=str(error))
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -185,16 +291,64 @@ class ControlService(Service):
         return port.stopListening() if port is not None else succeed(None)
 
 
+def checkControlFolder(options: ResourceOptions) -> None:
+    """
+    Check, creating nothing, that the folder of the control socket of the
+    state directory of C{options} can be used (see L{ControlService}).
+
+    @raise ConfigurationError: naming C{state_directory} when it cannot.
+    """
+    folder = os.path.dirname(socketPath(options.stateDirectory))
+    try:
+        checkFolder(folder, privateBase=True)
+    except OSError as error:
+        raise ConfigurationError(
+            options.section,
+            "state_directory",
+            f"the folder of the control socket cannot be used: {error}",
+        ) from None
+
+
+def checkServerSocket(stateDirectory: str, path: str) -> None:
+    """
+    Check that the control socket C{path}, and its folder, belong to the
+    owner of C{stateDirectory}, the user the server runs as, and that no
+    one else can write in that folder: an answer from any other socket
+    could be forged.
+
+    @raise OperationError: when they do not.
+    @raise OSError: when one of them does not exist.
+    """
+    owner = os.lstat(stateDirectory).st_uid
+    folder = os.lstat(os.path.dirname(path))
+    socket = os.lstat(path)
+    if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != owner or folder.st_mode & 0o022:
+        problem = "its folder is not a folder of that user that only they can write in"
+    elif not stat.S_ISSOCK(socket.st_mode) or socket.st_uid != owner:
+        problem = "it is not a socket of that user"
+    else:
+        return
+    raise OperationError(
+        f"the control socket {path} is not trusted: the server runs as the owner "
+        f"of {stateDirectory} (uid {owner}), and {problem}"
+    )
+
+
 async def askServer(
     reactor: Any, stateDirectory: str, name: str, arguments: dict[str, Any]
 ) -> Any:
     """
-    Run an operation in the server running on C{stateDirectory}.
+    Run an operation in the server running on C{stateDirectory}, once its
+    control socket is trusted (see L{checkServerSocket}).
 
-    @raise OperationError: with the server's error text.
+    @raise OperationError: with the server's error text, or when the
+        socket is not trusted.
     @raise twisted.internet.error.ConnectError: when no server answers.
+    @raise OSError: when there is no socket.
     """
-    endpoint = UNIXClientEndpoint(reactor, socketPath(stateDirectory), timeout=5)
+    path = socketPath(stateDirectory)
+    checkServerSocket(stateDirectory, path)
+    endpoint = UNIXClientEndpoint(reactor, path, timeout=5)
     protocol = await connectProtocol(endpoint, _ControlClient())
     try:
         protocol.sendLine(json.dumps({"name": name, "arguments": arguments}).encode())

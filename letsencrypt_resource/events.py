@@ -152,6 +152,23 @@ STORED_STATE_IGNORED = _event(
     "Ignoring damaged stored state for {domains}; it will be made anew: {details}",
 )
 
+CONTROL_SOCKET_FAILED = _event(
+    20175,
+    LogLevel.critical,
+    "Cannot answer the operations command on {path}: {details}",
+)
+STATE_LOCK_RESTORED = _event(
+    20176,
+    LogLevel.warn,
+    "The lock file {path} was removed or replaced while the server ran; "
+    "it is made anew and held again.",
+)
+STATE_LOCK_LOST = _event(
+    20177,
+    LogLevel.critical,
+    "The state directory {directory} is no longer locked by this server: "
+    "{details}",
+)
 RELOAD_STARTED = _event(
     20195,
     LogLevel.info,

@@ -34,7 +34,7 @@ from .config import (
     ServiceOptions,
     loadConfiguration,
 )
-from .control import ControlService, StateLock
+from .control import ControlService, LockWatch, StateLock, checkControlFolder
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
 from .keys import loadAccountKey
@@ -42,7 +42,7 @@ from .interfaces import ICertificateConsumer
 from .operations import Operations
 from .reload import planReload
 from .resource import LetsEncryptResource
-from .store import EXPORTED_FILES, DirectoryStore, removeTemporaryFiles
+from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
 
 
 def checkFileSystem(configuration: Configuration) -> None:
@@ -50,8 +50,9 @@ def checkFileSystem(configuration: Configuration) -> None:
     The checks of a configuration that read the file system.
 
     @raise ConfigurationError: when a served folder is missing or, once
-        links are followed, holds secrets, or the ACME CA bundle cannot be
-        used.
+        links are followed, holds secrets, the ACME CA bundle cannot be
+        used, or the state directory, the store directory or the control
+        socket's folder cannot be written safely.
     """
     for service in configuration.services:
         if not os.path.isdir(service.path):
@@ -70,6 +71,9 @@ def checkFileSystem(configuration: Configuration) -> None:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
             raise ConfigurationError(resource.section, "account_key", str(error))
+    if resource is not None:
+        checkStorage(resource)
+        checkControlFolder(resource)
 
 
 def readConfiguration(path: str) -> Configuration:
@@ -95,7 +99,7 @@ def makeResource(
     """
     trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
     http, pool = makeHTTPClient(reactor, trusted)
-    store = DirectoryStore(options.stateDirectory)
+    store = DirectoryStore(options.stateDirectory, options.storeDirectory)
     store.removeTemporaryFiles()
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
@@ -158,6 +162,7 @@ class ServerService(MultiService):
             if self._lock is None:
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
+            LockWatch(self._lock, reactor).setServiceParent(self)
             self.resource, self._pool = resourceFactory(
                 resourceOptions, self.registry, reactor
             )

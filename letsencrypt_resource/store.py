@@ -8,6 +8,10 @@ Layout under the state directory (folders 0700, files 0600)::
     certificates/<domains joined by _>.pem key + full chain, one file
     renewal/<domains joined by _>.json     renewal state, JSON
     provisional-signer.pem                 this installation's signer
+
+(a long domain set's name is shortened, see L{domainsFileName}).  Every
+write goes through L{letsencrypt_resource.safefs}: no link is followed and
+no folder that another user controls is written in.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import attrs
 from zope.interface import implementer
 
 from .certificates import CertifiedKey, InvalidCertificate
+from .config import ConfigurationError, ResourceOptions
 from .interfaces import ICertificateStore
 from .keys import PrivateKey, keyFromPEM, keyToPEM
+from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
 
 
 class StoreError(Exception):
@@ -82,55 +88,6 @@ class AccountRecord:
             raise ValueError(f"is not a valid account file: {error}") from None
 
 
-def writeAtomically(path: str, data: bytes, mode: int = 0o600) -> None:
-    """
-    Replace the file at C{path} with C{data} so that readers see either the
-    old or the new content, never a mix, even after a crash.
-
-    The data is written to a temporary file in the same folder, flushed to
-    disk, and renamed over C{path}; the folder is then flushed too.
-
-    @raise OSError: when any step fails; C{path} is then unchanged.
-    """
-    replaceTogether(os.path.dirname(path) or ".", [(os.path.basename(path), data, mode)])
-
-
-def replaceTogether(directory: str, files: list[tuple[str, bytes, int]]) -> None:
-    """
-    Replace several files of C{directory} as one: each C{(name, data, mode)}
-    is first written in full to a temporary file and flushed to disk, and
-    only then are they all renamed over their names, in order, with no disk
-    wait between two renames; the folder is flushed last.
-
-    A crash before the renames leaves every file as it was; only one in the
-    microseconds between renames can leave some new beside some old.
-
-    @raise OSError: when any step fails; nothing is replaced when a write
-        fails.
-    """
-    prepared: list[tuple[str, str]] = []
-    try:
-        for name, data, mode in files:
-            path = os.path.join(directory, name)
-            prepared.append((_writeTemporary(path, data, mode), path))
-    except BaseException:
-        for temporary, _ in prepared:
-            os.unlink(temporary)
-        raise
-    for index, (temporary, path) in enumerate(prepared):
-        try:
-            os.replace(temporary, path)
-        except BaseException:
-            for left, _ in prepared[index:]:
-                os.unlink(left)
-            raise
-    directoryFD = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directoryFD)
-    finally:
-        os.close(directoryFD)
-
-
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.tmp$")
 
 #: The files L{exportCertificate} writes in each certificate's folder.
@@ -158,50 +115,57 @@ def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
     return removed
 
 
-def _writeTemporary(path: str, data: bytes, mode: int) -> str:
-    """
-    Write C{data} to a new temporary file beside C{path}, flushed to disk.
-
-    @return: The temporary file's path.
-    """
-    temporary = os.path.join(
-        os.path.dirname(path) or ".", f".{os.path.basename(path)}.{os.getpid()}.tmp"
-    )
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(temporary)
-        raise
-    os.close(fd)
-    return temporary
-
-
-def makePrivateDirectory(path: str) -> None:
-    """
-    Create C{path} and each missing parent 0700 (whatever the umask), and
-    make C{path} 0700.
-    """
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        makePrivateDirectory(parent)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    os.chmod(path, 0o700)
+#: The longest name L{domainsFileName} gives, so that the name, its suffix
+#: (C{.json} at most) and the temporary form C{.<name>.<pid>.tmp} of a
+#: write fit in the 255 bytes of a file name.
+MAX_NAME = 255 - len(".json") - len(f"..{2**32}.tmp")
+_DIGEST_LENGTH = 64
 
 
 def domainsFileName(domains: tuple[str, ...]) -> str:
     """
-    The file or folder name for a domain set: its names joined by C{_}.
+    The file or folder name for a domain set: its names joined by C{_}; or,
+    when that is longer than L{MAX_NAME}, its start, C{_} and the SHA-256
+    of the whole in hex.  No set's joined names end so: a 64-character
+    label is not a valid domain name.
     """
-    return "_".join(domains)
+    joined = "_".join(domains)
+    if len(joined.encode("utf-8")) <= MAX_NAME:
+        return joined
+    digest = hashlib.sha256(joined.encode("utf-8")).hexdigest()
+    return f"{joined[: MAX_NAME - _DIGEST_LENGTH - 1]}_{digest}"
+
+
+def _writeError(path: str, error: OSError) -> StoreError:
+    """
+    The L{StoreError} for a write of C{path} that failed with C{error}.
+    """
+    reason = str(error) if isinstance(error, UnusablePath) else error.strerror
+    return StoreError(path, f"cannot be written: {reason}")
+
+
+def _folderError(error: OSError) -> str:
+    """
+    What C{error}, raised while opening a folder, says, with the path.
+    """
+    return str(error) if isinstance(error, UnusablePath) else f"{error.filename}: {error.strerror}"
+
+
+def checkStorage(options: ResourceOptions) -> None:
+    """
+    Check, before anything is written, that the state directory and the
+    store directory can be written safely (see L{letsencrypt_resource.safefs}).
+
+    @raise ConfigurationError: naming the option of a folder that cannot.
+    """
+    folders = [("state_directory", options.stateDirectory, True)]
+    if options.storeDirectory is not None:
+        folders.append(("store_directory", options.storeDirectory, False))
+    for option, path, private in folders:
+        try:
+            checkFolder(path, privateBase=private)
+        except OSError as error:
+            raise ConfigurationError(options.section, option, _folderError(error)) from None
 
 
 @implementer(ICertificateStore)
@@ -210,8 +174,14 @@ class DirectoryStore:
     An L{ICertificateStore} in a folder of the file system.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, exportDirectory: str | None = None):
+        """
+        @param path: The state directory.
+        @param exportDirectory: The folder L{exportCertificate} writes in,
+            if any, for L{checkCertificateWritable}.
+        """
         self.path = path
+        self.exportDirectory = exportDirectory
 
     def removeTemporaryFiles(self) -> int:
         """
@@ -228,7 +198,8 @@ class DirectoryStore:
 
     def _read(self, path: str) -> bytes | None:
         try:
-            with open(path, "rb") as stream:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, "rb") as stream:
                 return stream.read()
         except FileNotFoundError:
             return None
@@ -236,15 +207,34 @@ class DirectoryStore:
             raise StoreError(path, f"cannot be read: {error.strerror}") from None
 
     def _write(self, path: str, data: bytes) -> str:
+        """
+        Replace the file C{path} of the state directory with C{data}, 0600,
+        creating its folders 0700.
+        """
+        folder, name = os.path.split(os.path.relpath(path, self.path))
         try:
-            # The store's own folder first: makedirs would create it, as a
-            # parent of the file's, with the umask's mode.
-            makePrivateDirectory(self.path)
-            makePrivateDirectory(os.path.dirname(path))
-            writeAtomically(path, data)
+            with openFolder(self.path, [folder] if folder else []) as fd:
+                replaceInFolder(fd, [(name, data, 0o600)])
         except OSError as error:
-            raise StoreError(path, f"cannot be written: {error.strerror}") from None
+            raise _writeError(path, error) from None
         return path
+
+    def checkCertificateWritable(self, domains: tuple[str, ...]) -> None:
+        """
+        Check that the certificate, the renewal state and the export of
+        C{domains} can be written, before a certificate is ordered.
+
+        @raise StoreError: when one of their folders cannot be written or
+            created, or is not safe to write in.
+        """
+        folders = [(self.path, [folder], True) for folder in ("certificates", "renewal")]
+        if self.exportDirectory is not None:
+            folders.append((self.exportDirectory, [domainsFileName(domains)], False))
+        for base, parts, private in folders:
+            try:
+                checkFolder(base, parts, privateBase=private)
+            except OSError as error:
+                raise _writeError(os.path.join(base, *parts), error) from None
 
     def _accountPath(self, acmeURL: str) -> str:
         digest = hashlib.sha256(acmeURL.encode("utf-8")).hexdigest()[:24]
@@ -318,13 +308,14 @@ def exportCertificate(
     The folder is named after C{domains} joined by C{_} and holds
     C{privkey.pem} (0600), C{cert.pem} (the certificate), C{chain.pem} (the
     intermediates) and C{fullchain.pem} (both), replaced together (see
-    L{replaceTogether}); the key is renamed last, so that a reader that
+    L{replaceInFolder}); the key is renamed last, so that a reader that
     finds a new key finds its certificate too.
 
     @return: The folder written.
     @raise StoreError: when a file cannot be written.
     """
-    folder = os.path.join(directory, domainsFileName(domains))
+    folderName = domainsFileName(domains)
+    folder = os.path.join(directory, folderName)
     contents = [
         (certifiedKey.certificatePEM, 0o644),
         (certifiedKey.chainPEM, 0o644),
@@ -333,8 +324,8 @@ def exportCertificate(
     ]
     files = [(name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents)]
     try:
-        makePrivateDirectory(folder)
-        replaceTogether(folder, files)
+        with openFolder(directory, [folderName], privateBase=False) as fd:
+            replaceInFolder(fd, files)
     except OSError as error:
-        raise StoreError(folder, f"cannot be written: {error.strerror}") from None
+        raise _writeError(folder, error) from None
     return folder

@@ -734,7 +734,7 @@ class StoreDirectoryTests(FaultCase):
         self.assertEqual(len(texts), len(consumers))
         for text in texts:
             self.assertIn(blocked, text)
-            self.assertIn("Not a directory", text)
+            self.assertIn("is not a folder", text)
         issuers = await testCA.fetchIssuerPEM()
         self.assertIssued(consumers, issuers)
         stored = storedCertificates(state, self.SETS)

@@ -128,8 +128,10 @@ class KeyFileTests(FaultCase):
         and every file 0600; in the store directory each certificate's
         folder is 0700 and its private key 0600.
         """
-        self.addCleanup(os.umask, os.umask(0))
+        # The test's own folders first: under umask 0 they would be
+        # writable by others, and no key is written below such a folder.
         base = os.path.abspath(self.mktemp())
+        self.addCleanup(os.umask, os.umask(0))
         state, store = os.path.join(base, "state"), os.path.join(base, "exported")
         await self.issue(state, store, keyType="rsa-2048")
         files = 0
@@ -156,8 +158,8 @@ class KeyFileTests(FaultCase):
         not writable by group or others, even with a umask of 0: whoever
         can write there could swap the folders holding the keys.
         """
-        self.addCleanup(os.umask, os.umask(0))
         base = os.path.abspath(self.mktemp())
+        self.addCleanup(os.umask, os.umask(0))
         state = os.path.join(base, "var", "lib", "state")
         store = os.path.join(base, "srv", "tls", "exported")
         await self.issue(state, store)

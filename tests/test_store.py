@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -14,146 +13,35 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.interfaces import ICertificateStore
 from letsencrypt_resource.keys import keyToPEM
+from letsencrypt_resource.config import (
+    ConfigurationError,
+    ResourceOptions,
+    loadConfiguration,
+)
+from letsencrypt_resource.host import checkFileSystem
 from letsencrypt_resource.store import (
     EXPORTED_FILES,
     AccountRecord,
     DirectoryStore,
     StoreError,
+    checkStorage,
     exportCertificate,
     removeTemporaryFiles,
-    replaceTogether,
-    writeAtomically,
 )
 
 from .helpers import newSigner, provisionalFor, sharedKey
+from .test_safefs import (
+    OTHER_UID,
+    PermissiveUmaskMixin,
+    giveAway,
+    modeOf,
+    readBytes,
+    runningAs,
+)
 
 ACME_URL = "https://acme.example/directory"
 ACCOUNT_URL = "https://acme.example/account/17"
 DOMAINS = ("example.com", "www.example.com")
-
-
-def modeOf(path: str) -> int:
-    """
-    The permission bits of C{path}.
-    """
-    return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def readBytes(path: str) -> bytes:
-    """
-    The content of the file at C{path}.
-    """
-    with open(path, "rb") as stream:
-        return stream.read()
-
-
-class PermissiveUmaskMixin:
-    """
-    Run each test under umask 0, so that modes come from the code alone.
-    """
-
-    def setUp(self) -> None:
-        self.addCleanup(os.umask, os.umask(0))  # type: ignore[attr-defined]
-
-
-class WriteAtomicallyTests(PermissiveUmaskMixin, SynchronousTestCase):
-    """
-    Tests for L{writeAtomically}.
-    """
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.folder = self.mktemp()
-        os.mkdir(self.folder)
-        self.path = os.path.join(self.folder, "file")
-
-    def test_replaces(self) -> None:
-        """
-        The new content replaces the old, and no temporary file is left.
-        """
-        writeAtomically(self.path, b"old")
-        writeAtomically(self.path, b"new content")
-        self.assertEqual(
-            (readBytes(self.path), os.listdir(self.folder)), (b"new content", ["file"])
-        )
-
-    def test_modes(self) -> None:
-        """
-        The file gets C{mode}, 0600 by default, whatever the umask and the
-        mode of the file it replaces.
-        """
-        writeAtomically(self.path, b"secret")
-        self.assertEqual(modeOf(self.path), 0o600)
-        writeAtomically(self.path, b"public", 0o644)
-        self.assertEqual(modeOf(self.path), 0o644)
-        os.umask(0o077)
-        writeAtomically(self.path, b"public", 0o644)
-        self.assertEqual(modeOf(self.path), 0o644)
-
-    def test_failureKeepsOld(self) -> None:
-        """
-        When a write fails the old file is intact and no temporary file is
-        left.
-        """
-        writeAtomically(self.path, b"old")
-
-        def fsync(fd: int) -> None:
-            raise OSError(5, "Input/output error")
-
-        self.patch(os, "fsync", fsync)
-        self.assertRaises(OSError, writeAtomically, self.path, b"new")
-        self.assertEqual(
-            (readBytes(self.path), os.listdir(self.folder)), (b"old", ["file"])
-        )
-
-
-class ReplaceTogetherTests(PermissiveUmaskMixin, SynchronousTestCase):
-    """
-    Tests for L{replaceTogether}.
-    """
-
-    NAMES = ("cert.pem", "chain.pem", "privkey.pem")
-
-    def setUp(self) -> None:
-        super().setUp()
-        self.folder = self.mktemp()
-        os.mkdir(self.folder)
-        replaceTogether(self.folder, [(name, b"old", 0o600) for name in self.NAMES])
-
-    def contents(self) -> dict[str, bytes]:
-        return {
-            name: readBytes(os.path.join(self.folder, name))
-            for name in os.listdir(self.folder)
-        }
-
-    def test_allWrittenBeforeAnyRenamed(self) -> None:
-        """
-        When the first file is renamed into place, every new file is already
-        written out in full; afterwards only the new files are there.
-        """
-        seen: list[dict[str, bytes]] = []
-        rename = os.replace
-
-        def replace(source: str, destination: str) -> None:
-            seen.append(self.contents())
-            rename(source, destination)
-
-        self.patch(os, "replace", replace)
-        new = {name: b"new " + name.encode() for name in self.NAMES}
-        replaceTogether(self.folder, [(name, data, 0o600) for name, data in new.items()])
-        temporary = {f".{name}.{os.getpid()}.tmp": data for name, data in new.items()}
-        self.assertEqual(seen[0], {**{name: b"old" for name in self.NAMES}, **temporary})
-        self.assertEqual(self.contents(), new)
-
-    def test_failedWriteReplacesNothing(self) -> None:
-        """
-        When one file cannot be written, none is replaced and no temporary
-        file is left.
-        """
-        files = [(name, b"new", 0o600) for name in self.NAMES]
-        files.insert(2, ("missing/folder.pem", b"new", 0o600))
-        self.assertRaises(OSError, replaceTogether, self.folder, files)
-        self.assertEqual(self.contents(), {name: b"old" for name in self.NAMES})
 
 
 class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
@@ -163,7 +51,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.root = os.path.join(self.mktemp(), "state")
+        self.root = os.path.join(self.base, "state")
         self.store = DirectoryStore(self.root)
 
     def test_interface(self) -> None:
@@ -367,8 +255,7 @@ class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.directory = self.mktemp()
-        os.mkdir(self.directory)
+        self.directory = self.base
         self.provisional = provisionalFor(newSigner(), DOMAINS)
 
     def export(self, certifiedKey: CertifiedKey) -> str:
@@ -468,3 +355,299 @@ class TemporaryFilesTests(SynchronousTestCase):
         removed = removeTemporaryFiles(os.path.dirname(folder), only=EXPORTED_FILES)
         self.assertEqual(removed, 2)
         self.assertEqual(sorted(os.listdir(folder)), [".other.txt.5.tmp", "cert.pem"])
+
+
+#: A domain set whose names joined are too long for a file name: 20 names
+#: of 32 characters.
+MANY = tuple(f"{index:02d}-{'n' * 18}.example.test" for index in range(20))
+#: A set of one 252-character name.
+LONGEST = (".".join(["a" * 62, "b" * 62, "c" * 62, "d" * 60, "test"]),)
+
+
+class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Any valid domain set can be stored and exported: its file names fit.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = DirectoryStore(os.path.join(self.base, "state"))
+        self.certificate = provisionalFor(newSigner())
+
+    def test_longSetsStored(self) -> None:
+        """
+        The certificate, renewal state and export of 20 names of 32
+        characters, or of one 252-character name, are written and read
+        back, under names of at most 255 bytes, temporary names included.
+        """
+        for domains in (MANY, LONGEST):
+            path = self.store.saveCertificate(domains, self.certificate)
+            self.store.saveRenewalState(domains, {"failures": 1})
+            folder = exportCertificate(os.path.join(self.base, "export"), domains, self.certificate)
+            loaded = self.store.loadCertificate(domains)
+            assert loaded is not None
+            self.assertEqual(loaded.keyPEM, self.certificate.keyPEM)
+            self.assertEqual(self.store.loadRenewalState(domains), {"failures": 1})
+            name = os.path.basename(folder)
+            self.assertEqual(os.path.basename(path), f"{name}.pem")
+            self.assertLessEqual(len(f".{name}.json.{2**32}.tmp"), 255)
+            self.assertTrue(name.startswith(domains[0][:40]), name)
+
+    def test_shortNamesKept(self) -> None:
+        """
+        A set whose joined names fit keeps them as its file name, so that
+        certificates stored before are found.
+        """
+        path = self.store.saveCertificate(DOMAINS, self.certificate)
+        self.assertEqual(os.path.basename(path), "example.com_www.example.com.pem")
+
+    def test_setsKeptApart(self) -> None:
+        """
+        Two long sets that differ only at their end get different names.
+        """
+        other = MANY[:-1] + ("other.example.test",)
+        self.store.saveCertificate(MANY, self.certificate)
+        self.assertIsNone(self.store.loadCertificate(other))
+
+
+class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Writes into a state or store directory where an attacker planted a link
+    or a folder of their own are refused with L{StoreError}, and nothing is
+    written or changed where those point.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.root = os.path.join(self.base, "state")
+        self.store = DirectoryStore(self.root)
+        self.certificate = provisionalFor(newSigner(), DOMAINS)
+        self.elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(self.elsewhere, 0o755)
+
+    def assertUntouched(self) -> None:
+        """
+        Assert that the folder a link pointed to is as it was: empty, 0755.
+        """
+        self.assertEqual((os.listdir(self.elsewhere), modeOf(self.elsewhere)), ([], 0o755))
+
+    def test_linkedSubfolder(self) -> None:
+        """
+        A link planted as the state directory's C{certificates} folder is
+        neither written through nor chmodded through.
+        """
+        os.mkdir(self.root, 0o700)
+        os.symlink(self.elsewhere, os.path.join(self.root, "certificates"))
+        error = self.assertRaises(
+            StoreError, self.store.saveCertificate, DOMAINS, self.certificate
+        )
+        self.assertIn("symbolic link", str(error))
+        self.assertUntouched()
+
+    def test_linkedStateDirectory(self) -> None:
+        """
+        A state directory that is a link is refused.
+        """
+        os.symlink(self.elsewhere, self.root)
+        self.assertRaises(StoreError, self.store.saveProvisionalSigner, b"signer")
+        self.assertUntouched()
+
+    def test_linkedFile(self) -> None:
+        """
+        A link planted at a stored file's name is replaced, not written
+        through; reading it does not follow it either.
+        """
+        self.store.saveProvisionalSigner(b"old")
+        victim = os.path.join(self.elsewhere, "victim")
+        with open(victim, "wb") as stream:
+            stream.write(b"precious")
+        signer = os.path.join(self.root, "provisional-signer.pem")
+        os.unlink(signer)
+        os.symlink(victim, signer)
+        self.assertRaises(StoreError, self.store.loadProvisionalSigner)
+        self.store.saveProvisionalSigner(b"new")
+        self.assertEqual((readBytes(victim), readBytes(signer)), (b"precious", b"new"))
+
+    def test_foreignStateDirectory(self) -> None:
+        """
+        A state directory another user made first is refused, and keeps its
+        owner and mode.
+        """
+        os.mkdir(self.root, 0o755)
+        giveAway(self.root)
+        error = self.assertRaises(StoreError, self.store.saveProvisionalSigner, b"s")
+        self.assertIn("owned by another user", error.message)
+        status = os.stat(self.root)
+        self.assertEqual((status.st_uid, modeOf(self.root)), (OTHER_UID, 0o755))
+
+    def test_linkedExportFolder(self) -> None:
+        """
+        A link planted as a certificate's export folder is not written
+        through.
+        """
+        export = os.path.join(self.base, "export")
+        os.mkdir(export, 0o755)
+        os.symlink(self.elsewhere, os.path.join(export, "example.com_www.example.com"))
+        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertUntouched()
+
+    def test_foreignExportFolder(self) -> None:
+        """
+        A certificate's export folder that another user made first is not
+        written in, and the store directory of another user neither.
+        """
+        export = os.path.join(self.base, "export")
+        folder = os.path.join(export, "example.com_www.example.com")
+        os.makedirs(folder, 0o755)
+        giveAway(folder)
+        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertEqual(os.listdir(folder), [])
+        os.rmdir(folder)
+        giveAway(export)
+        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertEqual(os.listdir(export), [])
+
+
+class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{DirectoryStore.checkCertificateWritable}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.root = os.path.join(self.base, "state")
+        self.export = os.path.join(self.base, "export")
+        self.store = DirectoryStore(self.root, self.export)
+
+    def test_writable(self) -> None:
+        """
+        A new state directory and store directory that can be created pass,
+        and are not created; after a write, they pass again.
+        """
+        self.store.checkCertificateWritable(MANY)
+        self.assertEqual(os.listdir(self.base), [])
+        self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
+        self.store.checkCertificateWritable(DOMAINS)
+
+    def test_unsafe(self) -> None:
+        """
+        A link planted in the state directory, or as the export folder, is
+        refused.
+        """
+        os.mkdir(self.root, 0o700)
+        os.symlink(self.base, os.path.join(self.root, "renewal"))
+        error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+        self.assertEqual(error.path, os.path.join(self.root, "renewal"))
+        os.unlink(os.path.join(self.root, "renewal"))
+        os.mkdir(self.export)
+        os.symlink(self.base, os.path.join(self.export, "_".join(DOMAINS)))
+        self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+
+    def test_blockedByFile(self) -> None:
+        """
+        A file where a folder must be is refused.
+        """
+        with open(self.export, "wb"):
+            pass
+        error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+        self.assertIn("is not a folder", error.message)
+
+    def test_notWritable(self) -> None:
+        """
+        For a user that cannot write in the store directory, or create the
+        state directory, the check fails.
+        """
+        os.chmod(os.path.dirname(self.base), 0o755)
+        os.chmod(self.base, 0o755)
+        os.mkdir(self.export, 0o755)
+        with runningAs(OTHER_UID):
+            error = self.assertRaises(
+                StoreError, self.store.checkCertificateWritable, DOMAINS
+            )
+        self.assertIn("is not writable", error.message)
+
+
+class CheckStorageTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{checkStorage}: the state and store directories are checked
+    at start, naming the option, before anything is touched.
+    """
+
+    def options(self, state: str, store: str | None = None) -> ResourceOptions:
+        """
+        Resource options with these directories.
+        """
+        return ResourceOptions(
+            "resources/le", "le", "", "127.0.0.1", 80, "https://acme.example/dir",
+            state, store, None, None, "ecdsa-p256", False,
+        )
+
+    def refused(self, options: ResourceOptions, option: str) -> ConfigurationError:
+        """
+        Assert that L{checkStorage} refuses C{options}, naming C{option}.
+        """
+        error = self.assertRaises(ConfigurationError, checkStorage, options)
+        self.assertEqual((error.section, error.option), ("resources/le", option))
+        return error
+
+    def test_stateDirectoryIsAFile(self) -> None:
+        """
+        A state directory that is a file is refused, and the file keeps its
+        mode.
+        """
+        path = os.path.join(self.base, "file")
+        with open(path, "wb"):
+            pass
+        os.chmod(path, 0o644)
+        error = self.refused(self.options(path), "state_directory")
+        self.assertIn("is not a folder", str(error))
+        self.assertEqual(modeOf(path), 0o644)
+
+    def test_linksAndForeign(self) -> None:
+        """
+        A state directory or store directory that is a link, writable by
+        others or of another user is refused.
+        """
+        good = os.path.join(self.base, "good")
+        os.mkdir(good, 0o700)
+        link = os.path.join(self.base, "link")
+        os.symlink(good, link)
+        shared = os.path.join(self.base, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)
+        for bad in (link, shared):
+            self.refused(self.options(bad), "state_directory")
+            self.refused(self.options(good, bad), "store_directory")
+        foreign = os.path.join(self.base, "foreign")
+        os.mkdir(foreign, 0o700)
+        giveAway(foreign)
+        self.refused(self.options(foreign), "state_directory")
+        self.refused(self.options(good, foreign), "store_directory")
+
+    def test_checkedAtStart(self) -> None:
+        """
+        The file-system checks of a configuration, run before the server
+        starts, refuse a C{state_directory} that is a file, naming the
+        option, and leave the file as it was.
+        """
+        path = os.path.join(self.base, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+                "state_directory = server.ini\n"
+            )
+        os.chmod(path, 0o644)
+        error = self.assertRaises(
+            ConfigurationError, checkFileSystem, loadConfiguration(path)
+        )
+        self.assertEqual(error.option, "state_directory")
+        self.assertEqual(modeOf(path), 0o644)
+
+    def test_usable(self) -> None:
+        """
+        Missing directories that can be created pass, and are not created.
+        """
+        checkStorage(
+            self.options(os.path.join(self.base, "a", "state"), os.path.join(self.base, "b"))
+        )
+        self.assertEqual(os.listdir(self.base), [])
