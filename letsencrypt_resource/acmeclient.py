@@ -114,7 +114,8 @@ class ACMEProblem(Exception):
         return tuple(found)
 
     def __str__(self) -> str:
-        text = f"{self.type}: {self.problem.detail or self.problem.title or ''}".strip()
+        where = f" ({self.problem.identifier.value})" if self.problem.identifier else ""
+        text = f"{self.type}{where}: {self.problem.detail or self.problem.title or ''}".strip()
         for sub in self.problem.subproblems or ():
             where = f" ({sub.identifier.value})" if sub.identifier else ""
             text += f"; {sub.typ}{where}: {sub.detail or ''}"

@@ -69,27 +69,59 @@ def _pollOrder(
     return order
 
 
-@inlineCallbacks
-def _authorizationProblem(client: ACMEClient, urls: list[str]) -> Deferred[Exception]:
+def _challengeProblem(authorization: messages.Authorization) -> messages.Error:
     """
-    Find why an order became invalid: the first failed challenge's problem.
+    The problem of an invalid authorization, naming its identifier: its
+    challenges' errors (the http-01 one first), or, when the CA gave none,
+    a problem of no type that says so.
     """
-    for url in urls:
-        authorization, _ = yield client.fetch(url, messages.Authorization)
-        if authorization.status == messages.STATUS_VALID:
-            continue
-        for challenge in authorization.challenges:
-            if challenge.error is not None:
-                problem = challenge.error
-                if problem.identifier is None:
-                    problem.identifier = authorization.identifier
-                return ACMEProblem(problem)
-        return ACMEProtocolError(
-            url,
-            f"the authorization for {authorization.identifier.value} is "
-            f"{authorization.status.name} with no problem given",
+    failed = sorted(
+        (c for c in authorization.challenges if c.error is not None),
+        key=lambda c: not isinstance(c.chall, challenges.HTTP01),
+    )
+    if failed:
+        problem = failed[0].error
+    else:
+        problem = messages.Error(
+            typ="about:blank",
+            detail="the authorization is invalid and the CA gave no problem",
         )
-    return ACMEProtocolError("", "the order is invalid and the CA said no reason")
+    return problem.update(identifier=authorization.identifier)
+
+
+@inlineCallbacks
+def _orderProblem(
+    client: ACMEClient, url: str, order: messages.Order
+) -> Deferred[Exception]:
+    """
+    Why an order became invalid: the problem of each authorization that
+    failed (status invalid), whatever the others' status; a compound
+    problem when several failed; else the order's own problem, if any.
+    """
+    failed: list[messages.Error] = []
+    statuses: list[str] = []
+    for authorizationURL in order.authorizations:
+        authorization, _ = yield client.fetch(authorizationURL, messages.Authorization)
+        statuses.append(f"{authorization.identifier.value} {authorization.status.name}")
+        if authorization.status == messages.STATUS_INVALID:
+            failed.append(_challengeProblem(authorization))
+    if len(failed) == 1:
+        return ACMEProblem(failed[0])
+    if failed:
+        return ACMEProblem(
+            messages.Error.with_code(
+                "compound",
+                detail=f"validation failed for {len(failed)} names",
+                subproblems=tuple(failed),
+            )
+        )
+    if order.error is not None:
+        return ACMEProblem(order.error)
+    return ACMEProtocolError(
+        url,
+        "the order is invalid and the CA gave no reason; its authorizations: "
+        + (", ".join(statuses) or "none"),
+    )
 
 
 @inlineCallbacks
@@ -196,7 +228,7 @@ def _obtain(
         for token in tokens:
             responder.remove(token)
     if order.status == messages.STATUS_INVALID:
-        raise (yield _authorizationProblem(client, list(order.authorizations)))
+        raise (yield _orderProblem(client, orderURL, order))
     if order.status == messages.STATUS_READY:
         request = messages.CertificateRequest(csr=makeCSR(key, domains))
         order, retryAfter = yield client.finalize(order.finalize, request)

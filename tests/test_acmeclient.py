@@ -239,6 +239,32 @@ class ObtainCertificateTests(SynchronousTestCase):
         self.assertIn("www.example.test", error.identifiers)
         self.assertEqual(len(self.responder), 0)
 
+    def test_failedNameReportedWhileOthersPending(self) -> None:
+        """
+        When one name fails while another's authorization is still pending,
+        the problem is the failed one's, with its name and the challenge's
+        error, not the pending one's lack of a problem.
+        """
+        self.server.fail("/chall/", 200, body=b"{}", times=1)
+        self.server.refuse.add("www.example.test")
+        error = self.assertRaises(ACMEProblem, self.obtain)
+        self.assertEqual(error.code, "unauthorized")
+        self.assertEqual(error.identifiers, ("www.example.test",))
+        self.assertIn("(www.example.test): no key authorization served", str(error))
+        self.assertNotIn("pending", str(error))
+
+    def test_everyFailedNameReported(self) -> None:
+        """
+        When several names fail, the problem is a compound one that names
+        each of them with its own problem.
+        """
+        self.server.refuse.update(DOMAINS)
+        error = self.assertRaises(ACMEProblem, self.obtain)
+        self.assertEqual(error.code, "compound")
+        self.assertEqual(error.identifiers, DOMAINS)
+        for name in DOMAINS:
+            self.assertIn(f"unauthorized ({name}): no key authorization", str(error))
+
     def test_retryAfterHonoured(self) -> None:
         """
         While the order is pending, polls wait as long as Retry-After says:
