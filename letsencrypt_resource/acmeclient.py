@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import josepy
 from acme import jws, messages
 from cryptography import x509
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
@@ -309,6 +309,9 @@ class ACMEClient:
             if isinstance(error, (ConnectError, TimeoutError)):
                 raise ACMEProtocolError(url, f"cannot reach the ACME server: {error}") from None
             if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+                if any(r.check(CancelledError) for r in error.reasons):
+                    # Cancelled by the caller (a stop), not a failed request.
+                    raise CancelledError() from None
                 reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
                 raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
             raise

@@ -6,7 +6,10 @@ L{letsencrypt_resource.issuer} against the in-memory fake ACME server.
 from __future__ import annotations
 
 from acme import messages
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -197,6 +200,38 @@ class ACMEClientTests(SynchronousTestCase):
         self.assertRaises(
             ACMEProtocolError, registeredClient, self.clock, self.server
         )
+
+
+class HangingAgent:
+    """
+    An agent whose requests never get an answer; cancelling one fails it
+    as Twisted's HTTP client does, with L{ResponseNeverReceived}.
+    """
+
+    def request(self, method: bytes, uri: bytes, headers: object, body: object) -> Deferred:
+        def cancel(deferred: Deferred) -> None:
+            deferred.errback(ResponseNeverReceived([Failure(CancelledError())]))
+
+        return Deferred(cancel)
+
+
+class CancelTests(SynchronousTestCase):
+    """
+    Cancelling a request is a cancellation, not a failed request.
+    """
+
+    def test_cancelledRequest(self) -> None:
+        """
+        A request cancelled by its caller (a stop) fails with
+        L{CancelledError}, not an L{ACMEProtocolError} that an attempt
+        would count as a failure of the CA.
+        """
+        clock = Clock()
+        jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
+        client = ACMEClient(HangingAgent(), clock, messages.Directory({}), jwk, algorithm)
+        sending = client._send("GET", "https://acme.test/directory")
+        sending.cancel()
+        self.failureResultOf(sending, CancelledError)
 
 
 class ObtainCertificateTests(SynchronousTestCase):
