@@ -21,6 +21,8 @@ from .policy import RenewalPlan, planRenewal
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
 NAMES_CHANGED = "its names changed"
+#: Why a set whose certificate's key was revoked as compromised is due.
+KEY_COMPROMISED = "its key was revoked as compromised"
 
 
 class ManagedCertificate:
@@ -93,6 +95,8 @@ class ManagedCertificate:
         if issued is None:
             reason = NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
             return RenewalPlan(0.0, reason)
+        if self.compromisedKeys and self.isCompromised(issued.key):
+            return RenewalPlan(0.0, KEY_COMPROMISED)
         return planRenewal(
             issued.notBefore.timestamp(),
             issued.notAfter.timestamp(),

@@ -81,6 +81,21 @@ class CompromisedKeyTests(ResourceTestCase):
         self.assertNotEqual(publicKeyDigest(second.key), publicKeyDigest(old.key))
         self.assertEqual(self.eventIDs().count(20190), 1)
 
+    def test_retriedUntilReplaced(self) -> None:
+        """
+        When the replacement fails, the set stays due and is retried after
+        the usual wait, not at the revoked certificate's renewal time.
+        """
+        resource = self.start(reuseKey=True)
+        old = self.consumers["reports"].received[-1]
+        self.server.fail("/new-order", 503, body=b"down", times=1)
+        self.revoke(resource, "keyCompromise")
+        self.assertIs(self.consumers["reports"].received[-1], old)
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        new = self.consumers["reports"].received[-1]
+        self.assertFalse(new.provisional)
+        self.assertNotEqual(publicKeyDigest(new.key), publicKeyDigest(old.key))
+
     def test_nothingRevokedWhenNotRecorded(self) -> None:
         """
         When the record cannot be written, the command fails and nothing is
