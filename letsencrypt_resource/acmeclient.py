@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import josepy
 from acme import jws, messages
 from cryptography import x509
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
@@ -114,7 +114,8 @@ class ACMEProblem(Exception):
         return tuple(found)
 
     def __str__(self) -> str:
-        text = f"{self.type}: {self.problem.detail or self.problem.title or ''}".strip()
+        where = f" ({self.problem.identifier.value})" if self.problem.identifier else ""
+        text = f"{self.type}{where}: {self.problem.detail or self.problem.title or ''}".strip()
         for sub in self.problem.subproblems or ():
             where = f" ({sub.identifier.value})" if sub.identifier else ""
             text += f"; {sub.typ}{where}: {sub.detail or ''}"
@@ -308,6 +309,9 @@ class ACMEClient:
             if isinstance(error, (ConnectError, TimeoutError)):
                 raise ACMEProtocolError(url, f"cannot reach the ACME server: {error}") from None
             if isinstance(error, (ResponseFailed, ResponseNeverReceived)):
+                if any(r.check(CancelledError) for r in error.reasons):
+                    # Cancelled by the caller (a stop), not a failed request.
+                    raise CancelledError() from None
                 reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
                 raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
             raise

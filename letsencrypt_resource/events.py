@@ -169,6 +169,29 @@ STATE_LOCK_LOST = _event(
     "The state directory {directory} is no longer locked by this server: "
     "{details}",
 )
+COMPROMISED_CERTIFICATE_IGNORED = _event(
+    20190,
+    LogLevel.warn,
+    "Not using the stored certificate for {domains}: its key was revoked "
+    "as compromised.",
+)
+ORDER_RESUMED = _event(
+    20191,
+    LogLevel.info,
+    "Resuming the order {order} for {domains}, which an earlier attempt left "
+    "{status}.",
+)
+ORDER_DROPPED = _event(
+    20192,
+    LogLevel.info,
+    "Placing a new order for {domains} instead of resuming {order}: {details}.",
+)
+KEY_COMPROMISED = _event(
+    20193,
+    LogLevel.warn,
+    "The key of the certificate for {domains} is recorded as compromised; "
+    "it will never be used again.",
+)
 RELOAD_STARTED = _event(
     20195,
     LogLevel.info,

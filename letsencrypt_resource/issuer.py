@@ -4,10 +4,23 @@ One certificate order, from new order to downloaded chain, over HTTP-01.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import attrs
 from acme import challenges, messages
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    gatherResults,
+    inlineCallbacks,
+    maybeDeferred,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from . import events
 
 from .acmeclient import (
     REQUEST_TIMEOUT,
@@ -18,7 +31,8 @@ from .acmeclient import (
 )
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
-from .keys import PrivateKey, makeCSR
+from .domains import domainsLabel
+from .keys import PrivateKey, keyFromPEM, keyToPEM, makeCSR
 
 #: Seconds an order may take from creation to the downloaded certificate.
 ORDER_TIMEOUT = 300.0
@@ -48,6 +62,110 @@ class CertificateMismatch(Exception):
     """
 
 
+_log = Logger()
+
+#: The order statuses from which an order can still end in a certificate.
+_RESUMABLE = (
+    messages.STATUS_PENDING,
+    messages.STATUS_READY,
+    messages.STATUS_PROCESSING,
+    messages.STATUS_VALID,
+)
+
+
+@attrs.frozen
+class PendingOrder:
+    """
+    An order the CA created that has not ended yet, kept in the renewal
+    state so that an attempt cut short (a restart, a network failure) can
+    resume it instead of placing another.
+
+    @ivar url: The order's URL at the CA.
+    @ivar key: The private key its certificate is for.
+    """
+
+    url: str
+    key: PrivateKey
+
+    def toJSON(self) -> dict[str, str]:
+        """
+        The order as JSON-ready data; it holds the private key, so it is
+        stored as keys are (see L{letsencrypt_resource.store}).
+        """
+        return {"url": self.url, "key": keyToPEM(self.key).decode("ascii")}
+
+    @classmethod
+    def fromJSON(cls, document: Any) -> PendingOrder:
+        """
+        Read what L{toJSON} wrote.
+
+        @raise ValueError: when C{document} is not such data.
+        """
+        try:
+            url, pem = document["url"], document["key"]
+            if not isinstance(url, str) or not isinstance(pem, str):
+                raise ValueError("the URL and key must be strings")
+            return cls(url, keyFromPEM(pem.encode("ascii")))
+        except (KeyError, TypeError, UnicodeEncodeError) as error:
+            raise ValueError(f"not a pending order: {error!r}") from None
+
+
+def orderSurvives(error: BaseException) -> bool:
+    """
+    Whether the order of an attempt that failed with C{error} may still end
+    in a certificate, so that the next attempt resumes it: the attempt was
+    cancelled or took too long, or the CA could not be reached or failed
+    itself.  After any other failure (the CA refused the order or issued a
+    wrong certificate), the next attempt places a new order.
+    """
+    if isinstance(error, (CancelledError, OrderTimedOut)):
+        return True
+    return isinstance(error, ACMEProtocolError) and (
+        error.status is None or error.status >= 500
+    )
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+@inlineCallbacks
+def _resumeOrder(
+    client: ACMEClient, pending: PendingOrder, domains: tuple[str, ...]
+) -> Deferred[messages.Order | None]:
+    """
+    Fetch C{pending}'s order to go on with it: 20191; or, when it cannot
+    end in a certificate for C{domains}, C{None}: 20192.
+
+    Only a URL of the CA's own is fetched, whatever the state says.
+
+    @raise ACMEProtocolError: when the CA cannot be reached: the order is
+        kept for the next attempt.
+    """
+    label = domainsLabel(domains)
+    if _origin(pending.url) != _origin(client.directory["newOrder"]):
+        reason = "its URL is not on the CA's server"
+    else:
+        try:
+            order, _ = yield client.fetch(pending.url, messages.Order)
+        except ACMEProblem as problem:
+            reason = f"the CA refused it: {problem}"
+        else:
+            names = {identifier.value for identifier in order.identifiers}
+            if names != set(domains):
+                reason = f"it is for {', '.join(sorted(names))}"
+            elif order.status not in _RESUMABLE:
+                reason = f"it is {order.status.name}"
+            else:
+                events.ORDER_RESUMED.emit(
+                    _log, domains=label, order=pending.url, status=order.status.name
+                )
+                return order
+    events.ORDER_DROPPED.emit(_log, domains=label, order=pending.url, details=reason)
+    return None
+
+
 @inlineCallbacks
 def _pollOrder(
     client: ACMEClient,
@@ -69,27 +187,59 @@ def _pollOrder(
     return order
 
 
-@inlineCallbacks
-def _authorizationProblem(client: ACMEClient, urls: list[str]) -> Deferred[Exception]:
+def _challengeProblem(authorization: messages.Authorization) -> messages.Error:
     """
-    Find why an order became invalid: the first failed challenge's problem.
+    The problem of an invalid authorization, naming its identifier: its
+    challenges' errors (the http-01 one first), or, when the CA gave none,
+    a problem of no type that says so.
     """
-    for url in urls:
-        authorization, _ = yield client.fetch(url, messages.Authorization)
-        if authorization.status == messages.STATUS_VALID:
-            continue
-        for challenge in authorization.challenges:
-            if challenge.error is not None:
-                problem = challenge.error
-                if problem.identifier is None:
-                    problem.identifier = authorization.identifier
-                return ACMEProblem(problem)
-        return ACMEProtocolError(
-            url,
-            f"the authorization for {authorization.identifier.value} is "
-            f"{authorization.status.name} with no problem given",
+    failed = sorted(
+        (c for c in authorization.challenges if c.error is not None),
+        key=lambda c: not isinstance(c.chall, challenges.HTTP01),
+    )
+    if failed:
+        problem = failed[0].error
+    else:
+        problem = messages.Error(
+            typ="about:blank",
+            detail="the authorization is invalid and the CA gave no problem",
         )
-    return ACMEProtocolError("", "the order is invalid and the CA said no reason")
+    return problem.update(identifier=authorization.identifier)
+
+
+@inlineCallbacks
+def _orderProblem(
+    client: ACMEClient, url: str, order: messages.Order
+) -> Deferred[Exception]:
+    """
+    Why an order became invalid: the problem of each authorization that
+    failed (status invalid), whatever the others' status; a compound
+    problem when several failed; else the order's own problem, if any.
+    """
+    failed: list[messages.Error] = []
+    statuses: list[str] = []
+    for authorizationURL in order.authorizations:
+        authorization, _ = yield client.fetch(authorizationURL, messages.Authorization)
+        statuses.append(f"{authorization.identifier.value} {authorization.status.name}")
+        if authorization.status == messages.STATUS_INVALID:
+            failed.append(_challengeProblem(authorization))
+    if len(failed) == 1:
+        return ACMEProblem(failed[0])
+    if failed:
+        return ACMEProblem(
+            messages.Error.with_code(
+                "compound",
+                detail=f"validation failed for {len(failed)} names",
+                subproblems=tuple(failed),
+            )
+        )
+    if order.error is not None:
+        return ACMEProblem(order.error)
+    return ACMEProtocolError(
+        url,
+        "the order is invalid and the CA gave no reason; its authorizations: "
+        + (", ".join(statuses) or "none"),
+    )
 
 
 @inlineCallbacks
@@ -124,9 +274,12 @@ def obtainCertificate(
     *,
     profile: str | None = None,
     replaces: str | None = None,
+    resume: PendingOrder | None = None,
+    created: Callable[[PendingOrder], object] = lambda order: None,
 ) -> Deferred[CertifiedKey]:
     """
-    Order a certificate for C{domains} and the public half of C{key}.
+    Order a certificate for C{domains} and the public half of C{key}, or
+    go on with the order C{resume} when it can still end in one.
 
     Answers each HTTP-01 challenge through C{responder}, polls the order
     (honouring Retry-After), finalizes it with a CSR and downloads the chain,
@@ -135,6 +288,12 @@ def obtainCertificate(
     @param profile: The CA's certificate profile to ask for.
     @param replaces: The RFC 9773 identifier of the certificate this one
         replaces, for CAs that offer renewal information.
+    @param resume: An order an earlier attempt left, for C{key}: fetched
+        and continued from where it is when it is pending, ready,
+        processing or valid; otherwise a new order is placed.
+    @param created: Called with each new order as soon as the CA created
+        it, before any validation; the order waits for the Deferred it may
+        return (to save it, for instance).
 
     @raise ACMEProblem: when the CA refuses the order or a validation fails.
     @raise OrderTimedOut: when the order takes longer than L{ORDER_TIMEOUT}.
@@ -146,7 +305,15 @@ def obtainCertificate(
         raise OrderTimedOut("unfinished", ORDER_TIMEOUT)
 
     ordering = _obtain(
-        client, responder, clock, domains, key, profile=profile, replaces=replaces
+        client,
+        responder,
+        clock,
+        domains,
+        key,
+        profile=profile,
+        replaces=replaces,
+        resume=resume,
+        created=created,
     )
     # The polls keep to ORDER_TIMEOUT; this bounds the rest (request
     # retries included) to one request time-out more.
@@ -165,14 +332,23 @@ def _obtain(
     *,
     profile: str | None = None,
     replaces: str | None = None,
+    resume: PendingOrder | None = None,
+    created: Callable[[PendingOrder], object] = lambda order: None,
 ) -> Deferred[CertifiedKey]:
     deadline = clock.seconds() + ORDER_TIMEOUT
-    identifiers = [
-        messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
-    ]
-    orderURL, order = yield client.newOrder(
-        ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)
-    )
+    order = None
+    if resume is not None:
+        orderURL = resume.url
+        order = yield _resumeOrder(client, resume, domains)
+    if order is None:
+        identifiers = [
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
+            for name in domains
+        ]
+        orderURL, order = yield client.newOrder(
+            ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)
+        )
+        yield maybeDeferred(created, PendingOrder(orderURL, key))
     tokens: list[str] = []
     try:
         if order.status == messages.STATUS_PENDING:
@@ -196,10 +372,12 @@ def _obtain(
         for token in tokens:
             responder.remove(token)
     if order.status == messages.STATUS_INVALID:
-        raise (yield _authorizationProblem(client, list(order.authorizations)))
+        raise (yield _orderProblem(client, orderURL, order))
+    retryAfter = None
     if order.status == messages.STATUS_READY:
         request = messages.CertificateRequest(csr=makeCSR(key, domains))
         order, retryAfter = yield client.finalize(order.finalize, request)
+    if order.status in (messages.STATUS_READY, messages.STATUS_PROCESSING):
         order = yield _pollOrder(
             client,
             clock,

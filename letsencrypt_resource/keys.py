@@ -7,6 +7,7 @@ thread, at a low priority (see L{letsencrypt_resource.workers}).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TypeVar
 
 import josepy
@@ -138,6 +139,17 @@ def publicKeysMatch(one: PrivateKey, certificate: x509.Certificate) -> bool:
     return one.public_key().public_bytes(
         serialization.Encoding.DER, spki
     ) == certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+
+
+def publicKeyDigest(key: PrivateKey) -> str:
+    """
+    The hexadecimal SHA-256 of the DER SubjectPublicKeyInfo of C{key}'s
+    public half: how the renewal state names a key without holding it.
+    """
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
 
 
 def jwkFor(key: PrivateKey) -> tuple[josepy.JWK, josepy.JWASignature]:

@@ -14,14 +14,16 @@ from typing import Any
 
 from acme import messages
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from . import events
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer
 from .keys import generateKey, jwkFor, keyType
 from .managed import ManagedCertificate
 from .resource import REASONS, LetsEncryptResource
-from .store import AccountRecord
+from .store import AccountRecord, StoreError
 
 DAY = 86400.0
 
@@ -72,6 +74,8 @@ class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
     """
+
+    _log = Logger()
 
     def __init__(self, resource: LetsEncryptResource, clock: Any):
         self._resource = resource
@@ -163,6 +167,10 @@ class Operations:
         """
         Revoke the CA-issued certificate of the set holding C{name}, then
         replace it at once.
+
+        For C{keyCompromise}, the key is first recorded as compromised in
+        the renewal state (20193), so that it is never used again; when
+        that record cannot be written, nothing is revoked.
         """
         if reason not in REVOCATION_REASONS:
             raise OperationError(
@@ -173,6 +181,16 @@ class Operations:
         if issued is None:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
         client = yield self._resource.acmeClient()
+        if reason == "keyCompromise":
+            certificate.markCompromised(issued.key)
+            try:
+                yield self._resource.saveState(certificate)
+            except StoreError as error:
+                raise OperationError(
+                    f"nothing was revoked: the key of {certificate.label} cannot "
+                    f"be recorded as compromised: {error}"
+                ) from None
+            events.KEY_COMPROMISED.emit(self._log, domains=certificate.label)
         yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
         row = {"revoked": issued.certificate.serial_number, "reason": reason}
         failed = yield self._check([certificate], force=True)

@@ -33,7 +33,7 @@ from .certificates import CertifiedKey
 from .challenge import ChallengeResponder, ChallengeSite
 from .config import ResourceOptions
 from .interfaces import ICertificateConsumer, ICertificateStore
-from .issuer import obtainCertificate
+from .issuer import PendingOrder, obtainCertificate, orderSurvives
 from .keys import generateKey, keyType
 from .limiter import Limiter
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
@@ -276,11 +276,11 @@ class LetsEncryptResource(Service):
         certificate: ManagedCertificate,
         write: Callable[..., object],
         *args: object,
-        failed: Callable[[], None] = lambda: None,
+        failed: Callable[[StoreError], object] = lambda error: None,
     ) -> None:
         """
         Run C{write(*args)} in a worker thread, after the writes before it; a
-        L{StoreError} is event 20009, then C{failed()}.
+        L{StoreError} is event 20009, then C{failed(error)}.
         """
 
         def storeFailed(failure: Failure) -> None:
@@ -289,7 +289,7 @@ class LetsEncryptResource(Service):
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
             )
-            failed()
+            failed(error)
 
         writing = self._writes.run(self.runInThread, write, *args)
         writing.addErrback(storeFailed).addErrback(self._unexpected)
@@ -336,6 +336,9 @@ class LetsEncryptResource(Service):
             )
             return
         if stored is None or stored.notAfter.timestamp() <= self._reactor.seconds():
+            return
+        if certificate.isCompromised(stored.key):
+            events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
             return
         if set(stored.domains) != set(certificate.domains):
             events.STORED_STATE_IGNORED.emit(
@@ -438,7 +441,7 @@ class LetsEncryptResource(Service):
         if directory is None or issued is None:
             return
 
-        def failed() -> None:
+        def failed(error: StoreError) -> None:
             certificate.exportPending = True
 
         self._write(
@@ -687,11 +690,22 @@ class LetsEncryptResource(Service):
         profile = self.options.profile
         if profile is not None and profile not in client.profiles:
             raise ProfileNotOffered(profile, sorted(client.profiles))
+        self._refuseCompromisedAccountKey(client)
         issued = certificate.issued
-        if self.options.reuseKey and issued and keyType(issued.key) == self.options.keyType:
+        resume = certificate.pendingOrder
+        if resume is not None and not self._mayUse(certificate, resume.key):
+            resume = certificate.pendingOrder = None
+        if resume is not None:
+            key = resume.key
+        elif self.options.reuseKey and issued and self._mayUse(certificate, issued.key):
             key = issued.key
         else:
             key = yield self.runInThread(generateKey, self.options.keyType)
+
+        def created(order: PendingOrder) -> Deferred[None]:
+            certificate.pendingOrder = order
+            return self.saveState(certificate).addErrback(lambda f: f.trap(StoreError))
+
         replaces = None
         if issued is not None and client.offersRenewalInfo:
             try:
@@ -699,22 +713,52 @@ class LetsEncryptResource(Service):
             except ValueError:
                 pass
         try:
-            new = yield obtainCertificate(
-                client,
-                self.responder,
-                self._reactor,
-                certificate.domains,
-                key,
-                profile=profile,
-                replaces=replaces,
-            )
-        except ACMEProblem as problem:
-            if replaces is None or problem.code not in ("alreadyReplaced", "malformed"):
-                raise
-            new = yield obtainCertificate(
-                client, self.responder, self._reactor, certificate.domains, key, profile=profile
-            )
+            try:
+                new = yield obtainCertificate(
+                    client,
+                    self.responder,
+                    self._reactor,
+                    certificate.domains,
+                    key,
+                    profile=profile,
+                    replaces=replaces,
+                    resume=resume,
+                    created=created,
+                )
+            except ACMEProblem as problem:
+                if replaces is None or problem.code not in ("alreadyReplaced", "malformed"):
+                    raise
+                new = yield obtainCertificate(
+                    client,
+                    self.responder,
+                    self._reactor,
+                    certificate.domains,
+                    key,
+                    profile=profile,
+                    created=created,
+                )
+        except Exception as error:
+            if not orderSurvives(error):
+                certificate.pendingOrder = None
+            raise
         yield self._issued(certificate, new)
+
+    def _mayUse(self, certificate: ManagedCertificate, key: Any) -> bool:
+        """
+        Whether an order of C{certificate} may be for C{key}: it is of the
+        configured type and was never revoked as compromised.
+        """
+        return keyType(key) == self.options.keyType and not certificate.isCompromised(key)
+
+    def _refuseCompromisedAccountKey(self, client: ACMEClient) -> None:
+        """
+        @raise CompromisedAccountKey: when the account key is a key revoked
+            as compromised, for any domain set.
+        """
+        key = client.accountKey.key
+        for certificate in self.managed.values():
+            if certificate.isCompromised(key):
+                raise CompromisedAccountKey(certificate.label, self.options.accountKeyFile)
 
     def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
         now = self._reactor.seconds()
@@ -762,9 +806,65 @@ class LetsEncryptResource(Service):
         if not self._checksARI:
             self._announce(certificate)
 
-    def _saveState(self, certificate: ManagedCertificate) -> None:
+    def _saveState(
+        self,
+        certificate: ManagedCertificate,
+        failed: Callable[[StoreError], object] = lambda error: None,
+    ) -> None:
         self._write(
-            certificate, self.store.saveRenewalState, certificate.domains, certificate.state()
+            certificate,
+            self.store.saveRenewalState,
+            certificate.domains,
+            certificate.state(),
+            failed=failed,
+        )
+
+    def saveState(self, certificate: ManagedCertificate) -> Deferred[None]:
+        """
+        Save the renewal state of C{certificate} as it is now, after the
+        writes before it.
+
+        @return: A Deferred that fires once it is written, or fails with the
+            L{StoreError} (also event 20009); cancelling it leaves the write
+            to end.
+        """
+        errors: list[StoreError] = []
+        self._saveState(certificate, errors.append)
+
+        def written(result: None) -> None:
+            if errors:
+                raise errors[0]
+
+        shielded: Deferred[None] = Deferred()
+        self.whenWritten().addCallback(written).chainDeferred(shielded)
+        return shielded
+
+
+class CompromisedAccountKey(Exception):
+    """
+    The account key is a key revoked as compromised: no order is placed
+    with it.
+    """
+
+    def __init__(self, domains: str, accountKeyFile: str | None):
+        super().__init__(domains, accountKeyFile)
+        self.domains = domains
+        self.accountKeyFile = accountKeyFile
+
+    def __str__(self) -> str:
+        where = (
+            f"option 'account_key': {self.accountKeyFile} holds"
+            if self.accountKeyFile
+            else "the stored account key is"
+        )
+        fix = (
+            "name another key's account"
+            if self.accountKeyFile
+            else "run the operations command's 'account rollover'"
+        )
+        return (
+            f"{where} the key of a certificate for {self.domains} that was "
+            f"revoked as compromised; {fix}"
         )
 
 

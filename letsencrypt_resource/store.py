@@ -6,7 +6,8 @@ Layout under the state directory (folders 0700, files 0600)::
 
     accounts/<hash of the ACME URL>.json   account key and URL
     certificates/<domains joined by _>.pem key + full chain, one file
-    renewal/<domains joined by _>.json     renewal state, JSON
+    renewal/<domains joined by _>.json     renewal state, JSON; holds the
+                                           key of the order under way
     provisional-signer.pem                 this installation's signer
 
 (a long domain set's name is shortened, see L{domainsFileName}).  Every

@@ -6,7 +6,10 @@ L{letsencrypt_resource.issuer} against the in-memory fake ACME server.
 from __future__ import annotations
 
 from acme import messages
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseNeverReceived
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -199,6 +202,38 @@ class ACMEClientTests(SynchronousTestCase):
         )
 
 
+class HangingAgent:
+    """
+    An agent whose requests never get an answer; cancelling one fails it
+    as Twisted's HTTP client does, with L{ResponseNeverReceived}.
+    """
+
+    def request(self, method: bytes, uri: bytes, headers: object, body: object) -> Deferred:
+        def cancel(deferred: Deferred) -> None:
+            deferred.errback(ResponseNeverReceived([Failure(CancelledError())]))
+
+        return Deferred(cancel)
+
+
+class CancelTests(SynchronousTestCase):
+    """
+    Cancelling a request is a cancellation, not a failed request.
+    """
+
+    def test_cancelledRequest(self) -> None:
+        """
+        A request cancelled by its caller (a stop) fails with
+        L{CancelledError}, not an L{ACMEProtocolError} that an attempt
+        would count as a failure of the CA.
+        """
+        clock = Clock()
+        jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
+        client = ACMEClient(HangingAgent(), clock, messages.Directory({}), jwk, algorithm)
+        sending = client._send("GET", "https://acme.test/directory")
+        sending.cancel()
+        self.failureResultOf(sending, CancelledError)
+
+
 class ObtainCertificateTests(SynchronousTestCase):
     """
     Tests for L{obtainCertificate}.
@@ -238,6 +273,32 @@ class ObtainCertificateTests(SynchronousTestCase):
         self.assertEqual(error.code, "unauthorized")
         self.assertIn("www.example.test", error.identifiers)
         self.assertEqual(len(self.responder), 0)
+
+    def test_failedNameReportedWhileOthersPending(self) -> None:
+        """
+        When one name fails while another's authorization is still pending,
+        the problem is the failed one's, with its name and the challenge's
+        error, not the pending one's lack of a problem.
+        """
+        self.server.fail("/chall/", 200, body=b"{}", times=1)
+        self.server.refuse.add("www.example.test")
+        error = self.assertRaises(ACMEProblem, self.obtain)
+        self.assertEqual(error.code, "unauthorized")
+        self.assertEqual(error.identifiers, ("www.example.test",))
+        self.assertIn("(www.example.test): no key authorization served", str(error))
+        self.assertNotIn("pending", str(error))
+
+    def test_everyFailedNameReported(self) -> None:
+        """
+        When several names fail, the problem is a compound one that names
+        each of them with its own problem.
+        """
+        self.server.refuse.update(DOMAINS)
+        error = self.assertRaises(ACMEProblem, self.obtain)
+        self.assertEqual(error.code, "compound")
+        self.assertEqual(error.identifiers, DOMAINS)
+        for name in DOMAINS:
+            self.assertIn(f"unauthorized ({name}): no key authorization", str(error))
 
     def test_retryAfterHonoured(self) -> None:
         """

@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import reactor
 
 from letsencrypt_resource.cli import run
@@ -126,9 +127,10 @@ class WithServerTests(OperationsCase):
     async def test_revoke(self) -> None:
         """
         C{revoke DOMAIN --reason keyCompromise} revokes the certificate at
-        the CA and puts a new one in service.
+        the CA and puts a new one in service, for a new key even with
+        C{reuse_key = yes}.
         """
-        await self.setUpConfiguration()
+        await self.setUpConfiguration(extra="reuse_key = yes\n")
         await self.startServer()
         before = await self.served(2, "reports.example.test")
         row = await self.command("revoke", "reports.example.test", "--reason", "keyCompromise")
@@ -137,6 +139,10 @@ class WithServerTests(OperationsCase):
         self.assertEqual(status, "Revoked")
         after = await self.served(2, "reports.example.test")
         self.assertNotEqual(after.serial_number, before.serial_number)
+        self.assertNotEqual(
+            after.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+            before.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
+        )
 
     async def test_unknownDomain(self) -> None:
         """

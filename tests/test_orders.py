@@ -1,0 +1,152 @@
+"""
+Tests for orders cut short: the renewal state keeps the order under way,
+saved as soon as the CA created it, and the next attempt resumes it instead
+of placing another, against the in-memory fake CA.
+"""
+
+from __future__ import annotations
+
+from letsencrypt_resource.issuer import PendingOrder
+from letsencrypt_resource.keys import generateKey, publicKeyDigest
+from letsencrypt_resource.policy import FIRST_RETRY_DELAY
+from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.testing import BASE, advanceThrough
+from tests.test_resource import FILES, REPORTS, ResourceTestCase
+
+
+class ResumeTests(ResourceTestCase):
+    """
+    A restart or a failure during an order does not abandon it.
+    """
+
+    def cutAfterOrders(self) -> LetsEncryptResource:
+        """
+        Start a resource and stop it once the CA created both orders, before
+        they are validated.
+        """
+        self.server.validationDelay = 30
+        resource = self.makeResource()
+        resource.startService()
+        self.reactor.advance(1)
+        self.assertEqual(self.server.ordersCreated, 2)
+        resource.stopService()
+        return resource
+
+    def pendingOrder(self, domains: tuple[str, ...]) -> PendingOrder:
+        return PendingOrder.fromJSON(self.store.loadRenewalState(domains)["pending_order"])
+
+    def setPendingOrder(self, url: str) -> None:
+        """
+        Save a state for L{REPORTS} whose order under way is at C{url}.
+        """
+        resource = self.makeResource()
+        resource.load()
+        self.store.saveRenewalState(
+            REPORTS,
+            {
+                "settings": resource.managed[frozenset(REPORTS)].settings,
+                "pending_order": PendingOrder(url, generateKey("ecdsa-p256")).toJSON(),
+            },
+        )
+
+    def test_savedBeforeValidation(self) -> None:
+        """
+        The order's URL and key are in the renewal state once the CA
+        created it, before any challenge is answered; a success forgets it.
+        """
+        self.server.fail("/chall/", 200, body=b"{}", times=None)
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        self.reactor.advance(1)
+        pending = self.pendingOrder(REPORTS)
+        self.assertTrue(pending.url.startswith(f"{BASE}/order/"))
+        self.server.faults.clear()
+        resource.stopService()
+        self.start()
+        current = self.consumers["reports"].received[-1]
+        self.assertEqual(publicKeyDigest(current.key), publicKeyDigest(pending.key))
+        self.assertIsNone(self.store.loadRenewalState(REPORTS)["pending_order"])
+
+    def test_cutStartsMakeOneOrder(self) -> None:
+        """
+        Five starts cut after the CA created the orders, then one that runs
+        on: the CA saw one order per domain set, and each resumed one (20191)
+        ends in a certificate for the key saved with it.
+        """
+        for _ in range(5):
+            self.cutAfterOrders()
+        pending = self.pendingOrder(FILES)
+        self.start()
+        self.assertEqual(self.server.ordersCreated, 2)
+        current = self.consumers["files"].received[-1]
+        self.assertFalse(current.provisional)
+        self.assertEqual(publicKeyDigest(current.key), publicKeyDigest(pending.key))
+        self.assertEqual(self.eventIDs().count(20191), 2 * 5)
+
+    def test_invalidOrderReplaced(self) -> None:
+        """
+        An order that became invalid while the server was down is dropped
+        (20192) and a new one placed at once.
+        """
+        self.cutAfterOrders()
+        self.reactor.advance(60)
+        self.start()
+        self.assertEqual(self.server.ordersCreated, 4)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        self.assertTrue(any("it is invalid" in t for t in self.eventTexts(20192)))
+
+    def test_goneOrderReplaced(self) -> None:
+        """
+        An order the CA no longer knows is dropped and a new one placed.
+        """
+        self.setPendingOrder(f"{BASE}/order/999999")
+        self.start()
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        [text] = self.eventTexts(20192)
+        self.assertIn("the CA refused it", text)
+
+    def test_foreignURLNotFetched(self) -> None:
+        """
+        An order URL that is not on the CA's server (a damaged or forged
+        state) is never requested.
+        """
+        self.setPendingOrder("https://elsewhere.test/order/1")
+        self.start()
+        [text] = self.eventTexts(20192)
+        self.assertIn("not on the CA's server", text)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
+    def test_unreachableCAKeepsOrder(self) -> None:
+        """
+        When the CA fails during the order (here at finalization), the next
+        attempt resumes it from where it is (ready).
+        """
+        self.server.fail("/finalize/", 503, body=b"down", times=1)
+        self.start()
+        self.assertEqual(self.eventIDs().count(20017), 1)
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.assertFalse(self.consumers["files"].received[-1].provisional)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        [text] = self.eventTexts(20191)
+        self.assertIn("left ready", text)
+
+    def test_wrongCertificateDropsOrder(self) -> None:
+        """
+        When the CA's certificate is refused, the order is dropped: the
+        next attempt places a new one instead of downloading it again.
+        """
+        other = generateKey("ecdsa-p256")
+        issue = self.server.issue
+        self.server.issue = (  # type: ignore[method-assign]
+            lambda publicKey, names, validity=None: issue(other.public_key(), names, validity)
+        )
+        self.start()
+        self.assertIsNone(self.store.loadRenewalState(REPORTS)["pending_order"])
+        self.server.issue = issue  # type: ignore[method-assign]
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertEqual(self.server.ordersCreated, 4)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
