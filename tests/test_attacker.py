@@ -1,0 +1,496 @@
+"""
+The attacker part of the suite: the real server (twistd), run as an
+unprivileged user, against another local user who can write some folder it
+uses, and against anyone who can reach its listeners.
+
+Each attack asserts outcomes only: secrets never disclosed, files
+unchanged, refusals with a non-zero exit status, no 5xx answer and no
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+
+from letsencrypt_resource.keys import generateKey, keyToPEM
+from letsencrypt_resource.testca import freeTCPPort
+from tests.helpers import parseResponse
+from tests.pebblecase import TestCACase
+from tests.unprivileged import (
+    ATTACKER,
+    VICTIM,
+    Interpreter,
+    makeSandbox,
+    requireUsers,
+    snapshot,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HELLO = b"Hello from the served folder.\n"
+SECRET = b"the victim's secret, never served\n"
+
+#: An ACME directory nobody answers: the services run on provisional
+#: certificates, which is all most attacks need.
+UNREACHABLE_CA = "https://127.0.0.1:1/directory"
+
+RESOURCE = """\
+[resources/le]
+type = lets-encrypt
+address = 127.0.0.1
+port = {port}
+acme_url = {acmeURL}
+"""
+
+SERVICE = """\
+[services/files]
+type = https
+address = 127.0.0.1
+port = {port}
+ssl_domains = files.example.test
+"""
+
+#: twistd, as its script runs it.
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+#: How long a listener may take to answer an attack.
+PROMPT = 5.0
+
+
+class Twistd(ProcessProtocol):
+    """
+    A twistd process: its output, its exit status once it ended.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.status: int | None = None
+        self.pid = 0
+        self._waiting: list[tuple[tuple[bytes, ...], Deferred[None]]] = []
+
+    def when(self, *texts: bytes) -> Deferred[None]:
+        """
+        Fire once one of C{texts} is in the output or the process ended.
+        """
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append((texts, waiting))
+        self._check()
+        return waiting
+
+    def _check(self) -> None:
+        for entry in list(self._waiting):
+            texts, waiting = entry
+            if self.status is not None or any(text in self.output for text in texts):
+                self._waiting.remove(entry)
+                waiting.callback(None)
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        self._check()
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.status = reason.value.exitCode
+        if self.status is None:
+            self.status = -1
+        self._check()
+
+
+def descriptorsUnder(pid: int, folder: str) -> list[str]:
+    """
+    The files under C{folder} that process C{pid} has open (a spooled
+    request body shows as C{<folder>/#<inode> (deleted)}).
+    """
+    found = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(folder + os.sep):
+            found.append(target)
+    return found
+
+
+def connect(port: int, tls: bool) -> socket.socket:
+    """
+    A blocking connection to 127.0.0.1:C{port}, through TLS (any
+    certificate accepted) when C{tls}.
+    """
+    connection = socket.create_connection(("127.0.0.1", port), timeout=PROMPT)
+    if not tls:
+        return connection
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(connection, server_hostname="files.example.test")
+
+
+def readAll(connection: socket.socket) -> bytes:
+    """
+    Read until the other side closes, or the connection breaks.
+
+    @raise socket.timeout: when nothing comes for L{PROMPT} seconds.
+    """
+    received = b""
+    while True:
+        try:
+            data = connection.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            return received
+        if not data:
+            return received
+        received += data
+
+
+def fetch(port: int, target: bytes, tls: bool = True, headers: bytes = b"") -> bytes:
+    """
+    Send one GET for C{target} and read the whole answer.
+    """
+    with connect(port, tls) as connection:
+        connection.sendall(
+            b"GET %s HTTP/1.1\r\nHost: files.example.test\r\nConnection: close\r\n"
+            b"%s\r\n" % (target, headers)
+        )
+        return readAll(connection)
+
+
+def statusOf(answer: bytes) -> int:
+    """
+    The status code of a raw HTTP answer.
+    """
+    return parseResponse(answer).code
+
+
+def sendFlood(connection: socket.socket, head: bytes, chunk: bytes, limit: int) -> int:
+    """
+    Send C{head}, then C{chunk} again and again up to C{limit} bytes, until
+    the server closes or stops reading.
+
+    @return: How many body bytes were sent.
+    """
+    sent = 0
+    try:
+        connection.sendall(head)
+        while sent < limit:
+            connection.sendall(chunk)
+            sent += len(chunk)
+    except OSError:
+        pass
+    return sent
+
+
+class AttackerCase(TestCACase):
+    """
+    A victim's home folder in a sandbox of C{/tmp}: C{server.ini}, the
+    default state directory beside it, a served folder C{public} whose
+    content an attacker writes, and a private temporary folder.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        # Pebble is needed only by the tests that issue, which ask for it.
+        self.python: Interpreter = requireUsers(ROOT)
+        self.sandbox = makeSandbox(self)
+        self.home = self.sandbox.folder("home", VICTIM)
+        self.public = self.sandbox.folder("home/public", ATTACKER)
+        self.sandbox.file("home/public/hello.txt", HELLO, ATTACKER)
+        self.temporary = self.sandbox.folder("home/tmp", VICTIM, 0o700)
+        self.state = self.sandbox.path("home/lets-encrypt")
+        self.challengePort = freeTCPPort()
+        self.httpsPort = freeTCPPort()
+
+    def configure(
+        self, resource: str = "", service: str = "path = public\n", acmeURL: str = UNREACHABLE_CA
+    ) -> str:
+        """
+        Write the victim's C{server.ini}: the resource section with
+        C{resource} added, one C{https} service with C{service} added.
+        """
+        text = (
+            RESOURCE.format(port=self.challengePort, acmeURL=acmeURL)
+            + resource
+            + "\n"
+            + SERVICE.format(port=self.httpsPort)
+            + service
+        )
+        return self.sandbox.file("home/server.ini", text.encode("utf-8"), VICTIM)
+
+    def spawn(self, configuration: str, uid: int = VICTIM) -> Twistd:
+        """
+        Start twistd on C{configuration} as C{uid}; it is stopped when the
+        test ends.
+        """
+        twistd = Twistd()
+        command = self.python.command(
+            uid, ["-c", TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", configuration]
+        )
+        process = reactor.spawnProcess(
+            twistd,
+            command[0],
+            command,
+            env=self.python.environment(TMPDIR=self.temporary),
+            path=self.home,
+        )
+        # The switch to the user execs in place: the pid stays the same.
+        twistd.pid = process.pid
+
+        async def stop() -> None:
+            if twistd.status is None:
+                process.signalProcess("TERM")
+                await twistd.when().addTimeout(10, reactor)
+
+        self.addCleanup(stop)
+        return twistd
+
+    async def started(self, configuration: str, *texts: bytes) -> Twistd:
+        """
+        Start twistd and wait until one of C{texts} (by default the file
+        service's 20156) is logged.
+        """
+        twistd = self.spawn(configuration)
+        await twistd.when(*(texts or (b" 20156 ",))).addTimeout(15, reactor)
+        if twistd.status is not None:
+            self.fail(f"twistd ended early:\n{twistd.output.decode('utf-8', 'replace')}")
+        return twistd
+
+    async def refused(self, configuration: str, uid: int = VICTIM) -> bytes:
+        """
+        Run twistd on C{configuration}, which must end it at start with a
+        non-zero status and no traceback; return its output.
+        """
+        twistd = self.spawn(configuration, uid)
+        try:
+            await twistd.when().addTimeout(10, reactor)
+        except Exception:
+            self.fail(
+                "twistd did not refuse to start:\n"
+                + twistd.output.decode("utf-8", "replace")
+            )
+        self.assertNotEqual(twistd.status, 0, twistd.output)
+        self.assertNotIn(b"Traceback", twistd.output)
+        return twistd.output
+
+    def assertNames(self, output: bytes, *options: str) -> None:
+        """
+        C{output}, once the sandbox's paths are taken out, names each of
+        C{options}.
+        """
+        text = output.replace(self.sandbox.root.encode("utf-8"), b"<sandbox>")
+        for option in options:
+            self.assertIn(option.encode("ascii"), text, output)
+
+
+class ServedFolderTests(AttackerCase):
+    """
+    A content writer plants, in the served folder, links to every secret of
+    the server's user and hidden files, and everyone sends crafted paths to
+    every listener: no secret comes out, no answer is a 5xx.
+    """
+
+    #: Paths that must answer 404 (or 400) on the file service.
+    TARGETS = [
+        b"/state/provisional-signer.pem",
+        b"/state/",
+        b"/state/accounts/",
+        b"/signer.pem",
+        b"/account.pem",
+        b"/secret.txt",
+        b"/shadow",
+        b"/config.ini",
+        b"/outside/",
+        b"/.hidden",
+        b"/.git/config",
+        b"/../server.ini",
+        b"/%2e%2e/server.ini",
+        b"/%2E%2E/lets-encrypt/provisional-signer.pem",
+        b"/..%2fserver.ini",
+        b"/%2e%2e%2fserver.ini",
+        b"/..%5cserver.ini",
+        b"/hello.txt/..%2f..%2fserver.ini",
+        b"/state%2fprovisional-signer.pem",
+        b"/hello.txt%00",
+        b"/index.txt%00",
+        b"/%00",
+        b"/%00/../server.ini",
+        b"//etc/passwd",
+    ]
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.accountKey = keyToPEM(generateKey("ecdsa-p256"))
+        self.sandbox.file("home/account.pem", self.accountKey, VICTIM, 0o600)
+        self.sandbox.file("home/secret.txt", SECRET, VICTIM, 0o600)
+        self.sandbox.folder("home/documents", VICTIM, 0o700)
+        self.sandbox.file("home/documents/notes.txt", SECRET, VICTIM, 0o600)
+        plants = {
+            "state": "../lets-encrypt",
+            "signer.pem": os.path.join(self.state, "provisional-signer.pem"),
+            "account.pem": self.sandbox.path("home/account.pem"),
+            "secret.txt": "../secret.txt",
+            "shadow": "/etc/shadow",
+            "config.ini": "../server.ini",
+            "outside": self.sandbox.path("home/documents"),
+        }
+        for name, target in plants.items():
+            self.sandbox.link(f"home/public/{name}", target, ATTACKER)
+        self.sandbox.file("home/public/.hidden", SECRET, ATTACKER)
+        self.sandbox.folder("home/public/.git", ATTACKER)
+        self.sandbox.file("home/public/.git/config", SECRET, ATTACKER)
+
+    def secrets(self) -> list[bytes]:
+        """
+        Bytes that no answer may hold: key material, the victim's secret
+        and the configuration.
+        """
+        return [b"PRIVATE KEY", SECRET.strip(), b"acme_url", b"root:", b"notes.txt"]
+
+    def problems(self, target: bytes, answer: bytes) -> list[str]:
+        """
+        What is wrong with C{answer} to C{target}: anything but a 404 or
+        400, and any secret it gives away.
+        """
+        found = []
+        code = statusOf(answer)
+        if code not in (400, 404):
+            found.append(f"{target!r} answered {code}")
+        found.extend(
+            f"{target!r} gave away {secret!r}" for secret in self.secrets() if secret in answer
+        )
+        return found
+
+    async def test_fileService(self) -> None:
+        """
+        Through the file service, links out of the served folder, hidden
+        files, dot-dot and encoded separators, and NUL all answer 404 or
+        400 without a secret's bytes; the folder listing names no hidden
+        file; the server logs no traceback.
+        """
+        twistd = await self.started(
+            self.configure(resource=f"account_key = {self.sandbox.path('home/account.pem')}\n")
+        )
+        hello = await deferToThread(fetch, self.httpsPort, b"/hello.txt")
+        self.assertEqual(statusOf(hello), 200)
+        self.assertIn(HELLO, hello)
+        listing = await deferToThread(fetch, self.httpsPort, b"/")
+        self.assertLess(statusOf(listing), 500)
+        problems = [
+            f"the listing names {hidden!r}"
+            for hidden in (b".hidden", b".git")
+            if hidden in listing
+        ]
+        for target in self.TARGETS:
+            answer = await deferToThread(fetch, self.httpsPort, target)
+            problems.extend(self.problems(target, answer))
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_challengeSite(self) -> None:
+        """
+        The challenge site answers the same paths, bare or under the
+        challenge prefix, with 404 or 400 and no secret.
+        """
+        twistd = await self.started(self.configure())
+        problems = []
+        for target in self.TARGETS:
+            for prefix in (b"", b"/.well-known/acme-challenge"):
+                answer = await deferToThread(
+                    fetch, self.challengePort, prefix + target, False
+                )
+                problems.extend(self.problems(prefix + target, answer))
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_controlSocket(self) -> None:
+        """
+        Another user cannot connect to the control socket, so cannot run
+        any operation.
+        """
+        await self.started(self.configure())
+        probe = (
+            "import socket, sys; s = socket.socket(socket.AF_UNIX); "
+            "s.connect(sys.argv[1]); "
+            "s.sendall(b'{\"name\": \"account-show\", \"arguments\": {}}\\n'); "
+            "print(s.recv(65536))"
+        )
+        out, err, status = await self.python.run(
+            ATTACKER,
+            ["-c", probe, os.path.join(self.state, "control.sock")],
+            self.sandbox.root,
+        )
+        self.assertNotEqual(status, 0)
+        self.assertNotIn(b"result", out)
+
+
+class ServedFolderConfigurationTests(AttackerCase):
+    """
+    A served C{path} that holds the state directory, the store directory or
+    the configuration file is refused at load, naming both options, before
+    anything is written.
+    """
+
+    async def test_pathHoldsStateDirectory(self) -> None:
+        """
+        C{path} the folder of the configuration file, where the default
+        state directory sits: refused, naming C{path} and
+        C{state_directory}; no state directory is made.
+        """
+        output = await self.refused(self.configure(service=f"path = {self.home}\n"))
+        self.assertNames(output, "path", "state_directory")
+        self.assertFalse(os.path.lexists(self.state))
+
+    async def test_pathIsStateDirectory(self) -> None:
+        """
+        C{path} the state directory itself: refused, naming both.
+        """
+        self.sandbox.folder("home/lets-encrypt", VICTIM, 0o700)
+        output = await self.refused(self.configure(service=f"path = {self.state}\n"))
+        self.assertNames(output, "path", "state_directory")
+
+    async def test_pathLinksToStateDirectory(self) -> None:
+        """
+        C{path} a link to a folder that holds the state directory: refused,
+        naming both.
+        """
+        self.sandbox.link("www", self.home, VICTIM)
+        output = await self.refused(
+            self.configure(service=f"path = {self.sandbox.path('www')}\n")
+        )
+        self.assertNames(output, "path", "state_directory")
+
+    async def test_pathHoldsStoreDirectory(self) -> None:
+        """
+        A C{store_directory} inside the served folder: refused, naming
+        C{path} and C{store_directory}.
+        """
+        output = await self.refused(
+            self.configure(resource=f"store_directory = {self.public}/certificates\n")
+        )
+        self.assertNames(output, "path", "store_directory")
+
+    async def test_pathHoldsConfiguration(self) -> None:
+        """
+        The configuration file in the served folder, the state directory
+        elsewhere: refused, naming C{path}.
+        """
+        self.sandbox.folder("state", VICTIM, 0o700)
+        output = await self.refused(
+            self.configure(
+                resource=f"state_directory = {self.sandbox.path('state')}\n",
+                service=f"path = {self.home}\n",
+            )
+        )
+        self.assertNames(output, "path")
