@@ -76,7 +76,7 @@ class Twistd(ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
         self.status: int | None = None
-        self.pid = 0
+        self.process: Any = None
         self._waiting: list[tuple[tuple[bytes, ...], Deferred[None]]] = []
 
     def when(self, *texts: bytes) -> Deferred[None]:
@@ -87,6 +87,22 @@ class Twistd(ProcessProtocol):
         self._waiting.append((texts, waiting))
         self._check()
         return waiting
+
+    @property
+    def pid(self) -> int:
+        """
+        The process's id (the switch to another user execs in place).
+        """
+        return self.process.pid
+
+    async def stop(self) -> None:
+        """
+        Stop the server as systemd does, with SIGTERM, and wait for its
+        end: it finishes its writes first.
+        """
+        if self.status is None:
+            self.process.signalProcess("TERM")
+            await self.when().addTimeout(10, reactor)
 
     def _check(self) -> None:
         for entry in list(self._waiting):
@@ -245,15 +261,8 @@ class AttackerCase(TestCACase):
             env=self.python.environment(TMPDIR=self.temporary),
             path=self.home,
         )
-        # The switch to the user execs in place: the pid stays the same.
-        twistd.pid = process.pid
-
-        async def stop() -> None:
-            if twistd.status is None:
-                process.signalProcess("TERM")
-                await twistd.when().addTimeout(10, reactor)
-
-        self.addCleanup(stop)
+        twistd.process = process
+        self.addCleanup(twistd.stop)
         return twistd
 
     async def started(self, configuration: str, *texts: bytes) -> Twistd:
@@ -273,16 +282,39 @@ class AttackerCase(TestCACase):
         non-zero status and no traceback; return its output.
         """
         twistd = self.spawn(configuration, uid)
+        await self.settle(twistd)
+        self.assertRefused(twistd)
+        return twistd.output
+
+    @staticmethod
+    async def settle(twistd: Twistd, *texts: bytes) -> None:
+        """
+        Wait, for 10 seconds at most, until C{twistd} ends or logs one of
+        C{texts}.
+        """
         try:
-            await twistd.when().addTimeout(10, reactor)
+            await twistd.when(*texts).addTimeout(10, reactor)
         except Exception:
+            pass
+
+    def assertRefused(self, twistd: Twistd) -> None:
+        """
+        C{twistd} ended with a non-zero status and no traceback.
+        """
+        if twistd.status is None:
             self.fail(
                 "twistd did not refuse to start:\n"
                 + twistd.output.decode("utf-8", "replace")
             )
         self.assertNotEqual(twistd.status, 0, twistd.output)
         self.assertNotIn(b"Traceback", twistd.output)
-        return twistd.output
+
+    def assertUnchanged(self, before: dict[str, Any]) -> None:
+        """
+        Every path of C{before} is as its L{snapshot} there says.
+        """
+        changed = [path for path, seen in before.items() if snapshot(path) != seen]
+        self.assertEqual(changed, [])
 
     def assertNames(self, output: bytes, *options: str) -> None:
         """
@@ -494,3 +526,141 @@ class ServedFolderConfigurationTests(AttackerCase):
             )
         )
         self.assertNames(output, "path")
+
+
+class PlantedLinkTests(AttackerCase):
+    """
+    A user who can write a folder the server writes in plants links there,
+    to files and folders of the server's user, at every name the server
+    writes: the server refuses to work there, naming the option, and every
+    target is left as it was.
+    """
+
+    #: The files the server writes in its state directory.
+    FILES = ("lock", "provisional-signer.pem", "control.sock")
+    #: The folders it makes there.
+    FOLDERS = ("accounts", "certificates", "renewal")
+
+    def plant(
+        self, folder: str, owner: int, files: tuple[str, ...], folders: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """
+        Plant, as the attacker, in the sandbox's C{folder}, a link at each
+        of C{files} to a private file of C{owner}, and at each of
+        C{folders} to a folder of C{owner}.
+
+        @return: The L{snapshot} of every target.
+        """
+        targets = []
+        for name in files + folders:
+            target = f"home/target-of-{os.path.basename(folder)}-{name}"
+            if name in files:
+                targets.append(self.sandbox.file(target, SECRET, owner, 0o600))
+            else:
+                targets.append(self.sandbox.folder(target, owner, 0o755))
+            self.sandbox.link(f"{folder}/{name}", targets[-1], ATTACKER)
+        return {target: snapshot(target) for target in targets}
+
+    def plantTemporary(
+        self, folder: str, owner: int, twistd: Twistd, names: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """
+        Plant, once the server's pid is known, a link at the temporary
+        file name (C{.<name>.<pid>.tmp}) of each of C{names}.
+        """
+        temporaries = tuple(f".{name}.{twistd.pid}.tmp" for name in names)
+        return self.plant(folder, owner, temporaries, ())
+
+    async def stateDirectoryPlanted(self, folder: str, uid: int) -> None:
+        """
+        Run the server as C{uid} on the state directory C{folder} (in the
+        sandbox), planted with links at every name it writes: refused,
+        naming C{state_directory}; every target unchanged.
+        """
+        before = self.plant(folder, uid, self.FILES, self.FOLDERS)
+        twistd = self.spawn(
+            self.configure(resource=f"state_directory = {self.sandbox.path(folder)}\n"),
+            uid,
+        )
+        before.update(
+            self.plantTemporary(folder, uid, twistd, ("provisional-signer.pem",))
+        )
+        await self.settle(twistd)
+        self.assertUnchanged(before)
+        self.assertRefused(twistd)
+        self.assertNames(twistd.output, "state_directory")
+
+    async def test_stateDirectoryWritableByOthers(self) -> None:
+        """
+        The server's own state directory, left writable by others: refused,
+        nothing written through the links planted there.
+        """
+        self.sandbox.folder("home/lets-encrypt", VICTIM, 0o777)
+        await self.stateDirectoryPlanted("home/lets-encrypt", VICTIM)
+
+    async def test_stateDirectoryWritableByOthersAsRoot(self) -> None:
+        """
+        The same for a server run as root, whose writes through a link
+        could clobber any file of the system.
+        """
+        self.sandbox.folder("home/lets-encrypt", 0, 0o777)
+        await self.stateDirectoryPlanted("home/lets-encrypt", 0)
+
+    async def test_stateDirectoryOwnedByAttacker(self) -> None:
+        """
+        A state directory in a shared folder (sticky and writable by all, as
+        C{/tmp}) that the attacker made first: refused, nothing written
+        through its links.
+        """
+        self.sandbox.folder("shared", 0, 0o1777)
+        self.sandbox.folder("shared/state", ATTACKER, 0o777)
+        await self.stateDirectoryPlanted("shared/state", VICTIM)
+
+    async def test_stateDirectoryLink(self) -> None:
+        """
+        The attacker's link, in a shared folder, at the state directory's
+        path, to a folder of the server's user: refused, naming
+        C{state_directory}; the folder keeps its mode and content.
+        """
+        self.sandbox.folder("shared", 0, 0o1777)
+        documents = self.sandbox.folder("home/documents", VICTIM, 0o755)
+        self.sandbox.file("home/documents/notes.txt", SECRET, VICTIM, 0o644)
+        self.sandbox.link("shared/state", documents, ATTACKER)
+        before = {documents: snapshot(documents)}
+        twistd = self.spawn(
+            self.configure(
+                resource=f"state_directory = {self.sandbox.path('shared/state')}\n"
+            )
+        )
+        await self.settle(twistd)
+        self.assertUnchanged(before)
+        self.assertRefused(twistd)
+        self.assertNames(twistd.output, "state_directory")
+
+    async def test_storeDirectory(self) -> None:
+        """
+        A store directory shared with other users (writable by them), where
+        the attacker planted a link at the certificate's export folder to a
+        folder of the server's user: after a real issuance, nothing is
+        written through it, and the output names C{store_directory}.
+        """
+        self._require(modern=False)
+        testCA = await self.startTestCA(self.challengePort)
+        with open(testCA.caFile, "rb") as stream:
+            caFile = self.sandbox.file("home/ca.pem", stream.read(), VICTIM)
+        self.sandbox.folder("home/exported", VICTIM, 0o777)
+        before = self.plant("home/exported", VICTIM, (), ("files.example.test",))
+        twistd = self.spawn(
+            self.configure(
+                resource=(
+                    f"store_directory = {self.sandbox.path('home/exported')}\n"
+                    f"acme_ca_file = {caFile}\nagree_tos = yes\n"
+                ),
+                acmeURL=testCA.directoryURL,
+            )
+        )
+        await self.settle(twistd, b" 20015 ", b" 20009 ")
+        await twistd.stop()
+        self.assertUnchanged(before)
+        self.assertNotIn(b"Traceback", twistd.output)
+        self.assertNames(twistd.output, "store_directory")

@@ -202,10 +202,15 @@ def makeSandbox(testCase: TestCase) -> Sandbox:
 
 def snapshot(path: str) -> tuple[Any, ...]:
     """
-    What an attack must not change in the file at C{path}: its content,
-    owner and mode.
+    What an attack must not change at C{path}, without following a link
+    there: a file's content, a folder's names, and the owner and mode.
     """
-    with open(path, "rb") as stream:
-        content = stream.read()
-    status = os.stat(path)
+    status = os.lstat(path)
+    if os.path.islink(path):
+        content: Any = os.readlink(path)
+    elif os.path.isdir(path):
+        content = sorted(os.listdir(path))
+    else:
+        with open(path, "rb") as stream:
+            content = stream.read()
     return content, status.st_uid, status.st_mode
