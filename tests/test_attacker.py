@@ -10,6 +10,7 @@ traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -664,3 +665,128 @@ class PlantedLinkTests(AttackerCase):
         self.assertUnchanged(before)
         self.assertNotIn(b"Traceback", twistd.output)
         self.assertNames(twistd.output, "store_directory")
+
+
+class ForgedServer(Protocol):
+    """
+    An attacker's control socket: keeps what it is sent and answers every
+    request with a forged status.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.received.append(data)
+        answer = {"result": [{"names": [FORGED]}], "error": None}
+        self.transport.write(json.dumps(answer).encode("ascii") + b"\n")
+
+
+#: The name only an attacker's answer holds.
+FORGED = "forged.attacker.test"
+
+
+class SharedTemporaryFolderTests(AttackerCase):
+    """
+    With a state directory whose path is too long for a UNIX socket, the
+    control socket falls back to a folder of the shared temporary folder,
+    which another user can make first: the server neither crashes nor uses
+    it, and the operations command does not talk to an attacker's socket.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.state = self.sandbox.path("home/" + "s" * 100)
+
+    async def fallbackFolder(self) -> str:
+        """
+        The fallback folder of the victim's control socket, as the product
+        computes it, made empty for the test and removed after it.
+        """
+        out, err, status = await self.python.run(
+            VICTIM,
+            [
+                "-c",
+                "import sys; from letsencrypt_resource.control import socketPath; "
+                "print(socketPath(sys.argv[1]))",
+                self.state,
+            ],
+            self.sandbox.root,
+        )
+        self.assertEqual(status, 0, err)
+        self.socket = out.decode("utf-8").strip()
+        folder = os.path.dirname(self.socket)
+        self.assertTrue(folder.startswith("/tmp/"), folder)
+        self.addCleanup(self.removeFallback, folder)
+        self.removeFallback(folder)
+        return folder
+
+    @staticmethod
+    def removeFallback(folder: str) -> None:
+        """
+        Remove C{folder}, or the link there.
+        """
+        if os.path.islink(folder):
+            os.unlink(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def configureLong(self) -> str:
+        """
+        The victim's configuration, on the long state directory.
+        """
+        return self.configure(resource=f"state_directory = {self.state}\n")
+
+    async def test_squattedFolder(self) -> None:
+        """
+        The attacker made the folder first, writable by all, with a file at
+        the socket's name: the server logs no traceback and leaves the
+        folder and the file as they were.
+        """
+        folder = await self.fallbackFolder()
+        os.mkdir(folder)
+        os.chown(folder, ATTACKER, ATTACKER)
+        os.chmod(folder, 0o777)
+        planted = self.socket
+        with open(planted, "wb") as stream:
+            stream.write(SECRET)
+        os.chown(planted, ATTACKER, ATTACKER)
+        before = {folder: snapshot(folder), planted: snapshot(planted)}
+        twistd = self.spawn(self.configureLong())
+        await self.settle(twistd, b" 20156 ")
+        self.assertNotIn(b"Traceback", twistd.output)
+        self.assertUnchanged(before)
+
+    async def test_folderLink(self) -> None:
+        """
+        The attacker's link at the folder's name, to a folder of the server's
+        user: the server logs no traceback and leaves that folder as it was.
+        """
+        folder = await self.fallbackFolder()
+        documents = self.sandbox.folder("home/documents", VICTIM, 0o755)
+        os.symlink(documents, folder)
+        os.lchown(folder, ATTACKER, ATTACKER)
+        before = {documents: snapshot(documents)}
+        twistd = self.spawn(self.configureLong())
+        await self.settle(twistd, b" 20156 ")
+        self.assertNotIn(b"Traceback", twistd.output)
+        self.assertUnchanged(before)
+
+    async def test_clientRefusesForeignSocket(self) -> None:
+        """
+        The attacker made the folder first and answers on a socket there:
+        the operations command, run by the server's user, does not send it
+        its request nor print its forged answer.
+        """
+        folder = await self.fallbackFolder()
+        os.mkdir(folder)
+        os.chown(folder, ATTACKER, ATTACKER)
+        factory = Factory.forProtocol(ForgedServer)
+        factory.received = []
+        port = reactor.listenUNIX(self.socket, factory, mode=0o777)
+        self.addCleanup(port.stopListening)
+        os.chown(self.socket, ATTACKER, ATTACKER)
+        out, err, status = await self.python.run(
+            VICTIM,
+            ["-m", "letsencrypt_resource", "--config", self.configureLong(), "status", "--json"],
+            self.home,
+        )
+        self.assertNotIn(FORGED.encode("ascii"), out + err)
+        self.assertEqual(factory.received, [])
