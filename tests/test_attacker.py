@@ -159,13 +159,16 @@ def readAll(connection: socket.socket) -> bytes:
     """
     Read until the other side closes, or the connection breaks.
 
-    @raise socket.timeout: when nothing comes for L{PROMPT} seconds.
+    @raise TimeoutError: when nothing comes for L{PROMPT} seconds.
     """
     received = b""
     while True:
         try:
             data = connection.recv(65536)
-        except (ConnectionResetError, ssl.SSLEOFError):
+        except TimeoutError:
+            raise
+        except OSError:
+            # Reset, or a TLS record cut short: the server closed.
             return received
         if not data:
             return received
@@ -790,3 +793,153 @@ class SharedTemporaryFolderTests(AttackerCase):
         )
         self.assertNotIn(FORGED.encode("ascii"), out + err)
         self.assertEqual(factory.received, [])
+
+
+#: The most a body flood sends; a listener that read it all did not refuse
+#: it.
+BODY_FLOOD = 32 * 1024 * 1024
+#: The most a line flood sends to the control socket, whose requests are a
+#: few hundred bytes.
+LINE_FLOOD = 16 * 1024 * 1024
+
+#: How each flood announces its body, and the piece it repeats.
+BODIES = {
+    "announced": (b"Content-Length: 10000000000\r\n", b"x" * 65536),
+    "chunked": (b"Transfer-Encoding: chunked\r\n", b"10000\r\n" + b"x" * 65536 + b"\r\n"),
+}
+
+#: Header floods, as extra header lines.
+HEADERS = {
+    "a 20 KB header": b"X-Flood: " + b"a" * 20000 + b"\r\n",
+    "1000 headers": b"".join(b"X-Flood-%d: a\r\n" % n for n in range(1000)),
+}
+
+
+class FloodTests(AttackerCase):
+    """
+    Request bodies and headers without end, sent by anyone to every
+    listener: refused promptly (a 4xx, or a close), never read to the end
+    nor spooled to disk, never a 5xx; an endless line on the control socket
+    is refused and the server goes on.
+    """
+
+    async def bodyFloods(self, twistd: Twistd, port: int, tls: bool, target: bytes) -> list[str]:
+        """
+        Send GET and POST requests for C{target} with an endless body, announced
+        and chunked.
+
+        @return: What went wrong.
+        """
+        problems = []
+        for method in (b"GET", b"POST"):
+            for kind, (header, chunk) in BODIES.items():
+                label = f"{method.decode()}, body {kind}"
+                head = b"%s %s HTTP/1.1\r\nHost: files.example.test\r\n%s\r\n" % (
+                    method,
+                    target,
+                    header,
+                )
+                connection = await deferToThread(connect, port, tls)
+                try:
+                    sent = await deferToThread(sendFlood, connection, head, chunk, BODY_FLOOD)
+                    spooled = descriptorsUnder(twistd.pid, self.temporary)
+                    try:
+                        answer: bytes | None = await deferToThread(readAll, connection)
+                    except TimeoutError:
+                        answer = None
+                finally:
+                    connection.close()
+                if sent >= BODY_FLOOD:
+                    problems.append(f"{label}: all {BODY_FLOOD} bytes were read")
+                if spooled:
+                    problems.append(f"{label}: spooled to {spooled}")
+                if answer is None:
+                    problems.append(f"{label}: no answer within {PROMPT} s")
+                elif answer and not 400 <= statusOf(answer) < 500:
+                    problems.append(f"{label}: answered {statusOf(answer)}")
+        return problems
+
+    async def headerFloods(self, port: int, tls: bool) -> list[str]:
+        """
+        Send each of L{HEADERS}, and an over-long request line.
+
+        @return: What went wrong.
+        """
+        requests = [(label, b"/", headers) for label, headers in HEADERS.items()]
+        requests.append(("a 20 KB request line", b"/" + b"a" * 20000, b""))
+        problems = []
+        for label, target, headers in requests:
+            started = time.monotonic()
+            try:
+                answer = await deferToThread(fetch, port, target, tls, headers)
+            except TimeoutError:
+                problems.append(f"{label}: no answer within {PROMPT} s")
+                continue
+            # Closing at once may reset the connection before the client
+            # reads the 400: the answer is then lost, which is no fault.
+            if answer and statusOf(answer) not in (400, 414, 431):
+                problems.append(f"{label}: answered {statusOf(answer)}")
+            if time.monotonic() - started > PROMPT:
+                problems.append(f"{label}: answered after {PROMPT} s")
+        return problems
+
+    async def test_fileServiceBodies(self) -> None:
+        """
+        The file service refuses endless bodies, on files and folders.
+        """
+        twistd = await self.started(self.configure())
+        problems = await self.bodyFloods(twistd, self.httpsPort, True, b"/hello.txt")
+        problems += await self.bodyFloods(twistd, self.httpsPort, True, b"/")
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_challengeSiteBodies(self) -> None:
+        """
+        The challenge site refuses endless bodies.
+        """
+        twistd = await self.started(self.configure())
+        problems = await self.bodyFloods(
+            twistd, self.challengePort, False, b"/.well-known/acme-challenge/token"
+        )
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_headers(self) -> None:
+        """
+        Both listeners answer over-long headers, too many headers and an
+        over-long request line at once, with 400, 414 or 431 (or a close).
+        """
+        twistd = await self.started(self.configure())
+        problems = [f"file service, {p}" for p in await self.headerFloods(self.httpsPort, True)]
+        problems += [
+            f"challenge site, {p}" for p in await self.headerFloods(self.challengePort, False)
+        ]
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_controlSocketLine(self) -> None:
+        """
+        The control socket refuses an endless line long before
+        L{LINE_FLOOD} bytes, and answers the next request.
+        """
+        twistd = await self.started(self.configure())
+        path = os.path.join(self.state, "control.sock")
+
+        def flood() -> int:
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.settimeout(PROMPT)
+                connection.connect(path)
+                return sendFlood(connection, b"", b"x" * 65536, LINE_FLOOD)
+
+        def status() -> Any:
+            with socket.socket(socket.AF_UNIX) as connection:
+                connection.settimeout(PROMPT)
+                connection.connect(path)
+                connection.sendall(b'{"name": "status", "arguments": {}}\n')
+                return json.loads(connection.makefile("rb").readline())
+
+        self.assertLess(await deferToThread(flood), LINE_FLOOD)
+        answer = await deferToThread(status)
+        self.assertIsNone(answer["error"])
+        self.assertEqual(answer["result"][0]["names"], ["files.example.test"])
+        self.assertNotIn(b"Traceback", twistd.output)
