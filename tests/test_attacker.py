@@ -175,16 +175,24 @@ def readAll(connection: socket.socket) -> bytes:
         received += data
 
 
-def fetch(port: int, target: bytes, tls: bool = True, headers: bytes = b"") -> bytes:
+def exchange(port: int, tls: bool, head: bytes) -> bytes:
     """
-    Send one GET for C{target} and read the whole answer.
+    Send a request, C{head} with C{Connection: close} added, and read the
+    whole answer.
     """
     with connect(port, tls) as connection:
-        connection.sendall(
-            b"GET %s HTTP/1.1\r\nHost: files.example.test\r\nConnection: close\r\n"
-            b"%s\r\n" % (target, headers)
-        )
+        connection.sendall(head + b"Connection: close\r\n\r\n")
         return readAll(connection)
+
+
+def fetch(port: int, target: bytes, tls: bool = True, headers: bytes = b"") -> bytes:
+    """
+    Send one GET for C{target}, with the extra header lines C{headers}, and
+    read the whole answer.
+    """
+    return exchange(
+        port, tls, b"GET %s HTTP/1.1\r\nHost: files.example.test\r\n%s" % (target, headers)
+    )
 
 
 def statusOf(answer: bytes) -> int:
@@ -431,6 +439,33 @@ class ServedFolderTests(AttackerCase):
         for target in self.TARGETS:
             answer = await deferToThread(fetch, self.httpsPort, target)
             problems.extend(self.problems(target, answer))
+        self.assertFalse(problems, "\n".join(problems))
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_methods(self) -> None:
+        """
+        Every method but GET and HEAD, on a file and on a folder, of both
+        listeners, answers 405 with C{Allow}.
+        """
+        twistd = await self.started(self.configure())
+        problems = []
+        for port, tls in ((self.httpsPort, True), (self.challengePort, False)):
+            for method in (b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH", b"TRACE", b"PROPFIND"):
+                for target in (b"/hello.txt", b"/"):
+                    request = b"%s %s HTTP/1.1\r\nHost: files.example.test\r\n" % (
+                        method,
+                        target,
+                    )
+                    answer = parseResponse(
+                        await deferToThread(
+                            exchange, port, tls, request + b"Content-Length: 0\r\n"
+                        )
+                    )
+                    if answer.code != 405 or b"allow" not in answer.headers:
+                        problems.append(
+                            f"{method.decode()} {target.decode()} on port {port}: "
+                            f"{answer.code}"
+                        )
         self.assertFalse(problems, "\n".join(problems))
         self.assertNotIn(b"Traceback", twistd.output)
 
