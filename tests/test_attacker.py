@@ -14,24 +14,24 @@ import json
 import os
 import shutil
 import socket
-import ssl
 import time
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
-from twisted.python.failure import Failure
 
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.testca import freeTCPPort
 from tests.helpers import parseResponse
 from tests.pebblecase import TestCACase
+from tests.rawclient import PROMPT, connect, exchange, fetch, readAll, sendFlood, statusOf
 from tests.unprivileged import (
     ATTACKER,
     VICTIM,
     Interpreter,
+    Twistd,
+    descriptorsUnder,
     makeSandbox,
     requireUsers,
     snapshot,
@@ -65,161 +65,6 @@ ssl_domains = files.example.test
 #: twistd, as its script runs it.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
-#: How long a listener may take to answer an attack.
-PROMPT = 5.0
-
-
-class Twistd(ProcessProtocol):
-    """
-    A twistd process: its output, its exit status once it ended.
-    """
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.status: int | None = None
-        self.process: Any = None
-        self._waiting: list[tuple[tuple[bytes, ...], Deferred[None]]] = []
-
-    def when(self, *texts: bytes) -> Deferred[None]:
-        """
-        Fire once one of C{texts} is in the output or the process ended.
-        """
-        waiting: Deferred[None] = Deferred()
-        self._waiting.append((texts, waiting))
-        self._check()
-        return waiting
-
-    @property
-    def pid(self) -> int:
-        """
-        The process's id (the switch to another user execs in place).
-        """
-        return self.process.pid
-
-    async def stop(self) -> None:
-        """
-        Stop the server as systemd does, with SIGTERM, and wait for its
-        end: it finishes its writes first.
-        """
-        if self.status is None:
-            self.process.signalProcess("TERM")
-            await self.when().addTimeout(10, reactor)
-
-    def _check(self) -> None:
-        for entry in list(self._waiting):
-            texts, waiting = entry
-            if self.status is not None or any(text in self.output for text in texts):
-                self._waiting.remove(entry)
-                waiting.callback(None)
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        self._check()
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.status = reason.value.exitCode
-        if self.status is None:
-            self.status = -1
-        self._check()
-
-
-def descriptorsUnder(pid: int, folder: str) -> list[str]:
-    """
-    The files under C{folder} that process C{pid} has open (a spooled
-    request body shows as C{<folder>/#<inode> (deleted)}).
-    """
-    found = []
-    for name in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except FileNotFoundError:
-            continue
-        if target.startswith(folder + os.sep):
-            found.append(target)
-    return found
-
-
-def connect(port: int, tls: bool) -> socket.socket:
-    """
-    A blocking connection to 127.0.0.1:C{port}, through TLS (any
-    certificate accepted) when C{tls}.
-    """
-    connection = socket.create_connection(("127.0.0.1", port), timeout=PROMPT)
-    if not tls:
-        return connection
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context.wrap_socket(connection, server_hostname="files.example.test")
-
-
-def readAll(connection: socket.socket) -> bytes:
-    """
-    Read until the other side closes, or the connection breaks.
-
-    @raise TimeoutError: when nothing comes for L{PROMPT} seconds.
-    """
-    received = b""
-    while True:
-        try:
-            data = connection.recv(65536)
-        except TimeoutError:
-            raise
-        except OSError:
-            # Reset, or a TLS record cut short: the server closed.
-            return received
-        if not data:
-            return received
-        received += data
-
-
-def exchange(port: int, tls: bool, head: bytes) -> bytes:
-    """
-    Send a request, C{head} with C{Connection: close} added, and read the
-    whole answer.
-    """
-    with connect(port, tls) as connection:
-        connection.sendall(head + b"Connection: close\r\n\r\n")
-        return readAll(connection)
-
-
-def fetch(port: int, target: bytes, tls: bool = True, headers: bytes = b"") -> bytes:
-    """
-    Send one GET for C{target}, with the extra header lines C{headers}, and
-    read the whole answer.
-    """
-    return exchange(
-        port, tls, b"GET %s HTTP/1.1\r\nHost: files.example.test\r\n%s" % (target, headers)
-    )
-
-
-def statusOf(answer: bytes) -> int:
-    """
-    The status code of a raw HTTP answer.
-    """
-    return parseResponse(answer).code
-
-
-def sendFlood(connection: socket.socket, head: bytes, chunk: bytes, limit: int) -> int:
-    """
-    Send C{head}, then C{chunk} again and again up to C{limit} bytes, until
-    the server closes or stops reading.
-
-    @return: How many body bytes were sent.
-    """
-    sent = 0
-    try:
-        connection.sendall(head)
-        while sent < limit:
-            connection.sendall(chunk)
-            sent += len(chunk)
-    except OSError:
-        pass
-    return sent
-
-
 class AttackerCase(TestCACase):
     """
     A victim's home folder in a sandbox of C{/tmp}: C{server.ini}, the
@@ -227,7 +72,7 @@ class AttackerCase(TestCACase):
     content an attacker writes, and a private temporary folder.
     """
 
-    timeout = 60
+    timeout = 120
 
     def setUp(self) -> None:
         # Pebble is needed only by the tests that issue, which ask for it.
@@ -889,7 +734,7 @@ class FloodTests(AttackerCase):
                 if spooled:
                     problems.append(f"{label}: spooled to {spooled}")
                 if answer is None:
-                    problems.append(f"{label}: no answer within {PROMPT} s")
+                    problems.append(f"{label}: neither answered and closed within {PROMPT} s")
                 elif answer and not 400 <= statusOf(answer) < 500:
                     problems.append(f"{label}: answered {statusOf(answer)}")
         return problems

@@ -20,7 +20,11 @@ from functools import lru_cache
 from typing import Any
 
 import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
 #: The user the server runs as.
@@ -214,3 +218,75 @@ def snapshot(path: str) -> tuple[Any, ...]:
         with open(path, "rb") as stream:
             content = stream.read()
     return content, status.st_uid, status.st_mode
+
+
+class Twistd(ProcessProtocol):
+    """
+    A twistd process: its output, its exit status once it ended.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.status: int | None = None
+        self.process: Any = None
+        self._waiting: list[tuple[tuple[bytes, ...], Deferred[None]]] = []
+
+    def when(self, *texts: bytes) -> Deferred[None]:
+        """
+        Fire once one of C{texts} is in the output or the process ended.
+        """
+        waiting: Deferred[None] = Deferred()
+        self._waiting.append((texts, waiting))
+        self._check()
+        return waiting
+
+    @property
+    def pid(self) -> int:
+        """
+        The process's id (the switch to another user execs in place).
+        """
+        return self.process.pid
+
+    async def stop(self) -> None:
+        """
+        Stop the server as systemd does, with SIGTERM, and wait for its
+        end: it finishes its writes first.
+        """
+        if self.status is None:
+            self.process.signalProcess("TERM")
+            await self.when().addTimeout(10, reactor)
+
+    def _check(self) -> None:
+        for entry in list(self._waiting):
+            texts, waiting = entry
+            if self.status is not None or any(text in self.output for text in texts):
+                self._waiting.remove(entry)
+                waiting.callback(None)
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        self._check()
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.status = reason.value.exitCode
+        if self.status is None:
+            self.status = -1
+        self._check()
+
+
+def descriptorsUnder(pid: int, folder: str) -> list[str]:
+    """
+    The files under C{folder} that process C{pid} has open (a spooled
+    request body shows as C{<folder>/#<inode> (deleted)}).
+    """
+    found = []
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            continue
+        if target.startswith(folder + os.sep):
+            found.append(target)
+    return found
