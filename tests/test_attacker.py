@@ -500,6 +500,32 @@ class PlantedLinkTests(AttackerCase):
         self.sandbox.folder("shared/state", ATTACKER, 0o777)
         await self.stateDirectoryPlanted("shared/state", VICTIM)
 
+    async def test_subfoldersOwnedByAttacker(self) -> None:
+        """
+        A private state directory whose C{accounts} and C{renewal} folders
+        belong to the attacker (left by an earlier owner, or restored from
+        a backup), with links at the renewal state's name and temporary
+        name: nothing new appears in the attacker's folders, nothing is
+        written through the links, and no traceback.
+        """
+        self.sandbox.folder("home/lets-encrypt", VICTIM, 0o700)
+        folders = [
+            self.sandbox.folder(f"home/lets-encrypt/{name}", ATTACKER, 0o777)
+            for name in ("accounts", "renewal")
+        ]
+        renewal = "home/lets-encrypt/renewal"
+        state = ("files.example.test.json",)
+        before = self.plant(renewal, VICTIM, state, ())
+        twistd = self.spawn(self.configure())
+        before.update(self.plantTemporary(renewal, VICTIM, twistd, state))
+        planted = {folder: set(os.listdir(folder)) for folder in folders}
+        await self.settle(twistd, b" 20160 ")
+        await twistd.stop()
+        self.assertUnchanged(before)
+        for folder, names in planted.items():
+            self.assertEqual(set(os.listdir(folder)) - names, set(), folder)
+        self.assertNotIn(b"Traceback", twistd.output)
+
     async def test_stateDirectoryLink(self) -> None:
         """
         The attacker's link, in a shared folder, at the state directory's
