@@ -37,8 +37,11 @@ from .safefs import UnusablePath, checkFolder, openFolder
 
 #: UNIX socket paths longer than this do not fit in a sockaddr_un.
 _MAX_SOCKET_PATH = 100
-#: The longest request or answer, in bytes.
-_MAX_MESSAGE = 64 * 1024 * 1024
+#: The longest request, in bytes: a renewal of 10,000 names of 255 bytes
+#: fits; a longer line closes the connection.
+_MAX_REQUEST = 4 * 1024 * 1024
+#: The longest answer, in bytes.
+_MAX_ANSWER = 64 * 1024 * 1024
 #: The system's temporary folder, shared by every user.
 SHARED_TEMPORARY = "/tmp"
 #: Seconds between two checks that the server still holds its lock.
@@ -214,7 +217,7 @@ class _ControlProtocol(LineReceiver):
     """
 
     delimiter = b"\n"
-    MAX_LENGTH = _MAX_MESSAGE
+    MAX_LENGTH = _MAX_REQUEST
 
     def __init__(self, operations: Operations):
         self._operations = operations
@@ -237,7 +240,7 @@ class _ControlProtocol(LineReceiver):
 
 class _ControlClient(LineReceiver):
     delimiter = b"\n"
-    MAX_LENGTH = _MAX_MESSAGE
+    MAX_LENGTH = _MAX_ANSWER
 
     def __init__(self) -> None:
         self.answer: Deferred[dict[str, Any]] = Deferred()

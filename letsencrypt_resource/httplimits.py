@@ -20,6 +20,10 @@ from twisted.web.server import Request, Site
 
 #: The only methods the sites answer.
 ALLOWED_METHODS = (b"GET", b"HEAD")
+#: How many bytes a closing connection may still receive (a refused body,
+#: say) before it is cut; a client that sends nothing more is cut after
+#: C{HTTPChannel.abortTimeout} seconds.
+DRAIN_LIMIT = 64 * 1024
 _ALLOW = b", ".join(ALLOWED_METHODS)
 
 
@@ -29,13 +33,22 @@ class LimitedChannel(HTTPChannel):
     promptly, and reads nothing once it is closing.
     """
 
+    _drained = 0
+
     def dataReceived(self, data: bytes) -> None:
         """
         Ignore whatever comes once the connection is closing: a refused
-        request's body or a request pipelined behind it.
+        request's body or a request pipelined behind it.  Over TLS, closing
+        waits for the client's close_notify while the client may go on
+        sending: past L{DRAIN_LIMIT} bytes, the connection is cut.
         """
         if not self.transport.disconnecting:
             super().dataReceived(data)
+            return
+        self._drained += len(data)
+        if self._drained > DRAIN_LIMIT and self._abortingCall is not None:
+            self._abortingCall.cancel()
+            self.forceAbortClient()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
@@ -68,6 +81,8 @@ class LimitedChannel(HTTPChannel):
     def _refuse(self, status: bytes, *headers: bytes) -> None:
         lines = [b"HTTP/1.1 " + status, *headers, b"Connection: close", b"Content-Length: 0"]
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
+        self.setTimeout(None)
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
         self.loseConnection()
 
 

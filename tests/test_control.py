@@ -11,7 +11,7 @@ import socket
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -23,12 +23,13 @@ from letsencrypt_resource.control import (
     LockWatch,
     StateDirectoryLocked,
     StateLock,
+    _ControlProtocol,
     askServer,
     checkControlFolder,
     checkServerSocket,
     socketPath,
 )
-from letsencrypt_resource.operations import OperationError
+from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
 
 from .test_safefs import giveAway, modeOf, readBytes, writeBytes
@@ -289,3 +290,22 @@ class ControlSocketTests(SynchronousTestCase):
         self.makeSocket()
         os.chmod(self.folder, 0o777)
         self.assertRaises(OperationError, checkServerSocket, self.state, self.path)
+
+
+class ControlProtocolTests(SynchronousTestCase):
+    """
+    What the control socket reads of one connection.
+    """
+
+    def test_longRequestRefused(self) -> None:
+        """
+        A request line longer than any real request (a renewal of 10,000
+        long names) closes the connection instead of being buffered on.
+        """
+        protocol = _ControlProtocol(Operations(None, Clock()))  # type: ignore[arg-type]
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"x" * (4 * 1024 * 1024))
+        self.assertFalse(transport.disconnecting)
+        protocol.dataReceived(b"x")
+        self.assertTrue(transport.disconnecting)

@@ -16,12 +16,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.challenge import CHALLENGE_PREFIX, ChallengeResponder, ChallengeSite
 from letsencrypt_resource.folder import ServedFolder
+from letsencrypt_resource.httplimits import DRAIN_LIMIT
 from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
@@ -427,6 +428,43 @@ class ListenerLimitsTests(SynchronousTestCase):
             self.assertIsNotNone(connection.collector.lostReason, name)
         self.assertEqual(self.clock.seconds(), 0)
         return received
+
+    def closingChannel(self) -> tuple[Any, StringTransport]:
+        """
+        A challenge-site channel that refused a body and is closing on a
+        transport that, like a TLS client that never answers close_notify,
+        stays open.
+        """
+        channel = self.challengeSite.buildProtocol(None)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 405 "))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        return channel, transport
+
+    def test_refusedBodyCut(self) -> None:
+        """
+        A client that goes on sending the refused body is cut once
+        L{DRAIN_LIMIT} bytes more came, instead of being read to its end.
+        """
+        channel, transport = self.closingChannel()
+        channel.dataReceived(b"x" * DRAIN_LIMIT)
+        self.assertFalse(transport.disconnected)
+        channel.dataReceived(b"x")
+        self.assertTrue(transport.disconnected)
+
+    def test_silentClientCut(self) -> None:
+        """
+        A client that neither sends nor closes after a refusal is cut after
+        the channel's C{abortTimeout}, not held until the idle timeout.
+        """
+        channel, transport = self.closingChannel()
+        self.clock.advance(channel.abortTimeout - 1)
+        self.assertFalse(transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(transport.disconnected)
 
     def test_longHeader(self) -> None:
         """
