@@ -473,6 +473,21 @@ def _checkIdentifier(section: str) -> None:
         )
 
 
+def _iniProblem(error: configparser.Error) -> str:
+    """
+    What is wrong with a file that is not INI, by line number only: the
+    file named may be one its reader may not see (a command run through
+    sudo), so none of its text is repeated.
+    """
+    if isinstance(error, configparser.MissingSectionHeaderError):
+        return f"line {error.lineno} comes before any [section] header"
+    if isinstance(error, configparser.ParsingError):
+        numbers = [str(number) for number, _ in error.errors]
+        which = f"lines {', '.join(numbers)}" if len(numbers) > 1 else f"line {numbers[0]}"
+        return f"{which} cannot be parsed (expected 'option = value')"
+    return type(error).__name__
+
+
 def parseConfiguration(
     text: str, baseDirectory: str, configurationFile: str | None = None
 ) -> Configuration:
@@ -498,7 +513,7 @@ def parseConfiguration(
             error.section, error.option, "the option appears twice in its section"
         )
     except configparser.Error as error:
-        raise ConfigurationError(None, None, f"the file is not valid INI: {error}")
+        raise ConfigurationError(None, None, f"the file is not valid INI: {_iniProblem(error)}")
 
     serverName = ""
     resources: list[ResourceOptions] = []

@@ -671,7 +671,21 @@ class BadConfigurationTests(SynchronousTestCase):
             None,
             "the file is not valid INI",
         )
-        self.assertIn("line: 1", error.message)
+        self.assertIn("line 1 comes before any [section] header", error.message)
+
+    def test_invalidINIQuotesNothing(self) -> None:
+        """
+        The error names the lines that do not parse by number, and repeats
+        none of their text: the file may be one whose reader, running the
+        command through sudo, may not see.
+        """
+        for text, expected in [
+            ("root:$6$secret:19000:0:99999:7:::\n", "line 1 comes before"),
+            ("[server]\nsecret one\nname = x\nsecret two\n", "lines 2, 4 cannot be parsed"),
+        ]:
+            error = self.assertRaises(ConfigurationError, parseConfiguration, text, "/srv")
+            self.assertIn(expected, error.message)
+            self.assertNotIn("secret", str(error))
 
 
 class LoadConfigurationErrorTests(SynchronousTestCase):
