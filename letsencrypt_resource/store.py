@@ -99,12 +99,15 @@ def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
     """
     Remove, in every folder under C{path}, the C{.<name>.<pid>.tmp} files
     that writes cut short by a crash left behind; with C{only}, those of
-    these names only.
+    these names only.  Folders of other users are left alone: the product
+    never writes there.
 
     @return: How many were removed.
     """
     removed = 0
     for folder, _, names in os.walk(path):
+        if os.lstat(folder).st_uid != os.geteuid():
+            continue
         for name in names:
             match = _TEMPORARY.match(name)
             if match and (only is None or match.group("name") in only):

@@ -356,6 +356,19 @@ class TemporaryFilesTests(SynchronousTestCase):
         self.assertEqual(removed, 2)
         self.assertEqual(sorted(os.listdir(folder)), [".other.txt.5.tmp", "cert.pem"])
 
+    def test_otherUsersFoldersLeftAlone(self) -> None:
+        """
+        Nothing is removed from a folder of another user: the product never
+        wrote there, and its files are not the product's to delete.
+        """
+        folder = os.path.join(self.mktemp(), "www.example.test")
+        os.makedirs(folder)
+        with open(os.path.join(folder, ".cert.pem.123.tmp"), "wb") as stream:
+            stream.write(b"theirs")
+        giveAway(folder)
+        self.assertEqual(removeTemporaryFiles(os.path.dirname(folder)), 0)
+        self.assertEqual(os.listdir(folder), [".cert.pem.123.tmp"])
+
 
 #: A domain set whose names joined are too long for a file name: 20 names
 #: of 32 characters.
