@@ -9,6 +9,7 @@ import shutil
 import signal
 import sys
 import time
+from typing import Any, Callable
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -101,6 +102,34 @@ class TwistdTests(TestCACase):
             stream.write(text)
         return path
 
+    def runServer(
+        self, path: str
+    ) -> tuple[WatchedProcess, Any, Callable[[], Deferred[None]]]:
+        """
+        Start twistd on the configuration at C{path}, stopped with SIGTERM
+        at the end of the test.
+
+        @return: Its watcher, seeing three services on CA certificates
+            (20016); its process; and a function that stops it and fires
+            when it ended.
+        """
+        watcher = WatchedProcess(b" 20016 ", 3)
+        process = reactor.spawnProcess(
+            watcher,
+            twistdCommand()[0],
+            twistdCommand() + ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=os.path.dirname(path),
+        )
+
+        def stop() -> Deferred[None]:
+            if process.pid is not None:
+                process.signalProcess(signal.SIGTERM)
+            return watcher.ended
+
+        self.addCleanup(stop)
+        return watcher, process, stop
+
     async def test_servesIssuedCertificates(self) -> None:
         """
         Within 10 seconds of start, every service presents a certificate
@@ -118,22 +147,8 @@ class TwistdTests(TestCACase):
                 ports=ports,
             )
         )
-        watcher = WatchedProcess(b" 20016 ", 3)
         started = time.monotonic()
-        process = reactor.spawnProcess(
-            watcher,
-            twistdCommand()[0],
-            twistdCommand() + ["-n", "--pidfile=", "lets-encrypt", "--config", path],
-            env=environment(),
-            path=os.path.dirname(path),
-        )
-
-        def stop() -> Deferred[None]:
-            if process.pid is not None:
-                process.signalProcess(signal.SIGTERM)
-            return watcher.ended
-
-        self.addCleanup(stop)
+        watcher, _, stop = self.runServer(path)
         await watcher.seen.addTimeout(10, reactor)
         elapsed = time.monotonic() - started
         self.assertLess(elapsed, 10)
@@ -164,21 +179,7 @@ class TwistdTests(TestCACase):
             ports=ports,
         )
         path = self.writeConfiguration(text)
-        watcher = WatchedProcess(b" 20016 ", 3)
-        process = reactor.spawnProcess(
-            watcher,
-            twistdCommand()[0],
-            twistdCommand() + ["-n", "--pidfile=", "lets-encrypt", "--config", path],
-            env=environment(),
-            path=os.path.dirname(path),
-        )
-
-        def stop() -> Deferred[None]:
-            if process.pid is not None:
-                process.signalProcess(signal.SIGTERM)
-            return watcher.ended
-
-        self.addCleanup(stop)
+        watcher, process, _ = self.runServer(path)
         await watcher.seen.addTimeout(30, reactor)
         issuers = await testCA.fetchIssuerPEM()
         client = await connectTLS(reactor, ports[2], "reports.example.test", issuers)
