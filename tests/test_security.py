@@ -527,19 +527,23 @@ class ListenerLimitsTests(SynchronousTestCase):
         self.assertEqual(spooled, [])
 
 
+#: How the sites are fuzzed in the suite: 400 examples, the same each run.
+FUZZED = settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
 class ChallengeSiteAbuseTests(SynchronousTestCase):
     """
     The public challenge site under malformed, oversized and arbitrary
     requests.
     """
 
-    @settings(
-        max_examples=400,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZED
     @given(request=challengefuzz.requests())
     def test_arbitraryRequests(self, request: challengefuzz.FuzzRequest) -> None:
         """
@@ -565,13 +569,7 @@ class FileSiteAbuseTests(SynchronousTestCase):
         self.site = FileSite("files", False, ServedFolder(tree.served))
         self.site.reactor = self.clock
 
-    @settings(
-        max_examples=400,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZED
     @given(request=challengefuzz.requests(filefuzz.NAMES))
     def test_arbitraryRequests(self, request: challengefuzz.FuzzRequest) -> None:
         """
