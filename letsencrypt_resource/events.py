@@ -146,6 +146,25 @@ STORED_STATE_IGNORED = _event(
     "Ignoring damaged stored state for {domains}; it will be made anew: {details}",
 )
 
+STORE_RECOVERED = _event(
+    20185,
+    LogLevel.info,
+    "Wrote {path} for {domains}, which had failed before.",
+)
+REPLACES_REFUSED = _event(
+    20186,
+    LogLevel.warn,
+    "The CA refused the order for {domains} that names the certificate it "
+    "replaces; ordering again without naming it: {details}",
+)
+STORED_WAIT_CAPPED = _event(
+    20187,
+    LogLevel.warn,
+    "The saved next attempt for {domains}, {saved}, is later than any wait "
+    "this product sets (a clock that ran ahead, or a damaged file); the next "
+    "attempt is at {when} instead.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -281,6 +281,17 @@ class DirectoryStore:
     ) -> str:
         return self._write(self._certificatePath(domains), certifiedKey.toPEM())
 
+    def checkCertificateWritable(self, domains: tuple[str, ...]) -> None:
+        path = self._certificatePath(domains)
+        folder = os.path.dirname(path)
+        probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        try:
+            makePrivateDirectory(folder)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as error:
+            raise StoreError(path, f"cannot be written: {error.strerror}") from None
+
     def _renewalStatePath(self, domains: tuple[str, ...]) -> str:
         return self._file("renewal", domainsFileName(domains) + ".json")
 
