@@ -169,6 +169,24 @@ STATE_LOCK_LOST = _event(
     "The state directory {directory} is no longer locked by this server: "
     "{details}",
 )
+STORE_RECOVERED = _event(
+    20185,
+    LogLevel.info,
+    "Wrote {path} for {domains}, which had failed before.",
+)
+REPLACES_REFUSED = _event(
+    20186,
+    LogLevel.warn,
+    "The CA refused the order for {domains} that names the certificate it "
+    "replaces; ordering again without naming it: {details}",
+)
+STORED_WAIT_CAPPED = _event(
+    20187,
+    LogLevel.warn,
+    "The saved next attempt for {domains}, {saved}, is later than any wait "
+    "this product sets (a clock that ran ahead, or a damaged file); the next "
+    "attempt is at {when} instead.",
+)
 COMPROMISED_CERTIFICATE_IGNORED = _event(
     20190,
     LogLevel.warn,

@@ -37,6 +37,10 @@ class ICertificateConsumer(Interface):
 class ICertificateStore(Interface):
     """
     Durable storage for the account key and the certificates.
+
+    Every method raises L{letsencrypt_resource.store.StoreError} when the
+    storage cannot be read or written; the resource reports it and tries
+    again later.
     """
 
     def loadAccount(acmeURL):
@@ -62,6 +66,15 @@ class ICertificateStore(Interface):
         together, atomically.
 
         @return: The path it was stored at, for events.
+        """
+
+    def checkCertificateWritable(domains):
+        """
+        Check that a certificate for the domain tuple C{domains}, and its
+        renewal state, can be stored now, before one is ordered: an order
+        whose result cannot be stored spends the CA's limits for nothing.
+
+        @raise letsencrypt_resource.store.StoreError: when they cannot.
         """
 
     def loadRenewalState(domains):

@@ -16,7 +16,15 @@ from .domains import domainsLabel
 from .interfaces import ICertificateConsumer
 from .issuer import PendingOrder
 from .keys import PrivateKey, publicKeyDigest
-from .policy import RenewalPlan, planRenewal
+from .policy import (
+    WARNING_REPEAT,
+    RenewalPlan,
+    emergencyRetryDelay,
+    emergencyTime,
+    failureDelay,
+    planRenewal,
+    warningLevel,
+)
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -34,17 +42,22 @@ class ManagedCertificate:
     @ivar current: The certificate in service, provisional or CA-issued.
     @ivar failures: Failed attempts since the last success.
     @ivar nextAttempt: The earliest time of the next attempt after a failure.
+    @ivar lastFailure: When the last failed attempt ended.
+    @ivar holdUntil: Until when the CA asked not to try again (Retry-After).
     @ivar lastError: What the last failed attempt said, until a success.
     @ivar ariWindow: The CA's suggested renewal window, if it gave one.
     @ivar ariPick: Where in that window to renew, from 0 to 1.
     @ivar ariNextCheck: When to ask the CA for renewal information again.
     @ivar attempt: The attempt under way, if any.
     @ivar announced: The last renewal plan announced.
-    @ivar exportPending: Whether writing it to the store directory failed
-        and is to be tried again.
     @ivar pendingOrder: The order under way or cut short, to resume.
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
+    @ivar orderedBy: The certificate ID, ACME URL and account URL of the
+        order that got the certificate in service, when known: only then
+        may a renewal name it as the one it replaces.
+    @ivar warned: The certificate last warned about, the warning level and
+        the time of that warning.
     """
 
     def __init__(self, domains: tuple[str, ...], settings: str = ""):
@@ -58,15 +71,18 @@ class ManagedCertificate:
         self.current: CertifiedKey | None = None
         self.failures = 0
         self.nextAttempt = 0.0
+        self.lastFailure = 0.0
+        self.holdUntil = 0.0
         self.lastError: str | None = None
         self.ariWindow: tuple[float, float] | None = None
         self.ariPick = 0.5
         self.ariNextCheck = 0.0
         self.attempt: Deferred[None] | None = None
         self.announced: RenewalPlan | None = None
-        self.exportPending = False
         self.pendingOrder: PendingOrder | None = None
         self.compromisedKeys: set[str] = set()
+        self.orderedBy: tuple[str, str, str] | None = None
+        self.warned: tuple[Any, int, float] | None = None
 
     @property
     def label(self) -> str:
@@ -109,9 +125,10 @@ class ManagedCertificate:
         When this set next needs attention: its renewal, a retry, or, when
         C{checksARI}, an ARI check.
         """
-        due = max(self.plan().at, self.nextAttempt)
+        retry = self.retryAt()
+        due = max(self.plan().at, retry)
         if checksARI and self.issued is not None:
-            due = min(due, max(self.ariNextCheck, self.nextAttempt))
+            due = min(due, max(self.ariNextCheck, retry))
         return due
 
     def markCompromised(self, key: PrivateKey) -> None:
@@ -126,6 +143,105 @@ class ManagedCertificate:
         """
         return publicKeyDigest(key) in self.compromisedKeys
 
+    def urgentSince(self) -> float:
+        """
+        Since when clients should not be left on the certificate in
+        service: its emergency time, or always (0) when it is not a
+        CA-issued one for these names.
+        """
+        issued = self.issued
+        if issued is None:
+            return 0.0
+        return emergencyTime(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+
+    def emergencyPace(self, now: float) -> float | None:
+        """
+        The longest wait allowed between attempts at C{now}, when the set is
+        urgent then; C{None} when it is not.
+        """
+        if now < self.urgentSince():
+            return None
+        issued = self.issued
+        if issued is None:
+            return emergencyRetryDelay(None, None)
+        return emergencyRetryDelay(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+
+    def retryAt(self) -> float:
+        """
+        When the next attempt may start after failures: the end of the
+        back-off, or the emergency time when the set became urgent after
+        the last failure (the emergency threshold wins over a back-off),
+        but never before the CA's Retry-After ends.
+        """
+        at = self.nextAttempt
+        urgent = self.urgentSince()
+        if self.lastFailure < urgent:
+            at = min(at, urgent)
+        return max(at, self.holdUntil)
+
+    def failed(
+        self, now: float, maximum: float, retryAfter: float | None, error: str
+    ) -> float:
+        """
+        Record a failed attempt at C{now} and set the next one.
+
+        @param maximum: The longest back-off, and the longest Retry-After
+            honoured: the check interval.
+        @param retryAfter: The wait the CA asked for, if any.
+        @return: The wait until the next attempt.
+        """
+        self.failures += 1
+        self.lastFailure = now
+        self.lastError = error
+        self.holdUntil = now + min(retryAfter, maximum) if retryAfter is not None else 0.0
+        delay = failureDelay(self.failures, maximum, self.emergencyPace(now))
+        self.nextAttempt = max(now + delay, self.holdUntil)
+        return self.nextAttempt - now
+
+    def capWaits(self, now: float, maximum: float) -> bool:
+        """
+        Bring saved times back within the waits this product sets: a clock
+        that ran ahead, or a damaged file, may have put them anywhere.
+
+        @param maximum: The check interval.
+        @return: Whether the next attempt was brought forward.
+        """
+        self.lastFailure = min(self.lastFailure, now)
+        self.holdUntil = min(self.holdUntil, now + maximum)
+        self.ariNextCheck = min(self.ariNextCheck, now + maximum)
+        if self.failures == 0:
+            latest = 0.0
+        else:
+            delay = failureDelay(self.failures, maximum, self.emergencyPace(now))
+            latest = max(now + delay, self.holdUntil)
+        capped = self.nextAttempt > latest
+        self.nextAttempt = min(self.nextAttempt, latest)
+        return capped
+
+    def warnNow(self, now: float) -> bool:
+        """
+        Whether to warn at C{now} that the certificate in service is close
+        to expiry: the first time it is past the warning threshold, each
+        time it crosses another (see L{warningLevel}), and at most every
+        L{WARNING_REPEAT} otherwise.  A warning given is recorded.
+        """
+        current = self.current
+        if current is None or current.provisional:
+            return False
+        level = warningLevel(current.notBefore.timestamp(), current.notAfter.timestamp(), now)
+        if level == 0:
+            return False
+        if self.warned is not None:
+            certificate, lastLevel, lastTime = self.warned
+            if (
+                certificate is current.certificate
+                and level <= lastLevel
+                and now < lastTime + WARNING_REPEAT
+            ):
+                return False
+        self.warned = (current.certificate, level, now)
+        return True
+
     def succeeded(self) -> None:
         """
         Forget failures, ARI answers and the order: they were about the old
@@ -134,6 +250,8 @@ class ManagedCertificate:
         self.pendingOrder = None
         self.failures = 0
         self.nextAttempt = 0.0
+        self.lastFailure = 0.0
+        self.holdUntil = 0.0
         self.lastError = None
         self.ariWindow = None
         self.ariNextCheck = 0.0
@@ -146,6 +264,9 @@ class ManagedCertificate:
             "settings": self.settings,
             "failures": self.failures,
             "next_attempt": self.nextAttempt,
+            "last_failure": self.lastFailure,
+            "hold_until": self.holdUntil,
+            "ordered_by": list(self.orderedBy) if self.orderedBy else None,
             "last_error": self.lastError,
             "ari_window": list(self.ariWindow) if self.ariWindow else None,
             "ari_pick": self.ariPick,
@@ -164,6 +285,12 @@ class ManagedCertificate:
         try:
             failures = int(state.get("failures", 0))
             nextAttempt = float(state.get("next_attempt", 0.0))
+            lastFailure = float(state.get("last_failure", 0.0))
+            holdUntil = float(state.get("hold_until", 0.0))
+            orderedBy = state.get("ordered_by")
+            if orderedBy is not None:
+                identifier, acmeURL, account = map(str, orderedBy)
+                orderedBy = (identifier, acmeURL, account)
             window = state.get("ari_window")
             ariWindow = (float(window[0]), float(window[1])) if window else None
             ariPick = float(state.get("ari_pick", 0.5))
@@ -171,12 +298,16 @@ class ManagedCertificate:
             lastError = state.get("last_error")
         except (TypeError, ValueError, IndexError, AttributeError):
             return
-        if not all(map(math.isfinite, (nextAttempt, ariPick, ariNextCheck))):
+        times = (nextAttempt, lastFailure, holdUntil, ariPick, ariNextCheck)
+        if not all(map(math.isfinite, times)):
             return
         if state.get("settings") == self.settings:
             self.failures = max(failures, 0)
             self.nextAttempt = nextAttempt
+            self.lastFailure = lastFailure
+            self.holdUntil = holdUntil
             self.pendingOrder = _pendingOrder(state.get("pending_order"))
+        self.orderedBy = orderedBy
         self.ariWindow = ariWindow
         self.ariPick = min(max(ariPick, 0.0), 1.0)
         self.ariNextCheck = ariNextCheck

@@ -23,7 +23,7 @@ from .interfaces import ICertificateConsumer
 from .keys import generateKey, jwkFor, keyType
 from .managed import ManagedCertificate
 from .resource import REASONS, LetsEncryptResource
-from .store import AccountRecord, StoreError
+from .store import AccountRecord
 
 DAY = 86400.0
 
@@ -183,13 +183,12 @@ class Operations:
         client = yield self._resource.acmeClient()
         if reason == "keyCompromise":
             certificate.markCompromised(issued.key)
-            try:
-                yield self._resource.saveState(certificate)
-            except StoreError as error:
+            written = yield self._resource.saveState(certificate)
+            if not written:
                 raise OperationError(
                     f"nothing was revoked: the key of {certificate.label} cannot "
-                    f"be recorded as compromised: {error}"
-                ) from None
+                    "be recorded as compromised (event 20009 says why)"
+                )
             events.KEY_COMPROMISED.emit(self._log, domains=certificate.label)
         yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
         row = {"revoked": issued.certificate.serial_number, "reason": reason}

@@ -18,7 +18,13 @@ lifetime, from 6-day to 90-day certificates and beyond:
     certificate of any lifetime never raises one.
   - After a failure, the next attempt comes after a minute, then after
     waits that double, up to the regular check interval, or later when the
-    CA said so with Retry-After.
+    CA said so with Retry-After (up to the check interval too).
+  - A set that clients should not be left on (provisional, or past the
+    emergency threshold) is tried again at least at the emergency pace: an
+    hour at most, less for short lifetimes.
+  - Expiry warnings repeat at most every six hours per certificate, and
+    each time the time left crosses a threshold (7, 3 and 1 days, a
+    twelfth and a twenty-fourth of the lifetime, expiry).
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ WARNING_TIME = 15 * DAY
 WARNING_FRACTION = 1 / 6
 #: The first wait after a failed attempt; each later one doubles.
 FIRST_RETRY_DELAY = 60.0
+#: The longest wait between attempts for a set that clients should not be
+#: left on: provisional, or past its emergency threshold.
+EMERGENCY_RETRY_DELAY = 3600.0
+#: The shortest time between two expiry warnings for one certificate, when
+#: no threshold was crossed in between.
+WARNING_REPEAT = 6 * 3600.0
+#: Times left at which an expiry warning is repeated at once.
+WARNING_TIMES = (7 * DAY, 3 * DAY, 1 * DAY, 0.0)
+#: Fractions of the lifetime left at which it is repeated at once.
+WARNING_FRACTIONS = (1 / 12, 1 / 24)
 
 
 @attrs.frozen
@@ -113,3 +129,41 @@ def retryDelay(failures: int, maximum: float) -> float:
     Starts at L{FIRST_RETRY_DELAY} and doubles up to C{maximum}.
     """
     return min(FIRST_RETRY_DELAY * 2 ** min(max(failures - 1, 0), 40), maximum)
+
+
+def failureDelay(failures: int, maximum: float, emergencyPace: float | None) -> float:
+    """
+    The wait after C{failures} failed attempts in a row: L{retryDelay}, cut
+    to C{emergencyPace} when the set is urgent (see L{emergencyRetryDelay}).
+    """
+    delay = retryDelay(failures, maximum)
+    return delay if emergencyPace is None else min(delay, emergencyPace)
+
+
+def emergencyRetryDelay(notBefore: float | None, notAfter: float | None) -> float:
+    """
+    The longest wait between two attempts for a set that clients should
+    not be left on: for a provisional certificate (no times given),
+    L{EMERGENCY_RETRY_DELAY}; for one past its emergency threshold, that or
+    a quarter of the threshold, whichever is shorter, so that a short-lived
+    certificate gets several attempts before it expires.
+    """
+    if notBefore is None or notAfter is None:
+        return EMERGENCY_RETRY_DELAY
+    quarter = warningThreshold(notBefore, notAfter) / 4
+    return min(EMERGENCY_RETRY_DELAY, max(quarter, 1.0))
+
+
+def warningLevel(notBefore: float, notAfter: float, now: float) -> int:
+    """
+    How many warning thresholds a certificate in service at C{now} has
+    crossed: 0 before L{warningThreshold}, then one more at each of
+    L{WARNING_TIMES} and L{WARNING_FRACTIONS} of the lifetime below it.
+    """
+    if not shouldWarn(notBefore, notAfter, now):
+        return 0
+    left = notAfter - now
+    threshold = warningThreshold(notBefore, notAfter)
+    lifetime = notAfter - notBefore
+    marks = set(WARNING_TIMES) | {lifetime * f for f in WARNING_FRACTIONS}
+    return 1 + sum(1 for mark in marks if mark < threshold and left < mark)

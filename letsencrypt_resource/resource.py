@@ -8,8 +8,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import random
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Hashable
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -37,7 +38,7 @@ from .issuer import PendingOrder, obtainCertificate, orderSurvives
 from .keys import generateKey, keyType
 from .limiter import Limiter
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
-from .policy import retryDelay, shouldWarn
+from .policy import retryDelay
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .store import AccountRecord, StoreError, exportCertificate
 from .workers import BackgroundWorkers
@@ -136,7 +137,12 @@ class LetsEncryptResource(Service):
         # Writes of renewal state and exports: in the background, one at a
         # time so that they land in the order they were made.
         self._writes = Limiter(1)
-        self._writing: set[Deferred[None]] = set()
+        self._writing: set[Deferred[bool]] = set()
+        # Writes that failed, the latest per key, to be tried again at
+        # _writeRetryAt; _writeRounds counts the rounds that failed.
+        self._unwritten: dict[Hashable, _Write] = {}
+        self._writeRetryAt = 0.0
+        self._writeRounds = 0
         self._signer: CertifiedKey | None = None
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
@@ -257,7 +263,13 @@ class LetsEncryptResource(Service):
         """
         needProvisional = [c for c in self.managed.values() if c.current is None]
         if needProvisional:
-            yield self._provision(needProvisional)
+            try:
+                yield self._provision(needProvisional)
+            except CancelledError:
+                raise
+            except Exception:
+                # Renewals go on: each set gets its certificate from the CA.
+                self._log.failure("Cannot make provisional certificates")
         self._loop = LoopingCall(self.check)
         self._loop.clock = self._reactor
         self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
@@ -271,30 +283,64 @@ class LetsEncryptResource(Service):
         """
         return gatherResults(list(self._writing)).addCallback(lambda _: None)
 
-    def _write(
-        self,
-        certificate: ManagedCertificate,
-        write: Callable[..., object],
-        *args: object,
-        failed: Callable[[StoreError], object] = lambda error: None,
-    ) -> None:
+    def _write(self, key: Hashable, write: _Write) -> Deferred[bool]:
         """
-        Run C{write(*args)} in a worker thread, after the writes before it; a
-        L{StoreError} is event 20009, then C{failed(error)}.
+        Run C{write} in a worker thread, after the writes before it.
+
+        A L{StoreError} is event 20009, and the write is kept to be tried
+        again at the retry pace (the latest one per C{key}: a newer write
+        of the same thing replaces it); a retry that works is event 20185.
+
+        @return: A Deferred that fires with whether it was written; it
+            never fails, and cancelling it leaves the write to end (stopping
+            waits for it).
         """
 
-        def storeFailed(failure: Failure) -> None:
+        def written(result: object) -> bool:
+            # Writes run in order: one that worked makes any earlier failed
+            # write of the same thing moot.
+            self._unwritten.pop(key, None)
+            if not self._unwritten:
+                self._writeRounds = 0
+            if write.failed:
+                events.STORE_RECOVERED.emit(
+                    self._log, domains=write.label, path=write.failed
+                )
+            write.done(result)
+            return True
+
+        def storeFailed(failure: Failure) -> bool:
             failure.trap(StoreError)
             error = failure.value
             events.STORE_FAILED.emit(
-                self._log, domains=certificate.label, path=error.path, details=error.message
+                self._log, domains=write.label, path=error.path, details=error.message
             )
-            failed(error)
+            self._unwritten[key] = attrs.evolve(write, failed=error.path)
+            self._writeRetryAt = self._reactor.seconds() + retryDelay(
+                self._writeRounds + 1, self._checkInterval
+            )
+            self._scheduleWakeUp()
+            return False
 
-        writing = self._writes.run(self.runInThread, write, *args)
-        writing.addErrback(storeFailed).addErrback(self._unexpected)
+        writing = self._writes.run(self.runInThread, write.function, *write.args)
+        writing.addCallbacks(written, storeFailed)
+        writing.addErrback(lambda failure: self._unexpected(failure) or False)
         self._writing.add(writing)
-        writing.addBoth(lambda _: self._writing.discard(writing))
+        writing.addBoth(lambda result: self._writing.discard(writing) or result)
+        shielded: Deferred[bool] = Deferred()
+        writing.chainDeferred(shielded)
+        return shielded
+
+    def _retryWrites(self, now: float) -> None:
+        """
+        Try the failed writes again, when it is time.
+        """
+        if not self._unwritten or now < self._writeRetryAt:
+            return
+        self._writeRounds += 1
+        retrying, self._unwritten = self._unwritten, {}
+        for key, write in retrying.items():
+            self._write(key, write)
 
     def _settle(self) -> None:
         settled, self._settled = self._settled, None
@@ -328,6 +374,22 @@ class LetsEncryptResource(Service):
             state = None
         if state is not None:
             certificate.restore(state)
+        self._loadStoredCertificate(certificate)
+        now = self._reactor.seconds()
+        saved = certificate.retryAt()
+        if certificate.capWaits(now, self._checkInterval):
+            events.STORED_WAIT_CAPPED.emit(
+                self._log,
+                domains=certificate.label,
+                saved=_when(saved),
+                when=_when(certificate.retryAt()),
+            )
+
+    def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
+        """
+        Put C{certificate}'s stored certificate in service, when it is valid
+        and for its names.
+        """
         try:
             stored = self.store.loadCertificate(certificate.domains)
         except StoreError as error:
@@ -397,7 +459,15 @@ class LetsEncryptResource(Service):
             )
             problem = "the stored one is damaged"
         signer = yield self.runInThread(makeSigner, self.options.name, names, now)
-        self.store.saveProvisionalSigner(signer.toPEM())
+        # Services start on it whether or not it can be saved now.
+        self._write(
+            "signer",
+            _Write(
+                "the provisional signer",
+                self.store.saveProvisionalSigner,
+                (signer.toPEM(),),
+            ),
+        )
         events.PROVISIONAL_SIGNER_MADE.emit(
             self._log,
             count=len(names),
@@ -437,15 +507,15 @@ class LetsEncryptResource(Service):
         """
         directory = self.options.storeDirectory
         issued = certificate.issued
-        certificate.exportPending = False
         if directory is None or issued is None:
             return
-
-        def failed(error: StoreError) -> None:
-            certificate.exportPending = True
-
         self._write(
-            certificate, exportCertificate, directory, certificate.domains, issued, failed=failed
+            ("export", certificate.domains),
+            _Write(
+                certificate.label,
+                exportCertificate,
+                (directory, certificate.domains, issued),
+            ),
         )
 
     # Checks and orders
@@ -472,9 +542,7 @@ class LetsEncryptResource(Service):
             and (force or certificate.nextEvent(self._checksARI) <= now)
         ]
         self._warnOfExpiry(now, starting)
-        for certificate in self.managed.values():
-            if certificate.exportPending:
-                self._export(certificate)
+        self._retryWrites(now)
         for certificate in starting:
             self._startAttempt(certificate, force)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
@@ -506,8 +574,8 @@ class LetsEncryptResource(Service):
     def _warnOfExpiry(self, now: float, starting: list[ManagedCertificate]) -> None:
         """
         Warn about each certificate in service close to expiry, unless its
-        first renewal attempt is starting now: a failure is warned about at
-        the next check.
+        first renewal attempt is starting now (a failure is warned about at
+        the next check); at a bounded rate (see L{ManagedCertificate.warnNow}).
         """
         for certificate in self.managed.values():
             current = certificate.current
@@ -515,10 +583,9 @@ class LetsEncryptResource(Service):
                 continue
             if certificate in starting and certificate.failures == 0:
                 continue
-            notBefore = current.notBefore.timestamp()
-            notAfter = current.notAfter.timestamp()
-            if not shouldWarn(notBefore, notAfter, now):
+            if not certificate.warnNow(now):
                 continue
+            notAfter = current.notAfter.timestamp()
             details = (
                 f"renewal failed {certificate.failures} times, last: "
                 f"{certificate.lastError}"
@@ -553,7 +620,12 @@ class LetsEncryptResource(Service):
         """
         if self._loop is None or not self._loop.running:
             return
-        times = [c.nextEvent(self._checksARI) for c in self.managed.values()]
+        # Sets whose attempt is under way are looked at when it ends.
+        times = [
+            c.nextEvent(self._checksARI) for c in self.managed.values() if c.attempt is None
+        ]
+        if self._unwritten:
+            times.append(self._writeRetryAt)
         if not times:
             return
         delay = min(times) - self._reactor.seconds()
@@ -585,6 +657,8 @@ class LetsEncryptResource(Service):
     @inlineCallbacks
     def _connect(self) -> Deferred[ACMEClient]:
         if self._client is None:
+            # The account file an earlier attempt rewrote must be on disk.
+            yield self.whenWritten()
             self._client = yield connectAccount(
                 self._http, self._reactor, self.options, self.store, self.runInThread
             )
@@ -619,6 +693,7 @@ class LetsEncryptResource(Service):
             if not force and plan.at > self._reactor.seconds():
                 self._announce(certificate)
                 return
+            yield self._checkWritable(certificate)
             yield self._renew(client, certificate, "forced" if force else plan.reason)
         except CancelledError:
             raise
@@ -632,9 +707,20 @@ class LetsEncryptResource(Service):
         The CA no longer knows our account (a test CA restarted, a staging
         reset): register the same key again at the next attempt.
         """
-        record = self.store.loadAccount(self.options.acmeURL)
+        try:
+            record = self.store.loadAccount(self.options.acmeURL)
+        except StoreError:
+            # The next connection reports it, as a failed attempt.
+            record = None
         if record is not None and record.url is not None:
-            self.store.saveAccount(self.options.acmeURL, AccountRecord(record.key))
+            self._write(
+                "account",
+                _Write(
+                    "the ACME account",
+                    self.store.saveAccount,
+                    (self.options.acmeURL, AccountRecord(record.key)),
+                ),
+            )
         self.forgetAccount()
 
     def _renewalInfoFailed(self, certificate: ManagedCertificate, error: Exception) -> None:
@@ -661,7 +747,7 @@ class LetsEncryptResource(Service):
             certificate.ariPick = self._random()
         wait = retryAfter if retryAfter is not None else ARI_DEFAULT_RETRY
         certificate.ariNextCheck = now + min(max(wait, ARI_MIN_RETRY), self._checkInterval)
-        self._saveState(certificate)
+        self.saveState(certificate)
 
     def _announce(self, certificate: ManagedCertificate) -> None:
         """
@@ -702,16 +788,11 @@ class LetsEncryptResource(Service):
         else:
             key = yield self.runInThread(generateKey, self.options.keyType)
 
-        def created(order: PendingOrder) -> Deferred[None]:
+        def created(order: PendingOrder) -> Deferred[bool]:
             certificate.pendingOrder = order
-            return self.saveState(certificate).addErrback(lambda f: f.trap(StoreError))
+            return self.saveState(certificate)
 
-        replaces = None
-        if issued is not None and client.offersRenewalInfo:
-            try:
-                replaces = certificateID(issued.certificate)
-            except ValueError:
-                pass
+        replaces = self._replaces(client, certificate)
         try:
             try:
                 new = yield obtainCertificate(
@@ -726,8 +807,13 @@ class LetsEncryptResource(Service):
                     created=created,
                 )
             except ACMEProblem as problem:
-                if replaces is None or problem.code not in ("alreadyReplaced", "malformed"):
+                # Any refusal of a request (not a failed validation) may be
+                # about the certificate named: ask once more without it.
+                if replaces is None or problem.status is None:
                     raise
+                events.REPLACES_REFUSED.emit(
+                    self._log, domains=certificate.label, details=str(problem)
+                )
                 new = yield obtainCertificate(
                     client,
                     self.responder,
@@ -741,7 +827,25 @@ class LetsEncryptResource(Service):
             if not orderSurvives(error):
                 certificate.pendingOrder = None
             raise
-        yield self._issued(certificate, new)
+        yield self._issued(certificate, new, _orderedBy(new, self.options.acmeURL, client))
+
+    def _replaces(self, client: ACMEClient, certificate: ManagedCertificate) -> str | None:
+        """
+        The RFC 9773 identifier of the certificate a renewal of
+        C{certificate} replaces, when the CA may take it: it offers
+        renewal information, the certificate has not expired, and it is
+        known to have been ordered by this account at this CA (a CA
+        refuses to let an account replace another's certificate).
+        """
+        issued = certificate.issued
+        if issued is None or not client.offersRenewalInfo:
+            return None
+        if issued.notAfter.timestamp() <= self._reactor.seconds():
+            return None
+        orderedBy = _orderedBy(issued, self.options.acmeURL, client)
+        if orderedBy is None or orderedBy != certificate.orderedBy:
+            return None
+        return orderedBy[0]
 
     def _mayUse(self, certificate: ManagedCertificate, key: Any) -> bool:
         """
@@ -761,14 +865,12 @@ class LetsEncryptResource(Service):
                 raise CompromisedAccountKey(certificate.label, self.options.accountKeyFile)
 
     def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
-        now = self._reactor.seconds()
-        certificate.failures += 1
-        delay = retryDelay(certificate.failures, self._checkInterval)
-        retryAfter = getattr(error, "retryAfter", None)
-        if retryAfter is not None:
-            delay = max(delay, retryAfter)
-        certificate.nextAttempt = now + delay
-        certificate.lastError = str(error) or type(error).__name__
+        delay = certificate.failed(
+            self._reactor.seconds(),
+            self._checkInterval,
+            getattr(error, "retryAfter", None),
+            str(error) or type(error).__name__,
+        )
         events.ISSUANCE_FAILED.emit(
             self._log, domains=certificate.label, details=certificate.lastError
         )
@@ -779,65 +881,74 @@ class LetsEncryptResource(Service):
             delay=f"{delay:.0f}",
             failures=certificate.failures,
         )
-        self._saveState(certificate)
+        self.saveState(certificate)
 
     @inlineCallbacks
-    def _issued(
-        self, certificate: ManagedCertificate, issued: CertifiedKey
-    ) -> Deferred[None]:
+    def _checkWritable(self, certificate: ManagedCertificate) -> Deferred[None]:
         """
-        Store C{issued} (in a thread: the writes wait for the disk), then
-        put it in service.
+        Check, in a thread, that a new certificate for C{certificate} can be
+        stored, so that no order is placed whose result would be lost; a
+        failure is event 20009, and the attempt fails.
         """
         try:
-            path = yield self.runInThread(
-                self.store.saveCertificate, certificate.domains, issued
-            )
+            yield self.runInThread(self.store.checkCertificateWritable, certificate.domains)
         except StoreError as error:
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.path, details=error.message
             )
             raise
+
+    @inlineCallbacks
+    def _issued(
+        self,
+        certificate: ManagedCertificate,
+        issued: CertifiedKey,
+        orderedBy: tuple[str, str, str] | None,
+    ) -> Deferred[None]:
+        """
+        Store C{issued} (in a thread, after the writes before it), then put
+        it in service.  When it cannot be stored, it goes in service all
+        the same and the write is tried again: it is valid, and ordering
+        anew would spend the CA's limits on a certificate already issued.
+        """
+
+        def stored(path: object) -> None:
+            events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+
+        yield self._write(
+            ("certificate", certificate.domains),
+            _Write(
+                certificate.label,
+                self.store.saveCertificate,
+                (certificate.domains, issued),
+                done=stored,
+            ),
+        )
         certificate.succeeded()
-        self._saveState(certificate)
-        events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+        certificate.orderedBy = orderedBy
+        self.saveState(certificate)
         self._deliver(certificate, issued)
         self._export(certificate)
         if not self._checksARI:
             self._announce(certificate)
 
-    def _saveState(
-        self,
-        certificate: ManagedCertificate,
-        failed: Callable[[StoreError], object] = lambda error: None,
-    ) -> None:
-        self._write(
-            certificate,
-            self.store.saveRenewalState,
-            certificate.domains,
-            certificate.state(),
-            failed=failed,
-        )
-
-    def saveState(self, certificate: ManagedCertificate) -> Deferred[None]:
+    def saveState(self, certificate: ManagedCertificate) -> Deferred[bool]:
         """
         Save the renewal state of C{certificate} as it is now, after the
         writes before it.
 
-        @return: A Deferred that fires once it is written, or fails with the
-            L{StoreError} (also event 20009); cancelling it leaves the write
-            to end.
+        @return: A Deferred that fires with whether it was written (a
+            failure is event 20009, and the write is tried again later); it
+            never fails.
         """
-        errors: list[StoreError] = []
-        self._saveState(certificate, errors.append)
-
-        def written(result: None) -> None:
-            if errors:
-                raise errors[0]
-
-        shielded: Deferred[None] = Deferred()
-        self.whenWritten().addCallback(written).chainDeferred(shielded)
-        return shielded
+        return self._write(
+            ("state", certificate.domains),
+            _Write(
+                certificate.label,
+                self.store.saveRenewalState,
+                (certificate.domains, certificate.state()),
+            ),
+        )
 
 
 class CompromisedAccountKey(Exception):
@@ -866,6 +977,41 @@ class CompromisedAccountKey(Exception):
             f"{where} the key of a certificate for {self.domains} that was "
             f"revoked as compromised; {fix}"
         )
+
+
+@attrs.frozen
+class _Write:
+    """
+    One write to the store, run in a worker thread.
+
+    @ivar label: What it is for, for events.
+    @ivar function: Does it, with C{args}; raises L{StoreError}.
+    @ivar done: Called with what C{function} returned, once it worked.
+    @ivar failed: The path of its last failure, if it failed before.
+    """
+
+    label: str
+    function: Callable[..., object]
+    args: tuple[object, ...]
+    done: Callable[[object], object] = lambda result: None
+    failed: str | None = None
+
+
+def _orderedBy(
+    issued: CertifiedKey, acmeURL: str, client: ACMEClient
+) -> tuple[str, str, str] | None:
+    """
+    The certificate ID of C{issued} with the CA and account of C{client},
+    as L{ManagedCertificate.orderedBy} keeps them; C{None} when the
+    certificate has no ID or the account no URL.
+    """
+    try:
+        identifier = certificateID(issued.certificate)
+    except ValueError:
+        return None
+    if client.accountURL is None:
+        return None
+    return (identifier, acmeURL, client.accountURL)
 
 
 class ProfileNotOffered(Exception):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from typing import Any, Collection
 
 import attrs
@@ -239,6 +240,15 @@ class DirectoryStore:
                 checkFolder(base, parts, privateBase=private)
             except OSError as error:
                 raise _writeError(os.path.join(base, *parts), error) from None
+        for path in (self._certificatePath(domains), self._renewalStatePath(domains)):
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise _writeError(path, error) from None
+            if not stat.S_ISREG(mode):
+                raise StoreError(path, "cannot be written: something other than a file is there")
 
     def _accountPath(self, acmeURL: str) -> str:
         digest = hashlib.sha256(acmeURL.encode("utf-8")).hexdigest()[:24]

@@ -110,6 +110,9 @@ class FakeACMEServer(Resource):
     @ivar externalAccountKeys: When not empty, new accounts must be bound
         to one of these external accounts: key identifier to HMAC key.
     @ivar revoked: Revoked certificates' IDs, to the reason given.
+    @ivar replacesRefusals: The HTTP status and problem type answered to
+        each of the next new orders that name a certificate they replace,
+        as a CA answers for another account's certificate.
     """
 
     isLeaf = True
@@ -133,6 +136,7 @@ class FakeACMEServer(Resource):
         self.termsOfService = True
         self.externalAccountKeys: dict[str, bytes] = {}
         self.revoked: dict[str, int] = {}
+        self.replacesRefusals: list[tuple[int, str]] = []
         self._registrations: dict[str, messages.Registration] = {}
         self.ordersCreated = 0
         self.orderTimes: list[float] = []
@@ -382,6 +386,9 @@ class FakeACMEServer(Resource):
     def _newOrder(self, request: Request, _: str, payload: bytes, account: str) -> bytes:
         order = ReplacingOrder.json_loads(payload)
         self.newOrders.append(order)
+        if order.replaces and self.replacesRefusals:
+            status, code = self.replacesRefusals.pop(0)
+            raise _Problem(status, code, "the certificate named cannot be replaced")
         if order.profile and order.profile not in self.profiles:
             raise _Problem(400, "invalidProfile", f"no profile {order.profile!r}")
         ident = str(next(self._ids))
@@ -562,6 +569,9 @@ class MemoryStore:
     An L{ICertificateStore} in memory, that keeps what a file would hold.
 
     @ivar failWrites: When true, every save raises L{StoreError}.
+    @ivar unwritable: Domain sets whose certificate cannot be stored, as
+        a name too long for a file system: their saves and
+        L{checkCertificateWritable} raise L{StoreError}.
     """
 
     def __init__(self) -> None:
@@ -570,10 +580,13 @@ class MemoryStore:
         self.states: dict[tuple[str, ...], str] = {}
         self.signer: bytes | None = None
         self.failWrites = False
+        self.unwritable: set[frozenset[str]] = set()
 
-    def _checkWritable(self, what: str) -> None:
+    def _checkWritable(self, what: str, domains: tuple[str, ...] = ()) -> None:
         if self.failWrites:
             raise StoreError(f"memory:{what}", "cannot be written: disk full")
+        if frozenset(domains) in self.unwritable:
+            raise StoreError(f"memory:{what}", "cannot be written: file name too long")
 
     def loadAccount(self, acmeURL: str) -> AccountRecord | None:
         data = self.accounts.get(acmeURL)
@@ -588,16 +601,19 @@ class MemoryStore:
         return CertifiedKey.fromPEM(pem) if pem is not None else None
 
     def saveCertificate(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
-        self._checkWritable("_".join(domains))
+        self._checkWritable("_".join(domains), domains)
         self.certificates[domains] = certifiedKey.toPEM()
         return "memory:" + "_".join(domains)
+
+    def checkCertificateWritable(self, domains: tuple[str, ...]) -> None:
+        self._checkWritable("_".join(domains), domains)
 
     def loadRenewalState(self, domains: tuple[str, ...]) -> dict[str, Any] | None:
         text = self.states.get(domains)
         return json.loads(text) if text is not None else None
 
     def saveRenewalState(self, domains: tuple[str, ...], state: dict[str, Any]) -> None:
-        self._checkWritable("state")
+        self._checkWritable("state", domains)
         self.states[domains] = json.dumps(state)
 
     def loadProvisionalSigner(self) -> bytes | None:

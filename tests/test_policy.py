@@ -8,11 +8,15 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.policy import (
+    EMERGENCY_RETRY_DELAY,
     FIRST_RETRY_DELAY,
     RenewalPlan,
+    emergencyRetryDelay,
+    failureDelay,
     planRenewal,
     retryDelay,
     shouldWarn,
+    warningLevel,
     warningThreshold,
 )
 
@@ -102,6 +106,67 @@ class WarningTests(SynchronousTestCase):
             self.assertTrue(
                 shouldWarn(ISSUED, ISSUED + lifetime, ISSUED + lifetime * 0.9), lifetime
             )
+
+
+    def test_levels(self) -> None:
+        """
+        The warning level is 0 before the threshold, 1 past it, and one
+        more at each of 7, 3 and 1 days left, a twelfth and a twenty-fourth
+        of the lifetime left, and expiry, counting only those below the
+        threshold.
+        """
+        cases = [
+            # lifetime, time left, level
+            (90 * DAY, 16 * DAY, 0),
+            (90 * DAY, 14 * DAY, 1),
+            (90 * DAY, 7.2 * DAY, 2),  # a twelfth: 7.5 days
+            (90 * DAY, 6 * DAY, 3),  # 7 days
+            (90 * DAY, 3.5 * DAY, 4),  # a twenty-fourth: 3.75 days
+            (90 * DAY, 2 * DAY, 5),  # 3 days
+            (90 * DAY, 0.5 * DAY, 6),  # 1 day
+            (90 * DAY, -1.0, 7),  # expired
+            (6 * DAY, 1.5 * DAY, 0),
+            (6 * DAY, 0.9 * DAY, 1),  # 1 day is the threshold itself
+            (6 * DAY, 0.4 * DAY, 2),  # a twelfth: half a day
+            (6 * DAY, 0.2 * DAY, 3),  # a twenty-fourth: 6 hours
+            (6 * DAY, -1.0, 4),
+            (90.0, 14.0, 1),  # 90-second certificates: 15 s threshold
+            (90.0, 7.0, 2),
+            (90.0, 3.0, 3),
+            (90.0, -1.0, 4),
+        ]
+        for lifetime, left, level in cases:
+            now = ISSUED + lifetime - left
+            self.assertEqual(
+                warningLevel(ISSUED, ISSUED + lifetime, now), level, (lifetime, left)
+            )
+
+
+class EmergencyRetryTests(SynchronousTestCase):
+    """
+    Tests for L{emergencyRetryDelay} and L{failureDelay}.
+    """
+
+    def test_pace(self) -> None:
+        """
+        An hour for provisional certificates and long lifetimes; a quarter
+        of the warning threshold for short ones, so that several attempts
+        fit before expiry.
+        """
+        self.assertEqual(emergencyRetryDelay(None, None), EMERGENCY_RETRY_DELAY)
+        self.assertEqual(emergencyRetryDelay(ISSUED, ISSUED + 90 * DAY), EMERGENCY_RETRY_DELAY)
+        self.assertEqual(emergencyRetryDelay(ISSUED, ISSUED + 6 * DAY), EMERGENCY_RETRY_DELAY)
+        self.assertEqual(emergencyRetryDelay(ISSUED, ISSUED + 90), 15 / 4)
+
+    def test_paceCutsTheBackOff(self) -> None:
+        """
+        The back-off doubles as usual, but never past the pace when one
+        applies.
+        """
+        self.assertEqual(failureDelay(1, DAY, None), FIRST_RETRY_DELAY)
+        self.assertEqual(failureDelay(20, DAY, None), DAY)
+        self.assertEqual(failureDelay(1, DAY, 3600.0), FIRST_RETRY_DELAY)
+        self.assertEqual(failureDelay(20, DAY, 3600.0), 3600.0)
 
 
 class RetryDelayTests(SynchronousTestCase):

@@ -5,6 +5,7 @@ fake clock against the in-memory fake ACME server.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -17,10 +18,21 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
-from letsencrypt_resource.policy import FIRST_RETRY_DELAY
-from letsencrypt_resource.resource import CHECK_INTERVAL, LetsEncryptResource
+from letsencrypt_resource.policy import (
+    EMERGENCY_RETRY_DELAY,
+    FIRST_RETRY_DELAY,
+    WARNING_REPEAT,
+    emergencyTime,
+)
+from letsencrypt_resource.resource import (
+    CHECK_INTERVAL,
+    LetsEncryptResource,
+    _settingsFingerprint,
+)
+from letsencrypt_resource.store import DirectoryStore, StoreError
 from letsencrypt_resource.testing import (
     advanceThrough,
     FakeACMEServer,
@@ -296,7 +308,8 @@ class RenewalTests(ResourceTestCase):
     def test_retryBacksOff(self) -> None:
         """
         Failed attempts are retried after a minute, then after waits that
-        double, up to the check interval; success ends the retries.
+        double, up to the emergency pace for a set still on its provisional
+        certificate; success ends the retries.
         """
         self.server.refuse.add("www.example.test")
         self.start()
@@ -306,10 +319,10 @@ class RenewalTests(ResourceTestCase):
         self.assertNear(retries[0] - self.server.orderTimes[0], FIRST_RETRY_DELAY)
         self.assertNear(gaps[0], 2 * FIRST_RETRY_DELAY)
         self.assertNear(gaps[1], 4 * FIRST_RETRY_DELAY)
-        self.assertNear(max(gaps), CHECK_INTERVAL)
+        self.assertNear(max(gaps), EMERGENCY_RETRY_DELAY)
         self.assertEqual(self.eventIDs().count(20017), len(retries) + 1)
         self.server.refuse.clear()
-        advanceThrough(self.reactor, CHECK_INTERVAL)
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
         self.assertFalse(self.consumers["files"].received[-1].provisional)
 
     def test_rateLimitedRetryAfter(self) -> None:
@@ -333,8 +346,8 @@ class RenewalTests(ResourceTestCase):
 
     def test_storeFailureKeepsOldCertificate(self) -> None:
         """
-        When the new certificate cannot be stored, 20009 is logged and the
-        consumers keep the certificate they have.
+        When nothing can be written, 20009 is logged, no order is placed,
+        and the consumers keep the certificate they have.
         """
         self.start()
         before = self.consumers["reports"].received[-1]
@@ -342,6 +355,7 @@ class RenewalTests(ResourceTestCase):
         advanceThrough(self.reactor, 61 * DAY)
         self.assertIn(20009, self.eventIDs())
         self.assertIs(self.consumers["reports"].received[-1], before)
+        self.assertEqual(self.server.ordersCreated, 2)
 
     def test_stopCancelsPendingWork(self) -> None:
         """
@@ -479,3 +493,405 @@ class BackgroundWriteTests(ResourceTestCase):
         self.assertNoResult(stopped)
         self.releaseAll(runner)
         self.successResultOf(stopped)
+
+
+class FailingSaves(MemoryStore):
+    """
+    A memory store whose saves of one kind fail while told to.
+
+    @ivar failing: The names of the methods that raise L{StoreError}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+
+    def _fail(self, name: str) -> None:
+        if name in self.failing:
+            raise StoreError(f"memory:{name}", "cannot be written: disk full")
+
+    def saveCertificate(self, domains: tuple[str, ...], certifiedKey: Any) -> str:
+        self._fail("saveCertificate")
+        return super().saveCertificate(domains, certifiedKey)
+
+    def saveRenewalState(self, domains: tuple[str, ...], state: Any) -> None:
+        self._fail("saveRenewalState")
+        super().saveRenewalState(domains, state)
+
+    def saveAccount(self, acmeURL: str, record: Any) -> None:
+        self._fail("saveAccount")
+        super().saveAccount(acmeURL, record)
+
+
+class StoreFailureTests(ResourceTestCase):
+    """
+    Every write failure is event 20009 and is tried again; no order is
+    placed whose result cannot be stored; services start regardless.
+    """
+
+    def ordersFor(self, domains: tuple[str, ...]) -> int:
+        return sum(
+            1
+            for order in self.server.newOrders
+            if {i.value for i in order.identifiers} == set(domains)
+        )
+
+    def unexpected(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if "log_failure" in e]
+
+    def test_unstorableSetNeverOrdered(self) -> None:
+        """
+        A set whose certificate cannot be stored is never ordered: each
+        attempt is 20009 and a failed attempt retried later, until it can
+        be stored; other sets are issued meanwhile.
+        """
+        self.store.unwritable.add(frozenset(REPORTS))
+        self.start()
+        advanceThrough(self.reactor, 2 * 3600)
+        self.assertEqual(self.ordersFor(REPORTS), 0)
+        self.assertGreater(len(self.eventTexts(20009)), 1)
+        self.assertIn("reports.example.test", self.eventTexts(20009)[0])
+        self.assertIn(20160, self.eventIDs())
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        self.assertFalse(self.consumers["files"].received[-1].provisional)
+        self.store.unwritable.clear()
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
+        self.assertEqual(self.ordersFor(REPORTS), 1)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
+    def test_signerNotSavedServicesStart(self) -> None:
+        """
+        When nothing can be written at the first start, every service
+        still gets its provisional certificate, the signer's write is
+        20009 with no traceback, and it is saved once writes work (20185).
+        """
+        self.store.failWrites = True
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        self.reactor.advance(0)
+        for consumer in self.consumers.values():
+            self.assertTrue(consumer.received[-1].provisional)
+        self.assertTrue(
+            any("the provisional signer" in text for text in self.eventTexts(20009))
+        )
+        self.assertEqual(self.unexpected(), [])
+        self.assertIsNone(self.store.signer)
+        self.store.failWrites = False
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
+        self.assertIsNotNone(self.store.signer)
+        self.assertIn(20185, self.eventIDs())
+        for consumer in self.consumers.values():
+            self.assertFalse(consumer.received[-1].provisional)
+
+    def test_signerNotSavedInStateDirectory(self) -> None:
+        """
+        The same with a real state directory where the signer's file
+        cannot be written: 20009 names it, services start, certificates
+        are issued and stored, and the signer is saved once it can be.
+        """
+        state = os.path.abspath(self.mktemp())
+        obstacle = os.path.join(state, "provisional-signer.pem")
+        os.makedirs(obstacle)
+        self.store = DirectoryStore(state)
+        self.start()
+        [text] = self.eventTexts(20009)
+        self.assertIn(obstacle, text)
+        for consumer in self.consumers.values():
+            self.assertFalse(consumer.received[-1].provisional)
+        os.rmdir(obstacle)
+        advanceThrough(self.reactor, FIRST_RETRY_DELAY)
+        self.assertTrue(os.path.isfile(obstacle))
+        self.assertEqual(self.unexpected(), [])
+
+    def test_certificateNotSavedServedAndRetried(self) -> None:
+        """
+        A certificate issued but not saved is put in service all the same,
+        and its write is tried again instead of a new order; 20015 follows
+        once it is stored.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveCertificate")
+        self.start()
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        self.assertIn(20009, self.eventIDs())
+        self.assertNotIn(20017, self.eventIDs())
+        self.assertNotIn(20015, self.eventIDs())
+        advanceThrough(self.reactor, 3 * 3600)
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.store.failing.clear()
+        advanceThrough(self.reactor, CHECK_INTERVAL)
+        self.assertEqual(self.eventIDs().count(20015), 2)
+        self.assertEqual(
+            self.store.loadCertificate(REPORTS).certificate,
+            self.consumers["reports"].received[-1].certificate,
+        )
+        self.assertEqual(self.server.ordersCreated, 2)
+
+    def test_stateWriteRetried(self) -> None:
+        """
+        A renewal state that cannot be saved is saved once it can be,
+        though nothing else changes that would write it again.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveRenewalState")
+        self.start()
+        self.assertIn(20009, self.eventIDs())
+        self.assertIsNone(self.store.loadRenewalState(REPORTS))
+        self.store.failing.clear()
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
+        self.assertIsNotNone(self.store.loadRenewalState(REPORTS))
+        self.assertIsNotNone(self.store.loadRenewalState(FILES))
+
+    def test_accountLostAndUnwritable(self) -> None:
+        """
+        When the CA forgot the account and the store cannot take the
+        change, the attempt is a failed one, retried (20160), with 20009
+        and no traceback; once writes work, a new account is registered.
+        """
+        self.store = FailingSaves()
+        self.start()
+        old = self.consumers["reports"].received[-1]
+        self.server._accounts.clear()
+        self.store.failing.add("saveAccount")
+        advanceThrough(self.reactor, 61 * DAY)
+        self.assertIs(self.consumers["reports"].received[-1], old)
+        self.assertTrue(any("the ACME account" in t for t in self.eventTexts(20009)))
+        self.assertIn(20160, self.eventIDs())
+        self.assertEqual(self.unexpected(), [])
+        self.store.failing.clear()
+        advanceThrough(self.reactor, CHECK_INTERVAL)
+        self.assertEqual(self.server.accountsCreated, 2)
+        self.assertIsNot(self.consumers["reports"].received[-1], old)
+
+
+class SavedWaitTests(ResourceTestCase):
+    """
+    Saved waits are capped at start, and the emergency threshold wins over
+    a back-off.
+    """
+
+    def saveState(self, domains: tuple[str, ...], **fields: Any) -> None:
+        state = {"settings": _settingsFingerprint(resourceOptions())}
+        state.update(fields)
+        self.store.states[domains] = json.dumps(state)
+
+    def reportsOrders(self) -> list[float]:
+        return [
+            when
+            for when, order in zip(self.server.orderTimes, self.server.newOrders)
+            if {i.value for i in order.identifiers} == set(REPORTS)
+        ]
+
+    def test_futureNextAttemptCapped(self) -> None:
+        """
+        A saved next attempt three years ahead does not hold a provisional
+        set back: it is capped at the retry wait for the saved failures,
+        with 20187, and so is the next renewal-information check.
+        """
+        now = self.reactor.seconds()
+        far = now + 3 * 365 * DAY
+        self.saveState(REPORTS, failures=3, next_attempt=far, ari_next_check=far)
+        resource = self.start()
+        self.assertEqual(self.reportsOrders(), [])
+        [text] = self.eventTexts(20187)
+        self.assertIn("reports.example.test", text)
+        managed = resource.managed[frozenset(REPORTS)]
+        self.assertLessEqual(managed.ariNextCheck, now + CHECK_INTERVAL)
+        advanceThrough(self.reactor, 4 * FIRST_RETRY_DELAY)
+        self.assertEqual(len(self.reportsOrders()), 1)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
+    def test_futureNextAttemptCappedForIssued(self) -> None:
+        """
+        With a stored certificate that is due, a saved next attempt three
+        years ahead is capped at the back-off for the saved failures.
+        """
+        resource = self.start()
+        resource.stopService()
+        self.reactor.advance(61 * DAY)
+        now = self.reactor.seconds()
+        self.saveState(REPORTS, failures=5, next_attempt=now + 3 * 365 * DAY)
+        self.start()
+        self.assertEqual(len(self.reportsOrders()), 1)
+        advanceThrough(self.reactor, 16 * FIRST_RETRY_DELAY)
+        self.assertEqual(len(self.reportsOrders()), 2)
+        self.assertIn(20187, self.eventIDs())
+
+    def test_restartOnProvisionalAtEmergencyPace(self) -> None:
+        """
+        A restart with a long saved back-off (many failures) does not
+        leave a provisional set waiting past the emergency pace.
+        """
+        now = self.reactor.seconds()
+        self.saveState(
+            REPORTS, failures=20, next_attempt=now + CHECK_INTERVAL, last_failure=now
+        )
+        self.start()
+        self.assertEqual(self.reportsOrders(), [])
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
+        self.assertEqual(len(self.reportsOrders()), 1)
+
+    def test_caRetryAfterKeptAcrossRestart(self) -> None:
+        """
+        The CA's Retry-After still holds after a restart, up to the check
+        interval.
+        """
+        now = self.reactor.seconds()
+        self.saveState(
+            REPORTS,
+            failures=1,
+            next_attempt=now + 7200,
+            last_failure=now,
+            hold_until=now + 7200,
+        )
+        self.start()
+        advanceThrough(self.reactor, 7199)
+        self.assertEqual(self.reportsOrders(), [])
+        advanceThrough(self.reactor, 2)
+        self.assertEqual(len(self.reportsOrders()), 1)
+
+    def test_emergencyWinsOverBackOff(self) -> None:
+        """
+        Renewals failing since their due time back off to a day; once the
+        certificate is inside its emergency window, an attempt comes at
+        once, then at least every hour.
+        """
+        self.start()
+        issued = self.consumers["reports"].received[-1]
+        self.server.refuse.add("reports.example.test")
+        emergency = emergencyTime(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+        advanceThrough(self.reactor, emergency + 2 * DAY - self.reactor.seconds())
+        before = [t for t in self.reportsOrders() if t < emergency]
+        after = [t for t in self.reportsOrders() if t >= emergency]
+        self.assertNear(before[-1] - before[-2], CHECK_INTERVAL)
+        self.assertNear(after[0], emergency)
+        gaps = [b - a for a, b in zip(after, after[1:])]
+        self.assertLessEqual(max(gaps), EMERGENCY_RETRY_DELAY + 1)
+
+
+class ReplacesTests(ResourceTestCase):
+    """
+    Renewals that name the certificate they replace (RFC 9773).
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server.offerRenewalInfo = True
+
+    def renewReports(self, resource: LetsEncryptResource) -> None:
+        only = [resource.managed[frozenset(REPORTS)]]
+        runUntilFired(self.reactor, resource.check(force=True, only=only))
+
+    def test_anyRefusalRetriedWithout(self) -> None:
+        """
+        When the CA refuses an order naming the replaced certificate, with
+        any problem (here pebble's serverInternal, then another account's
+        unauthorized), the order is sent again at once without it (20186),
+        and the renewal succeeds.
+        """
+        resource = self.start()
+        for status, code in ((500, "serverInternal"), (403, "unauthorized")):
+            old = self.consumers["reports"].received[-1]
+            self.server.replacesRefusals.append((status, code))
+            self.renewReports(resource)
+            first, second = self.server.newOrders[-2:]
+            self.assertEqual(first.replaces, certificateID(old.certificate))
+            self.assertIsNone(second.replaces)
+            self.assertIsNot(self.consumers["reports"].received[-1], old)
+        self.assertEqual(self.eventIDs().count(20186), 2)
+        self.assertNotIn(20017, self.eventIDs())
+
+    def test_replacesAfterRestart(self) -> None:
+        """
+        Who ordered the certificate is kept in the renewal state: after a
+        restart, a renewal by the same account still names it.
+        """
+        resource = self.start()
+        old = self.consumers["reports"].received[-1]
+        resource.stopService()
+        resource = self.start()
+        self.renewReports(resource)
+        self.assertEqual(self.server.newOrders[-1].replaces, certificateID(old.certificate))
+
+    def test_noReplacesForAnotherAccount(self) -> None:
+        """
+        A certificate ordered by another account (here the account file
+        was lost, so a new account is registered) is not named.
+        """
+        resource = self.start()
+        resource.stopService()
+        self.store.accounts.clear()
+        resource = self.start()
+        self.renewReports(resource)
+        self.assertEqual(self.server.accountsCreated, 2)
+        self.assertIsNone(self.server.newOrders[-1].replaces)
+
+    def test_noReplacesWhenUnknown(self) -> None:
+        """
+        When the renewal state does not say who ordered the certificate
+        (saved by an earlier version), it is not named.
+        """
+        resource = self.start()
+        resource.stopService()
+        state = json.loads(self.store.states[REPORTS])
+        del state["ordered_by"]
+        self.store.states[REPORTS] = json.dumps(state)
+        resource = self.start()
+        self.renewReports(resource)
+        self.assertIsNone(self.server.newOrders[-1].replaces)
+
+    def test_noReplacesForExpired(self) -> None:
+        """
+        Once the certificate in service has expired, renewals no longer
+        name it.
+        """
+        self.start()
+        old = self.consumers["reports"].received[-1]
+        self.server.refuse.add("reports.example.test")
+        advanceThrough(self.reactor, old.notAfter.timestamp() - self.reactor.seconds() + 1)
+        expiredAt = len(self.server.newOrders)
+        self.server.refuse.clear()
+        advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
+        self.assertIsNot(self.consumers["reports"].received[-1], old)
+        later = self.server.newOrders[expiredAt:]
+        self.assertTrue(later)
+        self.assertEqual([o.replaces for o in later], [None] * len(later))
+
+
+class ExpiryWarningTests(ResourceTestCase):
+    """
+    Expiry warnings (20114) at a bounded rate.
+    """
+
+    def test_boundedRate(self) -> None:
+        """
+        A certificate whose renewals keep failing is warned about when it
+        crosses the warning threshold and each later one (7.5, 7, 3.75, 3
+        and 1 days left, expiry), and otherwise at most every 6 hours,
+        though checks come every hour.
+        """
+        times: list[float] = []
+
+        def record(event: dict[str, Any]) -> None:
+            if event.get("event_id") == 20114:
+                times.append(self.reactor.seconds())
+
+        globalLogPublisher.addObserver(record)
+        self.addCleanup(globalLogPublisher.removeObserver, record)
+        self.start()
+        issued = self.consumers["reports"].received[-1]
+        self.server.refuse.add("reports.example.test")
+        notAfter = issued.notAfter.timestamp()
+        advanceThrough(self.reactor, notAfter + DAY - self.reactor.seconds())
+        marks = [notAfter - days * DAY for days in (15, 7.5, 7, 3.75, 3, 1, 0)]
+        for mark in marks:
+            self.assertTrue(
+                any(mark <= t <= mark + EMERGENCY_RETRY_DELAY + 1 for t in times), mark
+            )
+        gaps = [
+            (a, b) for a, b in zip(times, times[1:]) if b - a < WARNING_REPEAT - 1
+        ]
+        for a, b in gaps:
+            self.assertTrue(any(a < mark <= b for mark in marks), (a, b))
+        self.assertLessEqual(len(times), 16 * 4 + len(marks))

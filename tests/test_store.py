@@ -565,6 +565,22 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
         self.assertIn("is not a folder", error.message)
 
+    def test_folderAtFileName(self) -> None:
+        """
+        A folder where the certificate or the renewal state is to be
+        written (what a bad restore can leave) is refused: the certificate
+        could be ordered, but not stored.
+        """
+        self.store.saveCertificate(MANY, provisionalFor(newSigner(), DOMAINS))
+        self.store.saveRenewalState(MANY, {})
+        for kind, suffix in (("certificates", ".pem"), ("renewal", ".json")):
+            path = os.path.join(self.root, kind, "_".join(DOMAINS) + suffix)
+            os.mkdir(path)
+            error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+            self.assertEqual(error.path, path)
+            os.rmdir(path)
+        self.store.checkCertificateWritable(DOMAINS)
+
     def test_notWritable(self) -> None:
         """
         For a user that cannot write in the store directory, or create the
