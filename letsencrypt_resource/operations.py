@@ -110,8 +110,9 @@ class Operations:
                 days_left=round((notAfter - now) / DAY, 1),
             )
         plan = certificate.plan()
-        if certificate.nextAttempt > max(plan.at, now):
-            row["next_check"] = _iso(certificate.nextAttempt)
+        retry = certificate.retryAt()
+        if retry > max(plan.at, now):
+            row["next_check"] = _iso(retry)
             row["why"] = f"retry after {certificate.failures} failed attempts"
         else:
             row["next_check"] = _iso(max(plan.at, now))

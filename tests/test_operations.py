@@ -21,7 +21,7 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
-from letsencrypt_resource.operations import OperationError, Operations
+from letsencrypt_resource.operations import OperationError, Operations, _iso
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import runUntilFired
@@ -425,3 +425,24 @@ class FailedCommandTests(OperationsCase):
         message = await self.failedRenewal()
         self.assertIn("error: the renewal failed for 2 of the 2 sets asked for", message)
         self.assertIn("files.example.test, www.example.test: ", message)
+
+
+class StatusRowTests(ResourceTestCase):
+    """
+    What C{status} says of one set, on the fake CA.
+    """
+
+    def test_nextCheckIsTheRealRetry(self) -> None:
+        """
+        The next check shown is when the next attempt may really start: a
+        back-off that runs past the emergency time ends there.
+        """
+        operations = Operations(self.start(), self.reactor)
+        [certificate] = operations.select(["reports.example.test"])
+        now = self.reactor.seconds()
+        certificate.failures = 3
+        certificate.lastFailure = now
+        certificate.nextAttempt = now + 80 * 86400
+        [row] = [r for r in operations.status() if r["names"] == ["reports.example.test"]]
+        self.assertEqual(row["next_check"], _iso(certificate.urgentSince()))
+        self.assertLess(certificate.urgentSince(), certificate.nextAttempt)
