@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import random
+from functools import partial
 from typing import Any, Callable, Collection, Hashable
 
 import attrs
@@ -793,19 +794,19 @@ class LetsEncryptResource(Service):
             return self.saveState(certificate)
 
         replaces = self._replaces(client, certificate)
+        order = partial(
+            obtainCertificate,
+            client,
+            self.responder,
+            self._reactor,
+            certificate.domains,
+            key,
+            profile=profile,
+            created=created,
+        )
         try:
             try:
-                new = yield obtainCertificate(
-                    client,
-                    self.responder,
-                    self._reactor,
-                    certificate.domains,
-                    key,
-                    profile=profile,
-                    replaces=replaces,
-                    resume=resume,
-                    created=created,
-                )
+                new = yield order(replaces=replaces, resume=resume)
             except ACMEProblem as problem:
                 # Any refusal of a request (not a failed validation) may be
                 # about the certificate named: ask once more without it.
@@ -814,15 +815,7 @@ class LetsEncryptResource(Service):
                 events.REPLACES_REFUSED.emit(
                     self._log, domains=certificate.label, details=str(problem)
                 )
-                new = yield obtainCertificate(
-                    client,
-                    self.responder,
-                    self._reactor,
-                    certificate.domains,
-                    key,
-                    profile=profile,
-                    created=created,
-                )
+                new = yield order()
         except Exception as error:
             if not orderSurvives(error):
                 certificate.pendingOrder = None
