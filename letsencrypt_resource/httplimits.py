@@ -7,19 +7,24 @@ Anything else is refused at once with a short answer, before it is read:
 a request that announces a body gets 405 (other methods) or 413 (GET and
 HEAD), a request line or header line
 over 16 KiB gets 400 (as do more than 16 KiB of headers in all or more
-than 500 headers, Twisted's own limits), and the connection is closed,
-over TLS as over TCP.
+than 500 headers, Twisted's own limits), a request whose line and
+headers are not all in within 30 seconds of its first byte gets 408, and
+the connection is closed, over TLS as over TCP.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
 #: The only methods the sites answer.
 ALLOWED_METHODS = (b"GET", b"HEAD")
+#: How long a client has to send a request's line and headers once it
+#: began: a client that trickles them holds a connection no longer.
+HEADERS_DEADLINE = 30.0
 #: How many bytes a closing connection may still receive (a refused body,
 #: say) before it is cut; a client that sends nothing more is cut after
 #: C{HTTPChannel.abortTimeout} seconds.
@@ -34,15 +39,22 @@ class LimitedChannel(HTTPChannel):
     """
 
     _drained = 0
+    _headersDue: IDelayedCall | None = None
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Ignore whatever comes once the connection is closing: a refused
-        request's body or a request pipelined behind it.  Over TLS, closing
-        waits for the client's close_notify while the client may go on
-        sending: past L{DRAIN_LIMIT} bytes, the connection is cut.
+        Give a request that begins L{HEADERS_DEADLINE} seconds to have its
+        headers in (408 then).  Ignore whatever comes once the connection
+        is closing: a refused request's body or a request pipelined behind
+        it.  Over TLS, closing waits for the client's close_notify while the
+        client may go on sending: past L{DRAIN_LIMIT} bytes, the connection
+        is cut.
         """
         if not self.transport.disconnecting:
+            if self._headersDue is None and not self._handlingRequest:
+                self._headersDue = self.callLater(
+                    HEADERS_DEADLINE, self._refuse, b"408 Request Timeout"
+                )
             super().dataReceived(data)
             return
         self._drained += len(data)
@@ -68,6 +80,7 @@ class LimitedChannel(HTTPChannel):
         read or spooled to a temporary file: 405 for a method other than
         GET and HEAD, as without a body, 413 for those two.
         """
+        self._cancelHeadersDeadline()
         if self.length != 0:
             # The method of the request line, kept by HTTPChannel: the
             # request itself learns it only once its body has come.
@@ -78,7 +91,17 @@ class LimitedChannel(HTTPChannel):
             return
         super().allHeadersReceived()
 
+    def connectionLost(self, reason: Any) -> None:
+        self._cancelHeadersDeadline()
+        super().connectionLost(reason)
+
+    def _cancelHeadersDeadline(self) -> None:
+        due, self._headersDue = self._headersDue, None
+        if due is not None and due.active():
+            due.cancel()
+
     def _refuse(self, status: bytes, *headers: bytes) -> None:
+        self._cancelHeadersDeadline()
         lines = [b"HTTP/1.1 " + status, *headers, b"Connection: close", b"Content-Length: 0"]
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
         self.setTimeout(None)

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.challenge import CHALLENGE_PREFIX, ChallengeResponder, ChallengeSite
 from letsencrypt_resource.folder import ServedFolder
-from letsencrypt_resource.httplimits import DRAIN_LIMIT
+from letsencrypt_resource.httplimits import DRAIN_LIMIT, HEADERS_DEADLINE
 from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
@@ -465,6 +465,26 @@ class ListenerLimitsTests(SynchronousTestCase):
         self.assertFalse(transport.disconnected)
         self.clock.advance(1)
         self.assertTrue(transport.disconnected)
+
+    def test_tricklingHeaders(self) -> None:
+        """
+        A client that trickles a request's headers (a byte every few
+        seconds keeps the idle timeout away) gets 408 and is closed
+        L{HEADERS_DEADLINE} seconds after the request began, on both
+        listeners.
+        """
+        for name, connection in self.connections().items():
+            start = self.clock.seconds()
+            connection.send(b"GET / HTTP/1.1\r\n")
+            while self.clock.seconds() - start < HEADERS_DEADLINE - 5:
+                connection.send(b"X")
+                self.clock.advance(5)
+                self.assertEqual(connection.collector.received, b"", name)
+            self.clock.advance(5)
+            connection.pump.flush()
+            self.assertTrue(
+                connection.collector.received.startswith(b"HTTP/1.1 408 "), name
+            )
 
     def test_longHeader(self) -> None:
         """
