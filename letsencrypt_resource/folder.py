@@ -8,9 +8,12 @@ that hold a NUL or a slash, C{.} and C{..}, and hidden (dot) names unless
 allowed, all answer 404, as do files the server cannot open. Folder
 listings show exactly the entries a request could fetch.
 
-The path is resolved, then opened one component at a time from the
-served folder without following links, so a link swapped in between the
-check and the open is refused rather than followed.
+The served folder itself is resolved and opened once, when the service
+starts listening, and every request is opened one component at a time
+from that descriptor without following links: a link swapped in between
+the check and the open is refused rather than followed, and a served
+folder moved away and replaced by a link (to the state directory, say)
+never leads a request anywhere else.
 """
 
 from __future__ import annotations
@@ -80,21 +83,61 @@ class _OpenedFile(File):
         return self._stream
 
 
+def _sameFile(first: os.stat_result, second: os.stat_result) -> bool:
+    """
+    Whether two C{stat} results describe the same file.
+    """
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
 class ServedFolder(Resource):
     """
     The root of a read-only file tree: GET and HEAD of its files and
     folders, 405 for every other method.
 
-    @ivar path: The folder served.
+    It holds the folder open from L{open} to L{close}, and each request
+    starts from that descriptor. While C{path} no longer names the folder
+    opened (it was moved, removed, or replaced by a link or another
+    folder), every request answers 404 until the service is started again.
+    Answering 404 is safer than serving the old folder on: that folder may
+    have been moved away precisely to take it off the web, or into a place
+    where private files are then put; a 404 shows the change at once,
+    where stale content would hide it. Nothing is served after L{close},
+    not even from a descriptor number the process has reused since.
+
+    @ivar path: The folder served, as configured.
     @ivar hiddenFiles: Whether dot files and folders are served and listed.
     """
 
     isLeaf = True
 
-    def __init__(self, path: str, hiddenFiles: bool = False):
+    def __init__(self, path: str, root: int, hiddenFiles: bool = False):
+        """
+        @param root: An open descriptor of the folder C{path} resolves to,
+            which the new instance owns.
+        """
         super().__init__()
         self.path = path
         self.hiddenFiles = hiddenFiles
+        self._root: int | None = root
+
+    @classmethod
+    def open(cls, path: str, hiddenFiles: bool = False) -> ServedFolder:
+        """
+        Resolve C{path}, links included, and open the folder it names.
+
+        @raise OSError: when it cannot be opened as a folder.
+        """
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        return cls(path, os.open(os.path.realpath(path), flags), hiddenFiles)
+
+    def close(self) -> None:
+        """
+        Close the folder: from now on, every request answers 404.
+        """
+        root, self._root = self._root, None
+        if root is not None:
+            os.close(root)
 
     def render(self, request: Request) -> Any:
         """
@@ -156,9 +199,16 @@ class ServedFolder(Resource):
         Open the regular file or folder at C{names} below the served
         folder (an empty last name stands for the folder itself).
 
+        The names are resolved as paths to find where they lead, but are
+        opened from the folder held open, never from a path: whatever
+        happens to the paths between the two, only entries of that folder
+        can be reached.
+
         @return: A context manager for the L{_Found} entry, or C{None} when
             it resolves outside the served folder or to a hidden name, is
-            neither a regular file nor a folder, or cannot be opened.
+            neither a regular file nor a folder, or cannot be opened; and
+            for every name once the folder is closed or C{path} names
+            another file than the folder held open.
         """
         root = os.path.realpath(self.path)
         real = os.path.realpath(os.path.join(root, *names))
@@ -167,9 +217,8 @@ class ServedFolder(Resource):
         if parts and (parts[0] == os.pardir or not all(map(self._visible, parts))):
             yield None
             return
-        try:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
+        fd = self._openRoot()
+        if fd is None:
             yield None
             return
         try:
@@ -190,6 +239,20 @@ class ServedFolder(Resource):
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    def _openRoot(self) -> int | None:
+        """
+        A new descriptor of the folder held open, or C{None} when it is
+        closed or C{path} no longer names it.
+        """
+        if self._root is None:
+            return None
+        try:
+            if not _sameFile(os.stat(self.path), os.fstat(self._root)):
+                return None
+            return os.dup(self._root)
+        except OSError:
+            return None
 
     @staticmethod
     def _file(found: _Found) -> File:

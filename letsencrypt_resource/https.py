@@ -53,7 +53,9 @@ class HTTPSFileService(Service):
     Serves C{options.path} over HTTPS on C{options.address}:C{options.port}.
 
     It listens once its consumer has a first certificate (provisional or
-    CA-issued) and follows every later one in place.
+    CA-issued) and follows every later one in place. It opens its folder
+    when it starts listening and closes it when it stops: see
+    L{ServedFolder} for a folder replaced while it serves.
 
     @ivar consumer: Its L{TLSCertificateConsumer}, to register.
     """
@@ -66,6 +68,7 @@ class HTTPSFileService(Service):
         self.consumer = TLSCertificateConsumer(options.name, options.domains)
         self._reactor = reactor
         self._port: IListeningPort | None = None
+        self._served: ServedFolder | None = None
         self._waiting: Deferred[CertifiedKey] | None = None
 
     def startService(self) -> None:
@@ -85,34 +88,47 @@ class HTTPSFileService(Service):
 
     def _listen(self) -> None:
         self._waiting = None
-        site = FileSite(
-            self.name,
-            self.options.debug,
-            ServedFolder(self.options.path, self.options.hiddenFiles),
-            reactor=self._reactor,
-        )
+        address, port = self.options.address, self.options.port
+        try:
+            served = ServedFolder.open(self.options.path, self.options.hiddenFiles)
+        except OSError as error:
+            self._listenFailed(
+                f"cannot open the folder {self.options.path}: {error.strerror}"
+            )
+            return
+        site = FileSite(self.name, self.options.debug, served, reactor=self._reactor)
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor
         )
-        address, port = self.options.address, self.options.port
         try:
             self._port = self._reactor.listenTCP(port, factory, interface=address)
         except CannotListenError as error:
-            events.SERVICE_LISTEN_FAILED.emit(
-                self._log,
-                service=self.name,
-                address=address,
-                port=port,
-                details=str(error.socketError),
-            )
+            served.close()
+            self._listenFailed(str(error.socketError))
             return
+        self._served = served
         events.SERVICE_LISTENING.emit(
             self._log, service=self.name, address=address, port=port
+        )
+
+    def _listenFailed(self, details: str) -> None:
+        """
+        Tell that the service cannot listen, for C{details}: event 20157.
+        """
+        events.SERVICE_LISTEN_FAILED.emit(
+            self._log,
+            service=self.name,
+            address=self.options.address,
+            port=self.options.port,
+            details=details,
         )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._waiting is not None:
             self._waiting.cancel()
+        served, self._served = self._served, None
+        if served is not None:
+            served.close()
         port, self._port = self._port, None
         return port.stopListening() if port is not None else succeed(None)

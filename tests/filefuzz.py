@@ -70,8 +70,10 @@ def makeTree(base: str) -> Tree:
     """
     Lay out, in the new folder C{base}, a served folder with L{FILES},
     L{LINKS_IN}, L{LINKS_OUT}, L{HIDDEN_FILES} and a FIFO, and the folder
-    outside it.
+    outside it. Its paths are absolute, so that links to them lead there
+    from anywhere.
     """
+    base = os.path.abspath(base)
     served, outside = os.path.join(base, "served"), os.path.join(base, "outside")
     os.makedirs(outside)
     with open(os.path.join(outside, "secret.pem"), "wb") as stream:

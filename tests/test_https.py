@@ -25,6 +25,7 @@ from letsencrypt_resource.https import FileSite, HTTPSFileService
 from . import filefuzz
 from .helpers import (
     HTTPResponse,
+    InMemoryConnection,
     connectInMemory,
     newSigner,
     parseResponse,
@@ -110,16 +111,24 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         [(_, factory, _, _)] = self.reactor.tcpServers
         return factory
 
-    def fetch(self, method: bytes, target: bytes) -> HTTPResponse:
+    def connect(self) -> InMemoryConnection:
         """
-        Send C{method} C{target} over TLS to the port the service listens
-        on, and read the answer.
+        Connect over TLS to the port the service listens on.
         """
-        connection = connectInMemory(
+        return connectInMemory(
             self.listeningFactory(),
             tlsClientFactory(self.signer, self.reactor),
             self.reactor,
         )
+
+    def fetch(
+        self, method: bytes, target: bytes, connection: InMemoryConnection | None = None
+    ) -> HTTPResponse:
+        """
+        Send C{method} C{target} over C{connection} (by default, a new
+        one), and read the answer.
+        """
+        connection = connection or self.connect()
         connection.send(request(method, target))
         return parseResponse(connection.collector.received)
 
@@ -222,13 +231,69 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         )
         self.assertEqual(peerCertificate(connection), renewed.certificate)
 
+    def test_folderReplaced(self) -> None:
+        """
+        The folder is opened when the service starts listening: once it is
+        moved away and a link to a folder holding a secret takes its place,
+        requests answer 404 and never give the secret; put back, it is
+        served again.
+        """
+        self.startWithCertificate()
+        self.assertEqual(self.fetch(b"GET", b"/hello.txt").body, CONTENT)
+        os.rename(self.folder, self.folder + "-old")
+        os.symlink(self.tree.outside, self.folder)
+        for target in (b"/secret.pem", b"/hello.txt", b"/"):
+            response = self.fetch(b"GET", target)
+            self.assertEqual(response.code, 404, target)
+            self.assertNotIn(filefuzz.SECRET, response.body)
+        os.unlink(self.folder)
+        os.rename(self.folder + "-old", self.folder)
+        self.assertEqual(self.fetch(b"GET", b"/hello.txt").body, CONTENT)
+
+    def test_folderCannotBeOpened(self) -> None:
+        """
+        When its folder cannot be opened as it is about to listen, the
+        service does not listen, and event 20157 says why.
+        """
+        os.rename(self.folder, self.folder + "-old")
+        with capturedLogs() as events:
+            self.startWithCertificate()
+        self.assertEqual(self.reactor.tcpServers, [])
+        [text] = [formatEvent(e) for e in events if e.get("event_id") == 20157]
+        self.assertEqual(
+            text,
+            f"20157 Service files cannot listen on {ADDRESS} port {PORT}: cannot "
+            f"open the folder {self.folder}: No such file or directory",
+        )
+
+    def test_folderClosedOnStop(self) -> None:
+        """
+        Stopping the service closes its folder: a connection still open
+        gets 404, for the folder's files and for those of another folder
+        opened since (perhaps on the same descriptor number), and no
+        descriptor is left open.
+        """
+        before = sorted(os.listdir("/proc/self/fd"))
+        self.startWithCertificate()
+        targets = [b"/hello.txt", b"/secret.pem"]
+        connections = [self.connect() for _ in targets]
+        self.service.stopService()
+        self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+        reused = os.open(self.tree.outside, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, reused)
+        for target, connection in zip(targets, connections):
+            response = self.fetch(b"GET", target, connection)
+            self.assertEqual(response.code, 404, target)
+            self.assertNotIn(filefuzz.SECRET, response.body)
+
     def test_listenFails(self) -> None:
         """
         When the port cannot be opened, event 20157 names the address, the
-        port and the reason.
+        port and the reason, and the folder is closed again.
         """
         reason = OSError(errno.EADDRINUSE, "Address already in use")
         reactor = RaisingMemoryReactor(CannotListenError(ADDRESS, PORT, reason))
+        before = sorted(os.listdir("/proc/self/fd"))
         service = HTTPSFileService(makeOptions(self.folder), reactor)
         service.startService()
         self.addCleanup(service.stopService)
@@ -238,6 +303,7 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.assertTrue(text.startswith("20157 "), text)
         for part in [ADDRESS, str(PORT), str(reason), "files"]:
             self.assertIn(part, text)
+        self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
 
 
 @contextmanager
@@ -266,14 +332,16 @@ class ServedFolderTests(SynchronousTestCase):
         self.tree = filefuzz.makeTree(self.mktemp())
         self.clock = MemoryReactorClock()
         pullProducersOn(self, self.clock)
-        self.hiddenFiles = False
+        self.served = ServedFolder.open(self.tree.served)
+        self.addCleanup(self.served.close)
 
     def fetch(self, target: bytes, method: bytes = b"GET") -> HTTPResponse:
         """
-        Send C{method} C{target} to a site on the tree's folder, and read
-        the answer; fail on any error logged meanwhile.
+        Send C{method} C{target} to a site on the tree's folder, opened
+        once for the test, and read the answer; fail on any error logged
+        meanwhile.
         """
-        site = FileSite("files", False, ServedFolder(self.tree.served, self.hiddenFiles))
+        site = FileSite("files", False, self.served)
         site.reactor = self.clock
         with capturedLogs() as events:
             connection = connectInMemory(site, clock=self.clock)
@@ -441,6 +509,30 @@ class ServedFolderTests(SynchronousTestCase):
         with self.duringLookup(swap):
             self.assertNotFound([b"/sub/secret.pem"])
 
+    def test_rootReplaced(self) -> None:
+        """
+        The folder served is the one opened: once it is moved away and a
+        link to a folder holding a secret, or a folder of its own holding
+        one, takes its place between two requests, every request answers
+        404 and the secret is never served.
+        """
+        served = self.tree.served
+        self.assertEqual(self.fetch(b"/hello.txt").body, CONTENT)
+        os.rename(served, served + "-old")
+        os.symlink(self.tree.outside, served)
+        self.assertNotFound([b"/secret.pem", b"/hello.txt", b"/"])
+        os.unlink(served)
+        os.mkdir(served)
+        os.link(os.path.join(self.tree.outside, "secret.pem"), os.path.join(served, "secret.pem"))
+        self.assertNotFound([b"/secret.pem", b"/hello.txt", b"/"])
+
+    def test_closed(self) -> None:
+        """
+        Once closed, the folder answers 404 to every request.
+        """
+        self.served.close()
+        self.assertNotFound([b"/hello.txt", b"/", b"/sub/inner.txt"])
+
     def test_fileVanishes(self) -> None:
         """
         A file deleted between the check and the open answers 404, where
@@ -465,7 +557,7 @@ class ServedFolderTests(SynchronousTestCase):
         With hidden files allowed, hidden files, folders and links to them
         are served and listed; C{.} and C{..} still answer 404.
         """
-        self.hiddenFiles = True
+        self.served.hiddenFiles = True
         for target in (b"/.hidden.txt", b"/.git/config", b"/toHidden"):
             self.assertEqual(self.fetch(target).body, filefuzz.HIDDEN, target)
         listing = self.listing(b"/")
@@ -505,7 +597,11 @@ class FileSiteTests(SynchronousTestCase):
     """
 
     def logged(self, debug: bool) -> list[str]:
-        site = FileSite("files", debug, ServedFolder(self.mktemp()))
+        path = self.mktemp()
+        os.mkdir(path)
+        served = ServedFolder.open(path)
+        self.addCleanup(served.close)
+        site = FileSite("files", debug, served)
         request = DummyRequest([b"hello.txt"])
         request.client = IPv4Address("TCP", "192.0.2.7", 50000)
         request.uri = b"/hello.txt"

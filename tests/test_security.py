@@ -586,7 +586,9 @@ class FileSiteAbuseTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         pullProducersOn(self, self.clock)
         tree = filefuzz.makeTree(self.mktemp())
-        self.site = FileSite("files", False, ServedFolder(tree.served))
+        served = ServedFolder.open(tree.served)
+        self.addCleanup(served.close)
+        self.site = FileSite("files", False, served)
         self.site.reactor = self.clock
 
     @FUZZED
