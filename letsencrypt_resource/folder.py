@@ -98,7 +98,8 @@ class ServedFolder(Resource):
     It holds the folder open from L{open} to L{close}, and each request
     starts from that descriptor. While C{path} no longer names the folder
     opened (it was moved, removed, or replaced by a link or another
-    folder), every request answers 404 until the service is started again.
+    folder), every request answers 404 until the service is started again
+    or a reload, once its checks passed, opens what C{path} names then.
     Answering 404 is safer than serving the old folder on: that folder may
     have been moved away precisely to take it off the web, or into a place
     where private files are then put; a 404 shows the change at once,
@@ -128,8 +129,22 @@ class ServedFolder(Resource):
 
         @raise OSError: when it cannot be opened as a folder.
         """
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-        return cls(path, os.open(os.path.realpath(path), flags), hiddenFiles)
+        return cls(path, _openFolder(path), hiddenFiles)
+
+    def reopen(self) -> None:
+        """
+        Serve the folder C{path} names now, when it can be opened (after
+        the configuration's checks passed again); else keep the one open.
+        A closed folder stays closed.
+        """
+        if self._root is None:
+            return
+        try:
+            root = _openFolder(self.path)
+        except OSError:
+            return
+        old, self._root = self._root, root
+        os.close(old)
 
     def close(self) -> None:
         """
@@ -296,3 +311,10 @@ class ServedFolder(Resource):
         lines.append("</table></body></html>")
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         return "\n".join(lines).encode("utf-8") + b"\n"
+
+
+def _openFolder(path: str) -> int:
+    """
+    Open the folder C{path} resolves to, links included.
+    """
+    return os.open(os.path.realpath(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

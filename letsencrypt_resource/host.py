@@ -238,6 +238,9 @@ class ServerService(MultiService):
             return
         for options in plan.start:
             self._addService(options)
+        for service in self.fileServices:
+            if service.options.section in plan.unchanged:
+                service.reopenFolder()
         self.configuration = applied
         if self.resource is not None:
             yield self.resource.reloadConsumers()

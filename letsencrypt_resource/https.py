@@ -73,6 +73,14 @@ class HTTPSFileService(Service):
 
     def startService(self) -> None:
         super().startService()
+        # The folder is opened now, right after the checks of the
+        # configuration, not when the first certificate comes: no later
+        # swap of the path for a link can slip in between.
+        try:
+            self._served = ServedFolder.open(self.options.path, self.options.hiddenFiles)
+        except OSError as error:
+            self._listenFailed(f"cannot open the folder {self.options.path}: {error.strerror}")
+            return
         # Keep the Deferred before adding callbacks: with a certificate
         # already there, _listen runs at once and clears self._waiting.
         waiting = self._waiting = self.consumer.whenCertificate()
@@ -89,13 +97,8 @@ class HTTPSFileService(Service):
     def _listen(self) -> None:
         self._waiting = None
         address, port = self.options.address, self.options.port
-        try:
-            served = ServedFolder.open(self.options.path, self.options.hiddenFiles)
-        except OSError as error:
-            self._listenFailed(
-                f"cannot open the folder {self.options.path}: {error.strerror}"
-            )
-            return
+        served = self._served
+        assert served is not None
         site = FileSite(self.name, self.options.debug, served, reactor=self._reactor)
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor
@@ -103,10 +106,10 @@ class HTTPSFileService(Service):
         try:
             self._port = self._reactor.listenTCP(port, factory, interface=address)
         except CannotListenError as error:
+            self._served = None
             served.close()
             self._listenFailed(str(error.socketError))
             return
-        self._served = served
         events.SERVICE_LISTENING.emit(
             self._log, service=self.name, address=address, port=port
         )
@@ -122,6 +125,16 @@ class HTTPSFileService(Service):
             port=self.options.port,
             details=details,
         )
+
+    def reopenFolder(self) -> None:
+        """
+        Open the folder C{path} now names and serve it from now on: after a
+        reload whose checks passed, so that a deployment that points a link
+        at a new folder takes effect.  When it cannot be opened, the folder
+        opened before stays (and answers 404 while C{path} names another).
+        """
+        if self._served is not None:
+            self._served.reopen()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()

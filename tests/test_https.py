@@ -250,6 +250,40 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         os.rename(self.folder + "-old", self.folder)
         self.assertEqual(self.fetch(b"GET", b"/hello.txt").body, CONTENT)
 
+    def test_folderOpenedAtStart(self) -> None:
+        """
+        The folder is opened when the service starts, right after the
+        configuration's checks: a link to a folder holding a secret put in
+        its place while the first certificate is awaited is never served.
+        """
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        os.rename(self.folder, self.folder + "-old")
+        os.symlink(self.tree.outside, self.folder)
+        self.service.consumer.useCertificate(provisionalFor(self.signer))
+        response = self.fetch(b"GET", b"/secret.pem")
+        self.assertEqual(response.code, 404)
+        self.assertNotIn(filefuzz.SECRET, response.body)
+
+    def test_folderReopened(self) -> None:
+        """
+        L{HTTPSFileService.reopenFolder} (what a reload does once its checks
+        passed) serves the folder the path names now: a deployment that
+        points a link at a new folder takes effect.
+        """
+        os.rename(self.folder, self.folder + "-v1")
+        os.makedirs(self.folder + "-v2")
+        with open(os.path.join(self.folder + "-v2", "hello.txt"), "wb") as stream:
+            stream.write(b"version 2")
+        os.symlink(self.folder + "-v1", self.folder)
+        self.startWithCertificate()
+        self.assertEqual(self.fetch(b"GET", b"/hello.txt").body, CONTENT)
+        os.unlink(self.folder)
+        os.symlink(self.folder + "-v2", self.folder)
+        self.assertEqual(self.fetch(b"GET", b"/hello.txt").code, 404)
+        self.service.reopenFolder()
+        self.assertEqual(self.fetch(b"GET", b"/hello.txt").body, b"version 2")
+
     def test_folderCannotBeOpened(self) -> None:
         """
         When its folder cannot be opened as it is about to listen, the

@@ -291,6 +291,25 @@ class ServerReloadTests(ReloadCase):
     L{ServerService.reload} on a memory reactor, with the fake CA.
     """
 
+    def test_unchangedFolderReopened(self) -> None:
+        """
+        A reload opens again the folder of each unchanged service, once the
+        checks passed: a deployment that points the served link at a new
+        folder takes effect without a restart.
+        """
+        public = os.path.join(self.directory, "public")
+        os.rename(public, public + "-v1")
+        os.makedirs(public + "-v2")
+        os.symlink(public + "-v1", public)
+        server = self.start(configuration(FILES))
+        [service] = server.fileServices
+        os.unlink(public)
+        os.symlink(public + "-v2", public)
+        self.reload(server, configuration(FILES))
+        served = service._served
+        assert served is not None and served._root is not None
+        self.assertTrue(os.path.samestat(os.fstat(served._root), os.stat(public + "-v2")))
+
     def test_addedServiceListensOthersUntouched(self) -> None:
         """
         A service added to the file listens at once on a provisional
