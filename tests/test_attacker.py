@@ -624,34 +624,13 @@ class LongStatePathTests(AttackerCase):
         else:
             shutil.rmtree(self.squatted, ignore_errors=True)
 
-    async def assertServes(self, before: dict[str, Any]) -> None:
+    def squatFolder(self) -> Any:
         """
-        Start the victim's server on the long state directory: it starts,
-        with its control socket and no traceback, leaves every path of
-        C{before} unchanged, and the operations command, run by the
-        victim, gets the real status from it.
-        """
-        configuration = self.configure(resource=f"state_directory = {self.state}\n")
-        twistd = await self.started(configuration)
-        out, err, status = await self.python.run(
-            VICTIM,
-            ["-m", "letsencrypt_resource", "--config", configuration, "status", "--json"],
-            self.home,
-        )
-        self.assertEqual(status, 0, err)
-        self.assertEqual(json.loads(out)[0]["names"], ["files.example.test"])
-        self.assertNotIn(FORGED.encode("ascii"), out + err)
-        self.assertTrue(os.path.exists(os.path.join(self.state, "control.sock")))
-        self.assertNotIn(b" 20175 ", twistd.output)
-        self.assertNotIn(b"Traceback", twistd.output)
-        self.assertUnchanged(before)
+        Make the folder as the attacker, writable by all, with a socket at
+        the old fallback's name that answers forged statuses.
 
-    async def test_squattedFolder(self) -> None:
-        """
-        The attacker made the folder first, writable by all, and answers
-        forged statuses on a socket at the old fallback's name: the
-        server runs with its socket, the operations command gets the real
-        status, and the attacker's socket is never sent a request.
+        @return: The forged server's factory; its C{received} lists what
+            it was sent.
         """
         os.mkdir(self.squatted)
         os.chown(self.squatted, ATTACKER, ATTACKER)
@@ -661,7 +640,62 @@ class LongStatePathTests(AttackerCase):
         port = reactor.listenUNIX(self.forgedSocket, factory, mode=0o777)
         self.addCleanup(port.stopListening)
         os.chown(self.forgedSocket, ATTACKER, ATTACKER)
-        await self.assertServes({self.squatted: snapshot(self.squatted)})
+        return factory
+
+    async def serve(self) -> tuple[Twistd, str]:
+        """
+        Start the victim's server on the long state directory.
+
+        @return: It and its configuration file.
+        """
+        configuration = self.configure(resource=f"state_directory = {self.state}\n")
+        return await self.started(configuration), configuration
+
+    async def assertServes(self, twistd: Twistd, configuration: str) -> None:
+        """
+        Assert that the server runs with its control socket, that the
+        operations command, run by the victim, gets the real status from
+        it, and that a reload (C{SIGHUP}) is applied, with no traceback.
+        """
+        out, err, status = await self.python.run(
+            VICTIM,
+            ["-m", "letsencrypt_resource", "--config", configuration, "status", "--json"],
+            self.home,
+        )
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)[0]["names"], ["files.example.test"])
+        self.assertNotIn(FORGED.encode("ascii"), out + err)
+        self.assertTrue(os.path.exists(os.path.join(self.state, "control.sock")))
+        twistd.process.signalProcess("HUP")
+        await twistd.when(b" 20196 ", b" 20197 ").addTimeout(15, reactor)
+        self.assertIn(b" 20196 ", twistd.output)
+        self.assertNotIn(b" 20175 ", twistd.output)
+        self.assertNotIn(b"Traceback", twistd.output)
+
+    async def test_squattedFolder(self) -> None:
+        """
+        The attacker made the folder first and answers forged statuses on
+        a socket at the old fallback's name: the server starts with its
+        socket, the operations command gets the real status, a reload is
+        applied, and the folder is left as it was, its socket never sent
+        a request.
+        """
+        factory = self.squatFolder()
+        before = {self.squatted: snapshot(self.squatted)}
+        await self.assertServes(*await self.serve())
+        self.assertUnchanged(before)
+        self.assertEqual(factory.received, [])
+
+    async def test_squattedWhileRunning(self) -> None:
+        """
+        The attacker makes the folder while the server runs (after the
+        temporary folder was cleaned): the operations command and reloads
+        go on working.
+        """
+        twistd, configuration = await self.serve()
+        self.removeSquatted()
+        factory = self.squatFolder()
+        await self.assertServes(twistd, configuration)
         self.assertEqual(factory.received, [])
 
     async def test_folderLink(self) -> None:
@@ -673,7 +707,9 @@ class LongStatePathTests(AttackerCase):
         documents = self.sandbox.folder("home/documents", VICTIM, 0o755)
         os.symlink(documents, self.squatted)
         os.lchown(self.squatted, ATTACKER, ATTACKER)
-        await self.assertServes({documents: snapshot(documents)})
+        before = {documents: snapshot(documents)}
+        await self.assertServes(*await self.serve())
+        self.assertUnchanged(before)
 
 
 #: The most a body flood sends; a listener that read it all did not refuse
