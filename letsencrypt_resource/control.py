@@ -5,20 +5,20 @@ which the operations command reaches the running server.
 The server holds an exclusive lock on C{<state>/lock} for as long as it
 runs (and takes it again if the file is removed), so a second server on the
 same state directory is refused, and the operations command knows whether
-to ask the server or to work alone.  The server answers on a UNIX socket,
-usable by its owner only: each request, a line of JSON, runs an
-L{Operations} method.
+to ask the server or to work alone.  The server answers on a UNIX socket
+in the state directory, usable by its owner only: each request, a line of
+JSON, runs an L{Operations} method.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import stat
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -31,19 +31,21 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
-from .config import ConfigurationError, ResourceOptions
 from .operations import OperationError, Operations
-from .safefs import UnusablePath, checkFolder, openFolder
+from .safefs import UnusablePath, openFolder
 
+#: The control socket's name in the state directory.
+SOCKET_NAME = "control.sock"
 #: UNIX socket paths longer than this do not fit in a sockaddr_un.
 _MAX_SOCKET_PATH = 100
+#: Where, on Linux, each open descriptor of this process is a link to what
+#: it opened: a folder held open is reached there by a short path.
+DESCRIPTORS = "/proc/self/fd"
 #: The longest request, in bytes: a renewal of 10,000 names of 255 bytes
 #: fits; a longer line closes the connection.
 _MAX_REQUEST = 4 * 1024 * 1024
 #: The longest answer, in bytes.
 _MAX_ANSWER = 64 * 1024 * 1024
-#: The system's temporary folder, shared by every user.
-SHARED_TEMPORARY = "/tmp"
 #: Seconds between two checks that the server still holds its lock.
 LOCK_CHECK_INTERVAL = 60.0
 
@@ -177,20 +179,38 @@ class LockWatch(TimerService):
         events.STATE_LOCK_RESTORED.emit(self._log, path=self._lock.path)
 
 
-def socketPath(stateDirectory: str) -> str:
+def socketAddress(stateDirectory: str, folder: int) -> str:
     """
-    Where the server for C{stateDirectory} answers: a socket in the state
-    directory, or, when that path is too long for a UNIX socket, one in a
-    private folder of the system's temporary directory (see
-    L{ControlService}).
+    The address at which to bind, or reach, the control socket of
+    C{stateDirectory}, open as C{folder}.
+
+    On Linux it is the socket's name in the folder's link of
+    L{DESCRIPTORS}: short whatever the state directory's path, and it
+    names the very folder that was opened and checked, whatever happened
+    to its path since.  Elsewhere it is the socket's path, if it fits in a
+    UNIX socket address.
+
+    @raise OSError: when it is neither: the path is too long and
+        L{DESCRIPTORS} is missing.
     """
-    path = os.path.join(os.path.abspath(stateDirectory), "control.sock")
-    if len(path.encode("utf-8")) <= _MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:24]
-    return os.path.join(
-        SHARED_TEMPORARY, f"letsencrypt-resource-{os.geteuid()}", f"{digest}.sock"
-    )
+    link = os.path.join(DESCRIPTORS, str(folder))
+    opened = os.fstat(folder)
+    try:
+        linked = os.stat(link)
+    except OSError:
+        pass
+    else:
+        if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
+            return os.path.join(link, SOCKET_NAME)
+    path = os.path.join(os.path.abspath(stateDirectory), SOCKET_NAME)
+    if len(path.encode("utf-8")) > _MAX_SOCKET_PATH:
+        raise OSError(
+            errno.ENAMETOOLONG,
+            f"too long for a UNIX socket, and {DESCRIPTORS}, through which a "
+            "long path is reached, is missing",
+            path,
+        )
+    return path
 
 
 def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> Deferred[Any]:
@@ -257,84 +277,115 @@ class ControlService(Service):
     """
     Answers the operations command on the state directory's control socket.
 
-    The socket's folder, the state directory or a folder of C{/tmp} named
-    after this user, is opened as L{openFolder} does: it is created 0700,
-    and used only if it is a folder of this user that no one else can
-    write in, so that another user can neither squat it nor put a socket of
-    their own in its place.  When it cannot be used, event 20175 says why
-    and the server runs without it.
+    The state directory is opened once, at start, as L{openFolder} does (a
+    folder of this user, not a link, that no one else can write in, below
+    folders no other user controls), and held open while the service runs:
+    the socket is bound in that very folder, through L{socketAddress}, so a
+    long state directory needs no folder shared with other users, and a
+    link or folder swapped in at its path later changes nothing.  When the
+    socket cannot be made, event 20175 says why and the server runs
+    without it.
     """
 
     _log = Logger()
 
     def __init__(self, stateDirectory: str, operations: Operations, reactor: Any):
-        self._path = socketPath(stateDirectory)
+        self._stateDirectory = stateDirectory
         self._operations = operations
         self._reactor = reactor
+        self._folder: int | None = None
         self._port: IListeningPort | None = None
 
     def startService(self) -> None:
         super().startService()
-        folder, name = os.path.split(self._path)
         factory = Factory.forProtocol(lambda: _ControlProtocol(self._operations))
         factory.noisy = False
         try:
-            with openFolder(folder) as fd:
-                try:
-                    os.unlink(name, dir_fd=fd)
-                except FileNotFoundError:
-                    pass
-                self._port = self._reactor.listenUNIX(self._path, factory, mode=0o600)
+            with openFolder(self._stateDirectory) as opened:
+                folder = os.dup(opened)
+        except OSError as error:
+            self._failed(error)
+            return
+        try:
+            address = socketAddress(self._stateDirectory, folder)
+            try:
+                os.unlink(SOCKET_NAME, dir_fd=folder)
+            except FileNotFoundError:
+                pass
+            self._port = self._reactor.listenUNIX(address, factory, mode=0o600)
         except (OSError, CannotListenError) as error:
-            events.CONTROL_SOCKET_FAILED.emit(self._log, path=self._path, details=str(error))
+            os.close(folder)
+            self._failed(error)
+            return
+        self._folder = folder
+
+    def _failed(self, error: Exception) -> None:
+        """
+        Say that the socket cannot be made, and why (event 20175).
+        """
+        path = os.path.join(self._stateDirectory, SOCKET_NAME)
+        events.CONTROL_SOCKET_FAILED.emit(self._log, path=path, details=str(error))
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         port, self._port = self._port, None
-        return port.stopListening() if port is not None else succeed(None)
+        folder, self._folder = self._folder, None
+        if port is None or folder is None:
+            return succeed(None)
+
+        def closeFolder(result: object) -> object:
+            # Only now: the port removes the socket through the folder's
+            # descriptor when it has stopped.
+            os.close(folder)
+            return result
+
+        return maybeDeferred(port.stopListening).addBoth(closeFolder)
 
 
-def checkControlFolder(options: ResourceOptions) -> None:
+def checkServerSocket(stateDirectory: str, folder: int) -> None:
     """
-    Check, creating nothing, that the folder of the control socket of the
-    state directory of C{options} can be used (see L{ControlService}).
-
-    @raise ConfigurationError: naming C{state_directory} when it cannot.
-    """
-    folder = os.path.dirname(socketPath(options.stateDirectory))
-    try:
-        checkFolder(folder, privateBase=True)
-    except OSError as error:
-        raise ConfigurationError(
-            options.section,
-            "state_directory",
-            f"the folder of the control socket cannot be used: {error}",
-        ) from None
-
-
-def checkServerSocket(stateDirectory: str, path: str) -> None:
-    """
-    Check that the control socket C{path}, and its folder, belong to the
-    owner of C{stateDirectory}, the user the server runs as, and that no
-    one else can write in that folder: an answer from any other socket
-    could be forged.
+    Check that the state directory C{stateDirectory}, open as C{folder},
+    is writable by its owner only, the user the server runs as, and that
+    its control socket belongs to that user: an answer from any other
+    socket could be forged.
 
     @raise OperationError: when they do not.
-    @raise OSError: when one of them does not exist.
+    @raise OSError: when there is no socket.
     """
-    owner = os.lstat(stateDirectory).st_uid
-    folder = os.lstat(os.path.dirname(path))
-    socket = os.lstat(path)
-    if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != owner or folder.st_mode & 0o022:
-        problem = "its folder is not a folder of that user that only they can write in"
+    directory = os.fstat(folder)
+    owner = directory.st_uid
+    socket = os.lstat(SOCKET_NAME, dir_fd=folder)
+    if directory.st_mode & 0o022:
+        problem = "others can write in that folder"
     elif not stat.S_ISSOCK(socket.st_mode) or socket.st_uid != owner:
         problem = "it is not a socket of that user"
     else:
         return
+    path = os.path.join(stateDirectory, SOCKET_NAME)
     raise OperationError(
         f"the control socket {path} is not trusted: the server runs as the owner "
         f"of {stateDirectory} (uid {owner}), and {problem}"
     )
+
+
+@contextmanager
+def _serverSocket(stateDirectory: str) -> Iterator[str]:
+    """
+    Open the state directory, following no link at its name, and check its
+    control socket (see L{checkServerSocket}).
+
+    @return: A context manager giving the socket's address (see
+        L{socketAddress}), valid while it is open.
+    @raise OSError: when the state directory or the socket is missing, or
+        the socket cannot be reached.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    folder = os.open(stateDirectory, flags)
+    try:
+        checkServerSocket(stateDirectory, folder)
+        yield socketAddress(stateDirectory, folder)
+    finally:
+        os.close(folder)
 
 
 async def askServer(
@@ -349,10 +400,9 @@ async def askServer(
     @raise twisted.internet.error.ConnectError: when no server answers.
     @raise OSError: when there is no socket.
     """
-    path = socketPath(stateDirectory)
-    checkServerSocket(stateDirectory, path)
-    endpoint = UNIXClientEndpoint(reactor, path, timeout=5)
-    protocol = await connectProtocol(endpoint, _ControlClient())
+    with _serverSocket(stateDirectory) as address:
+        endpoint = UNIXClientEndpoint(reactor, address, timeout=5)
+        protocol = await connectProtocol(endpoint, _ControlClient())
     try:
         protocol.sendLine(json.dumps({"name": name, "arguments": arguments}).encode())
         answer = await protocol.answer

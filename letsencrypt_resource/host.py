@@ -34,7 +34,7 @@ from .config import (
     ServiceOptions,
     loadConfiguration,
 )
-from .control import ControlService, LockWatch, StateLock, checkControlFolder
+from .control import ControlService, LockWatch, StateLock
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
 from .keys import loadAccountKey
@@ -51,8 +51,8 @@ def checkFileSystem(configuration: Configuration) -> None:
 
     @raise ConfigurationError: when a served folder is missing or, once
         links are followed, holds secrets, the ACME CA bundle cannot be
-        used, or the state directory, the store directory or the control
-        socket's folder cannot be written safely.
+        used, or the state directory or the store directory cannot be
+        written safely.
     """
     for service in configuration.services:
         if not os.path.isdir(service.path):
@@ -73,7 +73,6 @@ def checkFileSystem(configuration: Configuration) -> None:
             raise ConfigurationError(resource.section, "account_key", str(error))
     if resource is not None:
         checkStorage(resource)
-        checkControlFolder(resource)
 
 
 def readConfiguration(path: str) -> Configuration:

@@ -4,10 +4,12 @@ Writes that follow no link and land in no folder that another user controls.
 The rule is OpenSSH's C{StrictModes}: every folder from the root of the
 file system down to the one written in (the links among its ancestors
 resolved first) is owned by root or by this process's user, and writable by
-no one else unless it is sticky, as C{/tmp} is.  The folders the product
-keeps for itself (the state directory and those below it, each exported
-certificate's folder) are owned by this user and made 0700; they, and the
-files written in them, are reached without following any link.
+no one else; a shared ancestor may be sticky instead, as C{/tmp} is, but the
+configured folder itself never (in a sticky folder others can write in,
+another user could make first a name the product needs).  The folders the
+product keeps for itself (the state directory and those below it, each
+exported certificate's folder) are owned by this user and made 0700; they,
+and the files written in them, are reached without following any link.
 
 Folders are walked from the root with C{dir_fd} and C{O_NOFOLLOW}, so that a
 link planted after a check is never followed either.
@@ -61,8 +63,8 @@ _SHARED, _OWN, _PRIVATE = "shared", "own", "private"
 def _checkFolder(fd: int, path: str, kind: str, fix: bool) -> None:
     """
     Check the open folder C{fd}: owned by this user (or, when C{kind} is
-    L{_SHARED}, root) and writable by no one else unless it is sticky and
-    not L{_PRIVATE}; with C{fix}, a private folder is then made 0700.
+    L{_SHARED}, root) and writable by no one else, unless it is a sticky
+    L{_SHARED} ancestor; with C{fix}, a private folder is then made 0700.
 
     @raise UnusablePath: when it is not so.
     """
@@ -70,7 +72,7 @@ def _checkFolder(fd: int, path: str, kind: str, fix: bool) -> None:
     if status.st_uid != os.geteuid() and (kind != _SHARED or status.st_uid != 0):
         raise UnusablePath(path, f"is owned by another user (uid {status.st_uid})")
     mode = stat.S_IMODE(status.st_mode)
-    if mode & 0o022 and (kind == _PRIVATE or not mode & stat.S_ISVTX):
+    if mode & 0o022 and (kind != _SHARED or not mode & stat.S_ISVTX):
         raise UnusablePath(path, f"is writable by group or others (mode {mode:04o})")
     if fix and kind == _PRIVATE and mode != 0o700:
         os.fchmod(fd, 0o700)
@@ -118,10 +120,10 @@ def openFolder(
 
     The ancestors of C{base}, links resolved, must be owned by root or by
     this user and writable by no one else (unless sticky).  C{base} itself
-    must not be a link, and must be owned by this user; with C{privateBase}
-    it is held to the rule of C{parts}, which are never links, owned by this
-    user, writable by no one else, and made 0700.  Missing folders are
-    created 0700.
+    must not be a link, and must be owned by this user and writable by no
+    one else, sticky or not; with C{privateBase} it is held to the rule of
+    C{parts}, which are never links, owned by this user, writable by no one
+    else, and made 0700.  Missing folders are created 0700.
 
     @param create: When false, nothing is created or changed: a missing
         folder raises L{FileNotFoundError} after everything above it was

@@ -9,7 +9,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.control import StateDirectoryLocked, StateLock, socketPath
+from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.testing import runUntilFired
@@ -132,7 +132,7 @@ class OperationsTests(ResourceTestCase):
 
 class StateLockTests(SynchronousTestCase):
     """
-    Tests for L{StateLock} and L{socketPath}.
+    Tests for L{StateLock}.
     """
 
     def test_oneHolder(self) -> None:
@@ -149,14 +149,3 @@ class StateLockTests(SynchronousTestCase):
         second = StateLock(directory)
         second.acquire()
         second.release()
-
-    def test_longPathSocket(self) -> None:
-        """
-        A state folder too deep for a UNIX socket path gets its socket in a
-        private temporary folder, the same each time.
-        """
-        deep = "/" + "d" * 150
-        path = socketPath(deep)
-        self.assertLessEqual(len(path), 100)
-        self.assertEqual(path, socketPath(deep))
-        self.assertEqual(socketPath("/srv/state"), "/srv/state/control.sock")

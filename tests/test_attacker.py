@@ -10,6 +10,7 @@ traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -592,113 +593,123 @@ class ForgedServer(Protocol):
 FORGED = "forged.attacker.test"
 
 
-class SharedTemporaryFolderTests(AttackerCase):
+class LongStatePathTests(AttackerCase):
     """
     With a state directory whose path is too long for a UNIX socket, the
-    control socket falls back to a folder of the shared temporary folder,
-    which another user can make first: the server neither crashes nor uses
-    it, and the operations command does not talk to an attacker's socket.
+    control socket stays in the state directory (reached through
+    C{/proc/self/fd}): the folder of the shared temporary folder that an
+    earlier version fell back to, made first by another user, changes
+    nothing, and the operations command talks to the real server.
     """
 
     def setUp(self) -> None:
         super().setUp()
         self.state = self.sandbox.path("home/" + "s" * 100)
+        # The folder, and the socket in it, that the fallback of earlier
+        # versions used, which another user could make first.
+        self.squatted = f"/tmp/letsencrypt-resource-{VICTIM}"
+        path = os.path.join(self.state, "control.sock").encode("utf-8")
+        self.forgedSocket = os.path.join(
+            self.squatted, hashlib.sha256(path).hexdigest()[:24] + ".sock"
+        )
+        self.addCleanup(self.removeSquatted)
+        self.removeSquatted()
 
-    async def fallbackFolder(self) -> str:
+    def removeSquatted(self) -> None:
         """
-        The fallback folder of the victim's control socket, as the product
-        computes it, made empty for the test and removed after it.
+        Remove the squatted folder, or the link there.
+        """
+        if os.path.islink(self.squatted):
+            os.unlink(self.squatted)
+        else:
+            shutil.rmtree(self.squatted, ignore_errors=True)
+
+    def squatFolder(self) -> Any:
+        """
+        Make the folder as the attacker, writable by all, with a socket at
+        the old fallback's name that answers forged statuses.
+
+        @return: The forged server's factory; its C{received} lists what
+            it was sent.
+        """
+        os.mkdir(self.squatted)
+        os.chown(self.squatted, ATTACKER, ATTACKER)
+        os.chmod(self.squatted, 0o777)
+        factory = Factory.forProtocol(ForgedServer)
+        factory.received = []
+        port = reactor.listenUNIX(self.forgedSocket, factory, mode=0o777)
+        self.addCleanup(port.stopListening)
+        os.chown(self.forgedSocket, ATTACKER, ATTACKER)
+        return factory
+
+    async def serve(self) -> tuple[Twistd, str]:
+        """
+        Start the victim's server on the long state directory.
+
+        @return: It and its configuration file.
+        """
+        configuration = self.configure(resource=f"state_directory = {self.state}\n")
+        return await self.started(configuration), configuration
+
+    async def assertServes(self, twistd: Twistd, configuration: str) -> None:
+        """
+        Assert that the server runs with its control socket, that the
+        operations command, run by the victim, gets the real status from
+        it, and that a reload (C{SIGHUP}) is applied, with no traceback.
         """
         out, err, status = await self.python.run(
             VICTIM,
-            [
-                "-c",
-                "import sys; from letsencrypt_resource.control import socketPath; "
-                "print(socketPath(sys.argv[1]))",
-                self.state,
-            ],
-            self.sandbox.root,
+            ["-m", "letsencrypt_resource", "--config", configuration, "status", "--json"],
+            self.home,
         )
         self.assertEqual(status, 0, err)
-        self.socket = out.decode("utf-8").strip()
-        folder = os.path.dirname(self.socket)
-        self.assertTrue(folder.startswith("/tmp/"), folder)
-        self.addCleanup(self.removeFallback, folder)
-        self.removeFallback(folder)
-        return folder
-
-    @staticmethod
-    def removeFallback(folder: str) -> None:
-        """
-        Remove C{folder}, or the link there.
-        """
-        if os.path.islink(folder):
-            os.unlink(folder)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def configureLong(self) -> str:
-        """
-        The victim's configuration, on the long state directory.
-        """
-        return self.configure(resource=f"state_directory = {self.state}\n")
+        self.assertEqual(json.loads(out)[0]["names"], ["files.example.test"])
+        self.assertNotIn(FORGED.encode("ascii"), out + err)
+        self.assertTrue(os.path.exists(os.path.join(self.state, "control.sock")))
+        twistd.process.signalProcess("HUP")
+        await twistd.when(b" 20196 ", b" 20197 ").addTimeout(15, reactor)
+        self.assertIn(b" 20196 ", twistd.output)
+        self.assertNotIn(b" 20175 ", twistd.output)
+        self.assertNotIn(b"Traceback", twistd.output)
 
     async def test_squattedFolder(self) -> None:
         """
-        The attacker made the folder first, writable by all, with a file at
-        the socket's name: the server logs no traceback and leaves the
-        folder and the file as they were.
+        The attacker made the folder first and answers forged statuses on
+        a socket at the old fallback's name: the server starts with its
+        socket, the operations command gets the real status, a reload is
+        applied, and the folder is left as it was, its socket never sent
+        a request.
         """
-        folder = await self.fallbackFolder()
-        os.mkdir(folder)
-        os.chown(folder, ATTACKER, ATTACKER)
-        os.chmod(folder, 0o777)
-        planted = self.socket
-        with open(planted, "wb") as stream:
-            stream.write(SECRET)
-        os.chown(planted, ATTACKER, ATTACKER)
-        before = {folder: snapshot(folder), planted: snapshot(planted)}
-        twistd = self.spawn(self.configureLong())
-        await self.settle(twistd, b" 20156 ")
-        self.assertNotIn(b"Traceback", twistd.output)
+        factory = self.squatFolder()
+        before = {self.squatted: snapshot(self.squatted)}
+        await self.assertServes(*await self.serve())
         self.assertUnchanged(before)
+        self.assertEqual(factory.received, [])
+
+    async def test_squattedWhileRunning(self) -> None:
+        """
+        The attacker makes the folder while the server runs (after the
+        temporary folder was cleaned): the operations command and reloads
+        go on working.
+        """
+        twistd, configuration = await self.serve()
+        self.removeSquatted()
+        factory = self.squatFolder()
+        await self.assertServes(twistd, configuration)
+        self.assertEqual(factory.received, [])
 
     async def test_folderLink(self) -> None:
         """
-        The attacker's link at the folder's name, to a folder of the server's
-        user: the server logs no traceback and leaves that folder as it was.
+        The attacker's link at the folder's name, to a folder of the
+        server's user: the server runs with its socket, and leaves that
+        folder as it was.
         """
-        folder = await self.fallbackFolder()
         documents = self.sandbox.folder("home/documents", VICTIM, 0o755)
-        os.symlink(documents, folder)
-        os.lchown(folder, ATTACKER, ATTACKER)
+        os.symlink(documents, self.squatted)
+        os.lchown(self.squatted, ATTACKER, ATTACKER)
         before = {documents: snapshot(documents)}
-        twistd = self.spawn(self.configureLong())
-        await self.settle(twistd, b" 20156 ")
-        self.assertNotIn(b"Traceback", twistd.output)
+        await self.assertServes(*await self.serve())
         self.assertUnchanged(before)
-
-    async def test_clientRefusesForeignSocket(self) -> None:
-        """
-        The attacker made the folder first and answers on a socket there:
-        the operations command, run by the server's user, does not send it
-        its request nor print its forged answer.
-        """
-        folder = await self.fallbackFolder()
-        os.mkdir(folder)
-        os.chown(folder, ATTACKER, ATTACKER)
-        factory = Factory.forProtocol(ForgedServer)
-        factory.received = []
-        port = reactor.listenUNIX(self.socket, factory, mode=0o777)
-        self.addCleanup(port.stopListening)
-        os.chown(self.socket, ATTACKER, ATTACKER)
-        out, err, status = await self.python.run(
-            VICTIM,
-            ["-m", "letsencrypt_resource", "--config", self.configureLong(), "status", "--json"],
-            self.home,
-        )
-        self.assertNotIn(FORGED.encode("ascii"), out + err)
-        self.assertEqual(factory.received, [])
 
 
 #: The most a body flood sends; a listener that read it all did not refuse

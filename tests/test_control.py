@@ -5,18 +5,23 @@ the control socket resist planted links, squatted folders and removal.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
+import stat
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import control
-from letsencrypt_resource.config import ConfigurationError, ResourceOptions
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -25,9 +30,7 @@ from letsencrypt_resource.control import (
     StateLock,
     _ControlProtocol,
     askServer,
-    checkControlFolder,
-    checkServerSocket,
-    socketPath,
+    socketAddress,
 )
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
@@ -150,125 +153,179 @@ class LockWatchTests(SynchronousTestCase):
         self.assertEqual(self.ids(), [20177, 20176])
 
 
-def resourceOptions(state: str) -> ResourceOptions:
-    """
-    Resource options with the state directory C{state}.
-    """
-    return ResourceOptions(
-        "resources/le", "le", "", "127.0.0.1", 80, "https://acme.example/dir",
-        state, None, None, None, "ecdsa-p256", False,
-    )
-
-
 class ControlSocketTests(SynchronousTestCase):
     """
-    The control socket's fallback folder in the shared temporary folder
-    cannot be squatted, and the client trusts no socket but the server's.
+    The control socket is made in the state directory the service opened,
+    however long its path, in no folder shared with other users; the
+    client trusts no socket but the server's.
     """
 
     def setUp(self) -> None:
-        base = os.path.abspath(self.mktemp())
-        os.mkdir(base)
-        shared = os.path.join(base, "tmp")
-        os.mkdir(shared)
-        os.chmod(shared, 0o1777)
-        self.patch(control, "SHARED_TEMPORARY", shared)
-        # Too long for a UNIX socket path: the socket goes to the shared folder.
-        self.state = os.path.join(base, "s" * 100)
+        self.base = os.path.abspath(self.mktemp())
+        os.mkdir(self.base)
+        # Too long for a UNIX socket path.
+        self.state = os.path.join(self.base, "s" * 100)
         os.mkdir(self.state, 0o700)
-        self.path = socketPath(self.state)
-        self.folder = os.path.dirname(self.path)
-        self.assertEqual(os.path.dirname(self.folder), shared)
+        self.path = os.path.join(self.state, "control.sock")
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
-    def start(self) -> MemoryReactorClock:
+    def service(self, state: str | None = None) -> tuple[ControlService, MemoryReactorClock]:
         """
-        Start a L{ControlService} for the state directory.
+        Start a L{ControlService} for C{state} (by default the long state
+        directory); it is stopped when the test ends.
 
-        @return: Its reactor.
+        @return: It and its reactor.
         """
         reactor = MemoryReactorClock()
-        service = ControlService(self.state, None, reactor)  # type: ignore[arg-type]
+        service = ControlService(state or self.state, None, reactor)  # type: ignore[arg-type]
         service.startService()
-        self.addCleanup(service.stopService)
-        return reactor
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service, reactor
 
-    def assertRefused(self) -> None:
+    def assertSameFolder(self, link: str, path: str) -> None:
         """
-        Assert that the service does not listen, that event 20175 says so,
-        and that the start-up check refuses the state directory.
+        Assert that C{link} reaches the folder C{path}.
         """
-        reactor = self.start()
+        reached, folder = os.stat(link), os.stat(path)
+        self.assertEqual((reached.st_dev, reached.st_ino), (folder.st_dev, folder.st_ino))
+
+    def assertRefused(self, reactor: MemoryReactorClock, *details: str) -> None:
+        """
+        Assert that the service does not listen, and that event 20175 (the
+        last one) says so, naming the socket's path, with C{details}.
+        """
         self.assertEqual(reactor.unixServers, [])
-        self.assertEqual([e.get("event_id") for e in self.events], [20175])
-        error = self.assertRaises(
-            ConfigurationError, checkControlFolder, resourceOptions(self.state)
+        event = [e for e in self.events if e.get("event_id") == 20175][-1]
+        self.assertEqual(event["path"], self.path)
+        for detail in details:
+            self.assertIn(detail, event["details"])
+
+    def test_longStateDirectory(self) -> None:
+        """
+        A state directory too long for a UNIX socket path gets its socket
+        all the same, 0600, in that very folder, reached through the
+        service's descriptor of it in C{/proc/self/fd}, held until the
+        service stops; nothing is made anywhere else.
+        """
+        service, reactor = self.service()
+        ((address, _, _, mode, _),) = reactor.unixServers
+        folder, name = os.path.split(address)
+        self.assertEqual(
+            (os.path.dirname(folder), name, mode), ("/proc/self/fd", "control.sock", 0o600)
         )
-        self.assertEqual(error.option, "state_directory")
+        self.assertSameFolder(folder, self.state)
+        self.assertEqual(os.listdir(self.base), [os.path.basename(self.state)])
+        self.assertEqual([e.get("event_id") for e in self.events], [])
+        self.successResultOf(service.stopService())
+        self.assertFalse(os.path.exists(folder))
 
-    def test_createdPrivate(self) -> None:
+    def test_bindAndConnect(self) -> None:
         """
-        The fallback folder is created 0700 and the socket listens there.
+        A socket bound at the address of a long state directory appears in
+        it, and a client reaches it through its own descriptor of the
+        folder.
         """
-        checkControlFolder(resourceOptions(self.state))
-        reactor = self.start()
-        self.assertEqual(modeOf(self.folder), 0o700)
-        self.assertEqual(reactor.unixServers[0][0], self.path)
+        self.makeSocket().listen()
+        self.assertTrue(stat.S_ISSOCK(os.lstat(self.path).st_mode))
+        with control._serverSocket(self.state) as address:
+            with socket.socket(socket.AF_UNIX) as connecting:
+                connecting.connect(address)
 
-    def test_squattedByOtherUser(self) -> None:
+    def test_stateDirectorySwapped(self) -> None:
         """
-        A fallback folder another user made first is never used.
+        The state directory moved away and replaced, after the start, by a
+        link to a folder of the server's user: the socket stays in the
+        folder the service opened, nothing goes through the link.
         """
-        os.mkdir(self.folder, 0o700)
-        giveAway(self.folder)
-        self.assertRefused()
-
-    def test_squattedWithLink(self) -> None:
-        """
-        A link planted as the fallback folder is never followed.
-        """
-        elsewhere = os.path.join(os.path.dirname(self.state), "elsewhere")
+        service, reactor = self.service()
+        folder = os.path.dirname(reactor.unixServers[0][0])
+        moved = os.path.join(self.base, "moved")
+        os.rename(self.state, moved)
+        elsewhere = os.path.join(self.base, "elsewhere")
         os.mkdir(elsewhere, 0o700)
-        os.symlink(elsewhere, self.folder)
-        self.assertRefused()
-        self.assertEqual(os.listdir(elsewhere), [])
+        os.symlink(elsewhere, self.state)
+        self.assertSameFolder(folder, moved)
 
-    def test_writableByOthers(self) -> None:
+    def test_noDescriptorLinks(self) -> None:
         """
-        A fallback folder others can write in is never used.
-        """
-        os.mkdir(self.folder)
-        os.chmod(self.folder, 0o777)
-        self.assertRefused()
-
-    def makeSocket(self) -> None:
-        """
-        Bind a UNIX socket at the control socket's path, in a folder of
-        this user.
-        """
-        os.mkdir(self.folder, 0o700)
-        listening = socket.socket(socket.AF_UNIX)
-        self.addCleanup(listening.close)
-        # The path is too long to bind: bind its name from its folder.
-        here = os.getcwd()
-        os.chdir(self.folder)
-        try:
-            listening.bind(os.path.basename(self.path))
-        finally:
-            os.chdir(here)
-
-    def test_clientTrustsServerSocket(self) -> None:
-        """
-        A socket of the state directory's owner in a folder only they can
-        write in is trusted.
+        Where C{/proc/self/fd} is missing (not Linux), a short state
+        directory's socket is bound at its path; a long one gets none
+        (event 20175 says why) and the service runs on; the client cannot
+        reach a socket there either.
         """
         self.makeSocket()
-        checkServerSocket(self.state, self.path)
+        self.patch(control, "DESCRIPTORS", os.path.join(self.base, "missing"))
+        short = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, short)
+        _, reactor = self.service(short)
+        self.assertEqual(reactor.unixServers[0][0], os.path.join(short, "control.sock"))
+        service, reactor = self.service()
+        self.assertRefused(reactor, "too long for a UNIX socket")
+        self.assertTrue(service.running)
+        failure = self.failureResultOf(
+            Deferred.fromCoroutine(askServer(MemoryReactorClock(), self.state, "status", {})),
+            OSError,
+        )
+        self.assertEqual(failure.value.errno, errno.ENAMETOOLONG)
+
+    def test_stateDirectoryLink(self) -> None:
+        """
+        A link at the state directory's path is never followed: no socket,
+        event 20175, nothing made in the folder it points to.
+        """
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.rename(self.state, elsewhere)
+        os.symlink(elsewhere, self.state)
+        _, reactor = self.service()
+        self.assertRefused(reactor, "symbolic link")
+        self.assertEqual(os.listdir(elsewhere), [])
+
+    def test_stateDirectoryUnsafe(self) -> None:
+        """
+        A state directory of another user, or that others can write in, is
+        never used for the socket.
+        """
+        os.chmod(self.state, 0o777)
+        _, reactor = self.service()
+        self.assertRefused(reactor, "writable by group or others")
+        os.chmod(self.state, 0o700)
+        giveAway(self.state)
+        _, reactor = self.service()
+        self.assertRefused(reactor, "owned by another user")
+
+    def makeSocket(self) -> socket.socket:
+        """
+        Bind a UNIX socket at the long state directory's control socket.
+
+        @return: The socket, closed when the test ends.
+        """
+        listening = socket.socket(socket.AF_UNIX)
+        self.addCleanup(listening.close)
+        with _opened(self.state) as folder:
+            listening.bind(socketAddress(self.state, folder))
+        return listening
+
+    def test_clientConnectsThroughDescriptor(self) -> None:
+        """
+        The client checks the socket of a long state directory, then
+        connects through its own descriptor of the folder, closed once the
+        connection attempt is over.
+        """
+        self.makeSocket()
+        reactor = MemoryReactorClock()
+        asked = Deferred.fromCoroutine(askServer(reactor, self.state, "status", {}))
+        ((address, factory, _, _),) = reactor.unixClients
+        folder = os.path.dirname(address)
+        self.assertEqual(os.path.dirname(folder), "/proc/self/fd")
+        self.assertSameFolder(folder, self.state)
+        factory.clientConnectionFailed(reactor.connectors[0], Failure(ConnectionRefusedError()))
+        self.failureResultOf(asked, ConnectionRefusedError)
+        self.assertFalse(os.path.exists(folder))
 
     def test_clientRefusesForeignSocket(self) -> None:
         """
-        The client refuses, before connecting, a socket of another user, or
-        in a folder of another user, with a message naming the socket.
+        The client refuses, before connecting, a socket of another user,
+        with a message naming the socket.
         """
         self.makeSocket()
         giveAway(self.path)
@@ -279,17 +336,49 @@ class ControlSocketTests(SynchronousTestCase):
         )
         self.assertIn(f"the control socket {self.path} is not trusted", str(failure.value))
         self.assertEqual(reactor.unixClients, [])
-        os.chown(self.path, os.geteuid(), -1)
-        giveAway(self.folder)
-        self.assertRaises(OperationError, checkServerSocket, self.state, self.path)
 
     def test_clientRefusesWritableFolder(self) -> None:
         """
-        The client refuses a socket whose folder others can write in.
+        The client refuses a socket in a state directory others can write
+        in.
         """
         self.makeSocket()
-        os.chmod(self.folder, 0o777)
-        self.assertRaises(OperationError, checkServerSocket, self.state, self.path)
+        os.chmod(self.state, 0o777)
+        reactor = MemoryReactorClock()
+        failure = self.failureResultOf(
+            Deferred.fromCoroutine(askServer(reactor, self.state, "status", {})),
+            OperationError,
+        )
+        self.assertIn("others can write in that folder", str(failure.value))
+        self.assertEqual(reactor.unixClients, [])
+
+    def test_clientRefusesLink(self) -> None:
+        """
+        The client follows no link at the state directory's path, even to
+        a folder with a socket of the server's user.
+        """
+        self.makeSocket()
+        linked = os.path.join(self.base, "linked")
+        os.symlink(self.state, linked)
+        reactor = MemoryReactorClock()
+        self.failureResultOf(
+            Deferred.fromCoroutine(askServer(reactor, linked, "status", {})), OSError
+        )
+        self.assertEqual(reactor.unixClients, [])
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[int]:
+    """
+    Open the folder C{path}.
+
+    @return: A context manager giving its descriptor.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class ControlProtocolTests(SynchronousTestCase):

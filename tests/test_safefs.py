@@ -348,7 +348,7 @@ class OpenFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
     def test_writableAncestorRefused(self) -> None:
         """
         A folder written in whose ancestor (or non-private base) others can
-        write in is refused, unless it is sticky as C{/tmp} is.
+        write in is refused; an ancestor may be sticky as C{/tmp} is.
         """
         shared = os.path.join(self.base, "shared")
         os.mkdir(shared)
@@ -357,7 +357,22 @@ class OpenFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         self.refused(shared, "export", privateBase=False)
         os.chmod(shared, 0o1777)
         self.open(os.path.join(shared, "state"))
-        self.open(shared, "export", privateBase=False)
+        self.open(os.path.join(shared, "store"), "export", privateBase=False)
+
+    def test_stickyBaseRefused(self) -> None:
+        """
+        A configured folder of this user that is sticky and writable by
+        others (a C{store_directory} made 1777) is refused, private or not:
+        in it another user could make first the folder of a certificate.
+        """
+        sticky = os.path.join(self.base, "sticky")
+        os.mkdir(sticky)
+        os.chmod(sticky, 0o1777)
+        error = self.refused(sticky, "export", privateBase=False)
+        self.assertIn("writable by group or others (mode 1777)", str(error))
+        self.refused(sticky)
+        self.assertRaises(UnusablePath, checkFolder, sticky, privateBase=False)
+        self.assertEqual((modeOf(sticky), os.listdir(sticky)), (0o1777, []))
 
     def test_foreignFolderRefused(self) -> None:
         """

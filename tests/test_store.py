@@ -653,6 +653,24 @@ class CheckStorageTests(PermissiveUmaskMixin, SynchronousTestCase):
         self.refused(self.options(foreign), "state_directory")
         self.refused(self.options(good, foreign), "store_directory")
 
+    def test_stickyStoreDirectory(self) -> None:
+        """
+        A store directory of the server's user made sticky and writable by
+        all, as C{/tmp} is, is refused at start naming C{store_directory}:
+        in it any user could make first the folder of a certificate, and
+        no order would ever be placed.  A sticky folder above it is fine.
+        """
+        state = os.path.join(self.base, "state")
+        store = os.path.join(self.base, "store")
+        os.mkdir(store)
+        os.chmod(store, 0o1777)
+        error = self.refused(self.options(state, store), "store_directory")
+        self.assertIn("writable by group or others", str(error))
+        self.refused(self.options(store), "state_directory")
+        os.chmod(store, 0o700)
+        os.chmod(self.base, 0o1777)
+        checkStorage(self.options(state, store))
+
     def test_checkedAtStart(self) -> None:
         """
         The file-system checks of a configuration, run before the server
