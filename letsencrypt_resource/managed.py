@@ -277,8 +277,9 @@ class ManagedCertificate:
 
     def restore(self, state: dict[str, Any]) -> None:
         """
-        Take back a state L{state} saved; ignore what does not parse, and
-        the retry wait and the order under way when the settings changed
+        Take back a state L{state} saved; ignore what does not parse, an
+        ARI window that is not finite or ends before it starts, and the
+        retry wait and the order under way when the settings changed
         since.  The compromised keys are always kept, whatever else fails.
         """
         self.compromisedKeys |= _digests(state.get("compromised_keys"))
@@ -301,6 +302,8 @@ class ManagedCertificate:
         times = (nextAttempt, lastFailure, holdUntil, ariPick, ariNextCheck)
         if not all(map(math.isfinite, times)):
             return
+        if ariWindow is not None and not _validWindow(*ariWindow):
+            ariWindow = None
         if state.get("settings") == self.settings:
             self.failures = max(failures, 0)
             self.nextAttempt = nextAttempt
@@ -312,6 +315,14 @@ class ManagedCertificate:
         self.ariPick = min(max(ariPick, 0.0), 1.0)
         self.ariNextCheck = ariNextCheck
         self.lastError = str(lastError) if lastError is not None else None
+
+
+def _validWindow(start: float, end: float) -> bool:
+    """
+    Whether a saved ARI window can be renewed in: finite, its start not
+    after its end.
+    """
+    return math.isfinite(start) and math.isfinite(end) and start <= end
 
 
 def _digests(value: Any) -> set[str]:
