@@ -142,6 +142,8 @@ class LetsEncryptResource(Service):
         # Writes that failed, the latest per key, to be tried again at
         # _writeRetryAt; _writeRounds counts the rounds that failed.
         self._unwritten: dict[Hashable, _Write] = {}
+        # The latest write of each key that has not ended (queued or running).
+        self._inFlight: dict[Hashable, _Write] = {}
         self._writeRetryAt = 0.0
         self._writeRounds = 0
         self._signer: CertifiedKey | None = None
@@ -290,7 +292,9 @@ class LetsEncryptResource(Service):
 
         A L{StoreError} is event 20009, and the write is kept to be tried
         again at the retry pace (the latest one per C{key}: a newer write
-        of the same thing replaces it); a retry that works is event 20185.
+        of the same thing replaces it, and while one is under way the
+        failed one waits); a write that works after a failure of its
+        C{key} is event 20185.
 
         @return: A Deferred that fires with whether it was written; it
             never fails, and cancelling it leaves the write to end (stopping
@@ -300,13 +304,12 @@ class LetsEncryptResource(Service):
         def written(result: object) -> bool:
             # Writes run in order: one that worked makes any earlier failed
             # write of the same thing moot.
-            self._unwritten.pop(key, None)
+            earlier = self._unwritten.pop(key, None)
             if not self._unwritten:
                 self._writeRounds = 0
-            if write.failed:
-                events.STORE_RECOVERED.emit(
-                    self._log, domains=write.label, path=write.failed
-                )
+            failed = write.failed or (earlier.failed if earlier is not None else None)
+            if failed:
+                events.STORE_RECOVERED.emit(self._log, domains=write.label, path=failed)
             write.done(result)
             return True
 
@@ -323,25 +326,43 @@ class LetsEncryptResource(Service):
             self._scheduleWakeUp()
             return False
 
+        def ended(result: bool) -> bool:
+            self._writing.discard(writing)
+            if self._inFlight.get(key) is write:
+                del self._inFlight[key]
+            return result
+
+        self._inFlight[key] = write
         writing = self._writes.run(self.runInThread, write.function, *write.args)
         writing.addCallbacks(written, storeFailed)
         writing.addErrback(lambda failure: self._unexpected(failure) or False)
         self._writing.add(writing)
-        writing.addBoth(lambda result: self._writing.discard(writing) or result)
+        writing.addBoth(ended)
         shielded: Deferred[bool] = Deferred()
         writing.chainDeferred(shielded)
         return shielded
 
     def _retryWrites(self, now: float) -> None:
         """
-        Try the failed writes again, when it is time.
+        Try the failed writes again, when it is time; one whose key has a
+        newer write under way waits for it instead (run after it, it
+        would put older data back): that write's end replaces it or makes
+        it moot.
         """
-        if not self._unwritten or now < self._writeRetryAt:
+        if now < self._writeRetryAt:
             return
-        self._writeRounds += 1
-        retrying, self._unwritten = self._unwritten, {}
+        retrying = self._retryable()
+        if retrying:
+            self._writeRounds += 1
         for key, write in retrying.items():
+            del self._unwritten[key]
             self._write(key, write)
+
+    def _retryable(self) -> dict[Hashable, _Write]:
+        """
+        The failed writes with no newer write of their key under way.
+        """
+        return {k: w for k, w in self._unwritten.items() if k not in self._inFlight}
 
     def _settle(self) -> None:
         settled, self._settled = self._settled, None
@@ -625,7 +646,7 @@ class LetsEncryptResource(Service):
         times = [
             c.nextEvent(self._checksARI) for c in self.managed.values() if c.attempt is None
         ]
-        if self._unwritten:
+        if self._retryable():
             times.append(self._writeRetryAt)
         if not times:
             return

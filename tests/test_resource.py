@@ -644,6 +644,32 @@ class StoreFailureTests(ResourceTestCase):
         self.assertIsNotNone(self.store.loadRenewalState(REPORTS))
         self.assertIsNotNone(self.store.loadRenewalState(FILES))
 
+    def test_retryDoesNotOverwriteNewer(self) -> None:
+        """
+        A failed write is not tried again behind a newer write of the same
+        thing still under way (it would put the older data back): the
+        newer one is kept, and its success ends the failure (20185);
+        other failed writes are tried again as usual.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveRenewalState")
+        resource = self.start()
+        self.assertIsNone(self.store.loadRenewalState(REPORTS))
+        self.store.failing.clear()
+        runner = HeldRunner()
+        resource.runInThread = runner
+        managed = resource.managed[frozenset(REPORTS)]
+        managed.ariPick = 0.25
+        resource.saveState(managed)
+        self.reactor.advance(FIRST_RETRY_DELAY)
+        while runner.held:
+            runner.releaseOne()
+            self.reactor.advance(0)
+        self.assertEqual(self.store.loadRenewalState(REPORTS)["ari_pick"], 0.25)
+        self.assertIsNotNone(self.store.loadRenewalState(FILES))
+        self.assertEqual(len(self.eventTexts(20185)), 2)
+        self.assertFalse(resource._unwritten)
+
     def test_accountLostAndUnwritable(self) -> None:
         """
         When the CA forgot the account and the store cannot take the
