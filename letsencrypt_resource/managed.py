@@ -51,6 +51,10 @@ class ManagedCertificate:
     @ivar attempt: The attempt under way, if any.
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
+    @ivar unstoredOrder: The order whose certificate is in service but not
+        stored yet: saved as the order to resume when none is under way,
+        so that a restart before the certificate is stored downloads it
+        again instead of ordering anew; no renewal resumes it meanwhile.
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
@@ -80,6 +84,7 @@ class ManagedCertificate:
         self.attempt: Deferred[None] | None = None
         self.announced: RenewalPlan | None = None
         self.pendingOrder: PendingOrder | None = None
+        self.unstoredOrder: PendingOrder | None = None
         self.compromisedKeys: set[str] = set()
         self.orderedBy: tuple[str, str, str] | None = None
         self.warned: tuple[Any, int, float] | None = None
@@ -260,6 +265,7 @@ class ManagedCertificate:
         """
         The renewal state to save, as JSON-ready data.
         """
+        pending = self.pendingOrder or self.unstoredOrder
         return {
             "settings": self.settings,
             "failures": self.failures,
@@ -271,7 +277,7 @@ class ManagedCertificate:
             "ari_window": list(self.ariWindow) if self.ariWindow else None,
             "ari_pick": self.ariPick,
             "ari_next_check": self.ariNextCheck,
-            "pending_order": self.pendingOrder.toJSON() if self.pendingOrder else None,
+            "pending_order": pending.toJSON() if pending else None,
             "compromised_keys": sorted(self.compromisedKeys),
         }
 

@@ -924,12 +924,23 @@ class LetsEncryptResource(Service):
         it in service.  When it cannot be stored, it goes in service all
         the same and the write is tried again: it is valid, and ordering
         anew would spend the CA's limits on a certificate already issued.
+
+        The order that got it stays in the saved renewal state until the
+        certificate is stored (see L{ManagedCertificate.unstoredOrder}), so
+        that a restart before then downloads it from that order again
+        instead of placing another.
         """
+        order = certificate.unstoredOrder = certificate.pendingOrder
+        certificate.succeeded()
+        certificate.orderedBy = orderedBy
 
         def stored(path: object) -> None:
             events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+            if certificate.unstoredOrder is order:
+                certificate.unstoredOrder = None
+                self.saveState(certificate)
 
-        yield self._write(
+        written = yield self._write(
             ("certificate", certificate.domains),
             _Write(
                 certificate.label,
@@ -938,9 +949,8 @@ class LetsEncryptResource(Service):
                 done=stored,
             ),
         )
-        certificate.succeeded()
-        certificate.orderedBy = orderedBy
-        self.saveState(certificate)
+        if not written:
+            self.saveState(certificate)
         self._deliver(certificate, issued)
         self._export(certificate)
         if not self._checksARI:
