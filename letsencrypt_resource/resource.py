@@ -127,6 +127,9 @@ class LetsEncryptResource(Service):
         self._automatic = automatic
         self.responder = ChallengeResponder()
         self.managed: dict[frozenset[str], ManagedCertificate] = {}
+        # Sets a reload dropped while their attempt runs: taken back, with
+        # that attempt, if a later reload adds them again before it ends.
+        self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._port: IListeningPort | None = None
         self._client: ACMEClient | None = None
         self._accountLock = DeferredLock()
@@ -147,6 +150,7 @@ class LetsEncryptResource(Service):
         self._writeRetryAt = 0.0
         self._writeRounds = 0
         self._signer: CertifiedKey | None = None
+        self._signerLock = DeferredLock()
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
 
@@ -183,16 +187,21 @@ class LetsEncryptResource(Service):
         in service; sets no longer used are dropped (an order under way for
         one ends without delivering); new sets are loaded from the store,
         put on a provisional certificate when they have none, and checked.
+        A set dropped while its attempt runs and added back before it ends
+        is taken back as it was, so that its order is not placed twice.
 
         @return: A Deferred that fires once every new set has a
             certificate; the checks go on after it.
         """
         collected = self._collectConsumers()
         for key in set(self.managed) - set(collected):
-            self.managed.pop(key).consumers = []
+            self._drop(key)
         added = []
         for key, fresh in collected.items():
             certificate = self.managed.get(key)
+            if certificate is None and key in self._dropped:
+                certificate = self.managed[key] = self._dropped.pop(key)
+                added.append(certificate)
             if certificate is None:
                 self.managed[key] = fresh
                 self._loadStored(fresh)
@@ -210,6 +219,24 @@ class LetsEncryptResource(Service):
                 self.check(only=added)
 
         return provisioned.addCallback(checkAdded).addErrback(self._unexpected)
+
+    def _drop(self, key: frozenset[str]) -> None:
+        """
+        Stop managing the set C{key}; keep it aside while its attempt runs.
+        """
+        certificate = self.managed.pop(key)
+        certificate.consumers = []
+        attempt = certificate.attempt
+        if attempt is None:
+            return
+        self._dropped[key] = certificate
+
+        def ended(result: object) -> object:
+            if self._dropped.get(key) is certificate:
+                del self._dropped[key]
+            return result
+
+        attempt.addBoth(ended)
 
     @inlineCallbacks
     def stopService(self) -> Deferred[None]:
@@ -440,10 +467,7 @@ class LetsEncryptResource(Service):
     @inlineCallbacks
     def _provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
         now = _utc(self._reactor.seconds())
-        names = sorted({name for c in self.managed.values() for name in c.domains})
-        if self._signer is None or signerProblem(self._signer, names, now):
-            self._signer = yield self._loadOrMakeSigner(now, names)
-        signer = self._signer
+        signer = yield self._signerLock.run(self._currentSigner, now)
         # A few at a time, each delivered as it comes, so that the reactor
         # never builds hundreds of TLS contexts in one turn.
         making = Limiter(PROVISIONAL_JOBS)
@@ -458,6 +482,18 @@ class LetsEncryptResource(Service):
         yield gatherResults(
             [making.run(provision, c) for c in certificates], consumeErrors=True
         )
+
+    @inlineCallbacks
+    def _currentSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+        """
+        The signer for provisional certificates of every set managed, made
+        or loaded when the one in use may not sign for them; run under
+        C{_signerLock}, so that overlapping provisions make one signer.
+        """
+        names = sorted({name for c in self.managed.values() for name in c.domains})
+        if self._signer is None or signerProblem(self._signer, names, now):
+            self._signer = yield self._loadOrMakeSigner(now, names)
+        return self._signer
 
     @inlineCallbacks
     def _loadOrMakeSigner(
