@@ -142,6 +142,12 @@ class ManagedCertificate:
         """
         self.compromisedKeys.add(publicKeyDigest(key))
 
+    def unmarkCompromised(self, key: PrivateKey) -> None:
+        """
+        Take back a mark of C{key} as compromised that could not be saved.
+        """
+        self.compromisedKeys.discard(publicKeyDigest(key))
+
     def isCompromised(self, key: PrivateKey) -> bool:
         """
         Whether C{key} was recorded as compromised.
