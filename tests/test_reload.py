@@ -552,6 +552,40 @@ class SignerRunner(HeldRunner):
     HELD = ("makeSigner",)
 
 
+class ReloadClashTests(ReloadCase):
+    """
+    New services are checked against the resource as it runs, not only
+    as the new file has it.
+    """
+
+    def test_runningChallengePortRefused(self) -> None:
+        """
+        A file that moves the challenge port (a change that waits for a
+        restart) and adds a service on the running one is refused, and
+        the services go on.
+        """
+        server = self.start(configuration(FILES))
+        before = dict(self.reactor.listening())
+        moved = configuration(FILES, NEW.replace("port = 6003", "port = 5002"))
+        self.reload(server, moved.replace("port = 5002\nacme_url", "port = 5003\nacme_url"))
+        [text] = self.texts(20197)
+        self.assertIn("[services/new] option 'port'", text)
+        self.assertIn("[resources/le]", text)
+        self.assertEqual(self.reactor.listening(), before)
+
+    def test_runningNameRefused(self) -> None:
+        """
+        A file that renames the resource and gives its running name to a
+        new service is refused: two components would share one name.
+        """
+        server = self.start(configuration(FILES))
+        taken = NEW.replace("name = new-https", "name = resources/le")
+        self.reload(server, configuration(FILES, taken, extra="name = other"))
+        [text] = self.texts(20197)
+        self.assertIn("[services/new] option 'name'", text)
+        self.assertEqual(self.texts(20196), [])
+
+
 class ConsumerReloadTests(ResourceTestCase):
     """
     L{LetsEncryptResource.reloadConsumers} with attempts and provisions
