@@ -561,7 +561,8 @@ class LetsEncryptResource(Service):
     def _export(self, certificate: ManagedCertificate) -> None:
         """
         Write the certificate in service to the store directory, if one is
-        configured; after a failure, the next check tries again.
+        configured; a failure is tried again at the write retry pace (see
+        L{_write}).
         """
         directory = self.options.storeDirectory
         issued = certificate.issued
