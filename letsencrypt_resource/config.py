@@ -583,13 +583,26 @@ def parseConfiguration(
                 f"needs an enabled {RESOURCE_TYPE!r} resource to obtain its "
                 "certificate, and there is none",
             )
-    _checkPortClashes(resource, services)
     configuration = Configuration(
         serverName, resource, tuple(services), configurationFile
     )
-    _checkNames(resource, services)
+    checkComponents(configuration)
     checkServedPaths(configuration, os.path.abspath)
     return configuration
+
+
+def checkComponents(configuration: Configuration) -> None:
+    """
+    The checks between the components of C{configuration}: no two
+    listeners on one address and port, no two components with one name.
+    A reload runs them again on the new services beside the resource as
+    it runs.
+
+    @raise ConfigurationError: at the first clash.
+    """
+    services = list(configuration.services)
+    _checkPortClashes(configuration.resource, services)
+    _checkNames(configuration.resource, services)
 
 
 #: The addresses that listen on every interface of a port.

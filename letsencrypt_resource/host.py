@@ -30,6 +30,7 @@ from .config import (
     Configuration,
     ConfigurationError,
     ResourceOptions,
+    checkComponents,
     checkServedPaths,
     ServiceOptions,
     loadConfiguration,
@@ -215,9 +216,11 @@ class ServerService(MultiService):
             configuration = readConfiguration(path)
             # Resource changes wait for a restart: the new services are to
             # run beside the resource as it runs, so they are checked
-            # against it as well (a served folder must not hold its state).
+            # against it as well (a served folder must not hold its state,
+            # nor a listener take its challenge port or its name).
             applied = attrs.evolve(configuration, resource=self.configuration.resource)
             if applied != configuration:
+                checkComponents(applied)
                 checkFileSystem(applied)
         except ConfigurationError as error:
             events.RELOAD_REFUSED.emit(self._log, path=path, details=str(error))

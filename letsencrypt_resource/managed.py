@@ -51,6 +51,10 @@ class ManagedCertificate:
     @ivar attempt: The attempt under way, if any.
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
+    @ivar unstoredOrder: The order whose certificate is in service but not
+        stored yet: saved as the order to resume when none is under way,
+        so that a restart before the certificate is stored downloads it
+        again instead of ordering anew; no renewal resumes it meanwhile.
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
@@ -80,6 +84,7 @@ class ManagedCertificate:
         self.attempt: Deferred[None] | None = None
         self.announced: RenewalPlan | None = None
         self.pendingOrder: PendingOrder | None = None
+        self.unstoredOrder: PendingOrder | None = None
         self.compromisedKeys: set[str] = set()
         self.orderedBy: tuple[str, str, str] | None = None
         self.warned: tuple[Any, int, float] | None = None
@@ -136,6 +141,12 @@ class ManagedCertificate:
         Record C{key} as compromised, for good.
         """
         self.compromisedKeys.add(publicKeyDigest(key))
+
+    def unmarkCompromised(self, key: PrivateKey) -> None:
+        """
+        Take back a mark of C{key} as compromised that could not be saved.
+        """
+        self.compromisedKeys.discard(publicKeyDigest(key))
 
     def isCompromised(self, key: PrivateKey) -> bool:
         """
@@ -260,6 +271,7 @@ class ManagedCertificate:
         """
         The renewal state to save, as JSON-ready data.
         """
+        pending = self.pendingOrder or self.unstoredOrder
         return {
             "settings": self.settings,
             "failures": self.failures,
@@ -271,14 +283,15 @@ class ManagedCertificate:
             "ari_window": list(self.ariWindow) if self.ariWindow else None,
             "ari_pick": self.ariPick,
             "ari_next_check": self.ariNextCheck,
-            "pending_order": self.pendingOrder.toJSON() if self.pendingOrder else None,
+            "pending_order": pending.toJSON() if pending else None,
             "compromised_keys": sorted(self.compromisedKeys),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """
-        Take back a state L{state} saved; ignore what does not parse, and
-        the retry wait and the order under way when the settings changed
+        Take back a state L{state} saved; ignore what does not parse, an
+        ARI window that is not finite or ends before it starts, and the
+        retry wait and the order under way when the settings changed
         since.  The compromised keys are always kept, whatever else fails.
         """
         self.compromisedKeys |= _digests(state.get("compromised_keys"))
@@ -301,6 +314,8 @@ class ManagedCertificate:
         times = (nextAttempt, lastFailure, holdUntil, ariPick, ariNextCheck)
         if not all(map(math.isfinite, times)):
             return
+        if ariWindow is not None and not _validWindow(*ariWindow):
+            ariWindow = None
         if state.get("settings") == self.settings:
             self.failures = max(failures, 0)
             self.nextAttempt = nextAttempt
@@ -312,6 +327,14 @@ class ManagedCertificate:
         self.ariPick = min(max(ariPick, 0.0), 1.0)
         self.ariNextCheck = ariNextCheck
         self.lastError = str(lastError) if lastError is not None else None
+
+
+def _validWindow(start: float, end: float) -> bool:
+    """
+    Whether a saved ARI window can be renewed in: finite, its start not
+    after its end.
+    """
+    return math.isfinite(start) and math.isfinite(end) and start <= end
 
 
 def _digests(value: Any) -> set[str]:

@@ -171,7 +171,9 @@ class Operations:
 
         For C{keyCompromise}, the key is first recorded as compromised in
         the renewal state (20193), so that it is never used again; when
-        that record cannot be written, nothing is revoked.
+        that record cannot be written, nothing is revoked, and the key is
+        not marked either, unless it was before (the state is saved again
+        without the mark, in place of the write that failed).
         """
         if reason not in REVOCATION_REASONS:
             raise OperationError(
@@ -183,9 +185,13 @@ class Operations:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
         client = yield self._resource.acmeClient()
         if reason == "keyCompromise":
+            recorded = certificate.isCompromised(issued.key)
             certificate.markCompromised(issued.key)
             written = yield self._resource.saveState(certificate)
             if not written:
+                if not recorded:
+                    certificate.unmarkCompromised(issued.key)
+                    self._resource.saveState(certificate)
                 raise OperationError(
                     f"nothing was revoked: the key of {certificate.label} cannot "
                     "be recorded as compromised (event 20009 says why)"

@@ -29,6 +29,8 @@ lifetime, from 6-day to 90-day certificates and beyond:
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 DAY = 86400.0
@@ -94,13 +96,15 @@ def planRenewal(
 
     @param ariWindow: The start and end of the CA's suggested window.
     @param pick: Where in the window to renew, from 0 (its start) to 1 (its
-        end); chosen at random once per window by the caller.
+        end); chosen at random once per window by the caller.  A window or
+        pick that gives no finite time is ignored: the lifetime decides.
     """
+    plan = RenewalPlan(lifetimeRenewalTime(notBefore, notAfter), "lifetime")
     if ariWindow is not None:
         start, end = ariWindow
-        plan = RenewalPlan(start + (max(end, start) - start) * pick, "ari")
-    else:
-        plan = RenewalPlan(lifetimeRenewalTime(notBefore, notAfter), "lifetime")
+        at = start + (max(end, start) - start) * pick
+        if math.isfinite(at):
+            plan = RenewalPlan(at, "ari")
     emergency = emergencyTime(notBefore, notAfter)
     if plan.at > emergency:
         return RenewalPlan(emergency, "emergency")

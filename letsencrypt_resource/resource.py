@@ -127,6 +127,9 @@ class LetsEncryptResource(Service):
         self._automatic = automatic
         self.responder = ChallengeResponder()
         self.managed: dict[frozenset[str], ManagedCertificate] = {}
+        # Sets a reload dropped while their attempt runs: taken back, with
+        # that attempt, if a later reload adds them again before it ends.
+        self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._port: IListeningPort | None = None
         self._client: ACMEClient | None = None
         self._accountLock = DeferredLock()
@@ -142,9 +145,12 @@ class LetsEncryptResource(Service):
         # Writes that failed, the latest per key, to be tried again at
         # _writeRetryAt; _writeRounds counts the rounds that failed.
         self._unwritten: dict[Hashable, _Write] = {}
+        # The latest write of each key that has not ended (queued or running).
+        self._inFlight: dict[Hashable, _Write] = {}
         self._writeRetryAt = 0.0
         self._writeRounds = 0
         self._signer: CertifiedKey | None = None
+        self._signerLock = DeferredLock()
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
 
@@ -181,16 +187,21 @@ class LetsEncryptResource(Service):
         in service; sets no longer used are dropped (an order under way for
         one ends without delivering); new sets are loaded from the store,
         put on a provisional certificate when they have none, and checked.
+        A set dropped while its attempt runs and added back before it ends
+        is taken back as it was, so that its order is not placed twice.
 
         @return: A Deferred that fires once every new set has a
             certificate; the checks go on after it.
         """
         collected = self._collectConsumers()
         for key in set(self.managed) - set(collected):
-            self.managed.pop(key).consumers = []
+            self._drop(key)
         added = []
         for key, fresh in collected.items():
             certificate = self.managed.get(key)
+            if certificate is None and key in self._dropped:
+                certificate = self.managed[key] = self._dropped.pop(key)
+                added.append(certificate)
             if certificate is None:
                 self.managed[key] = fresh
                 self._loadStored(fresh)
@@ -208,6 +219,24 @@ class LetsEncryptResource(Service):
                 self.check(only=added)
 
         return provisioned.addCallback(checkAdded).addErrback(self._unexpected)
+
+    def _drop(self, key: frozenset[str]) -> None:
+        """
+        Stop managing the set C{key}; keep it aside while its attempt runs.
+        """
+        certificate = self.managed.pop(key)
+        certificate.consumers = []
+        attempt = certificate.attempt
+        if attempt is None:
+            return
+        self._dropped[key] = certificate
+
+        def ended(result: object) -> object:
+            if self._dropped.get(key) is certificate:
+                del self._dropped[key]
+            return result
+
+        attempt.addBoth(ended)
 
     @inlineCallbacks
     def stopService(self) -> Deferred[None]:
@@ -290,7 +319,9 @@ class LetsEncryptResource(Service):
 
         A L{StoreError} is event 20009, and the write is kept to be tried
         again at the retry pace (the latest one per C{key}: a newer write
-        of the same thing replaces it); a retry that works is event 20185.
+        of the same thing replaces it, and while one is under way the
+        failed one waits); a write that works after a failure of its
+        C{key} is event 20185.
 
         @return: A Deferred that fires with whether it was written; it
             never fails, and cancelling it leaves the write to end (stopping
@@ -300,13 +331,12 @@ class LetsEncryptResource(Service):
         def written(result: object) -> bool:
             # Writes run in order: one that worked makes any earlier failed
             # write of the same thing moot.
-            self._unwritten.pop(key, None)
+            earlier = self._unwritten.pop(key, None)
             if not self._unwritten:
                 self._writeRounds = 0
-            if write.failed:
-                events.STORE_RECOVERED.emit(
-                    self._log, domains=write.label, path=write.failed
-                )
+            failed = write.failed or (earlier.failed if earlier is not None else None)
+            if failed:
+                events.STORE_RECOVERED.emit(self._log, domains=write.label, path=failed)
             write.done(result)
             return True
 
@@ -323,25 +353,43 @@ class LetsEncryptResource(Service):
             self._scheduleWakeUp()
             return False
 
+        def ended(result: bool) -> bool:
+            self._writing.discard(writing)
+            if self._inFlight.get(key) is write:
+                del self._inFlight[key]
+            return result
+
+        self._inFlight[key] = write
         writing = self._writes.run(self.runInThread, write.function, *write.args)
         writing.addCallbacks(written, storeFailed)
         writing.addErrback(lambda failure: self._unexpected(failure) or False)
         self._writing.add(writing)
-        writing.addBoth(lambda result: self._writing.discard(writing) or result)
+        writing.addBoth(ended)
         shielded: Deferred[bool] = Deferred()
         writing.chainDeferred(shielded)
         return shielded
 
     def _retryWrites(self, now: float) -> None:
         """
-        Try the failed writes again, when it is time.
+        Try the failed writes again, when it is time; one whose key has a
+        newer write under way waits for it instead (run after it, it
+        would put older data back): that write's end replaces it or makes
+        it moot.
         """
-        if not self._unwritten or now < self._writeRetryAt:
+        if now < self._writeRetryAt:
             return
-        self._writeRounds += 1
-        retrying, self._unwritten = self._unwritten, {}
+        retrying = self._retryable()
+        if retrying:
+            self._writeRounds += 1
         for key, write in retrying.items():
+            del self._unwritten[key]
             self._write(key, write)
+
+    def _retryable(self) -> dict[Hashable, _Write]:
+        """
+        The failed writes with no newer write of their key under way.
+        """
+        return {k: w for k, w in self._unwritten.items() if k not in self._inFlight}
 
     def _settle(self) -> None:
         settled, self._settled = self._settled, None
@@ -419,10 +467,7 @@ class LetsEncryptResource(Service):
     @inlineCallbacks
     def _provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
         now = _utc(self._reactor.seconds())
-        names = sorted({name for c in self.managed.values() for name in c.domains})
-        if self._signer is None or signerProblem(self._signer, names, now):
-            self._signer = yield self._loadOrMakeSigner(now, names)
-        signer = self._signer
+        signer = yield self._signerLock.run(self._currentSigner, now)
         # A few at a time, each delivered as it comes, so that the reactor
         # never builds hundreds of TLS contexts in one turn.
         making = Limiter(PROVISIONAL_JOBS)
@@ -437,6 +482,18 @@ class LetsEncryptResource(Service):
         yield gatherResults(
             [making.run(provision, c) for c in certificates], consumeErrors=True
         )
+
+    @inlineCallbacks
+    def _currentSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+        """
+        The signer for provisional certificates of every set managed, made
+        or loaded when the one in use may not sign for them; run under
+        C{_signerLock}, so that overlapping provisions make one signer.
+        """
+        names = sorted({name for c in self.managed.values() for name in c.domains})
+        if self._signer is None or signerProblem(self._signer, names, now):
+            self._signer = yield self._loadOrMakeSigner(now, names)
+        return self._signer
 
     @inlineCallbacks
     def _loadOrMakeSigner(
@@ -504,7 +561,8 @@ class LetsEncryptResource(Service):
     def _export(self, certificate: ManagedCertificate) -> None:
         """
         Write the certificate in service to the store directory, if one is
-        configured; after a failure, the next check tries again.
+        configured; a failure is tried again at the write retry pace (see
+        L{_write}).
         """
         directory = self.options.storeDirectory
         issued = certificate.issued
@@ -625,7 +683,7 @@ class LetsEncryptResource(Service):
         times = [
             c.nextEvent(self._checksARI) for c in self.managed.values() if c.attempt is None
         ]
-        if self._unwritten:
+        if self._retryable():
             times.append(self._writeRetryAt)
         if not times:
             return
@@ -903,12 +961,23 @@ class LetsEncryptResource(Service):
         it in service.  When it cannot be stored, it goes in service all
         the same and the write is tried again: it is valid, and ordering
         anew would spend the CA's limits on a certificate already issued.
+
+        The order that got it stays in the saved renewal state until the
+        certificate is stored (see L{ManagedCertificate.unstoredOrder}), so
+        that a restart before then downloads it from that order again
+        instead of placing another.
         """
+        order = certificate.unstoredOrder = certificate.pendingOrder
+        certificate.succeeded()
+        certificate.orderedBy = orderedBy
 
         def stored(path: object) -> None:
             events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+            if certificate.unstoredOrder is order:
+                certificate.unstoredOrder = None
+                self.saveState(certificate)
 
-        yield self._write(
+        written = yield self._write(
             ("certificate", certificate.domains),
             _Write(
                 certificate.label,
@@ -917,9 +986,8 @@ class LetsEncryptResource(Service):
                 done=stored,
             ),
         )
-        certificate.succeeded()
-        certificate.orderedBy = orderedBy
-        self.saveState(certificate)
+        if not written:
+            self.saveState(certificate)
         self._deliver(certificate, issued)
         self._export(certificate)
         if not self._checksARI:

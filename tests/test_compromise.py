@@ -109,6 +109,36 @@ class CompromisedKeyTests(ResourceTestCase):
         self.assertIn("nothing was revoked", str(error))
         self.assertEqual(self.server.revoked, {})
 
+    def test_notMarkedWhenNotRecorded(self) -> None:
+        """
+        When the record cannot be written, the key is not left marked
+        either: once writes work, the state saved has no compromised key,
+        and the certificate is kept, not replaced.
+        """
+        resource = self.start()
+        old = self.consumers["reports"].received[-1]
+        orders = self.server.ordersCreated
+        self.store.failWrites = True
+        self.assertRaises(OperationError, self.revoke, resource, "keyCompromise")
+        self.store.failWrites = False
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertEqual(self.store.loadRenewalState(REPORTS)["compromised_keys"], [])
+        self.assertIs(self.consumers["reports"].received[-1], old)
+        self.assertEqual(self.server.ordersCreated, orders)
+
+    def test_earlierMarkKept(self) -> None:
+        """
+        A key recorded as compromised by an earlier command stays recorded
+        when a later one cannot write the state.
+        """
+        resource = self.start()
+        key = self.consumers["reports"].received[-1].key
+        certificate = resource.managed[frozenset(REPORTS)]
+        certificate.markCompromised(key)
+        self.store.failWrites = True
+        self.assertRaises(OperationError, self.revoke, resource, "keyCompromise")
+        self.assertTrue(certificate.isCompromised(key))
+
     def test_compromisedAccountKeyRefused(self) -> None:
         """
         When the revoked key is the account key, no order is placed with

@@ -11,7 +11,7 @@ from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.testing import BASE, advanceThrough
-from tests.test_resource import FILES, REPORTS, ResourceTestCase
+from tests.test_resource import FILES, REPORTS, FailingSaves, ResourceTestCase
 
 
 class ResumeTests(ResourceTestCase):
@@ -150,3 +150,42 @@ class ResumeTests(ResourceTestCase):
         self.assertEqual(self.server.ordersCreated, 4)
         self.assertFalse(self.consumers["reports"].received[-1].provisional)
 
+
+    def test_unstoredCertificateDownloadedAgain(self) -> None:
+        """
+        While an issued certificate cannot be stored, the saved state keeps
+        the order that got it: a restart before the write works downloads
+        it from that order again (20191) instead of placing another, and
+        forgets the order once it is stored.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveCertificate")
+        resource = self.start()
+        issued = self.consumers["reports"].received[-1]
+        self.assertFalse(issued.provisional)
+        self.assertIsNone(self.store.loadCertificate(REPORTS))
+        self.assertIsNotNone(self.store.loadRenewalState(REPORTS)["pending_order"])
+        self.assertEqual(self.store.loadRenewalState(REPORTS)["failures"], 0)
+        resource.stopService()
+        self.store.failing.clear()
+        self.start()
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.assertEqual(self.eventIDs().count(20191), 2)
+        stored = self.store.loadCertificate(REPORTS)
+        self.assertEqual(stored.certificate, issued.certificate)
+        self.assertIsNone(self.store.loadRenewalState(REPORTS)["pending_order"])
+
+    def test_storedLaterForgetsOrder(self) -> None:
+        """
+        Without a restart, the certificate's write is tried again; once it
+        works, the order is forgotten, and no renewal meanwhile resumes it.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveCertificate")
+        self.start()
+        self.store.failing.clear()
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertIsNotNone(self.store.loadCertificate(REPORTS))
+        self.assertIsNone(self.store.loadRenewalState(REPORTS)["pending_order"])
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.assertNotIn(20191, self.eventIDs())

@@ -80,6 +80,23 @@ class PlanRenewalTests(SynchronousTestCase):
         self.assertEqual(plan, RenewalPlan(ISSUED + 50 * DAY, "ari"))
 
 
+    def test_nonFiniteWindow(self) -> None:
+        """
+        A window or pick that gives no finite time is ignored: the
+        certificate is due at two thirds of its lifetime.
+        """
+        nan, inf = float("nan"), float("inf")
+        expected = RenewalPlan(ISSUED + 60 * DAY, "lifetime")
+        for window, pick in [
+            ((nan, nan), 0.5),
+            ((ISSUED, inf), 0.5),
+            ((-inf, ISSUED), 0.5),
+            ((ISSUED, ISSUED + DAY), nan),
+        ]:
+            plan = planRenewal(ISSUED, ISSUED + 90 * DAY, window, pick)
+            self.assertEqual(plan, expected, (window, pick))
+
+
 class WarningTests(SynchronousTestCase):
     """
     Tests for L{shouldWarn} and L{warningThreshold}.

@@ -36,8 +36,13 @@ from letsencrypt_resource.reload import (
     planReload,
 )
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.testing import FakeACMEServer, MemoryStore, runUntilFired
-from tests.test_resource import synchronously
+from letsencrypt_resource.testing import (
+    FakeACMEServer,
+    MemoryStore,
+    RecordingConsumer,
+    runUntilFired,
+)
+from tests.test_resource import HeldRunner, ResourceTestCase, synchronously
 
 RESOURCE = """\
 [resources/le]
@@ -556,3 +561,97 @@ class HangUpTests(SynchronousTestCase):
         self.assertEqual(reloads, [None])
         service.stopService()
         self.assertEqual(signal.getsignal(signal.SIGHUP), previous)
+
+
+class SignerRunner(HeldRunner):
+    """
+    Runs jobs at once, but holds the making of provisional signers.
+    """
+
+    HELD = ("makeSigner",)
+
+
+class ReloadClashTests(ReloadCase):
+    """
+    New services are checked against the resource as it runs, not only
+    as the new file has it.
+    """
+
+    def test_runningChallengePortRefused(self) -> None:
+        """
+        A file that moves the challenge port (a change that waits for a
+        restart) and adds a service on the running one is refused, and
+        the services go on.
+        """
+        server = self.start(configuration(FILES))
+        before = dict(self.reactor.listening())
+        moved = configuration(FILES, NEW.replace("port = 6003", "port = 5002"))
+        self.reload(server, moved.replace("port = 5002\nacme_url", "port = 5003\nacme_url"))
+        [text] = self.texts(20197)
+        self.assertIn("[services/new] option 'port'", text)
+        self.assertIn("[resources/le]", text)
+        self.assertEqual(self.reactor.listening(), before)
+
+    def test_runningNameRefused(self) -> None:
+        """
+        A file that renames the resource and gives its running name to a
+        new service is refused: two components would share one name.
+        """
+        server = self.start(configuration(FILES))
+        taken = NEW.replace("name = new-https", "name = resources/le")
+        self.reload(server, configuration(FILES, taken, extra="name = other"))
+        [text] = self.texts(20197)
+        self.assertIn("[services/new] option 'name'", text)
+        self.assertEqual(self.texts(20196), [])
+
+
+class ConsumerReloadTests(ResourceTestCase):
+    """
+    L{LetsEncryptResource.reloadConsumers} with attempts and provisions
+    under way.
+    """
+
+    def test_droppedAndAddedBackDuringOrder(self) -> None:
+        """
+        A set dropped while its order runs, then added back before it
+        ends, is taken back with that order: no second attempt starts
+        beside it (20155 once, no order placed or resumed again), and its
+        consumers get the certificate it ends in.
+        """
+        self.server.validationDelay = 30
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        self.reactor.advance(1)
+        self.assertEqual(self.server.ordersCreated, 2)
+        reports = self.consumers["reports"]
+        self.registry.unregisterUtility(reports, ICertificateConsumer, name="reports")
+        resource.reloadConsumers()
+        self.assertNotIn(frozenset(reports.domains), resource.managed)
+        self.registry.registerUtility(reports, ICertificateConsumer, name="reports")
+        resource.reloadConsumers()
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertEqual(self.server.ordersCreated, 2)
+        self.assertEqual(self.eventIDs().count(20155), 2)
+        self.assertNotIn(20191, self.eventIDs())
+        self.assertFalse(reports.received[-1].provisional)
+
+    def test_overlappingProvisionsMakeOneSigner(self) -> None:
+        """
+        A reload that adds a set while the first start still makes the
+        provisional signer waits for it instead of making a second one.
+        """
+        runner = SignerRunner()
+        resource = self.makeResource()
+        resource.runInThread = runner
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        solo = RecordingConsumer("solo-https", ("files.example.test",))
+        self.registry.registerUtility(solo, ICertificateConsumer, name="solo")
+        resource.reloadConsumers()
+        self.assertEqual(runner.names(), ["makeSigner"])
+        runner.releaseOne()
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertEqual(runner.names(), [])
+        self.assertEqual(len(self.eventTexts(20180)), 1)
+        self.assertTrue(solo.received[0].provisional)

@@ -21,6 +21,7 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
+from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.policy import (
     EMERGENCY_RETRY_DELAY,
     FIRST_RETRY_DELAY,
@@ -643,6 +644,32 @@ class StoreFailureTests(ResourceTestCase):
         self.assertIsNotNone(self.store.loadRenewalState(REPORTS))
         self.assertIsNotNone(self.store.loadRenewalState(FILES))
 
+    def test_retryDoesNotOverwriteNewer(self) -> None:
+        """
+        A failed write is not tried again behind a newer write of the same
+        thing still under way (it would put the older data back): the
+        newer one is kept, and its success ends the failure (20185);
+        other failed writes are tried again as usual.
+        """
+        self.store = FailingSaves()
+        self.store.failing.add("saveRenewalState")
+        resource = self.start()
+        self.assertIsNone(self.store.loadRenewalState(REPORTS))
+        self.store.failing.clear()
+        runner = HeldRunner()
+        resource.runInThread = runner
+        managed = resource.managed[frozenset(REPORTS)]
+        managed.ariPick = 0.25
+        resource.saveState(managed)
+        self.reactor.advance(FIRST_RETRY_DELAY)
+        while runner.held:
+            runner.releaseOne()
+            self.reactor.advance(0)
+        self.assertEqual(self.store.loadRenewalState(REPORTS)["ari_pick"], 0.25)
+        self.assertIsNotNone(self.store.loadRenewalState(FILES))
+        self.assertEqual(len(self.eventTexts(20185)), 2)
+        self.assertFalse(resource._unwritten)
+
     def test_accountLostAndUnwritable(self) -> None:
         """
         When the CA forgot the account and the store cannot take the
@@ -717,6 +744,38 @@ class SavedWaitTests(ResourceTestCase):
         advanceThrough(self.reactor, 16 * FIRST_RETRY_DELAY)
         self.assertEqual(len(self.reportsOrders()), 2)
         self.assertIn(20187, self.eventIDs())
+
+    def test_nonFiniteWindowIgnored(self) -> None:
+        """
+        A saved ARI window that is not finite (JSON takes NaN) is dropped:
+        the set is renewed at two thirds of its lifetime, and nothing
+        fails.
+        """
+        self.start().stopService()
+        state = json.loads(self.store.states[REPORTS])
+        state["ari_window"] = [float("nan"), float("nan")]
+        self.store.states[REPORTS] = json.dumps(state)
+        resource = self.start()
+        self.assertIsNone(resource.managed[frozenset(REPORTS)].ariWindow)
+        advanceThrough(self.reactor, 61 * DAY)
+        self.assertEqual(len(self.reportsOrders()), 2)
+        self.assertEqual([e for e in self.events if "log_failure" in e], [])
+
+    def test_unusableWindowDropped(self) -> None:
+        """
+        A saved ARI window that is not finite, or ends before it starts,
+        is dropped; the rest of the state is kept.
+        """
+        nan, inf = float("nan"), float("inf")
+        for window in ([nan, nan], [0.0, inf], [-inf, 0.0], [2e9, 1.9e9]):
+            certificate = ManagedCertificate(REPORTS, "current")
+            certificate.restore(
+                {"settings": "current", "failures": 2, "ari_window": window}
+            )
+            self.assertIsNone(certificate.ariWindow, window)
+            self.assertEqual(certificate.failures, 2)
+        certificate.restore({"ari_window": [1.9e9, 2e9]})
+        self.assertEqual(certificate.ariWindow, (1.9e9, 2e9))
 
     def test_restartOnProvisionalAtEmergencyPace(self) -> None:
         """
