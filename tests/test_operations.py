@@ -21,7 +21,7 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
-from letsencrypt_resource.operations import OperationError, Operations, _iso
+from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import runUntilFired
@@ -134,7 +134,7 @@ class WithServerTests(OperationsCase):
         await self.startServer()
         before = await self.served(2, "reports.example.test")
         row = await self.command("revoke", "reports.example.test", "--reason", "keyCompromise")
-        self.assertEqual(row["revoked"], before.serial_number)
+        self.assertEqual(int(row["revoked"], 16), before.serial_number)
         status = await self.testCA.certificateStatus(before.serial_number)
         self.assertEqual(status, "Revoked")
         after = await self.served(2, "reports.example.test")
@@ -378,7 +378,7 @@ class FailedActionTests(ResourceTestCase):
         revoking = operations.revoke("reports.example.test", "superseded")
         error = self.assertRaises(OperationError, runUntilFired, self.reactor, revoking)
         self.assertIn(
-            f"the certificate {issued.certificate.serial_number} of "
+            f"the certificate with serial {issued.certificate.serial_number:X} of "
             "reports.example.test is revoked (superseded), but its replacement "
             "failed: reports.example.test: ",
             str(error),
@@ -446,3 +446,64 @@ class StatusRowTests(ResourceTestCase):
         [row] = [r for r in operations.status() if r["names"] == ["reports.example.test"]]
         self.assertEqual(row["next_check"], _iso(certificate.urgentSince()))
         self.assertLess(certificate.urgentSince(), certificate.nextAttempt)
+
+
+class OutcomeTests(ResourceTestCase):
+    """
+    What C{renew}, C{revoke} and C{status} tell the operator, on the fake
+    CA.
+    """
+
+    def test_renewSaysWhatItDid(self) -> None:
+        """
+        Each set C{renew} looked at says whether it was renewed or was not
+        due, with its plan.
+        """
+        operations = Operations(self.start(), self.reactor)
+        [row] = runUntilFired(self.reactor, operations.renew(["reports.example.test"], False))
+        self.assertEqual(row["outcome"], "not due")
+        self.assertEqual(row["reason"], "lifetime")
+        self.assertFalse(row["retry"])
+        [row] = runUntilFired(self.reactor, operations.renew(["reports.example.test"], True))
+        self.assertEqual(row["outcome"], "renewed")
+
+    def test_revokeSerialInHex(self) -> None:
+        """
+        C{revoke} gives the serial number revoked in hex, as C{openssl x509
+        -serial} does, and its replacement order says the certificate was
+        revoked, not that a renewal was asked for.
+        """
+        operations = Operations(self.start(), self.reactor)
+        issued = self.consumers["reports"].received[-1]
+        row = runUntilFired(
+            self.reactor, operations.revoke("reports.example.test", "superseded")
+        )
+        self.assertEqual(row["revoked"], serialHex(issued.certificate.serial_number))
+        [text] = [t for t in self.eventTexts(20155) if "reports" in t][-1:]
+        self.assertTrue(text.endswith(": its certificate was revoked."), text)
+
+    def test_serialHex(self) -> None:
+        """
+        Serial numbers are upper-case hex with an even number of digits.
+        """
+        self.assertEqual(serialHex(0xABC), "0ABC")
+        self.assertEqual(serialHex(0x1F), "1F")
+
+    def test_serving(self) -> None:
+        """
+        In the server, each row says what each service of the set serves;
+        without one, that no server runs and nothing is served.
+        """
+        resource = self.start()
+        [row] = [
+            r for r in Operations(resource, self.reactor).status()
+            if r["names"] == ["reports.example.test"]
+        ]
+        self.assertTrue(row["server_running"])
+        self.assertEqual(row["serving"], {"reports-https": "ca"})
+        [row] = [
+            r for r in Operations(resource, self.reactor, serverRunning=False).status()
+            if r["names"] == ["reports.example.test"]
+        ]
+        self.assertFalse(row["server_running"])
+        self.assertEqual(row["serving"], {})
