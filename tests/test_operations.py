@@ -90,15 +90,20 @@ class WithServerTests(OperationsCase):
 
     async def test_statusTableAndJSON(self) -> None:
         """
-        C{status} lists every certificate with its issuer, expiry, next
-        check and why; C{--json} gives the same for machines.
+        C{status} lists every certificate with what each service serves,
+        its issuer, expiry, and when and why it renews; C{--json} gives the
+        same for machines.
         """
         await self.setUpConfiguration()
         await self.startServer()
         table = await self.command("status")
+        self.assertNotIn("No server is running", table)
         self.assertIn("files.example.test, www.example.test", table)
+        self.assertIn("files-https: CA, files-again-https: CA", table)
         self.assertIn("Pebble Intermediate", table)
-        self.assertIn("most of its lifetime has passed", table)
+        self.assertRegex(
+            table, r"renews at \S+ because most of its lifetime will have passed"
+        )
         rows = await self.command("status", "--json")
         self.assertEqual(
             sorted(tuple(r["names"]) for r in rows),
@@ -106,20 +111,23 @@ class WithServerTests(OperationsCase):
         )
         for row in rows:
             self.assertFalse(row["provisional"])
+            self.assertTrue(row["server_running"])
+            self.assertEqual(set(row["serving"].values()), {"ca"})
             self.assertGreater(row["days_left"], 1000)
             self.assertIsNone(row["last_error"])
 
     async def test_renewForce(self) -> None:
         """
         C{renew --force DOMAIN} renews that set in the running server, which
-        serves the new certificate at once; other sets are untouched.
+        serves the new certificate at once, and says so; other sets are
+        untouched.
         """
         await self.setUpConfiguration()
         await self.startServer()
         before = await self.served(2, "reports.example.test")
         files = await self.served(0, "files.example.test")
-        [row] = await self.command("renew", "--force", "reports.example.test")
-        self.assertEqual(row["names"], ["reports.example.test"])
+        said = await self.command("renew", "--force", "reports.example.test")
+        self.assertRegex(said, r"^reports\.example\.test: renewed, valid until \S+\n$")
         after = await self.served(2, "reports.example.test")
         self.assertNotEqual(after.serial_number, before.serial_number)
         self.assertEqual((await self.served(0, "files.example.test")), files)
@@ -143,6 +151,23 @@ class WithServerTests(OperationsCase):
             after.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
             before.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
         )
+
+    async def test_renewNotDue(self) -> None:
+        """
+        C{renew} when nothing is due says so for each set, with when and
+        why it will renew, and exits with 0.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        said = await self.command("renew")
+        self.assertEqual(len(said.splitlines()), 2)
+        self.assertRegex(
+            said,
+            r"reports\.example\.test: not due, renews at \S+ because most of its "
+            "lifetime will have passed\n",
+        )
+        rows = await self.command("renew", "--json")
+        self.assertEqual({row["outcome"] for row in rows}, {"not due"})
 
     async def test_unknownDomain(self) -> None:
         """
@@ -194,9 +219,11 @@ class AloneTests(OperationsCase):
         await server.stopService()
         rows = await self.command("status", "--json")
         before = {tuple(r["names"]): r["not_after"] for r in rows}
-        renewed = await self.command("renew", "--force")
+        renewed = await self.command("renew", "--force", "--json")
         self.assertEqual(len(renewed), 2)
         for row in renewed:
+            self.assertEqual(row["outcome"], "renewed")
+            self.assertFalse(row["server_running"])
             self.assertIsNone(row["last_error"])
         server = await self.startServer()
         rows = await self.command("status", "--json")
@@ -223,7 +250,7 @@ class RolloverTests(OperationsCase):
         after = await self.command("account", "rollover")
         self.assertEqual(after["url"], before["url"])
         self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
-        [row] = await self.command("renew", "--force", "reports.example.test")
+        [row] = await self.command("renew", "--force", "--json", "reports.example.test")
         self.assertIsNone(row["last_error"])
         self.assertFalse(row["provisional"])
 
