@@ -1,3 +1,3 @@
-from .cli import main
+from .cli import MODULE_PROG, main
 
-main()
+main(prog=MODULE_PROG)

@@ -1,53 +1,85 @@
 """
-The operations command: C{python -m letsencrypt_resource --config FILE ...}.
+The operations command: C{letsencrypt-resource [--config FILE] COMMAND ...},
+also run as C{python -m letsencrypt_resource}.
 
 It asks the running server through its control socket; when no server runs,
 it takes the state directory's lock and does the work itself, answering
 HTTP-01 challenges on the configured address and port for the orders it
-makes.
+makes.  C{testca} runs a local test CA and needs no configuration.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
+import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
 from twisted.internet.task import react
 from zope.interface.registry import Components
 
-from .config import ConfigurationError
+from . import __version__, localca
+from .config import Configuration, ConfigurationError
 from .control import StateDirectoryLocked, StateLock, askServer, dispatch
-from .host import makeResource, readConfiguration
+from .display import formatRenewal, formatStatus
+from .host import checkCA, checkState, makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
 
+#: The command's name when it runs as C{python -m letsencrypt_resource}.
+MODULE_PROG = "python -m letsencrypt_resource"
 
-def parser() -> argparse.ArgumentParser:
+#: What each operation uses of the file system, beyond the file itself: no
+#: operation serves files, so none needs the services' folders; C{status}
+#: does not reach the CA either.
+_READ_ONLY_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkState,)
+_ACTING_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkCA, checkState)
+
+
+def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     """
-    The command line.
+    The command line; C{--config} goes before or after the subcommand.
     """
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the INI configuration file (required but for testca)",
+    )
     top = argparse.ArgumentParser(
-        prog="python -m letsencrypt_resource",
+        prog=prog,
+        parents=[config],
         description="Look at and act on the certificates of a lets-encrypt resource.",
     )
-    top.add_argument("--config", "-c", required=True, help="the INI configuration file")
-    commands = top.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="every certificate, its expiry and next check")
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[config], help=help, description=help)
+
+    status = command("status", "every certificate, what serves it and what comes next")
     status.add_argument("--json", action="store_true", help="print JSON for machines")
-    renew = commands.add_parser("renew", help="renew what is due, or everything with --force")
+    renew = command("renew", "renew what is due, or everything with --force")
     renew.add_argument("--force", action="store_true", help="renew even when not due")
+    renew.add_argument("--json", action="store_true", help="print JSON for machines")
     renew.add_argument("domains", nargs="*", metavar="DOMAIN", help="only these sets")
-    revoke = commands.add_parser("revoke", help="revoke a certificate, then replace it")
+    revoke = command("revoke", "revoke a certificate, then replace it")
     revoke.add_argument("domain", metavar="DOMAIN", help="a name of the certificate")
     revoke.add_argument(
         "--reason", default="unspecified", choices=sorted(REVOCATION_REASONS)
     )
-    account = commands.add_parser("account", help="the ACME account")
+    account = command("account", "the ACME account")
     account.add_argument("action", choices=["show", "rollover", "deactivate"])
+    testca = commands.add_parser(
+        "testca", help="run a local test CA for a configuration of your own"
+    )
+    localca.addArguments(testca)
     return top
 
 
@@ -70,13 +102,16 @@ async def runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[
     when the operation needs the CA, and stop.
     """
     options = configuration.resource
+    if name == "status":
+        # Status never reaches the CA, so it needs no CA bundle.
+        options = attrs.evolve(options, acmeCAFile=None)
     registry = Components()
     for service in configuration.services:
         registry.registerUtility(
             NoConsumer(service.name, service.domains), ICertificateConsumer, name=service.section
         )
     resource, pool = makeResource(options, registry, reactor, automatic=False)
-    operations = Operations(resource, reactor)
+    operations = Operations(resource, reactor, serverRunning=False)
     if name == "status":
         resource.load()
         return operations.status()
@@ -89,29 +124,41 @@ async def runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[
 
 
 async def run(
-    reactor: Any, argv: list[str], out: TextIO, err: TextIO | None = None
+    reactor: Any,
+    argv: list[str],
+    out: TextIO,
+    err: TextIO | None = None,
+    prog: str = "letsencrypt-resource",
 ) -> int:
     """
     Run the command line C{argv}, printing results to C{out} and errors to
     C{err} (by default the standard error); return the exit status: 1 when
-    anything asked for failed.
+    anything asked for failed, 2 when the configuration is invalid.
     """
     err = sys.stderr if err is None else err
-    arguments = parser().parse_args(argv)
+    commandLine = parser(prog)
+    arguments = commandLine.parse_args(argv)
+    if arguments.command == "testca":
+        return await localca.serve(reactor, arguments, out)
+    if "config" not in arguments:
+        commandLine.error(f"{arguments.command} needs --config FILE")
+    name, operationArguments = request(arguments)
+    checks = _READ_ONLY_CHECKS if name == "status" else _ACTING_CHECKS
     try:
-        configuration = readConfiguration(arguments.config)
+        configuration = readConfiguration(arguments.config, checks)
     except ConfigurationError as error:
         print(f"{arguments.config}: {error}", file=err)
         return 2
     if configuration.resource is None:
         print(f"{arguments.config}: no enabled lets-encrypt resource", file=err)
         return 2
-    name, operationArguments = request(arguments)
     state = configuration.resource.stateDirectory
+    serverRunning = True
     try:
         try:
             result = await askServer(reactor, state, name, operationArguments)
         except (ConnectError, OSError):
+            serverRunning = False
             lock = StateLock(state)
             lock.acquire()
             try:
@@ -124,38 +171,16 @@ async def run(
     except Exception as error:
         print(f"error: {type(error).__name__}: {error}", file=err)
         return 1
-    if getattr(arguments, "json", False) or name != "status":
+    if getattr(arguments, "json", False) or name not in ("status", "renew"):
         print(json.dumps(result, indent=2), file=out)
+    elif name == "status":
+        print(formatStatus(result, serverRunning, state), file=out)
     else:
-        print(formatStatus(result), file=out)
+        print(formatRenewal(result), file=out)
     return 0
 
 
-def formatStatus(rows: list[dict[str, Any]]) -> str:
-    """
-    The status rows as a table for people.
-    """
-    headers = ["names", "issuer", "not after", "days left", "next check", "why", "last error"]
-    table = [headers]
-    for row in rows:
-        table.append(
-            [
-                ", ".join(row["names"]),
-                "provisional" if row["provisional"] else row["issuer"] or "",
-                row["not_after"] or "",
-                "" if row["days_left"] is None else f"{row['days_left']:.1f}",
-                row["next_check"],
-                row["why"],
-                row["last_error"] or "",
-            ]
-        )
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> None:
     """
     The command's entry point.
     """
@@ -163,7 +188,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def go(reactor: Any) -> Deferred[None]:
         async def operate() -> None:
-            status = await run(reactor, argv, sys.stdout)
+            try:
+                status = await run(reactor, argv, sys.stdout, prog=prog)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # The reader stopped reading (status | head -3): nothing
+                # more can be printed, and no traceback is wanted.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                status = 1
             if status:
                 raise SystemExit(status)
 

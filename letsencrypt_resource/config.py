@@ -12,6 +12,7 @@ L{letsencrypt_resource.host}.
 from __future__ import annotations
 
 import configparser
+import difflib
 import ipaddress
 import os
 import re
@@ -373,13 +374,24 @@ SERVICE_OPTIONS = _COMMON + (
 SERVER_OPTIONS = (Option("name", _text, "", "The server's name, for labels."),)
 
 
+def _unknownOption(name: str, known: list[str]) -> str:
+    """
+    The message for the unknown option C{name}, with the known option
+    closest to it, if one is close.
+    """
+    closest = difflib.get_close_matches(name, known, n=1)
+    if not closest:
+        return "unknown option"
+    return f"unknown option; did you mean '{closest[0]}'?"
+
+
 def _readSection(
     parser: configparser.ConfigParser, section: str, options: tuple[Option, ...]
 ) -> dict[str, Any]:
-    known = {option.name for option in options}
+    known = [option.name for option in options]
     for name in parser[section]:
         if name not in known:
-            raise ConfigurationError(section, name, "unknown option")
+            raise ConfigurationError(section, name, _unknownOption(name, known))
     values: dict[str, Any] = {}
     for option in options:
         raw = parser[section].get(option.name, "").strip()

@@ -46,14 +46,12 @@ from .resource import LetsEncryptResource
 from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
 
 
-def checkFileSystem(configuration: Configuration) -> None:
+def checkServices(configuration: Configuration) -> None:
     """
-    The checks of a configuration that read the file system.
+    The checks of what the services serve.
 
     @raise ConfigurationError: when a served folder is missing or, once
-        links are followed, holds secrets, the ACME CA bundle cannot be
-        used, or the state directory or the store directory cannot be
-        written safely.
+        links are followed, holds secrets.
     """
     for service in configuration.services:
         if not os.path.isdir(service.path):
@@ -61,6 +59,15 @@ def checkFileSystem(configuration: Configuration) -> None:
                 service.section, "path", f"{service.path} is not an existing folder"
             )
     checkServedPaths(configuration, os.path.realpath)
+
+
+def checkCA(configuration: Configuration) -> None:
+    """
+    The checks of what reaching the CA uses.
+
+    @raise ConfigurationError: when the ACME CA bundle or the account key
+        cannot be used.
+    """
     resource = configuration.resource
     if resource is not None and resource.acmeCAFile is not None:
         try:
@@ -72,19 +79,50 @@ def checkFileSystem(configuration: Configuration) -> None:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
             raise ConfigurationError(resource.section, "account_key", str(error))
+
+
+def checkState(configuration: Configuration) -> None:
+    """
+    The checks of the state directory and the store directory.
+
+    @raise ConfigurationError: when one of them cannot be written safely.
+    """
+    resource = configuration.resource
     if resource is not None:
         checkStorage(resource)
 
 
-def readConfiguration(path: str) -> Configuration:
+#: Every check that reads the file system, for a server.
+ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
+    checkServices,
+    checkCA,
+    checkState,
+)
+
+
+def checkFileSystem(configuration: Configuration) -> None:
     """
-    Read the configuration file at C{path} and make every check of it,
-    those that read the file system included.
+    The checks of a configuration that read the file system: L{ALL_CHECKS}.
+
+    @raise ConfigurationError: at the first problem found.
+    """
+    for check in ALL_CHECKS:
+        check(configuration)
+
+
+def readConfiguration(
+    path: str, checks: tuple[Callable[[Configuration], None], ...] = ALL_CHECKS
+) -> Configuration:
+    """
+    Read the configuration file at C{path} and make every check of it that
+    reads the file system, or only C{checks} for a command that uses less
+    than a server does.
 
     @raise ConfigurationError: at the first problem found.
     """
     configuration = loadConfiguration(path)
-    checkFileSystem(configuration)
+    for check in checks:
+        check(configuration)
     return configuration
 
 

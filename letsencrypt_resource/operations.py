@@ -70,6 +70,15 @@ def _errors(failed: list[ManagedCertificate]) -> str:
     return "; ".join(f"{c.label}: {c.lastError}" for c in failed)
 
 
+def serialHex(serial: int) -> str:
+    """
+    A certificate serial number as C{openssl x509 -serial} shows it:
+    upper-case hex, an even number of digits.
+    """
+    digits = f"{serial:X}"
+    return digits.zfill(len(digits) + len(digits) % 2)
+
+
 class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
@@ -77,14 +86,23 @@ class Operations:
 
     _log = Logger()
 
-    def __init__(self, resource: LetsEncryptResource, clock: Any):
+    def __init__(
+        self, resource: LetsEncryptResource, clock: Any, serverRunning: bool = True
+    ):
+        """
+        @param serverRunning: Whether the resource is the running server's,
+            whose services serve its certificates, or the operations
+            command's own, with no server running.
+        """
         self._resource = resource
         self._clock = clock
+        self._serverRunning = serverRunning
 
     def status(self) -> list[dict[str, Any]]:
         """
         One row per domain set: names, issuer, expiry, next check and why,
-        and the last error.
+        what each service serves (nothing when no server runs), and the last
+        error.
         """
         return [self._row(c) for c in self._resource.managed.values()]
 
@@ -98,9 +116,14 @@ class Operations:
             "not_after": None,
             "days_left": None,
             "provisional": current is None or current.provisional,
+            "server_running": self._serverRunning,
+            "serving": {},
             "failures": certificate.failures,
             "last_error": certificate.lastError,
         }
+        if self._serverRunning:
+            served = "provisional" if row["provisional"] else "ca"
+            row["serving"] = {name: served for name in row["services"]}
         if current is not None and not current.provisional:
             issuer = current.certificate.issuer.rfc4514_string()
             notAfter = current.notAfter.timestamp()
@@ -111,7 +134,9 @@ class Operations:
             )
         plan = certificate.plan()
         retry = certificate.retryAt()
-        if retry > max(plan.at, now):
+        row["retry"] = retry > max(plan.at, now)
+        row["reason"] = plan.reason
+        if row["retry"]:
             row["next_check"] = _iso(retry)
             row["why"] = f"retry after {certificate.failures} failed attempts"
         else:
@@ -141,26 +166,34 @@ class Operations:
         """
         Renew the sets holding C{names} (all when empty): those due, or
         every one with C{force}.
+
+        @return: The status row of each set, with its C{outcome}:
+            C{"renewed"}, or C{"not due"} when nothing was ordered.
         """
         chosen = self.select(names)
+        before = {certificate: certificate.current for certificate in chosen}
         failed = yield self._check(chosen, force)
         if failed:
             raise OperationError(
                 f"the renewal failed for {len(failed)} of the {len(chosen)} sets "
                 f"asked for: {_errors(failed)}"
             )
-        return [self._row(c) for c in chosen]
+        rows = []
+        for certificate in chosen:
+            renewed = certificate.current is not before[certificate]
+            rows.append({**self._row(certificate), "outcome": "renewed" if renewed else "not due"})
+        return rows
 
     @inlineCallbacks
     def _check(
-        self, chosen: list[ManagedCertificate], force: bool
+        self, chosen: list[ManagedCertificate], force: bool, reason: str = "forced"
     ) -> Deferred[list[ManagedCertificate]]:
         """
-        Check C{chosen} now, renewing those due (every one with C{force});
-        return those whose attempt failed.
+        Check C{chosen} now, renewing those due (every one with C{force},
+        for C{reason}); return those whose attempt failed.
         """
         before = {certificate: certificate.failures for certificate in chosen}
-        yield self._resource.check(force=force, only=chosen)
+        yield self._resource.check(force=force, only=chosen, reason=reason)
         return [c for c in chosen if c.failures > before[c]]
 
     @inlineCallbacks
@@ -198,11 +231,11 @@ class Operations:
                 )
             events.KEY_COMPROMISED.emit(self._log, domains=certificate.label)
         yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
-        row = {"revoked": issued.certificate.serial_number, "reason": reason}
-        failed = yield self._check([certificate], force=True)
+        row = {"revoked": serialHex(issued.certificate.serial_number), "reason": reason}
+        failed = yield self._check([certificate], force=True, reason="revoked")
         if failed:
             raise OperationError(
-                f"the certificate {row['revoked']} of {certificate.label} is revoked "
+                f"the certificate with serial {row['revoked']} of {certificate.label} is revoked "
                 f"({reason}), but its replacement failed: {_errors(failed)}; the "
                 "services keep the revoked certificate until a retry succeeds"
             )

@@ -62,6 +62,7 @@ REASONS = {
     NO_CERTIFICATE: NO_CERTIFICATE,
     NAMES_CHANGED: NAMES_CHANGED,
     "forced": "renewal was asked for",
+    "revoked": "its certificate was revoked",
 }
 #: How many orders run at once.
 CONCURRENT_ORDERS = 2
@@ -580,7 +581,10 @@ class LetsEncryptResource(Service):
     # Checks and orders
 
     def check(
-        self, force: bool = False, only: Collection[ManagedCertificate] | None = None
+        self,
+        force: bool = False,
+        only: Collection[ManagedCertificate] | None = None,
+        reason: str = "forced",
     ) -> Deferred[None]:
         """
         Warn about certificates close to expiry, then ask for renewal
@@ -588,6 +592,7 @@ class LetsEncryptResource(Service):
 
         @param force: Renew every certificate, due or not.
         @param only: Look at these domain sets only.
+        @param reason: Why C{force} renews, a key of L{REASONS}.
         @return: A Deferred that fires when every attempt started has ended
             and what it wrote is on disk; it never fails.
         """
@@ -603,7 +608,7 @@ class LetsEncryptResource(Service):
         self._warnOfExpiry(now, starting)
         self._retryWrites(now)
         for certificate in starting:
-            self._startAttempt(certificate, force)
+            self._startAttempt(certificate, reason if force else None)
         attempts = [c.attempt for c in self.managed.values() if c.attempt is not None]
         self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
             lambda _: self._scheduleWakeUp(), lambda failure: None
@@ -659,12 +664,12 @@ class LetsEncryptResource(Service):
                 details=details,
             )
 
-    def _startAttempt(self, certificate: ManagedCertificate, force: bool) -> None:
+    def _startAttempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
         def ended(result: object) -> object:
             certificate.attempt = None
             return result
 
-        certificate.attempt = self._orders.run(self._attempt, certificate, force)
+        certificate.attempt = self._orders.run(self._attempt, certificate, forced)
         certificate.attempt.addBoth(ended)
 
     def _cancelWakeUp(self) -> None:
@@ -724,15 +729,15 @@ class LetsEncryptResource(Service):
         return self._client
 
     @inlineCallbacks
-    def _attempt(self, certificate: ManagedCertificate, force: bool) -> Deferred[None]:
+    def _attempt(self, certificate: ManagedCertificate, forced: str | None) -> Deferred[None]:
         """
         Refresh the renewal information of C{certificate} when it is time,
-        then renew it if it is due (or C{force}).
+        then renew it if it is due, or if C{forced} gives a reason to.
 
         When only the renewal information was due, not reaching the CA is
         a warning (20161) and no failed attempt.
         """
-        due = force or certificate.plan().at <= self._reactor.seconds()
+        due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
             try:
                 client = yield self.acmeClient()
@@ -749,11 +754,11 @@ class LetsEncryptResource(Service):
                 if certificate.ariNextCheck <= now:
                     yield self._refreshRenewalInfo(client, certificate, issued)
             plan = certificate.plan()
-            if not force and plan.at > self._reactor.seconds():
+            if forced is None and plan.at > self._reactor.seconds():
                 self._announce(certificate)
                 return
             yield self._checkWritable(certificate)
-            yield self._renew(client, certificate, "forced" if force else plan.reason)
+            yield self._renew(client, certificate, forced or plan.reason)
         except CancelledError:
             raise
         except Exception as error:

@@ -5,6 +5,8 @@ The C{twistd lets-encrypt} command.
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
 from twisted.application.service import IService
 from twisted.python import usage
@@ -32,13 +34,17 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         """
         Read and validate the whole configuration before anything starts.
+
+        A configuration that cannot be used stops twistd with status 1 and
+        one line naming the file, section and option, without twistd's
+        usage text, which says nothing about it.
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
         try:
             configuration = readConfiguration(self["config"])
         except ConfigurationError as error:
-            raise usage.UsageError(f"{self['config']}: {error}")
+            _refuse(f"{self['config']}: {error}")
         self["configuration"] = configuration
         self["lock"] = None
         if configuration.resource is not None:
@@ -46,8 +52,16 @@ class Options(usage.Options):
             try:
                 lock.acquire()
             except (StateDirectoryLocked, OSError) as error:
-                raise usage.UsageError(f"{self['config']}: {error}")
+                _refuse(f"{self['config']}: {error}")
             self["lock"] = lock
+
+
+def _refuse(message: str) -> NoReturn:
+    """
+    Stop twistd before anything starts, with C{message} alone.
+    """
+    print(f"twistd lets-encrypt: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
 
 
 def makeService(options: Options) -> IService:

@@ -464,6 +464,17 @@ class BadConfigurationTests(SynchronousTestCase):
             withService(listen="0.0.0.0"), "services/s1", "listen", "unknown option"
         )
 
+    def test_unknownOptionClosest(self) -> None:
+        """
+        An unknown option close to a known one of its section names it.
+        """
+        self.assertConfigurationError(
+            withService(ssl_domain="a.example.com"),
+            "services/s1",
+            "ssl_domain",
+            "unknown option; did you mean 'ssl_domains'?",
+        )
+
     def test_resourceOptionInService(self) -> None:
         """
         Options are checked against the section's own kind.

@@ -21,7 +21,7 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
-from letsencrypt_resource.operations import OperationError, Operations, _iso
+from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import runUntilFired
@@ -90,15 +90,20 @@ class WithServerTests(OperationsCase):
 
     async def test_statusTableAndJSON(self) -> None:
         """
-        C{status} lists every certificate with its issuer, expiry, next
-        check and why; C{--json} gives the same for machines.
+        C{status} lists every certificate with what each service serves,
+        its issuer, expiry, and when and why it renews; C{--json} gives the
+        same for machines.
         """
         await self.setUpConfiguration()
         await self.startServer()
         table = await self.command("status")
+        self.assertNotIn("No server is running", table)
         self.assertIn("files.example.test, www.example.test", table)
+        self.assertIn("files-https: CA, files-again-https: CA", table)
         self.assertIn("Pebble Intermediate", table)
-        self.assertIn("most of its lifetime has passed", table)
+        self.assertRegex(
+            table, r"renews at \S+ because most of its lifetime will have passed"
+        )
         rows = await self.command("status", "--json")
         self.assertEqual(
             sorted(tuple(r["names"]) for r in rows),
@@ -106,20 +111,23 @@ class WithServerTests(OperationsCase):
         )
         for row in rows:
             self.assertFalse(row["provisional"])
+            self.assertTrue(row["server_running"])
+            self.assertEqual(set(row["serving"].values()), {"ca"})
             self.assertGreater(row["days_left"], 1000)
             self.assertIsNone(row["last_error"])
 
     async def test_renewForce(self) -> None:
         """
         C{renew --force DOMAIN} renews that set in the running server, which
-        serves the new certificate at once; other sets are untouched.
+        serves the new certificate at once, and says so; other sets are
+        untouched.
         """
         await self.setUpConfiguration()
         await self.startServer()
         before = await self.served(2, "reports.example.test")
         files = await self.served(0, "files.example.test")
-        [row] = await self.command("renew", "--force", "reports.example.test")
-        self.assertEqual(row["names"], ["reports.example.test"])
+        said = await self.command("renew", "--force", "reports.example.test")
+        self.assertRegex(said, r"^reports\.example\.test: renewed, valid until \S+\n$")
         after = await self.served(2, "reports.example.test")
         self.assertNotEqual(after.serial_number, before.serial_number)
         self.assertEqual((await self.served(0, "files.example.test")), files)
@@ -134,7 +142,7 @@ class WithServerTests(OperationsCase):
         await self.startServer()
         before = await self.served(2, "reports.example.test")
         row = await self.command("revoke", "reports.example.test", "--reason", "keyCompromise")
-        self.assertEqual(row["revoked"], before.serial_number)
+        self.assertEqual(int(row["revoked"], 16), before.serial_number)
         status = await self.testCA.certificateStatus(before.serial_number)
         self.assertEqual(status, "Revoked")
         after = await self.served(2, "reports.example.test")
@@ -143,6 +151,23 @@ class WithServerTests(OperationsCase):
             after.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
             before.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo),
         )
+
+    async def test_renewNotDue(self) -> None:
+        """
+        C{renew} when nothing is due says so for each set, with when and
+        why it will renew, and exits with 0.
+        """
+        await self.setUpConfiguration()
+        await self.startServer()
+        said = await self.command("renew")
+        self.assertEqual(len(said.splitlines()), 2)
+        self.assertRegex(
+            said,
+            r"reports\.example\.test: not due, renews at \S+ because most of its "
+            "lifetime will have passed\n",
+        )
+        rows = await self.command("renew", "--json")
+        self.assertEqual({row["outcome"] for row in rows}, {"not due"})
 
     async def test_unknownDomain(self) -> None:
         """
@@ -194,9 +219,11 @@ class AloneTests(OperationsCase):
         await server.stopService()
         rows = await self.command("status", "--json")
         before = {tuple(r["names"]): r["not_after"] for r in rows}
-        renewed = await self.command("renew", "--force")
+        renewed = await self.command("renew", "--force", "--json")
         self.assertEqual(len(renewed), 2)
         for row in renewed:
+            self.assertEqual(row["outcome"], "renewed")
+            self.assertFalse(row["server_running"])
             self.assertIsNone(row["last_error"])
         server = await self.startServer()
         rows = await self.command("status", "--json")
@@ -223,7 +250,7 @@ class RolloverTests(OperationsCase):
         after = await self.command("account", "rollover")
         self.assertEqual(after["url"], before["url"])
         self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
-        [row] = await self.command("renew", "--force", "reports.example.test")
+        [row] = await self.command("renew", "--force", "--json", "reports.example.test")
         self.assertIsNone(row["last_error"])
         self.assertFalse(row["provisional"])
 
@@ -378,7 +405,7 @@ class FailedActionTests(ResourceTestCase):
         revoking = operations.revoke("reports.example.test", "superseded")
         error = self.assertRaises(OperationError, runUntilFired, self.reactor, revoking)
         self.assertIn(
-            f"the certificate {issued.certificate.serial_number} of "
+            f"the certificate with serial {issued.certificate.serial_number:X} of "
             "reports.example.test is revoked (superseded), but its replacement "
             "failed: reports.example.test: ",
             str(error),
@@ -446,3 +473,64 @@ class StatusRowTests(ResourceTestCase):
         [row] = [r for r in operations.status() if r["names"] == ["reports.example.test"]]
         self.assertEqual(row["next_check"], _iso(certificate.urgentSince()))
         self.assertLess(certificate.urgentSince(), certificate.nextAttempt)
+
+
+class OutcomeTests(ResourceTestCase):
+    """
+    What C{renew}, C{revoke} and C{status} tell the operator, on the fake
+    CA.
+    """
+
+    def test_renewSaysWhatItDid(self) -> None:
+        """
+        Each set C{renew} looked at says whether it was renewed or was not
+        due, with its plan.
+        """
+        operations = Operations(self.start(), self.reactor)
+        [row] = runUntilFired(self.reactor, operations.renew(["reports.example.test"], False))
+        self.assertEqual(row["outcome"], "not due")
+        self.assertEqual(row["reason"], "lifetime")
+        self.assertFalse(row["retry"])
+        [row] = runUntilFired(self.reactor, operations.renew(["reports.example.test"], True))
+        self.assertEqual(row["outcome"], "renewed")
+
+    def test_revokeSerialInHex(self) -> None:
+        """
+        C{revoke} gives the serial number revoked in hex, as C{openssl x509
+        -serial} does, and its replacement order says the certificate was
+        revoked, not that a renewal was asked for.
+        """
+        operations = Operations(self.start(), self.reactor)
+        issued = self.consumers["reports"].received[-1]
+        row = runUntilFired(
+            self.reactor, operations.revoke("reports.example.test", "superseded")
+        )
+        self.assertEqual(row["revoked"], serialHex(issued.certificate.serial_number))
+        [text] = [t for t in self.eventTexts(20155) if "reports" in t][-1:]
+        self.assertTrue(text.endswith(": its certificate was revoked."), text)
+
+    def test_serialHex(self) -> None:
+        """
+        Serial numbers are upper-case hex with an even number of digits.
+        """
+        self.assertEqual(serialHex(0xABC), "0ABC")
+        self.assertEqual(serialHex(0x1F), "1F")
+
+    def test_serving(self) -> None:
+        """
+        In the server, each row says what each service of the set serves;
+        without one, that no server runs and nothing is served.
+        """
+        resource = self.start()
+        [row] = [
+            r for r in Operations(resource, self.reactor).status()
+            if r["names"] == ["reports.example.test"]
+        ]
+        self.assertTrue(row["server_running"])
+        self.assertEqual(row["serving"], {"reports-https": "ca"})
+        [row] = [
+            r for r in Operations(resource, self.reactor, serverRunning=False).status()
+            if r["names"] == ["reports.example.test"]
+        ]
+        self.assertFalse(row["server_running"])
+        self.assertEqual(row["serving"], {})

@@ -218,7 +218,8 @@ class TwistdTests(TestCACase):
     async def refused(self, path: str) -> tuple[bytes, bytes]:
         """
         Run twistd on the configuration at C{path}, which must stop it at
-        once with a non-zero status; return its output.
+        once with status 1 and without twistd's usage text; return its
+        output.
         """
         out, err, code = await getProcessOutputAndValue(
             twistdCommand()[0],
@@ -226,7 +227,8 @@ class TwistdTests(TestCACase):
             env=environment(),
             path=os.path.dirname(path),
         )
-        self.assertNotEqual(code, 0)
+        self.assertEqual(code, 1)
+        self.assertNotIn(b"Usage:", out + err)
         return out, err
 
     async def test_badConfiguration(self) -> None:
@@ -245,6 +247,24 @@ class TwistdTests(TestCACase):
         self.assertIn(b"99999", out + err)
         self.assertNotIn(b"Traceback", out + err)
         self.assertEqual(sorted(os.listdir(os.path.dirname(path))), before)
+
+    async def test_unknownOptionOnly(self) -> None:
+        """
+        An unknown option is one line on the standard error naming the
+        file, section and option, and the known option closest to it.
+        """
+        path = self.writeConfiguration(
+            "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+            "[services/files]\ntype = https\naddress = 127.0.0.1\n"
+            "path = public\nssl_domain = files.example.test\n"
+        )
+        out, err = await self.refused(path)
+        self.assertEqual(out, b"")
+        self.assertEqual(
+            err.decode(),
+            f"twistd lets-encrypt: error: {path}: [services/files] option "
+            "'ssl_domain': unknown option; did you mean 'ssl_domains'?\n",
+        )
 
     async def test_secondServerRefused(self) -> None:
         """

@@ -1,0 +1,92 @@
+"""
+What the operations command prints for people: the status table and what
+a renewal did.  Both read the JSON-ready rows of
+L{letsencrypt_resource.operations.Operations}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Why a set renews at its planned time, as "renews at ... because ...",
+#: for the renewal rules whose event text reads as the present.
+_BECAUSE = {
+    "lifetime": "most of its lifetime will have passed",
+    "ari": "the CA suggests it (ARI renewal window)",
+    "emergency": "it will be close to expiry",
+}
+
+#: What a service serves, by the C{serving} values of a row.
+_SERVED = {"ca": "CA", "provisional": "provisional"}
+
+
+def nextAction(row: dict[str, Any]) -> str:
+    """
+    What the resource will do next for the set of C{row}, and why.
+    """
+    if row["retry"]:
+        return f"retry at {row['next_check']} after {row['failures']} failed attempts"
+    because = _BECAUSE.get(row["reason"], row["why"])
+    return f"renews at {row['next_check']} because {because}"
+
+
+def serving(row: dict[str, Any]) -> str:
+    """
+    What each service of C{row} serves, or that no server runs.
+    """
+    if not row["server_running"]:
+        return "no server running"
+    return ", ".join(
+        f"{service}: {_SERVED[served]}" for service, served in row["serving"].items()
+    )
+
+
+def formatStatus(
+    rows: list[dict[str, Any]], serverRunning: bool, stateDirectory: str
+) -> str:
+    """
+    The status rows as a table for people, after a line saying so when no
+    server runs on C{stateDirectory}.
+    """
+    headers = ["names", "serving", "issuer", "not after", "days left", "next", "last error"]
+    table = [headers]
+    for row in rows:
+        table.append(
+            [
+                ", ".join(row["names"]),
+                serving(row),
+                "provisional" if row["provisional"] else row["issuer"] or "",
+                row["not_after"] or "",
+                "" if row["days_left"] is None else f"{row['days_left']:.1f}",
+                nextAction(row),
+                row["last_error"] or "",
+            ]
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+        for line in table
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    if not serverRunning:
+        lines.insert(
+            0,
+            f"No server is running on the state directory {stateDirectory}: this "
+            "is the state it stored, and no service is serving it.",
+        )
+    return "\n".join(lines)
+
+
+def formatRenewal(rows: list[dict[str, Any]]) -> str:
+    """
+    What C{renew} did for each set: renewed, with the new expiry, or not
+    due, with when it will be.
+    """
+    lines = []
+    for row in rows:
+        names = ", ".join(row["names"])
+        if row["outcome"] == "renewed":
+            lines.append(f"{names}: renewed, valid until {row['not_after']}")
+        else:
+            lines.append(f"{names}: not due, {nextAction(row)}")
+    return "\n".join(lines)
