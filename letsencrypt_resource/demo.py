@@ -21,6 +21,7 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from .config import loadConfiguration
 from .host import ServerService, checkFileSystem
+from .shutdown import holdingShutdown
 from .testca import RunningTestCA, freeTCPPort, startTestCA
 
 DEMO_CONFIGURATION = """\
@@ -84,36 +85,41 @@ def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
 
 
 async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
+    """
+    Run the demo until the reactor stops (a signal, or after C{duration}
+    seconds), then stop the server and the test CA before the process
+    exits.
+    """
     # Each pebble start makes a new root: what an earlier run kept chains
     # to a root that is gone.
     for previous in ("state", "certificates", "pebble"):
         shutil.rmtree(os.path.join(directory, previous), ignore_errors=True)
-    challengePort = freeTCPPort()
-    testCA = await startTestCA(reactor, os.path.join(directory, "pebble"), challengePort)
-    try:
-        configuration = loadConfiguration(writeDemo(directory, testCA, challengePort))
-        checkFileSystem(configuration)
-        issuers = os.path.join(directory, "test-ca-issuers.pem")
-        with open(issuers, "wb") as stream:
-            stream.write(await testCA.fetchIssuerPEM())
-        server = ServerService(configuration, reactor)
-        server.startService()
-        assert server.resource is not None
-        await server.resource.whenSettled()
-        print(_instructions(configuration, issuers, directory), flush=True)
-        stopped: Deferred[None] = Deferred()
-
-        def stop() -> None:
-            if not stopped.called:
-                stopped.callback(None)
-
-        if duration is not None:
-            reactor.callLater(duration, stop)
-        reactor.addSystemEventTrigger("before", "shutdown", stop)
-        await stopped
-        await server.stopService()
-    finally:
-        await testCA.stop()
+    async with holdingShutdown(reactor) as stopping:
+        challengePort = freeTCPPort()
+        testCA = await startTestCA(
+            reactor, os.path.join(directory, "pebble"), challengePort
+        )
+        try:
+            configuration = loadConfiguration(
+                writeDemo(directory, testCA, challengePort)
+            )
+            checkFileSystem(configuration)
+            issuers = os.path.join(directory, "test-ca-issuers.pem")
+            with open(issuers, "wb") as stream:
+                stream.write(await testCA.fetchIssuerPEM())
+            server = ServerService(configuration, reactor)
+            server.startService()
+            try:
+                assert server.resource is not None
+                await server.resource.whenSettled()
+                print(_instructions(configuration, issuers, directory), flush=True)
+                if duration is not None:
+                    reactor.callLater(duration, reactor.stop)
+                await stopping
+            finally:
+                await server.stopService()
+        finally:
+            await testCA.stop()
 
 
 def _instructions(configuration: Any, issuers: str, directory: str) -> str:
