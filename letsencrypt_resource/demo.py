@@ -13,7 +13,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
@@ -84,11 +84,15 @@ def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
     return path
 
 
-async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
+async def runDemo(
+    reactor: Any, directory: str, duration: float | None, out: TextIO
+) -> None:
     """
     Run the demo until the reactor stops (a signal, or after C{duration}
     seconds), then stop the server and the test CA before the process
     exits.
+
+    @param out: where the lines for the user go, plain.
     """
     # Each pebble start makes a new root: what an earlier run kept chains
     # to a root that is gone.
@@ -112,7 +116,11 @@ async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
             try:
                 assert server.resource is not None
                 await server.resource.whenSettled()
-                print(_instructions(configuration, issuers, directory), flush=True)
+                print(
+                    _instructions(configuration, issuers, directory),
+                    file=out,
+                    flush=True,
+                )
                 if duration is not None:
                     reactor.callLater(duration, reactor.stop)
                 await stopping
@@ -156,8 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     directory = os.path.abspath(arguments.directory)
     os.makedirs(directory, exist_ok=True)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    react(lambda reactor: Deferred.fromCoroutine(runDemo(reactor, directory, arguments.duration)))
+    # The log and the lines to copy share the terminal; only the log has
+    # a prefix.
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stdout)], redirectStandardIO=False
+    )
+    react(
+        lambda reactor: Deferred.fromCoroutine(
+            runDemo(reactor, directory, arguments.duration, sys.stdout)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -116,7 +116,11 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
             pem = await testCA.fetchIssuerPEM()
             with openFolder(directory) as folder:
                 replaceInFolder(folder, [(ISSUERS_FILE, pem, 0o644)])
-            print(instructions(testCA, arguments.challenge_port, directory, issuers), file=out, flush=True)
+            print(
+                instructions(testCA, arguments.challenge_port, directory, issuers),
+                file=out,
+                flush=True,
+            )
             await stopping
         finally:
             await testCA.stop()
