@@ -18,10 +18,13 @@ from typing import Any, TypeVar
 import josepy
 from acme import jws, messages
 from cryptography import x509
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
@@ -149,6 +152,32 @@ class ACMEProtocolError(Exception):
     def __str__(self) -> str:
         status = f"HTTP {self.status} " if self.status is not None else ""
         return f"{status}from {self.url}: {self.message}"
+
+
+class ACMEServerUntrusted(ACMEProtocolError):
+    """
+    The ACME server's TLS certificate did not verify against the trusted
+    roots: the CA uses a private root, or the wrong roots are trusted.
+
+    @ivar reason: What the TLS library said.
+    """
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(url, f"its TLS certificate does not verify: {reason}")
+        self.reason = reason
+
+
+def _untrustedReason(reasons: list[Failure]) -> str | None:
+    """
+    What the TLS library said when the server's certificate failed to
+    verify, if that is why a request failed.
+    """
+    for reason in reasons:
+        if reason.check(SSL.Error) and "certificate verify failed" in str(reason.value):
+            return "certificate verify failed"
+        if reason.check(VerificationError):
+            return f"the certificate is not for this host: {reason.value}"
+    return None
 
 
 class ReplacingOrder(messages.NewOrder):
@@ -312,6 +341,9 @@ class ACMEClient:
                 if any(r.check(CancelledError) for r in error.reasons):
                     # Cancelled by the caller (a stop), not a failed request.
                     raise CancelledError() from None
+                untrusted = _untrustedReason(error.reasons)
+                if untrusted is not None:
+                    raise ACMEServerUntrusted(url, untrusted) from None
                 reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
                 raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
             raise

@@ -13,7 +13,7 @@ import argparse
 import os
 import shutil
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
@@ -21,6 +21,7 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from .config import loadConfiguration
 from .host import ServerService, checkFileSystem
+from .shutdown import holdingShutdown
 from .testca import RunningTestCA, freeTCPPort, startTestCA
 
 DEMO_CONFIGURATION = """\
@@ -83,37 +84,50 @@ def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
     return path
 
 
-async def runDemo(reactor: Any, directory: str, duration: float | None) -> None:
+async def runDemo(
+    reactor: Any, directory: str, duration: float | None, out: TextIO
+) -> None:
+    """
+    Run the demo until the reactor stops (a signal, or after C{duration}
+    seconds), then stop the server and the test CA before the process
+    exits.
+
+    @param out: where the lines for the user go, plain.
+    """
     # Each pebble start makes a new root: what an earlier run kept chains
     # to a root that is gone.
     for previous in ("state", "certificates", "pebble"):
         shutil.rmtree(os.path.join(directory, previous), ignore_errors=True)
-    challengePort = freeTCPPort()
-    testCA = await startTestCA(reactor, os.path.join(directory, "pebble"), challengePort)
-    try:
-        configuration = loadConfiguration(writeDemo(directory, testCA, challengePort))
-        checkFileSystem(configuration)
-        issuers = os.path.join(directory, "test-ca-issuers.pem")
-        with open(issuers, "wb") as stream:
-            stream.write(await testCA.fetchIssuerPEM())
-        server = ServerService(configuration, reactor)
-        server.startService()
-        assert server.resource is not None
-        await server.resource.whenSettled()
-        print(_instructions(configuration, issuers, directory), flush=True)
-        stopped: Deferred[None] = Deferred()
-
-        def stop() -> None:
-            if not stopped.called:
-                stopped.callback(None)
-
-        if duration is not None:
-            reactor.callLater(duration, stop)
-        reactor.addSystemEventTrigger("before", "shutdown", stop)
-        await stopped
-        await server.stopService()
-    finally:
-        await testCA.stop()
+    async with holdingShutdown(reactor) as stopping:
+        challengePort = freeTCPPort()
+        testCA = await startTestCA(
+            reactor, os.path.join(directory, "pebble"), challengePort
+        )
+        try:
+            configuration = loadConfiguration(
+                writeDemo(directory, testCA, challengePort)
+            )
+            checkFileSystem(configuration)
+            issuers = os.path.join(directory, "test-ca-issuers.pem")
+            with open(issuers, "wb") as stream:
+                stream.write(await testCA.fetchIssuerPEM())
+            server = ServerService(configuration, reactor)
+            server.startService()
+            try:
+                assert server.resource is not None
+                await server.resource.whenSettled()
+                print(
+                    _instructions(configuration, issuers, directory),
+                    file=out,
+                    flush=True,
+                )
+                if duration is not None:
+                    reactor.callLater(duration, reactor.stop)
+                await stopping
+            finally:
+                await server.stopService()
+        finally:
+            await testCA.stop()
 
 
 def _instructions(configuration: Any, issuers: str, directory: str) -> str:
@@ -150,8 +164,16 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     directory = os.path.abspath(arguments.directory)
     os.makedirs(directory, exist_ok=True)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
-    react(lambda reactor: Deferred.fromCoroutine(runDemo(reactor, directory, arguments.duration)))
+    # The log and the lines to copy share the terminal; only the log has
+    # a prefix.
+    globalLogBeginner.beginLoggingTo(
+        [textFileLogObserver(sys.stdout)], redirectStandardIO=False
+    )
+    react(
+        lambda reactor: Deferred.fromCoroutine(
+            runDemo(reactor, directory, arguments.duration, sys.stdout)
+        )
+    )
 
 
 if __name__ == "__main__":

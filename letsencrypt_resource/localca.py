@@ -1,24 +1,165 @@
 """
-The C{testca} subcommand: a local test CA for any configuration.
+The C{testca} command: a local test CA to try one's own configuration on.
 
-A placeholder until the real module is merged.
+C{letsencrypt-resource testca} starts pebble and its DNS helper on loopback
+(see L{letsencrypt_resource.testca}), prints the lines to paste into the
+configuration's C{lets-encrypt} resource and the file a client trusts to
+verify what it issues, and runs until C{SIGINT} or C{SIGTERM}; pebble stops
+with it, whatever the signal.
+
+The ports and files are the same at every start (the defaults, or the
+options), so the pasted lines keep working; pebble itself makes a new root
+at every start.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
+import sys
 from typing import Any, TextIO
+
+from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
+from .shutdown import holdingShutdown
+from .testca import RunningTestCA, TestCAError, TestCANotFound, startTestCA
+
+#: Where pebble validates HTTP-01 challenges by default, as pebble does.
+DEFAULT_CHALLENGE_PORT = 5002
+#: The port of the ACME directory by default, as pebble's own.
+DEFAULT_ACME_PORT = 14000
+#: The file of the roots a client trusts, in the command's folder.
+ISSUERS_FILE = "test-ca-issuers.pem"
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return port
 
 
 def addArguments(parser: argparse.ArgumentParser) -> None:
     """
-    The subcommand takes no arguments yet.
+    Add the C{testca} command's options to C{parser}.
     """
+    parser.add_argument(
+        "--directory",
+        default="testca-state",
+        help="the folder, private to you, where the test CA keeps its "
+        "configuration, listener certificate, roots and logs, and the "
+        "suggested state_directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--challenge-port",
+        type=_port,
+        default=DEFAULT_CHALLENGE_PORT,
+        help="the port on 127.0.0.1 where the test CA validates HTTP-01 "
+        "challenges: the resource's port (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--acme-port",
+        type=_port,
+        default=DEFAULT_ACME_PORT,
+        help="the port on 127.0.0.1 of the ACME directory (default: %(default)s)",
+    )
+
+
+def _checkFree(port: int) -> None:
+    """
+    @raise TestCAError: when something listens on 127.0.0.1 C{port}.
+    """
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise TestCAError(
+                f"cannot listen on 127.0.0.1 port {port} ({error.strerror}): "
+                "choose another with --acme-port"
+            ) from None
 
 
 async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int:
     """
-    Say that the test CA is not available yet.
+    Run the test CA until the reactor stops (C{SIGINT}, C{SIGTERM}), then
+    stop it.
+
+    @param reactor: provider of C{IReactorCore}, C{IReactorProcess},
+        C{IReactorTCP} and C{IReactorTime}.
+    @param arguments: the options L{addArguments} adds.
+    @param out: where the lines for the user go, plain.
+    @return: the exit status: 1 when the test CA could not start (the
+        reason goes to the standard error).
     """
-    print("not available yet", file=out)
-    return 1
+    directory = os.path.abspath(arguments.directory)
+    async with holdingShutdown(reactor) as stopping:
+        try:
+            _checkFree(arguments.acme_port)
+            # Its files decide what the user's server and clients trust.
+            checkFolder(directory, privateBase=True)
+            with openFolder(directory):
+                pass
+            testCA = await startTestCA(
+                reactor,
+                os.path.join(directory, "pebble"),
+                arguments.challenge_port,
+                acmePort=arguments.acme_port,
+            )
+        except (TestCANotFound, TestCAError, UnusablePath) as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            return 1
+        try:
+            issuers = os.path.join(directory, ISSUERS_FILE)
+            pem = await testCA.fetchIssuerPEM()
+            with openFolder(directory) as folder:
+                replaceInFolder(folder, [(ISSUERS_FILE, pem, 0o644)])
+            print(
+                instructions(testCA, arguments.challenge_port, directory, issuers),
+                file=out,
+                flush=True,
+            )
+            await stopping
+        finally:
+            await testCA.stop()
+    return 0
+
+
+def instructions(
+    testCA: RunningTestCA, challengePort: int, directory: str, issuers: str
+) -> str:
+    """
+    What to paste into the configuration, and how a client trusts the
+    certificates: the lines are flush left, as an INI file needs them.
+    """
+    trust = f"-CAfile {issuers}"
+    return f"""\
+The local test CA is running. It answers 127.0.0.1 for every name and
+validates HTTP-01 challenges on 127.0.0.1 port {challengePort}.
+
+Paste into the lets-encrypt resource section ([resources/...]) of your
+configuration, replacing the lines of the same options:
+
+acme_url = {testCA.directoryURL}
+acme_ca_file = {testCA.caFile}
+address = 127.0.0.1
+port = {challengePort}
+agree_tos = yes
+state_directory = {os.path.join(directory, "state")}
+
+(This state_directory keeps the test certificates apart from real ones.)
+
+Clients verify the certificates it issues with its root and intermediate,
+new at every start of the test CA:
+
+{issuers}
+
+For example, with the port and a name of one of your https services:
+
+openssl s_client -connect 127.0.0.1:PORT -servername NAME {trust} </dev/null | grep -E 'subject|issuer|Verify return'
+curl --cacert {issuers} --resolve NAME:PORT:127.0.0.1 https://NAME:PORT/
+
+Pebble's configuration and logs: {testCA.directory}
+Press Ctrl-C (or send SIGTERM) to stop the test CA."""

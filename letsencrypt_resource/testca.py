@@ -267,6 +267,7 @@ def startTestCA(
     extraConfig: dict[str, Any] | None = None,
     extraEnv: dict[str, str] | None = None,
     modern: bool = False,
+    acmePort: int | None = None,
 ) -> Deferred[RunningTestCA]:
     """
     Start pebble and pebble-challtestsrv on free loopback ports.
@@ -284,6 +285,8 @@ def startTestCA(
     @param extraEnv: added to both processes' environment.
     @param modern: run the pebble 2.10 or later that L{findTestCA} finds
         with C{modern=True}.
+    @param acmePort: the port on 127.0.0.1 of the ACME directory; L{None}
+        for a free one.
     @return: fires with the L{RunningTestCA} once it accepts connections;
         fails with L{TestCANotFound} or L{TestCAError}.
     """
@@ -296,6 +299,7 @@ def startTestCA(
             extraConfig or {},
             extraEnv or {},
             modern,
+            acmePort,
         )
     )
 
@@ -308,17 +312,22 @@ async def _startTestCA(
     extraConfig: dict[str, Any],
     extraEnv: dict[str, str],
     modern: bool,
+    acmePort: int | None,
 ) -> RunningTestCA:
     pebble, challtestsrv = findTestCA(modern)
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     caFile, certFile, keyFile = _writeListenerCertificate(directory)
 
-    ports = {httpPort}
-    while len(ports) < 6:
-        ports.add(freeTCPPort())
-    ports.remove(httpPort)
-    acmePort, managementPort, tlsPort, dnsPort, dnsManagementPort = ports
+    taken = {httpPort} if acmePort is None else {httpPort, acmePort}
+    free: list[int] = []
+    while len(free) < 5:
+        port = freeTCPPort()
+        if port not in taken and port not in free:
+            free.append(port)
+    if acmePort is None:
+        acmePort = free.pop()
+    managementPort, tlsPort, dnsPort, dnsManagementPort = free[:4]
 
     configFile = os.path.join(directory, "pebble-config.json")
     with open(configFile, "w") as f:

@@ -6,14 +6,24 @@ against the in-memory fake CA.
 from __future__ import annotations
 
 import os
+from typing import Any
 
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseNeverReceived
+from twisted.web.iweb import IAgent
+from zope.interface import implementer
+
+from letsencrypt_resource.account import AccountError, connectAccount
 
 from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations
-from letsencrypt_resource.testing import runUntilFired
-from tests.test_resource import ResourceTestCase
+from letsencrypt_resource.testing import MemoryStore, runUntilFired
+from tests.test_resource import ResourceTestCase, resourceOptions, synchronously
 
 EAB_KEY = b"0123456789abcdef0123456789abcdef"
 EAB_KEY_TEXT = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
@@ -149,3 +159,60 @@ class StateLockTests(SynchronousTestCase):
         second = StateLock(directory)
         second.acquire()
         second.release()
+
+
+@implementer(IAgent)
+class UntrustedAgent:
+    """
+    An HTTP client whose every request fails as when the server's TLS
+    certificate does not verify.
+    """
+
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, bodyProducer: Any = None
+    ) -> Deferred[Any]:
+        reason = Failure(SSL.Error([("SSL routines", "", "certificate verify failed")]))
+        return fail(ResponseNeverReceived([reason]))
+
+
+class UntrustedServerTests(SynchronousTestCase):
+    """
+    An ACME server whose certificate does not verify: the error names the
+    option C{acme_ca_file} and the URL.
+    """
+
+    def connect(self, **options: Any) -> str:
+        """
+        Connect the account with C{options}.
+
+        @return: the error's text.
+        """
+        connecting = connectAccount(
+            UntrustedAgent(),
+            Clock(),
+            resourceOptions(**options),
+            MemoryStore(),
+            synchronously,
+        )
+        return str(self.failureResultOf(connecting, AccountError).value)
+
+    def test_noCAFile(self) -> None:
+        """
+        Without C{acme_ca_file}, the error says the system's roots do not
+        verify it and to set the option for a private or test root.
+        """
+        text = self.connect()
+        self.assertIn("option 'acme_ca_file'", text)
+        self.assertIn("https://acme.test/directory", text)
+        self.assertIn("system's trusted roots (certificate verify failed)", text)
+        self.assertIn("set acme_ca_file to the PEM file", text)
+
+    def test_wrongCAFile(self) -> None:
+        """
+        With C{acme_ca_file}, the error names the file that did not verify
+        it.
+        """
+        text = self.connect(acmeCAFile="/etc/test-ca.pem")
+        self.assertIn("option 'acme_ca_file'", text)
+        self.assertIn("https://acme.test/directory", text)
+        self.assertIn("against acme_ca_file /etc/test-ca.pem", text)

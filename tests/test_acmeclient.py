@@ -6,11 +6,15 @@ L{letsencrypt_resource.issuer} against the in-memory fake ACME server.
 from __future__ import annotations
 
 from acme import messages
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseNeverReceived
 from twisted.internet import reactor
+from twisted.internet.ssl import Certificate, PrivateCertificate
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.acmeclient import (
@@ -18,6 +22,7 @@ from letsencrypt_resource.acmeclient import (
     ACMEClient,
     ACMEProblem,
     ACMEProtocolError,
+    ACMEServerUntrusted,
     parseRetryAfter,
 )
 from letsencrypt_resource.challenge import ChallengeResponder
@@ -28,13 +33,14 @@ from letsencrypt_resource.issuer import (
     obtainCertificate,
 )
 from letsencrypt_resource.httpclient import makeHTTPClient
-from letsencrypt_resource.keys import generateKey, jwkFor
+from letsencrypt_resource.keys import generateKey, jwkFor, keyToPEM
 from letsencrypt_resource.testca import freeTCPPort
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     registeredClient,
     runUntilFired,
 )
+from tests.helpers import selfSigned
 
 DOMAINS = ("files.example.test", "www.example.test")
 
@@ -368,3 +374,44 @@ class UnreachableTests(TestCase):
             await ACMEClient.connect(http, reactor, url, jwk, algorithm)
         self.assertIn("cannot reach the ACME server", str(raised.exception))
         self.assertIn(url, str(raised.exception))
+
+    async def connectOverTLS(self, names: tuple[str, ...], trusted: bool) -> ACMEServerUntrusted:
+        """
+        Connect to a loopback HTTPS server whose certificate, self-signed
+        for C{names}, is C{trusted} or not.
+
+        @return: the error the connection failed with.
+        """
+        served = selfSigned(names)
+        pem = served.certificate.public_bytes(Encoding.PEM)
+        tlsServer = PrivateCertificate.loadPEM(keyToPEM(served.key) + pem)
+        port = reactor.listenSSL(  # type: ignore[attr-defined]
+            0, Site(Resource()), tlsServer.options(), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        http, pool = makeHTTPClient(reactor, [Certificate.loadPEM(pem)] if trusted else None)
+        self.addCleanup(pool.closeCachedConnections)
+        jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
+        url = f"https://localhost:{port.getHost().port}/dir"
+        with self.assertRaises(ACMEServerUntrusted) as raised:
+            await ACMEClient.connect(http, reactor, url, jwk, algorithm)
+        self.assertEqual(raised.exception.url, url)
+        self.assertIn(url, str(raised.exception))
+        return raised.exception
+
+    async def test_untrustedCertificate(self) -> None:
+        """
+        A server certificate that does not verify against the trusted roots
+        is an L{ACMEServerUntrusted} (an L{ACMEProtocolError}) naming the
+        URL and saying so.
+        """
+        error = await self.connectOverTLS(("localhost",), trusted=False)
+        self.assertIsInstance(error, ACMEProtocolError)
+        self.assertEqual(error.reason, "certificate verify failed")
+
+    async def test_certificateForAnotherHost(self) -> None:
+        """
+        A trusted certificate for another name is one too.
+        """
+        error = await self.connectOverTLS(("other.example.test",), trusted=True)
+        self.assertIn("not for this host", error.reason)

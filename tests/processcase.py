@@ -1,0 +1,96 @@
+"""
+Run a command of the product in a process group of its own, as a user runs
+it in a terminal, and check what it leaves behind.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from twisted.trial.unittest import SynchronousTestCase
+
+#: The repository root, where C{letsencrypt_resource} is imported from.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class GroupProcess:
+    """
+    A child process leading a new session, so that a signal sent to it
+    reaches it alone, not the processes it started (as when a service
+    manager or C{kill} stops it, unlike Ctrl-C in a terminal).
+
+    @ivar output: what it wrote to its standard output so far.
+    """
+
+    def __init__(self, case: SynchronousTestCase, args: Sequence[str], cwd: str) -> None:
+        env = {**os.environ, "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.output = ""
+        case.addCleanup(self._killGroup)
+
+    def _killGroup(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+    def readUntil(self, marker: str, timeout: float = 60.0) -> str:
+        """
+        Read its output until C{marker} appears in it.
+
+        @return: the output so far.
+        @raise AssertionError: when it exits or the time is up first.
+        """
+        stream = self.process.stdout
+        assert stream is not None
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as selector:
+            selector.register(stream, selectors.EVENT_READ)
+            while marker not in self.output:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    raise AssertionError(f"no {marker!r} within {timeout} s:\n{self.output}")
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError(f"exited before {marker!r}:\n{self.output}")
+                self.output += chunk.decode("utf-8", "replace")
+        return self.output
+
+    def stopWith(self, signalNumber: int, timeout: float = 30.0) -> int:
+        """
+        Send C{signalNumber} to the process alone and wait for it to end.
+
+        @return: its exit status.
+        """
+        self.process.send_signal(signalNumber)
+        status = self.process.wait(timeout)
+        assert self.process.stdout is not None
+        self.output += self.process.stdout.read().decode("utf-8", "replace")
+        return status
+
+    def groupLeftover(self) -> bool:
+        """
+        Whether any process it started is still alive in its group.
+        """
+        try:
+            os.killpg(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

@@ -1,0 +1,359 @@
+"""
+Tests for L{letsencrypt_resource.localca} (the C{testca} command),
+L{letsencrypt_resource.shutdown} and the demo's way of stopping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import signal
+import socket
+import sys
+from typing import Any, Callable
+
+from cryptography import x509
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import localca
+from letsencrypt_resource.shutdown import holdingShutdown
+from letsencrypt_resource.testca import freeTCPPort
+from tests.pebblecase import TestCACase
+from tests.processcase import GroupProcess
+
+#: Runs the C{testca} command as the C{letsencrypt-resource} script would.
+DRIVER = """\
+import argparse, sys
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+from letsencrypt_resource import localca
+
+parser = argparse.ArgumentParser()
+localca.addArguments(parser)
+arguments = parser.parse_args(sys.argv[1:])
+
+async def main(reactor):
+    status = await localca.serve(reactor, arguments, sys.stdout)
+    if status:
+        raise SystemExit(status)
+
+react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+"""
+
+
+class FakeShutdownReactor:
+    """
+    The system event triggers of a reactor, and a shutdown that runs the
+    C{"before"} ones and waits for their Deferreds, as the reactor does.
+
+    @ivar finished: whether the shutdown went past its C{"before"} phase.
+    """
+
+    def __init__(self) -> None:
+        self.before: list[tuple[str, Callable[[], Any]]] = []
+        self.finished = False
+
+    def addSystemEventTrigger(
+        self, phase: str, event: str, callable: Callable[[], Any]
+    ) -> tuple[str, Callable[[], Any]]:
+        assert (phase, event) == ("before", "shutdown")
+        handle = (phase, callable)
+        self.before.append(handle)
+        return handle
+
+    def removeSystemEventTrigger(self, handle: tuple[str, Callable[[], Any]]) -> None:
+        self.before.remove(handle)
+
+    def shutdown(self) -> None:
+        """
+        Begin the shutdown.
+        """
+        results = [callable() for _, callable in self.before]
+        waiting = [result for result in results if isinstance(result, Deferred)]
+        gatherResults(waiting).addCallback(lambda _: setattr(self, "finished", True))
+
+
+class HoldingShutdownTests(SynchronousTestCase):
+    """
+    Tests for L{holdingShutdown}.
+    """
+
+    def test_shutdownWaitsForBlock(self) -> None:
+        """
+        A shutdown fires the block's Deferred and goes on only once the
+        block has ended.
+        """
+        reactor = FakeShutdownReactor()
+        cleanup: Deferred[None] = Deferred()
+        steps = []
+
+        async def block() -> None:
+            async with holdingShutdown(reactor) as stopping:
+                await stopping
+                steps.append("shutdown seen")
+                await cleanup
+                steps.append("cleaned up")
+
+        Deferred.fromCoroutine(block())
+        reactor.shutdown()
+        self.assertEqual((steps, reactor.finished), (["shutdown seen"], False))
+        cleanup.callback(None)
+        self.assertEqual((steps, reactor.finished), (["shutdown seen", "cleaned up"], True))
+
+    def test_shutdownDuringStart(self) -> None:
+        """
+        A shutdown that begins while the block is still starting waits for
+        the whole block.
+        """
+        reactor = FakeShutdownReactor()
+        started: Deferred[None] = Deferred()
+
+        async def block() -> None:
+            async with holdingShutdown(reactor) as stopping:
+                await started
+                await stopping
+
+        done = Deferred.fromCoroutine(block())
+        reactor.shutdown()
+        self.assertFalse(reactor.finished)
+        started.callback(None)
+        self.assertTrue(reactor.finished)
+        self.successResultOf(done)
+
+    def test_blockEndsFirst(self) -> None:
+        """
+        A block that ends without a shutdown leaves no trigger behind, even
+        when it fails.
+        """
+        reactor = FakeShutdownReactor()
+
+        async def block() -> None:
+            async with holdingShutdown(reactor):
+                raise ValueError("failed")
+
+        self.failureResultOf(Deferred.fromCoroutine(block()), ValueError)
+        self.assertEqual(reactor.before, [])
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    """
+    The C{testca} command's options from C{argv}.
+    """
+    parser = argparse.ArgumentParser()
+    localca.addArguments(parser)
+    return parser.parse_args(argv)
+
+
+class ArgumentsTests(SynchronousTestCase):
+    """
+    Tests for L{localca.addArguments}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default the ports are pebble's own, so that the lines pasted once
+        keep working at every start.
+        """
+        arguments = parse()
+        self.assertEqual(
+            (arguments.directory, arguments.challenge_port, arguments.acme_port),
+            ("testca-state", 5002, 14000),
+        )
+
+    def test_badPort(self) -> None:
+        """
+        A port that is no TCP port is refused, naming the value.
+        """
+        for bad in ("0", "65536", "http"):
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            self.assertRaises(SystemExit, parse, "--acme-port", bad)
+            self.assertIn(f"{bad!r} is not a TCP port", stderr.getvalue())
+
+
+class ServeRefusalTests(SynchronousTestCase):
+    """
+    L{localca.serve} refuses, before starting anything, what would make the
+    test CA unusable or untrustworthy.
+    """
+
+    def serve(self, *argv: str) -> tuple[int, str, str]:
+        """
+        Run the command with C{argv}; the test CA must not start.
+
+        @return: the exit status, the output and the error output.
+        """
+        reactor = FakeShutdownReactor()
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stderr", err)
+        status = self.successResultOf(
+            Deferred.fromCoroutine(localca.serve(reactor, parse(*argv), out))
+        )
+        self.assertEqual(reactor.before, [])
+        return status, out.getvalue(), err.getvalue()
+
+    def test_acmePortInUse(self) -> None:
+        """
+        A taken ACME port is named, with the option that changes it.
+        """
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            status, out, err = self.serve(
+                "--directory", self.mktemp(), "--acme-port", str(port)
+            )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn(f"127.0.0.1 port {port}", err)
+        self.assertIn("--acme-port", err)
+
+    def test_folderOthersCanWrite(self) -> None:
+        """
+        A folder that other users can write in is refused: whoever writes
+        its files decides what the server and its clients trust.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        os.chmod(directory, 0o777)
+        status, out, err = self.serve(
+            "--directory", directory, "--acme-port", str(freeTCPPort())
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn(directory, err)
+        self.assertEqual(os.listdir(directory), [])
+
+
+def pasted(output: str) -> dict[str, str]:
+    """
+    The C{option = value} lines, flush left, of the command's output.
+    """
+    return dict(re.findall(r"^([a-z_]+) = (.*)$", output, re.MULTILINE))
+
+
+class ServeTests(TestCACase):
+    """
+    The C{testca} command, run as a user runs it, against a real pebble.
+    """
+
+    def start(self) -> tuple[GroupProcess, dict[str, str], str]:
+        """
+        Start the command on free ports in a new folder.
+
+        @return: the process, the lines it printed to paste, and its folder.
+        """
+        directory = os.path.abspath(self.mktemp())
+        self.challengePort, self.acmePort = freeTCPPort(), freeTCPPort()
+        process = GroupProcess(
+            self,
+            [
+                "-c",
+                DRIVER,
+                "--directory",
+                directory,
+                "--challenge-port",
+                str(self.challengePort),
+                "--acme-port",
+                str(self.acmePort),
+            ],
+            cwd=os.getcwd(),
+        )
+        output = process.readUntil("to stop the test CA.")
+        return process, pasted(output), directory
+
+    def test_linesToPaste(self) -> None:
+        """
+        It prints, flush left and without a log prefix, the options that
+        point a lets-encrypt resource at it, and the issuers a client
+        trusts, as a file and in the openssl and curl commands.
+        """
+        process, options, directory = self.start()
+        self.assertEqual(
+            options,
+            {
+                "acme_url": f"https://localhost:{self.acmePort}/dir",
+                "acme_ca_file": os.path.join(directory, "pebble", "listener-ca.pem"),
+                "address": "127.0.0.1",
+                "port": str(self.challengePort),
+                "agree_tos": "yes",
+                "state_directory": os.path.join(directory, "state"),
+            },
+        )
+        with open(options["acme_ca_file"], "rb") as stream:
+            x509.load_pem_x509_certificate(stream.read())
+        issuers = os.path.join(directory, localca.ISSUERS_FILE)
+        with open(issuers, "rb") as stream:
+            self.assertEqual(len(x509.load_pem_x509_certificates(stream.read())), 2)
+        lines = process.output.splitlines()
+        self.assertIn(issuers, lines)
+        openssl = [line for line in lines if line.startswith("openssl s_client ")]
+        self.assertIn(f"-CAfile {issuers} ", openssl[0])
+        curl = [line for line in lines if line.startswith(f"curl --cacert {issuers} ")]
+        self.assertEqual(len(curl), 1)
+        self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
+        with socket.create_connection(("127.0.0.1", self.acmePort)):
+            pass
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+
+    def test_stopsPebbleOnSIGTERM(self) -> None:
+        """
+        C{SIGTERM} to the command alone stops pebble and its DNS helper
+        before it exits, with status 0.
+        """
+        process, _, _ = self.start()
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+        self.assertFalse(process.groupLeftover(), process.output)
+
+    def test_stopsPebbleOnSIGINT(self) -> None:
+        """
+        So does C{SIGINT} to the command alone.
+        """
+        process, _, _ = self.start()
+        self.assertEqual(process.stopWith(signal.SIGINT), 0)
+        self.assertFalse(process.groupLeftover(), process.output)
+
+
+class DemoStopTests(TestCACase):
+    """
+    The demo, stopped by a signal to its own process only.
+    """
+
+    def startDemo(self) -> GroupProcess:
+        """
+        Start the demo in a new folder and wait until it tells how to look.
+        """
+        process = GroupProcess(
+            self,
+            ["-m", "letsencrypt_resource.demo", "--directory", os.path.abspath(self.mktemp())],
+            cwd=os.getcwd(),
+        )
+        process.readUntil("Press Ctrl-C to stop.")
+        return process
+
+    def test_linesPlain(self) -> None:
+        """
+        The lines for the user to copy carry no log prefix.
+        """
+        process = self.startDemo()
+        lines = process.output.splitlines()
+        self.assertIn("Press Ctrl-C to stop.", lines)
+        self.assertTrue(any(line.startswith("  openssl s_client ") for line in lines))
+        process.stopWith(signal.SIGTERM)
+
+    def test_SIGTERM(self) -> None:
+        """
+        C{SIGTERM} to the demo alone stops pebble before the demo exits.
+        """
+        process = self.startDemo()
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+        self.assertFalse(process.groupLeftover(), process.output)
+
+    def test_SIGINT(self) -> None:
+        """
+        So does C{SIGINT} to the demo alone.
+        """
+        process = self.startDemo()
+        self.assertEqual(process.stopWith(signal.SIGINT), 0)
+        self.assertFalse(process.groupLeftover(), process.output)
