@@ -143,11 +143,22 @@ def _instructions(configuration: Any, issuers: str, directory: str) -> str:
     )
     lines.append(
         "The certificates' status, from another terminal: "
-        f"{sys.executable} -m letsencrypt_resource --config "
-        f"{os.path.join(directory, 'demo.ini')} status"
+        f"{operationsCommand()} status --config {os.path.join(directory, 'demo.ini')}"
     )
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
+
+
+def operationsCommand() -> str:
+    """
+    How to run the operations command with this Python: its
+    C{letsencrypt-resource} script when it is installed beside it, else
+    C{python -m letsencrypt_resource}.
+    """
+    script = os.path.join(os.path.dirname(sys.executable), "letsencrypt-resource")
+    if os.access(script, os.X_OK):
+        return script
+    return f"{sys.executable} -m letsencrypt_resource"
 
 
 def main(argv: list[str] | None = None) -> None:

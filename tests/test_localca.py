@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from letsencrypt_resource import localca
 from letsencrypt_resource.shutdown import holdingShutdown
 from letsencrypt_resource.testca import freeTCPPort
 from tests.pebblecase import TestCACase
-from tests.processcase import GroupProcess
+from tests.processcase import ROOT, GroupProcess
 
 #: Runs the C{testca} command as the C{letsencrypt-resource} script would.
 DRIVER = """\
@@ -340,6 +341,27 @@ class DemoStopTests(TestCACase):
         lines = process.output.splitlines()
         self.assertIn("Press Ctrl-C to stop.", lines)
         self.assertTrue(any(line.startswith("  openssl s_client ") for line in lines))
+        process.stopWith(signal.SIGTERM)
+
+    def test_statusCommandWorks(self) -> None:
+        """
+        The status command the demo prints runs as printed (the installed
+        C{letsencrypt-resource} script, when there is one) and shows both
+        services' certificates.
+        """
+        process = self.startDemo()
+        [line] = [l for l in process.output.splitlines() if "from another terminal:" in l]
+        command = line.split("from another terminal: ", 1)[1].split()
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("files.example.test", result.stdout)
+        self.assertIn("reports.example.test", result.stdout)
         process.stopWith(signal.SIGTERM)
 
     def test_SIGTERM(self) -> None:
