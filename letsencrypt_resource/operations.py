@@ -231,16 +231,16 @@ class Operations:
                 )
             events.KEY_COMPROMISED.emit(self._log, domains=certificate.label)
         yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
-        row = {"revoked": serialHex(issued.certificate.serial_number), "reason": reason}
+        serial = serialHex(issued.certificate.serial_number)
         failed = yield self._check([certificate], force=True, reason="revoked")
         if failed:
             raise OperationError(
-                f"the certificate with serial {row['revoked']} of {certificate.label} is revoked "
+                f"the certificate with serial {serial} of {certificate.label} is revoked "
                 f"({reason}), but its replacement failed: {_errors(failed)}; the "
                 "services keep the revoked certificate until a retry succeeds"
             )
-        row.update(self._row(certificate))
-        return row
+        # The set's row as status gives it, where "reason" is the revocation's.
+        return {**self._row(certificate), "revoked": serial, "reason": reason}
 
     @inlineCallbacks
     def accountShow(self) -> Deferred[dict[str, Any]]:

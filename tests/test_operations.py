@@ -506,6 +506,7 @@ class OutcomeTests(ResourceTestCase):
             self.reactor, operations.revoke("reports.example.test", "superseded")
         )
         self.assertEqual(row["revoked"], serialHex(issued.certificate.serial_number))
+        self.assertEqual(row["reason"], "superseded")
         [text] = [t for t in self.eventTexts(20155) if "reports" in t][-1:]
         self.assertTrue(text.endswith(": its certificate was revoked."), text)
 
