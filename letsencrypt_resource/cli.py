@@ -159,12 +159,18 @@ async def run(
             result = await askServer(reactor, state, name, operationArguments)
         except (ConnectError, OSError):
             serverRunning = False
-            lock = StateLock(state)
-            lock.acquire()
-            try:
+            if name == "status" and not os.path.lexists(state):
+                # Read-only, and nothing to read: create nothing, not even
+                # the lock.
+                print(f"note: the state directory {state} does not exist yet", file=err)
                 result = await runAlone(reactor, configuration, name, operationArguments)
-            finally:
-                lock.release()
+            else:
+                lock = StateLock(state)
+                lock.acquire()
+                try:
+                    result = await runAlone(reactor, configuration, name, operationArguments)
+                finally:
+                    lock.release()
     except (OperationError, StateDirectoryLocked) as error:
         print(f"error: {error}", file=err)
         return 1

@@ -150,6 +150,17 @@ class CommandTests(TestCase):
         self.assertFalse(row["server_running"])
         self.assertEqual(row["serving"], {})
 
+    async def test_statusCreatesNothing(self) -> None:
+        """
+        C{status} on a configuration whose state directory does not exist
+        (a new machine, a mistyped path) says so and creates nothing, not
+        even the lock.
+        """
+        state = os.path.join(self.directory, "lets-encrypt")
+        _, err = await self.command("status", "--config", self.path)
+        self.assertIn(f"note: the state directory {state} does not exist yet", err)
+        self.assertFalse(os.path.lexists(state))
+
     async def test_readOnlyChecksOnlyWhatItUses(self) -> None:
         """
         C{status} runs although the served folder and the CA bundle are not
@@ -165,6 +176,7 @@ class CommandTests(TestCase):
         A reader that stops reading (C{status | head -1}) gets no
         traceback on the standard error.
         """
+        os.mkdir(os.path.join(self.directory, "lets-encrypt"), 0o700)
         protocol = _ClosedOutput()
         reactor.spawnProcess(
             protocol,
