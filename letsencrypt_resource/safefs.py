@@ -126,7 +126,7 @@ def openFolder(
     else, and made 0700.  Missing folders are created 0700.
 
     @param create: When false, nothing is created or changed: a missing
-        folder raises L{FileNotFoundError} after everything above it was
+        folder raises C{FileNotFoundError} after everything above it was
         checked, or L{UnusablePath} when it could not be created.
 
     @return: A context manager giving the folder's descriptor.
