@@ -7,6 +7,15 @@ Build it with::
 
 The changelog page runs ``towncrier build --draft`` to show the news
 fragments not released yet; see the ``towncrier-draft`` directive below.
+
+The API reference is rendered by pydoctor from the package's epytext
+docstrings during the HTML build (``pydoctor.sphinx_ext.build_apidocs``),
+into ``api/`` of the output, replacing the placeholder page
+``api/index.rst``. Every line pydoctor prints (a link target it cannot
+find, an unknown field, bad markup) becomes a Sphinx warning, so
+``sphinx-build -W`` fails on it; the build needs no network, so the
+docstrings name objects outside the package with ``C{...}``, not
+``L{...}``.
 """
 
 from __future__ import annotations
@@ -40,6 +49,26 @@ exclude_patterns = ["_build"]
 highlight_language = "none"
 html_theme = "alabaster"
 html_title = f"letsencrypt-resource {release}"
+
+extensions = ["sphinx.ext.intersphinx", "pydoctor.sphinx_ext.build_apidocs"]
+
+#: pydoctor's arguments (the extension adds ``--make-html`` and ``--quiet``);
+#: ``{outdir}`` is Sphinx's output directory.
+pydoctor_args = [
+    f"--project-name={project}",
+    f"--project-version={release}",
+    f"--project-base-dir={ROOT}",
+    "--docformat=epytext",
+    "--warnings-as-errors",
+    "--html-output={outdir}/api",
+    os.path.join(ROOT, "letsencrypt_resource"),
+]
+#: Where the reference sits relative to the other pages, so that they can
+#: link to its objects with ``:py:class:`` and the like.
+pydoctor_url_path = "api/"
+#: A reference to an object the API reference lacks is a warning, hence
+#: an error.
+nitpicky = True
 
 
 class TowncrierDraft(SphinxDirective):

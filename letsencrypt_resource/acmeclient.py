@@ -3,8 +3,8 @@ A non-blocking RFC 8555 ACME client on Twisted.
 
 L{ACMEClient} speaks the protocol: directory, nonces, JWS-signed requests,
 accounts, orders, authorizations, challenges and certificates.  Protocol
-messages are L{acme.messages} and L{josepy} objects; HTTP goes through one
-Twisted L{IAgent} with a persistent connection pool, used bare: ACME needs
+messages are C{acme.messages} and C{josepy} objects; HTTP goes through one
+Twisted C{IAgent} with a persistent connection pool, used bare: ACME needs
 no redirects, cookies or content decoding, and each layer of those costs
 the reactor time on every request.
 """

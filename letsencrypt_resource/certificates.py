@@ -88,8 +88,13 @@ class CertifiedKey:
         """
         Build from a key and a PEM full chain, checking they belong together.
 
+        @param key: The private key.
+        @param fullchainPEM: The certificate followed by its intermediates,
+            PEM.
         @param domains: When given, the certificate must carry exactly
             these names.
+        @param provisional: Whether this is a provisional self-signed
+            certificate.
 
         @raise InvalidCertificate: when the chain is empty, the certificate
             is not for C{key} or does not carry C{domains}.

@@ -96,7 +96,7 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return f"account-{arguments.action}", {}
 
 
-async def runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
+async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
     """
     Run the operation without a server: load the state, answer challenges
     when the operation needs the CA, and stop.
@@ -163,12 +163,12 @@ async def run(
                 # Read-only, and nothing to read: create nothing, not even
                 # the lock.
                 print(f"note: the state directory {state} does not exist yet", file=err)
-                result = await runAlone(reactor, configuration, name, operationArguments)
+                result = await _runAlone(reactor, configuration, name, operationArguments)
             else:
                 lock = StateLock(state)
                 lock.acquire()
                 try:
-                    result = await runAlone(reactor, configuration, name, operationArguments)
+                    result = await _runAlone(reactor, configuration, name, operationArguments)
                 finally:
                     lock.release()
     except (OperationError, StateDirectoryLocked) as error:

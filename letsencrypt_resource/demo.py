@@ -60,7 +60,7 @@ ssl_domains = reports.example.test
 """
 
 
-def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
+def _writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
     """
     Write the demo's configuration and served folder under C{directory}.
 
@@ -84,7 +84,7 @@ def writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str:
     return path
 
 
-async def runDemo(
+async def _runDemo(
     reactor: Any, directory: str, duration: float | None, out: TextIO
 ) -> None:
     """
@@ -105,7 +105,7 @@ async def runDemo(
         )
         try:
             configuration = loadConfiguration(
-                writeDemo(directory, testCA, challengePort)
+                _writeDemo(directory, testCA, challengePort)
             )
             checkFileSystem(configuration)
             issuers = os.path.join(directory, "test-ca-issuers.pem")
@@ -143,13 +143,13 @@ def _instructions(configuration: Any, issuers: str, directory: str) -> str:
     )
     lines.append(
         "The certificates' status, from another terminal: "
-        f"{operationsCommand()} status --config {os.path.join(directory, 'demo.ini')}"
+        f"{_operationsCommand()} status --config {os.path.join(directory, 'demo.ini')}"
     )
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
 
-def operationsCommand() -> str:
+def _operationsCommand() -> str:
     """
     How to run the operations command with this Python: its
     C{letsencrypt-resource} script when it is installed beside it, else
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     react(
         lambda reactor: Deferred.fromCoroutine(
-            runDemo(reactor, directory, arguments.duration, sys.stdout)
+            _runDemo(reactor, directory, arguments.duration, sys.stdout)
         )
     )
 

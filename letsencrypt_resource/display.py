@@ -20,7 +20,7 @@ _BECAUSE = {
 _SERVED = {"ca": "CA", "provisional": "provisional"}
 
 
-def nextAction(row: dict[str, Any]) -> str:
+def _nextAction(row: dict[str, Any]) -> str:
     """
     What the resource will do next for the set of C{row}, and why.
     """
@@ -58,7 +58,7 @@ def formatStatus(
                 "provisional" if row["provisional"] else row["issuer"] or "",
                 row["not_after"] or "",
                 "" if row["days_left"] is None else f"{row['days_left']:.1f}",
-                nextAction(row),
+                _nextAction(row),
                 row["last_error"] or "",
             ]
         )
@@ -88,5 +88,5 @@ def formatRenewal(rows: list[dict[str, Any]]) -> str:
         if row["outcome"] == "renewed":
             lines.append(f"{names}: renewed, valid until {row['not_after']}")
         else:
-            lines.append(f"{names}: not due, {nextAction(row)}")
+            lines.append(f"{names}: not due, {_nextAction(row)}")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ class EventType:
 
     @ivar id: The numeric event ID.
     @ivar level: The severity.
-    @ivar text: A L{twisted.logger} format string naming the event's fields.
+    @ivar text: A C{twisted.logger} format string naming the event's fields.
     """
 
     id: int

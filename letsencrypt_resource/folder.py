@@ -64,7 +64,7 @@ class _Found:
 
 class _OpenedFile(File):
     """
-    A L{File} already open: its size, date and content come from the open
+    A C{File} already open: its size, date and content come from the open
     file, never from its path again.
     """
 
@@ -74,7 +74,7 @@ class _OpenedFile(File):
 
     def restat(self, reraise: bool = True) -> None:
         """
-        Fill L{FilePath}'s stat cache, which C{exists}, C{isdir},
+        Fill C{FilePath}'s stat cache, which C{exists}, C{isdir},
         C{getsize} and C{getModificationTime} read, from the open file.
         """
         self._statinfo = os.fstat(self._stream.fileno())

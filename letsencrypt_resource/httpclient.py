@@ -61,7 +61,7 @@ def makeHTTPClient(
     reactor: object, trusted: list[Certificate] | None
 ) -> tuple[Agent, HTTPConnectionPool]:
     """
-    An HTTP client (a Twisted L{Agent}) with persistent connections that
+    An HTTP client (a Twisted C{Agent}) with persistent connections that
     trusts C{trusted} for HTTPS, or the system's trust store when C{None}.
 
     @return: The agent and its pool, to close when done.

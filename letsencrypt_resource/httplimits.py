@@ -67,7 +67,7 @@ class LimitedChannel(HTTPChannel):
         Answer a request line or header line over C{MAX_LENGTH} with 400,
         then close.
 
-        L{LineReceiver} would only close the transport, which over TLS
+        C{LineReceiver} would only close the transport, which over TLS
         waits for the channel to unregister as the transport's producer,
         that is until the idle timeout.
         """

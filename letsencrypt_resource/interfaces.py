@@ -1,7 +1,7 @@
 """
 The interfaces between the resource and the services it serves.
 
-A host server builds a L{zope.interface.registry.Components} registry and
+A host server builds a C{zope.interface.registry.Components} registry and
 registers each of its TLS services there as an L{ICertificateConsumer}
 utility (one name per service).  The resource finds them there, obtains one
 certificate per distinct domain set and hands it to every consumer of that

@@ -15,7 +15,7 @@ class Limiter:
     """
     Runs at most C{limit} jobs at once, the others in the order they came.
 
-    Unlike L{twisted.internet.defer.DeferredSemaphore}, jobs that end at
+    Unlike C{twisted.internet.defer.DeferredSemaphore}, jobs that end at
     once do not start the next ones recursively, so thousands of them
     cannot exhaust the stack.
     """

@@ -117,7 +117,7 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
             with openFolder(directory) as folder:
                 replaceInFolder(folder, [(ISSUERS_FILE, pem, 0o644)])
             print(
-                instructions(testCA, arguments.challenge_port, directory, issuers),
+                _instructions(testCA, arguments.challenge_port, directory, issuers),
                 file=out,
                 flush=True,
             )
@@ -127,7 +127,7 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
-def instructions(
+def _instructions(
     testCA: RunningTestCA, challengePort: int, directory: str, issuers: str
 ) -> str:
     """

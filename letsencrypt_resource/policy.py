@@ -68,7 +68,7 @@ class RenewalPlan:
     reason: str
 
 
-def lifetimeRenewalTime(notBefore: float, notAfter: float) -> float:
+def _lifetimeRenewalTime(notBefore: float, notAfter: float) -> float:
     """
     When a certificate is due when the CA gives no renewal information.
     """
@@ -99,7 +99,7 @@ def planRenewal(
         end); chosen at random once per window by the caller.  A window or
         pick that gives no finite time is ignored: the lifetime decides.
     """
-    plan = RenewalPlan(lifetimeRenewalTime(notBefore, notAfter), "lifetime")
+    plan = RenewalPlan(_lifetimeRenewalTime(notBefore, notAfter), "lifetime")
     if ariWindow is not None:
         start, end = ariWindow
         at = start + (max(end, start) - start) * pick

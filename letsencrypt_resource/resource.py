@@ -100,7 +100,7 @@ class LetsEncryptResource(Service):
         automatic: bool = True,
     ):
         """
-        @param httpClient: The L{twisted.web.iweb.IAgent} for the ACME server, as
+        @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server, as
             L{letsencrypt_resource.httpclient.makeHTTPClient} makes.
         @param runInThread: Runs key generation, signing and writes off the
             reactor thread; by default, in L{BackgroundWorkers} of a lower

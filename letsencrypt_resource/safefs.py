@@ -95,7 +95,7 @@ def _openChild(parent: int, name: str, path: str, create: bool) -> tuple[int, bo
                 return os.open(name, _FOLDER_FLAGS, dir_fd=parent), created
             except FileNotFoundError:
                 if not create:
-                    checkWritable(parent, os.path.dirname(path))
+                    _checkWritable(parent, os.path.dirname(path))
                     raise
             except NotADirectoryError:
                 raise UnusablePath(path, _describe(parent, name)) from None
@@ -126,7 +126,7 @@ def openFolder(
     else, and made 0700.  Missing folders are created 0700.
 
     @param create: When false, nothing is created or changed: a missing
-        folder raises L{FileNotFoundError} after everything above it was
+        folder raises C{FileNotFoundError} after everything above it was
         checked, or L{UnusablePath} when it could not be created.
 
     @return: A context manager giving the folder's descriptor.
@@ -134,7 +134,7 @@ def openFolder(
     @raise OSError: when a folder cannot be opened or created.
     """
     for part in parts:
-        checkName(part)
+        _checkName(part)
     base = os.path.abspath(base)
     ancestors = [n for n in os.path.realpath(os.path.dirname(base)).split("/") if n]
     chain = [(name, _SHARED) for name in ancestors]
@@ -155,7 +155,7 @@ def openFolder(
         os.close(fd)
 
 
-def checkName(name: str) -> None:
+def _checkName(name: str) -> None:
     """
     Check that C{name} names an entry of a folder, not a path.
 
@@ -165,7 +165,7 @@ def checkName(name: str) -> None:
         raise ValueError(f"{name!r} is not a file name")
 
 
-def checkWritable(fd: int, path: str) -> None:
+def _checkWritable(fd: int, path: str) -> None:
     """
     Check that this process can create files in the open folder C{fd}.
 
@@ -187,7 +187,7 @@ def checkFolder(base: str, parts: Sequence[str] = (), *, privateBase: bool) -> N
     path = os.path.join(base, *parts)
     try:
         with openFolder(base, parts, create=False, privateBase=privateBase) as fd:
-            checkWritable(fd, path)
+            _checkWritable(fd, path)
     except FileNotFoundError:
         pass
 
@@ -207,7 +207,7 @@ def _writeTemporary(folder: int, name: str, data: bytes, mode: int) -> str:
 
     @return: The temporary file's name.
     """
-    checkName(name)
+    _checkName(name)
     temporary = temporaryName(name)
     try:
         os.unlink(temporary, dir_fd=folder)

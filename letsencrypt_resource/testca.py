@@ -127,7 +127,7 @@ class _TestCAProcess(ProcessProtocol):
     """
     A child process whose output goes straight to a log file.
 
-    @ivar reason: why the process ended, or L{None} while it runs.
+    @ivar reason: why the process ended, or C{None} while it runs.
     """
 
     def __init__(self, name: str, logPath: str) -> None:
@@ -280,12 +280,12 @@ def startTestCA(
     @param httpPort: the port on 127.0.0.1 where pebble validates HTTP-01
         challenges.
     @param nonceReject: percentage of valid nonces pebble rejects
-        (C{PEBBLE_WFE_NONCEREJECT}); L{None} for pebble's default.
+        (C{PEBBLE_WFE_NONCEREJECT}); C{None} for pebble's default.
     @param extraConfig: merged into pebble's C{"pebble"} configuration.
     @param extraEnv: added to both processes' environment.
     @param modern: run the pebble 2.10 or later that L{findTestCA} finds
         with C{modern=True}.
-    @param acmePort: the port on 127.0.0.1 of the ACME directory; L{None}
+    @param acmePort: the port on 127.0.0.1 of the ACME directory; C{None}
         for a free one.
     @return: fires with the L{RunningTestCA} once it accepts connections;
         fails with L{TestCANotFound} or L{TestCAError}.

@@ -640,7 +640,7 @@ def advanceThrough(clock: Any, seconds: float) -> None:
 
 def runUntilFired(clock: Any, deferred: Any, limit: float = 365 * 86400.0) -> Any:
     """
-    Advance C{clock} (a L{twisted.internet.task.Clock}) from one delayed call
+    Advance C{clock} (a C{twisted.internet.task.Clock}) from one delayed call
     to the next until C{deferred} has fired, and return its result.
 
     @raise AssertionError: when nothing is left to run, or C{limit}

@@ -1,7 +1,7 @@
 """
 TLS server contexts that change certificate in place.
 
-L{ReloadableServerTLS} is an L{IOpenSSLServerConnectionCreator}: give it to
+L{ReloadableServerTLS} is an C{IOpenSSLServerConnectionCreator}: give it to
 any Twisted TLS listener (C{SSL4ServerEndpoint}, C{TLSMemoryBIOFactory}).
 Each new connection takes the context current at its handshake, so a new
 certificate reaches new handshakes at once while open connections go on
