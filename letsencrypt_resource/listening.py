@@ -11,13 +11,17 @@ plugin that may wrap the connection in something else, is refused.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
@@ -172,10 +176,20 @@ class Listener:
     asynchronous, and it may be stopped before it listens.
     """
 
-    def __init__(self, reactor: Any, description: str, factory: IProtocolFactory):
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        factory: IProtocolFactory,
+        parse: Callable[[Any, str], IStreamServerEndpoint] = serverFromString,
+    ):
+        """
+        @param parse: Builds the endpoint from the reactor and C{description}.
+        """
         self._reactor = reactor
         self._description = description
         self._factory = factory
+        self._parse = parse
         self._port: IListeningPort | None = None
         self._pending: Deferred[IListeningPort] | None = None
         self._stopped = False
@@ -189,7 +203,7 @@ class Listener:
         """
         pending = self._pending = Deferred()
         try:
-            endpoint = serverFromString(self._reactor, self._description)
+            endpoint = self._parse(self._reactor, self._description)
             listening = endpoint.listen(self._factory)
         except Exception:
             listening = fail()
