@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import attrs
+from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import capturedLogs, formatEvent
@@ -20,13 +21,17 @@ from twisted.web.server import Site
 
 from letsencrypt_resource.challenge import ChallengeSite, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
-from letsencrypt_resource.host import checkListeners
+from letsencrypt_resource.certificates import certificateNames
+from letsencrypt_resource.host import ServerService, checkListeners, readConfiguration
+from letsencrypt_resource.testca import freeTCPPort
 from letsencrypt_resource.https import HTTPSFileService
 from letsencrypt_resource.testing import runUntilFired
 
 from .helpers import exchange, newSigner, provisionalFor, rawRequest
+from .pebblecase import TestCACase
 from .test_https import makeOptions
 from .test_resource import RefusingReactor, ResourceTestCase
+from .tlsclient import fetchOverTLS
 
 
 class ChallengeSiteEndpointTests(ResourceTestCase):
@@ -240,3 +245,61 @@ class CheckListenersTests(SynchronousTestCase):
                 "/etc",
             )
         )
+
+
+ENDPOINT_CONFIGURATION = """\
+[resources/le]
+type = lets-encrypt
+endpoint = tcp:{challengePort}:interface=127.0.0.1
+acme_url = {directoryURL}
+acme_ca_file = {caFile}
+state_directory = state
+agree_tos = yes
+
+[services/files]
+type = https
+name = files-https
+endpoint = tcp:{port}:interface=127.0.0.1
+path = public
+ssl_domains = files.example.test
+"""
+
+
+class EndpointPebbleTests(TestCACase):
+    """
+    A whole server whose listeners are all endpoints, against pebble.
+    """
+
+    async def test_issuedOverEndpoints(self) -> None:
+        """
+        Pebble validates through the challenge site on its C{tcp:} endpoint,
+        and the service on its own C{tcp:} endpoint presents the issued
+        certificate and serves its files.
+        """
+        challengePort = freeTCPPort()
+        testCA = await self.startTestCA(challengePort)
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
+            stream.write(b"hello\n")
+        path = os.path.join(directory, "server.ini")
+        port = freeTCPPort()
+        with open(path, "w") as stream:
+            stream.write(
+                ENDPOINT_CONFIGURATION.format(
+                    challengePort=challengePort,
+                    directoryURL=testCA.directoryURL,
+                    caFile=testCA.caFile,
+                    port=port,
+                )
+            )
+        server = ServerService(readConfiguration(path), reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        await server.resource.whenSettled()
+        issuers = await testCA.fetchIssuerPEM()
+        certificate, received = await fetchOverTLS(
+            reactor, port, "files.example.test", issuers, "/hello.txt", b"hello\n"
+        )
+        self.assertEqual(tuple(certificateNames(certificate)), ("files.example.test",))
+        self.assertIn(b"hello\n", received)
