@@ -52,7 +52,59 @@ class ChallengeResponder:
         return len(self._pending)
 
 
-class ChallengeResource(Resource):
+class _ReadOnlyResource(Resource):
+    """
+    A resource that answers GET and HEAD alike, and every other method
+    with 405.
+    """
+
+    def render_HEAD(self, request: Request) -> bytes:
+        return self.render_GET(request)  # type: ignore[attr-defined, no-any-return]
+
+    def render(self, request: Request) -> bytes:
+        """
+        Answer GET and HEAD; refuse every other method with 405.
+        """
+        if request.method in ALLOWED_METHODS:
+            return super().render(request)  # type: ignore[no-any-return]
+        return refuseMethod(request)
+
+
+class ChallengeTokens(_ReadOnlyResource):
+    """
+    The resource of C{/.well-known/acme-challenge/}: a host that serves
+    port 80 itself mounts it there in its own site (see
+    L{letsencrypt_resource.resource.LetsEncryptResource.challengeResource}).
+    It answers C{<token>} with the key authorization while that challenge
+    is pending, C{test.txt} with a fixed readiness text, and anything else
+    with 404.
+    """
+
+    isLeaf = True
+
+    def __init__(self, responder: ChallengeResponder):
+        super().__init__()
+        self._responder = responder
+
+    def render_GET(self, request: Request) -> bytes:
+        return self.answer(request, b"/".join(request.postpath or []))
+
+    def answer(self, request: Request, token: bytes) -> bytes:
+        """
+        Answer C{request} for the path C{token} below the challenge folder.
+
+        @return: The body.
+        """
+        if token == b"test.txt":
+            return plainText(request, READY_TEXT)
+        if _TOKEN.match(token):
+            answer = self._responder.lookup(token.decode("ascii"))
+            if answer is not None:
+                return plainText(request, answer.encode("ascii"))
+        return notFound(request)
+
+
+class ChallengeResource(_ReadOnlyResource):
     """
     The root of the challenge site.
     """
@@ -61,20 +113,13 @@ class ChallengeResource(Resource):
 
     def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
         super().__init__()
-        self._responder = responder
+        self._tokens = ChallengeTokens(responder)
         self._redirectURL = redirectURL.rstrip("/").encode("utf-8") if redirectURL else None
 
     def render_GET(self, request: Request) -> bytes:
         path = request.path
         if path.startswith(CHALLENGE_PREFIX):
-            token = path[len(CHALLENGE_PREFIX) :]
-            if token == b"test.txt":
-                return plainText(request, READY_TEXT)
-            if _TOKEN.match(token):
-                answer = self._responder.lookup(token.decode("ascii"))
-                if answer is not None:
-                    return plainText(request, answer.encode("ascii"))
-            return notFound(request)
+            return self._tokens.answer(request, path[len(CHALLENGE_PREFIX) :])
         if self._redirectURL is not None and path.startswith(b"/"):
             # Only a path may follow the redirect URL: appending another
             # request-target form ("@evil.example", "http://...") would
@@ -83,17 +128,6 @@ class ChallengeResource(Resource):
             request.setHeader(b"location", self._redirectURL + request.uri)
             return b""
         return notFound(request)
-
-    def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)
-
-    def render(self, request: Request) -> bytes:
-        """
-        Answer GET and HEAD; refuse every other method with 405.
-        """
-        if request.method in ALLOWED_METHODS:
-            return super().render(request)
-        return refuseMethod(request)
 
 
 class ChallengeSite(LimitedSite):

@@ -22,6 +22,7 @@ import attrs
 from hyperlink import DecodedURL
 
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
+from .listening import checkDescription, tcpBinding
 
 LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -99,6 +100,12 @@ class ResourceOptions:
     #: (base64url), for CAs that require it.
     eabKid: str | None = None
     eabHMACKey: str | None = None
+    #: The endpoint description the challenge site listens on, replacing
+    #: C{address} and C{port}.
+    endpoint: str | None = None
+    #: Whether the resource opens a challenge site of its own; without, a
+    #: host serves L{LetsEncryptResource.challengeResource} itself.
+    challengeSite: bool = True
 
 
 @attrs.frozen
@@ -118,6 +125,9 @@ class ServiceOptions:
     debug: bool
     #: Serve and list hidden (dot) files and folders.
     hiddenFiles: bool = False
+    #: The endpoint description the service listens on, replacing
+    #: C{address} and C{port}.
+    endpoint: str | None = None
 
 
 @attrs.frozen
@@ -183,6 +193,10 @@ def _address(value: str) -> str:
         raise ValueError(
             f"{value!r} is neither an IP address nor a host name ({error})"
         ) from None
+
+
+def _endpoint(value: str) -> str:
+    return checkDescription(value)
 
 
 def _url(value: str) -> str:
@@ -329,8 +343,26 @@ _COMMON = (
 )
 
 RESOURCE_OPTIONS = _COMMON + (
-    Option("address", _address, None, "Address of the HTTP-01 challenge site."),
+    Option(
+        "address",
+        _address,
+        "",
+        "Address of the HTTP-01 challenge site; needed unless endpoint is set.",
+    ),
     Option("port", _port, "80", "Port of the HTTP-01 challenge site."),
+    Option(
+        "endpoint",
+        _endpoint,
+        "",
+        "Twisted endpoint of the challenge site (tcp:, tcp6:, unix:, systemd:), "
+        "instead of address and port.",
+    ),
+    Option(
+        "challenge_site",
+        _boolean,
+        "yes",
+        "Open a challenge site; no when the host serves the challenge resource.",
+    ),
     Option("acme_url", _acmeURL, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
     Option(
         "state_directory",
@@ -364,8 +396,20 @@ RESOURCE_OPTIONS = _COMMON + (
 )
 
 SERVICE_OPTIONS = _COMMON + (
-    Option("address", _address, None, "Address the service listens on."),
+    Option(
+        "address",
+        _address,
+        "",
+        "Address the service listens on; needed unless endpoint is set.",
+    ),
     Option("port", _port, "443", "Port the service listens on."),
+    Option(
+        "endpoint",
+        _endpoint,
+        "",
+        "Twisted endpoint the service listens on (tcp:, tcp6:, unix:, systemd:), "
+        "instead of address and port.",
+    ),
     Option("ssl_domains", _domains, None, "Domains of the service's certificate."),
     Option("path", _path, None, "Folder served, read-only."),
     Option("hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders."),
@@ -409,11 +453,50 @@ def _readSection(
     return values
 
 
+def _written(parser: configparser.ConfigParser, section: str) -> set[str]:
+    """
+    The options C{section} sets to something.
+    """
+    return {name for name, value in parser[section].items() if value.strip()}
+
+
 def _resolve(base: str, path: str) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
-def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOptions:
+def _listenerAddress(
+    section: str, values: dict[str, Any], written: set[str], needed: bool = True
+) -> str:
+    """
+    The C{address} of a section that listens: required without an
+    C{endpoint}, and refused beside one, as is C{port}, since the endpoint
+    replaces both (an address thought to restrict an endpoint that listens
+    everywhere would not).
+
+    @param written: The options the section sets.
+    @param needed: Whether the section listens at all.
+    """
+    endpoint = values["endpoint"]
+    if endpoint is not None:
+        for name in ("address", "port"):
+            if name in written:
+                raise ConfigurationError(
+                    section,
+                    name,
+                    f"cannot be set beside endpoint, which replaces address and "
+                    f"port; name the interface and port in the endpoint ({endpoint})",
+                )
+        return ""
+    if values["address"] is None:
+        if not needed:
+            return ""
+        raise ConfigurationError(section, "address", "is required unless endpoint is set")
+    return str(values["address"])
+
+
+def _resource(
+    section: str, values: dict[str, Any], base: str, written: set[str]
+) -> ResourceOptions:
     if bool(values["eab_kid"]) != bool(values["eab_hmac_key"]):
         missing = "eab_hmac_key" if values["eab_kid"] else "eab_kid"
         raise ConfigurationError(
@@ -430,8 +513,10 @@ def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOption
         section=section,
         name=values["name"] or section,
         description=values["description"],
-        address=values["address"],
+        address=_listenerAddress(section, values, written, values["challenge_site"]),
         port=values["port"],
+        endpoint=values["endpoint"],
+        challengeSite=values["challenge_site"],
         acmeURL=acmeURL,
         stateDirectory=_resolve(base, state),
         storeDirectory=(
@@ -459,14 +544,17 @@ def _resource(section: str, values: dict[str, Any], base: str) -> ResourceOption
     )
 
 
-def _service(section: str, values: dict[str, Any], base: str) -> ServiceOptions:
+def _service(
+    section: str, values: dict[str, Any], base: str, written: set[str]
+) -> ServiceOptions:
     return ServiceOptions(
         section=section,
         type=values["type"],
         name=values["name"] or section,
         description=values["description"],
-        address=values["address"],
+        address=_listenerAddress(section, values, written),
         port=values["port"],
+        endpoint=values["endpoint"],
         domains=values["ssl_domains"],
         path=_resolve(base, values["path"]),
         debug=values["debug"],
@@ -548,7 +636,9 @@ def parseConfiguration(
                 )
             values = _readSection(parser, section, RESOURCE_OPTIONS)
             if values["enabled"]:
-                resources.append(_resource(section, values, baseDirectory))
+                resources.append(
+                    _resource(section, values, baseDirectory, _written(parser, section))
+                )
         elif kind == "services":
             _checkIdentifier(section)
             kind_ = parser[section].get("type", "").strip()
@@ -563,7 +653,9 @@ def parseConfiguration(
                 )
             values = _readSection(parser, section, SERVICE_OPTIONS)
             if values["enabled"]:
-                services.append(_service(section, values, baseDirectory))
+                services.append(
+                    _service(section, values, baseDirectory, _written(parser, section))
+                )
         else:
             raise ConfigurationError(
                 section,
@@ -663,16 +755,23 @@ def _checkPortClashes(
     """
     Raise L{ConfigurationError} at the first listener whose address and
     port another listener already uses, in one pass over the listeners.
+    Listeners on an C{endpoint} other than C{tcp:} and C{tcp6:} are not
+    compared: what they bind is only known as they listen.
     """
-    listeners = [(s.section, s.address, s.port) for s in services]
-    if resource is not None:
-        listeners.insert(0, (resource.section, resource.address, resource.port))
+    components: list[ResourceOptions | ServiceOptions] = list(services)
+    if resource is not None and resource.challengeSite:
+        components.insert(0, resource)
+    listeners = [
+        listener
+        for listener in map(_listenerBinding, components)
+        if listener is not None
+    ]
     # Per port: the first listener, the one on a wildcard address, and the
     # listener of each bound address.
     first: dict[int, tuple[str, str]] = {}
     wildcard: dict[int, tuple[str, str]] = {}
     bound: dict[tuple[int, str], tuple[str, str]] = {}
-    for section, address, port in listeners:
+    for section, option, address, port in listeners:
         addresses = _bindings(address)
         clash = wildcard.get(port)
         if clash is None and addresses & _WILDCARDS:
@@ -686,7 +785,7 @@ def _checkPortClashes(
             used = "" if otherAddress == address else f" on {otherAddress}"
             raise ConfigurationError(
                 section,
-                "port",
+                option,
                 f"{address} port {port} is already used by [{other}]{used}",
             )
         first.setdefault(port, (section, address))
@@ -694,6 +793,26 @@ def _checkPortClashes(
             wildcard[port] = (section, address)
         for each in addresses:
             bound[(port, each)] = (section, address)
+
+
+def _listenerBinding(
+    options: ResourceOptions | ServiceOptions,
+) -> tuple[str, str, str, int] | None:
+    """
+    The section, the option naming the port, the address and the port of
+    a listener, or C{None} when its endpoint binds nothing comparable.
+    """
+    if options.endpoint is None:
+        return options.section, "port", options.address, options.port
+    binding = tcpBinding(options.endpoint)
+    if binding is None:
+        return None
+    interface, port = binding
+    try:
+        interface = _address(interface)
+    except ValueError:
+        pass
+    return options.section, "endpoint", interface, port
 
 
 def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:

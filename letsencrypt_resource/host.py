@@ -39,6 +39,7 @@ from .control import ControlService, LockWatch, StateLock
 from .httpclient import loadCABundle, makeHTTPClient
 from .https import HTTPSFileService
 from .keys import loadAccountKey
+from .listening import inheritedSocketProblem
 from .interfaces import ICertificateConsumer
 from .operations import Operations
 from .reload import planReload
@@ -92,11 +93,32 @@ def checkState(configuration: Configuration) -> None:
         checkStorage(resource)
 
 
-#: Every check that reads the file system, for a server.
+def checkListeners(configuration: Configuration) -> None:
+    """
+    The checks of what the listeners take from the process: the sockets
+    that C{systemd:} endpoints name were passed to it.
+
+    @raise ConfigurationError: naming the C{endpoint} whose socket is
+        missing.
+    """
+    resource = configuration.resource
+    listeners: list[ResourceOptions | ServiceOptions] = list(configuration.services)
+    if resource is not None and resource.challengeSite:
+        listeners.insert(0, resource)
+    for options in listeners:
+        if options.endpoint is None:
+            continue
+        problem = inheritedSocketProblem(options.endpoint)
+        if problem is not None:
+            raise ConfigurationError(options.section, "endpoint", problem)
+
+
+#: Every check that reads the file system or the process, for a server.
 ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
     checkServices,
     checkCA,
     checkState,
+    checkListeners,
 )
 
 

@@ -9,17 +9,17 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from . import events
+from . import events, listening
 from .certificates import CertifiedKey
 from .config import ServiceOptions
 from .folder import ServedFolder
 from .httplimits import LimitedSite
+from .listening import Listener
 from .tls import TLSCertificateConsumer
 
 
@@ -50,7 +50,8 @@ class FileSite(LimitedSite):
 
 class HTTPSFileService(Service):
     """
-    Serves C{options.path} over HTTPS on C{options.address}:C{options.port}.
+    Serves C{options.path} over HTTPS on C{options.endpoint}, or on
+    C{options.address}:C{options.port}.
 
     It listens once its consumer has a first certificate (provisional or
     CA-issued) and follows every later one in place. It opens its folder
@@ -67,7 +68,7 @@ class HTTPSFileService(Service):
         self.name = options.name
         self.consumer = TLSCertificateConsumer(options.name, options.domains)
         self._reactor = reactor
-        self._port: IListeningPort | None = None
+        self._port: Listener | None = None
         self._served: ServedFolder | None = None
         self._waiting: Deferred[CertifiedKey] | None = None
 
@@ -96,34 +97,36 @@ class HTTPSFileService(Service):
 
     def _listen(self) -> None:
         self._waiting = None
-        address, port = self.options.address, self.options.port
         served = self._served
         assert served is not None
         site = FileSite(self.name, self.options.debug, served, reactor=self._reactor)
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor
         )
-        try:
-            self._port = self._reactor.listenTCP(port, factory, interface=address)
-        except CannotListenError as error:
-            self._served = None
-            served.close()
-            self._listenFailed(str(error.socketError))
-            return
+        self._port = Listener(self._reactor, listening.description(self.options), factory)
+        self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
+
+    def _listening(self, port: IListeningPort) -> None:
+        address, number = listening.listeningPlace(self.options, port)
         events.SERVICE_LISTENING.emit(
-            self._log, service=self.name, address=address, port=port
+            self._log, service=self.name, address=address, port=number
         )
+
+    def _notListening(self, failure: Failure, served: ServedFolder) -> None:
+        if failure.check(CancelledError):
+            return
+        if self._served is served:
+            self._served = None
+        served.close()
+        self._listenFailed(listening.failureDetails(failure))
 
     def _listenFailed(self, details: str) -> None:
         """
         Tell that the service cannot listen, for C{details}: event 20157.
         """
+        address, port = listening.place(self.options)
         events.SERVICE_LISTEN_FAILED.emit(
-            self._log,
-            service=self.name,
-            address=self.options.address,
-            port=self.options.port,
-            details=details,
+            self._log, service=self.name, address=address, port=port, details=details
         )
 
     def reopenFolder(self) -> None:

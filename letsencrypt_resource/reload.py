@@ -35,6 +35,7 @@ _RESOURCE_OPTION_NAMES = {
     "accountKeyFile": "account_key",
     "eabKid": "eab_kid",
     "eabHMACKey": "eab_hmac_key",
+    "challengeSite": "challenge_site",
 }
 
 

@@ -21,23 +21,24 @@ from twisted.internet.defer import (
     inlineCallbacks,
     succeed,
 )
-from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 from zope.interface.registry import Components
 
-from . import events
+from . import events, listening
 from .account import connectAccount
 from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, certificateID
 from .certificates import CertifiedKey
-from .challenge import ChallengeResponder, ChallengeSite
+from .challenge import ChallengeResponder, ChallengeSite, ChallengeTokens
 from .config import ResourceOptions
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import PendingOrder, obtainCertificate, orderSurvives
 from .keys import generateKey, keyType
 from .limiter import Limiter
+from .listening import Listener
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .policy import retryDelay
 from .provisional import makeProvisional, makeSigner, signerProblem
@@ -131,7 +132,7 @@ class LetsEncryptResource(Service):
         # Sets a reload dropped while their attempt runs: taken back, with
         # that attempt, if a later reload adds them again before it ends.
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
-        self._port: IListeningPort | None = None
+        self._port: Listener | None = None
         self._client: ACMEClient | None = None
         self._accountLock = DeferredLock()
         self._checking: Deferred[None] | None = None
@@ -259,19 +260,37 @@ class LetsEncryptResource(Service):
         if not failure.check(CancelledError):
             self._log.failure("Unexpected error in the lets-encrypt resource", failure)
 
+    def challengeResource(self) -> IResource:
+        """
+        The resource that answers this resource's HTTP-01 challenges, for a
+        host that serves port 80 itself to mount at
+        C{/.well-known/acme-challenge/} in its own site; with
+        C{challenge_site = no}, the resource opens no site of its own.
+        """
+        return ChallengeTokens(self.responder)
+
     def _listen(self) -> None:
-        address, port = self.options.address, self.options.port
-        site = ChallengeSite(self.responder, self.options.redirectURL)
-        try:
-            self._port = self._reactor.listenTCP(port, site, interface=address)
-        except CannotListenError as error:
-            events.CHALLENGE_SITE_FAILED.emit(
-                self._log, address=address, port=port, details=str(error.socketError)
-            )
+        if not self.options.challengeSite:
             return
-        events.CHALLENGE_SITE_LISTENING.emit(
-            self._log, address=address, port=self._port.getHost().port
-        )
+        site = ChallengeSite(self.responder, self.options.redirectURL)
+        self._port = Listener(self._reactor, listening.description(self.options), site)
+
+        def listened(port: IListeningPort) -> None:
+            address, number = listening.listeningPlace(self.options, port)
+            events.CHALLENGE_SITE_LISTENING.emit(self._log, address=address, port=number)
+
+        def failed(failure: Failure) -> None:
+            if failure.check(CancelledError):
+                return
+            address, number = listening.place(self.options)
+            events.CHALLENGE_SITE_FAILED.emit(
+                self._log,
+                address=address,
+                port=number,
+                details=listening.failureDetails(failure),
+            )
+
+        self._port.start().addCallbacks(listened, failed)
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}

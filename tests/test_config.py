@@ -699,6 +699,158 @@ class BadConfigurationTests(SynchronousTestCase):
             self.assertNotIn("secret", str(error))
 
 
+class EndpointOptionTests(SynchronousTestCase):
+    """
+    The C{endpoint} option of the resource and of the services, and the
+    resource's C{challenge_site}.
+    """
+
+    assertConfigurationError = BadConfigurationTests.assertConfigurationError
+
+    def test_endpointReplacesAddress(self) -> None:
+        """
+        With an C{endpoint}, no C{address} is needed: the endpoint is kept,
+        stripped, and the address is empty.
+        """
+        configuration = parse(
+            resource(address=None, endpoint=" systemd:domain=INET:index=0 ")
+            + service(address=None, endpoint="tcp6:443:interface=\\:\\:")
+        )
+        assert configuration.resource is not None
+        [serviceOptions] = configuration.services
+        self.assertEqual(
+            (configuration.resource.endpoint, configuration.resource.address),
+            ("systemd:domain=INET:index=0", ""),
+        )
+        self.assertEqual(
+            (serviceOptions.endpoint, serviceOptions.address),
+            ("tcp6:443:interface=\\:\\:", ""),
+        )
+
+    def test_noEndpointByDefault(self) -> None:
+        """
+        Without an C{endpoint}, listeners have none and the resource opens
+        its challenge site.
+        """
+        configuration = parse(withService())
+        assert configuration.resource is not None
+        self.assertEqual(
+            (
+                configuration.resource.endpoint,
+                configuration.resource.challengeSite,
+                configuration.services[0].endpoint,
+            ),
+            (None, True, None),
+        )
+
+    def test_addressRequiredWithoutEndpoint(self) -> None:
+        """
+        Without an C{endpoint}, the C{address} is still required, and the
+        message says that an endpoint would do instead.
+        """
+        self.assertConfigurationError(
+            withService(address=None),
+            "services/s1",
+            "address",
+            "is required unless endpoint is set",
+        )
+
+    def test_addressOrPortBesideEndpointRefused(self) -> None:
+        """
+        An C{address} or C{port} beside an C{endpoint} is refused: the
+        endpoint replaces both, so an address meant to keep a listener on
+        loopback would not.
+        """
+        for option, value in (("address", "127.0.0.1"), ("port", "8443")):
+            overrides: dict[str, str | None] = {"address": None, "endpoint": "tcp:443"}
+            overrides[option] = value
+            self.assertConfigurationError(
+                withService(**overrides),
+                "services/s1",
+                option,
+                "cannot be set beside endpoint",
+                "(tcp:443)",
+            )
+
+    def test_sslEndpointRefused(self) -> None:
+        """
+        An C{ssl:} endpoint is refused, naming the section and option: the
+        services' TLS is the resource's own.
+        """
+        self.assertConfigurationError(
+            withService(address=None, endpoint="ssl:443:privateKey=/etc/key.pem"),
+            "services/s1",
+            "endpoint",
+            "is an ssl: endpoint",
+        )
+
+    def test_invalidEndpointRefused(self) -> None:
+        """
+        An endpoint description Twisted cannot parse is refused at load,
+        naming the section and option.
+        """
+        self.assertConfigurationError(
+            withResource(address=None, endpoint="tcp:eighty"),
+            "resources/r1",
+            "endpoint",
+            "'tcp:eighty' is not a valid endpoint description",
+        )
+
+    def test_tcpEndpointClashes(self) -> None:
+        """
+        A C{tcp:} endpoint is compared with the other listeners, and its
+        C{endpoint} option is the one named.
+        """
+        self.assertConfigurationError(
+            withService(address=None, endpoint="tcp:80:interface=192.0.2.1"),
+            "services/s1",
+            "endpoint",
+            "192.0.2.1 port 80 is already used by [resources/r1]",
+        )
+        self.assertConfigurationError(
+            resource()
+            + service("s1", address="::1")
+            + service(
+                "s2",
+                address=None,
+                endpoint="tcp6:443:interface=0\\:0\\:0\\:0\\:0\\:0\\:0\\:1",
+                ssl_domains="other.example.com",
+            ),
+            "services/s2",
+            "endpoint",
+            "::1 port 443 is already used by [services/s1]",
+        )
+
+    def test_otherEndpointsNotCompared(self) -> None:
+        """
+        Listeners on C{unix:} and C{systemd:} endpoints are not compared,
+        as what they bind is only known when they listen.
+        """
+        configuration = parse(
+            resource(address=None, endpoint="systemd:domain=INET:index=0")
+            + service("s1", address=None, endpoint="systemd:domain=INET:index=0")
+            + service(
+                "s2",
+                address=None,
+                endpoint="unix:/run/files.sock",
+                ssl_domains="other.example.com",
+            )
+        )
+        self.assertEqual(len(configuration.services), 2)
+
+    def test_noChallengeSite(self) -> None:
+        """
+        With C{challenge_site = no}, the resource needs no address and
+        takes no port: a service may listen on port 80.
+        """
+        configuration = parse(
+            resource(address=None, challenge_site="no")
+            + service(port="80")
+        )
+        assert configuration.resource is not None
+        self.assertFalse(configuration.resource.challengeSite)
+
+
 class LoadConfigurationErrorTests(SynchronousTestCase):
     """
     The errors of L{loadConfiguration} reading a file.

@@ -1,0 +1,238 @@
+"""
+Where the product's listeners listen: Twisted endpoint descriptions.
+
+Every listener (the challenge site and each C{https} service) listens on
+a L{serverFromString} description: its C{endpoint} option, or
+C{tcp:PORT:interface=ADDRESS} built from its C{address} and C{port}.  The
+TLS of the C{https} services is the product's own, so only plain stream
+endpoints are taken (L{STREAM_TYPES}); an C{ssl:} description, or one of a
+plugin that may wrap the connection in something else, is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
+
+#: The endpoint types a listener may use.
+STREAM_TYPES = ("tcp", "tcp6", "unix", "systemd")
+#: The port shown in events for a listener whose endpoint names none.
+NO_PORT = "-"
+
+
+class ListenerOptions(Protocol):
+    """
+    The options of a section that listens.
+    """
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def endpoint(self) -> str | None: ...
+
+
+def tcpDescription(address: str, port: int) -> str:
+    """
+    The description of a TCP listener on C{address} and C{port}, with the
+    colons of an IPv6 address escaped.
+    """
+    escaped = address.replace("\\", "\\\\").replace(":", "\\:")
+    return f"tcp:{port}:interface={escaped}"
+
+
+def description(options: ListenerOptions) -> str:
+    """
+    The endpoint description C{options} listen on.
+    """
+    if options.endpoint is not None:
+        return options.endpoint
+    return tcpDescription(options.address, options.port)
+
+
+def checkDescription(text: str) -> str:
+    """
+    Check the endpoint description C{text} without listening or using
+    the environment: its type is one of L{STREAM_TYPES} and Twisted can
+    build an endpoint from it.  A C{systemd:} description's socket is
+    looked for by L{inheritedSocketProblem}, when the server starts.
+
+    @return: C{text}, stripped.
+    @raise ValueError: saying what is wrong.
+    """
+    text = text.strip()
+    kind = text.partition(":")[0]
+    if kind == "ssl":
+        raise ValueError(
+            f"{text!r} is an ssl: endpoint; the TLS of the services is the "
+            "resource's own, so give a plain one (tcp:, tcp6:, unix: or systemd:)"
+        )
+    if kind not in STREAM_TYPES:
+        raise ValueError(
+            f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description"
+        )
+    try:
+        serverFromString(MemoryReactor(), text)
+        binding = tcpBinding(text)
+    except (IndexError, KeyError):
+        if kind != "systemd":
+            raise
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{text!r} is not a valid endpoint description: {error}") from None
+    else:
+        if binding is not None and not 1 <= binding[1] <= 65535:
+            raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
+    return text
+
+
+def inheritedSocketProblem(text: str) -> str | None:
+    """
+    What is wrong with the C{systemd:} description C{text} in this
+    process: the socket it names was not passed by systemd (C{LISTEN_FDS},
+    C{LISTEN_FDNAMES}).  C{None} when it was, or for another endpoint type.
+    """
+    if text.partition(":")[0] != "systemd":
+        return None
+    try:
+        serverFromString(MemoryReactor(), text)
+    except (IndexError, KeyError):
+        return (
+            f"{text!r} names a socket that systemd did not pass to this process "
+            "(start it from a .socket unit, or check its index or name)"
+        )
+    return None
+
+
+def tcpBinding(text: str) -> tuple[str, int] | None:
+    """
+    The interface and port a C{tcp:} or C{tcp6:} description binds, for
+    comparing listeners, or C{None} for other types and for port 0.
+    """
+    if text.partition(":")[0] not in ("tcp", "tcp6"):
+        return None
+    reactor = MemoryReactor()
+    serverFromString(reactor, text).listen(Factory())
+    [(port, _, _, interface)] = reactor.tcpServers
+    if port == 0:
+        return None
+    return (interface or "0.0.0.0", port)
+
+
+def place(options: ListenerOptions) -> tuple[str, int | str]:
+    """
+    The address and port events name for a listener before it listens:
+    C{address} and C{port}, or the C{endpoint} description and L{NO_PORT}.
+    """
+    if options.endpoint is not None:
+        return options.endpoint, NO_PORT
+    return options.address, options.port
+
+
+def listeningPlace(
+    options: ListenerOptions, port: IListeningPort
+) -> tuple[str, int | str]:
+    """
+    The address and port events name for a listener listening on C{port}:
+    C{address} and the port bound, or for an C{endpoint} the IP address
+    and port bound when it is one (a C{unix:} socket is named by its
+    description).
+    """
+    host = port.getHost()
+    if options.endpoint is None:
+        return options.address, host.port
+    if isinstance(host, (IPv4Address, IPv6Address)):
+        return host.host, host.port
+    return place(options)
+
+
+def failureDetails(failure: Failure) -> str:
+    """
+    Why listening failed, as events tell it.
+    """
+    error = failure.value
+    if isinstance(error, CannotListenError):
+        return str(error.socketError)
+    return str(error)
+
+
+class Listener:
+    """
+    A factory listening on an endpoint description: listening is
+    asynchronous, and it may be stopped before it listens.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        description: str,
+        factory: IProtocolFactory,
+        parse: Callable[[Any, str], IStreamServerEndpoint] = serverFromString,
+    ):
+        """
+        @param parse: Builds the endpoint from the reactor and C{description}.
+        """
+        self._reactor = reactor
+        self._description = description
+        self._factory = factory
+        self._parse = parse
+        self._port: IListeningPort | None = None
+        self._pending: Deferred[IListeningPort] | None = None
+        self._stopped = False
+
+    def start(self) -> Deferred[IListeningPort]:
+        """
+        Listen.
+
+        @return: A Deferred that fires with the port, or fails with why it
+            cannot listen, or with L{CancelledError} when stopped before.
+        """
+        pending = self._pending = Deferred()
+        try:
+            endpoint = self._parse(self._reactor, self._description)
+            listening = endpoint.listen(self._factory)
+        except Exception:
+            listening = fail()
+        listening.addBoth(self._listened)
+        return pending
+
+    def _listened(self, result: IListeningPort | Failure) -> None:
+        pending, self._pending = self._pending, None
+        if self._stopped:
+            # Stopped while listening was under way: close what came late.
+            if not isinstance(result, Failure):
+                result.stopListening()
+            return
+        assert pending is not None
+        if isinstance(result, Failure):
+            pending.errback(result)
+            return
+        self._port = result
+        pending.callback(result)
+
+    def stopListening(self) -> Deferred[None]:
+        """
+        Stop listening, or give up listening if it is under way.
+        """
+        self._stopped = True
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.errback(Failure(CancelledError()))
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)

@@ -1,0 +1,297 @@
+"""
+Tests for L{letsencrypt_resource.listening}, on memory reactors.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from twisted.internet.address import IPv6Address, UNIXAddress
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.config import ServiceOptions
+from letsencrypt_resource.listening import (
+    NO_PORT,
+    Listener,
+    checkDescription,
+    description,
+    failureDetails,
+    inheritedSocketProblem,
+    listeningPlace,
+    place,
+    tcpBinding,
+    tcpDescription,
+)
+
+
+def options(**overrides: Any) -> ServiceOptions:
+    """
+    The options of a service on 192.0.2.1 port 8443, with some changed.
+    """
+    values: dict[str, Any] = dict(
+        section="services/s1",
+        type="https",
+        name="s1",
+        description="",
+        address="192.0.2.1",
+        port=8443,
+        domains=("files.example.com",),
+        path="/srv/files",
+        debug=False,
+    )
+    values.update(overrides)
+    return ServiceOptions(**values)
+
+
+class DescriptionTests(SynchronousTestCase):
+    """
+    Tests for L{tcpDescription}, L{description} and L{tcpBinding}.
+    """
+
+    def test_addressAndPort(self) -> None:
+        """
+        Without an endpoint, a listener listens on TCP at its address and
+        port, an IPv6 address escaped so that its colons are not separators.
+        """
+        for address, port in [("192.0.2.1", 80), ("::1", 443), ("2001:db8::1", 8443)]:
+            text = tcpDescription(address, port)
+            self.assertEqual(tcpBinding(text), (address, port), text)
+        self.assertEqual(tcpDescription("::", 443), "tcp:443:interface=\\:\\:")
+
+    def test_endpointReplacesAddress(self) -> None:
+        """
+        An endpoint, when set, is the description listened on.
+        """
+        self.assertEqual(
+            description(options()), "tcp:8443:interface=192.0.2.1"
+        )
+        self.assertEqual(
+            description(options(endpoint="unix:/run/files.sock")), "unix:/run/files.sock"
+        )
+
+    def test_bindingOfOtherTypes(self) -> None:
+        """
+        Only C{tcp:} and C{tcp6:} descriptions bind a comparable address:
+        the every-interface defaults are named, and port 0 (any port) is not
+        comparable.
+        """
+        self.assertEqual(tcpBinding("tcp:80"), ("0.0.0.0", 80))
+        self.assertEqual(tcpBinding("tcp6:80"), ("::", 80))
+        self.assertIsNone(tcpBinding("tcp:0"))
+        self.assertIsNone(tcpBinding("unix:/run/files.sock"))
+        self.assertIsNone(tcpBinding("systemd:domain=INET:index=0"))
+
+
+class CheckDescriptionTests(SynchronousTestCase):
+    """
+    Tests for L{checkDescription} and L{inheritedSocketProblem}.
+    """
+
+    def test_streamTypes(self) -> None:
+        """
+        C{tcp:}, C{tcp6:}, C{unix:} and C{systemd:} descriptions are taken,
+        stripped; a C{systemd:} one even when no socket was passed, which
+        is only looked for when the server starts.
+        """
+        for text in (
+            "tcp:443:interface=127.0.0.1",
+            "tcp6:443:interface=\\:\\:1",
+            "unix:/run/files.sock:mode=660",
+            "systemd:domain=INET:index=0",
+            "systemd:domain=INET6:name=files",
+        ):
+            self.assertEqual(checkDescription(f" {text} "), text)
+
+    def test_sslRefused(self) -> None:
+        """
+        An C{ssl:} description is refused, saying that the TLS is the
+        resource's own: it would wrap the services' TLS in another.
+        """
+        error = self.assertRaises(
+            ValueError, checkDescription, "ssl:443:privateKey=key.pem"
+        )
+        self.assertIn("ssl: endpoint", str(error))
+        self.assertIn("tcp:, tcp6:, unix: or systemd:", str(error))
+
+    def test_otherTypesRefused(self) -> None:
+        """
+        Any other type is refused, among them client endpoint types and
+        plugins that may wrap connections in anything (such as txacme's
+        C{le:}).
+        """
+        for text in ("le:/srv/certs:tcp:443", "txtorcon:80", "http:80", "443", ""):
+            error = self.assertRaises(ValueError, checkDescription, text)
+            self.assertIn("is not a tcp:, tcp6:, unix: or systemd:", str(error))
+
+    def test_invalidArgumentsRefused(self) -> None:
+        """
+        A description Twisted cannot build an endpoint from, or whose port
+        is out of range, is refused with what is wrong.
+        """
+        for text, reason in [
+            ("tcp:http", "invalid literal"),
+            ("tcp:443:bind=0.0.0.0", "unexpected keyword argument 'bind'"),
+            ("systemd:domain=INET", "exactly one of descriptor index or name"),
+            ("tcp:70000", "outside the range 1 to 65535"),
+        ]:
+            error = self.assertRaises(ValueError, checkDescription, text)
+            self.assertIn(reason, str(error), text)
+
+    def test_missingSystemdSocket(self) -> None:
+        """
+        A C{systemd:} description names a socket this process was not
+        passed; other types need none.
+        """
+        problem = inheritedSocketProblem("systemd:domain=INET:index=0")
+        assert problem is not None
+        self.assertIn("systemd did not pass", problem)
+        self.assertIsNone(inheritedSocketProblem("tcp:443"))
+
+
+class PlaceTests(SynchronousTestCase):
+    """
+    Tests for L{place}, L{listeningPlace} and L{failureDetails}: what the
+    listening events name.
+    """
+
+    def test_addressAndPort(self) -> None:
+        """
+        A listener on an address and port is named by them, with the port
+        bound once it listens.
+        """
+        reactor = MemoryReactor()
+        port = reactor.listenTCP(0, Factory())
+        self.assertEqual(place(options()), ("192.0.2.1", 8443))
+        self.assertEqual(listeningPlace(options(port=0), port), ("192.0.2.1", 0))
+
+    def test_endpoint(self) -> None:
+        """
+        A listener on an endpoint is named by its description before it
+        listens, by the IP address and port it bound once it does, and by
+        its description when it bound none (a Unix socket).
+        """
+        reactor = MemoryReactor()
+        tcp = reactor.listenTCP(443, Factory(), interface="::1")
+        unix = reactor.listenUNIX("/run/files.sock", Factory())
+        tcpOptions = options(endpoint="tcp6:443:interface=\\:\\:1")
+        unixOptions = options(endpoint="unix:/run/files.sock")
+        self.assertEqual(place(tcpOptions), ("tcp6:443:interface=\\:\\:1", NO_PORT))
+        self.assertIsInstance(tcp.getHost(), IPv6Address)
+        self.assertEqual(listeningPlace(tcpOptions, tcp), ("::1", 443))
+        self.assertIsInstance(unix.getHost(), UNIXAddress)
+        self.assertEqual(listeningPlace(unixOptions, unix), ("unix:/run/files.sock", NO_PORT))
+
+    def test_failureDetails(self) -> None:
+        """
+        A port that cannot be opened is told by its socket error, as before
+        endpoints; other failures by their text.
+        """
+        reason = OSError(errno.EADDRINUSE, "Address already in use")
+        self.assertEqual(
+            failureDetails(Failure(CannotListenError("", 80, reason))), str(reason)
+        )
+        self.assertEqual(failureDetails(Failure(IndexError("no socket"))), "no socket")
+
+
+class RecordingPort:
+    """
+    A listening port that records whether it was stopped.
+    """
+
+    stopped = False
+
+    def stopListening(self) -> None:
+        self.stopped = True
+
+
+class RecordingReactor(MemoryReactor):
+    """
+    A memory reactor whose TCP ports record whether they were stopped.
+    """
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        super().listenTCP(port, factory, backlog, interface)
+        return RecordingPort()
+
+
+class PendingEndpoint:
+    """
+    An endpoint whose C{listen} ends when the test says.
+    """
+
+    def __init__(self) -> None:
+        self.listening: Deferred[Any] = Deferred()
+
+    def listen(self, factory: Any) -> Deferred[Any]:
+        return self.listening
+
+
+class ListenerTests(SynchronousTestCase):
+    """
+    Tests for L{Listener}.
+    """
+
+    def test_listensAndStops(self) -> None:
+        """
+        The listener listens on its description with the reactor, and stops
+        the port it got.
+        """
+        reactor = RecordingReactor()
+        factory = Factory()
+        listener = Listener(reactor, "tcp6:8443:interface=\\:\\:1", factory)
+        port = self.successResultOf(listener.start())
+        self.assertEqual(reactor.tcpServers, [(8443, factory, 50, "::1")])
+        self.successResultOf(listener.stopListening())
+        self.assertTrue(port.stopped)
+
+    def test_cannotListen(self) -> None:
+        """
+        A port that cannot be opened fails the start.
+        """
+        reason = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
+        listener = Listener(RaisingMemoryReactor(reason), "tcp:80", Factory())
+        self.failureResultOf(listener.start(), CannotListenError)
+        self.successResultOf(listener.stopListening())
+
+    def test_endpointNotBuilt(self) -> None:
+        """
+        A description that cannot be built into an endpoint now (a
+        C{systemd:} socket that was not passed) fails the start.
+        """
+        listener = Listener(MemoryReactor(), "systemd:domain=INET:index=5", Factory())
+        self.failureResultOf(listener.start(), IndexError)
+
+    def test_stoppedBeforeListening(self) -> None:
+        """
+        Stopped while the endpoint is still opening its port, the start
+        fails with L{CancelledError}, and the port that comes late is
+        closed at once.
+        """
+        endpoint = PendingEndpoint()
+        listener = Listener(MemoryReactor(), "tcp:80", Factory(), lambda r, d: endpoint)
+        started = listener.start()
+        self.assertNoResult(started)
+        self.successResultOf(listener.stopListening())
+        self.failureResultOf(started, CancelledError)
+        port = RecordingPort()
+        endpoint.listening.callback(port)
+        self.assertTrue(port.stopped)
+
+    def test_listensLater(self) -> None:
+        """
+        An endpoint that opens its port later fires the start then.
+        """
+        endpoint = PendingEndpoint()
+        listener = Listener(MemoryReactor(), "tcp:80", Factory(), lambda r, d: endpoint)
+        started = listener.start()
+        port = RecordingPort()
+        endpoint.listening.callback(port)
+        self.assertIs(self.successResultOf(started), port)
+        self.successResultOf(listener.stopListening())
+        self.assertTrue(port.stopped)
