@@ -2,7 +2,7 @@
 Where the product's listeners listen: Twisted endpoint descriptions.
 
 Every listener (the challenge site and each C{https} service) listens on
-a L{serverFromString} description: its C{endpoint} option, or
+a C{serverFromString} description: its C{endpoint} option, or
 C{tcp:PORT:interface=ADDRESS} built from its C{address} and C{port}.  The
 TLS of the C{https} services is the product's own, so only plain stream
 endpoints are taken (L{STREAM_TYPES}); an C{ssl:} description, or one of a
@@ -199,7 +199,7 @@ class Listener:
         Listen.
 
         @return: A Deferred that fires with the port, or fails with why it
-            cannot listen, or with L{CancelledError} when stopped before.
+            cannot listen, or with C{CancelledError} when stopped before.
         """
         pending = self._pending = Deferred()
         try:

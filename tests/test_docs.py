@@ -21,9 +21,7 @@ against a local pebble, and the changelog draft is built with towncrier.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import os
 import re
 import string
@@ -34,7 +32,6 @@ from typing import Any
 
 from docutils import nodes
 from docutils.core import publish_doctree
-from pydoctor.driver import main as pydoctor
 from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -307,33 +304,6 @@ def sphinxConfiguration() -> dict[str, Any]:
     with open(os.path.join(DOCS, "conf.py")) as stream:
         exec(compile(stream.read(), "conf.py", "exec"), namespace)
     return namespace
-
-
-class APIReferenceTests(SynchronousTestCase):
-    """
-    The API reference is rendered from the docstrings by pydoctor, with
-    the arguments the Sphinx build gives it.
-    """
-
-    def test_noWarnings(self) -> None:
-        """
-        pydoctor, run as the documentation's build runs it, reports nothing
-        (no link target it cannot find, no unknown field, no markup error)
-        and exits with 0 although its warnings are errors.
-        """
-        outdir = self.mktemp()
-        arguments = ["--make-html", "--quiet"] + [
-            argument.format(outdir=outdir)
-            for argument in sphinxConfiguration()["pydoctor_args"]
-        ]
-        self.assertIn("--warnings-as-errors", arguments)
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            status = pydoctor(arguments)
-        self.assertEqual((status, output.getvalue()), (0, ""))
-        self.assertTrue(
-            os.path.exists(os.path.join(outdir, "api", "index.html"))
-        )
 
 
 def loadExample() -> ModuleType:
