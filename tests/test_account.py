@@ -236,3 +236,24 @@ class UntrustedServerTests(SynchronousTestCase):
         self.assertIn("option 'acme_ca_file'", text)
         self.assertIn("https://acme.test/directory", text)
         self.assertIn("against acme_ca_file /etc/test-ca.pem", text)
+
+
+class UntrustedLaterTests(ResourceTestCase):
+    """
+    An ACME server whose certificate stops verifying once the account is
+    connected (the test CA restarted with a new listener root).
+    """
+
+    def test_renewalNamesOption(self) -> None:
+        """
+        A later request's failure (20017) names the option
+        C{acme_ca_file}, the file trusted and the URL of the request.
+        """
+        resource = self.start(acmeCAFile="/etc/test-ca.pem")
+        self.patch(resource._client, "_http", UntrustedAgent())
+        only = [resource.managed[frozenset(REPORTS)]]
+        runUntilFired(self.reactor, resource.check(force=True, only=only))
+        [text] = self.eventTexts(20017)
+        self.assertIn("https://acme.test/", text)
+        self.assertIn("does not verify against acme_ca_file /etc/test-ca.pem", text)
+        self.assertIn("set acme_ca_file to the PEM file", text)
