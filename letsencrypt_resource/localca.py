@@ -73,8 +73,12 @@ def _checkFree(port: int) -> None:
     @raise TestCAError: when something listens on 127.0.0.1 C{port}.
     """
     with socket.socket() as probe:
+        # As pebble listens: the closed connections of a test CA stopped
+        # just before (TIME-WAIT) do not make the port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
+            probe.listen()
         except OSError as error:
             raise TestCAError(
                 f"cannot listen on 127.0.0.1 port {port} ({error.strerror}): "

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from typing import Any, Callable
@@ -211,6 +212,23 @@ class ServeRefusalTests(SynchronousTestCase):
         self.assertIn(f"127.0.0.1 port {port}", err)
         self.assertIn("--acme-port", err)
 
+    def test_portFreeAfterClosedConnection(self) -> None:
+        """
+        A port whose listener just stopped, after closing a connection
+        first (the connection then waits in TIME-WAIT, as pebble's do once
+        it stops), is free: a restart is not refused.
+        """
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                accepted, _ = listener.accept()
+                accepted.close()
+                self.assertEqual(client.recv(1), b"")
+        localca._checkFree(port)
+
     def test_folderOthersCanWrite(self) -> None:
         """
         A folder that other users can write in is refused: whoever writes
@@ -239,14 +257,16 @@ class ServeTests(TestCACase):
     The C{testca} command, run as a user runs it, against a real pebble.
     """
 
-    def start(self) -> tuple[GroupProcess, dict[str, str], str]:
+    def start(self, directory: str | None = None) -> tuple[GroupProcess, dict[str, str], str]:
         """
-        Start the command on free ports in a new folder.
+        Start the command on free ports in a new folder, or again on the
+        same ports in C{directory}.
 
         @return: the process, the lines it printed to paste, and its folder.
         """
-        directory = os.path.abspath(self.mktemp())
-        self.challengePort, self.acmePort = freeTCPPort(), freeTCPPort()
+        if directory is None:
+            directory = os.path.abspath(self.mktemp())
+            self.challengePort, self.acmePort = freeTCPPort(), freeTCPPort()
         process = GroupProcess(
             self,
             [
@@ -296,6 +316,32 @@ class ServeTests(TestCACase):
         self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
         with socket.create_connection(("127.0.0.1", self.acmePort)):
             pass
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+
+    def test_restartStillTrusted(self) -> None:
+        """
+        Started again at once in the same folder, after a client's
+        connection to it (left in TIME-WAIT as it stops), the command
+        starts on the same ports, prints the same lines, and its ACME
+        server verifies against the C{acme_ca_file} of the first start,
+        whose content has not changed.
+        """
+        process, options, directory = self.start()
+        with open(options["acme_ca_file"], "rb") as stream:
+            first = stream.read()
+        client = socket.create_connection(("127.0.0.1", self.acmePort))
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+        client.close()
+        process, again, _ = self.start(directory)
+        self.assertEqual(again, options)
+        with open(options["acme_ca_file"], "rb") as stream:
+            self.assertEqual(stream.read(), first)
+        context = ssl.create_default_context(cafile=options["acme_ca_file"])
+        with socket.create_connection(("127.0.0.1", self.acmePort)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /dir HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                answer = b"".join(iter(lambda: tls.recv(65536), b""))
+        self.assertIn(b"newAccount", answer)
         self.assertEqual(process.stopWith(signal.SIGTERM), 0)
 
     def test_stopsPebbleOnSIGTERM(self) -> None:
