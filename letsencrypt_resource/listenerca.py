@@ -38,7 +38,8 @@ CERTIFICATE_LIFETIME = datetime.timedelta(days=365)
 MARGIN = datetime.timedelta(days=1)
 
 _CA_NAME = "letsencrypt-resource test CA listener root"
-_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Never through a link, and a pipe planted at the name does not block.
+_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def listenerCertificate(directory: str, now: datetime.datetime) -> tuple[str, str, str]:
@@ -149,6 +150,15 @@ def _newCA(now: datetime.datetime) -> _Pair:
         [
             x509.BasicConstraints(ca=True, path_length=0),
             CA_KEY_USAGE,
+            # Kept for years: whoever took its key could still vouch for
+            # the loopback listeners only.
+            x509.NameConstraints(
+                permitted_subtrees=[
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_network("127.0.0.1/32")),
+                ],
+                excluded_subtrees=None,
+            ),
             x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
         ],
     )
@@ -198,7 +208,9 @@ def _certificate(
         .not_valid_after(now + lifetime)
     )
     for extension in extensions:
-        critical = isinstance(extension, (x509.BasicConstraints, x509.KeyUsage))
+        critical = isinstance(
+            extension, (x509.BasicConstraints, x509.KeyUsage, x509.NameConstraints)
+        )
         builder = builder.add_extension(extension, critical=critical)
     return builder.sign(issuerKey, hashes.SHA256())
 

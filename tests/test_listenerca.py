@@ -6,6 +6,7 @@ certificate, kept across starts.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import stat
 
@@ -63,6 +64,26 @@ class ListenerCertificateTests(SynchronousTestCase):
             mode = stat.S_IMODE(os.stat(os.path.join(self.directory, name)).st_mode)
             self.assertEqual(mode, 0o600, name)
         self.assertEqual(stat.S_IMODE(os.stat(self.directory).st_mode), 0o700)
+
+    def test_caLimitedToLoopback(self) -> None:
+        """
+        The CA, kept for years, may vouch only for C{localhost} and
+        127.0.0.1 (a critical name constraint), as its listener
+        certificate does.
+        """
+        caFile, certificateFile, _ = listenerCertificate(self.directory, NOW)
+        with open(caFile, "rb") as stream:
+            ca = x509.load_pem_x509_certificate(stream.read())
+        constraints = ca.extensions.get_extension_for_class(x509.NameConstraints)
+        self.assertTrue(constraints.critical)
+        self.assertEqual(
+            constraints.value.permitted_subtrees,
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_network("127.0.0.1/32"))],
+        )
+        with open(certificateFile, "rb") as stream:
+            listener = x509.load_pem_x509_certificate(stream.read())
+        names = listener.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        self.assertEqual(names.value.get_values_for_type(x509.DNSName), ["localhost"])
 
     def test_looseKeyModeRepaired(self) -> None:
         """
