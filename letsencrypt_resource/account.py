@@ -111,26 +111,6 @@ def _register(client: ACMEClient, options: ResourceOptions) -> Deferred[str]:
     return (yield client.register(registration))
 
 
-def _untrusted(options: ResourceOptions, error: ACMEServerUntrusted) -> AccountError:
-    """
-    The error for an ACME server whose certificate does not verify: it
-    names the URL and says what to set C{acme_ca_file} to.
-    """
-    if options.acmeCAFile is None:
-        return AccountError(
-            "acme_ca_file",
-            f"the TLS certificate of {error.url} does not verify against the "
-            f"system's trusted roots ({error.reason}): for a CA with a private "
-            "or test root, set acme_ca_file to the PEM file of that root",
-        )
-    return AccountError(
-        "acme_ca_file",
-        f"the TLS certificate of {error.url} does not verify against "
-        f"acme_ca_file {options.acmeCAFile} ({error.reason}): set acme_ca_file "
-        "to the PEM file of the root that signed it",
-    )
-
-
 @inlineCallbacks
 def connectAccount(
     http: Any,
@@ -156,9 +136,10 @@ def connectAccount(
             algorithm,
             accountURL=record.url,
             debug=options.debug,
+            caFile=options.acmeCAFile,
         )
     except ACMEServerUntrusted as error:
-        raise _untrusted(options, error) from None
+        raise AccountError("acme_ca_file", error.message) from None
     if record.url is None:
         url = yield _register(client, options)
         record = AccountRecord(record.key, url, options.contacts)

@@ -157,14 +157,33 @@ class ACMEProtocolError(Exception):
 class ACMEServerUntrusted(ACMEProtocolError):
     """
     The ACME server's TLS certificate did not verify against the trusted
-    roots: the CA uses a private root, or the wrong roots are trusted.
+    roots: the CA uses a private root, or the wrong roots are trusted.  Its
+    message names the URL and says what to set C{acme_ca_file} to.
 
     @ivar reason: What the TLS library said.
+    @ivar caFile: The C{acme_ca_file} trusted, or C{None} for the system's
+        roots.
     """
 
-    def __init__(self, url: str, reason: str):
-        super().__init__(url, f"its TLS certificate does not verify: {reason}")
+    def __init__(self, url: str, reason: str, caFile: str | None = None):
+        if caFile is None:
+            message = (
+                f"the TLS certificate of {url} does not verify against the "
+                f"system's trusted roots ({reason}): for a CA with a private "
+                "or test root, set acme_ca_file to the PEM file of that root"
+            )
+        else:
+            message = (
+                f"the TLS certificate of {url} does not verify against "
+                f"acme_ca_file {caFile} ({reason}): set acme_ca_file to the "
+                "PEM file of the root that signed it"
+            )
+        super().__init__(url, message)
         self.reason = reason
+        self.caFile = caFile
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _untrustedReason(reasons: list[Failure]) -> str | None:
@@ -243,6 +262,10 @@ class ACMEClient:
     """
     One account's conversation with one ACME server.
 
+    The keyword C{caFile} names the C{acme_ca_file} that C{http} trusts
+    (C{None}: the system's roots), for the message of an
+    L{ACMEServerUntrusted}.
+
     @ivar directory: The server's directory.
     @ivar accountURL: The account URL (the JWS C{kid}) once registered.
     """
@@ -260,8 +283,10 @@ class ACMEClient:
         accountURL: str | None = None,
         debug: bool = False,
         timeout: float = REQUEST_TIMEOUT,
+        caFile: str | None = None,
     ):
         self._http = http
+        self._caFile = caFile
         self._clock = clock
         self.directory = directory
         self.accountKey = accountKey
@@ -343,7 +368,7 @@ class ACMEClient:
                     raise CancelledError() from None
                 untrusted = _untrustedReason(error.reasons)
                 if untrusted is not None:
-                    raise ACMEServerUntrusted(url, untrusted) from None
+                    raise ACMEServerUntrusted(url, untrusted, self._caFile) from None
                 reasons = "; ".join(str(r.value) for r in error.reasons) or str(error)
                 raise ACMEProtocolError(url, f"the connection failed: {reasons}") from None
             raise

@@ -50,7 +50,8 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
         "-c",
         metavar="FILE",
         default=argparse.SUPPRESS,
-        help="the INI configuration file (required but for testca)",
+        help="the INI configuration file (required but for testca, whose "
+        "client commands then name its https services)",
     )
     top = argparse.ArgumentParser(
         prog=prog,
@@ -76,9 +77,7 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     )
     account = command("account", "the ACME account")
     account.add_argument("action", choices=["show", "rollover", "deactivate"])
-    testca = commands.add_parser(
-        "testca", help="run a local test CA for a configuration of your own"
-    )
+    testca = command("testca", "run a local test CA for a configuration of your own")
     localca.addArguments(testca)
     return top
 

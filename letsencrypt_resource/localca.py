@@ -8,8 +8,12 @@ verify what it issues, and runs until C{SIGINT} or C{SIGTERM}; pebble stops
 with it, whatever the signal.
 
 The ports and files are the same at every start (the defaults, or the
-options), so the pasted lines keep working; pebble itself makes a new root
-at every start.
+options), and so is the listener CA that C{acme_ca_file} names (kept in the
+folder while valid), so the pasted lines keep working; pebble itself makes
+a new root for what it issues at every start.
+
+With C{--config FILE}, the client commands it prints name the https
+services of that configuration instead of C{NAME} and C{PORT}.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import socket
 import sys
 from typing import Any, TextIO
 
+from .config import ConfigurationError, loadConfiguration
 from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
 from .shutdown import holdingShutdown
 from .testca import RunningTestCA, TestCAError, TestCANotFound, startTestCA
@@ -73,8 +78,12 @@ def _checkFree(port: int) -> None:
     @raise TestCAError: when something listens on 127.0.0.1 C{port}.
     """
     with socket.socket() as probe:
+        # As pebble listens: the closed connections of a test CA stopped
+        # just before (TIME-WAIT) do not make the port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
+            probe.listen()
         except OSError as error:
             raise TestCAError(
                 f"cannot listen on 127.0.0.1 port {port} ({error.strerror}): "
@@ -91,10 +100,16 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
         C{IReactorTCP} and C{IReactorTime}.
     @param arguments: the options L{addArguments} adds.
     @param out: where the lines for the user go, plain.
-    @return: the exit status: 1 when the test CA could not start (the
-        reason goes to the standard error).
+    @return: the exit status: 1 when the test CA could not start, 2 when
+        the configuration C{--config} names is invalid (the reason goes to
+        the standard error).
     """
     directory = os.path.abspath(arguments.directory)
+    try:
+        services = _services(getattr(arguments, "config", None))
+    except ConfigurationError as error:
+        print(f"{arguments.config}: {error}", file=sys.stderr, flush=True)
+        return 2
     async with holdingShutdown(reactor) as stopping:
         try:
             _checkFree(arguments.acme_port)
@@ -117,7 +132,7 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
             with openFolder(directory) as folder:
                 replaceInFolder(folder, [(ISSUERS_FILE, pem, 0o644)])
             print(
-                _instructions(testCA, arguments.challenge_port, directory, issuers),
+                instructions(testCA, arguments.challenge_port, directory, issuers, services),
                 file=out,
                 flush=True,
             )
@@ -127,14 +142,47 @@ async def serve(reactor: Any, arguments: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
-def _instructions(
-    testCA: RunningTestCA, challengePort: int, directory: str, issuers: str
+#: The services the client commands name when no configuration is given.
+_PLACEHOLDERS = (("NAME", "PORT"),)
+
+
+def _services(path: str | None) -> tuple[tuple[str, str], ...]:
+    """
+    The first name and the port of each https service of the configuration
+    at C{path}, for the client commands; placeholders without one.
+
+    @raise ConfigurationError: when the configuration is invalid.
+    """
+    if path is None:
+        return _PLACEHOLDERS
+    services = loadConfiguration(path).services
+    return tuple((s.domains[0], str(s.port)) for s in services if s.domains) or _PLACEHOLDERS
+
+
+def instructions(
+    testCA: RunningTestCA,
+    challengePort: int,
+    directory: str,
+    issuers: str,
+    services: tuple[tuple[str, str], ...] = _PLACEHOLDERS,
 ) -> str:
     """
     What to paste into the configuration, and how a client trusts the
     certificates: the lines are flush left, as an INI file needs them.
+
+    @param services: the name and port of each https service the client
+        commands are for.
     """
-    trust = f"-CAfile {issuers}"
+    if services == _PLACEHOLDERS:
+        example = "For example, with the port and a name of one of your https services:"
+    else:
+        example = "For example, for the https services of your configuration:"
+    clients = "\n".join(
+        f"openssl s_client -connect 127.0.0.1:{port} -servername {name} "
+        f"-CAfile {issuers} </dev/null | grep -E 'subject|issuer|Verify return'\n"
+        f"curl --cacert {issuers} --resolve {name}:{port}:127.0.0.1 https://{name}:{port}/"
+        for name, port in services
+    )
     return f"""\
 The local test CA is running. It answers 127.0.0.1 for every name and
 validates HTTP-01 challenges on 127.0.0.1 port {challengePort}.
@@ -156,10 +204,9 @@ new at every start of the test CA:
 
 {issuers}
 
-For example, with the port and a name of one of your https services:
+{example}
 
-openssl s_client -connect 127.0.0.1:PORT -servername NAME {trust} </dev/null | grep -E 'subject|issuer|Verify return'
-curl --cacert {issuers} --resolve NAME:PORT:127.0.0.1 https://NAME:PORT/
+{clients}
 
 Pebble's configuration and logs: {testCA.directory}
 Press Ctrl-C (or send SIGTERM) to stop the test CA."""

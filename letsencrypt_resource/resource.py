@@ -74,6 +74,13 @@ PROVISIONAL_JOBS = 2
 Runner = Callable[..., Deferred]
 
 
+def _accountForgotten(error: Exception) -> bool:
+    """
+    Whether C{error} says the CA does not know the account.
+    """
+    return isinstance(error, ACMEProblem) and error.code == "accountDoesNotExist"
+
+
 def _utc(seconds: float) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
 
@@ -754,41 +761,58 @@ class LetsEncryptResource(Service):
         then renew it if it is due, or if C{forced} gives a reason to.
 
         When only the renewal information was due, not reaching the CA is
-        a warning (20161) and no failed attempt.
+        a warning (20161) and no failed attempt.  When the CA no longer
+        knows the account, the same key is registered again and the attempt
+        goes on once more with it.
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
             try:
-                client = yield self.acmeClient()
-            except CancelledError:
-                raise
-            except Exception as error:
-                if due:
+                yield self._attemptOnce(certificate, forced, due)
+            except ACMEProblem as error:
+                if not _accountForgotten(error):
                     raise
-                self._renewalInfoFailed(certificate, error)
-                return
-            now = self._reactor.seconds()
-            issued = certificate.issued
-            if issued is not None and client.offersRenewalInfo:
-                if certificate.ariNextCheck <= now:
-                    yield self._refreshRenewalInfo(client, certificate, issued)
-            plan = certificate.plan()
-            if forced is None and plan.at > self._reactor.seconds():
-                self._announce(certificate)
-                return
-            yield self._checkWritable(certificate)
-            yield self._renew(client, certificate, forced or plan.reason)
+                self._accountLost()
+                yield self._attemptOnce(certificate, forced, due)
         except CancelledError:
             raise
         except Exception as error:
-            if isinstance(error, ACMEProblem) and error.code == "accountDoesNotExist":
+            if _accountForgotten(error):
                 self._accountLost()
             self._failed(certificate, error)
+
+    @inlineCallbacks
+    def _attemptOnce(
+        self, certificate: ManagedCertificate, forced: str | None, due: bool
+    ) -> Deferred[None]:
+        """
+        The work of L{_attempt}, with the account as the store holds it.
+        """
+        try:
+            client = yield self.acmeClient()
+        except CancelledError:
+            raise
+        except Exception as error:
+            if due:
+                raise
+            self._renewalInfoFailed(certificate, error)
+            return
+        now = self._reactor.seconds()
+        issued = certificate.issued
+        if issued is not None and client.offersRenewalInfo:
+            if certificate.ariNextCheck <= now:
+                yield self._refreshRenewalInfo(client, certificate, issued)
+        plan = certificate.plan()
+        if forced is None and plan.at > self._reactor.seconds():
+            self._announce(certificate)
+            return
+        yield self._checkWritable(certificate)
+        yield self._renew(client, certificate, forced or plan.reason)
 
     def _accountLost(self) -> None:
         """
         The CA no longer knows our account (a test CA restarted, a staging
-        reset): register the same key again at the next attempt.
+        reset): register the same key again at the next connection.
         """
         try:
             record = self.store.loadAccount(self.options.acmeURL)

@@ -10,7 +10,6 @@ any name (such as C{www.example.test}) against C{127.0.0.1:httpPort}.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -20,10 +19,6 @@ from typing import Any
 
 import attrs
 from acme import messages
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -35,7 +30,8 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
-from .certificates import CA_KEY_USAGE
+from .listenerca import listenerCertificate
+from .safefs import openFolder, replaceInFolder
 
 _STARTUP_TIMEOUT = 15.0
 _KILL_AFTER = 5.0
@@ -183,7 +179,8 @@ class RunningTestCA:
 
     @ivar directoryURL: the ACME directory URL.
     @ivar caFile: path of the PEM CA certificate that signed the HTTPS
-        certificate of pebble's listeners; see L{tlsPolicyTrusting}.
+        certificate of pebble's listeners, the same at every start in the
+        same folder; see L{tlsPolicyTrusting}.
     @ivar managementURL: the base URL of pebble's management interface.
     @ivar directory: where its configuration and logs are.
     """
@@ -275,8 +272,9 @@ def startTestCA(
     @param reactor: provider of C{IReactorProcess}, C{IReactorTCP} and
         C{IReactorTime}.
     @param directory: where to write the configuration, the HTTPS listener
-        certificate and the logs C{pebble.log} and C{challtestsrv.log};
-        created if missing.
+        certificate and the logs C{pebble.log} and C{challtestsrv.log}: a
+        folder private to this user, created if missing; the listener CA
+        kept there is used again (see L{listenerCertificate}).
     @param httpPort: the port on 127.0.0.1 where pebble validates HTTP-01
         challenges.
     @param nonceReject: percentage of valid nonces pebble rejects
@@ -288,7 +286,9 @@ def startTestCA(
     @param acmePort: the port on 127.0.0.1 of the ACME directory; C{None}
         for a free one.
     @return: fires with the L{RunningTestCA} once it accepts connections;
-        fails with L{TestCANotFound} or L{TestCAError}.
+        fails with L{TestCANotFound}, L{TestCAError}, or
+        L{letsencrypt_resource.safefs.UnusablePath} when C{directory} is not
+        private to this user.
     """
     return Deferred.fromCoroutine(
         _startTestCA(
@@ -316,8 +316,8 @@ async def _startTestCA(
 ) -> RunningTestCA:
     pebble, challtestsrv = findTestCA(modern)
     directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    caFile, certFile, keyFile = _writeListenerCertificate(directory)
+    now = datetime.datetime.fromtimestamp(reactor.seconds(), datetime.timezone.utc)
+    caFile, certFile, keyFile = listenerCertificate(directory, now)
 
     taken = {httpPort} if acmePort is None else {httpPort, acmePort}
     free: list[int] = []
@@ -330,18 +330,19 @@ async def _startTestCA(
     managementPort, tlsPort, dnsPort, dnsManagementPort = free[:4]
 
     configFile = os.path.join(directory, "pebble-config.json")
-    with open(configFile, "w") as f:
-        config = {
-            "listenAddress": f"127.0.0.1:{acmePort}",
-            "managementListenAddress": f"127.0.0.1:{managementPort}",
-            "certificate": certFile,
-            "privateKey": keyFile,
-            "httpPort": httpPort,
-            "tlsPort": tlsPort,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-        }
-        json.dump({"pebble": {**config, **extraConfig}}, f, indent=2)
+    config = {
+        "listenAddress": f"127.0.0.1:{acmePort}",
+        "managementListenAddress": f"127.0.0.1:{managementPort}",
+        "certificate": certFile,
+        "privateKey": keyFile,
+        "httpPort": httpPort,
+        "tlsPort": tlsPort,
+        "ocspResponderURL": "",
+        "externalAccountBindingRequired": False,
+    }
+    configJSON = json.dumps({"pebble": {**config, **extraConfig}}, indent=2)
+    with openFolder(directory) as folder:
+        replaceInFolder(folder, [(os.path.basename(configFile), configJSON.encode(), 0o644)])
 
     env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1"}
     if nonceReject is not None:
@@ -454,81 +455,3 @@ async def _accepts(reactor: Any, port: int) -> bool:
         return False
     protocol.transport.loseConnection()
     return True
-
-
-def _writeListenerCertificate(directory: str) -> tuple[str, str, str]:
-    """
-    Make a throw-away CA and, signed by it, a certificate for C{localhost}
-    and 127.0.0.1 for pebble's HTTPS listeners.
-
-    @return: the paths of the CA certificate, the listener certificate and
-        its key, all PEM.
-    """
-    caKey = ec.generate_private_key(ec.SECP256R1())
-    caName = "letsencrypt-resource test CA listener root"
-    caCertificate = _certificate(
-        caName,
-        caKey.public_key(),
-        caName,
-        caKey,
-        [
-            x509.BasicConstraints(ca=True, path_length=0),
-            CA_KEY_USAGE,
-            x509.SubjectKeyIdentifier.from_public_key(caKey.public_key()),
-        ],
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = _certificate(
-        "localhost",
-        key.public_key(),
-        caName,
-        caKey,
-        [
-            x509.BasicConstraints(ca=False, path_length=None),
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(caKey.public_key()),
-        ],
-    )
-    files = {
-        "listener-ca.pem": caCertificate.public_bytes(serialization.Encoding.PEM),
-        "listener-cert.pem": certificate.public_bytes(serialization.Encoding.PEM),
-        "listener-key.pem": key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    }
-    for name, content in files.items():
-        with open(os.path.join(directory, name), "wb") as f:
-            f.write(content)
-    caFile, certFile, keyFile = (os.path.join(directory, name) for name in files)
-    return caFile, certFile, keyFile
-
-
-def _certificate(
-    subject: str,
-    publicKey: ec.EllipticCurvePublicKey,
-    issuer: str,
-    issuerKey: ec.EllipticCurvePrivateKey,
-    extensions: list[x509.ExtensionType],
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-        .public_key(publicKey)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-    )
-    for extension in extensions:
-        critical = isinstance(extension, (x509.BasicConstraints, x509.KeyUsage))
-        builder = builder.add_extension(extension, critical=critical)
-    return builder.sign(issuerKey, hashes.SHA256())

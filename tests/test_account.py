@@ -23,7 +23,7 @@ from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.testing import MemoryStore, runUntilFired
-from tests.test_resource import ResourceTestCase, resourceOptions, synchronously
+from tests.test_resource import REPORTS, ResourceTestCase, resourceOptions, synchronously
 
 EAB_KEY = b"0123456789abcdef0123456789abcdef"
 EAB_KEY_TEXT = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
@@ -112,6 +112,26 @@ class AccountTests(ResourceTestCase):
         self.start(accountKeyFile=keyFile)
         self.assertIn("option 'account_key'", self.eventTexts(20017)[-1])
         self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_forgottenAccountRegisteredAgain(self) -> None:
+        """
+        When the CA forgot the account (a test CA restarted), a forced
+        renewal registers the same key again and renews in the same
+        attempt: it does not fail first (no 20017).
+        """
+        resource = self.start()
+        [acmeURL] = self.store.accounts
+        before = self.store.loadAccount(acmeURL)
+        old = self.consumers["reports"].received[-1]
+        self.server._accounts.clear()
+        only = [resource.managed[frozenset(REPORTS)]]
+        runUntilFired(self.reactor, resource.check(force=True, only=only))
+        self.assertNotIn(20017, self.eventIDs())
+        self.assertEqual(self.server.accountsCreated, 2)
+        self.assertIsNot(self.consumers["reports"].received[-1], old)
+        after = self.store.loadAccount(acmeURL)
+        self.assertEqual(keyToPEM(after.key), keyToPEM(before.key))
+        self.assertNotEqual(after.url, before.url)
 
 
 class OperationsTests(ResourceTestCase):
@@ -216,3 +236,24 @@ class UntrustedServerTests(SynchronousTestCase):
         self.assertIn("option 'acme_ca_file'", text)
         self.assertIn("https://acme.test/directory", text)
         self.assertIn("against acme_ca_file /etc/test-ca.pem", text)
+
+
+class UntrustedLaterTests(ResourceTestCase):
+    """
+    An ACME server whose certificate stops verifying once the account is
+    connected (the test CA restarted with a new listener root).
+    """
+
+    def test_renewalNamesOption(self) -> None:
+        """
+        A later request's failure (20017) names the option
+        C{acme_ca_file}, the file trusted and the URL of the request.
+        """
+        resource = self.start(acmeCAFile="/etc/test-ca.pem")
+        self.patch(resource._client, "_http", UntrustedAgent())
+        only = [resource.managed[frozenset(REPORTS)]]
+        runUntilFired(self.reactor, resource.check(force=True, only=only))
+        [text] = self.eventTexts(20017)
+        self.assertIn("https://acme.test/", text)
+        self.assertIn("does not verify against acme_ca_file /etc/test-ca.pem", text)
+        self.assertIn("set acme_ca_file to the PEM file", text)

@@ -408,6 +408,20 @@ class UnreachableTests(TestCase):
         error = await self.connectOverTLS(("localhost",), trusted=False)
         self.assertIsInstance(error, ACMEProtocolError)
         self.assertEqual(error.reason, "certificate verify failed")
+        self.assertIn("set acme_ca_file to the PEM file", str(error))
+
+    def test_untrustedMessageNamesCAFile(self) -> None:
+        """
+        The message of an L{ACMEServerUntrusted} names the URL once, the
+        option C{acme_ca_file} and the file trusted, if any.
+        """
+        url = "https://ca.example.test/new-order"
+        withFile = str(ACMEServerUntrusted(url, "certificate verify failed", "/etc/ca.pem"))
+        self.assertEqual(withFile.count(url), 1)
+        self.assertIn("against acme_ca_file /etc/ca.pem (certificate verify failed)", withFile)
+        system = str(ACMEServerUntrusted(url, "certificate verify failed"))
+        self.assertIn("system's trusted roots (certificate verify failed)", system)
+        self.assertIn("set acme_ca_file", system)
 
     async def test_certificateForAnotherHost(self) -> None:
         """

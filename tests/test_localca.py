@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from typing import Any, Callable
@@ -19,9 +20,9 @@ from cryptography import x509
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import localca
+from letsencrypt_resource import cli, localca
 from letsencrypt_resource.shutdown import holdingShutdown
-from letsencrypt_resource.testca import freeTCPPort
+from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
 from tests.pebblecase import TestCACase
 from tests.processcase import ROOT, GroupProcess
 
@@ -175,6 +176,83 @@ class ArgumentsTests(SynchronousTestCase):
             self.assertIn(f"{bad!r} is not a TCP port", stderr.getvalue())
 
 
+#: A configuration with two https services.
+MY_INI = """\
+[resources/le]
+type = lets-encrypt
+address = 127.0.0.1
+port = 5002
+
+[services/files]
+type = https
+name = files-https
+address = 127.0.0.1
+port = 8443
+path = /nonexistent/files
+ssl_domains = files.mine.test, www.mine.test
+
+[services/reports]
+type = https
+name = reports-https
+address = 127.0.0.1
+port = 9443
+path = /nonexistent/reports
+ssl_domains = reports.mine.test
+"""
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    C{testca} takes C{--config} before or after itself, and then names the
+    configuration's services in the client commands it prints.
+    """
+
+    def running(self) -> RunningTestCA:
+        """
+        A test CA as it is once started, for L{localca.instructions}.
+        """
+        return RunningTestCA(
+            directoryURL="https://localhost:14000/dir",
+            caFile="/state/pebble/listener-ca.pem",
+            managementURL="https://localhost:15000",
+            directory="/state/pebble",
+            reactor=None,
+            processes=(),
+        )
+
+    def test_configAfterTestca(self) -> None:
+        """
+        C{--config} after C{testca} is accepted, as before it.
+        """
+        for argv in (["testca", "--config", "my.ini"], ["--config", "my.ini", "testca"]):
+            arguments = cli.parser().parse_args(argv)
+            self.assertEqual((arguments.command, arguments.config), ("testca", "my.ini"))
+
+    def test_servicesNamed(self) -> None:
+        """
+        With a configuration, the openssl and curl commands name each https
+        service's first name and its port instead of placeholders.
+        """
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write(MY_INI)
+        services = localca._services(path)
+        self.assertEqual(services, (("files.mine.test", "8443"), ("reports.mine.test", "9443")))
+        text = localca.instructions(self.running(), 5002, "/state", "/state/i.pem", services)
+        self.assertIn("-connect 127.0.0.1:8443 -servername files.mine.test ", text)
+        self.assertIn("https://reports.mine.test:9443/", text)
+        self.assertNotIn("NAME", text)
+
+    def test_placeholdersWithout(self) -> None:
+        """
+        Without a configuration, the commands hold C{NAME} and C{PORT}.
+        """
+        text = localca.instructions(
+            self.running(), 5002, "/state", "/state/i.pem", localca._services(None)
+        )
+        self.assertIn("--resolve NAME:PORT:127.0.0.1 https://NAME:PORT/", text)
+
+
 class ServeRefusalTests(SynchronousTestCase):
     """
     L{localca.serve} refuses, before starting anything, what would make the
@@ -211,6 +289,42 @@ class ServeRefusalTests(SynchronousTestCase):
         self.assertIn(f"127.0.0.1 port {port}", err)
         self.assertIn("--acme-port", err)
 
+    def test_portFreeAfterClosedConnection(self) -> None:
+        """
+        A port whose listener just stopped, after closing a connection
+        first (the connection then waits in TIME-WAIT, as pebble's do once
+        it stops), is free: a restart is not refused.
+        """
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen()
+            port = listener.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                accepted, _ = listener.accept()
+                accepted.close()
+                self.assertEqual(client.recv(1), b"")
+        localca._checkFree(port)
+
+    def test_invalidConfig(self) -> None:
+        """
+        An invalid configuration given with C{--config} is refused with exit
+        status 2, naming the file and the problem.
+        """
+        path = self.mktemp()
+        with open(path, "w") as stream:
+            stream.write("[services/files]\ntype = https\nprot = 8443\n")
+        arguments = parse("--directory", self.mktemp())
+        arguments.config = path
+        reactor = FakeShutdownReactor()
+        self.patch(sys, "stderr", io.StringIO())
+        status = self.successResultOf(
+            Deferred.fromCoroutine(localca.serve(reactor, arguments, io.StringIO()))
+        )
+        self.assertEqual(status, 2)
+        self.assertIn(f"{path}: ", sys.stderr.getvalue())
+        self.assertEqual(reactor.before, [])
+
     def test_folderOthersCanWrite(self) -> None:
         """
         A folder that other users can write in is refused: whoever writes
@@ -239,14 +353,16 @@ class ServeTests(TestCACase):
     The C{testca} command, run as a user runs it, against a real pebble.
     """
 
-    def start(self) -> tuple[GroupProcess, dict[str, str], str]:
+    def start(self, directory: str | None = None) -> tuple[GroupProcess, dict[str, str], str]:
         """
-        Start the command on free ports in a new folder.
+        Start the command on free ports in a new folder, or again on the
+        same ports in C{directory}.
 
         @return: the process, the lines it printed to paste, and its folder.
         """
-        directory = os.path.abspath(self.mktemp())
-        self.challengePort, self.acmePort = freeTCPPort(), freeTCPPort()
+        if directory is None:
+            directory = os.path.abspath(self.mktemp())
+            self.challengePort, self.acmePort = freeTCPPort(), freeTCPPort()
         process = GroupProcess(
             self,
             [
@@ -296,6 +412,32 @@ class ServeTests(TestCACase):
         self.assertEqual(os.stat(directory).st_mode & 0o777, 0o700)
         with socket.create_connection(("127.0.0.1", self.acmePort)):
             pass
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+
+    def test_restartStillTrusted(self) -> None:
+        """
+        Started again at once in the same folder, after a client's
+        connection to it (left in TIME-WAIT as it stops), the command
+        starts on the same ports, prints the same lines, and its ACME
+        server verifies against the C{acme_ca_file} of the first start,
+        whose content has not changed.
+        """
+        process, options, directory = self.start()
+        with open(options["acme_ca_file"], "rb") as stream:
+            first = stream.read()
+        client = socket.create_connection(("127.0.0.1", self.acmePort))
+        self.assertEqual(process.stopWith(signal.SIGTERM), 0)
+        client.close()
+        process, again, _ = self.start(directory)
+        self.assertEqual(again, options)
+        with open(options["acme_ca_file"], "rb") as stream:
+            self.assertEqual(stream.read(), first)
+        context = ssl.create_default_context(cafile=options["acme_ca_file"])
+        with socket.create_connection(("127.0.0.1", self.acmePort)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /dir HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                answer = b"".join(iter(lambda: tls.recv(65536), b""))
+        self.assertIn(b"newAccount", answer)
         self.assertEqual(process.stopWith(signal.SIGTERM), 0)
 
     def test_stopsPebbleOnSIGTERM(self) -> None:

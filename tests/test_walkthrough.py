@@ -6,12 +6,18 @@ The commands are read from the page's C{console} blocks and the
 configuration from its C{ini} block, with only what running them beside
 other tests needs changed:
 
-  - C{letsencrypt-resource} is C{python -m letsencrypt_resource} and
-    C{twistd} is the one beside the Python running the tests, with this checkout on C{PYTHONPATH};
-    activating C{.venv} is left out;
-  - the test CA and the server get free ports instead of 14000, 5002 and
-    8443, and the configuration gets the lines the test CA printed, as the
-    page says to paste them;
+  - C{letsencrypt-resource} and C{twistd} are the installed scripts beside
+    the Python running the tests (C{./dev test} installs the package
+    there), with this checkout on C{PYTHONPATH}; instead of activating
+    C{.venv}, their folder comes first on C{PATH};
+  - the test CA and the server get free ports instead of the documented
+    14000, 5002 and 8443: those may be taken on the machine running the
+    tests (a demo, a test CA or a server of the user's, another test run),
+    so the defaults themselves are not run here; the configuration gets
+    the lines the test CA printed, as the page says to paste them;
+  - a long-running command started again (the test CA's restart) first
+    stops the running one with C{SIGINT}, as Ctrl-C does;
+  - an output line the page ends with C{...} is matched up to there;
   - everything runs in a new folder instead of the checkout.
 """
 
@@ -31,7 +37,6 @@ from letsencrypt_resource.testca import freeTCPPort
 from tests.pebblecase import TestCACase
 from tests.processcase import ROOT, GroupProcess
 from tests.test_docs import labelledSection, readPage
-from tests.test_twistd import twistdCommand
 
 #: The commands that run until stopped, and what each prints once ready.
 LONG_RUNNING = {"letsencrypt-resource testca": "to stop the test CA.", "twistd": None}
@@ -61,15 +66,17 @@ def walkthrough() -> tuple[list[tuple[str, list[str]]], str]:
     return commands, configuration
 
 
+#: Where the installed scripts are.
+SCRIPTS = os.path.dirname(sys.executable)
+
+
 def pythonCommand(command: str) -> list[str]:
     """
-    The arguments, after the Python executable, that run C{command}.
+    The arguments, after the Python executable, that run C{command}: the
+    installed script of its name.
     """
     words = shlex.split(command)
-    if words[0] == "letsencrypt-resource":
-        return ["-m", "letsencrypt_resource", *words[1:]]
-    assert words[0] == "twistd", command
-    return [*twistdCommand(), *words[1:]]
+    return [os.path.join(SCRIPTS, words[0]), *words[1:]]
 
 
 class WalkthroughTests(TestCACase):
@@ -80,6 +87,9 @@ class WalkthroughTests(TestCACase):
 
     def setUp(self) -> None:
         super().setUp()
+        for script in LONG_RUNNING:
+            if not os.path.exists(os.path.join(SCRIPTS, script.split()[0])):
+                self.skipTest(f"{script.split()[0]} is not installed: pip install the package")
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
         self.ports = {"14000": freeTCPPort(), "5002": freeTCPPort(), "8443": freeTCPPort()}
@@ -95,16 +105,16 @@ class WalkthroughTests(TestCACase):
 
     def shell(self, command: str) -> str:
         """
-        Run C{command} with the shell, with C{letsencrypt-resource} mapped.
+        Run C{command} with the shell, the installed scripts first on the
+        path.
 
         @return: its output; it must succeed.
         """
-        python = shlex.quote(sys.executable)
-        command = re.sub(r"^letsencrypt-resource\b", f"{python} -m letsencrypt_resource", command)
+        path = os.pathsep.join([SCRIPTS, os.environ.get("PATH", "")])
         result = subprocess.run(
             ["bash", "-c", self.ported(command)],
             cwd=self.folder,
-            env={**os.environ, "PYTHONPATH": ROOT},
+            env={**os.environ, "PYTHONPATH": ROOT, "PATH": path},
             capture_output=True,
             text=True,
             timeout=60,
@@ -132,16 +142,22 @@ class WalkthroughTests(TestCACase):
         """
         Every command of the walk-through succeeds and shows what the page
         says; the status shows the test CA's certificate for the names of
-        the configuration, and curl fetches the file over it; Ctrl-C stops
-        the server and the test CA, and nothing is left running.
+        the configuration, and curl fetches the file over it; after the
+        test CA's restart (right after the server's connections to it),
+        it prints the same lines, the running server still reaches it and
+        the first forced renewal works, and curl fetches the file over the
+        new certificate; Ctrl-C stops the server and the test CA, and
+        nothing is left running.
         """
         commands, configuration = walkthrough()
-        running: list[GroupProcess] = []
+        running: dict[str, GroupProcess] = {}
         for command, expected in commands:
             if command == ". .venv/bin/activate":
                 continue
             long = [prefix for prefix in LONG_RUNNING if command.startswith(prefix)]
             if long:
+                if long[0] in running:
+                    self.stop(running.pop(long[0]))
                 args = pythonCommand(command)
                 if long[0].endswith("testca"):
                     args += ["--acme-port", str(self.ports["14000"])]
@@ -149,19 +165,31 @@ class WalkthroughTests(TestCACase):
                 else:
                     self.writeConfiguration(configuration)
                 process = GroupProcess(self, args, cwd=self.folder)
-                running.append(process)
+                running[long[0]] = process
                 marker = LONG_RUNNING[long[0]]
                 if marker is not None:
-                    self.printed = process.readUntil(marker).splitlines()
+                    printed = process.readUntil(marker).splitlines()
+                    if self.printed:
+                        self.assertEqual(
+                            [l for l in printed if PASTED.match(l)],
+                            [l for l in self.printed if PASTED.match(l)],
+                        )
+                    self.printed = printed
                 continue
             output = self.untilShown(command, expected)
             for line in expected:
-                self.assertIn(line, output, command)
-        for process in reversed(running):
-            # twistd ends by the signal itself, as it should (-2).
-            status = process.stopWith(signal.SIGINT)
-            self.assertIn(status, (0, -signal.SIGINT), process.output)
-            self.assertFalse(process.groupLeftover(), process.output)
+                self.assertIn(line.removesuffix("..."), output, command)
+        for process in reversed(list(running.values())):
+            self.stop(process)
+
+    def stop(self, process: GroupProcess) -> None:
+        """
+        Stop C{process} as Ctrl-C does; it leaves nothing running.
+        """
+        # twistd ends by the signal itself, as it should (-2).
+        status = process.stopWith(signal.SIGINT)
+        self.assertIn(status, (0, -signal.SIGINT), process.output)
+        self.assertFalse(process.groupLeftover(), process.output)
 
     def untilShown(self, command: str, expected: list[str]) -> str:
         """
