@@ -59,12 +59,12 @@ class CompromisedKeyTests(ResourceTestCase):
         self.assertEqual(publicKeyDigest(new.key), publicKeyDigest(old.key))
         self.assertEqual(self.store.loadRenewalState(REPORTS)["compromised_keys"], [])
 
-    def test_storedCertificateNotRestored(self) -> None:
+    def revokeWithoutReplacement(self) -> tuple[LetsEncryptResource, Any]:
         """
-        When the replacement fails, the revoked certificate stays stored,
-        but a restart does not put it back in service (20190): the services
-        get a provisional certificate, then, at the retry, one for a new
-        key.
+        Revoke the reports certificate for key compromise, with
+        C{reuse_key = yes}, while the CA refuses the replacement order once.
+
+        @return: The resource and the revoked certificate, still in service.
         """
         resource = self.start(reuseKey=True)
         old = self.consumers["reports"].received[-1]
@@ -72,6 +72,16 @@ class CompromisedKeyTests(ResourceTestCase):
         error = self.assertRaises(OperationError, self.revoke, resource, "keyCompromise")
         self.assertIn("replacement failed", str(error))
         self.assertIs(self.consumers["reports"].received[-1], old)
+        return resource, old
+
+    def test_storedCertificateNotRestored(self) -> None:
+        """
+        When the replacement fails, the revoked certificate stays stored,
+        but a restart does not put it back in service (20190): the services
+        get a provisional certificate, then, at the retry, one for a new
+        key.
+        """
+        resource, old = self.revokeWithoutReplacement()
         resource.stopService()
         self.consumers["reports"].received.clear()
         self.start(reuseKey=True)
@@ -87,12 +97,7 @@ class CompromisedKeyTests(ResourceTestCase):
         When the replacement fails, the set stays due and is retried after
         the usual wait, not at the revoked certificate's renewal time.
         """
-        resource = self.start(reuseKey=True)
-        old = self.consumers["reports"].received[-1]
-        self.server.fail("/new-order", 503, body=b"down", times=1)
-        error = self.assertRaises(OperationError, self.revoke, resource, "keyCompromise")
-        self.assertIn("replacement failed", str(error))
-        self.assertIs(self.consumers["reports"].received[-1], old)
+        resource, old = self.revokeWithoutReplacement()
         advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
         new = self.consumers["reports"].received[-1]
         self.assertFalse(new.provisional)
