@@ -109,7 +109,7 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
         registry.registerUtility(
             NoConsumer(service.name, service.domains), ICertificateConsumer, name=service.section
         )
-    resource, pool = makeResource(options, registry, reactor, automatic=False)
+    resource = makeResource(options, registry, reactor, automatic=False)
     operations = Operations(resource, reactor, serverRunning=False)
     if name == "status":
         resource.load()
@@ -119,7 +119,6 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
         return await dispatch(operations, name, arguments)
     finally:
         await resource.stopService()
-        await pool.closeCachedConnections()
 
 
 async def run(

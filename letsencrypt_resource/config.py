@@ -65,72 +65,6 @@ class ConfigurationError(Exception):
 
 
 @attrs.frozen
-class ResourceOptions:
-    """
-    The options of the C{lets-encrypt} resource section.
-    """
-
-    section: str
-    name: str
-    description: str
-    address: str
-    port: int
-    acmeURL: str
-    stateDirectory: str
-    storeDirectory: str | None
-    redirectURL: str | None
-    acmeCAFile: str | None
-    keyType: str
-    debug: bool
-    #: The ACMEv1 URL the configuration named, when it was upgraded.
-    upgradedFromURL: str | None = None
-    #: Seconds between two regular checks.
-    checkInterval: float = 86400.0
-    #: The CA's certificate profile to ask for, if any.
-    profile: str | None = None
-    #: Keep the private key across renewals.
-    reuseKey: bool = False
-    #: Whether the operator agrees to the CA's terms of service.
-    agreeTOS: bool = False
-    #: Contact addresses for the account, as C{mailto:} URLs.
-    contacts: tuple[str, ...] = ()
-    #: A PEM file with the key of an existing account to use.
-    accountKeyFile: str | None = None
-    #: External account binding: the key identifier and the HMAC key
-    #: (base64url), for CAs that require it.
-    eabKid: str | None = None
-    eabHMACKey: str | None = None
-    #: The endpoint description the challenge site listens on, replacing
-    #: C{address} and C{port}.
-    endpoint: str | None = None
-    #: Whether the resource opens a challenge site of its own; without, a
-    #: host serves L{LetsEncryptResource.challengeResource} itself.
-    challengeSite: bool = True
-
-
-@attrs.frozen
-class ServiceOptions:
-    """
-    The options of one C{https} service section.
-    """
-
-    section: str
-    type: str
-    name: str
-    description: str
-    address: str
-    port: int
-    domains: tuple[str, ...]
-    path: str
-    debug: bool
-    #: Serve and list hidden (dot) files and folders.
-    hiddenFiles: bool = False
-    #: The endpoint description the service listens on, replacing
-    #: C{address} and C{port}.
-    endpoint: str | None = None
-
-
-@attrs.frozen
 class Configuration:
     """
     A whole, valid configuration.
@@ -322,10 +256,16 @@ def _path(value: str) -> str:
 @attrs.frozen
 class Option:
     """
-    One option a section type takes.
+    One option a section type takes: the single declaration from which the
+    configuration file is read, the unknown-option suggestion made, the
+    reference checked, and the default of the field it sets taken.
 
+    @ivar name: The option's name in the file.
+    @ivar parse: Turns its text into its value; raises C{ValueError} with a
+        message for the user.
     @ivar default: The text used when the option is absent or empty; C{None}
         makes the option required.
+    @ivar help: What it does, in a line.
     """
 
     name: str
@@ -333,88 +273,259 @@ class Option:
     default: str | None
     help: str
 
+    @property
+    def empty(self) -> Any:
+        """
+        The value of the option left empty: C{""} for text, else C{None}.
+        """
+        return "" if self.parse is _text else None
 
-_COMMON = (
-    Option("type", _text, None, "The kind of component this section configures."),
-    Option("name", _text, "", "A label shown in events."),
-    Option("description", _text, "", "Free text for the operator."),
-    Option("enabled", _boolean, "yes", "Start this component with the server."),
-    Option("debug", _boolean, "no", "Log low-level details (event 20000)."),
-)
+    @property
+    def value(self) -> Any:
+        """
+        The value of the default text.
 
-RESOURCE_OPTIONS = _COMMON + (
-    Option(
-        "address",
-        _address,
-        "",
-        "Address of the HTTP-01 challenge site; needed unless endpoint is set.",
-    ),
-    Option("port", _port, "80", "Port of the HTTP-01 challenge site."),
-    Option(
-        "endpoint",
-        _endpoint,
-        "",
-        "Twisted endpoint of the challenge site (tcp:, tcp6:, unix:, systemd:), "
-        "instead of address and port.",
-    ),
-    Option(
-        "challenge_site",
-        _boolean,
-        "yes",
-        "Open a challenge site; no when the host serves the challenge resource.",
-    ),
-    Option("acme_url", _acmeURL, LETS_ENCRYPT_PRODUCTION, "ACME directory URL."),
-    Option(
-        "state_directory",
-        _path,
-        "",
-        "Where the account, keys and certificates are kept; empty for a "
-        "'lets-encrypt' folder beside the configuration file.",
-    ),
-    Option("store_directory", _path, "", "Also export certificates as PEM files here."),
-    Option("redirect_url", _url, "", "Redirect other requests to this URL."),
-    Option("acme_ca_file", _path, "", "PEM CA bundle trusted for the ACME server."),
-    Option("key_type", _keyType, "rsa-2048", "Type of the certificates' keys."),
-    Option(
-        "check_interval",
-        _duration,
-        "1d",
-        "Time between two regular checks: seconds, or a number with s, m, h or d.",
-    ),
-    Option("profile", _profileName, "", "The CA's certificate profile to ask for."),
-    Option("reuse_key", _boolean, "no", "Keep the private key across renewals."),
-    Option(
-        "agree_tos",
-        _boolean,
-        "no",
-        "Agree to the CA's terms of service when registering an account.",
-    ),
-    Option("contact_email", _emails, "", "E-mail addresses for the account."),
-    Option("account_key", _path, "", "PEM key of an existing account to use."),
-    Option("eab_kid", _text, "", "External account binding key identifier."),
-    Option("eab_hmac_key", _base64url, "", "External account binding HMAC key."),
-)
+        @raise ValueError: for a required option, which has none.
+        """
+        if self.default is None:
+            raise ValueError(f"{self.name} is required")
+        return self.parse(self.default) if self.default else self.empty
 
-SERVICE_OPTIONS = _COMMON + (
-    Option(
-        "address",
-        _address,
-        "",
-        "Address the service listens on; needed unless endpoint is set.",
-    ),
-    Option("port", _port, "443", "Port the service listens on."),
-    Option(
-        "endpoint",
-        _endpoint,
-        "",
-        "Twisted endpoint the service listens on (tcp:, tcp6:, unix:, systemd:), "
-        "instead of address and port.",
-    ),
-    Option("ssl_domains", _domains, None, "Domains of the service's certificate."),
-    Option("path", _path, None, "Folder served, read-only."),
-    Option("hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders."),
-)
 
+#: The key of a field's metadata that holds the L{Option} setting it.
+_OPTION = "option"
+#: The key of a field's metadata that names what sets a field no L{Option}
+#: sets directly.
+_SETBY = "set by"
+
+
+def _field(option: Option, **overrides: Any) -> Any:
+    """
+    The field that C{option} sets; its default is the option's, as the
+    file has it, unless C{overrides} give another one.
+    """
+    if "default" not in overrides and "factory" not in overrides:
+        if option.default is not None:
+            overrides["default"] = option.value
+    return attrs.field(metadata={_OPTION: option}, **overrides)
+
+
+def _derived(setBy: str, **arguments: Any) -> Any:
+    """
+    A field set from something other than one option, C{setBy} naming it.
+    """
+    return attrs.field(metadata={_SETBY: setBy}, **arguments)
+
+
+def optionName(field: attrs.Attribute[Any]) -> str:
+    """
+    What sets C{field} of L{ResourceOptions} or L{ServiceOptions}, as the
+    configuration file spells it.
+    """
+    option = field.metadata.get(_OPTION)
+    return option.name if option is not None else str(field.metadata[_SETBY])
+
+
+def _options(cls: type) -> tuple[Option, ...]:
+    """
+    The options that set the fields of C{cls}, in their order.
+    """
+    return tuple(
+        field.metadata[_OPTION] for field in attrs.fields(cls) if _OPTION in field.metadata
+    )
+
+
+_TYPE = Option("type", _text, None, "The kind of component this section configures.")
+_NAME = Option("name", _text, "", "A label shown in events.")
+_DESCRIPTION = Option("description", _text, "", "Free text for the operator.")
+_ENABLED = Option("enabled", _boolean, "yes", "Start this component with the server.")
+_DEBUG = Option("debug", _boolean, "no", "Log low-level details (event 20000).")
+_ENDPOINT_KINDS = "(tcp:, tcp6:, unix:, systemd:)"
+
+
+def _nameField() -> Any:
+    # Without a name, the component is known by its section.
+    return _field(_NAME, default=attrs.Factory(lambda self: self.section, takes_self=True))
+
+
+def _checkChallengeListener(
+    options: ResourceOptions, attribute: attrs.Attribute[Any], value: bool
+) -> None:
+    """
+    A challenge site needs an address or an endpoint, as in the file:
+    without, it would listen on every interface.
+    """
+    if value and options.endpoint is None and not options.address:
+        raise ValueError("a challenge site needs an address or an endpoint")
+
+
+@attrs.frozen(kw_only=True)
+class ResourceOptions:
+    """
+    The options of the C{lets-encrypt} resource section.  Each field is
+    declared once, with the option of the file that sets it: built in code,
+    only C{section} and C{stateDirectory} are needed (and C{address} or
+    C{endpoint} for a challenge site), the others default as the file's
+    options do.
+    """
+
+    section: str = _derived("the section's name")
+    name: str = _nameField()
+    description: str = _field(_DESCRIPTION)
+    debug: bool = _field(_DEBUG)
+    address: str = _field(
+        Option(
+            "address",
+            _address,
+            "",
+            "Address of the HTTP-01 challenge site; needed unless endpoint is set.",
+        ),
+        default="",
+    )
+    port: int = _field(Option("port", _port, "80", "Port of the HTTP-01 challenge site."))
+    #: The endpoint description the challenge site listens on, replacing
+    #: C{address} and C{port}.
+    endpoint: str | None = _field(
+        Option(
+            "endpoint",
+            _endpoint,
+            "",
+            f"Twisted endpoint of the challenge site {_ENDPOINT_KINDS}, "
+            "instead of address and port.",
+        )
+    )
+    #: Whether the resource opens a challenge site of its own; without, a
+    #: host serves L{LetsEncryptResource.challengeResource} itself.
+    challengeSite: bool = _field(
+        Option(
+            "challenge_site",
+            _boolean,
+            "yes",
+            "Open a challenge site; no when the host serves the challenge resource.",
+        ),
+        validator=_checkChallengeListener,
+    )
+    acmeURL: str = _field(
+        Option("acme_url", _acmeURL, LETS_ENCRYPT_PRODUCTION, "ACME directory URL.")
+    )
+    stateDirectory: str = _field(
+        Option(
+            "state_directory",
+            _path,
+            "",
+            "Where the account, keys and certificates are kept; empty for a "
+            "'lets-encrypt' folder beside the configuration file.",
+        ),
+        default=attrs.NOTHING,
+    )
+    storeDirectory: str | None = _field(
+        Option("store_directory", _path, "", "Also export certificates as PEM files here.")
+    )
+    redirectURL: str | None = _field(
+        Option("redirect_url", _url, "", "Redirect other requests to this URL.")
+    )
+    acmeCAFile: str | None = _field(
+        Option("acme_ca_file", _path, "", "PEM CA bundle trusted for the ACME server.")
+    )
+    keyType: str = _field(
+        Option("key_type", _keyType, "rsa-2048", "Type of the certificates' keys.")
+    )
+    #: Seconds between two regular checks.
+    checkInterval: float = _field(
+        Option(
+            "check_interval",
+            _duration,
+            "1d",
+            "Time between two regular checks: seconds, or a number with s, m, h or d.",
+        )
+    )
+    #: The CA's certificate profile to ask for, if any.
+    profile: str | None = _field(
+        Option("profile", _profileName, "", "The CA's certificate profile to ask for.")
+    )
+    #: Keep the private key across renewals.
+    reuseKey: bool = _field(
+        Option("reuse_key", _boolean, "no", "Keep the private key across renewals.")
+    )
+    #: Whether the operator agrees to the CA's terms of service.
+    agreeTOS: bool = _field(
+        Option(
+            "agree_tos",
+            _boolean,
+            "no",
+            "Agree to the CA's terms of service when registering an account.",
+        )
+    )
+    #: Contact addresses for the account, as C{mailto:} URLs.
+    contacts: tuple[str, ...] = _field(
+        Option("contact_email", _emails, "", "E-mail addresses for the account."),
+        default=(),
+    )
+    #: A PEM file with the key of an existing account to use.
+    accountKeyFile: str | None = _field(
+        Option("account_key", _path, "", "PEM key of an existing account to use.")
+    )
+    #: External account binding: the key identifier and the HMAC key
+    #: (base64url), for CAs that require it.
+    eabKid: str | None = _field(
+        Option("eab_kid", _text, "", "External account binding key identifier.")
+    )
+    eabHMACKey: str | None = _field(
+        Option("eab_hmac_key", _base64url, "", "External account binding HMAC key.")
+    )
+    #: The ACMEv1 URL the configuration named, when it was upgraded.
+    upgradedFromURL: str | None = _derived("acme_url", default=None)
+
+
+@attrs.frozen(kw_only=True)
+class ServiceOptions:
+    """
+    The options of one C{https} service section, each field declared once
+    with the option of the file that sets it.
+    """
+
+    section: str = _derived("the section's name")
+    type: str = _field(_TYPE)
+    name: str = _nameField()
+    description: str = _field(_DESCRIPTION)
+    debug: bool = _field(_DEBUG)
+    address: str = _field(
+        Option(
+            "address",
+            _address,
+            "",
+            "Address the service listens on; needed unless endpoint is set.",
+        ),
+        default="",
+    )
+    port: int = _field(Option("port", _port, "443", "Port the service listens on."))
+    #: The endpoint description the service listens on, replacing
+    #: C{address} and C{port}.
+    endpoint: str | None = _field(
+        Option(
+            "endpoint",
+            _endpoint,
+            "",
+            f"Twisted endpoint the service listens on {_ENDPOINT_KINDS}, "
+            "instead of address and port.",
+        )
+    )
+    domains: tuple[str, ...] = _field(
+        Option("ssl_domains", _domains, None, "Domains of the service's certificate.")
+    )
+    path: str = _field(Option("path", _path, None, "Folder served, read-only."))
+    #: Serve and list hidden (dot) files and folders.
+    hiddenFiles: bool = _field(
+        Option(
+            "hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders."
+        )
+    )
+
+
+#: The options of each section type, as the file reads them: those that
+#: choose the component, then those of its fields.
+RESOURCE_OPTIONS = (_TYPE, _ENABLED) + _options(ResourceOptions)
+SERVICE_OPTIONS = (_ENABLED,) + _options(ServiceOptions)
 SERVER_OPTIONS = (Option("name", _text, "", "The server's name, for labels."),)
 
 
@@ -444,7 +555,7 @@ def _readSection(
                 raise ConfigurationError(section, option.name, "is required")
             raw = option.default
         if not raw:
-            values[option.name] = None if option.parse is not _text else ""
+            values[option.name] = option.empty
             continue
         try:
             values[option.name] = option.parse(raw)
@@ -494,6 +605,25 @@ def _listenerAddress(
     return str(values["address"])
 
 
+def _build(
+    cls: type[Any], section: str, values: dict[str, Any], base: str, **given: Any
+) -> Any:
+    """
+    The options of C{cls} for C{section}: each field from the value of its
+    option, paths resolved against C{base}, an empty option leaving the
+    field's default, and C{given} as they are.
+    """
+    for field in attrs.fields(cls):
+        option = field.metadata.get(_OPTION)
+        if option is None or field.name in given:
+            continue
+        value = values[option.name]
+        if value is None or value == "":
+            continue
+        given[field.name] = _resolve(base, value) if option.parse is _path else value
+    return cls(section=section, **given)
+
+
 def _resource(
     section: str, values: dict[str, Any], base: str, written: set[str]
 ) -> ResourceOptions:
@@ -508,58 +638,30 @@ def _resource(
     upgradedFrom = None
     if acmeURL.rstrip("/") in ACME_V1_UPGRADES:
         upgradedFrom, acmeURL = acmeURL, ACME_V1_UPGRADES[acmeURL.rstrip("/")]
-    state = values["state_directory"] or "lets-encrypt"
-    return ResourceOptions(
-        section=section,
-        name=values["name"] or section,
-        description=values["description"],
+    options: ResourceOptions = _build(
+        ResourceOptions,
+        section,
+        values,
+        base,
         address=_listenerAddress(section, values, written, values["challenge_site"]),
-        port=values["port"],
-        endpoint=values["endpoint"],
-        challengeSite=values["challenge_site"],
         acmeURL=acmeURL,
-        stateDirectory=_resolve(base, state),
-        storeDirectory=(
-            _resolve(base, values["store_directory"])
-            if values["store_directory"]
-            else None
-        ),
-        redirectURL=values["redirect_url"],
-        acmeCAFile=(
-            _resolve(base, values["acme_ca_file"]) if values["acme_ca_file"] else None
-        ),
-        keyType=values["key_type"],
-        debug=values["debug"],
         upgradedFromURL=upgradedFrom,
-        checkInterval=values["check_interval"],
-        profile=values["profile"],
-        reuseKey=values["reuse_key"],
-        agreeTOS=values["agree_tos"],
-        contacts=values["contact_email"] or (),
-        accountKeyFile=(
-            _resolve(base, values["account_key"]) if values["account_key"] else None
-        ),
-        eabKid=values["eab_kid"] or None,
-        eabHMACKey=values["eab_hmac_key"],
+        stateDirectory=_resolve(base, values["state_directory"] or "lets-encrypt"),
     )
+    return options
 
 
 def _service(
     section: str, values: dict[str, Any], base: str, written: set[str]
 ) -> ServiceOptions:
-    return ServiceOptions(
-        section=section,
-        type=values["type"],
-        name=values["name"] or section,
-        description=values["description"],
+    options: ServiceOptions = _build(
+        ServiceOptions,
+        section,
+        values,
+        base,
         address=_listenerAddress(section, values, written),
-        port=values["port"],
-        endpoint=values["endpoint"],
-        domains=values["ssl_domains"],
-        path=_resolve(base, values["path"]),
-        debug=values["debug"],
-        hiddenFiles=values["hidden_files"],
     )
+    return options
 
 
 def _checkIdentifier(section: str) -> None:

@@ -22,7 +22,6 @@ from twisted.internet.defer import (
     maybeDeferred,
 )
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
 from zope.interface.registry import Components
 
 from . import events
@@ -36,7 +35,7 @@ from .config import (
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
-from .httpclient import loadCABundle, makeHTTPClient
+from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .keys import loadAccountKey
 from .listening import inheritedSocketProblem
@@ -150,28 +149,20 @@ def readConfiguration(
 
 def makeResource(
     options: ResourceOptions, registry: Components, reactor: Any, automatic: bool = True
-) -> tuple[LetsEncryptResource, HTTPConnectionPool]:
+) -> LetsEncryptResource:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
-    its own HTTP connection pool (to close when it stops).  The caller holds
+    its own HTTP connection pool, closed when it stops.  The caller holds
     the state directory's lock: files that a crash left half-written there,
     and in the store directory, are removed.
+
+    @raise ValueError: when C{options.acmeCAFile} holds no certificate.
     """
-    trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
-    http, pool = makeHTTPClient(reactor, trusted)
     store = DirectoryStore(options.stateDirectory, options.storeDirectory)
     store.removeTemporaryFiles()
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
-    resource = LetsEncryptResource(
-        options,
-        registry,
-        store,
-        reactor,
-        http,
-        automatic=automatic,
-    )
-    return resource, pool
+    return LetsEncryptResource(options, registry, store, reactor, automatic=automatic)
 
 
 class ServerService(MultiService):
@@ -193,15 +184,14 @@ class ServerService(MultiService):
         reactor: Any,
         lock: StateLock | None = None,
         path: str | None = None,
-        resourceFactory: Callable[..., tuple[LetsEncryptResource, Any]] = makeResource,
+        resourceFactory: Callable[..., LetsEncryptResource] = makeResource,
     ):
         """
         @param lock: The state directory's lock, already taken; by default
             it is taken here.
         @param path: The file C{configuration} was read from.
-        @param resourceFactory: Makes the resource and its HTTP connection
-            pool, as L{makeResource} does, from the resource options, the
-            registry and the reactor.
+        @param resourceFactory: Makes the resource, as L{makeResource} does,
+            from the resource options, the registry and the reactor.
 
         @raise StateDirectoryLocked: when another process uses the state
             directory.
@@ -223,7 +213,7 @@ class ServerService(MultiService):
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
             LockWatch(self._lock, reactor).setServiceParent(self)
-            self.resource, self._pool = resourceFactory(
+            self.resource = resourceFactory(
                 resourceOptions, self.registry, reactor
             )
             self.resource.setServiceParent(self)
@@ -325,8 +315,6 @@ class ServerService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()
-        if self.resource is not None:
-            stopped.addBoth(lambda _: self._pool.closeCachedConnections())
         if self._lock is not None:
             stopped.addBoth(lambda _: self._lock.release())
         return stopped

@@ -16,27 +16,8 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorFromThreads
 
-from .config import Configuration, ResourceOptions, ServiceOptions
+from .config import Configuration, ResourceOptions, ServiceOptions, optionName
 
-#: The option of each field of L{ResourceOptions} whose name differs.
-_RESOURCE_OPTION_NAMES = {
-    "section": "the section's name",
-    "acmeURL": "acme_url",
-    "upgradedFromURL": "acme_url",
-    "stateDirectory": "state_directory",
-    "storeDirectory": "store_directory",
-    "redirectURL": "redirect_url",
-    "acmeCAFile": "acme_ca_file",
-    "keyType": "key_type",
-    "checkInterval": "check_interval",
-    "reuseKey": "reuse_key",
-    "agreeTOS": "agree_tos",
-    "contacts": "contact_email",
-    "accountKeyFile": "account_key",
-    "eabKid": "eab_kid",
-    "eabHMACKey": "eab_hmac_key",
-    "challengeSite": "challenge_site",
-}
 
 
 @attrs.frozen
@@ -86,7 +67,7 @@ def changedResourceOptions(old: ResourceOptions, new: ResourceOptions) -> tuple[
     names = []
     for field in attrs.fields(ResourceOptions):
         if getattr(old, field.name) != getattr(new, field.name):
-            name = _RESOURCE_OPTION_NAMES.get(field.name, field.name)
+            name = optionName(field)
             if name not in names:
                 names.append(name)
     return tuple(names)

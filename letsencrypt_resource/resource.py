@@ -25,6 +25,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
 from zope.interface.registry import Components
 
@@ -34,6 +35,7 @@ from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError, certificateI
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder, ChallengeSite, ChallengeTokens
 from .config import ResourceOptions
+from .httpclient import loadCABundle, makeHTTPClient
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import PendingOrder, obtainCertificate, orderSurvives
 from .keys import generateKey, keyType
@@ -101,15 +103,20 @@ class LetsEncryptResource(Service):
         registry: Components,
         store: ICertificateStore,
         reactor: Any,
-        httpClient: Any,
+        httpClient: Any = None,
         *,
         runInThread: Runner | None = None,
         random: Callable[[], float] = random.random,
         automatic: bool = True,
     ):
         """
-        @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server, as
-            L{letsencrypt_resource.httpclient.makeHTTPClient} makes.
+        @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server,
+            left to its caller to close; by default, the resource's own, as
+            L{letsencrypt_resource.httpclient.makeHTTPClient} makes it for
+            C{options.acmeCAFile}, its connections closed with the service.
+
+        @raise ValueError: when the resource makes its HTTP client and
+            C{options.acmeCAFile} holds no certificate.
         @param runInThread: Runs key generation, signing and writes off the
             reactor thread; by default, in L{BackgroundWorkers} of a lower
             CPU priority, stopped with the service.
@@ -123,6 +130,10 @@ class LetsEncryptResource(Service):
         self._registry = registry
         self.store = store
         self._reactor = reactor
+        self._pool: HTTPConnectionPool | None = None
+        if httpClient is None:
+            trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
+            httpClient, self._pool = makeHTTPClient(reactor, trusted)
         self._http = httpClient
         self._workers: BackgroundWorkers | None = None
         if runInThread is None:
@@ -262,6 +273,8 @@ class LetsEncryptResource(Service):
         yield self.whenWritten()
         if self._workers is not None:
             yield self._workers.stop()
+        if self._pool is not None:
+            yield self._pool.closeCachedConnections()
 
     def _unexpected(self, failure: Failure) -> None:
         if not failure.check(CancelledError):

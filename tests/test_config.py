@@ -7,16 +7,20 @@ from __future__ import annotations
 import os
 from unittest import mock
 
+import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.config import (
     LETS_ENCRYPT_PRODUCTION,
     LETS_ENCRYPT_STAGING,
+    RESOURCE_OPTIONS,
+    SERVICE_OPTIONS,
     Configuration,
     ConfigurationError,
     ResourceOptions,
     ServiceOptions,
     loadConfiguration,
+    optionName,
     parseConfiguration,
 )
 
@@ -1625,3 +1629,84 @@ class MalformedCorpusTests(SynchronousTestCase):
             if not error.message:
                 failures.append(f"{description}: the message is empty")
         self.assertEqual(failures, [])
+
+
+class OptionsInCodeTests(SynchronousTestCase):
+    """
+    L{ResourceOptions} and L{ServiceOptions} built in code: each field is
+    declared once, with its option, so code and file agree on defaults.
+    """
+
+    def test_resourceDefaultsAsInTheFile(self) -> None:
+        """
+        Options built from only a section, a state directory and an address
+        equal those the file gives for a section setting only these.
+        """
+        parsed = parse(resource(state_directory="/var/lib/le")).resource
+        built = ResourceOptions(
+            section="resources/r1", stateDirectory="/var/lib/le", address="0.0.0.0"
+        )
+        self.assertEqual(built, parsed)
+
+    def test_serviceDefaultsAsInTheFile(self) -> None:
+        """
+        A service built from its required options equals the one the file
+        gives for a section setting only these.
+        """
+        [parsed] = parse(resource() + service()).services
+        built = ServiceOptions(
+            section="services/s1",
+            type="https",
+            address="0.0.0.0",
+            domains=("files.example.com",),
+            path="/srv/files",
+        )
+        self.assertEqual(built, parsed)
+
+    def test_stateDirectoryNeeded(self) -> None:
+        """
+        Built in code, the options need a state directory: there is no
+        configuration file for the default folder to sit beside.
+        """
+        self.assertRaises(
+            TypeError, ResourceOptions, section="resources/r1", address="0.0.0.0"
+        )
+
+    def test_challengeSiteNeedsAListener(self) -> None:
+        """
+        As in the file, a challenge site needs an address or an endpoint:
+        built without either, it would listen on every interface.
+        """
+        error = self.assertRaises(
+            ValueError, ResourceOptions, section="resources/r1", stateDirectory="/s"
+        )
+        self.assertIn("address or an endpoint", str(error))
+        self.assertEqual(
+            ResourceOptions(
+                section="resources/r1", stateDirectory="/s", endpoint="tcp:80"
+            ).address,
+            "",
+        )
+        self.assertFalse(
+            ResourceOptions(
+                section="resources/r1", stateDirectory="/s", challengeSite=False
+            ).challengeSite
+        )
+
+    def test_tablesFromTheFields(self) -> None:
+        """
+        The option tables hold the option of each field that one sets, once,
+        beside those that choose the component.
+        """
+        for cls, table, choosing in (
+            (ResourceOptions, RESOURCE_OPTIONS, {"type", "enabled"}),
+            (ServiceOptions, SERVICE_OPTIONS, {"enabled"}),
+        ):
+            names = [option.name for option in table]
+            self.assertEqual(len(names), len(set(names)), cls)
+            fromFields = {
+                optionName(field)
+                for field in attrs.fields(cls)
+                if field.name not in ("section", "upgradedFromURL")
+            }
+            self.assertEqual(set(names), fromFields | choosing, cls)

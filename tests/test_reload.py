@@ -18,7 +18,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
-from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 from twisted.internet.interfaces import IListeningPort
 
@@ -263,7 +262,7 @@ class ReloadCase(SynchronousTestCase):
             random=lambda: 0.5,
         )
         self.ca.validate = resource.responder.lookup
-        return resource, HTTPConnectionPool(reactor)
+        return resource
 
     def start(self, text: str) -> ServerService:
         self.write(text)

@@ -28,6 +28,7 @@ from letsencrypt_resource.policy import (
     WARNING_REPEAT,
     emergencyTime,
 )
+from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
@@ -41,6 +42,7 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
+from tests.helpers import selfSigned
 
 DAY = 86400.0
 FILES = ("files.example.test", "www.example.test")
@@ -954,3 +956,90 @@ class ExpiryWarningTests(ResourceTestCase):
         for a, b in gaps:
             self.assertTrue(any(a < mark <= b for mark in marks), (a, b))
         self.assertLessEqual(len(times), 16 * 4 + len(marks))
+
+
+class RecordingPool:
+    """
+    A connection pool that counts its closings, each ending when C{closing}
+    fires.
+    """
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.closing: Deferred[None] = Deferred()
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        self.closed += 1
+        return self.closing
+
+
+class HTTPPoolTests(SynchronousTestCase):
+    """
+    The resource owns the HTTP client it makes, as it owns its threads: made
+    from the options, its connections closed as the service stops.
+    """
+
+    def setUp(self) -> None:
+        self.made: list[tuple[Any, Any]] = []
+        self.pool = RecordingPool()
+        self.patch(resourceModule, "makeHTTPClient", self.makeHTTPClient)
+        self.reactor = MemoryReactorClock()
+
+    def makeHTTPClient(self, reactor: Any, trusted: Any) -> tuple[Any, Any]:
+        self.made.append((reactor, trusted))
+        return object(), self.pool
+
+    def makeResource(self, httpClient: Any = None, **options: Any) -> LetsEncryptResource:
+        return LetsEncryptResource(
+            resourceOptions(challengeSite=False, **options),
+            Components(),
+            MemoryStore(),
+            self.reactor,
+            httpClient,
+            runInThread=synchronously,
+            automatic=False,
+        )
+
+    def test_ownPoolClosedAtStop(self) -> None:
+        """
+        Without an HTTP client given, the resource makes one trusting the
+        system's store, and stopping ends once its pool's connections are
+        closed.
+        """
+        resource = self.makeResource()
+        self.assertEqual(self.made, [(self.reactor, None)])
+        resource.startService()
+        self.assertEqual(self.pool.closed, 0)
+        stopped = resource.stopService()
+        self.assertEqual(self.pool.closed, 1)
+        self.assertNoResult(stopped)
+        self.pool.closing.callback(None)
+        self.successResultOf(stopped)
+
+    def test_trustsTheCAFile(self) -> None:
+        """
+        The client the resource makes trusts the certificates of
+        C{acmeCAFile}, and a file that holds none is refused.
+        """
+        path = self.mktemp()
+        with open(path, "wb") as stream:
+            stream.write(selfSigned(("ca.example.test",)).certificatePEM)
+        self.makeResource(acmeCAFile=path)
+        [(_, trusted)] = self.made
+        self.assertEqual(
+            [c.getSubject().commonName for c in trusted], [b"ca.example.test"]
+        )
+        with open(path, "wb") as stream:
+            stream.write(b"no certificate")
+        self.assertRaises(ValueError, self.makeResource, acmeCAFile=path)
+
+    def test_givenClientLeftOpen(self) -> None:
+        """
+        An HTTP client given to the resource is its caller's: the resource
+        makes none and closes nothing.
+        """
+        agent = RequestTraversalAgent(FakeACMEServer(self.reactor))
+        resource = self.makeResource(httpClient=agent)
+        resource.startService()
+        self.successResultOf(resource.stopService())
+        self.assertEqual((self.made, self.pool.closed), ([], 0))

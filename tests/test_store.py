@@ -607,8 +607,12 @@ class CheckStorageTests(PermissiveUmaskMixin, SynchronousTestCase):
         Resource options with these directories.
         """
         return ResourceOptions(
-            "resources/le", "le", "", "127.0.0.1", 80, "https://acme.example/dir",
-            state, store, None, None, "ecdsa-p256", False,
+            section="resources/le",
+            address="127.0.0.1",
+            acmeURL="https://acme.example/dir",
+            stateDirectory=state,
+            storeDirectory=store,
+            keyType="ecdsa-p256",
         )
 
     def refused(self, options: ResourceOptions, option: str) -> ConfigurationError:

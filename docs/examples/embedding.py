@@ -15,7 +15,6 @@ from twisted.web.server import Site
 from zope.interface.registry import Components
 
 from letsencrypt_resource.config import ResourceOptions
-from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
@@ -71,22 +70,6 @@ class HostHTTPSService(Service):
         return None
 
 
-class Host(MultiService):
-    """
-    The host server: its services, then the resource, then closing the
-    resource's HTTP connections when it stops.
-    """
-
-    def __init__(self, pool: Any):
-        super().__init__()
-        self._pool = pool
-
-    def stopService(self) -> Any:
-        stopped = super().stopService()
-        stopped.addBoth(lambda _: self._pool.closeCachedConnections())
-        return stopped
-
-
 def makeHost(
     reactor: Any,
     directoryURL: str,
@@ -113,28 +96,25 @@ def makeHost(
     registry = Components("host")
     registry.registerUtility(https.consumer, ICertificateConsumer, name="host-https")
 
+    # Only what the host uses; the other options default as in the file.
+    # The resource makes its HTTP client from them (trusting acmeCAFile),
+    # and closes its connections when it stops, as it ends its threads.
     options = ResourceOptions(
         section="resources/embedded",
         name="lets-encrypt",
-        description="",
         address=address,
         port=challengePort,
         acmeURL=directoryURL,
         stateDirectory=stateDirectory,
-        storeDirectory=None,
-        redirectURL=None,
         acmeCAFile=caFile,
         keyType="ecdsa-p256",
-        debug=False,
         agreeTOS=True,
     )
-    trusted = loadCABundle(caFile) if caFile else None
-    http, pool = makeHTTPClient(reactor, trusted)
     resource = LetsEncryptResource(
-        options, registry, DirectoryStore(stateDirectory), reactor, http
+        options, registry, DirectoryStore(stateDirectory), reactor
     )
 
-    host = Host(pool)
+    host = MultiService()
     https.setServiceParent(host)
     resource.setServiceParent(host)
     return host
