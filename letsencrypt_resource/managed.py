@@ -152,7 +152,7 @@ class ManagedCertificate:
         """
         Whether C{key} was recorded as compromised.
         """
-        return publicKeyDigest(key) in self.compromisedKeys
+        return bool(self.compromisedKeys) and publicKeyDigest(key) in self.compromisedKeys
 
     def urgentSince(self) -> float:
         """

@@ -38,7 +38,7 @@ from .config import ResourceOptions
 from .httpclient import loadCABundle, makeHTTPClient
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import PendingOrder, obtainCertificate, orderSurvives
-from .keys import generateKey, keyType
+from .keys import generateKey, keyType, publicKeyDigest
 from .limiter import Limiter
 from .listening import Listener
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
@@ -971,9 +971,14 @@ class LetsEncryptResource(Service):
         @raise CompromisedAccountKey: when the account key is a key revoked
             as compromised, for any domain set.
         """
-        key = client.accountKey.key
+        digest: str | None = None
         for certificate in self.managed.values():
-            if certificate.isCompromised(key):
+            if not certificate.compromisedKeys:
+                continue
+            # Digested once, and only when some key was revoked: this runs
+            # before every order, over every set.
+            digest = digest or publicKeyDigest(client.accountKey.key)
+            if digest in certificate.compromisedKeys:
                 raise CompromisedAccountKey(certificate.label, self.options.accountKeyFile)
 
     def _failed(self, certificate: ManagedCertificate, error: Exception) -> None:
