@@ -54,43 +54,26 @@ state_directory = state
 {extra}
 """
 
-FILES = """\
-[services/files]
-type = https
-name = files-https
-address = 127.0.0.1
-port = 6001
-path = public
-ssl_domains = files.example.test, www.example.test
-"""
-
-REPORTS = """\
-[services/reports]
-type = https
-name = reports-https
-address = 127.0.0.1
-port = 6002
-path = public
-ssl_domains = reports.example.test
-"""
-
-NEW = """\
-[services/new]
-type = https
-name = new-https
-address = 127.0.0.1
-port = 6003
-path = public
-ssl_domains = new.example.test
-"""
-
-
-def configuration(*services: str, extra: str = "", resource: bool = True) -> str:
+def httpsService(name: str, port: int, domains: str) -> str:
     """
-    A configuration text with the resource (unless C{resource} is false)
-    and C{services}.
+    The section of an C{https} service C{name} serving C{public}.
     """
-    return "\n".join(([RESOURCE.format(extra=extra)] if resource else []) + list(services))
+    return (
+        f"[services/{name}]\ntype = https\nname = {name}-https\naddress = 127.0.0.1\n"
+        f"port = {port}\npath = public\nssl_domains = {domains}\n"
+    )
+
+
+FILES = httpsService("files", 6001, "files.example.test, www.example.test")
+REPORTS = httpsService("reports", 6002, "reports.example.test")
+NEW = httpsService("new", 6003, "new.example.test")
+
+
+def configuration(*services: str, extra: str = "") -> str:
+    """
+    A configuration text with the resource and C{services}.
+    """
+    return "\n".join([RESOURCE.format(extra=extra), *services])
 
 
 class PlanTests(SynchronousTestCase):
