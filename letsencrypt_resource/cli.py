@@ -19,7 +19,7 @@ from typing import Any, Callable, TextIO
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError
-from twisted.internet.task import react
+from twisted.internet.task import deferLater, react
 from zope.interface.registry import Components
 
 from . import __version__, localca
@@ -38,6 +38,11 @@ MODULE_PROG = "python -m letsencrypt_resource"
 #: does not reach the CA either.
 _READ_ONLY_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkState,)
 _ACTING_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkCA, checkState)
+#: Seconds to wait for a server that holds the state directory's lock to
+#: answer on its control socket, as one that is starting does soon.
+SERVER_START_WAIT = 10.0
+#: Seconds between two tries meanwhile.
+_ASK_AGAIN = 0.2
 
 
 def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
@@ -121,6 +126,50 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
         await resource.stopService()
 
 
+async def _operate(
+    reactor: Any,
+    configuration: Configuration,
+    name: str,
+    arguments: dict[str, Any],
+    err: TextIO,
+) -> tuple[Any, bool]:
+    """
+    Ask the server to run the operation or, when none runs, run it alone.
+
+    A server takes the state directory's lock before it listens on its
+    control socket, so while the lock is held and nothing answers, the
+    server is asked again for up to L{SERVER_START_WAIT} seconds.
+
+    @return: The operation's result, and whether a server ran it.
+    @raise StateDirectoryLocked: when the lock stays held and nothing
+        answers.
+    """
+    state = configuration.resource.stateDirectory
+    deadline = reactor.seconds() + SERVER_START_WAIT
+    while True:
+        try:
+            return await askServer(reactor, state, name, arguments), True
+        except (ConnectError, OSError):
+            pass
+        if name == "status" and not os.path.lexists(state):
+            # Read-only, and nothing to read: create nothing, not even the
+            # lock.
+            print(f"note: the state directory {state} does not exist yet", file=err)
+            return await _runAlone(reactor, configuration, name, arguments), False
+        lock = StateLock(state)
+        try:
+            lock.acquire()
+        except StateDirectoryLocked:
+            if reactor.seconds() >= deadline:
+                raise
+            await deferLater(reactor, _ASK_AGAIN, lambda: None)
+            continue
+        try:
+            return await _runAlone(reactor, configuration, name, arguments), False
+        finally:
+            lock.release()
+
+
 async def run(
     reactor: Any,
     argv: list[str],
@@ -151,25 +200,21 @@ async def run(
         print(f"{arguments.config}: no enabled lets-encrypt resource", file=err)
         return 2
     state = configuration.resource.stateDirectory
-    serverRunning = True
     try:
-        try:
-            result = await askServer(reactor, state, name, operationArguments)
-        except (ConnectError, OSError):
-            serverRunning = False
-            if name == "status" and not os.path.lexists(state):
-                # Read-only, and nothing to read: create nothing, not even
-                # the lock.
-                print(f"note: the state directory {state} does not exist yet", file=err)
-                result = await _runAlone(reactor, configuration, name, operationArguments)
-            else:
-                lock = StateLock(state)
-                lock.acquire()
-                try:
-                    result = await _runAlone(reactor, configuration, name, operationArguments)
-                finally:
-                    lock.release()
-    except (OperationError, StateDirectoryLocked) as error:
+        result, serverRunning = await _operate(
+            reactor, configuration, name, operationArguments, err
+        )
+    except StateDirectoryLocked as error:
+        print(
+            f"error: another process ({error.holder}) holds the state directory "
+            f"{state} and did not answer on its control socket within "
+            f"{SERVER_START_WAIT:g} s: a server still starting, a server whose "
+            "control socket failed (event 20175), or an operations command "
+            "working alone",
+            file=err,
+        )
+        return 1
+    except OperationError as error:
         print(f"error: {error}", file=err)
         return 1
     except Exception as error:

@@ -15,10 +15,13 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 
+from letsencrypt_resource import cli
 from letsencrypt_resource.cli import run
 from letsencrypt_resource.config import loadConfiguration
-from letsencrypt_resource.control import StateDirectoryLocked
+from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
@@ -187,6 +190,37 @@ class WithServerTests(OperationsCase):
             StateDirectoryLocked, ServerService, loadConfiguration(self.path), reactor
         )
         self.assertIn("in use by another process", str(error))
+
+    async def test_statusWhileServerStarts(self) -> None:
+        """
+        A server holds the state directory's lock before it listens on its
+        control socket: C{status} run in between waits for it to answer
+        instead of failing on the lock.
+        """
+        await self.setUpConfiguration()
+        server = ServerService(loadConfiguration(self.path), reactor)
+        self.addCleanup(server.stopService)
+        asked = Deferred.fromCoroutine(self.command("status", "--json"))
+        await deferLater(reactor, 0.5, server.startService)
+        rows = await asked
+        self.assertEqual(len(rows), 2)
+        self.assertTrue(all(row["server_running"] for row in rows))
+
+    async def test_lockedWithoutAnswer(self) -> None:
+        """
+        When the lock stays held and no control socket answers, the command
+        fails after L{cli.SERVER_START_WAIT} seconds, naming the holder.
+        """
+        await self.setUpConfiguration()
+        self.patch(cli, "SERVER_START_WAIT", 0.5)
+        lock = StateLock(loadConfiguration(self.path).resource.stateDirectory)
+        lock.acquire()
+        self.addCleanup(lock.release)
+        err = io.StringIO()
+        code = await run(reactor, ["--config", self.path, "status"], io.StringIO(), err)
+        self.assertEqual(code, 1)
+        self.assertIn(f"another process (pid {os.getpid()}) holds the state", err.getvalue())
+        self.assertIn("within 0.5 s", err.getvalue())
 
     async def test_accountShowAndDeactivate(self) -> None:
         """
