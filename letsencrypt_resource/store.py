@@ -145,7 +145,7 @@ class DirectoryStore:
         """
         return removeTemporaryFiles(self.path)
 
-    def _read(self, key: str, parse: Callable[[bytes], T] | None = None) -> T | bytes | None:
+    def _read(self, key: str, parse: Callable[[bytes], T]) -> T | None:
         """
         The file C{key} of the state directory, as C{parse} reads it.
         """
@@ -154,8 +154,8 @@ class DirectoryStore:
             data = readFile(self.path, key)
         except OSError as error:
             raise StoreError(path, f"cannot be read: {reason(error)}") from None
-        if data is None or parse is None:
-            return data
+        if data is None:
+            return None
         try:
             return parse(data)
         except ValueError as error:
@@ -221,7 +221,7 @@ class DirectoryStore:
         self._write(renewalKey(domains), renewalStateJSON(state))
 
     def loadProvisionalSigner(self) -> bytes | None:
-        return self._read(SIGNER_KEY)
+        return self._read(SIGNER_KEY, bytes)
 
     def saveProvisionalSigner(self, pem: bytes) -> None:
         self._write(SIGNER_KEY, pem)

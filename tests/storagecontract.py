@@ -6,7 +6,7 @@ into a C{twisted.trial.unittest.TestCase} and implements C{makeStorage}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -41,7 +41,13 @@ BAD_KEYS = [
 ]
 
 
-class StorageContractMixin:
+if TYPE_CHECKING:
+    from twisted.trial.unittest import TestCase as _Base
+else:
+    _Base = object
+
+
+class StorageContractMixin(_Base):
     """
     The contract tests.  C{makeStorage()} returns a new L{IStorage} on the
     test's one place (a directory, a database, a L{SharedMemory}): two
@@ -55,14 +61,14 @@ class StorageContractMixin:
 
     def setUp(self) -> None:
         self.clock = Clock()
-        super().setUp()  # type: ignore[misc]
+        super().setUp()
 
     def storage(self) -> Any:
         """
         A new node, closed at the end of the test.
         """
         storage = self.makeStorage()
-        self.addCleanup(storage.close)  # type: ignore[attr-defined]
+        self.addCleanup(storage.close)
         return storage
 
     async def test_interface(self) -> None:
@@ -142,13 +148,13 @@ class StorageContractMixin:
         """
         storage = self.storage()
         for key in BAD_KEYS:
-            await self.assertFailure(storage.load(key), StorageError)  # type: ignore[attr-defined]
-            await self.assertFailure(storage.store(key, b"v"), StorageError)  # type: ignore[attr-defined]
-            await self.assertFailure(storage.delete(key), StorageError)  # type: ignore[attr-defined]
-            await self.assertFailure(storage.lease(key, 30), StorageError)  # type: ignore[attr-defined]
+            await self.assertFailure(storage.load(key), StorageError)
+            await self.assertFailure(storage.store(key, b"v"), StorageError)
+            await self.assertFailure(storage.delete(key), StorageError)
+            await self.assertFailure(storage.lease(key, 30), StorageError)
         for prefix in ("/", "../", "a/../", ".leases/", "\0"):
-            await self.assertFailure(storage.list(prefix), StorageError)  # type: ignore[attr-defined]
-            await self.assertFailure(storage.watch(prefix, print), StorageError)  # type: ignore[attr-defined]
+            await self.assertFailure(storage.list(prefix), StorageError)
+            await self.assertFailure(storage.watch(prefix, print), StorageError)
         self.assertEqual(await storage.list(""), [])
 
     async def test_leaseExclusive(self) -> None:
@@ -185,7 +191,7 @@ class StorageContractMixin:
         await first.close()
         taken = await second.lease("example.com", 30)
         self.assertGreater(taken.token, lease.token)
-        await self.assertFailure(first.load("accounts/a.json"), StorageError)  # type: ignore[attr-defined]
+        await self.assertFailure(first.load("accounts/a.json"), StorageError)
 
     async def test_tokenAcrossRestart(self) -> None:
         """
@@ -216,12 +222,12 @@ class StorageContractMixin:
         await old.release()
         new = await second.lease("example.com", 30)
         await second.store("certificates/example.com.pem", b"new", fence=new)
-        error = await self.assertFailure(  # type: ignore[attr-defined]
+        error = await self.assertFailure(
             first.store("certificates/example.com.pem", b"late", fence=old), StaleFence
         )
         self.assertEqual((error.key, error.token, error.newest), (
             "certificates/example.com.pem", old.token, new.token))
-        await self.assertFailure(  # type: ignore[attr-defined]
+        await self.assertFailure(
             first.delete("certificates/example.com.pem", fence=old), StaleFence
         )
         self.assertEqual(await second.load("certificates/example.com.pem"), b"new")
@@ -248,8 +254,8 @@ class StorageContractMixin:
         self.clock.advance(31)
         new = await storage.lease("example.com", 30)
         self.assertGreater(new.token, old.token)
-        await self.assertFailure(old.renew(), LeaseLost)  # type: ignore[attr-defined]
-        await self.assertFailure(  # type: ignore[attr-defined]
+        await self.assertFailure(old.renew(), LeaseLost)
+        await self.assertFailure(
             storage.store("renewal/example.com.json", b"{}", fence=old), StaleFence
         )
 
@@ -260,7 +266,7 @@ class StorageContractMixin:
         node's changes, nor of other prefixes; nothing once stopped.
         """
         first, second = self.storage(), self.storage()
-        heard: list[tuple[str, bytes | None]] = []
+        heard: list[str] = []
         read: list[Any] = []
 
         def changed(key: str) -> None:

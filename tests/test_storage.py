@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -31,6 +31,16 @@ from .storagecontract import StorageContractMixin
 from .test_safefs import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
 
 DOMAINS = ("example.com", "www.example.com")
+T = TypeVar("T")
+
+
+def given(value: T | None) -> T:
+    """
+    C{value}, which the test expects to be there.
+    """
+    if value is None:
+        raise AssertionError("nothing where a value was expected")
+    return value
 
 
 class MemoryStorageContractTests(StorageContractMixin, TestCase):
@@ -171,9 +181,9 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         old.saveRenewalState(DOMAINS, {"failures": 2})
         old.saveProvisionalSigner(b"signer")
         records = Records(self.storage())
-        loadedAccount = await records.loadAccount("https://ca/dir")
+        loadedAccount = given(await records.loadAccount("https://ca/dir"))
         self.assertEqual(loadedAccount.toJSON(), account.toJSON())
-        loaded = await records.loadCertificate(DOMAINS)
+        loaded = given(await records.loadCertificate(DOMAINS))
         self.assertEqual(loaded.toPEM(), certificate.toPEM())
         self.assertEqual(await records.loadRenewalState(DOMAINS), {"failures": 2})
         self.assertEqual(await records.loadProvisionalSigner(), b"signer")
@@ -210,12 +220,13 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         writeBytes(os.path.join(elsewhere, "a.pem"), b"theirs")
         os.mkdir(self.path, 0o700)
         os.symlink(elsewhere, os.path.join(self.path, "certificates"))
-        for call in (
+        calls: list[Deferred[Any]] = [
             storage.store("certificates/b.pem", b"v"),
             storage.load("certificates/a.pem"),
             storage.delete("certificates/a.pem"),
             storage.list("certificates/"),
-        ):
+        ]
+        for call in calls:
             error = await self.assertFailure(call, StorageError)
             self.assertIn("symbolic link", str(error))
         self.assertEqual(await storage.list(""), [])
@@ -240,7 +251,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         from 1.
         """
         storage = self.storage()
-        lease = await storage.lease("example.com", 30)
+        lease = given(await storage.lease("example.com", 30))
         path = os.path.join(self.path, ".leases", "example.com")
         self.assertEqual((readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600))
         await lease.release()
@@ -270,7 +281,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         lock makes a held lease fail to renew.
         """
         storage = self.storage()
-        lease = await storage.lease("example.com", 30)
+        lease = given(await storage.lease("example.com", 30))
         os.unlink(os.path.join(self.path, "lock"))
         other = StateLock(self.path)
         other.acquire()
@@ -296,7 +307,7 @@ class RecordsTests(TestCase):
         record = AccountRecord(sharedKey("ecdsa-p256"), "https://ca/acct/7")
         self.assertIsNone(await self.records.loadAccount("https://ca/dir"))
         await self.records.saveAccount("https://ca/dir", record)
-        loaded = await self.records.loadAccount("https://ca/dir")
+        loaded = given(await self.records.loadAccount("https://ca/dir"))
         self.assertEqual(loaded.toJSON(), record.toJSON())
         self.assertEqual(await self.storage.list("accounts/"), [accountKey("https://ca/dir")])
 
@@ -313,7 +324,7 @@ class RecordsTests(TestCase):
         self.assertEqual(
             await self.records.certificateNames(), ["a.example.com", "b.example.com_c.example.com"]
         )
-        loaded = await self.records.loadCertificate(sets[1])
+        loaded = given(await self.records.loadCertificate(sets[1]))
         self.assertEqual(loaded.domains, sets[1])
         self.assertIsNone(await self.records.loadCertificate(("d.example.com",)))
 
@@ -323,7 +334,7 @@ class RecordsTests(TestCase):
         """
         await self.storage.store(certificateKey(DOMAINS), b"not a certificate")
         await self.storage.store("renewal/example.com_www.example.com.json", b"[]")
-        error = await self.assertFailure(self.records.loadCertificate(DOMAINS), StorageError)
+        error: Any = await self.assertFailure(self.records.loadCertificate(DOMAINS), StorageError)
         self.assertEqual(error.key, certificateKey(DOMAINS))
         await self.assertFailure(self.records.loadRenewalState(DOMAINS), StorageError)
 
@@ -348,7 +359,7 @@ class RecordsTests(TestCase):
         Writes pass their fence to the storage: one under a lease taken
         over is refused.
         """
-        old = await self.storage.lease("example.com", 30)
+        old = given(await self.storage.lease("example.com", 30))
         await old.release()
         await self.storage.lease("example.com", 30)
         await self.assertFailure(

@@ -22,7 +22,7 @@ import errno
 import os
 import stat
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -153,6 +153,18 @@ def listFiles(base: str, prefix: str) -> list[str]:
     return sorted(valid)
 
 
+class Runner(Protocol):
+    """
+    What runs the file operations: L{BackgroundWorkers}, or a test's fake.
+    """
+
+    def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Call C{f(*args)} in a worker thread; the Deferred fires in the
+        reactor thread.
+        """
+
+
 class _Place:
     """
     What the L{DirectoryStorage} objects of this process on one state
@@ -179,7 +191,7 @@ class DirectoryStorage:
         path: str,
         reactor: Any,
         clock: IReactorTime | None = None,
-        workers: BackgroundWorkers | None = None,
+        workers: Runner | None = None,
         lock: StateLock | None = None,
     ):
         """
@@ -194,8 +206,10 @@ class DirectoryStorage:
             lock for as long as it holds a lease.
         """
         self.path = path
-        self._ownWorkers = workers is None
-        self._workers = BackgroundWorkers(reactor, "letsencrypt-storage", 1) if workers is None else workers
+        self._ownWorkers: BackgroundWorkers | None = None
+        if workers is None:
+            workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
+        self._workers: Runner = workers
         self._ownLock = lock is None
         self._lock = StateLock(path) if lock is None else lock
         self._leases = LeaseTable(reactor if clock is None else clock)
@@ -350,6 +364,7 @@ class DirectoryStorage:
                     self._lock.release()
 
         d = self._workers.run(letGo)
-        if self._ownWorkers:
-            d.addCallback(lambda _: self._workers.stop())
+        own = self._ownWorkers
+        if own is not None:
+            d.addCallback(lambda _: own.stop())
         return d
