@@ -225,13 +225,17 @@ class StorageContractMixin(_Base):
         error = await self.assertFailure(
             first.store("certificates/example.com.pem", b"late", fence=old), StaleFence
         )
-        self.assertEqual((error.key, error.token, error.newest), (
-            "certificates/example.com.pem", old.token, new.token))
+        self.assertEqual(
+            (error.key, error.token, error.newest),
+            ("certificates/example.com.pem", old.token, new.token),
+        )
         await self.assertFailure(
             first.delete("certificates/example.com.pem", fence=old), StaleFence
         )
         self.assertEqual(await second.load("certificates/example.com.pem"), b"new")
-        self.assertEqual([e["event_id"] for e in events if "event_id" in e], [20189, 20189])
+        self.assertEqual(
+            [e["event_id"] for e in events if "event_id" in e], [20189, 20189]
+        )
 
     async def test_renew(self) -> None:
         """

@@ -70,7 +70,9 @@ def readFile(base: str, key: str) -> bytes | None:
             except OSError as error:
                 if error.errno == errno.ELOOP:
                     path = os.path.join(base, key)
-                    raise UnusablePath(path, "is a symbolic link, which is never followed")
+                    raise UnusablePath(
+                        path, "is a symbolic link, which is never followed"
+                    )
                 raise
     except FileNotFoundError:
         return None
@@ -114,15 +116,21 @@ def _walk(folder: int, prefix: str) -> Iterator[str]:
     C{prefix}; hidden entries and links are skipped.
     """
     with os.scandir(folder) as entries:
-        found = [(e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False))
-                 for e in entries if not e.name.startswith(".")]
+        found = [
+            (e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False))
+            for e in entries
+            if not e.name.startswith(".")
+        ]
     for name, isFolder, isFile in found:
         if isFile:
             yield prefix + name
         elif isFolder:
             try:
-                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                dir_fd=folder)
+                child = os.open(
+                    name,
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=folder,
+                )
             except FileNotFoundError:
                 continue
             try:
@@ -208,7 +216,9 @@ class DirectoryStorage:
         self.path = path
         self._ownWorkers: BackgroundWorkers | None = None
         if workers is None:
-            workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
+            workers = self._ownWorkers = BackgroundWorkers(
+                reactor, "letsencrypt-storage", 1
+            )
         self._workers: Runner = workers
         self._ownLock = lock is None
         self._lock = StateLock(path) if lock is None else lock
@@ -259,7 +269,9 @@ class DirectoryStorage:
         d.addCallbacks(lambda _: self._place.feed.changed(self, key), reportStale)
         return d
 
-    def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
+    def store(
+        self, key: str, value: bytes, fence: ILease | None = None
+    ) -> Deferred[None]:
         return self._change(key, fence, writeFile, bytes(value))
 
     def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
@@ -340,7 +352,9 @@ class DirectoryStorage:
 
         return self._run(lease.name, release)
 
-    def watch(self, prefix: str, callback: Callable[[str], object]) -> Deferred[Callable[[], None]]:
+    def watch(
+        self, prefix: str, callback: Callable[[str], object]
+    ) -> Deferred[Callable[[], None]]:
         try:
             checkPrefix(prefix)
         except StorageError:

@@ -48,7 +48,8 @@ class StaleFence(StorageError):
 
     def __init__(self, key: str, lease: str, token: int, newest: int):
         super().__init__(
-            key, f"refused: lease {lease} token {token} is older than its newest, {newest}"
+            key,
+            f"refused: lease {lease} token {token} is older than its newest, {newest}",
         )
         self.token = token
         self.newest = newest

@@ -65,7 +65,9 @@ class LeaseTable:
         """
         return self._newest.get(name, 0)
 
-    def take(self, name: str, seconds: float, holder: object, newest: int = 0) -> int | None:
+    def take(
+        self, name: str, seconds: float, holder: object, newest: int = 0
+    ) -> int | None:
         """
         Give C{name} to C{holder} for C{seconds}, unless it is held and has
         not expired.

@@ -220,14 +220,19 @@ class Records:
             ]
         )
 
-    def loadCertificate(self, domains: tuple[str, ...]) -> Deferred[CertifiedKey | None]:
+    def loadCertificate(
+        self, domains: tuple[str, ...]
+    ) -> Deferred[CertifiedKey | None]:
         """
         The certificate, key and chain stored for C{domains}, or C{None}.
         """
         return self._load(certificateKey(domains), parseCertificate)
 
     def saveCertificate(
-        self, domains: tuple[str, ...], certifiedKey: CertifiedKey, fence: ILease | None = None
+        self,
+        domains: tuple[str, ...],
+        certifiedKey: CertifiedKey,
+        fence: ILease | None = None,
     ) -> Deferred[str]:
         """
         Store C{certifiedKey} for C{domains}, its key and chain together.
@@ -235,9 +240,13 @@ class Records:
         @return: A Deferred firing with its key, for events.
         """
         key = certificateKey(domains)
-        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(lambda _: key)
+        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(
+            lambda _: key
+        )
 
-    def loadRenewalState(self, domains: tuple[str, ...]) -> Deferred[dict[str, Any] | None]:
+    def loadRenewalState(
+        self, domains: tuple[str, ...]
+    ) -> Deferred[dict[str, Any] | None]:
         """
         The renewal state saved for C{domains} (a JSON-ready dict), or
         C{None}.
@@ -245,7 +254,10 @@ class Records:
         return self._load(renewalKey(domains), parseRenewalState)
 
     def saveRenewalState(
-        self, domains: tuple[str, ...], state: dict[str, Any], fence: ILease | None = None
+        self,
+        domains: tuple[str, ...],
+        state: dict[str, Any],
+        fence: ILease | None = None,
     ) -> Deferred[None]:
         """
         Save the renewal state C{state} for C{domains}.
@@ -294,7 +306,9 @@ class Records:
         """
         return self._challenge(token, lambda key: self._load(key, bytes.decode))
 
-    def deleteChallenge(self, token: str, fence: ILease | None = None) -> Deferred[None]:
+    def deleteChallenge(
+        self, token: str, fence: ILease | None = None
+    ) -> Deferred[None]:
         """
         Remove the challenge C{token}, once validated.
         """
@@ -305,5 +319,9 @@ class Records:
         The tokens of the pending challenges.
         """
         return self.storage.list(_CHALLENGES).addCallback(
-            lambda keys: [k[len(_CHALLENGES) :] for k in keys if _TOKEN.fullmatch(k[len(_CHALLENGES) :])]
+            lambda keys: [
+                k[len(_CHALLENGES) :]
+                for k in keys
+                if _TOKEN.fullmatch(k[len(_CHALLENGES) :])
+            ]
         )
