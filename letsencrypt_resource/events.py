@@ -187,6 +187,17 @@ STORED_WAIT_CAPPED = _event(
     "this product sets (a clock that ran ahead, or a damaged file); the next "
     "attempt is at {when} instead.",
 )
+WATCH_CALLBACK_FAILED = _event(
+    20188,
+    LogLevel.error,
+    "A change notification for {key} failed in the code that watches it: {details}",
+)
+STALE_WRITE_REFUSED = _event(
+    20189,
+    LogLevel.warn,
+    "Refused to write {key}: it was made under a lease (token {token}) that "
+    "another holder has taken since (token {newest}).",
+)
 COMPROMISED_CERTIFICATE_IGNORED = _event(
     20190,
     LogLevel.warn,

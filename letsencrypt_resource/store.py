@@ -10,31 +10,44 @@ Layout under the state directory (folders 0700, files 0600)::
                                            key of the order under way
     provisional-signer.pem                 this installation's signer
 
-(a long domain set's name is shortened, see L{domainsFileName}).  Every
+(a long domain set's name is shortened, see L{domainsFileName}; the keys
+and formats are those of L{letsencrypt_resource.storage.records}).  Every
 write goes through L{letsencrypt_resource.safefs}: no link is followed and
 no folder that another user controls is written in.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 import stat
-from typing import Any, Collection
+from typing import Any, Callable, Collection, TypeVar
 
-import attrs
 from zope.interface import implementer
 
-from .certificates import CertifiedKey, InvalidCertificate
+from .certificates import CertifiedKey
 from .config import ConfigurationError, ResourceOptions
 from .interfaces import ICertificateStore
-from .keys import PrivateKey, keyFromPEM, keyToPEM
 from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
+from .storage.directory import readFile, reason, writeFile
+from .storage.interface import StorageError
+from .storage.records import (
+    SIGNER_KEY,
+    AccountRecord,
+    accountKey,
+    certificateKey,
+    domainsFileName,
+    parseAccount,
+    parseCertificate,
+    parseRenewalState,
+    renewalKey,
+    renewalStateJSON,
+)
+
+T = TypeVar("T")
 
 
-class StoreError(Exception):
+class StoreError(StorageError):
     """
     The state cannot be read or written.
 
@@ -44,50 +57,6 @@ class StoreError(Exception):
     def __init__(self, path: str, message: str):
         super().__init__(path, message)
         self.path = path
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
-
-
-@attrs.frozen
-class AccountRecord:
-    """
-    An ACME account: its key and, once registered, its URL and the contacts
-    it was given.
-    """
-
-    key: PrivateKey
-    url: str | None = None
-    contacts: tuple[str, ...] = ()
-
-    def toJSON(self) -> bytes:
-        """
-        The record as the JSON document a store keeps.
-        """
-        document = {
-            "url": self.url,
-            "contacts": list(self.contacts),
-            "key": keyToPEM(self.key).decode("ascii"),
-        }
-        return json.dumps(document, indent=2).encode("utf-8")
-
-    @classmethod
-    def fromJSON(cls, data: bytes) -> AccountRecord:
-        """
-        Read a record L{toJSON} wrote.
-
-        @raise ValueError: when C{data} is not such a record.
-        """
-        try:
-            document = json.loads(data)
-            return cls(
-                keyFromPEM(document["key"].encode("ascii")),
-                document.get("url"),
-                tuple(document.get("contacts", ())),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"is not a valid account file: {error}") from None
 
 
 _TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.tmp$")
@@ -120,33 +89,11 @@ def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
     return removed
 
 
-#: The longest name L{domainsFileName} gives, so that the name, its suffix
-#: (C{.json} at most) and the temporary form C{.<name>.<pid>.tmp} of a
-#: write fit in the 255 bytes of a file name.
-MAX_NAME = 255 - len(".json") - len(f"..{2**32}.tmp")
-_DIGEST_LENGTH = 64
-
-
-def domainsFileName(domains: tuple[str, ...]) -> str:
-    """
-    The file or folder name for a domain set: its names joined by C{_}; or,
-    when that is longer than L{MAX_NAME}, its start, C{_} and the SHA-256
-    of the whole in hex.  No set's joined names end so: a 64-character
-    label is not a valid domain name.
-    """
-    joined = "_".join(domains)
-    if len(joined.encode("utf-8")) <= MAX_NAME:
-        return joined
-    digest = hashlib.sha256(joined.encode("utf-8")).hexdigest()
-    return f"{joined[: MAX_NAME - _DIGEST_LENGTH - 1]}_{digest}"
-
-
 def _writeError(path: str, error: OSError) -> StoreError:
     """
     The L{StoreError} for a write of C{path} that failed with C{error}.
     """
-    reason = str(error) if isinstance(error, UnusablePath) else error.strerror
-    return StoreError(path, f"cannot be written: {reason}")
+    return StoreError(path, f"cannot be written: {reason(error)}")
 
 
 def _folderError(error: OSError) -> str:
@@ -198,28 +145,32 @@ class DirectoryStore:
         """
         return removeTemporaryFiles(self.path)
 
-    def _file(self, *parts: str) -> str:
-        return os.path.join(self.path, *parts)
-
-    def _read(self, path: str) -> bytes | None:
+    def _read(self, key: str, parse: Callable[[bytes], T]) -> T | None:
+        """
+        The file C{key} of the state directory, as C{parse} reads it.
+        """
+        path = os.path.join(self.path, key)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with open(fd, "rb") as stream:
-                return stream.read()
-        except FileNotFoundError:
-            return None
+            data = readFile(self.path, key)
         except OSError as error:
-            raise StoreError(path, f"cannot be read: {error.strerror}") from None
-
-    def _write(self, path: str, data: bytes) -> str:
-        """
-        Replace the file C{path} of the state directory with C{data}, 0600,
-        creating its folders 0700.
-        """
-        folder, name = os.path.split(os.path.relpath(path, self.path))
+            raise StoreError(path, f"cannot be read: {reason(error)}") from None
+        if data is None:
+            return None
         try:
-            with openFolder(self.path, [folder] if folder else []) as fd:
-                replaceInFolder(fd, [(name, data, 0o600)])
+            return parse(data)
+        except ValueError as error:
+            raise StoreError(path, str(error)) from None
+
+    def _write(self, key: str, data: bytes) -> str:
+        """
+        Replace the file C{key} of the state directory with C{data}, 0600,
+        creating its folders 0700.
+
+        @return: Its path.
+        """
+        path = os.path.join(self.path, key)
+        try:
+            writeFile(self.path, key, data)
         except OSError as error:
             raise _writeError(path, error) from None
         return path
@@ -240,7 +191,8 @@ class DirectoryStore:
                 checkFolder(base, parts, privateBase=private)
             except OSError as error:
                 raise _writeError(os.path.join(base, *parts), error) from None
-        for path in (self._certificatePath(domains), self._renewalStatePath(domains)):
+        for key in (certificateKey(domains), renewalKey(domains)):
+            path = os.path.join(self.path, key)
             try:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
@@ -250,67 +202,29 @@ class DirectoryStore:
             if not stat.S_ISREG(mode):
                 raise StoreError(path, "cannot be written: something other than a file is there")
 
-    def _accountPath(self, acmeURL: str) -> str:
-        digest = hashlib.sha256(acmeURL.encode("utf-8")).hexdigest()[:24]
-        return self._file("accounts", f"{digest}.json")
-
     def loadAccount(self, acmeURL: str) -> AccountRecord | None:
-        path = self._accountPath(acmeURL)
-        data = self._read(path)
-        if data is None:
-            return None
-        try:
-            return AccountRecord.fromJSON(data)
-        except ValueError as error:
-            raise StoreError(path, str(error)) from None
+        return self._read(accountKey(acmeURL), parseAccount)
 
     def saveAccount(self, acmeURL: str, record: AccountRecord) -> None:
-        self._write(self._accountPath(acmeURL), record.toJSON())
-
-    def _certificatePath(self, domains: tuple[str, ...]) -> str:
-        return self._file("certificates", domainsFileName(domains) + ".pem")
+        self._write(accountKey(acmeURL), record.toJSON())
 
     def loadCertificate(self, domains: tuple[str, ...]) -> CertifiedKey | None:
-        path = self._certificatePath(domains)
-        data = self._read(path)
-        if data is None:
-            return None
-        try:
-            return CertifiedKey.fromPEM(data)
-        except InvalidCertificate as error:
-            raise StoreError(path, str(error)) from None
+        return self._read(certificateKey(domains), parseCertificate)
 
-    def saveCertificate(
-        self, domains: tuple[str, ...], certifiedKey: CertifiedKey
-    ) -> str:
-        return self._write(self._certificatePath(domains), certifiedKey.toPEM())
-
-    def _renewalStatePath(self, domains: tuple[str, ...]) -> str:
-        return self._file("renewal", domainsFileName(domains) + ".json")
+    def saveCertificate(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
+        return self._write(certificateKey(domains), certifiedKey.toPEM())
 
     def loadRenewalState(self, domains: tuple[str, ...]) -> dict[str, Any] | None:
-        path = self._renewalStatePath(domains)
-        data = self._read(path)
-        if data is None:
-            return None
-        try:
-            state = json.loads(data)
-        except ValueError as error:
-            raise StoreError(path, f"is not a valid renewal state: {error}") from None
-        if not isinstance(state, dict):
-            raise StoreError(path, "is not a valid renewal state: not an object")
-        return state
+        return self._read(renewalKey(domains), parseRenewalState)
 
     def saveRenewalState(self, domains: tuple[str, ...], state: dict[str, Any]) -> None:
-        self._write(
-            self._renewalStatePath(domains), json.dumps(state, indent=2).encode("utf-8")
-        )
+        self._write(renewalKey(domains), renewalStateJSON(state))
 
     def loadProvisionalSigner(self) -> bytes | None:
-        return self._read(self._file("provisional-signer.pem"))
+        return self._read(SIGNER_KEY, bytes)
 
     def saveProvisionalSigner(self, pem: bytes) -> None:
-        self._write(self._file("provisional-signer.pem"), pem)
+        self._write(SIGNER_KEY, pem)
 
 
 def exportCertificate(

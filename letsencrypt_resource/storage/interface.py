@@ -1,0 +1,213 @@
+"""
+The storage contract: keys to bytes, leases with fencing tokens, and
+change notification, every call answered by a Deferred, so that a store
+on a database implements it as well as one on the file system.
+
+A key is a relative path of C{/}-separated parts, such as
+C{accounts/<id>.json}, C{certificates/<set>.pem} or C{challenges/<token>}
+(L{checkKey} gives the rule); every store accepts the same keys, so that
+what works on one works on all.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+#: Names a key may not start with: the state directory keeps its lock and
+#: control socket there.
+RESERVED = frozenset({"lock", "control.sock"})
+#: The longest part of a key, in bytes: a file name.
+MAX_PART = 255
+
+
+class StorageError(Exception):
+    """
+    A key cannot be read or written.
+
+    @ivar key: The key concerned (or the lease's name).
+    @ivar message: Why.
+    """
+
+    def __init__(self, key: str, message: str):
+        super().__init__(key, message)
+        self.key = key
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+class StaleFence(StorageError):
+    """
+    A write was made under a lease that another holder has taken since: its
+    fencing token is older than the newest one of that lease.
+
+    @ivar token: The write's fencing token.
+    @ivar newest: The lease's newest token.
+    """
+
+    def __init__(self, key: str, lease: str, token: int, newest: int):
+        super().__init__(
+            key,
+            f"refused: lease {lease} token {token} is older than its newest, {newest}",
+        )
+        self.token = token
+        self.newest = newest
+
+
+class LeaseLost(StorageError):
+    """
+    A lease cannot be renewed: another holder took it, or its store was
+    closed.
+    """
+
+
+def checkKey(key: str) -> str:
+    """
+    Check that C{key} names a stored value: non-empty parts joined by C{/},
+    none starting with C{.} (so no C{.}, C{..} or hidden file), none
+    holding a NUL byte or longer than L{MAX_PART} bytes, and the first not
+    one of L{RESERVED}.
+
+    @return: C{key}.
+    @raise StorageError: when it does not.
+    """
+    parts = key.split("/") if isinstance(key, str) else [""]
+    for part in parts:
+        if not part or part.startswith(".") or "\0" in part:
+            raise StorageError(repr(key), "is not a valid key")
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_PART:
+            raise StorageError(repr(key), f"has a part longer than {MAX_PART} bytes")
+    if parts[0] in RESERVED:
+        raise StorageError(key, "is reserved")
+    return key
+
+
+def checkPrefix(prefix: str) -> str:
+    """
+    Check that C{prefix} can start a key: empty, or a key, or a key and a
+    trailing C{/}.
+
+    @return: C{prefix}.
+    @raise StorageError: when it cannot.
+    """
+    if prefix:
+        checkKey(prefix.removesuffix("/"))
+    return prefix
+
+
+class ILease(Interface):
+    """
+    The exclusive right, for a time, to do the work a name stands for (such
+    as ordering a domain set's certificate), as one holder among the
+    storage's users.  Writes made for that work pass the lease as their
+    C{fence}: once another holder has taken the lease, they are refused.
+    """
+
+    name = Attribute("The lease's name: a key (see checkKey).")
+    token = Attribute(
+        "The fencing token, an int: larger than that of every earlier "
+        "holder of this name, across restarts."
+    )
+
+    def renew():
+        """
+        Keep the lease, from now, for as many seconds as it was taken for.
+
+        @return: A Deferred that fires with C{None}, or fails with
+            L{LeaseLost} when the lease is no longer this holder's.
+        """
+
+    def release():
+        """
+        Give the lease up, so that another holder can take it at once.
+
+        @return: A Deferred that fires with C{None} (also when it was
+            released or lost already).
+        """
+
+
+class IStorage(Interface):
+    """
+    Durable key-value storage shared by every user of the same place (the
+    same state directory, the same database): what one writes, the others
+    read.
+
+    Every method returns a Deferred that fires in the reactor thread; a
+    failure is a L{StorageError} naming the key.  A store guarantees:
+
+      - B{atomicity}: a value read is one that was stored in full, never
+        a part, nor a mix of two writes;
+      - B{durability}: once C{store} or C{delete} has fired, the change
+        survives a crash of the process or the machine;
+      - B{fencing}: a write with a C{fence} is checked against the newest
+        token of that lease as one step with the write itself, and
+        refused with L{StaleFence} when it is older;
+      - B{notification}: every change made through another storage object
+        (another process, another node) on the same place is reported to
+        C{watch} callbacks whose prefix it starts with, after it can be
+        read.
+    """
+
+    def load(key):
+        """
+        The value stored at C{key}.
+
+        @return: A Deferred firing with its C{bytes}, or C{None} when
+            nothing is stored there.
+        """
+
+    def store(key, value, fence=None):
+        """
+        Replace the value at C{key} with the C{bytes} C{value}, atomically.
+
+        @param fence: An L{ILease} the write is made under, or C{None}.
+        @return: A Deferred firing with C{None} once the write is durable;
+            failing with L{StaleFence} when C{fence} was taken over.
+        """
+
+    def delete(key, fence=None):
+        """
+        Remove the value at C{key}; nothing when there is none.
+
+        @param fence: As for L{store}.
+        @return: A Deferred firing with C{None}.
+        """
+
+    def list(prefix):
+        """
+        Every key that starts with C{prefix} (see L{checkPrefix}), without
+        reading the values: how many there are is cheap to learn.
+
+        @return: A Deferred firing with a sorted C{list} of keys.
+        """
+
+    def lease(name, seconds):
+        """
+        Take the lease C{name} for C{seconds}, unless another holder has it
+        and it has not expired.
+
+        @return: A Deferred firing with an L{ILease} whose token is larger
+            than any the name had before, or C{None} when another holder
+            has a live lease (a caller holding it already is another
+            holder, too).
+        """
+
+    def watch(prefix, callback):
+        """
+        Call C{callback(key)} in the reactor thread for every change (store
+        or delete) to a key starting with C{prefix} made through another
+        storage object on the same place.  An exception C{callback} raises
+        is logged (event 20188) and does not stop the watch.
+
+        @return: A Deferred firing with a function of no argument that
+            stops the calls, once the watch is in place.
+        """
+
+    def close():
+        """
+        Let go of what the storage holds: its leases, its threads, its
+        connections.  Nothing may be called afterwards.
+
+        @return: A Deferred firing with C{None} once done.
+        """

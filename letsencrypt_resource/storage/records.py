@@ -1,0 +1,327 @@
+"""
+What the resource keeps, typed, over any L{IStorage}: the ACME account of
+each CA, each domain set's certificate and key and its renewal state, the
+provisional signer, and the pending HTTP-01 challenges that every node
+must be able to answer.
+
+The keys, and how each record is written and read, are defined here once;
+L{letsencrypt_resource.store.DirectoryStore} uses them too.  Nothing needs
+every certificate parsed up front: L{Records.certificateNames} lists them
+without reading them, and each is read when it is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Callable, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred, fail
+
+from ..certificates import CertifiedKey, InvalidCertificate
+from ..keys import PrivateKey, keyFromPEM, keyToPEM
+from .interface import ILease, IStorage, StorageError
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class AccountRecord:
+    """
+    An ACME account: its key and, once registered, its URL and the contacts
+    it was given.
+    """
+
+    key: PrivateKey
+    url: str | None = None
+    contacts: tuple[str, ...] = ()
+
+    def toJSON(self) -> bytes:
+        """
+        The record as the JSON document a store keeps.
+        """
+        document = {
+            "url": self.url,
+            "contacts": list(self.contacts),
+            "key": keyToPEM(self.key).decode("ascii"),
+        }
+        return json.dumps(document, indent=2).encode("utf-8")
+
+    @classmethod
+    def fromJSON(cls, data: bytes) -> AccountRecord:
+        """
+        Read a record L{toJSON} wrote.
+
+        @raise ValueError: when C{data} is not such a record.
+        """
+        try:
+            document = json.loads(data)
+            return cls(
+                keyFromPEM(document["key"].encode("ascii")),
+                document.get("url"),
+                tuple(document.get("contacts", ())),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"is not a valid account file: {error}") from None
+
+
+#: The longest name L{domainsFileName} gives, so that the name, its suffix
+#: (C{.json} at most) and the temporary form C{.<name>.<pid>.tmp} of a
+#: write fit in the 255 bytes of a file name.
+MAX_NAME = 255 - len(".json") - len(f"..{2**32}.tmp")
+_DIGEST_LENGTH = 64
+
+
+def domainsFileName(domains: tuple[str, ...]) -> str:
+    """
+    The file or folder name for a domain set: its names joined by C{_}; or,
+    when that is longer than L{MAX_NAME}, its start, C{_} and the SHA-256
+    of the whole in hex.  No set's joined names end so: a 64-character
+    label is not a valid domain name.
+    """
+    joined = "_".join(domains)
+    if len(joined.encode("utf-8")) <= MAX_NAME:
+        return joined
+    digest = hashlib.sha256(joined.encode("utf-8")).hexdigest()
+    return f"{joined[: MAX_NAME - _DIGEST_LENGTH - 1]}_{digest}"
+
+
+#: The provisional signer's key.
+SIGNER_KEY = "provisional-signer.pem"
+_CERTIFICATES = "certificates/"
+_CHALLENGES = "challenges/"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+
+def accountKey(acmeURL: str) -> str:
+    """
+    The key of the account for the ACME directory C{acmeURL}.
+    """
+    return f"accounts/{hashlib.sha256(acmeURL.encode('utf-8')).hexdigest()[:24]}.json"
+
+
+def certificateKey(domains: tuple[str, ...]) -> str:
+    """
+    The key of the certificate, key and chain of C{domains}.
+    """
+    return f"{_CERTIFICATES}{domainsFileName(domains)}.pem"
+
+
+def renewalKey(domains: tuple[str, ...]) -> str:
+    """
+    The key of the renewal state of C{domains}.
+    """
+    return f"renewal/{domainsFileName(domains)}.json"
+
+
+def challengeKey(token: str) -> str:
+    """
+    The key of the pending HTTP-01 challenge C{token}.
+
+    @raise StorageError: when C{token} is not a token an ACME CA gives.
+    """
+    if not _TOKEN.fullmatch(token):
+        raise StorageError(repr(token), "is not a valid challenge token")
+    return _CHALLENGES + token
+
+
+def parseAccount(data: bytes) -> AccountRecord:
+    """
+    The account L{AccountRecord.toJSON} wrote as C{data}.
+
+    @raise ValueError: naming what is wrong.
+    """
+    return AccountRecord.fromJSON(data)
+
+
+def parseCertificate(data: bytes) -> CertifiedKey:
+    """
+    The certificate, key and chain stored as C{data}.
+
+    @raise ValueError: naming what is wrong.
+    """
+    try:
+        return CertifiedKey.fromPEM(data)
+    except InvalidCertificate as error:
+        raise ValueError(str(error)) from None
+
+
+def parseRenewalState(data: bytes) -> dict[str, Any]:
+    """
+    The renewal state stored as C{data}.
+
+    @raise ValueError: naming what is wrong.
+    """
+    try:
+        state = json.loads(data)
+    except ValueError as error:
+        raise ValueError(f"is not a valid renewal state: {error}") from None
+    if not isinstance(state, dict):
+        raise ValueError("is not a valid renewal state: not an object")
+    return state
+
+
+def renewalStateJSON(state: dict[str, Any]) -> bytes:
+    """
+    The renewal state C{state} as it is stored.
+    """
+    return json.dumps(state, indent=2).encode("utf-8")
+
+
+class Records:
+    """
+    The resource's records in an L{IStorage}.  Every method returns a
+    Deferred; a value that cannot be read fails it with a L{StorageError}
+    naming its key.  Writes take the C{fence} they are made under, if any
+    (see L{IStorage.store}).
+    """
+
+    def __init__(self, storage: IStorage):
+        self.storage = storage
+
+    def _load(self, key: str, parse: Any) -> Deferred[Any]:
+        def parsed(data: bytes | None) -> Any:
+            if data is None:
+                return None
+            try:
+                return parse(data)
+            except ValueError as error:
+                raise StorageError(key, str(error)) from None
+
+        return self.storage.load(key).addCallback(parsed)
+
+    def loadAccount(self, acmeURL: str) -> Deferred[AccountRecord | None]:
+        """
+        The account for the ACME directory C{acmeURL}, or C{None}.
+        """
+        return self._load(accountKey(acmeURL), parseAccount)
+
+    def saveAccount(
+        self, acmeURL: str, record: AccountRecord, fence: ILease | None = None
+    ) -> Deferred[None]:
+        """
+        Store C{record} as the account for C{acmeURL}.
+        """
+        return self.storage.store(accountKey(acmeURL), record.toJSON(), fence)
+
+    def certificateNames(self) -> Deferred[list[str]]:
+        """
+        The names (see L{domainsFileName}) of the stored certificates,
+        without reading them.
+        """
+        suffix = ".pem"
+        return self.storage.list(_CERTIFICATES).addCallback(
+            lambda keys: [
+                k[len(_CERTIFICATES) : -len(suffix)]
+                for k in keys
+                if k.endswith(suffix) and "/" not in k[len(_CERTIFICATES) :]
+            ]
+        )
+
+    def loadCertificate(
+        self, domains: tuple[str, ...]
+    ) -> Deferred[CertifiedKey | None]:
+        """
+        The certificate, key and chain stored for C{domains}, or C{None}.
+        """
+        return self._load(certificateKey(domains), parseCertificate)
+
+    def saveCertificate(
+        self,
+        domains: tuple[str, ...],
+        certifiedKey: CertifiedKey,
+        fence: ILease | None = None,
+    ) -> Deferred[str]:
+        """
+        Store C{certifiedKey} for C{domains}, its key and chain together.
+
+        @return: A Deferred firing with its key, for events.
+        """
+        key = certificateKey(domains)
+        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(
+            lambda _: key
+        )
+
+    def loadRenewalState(
+        self, domains: tuple[str, ...]
+    ) -> Deferred[dict[str, Any] | None]:
+        """
+        The renewal state saved for C{domains} (a JSON-ready dict), or
+        C{None}.
+        """
+        return self._load(renewalKey(domains), parseRenewalState)
+
+    def saveRenewalState(
+        self,
+        domains: tuple[str, ...],
+        state: dict[str, Any],
+        fence: ILease | None = None,
+    ) -> Deferred[None]:
+        """
+        Save the renewal state C{state} for C{domains}.
+        """
+        return self.storage.store(renewalKey(domains), renewalStateJSON(state), fence)
+
+    def loadProvisionalSigner(self) -> Deferred[bytes | None]:
+        """
+        The PEM of this installation's provisional signing key and
+        certificate, or C{None}.
+        """
+        return self.storage.load(SIGNER_KEY)
+
+    def saveProvisionalSigner(self, pem: bytes) -> Deferred[None]:
+        """
+        Store this installation's provisional signing key and certificate.
+        """
+        return self.storage.store(SIGNER_KEY, pem)
+
+    def _challenge(self, token: str, then: Callable[[str], Deferred[T]]) -> Deferred[T]:
+        """
+        C{then(key)} for the key of the challenge C{token}, or a failure
+        when C{token} is not valid.
+        """
+        try:
+            key = challengeKey(token)
+        except StorageError:
+            return fail()
+        return then(key)
+
+    def saveChallenge(
+        self, token: str, keyAuthorization: str, fence: ILease | None = None
+    ) -> Deferred[None]:
+        """
+        Make the HTTP-01 challenge C{token}, answered with
+        C{keyAuthorization}, readable by every node, before the CA is asked
+        to validate it.
+        """
+        value = keyAuthorization.encode("ascii")
+        return self._challenge(token, lambda key: self.storage.store(key, value, fence))
+
+    def loadChallenge(self, token: str) -> Deferred[str | None]:
+        """
+        The key authorization of the pending challenge C{token}, or
+        C{None}.
+        """
+        return self._challenge(token, lambda key: self._load(key, bytes.decode))
+
+    def deleteChallenge(
+        self, token: str, fence: ILease | None = None
+    ) -> Deferred[None]:
+        """
+        Remove the challenge C{token}, once validated.
+        """
+        return self._challenge(token, lambda key: self.storage.delete(key, fence))
+
+    def pendingChallenges(self) -> Deferred[list[str]]:
+        """
+        The tokens of the pending challenges.
+        """
+        return self.storage.list(_CHALLENGES).addCallback(
+            lambda keys: [
+                k[len(_CHALLENGES) :]
+                for k in keys
+                if _TOKEN.fullmatch(k[len(_CHALLENGES) :])
+            ]
+        )

@@ -1,0 +1,387 @@
+"""
+Tests for L{letsencrypt_resource.storage}: the contract suite against every
+store, then what is particular to the state directory's, and the records.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, TypeVar
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.interface import StorageError
+from letsencrypt_resource.storage.lock import StateLock
+from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
+from letsencrypt_resource.storage.records import (
+    AccountRecord,
+    Records,
+    accountKey,
+    certificateKey,
+)
+from letsencrypt_resource.store import DirectoryStore
+
+from .helpers import newSigner, provisionalFor, sharedKey
+from .storagecontract import StorageContractMixin
+from .test_safefs import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
+
+DOMAINS = ("example.com", "www.example.com")
+T = TypeVar("T")
+
+
+def given(value: T | None) -> T:
+    """
+    C{value}, which the test expects to be there.
+    """
+    if value is None:
+        raise AssertionError("nothing where a value was expected")
+    return value
+
+
+class MemoryStorageContractTests(StorageContractMixin, TestCase):
+    """
+    L{MemoryStorage} keeps the storage contract; the nodes share one
+    L{SharedMemory}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.shared = SharedMemory(self.clock)
+
+    def makeStorage(self) -> MemoryStorage:
+        return MemoryStorage(self.shared)
+
+    async def test_expiryFreesForOthers(self) -> None:
+        """
+        Once a lease expired, another node takes it.
+        """
+        first, second = self.storage(), self.storage()
+        old = await first.lease("example.com", 30)
+        self.assertIsNone(await second.lease("example.com", 30))
+        self.clock.advance(31)
+        new = await second.lease("example.com", 30)
+        self.assertGreater(new.token, old.token)
+
+
+class DirectoryStorageContractTests(StorageContractMixin, TestCase):
+    """
+    L{DirectoryStorage} keeps the storage contract; the nodes are storage
+    objects on one state directory, each taking its lock itself.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.path = os.path.join(os.path.abspath(self.mktemp()), "state")
+        os.makedirs(self.path, 0o700)
+
+    def makeStorage(self) -> DirectoryStorage:
+        return DirectoryStorage(self.path, reactor, clock=self.clock)
+
+
+class QueuedWorkers:
+    """
+    Workers that run nothing until told to, in the calling thread.
+    """
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Callable[..., Any], Deferred[Any]]] = []
+
+    def run(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queued.append((lambda: f(*args), d))
+        return d
+
+    def runAll(self) -> None:
+        """
+        Run what is queued, in order.
+        """
+        while self.queued:
+            f, d = self.queued.pop(0)
+            try:
+                result = f()
+            except Exception:
+                d.errback()
+            else:
+                d.callback(result)
+
+
+class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
+    """
+    What L{DirectoryStorage} adds to the contract: the state directory's
+    layout, safe files, the work off the reactor thread, the lock.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.path = os.path.join(self.base, "state")
+
+    def storage(self, **kwargs: Any) -> DirectoryStorage:
+        storage = DirectoryStorage(self.path, reactor, **kwargs)
+        self.addCleanup(storage.close)
+        return storage
+
+    def test_offTheReactorThread(self) -> None:
+        """
+        Nothing touches the file system until the workers run the job: the
+        reactor thread only queues it.
+        """
+        workers = QueuedWorkers()
+        storage = DirectoryStorage(self.path, reactor, workers=workers)
+        stored = storage.store("certificates/a.pem", b"value")
+        self.assertFalse(os.path.exists(self.path))
+        workers.runAll()
+        self.successResultOf(stored)
+        self.assertEqual(
+            readBytes(os.path.join(self.path, "certificates", "a.pem")), b"value"
+        )
+        loaded = storage.load("certificates/a.pem")
+        self.assertNoResult(loaded)
+        workers.runAll()
+        self.assertEqual(self.successResultOf(loaded), b"value")
+        closed = storage.close()
+        workers.runAll()
+        self.successResultOf(closed)
+
+    async def test_ownThread(self) -> None:
+        """
+        By default the storage works in a thread of its own, which
+        L{DirectoryStorage.close} stops.
+        """
+        storage = self.storage()
+        threads: list[threading.Thread] = []
+        storage._workers.run(lambda: threads.append(threading.current_thread()))
+        await storage.store("a", b"v")
+        self.assertIsNot(threads[0], threading.main_thread())
+        await storage.close()
+        self.assertFalse(threads[0].is_alive())
+
+    async def test_modes(self) -> None:
+        """
+        Values are files 0600 in folders 0700, even under umask 0.
+        """
+        storage = self.storage()
+        await storage.store("accounts/a.json", b"secret")
+        self.assertEqual(modeOf(os.path.join(self.path, "accounts", "a.json")), 0o600)
+        self.assertEqual(modeOf(os.path.join(self.path, "accounts")), 0o700)
+        self.assertEqual(modeOf(self.path), 0o700)
+
+    async def test_sameLayout(self) -> None:
+        """
+        The keys are the paths L{DirectoryStore} uses: what it wrote, the
+        records read through the storage, and the other way round.
+        """
+        old = DirectoryStore(self.path)
+        account = AccountRecord(
+            sharedKey("rsa-2048"), "https://ca/acct/1", ("mailto:a@b",)
+        )
+        certificate = provisionalFor(newSigner(), DOMAINS)
+        old.saveAccount("https://ca/dir", account)
+        old.saveCertificate(DOMAINS, certificate)
+        old.saveRenewalState(DOMAINS, {"failures": 2})
+        old.saveProvisionalSigner(b"signer")
+        records = Records(self.storage())
+        loadedAccount = given(await records.loadAccount("https://ca/dir"))
+        self.assertEqual(loadedAccount.toJSON(), account.toJSON())
+        loaded = given(await records.loadCertificate(DOMAINS))
+        self.assertEqual(loaded.toPEM(), certificate.toPEM())
+        self.assertEqual(await records.loadRenewalState(DOMAINS), {"failures": 2})
+        self.assertEqual(await records.loadProvisionalSigner(), b"signer")
+        self.assertEqual(
+            await records.certificateNames(), ["example.com_www.example.com"]
+        )
+        await records.saveRenewalState(DOMAINS, {"failures": 3})
+        self.assertEqual(old.loadRenewalState(DOMAINS), {"failures": 3})
+
+    async def test_plantedFileLink(self) -> None:
+        """
+        A link planted at a key's file is not read through nor listed, and
+        a store replaces the link, leaving its target alone.
+        """
+        storage = self.storage()
+        await storage.store("provisional-signer.pem", b"old")
+        victim = os.path.join(self.base, "victim")
+        writeBytes(victim, b"precious")
+        link = os.path.join(self.path, "certificates", "a.pem")
+        os.mkdir(os.path.dirname(link), 0o700)
+        os.symlink(victim, link)
+        error = await self.assertFailure(
+            storage.load("certificates/a.pem"), StorageError
+        )
+        self.assertIn("symbolic link", str(error))
+        self.assertEqual(await storage.list(""), ["provisional-signer.pem"])
+        await storage.store("certificates/a.pem", b"new")
+        self.assertEqual((readBytes(victim), readBytes(link)), (b"precious", b"new"))
+
+    async def test_plantedFolderLink(self) -> None:
+        """
+        A link planted as a folder of the state directory is neither
+        written nor read nor listed through.
+        """
+        storage = self.storage()
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere, 0o755)
+        writeBytes(os.path.join(elsewhere, "a.pem"), b"theirs")
+        os.mkdir(self.path, 0o700)
+        os.symlink(elsewhere, os.path.join(self.path, "certificates"))
+        calls: list[Deferred[Any]] = [
+            storage.store("certificates/b.pem", b"v"),
+            storage.load("certificates/a.pem"),
+            storage.delete("certificates/a.pem"),
+            storage.list("certificates/"),
+        ]
+        for call in calls:
+            error = await self.assertFailure(call, StorageError)
+            self.assertIn("symbolic link", str(error))
+        self.assertEqual(await storage.list(""), [])
+        self.assertEqual(sorted(os.listdir(elsewhere)), ["a.pem"])
+
+    async def test_notAFile(self) -> None:
+        """
+        A FIFO planted at a key's name is refused at once, not read from
+        (which would block the thread).
+        """
+        storage = self.storage()
+        os.mkdir(self.path, 0o700)
+        os.mkdir(os.path.join(self.path, "renewal"), 0o700)
+        os.mkfifo(os.path.join(self.path, "renewal", "a.json"))
+        error = await self.assertFailure(storage.load("renewal/a.json"), StorageError)
+        self.assertIn("not a regular file", str(error))
+
+    async def test_tokensPersisted(self) -> None:
+        """
+        The newest token of each lease is kept in C{.leases/<name>}, 0600,
+        which no key reaches; a damaged one is an error, not a restart
+        from 1.
+        """
+        storage = self.storage()
+        lease = given(await storage.lease("example.com", 30))
+        path = os.path.join(self.path, ".leases", "example.com")
+        self.assertEqual(
+            (readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600)
+        )
+        await lease.release()
+        writeBytes(path, b"garbage")
+        await self.assertFailure(storage.lease("example.com", 30), StorageError)
+
+    async def test_givenLock(self) -> None:
+        """
+        With the state directory's lock given, leases are given while it is
+        held, and only then; closing the storage leaves the lock to its
+        holder.
+        """
+        os.mkdir(self.path, 0o700)
+        lock = StateLock(self.path)
+        self.addCleanup(lock.release)
+        storage = self.storage(lock=lock)
+        self.assertIsNone(await storage.lease("example.com", 30))
+        lock.acquire()
+        self.assertIsNotNone(await storage.lease("example.com", 30))
+        await storage.close()
+        self.assertTrue(lock.held())
+
+    async def test_otherProcessLocked(self) -> None:
+        """
+        While another holder has the state directory's lock (another
+        process: the lock is per open file), no lease is given; the lost
+        lock makes a held lease fail to renew.
+        """
+        storage = self.storage()
+        lease = given(await storage.lease("example.com", 30))
+        os.unlink(os.path.join(self.path, "lock"))
+        other = StateLock(self.path)
+        other.acquire()
+        self.addCleanup(other.release)
+        await self.assertFailure(lease.renew(), StorageError)
+        self.assertIsNone(await storage.lease("account", 30))
+
+
+class RecordsTests(TestCase):
+    """
+    Tests for L{Records} over a L{MemoryStorage}.
+    """
+
+    def setUp(self) -> None:
+        self.storage = MemoryStorage(SharedMemory(Clock()))
+        self.records = Records(self.storage)
+
+    async def test_account(self) -> None:
+        """
+        An account is stored under its CA's key and read back; none is
+        C{None}.
+        """
+        record = AccountRecord(sharedKey("ecdsa-p256"), "https://ca/acct/7")
+        self.assertIsNone(await self.records.loadAccount("https://ca/dir"))
+        await self.records.saveAccount("https://ca/dir", record)
+        loaded = given(await self.records.loadAccount("https://ca/dir"))
+        self.assertEqual(loaded.toJSON(), record.toJSON())
+        self.assertEqual(
+            await self.storage.list("accounts/"), [accountKey("https://ca/dir")]
+        )
+
+    async def test_certificates(self) -> None:
+        """
+        Certificates are listed by name without being read, and read one
+        by one.
+        """
+        signer = newSigner()
+        sets = [("a.example.com",), ("b.example.com", "c.example.com")]
+        for domains in sets:
+            key = await self.records.saveCertificate(
+                domains, provisionalFor(signer, domains)
+            )
+            self.assertEqual(key, certificateKey(domains))
+        self.assertEqual(
+            await self.records.certificateNames(),
+            ["a.example.com", "b.example.com_c.example.com"],
+        )
+        loaded = given(await self.records.loadCertificate(sets[1]))
+        self.assertEqual(loaded.domains, sets[1])
+        self.assertIsNone(await self.records.loadCertificate(("d.example.com",)))
+
+    async def test_damaged(self) -> None:
+        """
+        A damaged record fails with a L{StorageError} naming its key.
+        """
+        await self.storage.store(certificateKey(DOMAINS), b"not a certificate")
+        await self.storage.store("renewal/example.com_www.example.com.json", b"[]")
+        error: Any = await self.assertFailure(
+            self.records.loadCertificate(DOMAINS), StorageError
+        )
+        self.assertEqual(error.key, certificateKey(DOMAINS))
+        await self.assertFailure(self.records.loadRenewalState(DOMAINS), StorageError)
+
+    async def test_challenges(self) -> None:
+        """
+        A pending challenge is readable by every node until deleted; a
+        token that is not an ACME token is refused before any key is made
+        of it.
+        """
+        other = Records(MemoryStorage(self.storage._shared))
+        await self.records.saveChallenge("tok_EN-1", "tok_EN-1.thumbprint")
+        self.assertEqual(await other.loadChallenge("tok_EN-1"), "tok_EN-1.thumbprint")
+        self.assertEqual(await other.pendingChallenges(), ["tok_EN-1"])
+        await self.records.deleteChallenge("tok_EN-1")
+        self.assertIsNone(await other.loadChallenge("tok_EN-1"))
+        for token in ("../lock", "a/b", "", "a.b", "x" * 256):
+            await self.assertFailure(
+                self.records.saveChallenge(token, "k"), StorageError
+            )
+            await self.assertFailure(self.records.loadChallenge(token), StorageError)
+
+    async def test_fenced(self) -> None:
+        """
+        Writes pass their fence to the storage: one under a lease taken
+        over is refused.
+        """
+        old = given(await self.storage.lease("example.com", 30))
+        await old.release()
+        await self.storage.lease("example.com", 30)
+        await self.assertFailure(
+            self.records.saveRenewalState(DOMAINS, {}, fence=old), StorageError
+        )
+        self.assertIsNone(await self.records.loadRenewalState(DOMAINS))
