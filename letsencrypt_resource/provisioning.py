@@ -10,7 +10,12 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults, inlineCallbacks
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    gatherResults,
+    inlineCallbacks,
+)
 from twisted.logger import Logger
 
 from . import events

@@ -191,6 +191,10 @@ class WriteQueue:
             self._failed()
             return False
 
+        def bug(failure: Failure) -> bool:
+            unexpected(self._log, failure)
+            return False
+
         def ended(result: bool) -> bool:
             self._writing.discard(writing)
             if self._inFlight.get(key) is write:
@@ -200,7 +204,7 @@ class WriteQueue:
         self._inFlight[key] = write
         writing = self._writes.run(self._runInThread, write.function, *write.args)
         writing.addCallbacks(written, storeFailed)
-        writing.addErrback(lambda failure: unexpected(self._log, failure) or False)
+        writing.addErrback(bug)
         self._writing.add(writing)
         writing.addBoth(ended)
         shielded: Deferred[bool] = Deferred()
