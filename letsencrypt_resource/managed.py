@@ -1,12 +1,11 @@
 """
 One managed domain set: its consumers, its certificate and its renewal
-state, which is saved so that a restart keeps retry waits, ARI windows,
-the order under way and the keys revoked as compromised.
+state (saved and taken back as L{letsencrypt_resource.renewalstate} says),
+and the renewal, retry and warning times that follow from them.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -25,6 +24,7 @@ from .policy import (
     planRenewal,
     warningLevel,
 )
+from .renewalstate import dumpState, restoreState
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -269,96 +269,12 @@ class ManagedCertificate:
 
     def state(self) -> dict[str, Any]:
         """
-        The renewal state to save, as JSON-ready data.
+        The renewal state to save, as JSON-ready data (see L{dumpState}).
         """
-        pending = self.pendingOrder or self.unstoredOrder
-        return {
-            "settings": self.settings,
-            "failures": self.failures,
-            "next_attempt": self.nextAttempt,
-            "last_failure": self.lastFailure,
-            "hold_until": self.holdUntil,
-            "ordered_by": list(self.orderedBy) if self.orderedBy else None,
-            "last_error": self.lastError,
-            "ari_window": list(self.ariWindow) if self.ariWindow else None,
-            "ari_pick": self.ariPick,
-            "ari_next_check": self.ariNextCheck,
-            "pending_order": pending.toJSON() if pending else None,
-            "compromised_keys": sorted(self.compromisedKeys),
-        }
+        return dumpState(self)
 
     def restore(self, state: dict[str, Any]) -> None:
         """
-        Take back a state L{state} saved; ignore what does not parse, an
-        ARI window that is not finite or ends before it starts, and the
-        retry wait and the order under way when the settings changed
-        since.  The compromised keys are always kept, whatever else fails.
+        Take back a state L{state} saved (see L{restoreState}).
         """
-        self.compromisedKeys |= _digests(state.get("compromised_keys"))
-        try:
-            failures = int(state.get("failures", 0))
-            nextAttempt = float(state.get("next_attempt", 0.0))
-            lastFailure = float(state.get("last_failure", 0.0))
-            holdUntil = float(state.get("hold_until", 0.0))
-            orderedBy = state.get("ordered_by")
-            if orderedBy is not None:
-                identifier, acmeURL, account = map(str, orderedBy)
-                orderedBy = (identifier, acmeURL, account)
-            window = state.get("ari_window")
-            ariWindow = (float(window[0]), float(window[1])) if window else None
-            ariPick = float(state.get("ari_pick", 0.5))
-            ariNextCheck = float(state.get("ari_next_check", 0.0))
-            lastError = state.get("last_error")
-        except (TypeError, ValueError, IndexError, AttributeError):
-            return
-        times = (nextAttempt, lastFailure, holdUntil, ariPick, ariNextCheck)
-        if not all(map(math.isfinite, times)):
-            return
-        if ariWindow is not None and not _validWindow(*ariWindow):
-            ariWindow = None
-        if state.get("settings") == self.settings:
-            self.failures = max(failures, 0)
-            self.nextAttempt = nextAttempt
-            self.lastFailure = lastFailure
-            self.holdUntil = holdUntil
-            self.pendingOrder = _pendingOrder(state.get("pending_order"))
-        self.orderedBy = orderedBy
-        self.ariWindow = ariWindow
-        self.ariPick = min(max(ariPick, 0.0), 1.0)
-        self.ariNextCheck = ariNextCheck
-        self.lastError = str(lastError) if lastError is not None else None
-
-
-def _validWindow(start: float, end: float) -> bool:
-    """
-    Whether a saved ARI window can be renewed in: finite, its start not
-    after its end.
-    """
-    return math.isfinite(start) and math.isfinite(end) and start <= end
-
-
-def _digests(value: Any) -> set[str]:
-    """
-    The well-formed key digests of a saved C{compromised_keys} list.
-    """
-    if not isinstance(value, list):
-        return set()
-    return {
-        digest
-        for digest in value
-        if isinstance(digest, str)
-        and len(digest) == 64
-        and all(c in "0123456789abcdef" for c in digest)
-    }
-
-
-def _pendingOrder(value: Any) -> PendingOrder | None:
-    """
-    The saved order under way, if there is one and it parses.
-    """
-    if value is None:
-        return None
-    try:
-        return PendingOrder.fromJSON(value)
-    except ValueError:
-        return None
+        restoreState(self, state)

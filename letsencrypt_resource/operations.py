@@ -22,7 +22,8 @@ from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer
 from .keys import generateKey, jwkFor, keyType
 from .managed import ManagedCertificate
-from .resource import REASONS, LetsEncryptResource
+from .outcomes import REASONS
+from .resource import LetsEncryptResource
 from .store import AccountRecord
 
 DAY = 86400.0

@@ -153,7 +153,7 @@ class OperationsTests(ResourceTestCase):
         [acmeURL] = self.store.accounts
         self.assertEqual(
             self.store.loadAccount(acmeURL).key.public_key().public_numbers(),
-            resource._client.accountKey.key.public_key().public_numbers(),
+            resource._connection._client.accountKey.key.public_key().public_numbers(),
         )
         gone = runUntilFired(self.reactor, operations.accountDeactivate())
         self.assertEqual(gone["status"], "deactivated")
@@ -250,7 +250,7 @@ class UntrustedLaterTests(ResourceTestCase):
         C{acme_ca_file}, the file trusted and the URL of the request.
         """
         resource = self.start(acmeCAFile="/etc/test-ca.pem")
-        self.patch(resource._client, "_http", UntrustedAgent())
+        self.patch(resource._connection._client, "_http", UntrustedAgent())
         only = [resource.managed[frozenset(REPORTS)]]
         runUntilFired(self.reactor, resource.check(force=True, only=only))
         [text] = self.eventTexts(20017)

@@ -29,10 +29,10 @@ from letsencrypt_resource.policy import (
     emergencyTime,
 )
 from letsencrypt_resource import resource as resourceModule
+from letsencrypt_resource.domainsets import _settingsFingerprint
 from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
-    _settingsFingerprint,
 )
 from letsencrypt_resource.store import DirectoryStore, StoreError
 from letsencrypt_resource.testing import (
@@ -670,7 +670,7 @@ class StoreFailureTests(ResourceTestCase):
         self.assertEqual(self.store.loadRenewalState(REPORTS)["ari_pick"], 0.25)
         self.assertIsNotNone(self.store.loadRenewalState(FILES))
         self.assertEqual(len(self.eventTexts(20185)), 2)
-        self.assertFalse(resource._unwritten)
+        self.assertFalse(resource._writes._unwritten)
 
     def test_accountLostAndUnwritable(self) -> None:
         """

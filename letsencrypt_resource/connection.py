@@ -1,0 +1,103 @@
+"""
+The connection to the CA that every order shares: the account connected
+and registered once, and connected again when the CA no longer knows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
+
+from .account import connectAccount
+from .acmeclient import ACMEClient, ACMEProblem
+from .config import ResourceOptions
+from .interfaces import ICertificateStore
+from .store import AccountRecord, StoreError
+from .writequeue import Runner, WriteQueue
+
+
+def accountForgotten(error: Exception) -> bool:
+    """
+    Whether C{error} says the CA does not know the account.
+    """
+    return isinstance(error, ACMEProblem) and error.code == "accountDoesNotExist"
+
+
+class AccountConnection:
+    """
+    The connected ACME client, if any.
+    """
+
+    def __init__(
+        self,
+        options: ResourceOptions,
+        store: ICertificateStore,
+        writes: WriteQueue,
+        http: Any,
+        reactor: Any,
+        runInThread: Runner,
+    ):
+        """
+        @param http: The C{twisted.web.iweb.IAgent} for the ACME server.
+        """
+        self._options = options
+        self._store = store
+        self._writes = writes
+        self._http = http
+        self._reactor = reactor
+        self._runInThread = runInThread
+        self._client: ACMEClient | None = None
+        self._lock = DeferredLock()
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether a client is connected.
+        """
+        return self._client is not None
+
+    @property
+    def checksARI(self) -> bool:
+        """
+        Whether the CA is known to offer renewal information.
+        """
+        return self._client is not None and self._client.offersRenewalInfo
+
+    def acmeClient(self) -> Deferred[ACMEClient]:
+        """
+        The ACME client, connected and registered once and shared by every
+        order; after a failure the next caller tries again.
+        """
+        return self._lock.run(self._connect)
+
+    def forget(self) -> None:
+        """
+        Drop the connected account: the next request connects again, with
+        the account the store then holds.
+        """
+        self._client = None
+
+    @inlineCallbacks
+    def _connect(self) -> Deferred[ACMEClient]:
+        if self._client is None:
+            # The account file an earlier attempt rewrote must be on disk.
+            yield self._writes.whenWritten()
+            self._client = yield connectAccount(
+                self._http, self._reactor, self._options, self._store, self._runInThread
+            )
+        return self._client
+
+    def lost(self) -> None:
+        """
+        The CA no longer knows our account (a test CA restarted, a staging
+        reset): register the same key again at the next connection.
+        """
+        try:
+            record = self._store.loadAccount(self._options.acmeURL)
+        except StoreError:
+            # The next connection reports it, as a failed attempt.
+            record = None
+        if record is not None and record.url is not None:
+            self._writes.saveAccount(self._options.acmeURL, AccountRecord(record.key))
+        self.forget()

@@ -1,0 +1,130 @@
+"""
+What the end of a renewal attempt does: an issued certificate is stored,
+put in service and exported; a failure sets the retry; either way the
+plan that follows is announced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.logger import Logger
+
+from . import events
+from .certificates import CertifiedKey
+from .connection import AccountConnection
+from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
+from .provisioning import Provisioning
+from .reporting import when
+from .writequeue import WriteQueue
+
+#: What each renewal reason means, for events.
+REASONS = {
+    "lifetime": "most of its lifetime has passed",
+    "ari": "inside the CA's suggested renewal window",
+    "emergency": "close to expiry: less than 15 days, or a sixth of its lifetime, left",
+    NO_CERTIFICATE: NO_CERTIFICATE,
+    NAMES_CHANGED: NAMES_CHANGED,
+    "forced": "renewal was asked for",
+    "revoked": "its certificate was revoked",
+}
+
+
+class Outcomes:
+    """
+    Records how attempts end.
+    """
+
+    def __init__(
+        self,
+        writes: WriteQueue,
+        provisioning: Provisioning,
+        connection: AccountConnection,
+        reactor: Any,
+        checkInterval: float,
+        log: Logger,
+    ):
+        """
+        @param checkInterval: The longest wait after a failure.
+        @param log: Where events go.
+        """
+        self._writes = writes
+        self._provisioning = provisioning
+        self._connection = connection
+        self._reactor = reactor
+        self._checkInterval = checkInterval
+        self._log = log
+
+    def announce(self, certificate: ManagedCertificate) -> None:
+        """
+        Tell when C{certificate} is due, once per plan.
+        """
+        plan = certificate.plan()
+        if plan != certificate.announced:
+            certificate.announced = plan
+            events.RENEWAL_PLANNED.emit(
+                self._log,
+                domains=certificate.label,
+                when=when(plan.at),
+                reason=REASONS.get(plan.reason, plan.reason),
+            )
+
+    def failed(self, certificate: ManagedCertificate, error: Exception) -> None:
+        """
+        An attempt for C{certificate} failed with C{error}: set when to try
+        again, and save that.
+        """
+        delay = certificate.failed(
+            self._reactor.seconds(),
+            self._checkInterval,
+            getattr(error, "retryAfter", None),
+            str(error) or type(error).__name__,
+        )
+        events.ISSUANCE_FAILED.emit(
+            self._log, domains=certificate.label, details=certificate.lastError
+        )
+        events.RETRY_SCHEDULED.emit(
+            self._log,
+            domains=certificate.label,
+            when=when(certificate.nextAttempt),
+            delay=f"{delay:.0f}",
+            failures=certificate.failures,
+        )
+        self._writes.saveState(certificate)
+
+    @inlineCallbacks
+    def issued(
+        self,
+        certificate: ManagedCertificate,
+        issued: CertifiedKey,
+        orderedBy: tuple[str, str, str] | None,
+    ) -> Deferred[None]:
+        """
+        Store C{issued} (in a thread, after the writes before it), then put
+        it in service.  When it cannot be stored, it goes in service all
+        the same and the write is tried again: it is valid, and ordering
+        anew would spend the CA's limits on a certificate already issued.
+
+        The order that got it stays in the saved renewal state until the
+        certificate is stored (see L{ManagedCertificate.unstoredOrder}), so
+        that a restart before then downloads it from that order again
+        instead of placing another.
+        """
+        order = certificate.unstoredOrder = certificate.pendingOrder
+        certificate.succeeded()
+        certificate.orderedBy = orderedBy
+
+        def stored(path: object) -> None:
+            events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+            if certificate.unstoredOrder is order:
+                certificate.unstoredOrder = None
+                self._writes.saveState(certificate)
+
+        written = yield self._writes.saveCertificate(certificate, issued, stored)
+        if not written:
+            self._writes.saveState(certificate)
+        self._provisioning.deliver(certificate, issued)
+        self._provisioning.export(certificate)
+        if not self._connection.checksARI:
+            self.announce(certificate)

@@ -1,0 +1,172 @@
+"""
+Putting certificates in service: provisional certificates, from the
+installation's signer, for sets that have no certificate yet, and the
+delivery of each certificate to the consumers of its set and its export
+to the store directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from twisted.internet.defer import (
+    Deferred,
+    DeferredLock,
+    gatherResults,
+    inlineCallbacks,
+)
+from twisted.logger import Logger
+
+from . import events
+from .certificates import CertifiedKey
+from .config import ResourceOptions
+from .interfaces import ICertificateConsumer, ICertificateStore
+from .limiter import Limiter
+from .managed import ManagedCertificate
+from .provisional import makeProvisional, makeSigner, signerProblem
+from .reporting import utc
+from .store import StoreError
+from .writequeue import Runner, WriteQueue
+
+#: How many provisional certificates are made at once at start.
+PROVISIONAL_JOBS = 2
+
+
+class Provisioning:
+    """
+    Hands certificates to consumers: provisional ones until the CA has
+    issued theirs, then the CA-issued ones.
+    """
+
+    def __init__(
+        self,
+        options: ResourceOptions,
+        managed: dict[frozenset[str], ManagedCertificate],
+        store: ICertificateStore,
+        writes: WriteQueue,
+        runInThread: Runner,
+        reactor: Any,
+        log: Logger,
+    ):
+        """
+        @param managed: The domain sets managed: the signer may sign for
+            every name of theirs.
+        @param log: Where events go.
+        """
+        self._options = options
+        self._managed = managed
+        self._store = store
+        self._writes = writes
+        self._runInThread = runInThread
+        self._reactor = reactor
+        self._log = log
+        self._signer: CertifiedKey | None = None
+        self._signerLock = DeferredLock()
+
+    @inlineCallbacks
+    def provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
+        """
+        Put each of C{certificates} that has no certificate on a
+        provisional one.
+        """
+        now = utc(self._reactor.seconds())
+        signer = yield self._signerLock.run(self._currentSigner, now)
+        # A few at a time, each delivered as it comes, so that the reactor
+        # never builds hundreds of TLS contexts in one turn.
+        making = Limiter(PROVISIONAL_JOBS)
+
+        def provision(certificate: ManagedCertificate) -> Deferred[None]:
+            made = self._runInThread(makeProvisional, signer, certificate.domains, now)
+            return made.addCallback(
+                lambda provisional: certificate.current is None
+                and self.deliver(certificate, provisional)
+            )
+
+        yield gatherResults(
+            [making.run(provision, c) for c in certificates], consumeErrors=True
+        )
+
+    @inlineCallbacks
+    def _currentSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+        """
+        The signer for provisional certificates of every set managed, made
+        or loaded when the one in use may not sign for them; run under
+        C{_signerLock}, so that overlapping provisions make one signer.
+        """
+        names = sorted({name for c in self._managed.values() for name in c.domains})
+        if self._signer is None or signerProblem(self._signer, names, now):
+            self._signer = yield self._loadOrMakeSigner(now, names)
+        return self._signer
+
+    @inlineCallbacks
+    def _loadOrMakeSigner(
+        self, now: datetime.datetime, names: list[str]
+    ) -> Deferred[CertifiedKey]:
+        """
+        The stored signer when it may sign for C{names}, else a new one that
+        may, stored in its place.
+        """
+        problem: str | None = "none was stored"
+        try:
+            pem = self._store.loadProvisionalSigner()
+            if pem is not None:
+                stored = CertifiedKey.fromPEM(pem)
+                problem = signerProblem(stored, names, now)
+                if problem is None:
+                    return stored
+        except (StoreError, ValueError) as error:
+            events.STORED_STATE_IGNORED.emit(
+                self._log, domains="the provisional signer", details=str(error)
+            )
+            problem = "the stored one is damaged"
+        signer = yield self._runInThread(makeSigner, self._options.name, names, now)
+        # Services start on it whether or not it can be saved now.
+        self._writes.saveSigner(signer)
+        events.PROVISIONAL_SIGNER_MADE.emit(
+            self._log,
+            count=len(names),
+            not_after=signer.notAfter.isoformat(),
+            reason=problem,
+        )
+        return signer
+
+    def deliver(
+        self,
+        certificate: ManagedCertificate,
+        certifiedKey: CertifiedKey,
+        consumers: list[ICertificateConsumer] | None = None,
+    ) -> None:
+        """
+        Put C{certifiedKey} in service for C{certificate}: hand it to
+        C{consumers}, by default every consumer of the set.
+        """
+        certificate.current = certifiedKey
+        for consumer in certificate.consumers if consumers is None else consumers:
+            try:
+                consumer.useCertificate(certifiedKey)
+            except Exception:
+                self._log.failure(
+                    "Service {service} refused the certificate for {domains}",
+                    service=consumer.name,
+                    domains=certificate.label,
+                )
+                continue
+            event = (
+                events.PROVISIONAL_IN_USE
+                if certifiedKey.provisional
+                else events.CERTIFICATE_IN_USE
+            )
+            event.emit(self._log, service=consumer.name, domains=certificate.label)
+
+    def export(self, certificate: ManagedCertificate) -> None:
+        """
+        Write the certificate in service to the store directory, if one is
+        configured; a failure is tried again at the write retry pace (see
+        L{WriteQueue}).
+        """
+        directory = self._options.storeDirectory
+        issued = certificate.issued
+        if directory is None or issued is None:
+            return
+        self._writes.export(directory, certificate, issued)

@@ -1,0 +1,131 @@
+"""
+The renewal state of a domain set as the store keeps it: what is saved so
+that a restart keeps retry waits, ARI windows, the order under way and the
+keys revoked as compromised, and how a saved state is taken back.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from .issuer import PendingOrder
+
+
+class RenewalFields(Protocol):
+    """
+    What the renewal state is made of: the fields of
+    L{letsencrypt_resource.managed.ManagedCertificate} of the same names.
+    """
+
+    settings: str
+    failures: int
+    nextAttempt: float
+    lastFailure: float
+    holdUntil: float
+    lastError: str | None
+    ariWindow: tuple[float, float] | None
+    ariPick: float
+    ariNextCheck: float
+    pendingOrder: PendingOrder | None
+    unstoredOrder: PendingOrder | None
+    compromisedKeys: set[str]
+    orderedBy: tuple[str, str, str] | None
+
+
+def dumpState(fields: RenewalFields) -> dict[str, Any]:
+    """
+    The renewal state of C{fields} to save, as JSON-ready data.
+    """
+    pending = fields.pendingOrder or fields.unstoredOrder
+    return {
+        "settings": fields.settings,
+        "failures": fields.failures,
+        "next_attempt": fields.nextAttempt,
+        "last_failure": fields.lastFailure,
+        "hold_until": fields.holdUntil,
+        "ordered_by": list(fields.orderedBy) if fields.orderedBy else None,
+        "last_error": fields.lastError,
+        "ari_window": list(fields.ariWindow) if fields.ariWindow else None,
+        "ari_pick": fields.ariPick,
+        "ari_next_check": fields.ariNextCheck,
+        "pending_order": pending.toJSON() if pending else None,
+        "compromised_keys": sorted(fields.compromisedKeys),
+    }
+
+
+def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
+    """
+    Take back into C{fields} a state L{dumpState} saved; ignore what does
+    not parse, an ARI window that is not finite or ends before it starts,
+    and the retry wait and the order under way when the settings changed
+    since.  The compromised keys are always kept, whatever else fails.
+    """
+    fields.compromisedKeys |= _digests(state.get("compromised_keys"))
+    try:
+        failures = int(state.get("failures", 0))
+        nextAttempt = float(state.get("next_attempt", 0.0))
+        lastFailure = float(state.get("last_failure", 0.0))
+        holdUntil = float(state.get("hold_until", 0.0))
+        orderedBy = state.get("ordered_by")
+        if orderedBy is not None:
+            identifier, acmeURL, account = map(str, orderedBy)
+            orderedBy = (identifier, acmeURL, account)
+        window = state.get("ari_window")
+        ariWindow = (float(window[0]), float(window[1])) if window else None
+        ariPick = float(state.get("ari_pick", 0.5))
+        ariNextCheck = float(state.get("ari_next_check", 0.0))
+        lastError = state.get("last_error")
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return
+    times = (nextAttempt, lastFailure, holdUntil, ariPick, ariNextCheck)
+    if not all(map(math.isfinite, times)):
+        return
+    if ariWindow is not None and not _validWindow(*ariWindow):
+        ariWindow = None
+    if state.get("settings") == fields.settings:
+        fields.failures = max(failures, 0)
+        fields.nextAttempt = nextAttempt
+        fields.lastFailure = lastFailure
+        fields.holdUntil = holdUntil
+        fields.pendingOrder = _pendingOrder(state.get("pending_order"))
+    fields.orderedBy = orderedBy
+    fields.ariWindow = ariWindow
+    fields.ariPick = min(max(ariPick, 0.0), 1.0)
+    fields.ariNextCheck = ariNextCheck
+    fields.lastError = str(lastError) if lastError is not None else None
+
+
+def _validWindow(start: float, end: float) -> bool:
+    """
+    Whether a saved ARI window can be renewed in: finite, its start not
+    after its end.
+    """
+    return math.isfinite(start) and math.isfinite(end) and start <= end
+
+
+def _digests(value: Any) -> set[str]:
+    """
+    The well-formed key digests of a saved C{compromised_keys} list.
+    """
+    if not isinstance(value, list):
+        return set()
+    return {
+        digest
+        for digest in value
+        if isinstance(digest, str)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    }
+
+
+def _pendingOrder(value: Any) -> PendingOrder | None:
+    """
+    The saved order under way, if there is one and it parses.
+    """
+    if value is None:
+        return None
+    try:
+        return PendingOrder.fromJSON(value)
+    except ValueError:
+        return None

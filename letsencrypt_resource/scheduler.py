@@ -1,0 +1,242 @@
+"""
+The scheduler: when to look at the domain sets -- at start, at the regular
+checks, and at wake-ups before them when a renewal, a retry, an ARI check
+or a failed write falls earlier -- and, at each look, the warnings of
+certificates close to expiry and the attempts that are due.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection
+
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    gatherResults,
+    inlineCallbacks,
+    succeed,
+)
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import events
+from .connection import AccountConnection
+from .managed import ManagedCertificate
+from .provisioning import Provisioning
+from .renewer import Renewer
+from .reporting import unexpected, when
+from .writequeue import WriteQueue
+
+DAY = 86400.0
+
+
+class Scheduler(Service):
+    """
+    Runs the checks of the domain sets while the resource runs.
+    """
+
+    def __init__(
+        self,
+        managed: dict[frozenset[str], ManagedCertificate],
+        renewer: Renewer,
+        provisioning: Provisioning,
+        connection: AccountConnection,
+        writes: WriteQueue,
+        reactor: Any,
+        checkInterval: float,
+        log: Logger,
+        automatic: bool = True,
+    ):
+        """
+        @param managed: The domain sets to look at.
+        @param checkInterval: Seconds between two regular checks.
+        @param log: Where events go.
+        @param automatic: Whether to provision and check at start and
+            regularly; without, it only checks when asked to.
+        """
+        self._managed = managed
+        self._renewer = renewer
+        self._provisioning = provisioning
+        self._connection = connection
+        self._writes = writes
+        self._reactor = reactor
+        self._checkInterval = checkInterval
+        self._log = log
+        self._automatic = automatic
+        self._checking: Deferred[None] | None = None
+        self._learning: Deferred[Any] | None = None
+        self._loop: LoopingCall | None = None
+        self._wakeUp: IDelayedCall | None = None
+        self._started: Deferred[None] | None = None
+        self._settled: list[Deferred[None]] | None = []
+
+    def startService(self) -> None:
+        super().startService()
+        if self._automatic:
+            self._started = self._start()
+            self._started.addErrback(self._unexpected)
+        else:
+            self._settle()
+
+    def stopService(self) -> None:
+        super().stopService()
+        for pending in (self._started, self._checking, self._learning):
+            if pending is not None:
+                pending.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._cancelWakeUp()
+
+    def _unexpected(self, failure: Failure) -> None:
+        unexpected(self._log, failure)
+
+    @inlineCallbacks
+    def _start(self) -> Deferred[None]:
+        """
+        Put every consumer without a stored certificate on a provisional one,
+        then start the regular checks, the first one at once.
+        """
+        needProvisional = [c for c in self._managed.values() if c.current is None]
+        if needProvisional:
+            try:
+                yield self._provisioning.provision(needProvisional)
+            except CancelledError:
+                raise
+            except Exception:
+                # Renewals go on: each set gets its certificate from the CA.
+                self._log.failure("Cannot make provisional certificates")
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = self._reactor
+        self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
+        yield self._checking
+        self._settle()
+
+    def _settle(self) -> None:
+        settled, self._settled = self._settled, None
+        for waiting in settled or ():
+            waiting.callback(None)
+
+    def whenSettled(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every consumer has a certificate and the
+        first attempt to get a CA-issued one for each domain set has ended,
+        in success or failure.
+        """
+        if self._settled is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._settled.append(waiting)
+        return waiting
+
+    def check(
+        self,
+        force: bool = False,
+        only: Collection[ManagedCertificate] | None = None,
+        reason: str = "forced",
+    ) -> Deferred[None]:
+        """
+        Warn about certificates close to expiry, then ask for renewal
+        information and renew what is due, now.
+
+        @param force: Renew every certificate, due or not.
+        @param only: Look at these domain sets only.
+        @param reason: Why C{force} renews, a key of
+            L{letsencrypt_resource.outcomes.REASONS}.
+        @return: A Deferred that fires when every attempt started has ended
+            and what it wrote is on disk; it never fails.
+        """
+        self._cancelWakeUp()
+        now = self._reactor.seconds()
+        checksARI = self._connection.checksARI
+        starting = [
+            certificate
+            for certificate in self._managed.values()
+            if certificate.attempt is None
+            and (only is None or certificate in only)
+            and (force or certificate.nextEvent(checksARI) <= now)
+        ]
+        self._warnOfExpiry(now, starting)
+        self._writes.retry(now)
+        for certificate in starting:
+            self._renewer.startAttempt(certificate, reason if force else None)
+        attempts = [c.attempt for c in self._managed.values() if c.attempt is not None]
+        self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
+            lambda _: self.scheduleWakeUp(), lambda failure: None
+        )
+        self._checking.addCallback(lambda _: self._writes.whenWritten())
+        self._checking.addCallback(lambda _: self._learnRenewalInfo())
+        return self._checking
+
+    def _learnRenewalInfo(self) -> None:
+        """
+        Connect to the CA, when CA-issued certificates are in service and no
+        order did, to learn whether it offers renewal information; if it
+        does, the next wake-up asks it about each certificate.
+        """
+        if self._connection.connected or self._learning is not None:
+            return
+        if not any(c.issued is not None for c in self._managed.values()):
+            return
+        self._learning = self._connection.acmeClient()
+
+        def learnt(result: object) -> None:
+            self._learning = None
+            self.scheduleWakeUp()
+
+        self._learning.addBoth(learnt)
+
+    def _warnOfExpiry(self, now: float, starting: list[ManagedCertificate]) -> None:
+        """
+        Warn about each certificate in service close to expiry, unless its
+        first renewal attempt is starting now (a failure is warned about at
+        the next check); at a bounded rate (see L{ManagedCertificate.warnNow}).
+        """
+        for certificate in self._managed.values():
+            current = certificate.current
+            if current is None or current.provisional:
+                continue
+            if certificate in starting and certificate.failures == 0:
+                continue
+            if not certificate.warnNow(now):
+                continue
+            notAfter = current.notAfter.timestamp()
+            details = (
+                f"renewal failed {certificate.failures} times, last: "
+                f"{certificate.lastError}"
+                if certificate.lastError
+                else f"renewal is due {when(certificate.plan().at)}"
+            )
+            events.EXPIRY_WARNING.emit(
+                self._log,
+                component=", ".join(c.name for c in certificate.consumers),
+                domains=certificate.label,
+                days=f"{max(notAfter - now, 0) / DAY:.1f}",
+                details=details,
+            )
+
+    def _cancelWakeUp(self) -> None:
+        if self._wakeUp is not None and self._wakeUp.active():
+            self._wakeUp.cancel()
+        self._wakeUp = None
+
+    def scheduleWakeUp(self) -> None:
+        """
+        Schedule an early check when a renewal, a retry, an ARI check or a
+        failed write's retry falls before the next regular one.
+        """
+        if self._loop is None or not self._loop.running:
+            return
+        # Sets whose attempt is under way are looked at when it ends.
+        checksARI = self._connection.checksARI
+        times = [c.nextEvent(checksARI) for c in self._managed.values() if c.attempt is None]
+        if self._writes.hasRetries():
+            times.append(self._writes.retryAt)
+        if not times:
+            return
+        delay = min(times) - self._reactor.seconds()
+        if delay < self._checkInterval:
+            self._cancelWakeUp()
+            self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)

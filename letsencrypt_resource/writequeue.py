@@ -1,0 +1,240 @@
+"""
+The ordered write queue: every write of the resource to its store (renewal
+state, certificates, the provisional signer, the account, exports), run
+in a worker thread one at a time in the order made, and the failed ones
+tried again at the retry pace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable
+
+import attrs
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import events
+from .certificates import CertifiedKey
+from .interfaces import ICertificateStore
+from .limiter import Limiter
+from .managed import ManagedCertificate
+from .policy import retryDelay
+from .reporting import unexpected
+from .store import AccountRecord, StoreError, exportCertificate
+
+#: Runs a CPU-heavy or blocking function off the reactor thread.
+Runner = Callable[..., Deferred]
+
+
+@attrs.frozen
+class Write:
+    """
+    One write to the store, run in a worker thread.
+
+    @ivar label: What it is for, for events.
+    @ivar function: Does it, with C{args}; raises L{StoreError}.
+    @ivar done: Called with what C{function} returned, once it worked.
+    @ivar failed: The path of its last failure, if it failed before.
+    """
+
+    label: str
+    function: Callable[..., object]
+    args: tuple[object, ...]
+    done: Callable[[object], object] = lambda result: None
+    failed: str | None = None
+
+
+class WriteQueue:
+    """
+    The writes to the store, in the background, one at a time so that they
+    land in the order they were made.
+
+    @ivar retryAt: When the failed writes are due to be tried again.
+    """
+
+    def __init__(
+        self,
+        store: ICertificateStore,
+        runInThread: Runner,
+        reactor: Any,
+        checkInterval: float,
+        log: Logger,
+        failed: Callable[[], None],
+    ):
+        """
+        @param checkInterval: The longest wait between two rounds of retries.
+        @param log: Where events go.
+        @param failed: Called after a write failed, to have the queue
+            woken up at L{retryAt}.
+        """
+        self._store = store
+        self._runInThread = runInThread
+        self._reactor = reactor
+        self._checkInterval = checkInterval
+        self._log = log
+        self._failed = failed
+        self._writes = Limiter(1)
+        self._writing: set[Deferred[bool]] = set()
+        # Writes that failed, the latest per key, to be tried again at
+        # retryAt; _rounds counts the rounds that failed.
+        self._unwritten: dict[Hashable, Write] = {}
+        # The latest write of each key that has not ended (queued or running).
+        self._inFlight: dict[Hashable, Write] = {}
+        self.retryAt = 0.0
+        self._rounds = 0
+
+    def whenWritten(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the writes started so far have ended.
+        """
+        return gatherResults(list(self._writing)).addCallback(lambda _: None)
+
+    def saveState(self, certificate: ManagedCertificate) -> Deferred[bool]:
+        """
+        Save the renewal state of C{certificate} as it is now.
+        """
+        return self._write(
+            ("state", certificate.domains),
+            Write(
+                certificate.label,
+                self._store.saveRenewalState,
+                (certificate.domains, certificate.state()),
+            ),
+        )
+
+    def saveCertificate(
+        self,
+        certificate: ManagedCertificate,
+        issued: CertifiedKey,
+        done: Callable[[object], object],
+    ) -> Deferred[bool]:
+        """
+        Store C{issued} as the certificate of C{certificate}; C{done} is
+        called with its path once it is stored.
+        """
+        return self._write(
+            ("certificate", certificate.domains),
+            Write(
+                certificate.label,
+                self._store.saveCertificate,
+                (certificate.domains, issued),
+                done=done,
+            ),
+        )
+
+    def saveSigner(self, signer: CertifiedKey) -> Deferred[bool]:
+        """
+        Store the provisional signer C{signer}.
+        """
+        return self._write(
+            "signer",
+            Write("the provisional signer", self._store.saveProvisionalSigner, (signer.toPEM(),)),
+        )
+
+    def saveAccount(self, acmeURL: str, record: AccountRecord) -> Deferred[bool]:
+        """
+        Store C{record} as the account at C{acmeURL}.
+        """
+        return self._write(
+            "account", Write("the ACME account", self._store.saveAccount, (acmeURL, record))
+        )
+
+    def export(
+        self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey
+    ) -> Deferred[bool]:
+        """
+        Write C{issued}, the certificate of C{certificate}, to C{directory}.
+        """
+        return self._write(
+            ("export", certificate.domains),
+            Write(certificate.label, exportCertificate, (directory, certificate.domains, issued)),
+        )
+
+    def _write(self, key: Hashable, write: Write) -> Deferred[bool]:
+        """
+        Run C{write} in a worker thread, after the writes before it.
+
+        A L{StoreError} is event 20009, and the write is kept to be tried
+        again at the retry pace (the latest one per C{key}: a newer write
+        of the same thing replaces it, and while one is under way the
+        failed one waits); a write that works after a failure of its
+        C{key} is event 20185.
+
+        @return: A Deferred that fires with whether it was written; it
+            never fails, and cancelling it leaves the write to end (stopping
+            waits for it).
+        """
+
+        def written(result: object) -> bool:
+            # Writes run in order: one that worked makes any earlier failed
+            # write of the same thing moot.
+            earlier = self._unwritten.pop(key, None)
+            if not self._unwritten:
+                self._rounds = 0
+            failed = write.failed or (earlier.failed if earlier is not None else None)
+            if failed:
+                events.STORE_RECOVERED.emit(self._log, domains=write.label, path=failed)
+            write.done(result)
+            return True
+
+        def storeFailed(failure: Failure) -> bool:
+            failure.trap(StoreError)
+            error = failure.value
+            events.STORE_FAILED.emit(
+                self._log, domains=write.label, path=error.path, details=error.message
+            )
+            self._unwritten[key] = attrs.evolve(write, failed=error.path)
+            self.retryAt = self._reactor.seconds() + retryDelay(
+                self._rounds + 1, self._checkInterval
+            )
+            self._failed()
+            return False
+
+        def bug(failure: Failure) -> bool:
+            unexpected(self._log, failure)
+            return False
+
+        def ended(result: bool) -> bool:
+            self._writing.discard(writing)
+            if self._inFlight.get(key) is write:
+                del self._inFlight[key]
+            return result
+
+        self._inFlight[key] = write
+        writing = self._writes.run(self._runInThread, write.function, *write.args)
+        writing.addCallbacks(written, storeFailed)
+        writing.addErrback(bug)
+        self._writing.add(writing)
+        writing.addBoth(ended)
+        shielded: Deferred[bool] = Deferred()
+        writing.chainDeferred(shielded)
+        return shielded
+
+    def retry(self, now: float) -> None:
+        """
+        Try the failed writes again, when it is time; one whose key has a
+        newer write under way waits for it instead (run after it, it
+        would put older data back): that write's end replaces it or makes
+        it moot.
+        """
+        if now < self.retryAt:
+            return
+        retrying = self._retryable()
+        if retrying:
+            self._rounds += 1
+        for key, write in retrying.items():
+            del self._unwritten[key]
+            self._write(key, write)
+
+    def hasRetries(self) -> bool:
+        """
+        Whether some failed write waits for L{retryAt}.
+        """
+        return bool(self._retryable())
+
+    def _retryable(self) -> dict[Hashable, Write]:
+        """
+        The failed writes with no newer write of their key under way.
+        """
+        return {k: w for k, w in self._unwritten.items() if k not in self._inFlight}
