@@ -22,7 +22,8 @@ from . import events
 from .acmeclient import ACMEClient, ACMEProblem, ACMEServerUntrusted
 from .config import ResourceOptions
 from .interfaces import ICertificateStore
-from .keys import generateKey, jwkFor, keyToPEM, loadAccountKey
+from .keygen import generateKey
+from .keys import jwkFor, keyToPEM, loadAccountKey
 from .store import AccountRecord
 
 _log = Logger()

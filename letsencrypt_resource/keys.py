@@ -1,8 +1,9 @@
 """
 Private keys, certificate signing requests and JWS algorithms.
 
-Key generation is CPU-bound: callers run L{generateKey} off the reactor
-thread, at a low priority (see L{letsencrypt_resource.workers}).
+Key generation is CPU-bound: the service runs it off the reactor thread,
+at a low priority (see L{letsencrypt_resource.keygen}).  This module imports
+no thread or service code.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .workers import lowPriority
-
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 _CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
@@ -32,7 +31,6 @@ _Builder = TypeVar(
 )
 
 
-@lowPriority
 def generateKey(keyType: str) -> PrivateKey:
     """
     Generate a new private key of C{keyType}, one of

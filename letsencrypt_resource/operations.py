@@ -20,7 +20,8 @@ from zope.interface import implementer
 from . import events
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer
-from .keys import generateKey, jwkFor, keyType
+from .keygen import generateKey
+from .keys import jwkFor, keyType
 from .managed import ManagedCertificate
 from .resource import REASONS, LetsEncryptResource
 from .store import AccountRecord

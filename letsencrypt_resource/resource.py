@@ -38,7 +38,8 @@ from .config import ResourceOptions
 from .httpclient import loadCABundle, makeHTTPClient
 from .interfaces import ICertificateConsumer, ICertificateStore
 from .issuer import PendingOrder, obtainCertificate, orderSurvives
-from .keys import generateKey, keyType, publicKeyDigest
+from .keygen import generateKey
+from .keys import keyType, publicKeyDigest
 from .limiter import Limiter
 from .listening import Listener
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
