@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "__init__",
                 "certificates",
                 "config",
+                "coroutines",
                 "display",
                 "domains",
                 "events",
@@ -68,7 +69,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ),
     (
         "protocol",
-        frozenset({"account", "acmeclient", "challenge", "issuer", "managed"}),
+        frozenset({"account", "acmeclient", "acmetransport", "challenge", "issuer", "managed"}),
     ),
     (
         "services",
