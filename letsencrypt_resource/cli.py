@@ -129,12 +129,14 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
 async def _operate(
     reactor: Any,
     configuration: Configuration,
+    state: str,
     name: str,
     arguments: dict[str, Any],
     err: TextIO,
 ) -> tuple[Any, bool]:
     """
-    Ask the server to run the operation or, when none runs, run it alone.
+    Ask the server to run the operation or, when none runs, run it alone,
+    on the state directory C{state} of the configuration's resource.
 
     A server takes the state directory's lock before it listens on its
     control socket, so while the lock is held and nothing answers, the
@@ -144,7 +146,6 @@ async def _operate(
     @raise StateDirectoryLocked: when the lock stays held and nothing
         answers.
     """
-    state = configuration.resource.stateDirectory
     deadline = reactor.seconds() + SERVER_START_WAIT
     while True:
         try:
@@ -202,7 +203,7 @@ async def run(
     state = configuration.resource.stateDirectory
     try:
         result, serverRunning = await _operate(
-            reactor, configuration, name, operationArguments, err
+            reactor, configuration, state, name, operationArguments, err
         )
     except StateDirectoryLocked as error:
         print(

@@ -161,7 +161,7 @@ def _checkURL(value: str, schemes: tuple[str, ...]) -> str:
         raise ValueError(f"{text!r} is not an {written} URL with a host")
     if not (_isIPAddress(url.host) or isHostName(url.host)):
         raise ValueError(f"{text!r} has an invalid host {url.host!r}")
-    if not 1 <= url.port <= 65535:
+    if not 1 <= (url.port or 0) <= 65535:
         raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
     return text
 

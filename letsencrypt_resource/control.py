@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
+from .listening import stopPort
 from .operations import OperationError, Operations
 from .safefs import UnusablePath, openFolder
 
@@ -339,7 +340,7 @@ class ControlService(Service):
             os.close(folder)
             return result
 
-        return maybeDeferred(port.stopListening).addBoth(closeFolder)
+        return stopPort(port).addBoth(closeFolder)
 
 
 def checkServerSocket(stateDirectory: str, folder: int) -> None:

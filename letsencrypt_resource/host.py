@@ -18,7 +18,6 @@ from twisted.internet.defer import (
     Deferred,
     DeferredLock,
     gatherResults,
-    inlineCallbacks,
     maybeDeferred,
 )
 from twisted.logger import Logger
@@ -259,8 +258,7 @@ class ServerService(MultiService):
             )
         )
 
-    @inlineCallbacks
-    def _reload(self, path: str) -> Deferred[None]:
+    async def _reload(self, path: str) -> None:
         events.RELOAD_STARTED.emit(self._log, path=path)
         try:
             configuration = readConfiguration(path)
@@ -285,7 +283,7 @@ class ServerService(MultiService):
             )
         stopping = [s for s in self.fileServices if s.options.section in plan.stop]
         # The ports of the services stopped are free before others start.
-        yield gatherResults([self._removeService(s) for s in stopping])
+        await gatherResults([self._removeService(s) for s in stopping])
         if not self.running:
             return
         for options in plan.start:
@@ -295,7 +293,7 @@ class ServerService(MultiService):
                 service.reopenFolder()
         self.configuration = applied
         if self.resource is not None:
-            yield self.resource.reloadConsumers()
+            await self.resource.reloadConsumers()
         events.RELOADED.emit(
             self._log,
             path=path,

@@ -99,7 +99,7 @@ class HTTPSFileService(Service):
         self._waiting = None
         served = self._served
         assert served is not None
-        site = FileSite(self.name, self.options.debug, served, reactor=self._reactor)
+        site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
         factory = TLSMemoryBIOFactory(
             self.consumer.tls, False, site, clock=self._reactor
         )

@@ -153,11 +153,17 @@ def listeningPlace(
     description).
     """
     host = port.getHost()
-    if options.endpoint is None:
-        return options.address, host.port
     if isinstance(host, (IPv4Address, IPv6Address)):
-        return host.host, host.port
+        return host.host if options.endpoint is not None else options.address, host.port
     return place(options)
+
+
+def stopPort(port: IListeningPort) -> Deferred[None]:
+    """
+    Stop C{port}: a Deferred that fires once it has stopped, whether its
+    C{stopListening} returned one or not.
+    """
+    return maybeDeferred(port.stopListening).addCallback(lambda _: None)
 
 
 def failureDetails(failure: Failure) -> str:
@@ -235,4 +241,4 @@ class Listener:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return maybeDeferred(port.stopListening)
+        return stopPort(port)

@@ -82,7 +82,8 @@ def planReload(running: Configuration, new: Configuration) -> ReloadPlan:
     and started again with its new options.  Changes to the resource
     section wait for a restart.
     """
-    restartSection, restartOptions = None, ()
+    restartSection: str | None = None
+    restartOptions: tuple[str, ...] = ()
     if running.resource is not None and new.resource is not None:
         restartOptions = changedResourceOptions(running.resource, new.resource)
         if restartOptions:

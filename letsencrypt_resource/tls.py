@@ -107,9 +107,11 @@ class TLSCertificateConsumer:
         """
         if self.tls.certifiedKey is not None:
             return succeed(self.tls.certifiedKey)
-        deferred: Deferred[CertifiedKey] = Deferred(
-            lambda d: d in self._waiting and self._waiting.remove(d)
-        )
+        def forget(deferred: Deferred[CertifiedKey]) -> None:
+            if deferred in self._waiting:
+                self._waiting.remove(deferred)
+
+        deferred: Deferred[CertifiedKey] = Deferred(forget)
         self._waiting.append(deferred)
         return deferred
 

@@ -55,10 +55,11 @@ def _lowerPriority(niceness: int) -> None:
         pass
 
 
-def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
+class _DaemonThread(threading.Thread):
     # A host that forgets to stop the resource can still exit; the writes
     # are atomic, so one cut short loses nothing.
-    return threading.Thread(*args, daemon=True, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, daemon=True, **kwargs)
 
 
 class BackgroundWorkers:
@@ -90,7 +91,7 @@ class BackgroundWorkers:
         if pool is None:
             name = self._name + ("-low" if low else "")
             pool = self._pools[low] = ThreadPool(0, self._maxThreads, name=name)
-            pool.threadFactory = _daemonThread
+            pool.threadFactory = _DaemonThread
             pool.start()
         return pool
 
