@@ -29,6 +29,7 @@ from .display import formatRenewal, formatStatus
 from .host import checkCA, checkState, makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
+from .reactors import Reactor
 
 #: The command's name when it runs as C{python -m letsencrypt_resource}.
 MODULE_PROG = "python -m letsencrypt_resource"
@@ -100,7 +101,7 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return f"account-{arguments.action}", {}
 
 
-async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
+async def _runAlone(reactor: Reactor, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
     """
     Run the operation without a server: load the state, answer challenges
     when the operation needs the CA, and stop.
@@ -127,7 +128,7 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
 
 
 async def _operate(
-    reactor: Any,
+    reactor: Reactor,
     configuration: Configuration,
     state: str,
     name: str,
@@ -172,7 +173,7 @@ async def _operate(
 
 
 async def run(
-    reactor: Any,
+    reactor: Reactor,
     argv: list[str],
     out: TextIO,
     err: TextIO | None = None,
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> N
     """
     argv = sys.argv[1:] if argv is None else argv
 
-    def go(reactor: Any) -> Deferred[None]:
+    def go(reactor: Reactor) -> Deferred[None]:
         async def operate() -> None:
             try:
                 status = await run(reactor, argv, sys.stdout, prog=prog)

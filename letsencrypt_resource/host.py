@@ -40,6 +40,7 @@ from .keys import loadAccountKey
 from .listening import inheritedSocketProblem
 from .interfaces import ICertificateConsumer
 from .operations import Operations
+from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
@@ -147,7 +148,7 @@ def readConfiguration(
 
 
 def makeResource(
-    options: ResourceOptions, registry: Components, reactor: Any, automatic: bool = True
+    options: ResourceOptions, registry: Components, reactor: Reactor, automatic: bool = True
 ) -> LetsEncryptResource:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
@@ -180,7 +181,7 @@ class ServerService(MultiService):
     def __init__(
         self,
         configuration: Configuration,
-        reactor: Any,
+        reactor: Reactor,
         lock: StateLock | None = None,
         path: str | None = None,
         resourceFactory: Callable[..., LetsEncryptResource] = makeResource,

@@ -20,6 +20,7 @@ from .config import ServiceOptions
 from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
+from .reactors import Reactor
 from .tls import TLSCertificateConsumer
 
 
@@ -63,7 +64,7 @@ class HTTPSFileService(Service):
 
     _log = Logger()
 
-    def __init__(self, options: ServiceOptions, reactor: Any):
+    def __init__(self, options: ServiceOptions, reactor: Reactor):
         self.options = options
         self.name = options.name
         self.consumer = TLSCertificateConsumer(options.name, options.domains)

@@ -26,6 +26,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 
+from .reactors import Reactor
+
 #: The endpoint types a listener may use.
 STREAM_TYPES = ("tcp", "tcp6", "unix", "systemd")
 #: The port shown in events for a listener whose endpoint names none.
@@ -184,7 +186,7 @@ class Listener:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: Reactor,
         description: str,
         factory: IProtocolFactory,
         parse: Callable[[Any, str], IStreamServerEndpoint] = serverFromString,

@@ -13,6 +13,7 @@ import datetime
 from typing import Any
 
 from acme import messages
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -89,7 +90,7 @@ class Operations:
     _log = Logger()
 
     def __init__(
-        self, resource: LetsEncryptResource, clock: Any, serverRunning: bool = True
+        self, resource: LetsEncryptResource, clock: IReactorTime, serverRunning: bool = True
     ):
         """
         @param serverRunning: Whether the resource is the running server's,

@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -71,7 +72,7 @@ class BackgroundWorkers:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFromThreads,
         name: str = "letsencrypt-resource",
         maxThreads: int = MAX_THREADS,
         niceness: int = NICENESS,

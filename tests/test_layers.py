@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "listening",
                 "policy",
                 "provisional",
+                "reactors",
                 "safefs",
             }
         ),
