@@ -81,8 +81,7 @@ async def _register(client: ACMEClient, options: ResourceOptions) -> str:
                 raise
             raise AccountError(
                 "account_key",
-                f"{options.accountKeyFile} is the key of no account at "
-                f"{options.acmeURL}",
+                f"{options.accountKeyFile} is the key of no account at {options.acmeURL}",
             ) from None
     meta = client.directory.meta
     terms = meta.terms_of_service
@@ -150,9 +149,7 @@ async def connectAccount(
         events.ACCOUNT_REGISTERED.emit(_log, account=url, acme_url=options.acmeURL)
     if set(record.contacts) != set(options.contacts):
         await client.updateAccount(messages.UpdateRegistration(contact=options.contacts))
-        store.saveAccount(
-            options.acmeURL, AccountRecord(record.key, record.url, options.contacts)
-        )
+        store.saveAccount(options.acmeURL, AccountRecord(record.key, record.url, options.contacts))
         events.ACCOUNT_UPDATED.emit(
             _log,
             account=record.url,

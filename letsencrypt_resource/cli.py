@@ -14,7 +14,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -78,9 +79,7 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     renew.add_argument("domains", nargs="*", metavar="DOMAIN", help="only these sets")
     revoke = command("revoke", "revoke a certificate, then replace it")
     revoke.add_argument("domain", metavar="DOMAIN", help="a name of the certificate")
-    revoke.add_argument(
-        "--reason", default="unspecified", choices=sorted(REVOCATION_REASONS)
-    )
+    revoke.add_argument("--reason", default="unspecified", choices=sorted(REVOCATION_REASONS))
     account = command("account", "the ACME account")
     account.add_argument("action", choices=["show", "rollover", "deactivate"])
     testca = command("testca", "run a local test CA for a configuration of your own")
@@ -101,12 +100,15 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return f"account-{arguments.action}", {}
 
 
-async def _runAlone(reactor: Reactor, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
+async def _runAlone(
+    reactor: Reactor, configuration: Configuration, name: str, arguments: dict[str, Any]
+) -> Any:
     """
     Run the operation without a server: load the state, answer challenges
     when the operation needs the CA, and stop.
     """
     options = configuration.resource
+    assert options is not None, "run() refuses a configuration without a resource"
     if name == "status":
         # Status never reaches the CA, so it needs no CA bundle.
         options = attrs.evolve(options, acmeCAFile=None)

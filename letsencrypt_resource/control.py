@@ -17,8 +17,9 @@ import fcntl
 import json
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service

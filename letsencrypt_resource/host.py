@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.application.service import MultiService
@@ -28,17 +28,17 @@ from .config import (
     Configuration,
     ConfigurationError,
     ResourceOptions,
+    ServiceOptions,
     checkComponents,
     checkServedPaths,
-    ServiceOptions,
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
+from .interfaces import ICertificateConsumer
 from .keys import loadAccountKey
 from .listening import inheritedSocketProblem
-from .interfaces import ICertificateConsumer
 from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
@@ -73,12 +73,12 @@ def checkCA(configuration: Configuration) -> None:
         try:
             loadCABundle(resource.acmeCAFile)
         except ValueError as error:
-            raise ConfigurationError(resource.section, "acme_ca_file", str(error))
+            raise ConfigurationError(resource.section, "acme_ca_file", str(error)) from None
     if resource is not None and resource.accountKeyFile is not None:
         try:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
-            raise ConfigurationError(resource.section, "account_key", str(error))
+            raise ConfigurationError(resource.section, "account_key", str(error)) from None
 
 
 def checkState(configuration: Configuration) -> None:

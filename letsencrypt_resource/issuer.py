@@ -23,7 +23,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-
 from .acmeclient import (
     REQUEST_TIMEOUT,
     ACMEClient,
@@ -122,9 +121,7 @@ def orderSurvives(error: BaseException) -> bool:
     """
     if isinstance(error, (CancelledError, OrderTimedOut)):
         return True
-    return isinstance(error, ACMEProtocolError) and (
-        error.status is None or error.status >= 500
-    )
+    return isinstance(error, ACMEProtocolError) and (error.status is None or error.status >= 500)
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -322,9 +319,7 @@ def obtainCertificate(
     )
     # The polls keep to ORDER_TIMEOUT; this bounds the rest (request
     # retries included) to one request time-out more.
-    return ordering.addTimeout(
-        ORDER_TIMEOUT + REQUEST_TIMEOUT, clock, onTimeoutCancel=timedOut
-    )
+    return ordering.addTimeout(ORDER_TIMEOUT + REQUEST_TIMEOUT, clock, onTimeoutCancel=timedOut)
 
 
 async def _obtain(
@@ -346,8 +341,7 @@ async def _obtain(
         order = await _resumeOrder(client, resume, domains)
     if order is None:
         identifiers = [
-            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
-            for name in domains
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
         ]
         orderURL, order = await client.newOrder(
             ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)

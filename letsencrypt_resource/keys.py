@@ -26,9 +26,7 @@ _RSA_BITS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
 #: The longest common name a certificate may carry (RFC 5280 ub-common-name).
 MAX_COMMON_NAME = 64
 
-_Builder = TypeVar(
-    "_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder
-)
+_Builder = TypeVar("_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder)
 
 
 def generateKey(keyType: str) -> PrivateKey:
@@ -156,7 +154,5 @@ def jwkFor(key: PrivateKey) -> tuple[josepy.JWK, josepy.JWASignature]:
     """
     if isinstance(key, rsa.RSAPrivateKey):
         return josepy.JWKRSA(key=key), josepy.RS256
-    algorithm = {256: josepy.ES256, 384: josepy.ES384, 521: josepy.ES512}[
-        key.curve.key_size
-    ]
+    algorithm = {256: josepy.ES256, 384: josepy.ES384, 521: josepy.ES512}[key.curve.key_size]
     return josepy.JWKEC(key=key), algorithm

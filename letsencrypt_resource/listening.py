@@ -11,7 +11,8 @@ plugin that may wrap the connection in something else, is refused.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
@@ -85,9 +86,7 @@ def checkDescription(text: str) -> str:
             "resource's own, so give a plain one (tcp:, tcp6:, unix: or systemd:)"
         )
     if kind not in STREAM_TYPES:
-        raise ValueError(
-            f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description"
-        )
+        raise ValueError(f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description")
     try:
         serverFromString(MemoryReactor(), text)
         binding = tcpBinding(text)
@@ -145,9 +144,7 @@ def place(options: ListenerOptions) -> tuple[str, int | str]:
     return options.address, options.port
 
 
-def listeningPlace(
-    options: ListenerOptions, port: IListeningPort
-) -> tuple[str, int | str]:
+def listeningPlace(options: ListenerOptions, port: IListeningPort) -> tuple[str, int | str]:
     """
     The address and port events name for a listener listening on C{port}:
     C{address} and the port bound, or for an C{endpoint} the IP address

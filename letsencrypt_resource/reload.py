@@ -10,14 +10,14 @@ plan.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorFromThreads
 
 from .config import Configuration, ResourceOptions, ServiceOptions, optionName
-
 
 
 @attrs.frozen

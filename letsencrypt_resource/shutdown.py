@@ -10,8 +10,8 @@ shutdown wait for the end of a block instead.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore

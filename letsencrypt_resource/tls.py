@@ -28,9 +28,7 @@ def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
     """
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET
-    )
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET)
     context.use_privatekey(certifiedKey.key)
     context.use_certificate(certifiedKey.certificate)
     for intermediate in certifiedKey.chain:
@@ -107,6 +105,7 @@ class TLSCertificateConsumer:
         """
         if self.tls.certifiedKey is not None:
             return succeed(self.tls.certifiedKey)
+
         def forget(deferred: Deferred[CertifiedKey]) -> None:
             if deferred in self._waiting:
                 self._waiting.remove(deferred)
@@ -114,4 +113,3 @@ class TLSCertificateConsumer:
         deferred: Deferred[CertifiedKey] = Deferred(forget)
         self._waiting.append(deferred)
         return deferred
-
