@@ -7,7 +7,7 @@ Where one interface is enough, the package types the reactor with it
 server and its commands use a reactor that provides C{IReactorCore},
 C{IReactorTime}, C{IReactorTCP}, C{IReactorSSL}, C{IReactorUNIX} and
 C{IReactorFromThreads} at once, and zope interfaces cannot be intersected in
-a type: L{Reactor} says so, as C{Any}.
+a type: C{Reactor} says so, as C{Any}.
 """
 
 from __future__ import annotations
