@@ -12,17 +12,22 @@ change.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from acme import messages
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.web.iweb import IAgent
 
 from . import events
 from .acmeclient import ACMEClient, ACMEProblem, ACMEServerUntrusted
 from .config import ResourceOptions
+from .coroutines import deferred
 from .interfaces import ICertificateStore
-from .keys import generateKey, jwkFor, keyToPEM, loadAccountKey
+from .keygen import generateKey
+from .keys import jwkFor, keyToPEM, loadAccountKey
 from .store import AccountRecord
 
 _log = Logger()
@@ -44,12 +49,11 @@ class AccountError(Exception):
         return f"option '{self.option}': {self.message}"
 
 
-@inlineCallbacks
-def _record(
+async def _record(
     options: ResourceOptions,
     store: ICertificateStore,
     runInThread: Callable[..., Deferred[Any]],
-) -> Deferred[AccountRecord]:
+) -> AccountRecord:
     """
     The stored account record, switched to the configured key if any.
     """
@@ -60,26 +64,24 @@ def _record(
             record = AccountRecord(key)
             store.saveAccount(options.acmeURL, record)
     elif record is None:
-        record = AccountRecord((yield runInThread(generateKey, "ecdsa-p256")))
+        record = AccountRecord(await runInThread(generateKey, "ecdsa-p256"))
         store.saveAccount(options.acmeURL, record)
     return record
 
 
-@inlineCallbacks
-def _register(client: ACMEClient, options: ResourceOptions) -> Deferred[str]:
+async def _register(client: ACMEClient, options: ResourceOptions) -> str:
     """
     Create the account, or find the configured key's existing one.
     """
     if options.accountKeyFile is not None:
         try:
-            return (yield client.findAccount())
+            return await client.findAccount()
         except ACMEProblem as problem:
             if problem.code != "accountDoesNotExist":
                 raise
             raise AccountError(
                 "account_key",
-                f"{options.accountKeyFile} is the key of no account at "
-                f"{options.acmeURL}",
+                f"{options.accountKeyFile} is the key of no account at {options.acmeURL}",
             ) from None
     meta = client.directory.meta
     terms = meta.terms_of_service
@@ -108,27 +110,27 @@ def _register(client: ACMEClient, options: ResourceOptions) -> Deferred[str]:
         terms_of_service_agreed=True if terms else None,
         external_account_binding=binding,
     )
-    return (yield client.register(registration))
+    return await client.register(registration)
 
 
-@inlineCallbacks
-def connectAccount(
-    http: Any,
-    clock: Any,
+@deferred
+async def connectAccount(
+    http: IAgent,
+    clock: IReactorTime,
     options: ResourceOptions,
     store: ICertificateStore,
     runInThread: Callable[..., Deferred[Any]],
-) -> Deferred[ACMEClient]:
+) -> ACMEClient:
     """
     An L{ACMEClient} for the configured CA, with its account registered and
     its contacts up to date.
 
     @raise AccountError: when the account cannot be used as configured.
     """
-    record = yield _record(options, store, runInThread)
+    record = await _record(options, store, runInThread)
     jwk, algorithm = jwkFor(record.key)
     try:
-        client = yield ACMEClient.connect(
+        client = await ACMEClient.connect(
             http,
             clock,
             options.acmeURL,
@@ -141,15 +143,13 @@ def connectAccount(
     except ACMEServerUntrusted as error:
         raise AccountError("acme_ca_file", error.message) from None
     if record.url is None:
-        url = yield _register(client, options)
+        url = await _register(client, options)
         record = AccountRecord(record.key, url, options.contacts)
         store.saveAccount(options.acmeURL, record)
         events.ACCOUNT_REGISTERED.emit(_log, account=url, acme_url=options.acmeURL)
     if set(record.contacts) != set(options.contacts):
-        yield client.updateAccount(messages.UpdateRegistration(contact=options.contacts))
-        store.saveAccount(
-            options.acmeURL, AccountRecord(record.key, record.url, options.contacts)
-        )
+        await client.updateAccount(messages.UpdateRegistration(contact=options.contacts))
+        store.saveAccount(options.acmeURL, AccountRecord(record.key, record.url, options.contacts))
         events.ACCOUNT_UPDATED.emit(
             _log,
             account=record.url,

@@ -14,7 +14,6 @@ from cryptography.x509.oid import NameOID
 
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
-
 #: The key usage of a certificate that issues certificates.
 CA_KEY_USAGE = x509.KeyUsage(
     digital_signature=False,

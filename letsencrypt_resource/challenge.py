@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -59,14 +60,14 @@ class _ReadOnlyResource(Resource):
     """
 
     def render_HEAD(self, request: Request) -> bytes:
-        return self.render_GET(request)  # type: ignore[attr-defined, no-any-return]
+        return self.render_GET(request)  # type: ignore[attr-defined]
 
     def render(self, request: Request) -> bytes:
         """
         Answer GET and HEAD; refuse every other method with 405.
         """
         if request.method in ALLOWED_METHODS:
-            return super().render(request)  # type: ignore[no-any-return]
+            return super().render(request)
         return refuseMethod(request)
 
 
@@ -139,7 +140,7 @@ class ChallengeSite(LimitedSite):
     def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
         super().__init__(ChallengeResource(responder, redirectURL))
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """
         Write no access log.
         """

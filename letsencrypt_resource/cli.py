@@ -14,7 +14,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -29,6 +30,7 @@ from .display import formatRenewal, formatStatus
 from .host import checkCA, checkState, makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
+from .reactors import Reactor
 
 #: The command's name when it runs as C{python -m letsencrypt_resource}.
 MODULE_PROG = "python -m letsencrypt_resource"
@@ -77,9 +79,7 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     renew.add_argument("domains", nargs="*", metavar="DOMAIN", help="only these sets")
     revoke = command("revoke", "revoke a certificate, then replace it")
     revoke.add_argument("domain", metavar="DOMAIN", help="a name of the certificate")
-    revoke.add_argument(
-        "--reason", default="unspecified", choices=sorted(REVOCATION_REASONS)
-    )
+    revoke.add_argument("--reason", default="unspecified", choices=sorted(REVOCATION_REASONS))
     account = command("account", "the ACME account")
     account.add_argument("action", choices=["show", "rollover", "deactivate"])
     testca = command("testca", "run a local test CA for a configuration of your own")
@@ -100,12 +100,15 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return f"account-{arguments.action}", {}
 
 
-async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict[str, Any]) -> Any:
+async def _runAlone(
+    reactor: Reactor, configuration: Configuration, name: str, arguments: dict[str, Any]
+) -> Any:
     """
     Run the operation without a server: load the state, answer challenges
     when the operation needs the CA, and stop.
     """
     options = configuration.resource
+    assert options is not None, "run() refuses a configuration without a resource"
     if name == "status":
         # Status never reaches the CA, so it needs no CA bundle.
         options = attrs.evolve(options, acmeCAFile=None)
@@ -127,14 +130,16 @@ async def _runAlone(reactor: Any, configuration: Any, name: str, arguments: dict
 
 
 async def _operate(
-    reactor: Any,
+    reactor: Reactor,
     configuration: Configuration,
+    state: str,
     name: str,
     arguments: dict[str, Any],
     err: TextIO,
 ) -> tuple[Any, bool]:
     """
-    Ask the server to run the operation or, when none runs, run it alone.
+    Ask the server to run the operation or, when none runs, run it alone,
+    on the state directory C{state} of the configuration's resource.
 
     A server takes the state directory's lock before it listens on its
     control socket, so while the lock is held and nothing answers, the
@@ -144,7 +149,6 @@ async def _operate(
     @raise StateDirectoryLocked: when the lock stays held and nothing
         answers.
     """
-    state = configuration.resource.stateDirectory
     deadline = reactor.seconds() + SERVER_START_WAIT
     while True:
         try:
@@ -171,7 +175,7 @@ async def _operate(
 
 
 async def run(
-    reactor: Any,
+    reactor: Reactor,
     argv: list[str],
     out: TextIO,
     err: TextIO | None = None,
@@ -202,7 +206,7 @@ async def run(
     state = configuration.resource.stateDirectory
     try:
         result, serverRunning = await _operate(
-            reactor, configuration, name, operationArguments, err
+            reactor, configuration, state, name, operationArguments, err
         )
     except StateDirectoryLocked as error:
         print(
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> N
     """
     argv = sys.argv[1:] if argv is None else argv
 
-    def go(reactor: Any) -> Deferred[None]:
+    def go(reactor: Reactor) -> Deferred[None]:
         async def operate() -> None:
             try:
                 status = await run(reactor, argv, sys.stdout, prog=prog)

@@ -16,7 +16,8 @@ import difflib
 import ipaddress
 import os
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from hyperlink import DecodedURL
@@ -118,15 +119,11 @@ def _address(value: str) -> str:
     if address == "localhost":
         return address
     if address == "*":
-        raise ValueError(
-            "'*' is not an address; use 0.0.0.0 or :: to listen on every interface"
-        )
+        raise ValueError("'*' is not an address; use 0.0.0.0 or :: to listen on every interface")
     try:
         return normalizeDomain(address)
     except InvalidDomain as error:
-        raise ValueError(
-            f"{value!r} is neither an IP address nor a host name ({error})"
-        ) from None
+        raise ValueError(f"{value!r} is neither an IP address nor a host name ({error})") from None
 
 
 def _endpoint(value: str) -> str:
@@ -144,24 +141,21 @@ def _acmeURL(value: str) -> str:
 def _checkURL(value: str, schemes: tuple[str, ...]) -> str:
     text = value.strip()
     if any(char.isspace() or not char.isprintable() for char in text):
-        raise ValueError(
-            f"{text!r} is not a URL: it holds spaces or control characters"
-        )
+        raise ValueError(f"{text!r} is not a URL: it holds spaces or control characters")
     try:
         url = DecodedURL.from_text(text)
     except Exception:
         raise ValueError(f"{text!r} is not a URL") from None
     if url.scheme == "http" and "http" not in schemes:
         raise ValueError(
-            f"{text!r} is plain http://; an ACME server is only reached over "
-            "https:// (RFC 8555)"
+            f"{text!r} is plain http://; an ACME server is only reached over https:// (RFC 8555)"
         )
     if url.scheme not in schemes or not url.host:
         written = " or ".join(f"{scheme}://" for scheme in schemes)
         raise ValueError(f"{text!r} is not an {written} URL with a host")
     if not (_isIPAddress(url.host) or isHostName(url.host)):
         raise ValueError(f"{text!r} has an invalid host {url.host!r}")
-    if not 1 <= url.port <= 65535:
+    if not 1 <= (url.port or 0) <= 65535:
         raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
     return text
 
@@ -191,8 +185,7 @@ def _duration(value: str) -> float:
     number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
     if not number.isascii() or not number.isdigit():
         raise ValueError(
-            f"{value!r} is not a duration: use seconds, or a whole number "
-            "followed by s, m, h or d"
+            f"{value!r} is not a duration: use seconds, or a whole number followed by s, m, h or d"
         )
     seconds = float(int(number) * _DURATION_UNITS[unit])
     if not MIN_CHECK_INTERVAL <= seconds <= MAX_CHECK_INTERVAL:
@@ -206,9 +199,7 @@ _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 def _profileName(value: str) -> str:
     name = value.strip()
     if not _PROFILE.fullmatch(name):
-        raise ValueError(
-            f"{value!r} is not a profile name: letters, digits, '.', '_' and '-'"
-        )
+        raise ValueError(f"{value!r} is not a profile name: letters, digits, '.', '_' and '-'")
     return name
 
 
@@ -516,9 +507,7 @@ class ServiceOptions:
     path: str = _field(Option("path", _path, None, "Folder served, read-only."))
     #: Serve and list hidden (dot) files and folders.
     hiddenFiles: bool = _field(
-        Option(
-            "hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders."
-        )
+        Option("hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders.")
     )
 
 
@@ -605,9 +594,7 @@ def _listenerAddress(
     return str(values["address"])
 
 
-def _build(
-    cls: type[Any], section: str, values: dict[str, Any], base: str, **given: Any
-) -> Any:
+def _build(cls: type[Any], section: str, values: dict[str, Any], base: str, **given: Any) -> Any:
     """
     The options of C{cls} for C{section}: each field from the value of its
     option, paths resolved against C{base}, an empty option leaving the
@@ -651,9 +638,7 @@ def _resource(
     return options
 
 
-def _service(
-    section: str, values: dict[str, Any], base: str, written: set[str]
-) -> ServiceOptions:
+def _service(section: str, values: dict[str, Any], base: str, written: set[str]) -> ServiceOptions:
     options: ServiceOptions = _build(
         ServiceOptions,
         section,
@@ -709,13 +694,15 @@ def parseConfiguration(
     try:
         parser.read_string(text)
     except configparser.DuplicateSectionError as error:
-        raise ConfigurationError(error.section, None, "the section appears twice")
+        raise ConfigurationError(error.section, None, "the section appears twice") from None
     except configparser.DuplicateOptionError as error:
         raise ConfigurationError(
             error.section, error.option, "the option appears twice in its section"
-        )
+        ) from None
     except configparser.Error as error:
-        raise ConfigurationError(None, None, f"the file is not valid INI: {_iniProblem(error)}")
+        raise ConfigurationError(
+            None, None, f"the file is not valid INI: {_iniProblem(error)}"
+        ) from None
 
     serverName = ""
     resources: list[ResourceOptions] = []
@@ -748,16 +735,13 @@ def parseConfiguration(
                 raise ConfigurationError(
                     section,
                     "type",
-                    f"{kind_!r} is not a known service type; use one of "
-                    f"{', '.join(SERVICE_TYPES)}"
+                    f"{kind_!r} is not a known service type; use one of {', '.join(SERVICE_TYPES)}"
                     if kind_
                     else "is required",
                 )
             values = _readSection(parser, section, SERVICE_OPTIONS)
             if values["enabled"]:
-                services.append(
-                    _service(section, values, baseDirectory, _written(parser, section))
-                )
+                services.append(_service(section, values, baseDirectory, _written(parser, section)))
         else:
             raise ConfigurationError(
                 section,
@@ -789,9 +773,7 @@ def parseConfiguration(
                 f"needs an enabled {RESOURCE_TYPE!r} resource to obtain its "
                 "certificate, and there is none",
             )
-    configuration = Configuration(
-        serverName, resource, tuple(services), configurationFile
-    )
+    configuration = Configuration(serverName, resource, tuple(services), configurationFile)
     checkComponents(configuration)
     checkServedPaths(configuration, os.path.abspath)
     return configuration
@@ -851,9 +833,7 @@ def _checkNames(resource: ResourceOptions | None, services: list[ServiceOptions]
             )
 
 
-def _checkPortClashes(
-    resource: ResourceOptions | None, services: list[ServiceOptions]
-) -> None:
+def _checkPortClashes(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
     """
     Raise L{ConfigurationError} at the first listener whose address and
     port another listener already uses, in one pass over the listeners.
@@ -863,11 +843,7 @@ def _checkPortClashes(
     components: list[ResourceOptions | ServiceOptions] = list(services)
     if resource is not None and resource.challengeSite:
         components.insert(0, resource)
-    listeners = [
-        listener
-        for listener in map(_listenerBinding, components)
-        if listener is not None
-    ]
+    listeners = [listener for listener in map(_listenerBinding, components) if listener is not None]
     # Per port: the first listener, the one on a wildcard address, and the
     # listener of each bound address.
     first: dict[int, tuple[str, str]] = {}
@@ -879,9 +855,7 @@ def _checkPortClashes(
         if clash is None and addresses & _WILDCARDS:
             clash = first.get(port)
         if clash is None:
-            clash = next(
-                (bound[port, a] for a in sorted(addresses) if (port, a) in bound), None
-            )
+            clash = next((bound[port, a] for a in sorted(addresses) if (port, a) in bound), None)
         if clash is not None:
             other, otherAddress = clash
             used = "" if otherAddress == address else f" on {otherAddress}"
@@ -935,9 +909,7 @@ def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:
             if path is not None:
                 secrets.append((f"[{resource.section}] {option}", path, folder))
     if configuration.configurationFile is not None:
-        secrets.append(
-            ("the configuration file", configuration.configurationFile, False)
-        )
+        secrets.append(("the configuration file", configuration.configurationFile, False))
     return secrets
 
 
@@ -956,9 +928,7 @@ def _relation(served: str, secret: str, folder: bool) -> str | None:
     return None
 
 
-def checkServedPaths(
-    configuration: Configuration, resolve: Callable[[str], str]
-) -> None:
+def checkServedPaths(configuration: Configuration, resolve: Callable[[str], str]) -> None:
     """
     Refuse a service whose C{path} is, contains or lies inside a place that
     holds secrets (see L{_secrets}): it would publish them.

@@ -17,20 +17,22 @@ import errno
 import json
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
+from .listening import stopPort
 from .operations import OperationError, Operations
 from .safefs import openFolder
 from .storage.lock import StateDirectoryLocked, StateLock
@@ -197,7 +199,7 @@ class ControlService(Service):
 
     _log = Logger()
 
-    def __init__(self, stateDirectory: str, operations: Operations, reactor: Any):
+    def __init__(self, stateDirectory: str, operations: Operations, reactor: IReactorUNIX):
         self._stateDirectory = stateDirectory
         self._operations = operations
         self._reactor = reactor
@@ -206,7 +208,7 @@ class ControlService(Service):
 
     def startService(self) -> None:
         super().startService()
-        factory = Factory.forProtocol(lambda: _ControlProtocol(self._operations))
+        factory: Factory[Any] = Factory.forProtocol(lambda: _ControlProtocol(self._operations))
         factory.noisy = False
         try:
             with openFolder(self._stateDirectory) as opened:
@@ -247,7 +249,7 @@ class ControlService(Service):
             os.close(folder)
             return result
 
-        return maybeDeferred(port.stopListening).addBoth(closeFolder)
+        return stopPort(port).addBoth(closeFolder)
 
 
 def checkServerSocket(stateDirectory: str, folder: int) -> None:
@@ -297,7 +299,7 @@ def _serverSocket(stateDirectory: str) -> Iterator[str]:
 
 
 async def askServer(
-    reactor: Any, stateDirectory: str, name: str, arguments: dict[str, Any]
+    reactor: IReactorUNIX, stateDirectory: str, name: str, arguments: dict[str, Any]
 ) -> Any:
     """
     Run an operation in the server running on C{stateDirectory}, once its

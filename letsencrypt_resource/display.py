@@ -36,14 +36,10 @@ def serving(row: dict[str, Any]) -> str:
     """
     if not row["server_running"]:
         return "no server running"
-    return ", ".join(
-        f"{service}: {_SERVED[served]}" for service, served in row["serving"].items()
-    )
+    return ", ".join(f"{service}: {_SERVED[served]}" for service, served in row["serving"].items())
 
 
-def formatStatus(
-    rows: list[dict[str, Any]], serverRunning: bool, stateDirectory: str
-) -> str:
+def formatStatus(rows: list[dict[str, Any]], serverRunning: bool, stateDirectory: str) -> str:
     """
     The status rows as a table for people, after a line saying so when no
     server runs on C{stateDirectory}.
@@ -64,7 +60,7 @@ def formatStatus(
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
     lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         for line in table
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))

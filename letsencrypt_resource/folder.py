@@ -184,7 +184,7 @@ class ServedFolder(Resource):
         The decoded path segments of C{request}, the last one empty for a
         folder, or C{None} when one cannot name a visible entry.
         """
-        if not request.path.startswith(b"/"):
+        if not request.path.startswith(b"/") or request.postpath is None:
             return None
         try:
             names = [segment.decode("utf-8") for segment in request.postpath]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.application.service import MultiService
@@ -18,7 +18,6 @@ from twisted.internet.defer import (
     Deferred,
     DeferredLock,
     gatherResults,
-    inlineCallbacks,
     maybeDeferred,
 )
 from twisted.logger import Logger
@@ -29,18 +28,19 @@ from .config import (
     Configuration,
     ConfigurationError,
     ResourceOptions,
+    ServiceOptions,
     checkComponents,
     checkServedPaths,
-    ServiceOptions,
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
+from .interfaces import ICertificateConsumer
 from .keys import loadAccountKey
 from .listening import inheritedSocketProblem
-from .interfaces import ICertificateConsumer
 from .operations import Operations
+from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
@@ -73,12 +73,12 @@ def checkCA(configuration: Configuration) -> None:
         try:
             loadCABundle(resource.acmeCAFile)
         except ValueError as error:
-            raise ConfigurationError(resource.section, "acme_ca_file", str(error))
+            raise ConfigurationError(resource.section, "acme_ca_file", str(error)) from None
     if resource is not None and resource.accountKeyFile is not None:
         try:
             loadAccountKey(resource.accountKeyFile)
         except ValueError as error:
-            raise ConfigurationError(resource.section, "account_key", str(error))
+            raise ConfigurationError(resource.section, "account_key", str(error)) from None
 
 
 def checkState(configuration: Configuration) -> None:
@@ -148,7 +148,7 @@ def readConfiguration(
 
 
 def makeResource(
-    options: ResourceOptions, registry: Components, reactor: Any, automatic: bool = True
+    options: ResourceOptions, registry: Components, reactor: Reactor, automatic: bool = True
 ) -> LetsEncryptResource:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
@@ -181,7 +181,7 @@ class ServerService(MultiService):
     def __init__(
         self,
         configuration: Configuration,
-        reactor: Any,
+        reactor: Reactor,
         lock: StateLock | None = None,
         path: str | None = None,
         resourceFactory: Callable[..., LetsEncryptResource] = makeResource,
@@ -259,8 +259,7 @@ class ServerService(MultiService):
             )
         )
 
-    @inlineCallbacks
-    def _reload(self, path: str) -> Deferred[None]:
+    async def _reload(self, path: str) -> None:
         events.RELOAD_STARTED.emit(self._log, path=path)
         try:
             configuration = readConfiguration(path)
@@ -285,7 +284,7 @@ class ServerService(MultiService):
             )
         stopping = [s for s in self.fileServices if s.options.section in plan.stop]
         # The ports of the services stopped are free before others start.
-        yield gatherResults([self._removeService(s) for s in stopping])
+        await gatherResults([self._removeService(s) for s in stopping])
         if not self.running:
             return
         for options in plan.start:
@@ -295,7 +294,7 @@ class ServerService(MultiService):
                 service.reopenFolder()
         self.configuration = applied
         if self.resource is not None:
-            yield self.resource.reloadConsumers()
+            await self.resource.reloadConsumers()
         events.RELOADED.emit(
             self._log,
             path=path,

@@ -53,7 +53,7 @@ class _QuietPool(HTTPConnectionPool):
     A connection pool whose connections do not log their start and stop.
     """
 
-    class _factory(HTTPConnectionPool._factory):  # type: ignore[name-defined]
+    class _factory(HTTPConnectionPool._factory):  # type: ignore[valid-type, misc]
         noisy = False
 
 

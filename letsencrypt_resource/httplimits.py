@@ -17,6 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
@@ -50,10 +52,11 @@ class LimitedChannel(HTTPChannel):
         client may go on sending: past L{DRAIN_LIMIT} bytes, the connection
         is cut.
         """
-        if not self.transport.disconnecting:
+        # Every Twisted transport has disconnecting; ITransport omits it.
+        if not self.transport.disconnecting:  # type: ignore[union-attr]
             if self._headersDue is None and not self._handlingRequest:
                 self._headersDue = self.callLater(
-                    HEADERS_DEADLINE, self._refuse, b"408 Request Timeout"
+                    HEADERS_DEADLINE, lambda: self._refuse(b"408 Request Timeout")
                 )
             super().dataReceived(data)
             return
@@ -91,7 +94,7 @@ class LimitedChannel(HTTPChannel):
             return
         super().allHeadersReceived()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeadersDeadline()
         super().connectionLost(reason)
 
@@ -103,6 +106,7 @@ class LimitedChannel(HTTPChannel):
     def _refuse(self, status: bytes, *headers: bytes) -> None:
         self._cancelHeadersDeadline()
         lines = [b"HTTP/1.1 " + status, *headers, b"Connection: close", b"Content-Length: 0"]
+        assert self.transport is not None, "a request came, so it is connected"
         self.transport.write(b"\r\n".join(lines) + b"\r\n\r\n")
         self.setTimeout(None)
         self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)

@@ -11,8 +11,8 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from . import events, listening
 from .certificates import CertifiedKey
@@ -20,6 +20,7 @@ from .config import ServiceOptions
 from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
+from .reactors import Reactor
 from .tls import TLSCertificateConsumer
 
 
@@ -63,7 +64,7 @@ class HTTPSFileService(Service):
 
     _log = Logger()
 
-    def __init__(self, options: ServiceOptions, reactor: Any):
+    def __init__(self, options: ServiceOptions, reactor: Reactor):
         self.options = options
         self.name = options.name
         self.consumer = TLSCertificateConsumer(options.name, options.domains)
@@ -99,18 +100,14 @@ class HTTPSFileService(Service):
         self._waiting = None
         served = self._served
         assert served is not None
-        site = FileSite(self.name, self.options.debug, served, reactor=self._reactor)
-        factory = TLSMemoryBIOFactory(
-            self.consumer.tls, False, site, clock=self._reactor
-        )
+        site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
+        factory = TLSMemoryBIOFactory(self.consumer.tls, False, site, clock=self._reactor)
         self._port = Listener(self._reactor, listening.description(self.options), factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
 
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)
-        events.SERVICE_LISTENING.emit(
-            self._log, service=self.name, address=address, port=number
-        )
+        events.SERVICE_LISTENING.emit(self._log, service=self.name, address=address, port=number)
 
     def _notListening(self, failure: Failure, served: ServedFolder) -> None:
         if failure.check(CancelledError):

@@ -4,7 +4,8 @@ One certificate order, from new order to downloaded chain, over HTTP-01.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 import attrs
@@ -12,16 +13,16 @@ from acme import challenges, messages
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    FirstError,
     gatherResults,
-    inlineCallbacks,
     maybeDeferred,
 )
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import events
-
 from .acmeclient import (
     REQUEST_TIMEOUT,
     ACMEClient,
@@ -120,9 +121,7 @@ def orderSurvives(error: BaseException) -> bool:
     """
     if isinstance(error, (CancelledError, OrderTimedOut)):
         return True
-    return isinstance(error, ACMEProtocolError) and (
-        error.status is None or error.status >= 500
-    )
+    return isinstance(error, ACMEProtocolError) and (error.status is None or error.status >= 500)
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -130,10 +129,9 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-@inlineCallbacks
-def _resumeOrder(
+async def _resumeOrder(
     client: ACMEClient, pending: PendingOrder, domains: tuple[str, ...]
-) -> Deferred[messages.Order | None]:
+) -> messages.Order | None:
     """
     Fetch C{pending}'s order to go on with it: 20191; or, when it cannot
     end in a certificate for C{domains}, C{None}: 20192.
@@ -148,7 +146,7 @@ def _resumeOrder(
         reason = "its URL is not on the CA's server"
     else:
         try:
-            order, _ = yield client.fetch(pending.url, messages.Order)
+            order, _ = await client.fetch(pending.url, messages.Order)
         except ACMEProblem as problem:
             reason = f"the CA refused it: {problem}"
         else:
@@ -166,8 +164,7 @@ def _resumeOrder(
     return None
 
 
-@inlineCallbacks
-def _pollOrder(
+async def _pollOrder(
     client: ACMEClient,
     clock: IReactorTime,
     url: str,
@@ -175,15 +172,15 @@ def _pollOrder(
     retryAfter: float | None,
     waitWhile: tuple[messages.Status, ...],
     deadline: float,
-) -> Deferred[messages.Order]:
+) -> messages.Order:
     delay = FIRST_POLL_DELAY
     while order.status in waitWhile:
         wait = retryAfter if retryAfter is not None else delay
         if clock.seconds() + wait > deadline:
             raise OrderTimedOut(order.status.name, ORDER_TIMEOUT)
-        yield deferLater(clock, wait, lambda: None)
+        await deferLater(clock, wait, lambda: None)
         delay = min(delay * 1.5, MAX_POLL_DELAY)
-        order, retryAfter = yield client.fetch(url, messages.Order)
+        order, retryAfter = await client.fetch(url, messages.Order)
     return order
 
 
@@ -197,9 +194,8 @@ def _challengeProblem(authorization: messages.Authorization) -> messages.Error:
         (c for c in authorization.challenges if c.error is not None),
         key=lambda c: not isinstance(c.chall, challenges.HTTP01),
     )
-    if failed:
-        problem = failed[0].error
-    else:
+    problem = failed[0].error if failed else None
+    if problem is None:
         problem = messages.Error(
             typ="about:blank",
             detail="the authorization is invalid and the CA gave no problem",
@@ -207,10 +203,7 @@ def _challengeProblem(authorization: messages.Authorization) -> messages.Error:
     return problem.update(identifier=authorization.identifier)
 
 
-@inlineCallbacks
-def _orderProblem(
-    client: ACMEClient, url: str, order: messages.Order
-) -> Deferred[Exception]:
+async def _orderProblem(client: ACMEClient, url: str, order: messages.Order) -> Exception:
     """
     Why an order became invalid: the problem of each authorization that
     failed (status invalid), whatever the others' status; a compound
@@ -219,7 +212,7 @@ def _orderProblem(
     failed: list[messages.Error] = []
     statuses: list[str] = []
     for authorizationURL in order.authorizations:
-        authorization, _ = yield client.fetch(authorizationURL, messages.Authorization)
+        authorization, _ = await client.fetch(authorizationURL, messages.Authorization)
         statuses.append(f"{authorization.identifier.value} {authorization.status.name}")
         if authorization.status == messages.STATUS_INVALID:
             failed.append(_challengeProblem(authorization))
@@ -242,11 +235,10 @@ def _orderProblem(
     )
 
 
-@inlineCallbacks
-def _startValidation(
+async def _startValidation(
     client: ACMEClient, responder: ChallengeResponder, url: str, tokens: list[str]
-) -> Deferred[None]:
-    authorization, _ = yield client.fetch(url, messages.Authorization)
+) -> None:
+    authorization, _ = await client.fetch(url, messages.Authorization)
     if authorization.status == messages.STATUS_VALID:
         return
     for challenge in authorization.challenges:
@@ -262,7 +254,15 @@ def _startValidation(
     responder.add(token, keyAuthorization)
     tokens.append(token)
     if challenge.status == messages.STATUS_PENDING:
-        yield client.answerChallenge(challenge.uri, answer)
+        await client.answerChallenge(challenge.uri, answer)
+
+
+def _firstFailure(failure: Failure) -> Failure:
+    """
+    The failure of the first of several jobs that failed, out of the
+    C{FirstError} that C{gatherResults} wraps it in.
+    """
+    return cast(FirstError, failure.value).subFailure
 
 
 def obtainCertificate(
@@ -301,29 +301,28 @@ def obtainCertificate(
         C{key} and C{domains}.
     """
 
-    def timedOut(result: object, timeout: float) -> object:
+    def timedOut(result: object, timeout: float) -> NoReturn:
         raise OrderTimedOut("unfinished", ORDER_TIMEOUT)
 
-    ordering = _obtain(
-        client,
-        responder,
-        clock,
-        domains,
-        key,
-        profile=profile,
-        replaces=replaces,
-        resume=resume,
-        created=created,
+    ordering = Deferred.fromCoroutine(
+        _obtain(
+            client,
+            responder,
+            clock,
+            domains,
+            key,
+            profile=profile,
+            replaces=replaces,
+            resume=resume,
+            created=created,
+        )
     )
     # The polls keep to ORDER_TIMEOUT; this bounds the rest (request
     # retries included) to one request time-out more.
-    return ordering.addTimeout(
-        ORDER_TIMEOUT + REQUEST_TIMEOUT, clock, onTimeoutCancel=timedOut
-    )
+    return ordering.addTimeout(ORDER_TIMEOUT + REQUEST_TIMEOUT, clock, onTimeoutCancel=timedOut)
 
 
-@inlineCallbacks
-def _obtain(
+async def _obtain(
     client: ACMEClient,
     responder: ChallengeResponder,
     clock: IReactorTime,
@@ -334,32 +333,31 @@ def _obtain(
     replaces: str | None = None,
     resume: PendingOrder | None = None,
     created: Callable[[PendingOrder], object] = lambda order: None,
-) -> Deferred[CertifiedKey]:
+) -> CertifiedKey:
     deadline = clock.seconds() + ORDER_TIMEOUT
     order = None
     if resume is not None:
         orderURL = resume.url
-        order = yield _resumeOrder(client, resume, domains)
+        order = await _resumeOrder(client, resume, domains)
     if order is None:
         identifiers = [
-            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name)
-            for name in domains
+            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
         ]
-        orderURL, order = yield client.newOrder(
+        orderURL, order = await client.newOrder(
             ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)
         )
-        yield maybeDeferred(created, PendingOrder(orderURL, key))
+        await maybeDeferred(created, PendingOrder(orderURL, key))
     tokens: list[str] = []
     try:
         if order.status == messages.STATUS_PENDING:
-            yield gatherResults(
+            await gatherResults(
                 [
-                    _startValidation(client, responder, url, tokens)
+                    Deferred.fromCoroutine(_startValidation(client, responder, url, tokens))
                     for url in order.authorizations
                 ],
                 consumeErrors=True,
-            ).addErrback(lambda failure: failure.value.subFailure)
-            order = yield _pollOrder(
+            ).addErrback(_firstFailure)
+            order = await _pollOrder(
                 client,
                 clock,
                 orderURL,
@@ -372,13 +370,13 @@ def _obtain(
         for token in tokens:
             responder.remove(token)
     if order.status == messages.STATUS_INVALID:
-        raise (yield _orderProblem(client, orderURL, order))
+        raise await _orderProblem(client, orderURL, order)
     retryAfter = None
     if order.status == messages.STATUS_READY:
         request = messages.CertificateRequest(csr=makeCSR(key, domains))
-        order, retryAfter = yield client.finalize(order.finalize, request)
+        order, retryAfter = await client.finalize(order.finalize, request)
     if order.status in (messages.STATUS_READY, messages.STATUS_PROCESSING):
-        order = yield _pollOrder(
+        order = await _pollOrder(
             client,
             clock,
             orderURL,
@@ -391,7 +389,7 @@ def _obtain(
         if order.error is not None:
             raise ACMEProblem(order.error)
         raise ACMEProtocolError(orderURL, f"the order ended {order.status.name}")
-    chain = yield client.downloadCertificate(order.certificate)
+    chain = await client.downloadCertificate(order.certificate)
     try:
         return CertifiedKey.fromParts(key, chain, domains=domains)
     except InvalidCertificate as error:

@@ -1,8 +1,9 @@
 """
 Private keys, certificate signing requests and JWS algorithms.
 
-Key generation is CPU-bound: callers run L{generateKey} off the reactor
-thread, at a low priority (see L{letsencrypt_resource.workers}).
+Key generation is CPU-bound: the service runs it off the reactor thread,
+at a low priority (see L{letsencrypt_resource.keygen}).  This module imports
+no thread or service code.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .workers import lowPriority
-
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 _CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
@@ -27,12 +26,9 @@ _RSA_BITS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
 #: The longest common name a certificate may carry (RFC 5280 ub-common-name).
 MAX_COMMON_NAME = 64
 
-_Builder = TypeVar(
-    "_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder
-)
+_Builder = TypeVar("_Builder", x509.CertificateBuilder, x509.CertificateSigningRequestBuilder)
 
 
-@lowPriority
 def generateKey(keyType: str) -> PrivateKey:
     """
     Generate a new private key of C{keyType}, one of
@@ -158,7 +154,5 @@ def jwkFor(key: PrivateKey) -> tuple[josepy.JWK, josepy.JWASignature]:
     """
     if isinstance(key, rsa.RSAPrivateKey):
         return josepy.JWKRSA(key=key), josepy.RS256
-    algorithm = {256: josepy.ES256, 384: josepy.ES384, 521: josepy.ES512}[
-        key.curve.key_size
-    ]
+    algorithm = {256: josepy.ES256, 384: josepy.ES384, 521: josepy.ES512}[key.curve.key_size]
     return josepy.JWKEC(key=key), algorithm

@@ -11,7 +11,8 @@ plugin that may wrap the connection in something else, is refused.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
@@ -25,6 +26,8 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
+
+from .reactors import Reactor
 
 #: The endpoint types a listener may use.
 STREAM_TYPES = ("tcp", "tcp6", "unix", "systemd")
@@ -83,9 +86,7 @@ def checkDescription(text: str) -> str:
             "resource's own, so give a plain one (tcp:, tcp6:, unix: or systemd:)"
         )
     if kind not in STREAM_TYPES:
-        raise ValueError(
-            f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description"
-        )
+        raise ValueError(f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description")
     try:
         serverFromString(MemoryReactor(), text)
         binding = tcpBinding(text)
@@ -143,9 +144,7 @@ def place(options: ListenerOptions) -> tuple[str, int | str]:
     return options.address, options.port
 
 
-def listeningPlace(
-    options: ListenerOptions, port: IListeningPort
-) -> tuple[str, int | str]:
+def listeningPlace(options: ListenerOptions, port: IListeningPort) -> tuple[str, int | str]:
     """
     The address and port events name for a listener listening on C{port}:
     C{address} and the port bound, or for an C{endpoint} the IP address
@@ -153,11 +152,17 @@ def listeningPlace(
     description).
     """
     host = port.getHost()
-    if options.endpoint is None:
-        return options.address, host.port
     if isinstance(host, (IPv4Address, IPv6Address)):
-        return host.host, host.port
+        return host.host if options.endpoint is not None else options.address, host.port
     return place(options)
+
+
+def stopPort(port: IListeningPort) -> Deferred[None]:
+    """
+    Stop C{port}: a Deferred that fires once it has stopped, whether its
+    C{stopListening} returned one or not.
+    """
+    return maybeDeferred(port.stopListening).addCallback(lambda _: None)
 
 
 def failureDetails(failure: Failure) -> str:
@@ -178,7 +183,7 @@ class Listener:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: Reactor,
         description: str,
         factory: IProtocolFactory,
         parse: Callable[[Any, str], IStreamServerEndpoint] = serverFromString,
@@ -235,4 +240,4 @@ class Listener:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return maybeDeferred(port.stopListening)
+        return stopPort(port)

@@ -13,14 +13,17 @@ import datetime
 from typing import Any
 
 from acme import messages
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import events
+from .acmeclient import ACMEClient
 from .certificates import CertifiedKey
+from .coroutines import deferred
 from .interfaces import ICertificateConsumer
-from .keys import generateKey, jwkFor, keyType
+from .keygen import generateKey
+from .keys import jwkFor, keyType
 from .managed import ManagedCertificate
 from .outcomes import REASONS
 from .resource import LetsEncryptResource
@@ -88,7 +91,7 @@ class Operations:
     _log = Logger()
 
     def __init__(
-        self, resource: LetsEncryptResource, clock: Any, serverRunning: bool = True
+        self, resource: LetsEncryptResource, clock: IReactorTime, serverRunning: bool = True
     ):
         """
         @param serverRunning: Whether the resource is the running server's,
@@ -124,7 +127,7 @@ class Operations:
         }
         if self._serverRunning:
             served = "provisional" if row["provisional"] else "ca"
-            row["serving"] = {name: served for name in row["services"]}
+            row["serving"] = dict.fromkeys(row["services"], served)
         if current is not None and not current.provisional:
             issuer = current.certificate.issuer.rfc4514_string()
             notAfter = current.notAfter.timestamp()
@@ -154,7 +157,7 @@ class Operations:
         managed = list(self._resource.managed.values())
         if not names:
             return managed
-        chosen = []
+        chosen: list[ManagedCertificate] = []
         for name in names:
             matches = [c for c in managed if name.lower() in c.domains]
             if not matches:
@@ -162,8 +165,8 @@ class Operations:
             chosen.extend(m for m in matches if m not in chosen)
         return chosen
 
-    @inlineCallbacks
-    def renew(self, names: list[str], force: bool) -> Deferred[list[dict[str, Any]]]:
+    @deferred
+    async def renew(self, names: list[str], force: bool) -> list[dict[str, Any]]:
         """
         Renew the sets holding C{names} (all when empty): those due, or
         every one with C{force}.
@@ -173,7 +176,7 @@ class Operations:
         """
         chosen = self.select(names)
         before = {certificate: certificate.current for certificate in chosen}
-        failed = yield self._check(chosen, force)
+        failed = await self._check(chosen, force)
         if failed:
             raise OperationError(
                 f"the renewal failed for {len(failed)} of the {len(chosen)} sets "
@@ -185,20 +188,19 @@ class Operations:
             rows.append({**self._row(certificate), "outcome": "renewed" if renewed else "not due"})
         return rows
 
-    @inlineCallbacks
-    def _check(
+    async def _check(
         self, chosen: list[ManagedCertificate], force: bool, reason: str = "forced"
-    ) -> Deferred[list[ManagedCertificate]]:
+    ) -> list[ManagedCertificate]:
         """
         Check C{chosen} now, renewing those due (every one with C{force},
         for C{reason}); return those whose attempt failed.
         """
         before = {certificate: certificate.failures for certificate in chosen}
-        yield self._resource.check(force=force, only=chosen, reason=reason)
+        await self._resource.check(force=force, only=chosen, reason=reason)
         return [c for c in chosen if c.failures > before[c]]
 
-    @inlineCallbacks
-    def revoke(self, name: str, reason: str) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def revoke(self, name: str, reason: str) -> dict[str, Any]:
         """
         Revoke the CA-issued certificate of the set holding C{name}, then
         replace it at once.
@@ -217,11 +219,11 @@ class Operations:
         issued = certificate.issued
         if issued is None:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
-        client = yield self._resource.acmeClient()
+        client = await self._resource.acmeClient()
         if reason == "keyCompromise":
             recorded = certificate.isCompromised(issued.key)
             certificate.markCompromised(issued.key)
-            written = yield self._resource.saveState(certificate)
+            written = await self._resource.saveState(certificate)
             if not written:
                 if not recorded:
                     certificate.unmarkCompromised(issued.key)
@@ -231,9 +233,9 @@ class Operations:
                     "be recorded as compromised (event 20009 says why)"
                 )
             events.KEY_COMPROMISED.emit(self._log, domains=certificate.label)
-        yield client.revoke(issued.certificate, REVOCATION_REASONS[reason])
+        await client.revoke(issued.certificate, REVOCATION_REASONS[reason])
         serial = serialHex(issued.certificate.serial_number)
-        failed = yield self._check([certificate], force=True, reason="revoked")
+        failed = await self._check([certificate], force=True, reason="revoked")
         if failed:
             raise OperationError(
                 f"the certificate with serial {serial} of {certificate.label} is revoked "
@@ -243,17 +245,17 @@ class Operations:
         # The set's row as status gives it, where "reason" is the revocation's.
         return {**self._row(certificate), "revoked": serial, "reason": reason}
 
-    @inlineCallbacks
-    def accountShow(self) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountShow(self) -> dict[str, Any]:
         """
         The account as the CA knows it.
         """
-        client = yield self._resource.acmeClient()
-        account = yield client.account()
+        client = await self._resource.acmeClient()
+        account = await client.account()
         return self._account(client, account)
 
     @staticmethod
-    def _account(client: Any, account: messages.Registration) -> dict[str, Any]:
+    def _account(client: ACMEClient, account: messages.Registration) -> dict[str, Any]:
         return {
             "url": client.accountURL,
             "status": str(account.status) if account.status else None,
@@ -262,8 +264,8 @@ class Operations:
             "key_thumbprint": client.accountKey.thumbprint().hex(),
         }
 
-    @inlineCallbacks
-    def accountRollover(self) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountRollover(self) -> dict[str, Any]:
         """
         Replace the account key with a new one, at the CA and in the state.
         """
@@ -273,28 +275,28 @@ class Operations:
                 "the account key comes from option 'account_key'; replace that "
                 "file's key with the CA's key-change tool instead"
             )
-        client = yield self._resource.acmeClient()
-        newKey = yield self._resource.runInThread(generateKey, "ecdsa-p256")
-        yield client.changeKey(*jwkFor(newKey))
+        client = await self._resource.acmeClient()
+        newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
+        await client.changeKey(*jwkFor(newKey))
         self._resource.store.saveAccount(
             options.acmeURL, AccountRecord(newKey, client.accountURL, options.contacts)
         )
-        account = yield client.account()
+        account = await client.account()
         return self._account(client, account)
 
-    @inlineCallbacks
-    def accountDeactivate(self) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountDeactivate(self) -> dict[str, Any]:
         """
         Deactivate the account for good; the state keeps a new key, so the
         next order creates a new account.
         """
-        client = yield self._resource.acmeClient()
-        account = yield client.updateAccount(
+        client = await self._resource.acmeClient()
+        account = await client.updateAccount(
             messages.UpdateRegistration(status="deactivated")
         )
         row = self._account(client, account)
         options = self._resource.options
-        newKey = yield self._resource.runInThread(generateKey, "ecdsa-p256")
+        newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
         self._resource.store.saveAccount(options.acmeURL, AccountRecord(newKey))
         self._resource.forgetAccount()
         return row

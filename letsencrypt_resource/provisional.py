@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-from typing import Iterable
+from collections.abc import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes

@@ -10,14 +10,14 @@ plan.
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorFromThreads
 
 from .config import Configuration, ResourceOptions, ServiceOptions, optionName
-
 
 
 @attrs.frozen
@@ -82,7 +82,8 @@ def planReload(running: Configuration, new: Configuration) -> ReloadPlan:
     and started again with its new options.  Changes to the resource
     section wait for a restart.
     """
-    restartSection, restartOptions = None, ()
+    restartSection: str | None = None
+    restartOptions: tuple[str, ...] = ()
     if running.resource is not None and new.resource is not None:
         restartOptions = changedResourceOptions(running.resource, new.resource)
         if restartOptions:

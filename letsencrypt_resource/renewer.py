@@ -21,7 +21,8 @@ from .config import ResourceOptions
 from .connection import AccountConnection, accountForgotten
 from .interfaces import ICertificateStore
 from .issuer import PendingOrder, obtainCertificate, orderSurvives
-from .keys import generateKey, keyType, publicKeyDigest
+from .keygen import generateKey
+from .keys import keyType, publicKeyDigest
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .outcomes import REASONS, Outcomes

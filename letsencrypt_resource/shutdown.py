@@ -10,14 +10,15 @@ shutdown wait for the end of a block instead.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
 
 
 @asynccontextmanager
-async def holdingShutdown(reactor: Any) -> AsyncIterator[Deferred[None]]:
+async def holdingShutdown(reactor: IReactorCore) -> AsyncIterator[Deferred[None]]:
     """
     Hold the reactor's shutdown, from whatever cause, until the block ends.
 
@@ -26,7 +27,6 @@ async def holdingShutdown(reactor: Any) -> AsyncIterator[Deferred[None]]:
     then does the shutdown go on.  A shutdown that begins while the block
     is still starting waits just the same.
 
-    @param reactor: provider of C{IReactorCore}.
     @return: an async context manager giving the Deferred.
     """
     begun: Deferred[None] = Deferred()

@@ -9,6 +9,7 @@ import sys
 from typing import NoReturn
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
 from .config import ConfigurationError
@@ -74,5 +75,5 @@ def makeService(options: Options) -> IService:
     server = ServerService(
         options["configuration"], reactor, options["lock"], path=os.path.abspath(options["config"])
     )
-    ReloadOnHangUp(server.reload, reactor).setServiceParent(server)
+    ReloadOnHangUp(server.reload, IReactorFromThreads(reactor)).setServiceParent(server)
     return server

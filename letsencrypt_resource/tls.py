@@ -28,9 +28,7 @@ def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
     """
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET
-    )
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_TICKET)
     context.use_privatekey(certifiedKey.key)
     context.use_certificate(certifiedKey.certificate)
     for intermediate in certifiedKey.chain:
@@ -107,9 +105,11 @@ class TLSCertificateConsumer:
         """
         if self.tls.certifiedKey is not None:
             return succeed(self.tls.certifiedKey)
-        deferred: Deferred[CertifiedKey] = Deferred(
-            lambda d: d in self._waiting and self._waiting.remove(d)
-        )
+
+        def forget(deferred: Deferred[CertifiedKey]) -> None:
+            if deferred in self._waiting:
+                self._waiting.remove(deferred)
+
+        deferred: Deferred[CertifiedKey] = Deferred(forget)
         self._waiting.append(deferred)
         return deferred
-

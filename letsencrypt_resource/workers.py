@@ -15,9 +15,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -55,10 +57,11 @@ def _lowerPriority(niceness: int) -> None:
         pass
 
 
-def _daemonThread(*args: Any, **kwargs: Any) -> threading.Thread:
+class _DaemonThread(threading.Thread):
     # A host that forgets to stop the resource can still exit; the writes
     # are atomic, so one cut short loses nothing.
-    return threading.Thread(*args, daemon=True, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, daemon=True, **kwargs)
 
 
 class BackgroundWorkers:
@@ -70,7 +73,7 @@ class BackgroundWorkers:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFromThreads,
         name: str = "letsencrypt-resource",
         maxThreads: int = MAX_THREADS,
         niceness: int = NICENESS,
@@ -90,7 +93,7 @@ class BackgroundWorkers:
         if pool is None:
             name = self._name + ("-low" if low else "")
             pool = self._pools[low] = ThreadPool(0, self._maxThreads, name=name)
-            pool.threadFactory = _daemonThread
+            pool.threadFactory = _DaemonThread
             pool.start()
         return pool
 

@@ -250,7 +250,7 @@ class UntrustedLaterTests(ResourceTestCase):
         C{acme_ca_file}, the file trusted and the URL of the request.
         """
         resource = self.start(acmeCAFile="/etc/test-ca.pem")
-        self.patch(resource._connection._client, "_http", UntrustedAgent())
+        self.patch(resource._connection._client._transport, "_http", UntrustedAgent())
         only = [resource.managed[frozenset(REPORTS)]]
         runUntilFired(self.reactor, resource.check(force=True, only=only))
         [text] = self.eventTexts(20017)

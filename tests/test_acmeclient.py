@@ -235,7 +235,7 @@ class CancelTests(SynchronousTestCase):
         clock = Clock()
         jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
         client = ACMEClient(HangingAgent(), clock, messages.Directory({}), jwk, algorithm)
-        sending = client._send("GET", "https://acme.test/directory")
+        sending = client._transport.send("GET", "https://acme.test/directory")
         sending.cancel()
         self.failureResultOf(sending, CancelledError)
 

@@ -439,7 +439,7 @@ class FailedActionTests(ResourceTestCase):
         revoking = operations.revoke("reports.example.test", "superseded")
         error = self.assertRaises(OperationError, runUntilFired, self.reactor, revoking)
         self.assertIn(
-            f"the certificate with serial {issued.certificate.serial_number:X} of "
+            f"the certificate with serial {serialHex(issued.certificate.serial_number)} of "
             "reports.example.test is revoked (superseded), but its replacement "
             "failed: reports.example.test: ",
             str(error),

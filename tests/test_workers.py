@@ -11,7 +11,7 @@ import threading
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.workers import NICENESS, BackgroundWorkers, lowPriority
 
 
