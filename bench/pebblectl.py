@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -82,7 +81,7 @@ class Pebble:
 
 
 def _serve(directory: str, challengePort: int) -> None:
-    from twisted.internet import reactor, threads
+    from twisted.internet import threads
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 

@@ -28,10 +28,10 @@ from bench.reliability_common import Row, WatchedTwistd
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import keyFromPEM, publicKeysMatch
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort, startTestCA
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from cryptography import x509
-from tests.test_security import keyMarkers
-from tests.tlsclient import connectTLS
+from tests.helpers import keyMarkers
+from tests.helpers.tlsclient import connectTLS
 
 #: Seconds each certificate lives: renewed when half of it has passed.
 LIFETIME = 16

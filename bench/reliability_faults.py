@@ -24,10 +24,10 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort, startTestCA
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.testing import RecordingConsumer
-from tests.faultcase import Recorder, RestartablePebble, allIssued
-from tests.test_resource import resourceOptions
+from tests.helpers.faultcase import Recorder, RestartablePebble, allIssued
+from tests.helpers.resourcecase import resourceOptions
 
 SETS = {
     "files": ("files.example.test", "www.example.test"),

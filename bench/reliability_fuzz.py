@@ -34,7 +34,7 @@ def _worker(arguments: tuple[int, int]) -> tuple[int, Counter, list[str], int, i
     from hypothesis import seed as withSeed
     from twisted.logger import globalLogPublisher
 
-    from tests import challengefuzz
+    from tests.helpers import challengefuzz
 
     sites = {True: challengefuzz.makeSite(True), False: challengefuzz.makeSite(False)}
     sent = 0

@@ -50,8 +50,8 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
-from letsencrypt_resource.testca import freeTCPPort, startTestCA, tlsPolicyTrusting
-from tests.tlsclient import fetchOverTLS
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA, tlsPolicyTrusting
+from tests.helpers.tlsclient import fetchOverTLS
 
 SERVICES = [
     ("files", "files.example.test, www.example.test"),

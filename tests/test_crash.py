@@ -22,7 +22,7 @@ from twisted.logger import formatEvent
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
-from tests.test_resource import FILES, REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 
 ACME_URL = "https://acme.test/directory"
 

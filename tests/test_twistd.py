@@ -18,10 +18,11 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
 from letsencrypt_resource.control import StateLock
-from letsencrypt_resource.testca import freeTCPPort
-from tests.pebblecase import TestCACase
-from tests.test_integration import CONFIGURATION, HELLO
-from tests.tlsclient import connectTLS, fetchOverTLS
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.configuration import CONFIGURATION, HELLO
+from tests.helpers.tlsclient import connectTLS, fetchOverTLS
+from tests.helpers.processcase import environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,13 +35,6 @@ def twistdCommand() -> list[str]:
     return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
 
 
-def environment() -> dict[str, str]:
-    """
-    The tests' environment, with this checkout first on the path so that
-    twistd finds its plugin.
-    """
-    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
 
 
 class WatchedProcess(ProcessProtocol):

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from twisted.trial.unittest import SynchronousTestCase
 
 #: The repository root, where C{letsencrypt_resource} is imported from.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class GroupProcess:
@@ -94,3 +94,12 @@ class GroupProcess:
         except ProcessLookupError:
             return False
         return True
+
+
+def environment() -> dict[str, str]:
+    """
+    The tests' environment, with this checkout first on the path so that
+    twistd finds its plugin.
+    """
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
