@@ -27,6 +27,7 @@ from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import FakeACMEServer, registeredClient, runUntilFired
 from tests.helpers import challengefuzz, filefuzz
+from tests.helpers.slow import slowTests
 from tests.helpers.faultcase import FaultCase
 from tests.helpers import (
     InMemoryConnection,
@@ -525,19 +526,24 @@ FUZZED = settings(
 )
 
 
+#: The challenge site's fuzzing: 100,000 requests in the slow tests
+#: (L{tests.helpers.slow}).
+CHALLENGE_FUZZED = settings(FUZZED, max_examples=100_000 if slowTests() else 400)
+
+
 class ChallengeSiteAbuseTests(SynchronousTestCase):
     """
     The public challenge site under malformed, oversized and arbitrary
     requests.
     """
 
-    @FUZZED
+    @CHALLENGE_FUZZED
     @given(request=challengefuzz.requests())
     def test_arbitraryRequests(self, request: challengefuzz.FuzzRequest) -> None:
         """
         Raw requests of every kind (odd targets, methods, versions,
-        headers, bodies, sizes) get only what the site may answer; the
-        slow run in C{bench/reliability.py} sends 100,000 of them.
+        headers, bodies, sizes) get only what the site may answer; with
+        C{LETSENCRYPT_SLOW_TESTS=1}, 100,000 of them.
         """
         site = challengefuzz.makeSite(request.redirect)
         answer = challengefuzz.send(site, request.raw)

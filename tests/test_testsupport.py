@@ -1,10 +1,14 @@
 """
 The package's runtime stays clear of its test tooling: no runtime module
-imports L{letsencrypt_resource.testing}, the tests, or C{treq} (an extra).
+imports L{letsencrypt_resource.testing}, the tests, or C{treq} (an extra);
+the benchmarks import no test module, and no test module imports another
+for its helpers (they are in L{tests.helpers}).
 """
 
 from __future__ import annotations
 
+import ast
+import glob
 import json
 import os
 import pkgutil
@@ -66,3 +70,57 @@ class RuntimeImportTests(TestCase):
             if any(name == t or name.startswith(t + ".") for t in TEST_TOOLING)
         ]
         self.assertEqual(tooling, [])
+
+
+def importedModules(path: str) -> set[str]:
+    """
+    The absolute names of the modules the Python file at C{path} imports,
+    at any level of it.
+    """
+    with open(path, encoding="utf-8") as stream:
+        tree = ast.parse(stream.read())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add("tests." + (node.module or ""))
+            elif node.module:
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+                names.add(node.module)
+    return names
+
+
+class SourceImportTests(TestCase):
+    """
+    What the benchmarks and the test modules import.
+    """
+
+    def test_benchImportsNoTests(self) -> None:
+        """
+        No script of C{bench/} imports a module of C{tests}.
+        """
+        found = {
+            os.path.basename(path): sorted(
+                name for name in importedModules(path) if name.split(".")[0] == "tests"
+            )
+            for path in glob.glob(os.path.join(ROOT, "bench", "*.py"))
+        }
+        self.assertEqual({k: v for k, v in found.items() if v}, {})
+
+    def test_noTestModuleImportsAnother(self) -> None:
+        """
+        No module under C{tests} imports a C{test_*} module: shared helpers
+        are in L{tests.helpers}.
+        """
+        paths = glob.glob(os.path.join(ROOT, "tests", "**", "*.py"), recursive=True)
+        found = {
+            os.path.relpath(path, ROOT): sorted(
+                name
+                for name in importedModules(path)
+                if any(part.startswith("test_") for part in name.split("."))
+            )
+            for path in paths
+        }
+        self.assertEqual({k: v for k, v in found.items() if v}, {})

@@ -5,9 +5,7 @@ The product as users run it: C{twistd -n lets-encrypt --config FILE}.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sys
 import time
 from typing import Any, Callable
 
@@ -22,17 +20,11 @@ from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.tlsclient import connectTLS, fetchOverTLS
-from tests.helpers.processcase import environment
+from tests.helpers.processcase import environment, twistdCommand
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def twistdCommand() -> list[str]:
-    """
-    The twistd of the Python running the tests.
-    """
-    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
 
 
 
