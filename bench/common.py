@@ -17,6 +17,8 @@ from cryptography import x509
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
+# The checkout's package, not a copy installed in the virtualenv: what is
+# measured is this tree.  Nothing under tests/ is imported from here.
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

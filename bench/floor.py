@@ -24,7 +24,7 @@ from common import checkIssued, emitResult, names  # noqa: E402
 
 import josepy  # noqa: E402
 from acme import challenges, client, crypto_util, messages  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 
 POLL = 0.01

@@ -3,7 +3,7 @@ A fresh local pebble for one benchmark run, driven from synchronous code.
 
 L{Pebble.start} runs this file as a child process, which starts pebble and
 its DNS server through the product's own
-L{letsencrypt_resource.testca.startTestCA} (so C{PEBBLE_VA_NOSLEEP=1}) with
+L{letsencrypt_resource.pebble.startTestCA} (so C{PEBBLE_VA_NOSLEEP=1}) with
 C{nonceReject=0}: no C{badNonce} fault injection, so that every contender
 sees the same error-free CA.  The child prints one JSON line (directory URL,
 listener CA file, issuer chain) and keeps pebble running until its standard
@@ -16,9 +16,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout's package, as in common.py.
 sys.path.insert(0, ROOT)
 
 #: pebble's PEBBLE_WFE_NONCEREJECT for every benchmark run.
@@ -82,11 +82,11 @@ class Pebble:
 
 
 def _serve(directory: str, challengePort: int) -> None:
-    from twisted.internet import reactor, threads
+    from twisted.internet import threads
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
 
-    from letsencrypt_resource.testca import startTestCA
+    from letsencrypt_resource.pebble import startTestCA
 
     async def main(reactor) -> None:
         try:

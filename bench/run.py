@@ -5,7 +5,7 @@ The benchmarks of issue 5, in one command:
     .venv/bin/python bench/run.py             # the full run, about 45 minutes
 
 Every contender runs against its own fresh local pebble (Debian's, started
-through letsencrypt_resource.testca.startTestCA: PEBBLE_VA_NOSLEEP=1, and
+through letsencrypt_resource.pebble.startTestCA: PEBBLE_VA_NOSLEEP=1, and
 nonceReject=0 so no badNonce is injected).  Prints Markdown tables to
 stdout and writes bench/results/<timestamp>.csv (one measurement a row)
 and bench/results/<timestamp>.md (the tables).  See bench/README.md.

@@ -22,7 +22,7 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 from .config import loadConfiguration
 from .host import ServerService, checkFileSystem
 from .shutdown import holdingShutdown
-from .testca import RunningTestCA, freeTCPPort, startTestCA
+from .pebble import RunningTestCA, freeTCPPort, startTestCA
 
 DEMO_CONFIGURATION = """\
 # Written by the demo: a server on a local test CA (pebble).

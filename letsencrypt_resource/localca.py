@@ -2,7 +2,7 @@
 The C{testca} command: a local test CA to try one's own configuration on.
 
 C{letsencrypt-resource testca} starts pebble and its DNS helper on loopback
-(see L{letsencrypt_resource.testca}), prints the lines to paste into the
+(see L{letsencrypt_resource.pebble}), prints the lines to paste into the
 configuration's C{lets-encrypt} resource and the file a client trusts to
 verify what it issues, and runs until C{SIGINT} or C{SIGTERM}; pebble stops
 with it, whatever the signal.
@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from .config import ConfigurationError, loadConfiguration
 from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
 from .shutdown import holdingShutdown
-from .testca import RunningTestCA, TestCAError, TestCANotFound, startTestCA
+from .pebble import RunningTestCA, TestCAError, TestCANotFound, startTestCA
 
 #: Where pebble validates HTTP-01 challenges by default, as pebble does.
 DEFAULT_CHALLENGE_PORT = 5002

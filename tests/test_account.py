@@ -23,7 +23,7 @@ from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.testing import MemoryStore, runUntilFired
-from tests.test_resource import REPORTS, ResourceTestCase, resourceOptions, synchronously
+from tests.helpers.resourcecase import REPORTS, ResourceTestCase, resourceOptions, synchronously
 
 EAB_KEY = b"0123456789abcdef0123456789abcdef"
 EAB_KEY_TEXT = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
@@ -123,7 +123,7 @@ class AccountTests(ResourceTestCase):
         [acmeURL] = self.store.accounts
         before = self.store.loadAccount(acmeURL)
         old = self.consumers["reports"].received[-1]
-        self.server._accounts.clear()
+        self.server.forgetAccounts()
         only = [resource.managed[frozenset(REPORTS)]]
         runUntilFired(self.reactor, resource.check(force=True, only=only))
         self.assertNotIn(20017, self.eventIDs())

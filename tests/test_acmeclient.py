@@ -34,7 +34,7 @@ from letsencrypt_resource.issuer import (
 )
 from letsencrypt_resource.httpclient import makeHTTPClient
 from letsencrypt_resource.keys import generateKey, jwkFor, keyToPEM
-from letsencrypt_resource.testca import freeTCPPort
+from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     registeredClient,

@@ -23,11 +23,11 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
 from letsencrypt_resource.keys import generateKey, keyToPEM
-from letsencrypt_resource.testca import freeTCPPort
+from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers import parseResponse
-from tests.pebblecase import TestCACase
-from tests.rawclient import PROMPT, connect, exchange, fetch, readAll, sendFlood, statusOf
-from tests.unprivileged import (
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.rawclient import PROMPT, connect, exchange, fetch, readAll, sendFlood, statusOf
+from tests.helpers.unprivileged import (
     ATTACKER,
     VICTIM,
     Interpreter,

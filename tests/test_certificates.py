@@ -26,7 +26,7 @@ from letsencrypt_resource.keys import (
 )
 from letsencrypt_resource.provisional import makeProvisional, makeSigner
 
-from .helpers import newSigner, provisionalFor, selfSigned, sharedKey, utcNow
+from tests.helpers import newSigner, provisionalFor, selfSigned, sharedKey, utcNow
 
 DOMAINS = ("example.com", "www.example.com", "files.example.com")
 

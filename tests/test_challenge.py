@@ -16,7 +16,7 @@ from letsencrypt_resource.challenge import (
     ChallengeSite,
 )
 
-from .helpers import HTTPResponse, exchange, rawRequest
+from tests.helpers import HTTPResponse, exchange, rawRequest
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"

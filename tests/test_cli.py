@@ -17,8 +17,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource import __version__
-from letsencrypt_resource.testca import freeTCPPort
-from tests.test_twistd import environment
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.processcase import environment
 
 #: The console script, installed beside the Python running the tests.
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "letsencrypt-resource")

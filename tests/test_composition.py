@@ -11,7 +11,7 @@ from letsencrypt_resource.challengesite import ChallengeSiteService
 from letsencrypt_resource.domainsets import DomainSets
 from letsencrypt_resource.scheduler import Scheduler
 from letsencrypt_resource.testing import runUntilFired
-from tests.test_resource import ResourceTestCase
+from tests.helpers.resourcecase import ResourceTestCase
 
 #: Challenge site listening, stored certificate loaded, certificate in use.
 LISTENING, LOADED, IN_USE = 20151, 20158, 20016

@@ -15,7 +15,7 @@ from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import AccountRecord
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
-from tests.test_resource import REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import REPORTS, ResourceTestCase
 
 
 class CompromisedKeyTests(ResourceTestCase):

@@ -23,47 +23,19 @@ from letsencrypt_resource.config import (
     optionName,
     parseConfiguration,
 )
+from tests.helpers import configuration
+from tests.helpers.configuration import BASE, resource, service
 
-#: The folder relative paths are resolved against in these tests.
-BASE = "/etc/files-server"
 
 SAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample.ini"
 )
 
 
-def section(header: str, options: dict[str, str | None]) -> str:
-    """
-    The INI text of section C{header}; options set to C{None} are left out.
-    """
-    lines = [f"[{header}]"]
-    lines.extend(
-        f"{key} = {value}" for key, value in options.items() if value is not None
-    )
-    return "\n".join(lines) + "\n\n"
 
 
-def resource(ident: str = "r1", **overrides: str | None) -> str:
-    """
-    A valid C{lets-encrypt} resource section, with some options changed.
-    """
-    options: dict[str, str | None] = {"type": "lets-encrypt", "address": "0.0.0.0"}
-    options.update(overrides)
-    return section(f"resources/{ident}", options)
 
 
-def service(ident: str = "s1", **overrides: str | None) -> str:
-    """
-    A valid C{https} service section, with some options changed.
-    """
-    options: dict[str, str | None] = {
-        "type": "https",
-        "address": "0.0.0.0",
-        "ssl_domains": "files.example.com",
-        "path": "/srv/files",
-    }
-    options.update(overrides)
-    return section(f"services/{ident}", options)
 
 
 def withResource(**overrides: str | None) -> str:
@@ -496,7 +468,7 @@ class BadConfigurationTests(SynchronousTestCase):
         C{services/<id>} is refused.
         """
         self.assertConfigurationError(
-            withService() + section("listeners/l1", {"port": "21"}),
+            withService() + configuration.section("listeners/l1", {"port": "21"}),
             "listeners/l1",
             None,
             "unknown section; use [server], [resources/<id>] or [services/<id>]",

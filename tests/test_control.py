@@ -35,7 +35,7 @@ from letsencrypt_resource.control import (
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
 
-from .test_safefs import giveAway, modeOf, readBytes, writeBytes
+from tests.helpers.files import giveAway, modeOf, readBytes, writeBytes
 
 
 class StateLockTests(SynchronousTestCase):

@@ -4,8 +4,8 @@ leaves in the state directory, the resource starts, every service gets a
 certificate at once (the stored one when it is intact), and what is damaged
 is replaced.
 
-The SIGKILL-during-issuance runs of the real C{twistd} are in
-C{bench/reliability.py}; here each damage a crash or a disk could leave is
+The SIGKILL-during-issuance runs of the real C{twistd} are the slow
+L{tests.test_slow_crash}; here each damage a crash or a disk could leave is
 applied to one file of a good state, on a fake clock against the in-memory
 CA.
 """
@@ -22,7 +22,7 @@ from twisted.logger import formatEvent
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
-from tests.test_resource import FILES, REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 
 ACME_URL = "https://acme.test/directory"
 

@@ -31,7 +31,6 @@ from types import ModuleType
 from typing import Any
 
 from docutils import nodes
-from docutils.core import publish_doctree
 from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -46,12 +45,12 @@ from letsencrypt_resource.config import (
     Option,
 )
 from letsencrypt_resource.events import catalogue
-from letsencrypt_resource.testca import freeTCPPort
-from tests.pebblecase import TestCACase
-from tests.tlsclient import fetchOverTLS
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.tlsclient import fetchOverTLS
+from tests.helpers.docpages import DOCS, labelledSection, readPage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = os.path.join(ROOT, "docs")
 
 #: The label of each section type in configuration.rst, and its options.
 SECTION_TYPES = {
@@ -64,34 +63,8 @@ _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _EVENT_TITLE = re.compile(r"([0-9]{5})\b")
 
 
-def readPage(name: str) -> nodes.document:
-    """
-    The docutils tree of the page C{docs/<name>}, without reporting the
-    Sphinx-only markup it cannot resolve.
-    """
-    path = os.path.join(DOCS, name)
-    with open(path, encoding="utf-8") as stream:
-        source = stream.read()
-    return publish_doctree(
-        source,
-        source_path=path,
-        settings_overrides={
-            "report_level": 5,
-            "halt_level": 5,
-            "file_insertion_enabled": False,
-            "raw_enabled": False,
-        },
-    )
 
 
-def labelledSection(document: nodes.document, label: str) -> nodes.section:
-    """
-    The section that the label C{.. _<label>:} names.
-    """
-    for section in document.findall(nodes.section):
-        if label in section["ids"]:
-            return section
-    raise AssertionError(f"no section labelled {label!r}")
 
 
 def fields(section: nodes.section) -> dict[str, nodes.field_body]:

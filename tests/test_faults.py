@@ -28,13 +28,13 @@ from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.issuer import ORDER_TIMEOUT
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort
+from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     advanceThrough,
     runUntilFired,
 )
-from tests.faultcase import (
+from tests.helpers.faultcase import (
     FaultCase,
     allIssued,
     RestartablePebble,
@@ -42,9 +42,9 @@ from tests.faultcase import (
     shortRetries,
     waitFor,
 )
-from tests.test_resource import ResourceTestCase
-from tests.test_integration import CONFIGURATION, HELLO
-from tests.tlsclient import connectTLS
+from tests.helpers.resourcecase import ResourceTestCase
+from tests.helpers.configuration import CONFIGURATION, HELLO
+from tests.helpers.tlsclient import connectTLS
 
 #: Seconds a fault test against pebble may wait for certificates.
 PATIENCE = 12.0

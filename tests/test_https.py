@@ -18,12 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from letsencrypt_resource import folder
-from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.folder import ServedFolder
 from letsencrypt_resource.https import FileSite, HTTPSFileService
 
-from . import filefuzz
-from .helpers import (
+from tests.helpers import filefuzz
+from tests.helpers import (
     HTTPResponse,
     InMemoryConnection,
     connectInMemory,
@@ -34,9 +33,8 @@ from .helpers import (
     pullProducersOn,
     tlsClientFactory,
 )
+from tests.helpers.serviceoptions import ADDRESS, PORT, makeOptions
 
-ADDRESS = "127.0.0.1"
-PORT = 8443
 CONTENT = filefuzz.FILES["hello.txt"]
 #: Methods other than GET and HEAD: standard, WebDAV and made up.
 OTHER_METHODS = [
@@ -66,21 +64,6 @@ def request(method: bytes, target: bytes, headers: bytes = b"") -> bytes:
     )
 
 
-def makeOptions(path: str) -> ServiceOptions:
-    """
-    Options of an C{https} service serving C{path} on L{ADDRESS}:L{PORT}.
-    """
-    return ServiceOptions(
-        section="files",
-        type="https",
-        name="files",
-        description="Test files",
-        address=ADDRESS,
-        port=PORT,
-        domains=("example.com",),
-        path=path,
-        debug=False,
-    )
 
 
 class HTTPSFileServiceTests(SynchronousTestCase):

@@ -17,51 +17,12 @@ from twisted.logger import globalLogPublisher
 from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.host import ServerService, checkFileSystem
-from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
-from tests.pebblecase import TestCACase
-from tests.tlsclient import connectTLS, fetchOverTLS
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.tlsclient import connectTLS, fetchOverTLS
+from tests.helpers.configuration import CONFIGURATION, HELLO
 
-HELLO = b"Hello over TLS.\n"
 
-CONFIGURATION = """\
-[server]
-name = integration.example.test
-
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-store_directory = exported
-key_type = {keyType}
-agree_tos = yes
-
-[services/files]
-type = https
-name = files-https
-address = 127.0.0.1
-port = {ports[0]}
-path = public
-ssl_domains = files.example.test, www.example.test
-
-[services/files-again]
-type = https
-name = files-again-https
-address = 127.0.0.1
-port = {ports[1]}
-path = public
-ssl_domains = WWW.example.test, files.example.test
-
-[services/reports]
-type = https
-name = reports-https
-address = 127.0.0.1
-port = {ports[2]}
-path = public
-ssl_domains = reports.example.test
-"""
 
 
 class ServerTests(TestCACase):

@@ -62,6 +62,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "keygen",
                 "listenerca",
                 "shutdown",
+                "storage",
                 "store",
                 "tls",
                 "workers",
@@ -70,11 +71,41 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ),
     (
         "protocol",
-        frozenset({"account", "acmeclient", "acmetransport", "challenge", "issuer", "managed"}),
+        frozenset(
+            {
+                "account",
+                "acmeclient",
+                "acmetransport",
+                "challenge",
+                "issuer",
+                "managed",
+                "renewalstate",
+            }
+        ),
     ),
     (
         "services",
-        frozenset({"control", "host", "https", "operations", "reload", "resource", "testca"}),
+        frozenset(
+            {
+                "challengesite",
+                "connection",
+                "control",
+                "domainsets",
+                "host",
+                "https",
+                "operations",
+                "outcomes",
+                "pebble",
+                "provisioning",
+                "reload",
+                "renewalinfo",
+                "renewer",
+                "reporting",
+                "resource",
+                "scheduler",
+                "writequeue",
+            }
+        ),
     ),
     ("entry points", frozenset({"__main__", "cli", "demo", "localca", "tap"})),
     ("test support", frozenset({"testing"})),

@@ -10,7 +10,7 @@ from acme import messages
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.policy import emergencyTime, planRenewal
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
-from tests.test_resource import DAY, ResourceTestCase
+from tests.helpers.resourcecase import DAY, ResourceTestCase
 
 HOUR = 3600.0
 

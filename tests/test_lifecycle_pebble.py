@@ -20,10 +20,11 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from letsencrypt_resource.testing.pebble import setRenewalInfo
 from letsencrypt_resource.testing import RecordingConsumer
-from tests.pebblecase import TestCACase
-from tests.test_resource import resourceOptions as makeOptions
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.resourcecase import resourceOptions as makeOptions
 
 #: Lifetime of the short-lived profile's certificates, in seconds.
 SHORT = 8
@@ -111,7 +112,8 @@ class ModernPebbleTests(TestCACase):
         resource, consumer, testCA = await self.startResource()
         old = consumer.received[-1]
         now = datetime.datetime.now(datetime.timezone.utc)
-        await testCA.setRenewalInfo(
+        await setRenewalInfo(
+            testCA,
             old.certificatePEM,
             now - datetime.timedelta(hours=2),
             now - datetime.timedelta(hours=1),

@@ -22,9 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import cli, localca
 from letsencrypt_resource.shutdown import holdingShutdown
-from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
-from tests.pebblecase import TestCACase
-from tests.processcase import ROOT, GroupProcess
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.processcase import ROOT, GroupProcess
 
 #: Runs the C{testca} command as the C{letsencrypt-resource} script would.
 DRIVER = """\

@@ -26,12 +26,13 @@ from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from letsencrypt_resource.testing.pebble import certificateStatus
 from letsencrypt_resource.testing import runUntilFired
-from tests.pebblecase import TestCACase
-from tests.test_integration import CONFIGURATION, HELLO
-from tests.test_resource import ResourceTestCase
-from tests.tlsclient import fetchOverTLS
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.configuration import CONFIGURATION, HELLO
+from tests.helpers.resourcecase import ResourceTestCase
+from tests.helpers.tlsclient import fetchOverTLS
 
 EAB_KID = "kid-1"
 EAB_KEY = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
@@ -146,7 +147,7 @@ class WithServerTests(OperationsCase):
         before = await self.served(2, "reports.example.test")
         row = await self.command("revoke", "reports.example.test", "--reason", "keyCompromise")
         self.assertEqual(int(row["revoked"], 16), before.serial_number)
-        status = await self.testCA.certificateStatus(before.serial_number)
+        status = await certificateStatus(self.testCA, before.serial_number)
         self.assertEqual(status, "Revoked")
         after = await self.served(2, "reports.example.test")
         self.assertNotEqual(after.serial_number, before.serial_number)

@@ -11,7 +11,7 @@ from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.testing import BASE, advanceThrough
-from tests.test_resource import FILES, REPORTS, FailingSaves, ResourceTestCase
+from tests.helpers.resourcecase import FILES, REPORTS, FailingSaves, ResourceTestCase
 
 
 class ResumeTests(ResourceTestCase):

@@ -19,10 +19,10 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import RunningTestCA, freeTCPPort
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import RecordingConsumer
-from tests.pebblecase import TestCACase
-from tests.test_resource import resourceOptions
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.resourcecase import resourceOptions
 
 DOMAINS = ("reports.example.test",)
 

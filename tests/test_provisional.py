@@ -26,7 +26,7 @@ from letsencrypt_resource.provisional import (
     signerProblem,
 )
 
-from .test_resource import FILES, REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 CONFIGURED = ("files.example.test", "www.example.test")

@@ -41,7 +41,7 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
-from tests.test_resource import HeldRunner, ResourceTestCase, synchronously
+from tests.helpers.resourcecase import HeldRunner, ResourceTestCase, synchronously
 
 RESOURCE = """\
 [resources/le]

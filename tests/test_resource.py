@@ -10,16 +10,14 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.acmeclient import certificateID
-from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.policy import (
@@ -34,113 +32,24 @@ from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
 )
-from letsencrypt_resource.store import DirectoryStore, StoreError
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     advanceThrough,
     FakeACMEServer,
     MemoryStore,
-    RecordingConsumer,
     runUntilFired,
 )
 from tests.helpers import selfSigned
-
-DAY = 86400.0
-FILES = ("files.example.test", "www.example.test")
-REPORTS = ("reports.example.test",)
+from tests.helpers.resourcecase import DAY, FILES, FailingSaves, HeldRunner, REPORTS, RefusingReactor, ResourceTestCase, resourceOptions, synchronously
 
 
-def synchronously(function: Any, *args: Any) -> Any:
-    """
-    Run C{function} at once: the tests' stand-in for a thread pool.
-    """
-    return succeed(function(*args))
 
 
-def resourceOptions(**overrides: Any) -> ResourceOptions:
-    values: dict[str, Any] = dict(
-        section="resources/le",
-        name="le",
-        description="",
-        address="127.0.0.1",
-        port=5002,
-        acmeURL="https://acme.test/directory",
-        stateDirectory="/nonexistent",
-        storeDirectory=None,
-        redirectURL=None,
-        acmeCAFile=None,
-        keyType="ecdsa-p256",
-        debug=False,
-        agreeTOS=True,
-    )
-    values.update(overrides)
-    return ResourceOptions(**values)
 
 
-class RefusingReactor(MemoryReactorClock):
-    """
-    A memory reactor on which every port is taken.
-    """
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
 
-class ResourceTestCase(SynchronousTestCase):
-    """
-    A resource with consumers, a memory store and a fake CA, on a fake clock.
-    """
 
-    def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
-        self.reactor.advance(1_800_000_000)
-        self.server = FakeACMEServer(self.reactor)
-        self.store = MemoryStore()
-        self.registry = Components()
-        self.consumers = {
-            "files": RecordingConsumer("files-https", FILES),
-            "files-ftps": RecordingConsumer("files-ftps", tuple(reversed(FILES))),
-            "reports": RecordingConsumer("reports-https", REPORTS),
-        }
-        for name, consumer in self.consumers.items():
-            self.registry.registerUtility(consumer, ICertificateConsumer, name=name)
-        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-
-    def makeResource(self, reactor: Any = None, **options: Any) -> LetsEncryptResource:
-        reactor = reactor or self.reactor
-        resource = LetsEncryptResource(
-            resourceOptions(**options),
-            self.registry,
-            self.store,
-            reactor,
-            RequestTraversalAgent(self.server),
-            runInThread=synchronously,
-            random=lambda: 0.5,
-        )
-        self.server.validate = resource.responder.lookup
-        return resource
-
-    def start(self, **options: Any) -> LetsEncryptResource:
-        resource = self.makeResource(**options)
-        resource.startService()
-        self.addCleanup(self.stop, resource)
-        runUntilFired(self.reactor, resource.whenSettled())
-        return resource
-
-    def stop(self, resource: LetsEncryptResource) -> None:
-        if resource.running:
-            resource.stopService()
-
-    def assertNear(self, actual: float, expected: float) -> None:
-        """
-        C{actual} is C{expected} give or take a second of polling.
-        """
-        self.assertTrue(abs(actual - expected) < 1, f"{actual} is not near {expected}")
-
-    def eventIDs(self) -> list[int]:
-        return [e["event_id"] for e in self.events if "event_id" in e]
-
-    def eventTexts(self, eventID: int) -> list[str]:
-        return [formatEvent(e) for e in self.events if e.get("event_id") == eventID]
 
 
 class StartTests(ResourceTestCase):
@@ -392,30 +301,6 @@ class RenewalTests(ResourceTestCase):
         self.assertEqual(self.eventIDs().count(20009), 2)
 
 
-class HeldRunner:
-    """
-    A stand-in for the worker threads that runs most jobs at once but holds
-    store writes until told.
-    """
-
-    HELD = ("saveRenewalState", "exportCertificate")
-
-    def __init__(self) -> None:
-        self.held: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, function: Any, *args: Any) -> Deferred[Any]:
-        if function.__name__ not in self.HELD:
-            return synchronously(function, *args)
-        done: Deferred[Any] = Deferred()
-        self.held.append((function, args, done))
-        return done
-
-    def names(self) -> list[str]:
-        return [function.__name__ for function, _, _ in self.held]
-
-    def releaseOne(self) -> None:
-        function, args, done = self.held.pop(0)
-        done.callback(function(*args))
 
 
 class BackgroundWriteTests(ResourceTestCase):
@@ -498,32 +383,6 @@ class BackgroundWriteTests(ResourceTestCase):
         self.successResultOf(stopped)
 
 
-class FailingSaves(MemoryStore):
-    """
-    A memory store whose saves of one kind fail while told to.
-
-    @ivar failing: The names of the methods that raise L{StoreError}.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failing: set[str] = set()
-
-    def _fail(self, name: str) -> None:
-        if name in self.failing:
-            raise StoreError(f"memory:{name}", "cannot be written: disk full")
-
-    def saveCertificate(self, domains: tuple[str, ...], certifiedKey: Any) -> str:
-        self._fail("saveCertificate")
-        return super().saveCertificate(domains, certifiedKey)
-
-    def saveRenewalState(self, domains: tuple[str, ...], state: Any) -> None:
-        self._fail("saveRenewalState")
-        super().saveRenewalState(domains, state)
-
-    def saveAccount(self, acmeURL: str, record: Any) -> None:
-        self._fail("saveAccount")
-        super().saveAccount(acmeURL, record)
 
 
 class StoreFailureTests(ResourceTestCase):
@@ -681,7 +540,7 @@ class StoreFailureTests(ResourceTestCase):
         self.store = FailingSaves()
         self.start()
         old = self.consumers["reports"].received[-1]
-        self.server._accounts.clear()
+        self.server.forgetAccounts()
         self.store.failing.add("saveAccount")
         advanceThrough(self.reactor, 61 * DAY)
         self.assertIs(self.consumers["reports"].received[-1], old)

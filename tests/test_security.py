@@ -6,15 +6,12 @@ challenge site answers nothing but what it must, whatever it is sent.
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import stat
 import tempfile
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -27,10 +24,11 @@ from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort
+from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import FakeACMEServer, registeredClient, runUntilFired
-from tests import challengefuzz, filefuzz
-from tests.faultcase import FaultCase
+from tests.helpers import challengefuzz, filefuzz
+from tests.helpers.slow import slowTests
+from tests.helpers.faultcase import FaultCase
 from tests.helpers import (
     InMemoryConnection,
     connectInMemory,
@@ -40,41 +38,12 @@ from tests.helpers import (
     rawRequest,
     tlsClientFactory,
 )
-from tests.test_acmeclient import DOMAINS
-from tests.test_https import makeOptions
-from tests.test_resource import ResourceTestCase
+from tests.helpers.resourcecase import FILES as DOMAINS
+from tests.helpers.serviceoptions import makeOptions
+from tests.helpers.resourcecase import ResourceTestCase
+from tests.helpers import keyMarkers
 
 
-def keyMarkers(key: PrivateKey) -> list[str]:
-    """
-    The texts that would give C{key} away in a log line or a message: its
-    PEM bodies (PKCS#8 and traditional) whole and line by line, its DER in
-    base64 and base64url, and its private numbers in base64url (as in a
-    JWK) and hex.
-    """
-    markers = []
-    for format in (
-        serialization.PrivateFormat.PKCS8,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-    ):
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, format, serialization.NoEncryption()
-        ).decode("ascii")
-        lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
-        markers.append("".join(lines))
-        markers.extend(line for line in lines if len(line) >= 32)
-        der = base64.b64decode("".join(lines))
-        markers.append(base64.urlsafe_b64encode(der).decode().rstrip("="))
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        numbers = [key.private_numbers().private_value]
-    else:
-        private = key.private_numbers()
-        numbers = [private.d, private.p, private.q]
-    for number in numbers:
-        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
-        markers.append(base64.urlsafe_b64encode(raw).decode().rstrip("="))
-        markers.append(raw.hex())
-    return markers
 
 
 def eventText(event: dict[str, Any]) -> str:
@@ -557,19 +526,24 @@ FUZZED = settings(
 )
 
 
+#: The challenge site's fuzzing: 100,000 requests in the slow tests
+#: (L{tests.helpers.slow}).
+CHALLENGE_FUZZED = settings(FUZZED, max_examples=100_000 if slowTests() else 400)
+
+
 class ChallengeSiteAbuseTests(SynchronousTestCase):
     """
     The public challenge site under malformed, oversized and arbitrary
     requests.
     """
 
-    @FUZZED
+    @CHALLENGE_FUZZED
     @given(request=challengefuzz.requests())
     def test_arbitraryRequests(self, request: challengefuzz.FuzzRequest) -> None:
         """
         Raw requests of every kind (odd targets, methods, versions,
-        headers, bodies, sizes) get only what the site may answer; the
-        slow run in C{bench/reliability.py} sends 100,000 of them.
+        headers, bodies, sizes) get only what the site may answer; with
+        C{LETSENCRYPT_SLOW_TESTS=1}, 100,000 of them.
         """
         site = challengefuzz.makeSite(request.redirect)
         answer = challengefuzz.send(site, request.raw)

@@ -17,7 +17,7 @@ from letsencrypt_resource.config import (
 )
 from letsencrypt_resource.host import checkFileSystem
 
-from .test_config import BASE, resource, service
+from tests.helpers.configuration import BASE, resource, service
 
 #: The configuration file the parse-time tests pretend to have read.
 CONFIGURATION_FILE = os.path.join(BASE, "server.ini")

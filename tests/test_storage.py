@@ -27,8 +27,8 @@ from letsencrypt_resource.storage.records import (
 from letsencrypt_resource.store import DirectoryStore
 
 from .helpers import newSigner, provisionalFor, sharedKey
-from .storagecontract import StorageContractMixin
-from .test_safefs import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
+from .helpers.storagecontract import StorageContractMixin
+from .helpers.files import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
 
 DOMAINS = ("example.com", "www.example.com")
 T = TypeVar("T")

@@ -29,15 +29,8 @@ from letsencrypt_resource.store import (
     removeTemporaryFiles,
 )
 
-from .helpers import newSigner, provisionalFor, sharedKey
-from .test_safefs import (
-    OTHER_UID,
-    PermissiveUmaskMixin,
-    giveAway,
-    modeOf,
-    readBytes,
-    runningAs,
-)
+from tests.helpers import newSigner, provisionalFor, sharedKey
+from tests.helpers.files import OTHER_UID, PermissiveUmaskMixin, giveAway, modeOf, readBytes, runningAs
 
 ACME_URL = "https://acme.example/directory"
 ACCOUNT_URL = "https://acme.example/account/17"

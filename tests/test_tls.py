@@ -21,7 +21,7 @@ from letsencrypt_resource.tls import (
     TLSCertificateConsumer,
 )
 
-from .helpers import (
+from tests.helpers import (
     InMemoryConnection,
     connectInMemory,
     newSigner,

@@ -5,9 +5,7 @@ The product as users run it: C{twistd -n lets-encrypt --config FILE}.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sys
 import time
 from typing import Any, Callable
 
@@ -18,29 +16,17 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
 from letsencrypt_resource.control import StateLock
-from letsencrypt_resource.testca import freeTCPPort
-from tests.pebblecase import TestCACase
-from tests.test_integration import CONFIGURATION, HELLO
-from tests.tlsclient import connectTLS, fetchOverTLS
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.configuration import CONFIGURATION, HELLO
+from tests.helpers.tlsclient import connectTLS, fetchOverTLS
+from tests.helpers.processcase import environment, twistdCommand
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def twistdCommand() -> list[str]:
-    """
-    The twistd of the Python running the tests.
-    """
-    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
 
 
-def environment() -> dict[str, str]:
-    """
-    The tests' environment, with this checkout first on the path so that
-    twistd finds its plugin.
-    """
-    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
 
 
 class WatchedProcess(ProcessProtocol):

@@ -1,14 +1,12 @@
 """
-Shared pieces of C{bench/reliability.py}: the result row and a twistd
-process watched line by line.
+Shared pieces of the slow reliability tests (L{tests.helpers.slow}): the
+tally of a campaign's runs and a twistd process watched line by line.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import sys
 from typing import Any
 
 import attrs
@@ -16,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.processcase import environment, twistdCommand
 
 
 @attrs.define
@@ -52,17 +50,33 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        """
+        Whether it ran, every run passed, and none lost data.
+        """
         return self.runs > 0 and self.passed == self.runs and self.dataLost == 0
 
+    def report(self) -> str:
+        """
+        The row as a line of text: what was done, the counts, the notes and
+        the failures.
+        """
+        lines = [
+            f"{self.fault}: {self.passed}/{self.runs} passed, "
+            f"data lost after {self.dataLost}",
+            *(f"  note: {note}" for note in self.notes),
+            *(f"  failure: {failure}" for failure in self.failures[:200]),
+        ]
+        return "\n".join(lines)
 
-def twistdCommand() -> list[str]:
-    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
-    return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
 
-
-def environment() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path}
+def assertAllPassed(case: Any, rows: list[Row]) -> None:
+    """
+    Fail C{case} unless every row of a campaign ran and passed, with the
+    whole table as the message; the table goes to the test log either way.
+    """
+    table = "\n".join(row.report() for row in rows)
+    print(table)
+    case.assertTrue(all(row.ok for row in rows), table)
 
 
 class WatchedTwistd(ProcessProtocol):

@@ -10,13 +10,14 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, TestCase
 
-from letsencrypt_resource.testca import (
+from letsencrypt_resource.pebble import (
     RunningTestCA,
     TestCANotFound,
     findTestCA,
     freeTCPPort,
     startTestCA,
 )
+from letsencrypt_resource.testing.pebble import findModernTestCA
 
 
 class TestCACase(TestCase):
@@ -37,20 +38,23 @@ class TestCACase(TestCase):
 
     def _require(self, modern: bool) -> None:
         try:
-            findTestCA(modern)
+            findModernTestCA() if modern else findTestCA()
         except TestCANotFound as e:
             if os.environ.get("CI") == "true":
                 raise
             raise SkipTest(str(e))
 
     async def startTestCA(
-        self, httpPort: int | None = None, **kwargs: Any
+        self, httpPort: int | None = None, *, modern: bool = False, **kwargs: Any
     ) -> RunningTestCA:
         """
         Start a test CA in a new directory, stopped when the test ends.
 
         @param httpPort: Where it validates HTTP-01; a free port by default.
+        @param modern: Run pebble 2.10 or later (see L{findModernTestCA}).
         """
+        if modern:
+            kwargs["executables"] = findModernTestCA()
         ca = await startTestCA(
             reactor, self.mktemp(), httpPort or freeTCPPort(), **kwargs
         )

@@ -12,7 +12,11 @@ most once over all runs).  At every start the services must come up on the
 last good certificate: 20158 for every set whose stored certificate was
 still valid, no provisional one for it, and a real TLS client verifying
 each service against pebble's root.  A final clean run must end with every
-service on a CA-issued certificate and an export that matches it.
+service on a CA-issued certificate and an export that matches it, and no
+twistd log may hold key material.
+
+A slow test (L{tests.helpers.slow}): 50 kills take about 2.5 minutes.
+L{tests.test_crash} checks each damage a crash can leave, in memory.
 """
 
 from __future__ import annotations
@@ -22,16 +26,19 @@ import os
 import random
 from typing import Any
 
+from cryptography import x509
+from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from bench.reliability_common import Row, WatchedTwistd
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import keyFromPEM, publicKeysMatch
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort, startTestCA
-from cryptography import x509
-from tests.test_security import keyMarkers
-from tests.tlsclient import connectTLS
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA
+from tests.helpers import keyMarkers
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.reliability import Row, WatchedTwistd, assertAllPassed
+from tests.helpers.slow import skipUnlessSlow
+from tests.helpers.tlsclient import connectTLS
 
 #: Seconds each certificate lives: renewed when half of it has passed.
 LIFETIME = 16
@@ -405,3 +412,23 @@ class CrashRun:
 async def crashConsistency(reactor: Any, directory: str, runs: int, seed: int) -> list[Row]:
     return await CrashRun(reactor, directory, runs, seed).run()
 
+
+class KilledTwistdTests(TestCACase):
+    """
+    The real twistd killed with C{SIGKILL} 50 times at random moments, and
+    started again each time.
+    """
+
+    skip = skipUnlessSlow()
+    timeout = 900
+
+    async def test_killedAtRandomMoments(self) -> None:
+        """
+        After every kill the state loads, nothing stored is lost or older,
+        the account stays the first one, and each start serves the last good
+        certificates; a last clean start ends with every service on a CA
+        certificate, and no log holds key material.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        assertAllPassed(self, await crashConsistency(reactor, directory, 50, 4))

@@ -1,16 +1,19 @@
 """
 Fixtures shared by the tests: certificates, in-memory connections and raw
-HTTP exchanges.
+HTTP exchanges, and the texts that would give a private key away. The other
+shared helpers are in the modules of this package.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 from functools import lru_cache
 
 import attrs
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import _producer_helpers
 from twisted.internet.address import IPv4Address
@@ -256,3 +259,35 @@ def pullProducersOn(case: TestCase, clock: MemoryReactorClock) -> None:
     """
     cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
     case.patch(_producer_helpers, "cooperate", cooperator.cooperate)
+
+
+def keyMarkers(key: PrivateKey) -> list[str]:
+    """
+    The texts that would give C{key} away in a log line or a message: its
+    PEM bodies (PKCS#8 and traditional) whole and line by line, its DER in
+    base64 and base64url, and its private numbers in base64url (as in a
+    JWK) and hex.
+    """
+    markers = []
+    for format in (
+        serialization.PrivateFormat.PKCS8,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+    ):
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, format, serialization.NoEncryption()
+        ).decode("ascii")
+        lines = [line for line in pem.splitlines() if line and not line.startswith("-----")]
+        markers.append("".join(lines))
+        markers.extend(line for line in lines if len(line) >= 32)
+        der = base64.b64decode("".join(lines))
+        markers.append(base64.urlsafe_b64encode(der).decode().rstrip("="))
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        numbers = [key.private_numbers().private_value]
+    else:
+        private = key.private_numbers()
+        numbers = [private.d, private.p, private.q]
+    for number in numbers:
+        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+        markers.append(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+        markers.append(raw.hex())
+    return markers

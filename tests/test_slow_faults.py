@@ -3,6 +3,10 @@ Faults against a real pebble, repeated at random moments, each run
 checking that every consumer always holds a valid certificate, that every
 domain set ends up issued once the fault is gone, and that the state
 directory loads and holds what the consumers use (data lost otherwise).
+
+Slow tests (L{tests.helpers.slow}): L{tests.test_faults} has each fault
+once; these repeat them at random moments.  The store directory faults
+mount a tmpfs, so they need root, and are skipped without.
 """
 
 from __future__ import annotations
@@ -14,20 +18,24 @@ import subprocess
 from typing import Any, Callable
 
 import attrs
+from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SkipTest
 from zope.interface.registry import Components
 
-from bench.reliability_common import Row
 from letsencrypt_resource import policy
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.testca import freeTCPPort, startTestCA
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.testing import RecordingConsumer
-from tests.faultcase import Recorder, RestartablePebble, allIssued
-from tests.test_resource import resourceOptions
+from tests.helpers.faultcase import Recorder, RestartablePebble, allIssued
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.reliability import Row, assertAllPassed
+from tests.helpers.resourcecase import resourceOptions
+from tests.helpers.slow import skipUnlessSlow
 
 SETS = {
     "files": ("files.example.test", "www.example.test"),
@@ -541,12 +549,52 @@ async def stateDirectoryFull(reactor: Any, directory: str) -> Row:
     return row
 
 
-async def repeatedFaults(reactor: Any, directory: str, seed: int) -> list[Row]:
-    os.makedirs(directory, exist_ok=True)
-    rng = random.Random(seed)
-    rows = [await nonceRejection(reactor, directory, 5)]
-    rows.append(await goneMidOrder(reactor, directory, 10, rng, restart=False))
-    rows.append(await goneMidOrder(reactor, directory, 2, rng, restart=True))
-    rows.append(await neverAnswers(reactor, directory))
-    rows.extend(await storeDirectoryFaults(reactor, directory))
-    return rows
+class RepeatedFaultTests(TestCACase):
+    """
+    Faults against a real pebble, each repeated at random moments.
+    """
+
+    skip = skipUnlessSlow()
+    timeout = 900
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.rng = random.Random(4)
+
+    async def test_nonceRejection(self) -> None:
+        """
+        Pebble rejecting half the nonces: five runs, each issuing every set.
+        """
+        assertAllPassed(self, [await nonceRejection(reactor, self.directory, 5)])
+
+    async def test_goneMidOrder(self) -> None:
+        """
+        The CA unreachable in the middle of orders, ten times.
+        """
+        row = await goneMidOrder(reactor, self.directory, 10, self.rng, restart=False)
+        assertAllPassed(self, [row])
+
+    async def test_restartedMidOrder(self) -> None:
+        """
+        The CA restarted (losing its orders) in the middle of orders, twice.
+        """
+        row = await goneMidOrder(reactor, self.directory, 2, self.rng, restart=True)
+        assertAllPassed(self, [row])
+
+    async def test_neverAnswers(self) -> None:
+        """
+        The CA never answering: real time-outs, then issuance once it does.
+        """
+        assertAllPassed(self, [await neverAnswers(reactor, self.directory)])
+
+    async def test_storeDirectory(self) -> None:
+        """
+        The store directory on a full and on a read-only file system (a
+        tmpfs: root only), and the state directory full.
+        """
+        rows = await storeDirectoryFaults(reactor, self.directory)
+        if all(row.runs == 0 for row in rows):
+            raise SkipTest("cannot mount a tmpfs here (root only)")
+        assertAllPassed(self, [row for row in rows if row.runs])

@@ -1,5 +1,6 @@
 """
-Tests for L{letsencrypt_resource.testca}, against a real pebble.
+Tests for L{letsencrypt_resource.pebble} and L{letsencrypt_resource.testing.pebble},
+against a real pebble.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
 
-from tests.pebblecase import TestCACase
-from letsencrypt_resource.testca import (
+from tests.helpers.pebblecase import TestCACase
+from letsencrypt_resource.pebble import (
     TestCAError,
     TestCANotFound,
     findTestCA,
@@ -26,6 +27,7 @@ from letsencrypt_resource.testca import (
     startTestCA,
     tlsPolicyTrusting,
 )
+from letsencrypt_resource.testing.pebble import MODERN_VARIABLE, findModernTestCA
 
 
 class FindTestCATests(TestCase):
@@ -68,6 +70,32 @@ class FindTestCATests(TestCase):
         self.assertIn("apt-get install pebble", str(error))
 
 
+class FindModernTestCATests(TestCase):
+    """
+    Tests for L{findModernTestCA}.
+    """
+
+    def test_unset(self) -> None:
+        """
+        Without L{MODERN_VARIABLE}, L{TestCANotFound} names the variable.
+        """
+        environ = {k: v for k, v in os.environ.items() if k != MODERN_VARIABLE}
+        self.patch(os, "environ", environ)
+        error = self.assertRaises(TestCANotFound, findModernTestCA)
+        self.assertIn(MODERN_VARIABLE, str(error))
+
+    def test_notExecutable(self) -> None:
+        """
+        When the folder holds no executable C{pebble}, L{TestCANotFound}
+        names the path it looked at.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        self.patch(os, "environ", {**os.environ, MODERN_VARIABLE: folder})
+        error = self.assertRaises(TestCANotFound, findModernTestCA)
+        self.assertIn(os.path.join(folder, "pebble"), str(error))
+
+
 class TestCATests(TestCACase):
     """
     Tests for L{startTestCA} and L{RunningTestCA}, running pebble.
@@ -97,6 +125,33 @@ class TestCATests(TestCACase):
         self.assertEqual(root.issuer, root.subject)
         self.assertEqual(intermediate.issuer, root.subject)
         intermediate.verify_directly_issued_by(root)
+
+    async def test_manageError(self) -> None:
+        """
+        L{RunningTestCA.manage} fails with L{TestCAError}, naming the path
+        and the status, when the management interface answers other than
+        200.
+        """
+        ca = await self.startTestCA()
+        error = await self.assertFailure(ca.manage("GET", "/no-such-path"), TestCAError)
+        self.assertIn("/no-such-path: HTTP 404", str(error))
+
+    async def test_executables(self) -> None:
+        """
+        L{startTestCA} runs the C{executables} it is given: a C{pebble} that
+        cannot run makes it fail.
+        """
+        missing = os.path.abspath(self.mktemp())
+        error = await self.assertFailure(
+            startTestCA(
+                reactor,
+                self.mktemp(),
+                freeTCPPort(),
+                executables=(missing, findTestCA()[1]),
+            ),
+            TestCAError,
+        )
+        self.assertIn("pebble exited during startup", str(error))
 
     async def test_stop(self) -> None:
         """

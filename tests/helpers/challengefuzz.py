@@ -6,8 +6,8 @@ authorization (for its own token), the readiness text, the not-found or
 method texts, or an empty redirect under the redirect URL; malformed or
 oversized requests refused by Twisted with a 4xx or a closed connection.
 
-Shared by L{tests.test_security} (a short run) and
-C{bench/reliability.py} (100,000 requests or more).
+Used by L{tests.test_security}: 400 requests, or 100,000 in the slow tests
+(L{tests.helpers.slow}).
 """
 
 from __future__ import annotations

@@ -14,33 +14,30 @@ ordered that certificate: what pebble itself cannot be told to do. Each
 such renewal must be ordered again at once without C{replaces} (event
 20186), so that no service is ever left on an expired certificate.
 
-    PEBBLE_MODERN_DIR=.cache/pebble-sid/usr/bin \\
-        .venv/bin/python bench/soak_shortlived.py --minutes 30 --lifetime 180
+A slow test (L{tests.helpers.slow}), on pebble 2.10 (C{PEBBLE_MODERN_DIR}):
+eight minutes, certificates of 90 seconds, ten services, every third order
+naming the certificate it replaces refused; C{LETSENCRYPT_SOAK_MINUTES}
+sets another length::
 
-    PEBBLE_MODERN_DIR=.cache/pebble-sid/usr/bin \\
-        .venv/bin/python bench/soak_shortlived.py --minutes 9 --lifetime 90 \\
-        --services 10 --refuse-replaces 3
+    LETSENCRYPT_SLOW_TESTS=1 PEBBLE_MODERN_DIR=.cache/pebble-sid/usr/bin \\
+        .venv/bin/python -m twisted.trial tests.test_slow_soak
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
-import sys
-import tempfile
 import time
 from collections import Counter
 from io import BytesIO
 from typing import Any
 from urllib.parse import urlsplit
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import PrivateCertificate
-from twisted.internet.task import deferLater, react
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
@@ -50,8 +47,11 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
-from letsencrypt_resource.testca import freeTCPPort, startTestCA, tlsPolicyTrusting
-from tests.tlsclient import fetchOverTLS
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA, tlsPolicyTrusting
+from letsencrypt_resource.testing.pebble import findModernTestCA
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.slow import skipUnlessSlow
+from tests.helpers.tlsclient import fetchOverTLS
 
 SERVICES = [
     ("files", "files.example.test, www.example.test"),
@@ -153,12 +153,12 @@ class ReplacesRefuser(Resource):
             request.finish()
 
 
-def startRefuser(reactor: Any, testCA: Any, every: int) -> tuple[str, ReplacesRefuser]:
+def startRefuser(reactor: Any, testCA: Any, every: int) -> tuple[str, ReplacesRefuser, Any]:
     """
     Put a L{ReplacesRefuser} in front of C{testCA}, on its listeners'
     certificate.
 
-    @return: The directory URL through it, and it.
+    @return: The directory URL through it, it, and its listening port.
     """
     folder = testCA.directory
     with open(os.path.join(folder, "listener-cert.pem"), "rb") as stream:
@@ -171,10 +171,10 @@ def startRefuser(reactor: Any, testCA: Any, every: int) -> tuple[str, ReplacesRe
     site = Site(refuser)
     site.noisy = False
     port = freeTCPPort()
-    reactor.listenSSL(
+    listening = reactor.listenSSL(
         port, site, PrivateCertificate.loadPEM(pem).options(), interface="127.0.0.1"
     )
-    return f"https://localhost:{port}{target.path}", refuser
+    return f"https://localhost:{port}{target.path}", refuser, listening
 
 CONFIGURATION = """\
 [resources/soak]
@@ -200,10 +200,15 @@ ssl_domains = {domains}
 
 
 async def soak(
-    reactor: Any, minutes: float, lifetime: int, count: int, refuseEvery: int
-) -> int:
+    reactor: Any, directory: str, minutes: float, lifetime: int, count: int, refuseEvery: int
+) -> str | None:
+    """
+    Run the soak in C{directory}; print its table.
+
+    @return: C{None} when every check passed and nothing expired or
+        failed, otherwise the table.
+    """
     chosen = services(count)
-    directory = tempfile.mkdtemp(prefix="soak-")
     challengePort = freeTCPPort()
     profiles = {
         "default": {"description": "default", "validityPeriod": 7776000},
@@ -213,16 +218,19 @@ async def soak(
         reactor,
         os.path.join(directory, "pebble"),
         challengePort,
-        modern=True,
+        executables=findModernTestCA(),
         extraConfig={"profiles": profiles},
     )
     counts: Counter[int] = Counter()
-    globalLogPublisher.addObserver(
-        lambda event: counts.update([event["event_id"]]) if "event_id" in event else None
-    )
-    directoryURL, refuser = testCA.directoryURL, None
+
+    def count(event: dict[str, Any]) -> None:
+        if "event_id" in event:
+            counts.update([event["event_id"]])
+
+    globalLogPublisher.addObserver(count)
+    directoryURL, refuser, listening = testCA.directoryURL, None, None
     if refuseEvery:
-        directoryURL, refuser = startRefuser(reactor, testCA, refuseEvery)
+        directoryURL, refuser, listening = startRefuser(reactor, testCA, refuseEvery)
     try:
         text = CONFIGURATION.format(
             challengePort=challengePort,
@@ -258,55 +266,48 @@ async def soak(
             await deferLater(reactor, 1, lambda: None)
         await server.stopService()
     finally:
+        globalLogPublisher.removeObserver(count)
+        if listening is not None:
+            await listening.stopListening()
         await testCA.stop()
     renewals = sum(len(s) - 1 for s in serials.values())
-    print()
-    print(f"| soak: {minutes:g} min, certificates of {lifetime} s, {len(chosen)} services |")
-    print("|---|---|")
+    rows = [
+        f"| soak: {minutes:g} min, certificates of {lifetime} s, {len(chosen)} services |",
+        "|---|---|",
+    ]
     if refuser is not None:
-        print(f"| orders naming `replaces` | {refuser.seen} |")
-        print(f"| of which refused by the proxy | {refuser.refused} |")
-        print(f"| 20186 ordered again without `replaces` | {counts[20186]} |")
-    print(f"| TLS checks passed | {checks['passed']} |")
-    print(f"| TLS checks failed | {checks['failed']} |")
-    print(f"| renewals seen by clients | {renewals} |")
-    print(f"| 20015 certificates stored | {counts[20015]} |")
-    print(f"| 20114 expiry warnings | {counts[20114]} |")
-    print(f"| 20017 failures | {counts[20017]} |")
+        rows.append(f"| orders naming `replaces` | {refuser.seen} |")
+        rows.append(f"| of which refused by the proxy | {refuser.refused} |")
+        rows.append(f"| 20186 ordered again without `replaces` | {counts[20186]} |")
+    rows += [
+        f"| TLS checks passed | {checks['passed']} |",
+        f"| TLS checks failed | {checks['failed']} |",
+        f"| renewals seen by clients | {renewals} |",
+        f"| 20015 certificates stored | {counts[20015]} |",
+        f"| 20114 expiry warnings | {counts[20114]} |",
+        f"| 20017 failures | {counts[20017]} |",
+    ]
+    table = "\n".join(rows)
+    print(table)
     ok = checks["failed"] == 0 and counts[20114] == 0 and counts[20017] == 0
-    return 0 if ok else 1
+    return None if ok else table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=30)
-    parser.add_argument("--lifetime", type=int, default=180, help="seconds")
-    parser.add_argument("--services", type=int, default=len(SERVICES))
-    parser.add_argument(
-        "--refuse-replaces",
-        type=int,
-        default=0,
-        metavar="N",
-        help="refuse every Nth order naming the certificate it replaces (0: none)",
-    )
-    arguments = parser.parse_args()
+class ShortLivedSoakTests(TestCACase):
+    """
+    The server on certificates of 90 seconds for minutes on end.
+    """
 
-    def run(reactor: Any) -> Deferred[None]:
-        async def go() -> None:
-            status = await soak(
-                reactor,
-                arguments.minutes,
-                arguments.lifetime,
-                arguments.services,
-                arguments.refuse_replaces,
-            )
-            if status:
-                raise SystemExit(status)
+    skip = skipUnlessSlow()
+    timeout = 3600
 
-        return Deferred.fromCoroutine(go())
-
-    react(run)
-
-
-if __name__ == "__main__":
-    main()
+    async def test_soak(self) -> None:
+        """
+        Every TLS check passes, no expiry warning or failure is logged, and
+        each refused order naming C{replaces} is ordered again without it.
+        """
+        self.requireModern()
+        minutes = float(os.environ.get("LETSENCRYPT_SOAK_MINUTES", "8"))
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.assertIsNone(await soak(reactor, directory, minutes, 90, 10, 3))

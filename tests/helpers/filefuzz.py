@@ -14,7 +14,7 @@ import os
 
 import attrs
 
-from tests.challengefuzz import REFUSALS, Answer, FuzzRequest, commonProblems
+from tests.helpers.challengefuzz import REFUSALS, Answer, FuzzRequest, commonProblems
 
 #: The content outside the served folder that links point to.
 SECRET = b"-----BEGIN PRIVATE KEY-----\nnot for the web\n"

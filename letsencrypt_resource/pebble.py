@@ -1,10 +1,14 @@
 """
-Run a local Let's Encrypt test CA for tests: U{pebble
+Run a local Let's Encrypt test CA, for the C{testca} command
+(L{letsencrypt_resource.localca}) and the demo: U{pebble
 <https://github.com/letsencrypt/pebble>} plus C{pebble-challtestsrv} as its
 DNS server, both listening on loopback only.
 
 Every name resolves to 127.0.0.1, so pebble validates HTTP-01 challenges for
 any name (such as C{www.example.test}) against C{127.0.0.1:httpPort}.
+
+What only tests need on top (pebble 2.10 for ARI and profiles, certificate
+status, renewal windows) is in L{letsencrypt_resource.testing.pebble}.
 """
 
 from __future__ import annotations
@@ -15,11 +19,10 @@ import os
 import shutil
 import socket
 from collections.abc import Sequence
+from io import BytesIO
 from typing import Any
 
 import attrs
-from acme import messages
-from treq.client import HTTPClient
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -27,7 +30,13 @@ from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    FileBodyProducer,
+    readBody,
+)
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 
 from .listenerca import listenerCertificate
@@ -49,24 +58,14 @@ class TestCAError(Exception):
     """
 
 
-#: The environment variable naming a folder holding C{pebble} 2.10 or
-#: later, with ARI and profiles.
-MODERN_VARIABLE = "PEBBLE_MODERN_DIR"
-
-
-def findTestCA(modern: bool = False) -> tuple[str, str]:
+def findTestCA() -> tuple[str, str]:
     """
     Find the test CA executables, from C{PEBBLE_BIN} and
     C{PEBBLE_CHALLTESTSRV_BIN} if set, otherwise on C{PATH}.
 
-    @param modern: Find instead the pebble 2.10 or later, with renewal
-        information (ARI) and profiles, in the folder L{MODERN_VARIABLE}
-        names.
     @return: the paths of C{pebble} and C{pebble-challtestsrv}.
     @raise TestCANotFound: if either is missing.
     """
-    if modern:
-        return _findModern()
     found = []
     for name, variable in [
         ("pebble", "PEBBLE_BIN"),
@@ -85,20 +84,6 @@ def findTestCA(modern: bool = False) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def _findModern() -> tuple[str, str]:
-    folder = os.environ.get(MODERN_VARIABLE)
-    if not folder:
-        raise TestCANotFound(
-            f"no pebble 2.10 or later: set {MODERN_VARIABLE} to the folder "
-            "holding it (`./dev test` fetches Debian's)"
-        )
-    pebble = os.path.join(folder, "pebble")
-    if not os.access(pebble, os.X_OK):
-        raise TestCANotFound(f"{pebble} ({MODERN_VARIABLE}) is not an executable")
-    # Its DNS server takes other flags; the stable one serves as well.
-    return pebble, findTestCA()[1]
-
-
 def freeTCPPort(host: str = "127.0.0.1") -> int:
     """
     @return: a TCP port on C{host} that nothing listens on right now.
@@ -112,7 +97,7 @@ def freeTCPPort(host: str = "127.0.0.1") -> int:
 def tlsPolicyTrusting(caFile: str) -> IPolicyForHTTPS:
     """
     @param caFile: path of a PEM CA certificate.
-    @return: an HTTPS policy (an C{Agent}'s or treq's C{contextFactory})
+    @return: an HTTPS policy (an C{Agent}'s C{contextFactory})
         trusting only that CA.
     """
     with open(caFile, "rb") as f:
@@ -204,46 +189,34 @@ class RunningTestCA:
     async def _fetchIssuerPEM(self) -> bytes:
         pems = []
         for path in ["/roots/0", "/intermediates/0"]:
-            pems.append(await self._manage("GET", path))
+            pems.append(await self._manage("GET", path, None))
         return b"".join(pems)
 
-    async def _manage(self, method: str, path: str, data: bytes | None = None) -> bytes:
-        client = HTTPClient(
-            Agent(self._reactor, contextFactory=tlsPolicyTrusting(self.caFile))
+    def manage(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> Deferred[bytes]:
+        """
+        Send a request to pebble's management interface.
+
+        @param path: the path under L{managementURL}, such as C{"/roots/0"}.
+        @param body: the request body, if any.
+        @return: fires with the answer's body; fails with L{TestCAError}
+            when the status is not 200.
+        """
+        return Deferred.fromCoroutine(self._manage(method, path, body))
+
+    async def _manage(self, method: str, path: str, body: bytes | None) -> bytes:
+        agent = Agent(self._reactor, contextFactory=tlsPolicyTrusting(self.caFile))
+        response = await agent.request(
+            method.encode("ascii"),
+            (self.managementURL + path).encode("ascii"),
+            Headers({b"user-agent": [b"letsencrypt-resource"]}),
+            None if body is None else FileBodyProducer(BytesIO(body)),
         )
-        response = await client.request(
-            method,
-            self.managementURL + path,
-            data=data,
-            headers={"user-agent": "letsencrypt-resource tests"},
-        )
-        body = await response.content()
+        answer = await readBody(response)
         if response.code != 200:
-            raise TestCAError(f"{method} {path}: HTTP {response.code}: {body!r}")
-        return body
-
-    def certificateStatus(self, serial: int) -> Deferred[str]:
-        """
-        Whether pebble holds the certificate with C{serial} as C{"Valid"} or
-        C{"Revoked"}.
-        """
-        return Deferred.fromCoroutine(
-            self._manage("GET", f"/cert-status-by-serial/{serial:x}")
-        ).addCallback(lambda body: json.loads(body)["Status"])
-
-    def setRenewalInfo(
-        self, certificatePEM: bytes, start: datetime.datetime, end: datetime.datetime
-    ) -> Deferred[None]:
-        """
-        Make pebble (2.10 or later) suggest the renewal window C{start} to
-        C{end} for the certificate C{certificatePEM}.
-        """
-        window = messages.RenewalInfo.SuggestedWindow(start=start, end=end)
-        answer = messages.RenewalInfo(suggested_window=window).json_dumps()
-        request = {"Certificate": certificatePEM.decode("ascii"), "ARIResponse": answer}
-        return Deferred.fromCoroutine(
-            self._manage("POST", "/set-renewal-info/", json.dumps(request).encode())
-        ).addCallback(lambda _: None)
+            raise TestCAError(f"{method} {path}: HTTP {response.code}: {answer!r}")
+        return answer
 
     def stop(self) -> Deferred[None]:
         """
@@ -263,7 +236,7 @@ def startTestCA(
     nonceReject: int | None = None,
     extraConfig: dict[str, Any] | None = None,
     extraEnv: dict[str, str] | None = None,
-    modern: bool = False,
+    executables: tuple[str, str] | None = None,
     acmePort: int | None = None,
 ) -> Deferred[RunningTestCA]:
     """
@@ -281,8 +254,8 @@ def startTestCA(
         (C{PEBBLE_WFE_NONCEREJECT}); C{None} for pebble's default.
     @param extraConfig: merged into pebble's C{"pebble"} configuration.
     @param extraEnv: added to both processes' environment.
-    @param modern: run the pebble 2.10 or later that L{findTestCA} finds
-        with C{modern=True}.
+    @param executables: the paths of C{pebble} and C{pebble-challtestsrv}
+        to run; C{None} for those L{findTestCA} finds.
     @param acmePort: the port on 127.0.0.1 of the ACME directory; C{None}
         for a free one.
     @return: fires with the L{RunningTestCA} once it accepts connections;
@@ -298,7 +271,7 @@ def startTestCA(
             nonceReject,
             extraConfig or {},
             extraEnv or {},
-            modern,
+            executables,
             acmePort,
         )
     )
@@ -311,10 +284,10 @@ async def _startTestCA(
     nonceReject: int | None,
     extraConfig: dict[str, Any],
     extraEnv: dict[str, str],
-    modern: bool,
+    executables: tuple[str, str] | None,
     acmePort: int | None,
 ) -> RunningTestCA:
-    pebble, challtestsrv = findTestCA(modern)
+    pebble, challtestsrv = executables or findTestCA()
     directory = os.path.abspath(directory)
     now = datetime.datetime.fromtimestamp(reactor.seconds(), datetime.timezone.utc)
     caFile, certFile, keyFile = listenerCertificate(directory, now)

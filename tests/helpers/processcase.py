@@ -1,12 +1,14 @@
 """
 Run a command of the product in a process group of its own, as a user runs
-it in a terminal, and check what it leaves behind.
+it in a terminal, and check what it leaves behind; the environment and the
+twistd that run this checkout.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 from twisted.trial.unittest import SynchronousTestCase
 
 #: The repository root, where C{letsencrypt_resource} is imported from.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class GroupProcess:
@@ -94,3 +96,20 @@ class GroupProcess:
         except ProcessLookupError:
             return False
         return True
+
+
+def environment() -> dict[str, str]:
+    """
+    The tests' environment, with this checkout first on the path so that
+    twistd finds its plugin.
+    """
+    path = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def twistdCommand() -> list[str]:
+    """
+    The twistd of the Python running the tests.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]

@@ -1,0 +1,89 @@
+"""
+The configurations the tests share: the INI of the end-to-end tests
+(L{CONFIGURATION}, serving L{HELLO}), and builders of the sections of
+the configuration tests.
+"""
+
+from __future__ import annotations
+
+
+HELLO = b"Hello over TLS.\n"
+
+
+CONFIGURATION = """\
+[server]
+name = integration.example.test
+
+[resources/le]
+type = lets-encrypt
+address = 127.0.0.1
+port = {challengePort}
+acme_url = {directoryURL}
+acme_ca_file = {caFile}
+state_directory = state
+store_directory = exported
+key_type = {keyType}
+agree_tos = yes
+
+[services/files]
+type = https
+name = files-https
+address = 127.0.0.1
+port = {ports[0]}
+path = public
+ssl_domains = files.example.test, www.example.test
+
+[services/files-again]
+type = https
+name = files-again-https
+address = 127.0.0.1
+port = {ports[1]}
+path = public
+ssl_domains = WWW.example.test, files.example.test
+
+[services/reports]
+type = https
+name = reports-https
+address = 127.0.0.1
+port = {ports[2]}
+path = public
+ssl_domains = reports.example.test
+"""
+
+
+#: The folder relative paths are resolved against in these tests.
+BASE = "/etc/files-server"
+
+
+def section(header: str, options: dict[str, str | None]) -> str:
+    """
+    The INI text of section C{header}; options set to C{None} are left out.
+    """
+    lines = [f"[{header}]"]
+    lines.extend(
+        f"{key} = {value}" for key, value in options.items() if value is not None
+    )
+    return "\n".join(lines) + "\n\n"
+
+
+def resource(ident: str = "r1", **overrides: str | None) -> str:
+    """
+    A valid C{lets-encrypt} resource section, with some options changed.
+    """
+    options: dict[str, str | None] = {"type": "lets-encrypt", "address": "0.0.0.0"}
+    options.update(overrides)
+    return section(f"resources/{ident}", options)
+
+
+def service(ident: str = "s1", **overrides: str | None) -> str:
+    """
+    A valid C{https} service section, with some options changed.
+    """
+    options: dict[str, str | None] = {
+        "type": "https",
+        "address": "0.0.0.0",
+        "ssl_domains": "files.example.com",
+        "path": "/srv/files",
+    }
+    options.update(overrides)
+    return section(f"services/{ident}", options)
