@@ -180,14 +180,17 @@ def writeServerConfig(
     os.makedirs(public, exist_ok=True)
     with open(os.path.join(public, "ok.txt"), "w") as f:
         f.write("ok\n")
-    text = RESOURCE_SECTION.format(
-        challengePort=challengePort,
-        directoryURL=directoryURL,
-        caFile=caFile,
-        state=os.path.join(directory, "state"),
-        keyType=keyType,
-        accountOptions=accountOptions(),
-    ) + extra
+    text = (
+        RESOURCE_SECTION.format(
+            challengePort=challengePort,
+            directoryURL=directoryURL,
+            caFile=caFile,
+            state=os.path.join(directory, "state"),
+            keyType=keyType,
+            accountOptions=accountOptions(),
+        )
+        + extra
+    )
     ports = []
     used = {challengePort}
     for index, name in enumerate(serviceNames):

@@ -289,9 +289,7 @@ async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     inService = time.perf_counter()
     trace(f"in service: {inServiceOK}")
     inServiceCPU = time.process_time() - cpuStart
-    provisional = sum(
-        1 for c in consumers if c.tls.certifiedKey and c.tls.certifiedKey.provisional
-    )
+    provisional = sum(1 for c in consumers if c.tls.certifiedKey and c.tls.certifiedKey.provisional)
     # A partial result first: should the process wedge before settling,
     # the orchestrator kills it and still has the start-up figures.
     emitResult(
@@ -318,9 +316,7 @@ async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     settled = time.perf_counter()
     trace(f"settled: {settledOK}")
     settledCPU = time.process_time() - cpuStart
-    issued = sum(
-        1 for c in consumers if c.tls.certifiedKey and not c.tls.certifiedKey.provisional
-    )
+    issued = sum(1 for c in consumers if c.tls.certifiedKey and not c.tls.certifiedKey.provisional)
     pending = sum(1 for m in resource.managed.values() if m.attempt is not None)
     # Let anything the first check scheduled run, then measure checks: the
     # CPU of the check() call itself, which starts nothing when nothing is
@@ -440,9 +436,7 @@ async def switch(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     for renewal in renewals:
         first = seen["serials"].get(renewal["serial"])
         renewal["first_handshake_end"] = first["first_end"] if first else None
-        renewal["switch_ms"] = (
-            (first["first_end"] - renewal["stored"]) * 1000 if first else None
-        )
+        renewal["switch_ms"] = (first["first_end"] - renewal["stored"]) * 1000 if first else None
         renewal["in_process_ms"] = (renewal["delivered"] - renewal["stored"]) * 1000
         latencies.append(renewal["switch_ms"])
     await server.stopService()

@@ -90,9 +90,7 @@ def _serve(directory: str, challengePort: int) -> None:
 
     async def main(reactor) -> None:
         try:
-            testCA = await startTestCA(
-                reactor, directory, challengePort, nonceReject=NONCE_REJECT
-            )
+            testCA = await startTestCA(reactor, directory, challengePort, nonceReject=NONCE_REJECT)
             issuers = await testCA.fetchIssuerPEM()
         except Exception as error:  # reported to the parent
             print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)

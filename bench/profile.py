@@ -84,7 +84,10 @@ def summarise(raw: str, mainOnly: bool = True, top: int = 25) -> str:
         selfTime[f"{leaf['func']} ({_short(leaf['file'])})"] += n
         seen = set()
         for p in parsed:
-            if p["file"].startswith("letsencrypt_resource/") or "/letsencrypt_resource/" in p["file"]:
+            if (
+                p["file"].startswith("letsencrypt_resource/")
+                or "/letsencrypt_resource/" in p["file"]
+            ):
                 key = f"{_short(p['file'])} {p['func']}"
                 if key not in seen:
                     seen.add(key)
@@ -123,8 +126,9 @@ def main() -> None:
             print(summarise(f.read()))
         return
     if not os.access(PYSPY, os.X_OK):
-        raise SystemExit("py-spy is missing: python3 -m venv bench/.venv && "
-                         "bench/.venv/bin/pip install py-spy")
+        raise SystemExit(
+            "py-spy is missing: python3 -m venv bench/.venv && bench/.venv/bin/pip install py-spy"
+        )
     tmp = tempfile.mkdtemp(prefix="lr-profile-")
     port = freePort()
     stamp = time.strftime("%Y%m%d-%H%M%S")

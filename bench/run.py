@@ -157,7 +157,9 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     rec.add("1", variant, repeat, result)
                     results.setdefault((n, keyType, name), []).append(result)
                     if name == "twistd" and result.get("startup_seconds") is not None:
-                        fromStart = dict(result, seconds=result["seconds"] - result["startup_seconds"])
+                        fromStart = dict(
+                            result, seconds=result["seconds"] - result["startup_seconds"]
+                        )
                         addRates(fromStart, n)
                         results.setdefault((n, keyType, TWISTD_FROM_START), []).append(fromStart)
     shown = [
@@ -187,7 +189,11 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                 runs = results.get((n, keyType, name), [])
                 good = [r for r in runs if "seconds" in r and "error" not in r]
                 notes = sorted(
-                    {r.get("skipped") or r.get("error") for r in runs if "seconds" not in r or "error" in r}
+                    {
+                        r.get("skipped") or r.get("error")
+                        for r in runs
+                        if "seconds" not in r or "error" in r
+                    }
                     - {None}
                 )
                 ratios = [
@@ -276,7 +282,11 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     f"settled {fmt(out[phase]['settled_seconds'], 1)} s, "
                     f"RSS {out[phase]['rss_bytes'] / 2**20:.0f} MB, "
                     f"check {fmt((out[phase].get('check_cpu_seconds') or float('nan')) * 1000, 1)} ms CPU"
-                    + (" (worker wedged, killed)" if out[phase].get("worker_hung_after_result") else "")
+                    + (
+                        " (worker wedged, killed)"
+                        if out[phase].get("worker_hung_after_result")
+                        else ""
+                    )
                 )
             return out
 
@@ -393,7 +403,9 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         r = results.get(f"{keyType} load={load}", [])
         loads = [x.get("load") or {} for x in r]
         errors = sum(
-            (l.get("errors") or 0) if isinstance(l.get("errors"), int) else len(l.get("errors") or [])
+            (l.get("errors") or 0)
+            if isinstance(l.get("errors"), int)
+            else len(l.get("errors") or [])
             for l in loads
         )
         lines.append(
@@ -431,9 +443,7 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         for stall in worst["stalls"]["longest"][:6]:
             ours = ", ".join(f"`{f}` ×{n}" for f, n in stall["ours"])
             inner = ", ".join(f"`{f}` ×{n}" for f, n in stall["innermost"])
-            lines.append(
-                f"| {stall['at_s']:.2f} | {stall['length_ms']:.0f} | {ours} | {inner} |"
-            )
+            lines.append(f"| {stall['at_s']:.2f} | {stall['length_ms']:.0f} | {ours} | {inner} |")
     return lines
 
 
@@ -563,7 +573,9 @@ def main() -> None:
     args.contenders = [c for c in args.contenders.split(",") if c]
     args.key_types = [k for k in args.key_types.split(",") if k]
     args.stall_key_types = [k for k in args.stall_key_types.split(",") if k]
-    args.loads = [x for x in (args.loads or ("paced" if args.quick else "paced,wrk")).split(",") if x]
+    args.loads = [
+        x for x in (args.loads or ("paced" if args.quick else "paced,wrk")).split(",") if x
+    ]
     if "wrk" in args.loads and shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install wrk): figure 3 runs without it")
         args.loads.remove("wrk")

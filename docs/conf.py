@@ -92,17 +92,16 @@ class TowncrierDraft(SphinxDirective):
         ]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if result.returncode != 0:
-            raise self.error(
-                f"{' '.join(command[2:])} failed:\n{result.stdout}{result.stderr}"
-            )
+            raise self.error(f"{' '.join(command[2:])} failed:\n{result.stdout}{result.stderr}")
         draft = result.stdout.strip()
         if not draft or "No significant changes" in draft:
             return [nodes.paragraph(text="No unreleased changes.")]
         return self.parse_text_to_nodes(draft, allow_section_headings=True)
 
 
-def _readChangelogAgain(app: Sphinx, env: object, added: set[str],
-                        changed: set[str], removed: set[str]) -> list[str]:
+def _readChangelogAgain(
+    app: Sphinx, env: object, added: set[str], changed: set[str], removed: set[str]
+) -> list[str]:
     """
     Read the changelog at every build: a news fragment added or removed
     changes it without Sphinx noticing.

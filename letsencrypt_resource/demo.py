@@ -84,9 +84,7 @@ def _writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str
     return path
 
 
-async def _runDemo(
-    reactor: Any, directory: str, duration: float | None, out: TextIO
-) -> None:
+async def _runDemo(reactor: Any, directory: str, duration: float | None, out: TextIO) -> None:
     """
     Run the demo until the reactor stops (a signal, or after C{duration}
     seconds), then stop the server and the test CA before the process
@@ -100,13 +98,9 @@ async def _runDemo(
         shutil.rmtree(os.path.join(directory, previous), ignore_errors=True)
     async with holdingShutdown(reactor) as stopping:
         challengePort = freeTCPPort()
-        testCA = await startTestCA(
-            reactor, os.path.join(directory, "pebble"), challengePort
-        )
+        testCA = await startTestCA(reactor, os.path.join(directory, "pebble"), challengePort)
         try:
-            configuration = loadConfiguration(
-                _writeDemo(directory, testCA, challengePort)
-            )
+            configuration = loadConfiguration(_writeDemo(directory, testCA, challengePort))
             checkFileSystem(configuration)
             issuers = os.path.join(directory, "test-ca-issuers.pem")
             with open(issuers, "wb") as stream:
@@ -138,9 +132,7 @@ def _instructions(configuration: Any, issuers: str, directory: str) -> str:
             f"-servername {service.domains[0]} -CAfile {issuers} </dev/null "
             "| grep -E 'subject|issuer|Verify return'"
         )
-    lines.append(
-        f"Files exported for other programs: {os.path.join(directory, 'certificates')}"
-    )
+    lines.append(f"Files exported for other programs: {os.path.join(directory, 'certificates')}")
     lines.append(
         "The certificates' status, from another terminal: "
         f"{_operationsCommand()} status --config {os.path.join(directory, 'demo.ini')}"
@@ -166,20 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     Run the demo from the command line.
     """
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument(
-        "--directory", default="demo-state", help="where the demo keeps its files"
-    )
-    parser.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds"
-    )
+    parser.add_argument("--directory", default="demo-state", help="where the demo keeps its files")
+    parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     arguments = parser.parse_args(argv)
     directory = os.path.abspath(arguments.directory)
     os.makedirs(directory, exist_ok=True)
     # The log and the lines to copy share the terminal; only the log has
     # a prefix.
-    globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stdout)], redirectStandardIO=False
-    )
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     react(
         lambda reactor: Deferred.fromCoroutine(
             _runDemo(reactor, directory, arguments.duration, sys.stdout)

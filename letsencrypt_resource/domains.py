@@ -35,9 +35,7 @@ def normalizeDomain(text: str) -> str:
     if not name:
         raise InvalidDomain("an empty domain name")
     if "*" in name:
-        raise InvalidDomain(
-            f"{text.strip()!r} is a wildcard; HTTP-01 validation cannot prove it"
-        )
+        raise InvalidDomain(f"{text.strip()!r} is a wildcard; HTTP-01 validation cannot prove it")
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -117,9 +115,7 @@ def _checkReservedLabel(name: str, label: str) -> None:
     except UnicodeError:
         valid = False
     if not valid:
-        raise InvalidDomain(
-            f"{name!r} has a label {label!r} that is not a valid IDN A-label"
-        )
+        raise InvalidDomain(f"{name!r} has a label {label!r} that is not a valid IDN A-label")
 
 
 def parseDomainList(text: str) -> tuple[str, ...]:
@@ -138,16 +134,13 @@ def parseDomainList(text: str) -> tuple[str, ...]:
     for position, part in enumerate(text.split(","), start=1):
         if not part.strip():
             raise InvalidDomain(
-                f"entry {position} of {text.strip()!r} is empty; remove the extra "
-                "comma"
+                f"entry {position} of {text.strip()!r} is empty; remove the extra comma"
             )
         name = normalizeDomain(part)
         if name not in names:
             names.append(name)
     if len(names) > MAX_NAMES:
-        raise InvalidDomain(
-            f"{len(names)} names; a certificate carries at most {MAX_NAMES}"
-        )
+        raise InvalidDomain(f"{len(names)} names; a certificate carries at most {MAX_NAMES}")
     return tuple(names)
 
 

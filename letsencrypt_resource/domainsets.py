@@ -133,9 +133,7 @@ class DomainSets(Service):
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}
         settings = _settingsFingerprint(self._options)
-        consumers = sorted(
-            self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0]
-        )
+        consumers = sorted(self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0])
         for _, consumer in consumers:
             key = frozenset(consumer.domains)
             if key not in managed:

@@ -59,9 +59,7 @@ STORE_FAILED = _event(
     LogLevel.critical,
     "Failed to write {path} for {domains}: {details}",
 )
-CERTIFICATE_STORED = _event(
-    20015, LogLevel.info, "New certificate for {domains} stored at {path}."
-)
+CERTIFICATE_STORED = _event(20015, LogLevel.info, "New certificate for {domains} stored at {path}.")
 CERTIFICATE_IN_USE = _event(
     20016, LogLevel.info, "Service {service} now uses the CA-issued certificate for {domains}."
 )
@@ -166,8 +164,7 @@ STATE_LOCK_RESTORED = _event(
 STATE_LOCK_LOST = _event(
     20177,
     LogLevel.critical,
-    "The state directory {directory} is no longer locked by this server: "
-    "{details}",
+    "The state directory {directory} is no longer locked by this server: {details}",
 )
 STORE_RECOVERED = _event(
     20185,
@@ -201,14 +198,12 @@ STALE_WRITE_REFUSED = _event(
 COMPROMISED_CERTIFICATE_IGNORED = _event(
     20190,
     LogLevel.warn,
-    "Not using the stored certificate for {domains}: its key was revoked "
-    "as compromised.",
+    "Not using the stored certificate for {domains}: its key was revoked as compromised.",
 )
 ORDER_RESUMED = _event(
     20191,
     LogLevel.info,
-    "Resuming the order {order} for {domains}, which an earlier attempt left "
-    "{status}.",
+    "Resuming the order {order} for {domains}, which an earlier attempt left {status}.",
 )
 ORDER_DROPPED = _event(
     20192,
@@ -235,8 +230,7 @@ RELOADED = _event(
 RELOAD_REFUSED = _event(
     20197,
     LogLevel.error,
-    "The configuration in {path} is not applied; the running configuration "
-    "goes on: {details}",
+    "The configuration in {path} is not applied; the running configuration goes on: {details}",
 )
 RESTART_NEEDED = _event(
     20198,

@@ -213,9 +213,7 @@ class ServerService(MultiService):
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
             LockWatch(self._lock, reactor).setServiceParent(self)
-            self.resource = resourceFactory(
-                resourceOptions, self.registry, reactor
-            )
+            self.resource = resourceFactory(resourceOptions, self.registry, reactor)
             self.resource.setServiceParent(self)
             ControlService(
                 resourceOptions.stateDirectory,
@@ -225,9 +223,7 @@ class ServerService(MultiService):
 
     def _addService(self, options: ServiceOptions) -> None:
         service = HTTPSFileService(options, self._reactor)
-        self.registry.registerUtility(
-            service.consumer, ICertificateConsumer, name=options.section
-        )
+        self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)
 

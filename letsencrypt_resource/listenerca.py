@@ -118,8 +118,7 @@ def _loadPair(folder: int, certificateName: str, keyName: str) -> _Pair | None:
 
 def _lasts(certificate: x509.Certificate, now: datetime.datetime) -> bool:
     return (
-        certificate.not_valid_before_utc <= now
-        and now + MARGIN <= certificate.not_valid_after_utc
+        certificate.not_valid_before_utc <= now and now + MARGIN <= certificate.not_valid_after_utc
     )
 
 

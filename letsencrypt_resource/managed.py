@@ -114,7 +114,9 @@ class ManagedCertificate:
         """
         issued = self.issued
         if issued is None:
-            reason = NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
+            reason = (
+                NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
+            )
             return RenewalPlan(0.0, reason)
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
@@ -190,9 +192,7 @@ class ManagedCertificate:
             at = min(at, urgent)
         return max(at, self.holdUntil)
 
-    def failed(
-        self, now: float, maximum: float, retryAfter: float | None, error: str
-    ) -> float:
+    def failed(self, now: float, maximum: float, retryAfter: float | None, error: str) -> float:
         """
         Record a failed attempt at C{now} and set the next one.
 

@@ -291,9 +291,7 @@ class Operations:
         next order creates a new account.
         """
         client = await self._resource.acmeClient()
-        account = await client.updateAccount(
-            messages.UpdateRegistration(status="deactivated")
-        )
+        account = await client.updateAccount(messages.UpdateRegistration(status="deactivated"))
         row = self._account(client, account)
         options = self._resource.options
         newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")

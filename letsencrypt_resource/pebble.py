@@ -152,9 +152,7 @@ class _TestCAProcess(ProcessProtocol):
 
 
 def _stopAll(reactor: Any, processes: Sequence[_TestCAProcess]) -> Deferred[None]:
-    return gatherResults([p.stop(reactor) for p in processes]).addCallback(
-        lambda _: None
-    )
+    return gatherResults([p.stop(reactor) for p in processes]).addCallback(lambda _: None)
 
 
 @attrs.frozen
@@ -192,9 +190,7 @@ class RunningTestCA:
             pems.append(await self._manage("GET", path, None))
         return b"".join(pems)
 
-    def manage(
-        self, method: str, path: str, body: bytes | None = None
-    ) -> Deferred[bytes]:
+    def manage(self, method: str, path: str, body: bytes | None = None) -> Deferred[bytes]:
         """
         Send a request to pebble's management interface.
 
@@ -360,9 +356,7 @@ async def _startTestCA(
                 env,
             )
         )
-        await _waitUntilListening(
-            reactor, processes, [dnsManagementPort, acmePort, managementPort]
-        )
+        await _waitUntilListening(reactor, processes, [dnsManagementPort, acmePort, managementPort])
     except BaseException:
         await _stopAll(reactor, processes)
         raise
@@ -408,9 +402,7 @@ async def _waitUntilListening(
         if not ports:
             return
         if reactor.seconds() > deadline:
-            logs = "".join(
-                f"\nend of {p.logPath}:\n{p.logTail()}" for p in processes
-            )
+            logs = "".join(f"\nend of {p.logPath}:\n{p.logTail()}" for p in processes)
             raise TestCAError(
                 f"test CA not listening on 127.0.0.1 port(s) {ports} after "
                 f"{_STARTUP_TIMEOUT} seconds{logs}"

@@ -117,9 +117,7 @@ def signerProblem(
     return None
 
 
-def makeSigner(
-    label: str, domains: Iterable[str], now: datetime.datetime
-) -> CertifiedKey:
+def makeSigner(label: str, domains: Iterable[str], now: datetime.datetime) -> CertifiedKey:
     """
     Make a new self-signed signer for provisional certificates, that may
     sign for C{domains} (and names under them) only, for a year.
@@ -129,9 +127,7 @@ def makeSigner(
     @param label: Names the installation in the signer's subject.
     """
     key = generateKey("ecdsa-p256")
-    name = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, f"Provisional CA for {label}"[:64])]
-    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Provisional CA for {label}"[:64])])
     certificate = (
         _builder(name, key, now, _SIGNER_LIFETIME)
         .subject_name(name)
@@ -142,19 +138,13 @@ def makeSigner(
         )
         .add_extension(
             x509.NameConstraints(
-                permitted_subtrees=[
-                    x509.DNSName(name) for name in permittedSubtrees(domains)
-                ],
+                permitted_subtrees=[x509.DNSName(name) for name in permittedSubtrees(domains)],
                 excluded_subtrees=list(_EVERY_IP_ADDRESS),
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
     return CertifiedKey(key, certificate)
@@ -176,9 +166,7 @@ def makeProvisional(
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                signer.key.public_key()
-            ),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()),
             critical=False,
         )
         .sign(signer.key, hashes.SHA256())

@@ -79,13 +79,12 @@ class Provisioning:
         def provision(certificate: ManagedCertificate) -> Deferred[None]:
             made = self._runInThread(makeProvisional, signer, certificate.domains, now)
             return made.addCallback(
-                lambda provisional: certificate.current is None
-                and self.deliver(certificate, provisional)
+                lambda provisional: (
+                    certificate.current is None and self.deliver(certificate, provisional)
+                )
             )
 
-        yield gatherResults(
-            [making.run(provision, c) for c in certificates], consumeErrors=True
-        )
+        yield gatherResults([making.run(provision, c) for c in certificates], consumeErrors=True)
 
     @inlineCallbacks
     def _currentSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
@@ -100,9 +99,7 @@ class Provisioning:
         return self._signer
 
     @inlineCallbacks
-    def _loadOrMakeSigner(
-        self, now: datetime.datetime, names: list[str]
-    ) -> Deferred[CertifiedKey]:
+    def _loadOrMakeSigner(self, now: datetime.datetime, names: list[str]) -> Deferred[CertifiedKey]:
         """
         The stored signer when it may sign for C{names}, else a new one that
         may, stored in its place.
@@ -153,9 +150,7 @@ class Provisioning:
                 )
                 continue
             event = (
-                events.PROVISIONAL_IN_USE
-                if certifiedKey.provisional
-                else events.CERTIFICATE_IN_USE
+                events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
             )
             event.emit(self._log, service=consumer.name, domains=certificate.label)
 

@@ -295,10 +295,7 @@ class ProfileNotOffered(Exception):
 
     def __str__(self) -> str:
         offered = ", ".join(self.offered) if self.offered else "none"
-        return (
-            f"option 'profile': the CA offers no profile {self.profile!r} "
-            f"(it offers: {offered})"
-        )
+        return f"option 'profile': the CA offers no profile {self.profile!r} (it offers: {offered})"
 
 
 def _orderedBy(

@@ -98,9 +98,7 @@ class LetsEncryptResource(MultiService):
         self._http = httpClient
         self._workers: BackgroundWorkers | None = None
         if runInThread is None:
-            self._workers = BackgroundWorkers(
-                reactor, f"letsencrypt-resource-{options.name}"
-            )
+            self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
             runInThread = self._workers.run
         self.runInThread = runInThread
         self.responder = ChallengeResponder()
@@ -108,15 +106,11 @@ class LetsEncryptResource(MultiService):
         inThread = self._inThread
         interval = options.checkInterval
         managed: dict[frozenset[str], ManagedCertificate] = {}
-        self._writes = WriteQueue(
-            store, inThread, reactor, interval, log, failed=self._writeFailed
-        )
+        self._writes = WriteQueue(store, inThread, reactor, interval, log, failed=self._writeFailed)
         self._connection = AccountConnection(
             options, store, self._writes, httpClient, reactor, inThread
         )
-        provisioning = Provisioning(
-            options, managed, store, self._writes, inThread, reactor, log
-        )
+        provisioning = Provisioning(options, managed, store, self._writes, inThread, reactor, log)
         renewer = Renewer(
             options,
             managed,

@@ -204,8 +204,7 @@ class Scheduler(Service):
                 continue
             notAfter = current.notAfter.timestamp()
             details = (
-                f"renewal failed {certificate.failures} times, last: "
-                f"{certificate.lastError}"
+                f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
                 if certificate.lastError
                 else f"renewal is due {when(certificate.plan().at)}"
             )

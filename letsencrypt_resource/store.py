@@ -227,9 +227,7 @@ class DirectoryStore:
         self._write(SIGNER_KEY, pem)
 
 
-def exportCertificate(
-    directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey
-) -> str:
+def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
     """
     Write C{certifiedKey} under C{directory} as certbot lays files out.
 

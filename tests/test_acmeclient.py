@@ -115,9 +115,7 @@ class ACMEClientTests(SynchronousTestCase):
         """
         client = registeredClient(self.clock, self.server)
         problem = messages.Error.with_code("badNonce", detail="try again")
-        self.server.fail(
-            "/new-order", 400, problem=problem, times=MAX_BAD_NONCE_RETRIES
-        )
+        self.server.fail("/new-order", 400, problem=problem, times=MAX_BAD_NONCE_RETRIES)
         url, order = self.newOrder(client)
         self.assertEqual(order.status, messages.STATUS_PENDING)
         orders = [r for r in self.server.requests if r[1] == "/new-order"]
@@ -146,16 +144,10 @@ class ACMEClientTests(SynchronousTestCase):
         sub = messages.Error.with_code(
             "rejectedIdentifier",
             detail="not allowed",
-            identifier=messages.Identifier(
-                typ=messages.IDENTIFIER_FQDN, value="www.example.test"
-            ),
+            identifier=messages.Identifier(typ=messages.IDENTIFIER_FQDN, value="www.example.test"),
         )
-        problem = messages.Error.with_code(
-            "rateLimited", detail="too many", subproblems=(sub,)
-        )
-        self.server.fail(
-            "/new-order", 429, problem=problem, headers={"Retry-After": "3600"}
-        )
+        problem = messages.Error.with_code("rateLimited", detail="too many", subproblems=(sub,))
+        self.server.fail("/new-order", 429, problem=problem, headers={"Retry-After": "3600"})
         error = self.assertRaises(ACMEProblem, self.newOrder, client)
         self.assertEqual(error.type, "urn:ietf:params:acme:error:rateLimited")
         self.assertEqual(error.status, 429)
@@ -203,9 +195,7 @@ class ACMEClientTests(SynchronousTestCase):
         A directory that answers an error fails the connection.
         """
         self.server.fail("/directory", 500, body=b"oops")
-        self.assertRaises(
-            ACMEProtocolError, registeredClient, self.clock, self.server
-        )
+        self.assertRaises(ACMEProtocolError, registeredClient, self.clock, self.server)
 
 
 class HangingAgent:

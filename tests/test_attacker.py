@@ -66,6 +66,7 @@ ssl_domains = files.example.test
 #: twistd, as its script runs it.
 TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
 
+
 class AttackerCase(TestCACase):
     """
     A victim's home folder in a sandbox of C{/tmp}: C{server.ini}, the
@@ -161,8 +162,7 @@ class AttackerCase(TestCACase):
         """
         if twistd.status is None:
             self.fail(
-                "twistd did not refuse to start:\n"
-                + twistd.output.decode("utf-8", "replace")
+                "twistd did not refuse to start:\n" + twistd.output.decode("utf-8", "replace")
             )
         self.assertNotEqual(twistd.status, 0, twistd.output)
         self.assertNotIn(b"Traceback", twistd.output)
@@ -278,9 +278,7 @@ class ServedFolderTests(AttackerCase):
         listing = await deferToThread(fetch, self.httpsPort, b"/")
         self.assertLess(statusOf(listing), 500)
         problems = [
-            f"the listing names {hidden!r}"
-            for hidden in (b".hidden", b".git")
-            if hidden in listing
+            f"the listing names {hidden!r}" for hidden in (b".hidden", b".git") if hidden in listing
         ]
         for target in self.TARGETS:
             answer = await deferToThread(fetch, self.httpsPort, target)
@@ -303,14 +301,11 @@ class ServedFolderTests(AttackerCase):
                         target,
                     )
                     answer = parseResponse(
-                        await deferToThread(
-                            exchange, port, tls, request + b"Content-Length: 0\r\n"
-                        )
+                        await deferToThread(exchange, port, tls, request + b"Content-Length: 0\r\n")
                     )
                     if answer.code != 405 or b"allow" not in answer.headers:
                         problems.append(
-                            f"{method.decode()} {target.decode()} on port {port}: "
-                            f"{answer.code}"
+                            f"{method.decode()} {target.decode()} on port {port}: {answer.code}"
                         )
         self.assertFalse(problems, "\n".join(problems))
         self.assertNotIn(b"Traceback", twistd.output)
@@ -324,9 +319,7 @@ class ServedFolderTests(AttackerCase):
         problems = []
         for target in self.TARGETS:
             for prefix in (b"", b"/.well-known/acme-challenge"):
-                answer = await deferToThread(
-                    fetch, self.challengePort, prefix + target, False
-                )
+                answer = await deferToThread(fetch, self.challengePort, prefix + target, False)
                 problems.extend(self.problems(prefix + target, answer))
         self.assertFalse(problems, "\n".join(problems))
         self.assertNotIn(b"Traceback", twistd.output)
@@ -340,7 +333,7 @@ class ServedFolderTests(AttackerCase):
         probe = (
             "import socket, sys; s = socket.socket(socket.AF_UNIX); "
             "s.connect(sys.argv[1]); "
-            "s.sendall(b'{\"name\": \"account-show\", \"arguments\": {}}\\n'); "
+            's.sendall(b\'{"name": "account-show", "arguments": {}}\\n\'); '
             "print(s.recv(65536))"
         )
         out, err, status = await self.python.run(
@@ -383,9 +376,7 @@ class ServedFolderConfigurationTests(AttackerCase):
         naming both.
         """
         self.sandbox.link("www", self.home, VICTIM)
-        output = await self.refused(
-            self.configure(service=f"path = {self.sandbox.path('www')}\n")
-        )
+        output = await self.refused(self.configure(service=f"path = {self.sandbox.path('www')}\n"))
         self.assertNames(output, "path", "state_directory")
 
     async def test_pathHoldsStoreDirectory(self) -> None:
@@ -467,9 +458,7 @@ class PlantedLinkTests(AttackerCase):
             self.configure(resource=f"state_directory = {self.sandbox.path(folder)}\n"),
             uid,
         )
-        before.update(
-            self.plantTemporary(folder, uid, twistd, ("provisional-signer.pem",))
-        )
+        before.update(self.plantTemporary(folder, uid, twistd, ("provisional-signer.pem",)))
         await self.settle(twistd)
         self.assertUnchanged(before)
         self.assertRefused(twistd)
@@ -539,9 +528,7 @@ class PlantedLinkTests(AttackerCase):
         self.sandbox.link("shared/state", documents, ATTACKER)
         before = {documents: snapshot(documents)}
         twistd = self.spawn(
-            self.configure(
-                resource=f"state_directory = {self.sandbox.path('shared/state')}\n"
-            )
+            self.configure(resource=f"state_directory = {self.sandbox.path('shared/state')}\n")
         )
         await self.settle(twistd)
         self.assertUnchanged(before)

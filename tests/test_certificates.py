@@ -160,9 +160,7 @@ class CertifiedKeyTests(SynchronousTestCase):
             ("a.example.com", "B.example.com", "c.example.com", "a.example.com"),
             commonName="b.example.com",
         )
-        self.assertEqual(
-            certified.domains, ("b.example.com", "a.example.com", "c.example.com")
-        )
+        self.assertEqual(certified.domains, ("b.example.com", "a.example.com", "c.example.com"))
 
     def test_domainsWithoutSAN(self) -> None:
         """
@@ -229,9 +227,7 @@ class KeyTests(SynchronousTestCase):
         """
         for keyType in ["rsa-2048", "ecdsa-p384"]:
             key = sharedKey(keyType)
-            self.assertEqual(
-                keyFromPEM(keyToPEM(key)).private_numbers(), key.private_numbers()
-            )
+            self.assertEqual(keyFromPEM(keyToPEM(key)).private_numbers(), key.private_numbers())
 
     def test_keyFromPEMRefuses(self) -> None:
         """
@@ -265,9 +261,7 @@ class KeyTests(SynchronousTestCase):
             (commonNames(csr.subject), sanNames(csr), csr.is_signature_valid),
             ([DOMAINS[0]], (list(DOMAINS), False), True),
         )
-        self.assertEqual(
-            csr.public_key().public_numbers(), key.public_key().public_numbers()
-        )
+        self.assertEqual(csr.public_key().public_numbers(), key.public_key().public_numbers())
 
     def test_csrLongFirstName(self) -> None:
         """
@@ -316,9 +310,7 @@ class ProvisionalTests(SynchronousTestCase):
         """
         certificate = self.signer.certificate
         certificate.verify_directly_issued_by(certificate)
-        constraints = certificate.extensions.get_extension_for_class(
-            x509.BasicConstraints
-        ).value
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value
         self.assertEqual((constraints.ca, constraints.path_length), (True, 0))
         self.assertFalse(self.signer.provisional)
 
@@ -335,9 +327,7 @@ class ProvisionalTests(SynchronousTestCase):
         """
         other = newSigner()
         self.assertFalse(publicKeysMatch(self.signer.key, other.certificate))
-        self.assertNotEqual(
-            self.signer.certificate.serial_number, other.certificate.serial_number
-        )
+        self.assertNotEqual(self.signer.certificate.serial_number, other.certificate.serial_number)
 
     def test_provisional(self) -> None:
         """

@@ -66,9 +66,7 @@ class ChallengeResponderTests(SynchronousTestCase):
         """
         responder = ChallengeResponder()
         responder.add(TOKEN, KEY_AUTHORIZATION)
-        self.assertEqual(
-            (responder.lookup(TOKEN), len(responder)), (KEY_AUTHORIZATION, 1)
-        )
+        self.assertEqual((responder.lookup(TOKEN), len(responder)), (KEY_AUTHORIZATION, 1))
         responder.remove(TOKEN)
         responder.remove(OTHER_TOKEN)
         self.assertEqual((responder.lookup(TOKEN), len(responder)), (None, 0))
@@ -87,9 +85,7 @@ class ChallengeSiteTests(SynchronousTestCase):
         Assert that C{target} gets the plain-text 404.
         """
         response = fetch(self.site, target)
-        self.assertEqual(
-            (response.code, response.body), (404, NOT_FOUND_TEXT), target
-        )
+        self.assertEqual((response.code, response.body), (404, NOT_FOUND_TEXT), target)
 
     def test_pendingToken(self) -> None:
         """
@@ -291,9 +287,7 @@ class RedirectTests(SynchronousTestCase):
 
 
 #: Printable ASCII but space: what the HTTP parser lets through in a target.
-_targetText = st.text(
-    alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300
-)
+_targetText = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=300)
 #: Tokens made of base64url and a few characters around it.
 _tokenish = st.text(alphabet=st.sampled_from("ABCabc019_-./%+=~"), max_size=60)
 _targets = st.one_of(
@@ -319,9 +313,7 @@ class PropertyTests(SynchronousTestCase):
         method=st.sampled_from([b"GET", b"HEAD"]),
         redirect=st.booleans(),
     )
-    def test_onlyKnownAnswers(
-        self, target: bytes, method: bytes, redirect: bool
-    ) -> None:
+    def test_onlyKnownAnswers(self, target: bytes, method: bytes, redirect: bool) -> None:
         """
         No request-target gets a 5xx; a body is only ever a pending key
         authorization, the readiness text or the not-found text; a redirect
@@ -333,9 +325,7 @@ class PropertyTests(SynchronousTestCase):
         if response.code == 301:
             self.assertTrue(redirect)
             self.assertEqual(response.body, b"")
-            self.assertTrue(
-                response.headers[b"location"].startswith(b"https://www.example.com/")
-            )
+            self.assertTrue(response.headers[b"location"].startswith(b"https://www.example.com/"))
             return
         expected = {
             200: {KEY_AUTHORIZATION.encode("ascii"), READY_TEXT},

@@ -117,9 +117,7 @@ class CommandTests(TestCase):
         short, _ = await self.command("status", "-c", self.path, "--json")
         self.assertEqual(json.loads(after)[0]["names"], ["files.example.test"])
         for out in before, short:
-            self.assertEqual(
-                [row["names"] for row in json.loads(out)], [["files.example.test"]]
-            )
+            self.assertEqual([row["names"] for row in json.loads(out)], [["files.example.test"]])
 
     async def test_configMissing(self) -> None:
         """

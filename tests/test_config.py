@@ -27,15 +27,7 @@ from tests.helpers import configuration
 from tests.helpers.configuration import BASE, resource, service
 
 
-SAMPLE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample.ini"
-)
-
-
-
-
-
-
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample.ini")
 
 
 def withResource(**overrides: str | None) -> str:
@@ -184,9 +176,7 @@ class BadConfigurationTests(SynchronousTestCase):
         """
         A service's C{path} is required.
         """
-        self.assertConfigurationError(
-            withService(path=None), "services/s1", "path", "is required"
-        )
+        self.assertConfigurationError(withService(path=None), "services/s1", "path", "is required")
 
     def test_portNotANumber(self) -> None:
         """
@@ -363,8 +353,7 @@ class BadConfigurationTests(SynchronousTestCase):
             withService(ssl_domains="files.example.com, xn--zz.example.test"),
             "services/s1",
             "ssl_domains",
-            "'xn--zz.example.test' has a label 'xn--zz' that is not a valid IDN "
-            "A-label",
+            "'xn--zz.example.test' has a label 'xn--zz' that is not a valid IDN A-label",
         )
         self.assertConfigurationError(
             withResource(address="xn--zz.example.test"),
@@ -550,8 +539,7 @@ class BadConfigurationTests(SynchronousTestCase):
             withResource(key_type="dsa-1024"),
             "resources/r1",
             "key_type",
-            "'dsa-1024' is not one of rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, "
-            "ecdsa-p384",
+            "'dsa-1024' is not one of rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384",
         )
 
     def test_sameListener(self) -> None:
@@ -630,8 +618,7 @@ class BadConfigurationTests(SynchronousTestCase):
                 + service("s2", address=second, ssl_domains=other),
                 "services/s2",
                 "port",
-                f"{second} port 443 is already used by [services/s1] on "
-                f"{first.strip('[]')}",
+                f"{second} port 443 is already used by [services/s1] on {first.strip('[]')}",
             )
 
     def test_mappedIPv4ClashesWithIPv4(self) -> None:
@@ -819,10 +806,7 @@ class EndpointOptionTests(SynchronousTestCase):
         With C{challenge_site = no}, the resource needs no address and
         takes no port: a service may listen on port 80.
         """
-        configuration = parse(
-            resource(address=None, challenge_site="no")
-            + service(port="80")
-        )
+        configuration = parse(resource(address=None, challenge_site="no") + service(port="80"))
         assert configuration.resource is not None
         self.assertFalse(configuration.resource.challengeSite)
 
@@ -970,15 +954,11 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         An option left empty, as in C{sample.ini}, takes its default.
         """
-        configuration = parse(
-            withResource(port="", acme_url="", state_directory="", key_type="")
-        )
+        configuration = parse(withResource(port="", acme_url="", state_directory="", key_type=""))
         assert configuration.resource is not None
         self.assertEqual(configuration.resource.port, 80)
         self.assertEqual(configuration.resource.acmeURL, LETS_ENCRYPT_PRODUCTION)
-        self.assertEqual(
-            configuration.resource.stateDirectory, os.path.join(BASE, "lets-encrypt")
-        )
+        self.assertEqual(configuration.resource.stateDirectory, os.path.join(BASE, "lets-encrypt"))
         self.assertEqual(configuration.resource.keyType, "rsa-2048")
 
     def test_stateDirectoryBesideFile(self) -> None:
@@ -1010,18 +990,10 @@ class GoodConfigurationTests(SynchronousTestCase):
             + service(path="files/public/")
         )
         assert configuration.resource is not None
-        self.assertEqual(
-            configuration.resource.stateDirectory, "/etc/files-server/state"
-        )
-        self.assertEqual(
-            configuration.resource.storeDirectory, "/etc/exported/certificates"
-        )
-        self.assertEqual(
-            configuration.resource.acmeCAFile, "/etc/files-server/ca/bundle.pem"
-        )
-        self.assertEqual(
-            configuration.services[0].path, "/etc/files-server/files/public"
-        )
+        self.assertEqual(configuration.resource.stateDirectory, "/etc/files-server/state")
+        self.assertEqual(configuration.resource.storeDirectory, "/etc/exported/certificates")
+        self.assertEqual(configuration.resource.acmeCAFile, "/etc/files-server/ca/bundle.pem")
+        self.assertEqual(configuration.services[0].path, "/etc/files-server/files/public")
 
     def test_absolutePaths(self) -> None:
         """
@@ -1187,12 +1159,8 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         A long C{ssl_domains} may continue on indented lines.
         """
-        configuration = parse(
-            withService(ssl_domains="a.example.com,\n  b.example.com")
-        )
-        self.assertEqual(
-            configuration.services[0].domains, ("a.example.com", "b.example.com")
-        )
+        configuration = parse(withService(ssl_domains="a.example.com,\n  b.example.com"))
+        self.assertEqual(configuration.services[0].domains, ("a.example.com", "b.example.com"))
 
     def test_optionNamesIgnoreCase(self) -> None:
         """
@@ -1208,29 +1176,21 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         A service with C{enabled = no} is left out.
         """
-        configuration = parse(
-            resource() + service("s1") + service("s2", enabled="no", port="443")
-        )
-        self.assertEqual(
-            [options.section for options in configuration.services], ["services/s1"]
-        )
+        configuration = parse(resource() + service("s1") + service("s2", enabled="no", port="443"))
+        self.assertEqual([options.section for options in configuration.services], ["services/s1"])
 
     def test_disabledResourceWithService(self) -> None:
         """
         A disabled resource cannot get certificates for a service.
         """
-        error = self.assertRaises(
-            ConfigurationError, parse, resource(enabled="no") + service()
-        )
+        error = self.assertRaises(ConfigurationError, parse, resource(enabled="no") + service())
         self.assertEqual((error.section, error.option), ("services/s1", "ssl_domains"))
 
     def test_disabledSecondResource(self) -> None:
         """
         A second resource is fine when disabled.
         """
-        configuration = parse(
-            resource("r1") + resource("r2", enabled="no") + service()
-        )
+        configuration = parse(resource("r1") + resource("r2", enabled="no") + service())
         assert configuration.resource is not None
         self.assertEqual(configuration.resource.section, "resources/r1")
 
@@ -1238,9 +1198,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         The enabled resource is used whatever its place in the file.
         """
-        configuration = parse(
-            resource("r1", enabled="no") + resource("r2") + service()
-        )
+        configuration = parse(resource("r1", enabled="no") + resource("r2") + service())
         assert configuration.resource is not None
         self.assertEqual(configuration.resource.section, "resources/r2")
 
@@ -1260,9 +1218,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         Only enabled components are checked for listener clashes.
         """
-        configuration = parse(
-            resource() + service("s1") + service("s2", enabled="no")
-        )
+        configuration = parse(resource() + service("s1") + service("s2", enabled="no"))
         self.assertEqual(len(configuration.services), 1)
 
     def test_resourceWithoutServices(self) -> None:
@@ -1277,9 +1233,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         Whole-line comments and blank lines are ignored.
         """
-        configuration = parse(
-            "# A comment\n\n; another\n" + resource() + "# between\n" + service()
-        )
+        configuration = parse("# A comment\n\n; another\n" + resource() + "# between\n" + service())
         self.assertEqual(len(configuration.services), 1)
 
     def test_separateLoopbackListeners(self) -> None:
@@ -1313,9 +1267,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         Services may carry the same names; they share a certificate.
         """
-        configuration = parse(
-            resource() + service("s1") + service("s2", port="8443")
-        )
+        configuration = parse(resource() + service("s1") + service("s2", port="8443"))
         self.assertEqual(
             [options.domains for options in configuration.services],
             [("files.example.com",), ("files.example.com",)],
@@ -1351,9 +1303,7 @@ class GoodConfigurationTests(SynchronousTestCase):
         """
         configuration = parse(resource())
         assert configuration.resource is not None
-        self.assertRaises(
-            AttributeError, setattr, configuration.resource, "port", 8080
-        )
+        self.assertRaises(AttributeError, setattr, configuration.resource, "port", 8080)
 
 
 class ACMEv1UpgradeTests(SynchronousTestCase):
@@ -1640,9 +1590,7 @@ class OptionsInCodeTests(SynchronousTestCase):
         Built in code, the options need a state directory: there is no
         configuration file for the default folder to sit beside.
         """
-        self.assertRaises(
-            TypeError, ResourceOptions, section="resources/r1", address="0.0.0.0"
-        )
+        self.assertRaises(TypeError, ResourceOptions, section="resources/r1", address="0.0.0.0")
 
     def test_challengeSiteNeedsAListener(self) -> None:
         """
@@ -1654,9 +1602,7 @@ class OptionsInCodeTests(SynchronousTestCase):
         )
         self.assertIn("address or an endpoint", str(error))
         self.assertEqual(
-            ResourceOptions(
-                section="resources/r1", stateDirectory="/s", endpoint="tcp:80"
-            ).address,
+            ResourceOptions(section="resources/r1", stateDirectory="/s", endpoint="tcp:80").address,
             "",
         )
         self.assertFalse(

@@ -159,7 +159,6 @@ class DamagedStateTests(ResourceTestCase):
                     failures.append(f"{description}: a new order")
         self.assertEqual(failures, [])
 
-
     def test_damagedSigner(self) -> None:
         """
         A damaged provisional signer is replaced when a provisional
@@ -196,9 +195,7 @@ class DamagedStateTests(ResourceTestCase):
                 received = self.consumers[name].received[0]
                 self.assertEqual(received.certificate, self.issued[name].certificate)
             runUntilFired(self.reactor, resource.check(force=True))
-            texts = [
-                formatEvent(e) for e in self.events[first:] if e.get("event_id") == 20017
-            ]
+            texts = [formatEvent(e) for e in self.events[first:] if e.get("event_id") == 20017]
             if not texts:
                 failures.append(f"{description}: no 20017")
             for text in texts:
@@ -289,7 +286,6 @@ class DamagedStateTests(ResourceTestCase):
         self.assertEqual(failures, [])
 
 
-
 class StoredSetsTests(ResourceTestCase):
     """
     What the store holds must match what it is asked for.
@@ -313,7 +309,4 @@ class StoredSetsTests(ResourceTestCase):
         self.start()
         for certificate in self.consumers["reports"].received:
             self.assertEqual(certificate.domains, REPORTS)
-        self.assertTrue(
-            isinstance(self.consumers["reports"].received[-1], CertifiedKey)
-        )
-
+        self.assertTrue(isinstance(self.consumers["reports"].received[-1], CertifiedKey))

@@ -63,10 +63,6 @@ _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 _EVENT_TITLE = re.compile(r"([0-9]{5})\b")
 
 
-
-
-
-
 def fields(section: nodes.section) -> dict[str, nodes.field_body]:
     """
     The fields of the first field list directly in C{section}, by name.
@@ -141,8 +137,7 @@ class ConfigurationReferenceTests(SynchronousTestCase):
             self.assertEqual(
                 (sorted(inCode - documented), sorted(documented - inCode)),
                 ([], []),
-                f"[{label}]: (undocumented options, documented options the "
-                "code does not have)",
+                f"[{label}]: (undocumented options, documented options the code does not have)",
             )
 
     def test_documentedOnce(self) -> None:
@@ -231,13 +226,9 @@ class EventsReferenceTests(SynchronousTestCase):
             if not found:
                 continue  # test_sameEvents reports it
             details = fields(found[0])
-            self.assertEqual(
-                sorted({"Severity", "Text", "Fields"} - set(details)), [], id
-            )
+            self.assertEqual(sorted({"Severity", "Text", "Fields"} - set(details)), [], id)
             self.assertEqual(literals(details["Text"]), [event.text], id)
-            self.assertEqual(
-                set(literals(details["Fields"])), placeholders(event.text), id
-            )
+            self.assertEqual(set(literals(details["Fields"])), placeholders(event.text), id)
             self.assertEqual(details["Severity"].astext().strip(), event.level.name, id)
 
 

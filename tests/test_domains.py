@@ -92,9 +92,7 @@ INVALID_DOMAINS = (
 )
 
 
-def checkTable(
-    table: tuple[tuple[Any, ...], ...], check: Callable[..., str | None]
-) -> list[str]:
+def checkTable(table: tuple[tuple[Any, ...], ...], check: Callable[..., str | None]) -> list[str]:
     """
     Run C{check} on each row of C{table} and describe every failure.
     """

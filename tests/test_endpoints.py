@@ -147,9 +147,7 @@ class EmbeddedChallengeTests(ResourceTestCase):
         site = self.hostSite(resource.challengeResource())
 
         def fetch(target: bytes, method: bytes = b"GET") -> tuple[int, bytes]:
-            response = exchange(
-                site, rawRequest(method, b"/.well-known/acme-challenge/" + target)
-            )
+            response = exchange(site, rawRequest(method, b"/.well-known/acme-challenge/" + target))
             return response.code, response.body
 
         self.assertEqual(fetch(b"token-1"), (200, b"token-1.thumbprint"))
@@ -177,9 +175,7 @@ class ServiceEndpointTests(SynchronousTestCase):
         and event 20156 names the address and port it bound.
         """
         reactor = MemoryReactorClock()
-        options = attrs.evolve(
-            makeOptions(self.folder), endpoint="tcp6:8443:interface=\\:\\:1"
-        )
+        options = attrs.evolve(makeOptions(self.folder), endpoint="tcp6:8443:interface=\\:\\:1")
         service = HTTPSFileService(options, reactor)
         service.startService()
         self.addCleanup(service.stopService)
@@ -210,7 +206,6 @@ class ServiceEndpointTests(SynchronousTestCase):
             [formatEvent(e) for e in events if e.get("event_id") == 20157],
             [f"20157 Service files cannot listen on tcp:443 port -: {reason}"],
         )
-
 
 
 class CheckListenersTests(SynchronousTestCase):

@@ -116,9 +116,7 @@ class CADownAtStartTests(FaultCase):
         )
         started = reactor.seconds()
         self.startResource(resource)
-        self.assertTrue(
-            await waitFor(lambda: all(c.received for c in consumers.values()), 5)
-        )
+        self.assertTrue(await waitFor(lambda: all(c.received for c in consumers.values()), 5))
         self.assertLess(reactor.seconds() - started, 5)
         for consumer in consumers.values():
             self.assertTrue(consumer.received[0].provisional)
@@ -207,7 +205,6 @@ class CADownAtStartTests(FaultCase):
         """
         await self.restartWhileCADown()
         self.assertNotIn(20017, self.recorder.ids())
-
 
 
 class CAGoneMidOrderTests(FaultCase):
@@ -303,7 +300,6 @@ class CAGoneMidOrderTests(FaultCase):
         pebble knows neither the orders nor the account.
         """
         await self.cutMidOrder("challenge", restart=True)
-
 
     async def test_responsesCutShort(self) -> None:
         """
@@ -493,9 +489,7 @@ class BadAnswerTests(ResourceTestCase):
         self.assertTrue(all("in 900 seconds" in t for t in self.eventTexts(20160)))
         orders = len([r for r in self.server.requests if r[1] == "/new-order"])
         self.reactor.advance(899)
-        self.assertEqual(
-            len([r for r in self.server.requests if r[1] == "/new-order"]), orders
-        )
+        self.assertEqual(len([r for r in self.server.requests if r[1] == "/new-order"]), orders)
         self.assertRecovers(resource)
 
     def test_malformedJSON(self) -> None:
@@ -591,7 +585,6 @@ class BadAnswerTests(ResourceTestCase):
         self.startFaulty()
         self.assertClear("https://acme.test/new-order")
 
-
     def test_slowServerOrderBounded(self) -> None:
         """
         A server slow to answer every request (but within REQUEST_TIMEOUT)
@@ -636,7 +629,6 @@ class BadAnswerTests(ResourceTestCase):
         self.assertEqual(len(durations), 2)
         for duration in durations:
             self.assertLessEqual(duration, ORDER_TIMEOUT + REQUEST_TIMEOUT)
-
 
 
 class SlowAnswers:
@@ -817,4 +809,3 @@ class ChallengePortTakenTests(FaultCase):
                 await client.lost
         self.assertEqual(len(self.recorder.texts(20017)), 2)
         self.assertNoErrors()
-

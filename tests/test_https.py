@@ -64,8 +64,6 @@ def request(method: bytes, target: bytes, headers: bytes = b"") -> bytes:
     )
 
 
-
-
 class HTTPSFileServiceTests(SynchronousTestCase):
     """
     Tests for L{HTTPSFileService} on a memory reactor.
@@ -171,12 +169,8 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.startWithCertificate()
         get = self.fetch(b"GET", b"/hello.txt")
         head = self.fetch(b"HEAD", b"/hello.txt")
-        self.assertEqual(
-            [(r.code, r.body) for r in (get, head)], [(200, CONTENT), (200, b"")]
-        )
-        self.assertEqual(
-            head.headers[b"content-length"], str(len(CONTENT)).encode("ascii")
-        )
+        self.assertEqual([(r.code, r.body) for r in (get, head)], [(200, CONTENT), (200, b"")])
+        self.assertEqual(head.headers[b"content-length"], str(len(CONTENT)).encode("ascii"))
         self.assertEqual(self.fetch(b"GET", b"/missing.txt").code, 404)
 
     def test_otherMethods(self) -> None:
@@ -590,17 +584,13 @@ class ServedFolderTests(SynchronousTestCase):
         with the index.
         """
         body = self.listing(b"/")
-        entries = [
-            line.split(b'"')[1] for line in body.splitlines() if b"<a href=" in line
-        ]
+        entries = [line.split(b'"')[1] for line in body.splitlines() if b"<a href=" in line]
         self.assertEqual(
             entries,
             [b"insideDir/", b"site/", b"sub/", b"hello.txt", b"inside"],
         )
         redirect = self.fetch(b"/insideDir?x=1")
-        self.assertEqual(
-            (redirect.code, redirect.headers[b"location"]), (301, b"insideDir/")
-        )
+        self.assertEqual((redirect.code, redirect.headers[b"location"]), (301, b"insideDir/"))
         self.assertEqual(self.fetch(b"/site/").body, filefuzz.FILES["site/index.html"])
         with open(os.path.join(self.tree.served, "<b>&.txt"), "wb"):
             pass

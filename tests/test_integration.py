@@ -23,8 +23,6 @@ from tests.helpers.tlsclient import connectTLS, fetchOverTLS
 from tests.helpers.configuration import CONFIGURATION, HELLO
 
 
-
-
 class ServerTests(TestCACase):
     """
     A whole server built from a configuration file, as C{twistd} runs it.
@@ -89,9 +87,7 @@ class ServerTests(TestCACase):
         private key readable by its owner only.
         """
         await self.startServer(keyType="rsa-2048")
-        folder = os.path.join(
-            self.directory, "exported", "files.example.test_www.example.test"
-        )
+        folder = os.path.join(self.directory, "exported", "files.example.test_www.example.test")
         self.assertEqual(
             sorted(os.listdir(folder)),
             ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"],

@@ -254,7 +254,9 @@ class FailureTests(ResourceTestCase):
         ends, so a restart loop cannot hammer the CA.
         """
         problem = messages.Error.with_code("rateLimited", detail="slow down")
-        self.server.fail("/new-order", 429, problem=problem, headers={"Retry-After": "7200"}, times=None)
+        self.server.fail(
+            "/new-order", 429, problem=problem, headers={"Retry-After": "7200"}, times=None
+        )
         resource = self.start()
         orders = len(self.server.newOrders)
         for _ in range(5):

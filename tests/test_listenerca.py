@@ -58,7 +58,9 @@ class ListenerCertificateTests(SynchronousTestCase):
             tuple(os.path.join(self.directory, n) for n in (CA_FILE, CERTIFICATE_FILE, KEY_FILE)),
         )
         first = self.contents()
-        self.assertEqual(listenerCertificate(self.directory, NOW + datetime.timedelta(days=30)), paths)
+        self.assertEqual(
+            listenerCertificate(self.directory, NOW + datetime.timedelta(days=30)), paths
+        )
         self.assertEqual(self.contents(), first)
         for name in (CA_KEY_FILE, KEY_FILE):
             mode = stat.S_IMODE(os.stat(os.path.join(self.directory, name)).st_mode)

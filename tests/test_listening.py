@@ -68,9 +68,7 @@ class DescriptionTests(SynchronousTestCase):
         """
         An endpoint, when set, is the description listened on.
         """
-        self.assertEqual(
-            description(options()), "tcp:8443:interface=192.0.2.1"
-        )
+        self.assertEqual(description(options()), "tcp:8443:interface=192.0.2.1")
         self.assertEqual(
             description(options(endpoint="unix:/run/files.sock")), "unix:/run/files.sock"
         )
@@ -113,9 +111,7 @@ class CheckDescriptionTests(SynchronousTestCase):
         An C{ssl:} description is refused, saying that the TLS is the
         resource's own: it would wrap the services' TLS in another.
         """
-        error = self.assertRaises(
-            ValueError, checkDescription, "ssl:443:privateKey=key.pem"
-        )
+        error = self.assertRaises(ValueError, checkDescription, "ssl:443:privateKey=key.pem")
         self.assertIn("ssl: endpoint", str(error))
         self.assertIn("tcp:, tcp6:, unix: or systemd:", str(error))
 
@@ -193,9 +189,7 @@ class PlaceTests(SynchronousTestCase):
         endpoints; other failures by their text.
         """
         reason = OSError(errno.EADDRINUSE, "Address already in use")
-        self.assertEqual(
-            failureDetails(Failure(CannotListenError("", 80, reason))), str(reason)
-        )
+        self.assertEqual(failureDetails(Failure(CannotListenError("", 80, reason))), str(reason))
         self.assertEqual(failureDetails(Failure(IndexError("no socket"))), "no socket")
 
 

@@ -282,9 +282,7 @@ class ServeRefusalTests(SynchronousTestCase):
             taken.bind(("127.0.0.1", 0))
             taken.listen()
             port = taken.getsockname()[1]
-            status, out, err = self.serve(
-                "--directory", self.mktemp(), "--acme-port", str(port)
-            )
+            status, out, err = self.serve("--directory", self.mktemp(), "--acme-port", str(port))
         self.assertEqual((status, out), (1, ""))
         self.assertIn(f"127.0.0.1 port {port}", err)
         self.assertIn("--acme-port", err)
@@ -333,9 +331,7 @@ class ServeRefusalTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         os.chmod(directory, 0o777)
-        status, out, err = self.serve(
-            "--directory", directory, "--acme-port", str(freeTCPPort())
-        )
+        status, out, err = self.serve("--directory", directory, "--acme-port", str(freeTCPPort()))
         self.assertEqual((status, out), (1, ""))
         self.assertIn(directory, err)
         self.assertEqual(os.listdir(directory), [])

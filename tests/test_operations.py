@@ -105,9 +105,7 @@ class WithServerTests(OperationsCase):
         self.assertIn("files.example.test, www.example.test", table)
         self.assertIn("files-https: CA, files-again-https: CA", table)
         self.assertIn("Pebble Intermediate", table)
-        self.assertRegex(
-            table, r"renews at \S+ because most of its lifetime will have passed"
-        )
+        self.assertRegex(table, r"renews at \S+ because most of its lifetime will have passed")
         rows = await self.command("status", "--json")
         self.assertEqual(
             sorted(tuple(r["names"]) for r in rows),
@@ -311,8 +309,8 @@ class AccountOptionTests(OperationsCase):
             stream.write(keyToPEM(record.key))
         with open(self.path) as stream:
             text = stream.read().replace(
-            "agree_tos = yes\n", f"agree_tos = yes\naccount_key = {keyFile}\n"
-        )
+                "agree_tos = yes\n", f"agree_tos = yes\naccount_key = {keyFile}\n"
+            )
         fresh = text.replace("state_directory = state", "state_directory = state2")
         with open(self.path, "w") as stream:
             stream.write(fresh)
@@ -338,7 +336,7 @@ class AccountOptionTests(OperationsCase):
             }
         )
         server = await self.startServer()
-        [row, _] = (await self.command("status", "--json"))
+        [row, _] = await self.command("status", "--json")
         self.assertIn("option 'eab_kid'", row["last_error"])
         await server.stopService()
         with open(self.path) as stream:
@@ -537,9 +535,7 @@ class OutcomeTests(ResourceTestCase):
         """
         operations = Operations(self.start(), self.reactor)
         issued = self.consumers["reports"].received[-1]
-        row = runUntilFired(
-            self.reactor, operations.revoke("reports.example.test", "superseded")
-        )
+        row = runUntilFired(self.reactor, operations.revoke("reports.example.test", "superseded"))
         self.assertEqual(row["revoked"], serialHex(issued.certificate.serial_number))
         self.assertEqual(row["reason"], "superseded")
         [text] = [t for t in self.eventTexts(20155) if "reports" in t][-1:]
@@ -559,13 +555,15 @@ class OutcomeTests(ResourceTestCase):
         """
         resource = self.start()
         [row] = [
-            r for r in Operations(resource, self.reactor).status()
+            r
+            for r in Operations(resource, self.reactor).status()
             if r["names"] == ["reports.example.test"]
         ]
         self.assertTrue(row["server_running"])
         self.assertEqual(row["serving"], {"reports-https": "ca"})
         [row] = [
-            r for r in Operations(resource, self.reactor, serverRunning=False).status()
+            r
+            for r in Operations(resource, self.reactor, serverRunning=False).status()
             if r["names"] == ["reports.example.test"]
         ]
         self.assertFalse(row["server_running"])

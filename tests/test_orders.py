@@ -150,7 +150,6 @@ class ResumeTests(ResourceTestCase):
         self.assertEqual(self.server.ordersCreated, 4)
         self.assertFalse(self.consumers["reports"].received[-1].provisional)
 
-
     def test_unstoredCertificateDownloadedAgain(self) -> None:
         """
         While an issued certificate cannot be stored, the saved state keeps

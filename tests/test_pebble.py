@@ -119,9 +119,7 @@ class TestCATests(TestCACase):
         intermediate it signed.
         """
         ca = await self.startTestCA()
-        root, intermediate = x509.load_pem_x509_certificates(
-            await ca.fetchIssuerPEM()
-        )
+        root, intermediate = x509.load_pem_x509_certificates(await ca.fetchIssuerPEM())
         self.assertEqual(root.issuer, root.subject)
         self.assertEqual(intermediate.issuer, root.subject)
         intermediate.verify_directly_issued_by(root)
@@ -166,9 +164,7 @@ class TestCATests(TestCACase):
             port = urlsplit(url).port
             assert port is not None
             endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-            await self.assertFailure(
-                connectProtocol(endpoint, Protocol()), ConnectionRefusedError
-            )
+            await self.assertFailure(connectProtocol(endpoint, Protocol()), ConnectionRefusedError)
         for name in ["pebble.log", "challtestsrv.log"]:
             self.assertTrue(os.path.getsize(os.path.join(directory, name)))
 

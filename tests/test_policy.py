@@ -66,9 +66,7 @@ class PlanRenewalTests(SynchronousTestCase):
             (90 * DAY, -2 * DAY, -1 * DAY, 0.5, RenewalPlan(ISSUED - 1.5 * DAY, "ari")),
         ]
         for lifetime, start, end, pick, expected in cases:
-            plan = planRenewal(
-                ISSUED, ISSUED + lifetime, (ISSUED + start, ISSUED + end), pick
-            )
+            plan = planRenewal(ISSUED, ISSUED + lifetime, (ISSUED + start, ISSUED + end), pick)
             self.assertEqual(plan.reason, expected.reason, (lifetime, start))
             self.assertAlmostEqual(plan.at, expected.at, places=3)
 
@@ -78,7 +76,6 @@ class PlanRenewalTests(SynchronousTestCase):
         """
         plan = planRenewal(ISSUED, ISSUED + 90 * DAY, (ISSUED + 50 * DAY, ISSUED), 0.7)
         self.assertEqual(plan, RenewalPlan(ISSUED + 50 * DAY, "ari"))
-
 
     def test_nonFiniteWindow(self) -> None:
         """
@@ -124,7 +121,6 @@ class WarningTests(SynchronousTestCase):
                 shouldWarn(ISSUED, ISSUED + lifetime, ISSUED + lifetime * 0.9), lifetime
             )
 
-
     def test_levels(self) -> None:
         """
         The warning level is 0 before the threshold, 1 past it, and one
@@ -154,9 +150,7 @@ class WarningTests(SynchronousTestCase):
         ]
         for lifetime, left, level in cases:
             now = ISSUED + lifetime - left
-            self.assertEqual(
-                warningLevel(ISSUED, ISSUED + lifetime, now), level, (lifetime, left)
-            )
+            self.assertEqual(warningLevel(ISSUED, ISSUED + lifetime, now), level, (lifetime, left))
 
 
 class EmergencyRetryTests(SynchronousTestCase):

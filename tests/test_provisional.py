@@ -42,10 +42,7 @@ def verifyWithCryptography(
     @raise VerificationError: when the chain is refused.
     """
     verifier = (
-        PolicyBuilder()
-        .store(Store([signer.certificate]))
-        .time(NOW)
-        .build_server_verifier(name)
+        PolicyBuilder().store(Store([signer.certificate])).time(NOW).build_server_verifier(name)
     )
     verifier.verify(leaf.certificate, [])
 
@@ -89,9 +86,7 @@ def leafWithIPAddress(signer: CertifiedKey) -> CertifiedKey:
         )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                signer.key.public_key()
-            ),
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()),
             critical=False,
         )
         .sign(signer.key, hashes.SHA256())
@@ -134,9 +129,7 @@ class SignerLimitTests(SynchronousTestCase):
         configured names and exclude every IP address, and may only sign
         server certificates.
         """
-        extension = self.signer.certificate.extensions.get_extension_for_class(
-            x509.NameConstraints
-        )
+        extension = self.signer.certificate.extensions.get_extension_for_class(x509.NameConstraints)
         self.assertTrue(extension.critical)
         self.assertEqual(
             (extension.value.permitted_subtrees, extension.value.excluded_subtrees),
@@ -157,9 +150,7 @@ class SignerLimitTests(SynchronousTestCase):
         """
         The signer is valid for a year, not ten.
         """
-        self.assertEqual(
-            self.signer.notAfter - NOW, datetime.timedelta(days=365)
-        )
+        self.assertEqual(self.signer.notAfter - NOW, datetime.timedelta(days=365))
 
     def test_configuredNamesVerify(self) -> None:
         """
@@ -191,9 +182,7 @@ class SignerLimitTests(SynchronousTestCase):
                 leaf,
                 x509.DNSName(names[-1]),
             )
-            self.assertRaises(
-                crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf
-            )
+            self.assertRaises(crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf)
 
     def test_ipAddressRefused(self) -> None:
         """
@@ -208,9 +197,7 @@ class SignerLimitTests(SynchronousTestCase):
             leaf,
             x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
         )
-        self.assertRaises(
-            crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf
-        )
+        self.assertRaises(crypto.X509StoreContextError, verifyWithOpenSSL, self.signer, leaf)
 
 
 class PermittedSubtreesTests(SynchronousTestCase):
@@ -223,9 +210,7 @@ class PermittedSubtreesTests(SynchronousTestCase):
         A name under another listed name adds nothing; the rest are sorted.
         """
         self.assertEqual(
-            permittedSubtrees(
-                ["www.files.example.test", "files.example.test", "b.example.org"]
-            ),
+            permittedSubtrees(["www.files.example.test", "files.example.test", "b.example.org"]),
             ("b.example.org", "files.example.test"),
         )
 
@@ -262,9 +247,7 @@ class SignerProblemTests(SynchronousTestCase):
         provisional certificate has, has no problem.
         """
         signer = makeSigner("tests", CONFIGURED, NOW)
-        self.assertIsNone(
-            signerProblem(signer, CONFIGURED + ("a.files.example.test",), NOW)
-        )
+        self.assertIsNone(signerProblem(signer, CONFIGURED + ("a.files.example.test",), NOW))
 
     def test_missingNames(self) -> None:
         """
@@ -287,8 +270,7 @@ class SignerProblemTests(SynchronousTestCase):
         later = NOW + datetime.timedelta(days=300)
         self.assertEqual(
             signerProblem(signer, CONFIGURED, later),
-            "the stored one ends on 2031-01-02, before a provisional certificate "
-            "made now",
+            "the stored one ends on 2031-01-02, before a provisional certificate made now",
         )
 
     def test_unconstrained(self) -> None:
@@ -312,9 +294,7 @@ class ResourceSignerTests(ResourceTestCase):
         """
         The fake clock's time.
         """
-        return datetime.datetime.fromtimestamp(
-            self.reactor.seconds(), datetime.timezone.utc
-        )
+        return datetime.datetime.fromtimestamp(self.reactor.seconds(), datetime.timezone.utc)
 
     def storedSigner(self) -> CertifiedKey:
         """
@@ -349,9 +329,7 @@ class ResourceSignerTests(ResourceTestCase):
             .certificate.extensions.get_extension_for_class(x509.NameConstraints)
             .value.permitted_subtrees
         )
-        self.assertEqual(
-            sorted(subtree.value for subtree in permitted), sorted(FILES + REPORTS)
-        )
+        self.assertEqual(sorted(subtree.value for subtree in permitted), sorted(FILES + REPORTS))
 
     def test_unconstrainedSignerReplaced(self) -> None:
         """
@@ -368,9 +346,7 @@ class ResourceSignerTests(ResourceTestCase):
         """
         self.store.signer = makeSigner("le", FILES, self.now()).toPEM()
         self.start()
-        self.assertSignerFor(
-            FILES + REPORTS, "may not sign for reports.example.test"
-        )
+        self.assertSignerFor(FILES + REPORTS, "may not sign for reports.example.test")
 
     def test_signerNearItsEndReplaced(self) -> None:
         """
@@ -390,6 +366,4 @@ class ResourceSignerTests(ResourceTestCase):
         pem = makeSigner("le", ("example.test",), self.now()).toPEM()
         self.store.signer = pem
         self.start()
-        self.assertEqual(
-            (self.store.signer, self.eventTexts(20180)), (pem, [])
-        )
+        self.assertEqual((self.store.signer, self.eventTexts(20180)), (pem, []))

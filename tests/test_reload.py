@@ -54,6 +54,7 @@ state_directory = state
 {extra}
 """
 
+
 def httpsService(name: str, port: int, domains: str) -> str:
     """
     The section of an C{https} service C{name} serving C{public}.
@@ -323,7 +324,9 @@ class ServerReloadTests(ReloadCase):
                 "services/files, services/reports."
             ],
         )
-        self.assertEqual(self.texts(20195), [f"20195 Reloading the configuration from {self.path}."])
+        self.assertEqual(
+            self.texts(20195), [f"20195 Reloading the configuration from {self.path}."]
+        )
 
     def test_removedServiceStops(self) -> None:
         """
@@ -376,7 +379,11 @@ class ServerReloadTests(ReloadCase):
         runUntilFired(self.reactor, server.resource.check())
         self.assertEqual(self.ca.ordersCreated, orders)
         self.assertEqual(
-            [s.options.path for s in server.fileServices if s.options.section == "services/reports"],
+            [
+                s.options.path
+                for s in server.fileServices
+                if s.options.section == "services/reports"
+            ],
             [os.path.join(self.directory, "other")],
         )
 

@@ -40,16 +40,17 @@ from letsencrypt_resource.testing import (
     runUntilFired,
 )
 from tests.helpers import selfSigned
-from tests.helpers.resourcecase import DAY, FILES, FailingSaves, HeldRunner, REPORTS, RefusingReactor, ResourceTestCase, resourceOptions, synchronously
-
-
-
-
-
-
-
-
-
+from tests.helpers.resourcecase import (
+    DAY,
+    FILES,
+    FailingSaves,
+    HeldRunner,
+    REPORTS,
+    RefusingReactor,
+    ResourceTestCase,
+    resourceOptions,
+    synchronously,
+)
 
 
 class StartTests(ResourceTestCase):
@@ -301,8 +302,6 @@ class RenewalTests(ResourceTestCase):
         self.assertEqual(self.eventIDs().count(20009), 2)
 
 
-
-
 class BackgroundWriteTests(ResourceTestCase):
     """
     Renewal state and exports are written by the workers, one at a time,
@@ -383,8 +382,6 @@ class BackgroundWriteTests(ResourceTestCase):
         self.successResultOf(stopped)
 
 
-
-
 class StoreFailureTests(ResourceTestCase):
     """
     Every write failure is event 20009 and is tried again; no order is
@@ -434,9 +431,7 @@ class StoreFailureTests(ResourceTestCase):
         self.reactor.advance(0)
         for consumer in self.consumers.values():
             self.assertTrue(consumer.received[-1].provisional)
-        self.assertTrue(
-            any("the provisional signer" in text for text in self.eventTexts(20009))
-        )
+        self.assertTrue(any("the provisional signer" in text for text in self.eventTexts(20009)))
         self.assertEqual(self.unexpected(), [])
         self.assertIsNone(self.store.signer)
         self.store.failWrites = False
@@ -630,9 +625,7 @@ class SavedWaitTests(ResourceTestCase):
         nan, inf = float("nan"), float("inf")
         for window in ([nan, nan], [0.0, inf], [-inf, 0.0], [2e9, 1.9e9]):
             certificate = ManagedCertificate(REPORTS, "current")
-            certificate.restore(
-                {"settings": "current", "failures": 2, "ari_window": window}
-            )
+            certificate.restore({"settings": "current", "failures": 2, "ari_window": window})
             self.assertIsNone(certificate.ariWindow, window)
             self.assertEqual(certificate.failures, 2)
         certificate.restore({"ari_window": [1.9e9, 2e9]})
@@ -644,9 +637,7 @@ class SavedWaitTests(ResourceTestCase):
         leave a provisional set waiting past the emergency pace.
         """
         now = self.reactor.seconds()
-        self.saveState(
-            REPORTS, failures=20, next_attempt=now + CHECK_INTERVAL, last_failure=now
-        )
+        self.saveState(REPORTS, failures=20, next_attempt=now + CHECK_INTERVAL, last_failure=now)
         self.start()
         self.assertEqual(self.reportsOrders(), [])
         advanceThrough(self.reactor, EMERGENCY_RETRY_DELAY)
@@ -806,12 +797,8 @@ class ExpiryWarningTests(ResourceTestCase):
         advanceThrough(self.reactor, notAfter + DAY - self.reactor.seconds())
         marks = [notAfter - days * DAY for days in (15, 7.5, 7, 3.75, 3, 1, 0)]
         for mark in marks:
-            self.assertTrue(
-                any(mark <= t <= mark + EMERGENCY_RETRY_DELAY + 1 for t in times), mark
-            )
-        gaps = [
-            (a, b) for a, b in zip(times, times[1:]) if b - a < WARNING_REPEAT - 1
-        ]
+            self.assertTrue(any(mark <= t <= mark + EMERGENCY_RETRY_DELAY + 1 for t in times), mark)
+        gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a < WARNING_REPEAT - 1]
         for a, b in gaps:
             self.assertTrue(any(a < mark <= b for mark in marks), (a, b))
         self.assertLessEqual(len(times), 16 * 4 + len(marks))
@@ -885,9 +872,7 @@ class HTTPPoolTests(SynchronousTestCase):
             stream.write(selfSigned(("ca.example.test",)).certificatePEM)
         self.makeResource(acmeCAFile=path)
         [(_, trusted)] = self.made
-        self.assertEqual(
-            [c.getSubject().commonName for c in trusted], [b"ca.example.test"]
-        )
+        self.assertEqual([c.getSubject().commonName for c in trusted], [b"ca.example.test"])
         with open(path, "wb") as stream:
             stream.write(b"no certificate")
         self.assertRaises(ValueError, self.makeResource, acmeCAFile=path)

@@ -18,22 +18,15 @@ from letsencrypt_resource.safefs import (
     replaceInFolder,
     temporaryName,
 )
-from tests.helpers.files import OTHER_UID, PermissiveUmaskMixin, giveAway, modeOf, readBytes, runningAs, writeBytes
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+from tests.helpers.files import (
+    OTHER_UID,
+    PermissiveUmaskMixin,
+    giveAway,
+    modeOf,
+    readBytes,
+    runningAs,
+    writeBytes,
+)
 
 
 def write(folder: str, files: list[tuple[str, bytes, int]]) -> None:
@@ -61,8 +54,7 @@ class ReplaceInFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         What each file of the folder holds, by name.
         """
         return {
-            name: readBytes(os.path.join(self.folder, name))
-            for name in os.listdir(self.folder)
+            name: readBytes(os.path.join(self.folder, name)) for name in os.listdir(self.folder)
         }
 
     def test_replaces(self) -> None:
@@ -140,9 +132,7 @@ class ReplaceInFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         writeBytes(victim, b"precious")
         os.symlink(victim, os.path.join(self.folder, temporaryName("file")))
         write(self.folder, [("file", b"new", 0o600)])
-        self.assertEqual(
-            (readBytes(victim), self.contents()), (b"precious", {"file": b"new"})
-        )
+        self.assertEqual((readBytes(victim), self.contents()), (b"precious", {"file": b"new"}))
 
     def test_linkPlantedAfterCleanUp(self) -> None:
         """
@@ -199,9 +189,7 @@ class OpenFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         Assert that L{openFolder} refuses C{path/parts...}.
         """
-        return self.assertRaises(
-            UnusablePath, self.open, path, *parts, privateBase=privateBase
-        )
+        return self.assertRaises(UnusablePath, self.open, path, *parts, privateBase=privateBase)
 
     def test_createsPrivate(self) -> None:
         """
@@ -369,9 +357,7 @@ class OpenFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         os.mkdir(mine, 0o500)
         giveAway(mine)
         with runningAs(OTHER_UID):
-            error = self.assertRaises(
-                UnusablePath, checkFolder, mine, privateBase=False
-            )
+            error = self.assertRaises(UnusablePath, checkFolder, mine, privateBase=False)
             self.assertIn("is not writable", str(error))
             self.assertRaises(
                 UnusablePath, checkFolder, os.path.join(mine, "state"), privateBase=True

@@ -44,8 +44,6 @@ from tests.helpers.resourcecase import ResourceTestCase
 from tests.helpers import keyMarkers
 
 
-
-
 def eventText(event: dict[str, Any]) -> str:
     """
     Everything an observer could write for C{event}: its formatted text,
@@ -138,7 +136,6 @@ class KeyFileTests(FaultCase):
                 mode = stat.S_IMODE(os.stat(path).st_mode)
                 self.assertEqual(mode & 0o022, 0, f"{path} is {oct(mode)}")
                 path = os.path.dirname(path)
-
 
     async def test_noKeyInLogs(self) -> None:
         """
@@ -303,9 +300,7 @@ class CertificateMismatchTests(ResourceTestCase):
         self.server.validate = responder.lookup
         return runUntilFired(
             self.reactor,
-            obtainCertificate(
-                client, responder, self.reactor, DOMAINS, generateKey("ecdsa-p256")
-            ),
+            obtainCertificate(client, responder, self.reactor, DOMAINS, generateKey("ecdsa-p256")),
         )
 
     def test_otherNames(self) -> None:
@@ -451,9 +446,7 @@ class ListenerLimitsTests(SynchronousTestCase):
                 self.assertEqual(connection.collector.received, b"", name)
             self.clock.advance(5)
             connection.pump.flush()
-            self.assertTrue(
-                connection.collector.received.startswith(b"HTTP/1.1 408 "), name
-            )
+            self.assertTrue(connection.collector.received.startswith(b"HTTP/1.1 408 "), name)
 
     def test_longHeader(self) -> None:
         """
@@ -577,6 +570,10 @@ class FileSiteAbuseTests(SynchronousTestCase):
             answer = challengefuzz.send(self.site, request.raw, self.clock)
         self.assertEqual(filefuzz.problems(request, answer), [])
         self.assertEqual(
-            [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn or "log_failure" in e],
+            [
+                formatEvent(e)
+                for e in events
+                if e["log_level"] >= LogLevel.warn or "log_failure" in e
+            ],
             [],
         )

@@ -47,8 +47,7 @@ class WrittenPathTests(SynchronousTestCase):
         resource's option.
         """
         self.assertRefused(
-            resource(state_directory="/var/lib/acme")
-            + service(path="/var/lib/acme/"),
+            resource(state_directory="/var/lib/acme") + service(path="/var/lib/acme/"),
             "/var/lib/acme is [resources/r1] state_directory /var/lib/acme",
         )
 
@@ -67,8 +66,7 @@ class WrittenPathTests(SynchronousTestCase):
         A folder inside the state directory holds keys too.
         """
         self.assertRefused(
-            resource(state_directory="/var/lib/acme")
-            + service(path="/var/lib/acme/certificates"),
+            resource(state_directory="/var/lib/acme") + service(path="/var/lib/acme/certificates"),
             "/var/lib/acme/certificates is inside [resources/r1] state_directory",
         )
 
@@ -98,10 +96,8 @@ class WrittenPathTests(SynchronousTestCase):
         A folder holding the C{account_key} file is refused.
         """
         self.assertRefused(
-            resource(account_key="/srv/files/keys/account.pem")
-            + service(path="/srv/files"),
-            "/srv/files contains [resources/r1] account_key "
-            "/srv/files/keys/account.pem",
+            resource(account_key="/srv/files/keys/account.pem") + service(path="/srv/files"),
+            "/srv/files contains [resources/r1] account_key /srv/files/keys/account.pem",
         )
 
     def test_pathContainsConfigurationFile(self) -> None:
@@ -167,9 +163,7 @@ class WrittenPathTests(SynchronousTestCase):
         os.mkdir(folder)
         path = os.path.join(folder, "server.ini")
         with open(path, "w", encoding="utf-8") as stream:
-            stream.write(
-                resource(state_directory="/var/lib/acme") + service(path=folder)
-            )
+            stream.write(resource(state_directory="/var/lib/acme") + service(path=folder))
         error = self.assertRaises(ConfigurationError, loadConfiguration, path)
         self.assertEqual((error.section, error.option), ("services/s1", "path"))
         self.assertIn(f"contains the configuration file {path}", error.message)
@@ -197,9 +191,7 @@ class ResolvedPathTests(SynchronousTestCase):
         configuration = parseConfiguration(
             text, os.path.dirname(self.configurationFile), self.configurationFile
         )
-        error = self.assertRaises(
-            ConfigurationError, checkFileSystem, configuration
-        )
+        error = self.assertRaises(ConfigurationError, checkFileSystem, configuration)
         self.assertEqual((error.section, error.option), ("services/s1", "path"))
         return error
 
@@ -210,9 +202,7 @@ class ResolvedPathTests(SynchronousTestCase):
         """
         link = os.path.join(self.root, "public")
         os.symlink(self.state, link)
-        error = self.parse(
-            resource(state_directory=self.state) + service(path=link)
-        )
+        error = self.parse(resource(state_directory=self.state) + service(path=link))
         self.assertIn(
             f"{link} is [resources/r1] state_directory {self.state} (once links "
             f"are followed, {self.state} and {self.state})",
@@ -228,9 +218,7 @@ class ResolvedPathTests(SynchronousTestCase):
         os.mkdir(inside)
         alias = os.path.join(self.root, "alias")
         os.symlink(inside, alias)
-        error = self.parse(
-            resource(state_directory=alias) + service(path=self.files)
-        )
+        error = self.parse(resource(state_directory=alias) + service(path=self.files))
         self.assertIn(
             f"{self.files} contains [resources/r1] state_directory {alias}",
             error.message,
@@ -243,9 +231,7 @@ class ResolvedPathTests(SynchronousTestCase):
         """
         os.mkdir(os.path.join(self.files, "etc"))
         os.symlink(os.path.join(self.files, "etc"), os.path.join(self.root, "etc"))
-        error = self.parse(
-            resource(state_directory=self.state) + service(path=self.files)
-        )
+        error = self.parse(resource(state_directory=self.state) + service(path=self.files))
         self.assertIn("contains the configuration file", error.message)
 
     def test_separateFoldersPass(self) -> None:

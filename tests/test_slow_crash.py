@@ -236,9 +236,7 @@ class CrashRun:
             if setName not in expectCA:
                 continue
             try:
-                client = await connectTLS(
-                    self.reactor, self.ports[name], serverName, self.issuers
-                )
+                client = await connectTLS(self.reactor, self.ports[name], serverName, self.issuers)
                 await client.get("/ok.txt", b"ok\n").addTimeout(5, self.reactor)
                 client.transport.loseConnection()
                 await client.lost
@@ -248,9 +246,7 @@ class CrashRun:
 
     async def runOnce(self, index: int) -> None:
         before, _ = self.snapshot()
-        trigger = (
-            self.rng.choices(TRIGGERS, weights=(15, 40, 30, 15))[0] if index > 0 else "order"
-        )
+        trigger = self.rng.choices(TRIGGERS, weights=(15, 40, 30, 15))[0] if index > 0 else "order"
         self.triggers[trigger] += 1
         process = WatchedTwistd(
             self.reactor,
@@ -354,10 +350,13 @@ class CrashRun:
             end = self.reactor.seconds() + 20
             while self.reactor.seconds() < end:
                 certificates, stateProblems = self.snapshot()
-                if all(
-                    c is not None and c.notAfter.timestamp() > self.reactor.seconds() + 3
-                    for c in certificates.values()
-                ) and not self.exportMatches():
+                if (
+                    all(
+                        c is not None and c.notAfter.timestamp() > self.reactor.seconds() + 3
+                        for c in certificates.values()
+                    )
+                    and not self.exportMatches()
+                ):
                     break
                 await deferLater(self.reactor, 0.5, lambda: None)
             problems.extend(stateProblems)

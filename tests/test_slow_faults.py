@@ -354,9 +354,7 @@ async def neverAnswers(reactor: Any, directory: str) -> Row:
             # Nothing was due: the forced renewals are not retried on their
             # own; the next one works.
             await harness.resource.check(force=True)
-            if not all(
-                c.received[-1] is not before[n] for n, c in harness.consumers.items()
-            ):
+            if not all(c.received[-1] is not before[n] for n, c in harness.consumers.items()):
                 problems.append("not renewed after the CA came back")
             problems.extend(harness.gaps)
             problems.extend(harness.recorder.errors())
@@ -524,9 +522,7 @@ async def stateDirectoryFull(reactor: Any, directory: str) -> Row:
             os.remove(filler)
             renewed = await waitFor(
                 reactor,
-                lambda: all(
-                    c.received[-1] is not before[n] for n, c in harness.consumers.items()
-                ),
+                lambda: all(c.received[-1] is not before[n] for n, c in harness.consumers.items()),
                 LIFETIME,
             )
             stopWatching()

@@ -126,9 +126,7 @@ class ReplacesRefuser(Resource):
             if name.lower() not in _NOT_RELAYED:
                 headers.setRawHeaders(name, values)
         producer = FileBodyProducer(BytesIO(body)) if body else None
-        relaying = self.agent.request(
-            request.method, self.target + request.uri, headers, producer
-        )
+        relaying = self.agent.request(request.method, self.target + request.uri, headers, producer)
         relaying.addCallback(self._relay, request)
         relaying.addErrback(self._failed, request)
         return NOT_DONE_YET
@@ -175,6 +173,7 @@ def startRefuser(reactor: Any, testCA: Any, every: int) -> tuple[str, ReplacesRe
         port, site, PrivateCertificate.loadPEM(pem).options(), interface="127.0.0.1"
     )
     return f"https://localhost:{port}{target.path}", refuser, listening
+
 
 CONFIGURATION = """\
 [resources/soak]

@@ -136,9 +136,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.assertFalse(os.path.exists(self.path))
         workers.runAll()
         self.successResultOf(stored)
-        self.assertEqual(
-            readBytes(os.path.join(self.path, "certificates", "a.pem")), b"value"
-        )
+        self.assertEqual(readBytes(os.path.join(self.path, "certificates", "a.pem")), b"value")
         loaded = storage.load("certificates/a.pem")
         self.assertNoResult(loaded)
         workers.runAll()
@@ -176,9 +174,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         records read through the storage, and the other way round.
         """
         old = DirectoryStore(self.path)
-        account = AccountRecord(
-            sharedKey("rsa-2048"), "https://ca/acct/1", ("mailto:a@b",)
-        )
+        account = AccountRecord(sharedKey("rsa-2048"), "https://ca/acct/1", ("mailto:a@b",))
         certificate = provisionalFor(newSigner(), DOMAINS)
         old.saveAccount("https://ca/dir", account)
         old.saveCertificate(DOMAINS, certificate)
@@ -191,9 +187,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.assertEqual(loaded.toPEM(), certificate.toPEM())
         self.assertEqual(await records.loadRenewalState(DOMAINS), {"failures": 2})
         self.assertEqual(await records.loadProvisionalSigner(), b"signer")
-        self.assertEqual(
-            await records.certificateNames(), ["example.com_www.example.com"]
-        )
+        self.assertEqual(await records.certificateNames(), ["example.com_www.example.com"])
         await records.saveRenewalState(DOMAINS, {"failures": 3})
         self.assertEqual(old.loadRenewalState(DOMAINS), {"failures": 3})
 
@@ -209,9 +203,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         link = os.path.join(self.path, "certificates", "a.pem")
         os.mkdir(os.path.dirname(link), 0o700)
         os.symlink(victim, link)
-        error = await self.assertFailure(
-            storage.load("certificates/a.pem"), StorageError
-        )
+        error = await self.assertFailure(storage.load("certificates/a.pem"), StorageError)
         self.assertIn("symbolic link", str(error))
         self.assertEqual(await storage.list(""), ["provisional-signer.pem"])
         await storage.store("certificates/a.pem", b"new")
@@ -261,9 +253,7 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         storage = self.storage()
         lease = given(await storage.lease("example.com", 30))
         path = os.path.join(self.path, ".leases", "example.com")
-        self.assertEqual(
-            (readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600)
-        )
+        self.assertEqual((readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600))
         await lease.release()
         writeBytes(path, b"garbage")
         await self.assertFailure(storage.lease("example.com", 30), StorageError)
@@ -319,9 +309,7 @@ class RecordsTests(TestCase):
         await self.records.saveAccount("https://ca/dir", record)
         loaded = given(await self.records.loadAccount("https://ca/dir"))
         self.assertEqual(loaded.toJSON(), record.toJSON())
-        self.assertEqual(
-            await self.storage.list("accounts/"), [accountKey("https://ca/dir")]
-        )
+        self.assertEqual(await self.storage.list("accounts/"), [accountKey("https://ca/dir")])
 
     async def test_certificates(self) -> None:
         """
@@ -331,9 +319,7 @@ class RecordsTests(TestCase):
         signer = newSigner()
         sets = [("a.example.com",), ("b.example.com", "c.example.com")]
         for domains in sets:
-            key = await self.records.saveCertificate(
-                domains, provisionalFor(signer, domains)
-            )
+            key = await self.records.saveCertificate(domains, provisionalFor(signer, domains))
             self.assertEqual(key, certificateKey(domains))
         self.assertEqual(
             await self.records.certificateNames(),
@@ -349,9 +335,7 @@ class RecordsTests(TestCase):
         """
         await self.storage.store(certificateKey(DOMAINS), b"not a certificate")
         await self.storage.store("renewal/example.com_www.example.com.json", b"[]")
-        error: Any = await self.assertFailure(
-            self.records.loadCertificate(DOMAINS), StorageError
-        )
+        error: Any = await self.assertFailure(self.records.loadCertificate(DOMAINS), StorageError)
         self.assertEqual(error.key, certificateKey(DOMAINS))
         await self.assertFailure(self.records.loadRenewalState(DOMAINS), StorageError)
 
@@ -368,9 +352,7 @@ class RecordsTests(TestCase):
         await self.records.deleteChallenge("tok_EN-1")
         self.assertIsNone(await other.loadChallenge("tok_EN-1"))
         for token in ("../lock", "a/b", "", "a.b", "x" * 256):
-            await self.assertFailure(
-                self.records.saveChallenge(token, "k"), StorageError
-            )
+            await self.assertFailure(self.records.saveChallenge(token, "k"), StorageError)
             await self.assertFailure(self.records.loadChallenge(token), StorageError)
 
     async def test_fenced(self) -> None:

@@ -30,7 +30,14 @@ from letsencrypt_resource.store import (
 )
 
 from tests.helpers import newSigner, provisionalFor, sharedKey
-from tests.helpers.files import OTHER_UID, PermissiveUmaskMixin, giveAway, modeOf, readBytes, runningAs
+from tests.helpers.files import (
+    OTHER_UID,
+    PermissiveUmaskMixin,
+    giveAway,
+    modeOf,
+    readBytes,
+    runningAs,
+)
 
 ACME_URL = "https://acme.example/directory"
 ACCOUNT_URL = "https://acme.example/account/17"
@@ -73,9 +80,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
         self.store.saveAccount(ACME_URL, record)
         loaded = self.store.loadAccount(ACME_URL)
         assert loaded is not None
-        self.assertEqual(
-            (keyToPEM(loaded.key), loaded.url), (keyToPEM(record.key), record.url)
-        )
+        self.assertEqual((keyToPEM(loaded.key), loaded.url), (keyToPEM(record.key), record.url))
         self.assertIsNone(self.store.loadAccount(ACME_URL + "/other"))
 
     def test_accountRSA(self) -> None:
@@ -138,9 +143,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
             modes[folder] = modeOf(folder)
             for name in files:
                 modes[os.path.join(folder, name)] = modeOf(os.path.join(folder, name))
-        self.assertEqual(
-            modes, {path: 0o700 if os.path.isdir(path) else 0o600 for path in modes}
-        )
+        self.assertEqual(modes, {path: 0o700 if os.path.isdir(path) else 0o600 for path in modes})
 
     def test_accountPrivate(self) -> None:
         """
@@ -204,9 +207,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
         pem = provisionalFor(newSigner(), DOMAINS).toPEM()
         path = self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
         for content in [b"", b"garbage", pem[: len(pem) // 2], pem[200:]]:
-            self.assertDamaged(
-                path, content, lambda: self.store.loadCertificate(DOMAINS)
-            )
+            self.assertDamaged(path, content, lambda: self.store.loadCertificate(DOMAINS))
 
     def test_damagedAccount(self) -> None:
         """
@@ -227,7 +228,6 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
         ]:
             self.assertDamaged(path, content, lambda: self.store.loadAccount(ACME_URL))
 
-
     def test_damagedRenewalState(self) -> None:
         """
         A renewal state that is not a JSON object gives L{StoreError}
@@ -237,9 +237,8 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
         (name,) = os.listdir(os.path.join(self.root, "renewal"))
         path = os.path.join(self.root, "renewal", name)
         for content in [b"", b"{not json", b"\xff", b"[1, 2]"]:
-            self.assertDamaged(
-                path, content, lambda: self.store.loadRenewalState(DOMAINS)
-            )
+            self.assertDamaged(path, content, lambda: self.store.loadRenewalState(DOMAINS))
+
 
 class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
     """
@@ -263,12 +262,8 @@ class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
         the chain and the full chain.
         """
         folder = self.export(self.provisional)
-        self.assertEqual(
-            folder, os.path.join(self.directory, "example.com_www.example.com")
-        )
-        contents = {
-            name: readBytes(os.path.join(folder, name)) for name in os.listdir(folder)
-        }
+        self.assertEqual(folder, os.path.join(self.directory, "example.com_www.example.com"))
+        contents = {name: readBytes(os.path.join(folder, name)) for name in os.listdir(folder)}
         self.assertEqual(
             contents,
             {
@@ -444,9 +439,7 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         os.mkdir(self.root, 0o700)
         os.symlink(self.elsewhere, os.path.join(self.root, "certificates"))
-        error = self.assertRaises(
-            StoreError, self.store.saveCertificate, DOMAINS, self.certificate
-        )
+        error = self.assertRaises(StoreError, self.store.saveCertificate, DOMAINS, self.certificate)
         self.assertIn("symbolic link", str(error))
         self.assertUntouched()
 
@@ -583,9 +576,7 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         os.chmod(self.base, 0o755)
         os.mkdir(self.export, 0o755)
         with runningAs(OTHER_UID):
-            error = self.assertRaises(
-                StoreError, self.store.checkCertificateWritable, DOMAINS
-            )
+            error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
         self.assertIn("is not writable", error.message)
 
 
@@ -681,9 +672,7 @@ class CheckStorageTests(PermissiveUmaskMixin, SynchronousTestCase):
                 "state_directory = server.ini\n"
             )
         os.chmod(path, 0o644)
-        error = self.assertRaises(
-            ConfigurationError, checkFileSystem, loadConfiguration(path)
-        )
+        error = self.assertRaises(ConfigurationError, checkFileSystem, loadConfiguration(path))
         self.assertEqual(error.option, "state_directory")
         self.assertEqual(modeOf(path), 0o644)
 

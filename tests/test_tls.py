@@ -176,9 +176,7 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
         """
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
-        self.assertIs(
-            self.successResultOf(self.consumer.whenCertificate()), certifiedKey
-        )
+        self.assertIs(self.successResultOf(self.consumer.whenCertificate()), certifiedKey)
 
     def test_whenCertificateLater(self) -> None:
         """
@@ -189,9 +187,7 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
         self.assertNoResult(waiting[0])
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
-        self.assertEqual(
-            [self.successResultOf(d) for d in waiting], [certifiedKey, certifiedKey]
-        )
+        self.assertEqual([self.successResultOf(d) for d in waiting], [certifiedKey, certifiedKey])
         self.assertIs(self.consumer.tls.certifiedKey, certifiedKey)
 
     def test_cancel(self) -> None:

@@ -25,10 +25,6 @@ from tests.helpers.processcase import environment, twistdCommand
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-
-
-
-
 class WatchedProcess(ProcessProtocol):
     """
     Collects a process's output and fires when a text appears in it often
@@ -88,9 +84,7 @@ class TwistdTests(TestCACase):
             stream.write(text)
         return path
 
-    def runServer(
-        self, path: str
-    ) -> tuple[WatchedProcess, Any, Callable[[], Deferred[None]]]:
+    def runServer(self, path: str) -> tuple[WatchedProcess, Any, Callable[[], Deferred[None]]]:
         """
         Start twistd on the configuration at C{path}, stopped with SIGTERM
         at the end of the test.
@@ -140,7 +134,9 @@ class TwistdTests(TestCACase):
         self.assertLess(elapsed, 10)
         self.assertEqual(watcher.output.count(b" 20015 "), 2)
         issuers = await testCA.fetchIssuerPEM()
-        for port, name in zip(ports, ["files.example.test", "www.example.test", "reports.example.test"]):
+        for port, name in zip(
+            ports, ["files.example.test", "www.example.test", "reports.example.test"]
+        ):
             _, received = await fetchOverTLS(reactor, port, name, issuers, "/hello.txt", HELLO)
             self.assertIn(HELLO, received)
         await stop()
@@ -181,8 +177,7 @@ class TwistdTests(TestCACase):
 
         with open(path, "w") as stream:
             stream.write(
-                text
-                + "\n[services/new]\ntype = https\nname = new-https\n"
+                text + "\n[services/new]\ntype = https\nname = new-https\n"
                 f"address = 127.0.0.1\nport = {ports[3]}\npath = public\n"
                 "ssl_domains = new.example.test\n"
             )

@@ -77,6 +77,7 @@ class BackgroundWorkersTests(TestCase):
         L{BackgroundWorkers.stop} waits for the threads; a later job gets
         new ones.
         """
+
         def ours() -> list[threading.Thread]:
             return [t for t in threading.enumerate() if f"test-workers-{id(self)}" in t.name]
 

@@ -45,9 +45,7 @@ class HostHTTPSService(Service):
     def __init__(self, reactor: Any, address: str, port: int, domains: tuple[str, ...]):
         self.consumer = TLSCertificateConsumer("host-https", domains)
         # consumer.tls is an IOpenSSLServerConnectionCreator.
-        self._endpoint = SSL4ServerEndpoint(
-            reactor, port, self.consumer.tls, interface=address
-        )
+        self._endpoint = SSL4ServerEndpoint(reactor, port, self.consumer.tls, interface=address)
         self._site = Site(Greeting())
         self._waiting = None
         self._port = None
@@ -110,9 +108,7 @@ def makeHost(
         keyType="ecdsa-p256",
         agreeTOS=True,
     )
-    resource = LetsEncryptResource(
-        options, registry, DirectoryStore(stateDirectory), reactor
-    )
+    resource = LetsEncryptResource(options, registry, DirectoryStore(stateDirectory), reactor)
 
     host = MultiService()
     https.setServiceParent(host)

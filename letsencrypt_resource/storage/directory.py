@@ -70,9 +70,7 @@ def readFile(base: str, key: str) -> bytes | None:
             except OSError as error:
                 if error.errno == errno.ELOOP:
                     path = os.path.join(base, key)
-                    raise UnusablePath(
-                        path, "is a symbolic link, which is never followed"
-                    )
+                    raise UnusablePath(path, "is a symbolic link, which is never followed")
                 raise
     except FileNotFoundError:
         return None
@@ -216,9 +214,7 @@ class DirectoryStorage:
         self.path = path
         self._ownWorkers: BackgroundWorkers | None = None
         if workers is None:
-            workers = self._ownWorkers = BackgroundWorkers(
-                reactor, "letsencrypt-storage", 1
-            )
+            workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
         self._workers: Runner = workers
         self._ownLock = lock is None
         self._lock = StateLock(path) if lock is None else lock
@@ -269,9 +265,7 @@ class DirectoryStorage:
         d.addCallbacks(lambda _: self._place.feed.changed(self, key), reportStale)
         return d
 
-    def store(
-        self, key: str, value: bytes, fence: ILease | None = None
-    ) -> Deferred[None]:
+    def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
         return self._change(key, fence, writeFile, bytes(value))
 
     def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
@@ -352,9 +346,7 @@ class DirectoryStorage:
 
         return self._run(lease.name, release)
 
-    def watch(
-        self, prefix: str, callback: Callable[[str], object]
-    ) -> Deferred[Callable[[], None]]:
+    def watch(self, prefix: str, callback: Callable[[str], object]) -> Deferred[Callable[[], None]]:
         try:
             checkPrefix(prefix)
         except StorageError:

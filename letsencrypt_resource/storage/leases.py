@@ -65,9 +65,7 @@ class LeaseTable:
         """
         return self._newest.get(name, 0)
 
-    def take(
-        self, name: str, seconds: float, holder: object, newest: int = 0
-    ) -> int | None:
+    def take(self, name: str, seconds: float, holder: object, newest: int = 0) -> int | None:
         """
         Give C{name} to C{holder} for C{seconds}, unless it is held and has
         not expired.
@@ -143,7 +141,5 @@ def reportStale(failure: Failure) -> Failure:
     """
     error = failure.value
     if isinstance(error, StaleFence):
-        events.STALE_WRITE_REFUSED.emit(
-            _log, key=error.key, token=error.token, newest=error.newest
-        )
+        events.STALE_WRITE_REFUSED.emit(_log, key=error.key, token=error.token, newest=error.newest)
     return failure

@@ -54,9 +54,7 @@ class MemoryStorage:
             return fail()
         return succeed(self._shared.values.get(key))
 
-    def _change(
-        self, key: str, fence: ILease | None, value: bytes | None
-    ) -> Deferred[None]:
+    def _change(self, key: str, fence: ILease | None, value: bytes | None) -> Deferred[None]:
         try:
             self._checkOpen(checkKey(key))
             if fence is not None:
@@ -70,9 +68,7 @@ class MemoryStorage:
         self._shared.feed.changed(self, key)
         return succeed(None)
 
-    def store(
-        self, key: str, value: bytes, fence: ILease | None = None
-    ) -> Deferred[None]:
+    def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
         return self._change(key, fence, value)
 
     def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
@@ -104,9 +100,7 @@ class MemoryStorage:
         self._shared.leases.release(lease)
         return succeed(None)
 
-    def watch(
-        self, prefix: str, callback: Callable[[str], object]
-    ) -> Deferred[Callable[[], None]]:
+    def watch(self, prefix: str, callback: Callable[[str], object]) -> Deferred[Callable[[], None]]:
         try:
             self._checkOpen(checkPrefix(prefix))
         except StorageError:

@@ -56,6 +56,4 @@ class ChangeFeed:
             try:
                 callback(key)
             except Exception as error:
-                events.WATCH_CALLBACK_FAILED.emit(
-                    self._log, key=key, details=repr(error)
-                )
+                events.WATCH_CALLBACK_FAILED.emit(self._log, key=key, details=repr(error))

@@ -220,9 +220,7 @@ class Records:
             ]
         )
 
-    def loadCertificate(
-        self, domains: tuple[str, ...]
-    ) -> Deferred[CertifiedKey | None]:
+    def loadCertificate(self, domains: tuple[str, ...]) -> Deferred[CertifiedKey | None]:
         """
         The certificate, key and chain stored for C{domains}, or C{None}.
         """
@@ -240,13 +238,9 @@ class Records:
         @return: A Deferred firing with its key, for events.
         """
         key = certificateKey(domains)
-        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(
-            lambda _: key
-        )
+        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(lambda _: key)
 
-    def loadRenewalState(
-        self, domains: tuple[str, ...]
-    ) -> Deferred[dict[str, Any] | None]:
+    def loadRenewalState(self, domains: tuple[str, ...]) -> Deferred[dict[str, Any] | None]:
         """
         The renewal state saved for C{domains} (a JSON-ready dict), or
         C{None}.
@@ -306,9 +300,7 @@ class Records:
         """
         return self._challenge(token, lambda key: self._load(key, bytes.decode))
 
-    def deleteChallenge(
-        self, token: str, fence: ILease | None = None
-    ) -> Deferred[None]:
+    def deleteChallenge(self, token: str, fence: ILease | None = None) -> Deferred[None]:
         """
         Remove the challenge C{token}, once validated.
         """
@@ -320,8 +312,6 @@ class Records:
         """
         return self.storage.list(_CHALLENGES).addCallback(
             lambda keys: [
-                k[len(_CHALLENGES) :]
-                for k in keys
-                if _TOKEN.fullmatch(k[len(_CHALLENGES) :])
+                k[len(_CHALLENGES) :] for k in keys if _TOKEN.fullmatch(k[len(_CHALLENGES) :])
             ]
         )

@@ -121,9 +121,7 @@ class OrderBook:
             challenges=[challenge],
         )
 
-    def authorization(
-        self, request: Request, ident: str, payload: bytes, account: str
-    ) -> bytes:
+    def authorization(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
         """
         Answer a request for the authorization C{ident}.
         """
@@ -170,8 +168,7 @@ class OrderBook:
             if f"{BASE}/authz/{ident}" not in order.authorizations:
                 continue
             statuses = {
-                self._authorizations[url.rsplit("/", 1)[1]].status
-                for url in order.authorizations
+                self._authorizations[url.rsplit("/", 1)[1]].status for url in order.authorizations
             }
             if messages.STATUS_INVALID in statuses:
                 order.status = messages.STATUS_INVALID
@@ -189,15 +186,11 @@ class OrderBook:
         names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         if set(names.value.get_values_for_type(x509.DNSName)) != set(order.identifiers):
             raise ACMEProblem(400, "badCSR", "the CSR's names are not the order's")
-        order.certificate = self._server.issue(
-            csr.public_key(), order.identifiers, order.validity
-        )
+        order.certificate = self._server.issue(csr.public_key(), order.identifiers, order.validity)
         order.status = messages.STATUS_VALID
         return answerJSON(request, self._orderBody(ident))
 
-    def certificate(
-        self, request: Request, ident: str, payload: bytes, account: str
-    ) -> bytes:
+    def certificate(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
         """
         Answer the download of the certificate of the order C{ident}.
         """

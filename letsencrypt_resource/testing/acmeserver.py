@@ -252,9 +252,7 @@ class FakeACMEServer(Resource):
         request.setHeader("content-type", "application/json")
         return b""
 
-    def issue(
-        self, publicKey: Any, names: tuple[str, ...], validity: float | None = None
-    ) -> bytes:
+    def issue(self, publicKey: Any, names: tuple[str, ...], validity: float | None = None) -> bytes:
         """
         Issue a PEM chain for C{publicKey} and C{names}, valid from now for
         C{validity} seconds (by default L{validity}).
@@ -267,16 +265,10 @@ class FakeACMEServer(Resource):
             .public_key(publicKey)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now)
-            .not_valid_after(
-                now + datetime.timedelta(seconds=validity or self.validity)
-            )
+            .not_valid_after(now + datetime.timedelta(seconds=validity or self.validity))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
             .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                    self.caKey.public_key()
-                ),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.caKey.public_key()),
                 False,
             )
             .sign(self.caKey, hashes.SHA256())
@@ -285,7 +277,6 @@ class FakeACMEServer(Resource):
         return certificate.public_bytes(Encoding.PEM) + self.caCertificate.public_bytes(
             Encoding.PEM
         )
-
 
 
 def registeredClient(clock: Any, server: FakeACMEServer, **kwargs: Any) -> Any:

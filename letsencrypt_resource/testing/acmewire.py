@@ -32,9 +32,7 @@ class ACMEProblem(Exception):
         self.detail = detail
 
 
-def answerJSON(
-    request: Request, body: josepy.JSONDeSerializable, status: int = 200
-) -> bytes:
+def answerJSON(request: Request, body: josepy.JSONDeSerializable, status: int = 200) -> bytes:
     """
     Answer C{request} with C{body} as JSON.
     """

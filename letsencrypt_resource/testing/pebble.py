@@ -66,6 +66,6 @@ def setRenewalInfo(
     window = messages.RenewalInfo.SuggestedWindow(start=start, end=end)
     answer = messages.RenewalInfo(suggested_window=window).json_dumps()
     request = {"Certificate": certificatePEM.decode("ascii"), "ARIResponse": answer}
-    return testCA.manage(
-        "POST", "/set-renewal-info/", json.dumps(request).encode()
-    ).addCallback(lambda _: None)
+    return testCA.manage("POST", "/set-renewal-info/", json.dumps(request).encode()).addCallback(
+        lambda _: None
+    )

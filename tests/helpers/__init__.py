@@ -65,9 +65,7 @@ def selfSigned(
     @param key: The key to certify; a new P-256 key by default.
     """
     key = key if key is not None else generateKey("ecdsa-p256")
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, commonName or names[0])]
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, commonName or names[0])])
     now = utcNow()
     builder = (
         x509.CertificateBuilder()
@@ -164,9 +162,7 @@ def connectInMemory(
         greet=False,
         clock=clock,
     )
-    connection = InMemoryConnection(
-        client, getattr(client, "wrappedProtocol", client), pump
-    )
+    connection = InMemoryConnection(client, getattr(client, "wrappedProtocol", client), pump)
     pump.flush()
     return connection
 
@@ -180,12 +176,8 @@ def tlsClientFactory(
 
     @param clock: The clock the TLS layer schedules its writes on.
     """
-    creator = optionsForClientTLS(
-        hostname, trustRoot=Certificate.loadPEM(trustRoot.certificatePEM)
-    )
-    return TLSMemoryBIOFactory(
-        creator, True, Factory.forProtocol(Collector), clock=clock
-    )
+    creator = optionsForClientTLS(hostname, trustRoot=Certificate.loadPEM(trustRoot.certificatePEM))
+    return TLSMemoryBIOFactory(creator, True, Factory.forProtocol(Collector), clock=clock)
 
 
 def peerCertificate(connection: InMemoryConnection) -> x509.Certificate:

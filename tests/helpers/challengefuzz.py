@@ -151,11 +151,23 @@ _headerName = st.one_of(
             b"Authorization",
         ]
     ),
-    st.binary(min_size=1, max_size=20).filter(lambda b: b":" not in b and b"\r" not in b and b"\n" not in b),
+    st.binary(min_size=1, max_size=20).filter(
+        lambda b: b":" not in b and b"\r" not in b and b"\n" not in b
+    ),
 )
 _headerValue = st.one_of(
     st.sampled_from(
-        [b"0", b"5", b"-1", b"chunked", b"close", b"100-continue", b"bytes=0-1", b"x" * 20000, b"1e9"]
+        [
+            b"0",
+            b"5",
+            b"-1",
+            b"chunked",
+            b"close",
+            b"100-continue",
+            b"bytes=0-1",
+            b"x" * 20000,
+            b"1e9",
+        ]
     ),
     st.binary(max_size=40).filter(lambda b: b"\r" not in b and b"\n" not in b),
 )

@@ -60,9 +60,7 @@ def section(header: str, options: dict[str, str | None]) -> str:
     The INI text of section C{header}; options set to C{None} are left out.
     """
     lines = [f"[{header}]"]
-    lines.extend(
-        f"{key} = {value}" for key, value in options.items() if value is not None
-    )
+    lines.extend(f"{key} = {value}" for key, value in options.items() if value is not None)
     return "\n".join(lines) + "\n\n"
 
 

@@ -281,9 +281,7 @@ class Recorder:
 
     def texts(self, eventID: int | None = None) -> list[str]:
         return [
-            formatEvent(e)
-            for e in self.events
-            if eventID is None or e.get("event_id") == eventID
+            formatEvent(e) for e in self.events if eventID is None or e.get("event_id") == eventID
         ]
 
     def errors(self) -> list[str]:
@@ -325,9 +323,7 @@ def chainsTo(certifiedKey: CertifiedKey, issuersPEM: bytes) -> bool:
     return True
 
 
-async def waitFor(
-    condition: Callable[[], bool], timeout: float, step: float = 0.05
-) -> bool:
+async def waitFor(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
     """
     Poll C{condition} in real time until it holds or C{timeout} seconds
     have passed; return whether it held.
@@ -402,9 +398,7 @@ class FaultCase(TestCACase):
         resource.startService()
         self.addCleanup(lambda: resource.stopService() if resource.running else None)
 
-    def assertIssued(
-        self, consumers: dict[str, RecordingConsumer], issuersPEM: bytes
-    ) -> None:
+    def assertIssued(self, consumers: dict[str, RecordingConsumer], issuersPEM: bytes) -> None:
         """
         Every consumer holds a CA-issued certificate for its names that
         chains to C{issuersPEM}, valid now, for the key it came with.
@@ -455,9 +449,7 @@ async def resolveTo(testCA: RunningTestCA, name: str, address: str) -> None:
 
     port = dnsManagementPort(testCA)
     body = json.dumps({"host": name, "addresses": [address]}).encode()
-    response = await treq.post(
-        f"http://127.0.0.1:{port}/add-a", body, persistent=False
-    )
+    response = await treq.post(f"http://127.0.0.1:{port}/add-a", body, persistent=False)
     await response.content()
     if response.code != 200:
         raise RuntimeError(f"add-a {name}: HTTP {response.code}")

@@ -55,8 +55,6 @@ class TestCACase(TestCase):
         """
         if modern:
             kwargs["executables"] = findModernTestCA()
-        ca = await startTestCA(
-            reactor, self.mktemp(), httpPort or freeTCPPort(), **kwargs
-        )
+        ca = await startTestCA(reactor, self.mktemp(), httpPort or freeTCPPort(), **kwargs)
         self.addCleanup(ca.stop)
         return ca

@@ -61,8 +61,7 @@ class Row:
         the failures.
         """
         lines = [
-            f"{self.fault}: {self.passed}/{self.runs} passed, "
-            f"data lost after {self.dataLost}",
+            f"{self.fault}: {self.passed}/{self.runs} passed, data lost after {self.dataLost}",
             *(f"  note: {note}" for note in self.notes),
             *(f"  failure: {failure}" for failure in self.failures[:200]),
         ]

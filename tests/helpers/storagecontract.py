@@ -233,9 +233,7 @@ class StorageContractMixin(_Base):
             first.delete("certificates/example.com.pem", fence=old), StaleFence
         )
         self.assertEqual(await second.load("certificates/example.com.pem"), b"new")
-        self.assertEqual(
-            [e["event_id"] for e in events if "event_id" in e], [20189, 20189]
-        )
+        self.assertEqual([e["event_id"] for e in events if "event_id" in e], [20189, 20189])
 
     async def test_renew(self) -> None:
         """

@@ -63,18 +63,14 @@ class HTTPOverTLS(Protocol):
         return self.transport.getPeerCertificate().to_cryptography()
 
 
-async def connectTLS(
-    reactor: Any, port: int, serverName: str, issuersPEM: bytes
-) -> HTTPOverTLS:
+async def connectTLS(reactor: Any, port: int, serverName: str, issuersPEM: bytes) -> HTTPOverTLS:
     """
     Connect to 127.0.0.1:C{port} asking for C{serverName}, trusting only
     the first (root) certificate of C{issuersPEM}; the handshake fails
     unless the chain and name verify.
     """
     root = x509.load_pem_x509_certificates(issuersPEM)[0]
-    options = optionsForClientTLS(
-        serverName, trustRoot=Certificate(X509.from_cryptography(root))
-    )
+    options = optionsForClientTLS(serverName, trustRoot=Certificate(X509.from_cryptography(root)))
     endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, options)
     return await connectProtocol(endpoint, HTTPOverTLS(serverName))
 

@@ -134,9 +134,7 @@ def requireUsers(checkout: str) -> Interpreter:
     skipped unless it runs as root and there is one.
     """
     if os.geteuid() != 0:
-        raise SkipTest(
-            "the attacker tests play several users: run them as root (CI does)"
-        )
+        raise SkipTest("the attacker tests play several users: run them as root (CI does)")
     found = _findInterpreter(checkout)
     if isinstance(found, str):
         raise SkipTest(
