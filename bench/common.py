@@ -11,7 +11,8 @@ import ssl
 import statistics
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cryptography import x509
 

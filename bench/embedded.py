@@ -39,7 +39,7 @@ from common import (  # noqa: E402
     vmRSS,
     writeServerConfig,
 )
-
+from probe import StallProbe  # noqa: E402
 from twisted.internet import threads  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
 from twisted.internet.task import LoopingCall, deferLater, react  # noqa: E402
@@ -53,7 +53,6 @@ from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
 from letsencrypt_resource.store import DirectoryStore  # noqa: E402
 from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402
-from probe import StallProbe  # noqa: E402
 
 
 class EventCounter:

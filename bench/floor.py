@@ -20,10 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import checkIssued, emitResult, names  # noqa: E402
-
 import josepy  # noqa: E402
 from acme import challenges, client, crypto_util, messages  # noqa: E402
+from common import checkIssued, emitResult, names  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, rsa  # noqa: E402
 

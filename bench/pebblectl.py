@@ -47,7 +47,7 @@ class Pebble:
         self.challengePort = challengePort
 
     @classmethod
-    def start(cls, directory: str, challengePort: int) -> "Pebble":
+    def start(cls, directory: str, challengePort: int) -> Pebble:
         process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), directory, str(challengePort)],
             stdin=subprocess.PIPE,
@@ -74,7 +74,7 @@ class Pebble:
                 self._process.kill()
                 self._process.wait()
 
-    def __enter__(self) -> "Pebble":
+    def __enter__(self) -> Pebble:
         return self
 
     def __exit__(self, *exc: object) -> None:

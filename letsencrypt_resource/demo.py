@@ -21,8 +21,8 @@ from twisted.logger import globalLogBeginner, textFileLogObserver
 
 from .config import loadConfiguration
 from .host import ServerService, checkFileSystem
-from .shutdown import holdingShutdown
 from .pebble import RunningTestCA, freeTCPPort, startTestCA
+from .shutdown import holdingShutdown
 
 DEMO_CONFIGURATION = """\
 # Written by the demo: a server on a local test CA (pebble).

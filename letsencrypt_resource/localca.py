@@ -25,9 +25,9 @@ import sys
 from typing import Any, TextIO
 
 from .config import ConfigurationError, loadConfiguration
+from .pebble import RunningTestCA, TestCAError, TestCANotFound, startTestCA
 from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
 from .shutdown import holdingShutdown
-from .pebble import RunningTestCA, TestCAError, TestCANotFound, startTestCA
 
 #: Where pebble validates HTTP-01 challenges by default, as pebble does.
 DEFAULT_CHALLENGE_PORT = 5002

@@ -5,7 +5,8 @@ ARI refresh timing: asking the CA for a certificate's renewal information
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger

@@ -16,7 +16,8 @@ scheduler.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks

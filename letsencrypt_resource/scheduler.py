@@ -7,7 +7,8 @@ certificates close to expiry and the attempts that are due.
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import (

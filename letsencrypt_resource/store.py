@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import re
 import stat
-from typing import Any, Callable, Collection, TypeVar
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from zope.interface import implementer
 
@@ -248,7 +249,9 @@ def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: Ce
         (certifiedKey.fullchainPEM, 0o644),
         (certifiedKey.keyPEM, 0o600),
     ]
-    files = [(name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents)]
+    files = [
+        (name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents, strict=False)
+    ]
     try:
         with openFolder(directory, [folderName], privateBase=False) as fd:
             replaceInFolder(fd, files)

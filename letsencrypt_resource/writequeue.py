@@ -7,7 +7,8 @@ tried again at the retry pace.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, gatherResults

@@ -18,7 +18,6 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from letsencrypt_resource.account import AccountError, connectAccount
-
 from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from acme import messages
 from cryptography.hazmat.primitives.serialization import Encoding
+from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseNeverReceived
-from twisted.internet import reactor
-from twisted.internet.ssl import Certificate, PrivateCertificate
 from twisted.web.resource import Resource
 from twisted.web.server import Site
-from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.acmeclient import (
     MAX_BAD_NONCE_RETRIES,
@@ -26,13 +26,13 @@ from letsencrypt_resource.acmeclient import (
     parseRetryAfter,
 )
 from letsencrypt_resource.challenge import ChallengeResponder
+from letsencrypt_resource.httpclient import makeHTTPClient
 from letsencrypt_resource.issuer import (
     ORDER_TIMEOUT,
     CertificateMismatch,
     OrderTimedOut,
     obtainCertificate,
 )
-from letsencrypt_resource.httpclient import makeHTTPClient
 from letsencrypt_resource.keys import generateKey, jwkFor, keyToPEM
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import (

@@ -25,7 +25,6 @@ from letsencrypt_resource.keys import (
     publicKeysMatch,
 )
 from letsencrypt_resource.provisional import makeProvisional, makeSigner
-
 from tests.helpers import newSigner, provisionalFor, selfSigned, sharedKey, utcNow
 
 DOMAINS = ("example.com", "www.example.com", "files.example.com")

@@ -15,7 +15,6 @@ from letsencrypt_resource.challenge import (
     ChallengeResponder,
     ChallengeSite,
 )
-
 from tests.helpers import HTTPResponse, exchange, rawRequest
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"

@@ -26,7 +26,6 @@ from letsencrypt_resource.config import (
 from tests.helpers import configuration
 from tests.helpers.configuration import BASE, resource, service
 
-
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sample.ini")
 
 

@@ -11,8 +11,8 @@ import shutil
 import socket
 import stat
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -34,7 +34,6 @@ from letsencrypt_resource.control import (
 )
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
-
 from tests.helpers.files import giveAway, modeOf, readBytes, writeBytes
 
 

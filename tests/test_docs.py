@@ -46,9 +46,9 @@ from letsencrypt_resource.config import (
 )
 from letsencrypt_resource.events import catalogue
 from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.docpages import DOCS, labelledSection, readPage
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.tlsclient import fetchOverTLS
-from tests.helpers.docpages import DOCS, labelledSection, readPage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,8 @@ Tests for L{letsencrypt_resource.domains}.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 

@@ -19,18 +19,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.challenge import ChallengeSite, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
-from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.host import ServerService, checkListeners, readConfiguration
-from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.https import HTTPSFileService
+from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing import runUntilFired
-
 from tests.helpers import exchange, newSigner, provisionalFor, rawRequest
 from tests.helpers.pebblecase import TestCACase
-from tests.helpers.serviceoptions import makeOptions
 from tests.helpers.resourcecase import RefusingReactor, ResourceTestCase
+from tests.helpers.serviceoptions import makeOptions
 from tests.helpers.tlsclient import fetchOverTLS
 
 

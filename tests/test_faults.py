@@ -27,23 +27,23 @@ from letsencrypt_resource.certificates import CertifiedKey, certificateNames
 from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.issuer import ORDER_TIMEOUT
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     advanceThrough,
     runUntilFired,
 )
+from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.faultcase import (
     FaultCase,
-    allIssued,
     RestartablePebble,
+    allIssued,
     resolveTo,
     shortRetries,
     waitFor,
 )
 from tests.helpers.resourcecase import ResourceTestCase
-from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.tlsclient import connectTLS
 
 #: Seconds a fault test against pebble may wait for certificates.

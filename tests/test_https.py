@@ -20,12 +20,11 @@ from twisted.web.test.requesthelper import DummyRequest
 from letsencrypt_resource import folder
 from letsencrypt_resource.folder import ServedFolder
 from letsencrypt_resource.https import FileSite, HTTPSFileService
-
-from tests.helpers import filefuzz
 from tests.helpers import (
     HTTPResponse,
     InMemoryConnection,
     connectInMemory,
+    filefuzz,
     newSigner,
     parseResponse,
     peerCertificate,

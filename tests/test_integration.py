@@ -18,9 +18,9 @@ from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.host import ServerService, checkFileSystem
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.tlsclient import connectTLS, fetchOverTLS
-from tests.helpers.configuration import CONFIGURATION, HELLO
 
 
 class ServerTests(TestCACase):

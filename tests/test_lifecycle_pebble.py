@@ -18,11 +18,11 @@ from zope.interface.registry import Components
 
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
-from letsencrypt_resource.testing.pebble import setRenewalInfo
 from letsencrypt_resource.testing import RecordingConsumer
+from letsencrypt_resource.testing.pebble import setRenewalInfo
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions as makeOptions
 

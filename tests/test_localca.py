@@ -14,15 +14,16 @@ import socket
 import ssl
 import subprocess
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import cli, localca
-from letsencrypt_resource.shutdown import holdingShutdown
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
+from letsencrypt_resource.shutdown import holdingShutdown
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.processcase import ROOT, GroupProcess
 

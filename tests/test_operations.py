@@ -25,12 +25,12 @@ from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
-from letsencrypt_resource.testing.pebble import certificateStatus
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import runUntilFired
-from tests.helpers.pebblecase import TestCACase
+from letsencrypt_resource.testing.pebble import certificateStatus
 from tests.helpers.configuration import CONFIGURATION, HELLO
+from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import ResourceTestCase
 from tests.helpers.tlsclient import fetchOverTLS
 

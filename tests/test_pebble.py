@@ -18,7 +18,6 @@ from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
 
-from tests.helpers.pebblecase import TestCACase
 from letsencrypt_resource.pebble import (
     TestCAError,
     TestCANotFound,
@@ -28,6 +27,7 @@ from letsencrypt_resource.pebble import (
     tlsPolicyTrusting,
 )
 from letsencrypt_resource.testing.pebble import MODERN_VARIABLE, findModernTestCA
+from tests.helpers.pebblecase import TestCACase
 
 
 class FindTestCATests(TestCase):

@@ -25,7 +25,6 @@ from letsencrypt_resource.provisional import (
     permittedSubtrees,
     signerProblem,
 )
-
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)

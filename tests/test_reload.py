@@ -9,17 +9,18 @@ from __future__ import annotations
 import gc
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from treq.testing import RequestTraversalAgent
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
-from twisted.internet.interfaces import IListeningPort
 
 from letsencrypt_resource.config import (
     RESOURCE_OPTIONS,

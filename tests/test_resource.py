@@ -17,7 +17,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
+from letsencrypt_resource.domainsets import _settingsFingerprint
 from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.policy import (
@@ -26,26 +28,24 @@ from letsencrypt_resource.policy import (
     WARNING_REPEAT,
     emergencyTime,
 )
-from letsencrypt_resource import resource as resourceModule
-from letsencrypt_resource.domainsets import _settingsFingerprint
 from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
 )
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
-    advanceThrough,
     FakeACMEServer,
     MemoryStore,
+    advanceThrough,
     runUntilFired,
 )
 from tests.helpers import selfSigned
 from tests.helpers.resourcecase import (
     DAY,
     FILES,
+    REPORTS,
     FailingSaves,
     HeldRunner,
-    REPORTS,
     RefusingReactor,
     ResourceTestCase,
     resourceOptions,
@@ -228,7 +228,7 @@ class RenewalTests(ResourceTestCase):
         self.start()
         advanceThrough(self.reactor, 4 * DAY)
         retries = self.server.orderTimes[2:]
-        gaps = [b - a for a, b in zip(retries, retries[1:])]
+        gaps = [b - a for a, b in zip(retries, retries[1:], strict=False)]
         self.assertNear(retries[0] - self.server.orderTimes[0], FIRST_RETRY_DELAY)
         self.assertNear(gaps[0], 2 * FIRST_RETRY_DELAY)
         self.assertNear(gaps[1], 4 * FIRST_RETRY_DELAY)
@@ -562,7 +562,7 @@ class SavedWaitTests(ResourceTestCase):
     def reportsOrders(self) -> list[float]:
         return [
             when
-            for when, order in zip(self.server.orderTimes, self.server.newOrders)
+            for when, order in zip(self.server.orderTimes, self.server.newOrders, strict=False)
             if {i.value for i in order.identifiers} == set(REPORTS)
         ]
 
@@ -677,7 +677,7 @@ class SavedWaitTests(ResourceTestCase):
         after = [t for t in self.reportsOrders() if t >= emergency]
         self.assertNear(before[-1] - before[-2], CHECK_INTERVAL)
         self.assertNear(after[0], emergency)
-        gaps = [b - a for a, b in zip(after, after[1:])]
+        gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
         self.assertLessEqual(max(gaps), EMERGENCY_RETRY_DELAY + 1)
 
 
@@ -798,7 +798,9 @@ class ExpiryWarningTests(ResourceTestCase):
         marks = [notAfter - days * DAY for days in (15, 7.5, 7, 3.75, 3, 1, 0)]
         for mark in marks:
             self.assertTrue(any(mark <= t <= mark + EMERGENCY_RETRY_DELAY + 1 for t in times), mark)
-        gaps = [(a, b) for a, b in zip(times, times[1:]) if b - a < WARNING_REPEAT - 1]
+        gaps = [
+            (a, b) for a, b in zip(times, times[1:], strict=False) if b - a < WARNING_REPEAT - 1
+        ]
         for a, b in gaps:
             self.assertTrue(any(a < mark <= b for mark in marks), (a, b))
         self.assertLessEqual(len(times), 16 * 4 + len(marks))

@@ -109,7 +109,7 @@ class ReplaceInFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         new = {name: b"new " + name.encode() for name in self.NAMES}
         write(self.folder, [(name, data, 0o600) for name, data in new.items()])
         temporary = {temporaryName(name): data for name, data in new.items()}
-        self.assertEqual(seen[0], {**{name: b"old" for name in self.NAMES}, **temporary})
+        self.assertEqual(seen[0], {**dict.fromkeys(self.NAMES, b"old"), **temporary})
         self.assertEqual(self.contents(), new)
 
     def test_failedWriteReplacesNothing(self) -> None:
@@ -121,7 +121,7 @@ class ReplaceInFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
         files = [(name, b"new", 0o600) for name in self.NAMES]
         files.insert(2, ("x" * 256, b"new", 0o600))
         self.assertRaises(OSError, write, self.folder, files)
-        self.assertEqual(self.contents(), {name: b"old" for name in self.NAMES})
+        self.assertEqual(self.contents(), dict.fromkeys(self.NAMES, b"old"))
 
     def test_plantedTemporaryLink(self) -> None:
         """

@@ -23,25 +23,26 @@ from letsencrypt_resource.httplimits import DRAIN_LIMIT, HEADERS_DEADLINE
 from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import FakeACMEServer, registeredClient, runUntilFired
-from tests.helpers import challengefuzz, filefuzz
-from tests.helpers.slow import slowTests
-from tests.helpers.faultcase import FaultCase
 from tests.helpers import (
     InMemoryConnection,
+    challengefuzz,
     connectInMemory,
+    filefuzz,
+    keyMarkers,
     newSigner,
     provisionalFor,
     pullProducersOn,
     rawRequest,
     tlsClientFactory,
 )
+from tests.helpers.faultcase import FaultCase
 from tests.helpers.resourcecase import FILES as DOMAINS
-from tests.helpers.serviceoptions import makeOptions
 from tests.helpers.resourcecase import ResourceTestCase
-from tests.helpers import keyMarkers
+from tests.helpers.serviceoptions import makeOptions
+from tests.helpers.slow import slowTests
 
 
 def eventText(event: dict[str, Any]) -> str:

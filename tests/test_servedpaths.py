@@ -16,7 +16,6 @@ from letsencrypt_resource.config import (
     parseConfiguration,
 )
 from letsencrypt_resource.host import checkFileSystem
-
 from tests.helpers.configuration import BASE, resource, service
 
 #: The configuration file the parse-time tests pretend to have read.

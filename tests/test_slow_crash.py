@@ -32,8 +32,8 @@ from twisted.internet.task import deferLater
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import keyFromPEM, publicKeysMatch
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA
+from letsencrypt_resource.store import DirectoryStore
 from tests.helpers import keyMarkers
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.reliability import Row, WatchedTwistd, assertAllPassed
@@ -104,7 +104,7 @@ class CrashRun:
         self.keys: dict[bytes, Any] = {}
         self.accountURL: str | None = None
         self.registrations = 0
-        self.triggers: dict[str, int] = {t: 0 for t in TRIGGERS}
+        self.triggers: dict[str, int] = dict.fromkeys(TRIGGERS, 0)
         self.midOrder = 0
         self.midWrite = 0
         self.exportMismatches = 0

@@ -15,7 +15,8 @@ import errno
 import os
 import random
 import subprocess
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from twisted.internet import reactor
@@ -27,9 +28,9 @@ from zope.interface.registry import Components
 from letsencrypt_resource import policy
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.faultcase import Recorder, RestartablePebble, allIssued
 from tests.helpers.pebblecase import TestCACase

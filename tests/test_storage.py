@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -27,8 +28,8 @@ from letsencrypt_resource.storage.records import (
 from letsencrypt_resource.store import DirectoryStore
 
 from .helpers import newSigner, provisionalFor, sharedKey
-from .helpers.storagecontract import StorageContractMixin
 from .helpers.files import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
+from .helpers.storagecontract import StorageContractMixin
 
 DOMAINS = ("example.com", "www.example.com")
 T = TypeVar("T")

@@ -11,14 +11,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.interfaces import ICertificateStore
-from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.config import (
     ConfigurationError,
     ResourceOptions,
     loadConfiguration,
 )
 from letsencrypt_resource.host import checkFileSystem
+from letsencrypt_resource.interfaces import ICertificateStore
+from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.store import (
     EXPORTED_FILES,
     AccountRecord,
@@ -28,7 +28,6 @@ from letsencrypt_resource.store import (
     exportCertificate,
     removeTemporaryFiles,
 )
-
 from tests.helpers import newSigner, provisionalFor, sharedKey
 from tests.helpers.files import (
     OTHER_UID,

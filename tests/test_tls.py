@@ -20,7 +20,6 @@ from letsencrypt_resource.tls import (
     ReloadableServerTLS,
     TLSCertificateConsumer,
 )
-
 from tests.helpers import (
     InMemoryConnection,
     connectInMemory,

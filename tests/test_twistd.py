@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -17,10 +18,10 @@ from twisted.python.failure import Failure
 
 from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.pebble import freeTCPPort
-from tests.helpers.pebblecase import TestCACase
 from tests.helpers.configuration import CONFIGURATION, HELLO
-from tests.helpers.tlsclient import connectTLS, fetchOverTLS
+from tests.helpers.pebblecase import TestCACase
 from tests.helpers.processcase import environment, twistdCommand
+from tests.helpers.tlsclient import connectTLS, fetchOverTLS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -34,9 +34,9 @@ import time
 from docutils import nodes
 
 from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.docpages import labelledSection, readPage
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.processcase import ROOT, GroupProcess
-from tests.helpers.docpages import labelledSection, readPage
 
 #: The commands that run until stopped, and what each prints once ready.
 LONG_RUNNING = {"letsencrypt-resource testca": "to stop the test CA.", "twistd": None}

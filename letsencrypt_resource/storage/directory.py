@@ -22,7 +22,8 @@ import errno
 import os
 import stat
 import threading
-from typing import Any, Callable, Iterator, Protocol, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -70,7 +71,9 @@ def readFile(base: str, key: str) -> bytes | None:
             except OSError as error:
                 if error.errno == errno.ELOOP:
                     path = os.path.join(base, key)
-                    raise UnusablePath(path, "is a symbolic link, which is never followed")
+                    raise UnusablePath(
+                        path, "is a symbolic link, which is never followed"
+                    ) from None
                 raise
     except FileNotFoundError:
         return None

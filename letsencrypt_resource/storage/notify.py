@@ -5,7 +5,7 @@ place: each is told of the others' writes.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.logger import Logger
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail

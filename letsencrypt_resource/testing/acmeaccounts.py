@@ -60,7 +60,7 @@ class AccountBook:
         try:
             signed = jws.JWS.json_loads(request.content.read())
         except (ValueError, josepy.DeserializationError) as error:
-            raise ACMEProblem(400, "malformed", f"not a JWS: {error}")
+            raise ACMEProblem(400, "malformed", f"not a JWS: {error}") from None
         header = signed.signature.combined
         nonce = josepy.encode_b64jose(header.nonce) if header.nonce else None
         if nonce not in self._nonces:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import datetime
 import itertools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from acme import messages

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from functools import lru_cache
+from functools import cache
 
 import attrs
 from cryptography import x509
@@ -42,7 +42,7 @@ def utcNow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-@lru_cache(maxsize=None)
+@cache
 def sharedKey(keyType: str) -> PrivateKey:
     """
     A key of C{keyType}, generated once per test run: keys are immutable and

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import attrs
@@ -84,7 +84,7 @@ PROBES = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def targets(names: tuple[str, ...]) -> st.SearchStrategy[bytes]:
     """
     Request-targets: paths of L{PROBES}, C{names} and arbitrary segments,

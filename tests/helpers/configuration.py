@@ -6,7 +6,6 @@ the configuration tests.
 
 from __future__ import annotations
 
-
 HELLO = b"Hello over TLS.\n"
 
 

@@ -4,11 +4,13 @@ check the documentation against the code.
 """
 
 from __future__ import annotations
+
 import os
+
 from docutils import nodes
 from docutils.core import publish_doctree
-from tests.helpers.processcase import ROOT
 
+from tests.helpers.processcase import ROOT
 
 DOCS = os.path.join(ROOT, "docs")
 

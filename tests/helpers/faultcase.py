@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from cryptography import x509
@@ -26,9 +27,9 @@ from zope.interface.registry import Components
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import DirectoryStore
-from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort, startTestCA
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions
@@ -375,12 +376,12 @@ class FaultCase(TestCACase):
         http, pool = makeHTTPClient(reactor, loadCABundle(caFile))
         self.addCleanup(pool.closeCachedConnections)
         state = stateDirectory or os.path.abspath(self.mktemp())
-        values: dict[str, Any] = dict(
-            port=challengePort,
-            acmeURL=acmeURL,
-            stateDirectory=state,
-            acmeCAFile=caFile,
-        )
+        values: dict[str, Any] = {
+            "port": challengePort,
+            "acmeURL": acmeURL,
+            "stateDirectory": state,
+            "acmeCAFile": caFile,
+        }
         values.update(options)
         resource = LetsEncryptResource(
             attrs.evolve(resourceOptions(), **values),

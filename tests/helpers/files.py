@@ -4,12 +4,13 @@ helpers and the stores.
 """
 
 from __future__ import annotations
+
 import os
 import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
-from twisted.trial.unittest import SkipTest
 
+from twisted.trial.unittest import SkipTest
 
 #: A user that owns nothing of the tests': C{nobody}.
 OTHER_UID = 65534

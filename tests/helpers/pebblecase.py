@@ -42,7 +42,7 @@ class TestCACase(TestCase):
         except TestCANotFound as e:
             if os.environ.get("CI") == "true":
                 raise
-            raise SkipTest(str(e))
+            raise SkipTest(str(e)) from None
 
     async def startTestCA(
         self, httpPort: int | None = None, *, modern: bool = False, **kwargs: Any

@@ -5,7 +5,9 @@ share.
 """
 
 from __future__ import annotations
+
 from typing import Any
+
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import CannotListenError
@@ -13,6 +15,7 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
+
 from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import (
@@ -25,7 +28,6 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
-
 
 DAY = 86400.0
 
@@ -44,21 +46,21 @@ def synchronously(function: Any, *args: Any) -> Any:
 
 
 def resourceOptions(**overrides: Any) -> ResourceOptions:
-    values: dict[str, Any] = dict(
-        section="resources/le",
-        name="le",
-        description="",
-        address="127.0.0.1",
-        port=5002,
-        acmeURL="https://acme.test/directory",
-        stateDirectory="/nonexistent",
-        storeDirectory=None,
-        redirectURL=None,
-        acmeCAFile=None,
-        keyType="ecdsa-p256",
-        debug=False,
-        agreeTOS=True,
-    )
+    values: dict[str, Any] = {
+        "section": "resources/le",
+        "name": "le",
+        "description": "",
+        "address": "127.0.0.1",
+        "port": 5002,
+        "acmeURL": "https://acme.test/directory",
+        "stateDirectory": "/nonexistent",
+        "storeDirectory": None,
+        "redirectURL": None,
+        "acmeCAFile": None,
+        "keyType": "ecdsa-p256",
+        "debug": False,
+        "agreeTOS": True,
+    }
     values.update(overrides)
     return ResourceOptions(**values)
 

@@ -3,8 +3,8 @@ The options of an C{https} service, for the tests of the file service.
 """
 
 from __future__ import annotations
-from letsencrypt_resource.config import ServiceOptions
 
+from letsencrypt_resource.config import ServiceOptions
 
 ADDRESS = "127.0.0.1"
 

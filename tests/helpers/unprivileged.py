@@ -16,7 +16,7 @@ import site
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import attrs
@@ -103,7 +103,7 @@ def _candidates(checkout: str) -> list[Interpreter]:
     ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _findInterpreter(checkout: str) -> Interpreter | str:
     """
     The first of L{_candidates} with which both users import this checkout's
