@@ -140,7 +140,7 @@ def twistd(pebble: Pebble, workdir: str, n: int, keyType: str, run: str) -> dict
                 elif "] 20017 " in line:
                     failures += 1
         verified = 0
-        for port, name in zip(ports, serviceNames):
+        for port, name in zip(ports, serviceNames, strict=False):
             tlsPeerCertificate(port, name, pebble.rootFile)
             verified += 1
     finally:

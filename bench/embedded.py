@@ -221,7 +221,7 @@ async def issue(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def verifyAll(ports: list[int], serviceNames: list[str], rootFile: str) -> int:
     ok = 0
-    for port, name in zip(ports, serviceNames):
+    for port, name in zip(ports, serviceNames, strict=False):
         tlsPeerCertificate(port, name, rootFile)
         ok += 1
     return ok

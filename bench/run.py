@@ -137,9 +137,7 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     try:
                         result = withPebble(
                             workdir,
-                            lambda p, w: contenders.CONTENDERS[name](
-                                p, w, n, keyType, f"r{repeat}"
-                            ),
+                            contender(name, n, keyType, f"r{repeat}"),
                         )
                     except Exception as error:
                         traceback.print_exc()
@@ -236,6 +234,29 @@ def figure1(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     return lines
 
 
+def contender(name: str, n: int, keyType: str, run: str) -> Callable[[Pebble, str], Any]:
+    """
+    The body, for L{withPebble}, of figure 1's contender C{name} for C{n}
+    certificates of C{keyType}.
+    """
+    return lambda pebble, w: contenders.CONTENDERS[name](pebble, w, n, keyType, run)
+
+
+def embedded(scenario: str, *arguments: str) -> Callable[[Pebble, str], Any]:
+    """
+    The body, for L{withPebble}, of the embedded scenario C{scenario} with
+    C{arguments}.
+    """
+    return lambda pebble, w: contenders.runEmbedded(scenario, pebble, w, *arguments)
+
+
+def checkMilliseconds(phase: dict[str, Any]) -> float:
+    """
+    The CPU milliseconds of one check() in a figure 2 phase, NaN if not measured.
+    """
+    return (phase.get("check_cpu_seconds") or float("nan")) * 1000
+
+
 # Figure 2
 
 
@@ -250,7 +271,9 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         workdir = os.path.join(tmp, f"f2-{repeat}")
         log(f"figure 2: {args.scale_consumers} consumers, run {repeat + 1}")
 
-        def body(pebble: Pebble, w: str) -> dict[str, Any]:
+        def body(
+            pebble: Pebble, w: str, repeat: int = repeat, workdir: str = workdir
+        ) -> dict[str, Any]:
             out = {}
             for index, (phase, extra) in enumerate(phases.items()):
                 timeout = 3600 if phase == "cold" else args.settle_timeout
@@ -282,7 +305,7 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
                     f"  {phase}: in service {fmt(out[phase]['in_service_seconds'])} s, "
                     f"settled {fmt(out[phase]['settled_seconds'], 1)} s, "
                     f"RSS {out[phase]['rss_bytes'] / 2**20:.0f} MB, "
-                    f"check {fmt((out[phase].get('check_cpu_seconds') or float('nan')) * 1000, 1)} ms CPU"
+                    f"check {fmt(checkMilliseconds(out[phase]), 1)} ms CPU"
                     + (
                         " (worker wedged, killed)"
                         if out[phase].get("worker_hung_after_result")
@@ -357,10 +380,8 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
             try:
                 result = withPebble(
                     workdir,
-                    lambda p, w: contenders.runEmbedded(
+                    embedded(
                         "issue",
-                        p,
-                        w,
                         "--n",
                         str(args.stall_certs),
                         "--key-type",
@@ -404,20 +425,26 @@ def figure3(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         r = results.get(f"{keyType} load={load}", [])
         loads = [x.get("load") or {} for x in r]
         errors = sum(
-            (l.get("errors") or 0)
-            if isinstance(l.get("errors"), int)
-            else len(l.get("errors") or [])
-            for l in loads
+            (x.get("errors") or 0)
+            if isinstance(x.get("errors"), int)
+            else len(x.get("errors") or [])
+            for x in loads
         )
+        measured = load != "none"
+        p99 = spread([x.get("p99_ms", float("nan")) for x in loads]) if measured else "n/a"
+        p99FromSend = (
+            spread([x.get("p99_from_send_ms", float("nan")) for x in loads])
+            if load == "paced"
+            else "n/a"
+        )
+        requests = spread([x.get("requests", 0) for x in loads], 0) if measured else "n/a"
         lines.append(
             f"| {keyType} | {load} | {len(r)} | {spread([x['seconds'] for x in r], 1)} | "
             f"{spread([x['stalls']['max_stall_ms'] for x in r], 1)} | "
             f"{spread([x['stalls']['stalls_over_50ms'] for x in r], 0)} | "
             f"{spread([x['stalls']['p99_lateness_ms'] for x in r], 1)} | "
-            f"{spread([l.get('p99_ms', float('nan')) for l in loads]) if load != 'none' else 'n/a'} | "
-            f"{spread([l.get('p99_from_send_ms', float('nan')) for l in loads]) if load == 'paced' else 'n/a'} | "
-            f"{spread([l.get('requests', 0) for l in loads], 0) if load != 'none' else 'n/a'} | "
-            f"{errors if load != 'none' else 'n/a'} |"
+            f"{p99} | {p99FromSend} | {requests} | "
+            f"{errors if measured else 'n/a'} |"
         )
     worst = max(
         (x for rs in results.values() for x in rs),
@@ -461,10 +488,8 @@ def figure4(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         try:
             result = withPebble(
                 workdir,
-                lambda p, w: contenders.runEmbedded(
+                embedded(
                     "switch",
-                    p,
-                    w,
                     "--key-type",
                     keyType,
                     "--renewals",

@@ -748,7 +748,10 @@ class StoreDirectoryTests(FaultCase):
         resource, consumers, state, blocked, _ = await self.startBlocked()
         os.remove(blocked)
         orders = self.recorder.ids().count(20155)
-        recovered = lambda: self.recorder.ids().count(20185) >= len(consumers)
+
+        def recovered():
+            return self.recorder.ids().count(20185) >= len(consumers)
+
         self.assertTrue(await waitFor(recovered, 10))
         self.assertEqual(self.recorder.ids().count(20155), orders)
         for name, domains in self.SETS.items():
@@ -799,7 +802,7 @@ class ChallengePortTakenTests(FaultCase):
             DirectoryStore(os.path.join(directory, "state")).loadProvisionalSigner()
         )
         names = ["www.example.test", "files.example.test", "reports.example.test"]
-        for port, name in zip(ports, names):
+        for port, name in zip(ports, names, strict=False):
             client = await connectTLS(reactor, port, name, signer.certificatePEM)
             try:
                 await client.get("/hello.txt", HELLO)

@@ -291,7 +291,7 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
         reused = os.open(self.tree.outside, os.O_RDONLY | os.O_DIRECTORY)
         self.addCleanup(os.close, reused)
-        for target, connection in zip(targets, connections):
+        for target, connection in zip(targets, connections, strict=False):
             response = self.fetch(b"GET", target, connection)
             self.assertEqual(response.code, 404, target)
             self.assertNotIn(filefuzz.SECRET, response.body)

@@ -99,7 +99,7 @@ class ServerTests(TestCACase):
         with open(os.path.join(folder, "cert.pem"), "rb") as stream:
             self.assertTrue(fullchain.startswith(stream.read()))
         state = os.path.join(self.directory, "state")
-        for folderPath, folders, files in os.walk(state):
+        for folderPath, _folders, files in os.walk(state):
             self.assertEqual(stat.S_IMODE(os.stat(folderPath).st_mode), 0o700)
             for name in files:
                 mode = stat.S_IMODE(os.stat(os.path.join(folderPath, name)).st_mode)

@@ -34,17 +34,17 @@ def options(**overrides: Any) -> ServiceOptions:
     """
     The options of a service on 192.0.2.1 port 8443, with some changed.
     """
-    values: dict[str, Any] = dict(
-        section="services/s1",
-        type="https",
-        name="s1",
-        description="",
-        address="192.0.2.1",
-        port=8443,
-        domains=("files.example.com",),
-        path="/srv/files",
-        debug=False,
-    )
+    values: dict[str, Any] = {
+        "section": "services/s1",
+        "type": "https",
+        "name": "s1",
+        "description": "",
+        "address": "192.0.2.1",
+        "port": 8443,
+        "domains": ("files.example.com",),
+        "path": "/srv/files",
+        "debug": False,
+    }
     values.update(overrides)
     return ServiceOptions(**values)
 

@@ -489,7 +489,7 @@ class DemoStopTests(TestCACase):
         services' certificates.
         """
         process = self.startDemo()
-        [line] = [l for l in process.output.splitlines() if "from another terminal:" in l]
+        [line] = [x for x in process.output.splitlines() if "from another terminal:" in x]
         command = line.split("from another terminal: ", 1)[1].split()
         result = subprocess.run(
             command,

@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import tempfile
+from functools import partial
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -243,9 +244,9 @@ class KeyInErrorTests(ResourceTestCase):
             copy = self.damaged(relative, change)
             store = DirectoryStore(copy)
             for load in (
-                lambda: store.loadAccount("https://acme.test/directory"),
-                lambda: store.loadCertificate(("reports.example.test",)),
-                lambda: store.loadProvisionalSigner(),
+                partial(store.loadAccount, "https://acme.test/directory"),
+                partial(store.loadCertificate, ("reports.example.test",)),
+                store.loadProvisionalSigner,
             ):
                 try:
                     load()

@@ -318,7 +318,7 @@ class CrashRun:
                     problems.append(f"{name}: provisional although a valid one was stored")
         # Where did the kill land?
         lines = text.splitlines()
-        for name, domains in SETS.items():
+        for domains in SETS.values():
             started = [
                 i
                 for i, line in enumerate(lines)

@@ -69,7 +69,12 @@ class Harness:
             self.consumers[name] = RecordingConsumer(f"{name}-https", domains)
             registry.registerUtility(self.consumers[name], ICertificateConsumer, name=name)
         http, self.pool = makeHTTPClient(reactor, loadCABundle(caFile))
-        values = dict(port=challengePort, acmeURL=acmeURL, stateDirectory=state, acmeCAFile=caFile)
+        values = {
+            "port": challengePort,
+            "acmeURL": acmeURL,
+            "stateDirectory": state,
+            "acmeCAFile": caFile,
+        }
         values.update(options)
         self.resource = LetsEncryptResource(
             attrs.evolve(resourceOptions(), **values),
@@ -165,6 +170,25 @@ async def waitFor(reactor: Any, condition: Callable[[], bool], timeout: float) -
     return True
 
 
+def ordered(harness: Harness, orders: int) -> Callable[[], bool]:
+    """
+    Whether C{harness}'s resource has requested more than C{orders}
+    certificates (event 20155).
+    """
+    return lambda: harness.recorder.ids().count(20155) > orders
+
+
+def renewedSince(harness: Harness, counts: dict[str, int]) -> Callable[[], bool]:
+    """
+    Whether every consumer of C{harness} received a CA certificate since it
+    had received C{counts} of them.
+    """
+    return lambda: all(
+        len(c.received) > counts[n] and not c.received[-1].provisional
+        for n, c in harness.consumers.items()
+    )
+
+
 def shortRetries(first: float) -> Callable[[], None]:
     """
     The first retry after a failure after C{first} seconds, doubling as
@@ -255,9 +279,7 @@ async def goneMidOrder(
         try:
             for _ in range(runs):
                 orders = harness.recorder.ids().count(20155)
-                await waitFor(
-                    reactor, lambda: harness.recorder.ids().count(20155) > orders, LIFETIME
-                )
+                await waitFor(reactor, ordered(harness, orders), LIFETIME)
                 await deferLater(reactor, rng.uniform(0, 0.4), lambda: None)
                 cut = reactor.seconds()
                 counts = {n: len(c.received) for n, c in harness.consumers.items()}
@@ -273,10 +295,7 @@ async def goneMidOrder(
                     pebble.door.forward()
                 renewed = await waitFor(
                     reactor,
-                    lambda: all(
-                        len(c.received) > counts[n] and not c.received[-1].provisional
-                        for n, c in harness.consumers.items()
-                    ),
+                    renewedSince(harness, counts),
                     LIFETIME + 5,
                 )
                 if renewed:

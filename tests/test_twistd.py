@@ -136,7 +136,7 @@ class TwistdTests(TestCACase):
         self.assertEqual(watcher.output.count(b" 20015 "), 2)
         issuers = await testCA.fetchIssuerPEM()
         for port, name in zip(
-            ports, ["files.example.test", "www.example.test", "reports.example.test"]
+            ports, ["files.example.test", "www.example.test", "reports.example.test"], strict=False
         ):
             _, received = await fetchOverTLS(reactor, port, name, issuers, "/hello.txt", HELLO)
             self.assertIn(HELLO, received)

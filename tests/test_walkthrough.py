@@ -171,8 +171,8 @@ class WalkthroughTests(TestCACase):
                     printed = process.readUntil(marker).splitlines()
                     if self.printed:
                         self.assertEqual(
-                            [l for l in printed if PASTED.match(l)],
-                            [l for l in self.printed if PASTED.match(l)],
+                            [x for x in printed if PASTED.match(x)],
+                            [x for x in self.printed if PASTED.match(x)],
                         )
                     self.printed = printed
                 continue
