@@ -189,6 +189,10 @@ class WriteQueue:
             self.retryAt = self._reactor.seconds() + retryDelay(
                 self._rounds + 1, self._checkInterval
             )
+            # It has ended: the wake-up _failed asks for must count it as
+            # retryable (see _retryable), even when it is the only one.
+            if self._inFlight.get(key) is write:
+                del self._inFlight[key]
             self._failed()
             return False
 

@@ -500,6 +500,39 @@ class StoreFailureTests(ResourceTestCase):
         self.assertIsNotNone(self.store.loadRenewalState(REPORTS))
         self.assertIsNotNone(self.store.loadRenewalState(FILES))
 
+    def test_lateFailureWakesUp(self) -> None:
+        """
+        A write that fails after its attempt has ended, as an export in a
+        worker thread does, is tried again after the first retry delay
+        (20185), not only at the next regular check, even when it is the
+        only failed write.
+        """
+        for name in ("files", "files-ftps"):
+            consumer = self.consumers.pop(name)
+            self.registry.unregisterUtility(consumer, ICertificateConsumer, name)
+        blocker = self.mktemp()
+        with open(blocker, "w") as stream:
+            stream.write("not a folder")
+        runner = HeldRunner()
+        runner.HELD = ("exportCertificate",)
+        resource = self.makeResource(storeDirectory=blocker)
+        resource.runInThread = runner
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        for _ in range(20):
+            self.reactor.advance(0.5)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        self.assertEqual(runner.names(), ["exportCertificate"])
+        runner.releaseOne()
+        self.assertEqual(self.eventIDs().count(20009), 1)
+        os.remove(blocker)
+        runner.HELD = ()
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertEqual(self.eventIDs().count(20185), 1)
+        with open(os.path.join(blocker, "reports.example.test", "cert.pem"), "rb") as stream:
+            self.assertEqual(stream.read(), self.consumers["reports"].received[-1].certificatePEM)
+        self.assertEqual(self.server.ordersCreated, 1)
+
     def test_retryDoesNotOverwriteNewer(self) -> None:
         """
         A failed write is not tried again behind a newer write of the same

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -154,8 +154,12 @@ class HeldRunner:
         return [function.__name__ for function, _, _ in self.held]
 
     def releaseOne(self) -> None:
+        """
+        Run the first held job; what it raises fails its Deferred, as in a
+        worker thread.
+        """
         function, args, done = self.held.pop(0)
-        done.callback(function(*args))
+        maybeDeferred(function, *args).chainDeferred(done)
 
 
 class FailingSaves(MemoryStore):
