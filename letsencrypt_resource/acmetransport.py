@@ -300,18 +300,12 @@ class ACMETransport:
         expired: list[bool] = []
 
         def withTimeout(waiting: Deferred[_Result]) -> Deferred[_Result]:
-            def expire() -> None:
+            def timedOut(result: _Result | Failure, timeout: float) -> _Result | Failure:
+                # The cancelled request's own failure goes on; the flag says why.
                 expired.append(True)
-                waiting.cancel()
-
-            timer = self._clock.callLater(self._timeout, expire)
-
-            def stopTimer(result: _Result) -> _Result:
-                if timer.active():
-                    timer.cancel()
                 return result
 
-            return waiting.addBoth(stopTimer)
+            return waiting.addTimeout(self._timeout, self._clock, onTimeoutCancel=timedOut)
 
         try:
             response = await withTimeout(

@@ -90,12 +90,10 @@ def _text(value: str) -> str:
 
 
 def _boolean(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("yes", "true", "on", "1"):
-        return True
-    if lowered in ("no", "false", "off", "0"):
-        return False
-    raise ValueError(f"{value!r} is not yes or no")
+    try:
+        return configparser.ConfigParser.BOOLEAN_STATES[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{value!r} is not yes or no") from None
 
 
 def _port(value: str) -> int:
