@@ -229,6 +229,24 @@ class CancelTests(SynchronousTestCase):
         sending.cancel()
         self.failureResultOf(sending, CancelledError)
 
+    def test_noAnswerInTime(self) -> None:
+        """
+        A request with no answer within the time limit is cancelled and
+        fails with an L{ACMEProtocolError} saying so; no timer is left.
+        """
+        clock = Clock()
+        jwk, algorithm = jwkFor(generateKey("ecdsa-p256"))
+        client = ACMEClient(
+            HangingAgent(), clock, messages.Directory({}), jwk, algorithm, timeout=30
+        )
+        sending = client._transport.send("GET", "https://acme.test/directory")
+        clock.advance(29)
+        self.assertNoResult(sending)
+        clock.advance(1)
+        error = self.failureResultOf(sending, ACMEProtocolError).value
+        self.assertIn("no answer from the ACME server within 30 seconds", str(error))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class ObtainCertificateTests(SynchronousTestCase):
     """
