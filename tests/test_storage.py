@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.lock import StateLock
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
@@ -57,17 +57,6 @@ class MemoryStorageContractTests(StorageContractMixin, TestCase):
     def makeStorage(self) -> MemoryStorage:
         return MemoryStorage(self.shared)
 
-    async def test_expiryFreesForOthers(self) -> None:
-        """
-        Once a lease expired, another node takes it.
-        """
-        first, second = self.storage(), self.storage()
-        old = await first.lease("example.com", 30)
-        self.assertIsNone(await second.lease("example.com", 30))
-        self.clock.advance(31)
-        new = await second.lease("example.com", 30)
-        self.assertGreater(new.token, old.token)
-
 
 class DirectoryStorageContractTests(StorageContractMixin, TestCase):
     """
@@ -82,6 +71,22 @@ class DirectoryStorageContractTests(StorageContractMixin, TestCase):
 
     def makeStorage(self) -> DirectoryStorage:
         return DirectoryStorage(self.path, reactor, clock=self.clock)
+
+
+class DirectoryStorageGivenLockContractTests(DirectoryStorageContractTests):
+    """
+    L{DirectoryStorage} keeps the storage contract when every node is given
+    the one held lock of the state directory, as the server's parts are.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lock = StateLock(self.path)
+        self.lock.acquire()
+        self.addCleanup(self.lock.release)
+
+    def makeStorage(self) -> DirectoryStorage:
+        return DirectoryStorage(self.path, reactor, clock=self.clock, lock=self.lock)
 
 
 class QueuedWorkers:
@@ -247,13 +252,13 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
 
     async def test_tokensPersisted(self) -> None:
         """
-        The newest token of each lease is kept in C{.leases/<name>}, 0600,
-        which no key reaches; a damaged one is an error, not a restart
+        The newest token of each lease is kept in C{.leases/<sha256 of the
+        name>}, 0600, which no key reaches; a damaged one is an error, not a restart
         from 1.
         """
         storage = self.storage()
         lease = given(await storage.lease("example.com", 30))
-        path = os.path.join(self.path, ".leases", "example.com")
+        path = os.path.join(self.path, tokenFile("example.com"))
         self.assertEqual((readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600))
         await lease.release()
         writeBytes(path, b"garbage")
