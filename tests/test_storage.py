@@ -296,7 +296,6 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         await self.assertFailure(lease.renew(), StorageError)
         self.assertIsNone(await storage.lease("account", 30))
 
-
     async def test_lockKeptWhileOpen(self) -> None:
         """
         Without a lock given, the storage objects on a directory share one:
