@@ -20,17 +20,17 @@ import shutil
 import socket
 from collections.abc import Sequence
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError, TimeoutError
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
-from twisted.internet.protocol import connectionDone
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
@@ -179,12 +179,18 @@ class _BoundedAnswer(Protocol):
             return
         self._size += len(data)
         if self._size > MAX_MANAGE_ANSWER:
-            self.transport.stopProducing()
+            self.stop()
             self._finished.errback(
                 TestCAError(f"{self._what}: answer longer than {MAX_MANAGE_ANSWER} bytes")
             )
             return
         self._parts.append(data)
+
+    def stop(self) -> None:
+        """
+        Close the connection the answer comes on.
+        """
+        cast(IPushProducer, self.transport).stopProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._finished.called:
@@ -203,7 +209,7 @@ def _readAnswer(response: IResponse, what: str) -> Deferred[bytes]:
     reader: _BoundedAnswer
 
     def cancel(_: Deferred[bytes]) -> None:
-        reader.transport.stopProducing()
+        reader.stop()
 
     finished: Deferred[bytes] = Deferred(cancel)
     reader = _BoundedAnswer(finished, what)

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import treq
 from cryptography import x509
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -143,8 +143,9 @@ class _Server(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._flood and b"\r\n\r\n" in data:
             size = 20 * 2**20
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
-            self.transport.write(b"x" * size)
+            transport: Any = self.transport
+            transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            transport.write(b"x" * size)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._lost.callback(None)
@@ -161,7 +162,9 @@ class ManageLimitsTests(TestCase):
         self.connected: Deferred[None] = Deferred()
         self.lost: Deferred[None] = Deferred()
         self.folder = os.path.abspath(self.mktemp())
-        self.caFile = listenerCertificate(self.folder, datetime.datetime.now(datetime.UTC))[0]
+        self.caFile = listenerCertificate(
+            self.folder, datetime.datetime.now(datetime.timezone.utc)
+        )[0]
 
     def runningCA(self, flood: bool) -> RunningTestCA:
         """
@@ -169,7 +172,7 @@ class ManageLimitsTests(TestCase):
         L{_Server}, timed by C{self.clock}.
         """
         factory = Factory.forProtocol(lambda: _Server(self.connected, self.lost, flood))
-        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(port.stopListening)
         return RunningTestCA(
             directoryURL="",
