@@ -213,7 +213,8 @@ class _Place:
     """
     What the L{DirectoryStorage} objects of this process on one state
     directory share: their table of leases, their change feed, the lock
-    that makes a fenced write one step with its check, and the state
+    that makes each change one step with its fence's check (and keeps a
+    write out of a folder that a delete removes), and the state
     directory's lock of those given none.
 
     @ivar users: How many storage objects on it are open.
@@ -379,8 +380,8 @@ class DirectoryStorage:
 
     def _holdLock(self) -> bool:
         """
-        Whether the state directory's lock is held, taking it when the
-        storage owns it.
+        Whether the state directory's lock is held, taking the one the
+        place shares when the storage was given none.
         """
         if self._lock.held():
             return True
