@@ -20,30 +20,37 @@ import shutil
 import socket
 from collections.abc import Sequence
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectError, TimeoutError
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.internet.ssl import Certificate
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     FileBodyProducer,
-    readBody,
+    ResponseDone,
 )
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS, IResponse
 
 from .listenerca import listenerCertificate
 from .safefs import openFolder, replaceInFolder
 
 _STARTUP_TIMEOUT = 15.0
 _KILL_AFTER = 5.0
+#: How long a request to pebble's management interface may take, answer
+#: included, in seconds.
+MANAGE_TIMEOUT = 10.0
+#: The largest answer read from pebble's management interface, in bytes:
+#: certificates and JSON are far smaller.
+MAX_MANAGE_ANSWER = 2**20
 
 
 class TestCANotFound(Exception):
@@ -155,6 +162,61 @@ def _stopAll(reactor: Any, processes: Sequence[_TestCAProcess]) -> Deferred[None
     return gatherResults([p.stop(reactor) for p in processes]).addCallback(lambda _: None)
 
 
+class _BoundedAnswer(Protocol):
+    """
+    Collect an answer's body, up to L{MAX_MANAGE_ANSWER} bytes: past that,
+    the connection is closed and the answer refused.
+    """
+
+    def __init__(self, finished: Deferred[bytes], what: str):
+        self._finished = finished
+        self._what = what
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._finished.called:
+            return
+        self._size += len(data)
+        if self._size > MAX_MANAGE_ANSWER:
+            self.stop()
+            self._finished.errback(
+                TestCAError(f"{self._what}: answer longer than {MAX_MANAGE_ANSWER} bytes")
+            )
+            return
+        self._parts.append(data)
+
+    def stop(self) -> None:
+        """
+        Close the connection the answer comes on.
+        """
+        cast(IPushProducer, self.transport).stopProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._finished.called:
+            return
+        if reason.check(ResponseDone):
+            self._finished.callback(b"".join(self._parts))
+        else:
+            self._finished.errback(reason)
+
+
+def _readAnswer(response: IResponse, what: str) -> Deferred[bytes]:
+    """
+    The body of C{response}, bounded (see L{_BoundedAnswer}); cancelling
+    the Deferred closes the connection.
+    """
+    reader: _BoundedAnswer
+
+    def cancel(_: Deferred[bytes]) -> None:
+        reader.stop()
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    reader = _BoundedAnswer(finished, what)
+    response.deliverBody(reader)
+    return finished
+
+
 @attrs.frozen
 class RunningTestCA:
     """
@@ -187,7 +249,7 @@ class RunningTestCA:
     async def _fetchIssuerPEM(self) -> bytes:
         pems = []
         for path in ["/roots/0", "/intermediates/0"]:
-            pems.append(await self._manage("GET", path, None))
+            pems.append(await self.manage("GET", path))
         return b"".join(pems)
 
     def manage(self, method: str, path: str, body: bytes | None = None) -> Deferred[bytes]:
@@ -197,19 +259,33 @@ class RunningTestCA:
         @param path: the path under L{managementURL}, such as C{"/roots/0"}.
         @param body: the request body, if any.
         @return: fires with the answer's body; fails with L{TestCAError}
-            when the status is not 200.
+            when the status is not 200, when no whole answer came within
+            L{MANAGE_TIMEOUT} seconds, or when it is longer than
+            L{MAX_MANAGE_ANSWER} bytes (the connection is then closed).
         """
-        return Deferred.fromCoroutine(self._manage(method, path, body))
+
+        def timedOut(result: object, timeout: float) -> Failure:
+            return Failure(TestCAError(f"{method} {path}: no answer within {timeout} seconds"))
+
+        return Deferred.fromCoroutine(self._manage(method, path, body)).addTimeout(
+            MANAGE_TIMEOUT, self._reactor, onTimeoutCancel=timedOut
+        )
 
     async def _manage(self, method: str, path: str, body: bytes | None) -> bytes:
         agent = Agent(self._reactor, contextFactory=tlsPolicyTrusting(self.caFile))
+        producer = None
+        if body is not None:
+            producer = FileBodyProducer(
+                BytesIO(body),
+                cooperator=task.Cooperator(scheduler=lambda work: self._reactor.callLater(0, work)),
+            )
         response = await agent.request(
             method.encode("ascii"),
             (self.managementURL + path).encode("ascii"),
             Headers({b"user-agent": [b"letsencrypt-resource"]}),
-            None if body is None else FileBodyProducer(BytesIO(body)),
+            producer,
         )
-        answer = await readBody(response)
+        answer = await _readAnswer(response, f"{method} {path}")
         if response.code != 200:
             raise TestCAError(f"{method} {path}: HTTP {response.code}: {answer!r}")
         return answer

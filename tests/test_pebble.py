@@ -5,20 +5,30 @@ against a real pebble.
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
+from typing import Any
 from urllib.parse import urlsplit
 
 import treq
 from cryptography import x509
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
+from zope.interface import directlyProvides, providedBy
 
+from letsencrypt_resource.listenerca import listenerCertificate
 from letsencrypt_resource.pebble import (
+    MANAGE_TIMEOUT,
+    MAX_MANAGE_ANSWER,
+    RunningTestCA,
     TestCAError,
     TestCANotFound,
     findTestCA,
@@ -94,6 +104,108 @@ class FindModernTestCATests(TestCase):
         self.patch(os, "environ", {**os.environ, MODERN_VARIABLE: folder})
         error = self.assertRaises(TestCANotFound, findModernTestCA)
         self.assertIn(os.path.join(folder, "pebble"), str(error))
+
+
+class NetworkAndClock:
+    """
+    The real reactor for the network, a L{Clock} for the time: a test
+    times a real connection out without waiting.
+    """
+
+    def __init__(self, clock: Clock):
+        self._clock = clock
+        directlyProvides(self, providedBy(reactor))
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        return self._clock.callLater(*args, **kwargs)
+
+    def seconds(self) -> float:
+        return self._clock.seconds()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class _Server(Protocol):
+    """
+    A loopback management interface that never answers, or, with
+    C{flood}, answers a request with 20 MiB.
+    """
+
+    def __init__(self, connected: Deferred[None], lost: Deferred[None], flood: bool):
+        self._connected = connected
+        self._lost = lost
+        self._flood = flood
+
+    def connectionMade(self) -> None:
+        self._connected.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._flood and b"\r\n\r\n" in data:
+            size = 20 * 2**20
+            transport: Any = self.transport
+            transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            transport.write(b"x" * size)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost.callback(None)
+
+
+class ManageLimitsTests(TestCase):
+    """
+    L{RunningTestCA.manage} against a management interface that does not
+    behave: it neither waits for ever nor reads without end.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.connected: Deferred[None] = Deferred()
+        self.lost: Deferred[None] = Deferred()
+        self.folder = os.path.abspath(self.mktemp())
+        self.caFile = listenerCertificate(
+            self.folder, datetime.datetime.now(datetime.timezone.utc)
+        )[0]
+
+    def runningCA(self, flood: bool) -> RunningTestCA:
+        """
+        A L{RunningTestCA} whose management interface is a loopback
+        L{_Server}, timed by C{self.clock}.
+        """
+        factory = Factory.forProtocol(lambda: _Server(self.connected, self.lost, flood))
+        port: Any = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[arg-type]
+        self.addCleanup(port.stopListening)
+        return RunningTestCA(
+            directoryURL="",
+            caFile=self.caFile,
+            managementURL=f"http://127.0.0.1:{port.getHost().port}",
+            directory=self.folder,
+            reactor=NetworkAndClock(self.clock),
+            processes=[],
+        )
+
+    async def test_silent(self) -> None:
+        """
+        A request without an answer fails with L{TestCAError} after
+        L{MANAGE_TIMEOUT} seconds, and its connection is closed.
+        """
+        answer = self.runningCA(flood=False).manage("GET", "/roots/0")
+        await self.connected
+        self.clock.advance(MANAGE_TIMEOUT - 1)
+        self.assertNoResult(answer)
+        self.clock.advance(1)
+        error = await self.assertFailure(answer, TestCAError)
+        self.assertIn(f"GET /roots/0: no answer within {MANAGE_TIMEOUT} seconds", str(error))
+        await self.lost
+
+    async def test_flood(self) -> None:
+        """
+        An answer longer than L{MAX_MANAGE_ANSWER} bytes fails with
+        L{TestCAError} once that much came, and its connection is closed.
+        """
+        answer = self.runningCA(flood=True).manage("GET", "/roots/0")
+        error = await self.assertFailure(answer, TestCAError)
+        self.assertIn(f"answer longer than {MAX_MANAGE_ANSWER} bytes", str(error))
+        await self.lost
 
 
 class TestCATests(TestCACase):

@@ -15,9 +15,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from letsencrypt_resource.storage.directory import DirectoryStorage
-from letsencrypt_resource.storage.interface import StorageError
-from letsencrypt_resource.storage.lock import StateLock
+from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
+from letsencrypt_resource.storage.interface import LeaseLost, StorageError
+from letsencrypt_resource.storage.leases import LeaseTable
+from letsencrypt_resource.storage.lock import StateDirectoryLocked, StateLock
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
 from letsencrypt_resource.storage.records import (
     AccountRecord,
@@ -57,17 +58,6 @@ class MemoryStorageContractTests(StorageContractMixin, TestCase):
     def makeStorage(self) -> MemoryStorage:
         return MemoryStorage(self.shared)
 
-    async def test_expiryFreesForOthers(self) -> None:
-        """
-        Once a lease expired, another node takes it.
-        """
-        first, second = self.storage(), self.storage()
-        old = await first.lease("example.com", 30)
-        self.assertIsNone(await second.lease("example.com", 30))
-        self.clock.advance(31)
-        new = await second.lease("example.com", 30)
-        self.assertGreater(new.token, old.token)
-
 
 class DirectoryStorageContractTests(StorageContractMixin, TestCase):
     """
@@ -82,6 +72,22 @@ class DirectoryStorageContractTests(StorageContractMixin, TestCase):
 
     def makeStorage(self) -> DirectoryStorage:
         return DirectoryStorage(self.path, reactor, clock=self.clock)
+
+
+class DirectoryStorageGivenLockContractTests(DirectoryStorageContractTests):
+    """
+    L{DirectoryStorage} keeps the storage contract when every node is given
+    the one held lock of the state directory, as the server's parts are.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.lock = StateLock(self.path)
+        self.lock.acquire()
+        self.addCleanup(self.lock.release)
+
+    def makeStorage(self) -> DirectoryStorage:
+        return DirectoryStorage(self.path, reactor, clock=self.clock, lock=self.lock)
 
 
 class QueuedWorkers:
@@ -247,13 +253,13 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
 
     async def test_tokensPersisted(self) -> None:
         """
-        The newest token of each lease is kept in C{.leases/<name>}, 0600,
-        which no key reaches; a damaged one is an error, not a restart
+        The newest token of each lease is kept in C{.leases/<sha256 of the
+        name>}, 0600, which no key reaches; a damaged one is an error, not a restart
         from 1.
         """
         storage = self.storage()
         lease = given(await storage.lease("example.com", 30))
-        path = os.path.join(self.path, ".leases", "example.com")
+        path = os.path.join(self.path, tokenFile("example.com"))
         self.assertEqual((readBytes(path), modeOf(path)), (str(lease.token).encode(), 0o600))
         await lease.release()
         writeBytes(path, b"garbage")
@@ -289,6 +295,72 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.addCleanup(other.release)
         await self.assertFailure(lease.renew(), StorageError)
         self.assertIsNone(await storage.lease("account", 30))
+
+    async def test_lockKeptWhileOpen(self) -> None:
+        """
+        Without a lock given, the storage objects on a directory share one:
+        taken at the first lease, kept (another process cannot take it, even
+        after the lease expired) until the last of them is closed.
+        """
+        clock = Clock()
+        first, second = self.storage(clock=clock), self.storage(clock=clock)
+        other = StateLock(self.path)
+        self.addCleanup(other.release)
+        await given(await first.lease("example.com", 30)).release()
+        clock.advance(3600)
+        self.assertRaises(StateDirectoryLocked, other.acquire)
+        self.assertIsNotNone(await second.lease("example.com", 30))
+        await first.close()
+        self.assertRaises(StateDirectoryLocked, other.acquire)
+        await second.close()
+        other.acquire()
+
+    async def test_fencedWriteNeedsLock(self) -> None:
+        """
+        A fenced write is refused with L{LeaseLost}, and nothing written,
+        once the process no longer holds the state directory's lock:
+        released, or taken by another process after the lock file was
+        replaced; writes without a fence go on.
+        """
+        os.mkdir(self.path, 0o700)
+        lock = StateLock(self.path)
+        lock.acquire()
+        storage = self.storage(lock=lock)
+        lease = given(await storage.lease("example.com", 30))
+        lock.release()
+        await self.assertFailure(storage.store("a", b"v", fence=lease), LeaseLost)
+        await self.assertFailure(storage.delete("a", fence=lease), LeaseLost)
+        self.assertIsNone(await storage.load("a"))
+        await storage.store("b", b"unfenced")
+        own = self.storage()
+        ownLease = given(await own.lease("account", 30))
+        os.unlink(os.path.join(self.path, "lock"))
+        other = StateLock(self.path)
+        other.acquire()
+        self.addCleanup(other.release)
+        await self.assertFailure(own.store("a", b"v", fence=ownLease), LeaseLost)
+        self.assertIsNone(await own.load("a"))
+
+    async def test_closeStopsThreadOnFailure(self) -> None:
+        """
+        When letting go of the leases fails, L{DirectoryStorage.close}
+        fails with it but still stops the storage's own thread, and lets
+        the lock go.
+        """
+        storage = self.storage()
+        threads: list[threading.Thread] = []
+        storage._workers.run(lambda: threads.append(threading.current_thread()))
+        given(await storage.lease("example.com", 30))
+
+        def broken(table: LeaseTable, holder: object) -> None:
+            raise RuntimeError("broken")
+
+        self.patch(LeaseTable, "releaseAll", broken)
+        await self.assertFailure(storage.close(), RuntimeError)
+        self.assertFalse(threads[0].is_alive())
+        other = StateLock(self.path)
+        other.acquire()
+        other.release()
 
 
 class RecordsTests(TestCase):

@@ -9,16 +9,23 @@ another user controls, files 0600 and folders 0700; reads follow no link
 either.  Every file operation runs in a worker thread, never in the
 reactor's.
 
-Leases are given under the state directory's lock (L{StateLock}): the
-process that holds it is the only holder of leases, timed by the clock
-within it; their newest tokens are kept in C{.leases/<name>}, so that they
-keep increasing across restarts.  Change notification reaches the other
-L{DirectoryStorage} objects of the same process on the same directory.
+Leases are given under the state directory's lock (L{StateLock}): across
+processes, the process that holds it is the only holder of leases.  Within
+the process, every L{DirectoryStorage} on the directory shares one table
+of leases, timed by the clock of the first of them, so that a lease one
+holds is held for all, and one that expired can be taken by any.  Without a
+lock given, the storage objects on a directory share one lock, taken at the
+first lease and kept until the last of them is closed.  The newest token of
+each lease is kept in C{.leases/<sha256 of its name>}, so that tokens keep
+increasing across restarts and any name has a file of its own.  Change
+notification reaches the other L{DirectoryStorage} objects of the same
+process on the same directory.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 import threading
@@ -31,7 +38,15 @@ from zope.interface import implementer
 
 from ..safefs import UnusablePath, openFolder, replaceInFolder
 from ..workers import BackgroundWorkers
-from .interface import ILease, IStorage, LeaseLost, StorageError, checkKey, checkPrefix
+from .interface import (
+    ILease,
+    IStorage,
+    LeaseLost,
+    StorageError,
+    checkKey,
+    checkPrefix,
+    checkValue,
+)
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .lock import StateDirectoryLocked, StateLock
 from .notify import ChangeFeed
@@ -41,6 +56,15 @@ T = TypeVar("T")
 #: The folder, under the state directory, of the leases' newest tokens;
 #: no key reaches it, as no key's part starts with C{.}.
 LEASES = ".leases"
+
+
+def tokenFile(name: str) -> str:
+    """
+    The path, under the state directory, of the file that keeps the newest
+    token of the lease C{name}: flat, so that the names C{a} and C{a/b}
+    cannot clash, and short whatever the name's length.
+    """
+    return f"{LEASES}/{hashlib.sha256(name.encode('utf-8', 'surrogateescape')).hexdigest()}"
 
 
 def reason(error: OSError) -> str:
@@ -98,7 +122,8 @@ def writeFile(base: str, key: str, data: bytes) -> None:
 def deleteFile(base: str, key: str) -> None:
     """
     Remove the file C{base/key} if it is there (a link there is removed,
-    not followed).
+    not followed), then the folders on its way that it left empty, so that
+    a folder is there only while keys are below it.
 
     @raise OSError: when it cannot be removed.
     """
@@ -108,7 +133,17 @@ def deleteFile(base: str, key: str) -> None:
             os.unlink(name, dir_fd=folder)
             os.fsync(folder)
     except FileNotFoundError:
-        pass
+        return
+    while folders:
+        *folders, name = folders
+        with openFolder(base, folders, create=False) as parent:
+            try:
+                os.rmdir(name, dir_fd=parent)
+            except OSError as error:
+                if error.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    return
+                raise
+            os.fsync(parent)
 
 
 def _walk(folder: int, prefix: str) -> Iterator[str]:
@@ -177,16 +212,50 @@ class Runner(Protocol):
 class _Place:
     """
     What the L{DirectoryStorage} objects of this process on one state
-    directory share: their change feed, and the lock that makes a fenced
-    write one step with its check.
+    directory share: their table of leases, their change feed, the lock
+    that makes each change one step with its fence's check (and keeps a
+    write out of a folder that a delete removes), and the state
+    directory's lock of those given none.
+
+    @ivar users: How many storage objects on it are open.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str, real: str, clock: IReactorTime) -> None:
+        self.real = real
+        self.leases = LeaseTable(clock)
         self.feed = ChangeFeed()
         self.exclusive = threading.Lock()
+        self.lock = StateLock(path)
+        self.users = 0
 
 
 _places: dict[str, _Place] = {}
+_placesLock = threading.Lock()
+
+
+def _join(path: str, clock: IReactorTime) -> _Place:
+    """
+    The place of the state directory C{path}, with one more user.
+    """
+    real = os.path.realpath(path)
+    with _placesLock:
+        place = _places.get(real)
+        if place is None:
+            place = _places[real] = _Place(path, real, clock)
+        place.users += 1
+        return place
+
+
+def _leave(place: _Place) -> None:
+    """
+    One user less of C{place}: after the last, its lock is let go and the
+    place forgotten.
+    """
+    with _placesLock:
+        place.users -= 1
+        if place.users == 0:
+            place.lock.release()
+            del _places[place.real]
 
 
 @implementer(IStorage)
@@ -206,24 +275,34 @@ class DirectoryStorage:
         """
         @param path: The state directory.
         @param reactor: Where results are delivered.
-        @param clock: What times the leases; the reactor by default.
+        @param clock: What times the leases; the reactor by default.  The
+            storage objects on one directory share one table of leases,
+            timed by the clock of the first one opened.
         @param workers: The threads that do the file operations; by
             default, one thread of the storage's own, stopped by L{close},
             so that its writes land in the order they were made.
         @param lock: The state directory's lock, held by the caller: leases
-            are given while it is held.  By default the storage takes the
-            lock for as long as it holds a lease.
+            are given, and fenced writes made, while it is held.  By
+            default the storage objects on the directory that are given
+            none share one lock, taken at the first lease and let go when
+            the last of them is closed.  Give every storage object on a
+            directory the same lock, or none.
         """
         self.path = path
         self._ownWorkers: BackgroundWorkers | None = None
         if workers is None:
             workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
         self._workers: Runner = workers
-        self._ownLock = lock is None
-        self._lock = StateLock(path) if lock is None else lock
-        self._leases = LeaseTable(reactor if clock is None else clock)
-        self._place = _places.setdefault(os.path.realpath(path), _Place())
+        self._place = _join(path, reactor if clock is None else clock)
+        self._givenLock = lock
         self._closed = False
+
+    @property
+    def _lock(self) -> StateLock:
+        """
+        The state directory's lock the storage's leases are given under.
+        """
+        return self._place.lock if self._givenLock is None else self._givenLock
 
     def _run(self, key: str, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """
@@ -259,8 +338,12 @@ class DirectoryStorage:
             return fail()
 
         def change() -> None:
+            # One change at a time: a folder that a delete empties is
+            # removed, which must not happen under a write going there.
             with self._place.exclusive:
                 if fence is not None:
+                    if not self._lock.held():
+                        raise LeaseLost(fence.name, "the state directory's lock is lost")
                     checkFence(key, fence, self._newest(fence.name))
                 write(self.path, key, *args)
 
@@ -269,7 +352,11 @@ class DirectoryStorage:
         return d
 
     def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
-        return self._change(key, fence, writeFile, bytes(value))
+        try:
+            data = checkValue(key, value)
+        except StorageError:
+            return fail()
+        return self._change(key, fence, writeFile, data)
 
     def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
         return self._change(key, fence, deleteFile)
@@ -285,7 +372,7 @@ class DirectoryStorage:
         """
         The newest token of the lease C{name}, as persisted.
         """
-        data = readFile(self.path, f"{LEASES}/{name}")
+        data = readFile(self.path, tokenFile(name))
         try:
             return int(data or b"0")
         except ValueError:
@@ -293,12 +380,12 @@ class DirectoryStorage:
 
     def _holdLock(self) -> bool:
         """
-        Whether the state directory's lock is held, taking it when the
-        storage owns it.
+        Whether the state directory's lock is held, taking the one the
+        place shares when the storage was given none.
         """
         if self._lock.held():
             return True
-        if not self._ownLock:
+        if self._givenLock is not None:
             return False
         try:
             self._lock.acquire()
@@ -316,23 +403,27 @@ class DirectoryStorage:
             with self._place.exclusive:
                 if not self._holdLock():
                     return None
-                token = self._leases.take(name, seconds, self, self._newest(name))
+                leases = self._place.leases
+                token = leases.take(name, seconds, self, self._newest(name))
                 if token is None:
                     return None
                 lease = Lease(name, token, seconds, self._renew, self._release)
                 try:
-                    writeFile(self.path, f"{LEASES}/{name}", str(token).encode("ascii"))
+                    writeFile(self.path, tokenFile(name), str(token).encode("ascii"))
                 except BaseException:
-                    self._leases.release(lease)
+                    leases.release(lease)
                     raise
                 return lease
 
         return self._run(name, take)
 
     def _renew(self, lease: Lease) -> Deferred[None]:
+        if self._closed:
+            return fail(LeaseLost(lease.name, "the storage is closed"))
+
         def renew() -> None:
             with self._place.exclusive:
-                if not (self._lock.held() and self._leases.renew(lease)):
+                if not (self._lock.held() and self._place.leases.renew(lease)):
                     raise LeaseLost(lease.name, "is no longer held by this storage")
 
         return self._run(lease.name, renew)
@@ -343,9 +434,7 @@ class DirectoryStorage:
 
         def release() -> None:
             with self._place.exclusive:
-                self._leases.release(lease)
-                if self._ownLock and not self._leases.holds(self):
-                    self._lock.release()
+                self._place.leases.release(lease)
 
         return self._run(lease.name, release)
 
@@ -354,12 +443,15 @@ class DirectoryStorage:
             checkPrefix(prefix)
         except StorageError:
             return fail()
+        if self._closed:
+            return fail(StorageError(prefix, "the storage is closed"))
         return succeed(self._place.feed.watch(self, prefix, callback))
 
     def close(self) -> Deferred[None]:
         """
-        Give up the leases (and the lock, when the storage took it), stop
-        the watches, then the storage's own threads.
+        Give up the leases (and the lock, when the storage is the last on
+        the directory to share the one taken for them), stop the watches,
+        then the storage's own threads, even when letting go failed.
         """
         if self._closed:
             return succeed(None)
@@ -368,12 +460,13 @@ class DirectoryStorage:
 
         def letGo() -> None:
             with self._place.exclusive:
-                self._leases.releaseAll(self)
-                if self._ownLock:
-                    self._lock.release()
+                try:
+                    self._place.leases.releaseAll(self)
+                finally:
+                    _leave(self._place)
 
         d = self._workers.run(letGo)
         own = self._ownWorkers
         if own is not None:
-            d.addCallback(lambda _: own.stop())
+            d.addBoth(lambda result: own.stop().addCallback(lambda _: result))
         return d

@@ -5,8 +5,10 @@ on a database implements it as well as one on the file system.
 
 A key is a relative path of C{/}-separated parts, such as
 C{accounts/<id>.json}, C{certificates/<set>.pem} or C{challenges/<token>}
-(L{checkKey} gives the rule); every store accepts the same keys, so that
-what works on one works on all.
+(L{checkKey} gives the rule).  A key may not be both a value and a folder
+of other keys: while C{a} holds a value, C{a/b} is refused, and while
+C{a/b} holds one, C{a} is.  Every store accepts, and refuses, the same
+keys, so that what works on one works on all.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def checkKey(key: str) -> str:
     Check that C{key} names a stored value: non-empty parts joined by C{/},
     none starting with C{.} (so no C{.}, C{..} or hidden file), none
     holding a NUL byte or longer than L{MAX_PART} bytes, and the first not
-    one of L{RESERVED}.
+    one of L{RESERVED}; a part may hold bytes that are not UTF-8 (as
+    C{os.fsdecode} gives them), but no other unpaired surrogate.
 
     @return: C{key}.
     @raise StorageError: when it does not.
@@ -76,11 +79,28 @@ def checkKey(key: str) -> str:
     for part in parts:
         if not part or part.startswith(".") or "\0" in part:
             raise StorageError(repr(key), "is not a valid key")
-        if len(part.encode("utf-8", "surrogateescape")) > MAX_PART:
+        try:
+            size = len(part.encode("utf-8", "surrogateescape"))
+        except UnicodeEncodeError:
+            raise StorageError(repr(key), "is not a valid key") from None
+        if size > MAX_PART:
             raise StorageError(repr(key), f"has a part longer than {MAX_PART} bytes")
     if parts[0] in RESERVED:
         raise StorageError(key, "is reserved")
     return key
+
+
+def checkValue(key: str, value: object) -> bytes:
+    """
+    Check that C{value}, to be stored at C{key}, is bytes (C{bytes},
+    C{bytearray} or C{memoryview}).
+
+    @return: C{value} as C{bytes}.
+    @raise StorageError: when it is not.
+    """
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise StorageError(key, f"the value is {type(value).__name__}, not bytes")
+    return bytes(value)
 
 
 def checkPrefix(prefix: str) -> str:
@@ -140,9 +160,22 @@ class IStorage(Interface):
         a part, nor a mix of two writes;
       - B{durability}: once C{store} or C{delete} has fired, the change
         survives a crash of the process or the machine;
+      - B{keys}: every store refuses the same keys (L{checkKey}, and no
+        key both a value and a folder of others: C{store}, C{load} and
+        C{delete} of C{a/b} while C{a} holds a value, or of C{a} while
+        C{a/b} does, fail) and the same values (only bytes);
+      - B{leases}: a lease is exclusive among every storage object on the
+        place (other nodes, other objects in the same process, other
+        callers of the same object); one that expired can be taken by any
+        of them.  A store where the place is a process's own (the state
+        directory) may hold every lease of the place for that process as
+        long as it runs: another process then gets none, expired or not,
+        until the holding process closes its storage objects or exits;
       - B{fencing}: a write with a C{fence} is checked against the newest
         token of that lease as one step with the write itself, and
-        refused with L{StaleFence} when it is older;
+        refused with L{StaleFence} when it is older (or with L{LeaseLost}
+        when the store can no longer tell: the state directory's lock was
+        lost);
       - B{notification}: every change made through another storage object
         (another process, another node) on the same place is reported to
         C{watch} callbacks whose prefix it starts with, after it can be
@@ -163,7 +196,8 @@ class IStorage(Interface):
 
         @param fence: An L{ILease} the write is made under, or C{None}.
         @return: A Deferred firing with C{None} once the write is durable;
-            failing with L{StaleFence} when C{fence} was taken over.
+            failing with L{StaleFence} when C{fence} was taken over, or
+            L{StorageError} when C{value} is not bytes.
         """
 
     def delete(key, fence=None):
@@ -185,7 +219,10 @@ class IStorage(Interface):
     def lease(name, seconds):
         """
         Take the lease C{name} for C{seconds}, unless another holder has it
-        and it has not expired.
+        and it has not expired.  C{name} is checked as a key (see
+        L{checkKey}), but leases are named apart from values and from each
+        other: the lease C{a} and the lease C{a/b} are two leases, and
+        neither touches the value at C{a}.
 
         @return: A Deferred firing with an L{ILease} whose token is larger
             than any the name had before, or C{None} when another holder
@@ -201,7 +238,8 @@ class IStorage(Interface):
         is logged (event 20188) and does not stop the watch.
 
         @return: A Deferred firing with a function of no argument that
-            stops the calls, once the watch is in place.
+            stops the calls, once the watch is in place; failing with
+            L{StorageError} when the storage is closed.
         """
 
     def close():

@@ -113,13 +113,6 @@ class LeaseTable:
             if held.holder is holder:
                 del self._held[name]
 
-    def holds(self, holder: object) -> bool:
-        """
-        Whether C{holder} has a lease that has not expired.
-        """
-        now = self._clock.seconds()
-        return any(h.holder is holder and h.expires > now for h in self._held.values())
-
 
 def checkFence(key: str, fence: Any, newest: int) -> None:
     """

@@ -14,7 +14,15 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from .interface import ILease, IStorage, LeaseLost, StorageError, checkKey, checkPrefix
+from .interface import (
+    ILease,
+    IStorage,
+    LeaseLost,
+    StorageError,
+    checkKey,
+    checkPrefix,
+    checkValue,
+)
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .notify import ChangeFeed
 
@@ -47,9 +55,27 @@ class MemoryStorage:
         if self._closed:
             raise StorageError(key, "the storage is closed")
 
+    def _checkPlace(self, key: str) -> None:
+        """
+        Check that C{key} is not below a value, nor a folder of other keys,
+        as a file system would.
+
+        @raise StorageError: when it is.
+        """
+        values = self._shared.values
+        if key in values:
+            return
+        parts = key.split("/")
+        for end in range(1, len(parts)):
+            if "/".join(parts[:end]) in values:
+                raise StorageError(key, f"{'/'.join(parts[:end])} is a value, not a folder")
+        if any(k.startswith(key + "/") for k in values):
+            raise StorageError(key, "is a folder of other keys")
+
     def load(self, key: str) -> Deferred[bytes | None]:
         try:
             self._checkOpen(checkKey(key))
+            self._checkPlace(key)
         except StorageError:
             return fail()
         return succeed(self._shared.values.get(key))
@@ -57,6 +83,7 @@ class MemoryStorage:
     def _change(self, key: str, fence: ILease | None, value: bytes | None) -> Deferred[None]:
         try:
             self._checkOpen(checkKey(key))
+            self._checkPlace(key)
             if fence is not None:
                 checkFence(key, fence, self._shared.leases.newest(fence.name))
         except StorageError:
@@ -64,12 +91,16 @@ class MemoryStorage:
         if value is None:
             self._shared.values.pop(key, None)
         else:
-            self._shared.values[key] = bytes(value)
+            self._shared.values[key] = value
         self._shared.feed.changed(self, key)
         return succeed(None)
 
     def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
-        return self._change(key, fence, value)
+        try:
+            data = checkValue(key, value)
+        except StorageError:
+            return fail()
+        return self._change(key, fence, data)
 
     def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
         return self._change(key, fence, None)

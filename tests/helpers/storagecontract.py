@@ -38,6 +38,7 @@ BAD_KEYS = [
     "control.sock",
     "certificates/",
     "x" * 256,
+    "a\ud800",
 ]
 
 
@@ -157,6 +158,52 @@ class StorageContractMixin(_Base):
             await self.assertFailure(storage.watch(prefix, print), StorageError)
         self.assertEqual(await storage.list(""), [])
 
+    async def test_badValues(self) -> None:
+        """
+        Only bytes are stored: text, a number or C{None} fail (in the
+        Deferred, not at the call), and nothing is written; C{bytearray}
+        and C{memoryview} are stored as bytes.
+        """
+        storage = self.storage()
+        for value in ("text", 5, None):
+            await self.assertFailure(storage.store("a", value), StorageError)
+        self.assertEqual(await storage.list(""), [])
+        await storage.store("a", bytearray(b"array"))
+        await storage.store("b", memoryview(b"view"))
+        self.assertEqual((await storage.load("a"), await storage.load("b")), (b"array", b"view"))
+
+    async def test_valueOrFolder(self) -> None:
+        """
+        A key is never both a value and a folder of other keys: storing,
+        loading or deleting below a value, or at a folder, fails on every
+        node, and the values stay.
+        """
+        first, second = self.storage(), self.storage()
+        await first.store("a", b"value")
+        await first.store("c/d", b"below")
+        for storage in (first, second):
+            for key in ("a/b", "c", "a/b/e"):
+                await self.assertFailure(storage.store(key, b"v"), StorageError)
+                await self.assertFailure(storage.load(key), StorageError)
+                await self.assertFailure(storage.delete(key), StorageError)
+        self.assertEqual(await second.list(""), ["a", "c/d"])
+        await second.delete("c/d")
+        await second.store("c", b"now a value")
+        self.assertEqual(await first.load("c"), b"now a value")
+
+    async def test_leaseNamesApart(self) -> None:
+        """
+        Leases are named apart from values and from each other: C{a} and
+        C{a/b} are two leases, and neither touches the value at C{a}.
+        """
+        first, second = self.storage(), self.storage()
+        await first.store("certificates", b"value")
+        self.assertIsNotNone(await first.lease("certificates/x", 30))
+        self.assertIsNotNone(await second.lease("certificates", 30))
+        self.assertIsNotNone(await second.lease("certificates/x/y", 30))
+        self.assertEqual(await second.list(""), ["certificates"])
+        self.assertEqual(await second.load("certificates"), b"value")
+
     async def test_leaseExclusive(self) -> None:
         """
         While a lease is held, nobody else takes it: neither another node
@@ -169,6 +216,16 @@ class StorageContractMixin(_Base):
         self.assertIsNone(await first.lease("example.com", 30))
         self.assertIsNone(await second.lease("example.com", 30))
         self.assertIsNotNone(await first.lease("account", 30))
+
+    async def test_otherNameOtherNode(self) -> None:
+        """
+        While one node holds a lease, another node takes other names, and
+        the first then cannot take those.
+        """
+        first, second = self.storage(), self.storage()
+        self.assertIsNotNone(await first.lease("example.com", 30))
+        self.assertIsNotNone(await second.lease("account", 30))
+        self.assertIsNone(await first.lease("account", 30))
 
     async def test_releaseThenTaken(self) -> None:
         """
@@ -237,29 +294,50 @@ class StorageContractMixin(_Base):
 
     async def test_renew(self) -> None:
         """
-        A renewed lease is kept for its seconds from the renewal.
+        A renewed lease is kept for its seconds from the renewal, from
+        every node.
         """
-        storage = self.storage()
-        lease = await storage.lease("example.com", 30)
+        first, second = self.storage(), self.storage()
+        lease = await first.lease("example.com", 30)
         self.clock.advance(20)
         await lease.renew()
         self.clock.advance(20)
-        self.assertIsNone(await storage.lease("example.com", 30))
+        self.assertIsNone(await second.lease("example.com", 30))
+        self.assertIsNone(await first.lease("example.com", 30))
 
     async def test_expiry(self) -> None:
         """
-        A lease not renewed expires: it is given again with a larger token,
-        after which the old one can neither be renewed nor write.
+        A lease not renewed expires: another node then takes it with a
+        larger token, after which the old one can neither be renewed nor
+        write, and the new one is exclusive in turn.
         """
-        storage = self.storage()
-        old = await storage.lease("example.com", 30)
-        self.clock.advance(31)
-        new = await storage.lease("example.com", 30)
+        first, second = self.storage(), self.storage()
+        old = await first.lease("example.com", 30)
+        self.clock.advance(29)
+        self.assertIsNone(await second.lease("example.com", 30))
+        self.clock.advance(2)
+        new = await second.lease("example.com", 30)
         self.assertGreater(new.token, old.token)
         await self.assertFailure(old.renew(), LeaseLost)
         await self.assertFailure(
-            storage.store("renewal/example.com.json", b"{}", fence=old), StaleFence
+            first.store("renewal/example.com.json", b"{}", fence=old), StaleFence
         )
+        self.assertIsNone(await first.lease("example.com", 30))
+        await second.store("renewal/example.com.json", b"{}", fence=new)
+
+    async def test_closed(self) -> None:
+        """
+        Once a node is closed, its leases fail to renew with L{LeaseLost},
+        and it refuses watches and every other call.
+        """
+        storage = self.storage()
+        lease = await storage.lease("example.com", 30)
+        await storage.close()
+        await self.assertFailure(lease.renew(), LeaseLost)
+        await self.assertFailure(storage.watch("", print), StorageError)
+        await self.assertFailure(storage.store("a", b"v"), StorageError)
+        await self.assertFailure(storage.list(""), StorageError)
+        await self.assertFailure(storage.lease("account", 30), StorageError)
 
     async def test_watch(self) -> None:
         """
