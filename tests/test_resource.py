@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.domainsets import _settingsFingerprint
-from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
+from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.policy import (
     EMERGENCY_RETRY_DELAY,
@@ -32,7 +32,8 @@ from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
 )
-from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -41,11 +42,13 @@ from letsencrypt_resource.testing import (
 )
 from tests.helpers import selfSigned
 from tests.helpers.resourcecase import (
+    ACME_URL,
     DAY,
     FILES,
     REPORTS,
     FailingSaves,
     HeldRunner,
+    Immediately,
     RefusingReactor,
     ResourceTestCase,
     resourceOptions,
@@ -62,7 +65,7 @@ class StartTests(ResourceTestCase):
         """
         The fakes provide the interfaces the resource relies on.
         """
-        verifyObject(ICertificateStore, self.store)
+        verifyObject(IStorage, self.store)
         for consumer in self.consumers.values():
             verifyObject(ICertificateConsumer, consumer)
 
@@ -116,11 +119,11 @@ class StartTests(ResourceTestCase):
         """
         resource = self.start()
         self.assertEqual(self.server.accountsCreated, 1)
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         url = self.store.loadAccount(acmeURL).url
         self.assertTrue(url.startswith("https://acme.test/account/"))
         resource.stopService()
-        self.store.certificates.clear()
+        self.store.clear("certificates/")
         self.start()
         self.assertEqual(self.server.accountsCreated, 1)
         self.assertEqual(self.eventIDs().count(20154), 1)
@@ -180,7 +183,7 @@ class StartTests(ResourceTestCase):
         signer = self.store.signer
         self.assertIsNotNone(signer)
         resource.stopService()
-        self.store.certificates.clear()
+        self.store.clear("certificates/")
         self.start()
         self.assertEqual(self.store.signer, signer)
 
@@ -312,7 +315,7 @@ class BackgroundWriteTests(ResourceTestCase):
         self.server.refuse.add("reports.example.test")
         runner = HeldRunner()
         resource = self.makeResource(**options)
-        resource.runInThread = runner
+        resource.runWrite = runner
         resource.startService()
         self.addCleanup(self.stop, resource)
         for _ in range(20):
@@ -450,7 +453,7 @@ class StoreFailureTests(ResourceTestCase):
         state = os.path.abspath(self.mktemp())
         obstacle = os.path.join(state, "provisional-signer.pem")
         os.makedirs(obstacle)
-        self.store = DirectoryStore(state)
+        self.store = DirectoryStorage(state, self.reactor, workers=Immediately())
         self.start()
         [text] = self.eventTexts(20009)
         self.assertIn(obstacle, text)
@@ -513,7 +516,7 @@ class StoreFailureTests(ResourceTestCase):
         self.assertIsNone(self.store.loadRenewalState(REPORTS))
         self.store.failing.clear()
         runner = HeldRunner()
-        resource.runInThread = runner
+        resource.runWrite = runner
         managed = resource.managed[frozenset(REPORTS)]
         managed.ariPick = 0.25
         resource.saveState(managed)
@@ -557,7 +560,7 @@ class SavedWaitTests(ResourceTestCase):
     def saveState(self, domains: tuple[str, ...], **fields: Any) -> None:
         state = {"settings": _settingsFingerprint(resourceOptions())}
         state.update(fields)
-        self.store.states[domains] = json.dumps(state)
+        self.store.saveRenewalState(domains, state)
 
     def reportsOrders(self) -> list[float]:
         return [
@@ -608,9 +611,9 @@ class SavedWaitTests(ResourceTestCase):
         fails.
         """
         self.start().stopService()
-        state = json.loads(self.store.states[REPORTS])
+        state = self.store.loadRenewalState(REPORTS)
         state["ari_window"] = [float("nan"), float("nan")]
-        self.store.states[REPORTS] = json.dumps(state)
+        self.store.saveRenewalState(REPORTS, state)
         resource = self.start()
         self.assertIsNone(resource.managed[frozenset(REPORTS)].ariWindow)
         advanceThrough(self.reactor, 61 * DAY)
@@ -732,7 +735,7 @@ class ReplacesTests(ResourceTestCase):
         """
         resource = self.start()
         resource.stopService()
-        self.store.accounts.clear()
+        self.store.clear("accounts/")
         resource = self.start()
         self.renewReports(resource)
         self.assertEqual(self.server.accountsCreated, 2)
@@ -745,9 +748,9 @@ class ReplacesTests(ResourceTestCase):
         """
         resource = self.start()
         resource.stopService()
-        state = json.loads(self.store.states[REPORTS])
+        state = self.store.loadRenewalState(REPORTS)
         del state["ordered_by"]
-        self.store.states[REPORTS] = json.dumps(state)
+        self.store.saveRenewalState(REPORTS, state)
         resource = self.start()
         self.renewReports(resource)
         self.assertIsNone(self.server.newOrders[-1].replaces)
