@@ -9,11 +9,10 @@ set, put in service once it passes the checks an order's would.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from collections.abc import Callable
-
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -86,7 +85,7 @@ class DomainSets(Service):
         super().stopService()
         watching, self._watching = self._watching, None
         if watching is not None:
-            watching.addCallback(lambda stop: stop and stop())
+            watching.addCallback(lambda stop: stop())
 
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
@@ -115,7 +114,7 @@ class DomainSets(Service):
         self.managed.update(collected)
         await self._loadAll(list(self.managed.values()))
 
-    def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[object]:
+    def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[list[None]]:
         return gatherResults([self._loadStored(c) for c in certificates], consumeErrors=True)
 
     @deferred

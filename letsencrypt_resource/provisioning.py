@@ -73,13 +73,13 @@ class Provisioning:
         # never builds hundreds of TLS contexts in one turn.
         making = Limiter(PROVISIONAL_JOBS)
 
+        def deliver(certificate: ManagedCertificate, provisional: CertifiedKey) -> None:
+            if certificate.current is None:
+                self.deliver(certificate, provisional)
+
         def provision(certificate: ManagedCertificate) -> Deferred[None]:
             made = self._runInThread(makeProvisional, signer, certificate.domains, now)
-            return made.addCallback(
-                lambda provisional: (
-                    certificate.current is None and self.deliver(certificate, provisional)
-                )
-            )
+            return made.addCallback(lambda provisional: deliver(certificate, provisional))
 
         await gatherResults([making.run(provision, c) for c in certificates], consumeErrors=True)
 

@@ -294,6 +294,7 @@ class Renewer:
         def failed(failure: Failure) -> None:
             failure.trap(StorageError)
             error = failure.value
+            assert isinstance(error, StorageError)
             events.STORE_FAILED.emit(
                 self._log, domains=certificate.label, path=error.key, details=error.message
             )

@@ -33,8 +33,8 @@ from .acmeclient import ACMEClient
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .config import ResourceOptions
-from .coroutines import deferred
 from .connection import AccountConnection
+from .coroutines import deferred
 from .domainsets import DomainSets
 from .httpclient import loadCABundle, makeHTTPClient
 from .managed import ManagedCertificate
@@ -108,7 +108,7 @@ class LetsEncryptResource(MultiService):
             as the operations command needs.
         @param checkWritable: Checks, in a worker thread, that a set's
             certificate can be stored before it is ordered (as
-            L{letsencrypt_resource.store.DirectoryExtras} does for the
+            L{letsencrypt_resource.store.DirectoryStore} does for the
             state and store directories); by default, nothing is checked.
         @param closeStorage: Whether stopping closes C{storage}, after the
             writes under way have ended.
@@ -139,7 +139,7 @@ class LetsEncryptResource(MultiService):
             runInThread = self._workers.run
         self.runInThread = runInThread
         self.runWrite: Runner = maybeDeferred
-        self.responder = ChallengeResponder()
+        self.responder = ChallengeResponder(self.records.loadChallenge)
         log = self._log
         inThread = self._inThread
         interval = options.checkInterval

@@ -23,8 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .coroutines import deferred
 from .connection import AccountConnection
+from .coroutines import deferred
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .renewer import Renewer
@@ -119,7 +119,8 @@ class Scheduler(Service):
         self._loop = LoopingCall(self.check)
         self._loop.clock = self._reactor
         self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
-        await self._checking
+        if self._checking is not None:
+            await self._checking
         self._settle()
 
     def _settle(self) -> None:

@@ -197,6 +197,7 @@ class WriteQueue:
         def storeFailed(failure: Failure) -> bool:
             failure.trap(StorageError)
             error = failure.value
+            assert isinstance(error, StorageError)
             if isinstance(error, StaleFence):
                 return False
             events.STORE_FAILED.emit(

@@ -23,7 +23,6 @@ from ..storage.memory import MemoryStorage, SharedMemory
 from ..storage.records import SIGNER_KEY, Records, accountKey, certificateKey
 
 
-
 @implementer(ICertificateConsumer)
 class RecordingConsumer:
     """
@@ -66,6 +65,7 @@ class MemoryStore(MemoryStorage):
         cannot be stored, as a name too long for a file system: their
         writes and L{checkCertificateWritable} fail with L{StorageError}.
     @ivar values: What is stored, by key.
+    @ivar shared: Its place: a L{MemoryStorage} on it is another node.
     """
 
     def __init__(self, clock: IReactorTime | None = None):
@@ -73,9 +73,9 @@ class MemoryStore(MemoryStorage):
         @param clock: What times the leases; by default a clock of its own
             that never moves, so that no lease expires.
         """
-        shared = SharedMemory(Clock() if clock is None else clock)
-        super().__init__(shared)
-        self.values = shared.values
+        self.shared = SharedMemory(Clock() if clock is None else clock)
+        super().__init__(self.shared)
+        self.values = self.shared.values
         self.records = Records(self)
         self.failWrites = False
         self.unwritable: set[frozenset[str]] = set()

@@ -21,7 +21,9 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import (
     LetsEncryptResource,
 )
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import ILease, StorageError
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -109,16 +111,25 @@ class ResourceTestCase(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def makeResource(self, reactor: Any = None, **options: Any) -> LetsEncryptResource:
+        """
+        A resource on L{store}: a L{MemoryStore}, a L{DirectoryStorage}, or
+        a L{DirectoryStore} whose state directory it then uses through a
+        L{DirectoryStorage}, with its checks.
+        """
         reactor = reactor or self.reactor
+        storage = self.store
+        if isinstance(storage, DirectoryStore):
+            storage = DirectoryStorage(storage.path, reactor, workers=Immediately())
         resource = LetsEncryptResource(
             resourceOptions(**options),
             self.registry,
-            self.store,
+            storage,
             reactor,
             RequestTraversalAgent(self.server),
             runInThread=synchronously,
             random=lambda: 0.5,
             checkWritable=getattr(self.store, "checkCertificateWritable", None),
+            closeStorage=storage is not self.store,
         )
         self.server.validate = resource.responder.lookup
         return resource
