@@ -1113,3 +1113,23 @@ class StorageWiringTests(ResourceTestCase):
         self.successResultOf(lease.release())
         advanceThrough(self.reactor, DAY)
         self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_staleWriteDropped(self) -> None:
+        """
+        A write made under a lease that another node has taken since is
+        refused (20189) and dropped, not reported as a failed write nor
+        tried again: the newer holder's data stays.
+        """
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
+        before = self.store.loadRenewalState(REPORTS)
+        stale = self.successResultOf(self.store.lease(orderLease(REPORTS), 60))
+        self.successResultOf(stale.release())
+        self.successResultOf(self.otherNode().lease(orderLease(REPORTS), 60))
+        managed.lease = stale
+        managed.ariPick = 0.25
+        self.assertFalse(self.successResultOf(resource.saveState(managed)))
+        self.assertEqual(len(self.eventTexts(20189)), 1)
+        self.assertNotIn(20009, self.eventIDs())
+        self.assertFalse(resource._writes.hasRetries())
+        self.assertEqual(self.store.loadRenewalState(REPORTS), before)
