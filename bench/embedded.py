@@ -51,7 +51,7 @@ from letsencrypt_resource.host import ServerService  # noqa: E402
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient  # noqa: E402
 from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
-from letsencrypt_resource.store import DirectoryStore  # noqa: E402
+from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
 from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402
 
 
@@ -245,7 +245,7 @@ key_type = {keyType}
 async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     """
     M consumers through the public API: a component registry holding M
-    TLSCertificateConsumers, a DirectoryStore and the resource.
+    TLSCertificateConsumers, a DirectoryStorage and the resource.
     """
     events = EventCounter()
     options = parseConfiguration(
@@ -269,8 +269,8 @@ async def scale(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         registry.registerUtility(consumer, ICertificateConsumer, name=f"s{index:05d}")
         consumers.append(consumer)
     http, pool = makeHTTPClient(reactor, loadCABundle(options.acmeCAFile))
-    store = DirectoryStore(options.stateDirectory)
-    resource = LetsEncryptResource(options, registry, store, reactor, http)
+    storage = DirectoryStorage(options.stateDirectory, reactor)
+    resource = LetsEncryptResource(options, registry, storage, reactor, http, closeStorage=True)
     if args.log_file:
         # Shows in the log whether the reactor still runs timed calls.
         heartbeat = LoopingCall(lambda: trace("heartbeat"))

@@ -1,5 +1,5 @@
 """
-The ACME account: found or created on first use, kept in the store.
+The ACME account: found or created on first use, kept in the storage.
 
 A new account is created with its own key, unless the configuration names
 the key of an existing account (C{account_key}), which is then looked up
@@ -25,10 +25,10 @@ from . import events
 from .acmeclient import ACMEClient, ACMEProblem, ACMEServerUntrusted
 from .config import ResourceOptions
 from .coroutines import deferred
-from .interfaces import ICertificateStore
 from .keygen import generateKey
 from .keys import jwkFor, keyToPEM, loadAccountKey
-from .store import AccountRecord
+from .storage.interface import ILease
+from .storage.records import AccountRecord, Records
 
 _log = Logger()
 
@@ -49,23 +49,38 @@ class AccountError(Exception):
         return f"option '{self.option}': {self.message}"
 
 
+#: How long the lease on the account is taken for while it is created or
+#: changed: longer than a registration takes.
+ACCOUNT_LEASE = 300.0
+
+
+class AccountBusy(Exception):
+    """
+    Another user of the storage is creating or changing the account.
+    """
+
+    def __str__(self) -> str:
+        return "another user of the storage is creating or changing the account; trying later"
+
+
 async def _record(
     options: ResourceOptions,
-    store: ICertificateStore,
+    records: Records,
     runInThread: Callable[..., Deferred[Any]],
+    fence: ILease,
 ) -> AccountRecord:
     """
     The stored account record, switched to the configured key if any.
     """
-    record = store.loadAccount(options.acmeURL)
+    record = await records.loadAccount(options.acmeURL)
     if options.accountKeyFile is not None:
         key = loadAccountKey(options.accountKeyFile)
         if record is None or keyToPEM(record.key) != keyToPEM(key):
             record = AccountRecord(key)
-            store.saveAccount(options.acmeURL, record)
+            await records.saveAccount(options.acmeURL, record, fence)
     elif record is None:
         record = AccountRecord(await runInThread(generateKey, "ecdsa-p256"))
-        store.saveAccount(options.acmeURL, record)
+        await records.saveAccount(options.acmeURL, record, fence)
     return record
 
 
@@ -118,16 +133,38 @@ async def connectAccount(
     http: IAgent,
     clock: IReactorTime,
     options: ResourceOptions,
-    store: ICertificateStore,
+    records: Records,
     runInThread: Callable[..., Deferred[Any]],
 ) -> ACMEClient:
     """
     An L{ACMEClient} for the configured CA, with its account registered and
-    its contacts up to date.
+    its contacts up to date; the account is created or changed under the
+    storage's lease C{account}, its writes fenced by it.
 
     @raise AccountError: when the account cannot be used as configured.
+    @raise AccountBusy: when another user of the storage holds the lease.
     """
-    record = await _record(options, store, runInThread)
+    lease = await records.storage.lease("account", ACCOUNT_LEASE)
+    if lease is None:
+        raise AccountBusy()
+    try:
+        return await _connect(http, clock, options, records, runInThread, lease)
+    finally:
+        await lease.release()
+
+
+async def _connect(
+    http: IAgent,
+    clock: IReactorTime,
+    options: ResourceOptions,
+    records: Records,
+    runInThread: Callable[..., Deferred[Any]],
+    lease: ILease,
+) -> ACMEClient:
+    """
+    The work of L{connectAccount}, under C{lease}.
+    """
+    record = await _record(options, records, runInThread, lease)
     jwk, algorithm = jwkFor(record.key)
     try:
         client = await ACMEClient.connect(
@@ -145,11 +182,12 @@ async def connectAccount(
     if record.url is None:
         url = await _register(client, options)
         record = AccountRecord(record.key, url, options.contacts)
-        store.saveAccount(options.acmeURL, record)
+        await records.saveAccount(options.acmeURL, record, lease)
         events.ACCOUNT_REGISTERED.emit(_log, account=url, acme_url=options.acmeURL)
     if set(record.contacts) != set(options.contacts):
         await client.updateAccount(messages.UpdateRegistration(contact=options.contacts))
-        store.saveAccount(options.acmeURL, AccountRecord(record.key, record.url, options.contacts))
+        changed = AccountRecord(record.key, record.url, options.contacts)
+        await records.saveAccount(options.acmeURL, changed, lease)
         events.ACCOUNT_UPDATED.emit(
             _log,
             account=record.url,

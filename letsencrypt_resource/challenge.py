@@ -4,16 +4,22 @@ The HTTP-01 challenge site.
 It answers C{GET /.well-known/acme-challenge/<token>} with the key
 authorization while that challenge is pending, C{test.txt} with a fixed
 readiness text, and anything else with 404 or, when a redirect URL is
-configured, a redirect there.  It never reads the file system.
+configured, a redirect there.  It never reads the file system itself: a
+well-formed token not pending here is looked up in the resource's
+storage, where another node's order may have published it, a few lookups
+at a time.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, plainText, refuseMethod
 
@@ -23,13 +29,25 @@ READY_TEXT = b"Let's Encrypt Ready"
 _TOKEN = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
 
 
+#: How many lookups of tokens in the storage run at once, at most; a
+#: request beyond is answered 404 at once.
+SHARED_LOOKUPS = 8
+
+
 class ChallengeResponder:
     """
     The HTTP-01 challenges currently pending: token to key authorization.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Callable[[str], Deferred[str | None]] | None = None) -> None:
+        """
+        @param shared: Looks a token up among the challenges every node
+            published (see
+            L{letsencrypt_resource.storage.records.Records.loadChallenge}).
+        """
         self._pending: dict[str, str] = {}
+        self._shared = shared
+        self._looking = 0
 
     def add(self, token: str, keyAuthorization: str) -> None:
         """
@@ -48,6 +66,24 @@ class ChallengeResponder:
         The key authorization for C{token}, if it is pending.
         """
         return self._pending.get(token)
+
+    def lookupShared(self, token: str) -> Deferred[str | None] | None:
+        """
+        Look C{token} up among the challenges every node published.
+
+        @return: A Deferred of its key authorization or C{None}, which
+            never fails; or C{None} at once when there is nowhere to look
+            or L{SHARED_LOOKUPS} lookups run already.
+        """
+        if self._shared is None or self._looking >= SHARED_LOOKUPS:
+            return None
+        self._looking += 1
+
+        def ended(result: str | None | Failure) -> str | None:
+            self._looking -= 1
+            return result if isinstance(result, str) else None
+
+        return self._shared(token).addBoth(ended)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -102,7 +138,27 @@ class ChallengeTokens(_ReadOnlyResource):
             answer = self._responder.lookup(token.decode("ascii"))
             if answer is not None:
                 return plainText(request, answer.encode("ascii"))
+            shared = self._responder.lookupShared(token.decode("ascii"))
+            if shared is not None:
+                gone: list[Failure] = []
+                request.notifyFinish().addErrback(gone.append)
+                shared.addCallback(lambda found: None if gone else _answerLater(request, found))
+                return NOT_DONE_YET  # type: ignore[return-value]
         return notFound(request)
+
+
+def _answerLater(request: Request, answer: str | None) -> None:
+    """
+    Answer C{request}, whose client has not gone, with C{answer}, or 404
+    when it is C{None} or not ASCII.
+    """
+    try:
+        body = plainText(request, answer.encode("ascii")) if answer else notFound(request)
+    except UnicodeEncodeError:
+        body = notFound(request)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
 
 
 class ChallengeResource(_ReadOnlyResource):

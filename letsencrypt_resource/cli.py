@@ -101,11 +101,17 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 async def _runAlone(
-    reactor: Reactor, configuration: Configuration, name: str, arguments: dict[str, Any]
+    reactor: Reactor,
+    configuration: Configuration,
+    name: str,
+    arguments: dict[str, Any],
+    lock: StateLock | None = None,
 ) -> Any:
     """
     Run the operation without a server: load the state, answer challenges
     when the operation needs the CA, and stop.
+
+    @param lock: The state directory's lock, held.
     """
     options = configuration.resource
     assert options is not None, "run() refuses a configuration without a resource"
@@ -117,13 +123,17 @@ async def _runAlone(
         registry.registerUtility(
             NoConsumer(service.name, service.domains), ICertificateConsumer, name=service.section
         )
-    resource = makeResource(options, registry, reactor, automatic=False)
+    resource = makeResource(options, registry, reactor, automatic=False, lock=lock)
     operations = Operations(resource, reactor, serverRunning=False)
     if name == "status":
-        resource.load()
-        return operations.status()
+        try:
+            await resource.load()
+            return operations.status()
+        finally:
+            await resource.storage.close()
     resource.startService()
     try:
+        await resource.whenSettled()
         return await dispatch(operations, name, arguments)
     finally:
         await resource.stopService()
@@ -169,7 +179,7 @@ async def _operate(
             await deferLater(reactor, _ASK_AGAIN, lambda: None)
             continue
         try:
-            return await _runAlone(reactor, configuration, name, arguments), False
+            return await _runAlone(reactor, configuration, name, arguments, lock), False
         finally:
             lock.release()
 

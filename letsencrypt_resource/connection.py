@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredLock
 
 from .account import connectAccount
 from .acmeclient import ACMEClient, ACMEProblem
 from .config import ResourceOptions
-from .interfaces import ICertificateStore
-from .store import AccountRecord, StoreError
+from .coroutines import deferred
+from .storage.interface import StorageError
+from .storage.records import AccountRecord, Records
 from .writequeue import Runner, WriteQueue
 
 
@@ -32,7 +33,7 @@ class AccountConnection:
     def __init__(
         self,
         options: ResourceOptions,
-        store: ICertificateStore,
+        records: Records,
         writes: WriteQueue,
         http: Any,
         reactor: Any,
@@ -42,7 +43,7 @@ class AccountConnection:
         @param http: The C{twisted.web.iweb.IAgent} for the ACME server.
         """
         self._options = options
-        self._store = store
+        self._records = records
         self._writes = writes
         self._http = http
         self._reactor = reactor
@@ -74,28 +75,29 @@ class AccountConnection:
     def forget(self) -> None:
         """
         Drop the connected account: the next request connects again, with
-        the account the store then holds.
+        the account the storage then holds.
         """
         self._client = None
 
-    @inlineCallbacks
-    def _connect(self) -> Deferred[ACMEClient]:
+    @deferred
+    async def _connect(self) -> ACMEClient:
         if self._client is None:
-            # The account file an earlier attempt rewrote must be on disk.
-            yield self._writes.whenWritten()
-            self._client = yield connectAccount(
-                self._http, self._reactor, self._options, self._store, self._runInThread
+            # The account an earlier attempt rewrote must be stored.
+            await self._writes.whenWritten()
+            self._client = await connectAccount(
+                self._http, self._reactor, self._options, self._records, self._runInThread
             )
         return self._client
 
-    def lost(self) -> None:
+    @deferred
+    async def lost(self) -> None:
         """
         The CA no longer knows our account (a test CA restarted, a staging
         reset): register the same key again at the next connection.
         """
         try:
-            record = self._store.loadAccount(self._options.acmeURL)
-        except StoreError:
+            record = await self._records.loadAccount(self._options.acmeURL)
+        except StorageError:
             # The next connection reports it, as a failed attempt.
             record = None
         if record is not None and record.url is not None:

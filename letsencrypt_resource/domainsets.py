@@ -1,32 +1,43 @@
 """
 The domain sets managed: collected from the consumers in the registry,
-each with the renewal state and certificate the store holds for it, at
-start and again when the host reloads its consumers.
+each with the renewal state and certificate the storage holds for it, at
+start and again when the host reloads its consumers; and, while the
+resource runs, each certificate another user of the storage stores for a
+set, put in service once it passes the checks an order's would.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from . import events
+from .certificates import CertifiedKey
 from .config import ResourceOptions
-from .interfaces import ICertificateConsumer, ICertificateStore
+from .coroutines import deferred
+from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .reporting import unexpected, when
 from .scheduler import Scheduler
-from .store import StoreError
+from .storage.interface import StorageError
+from .storage.records import Records, certificateKey
+
+#: The keys of the certificates, watched for other users' changes.
+CERTIFICATES = "certificates/"
 
 
 class DomainSets(Service):
     """
-    Loads the domain sets when the resource starts.
+    Loads the domain sets when the resource starts, and takes the
+    certificates other users of the storage store for them while it runs.
 
     @ivar managed: The domain sets, by their set of names; the same
         dictionary for the resource's whole life, shared with the parts
@@ -37,7 +48,7 @@ class DomainSets(Service):
         self,
         options: ResourceOptions,
         registry: Components,
-        store: ICertificateStore,
+        records: Records,
         managed: dict[frozenset[str], ManagedCertificate],
         provisioning: Provisioning,
         scheduler: Scheduler,
@@ -51,7 +62,7 @@ class DomainSets(Service):
         """
         self._options = options
         self._registry = registry
-        self._store = store
+        self._records = records
         self._provisioning = provisioning
         self._scheduler = scheduler
         self._reactor = reactor
@@ -60,12 +71,40 @@ class DomainSets(Service):
         # Sets a reload dropped while their attempt runs: taken back, with
         # that attempt, if a later reload adds them again before it ends.
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
+        self._loading: Deferred[None] = succeed(None)
+        self._watching: Deferred[Callable[[], None]] | None = None
 
     def startService(self) -> None:
         super().startService()
-        self.load()
+        self._loading = self.load()
+        self._loading.addErrback(self._unexpected)
+        self._watching = self._records.storage.watch(CERTIFICATES, self._changed)
+        self._watching.addErrback(self._unexpected)
 
-    def load(self) -> None:
+    def stopService(self) -> None:
+        super().stopService()
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.addCallback(lambda stop: stop())
+
+    def _unexpected(self, failure: Failure) -> None:
+        unexpected(self._log, failure)
+
+    def whenLoaded(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the load started at start has ended.
+        """
+        loaded: Deferred[None] = Deferred()
+
+        def ended(result: object) -> object:
+            loaded.callback(None)
+            return result
+
+        self._loading.addBoth(ended)
+        return loaded
+
+    @deferred
+    async def load(self) -> None:
         """
         Find the consumers in the registry and give each its stored
         certificate, if there is one; no network is used.
@@ -73,18 +112,28 @@ class DomainSets(Service):
         collected = self._collectConsumers()
         self.managed.clear()
         self.managed.update(collected)
-        for certificate in self.managed.values():
-            self._loadStored(certificate)
+        await self._loadAll(list(self.managed.values()))
 
-    def reloadConsumers(self) -> Deferred[None]:
+    def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[list[None]]:
+        return gatherResults([self._loadStored(c) for c in certificates], consumeErrors=True)
+
+    @deferred
+    async def reloadConsumers(self) -> None:
         """
         Collect the consumers from the registry again (see
         L{letsencrypt_resource.resource.LetsEncryptResource.reloadConsumers}).
         """
+        try:
+            await self._reloadConsumers()
+        except Exception:
+            unexpected(self._log, Failure())
+
+    async def _reloadConsumers(self) -> None:
         collected = self._collectConsumers()
         for key in set(self.managed) - set(collected):
             self._drop(key)
         added = []
+        loading = []
         for key, fresh in collected.items():
             certificate = self.managed.get(key)
             if certificate is None and key in self._dropped:
@@ -92,25 +141,19 @@ class DomainSets(Service):
                 added.append(certificate)
             if certificate is None:
                 self.managed[key] = fresh
-                self._loadStored(fresh)
                 added.append(fresh)
+                loading.append(fresh)
                 continue
             newcomers = [c for c in fresh.consumers if c not in certificate.consumers]
             certificate.consumers = fresh.consumers
             if certificate.current is not None and newcomers:
                 self._provisioning.deliver(certificate, certificate.current, newcomers)
+        await self._loadAll(loading)
         needProvisional = [c for c in added if c.current is None]
-        provisioned = (
-            self._provisioning.provision(needProvisional) if needProvisional else succeed(None)
-        )
-
-        def checkAdded(_: object) -> None:
-            if added:
-                self._scheduler.check(only=added)
-
-        return provisioned.addCallback(checkAdded).addErrback(
-            lambda failure: unexpected(self._log, failure)
-        )
+        if needProvisional:
+            await self._provisioning.provision(needProvisional)
+        if added:
+            self._scheduler.check(only=added)
 
     def _drop(self, key: frozenset[str]) -> None:
         """
@@ -141,22 +184,23 @@ class DomainSets(Service):
             managed[key].consumers.append(consumer)
         return managed
 
-    def _loadStored(self, certificate: ManagedCertificate) -> None:
+    @deferred
+    async def _loadStored(self, certificate: ManagedCertificate) -> None:
         """
         Take back the saved renewal state and the stored certificate of
-        C{certificate}; a damaged file is reported and ignored, so the set
-        is renewed.
+        C{certificate}; a damaged record is reported and ignored, so the
+        set is renewed.
         """
         try:
-            state = self._store.loadRenewalState(certificate.domains)
-        except StoreError as error:
+            state = await self._records.loadRenewalState(certificate.domains)
+        except StorageError as error:
             events.STORED_STATE_IGNORED.emit(
                 self._log, domains=certificate.label, details=str(error)
             )
             state = None
         if state is not None:
             certificate.restore(state)
-        self._loadStoredCertificate(certificate)
+        await self._loadStoredCertificate(certificate)
         now = self._reactor.seconds()
         saved = certificate.retryAt()
         if certificate.capWaits(now, self._options.checkInterval):
@@ -167,19 +211,19 @@ class DomainSets(Service):
                 when=when(certificate.retryAt()),
             )
 
-    def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
+    async def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
         """
         Put C{certificate}'s stored certificate in service, when it is valid
         and for its names.
         """
         try:
-            stored = self._store.loadCertificate(certificate.domains)
-        except StoreError as error:
+            stored = await self._records.loadCertificate(certificate.domains)
+        except StorageError as error:
             events.STORED_STATE_IGNORED.emit(
                 self._log, domains=certificate.label, details=str(error)
             )
             return
-        if stored is None or stored.notAfter.timestamp() <= self._reactor.seconds():
+        if stored is None or not self._newer(certificate, stored):
             return
         if certificate.isCompromised(stored.key):
             events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
@@ -196,6 +240,29 @@ class DomainSets(Service):
         )
         self._provisioning.deliver(certificate, stored)
         self._provisioning.export(certificate)
+
+    def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored} has not expired and ends later than the CA-issued
+        certificate in service for C{certificate}, if any.
+        """
+        notAfter = stored.notAfter.timestamp()
+        issued = certificate.issued
+        if issued is not None and notAfter <= issued.notAfter.timestamp():
+            return False
+        return notAfter > self._reactor.seconds()
+
+    def _changed(self, key: str) -> None:
+        """
+        Another user of the storage changed the certificate at C{key}: read
+        it, and put it in service for its set when it passes the checks a
+        stored certificate passes at start (its key, its names, not expired
+        nor revoked as compromised) and ends later than the one in service.
+        """
+        for certificate in list(self.managed.values()):
+            if certificateKey(certificate.domains) == key:
+                loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate))
+                loading.addErrback(self._unexpected)
 
 
 def _settingsFingerprint(options: ResourceOptions) -> str:

@@ -237,6 +237,18 @@ RESTART_NEEDED = _event(
     LogLevel.warn,
     "Changes to [{section}] in {path} take effect only after a restart: {options}.",
 )
+ORDER_BUSY = _event(
+    20199,
+    LogLevel.info,
+    "Not ordering a certificate for {domains} now: another user of the storage "
+    "holds its lease; looking again at the next check.",
+)
+ORDER_ABANDONED = _event(
+    20200,
+    LogLevel.warn,
+    "Abandoned the order for {domains} before finalizing it: its lease passed "
+    "to another user of the storage ({details}); looking again at the next check.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

@@ -43,6 +43,7 @@ from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
+from .storage.directory import DirectoryStorage
 from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
 
 
@@ -148,21 +149,37 @@ def readConfiguration(
 
 
 def makeResource(
-    options: ResourceOptions, registry: Components, reactor: Reactor, automatic: bool = True
+    options: ResourceOptions,
+    registry: Components,
+    reactor: Reactor,
+    automatic: bool = True,
+    lock: StateLock | None = None,
 ) -> LetsEncryptResource:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
-    its own HTTP connection pool, closed when it stops.  The caller holds
-    the state directory's lock: files that a crash left half-written there,
-    and in the store directory, are removed.
+    its own HTTP connection pool, closed when it stops, and its state in a
+    L{DirectoryStorage} on the state directory, closed when it stops.  The
+    caller holds the state directory's lock: files that a crash left
+    half-written there, and in the store directory, are removed.
 
+    @param lock: That lock, under which the storage gives its leases; by
+        default the storage takes it while it holds a lease.
     @raise ValueError: when C{options.acmeCAFile} holds no certificate.
     """
-    store = DirectoryStore(options.stateDirectory, options.storeDirectory)
-    store.removeTemporaryFiles()
+    directory = DirectoryStore(options.stateDirectory, options.storeDirectory)
+    directory.removeTemporaryFiles()
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
-    return LetsEncryptResource(options, registry, store, reactor, automatic=automatic)
+    storage = DirectoryStorage(options.stateDirectory, reactor, lock=lock)
+    return LetsEncryptResource(
+        options,
+        registry,
+        storage,
+        reactor,
+        automatic=automatic,
+        checkWritable=directory.checkCertificateWritable,
+        closeStorage=True,
+    )
 
 
 class ServerService(MultiService):
@@ -191,7 +208,8 @@ class ServerService(MultiService):
             it is taken here.
         @param path: The file C{configuration} was read from.
         @param resourceFactory: Makes the resource, as L{makeResource} does,
-            from the resource options, the registry and the reactor.
+            from the resource options, the registry and the reactor, and
+            the state directory's lock as C{lock}.
 
         @raise StateDirectoryLocked: when another process uses the state
             directory.
@@ -213,7 +231,9 @@ class ServerService(MultiService):
                 self._lock = StateLock(resourceOptions.stateDirectory)
                 self._lock.acquire()
             LockWatch(self._lock, reactor).setServiceParent(self)
-            self.resource = resourceFactory(resourceOptions, self.registry, reactor)
+            self.resource = resourceFactory(
+                resourceOptions, self.registry, reactor, lock=self._lock
+            )
             self.resource.setServiceParent(self)
             ControlService(
                 resourceOptions.stateDirectory,

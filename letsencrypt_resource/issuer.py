@@ -236,7 +236,11 @@ async def _orderProblem(client: ACMEClient, url: str, order: messages.Order) -> 
 
 
 async def _startValidation(
-    client: ACMEClient, responder: ChallengeResponder, url: str, tokens: list[str]
+    client: ACMEClient,
+    responder: ChallengeResponder,
+    url: str,
+    tokens: list[str],
+    publish: Callable[[str, str], object],
 ) -> None:
     authorization, _ = await client.fetch(url, messages.Authorization)
     if authorization.status == messages.STATUS_VALID:
@@ -253,6 +257,7 @@ async def _startValidation(
     token = challenge.chall.encode("token")
     responder.add(token, keyAuthorization)
     tokens.append(token)
+    await maybeDeferred(publish, token, keyAuthorization)
     if challenge.status == messages.STATUS_PENDING:
         await client.answerChallenge(challenge.uri, answer)
 
@@ -276,6 +281,9 @@ def obtainCertificate(
     replaces: str | None = None,
     resume: PendingOrder | None = None,
     created: Callable[[PendingOrder], object] = lambda order: None,
+    publish: Callable[[str, str], object] = lambda token, keyAuthorization: None,
+    withdraw: Callable[[str], object] = lambda token: None,
+    beforeFinalize: Callable[[], object] = lambda: None,
 ) -> Deferred[CertifiedKey]:
     """
     Order a certificate for C{domains} and the public half of C{key}, or
@@ -294,6 +302,15 @@ def obtainCertificate(
     @param created: Called with each new order as soon as the CA created
         it, before any validation; the order waits for the Deferred it may
         return (to save it, for instance).
+    @param publish: Called with each challenge's token and key
+        authorization once C{responder} has it, before the CA is asked to
+        validate it; the order waits for the Deferred it may return (to
+        make it readable by other nodes, for instance).
+    @param withdraw: Called with each token published once the
+        validations have ended; the order waits for it in the same way.
+    @param beforeFinalize: Called before the order is finalized; the order
+        waits for the Deferred it may return, and ends with its failure,
+        unfinalized, if it fails.
 
     @raise ACMEProblem: when the CA refuses the order or a validation fails.
     @raise OrderTimedOut: when the order takes longer than L{ORDER_TIMEOUT}.
@@ -315,6 +332,9 @@ def obtainCertificate(
             replaces=replaces,
             resume=resume,
             created=created,
+            publish=publish,
+            withdraw=withdraw,
+            beforeFinalize=beforeFinalize,
         )
     )
     # The polls keep to ORDER_TIMEOUT; this bounds the rest (request
@@ -332,7 +352,10 @@ async def _obtain(
     profile: str | None = None,
     replaces: str | None = None,
     resume: PendingOrder | None = None,
-    created: Callable[[PendingOrder], object] = lambda order: None,
+    created: Callable[[PendingOrder], object],
+    publish: Callable[[str, str], object],
+    withdraw: Callable[[str], object],
+    beforeFinalize: Callable[[], object],
 ) -> CertifiedKey:
     deadline = clock.seconds() + ORDER_TIMEOUT
     order = None
@@ -352,7 +375,9 @@ async def _obtain(
         if order.status == messages.STATUS_PENDING:
             await gatherResults(
                 [
-                    Deferred.fromCoroutine(_startValidation(client, responder, url, tokens))
+                    Deferred.fromCoroutine(
+                        _startValidation(client, responder, url, tokens, publish)
+                    )
                     for url in order.authorizations
                 ],
                 consumeErrors=True,
@@ -369,10 +394,14 @@ async def _obtain(
     finally:
         for token in tokens:
             responder.remove(token)
+        await gatherResults(
+            [maybeDeferred(withdraw, token) for token in tokens], consumeErrors=True
+        ).addErrback(_firstFailure)
     if order.status == messages.STATUS_INVALID:
         raise await _orderProblem(client, orderURL, order)
     retryAfter = None
     if order.status == messages.STATUS_READY:
+        await maybeDeferred(beforeFinalize)
         request = messages.CertificateRequest(csr=makeCSR(key, domains))
         order, retryAfter = await client.finalize(order.finalize, request)
     if order.status in (messages.STATUS_READY, messages.STATUS_PROCESSING):

@@ -25,6 +25,7 @@ from .policy import (
     warningLevel,
 )
 from .renewalstate import dumpState, restoreState
+from .storage.interface import ILease
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -49,6 +50,8 @@ class ManagedCertificate:
     @ivar ariPick: Where in that window to renew, from 0 to 1.
     @ivar ariNextCheck: When to ask the CA for renewal information again.
     @ivar attempt: The attempt under way, if any.
+    @ivar lease: The storage lease its order runs under, if one runs: the
+        fence of the writes made for it meanwhile.
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
     @ivar unstoredOrder: The order whose certificate is in service but not
@@ -82,6 +85,7 @@ class ManagedCertificate:
         self.ariPick = 0.5
         self.ariNextCheck = 0.0
         self.attempt: Deferred[None] | None = None
+        self.lease: ILease | None = None
         self.announced: RenewalPlan | None = None
         self.pendingOrder: PendingOrder | None = None
         self.unstoredOrder: PendingOrder | None = None

@@ -27,7 +27,7 @@ from .keys import jwkFor, keyType
 from .managed import ManagedCertificate
 from .outcomes import REASONS
 from .resource import LetsEncryptResource
-from .store import AccountRecord
+from .storage.records import AccountRecord
 
 DAY = 86400.0
 
@@ -278,7 +278,7 @@ class Operations:
         client = await self._resource.acmeClient()
         newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
         await client.changeKey(*jwkFor(newKey))
-        self._resource.store.saveAccount(
+        await self._resource.records.saveAccount(
             options.acmeURL, AccountRecord(newKey, client.accountURL, options.contacts)
         )
         account = await client.account()
@@ -295,6 +295,6 @@ class Operations:
         row = self._account(client, account)
         options = self._resource.options
         newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
-        self._resource.store.saveAccount(options.acmeURL, AccountRecord(newKey))
+        await self._resource.records.saveAccount(options.acmeURL, AccountRecord(newKey))
         self._resource.forgetAccount()
         return row

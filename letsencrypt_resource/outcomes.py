@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from . import events
 from .certificates import CertifiedKey
 from .connection import AccountConnection
+from .coroutines import deferred
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .provisioning import Provisioning
 from .reporting import when
@@ -93,15 +93,15 @@ class Outcomes:
         )
         self._writes.saveState(certificate)
 
-    @inlineCallbacks
-    def issued(
+    @deferred
+    async def issued(
         self,
         certificate: ManagedCertificate,
         issued: CertifiedKey,
         orderedBy: tuple[str, str, str] | None,
-    ) -> Deferred[None]:
+    ) -> None:
         """
-        Store C{issued} (in a thread, after the writes before it), then put
+        Store C{issued} (after the writes before it), then put
         it in service.  When it cannot be stored, it goes in service all
         the same and the write is tried again: it is valid, and ordering
         anew would spend the CA's limits on a certificate already issued.
@@ -121,7 +121,7 @@ class Outcomes:
                 certificate.unstoredOrder = None
                 self._writes.saveState(certificate)
 
-        written = yield self._writes.saveCertificate(certificate, issued, stored)
+        written = await self._writes.saveCertificate(certificate, issued, stored)
         if not written:
             self._writes.saveState(certificate)
         self._provisioning.deliver(certificate, issued)

@@ -148,8 +148,10 @@ class _TestCAProcess(ProcessProtocol):
             return succeed(None)
         ended: Deferred[None] = Deferred()
         self._waiting.append(ended)
-        self.transport.signalProcess("TERM")
-        kill = reactor.callLater(_KILL_AFTER, self.transport.signalProcess, "KILL")
+        transport = self.transport
+        assert transport is not None, "stopped before it started"
+        transport.signalProcess("TERM")
+        kill = reactor.callLater(_KILL_AFTER, transport.signalProcess, "KILL")
 
         def cancelKill(result: None) -> None:
             if kill.active():
@@ -494,5 +496,6 @@ async def _accepts(reactor: Any, port: int) -> bool:
         protocol = await endpoint.connect(factory)
     except (ConnectError, TimeoutError):
         return False
+    assert isinstance(protocol, Protocol) and protocol.transport is not None
     protocol.transport.loseConnection()
     return True

@@ -10,23 +10,20 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from twisted.internet.defer import (
-    Deferred,
-    DeferredLock,
-    gatherResults,
-    inlineCallbacks,
-)
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.logger import Logger
 
 from . import events
 from .certificates import CertifiedKey
 from .config import ResourceOptions
-from .interfaces import ICertificateConsumer, ICertificateStore
+from .coroutines import deferred
+from .interfaces import ICertificateConsumer
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import utc
-from .store import StoreError
+from .storage.interface import StorageError
+from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
 #: How many provisional certificates are made at once at start.
@@ -43,7 +40,7 @@ class Provisioning:
         self,
         options: ResourceOptions,
         managed: dict[frozenset[str], ManagedCertificate],
-        store: ICertificateStore,
+        records: Records,
         writes: WriteQueue,
         runInThread: Runner,
         reactor: Any,
@@ -56,7 +53,7 @@ class Provisioning:
         """
         self._options = options
         self._managed = managed
-        self._store = store
+        self._records = records
         self._writes = writes
         self._runInThread = runInThread
         self._reactor = reactor
@@ -64,30 +61,30 @@ class Provisioning:
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
 
-    @inlineCallbacks
-    def provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
+    @deferred
+    async def provision(self, certificates: list[ManagedCertificate]) -> None:
         """
         Put each of C{certificates} that has no certificate on a
         provisional one.
         """
         now = utc(self._reactor.seconds())
-        signer = yield self._signerLock.run(self._currentSigner, now)
+        signer = await self._signerLock.run(self._currentSigner, now)
         # A few at a time, each delivered as it comes, so that the reactor
         # never builds hundreds of TLS contexts in one turn.
         making = Limiter(PROVISIONAL_JOBS)
 
+        def deliver(certificate: ManagedCertificate, provisional: CertifiedKey) -> None:
+            if certificate.current is None:
+                self.deliver(certificate, provisional)
+
         def provision(certificate: ManagedCertificate) -> Deferred[None]:
             made = self._runInThread(makeProvisional, signer, certificate.domains, now)
-            return made.addCallback(
-                lambda provisional: (
-                    certificate.current is None and self.deliver(certificate, provisional)
-                )
-            )
+            return made.addCallback(lambda provisional: deliver(certificate, provisional))
 
-        yield gatherResults([making.run(provision, c) for c in certificates], consumeErrors=True)
+        await gatherResults([making.run(provision, c) for c in certificates], consumeErrors=True)
 
-    @inlineCallbacks
-    def _currentSigner(self, now: datetime.datetime) -> Deferred[CertifiedKey]:
+    @deferred
+    async def _currentSigner(self, now: datetime.datetime) -> CertifiedKey:
         """
         The signer for provisional certificates of every set managed, made
         or loaded when the one in use may not sign for them; run under
@@ -95,29 +92,28 @@ class Provisioning:
         """
         names = sorted({name for c in self._managed.values() for name in c.domains})
         if self._signer is None or signerProblem(self._signer, names, now):
-            self._signer = yield self._loadOrMakeSigner(now, names)
+            self._signer = await self._loadOrMakeSigner(now, names)
         return self._signer
 
-    @inlineCallbacks
-    def _loadOrMakeSigner(self, now: datetime.datetime, names: list[str]) -> Deferred[CertifiedKey]:
+    async def _loadOrMakeSigner(self, now: datetime.datetime, names: list[str]) -> CertifiedKey:
         """
         The stored signer when it may sign for C{names}, else a new one that
         may, stored in its place.
         """
         problem: str | None = "none was stored"
         try:
-            pem = self._store.loadProvisionalSigner()
+            pem = await self._records.loadProvisionalSigner()
             if pem is not None:
                 stored = CertifiedKey.fromPEM(pem)
                 problem = signerProblem(stored, names, now)
                 if problem is None:
                     return stored
-        except (StoreError, ValueError) as error:
+        except (StorageError, ValueError) as error:
             events.STORED_STATE_IGNORED.emit(
                 self._log, domains="the provisional signer", details=str(error)
             )
             problem = "the stored one is damaged"
-        signer = yield self._runInThread(makeSigner, self._options.name, names, now)
+        signer = await self._runInThread(makeSigner, self._options.name, names, now)
         # Services start on it whether or not it can be saved now.
         self._writes.saveSigner(signer)
         events.PROVISIONAL_SIGNER_MADE.emit(

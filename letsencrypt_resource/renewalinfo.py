@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from . import events
 from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError
 from .certificates import CertifiedKey
+from .coroutines import deferred
 from .managed import ManagedCertificate
 from .writequeue import WriteQueue
 
@@ -60,17 +60,17 @@ class RenewalInfo:
             self._log, domains=certificate.label, details=str(error) or repr(error)
         )
 
-    @inlineCallbacks
-    def refresh(
+    @deferred
+    async def refresh(
         self, client: ACMEClient, certificate: ManagedCertificate, issued: CertifiedKey
-    ) -> Deferred[None]:
+    ) -> None:
         """
         Ask the CA for the renewal information of C{issued}, the
         certificate of C{certificate}, and save what it changes.
         """
         now = self._reactor.seconds()
         try:
-            info, retryAfter = yield client.renewalInfo(issued.certificate)
+            info, retryAfter = await client.renewalInfo(issued.certificate)
         except (ACMEProblem, ACMEProtocolError, ValueError) as error:
             self.failed(certificate, error)
             return

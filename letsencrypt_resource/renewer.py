@@ -7,11 +7,14 @@ allows it, and never with a key revoked as compromised.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, fail
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import events
 from .acmeclient import ACMEClient, ACMEProblem, certificateID
@@ -19,19 +22,31 @@ from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
 from .connection import AccountConnection, accountForgotten
-from .interfaces import ICertificateStore
-from .issuer import PendingOrder, obtainCertificate, orderSurvives
+from .coroutines import deferred
+from .issuer import ORDER_TIMEOUT, PendingOrder, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .outcomes import REASONS, Outcomes
 from .renewalinfo import RenewalInfo
-from .store import StoreError
+from .reporting import unexpected
+from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageError
+from .storage.records import Records, domainsFileName
 from .writequeue import Runner, WriteQueue
 
 #: How many orders run at once.
 CONCURRENT_ORDERS = 2
+#: How long the lease on a set is taken for, and renewed for every third of
+#: it while its order runs: longer than an order may take.
+ORDER_LEASE = 2 * ORDER_TIMEOUT
+
+
+def orderLease(domains: tuple[str, ...]) -> str:
+    """
+    The name of the storage lease an order of C{domains} runs under.
+    """
+    return f"orders/{domainsFileName(domains)}"
 
 
 class Renewer:
@@ -43,7 +58,8 @@ class Renewer:
         self,
         options: ResourceOptions,
         managed: dict[frozenset[str], ManagedCertificate],
-        store: ICertificateStore,
+        storage: IStorage,
+        checkWritable: Callable[[tuple[str, ...]], None] | None,
         writes: WriteQueue,
         connection: AccountConnection,
         renewalInfo: RenewalInfo,
@@ -56,12 +72,18 @@ class Renewer:
         """
         @param managed: The domain sets managed: no order uses an account
             key revoked as compromised for any of them.
+        @param storage: Where the leases of the orders are taken, and the
+            challenges published for other nodes to answer.
+        @param checkWritable: Checks, in a thread, that a set's
+            certificate can be stored, before it is ordered.
         @param responder: Where the orders' HTTP-01 challenges go.
         @param log: Where events go.
         """
         self._options = options
         self._managed = managed
-        self._store = store
+        self._storage = storage
+        self._records = Records(storage)
+        self._checkWritable = checkWritable
         self._writes = writes
         self._connection = connection
         self._renewalInfo = renewalInfo
@@ -85,8 +107,8 @@ class Renewer:
         certificate.attempt = self._orders.run(self._attempt, certificate, forced)
         certificate.attempt.addBoth(ended)
 
-    @inlineCallbacks
-    def _attempt(self, certificate: ManagedCertificate, forced: str | None) -> Deferred[None]:
+    @deferred
+    async def _attempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
         """
         Refresh the renewal information of C{certificate} when it is time,
         then renew it if it is due, or if C{forced} gives a reason to.
@@ -94,33 +116,44 @@ class Renewer:
         When only the renewal information was due, not reaching the CA is
         a warning (20161) and no failed attempt.  When the CA no longer
         knows the account, the same key is registered again and the attempt
-        goes on once more with it.
+        goes on once more with it.  An order whose lease was taken over is
+        abandoned (event 20200), no failed attempt: its new holder orders.
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
             try:
-                yield self._attemptOnce(certificate, forced, due)
+                await self._attemptOnce(certificate, forced, due)
             except ACMEProblem as error:
                 if not accountForgotten(error):
                     raise
-                self._connection.lost()
-                yield self._attemptOnce(certificate, forced, due)
+                await self._connection.lost()
+                await self._attemptOnce(certificate, forced, due)
         except CancelledError:
             raise
+        except (StaleFence, LeaseLost) as error:
+            events.ORDER_ABANDONED.emit(self._log, domains=certificate.label, details=str(error))
+            self._waitForNextCheck(certificate)
         except Exception as error:
             if accountForgotten(error):
-                self._connection.lost()
+                await self._connection.lost()
             self._outcomes.failed(certificate, error)
 
-    @inlineCallbacks
-    def _attemptOnce(
-        self, certificate: ManagedCertificate, forced: str | None, due: bool
-    ) -> Deferred[None]:
+    def _waitForNextCheck(self, certificate: ManagedCertificate) -> None:
         """
-        The work of L{_attempt}, with the account as the store holds it.
+        Look at C{certificate} again at the next regular check, not before:
+        another user of the storage orders it.
+        """
+        now = self._reactor.seconds()
+        certificate.holdUntil = max(certificate.holdUntil, now + self._options.checkInterval)
+
+    async def _attemptOnce(
+        self, certificate: ManagedCertificate, forced: str | None, due: bool
+    ) -> None:
+        """
+        The work of L{_attempt}, with the account as the storage holds it.
         """
         try:
-            client = yield self._connection.acmeClient()
+            client = await self._connection.acmeClient()
         except CancelledError:
             raise
         except Exception as error:
@@ -132,18 +165,57 @@ class Renewer:
         issued = certificate.issued
         if issued is not None and client.offersRenewalInfo:
             if certificate.ariNextCheck <= now:
-                yield self._renewalInfo.refresh(client, certificate, issued)
+                await self._renewalInfo.refresh(client, certificate, issued)
         plan = certificate.plan()
         if forced is None and plan.at > self._reactor.seconds():
             self._outcomes.announce(certificate)
             return
-        yield self._checkWritable(certificate)
-        yield self._renew(client, certificate, forced or plan.reason)
+        await self._checkStorable(certificate)
+        lease = await self._storage.lease(orderLease(certificate.domains), ORDER_LEASE)
+        if lease is None:
+            events.ORDER_BUSY.emit(self._log, domains=certificate.label)
+            self._waitForNextCheck(certificate)
+            return
+        await self._renewUnder(lease, client, certificate, forced or plan.reason)
 
-    @inlineCallbacks
-    def _renew(
-        self, client: ACMEClient, certificate: ManagedCertificate, reason: str
-    ) -> Deferred[None]:
+    async def _renewUnder(
+        self, lease: ILease, client: ACMEClient, certificate: ManagedCertificate, reason: str
+    ) -> None:
+        """
+        Renew C{certificate} under C{lease}: its writes are fenced by it,
+        it is renewed while the order runs and once more before the order
+        is finalized, then released.
+        """
+        lost: list[Failure] = []
+
+        def renew() -> Deferred[None]:
+            return lease.renew().addErrback(lost.append)
+
+        renewing = LoopingCall(renew)
+        renewing.clock = self._reactor
+        renewing.start(ORDER_LEASE / 3, now=False).addErrback(
+            lambda failure: unexpected(self._log, failure)
+        )
+        certificate.lease = lease
+
+        def beforeFinalize() -> Deferred[None]:
+            return fail(lost[0]) if lost else lease.renew()
+
+        try:
+            await self._renew(client, certificate, reason, beforeFinalize)
+        finally:
+            renewing.stop()
+            if certificate.lease is lease:
+                certificate.lease = None
+            await lease.release()
+
+    async def _renew(
+        self,
+        client: ACMEClient,
+        certificate: ManagedCertificate,
+        reason: str,
+        beforeFinalize: Callable[[], object],
+    ) -> None:
         events.ORDER_STARTED.emit(
             self._log,
             domains=certificate.label,
@@ -163,7 +235,7 @@ class Renewer:
         elif self._options.reuseKey and issued and self._mayUse(certificate, issued.key):
             key = issued.key
         else:
-            key = yield self._runInThread(generateKey, self._options.keyType)
+            key = await self._runInThread(generateKey, self._options.keyType)
 
         def created(order: PendingOrder) -> Deferred[bool]:
             certificate.pendingOrder = order
@@ -179,10 +251,13 @@ class Renewer:
             key,
             profile=profile,
             created=created,
+            publish=partial(self._publish, certificate),
+            withdraw=partial(self._withdraw, certificate),
+            beforeFinalize=beforeFinalize,
         )
         try:
             try:
-                new = yield order(replaces=replaces, resume=resume)
+                new = await order(replaces=replaces, resume=resume)
             except ACMEProblem as problem:
                 # Any refusal of a request (not a failed validation) may be
                 # about the certificate named: ask once more without it.
@@ -191,13 +266,40 @@ class Renewer:
                 events.REPLACES_REFUSED.emit(
                     self._log, domains=certificate.label, details=str(problem)
                 )
-                new = yield order()
+                new = await order()
         except Exception as error:
             if not orderSurvives(error):
                 certificate.pendingOrder = None
             raise
         orderedBy = _orderedBy(new, self._options.acmeURL, client)
-        yield self._outcomes.issued(certificate, new, orderedBy)
+        await self._outcomes.issued(certificate, new, orderedBy)
+
+    def _publish(
+        self, certificate: ManagedCertificate, token: str, keyAuthorization: str
+    ) -> Deferred[None]:
+        """
+        Store the challenge C{token} under the set's lease, so that every
+        node's challenge site answers it, before the CA is asked to
+        validate it.
+        """
+        return self._records.saveChallenge(token, keyAuthorization, certificate.lease)
+
+    def _withdraw(self, certificate: ManagedCertificate, token: str) -> Deferred[None]:
+        """
+        Remove the challenge C{token} once its validation has ended; a
+        failure is event 20009 and the order goes on (a token left behind
+        answers nothing the CA still asks).
+        """
+
+        def failed(failure: Failure) -> None:
+            failure.trap(StorageError)
+            error = failure.value
+            assert isinstance(error, StorageError)
+            events.STORE_FAILED.emit(
+                self._log, domains=certificate.label, path=error.key, details=error.message
+            )
+
+        return self._records.deleteChallenge(token).addErrback(failed)
 
     def _replaces(self, client: ACMEClient, certificate: ManagedCertificate) -> str | None:
         """
@@ -239,18 +341,19 @@ class Renewer:
             if digest in certificate.compromisedKeys:
                 raise CompromisedAccountKey(certificate.label, self._options.accountKeyFile)
 
-    @inlineCallbacks
-    def _checkWritable(self, certificate: ManagedCertificate) -> Deferred[None]:
+    async def _checkStorable(self, certificate: ManagedCertificate) -> None:
         """
         Check, in a thread, that a new certificate for C{certificate} can be
         stored, so that no order is placed whose result would be lost; a
         failure is event 20009, and the attempt fails.
         """
+        if self._checkWritable is None:
+            return
         try:
-            yield self._runInThread(self._store.checkCertificateWritable, certificate.domains)
-        except StoreError as error:
+            await self._runInThread(self._checkWritable, certificate.domains)
+        except StorageError as error:
             events.STORE_FAILED.emit(
-                self._log, domains=certificate.label, path=error.path, details=error.message
+                self._log, domains=certificate.label, path=error.key, details=error.message
             )
             raise
 

@@ -3,12 +3,14 @@ The C{lets-encrypt} resource: a Twisted service that keeps every
 registered L{letsencrypt_resource.interfaces.ICertificateConsumer} on a valid certificate.
 
 It is composed of parts with one job each, wired here:
-L{DomainSets} (the sets, loaded from the registry and the store),
+L{DomainSets} (the sets, loaded from the registry and the storage),
 L{Scheduler} (when to look at them), L{Renewer} (the attempts and orders,
 with L{RenewalInfo} and L{Outcomes}), L{Provisioning} (provisional
 certificates, delivery and export), L{ChallengeSiteService} (the
 challenge site), L{AccountConnection} (the account) and L{WriteQueue}
-(every write to the store, in order).  The services among them are its
+(every write to the storage, in order).  What it keeps goes through
+L{Records} over an L{IStorage}: no storage call runs on the reactor
+thread, and any store that keeps the contract can hold it.  The services among them are its
 children, started in that order: the challenge site, the sets, the
 scheduler.
 """
@@ -20,7 +22,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
@@ -32,17 +34,24 @@ from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .config import ResourceOptions
 from .connection import AccountConnection
+from .coroutines import deferred
 from .domainsets import DomainSets
 from .httpclient import loadCABundle, makeHTTPClient
-from .interfaces import ICertificateStore
 from .managed import ManagedCertificate
 from .outcomes import Outcomes
 from .provisioning import Provisioning
 from .renewalinfo import RenewalInfo
 from .renewer import Renewer
 from .scheduler import Scheduler
+from .storage.interface import IStorage
+from .storage.records import Records
 from .workers import BackgroundWorkers
 from .writequeue import Runner, WriteQueue
+
+#: Checks, in a worker thread, that a domain set's certificate can be
+#: stored, before it is ordered; raises
+#: L{letsencrypt_resource.storage.interface.StorageError} when it cannot.
+WriteCheck = Callable[[tuple[str, ...]], None]
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
@@ -54,8 +63,12 @@ class LetsEncryptResource(MultiService):
     a component registry.
 
     @ivar responder: The HTTP-01 challenges of the orders under way.
-    @ivar runInThread: Runs key generation, signing and writes off the
+    @ivar runInThread: Runs key generation, signing and exports off the
         reactor thread.
+    @ivar runWrite: Calls each write of the write queue (a L{Records}
+        method, or an export), for a Deferred.
+    @ivar storage: Where the resource keeps its state.
+    @ivar records: What it keeps, over L{storage}.
     """
 
     _log = Logger()
@@ -64,15 +77,21 @@ class LetsEncryptResource(MultiService):
         self,
         options: ResourceOptions,
         registry: Components,
-        store: ICertificateStore,
+        storage: IStorage,
         reactor: Any,
         httpClient: Any = None,
         *,
         runInThread: Runner | None = None,
         random: Callable[[], float] = random.random,
         automatic: bool = True,
+        checkWritable: WriteCheck | None = None,
+        closeStorage: bool = False,
     ):
         """
+        @param storage: Where the state is kept: an L{IStorage}, such as
+            L{letsencrypt_resource.storage.directory.DirectoryStorage} on
+            the state directory.
+
         @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server,
             left to its caller to close; by default, the resource's own, as
             L{letsencrypt_resource.httpclient.makeHTTPClient} makes it for
@@ -87,11 +106,28 @@ class LetsEncryptResource(MultiService):
         @param automatic: Whether to provision, check and renew by itself;
             without, it only answers challenges for the orders asked of it,
             as the operations command needs.
+        @param checkWritable: Checks, in a worker thread, that a set's
+            certificate can be stored before it is ordered (as
+            L{letsencrypt_resource.store.DirectoryStore} does for the
+            state and store directories); by default, nothing is checked.
+        @param closeStorage: Whether stopping closes C{storage}, after the
+            writes under way have ended.
+
+        @raise TypeError: when C{storage} is not an L{IStorage}.
         """
+        if not IStorage.providedBy(storage):
+            raise TypeError(
+                f"{storage!r} does not provide "
+                "letsencrypt_resource.storage.interface.IStorage: pass a "
+                "letsencrypt_resource.storage.directory.DirectoryStorage (the "
+                "state directory) or another IStorage"
+            )
         super().__init__()
         self.options = options
         self.name = options.name
-        self.store = store
+        self.storage = storage
+        self.records = Records(storage)
+        self._closeStorage = closeStorage
         self._pool: HTTPConnectionPool | None = None
         if httpClient is None:
             trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
@@ -102,20 +138,25 @@ class LetsEncryptResource(MultiService):
             self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
             runInThread = self._workers.run
         self.runInThread = runInThread
-        self.responder = ChallengeResponder()
+        self.runWrite: Runner = maybeDeferred
+        self.responder = ChallengeResponder(self.records.loadChallenge)
         log = self._log
         inThread = self._inThread
         interval = options.checkInterval
         managed: dict[frozenset[str], ManagedCertificate] = {}
-        self._writes = WriteQueue(store, inThread, reactor, interval, log, failed=self._writeFailed)
-        self._connection = AccountConnection(
-            options, store, self._writes, httpClient, reactor, inThread
+        records = self.records
+        self._writes = WriteQueue(
+            records, self._write, inThread, reactor, interval, log, failed=self._writeFailed
         )
-        provisioning = Provisioning(options, managed, store, self._writes, inThread, reactor, log)
+        self._connection = AccountConnection(
+            options, records, self._writes, httpClient, reactor, inThread
+        )
+        provisioning = Provisioning(options, managed, records, self._writes, inThread, reactor, log)
         renewer = Renewer(
             options,
             managed,
-            store,
+            storage,
+            checkWritable,
             self._writes,
             self._connection,
             RenewalInfo(self._writes, reactor, interval, random, log),
@@ -137,8 +178,9 @@ class LetsEncryptResource(MultiService):
             automatic,
         )
         self._sets = DomainSets(
-            options, registry, store, managed, provisioning, self._scheduler, reactor, log
+            options, registry, records, managed, provisioning, self._scheduler, reactor, log
         )
+        self._scheduler.loaded = self._sets.whenLoaded
         self._challengeSite = ChallengeSiteService(options, self.responder, reactor, log)
         for part in (self._challengeSite, self._sets, self._scheduler):
             part.setServiceParent(self)
@@ -156,6 +198,12 @@ class LetsEncryptResource(MultiService):
         the attribute may be replaced after construction.
         """
         return self.runInThread(function, *args)
+
+    def _write(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        Call C{function} with C{args} by L{runWrite} as it is at the call.
+        """
+        return self.runWrite(function, *args)
 
     def _writeFailed(self) -> None:
         """
@@ -176,26 +224,30 @@ class LetsEncryptResource(MultiService):
             )
         super().startService()
 
-    @inlineCallbacks
-    def stopService(self) -> Deferred[None]:
+    @deferred
+    async def stopService(self) -> None:
         """
         Stop the checks and the challenge site, then wait for the writes,
-        then end the worker threads and the HTTP connections the resource
-        owns.
+        then close the storage (when the resource owns it) and end the
+        worker threads and the HTTP connections the resource owns.
         """
-        yield super().stopService()
-        yield self._writes.whenWritten()
+        await super().stopService()
+        await self._writes.whenWritten()
+        if self._closeStorage:
+            await self.storage.close()
         if self._workers is not None:
-            yield self._workers.stop()
+            await self._workers.stop()
         if self._pool is not None:
-            yield self._pool.closeCachedConnections()
+            await self._pool.closeCachedConnections()
 
-    def load(self) -> None:
+    def load(self) -> Deferred[None]:
         """
         Find the consumers in the registry and give each its stored
         certificate, if there is one; no network is used.
+
+        @return: A Deferred that fires once they are loaded.
         """
-        self._sets.load()
+        return self._sets.load()
 
     def reloadConsumers(self) -> Deferred[None]:
         """
@@ -232,7 +284,7 @@ class LetsEncryptResource(MultiService):
 
     def whenWritten(self) -> Deferred[None]:
         """
-        A Deferred that fires once the store writes started so far (renewal
+        A Deferred that fires once the writes started so far (renewal
         state, exports) have ended.
         """
         return self._writes.whenWritten()
@@ -279,6 +331,6 @@ class LetsEncryptResource(MultiService):
     def forgetAccount(self) -> None:
         """
         Drop the connected account: the next request connects again, with
-        the account the store then holds.
+        the account the storage then holds.
         """
         self._connection.forget()

@@ -7,7 +7,7 @@ certificates close to expiry and the attempts that are due.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from twisted.application.service import Service
@@ -15,7 +15,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     gatherResults,
-    inlineCallbacks,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
@@ -25,6 +24,7 @@ from twisted.python.failure import Failure
 
 from . import events
 from .connection import AccountConnection
+from .coroutines import deferred
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .renewer import Renewer
@@ -37,6 +37,9 @@ DAY = 86400.0
 class Scheduler(Service):
     """
     Runs the checks of the domain sets while the resource runs.
+
+    @ivar loaded: Returns a Deferred that fires once the domain sets are
+        loaded: the first check waits for it.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class Scheduler(Service):
         self._wakeUp: IDelayedCall | None = None
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
+        self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
 
     def startService(self) -> None:
         super().startService()
@@ -80,7 +84,8 @@ class Scheduler(Service):
             self._started = self._start()
             self._started.addErrback(self._unexpected)
         else:
-            self._settle()
+            self._started = self.loaded().addCallback(lambda _: self._settle())
+            self._started.addErrback(self._unexpected)
 
     def stopService(self) -> None:
         super().stopService()
@@ -94,16 +99,18 @@ class Scheduler(Service):
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
 
-    @inlineCallbacks
-    def _start(self) -> Deferred[None]:
+    @deferred
+    async def _start(self) -> None:
         """
-        Put every consumer without a stored certificate on a provisional one,
-        then start the regular checks, the first one at once.
+        Once the sets are loaded, put every consumer without a stored
+        certificate on a provisional one, then start the regular checks,
+        the first one at once.
         """
+        await self.loaded()
         needProvisional = [c for c in self._managed.values() if c.current is None]
         if needProvisional:
             try:
-                yield self._provisioning.provision(needProvisional)
+                await self._provisioning.provision(needProvisional)
             except CancelledError:
                 raise
             except Exception:
@@ -112,7 +119,8 @@ class Scheduler(Service):
         self._loop = LoopingCall(self.check)
         self._loop.clock = self._reactor
         self._loop.start(self._checkInterval, now=True).addErrback(self._unexpected)
-        yield self._checking
+        if self._checking is not None:
+            await self._checking
         self._settle()
 
     def _settle(self) -> None:

@@ -1,6 +1,10 @@
 """
-The state directory: account, certificates and the provisional signer, on
-disk, written atomically and readable by the owner only.
+What only the state directory needs beside its L{IStorage
+<letsencrypt_resource.storage.directory.DirectoryStorage>}: the removal of
+what crashed writes left, the checks that it and the store directory can be
+written, the export of certificates to the store directory; and
+L{DirectoryStore}, which reads and writes its records at once, for tools
+and tests that look at a state directory while no resource runs.
 
 Layout under the state directory (folders 0700, files 0600)::
 
@@ -24,11 +28,8 @@ import stat
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from zope.interface import implementer
-
 from .certificates import CertifiedKey
 from .config import ConfigurationError, ResourceOptions
-from .interfaces import ICertificateStore
 from .safefs import UnusablePath, checkFolder, openFolder, replaceInFolder
 from .storage.directory import readFile, reason, writeFile
 from .storage.interface import StorageError
@@ -121,10 +122,12 @@ def checkStorage(options: ResourceOptions) -> None:
             raise ConfigurationError(options.section, option, _folderError(error)) from None
 
 
-@implementer(ICertificateStore)
 class DirectoryStore:
     """
-    An L{ICertificateStore} in a folder of the file system.
+    The records of a state directory, read and written at once in the
+    calling thread (the resource goes through L{DirectoryStorage
+    <letsencrypt_resource.storage.directory.DirectoryStorage>} instead),
+    and the directory-only checks the resource runs in a worker thread.
     """
 
     def __init__(self, path: str, exportDirectory: str | None = None):

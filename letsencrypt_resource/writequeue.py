@@ -1,8 +1,8 @@
 """
-The ordered write queue: every write of the resource to its store (renewal
-state, certificates, the provisional signer, the account, exports), run
-in a worker thread one at a time in the order made, and the failed ones
-tried again at the retry pace.
+The ordered write queue: every write of the resource to its storage
+(renewal state, certificates, the provisional signer, the account) and to
+the store directory (exports, in a worker thread), one at a time in the
+order made, and the failed ones tried again at the retry pace.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from twisted.python.failure import Failure
 
 from . import events
 from .certificates import CertifiedKey
-from .interfaces import ICertificateStore
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .policy import retryDelay
 from .reporting import unexpected
-from .store import AccountRecord, StoreError, exportCertificate
+from .storage.interface import StaleFence, StorageError
+from .storage.records import AccountRecord, Records
+from .store import exportCertificate as exportInFolder
 
 #: Runs a CPU-heavy or blocking function off the reactor thread.
 Runner = Callable[..., Deferred]
@@ -31,10 +32,11 @@ Runner = Callable[..., Deferred]
 @attrs.frozen
 class Write:
     """
-    One write to the store, run in a worker thread.
+    One write to the storage or the store directory.
 
     @ivar label: What it is for, for events.
-    @ivar function: Does it, with C{args}; raises L{StoreError}.
+    @ivar function: Does it, with C{args}: returns a Deferred, which fails
+        with L{StorageError} when it cannot.
     @ivar done: Called with what C{function} returned, once it worked.
     @ivar failed: The path of its last failure, if it failed before.
     """
@@ -48,15 +50,16 @@ class Write:
 
 class WriteQueue:
     """
-    The writes to the store, in the background, one at a time so that they
-    land in the order they were made.
+    The writes to the storage, in the background, one at a time so that
+    they land in the order they were made.
 
     @ivar retryAt: When the failed writes are due to be tried again.
     """
 
     def __init__(
         self,
-        store: ICertificateStore,
+        records: Records,
+        runWrite: Runner,
         runInThread: Runner,
         reactor: Any,
         checkInterval: float,
@@ -64,12 +67,16 @@ class WriteQueue:
         failed: Callable[[], None],
     ):
         """
+        @param runWrite: Calls a write's function with its arguments, for
+            a Deferred of its result.
+        @param runInThread: Runs the exports, in a worker thread.
         @param checkInterval: The longest wait between two rounds of retries.
         @param log: Where events go.
         @param failed: Called after a write failed, to have the queue
             woken up at L{retryAt}.
         """
-        self._store = store
+        self._records = records
+        self._runWrite = runWrite
         self._runInThread = runInThread
         self._reactor = reactor
         self._checkInterval = checkInterval
@@ -93,14 +100,15 @@ class WriteQueue:
 
     def saveState(self, certificate: ManagedCertificate) -> Deferred[bool]:
         """
-        Save the renewal state of C{certificate} as it is now.
+        Save the renewal state of C{certificate} as it is now, under the
+        lease of its order, if one runs.
         """
         return self._write(
             ("state", certificate.domains),
             Write(
                 certificate.label,
-                self._store.saveRenewalState,
-                (certificate.domains, certificate.state()),
+                self._records.saveRenewalState,
+                (certificate.domains, certificate.state(), certificate.lease),
             ),
         )
 
@@ -111,15 +119,16 @@ class WriteQueue:
         done: Callable[[object], object],
     ) -> Deferred[bool]:
         """
-        Store C{issued} as the certificate of C{certificate}; C{done} is
-        called with its path once it is stored.
+        Store C{issued} as the certificate of C{certificate}, under the
+        lease of its order, if one runs; C{done} is called with its key
+        once it is stored.
         """
         return self._write(
             ("certificate", certificate.domains),
             Write(
                 certificate.label,
-                self._store.saveCertificate,
-                (certificate.domains, issued),
+                self._records.saveCertificate,
+                (certificate.domains, issued, certificate.lease),
                 done=done,
             ),
         )
@@ -130,7 +139,7 @@ class WriteQueue:
         """
         return self._write(
             "signer",
-            Write("the provisional signer", self._store.saveProvisionalSigner, (signer.toPEM(),)),
+            Write("the provisional signer", self._records.saveProvisionalSigner, (signer.toPEM(),)),
         )
 
     def saveAccount(self, acmeURL: str, record: AccountRecord) -> Deferred[bool]:
@@ -138,15 +147,20 @@ class WriteQueue:
         Store C{record} as the account at C{acmeURL}.
         """
         return self._write(
-            "account", Write("the ACME account", self._store.saveAccount, (acmeURL, record))
+            "account", Write("the ACME account", self._records.saveAccount, (acmeURL, record))
         )
 
     def export(
         self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey
     ) -> Deferred[bool]:
         """
-        Write C{issued}, the certificate of C{certificate}, to C{directory}.
+        Write C{issued}, the certificate of C{certificate}, to C{directory},
+        in a worker thread.
         """
+
+        def exportCertificate(*args: object) -> Deferred[str]:
+            return self._runInThread(exportInFolder, *args)
+
         return self._write(
             ("export", certificate.domains),
             Write(certificate.label, exportCertificate, (directory, certificate.domains, issued)),
@@ -154,13 +168,14 @@ class WriteQueue:
 
     def _write(self, key: Hashable, write: Write) -> Deferred[bool]:
         """
-        Run C{write} in a worker thread, after the writes before it.
+        Run C{write}, after the writes before it.
 
-        A L{StoreError} is event 20009, and the write is kept to be tried
+        A L{StorageError} is event 20009, and the write is kept to be tried
         again at the retry pace (the latest one per C{key}: a newer write
         of the same thing replaces it, and while one is under way the
         failed one waits); a write that works after a failure of its
-        C{key} is event 20185.
+        C{key} is event 20185.  A write refused because its lease was taken
+        over (L{StaleFence}, event 20189) is dropped: a newer holder wrote.
 
         @return: A Deferred that fires with whether it was written; it
             never fails, and cancelling it leaves the write to end (stopping
@@ -180,12 +195,15 @@ class WriteQueue:
             return True
 
         def storeFailed(failure: Failure) -> bool:
-            failure.trap(StoreError)
+            failure.trap(StorageError)
             error = failure.value
+            assert isinstance(error, StorageError)
+            if isinstance(error, StaleFence):
+                return False
             events.STORE_FAILED.emit(
-                self._log, domains=write.label, path=error.path, details=error.message
+                self._log, domains=write.label, path=error.key, details=error.message
             )
-            self._unwritten[key] = attrs.evolve(write, failed=error.path)
+            self._unwritten[key] = attrs.evolve(write, failed=error.key)
             self.retryAt = self._reactor.seconds() + retryDelay(
                 self._rounds + 1, self._checkInterval
             )
@@ -207,7 +225,7 @@ class WriteQueue:
             return result
 
         self._inFlight[key] = write
-        writing = self._writes.run(self._runInThread, write.function, *write.args)
+        writing = self._writes.run(self._runWrite, write.function, *write.args)
         writing.addCallbacks(written, storeFailed)
         writing.addErrback(bug)
         self._writing.add(writing)

@@ -22,7 +22,13 @@ from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.testing import MemoryStore, runUntilFired
-from tests.helpers.resourcecase import REPORTS, ResourceTestCase, resourceOptions, synchronously
+from tests.helpers.resourcecase import (
+    ACME_URL,
+    REPORTS,
+    ResourceTestCase,
+    resourceOptions,
+    synchronously,
+)
 
 EAB_KEY = b"0123456789abcdef0123456789abcdef"
 EAB_KEY_TEXT = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"
@@ -62,7 +68,7 @@ class AccountTests(ResourceTestCase):
         self.assertIn("option 'eab_kid'", self.eventTexts(20017)[0])
         self.assertEqual(self.server.accountsCreated, 0)
         resource.stopService()
-        self.store.states.clear()
+        self.store.clear("renewal/")
         self.start(eabKid="kid-1", eabHMACKey=EAB_KEY_TEXT)
         self.assertEqual(self.server.accountsCreated, 1)
 
@@ -94,20 +100,20 @@ class AccountTests(ResourceTestCase):
         created; a key without an account is an error naming the option.
         """
         resource = self.start()
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         existing = self.store.loadAccount(acmeURL)
         resource.stopService()
         keyFile = self.mktemp()
         with open(keyFile, "wb") as stream:
             stream.write(keyToPEM(existing.key))
-        self.store.accounts.clear()
+        self.store.clear("accounts/")
         self.start(accountKeyFile=keyFile)
         self.assertEqual(self.server.accountsCreated, 1)
         self.assertEqual(self.store.loadAccount(acmeURL).url, existing.url)
         with open(keyFile, "wb") as stream:
             stream.write(keyToPEM(generateKey("ecdsa-p256")))
-        self.store.accounts.clear()
-        self.store.certificates.clear()
+        self.store.clear("accounts/")
+        self.store.clear("certificates/")
         self.start(accountKeyFile=keyFile)
         self.assertIn("option 'account_key'", self.eventTexts(20017)[-1])
         self.assertEqual(self.server.accountsCreated, 1)
@@ -119,7 +125,7 @@ class AccountTests(ResourceTestCase):
         attempt: it does not fail first (no 20017).
         """
         resource = self.start()
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         before = self.store.loadAccount(acmeURL)
         old = self.consumers["reports"].received[-1]
         self.server.forgetAccounts()
@@ -149,7 +155,7 @@ class OperationsTests(ResourceTestCase):
         after = runUntilFired(self.reactor, operations.accountRollover())
         self.assertEqual(after["url"], before["url"])
         self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         self.assertEqual(
             self.store.loadAccount(acmeURL).key.public_key().public_numbers(),
             resource._connection._client.accountKey.key.public_key().public_numbers(),
@@ -210,7 +216,7 @@ class UntrustedServerTests(SynchronousTestCase):
             UntrustedAgent(),
             Clock(),
             resourceOptions(**options),
-            MemoryStore(),
+            MemoryStore().records,
             synchronously,
         )
         return str(self.failureResultOf(connecting, AccountError).value)

@@ -4,18 +4,23 @@ Tests for L{letsencrypt_resource.challenge}, over raw HTTP in memory.
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.challenge import (
     CHALLENGE_PREFIX,
     READY_TEXT,
+    SHARED_LOOKUPS,
     ChallengeResponder,
     ChallengeSite,
 )
-from tests.helpers import HTTPResponse, exchange, rawRequest
+from letsencrypt_resource.testing import MemoryStore
+from tests.helpers import HTTPResponse, connectInMemory, exchange, rawRequest
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
@@ -334,3 +339,108 @@ class PropertyTests(SynchronousTestCase):
             self.assertEqual(response.body, b"")
         else:
             self.assertIn(response.body, expected)
+
+
+class SharedChallengeTests(SynchronousTestCase):
+    """
+    A token not pending here is looked up among the challenges every node
+    published in the storage, a few lookups at a time; a miss or a failure
+    is a 404.
+    """
+
+    def setUp(self) -> None:
+        self.store = MemoryStore()
+        self.looked: list[str] = []
+
+        def shared(token: str) -> Deferred[str | None]:
+            self.looked.append(token)
+            return self.store.records.loadChallenge(token)
+
+        self.responder = ChallengeResponder(shared)
+        self.responder.add(TOKEN, KEY_AUTHORIZATION)
+        self.site = ChallengeSite(self.responder)
+        self.site.reactor = MemoryReactorClock()
+
+    def test_publishedElsewhere(self) -> None:
+        """
+        A token another node published is answered with its key
+        authorization; one pending here is answered without a lookup.
+        """
+        self.store.saveChallenge(OTHER_TOKEN, OTHER_KEY_AUTHORIZATION)
+        response = fetch(self.site, challengePath(OTHER_TOKEN))
+        self.assertEqual(
+            (response.code, response.body), (200, OTHER_KEY_AUTHORIZATION.encode("ascii"))
+        )
+        self.assertEqual(fetch(self.site, challengePath(TOKEN)).code, 200)
+        self.assertEqual(self.looked, [OTHER_TOKEN])
+
+    def test_missing(self) -> None:
+        """
+        A token published nowhere is a 404.
+        """
+        response = fetch(self.site, challengePath(OTHER_TOKEN))
+        self.assertEqual((response.code, response.body), (404, NOT_FOUND_TEXT))
+
+    def test_storageFails(self) -> None:
+        """
+        A lookup that fails, or finds a value that is not ASCII, is a 404,
+        never a server error.
+        """
+        self.store.values["challenges/" + OTHER_TOKEN] = "é".encode()
+        self.assertEqual(fetch(self.site, challengePath(OTHER_TOKEN)).code, 404)
+        self.store.values["challenges/" + OTHER_TOKEN] = b"\xff"
+        self.assertEqual(fetch(self.site, challengePath(OTHER_TOKEN)).code, 404)
+        self.store.close()
+        self.assertEqual(fetch(self.site, challengePath(OTHER_TOKEN)).code, 404)
+
+    def test_malformedNotLookedUp(self) -> None:
+        """
+        A path that is no token (a dot, a slash, too long) is a 404 with no
+        lookup: nothing reaches the storage but well-formed tokens.
+        """
+        for token in ("../lock", "a.b", "a/b", "x" * 257, "%2e%2e"):
+            self.assertEqual(fetch(self.site, challengePath(token)).code, 404)
+        self.assertEqual(self.looked, [])
+
+    def test_lookupsBounded(self) -> None:
+        """
+        At most L{SHARED_LOOKUPS} lookups run at once: beyond, none is
+        started and the request is a 404 at once; one that ends makes room.
+        """
+        pending: list[Deferred[str | None]] = []
+
+        def slow(token: str) -> Deferred[str | None]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        responder = ChallengeResponder(slow)
+        lookups = [responder.lookupShared(OTHER_TOKEN) for _ in range(SHARED_LOOKUPS)]
+        self.assertNotIn(None, lookups)
+        self.assertIsNone(responder.lookupShared(OTHER_TOKEN))
+        self.assertEqual(len(pending), SHARED_LOOKUPS)
+        pending[0].errback(RuntimeError("down"))
+        self.assertIsNone(self.successResultOf(lookups[0]))
+        self.assertIsNotNone(responder.lookupShared(OTHER_TOKEN))
+
+    def test_clientGone(self) -> None:
+        """
+        A client that leaves before the lookup ends gets nothing written to
+        its closed connection, and no error is logged.
+        """
+        pending: list[Deferred[str | None]] = []
+
+        def slow(token: str) -> Deferred[str | None]:
+            pending.append(Deferred())
+            return pending[-1]
+
+        site = ChallengeSite(ChallengeResponder(slow))
+        site.reactor = MemoryReactorClock()
+        connection = connectInMemory(site)
+        connection.send(rawRequest(b"GET", challengePath(OTHER_TOKEN)))
+        connection.collector.transport.loseConnection()
+        connection.pump.flush()
+        pending[0].callback(OTHER_KEY_AUTHORIZATION)
+        del pending[:]
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(connection.collector.received, b"")

@@ -15,7 +15,7 @@ from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.store import AccountRecord
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
-from tests.helpers.resourcecase import REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import ACME_URL, REPORTS, ResourceTestCase
 
 
 class CompromisedKeyTests(ResourceTestCase):
@@ -151,7 +151,7 @@ class CompromisedKeyTests(ResourceTestCase):
         """
         resource = self.start()
         key = self.consumers["reports"].received[-1].key
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         self.store.saveAccount(acmeURL, AccountRecord(key))
         resource.forgetAccount()
         orders = self.server.ordersCreated

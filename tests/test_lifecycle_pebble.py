@@ -20,7 +20,7 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.testing import RecordingConsumer
 from letsencrypt_resource.testing.pebble import setRenewalInfo
 from tests.helpers.pebblecase import TestCACase
@@ -69,9 +69,10 @@ class ModernPebbleTests(TestCACase):
         resource = LetsEncryptResource(
             resourceOptions,
             registry,
-            DirectoryStore(resourceOptions.stateDirectory),
+            DirectoryStorage(resourceOptions.stateDirectory, reactor),
             reactor,
             http,
+            closeStorage=True,
         )
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         resource.startService()

@@ -19,7 +19,7 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions
@@ -40,9 +40,8 @@ class CutOrderTests(TestCACase):
         registry.registerUtility(consumer, ICertificateConsumer, name="reports")
         http, pool = makeHTTPClient(reactor, loadCABundle(testCA.caFile))
         self.addCleanup(pool.closeCachedConnections)
-        resource = LetsEncryptResource(
-            options, registry, DirectoryStore(options.stateDirectory), reactor, http
-        )
+        storage = DirectoryStorage(options.stateDirectory, reactor)
+        resource = LetsEncryptResource(options, registry, storage, reactor, http, closeStorage=True)
         return resource, consumer
 
     def cutOnceOrdered(self, resource: LetsEncryptResource) -> Deferred[None]:
@@ -54,7 +53,7 @@ class CutOrderTests(TestCACase):
         @return: fires once it has stopped.
         """
         stopped: Deferred[None] = Deferred()
-        run = resource.runInThread
+        run = resource.runWrite
 
         def cut() -> None:
             if resource.running:
@@ -70,7 +69,7 @@ class CutOrderTests(TestCACase):
             if event.get("event_id") == 20191:
                 cut()
 
-        resource.runInThread = runThenCut
+        resource.runWrite = runThenCut
         globalLogPublisher.addObserver(cutOnResume)
         stopped.addBoth(lambda result: (globalLogPublisher.removeObserver(cutOnResume), result)[1])
         return stopped

@@ -236,7 +236,9 @@ class ReloadCase(SynchronousTestCase):
         with open(self.path, "w") as stream:
             stream.write(text)
 
-    def makeResource(self, options: ResourceOptions, registry: Any, reactor: Any) -> Any:
+    def makeResource(
+        self, options: ResourceOptions, registry: Any, reactor: Any, lock: Any = None
+    ) -> Any:
         resource = LetsEncryptResource(
             options,
             registry,

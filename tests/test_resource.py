@@ -5,12 +5,11 @@ fake clock against the in-memory fake ACME server.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,8 +18,11 @@ from zope.interface.verify import verifyObject
 
 from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
+from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.domainsets import _settingsFingerprint
-from letsencrypt_resource.interfaces import ICertificateConsumer, ICertificateStore
+from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.policy import (
     EMERGENCY_RETRY_DELAY,
@@ -28,10 +30,15 @@ from letsencrypt_resource.policy import (
     WARNING_REPEAT,
     emergencyTime,
 )
+from letsencrypt_resource.renewer import orderLease
 from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
 )
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.interface import IStorage
+from letsencrypt_resource.storage.memory import MemoryStorage
+from letsencrypt_resource.storage.records import Records, certificateKey
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
@@ -41,11 +48,13 @@ from letsencrypt_resource.testing import (
 )
 from tests.helpers import selfSigned
 from tests.helpers.resourcecase import (
+    ACME_URL,
     DAY,
     FILES,
     REPORTS,
     FailingSaves,
     HeldRunner,
+    Immediately,
     RefusingReactor,
     ResourceTestCase,
     resourceOptions,
@@ -62,7 +71,7 @@ class StartTests(ResourceTestCase):
         """
         The fakes provide the interfaces the resource relies on.
         """
-        verifyObject(ICertificateStore, self.store)
+        verifyObject(IStorage, self.store)
         for consumer in self.consumers.values():
             verifyObject(ICertificateConsumer, consumer)
 
@@ -116,11 +125,11 @@ class StartTests(ResourceTestCase):
         """
         resource = self.start()
         self.assertEqual(self.server.accountsCreated, 1)
-        [acmeURL] = self.store.accounts
+        [acmeURL] = self.store.accountURLs(ACME_URL)
         url = self.store.loadAccount(acmeURL).url
         self.assertTrue(url.startswith("https://acme.test/account/"))
         resource.stopService()
-        self.store.certificates.clear()
+        self.store.clear("certificates/")
         self.start()
         self.assertEqual(self.server.accountsCreated, 1)
         self.assertEqual(self.eventIDs().count(20154), 1)
@@ -180,7 +189,7 @@ class StartTests(ResourceTestCase):
         signer = self.store.signer
         self.assertIsNotNone(signer)
         resource.stopService()
-        self.store.certificates.clear()
+        self.store.clear("certificates/")
         self.start()
         self.assertEqual(self.store.signer, signer)
 
@@ -312,7 +321,7 @@ class BackgroundWriteTests(ResourceTestCase):
         self.server.refuse.add("reports.example.test")
         runner = HeldRunner()
         resource = self.makeResource(**options)
-        resource.runInThread = runner
+        resource.runWrite = runner
         resource.startService()
         self.addCleanup(self.stop, resource)
         for _ in range(20):
@@ -450,7 +459,7 @@ class StoreFailureTests(ResourceTestCase):
         state = os.path.abspath(self.mktemp())
         obstacle = os.path.join(state, "provisional-signer.pem")
         os.makedirs(obstacle)
-        self.store = DirectoryStore(state)
+        self.store = DirectoryStorage(state, self.reactor, workers=Immediately())
         self.start()
         [text] = self.eventTexts(20009)
         self.assertIn(obstacle, text)
@@ -546,7 +555,7 @@ class StoreFailureTests(ResourceTestCase):
         self.assertIsNone(self.store.loadRenewalState(REPORTS))
         self.store.failing.clear()
         runner = HeldRunner()
-        resource.runInThread = runner
+        resource.runWrite = runner
         managed = resource.managed[frozenset(REPORTS)]
         managed.ariPick = 0.25
         resource.saveState(managed)
@@ -590,7 +599,7 @@ class SavedWaitTests(ResourceTestCase):
     def saveState(self, domains: tuple[str, ...], **fields: Any) -> None:
         state = {"settings": _settingsFingerprint(resourceOptions())}
         state.update(fields)
-        self.store.states[domains] = json.dumps(state)
+        self.store.saveRenewalState(domains, state)
 
     def reportsOrders(self) -> list[float]:
         return [
@@ -641,9 +650,9 @@ class SavedWaitTests(ResourceTestCase):
         fails.
         """
         self.start().stopService()
-        state = json.loads(self.store.states[REPORTS])
+        state = self.store.loadRenewalState(REPORTS)
         state["ari_window"] = [float("nan"), float("nan")]
-        self.store.states[REPORTS] = json.dumps(state)
+        self.store.saveRenewalState(REPORTS, state)
         resource = self.start()
         self.assertIsNone(resource.managed[frozenset(REPORTS)].ariWindow)
         advanceThrough(self.reactor, 61 * DAY)
@@ -765,7 +774,7 @@ class ReplacesTests(ResourceTestCase):
         """
         resource = self.start()
         resource.stopService()
-        self.store.accounts.clear()
+        self.store.clear("accounts/")
         resource = self.start()
         self.renewReports(resource)
         self.assertEqual(self.server.accountsCreated, 2)
@@ -778,9 +787,9 @@ class ReplacesTests(ResourceTestCase):
         """
         resource = self.start()
         resource.stopService()
-        state = json.loads(self.store.states[REPORTS])
+        state = self.store.loadRenewalState(REPORTS)
         del state["ordered_by"]
-        self.store.states[REPORTS] = json.dumps(state)
+        self.store.saveRenewalState(REPORTS, state)
         resource = self.start()
         self.renewReports(resource)
         self.assertIsNone(self.server.newOrders[-1].replaces)
@@ -922,3 +931,238 @@ class HTTPPoolTests(SynchronousTestCase):
         resource.startService()
         self.successResultOf(resource.stopService())
         self.assertEqual((self.made, self.pool.closed), ([], 0))
+
+
+class QueuedWorkers:
+    """
+    Workers for a L{DirectoryStorage} that hold every job until told, to
+    show what waits for them.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, function: Any, *args: Any) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.jobs.append((function, args, done))
+        return done
+
+    def runAll(self) -> int:
+        """
+        Run the jobs held, and those they start, until none is left.
+
+        @return: How many ran.
+        """
+        count = 0
+        while self.jobs:
+            function, args, done = self.jobs.pop(0)
+            maybeDeferred(function, *args).chainDeferred(done)
+            count += 1
+        return count
+
+
+class StorageWiringTests(ResourceTestCase):
+    """
+    The resource keeps its state through L{Records} over an L{IStorage}:
+    reads and writes are awaited, orders run under leases, challenges are
+    published, and certificates other nodes store are taken.
+    """
+
+    def issue(self, domains: tuple[str, ...], validity: float = 90 * DAY) -> CertifiedKey:
+        """
+        A certificate of the fake CA for C{domains} and a new key.
+        """
+        key = generateKey("ecdsa-p256")
+        chain = self.server.issue(key.public_key(), domains, validity)
+        return CertifiedKey.fromParts(key, chain)
+
+    def otherNode(self) -> MemoryStorage:
+        """
+        Another node on the test's storage.
+        """
+        return MemoryStorage(self.store.shared)
+
+    def test_oldStoreRefused(self) -> None:
+        """
+        A store of the old synchronous kind is refused with a C{TypeError}
+        that names L{IStorage}.
+        """
+        error = self.assertRaises(
+            TypeError,
+            LetsEncryptResource,
+            resourceOptions(),
+            self.registry,
+            DirectoryStore(self.mktemp()),
+            self.reactor,
+            RequestTraversalAgent(self.server),
+        )
+        self.assertIn("IStorage", str(error))
+
+    def test_readsInWorkers(self) -> None:
+        """
+        With the state directory, the stored state is read by the storage's
+        workers only: until they run, nothing is loaded, no provisional
+        certificate is made and nothing is ordered; then the stored
+        certificate is put in service.
+        """
+        state = os.path.abspath(self.mktemp())
+        stored = self.issue(REPORTS)
+        DirectoryStore(state).saveCertificate(REPORTS, stored)
+        workers = QueuedWorkers()
+        self.store = DirectoryStorage(state, self.reactor, workers=workers)
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        self.reactor.advance(1)
+        self.assertTrue(workers.jobs)
+        self.assertEqual([c.received for c in self.consumers.values()], [[], [], []])
+        self.assertEqual(self.server.ordersCreated, 0)
+        for _ in range(50):
+            workers.runAll()
+            self.reactor.advance(1)
+        self.assertEqual(self.consumers["reports"].received[0].certificate, stored.certificate)
+
+    def test_orderUnderLease(self) -> None:
+        """
+        An order runs under its set's lease: while it validates, another
+        node cannot take it, and the order's writes are fenced by it; once
+        the order has ended, it is free.
+        """
+        other = self.otherNode()
+        seen: list[object] = []
+
+        def validate(token: str) -> str | None:
+            if resource.managed[frozenset(REPORTS)].lease is not None:
+                seen.append(self.successResultOf(other.lease(orderLease(REPORTS), 60)))
+            return resource.responder.lookup(token)
+
+        resource = self.makeResource()
+        self.server.validate = validate
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertTrue(seen)
+        self.assertEqual(set(seen), {None})
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        self.assertIsNotNone(self.successResultOf(other.lease(orderLease(REPORTS), 60)))
+
+    def test_leaseHeldElsewhere(self) -> None:
+        """
+        A set whose lease another node holds is not ordered (20199) and
+        waits for the next check; the other sets are ordered.
+        """
+        lease = self.successResultOf(self.otherNode().lease(orderLease(REPORTS), 10 * DAY))
+        self.start()
+        self.assertEqual(len(self.eventTexts(20199)), 1)
+        self.assertIn("reports.example.test", self.eventTexts(20199)[0])
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        self.assertFalse(self.consumers["files"].received[-1].provisional)
+        self.assertNotIn(20017, self.eventIDs())
+        self.reactor.advance(3600)
+        self.assertEqual(len(self.eventTexts(20199)), 1)
+        self.successResultOf(lease.release())
+        advanceThrough(self.reactor, DAY)
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
+    def test_leaseLostBeforeFinalizing(self) -> None:
+        """
+        An order whose lease passed to another node while it validated is
+        abandoned before finalizing (20200): no certificate is issued for
+        it, and it is no failed attempt.
+        """
+        other = self.otherNode()
+
+        def validate(token: str) -> str | None:
+            managed = resource.managed[frozenset(REPORTS)]
+            if managed.lease is not None:
+                self.successResultOf(managed.lease.release())
+                self.successResultOf(other.lease(orderLease(REPORTS), 60))
+            return resource.responder.lookup(token)
+
+        resource = self.makeResource()
+        self.server.validate = validate
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        [text] = self.eventTexts(20200)
+        self.assertIn("reports.example.test", text)
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        self.assertNotIn(20017, self.eventIDs())
+
+    def test_challengesPublished(self) -> None:
+        """
+        Each challenge is in the storage when the CA validates it, with its
+        key authorization, and removed once validated.
+        """
+        published: list[str | None] = []
+        resource = self.makeResource()
+
+        def validate(token: str) -> str | None:
+            published.append(self.store.loadChallenge(token))
+            return resource.responder.lookup(token)
+
+        self.server.validate = validate
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertEqual(len(published), 3)
+        self.assertNotIn(None, published)
+        self.assertEqual(self.store.keys("challenges/"), [])
+
+    def test_certificateFromAnotherNode(self) -> None:
+        """
+        A certificate another node stores for a set is put in service when
+        it passes the checks of a stored certificate and ends later than
+        the one in service; one for other names, one with another key's
+        certificate, or an older one is not.
+        """
+        resource = self.start()
+        other = Records(self.otherNode())
+        before = self.consumers["reports"].received[-1]
+        self.reactor.advance(60)
+        wrongNames = self.issue(("other.example.test",))
+        self.successResultOf(other.saveCertificate(REPORTS, wrongNames))
+        older = self.issue(REPORTS, 30 * DAY)
+        self.successResultOf(other.saveCertificate(REPORTS, older))
+        mismatched = self.issue(REPORTS)
+        pem = keyToPEM(generateKey("ecdsa-p256")) + mismatched.fullchainPEM
+        self.successResultOf(other.storage.store(certificateKey(REPORTS), pem))
+        self.assertIs(self.consumers["reports"].received[-1], before)
+        newer = self.issue(REPORTS)
+        self.successResultOf(other.saveCertificate(REPORTS, newer))
+        received = self.consumers["reports"].received[-1]
+        self.assertEqual(received.certificate, newer.certificate)
+        self.assertIs(resource.managed[frozenset(REPORTS)].current, received)
+
+    def test_accountLeaseHeldElsewhere(self) -> None:
+        """
+        While another node holds the account's lease, no account is created
+        here: the attempts fail and are tried again later.
+        """
+        lease = self.successResultOf(self.otherNode().lease("account", 10 * DAY))
+        self.start()
+        self.assertEqual(self.server.accountsCreated, 0)
+        self.assertTrue(any("another user of the storage" in t for t in self.eventTexts(20017)))
+        self.successResultOf(lease.release())
+        advanceThrough(self.reactor, DAY)
+        self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_staleWriteDropped(self) -> None:
+        """
+        A write made under a lease that another node has taken since is
+        refused (20189) and dropped, not reported as a failed write nor
+        tried again: the newer holder's data stays.
+        """
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
+        before = self.store.loadRenewalState(REPORTS)
+        stale = self.successResultOf(self.store.lease(orderLease(REPORTS), 60))
+        self.successResultOf(stale.release())
+        self.successResultOf(self.otherNode().lease(orderLease(REPORTS), 60))
+        managed.lease = stale
+        managed.ariPick = 0.25
+        self.assertFalse(self.successResultOf(resource.saveState(managed)))
+        self.assertEqual(len(self.eventTexts(20189)), 1)
+        self.assertNotIn(20009, self.eventIDs())
+        self.assertFalse(resource._writes.hasRetries())
+        self.assertEqual(self.store.loadRenewalState(REPORTS), before)

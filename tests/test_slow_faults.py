@@ -30,6 +30,7 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.faultcase import Recorder, RestartablePebble, allIssued
@@ -79,9 +80,10 @@ class Harness:
         self.resource = LetsEncryptResource(
             attrs.evolve(resourceOptions(), **values),
             registry,
-            DirectoryStore(state),
+            DirectoryStorage(state, reactor),
             reactor,
             http,
+            closeStorage=True,
         )
         self.recorder = Recorder()
         self.gaps: list[str] = []

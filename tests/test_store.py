@@ -8,7 +8,6 @@ import json
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.config import (
@@ -17,7 +16,6 @@ from letsencrypt_resource.config import (
     loadConfiguration,
 )
 from letsencrypt_resource.host import checkFileSystem
-from letsencrypt_resource.interfaces import ICertificateStore
 from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.store import (
     EXPORTED_FILES,
@@ -52,12 +50,6 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
         super().setUp()
         self.root = os.path.join(self.base, "state")
         self.store = DirectoryStore(self.root)
-
-    def test_interface(self) -> None:
-        """
-        L{DirectoryStore} provides L{ICertificateStore}.
-        """
-        self.assertTrue(verifyObject(ICertificateStore, self.store))
 
     def test_nothingStored(self) -> None:
         """

@@ -17,7 +17,7 @@ from zope.interface.registry import Components
 from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.tls import TLSCertificateConsumer
 
 GREETING = b"Hello from the host's own HTTPS service.\n"
@@ -108,7 +108,10 @@ def makeHost(
         keyType="ecdsa-p256",
         agreeTOS=True,
     )
-    resource = LetsEncryptResource(options, registry, DirectoryStore(stateDirectory), reactor)
+    # The state directory, read and written in a thread of its own; the
+    # resource closes it when it stops.
+    storage = DirectoryStorage(stateDirectory, reactor)
+    resource = LetsEncryptResource(options, registry, storage, reactor, closeStorage=True)
 
     host = MultiService()
     https.setServiceParent(host)

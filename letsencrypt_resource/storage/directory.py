@@ -307,7 +307,8 @@ class DirectoryStorage:
     def _run(self, key: str, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """
         Call C{f(*args)} in a worker thread, an C{OSError} it raises
-        becoming a L{StorageError} for C{key}.
+        becoming a L{StorageError} naming the file of C{key}, for
+        operators.
         """
         if self._closed:
             return fail(StorageError(key, "the storage is closed"))
@@ -318,7 +319,7 @@ class DirectoryStorage:
             except StorageError:
                 raise
             except OSError as error:
-                raise StorageError(key, reason(error)) from None
+                raise StorageError(os.path.join(self.path, key), reason(error)) from None
 
         return self._workers.run(call)
 

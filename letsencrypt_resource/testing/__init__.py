@@ -10,8 +10,9 @@ of the package imports it; it needs the C{testing} extra
     L{letsencrypt_resource.testing.acmeserver}.
   - L{RecordingConsumer} and L{MemoryStore}: an L{ICertificateConsumer
     <letsencrypt_resource.interfaces.ICertificateConsumer>} that remembers
-    what it was given, and an L{ICertificateStore
-    <letsencrypt_resource.interfaces.ICertificateStore>} in a dictionary.
+    what it was given, and an L{IStorage
+    <letsencrypt_resource.storage.interface.IStorage>} in memory whose
+    writes can be made to fail and whose records tests read at once.
   - L{runUntilFired} and L{advanceThrough}: drive a
     C{twisted.internet.task.Clock} as real time would.
   - L{letsencrypt_resource.testing.pebble}: what tests need of a local

@@ -8,7 +8,7 @@ changes.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import josepy
 from acme import jws, messages
@@ -57,11 +57,12 @@ class AccountBook:
             the key that signed it.
         @raise ACMEProblem: when it is not a valid JWS for C{path}.
         """
+        assert request.content is not None
         try:
             signed = jws.JWS.json_loads(request.content.read())
         except (ValueError, josepy.DeserializationError) as error:
             raise ACMEProblem(400, "malformed", f"not a JWS: {error}") from None
-        header = signed.signature.combined
+        header: Any = signed.signature.combined
         nonce = josepy.encode_b64jose(header.nonce) if header.nonce else None
         if nonce not in self._nonces:
             raise ACMEProblem(400, "badNonce", "unknown or reused nonce")
@@ -110,7 +111,7 @@ class AccountBook:
             raise ACMEProblem(400, "externalAccountRequired", "bind an external account")
         binding = jws.JWS.from_json(registration.external_account_binding)
         kid = binding.signature.combined.kid
-        secret = self._server.externalAccountKeys.get(kid)
+        secret = self._server.externalAccountKeys.get(kid) if kid is not None else None
         if secret is None or not binding.verify(josepy.JWKOct(key=secret)):
             raise ACMEProblem(400, "unauthorized", "bad external account binding")
         if josepy.JWK.json_loads(binding.payload).thumbprint() != key.thumbprint():
@@ -139,7 +140,7 @@ class AccountBook:
         inner = jws.JWS.json_loads(payload)
         newKey = inner.signature.combined.jwk
         change = KeyChange.json_loads(inner.payload)
-        if not inner.verify(newKey) or change.account != account:
+        if newKey is None or not inner.verify(newKey) or change.account != account:
             raise ACMEProblem(400, "malformed", "bad key change")
         if change.oldKey.thumbprint() != self.keys[account].thumbprint():
             raise ACMEProblem(400, "malformed", "oldKey is not the account's key")

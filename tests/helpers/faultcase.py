@@ -29,7 +29,7 @@ from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.store import DirectoryStore
+from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions
@@ -386,9 +386,10 @@ class FaultCase(TestCACase):
         resource = LetsEncryptResource(
             attrs.evolve(resourceOptions(), **values),
             registry,
-            DirectoryStore(state),
+            DirectoryStorage(state, reactor),
             reactor,
             http,
+            closeStorage=True,
         )
         return resource, consumers
 

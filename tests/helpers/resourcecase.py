@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
@@ -21,7 +21,9 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import (
     LetsEncryptResource,
 )
-from letsencrypt_resource.store import StoreError
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.interface import ILease, StorageError
+from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -30,6 +32,9 @@ from letsencrypt_resource.testing import (
 )
 
 DAY = 86400.0
+
+#: The ACME directory of L{resourceOptions}.
+ACME_URL = "https://acme.test/directory"
 
 
 FILES = ("files.example.test", "www.example.test")
@@ -45,6 +50,17 @@ def synchronously(function: Any, *args: Any) -> Any:
     return succeed(function(*args))
 
 
+class Immediately:
+    """
+    Workers for a L{DirectoryStorage
+    <letsencrypt_resource.storage.directory.DirectoryStorage>} that run
+    each job at once, in the test's thread.
+    """
+
+    def run(self, function: Any, *args: Any) -> Deferred[Any]:
+        return maybeDeferred(function, *args)
+
+
 def resourceOptions(**overrides: Any) -> ResourceOptions:
     values: dict[str, Any] = {
         "section": "resources/le",
@@ -52,7 +68,7 @@ def resourceOptions(**overrides: Any) -> ResourceOptions:
         "description": "",
         "address": "127.0.0.1",
         "port": 5002,
-        "acmeURL": "https://acme.test/directory",
+        "acmeURL": ACME_URL,
         "stateDirectory": "/nonexistent",
         "storeDirectory": None,
         "redirectURL": None,
@@ -95,15 +111,25 @@ class ResourceTestCase(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def makeResource(self, reactor: Any = None, **options: Any) -> LetsEncryptResource:
+        """
+        A resource on L{store}: a L{MemoryStore}, a L{DirectoryStorage}, or
+        a L{DirectoryStore} whose state directory it then uses through a
+        L{DirectoryStorage}, with its checks.
+        """
         reactor = reactor or self.reactor
+        storage = self.store
+        if isinstance(storage, DirectoryStore):
+            storage = DirectoryStorage(storage.path, reactor, workers=Immediately())
         resource = LetsEncryptResource(
             resourceOptions(**options),
             self.registry,
-            self.store,
+            storage,
             reactor,
             RequestTraversalAgent(self.server),
             runInThread=synchronously,
             random=lambda: 0.5,
+            checkWritable=getattr(self.store, "checkCertificateWritable", None),
+            closeStorage=storage is not self.store,
         )
         self.server.validate = resource.responder.lookup
         return resource
@@ -134,8 +160,9 @@ class ResourceTestCase(SynchronousTestCase):
 
 class HeldRunner:
     """
-    A stand-in for the worker threads that runs most jobs at once but holds
-    store writes until told.
+    A stand-in for the resource's C{runWrite} (or C{runInThread}) that runs
+    most jobs at once but holds some, by their function's name, until
+    told.
     """
 
     HELD = ("saveRenewalState", "exportCertificate")
@@ -145,7 +172,7 @@ class HeldRunner:
 
     def __call__(self, function: Any, *args: Any) -> Deferred[Any]:
         if function.__name__ not in self.HELD:
-            return synchronously(function, *args)
+            return maybeDeferred(function, *args)
         done: Deferred[Any] = Deferred()
         self.held.append((function, args, done))
         return done
@@ -162,29 +189,28 @@ class HeldRunner:
         maybeDeferred(function, *args).chainDeferred(done)
 
 
+#: The keys each failing save of L{FailingSaves} stands for.
+SAVES = {
+    "saveCertificate": "certificates/",
+    "saveRenewalState": "renewal/",
+    "saveAccount": "accounts/",
+}
+
+
 class FailingSaves(MemoryStore):
     """
     A memory store whose saves of one kind fail while told to.
 
-    @ivar failing: The names of the methods that raise L{StoreError}.
+    @ivar failing: The names of the L{Records} methods whose writes fail
+        with L{StorageError}.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.failing: set[str] = set()
 
-    def _fail(self, name: str) -> None:
-        if name in self.failing:
-            raise StoreError(f"memory:{name}", "cannot be written: disk full")
-
-    def saveCertificate(self, domains: tuple[str, ...], certifiedKey: Any) -> str:
-        self._fail("saveCertificate")
-        return super().saveCertificate(domains, certifiedKey)
-
-    def saveRenewalState(self, domains: tuple[str, ...], state: Any) -> None:
-        self._fail("saveRenewalState")
-        super().saveRenewalState(domains, state)
-
-    def saveAccount(self, acmeURL: str, record: Any) -> None:
-        self._fail("saveAccount")
-        super().saveAccount(acmeURL, record)
+    def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
+        for name in self.failing:
+            if key.startswith(SAVES[name]):
+                return fail(StorageError(f"memory:{name}", "cannot be written: disk full"))
+        return super().store(key, value, fence)
