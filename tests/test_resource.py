@@ -39,7 +39,6 @@ from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records, certificateKey
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -54,12 +53,12 @@ from tests.helpers.resourcecase import (
     REPORTS,
     FailingSaves,
     HeldRunner,
-    Immediately,
     RefusingReactor,
     ResourceTestCase,
     resourceOptions,
     synchronously,
 )
+from tests.helpers.statedir import Immediately, StateDirectory
 
 
 class StartTests(ResourceTestCase):
@@ -992,7 +991,7 @@ class StorageWiringTests(ResourceTestCase):
             LetsEncryptResource,
             resourceOptions(),
             self.registry,
-            DirectoryStore(self.mktemp()),
+            StateDirectory(self.mktemp()),
             self.reactor,
             RequestTraversalAgent(self.server),
         )
@@ -1007,7 +1006,7 @@ class StorageWiringTests(ResourceTestCase):
         """
         state = os.path.abspath(self.mktemp())
         stored = self.issue(REPORTS)
-        DirectoryStore(state).saveCertificate(REPORTS, stored)
+        StateDirectory(state).saveCertificate(REPORTS, stored)
         workers = QueuedWorkers()
         self.store = DirectoryStorage(state, self.reactor, workers=workers)
         resource = self.makeResource()
