@@ -21,8 +21,8 @@ import random
 from collections.abc import Callable, Collection
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
@@ -230,8 +230,14 @@ class LetsEncryptResource(MultiService):
         Stop the checks and the challenge site, then wait for the writes,
         then close the storage (when the resource owns it) and end the
         worker threads and the HTTP connections the resource owns.
+
+        @return: A Deferred that fires once all of it is done; when a part
+            failed to stop (the challenge site's port would not close), it
+            fails with that part's error, once the rest is done all the same.
         """
-        await super().stopService()
+        Service.stopService(self)
+        parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
+        stopped = await DeferredList(parts, consumeErrors=True)
         await self._writes.whenWritten()
         if self._closeStorage:
             await self.storage.close()
@@ -239,6 +245,9 @@ class LetsEncryptResource(MultiService):
             await self._workers.stop()
         if self._pool is not None:
             await self._pool.closeCachedConnections()
+        for succeeded, result in stopped:
+            if not succeeded:
+                result.raiseException()
 
     def load(self) -> Deferred[None]:
         """
