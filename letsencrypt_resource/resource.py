@@ -109,7 +109,8 @@ class LetsEncryptResource(MultiService):
         @param checkWritable: Checks, in a worker thread, that a set's
             certificate can be stored before it is ordered (as
             L{letsencrypt_resource.storage.checks.checkCertificateWritable}
-            does for the state and store directories); by default, nothing is checked.
+            does for the state and store directories); by default, nothing
+            is checked.
         @param closeStorage: Whether stopping closes C{storage}, after the
             writes under way have ended.
 
