@@ -42,6 +42,7 @@ from .outcomes import Outcomes
 from .provisioning import Provisioning
 from .renewalinfo import RenewalInfo
 from .renewer import Renewer
+from .reporting import unexpected
 from .scheduler import Scheduler
 from .storage.interface import IStorage
 from .storage.records import Records
@@ -234,7 +235,8 @@ class LetsEncryptResource(MultiService):
 
         @return: A Deferred that fires once all of it is done; when a part
             failed to stop (the challenge site's port would not close), it
-            fails with that part's error, once the rest is done all the same.
+            fails with that part's error, once the rest is done all the same;
+            the errors of other parts that failed too are logged.
         """
         Service.stopService(self)
         parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
@@ -246,9 +248,11 @@ class LetsEncryptResource(MultiService):
             await self._workers.stop()
         if self._pool is not None:
             await self._pool.closeCachedConnections()
-        for succeeded, result in stopped:
-            if not succeeded:
-                result.raiseException()
+        failures = [result for succeeded, result in stopped if not succeeded]
+        for failure in failures[1:]:
+            unexpected(self._log, failure)
+        if failures:
+            failures[0].raiseException()
 
     def load(self) -> Deferred[None]:
         """

@@ -136,6 +136,21 @@ class CompositionTests(ResourceTestCase):
         self.assertFalse(any(child.running for child in resource))
         self.failureResultOf(resource.storage.load("provisional-signer.pem"), StorageError)
 
+    def test_partsStopFail(self) -> None:
+        """
+        When several parts fail to stop, stopping the resource fails with
+        the first error, in stop order, and the others are logged.
+        """
+        ports = self.recordPorts()
+        resource = self.start()
+        [port] = ports
+        port.stopping = fail(OSError(9, "Bad file descriptor"))
+        scheduler = list(resource)[-1]
+        self.patch(scheduler, "stopService", lambda: fail(ZeroDivisionError()))
+        self.failureResultOf(resource.stopService(), ZeroDivisionError)
+        [logged] = self.flushLoggedErrors(OSError)
+        self.assertEqual(logged.value.strerror, "Bad file descriptor")
+
 
 class RecordingPort:
     """
