@@ -328,7 +328,7 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
         f"### Figure 2: scale, {m} consumers registered through the public API",
         "",
         "TLSCertificateConsumers in a component registry, LetsEncryptResource with a "
-        "DirectoryStore, ECDSA P-256. *cold*: empty state directory (every consumer "
+        "DirectoryStorage, ECDSA P-256. *cold*: empty state directory (every consumer "
         "first gets a provisional certificate, then the resource orders all "
         f"{m} from pebble); *warm*: a new process on the state directory the cold "
         "run filled (every certificate stored and valid).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from functools import partial
 
 import attrs
 from twisted.application.service import MultiService
@@ -43,8 +44,9 @@ from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
-from .storage.directory import DirectoryStorage
-from .store import EXPORTED_FILES, DirectoryStore, checkStorage, removeTemporaryFiles
+from .storage.checks import checkCertificateWritable, checkStorage
+from .storage.directory import DirectoryStorage, removeTemporaryFiles
+from .storage.export import EXPORTED_FILES
 
 
 def checkServices(configuration: Configuration) -> None:
@@ -166,8 +168,7 @@ def makeResource(
         default the storage takes it while it holds a lease.
     @raise ValueError: when C{options.acmeCAFile} holds no certificate.
     """
-    directory = DirectoryStore(options.stateDirectory, options.storeDirectory)
-    directory.removeTemporaryFiles()
+    removeTemporaryFiles(options.stateDirectory)
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
     storage = DirectoryStorage(options.stateDirectory, reactor, lock=lock)
@@ -177,7 +178,9 @@ def makeResource(
         storage,
         reactor,
         automatic=automatic,
-        checkWritable=directory.checkCertificateWritable,
+        checkWritable=partial(
+            checkCertificateWritable, options.stateDirectory, options.storeDirectory
+        ),
         closeStorage=True,
     )
 

@@ -91,7 +91,7 @@ class PendingOrder:
     def toJSON(self) -> dict[str, str]:
         """
         The order as JSON-ready data; it holds the private key, so it is
-        stored as keys are (see L{letsencrypt_resource.store}).
+        stored as keys are (see L{letsencrypt_resource.storage.directory}).
         """
         return {"url": self.url, "key": keyToPEM(self.key).decode("ascii")}
 

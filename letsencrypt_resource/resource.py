@@ -21,8 +21,8 @@ import random
 from collections.abc import Callable, Collection
 from typing import Any
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
@@ -42,6 +42,7 @@ from .outcomes import Outcomes
 from .provisioning import Provisioning
 from .renewalinfo import RenewalInfo
 from .renewer import Renewer
+from .reporting import unexpected
 from .scheduler import Scheduler
 from .storage.interface import IStorage
 from .storage.records import Records
@@ -108,8 +109,9 @@ class LetsEncryptResource(MultiService):
             as the operations command needs.
         @param checkWritable: Checks, in a worker thread, that a set's
             certificate can be stored before it is ordered (as
-            L{letsencrypt_resource.store.DirectoryStore} does for the
-            state and store directories); by default, nothing is checked.
+            L{letsencrypt_resource.storage.checks.checkCertificateWritable}
+            does for the state and store directories); by default, nothing
+            is checked.
         @param closeStorage: Whether stopping closes C{storage}, after the
             writes under way have ended.
 
@@ -230,8 +232,15 @@ class LetsEncryptResource(MultiService):
         Stop the checks and the challenge site, then wait for the writes,
         then close the storage (when the resource owns it) and end the
         worker threads and the HTTP connections the resource owns.
+
+        @return: A Deferred that fires once all of it is done; when a part
+            failed to stop (the challenge site's port would not close), it
+            fails with that part's error, once the rest is done all the same;
+            the errors of other parts that failed too are logged.
         """
-        await super().stopService()
+        Service.stopService(self)
+        parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
+        stopped = await DeferredList(parts, consumeErrors=True)
         await self._writes.whenWritten()
         if self._closeStorage:
             await self.storage.close()
@@ -239,6 +248,11 @@ class LetsEncryptResource(MultiService):
             await self._workers.stop()
         if self._pool is not None:
             await self._pool.closeCachedConnections()
+        failures = [result for succeeded, result in stopped if not succeeded]
+        for failure in failures[1:]:
+            unexpected(self._log, failure)
+        if failures:
+            failures[0].raiseException()
 
     def load(self) -> Deferred[None]:
         """

@@ -21,9 +21,9 @@ from .limiter import Limiter
 from .managed import ManagedCertificate
 from .policy import retryDelay
 from .reporting import unexpected
+from .storage.export import exportCertificate as exportInFolder
 from .storage.interface import StaleFence, StorageError
 from .storage.records import AccountRecord, Records
-from .store import exportCertificate as exportInFolder
 
 #: Runs a CPU-heavy or blocking function off the reactor thread.
 Runner = Callable[..., Deferred]

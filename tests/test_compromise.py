@@ -13,7 +13,7 @@ from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.resource import LetsEncryptResource
-from letsencrypt_resource.store import AccountRecord
+from letsencrypt_resource.storage.records import AccountRecord
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
 from tests.helpers.resourcecase import ACME_URL, REPORTS, ResourceTestCase
 

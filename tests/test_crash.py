@@ -21,9 +21,9 @@ from typing import Any
 from twisted.logger import formatEvent
 
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
+from tests.helpers.statedir import StateDirectory
 
 ACME_URL = "https://acme.test/directory"
 
@@ -54,7 +54,7 @@ class DamagedStateTests(ResourceTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.state = os.path.abspath(self.mktemp())
-        self.store = DirectoryStore(self.state)
+        self.store = StateDirectory(self.state)
         resource = self.start()
         resource.stopService()
         self.issued = {name: c.received[-1] for name, c in self.consumers.items()}
@@ -82,7 +82,7 @@ class DamagedStateTests(ResourceTestCase):
         for consumer in self.consumers.values():
             consumer.received.clear()
         first = len(self.events)
-        self.store = DirectoryStore(copy)
+        self.store = StateDirectory(copy)
         resource = self.makeResource()
         problems = []
         try:
@@ -298,7 +298,7 @@ class StoredSetsTests(ResourceTestCase):
         gone wrong) is never served for this set's names.
         """
         self.state = os.path.abspath(self.mktemp())
-        self.store = DirectoryStore(self.state)
+        self.store = StateDirectory(self.state)
         resource = self.start()
         resource.stopService()
         folder = os.path.join(self.state, "certificates")

@@ -28,7 +28,6 @@ from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.issuer import ORDER_TIMEOUT
 from letsencrypt_resource.pebble import freeTCPPort
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     advanceThrough,
@@ -44,6 +43,7 @@ from tests.helpers.faultcase import (
     waitFor,
 )
 from tests.helpers.resourcecase import ResourceTestCase
+from tests.helpers.statedir import StateDirectory
 from tests.helpers.tlsclient import connectTLS
 
 #: Seconds a fault test against pebble may wait for certificates.
@@ -52,10 +52,10 @@ PATIENCE = 12.0
 
 def storedCertificates(state: str, sets: dict[str, tuple[str, ...]]) -> dict[str, Any]:
     """
-    What a fresh L{DirectoryStore} loads from C{state}, by set name: it
+    What a fresh L{StateDirectory} loads from C{state}, by set name: it
     raises if anything is damaged.
     """
-    store = DirectoryStore(state)
+    store = StateDirectory(state)
     return {name: store.loadCertificate(domains) for name, domains in sets.items()}
 
 
@@ -799,7 +799,7 @@ class ChallengePortTakenTests(FaultCase):
         self.assertIn(f"127.0.0.1 port {challengePort}", text)
         self.assertIn(os.strerror(errno.EADDRINUSE), text)
         signer = CertifiedKey.fromPEM(
-            DirectoryStore(os.path.join(directory, "state")).loadProvisionalSigner()
+            StateDirectory(os.path.join(directory, "state")).loadProvisionalSigner()
         )
         names = ["www.example.test", "files.example.test", "reports.example.test"]
         for port, name in zip(ports, names, strict=False):

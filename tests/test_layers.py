@@ -63,7 +63,6 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "listenerca",
                 "shutdown",
                 "storage",
-                "store",
                 "tls",
                 "workers",
             }

@@ -26,12 +26,12 @@ from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import runUntilFired
 from letsencrypt_resource.testing.pebble import certificateStatus
 from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import ResourceTestCase
+from tests.helpers.statedir import StateDirectory
 from tests.helpers.tlsclient import fetchOverTLS
 
 EAB_KID = "kid-1"
@@ -304,7 +304,7 @@ class AccountOptionTests(OperationsCase):
         await server.stopService()
         keyFile = os.path.join(self.directory, "account.pem")
         statePath = os.path.join(self.directory, "state")
-        record = DirectoryStore(statePath).loadAccount(self.testCA.directoryURL)
+        record = StateDirectory(statePath).loadAccount(self.testCA.directoryURL)
         with open(keyFile, "wb") as stream:
             stream.write(keyToPEM(record.key))
         with open(self.path) as stream:

@@ -30,7 +30,7 @@ from letsencrypt_resource.policy import (
     WARNING_REPEAT,
     emergencyTime,
 )
-from letsencrypt_resource.renewer import orderLease
+from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
 from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
@@ -39,7 +39,6 @@ from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records, certificateKey
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -54,12 +53,12 @@ from tests.helpers.resourcecase import (
     REPORTS,
     FailingSaves,
     HeldRunner,
-    Immediately,
     RefusingReactor,
     ResourceTestCase,
     resourceOptions,
     synchronously,
 )
+from tests.helpers.statedir import Immediately, StateDirectory
 
 
 class StartTests(ResourceTestCase):
@@ -961,6 +960,20 @@ class QueuedWorkers:
         return count
 
 
+class SkewedClock:
+    """
+    A clock that reads C{skew} seconds ahead of C{reactor}: what a store's
+    leases are timed by, to look at them ahead of time.
+    """
+
+    def __init__(self, reactor: MemoryReactorClock):
+        self.reactor = reactor
+        self.skew = 0.0
+
+    def seconds(self) -> float:
+        return self.reactor.seconds() + self.skew
+
+
 class StorageWiringTests(ResourceTestCase):
     """
     The resource keeps its state through L{Records} over an L{IStorage}:
@@ -992,7 +1005,7 @@ class StorageWiringTests(ResourceTestCase):
             LetsEncryptResource,
             resourceOptions(),
             self.registry,
-            DirectoryStore(self.mktemp()),
+            StateDirectory(self.mktemp()),
             self.reactor,
             RequestTraversalAgent(self.server),
         )
@@ -1007,7 +1020,7 @@ class StorageWiringTests(ResourceTestCase):
         """
         state = os.path.abspath(self.mktemp())
         stored = self.issue(REPORTS)
-        DirectoryStore(state).saveCertificate(REPORTS, stored)
+        StateDirectory(state).saveCertificate(REPORTS, stored)
         workers = QueuedWorkers()
         self.store = DirectoryStorage(state, self.reactor, workers=workers)
         resource = self.makeResource()
@@ -1063,6 +1076,44 @@ class StorageWiringTests(ResourceTestCase):
         self.successResultOf(lease.release())
         advanceThrough(self.reactor, DAY)
         self.assertFalse(self.consumers["reports"].received[-1].provisional)
+
+    def test_leaseRenewedWhileOrdering(self) -> None:
+        """
+        An order kept pending past a third of L{ORDER_LEASE} has its lease
+        renewed while it runs: once the lease's first term has passed,
+        another node still cannot take it.  The renewal keeps the token, so
+        that the order's fenced writes are taken and its certificate
+        issued.
+        """
+        clock = SkewedClock(self.reactor)
+        self.store = MemoryStore(clock)
+        other = self.otherNode()
+        self.server.validationDelay = ORDER_LEASE / 3 + 50
+        seen: list[tuple[float, int, object]] = []
+
+        def validate(token: str) -> str | None:
+            lease = resource.managed[frozenset(REPORTS)].lease
+            if lease is not None and not seen:
+                # Validated ORDER_LEASE / 3 + 50 after the lease was taken:
+                # look at the lease 50 seconds after its first term ended.
+                clock.skew = 2 * ORDER_LEASE / 3
+                taken = self.successResultOf(other.lease(orderLease(REPORTS), 60))
+                clock.skew = 0.0
+                seen.append((self.reactor.seconds() - started, lease.token, taken))
+            return resource.responder.lookup(token)
+
+        resource = self.makeResource()
+        self.server.validate = validate
+        started = self.reactor.seconds()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        [(after, token, taken)] = seen
+        self.assertEqual((after, taken), (ORDER_LEASE / 3 + 50, None))
+        self.assertFalse(self.consumers["reports"].received[-1].provisional)
+        self.assertEqual([i for i in self.eventIDs() if i in (20189, 20200)], [])
+        newer = self.successResultOf(other.lease(orderLease(REPORTS), 60))
+        self.assertEqual(newer.token, token + 1)
 
     def test_leaseLostBeforeFinalizing(self) -> None:
         """

@@ -25,7 +25,6 @@ from letsencrypt_resource.https import FileSite, HTTPSFileService
 from letsencrypt_resource.issuer import CertificateMismatch, obtainCertificate
 from letsencrypt_resource.keys import PrivateKey, generateKey, keyToPEM, loadAccountKey
 from letsencrypt_resource.pebble import freeTCPPort
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import FakeACMEServer, registeredClient, runUntilFired
 from tests.helpers import (
     InMemoryConnection,
@@ -44,6 +43,7 @@ from tests.helpers.resourcecase import FILES as DOMAINS
 from tests.helpers.resourcecase import ResourceTestCase
 from tests.helpers.serviceoptions import makeOptions
 from tests.helpers.slow import slowTests
+from tests.helpers.statedir import StateDirectory
 
 
 def eventText(event: dict[str, Any]) -> str:
@@ -168,7 +168,7 @@ class KeyFileTests(FaultCase):
         await resource.check(force=True)
         self.assertIn(20017, self.recorder.ids())
         self.assertGreater(self.recorder.ids().count(20000), 20)
-        directory = DirectoryStore(state)
+        directory = StateDirectory(state)
         keys = [directory.loadAccount(resource.options.acmeURL).key]
         keys.extend(c.key for consumer in consumers.values() for c in consumer.received)
         from letsencrypt_resource.certificates import CertifiedKey
@@ -187,7 +187,7 @@ class KeyInErrorTests(ResourceTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.state = os.path.abspath(self.mktemp())
-        self.store = DirectoryStore(self.state)
+        self.store = StateDirectory(self.state)
         resource = self.start()
         resource.stopService()
         self.keys = [self.store.loadAccount("https://acme.test/directory").key]
@@ -242,7 +242,7 @@ class KeyInErrorTests(ResourceTestCase):
         texts = []
         for description, (relative, change) in damages.items():
             copy = self.damaged(relative, change)
-            store = DirectoryStore(copy)
+            store = StateDirectory(copy)
             for load in (
                 partial(store.loadAccount, "https://acme.test/directory"),
                 partial(store.loadCertificate, ("reports.example.test",)),

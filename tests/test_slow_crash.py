@@ -5,7 +5,7 @@ issuance and renewals of certificates that live a few seconds), its writes,
 and its idle time, then started again, many times in a row.
 
 After every kill the state directory must load with a fresh
-L{DirectoryStore}, every stored key must match its certificate, no stored
+L{StateDirectory}, every stored key must match its certificate, no stored
 certificate may be lost or replaced by an older one, and the account must
 stay the one registered first (one C{accounts/*.json}, one URL, 20154 at
 most once over all runs).  At every start the services must come up on the
@@ -33,11 +33,11 @@ from twisted.internet.task import deferLater
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import keyFromPEM, publicKeysMatch
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA
-from letsencrypt_resource.store import DirectoryStore
 from tests.helpers import keyMarkers
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.reliability import Row, WatchedTwistd, assertAllPassed
 from tests.helpers.slow import skipUnlessSlow
+from tests.helpers.statedir import StateDirectory
 from tests.helpers.tlsclient import connectTLS
 
 #: Seconds each certificate lives: renewed when half of it has passed.
@@ -152,7 +152,7 @@ class CrashRun:
         and the problems found.
         """
         problems: list[str] = []
-        store = DirectoryStore(self.state)
+        store = StateDirectory(self.state)
         certificates: dict[str, CertifiedKey | None] = {}
         try:
             record = store.loadAccount(self.testCA.directoryURL)

@@ -31,13 +31,13 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.directory import DirectoryStorage
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers.faultcase import Recorder, RestartablePebble, allIssued
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.reliability import Row, assertAllPassed
 from tests.helpers.resourcecase import resourceOptions
 from tests.helpers.slow import skipUnlessSlow
+from tests.helpers.statedir import StateDirectory
 
 SETS = {
     "files": ("files.example.test", "www.example.test"),
@@ -138,7 +138,7 @@ class Harness:
         """
         problems = []
         lost = False
-        store = DirectoryStore(self.state)
+        store = StateDirectory(self.state)
         for name, domains in self.sets.items():
             try:
                 stored = store.loadCertificate(domains)

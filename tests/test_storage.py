@@ -26,7 +26,6 @@ from letsencrypt_resource.storage.records import (
     accountKey,
     certificateKey,
 )
-from letsencrypt_resource.store import DirectoryStore
 
 from .helpers import newSigner, provisionalFor, sharedKey
 from .helpers.files import PermissiveUmaskMixin, modeOf, readBytes, writeBytes
@@ -177,26 +176,41 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
 
     async def test_sameLayout(self) -> None:
         """
-        The keys are the paths L{DirectoryStore} uses: what it wrote, the
-        records read through the storage, and the other way round.
+        The records are the files of the state directory's documented
+        layout, as before the storage: what the storage writes lands there,
+        and a file put there is read through it.
         """
-        old = DirectoryStore(self.path)
         account = AccountRecord(sharedKey("rsa-2048"), "https://ca/acct/1", ("mailto:a@b",))
         certificate = provisionalFor(newSigner(), DOMAINS)
-        old.saveAccount("https://ca/dir", account)
-        old.saveCertificate(DOMAINS, certificate)
-        old.saveRenewalState(DOMAINS, {"failures": 2})
-        old.saveProvisionalSigner(b"signer")
         records = Records(self.storage())
-        loadedAccount = given(await records.loadAccount("https://ca/dir"))
-        self.assertEqual(loadedAccount.toJSON(), account.toJSON())
-        loaded = given(await records.loadCertificate(DOMAINS))
-        self.assertEqual(loaded.toPEM(), certificate.toPEM())
+        await records.saveAccount("https://ca/dir", account)
+        await records.saveCertificate(DOMAINS, certificate)
+        await records.saveProvisionalSigner(b"signer")
+        files = {
+            os.path.relpath(os.path.join(folder, name), self.path)
+            for folder, _, names in os.walk(self.path)
+            for name in names
+            if not name.startswith(".")
+        }
+        self.assertEqual(
+            files,
+            {
+                accountKey("https://ca/dir"),
+                "certificates/example.com_www.example.com.pem",
+                "provisional-signer.pem",
+            },
+        )
+        self.assertEqual(
+            readBytes(os.path.join(self.path, "certificates", "example.com_www.example.com.pem")),
+            certificate.toPEM(),
+        )
+        self.assertRegex(accountKey("https://ca/dir"), r"^accounts/[0-9a-f]{24}\.json$")
+        os.mkdir(os.path.join(self.path, "renewal"), 0o700)
+        writeBytes(
+            os.path.join(self.path, "renewal", "example.com_www.example.com.json"),
+            b'{"failures": 2}',
+        )
         self.assertEqual(await records.loadRenewalState(DOMAINS), {"failures": 2})
-        self.assertEqual(await records.loadProvisionalSigner(), b"signer")
-        self.assertEqual(await records.certificateNames(), ["example.com_www.example.com"])
-        await records.saveRenewalState(DOMAINS, {"failures": 3})
-        self.assertEqual(old.loadRenewalState(DOMAINS), {"failures": 3})
 
     async def test_plantedFileLink(self) -> None:
         """

@@ -1,5 +1,10 @@
 """
-Tests for L{letsencrypt_resource.store}.
+Tests for what only the state directory and the store directory have: the
+records as files (L{DirectoryStorage
+<letsencrypt_resource.storage.directory.DirectoryStorage>} under
+L{Records <letsencrypt_resource.storage.records.Records>}), the removal of
+what crashed writes left, the export, and the checks that they can be
+written (L{letsencrypt_resource.storage.checks}).
 """
 
 from __future__ import annotations
@@ -17,15 +22,11 @@ from letsencrypt_resource.config import (
 )
 from letsencrypt_resource.host import checkFileSystem
 from letsencrypt_resource.keys import keyToPEM
-from letsencrypt_resource.store import (
-    EXPORTED_FILES,
-    AccountRecord,
-    DirectoryStore,
-    StoreError,
-    checkStorage,
-    exportCertificate,
-    removeTemporaryFiles,
-)
+from letsencrypt_resource.storage.checks import checkStorage
+from letsencrypt_resource.storage.directory import removeTemporaryFiles
+from letsencrypt_resource.storage.export import EXPORTED_FILES, exportCertificate
+from letsencrypt_resource.storage.interface import StorageError
+from letsencrypt_resource.storage.records import AccountRecord
 from tests.helpers import newSigner, provisionalFor, sharedKey
 from tests.helpers.files import (
     OTHER_UID,
@@ -35,21 +36,22 @@ from tests.helpers.files import (
     readBytes,
     runningAs,
 )
+from tests.helpers.statedir import StateDirectory
 
 ACME_URL = "https://acme.example/directory"
 ACCOUNT_URL = "https://acme.example/account/17"
 DOMAINS = ("example.com", "www.example.com")
 
 
-class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
+class StateDirectoryTests(PermissiveUmaskMixin, SynchronousTestCase):
     """
-    Tests for L{DirectoryStore}.
+    Tests for the records as files in a state directory.
     """
 
     def setUp(self) -> None:
         super().setUp()
         self.root = os.path.join(self.base, "state")
-        self.store = DirectoryStore(self.root)
+        self.store = StateDirectory(self.root)
 
     def test_nothingStored(self) -> None:
         """
@@ -89,10 +91,10 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
     def test_certificate(self) -> None:
         """
         A certificate round-trips; its key and chain are in the one file
-        whose path C{saveCertificate} returns.
+        whose key C{saveCertificate} returns.
         """
         provisional = provisionalFor(newSigner(), DOMAINS)
-        path = self.store.saveCertificate(DOMAINS, provisional)
+        path = os.path.join(self.root, self.store.saveCertificate(DOMAINS, provisional))
         loaded = self.store.loadCertificate(DOMAINS)
         assert loaded is not None
         self.assertEqual(
@@ -159,18 +161,18 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def test_writeFails(self) -> None:
         """
-        A write that fails raises L{StoreError} naming the file.
+        A write that fails raises L{StorageError} naming the file.
         """
         os.makedirs(self.root)
         with open(os.path.join(self.root, "certificates"), "wb"):
             pass
         error = self.assertRaises(
-            StoreError,
+            StorageError,
             self.store.saveCertificate,
             DOMAINS,
             provisionalFor(newSigner(), DOMAINS),
         )
-        self.assertIn(os.path.join(self.root, "certificates"), error.path)
+        self.assertIn(os.path.join(self.root, "certificates"), error.key)
 
     def test_renewalStatePrivate(self) -> None:
         """
@@ -182,27 +184,28 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
     def assertDamaged(self, path: str, content: bytes, load: object) -> None:
         """
         Assert that with C{content} at C{path}, calling C{load} raises
-        L{StoreError} naming C{path}.
+        L{StorageError} naming C{path}.
         """
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as stream:
             stream.write(content)
-        error = self.assertRaises(StoreError, load)
-        self.assertEqual(error.path, path)
-        self.assertTrue(str(error).startswith(path + ": "))
+        error = self.assertRaises(StorageError, load)
+        self.assertEqual(os.path.join(self.root, error.key), path)
+        self.assertTrue(str(error).startswith(error.key + ": "))
 
     def test_damagedCertificate(self) -> None:
         """
-        A damaged certificate file gives L{StoreError} naming it.
+        A damaged certificate file gives L{StorageError} naming it.
         """
         pem = provisionalFor(newSigner(), DOMAINS).toPEM()
-        path = self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
+        key = self.store.saveCertificate(DOMAINS, provisionalFor(newSigner(), DOMAINS))
+        path = os.path.join(self.root, key)
         for content in [b"", b"garbage", pem[: len(pem) // 2], pem[200:]]:
             self.assertDamaged(path, content, lambda: self.store.loadCertificate(DOMAINS))
 
     def test_damagedAccount(self) -> None:
         """
-        A damaged account file gives L{StoreError} naming it.
+        A damaged account file gives L{StorageError} naming it.
         """
         self.store.saveAccount(ACME_URL, AccountRecord(sharedKey("ecdsa-p256")))
         (name,) = os.listdir(os.path.join(self.root, "accounts"))
@@ -221,7 +224,7 @@ class DirectoryStoreTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def test_damagedRenewalState(self) -> None:
         """
-        A renewal state that is not a JSON object gives L{StoreError}
+        A renewal state that is not a JSON object gives L{StorageError}
         naming its file.
         """
         self.store.saveRenewalState(DOMAINS, {})
@@ -289,18 +292,18 @@ class ExportCertificateTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def test_failure(self) -> None:
         """
-        A failed export raises L{StoreError} naming the folder.
+        A failed export raises L{StorageError} naming the folder.
         """
         blocker = os.path.join(self.directory, "example.com_www.example.com")
         with open(blocker, "wb"):
             pass
-        error = self.assertRaises(StoreError, self.export, self.provisional)
-        self.assertEqual(error.path, blocker)
+        error = self.assertRaises(StorageError, self.export, self.provisional)
+        self.assertEqual(error.key, blocker)
 
 
 class TemporaryFilesTests(SynchronousTestCase):
     """
-    Tests for L{DirectoryStore.removeTemporaryFiles}.
+    Tests for L{removeTemporaryFiles}.
     """
 
     def test_removesWhatACrashLeft(self) -> None:
@@ -309,14 +312,14 @@ class TemporaryFilesTests(SynchronousTestCase):
         of the state directory; the stored files stay.
         """
         path = self.mktemp()
-        store = DirectoryStore(path)
+        store = StateDirectory(path)
         store.saveProvisionalSigner(b"signer")
         folder = os.path.join(path, "certificates")
         os.makedirs(folder)
         for name in (".a.pem.123.tmp", ".b.json.9.tmp"):
             with open(os.path.join(folder, name), "wb") as stream:
                 stream.write(b"half")
-        self.assertEqual(store.removeTemporaryFiles(), 2)
+        self.assertEqual(removeTemporaryFiles(path), 2)
         self.assertEqual(os.listdir(folder), [])
         self.assertEqual(store.loadProvisionalSigner(), b"signer")
 
@@ -363,7 +366,7 @@ class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.store = DirectoryStore(os.path.join(self.base, "state"))
+        self.store = StateDirectory(os.path.join(self.base, "state"))
         self.certificate = provisionalFor(newSigner())
 
     def test_longSetsStored(self) -> None:
@@ -373,7 +376,7 @@ class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
         back, under names of at most 255 bytes, temporary names included.
         """
         for domains in (MANY, LONGEST):
-            path = self.store.saveCertificate(domains, self.certificate)
+            key = self.store.saveCertificate(domains, self.certificate)
             self.store.saveRenewalState(domains, {"failures": 1})
             folder = exportCertificate(os.path.join(self.base, "export"), domains, self.certificate)
             loaded = self.store.loadCertificate(domains)
@@ -381,7 +384,7 @@ class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
             self.assertEqual(loaded.keyPEM, self.certificate.keyPEM)
             self.assertEqual(self.store.loadRenewalState(domains), {"failures": 1})
             name = os.path.basename(folder)
-            self.assertEqual(os.path.basename(path), f"{name}.pem")
+            self.assertEqual(os.path.basename(key), f"{name}.pem")
             self.assertLessEqual(len(f".{name}.json.{2**32}.tmp"), 255)
             self.assertTrue(name.startswith(domains[0][:40]), name)
 
@@ -390,8 +393,8 @@ class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
         A set whose joined names fit keeps them as its file name, so that
         certificates stored before are found.
         """
-        path = self.store.saveCertificate(DOMAINS, self.certificate)
-        self.assertEqual(os.path.basename(path), "example.com_www.example.com.pem")
+        key = self.store.saveCertificate(DOMAINS, self.certificate)
+        self.assertEqual(os.path.basename(key), "example.com_www.example.com.pem")
 
     def test_setsKeptApart(self) -> None:
         """
@@ -405,14 +408,14 @@ class LongNameTests(PermissiveUmaskMixin, SynchronousTestCase):
 class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
     """
     Writes into a state or store directory where an attacker planted a link
-    or a folder of their own are refused with L{StoreError}, and nothing is
+    or a folder of their own are refused with L{StorageError}, and nothing is
     written or changed where those point.
     """
 
     def setUp(self) -> None:
         super().setUp()
         self.root = os.path.join(self.base, "state")
-        self.store = DirectoryStore(self.root)
+        self.store = StateDirectory(self.root)
         self.certificate = provisionalFor(newSigner(), DOMAINS)
         self.elsewhere = os.path.join(self.base, "elsewhere")
         os.mkdir(self.elsewhere, 0o755)
@@ -430,7 +433,9 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         os.mkdir(self.root, 0o700)
         os.symlink(self.elsewhere, os.path.join(self.root, "certificates"))
-        error = self.assertRaises(StoreError, self.store.saveCertificate, DOMAINS, self.certificate)
+        error = self.assertRaises(
+            StorageError, self.store.saveCertificate, DOMAINS, self.certificate
+        )
         self.assertIn("symbolic link", str(error))
         self.assertUntouched()
 
@@ -439,7 +444,7 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         A state directory that is a link is refused.
         """
         os.symlink(self.elsewhere, self.root)
-        self.assertRaises(StoreError, self.store.saveProvisionalSigner, b"signer")
+        self.assertRaises(StorageError, self.store.saveProvisionalSigner, b"signer")
         self.assertUntouched()
 
     def test_linkedFile(self) -> None:
@@ -454,7 +459,7 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         signer = os.path.join(self.root, "provisional-signer.pem")
         os.unlink(signer)
         os.symlink(victim, signer)
-        self.assertRaises(StoreError, self.store.loadProvisionalSigner)
+        self.assertRaises(StorageError, self.store.loadProvisionalSigner)
         self.store.saveProvisionalSigner(b"new")
         self.assertEqual((readBytes(victim), readBytes(signer)), (b"precious", b"new"))
 
@@ -465,7 +470,7 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         os.mkdir(self.root, 0o755)
         giveAway(self.root)
-        error = self.assertRaises(StoreError, self.store.saveProvisionalSigner, b"s")
+        error = self.assertRaises(StorageError, self.store.saveProvisionalSigner, b"s")
         self.assertIn("owned by another user", error.message)
         status = os.stat(self.root)
         self.assertEqual((status.st_uid, modeOf(self.root)), (OTHER_UID, 0o755))
@@ -478,7 +483,7 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         export = os.path.join(self.base, "export")
         os.mkdir(export, 0o755)
         os.symlink(self.elsewhere, os.path.join(export, "example.com_www.example.com"))
-        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertRaises(StorageError, exportCertificate, export, DOMAINS, self.certificate)
         self.assertUntouched()
 
     def test_foreignExportFolder(self) -> None:
@@ -490,24 +495,25 @@ class PlantedPathTests(PermissiveUmaskMixin, SynchronousTestCase):
         folder = os.path.join(export, "example.com_www.example.com")
         os.makedirs(folder, 0o755)
         giveAway(folder)
-        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertRaises(StorageError, exportCertificate, export, DOMAINS, self.certificate)
         self.assertEqual(os.listdir(folder), [])
         os.rmdir(folder)
         giveAway(export)
-        self.assertRaises(StoreError, exportCertificate, export, DOMAINS, self.certificate)
+        self.assertRaises(StorageError, exportCertificate, export, DOMAINS, self.certificate)
         self.assertEqual(os.listdir(export), [])
 
 
 class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
     """
-    Tests for L{DirectoryStore.checkCertificateWritable}.
+    Tests for L{checkCertificateWritable
+    <letsencrypt_resource.storage.checks.checkCertificateWritable>}.
     """
 
     def setUp(self) -> None:
         super().setUp()
         self.root = os.path.join(self.base, "state")
         self.export = os.path.join(self.base, "export")
-        self.store = DirectoryStore(self.root, self.export)
+        self.store = StateDirectory(self.root, self.export)
 
     def test_writable(self) -> None:
         """
@@ -526,12 +532,12 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         os.mkdir(self.root, 0o700)
         os.symlink(self.base, os.path.join(self.root, "renewal"))
-        error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
-        self.assertEqual(error.path, os.path.join(self.root, "renewal"))
+        error = self.assertRaises(StorageError, self.store.checkCertificateWritable, DOMAINS)
+        self.assertEqual(error.key, os.path.join(self.root, "renewal"))
         os.unlink(os.path.join(self.root, "renewal"))
         os.mkdir(self.export)
         os.symlink(self.base, os.path.join(self.export, "_".join(DOMAINS)))
-        self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+        self.assertRaises(StorageError, self.store.checkCertificateWritable, DOMAINS)
 
     def test_blockedByFile(self) -> None:
         """
@@ -539,7 +545,7 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         """
         with open(self.export, "wb"):
             pass
-        error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+        error = self.assertRaises(StorageError, self.store.checkCertificateWritable, DOMAINS)
         self.assertIn("is not a folder", error.message)
 
     def test_folderAtFileName(self) -> None:
@@ -553,8 +559,8 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         for kind, suffix in (("certificates", ".pem"), ("renewal", ".json")):
             path = os.path.join(self.root, kind, "_".join(DOMAINS) + suffix)
             os.mkdir(path)
-            error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
-            self.assertEqual(error.path, path)
+            error = self.assertRaises(StorageError, self.store.checkCertificateWritable, DOMAINS)
+            self.assertEqual(error.key, path)
             os.rmdir(path)
         self.store.checkCertificateWritable(DOMAINS)
 
@@ -567,7 +573,7 @@ class CheckCertificateWritableTests(PermissiveUmaskMixin, SynchronousTestCase):
         os.chmod(self.base, 0o755)
         os.mkdir(self.export, 0o755)
         with runningAs(OTHER_UID):
-            error = self.assertRaises(StoreError, self.store.checkCertificateWritable, DOMAINS)
+            error = self.assertRaises(StorageError, self.store.checkCertificateWritable, DOMAINS)
         self.assertIn("is not writable", error.message)
 
 

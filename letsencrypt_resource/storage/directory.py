@@ -1,9 +1,20 @@
 """
 The L{IStorage} of a single node: the state directory.
 
-A key is the path of its file under the state directory (so the layout of
-L{letsencrypt_resource.store} is kept, and existing state directories load
-unchanged).  Every write goes through L{letsencrypt_resource.safefs}:
+A key is the path of its file under the state directory, so that the
+layout of the records (L{letsencrypt_resource.storage.records}) is, with
+folders 0700 and files 0600::
+
+    accounts/<hash of the ACME URL>.json   account key and URL
+    certificates/<domains joined by _>.pem key + full chain, one file
+    renewal/<domains joined by _>.json     renewal state, JSON; holds the
+                                           key of the order under way
+    challenges/<token>                     pending HTTP-01 challenges
+    provisional-signer.pem                 this installation's signer
+
+(a long domain set's name is shortened, see L{domainsFileName
+<letsencrypt_resource.storage.records.domainsFileName>}).  Every write goes
+through L{letsencrypt_resource.safefs}:
 written in full then renamed, never through a link nor in a folder that
 another user controls, files 0600 and folders 0700; reads follow no link
 either.  Every file operation runs in a worker thread, never in the
@@ -27,9 +38,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -72,6 +84,41 @@ def reason(error: OSError) -> str:
     What C{error} says, with the path when it is about a folder on the way.
     """
     return str(error) if isinstance(error, UnusablePath) else str(error.strerror)
+
+
+def writeError(path: str, error: OSError) -> StorageError:
+    """
+    The L{StorageError} for a write of C{path} that failed with C{error}.
+    """
+    return StorageError(path, f"cannot be written: {reason(error)}")
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9]+\.tmp$")
+
+
+def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
+    """
+    Remove, in every folder under C{path}, the C{.<name>.<pid>.tmp} files
+    that writes cut short by a crash left behind (see L{replaceInFolder});
+    with C{only}, those of these names only.  Folders of other users are
+    left alone: the product never writes there.  Call it only while
+    holding the state directory's lock.
+
+    @return: How many were removed.
+    """
+    removed = 0
+    for folder, _, names in os.walk(path):
+        if os.lstat(folder).st_uid != os.geteuid():
+            continue
+        for name in names:
+            match = _TEMPORARY.match(name)
+            if match and (only is None or match.group("name") in only):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except FileNotFoundError:
+                    continue
+                removed += 1
+    return removed
 
 
 def _split(key: str) -> tuple[list[str], str]:

@@ -4,10 +4,9 @@ each CA, each domain set's certificate and key and its renewal state, the
 provisional signer, and the pending HTTP-01 challenges that every node
 must be able to answer.
 
-The keys, and how each record is written and read, are defined here once;
-L{letsencrypt_resource.store.DirectoryStore} uses them too.  Nothing needs
-every certificate parsed up front: L{Records.certificateNames} lists them
-without reading them, and each is read when it is asked for.
+The keys, and how each record is written and read, are defined here once.
+Nothing needs every certificate parsed up front: L{Records.certificateNames}
+lists them without reading them, and each is read when it is asked for.
 """
 
 from __future__ import annotations

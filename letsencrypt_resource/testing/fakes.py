@@ -40,10 +40,10 @@ class RecordingConsumer:
         self.received.append(certifiedKey)
 
 
-def _now(result: Deferred[Any]) -> Any:
+def fired(result: Deferred[Any]) -> Any:
     """
-    What C{result}, a Deferred that a L{MemoryStorage} fired at once,
-    holds; its failure is raised.
+    What C{result}, a Deferred already fired (as those of a
+    L{MemoryStorage} are), holds; its failure is raised.
     """
     outcome: list[Any] = []
     result.addBoth(outcome.append)
@@ -149,7 +149,7 @@ class MemoryStore(MemoryStorage):
         if name.startswith("_") or not hasattr(Records, name):
             raise AttributeError(name)
         method = getattr(self.records, name)
-        return lambda *args, **kwargs: _now(method(*args, **kwargs))
+        return lambda *args, **kwargs: fired(method(*args, **kwargs))
 
 
 def _domainsOf(key: str) -> frozenset[str] | None:

@@ -23,13 +23,13 @@ from letsencrypt_resource.resource import (
 )
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import ILease, StorageError
-from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
     RecordingConsumer,
     runUntilFired,
 )
+from tests.helpers.statedir import Immediately, StateDirectory
 
 DAY = 86400.0
 
@@ -48,17 +48,6 @@ def synchronously(function: Any, *args: Any) -> Any:
     Run C{function} at once: the tests' stand-in for a thread pool.
     """
     return succeed(function(*args))
-
-
-class Immediately:
-    """
-    Workers for a L{DirectoryStorage
-    <letsencrypt_resource.storage.directory.DirectoryStorage>} that run
-    each job at once, in the test's thread.
-    """
-
-    def run(self, function: Any, *args: Any) -> Deferred[Any]:
-        return maybeDeferred(function, *args)
 
 
 def resourceOptions(**overrides: Any) -> ResourceOptions:
@@ -113,12 +102,12 @@ class ResourceTestCase(SynchronousTestCase):
     def makeResource(self, reactor: Any = None, **options: Any) -> LetsEncryptResource:
         """
         A resource on L{store}: a L{MemoryStore}, a L{DirectoryStorage}, or
-        a L{DirectoryStore} whose state directory it then uses through a
+        a L{StateDirectory} whose state directory it then uses through a
         L{DirectoryStorage}, with its checks.
         """
         reactor = reactor or self.reactor
         storage = self.store
-        if isinstance(storage, DirectoryStore):
+        if isinstance(storage, StateDirectory):
             storage = DirectoryStorage(storage.path, reactor, workers=Immediately())
         resource = LetsEncryptResource(
             resourceOptions(**options),
