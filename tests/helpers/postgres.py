@@ -1,0 +1,181 @@
+"""
+A real PostgreSQL for the tests: Debian's server, started once per test
+run in a temporary folder, reached only through a Unix socket in that
+folder, and stopped when the run ends.  Each test gets a database of its
+own.
+
+C{initdb} refuses to run as root, as CI runs: the server then runs as
+C{nobody}, who owns the folder (0700, so no other user reaches the socket,
+which trusts whoever connects).
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from typing import Any
+
+import attrs
+import psycopg
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SkipTest, TestCase
+
+#: The user the server runs as when the tests run as root.
+NOBODY = 65534
+#: Settings for speed: the data are thrown away at the end.
+_FAST = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+class PostgresNotFound(Exception):
+    """
+    PostgreSQL's server programs are not installed.
+    """
+
+
+def findServerPrograms() -> str:
+    """
+    The folder of C{initdb} and C{pg_ctl}: on C{PATH}, else where
+    C{pg_config} says, else Debian's newest C{/usr/lib/postgresql/*/bin}.
+
+    @raise PostgresNotFound: when there is none.
+    """
+    candidates = []
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(os.path.dirname(os.path.realpath(initdb)))
+    if shutil.which("pg_config"):
+        result = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        candidates.append(result.stdout.strip())
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for folder in candidates:
+        if all(os.access(os.path.join(folder, p), os.X_OK) for p in ("initdb", "pg_ctl")):
+            return folder
+    raise PostgresNotFound(
+        "PostgreSQL's server is not installed (initdb, pg_ctl); ./dev installs Debian's"
+    )
+
+
+@attrs.define
+class PostgresServer:
+    """
+    A running server.
+
+    @ivar folder: Its data folder's parent, which holds its socket.
+    """
+
+    bin: str
+    folder: str
+    _numbers: Any = attrs.field(factory=itertools.count)
+
+    def _asServer(self) -> dict[str, Any]:
+        if os.geteuid() != 0:
+            return {}
+        return {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run(
+            [os.path.join(self.bin, argv[0]), *argv[1:]],
+            check=True,
+            capture_output=True,
+            cwd=self.folder,
+            **self._asServer(),
+        )
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            os.chown(self.folder, NOBODY, NOBODY)
+        data = os.path.join(self.folder, "data")
+        self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        options = f"-k {self.folder} -c listen_addresses='' {_FAST}"
+        log = os.path.join(self.folder, "log")
+        self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
+
+    def stop(self) -> None:
+        data = os.path.join(self.folder, "data")
+        try:
+            self._run("pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def conninfo(self, database: str = "postgres", **extra: str) -> str:
+        """
+        The connection string of C{database}, as the superuser.
+        """
+        return psycopg.conninfo.make_conninfo(
+            host=self.folder, user="postgres", dbname=database, **extra
+        )
+
+    def newDatabase(self) -> str:
+        """
+        Create a database, empty, and give its name.
+        """
+        name = f"test_{os.getpid()}_{next(self._numbers)}"
+        with psycopg.connect(self.conninfo(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return name
+
+
+@cache
+def server() -> PostgresServer:
+    """
+    The run's server, started at the first call and stopped at exit.
+
+    @raise PostgresNotFound: when PostgreSQL is not installed.
+    """
+    running = PostgresServer(findServerPrograms(), tempfile.mkdtemp(prefix="le-pg-"))
+    try:
+        running.start()
+    except BaseException:
+        shutil.rmtree(running.folder, ignore_errors=True)
+        raise
+    atexit.register(running.stop)
+    return running
+
+
+class PostgresCase(TestCase):
+    """
+    Runs tests against a real PostgreSQL, each in a database of its own;
+    skips them when PostgreSQL is not installed, except under CI
+    (C{CI=true}), where that is a failure.
+
+    @ivar database: The test's database.
+    @ivar conninfo: Its connection string.
+    """
+
+    def setUp(self) -> None:
+        try:
+            self.server = server()
+        except PostgresNotFound as e:
+            if os.environ.get("CI") == "true":
+                raise
+            raise SkipTest(str(e)) from None
+        self.database = self.server.newDatabase()
+        self.conninfo = self.server.conninfo(self.database)
+        super().setUp()
+
+    def admin(self) -> psycopg.Connection[Any]:
+        """
+        A connection to the test's database, closed at the end of the test.
+        """
+        connection = psycopg.connect(self.conninfo, autocommit=True)
+        self.addCleanup(connection.close)
+        return connection
+
+    async def until(self, predicate: Any, timeout: float = 5.0) -> None:
+        """
+        Wait, in steps of 10 ms, until C{predicate()} is true.
+
+        @raise AssertionError: when it is not within C{timeout} seconds.
+        """
+        for _ in range(int(timeout / 0.01)):
+            if predicate():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        raise AssertionError(f"not true after {timeout} seconds: {predicate}")
