@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 
+from docutils import nodes
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
@@ -16,8 +17,21 @@ from letsencrypt_resource.storage.pgschema import MIGRATIONS
 from letsencrypt_resource.storage.pgsql import MAX_PAYLOAD, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage
 
+from .helpers.docpages import readPage
 from .helpers.postgres import PostgresCase
 from .helpers.storagecontract import BAD_KEYS, StorageContractMixin
+
+
+def documentedGrants() -> list[str]:
+    """
+    The statements of docs/storage.rst's grants a least-privileged role
+    needs.
+    """
+    for section in readPage("storage.rst").findall(nodes.section):
+        if section[0].astext() == "The grants a least-privileged role needs":
+            text = section.next_node(nodes.literal_block).astext()
+            return [s.strip() for s in text.split(";") if s.strip()]
+    raise AssertionError("docs/storage.rst lists no grants")
 
 
 class PostgresStorageContractTests(StorageContractMixin, PostgresCase):
@@ -146,6 +160,33 @@ class PostgresStorageTests(PostgresCase):
         await gatherResults([first.list(""), other.list("")])
         rows = self.admin().execute("SELECT version FROM letsencrypt_schema").fetchall()
         self.assertEqual(rows, [(v,) for v in range(1, len(MIGRATIONS) + 1)])
+
+    async def test_leastPrivilegedRole(self) -> None:
+        """
+        Once the schema is current, a role with only the grants that
+        docs/storage.rst lists (no C{CREATE}) runs the store: values,
+        leases, fences and notifications.
+        """
+        await self.storage().list("")
+        admin = self.admin()
+        role = f"runner_{self.database}"
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        for grant in documentedGrants():
+            admin.execute(grant.replace("<schema>", "public").replace("<role>", role))
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        runner = self.server.conninfo(self.database, user=role)
+        first, other = self.storage(runner), self.otherProcess()
+        heard: list[str] = []
+        await other.watch("", heard.append)
+        lease = await first.lease("example.com", 30)
+        assert lease is not None
+        await lease.renew()
+        await first.store("certificates/a.pem", b"v", fence=lease)
+        self.assertEqual(await first.list(""), ["certificates/a.pem"])
+        await first.delete("certificates/a.pem", fence=lease)
+        await lease.release()
+        await self.until(lambda: len(heard) == 2)
+        self.assertIsNone(await other.load("certificates/a.pem"))
 
     async def test_newerSchema(self) -> None:
         """

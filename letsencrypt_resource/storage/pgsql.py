@@ -86,13 +86,16 @@ def checkPlace(connection: Any, key: str) -> None:
 
 def load(connection: Any, key: str) -> bytes | None:
     """
-    The value at C{key}, or C{None}.
+    The value at C{key}, or C{None} (after checking that C{key} is not a
+    folder nor below a value: a row found is neither).
     """
-    checkPlace(connection, key)
     row = connection.execute(
         "SELECT value FROM letsencrypt_values WHERE key = %s", (keyBytes(key),)
     ).fetchone()
-    return None if row is None else bytes(row[0])
+    if row is not None:
+        return bytes(row[0])
+    checkPlace(connection, key)
+    return None
 
 
 def listKeys(connection: Any, prefix: str) -> list[str]:

@@ -106,11 +106,11 @@ class PostgresServer:
 
     def conninfo(self, database: str = "postgres", **extra: str) -> str:
         """
-        The connection string of C{database}, as the superuser.
+        The connection string of C{database}, as the superuser unless
+        C{extra} gives another C{user}.
         """
-        return psycopg.conninfo.make_conninfo(
-            host=self.folder, user="postgres", dbname=database, **extra
-        )
+        options = {"host": self.folder, "user": "postgres", "dbname": database, **extra}
+        return psycopg.conninfo.make_conninfo(**options)
 
     def newDatabase(self) -> str:
         """
