@@ -64,7 +64,7 @@ class PostgresStorageTests(PostgresCase):
         """
         A node that shares nothing in memory with those of L{storage}.
         """
-        return self.storage(self.server.conninfo(self.database, application_name="other"))
+        return self.storage(self.server.conninfo(self.schema, application_name="other"))
 
     async def test_fenceCheckedWithTheWrite(self) -> None:
         """
@@ -169,12 +169,11 @@ class PostgresStorageTests(PostgresCase):
         """
         await self.storage().list("")
         admin = self.admin()
-        role = f"runner_{self.database}"
+        role = f"runner_{self.schema}"
         admin.execute(f"CREATE ROLE {role} LOGIN")
         for grant in documentedGrants():
-            admin.execute(grant.replace("<schema>", "public").replace("<role>", role))
-        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-        runner = self.server.conninfo(self.database, user=role)
+            admin.execute(grant.replace("<schema>", self.schema).replace("<role>", role))
+        runner = self.server.conninfo(self.schema, user=role)
         first, other = self.storage(runner), self.otherProcess()
         heard: list[str] = []
         await other.watch("", heard.append)
