@@ -61,7 +61,7 @@ class ChangeListener:
         deliver: Callable[[str], None],
     ):
         """
-        @param reactor: An L{IReactorFDSet} and L{IReactorTime}.
+        @param reactor: An C{IReactorFDSet} and C{IReactorTime}.
         @param connect: Opens a connection (blocking: called in a thread).
         @param run: Calls a function in a worker thread, giving a Deferred.
         @param origin: This node's origin: its own changes are not

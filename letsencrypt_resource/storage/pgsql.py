@@ -100,7 +100,7 @@ def load(connection: Any, key: str) -> bytes | None:
 
 def listKeys(connection: Any, prefix: str) -> list[str]:
     """
-    The keys that start with C{prefix}, sorted as L{str}.
+    The keys that start with C{prefix}, sorted as C{str}.
     """
     condition, params = _inRange("key", keyBytes(prefix))
     rows = connection.execute(f"SELECT key FROM letsencrypt_values WHERE {condition}", params)

@@ -3,7 +3,7 @@ The L{IStorage} of a cluster: a PostgreSQL database (13 or later) shared
 by every node, through psycopg 3.
 
 Every query runs in a thread of the storage's own (two at most), on a
-connection of its own pool (L{psycopg_pool.ConnectionPool}): the reactor
+connection of its own pool (C{psycopg_pool.ConnectionPool}): the reactor
 thread never waits for the database.  psycopg's asynchronous API needs an
 asyncio loop, which the product's reactors are not; threads also keep the
 queries plain and their transactions short.  The schema is created and
