@@ -14,7 +14,7 @@ from twisted.internet.defer import gatherResults
 from letsencrypt_resource.storage import pglisten
 from letsencrypt_resource.storage.interface import StaleFence, StorageError
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
-from letsencrypt_resource.storage.pgsql import MAX_PAYLOAD, prefixRange
+from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage
 
 from .helpers.docpages import readPage
@@ -112,21 +112,38 @@ class PostgresStorageTests(PostgresCase):
 
     async def test_otherProcess(self) -> None:
         """
-        A node of another process is told of changes through NOTIFY, once;
-        a key too long for a notification's payload is read from the
-        changes table.
+        A node of another process is told of changes through NOTIFY, once,
+        a key longer than a notification could hold included.
         """
         first, other = self.storage(), self.otherProcess()
         heard: list[str] = []
         await first.watch("", heard.append)
         await other.store("certificates/a.pem", b"one")
-        long = "/".join(["x" * 255] * (MAX_PAYLOAD // 256 + 1))
+        long = "/".join(["x" * 255] * 40)
         await other.store(long, b"long")
         await self.until(lambda: len(heard) == 2)
         await first.store("certificates/b.pem", b"own")
         await other.delete("certificates/a.pem")
         await self.until(lambda: len(heard) == 3)
         self.assertEqual(heard, ["certificates/a.pem", long, "certificates/a.pem"])
+
+    async def test_notificationsAreHints(self) -> None:
+        """
+        Notifications that any role of the database may send on the
+        channel tell no key nor skip a change: the listener reads the
+        changes table; a number far ahead costs one read.
+        """
+        first, other = self.storage(), self.otherProcess()
+        heard: list[str] = []
+        await first.watch("", heard.append)
+        admin = self.admin()
+        for fake in ("1 origin certificates/fake.pem", "2", "999999", "-1", "x"):
+            admin.execute("SELECT pg_notify(%s, %s)", (CHANNEL, fake))
+        await other.store("certificates/real.pem", b"v")
+        await self.until(lambda: len(heard) == 1)
+        await other.store("certificates/next.pem", b"v")
+        await self.until(lambda: len(heard) == 2)
+        self.assertEqual(heard, ["certificates/real.pem", "certificates/next.pem"])
 
     async def test_catchUpAfterReconnect(self) -> None:
         """

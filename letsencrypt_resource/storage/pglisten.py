@@ -4,11 +4,12 @@ A node's one LISTEN connection to PostgreSQL, read by the reactor.
 Once connected (in a worker thread), the connection's socket is given to
 the reactor with C{addReader}: when it is readable, the reactor thread
 reads the notifications with C{consume_input}, which never blocks.  Each
-change is numbered (see L{pgsql.write}) and notified at commit in the
-order of its number; a notification whose number does not follow the last
-one heard, or that leaves its key out, and every reconnection, make the
-listener read what it missed from C{letsencrypt_changes} (in a worker
-thread, the reactor no longer reading the connection meanwhile).
+change is numbered (see L{pgsql.write}) and its number notified at commit.
+A notification is only a hint, since any role that can connect may notify:
+a number after the last read, and every reconnection, make the listener
+read the changes after the last from C{letsencrypt_changes} (in a worker
+thread, the reactor no longer reading the connection meanwhile; the
+notifications that arrive during the query are coalesced into it).
 A lost connection is opened again after L{RETRY} seconds, doubling up to
 L{MAX_RETRY}, until the listener is stopped.
 """
@@ -99,8 +100,13 @@ class ChangeListener:
             pgconn.consume_input()
         except psycopg.Error as error:
             return Failure(ConnectionLost(str(error)))
+        heard = []
         while (notify := pgconn.notifies()) is not None:
-            self._heard(notify.extra.decode("utf-8", "replace"))
+            heard.append(notify.extra.decode("utf-8", "replace"))
+        # Read them all first: the first may start a session that uses the
+        # connection in a thread.
+        for text in heard:
+            self._heard(text)
         return None
 
     def connectionLost(self, reason: Failure) -> None:
@@ -141,21 +147,21 @@ class ChangeListener:
             self._fd = -1
 
     def _heard(self, text: str) -> None:
+        """
+        A notification: the number of a change, a hint only (any role that
+        can connect can notify), that makes the listener read the changes
+        after the last it read.
+        """
         try:
-            number, origin, key = pgsql.parsePayload(text)
+            number = int(text)
         except ValueError:
             return
         assert self.last is not None
         if number <= self.last:
             return
-        if number != self.last + 1 or key is None:
-            self._wanted = max(self._wanted, number)
-            if not self._inSession:
-                self._begin(connect=False)
-            return
-        self.last = number
-        if origin != self._origin:
-            self._deliver(key)
+        self._wanted = max(self._wanted, number)
+        if not self._inSession:
+            self._begin(connect=False)
 
     def _listen(self) -> psycopg.Connection[Any]:
         connection = self._connect()
@@ -168,7 +174,7 @@ class ChangeListener:
 
     def _catchUp(
         self, connection: psycopg.Connection[Any], last: int | None
-    ) -> tuple[list[tuple[int, str, str]], int, list[str]]:
+    ) -> tuple[list[tuple[int, str, str]], int | None, list[str]]:
         heard: list[str] = []
 
         def handler(notify: psycopg.Notify) -> None:
@@ -176,8 +182,9 @@ class ChangeListener:
 
         connection.add_notify_handler(handler)
         try:
-            rows = [] if last is None else pgsql.changesSince(connection, last)
-            return rows, pgsql.newestChange(connection), heard
+            if last is None:
+                return [], pgsql.newestChange(connection), heard
+            return pgsql.changesSince(connection, last), None, heard
         finally:
             connection.remove_notify_handler(handler)
 
@@ -196,12 +203,15 @@ class ChangeListener:
                 if connect:
                     self._connection = await self._run(self._listen)
                     connect = False
+                self._wanted = 0
                 rows, newest, heard = await self._run(self._catchUp, self._connection, self.last)
                 for number, origin, key in rows:
                     self.last = number
                     if origin != self._origin:
                         self._deliver(key)
-                self.last = max(newest, self.last or 0)
+                if newest is not None:
+                    self.last = newest
+                assert self.last is not None
                 for text in heard:
                     self._heard(text)
                 if self._wanted <= self.last:

@@ -21,8 +21,6 @@ from .interface import StaleFence, StorageError
 
 #: The channel every write notifies at commit.
 CHANNEL = "letsencrypt_changes"
-#: The longest payload NOTIFY takes is 8000 bytes; stay below.
-MAX_PAYLOAD = 7900
 #: How long the changes are kept, for the nodes that reconnect to catch up.
 RETENTION = "1 day"
 
@@ -110,10 +108,11 @@ def listKeys(connection: Any, prefix: str) -> list[str]:
 def write(connection: Any, key: str, value: bytes | None, fence: Any, origin: str) -> int:
     """
     Store C{value} at C{key} (or delete it, for C{None}) under C{fence}
-    (an L{ILease} or C{None}), record the change and notify it at commit.
+    (an L{ILease} or C{None}), record the change in C{letsencrypt_changes}
+    and notify its number at commit.
 
     @param origin: Who writes: the watches of the same origin are told by
-        their process, and skip the notification.
+        their process, and skip the change.
     @return: The change's number.
     @raise StaleFence: when C{fence}'s lease has a newer token.
     """
@@ -142,35 +141,8 @@ def write(connection: Any, key: str, value: bytes | None, fence: Any, origin: st
         (change, keyBytes(key), origin),
     )
     connection.execute(f"DELETE FROM letsencrypt_changes WHERE at < now() - interval '{RETENTION}'")
-    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload(change, origin, key)))
+    connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(change)))
     return int(change)
-
-
-def payload(change: int, origin: str, key: str) -> str:
-    """
-    What the notification of a change says: its number, its origin and the
-    key; without the key when it is too long for NOTIFY or not UTF-8 (the
-    listener then reads it from C{letsencrypt_changes}).
-    """
-    head = f"{change} {origin}"
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
-        return head
-    return head if len(head) + 1 + size > MAX_PAYLOAD else f"{head} {key}"
-
-
-def parsePayload(text: str) -> tuple[int, str, str | None]:
-    """
-    The change number, origin and key (C{None} when left out) of a
-    L{payload}.
-
-    @raise ValueError: when C{text} is not one.
-    """
-    parts = text.split(" ", 2)
-    if len(parts) < 2:
-        raise ValueError(text)
-    return int(parts[0]), parts[1], parts[2] if len(parts) == 3 else None
 
 
 def changesSince(connection: Any, last: int) -> list[tuple[int, str, str]]:
