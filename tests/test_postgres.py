@@ -8,14 +8,15 @@ from __future__ import annotations
 import threading
 
 from docutils import nodes
+from psycopg.conninfo import conninfo_to_dict
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
-from letsencrypt_resource.storage import pglisten
+from letsencrypt_resource.storage import pglisten, postgres
 from letsencrypt_resource.storage.interface import StaleFence, StorageError
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
 from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
-from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage
+from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
 
 from .helpers.docpages import readPage
 from .helpers.postgres import PostgresCase
@@ -230,6 +231,36 @@ class PostgresStorageTests(PostgresCase):
         self.assertEqual(len(await storage.list("")), 5)
         self.assertEqual(prefixRange(b"a\xff\xff"), (b"a\xff\xff", b"b"))
         self.assertEqual(prefixRange(b"\xff"), (b"\xff", None))
+
+    def test_connectionDefaults(self) -> None:
+        """
+        A connection string gets a bounded connection wait and TCP
+        keepalives unless it sets them; one that cannot be parsed is
+        refused without quoting it.
+        """
+        options = conninfo_to_dict(withDefaults("host=/run/db connect_timeout=3"))
+        self.assertEqual(
+            {k: options[k] for k in ("host", "connect_timeout", "keepalives")},
+            {"host": "/run/db", "connect_timeout": "3", "keepalives": "1"},
+        )
+        uri = conninfo_to_dict(withDefaults("postgresql:///cluster?keepalives_idle=5"))
+        self.assertEqual((uri["dbname"], uri["keepalives_idle"]), ("cluster", "5"))
+        error = self.assertRaises(StorageError, withDefaults, "password=secret oops")
+        self.assertNotIn("secret", str(error))
+
+    async def test_databaseUnreachable(self) -> None:
+        """
+        With no database to reach, calls and watches fail with a
+        L{StorageError} about their key once the wait for a connection is
+        over, and the storage still closes.
+        """
+        self.patch(postgres, "CONNECT_TIMEOUT", 0.2)
+        storage = PostgresStorage("host=/nonexistent dbname=none", reactor)
+        error = await self.assertFailure(storage.load("accounts/a.json"), StorageError)
+        self.assertEqual(error.key, "accounts/a.json")
+        self.assertIn("the database failed", str(error))
+        await self.assertFailure(storage.watch("certificates/", print), StorageError)
+        await storage.close()
 
     def test_badKeysNeverReachSQL(self) -> None:
         """

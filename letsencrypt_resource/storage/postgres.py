@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import attrs
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
@@ -57,6 +58,33 @@ CONNECTIONS = 2
 LISTENER_NAME = "letsencrypt-listener"
 #: Seconds a query waits for a connection before it fails.
 CONNECT_TIMEOUT = 10.0
+
+
+#: What a connection string gets unless it says otherwise: a bounded wait
+#: to connect, and TCP keepalives, without which a peer that vanished (a
+#: partition, a dead host) is never noticed by the listening connection.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+def withDefaults(conninfo: str) -> str:
+    """
+    C{conninfo} with the L{CONNECTION_DEFAULTS} it does not set.
+
+    @raise StorageError: when it is not a valid connection string.
+    """
+    try:
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        # libpq's reason quotes the string, which may hold a password.
+        raise StorageError("conninfo", "is not a valid connection string") from None
+    missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+    return make_conninfo(conninfo, **missing)
 
 
 @attrs.define(eq=False)
@@ -155,13 +183,16 @@ class PostgresStorage:
         skew: Callable[[], float] | None = None,
     ):
         """
-        @param conninfo: A libpq connection string or URI.
+        @param conninfo: A libpq connection string or URI (see
+            L{withDefaults}).
+        @raise StorageError: when it is not one.
         @param reactor: The reactor (threads, time and file descriptors).
         @param skew: Seconds added to the database's clock when leases are
             timed: for tests only, to follow a fake clock.
         """
         self._reactor = reactor
         self._skew = skew or (lambda: 0.0)
+        conninfo = withDefaults(conninfo)
         place = _places.get(conninfo)
         if place is None:
             place = _places[conninfo] = _Place(conninfo)
