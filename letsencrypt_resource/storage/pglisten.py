@@ -100,6 +100,8 @@ class ChangeListener:
             pgconn.consume_input()
         except psycopg.Error as error:
             return Failure(ConnectionLost(str(error)))
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            return Failure(ConnectionLost("the connection is broken"))
         heard = []
         while (notify := pgconn.notifies()) is not None:
             heard.append(notify.extra.decode("utf-8", "replace"))
