@@ -48,16 +48,6 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 
-#: The tables a running node reads and writes (docs/storage.rst lists the
-#: grants they need).
-TABLES = (
-    "letsencrypt_schema",
-    "letsencrypt_values",
-    "letsencrypt_leases",
-    "letsencrypt_counter",
-    "letsencrypt_changes",
-)
-
 
 def schemaVersion(connection: Any) -> int:
     """
