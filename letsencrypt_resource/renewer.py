@@ -26,13 +26,14 @@ from .coroutines import deferred
 from .issuer import ORDER_TIMEOUT, PendingOrder, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
+from .leasing import orderLease, takeLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .outcomes import REASONS, Outcomes
 from .renewalinfo import RenewalInfo
 from .reporting import unexpected
 from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageError
-from .storage.records import Records, domainsFileName
+from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
 #: How many orders run at once.
@@ -40,13 +41,6 @@ CONCURRENT_ORDERS = 2
 #: How long the lease on a set is taken for, and renewed for every third of
 #: it while its order runs: longer than an order may take.
 ORDER_LEASE = 2 * ORDER_TIMEOUT
-
-
-def orderLease(domains: tuple[str, ...]) -> str:
-    """
-    The name of the storage lease an order of C{domains} runs under.
-    """
-    return f"orders/{domainsFileName(domains)}"
 
 
 class Renewer:
@@ -118,6 +112,10 @@ class Renewer:
         knows the account, the same key is registered again and the attempt
         goes on once more with it.  An order whose lease was taken over is
         abandoned (event 20200), no failed attempt: its new holder orders.
+
+        The outcome is recorded under the order's lease, when one was
+        taken, which the write queue then keeps until the attempt's writes
+        have ended (see L{WriteQueue.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
@@ -137,6 +135,8 @@ class Renewer:
             if accountForgotten(error):
                 await self._connection.lost()
             self._outcomes.failed(certificate, error)
+        finally:
+            self._writes.releaseAfterWrites(certificate)
 
     def _waitForNextCheck(self, certificate: ManagedCertificate) -> None:
         """
@@ -171,7 +171,13 @@ class Renewer:
             self._outcomes.announce(certificate)
             return
         await self._checkStorable(certificate)
-        lease = await self._storage.lease(orderLease(certificate.domains), ORDER_LEASE)
+        lease = self._writes.takeBack(certificate)
+        if lease is not None:
+            await lease.renew()
+        else:
+            lease = await takeLease(
+                self._storage, orderLease(certificate.domains), ORDER_LEASE, self._log
+            )
         if lease is None:
             events.ORDER_BUSY.emit(self._log, domains=certificate.label)
             self._waitForNextCheck(certificate)
@@ -184,7 +190,7 @@ class Renewer:
         """
         Renew C{certificate} under C{lease}: its writes are fenced by it,
         it is renewed while the order runs and once more before the order
-        is finalized, then released.
+        is finalized; L{_attempt} hands it to the write queue at its end.
         """
         lost: list[Failure] = []
 
@@ -205,9 +211,6 @@ class Renewer:
             await self._renew(client, certificate, reason, beforeFinalize)
         finally:
             renewing.stop()
-            if certificate.lease is lease:
-                certificate.lease = None
-            await lease.release()
 
     async def _renew(
         self,

@@ -233,6 +233,7 @@ class LetsEncryptResource(MultiService):
         """
         await super().stopService()
         await self._writes.whenWritten()
+        await self._writes.letGo()
         if self._closeStorage:
             await self.storage.close()
         if self._workers is not None:

@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "acmetransport",
                 "challenge",
                 "issuer",
+                "leasing",
                 "managed",
                 "renewalstate",
             }
