@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.application.service import MultiService
 
 from letsencrypt_resource.challengesite import ChallengeSiteService
+from letsencrypt_resource.challengesweep import ChallengeSweeper
 from letsencrypt_resource.domainsets import DomainSets
 from letsencrypt_resource.scheduler import Scheduler
 from letsencrypt_resource.testing import runUntilFired
@@ -25,14 +26,15 @@ class CompositionTests(ResourceTestCase):
 
     def test_children(self) -> None:
         """
-        Its child services are the challenge site, the domain sets and the
-        scheduler, in that order: each starts after the one before it.
+        Its child services are the challenge site, the domain sets, the
+        scheduler and the sweeper of challenges left in the storage, in
+        that order: each starts after the one before it.
         """
         resource = self.makeResource()
         self.assertIsInstance(resource, MultiService)
         self.assertEqual(
             [type(child) for child in resource],
-            [ChallengeSiteService, DomainSets, Scheduler],
+            [ChallengeSiteService, DomainSets, Scheduler, ChallengeSweeper],
         )
 
     def test_startOrder(self) -> None:

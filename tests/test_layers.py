@@ -89,6 +89,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         frozenset(
             {
                 "challengesite",
+                "challengesweep",
                 "connection",
                 "control",
                 "domainsets",

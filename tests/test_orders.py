@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred, fail
 from letsencrypt_resource.issuer import PendingOrder, obtainCertificate
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
-from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.renewer import ORDER_LEASE
+from letsencrypt_resource.resource import CHECK_INTERVAL, LetsEncryptResource
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.testing import BASE, advanceThrough
 from tests.helpers.resourcecase import FILES, REPORTS, FailingSaves, ResourceTestCase
@@ -244,3 +245,18 @@ class ValidationEndTests(ResourceTestCase):
         self.assertEqual(len(published), 1)
         self.assertEqual(len(resource.responder), 0)
         self.assertEqual(self.store.keys("challenges/"), [])
+
+    def test_leftTokensRemoved(self) -> None:
+        """
+        Tokens left in the storage by a process killed during a validation
+        are removed (20204) at the first look at least an order's lease
+        time after they were first seen; a token published since is kept.
+        """
+        self.store.saveChallenge("left_token", "left_token.thumb")
+        resource = self.start()
+        self.reactor.advance(ORDER_LEASE)
+        self.store.saveChallenge("new_token", "new_token.thumb")
+        advanceThrough(self.reactor, CHECK_INTERVAL)
+        self.assertEqual(self.store.keys("challenges/"), ["challenges/new_token"])
+        self.assertEqual(len(self.eventTexts(20204)), 1)
+        self.assertTrue(resource.running)
