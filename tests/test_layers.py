@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "acmeclient",
                 "acmetransport",
                 "challenge",
+                "chaincheck",
                 "issuer",
                 "leasing",
                 "managed",
