@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.keys import keyToPEM, loadAccountKey
 from letsencrypt_resource.leasing import takeLease
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.renewer import orderLease
@@ -292,3 +293,76 @@ class LeaseReleaseTests(ResourceTestCase):
         self.reactor.advance(60)
         other = MemoryStorage(self.store.shared)
         self.assertIsNotNone(self.successResultOf(other.lease("account", 10)))
+
+
+class AccountLeaseTests(ResourceTestCase):
+    """
+    The account's lease is taken only to create or change the account.
+    """
+
+    def test_currentAccountWithoutLease(self) -> None:
+        """
+        A stored, registered account with the configured contacts is used
+        while another node holds the account's lease: connecting changes
+        nothing, so it needs no lease and is no failed attempt.
+        """
+        self.start()
+        lease = self.successResultOf(MemoryStorage(self.store.shared).lease("account", DAY))
+        self.assertIsNotNone(lease)
+        second = self.start()
+        self.assertIsNotNone(self.successResultOf(second.acmeClient()).accountURL)
+        self.assertEqual(self.server.accountsCreated, 1)
+
+    def test_keyFileReadInThread(self) -> None:
+        """
+        The configured account key file is read by the resource's thread
+        runner, not on the reactor thread.
+        """
+        keyFile = self.mktemp()
+        with open(keyFile, "wb") as stream:
+            stream.write(keyToPEM(generateKey("ecdsa-p256")))
+        resource = self.makeResource(accountKeyFile=keyFile)
+        ran: list[object] = []
+        runInThread = resource.runInThread
+
+        def recording(function: Any, *args: Any) -> Deferred[Any]:
+            ran.append(function)
+            return runInThread(function, *args)
+
+        resource.runInThread = recording
+        self.failureResultOf(resource.acmeClient())
+        self.assertIn(loadAccountKey, ran)
+
+
+class StopWritesTests(ResourceTestCase):
+    """
+    Stopping waits for every write, also those queued by writes ending.
+    """
+
+    def test_writesQueuedMeanwhileWaitedFor(self) -> None:
+        """
+        L{whenWritten} waits for a write queued by the end of a write it
+        waits for (a stored certificate saves the renewal state).
+        """
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
+        held: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        def runWrite(function: Any, *args: Any) -> Deferred[Any]:
+            held.append((function, args, Deferred()))
+            return held[-1][2]
+
+        def runOne() -> None:
+            function, args, done = held.pop(0)
+            maybeDeferred(function, *args).chainDeferred(done)
+
+        resource.runWrite = runWrite
+        resource._writes.saveCertificate(
+            managed, managed.current, lambda _: resource.saveState(managed)
+        )
+        waiting = resource.whenWritten()
+        runOne()
+        self.assertNoResult(waiting)
+        self.assertEqual(len(held), 1)
+        runOne()
+        self.successResultOf(waiting)
