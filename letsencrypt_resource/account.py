@@ -12,8 +12,8 @@ change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from acme import messages
 from twisted.internet.defer import Deferred
@@ -27,11 +27,12 @@ from .config import ResourceOptions
 from .coroutines import deferred
 from .keygen import generateKey
 from .keys import PrivateKey, jwkFor, keyToPEM, loadAccountKey
-from .leasing import releaseQuietly, takeLease
+from .leasing import releaseQuietly, takeLease, underOwnLease
 from .storage.interface import ILease
 from .storage.records import AccountRecord, Records
 
 _log = Logger()
+T = TypeVar("T")
 
 
 class AccountError(Exception):
@@ -167,13 +168,46 @@ async def connectAccount(
     record = await records.loadAccount(options.acmeURL)
     if record is not None and _current(record, key, options):
         return await _client(http, clock, options, record)
+
+    async def connect(lease: ILease) -> ACMEClient:
+        return await _connect(http, clock, options, records, runInThread, lease, key)
+
+    return await underAccountLease(records, connect)
+
+
+async def underAccountLease(records: Records, work: Callable[[ILease], Awaitable[T]]) -> T:
+    """
+    Do C{work}, a change of the account, under the storage's lease
+    C{account}, which it passes as the fence of its writes; the lease is
+    let go after (a failed release is event 20202, not a failed change).
+
+    @raise AccountBusy: when another user of the storage holds the lease.
+    """
     lease = await takeLease(records.storage, "account", ACCOUNT_LEASE, _log)
     if lease is None:
         raise AccountBusy()
     try:
-        return await _connect(http, clock, options, records, runInThread, lease, key)
+        return await work(lease)
     finally:
         await releaseQuietly(lease, _log)
+
+
+@deferred
+async def forgetRegistration(records: Records, acmeURL: str, key: PrivateKey) -> None:
+    """
+    Store the account at C{acmeURL} as unregistered, with C{key}, so that
+    the next connection registers it again: under the lease C{account},
+    taken for this write, and only while the stored account still has
+    C{key}; not at all while another user of the storage holds the lease
+    (it is changing the account: its write is the newer).
+    """
+
+    async def forget(lease: ILease) -> None:
+        stored = await records.loadAccount(acmeURL)
+        if stored is not None and keyToPEM(stored.key) == keyToPEM(key):
+            await records.saveAccount(acmeURL, AccountRecord(key), lease)
+
+    await underOwnLease(records.storage, "account", _log, forget)
 
 
 async def _client(

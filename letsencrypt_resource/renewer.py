@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .account import AccountBusy
 from .acmeclient import ACMEClient, ACMEProblem, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
@@ -36,6 +37,9 @@ from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageE
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
+#: How long a set waits while another user of the storage creates or
+#: changes the account.
+ACCOUNT_BUSY_WAIT = 60.0
 #: How many orders run at once.
 CONCURRENT_ORDERS = 2
 #: How long the lease on a set is taken for, and renewed for every third of
@@ -112,6 +116,8 @@ class Renewer:
         knows the account, the same key is registered again and the attempt
         goes on once more with it.  An order whose lease was taken over is
         abandoned (event 20200), no failed attempt: its new holder orders.
+        While another user of the storage creates or changes the account,
+        the set waits L{ACCOUNT_BUSY_WAIT}, no failed attempt either.
 
         The outcome is recorded under the order's lease, when one was
         taken, which the write queue then keeps until the attempt's writes
@@ -131,6 +137,10 @@ class Renewer:
         except (StaleFence, LeaseLost) as error:
             events.ORDER_ABANDONED.emit(self._log, domains=certificate.label, details=str(error))
             self._waitForNextCheck(certificate)
+        except AccountBusy as error:
+            events.DEBUG.emit(self._log, details=f"{certificate.label}: {error}")
+            now = self._reactor.seconds()
+            certificate.holdUntil = max(certificate.holdUntil, now + ACCOUNT_BUSY_WAIT)
         except Exception as error:
             if accountForgotten(error):
                 await self._connection.lost()

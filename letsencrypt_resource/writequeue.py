@@ -17,15 +17,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .account import forgetRegistration
 from .certificates import CertifiedKey
 from .coroutines import deferred
+from .keys import PrivateKey
 from .leasing import orderLease, releaseQuietly, underOwnLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .policy import retryDelay
 from .reporting import unexpected
 from .storage.interface import ILease, LeaseLost, StaleFence, StorageError
-from .storage.records import AccountRecord, Records, certificateKey
+from .storage.records import Records, certificateKey
 from .store import exportCertificate as exportInFolder
 
 #: Runs a CPU-heavy or blocking function off the reactor thread.
@@ -265,12 +267,14 @@ class WriteQueue:
             Write("the provisional signer", self._records.saveProvisionalSigner, (signer.toPEM(),)),
         )
 
-    def saveAccount(self, acmeURL: str, record: AccountRecord) -> Deferred[bool]:
+    def forgetAccount(self, acmeURL: str, key: PrivateKey) -> Deferred[bool]:
         """
-        Store C{record} as the account at C{acmeURL}.
+        Store the account at C{acmeURL}, of C{key}, as unregistered (see
+        L{forgetRegistration}).
         """
         return self._write(
-            "account", Write("the ACME account", self._records.saveAccount, (acmeURL, record))
+            "account",
+            Write("the ACME account", forgetRegistration, (self._records, acmeURL, key)),
         )
 
     def export(

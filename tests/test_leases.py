@@ -13,17 +13,25 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from letsencrypt_resource.account import AccountBusy
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.keys import keyToPEM, loadAccountKey
 from letsencrypt_resource.leasing import takeLease
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.renewer import orderLease
 from letsencrypt_resource.storage.interface import ILease, IStorage, StorageError
 from letsencrypt_resource.storage.memory import MemoryStorage
-from letsencrypt_resource.storage.records import Records, certificateKey
+from letsencrypt_resource.storage.records import AccountRecord, Records, certificateKey
 from letsencrypt_resource.testing import MemoryStore, advanceThrough, runUntilFired
-from tests.helpers.resourcecase import DAY, REPORTS, FailingSaves, ResourceTestCase
+from tests.helpers.resourcecase import (
+    ACME_URL,
+    DAY,
+    REPORTS,
+    FailingSaves,
+    ResourceTestCase,
+)
 
 
 @implementer(ILease)
@@ -332,6 +340,48 @@ class AccountLeaseTests(ResourceTestCase):
         resource.runInThread = recording
         self.failureResultOf(resource.acmeClient())
         self.assertIn(loadAccountKey, ran)
+
+    def test_rolloverAndDeactivateUnderLease(self) -> None:
+        """
+        A key rollover or a deactivation is refused while another node
+        holds the account's lease (it may be changing the account): the
+        CA's key and the stored account stay as they were.
+        """
+        resource = self.start()
+        operations = Operations(resource, self.reactor)
+        before = self.successResultOf(operations.accountShow())
+        [acmeURL] = self.store.accountURLs(ACME_URL)
+        stored = keyToPEM(self.store.loadAccount(acmeURL).key)
+        lease = self.successResultOf(MemoryStorage(self.store.shared).lease("account", DAY))
+        self.failureResultOf(operations.accountRollover(), AccountBusy)
+        self.failureResultOf(operations.accountDeactivate(), AccountBusy)
+        self.assertEqual(keyToPEM(self.store.loadAccount(acmeURL).key), stored)
+        self.successResultOf(lease.release())
+        self.assertEqual(self.successResultOf(operations.accountShow()), before)
+
+    def test_lostKeepsNewerKey(self) -> None:
+        """
+        The CA forgot the account, but before its record is rewritten as
+        unregistered another node rolled the key over: the newer key is
+        kept.
+        """
+        resource = self.start()
+        acmeURL = resource.options.acmeURL
+        held: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+        def runWrite(function: Any, *args: Any) -> Deferred[Any]:
+            held.append((function, args, Deferred()))
+            return held[-1][2]
+
+        resource.runWrite = runWrite
+        self.successResultOf(resource._connection.lost())
+        newer = AccountRecord(generateKey("ecdsa-p256"), "https://ca.test/acct/9", ())
+        self.successResultOf(Records(self.store).saveAccount(acmeURL, newer))
+        [(function, args, done)] = held
+        maybeDeferred(function, *args).chainDeferred(done)
+        self.successResultOf(done)
+        stored = self.successResultOf(Records(self.store).loadAccount(acmeURL))
+        self.assertEqual(stored.toJSON(), newer.toJSON())
 
 
 class StopWritesTests(ResourceTestCase):
