@@ -185,6 +185,9 @@ class Renewer:
         if lease is not None:
             await lease.renew()
         else:
+            # A state write made outside an order holds the set's lease
+            # while it runs (see WriteQueue.saveState): let it end first.
+            await self._writes.whenWritten()
             lease = await takeLease(
                 self._storage, orderLease(certificate.domains), ORDER_LEASE, self._log
             )

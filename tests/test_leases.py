@@ -107,6 +107,28 @@ class PublishLog(MemoryStore):
         return super().store(key, value, fence)
 
 
+@implementer(IStorage)
+class HeldStateWrites(MemoryStore):
+    """
+    A memory store whose renewal state writes wait, while told to, until
+    the test lets them through.
+
+    @ivar held: Each write held: its key, value, fence and the Deferred it
+        answers with.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = False
+        self.held: list[tuple[str, bytes, ILease | None, Deferred[None]]] = []
+
+    def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
+        if not (self.holding and key.startswith("renewal/")):
+            return super().store(key, value, fence)
+        self.held.append((key, value, fence, Deferred()))
+        return self.held[-1][3]
+
+
 class OrderFenceTests(ResourceTestCase):
     """
     An order's writes keep its lease's fence until they have ended, and an
@@ -247,6 +269,26 @@ class OrderFenceTests(ResourceTestCase):
         self.successResultOf(lease.release())
         self.successResultOf(resource.saveState(managed))
         self.assertEqual(self.store.loadRenewalState(REPORTS)["ari_pick"], 0.25)
+
+    def test_ownStateWriteDoesNotBlockOrder(self) -> None:
+        """
+        A renewal state written outside an order holds the set's lease
+        while it runs; an order started meanwhile waits for it to end
+        instead of finding the lease busy (no 20199).
+        """
+        self.store = store = HeldStateWrites()
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
+        before = self.server.ordersCreated
+        store.holding = True
+        resource.saveState(managed)
+        store.holding = False
+        checking = resource.check(force=True, only=[managed])
+        [(key, value, fence, done)] = store.held
+        MemoryStore.store(store, key, value, fence).chainDeferred(done)
+        runUntilFired(self.reactor, checking)
+        self.assertNotIn(20199, self.eventIDs())
+        self.assertEqual(self.server.ordersCreated, before + 1)
 
 
 class LeaseReleaseTests(ResourceTestCase):
