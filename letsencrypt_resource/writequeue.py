@@ -109,12 +109,24 @@ class WriteQueue:
         """
         A Deferred that fires once the writes started so far have ended,
         and those they started in turn (a stored certificate saves the
-        renewal state).
+        renewal state).  Cancelling it leaves the writes to end.
         """
+
+        def shielded(writing: Deferred[bool]) -> Deferred[None]:
+            ended: Deferred[None] = Deferred()
+
+            def end(result: object) -> object:
+                ended.callback(None)
+                return result
+
+            writing.addBoth(end)
+            return ended
 
         async def waiting() -> None:
             while self._writing:
-                await gatherResults(list(self._writing))
+                await gatherResults(
+                    [shielded(writing) for writing in self._writing], consumeErrors=True
+                )
 
         return Deferred.fromCoroutine(waiting())
 
