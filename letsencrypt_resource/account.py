@@ -12,8 +12,8 @@ change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from acme import messages
 from twisted.internet.defer import Deferred
@@ -26,11 +26,13 @@ from .acmeclient import ACMEClient, ACMEProblem, ACMEServerUntrusted
 from .config import ResourceOptions
 from .coroutines import deferred
 from .keygen import generateKey
-from .keys import jwkFor, keyToPEM, loadAccountKey
+from .keys import PrivateKey, jwkFor, keyToPEM, loadAccountKey
+from .leasing import releaseQuietly, takeLease, underOwnLease
 from .storage.interface import ILease
 from .storage.records import AccountRecord, Records
 
 _log = Logger()
+T = TypeVar("T")
 
 
 class AccountError(Exception):
@@ -63,18 +65,31 @@ class AccountBusy(Exception):
         return "another user of the storage is creating or changing the account; trying later"
 
 
+def _current(record: AccountRecord, key: PrivateKey | None, options: ResourceOptions) -> bool:
+    """
+    Whether the stored account C{record} needs no change: it is
+    registered, with the configured key C{key} if any, and its contacts.
+    """
+    return (
+        record.url is not None
+        and (key is None or keyToPEM(record.key) == keyToPEM(key))
+        and set(record.contacts) == set(options.contacts)
+    )
+
+
 async def _record(
     options: ResourceOptions,
     records: Records,
     runInThread: Callable[..., Deferred[Any]],
     fence: ILease,
+    key: PrivateKey | None,
 ) -> AccountRecord:
     """
-    The stored account record, switched to the configured key if any.
+    The stored account record, switched to the configured key C{key} if
+    any.
     """
     record = await records.loadAccount(options.acmeURL)
-    if options.accountKeyFile is not None:
-        key = loadAccountKey(options.accountKeyFile)
+    if key is not None:
         if record is None or keyToPEM(record.key) != keyToPEM(key):
             record = AccountRecord(key)
             await records.saveAccount(options.acmeURL, record, fence)
@@ -138,36 +153,72 @@ async def connectAccount(
 ) -> ACMEClient:
     """
     An L{ACMEClient} for the configured CA, with its account registered and
-    its contacts up to date; the account is created or changed under the
-    storage's lease C{account}, its writes fenced by it.
+    its contacts up to date.  A stored account that needs no change is
+    used as it is; otherwise it is created or changed under the storage's
+    lease C{account}, its writes fenced by it, and the lease let go after
+    (a failed release is event 20202, not a failed connection).  The
+    configured key file is read in a thread.
 
     @raise AccountError: when the account cannot be used as configured.
     @raise AccountBusy: when another user of the storage holds the lease.
     """
-    lease = await records.storage.lease("account", ACCOUNT_LEASE)
+    key = None
+    if options.accountKeyFile is not None:
+        key = await runInThread(loadAccountKey, options.accountKeyFile)
+    record = await records.loadAccount(options.acmeURL)
+    if record is not None and _current(record, key, options):
+        return await _client(http, clock, options, record)
+
+    async def connect(lease: ILease) -> ACMEClient:
+        return await _connect(http, clock, options, records, runInThread, lease, key)
+
+    return await underAccountLease(records, connect)
+
+
+async def underAccountLease(records: Records, work: Callable[[ILease], Awaitable[T]]) -> T:
+    """
+    Do C{work}, a change of the account, under the storage's lease
+    C{account}, which it passes as the fence of its writes; the lease is
+    let go after (a failed release is event 20202, not a failed change).
+
+    @raise AccountBusy: when another user of the storage holds the lease.
+    """
+    lease = await takeLease(records.storage, "account", ACCOUNT_LEASE, _log)
     if lease is None:
         raise AccountBusy()
     try:
-        return await _connect(http, clock, options, records, runInThread, lease)
+        return await work(lease)
     finally:
-        await lease.release()
+        await releaseQuietly(lease, _log)
 
 
-async def _connect(
-    http: IAgent,
-    clock: IReactorTime,
-    options: ResourceOptions,
-    records: Records,
-    runInThread: Callable[..., Deferred[Any]],
-    lease: ILease,
+@deferred
+async def forgetRegistration(records: Records, acmeURL: str, key: PrivateKey) -> None:
+    """
+    Store the account at C{acmeURL} as unregistered, with C{key}, so that
+    the next connection registers it again: under the lease C{account},
+    taken for this write, and only while the stored account still has
+    C{key}; not at all while another user of the storage holds the lease
+    (it is changing the account: its write is the newer).
+    """
+
+    async def forget(lease: ILease) -> None:
+        stored = await records.loadAccount(acmeURL)
+        if stored is not None and keyToPEM(stored.key) == keyToPEM(key):
+            await records.saveAccount(acmeURL, AccountRecord(key), lease)
+
+    await underOwnLease(records.storage, "account", _log, forget)
+
+
+async def _client(
+    http: IAgent, clock: IReactorTime, options: ResourceOptions, record: AccountRecord
 ) -> ACMEClient:
     """
-    The work of L{connectAccount}, under C{lease}.
+    An L{ACMEClient} for the configured CA with the account C{record}.
     """
-    record = await _record(options, records, runInThread, lease)
     jwk, algorithm = jwkFor(record.key)
     try:
-        client = await ACMEClient.connect(
+        return await ACMEClient.connect(
             http,
             clock,
             options.acmeURL,
@@ -179,6 +230,23 @@ async def _connect(
         )
     except ACMEServerUntrusted as error:
         raise AccountError("acme_ca_file", error.message) from None
+
+
+async def _connect(
+    http: IAgent,
+    clock: IReactorTime,
+    options: ResourceOptions,
+    records: Records,
+    runInThread: Callable[..., Deferred[Any]],
+    lease: ILease,
+    key: PrivateKey | None,
+) -> ACMEClient:
+    """
+    The work of L{connectAccount}, under C{lease}, with the configured
+    key C{key} if any.
+    """
+    record = await _record(options, records, runInThread, lease, key)
+    client = await _client(http, clock, options, record)
     if record.url is None:
         url = await _register(client, options)
         record = AccountRecord(record.key, url, options.contacts)

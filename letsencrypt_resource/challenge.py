@@ -7,31 +7,45 @@ readiness text, and anything else with 404 or, when a redirect URL is
 configured, a redirect there.  It never reads the file system itself: a
 well-formed token not pending here is looked up in the resource's
 storage, where another node's order may have published it, a few lookups
-at a time.
+at a time, each for a short time at most and only while its client waits.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, plainText, refuseMethod
+from .storage.interface import StorageError
+from .storage.records import challengeKey
 
 CHALLENGE_PREFIX = b"/.well-known/acme-challenge/"
 READY_TEXT = b"Let's Encrypt Ready"
 
-_TOKEN = re.compile(rb"^[A-Za-z0-9_-]{1,256}$")
-
-
 #: How many lookups of tokens in the storage run at once, at most; a
 #: request beyond is answered 404 at once.
 SHARED_LOOKUPS = 8
+#: How long a lookup of a token in the storage may take: then it is given
+#: up, its slot freed, and the request answered 404.
+LOOKUP_TIMEOUT = 2.0
+
+
+def _isToken(path: bytes) -> bool:
+    """
+    Whether C{path} is a challenge token, by the one rule the storage
+    keeps them by (see L{challengeKey}).
+    """
+    try:
+        challengeKey(path.decode("ascii"))
+    except (UnicodeDecodeError, StorageError):
+        return False
+    return True
 
 
 class ChallengeResponder:
@@ -67,9 +81,11 @@ class ChallengeResponder:
         """
         return self._pending.get(token)
 
-    def lookupShared(self, token: str) -> Deferred[str | None] | None:
+    def lookupShared(self, token: str, clock: IReactorTime) -> Deferred[str | None] | None:
         """
-        Look C{token} up among the challenges every node published.
+        Look C{token} up among the challenges every node published, for
+        L{LOOKUP_TIMEOUT} seconds of C{clock} at most; cancelling it (the
+        client left) ends it at once and frees its slot.
 
         @return: A Deferred of its key authorization or C{None}, which
             never fails; or C{None} at once when there is nowhere to look
@@ -83,7 +99,9 @@ class ChallengeResponder:
             self._looking -= 1
             return result if isinstance(result, str) else None
 
-        return self._shared(token).addBoth(ended)
+        looking = self._shared(token)
+        looking.addTimeout(LOOKUP_TIMEOUT, clock)
+        return looking.addBoth(ended)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -134,14 +152,21 @@ class ChallengeTokens(_ReadOnlyResource):
         """
         if token == b"test.txt":
             return plainText(request, READY_TEXT)
-        if _TOKEN.match(token):
+        if _isToken(token):
             answer = self._responder.lookup(token.decode("ascii"))
             if answer is not None:
                 return plainText(request, answer.encode("ascii"))
-            shared = self._responder.lookupShared(token.decode("ascii"))
+            site = request.site
+            assert site is not None, "a request being rendered has its site"
+            shared = self._responder.lookupShared(token.decode("ascii"), site.reactor)
             if shared is not None:
                 gone: list[Failure] = []
-                request.notifyFinish().addErrback(gone.append)
+
+                def leave(failure: Failure) -> None:
+                    gone.append(failure)
+                    shared.cancel()
+
+                request.notifyFinish().addErrback(leave)
                 shared.addCallback(lambda found: None if gone else _answerLater(request, found))
                 return NOT_DONE_YET  # type: ignore[return-value]
         return notFound(request)

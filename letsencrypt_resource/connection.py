@@ -14,7 +14,7 @@ from .acmeclient import ACMEClient, ACMEProblem
 from .config import ResourceOptions
 from .coroutines import deferred
 from .storage.interface import StorageError
-from .storage.records import AccountRecord, Records
+from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
 
@@ -101,5 +101,5 @@ class AccountConnection:
             # The next connection reports it, as a failed attempt.
             record = None
         if record is not None and record.url is not None:
-            self._writes.saveAccount(self._options.acmeURL, AccountRecord(record.key))
+            self._writes.forgetAccount(self._options.acmeURL, record.key)
         self.forget()

@@ -8,18 +8,21 @@ set, put in service once it passes the checks an order's would.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from . import events
 from .certificates import CertifiedKey
+from .chaincheck import chainProblem
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
@@ -73,19 +76,50 @@ class DomainSets(Service):
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._loading: Deferred[None] = succeed(None)
         self._watching: Deferred[Callable[[], None]] | None = None
+        self._watchAgain: IDelayedCall | None = None
 
     def startService(self) -> None:
         super().startService()
         self._loading = self.load()
         self._loading.addErrback(self._unexpected)
-        self._watching = self._records.storage.watch(CERTIFICATES, self._changed)
-        self._watching.addErrback(self._unexpected)
+        self._watch()
 
     def stopService(self) -> None:
         super().stopService()
         watching, self._watching = self._watching, None
         if watching is not None:
             watching.addCallback(lambda stop: stop())
+        if self._watchAgain is not None and self._watchAgain.active():
+            self._watchAgain.cancel()
+
+    def _watch(self) -> None:
+        """
+        Watch the certificates other users of the storage store; when the
+        watch cannot be set up, try again at the next regular check.
+        """
+        self._watching = self._records.storage.watch(CERTIFICATES, self._changed)
+        self._watching.addErrback(self._watchFailed)
+
+    def _watchFailed(self, failure: Failure) -> Callable[[], None]:
+        self._unexpected(failure)
+        self._watchAgain = self._reactor.callLater(self._options.checkInterval, self._rewatch)
+        return lambda: None
+
+    def _rewatch(self) -> None:
+        """
+        Set the watch up again, then catch up: read every set's stored
+        certificate, as the changes missed meanwhile went unseen.
+        """
+        self._watchAgain = None
+        self._watch()
+
+        def catchUp(stop: Callable[[], None]) -> Callable[[], None]:
+            for certificate in list(self.managed.values()):
+                self._loadWatched(certificate)
+            return stop
+
+        assert self._watching is not None
+        self._watching.addCallback(catchUp)
 
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
@@ -211,10 +245,13 @@ class DomainSets(Service):
                 when=when(certificate.retryAt()),
             )
 
-    async def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
+    async def _loadStoredCertificate(
+        self, certificate: ManagedCertificate, watched: bool = False
+    ) -> None:
         """
         Put C{certificate}'s stored certificate in service, when it is valid
-        and for its names.
+        and for its names, and, when another user of the storage stored it
+        (C{watched}), its chain and times pass L{chainProblem}.
         """
         try:
             stored = await self._records.loadCertificate(certificate.domains)
@@ -234,6 +271,8 @@ class DomainSets(Service):
                 domains=certificate.label,
                 details=f"the stored certificate is for {', '.join(stored.domains)}",
             )
+            return
+        if watched and not await self._chainAccepted(certificate, stored):
             return
         events.STORED_CERTIFICATE_LOADED.emit(
             self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
@@ -257,12 +296,39 @@ class DomainSets(Service):
         Another user of the storage changed the certificate at C{key}: read
         it, and put it in service for its set when it passes the checks a
         stored certificate passes at start (its key, its names, not expired
-        nor revoked as compromised) and ends later than the one in service.
+        nor revoked as compromised), its chain and times are those of a
+        CA's certificate (see L{chainProblem}), and it ends later than the
+        one in service.
         """
         for certificate in list(self.managed.values()):
             if certificateKey(certificate.domains) == key:
-                loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate))
-                loading.addErrback(self._unexpected)
+                self._loadWatched(certificate)
+
+    def _loadWatched(self, certificate: ManagedCertificate) -> None:
+        """
+        Read C{certificate}'s stored certificate, which another user of the
+        storage may have changed, and put it in service if it passes.
+        """
+        loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate, watched=True))
+        loading.addErrback(self._unexpected)
+
+    async def _chainAccepted(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored}, which another user of the storage stored for
+        C{certificate}, passes L{chainProblem}; event 20203 when not.
+        """
+        try:
+            pem = await self._records.loadProvisionalSigner()
+            signer = CertifiedKey.fromPEM(pem).certificate if pem else None
+        except (StorageError, ValueError):
+            signer = None
+        now = datetime.datetime.fromtimestamp(self._reactor.seconds(), datetime.timezone.utc)
+        problem = chainProblem(stored, now, signer)
+        if problem is not None:
+            events.STORED_CERTIFICATE_REFUSED.emit(
+                self._log, domains=certificate.label, details=problem
+            )
+        return problem is None
 
 
 def _settingsFingerprint(options: ResourceOptions) -> str:

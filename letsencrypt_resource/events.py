@@ -250,6 +250,28 @@ ORDER_ABANDONED = _event(
     "to another user of the storage ({details}); looking again at the next check.",
 )
 
+CERTIFICATE_WRITE_STALE = _event(
+    20201,
+    LogLevel.warn,
+    "The certificate for {domains} was not stored under the order's lease, which "
+    "another user of the storage took over: {details}.",
+)
+LEASE_RELEASE_FAILED = _event(
+    20202,
+    LogLevel.warn,
+    "Could not release the storage lease {name}; it expires by itself: {details}",
+)
+STORED_CERTIFICATE_REFUSED = _event(
+    20203,
+    LogLevel.warn,
+    "Not using the certificate another user of the storage stored for {domains}: {details}.",
+)
+STALE_CHALLENGES_REMOVED = _event(
+    20204,
+    LogLevel.info,
+    "Removed {count} challenge token(s) left in the storage for longer than any order runs.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

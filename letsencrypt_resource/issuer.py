@@ -13,6 +13,7 @@ from acme import challenges, messages
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    DeferredList,
     FirstError,
     gatherResults,
     maybeDeferred,
@@ -270,6 +271,32 @@ def _firstFailure(failure: Failure) -> Failure:
     return cast(FirstError, failure.value).subFailure
 
 
+async def _validateAll(
+    client: ACMEClient,
+    responder: ChallengeResponder,
+    urls: list[str],
+    tokens: list[str],
+    publish: Callable[[str, str], object],
+) -> None:
+    """
+    Start the validation of each authorization at C{urls}, at once; when
+    one fails, cancel the others and wait for every one to end, so that
+    C{tokens} holds every token published (none is added after) before
+    failing with the first failure.
+    """
+    validations = [
+        Deferred.fromCoroutine(_startValidation(client, responder, url, tokens, publish))
+        for url in urls
+    ]
+    try:
+        await gatherResults(validations, consumeErrors=True).addErrback(_firstFailure)
+    except BaseException:
+        for validation in validations:
+            validation.cancel()
+        await DeferredList(validations, consumeErrors=True)
+        raise
+
+
 def obtainCertificate(
     client: ACMEClient,
     responder: ChallengeResponder,
@@ -373,15 +400,7 @@ async def _obtain(
     tokens: list[str] = []
     try:
         if order.status == messages.STATUS_PENDING:
-            await gatherResults(
-                [
-                    Deferred.fromCoroutine(
-                        _startValidation(client, responder, url, tokens, publish)
-                    )
-                    for url in order.authorizations
-                ],
-                consumeErrors=True,
-            ).addErrback(_firstFailure)
+            await _validateAll(client, responder, order.authorizations, tokens, publish)
             order = await _pollOrder(
                 client,
                 clock,

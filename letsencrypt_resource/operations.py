@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import events
+from .account import underAccountLease
 from .acmeclient import ACMEClient
 from .certificates import CertifiedKey
 from .coroutines import deferred
@@ -27,6 +28,7 @@ from .keys import jwkFor, keyType
 from .managed import ManagedCertificate
 from .outcomes import REASONS
 from .resource import LetsEncryptResource
+from .storage.interface import ILease
 from .storage.records import AccountRecord
 
 DAY = 86400.0
@@ -277,10 +279,14 @@ class Operations:
             )
         client = await self._resource.acmeClient()
         newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
-        await client.changeKey(*jwkFor(newKey))
-        await self._resource.records.saveAccount(
-            options.acmeURL, AccountRecord(newKey, client.accountURL, options.contacts)
-        )
+        records = self._resource.records
+
+        async def change(lease: ILease) -> None:
+            await client.changeKey(*jwkFor(newKey))
+            record = AccountRecord(newKey, client.accountURL, options.contacts)
+            await records.saveAccount(options.acmeURL, record, lease)
+
+        await underAccountLease(records, change)
         account = await client.account()
         return self._account(client, account)
 
@@ -291,10 +297,16 @@ class Operations:
         next order creates a new account.
         """
         client = await self._resource.acmeClient()
-        account = await client.updateAccount(messages.UpdateRegistration(status="deactivated"))
-        row = self._account(client, account)
         options = self._resource.options
         newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
-        await self._resource.records.saveAccount(options.acmeURL, AccountRecord(newKey))
+        records = self._resource.records
+
+        async def deactivate(lease: ILease) -> Any:
+            update = messages.UpdateRegistration(status="deactivated")
+            account = await client.updateAccount(update)
+            await records.saveAccount(options.acmeURL, AccountRecord(newKey), lease)
+            return account
+
+        row = self._account(client, await underAccountLease(records, deactivate))
         self._resource.forgetAccount()
         return row

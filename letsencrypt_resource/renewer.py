@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .account import AccountBusy
 from .acmeclient import ACMEClient, ACMEProblem, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
@@ -26,27 +27,24 @@ from .coroutines import deferred
 from .issuer import ORDER_TIMEOUT, PendingOrder, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
+from .leasing import orderLease, takeLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .outcomes import REASONS, Outcomes
 from .renewalinfo import RenewalInfo
 from .reporting import unexpected
 from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageError
-from .storage.records import Records, domainsFileName
+from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
+#: How long a set waits while another user of the storage creates or
+#: changes the account.
+ACCOUNT_BUSY_WAIT = 60.0
 #: How many orders run at once.
 CONCURRENT_ORDERS = 2
 #: How long the lease on a set is taken for, and renewed for every third of
 #: it while its order runs: longer than an order may take.
 ORDER_LEASE = 2 * ORDER_TIMEOUT
-
-
-def orderLease(domains: tuple[str, ...]) -> str:
-    """
-    The name of the storage lease an order of C{domains} runs under.
-    """
-    return f"orders/{domainsFileName(domains)}"
 
 
 class Renewer:
@@ -118,6 +116,12 @@ class Renewer:
         knows the account, the same key is registered again and the attempt
         goes on once more with it.  An order whose lease was taken over is
         abandoned (event 20200), no failed attempt: its new holder orders.
+        While another user of the storage creates or changes the account,
+        the set waits L{ACCOUNT_BUSY_WAIT}, no failed attempt either.
+
+        The outcome is recorded under the order's lease, when one was
+        taken, which the write queue then keeps until the attempt's writes
+        have ended (see L{WriteQueue.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
@@ -133,10 +137,16 @@ class Renewer:
         except (StaleFence, LeaseLost) as error:
             events.ORDER_ABANDONED.emit(self._log, domains=certificate.label, details=str(error))
             self._waitForNextCheck(certificate)
+        except AccountBusy as error:
+            events.DEBUG.emit(self._log, details=f"{certificate.label}: {error}")
+            now = self._reactor.seconds()
+            certificate.holdUntil = max(certificate.holdUntil, now + ACCOUNT_BUSY_WAIT)
         except Exception as error:
             if accountForgotten(error):
                 await self._connection.lost()
             self._outcomes.failed(certificate, error)
+        finally:
+            self._writes.releaseAfterWrites(certificate)
 
     def _waitForNextCheck(self, certificate: ManagedCertificate) -> None:
         """
@@ -171,7 +181,16 @@ class Renewer:
             self._outcomes.announce(certificate)
             return
         await self._checkStorable(certificate)
-        lease = await self._storage.lease(orderLease(certificate.domains), ORDER_LEASE)
+        lease = self._writes.takeBack(certificate)
+        if lease is not None:
+            await lease.renew()
+        else:
+            # A state write made outside an order holds the set's lease
+            # while it runs (see WriteQueue.saveState): let it end first.
+            await self._writes.whenWritten()
+            lease = await takeLease(
+                self._storage, orderLease(certificate.domains), ORDER_LEASE, self._log
+            )
         if lease is None:
             events.ORDER_BUSY.emit(self._log, domains=certificate.label)
             self._waitForNextCheck(certificate)
@@ -184,7 +203,7 @@ class Renewer:
         """
         Renew C{certificate} under C{lease}: its writes are fenced by it,
         it is renewed while the order runs and once more before the order
-        is finalized, then released.
+        is finalized; L{_attempt} hands it to the write queue at its end.
         """
         lost: list[Failure] = []
 
@@ -205,9 +224,6 @@ class Renewer:
             await self._renew(client, certificate, reason, beforeFinalize)
         finally:
             renewing.stop()
-            if certificate.lease is lease:
-                certificate.lease = None
-            await lease.release()
 
     async def _renew(
         self,

@@ -32,6 +32,7 @@ from . import events
 from .acmeclient import ACMEClient
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
+from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
 from .coroutines import deferred
@@ -184,7 +185,8 @@ class LetsEncryptResource(MultiService):
         )
         self._scheduler.loaded = self._sets.whenLoaded
         self._challengeSite = ChallengeSiteService(options, self.responder, reactor, log)
-        for part in (self._challengeSite, self._sets, self._scheduler):
+        sweeper = ChallengeSweeper(records, reactor, interval, log)
+        for part in (self._challengeSite, self._sets, self._scheduler, sweeper):
             part.setServiceParent(self)
 
     @property
@@ -242,6 +244,7 @@ class LetsEncryptResource(MultiService):
         parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
         stopped = await DeferredList(parts, consumeErrors=True)
         await self._writes.whenWritten()
+        await self._writes.letGo()
         if self._closeStorage:
             await self.storage.close()
         if self._workers is not None:

@@ -14,13 +14,20 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.challenge import (
     CHALLENGE_PREFIX,
+    LOOKUP_TIMEOUT,
     READY_TEXT,
     SHARED_LOOKUPS,
     ChallengeResponder,
     ChallengeSite,
 )
 from letsencrypt_resource.testing import MemoryStore
-from tests.helpers import HTTPResponse, connectInMemory, exchange, rawRequest
+from tests.helpers import (
+    HTTPResponse,
+    InMemoryConnection,
+    connectInMemory,
+    exchange,
+    rawRequest,
+)
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
 KEY_AUTHORIZATION = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
@@ -395,10 +402,11 @@ class SharedChallengeTests(SynchronousTestCase):
 
     def test_malformedNotLookedUp(self) -> None:
         """
-        A path that is no token (a dot, a slash, too long) is a 404 with no
-        lookup: nothing reaches the storage but well-formed tokens.
+        A path that is no token (a dot, a slash, too long for the storage's
+        rule) is a 404 with no lookup: nothing reaches the storage but
+        well-formed tokens.
         """
-        for token in ("../lock", "a.b", "a/b", "x" * 257, "%2e%2e"):
+        for token in ("../lock", "a.b", "a/b", "x" * 256, "%2e%2e"):
             self.assertEqual(fetch(self.site, challengePath(token)).code, 404)
         self.assertEqual(self.looked, [])
 
@@ -414,13 +422,75 @@ class SharedChallengeTests(SynchronousTestCase):
             return pending[-1]
 
         responder = ChallengeResponder(slow)
-        lookups = [responder.lookupShared(OTHER_TOKEN) for _ in range(SHARED_LOOKUPS)]
+        lookups = [
+            responder.lookupShared(OTHER_TOKEN, MemoryReactorClock()) for _ in range(SHARED_LOOKUPS)
+        ]
         self.assertNotIn(None, lookups)
-        self.assertIsNone(responder.lookupShared(OTHER_TOKEN))
+        self.assertIsNone(responder.lookupShared(OTHER_TOKEN, MemoryReactorClock()))
         self.assertEqual(len(pending), SHARED_LOOKUPS)
         pending[0].errback(RuntimeError("down"))
         self.assertIsNone(self.successResultOf(lookups[0]))
-        self.assertIsNotNone(responder.lookupShared(OTHER_TOKEN))
+        self.assertIsNotNone(responder.lookupShared(OTHER_TOKEN, MemoryReactorClock()))
+
+    def startLookups(self, site: ChallengeSite) -> list[InMemoryConnection]:
+        """
+        Ask C{site} for L{SHARED_LOOKUPS} tokens it must look up, and keep
+        each connection open.
+        """
+        connections = []
+        for i in range(SHARED_LOOKUPS):
+            connection = connectInMemory(site)
+            connection.send(rawRequest(b"GET", challengePath(f"junk{i}")))
+            connection.pump.flush()
+            connections.append(connection)
+        return connections
+
+    def test_leftLookupsFreed(self) -> None:
+        """
+        The slot of a lookup whose client left is freed at once: clients
+        that ask for tokens on a hanging storage, then leave, do not keep
+        the CA's request for a published token from being answered.
+        """
+        hung: list[Deferred[str | None]] = []
+
+        def shared(token: str) -> Deferred[str | None]:
+            if token == OTHER_TOKEN:
+                return self.store.records.loadChallenge(token)
+            hung.append(Deferred())
+            return hung[-1]
+
+        self.store.saveChallenge(OTHER_TOKEN, OTHER_KEY_AUTHORIZATION)
+        site = ChallengeSite(ChallengeResponder(shared))
+        site.reactor = MemoryReactorClock()
+        for connection in self.startLookups(site):
+            connection.collector.transport.loseConnection()
+            connection.pump.flush()
+        self.assertEqual(len(hung), SHARED_LOOKUPS)
+        self.assertEqual(fetch(site, challengePath(OTHER_TOKEN)).code, 200)
+
+    def test_lookupTimeLimited(self) -> None:
+        """
+        A lookup that takes longer than L{LOOKUP_TIMEOUT} is given up: its
+        client gets a 404 and its slot is freed.
+        """
+        hung: list[Deferred[str | None]] = []
+
+        def shared(token: str) -> Deferred[str | None]:
+            if token == OTHER_TOKEN:
+                return self.store.records.loadChallenge(token)
+            hung.append(Deferred())
+            return hung[-1]
+
+        self.store.saveChallenge(OTHER_TOKEN, OTHER_KEY_AUTHORIZATION)
+        site = ChallengeSite(ChallengeResponder(shared))
+        site.reactor = clock = MemoryReactorClock()
+        connections = self.startLookups(site)
+        self.assertEqual(fetch(site, challengePath(OTHER_TOKEN)).code, 404)
+        clock.advance(LOOKUP_TIMEOUT)
+        for connection in connections:
+            connection.pump.flush()
+            self.assertIn(b" 404 ", connection.collector.received)
+        self.assertEqual(fetch(site, challengePath(OTHER_TOKEN)).code, 200)
 
     def test_clientGone(self) -> None:
         """

@@ -12,6 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 
 from letsencrypt_resource.challengesite import ChallengeSiteService
+from letsencrypt_resource.challengesweep import ChallengeSweeper
 from letsencrypt_resource.domainsets import DomainSets
 from letsencrypt_resource.scheduler import Scheduler
 from letsencrypt_resource.storage.interface import StorageError
@@ -31,14 +32,15 @@ class CompositionTests(ResourceTestCase):
 
     def test_children(self) -> None:
         """
-        Its child services are the challenge site, the domain sets and the
-        scheduler, in that order: each starts after the one before it.
+        Its child services are the challenge site, the domain sets, the
+        scheduler and the sweeper of challenges left in the storage, in
+        that order: each starts after the one before it.
         """
         resource = self.makeResource()
         self.assertIsInstance(resource, MultiService)
         self.assertEqual(
             [type(child) for child in resource],
-            [ChallengeSiteService, DomainSets, Scheduler],
+            [ChallengeSiteService, DomainSets, Scheduler, ChallengeSweeper],
         )
 
     def test_startOrder(self) -> None:

@@ -76,7 +76,9 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "acmeclient",
                 "acmetransport",
                 "challenge",
+                "chaincheck",
                 "issuer",
+                "leasing",
                 "managed",
                 "renewalstate",
             }
@@ -87,6 +89,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         frozenset(
             {
                 "challengesite",
+                "challengesweep",
                 "connection",
                 "control",
                 "domainsets",

@@ -6,10 +6,16 @@ of placing another, against the in-memory fake CA.
 
 from __future__ import annotations
 
-from letsencrypt_resource.issuer import PendingOrder
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+
+from letsencrypt_resource.issuer import PendingOrder, obtainCertificate
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
-from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.renewer import ORDER_LEASE
+from letsencrypt_resource.resource import CHECK_INTERVAL, LetsEncryptResource
+from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.testing import BASE, advanceThrough
 from tests.helpers.resourcecase import FILES, REPORTS, FailingSaves, ResourceTestCase
 
@@ -188,3 +194,69 @@ class ResumeTests(ResourceTestCase):
         self.assertIsNone(self.store.loadRenewalState(REPORTS)["pending_order"])
         self.assertEqual(self.server.ordersCreated, 2)
         self.assertNotIn(20191, self.eventIDs())
+
+
+class ValidationEndTests(ResourceTestCase):
+    """
+    Every challenge token an order publishes is withdrawn once its
+    validations have ended, whichever way they end.
+    """
+
+    def test_lateTokenWithdrawn(self) -> None:
+        """
+        When one validation fails while another still waits for its
+        authorization, the other is cancelled and waited for: no token is
+        published after the order has ended, and none is left in memory or
+        in the storage.
+        """
+        resource = self.start()
+        client = self.successResultOf(resource.acmeClient())
+        realFetch = client.fetch
+        held: list[tuple[str, Any, Deferred[Any]]] = []
+        published: list[str] = []
+
+        def fetch(url: str, kind: Any) -> Any:
+            if kind.__name__ == "Authorization" and not held:
+                held.append((url, kind, Deferred()))
+                return held[-1][2]
+            return realFetch(url, kind)
+
+        def publish(token: str, keyAuthorization: str) -> Deferred[None]:
+            published.append(token)
+            if len(published) == 1:
+                return fail(StorageError("challenges/" + token, "down"))
+            return resource.records.saveChallenge(token, keyAuthorization)
+
+        client.fetch = fetch  # type: ignore[method-assign]
+        ordering = obtainCertificate(
+            client,
+            resource.responder,
+            self.reactor,
+            FILES,
+            generateKey("ecdsa-p256"),
+            publish=publish,
+            withdraw=resource.records.deleteChallenge,
+        )
+        self.failureResultOf(ordering, StorageError)
+        [(url, kind, late)] = held
+        if not late.called:
+            realFetch(url, kind).chainDeferred(late)
+        self.reactor.advance(1)
+        self.assertEqual(len(published), 1)
+        self.assertEqual(len(resource.responder), 0)
+        self.assertEqual(self.store.keys("challenges/"), [])
+
+    def test_leftTokensRemoved(self) -> None:
+        """
+        Tokens left in the storage by a process killed during a validation
+        are removed (20204) at the first look at least an order's lease
+        time after they were first seen; a token published since is kept.
+        """
+        self.store.saveChallenge("left_token", "left_token.thumb")
+        resource = self.start()
+        self.reactor.advance(ORDER_LEASE)
+        self.store.saveChallenge("new_token", "new_token.thumb")
+        advanceThrough(self.reactor, CHECK_INTERVAL)
+        self.assertEqual(self.store.keys("challenges/"), ["challenges/new_token"])
+        self.assertEqual(len(self.eventTexts(20204)), 1)
+        self.assertTrue(resource.running)
