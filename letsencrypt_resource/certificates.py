@@ -100,7 +100,7 @@ class CertifiedKey:
         """
         certificates = _splitCertificates(fullchainPEM)
         certifiedKey = cls(key, certificates[0], tuple(certificates[1:]), provisional)
-        if not publicKeysMatch(key, certifiedKey.certificate):
+        if not certifiedKey.keyMatches:
             raise InvalidCertificate("the certificate is not for our private key")
         if domains is not None and set(certifiedKey.domains) != set(domains):
             raise InvalidCertificate(
@@ -163,6 +163,14 @@ class CertifiedKey:
         The names the certificate carries, subject first.
         """
         return certificateNames(self.certificate)
+
+    @cached_property
+    def keyMatches(self) -> bool:
+        """
+        Whether the certificate is for the private key: checked once, when
+        L{fromParts} builds it or at the first question.
+        """
+        return publicKeysMatch(self.key, self.certificate)
 
     @property
     def notBefore(self) -> datetime.datetime:
