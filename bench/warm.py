@@ -51,8 +51,10 @@ from zope.interface.registry import Components  # noqa: E402
 
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey  # noqa: E402
 from letsencrypt_resource.config import ResourceOptions  # noqa: E402
+from letsencrypt_resource.domainsets import settingsFingerprint  # noqa: E402
 from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.keys import generateKey, withDomainNames  # noqa: E402
+from letsencrypt_resource.managed import ManagedCertificate  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
 from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
 from letsencrypt_resource.storage.records import Records  # noqa: E402
@@ -74,11 +76,27 @@ class Inline:
         return maybeDeferred(f, *args)
 
 
+def benchOptions(state: str) -> ResourceOptions:
+    """
+    The resource's options: its state in C{state}, no challenge site, an
+    ACME server nowhere.
+    """
+    return ResourceOptions(
+        section="resources/bench",
+        stateDirectory=state,
+        challengeSite=False,
+        acmeURL=NOWHERE,
+        agreeTOS=True,
+    )
+
+
 def fabricate(state: str, n: int) -> None:
     """
     Fill C{state} with C{n} stored ECDSA certificates, signed by a local
-    CA, valid for 90 days from now; nothing when it holds them already.
+    CA, valid for 90 days from now, each with the renewal state a success
+    saves; nothing when it holds them already.
     """
+    settings = settingsFingerprint(benchOptions(state))
     done = os.path.join(state, "fabricated")
     if os.path.exists(done):
         return
@@ -111,6 +129,9 @@ def fabricate(state: str, n: int) -> None:
         )
         certificate = withDomainNames(builder, (name,)).sign(caKey, hashes.SHA256())
         records.saveCertificate((name,), CertifiedKey(key, certificate, (caCertificate,)))
+        managed = ManagedCertificate((name,), settings)
+        managed.orderedBy = (f"id-{name}", NOWHERE, "http://127.0.0.1:9/account/1")
+        records.saveRenewalState((name,), managed.state())
     with open(done, "w") as f:
         f.write(f"{n}\n")
 
@@ -120,13 +141,7 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     Start a resource on the fabricated state of C{args.n} certificates and
     measure until every consumer is in service.
     """
-    options = ResourceOptions(
-        section="resources/bench",
-        stateDirectory=args.state,
-        challengeSite=False,
-        acmeURL=NOWHERE,
-        agreeTOS=True,
-    )
+    options = benchOptions(args.state)
     profiler = cProfile.Profile() if args.profile == "cpu" else None
     if args.profile == "memory":
         tracemalloc.start(8)
@@ -178,7 +193,7 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
     """
     One measurement of C{n} certificates, in a fresh process.
     """
-    state = os.path.join(args.workdir, f"state-{n}")
+    state = os.path.join(args.workdir, f"warm-state-{n}")
     fabricate(state, n)
     command = [sys.executable, __file__, "--worker", "--n", str(n), "--state", state]
     command += ["--top", str(args.top)]

@@ -175,7 +175,7 @@ class DomainSets(Service):
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}
-        settings = _settingsFingerprint(self._options)
+        settings = settingsFingerprint(self._options)
         consumers = sorted(self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0])
         for _, consumer in consumers:
             key = frozenset(consumer.domains)
@@ -265,7 +265,7 @@ class DomainSets(Service):
                 loading.addErrback(self._unexpected)
 
 
-def _settingsFingerprint(options: ResourceOptions) -> str:
+def settingsFingerprint(options: ResourceOptions) -> str:
     """
     A digest of the options that orders depend on: when they change, a
     saved retry wait no longer applies.

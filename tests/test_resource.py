@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.domainsets import _settingsFingerprint
+from letsencrypt_resource.domainsets import settingsFingerprint
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.keys import keyToPEM
@@ -597,7 +597,7 @@ class SavedWaitTests(ResourceTestCase):
     """
 
     def saveState(self, domains: tuple[str, ...], **fields: Any) -> None:
-        state = {"settings": _settingsFingerprint(resourceOptions())}
+        state = {"settings": settingsFingerprint(resourceOptions())}
         state.update(fields)
         self.store.saveRenewalState(domains, state)
 
