@@ -16,6 +16,8 @@ every consumer has its certificate.  C{--profile cpu} prints the functions
 cProfile finds costliest on the way; C{--profile memory} what tracemalloc
 finds still allocated at the end, by line (Python allocations only: the
 memory OpenSSL and cryptography allocate in C is in the RSS alone).
+C{--contexts} then builds every service's TLS context, as a first
+handshake to each would, and reports its CPU and the RSS after.
 """
 
 from __future__ import annotations
@@ -184,6 +186,13 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         result["profile"] = "\n".join(
             str(stat) for stat in snapshot.statistics("lineno")[: args.top]
         )
+    if args.contexts:
+        # What the first handshake of every service costs, all at once.
+        cpuStart = time.process_time()
+        for consumer in consumers:
+            consumer.tls.serverConnectionForTLS(None)
+        result["contexts_cpu_seconds"] = time.process_time() - cpuStart
+        result["contexts_rss_bytes"] = vmRSS()
     emitResult(result)
     await resource.stopService()
     return result
@@ -199,6 +208,8 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
     command += ["--top", str(args.top)]
     if profile:
         command += ["--profile", profile]
+    if args.contexts:
+        command.append("--contexts")
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return parseResult(output)
 
@@ -209,18 +220,26 @@ def table(results: dict[int, list[dict[str, Any]]]) -> str:
     spread.
     """
     lines = [
-        "| N | start-up until all in service (s) | CPU (s) | RSS (MB) | per certificate |",
-        "|---|---|---|---|---|",
+        "| N | start-up until all in service (s) | CPU (s) | RSS (MB) "
+        "| RSS added by the start (MB) | per certificate |",
+        "|---|---|---|---|---|---|",
     ]
     for n, runs in sorted(results.items()):
         wall = summary(r["seconds"] for r in runs)
         cpu = summary(r["cpu_seconds"] for r in runs)
         rss = summary(r["rss_bytes"] / 1e6 for r in runs)
+        added = summary((r["rss_bytes"] - r["rss_before_bytes"]) / 1e6 for r in runs)
         lines.append(
             f"| {n:,} | {wall['median']:.2f} ({wall['min']:.2f}-{wall['max']:.2f}) "
-            f"| {cpu['median']:.2f} | {rss['median']:.0f} "
-            f"| {wall['median'] / n * 1e3:.3f} ms, {rss['median'] / n * 1e3:.1f} KB |"
+            f"| {cpu['median']:.2f} | {rss['median']:.0f} | {added['median']:.0f} "
+            f"| {cpu['median'] / n * 1e3:.3f} ms CPU, {added['median'] / n * 1e3:.1f} KB |"
         )
+    if any("contexts_cpu_seconds" in r for runs in results.values() for r in runs):
+        lines += ["", "| N | then every TLS context built: CPU (s) | RSS (MB) |", "|---|---|---|"]
+        for n, runs in sorted(results.items()):
+            cpu = summary(r["contexts_cpu_seconds"] for r in runs)
+            rss = summary(r["contexts_rss_bytes"] / 1e6 for r in runs)
+            lines.append(f"| {n:,} | {cpu['median']:.2f} | {rss['median']:.0f} |")
     return "\n".join(lines)
 
 
@@ -230,6 +249,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--profile", choices=["cpu", "memory"])
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--contexts",
+        action="store_true",
+        help="then build every service's TLS context, as a first handshake to each would",
+    )
     parser.add_argument(
         "--workdir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     )

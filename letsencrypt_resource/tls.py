@@ -113,8 +113,8 @@ class ReloadableServerTLS:
                     domains=", ".join(certifiedKey.domains),
                 )
                 self._refused = certifiedKey
-                if self._built is not None:
-                    self.certifiedKey = self._built
+        if certifiedKey is self._refused and self._built is not None:
+            self.certifiedKey = self._built
         if self._context is None:
             raise NoCertificateYet("no certificate could be presented yet")
         return self._context

@@ -182,14 +182,17 @@ class ReloadableServerTLSTests(SynchronousTestCase):
         """
         When the context of a new certificate cannot be built at its first
         handshake, the failure is logged once and the previous certificate
-        stays in service, for that handshake and the next ones.
+        stays in service, for that handshake and the next ones, also when
+        the refused certificate is set again.
         """
         second = provisionalFor(self.signer)
         built = self.countContexts(failFor=second)
         self.tls.setCertificate(self.first)
         self.connect()
         self.tls.setCertificate(second)
-        connections = [self.connect(), self.connect()]
+        connections = [self.connect()]
+        self.tls.setCertificate(second)
+        connections.append(self.connect())
         for connection in connections:
             self.assertEchoes(connection)
         self.assertEqual(
