@@ -22,24 +22,16 @@ handshake to each would, and reports its CPU and the RSS after.
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import io
+import os
+import pstats
+import subprocess
 import sys
-
-# bench/profile.py would stand for the standard library's profile, which
-# cProfile imports: import it without this folder on the path.
-_BENCH = sys.path.pop(0)
-import cProfile  # noqa: E402
-
-sys.path.insert(0, _BENCH)
-
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import io  # noqa: E402
-import os  # noqa: E402
-import pstats  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-from typing import Any  # noqa: E402
+import time
+import tracemalloc
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,6 +58,21 @@ from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402
 RUN = "warm"
 #: Where the ACME server would be: nothing listens there.
 NOWHERE = "http://127.0.0.1:9/directory"
+
+
+def _cProfile() -> Any:
+    """
+    The standard library's cProfile, imported without this folder on the
+    path: bench/profile.py would stand for the C{profile} it imports.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        import cProfile
+    finally:
+        sys.path[:] = saved
+    return cProfile
 
 
 class Inline:
@@ -144,7 +151,7 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
     measure until every consumer is in service.
     """
     options = benchOptions(args.state)
-    profiler = cProfile.Profile() if args.profile == "cpu" else None
+    profiler = _cProfile().Profile() if args.profile == "cpu" else None
     if args.profile == "memory":
         tracemalloc.start(8)
     rssBefore = vmRSS()
