@@ -23,6 +23,7 @@ from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
+from .limiter import Limiter
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .reporting import unexpected, when
@@ -32,6 +33,9 @@ from .storage.records import Records, certificateKey
 
 #: The keys of the certificates, watched for other users' changes.
 CERTIFICATES = "certificates/"
+
+#: How many domain sets are read from the storage at once.
+LOAD_JOBS = 64
 
 
 class DomainSets(Service):
@@ -115,7 +119,10 @@ class DomainSets(Service):
         await self._loadAll(list(self.managed.values()))
 
     def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[list[None]]:
-        return gatherResults([self._loadStored(c) for c in certificates], consumeErrors=True)
+        loading = Limiter(LOAD_JOBS)
+        return gatherResults(
+            [loading.run(self._loadStored, c) for c in certificates], consumeErrors=True
+        )
 
     @deferred
     async def reloadConsumers(self) -> None:

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource import domainsets
 from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey
@@ -961,6 +962,34 @@ class QueuedWorkers:
         return count
 
 
+FILES_SET = frozenset(FILES)
+REPORTS_SET = frozenset(REPORTS)
+
+
+class HeldLoads(MemoryStorage):
+    """
+    A L{MemoryStorage} whose loads wait until the test lets them go.
+
+    @ivar held: The loads waiting, oldest first: their keys and Deferreds.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        super().__init__(shared)
+        self.held: list[tuple[str, Deferred[bytes | None]]] = []
+
+    def load(self, key: str) -> Deferred[bytes | None]:
+        waiting: Deferred[bytes | None] = Deferred()
+        self.held.append((key, waiting))
+        return waiting
+
+    def release(self) -> None:
+        """
+        Let the oldest load waiting read its value.
+        """
+        key, waiting = self.held.pop(0)
+        super().load(key).chainDeferred(waiting)
+
+
 class StorageWiringTests(ResourceTestCase):
     """
     The resource keeps its state through L{Records} over an L{IStorage}:
@@ -997,6 +1026,29 @@ class StorageWiringTests(ResourceTestCase):
             RequestTraversalAgent(self.server),
         )
         self.assertIn("IStorage", str(error))
+
+    def test_boundedLoads(self) -> None:
+        """
+        Loading reads the records of at most L{domainsets.LOAD_JOBS} domain
+        sets at once, the others waiting their turn, and loads them all.
+        """
+        self.patch(domainsets, "LOAD_JOBS", 1)
+        storage = HeldLoads(self.store.shared)
+        resource = LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+        loading = resource.load()
+        waiting = []
+        while storage.held:
+            waiting.append(len(storage.held))
+            storage.release()
+        self.successResultOf(loading)
+        self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
 
     def test_readsInWorkers(self) -> None:
         """
