@@ -376,7 +376,9 @@ def figure5(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     Warm start on N stored certificates, without pebble (L{warm}): the
     fabricated state directories are kept in bench/results.
     """
-    options = argparse.Namespace(workdir=os.path.join(BENCH, "results"), top=0, contexts=False)
+    options = argparse.Namespace(
+        workdir=os.path.join(BENCH, "results"), top=0, contexts=False, probe=True
+    )
     results: dict[int, list[dict[str, Any]]] = {}
     for n in args.warm_sizes:
         for repeat in range(args.scale_repeats):

@@ -17,7 +17,8 @@ cProfile finds costliest on the way; C{--profile memory} what tracemalloc
 finds still allocated at the end, by line (Python allocations only: the
 memory OpenSSL and cryptography allocate in C is in the RSS alone).
 C{--contexts} then builds every service's TLS context, as a first
-handshake to each would, and reports its CPU and the RSS after.
+handshake to each would, and reports its CPU and the RSS after;
+C{--probe} measures the reactor's stalls during the start.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from common import emitResult, names, parseResult, summary, vmRSS  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
+from probe import StallProbe  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred  # noqa: E402
 from twisted.internet.task import react  # noqa: E402
 from zope.interface.registry import Components  # noqa: E402
@@ -167,10 +169,15 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         consumers.append(consumer)
     storage = DirectoryStorage(args.state, reactor)
     resource = LetsEncryptResource(options, registry, storage, reactor, closeStorage=True)
+    probe = StallProbe(reactor) if args.probe else None
+    if probe is not None:
+        probe.start()
     resource.startService()
     await gatherResults([c.whenCertificate() for c in consumers])
     wall = time.perf_counter() - wallStart
     cpu = time.process_time() - cpuStart
+    if probe is not None:
+        probe.stop()
     if profiler is not None:
         profiler.disable()
     result: dict[str, Any] = {
@@ -181,6 +188,11 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_bytes": rssBefore,
         "provisional": sum(1 for c in consumers if c.tls.certifiedKey.provisional),
     }
+    if probe is not None:
+        stalls = probe.report()
+        result["max_stall_ms"] = stalls["max_stall_ms"]
+        result["stalls_over_50ms"] = stalls["stalls_over_50ms"]
+        result["longest_stalls"] = stalls["longest"]
     if profiler is not None:
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
@@ -217,6 +229,8 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
         command += ["--profile", profile]
     if args.contexts:
         command.append("--contexts")
+    if args.probe:
+        command.append("--probe")
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return parseResult(output)
 
@@ -241,6 +255,12 @@ def table(results: dict[int, list[dict[str, Any]]]) -> str:
             f"| {cpu['median']:.2f} | {rss['median']:.0f} | {added['median']:.0f} "
             f"| {cpu['median'] / n * 1e3:.3f} ms CPU, {added['median'] / n * 1e3:.1f} KB |"
         )
+    if any("max_stall_ms" in r for runs in results.values() for r in runs):
+        lines += ["", "| N | longest reactor stall (ms) | stalls over 50 ms |", "|---|---|---|"]
+        for n, runs in sorted(results.items()):
+            stall = summary(r["max_stall_ms"] for r in runs)
+            over = summary(r["stalls_over_50ms"] for r in runs)
+            lines.append(f"| {n:,} | {stall['median']:.0f} | {over['median']:.0f} |")
     if any("contexts_cpu_seconds" in r for runs in results.values() for r in runs):
         lines += ["", "| N | then every TLS context built: CPU (s) | RSS (MB) |", "|---|---|---|"]
         for n, runs in sorted(results.items()):
@@ -263,6 +283,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--workdir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="measure the reactor's stalls during the start (bench/probe.py)",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)

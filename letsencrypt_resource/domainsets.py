@@ -23,7 +23,6 @@ from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
-from .limiter import Limiter
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .reporting import unexpected, when
@@ -118,11 +117,25 @@ class DomainSets(Service):
         self.managed.update(collected)
         await self._loadAll(list(self.managed.values()))
 
-    def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[list[None]]:
-        loading = Limiter(LOAD_JOBS)
-        return gatherResults(
-            [loading.run(self._loadStored, c) for c in certificates], consumeErrors=True
-        )
+    @deferred
+    async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:
+        """
+        Load C{certificates}, L{LOAD_JOBS} at a time: each job takes the
+        next set once it is done with one, so that nothing is made for a
+        set before its turn; an unexpected error is logged and the set after
+        it loaded.
+        """
+        pending = iter(certificates)
+
+        async def job() -> None:
+            for certificate in pending:
+                try:
+                    await self._loadStored(certificate)
+                except Exception:
+                    unexpected(self._log, Failure())
+
+        jobs = min(LOAD_JOBS, len(certificates))
+        await gatherResults([Deferred.fromCoroutine(job()) for _ in range(jobs)])
 
     @deferred
     async def reloadConsumers(self) -> None:

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -39,7 +39,7 @@ from letsencrypt_resource.resource import (
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
-from letsencrypt_resource.storage.records import Records, certificateKey
+from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 from letsencrypt_resource.store import DirectoryStore
 from letsencrypt_resource.testing import (
     FakeACMEServer,
@@ -990,6 +990,21 @@ class HeldLoads(MemoryStorage):
         super().load(key).chainDeferred(waiting)
 
 
+class FailingLoads(MemoryStorage):
+    """
+    A L{MemoryStorage} whose loads of one key fail with an unexpected error.
+    """
+
+    def __init__(self, shared: Any, key: str) -> None:
+        super().__init__(shared)
+        self._failing = key
+
+    def load(self, key: str) -> Deferred[bytes | None]:
+        if key == self._failing:
+            return fail(RuntimeError("unexpected"))
+        return super().load(key)
+
+
 class StorageWiringTests(ResourceTestCase):
     """
     The resource keeps its state through L{Records} over an L{IStorage}:
@@ -1049,6 +1064,32 @@ class StorageWiringTests(ResourceTestCase):
             storage.release()
         self.successResultOf(loading)
         self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
+
+    def test_loadErrorLoadsTheRest(self) -> None:
+        """
+        An unexpected error while loading one domain set is logged, and the
+        sets after it are loaded.
+        """
+        self.patch(domainsets, "LOAD_JOBS", 1)
+        storage = FailingLoads(self.store.shared, renewalKey(FILES))
+        stored = self.issue(REPORTS)
+        self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
+        resource = LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+        self.successResultOf(resource.load())
+        self.assertEqual(
+            (
+                [c.certificate for c in self.consumers["reports"].received],
+                len(self.flushLoggedErrors(RuntimeError)),
+            ),
+            ([stored.certificate], 1),
+        )
 
     def test_readsInWorkers(self) -> None:
         """
