@@ -3,6 +3,7 @@ The benchmarks of issue 5, in one command:
 
     .venv/bin/python bench/run.py --quick     # about 5 minutes (up to 9 when busy)
     .venv/bin/python bench/run.py             # the full run, about 45 minutes
+    .venv/bin/python bench/run.py --figures 5 # warm start at scale, no pebble
 
 Every contender runs against its own fresh local pebble (Debian's, started
 through letsencrypt_resource.pebble.startTestCA: PEBBLE_VA_NOSLEEP=1, and
@@ -31,6 +32,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import contenders  # noqa: E402
+import warm  # noqa: E402
 from common import BENCH, ROOT, freePort, summary  # noqa: E402
 from pebblectl import NONCE_REJECT, Pebble, pebbleVersion  # noqa: E402
 
@@ -366,6 +368,35 @@ def figure2(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
     return lines
 
 
+# Figure 5
+
+
+def figure5(args: argparse.Namespace, tmp: str, rec: Recorder) -> list[str]:
+    """
+    Warm start on N stored certificates, without pebble (L{warm}): the
+    fabricated state directories are kept in bench/results.
+    """
+    options = argparse.Namespace(
+        workdir=os.path.join(BENCH, "results"), top=0, contexts=False, probe=True
+    )
+    results: dict[int, list[dict[str, Any]]] = {}
+    for n in args.warm_sizes:
+        for repeat in range(args.scale_repeats):
+            log(f"figure 5: warm start on {n} stored certificates, run {repeat + 1}")
+            result = warm.measure(options, n, None)
+            rec.add("5", str(n), repeat, result)
+            results.setdefault(n, []).append(result)
+    return [
+        "### Figure 5: warm start on N stored certificates (bench/warm.py)",
+        "",
+        "N one-name ECDSA certificates and their renewal states, fabricated by a local CA; "
+        "TLSCertificateConsumers and a LetsEncryptResource on a DirectoryStorage, no ACME "
+        "server; median (min-max) of the wall time.",
+        "",
+        warm.table(results),
+    ]
+
+
 # Figure 3
 
 
@@ -573,7 +604,7 @@ def environment(args: argparse.Namespace, argv: list[str]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=20 only, fewer repeats")
-    parser.add_argument("--figures", default="1,2,3,4")
+    parser.add_argument("--figures", default="1,2,3,4,5")
     parser.add_argument("--contenders", default=",".join(contenders.CONTENDERS))
     parser.add_argument("--key-types", default=",".join(KEY_TYPES))
     parser.add_argument("--sizes", help="figure 1 N values (default 20,200; quick 20)")
@@ -587,6 +618,7 @@ def main() -> None:
     )
     parser.add_argument("--scale-consumers", type=int, default=1000)
     parser.add_argument("--scale-repeats", type=int, help="default 2; quick 1")
+    parser.add_argument("--warm-sizes", help="figure 5 N values (default 1000,10000; quick 1000)")
     parser.add_argument("--settle-timeout", type=float, help="default 60 s; quick 15 s")
     parser.add_argument("--stall-certs", type=int, default=200)
     parser.add_argument("--stall-repeats", type=int, help="default 2; quick 1")
@@ -605,6 +637,9 @@ def main() -> None:
     if "wrk" in args.loads and shutil.which("wrk") is None:
         log("wrk is not installed (apt-get install wrk): figure 3 runs without it")
         args.loads.remove("wrk")
+    args.warm_sizes = [
+        int(x) for x in (args.warm_sizes or ("1000" if args.quick else "1000,10000")).split(",")
+    ]
     args.sizes = [int(x) for x in (args.sizes or ("20" if args.quick else "20,200")).split(",")]
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.settle_timeout = args.settle_timeout or (15.0 if args.quick else 60.0)
@@ -623,7 +658,7 @@ def main() -> None:
     lines = [f"## Benchmark run {stamp}{' (quick)' if args.quick else ''}", ""]
     envLines = environment(args, argv)
     lines += envLines
-    sections = {"1": figure1, "2": figure2, "3": figure3, "4": figure4}
+    sections = {"1": figure1, "2": figure2, "3": figure3, "4": figure4, "5": figure5}
     timings = []
     try:
         for figure in figures:

@@ -5,6 +5,7 @@ A certificate together with its private key and issuing chain.
 from __future__ import annotations
 
 import datetime
+import functools
 from functools import cached_property
 
 import attrs
@@ -39,6 +40,16 @@ def _splitCertificates(pem: bytes) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _shared(intermediate: x509.Certificate) -> x509.Certificate:
+    """
+    The first of the certificates equal to C{intermediate} (the same DER)
+    seen lately: the certificates of one CA share their intermediates'
+    objects instead of each holding its own parsed copy (about 1 KB each).
+    """
+    return intermediate
 
 
 def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
@@ -99,8 +110,9 @@ class CertifiedKey:
             is not for C{key} or does not carry C{domains}.
         """
         certificates = _splitCertificates(fullchainPEM)
-        certifiedKey = cls(key, certificates[0], tuple(certificates[1:]), provisional)
-        if not publicKeysMatch(key, certifiedKey.certificate):
+        chain = tuple(_shared(c) for c in certificates[1:])
+        certifiedKey = cls(key, certificates[0], chain, provisional)
+        if not certifiedKey.keyMatches:
             raise InvalidCertificate("the certificate is not for our private key")
         if domains is not None and set(certifiedKey.domains) != set(domains):
             raise InvalidCertificate(
@@ -163,6 +175,14 @@ class CertifiedKey:
         The names the certificate carries, subject first.
         """
         return certificateNames(self.certificate)
+
+    @cached_property
+    def keyMatches(self) -> bool:
+        """
+        Whether the certificate is for the private key: checked once, when
+        L{fromParts} builds it or at the first question.
+        """
+        return publicKeysMatch(self.key, self.certificate)
 
     @property
     def notBefore(self) -> datetime.datetime:

@@ -36,6 +36,9 @@ from .storage.records import Records, certificateKey
 #: The keys of the certificates, watched for other users' changes.
 CERTIFICATES = "certificates/"
 
+#: How many domain sets are read from the storage at once.
+LOAD_JOBS = 64
+
 
 class DomainSets(Service):
     """
@@ -148,8 +151,25 @@ class DomainSets(Service):
         self.managed.update(collected)
         await self._loadAll(list(self.managed.values()))
 
-    def _loadAll(self, certificates: list[ManagedCertificate]) -> Deferred[list[None]]:
-        return gatherResults([self._loadStored(c) for c in certificates], consumeErrors=True)
+    @deferred
+    async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:
+        """
+        Load C{certificates}, L{LOAD_JOBS} at a time: each job takes the
+        next set once it is done with one, so that nothing is made for a
+        set before its turn; an unexpected error is logged and the set after
+        it loaded.
+        """
+        pending = iter(certificates)
+
+        async def job() -> None:
+            for certificate in pending:
+                try:
+                    await self._loadStored(certificate)
+                except Exception:
+                    unexpected(self._log, Failure())
+
+        jobs = min(LOAD_JOBS, len(certificates))
+        await gatherResults([Deferred.fromCoroutine(job()) for _ in range(jobs)])
 
     @deferred
     async def reloadConsumers(self) -> None:
@@ -209,7 +229,7 @@ class DomainSets(Service):
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}
-        settings = _settingsFingerprint(self._options)
+        settings = settingsFingerprint(self._options)
         consumers = sorted(self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0])
         for _, consumer in consumers:
             key = frozenset(consumer.domains)
@@ -331,7 +351,7 @@ class DomainSets(Service):
         return problem is None
 
 
-def _settingsFingerprint(options: ResourceOptions) -> str:
+def settingsFingerprint(options: ResourceOptions) -> str:
     """
     A digest of the options that orders depend on: when they change, a
     saved retry wait no longer applies.

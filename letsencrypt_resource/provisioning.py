@@ -69,8 +69,8 @@ class Provisioning:
         """
         now = utc(self._reactor.seconds())
         signer = await self._signerLock.run(self._currentSigner, now)
-        # A few at a time, each delivered as it comes, so that the reactor
-        # never builds hundreds of TLS contexts in one turn.
+        # A few at a time, each delivered as it comes, so that the workers
+        # are not handed thousands of keys to make at once.
         making = Limiter(PROVISIONAL_JOBS)
 
         def deliver(certificate: ManagedCertificate, provisional: CertifiedKey) -> None:

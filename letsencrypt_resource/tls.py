@@ -17,6 +17,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from .certificates import CertifiedKey
@@ -52,31 +53,71 @@ class ReloadableServerTLS:
     Server TLS connections with a certificate that can be replaced at any
     time.
 
+    A certificate's context is built at the first handshake after it is
+    set, not when it is set: a host with thousands of services builds the
+    contexts of those that are connected to, when they are.
+
     @ivar certifiedKey: The certificate new handshakes present, or C{None}.
     """
 
+    _log = Logger()
+
     def __init__(self) -> None:
         self.certifiedKey: CertifiedKey | None = None
+        # The context built last, and the certificate it presents.
         self._context: SSL.Context | None = None
+        self._built: CertifiedKey | None = None
+        # The last certificate whose context could not be built.
+        self._refused: CertifiedKey | None = None
 
     def setCertificate(self, certifiedKey: CertifiedKey) -> None:
         """
         Present C{certifiedKey} in every handshake from now on.
 
-        The context is built before it is swapped in, so a bad key leaves
-        the current certificate in service.
+        Its key is checked against the certificate first, so a bad key
+        leaves the current certificate in service.
+
+        @raise OpenSSL.SSL.Error: when the key does not match the
+            certificate.
         """
-        context = serverContext(certifiedKey)
-        self._context = context
+        if not certifiedKey.keyMatches:
+            raise SSL.Error("the private key does not match the certificate")
         self.certifiedKey = certifiedKey
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         """
-        A server connection on the current context.
+        A server connection on the current context, built now when the
+        certificate changed since the last handshake.
         """
-        if self._context is None:
+        return SSL.Connection(self._currentContext(), None)
+
+    def _currentContext(self) -> SSL.Context:
+        """
+        The context of L{certifiedKey}, built at its first use.  A
+        certificate whose context cannot be built is logged, once, and
+        the previous context stays in service (its certificate back in
+        L{certifiedKey}).
+
+        @raise NoCertificateYet: when there is no context to serve.
+        """
+        certifiedKey = self.certifiedKey
+        if certifiedKey is None:
             raise NoCertificateYet("no certificate has been set yet")
-        return SSL.Connection(self._context, None)
+        if certifiedKey is not self._built and certifiedKey is not self._refused:
+            try:
+                self._context = serverContext(certifiedKey)
+                self._built = certifiedKey
+            except Exception:
+                self._log.failure(
+                    "Cannot present the certificate for {domains}",
+                    domains=", ".join(certifiedKey.domains),
+                )
+                self._refused = certifiedKey
+        if certifiedKey is self._refused and self._built is not None:
+            self.certifiedKey = self._built
+        if self._context is None:
+            raise NoCertificateYet("no certificate could be presented yet")
+        return self._context
 
 
 @implementer(ICertificateConsumer)

@@ -110,6 +110,16 @@ class CertifiedKeyTests(SynchronousTestCase):
                 InvalidCertificate, CertifiedKey.fromParts, sharedKey("ecdsa-p256"), pem
             )
 
+    def test_chainShared(self) -> None:
+        """
+        Certificates read with the same intermediate share its object,
+        which equals the one they were written with.
+        """
+        signer = newSigner()
+        first, second = (CertifiedKey.fromPEM(provisionalFor(signer).toPEM()) for _ in range(2))
+        self.assertIs(first.chain[0], second.chain[0])
+        self.assertEqual(first.chain, (signer.certificate,))
+
     def test_pemRoundTrip(self) -> None:
         """
         C{fromPEM(toPEM())} gives back the key, the certificate and the

@@ -9,17 +9,18 @@ import os
 from typing import Any
 
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource import domainsets
 from letsencrypt_resource import resource as resourceModule
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.domainsets import _settingsFingerprint
+from letsencrypt_resource.domainsets import settingsFingerprint
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.keys import keyToPEM
@@ -38,7 +39,7 @@ from letsencrypt_resource.resource import (
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
-from letsencrypt_resource.storage.records import Records, certificateKey
+from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
@@ -596,7 +597,7 @@ class SavedWaitTests(ResourceTestCase):
     """
 
     def saveState(self, domains: tuple[str, ...], **fields: Any) -> None:
-        state = {"settings": _settingsFingerprint(resourceOptions())}
+        state = {"settings": settingsFingerprint(resourceOptions())}
         state.update(fields)
         self.store.saveRenewalState(domains, state)
 
@@ -974,6 +975,49 @@ class SkewedClock:
         return self.reactor.seconds() + self.skew
 
 
+FILES_SET = frozenset(FILES)
+REPORTS_SET = frozenset(REPORTS)
+
+
+class HeldLoads(MemoryStorage):
+    """
+    A L{MemoryStorage} whose loads wait until the test lets them go.
+
+    @ivar held: The loads waiting, oldest first: their keys and Deferreds.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        super().__init__(shared)
+        self.held: list[tuple[str, Deferred[bytes | None]]] = []
+
+    def load(self, key: str) -> Deferred[bytes | None]:
+        waiting: Deferred[bytes | None] = Deferred()
+        self.held.append((key, waiting))
+        return waiting
+
+    def release(self) -> None:
+        """
+        Let the oldest load waiting read its value.
+        """
+        key, waiting = self.held.pop(0)
+        super().load(key).chainDeferred(waiting)
+
+
+class FailingLoads(MemoryStorage):
+    """
+    A L{MemoryStorage} whose loads of one key fail with an unexpected error.
+    """
+
+    def __init__(self, shared: Any, key: str) -> None:
+        super().__init__(shared)
+        self._failing = key
+
+    def load(self, key: str) -> Deferred[bytes | None]:
+        if key == self._failing:
+            return fail(RuntimeError("unexpected"))
+        return super().load(key)
+
+
 class StorageWiringTests(ResourceTestCase):
     """
     The resource keeps its state through L{Records} over an L{IStorage}:
@@ -1010,6 +1054,55 @@ class StorageWiringTests(ResourceTestCase):
             RequestTraversalAgent(self.server),
         )
         self.assertIn("IStorage", str(error))
+
+    def test_boundedLoads(self) -> None:
+        """
+        Loading reads the records of at most L{domainsets.LOAD_JOBS} domain
+        sets at once, the others waiting their turn, and loads them all.
+        """
+        self.patch(domainsets, "LOAD_JOBS", 1)
+        storage = HeldLoads(self.store.shared)
+        resource = LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+        loading = resource.load()
+        waiting = []
+        while storage.held:
+            waiting.append(len(storage.held))
+            storage.release()
+        self.successResultOf(loading)
+        self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
+
+    def test_loadErrorLoadsTheRest(self) -> None:
+        """
+        An unexpected error while loading one domain set is logged, and the
+        sets after it are loaded.
+        """
+        self.patch(domainsets, "LOAD_JOBS", 1)
+        storage = FailingLoads(self.store.shared, renewalKey(FILES))
+        stored = self.issue(REPORTS)
+        self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
+        resource = LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+        self.successResultOf(resource.load())
+        self.assertEqual(
+            (
+                [c.certificate for c in self.consumers["reports"].received],
+                len(self.flushLoggedErrors(RuntimeError)),
+            ),
+            ([stored.certificate], 1),
+        )
 
     def test_readsInWorkers(self) -> None:
         """

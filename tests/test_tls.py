@@ -13,6 +13,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource import tls
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.tls import (
@@ -141,6 +142,84 @@ class ReloadableServerTLSTests(SynchronousTestCase):
             (peerCertificate(connection), self.tls.certifiedKey),
             (self.first.certificate, self.first),
         )
+
+    def countContexts(self, failFor: CertifiedKey | None = None) -> list[CertifiedKey]:
+        """
+        Record each context L{ReloadableServerTLS} builds, and fail the
+        build for C{failFor}.
+
+        @return: The certificates whose contexts were asked for, in order.
+        """
+        built: list[CertifiedKey] = []
+        build = tls.serverContext
+
+        def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
+            built.append(certifiedKey)
+            if certifiedKey is failFor:
+                raise SSL.Error("cannot build")
+            return build(certifiedKey)
+
+        self.patch(tls, "serverContext", serverContext)
+        return built
+
+    def test_contextBuiltAtFirstHandshake(self) -> None:
+        """
+        C{setCertificate} builds no TLS context: the first handshake after
+        it builds the certificate's, once, and later handshakes reuse it.
+        """
+        built = self.countContexts()
+        self.tls.setCertificate(self.first)
+        second = provisionalFor(self.signer)
+        self.tls.setCertificate(second)
+        self.assertEqual(built, [])
+        connections = [self.connect(), self.connect()]
+        self.assertEqual(
+            (built, [peerCertificate(c) for c in connections]),
+            ([second], [second.certificate, second.certificate]),
+        )
+
+    def test_contextFailureKeepsOld(self) -> None:
+        """
+        When the context of a new certificate cannot be built at its first
+        handshake, the failure is logged once and the previous certificate
+        stays in service, for that handshake and the next ones, also when
+        the refused certificate is set again.
+        """
+        second = provisionalFor(self.signer)
+        built = self.countContexts(failFor=second)
+        self.tls.setCertificate(self.first)
+        self.connect()
+        self.tls.setCertificate(second)
+        connections = [self.connect()]
+        self.tls.setCertificate(second)
+        connections.append(self.connect())
+        for connection in connections:
+            self.assertEchoes(connection)
+        self.assertEqual(
+            (
+                [peerCertificate(c) for c in connections],
+                self.tls.certifiedKey,
+                built,
+                len(self.flushLoggedErrors(SSL.Error)),
+            ),
+            ([self.first.certificate] * 2, self.first, [self.first, second], 1),
+        )
+
+    def test_firstContextFailure(self) -> None:
+        """
+        When the context of the first certificate cannot be built, the
+        failure is logged once and connections are refused with
+        L{NoCertificateYet}, without building it again, until a certificate
+        that can be presented is set.
+        """
+        built = self.countContexts(failFor=self.first)
+        self.tls.setCertificate(self.first)
+        for _ in range(2):
+            self.assertRaises(NoCertificateYet, self.tls.serverConnectionForTLS, None)
+        self.assertEqual((built, len(self.flushLoggedErrors(SSL.Error))), ([self.first], 1))
+        second = provisionalFor(self.signer)
+        self.tls.setCertificate(second)
+        self.assertEqual(peerCertificate(self.connect()), second.certificate)
 
     def test_untrustedRefused(self) -> None:
         """
