@@ -1,14 +1,13 @@
 """
 The renewer: one attempt per domain set at a time, a few at once, each
-refreshing the set's renewal information when it is time and ordering a
-certificate when it is due -- naming the one it replaces when the CA
-allows it, and never with a key revoked as compromised.
+refreshing the set's renewal information when it is time and, when a
+certificate is due, taking the set's lease and keeping it while
+L{Ordering} orders one; how an attempt ends is recorded by L{Outcomes}.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -18,19 +17,17 @@ from twisted.python.failure import Failure
 
 from . import events
 from .account import AccountBusy
-from .acmeclient import ACMEClient, ACMEProblem, certificateID
-from .certificates import CertifiedKey
+from .acmeclient import ACMEClient, ACMEProblem
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
 from .connection import AccountConnection, accountForgotten
 from .coroutines import deferred
-from .issuer import ORDER_TIMEOUT, PendingOrder, obtainCertificate, orderSurvives
-from .keygen import generateKey
-from .keys import keyType, publicKeyDigest
+from .issuer import ORDER_TIMEOUT
 from .leasing import orderLease, takeLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
-from .outcomes import REASONS, Outcomes
+from .ordering import Ordering
+from .outcomes import Outcomes
 from .renewalinfo import RenewalInfo
 from .reporting import unexpected
 from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageError
@@ -78,19 +75,27 @@ class Renewer:
         @param log: Where events go.
         """
         self._options = options
-        self._managed = managed
         self._storage = storage
-        self._records = Records(storage)
         self._checkWritable = checkWritable
         self._writes = writes
         self._connection = connection
         self._renewalInfo = renewalInfo
         self._outcomes = outcomes
-        self._responder = responder
         self._runInThread = runInThread
         self._reactor = reactor
         self._log = log
         self._orders = Limiter(CONCURRENT_ORDERS)
+        self._ordering = Ordering(
+            options,
+            managed,
+            Records(storage),
+            writes,
+            outcomes,
+            responder,
+            runInThread,
+            reactor,
+            log,
+        )
 
     def startAttempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
         """
@@ -121,7 +126,7 @@ class Renewer:
 
         The outcome is recorded under the order's lease, when one was
         taken, which the write queue then keeps until the attempt's writes
-        have ended (see L{WriteQueue.releaseAfterWrites}).
+        have ended (see L{letsencrypt_resource.writeleases.WriteLeases.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
         try:
@@ -146,7 +151,7 @@ class Renewer:
                 await self._connection.lost()
             self._outcomes.failed(certificate, error)
         finally:
-            self._writes.releaseAfterWrites(certificate)
+            self._writes.leases.releaseAfterWrites(certificate)
 
     def _waitForNextCheck(self, certificate: ManagedCertificate) -> None:
         """
@@ -181,7 +186,7 @@ class Renewer:
             self._outcomes.announce(certificate)
             return
         await self._checkStorable(certificate)
-        lease = self._writes.takeBack(certificate)
+        lease = self._writes.leases.takeBack(certificate)
         if lease is not None:
             await lease.renew()
         else:
@@ -221,141 +226,9 @@ class Renewer:
             return fail(lost[0]) if lost else lease.renew()
 
         try:
-            await self._renew(client, certificate, reason, beforeFinalize)
+            await self._ordering.order(client, certificate, reason, beforeFinalize)
         finally:
             renewing.stop()
-
-    async def _renew(
-        self,
-        client: ACMEClient,
-        certificate: ManagedCertificate,
-        reason: str,
-        beforeFinalize: Callable[[], object],
-    ) -> None:
-        events.ORDER_STARTED.emit(
-            self._log,
-            domains=certificate.label,
-            acme_url=self._options.acmeURL,
-            reason=REASONS.get(reason, reason),
-        )
-        profile = self._options.profile
-        if profile is not None and profile not in client.profiles:
-            raise ProfileNotOffered(profile, sorted(client.profiles))
-        self._refuseCompromisedAccountKey(client)
-        issued = certificate.issued
-        resume = certificate.pendingOrder
-        if resume is not None and not self._mayUse(certificate, resume.key):
-            resume = certificate.pendingOrder = None
-        if resume is not None:
-            key = resume.key
-        elif self._options.reuseKey and issued and self._mayUse(certificate, issued.key):
-            key = issued.key
-        else:
-            key = await self._runInThread(generateKey, self._options.keyType)
-
-        def created(order: PendingOrder) -> Deferred[bool]:
-            certificate.pendingOrder = order
-            return self._writes.saveState(certificate)
-
-        replaces = self._replaces(client, certificate)
-        order = partial(
-            obtainCertificate,
-            client,
-            self._responder,
-            self._reactor,
-            certificate.domains,
-            key,
-            profile=profile,
-            created=created,
-            publish=partial(self._publish, certificate),
-            withdraw=partial(self._withdraw, certificate),
-            beforeFinalize=beforeFinalize,
-        )
-        try:
-            try:
-                new = await order(replaces=replaces, resume=resume)
-            except ACMEProblem as problem:
-                # Any refusal of a request (not a failed validation) may be
-                # about the certificate named: ask once more without it.
-                if replaces is None or problem.status is None:
-                    raise
-                events.REPLACES_REFUSED.emit(
-                    self._log, domains=certificate.label, details=str(problem)
-                )
-                new = await order()
-        except Exception as error:
-            if not orderSurvives(error):
-                certificate.pendingOrder = None
-            raise
-        orderedBy = _orderedBy(new, self._options.acmeURL, client)
-        await self._outcomes.issued(certificate, new, orderedBy)
-
-    def _publish(
-        self, certificate: ManagedCertificate, token: str, keyAuthorization: str
-    ) -> Deferred[None]:
-        """
-        Store the challenge C{token} under the set's lease, so that every
-        node's challenge site answers it, before the CA is asked to
-        validate it.
-        """
-        return self._records.saveChallenge(token, keyAuthorization, certificate.lease)
-
-    def _withdraw(self, certificate: ManagedCertificate, token: str) -> Deferred[None]:
-        """
-        Remove the challenge C{token} once its validation has ended; a
-        failure is event 20009 and the order goes on (a token left behind
-        answers nothing the CA still asks).
-        """
-
-        def failed(failure: Failure) -> None:
-            failure.trap(StorageError)
-            error = failure.value
-            assert isinstance(error, StorageError)
-            events.STORE_FAILED.emit(
-                self._log, domains=certificate.label, path=error.key, details=error.message
-            )
-
-        return self._records.deleteChallenge(token).addErrback(failed)
-
-    def _replaces(self, client: ACMEClient, certificate: ManagedCertificate) -> str | None:
-        """
-        The RFC 9773 identifier of the certificate a renewal of
-        C{certificate} replaces, when the CA may take it: it offers
-        renewal information, the certificate has not expired, and it is
-        known to have been ordered by this account at this CA (a CA
-        refuses to let an account replace another's certificate).
-        """
-        issued = certificate.issued
-        if issued is None or not client.offersRenewalInfo:
-            return None
-        if issued.notAfter.timestamp() <= self._reactor.seconds():
-            return None
-        orderedBy = _orderedBy(issued, self._options.acmeURL, client)
-        if orderedBy is None or orderedBy != certificate.orderedBy:
-            return None
-        return orderedBy[0]
-
-    def _mayUse(self, certificate: ManagedCertificate, key: Any) -> bool:
-        """
-        Whether an order of C{certificate} may be for C{key}: it is of the
-        configured type and was never revoked as compromised.
-        """
-        return keyType(key) == self._options.keyType and not certificate.isCompromised(key)
-
-    def _refuseCompromisedAccountKey(self, client: ACMEClient) -> None:
-        """
-        @raise CompromisedAccountKey: when the account key is a key revoked
-            as compromised, for any domain set.
-        """
-        digest: str | None = None
-        for certificate in self._managed.values():
-            if not certificate.compromisedKeys:
-                continue
-            # Digested once, and only when some key was revoked: this runs
-            # before every order, over every set.
-            digest = digest or publicKeyDigest(client.accountKey.key)
-            if digest in certificate.compromisedKeys:
-                raise CompromisedAccountKey(certificate.label, self._options.accountKeyFile)
 
     async def _checkStorable(self, certificate: ManagedCertificate) -> None:
         """
@@ -372,63 +245,3 @@ class Renewer:
                 self._log, domains=certificate.label, path=error.key, details=error.message
             )
             raise
-
-
-class CompromisedAccountKey(Exception):
-    """
-    The account key is a key revoked as compromised: no order is placed
-    with it.
-    """
-
-    def __init__(self, domains: str, accountKeyFile: str | None):
-        super().__init__(domains, accountKeyFile)
-        self.domains = domains
-        self.accountKeyFile = accountKeyFile
-
-    def __str__(self) -> str:
-        where = (
-            f"option 'account_key': {self.accountKeyFile} holds"
-            if self.accountKeyFile
-            else "the stored account key is"
-        )
-        fix = (
-            "name another key's account"
-            if self.accountKeyFile
-            else "run the operations command's 'account rollover'"
-        )
-        return (
-            f"{where} the key of a certificate for {self.domains} that was "
-            f"revoked as compromised; {fix}"
-        )
-
-
-class ProfileNotOffered(Exception):
-    """
-    The configured profile is not one the CA offers.
-    """
-
-    def __init__(self, profile: str, offered: list[str]):
-        super().__init__(profile, offered)
-        self.profile = profile
-        self.offered = offered
-
-    def __str__(self) -> str:
-        offered = ", ".join(self.offered) if self.offered else "none"
-        return f"option 'profile': the CA offers no profile {self.profile!r} (it offers: {offered})"
-
-
-def _orderedBy(
-    issued: CertifiedKey, acmeURL: str, client: ACMEClient
-) -> tuple[str, str, str] | None:
-    """
-    The certificate ID of C{issued} with the CA and account of C{client},
-    as L{ManagedCertificate.orderedBy} keeps them; C{None} when the
-    certificate has no ID or the account no URL.
-    """
-    try:
-        identifier = certificateID(issued.certificate)
-    except ValueError:
-        return None
-    if client.accountURL is None:
-        return None
-    return (identifier, acmeURL, client.accountURL)

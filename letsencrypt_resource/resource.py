@@ -1,18 +1,14 @@
 """
 The C{lets-encrypt} resource: a Twisted service that keeps every
-registered L{letsencrypt_resource.interfaces.ICertificateConsumer} on a valid certificate.
+registered L{letsencrypt_resource.interfaces.ICertificateConsumer} on a
+valid certificate.
 
-It is composed of parts with one job each, wired here:
-L{DomainSets} (the sets, loaded from the registry and the storage),
-L{Scheduler} (when to look at them), L{Renewer} (the attempts and orders,
-with L{RenewalInfo} and L{Outcomes}), L{Provisioning} (provisional
-certificates, delivery and export), L{ChallengeSiteService} (the
-challenge site), L{AccountConnection} (the account) and L{WriteQueue}
-(every write to the storage, in order).  What it keeps goes through
-L{Records} over an L{IStorage}: no storage call runs on the reactor
-thread, and any store that keeps the contract can hold it.  The services among them are its
-children, started in that order: the challenge site, the sets, the
-scheduler.
+It is made of parts with one job each, wired by
+L{letsencrypt_resource.composition.compose}; the resource owns what it made
+for them (its HTTP connections and worker threads), offers their
+operations, and stops them in order.  What it keeps goes through L{Records}
+over an L{IStorage}: no storage call runs on the reactor thread, and any
+store that keeps the contract can hold it.
 """
 
 from __future__ import annotations
@@ -24,36 +20,21 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
 from zope.interface.registry import Components
 
 from . import events
 from .acmeclient import ACMEClient
 from .challenge import ChallengeResponder
-from .challengesite import ChallengeSiteService
-from .challengesweep import ChallengeSweeper
+from .composition import WriteCheck, compose
 from .config import ResourceOptions
-from .connection import AccountConnection
 from .coroutines import deferred
-from .domainsets import DomainSets
-from .httpclient import loadCABundle, makeHTTPClient
 from .managed import ManagedCertificate
-from .outcomes import Outcomes
-from .provisioning import Provisioning
-from .renewalinfo import RenewalInfo
-from .renewer import Renewer
+from .owned import Owned
 from .reporting import unexpected
-from .scheduler import Scheduler
 from .storage.interface import IStorage
 from .storage.records import Records
-from .workers import BackgroundWorkers
-from .writequeue import Runner, WriteQueue
-
-#: Checks, in a worker thread, that a domain set's certificate can be
-#: stored, before it is ordered; raises
-#: L{letsencrypt_resource.storage.interface.StorageError} when it cannot.
-WriteCheck = Callable[[tuple[str, ...]], None]
+from .writequeue import Runner
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0
@@ -102,8 +83,9 @@ class LetsEncryptResource(MultiService):
         @raise ValueError: when the resource makes its HTTP client and
             C{options.acmeCAFile} holds no certificate.
         @param runInThread: Runs key generation, signing and writes off the
-            reactor thread; by default, in L{BackgroundWorkers} of a lower
-            CPU priority, stopped with the service.
+            reactor thread; by default, in
+            L{letsencrypt_resource.workers.BackgroundWorkers} of a lower CPU
+            priority, stopped with the service.
         @param random: Picks where in an ARI window to renew (0 to 1).
         @param automatic: Whether to provision, check and renew by itself;
             without, it only answers challenges for the orders asked of it,
@@ -130,64 +112,32 @@ class LetsEncryptResource(MultiService):
         self.name = options.name
         self.storage = storage
         self.records = Records(storage)
-        self._closeStorage = closeStorage
-        self._pool: HTTPConnectionPool | None = None
-        if httpClient is None:
-            trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
-            httpClient, self._pool = makeHTTPClient(reactor, trusted)
-        self._http = httpClient
-        self._workers: BackgroundWorkers | None = None
-        if runInThread is None:
-            self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
-            runInThread = self._workers.run
-        self.runInThread = runInThread
+        self._owned = Owned(options, reactor, storage, httpClient, runInThread, closeStorage)
+        self.runInThread = self._owned.runInThread
         self.runWrite: Runner = maybeDeferred
         self.responder = ChallengeResponder(self.records.loadChallenge)
-        log = self._log
-        inThread = self._inThread
-        interval = options.checkInterval
-        managed: dict[frozenset[str], ManagedCertificate] = {}
-        records = self.records
-        self._writes = WriteQueue(
-            records, self._write, inThread, reactor, interval, log, failed=self._writeFailed
-        )
-        self._connection = AccountConnection(
-            options, records, self._writes, httpClient, reactor, inThread
-        )
-        provisioning = Provisioning(options, managed, records, self._writes, inThread, reactor, log)
-        renewer = Renewer(
+        parts = compose(
             options,
-            managed,
+            registry,
             storage,
-            checkWritable,
-            self._writes,
-            self._connection,
-            RenewalInfo(self._writes, reactor, interval, random, log),
-            Outcomes(self._writes, provisioning, self._connection, reactor, interval, log),
+            self.records,
             self.responder,
-            inThread,
+            self._owned.httpClient,
             reactor,
-            log,
-        )
-        self._scheduler = Scheduler(
-            managed,
-            renewer,
-            provisioning,
-            self._connection,
-            self._writes,
-            reactor,
-            interval,
-            log,
+            self._write,
+            self._inThread,
+            random,
             automatic,
+            checkWritable,
+            self._log,
         )
-        self._sets = DomainSets(
-            options, registry, records, managed, provisioning, self._scheduler, reactor, log
-        )
-        self._scheduler.loaded = self._sets.whenLoaded
-        self._challengeSite = ChallengeSiteService(options, self.responder, reactor, log)
-        sweeper = ChallengeSweeper(records, reactor, interval, log)
-        for part in (self._challengeSite, self._sets, self._scheduler, sweeper):
-            part.setServiceParent(self)
+        self._writes = parts.writes
+        self._connection = parts.connection
+        self._scheduler = parts.scheduler
+        self._sets = parts.sets
+        self._challengeSite = parts.challengeSite
+        for service in parts.services:
+            service.setServiceParent(self)
 
     @property
     def managed(self) -> dict[frozenset[str], ManagedCertificate]:
@@ -208,12 +158,6 @@ class LetsEncryptResource(MultiService):
         Call C{function} with C{args} by L{runWrite} as it is at the call.
         """
         return self.runWrite(function, *args)
-
-    def _writeFailed(self) -> None:
-        """
-        A write failed: wake up in time to try it again.
-        """
-        self._scheduler.scheduleWakeUp()
 
     # Life cycle
 
@@ -244,13 +188,8 @@ class LetsEncryptResource(MultiService):
         parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
         stopped = await DeferredList(parts, consumeErrors=True)
         await self._writes.whenWritten()
-        await self._writes.letGo()
-        if self._closeStorage:
-            await self.storage.close()
-        if self._workers is not None:
-            await self._workers.stop()
-        if self._pool is not None:
-            await self._pool.closeCachedConnections()
+        await self._writes.leases.letGo()
+        await self._owned.close()
         failures = [result for succeeded, result in stopped if not succeeded]
         for failure in failures[1:]:
             unexpected(self._log, failure)

@@ -241,7 +241,7 @@ class Scheduler(Service):
         checksARI = self._connection.checksARI
         times = [c.nextEvent(checksARI) for c in self._managed.values() if c.attempt is None]
         if self._writes.hasRetries():
-            times.append(self._writes.retryAt)
+            times.append(self._writes.retries.retryAt)
         if not times:
             return
         delay = min(times) - self._reactor.seconds()

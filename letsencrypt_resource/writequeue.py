@@ -2,12 +2,13 @@
 The ordered write queue: every write of the resource to its storage
 (renewal state, certificates, the provisional signer, the account) and to
 the store directory (exports, in a worker thread), one at a time in the
-order made, and the failed ones tried again at the retry pace.
+order made, and the failed ones tried again at the retry pace (kept by
+L{WriteRetries}); the order leases they are made under are kept by
+L{WriteLeases} until they have ended.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -19,16 +20,16 @@ from twisted.python.failure import Failure
 from . import events
 from .account import forgetRegistration
 from .certificates import CertifiedKey
-from .coroutines import deferred
 from .keys import PrivateKey
-from .leasing import orderLease, releaseQuietly, underOwnLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
-from .policy import retryDelay
+from .ownleasewrites import Superseded, saveStateAlone, storeIfNewer
 from .reporting import unexpected
 from .storage.export import exportCertificate as exportInFolder
 from .storage.interface import ILease, LeaseLost, StaleFence, StorageError
-from .storage.records import Records, certificateKey
+from .storage.records import Records
+from .writeleases import WriteLeases
+from .writeretries import WriteRetries
 
 #: Runs a CPU-heavy or blocking function off the reactor thread.
 Runner = Callable[..., Deferred]
@@ -45,7 +46,7 @@ class Write:
     @ivar done: Called with what C{function} returned, once it worked.
     @ivar failed: The path of its last failure, if it failed before.
     @ivar fence: The lease it is made under, passed to C{function} after
-        C{args}; the queue keeps it (see L{WriteQueue.releaseAfterWrites})
+        C{args}; the queue keeps it (see L{WriteLeases.releaseAfterWrites})
         while the write has not ended.
     """
 
@@ -62,7 +63,9 @@ class WriteQueue:
     The writes to the storage, in the background, one at a time so that
     they land in the order they were made.
 
-    @ivar retryAt: When the failed writes are due to be tried again.
+    @ivar retries: The failed writes, to be tried again.
+    @ivar leases: The order leases kept while writes made under them
+        have not ended.
     """
 
     def __init__(
@@ -82,28 +85,19 @@ class WriteQueue:
         @param checkInterval: The longest wait between two rounds of retries.
         @param log: Where events go.
         @param failed: Called after a write failed, to have the queue
-            woken up at L{retryAt}.
+            woken up at L{WriteRetries.retryAt}.
         """
         self._records = records
         self._runWrite = runWrite
         self._runInThread = runInThread
-        self._reactor = reactor
-        self._checkInterval = checkInterval
         self._log = log
         self._failed = failed
         self._writes = Limiter(1)
         self._writing: set[Deferred[bool]] = set()
-        # Writes that failed, the latest per key, to be tried again at
-        # retryAt; _rounds counts the rounds that failed.
-        self._unwritten: dict[Hashable, Write] = {}
+        self.retries = WriteRetries(reactor, checkInterval)
         # The latest write of each key that has not ended (queued or running).
         self._inFlight: dict[Hashable, Write] = {}
-        # The order leases handed over by their attempts, with their sets,
-        # and how many writes made under each have not ended.
-        self._held: dict[ILease, ManagedCertificate] = {}
-        self._fenced: Counter[ILease] = Counter()
-        self.retryAt = 0.0
-        self._rounds = 0
+        self.leases = WriteLeases(self.retries.under, log)
 
     def whenWritten(self) -> Deferred[None]:
         """
@@ -112,76 +106,13 @@ class WriteQueue:
         renewal state).  Cancelling it leaves the writes to end.
         """
 
-        def shielded(writing: Deferred[bool]) -> Deferred[None]:
-            ended: Deferred[None] = Deferred()
-
-            def end(result: object) -> object:
-                ended.callback(None)
-                return result
-
-            writing.addBoth(end)
-            return ended
-
         async def waiting() -> None:
             while self._writing:
                 await gatherResults(
-                    [shielded(writing) for writing in self._writing], consumeErrors=True
+                    [_endOf(writing) for writing in self._writing], consumeErrors=True
                 )
 
         return Deferred.fromCoroutine(waiting())
-
-    def releaseAfterWrites(self, certificate: ManagedCertificate) -> None:
-        """
-        Take over the lease of C{certificate}'s order, now that its attempt
-        has ended: it is kept, and renewed before each retry, until no
-        write made under it is queued, running or waiting for a retry;
-        then it is released and C{certificate.lease} cleared.  A write
-        tried again after its attempt keeps the fence it was made under,
-        and no other user of the storage orders the set while its
-        certificate waits to be stored.
-        """
-        lease = certificate.lease
-        if lease is not None:
-            self._held[lease] = certificate
-            self._releaseIfDone(lease)
-
-    def takeBack(self, certificate: ManagedCertificate) -> ILease | None:
-        """
-        The lease C{certificate}'s order still holds (an attempt going on
-        once more, or one whose writes L{releaseAfterWrites} keeps it for),
-        for a new order to run under: the queue no longer releases it.
-        """
-        lease = certificate.lease
-        if lease is not None:
-            self._held.pop(lease, None)
-        return lease
-
-    def letGo(self) -> Deferred[None]:
-        """
-        Release every lease the queue keeps, at stop: writes still waiting
-        for a retry are not tried again.
-        """
-        held, self._held = self._held, {}
-        releasing = []
-        for lease, certificate in held.items():
-            if certificate.lease is lease:
-                certificate.lease = None
-            releasing.append(releaseQuietly(lease, self._log))
-        return gatherResults(releasing).addCallback(lambda _: None)
-
-    def _releaseIfDone(self, lease: ILease) -> None:
-        """
-        Release C{lease} if it is kept and no write under it is left.
-        """
-        if lease not in self._held or self._fenced[lease]:
-            return
-        if any(write.fence is lease for write in self._unwritten.values()):
-            return
-        certificate = self._held.pop(lease)
-        del self._fenced[lease]
-        if certificate.lease is lease:
-            certificate.lease = None
-        releaseQuietly(lease, self._log)
 
     def saveState(self, certificate: ManagedCertificate) -> Deferred[bool]:
         """
@@ -195,7 +126,11 @@ class WriteQueue:
         if certificate.lease is None:
             return self._write(
                 ("state", domains),
-                Write(certificate.label, self._saveStateAlone, (domains, certificate.state())),
+                Write(
+                    certificate.label,
+                    saveStateAlone,
+                    (self._records, self._log, domains, certificate.state()),
+                ),
             )
         return self._write(
             ("state", domains),
@@ -206,18 +141,6 @@ class WriteQueue:
                 fence=certificate.lease,
             ),
         )
-
-    @deferred
-    async def _saveStateAlone(self, domains: tuple[str, ...], state: dict[str, Any]) -> None:
-        """
-        Save C{state} for C{domains} under the set's lease taken for it,
-        unless another user of the storage holds that lease.
-        """
-
-        async def save(lease: ILease) -> None:
-            await self._records.saveRenewalState(domains, state, lease)
-
-        await underOwnLease(self._records.storage, orderLease(domains), self._log, save)
 
     def saveCertificate(
         self,
@@ -240,35 +163,6 @@ class WriteQueue:
                 fence=certificate.lease,
             ),
         )
-
-    @deferred
-    async def _storeIfNewer(self, domains: tuple[str, ...], issued: CertifiedKey) -> str:
-        """
-        Store C{issued} for C{domains} under the set's lease taken for it,
-        unless the storage holds a certificate that ends no earlier.
-
-        @raise StorageError: when another user of the storage holds the
-            lease (the write is tried again at the retry pace), or the
-            storage holds a newer certificate (the write is moot).
-        """
-
-        async def store(lease: ILease) -> str:
-            try:
-                stored = await self._records.loadCertificate(domains)
-            except StorageError:
-                stored = None
-            if stored is not None and stored.notAfter >= issued.notAfter:
-                raise _Superseded(certificateKey(domains), "the storage holds a newer one")
-            return await self._records.saveCertificate(domains, issued, lease)
-
-        free, key = await underOwnLease(
-            self._records.storage, orderLease(domains), self._log, store
-        )
-        if not free or key is None:
-            raise StorageError(
-                certificateKey(domains), "another user of the storage holds its lease"
-            )
-        return key
 
     def saveSigner(self, signer: CertifiedKey) -> Deferred[bool]:
         """
@@ -324,11 +218,7 @@ class WriteQueue:
         """
 
         def written(result: object) -> bool:
-            # Writes run in order: one that worked makes any earlier failed
-            # write of the same thing moot.
-            earlier = self._unwritten.pop(key, None)
-            if not self._unwritten:
-                self._rounds = 0
+            earlier = self.retries.succeeded(key)
             failed = write.failed or (earlier.failed if earlier is not None else None)
             if failed:
                 events.STORE_RECOVERED.emit(self._log, domains=write.label, path=failed)
@@ -339,7 +229,7 @@ class WriteQueue:
             failure.trap(StorageError)
             error = failure.value
             assert isinstance(error, StorageError)
-            if isinstance(error, _Superseded):
+            if isinstance(error, Superseded):
                 events.CERTIFICATE_WRITE_STALE.emit(
                     self._log, domains=write.label, details=f"not stored: {error.message}"
                 )
@@ -354,18 +244,20 @@ class WriteQueue:
                 )
                 self._write(
                     key,
-                    attrs.evolve(write, function=self._storeIfNewer, fence=None),
+                    attrs.evolve(
+                        write,
+                        function=storeIfNewer,
+                        args=(self._records, self._log, *write.args),
+                        fence=None,
+                    ),
                 )
                 return False
             events.STORE_FAILED.emit(
                 self._log, domains=write.label, path=error.key, details=error.message
             )
-            self._unwritten[key] = attrs.evolve(write, failed=error.key)
-            self.retryAt = self._reactor.seconds() + retryDelay(
-                self._rounds + 1, self._checkInterval
-            )
+            self.retries.failed(key, attrs.evolve(write, failed=error.key))
             # It has ended: the wake-up _failed asks for must count it as
-            # retryable (see _retryable), even when it is the only one.
+            # retryable (see hasRetries), even when it is the only one.
             if self._inFlight.get(key) is write:
                 del self._inFlight[key]
             self._failed()
@@ -380,14 +272,13 @@ class WriteQueue:
             if self._inFlight.get(key) is write:
                 del self._inFlight[key]
             if write.fence is not None:
-                self._fenced[write.fence] -= 1
-                self._releaseIfDone(write.fence)
+                self.leases.written(write.fence)
             return result
 
         self._inFlight[key] = write
         args = write.args if write.fence is None else (*write.args, write.fence)
         if write.fence is not None:
-            self._fenced[write.fence] += 1
+            self.leases.writing(write.fence)
         writing = self._writes.run(self._runWrite, write.function, *args)
         writing.addCallbacks(written, storeFailed)
         writing.addErrback(bug)
@@ -399,18 +290,10 @@ class WriteQueue:
 
     def retry(self, now: float) -> None:
         """
-        Try the failed writes again, when it is time; one whose key has a
-        newer write under way waits for it instead (run after it, it
-        would put older data back): that write's end replaces it or makes
-        it moot.
+        Try the failed writes again, when it is time (see
+        L{WriteRetries.due}).
         """
-        if now < self.retryAt:
-            return
-        retrying = self._retryable()
-        if retrying:
-            self._rounds += 1
-        for key, write in retrying.items():
-            del self._unwritten[key]
+        for key, write in self.retries.due(now, self._inFlight):
             if write.fence is not None:
                 # Kept from expiring between retries; when it was taken
                 # over meanwhile, the write is refused as stale.
@@ -419,19 +302,21 @@ class WriteQueue:
 
     def hasRetries(self) -> bool:
         """
-        Whether some failed write waits for L{retryAt}.
+        Whether some failed write waits for L{WriteRetries.retryAt}.
         """
-        return bool(self._retryable())
-
-    def _retryable(self) -> dict[Hashable, Write]:
-        """
-        The failed writes with no newer write of their key under way.
-        """
-        return {k: w for k, w in self._unwritten.items() if k not in self._inFlight}
+        return bool(self.retries.waiting(self._inFlight))
 
 
-class _Superseded(StorageError):
+def _endOf(writing: Deferred[bool]) -> Deferred[None]:
     """
-    A certificate was not stored: the storage holds one that ends no
-    earlier.
+    A Deferred that fires once C{writing} has ended; cancelling it leaves
+    C{writing} alone.
     """
+    ended: Deferred[None] = Deferred()
+
+    def end(result: object) -> object:
+        ended.callback(None)
+        return result
+
+    writing.addBoth(end)
+    return ended

@@ -655,7 +655,7 @@ class SlowAnswers:
 
         globalLogPublisher.addObserver(note)
         case.addCleanup(globalLogPublisher.removeObserver, note)
-        agent = resource._http
+        agent = resource._owned.httpClient
         render = self.server.render
 
         def slowly(request: Request) -> Any:

@@ -17,7 +17,7 @@ from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource import domainsets
-from letsencrypt_resource import resource as resourceModule
+from letsencrypt_resource import owned as ownedModule
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.domainsets import settingsFingerprint
@@ -566,7 +566,7 @@ class StoreFailureTests(ResourceTestCase):
         self.assertEqual(self.store.loadRenewalState(REPORTS)["ari_pick"], 0.25)
         self.assertIsNotNone(self.store.loadRenewalState(FILES))
         self.assertEqual(len(self.eventTexts(20185)), 2)
-        self.assertFalse(resource._writes._unwritten)
+        self.assertFalse(resource._writes.retries._unwritten)
 
     def test_accountLostAndUnwritable(self) -> None:
         """
@@ -872,7 +872,7 @@ class HTTPPoolTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.made: list[tuple[Any, Any]] = []
         self.pool = RecordingPool()
-        self.patch(resourceModule, "makeHTTPClient", self.makeHTTPClient)
+        self.patch(ownedModule, "makeHTTPClient", self.makeHTTPClient)
         self.reactor = MemoryReactorClock()
 
     def makeHTTPClient(self, reactor: Any, trusted: Any) -> tuple[Any, Any]:

@@ -1,0 +1,118 @@
+"""
+The parts of a L{letsencrypt_resource.resource.LetsEncryptResource}, made
+and wired together, every one logging as the resource:
+L{DomainSets} (the sets, loaded from the registry and the storage),
+L{Scheduler} (when to look at them), L{Renewer} (the attempts, with
+L{RenewalInfo} and L{Outcomes}, and the orders of
+L{letsencrypt_resource.ordering.Ordering}), L{Provisioning} (provisional
+certificates, delivery and export), L{ChallengeSiteService} (the challenge
+site), L{ChallengeSweeper} (challenges left in the storage),
+L{AccountConnection} (the account) and L{WriteQueue} (every write to the
+storage, in order).  The services among them are the resource's children,
+started in that order: the challenge site, the sets, the scheduler, the
+sweeper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.logger import Logger
+from zope.interface.registry import Components
+
+from .challenge import ChallengeResponder
+from .challengesite import ChallengeSiteService
+from .challengesweep import ChallengeSweeper
+from .config import ResourceOptions
+from .connection import AccountConnection
+from .domainsets import DomainSets
+from .managed import ManagedCertificate
+from .outcomes import Outcomes
+from .provisioning import Provisioning
+from .renewalinfo import RenewalInfo
+from .renewer import Renewer
+from .scheduler import Scheduler
+from .storage.interface import IStorage
+from .storage.records import Records
+from .writequeue import Runner, WriteQueue
+
+#: Checks, in a worker thread, that a domain set's certificate can be
+#: stored, before it is ordered; raises
+#: L{letsencrypt_resource.storage.interface.StorageError} when it cannot.
+WriteCheck = Callable[[tuple[str, ...]], None]
+
+
+@attrs.frozen
+class Parts:
+    """
+    The parts of a resource.
+
+    @ivar services: The parts that are services, in the order they start:
+        the challenge site, the sets, the scheduler, the challenge sweeper.
+    """
+
+    writes: WriteQueue
+    connection: AccountConnection
+    scheduler: Scheduler
+    sets: DomainSets
+    challengeSite: ChallengeSiteService
+    services: tuple[Service, ...]
+
+
+def compose(
+    options: ResourceOptions,
+    registry: Components,
+    storage: IStorage,
+    records: Records,
+    responder: ChallengeResponder,
+    httpClient: Any,
+    reactor: Any,
+    runWrite: Runner,
+    inThread: Runner,
+    random: Callable[[], float],
+    automatic: bool,
+    checkWritable: WriteCheck | None,
+    log: Logger,
+) -> Parts:
+    """
+    Make the parts of a resource of C{options}, over C{records} on
+    C{storage}, that answers challenges with C{responder}; the other
+    arguments are the resource's (see its constructor), and C{log} its
+    logger.
+    """
+    interval = options.checkInterval
+    managed: dict[frozenset[str], ManagedCertificate] = {}
+
+    def writeFailed() -> None:
+        # Wake up in time to try the write again.
+        scheduler.scheduleWakeUp()
+
+    writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
+    connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
+    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log)
+    renewer = Renewer(
+        options,
+        managed,
+        storage,
+        checkWritable,
+        writes,
+        connection,
+        RenewalInfo(writes, reactor, interval, random, log),
+        Outcomes(writes, provisioning, connection, reactor, interval, log),
+        responder,
+        inThread,
+        reactor,
+        log,
+    )
+    scheduler = Scheduler(
+        managed, renewer, provisioning, connection, writes, reactor, interval, log, automatic
+    )
+    sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
+    scheduler.loaded = sets.whenLoaded
+    challengeSite = ChallengeSiteService(options, responder, reactor, log)
+    sweeper = ChallengeSweeper(records, reactor, interval, log)
+    services = (challengeSite, sets, scheduler, sweeper)
+    return Parts(writes, connection, scheduler, sets, challengeSite, services)

@@ -1,0 +1,74 @@
+"""
+What a resource owns, to close at its stop: the HTTP client and the worker
+threads it made for itself when it was given none, and its storage when it
+was told to close it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.client import HTTPConnectionPool
+
+from .config import ResourceOptions
+from .coroutines import deferred
+from .httpclient import loadCABundle, makeHTTPClient
+from .storage.interface import IStorage
+from .workers import BackgroundWorkers
+from .writequeue import Runner
+
+
+class Owned:
+    """
+    The HTTP client and thread runner a resource uses, and what of them,
+    and of its storage, it closes.
+
+    @ivar httpClient: The C{twisted.web.iweb.IAgent} for the ACME server.
+    @ivar runInThread: Runs functions off the reactor thread.
+    """
+
+    def __init__(
+        self,
+        options: ResourceOptions,
+        reactor: Any,
+        storage: IStorage,
+        httpClient: Any,
+        runInThread: Runner | None,
+        closeStorage: bool,
+    ):
+        """
+        @param httpClient: The HTTP client given, left to its caller to
+            close; when C{None}, one is made for C{options.acmeCAFile}, its
+            connections closed by L{close}.
+        @param runInThread: The runner given; when C{None},
+            L{BackgroundWorkers} of a lower CPU priority, stopped by
+            L{close}.
+        @param closeStorage: Whether L{close} closes C{storage}.
+
+        @raise ValueError: when an HTTP client is made and
+            C{options.acmeCAFile} holds no certificate.
+        """
+        self._storage = storage if closeStorage else None
+        self._pool: HTTPConnectionPool | None = None
+        if httpClient is None:
+            trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
+            httpClient, self._pool = makeHTTPClient(reactor, trusted)
+        self.httpClient = httpClient
+        self._workers: BackgroundWorkers | None = None
+        if runInThread is None:
+            self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
+            runInThread = self._workers.run
+        self.runInThread: Runner = runInThread
+
+    @deferred
+    async def close(self) -> None:
+        """
+        Close the storage (when owned), then end the worker threads and
+        the HTTP connections made here.
+        """
+        if self._storage is not None:
+            await self._storage.close()
+        if self._workers is not None:
+            await self._workers.stop()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
