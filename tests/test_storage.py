@@ -253,6 +253,35 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.assertEqual(await storage.list(""), [])
         self.assertEqual(sorted(os.listdir(elsewhere)), ["a.pem"])
 
+    async def test_stateDirectoryReplaced(self) -> None:
+        """
+        The state directory, moved away after the storage's first use and
+        replaced by a link to another folder, is neither read nor written
+        through the link, nor through the folder held open: the path is
+        checked again, and the link refused.
+        """
+        storage = self.storage()
+        await storage.store("certificates/a.pem", b"old")
+        moved = os.path.join(self.base, "moved")
+        os.rename(self.path, moved)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere, 0o700)
+        writeBytes(os.path.join(elsewhere, "b.pem"), b"theirs")
+        os.symlink(elsewhere, self.path)
+        calls: list[Deferred[Any]] = [
+            storage.store("certificates/a.pem", b"new"),
+            storage.load("b.pem"),
+            storage.list(""),
+        ]
+        for call in calls:
+            error = await self.assertFailure(call, StorageError)
+            self.assertIn("symbolic link", str(error))
+        self.assertEqual(readBytes(os.path.join(moved, "certificates", "a.pem")), b"old")
+        self.assertEqual(os.listdir(elsewhere), ["b.pem"])
+        os.unlink(self.path)
+        os.mkdir(self.path, 0o700)
+        self.assertIsNone(await storage.load("certificates/a.pem"))
+
     async def test_notAFile(self) -> None:
         """
         A FIFO planted at a key's name is refused at once, not read from

@@ -18,7 +18,13 @@ through L{letsencrypt_resource.safefs}:
 written in full then renamed, never through a link nor in a folder that
 another user controls, files 0600 and folders 0700; reads follow no link
 either.  Every file operation runs in a worker thread, never in the
-reactor's.
+reactor's.  The state directory is opened and checked, from the root, at
+the first operation, and held open (L{HeldFolder
+<letsencrypt_resource.safefs.HeldFolder>}): each operation starts from it,
+once it has checked that the state directory's path still names that
+folder; when the path names another folder since (the state directory was
+moved, replaced by a link or by another folder), it is opened and checked
+again from the root, and a link there is refused.
 
 Leases are given under the state directory's lock (L{StateLock}): across
 processes, the process that holds it is the only holder of leases.  Within
@@ -48,7 +54,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from ..safefs import UnusablePath, openFolder, replaceInFolder
+from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
 from .interface import (
     ILease,
@@ -126,22 +132,22 @@ def _split(key: str) -> tuple[list[str], str]:
     return folders, name
 
 
-def readFile(base: str, key: str) -> bytes | None:
+def readFile(base: HeldFolder, key: str) -> bytes | None:
     """
-    The content of the regular file C{base/key}, or C{None} when it is
-    missing; no link is followed on the way.
+    The content of the regular file C{key} under C{base}, or C{None} when
+    it is missing; no link is followed on the way.
 
     @raise OSError: when it cannot be read, or is not a regular file.
     """
     folders, name = _split(key)
     try:
-        with openFolder(base, folders, create=False) as folder:
+        with base.open(folders, create=False) as folder:
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
             try:
                 fd = os.open(name, flags, dir_fd=folder)
             except OSError as error:
                 if error.errno == errno.ELOOP:
-                    path = os.path.join(base, key)
+                    path = os.path.join(base.path, key)
                     raise UnusablePath(
                         path, "is a symbolic link, which is never followed"
                     ) from None
@@ -150,25 +156,25 @@ def readFile(base: str, key: str) -> bytes | None:
         return None
     with open(fd, "rb") as stream:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnusablePath(os.path.join(base, key), "is not a regular file")
+            raise UnusablePath(os.path.join(base.path, key), "is not a regular file")
         return stream.read()
 
 
-def writeFile(base: str, key: str, data: bytes) -> None:
+def writeFile(base: HeldFolder, key: str, data: bytes) -> None:
     """
-    Replace the file C{base/key} with C{data}, 0600, creating its folders
+    Replace the file C{key} under C{base} with C{data}, 0600, creating its folders
     0700 (see L{replaceInFolder}).
 
     @raise OSError: when it cannot be written safely.
     """
     folders, name = _split(key)
-    with openFolder(base, folders) as folder:
+    with base.open(folders) as folder:
         replaceInFolder(folder, [(name, data, 0o600)])
 
 
-def deleteFile(base: str, key: str) -> None:
+def deleteFile(base: HeldFolder, key: str) -> None:
     """
-    Remove the file C{base/key} if it is there (a link there is removed,
+    Remove the file C{key} under C{base} if it is there (a link there is removed,
     not followed), then the folders on its way that it left empty, so that
     a folder is there only while keys are below it.
 
@@ -176,14 +182,14 @@ def deleteFile(base: str, key: str) -> None:
     """
     folders, name = _split(key)
     try:
-        with openFolder(base, folders, create=False) as folder:
+        with base.open(folders, create=False) as folder:
             os.unlink(name, dir_fd=folder)
             os.fsync(folder)
     except FileNotFoundError:
         return
     while folders:
         *folders, name = folders
-        with openFolder(base, folders, create=False) as parent:
+        with base.open(folders, create=False) as parent:
             try:
                 os.rmdir(name, dir_fd=parent)
             except OSError as error:
@@ -222,7 +228,7 @@ def _walk(folder: int, prefix: str) -> Iterator[str]:
                 os.close(child)
 
 
-def listFiles(base: str, prefix: str) -> list[str]:
+def listFiles(base: HeldFolder, prefix: str) -> list[str]:
     """
     The keys, starting with C{prefix}, of the regular files under C{base}.
 
@@ -231,7 +237,7 @@ def listFiles(base: str, prefix: str) -> list[str]:
     folders = prefix.split("/")[:-1]
     start = "".join(f + "/" for f in folders)
     try:
-        with openFolder(base, folders, create=False) as folder:
+        with base.open(folders, create=False) as folder:
             keys = [k for k in _walk(folder, start) if k.startswith(prefix)]
     except FileNotFoundError:
         return []
@@ -336,6 +342,7 @@ class DirectoryStorage:
             directory the same lock, or none.
         """
         self.path = path
+        self._folder = HeldFolder(path)
         self._ownWorkers: BackgroundWorkers | None = None
         if workers is None:
             workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
@@ -375,7 +382,7 @@ class DirectoryStorage:
             checkKey(key)
         except StorageError:
             return fail()
-        return self._run(key, readFile, self.path, key)
+        return self._run(key, readFile, self._folder, key)
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
@@ -393,7 +400,7 @@ class DirectoryStorage:
                     if not self._lock.held():
                         raise LeaseLost(fence.name, "the state directory's lock is lost")
                     checkFence(key, fence, self._newest(fence.name))
-                write(self.path, key, *args)
+                write(self._folder, key, *args)
 
         d = self._run(key, change)
         d.addCallbacks(lambda _: self._place.feed.changed(self, key), reportStale)
@@ -414,13 +421,13 @@ class DirectoryStorage:
             checkPrefix(prefix)
         except StorageError:
             return fail()
-        return self._run(prefix, listFiles, self.path, prefix)
+        return self._run(prefix, listFiles, self._folder, prefix)
 
     def _newest(self, name: str) -> int:
         """
         The newest token of the lease C{name}, as persisted.
         """
-        data = readFile(self.path, tokenFile(name))
+        data = readFile(self._folder, tokenFile(name))
         try:
             return int(data or b"0")
         except ValueError:
@@ -457,7 +464,7 @@ class DirectoryStorage:
                     return None
                 lease = Lease(name, token, seconds, self._renew, self._release)
                 try:
-                    writeFile(self.path, tokenFile(name), str(token).encode("ascii"))
+                    writeFile(self._folder, tokenFile(name), str(token).encode("ascii"))
                 except BaseException:
                     leases.release(lease)
                     raise
@@ -511,6 +518,7 @@ class DirectoryStorage:
                 try:
                     self._place.leases.releaseAll(self)
                 finally:
+                    self._folder.close()
                     _leave(self._place)
 
         d = self._workers.run(letGo)
