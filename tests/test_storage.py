@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -25,6 +25,7 @@ from letsencrypt_resource.storage.records import (
     Records,
     accountKey,
     certificateKey,
+    renewalKey,
 )
 
 from .helpers import newSigner, provisionalFor, sharedKey
@@ -454,6 +455,65 @@ class RecordsTests(TestCase):
         error: Any = await self.assertFailure(self.records.loadCertificate(DOMAINS), StorageError)
         self.assertEqual(error.key, certificateKey(DOMAINS))
         await self.assertFailure(self.records.loadRenewalState(DOMAINS), StorageError)
+
+    async def test_loadSets(self) -> None:
+        """
+        L{Records.loadSets} reads the records of several domain sets by one
+        C{loadMany}, parsing none until asked.
+        """
+        signer = newSigner()
+        sets = [("a.example.com",), ("b.example.com",)]
+        stored = provisionalFor(signer, sets[0])
+        await self.records.saveCertificate(sets[0], stored)
+        await self.records.saveRenewalState(sets[1], {"failures": 2})
+        await self.storage.store(renewalKey(sets[0]), b"damaged")
+        other = MemoryStorage(self.storage._shared)
+        asked: list[list[str]] = []
+
+        def loadMany(keys: list[str]) -> Deferred[dict[str, bytes | None]]:
+            asked.append(list(keys))
+            return other.loadMany(keys)
+
+        self.patch(self.storage, "loadMany", loadMany)
+        self.patch(self.storage, "load", lambda key: self.fail(f"{key} was loaded alone"))
+        first, second = await self.records.loadSets(sets)
+        self.assertEqual(
+            asked,
+            [
+                [
+                    renewalKey(sets[0]),
+                    certificateKey(sets[0]),
+                    renewalKey(sets[1]),
+                    certificateKey(sets[1]),
+                ]
+            ],
+        )
+        self.assertEqual(given(first.certifiedKey()).toPEM(), stored.toPEM())
+        self.assertRaises(StorageError, first.renewalState)
+        self.assertEqual((second.renewalState(), second.certifiedKey()), ({"failures": 2}, None))
+
+    async def test_loadSetsOneByOne(self) -> None:
+        """
+        When the records cannot be read together, L{Records.loadSets} reads
+        each alone: one that fails fails only its own set's parse.
+        """
+        signer = newSigner()
+        sets = [("a.example.com",), ("b.example.com",)]
+        stored = provisionalFor(signer, sets[1])
+        await self.records.saveCertificate(sets[1], stored)
+        failing = certificateKey(sets[0])
+        load = self.storage.load
+
+        def refusing(key: str) -> Deferred[bytes | None]:
+            if key == failing:
+                return fail(StorageError(key, "cannot be read"))
+            return load(key)
+
+        self.patch(self.storage, "load", refusing)
+        first, second = await self.records.loadSets(sets)
+        error = self.assertRaises(StorageError, first.certifiedKey)
+        self.assertEqual((error.key, first.renewalState()), (failing, None))
+        self.assertEqual(given(second.certifiedKey()).toPEM(), stored.toPEM())
 
     async def test_challenges(self) -> None:
         """

@@ -358,24 +358,25 @@ class DirectoryStorage:
         """
         return self._place.lock if self._givenLock is None else self._givenLock
 
+    def _onFile(self, key: str, f: Callable[..., T], *args: Any) -> T:
+        """
+        Call C{f(*args)}, an C{OSError} it raises becoming a
+        L{StorageError} naming the file of C{key}, for operators.
+        """
+        try:
+            return f(*args)
+        except StorageError:
+            raise
+        except OSError as error:
+            raise StorageError(os.path.join(self.path, key), reason(error)) from None
+
     def _run(self, key: str, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """
-        Call C{f(*args)} in a worker thread, an C{OSError} it raises
-        becoming a L{StorageError} naming the file of C{key}, for
-        operators.
+        Call C{f(*args)} in a worker thread, as L{_onFile} does.
         """
         if self._closed:
             return fail(StorageError(key, "the storage is closed"))
-
-        def call() -> T:
-            try:
-                return f(*args)
-            except StorageError:
-                raise
-            except OSError as error:
-                raise StorageError(os.path.join(self.path, key), reason(error)) from None
-
-        return self._workers.run(call)
+        return self._workers.run(self._onFile, key, f, *args)
 
     def load(self, key: str) -> Deferred[bytes | None]:
         try:
@@ -383,6 +384,21 @@ class DirectoryStorage:
         except StorageError:
             return fail()
         return self._run(key, readFile, self._folder, key)
+
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+        keys = list(keys)
+        try:
+            for key in keys:
+                checkKey(key)
+        except StorageError:
+            return fail()
+        if self._closed:
+            return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
+
+        def readAll() -> dict[str, bytes | None]:
+            return {key: self._onFile(key, readFile, self._folder, key) for key in keys}
+
+        return self._workers.run(readAll)
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
