@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
@@ -282,6 +283,42 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         os.unlink(self.path)
         os.mkdir(self.path, 0o700)
         self.assertIsNone(await storage.load("certificates/a.pem"))
+
+    async def test_loadManyByFolder(self) -> None:
+        """
+        C{loadMany} opens each folder once for the keys in it, and a
+        missing folder's keys load as C{None}.
+        """
+        storage = self.storage()
+        keys = ["certificates/a.pem", "renewal/a.json", "certificates/b.pem", "renewal/b.json"]
+        for key in keys:
+            await storage.store(key, key.encode())
+        opened: list[list[str]] = []
+        real = HeldFolder.open
+
+        def counting(held: HeldFolder, parts: list[str], **kwargs: Any) -> Any:
+            opened.append(list(parts))
+            return real(held, parts, **kwargs)
+
+        self.patch(HeldFolder, "open", counting)
+        values = await storage.loadMany([*keys, "accounts/a.json"])
+        self.assertEqual(values, {**{k: k.encode() for k in keys}, "accounts/a.json": None})
+        self.assertEqual(sorted(opened), [["accounts"], ["certificates"], ["renewal"]])
+
+    async def test_loadManyNamesTheFile(self) -> None:
+        """
+        When one of the files C{loadMany} reads cannot be, its failure
+        names that file.
+        """
+        storage = self.storage()
+        await storage.store("renewal/a.json", b"a")
+        fifo = os.path.join(self.path, "renewal", "b.json")
+        os.mkfifo(fifo)
+        error: Any = await self.assertFailure(
+            storage.loadMany(["renewal/a.json", "renewal/b.json"]), StorageError
+        )
+        self.assertEqual(error.key, fifo)
+        self.assertIn("not a regular file", error.message)
 
     async def test_notAFile(self) -> None:
         """

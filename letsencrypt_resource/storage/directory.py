@@ -132,32 +132,67 @@ def _split(key: str) -> tuple[list[str], str]:
     return folders, name
 
 
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _readIn(folder: int, name: str, path: str) -> bytes | None:
+    """
+    The content of the regular file C{name} of the open C{folder} (at
+    C{path}), or C{None} when it is missing; a link there is not followed.
+
+    @raise OSError: naming C{path}, when it cannot be read, or is not a
+        regular file.
+    """
+    try:
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnusablePath(path, "is a symbolic link, which is never followed") from None
+        raise OSError(error.errno, error.strerror, path) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise UnusablePath(path, "is not a regular file")
+        parts = []
+        while part := os.read(fd, max(status.st_size + 1, 4096)):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | None]:
+    """
+    The content of each regular file C{key} under C{base}, or C{None} when
+    it is missing; no link is followed on the way.  Each folder is opened
+    once for the keys in it.
+
+    @raise OSError: naming the path, when one cannot be read, or is not a
+        regular file.
+    """
+    byFolder: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for key in keys:
+        parts, name = _split(key)
+        byFolder.setdefault(tuple(parts), []).append((key, name))
+    values: dict[str, bytes | None] = {}
+    for folders, inFolder in byFolder.items():
+        try:
+            with base.open(folders, create=False) as folder:
+                for key, name in inFolder:
+                    values[key] = _readIn(folder, name, os.path.join(base.path, key))
+        except FileNotFoundError:
+            values.update((key, None) for key, _ in inFolder)
+    return values
+
+
 def readFile(base: HeldFolder, key: str) -> bytes | None:
     """
     The content of the regular file C{key} under C{base}, or C{None} when
-    it is missing; no link is followed on the way.
-
-    @raise OSError: when it cannot be read, or is not a regular file.
+    it is missing (see L{readFiles}).
     """
-    folders, name = _split(key)
-    try:
-        with base.open(folders, create=False) as folder:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            try:
-                fd = os.open(name, flags, dir_fd=folder)
-            except OSError as error:
-                if error.errno == errno.ELOOP:
-                    path = os.path.join(base.path, key)
-                    raise UnusablePath(
-                        path, "is a symbolic link, which is never followed"
-                    ) from None
-                raise
-    except FileNotFoundError:
-        return None
-    with open(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnusablePath(os.path.join(base.path, key), "is not a regular file")
-        return stream.read()
+    return readFiles(base, [key])[key]
 
 
 def writeFile(base: HeldFolder, key: str, data: bytes) -> None:
@@ -396,7 +431,10 @@ class DirectoryStorage:
             return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
 
         def readAll() -> dict[str, bytes | None]:
-            return {key: self._onFile(key, readFile, self._folder, key) for key in keys}
+            try:
+                return readFiles(self._folder, keys)
+            except OSError as error:
+                raise StorageError(error.filename or self.path, reason(error)) from None
 
         return self._workers.run(readAll)
 
