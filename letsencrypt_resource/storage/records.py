@@ -211,6 +211,10 @@ class StoredSet:
 
 
 def _parsed(key: str, data: bytes | StorageError | None, parse: Callable[[bytes], T]) -> T | None:
+    """
+    L{parseRecord} of C{data}, or the L{StorageError} its load failed with
+    raised.
+    """
     if isinstance(data, StorageError):
         raise data
     return parseRecord(key, data, parse)
