@@ -31,13 +31,16 @@ from .provisioning import Provisioning
 from .reporting import unexpected, when
 from .scheduler import Scheduler
 from .storage.interface import StorageError
-from .storage.records import Records, certificateKey
+from .storage.records import Records, StoredSet, certificateKey
 
 #: The keys of the certificates, watched for other users' changes.
 CERTIFICATES = "certificates/"
 
-#: How many domain sets are read from the storage at once.
-LOAD_JOBS = 64
+#: How many batches of domain sets are read from the storage at once.
+LOAD_JOBS = 4
+#: How many domain sets a batch holds: their records are read together
+#: (see L{Records.loadSets}).
+LOAD_BATCH = 64
 
 
 class DomainSets(Service):
@@ -154,22 +157,44 @@ class DomainSets(Service):
     @deferred
     async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:
         """
-        Load C{certificates}, L{LOAD_JOBS} at a time: each job takes the
-        next set once it is done with one, so that nothing is made for a
-        set before its turn; an unexpected error is logged and the set after
-        it loaded.
+        Load C{certificates} by batches of L{LOAD_BATCH}, L{LOAD_JOBS}
+        batches at a time: each job takes the next batch once it is done
+        with one, so that nothing is made for a set before its turn; an
+        unexpected error is logged and the other sets loaded.
         """
-        pending = iter(certificates)
+        pending = (
+            certificates[start : start + LOAD_BATCH]
+            for start in range(0, len(certificates), LOAD_BATCH)
+        )
 
         async def job() -> None:
-            for certificate in pending:
-                try:
-                    await self._loadStored(certificate)
-                except Exception:
-                    unexpected(self._log, Failure())
+            for batch in pending:
+                await self._loadBatch(batch)
 
-        jobs = min(LOAD_JOBS, len(certificates))
+        jobs = min(LOAD_JOBS, -(-len(certificates) // LOAD_BATCH))
         await gatherResults([Deferred.fromCoroutine(job()) for _ in range(jobs)])
+
+    async def _loadBatch(self, batch: list[ManagedCertificate]) -> None:
+        """
+        Read the records of the sets of C{batch} together, and take each
+        set's back; when they cannot be read together for an unexpected
+        error, each set's alone, so that the error is logged for its set
+        only.
+        """
+        try:
+            stored = await self._records.loadSets([c.domains for c in batch])
+        except Exception:
+            if len(batch) == 1:
+                unexpected(self._log, Failure())
+                return
+            for certificate in batch:
+                await self._loadBatch([certificate])
+            return
+        for certificate, records in zip(batch, stored, strict=True):
+            try:
+                self._takeStored(certificate, records)
+            except Exception:
+                unexpected(self._log, Failure())
 
     @deferred
     async def reloadConsumers(self) -> None:
@@ -238,23 +263,26 @@ class DomainSets(Service):
             managed[key].consumers.append(consumer)
         return managed
 
-    @deferred
-    async def _loadStored(self, certificate: ManagedCertificate) -> None:
+    def _takeStored(self, certificate: ManagedCertificate, records: StoredSet) -> None:
         """
         Take back the saved renewal state and the stored certificate of
-        C{certificate}; a damaged record is reported and ignored, so the
-        set is renewed.
+        C{certificate}, read as C{records}; a damaged record is reported
+        and ignored, so the set is renewed.
         """
         try:
-            state = await self._records.loadRenewalState(certificate.domains)
+            state = records.renewalState()
         except StorageError as error:
-            events.STORED_STATE_IGNORED.emit(
-                self._log, domains=certificate.label, details=str(error)
-            )
+            self._ignored(certificate, error)
             state = None
         if state is not None:
             certificate.restore(state)
-        await self._loadStoredCertificate(certificate)
+        try:
+            stored = records.certifiedKey()
+        except StorageError as error:
+            self._ignored(certificate, error)
+        else:
+            if stored is not None and self._acceptable(certificate, stored):
+                self._putInService(certificate, stored)
         now = self._reactor.seconds()
         saved = certificate.retryAt()
         if certificate.capWaits(now, self._options.checkInterval):
@@ -276,24 +304,44 @@ class DomainSets(Service):
         try:
             stored = await self._records.loadCertificate(certificate.domains)
         except StorageError as error:
-            events.STORED_STATE_IGNORED.emit(
-                self._log, domains=certificate.label, details=str(error)
-            )
+            self._ignored(certificate, error)
             return
-        if stored is None or not self._newer(certificate, stored):
+        if stored is None or not self._acceptable(certificate, stored):
             return
+        if watched and not await self._chainAccepted(certificate, stored):
+            return
+        self._putInService(certificate, stored)
+
+    def _ignored(self, certificate: ManagedCertificate, error: StorageError) -> None:
+        """
+        Report that a record of C{certificate} cannot be read (event 20163).
+        """
+        events.STORED_STATE_IGNORED.emit(self._log, domains=certificate.label, details=str(error))
+
+    def _acceptable(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored}, the stored certificate of C{certificate}, is
+        newer than the one in service, not revoked as compromised, and for
+        its names; reported when it is not.
+        """
+        if not self._newer(certificate, stored):
+            return False
         if certificate.isCompromised(stored.key):
             events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
-            return
+            return False
         if set(stored.domains) != set(certificate.domains):
             events.STORED_STATE_IGNORED.emit(
                 self._log,
                 domains=certificate.label,
                 details=f"the stored certificate is for {', '.join(stored.domains)}",
             )
-            return
-        if watched and not await self._chainAccepted(certificate, stored):
-            return
+            return False
+        return True
+
+    def _putInService(self, certificate: ManagedCertificate, stored: CertifiedKey) -> None:
+        """
+        Give C{stored} to C{certificate}'s consumers, and export it.
+        """
         events.STORED_CERTIFICATE_LOADED.emit(
             self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
         )

@@ -129,12 +129,11 @@ def makeCSR(key: PrivateKey, domains: tuple[str, ...]) -> x509.CertificateSignin
 
 def publicKeysMatch(one: PrivateKey, certificate: x509.Certificate) -> bool:
     """
-    Whether C{certificate} certifies the public half of C{one}.
+    Whether C{certificate} certifies the public half of C{one}: the keys
+    compared as cryptography compares them (type, curve and point, or
+    modulus and exponent), without encoding either.
     """
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    return one.public_key().public_bytes(
-        serialization.Encoding.DER, spki
-    ) == certificate.public_key().public_bytes(serialization.Encoding.DER, spki)
+    return bool(one.public_key() == certificate.public_key())
 
 
 def publicKeyDigest(key: PrivateKey) -> str:

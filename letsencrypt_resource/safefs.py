@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -140,19 +141,119 @@ def openFolder(
     chain = [(name, _SHARED) for name in ancestors]
     chain.append((os.path.basename(base), _PRIVATE if privateBase else _OWN))
     chain.extend((part, _PRIVATE) for part in parts)
-    path = "/"
-    fd = os.open(path, _FOLDER_FLAGS)
+    fd = os.open("/", _FOLDER_FLAGS)
     try:
-        _checkFolder(fd, path, _SHARED, create)
+        _checkFolder(fd, "/", _SHARED, create)
+    except BaseException:
+        os.close(fd)
+        raise
+    fd = _descend(fd, "/", chain, create)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _descend(fd: int, path: str, chain: Sequence[tuple[str, str]], create: bool) -> int:
+    """
+    Open, from the open folder C{fd} (at C{path}), each folder of C{chain}
+    in turn, each C{(name, kind)} checked as L{_checkFolder} does.
+
+    @return: The last folder's descriptor; C{fd} and those on the way are
+        closed, also when this raises.
+    """
+    try:
         for name, kind in chain:
             path = os.path.join(path, name)
             child, created = _openChild(fd, name, path, create)
             os.close(fd)
             fd = child
             _checkFolder(fd, path, _PRIVATE if created else kind, create)
-        yield fd
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+class HeldFolder:
+    """
+    A private folder (the state directory) opened and checked as
+    L{openFolder} does once, then held open: the folders and files below it
+    are reached from that descriptor, one name at a time, following no
+    link, each folder checked on the way.  Before each use, the held folder
+    is checked again (this user's, writable by no one else, made 0700 by a
+    use that may create) and its path must still name it: when the path
+    names another folder since (moved, removed, replaced by a link or
+    another folder), the held one is let go and the path opened and checked
+    again from the root, ancestors included, as L{openFolder} would; a link
+    there is refused.  Nothing below it is ever reached through a folder
+    the path no longer names.  The ancestors are checked when it is opened,
+    not at each use.
+
+    Thread-safe: each use works on a duplicate of the held descriptor.
+
+    @ivar path: The folder, as given.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def _current(self, create: bool) -> bool:
+        """
+        Whether the held folder is still at its path, checking it again.
+        """
+        assert self._fd is not None
+        try:
+            named = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(self._fd)
+        if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            return False
+        _checkFolder(self._fd, self.path, _PRIVATE, create)
+        return True
+
+    def _root(self, create: bool) -> int:
+        """
+        A duplicate of the held folder's descriptor, opened first if need
+        be; the caller closes it.
+        """
+        with self._lock:
+            if self._fd is not None and not self._current(create):
+                os.close(self._fd)
+                self._fd = None
+            if self._fd is None:
+                with openFolder(self.path, create=create) as fd:
+                    self._fd = os.dup(fd)
+            return os.dup(self._fd)
+
+    @contextmanager
+    def open(self, parts: Sequence[str] = (), *, create: bool = True) -> Iterator[int]:
+        """
+        Open the folder C{path/parts...}, as L{openFolder} does.
+
+        @param create: As for L{openFolder}.
+        @return: A context manager giving the folder's descriptor.
+        """
+        for part in parts:
+            _checkName(part)
+        root = self._root(create)
+        fd = _descend(root, os.path.abspath(self.path), [(p, _PRIVATE) for p in parts], create)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        """
+        Let the held folder go; a later use opens it again.
+        """
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _checkName(name: str) -> None:

@@ -259,6 +259,18 @@ class KeyTests(SynchronousTestCase):
             (True, False),
         )
 
+    def test_publicKeysMatchAcrossTypes(self) -> None:
+        """
+        C{publicKeysMatch} is false for a key of another type or curve
+        than the certificate's, and true for each type's own.
+        """
+        types = ("rsa-2048", "ecdsa-p256", "ecdsa-p384")
+        certificates = {t: selfSigned(key=sharedKey(t)).certificate for t in types}
+        self.assertEqual(
+            {(k, c): publicKeysMatch(sharedKey(k), certificates[c]) for k in types for c in types},
+            {(k, c): k == c for k in types for c in types},
+        )
+
     def test_csrCarriesAllNames(self) -> None:
         """
         A CSR has the first name as its subject, every name in its SAN, and

@@ -1018,6 +1018,26 @@ class FailingLoads(MemoryStorage):
         return super().load(key)
 
 
+class BatchedLoads(MemoryStorage):
+    """
+    A L{MemoryStorage} that records the keys of each C{loadMany}, and fails
+    a C{load}.
+
+    @ivar batches: The keys of each C{loadMany}, in turn.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        super().__init__(shared)
+        self.batches: list[list[str]] = []
+
+    def loadMany(self, keys: Any) -> Deferred[dict[str, bytes | None]]:
+        self.batches.append(list(keys))
+        return MemoryStorage(self._shared).loadMany(keys)
+
+    def load(self, key: str) -> Deferred[bytes | None]:
+        return fail(RuntimeError(f"{key} was loaded alone"))
+
+
 class StorageWiringTests(ResourceTestCase):
     """
     The resource keeps its state through L{Records} over an L{IStorage}:
@@ -1077,6 +1097,31 @@ class StorageWiringTests(ResourceTestCase):
             storage.release()
         self.successResultOf(loading)
         self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
+
+    def test_batchedLoads(self) -> None:
+        """
+        Loading reads the records of L{domainsets.LOAD_BATCH} domain sets
+        together, by one C{loadMany}, and puts their certificates in
+        service.
+        """
+        self.patch(domainsets, "LOAD_BATCH", 2)
+        storage = BatchedLoads(self.store.shared)
+        stored = self.issue(REPORTS)
+        self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
+        resource = LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+        self.successResultOf(resource.load())
+        keys = [f(domains) for domains in (FILES, REPORTS) for f in (renewalKey, certificateKey)]
+        self.assertEqual(
+            (storage.batches, [c.certificate for c in self.consumers["reports"].received]),
+            ([keys], [stored.certificate]),
+        )
 
     def test_loadErrorLoadsTheRest(self) -> None:
         """

@@ -11,7 +11,9 @@ import stat
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import safefs
 from letsencrypt_resource.safefs import (
+    HeldFolder,
     UnusablePath,
     checkFolder,
     openFolder,
@@ -362,3 +364,128 @@ class OpenFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
             self.assertRaises(
                 UnusablePath, checkFolder, os.path.join(mine, "state"), privateBase=True
             )
+
+
+class HeldFolderTests(PermissiveUmaskMixin, SynchronousTestCase):
+    """
+    Tests for L{HeldFolder}: opened and checked from the root once, then
+    each use starts from the held folder, checked again, while its path
+    still names it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.path = os.path.join(self.base, "state")
+        self.held = HeldFolder(self.path)
+        self.addCleanup(self.held.close)
+
+    def put(self, name: str, data: bytes) -> None:
+        """
+        Write C{data} to C{name} in the folder C{held} opens now.
+        """
+        with self.held.open() as fd:
+            replaceInFolder(fd, [(name, data, 0o600)])
+
+    def test_openedOnce(self) -> None:
+        """
+        The folder is opened from the root at the first use only; the
+        folders below it are opened, and made 0700, at each.
+        """
+        opened: list[str] = []
+        real = safefs.openFolder
+
+        def counting(base: str, *args: object, **kwargs: object) -> object:
+            opened.append(base)
+            return real(base, *args, **kwargs)  # type: ignore[arg-type]
+
+        self.patch(safefs, "openFolder", counting)
+        for _ in range(3):
+            with self.held.open(["certificates"]):
+                pass
+        self.assertEqual(opened, [self.path])
+        self.assertEqual(modeOf(os.path.join(self.path, "certificates")), 0o700)
+
+    def test_missing(self) -> None:
+        """
+        Without C{create}, a missing folder raises C{FileNotFoundError};
+        it is used once made.
+        """
+        with self.assertRaises(FileNotFoundError):
+            with self.held.open(create=False):
+                pass
+        os.mkdir(self.path, 0o700)
+        with self.held.open(create=False):
+            pass
+
+    def test_replacedByLink(self) -> None:
+        """
+        A held folder moved away and replaced by a link is not used: the
+        link is refused, the moved folder untouched.
+        """
+        self.put("a", b"old")
+        moved = os.path.join(self.base, "moved")
+        os.rename(self.path, moved)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere, 0o700)
+        os.symlink(elsewhere, self.path)
+        error = self.assertRaises(UnusablePath, self.put, "a", b"new")
+        self.assertIn("symbolic link", str(error))
+        self.assertEqual((readBytes(os.path.join(moved, "a")), os.listdir(elsewhere)), (b"old", []))
+
+    def test_replacedByFolder(self) -> None:
+        """
+        A held folder moved away and replaced by another folder: the new
+        one is opened and checked (made 0700), and written in; the moved
+        one is left alone.
+        """
+        self.put("a", b"old")
+        moved = os.path.join(self.base, "moved")
+        os.rename(self.path, moved)
+        os.mkdir(self.path, 0o711)
+        self.put("a", b"new")
+        self.assertEqual(readBytes(os.path.join(moved, "a")), b"old")
+        self.assertEqual(readBytes(os.path.join(self.path, "a")), b"new")
+        self.assertEqual(modeOf(self.path), 0o700)
+
+    def test_checkedAtEachUse(self) -> None:
+        """
+        The held folder, made writable by others after it was opened, is
+        refused at the next use, as L{openFolder} would refuse it.
+        """
+        self.put("a", b"old")
+        os.chmod(self.path, 0o777)
+        error = self.assertRaises(UnusablePath, self.put, "a", b"new")
+        self.assertIn("writable by group or others", str(error))
+
+    def test_linkBelowRefused(self) -> None:
+        """
+        A link planted as a folder below the held folder is not followed.
+        """
+        self.put("a", b"old")
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere, 0o700)
+        os.symlink(elsewhere, os.path.join(self.path, "certificates"))
+        with self.assertRaises(UnusablePath):
+            with self.held.open(["certificates"]):
+                pass
+
+    def test_namesNotPaths(self) -> None:
+        """
+        A part that is not a file name is refused.
+        """
+        for part in ("..", "a/b", ""):
+            with self.assertRaises(ValueError):
+                with self.held.open([part]):
+                    pass
+
+    def test_closeLetsGo(self) -> None:
+        """
+        Once closed, the held folder is let go; a later use opens the path
+        again.
+        """
+        self.put("a", b"old")
+        before = len(os.listdir("/proc/self/fd"))
+        self.held.close()
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before - 1)
+        self.put("a", b"new")
+        self.assertEqual(readBytes(os.path.join(self.path, "a")), b"new")

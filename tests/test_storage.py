@@ -11,10 +11,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
@@ -25,6 +26,7 @@ from letsencrypt_resource.storage.records import (
     Records,
     accountKey,
     certificateKey,
+    renewalKey,
 )
 
 from .helpers import newSigner, provisionalFor, sharedKey
@@ -253,6 +255,71 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.assertEqual(await storage.list(""), [])
         self.assertEqual(sorted(os.listdir(elsewhere)), ["a.pem"])
 
+    async def test_stateDirectoryReplaced(self) -> None:
+        """
+        The state directory, moved away after the storage's first use and
+        replaced by a link to another folder, is neither read nor written
+        through the link, nor through the folder held open: the path is
+        checked again, and the link refused.
+        """
+        storage = self.storage()
+        await storage.store("certificates/a.pem", b"old")
+        moved = os.path.join(self.base, "moved")
+        os.rename(self.path, moved)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere, 0o700)
+        writeBytes(os.path.join(elsewhere, "b.pem"), b"theirs")
+        os.symlink(elsewhere, self.path)
+        calls: list[Deferred[Any]] = [
+            storage.store("certificates/a.pem", b"new"),
+            storage.load("b.pem"),
+            storage.list(""),
+        ]
+        for call in calls:
+            error = await self.assertFailure(call, StorageError)
+            self.assertIn("symbolic link", str(error))
+        self.assertEqual(readBytes(os.path.join(moved, "certificates", "a.pem")), b"old")
+        self.assertEqual(os.listdir(elsewhere), ["b.pem"])
+        os.unlink(self.path)
+        os.mkdir(self.path, 0o700)
+        self.assertIsNone(await storage.load("certificates/a.pem"))
+
+    async def test_loadManyByFolder(self) -> None:
+        """
+        C{loadMany} opens each folder once for the keys in it, and a
+        missing folder's keys load as C{None}.
+        """
+        storage = self.storage()
+        keys = ["certificates/a.pem", "renewal/a.json", "certificates/b.pem", "renewal/b.json"]
+        for key in keys:
+            await storage.store(key, key.encode())
+        opened: list[list[str]] = []
+        real = HeldFolder.open
+
+        def counting(held: HeldFolder, parts: list[str], **kwargs: Any) -> Any:
+            opened.append(list(parts))
+            return real(held, parts, **kwargs)
+
+        self.patch(HeldFolder, "open", counting)
+        values = await storage.loadMany([*keys, "accounts/a.json"])
+        self.assertEqual(values, {**{k: k.encode() for k in keys}, "accounts/a.json": None})
+        self.assertEqual(sorted(opened), [["accounts"], ["certificates"], ["renewal"]])
+
+    async def test_loadManyNamesTheFile(self) -> None:
+        """
+        When one of the files C{loadMany} reads cannot be, its failure
+        names that file.
+        """
+        storage = self.storage()
+        await storage.store("renewal/a.json", b"a")
+        fifo = os.path.join(self.path, "renewal", "b.json")
+        os.mkfifo(fifo)
+        error: Any = await self.assertFailure(
+            storage.loadMany(["renewal/a.json", "renewal/b.json"]), StorageError
+        )
+        self.assertEqual(error.key, fifo)
+        self.assertIn("not a regular file", error.message)
+
     async def test_notAFile(self) -> None:
         """
         A FIFO planted at a key's name is refused at once, not read from
@@ -425,6 +492,65 @@ class RecordsTests(TestCase):
         error: Any = await self.assertFailure(self.records.loadCertificate(DOMAINS), StorageError)
         self.assertEqual(error.key, certificateKey(DOMAINS))
         await self.assertFailure(self.records.loadRenewalState(DOMAINS), StorageError)
+
+    async def test_loadSets(self) -> None:
+        """
+        L{Records.loadSets} reads the records of several domain sets by one
+        C{loadMany}, parsing none until asked.
+        """
+        signer = newSigner()
+        sets = [("a.example.com",), ("b.example.com",)]
+        stored = provisionalFor(signer, sets[0])
+        await self.records.saveCertificate(sets[0], stored)
+        await self.records.saveRenewalState(sets[1], {"failures": 2})
+        await self.storage.store(renewalKey(sets[0]), b"damaged")
+        other = MemoryStorage(self.storage._shared)
+        asked: list[list[str]] = []
+
+        def loadMany(keys: list[str]) -> Deferred[dict[str, bytes | None]]:
+            asked.append(list(keys))
+            return other.loadMany(keys)
+
+        self.patch(self.storage, "loadMany", loadMany)
+        self.patch(self.storage, "load", lambda key: self.fail(f"{key} was loaded alone"))
+        first, second = await self.records.loadSets(sets)
+        self.assertEqual(
+            asked,
+            [
+                [
+                    renewalKey(sets[0]),
+                    certificateKey(sets[0]),
+                    renewalKey(sets[1]),
+                    certificateKey(sets[1]),
+                ]
+            ],
+        )
+        self.assertEqual(given(first.certifiedKey()).toPEM(), stored.toPEM())
+        self.assertRaises(StorageError, first.renewalState)
+        self.assertEqual((second.renewalState(), second.certifiedKey()), ({"failures": 2}, None))
+
+    async def test_loadSetsOneByOne(self) -> None:
+        """
+        When the records cannot be read together, L{Records.loadSets} reads
+        each alone: one that fails fails only its own set's parse.
+        """
+        signer = newSigner()
+        sets = [("a.example.com",), ("b.example.com",)]
+        stored = provisionalFor(signer, sets[1])
+        await self.records.saveCertificate(sets[1], stored)
+        failing = certificateKey(sets[0])
+        load = self.storage.load
+
+        def refusing(key: str) -> Deferred[bytes | None]:
+            if key == failing:
+                return fail(StorageError(key, "cannot be read"))
+            return load(key)
+
+        self.patch(self.storage, "load", refusing)
+        first, second = await self.records.loadSets(sets)
+        error = self.assertRaises(StorageError, first.certifiedKey)
+        self.assertEqual((error.key, first.renewalState()), (failing, None))
+        self.assertEqual(given(second.certifiedKey()).toPEM(), stored.toPEM())
 
     async def test_challenges(self) -> None:
         """

@@ -18,7 +18,13 @@ through L{letsencrypt_resource.safefs}:
 written in full then renamed, never through a link nor in a folder that
 another user controls, files 0600 and folders 0700; reads follow no link
 either.  Every file operation runs in a worker thread, never in the
-reactor's.
+reactor's.  The state directory is opened and checked, from the root, at
+the first operation, and held open (L{HeldFolder
+<letsencrypt_resource.safefs.HeldFolder>}): each operation starts from it,
+once it has checked that the state directory's path still names that
+folder; when the path names another folder since (the state directory was
+moved, replaced by a link or by another folder), it is opened and checked
+again from the root, and a link there is refused.
 
 Leases are given under the state directory's lock (L{StateLock}): across
 processes, the process that holds it is the only holder of leases.  Within
@@ -48,7 +54,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from ..safefs import UnusablePath, openFolder, replaceInFolder
+from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
 from .interface import (
     ILease,
@@ -126,49 +132,84 @@ def _split(key: str) -> tuple[list[str], str]:
     return folders, name
 
 
-def readFile(base: str, key: str) -> bytes | None:
-    """
-    The content of the regular file C{base/key}, or C{None} when it is
-    missing; no link is followed on the way.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
-    @raise OSError: when it cannot be read, or is not a regular file.
+
+def _readIn(folder: int, name: str, path: str) -> bytes | None:
     """
-    folders, name = _split(key)
+    The content of the regular file C{name} of the open C{folder} (at
+    C{path}), or C{None} when it is missing; a link there is not followed.
+
+    @raise OSError: naming C{path}, when it cannot be read, or is not a
+        regular file.
+    """
     try:
-        with openFolder(base, folders, create=False) as folder:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-            try:
-                fd = os.open(name, flags, dir_fd=folder)
-            except OSError as error:
-                if error.errno == errno.ELOOP:
-                    path = os.path.join(base, key)
-                    raise UnusablePath(
-                        path, "is a symbolic link, which is never followed"
-                    ) from None
-                raise
+        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
     except FileNotFoundError:
         return None
-    with open(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnusablePath(os.path.join(base, key), "is not a regular file")
-        return stream.read()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UnusablePath(path, "is a symbolic link, which is never followed") from None
+        raise OSError(error.errno, error.strerror, path) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise UnusablePath(path, "is not a regular file")
+        parts = []
+        while part := os.read(fd, max(status.st_size + 1, 4096)):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
-def writeFile(base: str, key: str, data: bytes) -> None:
+def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | None]:
     """
-    Replace the file C{base/key} with C{data}, 0600, creating its folders
+    The content of each regular file C{key} under C{base}, or C{None} when
+    it is missing; no link is followed on the way.  Each folder is opened
+    once for the keys in it.
+
+    @raise OSError: naming the path, when one cannot be read, or is not a
+        regular file.
+    """
+    byFolder: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+    for key in keys:
+        parts, name = _split(key)
+        byFolder.setdefault(tuple(parts), []).append((key, name))
+    values: dict[str, bytes | None] = {}
+    for folders, inFolder in byFolder.items():
+        try:
+            with base.open(folders, create=False) as folder:
+                for key, name in inFolder:
+                    values[key] = _readIn(folder, name, os.path.join(base.path, key))
+        except FileNotFoundError:
+            values.update((key, None) for key, _ in inFolder)
+    return values
+
+
+def readFile(base: HeldFolder, key: str) -> bytes | None:
+    """
+    The content of the regular file C{key} under C{base}, or C{None} when
+    it is missing (see L{readFiles}).
+    """
+    return readFiles(base, [key])[key]
+
+
+def writeFile(base: HeldFolder, key: str, data: bytes) -> None:
+    """
+    Replace the file C{key} under C{base} with C{data}, 0600, creating its folders
     0700 (see L{replaceInFolder}).
 
     @raise OSError: when it cannot be written safely.
     """
     folders, name = _split(key)
-    with openFolder(base, folders) as folder:
+    with base.open(folders) as folder:
         replaceInFolder(folder, [(name, data, 0o600)])
 
 
-def deleteFile(base: str, key: str) -> None:
+def deleteFile(base: HeldFolder, key: str) -> None:
     """
-    Remove the file C{base/key} if it is there (a link there is removed,
+    Remove the file C{key} under C{base} if it is there (a link there is removed,
     not followed), then the folders on its way that it left empty, so that
     a folder is there only while keys are below it.
 
@@ -176,14 +217,14 @@ def deleteFile(base: str, key: str) -> None:
     """
     folders, name = _split(key)
     try:
-        with openFolder(base, folders, create=False) as folder:
+        with base.open(folders, create=False) as folder:
             os.unlink(name, dir_fd=folder)
             os.fsync(folder)
     except FileNotFoundError:
         return
     while folders:
         *folders, name = folders
-        with openFolder(base, folders, create=False) as parent:
+        with base.open(folders, create=False) as parent:
             try:
                 os.rmdir(name, dir_fd=parent)
             except OSError as error:
@@ -222,7 +263,7 @@ def _walk(folder: int, prefix: str) -> Iterator[str]:
                 os.close(child)
 
 
-def listFiles(base: str, prefix: str) -> list[str]:
+def listFiles(base: HeldFolder, prefix: str) -> list[str]:
     """
     The keys, starting with C{prefix}, of the regular files under C{base}.
 
@@ -231,7 +272,7 @@ def listFiles(base: str, prefix: str) -> list[str]:
     folders = prefix.split("/")[:-1]
     start = "".join(f + "/" for f in folders)
     try:
-        with openFolder(base, folders, create=False) as folder:
+        with base.open(folders, create=False) as folder:
             keys = [k for k in _walk(folder, start) if k.startswith(prefix)]
     except FileNotFoundError:
         return []
@@ -336,6 +377,7 @@ class DirectoryStorage:
             directory the same lock, or none.
         """
         self.path = path
+        self._folder = HeldFolder(path)
         self._ownWorkers: BackgroundWorkers | None = None
         if workers is None:
             workers = self._ownWorkers = BackgroundWorkers(reactor, "letsencrypt-storage", 1)
@@ -351,31 +393,50 @@ class DirectoryStorage:
         """
         return self._place.lock if self._givenLock is None else self._givenLock
 
+    def _onFile(self, key: str, f: Callable[..., T], *args: Any) -> T:
+        """
+        Call C{f(*args)}, an C{OSError} it raises becoming a
+        L{StorageError} naming the file of C{key}, for operators.
+        """
+        try:
+            return f(*args)
+        except StorageError:
+            raise
+        except OSError as error:
+            raise StorageError(os.path.join(self.path, key), reason(error)) from None
+
     def _run(self, key: str, f: Callable[..., T], *args: Any) -> Deferred[T]:
         """
-        Call C{f(*args)} in a worker thread, an C{OSError} it raises
-        becoming a L{StorageError} naming the file of C{key}, for
-        operators.
+        Call C{f(*args)} in a worker thread, as L{_onFile} does.
         """
         if self._closed:
             return fail(StorageError(key, "the storage is closed"))
-
-        def call() -> T:
-            try:
-                return f(*args)
-            except StorageError:
-                raise
-            except OSError as error:
-                raise StorageError(os.path.join(self.path, key), reason(error)) from None
-
-        return self._workers.run(call)
+        return self._workers.run(self._onFile, key, f, *args)
 
     def load(self, key: str) -> Deferred[bytes | None]:
         try:
             checkKey(key)
         except StorageError:
             return fail()
-        return self._run(key, readFile, self.path, key)
+        return self._run(key, readFile, self._folder, key)
+
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+        keys = list(keys)
+        try:
+            for key in keys:
+                checkKey(key)
+        except StorageError:
+            return fail()
+        if self._closed:
+            return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
+
+        def readAll() -> dict[str, bytes | None]:
+            try:
+                return readFiles(self._folder, keys)
+            except OSError as error:
+                raise StorageError(error.filename or self.path, reason(error)) from None
+
+        return self._workers.run(readAll)
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
@@ -393,7 +454,7 @@ class DirectoryStorage:
                     if not self._lock.held():
                         raise LeaseLost(fence.name, "the state directory's lock is lost")
                     checkFence(key, fence, self._newest(fence.name))
-                write(self.path, key, *args)
+                write(self._folder, key, *args)
 
         d = self._run(key, change)
         d.addCallbacks(lambda _: self._place.feed.changed(self, key), reportStale)
@@ -414,13 +475,13 @@ class DirectoryStorage:
             checkPrefix(prefix)
         except StorageError:
             return fail()
-        return self._run(prefix, listFiles, self.path, prefix)
+        return self._run(prefix, listFiles, self._folder, prefix)
 
     def _newest(self, name: str) -> int:
         """
         The newest token of the lease C{name}, as persisted.
         """
-        data = readFile(self.path, tokenFile(name))
+        data = readFile(self._folder, tokenFile(name))
         try:
             return int(data or b"0")
         except ValueError:
@@ -457,7 +518,7 @@ class DirectoryStorage:
                     return None
                 lease = Lease(name, token, seconds, self._renew, self._release)
                 try:
-                    writeFile(self.path, tokenFile(name), str(token).encode("ascii"))
+                    writeFile(self._folder, tokenFile(name), str(token).encode("ascii"))
                 except BaseException:
                     leases.release(lease)
                     raise
@@ -511,6 +572,7 @@ class DirectoryStorage:
                 try:
                     self._place.leases.releaseAll(self)
                 finally:
+                    self._folder.close()
                     _leave(self._place)
 
         d = self._workers.run(letGo)

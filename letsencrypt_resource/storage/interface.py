@@ -190,6 +190,18 @@ class IStorage(Interface):
             nothing is stored there.
         """
 
+    def loadMany(keys):
+        """
+        The values stored at C{keys}, read together: one job, one query,
+        where C{load} would make one per key.
+
+        @param keys: A collection of keys.
+        @return: A Deferred firing with a C{dict} of each of C{keys} to its
+            C{bytes}, or C{None} when nothing is stored there; failing with
+            L{StorageError} when any of them cannot be loaded (as C{load}
+            would fail): load them one by one to tell which.
+        """
+
     def store(key, value, fence=None):
         """
         Replace the value at C{key} with the C{bytes} C{value}, atomically.

@@ -8,7 +8,7 @@ one database: they read each other's writes, contend for the same leases
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -79,6 +79,16 @@ class MemoryStorage:
         except StorageError:
             return fail()
         return succeed(self._shared.values.get(key))
+
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+        return Deferred.fromCoroutine(self._loadMany(list(keys)))
+
+    async def _loadMany(self, keys: list[str]) -> dict[str, bytes | None]:
+        """
+        Each of C{keys} loaded by L{load} in turn, so that a test's store
+        that overrides it changes both.
+        """
+        return {key: await self.load(key) for key in keys}
 
     def _change(self, key: str, fence: ILease | None, value: bytes | None) -> Deferred[None]:
         try:

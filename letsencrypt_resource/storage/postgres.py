@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import attrs
@@ -246,6 +246,15 @@ class PostgresStorage:
         except StorageError:
             return fail()
         return self._run(key, lambda c: pgsql.load(c, key))
+
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+        keys = list(keys)
+        try:
+            for key in keys:
+                checkKey(key)
+        except StorageError:
+            return fail()
+        return self._run(", ".join(keys[:1]), lambda c: pgsql.loadMany(c, keys))
 
     def _change(self, key: str, value: bytes | None, fence: ILease | None) -> Deferred[None]:
         origin = self._place.origin

@@ -21,6 +21,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 
 from ..certificates import CertifiedKey, InvalidCertificate
+from ..coroutines import deferred
 from ..keys import PrivateKey, keyFromPEM, keyToPEM
 from .interface import ILease, IStorage, StorageError
 
@@ -163,6 +164,62 @@ def parseRenewalState(data: bytes) -> dict[str, Any]:
     return state
 
 
+def parseRecord(key: str, data: bytes | None, parse: Callable[[bytes], T]) -> T | None:
+    """
+    C{parse(data)}, or C{None} when C{data} is.
+
+    @raise StorageError: naming C{key}, when C{parse} raises C{ValueError}.
+    """
+    if data is None:
+        return None
+    try:
+        return parse(data)
+    except ValueError as error:
+        raise StorageError(key, str(error)) from None
+
+
+@attrs.frozen
+class StoredSet:
+    """
+    What the storage holds for one domain set, read but not parsed: each
+    record is parsed when asked for.
+
+    @ivar renewal: The renewal state's bytes, C{None}, or the
+        L{StorageError} its load failed with.
+    @ivar certificate: The same, for the certificate.
+    """
+
+    domains: tuple[str, ...]
+    renewal: bytes | StorageError | None
+    certificate: bytes | StorageError | None
+
+    def renewalState(self) -> dict[str, Any] | None:
+        """
+        The renewal state, or C{None}.
+
+        @raise StorageError: when it cannot be loaded or parsed.
+        """
+        return _parsed(renewalKey(self.domains), self.renewal, parseRenewalState)
+
+    def certifiedKey(self) -> CertifiedKey | None:
+        """
+        The certificate, key and chain, or C{None}.
+
+        @raise StorageError: when they cannot be loaded or parsed.
+        """
+        return _parsed(certificateKey(self.domains), self.certificate, parseCertificate)
+
+
+def _parsed(key: str, data: bytes | StorageError | None, parse: Callable[[bytes], T]) -> T | None:
+    """
+    L{parseRecord} of C{data}, or the L{StorageError} its load failed with
+    raised.
+    """
+    if isinstance(data, StorageError):
+        raise data
+    return parseRecord(key, data, parse)
+
+
 def renewalStateJSON(state: dict[str, Any]) -> bytes:
     """
     The renewal state C{state} as it is stored.
@@ -182,15 +239,7 @@ class Records:
         self.storage = storage
 
     def _load(self, key: str, parse: Any) -> Deferred[Any]:
-        def parsed(data: bytes | None) -> Any:
-            if data is None:
-                return None
-            try:
-                return parse(data)
-            except ValueError as error:
-                raise StorageError(key, str(error)) from None
-
-        return self.storage.load(key).addCallback(parsed)
+        return self.storage.load(key).addCallback(lambda data: parseRecord(key, data, parse))
 
     def loadAccount(self, acmeURL: str) -> Deferred[AccountRecord | None]:
         """
@@ -225,6 +274,29 @@ class Records:
         The certificate, key and chain stored for C{domains}, or C{None}.
         """
         return self._load(certificateKey(domains), parseCertificate)
+
+    @deferred
+    async def loadSets(self, sets: list[tuple[str, ...]]) -> list[StoredSet]:
+        """
+        The renewal states and certificates of the domain sets C{sets},
+        read together (L{IStorage.loadMany}), not parsed.  When they cannot
+        be read together, each record is read alone: one that fails then
+        fails only its own parse (see L{StoredSet}).
+        """
+        keys = [key for domains in sets for key in (renewalKey(domains), certificateKey(domains))]
+        values: dict[str, bytes | StorageError | None] = {}
+        try:
+            values.update(await self.storage.loadMany(keys))
+        except StorageError:
+            for key in keys:
+                try:
+                    values[key] = await self.storage.load(key)
+                except StorageError as error:
+                    values[key] = error
+        return [
+            StoredSet(domains, values[renewalKey(domains)], values[certificateKey(domains)])
+            for domains in sets
+        ]
 
     def saveCertificate(
         self,

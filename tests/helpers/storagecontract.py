@@ -191,6 +191,34 @@ class StorageContractMixin(_Base):
         await second.store("c", b"now a value")
         self.assertEqual(await first.load("c"), b"now a value")
 
+    async def test_loadMany(self) -> None:
+        """
+        C{loadMany} gives each key asked for its value, as C{load} would on
+        any node: C{None} for a key with none; nothing for no key.
+        """
+        first, second = self.storage(), self.storage()
+        await first.store("certificates/a.pem", b"a")
+        await first.store("renewal/a.json", b"state")
+        keys = ["certificates/a.pem", "renewal/a.json", "renewal/b.json", "certificates/a.pem"]
+        expected = {"certificates/a.pem": b"a", "renewal/a.json": b"state", "renewal/b.json": None}
+        for storage in (first, second):
+            self.assertEqual(await storage.loadMany(keys), expected)
+            self.assertEqual(await storage.loadMany([]), {})
+
+    async def test_loadManyRefuses(self) -> None:
+        """
+        C{loadMany} fails with L{StorageError} when any key asked for would
+        fail C{load}: an invalid key, one below a value or at a folder of
+        others; and once the node is closed.
+        """
+        storage = self.storage()
+        await storage.store("a", b"value")
+        await storage.store("c/d", b"below")
+        for key in [*BAD_KEYS, "a/b", "c"]:
+            await self.assertFailure(storage.loadMany(["c/d", key]), StorageError)
+        await storage.close()
+        await self.assertFailure(storage.loadMany(["a"]), StorageError)
+
     async def test_leaseNamesApart(self) -> None:
         """
         Leases are named apart from values and from each other: C{a} and
