@@ -66,6 +66,39 @@ class ReleaseFails(MemoryStore):
         return super().lease(name, seconds).addCallback(wrap)
 
 
+@implementer(ILease)
+class SilentRelease:
+    """
+    An L{ILease} whose release never answers, as a database that does not
+    reply; it is let go all the same.
+    """
+
+    def __init__(self, lease: ILease):
+        self.name, self.token, self._lease = lease.name, lease.token, lease
+
+    def renew(self) -> Deferred[None]:
+        return self._lease.renew()
+
+    def release(self) -> Deferred[None]:
+        self._lease.release()
+        return Deferred()
+
+
+@implementer(IStorage)
+class ReleaseHangs(MemoryStore):
+    """
+    A memory store whose order leases' releases never answer.
+    """
+
+    def lease(self, name: str, seconds: float) -> Deferred[Any]:
+        def wrap(lease: ILease | None) -> ILease | None:
+            if lease is None or not name.startswith("orders/"):
+                return lease
+            return SilentRelease(lease)
+
+        return super().lease(name, seconds).addCallback(wrap)
+
+
 @implementer(IStorage)
 class AnsweredLater(MemoryStore):
     """
@@ -311,6 +344,21 @@ class LeaseReleaseTests(ResourceTestCase):
         self.assertEqual(managed.failures, 0)
         self.assertNotIn(20017, self.eventIDs())
         self.assertTrue(any("connection lost" in t for t in self.eventTexts(20202)))
+
+    def test_attemptEndsBeforeRelease(self) -> None:
+        """
+        An attempt ends once its certificate is in service, without waiting
+        for its order's lease to be let go: a release that never answers
+        leaves no attempt under way (the slow test C{test_goneMidOrder}
+        found attempts still under way after the certificate was in
+        service while the release ran in a thread).
+        """
+        self.store = ReleaseHangs()
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
+        self.assertFalse(managed.current.provisional)
+        self.assertIsNone(managed.attempt)
+        self.assertEqual(managed.failures, 0)
 
     def test_cancelledRequestReleases(self) -> None:
         """
