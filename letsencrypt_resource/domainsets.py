@@ -23,6 +23,7 @@ from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
+from .renewalstate import storedDigest
 from .reporting import unexpected, when
 from .scheduler import Scheduler
 from .storage.interface import StorageError
@@ -237,7 +238,7 @@ class DomainSets(Service):
         if state is not None:
             certificate.restore(state)
         try:
-            stored = records.certifiedKey()
+            stored = records.certifiedKey(storedDigest(state))
         except StorageError as error:
             self._changes.ignored(certificate, error)
         else:

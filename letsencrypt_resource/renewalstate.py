@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
+from .certificates import CertifiedKey, bundleDigest
 from .issuer import PendingOrder
 
 
@@ -32,12 +33,19 @@ class RenewalFields(Protocol):
     compromisedKeys: set[str]
     orderedBy: tuple[str, str, str] | None
 
+    @property
+    def issued(self) -> CertifiedKey | None: ...
+
 
 def dumpState(fields: RenewalFields) -> dict[str, Any]:
     """
-    The renewal state of C{fields} to save, as JSON-ready data.
+    The renewal state of C{fields} to save, as JSON-ready data; with the
+    L{bundleDigest} of the CA-issued certificate in service, which passed
+    its checks, as it is stored (C{certificate_digest}): see
+    L{storedDigest}.
     """
     pending = fields.pendingOrder or fields.unstoredOrder
+    issued = fields.issued
     return {
         "settings": fields.settings,
         "failures": fields.failures,
@@ -51,7 +59,19 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "ari_next_check": fields.ariNextCheck,
         "pending_order": pending.toJSON() if pending else None,
         "compromised_keys": sorted(fields.compromisedKeys),
+        "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
     }
+
+
+def storedDigest(state: dict[str, Any] | None) -> str | None:
+    """
+    The digest of the stored certificate a saved C{state} vouches for: the
+    certificate record with this L{bundleDigest} is the one that passed its
+    checks (its key among them) when it was in service; C{None} when there
+    is none, or it is not a digest.
+    """
+    digest = state.get("certificate_digest") if state else None
+    return digest if isinstance(digest, str) and _digests([digest]) else None
 
 
 def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:

@@ -48,6 +48,18 @@ def mismatched(certifiedKey: CertifiedKey) -> CertifiedKey:
     return CertifiedKey(other.key, certifiedKey.certificate, certifiedKey.chain)
 
 
+def _parsed(certifiedKey: CertifiedKey) -> bool:
+    """
+    Whether the key of C{certifiedKey}, read as PEM, has been parsed: its
+    cached value is in its slot (reading the slot computes nothing).
+    """
+    try:
+        vars(CertifiedKey)["key"].__get__(certifiedKey)
+    except AttributeError:
+        return False
+    return True
+
+
 class ReloadableServerTLSTests(SynchronousTestCase):
     """
     Tests for L{ReloadableServerTLS}.
@@ -204,6 +216,47 @@ class ReloadableServerTLSTests(SynchronousTestCase):
             ),
             ([self.first.certificate] * 2, self.first, [self.first, second], 1),
         )
+
+    def test_checkedKeyParsedAtFirstHandshake(self) -> None:
+        """
+        A certificate whose key was checked when it was stored
+        (L{CertifiedKey.fromCheckedPEM}) is set without its key being
+        parsed; the key is parsed when the context is built, at the first
+        handshake, which presents it.
+        """
+        second = CertifiedKey.fromCheckedPEM(provisionalFor(self.signer).toPEM())
+        self.tls.setCertificate(second)
+        parsedAtSet = _parsed(second)
+        connection = self.connect()
+        self.assertEchoes(connection)
+        self.assertEqual(
+            (parsedAtSet, _parsed(second), peerCertificate(connection)),
+            (False, True, second.certificate),
+        )
+
+    def test_checkedKeyMismatchKeepsOld(self) -> None:
+        """
+        A certificate whose checked key turns out, when parsed at the first
+        handshake, not to match it (or not to be a key at all) is refused
+        there: the previous certificate stays in service and the failure
+        is logged, naming the mismatch.
+        """
+        self.tls.setCertificate(self.first)
+        self.connect()
+        other = provisionalFor(self.signer)
+        for bad in (
+            CertifiedKey.fromCheckedPEM(mismatched(other).toPEM()),
+            CertifiedKey.fromCheckedPEM(b"no key" + other.fullchainPEM),
+        ):
+            self.tls.setCertificate(bad)
+            connection = self.connect()
+            self.assertEchoes(connection)
+            errors = self.flushLoggedErrors(SSL.Error)
+            self.assertEqual(
+                (peerCertificate(connection), self.tls.certifiedKey, len(errors)),
+                (self.first.certificate, self.first, 1),
+            )
+            self.assertIn("does not match the certificate", str(errors[0].value))
 
     def test_firstContextFailure(self) -> None:
         """
