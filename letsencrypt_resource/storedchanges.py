@@ -169,7 +169,7 @@ class StoredChanges:
         """
         if not self._newer(certificate, stored):
             return False
-        if certificate.isCompromised(stored.key):
+        if certificate.compromisedKeys and certificate.isCompromised(stored.key):
             events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
             return False
         if set(stored.domains) != set(certificate.domains):

@@ -46,7 +46,7 @@ from letsencrypt_resource.testing import (
     advanceThrough,
     runUntilFired,
 )
-from tests.helpers import selfSigned
+from tests.helpers import keyParsed, selfSigned
 from tests.helpers.resourcecase import (
     ACME_URL,
     DAY,
@@ -1144,8 +1144,14 @@ class StorageWiringTests(ResourceTestCase):
         [taken] = self.consumers["reports"].received
         saved = resource.managed[frozenset(REPORTS)].state()["certificate_digest"]
         self.assertEqual(
-            (taken.keyChecked, taken.certificate, saved, self.consumers["files"].received),
-            (True, stored.certificate, bundleDigest(stored.toPEM()), []),
+            (
+                taken.keyChecked,
+                keyParsed(taken),
+                taken.certificate,
+                saved,
+                self.consumers["files"].received,
+            ),
+            (True, False, stored.certificate, bundleDigest(stored.toPEM()), []),
         )
 
     def test_loadErrorLoadsTheRest(self) -> None:

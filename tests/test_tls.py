@@ -24,6 +24,7 @@ from letsencrypt_resource.tls import (
 from tests.helpers import (
     InMemoryConnection,
     connectInMemory,
+    keyParsed,
     newSigner,
     peerCertificate,
     provisionalFor,
@@ -46,18 +47,6 @@ def mismatched(certifiedKey: CertifiedKey) -> CertifiedKey:
     """
     other = provisionalFor(newSigner())
     return CertifiedKey(other.key, certifiedKey.certificate, certifiedKey.chain)
-
-
-def _parsed(certifiedKey: CertifiedKey) -> bool:
-    """
-    Whether the key of C{certifiedKey}, read as PEM, has been parsed: its
-    cached value is in its slot (reading the slot computes nothing).
-    """
-    try:
-        vars(CertifiedKey)["key"].__get__(certifiedKey)
-    except AttributeError:
-        return False
-    return True
 
 
 class ReloadableServerTLSTests(SynchronousTestCase):
@@ -226,11 +215,11 @@ class ReloadableServerTLSTests(SynchronousTestCase):
         """
         second = CertifiedKey.fromCheckedPEM(provisionalFor(self.signer).toPEM())
         self.tls.setCertificate(second)
-        parsedAtSet = _parsed(second)
+        parsedAtSet = keyParsed(second)
         connection = self.connect()
         self.assertEchoes(connection)
         self.assertEqual(
-            (parsedAtSet, _parsed(second), peerCertificate(connection)),
+            (parsedAtSet, keyParsed(second), peerCertificate(connection)),
             (False, True, second.certificate),
         )
 
