@@ -12,7 +12,7 @@ from functools import cached_property
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
@@ -70,17 +70,19 @@ def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
     """
     The DNS names of C{certificate}: the subject's CN first, then the SAN's.
     """
-    names: list[str] = []
-    for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        names.append(str(attribute.value).lower())
+    names = [
+        str(attribute.value).lower()
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
     try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
-        pass
-    else:
-        for name in san.value.get_values_for_type(x509.DNSName):
-            if name.lower() not in names:
-                names.append(name.lower())
+        return tuple(names)
+    for name in san.value:
+        if isinstance(name, x509.DNSName):
+            lowered = name.value.lower()
+            if lowered not in names:
+                names.append(lowered)
     return tuple(names)
 
 

@@ -7,10 +7,14 @@ keys revoked as compromised, and how a saved state is taken back.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Protocol
 
 from .certificates import CertifiedKey, bundleDigest
 from .issuer import PendingOrder
+
+#: A SHA-256 digest, hex, as the state saves them.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class RenewalFields(Protocol):
@@ -71,7 +75,7 @@ def storedDigest(state: dict[str, Any] | None) -> str | None:
     is none, or it is not a digest.
     """
     digest = state.get("certificate_digest") if state else None
-    return digest if isinstance(digest, str) and _digests([digest]) else None
+    return digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
 
 
 def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
@@ -130,13 +134,7 @@ def _digests(value: Any) -> set[str]:
     """
     if not isinstance(value, list):
         return set()
-    return {
-        digest
-        for digest in value
-        if isinstance(digest, str)
-        and len(digest) == 64
-        and all(c in "0123456789abcdef" for c in digest)
-    }
+    return {digest for digest in value if isinstance(digest, str) and _DIGEST.fullmatch(digest)}
 
 
 def _pendingOrder(value: Any) -> PendingOrder | None:
