@@ -78,6 +78,7 @@ def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
         san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
         return tuple(names)
+    assert isinstance(san.value, x509.SubjectAlternativeName)
     for name in san.value:
         if isinstance(name, x509.DNSName):
             lowered = name.value.lower()
