@@ -105,7 +105,8 @@ def fabricate(state: str, n: int) -> None:
     """
     Fill C{state} with C{n} stored ECDSA certificates, signed by a local
     CA, valid for 90 days from now, each with the renewal state a success
-    saves; nothing when it holds them already.
+    saves (the stored certificate's digest among it); nothing when it holds
+    them already.
     """
     settings = settingsFingerprint(benchOptions(state))
     done = os.path.join(state, "fabricated")
@@ -139,8 +140,10 @@ def fabricate(state: str, n: int) -> None:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         )
         certificate = withDomainNames(builder, (name,)).sign(caKey, hashes.SHA256())
-        records.saveCertificate((name,), CertifiedKey(key, certificate, (caCertificate,)))
+        issued = CertifiedKey(key, certificate, (caCertificate,))
+        records.saveCertificate((name,), issued)
         managed = ManagedCertificate((name,), settings)
+        managed.current = issued
         managed.orderedBy = (f"id-{name}", NOWHERE, "http://127.0.0.1:9/account/1")
         records.saveRenewalState((name,), managed.state())
     with open(done, "w") as f:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import datetime
 import functools
+import hashlib
 from functools import cached_property
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
@@ -29,6 +30,10 @@ CA_KEY_USAGE = x509.KeyUsage(
 )
 
 
+#: Where the first certificate of a bundle L{CertifiedKey.toPEM} wrote starts.
+_CERTIFICATE_START = b"-----BEGIN CERTIFICATE-----"
+
+
 class InvalidCertificate(ValueError):
     """
     A certificate bundle that cannot be used.
@@ -40,6 +45,15 @@ def _splitCertificates(pem: bytes) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(pem)
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+
+
+def bundleDigest(pem: bytes) -> str:
+    """
+    The SHA-256 digest, hex, of a bundle L{CertifiedKey.toPEM} wrote: a
+    stored bundle with the digest recorded when it was written after its
+    checks is known to be that one (see L{CertifiedKey.fromCheckedPEM}).
+    """
+    return hashlib.sha256(pem).hexdigest()
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,17 +70,20 @@ def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
     """
     The DNS names of C{certificate}: the subject's CN first, then the SAN's.
     """
-    names: list[str] = []
-    for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        names.append(str(attribute.value).lower())
+    names = [
+        str(attribute.value).lower()
+        for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
     try:
-        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        san = certificate.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
-        pass
-    else:
-        for name in san.value.get_values_for_type(x509.DNSName):
-            if name.lower() not in names:
-                names.append(name.lower())
+        return tuple(names)
+    assert isinstance(san.value, x509.SubjectAlternativeName)
+    for name in san.value:
+        if isinstance(name, x509.DNSName):
+            lowered = name.value.lower()
+            if lowered not in names:
+                names.append(lowered)
     return tuple(names)
 
 
@@ -75,16 +92,23 @@ class CertifiedKey:
     """
     A private key, the certificate for it and the certificates that issued it.
 
-    @ivar key: The private key.
+    The key may be given as its PKCS#8 PEM (L{fromCheckedPEM}): it is then
+    parsed at its first use (L{key}), not when the bundle is read.
+
     @ivar certificate: The end-entity certificate.
     @ivar chain: The intermediates, closest to the certificate first.
     @ivar provisional: Whether this is a provisional self-signed certificate.
+    @ivar keyChecked: Whether the key was checked against the certificate
+        before: when the bundle was stored (see L{fromCheckedPEM}), so it
+        is not checked again when it is put in service; the TLS context
+        built from it still is (L{keyMatches}).
     """
 
-    key: PrivateKey
+    _key: PrivateKey | bytes = attrs.field(repr=False)
     certificate: x509.Certificate
     chain: tuple[x509.Certificate, ...] = ()
     provisional: bool = False
+    keyChecked: bool = False
 
     @classmethod
     def fromParts(
@@ -134,6 +158,36 @@ class CertifiedKey:
             raise InvalidCertificate(f"no private key could be read: {error}") from None
         return cls.fromParts(key, pem)
 
+    @classmethod
+    def fromCheckedPEM(cls, pem: bytes) -> CertifiedKey:
+        """
+        Load the bundle L{toPEM} wrote, known to be unchanged since it was
+        written after its checks (by a digest of it; see
+        L{letsencrypt_resource.storage.records.recordDigest}): the
+        certificates are read, the key is kept as its PEM, parsed and
+        checked at its first use.
+
+        @raise InvalidCertificate: when the certificates cannot be read.
+        """
+        keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
+        certificates = _splitCertificates(separator + rest)
+        chain = tuple(_shared(c) for c in certificates[1:])
+        return cls(keyPEM, certificates[0], chain, keyChecked=True)
+
+    @cached_property
+    def key(self) -> PrivateKey:
+        """
+        The private key, parsed at its first use when it was read as PEM.
+
+        @raise InvalidCertificate: when that PEM holds no usable key.
+        """
+        if not isinstance(self._key, bytes):
+            return self._key
+        try:
+            return keyFromPEM(self._key)
+        except ValueError as error:
+            raise InvalidCertificate(f"no private key could be read: {error}") from None
+
     def toPEM(self) -> bytes:
         """
         The key and the full chain in one PEM document, so that they are
@@ -146,6 +200,8 @@ class CertifiedKey:
         """
         The private key, PKCS#8 PEM.
         """
+        if isinstance(self._key, bytes):
+            return self._key
         return keyToPEM(self.key)
 
     @property
@@ -179,10 +235,13 @@ class CertifiedKey:
     @cached_property
     def keyMatches(self) -> bool:
         """
-        Whether the certificate is for the private key: checked once, when
-        L{fromParts} builds it or at the first question.
+        Whether the certificate is for the private key, which parses:
+        checked once, when L{fromParts} builds it or at the first question.
         """
-        return publicKeysMatch(self.key, self.certificate)
+        try:
+            return publicKeysMatch(self.key, self.certificate)
+        except InvalidCertificate:
+            return False
 
     @property
     def notBefore(self) -> datetime.datetime:

@@ -8,33 +8,27 @@ set, put in service once it passes the checks an order's would.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
 from . import events
-from .certificates import CertifiedKey
-from .chaincheck import chainProblem
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
+from .renewalstate import storedDigest
 from .reporting import unexpected, when
 from .scheduler import Scheduler
 from .storage.interface import StorageError
-from .storage.records import Records, StoredSet, certificateKey
-
-#: The keys of the certificates, watched for other users' changes.
-CERTIFICATES = "certificates/"
+from .storage.records import Records, StoredSet
+from .storedchanges import StoredChanges
 
 #: How many batches of domain sets are read from the storage at once.
 LOAD_JOBS = 4
@@ -45,8 +39,9 @@ LOAD_BATCH = 64
 
 class DomainSets(Service):
     """
-    Loads the domain sets when the resource starts, and takes the
-    certificates other users of the storage store for them while it runs.
+    Loads the domain sets when the resource starts, and has the
+    certificates other users of the storage store for them while it runs
+    taken (L{StoredChanges}).
 
     @ivar managed: The domain sets, by their set of names; the same
         dictionary for the resource's whole life, shared with the parts
@@ -81,51 +76,17 @@ class DomainSets(Service):
         # that attempt, if a later reload adds them again before it ends.
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._loading: Deferred[None] = succeed(None)
-        self._watching: Deferred[Callable[[], None]] | None = None
-        self._watchAgain: IDelayedCall | None = None
+        self._changes = StoredChanges(options, records, managed, provisioning, reactor, log)
 
     def startService(self) -> None:
         super().startService()
         self._loading = self.load()
         self._loading.addErrback(self._unexpected)
-        self._watch()
+        self._changes.start()
 
     def stopService(self) -> None:
         super().stopService()
-        watching, self._watching = self._watching, None
-        if watching is not None:
-            watching.addCallback(lambda stop: stop())
-        if self._watchAgain is not None and self._watchAgain.active():
-            self._watchAgain.cancel()
-
-    def _watch(self) -> None:
-        """
-        Watch the certificates other users of the storage store; when the
-        watch cannot be set up, try again at the next regular check.
-        """
-        self._watching = self._records.storage.watch(CERTIFICATES, self._changed)
-        self._watching.addErrback(self._watchFailed)
-
-    def _watchFailed(self, failure: Failure) -> Callable[[], None]:
-        self._unexpected(failure)
-        self._watchAgain = self._reactor.callLater(self._options.checkInterval, self._rewatch)
-        return lambda: None
-
-    def _rewatch(self) -> None:
-        """
-        Set the watch up again, then catch up: read every set's stored
-        certificate, as the changes missed meanwhile went unseen.
-        """
-        self._watchAgain = None
-        self._watch()
-
-        def catchUp(stop: Callable[[], None]) -> Callable[[], None]:
-            for certificate in list(self.managed.values()):
-                self._loadWatched(certificate)
-            return stop
-
-        assert self._watching is not None
-        self._watching.addCallback(catchUp)
+        self._changes.stop()
 
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
@@ -272,17 +233,17 @@ class DomainSets(Service):
         try:
             state = records.renewalState()
         except StorageError as error:
-            self._ignored(certificate, error)
+            self._changes.ignored(certificate, error)
             state = None
         if state is not None:
             certificate.restore(state)
         try:
-            stored = records.certifiedKey()
+            stored = records.certifiedKey(storedDigest(state))
         except StorageError as error:
-            self._ignored(certificate, error)
+            self._changes.ignored(certificate, error)
         else:
-            if stored is not None and self._acceptable(certificate, stored):
-                self._putInService(certificate, stored)
+            if stored is not None and self._changes.acceptable(certificate, stored):
+                self._changes.putInService(certificate, stored)
         now = self._reactor.seconds()
         saved = certificate.retryAt()
         if certificate.capWaits(now, self._options.checkInterval):
@@ -292,111 +253,6 @@ class DomainSets(Service):
                 saved=when(saved),
                 when=when(certificate.retryAt()),
             )
-
-    async def _loadStoredCertificate(
-        self, certificate: ManagedCertificate, watched: bool = False
-    ) -> None:
-        """
-        Put C{certificate}'s stored certificate in service, when it is valid
-        and for its names, and, when another user of the storage stored it
-        (C{watched}), its chain and times pass L{chainProblem}.
-        """
-        try:
-            stored = await self._records.loadCertificate(certificate.domains)
-        except StorageError as error:
-            self._ignored(certificate, error)
-            return
-        if stored is None or not self._acceptable(certificate, stored):
-            return
-        if watched and not await self._chainAccepted(certificate, stored):
-            return
-        self._putInService(certificate, stored)
-
-    def _ignored(self, certificate: ManagedCertificate, error: StorageError) -> None:
-        """
-        Report that a record of C{certificate} cannot be read (event 20163).
-        """
-        events.STORED_STATE_IGNORED.emit(self._log, domains=certificate.label, details=str(error))
-
-    def _acceptable(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
-        """
-        Whether C{stored}, the stored certificate of C{certificate}, is
-        newer than the one in service, not revoked as compromised, and for
-        its names; reported when it is not.
-        """
-        if not self._newer(certificate, stored):
-            return False
-        if certificate.isCompromised(stored.key):
-            events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
-            return False
-        if set(stored.domains) != set(certificate.domains):
-            events.STORED_STATE_IGNORED.emit(
-                self._log,
-                domains=certificate.label,
-                details=f"the stored certificate is for {', '.join(stored.domains)}",
-            )
-            return False
-        return True
-
-    def _putInService(self, certificate: ManagedCertificate, stored: CertifiedKey) -> None:
-        """
-        Give C{stored} to C{certificate}'s consumers, and export it.
-        """
-        events.STORED_CERTIFICATE_LOADED.emit(
-            self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
-        )
-        self._provisioning.deliver(certificate, stored)
-        self._provisioning.export(certificate)
-
-    def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
-        """
-        Whether C{stored} has not expired and ends later than the CA-issued
-        certificate in service for C{certificate}, if any.
-        """
-        notAfter = stored.notAfter.timestamp()
-        issued = certificate.issued
-        if issued is not None and notAfter <= issued.notAfter.timestamp():
-            return False
-        return notAfter > self._reactor.seconds()
-
-    def _changed(self, key: str) -> None:
-        """
-        Another user of the storage changed the certificate at C{key}: read
-        it, and put it in service for its set when it passes the checks a
-        stored certificate passes at start (its key, its names, not expired
-        nor revoked as compromised), its chain and times are those of a
-        CA's certificate (see L{chainProblem}), and it ends later than the
-        one in service.
-        """
-        for certificate in list(self.managed.values()):
-            if certificateKey(certificate.domains) == key:
-                self._loadWatched(certificate)
-
-    def _loadWatched(self, certificate: ManagedCertificate) -> None:
-        """
-        Read C{certificate}'s stored certificate, which another user of the
-        storage may have changed, and put it in service if it passes.
-        """
-        loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate, watched=True))
-        loading.addErrback(self._unexpected)
-
-    async def _chainAccepted(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
-        """
-        Whether C{stored}, which another user of the storage stored for
-        C{certificate}, passes L{chainProblem}; event 20203 when not.
-        """
-        try:
-            pem = await self._records.loadProvisionalSigner()
-            signer = CertifiedKey.fromPEM(pem).certificate if pem else None
-        except (StorageError, ValueError):
-            signer = None
-        now = datetime.datetime.fromtimestamp(self._reactor.seconds(), datetime.timezone.utc)
-        problem = chainProblem(stored, now, signer)
-        if problem is not None:
-            events.STORED_CERTIFICATE_REFUSED.emit(
-                self._log, domains=certificate.label, details=problem
-            )
-        return problem is None
 
 
 def settingsFingerprint(options: ResourceOptions) -> str:

@@ -7,9 +7,14 @@ keys revoked as compromised, and how a saved state is taken back.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Protocol
 
+from .certificates import CertifiedKey, bundleDigest
 from .issuer import PendingOrder
+
+#: A SHA-256 digest, hex, as the state saves them.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class RenewalFields(Protocol):
@@ -32,12 +37,19 @@ class RenewalFields(Protocol):
     compromisedKeys: set[str]
     orderedBy: tuple[str, str, str] | None
 
+    @property
+    def issued(self) -> CertifiedKey | None: ...
+
 
 def dumpState(fields: RenewalFields) -> dict[str, Any]:
     """
-    The renewal state of C{fields} to save, as JSON-ready data.
+    The renewal state of C{fields} to save, as JSON-ready data; with the
+    L{bundleDigest} of the CA-issued certificate in service, which passed
+    its checks, as it is stored (C{certificate_digest}): see
+    L{storedDigest}.
     """
     pending = fields.pendingOrder or fields.unstoredOrder
+    issued = fields.issued
     return {
         "settings": fields.settings,
         "failures": fields.failures,
@@ -51,7 +63,19 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "ari_next_check": fields.ariNextCheck,
         "pending_order": pending.toJSON() if pending else None,
         "compromised_keys": sorted(fields.compromisedKeys),
+        "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
     }
+
+
+def storedDigest(state: dict[str, Any] | None) -> str | None:
+    """
+    The digest of the stored certificate a saved C{state} vouches for: the
+    certificate record with this L{bundleDigest} is the one that passed its
+    checks (its key among them) when it was in service; C{None} when there
+    is none, or it is not a digest.
+    """
+    digest = state.get("certificate_digest") if state else None
+    return digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
 
 
 def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
@@ -110,13 +134,7 @@ def _digests(value: Any) -> set[str]:
     """
     if not isinstance(value, list):
         return set()
-    return {
-        digest
-        for digest in value
-        if isinstance(digest, str)
-        and len(digest) == 64
-        and all(c in "0123456789abcdef" for c in digest)
-    }
+    return {digest for digest in value if isinstance(digest, str) and _DIGEST.fullmatch(digest)}
 
 
 def _pendingOrder(value: Any) -> PendingOrder | None:

@@ -30,8 +30,11 @@ def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
     with Twisted's curated ciphers (C{CertificateOptions}): no compression,
     the server's cipher preference, no session tickets or cache.
 
-    @raise OpenSSL.SSL.Error: when the key does not match the certificate.
+    @raise OpenSSL.SSL.Error: when the key cannot be read or does not match
+        the certificate.
     """
+    if not certifiedKey.keyMatches:
+        raise SSL.Error("the private key is unusable or does not match the certificate")
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(certifiedKey.key),
         certificate=crypto.X509.from_cryptography(certifiedKey.certificate),
@@ -75,12 +78,15 @@ class ReloadableServerTLS:
         Present C{certifiedKey} in every handshake from now on.
 
         Its key is checked against the certificate first, so a bad key
-        leaves the current certificate in service.
+        leaves the current certificate in service; unless it was checked
+        when it was stored (L{CertifiedKey.keyChecked}): it is then parsed
+        and checked when its context is built, at the first handshake,
+        which keeps the previous context if it fails.
 
         @raise OpenSSL.SSL.Error: when the key does not match the
             certificate.
         """
-        if not certifiedKey.keyMatches:
+        if not certifiedKey.keyChecked and not certifiedKey.keyMatches:
             raise SSL.Error("the private key does not match the certificate")
         self.certifiedKey = certifiedKey
 

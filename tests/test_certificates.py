@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.certificates import CertifiedKey, InvalidCertificate
+from letsencrypt_resource.certificates import CertifiedKey, InvalidCertificate, bundleDigest
 from letsencrypt_resource.keys import (
     MAX_COMMON_NAME,
     generateKey,
@@ -119,6 +119,33 @@ class CertifiedKeyTests(SynchronousTestCase):
         first, second = (CertifiedKey.fromPEM(provisionalFor(signer).toPEM()) for _ in range(2))
         self.assertIs(first.chain[0], second.chain[0])
         self.assertEqual(first.chain, (signer.certificate,))
+
+    def test_fromCheckedPEM(self) -> None:
+        """
+        C{fromCheckedPEM} reads a bundle C{toPEM} wrote without parsing its
+        key: it writes back the same bytes, has the same digest, does not
+        show the key's PEM in its C{repr}, and parses the key at its first
+        use.
+        """
+        original = provisionalFor(newSigner(), DOMAINS)
+        pem = original.toPEM()
+        loaded = CertifiedKey.fromCheckedPEM(pem)
+        self.assertNotIn(b"PRIVATE KEY", repr(loaded).encode())
+        self.assertEqual(
+            (loaded.toPEM(), loaded.keyChecked, loaded.domains, loaded.chain),
+            (pem, True, DOMAINS, original.chain),
+        )
+        self.assertEqual((keyToPEM(loaded.key), loaded.keyMatches), (original.keyPEM, True))
+        self.assertEqual(bundleDigest(loaded.toPEM()), bundleDigest(pem))
+
+    def test_fromCheckedPEMBadKey(self) -> None:
+        """
+        The key C{fromCheckedPEM} kept as PEM that is no key raises
+        L{InvalidCertificate} at its first use, and does not match.
+        """
+        loaded = CertifiedKey.fromCheckedPEM(b"no key\n" + provisionalFor(newSigner()).fullchainPEM)
+        self.assertRaises(InvalidCertificate, getattr, loaded, "key")
+        self.assertFalse(loaded.keyMatches)
 
     def test_pemRoundTrip(self) -> None:
         """

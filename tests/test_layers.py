@@ -27,6 +27,9 @@ from twisted.trial.unittest import TestCase
 
 import letsencrypt_resource
 
+#: The most lines a class of the package may span.
+CLASS_LINES = 250
+
 #: Each layer's name and modules, bottom first.  A name placed here stands for
 #: its submodules too, so that a subpackage may be placed whole.
 LAYERS: list[tuple[str, frozenset[str]]] = [
@@ -110,6 +113,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "reporting",
                 "resource",
                 "scheduler",
+                "storedchanges",
                 "writequeue",
                 "writeretries",
             }
@@ -252,3 +256,49 @@ class LayerTests(TestCase):
             list(importsOf("example", path)),
             [(1, "events"), (2, "keys"), (3, "workers"), (4, "__init__"), (6, "resource")],
         )
+
+
+def longClasses(path: str, limit: int = CLASS_LINES) -> Iterator[str]:
+    """
+    The classes defined in the source at C{path}, nested ones too, that
+    span more than C{limit} lines, each named with its length.
+    """
+    with open(path, encoding="utf-8") as source:
+        tree = ast.parse(source.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            lines = (node.end_lineno or node.lineno) - node.lineno + 1
+            if lines > limit:
+                yield f"{node.name} ({lines} lines)"
+
+
+class SizeTests(TestCase):
+    """
+    The package's classes stay small enough to read.
+    """
+
+    def test_classesShort(self) -> None:
+        """
+        No class of the package spans more than L{CLASS_LINES} lines.
+        """
+        offences = [
+            f"{module}.{name}" for module, path in packageModules() for name in longClasses(path)
+        ]
+        self.assertEqual(offences, [], f"classes over {CLASS_LINES} lines")
+
+    def test_longClassNamed(self) -> None:
+        """
+        L{longClasses} names a class over the limit, nested or not, and
+        leaves out one at the limit.
+        """
+        source = (
+            "class Short:\n"
+            + "    x = 1\n" * 2
+            + "class Outer:\n"
+            + "    class Long:\n"
+            + "        y = 1\n" * 3
+        )
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(source)
+        self.assertEqual(list(longClasses(path, limit=3)), ["Outer (5 lines)", "Long (4 lines)"])

@@ -19,7 +19,7 @@ from zope.interface.verify import verifyObject
 from letsencrypt_resource import domainsets
 from letsencrypt_resource import owned as ownedModule
 from letsencrypt_resource.acmeclient import certificateID
-from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
 from letsencrypt_resource.domainsets import settingsFingerprint
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
@@ -46,7 +46,7 @@ from letsencrypt_resource.testing import (
     advanceThrough,
     runUntilFired,
 )
-from tests.helpers import selfSigned
+from tests.helpers import keyParsed, selfSigned
 from tests.helpers.resourcecase import (
     ACME_URL,
     DAY,
@@ -1121,6 +1121,37 @@ class StorageWiringTests(ResourceTestCase):
         self.assertEqual(
             (storage.batches, [c.certificate for c in self.consumers["reports"].received]),
             ([keys], [stored.certificate]),
+        )
+
+    def test_checkedCertificateKeyNotParsed(self) -> None:
+        """
+        A stored certificate whose renewal state records its digest, as the
+        state saved while it is in service does, is put in service without
+        its key being parsed or checked (L{CertifiedKey.keyChecked}); one
+        changed since (here a key that does not match) is parsed and checked
+        whole, and refused.
+        """
+        stored, other = self.issue(REPORTS), self.issue(FILES)
+        records = Records(self.store)
+        for domains, issued in ((REPORTS, stored), (FILES, other)):
+            state = {"certificate_digest": bundleDigest(issued.toPEM())}
+            self.successResultOf(records.saveRenewalState(domains, state))
+        mismatched = CertifiedKey(stored.key, other.certificate, other.chain)
+        self.successResultOf(records.saveCertificate(REPORTS, stored))
+        self.successResultOf(records.saveCertificate(FILES, mismatched))
+        resource = self.makeResource()
+        self.successResultOf(resource.load())
+        [taken] = self.consumers["reports"].received
+        saved = resource.managed[frozenset(REPORTS)].state()["certificate_digest"]
+        self.assertEqual(
+            (
+                taken.keyChecked,
+                keyParsed(taken),
+                taken.certificate,
+                saved,
+                self.consumers["files"].received,
+            ),
+            (True, False, stored.certificate, bundleDigest(stored.toPEM()), []),
         )
 
     def test_loadErrorLoadsTheRest(self) -> None:

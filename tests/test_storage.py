@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
@@ -528,6 +529,27 @@ class RecordsTests(TestCase):
         self.assertEqual(given(first.certifiedKey()).toPEM(), stored.toPEM())
         self.assertRaises(StorageError, first.renewalState)
         self.assertEqual((second.renewalState(), second.certifiedKey()), ({"failures": 2}, None))
+
+    async def test_loadSetsChecked(self) -> None:
+        """
+        C{StoredSet.certifiedKey} given the digest of the certificate record
+        as it passed its checks leaves the key unparsed when the record
+        still has that digest (a record that is no key reads all the same);
+        given another digest or none, it parses the record whole, which
+        refuses it.
+        """
+        stored = provisionalFor(newSigner(), DOMAINS)
+        await self.records.saveCertificate(DOMAINS, stored)
+        [records] = await self.records.loadSets([DOMAINS])
+        checked = given(records.certifiedKey(bundleDigest(stored.toPEM())))
+        self.assertEqual((checked.keyChecked, checked.toPEM()), (True, stored.toPEM()))
+        self.assertFalse(given(records.certifiedKey()).keyChecked)
+        damaged = b"no key\n" + stored.fullchainPEM
+        await self.storage.store(certificateKey(DOMAINS), damaged)
+        [records] = await self.records.loadSets([DOMAINS])
+        self.assertFalse(given(records.certifiedKey(bundleDigest(damaged))).keyMatches)
+        for digest in (bundleDigest(stored.toPEM()), None):
+            self.assertRaises(StorageError, records.certifiedKey, digest)
 
     async def test_loadSetsOneByOne(self) -> None:
         """

@@ -24,6 +24,7 @@ from letsencrypt_resource.tls import (
 from tests.helpers import (
     InMemoryConnection,
     connectInMemory,
+    keyParsed,
     newSigner,
     peerCertificate,
     provisionalFor,
@@ -204,6 +205,47 @@ class ReloadableServerTLSTests(SynchronousTestCase):
             ),
             ([self.first.certificate] * 2, self.first, [self.first, second], 1),
         )
+
+    def test_checkedKeyParsedAtFirstHandshake(self) -> None:
+        """
+        A certificate whose key was checked when it was stored
+        (L{CertifiedKey.fromCheckedPEM}) is set without its key being
+        parsed; the key is parsed when the context is built, at the first
+        handshake, which presents it.
+        """
+        second = CertifiedKey.fromCheckedPEM(provisionalFor(self.signer).toPEM())
+        self.tls.setCertificate(second)
+        parsedAtSet = keyParsed(second)
+        connection = self.connect()
+        self.assertEchoes(connection)
+        self.assertEqual(
+            (parsedAtSet, keyParsed(second), peerCertificate(connection)),
+            (False, True, second.certificate),
+        )
+
+    def test_checkedKeyMismatchKeepsOld(self) -> None:
+        """
+        A certificate whose checked key turns out, when parsed at the first
+        handshake, not to match it (or not to be a key at all) is refused
+        there: the previous certificate stays in service and the failure
+        is logged, naming the mismatch.
+        """
+        self.tls.setCertificate(self.first)
+        self.connect()
+        other = provisionalFor(self.signer)
+        for bad in (
+            CertifiedKey.fromCheckedPEM(mismatched(other).toPEM()),
+            CertifiedKey.fromCheckedPEM(b"no key" + other.fullchainPEM),
+        ):
+            self.tls.setCertificate(bad)
+            connection = self.connect()
+            self.assertEchoes(connection)
+            errors = self.flushLoggedErrors(SSL.Error)
+            self.assertEqual(
+                (peerCertificate(connection), self.tls.certifiedKey, len(errors)),
+                (self.first.certificate, self.first, 1),
+            )
+            self.assertIn("does not match the certificate", str(errors[0].value))
 
     def test_firstContextFailure(self) -> None:
         """

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import attrs
 from twisted.internet.defer import Deferred, fail
 
-from ..certificates import CertifiedKey, InvalidCertificate
+from ..certificates import CertifiedKey, InvalidCertificate, bundleDigest
 from ..coroutines import deferred
 from ..keys import PrivateKey, keyFromPEM, keyToPEM
 from .interface import ILease, IStorage, StorageError
@@ -149,6 +149,19 @@ def parseCertificate(data: bytes) -> CertifiedKey:
         raise ValueError(str(error)) from None
 
 
+def parseCheckedCertificate(data: bytes) -> CertifiedKey:
+    """
+    The certificate and chain stored as C{data}, which passed its checks
+    when it was stored; the key is parsed at its first use.
+
+    @raise ValueError: naming what is wrong.
+    """
+    try:
+        return CertifiedKey.fromCheckedPEM(data)
+    except InvalidCertificate as error:
+        raise ValueError(str(error)) from None
+
+
 def parseRenewalState(data: bytes) -> dict[str, Any]:
     """
     The renewal state stored as C{data}.
@@ -201,13 +214,21 @@ class StoredSet:
         """
         return _parsed(renewalKey(self.domains), self.renewal, parseRenewalState)
 
-    def certifiedKey(self) -> CertifiedKey | None:
+    def certifiedKey(self, checked: str | None = None) -> CertifiedKey | None:
         """
         The certificate, key and chain, or C{None}.
 
+        @param checked: The L{bundleDigest} of the record as it was when it
+            passed its checks, if known: when the record still has it, its
+            key is parsed and checked against the certificate at its first
+            use, not now (L{CertifiedKey.fromCheckedPEM}).
+
         @raise StorageError: when they cannot be loaded or parsed.
         """
-        return _parsed(certificateKey(self.domains), self.certificate, parseCertificate)
+        parse = parseCertificate
+        if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
+            parse = parseCheckedCertificate
+        return _parsed(certificateKey(self.domains), self.certificate, parse)
 
 
 def _parsed(key: str, data: bytes | StorageError | None, parse: Callable[[bytes], T]) -> T | None:

@@ -84,6 +84,18 @@ def selfSigned(
     return CertifiedKey(key, builder.sign(key, hashes.SHA256()))
 
 
+def keyParsed(certifiedKey: CertifiedKey) -> bool:
+    """
+    Whether the key of C{certifiedKey}, read as PEM, has been parsed: its
+    cached value is in its slot (reading the slot computes nothing).
+    """
+    try:
+        vars(CertifiedKey)["key"].__get__(certifiedKey)
+    except AttributeError:
+        return False
+    return True
+
+
 def newSigner(domains: tuple[str, ...] = ("com", "test")) -> CertifiedKey:
     """
     A new provisional signer, valid now, that may sign for C{domains} and

@@ -1,0 +1,203 @@
+"""
+The stored certificates of the domain sets taken into service: the checks
+a stored certificate passes, at start and when another user of the storage
+stores one while the resource runs, and the watch that sees those.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import events
+from .certificates import CertifiedKey
+from .chaincheck import chainProblem
+from .config import ResourceOptions
+from .managed import ManagedCertificate
+from .provisioning import Provisioning
+from .reporting import unexpected
+from .storage.interface import StorageError
+from .storage.records import Records, certificateKey
+
+#: The keys of the certificates, watched for other users' changes.
+CERTIFICATES = "certificates/"
+
+
+class StoredChanges:
+    """
+    Puts the domain sets' stored certificates in service when they pass,
+    and watches the certificates other users of the storage store.
+    """
+
+    def __init__(
+        self,
+        options: ResourceOptions,
+        records: Records,
+        managed: dict[frozenset[str], ManagedCertificate],
+        provisioning: Provisioning,
+        reactor: Any,
+        log: Logger,
+    ):
+        """
+        @param managed: The domain sets, by their set of names (shared with
+            L{letsencrypt_resource.domainsets.DomainSets}).
+        @param log: Where events go.
+        """
+        self._options = options
+        self._records = records
+        self._managed = managed
+        self._provisioning = provisioning
+        self._reactor = reactor
+        self._log = log
+        self._watching: Deferred[Callable[[], None]] | None = None
+        self._watchAgain: IDelayedCall | None = None
+
+    def start(self) -> None:
+        """
+        Watch the certificates other users of the storage store; when the
+        watch cannot be set up, try again at the next regular check.
+        """
+        self._watching = self._records.storage.watch(CERTIFICATES, self._changed)
+        self._watching.addErrback(self._watchFailed)
+
+    def stop(self) -> None:
+        """
+        Stop watching, and trying to.
+        """
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.addCallback(lambda stop: stop())
+        if self._watchAgain is not None and self._watchAgain.active():
+            self._watchAgain.cancel()
+
+    def _unexpected(self, failure: Failure) -> None:
+        unexpected(self._log, failure)
+
+    def _watchFailed(self, failure: Failure) -> Callable[[], None]:
+        self._unexpected(failure)
+        self._watchAgain = self._reactor.callLater(self._options.checkInterval, self._rewatch)
+        return lambda: None
+
+    def _rewatch(self) -> None:
+        """
+        Set the watch up again, then catch up: read every set's stored
+        certificate, as the changes missed meanwhile went unseen.
+        """
+        self._watchAgain = None
+        self.start()
+
+        def catchUp(stop: Callable[[], None]) -> Callable[[], None]:
+            for certificate in list(self._managed.values()):
+                self._loadWatched(certificate)
+            return stop
+
+        assert self._watching is not None
+        self._watching.addCallback(catchUp)
+
+    def _changed(self, key: str) -> None:
+        """
+        Another user of the storage changed the certificate at C{key}: read
+        it, and put it in service for its set when it passes the checks a
+        stored certificate passes at start (its key, its names, not expired
+        nor revoked as compromised), its chain and times are those of a
+        CA's certificate (see L{chainProblem}), and it ends later than the
+        one in service.
+        """
+        for certificate in list(self._managed.values()):
+            if certificateKey(certificate.domains) == key:
+                self._loadWatched(certificate)
+
+    def _loadWatched(self, certificate: ManagedCertificate) -> None:
+        """
+        Read C{certificate}'s stored certificate, which another user of the
+        storage may have changed, and put it in service if it passes.
+        """
+        loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate))
+        loading.addErrback(self._unexpected)
+
+    async def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
+        """
+        Put C{certificate}'s stored certificate in service, when it is valid
+        and for its names, and its chain and times pass L{chainProblem}.
+        """
+        try:
+            stored = await self._records.loadCertificate(certificate.domains)
+        except StorageError as error:
+            self.ignored(certificate, error)
+            return
+        if stored is None or not self.acceptable(certificate, stored):
+            return
+        if not await self._chainAccepted(certificate, stored):
+            return
+        self.putInService(certificate, stored)
+
+    async def _chainAccepted(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored}, which another user of the storage stored for
+        C{certificate}, passes L{chainProblem}; event 20203 when not.
+        """
+        try:
+            pem = await self._records.loadProvisionalSigner()
+            signer = CertifiedKey.fromPEM(pem).certificate if pem else None
+        except (StorageError, ValueError):
+            signer = None
+        now = datetime.datetime.fromtimestamp(self._reactor.seconds(), datetime.timezone.utc)
+        problem = chainProblem(stored, now, signer)
+        if problem is not None:
+            events.STORED_CERTIFICATE_REFUSED.emit(
+                self._log, domains=certificate.label, details=problem
+            )
+        return problem is None
+
+    def ignored(self, certificate: ManagedCertificate, error: StorageError) -> None:
+        """
+        Report that a record of C{certificate} cannot be read (event 20163).
+        """
+        events.STORED_STATE_IGNORED.emit(self._log, domains=certificate.label, details=str(error))
+
+    def acceptable(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored}, the stored certificate of C{certificate}, is
+        newer than the one in service, not revoked as compromised, and for
+        its names; reported when it is not.
+        """
+        if not self._newer(certificate, stored):
+            return False
+        if certificate.compromisedKeys and certificate.isCompromised(stored.key):
+            events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
+            return False
+        if set(stored.domains) != set(certificate.domains):
+            events.STORED_STATE_IGNORED.emit(
+                self._log,
+                domains=certificate.label,
+                details=f"the stored certificate is for {', '.join(stored.domains)}",
+            )
+            return False
+        return True
+
+    def putInService(self, certificate: ManagedCertificate, stored: CertifiedKey) -> None:
+        """
+        Give C{stored} to C{certificate}'s consumers, and export it.
+        """
+        events.STORED_CERTIFICATE_LOADED.emit(
+            self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
+        )
+        self._provisioning.deliver(certificate, stored)
+        self._provisioning.export(certificate)
+
+    def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
+        """
+        Whether C{stored} has not expired and ends later than the CA-issued
+        certificate in service for C{certificate}, if any.
+        """
+        notAfter = stored.notAfter.timestamp()
+        issued = certificate.issued
+        if issued is not None and notAfter <= issued.notAfter.timestamp():
+            return False
+        return notAfter > self._reactor.seconds()
