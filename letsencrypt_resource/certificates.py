@@ -163,7 +163,7 @@ class CertifiedKey:
         """
         Load the bundle L{toPEM} wrote, known to be unchanged since it was
         written after its checks (by a digest of it; see
-        L{letsencrypt_resource.storage.records.recordDigest}): the
+        L{bundleDigest}): the
         certificates are read, the key is kept as its PEM, parsed and
         checked at its first use.
 

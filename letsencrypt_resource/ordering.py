@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -144,8 +144,10 @@ class Ordering:
         """
         Store the challenge C{token} under the set's lease, so that every
         node's challenge site answers it, before the CA is asked to
-        validate it.
+        validate it; nothing when no other process uses the storage.
         """
+        if self._records.storage.exclusive:
+            return succeed(None)
         return self._records.saveChallenge(token, keyAuthorization, certificate.lease)
 
     def _withdraw(self, certificate: ManagedCertificate, token: str) -> Deferred[None]:
@@ -154,6 +156,8 @@ class Ordering:
         failure is event 20009 and the order goes on (a token left behind
         answers nothing the CA still asks).
         """
+        if self._records.storage.exclusive:
+            return succeed(None)
 
         def failed(failure: Failure) -> None:
             failure.trap(StorageError)

@@ -115,7 +115,9 @@ class LetsEncryptResource(MultiService):
         self._owned = Owned(options, reactor, storage, httpClient, runInThread, closeStorage)
         self.runInThread = self._owned.runInThread
         self.runWrite: Runner = maybeDeferred
-        self.responder = ChallengeResponder(self.records.loadChallenge)
+        self.responder = ChallengeResponder(
+            None if storage.exclusive else self.records.loadChallenge
+        )
         parts = compose(
             options,
             registry,

@@ -93,24 +93,26 @@ class WriteQueue:
         self._log = log
         self._failed = failed
         self._writes = Limiter(1)
-        self._writing: set[Deferred[bool]] = set()
+        self._writing: dict[Deferred[bool], Hashable] = {}
         self.retries = WriteRetries(reactor, checkInterval)
         # The latest write of each key that has not ended (queued or running).
         self._inFlight: dict[Hashable, Write] = {}
         self.leases = WriteLeases(self.retries.under, log)
 
-    def whenWritten(self) -> Deferred[None]:
+    def whenWritten(self, *keys: Hashable) -> Deferred[None]:
         """
-        A Deferred that fires once the writes started so far have ended,
-        and those they started in turn (a stored certificate saves the
-        renewal state).  Cancelling it leaves the writes to end.
+        A Deferred that fires once the writes started so far (only those of
+        C{keys}, when given) have ended, and those they started in turn (a
+        stored certificate saves the renewal state).  Cancelling it leaves
+        the writes to end.
         """
 
+        def pending() -> list[Deferred[bool]]:
+            return [w for w, key in self._writing.items() if not keys or key in keys]
+
         async def waiting() -> None:
-            while self._writing:
-                await gatherResults(
-                    [_endOf(writing) for writing in self._writing], consumeErrors=True
-                )
+            while writings := pending():
+                await gatherResults([_endOf(writing) for writing in writings], consumeErrors=True)
 
         return Deferred.fromCoroutine(waiting())
 
@@ -268,7 +270,7 @@ class WriteQueue:
             return False
 
         def ended(result: bool) -> bool:
-            self._writing.discard(writing)
+            self._writing.pop(writing, None)
             if self._inFlight.get(key) is write:
                 del self._inFlight[key]
             if write.fence is not None:
@@ -282,7 +284,7 @@ class WriteQueue:
         writing = self._writes.run(self._runWrite, write.function, *args)
         writing.addCallbacks(written, storeFailed)
         writing.addErrback(bug)
-        self._writing.add(writing)
+        self._writing[writing] = key
         writing.addBoth(ended)
         shielded: Deferred[bool] = Deferred()
         writing.chainDeferred(shielded)

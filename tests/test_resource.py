@@ -1329,6 +1329,29 @@ class StorageWiringTests(ResourceTestCase):
         self.assertNotIn(None, published)
         self.assertEqual(self.store.keys("challenges/"), [])
 
+    def test_exclusiveStorageNoChallengesPublished(self) -> None:
+        """
+        A storage that only this process uses (the state directory, under
+        its lock) gets no challenge token, and the challenge site looks
+        nothing up in it: nobody else could answer or read them.
+        """
+        self.patch(self.store, "exclusive", True)
+        published: list[str | None] = []
+        resource = self.makeResource()
+
+        def validate(token: str) -> str | None:
+            published.append(self.store.loadChallenge(token))
+            return resource.responder.lookup(token)
+
+        self.server.validate = validate
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertEqual(published, [None, None, None])
+        self.assertEqual(self.store.keys("challenges/"), [])
+        self.assertIsNone(resource.responder._shared)
+        self.assertNotIn(20017, self.eventIDs())
+
     def test_certificateFromAnotherNode(self) -> None:
         """
         A certificate another node stores for a set is put in service when

@@ -352,6 +352,9 @@ class DirectoryStorage:
     An L{IStorage} in a state directory.
     """
 
+    #: One process at a time uses a state directory (its lock).
+    exclusive = True
+
     def __init__(
         self,
         path: str,

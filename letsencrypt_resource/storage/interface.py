@@ -182,6 +182,14 @@ class IStorage(Interface):
         read.
     """
 
+    exclusive = Attribute(
+        """
+        Whether this process is the only user of the place while the
+        storage is open (the state directory, under its lock): then nothing
+        is published for others to read, such as challenge tokens.
+        """
+    )
+
     def load(key):
         """
         The value stored at C{key}.

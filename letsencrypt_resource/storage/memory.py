@@ -47,6 +47,9 @@ class MemoryStorage:
     An L{IStorage} in a L{SharedMemory}: one node of it.
     """
 
+    #: Other nodes use the same memory.
+    exclusive = False
+
     def __init__(self, shared: SharedMemory):
         self._shared = shared
         self._closed = False

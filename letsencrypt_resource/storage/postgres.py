@@ -175,6 +175,9 @@ class PostgresStorage:
         host name, process id and a random part.
     """
 
+    #: Every node of the cluster uses the database.
+    exclusive = False
+
     def __init__(
         self,
         conninfo: str,
