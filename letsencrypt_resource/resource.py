@@ -115,9 +115,7 @@ class LetsEncryptResource(MultiService):
         self._owned = Owned(options, reactor, storage, httpClient, runInThread, closeStorage)
         self.runInThread = self._owned.runInThread
         self.runWrite: Runner = maybeDeferred
-        self.responder = ChallengeResponder(
-            None if storage.exclusive else self.records.loadChallenge
-        )
+        self.responder = ChallengeResponder(self.records.challengeLookup)
         parts = compose(
             options,
             registry,

@@ -393,6 +393,14 @@ class Records:
         """
         return self._challenge(token, lambda key: self._load(key, bytes.decode))
 
+    @property
+    def challengeLookup(self) -> Callable[[str], Deferred[str | None]] | None:
+        """
+        L{loadChallenge}, or C{None} when no other process uses the storage
+        (see L{IStorage.exclusive}): then none publishes challenges there.
+        """
+        return None if self.storage.exclusive else self.loadChallenge
+
     def deleteChallenge(self, token: str, fence: ILease | None = None) -> Deferred[None]:
         """
         Remove the challenge C{token}, once validated.
