@@ -265,15 +265,8 @@ class LetsEncryptResource(MultiService):
         reason: str = "forced",
     ) -> Deferred[None]:
         """
-        Warn about certificates close to expiry, then ask for renewal
-        information and renew what is due, now.
-
-        @param force: Renew every certificate, due or not.
-        @param only: Look at these domain sets only.
-        @param reason: Why C{force} renews, a key of
-            L{letsencrypt_resource.outcomes.REASONS}.
-        @return: A Deferred that fires when every attempt started has ended
-            and what it wrote is on disk; it never fails.
+        Warn of expiry, learn renewal information and renew what is due,
+        now: see L{letsencrypt_resource.scheduler.Scheduler.check}.
         """
         return self._scheduler.check(force, only, reason)
 
