@@ -1045,6 +1045,19 @@ class StorageWiringTests(ResourceTestCase):
     published, and certificates other nodes store are taken.
     """
 
+    def resourceOn(self, storage: IStorage) -> LetsEncryptResource:
+        """
+        A resource on C{storage} instead of L{store}.
+        """
+        return LetsEncryptResource(
+            resourceOptions(),
+            self.registry,
+            storage,
+            self.reactor,
+            RequestTraversalAgent(self.server),
+            runInThread=synchronously,
+        )
+
     def issue(self, domains: tuple[str, ...], validity: float = 90 * DAY) -> CertifiedKey:
         """
         A certificate of the fake CA for C{domains} and a new key.
@@ -1082,14 +1095,7 @@ class StorageWiringTests(ResourceTestCase):
         """
         self.patch(domainsets, "LOAD_JOBS", 1)
         storage = HeldLoads(self.store.shared)
-        resource = LetsEncryptResource(
-            resourceOptions(),
-            self.registry,
-            storage,
-            self.reactor,
-            RequestTraversalAgent(self.server),
-            runInThread=synchronously,
-        )
+        resource = self.resourceOn(storage)
         loading = resource.load()
         waiting = []
         while storage.held:
@@ -1108,14 +1114,7 @@ class StorageWiringTests(ResourceTestCase):
         storage = BatchedLoads(self.store.shared)
         stored = self.issue(REPORTS)
         self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
-        resource = LetsEncryptResource(
-            resourceOptions(),
-            self.registry,
-            storage,
-            self.reactor,
-            RequestTraversalAgent(self.server),
-            runInThread=synchronously,
-        )
+        resource = self.resourceOn(storage)
         self.successResultOf(resource.load())
         keys = [f(domains) for domains in (FILES, REPORTS) for f in (renewalKey, certificateKey)]
         self.assertEqual(
@@ -1163,14 +1162,7 @@ class StorageWiringTests(ResourceTestCase):
         storage = FailingLoads(self.store.shared, renewalKey(FILES))
         stored = self.issue(REPORTS)
         self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
-        resource = LetsEncryptResource(
-            resourceOptions(),
-            self.registry,
-            storage,
-            self.reactor,
-            RequestTraversalAgent(self.server),
-            runInThread=synchronously,
-        )
+        resource = self.resourceOn(storage)
         self.successResultOf(resource.load())
         self.assertEqual(
             (
