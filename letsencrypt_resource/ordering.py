@@ -146,7 +146,7 @@ class Ordering:
         node's challenge site answers it, before the CA is asked to
         validate it; nothing when no other process uses the storage.
         """
-        if self._records.storage.exclusive:
+        if not self._records.sharesChallenges:
             return succeed(None)
         return self._records.saveChallenge(token, keyAuthorization, certificate.lease)
 
@@ -156,7 +156,7 @@ class Ordering:
         failure is event 20009 and the order goes on (a token left behind
         answers nothing the CA still asks).
         """
-        if self._records.storage.exclusive:
+        if not self._records.sharesChallenges:
             return succeed(None)
 
         def failed(failure: Failure) -> None:

@@ -192,7 +192,9 @@ class Renewer:
         else:
             # A state write made outside an order holds the set's lease
             # while it runs (see WriteQueue.saveState): let it end first.
-            await self._writes.whenWritten(("state", certificate.domains))
+            await self._writes.whenWritten(
+                ("state", certificate.domains), ("certificate", certificate.domains)
+            )
             lease = await takeLease(
                 self._storage, orderLease(certificate.domains), ORDER_LEASE, self._log
             )

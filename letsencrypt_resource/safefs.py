@@ -196,7 +196,8 @@ class HeldFolder:
     """
 
     def __init__(self, path: str):
-        self.path = path
+        # Absolute, so that a later change of working folder changes nothing.
+        self.path = os.path.abspath(path)
         self._fd: int | None = None
         self._lock = threading.Lock()
 

@@ -1344,6 +1344,19 @@ class StorageWiringTests(ResourceTestCase):
         self.assertIsNone(resource.responder._shared)
         self.assertNotIn(20017, self.eventIDs())
 
+    def test_storageWithoutExclusive(self) -> None:
+        """
+        An embedder's storage written before L{IStorage.exclusive}, without
+        that attribute, is taken as shared: the resource is built, and its
+        challenges are published and looked up there.
+        """
+        exclusive = MemoryStorage.exclusive
+        del MemoryStorage.exclusive  # type: ignore[misc]
+        self.addCleanup(setattr, MemoryStorage, "exclusive", exclusive)
+        resource = self.makeResource()
+        self.assertIsNotNone(resource.responder._shared)
+        self.assertTrue(resource.records.sharesChallenges)
+
     def test_certificateFromAnotherNode(self) -> None:
         """
         A certificate another node stores for a set is put in service when

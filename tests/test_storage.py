@@ -167,6 +167,29 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         await storage.close()
         self.assertFalse(threads[0].is_alive())
 
+    def test_relativePathKeptAfterChdir(self) -> None:
+        """
+        A relative state directory names the folder it named when the
+        storage was made, whatever the working folder becomes.
+        """
+        workers = QueuedWorkers()
+        here = os.getcwd()
+        self.addCleanup(os.chdir, here)
+        os.chdir(self.base)
+        storage = DirectoryStorage("state", reactor, workers=workers)
+        stored = storage.store("certificates/a.pem", b"value")
+        workers.runAll()
+        self.successResultOf(stored)
+        elsewhere = os.path.join(self.base, "elsewhere")
+        os.mkdir(elsewhere)
+        os.chdir(elsewhere)
+        loaded = storage.load("certificates/a.pem")
+        workers.runAll()
+        self.assertEqual(self.successResultOf(loaded), b"value")
+        closed = storage.close()
+        workers.runAll()
+        self.successResultOf(closed)
+
     async def test_modes(self) -> None:
         """
         Values are files 0600 in folders 0700, even under umask 0.

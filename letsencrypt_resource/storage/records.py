@@ -394,12 +394,21 @@ class Records:
         return self._challenge(token, lambda key: self._load(key, bytes.decode))
 
     @property
+    def sharesChallenges(self) -> bool:
+        """
+        Whether challenges are published in the storage for other processes
+        to answer: not when only this process uses it (L{IStorage.exclusive};
+        a storage without that attribute, written before it, is shared).
+        """
+        return not getattr(self.storage, "exclusive", False)
+
+    @property
     def challengeLookup(self) -> Callable[[str], Deferred[str | None]] | None:
         """
-        L{loadChallenge}, or C{None} when no other process uses the storage
-        (see L{IStorage.exclusive}): then none publishes challenges there.
+        L{loadChallenge}, or C{None} when the storage shares no challenges
+        (see L{sharesChallenges}).
         """
-        return None if self.storage.exclusive else self.loadChallenge
+        return self.loadChallenge if self.sharesChallenges else None
 
     def deleteChallenge(self, token: str, fence: ILease | None = None) -> Deferred[None]:
         """
