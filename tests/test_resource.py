@@ -1301,10 +1301,10 @@ class StorageWiringTests(ResourceTestCase):
         self.assertTrue(self.consumers["reports"].received[-1].provisional)
         self.assertNotIn(20017, self.eventIDs())
 
-    def test_challengesPublished(self) -> None:
+    def publishedWhileValidating(self) -> tuple[LetsEncryptResource, list[str | None]]:
         """
-        Each challenge is in the storage when the CA validates it, with its
-        key authorization, and removed once validated.
+        Start a resource and let it settle, noting what the storage holds
+        for each challenge at the moment the CA validates it.
         """
         published: list[str | None] = []
         resource = self.makeResource()
@@ -1317,6 +1317,14 @@ class StorageWiringTests(ResourceTestCase):
         resource.startService()
         self.addCleanup(self.stop, resource)
         runUntilFired(self.reactor, resource.whenSettled())
+        return resource, published
+
+    def test_challengesPublished(self) -> None:
+        """
+        Each challenge is in the storage when the CA validates it, with its
+        key authorization, and removed once validated.
+        """
+        resource, published = self.publishedWhileValidating()
         self.assertEqual(len(published), 3)
         self.assertNotIn(None, published)
         self.assertEqual(self.store.keys("challenges/"), [])
@@ -1328,17 +1336,7 @@ class StorageWiringTests(ResourceTestCase):
         nothing up in it: nobody else could answer or read them.
         """
         self.patch(self.store, "exclusive", True)
-        published: list[str | None] = []
-        resource = self.makeResource()
-
-        def validate(token: str) -> str | None:
-            published.append(self.store.loadChallenge(token))
-            return resource.responder.lookup(token)
-
-        self.server.validate = validate
-        resource.startService()
-        self.addCleanup(self.stop, resource)
-        runUntilFired(self.reactor, resource.whenSettled())
+        resource, published = self.publishedWhileValidating()
         self.assertEqual(published, [None, None, None])
         self.assertEqual(self.store.keys("challenges/"), [])
         self.assertIsNone(resource.responder._shared)
