@@ -47,6 +47,7 @@ from .resource import LetsEncryptResource
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import DirectoryStorage, removeTemporaryFiles
 from .storage.export import EXPORTED_FILES
+from .storage.sealing import KeyFileError, readKeyFile
 
 
 def checkServices(configuration: Configuration) -> None:
@@ -115,12 +116,28 @@ def checkListeners(configuration: Configuration) -> None:
             raise ConfigurationError(options.section, "endpoint", problem)
 
 
+def checkCluster(configuration: Configuration) -> None:
+    """
+    The check of the cluster key file, when a cluster database is set.
+
+    @raise ConfigurationError: naming C{cluster_key_file} and the file,
+        when it cannot be used (see L{readKeyFile}).
+    """
+    resource = configuration.resource
+    if resource is not None and resource.clusterKeyFile is not None:
+        try:
+            readKeyFile(resource.clusterKeyFile)
+        except KeyFileError as error:
+            raise ConfigurationError(resource.section, "cluster_key_file", str(error)) from None
+
+
 #: Every check that reads the file system or the process, for a server.
 ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
     checkServices,
     checkCA,
     checkState,
     checkListeners,
+    checkCluster,
 )
 
 
