@@ -199,7 +199,9 @@ class KeyFileTests(SynchronousTestCase):
         """
         folder = self.mktemp()
         os.mkdir(folder, 0o700)
-        self.assertIn("not a regular file", str(self.assertRaises(KeyFileError, readKeyFile, folder)))
+        self.assertIn(
+            "not a regular file", str(self.assertRaises(KeyFileError, readKeyFile, folder))
+        )
         missing = self.assertRaises(KeyFileError, readKeyFile, folder + "/none")
         self.assertIn("cannot be read", str(missing))
 

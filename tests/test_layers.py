@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "__init__",
                 "certificates",
+                "clusteroptions",
                 "config",
                 "coroutines",
                 "display",
@@ -101,6 +102,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "domainsets",
                 "host",
                 "https",
+                "nodestorage",
                 "operations",
                 "ordering",
                 "outcomes",
