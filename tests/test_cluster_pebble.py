@@ -69,6 +69,7 @@ class ClusterServerTests(PostgresCase, TestCACase):
         with open(self.keyFile, "wb") as stream:
             stream.write(os.urandom(32))
         os.chmod(self.keyFile, 0o600)
+        self.refused: list[bool] = []
 
     def writeNode(self, node: str, testCA: RunningTestCA, challengePort: int, database: str) -> str:
         """
@@ -102,11 +103,10 @@ class ClusterServerTests(PostgresCase, TestCACase):
         """
         configuration = loadConfiguration(path)
         checkFileSystem(configuration)
-        refused: list[bool] = []
         server = ServerService(
             configuration,
             reactor,
-            resourceFactory=lambda *a, **k: _factory(refused, *a, **k),
+            resourceFactory=lambda *a, **k: _factory(self.refused, *a, **k),
         )
         server.startService()
         self.addCleanup(lambda: server.stopService() if server.running else None)
@@ -203,6 +203,32 @@ class ClusterServerTests(PostgresCase, TestCACase):
         await server.resource.check(force=True)
         after = await self.presented(server, testCA)
         self.assertNotEqual(after.serial_number, before.serial_number)
+
+    async def test_otherKeyFileRefused(self) -> None:
+        """
+        A node whose key file is not the one the database was first used
+        with is refused (event 20220 naming it, and the server's refusal
+        callback, which stops the reactor under C{twistd}); it stores
+        nothing in the database.
+        """
+        challengePort = freeTCPPort()
+        testCA = await self.startTestCA(challengePort)
+        first = self.startNode(self.writeNode("node-1", testCA, challengePort, self.conninfo))
+        assert first.resource is not None
+        await first.resource.whenSettled()
+        rows = self.admin().execute("SELECT count(*) FROM letsencrypt_values").fetchone()
+        self.keyFile = os.path.abspath(self.mktemp())
+        with open(self.keyFile, "wb") as stream:
+            stream.write(os.urandom(32))
+        os.chmod(self.keyFile, 0o600)
+        second = self.startNode(self.writeNode("node-2", testCA, freeTCPPort(), self.conninfo))
+        await self.until(lambda: self.refused, timeout=30)
+        [mismatch] = self.eventsOf(20220)
+        self.assertEqual((mismatch["node_name"], mismatch["path"]), ("node-2", self.keyFile))
+        assert second.resource is not None
+        await second.resource.whenSettled()
+        after = self.admin().execute("SELECT count(*) FROM letsencrypt_values").fetchone()
+        self.assertEqual(after, rows)
 
     def newDatabase(self) -> str:
         """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from unittest import mock
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from letsencrypt_resource.clusteroptions import MAX_NODE_NAME, defaultNodeName
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
@@ -192,6 +192,17 @@ class KeyFileTests(SynchronousTestCase):
         for mode in (0o640, 0o604, 0o620, 0o644):
             error = self.assertRaises(KeyFileError, readKeyFile, self.keyFile(mode=mode))
             self.assertIn("chmod 600", str(error))
+
+    def test_otherOwner(self) -> None:
+        """
+        A file of another user (who could replace it) is refused.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("only root can give a file to another user")
+        path = self.keyFile()
+        os.chown(path, 65534, 65534)
+        error = self.assertRaises(KeyFileError, readKeyFile, path)
+        self.assertIn("belongs to user 65534", str(error))
 
     def test_notAFile(self) -> None:
         """

@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.keys import keyToPEM
+from letsencrypt_resource.nodestorage import stopReactor
 from letsencrypt_resource.storage.availability import (
     KEY_CHECK,
     LOST,
@@ -371,3 +372,21 @@ class ClusterEventTests(ClusterStorageCase):
         """
         storage, _, _ = self.node(down=True)
         self.failureResultOf(storage.load("../escape"), StorageError)
+
+
+class StopReactorTests(SynchronousTestCase):
+    """
+    L{stopReactor}, what a server does when the cluster refuses its node.
+    """
+
+    def test_stops(self) -> None:
+        """
+        A running reactor is stopped; one that is not is left alone.
+        """
+        reactor = MemoryReactorClock()
+        reactor.running = True
+        stopReactor(reactor)()
+        self.assertTrue(reactor.hasStopped)
+        idle = MemoryReactorClock()
+        stopReactor(idle)()
+        self.assertFalse(idle.hasStopped)

@@ -63,8 +63,9 @@ class Unsealable(ValueError):
 def readKeyFile(path: str) -> bytes:
     """
     The bytes of the key file at C{path}, which must be a regular file of
-    L{MIN_KEY_FILE} to L{MAX_KEY_FILE} bytes that neither its group nor
-    others may read, write or run (as C{ssh} asks of a private key).
+    L{MIN_KEY_FILE} to L{MAX_KEY_FILE} bytes, owned by this process's user
+    or root, that neither its group nor others may read, write or run (as
+    C{ssh} asks of a private key).
 
     @raise KeyFileError: when it is not.
     """
@@ -76,6 +77,12 @@ def readKeyFile(path: str) -> bytes:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise KeyFileError(path, "is not a regular file")
+        if status.st_uid not in (os.geteuid(), 0):
+            raise KeyFileError(
+                path,
+                f"belongs to user {status.st_uid}, who could replace it: it must be "
+                "this process's user's or root's",
+            )
         if status.st_mode & 0o077:
             raise KeyFileError(
                 path,
