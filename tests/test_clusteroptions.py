@@ -6,11 +6,15 @@ sealing of values with the key made from it.
 
 from __future__ import annotations
 
+import io
 import os
 from unittest import mock
 
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from letsencrypt_resource.cli import run
 from letsencrypt_resource.clusteroptions import MAX_NODE_NAME, defaultNodeName
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.host import checkCluster
@@ -300,3 +304,34 @@ class SealerTests(SynchronousTestCase):
         os.chmod(path, 0o600)
         made = Sealer.fromKeyFile(path, "node-1")
         self.assertEqual(made.unseal("k", self.sealer.seal("k", b"v")), ("node-1", b"v"))
+
+
+class CommandKeyFileTests(SynchronousTestCase):
+    """
+    The operations command checks the key file as the server does.
+    """
+
+    def test_refused(self) -> None:
+        """
+        C{status} and C{renew} with a key file open to others end with
+        status 2 and an error naming C{cluster_key_file}, before anything
+        is built.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        key = os.path.join(folder, "cluster.key")
+        with open(key, "wb") as stream:
+            stream.write(b"k" * 32)
+        os.chmod(key, 0o644)
+        path = os.path.join(folder, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                resource(
+                    cluster_database="host=/nonexistent", cluster_key_file=key, state_directory="s"
+                )
+            )
+        for argv in (["status"], ["renew"]):
+            err = io.StringIO()
+            ran = run(MemoryReactorClock(), [*argv, "--config", path], io.StringIO(), err)
+            self.assertEqual(self.successResultOf(Deferred.fromCoroutine(ran)), 2)
+            self.assertIn("option 'cluster_key_file'", err.getvalue())
