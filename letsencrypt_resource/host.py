@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from . import events
+from .clusterresume import resumeWhenBack
 from .config import (
     Configuration,
     ConfigurationError,
@@ -196,7 +197,7 @@ def makeResource(
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
     storage = makeStorage(options, reactor, lock, onRefused or stopReactor(reactor))
-    return LetsEncryptResource(
+    resource = LetsEncryptResource(
         options,
         registry,
         storage,
@@ -207,6 +208,8 @@ def makeResource(
         ),
         closeStorage=True,
     )
+    resumeWhenBack(resource, storage, reactor)
+    return resource
 
 
 class ServerService(MultiService):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource.clusterresume import resume, resumeWhenBack
 from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.nodestorage import stopReactor
 from letsencrypt_resource.storage.availability import (
@@ -390,3 +392,70 @@ class StopReactorTests(SynchronousTestCase):
         idle = MemoryReactorClock()
         stopReactor(idle)()
         self.assertFalse(idle.hasStopped)
+
+
+class _Set:
+    """
+    What L{resume} reads of a domain set.
+    """
+
+    def __init__(self, failures: int, lastFailure: float, holdUntil: float = 0.0):
+        self.attempt = None
+        self.failures = failures
+        self.lastFailure = lastFailure
+        self.holdUntil = holdUntil
+        self.nextAttempt = lastFailure + 600.0
+
+
+class _Resource:
+    """
+    What L{resume} uses of a resource: its sets, and the checks asked.
+    """
+
+    def __init__(self, sets: list[_Set]):
+        self.managed = {frozenset({str(i)}): s for i, s in enumerate(sets)}
+        self.checked: list[list[_Set]] = []
+
+    def check(self, only: list[_Set]) -> Any:
+        self.checked.append(only)
+        return succeed(None)
+
+
+class ResumeTests(ClusterStorageCase):
+    """
+    When the database is back, the sets whose attempt failed during the
+    outage are tried again at once.
+    """
+
+    def test_resume(self) -> None:
+        """
+        Only the sets that failed since the database was lost, and that no
+        CA's Retry-After holds, are made due now and checked.
+        """
+        self.clock.advance(1000)
+        during = _Set(failures=1, lastFailure=950)
+        before = _Set(failures=2, lastFailure=800)
+        held = _Set(failures=1, lastFailure=960, holdUntil=2000)
+        healthy = _Set(failures=0, lastFailure=0)
+        resource = _Resource([during, before, held, healthy])
+        self.result(resume(resource, self.clock, lostSince=900))
+        self.assertEqual(resource.checked, [[during]])
+        self.assertEqual(during.nextAttempt, 1000)
+        self.assertEqual(before.nextAttempt, 1400)
+        self.result(resume(_Resource([before]), self.clock, lostSince=900))
+
+    def test_whenBack(self) -> None:
+        """
+        L{resumeWhenBack} makes a cluster node's storage resume its
+        resource's sets when the database is back, with the time it was
+        lost; another storage is left alone.
+        """
+        storage, switch, _ = self.node(down=True)
+        self.failureResultOf(storage.lease("orders/a", 60), StorageUnavailable)
+        failed = _Set(failures=1, lastFailure=self.clock.seconds())
+        resource = _Resource([failed])
+        resumeWhenBack(resource, storage, self.clock)  # type: ignore[arg-type]
+        resumeWhenBack(resource, MemoryStorage(self.database), self.clock)  # type: ignore[arg-type]
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(resource.checked, [[failed]])

@@ -96,6 +96,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "challengesite",
                 "challengesweep",
+                "clusterresume",
                 "composition",
                 "connection",
                 "control",

@@ -57,7 +57,7 @@ class Availability:
         clock: IReactorTime,
         node: str,
         keyFile: str,
-        onBack: Callable[[], object],
+        onBack: Callable[[float], object],
         onRefused: Callable[[], object],
     ):
         """
@@ -66,7 +66,8 @@ class Availability:
         @param node: The node's name, for events.
         @param keyFile: The key file's path, for errors and events.
         @param onBack: Called when the database is back after it was lost,
-            or reached for the first time after a start without it.
+            or reached for the first time after a start without it, with
+            the time it was found lost.
         @param onRefused: Called once the key check has failed.
         """
         self._shared = shared
@@ -158,7 +159,7 @@ class Availability:
         if previous == LOST and not self._closed:
             seconds = round(self._clock.seconds() - self._lostSince)
             events.CLUSTER_DATABASE_BACK.emit(self._log, node_name=self._node, seconds=seconds)
-            self._onBack()
+            self._onBack(self._lostSince)
 
     def _refuse(self, details: str) -> None:
         self.state = REFUSED

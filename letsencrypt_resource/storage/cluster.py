@@ -129,6 +129,9 @@ class ClusterStorage:
         self._shared = SealedStorage(database, sealer, self._opened)
         self._cache = cache
         self._watches: list[_Watch] = []
+        #: Called with the time the database was found lost, once it is
+        #: back (after the watches are set up again).
+        self.backListeners: list[Callable[[float], object]] = []
         self._incoming: set[str] = set()
         self.availability = Availability(
             self._shared, clock, self.node, keyFile, self._back, onRefused
@@ -271,16 +274,17 @@ class ClusterStorage:
         if watch.stop is not None:
             watch.stop()
 
-    def _back(self) -> Deferred[None]:
+    def _back(self, lostSince: float) -> Deferred[None]:
         """
         The database is back: set up the watches that could not be, and
-        report every key they cover as changed.
+        report every key they cover as changed; then tell the
+        L{backListeners}.
         """
-        return Deferred.fromCoroutine(self._catchUp()).addErrback(
+        return Deferred.fromCoroutine(self._catchUp(lostSince)).addErrback(
             lambda failure: self._log.failure("Catching up with the cluster", failure)
         )
 
-    async def _catchUp(self) -> None:
+    async def _catchUp(self, lostSince: float) -> None:
         for watch in [w for w in self._watches if w.stop is None]:
             try:
                 await self._call(watch.prefix, lambda: self._setUp(watch))  # noqa: B023
@@ -290,6 +294,8 @@ class ClusterStorage:
             for key in keys:
                 if not watch.stopped:
                     watch.callback(key)
+        for listener in list(self.backListeners):
+            listener(lostSince)
 
     @deferred
     async def close(self) -> None:
