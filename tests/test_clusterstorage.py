@@ -175,6 +175,22 @@ class CacheTests(ClusterStorageCase):
         self.assertIsNone(self.result(second.load(CERTIFICATE)))
         self.assertNotIn(CERTIFICATE, cache.values)
 
+    def test_slowReadNotCopiedOverNewer(self) -> None:
+        """
+        A read whose answer arrives after a later write has been copied
+        does not put its older value back in the cache.
+        """
+        storage, switch, cache = self.node()
+        self.result(storage.store(CERTIFICATE, b"old"))
+        switch.slow = True
+        reading = storage.load(CERTIFICATE)
+        switch.slow = False
+        self.result(storage.store(CERTIFICATE, b"new"))
+        [deliver] = switch.held
+        deliver()
+        self.assertEqual(self.result(reading), b"old")
+        self.assertEqual(cache.values[CERTIFICATE], b"new")
+
     def test_startWithoutDatabase(self) -> None:
         """
         A node that starts while the database cannot be reached reads its

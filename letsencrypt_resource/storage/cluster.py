@@ -16,6 +16,7 @@ stored meanwhile is taken.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
@@ -133,6 +134,12 @@ class ClusterStorage:
         #: back (after the watches are set up again).
         self.backListeners: list[Callable[[float], object]] = []
         self._incoming: set[str] = set()
+        # Each call that reads or writes a cached key takes a ticket before
+        # it reaches the database; the cache keeps the value of the
+        # largest ticket copied, so that a slow read never puts back a
+        # value older than one a later call copied.
+        self._tickets = itertools.count()
+        self._copied: dict[str, int] = {}
         self.availability = Availability(
             self._shared, clock, self.node, keyFile, self._back, onRefused
         )
@@ -165,14 +172,22 @@ class ClusterStorage:
                     self._log, node_name=self.node, key=key, stored_by=node
                 )
 
-    async def _copy(self, values: dict[str, bytes | None]) -> None:
+    async def _copy(self, ticket: int, values: dict[str, bytes | None]) -> None:
         """
-        Bring the cache's copies of C{values} up to date; a failure is
-        event 20221, never the caller's.
+        Bring the cache's copies of C{values} up to date, except those that
+        a later call (whose database query started after this one's, with
+        a larger C{ticket}) copied already; a failure is event 20221,
+        never the caller's.
         """
-        values = {key: value for key, value in values.items() if cached(key)}
+        values = {
+            key: value
+            for key, value in values.items()
+            if cached(key) and self._copied.get(key, -1) < ticket
+        }
         if not values:
             return
+        for key in values:
+            self._copied[key] = ticket
         try:
             copies = await self._cache.loadMany(list(values))
         except StorageError:
@@ -198,24 +213,27 @@ class ClusterStorage:
     @deferred
     async def loadMany(self, keys: Collection[str]) -> dict[str, bytes | None]:
         keys = list(keys)
+        ticket = next(self._tickets)
         try:
             found = await self._call(", ".join(keys[:1]), lambda: self._shared.loadMany(keys))
         except StorageUnavailable:
             if not keys or not all(cached(key) for key in keys):
                 raise
             return await self._cache.loadMany(keys)
-        await self._copy(found)
+        await self._copy(ticket, found)
         return found
 
     @deferred
     async def store(self, key: str, value: bytes, fence: ILease | None = None) -> None:
+        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.store(key, value, _inner(fence)))
-        await self._copy({key: bytes(value)})
+        await self._copy(ticket, {key: bytes(value)})
 
     @deferred
     async def delete(self, key: str, fence: ILease | None = None) -> None:
+        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.delete(key, _inner(fence)))
-        await self._copy({key: None})
+        await self._copy(ticket, {key: None})
 
     @deferred
     async def list(self, prefix: str) -> list[str]:

@@ -23,6 +23,8 @@ class SwitchedStorage:
 
     @ivar down: Whether calls fail now.
     @ivar calls: How many calls were made, failed ones included.
+    @ivar slow: Whether the answers of the calls made now are held back
+        (in L{held}, each a function that delivers one).
     """
 
     exclusive = False
@@ -31,12 +33,24 @@ class SwitchedStorage:
         self.inner = inner
         self.down = down
         self.calls = 0
+        self.slow = False
+        self.held: list[Callable[[], None]] = []
 
     def _through(self, key: str, call: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         self.calls += 1
         if self.down:
             return fail(StorageUnavailable(key, "the database failed: connection refused"))
+        if self.slow:
+            # Answered now, delivered when the test says: a slow reply.
+            late: Deferred[Any] = Deferred()
+            call().chainDeferred(late)
+            return late.addBoth(lambda result: self._later(result))
         return call()
+
+    def _later(self, result: Any) -> Deferred[Any]:
+        waiting: Deferred[Any] = Deferred()
+        self.held.append(lambda: waiting.callback(result))
+        return waiting
 
     def load(self, key: str) -> Deferred[bytes | None]:
         return self._through(key, lambda: self.inner.load(key))
