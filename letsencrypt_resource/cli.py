@@ -27,7 +27,7 @@ from . import __version__, localca
 from .config import Configuration, ConfigurationError
 from .control import StateDirectoryLocked, StateLock, askServer, dispatch
 from .display import formatRenewal, formatStatus
-from .host import checkCA, checkState, makeResource, readConfiguration
+from .host import checkCA, checkCluster, checkState, makeResource, readConfiguration
 from .interfaces import ICertificateConsumer
 from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
 from .reactors import Reactor
@@ -38,8 +38,8 @@ MODULE_PROG = "python -m letsencrypt_resource"
 #: What each operation uses of the file system, beyond the file itself: no
 #: operation serves files, so none needs the services' folders; C{status}
 #: does not reach the CA either.
-_READ_ONLY_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkState,)
-_ACTING_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkCA, checkState)
+_READ_ONLY_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkState, checkCluster)
+_ACTING_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkCA, checkState, checkCluster)
 #: Seconds to wait for a server that holds the state directory's lock to
 #: answer on its control socket, as one that is starting does soon.
 SERVER_START_WAIT = 10.0

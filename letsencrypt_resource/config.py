@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 from hyperlink import DecodedURL
 
+from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
@@ -464,6 +465,31 @@ class ResourceOptions:
     )
     #: The ACMEv1 URL the configuration named, when it was upgraded.
     upgradedFromURL: str | None = _derived("acme_url", default=None)
+    #: The libpq connection string of the cluster's database; C{None} for
+    #: a single node, on the state directory.
+    clusterDatabase: str | None = _field(
+        Option(
+            "cluster_database",
+            parseClusterDatabase,
+            "",
+            "libpq connection string of the cluster's PostgreSQL; empty for a single node.",
+        )
+    )
+    #: The file the key sealing private keys in the database is made from.
+    clusterKeyFile: str | None = _field(
+        Option(
+            "cluster_key_file",
+            _path,
+            "",
+            "File of 32 random bytes or more, the same on every node; required "
+            "with cluster_database.",
+        )
+    )
+    #: This node's label in events.
+    nodeName: str = _field(
+        Option("node_name", parseNodeName, "", "This node's label; default: the host name."),
+        factory=defaultNodeName,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -618,6 +644,12 @@ def _resource(
             section,
             missing,
             "external account binding needs both eab_kid and eab_hmac_key",
+        )
+    if values["cluster_database"] and not values["cluster_key_file"]:
+        raise ConfigurationError(
+            section,
+            "cluster_key_file",
+            "is required with cluster_database: the key that seals private keys in the database",
         )
     acmeURL = values["acme_url"]
     upgradedFrom = None
@@ -903,6 +935,7 @@ def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:
             ("state_directory", resource.stateDirectory, True),
             ("store_directory", resource.storeDirectory, True),
             ("account_key", resource.accountKeyFile, False),
+            ("cluster_key_file", resource.clusterKeyFile, False),
         ):
             if path is not None:
                 secrets.append((f"[{resource.section}] {option}", path, folder))

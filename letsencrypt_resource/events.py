@@ -272,6 +272,44 @@ STALE_CHALLENGES_REMOVED = _event(
     "Removed {count} challenge token(s) left in the storage for longer than any order runs.",
 )
 
+CLUSTER_DATABASE_LOST = _event(
+    20215,
+    LogLevel.warn,
+    "Node {node_name} cannot reach the cluster database: {details}. Serving from its "
+    "local cache; nobody orders on this node until the database is back.",
+)
+CLUSTER_DATABASE_BACK = _event(
+    20216,
+    LogLevel.info,
+    "Node {node_name} reached the cluster database again after {seconds} seconds; work resumes.",
+)
+CLUSTER_LEASE_TAKEN = _event(
+    20217,
+    LogLevel.debug,
+    "Node {node_name} took the lease {name} (fencing token {token}).",
+)
+CLUSTER_LEASE_LOST = _event(
+    20218,
+    LogLevel.warn,
+    "Node {node_name} lost the lease {name}: {details}",
+)
+CLUSTER_CERTIFICATE_RECEIVED = _event(
+    20219,
+    LogLevel.info,
+    "Node {node_name} received {key} from the cluster, stored by node {stored_by}.",
+)
+CLUSTER_KEY_MISMATCH = _event(
+    20220,
+    LogLevel.critical,
+    "Node {node_name} refuses the cluster database: cluster_key_file {path} is not the "
+    "key file the database was first used with ({details}).",
+)
+CLUSTER_CACHE_WRITE_FAILED = _event(
+    20221,
+    LogLevel.warn,
+    "Node {node_name} could not copy {key} to its cache in the state directory: {details}",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from . import events
+from .clusterresume import resumeWhenBack
 from .config import (
     Configuration,
     ConfigurationError,
@@ -40,13 +41,15 @@ from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
 from .keys import loadAccountKey
 from .listening import inheritedSocketProblem
+from .nodestorage import makeStorage, stopReactor
 from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .storage.checks import checkCertificateWritable, checkStorage
-from .storage.directory import DirectoryStorage, removeTemporaryFiles
+from .storage.directory import removeTemporaryFiles
 from .storage.export import EXPORTED_FILES
+from .storage.sealing import KeyFileError, readKeyFile
 
 
 def checkServices(configuration: Configuration) -> None:
@@ -115,12 +118,28 @@ def checkListeners(configuration: Configuration) -> None:
             raise ConfigurationError(options.section, "endpoint", problem)
 
 
+def checkCluster(configuration: Configuration) -> None:
+    """
+    The check of the cluster key file, when a cluster database is set.
+
+    @raise ConfigurationError: naming C{cluster_key_file} and the file,
+        when it cannot be used (see L{readKeyFile}).
+    """
+    resource = configuration.resource
+    if resource is not None and resource.clusterKeyFile is not None:
+        try:
+            readKeyFile(resource.clusterKeyFile)
+        except KeyFileError as error:
+            raise ConfigurationError(resource.section, "cluster_key_file", str(error)) from None
+
+
 #: Every check that reads the file system or the process, for a server.
 ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
     checkServices,
     checkCA,
     checkState,
     checkListeners,
+    checkCluster,
 )
 
 
@@ -156,23 +175,29 @@ def makeResource(
     reactor: Reactor,
     automatic: bool = True,
     lock: StateLock | None = None,
+    onRefused: Callable[[], object] | None = None,
 ) -> LetsEncryptResource:
     """
     The resource for C{options}, finding its consumers in C{registry}, with
     its own HTTP connection pool, closed when it stops, and its state in a
-    L{DirectoryStorage} on the state directory, closed when it stops.  The
+    L{DirectoryStorage <letsencrypt_resource.storage.directory.DirectoryStorage>}
+    on the state directory (or, for a cluster, a
+    L{ClusterStorage <letsencrypt_resource.storage.cluster.ClusterStorage>}
+    caching in it; see L{makeStorage}), closed when it stops.  The
     caller holds the state directory's lock: files that a crash left
     half-written there, and in the store directory, are removed.
 
     @param lock: That lock, under which the storage gives its leases; by
         default the storage takes it while it holds a lease.
+    @param onRefused: Called when the cluster's database refuses this
+        node's key file; by default, the reactor stops.
     @raise ValueError: when C{options.acmeCAFile} holds no certificate.
     """
     removeTemporaryFiles(options.stateDirectory)
     if options.storeDirectory is not None:
         removeTemporaryFiles(options.storeDirectory, only=EXPORTED_FILES)
-    storage = DirectoryStorage(options.stateDirectory, reactor, lock=lock)
-    return LetsEncryptResource(
+    storage = makeStorage(options, reactor, lock, onRefused or stopReactor(reactor))
+    resource = LetsEncryptResource(
         options,
         registry,
         storage,
@@ -183,6 +208,8 @@ def makeResource(
         ),
         closeStorage=True,
     )
+    resumeWhenBack(resource, storage, reactor)
+    return resource
 
 
 class ServerService(MultiService):

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "__init__",
                 "certificates",
+                "clusteroptions",
                 "config",
                 "coroutines",
                 "display",
@@ -95,12 +96,14 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "challengesite",
                 "challengesweep",
+                "clusterresume",
                 "composition",
                 "connection",
                 "control",
                 "domainsets",
                 "host",
                 "https",
+                "nodestorage",
                 "operations",
                 "ordering",
                 "outcomes",

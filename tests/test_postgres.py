@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from letsencrypt_resource.storage import pglisten, postgres
-from letsencrypt_resource.storage.interface import StaleFence, StorageError
+from letsencrypt_resource.storage.interface import StaleFence, StorageError, StorageUnavailable
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
 from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
@@ -251,15 +251,15 @@ class PostgresStorageTests(PostgresCase):
     async def test_databaseUnreachable(self) -> None:
         """
         With no database to reach, calls and watches fail with a
-        L{StorageError} about their key once the wait for a connection is
-        over, and the storage still closes.
+        L{StorageUnavailable} about their key once the wait for a
+        connection is over, and the storage still closes.
         """
         self.patch(postgres, "CONNECT_TIMEOUT", 0.2)
         storage = PostgresStorage("host=/nonexistent dbname=none", reactor)
-        error = await self.assertFailure(storage.load("accounts/a.json"), StorageError)
+        error = await self.assertFailure(storage.load("accounts/a.json"), StorageUnavailable)
         self.assertEqual(error.key, "accounts/a.json")
         self.assertIn("the database failed", str(error))
-        await self.assertFailure(storage.watch("certificates/", print), StorageError)
+        await self.assertFailure(storage.watch("certificates/", print), StorageUnavailable)
         await storage.close()
 
     def test_badKeysNeverReachSQL(self) -> None:

@@ -39,6 +39,13 @@ class StorageError(Exception):
         return f"{self.key}: {self.message}"
 
 
+class StorageUnavailable(StorageError):
+    """
+    The place cannot be reached now (a database down, cut off, or refusing
+    connections): the same call may succeed later.
+    """
+
+
 class StaleFence(StorageError):
     """
     A write was made under a lease that another holder has taken since: its

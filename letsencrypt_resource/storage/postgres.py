@@ -41,6 +41,7 @@ from .interface import (
     IStorage,
     LeaseLost,
     StorageError,
+    StorageUnavailable,
     checkKey,
     checkPrefix,
     checkValue,
@@ -238,7 +239,9 @@ class PostgresStorage:
                 with self._pool.connection() as connection:
                     with connection.transaction():
                         return f(connection)
-            except (psycopg.Error, PoolTimeout) as error:
+            except (psycopg.OperationalError, PoolTimeout) as error:
+                raise StorageUnavailable(key, f"the database failed: {error}") from None
+            except psycopg.Error as error:
                 raise StorageError(key, f"the database failed: {error}") from None
 
         return self._workers.run(job)
@@ -332,7 +335,9 @@ class PostgresStorage:
         await self._run(prefix, lambda c: None)  # the schema, for the listener
         try:
             await _listen(self._place, self._reactor)
-        except (psycopg.Error, PoolTimeout) as error:
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise StorageUnavailable(prefix, f"the database failed: {error}") from None
+        except psycopg.Error as error:
             raise StorageError(prefix, f"the database failed: {error}") from None
         if self._closed:
             raise StorageError(prefix, "the storage is closed")
