@@ -7,10 +7,11 @@ L{RenewalInfo} and L{Outcomes}, and the orders of
 L{letsencrypt_resource.ordering.Ordering}), L{Provisioning} (provisional
 certificates, delivery and export), L{ChallengeSiteService} (the challenge
 site), L{ChallengeSweeper} (challenges left in the storage),
+L{DeployHooks} (the deploy command after each new certificate),
 L{AccountConnection} (the account) and L{WriteQueue} (every write to the
 storage, in order).  The services among them are the resource's children,
-started in that order: the challenge site, the sets, the scheduler, the
-sweeper.
+started in that order: the deploy hooks, the challenge site, the sets,
+the scheduler, the sweeper.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
+from .deploy import DeployHooks
 from .domainsets import DomainSets
 from .managed import ManagedCertificate
 from .outcomes import Outcomes
@@ -51,7 +53,8 @@ class Parts:
     The parts of a resource.
 
     @ivar services: The parts that are services, in the order they start:
-        the challenge site, the sets, the scheduler, the challenge sweeper.
+        the deploy hooks, the challenge site, the sets, the scheduler, the
+        challenge sweeper.
     """
 
     writes: WriteQueue
@@ -92,7 +95,8 @@ def compose(
 
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
-    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log)
+    deploys = DeployHooks(options, reactor, log)
+    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     renewer = Renewer(
         options,
         managed,
@@ -112,7 +116,8 @@ def compose(
     )
     sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
     scheduler.loaded = sets.whenLoaded
+    scheduler.atCheck.append(deploys.retry)
     challengeSite = ChallengeSiteService(options, responder, reactor, log)
     sweeper = ChallengeSweeper(records, reactor, interval, log)
-    services = (challengeSite, sets, scheduler, sweeper)
+    services = (deploys, challengeSite, sets, scheduler, sweeper)
     return Parts(writes, connection, scheduler, sets, challengeSite, services)

@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 from hyperlink import DecodedURL
 
+from .deploycommand import parseCommand, parseTimeout
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
@@ -462,6 +463,43 @@ class ResourceOptions:
     eabHMACKey: str | None = _field(
         Option("eab_hmac_key", _base64url, "", "External account binding HMAC key.")
     )
+    #: The program and arguments run after each new certificate is stored
+    #: and exported (see L{letsencrypt_resource.deploy}).
+    deployCommand: tuple[str, ...] | None = _field(
+        Option(
+            "deploy_command",
+            parseCommand,
+            "",
+            "Command run after each new certificate is stored and exported (no shell).",
+        )
+    )
+    #: Seconds the deploy command may run before its process group is killed.
+    deployTimeout: float = _field(
+        Option(
+            "deploy_timeout",
+            parseTimeout,
+            "60",
+            "Time limit of the deploy command: seconds, or a number with s, m or h.",
+        )
+    )
+    #: Where the Prometheus metrics are served; off when neither
+    #: C{metricsAddress} nor C{metricsEndpoint} is set.
+    metricsAddress: str = _field(
+        Option("metrics_address", _address, "", "Address of the Prometheus metrics listener."),
+        default="",
+    )
+    metricsPort: int | None = _field(
+        Option("metrics_port", _port, "", "Port of the Prometheus metrics listener.")
+    )
+    metricsEndpoint: str | None = _field(
+        Option(
+            "metrics_endpoint",
+            _endpoint,
+            "",
+            f"Twisted endpoint of the metrics listener {_ENDPOINT_KINDS}, "
+            "instead of metrics_address and metrics_port.",
+        )
+    )
     #: The ACMEv1 URL the configuration named, when it was upgraded.
     upgradedFromURL: str | None = _derived("acme_url", default=None)
 
@@ -619,6 +657,7 @@ def _resource(
             missing,
             "external account binding needs both eab_kid and eab_hmac_key",
         )
+    _checkMetricsListener(section, values)
     acmeURL = values["acme_url"]
     upgradedFrom = None
     if acmeURL.rstrip("/") in ACME_V1_UPGRADES:
@@ -634,6 +673,28 @@ def _resource(
         stateDirectory=_resolve(base, values["state_directory"] or "lets-encrypt"),
     )
     return options
+
+
+def _checkMetricsListener(section: str, values: dict[str, Any]) -> None:
+    """
+    The metrics listener is C{metrics_address} with C{metrics_port}, or
+    C{metrics_endpoint} alone, or off.
+    """
+    address, port = values["metrics_address"], values["metrics_port"]
+    if values["metrics_endpoint"] is not None:
+        for name in ("metrics_address", "metrics_port"):
+            if values[name] is not None:
+                raise ConfigurationError(
+                    section,
+                    name,
+                    "cannot be set beside metrics_endpoint, which replaces "
+                    "metrics_address and metrics_port",
+                )
+    elif (address is None) != (port is None):
+        missing = "metrics_port" if port is None else "metrics_address"
+        raise ConfigurationError(
+            section, missing, "the metrics listener needs both metrics_address and metrics_port"
+        )
 
 
 def _service(section: str, values: dict[str, Any], base: str, written: set[str]) -> ServiceOptions:

@@ -117,6 +117,7 @@ class Outcomes:
 
         def stored(path: object) -> None:
             events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+            self._provisioning.stored(certificate, issued)
             if certificate.unstoredOrder is order:
                 certificate.unstoredOrder = None
                 self._writes.saveState(certificate)
@@ -125,6 +126,6 @@ class Outcomes:
         if not written:
             self._writes.saveState(certificate)
         self._provisioning.deliver(certificate, issued)
-        self._provisioning.export(certificate)
+        self._provisioning.export(certificate, deploy=True)
         if not self._connection.checksARI:
             self.announce(certificate)
