@@ -21,6 +21,7 @@ from .deploy import DeployHooks
 from .interfaces import ICertificateConsumer
 from .limiter import Limiter
 from .managed import ManagedCertificate
+from .metrics import Metrics
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import utc
 from .storage.interface import StorageError
@@ -47,6 +48,7 @@ class Provisioning:
         reactor: Any,
         log: Logger,
         deploys: DeployHooks | None = None,
+        metrics: Metrics | None = None,
     ):
         """
         @param managed: The domain sets managed: the signer may sign for
@@ -54,6 +56,7 @@ class Provisioning:
         @param log: Where events go.
         @param deploys: Runs the deploy command after each new certificate
             is stored and exported.
+        @param metrics: Tells each set's certificate in service.
         """
         self._options = options
         self._managed = managed
@@ -65,6 +68,7 @@ class Provisioning:
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
         self._deploys = deploys
+        self._metrics = metrics or Metrics()
 
     @deferred
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
@@ -140,6 +144,7 @@ class Provisioning:
         C{consumers}, by default every consumer of the set.
         """
         certificate.current = certifiedKey
+        self._metrics.certificateInUse(certificate.label, certifiedKey)
         for consumer in certificate.consumers if consumers is None else consumers:
             try:
                 consumer.useCertificate(certifiedKey)
@@ -154,6 +159,12 @@ class Provisioning:
                 events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
             )
             event.emit(self._log, service=consumer.name, domains=certificate.label)
+
+    def dropped(self, certificate: ManagedCertificate) -> None:
+        """
+        C{certificate}'s set is no longer used: its metrics go.
+        """
+        self._metrics.certificateDropped(certificate.label)
 
     def export(self, certificate: ManagedCertificate, deploy: bool = False) -> None:
         """

@@ -80,6 +80,8 @@ class Scheduler(Service):
         #: Called at the start of each check, to retry what failed before
         #: (the deploy commands).
         self.atCheck: list[Callable[[], object]] = []
+        #: Called with the sets a check attempted, once their attempts ended.
+        self.afterCheck: list[Callable[[list[ManagedCertificate]], object]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -181,6 +183,7 @@ class Scheduler(Service):
             lambda _: self.scheduleWakeUp(), lambda failure: None
         )
         self._checking.addCallback(lambda _: self._writes.whenWritten())
+        self._checking.addCallback(lambda _: [ended(starting) for ended in self.afterCheck])
         self._checking.addCallback(lambda _: self._learnRenewalInfo())
         return self._checking
 

@@ -24,6 +24,7 @@ from letsencrypt_resource.host import checkDeployCommand
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.testing import FakeACMEServer
 from tests.helpers import selfSigned
+from tests.helpers.configuration import resource
 from tests.helpers.fakeprocess import FakeProcess, ProcessReactor
 from tests.helpers.resourcecase import DAY, ResourceTestCase, resourceOptions
 from tests.helpers.statedir import StateDirectory
@@ -31,22 +32,12 @@ from tests.helpers.statedir import StateDirectory
 #: The program the tests' commands name: one that exists everywhere.
 PROGRAM = sys.executable
 
-_CONFIGURATION = """
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-state_directory = /var/lib/le
-{extra}
-"""
-
 
 def configure(**options: str) -> Any:
     """
-    The resource options of a configuration that sets C{options}.
+    A configuration whose resource sets C{options}.
     """
-    extra = "\n".join(f"{name} = {value}" for name, value in options.items())
-    configuration = parseConfiguration(_CONFIGURATION.format(extra=extra), "/etc/le")
-    return configuration
+    return parseConfiguration(resource(**options), "/etc/le")
 
 
 class CommandOptionTests(SynchronousTestCase):
