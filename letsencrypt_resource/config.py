@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 from hyperlink import DecodedURL
 
-from .deploycommand import parseCommand, parseTimeout
+from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
@@ -179,7 +179,15 @@ MIN_CHECK_INTERVAL = 60.0
 MAX_CHECK_INTERVAL = 7 * 86400.0
 
 
-def _duration(value: str) -> float:
+MIN_DEPLOY_TIMEOUT = 1.0
+MAX_DEPLOY_TIMEOUT = 3600.0
+
+
+def _seconds(value: str, low: float, high: float, limits: str) -> float:
+    """
+    The duration C{value} in seconds, from C{low} to C{high} (C{limits}
+    says which in words).
+    """
     text = value.strip().lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
     if not number.isascii() or not number.isdigit():
@@ -187,9 +195,17 @@ def _duration(value: str) -> float:
             f"{value!r} is not a duration: use seconds, or a whole number followed by s, m, h or d"
         )
     seconds = float(int(number) * _DURATION_UNITS[unit])
-    if not MIN_CHECK_INTERVAL <= seconds <= MAX_CHECK_INTERVAL:
-        raise ValueError(f"{value!r} is outside the range 1 minute to 7 days")
+    if not low <= seconds <= high:
+        raise ValueError(f"{value!r} is outside the range {limits}")
     return seconds
+
+
+def _duration(value: str) -> float:
+    return _seconds(value, MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL, "1 minute to 7 days")
+
+
+def _deployTimeout(value: str) -> float:
+    return _seconds(value, MIN_DEPLOY_TIMEOUT, MAX_DEPLOY_TIMEOUT, "1 second to 1 hour")
 
 
 _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -477,7 +493,7 @@ class ResourceOptions:
     deployTimeout: float = _field(
         Option(
             "deploy_timeout",
-            parseTimeout,
+            _deployTimeout,
             "60",
             "Time limit of the deploy command: seconds, or a number with s, m or h.",
         )

@@ -1,6 +1,6 @@
 """
-The deploy command's options, as the configuration file has them: the
-command as an argument list (no shell) and its time limit.
+The deploy command as the configuration file has it: an argument list,
+run without a shell.
 
 Parsing reads nothing but the text; whether the program exists is checked
 by L{findProgram} when the server loads its configuration (see
@@ -12,11 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-
-#: The shortest and longest time limit of a deploy command, in seconds.
-MIN_TIMEOUT = 1.0
-MAX_TIMEOUT = 3600.0
-_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def parseCommand(value: str) -> tuple[str, ...]:
@@ -44,26 +39,6 @@ def parseCommand(value: str) -> tuple[str, ...]:
             "or a name found on PATH"
         )
     return arguments
-
-
-def parseTimeout(value: str) -> float:
-    """
-    The C{deploy_timeout} text C{value} in seconds: a whole number of
-    seconds, or a whole number followed by s, m or h, from L{MIN_TIMEOUT}
-    to L{MAX_TIMEOUT}.
-
-    @raise ValueError: when it is not one.
-    """
-    text = value.strip().lower()
-    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
-    if not number.isascii() or not number.isdigit():
-        raise ValueError(
-            f"{value!r} is not a duration: use seconds, or a whole number followed by s, m or h"
-        )
-    seconds = float(int(number) * _UNITS[unit])
-    if not MIN_TIMEOUT <= seconds <= MAX_TIMEOUT:
-        raise ValueError(f"{value!r} is outside the range 1 second to 1 hour")
-    return seconds
 
 
 def findProgram(program: str, searchPath: str | None) -> str | None:

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.deploy import NEW_GROUP, DeployHooks, environment
-from letsencrypt_resource.deploycommand import findProgram, parseCommand, parseTimeout
+from letsencrypt_resource.deploycommand import findProgram, parseCommand
 from letsencrypt_resource.deployoutput import MAX_LINE_BYTES, MAX_LINES
 from letsencrypt_resource.host import checkDeployCommand
 from letsencrypt_resource.managed import ManagedCertificate
@@ -90,12 +90,11 @@ class CommandOptionTests(SynchronousTestCase):
         The time limit is seconds, or a number with s, m or h, from one
         second to one hour.
         """
-        self.assertEqual(parseTimeout("90"), 90.0)
-        self.assertEqual(parseTimeout("2m"), 120.0)
-        self.assertEqual(parseTimeout("1h"), 3600.0)
-        for text in ("0", "2h", "-1", "1.5", "soon", ""):
-            with self.assertRaises(ValueError):
-                parseTimeout(text)
+        for text, seconds in [("90", 90.0), ("2m", 120.0), ("1h", 3600.0)]:
+            self.assertEqual(configure(deploy_timeout=text).resource.deployTimeout, seconds)
+        for text in ("2h", "-1", "1.5", "soon"):
+            with self.assertRaises(ConfigurationError):
+                configure(deploy_timeout=text)
         with self.assertRaises(ConfigurationError) as raised:
             configure(deploy_timeout="0")
         self.assertEqual(raised.exception.option, "deploy_timeout")

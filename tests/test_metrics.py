@@ -46,6 +46,17 @@ def exposed(metrics: Metrics) -> str:
     return generate_latest(metrics.registry).decode("utf-8")
 
 
+def state(metrics: Metrics, domains: str) -> dict[str, float | None]:
+    """
+    The value of each serving state of the set C{domains}.
+    """
+    name = "letsencrypt_certificate_state"
+    return {
+        each: metrics.registry.get_sample_value(name, {"domains": domains, name: each})
+        for each in ("provisional", "issued")
+    }
+
+
 class MetricsTests(SynchronousTestCase):
     """
     L{Metrics} records what the parts tell it, in its own registry.
@@ -59,17 +70,13 @@ class MetricsTests(SynchronousTestCase):
         metrics = Metrics()
         issued = selfSigned(("a.example", "b.example"))
         metrics.certificateInUse("a.example, b.example", issued)
-        text = exposed(metrics)
         self.assertEqual(
             metrics.registry.get_sample_value(EXPIRY, {"domains": "a.example, b.example"}),
             issued.notAfter.timestamp(),
         )
-        self.assertIn(
-            'letsencrypt_certificate_state{domains="a.example, b.example",'
-            'letsencrypt_certificate_state="issued"} 1.0',
-            text,
+        self.assertEqual(
+            state(metrics, "a.example, b.example"), {"issued": 1.0, "provisional": 0.0}
         )
-        self.assertIn('letsencrypt_certificate_state="provisional"} 0.0', text)
         metrics.certificateDropped("a.example, b.example")
         metrics.certificateDropped("never.example")
         self.assertNotIn("a.example", exposed(metrics))
@@ -340,11 +347,7 @@ class ResourceMetricsTests(ResourceTestCase):
             resource.metrics.registry.get_sample_value(EXPIRY, {"domains": "reports.example.test"}),
             served.notAfter.timestamp(),
         )
-        self.assertIn(
-            'letsencrypt_certificate_state{domains="reports.example.test",'
-            'letsencrypt_certificate_state="issued"} 1.0',
-            text,
-        )
+        self.assertEqual(state(resource.metrics, "reports.example.test")["issued"], 1.0)
         self.assertIn('letsencrypt_renewal_attempts_total{result="issued"} 2.0', text)
         self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="POST"}', text)
         self.assertEqual(
@@ -363,11 +366,7 @@ class ResourceMetricsTests(ResourceTestCase):
         resource = self.start()
         text = exposed(resource.metrics)
         self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
-        self.assertIn(
-            'letsencrypt_certificate_state{domains="reports.example.test",'
-            'letsencrypt_certificate_state="provisional"} 1.0',
-            text,
-        )
+        self.assertEqual(state(resource.metrics, "reports.example.test")["provisional"], 1.0)
         self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 0.0", text)
 
     def test_droppedSet(self) -> None:
