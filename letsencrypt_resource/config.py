@@ -919,6 +919,8 @@ def _checkPortClashes(resource: ResourceOptions | None, services: list[ServiceOp
     if resource is not None and resource.challengeSite:
         components.insert(0, resource)
     listeners = [listener for listener in map(_listenerBinding, components) if listener is not None]
+    if resource is not None:
+        listeners.extend(_metricsBinding(resource))
     # Per port: the first listener, the one on a wildcard address, and the
     # listener of each bound address.
     first: dict[int, tuple[str, str]] = {}
@@ -958,12 +960,30 @@ def _listenerBinding(
     binding = tcpBinding(options.endpoint)
     if binding is None:
         return None
-    interface, port = binding
+    return options.section, "endpoint", _interface(binding[0]), binding[1]
+
+
+def _interface(text: str) -> str:
+    """
+    The interface an endpoint binds, written as addresses are compared.
+    """
     try:
-        interface = _address(interface)
+        return _address(text)
     except ValueError:
-        pass
-    return options.section, "endpoint", interface, port
+        return text
+
+
+def _metricsBinding(resource: ResourceOptions) -> list[tuple[str, str, str, int]]:
+    """
+    The binding of C{resource}'s metrics listener, as L{_listenerBinding}
+    gives it, when it has a comparable one.
+    """
+    if resource.metricsPort is not None:
+        return [(resource.section, "metrics_port", resource.metricsAddress, resource.metricsPort)]
+    binding = tcpBinding(resource.metricsEndpoint) if resource.metricsEndpoint else None
+    if binding is None:
+        return []
+    return [(resource.section, "metrics_endpoint", _interface(binding[0]), binding[1])]
 
 
 def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:

@@ -25,7 +25,7 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.metrics import Metrics, TimedAgent
 from letsencrypt_resource.metricssite import MetricsPlace, MetricsRoot, MetricsSiteService
 from tests.helpers import selfSigned
-from tests.helpers.configuration import resource
+from tests.helpers.configuration import resource, service
 from tests.helpers.resourcecase import RefusingReactor, ResourceTestCase, resourceOptions
 
 
@@ -327,6 +327,28 @@ class MetricsOptionTests(SynchronousTestCase):
             with self.assertRaises(ConfigurationError) as raised:
                 configure(**options)
             self.assertEqual(raised.exception.option, option, options)
+
+    def test_portClash(self) -> None:
+        """
+        A metrics listener on the address and port of the challenge site,
+        or of a service, is refused, naming the metrics option.
+        """
+        for options, option in [
+            (
+                {"address": "127.0.0.1", "port": "80", "metrics_address": "127.0.0.1"},
+                "metrics_port",
+            ),
+            ({"metrics_endpoint": "tcp:80:interface=0.0.0.0"}, "metrics_endpoint"),
+        ]:
+            if "metrics_endpoint" not in options:
+                options["metrics_port"] = "80"
+            with self.assertRaises(ConfigurationError) as raised:
+                configure(**options)
+            self.assertEqual(raised.exception.option, option, options)
+        text = resource(metrics_address="127.0.0.1", metrics_port="8443") + service(port="8443")
+        with self.assertRaises(ConfigurationError) as raised:
+            parseConfiguration(text, "/etc/le")
+        self.assertEqual(raised.exception.option, "metrics_port")
 
 
 class ResourceMetricsTests(ResourceTestCase):
