@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import ProcessTerminated
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -148,7 +148,7 @@ class DeployHooks(Service):
         self._python = python
         self._runs = Limiter(1)
         self._pending: set[Deferred[bool]] = set()
-        self._running: dict[int, _DeployProcess] = {}
+        self._running: dict[int, Any] = {}
         self._latest: dict[frozenset[str], object] = {}
         self._failed: dict[frozenset[str], tuple[ManagedCertificate, CertifiedKey, str | None]] = {}
 
@@ -190,6 +190,15 @@ class DeployHooks(Service):
         failed, self._failed = self._failed, {}
         for certificate, issued, folder in failed.values():
             self.deploy(certificate, issued, folder)
+
+    def forget(self, certificate: ManagedCertificate) -> None:
+        """
+        C{certificate}'s set is no longer used: its failed run is not run
+        again.
+        """
+        key = frozenset(certificate.domains)
+        self._failed.pop(key, None)
+        self._latest.pop(key, None)
 
     @property
     def failed(self) -> frozenset[frozenset[str]]:
@@ -249,7 +258,7 @@ class DeployHooks(Service):
             raise DeployFailed(f"it could not be started: {error}") from None
         transport.closeStdin()
         pid = transport.pid
-        self._running[pid] = process
+        self._running[pid] = transport
         timedOut: list[bool] = []
 
         def timeUp() -> None:
@@ -277,10 +286,13 @@ class DeployHooks(Service):
 
     def _kill(self, pid: int) -> None:
         """
-        Kill the process group of the command of process C{pid}.
+        Kill the process group of the command of process C{pid}, or the
+        process alone when it has not made its group yet (just spawned).
         """
         try:
             self._killGroup(pid, signal.SIGKILL)
         except OSError:
-            # It ended already.
-            pass
+            try:
+                self._running[pid].signalProcess("KILL")
+            except (OSError, ProcessExitedAlready):
+                pass

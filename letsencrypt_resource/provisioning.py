@@ -162,9 +162,12 @@ class Provisioning:
 
     def dropped(self, certificate: ManagedCertificate) -> None:
         """
-        C{certificate}'s set is no longer used: its metrics go.
+        C{certificate}'s set is no longer used: its metrics go, and its
+        deploy command is not run again.
         """
         self._metrics.certificateDropped(certificate.label)
+        if self._deploys is not None:
+            self._deploys.forget(certificate)
 
     def export(self, certificate: ManagedCertificate, deploy: bool = False) -> None:
         """

@@ -21,6 +21,7 @@ from letsencrypt_resource.deploy import NEW_GROUP, DeployHooks, environment
 from letsencrypt_resource.deploycommand import findProgram, parseCommand
 from letsencrypt_resource.deployoutput import MAX_LINE_BYTES, MAX_LINES
 from letsencrypt_resource.host import checkDeployCommand
+from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.testing import FakeACMEServer
 from tests.helpers import selfSigned
@@ -365,6 +366,27 @@ class DeployHooksTests(SynchronousTestCase):
         hooks.deploy(self.certificate, self.issued, None)
         self.assertEqual(len(self.reactor.processes), 1)
 
+    def test_stopBeforeGroupMade(self) -> None:
+        """
+        A run stopped before its child has made its process group is
+        killed as a process.
+        """
+        hooks = self.hooks()
+        process, _ = self.spawn(hooks)
+        self.reactor.noGroups = True
+        hooks.stopService()
+        self.assertEqual(process.signals, ["KILL"])
+
+    def test_forget(self) -> None:
+        """
+        A set no longer used is not run again at the next check.
+        """
+        hooks = self.hooks()
+        self.spawn(hooks)[0].exit(1)
+        hooks.forget(self.certificate)
+        hooks.retry()
+        self.assertEqual((hooks.failed, len(self.reactor.processes)), (frozenset(), 1))
+
     def test_noCommand(self) -> None:
         """
         Without a command, nothing runs.
@@ -426,6 +448,22 @@ class ResourceDeployTests(ResourceTestCase):
         self.assertEqual(
             [p.env["LETSENCRYPT_DOMAINS"] for p in retried], [first.env["LETSENCRYPT_DOMAINS"]]
         )
+
+    def test_droppedNotRetried(self) -> None:
+        """
+        A set dropped by a reload of the consumers after its command failed
+        is not run again at the next check.
+        """
+        resource = self.start(deployCommand=(PROGRAM, "reload"))
+        self.reactor.processes[0].exit(1)
+        self.reactor.processes[1].exit(1)
+        failed = {p.env["LETSENCRYPT_DOMAINS"] for p in self.reactor.processes}
+        self.assertIn("reports.example.test", failed)
+        self.registry.unregisterUtility(self.consumers["reports"], ICertificateConsumer, "reports")
+        self.successResultOf(resource.reloadConsumers())
+        self.reactor.advance(DAY)
+        retried = [p.env["LETSENCRYPT_DOMAINS"] for p in self.reactor.processes[2:]]
+        self.assertEqual(retried, ["files.example.test www.example.test"])
 
     def runAll(self) -> list[FakeProcess]:
         """

@@ -35,12 +35,16 @@ class FakeProcess:
         self.pid = pid
         self.stdinClosed = False
         self.pipesClosed = False
+        self.signals: list[str] = []
 
     def closeStdin(self) -> None:
         self.stdinClosed = True
 
     def loseConnection(self) -> None:
         self.pipesClosed = True
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
 
     def write(self, fd: int, data: bytes) -> None:
         """
@@ -67,6 +71,8 @@ class ProcessReactor(MemoryReactorClock):
     @ivar processes: Every process spawned, in order.
     @ivar killed: Each (process group, signal) sent by L{killGroup}.
     @ivar refuse: When set, C{spawnProcess} raises it.
+    @ivar noGroups: Whether L{killGroup} finds no group, as before the
+        child has made its own.
     """
 
     def __init__(self) -> None:
@@ -74,6 +80,7 @@ class ProcessReactor(MemoryReactorClock):
         self.processes: list[FakeProcess] = []
         self.killed: list[tuple[int, int]] = []
         self.refuse: OSError | None = None
+        self.noGroups = False
 
     def spawnProcess(
         self,
@@ -100,4 +107,6 @@ class ProcessReactor(MemoryReactorClock):
         """
         Record that C{signal} was sent to the process group C{pgid}.
         """
+        if self.noGroups:
+            raise ProcessLookupError(3, "No such process")
         self.killed.append((pgid, signal))
