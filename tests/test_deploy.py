@@ -462,14 +462,14 @@ class ResourceDeployTests(ResourceTestCase):
         self.registry.unregisterUtility(self.consumers["reports"], ICertificateConsumer, "reports")
         self.successResultOf(resource.reloadConsumers())
         self.reactor.advance(DAY)
-        retried = [p.env["LETSENCRYPT_DOMAINS"] for p in self.reactor.processes[2:]]
+        retried = [p.env["LETSENCRYPT_DOMAINS"] for p in self.runAll()[2:]]
         self.assertEqual(retried, ["files.example.test www.example.test"])
 
     def runAll(self) -> list[FakeProcess]:
         """
         Let every run spawned so far, and those they let start, end well.
         """
-        done = 0
+        done = len([p for p in self.reactor.processes if p.pipesClosed])
         while done < len(self.reactor.processes):
             self.reactor.processes[done].exit(0)
             done += 1
