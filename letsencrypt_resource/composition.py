@@ -98,15 +98,13 @@ def compose(
         # Wake up in time to try the write again.
         scheduler.scheduleWakeUp()
 
-    metrics = Metrics()
+    metrics = Metrics(lambda: [(c.label, c.current) for c in list(managed.values())])
     responder.counted = metrics.challengeRequest
     httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
     deploys = DeployHooks(options, reactor, log)
-    provisioning = Provisioning(
-        options, managed, records, writes, inThread, reactor, log, deploys, metrics
-    )
+    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     renewer = Renewer(
         options,
         managed,

@@ -8,15 +8,19 @@ times are Unix timestamps in seconds, counters end in C{_total}, and
 cert-manager's C{certmanager_certificate_expiration_timestamp_seconds} is
 the model of the expiry gauge.  The only per-certificate label is
 C{domains}, the set's names as events show them, so the number of series
-is bounded by the domain sets configured; a set no longer used is removed.
+is bounded by the domain sets configured.  The certificates' gauges are
+read from the sets in service at each scrape (L{CertificatesCollector}):
+nothing is recorded as they change, and a set no longer used is gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
@@ -24,6 +28,9 @@ from zope.interface import implementer
 
 from .certificates import CertifiedKey
 
+#: The names of the certificates' gauges.
+EXPIRY = "letsencrypt_certificate_expiration_timestamp_seconds"
+STATE = "letsencrypt_certificate_state"
 #: The serving states of a certificate.
 STATES = ("provisional", "issued")
 #: How renewal attempts end.
@@ -36,6 +43,41 @@ ACME_METHODS = ("GET", "HEAD", "POST")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+#: Sets' labels and the certificate each has in service, if any.
+InService = Callable[[], Iterable[tuple[str, CertifiedKey | None]]]
+
+
+class CertificatesCollector(Collector):
+    """
+    The expiry time and serving state of each set's certificate in
+    service, read at each scrape.
+    """
+
+    def __init__(self, inService: InService):
+        self._inService = inService
+
+    def collect(self) -> Iterator[Metric]:
+        expiry = GaugeMetricFamily(
+            EXPIRY,
+            "The time the certificate in service for a domain set expires.",
+            labels=["domains"],
+        )
+        state = GaugeMetricFamily(
+            STATE,
+            "1 for the serving state of a domain set: provisional or issued (CA-issued).",
+            labels=["domains", "state"],
+        )
+        for domains, current in self._inService():
+            if current is None:
+                continue
+            expiry.add_metric([domains], current.notAfter.timestamp())
+            serving = STATES[0] if current.provisional else STATES[1]
+            for each in STATES:
+                state.add_metric([domains, each], 1.0 if each == serving else 0.0)
+        yield expiry
+        yield state
+
+
 class Metrics:
     """
     The metrics of one resource.
@@ -43,21 +85,13 @@ class Metrics:
     @ivar registry: Where they are collected.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, inService: InService = lambda: ()):
+        """
+        @param inService: The sets and their certificates in service; it is
+            called at each scrape, in the thread that serves it.
+        """
         registry = self.registry = CollectorRegistry()
-        self._expiry = Gauge(
-            "letsencrypt_certificate_expiration_timestamp_seconds",
-            "The time the certificate in service for a domain set expires.",
-            ["domains"],
-            registry=registry,
-        )
-        self._state = Enum(
-            "letsencrypt_certificate_state",
-            "Whether a domain set is served a provisional or a CA-issued certificate.",
-            ["domains"],
-            states=list(STATES),
-            registry=registry,
-        )
+        registry.register(CertificatesCollector(inService))
         self._renewals = Counter(
             "letsencrypt_renewal_attempts",
             "Renewal attempts that ended, by result.",
@@ -86,23 +120,6 @@ class Metrics:
             self._renewals.labels(result)
         for result in CHALLENGE_RESULTS:
             self._challenges.labels(result)
-
-    def certificateInUse(self, domains: str, certifiedKey: CertifiedKey) -> None:
-        """
-        C{certifiedKey} is now in service for the set labelled C{domains}.
-        """
-        self._expiry.labels(domains).set(certifiedKey.notAfter.timestamp())
-        self._state.labels(domains).state(STATES[0] if certifiedKey.provisional else STATES[1])
-
-    def certificateDropped(self, domains: str) -> None:
-        """
-        The set labelled C{domains} is no longer used: remove its series.
-        """
-        for metric in (self._expiry, self._state):
-            try:
-                metric.remove(domains)
-            except KeyError:
-                pass
 
     def renewalEnded(self, result: str) -> None:
         """

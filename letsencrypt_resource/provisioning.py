@@ -21,7 +21,6 @@ from .deploy import DeployHooks
 from .interfaces import ICertificateConsumer
 from .limiter import Limiter
 from .managed import ManagedCertificate
-from .metrics import Metrics
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import utc
 from .storage.interface import StorageError
@@ -48,7 +47,6 @@ class Provisioning:
         reactor: Any,
         log: Logger,
         deploys: DeployHooks | None = None,
-        metrics: Metrics | None = None,
     ):
         """
         @param managed: The domain sets managed: the signer may sign for
@@ -56,7 +54,6 @@ class Provisioning:
         @param log: Where events go.
         @param deploys: Runs the deploy command after each new certificate
             is stored and exported.
-        @param metrics: Tells each set's certificate in service.
         """
         self._options = options
         self._managed = managed
@@ -68,7 +65,6 @@ class Provisioning:
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
         self._deploys = deploys
-        self._metrics = metrics or Metrics()
 
     @deferred
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
@@ -144,7 +140,6 @@ class Provisioning:
         C{consumers}, by default every consumer of the set.
         """
         certificate.current = certifiedKey
-        self._metrics.certificateInUse(certificate.label, certifiedKey)
         for consumer in certificate.consumers if consumers is None else consumers:
             try:
                 consumer.useCertificate(certifiedKey)
@@ -162,10 +157,9 @@ class Provisioning:
 
     def dropped(self, certificate: ManagedCertificate) -> None:
         """
-        C{certificate}'s set is no longer used: its metrics go, and its
-        deploy command is not run again.
+        C{certificate}'s set is no longer used: its deploy command is not
+        run again.
         """
-        self._metrics.certificateDropped(certificate.label)
         if self._deploys is not None:
             self._deploys.forget(certificate)
 

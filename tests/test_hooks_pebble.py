@@ -177,7 +177,7 @@ class DeployAndMetricsTests(TestCACase):
             samples[("letsencrypt_certificate_expiration_timestamp_seconds", (domains,))],
             served.notAfter.timestamp(),
         )
-        state = ("letsencrypt_certificate_state", "issued")
+        state = ("state", "issued")
         self.assertEqual(samples[("letsencrypt_certificate_state", (domains, state))], 1.0)
         self.assertEqual(
             samples[("letsencrypt_renewal_attempts_total", (("result", "issued"),))], 1.0

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import attrs
 from prometheus_client import REGISTRY, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -19,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyRequest
 
+from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.interfaces import ICertificateConsumer
@@ -52,7 +54,7 @@ def state(metrics: Metrics, domains: str) -> dict[str, float | None]:
     """
     name = "letsencrypt_certificate_state"
     return {
-        each: metrics.registry.get_sample_value(name, {"domains": domains, name: each})
+        each: metrics.registry.get_sample_value(name, {"domains": domains, "state": each})
         for each in ("provisional", "issued")
     }
 
@@ -62,14 +64,20 @@ class MetricsTests(SynchronousTestCase):
     L{Metrics} records what the parts tell it, in its own registry.
     """
 
-    def test_certificateInUse(self) -> None:
+    def test_certificatesInService(self) -> None:
         """
         Each set's expiry time and serving state are gauges labelled by
-        the set's names; a set dropped loses its series.
+        the set's names, read from the sets in service at each scrape: a
+        set without a certificate, or no longer there, has none.
         """
-        metrics = Metrics()
         issued = selfSigned(("a.example", "b.example"))
-        metrics.certificateInUse("a.example, b.example", issued)
+        provisional = attrs.evolve(selfSigned(("c.example",)), provisional=True)
+        inService: list[tuple[str, CertifiedKey | None]] = [
+            ("a.example, b.example", issued),
+            ("c.example", provisional),
+            ("d.example", None),
+        ]
+        metrics = Metrics(lambda: inService)
         self.assertEqual(
             metrics.registry.get_sample_value(EXPIRY, {"domains": "a.example, b.example"}),
             issued.notAfter.timestamp(),
@@ -77,9 +85,10 @@ class MetricsTests(SynchronousTestCase):
         self.assertEqual(
             state(metrics, "a.example, b.example"), {"issued": 1.0, "provisional": 0.0}
         )
-        metrics.certificateDropped("a.example, b.example")
-        metrics.certificateDropped("never.example")
-        self.assertNotIn("a.example", exposed(metrics))
+        self.assertEqual(state(metrics, "c.example"), {"issued": 0.0, "provisional": 1.0})
+        self.assertNotIn("d.example", exposed(metrics))
+        del inService[:]
+        self.assertNotIn("example", exposed(metrics))
 
     def test_counters(self) -> None:
         """
