@@ -223,14 +223,6 @@ class DeployHooksTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(hooks.failed, frozenset())
 
-    def test_newGroupWrapper(self) -> None:
-        """
-        L{NEW_GROUP} makes the child a session and group leader before it
-        becomes the command.
-        """
-        self.assertIn("os.setsid()", NEW_GROUP)
-        self.assertIn("os.execv(sys.argv[1],sys.argv[2:])", NEW_GROUP)
-
     def test_failuresRetriedAtNextCheck(self) -> None:
         """
         An exit code or a signal is event 20247, and the set is run again
