@@ -62,6 +62,9 @@ class ChallengeResponder:
         self._pending: dict[str, str] = {}
         self._shared = shared
         self._looking = 0
+        #: Called with how each challenge request was answered:
+        #: C{"answered"} or C{"not_found"}.
+        self.counted: Callable[[str], object] = lambda result: None
 
     def add(self, token: str, keyAuthorization: str) -> None:
         """
@@ -155,6 +158,7 @@ class ChallengeTokens(_ReadOnlyResource):
         if _isToken(token):
             answer = self._responder.lookup(token.decode("ascii"))
             if answer is not None:
+                self._responder.counted("answered")
                 return plainText(request, answer.encode("ascii"))
             site = request.site
             assert site is not None, "a request being rendered has its site"
@@ -167,23 +171,27 @@ class ChallengeTokens(_ReadOnlyResource):
                     shared.cancel()
 
                 request.notifyFinish().addErrback(leave)
-                shared.addCallback(lambda found: None if gone else _answerLater(request, found))
+                shared.addCallback(
+                    lambda found: None if gone else self._answerLater(request, found)
+                )
                 return NOT_DONE_YET  # type: ignore[return-value]
+        self._responder.counted("not_found")
         return notFound(request)
 
-
-def _answerLater(request: Request, answer: str | None) -> None:
-    """
-    Answer C{request}, whose client has not gone, with C{answer}, or 404
-    when it is C{None} or not ASCII.
-    """
-    try:
-        body = plainText(request, answer.encode("ascii")) if answer else notFound(request)
-    except UnicodeEncodeError:
-        body = notFound(request)
-    request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
-    request.finish()
+    def _answerLater(self, request: Request, answer: str | None) -> None:
+        """
+        Answer C{request}, whose client has not gone, with C{answer}, or 404
+        when it is C{None} or not ASCII.
+        """
+        try:
+            body = plainText(request, answer.encode("ascii")) if answer else None
+        except UnicodeEncodeError:
+            body = None
+        self._responder.counted("not_found" if body is None else "answered")
+        body = notFound(request) if body is None else body
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
 
 
 class ChallengeResource(_ReadOnlyResource):

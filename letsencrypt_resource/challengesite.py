@@ -8,20 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
-from . import events, listening
+from . import events
 from .challenge import ChallengeResponder, ChallengeSite, ChallengeTokens
 from .config import ResourceOptions
-from .listening import Listener
+from .listenerservice import ListenerService
 
 
-class ChallengeSiteService(Service):
+class ChallengeSiteService(ListenerService):
     """
     Listens for the CA's HTTP-01 validation requests, unless the options
     say C{challenge_site = no}.
@@ -34,11 +30,12 @@ class ChallengeSiteService(Service):
         @param responder: The challenges pending.
         @param log: Where events go.
         """
+        place = options if options.challengeSite else None
+        super().__init__(
+            place, reactor, log, events.CHALLENGE_SITE_LISTENING, events.CHALLENGE_SITE_FAILED
+        )
         self._options = options
         self._responder = responder
-        self._reactor = reactor
-        self._log = log
-        self._port: Listener | None = None
 
     def challengeResource(self) -> IResource:
         """
@@ -47,32 +44,5 @@ class ChallengeSiteService(Service):
         """
         return ChallengeTokens(self._responder)
 
-    def startService(self) -> None:
-        super().startService()
-        if not self._options.challengeSite:
-            return
-        site = ChallengeSite(self._responder, self._options.redirectURL)
-        self._port = Listener(self._reactor, listening.description(self._options), site)
-        self._port.start().addCallbacks(self._listened, self._failed)
-
-    def _listened(self, port: IListeningPort) -> None:
-        address, number = listening.listeningPlace(self._options, port)
-        events.CHALLENGE_SITE_LISTENING.emit(self._log, address=address, port=number)
-
-    def _failed(self, failure: Failure) -> None:
-        if failure.check(CancelledError):
-            return
-        address, number = listening.place(self._options)
-        events.CHALLENGE_SITE_FAILED.emit(
-            self._log,
-            address=address,
-            port=number,
-            details=listening.failureDetails(failure),
-        )
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        return port.stopListening()
+    def factory(self) -> ChallengeSite:
+        return ChallengeSite(self._responder, self._options.redirectURL)

@@ -7,10 +7,12 @@ L{RenewalInfo} and L{Outcomes}, and the orders of
 L{letsencrypt_resource.ordering.Ordering}), L{Provisioning} (provisional
 certificates, delivery and export), L{ChallengeSiteService} (the challenge
 site), L{ChallengeSweeper} (challenges left in the storage),
+L{DeployHooks} (the deploy command after each new certificate),
+L{Metrics} (what the parts count, served by L{MetricsSiteService}),
 L{AccountConnection} (the account) and L{WriteQueue} (every write to the
 storage, in order).  The services among them are the resource's children,
-started in that order: the challenge site, the sets, the scheduler, the
-sweeper.
+started in that order: the deploy hooks, the metrics site, the challenge
+site, the sets, the scheduler, the sweeper.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
+from .deploy import DeployHooks
 from .domainsets import DomainSets
 from .managed import ManagedCertificate
+from .metrics import Metrics, TimedAgent
+from .metricssite import MetricsSiteService
 from .outcomes import Outcomes
 from .provisioning import Provisioning
 from .renewalinfo import RenewalInfo
@@ -50,8 +55,10 @@ class Parts:
     """
     The parts of a resource.
 
+    @ivar metrics: The resource's Prometheus metrics.
     @ivar services: The parts that are services, in the order they start:
-        the challenge site, the sets, the scheduler, the challenge sweeper.
+        the deploy hooks, the metrics site, the challenge site, the sets,
+        the scheduler, the challenge sweeper.
     """
 
     writes: WriteQueue
@@ -59,6 +66,7 @@ class Parts:
     scheduler: Scheduler
     sets: DomainSets
     challengeSite: ChallengeSiteService
+    metrics: Metrics
     services: tuple[Service, ...]
 
 
@@ -90,9 +98,13 @@ def compose(
         # Wake up in time to try the write again.
         scheduler.scheduleWakeUp()
 
+    metrics = Metrics(lambda: [(c.label, c.current) for c in list(managed.values())])
+    responder.counted = metrics.challengeRequest
+    httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
-    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log)
+    deploys = DeployHooks(options, reactor, log)
+    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     renewer = Renewer(
         options,
         managed,
@@ -101,7 +113,7 @@ def compose(
         writes,
         connection,
         RenewalInfo(writes, reactor, interval, random, log),
-        Outcomes(writes, provisioning, connection, reactor, interval, log),
+        Outcomes(writes, provisioning, connection, reactor, interval, log, metrics),
         responder,
         inThread,
         reactor,
@@ -112,7 +124,15 @@ def compose(
     )
     sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
     scheduler.loaded = sets.whenLoaded
+    scheduler.atCheck.append(deploys.retry)
+
+    def checked(attempted: list[ManagedCertificate]) -> None:
+        if all(certificate.failures == 0 for certificate in attempted):
+            metrics.checkSucceeded(reactor.seconds())
+
+    scheduler.afterCheck.append(checked)
     challengeSite = ChallengeSiteService(options, responder, reactor, log)
     sweeper = ChallengeSweeper(records, reactor, interval, log)
-    services = (challengeSite, sets, scheduler, sweeper)
-    return Parts(writes, connection, scheduler, sets, challengeSite, services)
+    metricsSite = MetricsSiteService(options, metrics, reactor, log)
+    services = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
+    return Parts(writes, connection, scheduler, sets, challengeSite, metrics, services)

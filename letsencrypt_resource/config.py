@@ -23,6 +23,7 @@ import attrs
 from hyperlink import DecodedURL
 
 from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
+from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
@@ -179,7 +180,15 @@ MIN_CHECK_INTERVAL = 60.0
 MAX_CHECK_INTERVAL = 7 * 86400.0
 
 
-def _duration(value: str) -> float:
+MIN_DEPLOY_TIMEOUT = 1.0
+MAX_DEPLOY_TIMEOUT = 3600.0
+
+
+def _seconds(value: str, low: float, high: float, limits: str) -> float:
+    """
+    The duration C{value} in seconds, from C{low} to C{high} (C{limits}
+    says which in words).
+    """
     text = value.strip().lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
     if not number.isascii() or not number.isdigit():
@@ -187,9 +196,17 @@ def _duration(value: str) -> float:
             f"{value!r} is not a duration: use seconds, or a whole number followed by s, m, h or d"
         )
     seconds = float(int(number) * _DURATION_UNITS[unit])
-    if not MIN_CHECK_INTERVAL <= seconds <= MAX_CHECK_INTERVAL:
-        raise ValueError(f"{value!r} is outside the range 1 minute to 7 days")
+    if not low <= seconds <= high:
+        raise ValueError(f"{value!r} is outside the range {limits}")
     return seconds
+
+
+def _duration(value: str) -> float:
+    return _seconds(value, MIN_CHECK_INTERVAL, MAX_CHECK_INTERVAL, "1 minute to 7 days")
+
+
+def _deployTimeout(value: str) -> float:
+    return _seconds(value, MIN_DEPLOY_TIMEOUT, MAX_DEPLOY_TIMEOUT, "1 second to 1 hour")
 
 
 _PROFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -463,6 +480,43 @@ class ResourceOptions:
     eabHMACKey: str | None = _field(
         Option("eab_hmac_key", _base64url, "", "External account binding HMAC key.")
     )
+    #: The program and arguments run after each new certificate is stored
+    #: and exported (see L{letsencrypt_resource.deploy}).
+    deployCommand: tuple[str, ...] | None = _field(
+        Option(
+            "deploy_command",
+            parseCommand,
+            "",
+            "Command run after each new certificate is stored and exported (no shell).",
+        )
+    )
+    #: Seconds the deploy command may run before its process group is killed.
+    deployTimeout: float = _field(
+        Option(
+            "deploy_timeout",
+            _deployTimeout,
+            "60",
+            "Time limit of the deploy command: seconds, or a number with s, m or h.",
+        )
+    )
+    #: Where the Prometheus metrics are served; off when neither
+    #: C{metricsAddress} nor C{metricsEndpoint} is set.
+    metricsAddress: str = _field(
+        Option("metrics_address", _address, "", "Address of the Prometheus metrics listener."),
+        default="",
+    )
+    metricsPort: int | None = _field(
+        Option("metrics_port", _port, "", "Port of the Prometheus metrics listener.")
+    )
+    metricsEndpoint: str | None = _field(
+        Option(
+            "metrics_endpoint",
+            _endpoint,
+            "",
+            f"Twisted endpoint of the metrics listener {_ENDPOINT_KINDS}, "
+            "instead of metrics_address and metrics_port.",
+        )
+    )
     #: The ACMEv1 URL the configuration named, when it was upgraded.
     upgradedFromURL: str | None = _derived("acme_url", default=None)
     #: The libpq connection string of the cluster's database; C{None} for
@@ -651,6 +705,7 @@ def _resource(
             "cluster_key_file",
             "is required with cluster_database: the key that seals private keys in the database",
         )
+    _checkMetricsListener(section, values)
     acmeURL = values["acme_url"]
     upgradedFrom = None
     if acmeURL.rstrip("/") in ACME_V1_UPGRADES:
@@ -666,6 +721,28 @@ def _resource(
         stateDirectory=_resolve(base, values["state_directory"] or "lets-encrypt"),
     )
     return options
+
+
+def _checkMetricsListener(section: str, values: dict[str, Any]) -> None:
+    """
+    The metrics listener is C{metrics_address} with C{metrics_port}, or
+    C{metrics_endpoint} alone, or off.
+    """
+    address, port = values["metrics_address"], values["metrics_port"]
+    if values["metrics_endpoint"] is not None:
+        for name in ("metrics_address", "metrics_port"):
+            if values[name] is not None:
+                raise ConfigurationError(
+                    section,
+                    name,
+                    "cannot be set beside metrics_endpoint, which replaces "
+                    "metrics_address and metrics_port",
+                )
+    elif (address is None) != (port is None):
+        missing = "metrics_port" if port is None else "metrics_address"
+        raise ConfigurationError(
+            section, missing, "the metrics listener needs both metrics_address and metrics_port"
+        )
 
 
 def _service(section: str, values: dict[str, Any], base: str, written: set[str]) -> ServiceOptions:
@@ -874,6 +951,8 @@ def _checkPortClashes(resource: ResourceOptions | None, services: list[ServiceOp
     if resource is not None and resource.challengeSite:
         components.insert(0, resource)
     listeners = [listener for listener in map(_listenerBinding, components) if listener is not None]
+    if resource is not None:
+        listeners.extend(_metricsBinding(resource))
     # Per port: the first listener, the one on a wildcard address, and the
     # listener of each bound address.
     first: dict[int, tuple[str, str]] = {}
@@ -913,12 +992,30 @@ def _listenerBinding(
     binding = tcpBinding(options.endpoint)
     if binding is None:
         return None
-    interface, port = binding
+    return options.section, "endpoint", _interface(binding[0]), binding[1]
+
+
+def _interface(text: str) -> str:
+    """
+    The interface an endpoint binds, written as addresses are compared.
+    """
     try:
-        interface = _address(interface)
+        return _address(text)
     except ValueError:
-        pass
-    return options.section, "endpoint", interface, port
+        return text
+
+
+def _metricsBinding(resource: ResourceOptions) -> list[tuple[str, str, str, int]]:
+    """
+    The binding of C{resource}'s metrics listener, as L{_listenerBinding}
+    gives it, when it has a comparable one.
+    """
+    if resource.metricsPort is not None:
+        return [(resource.section, "metrics_port", resource.metricsAddress, resource.metricsPort)]
+    binding = tcpBinding(resource.metricsEndpoint) if resource.metricsEndpoint else None
+    if binding is None:
+        return []
+    return [(resource.section, "metrics_endpoint", _interface(binding[0]), binding[1])]
 
 
 def _secrets(configuration: Configuration) -> list[tuple[str, str, bool]]:

@@ -201,6 +201,7 @@ class DomainSets(Service):
         """
         certificate = self.managed.pop(key)
         certificate.consumers = []
+        self._provisioning.dropped(certificate)
         attempt = certificate.attempt
         if attempt is None:
             return

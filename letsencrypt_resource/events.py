@@ -309,6 +309,42 @@ CLUSTER_CACHE_WRITE_FAILED = _event(
     LogLevel.warn,
     "Node {node_name} could not copy {key} to its cache in the state directory: {details}",
 )
+DEPLOY_STARTED = _event(
+    20245,
+    LogLevel.info,
+    "Running the deploy command for {domains}: {command}",
+)
+DEPLOY_SUCCEEDED = _event(
+    20246,
+    LogLevel.info,
+    "The deploy command for {domains} ended successfully after {duration} seconds.",
+)
+DEPLOY_FAILED = _event(
+    20247,
+    LogLevel.error,
+    "The deploy command for {domains} failed: {details}; it runs again at the next check.",
+)
+DEPLOY_OUTPUT = _event(
+    20248,
+    LogLevel.info,
+    "The deploy command for {domains} wrote on {stream}: {line}",
+)
+DEPLOY_OUTPUT_TRUNCATED = _event(
+    20249,
+    LogLevel.warn,
+    "The deploy command for {domains} wrote more than the {limit} lines logged: "
+    "{lines} more line(s), {bytes} bytes, not logged.",
+)
+METRICS_LISTENING = _event(
+    20250,
+    LogLevel.info,
+    "Prometheus metrics are served at /metrics on {address} port {port}.",
+)
+METRICS_FAILED = _event(
+    20251,
+    LogLevel.error,
+    "Cannot serve the Prometheus metrics on {address} port {port}: {details}",
+)
 
 
 def catalogue() -> dict[int, EventType]:

@@ -36,6 +36,7 @@ from .config import (
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
+from .deploycommand import findProgram
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
@@ -133,6 +134,24 @@ def checkCluster(configuration: Configuration) -> None:
             raise ConfigurationError(resource.section, "cluster_key_file", str(error)) from None
 
 
+def checkDeployCommand(configuration: Configuration) -> None:
+    """
+    The check of the deploy command: its program is an executable file,
+    found on the server's C{PATH} when it is a bare name.
+
+    @raise ConfigurationError: naming C{deploy_command}.
+    """
+    resource = configuration.resource
+    if resource is None or resource.deployCommand is None:
+        return
+    program = resource.deployCommand[0]
+    if findProgram(program, os.environ.get("PATH")) is None:
+        where = "is not an executable file" if os.path.isabs(program) else "is not found on PATH"
+        raise ConfigurationError(
+            resource.section, "deploy_command", f"the program {program!r} {where}"
+        )
+
+
 #: Every check that reads the file system or the process, for a server.
 ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
     checkServices,
@@ -140,6 +159,7 @@ ALL_CHECKS: tuple[Callable[[Configuration], None], ...] = (
     checkState,
     checkListeners,
     checkCluster,
+    checkDeployCommand,
 )
 
 

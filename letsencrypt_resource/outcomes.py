@@ -15,6 +15,7 @@ from .certificates import CertifiedKey
 from .connection import AccountConnection
 from .coroutines import deferred
 from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
+from .metrics import Metrics
 from .provisioning import Provisioning
 from .reporting import when
 from .writequeue import WriteQueue
@@ -44,10 +45,12 @@ class Outcomes:
         reactor: Any,
         checkInterval: float,
         log: Logger,
+        metrics: Metrics | None = None,
     ):
         """
         @param checkInterval: The longest wait after a failure.
         @param log: Where events go.
+        @param metrics: Counts the attempts by how they end.
         """
         self._writes = writes
         self._provisioning = provisioning
@@ -55,6 +58,7 @@ class Outcomes:
         self._reactor = reactor
         self._checkInterval = checkInterval
         self._log = log
+        self._metrics = metrics or Metrics()
 
     def announce(self, certificate: ManagedCertificate) -> None:
         """
@@ -81,6 +85,7 @@ class Outcomes:
             getattr(error, "retryAfter", None),
             str(error) or type(error).__name__,
         )
+        self._metrics.renewalEnded("failed")
         events.ISSUANCE_FAILED.emit(
             self._log, domains=certificate.label, details=certificate.lastError
         )
@@ -111,12 +116,14 @@ class Outcomes:
         that a restart before then downloads it from that order again
         instead of placing another.
         """
+        self._metrics.renewalEnded("issued")
         order = certificate.unstoredOrder = certificate.pendingOrder
         certificate.succeeded()
         certificate.orderedBy = orderedBy
 
         def stored(path: object) -> None:
             events.CERTIFICATE_STORED.emit(self._log, domains=certificate.label, path=path)
+            self._provisioning.stored(certificate, issued)
             if certificate.unstoredOrder is order:
                 certificate.unstoredOrder = None
                 self._writes.saveState(certificate)
@@ -125,6 +132,6 @@ class Outcomes:
         if not written:
             self._writes.saveState(certificate)
         self._provisioning.deliver(certificate, issued)
-        self._provisioning.export(certificate)
+        self._provisioning.export(certificate, deploy=True)
         if not self._connection.checksARI:
             self.announce(certificate)

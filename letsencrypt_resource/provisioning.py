@@ -17,6 +17,7 @@ from . import events
 from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
+from .deploy import DeployHooks
 from .interfaces import ICertificateConsumer
 from .limiter import Limiter
 from .managed import ManagedCertificate
@@ -45,11 +46,14 @@ class Provisioning:
         runInThread: Runner,
         reactor: Any,
         log: Logger,
+        deploys: DeployHooks | None = None,
     ):
         """
         @param managed: The domain sets managed: the signer may sign for
             every name of theirs.
         @param log: Where events go.
+        @param deploys: Runs the deploy command after each new certificate
+            is stored and exported.
         """
         self._options = options
         self._managed = managed
@@ -60,6 +64,7 @@ class Provisioning:
         self._log = log
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
+        self._deploys = deploys
 
     @deferred
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
@@ -150,14 +155,40 @@ class Provisioning:
             )
             event.emit(self._log, service=consumer.name, domains=certificate.label)
 
-    def export(self, certificate: ManagedCertificate) -> None:
+    def dropped(self, certificate: ManagedCertificate) -> None:
+        """
+        C{certificate}'s set is no longer used: its deploy command is not
+        run again.
+        """
+        if self._deploys is not None:
+            self._deploys.forget(certificate)
+
+    def export(self, certificate: ManagedCertificate, deploy: bool = False) -> None:
         """
         Write the certificate in service to the store directory, if one is
         configured; a failure is tried again at the write retry pace (see
         L{WriteQueue}).
+
+        @param deploy: Whether the certificate is new: the deploy command
+            runs once it is written.
         """
         directory = self._options.storeDirectory
         issued = certificate.issued
         if directory is None or issued is None:
             return
-        self._writes.export(directory, certificate, issued)
+        deploys = self._deploys
+
+        def exported(folder: object) -> None:
+            if deploy and deploys is not None:
+                deploys.deploy(certificate, issued, str(folder))
+
+        self._writes.export(directory, certificate, issued, exported)
+
+    def stored(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
+        """
+        The new certificate C{issued} of C{certificate} is stored: without a
+        store directory, the deploy command runs now (with one, once it is
+        exported: see L{export}).
+        """
+        if self._options.storeDirectory is None and self._deploys is not None:
+            self._deploys.deploy(certificate, issued, None)

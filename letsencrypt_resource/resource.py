@@ -52,6 +52,8 @@ class LetsEncryptResource(MultiService):
         method, or an export), for a Deferred.
     @ivar storage: Where the resource keeps its state.
     @ivar records: What it keeps, over L{storage}.
+    @ivar metrics: Its Prometheus metrics, in a registry of their own
+        (C{metrics.registry}), for a host that serves them itself.
     """
 
     _log = Logger()
@@ -136,6 +138,7 @@ class LetsEncryptResource(MultiService):
         self._scheduler = parts.scheduler
         self._sets = parts.sets
         self._challengeSite = parts.challengeSite
+        self.metrics = parts.metrics
         for service in parts.services:
             service.setServiceParent(self)
 

@@ -77,6 +77,11 @@ class Scheduler(Service):
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
+        #: Called at the start of each check, to retry what failed before
+        #: (the deploy commands).
+        self.atCheck: list[Callable[[], object]] = []
+        #: Called with the sets a check attempted, once their attempts ended.
+        self.afterCheck: list[Callable[[list[ManagedCertificate]], object]] = []
 
     def startService(self) -> None:
         super().startService()
@@ -169,6 +174,8 @@ class Scheduler(Service):
         ]
         self._warnOfExpiry(now, starting)
         self._writes.retry(now)
+        for retry in self.atCheck:
+            retry()
         for certificate in starting:
             self._renewer.startAttempt(certificate, reason if force else None)
         attempts = [c.attempt for c in self._managed.values() if c.attempt is not None]
@@ -176,6 +183,7 @@ class Scheduler(Service):
             lambda _: self.scheduleWakeUp(), lambda failure: None
         )
         self._checking.addCallback(lambda _: self._writes.whenWritten())
+        self._checking.addCallback(lambda _: [ended(starting) for ended in self.afterCheck])
         self._checking.addCallback(lambda _: self._learnRenewalInfo())
         return self._checking
 

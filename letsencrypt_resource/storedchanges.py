@@ -135,7 +135,7 @@ class StoredChanges:
             return
         if not await self._chainAccepted(certificate, stored):
             return
-        self.putInService(certificate, stored)
+        self.putInService(certificate, stored, deploy=True)
 
     async def _chainAccepted(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """
@@ -181,15 +181,21 @@ class StoredChanges:
             return False
         return True
 
-    def putInService(self, certificate: ManagedCertificate, stored: CertifiedKey) -> None:
+    def putInService(
+        self, certificate: ManagedCertificate, stored: CertifiedKey, deploy: bool = False
+    ) -> None:
         """
         Give C{stored} to C{certificate}'s consumers, and export it.
+
+        @param deploy: Whether it is new, stored by another user of the
+            storage while the resource runs: the deploy command runs once
+            it is exported.
         """
         events.STORED_CERTIFICATE_LOADED.emit(
             self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
         )
         self._provisioning.deliver(certificate, stored)
-        self._provisioning.export(certificate)
+        self._provisioning.export(certificate, deploy)
 
     def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """

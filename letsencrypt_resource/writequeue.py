@@ -33,6 +33,8 @@ from .writeretries import WriteRetries
 
 #: Runs a CPU-heavy or blocking function off the reactor thread.
 Runner = Callable[..., Deferred]
+#: Called with what a write returned, once it worked.
+Done = Callable[[object], object]
 
 
 @attrs.frozen
@@ -186,20 +188,20 @@ class WriteQueue:
         )
 
     def export(
-        self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey
+        self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey, done: Done
     ) -> Deferred[bool]:
         """
         Write C{issued}, the certificate of C{certificate}, to C{directory},
-        in a worker thread.
+        in a worker thread; C{done} is called with the folder once written.
         """
 
         def exportCertificate(*args: object) -> Deferred[str]:
             return self._runInThread(exportInFolder, *args)
 
-        return self._write(
-            ("export", certificate.domains),
-            Write(certificate.label, exportCertificate, (directory, certificate.domains, issued)),
+        write = Write(
+            certificate.label, exportCertificate, (directory, certificate.domains, issued)
         )
+        return self._write(("export", certificate.domains), attrs.evolve(write, done=done))
 
     def _write(self, key: Hashable, write: Write) -> Deferred[bool]:
         """

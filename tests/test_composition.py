@@ -13,7 +13,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from letsencrypt_resource.challengesite import ChallengeSiteService
 from letsencrypt_resource.challengesweep import ChallengeSweeper
+from letsencrypt_resource.deploy import DeployHooks
 from letsencrypt_resource.domainsets import DomainSets
+from letsencrypt_resource.metricssite import MetricsSiteService
 from letsencrypt_resource.scheduler import Scheduler
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.testing import runUntilFired
@@ -32,15 +34,23 @@ class CompositionTests(ResourceTestCase):
 
     def test_children(self) -> None:
         """
-        Its child services are the challenge site, the domain sets, the
-        scheduler and the sweeper of challenges left in the storage, in
-        that order: each starts after the one before it.
+        Its child services are the deploy hooks, the metrics site, the
+        challenge site, the domain sets, the scheduler and the sweeper of
+        challenges left in the storage, in that order: each starts after
+        the one before it.
         """
         resource = self.makeResource()
         self.assertIsInstance(resource, MultiService)
         self.assertEqual(
             [type(child) for child in resource],
-            [ChallengeSiteService, DomainSets, Scheduler, ChallengeSweeper],
+            [
+                DeployHooks,
+                MetricsSiteService,
+                ChallengeSiteService,
+                DomainSets,
+                Scheduler,
+                ChallengeSweeper,
+            ],
         )
 
     def test_startOrder(self) -> None:

@@ -1,0 +1,124 @@
+"""
+The Prometheus metrics endpoint, as a service: when C{metrics_address} and
+C{metrics_port} (or C{metrics_endpoint}) are set, it serves
+C{GET /metrics} from the resource's own registry with
+C{prometheus_client}'s exposition, through a C{twisted.web} site with the
+limits of L{letsencrypt_resource.httplimits}; any other path is 404 and
+any other method 405.  The exposition runs in the reactor's thread pool
+(the C{WSGIResource} that C{prometheus_client.twisted.MetricsResource}
+makes, built here on the injected reactor rather than the global one).
+
+The metrics name every domain set: listen on loopback or a private
+interface.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from prometheus_client import make_wsgi_app
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
+from twisted.web.wsgi import WSGIResource
+
+from . import events
+from .config import ResourceOptions
+from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, refuseMethod
+from .listenerservice import ListenerService
+from .metrics import Metrics
+
+#: The path the metrics are served at.
+METRICS_PATH = b"metrics"
+
+
+@attrs.frozen
+class MetricsPlace:
+    """
+    Where the metrics listener listens, as L{listening} takes it.
+    """
+
+    address: str
+    port: int
+    endpoint: str | None
+
+    @classmethod
+    def of(cls, options: ResourceOptions) -> MetricsPlace | None:
+        """
+        The metrics listener of C{options}, or C{None} when it is off.
+        """
+        if options.metricsEndpoint is None and options.metricsPort is None:
+            return None
+        return cls(options.metricsAddress, options.metricsPort or 0, options.metricsEndpoint)
+
+
+class _Refused(Resource):
+    """
+    Answers every request with 405 (a method other than GET and HEAD) or
+    404 (a path other than C{/metrics}).
+    """
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        if request.method not in ALLOWED_METHODS:
+            return refuseMethod(request)
+        return notFound(request)
+
+
+class MetricsRoot(Resource):
+    """
+    The root of the metrics site: C{/metrics} is C{exposition}, for GET
+    and HEAD only; everything else is refused.
+    """
+
+    def __init__(self, exposition: IResource):
+        super().__init__()
+        self._exposition = exposition
+        self._refused = _Refused()
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Any:
+        if request.method in ALLOWED_METHODS and path == METRICS_PATH and not request.postpath:
+            return self._exposition
+        return self._refused
+
+    def render(self, request: Request) -> bytes:
+        return self._refused.render(request)
+
+
+class MetricsSite(LimitedSite):
+    """
+    The metrics site, with its access log off: scrapes come every few
+    seconds.
+    """
+
+    def log(self, request: http.Request) -> None:
+        """
+        Write no access log.
+        """
+
+
+def exposition(metrics: Metrics, reactor: Any) -> IResource:
+    """
+    The resource that renders C{metrics}, in C{reactor}'s thread pool.
+    """
+    return WSGIResource(reactor, reactor.getThreadPool(), make_wsgi_app(metrics.registry))
+
+
+class MetricsSiteService(ListenerService):
+    """
+    Serves the metrics while the resource runs, when the options say where.
+    """
+
+    def __init__(self, options: ResourceOptions, metrics: Metrics, reactor: Any, log: Logger):
+        """
+        @param log: Where events go.
+        """
+        place = MetricsPlace.of(options)
+        super().__init__(place, reactor, log, events.METRICS_LISTENING, events.METRICS_FAILED)
+        self._metrics = metrics
+
+    def factory(self) -> MetricsSite:
+        return MetricsSite(MetricsRoot(exposition(self._metrics, self._reactor)))

@@ -1,0 +1,413 @@
+"""
+Tests for the Prometheus metrics: what is counted, the agent that times
+ACME requests, the metrics site, its options, and what a running resource
+reports.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import attrs
+from prometheus_client import REGISTRY, generate_latest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.static import Data
+from twisted.web.test.requesthelper import DummyRequest
+
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.challenge import ChallengeResponder, ChallengeTokens
+from letsencrypt_resource.config import ConfigurationError, parseConfiguration
+from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.metrics import Metrics, TimedAgent
+from letsencrypt_resource.metricssite import MetricsPlace, MetricsRoot, MetricsSiteService
+from tests.helpers import selfSigned
+from tests.helpers.configuration import resource, service
+from tests.helpers.resourcecase import RefusingReactor, ResourceTestCase, resourceOptions
+
+
+def configure(**options: str) -> Any:
+    """
+    A configuration whose resource sets C{options}.
+    """
+    return parseConfiguration(resource(**options), "/etc/le")
+
+
+EXPIRY = "letsencrypt_certificate_expiration_timestamp_seconds"
+
+
+def exposed(metrics: Metrics) -> str:
+    """
+    The text a scrape of C{metrics} gets.
+    """
+    return generate_latest(metrics.registry).decode("utf-8")
+
+
+def state(metrics: Metrics, domains: str) -> dict[str, float | None]:
+    """
+    The value of each serving state of the set C{domains}.
+    """
+    name = "letsencrypt_certificate_state"
+    return {
+        each: metrics.registry.get_sample_value(name, {"domains": domains, "state": each})
+        for each in ("provisional", "issued")
+    }
+
+
+class MetricsTests(SynchronousTestCase):
+    """
+    L{Metrics} records what the parts tell it, in its own registry.
+    """
+
+    def test_certificatesInService(self) -> None:
+        """
+        Each set's expiry time and serving state are gauges labelled by
+        the set's names, read from the sets in service at each scrape: a
+        set without a certificate, or no longer there, has none.
+        """
+        issued = selfSigned(("a.example", "b.example"))
+        provisional = attrs.evolve(selfSigned(("c.example",)), provisional=True)
+        inService: list[tuple[str, CertifiedKey | None]] = [
+            ("a.example, b.example", issued),
+            ("c.example", provisional),
+            ("d.example", None),
+        ]
+        metrics = Metrics(lambda: inService)
+        self.assertEqual(
+            metrics.registry.get_sample_value(EXPIRY, {"domains": "a.example, b.example"}),
+            issued.notAfter.timestamp(),
+        )
+        self.assertEqual(
+            state(metrics, "a.example, b.example"), {"issued": 1.0, "provisional": 0.0}
+        )
+        self.assertEqual(state(metrics, "c.example"), {"issued": 0.0, "provisional": 1.0})
+        self.assertNotIn("d.example", exposed(metrics))
+        del inService[:]
+        self.assertNotIn("example", exposed(metrics))
+
+    def test_counters(self) -> None:
+        """
+        Renewal attempts and challenge requests are counted by result, each
+        result shown from the start; the last successful check is a time.
+        """
+        metrics = Metrics()
+        text = exposed(metrics)
+        for line in (
+            'letsencrypt_renewal_attempts_total{result="issued"} 0.0',
+            'letsencrypt_renewal_attempts_total{result="failed"} 0.0',
+            'letsencrypt_challenge_requests_total{result="answered"} 0.0',
+            'letsencrypt_challenge_requests_total{result="not_found"} 0.0',
+            "letsencrypt_last_successful_check_timestamp_seconds 0.0",
+        ):
+            self.assertIn(line, text)
+        metrics.renewalEnded("failed")
+        metrics.challengeRequest("answered")
+        metrics.checkSucceeded(1_800_000_000.0)
+        text = exposed(metrics)
+        self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
+        self.assertIn('letsencrypt_challenge_requests_total{result="answered"} 1.0', text)
+        self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 1.8e+09", text)
+
+    def test_latency(self) -> None:
+        """
+        ACME request times go in a histogram by method; an unknown method is
+        C{other}, so that the series stay bounded.
+        """
+        metrics = Metrics()
+        metrics.acmeRequest("POST", 0.3)
+        metrics.acmeRequest("BREW", 0.01)
+        text = exposed(metrics)
+        self.assertIn(
+            'letsencrypt_acme_request_duration_seconds_bucket{le="0.5",method="POST"} 1.0', text
+        )
+        self.assertIn(
+            'letsencrypt_acme_request_duration_seconds_bucket{le="0.25",method="POST"} 0.0', text
+        )
+        self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="other"} 1.0', text)
+
+    def test_ownRegistry(self) -> None:
+        """
+        Two resources' metrics do not clash, and neither is in the
+        process-wide registry.
+        """
+        Metrics().renewalEnded("issued")
+        Metrics().renewalEnded("issued")
+        self.assertIsNone(REGISTRY.get_sample_value("letsencrypt_renewal_attempts_total"))
+
+
+class FakeAgent:
+    """
+    An agent whose requests wait for the test.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[Deferred[Any]] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any, bodyProducer: Any) -> Deferred[Any]:
+        self.requests.append(Deferred())
+        return self.requests[-1]
+
+
+class TimedAgentTests(SynchronousTestCase):
+    """
+    L{TimedAgent} tells how long each request took.
+    """
+
+    def test_timed(self) -> None:
+        """
+        The time from the request to its response, or to its failure,
+        which goes on to the caller, is observed with the method.
+        """
+        clock = Clock()
+        agent = FakeAgent()
+        observed: list[tuple[str, float]] = []
+        timed = TimedAgent(agent, clock, lambda *args: observed.append(args))
+        answered: list[object] = []
+        timed.request(b"POST", b"https://ca.test/new-order").addCallback(answered.append)
+        failed = timed.request(b"GET", b"https://ca.test/directory")
+        clock.advance(0.25)
+        agent.requests[0].callback("response")
+        clock.advance(1)
+        agent.requests[1].errback(ConnectionError("refused"))
+        self.failureResultOf(failed, ConnectionError)
+        self.assertEqual(answered, ["response"])
+        self.assertEqual(observed, [("POST", 0.25), ("GET", 1.25)])
+
+
+class ChallengeCountTests(SynchronousTestCase):
+    """
+    The challenge tokens resource counts what it answers.
+    """
+
+    def test_counted(self) -> None:
+        """
+        A pending token is counted as answered; an unknown token, or a path
+        that is no token, as not found.
+        """
+        responder = ChallengeResponder()
+        counted: list[str] = []
+        responder.counted = counted.append
+        responder.add("tok-1", "tok-1.thumb")
+        tokens = ChallengeTokens(responder)
+        for path in (b"tok-1", b"tok-2", b"../etc"):
+            request = DummyRequest([path])
+            request.site = SimpleNamespace(reactor=Clock())
+            tokens.render_GET(request)
+        self.assertEqual(counted, ["answered", "not_found", "not_found"])
+
+
+class MetricsRootTests(SynchronousTestCase):
+    """
+    The metrics site serves C{/metrics} to GET and HEAD, and nothing else.
+    """
+
+    def render(self, method: bytes, path: list[bytes]) -> tuple[int, bytes]:
+        root = MetricsRoot(Data(b"exposition", "text/plain"))
+        request = DummyRequest(path[1:])
+        request.method = method
+        resource = root.getChildWithDefault(path[0], request) if path else root
+        body = resource.render(request)
+        return request.responseCode or 200, body
+
+    def test_routes(self) -> None:
+        """
+        C{GET /metrics} is the exposition; another path is 404, another
+        method 405.
+        """
+        self.assertEqual(self.render(b"GET", [b"metrics"]), (200, b"exposition"))
+        self.assertEqual(self.render(b"GET", [b"metrics", b"x"])[0], 404)
+        self.assertEqual(self.render(b"GET", [b"other"])[0], 404)
+        self.assertEqual(self.render(b"GET", [])[0], 404)
+        self.assertEqual(self.render(b"POST", [b"metrics"])[0], 405)
+        self.assertEqual(self.render(b"DELETE", [])[0], 405)
+
+
+class ThreadPoolReactor(MemoryReactorClock):
+    """
+    A memory reactor with a thread pool that runs nothing.
+    """
+
+    def getThreadPool(self) -> object:
+        return object()
+
+
+class RefusingPoolReactor(ThreadPoolReactor, RefusingReactor):
+    """
+    A reactor with a thread pool on which every port is taken.
+    """
+
+
+class MetricsSiteServiceTests(SynchronousTestCase):
+    """
+    The metrics site listens where the options say, or not at all.
+    """
+
+    def test_listens(self) -> None:
+        """
+        With an address and a port, it listens there (20250) while it runs.
+        """
+        reactor = ThreadPoolReactor()
+        options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
+        service = MetricsSiteService(options, Metrics(), reactor, Logger())
+        with self.assertLogs(20250) as logged:
+            service.startService()
+        [(port, _, _, interface)] = reactor.tcpServers
+        self.assertEqual((port, interface), (9464, "127.0.0.1"))
+        self.assertEqual(logged, ["127.0.0.1 port 9464"])
+        self.successResultOf(service.stopService())
+
+    def test_failed(self) -> None:
+        """
+        When it cannot listen, 20251 says where and why.
+        """
+        options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
+        service = MetricsSiteService(options, Metrics(), RefusingPoolReactor(), Logger())
+        with self.assertLogs(20251) as logged:
+            service.startService()
+        self.assertEqual(logged, ["127.0.0.1 port 9464: [Errno 98] Address already in use"])
+
+    def test_off(self) -> None:
+        """
+        Without metrics options, it listens nowhere.
+        """
+        reactor = ThreadPoolReactor()
+        self.assertIsNone(MetricsPlace.of(resourceOptions()))
+        MetricsSiteService(resourceOptions(), Metrics(), reactor, Logger()).startService()
+        self.assertEqual(reactor.tcpServers, [])
+
+    def assertLogs(self, eventID: int) -> Any:
+        """
+        A context that collects the address, port and details of the
+        events C{eventID}.
+        """
+
+        @contextmanager
+        def collecting() -> Any:
+            logged: list[str] = []
+
+            def observe(event: dict[str, Any]) -> None:
+                if event.get("event_id") == eventID:
+                    details = f": {event['details']}" if "details" in event else ""
+                    logged.append(f"{event['address']} port {event['port']}{details}")
+
+            globalLogPublisher.addObserver(observe)
+            try:
+                yield logged
+            finally:
+                globalLogPublisher.removeObserver(observe)
+
+        return collecting()
+
+
+class MetricsOptionTests(SynchronousTestCase):
+    """
+    The metrics options as the file has them.
+    """
+
+    def test_addressAndPort(self) -> None:
+        """
+        The listener is C{metrics_address} with C{metrics_port}, or
+        C{metrics_endpoint}; off without either.
+        """
+        resource = configure(metrics_address="127.0.0.1", metrics_port="9464").resource
+        self.assertEqual(MetricsPlace.of(resource), MetricsPlace("127.0.0.1", 9464, None))
+        resource = configure(metrics_endpoint="unix:/run/le-metrics.sock").resource
+        self.assertEqual(
+            MetricsPlace.of(resource), MetricsPlace("", 0, "unix:/run/le-metrics.sock")
+        )
+        self.assertIsNone(MetricsPlace.of(configure().resource))
+
+    def test_refused(self) -> None:
+        """
+        An address without a port, a port without an address, and either
+        beside an endpoint are refused, naming the option.
+        """
+        for options, option in [
+            ({"metrics_address": "127.0.0.1"}, "metrics_port"),
+            ({"metrics_port": "9464"}, "metrics_address"),
+            ({"metrics_endpoint": "tcp:9464", "metrics_port": "9464"}, "metrics_port"),
+            ({"metrics_endpoint": "ssl:9464"}, "metrics_endpoint"),
+        ]:
+            with self.assertRaises(ConfigurationError) as raised:
+                configure(**options)
+            self.assertEqual(raised.exception.option, option, options)
+
+    def test_portClash(self) -> None:
+        """
+        A metrics listener on the address and port of the challenge site,
+        or of a service, is refused, naming the metrics option.
+        """
+        for options, option in [
+            (
+                {"address": "127.0.0.1", "port": "80", "metrics_address": "127.0.0.1"},
+                "metrics_port",
+            ),
+            ({"metrics_endpoint": "tcp:80:interface=0.0.0.0"}, "metrics_endpoint"),
+        ]:
+            if "metrics_endpoint" not in options:
+                options["metrics_port"] = "80"
+            with self.assertRaises(ConfigurationError) as raised:
+                configure(**options)
+            self.assertEqual(raised.exception.option, option, options)
+        text = resource(metrics_address="127.0.0.1", metrics_port="8443") + service(port="8443")
+        with self.assertRaises(ConfigurationError) as raised:
+            parseConfiguration(text, "/etc/le")
+        self.assertEqual(raised.exception.option, "metrics_port")
+
+
+class ResourceMetricsTests(ResourceTestCase):
+    """
+    What a running resource's metrics report.
+    """
+
+    def test_afterIssuance(self) -> None:
+        """
+        Once its certificates are issued, each set's expiry is that of the
+        certificate its consumers have, in the issued state; the attempts
+        are counted, the ACME requests timed, and the check recorded.
+        """
+        resource = self.start()
+        text = exposed(resource.metrics)
+        served = self.consumers["reports"].received[-1]
+        self.assertEqual(
+            resource.metrics.registry.get_sample_value(EXPIRY, {"domains": "reports.example.test"}),
+            served.notAfter.timestamp(),
+        )
+        self.assertEqual(state(resource.metrics, "reports.example.test")["issued"], 1.0)
+        self.assertIn('letsencrypt_renewal_attempts_total{result="issued"} 2.0', text)
+        self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="POST"}', text)
+        self.assertEqual(
+            resource.metrics.registry.get_sample_value(
+                "letsencrypt_last_successful_check_timestamp_seconds"
+            ),
+            self.reactor.seconds(),
+        )
+
+    def test_failedAttempt(self) -> None:
+        """
+        A failed attempt is counted, the set stays provisional, and the
+        check is not recorded as successful.
+        """
+        self.server.refuse.add("reports.example.test")
+        resource = self.start()
+        text = exposed(resource.metrics)
+        self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
+        self.assertEqual(state(resource.metrics, "reports.example.test")["provisional"], 1.0)
+        self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 0.0", text)
+
+    def test_droppedSet(self) -> None:
+        """
+        A set no longer used after a reload of the consumers loses its
+        series.
+        """
+        resource = self.start()
+        self.registry.unregisterUtility(self.consumers["reports"], ICertificateConsumer, "reports")
+        self.successResultOf(resource.reloadConsumers())
+        text = exposed(resource.metrics)
+        self.assertNotIn("reports.example.test", text)
+        self.assertIn("files.example.test", text)
