@@ -10,7 +10,7 @@ from typing import Any
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator
+from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator, IProtocolFactory
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
@@ -43,7 +43,9 @@ class FTPSFactory(ServerFactory):
     timeOut = IDLE_TIMEOUT
     welcomeMessage = "FTPS service ready"
 
-    def __init__(self, service: FTPSService, portal: Portal, options: FTPSOptions, reactor: Reactor):
+    def __init__(
+        self, service: FTPSService, portal: Portal, options: FTPSOptions, reactor: Reactor
+    ):
         self.service = service.name
         self._consumer = service.consumer
         self.portal = portal
@@ -65,11 +67,11 @@ class FTPSFactory(ServerFactory):
             raise RuntimeError("no certificate yet")
         return certifiedKey
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         protocol: Any = super().buildProtocol(addr)
         protocol.portal = self.portal
         protocol.timeOut = self.timeOut
-        return protocol  # type: ignore[no-any-return]
+        return protocol
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -91,13 +93,13 @@ class SessionsPerAddress(WrappingFactory):
 
     _log = Logger()
 
-    def __init__(self, wrappedFactory: ServerFactory, service: str):
+    def __init__(self, wrappedFactory: IProtocolFactory, service: str):
         super().__init__(wrappedFactory)
         self._service = service
         self._open: dict[str, int] = {}
         self._closing: list[Deferred[None]] = []
 
-    def buildProtocol(self, addr: IAddress) -> Protocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> Any:
         host = str(getattr(addr, "host", ""))
         if self._open.get(host, 0) >= MAX_SESSIONS_PER_ADDRESS:
             events.FTPS_SESSION_LIMIT.emit(
@@ -107,8 +109,8 @@ class SessionsPerAddress(WrappingFactory):
         protocol = super().buildProtocol(addr)
         if protocol is not None:
             self._open[host] = self._open.get(host, 0) + 1
-            protocol._sessionHost = host
-        return protocol  # type: ignore[no-any-return]
+            protocol._sessionHost = host  # type: ignore[attr-defined]
+        return protocol
 
     def unregisterProtocol(self, protocol: Any) -> None:
         super().unregisterProtocol(protocol)
@@ -173,13 +175,13 @@ class FTPSService(HTTPSFileService):
             stopping.append(sessions.closeAll())
         return gatherResults(stopping).addCallback(lambda _: None)
 
-    def _factory(self, served: ServedFolder) -> ServerFactory:
+    def _factory(self, served: ServedFolder) -> IProtocolFactory:
         realm = FolderRealm(served.openRoot, self.ftps.writable, self.options.hiddenFiles)
         portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor)])
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
-        factory: ServerFactory = FTPSFactory(self, portal, self.ftps, self._reactor)
+        factory: IProtocolFactory = FTPSFactory(self, portal, self.ftps, self._reactor)
         if self.ftps.implicit:
             factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
-        self._sessions = SessionsPerAddress(factory, self.name)
+        self._sessions = SessionsPerAddress(factory, self.options.name)
         return self._sessions

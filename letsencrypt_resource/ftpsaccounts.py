@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import bcrypt
-from twisted.cred.checkers import ANONYMOUS
+from twisted.cred.checkers import ANONYMOUS, ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.ftp import IFTPShell
 from zope.interface import implementer
 
-from .folder import ServedFolder, openBelow
+from .folder import openBelow
 from .ftpsshell import ConfinedShell
 from .reactors import Reactor
 
@@ -82,6 +82,7 @@ def _passwordBytes(password: str | bytes) -> bytes:
     return password[:BCRYPT_PASSWORD_BYTES]
 
 
+@implementer(ICredentialsChecker)
 class HtpasswdChecker:
     """
     Checks user names and passwords against bcrypt hashes, in the reactor's
@@ -94,7 +95,7 @@ class HtpasswdChecker:
         self._users = users
         self._reactor = reactor
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[str]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         name = credentials.username
         if isinstance(name, bytes):
             name = name.decode("latin-1")
@@ -146,7 +147,9 @@ class FolderRealm:
         if avatarId == ANONYMOUS:
             shell = ConfinedShell(root, False, self._hiddenFiles)
         else:
-            shell = ConfinedShell(_accountFolder(root, str(avatarId)), self._writable, self._hiddenFiles)
+            shell = ConfinedShell(
+                _accountFolder(root, str(avatarId)), self._writable, self._hiddenFiles
+            )
         return IFTPShell, shell, shell.logout
 
 

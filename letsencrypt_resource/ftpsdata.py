@@ -10,8 +10,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import connectionDone
 from twisted.internet.interfaces import IAddress, IHandshakeListener
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.ftp import DTP, DTPFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -66,9 +66,9 @@ class SecureDTP(DTP):
             waiting: Deferred[None] = Deferred()
             self._waiting.append(waiting)
             return waiting
-        if self._handshake is None:
-            return succeed(None)
-        return fail(self._handshake)
+        if isinstance(self._handshake, Failure):
+            return fail(self._handshake)
+        return succeed(None)
 
     def _handshakeEnded(self, outcome: Failure | None) -> None:
         if self._handshake is not False:
@@ -123,14 +123,14 @@ class SecureDTPFactory(DTPFactory):
         self._requireReuse = requireReuse
         self._service = service
 
-    def buildProtocol(self, addr: IAddress) -> SecureDTP | None:
+    def buildProtocol(self, addr: IAddress | None) -> SecureDTP | None:
         if self._state is not self._IN_PROGRESS:
             return None
         self._state = self._FINISHED
         self.cancelTimeout()
         dtp = SecureDTP()
         dtp.factory = self
-        dtp.pi = self.pi
+        dtp.pi = self.pi  # type: ignore[attr-defined]
         dtp.requireReuse = self._requireReuse
         dtp.service = self._service
         self.pi.dtpInstance = dtp
@@ -150,11 +150,11 @@ class PeerOnlyTLSFactory(TLSMemoryBIOFactory):
         self._peer = peer
         self._service = service
 
-    def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
         host = getattr(addr, "host", None)
         if host != self._peer:
             events.FTPS_DATA_WRONG_PEER.emit(
                 self._log, service=self._service, client=str(host), peer=self._peer
             )
-            return None
-        return super().buildProtocol(addr)  # type: ignore[no-any-return]
+            return None  # type: ignore[return-value]
+        return super().buildProtocol(addr)

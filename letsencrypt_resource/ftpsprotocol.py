@@ -74,7 +74,7 @@ class FTPSProtocol(TransferCommands, FTP):
 
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
-        self.listenFactory = self.factory.reactor.listenTCP
+        self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
         super().connectionMade()
 
     def lineLengthExceeded(self, line: bytes) -> None:
@@ -197,6 +197,7 @@ class FTPSProtocol(TransferCommands, FTP):
             failure.trap(PortConnectionError)
             return (CANT_OPEN_DATA_CNX,)
 
+        assert self.dtpFactory is not None
         return self.dtpFactory.deferred.addCallbacks(lambda _: None, timedOut)
 
 

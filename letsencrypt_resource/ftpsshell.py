@@ -49,7 +49,7 @@ def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     that does not exist.
     """
     code = errno.ENOENT if error.errno == errno.ELOOP else error.errno
-    return errnoToFailure(code, "/".join(segments))  # type: ignore[no-any-return]
+    return errnoToFailure(code, "/".join(segments))
 
 
 @implementer(IReadFile)
@@ -101,19 +101,27 @@ class Upload:
         except OSError as error:
             self.abort()
             return _failure(error, [self.name])
-        os.close(self._folder)
+        self._closeFolder()
         return succeed(None)
 
     def abort(self) -> None:
         """
-        Remove the incomplete upload.
+        Remove the incomplete upload, unless it was stored or removed
+        already.
         """
         self._file.close()
+        if self._folder < 0:
+            return
         try:
             os.unlink(self.temporary, dir_fd=self._folder)
         except OSError:
             pass
-        os.close(self._folder)
+        self._closeFolder()
+
+    def _closeFolder(self) -> None:
+        folder, self._folder = self._folder, -1
+        if folder >= 0:
+            os.close(folder)
 
 
 @implementer(IFTPShell)
@@ -308,4 +316,3 @@ def _attributes(status: os.stat_result, keys: Sequence[str]) -> list[Any]:
         "group": "ftp",
     }
     return [values[key] for key in keys]
-

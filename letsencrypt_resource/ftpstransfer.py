@@ -45,7 +45,7 @@ class TransferCommands:
     _log = Logger()
     if TYPE_CHECKING:
         # Given by twisted.protocols.ftp.FTP and the protocol.
-        dtpInstance: SecureDTP | None
+        dtpInstance: Any
         workingDirectory: list[str]
         binary: bool
         shell: Any
@@ -70,7 +70,7 @@ class TransferCommands:
 
     def _segments(self, path: str) -> list[str]:
         try:
-            return toSegments(self.workingDirectory, path)  # type: ignore[no-any-return]
+            return toSegments(self.workingDirectory, path)
         except InvalidPath:
             raise FileNotFoundError(path) from None
 
@@ -84,7 +84,7 @@ class TransferCommands:
             self.sendLine(REUSE_REQUIRED)
             return None
         if failure.check(FTPCmdError):
-            return (failure.value.errorCode, path)
+            return (failure.value.errorCode, path)  # type: ignore[union-attr]
         return (CNX_CLOSED_TXFR_ABORTED,)
 
     def _started(self, dtp: SecureDTP) -> None:
@@ -104,7 +104,9 @@ class TransferCommands:
         opening = self.shell.openForReading(segments)
         opening.addErrback(lambda failure: fail(_notFound(failure, path)))
         opening.addCallback(send)
-        opening.addCallbacks(lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,))
+        opening.addCallbacks(
+            lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
+        )
         return opening
 
     def ftp_STOR(self, path: str) -> Deferred[Any]:
@@ -112,17 +114,18 @@ class TransferCommands:
         segments = self._segments(path)
 
         def receive(upload: Upload) -> Deferred[Any]:
-            receiving = upload.receive()
-            receiving.addCallback(
-                lambda consumer: self._receiveInto(dtp, consumer)
-            )
-            receiving.addCallbacks(lambda _: upload.close(), self._uploadFailed, errbackArgs=(upload, path))
+            receiving: Deferred[Any] = upload.receive()
+            receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
+            receiving.addCallback(lambda _: upload.close())
+            receiving.addErrback(self._uploadFailed, upload, path)
             return receiving
 
         opening = self.shell.openForWriting(segments)
         opening.addErrback(lambda failure: fail(_notFound(failure, path)))
         opening.addCallback(receive)
-        opening.addCallbacks(lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,))
+        opening.addCallbacks(
+            lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
+        )
         return opening
 
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
@@ -139,7 +142,7 @@ class TransferCommands:
             service=self._serviceName(),
             path=path,
             client=self.transport.getPeer().host,
-            details=failure.getErrorMessage() or failure.type.__name__,
+            details=failure.getErrorMessage() or "failed",
         )
         return failure
 
@@ -150,7 +153,9 @@ class TransferCommands:
         dtp = self.dtpInstance
         if dtp is None or result != (TXFR_COMPLETE_OK,):
             return result
-        return dtp.whenHandshaken().addCallbacks(lambda _: result, self._transferFailed, errbackArgs=("",))
+        return dtp.whenHandshaken().addCallbacks(
+            lambda _: result, self._transferFailed, errbackArgs=("",)
+        )
 
 
 def _notFound(failure: Failure, path: str) -> Failure:
@@ -160,4 +165,3 @@ def _notFound(failure: Failure, path: str) -> Failure:
     if failure.check(FTPCmdError):
         return failure
     return Failure(FileNotFoundError(path))
-

@@ -35,8 +35,8 @@ from .config import (
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
-from .httpclient import loadCABundle
 from .ftps import FTPSService
+from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
 from .keys import loadAccountKey

@@ -9,8 +9,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -105,7 +104,7 @@ class HTTPSFileService(Service):
         self._port = Listener(self._reactor, listening.description(self.options), factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
 
-    def _factory(self, served: ServedFolder) -> ServerFactory:
+    def _factory(self, served: ServedFolder) -> IProtocolFactory:
         """
         The factory of the service's listener, serving C{served}.
         """

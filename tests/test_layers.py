@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "display",
                 "domains",
                 "events",
+                "ftpsoptions",
                 "httplimits",
                 "interfaces",
                 "keys",
@@ -61,6 +62,10 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         frozenset(
             {
                 "folder",
+                "ftpsaccounts",
+                "ftpsdata",
+                "ftpsshell",
+                "ftpstls",
                 "httpclient",
                 "keygen",
                 "listenerca",
@@ -99,6 +104,9 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "connection",
                 "control",
                 "domainsets",
+                "ftps",
+                "ftpsprotocol",
+                "ftpstransfer",
                 "host",
                 "https",
                 "operations",

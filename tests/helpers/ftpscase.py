@@ -116,7 +116,9 @@ class FTPSServiceCase(TestCase):
         self.addCleanup(client.close)
         return client
 
-    def loggedIn(self, user: str = USER, password: str = PASSWORD, resume: bool = True) -> ResumingFTPS:
+    def loggedIn(
+        self, user: str = USER, password: str = PASSWORD, resume: bool = True
+    ) -> ResumingFTPS:
         """
         A client logged in with PROT P.
         """
@@ -131,4 +133,3 @@ class FTPSServiceCase(TestCase):
         reactor serves.
         """
         return deferToThread(function, *args)
-

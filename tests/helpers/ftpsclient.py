@@ -50,7 +50,9 @@ class ImplicitFTPS(ResumingFTPS):
     Implicit FTPS: TLS from the first byte of the control connection.
     """
 
-    def connect(self, host: str = "", port: int = 0, timeout: float = -999, source_address: Any = None) -> str:
+    def connect(
+        self, host: str = "", port: int = 0, timeout: float = -999, source_address: Any = None
+    ) -> str:
         self.host = host
         self.port = port
         plain = socket.create_connection((host, port), self.timeout)
