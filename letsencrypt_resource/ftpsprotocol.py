@@ -11,7 +11,9 @@ refused.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -87,6 +89,9 @@ class FTPSProtocol(TransferCommands, FTP):
             return self._answer("530 Use AUTH TLS first: this server speaks FTPS only.")
         if command in _DATA_COMMANDS and self.state == self.AUTHED and not self.protected:
             return self._answer("521 Data connections must be encrypted: send PBSZ 0 and PROT P.")
+        method = getattr(self, "ftp_" + command, None)
+        if method is not None and not _accepts(method, params):
+            return self._answer(f"501 Wrong arguments for {command}.")
         return super().processCommand(cmd, *params)
 
     def _answer(self, line: str) -> None:
@@ -118,6 +123,12 @@ class FTPSProtocol(TransferCommands, FTP):
             return self._answer("536 PROT P or PROT C only.")
         self.protected = level.upper() == "P"
         return self._answer(f"200 Protection level set to {level.upper()}.")
+
+    def ftp_USER(self, username: str) -> Any:
+        if self.shell is not None:
+            # A second login would leave the first shell's folder open.
+            return self._answer("530 Can't change to another user.")
+        return super().ftp_USER(username)
 
     def ftp_PASS(self, password: str) -> Deferred[Any]:
         user = getattr(self, "_user", "")
@@ -199,6 +210,18 @@ class FTPSProtocol(TransferCommands, FTP):
 
         assert self.dtpFactory is not None
         return self.dtpFactory.deferred.addCallbacks(lambda _: None, timedOut)
+
+
+def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
+    """
+    Whether C{method} takes C{params}: Twisted's server answers a command
+    with an argument too many as an internal error.
+    """
+    try:
+        inspect.signature(method).bind(*params)
+    except TypeError:
+        return False
+    return True
 
 
 def _ipv4(host: str) -> str | None:

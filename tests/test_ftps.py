@@ -139,6 +139,23 @@ class _Sessions:
             [USER, "mallory"],
         )
 
+    async def test_noUserChange(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A logged-in session cannot log in again (each login would hold a
+        folder open): 530, and the session goes on as before.
+        """
+        self.startService(anonymous=True)
+
+        def session() -> tuple[str, str]:
+            client = self.loggedIn()
+            try:
+                client.sendcmd("USER anonymous")
+            except ftplib.error_perm as error:
+                return str(error)[:3], " ".join(client.nlst())
+            return "changed", ""
+
+        self.assertEqual(await self.inThread(session), ("530", "own.txt"))
+
     async def test_noProtP(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
         Without PROT P, no data connection is opened: 521.
