@@ -45,10 +45,10 @@ UPLOAD_PREFIX = ".upload-"
 
 def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     """
-    The FTP error for C{error}: a link met on the way (C{ELOOP}) is a name
-    that does not exist.
+    The FTP error for C{error}: a link met on the way (C{ELOOP}, or
+    C{ENOTDIR} where a folder was expected) is a name that does not exist.
     """
-    code = errno.ENOENT if error.errno == errno.ELOOP else error.errno
+    code = errno.ENOENT if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.errno
     return errnoToFailure(code, "/".join(segments))
 
 

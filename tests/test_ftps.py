@@ -11,9 +11,11 @@ import os
 import socket
 import ssl
 
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.logger import capturedLogs
 
 from letsencrypt_resource import events
+from tests.helpers import provisionalFor
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
 
@@ -138,6 +140,37 @@ class _Sessions:
             [e["user"] for e in logged if e.get("event_id") == events.FTPS_LOGIN_FAILED.id],
             [USER, "mallory"],
         )
+
+    async def test_newestCertificate(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Each new session takes the newest certificate; a session started
+        before a renewal goes on with its own, data connections included.
+        """
+        service = self.startService()
+        first = service.consumer.tls.certifiedKey
+        assert first is not None
+        before = await self.inThread(self.loggedIn)
+        renewed = provisionalFor(self.signer, (NAME,))
+        service.consumer.useCertificate(renewed)
+        after = await self.inThread(self.loggedIn)
+
+        def presented(client: ftplib.FTP_TLS) -> bytes:
+            return client.sock.getpeercert(binary_form=True)  # type: ignore[no-any-return]
+
+        def download(client: ftplib.FTP_TLS) -> bytes:
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return received.getvalue()
+
+        self.assertEqual(
+            (presented(before), presented(after)),
+            (
+                first.certificate.public_bytes(Encoding.DER),
+                renewed.certificate.public_bytes(Encoding.DER),
+            ),
+        )
+        self.assertEqual(await self.inThread(download, before), CONTENT)
+        self.assertEqual(await self.inThread(download, after), CONTENT)
 
     async def test_noUserChange(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
