@@ -130,7 +130,14 @@ class FTPSProtocol(TransferCommands, FTP):
             return self._answer("530 Can't change to another user.")
         return super().ftp_USER(username)
 
-    def ftp_PASS(self, password: str) -> Deferred[Any]:
+    def ftp_RNTO(self, toName: str) -> Any:
+        if not hasattr(self, "_fromName"):
+            return self._answer("503 RNFR required first.")
+        return super().ftp_RNTO(toName)
+
+    def ftp_PASS(self, password: str) -> Any:
+        if self.shell is not None:
+            return self._answer("503 Already logged in.")
         user = getattr(self, "_user", "")
         logging: Deferred[Any] = super().ftp_PASS(password)
 
