@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -191,26 +191,13 @@ class ConfinedShell:
         return succeed(None)
 
     def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> Deferred[list[Any]]:
-        try:
-            fd = self._open(path, _READ_FLAGS)
-        except OSError as error:
-            return _failure(error, path)
-        try:
-            status = os.fstat(fd)
-        finally:
-            os.close(fd)
-        return succeed(_attributes(status, keys))
+        return self._inspect(path, lambda fd, status: _attributes(status, keys))
 
     def list(self, path: Sequence[str], keys: Sequence[str] = ()) -> Deferred[Any]:
-        try:
-            fd = self._open(path, _READ_FLAGS)
-        except OSError as error:
-            return _failure(error, path)
-        try:
-            status = os.fstat(fd)
+        def entries(fd: int, status: os.stat_result) -> list[tuple[str, list[Any]]]:
             if not stat.S_ISDIR(status.st_mode):
-                return succeed([(path[-1], _attributes(status, keys))])
-            entries = []
+                return [(path[-1], _attributes(status, keys))]
+            found = []
             for name in sorted(os.listdir(fd)):
                 if not self._visible(name):
                     continue
@@ -219,8 +206,26 @@ class ConfinedShell:
                 except OSError:
                     continue
                 if stat.S_ISREG(entry.st_mode) or stat.S_ISDIR(entry.st_mode):
-                    entries.append((name, _attributes(entry, keys)))
-            return succeed(entries)
+                    found.append((name, _attributes(entry, keys)))
+            return found
+
+        return self._inspect(path, entries)
+
+    def _inspect(
+        self, path: Sequence[str], inspect: Callable[[int, os.stat_result], Any]
+    ) -> Deferred[Any]:
+        """
+        Open C{path} and give what C{inspect} makes of its descriptor and
+        status.
+        """
+        try:
+            fd = self._open(path, _READ_FLAGS)
+        except OSError as error:
+            return _failure(error, path)
+        try:
+            return succeed(inspect(fd, os.fstat(fd)))
+        except OSError as error:
+            return _failure(error, path)
         finally:
             os.close(fd)
 

@@ -8,6 +8,7 @@ with a TLS close_notify.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
@@ -101,13 +102,7 @@ class TransferCommands:
             sending = file.send(dtp if self.binary else ASCIIConsumerWrapper(dtp))
             return sending.addCallback(lambda _: dtp.whenHandshaken())
 
-        opening = self.shell.openForReading(segments)
-        opening.addErrback(lambda failure: fail(_notFound(failure, path)))
-        opening.addCallback(send)
-        opening.addCallbacks(
-            lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
-        )
-        return opening
+        return self._transfer(self.shell.openForReading(segments), send, path)
 
     def ftp_STOR(self, path: str) -> Deferred[Any]:
         dtp = self._dataConnection("STOR")
@@ -120,9 +115,17 @@ class TransferCommands:
             receiving.addErrback(self._uploadFailed, upload, path)
             return receiving
 
-        opening = self.shell.openForWriting(segments)
+        return self._transfer(self.shell.openForWriting(segments), receive, path)
+
+    def _transfer(
+        self, opening: Deferred[Any], transfer: Callable[[Any], Deferred[Any]], path: str
+    ) -> Deferred[Any]:
+        """
+        Once the file at C{path} is C{opening}, run C{transfer} on it, and
+        give the command's reply.
+        """
         opening.addErrback(lambda failure: fail(_notFound(failure, path)))
-        opening.addCallback(receive)
+        opening.addCallback(transfer)
         opening.addCallbacks(
             lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
         )
