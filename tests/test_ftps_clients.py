@@ -57,15 +57,19 @@ ssl_domains = {name}
 """
 
 
-class CurlTests(TestCACase):
+class _ServerCase(TestCACase):
     """
-    curl against the explicit and the implicit FTPS service of one server.
+    A server with an explicit and an implicit FTPS service, on a
+    certificate from pebble; L{caFile} holds pebble's root and
+    intermediate.
     """
+
+    client = "curl"
 
     async def setUp(self) -> None:  # type: ignore[override]
         super().setUp()
-        if shutil.which("curl") is None:
-            raise SkipTest("curl is not installed")
+        if shutil.which(self.client) is None:
+            raise SkipTest(f"{self.client} is not installed")
         challengePort = freeTCPPort()
         testCA = await self.startTestCA(challengePort)
         directory = os.path.abspath(self.mktemp())
@@ -98,6 +102,12 @@ class CurlTests(TestCACase):
         with open(self.caFile, "wb") as stream:
             stream.write(await testCA.fetchIssuerPEM())
         self.directory = directory
+
+
+class CurlTests(_ServerCase):
+    """
+    curl against the explicit and the implicit FTPS service of one server.
+    """
 
     async def curl(self, url: str, *arguments: str, name: str = NAME) -> tuple[int, bytes, bytes]:
         """
@@ -169,3 +179,43 @@ class CurlTests(TestCACase):
             f"ftps://other.example.test:{self.ports[1]}/", name="other.example.test"
         )
         self.assertEqual(code, 60)
+
+
+class OpenSSLTests(_ServerCase):
+    """
+    C{openssl s_client -starttls ftp} on the explicit service.
+    """
+
+    client = "openssl"
+
+    async def test_startTLS(self) -> None:
+        """
+        After AUTH TLS, the control connection presents the certificate the
+        test CA issued for L{NAME}, which verifies against its root with
+        the name checked.
+        """
+        out, err, code = await getProcessOutputAndValue(
+            "sh",
+            (
+                "-c",
+                'exec openssl "$@" < /dev/null',
+                "openssl",
+                "s_client",
+                "-starttls",
+                "ftp",
+                "-connect",
+                f"127.0.0.1:{self.ports[0]}",
+                "-servername",
+                NAME,
+                "-verify_hostname",
+                NAME,
+                "-verify_return_error",
+                "-CAfile",
+                self.caFile,
+            ),
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            reactor=reactor,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"Verify return code: 0 (ok)", out)
+        self.assertIn(f"CN = {NAME}".encode(), out)
