@@ -23,7 +23,9 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.protocols.basic import FileSender
 from twisted.protocols.ftp import (
+    REQ_ACTN_NOT_TAKEN,
     FileConsumer,
+    FTPCmdError,
     IFTPShell,
     IReadFile,
     IsADirectoryError,
@@ -43,13 +45,30 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOL
 UPLOAD_PREFIX = ".upload-"
 
 
+class ActionRefused(FTPCmdError):
+    """
+    A file operation that failed for another reason than those Twisted
+    names (a folder moved into itself, a name too long, a full disk): 550
+    with the system's words.
+    """
+
+    errorCode = REQ_ACTN_NOT_TAKEN
+
+
+#: The errors C{errnoToFailure} turns into FTP errors.
+_KNOWN_ERRORS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR)
+
+
 def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     """
     The FTP error for C{error}: a link met on the way (C{ELOOP}, or
     C{ENOTDIR} where a folder was expected) is a name that does not exist.
     """
+    path = "/".join(segments)
     code = errno.ENOENT if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.errno
-    return errnoToFailure(code, "/".join(segments))
+    if code not in _KNOWN_ERRORS:
+        return fail(ActionRefused(f"{path}: {os.strerror(code or errno.EIO)}"))
+    return errnoToFailure(code, path)
 
 
 @implementer(IReadFile)

@@ -400,6 +400,24 @@ class ExplicitFTPSTests(_Sessions, FTPSServiceCase):
         self.assertEqual(refused, ["530"] * 4)
         self.assertIn("AUTH TLS", features)
 
+    async def test_noCommandInjection(self) -> None:
+        """
+        What a client sends in the clear behind AUTH TLS, in the same
+        packet, is dropped, never taken as sent over TLS.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.client()
+            client.sock.sendall(b"AUTH TLS\r\nUSER alice\r\n")
+            self.assertTrue(client.getline().startswith("234"))
+            client.sock = client.context.wrap_socket(client.sock, server_hostname=NAME)
+            client.file = client.sock.makefile("r", encoding=client.encoding)
+            client.putline("NOOP")
+            return client.getline()
+
+        self.assertEqual((await self.inThread(session))[:3], "200")
+
 
 class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
     """

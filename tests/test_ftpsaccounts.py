@@ -25,7 +25,7 @@ from letsencrypt_resource.ftpsaccounts import (
     UsersFileError,
     readUsers,
 )
-from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX, ConfinedShell
+from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX, ActionRefused, ConfinedShell
 from tests.helpers.ftpscase import CONTENT, USER, makeTree
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
@@ -230,6 +230,20 @@ class ConfinementTests(SynchronousTestCase):
         self.failureResultOf(shell.removeFile(["secret-link"]), FileNotFoundError)
         self.successResultOf(shell.removeFile(["own.txt"]))
         self.assertEqual(self.names(shell, []), [])
+
+    def test_otherErrors(self) -> None:
+        """
+        An operation that fails for another reason than Twisted's known
+        ones (moving a folder into itself, a name too long) is a 550 with
+        the system's words, not an internal error.
+        """
+        shell = self.shell()
+        self.successResultOf(shell.makeDirectory(["box"]))
+        moved = self.failureResultOf(shell.rename(["box"], ["box", "inside"]), ActionRefused)
+        self.assertEqual(
+            moved.value.response(), "550 Requested action not taken: box: Invalid argument"
+        )
+        self.failureResultOf(shell.makeDirectory(["n" * 300]), ActionRefused)
 
     def test_folderGone(self) -> None:
         """
