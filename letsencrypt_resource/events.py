@@ -300,6 +300,11 @@ FTPS_UPLOAD_FAILED = _event(
     LogLevel.warn,
     "FTPS service {service} did not store the upload of {path} from {client}: {details}.",
 )
+FTPS_USERS_KEPT = _event(
+    20235,
+    LogLevel.error,
+    "FTPS service {service} keeps its accounts: the users_file {path} cannot be used: {details}.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

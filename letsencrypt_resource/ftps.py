@@ -21,7 +21,7 @@ from . import events
 from .certificates import CertifiedKey
 from .config import ServiceOptions
 from .folder import ServedFolder
-from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, readUsers
+from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
 from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
 from .https import HTTPSFileService
@@ -156,13 +156,33 @@ class FTPSService(HTTPSFileService):
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
-                self._users = readUsers(usersFile)
-            except (OSError, UsersFileError) as error:
+                self._users.update(loadAccounts(usersFile, self.options.path))
+            except UsersFileError as error:
                 self.running = True
-                details = getattr(error, "strerror", None) or str(error)
-                self._listenFailed(f"cannot read the users_file {usersFile}: {details}")
+                self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
                 return
         super().startService()
+
+    def reopenFolder(self) -> None:
+        """
+        After a reload that left the service unchanged, serve the folder
+        C{path} names now and read the accounts again; accounts that
+        cannot be read leave those in use (event 20235).
+        """
+        super().reopenFolder()
+        usersFile = self.ftps.usersFile
+        if usersFile is None:
+            return
+        try:
+            users = loadAccounts(usersFile, self.options.path)
+        except UsersFileError as error:
+            events.FTPS_USERS_KEPT.emit(
+                self._log, service=self.name, path=usersFile, details=str(error)
+            )
+            return
+        # In place: the checker of the service's portal holds this dict.
+        self._users.clear()
+        self._users.update(users)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -72,6 +72,22 @@ def readUsers(path: str) -> dict[str, bytes]:
     return users
 
 
+def loadAccounts(usersFile: str, served: str) -> dict[str, bytes]:
+    """
+    The accounts of C{usersFile}, for a service serving C{served}.
+
+    @raise UsersFileError: when the file is not valid, cannot be read, or
+        lies, once links are followed, inside the served folder.
+    """
+    real, root = os.path.realpath(usersFile), os.path.realpath(served)
+    if os.path.commonpath([real, root]) == root:
+        raise UsersFileError(f"it lies in the served folder {root}: it would be published")
+    try:
+        return readUsers(usersFile)
+    except OSError as error:
+        raise UsersFileError(error.strerror or str(error)) from None
+
+
 def _passwordBytes(password: str | bytes) -> bytes:
     """
     The bytes of C{password} as the client sent them (the FTP server decodes

@@ -11,6 +11,7 @@ import os
 import socket
 import ssl
 
+import bcrypt
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.logger import capturedLogs
 
@@ -417,6 +418,41 @@ class ExplicitFTPSTests(_Sessions, FTPSServiceCase):
             return client.getline()
 
         self.assertEqual((await self.inThread(session))[:3], "200")
+
+    async def test_usersFileReread(self) -> None:
+        """
+        A reload reads the accounts again; a file that cannot be used then
+        leaves the accounts in use (event 20235).
+        """
+        service = self.startService()
+        hashed = bcrypt.hashpw(b"new password", bcrypt.gensalt(4))
+        with open(self.usersFile, "wb") as file:
+            file.write(USER.encode() + b":" + hashed + b"\n")
+        service.reopenFolder()
+        await self.inThread(self.loggedIn, USER, "new password")
+        with open(self.usersFile, "wb") as file:
+            file.write(b"mallory:plain\n")
+        with capturedLogs() as logged:
+            service.reopenFolder()
+        [kept] = [e for e in logged if e.get("event_id") == events.FTPS_USERS_KEPT.id]
+        self.assertEqual(
+            kept["details"], "line 1 is not 'name:hash' with a bcrypt hash (htpasswd -B)"
+        )
+        await self.inThread(self.loggedIn, USER, "new password")
+
+    async def test_usersFileLinkedIntoServed(self) -> None:
+        """
+        An accounts file that a link places inside the served folder stops
+        the service from listening (event 20157).
+        """
+        linked = os.path.join(self.served, "users-link")
+        os.rename(self.usersFile, linked)
+        os.symlink(linked, self.usersFile)
+        with capturedLogs() as logged:
+            service = self.startService()
+        [failed] = [e for e in logged if e.get("event_id") == 20157]
+        self.assertIn("it lies in the served folder", failed["details"])
+        self.assertIsNone(service._port)
 
 
 class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
