@@ -148,7 +148,7 @@ class FolderRealm:
         """
         @param openRoot: Gives a new descriptor of the served folder, or
             C{None} when it is no longer served (see
-            L{ServedFolder.openRoot}).
+            L{letsencrypt_resource.folder.ServedFolder.openRoot}).
         """
         self._openRoot = openRoot
         self._writable = writable
