@@ -17,7 +17,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from hyperlink import DecodedURL
@@ -26,6 +26,9 @@ from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
+
+if TYPE_CHECKING:
+    from .ftpsoptions import FTPSOptions
 
 LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
 LETS_ENCRYPT_STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
@@ -39,7 +42,7 @@ ACME_V1_UPGRADES = {
 KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384")
 
 RESOURCE_TYPE = "lets-encrypt"
-SERVICE_TYPES = ("https",)
+SERVICE_TYPES = ("https", "ftps")
 
 
 class ConfigurationError(Exception):
@@ -587,6 +590,8 @@ class ServiceOptions:
     hiddenFiles: bool = _field(
         Option("hidden_files", _boolean, "no", "Serve and list hidden (dot) files and folders.")
     )
+    #: The options of a C{type = ftps} section; C{None} for C{https}.
+    ftps: FTPSOptions | None = _derived("the options of type = ftps", default=None)
 
 
 #: The options of each section type, as the file reads them: those that
@@ -746,14 +751,32 @@ def _checkMetricsListener(section: str, values: dict[str, Any]) -> None:
 
 
 def _service(section: str, values: dict[str, Any], base: str, written: set[str]) -> ServiceOptions:
+    given: dict[str, Any] = {}
+    if values["type"] == "ftps":
+        from .ftpsoptions import ftpsDefaults, ftpsOptions
+
+        given["ftps"] = ftpsOptions(section, values, base)
+        given.update(ftpsDefaults(given["ftps"], written))
     options: ServiceOptions = _build(
         ServiceOptions,
         section,
         values,
         base,
         address=_listenerAddress(section, values, written),
+        **given,
     )
     return options
+
+
+def _serviceOptions(kind: str) -> tuple[Option, ...]:
+    """
+    The options a service section of type C{kind} takes.
+    """
+    if kind == "ftps":
+        from .ftpsoptions import FTPS_OPTIONS
+
+        return SERVICE_OPTIONS + FTPS_OPTIONS
+    return SERVICE_OPTIONS
 
 
 def _checkIdentifier(section: str) -> None:
@@ -846,7 +869,7 @@ def parseConfiguration(
                     if kind_
                     else "is required",
                 )
-            values = _readSection(parser, section, SERVICE_OPTIONS)
+            values = _readSection(parser, section, _serviceOptions(kind_))
             if values["enabled"]:
                 services.append(_service(section, values, baseDirectory, _written(parser, section)))
         else:

@@ -345,6 +345,39 @@ METRICS_FAILED = _event(
     LogLevel.error,
     "Cannot serve the Prometheus metrics on {address} port {port}: {details}",
 )
+FTPS_SESSION_LIMIT = _event(
+    20230,
+    LogLevel.warn,
+    "FTPS service {service} refused a connection from {client}: {limit} sessions "
+    "from that address are open.",
+)
+FTPS_DATA_WRONG_PEER = _event(
+    20231,
+    LogLevel.warn,
+    "FTPS service {service} refused a data connection from {client}: the session's "
+    "client is {peer}.",
+)
+FTPS_DATA_NOT_RESUMED = _event(
+    20232,
+    LogLevel.warn,
+    "FTPS service {service} closed a data connection from {client} that did not "
+    "resume its control connection's TLS session.",
+)
+FTPS_LOGIN_FAILED = _event(
+    20233,
+    LogLevel.info,
+    "FTPS service {service} refused a login as {user} from {client}.",
+)
+FTPS_UPLOAD_FAILED = _event(
+    20234,
+    LogLevel.warn,
+    "FTPS service {service} did not store the upload of {path} from {client}: {details}.",
+)
+FTPS_USERS_KEPT = _event(
+    20235,
+    LogLevel.error,
+    "FTPS service {service} keeps its accounts: the users_file {path} cannot be used: {details}.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

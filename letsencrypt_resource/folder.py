@@ -129,7 +129,7 @@ class ServedFolder(Resource):
 
         @raise OSError: when it cannot be opened as a folder.
         """
-        return cls(path, _openFolder(path), hiddenFiles)
+        return cls(path, openFolder(path), hiddenFiles)
 
     def reopen(self) -> None:
         """
@@ -140,7 +140,7 @@ class ServedFolder(Resource):
         if self._root is None:
             return
         try:
-            root = _openFolder(self.path)
+            root = openFolder(self.path)
         except OSError:
             return
         old, self._root = self._root, root
@@ -232,17 +232,13 @@ class ServedFolder(Resource):
         if parts and (parts[0] == os.pardir or not all(map(self._visible, parts))):
             yield None
             return
-        fd = self._openRoot()
+        fd = self.openRoot()
         if fd is None:
             yield None
             return
+        start, fd = fd, -1
         try:
-            for part in parts:
-                parent, fd = fd, -1
-                try:
-                    fd = os.open(part, _OPEN_FLAGS, dir_fd=parent)
-                finally:
-                    os.close(parent)
+            fd = openBelow(start, parts)
             status = os.fstat(fd)
         except OSError:
             found = None
@@ -255,7 +251,7 @@ class ServedFolder(Resource):
             if fd >= 0:
                 os.close(fd)
 
-    def _openRoot(self) -> int | None:
+    def openRoot(self) -> int | None:
         """
         A new descriptor of the folder held open, or C{None} when it is
         closed or C{path} no longer names it.
@@ -313,7 +309,29 @@ class ServedFolder(Resource):
         return "\n".join(lines).encode("utf-8") + b"\n"
 
 
-def _openFolder(path: str) -> int:
+def openBelow(fd: int, parts: list[str], flags: int = _OPEN_FLAGS) -> int:
+    """
+    Open C{parts} below the folder C{fd} one name at a time, following no
+    link on the way: a name that is a symbolic link fails with C{ELOOP}.
+
+    @param fd: A descriptor of the folder to start from, which this takes
+        over: it is closed, on failure as on success.
+    @param flags: The flags each name is opened with; C{O_NOFOLLOW} is
+        always added.
+    @return: A new descriptor of what C{parts} name (C{fd} itself for no
+        parts), which the caller closes.
+    @raise OSError: when a name cannot be opened.
+    """
+    for part in parts:
+        parent, fd = fd, -1
+        try:
+            fd = os.open(part, flags | os.O_NOFOLLOW, dir_fd=parent)
+        finally:
+            os.close(parent)
+    return fd
+
+
+def openFolder(path: str) -> int:
     """
     Open the folder C{path} resolves to, links included.
     """

@@ -37,6 +37,7 @@ from .config import (
 )
 from .control import ControlService, LockWatch, StateLock
 from .deploycommand import findProgram
+from .ftps import FTPSService
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
@@ -240,7 +241,7 @@ class ServerService(MultiService):
     @ivar path: The configuration file that L{reload} reads, if any.
     @ivar registry: Where the TLS services are registered as consumers.
     @ivar resource: The C{lets-encrypt} resource, if enabled.
-    @ivar fileServices: The C{https} services.
+    @ivar fileServices: The C{https} and C{ftps} services.
     """
 
     _log = Logger()
@@ -292,7 +293,8 @@ class ServerService(MultiService):
             ).setServiceParent(self)
 
     def _addService(self, options: ServiceOptions) -> None:
-        service = HTTPSFileService(options, self._reactor)
+        kind = FTPSService if options.ftps is not None else HTTPSFileService
+        service = kind(options, self._reactor)
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -100,10 +100,16 @@ class HTTPSFileService(Service):
         self._waiting = None
         served = self._served
         assert served is not None
-        site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
-        factory = TLSMemoryBIOFactory(self.consumer.tls, False, site, clock=self._reactor)
+        factory = self._factory(served)
         self._port = Listener(self._reactor, listening.description(self.options), factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
+
+    def _factory(self, served: ServedFolder) -> IProtocolFactory:
+        """
+        The factory of the service's listener, serving C{served}.
+        """
+        site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
+        return TLSMemoryBIOFactory(self.consumer.tls, False, site, clock=self._reactor)
 
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)

@@ -23,6 +23,7 @@ from letsencrypt_resource.config import (
     optionName,
     parseConfiguration,
 )
+from letsencrypt_resource.ftpsoptions import FTPS_OPTIONS, FTPSOptions
 from tests.helpers import configuration
 from tests.helpers.configuration import BASE, resource, service
 
@@ -901,6 +902,20 @@ class GoodConfigurationTests(SynchronousTestCase):
                         path="/srv/files",
                         debug=False,
                     ),
+                    ServiceOptions(
+                        section="services/7f1c-ftps",
+                        type="ftps",
+                        name="files-ftps",
+                        address="0.0.0.0",
+                        port=21,
+                        domains=("ftp.example.com",),
+                        path="/srv/ftp",
+                        ftps=FTPSOptions(
+                            usersFile="/etc/files-server/ftp-users",
+                            writable=True,
+                            passivePorts=range(50000, 50101),
+                        ),
+                    ),
                 ),
                 configurationFile=SAMPLE,
             ),
@@ -1618,12 +1633,13 @@ class OptionsInCodeTests(SynchronousTestCase):
         for cls, table, choosing in (
             (ResourceOptions, RESOURCE_OPTIONS, {"type", "enabled"}),
             (ServiceOptions, SERVICE_OPTIONS, {"enabled"}),
+            (FTPSOptions, FTPS_OPTIONS, set()),
         ):
             names = [option.name for option in table]
             self.assertEqual(len(names), len(set(names)), cls)
             fromFields = {
                 optionName(field)
                 for field in attrs.fields(cls)
-                if field.name not in ("section", "upgradedFromURL")
+                if field.name not in ("section", "upgradedFromURL", "ftps")
             }
             self.assertEqual(set(names), fromFields | choosing, cls)

@@ -45,6 +45,7 @@ from letsencrypt_resource.config import (
     Option,
 )
 from letsencrypt_resource.events import catalogue
+from letsencrypt_resource.ftpsoptions import FTPS_OPTIONS
 from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.docpages import DOCS, labelledSection, readPage
 from tests.helpers.pebblecase import TestCACase
@@ -57,6 +58,7 @@ SECTION_TYPES = {
     "config-server": SERVER_OPTIONS,
     "config-lets-encrypt": RESOURCE_OPTIONS,
     "config-https": SERVICE_OPTIONS,
+    "config-ftps": FTPS_OPTIONS,
 }
 
 _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")

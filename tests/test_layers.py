@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "display",
                 "domains",
                 "events",
+                "ftpsoptions",
                 "httplimits",
                 "interfaces",
                 "keys",
@@ -63,6 +64,10 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         frozenset(
             {
                 "folder",
+                "ftpsaccounts",
+                "ftpsdata",
+                "ftpsshell",
+                "ftpstls",
                 "httpclient",
                 "keygen",
                 "listenerca",
@@ -105,6 +110,9 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "deploy",
                 "deployoutput",
                 "domainsets",
+                "ftps",
+                "ftpsprotocol",
+                "ftpstransfer",
                 "host",
                 "https",
                 "nodestorage",

@@ -1,0 +1,207 @@
+"""
+The C{ftps} service type: an FTPS server (explicit or implicit) over a
+folder, on a certificate from the resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.portal import Portal
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator, IProtocolFactory
+from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from . import events
+from .certificates import CertifiedKey
+from .config import ServiceOptions
+from .folder import ServedFolder
+from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
+from .ftpsoptions import FTPSOptions
+from .ftpsprotocol import FTPSProtocol
+from .https import HTTPSFileService
+from .reactors import Reactor
+
+#: The most sessions open at once from one address.
+MAX_SESSIONS_PER_ADDRESS = 10
+#: How long a session may stay idle, in seconds.
+IDLE_TIMEOUT = 300
+
+
+class FTPSFactory(ServerFactory):
+    """
+    Builds the control connections of one FTPS service.
+    """
+
+    protocol = FTPSProtocol
+    userAnonymous = "anonymous"
+    timeOut = IDLE_TIMEOUT
+    welcomeMessage = "FTPS service ready"
+
+    def __init__(
+        self, service: FTPSService, portal: Portal, options: FTPSOptions, reactor: Reactor
+    ):
+        self.service = service.name
+        self._consumer = service.consumer
+        self.portal = portal
+        self.reactor = reactor
+        self.implicit = options.implicit
+        self.allowAnonymous = options.anonymous
+        self.passivePorts = options.passivePorts or range(0, 1)
+        self.passiveAddress = options.passiveAddress
+        self.requireSessionReuse = options.requireSessionReuse
+
+    def certificate(self) -> CertifiedKey:
+        """
+        The newest certificate, for a session that starts.
+
+        @raise RuntimeError: when there is none yet.
+        """
+        certifiedKey = self._consumer.tls.certifiedKey
+        if certifiedKey is None:
+            raise RuntimeError("no certificate yet")
+        return certifiedKey
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
+        protocol: Any = super().buildProtocol(addr)
+        protocol.portal = self.portal
+        protocol.timeOut = self.timeOut
+        return protocol
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _ImplicitTLS:
+    """
+    The TLS of implicit FTPS: each control connection on its session's own
+    context.
+    """
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> Any:
+        return tlsProtocol.wrappedProtocol.sessionTLS().serverConnectionForTLS(tlsProtocol)
+
+
+class SessionsPerAddress(WrappingFactory):
+    """
+    Closes at once a connection from an address that already has
+    L{MAX_SESSIONS_PER_ADDRESS} open.
+    """
+
+    _log = Logger()
+
+    def __init__(self, wrappedFactory: IProtocolFactory, service: str):
+        super().__init__(wrappedFactory)
+        self._service = service
+        self._open: dict[str, int] = {}
+        self._closing: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        host = str(getattr(addr, "host", ""))
+        if self._open.get(host, 0) >= MAX_SESSIONS_PER_ADDRESS:
+            events.FTPS_SESSION_LIMIT.emit(
+                self._log, service=self._service, client=host, limit=MAX_SESSIONS_PER_ADDRESS
+            )
+            return None
+        protocol = super().buildProtocol(addr)
+        if protocol is not None:
+            self._open[host] = self._open.get(host, 0) + 1
+            protocol._sessionHost = host  # type: ignore[attr-defined]
+        return protocol
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        super().unregisterProtocol(protocol)
+        host = protocol._sessionHost
+        left = self._open.pop(host, 1) - 1
+        if left > 0:
+            self._open[host] = left
+        if not self.protocols:
+            closing, self._closing = self._closing, []
+            for deferred in closing:
+                deferred.callback(None)
+
+    def closeAll(self) -> Deferred[None]:
+        """
+        Cut every open session; the Deferred fires once they are all gone.
+        """
+        if not self.protocols:
+            return succeed(None)
+        closing: Deferred[None] = Deferred()
+        self._closing.append(closing)
+        for protocol in list(self.protocols):
+            protocol.transport.abortConnection()
+        return closing
+
+
+class FTPSService(HTTPSFileService):
+    """
+    Serves C{options.path} over FTPS, as L{HTTPSFileService} serves it over
+    HTTPS: the same certificate life, the same folder life.  The accounts
+    file is read when the service starts.
+    """
+
+    _log = Logger()
+
+    def __init__(self, options: ServiceOptions, reactor: Reactor):
+        super().__init__(options, reactor)
+        assert options.ftps is not None
+        self.ftps = options.ftps
+        self._users: dict[str, bytes] = {}
+        self._sessions: SessionsPerAddress | None = None
+
+    def startService(self) -> None:
+        usersFile = self.ftps.usersFile
+        if usersFile is not None:
+            try:
+                self._users.update(loadAccounts(usersFile, self.options.path))
+            except UsersFileError as error:
+                self.running = True
+                self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
+                return
+        super().startService()
+
+    def reopenFolder(self) -> None:
+        """
+        After a reload that left the service unchanged, serve the folder
+        C{path} names now and read the accounts again; accounts that
+        cannot be read leave those in use (event 20235).
+        """
+        super().reopenFolder()
+        usersFile = self.ftps.usersFile
+        if usersFile is None:
+            return
+        try:
+            users = loadAccounts(usersFile, self.options.path)
+        except UsersFileError as error:
+            events.FTPS_USERS_KEPT.emit(
+                self._log, service=self.name, path=usersFile, details=str(error)
+            )
+            return
+        # In place: the checker of the service's portal holds this dict.
+        self._users.clear()
+        self._users.update(users)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, and cut the sessions open: a service that stops
+        serves no one.
+        """
+        sessions, self._sessions = self._sessions, None
+        stopping = [super().stopService()]
+        if sessions is not None:
+            stopping.append(sessions.closeAll())
+        return gatherResults(stopping).addCallback(lambda _: None)
+
+    def _factory(self, served: ServedFolder) -> IProtocolFactory:
+        realm = FolderRealm(served.openRoot, self.ftps.writable, self.options.hiddenFiles)
+        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor)])
+        if self.ftps.anonymous:
+            portal.registerChecker(AllowAnonymousAccess())
+        factory: IProtocolFactory = FTPSFactory(self, portal, self.ftps, self._reactor)
+        if self.ftps.implicit:
+            factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
+        self._sessions = SessionsPerAddress(factory, self.options.name)
+        return self._sessions

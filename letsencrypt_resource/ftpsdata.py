@@ -1,0 +1,160 @@
+"""
+FTPS data connections: passive only, over TLS on the session's context,
+taken only from the control connection's peer address, and, unless
+relaxed, only when their handshake resumes the session's TLS session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IHandshakeListener
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.protocols.ftp import DTP, DTPFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from . import events
+from .ftpstls import SessionTLS, resumedSession
+from .reactors import Reactor
+
+
+class DataRefused(Exception):
+    """
+    A data connection was closed because its TLS handshake did not resume
+    the control connection's session.
+    """
+
+
+class DataTruncated(Exception):
+    """
+    A data connection ended without a TLS close_notify (or failed): what
+    it carried may be incomplete.
+    """
+
+
+@implementer(IHandshakeListener)
+class SecureDTP(DTP):
+    """
+    A data connection that refuses a TLS handshake that did not resume its
+    session (unless relaxed), and fails an upload in progress when it ends
+    without a TLS close_notify.
+
+    @ivar refused: Whether its handshake was refused.
+    """
+
+    _log = Logger()
+    requireReuse = True
+    service = ""
+
+    def __init__(self) -> None:
+        self.refused = False
+        self._handshake: Failure | None | bool = False
+        self._waiting: list[Deferred[None]] = []
+
+    def whenHandshaken(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the TLS handshake passed its checks, or
+        fails with L{DataRefused} (it did not resume the session) or
+        L{DataTruncated} (the connection ended before it).
+        """
+        if self._handshake is False:
+            waiting: Deferred[None] = Deferred()
+            self._waiting.append(waiting)
+            return waiting
+        if isinstance(self._handshake, Failure):
+            return fail(self._handshake)
+        return succeed(None)
+
+    def _handshakeEnded(self, outcome: Failure | None) -> None:
+        if self._handshake is not False:
+            return
+        self._handshake = outcome
+        waiting, self._waiting = self._waiting, []
+        for deferred in waiting:
+            if outcome is None:
+                deferred.callback(None)
+            else:
+                deferred.errback(outcome)
+
+    def handshakeCompleted(self) -> None:
+        """
+        Refuse a handshake that did not resume the session, before any data
+        goes through.
+        """
+        transport: Any = self.transport
+        if self.requireReuse and not resumedSession(transport.getHandle()):
+            self.refused = True
+            events.FTPS_DATA_NOT_RESUMED.emit(
+                self._log, service=self.service, client=transport.getPeer().host
+            )
+            self._handshakeEnded(Failure(DataRefused("session reuse required")))
+            transport.abortConnection()
+            return
+        self._handshakeEnded(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._handshakeEnded(Failure(DataTruncated("closed before the TLS handshake")))
+        problem: Exception | None = None
+        if self.refused:
+            problem = DataRefused("session reuse required")
+        elif not reason.check(ConnectionDone):
+            problem = DataTruncated(reason.getErrorMessage())
+        if problem is not None and self._onConnLost is not None:
+            # An upload in progress ends as failed, not as a complete file.
+            onLost, self._onConnLost = self._onConnLost, None
+            self.isConnected = False
+            onLost.errback(problem)
+            return
+        super().connectionLost(reason)
+
+
+class SecureDTPFactory(DTPFactory):
+    """
+    Builds the one L{SecureDTP} of a passive data port.
+    """
+
+    def __init__(self, pi: Any, reactor: Reactor, requireReuse: bool, service: str):
+        super().__init__(pi, reactor=reactor)
+        self._requireReuse = requireReuse
+        self._service = service
+
+    def buildProtocol(self, addr: IAddress | None) -> SecureDTP | None:
+        if self._state is not self._IN_PROGRESS:
+            return None
+        self._state = self._FINISHED
+        self.cancelTimeout()
+        dtp = SecureDTP()
+        dtp.factory = self
+        dtp.pi = self.pi  # type: ignore[attr-defined]
+        dtp.requireReuse = self._requireReuse
+        dtp.service = self._service
+        self.pi.dtpInstance = dtp
+        return dtp
+
+
+class PeerOnlyTLSFactory(TLSMemoryBIOFactory):
+    """
+    TLS over a data factory, for connections from one address only: a
+    connection from any other is closed at once (no port stealing).
+    """
+
+    _log = Logger()
+
+    def __init__(self, tls: SessionTLS, factory: SecureDTPFactory, peer: str, service: str):
+        super().__init__(tls, False, factory)
+        self._peer = peer
+        self._service = service
+
+    def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
+        host = getattr(addr, "host", None)
+        if host != self._peer:
+            events.FTPS_DATA_WRONG_PEER.emit(
+                self._log, service=self._service, client=str(host), peer=self._peer
+            )
+            return None  # type: ignore[return-value]
+        return super().buildProtocol(addr)

@@ -1,0 +1,242 @@
+"""
+The FTPS protocol: Twisted's FTP server with AUTH TLS (RFC 4217), PBSZ and
+PROT, passive data connections over TLS, and the limits of a server open
+to the Internet.
+
+By default nothing but FEAT, QUIT, NOOP and the TLS commands is answered
+before AUTH TLS (implicit FTPS is secured from the first byte), and no
+data connection is opened before PROT P.  Active mode (PORT, EPRT) is
+refused.
+"""
+
+from __future__ import annotations
+
+import inspect
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.protocols.ftp import (
+    CANT_OPEN_DATA_CNX,
+    ENTERING_EPSV_MODE,
+    ENTERING_PASV_MODE,
+    EPSV_ALL_OK,
+    FTP,
+    BadCmdSequenceError,
+    PASVIPv6NotImplementedError,
+    PortConnectionError,
+    encodeHostPort,
+)
+from twisted.python.failure import Failure
+
+from . import events
+from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
+from .ftpstls import SessionTLS
+from .ftpstransfer import TransferCommands
+
+#: The longest command line accepted, in bytes.
+MAX_COMMAND_LENGTH = 1024
+#: What a client may send before AUTH TLS.
+_BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
+#: The commands that open a data connection or use one.
+_DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR"})
+_AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
+
+
+class FTPSProtocol(TransferCommands, FTP):
+    """
+    One FTPS control connection.  Its L{sessionTLS} holds the certificate
+    that was newest when the session started, for its control connection
+    and all its data connections.
+    """
+
+    MAX_LENGTH = MAX_COMMAND_LENGTH
+    FEATURES = ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT", "EPSV", "PASV", "SIZE", "MDTM"]
+    PUBLIC_COMMANDS = ["FEAT", "QUIT", "AUTH", "PBSZ", "PROT", "NOOP", "SYST"]
+    factory: Any
+
+    def __init__(self) -> None:
+        self._tls: SessionTLS | None = None
+        self.secured = False
+        self._bufferSize = False
+        self.protected = False
+
+    def sessionTLS(self) -> SessionTLS:
+        """
+        The TLS of this session, built at its first use on the newest
+        certificate.
+        """
+        if self._tls is None:
+            self._tls = SessionTLS(self.factory.certificate())
+        return self._tls
+
+    def _serviceName(self) -> str:
+        return str(self.factory.service)
+
+    def connectionMade(self) -> None:
+        self.secured = self.factory.implicit
+        self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
+        super().connectionMade()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.sendLine("500 Command line too long.")
+        self.transport.loseConnection()
+
+    def processCommand(self, cmd: str, *params: str) -> Any:
+        command = cmd.upper()
+        if not self.secured and command not in _BEFORE_TLS:
+            return self._answer("530 Use AUTH TLS first: this server speaks FTPS only.")
+        if command in _DATA_COMMANDS and self.state == self.AUTHED and not self.protected:
+            return self._answer("521 Data connections must be encrypted: send PBSZ 0 and PROT P.")
+        method = getattr(self, "ftp_" + command, None)
+        if method is not None and not _accepts(method, params):
+            return self._answer(f"501 Wrong arguments for {command}.")
+        return super().processCommand(cmd, *params)
+
+    def _answer(self, line: str) -> None:
+        self.sendLine(line)
+
+    def ftp_AUTH(self, mechanism: str) -> None:
+        if self.secured:
+            return self._answer("503 TLS is already in use.")
+        if mechanism.upper() not in _AUTH_MECHANISMS:
+            return self._answer("504 AUTH TLS or AUTH SSL only.")
+        try:
+            tls = self.sessionTLS()
+        except Exception:
+            return self._answer("431 No certificate available.")
+        self.sendLine(f"234 AUTH {mechanism.upper()} successful.")
+        # Nothing sent in the clear after AUTH may count as sent over TLS.
+        self.clearLineBuffer()
+        self.transport.startTLS(tls)
+        self.secured = True
+
+    def ftp_PBSZ(self, size: str) -> None:
+        self._bufferSize = True
+        return self._answer("200 PBSZ=0")
+
+    def ftp_PROT(self, level: str) -> None:
+        if not self._bufferSize:
+            return self._answer("503 PBSZ first.")
+        if level.upper() not in ("P", "C"):
+            return self._answer("536 PROT P or PROT C only.")
+        self.protected = level.upper() == "P"
+        return self._answer(f"200 Protection level set to {level.upper()}.")
+
+    def ftp_USER(self, username: str) -> Any:
+        if self.shell is not None:
+            # A second login would leave the first shell's folder open.
+            return self._answer("530 Can't change to another user.")
+        return super().ftp_USER(username)
+
+    def ftp_RNTO(self, toName: str) -> Any:
+        if not hasattr(self, "_fromName"):
+            return self._answer("503 RNFR required first.")
+        return super().ftp_RNTO(toName)
+
+    def ftp_PASS(self, password: str) -> Any:
+        if self.shell is not None:
+            return self._answer("503 Already logged in.")
+        user = getattr(self, "_user", "")
+        logging: Deferred[Any] = super().ftp_PASS(password)
+
+        def refused(failure: Failure) -> Failure:
+            events.FTPS_LOGIN_FAILED.emit(
+                self._log,
+                service=self._serviceName(),
+                user=user,
+                client=self.transport.getPeer().host,
+            )
+            return failure
+
+        return logging.addErrback(refused)
+
+    def ftp_NLST(self, path: str = "") -> Deferred[Any]:
+        listing: Deferred[Any] = super().ftp_NLST(path)
+        return listing.addCallback(self._listed)
+
+    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
+        listing: Deferred[Any] = super().ftp_LIST(path)
+        return listing.addCallback(self._listed)
+
+    def ftp_PORT(self, address: str) -> None:
+        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
+
+    def ftp_EPRT(self, address: str) -> None:
+        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
+
+    def ftp_PASV(self) -> Deferred[Any]:
+        if self._epsvAll:
+            return fail(BadCmdSequenceError("may not send PASV after EPSV ALL"))
+        host = self.factory.passiveAddress or _ipv4(self.transport.getHost().host)
+        if host is None:
+            return fail(PASVIPv6NotImplementedError())
+        port = self._listenForData()
+        self.reply(ENTERING_PASV_MODE, encodeHostPort(host, port))
+        return self._dataConnected()
+
+    def ftp_EPSV(self, protocol: str = "") -> Any:
+        if protocol.upper() == "ALL":
+            self._epsvAll = True
+            return EPSV_ALL_OK
+        if protocol:
+            self._validateNetworkProtocol(protocol)
+        port = self._listenForData()
+        self.reply(ENTERING_EPSV_MODE, port)
+        return self._dataConnected()
+
+    def _listenForData(self) -> int:
+        """
+        Open a passive data port on the control connection's local address,
+        for a TLS connection from its peer, and give its number.
+        """
+        if self.dtpFactory is not None:
+            self.cleanupDTP()
+        factory = self.factory
+        self.dtpFactory = SecureDTPFactory(
+            self, factory.reactor, factory.requireSessionReuse, factory.service
+        )
+        self.dtpFactory.setTimeout(self.dtpTimeout)
+        tls = PeerOnlyTLSFactory(
+            self.sessionTLS(), self.dtpFactory, self.transport.getPeer().host, factory.service
+        )
+        self.passivePortRange = factory.passivePorts
+        self.dtpPort = self.getDTPPort(tls, interface=self.transport.getHost().host)
+        return int(self.dtpPort.getHost().port)
+
+    def _dataConnected(self) -> Deferred[None]:
+        """
+        Hold the next command until the data connection comes, or answer
+        425 when it does not in time.
+        """
+
+        def timedOut(failure: Failure) -> Any:
+            failure.trap(PortConnectionError)
+            return (CANT_OPEN_DATA_CNX,)
+
+        assert self.dtpFactory is not None
+        return self.dtpFactory.deferred.addCallbacks(lambda _: None, timedOut)
+
+
+def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
+    """
+    Whether C{method} takes C{params}: Twisted's server answers a command
+    with an argument too many as an internal error.
+    """
+    try:
+        inspect.signature(method).bind(*params)
+    except TypeError:
+        return False
+    return True
+
+
+def _ipv4(host: str) -> str | None:
+    """
+    C{host} as the IPv4 address a PASV reply can carry, or C{None} for an
+    IPv6 address.
+    """
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(address.ipv4_mapped) if address.ipv4_mapped is not None else None
+    return host

@@ -1,0 +1,59 @@
+"""
+The TLS of one FTPS session: one context per control connection, with a
+session cache of its own, so that a data connection that resumes a TLS
+session proves it comes from the client of that control connection.
+"""
+
+from __future__ import annotations
+
+from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _lib
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from zope.interface import implementer
+
+from .certificates import CertifiedKey
+
+
+def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
+    """
+    A TLS 1.2+ server context presenting C{certifiedKey}, with a session
+    cache and a session ID context of its own (no session tickets).
+
+    @raise OpenSSL.SSL.Error: when the key does not match the certificate.
+    """
+    options = CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(certifiedKey.key),
+        certificate=crypto.X509.from_cryptography(certifiedKey.certificate),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in certifiedKey.chain],
+        raiseMinimumTo=TLSVersion.TLSv1_2,
+        enableSessions=True,
+    )
+    return options.getContext()
+
+
+def resumedSession(connection: SSL.Connection) -> bool:
+    """
+    Whether the handshake of C{connection} resumed a session.
+
+    pyOpenSSL has no call for it; OpenSSL's C{SSL_session_reused} is
+    reached through its binding.
+    """
+    return bool(_lib.SSL_session_reused(connection._ssl))
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class SessionTLS:
+    """
+    The connections of one FTPS session, control and data, on one context.
+
+    @ivar certifiedKey: The certificate the session presents, from its start
+        to its end.
+    """
+
+    def __init__(self, certifiedKey: CertifiedKey):
+        self.certifiedKey = certifiedKey
+        self._context = sessionContext(certifiedKey)
+
+    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        return SSL.Connection(self._context, None)

@@ -1,0 +1,463 @@
+"""
+Tests for L{letsencrypt_resource.ftps}: the FTPS service on loopback,
+explicit and implicit, with Python's C{ftplib} as the client.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import io
+import os
+import socket
+import ssl
+
+import bcrypt
+from cryptography.hazmat.primitives.serialization import Encoding
+from twisted.logger import capturedLogs
+
+from letsencrypt_resource import events
+from tests.helpers import provisionalFor
+from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
+
+
+class _Sessions:
+    """
+    The tests that hold for explicit and implicit FTPS alike.
+    """
+
+    async def test_loginListDownload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        An account logs in to its own folder, lists it (without links) and
+        downloads a file, resuming the control session's TLS session.
+        """
+        self.startService()
+
+        def session() -> tuple[list[str], bytes, str]:
+            client = self.loggedIn()
+            names = client.nlst()
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return names, received.getvalue(), client.pwd()
+
+        names, data, pwd = await self.inThread(session)
+        self.assertEqual((names, data, pwd), (["own.txt"], CONTENT, "/"))
+
+    async def test_upload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        An upload is stored under its name once complete, and no temporary
+        file is left.
+        """
+        self.startService()
+
+        def session() -> list[str]:
+            client = self.loggedIn()
+            client.storbinary("STOR new.bin", io.BytesIO(CONTENT * 100))
+            return client.nlst()
+
+        names = await self.inThread(session)
+        folder = os.path.join(self.served, USER)
+        with open(os.path.join(folder, "new.bin"), "rb") as file:
+            self.assertEqual(file.read(), CONTENT * 100)
+        self.assertEqual(sorted(names), ["new.bin", "own.txt"])
+        self.assertEqual(
+            sorted(os.listdir(folder)),
+            ["inside-link", "new.bin", "outside-link", "own.txt", "secret-link"],
+        )
+
+    async def test_readOnly(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Without C{writable}, uploads, folders, renames and removals are
+        refused.
+        """
+        self.startService(writable=False)
+
+        def session() -> list[str]:
+            client = self.loggedIn()
+            refused = []
+            for attempt in (
+                lambda: client.storbinary("STOR x", io.BytesIO(b"x")),
+                lambda: client.mkd("folder"),
+                lambda: client.rename("own.txt", "moved.txt"),
+                lambda: client.delete("own.txt"),
+            ):
+                try:
+                    attempt()
+                except ftplib.error_perm as error:
+                    refused.append(str(error)[:3])
+            return refused
+
+        self.assertEqual(await self.inThread(session), ["550"] * 4)
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(self.served, USER)))[-2:], ["own.txt", "secret-link"]
+        )
+
+    async def test_anonymous(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        With C{anonymous}, anyone logs in as C{anonymous} to the served
+        folder, read-only, even when accounts may write.
+        """
+        self.startService(anonymous=True)
+
+        def session() -> tuple[list[str], str]:
+            client = self.loggedIn("anonymous", "guest@example.com")
+            names = client.nlst()
+            try:
+                client.storbinary("STOR x", io.BytesIO(b"x"))
+            except ftplib.error_perm as error:
+                return names, str(error)[:3]
+            return names, "stored"
+
+        self.assertEqual(await self.inThread(session), (["alice", "hello.txt"], "550"))
+
+    async def test_anonymousOff(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Without C{anonymous}, the anonymous user is an unknown account.
+        """
+        self.startService()
+
+        def session() -> None:
+            self.loggedIn("anonymous", "guest@example.com")
+
+        error = await self.assertFailure(self.inThread(session), ftplib.error_perm)
+        self.assertTrue(str(error).startswith("530"))
+
+    async def test_wrongPassword(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A wrong password, or an unknown account, gets 530 and event 20233.
+        """
+        self.startService()
+
+        def session(user: str, password: str) -> str:
+            try:
+                self.loggedIn(user, password)
+            except ftplib.error_perm as error:
+                return str(error)[:3]
+            return "logged in"
+
+        with capturedLogs() as logged:
+            self.assertEqual(await self.inThread(session, USER, PASSWORD + "x"), "530")
+            self.assertEqual(await self.inThread(session, "mallory", PASSWORD), "530")
+        self.assertEqual(
+            [e["user"] for e in logged if e.get("event_id") == events.FTPS_LOGIN_FAILED.id],
+            [USER, "mallory"],
+        )
+
+    async def test_newestCertificate(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Each new session takes the newest certificate; a session started
+        before a renewal goes on with its own, data connections included.
+        """
+        service = self.startService()
+        first = service.consumer.tls.certifiedKey
+        assert first is not None
+        before = await self.inThread(self.loggedIn)
+        renewed = provisionalFor(self.signer, (NAME,))
+        service.consumer.useCertificate(renewed)
+        after = await self.inThread(self.loggedIn)
+
+        def presented(client: ftplib.FTP_TLS) -> bytes:
+            return client.sock.getpeercert(binary_form=True)  # type: ignore[no-any-return]
+
+        def download(client: ftplib.FTP_TLS) -> bytes:
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return received.getvalue()
+
+        self.assertEqual(
+            (presented(before), presented(after)),
+            (
+                first.certificate.public_bytes(Encoding.DER),
+                renewed.certificate.public_bytes(Encoding.DER),
+            ),
+        )
+        self.assertEqual(await self.inThread(download, before), CONTENT)
+        self.assertEqual(await self.inThread(download, after), CONTENT)
+
+    async def test_noUserChange(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A logged-in session cannot log in again (each login would hold a
+        folder open): 530, and the session goes on as before.
+        """
+        self.startService(anonymous=True)
+
+        def session() -> tuple[str, str]:
+            client = self.loggedIn()
+            try:
+                client.sendcmd("USER anonymous")
+            except ftplib.error_perm as error:
+                return str(error)[:3], " ".join(client.nlst())
+            return "changed", ""
+
+        self.assertEqual(await self.inThread(session), ("530", "own.txt"))
+
+    async def test_noProtP(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Without PROT P, no data connection is opened: 521.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.client()
+            client.login(USER, PASSWORD)
+            try:
+                client.nlst()
+            except ftplib.error_perm as error:
+                return str(error)[:3]
+            return "listed"
+
+        self.assertEqual(await self.inThread(session), "521")
+
+    async def test_pathEscapes(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        No path leads out of the account's folder: not C{..}, not an
+        absolute path, not a link to a file or a folder (even inside),
+        not a hidden name.
+        """
+        self.startService(anonymous=True)
+
+        def session() -> list[str]:
+            client = self.loggedIn()
+            outcomes = []
+            for path in [
+                "../hello.txt",
+                "/../hello.txt",
+                "secret-link",
+                "outside-link/secret.txt",
+                "inside-link",
+                "../.hidden",
+                "/etc/passwd",
+                "own.txt/../../hello.txt",
+            ]:
+                try:
+                    client.retrbinary(f"RETR {path}", lambda data: None)
+                    outcomes.append(f"{path}: read")
+                except ftplib.error_perm as error:
+                    outcomes.append(f"{path}: {str(error)[:3]}")
+            for folder in ["..", "outside-link", "/.."]:
+                try:
+                    client.cwd(folder)
+                    outcomes.append(f"cwd {folder}: {client.pwd()}")
+                except ftplib.error_perm as error:
+                    outcomes.append(f"cwd {folder}: {str(error)[:3]}")
+            return outcomes
+
+        outcomes = await self.inThread(session)
+        self.assertEqual(
+            [outcome for outcome in outcomes if not outcome.endswith(("550", ": /"))], []
+        )
+
+    async def test_sessionReuseRequired(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A data connection that does not resume the control session's TLS
+        session is closed before any data goes through: 522 and event
+        20232.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn(resume=False)
+            try:
+                client.retrbinary("RETR own.txt", lambda data: None)
+            except (ftplib.error_temp, ftplib.error_perm) as error:
+                return str(error)[:3]
+            except (ssl.SSLError, OSError):
+                # The data connection was cut during its handshake; the
+                # reply tells why.
+                try:
+                    client.getresp()
+                except ftplib.error_perm as error:
+                    return str(error)[:3]
+            return "read"
+
+        with capturedLogs() as logged:
+            outcome = await self.inThread(session)
+        self.assertEqual(outcome, "522")
+        self.assertEqual(
+            len([e for e in logged if e.get("event_id") == events.FTPS_DATA_NOT_RESUMED.id]), 1
+        )
+
+    async def test_sessionReuseRelaxed(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        With C{require_session_reuse = no}, a data connection with a new
+        TLS session is served.
+        """
+        self.startService(requireSessionReuse=False)
+
+        def session() -> bytes:
+            client = self.loggedIn(resume=False)
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return received.getvalue()
+
+        self.assertEqual(await self.inThread(session), CONTENT)
+
+    async def test_truncatedUpload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        An upload whose data connection ends without a TLS close_notify is
+        not stored (426 and event 20234), and leaves no temporary file.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            conn = client.transfercmd("STOR cut.bin")
+            conn.sendall(CONTENT)
+            # Close the TCP connection under TLS, without close_notify.
+            socket.socket.shutdown(conn, socket.SHUT_RDWR)
+            conn.close()
+            try:
+                return client.voidresp()
+            except (ftplib.error_temp, ftplib.error_perm) as error:
+                return str(error)[:3]
+
+        with capturedLogs() as logged:
+            self.assertEqual(await self.inThread(session), "426")
+        self.assertEqual(
+            sorted(os.listdir(os.path.join(self.served, USER))),
+            ["inside-link", "outside-link", "own.txt", "secret-link"],
+        )
+        self.assertEqual(
+            len([e for e in logged if e.get("event_id") == events.FTPS_UPLOAD_FAILED.id]), 1
+        )
+
+    async def test_portStealing(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A data connection from another address than the control
+        connection's peer is closed at once (event 20231); the client's own
+        connection is then served.
+        """
+        self.startService()
+
+        def session() -> tuple[bytes, bytes]:
+            client = self.loggedIn()
+            host, port = ftplib.parse227(client.sendcmd("PASV"))
+            thief = socket.create_connection((host, port), 10, source_address=("127.0.0.2", 0))
+            thief.settimeout(10)
+            stolen = thief.recv(100)
+            thief.close()
+            conn = socket.create_connection((host, port), 10)
+            client.putcmd("RETR own.txt")
+            client.getresp()
+            data = client.context.wrap_socket(
+                conn, server_hostname=NAME, session=client.sock.session
+            )
+            received = b""
+            while chunk := data.recv(65536):
+                received += chunk
+            data.close()
+            client.voidresp()
+            return stolen, received
+
+        with capturedLogs() as logged:
+            stolen, received = await self.inThread(session)
+        self.assertEqual((stolen, received), (b"", CONTENT))
+        self.assertEqual(
+            [e["client"] for e in logged if e.get("event_id") == events.FTPS_DATA_WRONG_PEER.id],
+            ["127.0.0.2"],
+        )
+
+    async def test_commandTooLong(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A command line over 1024 bytes gets 500 and the connection is
+        closed.
+        """
+        self.startService()
+
+        def session() -> tuple[str, str]:
+            client = self.loggedIn()
+            client.putcmd("CWD " + "a" * 2000)
+            answer = client.getline()
+            return answer[:3], client.file.readline()
+
+        self.assertEqual(await self.inThread(session), ("500", ""))
+
+
+class ExplicitFTPSTests(_Sessions, FTPSServiceCase):
+    """
+    Explicit FTPS: AUTH TLS on a plain control connection.
+    """
+
+    async def test_nothingBeforeAuth(self) -> None:
+        """
+        USER, PASS and other commands sent before AUTH TLS get 530; FEAT
+        announces AUTH TLS.
+        """
+        self.startService(anonymous=True)
+
+        def session() -> tuple[list[str], str]:
+            client = ftplib.FTP()
+            client.connect("127.0.0.1", self.port, timeout=10)
+            refused = []
+            for command in ["USER anonymous", "PASS x", "PASV", "RETR hello.txt"]:
+                try:
+                    client.sendcmd(command)
+                except ftplib.error_perm as error:
+                    refused.append(str(error)[:3])
+            features = client.sendcmd("FEAT")
+            client.close()
+            return refused, features
+
+        refused, features = await self.inThread(session)
+        self.assertEqual(refused, ["530"] * 4)
+        self.assertIn("AUTH TLS", features)
+
+    async def test_noCommandInjection(self) -> None:
+        """
+        What a client sends in the clear behind AUTH TLS, in the same
+        packet, is dropped, never taken as sent over TLS.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.client()
+            client.sock.sendall(b"AUTH TLS\r\nUSER alice\r\n")
+            self.assertTrue(client.getline().startswith("234"))
+            client.sock = client.context.wrap_socket(client.sock, server_hostname=NAME)
+            client.file = client.sock.makefile("r", encoding=client.encoding)
+            client.putline("NOOP")
+            return client.getline()
+
+        self.assertEqual((await self.inThread(session))[:3], "200")
+
+    async def test_usersFileReread(self) -> None:
+        """
+        A reload reads the accounts again; a file that cannot be used then
+        leaves the accounts in use (event 20235).
+        """
+        service = self.startService()
+        hashed = bcrypt.hashpw(b"new password", bcrypt.gensalt(4))
+        with open(self.usersFile, "wb") as file:
+            file.write(USER.encode() + b":" + hashed + b"\n")
+        service.reopenFolder()
+        await self.inThread(self.loggedIn, USER, "new password")
+        with open(self.usersFile, "wb") as file:
+            file.write(b"mallory:plain\n")
+        with capturedLogs() as logged:
+            service.reopenFolder()
+        [kept] = [e for e in logged if e.get("event_id") == events.FTPS_USERS_KEPT.id]
+        self.assertEqual(
+            kept["details"], "line 1 is not 'name:hash' with a bcrypt hash (htpasswd -B)"
+        )
+        await self.inThread(self.loggedIn, USER, "new password")
+
+    async def test_usersFileLinkedIntoServed(self) -> None:
+        """
+        An accounts file that a link places inside the served folder stops
+        the service from listening (event 20157).
+        """
+        linked = os.path.join(self.served, "users-link")
+        os.rename(self.usersFile, linked)
+        os.symlink(linked, self.usersFile)
+        with capturedLogs() as logged:
+            service = self.startService()
+        [failed] = [e for e in logged if e.get("event_id") == 20157]
+        self.assertIn("it lies in the served folder", failed["details"])
+        self.assertIsNone(service._port)
+
+
+class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
+    """
+    Implicit FTPS: TLS from the first byte.
+    """
+
+    implicit = True

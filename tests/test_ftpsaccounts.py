@@ -1,0 +1,253 @@
+"""
+Tests for L{letsencrypt_resource.ftpsaccounts} and
+L{letsencrypt_resource.ftpsshell}: accounts, confinement and uploads, in
+memory and on a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import bcrypt
+from twisted.cred.checkers import ANONYMOUS
+from twisted.cred.credentials import UsernamePassword
+from twisted.cred.error import UnauthorizedLogin
+from twisted.protocols.ftp import FileNotFoundError, IFTPShell, PermissionDeniedError
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from letsencrypt_resource.folder import openFolder
+from letsencrypt_resource.ftpsaccounts import (
+    FolderRealm,
+    HtpasswdChecker,
+    UsersFileError,
+    readUsers,
+)
+from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX, ActionRefused, ConfinedShell
+from tests.helpers.ftpscase import CONTENT, USER, makeTree
+
+HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
+
+
+class _RunAtOnce:
+    """
+    A thread pool and reactor in one that run what they are given at once,
+    in the caller's thread.
+    """
+
+    def getThreadPool(self) -> _RunAtOnce:
+        return self
+
+    def callInThreadWithCallback(
+        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *args: Any
+    ) -> None:
+        onResult(True, f(*args))
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
+        f(*args)
+
+
+class UsersFileTests(SynchronousTestCase):
+    """
+    Tests for L{readUsers}.
+    """
+
+    def write(self, content: bytes) -> str:
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(content)
+        return path
+
+    def test_read(self) -> None:
+        """
+        Names and bcrypt hashes are read; comments and blank lines skipped.
+        """
+        path = self.write(b"# accounts\n\nalice:" + HASH + b"\n  bob:" + HASH + b"  \n")
+        self.assertEqual(readUsers(path), {"alice": HASH, "bob": HASH})
+
+    def test_refused(self) -> None:
+        """
+        A line without a bcrypt hash (MD5, SHA, crypt or plain), without a
+        name, or a name given twice is refused naming the line, never
+        repeating its text.
+        """
+        for content in [
+            b"alice:$apr1$salt$hash\n",
+            b"alice:{SHA}abc=\n",
+            b"alice:plaintext\n",
+            b":" + HASH + b"\n",
+            b"alice\n",
+            b"alice:" + HASH + b"\nalice:" + HASH + b"\n",
+        ]:
+            error = self.assertRaises(UsersFileError, readUsers, self.write(content))
+            self.assertRegex(str(error), "^line [12]")
+            self.assertNotIn(HASH.decode()[:10], str(error))
+
+
+class CheckerTests(SynchronousTestCase):
+    """
+    Tests for L{HtpasswdChecker}.
+    """
+
+    def check(self, user: str, password: str) -> Any:
+        checker = HtpasswdChecker({"alice": HASH}, _RunAtOnce())
+        return checker.requestAvatarId(UsernamePassword(user, password))
+
+    def test_rightPassword(self) -> None:
+        """
+        The right password gives the account's name.
+        """
+        self.assertEqual(self.successResultOf(self.check("alice", "secret")), "alice")
+
+    def test_refusals(self) -> None:
+        """
+        A wrong password, an unknown account (checked against a hash all
+        the same) and an empty password are refused.
+        """
+        for user, password in [("alice", "Secret"), ("mallory", "secret"), ("alice", "")]:
+            self.failureResultOf(self.check(user, password), UnauthorizedLogin)
+
+    def test_longPassword(self) -> None:
+        """
+        A password over 72 bytes is checked on its first 72, as htpasswd
+        hashed it, rather than raising.
+        """
+        long = "x" * 72
+        checker = HtpasswdChecker(
+            {"alice": bcrypt.hashpw(long.encode(), bcrypt.gensalt(4))}, _RunAtOnce()
+        )
+        result = checker.requestAvatarId(UsernamePassword("alice", long + "tail"))
+        self.assertEqual(self.successResultOf(result), "alice")
+
+
+class ConfinementTests(SynchronousTestCase):
+    """
+    Tests for L{FolderRealm} and L{ConfinedShell} on the tree of
+    L{makeTree}.
+    """
+
+    def setUp(self) -> None:
+        self.served = makeTree(os.path.abspath(self.mktemp()))
+        root = openFolder(self.served)
+        self.addCleanup(os.close, root)
+        self.realm = FolderRealm(lambda: os.dup(root), writable=True)
+
+    def shell(self, avatarId: Any = USER) -> ConfinedShell:
+        interface, shell, logout = self.realm.requestAvatar(avatarId, None, IFTPShell)
+        self.addCleanup(logout)
+        verifyObject(IFTPShell, shell)
+        return shell  # type: ignore[no-any-return]
+
+    def names(self, shell: ConfinedShell, path: list[str]) -> list[str]:
+        return [name for name, _ in self.successResultOf(shell.list(path))]
+
+    def test_ownFolder(self) -> None:
+        """
+        An account with a folder of its name is confined to it and lists
+        its files only, no links; an account without one gets the served
+        folder; anonymous gets the served folder read-only.
+        """
+        self.assertEqual(self.names(self.shell(), []), ["own.txt"])
+        self.assertEqual(self.names(self.shell("bob"), []), ["alice", "hello.txt"])
+        anonymous = self.shell(ANONYMOUS)
+        self.assertFalse(anonymous.writable)
+        self.assertEqual(self.names(anonymous, []), ["alice", "hello.txt"])
+
+    def test_linksNeverFollowed(self) -> None:
+        """
+        Links to files and folders, outside or inside, are neither opened,
+        entered, listed nor written through.
+        """
+        shell = self.shell()
+        for path in (["secret-link"], ["outside-link", "secret.txt"], ["inside-link"]):
+            self.failureResultOf(shell.openForReading(path), FileNotFoundError)
+        self.failureResultOf(shell.access(["outside-link"]), FileNotFoundError)
+        self.failureResultOf(shell.list(["outside-link"]), FileNotFoundError)
+        self.failureResultOf(shell.openForWriting(["outside-link", "x"]), FileNotFoundError)
+        self.failureResultOf(shell.makeDirectory(["outside-link", "x"]), FileNotFoundError)
+        self.assertEqual(
+            os.listdir(os.path.join(os.path.dirname(self.served), "outside")), ["secret.txt"]
+        )
+
+    def test_hidden(self) -> None:
+        """
+        Hidden names are refused, for reading and writing.
+        """
+        shell = self.shell("bob")
+        self.failureResultOf(shell.openForReading([".hidden"]), FileNotFoundError)
+        self.failureResultOf(shell.openForWriting([".profile"]), PermissionDeniedError)
+
+    def test_uploadStoredWhenClosed(self) -> None:
+        """
+        An upload is written to a hidden temporary name, and appears under
+        its name only when closed.
+        """
+        shell = self.shell()
+        upload: Any = self.successResultOf(shell.openForWriting(["new.txt"]))
+        consumer = self.successResultOf(upload.receive())
+        consumer.write(CONTENT)
+        folder = os.path.join(self.served, USER)
+        [temporary] = [n for n in os.listdir(folder) if n.startswith(UPLOAD_PREFIX)]
+        self.assertNotIn("new.txt", os.listdir(folder))
+        self.assertNotIn(temporary, self.names(shell, []))
+        self.successResultOf(upload.close())
+        with open(os.path.join(folder, "new.txt"), "rb") as file:
+            self.assertEqual(file.read(), CONTENT)
+        self.assertEqual([n for n in os.listdir(folder) if n.startswith(UPLOAD_PREFIX)], [])
+
+    def test_uploadAborted(self) -> None:
+        """
+        An aborted upload leaves no file, and the file it would have
+        replaced is untouched.
+        """
+        shell = self.shell()
+        upload: Any = self.successResultOf(shell.openForWriting(["own.txt"]))
+        self.successResultOf(upload.receive()).write(b"partial")
+        upload.abort()
+        upload.abort()
+        folder = os.path.join(self.served, USER)
+        with open(os.path.join(folder, "own.txt"), "rb") as file:
+            self.assertEqual(file.read(), CONTENT)
+        self.assertEqual([n for n in os.listdir(folder) if n.startswith(UPLOAD_PREFIX)], [])
+
+    def test_readOnly(self) -> None:
+        """
+        A read-only shell refuses every change.
+        """
+        shell = self.shell(ANONYMOUS)
+        self.failureResultOf(shell.openForWriting(["x"]), PermissionDeniedError)
+        self.failureResultOf(shell.makeDirectory(["x"]), PermissionDeniedError)
+        self.failureResultOf(shell.removeFile(["hello.txt"]), PermissionDeniedError)
+        self.failureResultOf(shell.rename(["hello.txt"], ["x"]), PermissionDeniedError)
+
+    def test_removeOnlyFiles(self) -> None:
+        """
+        DELE removes regular files, not links (nor what they point to).
+        """
+        shell = self.shell()
+        self.failureResultOf(shell.removeFile(["secret-link"]), FileNotFoundError)
+        self.successResultOf(shell.removeFile(["own.txt"]))
+        self.assertEqual(self.names(shell, []), [])
+
+    def test_otherErrors(self) -> None:
+        """
+        An operation that fails for another reason than Twisted's known
+        ones (moving a folder into itself, a name too long) is a 550 with
+        the system's words, not an internal error.
+        """
+        shell = self.shell()
+        self.successResultOf(shell.makeDirectory(["box"]))
+        moved = self.failureResultOf(shell.rename(["box"], ["box", "inside"]), ActionRefused)
+        self.assertEqual(
+            moved.value.response(), "550 Requested action not taken: box: Invalid argument"
+        )
+        self.failureResultOf(shell.makeDirectory(["n" * 300]), ActionRefused)
+
+    def test_folderGone(self) -> None:
+        """
+        Once the served folder is no longer served, logins are refused.
+        """
+        realm = FolderRealm(lambda: None, writable=False)
+        self.assertRaises(UnauthorizedLogin, realm.requestAvatar, USER, None, IFTPShell)
