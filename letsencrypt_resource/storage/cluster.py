@@ -11,7 +11,13 @@ L{Availability}), those are read from the cache; everything else,
 leases included, fails at once: nobody orders on a node cut off from the
 database.  When it is back, the watches that could not be set up are,
 and every key they cover is reported as changed, so that what other nodes
-stored meanwhile is taken.
+stored meanwhile is taken; so is every key reported but not read from
+the database since.
+
+The cache is never given a value older than one the node has seen: a
+write's copy is numbered when the database has taken the write, a read's
+when the read is sent, and a copy is made (one at a time) only while no
+larger number has claimed its key.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import events
 from ..coroutines import deferred
-from .availability import Availability
+from .availability import Availability, deadline
 from .interface import (
     ILease,
     IStorage,
@@ -95,6 +101,7 @@ class _Watch:
     callback: Callable[[str], object]
     stop: Callable[[], None] | None = None
     stopped: bool = False
+    settingUp: bool = False
 
 
 @implementer(IStorage)
@@ -134,12 +141,25 @@ class ClusterStorage:
         #: back (after the watches are set up again).
         self.backListeners: list[Callable[[float], object]] = []
         self._incoming: set[str] = set()
-        # Each call that reads or writes a cached key takes a ticket before
-        # it reaches the database; the cache keeps the value of the
-        # largest ticket copied, so that a slow read never puts back a
-        # value older than one a later call copied.
+        # Keys reported to a watch and not read from the database since:
+        # reported again when it is back after an outage, so that a change
+        # reported while the node read from its cache is taken.
+        self._unread: set[str] = set()
+        # A read takes a ticket when it is sent, a write when the database
+        # has taken it; a copy to the cache is made only while its ticket
+        # is the largest that claimed the key (checked again right before
+        # each cache write, copies made one at a time), so that neither a
+        # slow read nor a read that raced a write puts an older value back.
         self._tickets = itertools.count()
         self._copied: dict[str, int] = {}
+        self._copying = DeferredLock()
+        # Keys whose copy failed (event 20221 once each, until one works).
+        self._uncopied: set[str] = set()
+        self._clock = clock
+        # The earliest outage whose catch-up has not ended, and the
+        # catch-ups, one at a time.
+        self._lostSince: float | None = None
+        self._catchingUp = DeferredLock()
         self.availability = Availability(
             self._shared, clock, self.node, keyFile, self._back, onRefused
         )
@@ -155,7 +175,7 @@ class ClusterStorage:
         if refusal is not None:
             raise refusal
         try:
-            return await start()
+            return await deadline(Deferred.fromCoroutine(_awaited(start)), self._clock, key)
         except StorageUnavailable as error:
             self.availability.lost(error)
             raise
@@ -175,9 +195,8 @@ class ClusterStorage:
     async def _copy(self, ticket: int, values: dict[str, bytes | None]) -> None:
         """
         Bring the cache's copies of C{values} up to date, except those that
-        a later call (whose database query started after this one's, with
-        a larger C{ticket}) copied already; a failure is event 20221,
-        never the caller's.
+        a call with a larger C{ticket} claimed; a failure is event 20221
+        (once for each key until its copy works), never the caller's.
         """
         values = {
             key: value
@@ -188,12 +207,22 @@ class ClusterStorage:
             return
         for key in values:
             self._copied[key] = ticket
+        await self._copying.acquire()
         try:
-            copies = await self._cache.loadMany(list(values))
+            await self._copyClaimed(ticket, values)
+        finally:
+            self._copying.release()
+
+    async def _copyClaimed(self, ticket: int, values: dict[str, bytes | None]) -> None:
+        def claimed(key: str) -> bool:
+            return self._copied.get(key) == ticket
+
+        try:
+            copies = await self._cache.loadMany([key for key in values if claimed(key)])
         except StorageError:
             copies = {}
         for key, value in values.items():
-            if key in copies and copies[key] == value:
+            if not claimed(key) or (key in copies and copies[key] == value):
                 continue
             try:
                 if value is None:
@@ -201,9 +230,13 @@ class ClusterStorage:
                 else:
                     await self._cache.store(key, value)
             except StorageError as error:
-                events.CLUSTER_CACHE_WRITE_FAILED.emit(
-                    self._log, node_name=self.node, key=key, details=error.message
-                )
+                if key not in self._uncopied:
+                    self._uncopied.add(key)
+                    events.CLUSTER_CACHE_WRITE_FAILED.emit(
+                        self._log, node_name=self.node, key=key, details=error.message
+                    )
+            else:
+                self._uncopied.discard(key)
 
     @deferred
     async def load(self, key: str) -> bytes | None:
@@ -220,20 +253,19 @@ class ClusterStorage:
             if not keys or not all(cached(key) for key in keys):
                 raise
             return await self._cache.loadMany(keys)
+        self._unread.difference_update(found)
         await self._copy(ticket, found)
         return found
 
     @deferred
     async def store(self, key: str, value: bytes, fence: ILease | None = None) -> None:
-        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.store(key, value, _inner(fence)))
-        await self._copy(ticket, {key: bytes(value)})
+        await self._copy(next(self._tickets), {key: bytes(value)})
 
     @deferred
     async def delete(self, key: str, fence: ILease | None = None) -> None:
-        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.delete(key, _inner(fence)))
-        await self._copy(ticket, {key: None})
+        await self._copy(next(self._tickets), {key: None})
 
     @deferred
     async def list(self, prefix: str) -> list[str]:
@@ -268,15 +300,28 @@ class ClusterStorage:
         def changed(key: str) -> None:
             if key.startswith(_CERTIFICATES):
                 self._incoming.add(key)
+            self._unread.add(key)
             callback(key)
 
         watch = _Watch(prefix, changed)
         self._watches.append(watch)
         try:
-            await self._call(prefix, lambda: self._setUp(watch))
+            await self._setUpOnce(watch)
         except StorageUnavailable:
             pass  # set up when the database is back: see _back
         return lambda: self._stopWatch(watch)
+
+    async def _setUpOnce(self, watch: _Watch) -> None:
+        """
+        Set C{watch} up, unless it is, or being set up, or stopped.
+        """
+        if watch.stop is not None or watch.settingUp or watch.stopped:
+            return
+        watch.settingUp = True
+        try:
+            await self._call(watch.prefix, lambda: self._setUp(watch))
+        finally:
+            watch.settingUp = False
 
     async def _setUp(self, watch: _Watch) -> None:
         stop = await self._shared.watch(watch.prefix, watch.callback)
@@ -295,23 +340,37 @@ class ClusterStorage:
     def _back(self, lostSince: float) -> Deferred[None]:
         """
         The database is back: set up the watches that could not be, and
-        report every key they cover as changed; then tell the
-        L{backListeners}.
+        report every key they cover as changed, and every key reported and
+        not read from the database since; then tell the L{backListeners}
+        when the earliest outage not caught up with began.  One catch-up
+        runs at a time.
         """
-        return Deferred.fromCoroutine(self._catchUp(lostSince)).addErrback(
+        if self._lostSince is None or lostSince < self._lostSince:
+            self._lostSince = lostSince
+
+        d = self._catchingUp.run(lambda: Deferred.fromCoroutine(self._catchUp()))
+        return d.addErrback(
             lambda failure: self._log.failure("Catching up with the cluster", failure)
         )
 
-    async def _catchUp(self, lostSince: float) -> None:
-        for watch in [w for w in self._watches if w.stop is None]:
+    async def _catchUp(self) -> None:
+        fresh = [w for w in self._watches if w.stop is None and not w.settingUp]
+        for watch in fresh:
             try:
-                await self._call(watch.prefix, lambda: self._setUp(watch))  # noqa: B023
+                await self._setUpOnce(watch)
                 keys = await self.list(watch.prefix)
             except StorageUnavailable:
                 return  # lost again: the next return tries again
             for key in keys:
                 if not watch.stopped:
                     watch.callback(key)
+        for key in sorted(self._unread):
+            for watch in [w for w in self._watches if w not in fresh]:
+                if watch.stop is not None and key.startswith(watch.prefix):
+                    watch.callback(key)
+        if self._lostSince is None:
+            return
+        lostSince, self._lostSince = self._lostSince, None
         for listener in list(self.backListeners):
             listener(lostSince)
 
@@ -334,3 +393,7 @@ def _inner(fence: ILease | None) -> ILease | None:
     The database's lease behind C{fence}.
     """
     return fence.inner if isinstance(fence, ClusterLease) else fence
+
+
+async def _awaited(start: Callable[[], Awaitable[T]]) -> T:
+    return await start()
