@@ -35,9 +35,11 @@ PROBE_INTERVAL = 5.0
 #: Seconds a node may hold the lease C{cluster-key-check} (named as the
 #: record) while it stores the record, which only the holder may create.
 KEY_CHECK_LEASE = 30.0
-#: Seconds between two attempts to take that lease while another node
-#: holds it.
-KEY_CHECK_RETRY = 1.0
+#: Seconds before the first new attempt to take that lease while another
+#: node holds it (normally for a few milliseconds), doubled at each attempt
+#: up to L{KEY_CHECK_RETRY_MAX}.
+KEY_CHECK_RETRY = 0.1
+KEY_CHECK_RETRY_MAX = 2.0
 #: Seconds a node waits for any answer of the database before it takes it
 #: as lost: the last bound, beyond the database's own time limits (see
 #: L{postgres <letsencrypt_resource.storage.postgres>}), for a call stuck
@@ -167,10 +169,12 @@ class Availability:
         files, one stores it, and the others read it and are refused.
         """
         value = await self._ask(self._shared.load(KEY_CHECK))
+        retry = KEY_CHECK_RETRY
         while value is None and not self._closed:
             lease = await self._ask(self._shared.lease(KEY_CHECK, KEY_CHECK_LEASE))
             if lease is None:
-                await deferLater(self._clock, KEY_CHECK_RETRY, lambda: None)
+                await deferLater(self._clock, retry, lambda: None)
+                retry = min(retry * 2, KEY_CHECK_RETRY_MAX)
                 continue
             try:
                 value = await self._ask(self._shared.load(KEY_CHECK))

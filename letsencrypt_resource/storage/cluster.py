@@ -6,7 +6,8 @@ Every value goes to the database sealed (L{SealedStorage}).  The
 certificates, their renewal state and the provisional signer are also
 copied to the state directory as they are stored or read, so that a node
 that starts while the database cannot be reached reads them there and
-serves (L{CACHED}).  While the database cannot be reached (see
+serves (L{CACHED <letsencrypt_resource.storage.cachecopy.CACHED>}).
+While the database cannot be reached (see
 L{Availability}), those are read from the cache; everything else,
 leases included, fails at once: nobody orders on a node cut off from the
 database.  When it is back, the watches that could not be set up are,
@@ -14,15 +15,12 @@ and every key they cover is reported as changed, so that what other nodes
 stored meanwhile is taken; so is every key reported but not read from
 the database since.
 
-The cache is never given a value older than one the node has seen: a
-write's copy is numbered when the database has taken the write, a read's
-when the read is sent, and a copy is made (one at a time) only while no
-larger number has claimed its key.
+The cache is never given a value older than one the node has seen (see
+L{CacheCopies}).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
@@ -35,6 +33,7 @@ from zope.interface import implementer
 from .. import events
 from ..coroutines import deferred
 from .availability import Availability, deadline
+from .cachecopy import CacheCopies, cached
 from .interface import (
     ILease,
     IStorage,
@@ -42,25 +41,13 @@ from .interface import (
     StorageUnavailable,
     checkPrefix,
 )
-from .records import SIGNER_KEY
 from .sealed import SealedStorage
 from .sealing import Sealer
 
 T = TypeVar("T")
 
-#: What the state directory keeps a copy of: keys equal to, or starting
-#: with, one of these.
-CACHED = ("certificates/", "renewal/", SIGNER_KEY)
 #: The keys whose change from another node is a certificate received.
 _CERTIFICATES = "certificates/"
-
-
-def cached(key: str) -> bool:
-    """
-    Whether the state directory keeps a copy of C{key} (or of the keys
-    starting with the prefix C{key}).
-    """
-    return key == SIGNER_KEY or key.startswith(CACHED[:2])
 
 
 @implementer(ILease)
@@ -145,16 +132,7 @@ class ClusterStorage:
         # reported again when it is back after an outage, so that a change
         # reported while the node read from its cache is taken.
         self._unread: set[str] = set()
-        # A read takes a ticket when it is sent, a write when the database
-        # has taken it; a copy to the cache is made only while its ticket
-        # is the largest that claimed the key (checked again right before
-        # each cache write, copies made one at a time), so that neither a
-        # slow read nor a read that raced a write puts an older value back.
-        self._tickets = itertools.count()
-        self._copied: dict[str, int] = {}
-        self._copying = DeferredLock()
-        # Keys whose copy failed (event 20221 once each, until one works).
-        self._uncopied: set[str] = set()
+        self._copies = CacheCopies(cache, self.node)
         self._clock = clock
         # The earliest outage whose catch-up has not ended, and the
         # catch-ups, one at a time.
@@ -192,52 +170,6 @@ class ClusterStorage:
                     self._log, node_name=self.node, key=key, stored_by=node
                 )
 
-    async def _copy(self, ticket: int, values: dict[str, bytes | None]) -> None:
-        """
-        Bring the cache's copies of C{values} up to date, except those that
-        a call with a larger C{ticket} claimed; a failure is event 20221
-        (once for each key until its copy works), never the caller's.
-        """
-        values = {
-            key: value
-            for key, value in values.items()
-            if cached(key) and self._copied.get(key, -1) < ticket
-        }
-        if not values:
-            return
-        for key in values:
-            self._copied[key] = ticket
-        await self._copying.acquire()
-        try:
-            await self._copyClaimed(ticket, values)
-        finally:
-            self._copying.release()
-
-    async def _copyClaimed(self, ticket: int, values: dict[str, bytes | None]) -> None:
-        def claimed(key: str) -> bool:
-            return self._copied.get(key) == ticket
-
-        try:
-            copies = await self._cache.loadMany([key for key in values if claimed(key)])
-        except StorageError:
-            copies = {}
-        for key, value in values.items():
-            if not claimed(key) or (key in copies and copies[key] == value):
-                continue
-            try:
-                if value is None:
-                    await self._cache.delete(key)
-                else:
-                    await self._cache.store(key, value)
-            except StorageError as error:
-                if key not in self._uncopied:
-                    self._uncopied.add(key)
-                    events.CLUSTER_CACHE_WRITE_FAILED.emit(
-                        self._log, node_name=self.node, key=key, details=error.message
-                    )
-            else:
-                self._uncopied.discard(key)
-
     @deferred
     async def load(self, key: str) -> bytes | None:
         found = await self.loadMany([key])
@@ -246,7 +178,7 @@ class ClusterStorage:
     @deferred
     async def loadMany(self, keys: Collection[str]) -> dict[str, bytes | None]:
         keys = list(keys)
-        ticket = next(self._tickets)
+        ticket = self._copies.reading()
         try:
             found = await self._call(", ".join(keys[:1]), lambda: self._shared.loadMany(keys))
         except StorageUnavailable:
@@ -254,18 +186,18 @@ class ClusterStorage:
                 raise
             return await self._cache.loadMany(keys)
         self._unread.difference_update(found)
-        await self._copy(ticket, found)
+        await self._copies.read(ticket, found)
         return found
 
     @deferred
     async def store(self, key: str, value: bytes, fence: ILease | None = None) -> None:
         await self._call(key, lambda: self._shared.store(key, value, _inner(fence)))
-        await self._copy(next(self._tickets), {key: bytes(value)})
+        await self._copies.written(key, bytes(value))
 
     @deferred
     async def delete(self, key: str, fence: ILease | None = None) -> None:
         await self._call(key, lambda: self._shared.delete(key, _inner(fence)))
-        await self._copy(next(self._tickets), {key: None})
+        await self._copies.written(key, None)
 
     @deferred
     async def list(self, prefix: str) -> list[str]:
