@@ -6,8 +6,10 @@ sealing of values with the key made from it.
 
 from __future__ import annotations
 
+import base64
 import io
 import os
+import threading
 from unittest import mock
 
 from twisted.internet.defer import Deferred
@@ -163,13 +165,14 @@ class KeyFileTests(SynchronousTestCase):
     open to others, or not a file.
     """
 
-    def keyFile(self, data: bytes = b"k" * 32, mode: int = 0o600) -> str:
+    def keyFile(self, data: bytes | None = None, mode: int = 0o600) -> str:
         """
-        A key file holding C{data}, with C{mode}.
+        A key file holding C{data} (32 random bytes by default), with
+        C{mode}.
         """
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as stream:
-            stream.write(data)
+            stream.write(os.urandom(32) if data is None else data)
         os.chmod(path, mode)
         return path
 
@@ -219,6 +222,50 @@ class KeyFileTests(SynchronousTestCase):
         )
         missing = self.assertRaises(KeyFileError, readKeyFile, folder + "/none")
         self.assertIn("cannot be read", str(missing))
+
+    def test_fifo(self) -> None:
+        """
+        A FIFO planted at the key file's path, with no writer, is refused
+        at once instead of waited on for ever.
+        """
+        path = os.path.abspath(self.mktemp())
+        os.mkfifo(path, 0o600)
+        found: list[str] = []
+        reader = threading.Thread(
+            target=lambda: found.append(str(self.assertRaises(KeyFileError, readKeyFile, path))),
+            daemon=True,
+        )
+        reader.start()
+        reader.join(10)
+        if reader.is_alive():
+            # Free the reader: a writer that opens, then closes, ends its wait.
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            reader.join()
+            self.fail("readKeyFile waited on a FIFO")
+        [message] = found
+        self.assertIn("not a regular file", message)
+
+    def test_notRandom(self) -> None:
+        """
+        A file of one byte repeated, of a short pattern, or a passphrase
+        (text shorter than base64 of 32 bytes) is refused, saying how to
+        make a good one; the base64 or hex of 32 random bytes, and random
+        bytes, pass.
+        """
+        for data in (
+            b"\0" * 32,
+            b"k" * 64,
+            b"0123456789" * 4,
+            b"correct horse battery staple 42\n",
+        ):
+            error = self.assertRaises(KeyFileError, readKeyFile, self.keyFile(data))
+            self.assertIn("head -c 32 /dev/urandom", str(error))
+        for data in (
+            base64.b64encode(os.urandom(32)) + b"\n",
+            os.urandom(32).hex().encode(),
+            os.urandom(32),
+        ):
+            self.assertEqual(readKeyFile(self.keyFile(data)), data)
 
     def test_checkCluster(self) -> None:
         """
@@ -299,11 +346,13 @@ class SealerTests(SynchronousTestCase):
         The sealer of a key file is that of the key derived from its bytes.
         """
         path = self.mktemp()
+        material = os.urandom(32)
         with open(path, "wb") as stream:
-            stream.write(b"k" * 32)
+            stream.write(material)
         os.chmod(path, 0o600)
         made = Sealer.fromKeyFile(path, "node-1")
-        self.assertEqual(made.unseal("k", self.sealer.seal("k", b"v")), ("node-1", b"v"))
+        sealer = Sealer(deriveKey(material), "node-2")
+        self.assertEqual(made.unseal("k", sealer.seal("k", b"v")), ("node-2", b"v"))
 
 
 class CommandKeyFileTests(SynchronousTestCase):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import succeed
+from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -19,7 +19,9 @@ from letsencrypt_resource.clusterresume import resume, resumeWhenBack
 from letsencrypt_resource.keys import keyToPEM
 from letsencrypt_resource.nodestorage import stopReactor
 from letsencrypt_resource.storage.availability import (
+    CALL_DEADLINE,
     KEY_CHECK,
+    KEY_CHECK_TEXT,
     LOST,
     PROBE_INTERVAL,
     REFUSED,
@@ -475,3 +477,291 @@ class ResumeTests(ClusterStorageCase):
         switch.down = False
         self.clock.advance(PROBE_INTERVAL)
         self.assertEqual(resource.checked, [[failed]])
+
+
+class KeyCheckRaceTests(ClusterStorageCase):
+    """
+    Nodes with different key files that start together: the record is
+    created only where none is, so one of them is refused.
+    """
+
+    def race(self, order: str) -> tuple[str, str]:
+        """
+        Start node-1 and node-2 (other key files) together, their calls to
+        the database made in C{order}: C{"1"} or C{"2"} makes that node's
+        next call held, C{"*"} makes every call held, node-1's first.
+
+        @return: The nodes' states.
+        """
+        first, firstSwitch, _ = self.node("node-1")
+        second, secondSwitch, _ = self.node("node-2", material=b"j" * 32)
+        firstSwitch.gated = secondSwitch.gated = True
+        first.load(CERTIFICATE)
+        second.load(CERTIFICATE)
+        for step in order:
+            if step == "1":
+                firstSwitch.release()
+            elif step == "2":
+                secondSwitch.release()
+            else:
+                firstSwitch.drain()
+                secondSwitch.drain()
+            self.clock.advance(1)
+        return first.availability.state, second.availability.state
+
+    def test_bothReadNothingFirst(self) -> None:
+        """
+        Both nodes find no record, then the first stores and reads its own
+        before the second goes on: the second is refused, not accepted
+        with its own record over the first's.
+        """
+        self.assertEqual(self.race("12*"), (UP, REFUSED))
+        self.assertEqual(self.refused, ["node-2"])
+
+    def test_interleaved(self) -> None:
+        """
+        Calls taken in turns, the second node's lease attempt made while
+        the first holds it: the second waits, reads the first's record,
+        and is refused.
+        """
+        self.assertEqual(self.race("1212121212*"), (UP, REFUSED))
+        self.assertEqual(len(self.eventsOf(20220)), 1)
+
+
+class LaterMismatchTests(ClusterStorageCase):
+    """
+    A key check record that no longer opens, found after the start, keeps
+    the node serving from its cache.
+    """
+
+    def test_keepsServing(self) -> None:
+        """
+        A probe that finds the record sealed with another key is one
+        critical event 20220, however many probes find it; the node is not
+        stopped, stays lost and reads its cache, and is back once the
+        record opens again.
+        """
+        storage, switch, cache = self.node()
+        self.result(storage.store(CERTIFICATE, b"cached"))
+        own = self.database.values[KEY_CHECK]
+        foreign = Sealer(deriveKey(b"j" * 32), "intruder").seal(KEY_CHECK, KEY_CHECK_TEXT)
+        self.database.values[KEY_CHECK] = foreign
+        switch.down = True
+        self.failureResultOf(storage.lease("orders/example.com", 60), StorageUnavailable)
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL * 3)
+        self.assertEqual(self.refused, [])
+        self.assertEqual(storage.availability.state, LOST)
+        self.assertEqual(len(self.eventsOf(20220)), 1)
+        self.assertEqual(self.result(storage.load(CERTIFICATE)), b"cached")
+        self.failureResultOf(storage.store(CERTIFICATE, b"x"), StorageUnavailable)
+        self.database.values[KEY_CHECK] = own
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(storage.availability.state, UP)
+        self.assertEqual(len(self.eventsOf(20216)), 1)
+
+
+class CheckFailureTests(ClusterStorageCase):
+    """
+    A key check that fails with an error no store should raise.
+    """
+
+    def test_unexpectedError(self) -> None:
+        """
+        The call waiting for it fails as if the database were lost, without
+        reaching the database; the node probes again, and once the check
+        passes, later calls go through (none waits for ever).
+        """
+        storage, switch, _ = self.node()
+        database = switch.load
+        switch.load = lambda key: fail(RuntimeError("a bug"))  # type: ignore[method-assign]
+        calls = switch.calls
+        self.failureResultOf(storage.load("accounts/a.json"), StorageUnavailable)
+        self.assertEqual(switch.calls, calls)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(storage.availability.state, LOST)
+        switch.load = database  # type: ignore[method-assign]
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(storage.availability.state, UP)
+        self.assertIsNone(self.result(storage.load("accounts/a.json")))
+
+
+class CacheOrderTests(ClusterStorageCase):
+    """
+    The cache is never left older than what the node read or wrote last.
+    """
+
+    def test_readRacingWrite(self) -> None:
+        """
+        A read sent after a write but answered from before its commit (two
+        connections) does not put the older value back: the write, taken
+        by the database after the read was sent, wins.
+        """
+        storage, switch, cache = self.node()
+        self.result(storage.store(CERTIFICATE, b"old"))
+        switch.gated = True
+        writing = storage.store(CERTIFICATE, b"new")
+        reading = storage.load(CERTIFICATE)
+        switch.waiting.pop(1)()  # the read runs first
+        switch.waiting.pop(0)()  # then the write commits
+        self.assertEqual(self.result(reading), b"old")
+        self.result(writing)
+        self.assertEqual(cache.values[CERTIFICATE], b"new")
+
+    def test_copiesInOrder(self) -> None:
+        """
+        A read of many keys whose copies wait for the cache does not write
+        one of them after a later write's copy of it.
+        """
+        other, _, _ = self.node("node-2")
+        self.result(other.store(CERTIFICATE, b"a"))
+        self.result(other.store("certificates/b.pem", b"b-old"))
+        memory = SharedMemory(self.clock)
+        cache = SwitchedStorage(MemoryStorage(memory))
+        cache.gated = True
+        storage = ClusterStorage(
+            MemoryStorage(self.database),
+            cache,
+            Sealer(deriveKey(b"k" * 32), "node-1"),
+            self.clock,
+            KEY_FILE,
+        )
+        reading = storage.loadMany([CERTIFICATE, "certificates/b.pem"])
+        writing = storage.store("certificates/b.pem", b"b-new")
+        cache.drain()
+        self.result(reading)
+        self.result(writing)
+        self.assertEqual(memory.values["certificates/b.pem"], b"b-new")
+        self.assertEqual(memory.values[CERTIFICATE], b"a")
+
+    def test_failureReportedOncePerKey(self) -> None:
+        """
+        A cache that cannot be written is event 20221 once for each key,
+        however often the key is copied, until a copy of it works.
+        """
+        memory = SharedMemory(self.clock)
+        cache = SwitchedStorage(MemoryStorage(memory), down=True)
+        storage = ClusterStorage(
+            MemoryStorage(self.database),
+            cache,
+            Sealer(deriveKey(b"k" * 32), "node-1"),
+            self.clock,
+            KEY_FILE,
+        )
+        for value in (b"one", b"two", b"three"):
+            self.result(storage.store(CERTIFICATE, value))
+            self.result(storage.load(CERTIFICATE))
+        self.result(storage.store("renewal/example.com.json", b"{}"))
+        self.assertEqual(
+            [e["key"] for e in self.eventsOf(20221)], [CERTIFICATE, "renewal/example.com.json"]
+        )
+        cache.down = False
+        self.result(storage.store(CERTIFICATE, b"four"))
+        cache.down = True
+        self.result(storage.store(CERTIFICATE, b"five"))
+        self.assertEqual(len(self.eventsOf(20221)), 3)
+
+
+class DeadlineTests(ClusterStorageCase):
+    """
+    A database call that never answers.
+    """
+
+    def test_lostAfterDeadline(self) -> None:
+        """
+        It fails with L{StorageUnavailable} after L{CALL_DEADLINE} seconds,
+        the node is lost (event 20215), and a cached key is read from the
+        cache at once.
+        """
+        storage, switch, cache = self.node()
+        self.result(storage.store(CERTIFICATE, b"cached"))
+        switch.gated = True
+        hung = storage.load("accounts/a.json")
+        self.clock.advance(CALL_DEADLINE - 1)
+        self.assertNoResult(hung)
+        self.clock.advance(1)
+        error = self.failureResultOf(hung, StorageUnavailable).value
+        self.assertIn("no answer", str(error))
+        self.assertEqual(storage.availability.state, LOST)
+        self.assertEqual(len(self.eventsOf(20215)), 1)
+        self.assertEqual(self.result(storage.load(CERTIFICATE)), b"cached")
+
+
+class CatchUpTests(ClusterStorageCase):
+    """
+    What a node takes when the database is back.
+    """
+
+    def test_reportedWhileLost(self) -> None:
+        """
+        A change reported while the node was lost (its listener back
+        before its probe), read then from the cache, is reported again
+        once the database is back, and read from it.
+        """
+        other, _, _ = self.node("node-2")
+        storage, switch, _ = self.node()
+        seen: list[str] = []
+        self.result(storage.watch("certificates/", seen.append))
+        self.result(other.store(CERTIFICATE, b"one"))
+        self.assertEqual(self.result(storage.load(CERTIFICATE)), b"one")
+        switch.down = True
+        self.failureResultOf(storage.lease("orders/example.com", 60), StorageUnavailable)
+        self.result(other.store(CERTIFICATE, b"two"))
+        self.assertEqual(self.result(storage.load(CERTIFICATE)), b"one")
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(seen, [CERTIFICATE, CERTIFICATE, CERTIFICATE])
+        self.assertEqual(self.result(storage.load(CERTIFICATE)), b"two")
+        self.clock.advance(PROBE_INTERVAL)
+        switch.down = True
+        self.failureResultOf(storage.lease("orders/example.com", 60), StorageUnavailable)
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(len(seen), 3)
+
+    def test_watchSetUpOnce(self) -> None:
+        """
+        A watch whose set-up is still under way when the database comes
+        back is not set up a second time: each change is reported once.
+        """
+        other, _, _ = self.node("node-2")
+        storage, switch, _ = self.node()
+        self.result(storage.load(CERTIFICATE))
+        seen: list[str] = []
+        switch.gated = True
+        watching = storage.watch("certificates/", seen.append)
+        [setUp] = switch.waiting
+        switch.waiting.clear()
+        switch.gated = False
+        switch.down = True
+        self.failureResultOf(storage.lease("orders/example.com", 60), StorageUnavailable)
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL)
+        setUp()
+        self.result(watching)
+        self.result(other.store(CERTIFICATE, b"one"))
+        self.assertEqual(seen, [CERTIFICATE])
+
+    def test_secondOutageDuringCatchUp(self) -> None:
+        """
+        When the database is lost again while a node catches up, the sets
+        are resumed, once it is back, from the start of the first outage.
+        """
+        other, _, _ = self.node("node-2")
+        self.result(other.load(CERTIFICATE))
+        storage, switch, _ = self.node(down=True)
+        self.result(storage.watch("certificates/", lambda key: None))
+        backs: list[float] = []
+        storage.backListeners.append(backs.append)
+        switch.down = False
+        switch.gated = True
+        self.clock.advance(PROBE_INTERVAL)
+        switch.release()  # the probe: back
+        switch.gated = False
+        switch.down = True
+        switch.release()  # the watch's set-up fails: lost again
+        self.assertEqual(backs, [])
+        self.assertEqual(storage.availability.state, LOST)
+        switch.down = False
+        self.clock.advance(PROBE_INTERVAL)
+        self.assertEqual(backs, [0.0])

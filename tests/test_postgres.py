@@ -6,6 +6,8 @@ against a real PostgreSQL, then what the database store adds.
 from __future__ import annotations
 
 import threading
+import time
+from functools import partial
 
 from docutils import nodes
 from psycopg.conninfo import conninfo_to_dict
@@ -13,10 +15,13 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
 from letsencrypt_resource.storage import pglisten, postgres
+from letsencrypt_resource.storage.availability import REFUSED, UP, Availability
 from letsencrypt_resource.storage.interface import StaleFence, StorageError, StorageUnavailable
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
 from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
+from letsencrypt_resource.storage.sealed import SealedStorage
+from letsencrypt_resource.storage.sealing import Sealer, deriveKey
 
 from .helpers.docpages import readPage
 from .helpers.postgres import PostgresCase
@@ -296,3 +301,85 @@ class PostgresStorageTests(PostgresCase):
             .fetchone()
         )
         self.assertEqual(rows, (1,))
+
+
+class TimeLimitTests(PostgresCase):
+    """
+    A call that the database cannot answer soon fails, as unavailable,
+    within a bound.
+    """
+
+    async def test_tableLocked(self) -> None:
+        """
+        A read behind a table lock that another session holds fails with
+        L{StorageUnavailable} once L{postgres.LOCK_TIMEOUT} has passed,
+        not when the lock is let go; the storage works again after.
+        """
+        storage = PostgresStorage(self.conninfo, reactor)
+        self.addCleanup(storage.close)
+        await storage.store("certificates/a.pem", b"v")
+        locker = self.admin()
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE letsencrypt_values IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        error = await self.assertFailure(storage.load("certificates/a.pem"), StorageUnavailable)
+        waited = time.monotonic() - started
+        locker.execute("ROLLBACK")
+        self.assertIn("lock", str(error))
+        self.assertGreaterEqual(waited, postgres.LOCK_TIMEOUT - 0.5)
+        self.assertLess(waited, postgres.LOCK_TIMEOUT + 5)
+        self.assertEqual(await storage.load("certificates/a.pem"), b"v")
+
+    async def test_sessionLimits(self) -> None:
+        """
+        Every pool connection runs with the statement and lock time limits,
+        and the connection string gets a bound on unacknowledged data.
+        """
+        storage = PostgresStorage(self.conninfo, reactor)
+        self.addCleanup(storage.close)
+        limits = await storage._run(
+            "limits",
+            lambda c: c.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+            ).fetchone(),
+        )
+        self.assertEqual(limits, ("15s", "5s"))
+        self.assertEqual(conninfo_to_dict(withDefaults("dbname=x"))["tcp_user_timeout"], "30000")
+
+
+class KeyCheckRaceTests(PostgresCase):
+    """
+    Nodes with different key files that start together on a real database.
+    """
+
+    async def test_oneRefused(self) -> None:
+        """
+        Of two nodes of other processes, with other key files, started at
+        the same time on an empty database, exactly one passes the key
+        check and the other is refused, each of several times.
+        """
+        for attempt in range(4):
+            schema = self.server.newSchema() if attempt else self.schema
+            refused: list[str] = []
+            nodes = []
+            for name, material in (("a", b"a" * 32), ("b", b"b" * 32)):
+                database = PostgresStorage(
+                    self.server.conninfo(schema, application_name=f"node-{name}"), reactor
+                )
+                self.addCleanup(database.close)
+                sealed = SealedStorage(database, Sealer(deriveKey(material), name))
+                nodes.append(
+                    Availability(
+                        sealed,
+                        reactor,
+                        name,
+                        f"/{name}.key",
+                        print,
+                        partial(refused.append, name),
+                    )
+                )
+            await gatherResults([node.ready() for node in nodes])
+            self.assertEqual(sorted(node.state for node in nodes), [REFUSED, UP])
+            self.assertEqual(len(refused), 1)
+            for node in nodes:
+                node.close()

@@ -6,29 +6,34 @@ Every value goes to the database sealed (L{SealedStorage}).  The
 certificates, their renewal state and the provisional signer are also
 copied to the state directory as they are stored or read, so that a node
 that starts while the database cannot be reached reads them there and
-serves (L{CACHED}).  While the database cannot be reached (see
+serves (L{CACHED <letsencrypt_resource.storage.cachecopy.CACHED>}).
+While the database cannot be reached (see
 L{Availability}), those are read from the cache; everything else,
 leases included, fails at once: nobody orders on a node cut off from the
 database.  When it is back, the watches that could not be set up are,
 and every key they cover is reported as changed, so that what other nodes
-stored meanwhile is taken.
+stored meanwhile is taken; so is every key reported but not read from
+the database since.
+
+The cache is never given a value older than one the node has seen (see
+L{CacheCopies}).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import events
 from ..coroutines import deferred
-from .availability import Availability
+from .availability import Availability, deadline
+from .cachecopy import CacheCopies, cached
 from .interface import (
     ILease,
     IStorage,
@@ -36,25 +41,13 @@ from .interface import (
     StorageUnavailable,
     checkPrefix,
 )
-from .records import SIGNER_KEY
 from .sealed import SealedStorage
 from .sealing import Sealer
 
 T = TypeVar("T")
 
-#: What the state directory keeps a copy of: keys equal to, or starting
-#: with, one of these.
-CACHED = ("certificates/", "renewal/", SIGNER_KEY)
 #: The keys whose change from another node is a certificate received.
 _CERTIFICATES = "certificates/"
-
-
-def cached(key: str) -> bool:
-    """
-    Whether the state directory keeps a copy of C{key} (or of the keys
-    starting with the prefix C{key}).
-    """
-    return key == SIGNER_KEY or key.startswith(CACHED[:2])
 
 
 @implementer(ILease)
@@ -95,6 +88,7 @@ class _Watch:
     callback: Callable[[str], object]
     stop: Callable[[], None] | None = None
     stopped: bool = False
+    settingUp: bool = False
 
 
 @implementer(IStorage)
@@ -134,12 +128,16 @@ class ClusterStorage:
         #: back (after the watches are set up again).
         self.backListeners: list[Callable[[float], object]] = []
         self._incoming: set[str] = set()
-        # Each call that reads or writes a cached key takes a ticket before
-        # it reaches the database; the cache keeps the value of the
-        # largest ticket copied, so that a slow read never puts back a
-        # value older than one a later call copied.
-        self._tickets = itertools.count()
-        self._copied: dict[str, int] = {}
+        # Keys reported to a watch and not read from the database since:
+        # reported again when it is back after an outage, so that a change
+        # reported while the node read from its cache is taken.
+        self._unread: set[str] = set()
+        self._copies = CacheCopies(cache, self.node)
+        self._clock = clock
+        # The earliest outage whose catch-up has not ended, and the
+        # catch-ups, one at a time.
+        self._lostSince: float | None = None
+        self._catchingUp = DeferredLock()
         self.availability = Availability(
             self._shared, clock, self.node, keyFile, self._back, onRefused
         )
@@ -155,7 +153,7 @@ class ClusterStorage:
         if refusal is not None:
             raise refusal
         try:
-            return await start()
+            return await deadline(Deferred.fromCoroutine(_awaited(start)), self._clock, key)
         except StorageUnavailable as error:
             self.availability.lost(error)
             raise
@@ -172,39 +170,6 @@ class ClusterStorage:
                     self._log, node_name=self.node, key=key, stored_by=node
                 )
 
-    async def _copy(self, ticket: int, values: dict[str, bytes | None]) -> None:
-        """
-        Bring the cache's copies of C{values} up to date, except those that
-        a later call (whose database query started after this one's, with
-        a larger C{ticket}) copied already; a failure is event 20221,
-        never the caller's.
-        """
-        values = {
-            key: value
-            for key, value in values.items()
-            if cached(key) and self._copied.get(key, -1) < ticket
-        }
-        if not values:
-            return
-        for key in values:
-            self._copied[key] = ticket
-        try:
-            copies = await self._cache.loadMany(list(values))
-        except StorageError:
-            copies = {}
-        for key, value in values.items():
-            if key in copies and copies[key] == value:
-                continue
-            try:
-                if value is None:
-                    await self._cache.delete(key)
-                else:
-                    await self._cache.store(key, value)
-            except StorageError as error:
-                events.CLUSTER_CACHE_WRITE_FAILED.emit(
-                    self._log, node_name=self.node, key=key, details=error.message
-                )
-
     @deferred
     async def load(self, key: str) -> bytes | None:
         found = await self.loadMany([key])
@@ -213,27 +178,26 @@ class ClusterStorage:
     @deferred
     async def loadMany(self, keys: Collection[str]) -> dict[str, bytes | None]:
         keys = list(keys)
-        ticket = next(self._tickets)
+        ticket = self._copies.reading()
         try:
             found = await self._call(", ".join(keys[:1]), lambda: self._shared.loadMany(keys))
         except StorageUnavailable:
             if not keys or not all(cached(key) for key in keys):
                 raise
             return await self._cache.loadMany(keys)
-        await self._copy(ticket, found)
+        self._unread.difference_update(found)
+        await self._copies.read(ticket, found)
         return found
 
     @deferred
     async def store(self, key: str, value: bytes, fence: ILease | None = None) -> None:
-        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.store(key, value, _inner(fence)))
-        await self._copy(ticket, {key: bytes(value)})
+        await self._copies.written(key, bytes(value))
 
     @deferred
     async def delete(self, key: str, fence: ILease | None = None) -> None:
-        ticket = next(self._tickets)
         await self._call(key, lambda: self._shared.delete(key, _inner(fence)))
-        await self._copy(ticket, {key: None})
+        await self._copies.written(key, None)
 
     @deferred
     async def list(self, prefix: str) -> list[str]:
@@ -268,15 +232,28 @@ class ClusterStorage:
         def changed(key: str) -> None:
             if key.startswith(_CERTIFICATES):
                 self._incoming.add(key)
+            self._unread.add(key)
             callback(key)
 
         watch = _Watch(prefix, changed)
         self._watches.append(watch)
         try:
-            await self._call(prefix, lambda: self._setUp(watch))
+            await self._setUpOnce(watch)
         except StorageUnavailable:
             pass  # set up when the database is back: see _back
         return lambda: self._stopWatch(watch)
+
+    async def _setUpOnce(self, watch: _Watch) -> None:
+        """
+        Set C{watch} up, unless it is, or being set up, or stopped.
+        """
+        if watch.stop is not None or watch.settingUp or watch.stopped:
+            return
+        watch.settingUp = True
+        try:
+            await self._call(watch.prefix, lambda: self._setUp(watch))
+        finally:
+            watch.settingUp = False
 
     async def _setUp(self, watch: _Watch) -> None:
         stop = await self._shared.watch(watch.prefix, watch.callback)
@@ -295,23 +272,37 @@ class ClusterStorage:
     def _back(self, lostSince: float) -> Deferred[None]:
         """
         The database is back: set up the watches that could not be, and
-        report every key they cover as changed; then tell the
-        L{backListeners}.
+        report every key they cover as changed, and every key reported and
+        not read from the database since; then tell the L{backListeners}
+        when the earliest outage not caught up with began.  One catch-up
+        runs at a time.
         """
-        return Deferred.fromCoroutine(self._catchUp(lostSince)).addErrback(
+        if self._lostSince is None or lostSince < self._lostSince:
+            self._lostSince = lostSince
+
+        d = self._catchingUp.run(lambda: Deferred.fromCoroutine(self._catchUp()))
+        return d.addErrback(
             lambda failure: self._log.failure("Catching up with the cluster", failure)
         )
 
-    async def _catchUp(self, lostSince: float) -> None:
-        for watch in [w for w in self._watches if w.stop is None]:
+    async def _catchUp(self) -> None:
+        fresh = [w for w in self._watches if w.stop is None and not w.settingUp]
+        for watch in fresh:
             try:
-                await self._call(watch.prefix, lambda: self._setUp(watch))  # noqa: B023
+                await self._setUpOnce(watch)
                 keys = await self.list(watch.prefix)
             except StorageUnavailable:
                 return  # lost again: the next return tries again
             for key in keys:
                 if not watch.stopped:
                     watch.callback(key)
+        for key in sorted(self._unread):
+            for watch in [w for w in self._watches if w not in fresh]:
+                if watch.stop is not None and key.startswith(watch.prefix):
+                    watch.callback(key)
+        if self._lostSince is None:
+            return
+        lostSince, self._lostSince = self._lostSince, None
         for listener in list(self.backListeners):
             listener(lostSince)
 
@@ -334,3 +325,7 @@ def _inner(fence: ILease | None) -> ILease | None:
     The database's lease behind C{fence}.
     """
     return fence.inner if isinstance(fence, ClusterLease) else fence
+
+
+async def _awaited(start: Callable[[], Awaitable[T]]) -> T:
+    return await start()

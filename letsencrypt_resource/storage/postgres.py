@@ -61,11 +61,22 @@ LISTENER_NAME = "letsencrypt-listener"
 CONNECT_TIMEOUT = 10.0
 
 
+#: Seconds a statement may run, and may wait for a lock, before the server
+#: cancels it (set on each connection of the pool): a query behind a lock
+#: held by another session, or stuck, fails as L{StorageUnavailable}
+#: instead of holding a worker thread.
+STATEMENT_TIMEOUT = 15.0
+LOCK_TIMEOUT = 5.0
+
 #: What a connection string gets unless it says otherwise: a bounded wait
-#: to connect, and TCP keepalives, without which a peer that vanished (a
-#: partition, a dead host) is never noticed by the listening connection.
+#: to connect, a bound on data sent and not acknowledged
+#: (C{tcp_user_timeout}, in milliseconds: a peer cut off while a query is
+#: under way), and TCP keepalives, without which a peer that vanished (a
+#: partition, a dead host) is never noticed by an idle connection, such as
+#: the listening one.
 CONNECTION_DEFAULTS = {
     "connect_timeout": "10",
+    "tcp_user_timeout": "30000",
     "keepalives": "1",
     "keepalives_idle": "30",
     "keepalives_interval": "10",
@@ -86,6 +97,18 @@ def withDefaults(conninfo: str) -> str:
         raise StorageError("conninfo", "is not a valid connection string") from None
     missing = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
     return make_conninfo(conninfo, **missing)
+
+
+def limitTime(connection: psycopg.Connection[Any]) -> None:
+    """
+    Set the L{STATEMENT_TIMEOUT} and L{LOCK_TIMEOUT} of a new pool
+    connection, for its session.
+    """
+    connection.execute(
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
+        (f"{STATEMENT_TIMEOUT * 1000:.0f}", f"{LOCK_TIMEOUT * 1000:.0f}"),
+    )
+    connection.commit()
 
 
 @attrs.define(eq=False)
@@ -209,6 +232,7 @@ class PostgresStorage:
             open=False,
             timeout=CONNECT_TIMEOUT,
             check=ConnectionPool.check_connection,
+            configure=limitTime,
             name="letsencrypt-postgres",
         )
         self._workers = BackgroundWorkers(reactor, "letsencrypt-postgres", CONNECTIONS)

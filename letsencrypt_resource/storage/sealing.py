@@ -34,6 +34,13 @@ LABEL = b"letsencrypt-resource cluster sealing key, version 1"
 MIN_KEY_FILE = 32
 #: The most bytes read from a key file.
 MAX_KEY_FILE = 65536
+#: The fewest different byte values a key file holds: 32 random bytes
+#: hold about 30, a file of one byte repeated or a short pattern far fewer.
+MIN_DISTINCT = 16
+#: The fewest characters, blanks aside, of a key file that is all text: 44
+#: is the base64 of 32 random bytes; a passphrase is shorter, and guessed
+#: offline from a dump (the key derivation has no work factor).
+MIN_TEXT = 44
 _NONCE = 12
 
 
@@ -65,12 +72,14 @@ def readKeyFile(path: str) -> bytes:
     The bytes of the key file at C{path}, which must be a regular file of
     L{MIN_KEY_FILE} to L{MAX_KEY_FILE} bytes, owned by this process's user
     or root, that neither its group nor others may read, write or run (as
-    C{ssh} asks of a private key).
+    C{ssh} asks of a private key), and that looks random (see
+    L{checkRandom}).  It is opened without waiting (a FIFO planted there
+    is refused at once, not waited on) and read to its end.
 
     @raise KeyFileError: when it is not.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | os.O_NOCTTY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | os.O_NOCTTY)
     except OSError as error:
         raise KeyFileError(path, f"cannot be read: {error.strerror}") from None
     try:
@@ -89,7 +98,7 @@ def readKeyFile(path: str) -> bytes:
                 f"is open to its group or others (mode {stat.S_IMODE(status.st_mode):04o}): "
                 "make it readable by its owner only (chmod 600)",
             )
-        data = os.read(fd, MAX_KEY_FILE + 1)
+        data = _readAll(fd, MAX_KEY_FILE + 1)
     finally:
         os.close(fd)
     if len(data) < MIN_KEY_FILE:
@@ -100,7 +109,47 @@ def readKeyFile(path: str) -> bytes:
         )
     if len(data) > MAX_KEY_FILE:
         raise KeyFileError(path, f"holds more than {MAX_KEY_FILE} bytes")
+    checkRandom(path, data)
     return data
+
+
+def _readAll(fd: int, most: int) -> bytes:
+    """
+    The bytes of C{fd}, up to C{most}, read until its end (a read may give
+    fewer than asked, as on a network file system).
+    """
+    parts: list[bytes] = []
+    size = 0
+    while size < most:
+        part = os.read(fd, most - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def checkRandom(path: str, data: bytes) -> None:
+    """
+    Refuse key file contents C{data} that are obviously not random: fewer
+    than L{MIN_DISTINCT} different bytes, or text (printable ASCII and
+    blanks only) of fewer than L{MIN_TEXT} characters besides blanks, as a
+    passphrase typed into a file would be.  This cannot tell a random file
+    from a guessable one that passes; the documentation asks for 32 bytes
+    from C{/dev/urandom}.
+
+    @raise KeyFileError: when they are.
+    """
+    how = "make one with head -c 32 /dev/urandom"
+    if len(set(data)) < MIN_DISTINCT:
+        raise KeyFileError(
+            path, f"holds fewer than {MIN_DISTINCT} different bytes, not random: {how}"
+        )
+    text = data.translate(None, b" \t\r\n")
+    if all(32 < byte < 127 for byte in text) and len(text) < MIN_TEXT:
+        raise KeyFileError(
+            path, f"holds a text of {len(text)} characters, which can be guessed: {how}"
+        )
 
 
 def deriveKey(material: bytes) -> bytes:

@@ -25,6 +25,9 @@ class SwitchedStorage:
     @ivar calls: How many calls were made, failed ones included.
     @ivar slow: Whether the answers of the calls made now are held back
         (in L{held}, each a function that delivers one).
+    @ivar gated: Whether the calls made now are held back before they
+        reach the store (in L{waiting}, each a function that makes one):
+        calls of several nodes then run in the order a test chooses.
     """
 
     exclusive = False
@@ -35,9 +38,18 @@ class SwitchedStorage:
         self.calls = 0
         self.slow = False
         self.held: list[Callable[[], None]] = []
+        self.gated = False
+        self.waiting: list[Callable[[], None]] = []
 
     def _through(self, key: str, call: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         self.calls += 1
+        if self.gated:
+            gate: Deferred[Any] = Deferred()
+            self.waiting.append(lambda: self._reach(key, call).chainDeferred(gate))
+            return gate
+        return self._reach(key, call)
+
+    def _reach(self, key: str, call: Callable[[], Deferred[Any]]) -> Deferred[Any]:
         if self.down:
             return fail(StorageUnavailable(key, "the database failed: connection refused"))
         if self.slow:
@@ -75,3 +87,19 @@ class SwitchedStorage:
 
     def close(self) -> Deferred[None]:
         return self.inner.close()
+
+    def release(self) -> None:
+        """
+        Make the first call held at the gate (failed if the store is down
+        now), if there is one.
+        """
+        if self.waiting:
+            self.waiting.pop(0)()
+
+    def drain(self) -> None:
+        """
+        Make the calls held at the gate, and those they lead to, until none
+        is left.
+        """
+        while self.waiting:
+            self.release()
