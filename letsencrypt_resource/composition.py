@@ -60,6 +60,7 @@ class Parts:
     sets: DomainSets
     challengeSite: ChallengeSiteService
     services: tuple[Service, ...]
+    provisioning: Provisioning
 
 
 def compose(
@@ -115,4 +116,4 @@ def compose(
     challengeSite = ChallengeSiteService(options, responder, reactor, log)
     sweeper = ChallengeSweeper(records, reactor, interval, log)
     services = (challengeSite, sets, scheduler, sweeper)
-    return Parts(writes, connection, scheduler, sets, challengeSite, services)
+    return Parts(writes, connection, scheduler, sets, challengeSite, services, provisioning)

@@ -309,6 +309,17 @@ CLUSTER_CACHE_WRITE_FAILED = _event(
     LogLevel.warn,
     "Node {node_name} could not copy {key} to its cache in the state directory: {details}",
 )
+CLUSTER_HEARTBEAT_FAILED = _event(
+    20222,
+    LogLevel.warn,
+    "Node {node_name} could not write its record in the cluster database: {details}. "
+    "Other nodes and status will show it as stale after {stale_minutes} minutes.",
+)
+CLUSTER_HEARTBEAT_BACK = _event(
+    20223,
+    LogLevel.info,
+    "Node {node_name} writes its record in the cluster database again.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

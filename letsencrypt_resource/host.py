@@ -36,6 +36,7 @@ from .config import (
     loadConfiguration,
 )
 from .control import ControlService, LockWatch, StateLock
+from .heartbeat import heartbeatOf
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
@@ -270,6 +271,8 @@ class ServerService(MultiService):
                 Operations(self.resource, reactor),
                 reactor,
             ).setServiceParent(self)
+            if resourceOptions.clusterDatabase is not None:
+                heartbeatOf(self.resource, reactor).setServiceParent(self)
 
     def _addService(self, options: ServiceOptions) -> None:
         service = HTTPSFileService(options, self._reactor)

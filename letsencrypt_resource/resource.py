@@ -136,6 +136,8 @@ class LetsEncryptResource(MultiService):
         self._scheduler = parts.scheduler
         self._sets = parts.sets
         self._challengeSite = parts.challengeSite
+        #: Called after each certificate is handed to the set's consumers.
+        self.deliveryListeners = parts.provisioning.deliveryListeners
         for service in parts.services:
             service.setServiceParent(self)
 

@@ -36,6 +36,7 @@ from .interface import (
     StorageUnavailable,
     checkPrefix,
 )
+from .pgsql import holderNode
 from .records import SIGNER_KEY
 from .sealed import SealedStorage
 from .sealing import Sealer
@@ -127,6 +128,7 @@ class ClusterStorage:
             another key file (event 20220).
         """
         self.node = sealer.node
+        self._database = database
         self._shared = SealedStorage(database, sealer, self._opened)
         self._cache = cache
         self._watches: list[_Watch] = []
@@ -253,6 +255,18 @@ class ClusterStorage:
             self._log, node_name=self.node, name=lease.name, token=lease.token
         )
         return ClusterLease(lease, self._leaseLost)
+
+    @deferred
+    async def leaseNodes(self, prefix: str) -> dict[str, tuple[str, float]]:
+        """
+        The database's leases held now whose names start with C{prefix}:
+        for each, the node that holds it and when it expires, in seconds
+        since the epoch by the database's clock (see
+        C{PostgresStorage.leaseHolders}).
+        """
+        database: Any = self._database
+        held = await self._call(prefix, lambda: database.leaseHolders(prefix))
+        return {name: (holderNode(holder), until) for name, (holder, until) in held.items()}
 
     def _leaseLost(self, lease: ILease, error: StorageError) -> None:
         events.CLUSTER_LEASE_LOST.emit(
