@@ -1,7 +1,7 @@
 """
 The cluster view of C{status}: for each domain set, which node holds its
 order lease and until when, and, for each node, the serial it serves and
-when it was last seen, as the node records (L{NodeRecord}) and the
+when it was last seen, as the node records (see L{noderecord}) and the
 database's leases tell.  It costs three reads of the database (the list
 of node records, the records, the leases), whatever the number of sets.
 """
@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from .domains import domainsLabel
 from .heartbeat import STALE_AFTER
 from .leasing import ORDER_LEASES, orderLease
-from .noderecord import NODES, NodeRecord, nodeKey
+from .noderecord import NODES, NodeRecord, readRecords
 from .reporting import when
 from .storage.cluster import ClusterStorage
 from .storage.interface import StorageError
@@ -23,24 +23,12 @@ from .storage.interface import StorageError
 
 async def nodeRecords(storage: ClusterStorage) -> list[NodeRecord]:
     """
-    The records of the cluster's nodes, by name; a record that cannot be
-    read, or that names another node than its key, is left out.
+    The records of the cluster's nodes, by name (see L{readRecords}).
 
     @raise StorageError: when they cannot be read.
     """
     keys = await storage.list(NODES)
-    values = await storage.loadMany(keys) if keys else {}
-    records = []
-    for key, value in sorted(values.items()):
-        if value is None:
-            continue
-        try:
-            record = NodeRecord.fromJSON(value)
-        except ValueError:
-            continue
-        if nodeKey(record.node) == key:
-            records.append(record)
-    return records
+    return readRecords(await storage.loadMany(keys) if keys else {})
 
 
 async def addClusterView(

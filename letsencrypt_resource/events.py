@@ -312,13 +312,13 @@ CLUSTER_CACHE_WRITE_FAILED = _event(
 CLUSTER_HEARTBEAT_FAILED = _event(
     20222,
     LogLevel.warn,
-    "Node {node_name} could not write its record in the cluster database: {details}. "
+    "Node {node_name} could not write its records in the cluster database: {details}. "
     "Other nodes and status will show it as stale after {stale_minutes} minutes.",
 )
 CLUSTER_HEARTBEAT_BACK = _event(
     20223,
     LogLevel.info,
-    "Node {node_name} writes its record in the cluster database again.",
+    "Node {node_name} writes its records in the cluster database again.",
 )
 
 

@@ -1,13 +1,15 @@
 """
-A cluster node's heartbeat: its record (L{NodeRecord}) rewritten in the
-cluster's storage when what it serves changes and every L{BEAT_INTERVAL}
-seconds otherwise, so that C{status}, run on any node, tells which node
-serves which certificate and which nodes were not seen lately.
+A cluster node's heartbeat: its records (see L{noderecord}) rewritten in
+the cluster's storage when what it serves changes and every
+L{BEAT_INTERVAL} seconds otherwise, so that C{status}, run on any node,
+tells which node serves which certificate and which nodes were not seen
+lately.
 
-Each heartbeat is one write of one key, whatever the number of domain
-sets; changes that come together (a start, a renewal received by every
-set at once) are written together, L{CHANGE_DELAY} seconds after the
-first.
+Each heartbeat writes the C{seen} record, and the C{serving} record when
+what the node serves differs from what it last wrote: one or two writes,
+whatever the number of domain sets.  Changes that come together (a start,
+a renewal received by every set at once) are written together,
+L{CHANGE_DELAY} seconds after the first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from twisted.python.failure import Failure
 
 from . import events
 from .managed import ManagedCertificate
-from .noderecord import PROVISIONAL, NodeRecord, nodeKey, serialHex
+from .noderecord import PROVISIONAL, seenJSON, seenKey, serialHex, servingJSON, servingKey
 from .reporting import unexpected
 from .resource import LetsEncryptResource
 from .storage.interface import IStorage, StorageError
@@ -38,7 +40,7 @@ STALE_AFTER = 3 * BEAT_INTERVAL
 def served(certificates: Iterable[ManagedCertificate]) -> dict[str, str]:
     """
     What a node serves for C{certificates}, as its record says it (see
-    L{NodeRecord.serving}); a set with no certificate yet is left out.
+    C{NodeRecord.serving}); a set with no certificate yet is left out.
     """
     serving = {}
     for certificate in certificates:
@@ -77,6 +79,7 @@ class NodeHeartbeat(Service):
         self._writing: Deferred[None] | None = None
         self._again = False
         self._failing = False
+        self._serving: dict[str, str] | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -109,9 +112,13 @@ class NodeHeartbeat(Service):
         self._writing.addBoth(self._written)
 
     async def _write(self) -> None:
-        record = NodeRecord(self._node, self._clock.seconds(), served(self._certificates()))
+        serving = served(self._certificates())
         try:
-            await self._storage.store(nodeKey(self._node), record.toJSON())
+            if serving != self._serving:
+                await self._storage.store(servingKey(self._node), servingJSON(self._node, serving))
+                self._serving = serving
+            seen = seenJSON(self._node, self._clock.seconds())
+            await self._storage.store(seenKey(self._node), seen)
         except StorageError as error:
             if not self._failing:
                 self._failing = True

@@ -1,14 +1,17 @@
 """
-The record each node of a cluster keeps in the cluster's storage, at
-C{nodes/<node_name>}: when it was last seen, and what it serves for each
-domain set.  A node rewrites its one record whole (see
-L{letsencrypt_resource.heartbeat}): one write, whatever the number of sets.
+The records each node of a cluster keeps in the cluster's storage, under
+C{nodes/<node_name>/}: C{seen}, when it was last seen, rewritten by every
+heartbeat (see L{letsencrypt_resource.heartbeat}), and C{serving}, what it
+serves for each domain set, rewritten when that changes.  Each is one
+write of one key, whatever the number of sets; the heartbeat of a node
+whose certificates did not change writes a few bytes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -19,11 +22,37 @@ NODES = "nodes/"
 PROVISIONAL = "provisional"
 
 
-def nodeKey(node: str) -> str:
+def seenKey(node: str) -> str:
     """
-    The key of the record of the node named C{node}.
+    The key of the record of when the node named C{node} was last seen.
     """
-    return NODES + node
+    return f"{NODES}{node}/seen"
+
+
+def servingKey(node: str) -> str:
+    """
+    The key of the record of what the node named C{node} serves.
+    """
+    return f"{NODES}{node}/serving"
+
+
+def seenJSON(node: str, seen: float) -> bytes:
+    """
+    The record, as stored, that C{node} was seen at C{seen}.
+    """
+    return _dumps({"node": node, "seen": seen})
+
+
+def servingJSON(node: str, serving: Mapping[str, str]) -> bytes:
+    """
+    The record, as stored, that C{node} serves C{serving} (see
+    L{NodeRecord.serving}).
+    """
+    return _dumps({"node": node, "serving": dict(serving)})
+
+
+def _dumps(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
 def serialHex(serial: int) -> str:
@@ -38,11 +67,11 @@ def serialHex(serial: int) -> str:
 @attrs.frozen
 class NodeRecord:
     """
-    What one node told the cluster of itself.
+    What one node told the cluster of itself, as its records say.
 
     @ivar node: Its name.
-    @ivar seen: When it wrote the record, in seconds since the epoch by its
-        own clock.
+    @ivar seen: When it last wrote its C{seen} record, in seconds since the
+        epoch by its own clock.
     @ivar serving: By domain set (as C{domainsLabel} shows it), the serial
         of the certificate it serves (see L{serialHex}), or L{PROVISIONAL}.
     """
@@ -51,30 +80,44 @@ class NodeRecord:
     seen: float
     serving: Mapping[str, str]
 
-    def toJSON(self) -> bytes:
-        """
-        The record as stored.
-        """
-        record = {"node": self.node, "seen": self.seen, "serving": dict(self.serving)}
-        return json.dumps(record, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
-    @classmethod
-    def fromJSON(cls, data: bytes) -> NodeRecord:
-        """
-        The record stored as C{data}.
+def _field(data: bytes | None, node: str, name: str, kind: type | tuple[type, ...]) -> Any:
+    """
+    The field C{name} of the record C{data} stored for C{node}.
 
-        @raise ValueError: when it is not one.
-        """
+    @raise ValueError: when C{data} is not a record of C{node} with that
+        field of that C{kind}.
+    """
+    if data is None:
+        raise ValueError("missing")
+    try:
+        record = json.loads(data)
+        value = record[name]
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"not a node record: {error}") from None
+    if record.get("node") != node or not isinstance(value, kind):
+        raise ValueError(f"not a record of node {node}")
+    return value
+
+
+def readRecords(values: Mapping[str, bytes | None]) -> list[NodeRecord]:
+    """
+    The records of the nodes found in C{values} (the node records' keys
+    and values), sorted by name: a node needs a C{seen} record that names
+    it; one whose C{serving} record is missing or does not name it serves
+    nothing known.
+    """
+    records = []
+    nodes = sorted({key[len(NODES) :].rpartition("/")[0] for key in values})
+    for node in nodes:
         try:
-            record = json.loads(data)
-            node, seen, serving = record["node"], record["seen"], record["serving"]
-        except (ValueError, TypeError, KeyError) as error:
-            raise ValueError(f"not a node record: {error}") from None
-        if not (
-            isinstance(node, str)
-            and isinstance(seen, int | float)
-            and isinstance(serving, dict)
-            and all(isinstance(v, str) for v in serving.values())
-        ):
-            raise ValueError("not a node record: a field has the wrong type")
-        return cls(node, float(seen), serving)
+            seen = _field(values.get(seenKey(node)), node, "seen", (int, float))
+        except ValueError:
+            continue
+        try:
+            serving = _field(values.get(servingKey(node)), node, "serving", dict)
+        except ValueError:
+            serving = {}
+        serving = {k: v for k, v in serving.items() if isinstance(v, str)}
+        records.append(NodeRecord(node, float(seen), serving))
+    return records

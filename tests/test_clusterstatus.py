@@ -21,7 +21,7 @@ from letsencrypt_resource.clusterview import addClusterView
 from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.heartbeat import STALE_AFTER
 from letsencrypt_resource.leasing import orderLease
-from letsencrypt_resource.noderecord import NodeRecord, nodeKey
+from letsencrypt_resource.noderecord import seenJSON, seenKey, servingJSON, servingKey
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
 from letsencrypt_resource.storage.directory import DirectoryStorage
@@ -99,13 +99,12 @@ class ClusterViewTests(PostgresCase):
         """
         now = reactor.seconds()
         first, second, reader = self.node("node-1"), self.node("node-2"), self.node("node-3")
-        await first.store(
-            nodeKey("node-1"), NodeRecord("node-1", now, {"a.example": "0ABC"}).toJSON()
-        )
-        old = now - STALE_AFTER - 1
+        await first.store(seenKey("node-1"), seenJSON("node-1", now))
+        await first.store(servingKey("node-1"), servingJSON("node-1", {"a.example": "0ABC"}))
+        await second.store(seenKey("node-2"), seenJSON("node-2", now - STALE_AFTER - 1))
         await second.store(
-            nodeKey("node-2"),
-            NodeRecord("node-2", old, {"a.example": "0ABC", "b.example": "provisional"}).toJSON(),
+            servingKey("node-2"),
+            servingJSON("node-2", {"a.example": "0ABC", "b.example": "provisional"}),
         )
         lease = await first.lease(orderLease(("a.example",)), 300)
         assert lease is not None
@@ -136,9 +135,9 @@ class ClusterViewTests(PostgresCase):
         """
         node = self.node("node-1")
         now = reactor.seconds()
-        await node.store(nodeKey("node-2"), NodeRecord("node-1", now, {}).toJSON())
-        await node.store(nodeKey("node-4"), b"not json")
-        await node.store(nodeKey("node-1"), NodeRecord("node-1", now, {}).toJSON())
+        await node.store(seenKey("node-2"), seenJSON("node-1", now))
+        await node.store(seenKey("node-4"), b"not json")
+        await node.store(seenKey("node-1"), seenJSON("node-1", now))
         rows: list[dict[str, Any]] = [{"names": ["a.example"]}]
         await addClusterView(rows, node, reactor)
         self.assertEqual(list(rows[0]["cluster"]["nodes"]), ["node-1"])
@@ -151,10 +150,8 @@ class ClusterViewTests(PostgresCase):
         if not os.path.exists(SCRIPT):
             self.skipTest(f"{SCRIPT} is not installed: pip install the package")
         node = self.node("node-1")
-        await node.store(
-            nodeKey("node-1"),
-            NodeRecord("node-1", reactor.seconds(), {"a.example": "0ABC"}).toJSON(),
-        )
+        await node.store(seenKey("node-1"), seenJSON("node-1", reactor.seconds()))
+        await node.store(servingKey("node-1"), servingJSON("node-1", {"a.example": "0ABC"}))
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         path = os.path.join(folder, "server.ini")
