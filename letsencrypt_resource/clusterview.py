@@ -13,9 +13,8 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from .domains import domainsLabel
-from .heartbeat import STALE_AFTER
 from .leasing import ORDER_LEASES, orderLease
-from .noderecord import NODES, NodeRecord, readRecords
+from .noderecord import NODES, STALE_AFTER, NodeRecord, readRecords
 from .reporting import when
 from .storage.cluster import ClusterStorage
 from .storage.interface import StorageError

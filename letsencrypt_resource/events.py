@@ -320,6 +320,17 @@ CLUSTER_HEARTBEAT_BACK = _event(
     LogLevel.info,
     "Node {node_name} writes its records in the cluster database again.",
 )
+CLUSTER_NODE_STALE = _event(
+    20224,
+    LogLevel.warn,
+    "Node {node_name} has not heard from node {other} for {minutes} minutes: it stopped, "
+    "or cannot reach the cluster database.",
+)
+CLUSTER_NODE_BACK = _event(
+    20225,
+    LogLevel.info,
+    "Node {node_name} hears from node {other} again.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

@@ -24,17 +24,23 @@ from twisted.python.failure import Failure
 
 from . import events
 from .managed import ManagedCertificate
-from .noderecord import PROVISIONAL, seenJSON, seenKey, serialHex, servingJSON, servingKey
+from .noderecord import (
+    BEAT_INTERVAL,
+    PROVISIONAL,
+    STALE_AFTER,
+    seenJSON,
+    seenKey,
+    serialHex,
+    servingJSON,
+    servingKey,
+)
+from .nodewatch import NodeWatch
 from .reporting import unexpected
 from .resource import LetsEncryptResource
 from .storage.interface import IStorage, StorageError
 
-#: Seconds between two heartbeats when nothing changes.
-BEAT_INTERVAL = 60.0
 #: Seconds from a change of what the node serves to its heartbeat.
 CHANGE_DELAY = 1.0
-#: Seconds without a heartbeat after which a node is shown as stale.
-STALE_AFTER = 3 * BEAT_INTERVAL
 
 
 def served(certificates: Iterable[ManagedCertificate]) -> dict[str, str]:
@@ -65,11 +71,14 @@ class NodeHeartbeat(Service):
         node: str,
         certificates: Callable[[], Iterable[ManagedCertificate]],
         clock: IReactorTime,
+        watch: NodeWatch | None = None,
     ):
         """
         @param storage: The cluster's storage.
         @param node: The node's name.
         @param certificates: Gives the domain sets the node serves.
+        @param watch: Hears the other nodes while the heartbeat runs, and
+            checks after each beat which became stale.
         """
         self._storage = storage
         self._node = node
@@ -80,9 +89,13 @@ class NodeHeartbeat(Service):
         self._again = False
         self._failing = False
         self._serving: dict[str, str] | None = None
+        self._watch = watch
 
     def startService(self) -> None:
         super().startService()
+        if self._watch is not None:
+            hearing = Deferred.fromCoroutine(self._watch.start(self._storage))
+            hearing.addErrback(lambda failure: unexpected(self._log, failure))
         self._beatIn(0)
 
     def changed(self) -> None:
@@ -137,6 +150,8 @@ class NodeHeartbeat(Service):
         self._writing = None
         if isinstance(result, Failure):
             unexpected(self._log, result)
+        if self._watch is not None:
+            self._watch.check()
         again, self._again = self._again, False
         if self.running:
             self._beatIn(CHANGE_DELAY if again else BEAT_INTERVAL)
@@ -146,6 +161,8 @@ class NodeHeartbeat(Service):
         Stop beating, once the write under way, if any, has ended.
         """
         super().stopService()
+        if self._watch is not None:
+            self._watch.stop()
         if self._next is not None:
             self._next.cancel()
             self._next = None
@@ -159,10 +176,15 @@ class NodeHeartbeat(Service):
 def heartbeatOf(resource: LetsEncryptResource, clock: IReactorTime) -> NodeHeartbeat:
     """
     The heartbeat of the cluster node that runs C{resource}, told of each
-    certificate it puts in service.
+    certificate it puts in service, hearing the other nodes' heartbeats.
     """
+    node = resource.options.nodeName
     heartbeat = NodeHeartbeat(
-        resource.storage, resource.options.nodeName, lambda: resource.managed.values(), clock
+        resource.storage,
+        node,
+        lambda: resource.managed.values(),
+        clock,
+        NodeWatch(node, clock),
     )
     resource.deliveryListeners.append(heartbeat.changed)
     return heartbeat

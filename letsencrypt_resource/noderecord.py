@@ -17,6 +17,10 @@ import attrs
 
 #: The prefix of the node records' keys.
 NODES = "nodes/"
+#: Seconds between two heartbeats of a node when nothing changes.
+BEAT_INTERVAL = 60.0
+#: Seconds without a heartbeat after which a node is stale.
+STALE_AFTER = 3 * BEAT_INTERVAL
 #: What a record says a node serves when it serves a provisional
 #: certificate.
 PROVISIONAL = "provisional"

@@ -19,9 +19,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.clusterview import addClusterView
 from letsencrypt_resource.display import formatStatus
-from letsencrypt_resource.heartbeat import STALE_AFTER
 from letsencrypt_resource.leasing import orderLease
-from letsencrypt_resource.noderecord import seenJSON, seenKey, servingJSON, servingKey
+from letsencrypt_resource.noderecord import (
+    STALE_AFTER,
+    seenJSON,
+    seenKey,
+    servingJSON,
+    servingKey,
+)
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
 from letsencrypt_resource.storage.directory import DirectoryStorage

@@ -1,6 +1,7 @@
 """
-A cluster node's heartbeat (L{NodeHeartbeat}) and its record
-(L{NodeRecord}), over a store in memory with an injected clock.
+A cluster node's heartbeat (L{NodeHeartbeat}), its records (L{NodeRecord})
+and what it hears of the other nodes (L{NodeWatch}), over stores in memory
+with an injected clock.
 """
 
 from __future__ import annotations
@@ -8,20 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.heartbeat import (
-    BEAT_INTERVAL,
-    CHANGE_DELAY,
-    NodeHeartbeat,
-    served,
-)
+from letsencrypt_resource.heartbeat import CHANGE_DELAY, NodeHeartbeat, served
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.noderecord import (
+    BEAT_INTERVAL,
     NODES,
+    STALE_AFTER,
     NodeRecord,
     readRecords,
     seenJSON,
@@ -30,6 +29,7 @@ from letsencrypt_resource.noderecord import (
     servingJSON,
     servingKey,
 )
+from letsencrypt_resource.nodewatch import NodeWatch
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
 from tests.helpers import selfSigned
 from tests.helpers.outage import SwitchedStorage
@@ -247,3 +247,98 @@ class HeartbeatTests(SynchronousTestCase):
         self.heartbeat.changed()
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.storage.calls, 2)
+
+
+class NodeWatchTests(SynchronousTestCase):
+    """
+    The other nodes heard from, and those not heard from lately.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.shared = SharedMemory(self.clock)
+        self.mine = SwitchedStorage(MemoryStorage(self.shared))
+        self.other = MemoryStorage(self.shared)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.watch = NodeWatch("node-1", self.clock)
+
+    def eventsOf(self, eventID: int) -> list[dict[str, Any]]:
+        """
+        The events logged with C{eventID}.
+        """
+        return [e for e in self.events if e.get("event_id") == eventID]
+
+    def beat(self, storage: MemoryStorage, node: str) -> None:
+        """
+        Write the C{seen} record of C{node} in C{storage}, now.
+        """
+        self.successResultOf(storage.store(seenKey(node), seenJSON(node, 0)))
+
+    def test_staleOnceThenBack(self) -> None:
+        """
+        A node not heard from for L{STALE_AFTER} seconds, by this node's
+        clock, is event 20224 once; heard again, event 20225.  Its
+        C{serving} record and this node's own records count for nothing.
+        """
+        self.successResultOf(Deferred.fromCoroutine(self.watch.start(self.mine)))
+        self.beat(self.other, "node-2")
+        self.clock.advance(STALE_AFTER)
+        self.successResultOf(self.other.store(servingKey("node-2"), servingJSON("node-2", {})))
+        self.beat(self.mine.inner, "node-1")
+        self.watch.check()
+        self.assertEqual(self.eventsOf(20224), [])
+        self.clock.advance(1)
+        self.watch.check()
+        self.watch.check()
+        [stale] = self.eventsOf(20224)
+        self.assertEqual(
+            (stale["node_name"], stale["other"], stale["minutes"]), ("node-1", "node-2", 3)
+        )
+        self.beat(self.other, "node-2")
+        [back] = self.eventsOf(20225)
+        self.assertEqual((back["node_name"], back["other"]), ("node-1", "node-2"))
+        self.watch.check()
+        self.assertEqual(len(self.eventsOf(20224)), 1)
+
+    def test_checkedAfterEachBeat(self) -> None:
+        """
+        The heartbeat checks after each beat, with no timer of the watch's
+        own, and stops the watch when it stops.
+        """
+        heartbeat = NodeHeartbeat(self.mine, "node-1", lambda: [], self.clock, self.watch)
+        heartbeat.startService()
+        self.clock.advance(0)
+        self.beat(self.other, "node-2")
+        for _ in range(4):
+            self.clock.advance(BEAT_INTERVAL)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertEqual(len(self.eventsOf(20224)), 1)
+        self.successResultOf(heartbeat.stopService())
+        self.beat(self.other, "node-2")
+        self.assertEqual(self.eventsOf(20225), [])
+
+    def test_stoppedBeforeSetUp(self) -> None:
+        """
+        A watch set up after it was stopped is stopped at once.
+        """
+        self.mine.slow = True
+        starting = Deferred.fromCoroutine(self.watch.start(self.mine))
+        self.watch.stop()
+        self.mine.slow = False
+        self.mine.held.pop()()
+        self.successResultOf(starting)
+        self.beat(self.other, "node-2")
+        self.clock.advance(STALE_AFTER + 1)
+        self.watch.check()
+        self.assertEqual(self.eventsOf(20224), [])
+
+    def test_watchFails(self) -> None:
+        """
+        A watch that cannot be set up hears nothing, and fails nothing.
+        """
+        self.mine.down = True
+        self.successResultOf(Deferred.fromCoroutine(self.watch.start(self.mine)))
+        self.beat(self.other, "node-2")
+        self.clock.advance(STALE_AFTER + 1)
+        self.watch.check()
+        self.assertEqual(self.eventsOf(20224), [])

@@ -107,6 +107,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "host",
                 "https",
                 "nodestorage",
+                "nodewatch",
                 "operations",
                 "ordering",
                 "outcomes",
