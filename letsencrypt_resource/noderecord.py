@@ -10,10 +10,13 @@ whose certificates did not change writes a few bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
+from .clusteroptions import parseNodeName
 
 #: The prefix of the node records' keys.
 NODES = "nodes/"
@@ -24,6 +27,8 @@ STALE_AFTER = 3 * BEAT_INTERVAL
 #: What a record says a node serves when it serves a provisional
 #: certificate.
 PROVISIONAL = "provisional"
+#: What a C{serving} record may say a node serves: a serial, or that.
+_SERVED = re.compile(f"[0-9A-F]{{1,64}}|{PROVISIONAL}")
 
 
 def seenKey(node: str) -> str:
@@ -115,6 +120,7 @@ def readRecords(values: Mapping[str, bytes | None]) -> list[NodeRecord]:
     nodes = sorted({key[len(NODES) :].rpartition("/")[0] for key in values})
     for node in nodes:
         try:
+            parseNodeName(node)
             seen = _field(values.get(seenKey(node)), node, "seen", (int, float))
         except ValueError:
             continue
@@ -122,6 +128,7 @@ def readRecords(values: Mapping[str, bytes | None]) -> list[NodeRecord]:
             serving = _field(values.get(servingKey(node)), node, "serving", dict)
         except ValueError:
             serving = {}
-        serving = {k: v for k, v in serving.items() if isinstance(v, str)}
+        # Shown to people as they are: serials and the provisional mark only.
+        serving = {k: v for k, v in serving.items() if isinstance(v, str) and _SERVED.fullmatch(v)}
         records.append(NodeRecord(node, float(seen), serving))
     return records

@@ -257,6 +257,26 @@ class ClusterServerTests(PostgresCase, TestCACase):
         issued = certificate.not_valid_before_utc.timestamp()
         await self.until(lambda: reactor.seconds() >= issued + 1, timeout=5)
 
+    async def presentedAfter(
+        self, server: ServerService, testCA: RunningTestCA, previous: x509.Certificate
+    ) -> x509.Certificate:
+        """
+        The certificate the server presents once its set is on another
+        certificate than C{previous}.
+        """
+        assert server.resource is not None
+        [served] = server.resource.managed.values()
+        await self.until(
+            lambda: (
+                served.current is not None
+                and served.current.certificate.serial_number != previous.serial_number
+            ),
+            timeout=30,
+        )
+        presented = await self.presented(server, testCA)
+        self.assertNotEqual(presented.serial_number, previous.serial_number)
+        return presented
+
     async def test_operationsFromAnyNode(self) -> None:
         """
         On a node where no server runs, C{renew}, C{revoke} and C{account}
@@ -284,16 +304,7 @@ class ClusterServerTests(PostgresCase, TestCACase):
         self.assertEqual(len(self.eventsOf(20015)), 2)
         await self.until(lambda: self.eventsOf(20219), timeout=30)
         self.assertEqual(self.eventsOf(20219)[-1]["stored_by"], "node-2")
-        [served] = server.resource.managed.values()
-        await self.until(
-            lambda: (
-                served.current is not None
-                and served.current.certificate.serial_number != first.serial_number
-            ),
-            timeout=30,
-        )
-        second = await self.presented(server, testCA)
-        self.assertNotEqual(second.serial_number, first.serial_number)
+        second = await self.presentedAfter(server, testCA, first)
 
         shown = await self.command(other, "account", "show")
         self.assertEqual(shown, await self.command(path, "account", "show"))
@@ -302,14 +313,7 @@ class ClusterServerTests(PostgresCase, TestCACase):
         await self.nextSecond(second)
         revoked = await self.command(other, "revoke", NAME)
         self.assertEqual(revoked["revoked"], serialHex(second.serial_number))
-        await self.until(
-            lambda: (
-                served.current is not None
-                and served.current.certificate.serial_number != second.serial_number
-            ),
-            timeout=30,
-        )
-        third = await self.presented(server, testCA)
+        third = await self.presentedAfter(server, testCA, second)
         self.assertNotIn(third.serial_number, (first.serial_number, second.serial_number))
 
         async def statusShowsThird() -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import sys
 from typing import Any
 
 from twisted.internet import reactor
@@ -35,10 +34,9 @@ from letsencrypt_resource.storage.postgres import PostgresStorage
 from letsencrypt_resource.storage.sealing import Sealer, deriveKey
 from tests.helpers.outage import SwitchedStorage
 from tests.helpers.postgres import PostgresCase
-from tests.helpers.processcase import environment
+from tests.helpers.processcase import environment, operationsScript
 
-#: The operations command, installed beside the Python running the tests.
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "letsencrypt-resource")
+SCRIPT = operationsScript()
 
 NODE = """\
 [resources/le]
@@ -146,6 +144,19 @@ class ClusterViewTests(PostgresCase):
         rows: list[dict[str, Any]] = [{"names": ["a.example"]}]
         await addClusterView(rows, node, reactor)
         self.assertEqual(list(rows[0]["cluster"]["nodes"]), ["node-1"])
+
+    async def test_forgedHolder(self) -> None:
+        """
+        A lease holder that names no node, as one a database writer could
+        set (holders are not sealed), is shown as C{unknown}.
+        """
+        node = self.node("node-1")
+        lease = await node.lease(orderLease(("a.example",)), 300)
+        assert lease is not None
+        self.admin().execute("UPDATE letsencrypt_leases SET holder = %s", ("\x1b[2Jevil:1:2",))
+        rows: list[dict[str, Any]] = [{"names": ["a.example"]}]
+        await addClusterView(rows, node, reactor)
+        self.assertEqual(rows[0]["cluster"]["lease"]["node"], "unknown")
 
     async def test_commandWithoutServer(self) -> None:
         """

@@ -71,9 +71,11 @@ class NodeRecordTests(SynchronousTestCase):
     def test_refused(self) -> None:
         """
         A node without a C{seen} record that names it, and holding a
-        number, is left out; a C{serving} record that is not one of the
-        node's is taken as serving nothing known, and a serial that is not
-        text is left out.
+        number, is left out, as is a name that cannot name a node (status
+        shows them to people: no terminal escapes); a C{serving} record
+        that is not one of the node's is taken as serving nothing known,
+        and what is neither a serial in upper-case hex nor C{provisional}
+        is left out.
         """
         values = {
             seenKey("a"): seenJSON("b", 1),
@@ -86,10 +88,19 @@ class NodeRecordTests(SynchronousTestCase):
             servingKey("h"): b'{"node": "h", "serving": {"x": 1, "y": "0B"}}',
             seenKey("i"): seenJSON("i", 1),
             servingKey("i"): b"[]",
+            seenKey("-j"): seenJSON("-j", 1),
+            seenKey("k\x1b[31m"): seenJSON("k\x1b[31m", 1),
+            seenKey("l"): seenJSON("l", 1),
+            servingKey("l"): servingJSON("l", {"x": "\x1b[2J", "y": "0b", "z": "provisional"}),
         }
         self.assertEqual(
             readRecords(values),
-            [NodeRecord("f", 1, {}), NodeRecord("h", 1, {"y": "0B"}), NodeRecord("i", 1, {})],
+            [
+                NodeRecord("f", 1, {}),
+                NodeRecord("h", 1, {"y": "0B"}),
+                NodeRecord("i", 1, {}),
+                NodeRecord("l", 1, {"z": "provisional"}),
+            ],
         )
 
     def test_served(self) -> None:

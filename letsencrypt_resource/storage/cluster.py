@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import events
+from ..clusteroptions import parseNodeName
 from ..coroutines import deferred
 from .availability import Availability
 from .interface import (
@@ -266,7 +267,7 @@ class ClusterStorage:
         """
         database: Any = self._database
         held = await self._call(prefix, lambda: database.leaseHolders(prefix))
-        return {name: (holderNode(holder), until) for name, (holder, until) in held.items()}
+        return {name: (_nodeOf(holder), until) for name, (holder, until) in held.items()}
 
     def _leaseLost(self, lease: ILease, error: StorageError) -> None:
         events.CLUSTER_LEASE_LOST.emit(
@@ -348,3 +349,14 @@ def _inner(fence: ILease | None) -> ILease | None:
     The database's lease behind C{fence}.
     """
     return fence.inner if isinstance(fence, ClusterLease) else fence
+
+
+def _nodeOf(holder: str) -> str:
+    """
+    The node that holds a lease as C{holder}, or C{unknown} when it names
+    none: the holder is not sealed, and is shown to people.
+    """
+    try:
+        return parseNodeName(holderNode(holder))
+    except ValueError:
+        return "unknown"
