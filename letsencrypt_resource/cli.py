@@ -128,7 +128,7 @@ async def _runAlone(
     if name == "status":
         try:
             await resource.load()
-            return operations.status()
+            return await operations.fullStatus()
         finally:
             await resource.storage.close()
     resource.startService()

@@ -68,6 +68,7 @@ class Parts:
     challengeSite: ChallengeSiteService
     metrics: Metrics
     services: tuple[Service, ...]
+    provisioning: Provisioning
 
 
 def compose(
@@ -135,4 +136,6 @@ def compose(
     sweeper = ChallengeSweeper(records, reactor, interval, log)
     metricsSite = MetricsSiteService(options, metrics, reactor, log)
     services = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
-    return Parts(writes, connection, scheduler, sets, challengeSite, metrics, services)
+    return Parts(
+        writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning
+    )

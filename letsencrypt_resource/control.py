@@ -128,7 +128,7 @@ def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> De
     Run the operation C{name} with C{arguments}.
     """
     methods = {
-        "status": lambda: operations.status(),
+        "status": operations.fullStatus,
         "renew": lambda: operations.renew(arguments["names"], arguments["force"]),
         "revoke": lambda: operations.revoke(arguments["name"], arguments["reason"]),
         "account-show": operations.accountShow,

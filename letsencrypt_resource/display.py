@@ -58,19 +58,58 @@ def formatStatus(rows: list[dict[str, Any]], serverRunning: bool, stateDirectory
                 row["last_error"] or "",
             ]
         )
-    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in table
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = _aligned(table)
     if not serverRunning:
         lines.insert(
             0,
             f"No server is running on the state directory {stateDirectory}: this "
             "is the state it stored, and no service is serving it.",
         )
+    if rows and "cluster" in rows[0]:
+        lines += ["", *formatCluster(rows)]
     return "\n".join(lines)
+
+
+def _aligned(table: list[list[str]]) -> list[str]:
+    """
+    The lines of C{table}, its columns aligned, a rule under its headers.
+    """
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+def formatCluster(rows: list[dict[str, Any]]) -> list[str]:
+    """
+    The cluster view of the status rows, for people: each node and when it
+    was last seen, then a table of each set's order lease and what each
+    node serves for it.
+    """
+    view = rows[0]["cluster"]
+    if "error" in view:
+        return [f"Cluster: the database cannot be read: {view['error']}"]
+    nodes = view["nodes"]
+    lines = ["Cluster nodes:"]
+    for name, node in nodes.items():
+        stale = ", STALE" if node["stale"] else ""
+        lines.append(f"  {name}: last seen {node['last_seen']}{stale}")
+    if not nodes:
+        lines.append("  none has written its record yet")
+    table = [["names", "order lease", *nodes]]
+    for row in rows:
+        lease = row["cluster"]["lease"]
+        table.append(
+            [
+                ", ".join(row["names"]),
+                "none" if lease is None else f"{lease['node']} until {lease['until']}",
+                *(node["serving"] or "-" for node in row["cluster"]["nodes"].values()),
+            ]
+        )
+    return [*lines, "", *_aligned(table)]
 
 
 def formatRenewal(rows: list[dict[str, Any]]) -> str:

@@ -378,6 +378,28 @@ FTPS_USERS_KEPT = _event(
     LogLevel.error,
     "FTPS service {service} keeps its accounts: the users_file {path} cannot be used: {details}.",
 )
+CLUSTER_HEARTBEAT_FAILED = _event(
+    20222,
+    LogLevel.warn,
+    "Node {node_name} could not write its records in the cluster database: {details}. "
+    "Other nodes and status will show it as stale after {stale_minutes} minutes.",
+)
+CLUSTER_HEARTBEAT_BACK = _event(
+    20223,
+    LogLevel.info,
+    "Node {node_name} writes its records in the cluster database again.",
+)
+CLUSTER_NODE_STALE = _event(
+    20224,
+    LogLevel.warn,
+    "Node {node_name} has not heard from node {other} for {minutes} minutes: it stopped, "
+    "or cannot reach the cluster database.",
+)
+CLUSTER_NODE_BACK = _event(
+    20225,
+    LogLevel.info,
+    "Node {node_name} hears from node {other} again.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

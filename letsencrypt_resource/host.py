@@ -38,6 +38,7 @@ from .config import (
 from .control import ControlService, LockWatch, StateLock
 from .deploycommand import findProgram
 from .ftps import FTPSService
+from .heartbeat import heartbeatOf
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
 from .interfaces import ICertificateConsumer
@@ -291,6 +292,8 @@ class ServerService(MultiService):
                 Operations(self.resource, reactor),
                 reactor,
             ).setServiceParent(self)
+            if resourceOptions.clusterDatabase is not None:
+                heartbeatOf(self.resource, reactor).setServiceParent(self)
 
     def _addService(self, options: ServiceOptions) -> None:
         kind = FTPSService if options.ftps is not None else HTTPSFileService

@@ -24,12 +24,16 @@ T = TypeVar("T")
 WRITE_LEASE = 60.0
 
 
+#: The prefix of the names of the order leases.
+ORDER_LEASES = "orders/"
+
+
 def orderLease(domains: tuple[str, ...]) -> str:
     """
     The name of the storage lease an order of C{domains} runs under, and
     every write of the set's renewal state and certificate.
     """
-    return f"orders/{domainsFileName(domains)}"
+    return f"{ORDER_LEASES}{domainsFileName(domains)}"
 
 
 def releaseQuietly(lease: ILease, log: Logger) -> Deferred[None]:

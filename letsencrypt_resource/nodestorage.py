@@ -42,7 +42,7 @@ def makeStorage(
 
     sealer = Sealer.fromKeyFile(options.clusterKeyFile, options.nodeName)
     return ClusterStorage(
-        PostgresStorage(options.clusterDatabase, reactor),
+        PostgresStorage(options.clusterDatabase, reactor, node=options.nodeName),
         directory,
         sealer,
         reactor,

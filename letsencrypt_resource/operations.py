@@ -21,13 +21,16 @@ from . import events
 from .account import underAccountLease
 from .acmeclient import ACMEClient
 from .certificates import CertifiedKey
+from .clusterview import addClusterView
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .keygen import generateKey
 from .keys import jwkFor, keyType
 from .managed import ManagedCertificate
+from .noderecord import serialHex
 from .outcomes import REASONS
 from .resource import LetsEncryptResource
+from .storage.cluster import ClusterStorage
 from .storage.interface import ILease
 from .storage.records import AccountRecord
 
@@ -76,15 +79,6 @@ def _errors(failed: list[ManagedCertificate]) -> str:
     return "; ".join(f"{c.label}: {c.lastError}" for c in failed)
 
 
-def serialHex(serial: int) -> str:
-    """
-    A certificate serial number as C{openssl x509 -serial} shows it:
-    upper-case hex, an even number of digits.
-    """
-    digits = f"{serial:X}"
-    return digits.zfill(len(digits) + len(digits) % 2)
-
-
 class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
@@ -111,6 +105,18 @@ class Operations:
         error.
         """
         return [self._row(c) for c in self._resource.managed.values()]
+
+    @deferred
+    async def fullStatus(self) -> list[dict[str, Any]]:
+        """
+        The L{status} rows and, on a cluster node, the cluster view of each
+        (see L{addClusterView}), read from the cluster's database.
+        """
+        rows = self.status()
+        storage = self._resource.storage
+        if isinstance(storage, ClusterStorage):
+            await addClusterView(rows, storage, self._clock)
+        return rows
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
         now = self._clock.seconds()

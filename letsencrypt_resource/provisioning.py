@@ -8,6 +8,7 @@ to the store directory.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock, gatherResults
@@ -65,6 +66,8 @@ class Provisioning:
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
         self._deploys = deploys
+        #: Called after each certificate is put in service (see L{deliver}).
+        self.deliveryListeners: list[Callable[[], object]] = []
 
     @deferred
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
@@ -140,6 +143,8 @@ class Provisioning:
         C{consumers}, by default every consumer of the set.
         """
         certificate.current = certifiedKey
+        for listener in list(self.deliveryListeners):
+            listener()
         for consumer in certificate.consumers if consumers is None else consumers:
             try:
                 consumer.useCertificate(certifiedKey)

@@ -139,6 +139,8 @@ class LetsEncryptResource(MultiService):
         self._sets = parts.sets
         self._challengeSite = parts.challengeSite
         self.metrics = parts.metrics
+        #: Called after each certificate is handed to the set's consumers.
+        self.deliveryListeners = parts.provisioning.deliveryListeners
         for service in parts.services:
             service.setServiceParent(self)
 

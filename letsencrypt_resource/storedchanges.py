@@ -80,6 +80,9 @@ class StoredChanges:
         unexpected(self._log, failure)
 
     def _watchFailed(self, failure: Failure) -> Callable[[], None]:
+        if self._watching is None:
+            # Stopped meanwhile: the storage may have closed under it.
+            return lambda: None
         self._unexpected(failure)
         self._watchAgain = self._reactor.callLater(self._options.checkInterval, self._rewatch)
         return lambda: None

@@ -4,17 +4,21 @@ The C{twistd lets-encrypt} command.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.python import usage
 
-from .config import ConfigurationError
+from .config import ConfigurationError, ResourceOptions
 from .control import StateDirectoryLocked, StateLock
-from .host import ServerService, readConfiguration
+from .host import ServerService, makeResource, readConfiguration
+from .nodestorage import stopReactor
 from .reload import ReloadOnHangUp
 
 
@@ -65,15 +69,64 @@ def _refuse(message: str) -> NoReturn:
     raise SystemExit(1)
 
 
+def refusedByCluster(
+    reactor: Any,
+    path: str,
+    options: ResourceOptions,
+    atExit: Callable[..., object] = atexit.register,
+) -> Callable[[], None]:
+    """
+    What twistd does when the cluster's database refuses this node's key
+    file (event 20220, which needs the database, so it comes once the
+    reactor runs): say so on the standard error as for the other start-up
+    errors, stop, and end with status 1 once twistd has cleaned up.
+
+    twistd ends with status 0 whatever stopped its reactor, and swallows
+    what its shutdown triggers raise: the status is set when the
+    interpreter exits, after twistd removed its pid file.
+
+    @param path: The configuration file.
+    @param atExit: Registers what the interpreter does at exit.
+    """
+    error = ConfigurationError(
+        options.section,
+        "cluster_key_file",
+        f"{options.clusterKeyFile} is not the key file the cluster database was first used with",
+    )
+
+    def refused() -> None:
+        # twistd sends sys.stderr to its log: this goes to the terminal.
+        print(f"twistd lets-encrypt: error: {path}: {error}", file=sys.__stderr__, flush=True)
+        atExit(_exitWith, 1)
+        stopReactor(reactor)()
+
+    return refused
+
+
+def _exitWith(status: int) -> None:
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    os._exit(status)
+
+
 def makeService(options: Options) -> IService:
     """
     Build the server described by the validated configuration; while it
-    runs, C{SIGHUP} reloads the configuration file.
+    runs, C{SIGHUP} reloads the configuration file.  A node that the
+    cluster's database refuses stops with status 1 (see
+    L{refusedByCluster}).
     """
     from twisted.internet import reactor
 
+    path = os.path.abspath(options["config"])
+    configuration = options["configuration"]
+    factory = makeResource
+    if configuration.resource is not None:
+        onRefused = refusedByCluster(reactor, path, configuration.resource)
+        factory = partial(makeResource, onRefused=onRefused)
     server = ServerService(
-        options["configuration"], reactor, options["lock"], path=os.path.abspath(options["config"])
+        configuration, reactor, options["lock"], path=path, resourceFactory=factory
     )
     ReloadOnHangUp(server.reload, IReactorFromThreads(reactor)).setServiceParent(server)
     return server

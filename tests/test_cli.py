@@ -18,10 +18,10 @@ from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource import __version__
 from letsencrypt_resource.pebble import freeTCPPort
-from tests.helpers.processcase import environment
+from tests.helpers.processcase import environment, operationsScript
 
 #: The console script, installed beside the Python running the tests.
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "letsencrypt-resource")
+SCRIPT = operationsScript()
 
 #: A configuration whose served folder and CA bundle are not on this
 #: machine, as when the operations command runs on a copy of the file.

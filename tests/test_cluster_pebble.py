@@ -8,7 +8,9 @@ back.
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import os
 from typing import Any
 
@@ -19,8 +21,10 @@ from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
+from letsencrypt_resource.cli import run
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.host import ServerService, checkFileSystem, makeResource
+from letsencrypt_resource.noderecord import serialHex
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
 from tests.helpers import keyMarkers
@@ -229,6 +233,99 @@ class ClusterServerTests(PostgresCase, TestCACase):
         await second.resource.whenSettled()
         after = self.admin().execute("SELECT count(*) FROM letsencrypt_values").fetchone()
         self.assertEqual(after, rows)
+
+    async def command(self, path: str, *argv: str) -> Any:
+        """
+        Run the operations command on the configuration at C{path} with
+        C{argv} (and C{--json} for those that print a table without it),
+        in this process; assert that it succeeded; return what it printed,
+        read as JSON.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        json_ = ["--json"] if argv[0] in ("status", "renew") else []
+        code = await run(reactor, [*argv, *json_, "--config", path], out, err)
+        self.assertEqual(code, 0, err.getvalue())
+        return json.loads(out.getvalue())
+
+    async def nextSecond(self, certificate: x509.Certificate) -> None:
+        """
+        Wait until a certificate issued now starts, and so ends, at least a
+        second after C{certificate}, which pebble issued just before: a
+        node takes a certificate stored by another only when it ends later,
+        and times are in whole seconds.
+        """
+        issued = certificate.not_valid_before_utc.timestamp()
+        await self.until(lambda: reactor.seconds() >= issued + 1, timeout=5)
+
+    async def presentedAfter(
+        self, server: ServerService, testCA: RunningTestCA, previous: x509.Certificate
+    ) -> x509.Certificate:
+        """
+        The certificate the server presents once its set is on another
+        certificate than C{previous}.
+        """
+        assert server.resource is not None
+        [served] = server.resource.managed.values()
+        await self.until(
+            lambda: (
+                served.current is not None
+                and served.current.certificate.serial_number != previous.serial_number
+            ),
+            timeout=30,
+        )
+        presented = await self.presented(server, testCA)
+        self.assertNotEqual(presented.serial_number, previous.serial_number)
+        return presented
+
+    async def test_operationsFromAnyNode(self) -> None:
+        """
+        On a node where no server runs, C{renew}, C{revoke} and C{account}
+        work through the cluster's database: the command takes the set's
+        lease, another node's challenge site answers the CA from the
+        database, and the certificates it stores reach the running node,
+        which serves them; C{account} shows the cluster's one account; and
+        C{status} there shows the running node's record, with the serial
+        it serves.
+        """
+        challengePort = freeTCPPort()
+        testCA = await self.startTestCA(
+            challengePort, extraConfig={"certificateValidityPeriod": 90 * 86400}
+        )
+        path = self.writeNode("node-1", testCA, challengePort, self.conninfo)
+        server = self.startNode(path)
+        assert server.resource is not None
+        await server.resource.whenSettled()
+        first = await self.presented(server, testCA)
+        other = self.writeNode("node-2", testCA, freeTCPPort(), self.conninfo)
+
+        await self.nextSecond(first)
+        [renewed] = await self.command(other, "renew", "--force")
+        self.assertEqual(renewed["outcome"], "renewed")
+        self.assertEqual(len(self.eventsOf(20015)), 2)
+        await self.until(lambda: self.eventsOf(20219), timeout=30)
+        self.assertEqual(self.eventsOf(20219)[-1]["stored_by"], "node-2")
+        second = await self.presentedAfter(server, testCA, first)
+
+        shown = await self.command(other, "account", "show")
+        self.assertEqual(shown, await self.command(path, "account", "show"))
+        self.assertEqual(shown["status"], "valid")
+
+        await self.nextSecond(second)
+        revoked = await self.command(other, "revoke", NAME)
+        self.assertEqual(revoked["revoked"], serialHex(second.serial_number))
+        third = await self.presentedAfter(server, testCA, second)
+        self.assertNotIn(third.serial_number, (first.serial_number, second.serial_number))
+
+        async def statusShowsThird() -> bool:
+            [row] = await self.command(other, "status")
+            node = row["cluster"]["nodes"].get("node-1", {})
+            return bool(node.get("serving") == serialHex(third.serial_number))
+
+        for _ in range(50):
+            if await statusShowsThird():
+                break
+        else:
+            self.fail("status never showed node-1 serving the last certificate")
 
     def newDatabase(self) -> str:
         """

@@ -18,8 +18,13 @@ from twisted.python.failure import Failure
 
 from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.storage.availability import KEY_CHECK, KEY_CHECK_TEXT
+from letsencrypt_resource.storage.postgres import PostgresStorage
+from letsencrypt_resource.storage.sealed import SealedStorage
+from letsencrypt_resource.storage.sealing import Sealer
 from tests.helpers.configuration import CONFIGURATION, HELLO
 from tests.helpers.pebblecase import TestCACase
+from tests.helpers.postgres import PostgresCase
 from tests.helpers.processcase import environment, twistdCommand
 from tests.helpers.tlsclient import connectTLS, fetchOverTLS
 
@@ -263,3 +268,62 @@ class TwistdTests(TestCACase):
         out, err = await self.refused(path)
         self.assertIn(b"is in use by another process (pid", out + err)
         self.assertNotIn(b"Traceback", out + err)
+
+
+class ClusterKeyTests(PostgresCase):
+    """
+    A node of a cluster whose key file is not the cluster's, run as users
+    run it.
+    """
+
+    def keyFile(self) -> str:
+        """
+        A new cluster key file, readable by its owner only.
+        """
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as stream:
+            stream.write(os.urandom(32))
+        os.chmod(path, 0o600)
+        return path
+
+    async def test_otherKeyFileExits(self) -> None:
+        """
+        twistd on a node whose C{cluster_key_file} is not the one the
+        database was first used with ends by itself with status 1, one line
+        on the standard error naming C{cluster_key_file} and the file, and
+        event 20220 in its log; it stores nothing in the database.
+        """
+        first = SealedStorage(
+            PostgresStorage(self.conninfo, reactor), Sealer.fromKeyFile(self.keyFile(), "node-1")
+        )
+        await first.store(KEY_CHECK, KEY_CHECK_TEXT)
+        await first.close()
+        rows = self.admin().execute("SELECT count(*) FROM letsencrypt_values").fetchone()
+        keyFile = self.keyFile()
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        path = os.path.join(folder, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+                f"port = {freeTCPPort()}\nacme_url = https://127.0.0.1:1/dir\n"
+                f"cluster_database = {self.conninfo}\ncluster_key_file = {keyFile}\n"
+                "node_name = node-2\n"
+            )
+        ran = getProcessOutputAndValue(
+            twistdCommand()[0],
+            ["-n", "--pidfile=", "lets-encrypt", "--config", path],
+            env=environment(),
+            path=folder,
+        )
+        out, err, code = await ran.addTimeout(60, reactor)
+        self.assertEqual(code, 1)
+        self.assertEqual(
+            err.decode(),
+            f"twistd lets-encrypt: error: {path}: [resources/le] option 'cluster_key_file': "
+            f"{keyFile} is not the key file the cluster database was first used with\n",
+        )
+        self.assertIn(b" 20220 ", out)
+        self.assertIn(b"Server Shut Down.", out)
+        after = self.admin().execute("SELECT count(*) FROM letsencrypt_values").fetchone()
+        self.assertEqual(after, rows)

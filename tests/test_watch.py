@@ -46,6 +46,22 @@ class WatchFailsOnce(MemoryStore):
         return super().watch(prefix, callback)
 
 
+@implementer(IStorage)
+class SlowWatch(MemoryStore):
+    """
+    A memory store whose watch is set up, or fails, when the test says.
+
+    @ivar pending: The watch asked for.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: Deferred[Any] = Deferred()
+
+    def watch(self, prefix: str, callback: Any) -> Deferred[Any]:
+        return self.pending
+
+
 class WatchedCertificateTests(ResourceTestCase):
     """
     A certificate another node stores goes in service only when its chain
@@ -183,6 +199,19 @@ class WatchFailureTests(ResourceTestCase):
         resource.stopService()
         gc.collect()
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_watchFailsAfterStop(self) -> None:
+        """
+        A watch still being set up when the resource stops, which then
+        fails as the storage closes (as the operations command stops at
+        once), logs no error and is not set up again: no call is left.
+        """
+        self.store = SlowWatch()
+        resource = self.start()
+        self.successResultOf(resource.stopService())
+        self.store.pending.errback(StorageError("certificates/", "the storage is closed"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_watchSetUpAgain(self) -> None:
         """

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from .. import events
+from ..clusteroptions import parseNodeName
 from ..coroutines import deferred
 from .availability import Availability, deadline
 from .cachecopy import CacheCopies, cached
@@ -41,6 +42,7 @@ from .interface import (
     StorageUnavailable,
     checkPrefix,
 )
+from .pgsql import holderNode
 from .sealed import SealedStorage
 from .sealing import Sealer
 
@@ -121,6 +123,7 @@ class ClusterStorage:
             another key file (event 20220).
         """
         self.node = sealer.node
+        self._database = database
         self._shared = SealedStorage(database, sealer, self._opened)
         self._cache = cache
         self._watches: list[_Watch] = []
@@ -217,6 +220,18 @@ class ClusterStorage:
             self._log, node_name=self.node, name=lease.name, token=lease.token
         )
         return ClusterLease(lease, self._leaseLost)
+
+    @deferred
+    async def leaseNodes(self, prefix: str) -> dict[str, tuple[str, float]]:
+        """
+        The database's leases held now whose names start with C{prefix}:
+        for each, the node that holds it and when it expires, in seconds
+        since the epoch by the database's clock (see
+        C{PostgresStorage.leaseHolders}).
+        """
+        database: Any = self._database
+        held = await self._call(prefix, lambda: database.leaseHolders(prefix))
+        return {name: (_nodeOf(holder), until) for name, (holder, until) in held.items()}
 
     def _leaseLost(self, lease: ILease, error: StorageError) -> None:
         events.CLUSTER_LEASE_LOST.emit(
@@ -329,3 +344,14 @@ def _inner(fence: ILease | None) -> ILease | None:
 
 async def _awaited(start: Callable[[], Awaitable[T]]) -> T:
     return await start()
+
+
+def _nodeOf(holder: str) -> str:
+    """
+    The node that holds a lease as C{holder}, or C{unknown} when it names
+    none: the holder is not sealed, and is shown to people.
+    """
+    try:
+        return parseNodeName(holderNode(holder))
+    except ValueError:
+        return "unknown"

@@ -235,3 +235,26 @@ def releaseAll(connection: Any, holder: str) -> None:
         "UPDATE letsencrypt_leases SET expires_at = NULL, holder = NULL WHERE holder = %s",
         (holder,),
     )
+
+
+def liveLeases(connection: Any, prefix: str, skew: float) -> dict[str, tuple[str, float]]:
+    """
+    The leases held now whose names start with C{prefix}, by one query: for
+    each, its holder and when it expires, in seconds since the epoch by the
+    database's clock.
+    """
+    condition, params = _inRange("name", keyBytes(prefix))
+    rows = connection.execute(
+        "SELECT name, holder, extract(epoch FROM expires_at) FROM letsencrypt_leases "
+        f"WHERE {condition} AND holder IS NOT NULL AND expires_at > {_NOW}",
+        {**params, "skew": skew},
+    )
+    return {keyText(name): (str(holder), float(until)) for name, holder, until in rows}
+
+
+def holderNode(holder: str) -> str:
+    """
+    The node (or host) name in a lease's C{holder}: what comes before its
+    process id and random part (see C{PostgresStorage.holder}).
+    """
+    return holder.rsplit(":", 2)[0]

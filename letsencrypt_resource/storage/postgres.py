@@ -186,8 +186,8 @@ async def _leave(place: _Place) -> None:
         await place.workers.stop()
 
 
-def _holderName() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+def _holderName(node: str | None) -> str:
+    return f"{node or socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @implementer(IStorage)
@@ -196,7 +196,8 @@ class PostgresStorage:
     An L{IStorage} on a PostgreSQL database: one node of the cluster.
 
     @ivar holder: How this object appears as the holder of its leases:
-        host name, process id and a random part.
+        node name (by default the host name), process id and a random
+        part, joined by C{:}.
     """
 
     #: Every node of the cluster uses the database.
@@ -208,6 +209,7 @@ class PostgresStorage:
         reactor: Any,
         *,
         skew: Callable[[], float] | None = None,
+        node: str | None = None,
     ):
         """
         @param conninfo: A libpq connection string or URI (see
@@ -216,6 +218,7 @@ class PostgresStorage:
         @param reactor: The reactor (threads, time and file descriptors).
         @param skew: Seconds added to the database's clock when leases are
             timed: for tests only, to follow a fake clock.
+        @param node: The node's name, in L{holder}.
         """
         self._reactor = reactor
         self._skew = skew or (lambda: 0.0)
@@ -239,7 +242,7 @@ class PostgresStorage:
         self._ready = False
         self._leased = False
         self._closed = False
-        self.holder = _holderName()
+        self.holder = _holderName(node)
 
     def _prepare(self) -> None:
         # In a worker thread; the pool's open() is idempotent.
@@ -331,6 +334,15 @@ class PostgresStorage:
 
         d = self._run(name, lambda c: pgsql.takeLease(c, name, seconds, self.holder, skew))
         return d.addCallback(made)
+
+    def leaseHolders(self, prefix: str) -> Deferred[dict[str, tuple[str, float]]]:
+        """
+        The leases held now whose names start with C{prefix}: for each, its
+        L{holder} and when it expires, in seconds since the epoch by the
+        database's clock.
+        """
+        skew = self._skew()
+        return self._run(prefix, lambda c: pgsql.liveLeases(c, prefix, skew))
 
     def _renew(self, lease: Lease) -> Deferred[None]:
         if self._closed:

@@ -113,3 +113,11 @@ def twistdCommand() -> list[str]:
     """
     beside = os.path.join(os.path.dirname(sys.executable), "twistd")
     return [beside if os.path.exists(beside) else shutil.which("twistd") or "twistd"]
+
+
+def operationsScript() -> str:
+    """
+    The operations command, C{letsencrypt-resource}, installed beside the
+    Python running the tests (it may be missing: see C{pip install}).
+    """
+    return os.path.join(os.path.dirname(sys.executable), "letsencrypt-resource")
