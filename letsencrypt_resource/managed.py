@@ -108,7 +108,7 @@ class ManagedCertificate:
         current = self.current
         if current is None or current.provisional:
             return None
-        if set(current.domains) != set(self.domains):
+        if not current.carries(self.domains):
             return None
         return current
 

@@ -172,7 +172,7 @@ class StoredChanges:
         if certificate.compromisedKeys and certificate.isCompromised(stored.key):
             events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
             return False
-        if set(stored.domains) != set(certificate.domains):
+        if not stored.carries(certificate.domains):
             events.STORED_STATE_IGNORED.emit(
                 self._log,
                 domains=certificate.label,
