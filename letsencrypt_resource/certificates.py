@@ -45,7 +45,7 @@ def _splitCertificates(pem: bytes) -> tuple[x509.Certificate, tuple[x509.Certifi
     """
     The first certificate of the PEM C{pem} and the ones after it: those
     (the intermediates, the same for every certificate of one CA) are
-    parsed once for the same bytes (L{_chain}).
+    parsed once for the same bytes (C{_chain}).
 
     @raise InvalidCertificate: when no certificate can be read.
     """
