@@ -5,6 +5,7 @@ every consumer is in service, the CPU it took, and the resident memory.
     .venv/bin/python bench/warm.py --n 1000 10000 --repeats 2
     .venv/bin/python bench/warm.py --n 10000 --profile cpu
     .venv/bin/python bench/warm.py --n 10000 --profile memory
+    .venv/bin/python bench/warm.py --n 1000 10000 --repeats 1 --check
 
 The state directory of each N is fabricated once (a local CA signs N leaf
 certificates of one name each, written with L{Records} over a
@@ -18,13 +19,19 @@ finds still allocated at the end, by line (Python allocations only: the
 memory OpenSSL and cryptography allocate in C is in the RSS alone).
 C{--contexts} then builds every service's TLS context, as a first
 handshake to each would, and reports its CPU and the RSS after;
-C{--probe} measures the reactor's stalls during the start.
+C{--probe} measures the reactor's stalls during the start; C{--check} then
+runs a forced check of every set (the attempts fail: no ACME server
+answers) and measures how long the call and the longest reactor stall
+took, and the longest full (generation 2) collection of the garbage
+collector in that time; C{--gc-freeze} first moves what the start made out
+of the collector's reach (C{gc.freeze}).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import io
 import os
 import pstats
@@ -42,7 +49,7 @@ from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 from probe import StallProbe  # noqa: E402
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred  # noqa: E402
-from twisted.internet.task import react  # noqa: E402
+from twisted.internet.task import deferLater, react  # noqa: E402
 from zope.interface.registry import Components  # noqa: E402
 
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey  # noqa: E402
@@ -60,6 +67,8 @@ from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402
 RUN = "warm"
 #: Where the ACME server would be: nothing listens there.
 NOWHERE = "http://127.0.0.1:9/directory"
+#: Seconds the reactor is watched after a forced check starts (C{--check}).
+CHECK_WATCHED = 3.0
 
 
 def _cProfile() -> Any:
@@ -208,6 +217,36 @@ async def start(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         result["profile"] = "\n".join(
             str(stat) for stat in snapshot.statistics("lineno")[: args.top]
         )
+    if args.check:
+        # A forced check of every set: how long it holds the reactor at
+        # once, and the longest stall in the seconds its attempts start
+        # (they fail, as no ACME server answers).
+        probe = StallProbe(reactor)
+        probe.start()
+        cpuStart = time.process_time()
+        wallStart = time.perf_counter()
+        pauses: list[float] = []
+        began: list[float] = []
+
+        def timeCollections(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                began[:] = [time.perf_counter()]
+            elif info["generation"] == 2:
+                pauses.append(time.perf_counter() - began[0])
+
+        gc.callbacks.append(timeCollections)
+        if args.gc_freeze:
+            gc.freeze()
+        resource.check(force=True)
+        result["check_call_seconds"] = time.perf_counter() - wallStart
+        await deferLater(reactor, CHECK_WATCHED, lambda: None)
+        result["check_cpu_seconds"] = time.process_time() - cpuStart
+        probe.stop()
+        stalls = probe.report()
+        result["check_max_stall_ms"] = stalls["max_stall_ms"]
+        result["check_longest_stalls"] = stalls["longest"]
+        result["check_gc_pause_ms"] = max(pauses, default=0.0) * 1e3
+        gc.callbacks.remove(timeCollections)
     if args.contexts:
         # What the first handshake of every service costs, all at once.
         cpuStart = time.process_time()
@@ -234,6 +273,10 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
         command.append("--contexts")
     if args.probe:
         command.append("--probe")
+    if args.check:
+        command.append("--check")
+    if args.gc_freeze:
+        command.append("--gc-freeze")
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return parseResult(output)
 
@@ -264,6 +307,22 @@ def table(results: dict[int, list[dict[str, Any]]]) -> str:
             stall = summary(r["max_stall_ms"] for r in runs)
             over = summary(r["stalls_over_50ms"] for r in runs)
             lines.append(f"| {n:,} | {stall['median']:.0f} | {over['median']:.0f} |")
+    if any("check_call_seconds" in r for runs in results.values() for r in runs):
+        lines += [
+            "",
+            f"| N | forced check: the call (ms) | longest stall (ms) | longest full collection "
+            f"(ms) | CPU in its first {CHECK_WATCHED:g} s |",
+            "|---|---|---|---|---|",
+        ]
+        for n, runs in sorted(results.items()):
+            call = summary(r["check_call_seconds"] * 1e3 for r in runs)
+            stall = summary(r["check_max_stall_ms"] for r in runs)
+            cpu = summary(r["check_cpu_seconds"] for r in runs)
+            collection = summary(r["check_gc_pause_ms"] for r in runs)
+            lines.append(
+                f"| {n:,} | {call['median']:.0f} | {stall['median']:.0f} "
+                f"| {collection['median']:.0f} | {cpu['median']:.2f} |"
+            )
     if any("contexts_cpu_seconds" in r for runs in results.values() for r in runs):
         lines += ["", "| N | then every TLS context built: CPU (s) | RSS (MB) |", "|---|---|---|"]
         for n, runs in sorted(results.items()):
@@ -291,6 +350,16 @@ def main() -> None:
         "--probe",
         action="store_true",
         help="measure the reactor's stalls during the start (bench/probe.py)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="then run a forced check of every set and measure the reactor's stalls",
+    )
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="with --check: move what the start made out of the collector's reach first",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+from collections.abc import Iterable
 from functools import cached_property
 
 import attrs
@@ -40,11 +41,30 @@ class InvalidCertificate(ValueError):
     """
 
 
-def _splitCertificates(pem: bytes) -> list[x509.Certificate]:
+def _splitCertificates(pem: bytes) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """
+    The first certificate of the PEM C{pem} and the ones after it: those
+    (the intermediates, the same for every certificate of one CA) are
+    parsed once for the same bytes (C{_chain}).
+
+    @raise InvalidCertificate: when no certificate can be read.
+    """
+    second = pem.find(_CERTIFICATE_START, pem.find(_CERTIFICATE_START) + 1)
+    head, rest = (pem, b"") if second < 0 else (pem[:second], pem[second:])
     try:
-        return x509.load_pem_x509_certificates(pem)
+        return x509.load_pem_x509_certificate(head), _chain(rest) if rest else ()
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _chain(pem: bytes) -> tuple[x509.Certificate, ...]:
+    """
+    The certificates of the PEM C{pem}, parsed once for the same bytes.
+
+    @raise ValueError: when one cannot be read.
+    """
+    return tuple(_shared(c) for c in x509.load_pem_x509_certificates(pem))
 
 
 def bundleDigest(pem: bytes) -> str:
@@ -102,6 +122,9 @@ class CertifiedKey:
         before: when the bundle was stored (see L{fromCheckedPEM}), so it
         is not checked again when it is put in service; the TLS context
         built from it still is (L{keyMatches}).
+    @ivar vouchedNames: The names the certificate was found to carry when
+        it was stored (see L{fromCheckedPEM}), or C{None}: L{carries}
+        then answers without parsing the certificate's names.
     """
 
     _key: PrivateKey | bytes = attrs.field(repr=False)
@@ -109,6 +132,7 @@ class CertifiedKey:
     chain: tuple[x509.Certificate, ...] = ()
     provisional: bool = False
     keyChecked: bool = False
+    vouchedNames: frozenset[str] | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def fromParts(
@@ -133,12 +157,11 @@ class CertifiedKey:
         @raise InvalidCertificate: when the chain is empty, the certificate
             is not for C{key} or does not carry C{domains}.
         """
-        certificates = _splitCertificates(fullchainPEM)
-        chain = tuple(_shared(c) for c in certificates[1:])
-        certifiedKey = cls(key, certificates[0], chain, provisional)
+        certificate, chain = _splitCertificates(fullchainPEM)
+        certifiedKey = cls(key, certificate, chain, provisional)
         if not certifiedKey.keyMatches:
             raise InvalidCertificate("the certificate is not for our private key")
-        if domains is not None and set(certifiedKey.domains) != set(domains):
+        if domains is not None and not certifiedKey.carries(domains):
             raise InvalidCertificate(
                 f"the certificate is for {', '.join(certifiedKey.domains)}, "
                 f"not {', '.join(domains)}"
@@ -159,7 +182,7 @@ class CertifiedKey:
         return cls.fromParts(key, pem)
 
     @classmethod
-    def fromCheckedPEM(cls, pem: bytes) -> CertifiedKey:
+    def fromCheckedPEM(cls, pem: bytes, names: frozenset[str] | None = None) -> CertifiedKey:
         """
         Load the bundle L{toPEM} wrote, known to be unchanged since it was
         written after its checks (by a digest of it; see
@@ -167,12 +190,14 @@ class CertifiedKey:
         certificates are read, the key is kept as its PEM, parsed and
         checked at its first use.
 
+        @param names: The names the certificate was checked to carry when
+            it was written, if known (L{vouchedNames}).
+
         @raise InvalidCertificate: when the certificates cannot be read.
         """
         keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
-        certificates = _splitCertificates(separator + rest)
-        chain = tuple(_shared(c) for c in certificates[1:])
-        return cls(keyPEM, certificates[0], chain, keyChecked=True)
+        certificate, chain = _splitCertificates(separator + rest)
+        return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
 
     @cached_property
     def key(self) -> PrivateKey:
@@ -231,6 +256,17 @@ class CertifiedKey:
         The names the certificate carries, subject first.
         """
         return certificateNames(self.certificate)
+
+    def carries(self, domains: Iterable[str]) -> bool:
+        """
+        Whether the certificate carries exactly the names C{domains}, in
+        any order: answered by L{vouchedNames} when they are these, by
+        parsing the certificate's names (L{domains}) otherwise.
+        """
+        wanted = frozenset(domains)
+        if self.vouchedNames is not None and self.vouchedNames == wanted:
+            return True
+        return frozenset(self.domains) == wanted
 
     @cached_property
     def keyMatches(self) -> bool:

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
-from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -228,8 +227,3 @@ class ChallengeSite(LimitedSite):
 
     def __init__(self, responder: ChallengeResponder, redirectURL: str | None = None):
         super().__init__(ChallengeResource(responder, redirectURL))
-
-    def log(self, request: http.Request) -> None:
-        """
-        Write no access log.
-        """

@@ -38,11 +38,12 @@ class Limiter:
         entry: list[Any] = [job, args, None]
 
         def cancel(result: Deferred[Any]) -> None:
+            # One still waiting is skipped when its turn comes (its result
+            # called): finding it in the queue now would take as long as
+            # the queue, for each of thousands cancelled at once.
             running = entry[2]
             if running is not None:
                 running.cancel()
-            elif entry in self._waiting:
-                self._waiting.remove(entry)
 
         result: Deferred[Any] = Deferred(cancel)
         entry.append(result)
@@ -58,6 +59,8 @@ class Limiter:
             while self._waiting and self._running < self._limit:
                 entry = self._waiting.popleft()
                 job, args, _, result = entry
+                if result.called:
+                    continue
                 self._running += 1
                 entry[2] = maybeDeferred(job, *args)
                 entry[2].addBoth(self._ended, result)

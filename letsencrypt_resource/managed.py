@@ -32,6 +32,9 @@ NO_CERTIFICATE = "no CA-issued certificate yet"
 NAMES_CHANGED = "its names changed"
 #: Why a set whose certificate's key was revoked as compromised is due.
 KEY_COMPROMISED = "its key was revoked as compromised"
+#: Why a set whose certificate's key, read at its first use, cannot be
+#: read is due.
+KEY_UNREADABLE = "its stored key cannot be read"
 
 
 class ManagedCertificate:
@@ -108,7 +111,7 @@ class ManagedCertificate:
         current = self.current
         if current is None or current.provisional:
             return None
-        if set(current.domains) != set(self.domains):
+        if not current.carries(self.domains):
             return None
         return current
 
@@ -122,6 +125,8 @@ class ManagedCertificate:
                 NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
             )
             return RenewalPlan(0.0, reason)
+        if self.compromisedKeys and not issued.keyMatches:  # read now, it may not parse
+            return RenewalPlan(0.0, KEY_UNREADABLE)
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
         return planRenewal(

@@ -165,13 +165,17 @@ class Operations:
         managed = list(self._resource.managed.values())
         if not names:
             return managed
-        chosen: list[ManagedCertificate] = []
+        holding: dict[str, list[ManagedCertificate]] = {}
+        for certificate in managed:
+            for domain in certificate.domains:
+                holding.setdefault(domain, []).append(certificate)
+        chosen: dict[ManagedCertificate, None] = {}
         for name in names:
-            matches = [c for c in managed if name.lower() in c.domains]
+            matches = holding.get(name.lower())
             if not matches:
                 raise OperationError(f"no configured service has the domain {name}")
-            chosen.extend(m for m in matches if m not in chosen)
-        return chosen
+            chosen.update(dict.fromkeys(matches))
+        return list(chosen)
 
     @deferred
     async def renew(self, names: list[str], force: bool) -> list[dict[str, Any]]:

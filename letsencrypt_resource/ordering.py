@@ -96,7 +96,12 @@ class Ordering:
             resume = certificate.pendingOrder = None
         if resume is not None:
             key = resume.key
-        elif self._options.reuseKey and issued and self._mayUse(certificate, issued.key):
+        elif (
+            self._options.reuseKey
+            and issued
+            and issued.keyMatches  # the key, read at its first use, may not parse
+            and self._mayUse(certificate, issued.key)
+        ):
             key = issued.key
         else:
             key = await self._runInThread(generateKey, self._options.keyType)

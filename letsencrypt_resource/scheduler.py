@@ -7,18 +7,19 @@ certificates close to expiry and the attempts that are due.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    FirstError,
     gatherResults,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +33,69 @@ from .reporting import unexpected, when
 from .writequeue import WriteQueue
 
 DAY = 86400.0
+T = TypeVar("T")
+#: The sets a check looks at in one reactor turn: a check of more goes on
+#: in the next turns, so that the reactor is never held for long.
+CHECK_CHUNK = 500
+
+
+async def inTurns(reactor: Any, items: list[T]) -> AsyncIterator[list[T]]:
+    """
+    C{items} by chunks of L{CHECK_CHUNK}, each after the first a turn of
+    C{reactor} later.
+    """
+    for start in range(0, len(items), CHECK_CHUNK):
+        if start:
+            await deferLater(reactor, 0, lambda: None)
+        yield items[start : start + CHECK_CHUNK]
+
+
+def checkEnded(failure: Failure, log: Logger) -> None:
+    """
+    A check cancelled (the resource stops) ends quietly, even while it
+    waits for writes (which fail its wait with C{FirstError}); other
+    failures are unexpected.
+    """
+    error = failure.value
+    if isinstance(error, FirstError):
+        error = error.subFailure.value
+    if not isinstance(error, CancelledError):
+        unexpected(log, failure)
+
+
+def warnOfExpiry(
+    log: Logger,
+    now: float,
+    certificates: list[ManagedCertificate],
+    starting: set[ManagedCertificate],
+) -> None:
+    """
+    Warn on C{log} about each of C{certificates} in service close to expiry,
+    unless its first renewal attempt is starting now (in C{starting}: a
+    failure is warned about at the next check); at a bounded rate (see
+    L{ManagedCertificate.warnNow}).
+    """
+    for certificate in certificates:
+        current = certificate.current
+        if current is None or current.provisional:
+            continue
+        if certificate in starting and certificate.failures == 0:
+            continue
+        if not certificate.warnNow(now):
+            continue
+        notAfter = current.notAfter.timestamp()
+        details = (
+            f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
+            if certificate.lastError
+            else f"renewal is due {when(certificate.plan().at)}"
+        )
+        events.EXPIRY_WARNING.emit(
+            log,
+            component=", ".join(c.name for c in certificate.consumers),
+            domains=certificate.label,
+            days=f"{max(notAfter - now, 0) / DAY:.1f}",
+            details=details,
+        )
 
 
 class Scheduler(Service):
@@ -163,29 +227,59 @@ class Scheduler(Service):
             and what it wrote is on disk; it never fails.
         """
         self._cancelWakeUp()
+        started = self._startDue(force, only, reason)
+        attempted: list[ManagedCertificate] = []
+        started.addCallback(attempted.extend)
+        started.addCallback(
+            lambda _: gatherResults(
+                [c.attempt for c in self._managed.values() if c.attempt is not None],
+                consumeErrors=True,
+            )
+        )
+        self._checking = started.addCallbacks(lambda _: self.scheduleWakeUp(), lambda failure: None)
+        self._checking.addCallback(lambda _: self._writes.whenWritten())
+        self._checking.addCallback(lambda _: [ended(attempted) for ended in self.afterCheck])
+        self._checking.addCallback(lambda _: self._learnRenewalInfo())
+        self._checking.addErrback(checkEnded, self._log)
+        return self._checking
+
+    @deferred
+    async def _startDue(
+        self, force: bool, only: Collection[ManagedCertificate] | None, reason: str
+    ) -> list[ManagedCertificate]:
+        """
+        Find the sets due (every one with C{force}; of C{only}, if given),
+        warn about expiry, and start their attempts: synchronously for up
+        to L{CHECK_CHUNK} sets, by chunks of that many a reactor turn apart
+        for more, so that a check of thousands of sets never holds the
+        reactor for long.
+
+        @return: The sets whose attempts it started.
+        """
         now = self._reactor.seconds()
         checksARI = self._connection.checksARI
-        starting = [
-            certificate
-            for certificate in self._managed.values()
-            if certificate.attempt is None
-            and (only is None or certificate in only)
-            and (force or certificate.nextEvent(checksARI) <= now)
-        ]
-        self._warnOfExpiry(now, starting)
+        chosen = None if only is None else set(only)
+        sets = list(self._managed.values())
+        due: list[ManagedCertificate] = []
+        async for chunk in inTurns(self._reactor, sets):
+            due.extend(
+                certificate
+                for certificate in chunk
+                if certificate.attempt is None
+                and (chosen is None or certificate in chosen)
+                and (force or certificate.nextEvent(checksARI) <= now)
+            )
+        starting = set(due)
+        async for chunk in inTurns(self._reactor, sets):
+            warnOfExpiry(self._log, now, chunk, starting)
         self._writes.retry(now)
         for retry in self.atCheck:
             retry()
-        for certificate in starting:
-            self._renewer.startAttempt(certificate, reason if force else None)
-        attempts = [c.attempt for c in self._managed.values() if c.attempt is not None]
-        self._checking = gatherResults(attempts, consumeErrors=True).addCallbacks(
-            lambda _: self.scheduleWakeUp(), lambda failure: None
-        )
-        self._checking.addCallback(lambda _: self._writes.whenWritten())
-        self._checking.addCallback(lambda _: [ended(starting) for ended in self.afterCheck])
-        self._checking.addCallback(lambda _: self._learnRenewalInfo())
-        return self._checking
+        async for chunk in inTurns(self._reactor, due):
+            for certificate in chunk:
+                if certificate.attempt is None:
+                    self._renewer.startAttempt(certificate, reason if force else None)
+        return due
 
     def _learnRenewalInfo(self) -> None:
         """
@@ -204,34 +298,6 @@ class Scheduler(Service):
             self.scheduleWakeUp()
 
         self._learning.addBoth(learnt)
-
-    def _warnOfExpiry(self, now: float, starting: list[ManagedCertificate]) -> None:
-        """
-        Warn about each certificate in service close to expiry, unless its
-        first renewal attempt is starting now (a failure is warned about at
-        the next check); at a bounded rate (see L{ManagedCertificate.warnNow}).
-        """
-        for certificate in self._managed.values():
-            current = certificate.current
-            if current is None or current.provisional:
-                continue
-            if certificate in starting and certificate.failures == 0:
-                continue
-            if not certificate.warnNow(now):
-                continue
-            notAfter = current.notAfter.timestamp()
-            details = (
-                f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
-                if certificate.lastError
-                else f"renewal is due {when(certificate.plan().at)}"
-            )
-            events.EXPIRY_WARNING.emit(
-                self._log,
-                component=", ".join(c.name for c in certificate.consumers),
-                domains=certificate.label,
-                days=f"{max(notAfter - now, 0) / DAY:.1f}",
-                details=details,
-            )
 
     def _cancelWakeUp(self) -> None:
         if self._wakeUp is not None and self._wakeUp.active():

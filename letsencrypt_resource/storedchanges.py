@@ -172,10 +172,19 @@ class StoredChanges:
         """
         if not self._newer(certificate, stored):
             return False
-        if certificate.compromisedKeys and certificate.isCompromised(stored.key):
-            events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
-            return False
-        if set(stored.domains) != set(certificate.domains):
+        if certificate.compromisedKeys:
+            # The key is read here, at its first use (see CertifiedKey.key).
+            if not stored.keyMatches:
+                events.STORED_STATE_IGNORED.emit(
+                    self._log,
+                    domains=certificate.label,
+                    details="the stored key cannot be read or is not the certificate's",
+                )
+                return False
+            if certificate.isCompromised(stored.key):
+                events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
+                return False
+        if not stored.carries(certificate.domains):
             events.STORED_STATE_IGNORED.emit(
                 self._log,
                 domains=certificate.label,

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import certificates
 from letsencrypt_resource.certificates import CertifiedKey, InvalidCertificate, bundleDigest
 from letsencrypt_resource.keys import (
     MAX_COMMON_NAME,
@@ -137,6 +138,51 @@ class CertifiedKeyTests(SynchronousTestCase):
         )
         self.assertEqual((keyToPEM(loaded.key), loaded.keyMatches), (original.keyPEM, True))
         self.assertEqual(bundleDigest(loaded.toPEM()), bundleDigest(pem))
+
+    def test_carriesVouchedNames(self) -> None:
+        """
+        C{carries} answers from the names a checked bundle was vouched for
+        without parsing the certificate's names; asked for other names, it
+        parses them and answers from what the certificate carries.
+        """
+        pem = provisionalFor(newSigner(), DOMAINS).toPEM()
+        parsed: list[object] = []
+        real = certificates.certificateNames
+        self.patch(certificates, "certificateNames", lambda c: parsed.append(c) or real(c))
+        loaded = CertifiedKey.fromCheckedPEM(pem, frozenset(DOMAINS))
+        self.assertTrue(loaded.carries(reversed(DOMAINS)))
+        self.assertEqual(parsed, [])
+        self.assertFalse(loaded.carries(DOMAINS[:1]))
+        self.assertEqual(parsed, [loaded.certificate])
+
+    def test_carriesNotVouched(self) -> None:
+        """
+        Without vouched names, or with names the certificate does not
+        carry (a bundle vouched for wrongly), C{carries} answers from the
+        certificate's own names.
+        """
+        pem = provisionalFor(newSigner(), DOMAINS).toPEM()
+        for loaded in (CertifiedKey.fromPEM(pem), CertifiedKey.fromCheckedPEM(pem)):
+            self.assertEqual(
+                (loaded.vouchedNames, loaded.carries(DOMAINS), loaded.carries(DOMAINS[1:])),
+                (None, True, False),
+            )
+        wrong = CertifiedKey.fromCheckedPEM(pem, frozenset({"other.example"}))
+        self.assertEqual((wrong.carries(["other.example"]), wrong.carries(DOMAINS)), (True, True))
+
+    def test_chainParsedOnce(self) -> None:
+        """
+        The intermediates of bundles with the same chain bytes are parsed
+        once: the second bundle parses its own certificate only.
+        """
+        signer = newSigner()
+        first, second = (provisionalFor(signer).toPEM() for _ in range(2))
+        CertifiedKey.fromCheckedPEM(first)
+        parsed: list[bytes] = []
+        real = x509.load_pem_x509_certificates
+        self.patch(x509, "load_pem_x509_certificates", lambda p: parsed.append(p) or real(p))
+        loaded = CertifiedKey.fromCheckedPEM(second)
+        self.assertEqual((parsed, loaded.chain), ([], (signer.certificate,)))
 
     def test_fromCheckedPEMBadKey(self) -> None:
         """

@@ -19,6 +19,7 @@ from letsencrypt_resource.config import (
     ConfigurationError,
     ResourceOptions,
     ServiceOptions,
+    checkComponents,
     loadConfiguration,
     optionName,
     parseConfiguration,
@@ -1263,6 +1264,56 @@ class GoodConfigurationTests(SynchronousTestCase):
             + service("s4", address="localhost", port="8443")
         )
         self.assertEqual(len(configuration.services), 4)
+
+    def test_listenerCheckIsLinear(self) -> None:
+        """
+        The listener check compares each listener with what the ones before
+        it bound, by port and address, not with every other listener: for
+        N services on one port, all on distinct addresses, it compares or
+        hashes addresses a fixed number of times per service (comparing
+        every pair would be N * (N - 1) / 2 comparisons), and still finds
+        the clash of a last one on an address already used.
+        """
+        counts = {"compared": 0}
+
+        class CountedAddress(str):
+            """
+            An address that counts its comparisons and hashes.
+            """
+
+            def __eq__(self, other: object) -> bool:
+                counts["compared"] += 1
+                return str.__eq__(self, other)
+
+            def __lt__(self, other: str) -> bool:
+                counts["compared"] += 1
+                return str.__lt__(self, other)
+
+            def __hash__(self) -> int:
+                counts["compared"] += 1
+                return str.__hash__(self)
+
+        def listener(index: int, address: str) -> ServiceOptions:
+            return ServiceOptions(
+                section=f"services/s{index}",
+                type="https",
+                name=f"s{index}",
+                address=CountedAddress(address),
+                port=443,
+                domains=("files.example.com",),
+                path="/srv/files",
+            )
+
+        n = 2000
+        services = [listener(i, f"10.0.{i // 250}.{i % 250}") for i in range(n)]
+        checkComponents(Configuration("", None, tuple(services), None))
+        self.assertLessEqual(counts["compared"], 4 * n)
+        clashing = Configuration("", None, (*services, listener(n, "10.0.3.7")), None)
+        error = self.assertRaises(ConfigurationError, checkComponents, clashing)
+        self.assertEqual(
+            str(error),
+            f"[services/s{n}] option 'port': 10.0.3.7 port 443 is already used by [services/s757]",
+        )
 
     def test_differentListeners(self) -> None:
         """

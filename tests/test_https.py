@@ -11,10 +11,12 @@ from contextlib import contextmanager
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
 from letsencrypt_resource import folder
@@ -330,6 +332,28 @@ def asUser(uid: int) -> Iterator[None]:
         yield
     finally:
         os.seteuid(0)
+
+
+class IdleSiteTests(SynchronousTestCase):
+    """
+    Sites that serve nothing wake nothing.
+    """
+
+    def test_noLogDateTimer(self) -> None:
+        """
+        Started file sites schedule no call, where each Twisted site
+        refreshes its access-log date every second: 1,000 services woke
+        the server 1,000 times a second.
+        """
+        clock = Clock()
+        sites = [FileSite(f"s{i}", False, Resource(), reactor=clock) for i in range(100)]
+        for site in sites:
+            site.doStart()
+        for _ in range(5):
+            self.assertEqual(clock.getDelayedCalls(), [])
+            clock.advance(1)
+        for site in sites:
+            site.doStop()
 
 
 class ServedFolderTests(SynchronousTestCase):

@@ -4,7 +4,7 @@ Tests for L{letsencrypt_resource.limiter}.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.limiter import Limiter
@@ -61,3 +61,37 @@ class LimiterTests(SynchronousTestCase):
         self.failureResultOf(running)
         self.failureResultOf(waiting)
         self.assertEqual(started, [])
+
+    def test_cancelManyWaiting(self) -> None:
+        """
+        Cancelling thousands of waiting jobs does not look for each in the
+        queue (that compared each with those before it: quadratic); the
+        jobs not cancelled still run, in order.
+        """
+        compared = []
+
+        class Job:
+            """
+            A job that counts how often it is compared.
+            """
+
+            def __eq__(self, other: object) -> bool:
+                compared.append(True)
+                return self is other
+
+            __hash__ = object.__hash__
+
+            def __call__(self, index: int) -> int:
+                return index
+
+        limiter = Limiter(1)
+        blocker: Deferred[None] = Deferred()
+        limiter.run(lambda: blocker)
+        waiting = [limiter.run(Job(), index) for index in range(3000)]
+        for each in reversed(waiting[:-1]):
+            each.cancel()
+        blocker.callback(None)
+        self.assertEqual(compared, [])
+        self.assertEqual(self.successResultOf(waiting[-1]), 2999)
+        for each in waiting[:-1]:
+            self.failureResultOf(each, CancelledError)

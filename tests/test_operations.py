@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import json
 import os
+from types import SimpleNamespace
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import cli
 from letsencrypt_resource.cli import run
@@ -24,6 +26,7 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
+from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.testing import runUntilFired
@@ -568,3 +571,39 @@ class OutcomeTests(ResourceTestCase):
         ]
         self.assertFalse(row["server_running"])
         self.assertEqual(row["serving"], {})
+
+
+class SelectTests(SynchronousTestCase):
+    """
+    L{Operations.select} finds the sets holding the names asked for.
+    """
+
+    def test_manyNamesLinear(self) -> None:
+        """
+        Asked for every name of thousands of sets, C{select} finds each by
+        its name, not by comparing it with every set, and each set it found
+        with those already chosen (both quadratic): a set is compared at
+        most once per name it holds; each set is chosen once, in the order
+        of the names; an unknown name is refused.
+        """
+        compared = []
+
+        class Counted(ManagedCertificate):
+            """
+            A domain set that counts how often it is compared.
+            """
+
+            def __eq__(self, other: object) -> bool:
+                compared.append(True)
+                return self is other
+
+            __hash__ = ManagedCertificate.__hash__
+
+        sets = [Counted((f"s{i}.example.test", f"www.s{i}.example.test")) for i in range(2000)]
+        resource = SimpleNamespace(managed={frozenset(c.domains): c for c in sets})
+        operations = Operations(resource, Clock())  # type: ignore[arg-type]
+        names = [name.upper() for c in reversed(sets) for name in c.domains]
+        self.assertEqual(operations.select(names), sets[::-1])
+        self.assertLessEqual(len(compared), len(names))
+        self.assertEqual(operations.select([]), sets)
+        self.assertRaises(OperationError, operations.select, ["other.example.test"])

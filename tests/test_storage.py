@@ -559,14 +559,19 @@ class RecordsTests(TestCase):
         as it passed its checks leaves the key unparsed when the record
         still has that digest (a record that is no key reads all the same);
         given another digest or none, it parses the record whole, which
-        refuses it.
+        refuses it.  The checked record is vouched for the set's names
+        (L{CertifiedKey.vouchedNames}), the other not.
         """
         stored = provisionalFor(newSigner(), DOMAINS)
         await self.records.saveCertificate(DOMAINS, stored)
         [records] = await self.records.loadSets([DOMAINS])
         checked = given(records.certifiedKey(bundleDigest(stored.toPEM())))
-        self.assertEqual((checked.keyChecked, checked.toPEM()), (True, stored.toPEM()))
-        self.assertFalse(given(records.certifiedKey()).keyChecked)
+        self.assertEqual(
+            (checked.keyChecked, checked.toPEM(), checked.vouchedNames),
+            (True, stored.toPEM(), frozenset(DOMAINS)),
+        )
+        unchecked = given(records.certifiedKey())
+        self.assertEqual((unchecked.keyChecked, unchecked.vouchedNames), (False, None))
         damaged = b"no key\n" + stored.fullchainPEM
         await self.storage.store(certificateKey(DOMAINS), damaged)
         [records] = await self.records.loadSets([DOMAINS])

@@ -11,6 +11,7 @@ lists them without reading them, and each is read when it is asked for.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -149,15 +150,16 @@ def parseCertificate(data: bytes) -> CertifiedKey:
         raise ValueError(str(error)) from None
 
 
-def parseCheckedCertificate(data: bytes) -> CertifiedKey:
+def parseCheckedCertificate(data: bytes, names: frozenset[str] | None = None) -> CertifiedKey:
     """
     The certificate and chain stored as C{data}, which passed its checks
-    when it was stored; the key is parsed at its first use.
+    when it was stored, for the names C{names} if given; the key is parsed
+    at its first use.
 
     @raise ValueError: naming what is wrong.
     """
     try:
-        return CertifiedKey.fromCheckedPEM(data)
+        return CertifiedKey.fromCheckedPEM(data, names)
     except InvalidCertificate as error:
         raise ValueError(str(error)) from None
 
@@ -219,15 +221,17 @@ class StoredSet:
         The certificate, key and chain, or C{None}.
 
         @param checked: The L{bundleDigest} of the record as it was when it
-            passed its checks, if known: when the record still has it, its
-            key is parsed and checked against the certificate at its first
-            use, not now (L{CertifiedKey.fromCheckedPEM}).
+            passed its checks, if known, for this set's names: when the
+            record still has it, its key is parsed and checked against the
+            certificate at its first use, not now, and the certificate is
+            taken to carry this set's names without parsing them
+            (L{CertifiedKey.fromCheckedPEM}).
 
         @raise StorageError: when they cannot be loaded or parsed.
         """
-        parse = parseCertificate
+        parse: Callable[[bytes], CertifiedKey] = parseCertificate
         if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
-            parse = parseCheckedCertificate
+            parse = functools.partial(parseCheckedCertificate, names=frozenset(self.domains))
         return _parsed(certificateKey(self.domains), self.certificate, parse)
 
 
