@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -85,6 +85,10 @@ def _checkMode(route: Route, attribute: Any, value: str) -> None:
         raise ValueError(f"route mode {value!r}: 'http' or 'tcp'")
 
 
+def _ports(ports: Iterable[int]) -> tuple[int, ...]:
+    return tuple(int(port) for port in ports)
+
+
 @attrs.frozen
 class Route:
     """
@@ -99,7 +103,7 @@ class Route:
 
     name: str = attrs.field(validator=_checkName)
     mode: str = attrs.field(validator=_checkMode)
-    servers: tuple[int, ...] = attrs.field(converter=tuple)
+    servers: tuple[int, ...] = attrs.field(converter=_ports)
     port: int = attrs.field(factory=freePort)
 
 
