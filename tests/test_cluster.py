@@ -15,6 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.testing.cluster import (
     HELLO,
     Cluster,
@@ -236,3 +237,53 @@ class HAProxyConfigurationTests(SynchronousTestCase):
         self.assertRaises(ValueError, Route, "set0\n    server evil 10.0.0.1:80", "tcp", [1])
         self.assertRaises(ValueError, Route, "Set0", "tcp", [1])
         self.assertRaises(ValueError, Route, "set0", "udp", [1])
+
+
+class NodeConfigurationTests(SynchronousTestCase):
+    """
+    The configuration L{Cluster} writes for each node.
+    """
+
+    def test_independentNodesParse(self) -> None:
+        """
+        Without a database, each node's configuration is one the product
+        accepts: the same CA and sets, each node on ports of its own, no
+        two alike, and none of the cluster options.
+        """
+        cluster = Cluster(self.mktemp(), SETS)
+        shared = Shared("https://127.0.0.1:14000/dir", "/nowhere/ca.pem")
+        ports: list[int] = []
+        for node in cluster.nodes:
+            text = cluster.configuration(node, shared)
+            self.assertNotIn("cluster_", text)
+            parsed = parseConfiguration(text, node.folder)
+            assert parsed.resource is not None
+            self.assertEqual(parsed.resource.port, node.challengePort)
+            self.assertEqual(parsed.resource.acmeURL, shared.directoryURL)
+            self.assertEqual([s.port for s in parsed.services], list(node.servicePorts))
+            self.assertEqual([s.domains for s in parsed.services], SETS)
+            ports += [node.challengePort, *node.servicePorts]
+        ports += [route.port for route in cluster.balancer.routes]
+        self.assertEqual(len(ports), len(set(ports)))
+
+    def test_clusterOptions(self) -> None:
+        """
+        With a database, each node names it, the key file and its own
+        C{node_name}, and nothing else differs but ports.
+        """
+        cluster = Cluster(self.mktemp(), SETS)
+        shared = Shared("https://127.0.0.1:14000/dir", "/x/ca.pem", "host=/x dbname=t", "/x/k")
+        texts = [cluster.configuration(node, shared) for node in cluster.nodes]
+        for node, text in zip(cluster.nodes, texts, strict=True):
+            self.assertIn("cluster_database = host=/x dbname=t\n", text)
+            self.assertIn("cluster_key_file = /x/k\n", text)
+            self.assertIn(f"node_name = node{node.index}\n", text)
+        first = cluster.nodes[0]
+        expected = texts[0].replace("node_name = node0", "node_name = node1")
+        for old, new in zip(
+            [first.challengePort, *first.servicePorts],
+            [cluster.nodes[1].challengePort, *cluster.nodes[1].servicePorts],
+            strict=True,
+        ):
+            expected = expected.replace(f"port = {old}\n", f"port = {new}\n")
+        self.assertEqual(texts[1], expected)
