@@ -3,7 +3,7 @@ The cluster benchmark of issue 14, in one command:
 
     .venv/bin/python bench/cluster.py                    # 3 nodes, 50 sets, 100 renewals
     .venv/bin/python bench/cluster.py --renewals 20 --idle-seconds 60
-    .venv/bin/python bench/cluster.py --scenarios rolling,kill
+    .venv/bin/python bench/cluster.py --scenarios rolling,kill,dbdown,sigstop
 
 N C{twistd -n lets-encrypt} nodes (letsencrypt_resource.testing.cluster)
 share one PostgreSQL (letsencrypt_resource.testing.postgres) behind a real
@@ -23,7 +23,9 @@ HAProxy.  It measures, and prints as a Markdown table:
   - scenarios (C{--scenarios}): C{rolling} restarts every node in turn
     while a client does handshakes through HAProxy, counting the failed
     ones; C{kill} SIGKILLs the holder of an order's lease during each of
-    C{--kills} forced renewals and checks every set is served after.
+    C{--kills} forced renewals and checks every set is served after;
+    C{dbdown} stops PostgreSQL during renewals; C{sigstop} pauses a lease
+    holder past its lease while another node renews (see bench/README.md).
 
 Without the cluster options in the product (C{cluster_database}...), or
 with C{--independent}, the nodes run without a database: only the cold
@@ -54,6 +56,7 @@ from pebblectl import Pebble  # noqa: E402
 from letsencrypt_resource.testing import postgres  # noqa: E402
 from letsencrypt_resource.testing.cluster import (  # noqa: E402
     Cluster,
+    Node,
     Shared,
     clusterOptionsKnown,
     pebbleCounts,
@@ -100,6 +103,7 @@ class Database:
         row = self.connection.execute(
             "SELECT coalesce(max(id), 0) FROM letsencrypt_changes"
         ).fetchone()
+        assert row is not None
         return int(row[0])
 
     def certificateCommitted(self, after: int) -> float | None:
@@ -128,16 +132,18 @@ class Database:
                 "SELECT xact_commit + xact_rollback FROM pg_stat_database "
                 "WHERE datname = current_database()"
             ).fetchone()
+        assert row is not None
         return int(row[0])
 
-    def leaseHolders(self) -> list[str]:
+    def leases(self) -> list[tuple[str, int, float]]:
         """
-        The holders of the leases that have not expired.
+        The leases that have not expired: holder, token and seconds left.
         """
         rows = self.connection.execute(
-            "SELECT holder FROM letsencrypt_leases WHERE expires_at > now()"
+            "SELECT holder, token, extract(epoch FROM expires_at - now()) "
+            "FROM letsencrypt_leases WHERE expires_at > now()"
         ).fetchall()
-        return [row[0] for row in rows if row[0]]
+        return [(holder, int(token), float(left)) for holder, token, left in rows if holder]
 
 
 def renew(cluster: Cluster, nodeIndex: int, setIndex: int) -> subprocess.Popen[bytes]:
@@ -259,13 +265,16 @@ class Hammer:
                 self.failed += 1
             self.done += 1
             index += 1
+            time.sleep(POLL_PAUSE)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
 
 
-def rolling(cluster: Cluster, database: Database, root: bytes, args: argparse.Namespace) -> str:
+def rolling(
+    cluster: Cluster, database: Database | None, root: bytes, args: argparse.Namespace
+) -> str:
     """
     Restart every node in turn (SIGTERM, start, until it serves every
     set) while a client does handshakes through HAProxy.
@@ -293,6 +302,25 @@ def holderPid(holder: str) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
+def leaseHolder(
+    cluster: Cluster, database: Database, process: subprocess.Popen[bytes]
+) -> tuple[Node | None, int, float]:
+    """
+    Wait, while C{process} runs, until a node holds a lease.
+
+    @return: That node, its lease's token and the seconds it has left;
+        C{(None, 0, 0.0)} when none was seen.
+    """
+    deadline = time.monotonic() + RENEWAL_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        for holder, token, left in database.leases():
+            node = next((n for n in cluster.nodes if n.pid == holderPid(holder)), None)
+            if node is not None:
+                return node, token, left
+        time.sleep(POLL_PAUSE)
+    return None, 0, 0.0
+
+
 def kill(cluster: Cluster, database: Database, root: bytes, args: argparse.Namespace) -> str:
     """
     C{--kills} times: force a renewal, SIGKILL the node holding its lease
@@ -306,12 +334,7 @@ def kill(cluster: Cluster, database: Database, root: bytes, args: argparse.Names
             setIndex = round % len(cluster.domainSets)
             nodeIndex = round % cluster.count
             process = renew(cluster, nodeIndex, setIndex)
-            deadline = time.monotonic() + RENEWAL_TIMEOUT
-            victim = None
-            while victim is None and time.monotonic() < deadline and process.poll() is None:
-                pids = {holderPid(holder) for holder in database.leaseHolders()}
-                victim = next((n for n in cluster.nodes if n.pid in pids), None)
-                time.sleep(POLL_PAUSE)
+            victim, _, _ = leaseHolder(cluster, database, process)
             if victim is not None:
                 victim.signal(signal.SIGKILL)
                 victim.stop()
@@ -329,11 +352,105 @@ def kill(cluster: Cluster, database: Database, root: bytes, args: argparse.Names
     )
 
 
+def newSerials(cluster: Cluster, root: bytes, sets: list[int], old: dict[int, int]) -> bool:
+    """
+    Whether every node presents, for each of C{sets}, a certificate other
+    than the one whose serial C{old} holds, the same on every node.
+    """
+    for setIndex in sets:
+        served = [cluster.served(root, n, setIndex) for n in range(cluster.count)]
+        serials = {c.serial_number if c is not None else None for c in served}
+        if len(serials) != 1 or None in serials or old[setIndex] in serials:
+            return False
+    return True
+
+
+def databaseDown(
+    cluster: Cluster, database: Database, root: bytes, args: argparse.Namespace
+) -> str:
+    """
+    A forced renewal of one set through each node, PostgreSQL stopped
+    right after for C{--db-down-seconds} while a client does handshakes
+    through HAProxy; once it is back, the same renewals asked again must
+    complete and reach every node, without a restart.
+    """
+    sets = list(range(min(cluster.count, len(cluster.domainSets))))
+    old = {s: cluster.served(root, 0, s).serial_number for s in sets}  # type: ignore[union-attr]
+    hammer = Hammer(cluster, root)
+    try:
+        during = [renew(cluster, s % cluster.count, s) for s in sets]
+        database.connection.close()
+        database.server.halt()
+        time.sleep(args.db_down_seconds)
+        failedDuring = sum(process.wait() != 0 for process in during)
+        outage = (hammer.failed, hammer.done)
+        database.server.resume()
+        back = time.monotonic()
+        database.connection = psycopg.connect(database.conninfo, autocommit=True)
+        again = [renew(cluster, s % cluster.count, s) for s in sets]
+        completed = sum(process.wait() == 0 for process in again)
+        while not newSerials(cluster, root, sets, old):
+            if time.monotonic() - back > COLD_TIMEOUT:
+                break
+            time.sleep(0.05)
+        recovered = time.monotonic() - back
+    finally:
+        hammer.stop()
+    return (
+        f"{outage[0]} failed of {outage[1]} handshakes through HAProxy during "
+        f"{args.db_down_seconds:.0f} s down; {failedDuring} of {len(sets)} renewals "
+        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed, every node "
+        f"on the new certificates {recovered:.1f} s after the database was back "
+        f"({hammer.failed} failed handshakes in all)"
+    )
+
+
+def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Namespace) -> str:
+    """
+    A forced renewal through one node; as soon as a node holds its lease,
+    SIGSTOP that node past the lease's end, renew the set through another
+    node meanwhile, then SIGCONT it: every node must end on the other
+    node's certificate (the paused node's late writes refused by the
+    fencing token), and stay on it for C{--settle-seconds}.
+    """
+    setIndex = 0
+    first = renew(cluster, 0, setIndex)
+    holder, token, left = leaseHolder(cluster, database, first)
+    if holder is None:
+        first.wait()
+        return "no node was seen holding a lease: the renewal ended first"
+    holder.signal(signal.SIGSTOP)
+    time.sleep(left + 1)
+    other = next(n for n in cluster.nodes if n is not holder)
+    second = renew(cluster, other.index, setIndex)
+    secondDone = second.wait(RENEWAL_TIMEOUT) == 0
+    newest = max((t for _, t, _ in database.leases()), default=token)
+    winner = cluster.served(root, other.index, setIndex)
+    holder.signal(signal.SIGCONT)
+    first.wait(RENEWAL_TIMEOUT)
+    deadline = time.monotonic() + args.settle_seconds
+    kept = winner is not None
+    while kept and time.monotonic() < deadline:
+        presented = [cluster.served(root, n, setIndex) for n in range(cluster.count)]
+        kept = all(c is not None and c.serial_number == winner.serial_number for c in presented)  # type: ignore[union-attr]
+        time.sleep(0.1)
+    return (
+        f"{holder.name} paused {left + 1:.1f} s holding token {token}; the renewal through "
+        f"{other.name} {'completed' if secondDone else 'FAILED'} (newest token {newest}); "
+        f"after SIGCONT every node {'kept' if kept else 'did NOT keep'} its certificate "
+        f"for {args.settle_seconds:.0f} s"
+    )
+
+
 #: The scenarios implemented, by name.
-SCENARIOS: dict[str, Callable[[Cluster, Database, bytes, argparse.Namespace], str]] = {
+SCENARIOS: dict[str, Callable[[Cluster, Any, bytes, argparse.Namespace], str]] = {
     "rolling": rolling,
     "kill": kill,
+    "dbdown": databaseDown,
+    "sigstop": paused,
 }
+#: The scenarios that need no database.
+WITHOUT_DATABASE = {"rolling"}
 
 
 def arguments() -> argparse.Namespace:
@@ -347,6 +464,10 @@ def arguments() -> argparse.Namespace:
         "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
     )
     parser.add_argument("--kills", type=int, default=20, help="for the kill scenario")
+    parser.add_argument("--db-down-seconds", type=float, default=60.0, help="for dbdown")
+    parser.add_argument(
+        "--settle-seconds", type=float, default=10.0, help="for sigstop: watched after SIGCONT"
+    )
     parser.add_argument(
         "--independent", action="store_true", help="no database: cold start only (use --nodes 1)"
     )
@@ -356,8 +477,8 @@ def arguments() -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
-    if args.independent and args.scenarios:
-        parser.error("the scenarios need the cluster's database: drop --independent")
+    if args.independent and set(args.scenarios) - WITHOUT_DATABASE:
+        parser.error("those scenarios need the cluster's database: drop --independent")
     if not args.independent and not clusterOptionsKnown():
         parser.error(
             "the lets-encrypt resource does not declare cluster_database yet: "
@@ -412,11 +533,9 @@ def main() -> None:
                 log(f"idle: {args.idle_seconds:.0f} s")
                 rate = idleCost(database, args.nodes, args.idle_seconds)
                 rows.append(("idle: transactions per node per minute", f"{rate:.1f}"))
-                for name in args.scenarios:
-                    log(f"scenario {name}")
-                    rows.append(
-                        (f"scenario {name}", SCENARIOS[name](cluster, database, root, args))
-                    )
+            for name in args.scenarios:
+                log(f"scenario {name}")
+                rows.append((f"scenario {name}", SCENARIOS[name](cluster, database, root, args)))
     finally:
         cluster.stop()
         if not args.keep:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 
+import psycopg
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
@@ -287,3 +288,26 @@ class NodeConfigurationTests(SynchronousTestCase):
         ):
             expected = expected.replace(f"port = {old}\n", f"port = {new}\n")
         self.assertEqual(texts[1], expected)
+
+
+class OutageTests(PostgresCase):
+    """
+    The database outage the cluster benchmark plays: the server stopped,
+    then started again on its data.
+    """
+
+    def test_haltResume(self) -> None:
+        """
+        While halted, connecting fails; after L{PostgresServer.resume
+        <letsencrypt_resource.testing.postgres.PostgresServer.resume>},
+        the schema and its rows are there.
+        """
+        self.admin().execute("CREATE TABLE kept (n integer)")
+        self.admin().execute("INSERT INTO kept VALUES (7)")
+        self.server.halt()
+        try:
+            self.assertRaises(psycopg.OperationalError, psycopg.connect, self.conninfo)
+        finally:
+            self.server.resume()
+        with psycopg.connect(self.conninfo) as connection:
+            self.assertEqual(connection.execute("SELECT n FROM kept").fetchall(), [(7,)])

@@ -93,11 +93,25 @@ class PostgresServer:
             os.chown(self.folder, NOBODY, NOBODY)
         data = os.path.join(self.folder, "data")
         self._run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self.resume()
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {DATABASE}")
+
+    def halt(self) -> None:
+        """
+        Stop the server, its data kept, as an outage would (C{pg_ctl stop
+        -m fast}: the sessions are ended); L{resume} starts it again.
+        """
+        self._run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """
+        Start the server on its data folder.
+        """
+        data = os.path.join(self.folder, "data")
         options = f"-k {self.folder} -c listen_addresses='' {_FAST}"
         log = os.path.join(self.folder, "log")
         self._run("pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "start")
-        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {DATABASE}")
 
     def stop(self) -> None:
         data = os.path.join(self.folder, "data")
