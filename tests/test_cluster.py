@@ -34,6 +34,10 @@ from tests.helpers.tlsclient import fetchOverTLS
 
 #: Domain sets of the tests: two names, then one.
 SETS = [("alpha.example.test", "www.alpha.example.test"), ("beta.example.test",)]
+#: The certificates' lifetime at pebble, in seconds: a Let's Encrypt one's
+#: (pebble's default of five years is refused by the nodes that receive
+#: it from another, as no CA may issue it).
+LIFETIME = 90 * 86400
 #: Seconds the nodes may take to serve every set.
 SERVED_WITHIN = 90.0
 
@@ -64,7 +68,9 @@ class BalancedCase(TestCACase):
         cluster = Cluster(tempfile.mkdtemp(prefix="le-cluster-"), sets)
         self.addCleanup(deferToThread, cluster.stop)
         cluster.startBalancer()
-        testCA = await self.startTestCA(cluster.challengePort)
+        testCA = await self.startTestCA(
+            cluster.challengePort, extraConfig={"certificateValidityPeriod": LIFETIME}
+        )
         self.shared = Shared(testCA.directoryURL, testCA.caFile)
         issuers = await testCA.fetchIssuerPEM()
         return cluster, issuers, os.path.join(testCA.directory, "pebble.log")
