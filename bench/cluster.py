@@ -163,6 +163,21 @@ def renew(cluster: Cluster, nodeIndex: int, setIndex: int) -> subprocess.Popen[b
     )
 
 
+def finish(process: subprocess.Popen[bytes]) -> tuple[bool, str]:
+    """
+    Wait for a C{renew} command, killed if it takes longer than
+    L{RENEWAL_TIMEOUT}.
+
+    @return: Whether it succeeded, and the end of its output.
+    """
+    try:
+        output: bytes = process.communicate(timeout=RENEWAL_TIMEOUT)[0]
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.communicate()[0] + b" (killed: too long)"
+    return process.returncode == 0, output.decode(errors="replace")[-300:]
+
+
 def watchNewSerial(
     cluster: Cluster, root: bytes, nodeIndex: int, setIndex: int, old: int, seen: dict[int, float]
 ) -> threading.Thread:
@@ -204,16 +219,16 @@ def propagation(
             for n in range(cluster.count)
         ]
         process = renew(cluster, nodeIndex, setIndex)
-        output = process.communicate(timeout=RENEWAL_TIMEOUT)[0]
+        succeeded, output = finish(process)
         for thread in threads:
             thread.join()
         committed = database.certificateCommitted(before)
         served = cluster.served(root, 0, setIndex)
         if served is not None:
             current[setIndex] = served.serial_number
-        if process.returncode != 0 or committed is None or len(seen) < cluster.count:
+        if not succeeded or committed is None or len(seen) < cluster.count:
             failures += 1
-            log(f"  renewal {renewal}: failed ({output.decode(errors='replace')[-300:]})")
+            log(f"  renewal {renewal}: failed ({output})")
             continue
         delays.append(max(seen.values()) - committed)
         if renewal % 10 == 9:
@@ -343,7 +358,7 @@ def kill(cluster: Cluster, database: Database, root: bytes, args: argparse.Names
                 victim.stop()
                 victim.start()
                 killed += 1
-            process.communicate(timeout=RENEWAL_TIMEOUT)
+            finish(process)
         cluster.waitUntilServed(root, COLD_TIMEOUT)
     finally:
         hammer.stop()
@@ -385,25 +400,29 @@ def databaseDown(
         database.connection.close()
         database.server.halt()
         time.sleep(args.db_down_seconds)
-        failedDuring = sum(process.wait() != 0 for process in during)
+        failedDuring = sum(not finish(process)[0] for process in during)
         outage = (hammer.failed, hammer.done)
         database.server.resume()
         back = time.monotonic()
         database.connection = psycopg.connect(database.conninfo, autocommit=True)
         again = [renew(cluster, s % cluster.count, s) for s in sets]
-        completed = sum(process.wait() == 0 for process in again)
-        while not newSerials(cluster, root, sets, old):
-            if time.monotonic() - back > COLD_TIMEOUT:
-                break
+        completed = sum(finish(process)[0] for process in again)
+        recovered = newSerials(cluster, root, sets, old)
+        while not recovered and time.monotonic() - back < args.recovery_seconds:
             time.sleep(0.05)
-        recovered = time.monotonic() - back
+            recovered = newSerials(cluster, root, sets, old)
+        waited = time.monotonic() - back
     finally:
         hammer.stop()
+    after = (
+        f"every node on the new certificates {waited:.1f} s after the database was back"
+        if recovered
+        else f"NOT every node on new certificates {waited:.0f} s after the database was back"
+    )
     return (
         f"{outage[0]} failed of {outage[1]} handshakes through HAProxy during "
         f"{args.db_down_seconds:.0f} s down; {failedDuring} of {len(sets)} renewals "
-        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed, every node "
-        f"on the new certificates {recovered:.1f} s after the database was back "
+        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed; {after} "
         f"({hammer.failed} failed handshakes in all)"
     )
 
@@ -420,17 +439,17 @@ def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Nam
     first = renew(cluster, 0, setIndex)
     holder, token, left = leaseHolder(cluster, database, first)
     if holder is None:
-        first.wait()
+        finish(first)
         return "no node was seen holding a lease: the renewal ended first"
     holder.signal(signal.SIGSTOP)
     time.sleep(left + 1)
     other = next(n for n in cluster.nodes if n is not holder)
     second = renew(cluster, other.index, setIndex)
-    secondDone = second.wait(RENEWAL_TIMEOUT) == 0
+    secondDone = finish(second)[0]
     newest = max((t for _, t, _ in database.leases()), default=token)
     winner = cluster.served(root, other.index, setIndex)
     holder.signal(signal.SIGCONT)
-    first.wait(RENEWAL_TIMEOUT)
+    finish(first)
     deadline = time.monotonic() + args.settle_seconds
     kept = winner is not None
     while kept and time.monotonic() < deadline:
@@ -468,6 +487,12 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--kills", type=int, default=20, help="for the kill scenario")
     parser.add_argument("--db-down-seconds", type=float, default=60.0, help="for dbdown")
+    parser.add_argument(
+        "--recovery-seconds",
+        type=float,
+        default=120.0,
+        help="for dbdown: how long the renewals may take once the database is back",
+    )
     parser.add_argument(
         "--settle-seconds", type=float, default=10.0, help="for sigstop: watched after SIGCONT"
     )
