@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -33,7 +32,7 @@ import attrs
 from cryptography import x509
 
 from .. import config
-from .haproxy import HAProxy, Route, freePort
+from .haproxy import HAProxy, Route, freePort, terminate
 
 #: The package's parent folder, put first on the nodes' C{PYTHONPATH} so
 #: that they run this checkout.
@@ -209,17 +208,7 @@ class Node:
         @return: Its exit status, or C{None} if it was not started.
         """
         process, self._process = self._process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return None if process is None else terminate(process, timeout)
 
     def log(self) -> str:
         """

@@ -141,6 +141,24 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """
+    End C{process} if it runs: C{SIGCONT} (should it be stopped), then
+    C{SIGTERM}, then C{SIGKILL} after C{timeout} seconds.
+
+    @return: Its exit status.
+    """
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -278,11 +296,6 @@ class HAProxy:
         remove its folder.
         """
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            terminate(process, timeout)
         shutil.rmtree(self.folder, ignore_errors=True)
