@@ -517,6 +517,9 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    # Stopped with SIGTERM (as by timeout(1)), stop the nodes, HAProxy and
+    # PostgreSQL too: the finally clause below and atexit run on SystemExit.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     work = tempfile.mkdtemp(prefix="le-bench-cluster-")
     cluster = Cluster(os.path.join(work, "cluster"), domainSets(args.sets), args.nodes)
     rows: list[tuple[str, str]] = []

@@ -8,7 +8,6 @@ then the cluster on a shared PostgreSQL.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import psycopg
 from twisted.internet import reactor
@@ -65,7 +64,7 @@ class BalancedCase(TestCACase):
         @return: The cluster, pebble's issuer chain (root first), and the
             path of pebble's log.
         """
-        cluster = Cluster(tempfile.mkdtemp(prefix="le-cluster-"), sets)
+        cluster = Cluster(self.mktemp(), sets)
         self.addCleanup(deferToThread, cluster.stop)
         cluster.startBalancer()
         testCA = await self.startTestCA(

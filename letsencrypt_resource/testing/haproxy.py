@@ -171,15 +171,15 @@ def _accepts(port: int) -> bool:
 class HAProxy:
     """
     One HAProxy process over L{Route}s, in a private temporary folder of
-    its own (given to C{nobody} when the caller is root; removed when it
-    stops).
+    its own, made when it starts (given to C{nobody} when the caller is
+    root) and removed when it stops.
 
     @ivar folder: Holds the configuration, the admin socket and the log
         of HAProxy's own output.
     """
 
     routes: Sequence[Route]
-    folder: str = attrs.field(factory=lambda: tempfile.mkdtemp(prefix="le-haproxy-"))
+    folder: str = attrs.field(default="", init=False)
     _process: subprocess.Popen[bytes] | None = attrs.field(default=None, init=False)
 
     @property
@@ -212,6 +212,7 @@ class HAProxy:
         @raise HAProxyError: when it refuses the configuration or exits.
         """
         program = findHAProxy()
+        self.folder = tempfile.mkdtemp(prefix="le-haproxy-")
         path = os.path.join(self.folder, "haproxy.cfg")
         with open(path, "w") as stream:
             stream.write(configuration(self.routes, self.adminSocket))
@@ -298,4 +299,6 @@ class HAProxy:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, timeout)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = ""
