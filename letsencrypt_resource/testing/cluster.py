@@ -269,7 +269,8 @@ class Cluster:
     """
     N nodes serving the same domain sets, and the HAProxy in front of them.
 
-    @ivar folder: Holds a folder per node and the files they serve.
+    @ivar folder: Holds a folder per node and the files they serve;
+        created if missing.
     @ivar domainSets: The names of each set, one TLS service per set.
     """
 
@@ -281,6 +282,7 @@ class Cluster:
 
     def __attrs_post_init__(self) -> None:
         self.folder = os.path.abspath(self.folder)
+        os.makedirs(self.folder, exist_ok=True)
         taken: set[int] = set()
 
         def port() -> int:
