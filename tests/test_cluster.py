@@ -8,6 +8,7 @@ then the cluster on a shared PostgreSQL.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import psycopg
 from twisted.internet import reactor
@@ -55,6 +56,18 @@ class BalancedCase(TestCACase):
             if os.environ.get("CI") == "true":
                 raise
             raise SkipTest(str(e)) from None
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        """
+        Wait, in steps of 50 ms, until C{predicate()} is true.
+
+        @raise AssertionError: when it is not within L{SERVED_WITHIN} seconds.
+        """
+        for _ in range(int(SERVED_WITHIN / 0.05)):
+            if predicate():
+                return
+            await deferLater(reactor, 0.05)
+        raise AssertionError(f"not true after {SERVED_WITHIN} seconds: {predicate}")
 
     async def startCluster(self, sets: list[tuple[str, ...]]) -> tuple[Cluster, bytes, str]:
         """
@@ -117,6 +130,7 @@ class HarnessTests(BalancedCase):
 
         for node in (1, 2):
             cluster.balancer.setEnabled("set1", node, True)
+        await self.until(lambda: cluster.balancer.status("set1") == ["UP"] * 3)
         presented = [
             await deferToThread(peerCertificate, cluster.balancedPort(1), SETS[1][0], None)
             for _ in range(3)
@@ -124,10 +138,7 @@ class HarnessTests(BalancedCase):
         self.assertEqual(
             len({c.fingerprint(c.signature_hash_algorithm) for c in presented if c}), 3
         )
-        for _ in range(int(SERVED_WITHIN / 0.05)):
-            if pebbleCounts(pebbleLog).accounts >= 3:
-                break
-            await deferLater(reactor, 0.05)
+        await self.until(lambda: pebbleCounts(pebbleLog).accounts >= 3)
         counts = pebbleCounts(pebbleLog)
         self.assertEqual(counts.accounts, 3)
         self.assertGreaterEqual(counts.orders, len(SETS))
