@@ -47,9 +47,16 @@ class Pebble:
         self.challengePort = challengePort
 
     @classmethod
-    def start(cls, directory: str, challengePort: int) -> Pebble:
+    def start(cls, directory: str, challengePort: int, validity: int | None = None) -> Pebble:
+        """
+        Start pebble in C{directory}, validating HTTP-01 on C{challengePort}.
+
+        @param validity: the certificates' lifetime in seconds; C{None} for
+            pebble's default (five years).
+        """
+        extra = [] if validity is None else [str(validity)]
         process = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), directory, str(challengePort)],
+            [sys.executable, os.path.abspath(__file__), directory, str(challengePort), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
@@ -81,7 +88,7 @@ class Pebble:
         self.stop()
 
 
-def _serve(directory: str, challengePort: int) -> None:
+def _serve(directory: str, challengePort: int, validity: int | None) -> None:
     from twisted.internet import threads
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
@@ -90,7 +97,10 @@ def _serve(directory: str, challengePort: int) -> None:
 
     async def main(reactor) -> None:
         try:
-            testCA = await startTestCA(reactor, directory, challengePort, nonceReject=NONCE_REJECT)
+            extraConfig = {} if validity is None else {"certificateValidityPeriod": validity}
+            testCA = await startTestCA(
+                reactor, directory, challengePort, nonceReject=NONCE_REJECT, extraConfig=extraConfig
+            )
             issuers = await testCA.fetchIssuerPEM()
         except Exception as error:  # reported to the parent
             print(json.dumps({"error": f"{type(error).__name__}: {error}"}), flush=True)
@@ -138,4 +148,4 @@ def pebbleVersion() -> str:
 
 
 if __name__ == "__main__":
-    _serve(sys.argv[1], int(sys.argv[2]))
+    _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None)

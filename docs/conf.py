@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 from docutils import nodes
 from sphinx.application import Sphinx
+from sphinx.errors import ConfigError
 from sphinx.util.docutils import SphinxDirective
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +52,16 @@ highlight_language = "none"
 html_theme = "alabaster"
 html_title = f"letsencrypt-resource {release}"
 
-extensions = ["sphinx.ext.intersphinx", "pydoctor.sphinx_ext.build_apidocs"]
+extensions = [
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.graphviz",
+    "pydoctor.sphinx_ext.build_apidocs",
+]
+
+#: The diagrams (``.. graphviz::``) are drawn by Graphviz's ``dot`` at each
+#: build, as SVG.
+graphviz_dot = "dot"
+graphviz_output_format = "svg"
 
 #: pydoctor's arguments (the extension adds ``--make-html`` and ``--quiet``);
 #: ``{outdir}`` is Sphinx's output directory.
@@ -109,7 +120,21 @@ def _readChangelogAgain(
     return ["changelog"]
 
 
+def requireDot(app: Sphinx) -> None:
+    """
+    Stop the build at once when Graphviz's ``dot`` is missing: Sphinx
+    would only warn, and a build without ``-W`` would publish pages whose
+    diagrams are gone.
+    """
+    if shutil.which(app.config.graphviz_dot) is None:
+        raise ConfigError(
+            f"Graphviz's {app.config.graphviz_dot!r} is not on PATH: the diagrams need it "
+            "(./dev installs Debian's graphviz; apt-get install graphviz)"
+        )
+
+
 def setup(app: Sphinx) -> dict[str, object]:
+    app.connect("builder-inited", requireDot, priority=100)
     app.add_directive("towncrier-draft", TowncrierDraft)
     app.connect("env-get-outdated", _readChangelogAgain)
     return {"parallel_read_safe": True}
