@@ -63,8 +63,7 @@ class ManagedCertificate:
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
         order that got the certificate in service, when known: only then
         may a renewal name it as the one it replaces.
-    @ivar deployPending: Whether the deploy command is due for the
-        certificate in service (see L{letsencrypt_resource.deploy}).
+    @ivar deployPending: Whether C{deploy_command} is due to run for it.
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
     """

@@ -17,6 +17,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import deployrun
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.deploy import RETRY_BASE, RETRY_MAX, DeployHooks
 from letsencrypt_resource.deploycommand import findProgram, parseCommand
@@ -124,6 +125,16 @@ class CommandOptionTests(SynchronousTestCase):
         os.chmod(script, stat.S_IRWXU)
         self.assertEqual(findProgram("reload", folder), script)
         self.assertIsNone(findProgram("reload", "/nonexistent"))
+
+    def test_setsidFoundAtLoad(self) -> None:
+        """
+        C{setsid(1)}, which starts the command, must be there too.
+        """
+        self.patch(deployrun, "SETSID", "/nonexistent/setsid")
+        with self.assertRaises(ConfigurationError) as raised:
+            checkDeployCommand(configure(deploy_command=f"{PROGRAM} -c pass"))
+        self.assertEqual(raised.exception.option, "deploy_command")
+        self.assertIn("/nonexistent/setsid (util-linux)", raised.exception.message)
 
 
 class EnvironmentTests(SynchronousTestCase):

@@ -57,6 +57,17 @@ time.sleep(600)
 """
 
 
+#: A deploy command that writes the signals it ignores (the C{SigIgn} line
+#: of its status) to the file its first argument names, leaves a child
+#: sleeping in the background, writes its process id to the file its
+#: second argument names, and exits 0.
+LEAVER = """#!/bin/sh
+grep SigIgn /proc/self/status > "$1"
+sleep 600 &
+echo $! > "$2"
+"""
+
+
 def writeScript(folder: str, name: str, template: str) -> str:
     """
     Write the script of C{template} to C{folder}, executable.
@@ -222,3 +233,29 @@ class RealProcessTests(TestCase):
             child = int(stream.read())
         self.assertTrue(await waitFor(lambda: not alive(child), 5), f"{child} still runs")
         self.assertEqual(hooks.failed, {frozenset({"a.example"})})
+
+    async def test_defaultSignalsAndNothingLeft(self) -> None:
+        """
+        The command ignores no signal (an interpreter in between would
+        leave C{SIGPIPE} and C{SIGXFSZ} ignored, so that what it starts
+        spins on a closed pipe instead of dying), and what it left running
+        in its process group is killed once it exits, even successfully.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        script = writeScript(folder, "leaver", LEAVER)
+        ignoredFile = os.path.join(folder, "ignored")
+        childFile = os.path.join(folder, "child")
+        hooks = DeployHooks(
+            resourceOptions(deployCommand=(script, ignoredFile, childFile)), reactor, Logger()
+        )
+        hooks.startService()
+        self.addCleanup(hooks.stopService)
+        certificate = ManagedCertificate(("a.example",))
+        worked = await hooks.deploy(certificate, selfSigned(("a.example",)), None)
+        self.assertTrue(worked)
+        with open(ignoredFile) as stream:
+            self.assertEqual(stream.read().split(), ["SigIgn:", "0" * 16])
+        with open(childFile) as stream:
+            child = int(stream.read())
+        self.assertTrue(await waitFor(lambda: not alive(child), 5), f"{child} still runs")
