@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 from prometheus_client import REGISTRY, generate_latest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyRequest
 
+from letsencrypt_resource import cli
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
@@ -423,6 +424,24 @@ class MetricsOptionTests(SynchronousTestCase):
             MetricsPlace.of(resource), MetricsPlace("", 0, "unix:/run/le-metrics.sock")
         )
         self.assertIsNone(MetricsPlace.of(configure().resource))
+
+    def test_notForCommandLineRuns(self) -> None:
+        """
+        An operation the command line runs without a server (C{renew})
+        opens no metrics listener: it builds its resource without one.
+        """
+        built: list[Any] = []
+
+        def makeResource(options: Any, *args: Any, **kwargs: Any) -> Any:
+            built.append(options)
+            raise RuntimeError("built")
+
+        self.patch(cli, "makeResource", makeResource)
+        configuration = configure(metrics_address="127.0.0.1", metrics_port="9464")
+        running = ensureDeferred(cli._runAlone(MemoryReactorClock(), configuration, "renew", {}))
+        self.failureResultOf(running, RuntimeError)
+        [options] = built
+        self.assertIsNone(MetricsPlace.of(options))
 
     def test_refused(self) -> None:
         """
