@@ -34,6 +34,7 @@ from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers import selfSigned
+from tests.helpers.operationscase import OperationsCase
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions
 
@@ -65,6 +66,14 @@ LEAVER = """#!/bin/sh
 grep SigIgn /proc/self/status > "$1"
 sleep 600 &
 echo $! > "$2"
+"""
+
+
+#: A deploy command that takes a second, then appends the set's names to
+#: the file its first argument names.
+SLOW = """#!/bin/sh
+sleep 1
+echo "$LETSENCRYPT_DOMAINS" >> "$1"
 """
 
 
@@ -259,3 +268,26 @@ class RealProcessTests(TestCase):
         with open(childFile) as stream:
             child = int(stream.read())
         self.assertTrue(await waitFor(lambda: not alive(child), 5), f"{child} still runs")
+
+
+class CommandLineTests(OperationsCase):
+    """
+    The deploy command when the command line runs an operation alone.
+    """
+
+    async def test_renewWaitsForRuns(self) -> None:
+        """
+        C{renew} without a server runs the deploy command for each set it
+        renewed, and waits for the runs (which take a second each) before
+        it exits.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        record = os.path.join(folder, "deployed")
+        script = writeScript(folder, "deploy", SLOW)
+        await self.setUpConfiguration(extra=f"deploy_command = {script} {record}\n")
+        renewed = await self.command("renew", "--force", "--json")
+        self.assertEqual([r["outcome"] for r in renewed], ["renewed"] * len(renewed))
+        with open(record) as stream:
+            deployed = stream.read().splitlines()
+        self.assertEqual(sorted(deployed), sorted(" ".join(r["names"]) for r in renewed), renewed)
