@@ -118,6 +118,9 @@ async def _runAlone(
     if name == "status":
         # Status never reaches the CA, so it needs no CA bundle.
         options = attrs.evolve(options, acmeCAFile=None)
+    # A run of a few seconds is no target to scrape; its deploy runs are
+    # waited for when it stops.
+    options = attrs.evolve(options, metricsPort=None, metricsEndpoint=None)
     registry = Components()
     for service in configuration.services:
         registry.registerUtility(

@@ -99,12 +99,12 @@ def compose(
         # Wake up in time to try the write again.
         scheduler.scheduleWakeUp()
 
-    metrics = Metrics(lambda: [(c.label, c.current) for c in list(managed.values())])
+    metrics = Metrics(lambda: [(c.label, c.current, c.failures) for c in list(managed.values())])
     responder.counted = metrics.challengeRequest
     httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
-    deploys = DeployHooks(options, reactor, log)
+    deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
     provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     renewer = Renewer(
         options,
@@ -126,9 +126,14 @@ def compose(
     sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
     scheduler.loaded = sets.whenLoaded
     scheduler.atCheck.append(deploys.retry)
+    if options.storeDirectory is not None:
+        # A run due again follows a new export: the files may be gone.
+        deploys.again = lambda certificate: provisioning.export(certificate, deploy=True)
 
     def checked(attempted: list[ManagedCertificate]) -> None:
-        if all(certificate.failures == 0 for certificate in attempted):
+        # Not while a set fails: a check in which it waits out its retry
+        # delay attempts nothing, and must not look like a success.
+        if all(certificate.failures == 0 for certificate in list(managed.values())):
             metrics.checkSucceeded(reactor.seconds())
 
     scheduler.afterCheck.append(checked)

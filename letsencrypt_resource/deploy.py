@@ -4,27 +4,22 @@ stored and exported, so that the programs that read the exported files
 (see C{docs/operation.rst}) load them.
 
 The command is an argument list run without a shell, one run at a time,
-in a process group of its own, with a minimal environment: C{PATH} and
-C{LANG} of the server, and the C{LETSENCRYPT_} variables of L{environment}
--- no other variable of the server's, so that no secret it holds reaches
-the command.  Past C{deploy_timeout} seconds its whole process group is
-killed.  Its output is logged as events, within bounds (see
-L{letsencrypt_resource.deployoutput}).  A failure is event 20247 and the
-command runs again at the next check; nothing else waits for it.
+in a process group of its own, with a minimal environment (see
+L{letsencrypt_resource.deployrun}).  A run that is due is recorded in the
+set's renewal state (C{deploy_pending}) before it starts and cleared once
+it worked, so that a run that failed, was killed at a stop, or had no time
+to start runs again: at the next check, after a failure (at a pace that
+slows down while it keeps failing), or at the next start.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,93 +27,31 @@ from . import events
 from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
-from .deploycommand import findProgram
-from .deployoutput import OutputLines
+from .deployrun import SETSID, DeployFailed, DeployRun, environment
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .reporting import unexpected
 
-#: Run by the interpreter as the child: make a new session (so a new
-#: process group, of which the command is the leader), then become the
-#: command: C{argv[1]} is the program's path, C{argv[2:]} its arguments.
-NEW_GROUP = "import os,sys;os.setsid();os.execv(sys.argv[1],sys.argv[2:])"
-#: The variables of the server's environment the command gets.
-PASSED_VARIABLES = ("PATH", "LANG")
-
-
-def environment(
-    passed: Mapping[str, str],
-    domains: tuple[str, ...],
-    issued: CertifiedKey,
-    folder: str | None,
-) -> dict[str, str]:
-    """
-    The environment of a deploy command: L{PASSED_VARIABLES} from
-    C{passed}, and the C{LETSENCRYPT_} variables for the set of C{domains}
-    and its certificate C{issued}, exported to C{folder} (none without a
-    store directory).
-    """
-    env = {name: passed[name] for name in PASSED_VARIABLES if name in passed}
-    env.setdefault("PATH", os.defpath)
-    env["LETSENCRYPT_DOMAINS"] = " ".join(domains)
-    env["LETSENCRYPT_NOT_AFTER"] = issued.notAfter.isoformat()
-    if folder is not None:
-        env["LETSENCRYPT_DIRECTORY"] = folder
-        env["LETSENCRYPT_CERTIFICATE"] = os.path.join(folder, "cert.pem")
-        env["LETSENCRYPT_KEY"] = os.path.join(folder, "privkey.pem")
-        env["LETSENCRYPT_CHAIN"] = os.path.join(folder, "chain.pem")
-        env["LETSENCRYPT_FULLCHAIN"] = os.path.join(folder, "fullchain.pem")
-    return env
-
-
-class DeployFailed(Exception):
-    """
-    A deploy command failed.
-
-    @ivar details: How, for event 20247.
-    """
-
-    def __init__(self, details: str):
-        super().__init__(details)
-        self.details = details
-
-
-class _DeployProcess(ProcessProtocol):
-    """
-    One run: its output goes to L{OutputLines}; C{exited} fires with the
-    exception that tells how it exited (C{ProcessDone} or
-    C{ProcessTerminated}).
-    """
-
-    def __init__(self, output: OutputLines):
-        self._output = output
-        self.exited: Deferred[BaseException | None] = Deferred()
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        self._output.received(childFD, data)
-
-    def processExited(self, reason: Failure) -> None:
-        # Not processEnded: a program the command left running in the
-        # background may hold the pipes open for ever.
-        self._output.finished()
-        self.exited.callback(reason.value)
-
-
-def _exitProblem(error: BaseException | None) -> str | None:
-    """
-    What went wrong, by how the process exited; C{None} when it worked.
-    """
-    if not isinstance(error, ProcessTerminated):
-        return None
-    if error.signal is not None:
-        return f"it was ended by signal {error.signal} ({signal.Signals(error.signal).name})"
-    return f"it exited with code {error.exitCode}"
+#: Seconds before a failed run is tried again, doubled at each failure
+#: after the first, up to L{RETRY_MAX}.
+RETRY_BASE = 300.0
+#: The longest wait before a failed run is tried again.
+RETRY_MAX = 86400.0
+#: Why a run under way when the server stops is killed.
+STOPPED = "the server stopped while it ran; its process group was killed"
+#: Why a run that was waiting when the server stopped did not run.
+NOT_STARTED = "the server stopped before it ran"
 
 
 class DeployHooks(Service):
     """
     Runs the deploy command for each new certificate, one run at a time,
-    and again at each check for those whose last run failed.
+    and again at the checks for those whose run is still due.
+
+    @ivar again: Asks for the run of a set whose run is still due, at a
+        check: by exporting its certificate again, then running the
+        command (see L{letsencrypt_resource.composition}); by default, by
+        running it with no folder.
     """
 
     def __init__(
@@ -126,48 +59,75 @@ class DeployHooks(Service):
         options: ResourceOptions,
         reactor: Any,
         log: Logger,
+        managed: Mapping[frozenset[str], ManagedCertificate] | None = None,
+        save: Callable[[ManagedCertificate], object] = lambda certificate: None,
+        written: Callable[[], Deferred[None]] = lambda: succeed(None),
         environ: Mapping[str, str] = os.environ,
         killGroup: Callable[[int, int], None] = os.killpg,
-        python: str = sys.executable,
+        setsid: str = SETSID,
     ):
         """
         @param reactor: Spawns the processes and times them out.
         @param log: Where events go.
+        @param managed: The sets in service, by their names.
+        @param save: Saves the renewal state of a set (with its
+            C{deployPending} flag), after the writes before it.
+        @param written: Waits for the writes under way: at a stop, the
+            exports that end meanwhile still ask for their runs.
         @param environ: The server's environment, of which only
-            L{PASSED_VARIABLES} are passed.
+            C{PATH} and C{LANG} are passed.
         @param killGroup: Sends a signal to a process group.
-        @param python: The interpreter that starts each command in a
-            process group of its own (see L{NEW_GROUP}).
+        @param setsid: The program that starts each command in a session
+            of its own (see L{letsencrypt_resource.deployrun}).
         """
         self._command = options.deployCommand
         self._timeout = options.deployTimeout
         self._reactor = reactor
         self._log = log
+        self._managed = managed if managed is not None else {}
+        self._save = save
+        self._written = written
         self._environ = environ
         self._killGroup = killGroup
-        self._python = python
+        self._setsid = setsid
         self._runs = Limiter(1)
         self._pending: set[Deferred[bool]] = set()
-        self._running: dict[int, Any] = {}
+        self._underWay: set[DeployRun] = set()
         self._latest: dict[frozenset[str], object] = {}
-        self._failed: dict[frozenset[str], tuple[ManagedCertificate, CertifiedKey, str | None]] = {}
+        self._failures: dict[frozenset[str], int] = {}
+        self._retryAt: dict[frozenset[str], float] = {}
+        self._stopped = False
+        self.again: Callable[[ManagedCertificate], object] = lambda certificate: self.deploy(
+            certificate, certificate.issued, None
+        )
+
+    def want(self, certificate: ManagedCertificate) -> None:
+        """
+        A new certificate of C{certificate} will be exported: record, with
+        its renewal state, that its run is due.
+        """
+        if self._command is not None and not certificate.deployPending:
+            certificate.deployPending = True
+            self._save(certificate)
 
     def deploy(
-        self, certificate: ManagedCertificate, issued: CertifiedKey, folder: str | None
+        self, certificate: ManagedCertificate, issued: CertifiedKey | None, folder: str | None
     ) -> Deferred[bool]:
         """
         Run the command, if one is configured, for C{issued}, the new
         certificate of C{certificate}, exported to C{folder}, after the runs
-        before it.
+        before it; stopped, only record that it is due.
 
         @return: A Deferred that fires with whether it ran and worked; it
             never fails.
         """
-        if self._command is None or not self.running:
+        if self._command is None or issued is None:
+            return succeed(False)
+        self.want(certificate)
+        if not self.running:
             return succeed(False)
         key = frozenset(certificate.domains)
         token = self._latest[key] = object()
-        self._failed.pop(key, None)
         run = self._runs.run(self._runOnce, certificate, issued, folder)
         self._pending.add(run)
 
@@ -176,47 +136,93 @@ class DeployHooks(Service):
             if isinstance(result, Failure):
                 if not result.check(CancelledError):
                     unexpected(self._log, result)
-                return False
-            if not result and self._latest.get(key) is token:
-                self._failed[key] = (certificate, issued, folder)
+                result = False
+            if self._latest.get(key) is token:
+                del self._latest[key]
+                self._ended(certificate, result)
             return result
 
         return run.addBoth(ended)
 
+    def _ended(self, certificate: ManagedCertificate, worked: bool) -> None:
+        """
+        The latest run for C{certificate} ended: when it C{worked}, it is no
+        longer due; otherwise it is tried again later, each failure in a row
+        doubling the wait.
+        """
+        key = frozenset(certificate.domains)
+        if worked:
+            self._failures.pop(key, None)
+            self._retryAt.pop(key, None)
+            certificate.deployPending = False
+            self._save(certificate)
+            return
+        if self._stopped:
+            return
+        failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
+        self._retryAt[key] = self._reactor.seconds() + delay
+
     def retry(self) -> None:
         """
-        Run the command again for each certificate whose last run failed.
+        Ask again for the run of each set in service whose run is due (it
+        failed, or was left when the server last stopped) and is not under
+        way, once its wait after its failures is over.
         """
-        failed, self._failed = self._failed, {}
-        for certificate, issued, folder in failed.values():
-            self.deploy(certificate, issued, folder)
+        now = self._reactor.seconds()
+        for certificate in list(self._managed.values()):
+            key = frozenset(certificate.domains)
+            if (
+                certificate.deployPending
+                and key not in self._latest
+                and now >= self._retryAt.get(key, 0.0)
+            ):
+                # Not again before the export it may wait for is done.
+                self._retryAt[key] = now + RETRY_BASE
+                self.again(certificate)
 
     def forget(self, certificate: ManagedCertificate) -> None:
         """
-        C{certificate}'s set is no longer used: its failed run is not run
-        again.
+        C{certificate}'s set is no longer used: forget its failures.
         """
         key = frozenset(certificate.domains)
-        self._failed.pop(key, None)
-        self._latest.pop(key, None)
+        self._failures.pop(key, None)
+        self._retryAt.pop(key, None)
 
     @property
     def failed(self) -> frozenset[frozenset[str]]:
         """
         The domain sets whose last run failed, to run again.
         """
-        return frozenset(self._failed)
+        return frozenset(self._failures)
 
-    def stopService(self) -> Deferred[None]:
+    def startService(self) -> None:
+        self._stopped = False
+        super().startService()
+
+    @deferred
+    async def stopService(self) -> None:
         """
-        Drop the runs waiting and kill the process group of the one running.
+        Wait for the writes under way (an export that ends still asks for
+        its run), then for the runs under way and waiting, up to
+        C{deploy_timeout} seconds; then kill the one under way and drop the
+        others, each event 20247.  They are still due in the sets' renewal
+        state, and run at the next start.
         """
+        await self._written()
         super().stopService()
-        for pid in list(self._running):
-            self._kill(pid)
-        for run in list(self._pending):
-            run.cancel()
-        return succeed(None)
+        timer = self._reactor.callLater(self._timeout, self._stop)
+        await DeferredList(list(self._pending))
+        if timer.active():
+            timer.cancel()
+
+    def _stop(self) -> None:
+        """
+        Stop waiting for the runs: kill the one under way, start no other.
+        """
+        self._stopped = True
+        for run in list(self._underWay):
+            run.kill(STOPPED)
 
     @deferred
     async def _runOnce(
@@ -225,74 +231,21 @@ class DeployHooks(Service):
         """
         Run the command once, and log how it went.
         """
-        if not self.running:
-            return False
         label = certificate.label
+        if self._stopped:
+            events.DEPLOY_FAILED.emit(self._log, domains=label, details=NOT_STARTED)
+            return False
+        assert self._command is not None
         env = environment(self._environ, certificate.domains, issued, folder)
+        run = DeployRun(
+            self._command, self._timeout, self._reactor, self._log, self._killGroup, self._setsid
+        )
+        self._underWay.add(run)
         try:
-            await self._spawn(label, env)
+            await run.run(label, env)
         except DeployFailed as failure:
             events.DEPLOY_FAILED.emit(self._log, domains=label, details=failure.details)
             return False
-        return True
-
-    async def _spawn(self, label: str, env: dict[str, str]) -> None:
-        """
-        Spawn the command and wait for it to exit.
-
-        @raise DeployFailed: saying why it failed.
-        """
-        assert self._command is not None
-        program = findProgram(self._command[0], env["PATH"])
-        if program is None:
-            raise DeployFailed(f"the program {self._command[0]!r} is not found")
-        events.DEPLOY_STARTED.emit(self._log, domains=label, command=" ".join(self._command))
-        started = self._reactor.seconds()
-        process = _DeployProcess(OutputLines(label, self._log))
-        arguments = [self._python, "-I", "-S", "-c", NEW_GROUP, program, *self._command]
-        try:
-            transport = self._reactor.spawnProcess(
-                process, self._python, arguments, env=env, path="/"
-            )
-        except OSError as error:
-            raise DeployFailed(f"it could not be started: {error}") from None
-        transport.closeStdin()
-        pid = transport.pid
-        self._running[pid] = transport
-        timedOut: list[bool] = []
-
-        def timeUp() -> None:
-            timedOut.append(True)
-            self._kill(pid)
-
-        timer = self._reactor.callLater(self._timeout, timeUp)
-        try:
-            reason = await process.exited
         finally:
-            del self._running[pid]
-            if timer.active():
-                timer.cancel()
-            transport.loseConnection()
-        if timedOut:
-            raise DeployFailed(
-                f"it ran longer than {self._timeout:.0f} seconds; its process group was killed"
-            )
-        problem = _exitProblem(reason)
-        if problem is not None:
-            raise DeployFailed(problem)
-        events.DEPLOY_SUCCEEDED.emit(
-            self._log, domains=label, duration=f"{self._reactor.seconds() - started:.1f}"
-        )
-
-    def _kill(self, pid: int) -> None:
-        """
-        Kill the process group of the command of process C{pid}, or the
-        process alone when it has not made its group yet (just spawned).
-        """
-        try:
-            self._killGroup(pid, signal.SIGKILL)
-        except OSError:
-            try:
-                self._running[pid].signalProcess("KILL")
-            except (OSError, ProcessExitedAlready):
-                pass
+            self._underWay.discard(run)
+        return True

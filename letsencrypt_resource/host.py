@@ -24,7 +24,7 @@ from twisted.internet.defer import (
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
-from . import events
+from . import deployrun, events
 from .clusterresume import resumeWhenBack
 from .config import (
     Configuration,
@@ -139,7 +139,8 @@ def checkCluster(configuration: Configuration) -> None:
 def checkDeployCommand(configuration: Configuration) -> None:
     """
     The check of the deploy command: its program is an executable file,
-    found on the server's C{PATH} when it is a bare name.
+    found on the server's C{PATH} when it is a bare name, and C{setsid(1)},
+    which starts it, is there.
 
     @raise ConfigurationError: naming C{deploy_command}.
     """
@@ -151,6 +152,12 @@ def checkDeployCommand(configuration: Configuration) -> None:
         where = "is not an executable file" if os.path.isabs(program) else "is not found on PATH"
         raise ConfigurationError(
             resource.section, "deploy_command", f"the program {program!r} {where}"
+        )
+    if not os.access(deployrun.SETSID, os.X_OK):
+        raise ConfigurationError(
+            resource.section,
+            "deploy_command",
+            f"it is run by {deployrun.SETSID} (util-linux), which is not an executable file",
         )
 
 

@@ -66,6 +66,7 @@ class ManagedCertificate:
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
         order that got the certificate in service, when known: only then
         may a renewal name it as the one it replaces.
+    @ivar deployPending: Whether C{deploy_command} is due to run for it.
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
     """
@@ -80,6 +81,7 @@ class ManagedCertificate:
         self.consumers: list[ICertificateConsumer] = []
         self.current: CertifiedKey | None = None
         self.failures = 0
+        self.deployPending = False
         self.nextAttempt = 0.0
         self.lastFailure = 0.0
         self.holdUntil = 0.0

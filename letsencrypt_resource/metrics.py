@@ -31,6 +31,7 @@ from .certificates import CertifiedKey
 #: The names of the certificates' gauges.
 EXPIRY = "letsencrypt_certificate_expiration_timestamp_seconds"
 STATE = "letsencrypt_certificate_state"
+FAILURES = "letsencrypt_certificate_renewal_failures"
 #: The serving states of a certificate.
 STATES = ("provisional", "issued")
 #: How renewal attempts end.
@@ -43,14 +44,16 @@ ACME_METHODS = ("GET", "HEAD", "POST")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-#: Sets' labels and the certificate each has in service, if any.
-InService = Callable[[], Iterable[tuple[str, CertifiedKey | None]]]
+#: Sets' labels, the certificate each has in service, if any, and its
+#: renewal attempts failed in a row.
+InService = Callable[[], Iterable[tuple[str, CertifiedKey | None, int]]]
 
 
 class CertificatesCollector(Collector):
     """
     The expiry time and serving state of each set's certificate in
-    service, read at each scrape.
+    service, and the set's renewal attempts failed in a row, read at each
+    scrape.
     """
 
     def __init__(self, inService: InService):
@@ -67,7 +70,13 @@ class CertificatesCollector(Collector):
             "1 for the serving state of a domain set: provisional or issued (CA-issued).",
             labels=["domains", "state"],
         )
-        for domains, current in self._inService():
+        failures = GaugeMetricFamily(
+            FAILURES,
+            "Renewal attempts failed in a row for a domain set; 0 since its last success.",
+            labels=["domains"],
+        )
+        for domains, current, failed in self._inService():
+            failures.add_metric([domains], float(failed))
             if current is None:
                 continue
             expiry.add_metric([domains], current.notAfter.timestamp())
@@ -76,6 +85,7 @@ class CertificatesCollector(Collector):
                 state.add_metric([domains, each], 1.0 if each == serving else 0.0)
         yield expiry
         yield state
+        yield failures
 
 
 class Metrics:
@@ -113,7 +123,7 @@ class Metrics:
         )
         self._lastCheck = Gauge(
             "letsencrypt_last_successful_check_timestamp_seconds",
-            "The time the last check ended in which no renewal attempt failed.",
+            "The time the last check ended while no domain set's last renewal attempt had failed.",
             registry=registry,
         )
         for result in RENEWAL_RESULTS:
@@ -142,7 +152,8 @@ class Metrics:
 
     def checkSucceeded(self, when: float) -> None:
         """
-        A check in which no renewal attempt failed ended at C{when}.
+        A check ended at C{when} while no set's last renewal attempt had
+        failed.
         """
         self._lastCheck.set(when)
 

@@ -4,9 +4,9 @@ C{metrics_port} (or C{metrics_endpoint}) are set, it serves
 C{GET /metrics} from the resource's own registry with
 C{prometheus_client}'s exposition, through a C{twisted.web} site with the
 limits of L{letsencrypt_resource.httplimits}; any other path is 404 and
-any other method 405.  The exposition runs in the reactor's thread pool
-(the C{WSGIResource} that C{prometheus_client.twisted.MetricsResource}
-makes, built here on the injected reactor rather than the global one).
+any other method 405.  The exposition is rendered in a thread of the
+service's own (see L{letsencrypt_resource.metricsexposition}), started and
+stopped with it.
 
 The metrics name every domain set: listen on loopback or a private
 interface.
@@ -17,18 +17,19 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from prometheus_client import make_wsgi_app
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web import http
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
-from twisted.web.wsgi import WSGIResource
 
 from . import events
 from .config import ResourceOptions
 from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, refuseMethod
 from .listenerservice import ListenerService
 from .metrics import Metrics
+from .metricsexposition import Exposition, SharedRender
 
 #: The path the metrics are served at.
 METRICS_PATH = b"metrics"
@@ -100,13 +101,6 @@ class MetricsSite(LimitedSite):
         """
 
 
-def exposition(metrics: Metrics, reactor: Any) -> IResource:
-    """
-    The resource that renders C{metrics}, in C{reactor}'s thread pool.
-    """
-    return WSGIResource(reactor, reactor.getThreadPool(), make_wsgi_app(metrics.registry))
-
-
 class MetricsSiteService(ListenerService):
     """
     Serves the metrics while the resource runs, when the options say where.
@@ -118,7 +112,24 @@ class MetricsSiteService(ListenerService):
         """
         place = MetricsPlace.of(options)
         super().__init__(place, reactor, log, events.METRICS_LISTENING, events.METRICS_FAILED)
-        self._metrics = metrics
+        self._pool = ThreadPool(1, 1, "letsencrypt-metrics")
+        render = SharedRender(metrics.registry, reactor, self._pool)
+        self._exposition = Exposition(render, log)
 
     def factory(self) -> MetricsSite:
-        return MetricsSite(MetricsRoot(exposition(self._metrics, self._reactor)))
+        return MetricsSite(MetricsRoot(self._exposition))
+
+    def startService(self) -> None:
+        if self._place is not None:
+            self._pool.start()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, then end the rendering thread (it is joined: a
+        render under way, a second or two at 10,000 sets, is waited for).
+        """
+        stopped = super().stopService()
+        if self._pool.started:
+            self._pool.stop()
+        return stopped

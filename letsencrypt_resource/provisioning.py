@@ -182,6 +182,8 @@ class Provisioning:
         if directory is None or issued is None:
             return
         deploys = self._deploys
+        if deploy and deploys is not None:
+            deploys.want(certificate)
 
         def exported(folder: object) -> None:
             if deploy and deploys is not None:

@@ -36,6 +36,7 @@ class RenewalFields(Protocol):
     unstoredOrder: PendingOrder | None
     compromisedKeys: set[str]
     orderedBy: tuple[str, str, str] | None
+    deployPending: bool
 
     @property
     def issued(self) -> CertifiedKey | None: ...
@@ -64,6 +65,7 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "pending_order": pending.toJSON() if pending else None,
         "compromised_keys": sorted(fields.compromisedKeys),
         "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
+        "deploy_pending": fields.deployPending,
     }
 
 
@@ -83,9 +85,11 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     Take back into C{fields} a state L{dumpState} saved; ignore what does
     not parse, an ARI window that is not finite or ends before it starts,
     and the retry wait and the order under way when the settings changed
-    since.  The compromised keys are always kept, whatever else fails.
+    since.  The compromised keys and whether the deploy command is due are
+    always kept, whatever else fails.
     """
     fields.compromisedKeys |= _digests(state.get("compromised_keys"))
+    fields.deployPending = state.get("deploy_pending") is True
     try:
         failures = int(state.get("failures", 0))
         nextAttempt = float(state.get("next_attempt", 0.0))

@@ -12,14 +12,17 @@ import stat
 import sys
 from typing import Any
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import deployrun
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
-from letsencrypt_resource.deploy import NEW_GROUP, DeployHooks, environment
+from letsencrypt_resource.deploy import RETRY_BASE, RETRY_MAX, DeployHooks
 from letsencrypt_resource.deploycommand import findProgram, parseCommand
 from letsencrypt_resource.deployoutput import MAX_LINE_BYTES, MAX_LINES
+from letsencrypt_resource.deployrun import KILL_GRACE, OUTPUT_GRACE, environment
 from letsencrypt_resource.host import checkDeployCommand
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.managed import ManagedCertificate
@@ -123,6 +126,16 @@ class CommandOptionTests(SynchronousTestCase):
         self.assertEqual(findProgram("reload", folder), script)
         self.assertIsNone(findProgram("reload", "/nonexistent"))
 
+    def test_setsidFoundAtLoad(self) -> None:
+        """
+        C{setsid(1)}, which starts the command, must be there too.
+        """
+        self.patch(deployrun, "SETSID", "/nonexistent/setsid")
+        with self.assertRaises(ConfigurationError) as raised:
+            checkDeployCommand(configure(deploy_command=f"{PROGRAM} -c pass"))
+        self.assertEqual(raised.exception.option, "deploy_command")
+        self.assertIn("/nonexistent/setsid (util-linux)", raised.exception.message)
+
 
 class EnvironmentTests(SynchronousTestCase):
     """
@@ -152,6 +165,15 @@ class EnvironmentTests(SynchronousTestCase):
             },
         )
 
+    def test_relativeFolderMadeAbsolute(self) -> None:
+        """
+        The paths are absolute, since the command runs from C{/}, even when
+        an embedder's store directory is relative.
+        """
+        env = environment({}, ("a.example",), selfSigned(("a.example",)), "le/a.example")
+        self.assertEqual(env["LETSENCRYPT_DIRECTORY"], os.path.abspath("le/a.example"))
+        self.assertTrue(os.path.isabs(env["LETSENCRYPT_KEY"]))
+
     def test_notExported(self) -> None:
         """
         Without a store directory there are no paths, and a server without
@@ -172,22 +194,33 @@ class DeployHooksTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.certificate = ManagedCertificate(("a.example",))
         self.issued = selfSigned(("a.example",))
+        self.certificate.current = self.issued
+        self.managed = {frozenset(self.certificate.domains): self.certificate}
+        self.saved: list[tuple[str, bool]] = []
+        self.written: Deferred[None] = succeed(None)
 
     def hooks(self, command: tuple[str, ...] = (PROGRAM, "reload"), **options: Any) -> DeployHooks:
         hooks = DeployHooks(
             resourceOptions(deployCommand=command, **options),
             self.reactor,
             Logger(),
+            self.managed,
+            lambda c: self.saved.append((c.label, c.deployPending)),
+            lambda: self.written,
             environ={"PATH": "/bin", "SECRET": "s"},
             killGroup=self.reactor.killGroup,
-            python="/usr/bin/python3",
+            setsid="/usr/bin/setsid",
         )
         hooks.startService()
         return hooks
 
-    def spawn(self, hooks: DeployHooks) -> tuple[FakeProcess, list[bool]]:
+    def spawn(
+        self, hooks: DeployHooks, certificate: ManagedCertificate | None = None
+    ) -> tuple[FakeProcess, list[bool]]:
         results: list[bool] = []
-        hooks.deploy(self.certificate, self.issued, "/srv/a.example").addCallback(results.append)
+        hooks.deploy(certificate or self.certificate, self.issued, "/srv/a.example").addCallback(
+            results.append
+        )
         return self.reactor.processes[-1], results
 
     def texts(self, eventID: int) -> list[str]:
@@ -195,17 +228,15 @@ class DeployHooksTests(SynchronousTestCase):
 
     def test_spawnedInOwnGroup(self) -> None:
         """
-        The command is run by the interpreter that puts it in a process
+        The command is run by C{setsid(1)}, which puts it in a process
         group of its own, with its arguments, the minimal environment, and
-        its input closed; exiting with 0 is event 20246.
+        its input closed; exiting with 0 is event 20246, and what it left
+        in its group is killed.
         """
         hooks = self.hooks()
         process, results = self.spawn(hooks)
-        self.assertEqual(process.executable, "/usr/bin/python3")
-        self.assertEqual(
-            process.args,
-            ["/usr/bin/python3", "-I", "-S", "-c", NEW_GROUP, PROGRAM, PROGRAM, "reload"],
-        )
+        self.assertEqual(process.executable, "/usr/bin/setsid")
+        self.assertEqual(process.args, ["/usr/bin/setsid", "--", PROGRAM, "reload"])
         self.assertNotIn("SECRET", process.env)
         self.assertEqual(process.env["LETSENCRYPT_KEY"], "/srv/a.example/privkey.pem")
         self.assertTrue(process.stdinClosed)
@@ -213,9 +244,11 @@ class DeployHooksTests(SynchronousTestCase):
             self.texts(20245), [f"20245 Running the deploy command for a.example: {PROGRAM} reload"]
         )
         self.reactor.advance(2)
+        self.assertEqual(self.reactor.killed, [])
         process.exit(0)
         self.assertEqual(results, [True])
         self.assertTrue(process.pipesClosed)
+        self.assertEqual(self.reactor.killed, [(process.pid, signal.SIGKILL)])
         self.assertEqual(
             self.texts(20246),
             ["20246 The deploy command for a.example ended successfully after 2.0 seconds."],
@@ -223,10 +256,58 @@ class DeployHooksTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(hooks.failed, frozenset())
 
-    def test_failuresRetriedAtNextCheck(self) -> None:
+    def test_commandQuoted(self) -> None:
         """
-        An exit code or a signal is event 20247, and the set is run again
-        by L{DeployHooks.retry}, which the scheduler calls at each check.
+        Event 20245 shows the command quoted as a shell would need it, a
+        newline in an argument escaped.
+        """
+        self.spawn(self.hooks(command=(PROGRAM, "a b", "x\n20246 forged")))
+        self.assertEqual(
+            self.texts(20245),
+            [f"20245 Running the deploy command for a.example: {PROGRAM} 'a b' 'x\\n20246 forged'"],
+        )
+
+    def test_pendingRecorded(self) -> None:
+        """
+        A run is recorded as due in the set's renewal state before it
+        starts; a failure leaves it due, success clears it.
+        """
+        hooks = self.hooks()
+        process, _ = self.spawn(hooks)
+        self.assertEqual(self.saved, [("a.example", True)])
+        self.assertTrue(self.certificate.state()["deploy_pending"])
+        process.exit(1)
+        self.assertEqual(self.saved, [("a.example", True)])
+        self.reactor.advance(RETRY_BASE)
+        hooks.retry()
+        self.reactor.processes[-1].exit(0)
+        self.assertEqual(self.saved, [("a.example", True), ("a.example", False)])
+        self.assertFalse(self.certificate.deployPending)
+
+    def test_pendingRunAtStart(self) -> None:
+        """
+        A run a saved renewal state says is due (it was killed, or had no
+        time to start, when the server stopped) is asked for again at the
+        first check, by L{DeployHooks.again}.
+        """
+        restored = ManagedCertificate(("a.example",))
+        restored.restore({"deploy_pending": True})
+        self.assertTrue(restored.deployPending)
+        restored.current = self.issued
+        self.managed[frozenset(restored.domains)] = restored
+        hooks = self.hooks()
+        asked: list[ManagedCertificate] = []
+        hooks.again = asked.append
+        hooks.retry()
+        hooks.retry()
+        self.assertEqual(asked, [restored])
+
+    def test_failuresRetriedWithBackoff(self) -> None:
+        """
+        An exit code or a signal is event 20247; the set is run again by
+        L{DeployHooks.retry}, which the scheduler calls at each check, once
+        L{RETRY_BASE} seconds have passed, a wait doubled by each failure in
+        a row.
         """
         hooks = self.hooks()
         process, results = self.spawn(hooks)
@@ -241,13 +322,20 @@ class DeployHooksTests(SynchronousTestCase):
         )
         self.assertEqual(hooks.failed, {frozenset({"a.example"})})
         hooks.retry()
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.reactor.advance(RETRY_BASE)
+        hooks.retry()
         self.assertEqual(len(self.reactor.processes), 2)
-        self.assertEqual(hooks.failed, frozenset())
         self.reactor.processes[-1].exit(signal=signal.SIGTERM)
         self.assertIn("it was ended by signal 15 (SIGTERM)", self.texts(20247)[-1])
+        self.reactor.advance(RETRY_BASE)
+        hooks.retry()
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.reactor.advance(RETRY_BASE)
         hooks.retry()
         self.reactor.processes[-1].exit(0)
         self.assertEqual(hooks.failed, frozenset())
+        self.reactor.advance(RETRY_MAX)
         hooks.retry()
         self.assertEqual(len(self.reactor.processes), 3)
 
@@ -268,6 +356,43 @@ class DeployHooksTests(SynchronousTestCase):
             "it ran longer than 30 seconds; its process group was killed", self.texts(20247)[0]
         )
         self.assertEqual(hooks.failed, {frozenset({"a.example"})})
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_unkillableFreesSlot(self) -> None:
+        """
+        A command that does not exit when killed (uninterruptible sleep)
+        fails all the same L{KILL_GRACE} seconds later, and the next run
+        starts.
+        """
+        hooks = self.hooks(deployTimeout=30.0)
+        _, results = self.spawn(hooks)
+        self.spawn(hooks, ManagedCertificate(("b.example",)))
+        self.reactor.advance(30)
+        self.reactor.advance(KILL_GRACE - 1)
+        self.assertEqual((results, len(self.reactor.processes)), ([], 1))
+        self.reactor.advance(1)
+        self.assertEqual(results, [False])
+        self.assertIn("it ran longer than 30 seconds", self.texts(20247)[0])
+        self.assertEqual(len(self.reactor.processes), 2)
+
+    def test_outputAfterExit(self) -> None:
+        """
+        Output still in the pipes when the command exits is logged: the run
+        ends when they close, or L{OUTPUT_GRACE} seconds after the exit
+        when a program left in the background holds them.
+        """
+        hooks = self.hooks()
+        process, results = self.spawn(hooks)
+        process.exit(1, pipesHeld=True)
+        process.write(2, b"last words\n")
+        self.assertEqual(results, [])
+        self.reactor.advance(OUTPUT_GRACE)
+        self.assertEqual(results, [False])
+        self.assertEqual(
+            self.texts(20248),
+            ["20248 The deploy command for a.example wrote on stderr: last words"],
+        )
+        self.assertIn("it exited with code 1", self.texts(20247)[0])
 
     def test_notFound(self) -> None:
         """
@@ -294,8 +419,7 @@ class DeployHooksTests(SynchronousTestCase):
         """
         hooks = self.hooks()
         first, _ = self.spawn(hooks)
-        other = ManagedCertificate(("b.example",))
-        hooks.deploy(other, self.issued, None)
+        hooks.deploy(ManagedCertificate(("b.example",)), self.issued, None)
         self.assertEqual(len(self.reactor.processes), 1)
         first.exit(1)
         self.assertEqual(len(self.reactor.processes), 2)
@@ -339,55 +463,99 @@ class DeployHooksTests(SynchronousTestCase):
             ],
         )
 
-    def test_stopKillsRunning(self) -> None:
+    def test_stopWaitsForWritesAndRuns(self) -> None:
         """
-        Stopping kills the process group of the run under way and drops the
-        runs waiting; no run starts once stopped.
+        Stopping waits for the writes under way (an export that ends asks
+        for its run, which is taken), then for the run under way and those
+        waiting, within C{deploy_timeout}; no run is taken once stopped,
+        but it is recorded as due.
         """
         hooks = self.hooks()
+        self.written = Deferred()
+        stopped = hooks.stopService()
         process, results = self.spawn(hooks)
-        waiting: list[bool] = []
-        hooks.deploy(ManagedCertificate(("b.example",)), self.issued, None).addCallback(
-            waiting.append
-        )
-        hooks.stopService()
-        self.assertEqual(self.reactor.killed, [(process.pid, signal.SIGKILL)])
-        self.assertEqual((results, waiting), ([False], [False]))
-        self.assertEqual(len(self.reactor.processes), 1)
+        self.spawn(hooks, ManagedCertificate(("b.example",)))
+        self.written.callback(None)
+        process.exit(0)
+        self.assertNoResult(stopped)
+        self.reactor.processes[-1].exit(0)
+        self.successResultOf(stopped)
+        self.assertEqual((results, self.reactor.killed[-1]), ([True], (1001, signal.SIGKILL)))
+        late = ManagedCertificate(("c.example",))
+        self.assertEqual(self.successResultOf(hooks.deploy(late, self.issued, None)), False)
+        self.assertEqual((len(self.reactor.processes), late.deployPending), (2, True))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-        hooks.deploy(self.certificate, self.issued, None)
-        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_stopKillsAfterTimeout(self) -> None:
+        """
+        Past C{deploy_timeout} seconds of stopping, the run under way is
+        killed and the runs waiting are dropped, each event 20247; they
+        stay due, to run at the next start.
+        """
+        hooks = self.hooks(deployTimeout=30.0)
+        first, _ = self.spawn(hooks, ManagedCertificate(("z.example",)))
+        process, results = self.spawn(hooks)
+        other = ManagedCertificate(("b.example",))
+        self.spawn(hooks, other)
+        stopped = hooks.stopService()
+        self.reactor.advance(20)
+        first.exit(0)
+        process = self.reactor.processes[-1]
+        self.reactor.advance(9)
+        self.assertEqual(self.reactor.killed, [(first.pid, signal.SIGKILL)])
+        self.reactor.advance(1)
+        self.assertEqual(self.reactor.killed[1:], [(process.pid, signal.SIGKILL)])
+        process.exit(signal=signal.SIGKILL)
+        self.successResultOf(stopped)
+        self.assertEqual(results, [False])
+        self.assertEqual(len(self.reactor.processes), 2)
+        self.assertEqual(
+            self.texts(20247),
+            [
+                "20247 The deploy command for a.example failed: the server stopped while it "
+                "ran; its process group was killed; it runs again at the next check.",
+                "20247 The deploy command for b.example failed: the server stopped before it "
+                "ran; it runs again at the next check.",
+            ],
+        )
+        self.assertTrue(self.certificate.deployPending and other.deployPending)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_stopBeforeGroupMade(self) -> None:
         """
-        A run stopped before its child has made its process group is
+        A run killed before its child has made its process group is
         killed as a process.
         """
-        hooks = self.hooks()
+        hooks = self.hooks(deployTimeout=1.0)
         process, _ = self.spawn(hooks)
         self.reactor.noGroups = True
         hooks.stopService()
+        self.reactor.advance(1)
         self.assertEqual(process.signals, ["KILL"])
 
     def test_forget(self) -> None:
         """
-        A set no longer used is not run again at the next check.
+        A set no longer used loses its failures, and is not run again at
+        the next check.
         """
         hooks = self.hooks()
         self.spawn(hooks)[0].exit(1)
         hooks.forget(self.certificate)
+        del self.managed[frozenset(self.certificate.domains)]
+        self.reactor.advance(RETRY_MAX)
         hooks.retry()
         self.assertEqual((hooks.failed, len(self.reactor.processes)), (frozenset(), 1))
 
     def test_noCommand(self) -> None:
         """
-        Without a command, nothing runs.
+        Without a command, nothing runs, and nothing is recorded as due.
         """
         hooks = DeployHooks(resourceOptions(), self.reactor, Logger())
         hooks.startService()
         results: list[bool] = []
         hooks.deploy(self.certificate, self.issued, None).addCallback(results.append)
         self.assertEqual((results, self.reactor.processes), ([False], []))
+        self.assertFalse(self.certificate.deployPending)
 
 
 class ResourceDeployTests(ResourceTestCase):
@@ -415,7 +583,9 @@ class ResourceDeployTests(ResourceTestCase):
         self.assertEqual(set(envs), {"files.example.test www.example.test", "reports.example.test"})
         env = envs["reports.example.test"]
         folder = os.path.join(store, "reports.example.test")
-        self.assertEqual(env["LETSENCRYPT_CERTIFICATE"], os.path.join(folder, "cert.pem"))
+        self.assertEqual(
+            env["LETSENCRYPT_CERTIFICATE"], os.path.join(os.path.abspath(folder), "cert.pem")
+        )
         with open(env["LETSENCRYPT_FULLCHAIN"], "rb") as stream:
             served = self.consumers["reports"].received[-1]
             self.assertEqual(stream.read(), served.fullchainPEM)
@@ -423,6 +593,35 @@ class ResourceDeployTests(ResourceTestCase):
         spawned = len(self.reactor.processes)
         self.start(storeDirectory=store, deployCommand=(PROGRAM, "reload"))
         self.assertEqual(len(self.reactor.processes), spawned)
+
+    def test_killedAtStopRunsAtNextStart(self) -> None:
+        """
+        Stopping the resource waits for the runs under way; one still
+        running C{deploy_timeout} seconds later is killed (event 20247),
+        and the restarted resource runs it again, for the certificate it
+        stored, and only it.
+        """
+        store = self.mktemp()
+        os.mkdir(store)
+        self.store = StateDirectory(self.mktemp())
+        command = {"storeDirectory": store, "deployCommand": (PROGRAM, "reload")}
+        resource = self.start(**command)
+        [first] = self.reactor.processes
+        stopped = resource.stopService()
+        self.reactor.advance(10)
+        first.exit(0)
+        second = self.reactor.processes[1]
+        self.assertNoResult(stopped)
+        self.reactor.advance(50)
+        second.exit(signal=signal.SIGKILL)
+        self.successResultOf(stopped)
+        self.assertIn("the server stopped while it ran", self.eventTexts(20247)[-1])
+        self.start(**command)
+        [again] = self.reactor.processes[2:]
+        self.assertEqual(again.env["LETSENCRYPT_DOMAINS"], second.env["LETSENCRYPT_DOMAINS"])
+        again.exit(0)
+        self.start(**command)
+        self.assertEqual(len(self.reactor.processes), 3)
 
     def test_withoutStoreDirectory(self) -> None:
         """

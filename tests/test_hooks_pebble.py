@@ -34,6 +34,7 @@ from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.testing import RecordingConsumer
 from tests.helpers import selfSigned
+from tests.helpers.operationscase import OperationsCase
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.resourcecase import resourceOptions
 
@@ -54,6 +55,25 @@ child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 with open(sys.argv[1], "w") as stream:
     stream.write(str(child.pid))
 time.sleep(600)
+"""
+
+
+#: A deploy command that writes the signals it ignores (the C{SigIgn} line
+#: of its status) to the file its first argument names, leaves a child
+#: sleeping in the background, writes its process id to the file its
+#: second argument names, and exits 0.
+LEAVER = """#!/bin/sh
+grep SigIgn /proc/self/status > "$1"
+sleep 600 &
+echo $! > "$2"
+"""
+
+
+#: A deploy command that takes a second, then appends the set's names to
+#: the file its first argument names.
+SLOW = """#!/bin/sh
+sleep 1
+echo "$LETSENCRYPT_DOMAINS" >> "$1"
 """
 
 
@@ -222,3 +242,52 @@ class RealProcessTests(TestCase):
             child = int(stream.read())
         self.assertTrue(await waitFor(lambda: not alive(child), 5), f"{child} still runs")
         self.assertEqual(hooks.failed, {frozenset({"a.example"})})
+
+    async def test_defaultSignalsAndNothingLeft(self) -> None:
+        """
+        The command ignores no signal (an interpreter in between would
+        leave C{SIGPIPE} and C{SIGXFSZ} ignored, so that what it starts
+        spins on a closed pipe instead of dying), and what it left running
+        in its process group is killed once it exits, even successfully.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        script = writeScript(folder, "leaver", LEAVER)
+        ignoredFile = os.path.join(folder, "ignored")
+        childFile = os.path.join(folder, "child")
+        hooks = DeployHooks(
+            resourceOptions(deployCommand=(script, ignoredFile, childFile)), reactor, Logger()
+        )
+        hooks.startService()
+        self.addCleanup(hooks.stopService)
+        certificate = ManagedCertificate(("a.example",))
+        worked = await hooks.deploy(certificate, selfSigned(("a.example",)), None)
+        self.assertTrue(worked)
+        with open(ignoredFile) as stream:
+            self.assertEqual(stream.read().split(), ["SigIgn:", "0" * 16])
+        with open(childFile) as stream:
+            child = int(stream.read())
+        self.assertTrue(await waitFor(lambda: not alive(child), 5), f"{child} still runs")
+
+
+class CommandLineTests(OperationsCase):
+    """
+    The deploy command when the command line runs an operation alone.
+    """
+
+    async def test_renewWaitsForRuns(self) -> None:
+        """
+        C{renew} without a server runs the deploy command for each set it
+        renewed, and waits for the runs (which take a second each) before
+        it exits.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        record = os.path.join(folder, "deployed")
+        script = writeScript(folder, "deploy", SLOW)
+        await self.setUpConfiguration(extra=f"deploy_command = {script} {record}\n")
+        renewed = await self.command("renew", "--force", "--json")
+        self.assertEqual([r["outcome"] for r in renewed], ["renewed"] * len(renewed))
+        with open(record) as stream:
+            deployed = stream.read().splitlines()
+        self.assertEqual(sorted(deployed), sorted(" ".join(r["names"]) for r in renewed), renewed)

@@ -12,23 +12,33 @@ from typing import Any
 
 import attrs
 from prometheus_client import REGISTRY, generate_latest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyRequest
 
+from letsencrypt_resource import cli
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.metrics import Metrics, TimedAgent
+from letsencrypt_resource.metricsexposition import (
+    CONTENT_TYPE,
+    MAX_SCRAPES,
+    Exposition,
+    SharedRender,
+)
 from letsencrypt_resource.metricssite import MetricsPlace, MetricsRoot, MetricsSiteService
 from tests.helpers import selfSigned
 from tests.helpers.configuration import resource, service
-from tests.helpers.resourcecase import RefusingReactor, ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import DAY, RefusingReactor, ResourceTestCase, resourceOptions
 
 
 def configure(**options: str) -> Any:
@@ -59,6 +69,15 @@ def state(metrics: Metrics, domains: str) -> dict[str, float | None]:
     }
 
 
+def failures(metrics: Metrics, domains: str) -> float | None:
+    """
+    The renewal attempts failed in a row of the set C{domains}.
+    """
+    return metrics.registry.get_sample_value(
+        "letsencrypt_certificate_renewal_failures", {"domains": domains}
+    )
+
+
 class MetricsTests(SynchronousTestCase):
     """
     L{Metrics} records what the parts tell it, in its own registry.
@@ -72,10 +91,10 @@ class MetricsTests(SynchronousTestCase):
         """
         issued = selfSigned(("a.example", "b.example"))
         provisional = attrs.evolve(selfSigned(("c.example",)), provisional=True)
-        inService: list[tuple[str, CertifiedKey | None]] = [
-            ("a.example, b.example", issued),
-            ("c.example", provisional),
-            ("d.example", None),
+        inService: list[tuple[str, CertifiedKey | None, int]] = [
+            ("a.example, b.example", issued, 0),
+            ("c.example", provisional, 2),
+            ("d.example", None, 1),
         ]
         metrics = Metrics(lambda: inService)
         self.assertEqual(
@@ -86,7 +105,14 @@ class MetricsTests(SynchronousTestCase):
             state(metrics, "a.example, b.example"), {"issued": 1.0, "provisional": 0.0}
         )
         self.assertEqual(state(metrics, "c.example"), {"issued": 0.0, "provisional": 1.0})
-        self.assertNotIn("d.example", exposed(metrics))
+        self.assertEqual(
+            [
+                failures(metrics, each)
+                for each in ("a.example, b.example", "c.example", "d.example")
+            ],
+            [0.0, 2.0, 1.0],
+        )
+        self.assertIsNone(metrics.registry.get_sample_value(EXPIRY, {"domains": "d.example"}))
         del inService[:]
         self.assertNotIn("example", exposed(metrics))
 
@@ -227,19 +253,95 @@ class MetricsRootTests(SynchronousTestCase):
         self.assertEqual(self.render(b"DELETE", [])[0], 405)
 
 
-class ThreadPoolReactor(MemoryReactorClock):
+class FakePool:
     """
-    A memory reactor with a thread pool that runs nothing.
+    A thread pool that runs its jobs when told, in the test's thread.
     """
 
-    def getThreadPool(self) -> object:
-        return object()
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, Any, tuple[Any, ...]]] = []
+
+    def callInThreadWithCallback(self, onResult: Any, function: Any, *args: Any) -> None:
+        self.jobs.append((onResult, function, args))
+
+    def runAll(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for onResult, function, args in jobs:
+            onResult(True, function(*args))
 
 
-class RefusingPoolReactor(ThreadPoolReactor, RefusingReactor):
+class ThreadReactor(MemoryReactorClock):
     """
-    A reactor with a thread pool on which every port is taken.
+    A memory reactor whose C{callFromThread} calls at once.
     """
+
+    def callFromThread(self, function: Any, *args: Any) -> None:
+        function(*args)
+
+
+class ExpositionTests(SynchronousTestCase):
+    """
+    L{Exposition} renders in its own thread, one render shared by the
+    scrapes waiting for it, within L{MAX_SCRAPES} scrapes in flight.
+    """
+
+    def setUp(self) -> None:
+        self.pool = FakePool()
+        metrics = Metrics()
+        metrics.renewalEnded("issued")
+        render = SharedRender(metrics.registry, ThreadReactor(), self.pool)  # type: ignore[arg-type]
+        self.exposition = Exposition(render, Logger())
+
+    def scrape(self) -> DummyRequest:
+        request = DummyRequest([b"metrics"])
+        self.assertEqual(self.exposition.render(request), NOT_DONE_YET)
+        return request
+
+    def test_sharedRender(self) -> None:
+        """
+        Scrapes that arrive while a render runs share it: one job in the
+        pool for all of them; a scrape after it gets a new render.
+        """
+        first, second = self.scrape(), self.scrape()
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        for request in (first, second):
+            self.assertEqual(request.finished, 1)
+            self.assertIn(
+                b'letsencrypt_renewal_attempts_total{result="issued"} 1.0',
+                b"".join(request.written),
+            )
+            self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [CONTENT_TYPE])
+        self.scrape()
+        self.assertEqual(len(self.pool.jobs), 1)
+
+    def test_tooManyScrapes(self) -> None:
+        """
+        Past L{MAX_SCRAPES} scrapes in flight, a scrape is 503 at once, with
+        C{Retry-After}; once they end, scrapes are taken again.
+        """
+        waiting = [self.scrape() for _ in range(MAX_SCRAPES)]
+        refused = DummyRequest([b"metrics"])
+        self.assertEqual(self.exposition.render(refused), b"Too many scrapes at once.\n")
+        self.assertEqual(refused.responseCode, 503)
+        self.assertEqual(refused.responseHeaders.getRawHeaders(b"retry-after"), [b"5"])
+        self.assertEqual(len(self.pool.jobs), 1)
+        self.pool.runAll()
+        self.assertEqual([request.finished for request in waiting], [1] * MAX_SCRAPES)
+        self.scrape()
+
+    def test_goneBeforeRendered(self) -> None:
+        """
+        A scrape whose connection is lost before the render ends is not
+        written to, and no longer counts as in flight.
+        """
+        gone = [self.scrape() for _ in range(MAX_SCRAPES)]
+        for request in gone:
+            request.processingFailed(Failure(ConnectionDone()))
+        kept = self.scrape()
+        self.pool.runAll()
+        self.assertEqual([request.written for request in gone], [[]] * MAX_SCRAPES)
+        self.assertEqual(kept.finished, 1)
 
 
 class MetricsSiteServiceTests(SynchronousTestCase):
@@ -251,7 +353,7 @@ class MetricsSiteServiceTests(SynchronousTestCase):
         """
         With an address and a port, it listens there (20250) while it runs.
         """
-        reactor = ThreadPoolReactor()
+        reactor = MemoryReactorClock()
         options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
         service = MetricsSiteService(options, Metrics(), reactor, Logger())
         with self.assertLogs(20250) as logged:
@@ -266,16 +368,17 @@ class MetricsSiteServiceTests(SynchronousTestCase):
         When it cannot listen, 20251 says where and why.
         """
         options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
-        service = MetricsSiteService(options, Metrics(), RefusingPoolReactor(), Logger())
+        service = MetricsSiteService(options, Metrics(), RefusingReactor(), Logger())
         with self.assertLogs(20251) as logged:
             service.startService()
         self.assertEqual(logged, ["127.0.0.1 port 9464: [Errno 98] Address already in use"])
+        self.successResultOf(service.stopService())
 
     def test_off(self) -> None:
         """
         Without metrics options, it listens nowhere.
         """
-        reactor = ThreadPoolReactor()
+        reactor = MemoryReactorClock()
         self.assertIsNone(MetricsPlace.of(resourceOptions()))
         MetricsSiteService(resourceOptions(), Metrics(), reactor, Logger()).startService()
         self.assertEqual(reactor.tcpServers, [])
@@ -321,6 +424,24 @@ class MetricsOptionTests(SynchronousTestCase):
             MetricsPlace.of(resource), MetricsPlace("", 0, "unix:/run/le-metrics.sock")
         )
         self.assertIsNone(MetricsPlace.of(configure().resource))
+
+    def test_notForCommandLineRuns(self) -> None:
+        """
+        An operation the command line runs without a server (C{renew})
+        opens no metrics listener: it builds its resource without one.
+        """
+        built: list[Any] = []
+
+        def makeResource(options: Any, *args: Any, **kwargs: Any) -> Any:
+            built.append(options)
+            raise RuntimeError("built")
+
+        self.patch(cli, "makeResource", makeResource)
+        configuration = configure(metrics_address="127.0.0.1", metrics_port="9464")
+        running = ensureDeferred(cli._runAlone(MemoryReactorClock(), configuration, "renew", {}))
+        self.failureResultOf(running, RuntimeError)
+        [options] = built
+        self.assertIsNone(MetricsPlace.of(options))
 
     def test_refused(self) -> None:
         """
@@ -399,6 +520,21 @@ class ResourceMetricsTests(ResourceTestCase):
         self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
         self.assertEqual(state(resource.metrics, "reports.example.test")["provisional"], 1.0)
         self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 0.0", text)
+
+    def test_failingSetKeepsCheckStale(self) -> None:
+        """
+        While a set keeps failing, the last successful check stays where it
+        was, even through the checks in which it only waits out its retry
+        delay; its failures in a row are a gauge of its own.
+        """
+        self.server.refuse.add("reports.example.test")
+        resource = self.start()
+        for _ in range(4):
+            self.reactor.advance(DAY)
+        last = "letsencrypt_last_successful_check_timestamp_seconds"
+        self.assertEqual(resource.metrics.registry.get_sample_value(last), 0.0)
+        self.assertGreaterEqual(failures(resource.metrics, "reports.example.test") or 0, 2)
+        self.assertEqual(failures(resource.metrics, "files.example.test, www.example.test"), 0.0)
 
     def test_droppedSet(self) -> None:
         """

@@ -52,15 +52,19 @@ class FakeProcess:
         """
         self.protocol.childDataReceived(fd, data)
 
-    def exit(self, code: int = 0, signal: int | None = None) -> None:
+    def exit(self, code: int = 0, signal: int | None = None, pipesHeld: bool = False) -> None:
         """
-        The process exits with C{code}, or is ended by C{signal}.
+        The process exits with C{code}, or is ended by C{signal}; then its
+        pipes close, unless C{pipesHeld} (a program it left in the
+        background holds them).
         """
         if code == 0 and signal is None:
             reason = Failure(ProcessDone(0))
         else:
             reason = Failure(ProcessTerminated(code if signal is None else None, signal))
         self.protocol.processExited(reason)
+        if not pipesHeld:
+            self.protocol.processEnded(reason)
 
 
 class ProcessReactor(MemoryReactorClock):
