@@ -58,14 +58,12 @@ class ManagedCertificate:
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
     @ivar unstoredOrder: The order whose certificate is in service but not
-        stored yet: saved as the order to resume when none is under way,
-        so that a restart before the certificate is stored downloads it
-        again instead of ordering anew; no renewal resumes it meanwhile.
+        stored yet: the order to resume when none is under way, so that a
+        restart downloads it again rather than ordering anew (not renewals).
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
-        order that got the certificate in service, when known: only then
-        may a renewal name it as the one it replaces.
+        order of the certificate in service, the one a renewal may replace.
     @ivar deployPending: Whether C{deploy_command} is due to run for it.
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.

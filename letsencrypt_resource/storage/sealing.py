@@ -35,8 +35,10 @@ MIN_KEY_FILE = 32
 #: The most bytes read from a key file.
 MAX_KEY_FILE = 65536
 #: The fewest different byte values a key file holds: 32 random bytes
-#: hold about 30, a file of one byte repeated or a short pattern far fewer.
-MIN_DISTINCT = 16
+#: hold about 30 and their hex practically always more than 8 (a quarter
+#: of such hex lacks one of the 16 digits); a byte repeated or a short
+#: pattern, far fewer.
+MIN_DISTINCT = 8
 #: The fewest characters, blanks aside, of a key file that is all text: 44
 #: is the base64 of 32 random bytes; a passphrase is shorter, and guessed
 #: offline from a dump (the key derivation has no work factor).
