@@ -21,6 +21,7 @@ from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .alpn import serverName
 from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, plainText, refuseMethod
 from .storage.interface import StorageError
 from .storage.records import challengeKey
@@ -50,7 +51,8 @@ def _isToken(path: bytes) -> bool:
 
 class ChallengeResponder:
     """
-    The HTTP-01 challenges currently pending: token to key authorization.
+    The challenges currently pending: HTTP-01 ones by token, TLS-ALPN-01
+    ones by the SNI name of their validation handshakes.
     """
 
     def __init__(self, shared: Callable[[str], Deferred[str | None]] | None = None) -> None:
@@ -60,6 +62,10 @@ class ChallengeResponder:
             L{letsencrypt_resource.storage.records.Records.loadChallenge}).
         """
         self._pending: dict[str, str] = {}
+        # TLS-ALPN-01: SNI name to identifier and key authorization, and
+        # token to SNI name.
+        self._alpn: dict[str, tuple[str, str]] = {}
+        self._alpnTokens: dict[str, str] = {}
         self._shared = shared
         self._looking = 0
         #: Called with how each challenge request was answered:
@@ -72,11 +78,30 @@ class ChallengeResponder:
         """
         self._pending[token] = keyAuthorization
 
+    def addALPN(self, token: str, identifier: str, keyAuthorization: str) -> None:
+        """
+        Answer the TLS-ALPN-01 challenge C{token} for C{identifier} (a
+        domain name or IP address) with C{keyAuthorization} from now on.
+        """
+        name = serverName(identifier)
+        self._alpn[name] = (identifier, keyAuthorization)
+        self._alpnTokens[token] = name
+
     def remove(self, token: str) -> None:
         """
-        Stop answering C{token}.
+        Stop answering C{token}, of either type.
         """
         self._pending.pop(token, None)
+        name = self._alpnTokens.pop(token, None)
+        if name is not None:
+            self._alpn.pop(name, None)
+
+    def lookupALPN(self, name: str) -> tuple[str, str] | None:
+        """
+        The identifier and key authorization of the TLS-ALPN-01 challenge
+        whose validation handshake gives the SNI name C{name}, if pending.
+        """
+        return self._alpn.get(name)
 
     def lookup(self, token: str) -> str | None:
         """
@@ -107,7 +132,7 @@ class ChallengeResponder:
         return looking.addBoth(ended)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._alpn)
 
 
 class _ReadOnlyResource(Resource):

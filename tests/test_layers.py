@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "deploycommand",
                 "display",
                 "domains",
+                "alpn",
                 "events",
                 "ftpsoptions",
                 "httplimits",
