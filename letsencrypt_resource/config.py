@@ -222,6 +222,20 @@ def _profileName(value: str) -> str:
     return name
 
 
+#: The challenge types the resource answers.
+CHALLENGE_TYPE_NAMES = ("http-01", "tls-alpn-01")
+
+
+def _challengeTypes(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in value.split(","))
+    for name in names:
+        if name not in CHALLENGE_TYPE_NAMES:
+            raise ValueError(f"{name!r} is not one of: {', '.join(CHALLENGE_TYPE_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError("names a challenge type twice")
+    return names
+
+
 def _emails(value: str) -> tuple[str, ...]:
     addresses = []
     for part in value.split(","):
@@ -452,6 +466,15 @@ class ResourceOptions:
     #: The CA's certificate profile to ask for, if any.
     profile: str | None = _field(
         Option("profile", _profileName, "", "The CA's certificate profile to ask for.")
+    )
+    #: The challenge types to answer, in order of preference.
+    challengeTypes: tuple[str, ...] = _field(
+        Option(
+            "challenge_types",
+            _challengeTypes,
+            "http-01",
+            "Challenge types to answer, in order: http-01, tls-alpn-01 or both.",
+        )
     )
     #: Keep the private key across renewals.
     reuseKey: bool = _field(

@@ -379,6 +379,12 @@ FTPS_USERS_KEPT = _event(
     "FTPS service {service} keeps its accounts: the users_file {path} cannot be used: {details}.",
 )
 
+CHALLENGE_FALLBACK = _event(
+    20254,
+    LogLevel.warn,
+    "The {failed} validation of {domains} failed: {details}; ordering again with {next}.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """
