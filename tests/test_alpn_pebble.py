@@ -1,0 +1,125 @@
+"""
+TLS-ALPN-01 for real: pebble's validation authority is pointed at an
+C{https} service's port (its C{tlsPort}), and the certificate it issues is
+then presented on that same port to ordinary clients.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography import x509
+from twisted.internet import reactor
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+
+from letsencrypt_resource.certificates import certificateNames
+from letsencrypt_resource.config import loadConfiguration
+from letsencrypt_resource.host import ServerService, checkFileSystem
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.configuration import HELLO
+from tests.helpers.pebblecase import TestCACase
+from tests.helpers.tlsclient import fetchOverTLS
+
+CONFIGURATION = """\
+[resources/le]
+type = lets-encrypt
+address = 127.0.0.1
+port = {challengePort}
+acme_url = {directoryURL}
+acme_ca_file = {caFile}
+state_directory = state
+key_type = ecdsa-p256
+agree_tos = yes
+challenge_types = {challengeTypes}
+
+[services/files]
+type = https
+name = files-https
+address = 127.0.0.1
+port = {tlsPort}
+path = public
+ssl_domains = files.example.test, www.example.test
+"""
+
+
+class TLSALPNTests(TestCACase):
+    """
+    A whole server whose names pebble validates with TLS-ALPN-01 only: the
+    port its HTTP-01 validations go to has no listener.
+    """
+
+    async def startServer(self, challengeTypes: str) -> ServerService:
+        """
+        Start pebble, its TLS-ALPN-01 validations sent to the service's
+        port, and a server whose orders answer C{challengeTypes}.
+        """
+        tlsPort, nowhere = freeTCPPort(), freeTCPPort()
+        self.testCA = await self.startTestCA(nowhere, extraConfig={"tlsPort": tlsPort})
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
+            stream.write(HELLO)
+        path = os.path.join(directory, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                CONFIGURATION.format(
+                    challengePort=freeTCPPort(),
+                    directoryURL=self.testCA.directoryURL,
+                    caFile=self.testCA.caFile,
+                    tlsPort=tlsPort,
+                    challengeTypes=challengeTypes,
+                )
+            )
+        configuration = loadConfiguration(path)
+        checkFileSystem(configuration)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server = ServerService(configuration, reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        assert server.resource is not None
+        await server.resource.whenSettled()
+        return server
+
+    async def assertIssuedAndServed(self, server: ServerService) -> None:
+        """
+        The service presents a certificate from pebble for its names on the
+        port the validations reached, and serves its files over it.
+        """
+        issuers = await self.testCA.fetchIssuerPEM()
+        root = x509.load_pem_x509_certificates(issuers)[0]
+        [service] = server.fileServices
+        options = service.options
+        certificate, received = await fetchOverTLS(
+            reactor, options.port, options.domains[0], issuers, "/hello.txt", HELLO
+        )
+        self.assertEqual(set(certificateNames(certificate)), set(options.domains))
+        self.assertNotEqual(certificate.issuer, root.subject)
+        self.assertIn(HELLO, received)
+
+    def eventIDs(self) -> list[int]:
+        return [event.get("event_id") for event in self.events]
+
+    async def test_issuedOverTLSALPN(self) -> None:
+        """
+        With C{challenge_types = tls-alpn-01}, the service's own port
+        answers the validations and the certificate is issued at once.
+        """
+        server = await self.startServer("tls-alpn-01")
+        await self.assertIssuedAndServed(server)
+        ids = self.eventIDs()
+        self.assertEqual(ids.count(20016), 1)
+        self.assertNotIn(20017, ids)
+        self.assertNotIn(20254, ids)
+
+    async def test_fallBackFromHTTP01(self) -> None:
+        """
+        With C{http-01, tls-alpn-01}, the HTTP-01 validation fails (nothing
+        listens where pebble sends it), event 20254 says so, and the order
+        placed again with TLS-ALPN-01 is issued.
+        """
+        server = await self.startServer("http-01, tls-alpn-01")
+        await self.assertIssuedAndServed(server)
+        ids = self.eventIDs()
+        self.assertEqual(ids.count(20254), 1)
+        self.assertNotIn(20017, ids)
