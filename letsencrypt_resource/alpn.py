@@ -26,14 +26,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+
+from .clienthello import ClientHello
 
 #: The ALPN protocol of validation handshakes.
 ACME_TLS_1 = b"acme-tls/1"
 #: The critical extension of a validation certificate (RFC 8737 section 3).
 ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
-#: How many validation certificates are kept built, the latest used.
+#: How many validation certificates are kept built, the latest used; and
+#: how many challenges read from the storage are kept.
 CACHED_CERTIFICATES = 32
+#: How long a challenge read from the storage is used for, in seconds.
+FETCHED_FOR = 10.0
+
+#: A pending challenge: its identifier and key authorization.
+Pending = tuple[str, str]
+#: Looks a record up among the challenges every node published, by its
+#: key, within a time on a clock (see
+#: L{letsencrypt_resource.challenge.ChallengeResponder.lookupShared}).
+SharedLookup = Callable[[str, IReactorTime], "Deferred[str | None] | None"]
 
 
 @challenges.ChallengeResponse.register
@@ -75,6 +88,33 @@ def serverName(identifier: str) -> str:
         return identifier
 
 
+def sharedKey(name: str) -> str:
+    """
+    The token-shaped key under which the challenge of the SNI name C{name}
+    is published for other nodes: a digest, so that any name fits.
+    """
+    return "alpn-" + hashlib.sha256(name.encode("ascii")).hexdigest()
+
+
+def sharedRecord(identifier: str, keyAuthorization: str) -> str:
+    """
+    The record published for other nodes: the identifier and the key
+    authorization, separated by a space, which neither holds; so the
+    HTTP-01 site, which serves key authorizations only, never serves it.
+    """
+    return f"{identifier} {keyAuthorization}"
+
+
+def _parseRecord(record: str | None, name: str) -> Pending | None:
+    """
+    The challenge in C{record}, when it is one for the SNI name C{name}.
+    """
+    parts = (record or "").split(" ")
+    if len(parts) != 2 or serverName(parts[0]) != name:
+        return None
+    return (parts[0], parts[1])
+
+
 def validationCertificate(
     identifier: str, keyAuthorization: str, now: datetime.datetime
 ) -> tuple[crypto.PKey, crypto.X509]:
@@ -114,14 +154,22 @@ class ALPNAnswers:
     Answers the validation handshakes of a TLS service's contexts.
     """
 
-    def __init__(self, lookup: Callable[[str], tuple[str, str] | None], clock: IReactorTime):
+    def __init__(
+        self,
+        lookup: Callable[[str], Pending | None],
+        clock: IReactorTime,
+        shared: SharedLookup | None = None,
+    ):
         """
         @param lookup: Gives, for an SNI name, the identifier and key
             authorization of its pending challenge, or C{None}.
         @param clock: Closes the validation connections.
+        @param shared: Reads the challenges other nodes published.
         """
         self._lookup = lookup
         self._clock = clock
+        self._shared = shared
+        self._fetched: OrderedDict[str, tuple[Pending, float]] = OrderedDict()
         self._built: OrderedDict[tuple[str, str], tuple[crypto.PKey, crypto.X509]] = OrderedDict()
 
     def install(self, context: SSL.Context) -> None:
@@ -132,6 +180,51 @@ class ALPNAnswers:
         context.set_alpn_select_callback(self._select)
         context.set_info_callback(self._handshakeDone)
 
+    def fetch(self, hello: ClientHello) -> Deferred[None] | None:
+        """
+        Before the handshake of C{hello} goes on: when it is a validation
+        handshake for a name with no challenge pending here, read its
+        challenge from those every node published, and keep it for
+        L{FETCHED_FOR} seconds.
+
+        @return: A Deferred that fires, never failing, once the challenge
+            is read or known to be missing; or C{None} when there is
+            nothing to read (or too many reads are under way).
+        """
+        name = hello.serverName
+        if ACME_TLS_1 not in hello.protocols or name is None or self._shared is None:
+            return None
+        if self._pending(name) is not None:
+            return None
+        looking = self._shared(sharedKey(name), self._clock)
+        if looking is None:
+            return None
+
+        def found(record: str | None) -> None:
+            pending = _parseRecord(record, name)
+            if pending is not None:
+                self._fetched[name] = (pending, self._clock.seconds() + FETCHED_FOR)
+                while len(self._fetched) > CACHED_CERTIFICATES:
+                    self._fetched.popitem(last=False)
+
+        return looking.addCallback(found)
+
+    def _pending(self, name: str) -> Pending | None:
+        """
+        The challenge pending for the SNI name C{name}: here, or read from
+        the storage a short while ago.
+        """
+        pending = self._lookup(name)
+        if pending is not None:
+            return pending
+        fetched = self._fetched.get(name)
+        if fetched is None:
+            return None
+        if fetched[1] < self._clock.seconds():
+            del self._fetched[name]
+            return None
+        return fetched[0]
+
     def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
         """
         Select C{acme-tls/1} and present the validation certificate, when
@@ -141,7 +234,8 @@ class ALPNAnswers:
         if ACME_TLS_1 not in offered:
             return SSL.NO_OVERLAPPING_PROTOCOLS
         name = connection.get_servername()
-        pending = self._lookup(name.decode("ascii").lower().rstrip(".")) if name else None
+        text = name.decode("ascii", "replace").lower().rstrip(".") if name else None
+        pending = self._pending(text) if text else None
         if pending is None:
             return b""
         key, certificate = self._certificate(pending)
@@ -149,7 +243,7 @@ class ALPNAnswers:
         connection.use_privatekey(key)
         return ACME_TLS_1
 
-    def _certificate(self, pending: tuple[str, str]) -> tuple[crypto.PKey, crypto.X509]:
+    def _certificate(self, pending: Pending) -> tuple[crypto.PKey, crypto.X509]:
         """
         The validation certificate of C{pending}, built at its first use
         and kept among the L{CACHED_CERTIFICATES} used last, so that

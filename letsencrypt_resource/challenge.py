@@ -206,10 +206,14 @@ class ChallengeTokens(_ReadOnlyResource):
     def _answerLater(self, request: Request, answer: str | None) -> None:
         """
         Answer C{request}, whose client has not gone, with C{answer}, or 404
-        when it is C{None} or not ASCII.
+        when it is C{None}, not ASCII, or not a key authorization (a
+        TLS-ALPN-01 record, see L{letsencrypt_resource.alpn.sharedRecord}).
         """
         try:
-            body = plainText(request, answer.encode("ascii")) if answer else None
+            if not answer or " " in answer:
+                body = None
+            else:
+                body = plainText(request, answer.encode("ascii"))
         except UnicodeEncodeError:
             body = None
         self._responder.counted("not_found" if body is None else "answered")

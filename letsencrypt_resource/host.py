@@ -309,7 +309,8 @@ class ServerService(MultiService):
         validation handshakes, when there is a resource.
         """
         if self.resource is not None:
-            answers = ALPNAnswers(self.resource.responder.lookupALPN, self._reactor)
+            responder = self.resource.responder
+            answers = ALPNAnswers(responder.lookupALPN, self._reactor, responder.lookupShared)
             service.consumer.tls.answerALPN(answers)
 
     def _removeService(self, service: HTTPSFileService) -> Deferred[None]:

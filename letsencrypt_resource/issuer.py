@@ -32,7 +32,7 @@ from .acmeclient import (
     ACMEProtocolError,
     ReplacingOrder,
 )
-from .alpn import TLSALPN01
+from .alpn import TLSALPN01, serverName, sharedKey, sharedRecord
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
 from .domains import domainsLabel
@@ -273,13 +273,18 @@ async def _startValidation(
     chall = challenge.chall
     answer = chall.response(client.accountKey)
     keyAuthorization = chall.key_authorization(client.accountKey)
-    token = chall.encode("token")
+    identifier = authorization.identifier.value
     if isinstance(chall, TLSALPN01):
-        responder.addALPN(token, authorization.identifier.value, keyAuthorization)
+        # Published under a key other nodes find from the SNI name.
+        token = sharedKey(serverName(identifier))
+        record = sharedRecord(identifier, keyAuthorization)
+        responder.addALPN(token, identifier, keyAuthorization)
     else:
+        token = chall.encode("token")
+        record = keyAuthorization
         responder.add(token, keyAuthorization)
     tokens.append(token)
-    await maybeDeferred(publish, token, keyAuthorization)
+    await maybeDeferred(publish, token, record)
     if challenge.status == messages.STATUS_PENDING:
         await client.answerChallenge(challenge.uri, answer)
 

@@ -62,6 +62,8 @@ class ReloadableServerTLS:
     contexts of those that are connected to, when they are.
 
     @ivar certifiedKey: The certificate new handshakes present, or C{None}.
+    @ivar alpn: What answers the TLS-ALPN-01 validation handshakes, if
+        anything does (see L{answerALPN}).
     """
 
     _log = Logger()
@@ -73,14 +75,14 @@ class ReloadableServerTLS:
         self._built: CertifiedKey | None = None
         # The last certificate whose context could not be built.
         self._refused: CertifiedKey | None = None
-        self._alpn: ALPNAnswers | None = None
+        self.alpn: ALPNAnswers | None = None
 
     def answerALPN(self, answers: ALPNAnswers) -> None:
         """
         Answer the TLS-ALPN-01 validation handshakes with C{answers} from
         now on, on every context built.
         """
-        self._alpn = answers
+        self.alpn = answers
         if self._context is not None:
             answers.install(self._context)
 
@@ -127,8 +129,8 @@ class ReloadableServerTLS:
             try:
                 self._context = serverContext(certifiedKey)
                 self._built = certifiedKey
-                if self._alpn is not None:
-                    self._alpn.install(self._context)
+                if self.alpn is not None:
+                    self.alpn.install(self._context)
             except Exception:
                 self._log.failure(
                     "Cannot present the certificate for {domains}",

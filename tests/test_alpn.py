@@ -14,22 +14,28 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from josepy import JWKRSA, b64encode
 from OpenSSL import SSL
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import IOPump
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from letsencrypt_resource.alpn import (
     ACME_IDENTIFIER,
     ACME_TLS_1,
+    FETCHED_FOR,
     TLSALPN01,
     ALPNAnswers,
     TLSALPN01Response,
     serverName,
+    sharedKey,
+    sharedRecord,
     validationCertificate,
 )
+from letsencrypt_resource.alpnpeek import HelloPeekFactory
 from letsencrypt_resource.challenge import ChallengeResponder
 from letsencrypt_resource.tls import ReloadableServerTLS
 from tests.helpers import (
@@ -273,3 +279,130 @@ class ALPNHandshakeTests(SynchronousTestCase):
         second = self.validate(b"example.com", [ACME_TLS_1]).certificate
         self.assertIsNotNone(first)
         self.assertEqual(first, second)
+
+
+class SharedChallengeTests(SynchronousTestCase):
+    """
+    Tests for L{ALPNAnswers.fetch} through L{HelloPeekFactory}: a
+    validation handshake for a challenge another node published waits
+    while it is read from the storage.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.responder = ChallengeResponder()
+        self.looked: list[tuple[str, Deferred[str | None]]] = []
+        self.cancelled: list[str] = []
+
+        def shared(key: str, clock: object) -> Deferred[str | None]:
+            looking: Deferred[str | None] = Deferred(lambda _: self.cancelled.append(key))
+            self.looked.append((key, looking))
+            return looking
+
+        self.tls = ReloadableServerTLS()
+        self.tls.setCertificate(provisionalFor(newSigner()))
+        self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock, shared))
+        self.server = HelloPeekFactory(
+            TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
+            lambda: self.tls.alpn,
+        )
+
+    def connect(self, name: bytes, offered: list[bytes]) -> tuple[HandshakeRecorder, IOPump]:
+        """
+        Connect as a validator would; the handshake may wait.
+        """
+        client = TLSMemoryBIOFactory(
+            ValidationClient(name, offered),
+            True,
+            Factory.forProtocol(HandshakeRecorder),
+            self.clock,
+        )
+        connection = connectInMemory(self.server, client, self.clock)
+        recorder = connection.collector
+        assert isinstance(recorder, HandshakeRecorder)
+        return recorder, connection.pump
+
+    def finish(self, pump: IOPump) -> None:
+        """
+        Let the reactor turn and the bytes flow.
+        """
+        pump.flush()
+        self.clock.advance(0)
+        pump.flush()
+
+    def test_publishedElsewhere(self) -> None:
+        """
+        The handshake waits while the challenge is read under its shared
+        key, then gets the validation certificate.
+        """
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        [(key, looking)] = self.looked
+        self.assertEqual(key, sharedKey("example.com"))
+        self.assertIsNone(recorder.certificate)
+        looking.callback(sharedRecord("example.com", "tok.print"))
+        self.finish(pump)
+        assert recorder.certificate is not None
+        self.assertEqual(
+            recorder.certificate.extensions.get_extension_for_oid(ACME_IDENTIFIER).value.value,  # type: ignore[attr-defined]
+            b"\x04\x20" + hashlib.sha256(b"tok.print").digest(),
+        )
+        self.assertEqual(recorder.protocol, ACME_TLS_1)
+
+    def test_keptAWhile(self) -> None:
+        """
+        A challenge read is used without another read for
+        L{FETCHED_FOR} seconds, and read again after.
+        """
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.looked[0][1].callback(sharedRecord("example.com", "tok.print"))
+        self.finish(pump)
+        self.connect(b"example.com", [ACME_TLS_1])
+        self.assertEqual(len(self.looked), 1)
+        self.clock.advance(FETCHED_FOR + 1)
+        self.connect(b"example.com", [ACME_TLS_1])
+        self.assertEqual(len(self.looked), 2)
+
+    def test_recordForAnotherName(self) -> None:
+        """
+        A record that is not for the name asked, or not a record, is not
+        used: the validation handshake fails.
+        """
+        for record in (sharedRecord("other.example.com", "tok.print"), "tok.print", None):
+            recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+            self.looked[-1][1].callback(record)
+            self.finish(pump)
+            self.assertIsNone(recorder.certificate)
+            self.assertIsNotNone(recorder.lostReason)
+
+    def test_noLookup(self) -> None:
+        """
+        Nothing is read for a handshake that is no validation, or for a
+        challenge pending here.
+        """
+        self.responder.addALPN("tok", "example.com", "tok.print")
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.finish(pump)
+        self.assertIsNotNone(recorder.certificate)
+        recorder, pump = self.connect(b"other.example.com", [b"http/1.1"])
+        self.finish(pump)
+        self.assertIsNotNone(recorder.certificate)
+        self.assertEqual(self.looked, [])
+
+    def test_notTLS(self) -> None:
+        """
+        Bytes that are no ClientHello go to the TLS layer at once, which
+        ends the connection.
+        """
+        connection = connectInMemory(self.server, None, self.clock)
+        connection.send(b"GET / HTTP/1.1\r\n\r\n")
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.looked, [])
+
+    def test_clientGone(self) -> None:
+        """
+        A client that leaves while its challenge is read cancels the read.
+        """
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        recorder.transport.abortConnection()
+        self.finish(pump)
+        self.assertEqual(self.cancelled, [sharedKey("example.com")])

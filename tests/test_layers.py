@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "display",
                 "domains",
                 "alpn",
+                "clienthello",
                 "events",
                 "ftpsoptions",
                 "httplimits",
@@ -76,6 +77,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "shutdown",
                 "storage",
                 "tls",
+                "alpnpeek",
                 "workers",
             }
         ),
