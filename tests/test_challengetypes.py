@@ -8,7 +8,11 @@ from __future__ import annotations
 from acme import messages
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.alpn import serverName, sharedKey
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
+from letsencrypt_resource.issuer import obtainCertificate
+from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.testing.clock import runUntilFired
 from tests.helpers.configuration import BASE, resource, service
 from tests.helpers.resourcecase import FILES, ResourceTestCase
 
@@ -66,6 +70,77 @@ class ChallengeTypesOrderTests(ResourceTestCase):
         self.start(challengeTypes=("http-01", "tls-alpn-01"))
         self.assertEqual(self.eventTexts(20254), [])
         self.assertTrue(any("not here" in text for text in self.eventTexts(20017)))
+
+
+class TLSALPNOrderTests(ResourceTestCase):
+    """
+    Orders that answer C{tls-alpn-01}, with a fake CA that offers it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server.offerALPN = True
+
+    def test_issued(self) -> None:
+        """
+        The order answers the tls-alpn-01 challenge, not the http-01 one,
+        and the certificate is issued; nothing is left pending.
+        """
+        resource = self.start(challengeTypes=("tls-alpn-01",))
+        self.assertFalse(self.consumers["files"].received[-1].provisional)
+        answered = [path for method, path in self.server.requests if "/chall" in path]
+        self.assertTrue(answered)
+        self.assertTrue(all(path.startswith("/chall-alpn/") for path in answered))
+        self.assertEqual(len(resource.responder), 0)
+
+    def test_published(self) -> None:
+        """
+        Each tls-alpn-01 challenge is published, before it is answered,
+        under the key derived from its SNI name, as its identifier and key
+        authorization; and withdrawn once validated.
+        """
+        resource = self.makeResource(challengeTypes=("tls-alpn-01",))
+        client = self.successResultOf(resource.acmeClient())
+        published: dict[str, str] = {}
+
+        def publish(token: str, record: str) -> None:
+            published[token] = record
+            self.assertIsNotNone(resource.responder.lookupALPN(serverName(record.split()[0])))
+
+        withdrawn: list[str] = []
+        runUntilFired(
+            self.reactor,
+            obtainCertificate(
+                client,
+                resource.responder,
+                self.reactor,
+                FILES,
+                generateKey("ecdsa-p256"),
+                challengeType="tls-alpn-01",
+                publish=publish,
+                withdraw=withdrawn.append,
+            ),
+        )
+        self.assertEqual(sorted(published), sorted(sharedKey(name) for name in FILES))
+        for name in FILES:
+            identifier, keyAuthorization = published[sharedKey(name)].split(" ")
+            self.assertEqual(identifier, name)
+            self.assertIn(".", keyAuthorization)
+        self.assertEqual(sorted(withdrawn), sorted(published))
+
+    def test_fallBackToTLSALPN(self) -> None:
+        """
+        When the http-01 validation fails (nothing answers it), the order
+        is placed again answering tls-alpn-01, and issued.
+        """
+        resource = self.makeResource(challengeTypes=("http-01", "tls-alpn-01"))
+        self.server.validate = lambda token: None
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        self.assertFalse(self.consumers["files"].received[-1].provisional)
+        self.assertEqual(len(self.eventTexts(20254)), 2)
+        self.assertNotIn(20017, self.eventIDs())
 
 
 class ChallengeTypesOptionTests(SynchronousTestCase):
