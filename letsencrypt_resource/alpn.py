@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from .clienthello import ClientHello
+from .keys import generalName
 
 #: The ALPN protocol of validation handshakes.
 ACME_TLS_1 = b"acme-tls/1"
@@ -125,10 +126,7 @@ def validationCertificate(
     """
     key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(keyAuthorization.encode("ascii")).digest()
-    try:
-        altName: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(identifier))
-    except ValueError:
-        altName = x509.DNSName(identifier)
+    altName = generalName(identifier)
     subject = x509.Name([])
     certificate = (
         x509.CertificateBuilder()

@@ -24,7 +24,7 @@ from hyperlink import DecodedURL
 
 from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .deploycommand import parseCommand
-from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
+from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
 if TYPE_CHECKING:
@@ -606,7 +606,12 @@ class ServiceOptions:
         )
     )
     domains: tuple[str, ...] = _field(
-        Option("ssl_domains", _domains, None, "Domains of the service's certificate.")
+        Option(
+            "ssl_domains",
+            _domains,
+            None,
+            "Domains and IP addresses of the service's certificate.",
+        )
     )
     path: str = _field(Option("path", _path, None, "Folder served, read-only."))
     #: Serve and list hidden (dot) files and folders.
@@ -944,6 +949,32 @@ def checkComponents(configuration: Configuration) -> None:
     services = list(configuration.services)
     _checkPortClashes(configuration.resource, services)
     _checkNames(configuration.resource, services)
+    _checkIPProfile(configuration.resource, services)
+
+
+#: The profiles of Let's Encrypt that issue no IP address certificates.
+LETS_ENCRYPT_NO_IP_PROFILES = (None, "classic", "tlsserver")
+
+
+def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
+    """
+    Refuse a service with IP addresses when the CA is Let's Encrypt and the
+    profile asked for is one it issues no IP address certificates on.
+    """
+    if resource is None or resource.acmeURL not in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING):
+        return
+    if resource.profile not in LETS_ENCRYPT_NO_IP_PROFILES:
+        return
+    for service in services:
+        addresses = [name for name in service.domains if isIPAddress(name)]
+        if addresses:
+            raise ConfigurationError(
+                service.section,
+                "ssl_domains",
+                f"holds the IP address {addresses[0]}, and Let's Encrypt issues "
+                f"certificates for IP addresses on its 'shortlived' profile only: set "
+                f"profile = shortlived in {resource.section}",
+            )
 
 
 #: The addresses that listen on every interface of a port.

@@ -35,7 +35,7 @@ from .acmeclient import (
 from .alpn import TLSALPN01, serverName, sharedKey, sharedRecord
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
-from .domains import domainsLabel
+from .domains import domainsLabel, isIPAddress
 from .keys import PrivateKey, keyFromPEM, keyToPEM, makeCSR
 
 #: Seconds an order may take from creation to the downloaded certificate.
@@ -425,7 +425,11 @@ async def _obtain(
         order = await _resumeOrder(client, resume, domains)
     if order is None:
         identifiers = [
-            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
+            messages.Identifier(
+                typ=messages.IDENTIFIER_IP if isIPAddress(name) else messages.IDENTIFIER_FQDN,
+                value=name,
+            )
+            for name in domains
         ]
         orderURL, order = await client.newOrder(
             ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)

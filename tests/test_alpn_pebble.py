@@ -1,7 +1,9 @@
 """
-TLS-ALPN-01 for real: pebble's validation authority is pointed at an
-C{https} service's port (its C{tlsPort}), and the certificate it issues is
-then presented on that same port to ordinary clients.
+TLS-ALPN-01 and IP addresses for real: pebble's validation authority is
+pointed at an C{https} service's port (its C{tlsPort}), and the
+certificate it issues is then presented on that same port to ordinary
+clients; a certificate for C{127.0.0.1} is validated by either challenge
+type and presented to clients that send no SNI.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ name = files-https
 address = 127.0.0.1
 port = {tlsPort}
 path = public
-ssl_domains = files.example.test, www.example.test
+ssl_domains = {domains}
 """
 
 
@@ -49,13 +51,23 @@ class TLSALPNTests(TestCACase):
     port its HTTP-01 validations go to has no listener.
     """
 
-    async def startServer(self, challengeTypes: str) -> ServerService:
+    async def startServer(
+        self,
+        challengeTypes: str,
+        domains: str = "files.example.test, www.example.test",
+        httpToChallengeSite: bool = False,
+    ) -> ServerService:
         """
         Start pebble, its TLS-ALPN-01 validations sent to the service's
-        port, and a server whose orders answer C{challengeTypes}.
+        port, and a server whose orders answer C{challengeTypes} for a
+        service of C{domains}.
+
+        @param httpToChallengeSite: Whether pebble's HTTP-01 validations go
+            to the challenge site; by default nothing listens where they go.
         """
-        tlsPort, nowhere = freeTCPPort(), freeTCPPort()
-        self.testCA = await self.startTestCA(nowhere, extraConfig={"tlsPort": tlsPort})
+        tlsPort, challengePort = freeTCPPort(), freeTCPPort()
+        httpPort = challengePort if httpToChallengeSite else freeTCPPort()
+        self.testCA = await self.startTestCA(httpPort, extraConfig={"tlsPort": tlsPort})
         directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(directory, "public"))
         with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
@@ -64,7 +76,8 @@ class TLSALPNTests(TestCACase):
         with open(path, "w") as stream:
             stream.write(
                 CONFIGURATION.format(
-                    challengePort=freeTCPPort(),
+                    challengePort=challengePort,
+                    domains=domains,
                     directoryURL=self.testCA.directoryURL,
                     caFile=self.testCA.caFile,
                     tlsPort=tlsPort,
@@ -84,7 +97,9 @@ class TLSALPNTests(TestCACase):
     async def assertIssuedAndServed(self, server: ServerService) -> None:
         """
         The service presents a certificate from pebble for its names on the
-        port the validations reached, and serves its files over it.
+        port the validations reached, and serves its files over it; a
+        client that asks for an IP address sends no SNI and checks the
+        address is in the certificate.
         """
         issuers = await self.testCA.fetchIssuerPEM()
         root = x509.load_pem_x509_certificates(issuers)[0]
@@ -123,3 +138,24 @@ class TLSALPNTests(TestCACase):
         ids = self.eventIDs()
         self.assertEqual(ids.count(20254), 1)
         self.assertNotIn(20017, ids)
+
+    async def test_ipAddressOverHTTP01(self) -> None:
+        """
+        A service of a domain name and C{127.0.0.1} gets a certificate for
+        both, validated over HTTP-01 (an C{ip} identifier), presented to a
+        client that reaches the address with no SNI.
+        """
+        server = await self.startServer(
+            "http-01", "127.0.0.1, files.example.test", httpToChallengeSite=True
+        )
+        await self.assertIssuedAndServed(server)
+        self.assertNotIn(20017, self.eventIDs())
+
+    async def test_ipAddressOverTLSALPN(self) -> None:
+        """
+        An IP address is validated over TLS-ALPN-01 too: pebble's handshake
+        names its reverse-DNS name.
+        """
+        server = await self.startServer("tls-alpn-01", "127.0.0.1")
+        await self.assertIssuedAndServed(server)
+        self.assertNotIn(20017, self.eventIDs())
