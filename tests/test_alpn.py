@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+from typing import Any
 
 from acme import messages
 from cryptography import x509
@@ -83,6 +84,22 @@ class ValidationClient:
         connection.set_tlsext_host_name(self.name)
         connection.set_connect_state()
         return connection
+
+
+def connectValidator(
+    server: Any, name: bytes, offered: list[bytes], clock: MemoryReactorClock
+) -> tuple[HandshakeRecorder, IOPump]:
+    """
+    Connect to C{server} in memory as a validator would: SNI C{name}, ALPN
+    C{offered}; the handshake may not have ended yet.
+    """
+    client = TLSMemoryBIOFactory(
+        ValidationClient(name, offered), True, Factory.forProtocol(HandshakeRecorder), clock
+    )
+    connection = connectInMemory(server, client, clock)
+    recorder = connection.collector
+    assert isinstance(recorder, HandshakeRecorder)
+    return recorder, connection.pump
 
 
 class ChallengeTypeTests(SynchronousTestCase):
@@ -169,17 +186,9 @@ class ALPNHandshakeTests(SynchronousTestCase):
         """
         Connect as a validator would, and let the reactor turn.
         """
-        client = TLSMemoryBIOFactory(
-            ValidationClient(name, offered),
-            True,
-            Factory.forProtocol(HandshakeRecorder),
-            self.clock,
-        )
-        connection = connectInMemory(self.server, client, self.clock)
+        recorder, pump = connectValidator(self.server, name, offered, self.clock)
         self.clock.advance(0)
-        connection.pump.flush()
-        recorder = connection.collector
-        assert isinstance(recorder, HandshakeRecorder)
+        pump.flush()
         return recorder
 
     def test_validation(self) -> None:
@@ -311,16 +320,7 @@ class SharedChallengeTests(SynchronousTestCase):
         """
         Connect as a validator would; the handshake may wait.
         """
-        client = TLSMemoryBIOFactory(
-            ValidationClient(name, offered),
-            True,
-            Factory.forProtocol(HandshakeRecorder),
-            self.clock,
-        )
-        connection = connectInMemory(self.server, client, self.clock)
-        recorder = connection.collector
-        assert isinstance(recorder, HandshakeRecorder)
-        return recorder, connection.pump
+        return connectValidator(self.server, name, offered, self.clock)
 
     def finish(self, pump: IOPump) -> None:
         """

@@ -17,13 +17,13 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
 from letsencrypt_resource.acmeclient import ACMEClient
-from letsencrypt_resource.config import loadConfiguration
-from letsencrypt_resource.host import ServerService, checkFileSystem
+from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.configuration import HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
+from tests.helpers.servers import startServer
 from tests.helpers.tlsclient import fetchOverTLS
 
 NODE = """\
@@ -69,29 +69,18 @@ class SharedTLSALPNTests(PostgresCase, TestCACase):
         Start node C{node}, its service on C{port}, ordering from
         C{directoryURL}; stopped at the end of the test.
         """
-        folder = os.path.abspath(self.mktemp())
-        os.makedirs(os.path.join(folder, "public"))
-        with open(os.path.join(folder, "public", "hello.txt"), "wb") as stream:
-            stream.write(HELLO)
-        path = os.path.join(folder, "server.ini")
-        with open(path, "w") as stream:
-            stream.write(
-                NODE.format(
-                    challengePort=freeTCPPort(),
-                    directoryURL=directoryURL,
-                    caFile=caFile,
-                    database=make_conninfo(self.conninfo, application_name=node),
-                    keyFile=self.keyFile,
-                    node=node,
-                    port=port,
-                )
-            )
-        configuration = loadConfiguration(path)
-        checkFileSystem(configuration)
-        server = ServerService(configuration, reactor)
-        server.startService()
-        self.addCleanup(lambda: server.stopService() if server.running else None)
-        return server
+        return startServer(
+            self,
+            NODE.format(
+                challengePort=freeTCPPort(),
+                directoryURL=directoryURL,
+                caFile=caFile,
+                database=make_conninfo(self.conninfo, application_name=node),
+                keyFile=self.keyFile,
+                node=node,
+                port=port,
+            ),
+        )
 
     async def test_answeredFromTheDatabase(self) -> None:
         """

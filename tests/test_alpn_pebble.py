@@ -8,19 +8,17 @@ type and presented to clients that send no SNI.
 
 from __future__ import annotations
 
-import os
-
 from cryptography import x509
 from twisted.internet import reactor
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
 from letsencrypt_resource.certificates import certificateNames
-from letsencrypt_resource.config import loadConfiguration
-from letsencrypt_resource.host import ServerService, checkFileSystem
+from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.configuration import HELLO
 from tests.helpers.pebblecase import TestCACase
+from tests.helpers.servers import startServer
 from tests.helpers.tlsclient import fetchOverTLS
 
 CONFIGURATION = """\
@@ -51,7 +49,7 @@ class TLSALPNTests(TestCACase):
     port its HTTP-01 validations go to has no listener.
     """
 
-    async def startServer(
+    async def runServer(
         self,
         challengeTypes: str,
         domains: str = "files.example.test, www.example.test",
@@ -68,28 +66,18 @@ class TLSALPNTests(TestCACase):
         tlsPort, challengePort = freeTCPPort(), freeTCPPort()
         httpPort = challengePort if httpToChallengeSite else freeTCPPort()
         self.testCA = await self.startTestCA(httpPort, extraConfig={"tlsPort": tlsPort})
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(os.path.join(directory, "public"))
-        with open(os.path.join(directory, "public", "hello.txt"), "wb") as stream:
-            stream.write(HELLO)
-        path = os.path.join(directory, "server.ini")
-        with open(path, "w") as stream:
-            stream.write(
-                CONFIGURATION.format(
-                    challengePort=challengePort,
-                    domains=domains,
-                    directoryURL=self.testCA.directoryURL,
-                    caFile=self.testCA.caFile,
-                    tlsPort=tlsPort,
-                    challengeTypes=challengeTypes,
-                )
-            )
-        configuration = loadConfiguration(path)
-        checkFileSystem(configuration)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        server = ServerService(configuration, reactor)
-        server.startService()
-        self.addCleanup(server.stopService)
+        server = startServer(
+            self,
+            CONFIGURATION.format(
+                challengePort=challengePort,
+                domains=domains,
+                directoryURL=self.testCA.directoryURL,
+                caFile=self.testCA.caFile,
+                tlsPort=tlsPort,
+                challengeTypes=challengeTypes,
+            ),
+        )
         assert server.resource is not None
         await server.resource.whenSettled()
         return server
@@ -120,7 +108,7 @@ class TLSALPNTests(TestCACase):
         With C{challenge_types = tls-alpn-01}, the service's own port
         answers the validations and the certificate is issued at once.
         """
-        server = await self.startServer("tls-alpn-01")
+        server = await self.runServer("tls-alpn-01")
         await self.assertIssuedAndServed(server)
         ids = self.eventIDs()
         self.assertEqual(ids.count(20016), 1)
@@ -133,7 +121,7 @@ class TLSALPNTests(TestCACase):
         listens where pebble sends it), event 20254 says so, and the order
         placed again with TLS-ALPN-01 is issued.
         """
-        server = await self.startServer("http-01, tls-alpn-01")
+        server = await self.runServer("http-01, tls-alpn-01")
         await self.assertIssuedAndServed(server)
         ids = self.eventIDs()
         self.assertEqual(ids.count(20254), 1)
@@ -145,7 +133,7 @@ class TLSALPNTests(TestCACase):
         both, validated over HTTP-01 (an C{ip} identifier), presented to a
         client that reaches the address with no SNI.
         """
-        server = await self.startServer(
+        server = await self.runServer(
             "http-01", "127.0.0.1, files.example.test", httpToChallengeSite=True
         )
         await self.assertIssuedAndServed(server)
@@ -156,6 +144,6 @@ class TLSALPNTests(TestCACase):
         An IP address is validated over TLS-ALPN-01 too: pebble's handshake
         names its reverse-DNS name.
         """
-        server = await self.startServer("tls-alpn-01", "127.0.0.1")
+        server = await self.runServer("tls-alpn-01", "127.0.0.1")
         await self.assertIssuedAndServed(server)
         self.assertNotIn(20017, self.eventIDs())
