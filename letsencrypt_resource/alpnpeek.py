@@ -31,7 +31,9 @@ class HelloPeek(ProtocolWrapper):
 
     def __init__(self, factory: Any, wrappedProtocol: Any):
         super().__init__(factory, wrappedProtocol)
-        self._held: bytes | None = b""
+        # A bytearray: a ClientHello sent a byte at a time is not copied
+        # whole at each byte.
+        self._held: bytearray | None = bytearray()
         self._waiting: Deferred[None] | None = None
         self._lost = False
 
@@ -74,7 +76,7 @@ class HelloPeek(ProtocolWrapper):
         """
         held, self._held = self._held, None
         if held:
-            super().dataReceived(held)
+            super().dataReceived(bytes(held))
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._lost = True

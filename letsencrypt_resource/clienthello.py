@@ -62,7 +62,7 @@ class _Reader:
         return self._at == len(self._data)
 
 
-def _handshakeBytes(data: bytes) -> bytes | None:
+def _handshakeBytes(data: bytes | bytearray) -> bytes | None:
     """
     The handshake bytes of the records at the start of C{data}, once they
     hold the whole first handshake message; C{None} while more are needed.
@@ -81,11 +81,11 @@ def _handshakeBytes(data: bytes) -> bytes | None:
         length = int.from_bytes(data[at + 3 : at + 5], "big")
         if len(data) < at + 5 + length:
             return None
-        handshake += data[at + 5 : at + 5 + length]
+        handshake += bytes(data[at + 5 : at + 5 + length])
         at += 5 + length
 
 
-def parseClientHello(data: bytes) -> ClientHello | None:
+def parseClientHello(data: bytes | bytearray) -> ClientHello | None:
     """
     The ClientHello at the start of C{data}, the first bytes a client
     sent; C{None} while it is incomplete.
@@ -93,7 +93,7 @@ def parseClientHello(data: bytes) -> ClientHello | None:
     @raise NotClientHello: when C{data} does not start with one, or it is
         longer than L{MAX_HELLO} bytes.
     """
-    handshake = _handshakeBytes(data[:MAX_HELLO])
+    handshake = _handshakeBytes(data if len(data) <= MAX_HELLO else data[:MAX_HELLO])
     if handshake is None:
         if len(data) >= MAX_HELLO:
             raise NotClientHello("the ClientHello is too long")
