@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import functools
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 from functools import cached_property
 
@@ -88,7 +89,8 @@ def _shared(intermediate: x509.Certificate) -> x509.Certificate:
 
 def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
     """
-    The DNS names of C{certificate}: the subject's CN first, then the SAN's.
+    The DNS names of C{certificate}: the subject's CN first, then the SAN's
+    DNS names and IP addresses (in their normal form).
     """
     names = [
         str(attribute.value).lower()
@@ -101,9 +103,15 @@ def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
     assert isinstance(san.value, x509.SubjectAlternativeName)
     for name in san.value:
         if isinstance(name, x509.DNSName):
-            lowered = name.value.lower()
-            if lowered not in names:
-                names.append(lowered)
+            value = name.value.lower()
+        elif isinstance(name, x509.IPAddress) and isinstance(
+            name.value, (ipaddress.IPv4Address, ipaddress.IPv6Address)
+        ):
+            value = str(name.value)
+        else:
+            continue
+        if value not in names:
+            names.append(value)
     return tuple(names)
 
 

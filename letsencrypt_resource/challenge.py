@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .alpn import serverName
 from .httplimits import ALLOWED_METHODS, LimitedSite, notFound, plainText, refuseMethod
 from .storage.interface import StorageError
 from .storage.records import challengeKey
@@ -49,7 +50,8 @@ def _isToken(path: bytes) -> bool:
 
 class ChallengeResponder:
     """
-    The HTTP-01 challenges currently pending: token to key authorization.
+    The challenges currently pending: HTTP-01 ones by token, TLS-ALPN-01
+    ones by the SNI name of their validation handshakes.
     """
 
     def __init__(self, shared: Callable[[str], Deferred[str | None]] | None = None) -> None:
@@ -59,6 +61,10 @@ class ChallengeResponder:
             L{letsencrypt_resource.storage.records.Records.loadChallenge}).
         """
         self._pending: dict[str, str] = {}
+        # TLS-ALPN-01: SNI name to identifier and key authorization, and
+        # token to SNI name.
+        self._alpn: dict[str, tuple[str, str]] = {}
+        self._alpnTokens: dict[str, str] = {}
         self._shared = shared
         self._looking = 0
         #: Called with how each challenge request was answered:
@@ -71,11 +77,30 @@ class ChallengeResponder:
         """
         self._pending[token] = keyAuthorization
 
+    def addALPN(self, token: str, identifier: str, keyAuthorization: str) -> None:
+        """
+        Answer the TLS-ALPN-01 challenge C{token} for C{identifier} (a
+        domain name or IP address) with C{keyAuthorization} from now on.
+        """
+        name = serverName(identifier)
+        self._alpn[name] = (identifier, keyAuthorization)
+        self._alpnTokens[token] = name
+
     def remove(self, token: str) -> None:
         """
-        Stop answering C{token}.
+        Stop answering C{token}, of either type.
         """
         self._pending.pop(token, None)
+        name = self._alpnTokens.pop(token, None)
+        if name is not None:
+            self._alpn.pop(name, None)
+
+    def lookupALPN(self, name: str) -> tuple[str, str] | None:
+        """
+        The identifier and key authorization of the TLS-ALPN-01 challenge
+        whose validation handshake gives the SNI name C{name}, if pending.
+        """
+        return self._alpn.get(name)
 
     def lookup(self, token: str) -> str | None:
         """
@@ -106,7 +131,7 @@ class ChallengeResponder:
         return looking.addBoth(ended)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._alpn)
 
 
 class _ReadOnlyResource(Resource):
@@ -180,10 +205,14 @@ class ChallengeTokens(_ReadOnlyResource):
     def _answerLater(self, request: Request, answer: str | None) -> None:
         """
         Answer C{request}, whose client has not gone, with C{answer}, or 404
-        when it is C{None} or not ASCII.
+        when it is C{None}, not ASCII, or not a key authorization (a
+        TLS-ALPN-01 record, see L{letsencrypt_resource.alpn.sharedRecord}).
         """
         try:
-            body = plainText(request, answer.encode("ascii")) if answer else None
+            if not answer or " " in answer:
+                body = None
+            else:
+                body = plainText(request, answer.encode("ascii"))
         except UnicodeEncodeError:
             body = None
         self._responder.counted("not_found" if body is None else "answered")

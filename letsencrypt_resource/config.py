@@ -24,7 +24,7 @@ from hyperlink import DecodedURL
 
 from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .deploycommand import parseCommand
-from .domains import InvalidDomain, isHostName, normalizeDomain, parseDomainList
+from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, parseDomainList
 from .listening import checkDescription, tcpBinding
 
 if TYPE_CHECKING:
@@ -220,6 +220,20 @@ def _profileName(value: str) -> str:
     if not _PROFILE.fullmatch(name):
         raise ValueError(f"{value!r} is not a profile name: letters, digits, '.', '_' and '-'")
     return name
+
+
+#: The challenge types the resource answers.
+CHALLENGE_TYPE_NAMES = ("http-01", "tls-alpn-01")
+
+
+def _challengeTypes(value: str) -> tuple[str, ...]:
+    names = tuple(part.strip().lower() for part in value.split(","))
+    for name in names:
+        if name not in CHALLENGE_TYPE_NAMES:
+            raise ValueError(f"{name!r} is not one of: {', '.join(CHALLENGE_TYPE_NAMES)}")
+    if len(set(names)) != len(names):
+        raise ValueError("names a challenge type twice")
+    return names
 
 
 def _emails(value: str) -> tuple[str, ...]:
@@ -453,6 +467,15 @@ class ResourceOptions:
     profile: str | None = _field(
         Option("profile", _profileName, "", "The CA's certificate profile to ask for.")
     )
+    #: The challenge types to answer, in order of preference.
+    challengeTypes: tuple[str, ...] = _field(
+        Option(
+            "challenge_types",
+            _challengeTypes,
+            "http-01",
+            "Challenge types to answer, in order: http-01, tls-alpn-01 or both.",
+        )
+    )
     #: Keep the private key across renewals.
     reuseKey: bool = _field(
         Option("reuse_key", _boolean, "no", "Keep the private key across renewals.")
@@ -583,7 +606,12 @@ class ServiceOptions:
         )
     )
     domains: tuple[str, ...] = _field(
-        Option("ssl_domains", _domains, None, "Domains of the service's certificate.")
+        Option(
+            "ssl_domains",
+            _domains,
+            None,
+            "Domains and IP addresses of the service's certificate.",
+        )
     )
     path: str = _field(Option("path", _path, None, "Folder served, read-only."))
     #: Serve and list hidden (dot) files and folders.
@@ -921,6 +949,32 @@ def checkComponents(configuration: Configuration) -> None:
     services = list(configuration.services)
     _checkPortClashes(configuration.resource, services)
     _checkNames(configuration.resource, services)
+    _checkIPProfile(configuration.resource, services)
+
+
+#: The profiles of Let's Encrypt that issue no IP address certificates.
+LETS_ENCRYPT_NO_IP_PROFILES = (None, "classic", "tlsserver")
+
+
+def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
+    """
+    Refuse a service with IP addresses when the CA is Let's Encrypt and the
+    profile asked for is one it issues no IP address certificates on.
+    """
+    if resource is None or resource.acmeURL not in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING):
+        return
+    if resource.profile not in LETS_ENCRYPT_NO_IP_PROFILES:
+        return
+    for service in services:
+        addresses = [name for name in service.domains if isIPAddress(name)]
+        if addresses:
+            raise ConfigurationError(
+                service.section,
+                "ssl_domains",
+                f"holds the IP address {addresses[0]}, and Let's Encrypt issues "
+                f"certificates for IP addresses on its 'shortlived' profile only: set "
+                f"profile = shortlived in {resource.section}",
+            )
 
 
 #: The addresses that listen on every interface of a port.

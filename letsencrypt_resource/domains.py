@@ -1,5 +1,5 @@
 """
-Domain names as a certificate may carry them.
+Domain names, and IP addresses (RFC 8738), as a certificate may carry them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,54 @@ def normalizeDomain(text: str) -> str:
         raise InvalidDomain(f"{name!r} is not a fully qualified domain name")
     _checkLabels(name)
     return name
+
+
+def normalizeIPAddress(text: str) -> str | None:
+    """
+    The normal form of the IP address C{text} (IPv6 compressed, lower
+    case), or C{None} when it is no IP address.
+
+    @raise InvalidDomain: when it is an address no certificate can be
+        validated for: unspecified, multicast, with an IPv6 zone, or an
+        IPv4-mapped IPv6 address (write the IPv4 address).
+    """
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    written = text.strip()
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise InvalidDomain(f"{written!r} has a zone; a certificate cannot carry one")
+        if address.ipv4_mapped is not None:
+            raise InvalidDomain(
+                f"{written!r} is an IPv4-mapped address; write {address.ipv4_mapped} instead"
+            )
+    if address.is_unspecified or address.is_multicast:
+        raise InvalidDomain(f"{written!r} is not the address of one host")
+    return str(address)
+
+
+def isIPAddress(name: str) -> bool:
+    """
+    Whether the normalised name C{name} is an IP address.
+    """
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def normalizeName(text: str) -> str:
+    """
+    The normal form of C{text}, an IP address (see
+    L{normalizeIPAddress}) or a domain name (see L{normalizeDomain}).
+
+    @raise InvalidDomain: when it is neither.
+    """
+    address = normalizeIPAddress(text)
+    return address if address is not None else normalizeDomain(text)
 
 
 def isHostName(text: str) -> bool:
@@ -120,7 +168,8 @@ def _checkReservedLabel(name: str, label: str) -> None:
 
 def parseDomainList(text: str) -> tuple[str, ...]:
     """
-    Parse a comma-separated list of domains into their normal forms.
+    Parse a comma-separated list of domains and IP addresses into their
+    normal forms (see L{normalizeName}).
 
     Order is kept (the first is the certificate's subject) and repeats are
     dropped.
@@ -136,7 +185,7 @@ def parseDomainList(text: str) -> tuple[str, ...]:
             raise InvalidDomain(
                 f"entry {position} of {text.strip()!r} is empty; remove the extra comma"
             )
-        name = normalizeDomain(part)
+        name = normalizeName(part)
         if name not in names:
             names.append(name)
     if len(names) > MAX_NAMES:

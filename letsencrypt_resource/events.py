@@ -401,6 +401,12 @@ CLUSTER_NODE_BACK = _event(
     "Node {node_name} hears from node {other} again.",
 )
 
+CHALLENGE_FALLBACK = _event(
+    20254,
+    LogLevel.warn,
+    "The {failed} validation of {domains} failed: {details}; ordering again with {next}.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from . import deployrun, events
+from .alpn import ALPNAnswers
 from .clusterresume import resumeWhenBack
 from .config import (
     Configuration,
@@ -280,9 +281,9 @@ class ServerService(MultiService):
         self._reloading = DeferredLock()
         self.registry = Components("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
+        self.resource = None
         for options in configuration.services:
             self._addService(options)
-        self.resource = None
         self._lock = lock
         resourceOptions = configuration.resource
         if resourceOptions is not None:
@@ -294,6 +295,8 @@ class ServerService(MultiService):
                 resourceOptions, self.registry, reactor, lock=self._lock
             )
             self.resource.setServiceParent(self)
+            for service in self.fileServices:
+                self._answerALPN(service)
             ControlService(
                 resourceOptions.stateDirectory,
                 Operations(self.resource, reactor),
@@ -308,6 +311,17 @@ class ServerService(MultiService):
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)
+        self._answerALPN(service)
+
+    def _answerALPN(self, service: HTTPSFileService) -> None:
+        """
+        Let C{service}'s TLS contexts answer the resource's TLS-ALPN-01
+        validation handshakes, when there is a resource.
+        """
+        if self.resource is not None:
+            responder = self.resource.responder
+            answers = ALPNAnswers(responder.lookupALPN, self._reactor, responder.lookupShared)
+            service.consumer.tls.answerALPN(answers)
 
     def _removeService(self, service: HTTPSFileService) -> Deferred[None]:
         self.registry.unregisterUtility(

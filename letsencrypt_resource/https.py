@@ -15,6 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from . import events, listening
+from .alpnpeek import HelloPeekFactory
 from .certificates import CertifiedKey
 from .config import ServiceOptions
 from .folder import ServedFolder
@@ -109,7 +110,9 @@ class HTTPSFileService(Service):
         The factory of the service's listener, serving C{served}.
         """
         site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
-        return TLSMemoryBIOFactory(self.consumer.tls, False, site, clock=self._reactor)
+        tls = self.consumer.tls
+        factory = TLSMemoryBIOFactory(tls, False, site, clock=self._reactor)
+        return HelloPeekFactory(factory, lambda: tls.alpn)
 
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)

@@ -1,5 +1,6 @@
 """
-One certificate order, from new order to downloaded chain, over HTTP-01.
+One certificate order, from new order to downloaded chain, over HTTP-01
+or TLS-ALPN-01.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from .acmeclient import (
     ACMEProtocolError,
     ReplacingOrder,
 )
+from .alpn import TLSALPN01, serverName, sharedKey, sharedRecord
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
-from .domains import domainsLabel
+from .domains import domainsLabel, isIPAddress
 from .keys import PrivateKey, keyFromPEM, keyToPEM, makeCSR
 
 #: Seconds an order may take from creation to the downloaded certificate.
@@ -56,6 +58,19 @@ class OrderTimedOut(Exception):
 
     def __str__(self) -> str:
         return f"the order was still {self.status} after {self.timeout:.0f} seconds"
+
+
+#: The challenge types an order can answer, by name.
+CHALLENGE_TYPES: dict[str, type[challenges.KeyAuthorizationChallenge]] = {
+    "http-01": challenges.HTTP01,
+    "tls-alpn-01": TLSALPN01,
+}
+
+
+class ChallengeNotOffered(ACMEProtocolError):
+    """
+    The CA offers no challenge of the type asked for an authorization.
+    """
 
 
 class CertificateMismatch(Exception):
@@ -242,23 +257,34 @@ async def _startValidation(
     url: str,
     tokens: list[str],
     publish: Callable[[str, str], object],
+    challengeType: str,
 ) -> None:
     authorization, _ = await client.fetch(url, messages.Authorization)
     if authorization.status == messages.STATUS_VALID:
         return
     for challenge in authorization.challenges:
-        if isinstance(challenge.chall, challenges.HTTP01):
+        if isinstance(challenge.chall, CHALLENGE_TYPES[challengeType]):
             break
     else:
-        raise ACMEProtocolError(
+        raise ChallengeNotOffered(
             url,
-            f"the CA offers no http-01 challenge for {authorization.identifier.value}",
+            f"the CA offers no {challengeType} challenge for {authorization.identifier.value}",
         )
-    answer, keyAuthorization = challenge.chall.response_and_validation(client.accountKey)
-    token = challenge.chall.encode("token")
-    responder.add(token, keyAuthorization)
+    chall = challenge.chall
+    answer = chall.response(client.accountKey)
+    keyAuthorization = chall.key_authorization(client.accountKey)
+    identifier = authorization.identifier.value
+    if isinstance(chall, TLSALPN01):
+        # Published under a key other nodes find from the SNI name.
+        token = sharedKey(serverName(identifier))
+        record = sharedRecord(identifier, keyAuthorization)
+        responder.addALPN(token, identifier, keyAuthorization)
+    else:
+        token = chall.encode("token")
+        record = keyAuthorization
+        responder.add(token, keyAuthorization)
     tokens.append(token)
-    await maybeDeferred(publish, token, keyAuthorization)
+    await maybeDeferred(publish, token, record)
     if challenge.status == messages.STATUS_PENDING:
         await client.answerChallenge(challenge.uri, answer)
 
@@ -277,15 +303,19 @@ async def _validateAll(
     urls: list[str],
     tokens: list[str],
     publish: Callable[[str, str], object],
+    challengeType: str,
 ) -> None:
     """
-    Start the validation of each authorization at C{urls}, at once; when
+    Start the validation of each authorization at C{urls}, at once, with
+    its challenge of C{challengeType}; when
     one fails, cancel the others and wait for every one to end, so that
     C{tokens} holds every token published (none is added after) before
     failing with the first failure.
     """
     validations = [
-        Deferred.fromCoroutine(_startValidation(client, responder, url, tokens, publish))
+        Deferred.fromCoroutine(
+            _startValidation(client, responder, url, tokens, publish, challengeType)
+        )
         for url in urls
     ]
     try:
@@ -304,6 +334,7 @@ def obtainCertificate(
     domains: tuple[str, ...],
     key: PrivateKey,
     *,
+    challengeType: str = "http-01",
     profile: str | None = None,
     replaces: str | None = None,
     resume: PendingOrder | None = None,
@@ -316,7 +347,8 @@ def obtainCertificate(
     Order a certificate for C{domains} and the public half of C{key}, or
     go on with the order C{resume} when it can still end in one.
 
-    Answers each HTTP-01 challenge through C{responder}, polls the order
+    Answers each challenge of C{challengeType} (a key of
+    L{CHALLENGE_TYPES}) through C{responder}, polls the order
     (honouring Retry-After), finalizes it with a CSR and downloads the chain,
     all within L{ORDER_TIMEOUT} plus one request's time-out.
 
@@ -355,6 +387,7 @@ def obtainCertificate(
             clock,
             domains,
             key,
+            challengeType=challengeType,
             profile=profile,
             replaces=replaces,
             resume=resume,
@@ -376,6 +409,7 @@ async def _obtain(
     domains: tuple[str, ...],
     key: PrivateKey,
     *,
+    challengeType: str,
     profile: str | None = None,
     replaces: str | None = None,
     resume: PendingOrder | None = None,
@@ -391,7 +425,11 @@ async def _obtain(
         order = await _resumeOrder(client, resume, domains)
     if order is None:
         identifiers = [
-            messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=name) for name in domains
+            messages.Identifier(
+                typ=messages.IDENTIFIER_IP if isIPAddress(name) else messages.IDENTIFIER_FQDN,
+                value=name,
+            )
+            for name in domains
         ]
         orderURL, order = await client.newOrder(
             ReplacingOrder(identifiers=identifiers, profile=profile, replaces=replaces)
@@ -400,7 +438,9 @@ async def _obtain(
     tokens: list[str] = []
     try:
         if order.status == messages.STATUS_PENDING:
-            await _validateAll(client, responder, order.authorizations, tokens, publish)
+            await _validateAll(
+                client, responder, order.authorizations, tokens, publish, challengeType
+            )
             order = await _pollOrder(
                 client,
                 clock,

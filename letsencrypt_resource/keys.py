@@ -9,6 +9,7 @@ no thread or service code.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from typing import TypeVar
 
 import josepy
@@ -17,6 +18,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from .domains import isIPAddress
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -78,17 +81,28 @@ def withDomainNames(builder: _Builder, domains: tuple[str, ...]) -> _Builder:
     """
     Put C{domains} in the subject and SAN of a certificate or CSR builder.
 
-    The first name is the subject's common name when it fits in one
-    (L{MAX_COMMON_NAME} characters; a domain may have up to 253).  Otherwise
-    the subject is empty and the SAN, which carries every name, is critical
-    (RFC 5280, 4.2.1.6).
+    The first domain name is the subject's common name when it fits in one
+    (L{MAX_COMMON_NAME} characters; a domain may have up to 253); IP
+    addresses go in the SAN only.  Otherwise the subject is empty and the
+    SAN, which carries every name, is critical (RFC 5280, 4.2.1.6).
     """
-    fits = len(domains[0]) <= MAX_COMMON_NAME
-    subject = [x509.NameAttribute(NameOID.COMMON_NAME, domains[0])] if fits else []
+    names = [name for name in domains if not isIPAddress(name)]
+    fits = bool(names) and len(names[0]) <= MAX_COMMON_NAME
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, names[0])] if fits else []
     return builder.subject_name(x509.Name(subject)).add_extension(
-        x509.SubjectAlternativeName([x509.DNSName(name) for name in domains]),
+        x509.SubjectAlternativeName([generalName(name) for name in domains]),
         critical=not fits,
     )
+
+
+def generalName(name: str) -> x509.GeneralName:
+    """
+    The SAN entry of the normalised C{name}: an iPAddress for an IP
+    address (RFC 8738), a dNSName otherwise.
+    """
+    if isIPAddress(name):
+        return x509.IPAddress(ipaddress.ip_address(name))
+    return x509.DNSName(name)
 
 
 def readFile(path: str) -> bytes:

@@ -20,7 +20,7 @@ from .acmeclient import ACMEClient, ACMEProblem, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
-from .issuer import PendingOrder, obtainCertificate, orderSurvives
+from .issuer import ChallengeNotOffered, PendingOrder, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
 from .managed import ManagedCertificate
@@ -52,7 +52,7 @@ class Ordering:
             key revoked as compromised for any of them.
         @param records: Where the challenges are published for other nodes
             to answer.
-        @param responder: Where the orders' HTTP-01 challenges go.
+        @param responder: Where the orders' challenges go.
         @param runInThread: Runs key generation.
         @param log: Where events go.
         """
@@ -110,7 +110,6 @@ class Ordering:
             certificate.pendingOrder = order
             return self._writes.saveState(certificate)
 
-        replaces = self._replaces(client, certificate)
         order = partial(
             obtainCertificate,
             client,
@@ -124,9 +123,43 @@ class Ordering:
             withdraw=partial(self._withdraw, certificate),
             beforeFinalize=beforeFinalize,
         )
+        types = self._options.challengeTypes
+        for position, challengeType in enumerate(types):
+            try:
+                new = await self._orderWith(
+                    partial(order, challengeType=challengeType), client, certificate, resume
+                )
+                break
+            except (ACMEProblem, ChallengeNotOffered) as error:
+                if position + 1 == len(types) or not _validationFailed(error):
+                    raise
+                events.CHALLENGE_FALLBACK.emit(
+                    self._log,
+                    domains=certificate.label,
+                    failed=challengeType,
+                    next=types[position + 1],
+                    details=str(error),
+                )
+                resume = None
+        orderedBy = _orderedBy(new, self._options.acmeURL, client)
+        await self._outcomes.issued(certificate, new, orderedBy)
+
+    async def _orderWith(
+        self,
+        order: Callable[..., Deferred[CertifiedKey]],
+        client: ACMEClient,
+        certificate: ManagedCertificate,
+        resume: PendingOrder | None,
+    ) -> CertifiedKey:
+        """
+        C{order} the certificate, naming the certificate it replaces when
+        the CA may take it, and once more without when the CA refuses; an
+        order that cannot be resumed is dropped from C{certificate}.
+        """
+        replaces = self._replaces(client, certificate)
         try:
             try:
-                new = await order(replaces=replaces, resume=resume)
+                return await order(replaces=replaces, resume=resume)
             except ACMEProblem as problem:
                 # Any refusal of a request (not a failed validation) may be
                 # about the certificate named: ask once more without it.
@@ -135,13 +168,11 @@ class Ordering:
                 events.REPLACES_REFUSED.emit(
                     self._log, domains=certificate.label, details=str(problem)
                 )
-                new = await order()
+                return await order()
         except Exception as error:
             if not orderSurvives(error):
                 certificate.pendingOrder = None
             raise
-        orderedBy = _orderedBy(new, self._options.acmeURL, client)
-        await self._outcomes.issued(certificate, new, orderedBy)
 
     def _publish(
         self, certificate: ManagedCertificate, token: str, keyAuthorization: str
@@ -256,6 +287,18 @@ class ProfileNotOffered(Exception):
     def __str__(self) -> str:
         offered = ", ".join(self.offered) if self.offered else "none"
         return f"option 'profile': the CA offers no profile {self.profile!r} (it offers: {offered})"
+
+
+def _validationFailed(error: Exception) -> bool:
+    """
+    Whether C{error} ended an order because a validation failed, or the CA
+    offered no challenge of the type asked: another type may succeed.  A
+    problem the CA answered a request with (it has an HTTP status) is no
+    validation failure.
+    """
+    return isinstance(error, ChallengeNotOffered) or (
+        isinstance(error, ACMEProblem) and error.status is None
+    )
 
 
 def _orderedBy(

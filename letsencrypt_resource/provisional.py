@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .certificates import CA_KEY_USAGE, CertifiedKey
+from .domains import isIPAddress
 from .keys import PrivateKey, generateKey, withDomainNames
 
 _SIGNER_LIFETIME = datetime.timedelta(days=365)
@@ -67,12 +68,13 @@ def _permits(subtrees: set[str], name: str) -> bool:
 
 def permittedSubtrees(domains: Iterable[str]) -> tuple[str, ...]:
     """
-    The fewest DNS subtrees that permit every one of C{domains}: names under
+    The fewest DNS subtrees that permit every one of C{domains} (IP
+    addresses aside: the signer may sign for none), names under
     another listed name are dropped; when more than
     L{MAX_PERMITTED_SUBTREES} remain, names are replaced by their parent
     domains, one label at a time, down to single labels if need be.
     """
-    names = set(domains)
+    names = {name for name in domains if not isIPAddress(name)}
     labels = max((name.count(".") + 1 for name in names), default=1)
     while True:
         # Fewest labels first, so that each name meets its parents before it.
@@ -109,7 +111,7 @@ def signerProblem(
         for subtree in constraints.permitted_subtrees or ()
         if isinstance(subtree, x509.DNSName)
     }
-    missing = [name for name in domains if not _permits(permitted, name)]
+    missing = [name for name in domains if not isIPAddress(name) and not _permits(permitted, name)]
     if missing:
         return f"the stored one may not sign for {', '.join(missing[:3])}" + (
             f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -138,7 +140,11 @@ def makeSigner(label: str, domains: Iterable[str], now: datetime.datetime) -> Ce
         )
         .add_extension(
             x509.NameConstraints(
-                permitted_subtrees=[x509.DNSName(name) for name in permittedSubtrees(domains)],
+                # With IP addresses only, the reserved "invalid" (RFC 6761),
+                # as a constraint needs a subtree and none may permit more.
+                permitted_subtrees=[
+                    x509.DNSName(name) for name in permittedSubtrees(domains) or ("invalid",)
+                ],
                 excluded_subtrees=list(_EVERY_IP_ADDRESS),
             ),
             critical=True,

@@ -20,6 +20,7 @@ from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from .alpn import ALPNAnswers
 from .certificates import CertifiedKey
 from .interfaces import ICertificateConsumer
 
@@ -61,6 +62,8 @@ class ReloadableServerTLS:
     contexts of those that are connected to, when they are.
 
     @ivar certifiedKey: The certificate new handshakes present, or C{None}.
+    @ivar alpn: What answers the TLS-ALPN-01 validation handshakes, if
+        anything does (see L{answerALPN}).
     """
 
     _log = Logger()
@@ -72,6 +75,16 @@ class ReloadableServerTLS:
         self._built: CertifiedKey | None = None
         # The last certificate whose context could not be built.
         self._refused: CertifiedKey | None = None
+        self.alpn: ALPNAnswers | None = None
+
+    def answerALPN(self, answers: ALPNAnswers) -> None:
+        """
+        Answer the TLS-ALPN-01 validation handshakes with C{answers} from
+        now on, on every context built.
+        """
+        self.alpn = answers
+        if self._context is not None:
+            answers.install(self._context)
 
     def setCertificate(self, certifiedKey: CertifiedKey) -> None:
         """
@@ -95,7 +108,10 @@ class ReloadableServerTLS:
         A server connection on the current context, built now when the
         certificate changed since the last handshake.
         """
-        return SSL.Connection(self._currentContext(), None)
+        connection = SSL.Connection(self._currentContext(), None)
+        # How ALPNAnswers finds the connection's protocol, to close it.
+        connection.set_app_data(tlsProtocol)
+        return connection
 
     def _currentContext(self) -> SSL.Context:
         """
@@ -113,6 +129,8 @@ class ReloadableServerTLS:
             try:
                 self._context = serverContext(certifiedKey)
                 self._built = certifiedKey
+                if self.alpn is not None:
+                    self.alpn.install(self._context)
             except Exception:
                 self._log.failure(
                     "Cannot present the certificate for {domains}",

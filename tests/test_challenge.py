@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.alpn import sharedKey, sharedRecord
 from letsencrypt_resource.challenge import (
     CHALLENGE_PREFIX,
     LOOKUP_TIMEOUT,
@@ -399,6 +400,16 @@ class SharedChallengeTests(SynchronousTestCase):
         self.assertEqual(fetch(self.site, challengePath(OTHER_TOKEN)).code, 404)
         self.store.close()
         self.assertEqual(fetch(self.site, challengePath(OTHER_TOKEN)).code, 404)
+
+    def test_alpnRecordNotServed(self) -> None:
+        """
+        A TLS-ALPN-01 record another node published (its identifier and key
+        authorization) is no HTTP-01 answer: a 404.
+        """
+        key = sharedKey("files.example.com")
+        self.store.saveChallenge(key, sharedRecord("files.example.com", OTHER_KEY_AUTHORIZATION))
+        self.assertEqual(fetch(self.site, challengePath(key)).code, 404)
+        self.assertEqual(self.looked, [key])
 
     def test_malformedNotLookedUp(self) -> None:
         """

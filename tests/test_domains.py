@@ -231,7 +231,6 @@ INVALID_LISTS = (
     ("a.example.com,", "entry 2 of 'a.example.com,' is empty"),
     (",a.example.com", "entry 1 of ',a.example.com' is empty"),
     ("a.example.com, *.example.com", "wildcard"),
-    ("a.example.com, 192.0.2.1", "IP address"),
     ("a.example.com b.example.com", "invalid label 'com b'"),
     ("a.example.com;b.example.com", "invalid label 'com;b'"),
     ("a.example.com, localhost", "not a fully qualified domain name"),

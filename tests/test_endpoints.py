@@ -182,7 +182,8 @@ class ServiceEndpointTests(SynchronousTestCase):
             service.consumer.useCertificate(provisionalFor(newSigner()))
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (8443, "::1"))
-        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        # Its TLS layer, behind the peek at each ClientHello (TLS-ALPN-01).
+        self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)
         self.assertEqual(
             [formatEvent(e) for e in events if e.get("event_id") == 20156],
             ["20156 Service files is listening on ::1 port 8443."],

@@ -46,6 +46,8 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "deploycommand",
                 "display",
                 "domains",
+                "alpn",
+                "clienthello",
                 "events",
                 "ftpsoptions",
                 "httplimits",
@@ -76,6 +78,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "shutdown",
                 "storage",
                 "tls",
+                "alpnpeek",
                 "workers",
             }
         ),

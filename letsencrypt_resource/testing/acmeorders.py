@@ -16,6 +16,7 @@ from cryptography import x509
 from twisted.web.server import Request
 
 from ..acmeclient import ReplacingOrder
+from ..alpn import TLSALPN01, serverName
 from .acmewire import BASE, ACMEProblem, answerJSON
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ class _Authorization:
     account: str
     status: messages.Status = messages.STATUS_PENDING
     error: messages.Error | None = None
-    answered: bool = False
+    #: The type of the challenge answered, if any.
+    answered: str | None = None
 
 
 class OrderBook:
@@ -107,18 +109,28 @@ class OrderBook:
 
     def _authorizationBody(self, ident: str) -> messages.Authorization:
         authorization = self._authorizations[ident]
-        challenge = messages.ChallengeBody(
-            chall=challenges.HTTP01(token=authorization.token),
-            uri=f"{BASE}/chall/{ident}",
-            status=authorization.status,
-            error=authorization.error,
-        )
+        offered: list[tuple[challenges.KeyAuthorizationChallenge, str]] = [
+            (challenges.HTTP01(token=authorization.token), "chall")
+        ]
+        if self._server.offerALPN:
+            offered.append((TLSALPN01(token=authorization.token), "chall-alpn"))
         return messages.Authorization(
             identifier=messages.Identifier(
                 typ=messages.IDENTIFIER_FQDN, value=authorization.identifier
             ),
             status=authorization.status,
-            challenges=[challenge],
+            challenges=[
+                messages.ChallengeBody(
+                    chall=chall,
+                    uri=f"{BASE}/{path}/{ident}",
+                    # Only the challenge answered carries the outcome.
+                    status=authorization.status
+                    if authorization.answered in (None, chall.typ)
+                    else messages.STATUS_PENDING,
+                    error=authorization.error if authorization.answered == chall.typ else None,
+                )
+                for chall, path in offered
+            ],
         )
 
     def authorization(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
@@ -131,22 +143,43 @@ class OrderBook:
 
     def challenge(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
         """
-        Answer the challenge of the authorization C{ident}: validated after
-        the server's C{validationDelay}.
+        Answer the HTTP-01 challenge of the authorization C{ident}:
+        validated after the server's C{validationDelay}.
         """
+        return self._answer(request, ident, challenges.HTTP01.typ)
+
+    def challengeALPN(self, request: Request, ident: str, payload: bytes, account: str) -> bytes:
+        """
+        Answer the TLS-ALPN-01 challenge of the authorization C{ident}, in
+        the same way.
+        """
+        return self._answer(request, ident, TLSALPN01.typ)
+
+    def _answer(self, request: Request, ident: str, kind: str) -> bytes:
         authorization = self._authorizations[ident]
-        if authorization.status == messages.STATUS_PENDING and not authorization.answered:
-            authorization.answered = True
+        if authorization.status == messages.STATUS_PENDING and authorization.answered is None:
+            authorization.answered = kind
             self._server.clock.callLater(
                 self._server.validationDelay, self._validate, ident, authorization
             )
-        body = self._authorizationBody(ident).challenges[0]
+        [body] = [c for c in self._authorizationBody(ident).challenges if c.chall.typ == kind]
         return answerJSON(request, body)
+
+    def _served(self, authorization: _Authorization) -> str | None:
+        """
+        The key authorization the client serves for C{authorization}, by
+        the type of challenge it answered.
+        """
+        server = self._server
+        if authorization.answered == TLSALPN01.typ:
+            pending = server.validateALPN(serverName(authorization.identifier))
+            return pending[1] if pending and pending[0] == authorization.identifier else None
+        return server.validate(challenges.HTTP01(token=authorization.token).encode("token"))
 
     def _validate(self, ident: str, authorization: _Authorization) -> None:
         server = self._server
         challenge = challenges.HTTP01(token=authorization.token)
-        served = server.validate(challenge.encode("token"))
+        served = self._served(authorization)
         expected = challenge.key_authorization(server.accounts.keys[authorization.account])
         if authorization.identifier in server.refuse or served is None:
             authorization.status = messages.STATUS_INVALID

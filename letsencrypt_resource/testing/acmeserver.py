@@ -63,6 +63,12 @@ class FakeACMEServer(Resource):
     @ivar validate: Called with a token (str); returns the key
         authorization served for it, or C{None}.  Set it to the resource's
         L{ChallengeResponder.lookup} to validate in memory.
+    @ivar validateALPN: Called with the SNI name of a TLS-ALPN-01
+        validation; returns the identifier and key authorization answered,
+        or C{None}.  Set it to the resource's
+        L{ChallengeResponder.lookupALPN} to validate in memory.
+    @ivar offerALPN: Whether authorizations offer a C{tls-alpn-01}
+        challenge besides their C{http-01} one.
     @ivar validity: Lifetime, in seconds, of the certificates it issues.
     @ivar faults: Canned answers to give first; see L{fail}.
     @ivar requests: Every request's method and path, in order.
@@ -99,6 +105,8 @@ class FakeACMEServer(Resource):
         self.clock = clock
         self.validity = validity
         self.validate: Callable[[str], str | None] = lambda token: None
+        self.validateALPN: Callable[[str], tuple[str, str] | None] = lambda name: None
+        self.offerALPN = False
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.refuse: set[str] = set()
@@ -240,6 +248,7 @@ class FakeACMEServer(Resource):
             "order": self._orders.order,
             "authz": self._orders.authorization,
             "chall": self._orders.challenge,
+            "chall-alpn": self._orders.challengeALPN,
             "finalize": self._orders.finalize,
             "cert": self._orders.certificate,
         }.get(kind)

@@ -121,6 +121,7 @@ class ResourceTestCase(SynchronousTestCase):
             closeStorage=storage is not self.store,
         )
         self.server.validate = resource.responder.lookup
+        self.server.validateALPN = resource.responder.lookupALPN
         return resource
 
     def start(self, **options: Any) -> LetsEncryptResource:

@@ -1,0 +1,270 @@
+"""
+TLS-ALPN-01 (RFC 8737): the challenge as the C{acme} library reads it, and
+the answer a TLS service gives a validation handshake.
+
+A validation handshake offers the ALPN protocol C{acme-tls/1} with the
+name being validated as its SNI (for an IP address, its reverse-DNS name,
+RFC 8738 section 6).  L{ALPNAnswers} selects that protocol, presents a
+self-signed certificate carrying the SHA-256 digest of the key
+authorization in its critical C{acmeIdentifier} extension, and closes the
+connection once the handshake ends.  Any other handshake is left as it
+was: no protocol is selected and the service's own certificate is
+presented.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from acme import challenges
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+
+from .clienthello import ClientHello
+from .keys import generalName
+
+#: The ALPN protocol of validation handshakes.
+ACME_TLS_1 = b"acme-tls/1"
+#: The critical extension of a validation certificate (RFC 8737 section 3).
+ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+#: How many validation certificates are kept built, the latest used; and
+#: how many challenges read from the storage are kept.
+CACHED_CERTIFICATES = 32
+#: How long a challenge read from the storage is used for, in seconds.
+FETCHED_FOR = 10.0
+
+#: A pending challenge: its identifier and key authorization.
+Pending = tuple[str, str]
+#: Looks a record up among the challenges every node published, by its
+#: key, within a time on a clock (see
+#: L{letsencrypt_resource.challenge.ChallengeResponder.lookupShared}).
+SharedLookup = Callable[[str, IReactorTime], "Deferred[str | None] | None"]
+
+
+@challenges.ChallengeResponse.register
+class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
+    """
+    The answer to a C{tls-alpn-01} challenge: an empty object, as for
+    C{http-01}.
+    """
+
+    typ = "tls-alpn-01"
+
+
+@challenges.Challenge.register
+class TLSALPN01(challenges.KeyAuthorizationChallenge):
+    """
+    The C{tls-alpn-01} challenge, which the C{acme} library no longer
+    defines.
+    """
+
+    response_cls = TLSALPN01Response
+    typ = response_cls.typ
+
+    def validation(self, account_key: Any, **unused: Any) -> str:
+        """
+        The key authorization, whose digest the validation certificate
+        carries.
+        """
+        return self.key_authorization(account_key)
+
+
+def serverName(identifier: str) -> str:
+    """
+    The SNI name a validation handshake for C{identifier} gives: the name
+    itself, or the reverse-DNS name of an IP address.
+    """
+    try:
+        return ipaddress.ip_address(identifier).reverse_pointer
+    except ValueError:
+        return identifier
+
+
+def sharedKey(name: str) -> str:
+    """
+    The token-shaped key under which the challenge of the SNI name C{name}
+    is published for other nodes: a digest, so that any name fits.
+    """
+    return "alpn-" + hashlib.sha256(name.encode("ascii")).hexdigest()
+
+
+def sharedRecord(identifier: str, keyAuthorization: str) -> str:
+    """
+    The record published for other nodes: the identifier and the key
+    authorization, separated by a space, which neither holds; so the
+    HTTP-01 site, which serves key authorizations only, never serves it.
+    """
+    return f"{identifier} {keyAuthorization}"
+
+
+def _parseRecord(record: str | None, name: str) -> Pending | None:
+    """
+    The challenge in C{record}, when it is one for the SNI name C{name}.
+    """
+    parts = (record or "").split(" ")
+    if len(parts) != 2 or serverName(parts[0]) != name:
+        return None
+    return (parts[0], parts[1])
+
+
+def validationCertificate(
+    identifier: str, keyAuthorization: str, now: datetime.datetime
+) -> tuple[crypto.PKey, crypto.X509]:
+    """
+    A new key and the self-signed validation certificate for
+    C{identifier} (a domain name or IP address) and C{keyAuthorization},
+    valid from a day before C{now} to a day after.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = hashlib.sha256(keyAuthorization.encode("ascii")).digest()
+    altName = generalName(identifier)
+    subject = x509.Name([])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([altName]), critical=True)
+        .add_extension(
+            # The DER OCTET STRING of the 32-byte digest.
+            x509.UnrecognizedExtension(ACME_IDENTIFIER, b"\x04\x20" + digest),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return crypto.PKey.from_cryptography_key(key), crypto.X509.from_cryptography(certificate)
+
+
+class ALPNAnswers:
+    """
+    Answers the validation handshakes of a TLS service's contexts.
+    """
+
+    def __init__(
+        self,
+        lookup: Callable[[str], Pending | None],
+        clock: IReactorTime,
+        shared: SharedLookup | None = None,
+    ):
+        """
+        @param lookup: Gives, for an SNI name, the identifier and key
+            authorization of its pending challenge, or C{None}.
+        @param clock: Closes the validation connections.
+        @param shared: Reads the challenges other nodes published.
+        """
+        self._lookup = lookup
+        self._clock = clock
+        self._shared = shared
+        self._fetched: OrderedDict[str, tuple[Pending, float]] = OrderedDict()
+        self._built: OrderedDict[tuple[str, str], tuple[crypto.PKey, crypto.X509]] = OrderedDict()
+
+    def install(self, context: SSL.Context) -> None:
+        """
+        Answer the validation handshakes of connections on C{context}; their
+        C{app_data} must be their Twisted TLS protocol.
+        """
+        context.set_alpn_select_callback(self._select)
+        context.set_info_callback(self._handshakeDone)
+
+    def fetch(self, hello: ClientHello) -> Deferred[None] | None:
+        """
+        Before the handshake of C{hello} goes on: when it is a validation
+        handshake for a name with no challenge pending here, read its
+        challenge from those every node published, and keep it for
+        L{FETCHED_FOR} seconds.
+
+        @return: A Deferred that fires, never failing, once the challenge
+            is read or known to be missing; or C{None} when there is
+            nothing to read (or too many reads are under way).
+        """
+        name = hello.serverName
+        if ACME_TLS_1 not in hello.protocols or name is None or self._shared is None:
+            return None
+        if self._pending(name) is not None:
+            return None
+        looking = self._shared(sharedKey(name), self._clock)
+        if looking is None:
+            return None
+
+        def found(record: str | None) -> None:
+            pending = _parseRecord(record, name)
+            if pending is not None:
+                self._fetched[name] = (pending, self._clock.seconds() + FETCHED_FOR)
+                while len(self._fetched) > CACHED_CERTIFICATES:
+                    self._fetched.popitem(last=False)
+
+        return looking.addCallback(found)
+
+    def _pending(self, name: str) -> Pending | None:
+        """
+        The challenge pending for the SNI name C{name}: here, or read from
+        the storage a short while ago.
+        """
+        pending = self._lookup(name)
+        if pending is not None:
+            return pending
+        fetched = self._fetched.get(name)
+        if fetched is None:
+            return None
+        if fetched[1] < self._clock.seconds():
+            del self._fetched[name]
+            return None
+        return fetched[0]
+
+    def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
+        """
+        Select C{acme-tls/1} and present the validation certificate, when
+        offered for a name with a pending challenge; end the handshake when
+        offered for any other name; select nothing otherwise.
+        """
+        if ACME_TLS_1 not in offered:
+            return SSL.NO_OVERLAPPING_PROTOCOLS
+        name = connection.get_servername()
+        text = name.decode("ascii", "replace").lower().rstrip(".") if name else None
+        pending = self._pending(text) if text else None
+        if pending is None:
+            return b""
+        key, certificate = self._certificate(pending)
+        connection.use_certificate(certificate)
+        connection.use_privatekey(key)
+        return ACME_TLS_1
+
+    def _certificate(self, pending: Pending) -> tuple[crypto.PKey, crypto.X509]:
+        """
+        The validation certificate of C{pending}, built at its first use
+        and kept among the L{CACHED_CERTIFICATES} used last, so that
+        handshakes made in a loop cost no key generation each.
+        """
+        built = self._built.pop(pending, None)
+        if built is None:
+            now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
+            built = validationCertificate(*pending, now)
+        self._built[pending] = built
+        while len(self._built) > CACHED_CERTIFICATES:
+            self._built.popitem(last=False)
+        return built
+
+    def _handshakeDone(self, connection: SSL.Connection, where: int, ret: int) -> None:
+        """
+        Close a validation connection once its handshake has ended: at the
+        next turn of the reactor, out of OpenSSL's call.
+        """
+        if not where & SSL.SSL_CB_HANDSHAKE_DONE:
+            return
+        if connection.get_alpn_proto_negotiated() != ACME_TLS_1:
+            return
+        protocol = connection.get_app_data()
+        if protocol is not None:
+            self._clock.callLater(0, protocol.loseConnection)
