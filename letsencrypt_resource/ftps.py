@@ -10,10 +10,15 @@ from typing import Any
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
@@ -85,6 +90,18 @@ class _ImplicitTLS:
         return tlsProtocol.wrappedProtocol.sessionTLS().serverConnectionForTLS(tlsProtocol)
 
 
+@implementer(IHandshakeListener)
+class _SessionWrapper(ProtocolWrapper):
+    """
+    Tells the session of an explicit FTPS control connection when its TLS
+    handshake (after AUTH TLS) is complete.
+    """
+
+    def handshakeCompleted(self) -> None:
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+
 class SessionsPerAddress(WrappingFactory):
     """
     Closes at once a connection from an address that already has
@@ -92,6 +109,7 @@ class SessionsPerAddress(WrappingFactory):
     """
 
     _log = Logger()
+    protocol = _SessionWrapper
 
     def __init__(self, wrappedFactory: IProtocolFactory, service: str):
         super().__init__(wrappedFactory)

@@ -17,18 +17,21 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
 from twisted.protocols.ftp import (
     CANT_OPEN_DATA_CNX,
     ENTERING_EPSV_MODE,
     ENTERING_PASV_MODE,
     EPSV_ALL_OK,
     FTP,
+    GOODBYE_MSG,
     BadCmdSequenceError,
     PASVIPv6NotImplementedError,
     PortConnectionError,
     encodeHostPort,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import events
 from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
@@ -37,6 +40,11 @@ from .ftpstransfer import TransferCommands
 
 #: The longest command line accepted, in bytes.
 MAX_COMMAND_LENGTH = 1024
+#: How long, in seconds, a closing session may take to exchange its TLS
+#: close_notify before its connection is cut.
+CLOSE_GRACE = 5.0
+#: How long, in seconds, a session may take to log in, whatever it sends.
+LOGIN_DEADLINE = 30.0
 #: What a client may send before AUTH TLS.
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
@@ -44,11 +52,17 @@ _DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR"})
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
+@implementer(IHandshakeListener)
 class FTPSProtocol(TransferCommands, FTP):
     """
     One FTPS control connection.  Its L{sessionTLS} holds the certificate
     that was newest when the session started, for its control connection
     and all its data connections.
+
+    A session that ends (QUIT, a command line too long) keeps reading to
+    see the client's TLS close_notify, and is cut after L{CLOSE_GRACE}
+    seconds if it does not come; an idle session, or one not logged in
+    after L{LOGIN_DEADLINE} seconds, is cut at once.
     """
 
     MAX_LENGTH = MAX_COMMAND_LENGTH
@@ -61,6 +75,7 @@ class FTPSProtocol(TransferCommands, FTP):
         self.secured = False
         self._bufferSize = False
         self.protected = False
+        self._deadlines: list[IDelayedCall] = []
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -77,11 +92,63 @@ class FTPSProtocol(TransferCommands, FTP):
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
         self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
+        self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
         super().connectionMade()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The control connection's TLS session is the only one its data
+        connections may resume.
+        """
+        self.sessionTLS().sealCache()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        deadlines, self._deadlines = self._deadlines, []
+        for deadline in deadlines:
+            if deadline.active():
+                deadline.cancel()
+        super().connectionLost(reason)
+
+    def _cutAfter(self, seconds: float, condition: Callable[[], bool]) -> None:
+        """
+        Cut the connection in C{seconds} if C{condition()} holds then.
+        """
+        transport = self.transport
+
+        def cut() -> None:
+            if condition():
+                transport.abortConnection()
+
+        self._deadlines.append(self.factory.reactor.callLater(seconds, cut))
+
+    def _end(self) -> None:
+        """
+        End the session: close, reading on to see the client's close_notify
+        (Twisted's FTP stops reading while a command runs), and cut the
+        connection if it has not ended in L{CLOSE_GRACE} seconds.
+        """
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.transport.loseConnection()
+        self.transport.resumeProducing()
+        self._cutAfter(CLOSE_GRACE, lambda: True)
+
+    def timeoutConnection(self) -> None:
+        self.transport.abortConnection()
+
+    def lineReceived(self, line: bytes) -> Any:
+        if self.disconnected:
+            return None
+        return super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine("500 Command line too long.")
-        self.transport.loseConnection()
+        self._end()
+
+    def ftp_QUIT(self) -> None:
+        self.reply(GOODBYE_MSG)
+        self._end()
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         command = cmd.upper()

@@ -2,6 +2,11 @@
 The TLS of one FTPS session: one context per control connection, with a
 session cache of its own, so that a data connection that resumes a TLS
 session proves it comes from the client of that control connection.
+
+The cache takes only the control connection's sessions: once its
+handshake is complete it is sealed (L{SessionTLS.sealCache}), so that a
+data connection's own full handshake, even one refused, never leaves a
+session that a later data connection could resume.
 """
 
 from __future__ import annotations
@@ -54,6 +59,16 @@ class SessionTLS:
     def __init__(self, certifiedKey: CertifiedKey):
         self.certifiedKey = certifiedKey
         self._context = sessionContext(certifiedKey)
+
+    def sealCache(self) -> None:
+        """
+        Store no more sessions in the cache: those there (the control
+        connection's) stay resumable, no other joins them.
+        """
+        # pyOpenSSL refuses to change a context in use; OpenSSL allows it.
+        _lib.SSL_CTX_set_session_cache_mode(
+            self._context._context, SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_INTERNAL_STORE
+        )
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         return SSL.Connection(self._context, None)

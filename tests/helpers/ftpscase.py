@@ -6,6 +6,7 @@ accounts and links, and C{ftplib} clients run in threads.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -105,24 +106,34 @@ class FTPSServiceCase(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    def client(self, resume: bool = True) -> ResumingFTPS:
+    def client(
+        self, resume: bool = True, maximumVersion: ssl.TLSVersion | None = None
+    ) -> ResumingFTPS:
         """
         A connected client (explicit or implicit as the case), not logged
-        in; closed at the end of the test.
+        in, on TLS up to C{maximumVersion} if given; closed at the end of
+        the test.
         """
         kind = ImplicitFTPS if self.implicit else ResumingFTPS
-        client = kind(clientContext(self.caFile), NAME, resume=resume)
+        context = clientContext(self.caFile)
+        if maximumVersion is not None:
+            context.maximum_version = maximumVersion
+        client = kind(context, NAME, resume=resume)
         client.connect("127.0.0.1", self.port)
         self.addCleanup(client.close)
         return client
 
     def loggedIn(
-        self, user: str = USER, password: str = PASSWORD, resume: bool = True
+        self,
+        user: str = USER,
+        password: str = PASSWORD,
+        resume: bool = True,
+        maximumVersion: ssl.TLSVersion | None = None,
     ) -> ResumingFTPS:
         """
         A client logged in with PROT P.
         """
-        client = self.client(resume)
+        client = self.client(resume, maximumVersion)
         client.login(user, password)
         client.prot_p()
         return client

@@ -1,0 +1,186 @@
+"""
+Tests for the limits of L{letsencrypt_resource.ftps} sessions against
+their clients: sessions that end free their place, idle and silent ones
+are cut, and a data connection resumes only its control connection's TLS
+session.
+"""
+
+from __future__ import annotations
+
+import ftplib
+import socket
+import ssl
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs
+
+from letsencrypt_resource import events, ftpsprotocol
+from letsencrypt_resource.ftps import MAX_SESSIONS_PER_ADDRESS, FTPSFactory, FTPSService
+from tests.helpers.ftpscase import NAME, FTPSServiceCase
+
+
+def _cutWithin(sock: socket.socket, seconds: float) -> bool:
+    """
+    Whether the server ends the connection of C{sock} within C{seconds},
+    reading and discarding what it sends.
+    """
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except (OSError, ssl.SSLError):
+        pass
+    return True
+
+
+class _Limits:
+    """
+    The tests that hold for explicit and implicit FTPS alike.
+    """
+
+    async def test_manySessionsInARow(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        More sessions than the per-address limit, one after the other from
+        one address, are all served: a session that QUITs over TLS ends
+        and frees its place.
+        """
+        service = self.startService()
+
+        def sessions() -> list[list[str]]:
+            listings = []
+            for _ in range(MAX_SESSIONS_PER_ADDRESS + 3):
+                client = self.loggedIn()
+                listings.append(client.nlst())
+                client.quit()
+            return listings
+
+        listings = await self.inThread(sessions)
+        self.assertEqual(listings, [["own.txt"]] * (MAX_SESSIONS_PER_ADDRESS + 3))
+        assert service._sessions is not None
+        self.assertLessEqual(len(service._sessions.protocols), 1)
+
+    async def test_idleCut(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A logged-in session over TLS that sends nothing for the idle time
+        is cut, without waiting for the client's close_notify.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        service = self.startService()
+
+        def session() -> bool:
+            client = self.loggedIn()
+            # Seen the end, but never answer with a close_notify.
+            return _cutWithin(client.sock, 20)
+
+        self.assertTrue(await self.inThread(session))
+        await self.sessionsEnded(service)
+
+    async def sessionsEnded(self: FTPSServiceCase, service: FTPSService) -> None:  # type: ignore[misc]
+        """
+        Wait until no session of C{service} is open; fail after 20 s.
+        """
+        assert service._sessions is not None
+        for _ in range(200):
+            if not service._sessions.protocols:
+                return
+            await deferLater(reactor, 0.1)
+        self.fail("a session is still open")
+
+    async def test_loginDeadline(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A session that does not log in within the deadline is cut, even if
+        it keeps sending NOOP.
+        """
+        self.patch(ftpsprotocol, "LOGIN_DEADLINE", 1.0)
+        self.startService()
+
+        def session() -> bool:
+            client = self.client()
+            if not self.implicit:
+                client.auth()
+            end = time.monotonic() + 20
+            while time.monotonic() < end:
+                try:
+                    client.voidcmd("NOOP")
+                except (EOFError, OSError, ftplib.Error):
+                    return True
+                time.sleep(0.2)
+            return False
+
+        self.assertTrue(await self.inThread(session))
+
+    async def test_onlyControlSessionResumed(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Over TLS 1.2, a session made by a refused data handshake is not
+        kept in the session's cache: a data connection that resumes it from
+        the same address is refused too, and the client's transfer gets 522
+        rather than going to it.
+        """
+        self.startService()
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+
+        def attack(client: ftplib.FTP, session: ssl.SSLSession | None) -> tuple[Any, bool]:
+            conn = context.wrap_socket(
+                socket.create_connection(ftplib.parse227(client.sendcmd("PASV")), 10),
+                server_hostname=NAME,
+                session=session,
+                do_handshake_on_connect=False,
+            )
+            try:
+                conn.do_handshake()
+            except OSError:
+                pass
+            result = conn.session, conn.session_reused
+            _cutWithin(conn, 10)
+            return result
+
+        def session() -> tuple[bool, str]:
+            client = self.loggedIn(maximumVersion=ssl.TLSVersion.TLSv1_2)
+            stolen, _ = attack(client, None)
+            _, reused = attack(client, stolen)
+            client.putcmd("RETR own.txt")
+            while (reply := client.getline())[0] == "1":
+                pass
+            return reused, reply[:3]
+
+        with capturedLogs() as logged:
+            self.assertEqual(await self.inThread(session), (False, "522"))
+        self.assertEqual(
+            len([e for e in logged if e.get("event_id") == events.FTPS_DATA_NOT_RESUMED.id]), 2
+        )
+
+    async def test_resumedOverTLS12(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Over TLS 1.2, the client of the control connection resumes its
+        session on each of its data connections.
+        """
+        self.startService()
+
+        def session() -> list[list[str]]:
+            client = self.loggedIn(maximumVersion=ssl.TLSVersion.TLSv1_2)
+            return [client.nlst(), client.nlst(), client.nlst()]
+
+        self.assertEqual(await self.inThread(session), [["own.txt"]] * 3)
+
+
+class ExplicitLimitsTests(_Limits, FTPSServiceCase):
+    """
+    The limits of explicit FTPS sessions.
+    """
+
+
+class ImplicitLimitsTests(_Limits, FTPSServiceCase):
+    """
+    The limits of implicit FTPS sessions.
+    """
+
+    implicit = True
