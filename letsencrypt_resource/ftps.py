@@ -20,6 +20,7 @@ from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import events
@@ -36,6 +37,8 @@ from .reactors import Reactor
 MAX_SESSIONS_PER_ADDRESS = 10
 #: How long a session may stay idle, in seconds.
 IDLE_TIMEOUT = 300
+#: The threads that check passwords, for each service.
+LOGIN_THREADS = 2
 
 
 class FTPSFactory(ServerFactory):
@@ -169,8 +172,12 @@ class FTPSService(HTTPSFileService):
         self.ftps = options.ftps
         self._users: dict[str, bytes] = {}
         self._sessions: SessionsPerAddress | None = None
+        self._pool: ThreadPool | None = None
 
     def startService(self) -> None:
+        # The logins' bcrypt checks, apart from the reactor's pool.
+        self._pool = ThreadPool(0, LOGIN_THREADS, f"ftps-{self.name}-logins")
+        self._pool.start()
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
@@ -208,14 +215,20 @@ class FTPSService(HTTPSFileService):
         serves no one.
         """
         sessions, self._sessions = self._sessions, None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
-        realm = FolderRealm(served.openRoot, self.ftps.writable, self.options.hiddenFiles)
-        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor)])
+        assert self._pool is not None
+        realm = FolderRealm(
+            served.openRoot, self.ftps.writable, self.options.hiddenFiles, accounts=self._users
+        )
+        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor, self._pool)])
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
         factory: IProtocolFactory = FTPSFactory(self, portal, self.ftps, self._reactor)

@@ -7,7 +7,8 @@ without following links (L{openBelow}): a symbolic link is neither listed
 nor opened nor entered, wherever it points, so no name leads out of the
 folder. Hidden (dot) names are refused as well, unless the service serves
 them. Uploads go to a hidden temporary name beside their target and are
-renamed to it only once complete (L{Upload}).
+renamed to it only once complete (L{Upload}); temporary names are never
+reachable, even when hidden names are served.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -103,7 +104,9 @@ class Upload:
         """
         self._folder = folder
         self.name = name
-        self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}.{name}"
+        # Short and fixed: a target name as long as the system allows can
+        # be uploaded.
+        self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(self.temporary, _CREATE_FLAGS, 0o644, dir_fd=folder)
         self._file = os.fdopen(fd, "wb")
 
@@ -153,14 +156,23 @@ class ConfinedShell:
     @ivar hiddenFiles: Whether hidden (dot) names are reachable.
     """
 
-    def __init__(self, root: int, writable: bool, hiddenFiles: bool = False):
+    def __init__(
+        self,
+        root: int,
+        writable: bool,
+        hiddenFiles: bool = False,
+        private: Container[str] = (),
+    ):
         """
         @param root: A descriptor of the folder, which this takes over;
             L{logout} closes it.
+        @param private: Names in the folder itself that are neither listed
+            nor reachable (the accounts' folders, for anonymous).
         """
         self._root: int | None = root
         self.writable = writable
         self.hiddenFiles = hiddenFiles
+        self._private = private
 
     def logout(self) -> None:
         """
@@ -171,7 +183,9 @@ class ConfinedShell:
             os.close(root)
 
     def _visible(self, name: str) -> bool:
-        return bool(name) and (self.hiddenFiles or not name.startswith("."))
+        if not name or name.startswith(UPLOAD_PREFIX):
+            return False
+        return self.hiddenFiles or not name.startswith(".")
 
     def _open(self, segments: Sequence[str], flags: int) -> int:
         """
@@ -181,6 +195,8 @@ class ConfinedShell:
             opened.
         """
         if self._root is None or not all(map(self._visible, segments)):
+            raise OSError(errno.ENOENT, "not found")
+        if segments and segments[0] in self._private:
             raise OSError(errno.ENOENT, "not found")
         names = list(segments)
         last = names.pop() if names else None
@@ -217,8 +233,9 @@ class ConfinedShell:
             if not stat.S_ISDIR(status.st_mode):
                 return [(path[-1], _attributes(status, keys))]
             found = []
+            private = self._private if not path else ()
             for name in sorted(os.listdir(fd)):
-                if not self._visible(name):
+                if not self._visible(name) or name in private:
                     continue
                 try:
                     entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
