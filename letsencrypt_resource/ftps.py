@@ -17,9 +17,11 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -30,6 +32,8 @@ from .folder import ServedFolder
 from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
 from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
+from .ftpsshell import removeStaleUploads
+from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .https import HTTPSFileService
 from .reactors import Reactor
 
@@ -54,7 +58,7 @@ class FTPSFactory(ServerFactory):
     def __init__(
         self, service: FTPSService, portal: Portal, options: FTPSOptions, reactor: Reactor
     ):
-        self.service = service.name
+        self.service = str(service.name)
         self._consumer = service.consumer
         self.portal = portal
         self.reactor = reactor
@@ -63,6 +67,8 @@ class FTPSFactory(ServerFactory):
         self.passivePorts = options.passivePorts or range(0, 1)
         self.passiveAddress = options.passiveAddress
         self.requireSessionReuse = options.requireSessionReuse
+        self.throttle = LoginThrottle(reactor)
+        self.warnings = WarningBudget(reactor, self.service)
 
     def certificate(self) -> CertifiedKey:
         """
@@ -107,24 +113,29 @@ class _SessionWrapper(ProtocolWrapper):
 
 class SessionsPerAddress(WrappingFactory):
     """
-    Closes at once a connection from an address that already has
+    Closes at once a connection when C{maxSessions} are open, or when its
+    address (an IPv6 /64, see L{addressKey}) already has
     L{MAX_SESSIONS_PER_ADDRESS} open.
     """
 
-    _log = Logger()
     protocol = _SessionWrapper
 
-    def __init__(self, wrappedFactory: IProtocolFactory, service: str):
+    def __init__(self, wrappedFactory: IProtocolFactory, warnings: WarningBudget, maxSessions: int):
         super().__init__(wrappedFactory)
-        self._service = service
+        self._warnings = warnings
+        self._maxSessions = maxSessions
         self._open: dict[str, int] = {}
         self._closing: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        host = str(getattr(addr, "host", ""))
+        client = str(getattr(addr, "host", ""))
+        host = addressKey(client)
+        if len(self.protocols) >= self._maxSessions:
+            self._warnings.emit(events.FTPS_SESSIONS_FULL, client=client, limit=self._maxSessions)
+            return None
         if self._open.get(host, 0) >= MAX_SESSIONS_PER_ADDRESS:
-            events.FTPS_SESSION_LIMIT.emit(
-                self._log, service=self._service, client=host, limit=MAX_SESSIONS_PER_ADDRESS
+            self._warnings.emit(
+                events.FTPS_SESSION_LIMIT, client=client, limit=MAX_SESSIONS_PER_ADDRESS
             )
             return None
         protocol = super().buildProtocol(addr)
@@ -187,6 +198,21 @@ class FTPSService(HTTPSFileService):
                 self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
                 return
         super().startService()
+        cleaning = deferToThreadPool(
+            self._reactor,
+            self._pool,
+            removeStaleUploads,
+            self.options.path,
+            self._reactor.seconds(),
+        )
+        cleaning.addCallbacks(self._staleUploadsRemoved, self._staleUploadsLeft)
+
+    def _staleUploadsRemoved(self, count: int) -> None:
+        if count:
+            events.FTPS_STALE_UPLOADS.emit(self._log, service=self.name, count=count)
+
+    def _staleUploadsLeft(self, failure: Failure) -> None:
+        self._log.failure("FTPS: stale uploads not removed", failure)
 
     def reopenFolder(self) -> None:
         """
@@ -231,8 +257,9 @@ class FTPSService(HTTPSFileService):
         portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor, self._pool)])
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
-        factory: IProtocolFactory = FTPSFactory(self, portal, self.ftps, self._reactor)
+        ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
+        factory: IProtocolFactory = ftps
         if self.ftps.implicit:
             factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
-        self._sessions = SessionsPerAddress(factory, self.options.name)
+        self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
         return self._sessions

@@ -12,29 +12,21 @@ refused.
 from __future__ import annotations
 
 import inspect
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
+from twisted.internet.task import deferLater
 from twisted.protocols.ftp import (
-    CANT_OPEN_DATA_CNX,
-    ENTERING_EPSV_MODE,
-    ENTERING_PASV_MODE,
-    EPSV_ALL_OK,
     FTP,
     GOODBYE_MSG,
-    BadCmdSequenceError,
-    PASVIPv6NotImplementedError,
-    PortConnectionError,
-    encodeHostPort,
 )
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
-from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
+from .ftpspassive import PassiveCommands
 from .ftpstls import SessionTLS
 from .ftpstransfer import TransferCommands
 
@@ -45,6 +37,8 @@ MAX_COMMAND_LENGTH = 1024
 CLOSE_GRACE = 5.0
 #: How long, in seconds, a session may take to log in, whatever it sends.
 LOGIN_DEADLINE = 30.0
+#: The failed logins after which a session is closed.
+MAX_LOGIN_FAILURES = 3
 #: What a client may send before AUTH TLS.
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
@@ -53,7 +47,7 @@ _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
 @implementer(IHandshakeListener)
-class FTPSProtocol(TransferCommands, FTP):
+class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
     """
     One FTPS control connection.  Its L{sessionTLS} holds the certificate
     that was newest when the session started, for its control connection
@@ -76,6 +70,7 @@ class FTPSProtocol(TransferCommands, FTP):
         self._bufferSize = False
         self.protected = False
         self._deadlines: list[IDelayedCall] = []
+        self._loginFailures = 0
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -85,9 +80,6 @@ class FTPSProtocol(TransferCommands, FTP):
         if self._tls is None:
             self._tls = SessionTLS(self.factory.certificate())
         return self._tls
-
-    def _serviceName(self) -> str:
-        return str(self.factory.service)
 
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
@@ -207,17 +199,32 @@ class FTPSProtocol(TransferCommands, FTP):
             return self._answer("503 Already logged in.")
         user = getattr(self, "_user", "")
         logging: Deferred[Any] = super().ftp_PASS(password)
+        return logging.addErrback(self._loginRefused, user)
 
-        def refused(failure: Failure) -> Failure:
-            events.FTPS_LOGIN_FAILED.emit(
-                self._log,
-                service=self._serviceName(),
-                user=user,
-                client=self.transport.getPeer().host,
+    def _loginRefused(self, failure: Failure, user: str) -> Deferred[Any]:
+        """
+        Answer a refused login after the address's delay, and close the
+        session after L{MAX_LOGIN_FAILURES}.
+        """
+        client = self.transport.getPeer().host
+        factory = self.factory
+        factory.warnings.emit(events.FTPS_LOGIN_FAILED, user=user, client=client)
+        self._loginFailures += 1
+        delay = factory.throttle.failed(client)
+
+        def answer() -> Failure | None:
+            if self.transport is None:
+                return None
+            if self._loginFailures < MAX_LOGIN_FAILURES:
+                return failure
+            factory.warnings.emit(
+                events.FTPS_LOGINS_CLOSED, client=client, count=self._loginFailures
             )
-            return failure
+            self.sendLine("530 Too many failed logins.")
+            self._end()
+            return None
 
-        return logging.addErrback(refused)
+        return deferLater(factory.reactor, delay, answer)
 
     def ftp_NLST(self, path: str = "") -> Deferred[Any]:
         listing: Deferred[Any] = super().ftp_NLST(path)
@@ -226,64 +233,6 @@ class FTPSProtocol(TransferCommands, FTP):
     def ftp_LIST(self, path: str = "") -> Deferred[Any]:
         listing: Deferred[Any] = super().ftp_LIST(path)
         return listing.addCallback(self._listed)
-
-    def ftp_PORT(self, address: str) -> None:
-        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
-
-    def ftp_EPRT(self, address: str) -> None:
-        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
-
-    def ftp_PASV(self) -> Deferred[Any]:
-        if self._epsvAll:
-            return fail(BadCmdSequenceError("may not send PASV after EPSV ALL"))
-        host = self.factory.passiveAddress or _ipv4(self.transport.getHost().host)
-        if host is None:
-            return fail(PASVIPv6NotImplementedError())
-        port = self._listenForData()
-        self.reply(ENTERING_PASV_MODE, encodeHostPort(host, port))
-        return self._dataConnected()
-
-    def ftp_EPSV(self, protocol: str = "") -> Any:
-        if protocol.upper() == "ALL":
-            self._epsvAll = True
-            return EPSV_ALL_OK
-        if protocol:
-            self._validateNetworkProtocol(protocol)
-        port = self._listenForData()
-        self.reply(ENTERING_EPSV_MODE, port)
-        return self._dataConnected()
-
-    def _listenForData(self) -> int:
-        """
-        Open a passive data port on the control connection's local address,
-        for a TLS connection from its peer, and give its number.
-        """
-        if self.dtpFactory is not None:
-            self.cleanupDTP()
-        factory = self.factory
-        self.dtpFactory = SecureDTPFactory(
-            self, factory.reactor, factory.requireSessionReuse, factory.service
-        )
-        self.dtpFactory.setTimeout(self.dtpTimeout)
-        tls = PeerOnlyTLSFactory(
-            self.sessionTLS(), self.dtpFactory, self.transport.getPeer().host, factory.service
-        )
-        self.passivePortRange = factory.passivePorts
-        self.dtpPort = self.getDTPPort(tls, interface=self.transport.getHost().host)
-        return int(self.dtpPort.getHost().port)
-
-    def _dataConnected(self) -> Deferred[None]:
-        """
-        Hold the next command until the data connection comes, or answer
-        425 when it does not in time.
-        """
-
-        def timedOut(failure: Failure) -> Any:
-            failure.trap(PortConnectionError)
-            return (CANT_OPEN_DATA_CNX,)
-
-        assert self.dtpFactory is not None
-        return self.dtpFactory.deferred.addCallbacks(lambda _: None, timedOut)
 
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
@@ -296,14 +245,3 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _ipv4(host: str) -> str | None:
-    """
-    C{host} as the IPv4 address a PASV reply can carry, or C{None} for an
-    IPv6 address.
-    """
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(address.ipv4_mapped) if address.ipv4_mapped is not None else None
-    return host

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Container, Sequence
@@ -44,6 +45,8 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOL
 #: The prefix of the temporary names of uploads in progress: hidden, so
 #: never listed nor reachable.
 UPLOAD_PREFIX = ".upload-"
+#: A whole temporary name of an upload.
+_TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
 
 class ActionRefused(FTPCmdError):
@@ -357,3 +360,24 @@ def _attributes(status: os.stat_result, keys: Sequence[str]) -> list[Any]:
         "group": "ftp",
     }
     return [values[key] for key in keys]
+
+
+def removeStaleUploads(root: str, before: float) -> int:
+    """
+    Remove the temporary files of uploads below C{root} last written
+    before C{before} (a time), left by a process that stopped during
+    uploads, and give how many.  Links are never followed.
+    """
+    removed = 0
+    for _, _, files, folder in os.fwalk(root, follow_symlinks=False):
+        for name in files:
+            if not _TEMPORARY.fullmatch(name):
+                continue
+            try:
+                status = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if stat.S_ISREG(status.st_mode) and status.st_mtime < before:
+                    os.unlink(name, dir_fd=folder)
+                    removed += 1
+            except OSError:
+                continue
+    return removed

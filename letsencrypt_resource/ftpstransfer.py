@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
 from twisted.protocols.ftp import (
     CNX_CLOSED_TXFR_ABORTED,
     DATA_CNX_ALREADY_OPEN_START_XFR,
@@ -43,7 +42,6 @@ class TransferCommands:
     are L{SecureDTP}.
     """
 
-    _log = Logger()
     if TYPE_CHECKING:
         # Given by twisted.protocols.ftp.FTP and the protocol.
         dtpInstance: Any
@@ -51,12 +49,11 @@ class TransferCommands:
         binary: bool
         shell: Any
         transport: Any
+        factory: Any
 
         def sendLine(self, line: bytes | str) -> None: ...
 
         def reply(self, key: str, *args: Any) -> None: ...
-
-        def _serviceName(self) -> str: ...
 
     def _dataConnection(self, command: str) -> SecureDTP:
         """
@@ -140,9 +137,8 @@ class TransferCommands:
 
     def _uploadFailed(self, failure: Failure, upload: Upload, path: str) -> Failure:
         upload.abort()
-        events.FTPS_UPLOAD_FAILED.emit(
-            self._log,
-            service=self._serviceName(),
+        self.factory.warnings.emit(
+            events.FTPS_UPLOAD_FAILED,
             path=path,
             client=self.transport.getPeer().host,
             details=failure.getErrorMessage() or "failed",

@@ -8,6 +8,7 @@ session.
 from __future__ import annotations
 
 import ftplib
+import os
 import socket
 import ssl
 import time
@@ -17,9 +18,11 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
 
-from letsencrypt_resource import events, ftpsprotocol
+from letsencrypt_resource import events, ftpsprotocol, ftpsthrottle
 from letsencrypt_resource.ftps import MAX_SESSIONS_PER_ADDRESS, FTPSFactory, FTPSService
-from tests.helpers.ftpscase import NAME, FTPSServiceCase
+from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX
+from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.ftpscase import NAME, USER, FTPSServiceCase
 
 
 def _cutWithin(sock: socket.socket, seconds: float) -> bool:
@@ -80,13 +83,16 @@ class _Limits:
         self.assertTrue(await self.inThread(session))
         await self.sessionsEnded(service)
 
-    async def sessionsEnded(self: FTPSServiceCase, service: FTPSService) -> None:  # type: ignore[misc]
+    async def sessionsEnded(  # type: ignore[misc]
+        self: FTPSServiceCase, service: FTPSService, left: int = 0
+    ) -> None:
         """
-        Wait until no session of C{service} is open; fail after 20 s.
+        Wait until no more than C{left} sessions of C{service} are open;
+        fail after 20 s.
         """
         assert service._sessions is not None
         for _ in range(200):
-            if not service._sessions.protocols:
+            if len(service._sessions.protocols) <= left:
                 return
             await deferLater(reactor, 0.1)
         self.fail("a session is still open")
@@ -171,11 +177,129 @@ class _Limits:
 
         self.assertEqual(await self.inThread(session), [["own.txt"]] * 3)
 
+    async def test_loginFailuresClose(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Each failed login is answered after a delay that grows for the
+        address; the third in a session closes it (event 20237).
+        """
+        self.patch(ftpsthrottle, "FIRST_DELAY", 0.2)
+        self.startService()
+
+        def session() -> tuple[list[str], float, str]:
+            client = self.client()
+            if not self.implicit:
+                client.auth()
+            replies = []
+            started = time.monotonic()
+            for _ in range(3):
+                client.sendcmd(f"USER {USER}")
+                client.putcmd("PASS wrong")
+                replies.append(client.getline())
+            elapsed = time.monotonic() - started
+            return replies, elapsed, client.file.readline()
+
+        with capturedLogs() as logged:
+            replies, elapsed, after = await self.inThread(session)
+        self.assertEqual([reply[:3] for reply in replies], ["530"] * 3)
+        self.assertEqual(replies[2], "530 Too many failed logins.")
+        self.assertEqual(after, "")
+        self.assertGreaterEqual(elapsed, 0.2 + 0.4 + 0.8)
+        self.assertEqual(
+            [e["count"] for e in logged if e.get("event_id") == events.FTPS_LOGINS_CLOSED.id], [3]
+        )
+
+    async def test_passivePortsExhausted(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        When every passive port is taken, PASV and EPSV get 425 (event
+        20238) and the session goes on; the port is free again once the
+        data connection that held it is made.
+        """
+        port = freeTCPPort()
+        self.startService(passivePorts=range(port, port + 1))
+
+        def session() -> tuple[str, str, list[str], list[str]]:
+            holder = self.loggedIn()
+            other = self.loggedIn()
+            holder.sendcmd("PASV")
+            try:
+                other.sendcmd("PASV")
+            except ftplib.error_temp as error:
+                refusedPASV = str(error)
+            try:
+                other.sendcmd("EPSV")
+            except ftplib.error_temp as error:
+                refusedEPSV = str(error)
+            holder.putcmd("ABOR")
+            # The holder's data connection: made and closed, its port free.
+            socket.create_connection(("127.0.0.1", port), 10).close()
+            holder.getline()
+            return refusedPASV, refusedEPSV, other.nlst(), holder.nlst()
+
+        with capturedLogs() as logged:
+            pasv, epsv, names, again = await self.inThread(session)
+        self.assertEqual((pasv[:3], epsv[:3]), ("425", "425"))
+        self.assertEqual((names, again), (["own.txt"], ["own.txt"]))
+        self.assertEqual(
+            len([e for e in logged if e.get("event_id") == events.FTPS_NO_PASSIVE_PORT.id]), 2
+        )
+
+    async def test_sessionsFull(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        With C{max_sessions} open, a new connection is closed at once
+        (event 20239); once one ends, the next is served.
+        """
+        service = self.startService(maxSessions=2)
+
+        def sessions() -> tuple[bool, list[str]]:
+            first, second = self.loggedIn(), self.loggedIn()
+            try:
+                self.loggedIn()
+            except (EOFError, OSError, ftplib.Error):
+                refused = True
+            else:
+                refused = False
+            second.nlst()
+            first.quit()
+            return refused, second.nlst()
+
+        with capturedLogs() as logged:
+            refused, names = await self.inThread(sessions)
+        self.assertEqual((refused, names), (True, ["own.txt"]))
+        await self.sessionsEnded(service, 1)
+
+        def again() -> list[str]:
+            return self.loggedIn().nlst()
+
+        self.assertEqual(await self.inThread(again), ["own.txt"])
+        self.assertEqual(
+            [e["limit"] for e in logged if e.get("event_id") == events.FTPS_SESSIONS_FULL.id], [2]
+        )
+
 
 class ExplicitLimitsTests(_Limits, FTPSServiceCase):
     """
     The limits of explicit FTPS sessions.
     """
+
+    async def test_staleUploadsRemoved(self) -> None:
+        """
+        When the service starts, it removes the temporary files of uploads
+        that a stopped process left (event 20240).
+        """
+        stale = os.path.join(self.served, USER, UPLOAD_PREFIX + "0123456789abcdef")
+        with open(stale, "wb") as file:
+            file.write(b"partial")
+        os.utime(stale, (1000, 1000))
+        with capturedLogs() as logged:
+            self.startService()
+            for _ in range(200):
+                if any(e.get("event_id") == events.FTPS_STALE_UPLOADS.id for e in logged):
+                    break
+                await deferLater(reactor, 0.1)
+        self.assertFalse(os.path.exists(stale))
+        self.assertEqual(
+            [e["count"] for e in logged if e.get("event_id") == events.FTPS_STALE_UPLOADS.id], [1]
+        )
 
 
 class ImplicitLimitsTests(_Limits, FTPSServiceCase):

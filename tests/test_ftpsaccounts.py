@@ -26,7 +26,12 @@ from letsencrypt_resource.ftpsaccounts import (
     UsersFileError,
     readUsers,
 )
-from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX, ActionRefused, ConfinedShell
+from letsencrypt_resource.ftpsshell import (
+    UPLOAD_PREFIX,
+    ActionRefused,
+    ConfinedShell,
+    removeStaleUploads,
+)
 from tests.helpers.ftpscase import CONTENT, USER, makeTree
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
@@ -285,6 +290,36 @@ class ConfinementTests(SynchronousTestCase):
         self.failureResultOf(shell.rename([temporary], ["x"]), PermissionDeniedError)
         self.failureResultOf(shell.removeFile([temporary]), PermissionDeniedError)
         self.failureResultOf(shell.openForWriting([temporary]), PermissionDeniedError)
+
+    def test_staleUploadsRemoved(self) -> None:
+        """
+        L{removeStaleUploads} removes the temporary files of uploads last
+        written before the time given, in every folder of the tree; not a
+        newer one, nor a name that only starts like one, nor a folder, nor
+        anything behind a link.
+        """
+        outside = os.path.join(os.path.dirname(self.served), "outside")
+        folder = os.path.join(self.served, USER)
+        names = {
+            "stale": os.path.join(folder, UPLOAD_PREFIX + "0123456789abcdef"),
+            "rootStale": os.path.join(self.served, UPLOAD_PREFIX + "00000000000000ff"),
+            "fresh": os.path.join(folder, UPLOAD_PREFIX + "fedcba9876543210"),
+            "other": os.path.join(folder, UPLOAD_PREFIX + "notes"),
+            "outside": os.path.join(outside, UPLOAD_PREFIX + "0123456789abcdef"),
+        }
+        for path in names.values():
+            with open(path, "wb"):
+                pass
+        os.mkdir(os.path.join(folder, UPLOAD_PREFIX + "aaaaaaaaaaaaaaaa"))
+        for name in ("stale", "rootStale", "other", "outside"):
+            os.utime(names[name], (1000, 1000))
+        os.utime(names["fresh"], (3000, 3000))
+        self.assertEqual(removeStaleUploads(self.served, 2000), 2)
+        self.assertEqual(
+            sorted(name for name, path in names.items() if os.path.exists(path)),
+            ["fresh", "other", "outside"],
+        )
+        self.assertTrue(os.path.isdir(os.path.join(folder, UPLOAD_PREFIX + "aaaaaaaaaaaaaaaa")))
 
     def test_longName(self) -> None:
         """
