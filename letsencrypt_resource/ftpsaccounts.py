@@ -10,7 +10,7 @@ import errno
 import functools
 import os
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import bcrypt
@@ -19,6 +19,7 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred
+from twisted.internet.task import CooperativeTask, cooperate
 from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.ftp import IFTPShell
 from twisted.python.failure import Failure
@@ -180,17 +181,21 @@ class FolderRealm:
         writable: bool,
         hiddenFiles: bool = False,
         accounts: Container[str] = (),
+        cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
     ):
         """
         @param openRoot: Gives a new descriptor of the served folder, or
             C{None} when it is no longer served (see
             L{letsencrypt_resource.folder.ServedFolder.openRoot}).
         @param accounts: The account names, hidden from anonymous.
+        @param cooperate: Runs the listings of the shells a few entries at
+            a time (see L{ConfinedShell}).
         """
         self._openRoot = openRoot
         self._writable = writable
         self._hiddenFiles = hiddenFiles
         self._accounts = accounts
+        self._cooperate = cooperate
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if IFTPShell not in interfaces:
@@ -199,12 +204,16 @@ class FolderRealm:
         if root is None:
             raise UnauthorizedLogin("the served folder is gone")
         if avatarId == ANONYMOUS:
-            shell = ConfinedShell(root, False, self._hiddenFiles, private=self._accounts)
+            shell = ConfinedShell(
+                root, False, self._hiddenFiles, self._accounts, cooperate=self._cooperate
+            )
         else:
             folder = _accountFolder(root, str(avatarId))
             if folder is None:
                 raise UnauthorizedLogin("the account has no folder")
-            shell = ConfinedShell(folder, self._writable, self._hiddenFiles)
+            shell = ConfinedShell(
+                folder, self._writable, self._hiddenFiles, cooperate=self._cooperate
+            )
         return IFTPShell, shell, shell.logout
 
 

@@ -230,10 +230,6 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         listing: Deferred[Any] = super().ftp_NLST(path)
         return listing.addCallback(self._listed)
 
-    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
-        listing: Deferred[Any] = super().ftp_LIST(path)
-        return listing.addCallback(self._listed)
-
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     """

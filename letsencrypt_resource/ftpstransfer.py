@@ -8,10 +8,11 @@ with a TLS close_notify.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import cooperate
 from twisted.protocols.ftp import (
     CNX_CLOSED_TXFR_ABORTED,
     DATA_CNX_ALREADY_OPEN_START_XFR,
@@ -31,6 +32,10 @@ from . import events
 from .ftpsdata import DataRefused, SecureDTP
 from .ftpsshell import Upload
 
+#: The lines of a listing formatted and sent at once.
+LIST_LINES_AT_ONCE = 200
+#: What each entry of a LIST tells.
+_LIST_KEYS = ("size", "directory", "permissions", "hardlinks", "modified", "owner", "group")
 #: The reply to a transfer whose data connection did not resume the
 #: session (vsftpd's words).
 REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
@@ -54,6 +59,8 @@ class TransferCommands:
         def sendLine(self, line: bytes | str) -> None: ...
 
         def reply(self, key: str, *args: Any) -> None: ...
+
+        def _encodeName(self, name: str) -> bytes: ...
 
     def _dataConnection(self, command: str) -> SecureDTP:
         """
@@ -144,6 +151,40 @@ class TransferCommands:
             details=failure.getErrorMessage() or "failed",
         )
         return failure
+
+    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
+        """
+        Send the listing of C{path} a few hundred lines at a time, between
+        other work of the reactor (Twisted's formats and sends it at once,
+        a TLS record for each entry).
+        """
+        dtp = self.dtpInstance
+        if dtp is None or not dtp.isConnected:
+            return fail(BadCmdSequenceError("PASV or EPSV required before LIST"))
+        if path.lower() in ("-a", "-l", "-la", "-al"):
+            # Flags that clients send; ignored, as Twisted does.
+            path = ""
+        segments = self._segments(path)
+
+        def lines(results: list[tuple[str, list[Any]]]) -> Iterator[None]:
+            for start in range(0, len(results), LIST_LINES_AT_ONCE):
+                dtp.transport.write(
+                    b"".join(
+                        dtp._formatOneListResponse(self._encodeName(name), *attributes) + b"\r\n"
+                        for name, attributes in results[start : start + LIST_LINES_AT_ONCE]
+                    )
+                )
+                yield None
+
+        def send(results: list[tuple[str, list[Any]]]) -> Deferred[Any]:
+            self.reply(DATA_CNX_ALREADY_OPEN_START_XFR)
+            sending: Deferred[Any] = cooperate(lines(results)).whenDone()
+            return sending.addCallback(lambda _: dtp.transport.loseConnection())
+
+        listing: Deferred[Any] = self.shell.list(segments, _LIST_KEYS)
+        listing.addCallback(send)
+        listing.addCallback(lambda _: (TXFR_COMPLETE_OK,))
+        return listing.addCallback(self._listed)
 
     def _listed(self, result: Any) -> Any:
         """

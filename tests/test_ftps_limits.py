@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
 
-from letsencrypt_resource import events, ftpsprotocol, ftpsthrottle
+from letsencrypt_resource import events, ftpsprotocol, ftpsthrottle, ftpstransfer
 from letsencrypt_resource.ftps import MAX_SESSIONS_PER_ADDRESS, FTPSFactory, FTPSService
 from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX
 from letsencrypt_resource.pebble import freeTCPPort
@@ -176,6 +176,35 @@ class _Limits:
             return [client.nlst(), client.nlst(), client.nlst()]
 
         self.assertEqual(await self.inThread(session), [["own.txt"]] * 3)
+
+    async def test_longListing(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        LIST gives a line as C{ls -l} writes it for each regular file and
+        folder, in name order, sent in pieces; a file gives its own line;
+        flags are ignored.
+        """
+        self.patch(ftpstransfer, "LIST_LINES_AT_ONCE", 2)
+        folder = os.path.join(self.served, USER)
+        for name in ["c.txt", "b.txt", "a.txt"]:
+            with open(os.path.join(folder, name), "wb") as file:
+                file.write(b"12345")
+            os.chmod(os.path.join(folder, name), 0o640)
+        self.startService()
+
+        def session() -> tuple[list[str], list[str]]:
+            client = self.loggedIn()
+            listed: list[str] = []
+            client.retrlines("LIST -al", listed.append)
+            single: list[str] = []
+            client.retrlines("LIST b.txt", single.append)
+            return listed, single
+
+        listed, single = await self.inThread(session)
+        self.assertEqual(
+            [line.split()[-1] for line in listed], ["a.txt", "b.txt", "c.txt", "own.txt"]
+        )
+        self.assertEqual(single[0].split()[0], "-rw-r-----")
+        self.assertEqual(single[0].split()[4:5] + single[0].split()[-1:], ["5", "b.txt"])
 
     async def test_loginFailuresClose(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """

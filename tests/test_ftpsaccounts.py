@@ -7,18 +7,21 @@ memory and on a temporary folder.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import bcrypt
 from twisted.cred.checkers import ANONYMOUS
 from twisted.cred.credentials import UsernamePassword
 from twisted.cred.error import UnauthorizedLogin
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock, Cooperator
 from twisted.protocols.ftp import FileNotFoundError, IFTPShell, PermissionDeniedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from letsencrypt_resource import ftpsshell
 from letsencrypt_resource.folder import openFolder
 from letsencrypt_resource.ftpsaccounts import (
     FolderRealm,
@@ -58,6 +61,26 @@ class _RunAtOnce:
 
     def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
         f(*args)
+
+
+class _AtOnce:
+    """
+    A cooperative task that ran all its work when it was made.
+    """
+
+    def __init__(self, work: Iterator[None]):
+        for _ in work:
+            pass
+
+    def whenDone(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def _atOnce(work: Iterator[None]) -> Any:
+    """
+    Cooperate with no one: run C{work} at once.
+    """
+    return _AtOnce(work)
 
 
 class UsersFileTests(SynchronousTestCase):
@@ -181,7 +204,10 @@ class ConfinementTests(SynchronousTestCase):
         root = openFolder(self.served)
         self.addCleanup(os.close, root)
         self.realm = FolderRealm(
-            lambda: os.dup(root), writable=True, accounts={"alice", "bob", "carol"}
+            lambda: os.dup(root),
+            writable=True,
+            accounts={"alice", "bob", "carol"},
+            cooperate=_atOnce,
         )
 
     def shell(self, avatarId: Any = USER) -> ConfinedShell:
@@ -279,7 +305,9 @@ class ConfinementTests(SynchronousTestCase):
         """
         root = openFolder(self.served)
         self.addCleanup(os.close, root)
-        realm = FolderRealm(lambda: os.dup(root), writable=True, hiddenFiles=True)
+        realm = FolderRealm(
+            lambda: os.dup(root), writable=True, hiddenFiles=True, cooperate=_atOnce
+        )
         _, shell, logout = realm.requestAvatar(USER, None, IFTPShell)
         self.addCleanup(logout)
         upload: Any = self.successResultOf(shell.openForWriting(["new.txt"]))
@@ -320,6 +348,45 @@ class ConfinementTests(SynchronousTestCase):
             ["fresh", "other", "outside"],
         )
         self.assertTrue(os.path.isdir(os.path.join(folder, UPLOAD_PREFIX + "aaaaaaaaaaaaaaaa")))
+
+    def test_listingSplit(self) -> None:
+        """
+        A listing reads and inspects one entry at each turn of the
+        cooperator, and keeps the first C{MAX_LISTED} regular files and
+        folders the system gives, in name order, with the requested
+        attributes; links and hidden names are left out.
+        """
+        folder = os.path.join(self.served, USER)
+        for name in ["d.txt", "c.txt", "b.txt", ".hidden", "z.txt"]:
+            with open(os.path.join(folder, name), "wb") as file:
+                file.write(b"12345")
+            os.chmod(os.path.join(folder, name), 0o640)
+        os.mkdir(os.path.join(folder, "a-folder"))
+        clock = Clock()
+        cooperator = Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=lambda step: clock.callLater(1, step),
+        )
+        realm = FolderRealm(lambda: openFolder(self.served), True, cooperate=cooperator.cooperate)
+        _, shell, logout = realm.requestAvatar(USER, None, IFTPShell)
+        self.addCleanup(logout)
+        listing = shell.list([], ("size", "directory", "permissions"))
+        clock.pump([1] * 5)
+        self.assertNoResult(listing)
+        clock.pump([1] * 20)
+        found = {
+            name: (size, isFolder, mode.shorthand())
+            for name, (size, isFolder, mode) in self.successResultOf(listing)
+        }
+        self.assertEqual(sorted(found), ["a-folder", "b.txt", "c.txt", "d.txt", "own.txt", "z.txt"])
+        self.assertEqual(found["b.txt"], (5, False, "rw-r-----"))
+        self.assertTrue(found["a-folder"][1])
+        self.patch(ftpsshell, "MAX_LISTED", 4)
+        listing = shell.list([])
+        clock.pump([1] * 20)
+        names = [name for name, _ in self.successResultOf(listing)]
+        self.assertEqual(len(names), 4)
+        self.assertEqual(names, sorted(names))
 
     def test_longName(self) -> None:
         """
