@@ -52,6 +52,8 @@ class SecureDTP(DTP):
     def __init__(self, warnings: WarningBudget) -> None:
         self._warnings = warnings
         self.refused = False
+        # Why writing an upload failed (a full disk), if it did.
+        self._writeFailed: Failure | None = None
         self._handshake: Failure | None | bool = False
         self._waiting: list[Deferred[None]] = []
 
@@ -94,11 +96,30 @@ class SecureDTP(DTP):
             return
         self._handshakeEnded(None)
 
+    def _conswrite(self, data: bytes) -> None:
+        """
+        Write to the upload; when that fails, drop the connection and what
+        else it brings, and fail the upload with the error when it ends.
+        """
+        if self._writeFailed is not None:
+            return
+        try:
+            self._cons.write(data)  # type: ignore[union-attr]
+        except Exception:
+            self._writeFailed = Failure()
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._writeFailed is None:
+            super().dataReceived(data)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._handshakeEnded(Failure(DataTruncated("closed before the TLS handshake")))
         problem: Exception | None = None
         if self.refused:
             problem = DataRefused("session reuse required")
+        elif self._writeFailed is not None:
+            problem = self._writeFailed.value  # type: ignore[assignment]
         elif not reason.check(ConnectionDone):
             problem = DataTruncated(reason.getErrorMessage())
         if problem is not None and self._onConnLost is not None:
