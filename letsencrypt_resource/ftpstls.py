@@ -19,11 +19,17 @@ from zope.interface import implementer
 
 from .certificates import CertifiedKey
 
+#: How long, in seconds, a session's TLS session stays resumable by its
+#: data connections: a day, where OpenSSL's default of 2 hours would refuse
+#: the transfers of a longer session.
+SESSION_LIFETIME = 86_400
+
 
 def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
     """
     A TLS 1.2+ server context presenting C{certifiedKey}, with a session
-    cache and a session ID context of its own (no session tickets).
+    cache and a session ID context of its own (no session tickets), whose
+    sessions last L{SESSION_LIFETIME}.
 
     @raise OpenSSL.SSL.Error: when the key does not match the certificate.
     """
@@ -34,7 +40,9 @@ def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
         raiseMinimumTo=TLSVersion.TLSv1_2,
         enableSessions=True,
     )
-    return options.getContext()
+    context = options.getContext()
+    context.set_timeout(SESSION_LIFETIME)
+    return context
 
 
 def resumedSession(connection: SSL.Connection) -> bool:

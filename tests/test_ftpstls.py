@@ -91,3 +91,11 @@ class SessionReuseTests(SynchronousTestCase):
         Over TLS 1.3 as well.
         """
         self.check(SSL.TLS1_3_VERSION)
+
+    def test_lifetime(self) -> None:
+        """
+        A session's TLS session stays resumable for a day, not OpenSSL's
+        2 hours: a session that transfers for longer keeps working.
+        """
+        tls = SessionTLS(provisionalFor(newSigner(), ("ftp.example.com",)))
+        self.assertEqual(tls._context.get_timeout(), 86_400)
