@@ -8,6 +8,7 @@ session.
 from __future__ import annotations
 
 import ftplib
+import io
 import os
 import socket
 import ssl
@@ -337,3 +338,33 @@ class ImplicitLimitsTests(_Limits, FTPSServiceCase):
     """
 
     implicit = True
+
+
+class IPv6Tests(FTPSServiceCase):
+    """
+    An FTPS service on IPv6 loopback.
+    """
+
+    host = "::1"
+
+    async def test_epsv(self) -> None:
+        """
+        Over IPv6, EPSV data connections carry listings, downloads and
+        uploads; PASV, which cannot announce an IPv6 address, is refused.
+        """
+        self.startService()
+
+        def session() -> tuple[str, list[str], bytes, str]:
+            client = self.loggedIn()
+            try:
+                client.sendcmd("PASV")
+            except ftplib.Error as error:
+                refused = str(error)[:3]
+            received = io.BytesIO()
+            client.storbinary("STOR six.bin", io.BytesIO(b"over IPv6"))
+            client.retrbinary("RETR six.bin", received.write)
+            return refused, client.nlst(), received.getvalue(), client.sock.getpeername()[0]
+
+        refused, names, data, peer = await self.inThread(session)
+        self.assertEqual((names, data, peer), (["own.txt", "six.bin"], b"over IPv6", "::1"))
+        self.assertTrue(refused.startswith("5"), refused)

@@ -66,6 +66,8 @@ class FTPSServiceCase(TestCase):
     """
 
     implicit = False
+    #: The loopback address the service listens on.
+    host = "127.0.0.1"
 
     def setUp(self) -> None:
         base = os.path.abspath(self.mktemp())
@@ -94,7 +96,7 @@ class FTPSServiceCase(TestCase):
             section="services/ftp",
             type="ftps",
             name="ftp",
-            address="127.0.0.1",
+            address=self.host,
             port=self.port,
             domains=(NAME,),
             path=self.served,
@@ -119,7 +121,7 @@ class FTPSServiceCase(TestCase):
         if maximumVersion is not None:
             context.maximum_version = maximumVersion
         client = kind(context, NAME, resume=resume)
-        client.connect("127.0.0.1", self.port)
+        client.connect(self.host, self.port)
         self.addCleanup(client.close)
         return client
 
