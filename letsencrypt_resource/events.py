@@ -381,8 +381,7 @@ FTPS_USERS_KEPT = _event(
 FTPS_WARNINGS_LEFT_OUT = _event(
     20236,
     LogLevel.warn,
-    "FTPS service {service} left {count} events {event} out of the log in the last "
-    "{seconds} s.",
+    "FTPS service {service} left {count} events {event} out of the log in the last {seconds} s.",
 )
 FTPS_LOGINS_CLOSED = _event(
     20237,
