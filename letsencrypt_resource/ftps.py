@@ -184,11 +184,15 @@ class FTPSService(HTTPSFileService):
         self._users: dict[str, bytes] = {}
         self._sessions: SessionsPerAddress | None = None
         self._pool: ThreadPool | None = None
+        self._poolStop: Any = None
 
     def startService(self) -> None:
         # The logins' bcrypt checks, apart from the reactor's pool.
         self._pool = ThreadPool(0, LOGIN_THREADS, f"ftps-{self.name}-logins")
         self._pool.start()
+        # Its threads would keep the process alive if the reactor stopped
+        # without stopping the service first.
+        self._poolStop = self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
@@ -242,7 +246,8 @@ class FTPSService(HTTPSFileService):
         """
         sessions, self._sessions = self._sessions, None
         pool, self._pool = self._pool, None
-        if pool is not None:
+        if pool is not None and pool.started:
+            self._reactor.removeSystemEventTrigger(self._poolStop)
             pool.stop()
         stopping = [super().stopService()]
         if sessions is not None:

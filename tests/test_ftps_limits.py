@@ -340,6 +340,39 @@ class ImplicitLimitsTests(_Limits, FTPSServiceCase):
     implicit = True
 
 
+class LoginPoolTests(FTPSServiceCase):
+    """
+    The thread pool that checks an FTPS service's passwords.
+    """
+
+    def test_stoppedWithTheReactor(self) -> None:
+        """
+        The pool stops when the reactor shuts down, should the service not
+        be stopped first (its threads would keep the process alive); a
+        service that stops takes that back and stops it itself.
+        """
+        triggers: dict[int, tuple[str, str, Any]] = {}
+
+        def add(phase: str, event: str, callable: Any) -> int:
+            triggers[len(triggers)] = (phase, event, callable)
+            return len(triggers) - 1
+
+        self.patch(reactor, "addSystemEventTrigger", add)
+        self.patch(reactor, "removeSystemEventTrigger", triggers.pop)
+        service = self.startService()
+        pool = service._pool
+        assert pool is not None
+        [(phase, event, stop)] = triggers.values()
+        self.assertEqual((phase, event, pool.started), ("during", "shutdown", True))
+        stop()
+        self.assertFalse(pool.started)
+        service.stopService()
+        stopped = self.startService()
+        self.assertTrue(stopped._pool is not None and stopped._pool.started)
+        stopped.stopService()
+        self.assertEqual(len(triggers), 1)
+
+
 class IPv6Tests(FTPSServiceCase):
     """
     An FTPS service on IPv6 loopback.
