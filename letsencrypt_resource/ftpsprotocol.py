@@ -226,10 +226,6 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
         return deferLater(factory.reactor, delay, answer)
 
-    def ftp_NLST(self, path: str = "") -> Deferred[Any]:
-        listing: Deferred[Any] = super().ftp_NLST(path)
-        return listing.addCallback(self._listed)
-
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     """

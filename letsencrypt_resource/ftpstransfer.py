@@ -8,6 +8,7 @@ with a TLS close_notify.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from twisted.protocols.ftp import (
     FTPCmdError,
     InvalidPath,
     IReadFile,
+    _isGlobbingExpression,
     toSegments,
 )
 from twisted.python.failure import Failure
@@ -152,50 +154,85 @@ class TransferCommands:
         )
         return failure
 
-    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
+    def _listingConnection(self) -> Any:
         """
-        Send the listing of C{path} a few hundred lines at a time, between
-        other work of the reactor (Twisted's formats and sends it at once,
-        a TLS record for each entry).
+        The data connection a listing uses, connected.
+
+        @raise BadCmdSequenceError: when there is none.
         """
         dtp = self.dtpInstance
         if dtp is None or not dtp.isConnected:
-            return fail(BadCmdSequenceError("PASV or EPSV required before LIST"))
-        if path.lower() in ("-a", "-l", "-la", "-al"):
-            # Flags that clients send; ignored, as Twisted does.
-            path = ""
-        segments = self._segments(path)
+            raise BadCmdSequenceError("PASV or EPSV required before LIST or NLST")
+        return dtp
 
-        def lines(results: list[tuple[str, list[Any]]]) -> Iterator[None]:
+    def _sendListing(
+        self,
+        dtp: Any,
+        results: list[tuple[str, list[Any]]],
+        line: Callable[..., bytes],
+    ) -> Deferred[Any]:
+        """
+        Send C{line(name, *attributes)} for each of C{results}, a few hundred
+        at a time between other work of the reactor (Twisted's listings
+        send a TLS record for each entry, all at once), then close the data
+        connection.
+        """
+
+        def chunks() -> Iterator[None]:
             for start in range(0, len(results), LIST_LINES_AT_ONCE):
                 dtp.transport.write(
                     b"".join(
-                        dtp._formatOneListResponse(self._encodeName(name), *attributes) + b"\r\n"
+                        line(self._encodeName(name), *attributes) + b"\r\n"
                         for name, attributes in results[start : start + LIST_LINES_AT_ONCE]
                     )
                 )
                 yield None
 
-        def send(results: list[tuple[str, list[Any]]]) -> Deferred[Any]:
-            self.reply(DATA_CNX_ALREADY_OPEN_START_XFR)
-            sending: Deferred[Any] = cooperate(lines(results)).whenDone()
-            return sending.addCallback(lambda _: dtp.transport.loseConnection())
+        def start(_: None) -> Deferred[Any]:
+            return cooperate(chunks()).whenDone()
 
+        self.reply(DATA_CNX_ALREADY_OPEN_START_XFR)
+        # Nothing is sent, nor the connection closed, before its handshake
+        # passed its checks.
+        sending: Deferred[Any] = dtp.whenHandshaken().addCallback(start)
+        sending.addCallback(lambda _: dtp.transport.loseConnection())
+        sending.addCallbacks(lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=("",))
+        return sending
+
+    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
+        """
+        Send the listing of C{path}, as C{ls -l} writes it.
+        """
+        dtp = self._listingConnection()
+        if path.lower() in ("-a", "-l", "-la", "-al"):
+            # Flags that clients send; ignored, as Twisted does.
+            path = ""
+        segments = self._segments(path)
         listing: Deferred[Any] = self.shell.list(segments, _LIST_KEYS)
-        listing.addCallback(send)
-        listing.addCallback(lambda _: (TXFR_COMPLETE_OK,))
-        return listing.addCallback(self._listed)
-
-    def _listed(self, result: Any) -> Any:
-        """
-        Hold a listing's reply until its data connection passed its checks.
-        """
-        dtp = self.dtpInstance
-        if dtp is None or result != (TXFR_COMPLETE_OK,):
-            return result
-        return dtp.whenHandshaken().addCallbacks(
-            lambda _: result, self._transferFailed, errbackArgs=("",)
+        return listing.addCallback(
+            lambda results: self._sendListing(dtp, results, dtp._formatOneListResponse)
         )
+
+    def ftp_NLST(self, path: str = "") -> Deferred[Any]:
+        """
+        Send the names in C{path}, those matching its last segment when
+        that is a pattern; an empty listing when it cannot be listed (RFC
+        959 wants a listing or nothing).
+        """
+        dtp = self._listingConnection()
+        segments = self._segments(path)
+        pattern = segments.pop() if _isGlobbingExpression(segments) else None
+
+        def send(results: list[tuple[str, list[Any]]]) -> Deferred[Any]:
+            if pattern is not None:
+                results = [entry for entry in results if fnmatch.fnmatch(entry[0], pattern)]
+            return self._sendListing(dtp, results, lambda name: name)
+
+        def nothing(failure: Failure) -> Deferred[Any]:
+            return send([])
+
+        listing: Deferred[Any] = self.shell.list(segments, ())
+        return listing.addCallbacks(send, nothing)
 
 
 def _notFound(failure: Failure, path: str) -> Failure:

@@ -182,7 +182,8 @@ class _Limits:
         """
         LIST gives a line as C{ls -l} writes it for each regular file and
         folder, in name order, sent in pieces; a file gives its own line;
-        flags are ignored.
+        flags are ignored.  NLST gives the names, those a pattern matches,
+        nothing for what does not exist, a file's own name.
         """
         self.patch(ftpstransfer, "LIST_LINES_AT_ONCE", 2)
         folder = os.path.join(self.served, USER)
@@ -200,12 +201,45 @@ class _Limits:
             client.retrlines("LIST b.txt", single.append)
             return listed, single
 
+        def names() -> list[list[str]]:
+            client = self.loggedIn()
+            return [
+                client.nlst(),
+                client.nlst("[ab]*"),
+                client.nlst("missing"),
+                client.nlst("c.txt"),
+            ]
+
+        self.assertEqual(
+            await self.inThread(names),
+            [["a.txt", "b.txt", "c.txt", "own.txt"], ["a.txt", "b.txt"], [], ["c.txt"]],
+        )
         listed, single = await self.inThread(session)
         self.assertEqual(
             [line.split()[-1] for line in listed], ["a.txt", "b.txt", "c.txt", "own.txt"]
         )
         self.assertEqual(single[0].split()[0], "-rw-r-----")
         self.assertEqual(single[0].split()[4:5] + single[0].split()[-1:], ["5", "b.txt"])
+
+    async def test_listingReuseRequired(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        A listing is not sent over a data connection that did not resume
+        the control connection's TLS session: 522.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn(resume=False)
+            try:
+                client.nlst()
+            except ftplib.Error as error:
+                return str(error)[:3]
+            except OSError:
+                # Cut during its handshake; the reply tells why.
+                return client.getline()[:3]
+            return "listed"
+
+        self.assertEqual(await self.inThread(session), "522")
 
     async def test_loginFailuresClose(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
