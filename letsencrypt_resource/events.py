@@ -406,6 +406,31 @@ CHALLENGE_FALLBACK = _event(
     LogLevel.warn,
     "The {failed} validation of {domains} failed: {details}; ordering again with {next}.",
 )
+FTPS_WARNINGS_LEFT_OUT = _event(
+    20236,
+    LogLevel.warn,
+    "FTPS service {service} left {count} events {event} out of the log in the last {seconds} s.",
+)
+FTPS_LOGINS_CLOSED = _event(
+    20237,
+    LogLevel.warn,
+    "FTPS service {service} closed a session from {client} after {count} failed logins.",
+)
+FTPS_NO_PASSIVE_PORT = _event(
+    20238,
+    LogLevel.warn,
+    "FTPS service {service} has no passive port free for {client}: {details}.",
+)
+FTPS_SESSIONS_FULL = _event(
+    20239,
+    LogLevel.warn,
+    "FTPS service {service} refused a connection from {client}: {limit} sessions are open.",
+)
+FTPS_STALE_UPLOADS = _event(
+    20240,
+    LogLevel.info,
+    "FTPS service {service} removed {count} temporary files of uploads that never ended.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

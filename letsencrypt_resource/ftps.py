@@ -10,11 +10,19 @@ from typing import Any
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IAddress, IOpenSSLServerConnectionCreator, IProtocolFactory
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+)
 from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import events
@@ -24,6 +32,8 @@ from .folder import ServedFolder
 from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
 from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
+from .ftpsshell import removeStaleUploads
+from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .https import HTTPSFileService
 from .reactors import Reactor
 
@@ -31,6 +41,8 @@ from .reactors import Reactor
 MAX_SESSIONS_PER_ADDRESS = 10
 #: How long a session may stay idle, in seconds.
 IDLE_TIMEOUT = 300
+#: The threads that check passwords, for each service.
+LOGIN_THREADS = 2
 
 
 class FTPSFactory(ServerFactory):
@@ -46,7 +58,7 @@ class FTPSFactory(ServerFactory):
     def __init__(
         self, service: FTPSService, portal: Portal, options: FTPSOptions, reactor: Reactor
     ):
-        self.service = service.name
+        self.service = str(service.name)
         self._consumer = service.consumer
         self.portal = portal
         self.reactor = reactor
@@ -55,6 +67,8 @@ class FTPSFactory(ServerFactory):
         self.passivePorts = options.passivePorts or range(0, 1)
         self.passiveAddress = options.passiveAddress
         self.requireSessionReuse = options.requireSessionReuse
+        self.throttle = LoginThrottle(reactor)
+        self.warnings = WarningBudget(reactor, self.service)
 
     def certificate(self) -> CertifiedKey:
         """
@@ -85,25 +99,43 @@ class _ImplicitTLS:
         return tlsProtocol.wrappedProtocol.sessionTLS().serverConnectionForTLS(tlsProtocol)
 
 
+@implementer(IHandshakeListener)
+class _SessionWrapper(ProtocolWrapper):
+    """
+    Tells the session of an explicit FTPS control connection when its TLS
+    handshake (after AUTH TLS) is complete.
+    """
+
+    def handshakeCompleted(self) -> None:
+        if IHandshakeListener.providedBy(self.wrappedProtocol):
+            self.wrappedProtocol.handshakeCompleted()
+
+
 class SessionsPerAddress(WrappingFactory):
     """
-    Closes at once a connection from an address that already has
+    Closes at once a connection when C{maxSessions} are open, or when its
+    address (an IPv6 /64, see L{addressKey}) already has
     L{MAX_SESSIONS_PER_ADDRESS} open.
     """
 
-    _log = Logger()
+    protocol = _SessionWrapper
 
-    def __init__(self, wrappedFactory: IProtocolFactory, service: str):
+    def __init__(self, wrappedFactory: IProtocolFactory, warnings: WarningBudget, maxSessions: int):
         super().__init__(wrappedFactory)
-        self._service = service
+        self._warnings = warnings
+        self._maxSessions = maxSessions
         self._open: dict[str, int] = {}
         self._closing: list[Deferred[None]] = []
 
     def buildProtocol(self, addr: IAddress | None) -> Any:
-        host = str(getattr(addr, "host", ""))
+        client = str(getattr(addr, "host", ""))
+        host = addressKey(client)
+        if len(self.protocols) >= self._maxSessions:
+            self._warnings.emit(events.FTPS_SESSIONS_FULL, client=client, limit=self._maxSessions)
+            return None
         if self._open.get(host, 0) >= MAX_SESSIONS_PER_ADDRESS:
-            events.FTPS_SESSION_LIMIT.emit(
-                self._log, service=self._service, client=host, limit=MAX_SESSIONS_PER_ADDRESS
+            self._warnings.emit(
+                events.FTPS_SESSION_LIMIT, client=client, limit=MAX_SESSIONS_PER_ADDRESS
             )
             return None
         protocol = super().buildProtocol(addr)
@@ -151,8 +183,16 @@ class FTPSService(HTTPSFileService):
         self.ftps = options.ftps
         self._users: dict[str, bytes] = {}
         self._sessions: SessionsPerAddress | None = None
+        self._pool: ThreadPool | None = None
+        self._poolStop: Any = None
 
     def startService(self) -> None:
+        # The logins' bcrypt checks, apart from the reactor's pool.
+        self._pool = ThreadPool(0, LOGIN_THREADS, f"ftps-{self.name}-logins")
+        self._pool.start()
+        # Its threads would keep the process alive if the reactor stopped
+        # without stopping the service first.
+        self._poolStop = self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
@@ -162,6 +202,21 @@ class FTPSService(HTTPSFileService):
                 self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
                 return
         super().startService()
+        cleaning = deferToThreadPool(
+            self._reactor,
+            self._pool,
+            removeStaleUploads,
+            self.options.path,
+            self._reactor.seconds(),
+        )
+        cleaning.addCallbacks(self._staleUploadsRemoved, self._staleUploadsLeft)
+
+    def _staleUploadsRemoved(self, count: int) -> None:
+        if count:
+            events.FTPS_STALE_UPLOADS.emit(self._log, service=self.name, count=count)
+
+    def _staleUploadsLeft(self, failure: Failure) -> None:
+        self._log.failure("FTPS: stale uploads not removed", failure)
 
     def reopenFolder(self) -> None:
         """
@@ -190,18 +245,26 @@ class FTPSService(HTTPSFileService):
         serves no one.
         """
         sessions, self._sessions = self._sessions, None
+        pool, self._pool = self._pool, None
+        if pool is not None and pool.started:
+            self._reactor.removeSystemEventTrigger(self._poolStop)
+            pool.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
-        realm = FolderRealm(served.openRoot, self.ftps.writable, self.options.hiddenFiles)
-        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor)])
+        assert self._pool is not None
+        realm = FolderRealm(
+            served.openRoot, self.ftps.writable, self.options.hiddenFiles, accounts=self._users
+        )
+        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor, self._pool)])
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
-        factory: IProtocolFactory = FTPSFactory(self, portal, self.ftps, self._reactor)
+        ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
+        factory: IProtocolFactory = ftps
         if self.ftps.implicit:
             factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
-        self._sessions = SessionsPerAddress(factory, self.options.name)
+        self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
         return self._sessions

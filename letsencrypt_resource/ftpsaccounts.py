@@ -7,8 +7,10 @@ the folder each account is confined to.
 from __future__ import annotations
 
 import errno
+import functools
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Container, Iterator
 from typing import Any
 
 import bcrypt
@@ -17,22 +19,23 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred
+from twisted.internet.task import CooperativeTask, cooperate
 from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.ftp import IFTPShell
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .folder import openBelow
 from .ftpsshell import ConfinedShell
 from .reactors import Reactor
 
-#: The prefixes of the bcrypt hashes accepted.
-BCRYPT_PREFIXES = (b"$2y$", b"$2b$", b"$2a$")
+#: A whole bcrypt hash as C{htpasswd -B} writes it: version, cost, then
+#: salt and hash in bcrypt's base 64.
+BCRYPT_HASH = re.compile(rb"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 #: The most password bytes bcrypt reads; longer passwords are cut there, as
 #: C{htpasswd} and OpenBSD's bcrypt do.
 BCRYPT_PASSWORD_BYTES = 72
-#: Checked against a password for an unknown account, so that the answer
-#: takes as long as for a known one.
-_UNKNOWN = bcrypt.hashpw(b"unknown account", bcrypt.gensalt(10))
 
 
 class UsersFileError(ValueError):
@@ -58,7 +61,7 @@ def readUsers(path: str) -> dict[str, bytes]:
             if not line or line.startswith(b"#"):
                 continue
             name, colon, hashed = line.partition(b":")
-            if not colon or not name or not hashed.startswith(BCRYPT_PREFIXES):
+            if not colon or not name or not BCRYPT_HASH.fullmatch(hashed):
                 raise UsersFileError(
                     f"line {number} is not 'name:hash' with a bcrypt hash (htpasswd -B)"
                 )
@@ -98,18 +101,42 @@ def _passwordBytes(password: str | bytes) -> bytes:
     return password[:BCRYPT_PASSWORD_BYTES]
 
 
+@functools.lru_cache(maxsize=32)
+def _unknownAccountHash(cost: int) -> bytes:
+    """
+    A hash of cost C{cost}, checked against the password given for an
+    unknown account, so that the answer takes as long as for a known one.
+    """
+    return bcrypt.hashpw(b"unknown account", bcrypt.gensalt(cost))
+
+
+def _highestCost(users: dict[str, bytes]) -> int:
+    """
+    The highest bcrypt cost of the hashes of C{users} (those of
+    L{BCRYPT_HASH}), or htpasswd's default of 5 when there are none.
+    """
+    return max((int(hashed[4:6]) for hashed in users.values()), default=5)
+
+
 @implementer(ICredentialsChecker)
 class HtpasswdChecker:
     """
-    Checks user names and passwords against bcrypt hashes, in the reactor's
-    thread pool: a bcrypt check takes tens of milliseconds.
+    Checks user names and passwords against bcrypt hashes, in a thread
+    pool of their own: a bcrypt check takes milliseconds to seconds, and
+    must not delay the reactor's pool (name resolution of the ACME client).
+    An unknown account is checked against a hash of the file's highest
+    cost.
     """
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: dict[str, bytes], reactor: Reactor):
+    def __init__(self, users: dict[str, bytes], reactor: Reactor, pool: ThreadPool):
+        """
+        @param users: The accounts; changes to it apply to the next checks.
+        """
         self._users = users
         self._reactor = reactor
+        self._pool = pool
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         name = credentials.username
@@ -119,10 +146,10 @@ class HtpasswdChecker:
         password = _passwordBytes(credentials.password)
         checking = deferToThreadPool(
             self._reactor,
-            self._reactor.getThreadPool(),
+            self._pool,
             bcrypt.checkpw,
             password,
-            hashed if hashed is not None else _UNKNOWN,
+            hashed if hashed is not None else _unknownAccountHash(_highestCost(self._users)),
         )
 
         def checked(matches: bool) -> str:
@@ -130,29 +157,45 @@ class HtpasswdChecker:
                 raise UnauthorizedLogin("wrong user name or password")
             return str(name)
 
-        return checking.addCallback(checked)
+        def invalid(failure: Failure) -> None:
+            # A hash bcrypt cannot read (changed since it was loaded).
+            failure.trap(ValueError)
+            raise UnauthorizedLogin("the account's hash is not valid")
+
+        return checking.addCallbacks(checked, invalid)
 
 
 @implementer(IRealm)
 class FolderRealm:
     """
     Gives each session an L{ConfinedShell}: an account's own folder below
-    the served folder, named as the account, when there is one, else the
-    served folder itself; the anonymous user gets the served folder,
-    read-only.
+    the served folder, named as the account; an account without one (or
+    whose name is a file or a link there) may not log in.  The anonymous
+    user gets the served folder, read-only, without the folders named as
+    accounts.
     """
 
     def __init__(
-        self, openRoot: Callable[[], int | None], writable: bool, hiddenFiles: bool = False
+        self,
+        openRoot: Callable[[], int | None],
+        writable: bool,
+        hiddenFiles: bool = False,
+        accounts: Container[str] = (),
+        cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
     ):
         """
         @param openRoot: Gives a new descriptor of the served folder, or
             C{None} when it is no longer served (see
             L{letsencrypt_resource.folder.ServedFolder.openRoot}).
+        @param accounts: The account names, hidden from anonymous.
+        @param cooperate: Runs the listings of the shells a few entries at
+            a time (see L{ConfinedShell}).
         """
         self._openRoot = openRoot
         self._writable = writable
         self._hiddenFiles = hiddenFiles
+        self._accounts = accounts
+        self._cooperate = cooperate
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if IFTPShell not in interfaces:
@@ -161,28 +204,32 @@ class FolderRealm:
         if root is None:
             raise UnauthorizedLogin("the served folder is gone")
         if avatarId == ANONYMOUS:
-            shell = ConfinedShell(root, False, self._hiddenFiles)
-        else:
             shell = ConfinedShell(
-                _accountFolder(root, str(avatarId)), self._writable, self._hiddenFiles
+                root, False, self._hiddenFiles, self._accounts, cooperate=self._cooperate
+            )
+        else:
+            folder = _accountFolder(root, str(avatarId))
+            if folder is None:
+                raise UnauthorizedLogin("the account has no folder")
+            shell = ConfinedShell(
+                folder, self._writable, self._hiddenFiles, cooperate=self._cooperate
             )
         return IFTPShell, shell, shell.logout
 
 
-def _accountFolder(root: int, name: str) -> int:
+def _accountFolder(root: int, name: str) -> int | None:
     """
-    A descriptor of the account's own folder below C{root}, or C{root}
-    itself when it has none (a link of its name does not count).  C{root}
-    is taken over.
+    A descriptor of the account's own folder below C{root}, or C{None} when
+    it has none (a link or a file of its name does not count): never
+    C{root} itself.  C{root} is closed.
     """
-    if name and not name.startswith(".") and "/" not in name and "\0" not in name:
-        try:
-            folder = openBelow(os.dup(root), [name], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as error:
-            if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                os.close(root)
-                raise
-        else:
-            os.close(root)
-            return folder
-    return root
+    try:
+        if not name or name.startswith(".") or "/" in name or "\0" in name:
+            return None
+        return openBelow(os.dup(root), [name], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            raise
+        return None
+    finally:
+        os.close(root)

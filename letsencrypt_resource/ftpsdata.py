@@ -12,13 +12,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IAddress, IHandshakeListener
 from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.protocols.ftp import DTP, DTPFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
+from .ftpsthrottle import WarningBudget
 from .ftpstls import SessionTLS, resumedSession
 from .reactors import Reactor
 
@@ -47,12 +47,13 @@ class SecureDTP(DTP):
     @ivar refused: Whether its handshake was refused.
     """
 
-    _log = Logger()
     requireReuse = True
-    service = ""
 
-    def __init__(self) -> None:
+    def __init__(self, warnings: WarningBudget) -> None:
+        self._warnings = warnings
         self.refused = False
+        # Why writing an upload failed (a full disk), if it did.
+        self._writeFailed: Failure | None = None
         self._handshake: Failure | None | bool = False
         self._waiting: list[Deferred[None]] = []
 
@@ -89,19 +90,36 @@ class SecureDTP(DTP):
         transport: Any = self.transport
         if self.requireReuse and not resumedSession(transport.getHandle()):
             self.refused = True
-            events.FTPS_DATA_NOT_RESUMED.emit(
-                self._log, service=self.service, client=transport.getPeer().host
-            )
+            self._warnings.emit(events.FTPS_DATA_NOT_RESUMED, client=transport.getPeer().host)
             self._handshakeEnded(Failure(DataRefused("session reuse required")))
             transport.abortConnection()
             return
         self._handshakeEnded(None)
+
+    def _conswrite(self, data: bytes) -> None:
+        """
+        Write to the upload; when that fails, drop the connection and what
+        else it brings, and fail the upload with the error when it ends.
+        """
+        if self._writeFailed is not None:
+            return
+        try:
+            self._cons.write(data)  # type: ignore[union-attr]
+        except Exception:
+            self._writeFailed = Failure()
+            self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._writeFailed is None:
+            super().dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._handshakeEnded(Failure(DataTruncated("closed before the TLS handshake")))
         problem: Exception | None = None
         if self.refused:
             problem = DataRefused("session reuse required")
+        elif self._writeFailed is not None:
+            problem = self._writeFailed.value  # type: ignore[assignment]
         elif not reason.check(ConnectionDone):
             problem = DataTruncated(reason.getErrorMessage())
         if problem is not None and self._onConnLost is not None:
@@ -118,23 +136,33 @@ class SecureDTPFactory(DTPFactory):
     Builds the one L{SecureDTP} of a passive data port.
     """
 
-    def __init__(self, pi: Any, reactor: Reactor, requireReuse: bool, service: str):
+    def __init__(self, pi: Any, reactor: Reactor, requireReuse: bool, warnings: WarningBudget):
+        """
+        @param pi: The control connection's protocol; its
+            C{closePassivePort} is called once this port is done with.
+        """
         super().__init__(pi, reactor=reactor)
         self._requireReuse = requireReuse
-        self._service = service
+        self._warnings = warnings
 
     def buildProtocol(self, addr: IAddress | None) -> SecureDTP | None:
         if self._state is not self._IN_PROGRESS:
             return None
         self._state = self._FINISHED
         self.cancelTimeout()
-        dtp = SecureDTP()
+        # One connection per port: the port is free for other sessions.
+        self.pi.closePassivePort()
+        dtp = SecureDTP(self._warnings)
         dtp.factory = self
         dtp.pi = self.pi  # type: ignore[attr-defined]
         dtp.requireReuse = self._requireReuse
-        dtp.service = self._service
         self.pi.dtpInstance = dtp
         return dtp
+
+    def timeoutFactory(self) -> None:
+        if self._state is self._IN_PROGRESS:
+            self.pi.closePassivePort()
+        super().timeoutFactory()
 
 
 class PeerOnlyTLSFactory(TLSMemoryBIOFactory):
@@ -143,18 +171,16 @@ class PeerOnlyTLSFactory(TLSMemoryBIOFactory):
     connection from any other is closed at once (no port stealing).
     """
 
-    _log = Logger()
-
-    def __init__(self, tls: SessionTLS, factory: SecureDTPFactory, peer: str, service: str):
+    def __init__(
+        self, tls: SessionTLS, factory: SecureDTPFactory, peer: str, warnings: WarningBudget
+    ):
         super().__init__(tls, False, factory)
         self._peer = peer
-        self._service = service
+        self._warnings = warnings
 
     def buildProtocol(self, addr: IAddress | None) -> TLSMemoryBIOProtocol:
         host = getattr(addr, "host", None)
         if host != self._peer:
-            events.FTPS_DATA_WRONG_PEER.emit(
-                self._log, service=self._service, client=str(host), peer=self._peer
-            )
+            self._warnings.emit(events.FTPS_DATA_WRONG_PEER, client=str(host), peer=self._peer)
             return None  # type: ignore[return-value]
         return super().buildProtocol(addr)

@@ -34,6 +34,19 @@ def _portRange(value: str) -> range:
     return range(low, high + 1)
 
 
+def _sessionCount(value: str) -> int:
+    """
+    Parse the most sessions open at once: a number from 1 to 10000.
+    """
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of sessions") from None
+    if not 1 <= count <= 10_000:
+        raise ValueError(f"{value!r} must be from 1 to 10000")
+    return count
+
+
 def _ipAddress(value: str) -> str:
     """
     Parse an IPv4 address, which is what PASV replies can announce.
@@ -83,6 +96,9 @@ class FTPSOptions:
             "Refuse data connections that do not resume the control connection's TLS session.",
         )
     )
+    maxSessions: int = _field(
+        Option("max_sessions", _sessionCount, "200", "The most sessions open at once.")
+    )
 
 
 #: The options of L{FTPSOptions}, as the file reads them.
@@ -120,6 +136,7 @@ def ftpsOptions(section: str, values: dict[str, Any], base: str) -> FTPSOptions:
         passivePorts=values["passive_ports"],
         passiveAddress=values["passive_address"] or None,
         requireSessionReuse=values["require_session_reuse"],
+        maxSessions=values["max_sessions"],
     )
 
 

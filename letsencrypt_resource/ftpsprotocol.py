@@ -12,31 +12,33 @@ refused.
 from __future__ import annotations
 
 import inspect
-import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
+from twisted.internet.task import deferLater
 from twisted.protocols.ftp import (
-    CANT_OPEN_DATA_CNX,
-    ENTERING_EPSV_MODE,
-    ENTERING_PASV_MODE,
-    EPSV_ALL_OK,
     FTP,
-    BadCmdSequenceError,
-    PASVIPv6NotImplementedError,
-    PortConnectionError,
-    encodeHostPort,
+    GOODBYE_MSG,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import events
-from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
+from .ftpspassive import PassiveCommands
 from .ftpstls import SessionTLS
 from .ftpstransfer import TransferCommands
 
 #: The longest command line accepted, in bytes.
 MAX_COMMAND_LENGTH = 1024
+#: How long, in seconds, a closing session may take to exchange its TLS
+#: close_notify before its connection is cut.
+CLOSE_GRACE = 5.0
+#: How long, in seconds, a session may take to log in, whatever it sends.
+LOGIN_DEADLINE = 30.0
+#: The failed logins after which a session is closed.
+MAX_LOGIN_FAILURES = 3
 #: What a client may send before AUTH TLS.
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
@@ -44,11 +46,17 @@ _DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR"})
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
-class FTPSProtocol(TransferCommands, FTP):
+@implementer(IHandshakeListener)
+class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
     """
     One FTPS control connection.  Its L{sessionTLS} holds the certificate
     that was newest when the session started, for its control connection
     and all its data connections.
+
+    A session that ends (QUIT, a command line too long) keeps reading to
+    see the client's TLS close_notify, and is cut after L{CLOSE_GRACE}
+    seconds if it does not come; an idle session, or one not logged in
+    after L{LOGIN_DEADLINE} seconds, is cut at once.
     """
 
     MAX_LENGTH = MAX_COMMAND_LENGTH
@@ -61,6 +69,8 @@ class FTPSProtocol(TransferCommands, FTP):
         self.secured = False
         self._bufferSize = False
         self.protected = False
+        self._deadlines: list[IDelayedCall] = []
+        self._loginFailures = 0
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -71,17 +81,66 @@ class FTPSProtocol(TransferCommands, FTP):
             self._tls = SessionTLS(self.factory.certificate())
         return self._tls
 
-    def _serviceName(self) -> str:
-        return str(self.factory.service)
-
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
         self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
+        self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
         super().connectionMade()
+
+    def handshakeCompleted(self) -> None:
+        """
+        The control connection's TLS session is the only one its data
+        connections may resume.
+        """
+        self.sessionTLS().sealCache()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        deadlines, self._deadlines = self._deadlines, []
+        for deadline in deadlines:
+            if deadline.active():
+                deadline.cancel()
+        super().connectionLost(reason)
+
+    def _cutAfter(self, seconds: float, condition: Callable[[], bool]) -> None:
+        """
+        Cut the connection in C{seconds} if C{condition()} holds then.
+        """
+        transport = self.transport
+
+        def cut() -> None:
+            if condition():
+                transport.abortConnection()
+
+        self._deadlines.append(self.factory.reactor.callLater(seconds, cut))
+
+    def _end(self) -> None:
+        """
+        End the session: close, reading on to see the client's close_notify
+        (Twisted's FTP stops reading while a command runs), and cut the
+        connection if it has not ended in L{CLOSE_GRACE} seconds.
+        """
+        if self.disconnected:
+            return
+        self.disconnected = True
+        self.transport.loseConnection()
+        self.transport.resumeProducing()
+        self._cutAfter(CLOSE_GRACE, lambda: True)
+
+    def timeoutConnection(self) -> None:
+        self.transport.abortConnection()
+
+    def lineReceived(self, line: bytes) -> Any:
+        if self.disconnected:
+            return None
+        return super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.sendLine("500 Command line too long.")
-        self.transport.loseConnection()
+        self._end()
+
+    def ftp_QUIT(self) -> None:
+        self.reply(GOODBYE_MSG)
+        self._end()
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         command = cmd.upper()
@@ -140,83 +199,32 @@ class FTPSProtocol(TransferCommands, FTP):
             return self._answer("503 Already logged in.")
         user = getattr(self, "_user", "")
         logging: Deferred[Any] = super().ftp_PASS(password)
+        return logging.addErrback(self._loginRefused, user)
 
-        def refused(failure: Failure) -> Failure:
-            events.FTPS_LOGIN_FAILED.emit(
-                self._log,
-                service=self._serviceName(),
-                user=user,
-                client=self.transport.getPeer().host,
-            )
-            return failure
-
-        return logging.addErrback(refused)
-
-    def ftp_NLST(self, path: str = "") -> Deferred[Any]:
-        listing: Deferred[Any] = super().ftp_NLST(path)
-        return listing.addCallback(self._listed)
-
-    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
-        listing: Deferred[Any] = super().ftp_LIST(path)
-        return listing.addCallback(self._listed)
-
-    def ftp_PORT(self, address: str) -> None:
-        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
-
-    def ftp_EPRT(self, address: str) -> None:
-        return self._answer("502 Active mode is not supported: use PASV or EPSV.")
-
-    def ftp_PASV(self) -> Deferred[Any]:
-        if self._epsvAll:
-            return fail(BadCmdSequenceError("may not send PASV after EPSV ALL"))
-        host = self.factory.passiveAddress or _ipv4(self.transport.getHost().host)
-        if host is None:
-            return fail(PASVIPv6NotImplementedError())
-        port = self._listenForData()
-        self.reply(ENTERING_PASV_MODE, encodeHostPort(host, port))
-        return self._dataConnected()
-
-    def ftp_EPSV(self, protocol: str = "") -> Any:
-        if protocol.upper() == "ALL":
-            self._epsvAll = True
-            return EPSV_ALL_OK
-        if protocol:
-            self._validateNetworkProtocol(protocol)
-        port = self._listenForData()
-        self.reply(ENTERING_EPSV_MODE, port)
-        return self._dataConnected()
-
-    def _listenForData(self) -> int:
+    def _loginRefused(self, failure: Failure, user: str) -> Deferred[Any]:
         """
-        Open a passive data port on the control connection's local address,
-        for a TLS connection from its peer, and give its number.
+        Answer a refused login after the address's delay, and close the
+        session after L{MAX_LOGIN_FAILURES}.
         """
-        if self.dtpFactory is not None:
-            self.cleanupDTP()
+        client = self.transport.getPeer().host
         factory = self.factory
-        self.dtpFactory = SecureDTPFactory(
-            self, factory.reactor, factory.requireSessionReuse, factory.service
-        )
-        self.dtpFactory.setTimeout(self.dtpTimeout)
-        tls = PeerOnlyTLSFactory(
-            self.sessionTLS(), self.dtpFactory, self.transport.getPeer().host, factory.service
-        )
-        self.passivePortRange = factory.passivePorts
-        self.dtpPort = self.getDTPPort(tls, interface=self.transport.getHost().host)
-        return int(self.dtpPort.getHost().port)
+        factory.warnings.emit(events.FTPS_LOGIN_FAILED, user=user, client=client)
+        self._loginFailures += 1
+        delay = factory.throttle.failed(client)
 
-    def _dataConnected(self) -> Deferred[None]:
-        """
-        Hold the next command until the data connection comes, or answer
-        425 when it does not in time.
-        """
+        def answer() -> Failure | None:
+            if self.transport is None:
+                return None
+            if self._loginFailures < MAX_LOGIN_FAILURES:
+                return failure
+            factory.warnings.emit(
+                events.FTPS_LOGINS_CLOSED, client=client, count=self._loginFailures
+            )
+            self.sendLine("530 Too many failed logins.")
+            self._end()
+            return None
 
-        def timedOut(failure: Failure) -> Any:
-            failure.trap(PortConnectionError)
-            return (CANT_OPEN_DATA_CNX,)
-
-        assert self.dtpFactory is not None
-        return self.dtpFactory.deferred.addCallbacks(lambda _: None, timedOut)
+        return deferLater(factory.reactor, delay, answer)
 
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
@@ -229,14 +237,3 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _ipv4(host: str) -> str | None:
-    """
-    C{host} as the IPv4 address a PASV reply can carry, or C{None} for an
-    IPv6 address.
-    """
-    address = ipaddress.ip_address(host)
-    if isinstance(address, ipaddress.IPv6Address):
-        return str(address.ipv4_mapped) if address.ipv4_mapped is not None else None
-    return host

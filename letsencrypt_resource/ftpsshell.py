@@ -7,20 +7,23 @@ without following links (L{openBelow}): a symbolic link is neither listed
 nor opened nor entered, wherever it points, so no name leads out of the
 folder. Hidden (dot) names are refused as well, unless the service serves
 them. Uploads go to a hidden temporary name beside their target and are
-renamed to it only once complete (L{Upload}).
+renamed to it only once complete (L{Upload}); temporary names are never
+reachable, even when hidden names are served.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.task import CooperativeTask, cooperate
 from twisted.protocols.basic import FileSender
 from twisted.protocols.ftp import (
     REQ_ACTN_NOT_TAKEN,
@@ -32,7 +35,7 @@ from twisted.protocols.ftp import (
     IWriteFile,
     errnoToFailure,
 )
-from twisted.python.filepath import Permissions
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .folder import openBelow
@@ -43,6 +46,11 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOL
 #: The prefix of the temporary names of uploads in progress: hidden, so
 #: never listed nor reachable.
 UPLOAD_PREFIX = ".upload-"
+#: The most entries a listing gives, the first by name; a bigger folder is
+#: listed cut there.
+MAX_LISTED = 10_000
+#: A whole temporary name of an upload.
+_TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
 
 class ActionRefused(FTPCmdError):
@@ -103,7 +111,9 @@ class Upload:
         """
         self._folder = folder
         self.name = name
-        self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}.{name}"
+        # Short and fixed: a target name as long as the system allows can
+        # be uploaded.
+        self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(self.temporary, _CREATE_FLAGS, 0o644, dir_fd=folder)
         self._file = os.fdopen(fd, "wb")
 
@@ -153,14 +163,27 @@ class ConfinedShell:
     @ivar hiddenFiles: Whether hidden (dot) names are reachable.
     """
 
-    def __init__(self, root: int, writable: bool, hiddenFiles: bool = False):
+    def __init__(
+        self,
+        root: int,
+        writable: bool,
+        hiddenFiles: bool = False,
+        private: Container[str] = (),
+        cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
+    ):
         """
         @param root: A descriptor of the folder, which this takes over;
             L{logout} closes it.
+        @param private: Names in the folder itself that are neither listed
+            nor reachable (the accounts' folders, for anonymous).
+        @param cooperate: Runs the inspection of a folder's entries a few
+            at a time, between other work of the reactor.
         """
         self._root: int | None = root
         self.writable = writable
         self.hiddenFiles = hiddenFiles
+        self._private = private
+        self._cooperate = cooperate
 
     def logout(self) -> None:
         """
@@ -171,7 +194,9 @@ class ConfinedShell:
             os.close(root)
 
     def _visible(self, name: str) -> bool:
-        return bool(name) and (self.hiddenFiles or not name.startswith("."))
+        if not name or name.startswith(UPLOAD_PREFIX):
+            return False
+        return self.hiddenFiles or not name.startswith(".")
 
     def _open(self, segments: Sequence[str], flags: int) -> int:
         """
@@ -181,6 +206,8 @@ class ConfinedShell:
             opened.
         """
         if self._root is None or not all(map(self._visible, segments)):
+            raise OSError(errno.ENOENT, "not found")
+        if segments and segments[0] in self._private:
             raise OSError(errno.ENOENT, "not found")
         names = list(segments)
         last = names.pop() if names else None
@@ -213,22 +240,37 @@ class ConfinedShell:
         return self._inspect(path, lambda fd, status: _attributes(status, keys))
 
     def list(self, path: Sequence[str], keys: Sequence[str] = ()) -> Deferred[Any]:
-        def entries(fd: int, status: os.stat_result) -> list[tuple[str, list[Any]]]:
-            if not stat.S_ISDIR(status.st_mode):
-                return [(path[-1], _attributes(status, keys))]
-            found = []
-            for name in sorted(os.listdir(fd)):
-                if not self._visible(name):
-                    continue
-                try:
-                    entry = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISREG(entry.st_mode) or stat.S_ISDIR(entry.st_mode):
-                    found.append((name, _attributes(entry, keys)))
-            return found
+        """
+        The regular files and folders of the folder C{path}, with C{keys}
+        (at most L{MAX_LISTED}: the first the system gives, in name order);
+        or the file C{path} itself.  The folder is read and its entries
+        inspected a few at a time.
+        """
+        try:
+            fd = self._open(path, _READ_FLAGS)
+            status = os.fstat(fd)
+        except OSError as error:
+            return _failure(error, path)
+        if not stat.S_ISDIR(status.st_mode):
+            os.close(fd)
+            return succeed([(path[-1], _attributes(status, keys))])
+        private = self._private if not path else ()
+        found: list[tuple[str, list[Any]]] = []
 
-        return self._inspect(path, entries)
+        def visible(name: str) -> bool:
+            return self._visible(name) and name not in private
+
+        listing: Deferred[Any] = self._cooperate(
+            _inspectEntries(fd, visible, keys, found)
+        ).whenDone()
+
+        def done(result: Any) -> Any:
+            os.close(fd)
+            if isinstance(result, Failure):
+                return result
+            return sorted(found, key=lambda entry: entry[0])
+
+        return listing.addBoth(done)
 
     def _inspect(
         self, path: Sequence[str], inspect: Callable[[int, os.stat_result], Any]
@@ -325,18 +367,87 @@ def _unlinkFile(name: str, dir_fd: int) -> None:
     os.unlink(name, dir_fd=dir_fd)
 
 
+def _inspectEntries(
+    folder: int,
+    visible: Callable[[str], bool],
+    keys: Sequence[str],
+    found: list[tuple[str, list[Any]]],
+) -> Iterator[None]:
+    """
+    Add to C{found} the regular files and folders of C{folder} whose name
+    is C{visible}, with C{keys}, one entry at each step, and stop at
+    L{MAX_LISTED}.  Without keys, the type the folder gives is enough, with
+    no system call.
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if len(found) >= MAX_LISTED:
+                return
+            try:
+                if not visible(entry.name):
+                    listed = False
+                elif keys:
+                    status = entry.stat(follow_symlinks=False)
+                    listed = stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode)
+                else:
+                    listed = entry.is_file(follow_symlinks=False) or entry.is_dir(
+                        follow_symlinks=False
+                    )
+            except OSError:
+                listed = False
+            if listed:
+                found.append((entry.name, _attributes(status, keys) if keys else []))
+            yield None
+
+
+class _Mode:
+    """
+    The permissions of a file, as Twisted's FTP listing writes them.
+    """
+
+    def __init__(self, mode: int):
+        self._mode = mode
+
+    def shorthand(self) -> str:
+        """
+        The permissions as C{ls -l} writes them, without the type.
+        """
+        return stat.filemode(self._mode)[1:]
+
+
 def _attributes(status: os.stat_result, keys: Sequence[str]) -> list[Any]:
     """
     The values of C{keys} for C{status}, as C{IFTPShell.stat} gives them;
     the owner and group are not told.
     """
     values = {
-        "size": status.st_size,
-        "directory": stat.S_ISDIR(status.st_mode),
-        "permissions": Permissions(stat.S_IMODE(status.st_mode)),
-        "hardlinks": status.st_nlink,
-        "modified": status.st_mtime,
-        "owner": "ftp",
-        "group": "ftp",
+        "size": lambda: status.st_size,
+        "directory": lambda: stat.S_ISDIR(status.st_mode),
+        "permissions": lambda: _Mode(status.st_mode),
+        "hardlinks": lambda: status.st_nlink,
+        "modified": lambda: status.st_mtime,
+        "owner": lambda: "ftp",
+        "group": lambda: "ftp",
     }
-    return [values[key] for key in keys]
+    return [values[key]() for key in keys]
+
+
+def removeStaleUploads(root: str, before: float) -> int:
+    """
+    Remove the temporary files of uploads below C{root} last written
+    before C{before} (a time), left by a process that stopped during
+    uploads, and give how many.  Links are never followed.
+    """
+    removed = 0
+    for _, _, files, folder in os.fwalk(root, follow_symlinks=False):
+        for name in files:
+            if not _TEMPORARY.fullmatch(name):
+                continue
+            try:
+                status = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if stat.S_ISREG(status.st_mode) and status.st_mtime < before:
+                    os.unlink(name, dir_fd=folder)
+                    removed += 1
+            except OSError:
+                continue
+    return removed

@@ -2,6 +2,11 @@
 The TLS of one FTPS session: one context per control connection, with a
 session cache of its own, so that a data connection that resumes a TLS
 session proves it comes from the client of that control connection.
+
+The cache takes only the control connection's sessions: once its
+handshake is complete it is sealed (L{SessionTLS.sealCache}), so that a
+data connection's own full handshake, even one refused, never leaves a
+session that a later data connection could resume.
 """
 
 from __future__ import annotations
@@ -14,11 +19,17 @@ from zope.interface import implementer
 
 from .certificates import CertifiedKey
 
+#: How long, in seconds, a session's TLS session stays resumable by its
+#: data connections: a day, where OpenSSL's default of 2 hours would refuse
+#: the transfers of a longer session.
+SESSION_LIFETIME = 86_400
+
 
 def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
     """
     A TLS 1.2+ server context presenting C{certifiedKey}, with a session
-    cache and a session ID context of its own (no session tickets).
+    cache and a session ID context of its own (no session tickets), whose
+    sessions last L{SESSION_LIFETIME}.
 
     @raise OpenSSL.SSL.Error: when the key does not match the certificate.
     """
@@ -29,7 +40,9 @@ def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
         raiseMinimumTo=TLSVersion.TLSv1_2,
         enableSessions=True,
     )
-    return options.getContext()
+    context = options.getContext()
+    context.set_timeout(SESSION_LIFETIME)
+    return context
 
 
 def resumedSession(connection: SSL.Connection) -> bool:
@@ -54,6 +67,16 @@ class SessionTLS:
     def __init__(self, certifiedKey: CertifiedKey):
         self.certifiedKey = certifiedKey
         self._context = sessionContext(certifiedKey)
+
+    def sealCache(self) -> None:
+        """
+        Store no more sessions in the cache: those there (the control
+        connection's) stay resumable, no other joins them.
+        """
+        # pyOpenSSL refuses to change a context in use; OpenSSL allows it.
+        _lib.SSL_CTX_set_session_cache_mode(
+            self._context._context, SSL.SESS_CACHE_SERVER | SSL.SESS_CACHE_NO_INTERNAL_STORE
+        )
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         return SSL.Connection(self._context, None)

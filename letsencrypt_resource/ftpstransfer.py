@@ -8,11 +8,12 @@ with a TLS close_notify.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fnmatch
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.logger import Logger
+from twisted.internet.task import cooperate
 from twisted.protocols.ftp import (
     CNX_CLOSED_TXFR_ABORTED,
     DATA_CNX_ALREADY_OPEN_START_XFR,
@@ -24,6 +25,7 @@ from twisted.protocols.ftp import (
     FTPCmdError,
     InvalidPath,
     IReadFile,
+    _isGlobbingExpression,
     toSegments,
 )
 from twisted.python.failure import Failure
@@ -32,6 +34,10 @@ from . import events
 from .ftpsdata import DataRefused, SecureDTP
 from .ftpsshell import Upload
 
+#: The lines of a listing formatted and sent at once.
+LIST_LINES_AT_ONCE = 200
+#: What each entry of a LIST tells.
+_LIST_KEYS = ("size", "directory", "permissions", "hardlinks", "modified", "owner", "group")
 #: The reply to a transfer whose data connection did not resume the
 #: session (vsftpd's words).
 REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
@@ -43,7 +49,6 @@ class TransferCommands:
     are L{SecureDTP}.
     """
 
-    _log = Logger()
     if TYPE_CHECKING:
         # Given by twisted.protocols.ftp.FTP and the protocol.
         dtpInstance: Any
@@ -51,12 +56,13 @@ class TransferCommands:
         binary: bool
         shell: Any
         transport: Any
+        factory: Any
 
         def sendLine(self, line: bytes | str) -> None: ...
 
         def reply(self, key: str, *args: Any) -> None: ...
 
-        def _serviceName(self) -> str: ...
+        def _encodeName(self, name: str) -> bytes: ...
 
     def _dataConnection(self, command: str) -> SecureDTP:
         """
@@ -140,25 +146,93 @@ class TransferCommands:
 
     def _uploadFailed(self, failure: Failure, upload: Upload, path: str) -> Failure:
         upload.abort()
-        events.FTPS_UPLOAD_FAILED.emit(
-            self._log,
-            service=self._serviceName(),
+        self.factory.warnings.emit(
+            events.FTPS_UPLOAD_FAILED,
             path=path,
             client=self.transport.getPeer().host,
             details=failure.getErrorMessage() or "failed",
         )
         return failure
 
-    def _listed(self, result: Any) -> Any:
+    def _listingConnection(self) -> Any:
         """
-        Hold a listing's reply until its data connection passed its checks.
+        The data connection a listing uses, connected.
+
+        @raise BadCmdSequenceError: when there is none.
         """
         dtp = self.dtpInstance
-        if dtp is None or result != (TXFR_COMPLETE_OK,):
-            return result
-        return dtp.whenHandshaken().addCallbacks(
-            lambda _: result, self._transferFailed, errbackArgs=("",)
+        if dtp is None or not dtp.isConnected:
+            raise BadCmdSequenceError("PASV or EPSV required before LIST or NLST")
+        return dtp
+
+    def _sendListing(
+        self,
+        dtp: Any,
+        results: list[tuple[str, list[Any]]],
+        line: Callable[..., bytes],
+    ) -> Deferred[Any]:
+        """
+        Send C{line(name, *attributes)} for each of C{results}, a few hundred
+        at a time between other work of the reactor (Twisted's listings
+        send a TLS record for each entry, all at once), then close the data
+        connection.
+        """
+
+        def chunks() -> Iterator[None]:
+            for start in range(0, len(results), LIST_LINES_AT_ONCE):
+                dtp.transport.write(
+                    b"".join(
+                        line(self._encodeName(name), *attributes) + b"\r\n"
+                        for name, attributes in results[start : start + LIST_LINES_AT_ONCE]
+                    )
+                )
+                yield None
+
+        def start(_: None) -> Deferred[Any]:
+            return cooperate(chunks()).whenDone()
+
+        self.reply(DATA_CNX_ALREADY_OPEN_START_XFR)
+        # Nothing is sent, nor the connection closed, before its handshake
+        # passed its checks.
+        sending: Deferred[Any] = dtp.whenHandshaken().addCallback(start)
+        sending.addCallback(lambda _: dtp.transport.loseConnection())
+        sending.addCallbacks(lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=("",))
+        return sending
+
+    def ftp_LIST(self, path: str = "") -> Deferred[Any]:
+        """
+        Send the listing of C{path}, as C{ls -l} writes it.
+        """
+        dtp = self._listingConnection()
+        if path.lower() in ("-a", "-l", "-la", "-al"):
+            # Flags that clients send; ignored, as Twisted does.
+            path = ""
+        segments = self._segments(path)
+        listing: Deferred[Any] = self.shell.list(segments, _LIST_KEYS)
+        return listing.addCallback(
+            lambda results: self._sendListing(dtp, results, dtp._formatOneListResponse)
         )
+
+    def ftp_NLST(self, path: str = "") -> Deferred[Any]:
+        """
+        Send the names in C{path}, those matching its last segment when
+        that is a pattern; an empty listing when it cannot be listed (RFC
+        959 wants a listing or nothing).
+        """
+        dtp = self._listingConnection()
+        segments = self._segments(path)
+        pattern = segments.pop() if _isGlobbingExpression(segments) else None
+
+        def send(results: list[tuple[str, list[Any]]]) -> Deferred[Any]:
+            if pattern is not None:
+                results = [entry for entry in results if fnmatch.fnmatch(entry[0], pattern)]
+            return self._sendListing(dtp, results, lambda name: name)
+
+        def nothing(failure: Failure) -> Deferred[Any]:
+            return send([])
+
+        listing: Deferred[Any] = self.shell.list(segments, ())
+        return listing.addCallbacks(send, nothing)
 
 
 def _notFound(failure: Failure, path: str) -> Failure:

@@ -94,7 +94,8 @@ class _Sessions:
     async def test_anonymous(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
         With C{anonymous}, anyone logs in as C{anonymous} to the served
-        folder, read-only, even when accounts may write.
+        folder, read-only, even when accounts may write, and without the
+        accounts' folders.
         """
         self.startService(anonymous=True)
 
@@ -107,7 +108,7 @@ class _Sessions:
                 return names, str(error)[:3]
             return names, "stored"
 
-        self.assertEqual(await self.inThread(session), (["alice", "hello.txt"], "550"))
+        self.assertEqual(await self.inThread(session), (["hello.txt"], "550"))
 
     async def test_anonymousOff(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """

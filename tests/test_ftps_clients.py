@@ -11,12 +11,14 @@ import os
 import shutil
 
 import bcrypt
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest
 
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.host import ServerService, checkFileSystem
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.pebblecase import TestCACase
 
@@ -97,6 +99,7 @@ class _ServerCase(TestCACase):
         server = ServerService(configuration, reactor)
         server.startService()
         self.addCleanup(server.stopService)
+        self.server = server
         await server.resource.whenSettled()
         self.caFile = os.path.join(directory, "issuers.pem")
         with open(self.caFile, "wb") as stream:
@@ -169,6 +172,29 @@ class CurlTests(_ServerCase):
         CA-issued certificate.
         """
         await self.checkListDownloadUpload(f"ftps://{NAME}:{self.ports[1]}")
+
+    async def test_afterRenewal(self) -> None:
+        """
+        After a renewal, new sessions of both services present the renewed
+        certificate to curl, and list, download and upload over it.
+        """
+        operations = Operations(self.server.resource, reactor)
+        [managed] = operations.select([NAME])
+        before = managed.current
+        [row] = await operations.renew([NAME], True)
+        self.assertEqual(row["outcome"], "renewed")
+        assert managed.current is not None and managed.current is not before
+        renewed = b"".join(
+            managed.current.certificate.public_bytes(Encoding.PEM).splitlines()[1:-1]
+        )
+        for base in (f"ftp://{NAME}:{self.ports[0]}", f"ftps://{NAME}:{self.ports[1]}"):
+            code, out, err = await self.curl(
+                base + "/", "--list-only", "--ssl-reqd", "--write-out", "%{certs}"
+            )
+            self.assertEqual((code, err), (0, b""))
+            self.assertIn(renewed, b"".join(out.splitlines()))
+            await self.checkListDownloadUpload(base)
+            os.remove(os.path.join(self.directory, "ftp", USER, "uploaded.bin"))
 
     async def test_hostNameChecked(self) -> None:
         """

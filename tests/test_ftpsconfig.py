@@ -83,7 +83,7 @@ class FTPSSectionTests(SynchronousTestCase):
         """
         _, ftps = ftpsOf(
             self.BASE + "users_file = ftp-users\nwritable = yes\npassive_ports = 50000-50009\n"
-            "passive_address = 203.0.113.7\nrequire_session_reuse = no\n"
+            "passive_address = 203.0.113.7\nrequire_session_reuse = no\nmax_sessions = 500\n"
         )
         self.assertEqual(
             ftps,
@@ -93,13 +93,15 @@ class FTPSSectionTests(SynchronousTestCase):
                 passivePorts=range(50000, 50010),
                 passiveAddress="203.0.113.7",
                 requireSessionReuse=False,
+                maxSessions=500,
             ),
         )
 
     def test_badValues(self) -> None:
         """
-        Port ranges out of order or below 1024, and an IPv6 or a host name
-        as the PASV address, are refused naming the option.
+        Port ranges out of order or below 1024, an IPv6 or a host name as
+        the PASV address, and session counts out of 1 to 10000 are refused
+        naming the option.
         """
         for option, value in [
             ("passive_ports", "50010-50000"),
@@ -107,6 +109,9 @@ class FTPSSectionTests(SynchronousTestCase):
             ("passive_ports", "high"),
             ("passive_address", "2001:db8::1"),
             ("passive_address", "ftp.example.com"),
+            ("max_sessions", "0"),
+            ("max_sessions", "10001"),
+            ("max_sessions", "many"),
         ]:
             error = self.refusal(self.BASE + f"anonymous = yes\n{option} = {value}\n")
             self.assertEqual((error.section, error.option), ("services/ftp", option), value)

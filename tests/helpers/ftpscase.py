@@ -6,6 +6,7 @@ accounts and links, and C{ftplib} clients run in threads.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,6 +66,8 @@ class FTPSServiceCase(TestCase):
     """
 
     implicit = False
+    #: The loopback address the service listens on.
+    host = "127.0.0.1"
 
     def setUp(self) -> None:
         base = os.path.abspath(self.mktemp())
@@ -93,7 +96,7 @@ class FTPSServiceCase(TestCase):
             section="services/ftp",
             type="ftps",
             name="ftp",
-            address="127.0.0.1",
+            address=self.host,
             port=self.port,
             domains=(NAME,),
             path=self.served,
@@ -105,24 +108,34 @@ class FTPSServiceCase(TestCase):
         self.addCleanup(service.stopService)
         return service
 
-    def client(self, resume: bool = True) -> ResumingFTPS:
+    def client(
+        self, resume: bool = True, maximumVersion: ssl.TLSVersion | None = None
+    ) -> ResumingFTPS:
         """
         A connected client (explicit or implicit as the case), not logged
-        in; closed at the end of the test.
+        in, on TLS up to C{maximumVersion} if given; closed at the end of
+        the test.
         """
         kind = ImplicitFTPS if self.implicit else ResumingFTPS
-        client = kind(clientContext(self.caFile), NAME, resume=resume)
-        client.connect("127.0.0.1", self.port)
+        context = clientContext(self.caFile)
+        if maximumVersion is not None:
+            context.maximum_version = maximumVersion
+        client = kind(context, NAME, resume=resume)
+        client.connect(self.host, self.port)
         self.addCleanup(client.close)
         return client
 
     def loggedIn(
-        self, user: str = USER, password: str = PASSWORD, resume: bool = True
+        self,
+        user: str = USER,
+        password: str = PASSWORD,
+        resume: bool = True,
+        maximumVersion: ssl.TLSVersion | None = None,
     ) -> ResumingFTPS:
         """
         A client logged in with PROT P.
         """
-        client = self.client(resume)
+        client = self.client(resume, maximumVersion)
         client.login(user, password)
         client.prot_p()
         return client

@@ -1,0 +1,84 @@
+"""
+Tests for L{letsencrypt_resource.ftpsdata}: the data connections of FTPS
+sessions, on in-memory transports.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.ftpsdata import SecureDTP
+from letsencrypt_resource.ftpsthrottle import WarningBudget
+
+
+class _FullDisk:
+    """
+    A consumer that cannot write: the disk is full.
+    """
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+class _Factory:
+    """
+    What a data connection tells when it is made.
+    """
+
+    def __init__(self) -> None:
+        self.deferred: Deferred[None] = Deferred()
+
+
+class UploadWriteFailureTests(SynchronousTestCase):
+    """
+    An upload whose file cannot be written fails with the error, once.
+    """
+
+    def dtp(self) -> tuple[SecureDTP, StringTransport]:
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"))
+        dtp.factory = _Factory()
+        transport = StringTransport()
+        dtp.makeConnection(transport)
+        return dtp, transport
+
+    def test_writeFails(self) -> None:
+        """
+        When writing fails, the data connection is cut, what comes after
+        is dropped without an error, and the upload fails with the write's
+        error when the connection ends.
+        """
+        dtp, transport = self.dtp()
+        receiving = dtp.registerConsumer(_FullDisk())
+        dtp.dataReceived(b"first")
+        self.assertTrue(transport.disconnecting)
+        dtp.dataReceived(b"second")
+        self.assertNoResult(receiving)
+        dtp.connectionLost(Failure(ConnectionAborted()))
+        failure = self.failureResultOf(receiving, OSError)
+        self.assertEqual(failure.value.errno, errno.ENOSPC)
+
+    def test_bufferedWriteFails(self) -> None:
+        """
+        Data that came before the upload's file was opened, and cannot be
+        written to it, fails the upload as well.
+        """
+        dtp, transport = self.dtp()
+        dtp.dataReceived(b"early")
+        receiving = dtp.registerConsumer(_FullDisk())
+        dtp.dataReceived(b"late")
+        self.assertTrue(transport.disconnecting)
+        dtp.connectionLost(Failure(ConnectionAborted()))
+        self.failureResultOf(receiving, OSError)
