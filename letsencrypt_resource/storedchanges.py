@@ -211,11 +211,17 @@ class StoredChanges:
 
     def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """
-        Whether C{stored} has not expired and ends later than the CA-issued
-        certificate in service for C{certificate}, if any.
+        Whether C{stored} has not expired and replaces the CA-issued
+        certificate in service for C{certificate}, if any: it ends later,
+        or, being another certificate (another serial), no earlier.  Times
+        are in whole seconds: a forced renewal or a revoke's replacement
+        may end in the very second the certificate it replaces ends.
         """
         notAfter = stored.notAfter.timestamp()
         issued = certificate.issued
-        if issued is not None and notAfter <= issued.notAfter.timestamp():
-            return False
+        if issued is not None:
+            ends = issued.notAfter.timestamp()
+            other = stored.certificate.serial_number != issued.certificate.serial_number
+            if notAfter < ends or (notAfter == ends and not other):
+                return False
         return notAfter > self._reactor.seconds()
