@@ -383,6 +383,25 @@ def newSerials(cluster: Cluster, root: bytes, sets: list[int], old: dict[int, in
     return True
 
 
+def renewUntilDone(cluster: Cluster, sets: list[int], deadline: float) -> tuple[int, int]:
+    """
+    Force a renewal of each of C{sets} through its node, asked again a
+    second later while it fails, until C{deadline} (a C{time.monotonic}
+    time).
+
+    @return: How many completed, and how many renewals were asked.
+    """
+    left, tries = list(sets), 0
+    while left:
+        tries += len(left)
+        asked = [(s, renew(cluster, s % cluster.count, s)) for s in left]
+        left = [s for s, process in asked if not finish(process)[0]]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    return len(sets) - len(left), tries
+
+
 def databaseDown(
     cluster: Cluster, database: Database, root: bytes, args: argparse.Namespace
 ) -> str:
@@ -405,8 +424,7 @@ def databaseDown(
         database.server.resume()
         back = time.monotonic()
         database.connection = psycopg.connect(database.conninfo, autocommit=True)
-        again = [renew(cluster, s % cluster.count, s) for s in sets]
-        completed = sum(finish(process)[0] for process in again)
+        completed, tries = renewUntilDone(cluster, sets, back + args.recovery_seconds)
         recovered = newSerials(cluster, root, sets, old)
         while not recovered and time.monotonic() - back < args.recovery_seconds:
             time.sleep(0.05)
@@ -422,7 +440,9 @@ def databaseDown(
     return (
         f"{outage[0]} failed of {outage[1]} handshakes through HAProxy during "
         f"{args.db_down_seconds:.0f} s down; {failedDuring} of {len(sets)} renewals "
-        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed; {after} "
+        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed "
+        f"({tries} asked: a node refuses at once until its probe, every 5 s, finds the "
+        f"database back); {after} "
         f"({hammer.failed} failed handshakes in all)"
     )
 

@@ -3,7 +3,9 @@ The checks of a certificate's chain and times, for a certificate another
 user of the storage stored: no trust anchor of the CA is known here, so
 what is checked is that each certificate is signed by the next one, that
 none is self-signed in the certificate's place or the provisional signer,
-and that its times are those a CA gives.
+and that it has started.  Its lifetime is not limited: the node that
+ordered it took it from the CA as it came, and every node serves what
+that node serves.
 """
 
 from __future__ import annotations
@@ -15,9 +17,6 @@ from cryptography.exceptions import InvalidSignature
 
 from .certificates import CertifiedKey
 
-#: The longest lifetime a CA gives a TLS server certificate (the CA/Browser
-#: Forum's limit).
-MAX_LIFETIME = datetime.timedelta(days=398)
 #: How far ahead of this clock a certificate may start (another node's
 #: clock may run a little ahead).
 CLOCK_SKEW = datetime.timedelta(minutes=5)
@@ -32,7 +31,7 @@ def chainProblem(
     by the first certificate of the chain, a CA, each of which is signed
     by the next; no certificate of the chain may be the provisional signer
     C{signer}; it must have started by C{now} (give or take
-    L{CLOCK_SKEW}) and last no longer than L{MAX_LIFETIME}.
+    L{CLOCK_SKEW}).
     """
     certificate = stored.certificate
     if certificate.issuer == certificate.subject:
@@ -50,8 +49,6 @@ def chainProblem(
             return f"{child.subject.rfc4514_string()} is not signed by the next in its chain"
     if stored.notBefore > now + CLOCK_SKEW:
         return f"it starts only at {stored.notBefore.isoformat()}"
-    if stored.notAfter - stored.notBefore > MAX_LIFETIME:
-        return "it lasts longer than any CA certificate may"
     return None
 
 

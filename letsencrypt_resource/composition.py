@@ -42,6 +42,7 @@ from .renewer import Renewer
 from .scheduler import Scheduler
 from .storage.interface import IStorage
 from .storage.records import Records
+from .storedchanges import StoredChanges
 from .writequeue import Runner, WriteQueue
 
 #: Checks, in a worker thread, that a domain set's certificate can be
@@ -106,6 +107,7 @@ def compose(
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
     provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
+    changes = StoredChanges(options, records, managed, provisioning, reactor, log)
     renewer = Renewer(
         options,
         managed,
@@ -119,11 +121,14 @@ def compose(
         inThread,
         reactor,
         log,
+        changes.adopt,
     )
     scheduler = Scheduler(
         managed, renewer, provisioning, connection, writes, reactor, interval, log, automatic
     )
-    sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
+    sets = DomainSets(
+        options, registry, records, managed, provisioning, scheduler, changes, reactor, log
+    )
     scheduler.loaded = sets.whenLoaded
     scheduler.atCheck.append(deploys.retry)
     if options.storeDirectory is not None:

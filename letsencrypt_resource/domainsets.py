@@ -56,12 +56,15 @@ class DomainSets(Service):
         managed: dict[frozenset[str], ManagedCertificate],
         provisioning: Provisioning,
         scheduler: Scheduler,
+        changes: StoredChanges,
         reactor: Any,
         log: Logger,
     ):
         """
         @param registry: Holds the consumers.
         @param managed: Where the domain sets go, empty.
+        @param changes: Puts the stored certificates in service, and
+            watches those other users of the storage store.
         @param log: Where events go.
         """
         self._options = options
@@ -76,7 +79,7 @@ class DomainSets(Service):
         # that attempt, if a later reload adds them again before it ends.
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._loading: Deferred[None] = succeed(None)
-        self._changes = StoredChanges(options, records, managed, provisioning, reactor, log)
+        self._changes = changes
 
     def startService(self) -> None:
         super().startService()

@@ -241,7 +241,7 @@ ORDER_BUSY = _event(
     20199,
     LogLevel.info,
     "Not ordering a certificate for {domains} now: another user of the storage "
-    "holds its lease; looking again at the next check.",
+    "holds its lease; looking again when that lease ends.",
 )
 ORDER_ABANDONED = _event(
     20200,
@@ -399,6 +399,12 @@ CLUSTER_NODE_BACK = _event(
     20225,
     LogLevel.info,
     "Node {node_name} hears from node {other} again.",
+)
+ORDER_NOT_NEEDED = _event(
+    20226,
+    LogLevel.info,
+    "Not ordering a certificate for {domains}: another user of the storage stored "
+    "one before this node took its lease, and it is in service now.",
 )
 
 CHALLENGE_FALLBACK = _event(

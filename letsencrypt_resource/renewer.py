@@ -7,7 +7,7 @@ L{Ordering} orders one; how an attempt ends is recorded by L{Outcomes}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
@@ -22,7 +22,6 @@ from .challenge import ChallengeResponder
 from .config import ResourceOptions
 from .connection import AccountConnection, accountForgotten
 from .coroutines import deferred
-from .issuer import ORDER_TIMEOUT
 from .leasing import orderLease, takeLease
 from .limiter import Limiter
 from .managed import ManagedCertificate
@@ -39,9 +38,11 @@ from .writequeue import Runner, WriteQueue
 ACCOUNT_BUSY_WAIT = 60.0
 #: How many orders run at once.
 CONCURRENT_ORDERS = 2
-#: How long the lease on a set is taken for, and renewed for every third of
-#: it while its order runs: longer than an order may take.
-ORDER_LEASE = 2 * ORDER_TIMEOUT
+#: How long the lease on a set is taken for, by the storage's clock; it is
+#: renewed every third of it while its order runs (an order may take up to
+#: C{issuer.ORDER_TIMEOUT}, 5 minutes), so that a holder that was killed
+#: or cut off delays its set's order by this long at most.
+ORDER_LEASE = 60.0
 
 
 class Renewer:
@@ -63,6 +64,7 @@ class Renewer:
         runInThread: Runner,
         reactor: Any,
         log: Logger,
+        adoptStored: Callable[[ManagedCertificate], Awaitable[bool]],
     ):
         """
         @param managed: The domain sets managed: no order uses an account
@@ -73,6 +75,9 @@ class Renewer:
             certificate can be stored, before it is ordered.
         @param responder: Where the orders' HTTP-01 challenges go.
         @param log: Where events go.
+        @param adoptStored: Reads a set's stored certificate and puts it
+            in service when another user of the storage stored one that
+            replaces the one in service; whether it did.
         """
         self._options = options
         self._storage = storage
@@ -84,6 +89,7 @@ class Renewer:
         self._runInThread = runInThread
         self._reactor = reactor
         self._log = log
+        self._adoptStored = adoptStored
         self._orders = Limiter(CONCURRENT_ORDERS)
         self._ordering = Ordering(
             options,
@@ -153,6 +159,16 @@ class Renewer:
         finally:
             self._writes.leases.releaseAfterWrites(certificate)
 
+    def _waitForLease(self, certificate: ManagedCertificate) -> None:
+        """
+        Look at C{certificate} again once the lease another user of the
+        storage holds has ended, at the latest: a holder that stopped
+        renewing it has lost it by then; one still ordering has stored
+        its certificate, or renewed the lease and is asked again.
+        """
+        now = self._reactor.seconds()
+        certificate.holdUntil = max(certificate.holdUntil, now + ORDER_LEASE)
+
     def _waitForNextCheck(self, certificate: ManagedCertificate) -> None:
         """
         Look at C{certificate} again at the next regular check, not before:
@@ -187,6 +203,7 @@ class Renewer:
             return
         await self._checkStorable(certificate)
         lease = self._writes.leases.takeBack(certificate)
+        taken = lease is None
         if lease is not None:
             await lease.renew()
         else:
@@ -200,9 +217,28 @@ class Renewer:
             )
         if lease is None:
             events.ORDER_BUSY.emit(self._log, domains=certificate.label)
-            self._waitForNextCheck(certificate)
+            self._waitForLease(certificate)
+            return
+        certificate.lease = lease
+        if taken and forced is None and await self._storedMeanwhile(certificate):
             return
         await self._renewUnder(lease, client, certificate, forced or plan.reason)
+
+    async def _storedMeanwhile(self, certificate: ManagedCertificate) -> bool:
+        """
+        Whether another user of the storage stored, before this node took
+        the set's lease, a certificate for C{certificate} that replaces the
+        one in service and is not due: it is put in service (event 20226)
+        instead of ordering another (its change notice may not have
+        arrived yet).
+        """
+        if not await self._adoptStored(certificate):
+            return False
+        if certificate.plan().at <= self._reactor.seconds():
+            return False
+        events.ORDER_NOT_NEEDED.emit(self._log, domains=certificate.label)
+        self._outcomes.announce(certificate)
+        return True
 
     async def _renewUnder(
         self, lease: ILease, client: ACMEClient, certificate: ManagedCertificate, reason: str
@@ -222,7 +258,6 @@ class Renewer:
         renewing.start(ORDER_LEASE / 3, now=False).addErrback(
             lambda failure: unexpected(self._log, failure)
         )
-        certificate.lease = lease
 
         def beforeFinalize() -> Deferred[None]:
             return fail(lost[0]) if lost else lease.renew()

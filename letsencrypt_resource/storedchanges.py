@@ -121,24 +121,28 @@ class StoredChanges:
         Read C{certificate}'s stored certificate, which another user of the
         storage may have changed, and put it in service if it passes.
         """
-        loading = Deferred.fromCoroutine(self._loadStoredCertificate(certificate))
+        loading = Deferred.fromCoroutine(self.adopt(certificate))
         loading.addErrback(self._unexpected)
 
-    async def _loadStoredCertificate(self, certificate: ManagedCertificate) -> None:
+    async def adopt(self, certificate: ManagedCertificate) -> bool:
         """
-        Put C{certificate}'s stored certificate in service, when it is valid
-        and for its names, and its chain and times pass L{chainProblem}.
+        Put C{certificate}'s stored certificate in service, when another
+        user of the storage stored one that replaces the one in service
+        (see L{acceptable}) and its chain and times pass L{chainProblem}.
+
+        @return: Whether it did.
         """
         try:
             stored = await self._records.loadCertificate(certificate.domains)
         except StorageError as error:
             self.ignored(certificate, error)
-            return
+            return False
         if stored is None or not self.acceptable(certificate, stored):
-            return
+            return False
         if not await self._chainAccepted(certificate, stored):
-            return
+            return False
         self.putInService(certificate, stored, deploy=True)
+        return True
 
     async def _chainAccepted(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """
@@ -211,11 +215,17 @@ class StoredChanges:
 
     def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """
-        Whether C{stored} has not expired and ends later than the CA-issued
-        certificate in service for C{certificate}, if any.
+        Whether C{stored} has not expired and replaces the CA-issued
+        certificate in service for C{certificate}, if any: it ends later,
+        or, being another certificate (another serial), no earlier.  Times
+        are in whole seconds: a forced renewal or a revoke's replacement
+        may end in the very second the certificate it replaces ends.
         """
         notAfter = stored.notAfter.timestamp()
         issued = certificate.issued
-        if issued is not None and notAfter <= issued.notAfter.timestamp():
-            return False
+        if issued is not None:
+            ends = issued.notAfter.timestamp()
+            other = stored.certificate.serial_number != issued.certificate.serial_number
+            if notAfter < ends or (notAfter == ends and not other):
+                return False
         return notAfter > self._reactor.seconds()

@@ -9,12 +9,13 @@ import threading
 import time
 from functools import partial
 
+import psycopg
 from docutils import nodes
 from psycopg.conninfo import conninfo_to_dict
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 
-from letsencrypt_resource.storage import pglisten, postgres
+from letsencrypt_resource.storage import pglisten, pgsql, postgres
 from letsencrypt_resource.storage.availability import REFUSED, UP, Availability
 from letsencrypt_resource.storage.interface import StaleFence, StorageError, StorageUnavailable
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
@@ -98,6 +99,30 @@ class PostgresStorageTests(PostgresCase):
         error = await self.assertFailure(late, StaleFence)
         self.assertEqual((error.token, error.newest), (lease.token, lease.token + 1))
         self.assertEqual(await storage.load("certificates/a.pem"), b"old")
+
+    async def test_abandonedLeaseTakenBack(self) -> None:
+        """
+        A lease whose release failed (the database was down) is taken back
+        at once by the storage that held it, with a newer token that fences
+        the abandoned one's writes; another process still waits for it to
+        expire, and a lease in use is not given twice.
+        """
+        storage = self.storage()
+        used = await storage.lease("orders/a", 600)
+        assert used is not None
+        self.assertIsNone(await storage.lease("orders/a", 600))
+
+        def down(connection: object, name: str, token: int) -> None:
+            raise psycopg.OperationalError("the database is down")
+
+        self.patch(pgsql, "releaseLease", down)
+        await self.assertFailure(used.release(), StorageUnavailable)
+        self.assertIsNone(await self.otherProcess().lease("orders/a", 600))
+        again = await storage.lease("orders/a", 600)
+        assert again is not None
+        self.assertEqual(again.token, used.token + 1)
+        await self.assertFailure(storage.store("renewal/a.json", b"late", fence=used), StaleFence)
+        self.assertIsNone(await storage.lease("orders/a", 600))
 
     async def test_fencedWritesRace(self) -> None:
         """

@@ -1223,7 +1223,8 @@ class StorageWiringTests(ResourceTestCase):
     def test_leaseHeldElsewhere(self) -> None:
         """
         A set whose lease another node holds is not ordered (20199) and
-        waits for the next check; the other sets are ordered.
+        waits for that lease's time (see tests.test_orderlease); the other
+        sets are ordered.
         """
         lease = self.successResultOf(self.otherNode().lease(orderLease(REPORTS), 10 * DAY))
         self.start()
@@ -1232,7 +1233,7 @@ class StorageWiringTests(ResourceTestCase):
         self.assertTrue(self.consumers["reports"].received[-1].provisional)
         self.assertFalse(self.consumers["files"].received[-1].provisional)
         self.assertNotIn(20017, self.eventIDs())
-        self.reactor.advance(3600)
+        self.reactor.advance(ORDER_LEASE - 1)
         self.assertEqual(len(self.eventTexts(20199)), 1)
         self.successResultOf(lease.release())
         advanceThrough(self.reactor, DAY)

@@ -62,6 +62,13 @@ class SlowWatch(MemoryStore):
         return self.pending
 
 
+def serial(certified: CertifiedKey | None) -> int | None:
+    """
+    The serial number of C{certified}'s certificate, if any.
+    """
+    return None if certified is None else certified.certificate.serial_number
+
+
 class WatchedCertificateTests(ResourceTestCase):
     """
     A certificate another node stores goes in service only when its chain
@@ -173,14 +180,64 @@ class WatchedCertificateTests(ResourceTestCase):
         self.assertIs(managed.current, before)
         self.assertIn("provisional", self.eventTexts(20203)[0])
 
-    def test_tooLongRefused(self) -> None:
+    def test_longAccepted(self) -> None:
         """
-        A certificate of the CA that lasts longer than any CA's may is
-        refused.
+        A certificate of the CA that lasts ten years (pebble gives five by
+        default) is put in service: the node that ordered it serves it, so
+        every node does.
         """
+        resource = self.start()
+        managed = resource.managed[frozenset(REPORTS)]
         key = generateKey("ecdsa-p256")
-        chain = self.server.issue(key.public_key(), REPORTS, 3650 * DAY)
-        self.assertRefused(CertifiedKey.fromParts(key, chain), "lasts longer")
+        stored = CertifiedKey.fromParts(
+            key, self.server.issue(key.public_key(), REPORTS, 3650 * DAY)
+        )
+        self.storedElsewhere(stored)
+        self.assertEqual(serial(managed.current), serial(stored))
+        self.assertEqual(self.eventTexts(20203), [])
+
+    def sameSecond(self, resource: Any) -> tuple[Any, CertifiedKey]:
+        """
+        The set of L{REPORTS} in service, and another certificate of the CA
+        for it that ends in the very second its certificate ends.
+        """
+        managed = resource.managed[frozenset(REPORTS)]
+        issued = managed.issued
+        assert issued is not None
+        key = generateKey("ecdsa-p256")
+        validity = issued.notAfter.timestamp() - self.reactor.seconds()
+        stored = CertifiedKey.fromParts(key, self.server.issue(key.public_key(), REPORTS, validity))
+        self.assertEqual(stored.notAfter, issued.notAfter)
+        return managed, stored
+
+    def test_sameSecondReplacementAccepted(self) -> None:
+        """
+        A certificate with another serial that ends in the same second as
+        the one in service (a forced renewal, or a revoke's replacement,
+        issued within the second) is put in service.
+        """
+        managed, stored = self.sameSecond(self.start())
+        self.storedElsewhere(stored)
+        self.assertEqual(serial(managed.current), serial(stored))
+
+    def test_sameCertificateNotTakenAgain(self) -> None:
+        """
+        The certificate in service, stored again, is not put in service
+        again (no event 20158, no deploy); nor is one that ends a second
+        earlier.
+        """
+        resource = self.start()
+        managed, stored = self.sameSecond(resource)
+        issued = managed.issued
+        assert issued is not None
+        loaded = len(self.eventTexts(20158))
+        self.storedElsewhere(issued)
+        key = generateKey("ecdsa-p256")
+        validity = issued.notAfter.timestamp() - self.reactor.seconds() - 1
+        older = CertifiedKey.fromParts(key, self.server.issue(key.public_key(), REPORTS, validity))
+        self.storedElsewhere(older)
+        self.assertIs(managed.issued, issued)
+        self.assertEqual(len(self.eventTexts(20158)), loaded)
 
 
 class WatchFailureTests(ResourceTestCase):

@@ -182,11 +182,16 @@ def newestChange(connection: Any) -> int:
     return int(connection.execute("SELECT change FROM letsencrypt_counter").fetchone()[0])
 
 
-def takeLease(connection: Any, name: str, seconds: float, holder: str, skew: float) -> int | None:
+def takeLease(
+    connection: Any, name: str, seconds: float, holder: str, skew: float, reclaim: bool = False
+) -> int | None:
     """
     Give the lease C{name} to C{holder} for C{seconds} unless it is held
     and has not expired, with a token one larger than its last.
 
+    @param reclaim: Whether C{holder} may take it while it holds it
+        itself: it abandoned it (its release failed), and the new token
+        fences the abandoned one's writes.
     @return: The token, or C{None}.
     """
     row = connection.execute(
@@ -195,8 +200,15 @@ def takeLease(connection: Any, name: str, seconds: float, holder: str, skew: flo
         "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
         "token = l.token + 1, expires_at = excluded.expires_at "
         f"WHERE l.expires_at IS NULL OR l.expires_at <= {_NOW} "
+        "OR (%(reclaim)s AND l.holder = excluded.holder) "
         "RETURNING token",
-        {"name": keyBytes(name), "holder": holder, "seconds": seconds, "skew": skew},
+        {
+            "name": keyBytes(name),
+            "holder": holder,
+            "seconds": seconds,
+            "skew": skew,
+            "reclaim": reclaim,
+        },
     ).fetchone()
     return None if row is None else int(row[0])
 

@@ -241,6 +241,8 @@ class PostgresStorage:
         self._workers = BackgroundWorkers(reactor, "letsencrypt-postgres", CONNECTIONS)
         self._ready = False
         self._leased = False
+        # The leases given and not yet let go, by name: their tokens.
+        self._inUse: dict[str, int] = {}
         self._closed = False
         self.holder = _holderName(node)
 
@@ -326,13 +328,17 @@ class PostgresStorage:
             return fail()
         skew = self._skew()
         self._leased = True
+        # A lease of this holder that it let go, or tried to (the database
+        # was down), is taken back at once rather than waited for.
+        reclaim = name not in self._inUse
 
         def made(token: int | None) -> ILease | None:
             if token is None:
                 return None
+            self._inUse[name] = token
             return Lease(name, token, seconds, self._renew, self._release)
 
-        d = self._run(name, lambda c: pgsql.takeLease(c, name, seconds, self.holder, skew))
+        d = self._run(name, lambda c: pgsql.takeLease(c, name, seconds, self.holder, skew, reclaim))
         return d.addCallback(made)
 
     def leaseHolders(self, prefix: str) -> Deferred[dict[str, tuple[str, float]]]:
@@ -359,6 +365,8 @@ class PostgresStorage:
         return d.addCallback(renewed)
 
     def _release(self, lease: Lease) -> Deferred[None]:
+        if self._inUse.get(lease.name) == lease.token:
+            del self._inUse[lease.name]
         if self._closed:
             return succeed(None)
         return self._run(lease.name, lambda c: pgsql.releaseLease(c, lease.name, lease.token))
