@@ -16,7 +16,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
 from .alpn import ALPNAnswers
-from .clienthello import NotClientHello, parseClientHello
+from .clienthello import HelloReader, NotClientHello
 
 
 class HelloPeek(ProtocolWrapper):
@@ -34,6 +34,7 @@ class HelloPeek(ProtocolWrapper):
         # A bytearray: a ClientHello sent a byte at a time is not copied
         # whole at each byte.
         self._held: bytearray | None = bytearray()
+        self._reader = HelloReader()
         self._waiting: Deferred[None] | None = None
         self._lost = False
 
@@ -42,12 +43,14 @@ class HelloPeek(ProtocolWrapper):
             super().dataReceived(data)
             return
         self._held += data
+        if self._waiting is not None:
+            return
         try:
-            hello = parseClientHello(self._held)
+            hello = self._reader.feed(data)
         except NotClientHello:
             self._release()
             return
-        if hello is None or self._waiting is not None:
+        if hello is None:
             return
         answers = self.factory.answers()
         waiting = answers.fetch(hello) if answers is not None else None
