@@ -147,6 +147,21 @@ def validationCertificate(
     return crypto.PKey.from_cryptography_key(key), crypto.X509.from_cryptography(certificate)
 
 
+def _refuseValidation(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """
+    On a service's own context: end a handshake offering C{acme-tls/1},
+    which is for no pending challenge; select nothing for any other.
+    """
+    return b"" if ACME_TLS_1 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _selectValidation(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    """
+    On a validation context: select C{acme-tls/1}.
+    """
+    return ACME_TLS_1 if ACME_TLS_1 in offered else b""
+
+
 class ALPNAnswers:
     """
     Answers the validation handshakes of a TLS service's contexts.
@@ -168,15 +183,33 @@ class ALPNAnswers:
         self._clock = clock
         self._shared = shared
         self._fetched: OrderedDict[str, tuple[Pending, float]] = OrderedDict()
-        self._built: OrderedDict[tuple[str, str], tuple[crypto.PKey, crypto.X509]] = OrderedDict()
+        self._built: OrderedDict[Pending, SSL.Context] = OrderedDict()
 
     def install(self, context: SSL.Context) -> None:
         """
-        Answer the validation handshakes of connections on C{context}; their
-        C{app_data} must be their Twisted TLS protocol.
+        End the handshakes on C{context} that offer C{acme-tls/1}: a
+        validation handshake this service answers has been moved to a
+        validation context by L{choose} before it began.
         """
-        context.set_alpn_select_callback(self._select)
-        context.set_info_callback(self._handshakeDone)
+        context.set_alpn_select_callback(_refuseValidation)
+
+    def choose(self, hello: ClientHello, connection: SSL.Connection) -> None:
+        """
+        Before the handshake of C{hello} on C{connection} begins: when it is
+        a validation handshake for a name with a pending challenge, move it
+        to that challenge's validation context, so that OpenSSL picks the
+        validation certificate whatever the TLS version and cipher (for TLS
+        1.2 it picks the certificate before it reads the ALPN list).
+        Any other handshake is left on the service's own context.
+
+        @param connection: Its C{app_data} must be its Twisted TLS protocol.
+        """
+        name = hello.serverName
+        if ACME_TLS_1 not in hello.protocols or name is None:
+            return
+        pending = self._pending(name)
+        if pending is not None:
+            connection.set_context(self._context(pending))
 
     def fetch(self, hello: ClientHello) -> Deferred[None] | None:
         """
@@ -223,34 +256,25 @@ class ALPNAnswers:
             return None
         return fetched[0]
 
-    def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
+    def _context(self, pending: Pending) -> SSL.Context:
         """
-        Select C{acme-tls/1} and present the validation certificate, when
-        offered for a name with a pending challenge; end the handshake when
-        offered for any other name; select nothing otherwise.
-        """
-        if ACME_TLS_1 not in offered:
-            return SSL.NO_OVERLAPPING_PROTOCOLS
-        name = connection.get_servername()
-        text = name.decode("ascii", "replace").lower().rstrip(".") if name else None
-        pending = self._pending(text) if text else None
-        if pending is None:
-            return b""
-        key, certificate = self._certificate(pending)
-        connection.use_certificate(certificate)
-        connection.use_privatekey(key)
-        return ACME_TLS_1
-
-    def _certificate(self, pending: Pending) -> tuple[crypto.PKey, crypto.X509]:
-        """
-        The validation certificate of C{pending}, built at its first use
-        and kept among the L{CACHED_CERTIFICATES} used last, so that
-        handshakes made in a loop cost no key generation each.
+        The validation context of C{pending}: its validation certificate,
+        C{acme-tls/1} selected, the connection closed once the handshake
+        ends.  Built at its first use and kept among the
+        L{CACHED_CERTIFICATES} used last, so that handshakes made in a loop
+        cost no key generation each.
         """
         built = self._built.pop(pending, None)
         if built is None:
             now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
-            built = validationCertificate(*pending, now)
+            key, certificate = validationCertificate(*pending, now)
+            built = SSL.Context(SSL.TLS_METHOD)
+            built.set_min_proto_version(SSL.TLS1_2_VERSION)
+            built.set_options(SSL.OP_NO_TICKET)
+            built.use_certificate(certificate)
+            built.use_privatekey(key)
+            built.set_alpn_select_callback(_selectValidation)
+            built.set_info_callback(self._handshakeDone)
         self._built[pending] = built
         while len(self._built) > CACHED_CERTIFICATES:
             self._built.popitem(last=False)
@@ -262,8 +286,6 @@ class ALPNAnswers:
         next turn of the reactor, out of OpenSSL's call.
         """
         if not where & SSL.SSL_CB_HANDSHAKE_DONE:
-            return
-        if connection.get_alpn_proto_negotiated() != ACME_TLS_1:
             return
         protocol = connection.get_app_data()
         if protocol is not None:
