@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from acme import challenges
@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from .clienthello import ClientHello
@@ -41,6 +41,9 @@ ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 CACHED_CERTIFICATES = 32
 #: How long a challenge read from the storage is used for, in seconds.
 FETCHED_FOR = 10.0
+#: How long a name whose challenge was not found in the storage is not
+#: looked up again, in seconds.
+MISSED_FOR = 1.0
 
 #: A pending challenge: its identifier and key authorization.
 Pending = tuple[str, str]
@@ -147,6 +150,72 @@ def validationCertificate(
     return crypto.PKey.from_cryptography_key(key), crypto.X509.from_cryptography(certificate)
 
 
+class ServedNames:
+    """
+    The SNI names of the identifiers a server's services certify: their
+    domain names, and the reverse-DNS names of their IP addresses.  Only
+    these are looked up in the shared storage, so that handshakes with
+    made-up names cost no lookup.
+    """
+
+    def __init__(self) -> None:
+        self._names: Counter[str] = Counter()
+
+    def add(self, identifiers: Iterable[str]) -> None:
+        """
+        A service certifying C{identifiers} was added.
+        """
+        self._names.update(serverName(identifier) for identifier in identifiers)
+
+    def remove(self, identifiers: Iterable[str]) -> None:
+        """
+        A service certifying C{identifiers} was removed.
+        """
+        self._names.subtract(serverName(identifier) for identifier in identifiers)
+        self._names = +self._names
+
+    def __contains__(self, name: str) -> bool:
+        return self._names[name] > 0
+
+
+class _SharedRead:
+    """
+    One read of a name's challenge from the shared storage, which every
+    handshake for that name waits on; ended early only once every one of
+    them has left.
+
+    @ivar ended: Whether the read has ended.
+    """
+
+    def __init__(self, looking: Deferred[None]):
+        self._looking = looking
+        self._waiting: list[Deferred[None]] = []
+        self.ended = False
+        looking.addBoth(self._done)
+
+    def wait(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the read has ended; cancelling it is
+        leaving.
+        """
+        if self.ended:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred(self._left)
+        self._waiting.append(waiting)
+        return waiting
+
+    def _left(self, waiting: Deferred[None]) -> None:
+        self._waiting.remove(waiting)
+        if not self._waiting:
+            self._looking.cancel()
+
+    def _done(self, result: object) -> None:
+        self.ended = True
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            each.callback(None)
+
+
 def _refuseValidation(connection: SSL.Connection, offered: list[bytes]) -> Any:
     """
     On a service's own context: end a handshake offering C{acme-tls/1},
@@ -172,17 +241,23 @@ class ALPNAnswers:
         lookup: Callable[[str], Pending | None],
         clock: IReactorTime,
         shared: SharedLookup | None = None,
+        served: ServedNames | None = None,
     ):
         """
         @param lookup: Gives, for an SNI name, the identifier and key
             authorization of its pending challenge, or C{None}.
         @param clock: Closes the validation connections.
         @param shared: Reads the challenges other nodes published.
+        @param served: The names whose challenges are read with C{shared};
+            none when not given.
         """
         self._lookup = lookup
         self._clock = clock
         self._shared = shared
+        self._served = served if served is not None else ServedNames()
         self._fetched: OrderedDict[str, tuple[Pending, float]] = OrderedDict()
+        self._reading: dict[str, _SharedRead] = {}
+        self._missed: dict[str, float] = {}
         self._built: OrderedDict[Pending, SSL.Context] = OrderedDict()
 
     def install(self, context: SSL.Context) -> None:
@@ -214,9 +289,11 @@ class ALPNAnswers:
     def fetch(self, hello: ClientHello) -> Deferred[None] | None:
         """
         Before the handshake of C{hello} goes on: when it is a validation
-        handshake for a name with no challenge pending here, read its
-        challenge from those every node published, and keep it for
-        L{FETCHED_FOR} seconds.
+        handshake for a name this server certifies with no challenge
+        pending here, read its challenge from those every node published,
+        and keep it for L{FETCHED_FOR} seconds.  Handshakes for one name
+        wait on one read; a name not found is not read again for
+        L{MISSED_FOR} seconds.
 
         @return: A Deferred that fires, never failing, once the challenge
             is read or known to be missing; or C{None} when there is
@@ -225,20 +302,35 @@ class ALPNAnswers:
         name = hello.serverName
         if ACME_TLS_1 not in hello.protocols or name is None or self._shared is None:
             return None
-        if self._pending(name) is not None:
+        if name not in self._served or self._pending(name) is not None:
             return None
-        looking = self._shared(sharedKey(name), self._clock)
-        if looking is None:
-            return None
+        reading = self._reading.get(name)
+        if reading is None:
+            if self._missed.get(name, 0.0) > self._clock.seconds():
+                return None
+            looking = self._shared(sharedKey(name), self._clock)
+            if looking is None:
+                return None
+            reading = _SharedRead(looking.addCallback(self._found, name))
+            if not reading.ended:
+                self._reading[name] = reading
+        return reading.wait()
 
-        def found(record: str | None) -> None:
-            pending = _parseRecord(record, name)
-            if pending is not None:
-                self._fetched[name] = (pending, self._clock.seconds() + FETCHED_FOR)
-                while len(self._fetched) > CACHED_CERTIFICATES:
-                    self._fetched.popitem(last=False)
-
-        return looking.addCallback(found)
+    def _found(self, record: str | None, name: str) -> None:
+        """
+        Keep the challenge for C{name} read from the storage in C{record},
+        or that there is none.
+        """
+        self._reading.pop(name, None)
+        pending = _parseRecord(record, name)
+        now = self._clock.seconds()
+        if pending is None:
+            self._missed[name] = now + MISSED_FOR
+            return
+        self._missed.pop(name, None)
+        self._fetched[name] = (pending, now + FETCHED_FOR)
+        while len(self._fetched) > CACHED_CERTIFICATES:
+            self._fetched.popitem(last=False)
 
     def _pending(self, name: str) -> Pending | None:
         """

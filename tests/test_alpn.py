@@ -28,8 +28,10 @@ from letsencrypt_resource.alpn import (
     ACME_IDENTIFIER,
     ACME_TLS_1,
     FETCHED_FOR,
+    MISSED_FOR,
     TLSALPN01,
     ALPNAnswers,
+    ServedNames,
     TLSALPN01Response,
     serverName,
     sharedKey,
@@ -360,7 +362,9 @@ class SharedChallengeTests(SynchronousTestCase):
 
         self.tls = ReloadableServerTLS()
         self.tls.setCertificate(provisionalFor(newSigner()))
-        self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock, shared))
+        served = ServedNames()
+        served.add(["example.com", "192.0.2.7"])
+        self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock, shared, served))
         self.server = HelloPeekFactory(
             TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
             lambda: self.tls.alpn,
@@ -423,6 +427,7 @@ class SharedChallengeTests(SynchronousTestCase):
             self.finish(pump)
             self.assertIsNone(recorder.certificate)
             self.assertIsNotNone(recorder.lostReason)
+            self.clock.advance(MISSED_FOR)
 
     def test_noLookup(self) -> None:
         """
@@ -456,3 +461,73 @@ class SharedChallengeTests(SynchronousTestCase):
         recorder.transport.abortConnection()
         self.finish(pump)
         self.assertEqual(self.cancelled, [sharedKey("example.com")])
+
+    def test_onlyNamesServed(self) -> None:
+        """
+        Nothing is read for a name this server does not certify, however
+        many handshakes ask; the reverse name of an address it certifies is
+        read.
+        """
+        for _ in range(20):
+            recorder, pump = self.connect(b"random.example.net", [ACME_TLS_1])
+            self.finish(pump)
+            self.assertIsNone(recorder.certificate)
+        self.assertEqual(self.looked, [])
+        self.connect(b"7.2.0.192.in-addr.arpa", [ACME_TLS_1])
+        self.assertEqual([key for key, _ in self.looked], [sharedKey("7.2.0.192.in-addr.arpa")])
+
+    def test_oneReadPerName(self) -> None:
+        """
+        Handshakes for a name whose challenge is being read wait on that
+        one read, and all get the validation certificate; one that leaves
+        does not end the read for the others.
+        """
+        first, firstPump = self.connect(b"example.com", [ACME_TLS_1])
+        second, secondPump = self.connect(b"example.com", [ACME_TLS_1])
+        gone, gonePump = self.connect(b"example.com", [ACME_TLS_1])
+        gone.transport.abortConnection()
+        self.finish(gonePump)
+        [(_, looking)] = self.looked
+        self.assertEqual(self.cancelled, [])
+        looking.callback(sharedRecord("example.com", "tok.print"))
+        for recorder, pump in ((first, firstPump), (second, secondPump)):
+            self.finish(pump)
+            self.assertIsNotNone(recorder.certificate)
+            self.assertEqual(recorder.protocol, ACME_TLS_1)
+
+    def test_missKeptBriefly(self) -> None:
+        """
+        A name whose challenge was not found is not read again for
+        L{MISSED_FOR} seconds, and is read after.
+        """
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.looked[0][1].callback(None)
+        self.finish(pump)
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.finish(pump)
+        self.assertIsNone(recorder.certificate)
+        self.assertEqual(len(self.looked), 1)
+        self.clock.advance(MISSED_FOR)
+        self.connect(b"example.com", [ACME_TLS_1])
+        self.assertEqual(len(self.looked), 2)
+
+
+class ServedNamesTests(SynchronousTestCase):
+    """
+    Tests for L{ServedNames}.
+    """
+
+    def test_addRemove(self) -> None:
+        """
+        A name is served while any service added and not removed
+        certifies it; addresses are served by their reverse names.
+        """
+        served = ServedNames()
+        served.add(["example.com", "2001:db8::1"])
+        served.add(["example.com"])
+        served.remove(["example.com", "2001:db8::1"])
+        self.assertIn("example.com", served)
+        self.assertNotIn("2001:db8::1", served)
+        self.assertNotIn(serverName("2001:db8::1"), served)
+        served.remove(["example.com"])
+        self.assertNotIn("example.com", served)
