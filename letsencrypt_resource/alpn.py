@@ -363,6 +363,7 @@ class ALPNAnswers:
             built = SSL.Context(SSL.TLS_METHOD)
             built.set_min_proto_version(SSL.TLS1_2_VERSION)
             built.set_options(SSL.OP_NO_TICKET)
+            built.set_session_cache_mode(SSL.SESS_CACHE_OFF)
             built.use_certificate(certificate)
             built.use_privatekey(key)
             built.set_alpn_select_callback(_selectValidation)
