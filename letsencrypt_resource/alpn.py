@@ -17,8 +17,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from acme import challenges
@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from OpenSSL import SSL, crypto
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from .clienthello import ClientHello
@@ -41,6 +41,9 @@ ACME_IDENTIFIER = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 CACHED_CERTIFICATES = 32
 #: How long a challenge read from the storage is used for, in seconds.
 FETCHED_FOR = 10.0
+#: How long a name whose challenge was not found in the storage is not
+#: looked up again, in seconds.
+MISSED_FOR = 1.0
 
 #: A pending challenge: its identifier and key authorization.
 Pending = tuple[str, str]
@@ -147,6 +150,87 @@ def validationCertificate(
     return crypto.PKey.from_cryptography_key(key), crypto.X509.from_cryptography(certificate)
 
 
+class ServedNames:
+    """
+    The SNI names of the identifiers a server's services certify: their
+    domain names, and the reverse-DNS names of their IP addresses.  Only
+    these are looked up in the shared storage, so that handshakes with
+    made-up names cost no lookup.
+    """
+
+    def __init__(self) -> None:
+        self._names: Counter[str] = Counter()
+
+    def add(self, identifiers: Iterable[str]) -> None:
+        """
+        A service certifying C{identifiers} was added.
+        """
+        self._names.update(serverName(identifier) for identifier in identifiers)
+
+    def remove(self, identifiers: Iterable[str]) -> None:
+        """
+        A service certifying C{identifiers} was removed.
+        """
+        self._names.subtract(serverName(identifier) for identifier in identifiers)
+        self._names = +self._names
+
+    def __contains__(self, name: str) -> bool:
+        return self._names[name] > 0
+
+
+class _SharedRead:
+    """
+    One read of a name's challenge from the shared storage, which every
+    handshake for that name waits on; ended early only once every one of
+    them has left.
+
+    @ivar ended: Whether the read has ended.
+    """
+
+    def __init__(self, looking: Deferred[None]):
+        self._looking = looking
+        self._waiting: list[Deferred[None]] = []
+        self.ended = False
+        looking.addBoth(self._done)
+
+    def wait(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the read has ended; cancelling it is
+        leaving.
+        """
+        if self.ended:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred(self._left)
+        self._waiting.append(waiting)
+        return waiting
+
+    def _left(self, waiting: Deferred[None]) -> None:
+        self._waiting.remove(waiting)
+        if not self._waiting:
+            self._looking.cancel()
+
+    def _done(self, result: object) -> None:
+        self.ended = True
+        waiting, self._waiting = self._waiting, []
+        for each in waiting:
+            each.callback(None)
+
+
+def _refuseValidation(connection: SSL.Connection, offered: list[bytes]) -> Any:
+    """
+    On a service's own context: end a handshake offering C{acme-tls/1},
+    which is for no pending challenge; select nothing for any other.
+    """
+    return b"" if ACME_TLS_1 in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def _selectValidation(connection: SSL.Connection, offered: list[bytes]) -> bytes:
+    """
+    On a validation context: select C{acme-tls/1}.
+    """
+    return ACME_TLS_1 if ACME_TLS_1 in offered else b""
+
+
 class ALPNAnswers:
     """
     Answers the validation handshakes of a TLS service's contexts.
@@ -157,33 +241,59 @@ class ALPNAnswers:
         lookup: Callable[[str], Pending | None],
         clock: IReactorTime,
         shared: SharedLookup | None = None,
+        served: ServedNames | None = None,
     ):
         """
         @param lookup: Gives, for an SNI name, the identifier and key
             authorization of its pending challenge, or C{None}.
         @param clock: Closes the validation connections.
         @param shared: Reads the challenges other nodes published.
+        @param served: The names whose challenges are read with C{shared};
+            none when not given.
         """
         self._lookup = lookup
         self._clock = clock
         self._shared = shared
+        self._served = served if served is not None else ServedNames()
         self._fetched: OrderedDict[str, tuple[Pending, float]] = OrderedDict()
-        self._built: OrderedDict[tuple[str, str], tuple[crypto.PKey, crypto.X509]] = OrderedDict()
+        self._reading: dict[str, _SharedRead] = {}
+        self._missed: dict[str, float] = {}
+        self._built: OrderedDict[Pending, SSL.Context] = OrderedDict()
 
     def install(self, context: SSL.Context) -> None:
         """
-        Answer the validation handshakes of connections on C{context}; their
-        C{app_data} must be their Twisted TLS protocol.
+        End the handshakes on C{context} that offer C{acme-tls/1}: a
+        validation handshake this service answers has been moved to a
+        validation context by L{choose} before it began.
         """
-        context.set_alpn_select_callback(self._select)
-        context.set_info_callback(self._handshakeDone)
+        context.set_alpn_select_callback(_refuseValidation)
+
+    def choose(self, hello: ClientHello, connection: SSL.Connection) -> None:
+        """
+        Before the handshake of C{hello} on C{connection} begins: when it is
+        a validation handshake for a name with a pending challenge, move it
+        to that challenge's validation context, so that OpenSSL picks the
+        validation certificate whatever the TLS version and cipher (for TLS
+        1.2 it picks the certificate before it reads the ALPN list).
+        Any other handshake is left on the service's own context.
+
+        @param connection: Its C{app_data} must be its Twisted TLS protocol.
+        """
+        name = hello.serverName
+        if ACME_TLS_1 not in hello.protocols or name is None:
+            return
+        pending = self._pending(name)
+        if pending is not None:
+            connection.set_context(self._context(pending))
 
     def fetch(self, hello: ClientHello) -> Deferred[None] | None:
         """
         Before the handshake of C{hello} goes on: when it is a validation
-        handshake for a name with no challenge pending here, read its
-        challenge from those every node published, and keep it for
-        L{FETCHED_FOR} seconds.
+        handshake for a name this server certifies with no challenge
+        pending here, read its challenge from those every node published,
+        and keep it for L{FETCHED_FOR} seconds.  Handshakes for one name
+        wait on one read; a name not found is not read again for
+        L{MISSED_FOR} seconds.
 
         @return: A Deferred that fires, never failing, once the challenge
             is read or known to be missing; or C{None} when there is
@@ -192,20 +302,35 @@ class ALPNAnswers:
         name = hello.serverName
         if ACME_TLS_1 not in hello.protocols or name is None or self._shared is None:
             return None
-        if self._pending(name) is not None:
+        if name not in self._served or self._pending(name) is not None:
             return None
-        looking = self._shared(sharedKey(name), self._clock)
-        if looking is None:
-            return None
+        reading = self._reading.get(name)
+        if reading is None:
+            if self._missed.get(name, 0.0) > self._clock.seconds():
+                return None
+            looking = self._shared(sharedKey(name), self._clock)
+            if looking is None:
+                return None
+            reading = _SharedRead(looking.addCallback(self._found, name))
+            if not reading.ended:
+                self._reading[name] = reading
+        return reading.wait()
 
-        def found(record: str | None) -> None:
-            pending = _parseRecord(record, name)
-            if pending is not None:
-                self._fetched[name] = (pending, self._clock.seconds() + FETCHED_FOR)
-                while len(self._fetched) > CACHED_CERTIFICATES:
-                    self._fetched.popitem(last=False)
-
-        return looking.addCallback(found)
+    def _found(self, record: str | None, name: str) -> None:
+        """
+        Keep the challenge for C{name} read from the storage in C{record},
+        or that there is none.
+        """
+        self._reading.pop(name, None)
+        pending = _parseRecord(record, name)
+        now = self._clock.seconds()
+        if pending is None:
+            self._missed[name] = now + MISSED_FOR
+            return
+        self._missed.pop(name, None)
+        self._fetched[name] = (pending, now + FETCHED_FOR)
+        while len(self._fetched) > CACHED_CERTIFICATES:
+            self._fetched.popitem(last=False)
 
     def _pending(self, name: str) -> Pending | None:
         """
@@ -223,34 +348,26 @@ class ALPNAnswers:
             return None
         return fetched[0]
 
-    def _select(self, connection: SSL.Connection, offered: list[bytes]) -> Any:
+    def _context(self, pending: Pending) -> SSL.Context:
         """
-        Select C{acme-tls/1} and present the validation certificate, when
-        offered for a name with a pending challenge; end the handshake when
-        offered for any other name; select nothing otherwise.
-        """
-        if ACME_TLS_1 not in offered:
-            return SSL.NO_OVERLAPPING_PROTOCOLS
-        name = connection.get_servername()
-        text = name.decode("ascii", "replace").lower().rstrip(".") if name else None
-        pending = self._pending(text) if text else None
-        if pending is None:
-            return b""
-        key, certificate = self._certificate(pending)
-        connection.use_certificate(certificate)
-        connection.use_privatekey(key)
-        return ACME_TLS_1
-
-    def _certificate(self, pending: Pending) -> tuple[crypto.PKey, crypto.X509]:
-        """
-        The validation certificate of C{pending}, built at its first use
-        and kept among the L{CACHED_CERTIFICATES} used last, so that
-        handshakes made in a loop cost no key generation each.
+        The validation context of C{pending}: its validation certificate,
+        C{acme-tls/1} selected, the connection closed once the handshake
+        ends.  Built at its first use and kept among the
+        L{CACHED_CERTIFICATES} used last, so that handshakes made in a loop
+        cost no key generation each.
         """
         built = self._built.pop(pending, None)
         if built is None:
             now = datetime.datetime.fromtimestamp(self._clock.seconds(), datetime.timezone.utc)
-            built = validationCertificate(*pending, now)
+            key, certificate = validationCertificate(*pending, now)
+            built = SSL.Context(SSL.TLS_METHOD)
+            built.set_min_proto_version(SSL.TLS1_2_VERSION)
+            built.set_options(SSL.OP_NO_TICKET)
+            built.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            built.use_certificate(certificate)
+            built.use_privatekey(key)
+            built.set_alpn_select_callback(_selectValidation)
+            built.set_info_callback(self._handshakeDone)
         self._built[pending] = built
         while len(self._built) > CACHED_CERTIFICATES:
             self._built.popitem(last=False)
@@ -262,8 +379,6 @@ class ALPNAnswers:
         next turn of the reactor, out of OpenSSL's call.
         """
         if not where & SSL.SSL_CB_HANDSHAKE_DONE:
-            return
-        if connection.get_alpn_proto_negotiated() != ACME_TLS_1:
             return
         protocol = connection.get_app_data()
         if protocol is not None:

@@ -13,10 +13,11 @@ from typing import Any, cast
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IPushProducer
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 
 from .alpn import ALPNAnswers
-from .clienthello import NotClientHello, parseClientHello
+from .clienthello import ClientHello, HelloReader, NotClientHello
 
 
 class HelloPeek(ProtocolWrapper):
@@ -34,6 +35,7 @@ class HelloPeek(ProtocolWrapper):
         # A bytearray: a ClientHello sent a byte at a time is not copied
         # whole at each byte.
         self._held: bytearray | None = bytearray()
+        self._reader = HelloReader()
         self._waiting: Deferred[None] | None = None
         self._lost = False
 
@@ -42,27 +44,41 @@ class HelloPeek(ProtocolWrapper):
             super().dataReceived(data)
             return
         self._held += data
+        if self._waiting is not None:
+            return
         try:
-            hello = parseClientHello(self._held)
+            hello = self._reader.feed(data)
         except NotClientHello:
             self._release()
             return
-        if hello is None or self._waiting is not None:
+        if hello is None:
             return
         answers = self.factory.answers()
-        waiting = answers.fetch(hello) if answers is not None else None
-        if waiting is None:
+        if answers is None:
             self._release()
+            return
+        waiting = answers.fetch(hello)
+        if waiting is None:
+            self._choose(answers, hello)
             return
         self._waiting = waiting
         self._producer().pauseProducing()
-        waiting.addBoth(self._fetched)
+        waiting.addBoth(self._fetched, answers, hello)
 
-    def _fetched(self, result: None | Failure) -> None:
+    def _fetched(self, result: None | Failure, answers: ALPNAnswers, hello: ClientHello) -> None:
         self._waiting = None
         if not self._lost:
             self._producer().resumeProducing()
-            self._release()
+            self._choose(answers, hello)
+
+    def _choose(self, answers: ALPNAnswers, hello: ClientHello) -> None:
+        """
+        Let C{answers} choose the context of the handshake of C{hello}
+        before it begins, then hand the bytes on.
+        """
+        tls = cast(TLSMemoryBIOProtocol, self.wrappedProtocol)
+        answers.choose(hello, tls.getHandle())
+        self._release()
 
     def _producer(self) -> IPushProducer:
         """

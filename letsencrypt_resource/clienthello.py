@@ -9,6 +9,9 @@ import attrs
 
 #: The most bytes of records read for one ClientHello.
 MAX_HELLO = 16384 + 5
+#: The most records read for one ClientHello: one usually, two for a large
+#: one (post-quantum key shares).
+MAX_RECORDS = 4
 
 _HANDSHAKE = 22
 _CLIENT_HELLO = 1
@@ -62,42 +65,59 @@ class _Reader:
         return self._at == len(self._data)
 
 
-def _handshakeBytes(data: bytes | bytearray) -> bytes | None:
+class HelloReader:
     """
-    The handshake bytes of the records at the start of C{data}, once they
-    hold the whole first handshake message; C{None} while more are needed.
-    """
-    handshake = b""
-    at = 0
-    while True:
-        if len(handshake) >= 4:
-            needed = 4 + int.from_bytes(handshake[1:4], "big")
-            if len(handshake) >= needed:
-                return handshake[:needed]
-        if len(data) < at + 5:
-            return None
-        if data[at] != _HANDSHAKE:
-            raise NotClientHello("the first record is not a handshake record")
-        length = int.from_bytes(data[at + 3 : at + 5], "big")
-        if len(data) < at + 5 + length:
-            return None
-        handshake += bytes(data[at + 5 : at + 5 + length])
-        at += 5 + length
+    Reads a ClientHello off the first bytes of a connection as they come.
 
-
-def parseClientHello(data: bytes | bytearray) -> ClientHello | None:
+    Each byte is looked at once: a record is read when it is whole, and the
+    ClientHello when its last record is.  A ClientHello takes one record,
+    or a few when it is large; more records than L{MAX_RECORDS}, an empty
+    record, or more than L{MAX_HELLO} bytes of records are refused, so that
+    a client sending tiny records costs little before OpenSSL gets them.
     """
-    The ClientHello at the start of C{data}, the first bytes a client
-    sent; C{None} while it is incomplete.
 
-    @raise NotClientHello: when C{data} does not start with one, or it is
-        longer than L{MAX_HELLO} bytes.
-    """
-    handshake = _handshakeBytes(data if len(data) <= MAX_HELLO else data[:MAX_HELLO])
-    if handshake is None:
-        if len(data) >= MAX_HELLO:
-            raise NotClientHello("the ClientHello is too long")
+    def __init__(self) -> None:
+        self._unread = bytearray()
+        self._handshake = bytearray()
+        self._records = 0
+        self._used = 0
+
+    def feed(self, data: bytes | bytearray) -> ClientHello | None:
+        """
+        Read the next bytes the client sent.
+
+        @return: The ClientHello, once whole; C{None} while it is not.
+        @raise NotClientHello: when the bytes so far do not start with a
+            ClientHello, or it is longer than allowed.
+        """
+        self._unread += data
+        while len(self._unread) >= 5:
+            if self._unread[0] != _HANDSHAKE:
+                raise NotClientHello("the first record is not a handshake record")
+            length = int.from_bytes(self._unread[3:5], "big")
+            if length == 0:
+                raise NotClientHello("an empty handshake record")
+            if self._records == MAX_RECORDS or self._used + 5 + length > MAX_HELLO:
+                raise NotClientHello("the ClientHello is too long")
+            if len(self._unread) < 5 + length:
+                return None
+            self._handshake += self._unread[5 : 5 + length]
+            del self._unread[: 5 + length]
+            self._records += 1
+            self._used += 5 + length
+            if len(self._handshake) >= 4:
+                needed = 4 + int.from_bytes(self._handshake[1:4], "big")
+                if needed > MAX_HELLO:
+                    raise NotClientHello("the ClientHello is too long")
+                if len(self._handshake) >= needed:
+                    return _parseHandshake(bytes(self._handshake[:needed]))
         return None
+
+
+def _parseHandshake(handshake: bytes) -> ClientHello:
+    """
+    The ClientHello in the handshake message C{handshake}.
+    """
     message = _Reader(handshake)
     if message.integer(1) != _CLIENT_HELLO:
         raise NotClientHello("the first handshake message is not a ClientHello")

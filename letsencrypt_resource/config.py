@@ -956,12 +956,30 @@ def checkComponents(configuration: Configuration) -> None:
 LETS_ENCRYPT_NO_IP_PROFILES = (None, "classic", "tlsserver")
 
 
+def _urlKey(url: str) -> tuple[str, str, int | None, tuple[str, ...]]:
+    """
+    What tells apart the directories at C{url} (checked by L{_checkURL}):
+    its scheme, its host in lower case without a final dot, its port (the
+    scheme's by default), and its path without a final slash.
+    """
+    parsed = DecodedURL.from_text(url)
+    path = tuple(parsed.path)
+    while path and not path[-1]:
+        path = path[:-1]
+    return (parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port, path)
+
+
+_LETS_ENCRYPT_KEYS = frozenset(
+    _urlKey(url) for url in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING)
+)
+
+
 def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
     """
     Refuse a service with IP addresses when the CA is Let's Encrypt and the
     profile asked for is one it issues no IP address certificates on.
     """
-    if resource is None or resource.acmeURL not in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING):
+    if resource is None or _urlKey(resource.acmeURL) not in _LETS_ENCRYPT_KEYS:
         return
     if resource.profile not in LETS_ENCRYPT_NO_IP_PROFILES:
         return

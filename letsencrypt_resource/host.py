@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from . import deployrun, events
-from .alpn import ALPNAnswers
+from .alpn import ALPNAnswers, ServedNames
 from .clusterresume import resumeWhenBack
 from .config import (
     Configuration,
@@ -281,6 +281,7 @@ class ServerService(MultiService):
         self._reloading = DeferredLock()
         self.registry = Components("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
+        self._servedNames = ServedNames()
         self.resource = None
         for options in configuration.services:
             self._addService(options)
@@ -311,6 +312,7 @@ class ServerService(MultiService):
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)
+        self._servedNames.add(service.consumer.domains)
         self._answerALPN(service)
 
     def _answerALPN(self, service: HTTPSFileService) -> None:
@@ -320,7 +322,9 @@ class ServerService(MultiService):
         """
         if self.resource is not None:
             responder = self.resource.responder
-            answers = ALPNAnswers(responder.lookupALPN, self._reactor, responder.lookupShared)
+            answers = ALPNAnswers(
+                responder.lookupALPN, self._reactor, responder.lookupShared, self._servedNames
+            )
             service.consumer.tls.answerALPN(answers)
 
     def _removeService(self, service: HTTPSFileService) -> Deferred[None]:
@@ -328,6 +332,7 @@ class ServerService(MultiService):
             service.consumer, ICertificateConsumer, name=service.options.section
         )
         self.fileServices.remove(service)
+        self._servedNames.remove(service.consumer.domains)
         return maybeDeferred(service.disownServiceParent)
 
     def reload(self) -> Deferred[None]:

@@ -132,11 +132,14 @@ def orderSurvives(error: BaseException) -> bool:
     Whether the order of an attempt that failed with C{error} may still end
     in a certificate, so that the next attempt resumes it: the attempt was
     cancelled or took too long, or the CA could not be reached or failed
-    itself.  After any other failure (the CA refused the order or issued a
-    wrong certificate), the next attempt places a new order.
+    itself.  After any other failure (the CA refused the order, offered no
+    challenge of the type asked, or issued a wrong certificate), the next
+    attempt places a new order.
     """
     if isinstance(error, (CancelledError, OrderTimedOut)):
         return True
+    if isinstance(error, ChallengeNotOffered):
+        return False
     return isinstance(error, ACMEProtocolError) and (error.status is None or error.status >= 500)
 
 

@@ -80,7 +80,11 @@ class ReloadableServerTLS:
     def answerALPN(self, answers: ALPNAnswers) -> None:
         """
         Answer the TLS-ALPN-01 validation handshakes with C{answers} from
-        now on, on every context built.
+        now on, on every context built.  The listener must read each
+        ClientHello first (L{letsencrypt_resource.alpnpeek.HelloPeekFactory}):
+        that is where a validation handshake is moved to its own context;
+        the service's contexts end every other handshake offering
+        C{acme-tls/1}.
         """
         self.alpn = answers
         if self._context is not None:

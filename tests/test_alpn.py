@@ -28,8 +28,10 @@ from letsencrypt_resource.alpn import (
     ACME_IDENTIFIER,
     ACME_TLS_1,
     FETCHED_FOR,
+    MISSED_FOR,
     TLSALPN01,
     ALPNAnswers,
+    ServedNames,
     TLSALPN01Response,
     serverName,
     sharedKey,
@@ -45,7 +47,11 @@ from tests.helpers import (
     newSigner,
     peerCertificate,
     provisionalFor,
+    selfSigned,
     tlsClientFactory,
+)
+from tests.helpers import (
+    sharedKey as testKey,
 )
 
 NOW = datetime.datetime(2026, 11, 29, tzinfo=datetime.timezone.utc)
@@ -73,12 +79,19 @@ class ValidationClient:
     protocols C{offered}, no check of the server's certificate.
     """
 
-    def __init__(self, name: bytes, offered: list[bytes]):
+    def __init__(self, name: bytes, offered: list[bytes], version: int | None = None):
+        """
+        @param version: The only TLS version offered, if not any.
+        """
         self.name = name
         self.offered = offered
+        self.version = version
 
     def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
         context = SSL.Context(SSL.TLS_METHOD)
+        if self.version is not None:
+            context.set_min_proto_version(self.version)
+            context.set_max_proto_version(self.version)
         context.set_alpn_protos(self.offered)
         connection = SSL.Connection(context, None)
         connection.set_tlsext_host_name(self.name)
@@ -87,14 +100,22 @@ class ValidationClient:
 
 
 def connectValidator(
-    server: Any, name: bytes, offered: list[bytes], clock: MemoryReactorClock
+    server: Any,
+    name: bytes,
+    offered: list[bytes],
+    clock: MemoryReactorClock,
+    version: int | None = None,
 ) -> tuple[HandshakeRecorder, IOPump]:
     """
     Connect to C{server} in memory as a validator would: SNI C{name}, ALPN
-    C{offered}; the handshake may not have ended yet.
+    C{offered}, only TLS C{version} if given; the handshake may not have
+    ended yet.
     """
     client = TLSMemoryBIOFactory(
-        ValidationClient(name, offered), True, Factory.forProtocol(HandshakeRecorder), clock
+        ValidationClient(name, offered, version),
+        True,
+        Factory.forProtocol(HandshakeRecorder),
+        clock,
     )
     connection = connectInMemory(server, client, clock)
     recorder = connection.collector
@@ -178,15 +199,18 @@ class ALPNHandshakeTests(SynchronousTestCase):
         self.tls = ReloadableServerTLS()
         self.tls.setCertificate(provisionalFor(self.signer))
         self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock))
-        self.server = TLSMemoryBIOFactory(
-            self.tls, False, Factory.forProtocol(Collector), clock=self.clock
+        self.server = HelloPeekFactory(
+            TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
+            lambda: self.tls.alpn,
         )
 
-    def validate(self, name: bytes, offered: list[bytes]) -> HandshakeRecorder:
+    def validate(
+        self, name: bytes, offered: list[bytes], version: int | None = None
+    ) -> HandshakeRecorder:
         """
         Connect as a validator would, and let the reactor turn.
         """
-        recorder, pump = connectValidator(self.server, name, offered, self.clock)
+        recorder, pump = connectValidator(self.server, name, offered, self.clock, version)
         self.clock.advance(0)
         pump.flush()
         return recorder
@@ -207,6 +231,34 @@ class ALPNHandshakeTests(SynchronousTestCase):
         )
         self.assertEqual(recorder.protocol, ACME_TLS_1)
         self.assertIsNotNone(recorder.lostReason)
+
+    def test_rsaServiceKey(self) -> None:
+        """
+        With an RSA service key, a validator using TLS 1.2 (for which
+        OpenSSL picks the certificate before it reads the ALPN list) or TLS
+        1.3 gets the validation certificate, not the service's own.
+        """
+        self.tls.setCertificate(selfSigned(key=testKey("rsa-2048")))
+        self.responder.addALPN("tok", "example.com", "tok.print")
+        for version in (SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION):
+            recorder = self.validate(b"example.com", [ACME_TLS_1], version)
+            assert recorder.certificate is not None
+            self.assertIn(ACME_IDENTIFIER, [e.oid for e in recorder.certificate.extensions])
+            self.assertEqual(recorder.protocol, ACME_TLS_1)
+            self.assertIsNotNone(recorder.lostReason)
+
+    def test_rsaServiceKeyNormalHandshake(self) -> None:
+        """
+        With an RSA service key, a TLS 1.2 handshake for a name with a
+        pending challenge that does not offer acme-tls/1 gets the
+        service's own certificate.
+        """
+        certifiedKey = selfSigned(key=testKey("rsa-2048"))
+        self.tls.setCertificate(certifiedKey)
+        self.responder.addALPN("tok", "example.com", "tok.print")
+        recorder = self.validate(b"example.com", [b"http/1.1"], SSL.TLS1_2_VERSION)
+        self.assertEqual(recorder.certificate, certifiedKey.certificate)
+        self.assertIsNone(recorder.lostReason)
 
     def test_ipAddressValidation(self) -> None:
         """
@@ -310,7 +362,9 @@ class SharedChallengeTests(SynchronousTestCase):
 
         self.tls = ReloadableServerTLS()
         self.tls.setCertificate(provisionalFor(newSigner()))
-        self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock, shared))
+        served = ServedNames()
+        served.add(["example.com", "192.0.2.7"])
+        self.tls.answerALPN(ALPNAnswers(self.responder.lookupALPN, self.clock, shared, served))
         self.server = HelloPeekFactory(
             TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
             lambda: self.tls.alpn,
@@ -373,6 +427,7 @@ class SharedChallengeTests(SynchronousTestCase):
             self.finish(pump)
             self.assertIsNone(recorder.certificate)
             self.assertIsNotNone(recorder.lostReason)
+            self.clock.advance(MISSED_FOR)
 
     def test_noLookup(self) -> None:
         """
@@ -406,3 +461,73 @@ class SharedChallengeTests(SynchronousTestCase):
         recorder.transport.abortConnection()
         self.finish(pump)
         self.assertEqual(self.cancelled, [sharedKey("example.com")])
+
+    def test_onlyNamesServed(self) -> None:
+        """
+        Nothing is read for a name this server does not certify, however
+        many handshakes ask; the reverse name of an address it certifies is
+        read.
+        """
+        for _ in range(20):
+            recorder, pump = self.connect(b"random.example.net", [ACME_TLS_1])
+            self.finish(pump)
+            self.assertIsNone(recorder.certificate)
+        self.assertEqual(self.looked, [])
+        self.connect(b"7.2.0.192.in-addr.arpa", [ACME_TLS_1])
+        self.assertEqual([key for key, _ in self.looked], [sharedKey("7.2.0.192.in-addr.arpa")])
+
+    def test_oneReadPerName(self) -> None:
+        """
+        Handshakes for a name whose challenge is being read wait on that
+        one read, and all get the validation certificate; one that leaves
+        does not end the read for the others.
+        """
+        first, firstPump = self.connect(b"example.com", [ACME_TLS_1])
+        second, secondPump = self.connect(b"example.com", [ACME_TLS_1])
+        gone, gonePump = self.connect(b"example.com", [ACME_TLS_1])
+        gone.transport.abortConnection()
+        self.finish(gonePump)
+        [(_, looking)] = self.looked
+        self.assertEqual(self.cancelled, [])
+        looking.callback(sharedRecord("example.com", "tok.print"))
+        for recorder, pump in ((first, firstPump), (second, secondPump)):
+            self.finish(pump)
+            self.assertIsNotNone(recorder.certificate)
+            self.assertEqual(recorder.protocol, ACME_TLS_1)
+
+    def test_missKeptBriefly(self) -> None:
+        """
+        A name whose challenge was not found is not read again for
+        L{MISSED_FOR} seconds, and is read after.
+        """
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.looked[0][1].callback(None)
+        self.finish(pump)
+        recorder, pump = self.connect(b"example.com", [ACME_TLS_1])
+        self.finish(pump)
+        self.assertIsNone(recorder.certificate)
+        self.assertEqual(len(self.looked), 1)
+        self.clock.advance(MISSED_FOR)
+        self.connect(b"example.com", [ACME_TLS_1])
+        self.assertEqual(len(self.looked), 2)
+
+
+class ServedNamesTests(SynchronousTestCase):
+    """
+    Tests for L{ServedNames}.
+    """
+
+    def test_addRemove(self) -> None:
+        """
+        A name is served while any service added and not removed
+        certifies it; addresses are served by their reverse names.
+        """
+        served = ServedNames()
+        served.add(["example.com", "2001:db8::1"])
+        served.add(["example.com"])
+        served.remove(["example.com", "2001:db8::1"])
+        self.assertIn("example.com", served)
+        self.assertNotIn("2001:db8::1", served)
+        self.assertNotIn(serverName("2001:db8::1"), served)
+        served.remove(["example.com"])
+        self.assertNotIn("example.com", served)

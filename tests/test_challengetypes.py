@@ -12,6 +12,8 @@ from letsencrypt_resource.alpn import serverName, sharedKey
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.issuer import obtainCertificate
 from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.policy import FIRST_RETRY_DELAY
+from letsencrypt_resource.testing import advanceThrough
 from letsencrypt_resource.testing.clock import runUntilFired
 from tests.helpers.configuration import BASE, resource, service
 from tests.helpers.resourcecase import FILES, ResourceTestCase
@@ -47,6 +49,19 @@ class ChallengeTypesOrderTests(ResourceTestCase):
         self.assertTrue(
             any("offers no tls-alpn-01 challenge" in text for text in self.eventTexts(20017))
         )
+
+    def test_orderNotOfferedEnds(self) -> None:
+        """
+        An order whose authorization offers no challenge of the only type
+        asked is not kept: the next attempt places a new order rather than
+        resume (20191) the one that cannot succeed.
+        """
+        self.start(challengeTypes=("tls-alpn-01",))
+        self.assertIsNone(self.store.loadRenewalState(FILES)["pending_order"])
+        created = self.server.ordersCreated
+        advanceThrough(self.reactor, 2 * FIRST_RETRY_DELAY)
+        self.assertGreater(self.server.ordersCreated, created)
+        self.assertNotIn(20191, self.eventIDs())
 
     def test_fallBackAfterFailedValidation(self) -> None:
         """

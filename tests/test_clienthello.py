@@ -10,11 +10,13 @@ import random
 from OpenSSL import SSL
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import clienthello as clienthelloModule
 from letsencrypt_resource.clienthello import (
     MAX_HELLO,
+    MAX_RECORDS,
     ClientHello,
+    HelloReader,
     NotClientHello,
-    parseClientHello,
 )
 
 
@@ -37,9 +39,29 @@ def clientHello(name: bytes | None = None, protocols: list[bytes] | None = None)
     return connection.bio_read(65536)
 
 
+def parseClientHello(data: bytes) -> ClientHello | None:
+    """
+    The ClientHello a new L{HelloReader} reads off C{data}, given at once.
+    """
+    return HelloReader().feed(data)
+
+
+def inRecords(data: bytes, sizes: list[int]) -> bytes:
+    """
+    The handshake bytes of the records in C{data} again, in records of
+    C{sizes} bytes then one of the rest.
+    """
+    body = data[5:]
+    records = b""
+    for size in [*sizes, len(body) - sum(sizes)]:
+        records += data[:3] + size.to_bytes(2, "big") + body[:size]
+        body = body[size:]
+    return records
+
+
 class ParseClientHelloTests(SynchronousTestCase):
     """
-    Tests for L{parseClientHello}.
+    Tests for L{HelloReader}, given the bytes at once.
     """
 
     def test_nameAndProtocols(self) -> None:
@@ -70,17 +92,7 @@ class ParseClientHelloTests(SynchronousTestCase):
         """
         A ClientHello split over two records is read whole.
         """
-        data = clientHello(b"example.com", [b"acme-tls/1"])
-        body = data[5:]
-        header = data[:3]
-        split = (
-            header
-            + (20).to_bytes(2, "big")
-            + body[:20]
-            + header
-            + (len(body) - 20).to_bytes(2, "big")
-            + body[20:]
-        )
+        split = inRecords(clientHello(b"example.com", [b"acme-tls/1"]), [20])
         self.assertEqual(parseClientHello(split), ClientHello("example.com", (b"acme-tls/1",)))
 
     def test_notTLS(self) -> None:
@@ -121,3 +133,69 @@ class ParseClientHelloTests(SynchronousTestCase):
                 parseClientHello(bytes(mutated))
             except NotClientHello:
                 pass
+
+
+class IncrementalReadTests(SynchronousTestCase):
+    """
+    Tests for L{HelloReader} given the bytes as they come: the work stays
+    linear, however the client cuts its records.
+    """
+
+    def countParses(self) -> list[bytes]:
+        """
+        Record each ClientHello message parsed from now on.
+        """
+        parsed: list[bytes] = []
+        parse = clienthelloModule._parseHandshake
+
+        def counting(handshake: bytes) -> ClientHello:
+            parsed.append(handshake)
+            return parse(handshake)
+
+        self.patch(clienthelloModule, "_parseHandshake", counting)
+        return parsed
+
+    def test_byteAtATime(self) -> None:
+        """
+        A ClientHello in L{MAX_RECORDS} records sent a byte at a time is
+        read once it is whole, and its message is parsed only then, once.
+        """
+        parsed = self.countParses()
+        data = inRecords(clientHello(b"example.com", [b"acme-tls/1"]), [1, 2, 3])
+        reader = HelloReader()
+        for at in range(len(data) - 1):
+            self.assertIsNone(reader.feed(data[at : at + 1]))
+        self.assertEqual(parsed, [])
+        self.assertEqual(reader.feed(data[-1:]), ClientHello("example.com", (b"acme-tls/1",)))
+        self.assertEqual(len(parsed), 1)
+
+    def test_tinyRecords(self) -> None:
+        """
+        A handshake announcing a huge message in one-byte records, sent a
+        record at a time (the attack that made the former parser
+        quadratic), is refused at the record past L{MAX_RECORDS}, having
+        parsed no message.
+        """
+        parsed = self.countParses()
+        reader = HelloReader()
+        reader.feed(b"\x16\x03\x01\x00\x04\x01\x00\x10\x00")
+        for _ in range(MAX_RECORDS - 1):
+            self.assertIsNone(reader.feed(b"\x16\x03\x01\x00\x01\x00"))
+        self.assertRaises(NotClientHello, reader.feed, b"\x16\x03\x01\x00\x01\x00")
+        self.assertEqual(parsed, [])
+
+    def test_emptyRecords(self) -> None:
+        """
+        An empty handshake record, which TLS forbids, is refused at once.
+        """
+        reader = HelloReader()
+        self.assertIsNone(reader.feed(b"\x16\x03\x01\x00\x04\x01\x00"))
+        self.assertRaises(NotClientHello, reader.feed, b"\x00\xff\x16\x03\x01\x00\x00")
+
+    def test_hugeMessage(self) -> None:
+        """
+        A handshake message announced longer than L{MAX_HELLO} is refused
+        as soon as its header is read.
+        """
+        reader = HelloReader()
+        self.assertRaises(NotClientHello, reader.feed, b"\x16\x03\x01\x00\x04\x01\xff\xff\xff")

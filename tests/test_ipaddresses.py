@@ -157,10 +157,27 @@ class LetsEncryptProfileTests(SynchronousTestCase):
                 self.assertIn("192.0.2.7", error.message)
                 self.assertIn("profile = shortlived", error.message)
 
+    def test_refusedWrittenOtherwise(self) -> None:
+        """
+        Let's Encrypt's directory written with a final slash, an upper-case
+        host, a final dot or its default port is still Let's Encrypt's.
+        """
+        for acmeURL in (
+            LETS_ENCRYPT_PRODUCTION + "/",
+            "https://ACME-v02.API.LetsEncrypt.org/directory",
+            "https://acme-v02.api.letsencrypt.org./directory",
+            "https://acme-v02.api.letsencrypt.org:443/directory",
+            "https://acme-staging-v02.api.letsencrypt.org:443/directory//",
+        ):
+            error = self.assertRaises(ConfigurationError, self.parse, acmeURL, None, "192.0.2.7")
+            self.assertIn("profile = shortlived", error.message)
+
     def test_accepted(self) -> None:
         """
         The C{shortlived} profile, another CA, or no address pass.
         """
         self.parse(LETS_ENCRYPT_PRODUCTION, "shortlived", "192.0.2.7")
         self.parse("https://ca.example.com/directory", None, "192.0.2.7")
+        self.parse("https://acme-v02.api.letsencrypt.org:8443/directory", None, "192.0.2.7")
+        self.parse("https://acme-v02.api.letsencrypt.org/other", None, "192.0.2.7")
         self.parse(LETS_ENCRYPT_PRODUCTION, None, "files.example.com")
