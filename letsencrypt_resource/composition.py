@@ -126,6 +126,7 @@ def compose(
     sets = DomainSets(options, registry, records, managed, provisioning, scheduler, reactor, log)
     scheduler.loaded = sets.whenLoaded
     scheduler.atCheck.append(deploys.retry)
+    provisioning.unusableListeners.append(lambda certificate: scheduler.check(only=[certificate]))
 
     def checked(attempted: list[ManagedCertificate]) -> None:
         if all(certificate.failures == 0 for certificate in attempted):

@@ -400,6 +400,13 @@ CLUSTER_NODE_BACK = _event(
     LogLevel.info,
     "Node {node_name} hears from node {other} again.",
 )
+CERTIFICATE_UNUSABLE = _event(
+    20260,
+    LogLevel.error,
+    "The stored certificate for {domains} cannot be presented: its key cannot be read "
+    "or does not match; its services go on a provisional certificate and a new one is "
+    "ordered.",
+)
 
 
 def catalogue() -> dict[int, EventType]:
