@@ -49,6 +49,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "events",
                 "ftpsoptions",
                 "httplimits",
+                "inireader",
                 "interfaces",
                 "keys",
                 "limiter",
