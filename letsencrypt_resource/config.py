@@ -265,7 +265,7 @@ def _path(value: str) -> str:
     return path
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Option:
     """
     One option a section type takes: the single declaration from which the

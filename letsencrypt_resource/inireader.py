@@ -44,21 +44,26 @@ def readINI(text: str) -> dict[str, dict[str, str]]:
     sectionName = ""
     optionName: str | None = None
     indent = 0
+    blanks = 0
     error: configparser.ParsingError | None = None
     for number, line in enumerate(io.StringIO(text), start=1):
         value = line.strip()
         if not value or value[0] in "#;":
-            # An empty line is part of a value that goes on; a comment not.
+            # An empty line is part of a value that goes on (a comment is
+            # not): counted, and added if a continuation line follows (at
+            # the end of a value, the final strip would remove it).
             if not value and current is not None and optionName:
-                _continue(current, optionName, "", continued)
+                blanks += 1
             continue
         # The indentation as ConfigParser measures it (to the first
         # character that C{re}'s C{\\S} matches: the same as C{str.isspace}).
         lineIndent = len(line) - len(line.lstrip())
         if current is not None and optionName and lineIndent > indent:
-            _continue(current, optionName, value, continued)
+            _continue(current, optionName, [""] * blanks + [value], continued)
+            blanks = 0
             continue
         indent = lineIndent
+        blanks = 0
         header = _SECTION.match(value) if value[0] == "[" else None
         if header:
             sectionName = header.group("header")
@@ -101,16 +106,19 @@ def readINI(text: str) -> dict[str, dict[str, str]]:
 
 
 def _continue(
-    options: dict[str, Any], name: str, line: str, continued: list[tuple[dict[str, Any], str]]
+    options: dict[str, Any],
+    name: str,
+    lines: list[str],
+    continued: list[tuple[dict[str, Any], str]],
 ) -> None:
     """
-    Add C{line} to the value of option C{name} in C{options}.
+    Add C{lines} to the value of option C{name} in C{options}.
     """
-    lines = options[name]
-    if isinstance(lines, str):
-        lines = options[name] = [lines]
+    value = options[name]
+    if isinstance(value, str):
+        value = options[name] = [value]
         continued.append((options, name))
-    lines.append(line)
+    value.extend(lines)
 
 
 def _firstDelimiter(value: str) -> int:
