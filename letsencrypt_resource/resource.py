@@ -235,6 +235,13 @@ class LetsEncryptResource(MultiService):
         """
         return self._challengeSite.challengeResource()
 
+    def whenLoaded(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the domain sets loaded at start, with
+        their stored certificates, are in place.
+        """
+        return self._sets.whenLoaded()
+
     def whenSettled(self) -> Deferred[None]:
         """
         A Deferred that fires once every consumer has a certificate and the
