@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--status", action="store_true", help="time status --json too")
     arguments = parser.parse_args()
+    arguments.workdir = os.path.abspath(arguments.workdir)
     os.makedirs(arguments.workdir, exist_ok=True)
     rows = []
     for n in sorted(arguments.n):
