@@ -141,6 +141,8 @@ class LetsEncryptResource(MultiService):
         self.metrics = parts.metrics
         #: Called after each certificate is handed to the set's consumers.
         self.deliveryListeners = parts.provisioning.deliveryListeners
+        #: Returns a Deferred that fires once the sets loaded at start are in place.
+        self.whenLoaded: Callable[[], Deferred[None]] = parts.sets.whenLoaded
         for service in parts.services:
             service.setServiceParent(self)
 
@@ -234,13 +236,6 @@ class LetsEncryptResource(MultiService):
         C{challenge_site = no}, the resource opens no site of its own.
         """
         return self._challengeSite.challengeResource()
-
-    def whenLoaded(self) -> Deferred[None]:
-        """
-        A Deferred that fires once the domain sets loaded at start, with
-        their stored certificates, are in place.
-        """
-        return self._sets.whenLoaded()
 
     def whenSettled(self) -> Deferred[None]:
         """
