@@ -134,6 +134,7 @@ def compose(
     if options.storeDirectory is not None:
         # A run due again follows a new export: the files may be gone.
         deploys.again = lambda certificate: provisioning.export(certificate, deploy=True)
+    provisioning.unusableListeners.append(lambda certificate: scheduler.check(only=[certificate]))
 
     def checked(attempted: list[ManagedCertificate]) -> None:
         # Not while a set fails: a check in which it waits out its retry

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import functools
 import ipaddress
 import os
 import re
@@ -25,6 +26,7 @@ from hyperlink import DecodedURL
 from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, parseDomainList
+from .inireader import readINI
 from .listening import checkDescription, tcpBinding
 
 if TYPE_CHECKING:
@@ -277,7 +279,7 @@ def _path(value: str) -> str:
     return path
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Option:
     """
     One option a section type takes: the single declaration from which the
@@ -641,15 +643,70 @@ def _unknownOption(name: str, known: list[str]) -> str:
 
 
 def _readSection(
-    parser: configparser.ConfigParser, section: str, options: tuple[Option, ...]
+    section: str,
+    read: dict[str, str],
+    options: tuple[Option, ...],
+    parsed: dict[tuple[Callable[[str], Any], str], Any],
 ) -> dict[str, Any]:
-    known = [option.name for option in options]
-    for name in parser[section]:
-        if name not in known:
+    """
+    The values of the options of C{section}, whose text is C{read}: the
+    defaults of the options it leaves out or empty, parsed once for all
+    sections, and the values of those it sets.  A section with a problem
+    is read again option by option (L{_readEachOption}), so that the first
+    problem in the options' order is the one reported.
+
+    @param parsed: The values the options' parsers made of each text so
+        far (every parser is a pure function of its text, and its values
+        are immutable): sections that share a text share its value, so
+        that ten thousand services on one address parse it once.
+    """
+    known, defaults, byName = _sectionReader(options)
+    for name in read:
+        if name not in byName:
             raise ConfigurationError(section, name, _unknownOption(name, known))
+    values = dict(defaults)
+    for name, text in read.items():
+        raw = text.strip()
+        if not raw:
+            continue
+        option = byName[name]
+        key = (option.parse, raw)
+        if key not in parsed:
+            try:
+                parsed[key] = option.parse(raw)
+            except ValueError:
+                return _readEachOption(section, read, options)
+        values[name] = parsed[key]
+    if len(values) < len(options):  # a required option is missing
+        return _readEachOption(section, read, options)
+    return values
+
+
+@functools.cache
+def _sectionReader(
+    options: tuple[Option, ...],
+) -> tuple[list[str], dict[str, Any], dict[str, Option]]:
+    """
+    The names of C{options}, the values of those that have a default, and
+    each option by its name.
+    """
+    defaults = {option.name: option.value for option in options if option.default is not None}
+    return [option.name for option in options], defaults, {o.name: o for o in options}
+
+
+def _readEachOption(
+    section: str, read: dict[str, str], options: tuple[Option, ...]
+) -> dict[str, Any]:
+    """
+    The values of the options of C{section}, whose text is C{read}, read
+    in the options' order.
+
+    @raise ConfigurationError: at the first option that is required and
+        missing, or cannot be parsed.
+    """
     values: dict[str, Any] = {}
     for option in options:
-        raw = parser[section].get(option.name, "").strip()
+        raw = read.get(option.name, "").strip()
         if not raw:
             if option.default is None:
                 raise ConfigurationError(section, option.name, "is required")
@@ -664,11 +721,11 @@ def _readSection(
     return values
 
 
-def _written(parser: configparser.ConfigParser, section: str) -> set[str]:
+def _written(read: dict[str, str]) -> set[str]:
     """
-    The options C{section} sets to something.
+    The options a section whose text is C{read} sets to something.
     """
-    return {name for name, value in parser[section].items() if value.strip()}
+    return {name for name, value in read.items() if value.strip()}
 
 
 def _resolve(base: str, path: str) -> str:
@@ -711,15 +768,31 @@ def _build(cls: type[Any], section: str, values: dict[str, Any], base: str, **gi
     option, paths resolved against C{base}, an empty option leaving the
     field's default, and C{given} as they are.
     """
-    for field in attrs.fields(cls):
-        option = field.metadata.get(_OPTION)
-        if option is None or field.name in given:
+    for field, option in _optionFields(cls):
+        if field in given:
             continue
         value = values[option.name]
         if value is None or value == "":
             continue
-        given[field.name] = _resolve(base, value) if option.parse is _path else value
+        given[field] = _resolve(base, value) if option.parse is _path else value
     return cls(section=section, **given)
+
+
+#: The fields of each options class that an option sets (L{_optionFields}).
+_OPTION_FIELDS: dict[type, tuple[tuple[str, Option], ...]] = {}
+
+
+def _optionFields(cls: type[Any]) -> tuple[tuple[str, Option], ...]:
+    """
+    The fields of C{cls} that an option sets, by name, with that option.
+    """
+    if cls not in _OPTION_FIELDS:
+        _OPTION_FIELDS[cls] = tuple(
+            (field.name, field.metadata[_OPTION])
+            for field in attrs.fields(cls)
+            if _OPTION in field.metadata
+        )
+    return _OPTION_FIELDS[cls]
 
 
 def _resource(
@@ -846,11 +919,8 @@ def parseConfiguration(
 
     @raise ConfigurationError: at the first problem found.
     """
-    parser = configparser.ConfigParser(
-        interpolation=None, strict=True, default_section="\0no-defaults"
-    )
     try:
-        parser.read_string(text)
+        sections = readINI(text)
     except configparser.DuplicateSectionError as error:
         raise ConfigurationError(error.section, None, "the section appears twice") from None
     except configparser.DuplicateOptionError as error:
@@ -863,16 +933,17 @@ def parseConfiguration(
         ) from None
 
     serverName = ""
+    parsed: dict[tuple[Callable[[str], Any], str], Any] = {}
     resources: list[ResourceOptions] = []
     services: list[ServiceOptions] = []
-    for section in parser.sections():
+    for section, read in sections.items():
         if section == "server":
-            serverName = _readSection(parser, section, SERVER_OPTIONS)["name"]
+            serverName = _readSection(section, read, SERVER_OPTIONS, parsed)["name"]
             continue
         kind = section.partition("/")[0]
         if kind == "resources":
             _checkIdentifier(section)
-            kind_ = parser[section].get("type", "").strip()
+            kind_ = read.get("type", "").strip()
             if kind_ != RESOURCE_TYPE:
                 raise ConfigurationError(
                     section,
@@ -881,14 +952,12 @@ def parseConfiguration(
                     if kind_
                     else "is required",
                 )
-            values = _readSection(parser, section, RESOURCE_OPTIONS)
+            values = _readSection(section, read, RESOURCE_OPTIONS, parsed)
             if values["enabled"]:
-                resources.append(
-                    _resource(section, values, baseDirectory, _written(parser, section))
-                )
+                resources.append(_resource(section, values, baseDirectory, _written(read)))
         elif kind == "services":
             _checkIdentifier(section)
-            kind_ = parser[section].get("type", "").strip()
+            kind_ = read.get("type", "").strip()
             if kind_ not in SERVICE_TYPES:
                 raise ConfigurationError(
                     section,
@@ -897,9 +966,9 @@ def parseConfiguration(
                     if kind_
                     else "is required",
                 )
-            values = _readSection(parser, section, _serviceOptions(kind_))
+            values = _readSection(section, read, _serviceOptions(kind_), parsed)
             if values["enabled"]:
-                services.append(_service(section, values, baseDirectory, _written(parser, section)))
+                services.append(_service(section, values, baseDirectory, _written(read)))
         else:
             raise ConfigurationError(
                 section,
@@ -1167,7 +1236,12 @@ def checkServedPaths(configuration: Configuration, resolve: Callable[[str], str]
         (what, written, resolve(written), folder)
         for what, written, folder in _secrets(configuration)
     ]
+    checked: set[str] = set()
     for service in configuration.services:
+        # Services that serve one folder are refused or accepted together.
+        if service.path in checked:
+            continue
+        checked.add(service.path)
         served = resolve(service.path)
         for what, written, secret, folder in secrets:
             relation = _relation(served, secret, folder)

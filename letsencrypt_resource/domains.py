@@ -36,12 +36,15 @@ def normalizeDomain(text: str) -> str:
         raise InvalidDomain("an empty domain name")
     if "*" in name:
         raise InvalidDomain(f"{text.strip()!r} is a wildcard; HTTP-01 validation cannot prove it")
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    else:
-        raise InvalidDomain(f"{name!r} is an IP address, not a domain name")
+    # An IP address ends in a digit (IPv4) or holds a colon (IPv6): only
+    # then is it worth asking ipaddress.
+    if name[-1].isdigit() or ":" in name:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            raise InvalidDomain(f"{name!r} is an IP address, not a domain name")
     name = _toASCII(name, text.strip())
     if "." not in name:
         raise InvalidDomain(f"{name!r} is not a fully qualified domain name")

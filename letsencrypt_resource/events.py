@@ -437,6 +437,13 @@ FTPS_STALE_UPLOADS = _event(
     LogLevel.info,
     "FTPS service {service} removed {count} temporary files of uploads that never ended.",
 )
+CERTIFICATE_UNUSABLE = _event(
+    20260,
+    LogLevel.error,
+    "The stored certificate for {domains} cannot be presented: its key cannot be read "
+    "or does not match; its services go on a provisional certificate and a new one is "
+    "ordered.",
+)
 
 
 def catalogue() -> dict[int, EventType]:

@@ -403,17 +403,28 @@ class ServerService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        # What start-up built lives as long as the server: out of the
-        # collector's reach, full collections stay short while orders run.
-        # Collect first, so that no start-up garbage is kept for good.
-        gc.collect()
-        gc.freeze()
+        if self.resource is None:
+            _freezeStartUp()
+        else:
+            # The domain sets, loaded from the storage after the start,
+            # are most of what start-up builds.
+            self.resource.whenLoaded().addCallback(lambda _: _freezeStartUp())
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()
         if self._lock is not None:
             stopped.addBoth(lambda _: self._lock.release())
         return stopped
+
+
+def _freezeStartUp() -> None:
+    """
+    What start-up built lives as long as the server: out of the
+    collector's reach, full collections stay short while orders run.
+    Collect first, so that no start-up garbage is kept for good.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _sections(sections: tuple[str, ...]) -> str:

@@ -33,3 +33,20 @@ class ICertificateConsumer(Interface):
 
         @type certifiedKey: L{letsencrypt_resource.certificates.CertifiedKey}
         """
+
+
+class IReportsUnusableCertificates(Interface):
+    """
+    A consumer that can say when a certificate it was given turns out,
+    at its first use, to be unusable: its key, read only then (see
+    L{letsencrypt_resource.certificates.CertifiedKey.fromCheckedPEM}),
+    cannot be read or does not match, and it has no earlier certificate
+    to present instead.  Optional: consumers without it are not asked.
+    """
+
+    def reportUnusableTo(callback):
+        """
+        From now on, call C{callback(domains, certifiedKey)} (C{domains}
+        its own, C{certifiedKey} the certificate it cannot present) once
+        for each such certificate.
+        """

@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from .domains import isIPAddress
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 _CURVES = {"ecdsa-p256": ec.SECP256R1, "ecdsa-p384": ec.SECP384R1}
 _RSA_BITS = {"rsa-2048": 2048, "rsa-3072": 3072, "rsa-4096": 4096}
@@ -150,12 +151,16 @@ def publicKeysMatch(one: PrivateKey, certificate: x509.Certificate) -> bool:
     return bool(one.public_key() == certificate.public_key())
 
 
-def publicKeyDigest(key: PrivateKey) -> str:
+def publicKeyDigest(key: PrivateKey | PublicKey) -> str:
     """
     The hexadecimal SHA-256 of the DER SubjectPublicKeyInfo of C{key}'s
-    public half: how the renewal state names a key without holding it.
+    public half (or of C{key}, a public key, as a certificate holds it):
+    how the renewal state names a key without holding it.
     """
-    spki = key.public_key().public_bytes(
+    public = (
+        key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else key.public_key()
+    )
+    spki = public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).hexdigest()

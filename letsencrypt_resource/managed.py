@@ -14,7 +14,7 @@ from .certificates import CertifiedKey
 from .domains import domainsLabel
 from .interfaces import ICertificateConsumer
 from .issuer import PendingOrder
-from .keys import PrivateKey, publicKeyDigest
+from .keys import PrivateKey, PublicKey, publicKeyDigest
 from .policy import (
     WARNING_REPEAT,
     RenewalPlan,
@@ -147,19 +147,19 @@ class ManagedCertificate:
             due = min(due, max(self.ariNextCheck, retry))
         return due
 
-    def markCompromised(self, key: PrivateKey) -> None:
+    def markCompromised(self, key: PrivateKey | PublicKey) -> None:
         """
         Record C{key} as compromised, for good.
         """
         self.compromisedKeys.add(publicKeyDigest(key))
 
-    def unmarkCompromised(self, key: PrivateKey) -> None:
+    def unmarkCompromised(self, key: PrivateKey | PublicKey) -> None:
         """
         Take back a mark of C{key} as compromised that could not be saved.
         """
         self.compromisedKeys.discard(publicKeyDigest(key))
 
-    def isCompromised(self, key: PrivateKey) -> bool:
+    def isCompromised(self, key: PrivateKey | PublicKey) -> bool:
         """
         Whether C{key} was recorded as compromised.
         """

@@ -25,7 +25,7 @@ from .clusterview import addClusterView
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .keygen import generateKey
-from .keys import jwkFor, keyType
+from .keys import PublicKey, jwkFor, keyType
 from .managed import ManagedCertificate
 from .noderecord import serialHex
 from .outcomes import REASONS
@@ -233,12 +233,15 @@ class Operations:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
         client = await self._resource.acmeClient()
         if reason == "keyCompromise":
-            recorded = certificate.isCompromised(issued.key)
-            certificate.markCompromised(issued.key)
+            # The certificate's public key: its private key may not parse.
+            key = issued.certificate.public_key()
+            assert isinstance(key, PublicKey)
+            recorded = certificate.isCompromised(key)
+            certificate.markCompromised(key)
             written = await self._resource.saveState(certificate)
             if not written:
                 if not recorded:
-                    certificate.unmarkCompromised(issued.key)
+                    certificate.unmarkCompromised(key)
                     self._resource.saveState(certificate)
                 raise OperationError(
                     f"nothing was revoked: the key of {certificate.label} cannot "

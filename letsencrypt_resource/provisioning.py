@@ -19,11 +19,11 @@ from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
 from .deploy import DeployHooks
-from .interfaces import ICertificateConsumer
+from .interfaces import ICertificateConsumer, IReportsUnusableCertificates
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .provisional import makeProvisional, makeSigner, signerProblem
-from .reporting import utc
+from .reporting import unexpected, utc
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
@@ -68,6 +68,9 @@ class Provisioning:
         self._deploys = deploys
         #: Called after each certificate is put in service (see L{deliver}).
         self.deliveryListeners: list[Callable[[], object]] = []
+        #: Called with each set whose certificate turned out unusable at
+        #: its first use, once it is on a provisional one (see L{unusable}).
+        self.unusableListeners: list[Callable[[ManagedCertificate], object]] = []
 
     @deferred
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
@@ -146,6 +149,8 @@ class Provisioning:
         for listener in list(self.deliveryListeners):
             listener()
         for consumer in certificate.consumers if consumers is None else consumers:
+            if IReportsUnusableCertificates.providedBy(consumer):
+                consumer.reportUnusableTo(self.unusable)
             try:
                 consumer.useCertificate(certifiedKey)
             except Exception:
@@ -159,6 +164,26 @@ class Provisioning:
                 events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
             )
             event.emit(self._log, service=consumer.name, domains=certificate.label)
+
+    def unusable(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:
+        """
+        A consumer of C{domains} cannot present C{certifiedKey}, read from
+        the storage with its key left for its first use, and has nothing
+        else to present: when it is still the set's certificate, the set
+        is put on a provisional certificate (event 20260), then its
+        L{unusableListeners} are called (an order starts at once).
+        """
+        certificate = self._managed.get(frozenset(domains))
+        if certificate is None or certificate.current is not certifiedKey:
+            return
+        events.CERTIFICATE_UNUSABLE.emit(self._log, domains=certificate.label)
+        certificate.current = None
+        provisioned = self.provision([certificate])
+        provisioned.addErrback(lambda failure: unexpected(self._log, failure))
+        provisioned.addCallback(
+            lambda _: [listener(certificate) for listener in self.unusableListeners]
+        )
+        provisioned.addErrback(lambda failure: unexpected(self._log, failure))
 
     def dropped(self, certificate: ManagedCertificate) -> None:
         """

@@ -141,6 +141,8 @@ class LetsEncryptResource(MultiService):
         self.metrics = parts.metrics
         #: Called after each certificate is handed to the set's consumers.
         self.deliveryListeners = parts.provisioning.deliveryListeners
+        #: Returns a Deferred that fires once the sets loaded at start are in place.
+        self.whenLoaded: Callable[[], Deferred[None]] = parts.sets.whenLoaded
         for service in parts.services:
             service.setServiceParent(self)
 

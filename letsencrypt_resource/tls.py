@@ -13,6 +13,8 @@ registers for each of its TLS services.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from OpenSSL import SSL, crypto
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
@@ -22,7 +24,7 @@ from zope.interface import implementer
 
 from .alpn import ALPNAnswers
 from .certificates import CertifiedKey
-from .interfaces import ICertificateConsumer
+from .interfaces import ICertificateConsumer, IReportsUnusableCertificates
 
 
 def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
@@ -68,8 +70,13 @@ class ReloadableServerTLS:
 
     _log = Logger()
 
-    def __init__(self) -> None:
+    def __init__(self, unusable: Callable[[CertifiedKey], object] | None = None) -> None:
+        """
+        @param unusable: Called with a certificate whose context cannot be
+            built when there is no earlier context to serve instead.
+        """
         self.certifiedKey: CertifiedKey | None = None
+        self._unusable = unusable
         # The context built last, and the certificate it presents.
         self._context: SSL.Context | None = None
         self._built: CertifiedKey | None = None
@@ -122,7 +129,7 @@ class ReloadableServerTLS:
         The context of L{certifiedKey}, built at its first use.  A
         certificate whose context cannot be built is logged, once, and
         the previous context stays in service (its certificate back in
-        L{certifiedKey}).
+        L{certifiedKey}); without one, the C{unusable} callback is told.
 
         @raise NoCertificateYet: when there is no context to serve.
         """
@@ -141,6 +148,8 @@ class ReloadableServerTLS:
                     domains=", ".join(certifiedKey.domains),
                 )
                 self._refused = certifiedKey
+                if self._built is None and self._unusable is not None:
+                    self._unusable(certifiedKey)
         if certifiedKey is self._refused and self._built is not None:
             self.certifiedKey = self._built
         if self._context is None:
@@ -148,7 +157,7 @@ class ReloadableServerTLS:
         return self._context
 
 
-@implementer(ICertificateConsumer)
+@implementer(ICertificateConsumer, IReportsUnusableCertificates)
 class TLSCertificateConsumer:
     """
     The certificate side of one TLS service.
@@ -161,8 +170,16 @@ class TLSCertificateConsumer:
     def __init__(self, name: str, domains: tuple[str, ...]):
         self.name = name
         self.domains = domains
-        self.tls = ReloadableServerTLS()
+        self.tls = ReloadableServerTLS(self._unusable)
         self._waiting: list[Deferred[CertifiedKey]] = []
+        self._reportTo: Callable[[tuple[str, ...], CertifiedKey], object] | None = None
+
+    def reportUnusableTo(self, callback: Callable[[tuple[str, ...], CertifiedKey], object]) -> None:
+        self._reportTo = callback
+
+    def _unusable(self, certifiedKey: CertifiedKey) -> None:
+        if self._reportTo is not None:
+            self._reportTo(self.domains, certifiedKey)
 
     def useCertificate(self, certifiedKey: CertifiedKey) -> None:
         self.tls.setCertificate(certifiedKey)

@@ -4,6 +4,7 @@ Tests for L{letsencrypt_resource.config}.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from unittest import mock
 
@@ -1264,6 +1265,32 @@ class GoodConfigurationTests(SynchronousTestCase):
             + service("s4", address="localhost", port="8443")
         )
         self.assertEqual(len(configuration.services), 4)
+
+    def test_sharedTextsParsedOnce(self) -> None:
+        """
+        A text that many sections share is parsed once for all of them:
+        services that all listen on one address ask C{ipaddress} about it
+        as often whether they are 10 or 100.
+        """
+        calls: list[str] = []
+        real = ipaddress.ip_address
+
+        def counted(text: str) -> object:
+            calls.append(text)
+            return real(text)
+
+        self.patch(ipaddress, "ip_address", counted)
+
+        def parsed(n: int) -> int:
+            del calls[:]
+            text = resource() + "".join(
+                service(f"s{i}", port=str(20000 + i), ssl_domains=f"s{i}.example.com")
+                for i in range(n)
+            )
+            self.assertEqual(len(parse(text).services), n)
+            return calls.count("0.0.0.0")
+
+        self.assertEqual((parsed(10), parsed(100)), (1, 1))
 
     def test_listenerCheckIsLinear(self) -> None:
         """

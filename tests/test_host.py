@@ -7,11 +7,14 @@ from __future__ import annotations
 import gc
 import weakref
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.config import Configuration
 from letsencrypt_resource.host import ServerService
+from tests.helpers.resourcecase import resourceOptions
 
 
 class Cycle:
@@ -21,6 +24,18 @@ class Cycle:
 
     def __init__(self) -> None:
         self.me = self
+
+
+class LoadingResource(Service):
+    """
+    A resource whose domain sets load when the test says.
+    """
+
+    def __init__(self) -> None:
+        self.loaded: Deferred[None] = Deferred()
+
+    def whenLoaded(self) -> Deferred[None]:
+        return self.loaded
 
 
 class StartTests(SynchronousTestCase):
@@ -44,3 +59,26 @@ class StartTests(SynchronousTestCase):
         self.addCleanup(server.stopService)
         self.assertIsNone(garbage())
         self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_frozenOnceLoaded(self) -> None:
+        """
+        With a resource, the freeze waits until its domain sets are loaded,
+        so that they are frozen too: they are most of what start-up builds.
+        """
+        resource = LoadingResource()
+        options = resourceOptions(stateDirectory=self.mktemp())
+        server = ServerService(
+            Configuration("host test", options, ()),
+            MemoryReactorClock(),
+            resourceFactory=lambda *args, **kwargs: resource,
+        )
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+        server.startService()
+        self.addCleanup(server.stopService)
+        self.assertEqual(gc.get_freeze_count(), 0)
+        loadedSets = [[Cycle()] for _ in range(100)]
+        resource.loaded.callback(None)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertTrue(gc.is_tracked(loadedSets))
+        self.assertNotIn(loadedSets, gc.get_objects())

@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "events",
                 "ftpsoptions",
                 "httplimits",
+                "inireader",
                 "interfaces",
                 "keys",
                 "limiter",

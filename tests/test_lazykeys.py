@@ -5,16 +5,22 @@ that cannot be read: where the key is read, it is handled, not raised.
 
 from __future__ import annotations
 
+import json
+
+from OpenSSL import SSL
 from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
+from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.managed import KEY_UNREADABLE, ManagedCertificate
 from letsencrypt_resource.operations import Operations
+from letsencrypt_resource.storage.records import certificateKey, renewalKey
 from letsencrypt_resource.storedchanges import StoredChanges
 from letsencrypt_resource.testing import runUntilFired
+from letsencrypt_resource.tls import NoCertificateYet, ReloadableServerTLS, TLSCertificateConsumer
 from tests.helpers import newSigner, provisionalFor
 from tests.helpers.resourcecase import REPORTS, ResourceTestCase
 
@@ -93,3 +99,107 @@ class ReuseUnreadableKeyTests(ResourceTestCase):
         self.assertIsNot(new, old)
         self.assertFalse(new.provisional)
         self.assertNotEqual(publicKeyDigest(new.key), publicKeyDigest(old.key))
+
+    def test_revokedAsCompromised(self) -> None:
+        """
+        C{revoke --reason keyCompromise} of a set whose key in service
+        cannot be read records the certificate's key as compromised,
+        revokes, and replaces it with a new key, instead of raising.
+        """
+        resource = self.start(reuseKey=True)
+        old = self.consumers["reports"].received[-1]
+        damaged = CertifiedKey.fromCheckedPEM(b"no key\n" + old.fullchainPEM, frozenset(REPORTS))
+        resource.managed[frozenset(REPORTS)].current = damaged
+        revoking = Operations(resource, self.reactor).revoke(REPORTS[0], "keyCompromise")
+        runUntilFired(self.reactor, revoking)
+        state = self.store.loadRenewalState(REPORTS)
+        self.assertEqual(state["compromised_keys"], [publicKeyDigest(old.key)])
+        self.assertEqual(list(self.server.revoked.values()), [1])
+        new = self.consumers["reports"].received[-1]
+        self.assertFalse(new.provisional)
+        self.assertNotEqual(publicKeyDigest(new.key), publicKeyDigest(old.key))
+
+
+class FirstHandshakeTests(SynchronousTestCase):
+    """
+    A certificate whose key turns out unusable at the first handshake is
+    told to the C{unusable} callback when nothing else can be presented.
+    """
+
+    def test_toldOnceWithoutEarlierContext(self) -> None:
+        """
+        With no earlier context, the handshake is refused and the callback
+        called with the certificate, once for all the handshakes refused.
+        """
+        told: list[CertifiedKey] = []
+        tls = ReloadableServerTLS(told.append)
+        damaged = unreadableKey()
+        tls.setCertificate(damaged)
+        with capturedLogs():
+            self.assertRaises(NoCertificateYet, tls.serverConnectionForTLS, None)
+            self.assertRaises(NoCertificateYet, tls.serverConnectionForTLS, None)
+        self.assertEqual(told, [damaged])
+        self.flushLoggedErrors(SSL.Error)
+
+    def test_notToldWithEarlierContext(self) -> None:
+        """
+        With an earlier context, that one stays in service and the
+        callback is not called.
+        """
+        told: list[CertifiedKey] = []
+        tls = ReloadableServerTLS(told.append)
+        tls.setCertificate(provisionalFor(newSigner(), DOMAINS))
+        tls.serverConnectionForTLS(None)
+        tls.setCertificate(unreadableKey())
+        with capturedLogs():
+            self.assertIsInstance(tls.serverConnectionForTLS(None), SSL.Connection)
+        self.assertEqual(told, [])
+        self.flushLoggedErrors(SSL.Error)
+
+
+class UnusableAtFirstUseTests(ResourceTestCase):
+    """
+    A stored certificate, unchanged since it was written (its digest
+    matches), whose key cannot be used at the first handshake: the set
+    goes on a provisional certificate and is ordered again at once,
+    instead of refusing handshakes until its renewal.
+    """
+
+    def test_provisionalThenOrdered(self) -> None:
+        """
+        The handshake refused logs event 20260; the service then presents
+        a provisional certificate, then a new CA-issued one, the order
+        having started without waiting for the next check.
+        """
+        tls = TLSCertificateConsumer("reports-tls", REPORTS)
+        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
+        self.stop(self.start())
+        damaged = (
+            b"no key\n"
+            + self.store.values[certificateKey(REPORTS)]
+            .split(b"-----END", 1)[1]
+            .partition(b"\n")[2]
+        )
+        self.store.values[certificateKey(REPORTS)] = damaged
+        state = json.loads(self.store.values[renewalKey(REPORTS)])
+        state["certificate_digest"] = bundleDigest(damaged)
+        self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        loaded = tls.tls.certifiedKey
+        assert loaded is not None
+        self.assertTrue(loaded.keyChecked)
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.assertIn(20260, self.eventIDs())
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        self.flushLoggedErrors(SSL.Error)
+        attempt = resource.managed[frozenset(REPORTS)].attempt
+        assert attempt is not None
+        runUntilFired(self.reactor, attempt)
+        issued = tls.tls.certifiedKey
+        assert issued is not None
+        self.assertFalse(issued.provisional)
+        self.assertIsNot(issued, loaded)
+        self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)

@@ -1,0 +1,251 @@
+"""
+The real twistd on a generated configuration of N services: how long from
+the spawn of C{twistd -n lets-encrypt --config <ini>} until every service
+presents its stored certificate, and the resident memory then, at each N;
+the cost per certificate and the slope between consecutive N, and a plot
+of the cost per certificate against N (matplotlib, the C{bench} extra).
+
+    .venv/bin/python bench/twistdscale.py --n 1000 3000 10000 --repeats 2
+
+Each N runs on a copy of the state directory C{bench/warm.py} fabricates
+(N stored ECDSA certificates with their renewal state, made once and kept
+under C{--workdir}), with one C{https} service per certificate, each on
+its own port of 127.0.0.1, the ACME server nowhere and no challenge site:
+the configuration path, the host and the TLS listeners are all measured,
+as users run them.  A service counts as in service at its event 20016 (or
+20153, a provisional certificate).  The plot is written to
+C{--workdir}/twistd-scale.png.  C{--status} then times
+C{python -m letsencrypt_resource status --json} against the running
+server (answered over its control socket), and again once it stopped
+(the command reads the state itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import ROOT, names  # noqa: E402
+from warm import RUN, fabricate  # noqa: E402
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+#: The first port of the generated services.
+FIRST_PORT = 21000
+#: The most seconds one start may take.
+TIMEOUT = 300.0
+#: The ACME server: nowhere (the configuration takes https:// only).
+NOWHERE = "https://127.0.0.1:9/directory"
+#: The events that put a service in service.
+IN_SERVICE = ("] 20016 ", "] 20153 ")
+
+SERVER = """\
+[server]
+name = twistd-scale
+
+[resources/bench]
+type = lets-encrypt
+acme_url = {acme}
+agree_tos = yes
+challenge_site = no
+state_directory = {state}
+"""
+
+SERVICE = """
+[services/s{index:05d}]
+type = https
+address = 127.0.0.1
+port = {port}
+path = {public}
+ssl_domains = {name}
+"""
+
+
+def writeConfiguration(directory: str, state: str, n: int) -> str:
+    """
+    Write the configuration of the resource on C{state} and C{n} https
+    services, one for each fabricated certificate; return its path.
+    """
+    public = os.path.join(directory, "public")
+    os.makedirs(public, exist_ok=True)
+    parts = [SERVER.format(acme=NOWHERE, state=state)]
+    for index, name in enumerate(names(n, RUN)):
+        parts.append(SERVICE.format(index=index, port=FIRST_PORT + index, public=public, name=name))
+    path = os.path.join(directory, "server.ini")
+    with open(path, "w") as stream:
+        stream.write("".join(parts))
+    return path
+
+
+def residentBytes(pid: int) -> int:
+    """
+    The resident memory of process C{pid}.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpuSeconds(pid: int) -> float:
+    """
+    The CPU time (user and system) process C{pid} used so far.
+    """
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timeStatus(path: str, n: int) -> float:
+    """
+    The wall time of C{status --json} on the configuration C{path}, which
+    must list C{n} sets.
+    """
+    start = time.perf_counter()
+    output = subprocess.run(
+        [sys.executable, "-m", "letsencrypt_resource", "status", "--json", "--config", path],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    ).stdout
+    seconds = time.perf_counter() - start
+    listed = output.count(b'"names"')
+    if listed < n:
+        raise RuntimeError(f"status listed {listed} sets of {n}")
+    return seconds
+
+
+def startOnce(workdir: str, n: int, status: bool) -> dict[str, float]:
+    """
+    Start twistd on N services once; return its start-up time, CPU and
+    resident memory once all are in service, and with C{status}, how long
+    C{status --json} took with the server and without it.
+    """
+    fabricated = os.path.join(workdir, f"warm-state-{n}")
+    fabricate(fabricated, n)
+    with tempfile.TemporaryDirectory(prefix=f"twistd-{n}-", dir=workdir) as directory:
+        state = os.path.join(directory, "state")
+        shutil.copytree(fabricated, state)
+        path = writeConfiguration(directory, state, n)
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=directory,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+        assert process.stdout is not None
+        try:
+            seen, buffer, tail = 0, b"", []
+            while seen < n:
+                if time.perf_counter() - start > TIMEOUT:
+                    raise RuntimeError("twistd timed out:\n" + "\n".join(tail))
+                ready, _, _ = select.select([process.stdout], [], [], 1.0)
+                chunk = os.read(process.stdout.fileno(), 1 << 16) if ready else b""
+                if ready and not chunk:
+                    raise RuntimeError("twistd exited:\n" + "\n".join(tail))
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace")
+                    tail = (tail + [line])[-30:]
+                    seen += any(event in line for event in IN_SERVICE)
+            seconds = time.perf_counter() - start
+            result = {
+                "seconds": seconds,
+                "cpu": cpuSeconds(process.pid),
+                "rss": residentBytes(process.pid),
+            }
+            if status:
+                result["status_server"] = timeStatus(path, n)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+        if status:
+            result["status_alone"] = timeStatus(path, n)
+    return result
+
+
+def plot(rows: list[dict[str, float]], path: str) -> None:
+    """
+    Draw the start-up time and the memory per certificate against N.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4))
+    ns = [row["n"] for row in rows]
+    left.plot(ns, [row["seconds"] / row["n"] * 1e3 for row in rows], "o-", label="wall")
+    left.plot(ns, [row["cpu"] / row["n"] * 1e3 for row in rows], "s--", label="CPU")
+    left.set(xlabel="services (N)", ylabel="start-up per certificate (ms)", ylim=(0, None))
+    left.legend()
+    right.plot(ns, [row["rss"] / row["n"] / 1024 for row in rows], "o-")
+    right.set(xlabel="services (N)", ylabel="RSS per certificate (KB)", ylim=(0, None))
+    figure.suptitle("twistd -n lets-encrypt: N https services on stored certificates")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 3000, 10000])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--status", action="store_true", help="time status --json too")
+    arguments = parser.parse_args()
+    arguments.workdir = os.path.abspath(arguments.workdir)
+    os.makedirs(arguments.workdir, exist_ok=True)
+    rows = []
+    for n in sorted(arguments.n):
+        runs = [startOnce(arguments.workdir, n, arguments.status) for _ in range(arguments.repeats)]
+        row = {"n": n, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
+        row["low"] = min(r["seconds"] for r in runs)
+        row["high"] = max(r["seconds"] for r in runs)
+        rows.append(row)
+    print("| N | start-up until all in service | CPU | RSS | per certificate | slope |")
+    print("|---|---|---|---|---|---|")
+    previous = None
+    for row in rows:
+        n = row["n"]
+        slope = "-"
+        if previous is not None:
+            dn = n - previous["n"]
+            slope = (
+                f"{(row['seconds'] - previous['seconds']) / dn * 1e3:.3f} ms, "
+                f"{(row['rss'] - previous['rss']) / dn / 1024:.1f} KB"
+            )
+        print(
+            f"| {n:,} | {row['seconds']:.2f} s ({row['low']:.2f}-{row['high']:.2f}) "
+            f"| {row['cpu']:.2f} s | {row['rss'] / 2**20:.0f} MB "
+            f"| {row['seconds'] / n * 1e3:.3f} ms, {row['rss'] / n / 1024:.1f} KB | {slope} |"
+        )
+        previous = row
+    if arguments.status:
+        print("\n| N | status --json, server running | without a server |")
+        print("|---|---|---|")
+        for row in rows:
+            print(f"| {row['n']:,} | {row['status_server']:.2f} s | {row['status_alone']:.2f} s |")
+    path = os.path.join(arguments.workdir, "twistd-scale.png")
+    plot(rows, path)
+    print(f"\nPlot: {path}")
+
+
+if __name__ == "__main__":
+    main()
