@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
+from .carotation import CARotation
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
@@ -85,12 +86,14 @@ def compose(
     automatic: bool,
     checkWritable: WriteCheck | None,
     log: Logger,
+    clientFor: Callable[[str | None], Any] | None = None,
 ) -> Parts:
     """
     Make the parts of a resource of C{options}, over C{records} on
     C{storage}, that answers challenges with C{responder}; the other
     arguments are the resource's (see its constructor), and C{log} its
-    logger.
+    logger; C{clientFor} makes the HTTP client trusting a fallback CA's
+    C{acme_ca_file} (by default, C{httpClient}).
     """
     interval = options.checkInterval
     managed: dict[frozenset[str], ManagedCertificate] = {}
@@ -104,6 +107,13 @@ def compose(
     httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
+
+    def timedClientFor(caFile: str | None) -> Any:
+        return (
+            TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest) if clientFor else httpClient
+        )
+
+    cas = CARotation(options, connection, timedClientFor, log)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
     provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     renewer = Renewer(
@@ -112,7 +122,7 @@ def compose(
         storage,
         checkWritable,
         writes,
-        connection,
+        cas,
         RenewalInfo(writes, reactor, interval, random, log),
         Outcomes(writes, provisioning, connection, reactor, interval, log, metrics),
         responder,

@@ -407,6 +407,19 @@ CHALLENGE_FALLBACK = _event(
     "The {failed} validation of {domains} failed: {details}; ordering again with {next}.",
 )
 
+CA_FALLBACK = _event(
+    20265,
+    LogLevel.warn,
+    "After {failures} failed attempts for {domains}, ordering from the fallback CA "
+    "{acme_url} ({section}).",
+)
+
+CA_PRIMARY_AGAIN = _event(
+    20266,
+    LogLevel.info,
+    "Ordering for {domains} from the first CA {acme_url} again, no longer from {previous}.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -132,6 +132,7 @@ class LetsEncryptResource(MultiService):
             automatic,
             checkWritable,
             self._log,
+            self._owned.clientFor,
         )
         self._writes = parts.writes
         self._connection = parts.connection
