@@ -40,6 +40,16 @@ def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
     )
 
 
+def issuingCA(certificate: ManagedCertificate, options: ResourceOptions) -> str:
+    """
+    The directory URL of the CA that issued the certificate of
+    C{certificate}, as L{ManagedCertificate.orderedBy} records it: the
+    resource's own, C{options.acmeURL}, when it records none (a
+    certificate stored before the CAs were recorded).
+    """
+    return certificate.orderedBy[1] if certificate.orderedBy else options.acmeURL
+
+
 @attrs.frozen
 class CA:
     """
@@ -144,14 +154,10 @@ class CARotation:
 
     def issuerOf(self, certificate: ManagedCertificate) -> CA | None:
         """
-        The CA that issued the certificate of C{certificate}, as
-        L{ManagedCertificate.orderedBy} records it: the first CA when it
-        records none (a certificate stored before CAs were recorded);
-        C{None} when it is a CA no longer configured.
+        The CA that issued the certificate of C{certificate} (see
+        L{issuingCA}); C{None} when it is a CA no longer configured.
         """
-        if certificate.orderedBy is None:
-            return self.primary
-        url = certificate.orderedBy[1]
+        url = issuingCA(certificate, self.primary.options)
         for ca in self._cas:
             if ca.options.acmeURL == url:
                 return ca

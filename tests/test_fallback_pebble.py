@@ -15,9 +15,11 @@ from twisted.logger import globalLogPublisher
 from zope.interface.registry import Components
 
 from letsencrypt_resource.caoptions import CAOptions
+from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.httpclient import loadCABundle, makeHTTPClient
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keys import keyToPEM
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort, startTestCA
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.directory import DirectoryStorage
@@ -41,13 +43,23 @@ class FallbackCATests(TestCACase):
     A resource whose first CA is down, with a second one as fallback.
     """
 
+    def assertStatusCA(self, resource: LetsEncryptResource, acmeURL: str) -> None:
+        """
+        The C{status} row of the one set, and its table, name C{acmeURL} as
+        the CA that issued its certificate.
+        """
+        [row] = Operations(resource, reactor).status()
+        self.assertEqual(row["ca"], acmeURL)
+        self.assertIn(acmeURL, formatStatus([row], True, resource.options.stateDirectory))
+
     async def test_outageThenBack(self) -> None:
         """
         With the first pebble stopped, the attempt with it fails; the next
         attempt orders from the second pebble (event 20265), which issues
         the certificate in service, recorded as its; each pebble has its
-        own account.  Once the first pebble is back, a renewal orders from
-        it again (event 20266), naming no certificate it replaces.
+        own account; C{status} names the second as the CA.  Once the first
+        pebble is back, a renewal orders from it again (event 20266), and
+        C{status} names the first.
         """
         challengePort = freeTCPPort()
         firstDirectory = self.mktemp()
@@ -91,6 +103,7 @@ class FallbackCATests(TestCACase):
         ids = [e.get("event_id") for e in events]
         self.assertEqual(ids.count(20265), 1)
         self.assertNotIn(20266, ids)
+        self.assertStatusCA(resource, second.directoryURL)
 
         first = await startTestCA(reactor, firstDirectory, challengePort, acmePort=firstPort)
         self.addCleanup(first.stop)
@@ -106,6 +119,7 @@ class FallbackCATests(TestCACase):
         self.assertEqual(ids.count(20265), 1)
         self.assertEqual(ids.count(20266), 1)
         self.assertNotIn(20114, ids)
+        self.assertStatusCA(resource, first.directoryURL)
         firstAccount = await resource.records.loadAccount(first.directoryURL)
         secondAccount = await resource.records.loadAccount(second.directoryURL)
         assert firstAccount is not None and secondAccount is not None
