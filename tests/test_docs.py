@@ -37,8 +37,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import __version__
-from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.caoptions import CA_OPTIONS
+from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.config import (
     RESOURCE_OPTIONS,
     SERVER_OPTIONS,

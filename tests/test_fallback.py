@@ -13,10 +13,12 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.caoptions import CAOptions
-from letsencrypt_resource.carotation import CARotation, chosenIndex, issuingCA, optionsFor
+from letsencrypt_resource.carotation import CARotation, atCA, chosenIndex, issuingCA, optionsFor
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
 from letsencrypt_resource.host import checkCA
+from letsencrypt_resource.issuer import PendingOrder
+from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.testing import runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
@@ -351,3 +353,38 @@ class RenewalInformationTests(ResourceTestCase):
         of the first CA, which would not know it.
         """
         self.assertEqual(self.renewalInfoRequests(SECOND), 0)
+
+
+class ResumeTests(ResourceTestCase):
+    """
+    An order saved while one CA was used is resumed with that CA only.
+    """
+
+    def test_orderAtOtherCANotResumed(self) -> None:
+        """
+        An order a fallback CA created, still pending, is not resumed with
+        the first CA (which would not know it): a new order is placed
+        there, and no request goes to the other order's path.
+        """
+        resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
+        [certificate, *_] = resource.managed.values()
+        key = generateKey("ecdsa-p256")
+        certificate.pendingOrder = PendingOrder("https://second.example/order/1", key)
+        orders = len(self.server.orderTimes)
+        del self.server.requests[:]
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(len(self.server.orderTimes), orders + 1)
+        self.assertNotIn("/order/1", [path for _, path in self.server.requests])
+        self.assertNotIn(20191, self.eventIDs())
+        self.assertNotIn(20192, self.eventIDs())
+
+    def test_atCA(self) -> None:
+        """
+        An order URL is at a CA when its scheme, host and port are those of
+        the CA's directory URL.
+        """
+        self.assertTrue(atCA("https://first.example/order/1", FIRST))
+        self.assertFalse(atCA("https://second.example/order/1", FIRST))
+        self.assertFalse(atCA("https://first.example:8443/order/1", FIRST))
+        self.assertFalse(atCA("http://first.example/order/1", FIRST))
