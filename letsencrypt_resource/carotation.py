@@ -12,9 +12,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from . import events
+from .acmeclient import ACMEClient
 from .caoptions import CAOptions
 from .config import ResourceOptions
 from .connection import AccountConnection
@@ -151,6 +153,15 @@ class CARotation:
                     previous=previous.options.acmeURL,
                 )
         return chosen
+
+    def clientFor(self, certificate: ManagedCertificate) -> Deferred[ACMEClient]:
+        """
+        The ACME client of the CA that issued the certificate of
+        C{certificate} (see L{issuingCA}), or of the resource's own CA when
+        that one is no longer configured.
+        """
+        ca = self.issuerOf(certificate) or self.primary
+        return ca.connection.acmeClient()
 
     def _previous(self, certificate: ManagedCertificate) -> CA | None:
         """

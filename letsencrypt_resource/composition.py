@@ -57,6 +57,7 @@ class Parts:
     The parts of a resource.
 
     @ivar metrics: The resource's Prometheus metrics.
+    @ivar cas: The resource's CA and its fallback CAs.
     @ivar services: The parts that are services, in the order they start:
         the deploy hooks, the metrics site, the challenge site, the sets,
         the scheduler, the challenge sweeper.
@@ -70,6 +71,7 @@ class Parts:
     metrics: Metrics
     services: tuple[Service, ...]
     provisioning: Provisioning
+    cas: CARotation
 
 
 def compose(
@@ -152,5 +154,5 @@ def compose(
     metricsSite = MetricsSiteService(options, metrics, reactor, log)
     services = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
     return Parts(
-        writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning
+        writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning, cas
     )

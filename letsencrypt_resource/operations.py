@@ -218,8 +218,8 @@ class Operations:
     @deferred
     async def revoke(self, name: str, reason: str) -> dict[str, Any]:
         """
-        Revoke the CA-issued certificate of the set holding C{name}, then
-        replace it at once.
+        Revoke the CA-issued certificate of the set holding C{name}, with
+        the account at the CA that issued it, then replace it at once.
 
         For C{keyCompromise}, the key is first recorded as compromised in
         the renewal state (20193), so that it is never used again; when
@@ -235,7 +235,7 @@ class Operations:
         issued = certificate.issued
         if issued is None:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
-        client = await self._resource.acmeClient()
+        client = await self._resource.cas.clientFor(certificate)
         if reason == "keyCompromise":
             recorded = certificate.isCompromised(issued.key)
             certificate.markCompromised(issued.key)

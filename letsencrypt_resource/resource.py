@@ -136,6 +136,7 @@ class LetsEncryptResource(MultiService):
         )
         self._writes = parts.writes
         self._connection = parts.connection
+        self.cas = parts.cas
         self._scheduler = parts.scheduler
         self._sets = parts.sets
         self._challengeSite = parts.challengeSite

@@ -20,6 +20,7 @@ from letsencrypt_resource.host import checkCA
 from letsencrypt_resource.issuer import PendingOrder
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.testing import runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
 from tests.helpers.resourcecase import ResourceTestCase, resourceOptions
@@ -388,3 +389,43 @@ class ResumeTests(ResourceTestCase):
         self.assertFalse(atCA("https://second.example/order/1", FIRST))
         self.assertFalse(atCA("https://first.example:8443/order/1", FIRST))
         self.assertFalse(atCA("http://first.example/order/1", FIRST))
+
+
+class RevokeTests(ResourceTestCase):
+    """
+    C{revoke} goes to the CA that issued the certificate.
+    """
+
+    def revokedWith(self, issuedBy: str | None) -> list[str]:
+        """
+        Start a resource with a fallback CA, record C{issuedBy} as the CA
+        of the reports certificate (unless C{None}), revoke it: the
+        directory URLs that then have an account stored.
+        """
+        resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
+        operations = Operations(resource, self.reactor)
+        [certificate] = operations.select(["reports.example.test"])
+        if issuedBy is not None:
+            assert certificate.orderedBy is not None
+            identifier, _, account = certificate.orderedBy
+            certificate.orderedBy = (identifier, issuedBy, account)
+        runUntilFired(self.reactor, operations.revoke("reports.example.test", "superseded"))
+        self.assertEqual(len(self.server.revoked), 1)
+        return [
+            url
+            for url in (resource.options.acmeURL, SECOND)
+            if runUntilFired(self.reactor, resource.records.loadAccount(url)) is not None
+        ]
+
+    def test_firstCA(self) -> None:
+        """
+        A certificate of the first CA is revoked with its account there.
+        """
+        self.assertEqual(self.revokedWith(None), [resourceOptions().acmeURL])
+
+    def test_fallbackCA(self) -> None:
+        """
+        A certificate a fallback CA issued is revoked with the account at
+        that CA, made for it.
+        """
+        self.assertEqual(self.revokedWith(SECOND), [resourceOptions().acmeURL, SECOND])
