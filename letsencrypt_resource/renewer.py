@@ -186,13 +186,12 @@ class Renewer:
             return
         now = self._reactor.seconds()
         issued = certificate.issued
-        if (
-            issued is not None
-            and client.offersRenewalInfo
-            and self._cas.issuerOf(certificate) is ca
-        ):
-            if certificate.ariNextCheck <= now:
+        if issued is not None and client.offersRenewalInfo and certificate.ariNextCheck <= now:
+            if self._cas.issuerOf(certificate) is ca:
                 await self._renewalInfo.refresh(client, certificate, issued)
+            else:
+                # Another CA issued it: none to ask until the next check.
+                certificate.ariNextCheck = now + self._options.checkInterval
         plan = certificate.plan()
         if forced is None and plan.at > self._reactor.seconds():
             self._outcomes.announce(certificate)

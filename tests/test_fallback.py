@@ -325,7 +325,8 @@ class RenewalInformationTests(ResourceTestCase):
         """
         Start a resource with a fallback CA, record C{issuedBy} as the CA
         of every certificate (unless C{None}), make renewal information due
-        and check: how many renewal information requests the first CA got.
+        and check: how many renewal information requests the first CA got;
+        either way, the sets are not due again at once.
         """
         self.server.offerRenewalInfo = True
         resource = self.start(
@@ -339,6 +340,10 @@ class RenewalInformationTests(ResourceTestCase):
             certificate.ariNextCheck = 0.0
         del self.server.requests[:]
         runUntilFired(self.reactor, resource.check())
+        now = self.reactor.seconds()
+        for certificate in resource.managed.values():
+            # Asked or not, not due again at once: no busy loop of checks.
+            self.assertGreater(certificate.nextEvent(True), now)
         return sum(path.startswith("/renewal-info/") for _, path in self.server.requests)
 
     def test_issuingCAAsked(self) -> None:
