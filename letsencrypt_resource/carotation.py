@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -41,15 +40,6 @@ def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
         fallbackCANames=(),
         fallbackCAs=(),
     )
-
-
-def atCA(url: str, acmeURL: str) -> bool:
-    """
-    Whether C{url}, of an order, is on the server of the CA whose directory
-    is C{acmeURL}: the same scheme, host and port.
-    """
-    ours, theirs = urlsplit(acmeURL), urlsplit(url)
-    return (ours.scheme, ours.hostname, ours.port) == (theirs.scheme, theirs.hostname, theirs.port)
 
 
 def issuingCA(certificate: ManagedCertificate, options: ResourceOptions) -> str:

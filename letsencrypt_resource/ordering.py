@@ -17,7 +17,6 @@ from twisted.python.failure import Failure
 
 from . import events
 from .acmeclient import ACMEClient, ACMEProblem, certificateID
-from .carotation import atCA
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
@@ -95,9 +94,6 @@ class Ordering:
         resume = certificate.pendingOrder
         if resume is not None and not self._mayUse(certificate, resume.key):
             resume = certificate.pendingOrder = None
-        if resume is not None and not atCA(resume.url, self._options.acmeURL):
-            # Created at another CA (see carotation): this one would not know it.
-            resume = None
         if resume is not None:
             key = resume.key
         elif (

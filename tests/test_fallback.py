@@ -13,7 +13,7 @@ from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.caoptions import CAOptions
-from letsencrypt_resource.carotation import CARotation, atCA, chosenIndex, issuingCA, optionsFor
+from letsencrypt_resource.carotation import CARotation, chosenIndex, issuingCA, optionsFor
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
 from letsencrypt_resource.host import checkCA
@@ -369,8 +369,9 @@ class ResumeTests(ResourceTestCase):
     def test_orderAtOtherCANotResumed(self) -> None:
         """
         An order a fallback CA created, still pending, is not resumed with
-        the first CA (which would not know it): a new order is placed
-        there, and no request goes to the other order's path.
+        the first CA (which would not know it): it is dropped as not on
+        the CA's server (event 20192), never requested, and a new order is
+        placed there.
         """
         resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
         [certificate, *_] = resource.managed.values()
@@ -383,17 +384,8 @@ class ResumeTests(ResourceTestCase):
         self.assertEqual(len(self.server.orderTimes), orders + 1)
         self.assertNotIn("/order/1", [path for _, path in self.server.requests])
         self.assertNotIn(20191, self.eventIDs())
-        self.assertNotIn(20192, self.eventIDs())
-
-    def test_atCA(self) -> None:
-        """
-        An order URL is at a CA when its scheme, host and port are those of
-        the CA's directory URL.
-        """
-        self.assertTrue(atCA("https://first.example/order/1", FIRST))
-        self.assertFalse(atCA("https://second.example/order/1", FIRST))
-        self.assertFalse(atCA("https://first.example:8443/order/1", FIRST))
-        self.assertFalse(atCA("http://first.example/order/1", FIRST))
+        [text] = self.eventTexts(20192)
+        self.assertIn("not on the CA's server", text)
 
 
 class RevokeTests(ResourceTestCase):
