@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
+from .carotation import CARotation
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
@@ -57,6 +58,7 @@ class Parts:
     The parts of a resource.
 
     @ivar metrics: The resource's Prometheus metrics.
+    @ivar cas: The resource's CA and its fallback CAs.
     @ivar services: The parts that are services, in the order they start:
         the deploy hooks, the metrics site, the challenge site, the sets,
         the scheduler, the challenge sweeper.
@@ -70,6 +72,7 @@ class Parts:
     metrics: Metrics
     services: tuple[Service, ...]
     provisioning: Provisioning
+    cas: CARotation
 
 
 def compose(
@@ -86,12 +89,14 @@ def compose(
     automatic: bool,
     checkWritable: WriteCheck | None,
     log: Logger,
+    clientFor: Callable[[str | None], Any] | None = None,
 ) -> Parts:
     """
     Make the parts of a resource of C{options}, over C{records} on
     C{storage}, that answers challenges with C{responder}; the other
     arguments are the resource's (see its constructor), and C{log} its
-    logger.
+    logger; C{clientFor} makes the HTTP client trusting a fallback CA's
+    C{acme_ca_file} (by default, C{httpClient}).
     """
     interval = options.checkInterval
     managed: dict[frozenset[str], ManagedCertificate] = {}
@@ -105,6 +110,13 @@ def compose(
     httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
+
+    def timedClientFor(caFile: str | None) -> Any:
+        return (
+            TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest) if clientFor else httpClient
+        )
+
+    cas = CARotation(options, connection, timedClientFor, log)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
     provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
     changes = StoredChanges(options, records, managed, provisioning, reactor, log)
@@ -114,7 +126,7 @@ def compose(
         storage,
         checkWritable,
         writes,
-        connection,
+        cas,
         RenewalInfo(writes, reactor, interval, random, log),
         Outcomes(writes, provisioning, connection, reactor, interval, log, metrics),
         responder,
@@ -148,5 +160,5 @@ def compose(
     metricsSite = MetricsSiteService(options, metrics, reactor, log)
     services = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
     return Parts(
-        writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning
+        writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning, cas
     )

@@ -30,6 +30,7 @@ from .inireader import readINI
 from .listening import checkDescription, tcpBinding
 
 if TYPE_CHECKING:
+    from .caoptions import CAOptions
     from .ftpsoptions import FTPSOptions
 
 LETS_ENCRYPT_PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
@@ -226,6 +227,34 @@ def _profileName(value: str) -> str:
 
 #: The challenge types the resource answers.
 CHALLENGE_TYPE_NAMES = ("http-01", "tls-alpn-01")
+
+
+#: The kind of section a fallback CA is configured in.
+CA_SECTION = "cas"
+
+
+def parseSectionNames(value: str) -> tuple[str, ...]:
+    """
+    Parse the C{fallback_cas} option: section names, separated by commas
+    or spaces, each a C{cas/<id>} section, none twice.
+    """
+    names = tuple(value.replace(",", " ").split())
+    for name in names:
+        if name.partition("/")[0] != CA_SECTION or not name.partition("/")[2]:
+            raise ValueError(f"{name!r} is not the name of a [{CA_SECTION}/<id>] section")
+    if len(set(names)) != len(names):
+        raise ValueError("a section is named twice")
+    return names
+
+
+def _attempts(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if not 1 <= count <= 100:
+        raise ValueError(f"{count} is not from 1 to 100")
+    return count
 
 
 def _challengeTypes(value: str) -> tuple[str, ...]:
@@ -545,6 +574,28 @@ class ResourceOptions:
             "instead of metrics_address and metrics_port.",
         )
     )
+    #: The C{[cas/<id>]} sections of the CAs to order from, in order, when
+    #: the one before keeps failing (see L{letsencrypt_resource.carotation}).
+    fallbackCANames: tuple[str, ...] = _field(
+        Option(
+            "fallback_cas",
+            parseSectionNames,
+            "",
+            "The [cas/<id>] sections of the fallback CAs, in order.",
+        ),
+        default=(),
+    )
+    #: Failed attempts with a CA before the next one is ordered from.
+    fallbackAfter: int = _field(
+        Option(
+            "fallback_after",
+            _attempts,
+            "3",
+            "Failed attempts with a CA before ordering from the next one.",
+        )
+    )
+    #: The fallback CAs, read from the sections C{fallbackCANames} names.
+    fallbackCAs: tuple[CAOptions, ...] = _derived("fallback_cas", default=())
     #: The ACMEv1 URL the configuration named, when it was upgraded.
     upgradedFromURL: str | None = _derived("acme_url", default=None)
     #: The libpq connection string of the cluster's database; C{None} for
@@ -954,7 +1005,9 @@ def parseConfiguration(
                 )
             values = _readSection(section, read, RESOURCE_OPTIONS, parsed)
             if values["enabled"]:
-                resources.append(_resource(section, values, baseDirectory, _written(read)))
+                built = _resource(section, values, baseDirectory, _written(read))
+                fallbacks = _fallbacks(sections, built, baseDirectory)
+                resources.append(attrs.evolve(built, fallbackCAs=fallbacks))
         elif kind == "services":
             _checkIdentifier(section)
             kind_ = read.get("type", "").strip()
@@ -969,11 +1022,16 @@ def parseConfiguration(
             values = _readSection(section, read, _serviceOptions(kind_), parsed)
             if values["enabled"]:
                 services.append(_service(section, values, baseDirectory, _written(read)))
+        elif kind == CA_SECTION:
+            from .caoptions import readCA
+
+            _checkIdentifier(section)
+            readCA(sections, section, baseDirectory)
         else:
             raise ConfigurationError(
                 section,
                 None,
-                "unknown section; use [server], [resources/<id>] or [services/<id>]",
+                "unknown section; use [server], [resources/<id>], [services/<id>] or [cas/<id>]",
             )
 
     if len(resources) > 1:
@@ -1004,6 +1062,17 @@ def parseConfiguration(
     checkComponents(configuration)
     checkServedPaths(configuration, os.path.abspath)
     return configuration
+
+
+def _fallbacks(
+    sections: dict[str, dict[str, str]], resource: ResourceOptions, base: str
+) -> tuple[CAOptions, ...]:
+    """
+    The fallback CAs C{resource} names, read from their sections.
+    """
+    from .caoptions import fallbackCAs
+
+    return fallbackCAs(sections, resource.section, resource.fallbackCANames, resource.acmeURL, base)
 
 
 def checkComponents(configuration: Configuration) -> None:

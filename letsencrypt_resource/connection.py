@@ -51,6 +51,15 @@ class AccountConnection:
         self._client: ACMEClient | None = None
         self._lock = DeferredLock()
 
+    def forCA(self, options: ResourceOptions, http: Any) -> AccountConnection:
+        """
+        A connection to the CA of C{options}, with the account stored for
+        it, through the same storage, and the HTTP client C{http}.
+        """
+        return AccountConnection(
+            options, self._records, self._writes, http, self._reactor, self._runInThread
+        )
+
     @property
     def connected(self) -> bool:
         """

@@ -44,7 +44,7 @@ def formatStatus(rows: list[dict[str, Any]], serverRunning: bool, stateDirectory
     The status rows as a table for people, after a line saying so when no
     server runs on C{stateDirectory}.
     """
-    headers = ["names", "serving", "issuer", "not after", "days left", "next", "last error"]
+    headers = ["names", "serving", "issuer", "CA", "not after", "days left", "next", "last error"]
     table = [headers]
     for row in rows:
         table.append(
@@ -52,6 +52,7 @@ def formatStatus(rows: list[dict[str, Any]], serverRunning: bool, stateDirectory
                 ", ".join(row["names"]),
                 serving(row),
                 "provisional" if row["provisional"] else row["issuer"] or "",
+                row.get("ca") or "",
                 row["not_after"] or "",
                 "" if row["days_left"] is None else f"{row['days_left']:.1f}",
                 _nextAction(row),

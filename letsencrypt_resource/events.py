@@ -445,6 +445,19 @@ CERTIFICATE_UNUSABLE = _event(
     "ordered.",
 )
 
+CA_FALLBACK = _event(
+    20265,
+    LogLevel.warn,
+    "After {failures} failed attempts for {domains}, ordering from the fallback CA "
+    "{acme_url} ({section}).",
+)
+
+CA_PRIMARY_AGAIN = _event(
+    20266,
+    LogLevel.info,
+    "Ordering for {domains} from the first CA {acme_url} again, no longer from {previous}.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -79,11 +79,16 @@ def checkCA(configuration: Configuration) -> None:
         cannot be used.
     """
     resource = configuration.resource
-    if resource is not None and resource.acmeCAFile is not None:
-        try:
-            loadCABundle(resource.acmeCAFile)
-        except ValueError as error:
-            raise ConfigurationError(resource.section, "acme_ca_file", str(error)) from None
+    bundles: list[tuple[str, str | None]] = []
+    if resource is not None:
+        bundles = [(resource.section, resource.acmeCAFile)]
+        bundles += [(ca.section, ca.acmeCAFile) for ca in resource.fallbackCAs]
+    for section, bundle in bundles:
+        if bundle is not None:
+            try:
+                loadCABundle(bundle)
+            except ValueError as error:
+                raise ConfigurationError(section, "acme_ca_file", str(error)) from None
     if resource is not None and resource.accountKeyFile is not None:
         try:
             loadAccountKey(resource.accountKeyFile)

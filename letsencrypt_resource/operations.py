@@ -20,6 +20,7 @@ from zope.interface import implementer
 from . import events
 from .account import underAccountLease
 from .acmeclient import ACMEClient
+from .carotation import issuingCA
 from .certificates import CertifiedKey
 from .clusterview import addClusterView
 from .coroutines import deferred
@@ -100,7 +101,8 @@ class Operations:
 
     def status(self) -> list[dict[str, Any]]:
         """
-        One row per domain set: names, issuer, expiry, next check and why,
+        One row per domain set: names, issuer, the directory URL of the CA
+        that issued it (C{ca}), expiry, next check and why,
         what each service serves (nothing when no server runs), and the last
         error.
         """
@@ -125,6 +127,7 @@ class Operations:
             "names": list(certificate.domains),
             "services": [c.name for c in certificate.consumers],
             "issuer": None,
+            "ca": None,
             "not_after": None,
             "days_left": None,
             "provisional": current is None or current.provisional,
@@ -141,6 +144,7 @@ class Operations:
             notAfter = current.notAfter.timestamp()
             row.update(
                 issuer=issuer,
+                ca=issuingCA(certificate, self._resource.options),
                 not_after=_iso(notAfter),
                 days_left=round((notAfter - now) / DAY, 1),
             )
@@ -214,8 +218,8 @@ class Operations:
     @deferred
     async def revoke(self, name: str, reason: str) -> dict[str, Any]:
         """
-        Revoke the CA-issued certificate of the set holding C{name}, then
-        replace it at once.
+        Revoke the CA-issued certificate of the set holding C{name}, with
+        the account at the CA that issued it, then replace it at once.
 
         For C{keyCompromise}, the key is first recorded as compromised in
         the renewal state (20193), so that it is never used again; when
@@ -231,7 +235,7 @@ class Operations:
         issued = certificate.issued
         if issued is None:
             raise OperationError(f"{certificate.label} has no CA-issued certificate")
-        client = await self._resource.acmeClient()
+        client = await self._resource.cas.clientFor(certificate)
         if reason == "keyCompromise":
             # The certificate's public key: its private key may not parse.
             key = issued.certificate.public_key()

@@ -49,16 +49,33 @@ class Owned:
             C{options.acmeCAFile} holds no certificate.
         """
         self._storage = storage if closeStorage else None
-        self._pool: HTTPConnectionPool | None = None
-        if httpClient is None:
-            trusted = loadCABundle(options.acmeCAFile) if options.acmeCAFile else None
-            httpClient, self._pool = makeHTTPClient(reactor, trusted)
-        self.httpClient = httpClient
+        self._reactor = reactor
+        self._pools: list[HTTPConnectionPool] = []
+        self._clients: dict[str | None, Any] = {}
+        if httpClient is not None:
+            self._clients[options.acmeCAFile] = httpClient
+        self.httpClient = self.clientFor(options.acmeCAFile)
         self._workers: BackgroundWorkers | None = None
         if runInThread is None:
             self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
             runInThread = self._workers.run
         self.runInThread: Runner = runInThread
+
+    def clientFor(self, caFile: str | None) -> Any:
+        """
+        The HTTP client trusting the PEM bundle C{caFile} (the system's
+        trust store when C{None}), made at its first use, its connections
+        closed by L{close}; for C{options.acmeCAFile}, the resource's own.
+
+        @raise ValueError: when C{caFile} holds no certificate.
+        """
+        client = self._clients.get(caFile)
+        if client is None:
+            trusted = loadCABundle(caFile) if caFile else None
+            client, pool = makeHTTPClient(self._reactor, trusted)
+            self._pools.append(pool)
+            self._clients[caFile] = client
+        return client
 
     @deferred
     async def close(self) -> None:
@@ -70,5 +87,5 @@ class Owned:
             await self._storage.close()
         if self._workers is not None:
             await self._workers.stop()
-        if self._pool is not None:
-            await self._pool.closeCachedConnections()
+        for pool in self._pools:
+            await pool.closeCachedConnections()

@@ -18,9 +18,10 @@ from twisted.python.failure import Failure
 from . import events
 from .account import AccountBusy
 from .acmeclient import ACMEClient, ACMEProblem
+from .carotation import CA, CARotation
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
-from .connection import AccountConnection, accountForgotten
+from .connection import accountForgotten
 from .coroutines import deferred
 from .leasing import orderLease, takeLease
 from .limiter import Limiter
@@ -57,7 +58,7 @@ class Renewer:
         storage: IStorage,
         checkWritable: Callable[[tuple[str, ...]], None] | None,
         writes: WriteQueue,
-        connection: AccountConnection,
+        cas: CARotation,
         renewalInfo: RenewalInfo,
         outcomes: Outcomes,
         responder: ChallengeResponder,
@@ -73,6 +74,7 @@ class Renewer:
             challenges published for other nodes to answer.
         @param checkWritable: Checks, in a thread, that a set's
             certificate can be stored, before it is ordered.
+        @param cas: The CAs, and which one each attempt orders from.
         @param responder: Where the orders' HTTP-01 challenges go.
         @param log: Where events go.
         @param adoptStored: Reads a set's stored certificate and puts it
@@ -83,7 +85,6 @@ class Renewer:
         self._storage = storage
         self._checkWritable = checkWritable
         self._writes = writes
-        self._connection = connection
         self._renewalInfo = renewalInfo
         self._outcomes = outcomes
         self._runInThread = runInThread
@@ -91,17 +92,9 @@ class Renewer:
         self._log = log
         self._adoptStored = adoptStored
         self._orders = Limiter(CONCURRENT_ORDERS)
-        self._ordering = Ordering(
-            options,
-            managed,
-            Records(storage),
-            writes,
-            outcomes,
-            responder,
-            runInThread,
-            reactor,
-            log,
-        )
+        self._cas = cas
+        shared = (managed, Records(storage), writes, outcomes, responder, runInThread, reactor, log)
+        self._orderings = {ca.label: Ordering(ca.options, *shared) for ca in cas.all}
 
     def startAttempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
         """
@@ -135,14 +128,15 @@ class Renewer:
         have ended (see L{letsencrypt_resource.writeleases.WriteLeases.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
+        ca = self._cas.choose(certificate)
         try:
             try:
-                await self._attemptOnce(certificate, forced, due)
+                await self._attemptOnce(ca, certificate, forced, due)
             except ACMEProblem as error:
                 if not accountForgotten(error):
                     raise
-                await self._connection.lost()
-                await self._attemptOnce(certificate, forced, due)
+                await ca.connection.lost()
+                await self._attemptOnce(ca, certificate, forced, due)
         except CancelledError:
             raise
         except (StaleFence, LeaseLost) as error:
@@ -154,7 +148,7 @@ class Renewer:
             certificate.holdUntil = max(certificate.holdUntil, now + ACCOUNT_BUSY_WAIT)
         except Exception as error:
             if accountForgotten(error):
-                await self._connection.lost()
+                await ca.connection.lost()
             self._outcomes.failed(certificate, error)
         finally:
             self._writes.leases.releaseAfterWrites(certificate)
@@ -178,13 +172,15 @@ class Renewer:
         certificate.holdUntil = max(certificate.holdUntil, now + self._options.checkInterval)
 
     async def _attemptOnce(
-        self, certificate: ManagedCertificate, forced: str | None, due: bool
+        self, ca: CA, certificate: ManagedCertificate, forced: str | None, due: bool
     ) -> None:
         """
-        The work of L{_attempt}, with the account as the storage holds it.
+        The work of L{_attempt} with C{ca}, with the account as the storage
+        holds it; the renewal information is asked of C{ca} only when it
+        issued the certificate.
         """
         try:
-            client = await self._connection.acmeClient()
+            client = await ca.connection.acmeClient()
         except CancelledError:
             raise
         except Exception as error:
@@ -194,9 +190,12 @@ class Renewer:
             return
         now = self._reactor.seconds()
         issued = certificate.issued
-        if issued is not None and client.offersRenewalInfo:
-            if certificate.ariNextCheck <= now:
+        if issued is not None and client.offersRenewalInfo and certificate.ariNextCheck <= now:
+            if self._cas.issuerOf(certificate) is ca:
                 await self._renewalInfo.refresh(client, certificate, issued)
+            else:
+                # Another CA issued it: none to ask until the next check.
+                certificate.ariNextCheck = now + self._options.checkInterval
         plan = certificate.plan()
         if forced is None and plan.at > self._reactor.seconds():
             self._outcomes.announce(certificate)
@@ -222,7 +221,7 @@ class Renewer:
         certificate.lease = lease
         if taken and forced is None and await self._storedMeanwhile(certificate):
             return
-        await self._renewUnder(lease, client, certificate, forced or plan.reason)
+        await self._renewUnder(lease, ca, client, certificate, forced or plan.reason)
 
     async def _storedMeanwhile(self, certificate: ManagedCertificate) -> bool:
         """
@@ -241,7 +240,12 @@ class Renewer:
         return True
 
     async def _renewUnder(
-        self, lease: ILease, client: ACMEClient, certificate: ManagedCertificate, reason: str
+        self,
+        lease: ILease,
+        ca: CA,
+        client: ACMEClient,
+        certificate: ManagedCertificate,
+        reason: str,
     ) -> None:
         """
         Renew C{certificate} under C{lease}: its writes are fenced by it,
@@ -263,7 +267,7 @@ class Renewer:
             return fail(lost[0]) if lost else lease.renew()
 
         try:
-            await self._ordering.order(client, certificate, reason, beforeFinalize)
+            await self._orderings[ca.label].order(client, certificate, reason, beforeFinalize)
         finally:
             renewing.stop()
 

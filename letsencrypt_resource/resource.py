@@ -104,10 +104,8 @@ class LetsEncryptResource(MultiService):
         """
         if not IStorage.providedBy(storage):
             raise TypeError(
-                f"{storage!r} does not provide "
-                "letsencrypt_resource.storage.interface.IStorage: pass a "
-                "letsencrypt_resource.storage.directory.DirectoryStorage (the "
-                "state directory) or another IStorage"
+                f"{storage!r} does not provide letsencrypt_resource.storage.interface.IStorage:"
+                " pass a storage.directory.DirectoryStorage (a state directory) or another"
             )
         super().__init__()
         self.options = options
@@ -132,9 +130,11 @@ class LetsEncryptResource(MultiService):
             automatic,
             checkWritable,
             self._log,
+            self._owned.clientFor,
         )
         self._writes = parts.writes
         self._connection = parts.connection
+        self.cas = parts.cas
         self._scheduler = parts.scheduler
         self._sets = parts.sets
         self._challengeSite = parts.challengeSite

@@ -462,7 +462,7 @@ class BadConfigurationTests(SynchronousTestCase):
             withService() + configuration.section("listeners/l1", {"port": "21"}),
             "listeners/l1",
             None,
-            "unknown section; use [server], [resources/<id>] or [services/<id>]",
+            "unknown section; use [server], [resources/<id>], [services/<id>] or [cas/<id>]",
         )
 
     def test_pipeInSectionId(self) -> None:

@@ -37,6 +37,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import __version__
+from letsencrypt_resource.caoptions import CA_OPTIONS
 from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.config import (
     RESOURCE_OPTIONS,
@@ -59,6 +60,7 @@ SECTION_TYPES = {
     "config-lets-encrypt": RESOURCE_OPTIONS,
     "config-https": SERVICE_OPTIONS,
     "config-ftps": FTPS_OPTIONS,
+    "config-ca": CA_OPTIONS,
 }
 
 _VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
