@@ -171,10 +171,16 @@ class Provisioning:
         the storage with its key left for its first use, and has nothing
         else to present: when it is still the set's certificate, the set
         is put on a provisional certificate (event 20260), then its
-        L{unusableListeners} are called (an order starts at once).
+        L{unusableListeners} are called (an order starts at once).  Only
+        a key that does not match its certificate (or does not parse)
+        counts: a context refused for another reason (a local OpenSSL
+        policy, say) would refuse every new certificate as well, and
+        ordering again would only spend the CA's rate limits.
         """
         certificate = self._managed.get(frozenset(domains))
         if certificate is None or certificate.current is not certifiedKey:
+            return
+        if certifiedKey.provisional or certifiedKey.keyMatches:
             return
         events.CERTIFICATE_UNUSABLE.emit(self._log, domains=certificate.label)
         certificate.current = None

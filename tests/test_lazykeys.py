@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import tls as tlsModule
 from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
@@ -203,3 +204,32 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         self.assertFalse(issued.provisional)
         self.assertIsNot(issued, loaded)
         self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+
+    def test_matchingKeyKept(self) -> None:
+        """
+        A context refused for a key that matches its certificate (a local
+        OpenSSL policy, say, which would refuse every new certificate too)
+        is not the key's fault: the set keeps its certificate, no event
+        20260, no order, instead of ordering every set again and again.
+        """
+        tls = TLSCertificateConsumer("reports-tls", REPORTS)
+        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
+        self.stop(self.start())
+
+        def refused(certifiedKey: CertifiedKey) -> SSL.Context:
+            raise SSL.Error("ee key too small")
+
+        self.patch(tlsModule, "serverContext", refused)
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        loaded = tls.tls.certifiedKey
+        assert loaded is not None
+        self.assertFalse(loaded.provisional)
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.flushLoggedErrors(SSL.Error)
+        self.assertNotIn(20260, self.eventIDs())
+        certificate = resource.managed[frozenset(REPORTS)]
+        self.assertIs(certificate.current, loaded)
+        self.assertIsNone(certificate.attempt)
