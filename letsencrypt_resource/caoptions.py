@@ -13,6 +13,7 @@ from .config import (
     Option,
     _acmeURL,
     _base64url,
+    _boolean,
     _build,
     _field,
     _options,
@@ -46,6 +47,11 @@ class CAOptions:
     )
     profile: str | None = _field(
         Option("profile", _profileName, "", "This CA's certificate profile to ask for.")
+    )
+    #: Whether the operator agrees to this CA's terms of service: an
+    #: agreement to the first CA's is not one to this CA's.
+    agreeTOS: bool = _field(
+        Option("agree_tos", _boolean, "no", "Agree to this CA's terms of service.")
     )
 
 

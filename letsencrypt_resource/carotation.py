@@ -26,11 +26,13 @@ def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
     """
     The resource C{options} with the CA and account settings of C{ca}:
     no C{account_key} (that names an account at the first CA), so the
-    account used there is the one stored under its own URL, or a new one.
+    account used there is the one stored under its own URL, or a new one;
+    the agreement to the terms of service given for C{ca} itself.
     """
     return attrs.evolve(
         options,
         acmeURL=ca.acmeURL,
+        agreeTOS=ca.agreeTOS,
         acmeCAFile=ca.acmeCAFile,
         eabKid=ca.eabKid,
         eabHMACKey=ca.eabHMACKey,

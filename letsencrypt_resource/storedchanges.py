@@ -57,6 +57,9 @@ class StoredChanges:
         self._log = log
         self._watching: Deferred[Callable[[], None]] | None = None
         self._watchAgain: IDelayedCall | None = None
+        #: The serial of the stored certificate last refused as compromised,
+        #: by set: it is read again at each attempt, and reported once.
+        self._refusedCompromised: dict[frozenset[str], int] = {}
 
     def start(self) -> None:
         """
@@ -186,7 +189,12 @@ class StoredChanges:
                 )
                 return False
             if certificate.isCompromised(stored.key):
-                events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
+                serial = stored.certificate.serial_number
+                if self._refusedCompromised.get(frozenset(certificate.domains)) != serial:
+                    self._refusedCompromised[frozenset(certificate.domains)] = serial
+                    events.COMPROMISED_CERTIFICATE_IGNORED.emit(
+                        self._log, domains=certificate.label
+                    )
                 return False
         if not stored.carries(certificate.domains):
             events.STORED_STATE_IGNORED.emit(

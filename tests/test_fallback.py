@@ -258,6 +258,17 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual((options.profile, options.accountKeyFile), ("short", None))
         self.assertEqual(options.keyType, base.keyType)
 
+    def test_termsAgreedPerCA(self) -> None:
+        """
+        The resource's C{agree_tos} is an agreement to its own CA's terms
+        only: a fallback CA's account agrees to its terms when its own
+        section says so.
+        """
+        base = resourceOptions(acmeURL=FIRST, agreeTOS=True)
+        self.assertFalse(optionsFor(base, CAOptions(section="cas/b", acmeURL=SECOND)).agreeTOS)
+        agreed = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        self.assertTrue(optionsFor(base, agreed).agreeTOS)
+
     def test_connections(self) -> None:
         """
         Each CA has a connection of its own, with its options and an HTTP
@@ -373,7 +384,8 @@ class ResumeTests(ResourceTestCase):
         the CA's server (event 20192), never requested, and a new order is
         placed there.
         """
-        resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
         [certificate, *_] = resource.managed.values()
         key = generateKey("ecdsa-p256")
         certificate.pendingOrder = PendingOrder("https://second.example/order/1", key)
@@ -399,7 +411,8 @@ class RevokeTests(ResourceTestCase):
         of the reports certificate (unless C{None}), revoke it: the
         directory URLs that then have an account stored.
         """
-        resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
         operations = Operations(resource, self.reactor)
         [certificate] = operations.select(["reports.example.test"])
         if issuedBy is not None:

@@ -75,7 +75,10 @@ class FallbackCATests(TestCACase):
             fallbackAfter=1,
             fallbackCAs=(
                 CAOptions(
-                    section="cas/second", acmeURL=second.directoryURL, acmeCAFile=second.caFile
+                    section="cas/second",
+                    acmeURL=second.directoryURL,
+                    acmeCAFile=second.caFile,
+                    agreeTOS=True,
                 ),
             ),
         )
