@@ -20,22 +20,16 @@ from letsencrypt_resource.acmeclient import ACMEClient
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers.configuration import HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.servers import startServer
 from tests.helpers.tlsclient import fetchOverTLS
 
-NODE = """\
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-key_type = ecdsa-p256
-agree_tos = yes
+NODE = (
+    RESOURCE_SECTION
+    + """\
 challenge_types = tls-alpn-01
 cluster_database = {database}
 cluster_key_file = {keyFile}
@@ -49,6 +43,7 @@ port = {port}
 path = public
 ssl_domains = files.example.test
 """
+)
 
 
 def issuedTo(managed: ManagedCertificate) -> bool:
@@ -72,6 +67,7 @@ class SharedTLSALPNTests(PostgresCase, TestCACase):
         return startServer(
             self,
             NODE.format(
+                keyType="ecdsa-p256",
                 challengePort=freeTCPPort(),
                 directoryURL=directoryURL,
                 caFile=caFile,

@@ -16,21 +16,15 @@ from twisted.logger import globalLogPublisher
 from letsencrypt_resource.certificates import certificateNames
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers.configuration import HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.servers import startServer
 from tests.helpers.tlsclient import fetchOverTLS
 
-CONFIGURATION = """\
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-key_type = ecdsa-p256
-agree_tos = yes
+CONFIGURATION = (
+    RESOURCE_SECTION
+    + """\
 challenge_types = {challengeTypes}
 
 [services/files]
@@ -41,6 +35,7 @@ port = {tlsPort}
 path = public
 ssl_domains = {domains}
 """
+)
 
 
 class TLSALPNTests(TestCACase):
@@ -70,6 +65,7 @@ class TLSALPNTests(TestCACase):
         server = startServer(
             self,
             CONFIGURATION.format(
+                keyType="ecdsa-p256",
                 challengePort=challengePort,
                 domains=domains,
                 directoryURL=self.testCA.directoryURL,

@@ -27,22 +27,16 @@ from letsencrypt_resource.host import ServerService, checkFileSystem, makeResour
 from letsencrypt_resource.noderecord import serialHex
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers import keyMarkers
 from tests.helpers.configuration import HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.tlsclient import fetchOverTLS
 
-NODE = """\
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-key_type = ecdsa-p256
-agree_tos = yes
+NODE = (
+    RESOURCE_SECTION
+    + """\
 cluster_database = {database}
 cluster_key_file = {keyFile}
 node_name = {node}
@@ -55,6 +49,7 @@ port = {port}
 path = public
 ssl_domains = files.example.test
 """
+)
 
 NAME = "files.example.test"
 _databases = itertools.count()
@@ -87,6 +82,7 @@ class ClusterServerTests(PostgresCase, TestCACase):
         with open(path, "w") as stream:
             stream.write(
                 NODE.format(
+                    keyType="ecdsa-p256",
                     challengePort=challengePort,
                     directoryURL=testCA.directoryURL,
                     caFile=testCA.caFile,

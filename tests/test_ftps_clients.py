@@ -20,21 +20,16 @@ from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.host import ServerService, checkFileSystem
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers.pebblecase import TestCACase
 
 NAME = "ftp.example.test"
 USER, PASSWORD = "alice", "wonderland"
 CONTENT = b"Hello over FTPS.\n" * 100
 
-CONFIGURATION = """\
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-agree_tos = yes
+CONFIGURATION = (
+    RESOURCE_SECTION
+    + """\
 
 [services/explicit]
 type = ftps
@@ -57,6 +52,7 @@ users_file = ftp-users
 writable = yes
 ssl_domains = {name}
 """
+)
 
 
 class _ServerCase(TestCACase):
@@ -87,6 +83,7 @@ class _ServerCase(TestCACase):
         with open(path, "w") as stream:
             stream.write(
                 CONFIGURATION.format(
+                    keyType="rsa-2048",
                     challengePort=challengePort,
                     directoryURL=testCA.directoryURL,
                     caFile=testCA.caFile,

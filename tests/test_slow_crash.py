@@ -33,6 +33,7 @@ from twisted.internet.task import deferLater
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import keyFromPEM, publicKeysMatch
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers import keyMarkers
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.reliability import Row, WatchedTwistd, assertAllPassed
@@ -55,22 +56,11 @@ SERVICES = [
     ("uploads", "uploads", "uploads.example.test"),
 ]
 
-CONFIGURATION = """\
-[server]
-name = crash.example.test
-
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-agree_tos = yes
-state_directory = state
-store_directory = exported
-key_type = ecdsa-p256
-debug = yes
-"""
+CONFIGURATION = (
+    "[server]\nname = crash.example.test\n\n"
+    + RESOURCE_SECTION
+    + "store_directory = exported\ndebug = yes\n"
+)
 
 SERVICE = """
 [services/{name}]
@@ -124,6 +114,7 @@ class CrashRun:
         self.intermediate = x509.load_pem_x509_certificates(self.issuers)[1]
         self.ports = {name: freeTCPPort() for name, _, _ in SERVICES}
         text = CONFIGURATION.format(
+            keyType="ecdsa-p256",
             challengePort=self.challengePort,
             directoryURL=self.testCA.directoryURL,
             caFile=self.testCA.caFile,

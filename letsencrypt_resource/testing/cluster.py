@@ -33,6 +33,7 @@ from cryptography import x509
 
 from .. import config
 from .haproxy import HAProxy, Route, freePort, terminate
+from .pebble import RESOURCE_SECTION
 
 #: The package's parent folder, put first on the nodes' C{PYTHONPATH} so
 #: that they run this checkout.
@@ -218,20 +219,7 @@ class Node:
             return stream.read().decode("utf-8", "replace")
 
 
-_RESOURCE = """\
-[server]
-name = cluster.example.test
-
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-key_type = {keyType}
-agree_tos = yes
-"""
+_RESOURCE = "[server]\nname = cluster.example.test\n\n" + RESOURCE_SECTION
 
 _SERVICE = """
 [services/set{index}]

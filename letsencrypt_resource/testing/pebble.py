@@ -16,6 +16,22 @@ from twisted.internet.defer import Deferred
 
 from ..pebble import RunningTestCA, TestCANotFound, findTestCA
 
+#: The C{[resources/le]} section of a resource ordering from a running test
+#: CA, its state in C{state}: format it with C{challengePort},
+#: C{directoryURL}, C{caFile} and C{keyType}; option lines written right
+#: after it belong to it.
+RESOURCE_SECTION = """\
+[resources/le]
+type = lets-encrypt
+address = 127.0.0.1
+port = {challengePort}
+acme_url = {directoryURL}
+acme_ca_file = {caFile}
+state_directory = state
+key_type = {keyType}
+agree_tos = yes
+"""
+
 #: The environment variable naming a folder holding C{pebble} 2.10 or
 #: later, with ARI and profiles (C{./dev test} fetches Debian's).
 MODERN_VARIABLE = "PEBBLE_MODERN_DIR"

@@ -6,23 +6,16 @@ the configuration tests.
 
 from __future__ import annotations
 
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
+
 HELLO = b"Hello over TLS.\n"
 
 
-CONFIGURATION = """\
-[server]
-name = integration.example.test
-
-[resources/le]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
+CONFIGURATION = (
+    "[server]\nname = integration.example.test\n\n"
+    + RESOURCE_SECTION
+    + """\
 store_directory = exported
-key_type = {keyType}
-agree_tos = yes
 
 [services/files]
 type = https
@@ -48,6 +41,7 @@ port = {ports[2]}
 path = public
 ssl_domains = reports.example.test
 """
+)
 
 
 #: The folder relative paths are resolved against in these tests.
