@@ -226,13 +226,13 @@ class Renewer:
     async def _storedMeanwhile(self, certificate: ManagedCertificate) -> bool:
         """
         Whether another user of the storage stored, before this node took
-        the set's lease, a certificate for C{certificate} that replaces the
-        one in service and is not due: it is put in service (event 20226)
-        instead of ordering another (its change notice may not have
-        arrived yet).
+        the set's lease, a certificate for C{certificate} that is not due:
+        read again (its change notice may not have arrived yet) and put in
+        service if it replaces the one in service, or put in service by
+        that notice while this attempt waited; then no other is ordered
+        (event 20226).
         """
-        if not await self._adoptStored(certificate):
-            return False
+        await self._adoptStored(certificate)
         if certificate.plan().at <= self._reactor.seconds():
             return False
         events.ORDER_NOT_NEEDED.emit(self._log, domains=certificate.label)

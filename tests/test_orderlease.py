@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from letsencrypt_resource.certificates import CertifiedKey
@@ -17,7 +17,7 @@ from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
 from letsencrypt_resource.resource import CHECK_INTERVAL
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
-from letsencrypt_resource.storage.records import Records
+from letsencrypt_resource.storage.records import Records, certificateKey
 from letsencrypt_resource.testing import MemoryStore, advanceThrough
 from tests.helpers.resourcecase import REPORTS, ResourceTestCase
 
@@ -103,3 +103,89 @@ class BusyLeaseTests(ResourceTestCase):
         advanceThrough(self.reactor, 60)
         self.assertEqual(self.server.ordersCreated, orders + 1)
         self.assertNotIn(20226, self.eventIDs())
+
+
+@implementer(IStorage)
+class GatedLeaseStore(MemoryStore):
+    """
+    A memory store, its leases timed by the test's clock, whose order
+    leases are given once L{open} is called (L{asked} counts the calls
+    meanwhile), and whose change notices are delivered when the test says
+    (L{notify}).
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.callbacks: list[Any] = []
+        self.waiting: list[Deferred[None]] | None = []
+        self.asked = 0
+
+    def lease(self, name: str, seconds: float) -> Deferred[Any]:
+        if self.waiting is None or not name.startswith("orders/"):
+            return super().lease(name, seconds)
+        self.asked += 1
+        gate: Deferred[None] = Deferred()
+        self.waiting.append(gate)
+        return gate.addCallback(lambda _: MemoryStore.lease(self, name, seconds))
+
+    def open(self) -> None:
+        """
+        Give the order leases asked for, and the next ones at once.
+        """
+        waiting, self.waiting = self.waiting or [], None
+        for gate in waiting:
+            gate.callback(None)
+
+    def watch(self, prefix: str, callback: Any) -> Deferred[Any]:
+        self.callbacks.append(callback)
+        return succeed(lambda: None)
+
+    def notify(self, key: str) -> None:
+        """
+        Tell every watch of a change of C{key}.
+        """
+        for callback in self.callbacks:
+            callback(key)
+
+
+class NoticeWhileWaitingTests(ResourceTestCase):
+    """
+    An attempt under way, waiting for its order lease, while the change
+    notice of a certificate another node stored arrives.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.store = GatedLeaseStore(self.reactor)
+        self.other = MemoryStorage(self.store.shared)
+
+    def test_noticedMeanwhileNotOrdered(self) -> None:
+        """
+        The notice puts the certificate in service while the attempt waits
+        for the lease; once it has the lease, the set is not due any more:
+        the set is not ordered (20226; the other sets are), where the
+        attempt used to order one more because what it read again was no
+        newer than what it served.
+        """
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        advanceThrough(self.reactor, 1)
+        self.assertGreater(self.store.asked, 0, "the attempt asks for its order lease")
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        key = generateKey("ecdsa-p256")
+        stored = CertifiedKey.fromParts(key, self.server.issue(key.public_key(), REPORTS))
+        self.successResultOf(Records(self.other).saveCertificate(REPORTS, stored))
+        self.store.notify(certificateKey(REPORTS))
+        advanceThrough(self.reactor, 1)
+        received = self.consumers["reports"].received[-1]
+        self.assertEqual(received.certificate.serial_number, stored.certificate.serial_number)
+        self.store.open()
+        advanceThrough(self.reactor, 60)
+        self.assertEqual(len(self.eventTexts(20226)), 1)
+        ordered = " ".join(self.eventTexts(20015))
+        self.assertNotIn(REPORTS[0], ordered)
+        self.assertEqual(
+            self.consumers["reports"].received[-1].certificate.serial_number,
+            stored.certificate.serial_number,
+        )
