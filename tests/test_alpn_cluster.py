@@ -20,30 +20,11 @@ from letsencrypt_resource.acmeclient import ACMEClient
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.pebble import freeTCPPort
-from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
-from tests.helpers.configuration import HELLO
+from tests.helpers.configuration import CLUSTER_NODE, HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.servers import startServer
 from tests.helpers.tlsclient import fetchOverTLS
-
-NODE = (
-    RESOURCE_SECTION
-    + """\
-challenge_types = tls-alpn-01
-cluster_database = {database}
-cluster_key_file = {keyFile}
-node_name = {node}
-
-[services/files]
-type = https
-name = files-https
-address = 127.0.0.1
-port = {port}
-path = public
-ssl_domains = files.example.test
-"""
-)
 
 
 def issuedTo(managed: ManagedCertificate) -> bool:
@@ -66,7 +47,8 @@ class SharedTLSALPNTests(PostgresCase, TestCACase):
         """
         return startServer(
             self,
-            NODE.format(
+            CLUSTER_NODE.format(
+                extra="challenge_types = tls-alpn-01\n",
                 keyType="ecdsa-p256",
                 challengePort=freeTCPPort(),
                 directoryURL=directoryURL,

@@ -27,29 +27,11 @@ from letsencrypt_resource.host import ServerService, checkFileSystem, makeResour
 from letsencrypt_resource.noderecord import serialHex
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
-from letsencrypt_resource.testing.pebble import RESOURCE_SECTION
 from tests.helpers import keyMarkers
-from tests.helpers.configuration import HELLO
+from tests.helpers.configuration import CLUSTER_NODE, HELLO
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.tlsclient import fetchOverTLS
-
-NODE = (
-    RESOURCE_SECTION
-    + """\
-cluster_database = {database}
-cluster_key_file = {keyFile}
-node_name = {node}
-
-[services/files]
-type = https
-name = files-https
-address = 127.0.0.1
-port = {port}
-path = public
-ssl_domains = files.example.test
-"""
-)
 
 NAME = "files.example.test"
 _databases = itertools.count()
@@ -81,7 +63,8 @@ class ClusterServerTests(PostgresCase, TestCACase):
         path = os.path.join(folder, "server.ini")
         with open(path, "w") as stream:
             stream.write(
-                NODE.format(
+                CLUSTER_NODE.format(
+                    extra="",
                     keyType="ecdsa-p256",
                     challengePort=challengePort,
                     directoryURL=testCA.directoryURL,

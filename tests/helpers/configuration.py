@@ -44,6 +44,26 @@ ssl_domains = reports.example.test
 )
 
 
+#: A cluster node serving C{files.example.test} from C{public}: format it
+#: as L{RESOURCE_SECTION} and with C{extra} (more option lines of the
+#: resource, or nothing), C{database}, C{keyFile}, C{node} and C{port}.
+CLUSTER_NODE = (
+    RESOURCE_SECTION
+    + """\
+{extra}cluster_database = {database}
+cluster_key_file = {keyFile}
+node_name = {node}
+
+[services/files]
+type = https
+name = files-https
+address = 127.0.0.1
+port = {port}
+path = public
+ssl_domains = files.example.test
+"""
+)
+
 #: The folder relative paths are resolved against in these tests.
 BASE = "/etc/files-server"
 
