@@ -1,0 +1,420 @@
+"""
+Part (a) of the FTPS benchmark: the transfer rate of one large file over
+PROT P, this resource's FTPS service (a real C{twistd -n lets-encrypt})
+against Debian's vsftpd, on loopback, with the same curl, ciphers,
+certificate and key, and file.
+
+Both servers serve the same folder (C{<work>/ftp/bench}): ours to the
+account C{bench} (confined to that folder), vsftpd to C{anonymous} (its
+C{anon_root}).  Uploads go to its C{up/} subfolder, owned by the C{ftp}
+user (vsftpd's anonymous sessions write as that user).  The certificate
+is the one the resource obtained from pebble (ECDSA P-256) and exported to
+its C{store_directory}; vsftpd is given the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import resource
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import bcrypt
+from common import ROOT, freePort
+
+#: The name on the certificate both servers present.
+NAME = "ftp.example.test"
+USER, PASSWORD = "bench", "bench-password"
+VSFTPD = "/usr/sbin/vsftpd"
+#: The TLS variants: curl's options for each.
+CIPHERS = {
+    "TLS 1.3 AES-256-GCM": ["--tlsv1.3", "--tls13-ciphers", "TLS_AES_256_GCM_SHA384"],
+    "TLS 1.2 ECDHE-ECDSA-AES256-GCM": [
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ],
+}
+#: How long the server may take to issue the first certificate.
+ISSUE_TIMEOUT = 120.0
+
+SERVICE_SECTION = """
+store_directory = {store}
+
+[services/ftps]
+type = ftps
+name = bench-ftps
+address = 127.0.0.1
+port = {port}
+path = {path}
+users_file = {usersFile}
+writable = yes
+ssl_domains = {name}
+"""
+
+VSFTPD_CONFIGURATION = """\
+listen=YES
+listen_ipv6=NO
+listen_address=127.0.0.1
+listen_port={port}
+background=NO
+anonymous_enable=YES
+local_enable=NO
+anon_root={root}
+no_anon_password=YES
+write_enable=YES
+anon_upload_enable=YES
+anon_other_write_enable=YES
+allow_anon_ssl=YES
+force_anon_data_ssl=YES
+force_anon_logins_ssl=YES
+ssl_enable=YES
+ssl_sslv2=NO
+ssl_sslv3=NO
+ssl_tlsv1=NO
+require_ssl_reuse=YES
+ssl_ciphers=HIGH
+rsa_cert_file={certificate}
+rsa_private_key_file={key}
+pasv_enable=YES
+pasv_address=127.0.0.1
+pasv_min_port={pasvLow}
+pasv_max_port={pasvHigh}
+secure_chroot_dir={empty}
+seccomp_sandbox=NO
+xferlog_enable=NO
+"""
+
+
+def vsftpdMissing() -> str | None:
+    """
+    Why vsftpd cannot run here, or C{None}.
+    """
+    if not os.access(VSFTPD, os.X_OK):
+        return f"{VSFTPD} is not installed (apt-get install vsftpd; ./dev test installs it)"
+    if os.geteuid() != 0:
+        return "vsftpd must be started as root"
+    return None
+
+
+def makeTree(work: str, sizeMiB: int) -> str:
+    """
+    The served tree under C{work}, the users file beside it; return the
+    account's folder (which holds C{file.bin} and C{up/}).
+    """
+    served = os.path.join(work, "ftp")
+    account = os.path.join(served, USER)
+    upload = os.path.join(account, "up")
+    os.makedirs(upload)
+    for folder in (work, served, account):
+        os.chmod(folder, 0o755)
+    if os.geteuid() == 0:
+        ftp = pwd.getpwnam("ftp")
+        os.chown(upload, ftp.pw_uid, ftp.pw_gid)
+    chunk = os.urandom(1 << 20)
+    with open(os.path.join(account, "file.bin"), "wb") as stream:
+        for _ in range(sizeMiB):
+            stream.write(chunk)
+    writeUsers(work)
+    return account
+
+
+def writeUsers(work: str) -> str:
+    """
+    Write C{<work>/ftp-users}, the benchmark's account (a bcrypt hash of
+    the lowest cost, so that logins cost little), and return its path.
+    """
+    path = os.path.join(work, "ftp-users")
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4))
+    with open(path, "wb") as stream:
+        stream.write(USER.encode() + b":" + hashed + b"\n")
+    return path
+
+
+def resourceSection(pebble: Any, work: str) -> str:
+    """
+    The server's resource on C{pebble}, its state in C{<work>/state},
+    ECDSA P-256 keys.
+    """
+    from common import RESOURCE_SECTION, accountOptions
+
+    return RESOURCE_SECTION.format(
+        challengePort=pebble.challengePort,
+        directoryURL=pebble.directoryURL,
+        caFile=pebble.caFile,
+        state=os.path.join(work, "state"),
+        keyType="ecdsa-p256",
+        accountOptions=accountOptions(),
+    )
+
+
+def cpuSeconds(pid: int, children: bool = False) -> float:
+    """
+    The CPU time (user + system) of process C{pid}, or of its children
+    that it has waited for.
+    """
+    with open(f"/proc/{pid}/stat") as stream:
+        fields = stream.read().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime are fields 14-17 of stat(5).
+    first = 13 if children else 11
+    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+
+
+def childrenOf(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/task/{pid}/children") as stream:
+        return stream.read().split()
+
+
+class Twistd:
+    """
+    This resource's FTPS service in C{twistd -n lets-encrypt}, logging to
+    C{<work>/twistd.log}.
+    """
+
+    def __init__(self, configuration: str, work: str):
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        self.logFile = os.path.join(work, "twistd.log")
+        self.process = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", f"--logfile={self.logFile}", "lets-encrypt"]
+            + ["--config", configuration],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": ROOT},
+        )
+
+    def waitForCertificate(self) -> None:
+        """
+        Wait until the service uses a CA certificate (event 20016).
+        """
+        deadline = time.monotonic() + ISSUE_TIMEOUT
+        while True:
+            if os.path.exists(self.logFile):
+                with open(self.logFile, "rb") as stream:
+                    if b"] 20016 " in stream.read():
+                        return
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"twistd put no certificate in service; see {self.logFile}")
+            time.sleep(0.1)
+
+    def cpu(self) -> float:
+        return cpuSeconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Vsftpd:
+    """
+    Debian's vsftpd on the same folder, certificate and key.
+    """
+
+    def __init__(self, work: str, root: str, certificate: str, key: str):
+        self.port = freePort()
+        empty = os.path.join(work, "vsftpd-empty")
+        os.makedirs(empty, mode=0o755)
+        low = freePort()
+        path = os.path.join(work, "vsftpd.conf")
+        with open(path, "w") as stream:
+            stream.write(
+                VSFTPD_CONFIGURATION.format(
+                    port=self.port,
+                    root=root,
+                    certificate=certificate,
+                    key=key,
+                    empty=empty,
+                    pasvLow=max(1024, low - 50),
+                    pasvHigh=min(65535, low + 50),
+                )
+            )
+        self.log = open(os.path.join(work, "vsftpd.log"), "wb")
+        self.process = subprocess.Popen(
+            [VSFTPD, path], stdout=self.log, stderr=subprocess.STDOUT, cwd=work
+        )
+        waitForPort(self.port, self.process)
+
+    def cpu(self) -> float:
+        """
+        The CPU time of the sessions that have ended: vsftpd forks one
+        process (and its privileged helper) per session and waits for them.
+        """
+        deadline = time.monotonic() + 10
+        while childrenOf(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return cpuSeconds(self.process.pid, children=True) + cpuSeconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        self.log.close()
+
+
+def waitForPort(port: int, process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def curl(
+    port: int, caFile: str, ciphers: list[str], path: str, upload: str | None, user: str
+) -> dict[str, float]:
+    """
+    One transfer with curl (explicit FTPS, C{--ssl-reqd}, the name checked
+    against C{caFile}): a download of C{path} to C{/dev/null}, or an upload
+    of the file C{upload} to C{path}.
+
+    @return: the bytes moved, the seconds from the end of the set-up
+        (connection, AUTH TLS, login, PROT P) to the end, and curl's CPU time.
+    @raise RuntimeError: when curl fails.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    direction = ["--upload-file", upload] if upload else ["--output", "/dev/null"]
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--show-error",
+            "--ssl-reqd",
+            "--cacert",
+            caFile,
+            "--resolve",
+            f"{NAME}:{port}:127.0.0.1",
+            "--user",
+            user,
+            *ciphers,
+            *direction,
+            "--write-out",
+            "%{time_pretransfer} %{time_total} %{size_download} %{size_upload}",
+            f"ftp://{NAME}:{port}/{path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise RuntimeError(f"curl exited {result.returncode}: {result.stderr.strip()}")
+    pretransfer, total, down, up = (float(x) for x in result.stdout.split())
+    return {
+        "bytes": up if upload else down,
+        "seconds": total - pretransfer,
+        "client_cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
+
+
+def writeConfiguration(pebble: Any, work: str, port: int, served: str) -> str:
+    """
+    The server's configuration: the resource on pebble, exporting to
+    C{<work>/store}, and one FTPS service on C{served}.
+    """
+    store = os.path.join(work, "store")
+    os.makedirs(store, mode=0o700)
+    path = os.path.join(work, "server.ini")
+    with open(path, "w") as stream:
+        stream.write(
+            resourceSection(pebble, work)
+            + SERVICE_SECTION.format(
+                store=store,
+                port=port,
+                path=served,
+                usersFile=os.path.join(work, "ftp-users"),
+                name=NAME,
+            )
+        )
+    return path
+
+
+def measureRates(
+    pebble: Any, work: str, sizeMiB: int, repeats: int, progress: Any
+) -> tuple[list[dict[str, Any]], str | None]:
+    """
+    Each repeat: for each TLS variant, a download and an upload of the
+    C{sizeMiB} file with each server, the order of the servers swapped
+    from one repeat to the next.
+
+    @return: one row per transfer, and why vsftpd did not run (or C{None}).
+    """
+    account = makeTree(work, sizeMiB)
+    port = freePort()
+    twistd = Twistd(writeConfiguration(pebble, work, port, os.path.dirname(account)), work)
+    vsftpd = None
+    rows = []
+    try:
+        twistd.waitForCertificate()
+        exported = os.path.join(work, "store", NAME)
+        missing = vsftpdMissing()
+        if missing is None:
+            vsftpd = Vsftpd(
+                work,
+                account,
+                os.path.join(exported, "fullchain.pem"),
+                os.path.join(exported, "privkey.pem"),
+            )
+        servers = [("ours", port, twistd.cpu, f"{USER}:{PASSWORD}")]
+        if vsftpd is not None:
+            servers.append(("vsftpd", vsftpd.port, vsftpd.cpu, "anonymous:"))
+        source = os.path.join(account, "file.bin")
+        for repeat in range(repeats):
+            for tls, ciphers in CIPHERS.items():
+                for direction in ("download", "upload"):
+                    for server, serverPort, cpu, user in servers[:: 1 if repeat % 2 else -1]:
+                        progress(f"repeat {repeat + 1}: {direction}, {tls}, {server}")
+                        target = f"up/{server}.bin" if direction == "upload" else "file.bin"
+                        row: dict[str, Any] = {
+                            "repeat": repeat,
+                            "tls": tls,
+                            "direction": direction,
+                            "server": server,
+                        }
+                        before = cpu()
+                        try:
+                            moved = curl(
+                                serverPort,
+                                pebble.rootFile,
+                                ciphers,
+                                target,
+                                source if direction == "upload" else None,
+                                user,
+                            )
+                            if direction == "upload":
+                                written = os.path.join(account, target)
+                                if os.path.getsize(written) != moved["bytes"]:
+                                    raise RuntimeError("the uploaded file's size differs")
+                            if moved["bytes"] != sizeMiB << 20:
+                                raise RuntimeError(f"{moved['bytes']:.0f} bytes moved")
+                        except RuntimeError as error:
+                            row["error"] = str(error)
+                        else:
+                            row.update(moved)
+                            row["server_cpu"] = cpu() - before
+                        finally:
+                            if direction == "upload" and os.path.exists(
+                                os.path.join(account, target)
+                            ):
+                                os.remove(os.path.join(account, target))
+                        rows.append(row)
+    finally:
+        if vsftpd is not None:
+            vsftpd.stop()
+        twistd.stop()
+    return rows, missing
