@@ -98,6 +98,11 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
     renewed = ", ".join(f"{r['outcome']} in {r['seconds']:.2f} s" for r in result["renewals"])
     rows = [
         ("sessions, concurrent", f"{arguments.sessions}"),
+        (
+            "each session",
+            f"{arguments.downloads_per_session} downloads of {arguments.small_kib} KiB, "
+            f"{arguments.pace:g} s apart, then a new session",
+        ),
         ("load duration", f"{load['seconds']:.1f} s"),
         ("renewals (forced, during the load)", renewed or "none"),
         (
@@ -122,7 +127,11 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
             "stalls over 20 ms / over 50 ms",
             f"{server['stalls_over_20ms']} / {server['stalls_over_50ms']}",
         ),
-        ("server CPU during the load", f"{server['cpu_seconds']:.1f} s"),
+        (
+            "server CPU during the load: process / reactor thread",
+            f"{server['cpu_seconds']:.1f} s / {server['reactor_cpu_seconds']:.1f} s",
+        ),
+        ("client CPU during the load (threads)", f"{load['cpu_seconds']:.1f} s"),
     ]
     lines = [
         f"### {arguments.sessions} FTPS sessions while the certificate is renewed",
@@ -134,7 +143,7 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
     ]
     lines.extend(f"- error ×{count}: {text}" for text, count in load["errors"].items())
     for stall in server["longest"][:3]:
-        where = "; ".join(f"{frame} ×{n}" for frame, n in stall["ours"])
+        where = "; ".join(f"{frame} ×{n}" for frame, n in stall["ours"] + stall["innermost"])
         lines.append(f"- stall of {stall['length_ms']} ms at {stall['at_s']} s: {where}")
     return "\n".join(lines)
 
@@ -172,6 +181,7 @@ def sessions(pebble: Pebble, work: str, arguments: argparse.Namespace) -> dict[s
         content,
         arguments.sessions,
         arguments.downloads_per_session,
+        arguments.pace,
     )
     return runSessions(
         configuration,
@@ -194,9 +204,12 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--downloads-per-session", type=int, default=5, help="(b) before a session quits"
     )
+    parser.add_argument(
+        "--pace", type=float, default=5.0, help="(b) seconds between a session's downloads"
+    )
     parser.add_argument("--renewals", type=int, default=3, help="(b) forced renewals")
     parser.add_argument(
-        "--settle", type=float, default=5.0, help="(b) seconds of load before, between, after"
+        "--settle", type=float, default=10.0, help="(b) seconds of load before, between, after"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     return parser.parse_args(argv)

@@ -154,12 +154,13 @@ def resourceSection(pebble: Any, work: str) -> str:
     )
 
 
-def cpuSeconds(pid: int, children: bool = False) -> float:
+def cpuSeconds(stat: str, children: bool = False) -> float:
     """
-    The CPU time (user + system) of process C{pid}, or of its children
-    that it has waited for.
+    The CPU time (user + system) of the process or thread whose C{stat}
+    file (C{/proc/<pid>/stat}, C{/proc/self/task/<tid>/stat}) is given, or
+    of the children it has waited for; in steps of 10 ms.
     """
-    with open(f"/proc/{pid}/stat") as stream:
+    with open(stat) as stream:
         fields = stream.read().rsplit(")", 1)[1].split()
     # utime, stime, cutime, cstime are fields 14-17 of stat(5).
     first = 13 if children else 11
@@ -204,7 +205,7 @@ class Twistd:
             time.sleep(0.1)
 
     def cpu(self) -> float:
-        return cpuSeconds(self.process.pid)
+        return cpuSeconds(f"/proc/{self.process.pid}/stat")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -252,7 +253,8 @@ class Vsftpd:
         deadline = time.monotonic() + 10
         while childrenOf(self.process.pid) and time.monotonic() < deadline:
             time.sleep(0.01)
-        return cpuSeconds(self.process.pid, children=True) + cpuSeconds(self.process.pid)
+        stat = f"/proc/{self.process.pid}/stat"
+        return cpuSeconds(stat, children=True) + cpuSeconds(stat)
 
     def stop(self) -> None:
         self.process.terminate()

@@ -16,8 +16,12 @@ C{ftplib.FTP_TLS} made to resume the control connection's TLS session on
 its data connections (L{letsencrypt_resource.testing.ftpsclient}), from
 its own loopback address (127.0.x.y): the service allows 10 sessions per
 address.  Each session logs in, sets PROT P, downloads the file
-C{--downloads-per-session} times (checking its content), quits, and starts
-again, until told to stop.
+C{--downloads-per-session} times (checking its content) C{--pace} seconds
+apart, quits, and starts again, until told to stop.  The sessions start
+spread over the first C{--pace} seconds.  With C{--pace 0} each session
+downloads as fast as it can: the load saturates the machine, and the
+reactor's lateness then measures how long one pass over 200 busy
+connections takes rather than any one blocking call.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class Load:
         expected: bytes,
         sessions: int,
         downloadsPerSession: int,
+        pace: float,
     ):
         self._port = port
         self._context = ssl.create_default_context(cafile=caFile)
@@ -82,6 +87,8 @@ class Load:
         self._path = path
         self._expected = expected
         self._downloads = downloadsPerSession
+        self._pace = pace
+        self._sessionCount = sessions
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.transfers = 0
@@ -99,6 +106,7 @@ class Load:
 
     def start(self) -> None:
         self.started = time.perf_counter()
+        self._cpu = time.process_time()
         for thread in self._threads:
             thread.start()
 
@@ -110,6 +118,7 @@ class Load:
         for thread in self._threads:
             thread.join()
         self.seconds = time.perf_counter() - self.started
+        self.cpuSeconds = time.process_time() - self._cpu
 
     def _error(self, error: BaseException) -> None:
         text = f"{type(error).__name__}: {error}"[:160]
@@ -124,6 +133,8 @@ class Load:
         from letsencrypt_resource.testing.ftpsclient import ResumingFTPS
 
         source = (sourceAddress(index), 0)
+        if self._stopping.wait(self._pace * index / self._sessionCount):
+            return
         while not self._stopping.is_set():
             client = ResumingFTPS(self._context, self._name, source_address=source)
             try:
@@ -150,8 +161,8 @@ class Load:
             client.close()
 
     def _download(self, client: Any) -> None:
-        for _ in range(self._downloads):
-            if self._stopping.is_set():
+        for count in range(self._downloads):
+            if count and self._stopping.wait(self._pace):
                 return
             chunks: list[bytes] = []
             began = time.perf_counter()
@@ -181,6 +192,7 @@ class Load:
             "sessions_by_certificate": sorted(self.certificates.values()),
             "errors": dict(self.errors.most_common()),
             "seconds": self.seconds,
+            "cpu_seconds": self.cpuSeconds,
         }
 
 
@@ -266,6 +278,7 @@ def runSessions(
 
 
 def _serve(configuration: str, name: str, log: str) -> None:
+    from ftpsrate import cpuSeconds
     from probe import StallProbe
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
@@ -293,11 +306,13 @@ def _serve(configuration: str, name: str, log: str) -> None:
         operations = Operations(server.resource, reactor)
         probe = StallProbe(reactor)
         say("READY")
-        cpu = 0.0
+        cpu = busy = 0.0
+        reactorThread = f"/proc/self/task/{threading.get_native_id()}/stat"
         while (command := (await deferToThread(sys.stdin.readline)).strip()) not in ("stop", ""):
             if command == "start":
                 probe.start()
                 cpu = time.process_time()
+                busy = cpuSeconds(reactorThread)
                 say("STARTED")
             elif command == "renew":
                 began = reactor.seconds()
@@ -307,6 +322,7 @@ def _serve(configuration: str, name: str, log: str) -> None:
         probe.stop()
         report = probe.report()
         report["cpu_seconds"] = time.process_time() - cpu
+        report["reactor_cpu_seconds"] = cpuSeconds(reactorThread) - busy
         await server.stopService()
         emitResult(report)
 
