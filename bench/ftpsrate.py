@@ -41,6 +41,8 @@ CIPHERS = {
         "ECDHE-ECDSA-AES256-GCM-SHA384",
     ],
 }
+#: How many times vsftpd is started before giving up.
+STARTS = 3
 #: How long the server may take to issue the first certificate.
 ISSUE_TIMEOUT = 120.0
 
@@ -222,28 +224,41 @@ class Vsftpd:
     """
 
     def __init__(self, work: str, root: str, certificate: str, key: str):
-        self.port = freePort()
         empty = os.path.join(work, "vsftpd-empty")
         os.makedirs(empty, mode=0o755)
-        low = freePort()
-        path = os.path.join(work, "vsftpd.conf")
-        with open(path, "w") as stream:
-            stream.write(
-                VSFTPD_CONFIGURATION.format(
-                    port=self.port,
-                    root=root,
-                    certificate=certificate,
-                    key=key,
-                    empty=empty,
-                    pasvLow=max(1024, low - 50),
-                    pasvHigh=min(65535, low + 50),
-                )
-            )
         self.log = open(os.path.join(work, "vsftpd.log"), "wb")
-        self.process = subprocess.Popen(
-            [VSFTPD, path], stdout=self.log, stderr=subprocess.STDOUT, cwd=work
-        )
-        waitForPort(self.port, self.process)
+        # A free port may be taken by another program before vsftpd binds
+        # it (vsftpd then exits with 2): try again on other ports.
+        for _attempt in range(STARTS):
+            self.port = freePort()
+            low = freePort()
+            path = os.path.join(work, "vsftpd.conf")
+            with open(path, "w") as stream:
+                stream.write(
+                    VSFTPD_CONFIGURATION.format(
+                        port=self.port,
+                        root=root,
+                        certificate=certificate,
+                        key=key,
+                        empty=empty,
+                        pasvLow=max(1024, low - 50),
+                        pasvHigh=min(65535, low + 50),
+                    )
+                )
+            self.process = subprocess.Popen(
+                [VSFTPD, path], stdout=self.log, stderr=subprocess.STDOUT, cwd=work
+            )
+            try:
+                waitForPort(self.port, self.process)
+                return
+            except RuntimeError as error:
+                if self.process.poll() is None:
+                    self.process.kill()
+                    self.process.wait()
+                failure = error
+        self.log.close()
+        with open(self.log.name, errors="replace") as stream:
+            raise RuntimeError(f"vsftpd: {failure}: {stream.read()[-500:]}")
 
     def cpu(self) -> float:
         """
@@ -257,8 +272,9 @@ class Vsftpd:
         return cpuSeconds(stat, children=True) + cpuSeconds(stat)
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
         self.log.close()
 
 
