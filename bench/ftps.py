@@ -25,8 +25,17 @@ import tempfile
 import time
 from typing import Any
 
-from common import freePort, summary
-from ftpsrate import CIPHERS, NAME, PASSWORD, USER, measureRates, resourceSection, writeUsers
+from common import BENCH, freePort, summary
+from ftpsrate import (
+    CIPHERS,
+    NAME,
+    PASSWORD,
+    PYSPY,
+    USER,
+    measureRates,
+    resourceSection,
+    writeUsers,
+)
 from ftpssessions import SERVICE_SECTION, Load, runSessions
 from pebblectl import Pebble
 
@@ -194,6 +203,25 @@ def sessions(pebble: Pebble, work: str, arguments: argparse.Namespace) -> dict[s
     )
 
 
+def profileSummary(raw: str) -> str:
+    """
+    Where twistd's reactor thread spent its time during part (a), from
+    py-spy's raw stacks (kept in C{bench/results/}).
+    """
+    from profile import summarise
+
+    results = os.path.join(BENCH, "results")
+    os.makedirs(results, exist_ok=True)
+    kept = os.path.join(results, time.strftime("ftps-profile-%Y%m%d-%H%M%S.txt"))
+    shutil.copy(raw, kept)
+    with open(raw) as stream:
+        text = summarise(stream.read(), top=12)
+    return (
+        f"Profile of twistd during (a), ours and vsftpd's transfers alike (raw: {kept}); "
+        f"its rates above are slowed by the sampling:\n\n```\n{text}\n```"
+    )
+
+
 def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--parts", default="rate,sessions", help="rate, sessions or both")
@@ -211,6 +239,12 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--settle", type=float, default=10.0, help="(b) seconds of load before, between, after"
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="(a) profile twistd with py-spy (bench/.venv) during the transfers",
+    )
+    parser.add_argument("--py-spy", default=PYSPY, help="(a) the py-spy of --profile")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     return parser.parse_args(argv)
 
@@ -218,6 +252,10 @@ def parseArguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     arguments = parseArguments(argv)
     parts = set(arguments.parts.split(","))
+    if arguments.profile and not os.access(arguments.py_spy, os.X_OK):
+        raise SystemExit(
+            "py-spy is missing: python3 -m venv bench/.venv && bench/.venv/bin/pip install py-spy"
+        )
     work = tempfile.mkdtemp(prefix="ftpsbench-")
     os.chmod(work, 0o755)
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
@@ -234,10 +272,18 @@ def main(argv: list[str] | None = None) -> None:
                 progress(f"(a) transfer rate, {arguments.size_mib} MiB × {arguments.repeats}")
                 rateWork = os.path.join(work, "rate")
                 os.makedirs(rateWork)
+                spy = os.path.join(work, "ftps-profile.txt") if arguments.profile else None
                 rows, missing = measureRates(
-                    pebble, rateWork, arguments.size_mib, arguments.repeats, progress
+                    pebble,
+                    rateWork,
+                    arguments.size_mib,
+                    arguments.repeats,
+                    progress,
+                    None if spy is None else (arguments.py_spy, spy),
                 )
                 tables.append(rateTable(rows, missing, arguments.size_mib))
+                if spy is not None:
+                    tables.append(profileSummary(spy))
                 tables.append(f"Load average after (a): {loadAverage()}")
             if "sessions" in parts:
                 progress(f"(b) {arguments.sessions} sessions, {arguments.renewals} renewals")

@@ -18,13 +18,15 @@ import os
 import pwd
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 import bcrypt
-from common import ROOT, freePort
+from common import BENCH, ROOT, freePort
 
 #: The name on the certificate both servers present.
 NAME = "ftp.example.test"
@@ -41,6 +43,8 @@ CIPHERS = {
         "ECDHE-ECDSA-AES256-GCM-SHA384",
     ],
 }
+#: The profiler of C{--profile} (bench/README.md, "Profiling").
+PYSPY = os.path.join(BENCH, ".venv", "bin", "py-spy")
 #: How many times vsftpd is started before giving up.
 STARTS = 3
 #: How long the server may take to issue the first certificate.
@@ -156,22 +160,63 @@ def resourceSection(pebble: Any, work: str) -> str:
     )
 
 
-def cpuSeconds(stat: str, children: bool = False) -> float:
+def cpuSeconds(stat: str) -> float:
     """
     The CPU time (user + system) of the process or thread whose C{stat}
-    file (C{/proc/<pid>/stat}, C{/proc/self/task/<tid>/stat}) is given, or
-    of the children it has waited for; in steps of 10 ms.
+    file (C{/proc/<pid>/stat}, C{/proc/self/task/<tid>/stat}) is given, in
+    steps of 10 ms.
     """
     with open(stat) as stream:
         fields = stream.read().rsplit(")", 1)[1].split()
-    # utime, stime, cutime, cstime are fields 14-17 of stat(5).
-    first = 13 if children else 11
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+    # utime and stime are fields 14 and 15 of stat(5).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def childrenOf(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/task/{pid}/children") as stream:
-        return stream.read().split()
+class TreeCPU:
+    """
+    The CPU time a process and its descendants use while it is measured,
+    sampled every L{INTERVAL} seconds in a thread: vsftpd's per-session
+    processes are reaped without their time being added to the listener's
+    (so C{cutime} misses them), and their last few milliseconds are missed
+    here.
+    """
+
+    INTERVAL = 0.02
+
+    def __init__(self, pid: int):
+        self._pid = pid
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._sample()
+        # What the processes there before the transfer had used already.
+        self._first = dict(self._last)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        pending = [self._pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                self._last[pid] = cpuSeconds(f"/proc/{pid}/stat")
+                with open(f"/proc/{pid}/task/{pid}/children") as stream:
+                    pending.extend(int(child) for child in stream.read().split())
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+
+    def _run(self) -> None:
+        while not self._done.wait(self.INTERVAL):
+            self._sample()
+
+    def stop(self) -> float:
+        """
+        Stop sampling; the seconds of CPU used since the start.
+        """
+        self._done.set()
+        self._thread.join()
+        self._sample()
+        return sum(last - self._first.get(pid, 0.0) for pid, last in self._last.items())
 
 
 class Twistd:
@@ -205,9 +250,6 @@ class Twistd:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise RuntimeError(f"twistd put no certificate in service; see {self.logFile}")
             time.sleep(0.1)
-
-    def cpu(self) -> float:
-        return cpuSeconds(f"/proc/{self.process.pid}/stat")
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -260,17 +302,6 @@ class Vsftpd:
         with open(self.log.name, errors="replace") as stream:
             raise RuntimeError(f"vsftpd: {failure}: {stream.read()[-500:]}")
 
-    def cpu(self) -> float:
-        """
-        The CPU time of the sessions that have ended: vsftpd forks one
-        process (and its privileged helper) per session and waits for them.
-        """
-        deadline = time.monotonic() + 10
-        while childrenOf(self.process.pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stat = f"/proc/{self.process.pid}/stat"
-        return cpuSeconds(stat, children=True) + cpuSeconds(stat)
-
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -279,8 +310,6 @@ class Vsftpd:
 
 
 def waitForPort(port: int, process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    import socket
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -291,6 +320,25 @@ def waitForPort(port: int, process: subprocess.Popen[Any], timeout: float = 10.0
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def checkBanner(port: int, expected: str = "220 FTPS service ready") -> None:
+    """
+    Check that our FTPS service answers on C{port}: on a machine where
+    other programs start servers, another may take a port between
+    L{freePort} and the service's listening (the service then logs that
+    it cannot listen, and the clients would talk to the other program).
+
+    @raise RuntimeError: when another greeting, or none, comes.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.settimeout(10)
+        try:
+            greeting = connection.recv(100).decode("ascii", "replace").strip()
+        except TimeoutError:
+            greeting = "(nothing)"
+    if not greeting.startswith(expected):
+        raise RuntimeError(f"port {port} answers {greeting!r}, not our service: run again")
 
 
 def curl(
@@ -362,14 +410,49 @@ def writeConfiguration(pebble: Any, work: str, port: int, served: str) -> str:
     return path
 
 
+def transfer(
+    server: tuple[str, int, int, str], caFile: str, tls: str, upload: str | None, account: str
+) -> dict[str, Any]:
+    """
+    One curl transfer with C{server} (name, port, process id, account):
+    a download of C{file.bin}, or an upload of the file C{upload} to
+    C{up/<name>.bin}, checked for its size then removed.
+
+    @return: the bytes, seconds and CPU times; or the error.
+    """
+    name, port, pid, user = server
+    target = f"up/{name}.bin" if upload else "file.bin"
+    cpu = TreeCPU(pid)
+    try:
+        moved = curl(port, caFile, CIPHERS[tls], target, upload, user)
+        if upload and os.path.getsize(os.path.join(account, target)) != moved["bytes"]:
+            raise RuntimeError("the uploaded file's size differs")
+        if moved["bytes"] != os.path.getsize(os.path.join(account, "file.bin")):
+            raise RuntimeError(f"{moved['bytes']:.0f} bytes moved")
+    except RuntimeError as error:
+        return {"error": str(error)}
+    finally:
+        serverCPU = cpu.stop()
+        if upload and os.path.exists(os.path.join(account, target)):
+            os.remove(os.path.join(account, target))
+    return {**moved, "server_cpu": serverCPU}
+
+
 def measureRates(
-    pebble: Any, work: str, sizeMiB: int, repeats: int, progress: Any
+    pebble: Any,
+    work: str,
+    sizeMiB: int,
+    repeats: int,
+    progress: Any,
+    profile: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """
     Each repeat: for each TLS variant, a download and an upload of the
     C{sizeMiB} file with each server, the order of the servers swapped
     from one repeat to the next.
 
+    @param profile: the py-spy program and where it writes the raw stacks
+        of twistd during the transfers, or C{None} for no profile.
     @return: one row per transfer, and why vsftpd did not run (or C{None}).
     """
     account = makeTree(work, sizeMiB)
@@ -388,51 +471,45 @@ def measureRates(
                 os.path.join(exported, "fullchain.pem"),
                 os.path.join(exported, "privkey.pem"),
             )
-        servers = [("ours", port, twistd.cpu, f"{USER}:{PASSWORD}")]
+        checkBanner(port)
+        servers = [("ours", port, twistd.process.pid, f"{USER}:{PASSWORD}")]
         if vsftpd is not None:
-            servers.append(("vsftpd", vsftpd.port, vsftpd.cpu, "anonymous:"))
+            servers.append(("vsftpd", vsftpd.port, vsftpd.process.pid, "anonymous:"))
+        spy = None if profile is None else PySpy(*profile, twistd.process.pid)
         source = os.path.join(account, "file.bin")
         for repeat in range(repeats):
-            for tls, ciphers in CIPHERS.items():
+            for tls in CIPHERS:
                 for direction in ("download", "upload"):
-                    for server, serverPort, cpu, user in servers[:: 1 if repeat % 2 else -1]:
-                        progress(f"repeat {repeat + 1}: {direction}, {tls}, {server}")
-                        target = f"up/{server}.bin" if direction == "upload" else "file.bin"
-                        row: dict[str, Any] = {
-                            "repeat": repeat,
-                            "tls": tls,
-                            "direction": direction,
-                            "server": server,
-                        }
-                        before = cpu()
-                        try:
-                            moved = curl(
-                                serverPort,
-                                pebble.rootFile,
-                                ciphers,
-                                target,
-                                source if direction == "upload" else None,
-                                user,
-                            )
-                            if direction == "upload":
-                                written = os.path.join(account, target)
-                                if os.path.getsize(written) != moved["bytes"]:
-                                    raise RuntimeError("the uploaded file's size differs")
-                            if moved["bytes"] != sizeMiB << 20:
-                                raise RuntimeError(f"{moved['bytes']:.0f} bytes moved")
-                        except RuntimeError as error:
-                            row["error"] = str(error)
-                        else:
-                            row.update(moved)
-                            row["server_cpu"] = cpu() - before
-                        finally:
-                            if direction == "upload" and os.path.exists(
-                                os.path.join(account, target)
-                            ):
-                                os.remove(os.path.join(account, target))
+                    for server in servers[:: 1 if repeat % 2 else -1]:
+                        progress(f"repeat {repeat + 1}: {direction}, {tls}, {server[0]}")
+                        upload = source if direction == "upload" else None
+                        row = transfer(server, pebble.rootFile, tls, upload, account)
+                        row.update(repeat=repeat, tls=tls, direction=direction, server=server[0])
                         rows.append(row)
+        if spy is not None:
+            spy.stop()
     finally:
         if vsftpd is not None:
             vsftpd.stop()
         twistd.stop()
     return rows, missing
+
+
+class PySpy:
+    """
+    py-spy recording a running process's stacks, raw, without pausing it.
+    """
+
+    def __init__(self, program: str, output: str, pid: int):
+        self.process = subprocess.Popen(
+            [program, "record", "--nonblocking", "--threads", "-r", "250", "-f", "raw"]
+            + ["-o", output, "-p", str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        # It takes a moment to attach.
+        time.sleep(1.0)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout=60)

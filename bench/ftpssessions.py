@@ -37,6 +37,7 @@ from collections import Counter
 from typing import Any
 
 from common import ROOT, emitResult, parseResult, percentile
+from ftpsrate import checkBanner, cpuSeconds
 
 #: The configuration of the server of this part, after the resource's.
 SERVICE_SECTION = """
@@ -80,7 +81,7 @@ class Load:
         downloadsPerSession: int,
         pace: float,
     ):
-        self._port = port
+        self.port = port
         self._context = ssl.create_default_context(cafile=caFile)
         self._name = name
         self._account = account
@@ -138,7 +139,7 @@ class Load:
         while not self._stopping.is_set():
             client = ResumingFTPS(self._context, self._name, source_address=source)
             try:
-                client.connect("127.0.0.1", self._port)
+                client.connect("127.0.0.1", self.port)
                 client.login(*self._account)
                 client.prot_p()
                 der = client.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
@@ -262,6 +263,7 @@ def runSessions(
     """
     server = Server(configuration, name, log)
     try:
+        checkBanner(load.port)
         server.startProbe()
         load.start()
         renewed = []
@@ -278,7 +280,6 @@ def runSessions(
 
 
 def _serve(configuration: str, name: str, log: str) -> None:
-    from ftpsrate import cpuSeconds
     from probe import StallProbe
     from twisted.internet.defer import Deferred
     from twisted.internet.task import react
