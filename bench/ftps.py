@@ -115,7 +115,7 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
         ("load duration", f"{load['seconds']:.1f} s"),
         ("renewals (forced, during the load)", renewed or "none"),
         (
-            "sessions started, by certificate presented",
+            "sessions started, by certificate presented (first seen first)",
             " + ".join(str(n) for n in load["sessions_by_certificate"]),
         ),
         ("sessions that failed to start", str(load["failed_sessions"])),

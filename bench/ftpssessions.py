@@ -190,7 +190,7 @@ class Load:
             "latency_p50_ms": percentile(self.latencies, 0.5) * 1000,
             "latency_p99_ms": percentile(self.latencies, 0.99) * 1000,
             "latency_max_ms": max(self.latencies, default=float("nan")) * 1000,
-            "sessions_by_certificate": sorted(self.certificates.values()),
+            "sessions_by_certificate": list(self.certificates.values()),
             "errors": dict(self.errors.most_common()),
             "seconds": self.seconds,
             "cpu_seconds": self.cpuSeconds,
