@@ -95,6 +95,10 @@ pasv_max_port={pasvHigh}
 secure_chroot_dir={empty}
 seccomp_sandbox=NO
 xferlog_enable=NO
+syslog_enable=NO
+log_ftp_protocol=YES
+dual_log_enable=YES
+vsftpd_log_file={protocolLog}
 """
 
 
@@ -285,6 +289,7 @@ class Vsftpd:
                         empty=empty,
                         pasvLow=max(1024, low - 50),
                         pasvHigh=min(65535, low + 50),
+                        protocolLog=os.path.join(work, "vsftpd-protocol.log"),
                     )
                 )
             self.process = subprocess.Popen(
