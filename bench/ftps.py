@@ -129,6 +129,16 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
         ),
         ("**longest reactor stall** (target < 50 ms)", f"{server['max_stall_ms']:.1f} ms"),
         (
+            "longest reactor stall before the load (no session: this machine's share)",
+            f"{result['baseline']['max_stall_ms']:.1f} ms",
+        ),
+        (
+            "longest reactor work between two ticks, CPU time of its thread "
+            "(the stall on a machine of its own)",
+            f"{server['max_busy_ms']:.1f} ms (before the load: "
+            f"{result['baseline']['max_busy_ms']:.1f} ms)",
+        ),
+        (
             "reactor lateness p99 / p99.9",
             f"{server['p99_lateness_ms']:.1f} / {server['p999_lateness_ms']:.1f} ms",
         ),

@@ -56,6 +56,44 @@ max_sessions = {maxSessions}
 ERRORS_KEPT = 10
 
 
+class BusyProbe:
+    """
+    The reactor thread's own CPU time between two ticks of a C{LoopingCall}
+    every C{interval} seconds: the longest is the longest stall the
+    reactor's work would make on a machine of its own, whatever share of
+    the CPU other programs take (which lengthens the stalls C{probe.py}
+    measures, in wall time).
+    """
+
+    def __init__(self, reactor: Any, interval: float = 0.005):
+        from twisted.internet.task import LoopingCall
+
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = reactor
+        self._interval = interval
+        self.longest = 0.0
+        self._last = 0.0
+
+    def start(self) -> None:
+        self._last = time.thread_time()
+        self._loop.start(self._interval, now=False)
+
+    def reset(self) -> None:
+        """
+        Forget the longest so far.
+        """
+        self.longest = 0.0
+
+    def _tick(self) -> None:
+        now = time.thread_time()
+        self.longest = max(self.longest, now - self._last)
+        self._last = now
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+
 def sourceAddress(index: int) -> str:
     """
     The loopback address session C{index} connects from: 127.0.1.1 on.
@@ -230,6 +268,13 @@ class Server:
         self._send("start")
         self._expect("STARTED")
 
+    def baseline(self) -> dict[str, Any]:
+        """
+        The probe's figures so far (no load yet), which it then forgets.
+        """
+        self._send("baseline")
+        return json.loads(self._expect("BASELINE"))
+
     def renew(self) -> dict[str, Any]:
         self._send("renew")
         return json.loads(self._expect("RENEWED"))
@@ -257,14 +302,17 @@ def runSessions(
     progress: Any,
 ) -> dict[str, Any]:
     """
-    Start the server, the load, then C{renewals} forced renewals
-    C{settle} seconds apart (and C{settle} seconds before the first and
-    after the last); stop the load then the server.
+    Start the server and its probe; after C{settle} seconds without load
+    (the baseline of this machine), start the load, then C{renewals}
+    forced renewals C{settle} seconds apart (and C{settle} seconds before
+    the first and after the last); stop the load then the server.
     """
     server = Server(configuration, name, log)
     try:
         checkBanner(load.port)
         server.startProbe()
+        time.sleep(settle)
+        baseline = server.baseline()
         load.start()
         renewed = []
         time.sleep(settle)
@@ -276,7 +324,12 @@ def runSessions(
         serverReport = server.stop()
     finally:
         server.kill()
-    return {"load": load.report(), "server": serverReport, "renewals": renewed}
+    return {
+        "load": load.report(),
+        "server": serverReport,
+        "baseline": baseline,
+        "renewals": renewed,
+    }
 
 
 def _serve(configuration: str, name: str, log: str) -> None:
@@ -306,24 +359,36 @@ def _serve(configuration: str, name: str, log: str) -> None:
         await server.resource.whenSettled()
         operations = Operations(server.resource, reactor)
         probe = StallProbe(reactor)
+        busy = BusyProbe(reactor)
         say("READY")
-        cpu = busy = 0.0
+        cpu = reactorCPU = 0.0
         reactorThread = f"/proc/self/task/{threading.get_native_id()}/stat"
         while (command := (await deferToThread(sys.stdin.readline)).strip()) not in ("stop", ""):
             if command == "start":
                 probe.start()
+                busy.start()
                 cpu = time.process_time()
-                busy = cpuSeconds(reactorThread)
+                reactorCPU = cpuSeconds(reactorThread)
                 say("STARTED")
+            elif command == "baseline":
+                idle = probe.report()
+                # The load's figures start now.
+                probe.lateness.clear()
+                probe.stalls.clear()
+                idle["max_busy_ms"] = busy.longest * 1000
+                busy.reset()
+                say("BASELINE " + json.dumps(idle))
             elif command == "renew":
                 began = reactor.seconds()
                 [row] = await operations.renew([name], True)
                 outcome = {"outcome": row["outcome"], "seconds": reactor.seconds() - began}
                 say("RENEWED " + json.dumps(outcome))
         probe.stop()
+        busy.stop()
         report = probe.report()
+        report["max_busy_ms"] = busy.longest * 1000
         report["cpu_seconds"] = time.process_time() - cpu
-        report["reactor_cpu_seconds"] = cpuSeconds(reactorThread) - busy
+        report["reactor_cpu_seconds"] = cpuSeconds(reactorThread) - reactorCPU
         await server.stopService()
         emitResult(report)
 
