@@ -2,9 +2,10 @@
 The demo: the product run for real against a local test CA.
 
 C{python -m letsencrypt_resource.demo} starts pebble on loopback, writes a
-configuration with two HTTPS file services for names under C{example.test},
-runs the server from it exactly as C{twistd lets-encrypt} would, and tells
-how to look at the certificates the services present.
+configuration with two HTTPS file services and an FTPS one (explicit,
+anonymous, read-only) for names under C{example.test}, runs the server from
+it exactly as C{twistd lets-encrypt} would, and tells how to look at the
+certificates the services present and how to download a file over FTPS.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ address = 127.0.0.1
 port = {reportsPort}
 path = public
 ssl_domains = reports.example.test
+
+[services/demo-ftps]
+type = ftps
+name = files-ftps
+address = 127.0.0.1
+port = {ftpsPort}
+path = public
+# Read-only for anyone: the demo has no accounts.
+anonymous = yes
+ssl_domains = ftp.example.test
 """
 
 
@@ -79,6 +90,7 @@ def _writeDemo(directory: str, testCA: RunningTestCA, challengePort: int) -> str
                 caFile=testCA.caFile,
                 filesPort=freeTCPPort(),
                 reportsPort=freeTCPPort(),
+                ftpsPort=freeTCPPort(),
             )
         )
     return path
@@ -127,10 +139,22 @@ async def _runDemo(reactor: Any, directory: str, duration: float | None, out: Te
 def _instructions(configuration: Any, issuers: str, directory: str) -> str:
     lines = ["", "The demo is running. Each service now presents a test CA certificate:"]
     for service in configuration.services:
+        if service.type == "ftps":
+            continue
         lines.append(
             f"  openssl s_client -connect {service.address}:{service.port} "
             f"-servername {service.domains[0]} -CAfile {issuers} </dev/null "
             "| grep -E 'subject|issuer|Verify return'"
+        )
+    for service in configuration.services:
+        if service.type != "ftps":
+            continue
+        name = service.domains[0]
+        lines.append(
+            "A file over FTPS (AUTH TLS, PROT P), the certificate checked for "
+            f"{name}:\n  curl --ssl-reqd --cacert {issuers} "
+            f"--resolve {name}:{service.port}:{service.address} "
+            f"ftp://{name}:{service.port}/hello.txt"
         )
     lines.append(f"Files exported for other programs: {os.path.join(directory, 'certificates')}")
     lines.append(

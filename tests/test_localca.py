@@ -9,6 +9,8 @@ import argparse
 import io
 import os
 import re
+import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -19,7 +21,7 @@ from typing import Any
 
 from cryptography import x509
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from letsencrypt_resource import cli, localca
 from letsencrypt_resource.pebble import RunningTestCA, freeTCPPort
@@ -501,6 +503,31 @@ class DemoStopTests(TestCACase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("files.example.test", result.stdout)
         self.assertIn("reports.example.test", result.stdout)
+        self.assertIn("ftp.example.test", result.stdout)
+        process.stopWith(signal.SIGTERM)
+
+    def test_ftpsCommandWorks(self) -> None:
+        """
+        The curl command the demo prints downloads the demo's file over
+        explicit FTPS with PROT P, the certificate checked against the test
+        CA for the FTPS service's name.
+        """
+        if shutil.which("curl") is None:
+            raise SkipTest("curl is not installed")
+        process = self.startDemo()
+        [line] = [x for x in process.output.splitlines() if x.startswith("  curl ")]
+        command = shlex.split(line)
+        self.assertIn("--ssl-reqd", command)
+        result = subprocess.run(
+            [*command, "--silent", "--show-error", "--max-time", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout, result.stderr),
+            (0, "Hello from letsencrypt-resource.\n", ""),
+        )
         process.stopWith(signal.SIGTERM)
 
     def test_SIGTERM(self) -> None:

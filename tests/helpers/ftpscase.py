@@ -21,8 +21,8 @@ from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.ftps import FTPSService
 from letsencrypt_resource.ftpsoptions import FTPSOptions
 from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
 from tests.helpers import newSigner, provisionalFor
-from tests.helpers.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
 
 T = TypeVar("T")
 

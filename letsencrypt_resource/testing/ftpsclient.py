@@ -1,8 +1,9 @@
 """
-Python's C{ftplib.FTP_TLS}, made into the FTPS client the tests need: it
-checks the server's certificate against a given name, resumes the control
-connection's TLS session on every data connection (which C{ftplib} does
-not do, CPython issue 63699), and speaks implicit FTPS as well.
+Python's C{ftplib.FTP_TLS}, made into the FTPS client that tests and the
+FTPS benchmark need: it checks the server's certificate against a given
+name, resumes the control connection's TLS session on every data
+connection (which C{ftplib} does not do, CPython issue 63699), and speaks
+implicit FTPS as well.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ class ResumingFTPS(ftplib.FTP_TLS):
 
     def auth(self) -> str:
         resp = self.voidcmd("AUTH TLS")
-        self.sock = self.context.wrap_socket(self.sock, server_hostname=self.tlsName)
+        plain = self.sock
+        assert plain is not None
+        self.sock = self.context.wrap_socket(plain, server_hostname=self.tlsName)
         self.file = self.sock.makefile(mode="r", encoding=self.encoding)
         return resp
 
     def ntransfercmd(self, cmd: str, rest: Any = None) -> tuple[socket.socket, int | None]:
         conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
         if self._prot_p:  # type: ignore[attr-defined]
-            session = self.sock.session if self.resume else None  # type: ignore[attr-defined]
+            control = self.sock
+            assert isinstance(control, ssl.SSLSocket)
+            session = control.session if self.resume else None
             conn = self.context.wrap_socket(conn, server_hostname=self.tlsName, session=session)
         return conn, size
 
