@@ -257,6 +257,12 @@ def _attempts(value: str) -> int:
     return count
 
 
+def _fallbackTime(value: str) -> float:
+    if value.strip() == "0":
+        return 0.0
+    return _duration(value)
+
+
 def _challengeTypes(value: str) -> tuple[str, ...]:
     names = tuple(part.strip().lower() for part in value.split(","))
     for name in names:
@@ -592,6 +598,17 @@ class ResourceOptions:
             _attempts,
             "3",
             "Failed attempts with a CA before ordering from the next one.",
+        )
+    )
+    #: Seconds since the first failed attempt with a CA that count against
+    #: it before the next one is ordered from; 0: no time limit.
+    fallbackAfterTime: float = _field(
+        Option(
+            "fallback_after_time",
+            _fallbackTime,
+            "6h",
+            "Time after the first failed attempt with a CA before ordering from the next one, "
+            "if fallback_after is not reached first: a number with s, m, h or d; 0 for none.",
         )
     )
     #: The fallback CAs, read from the sections C{fallbackCANames} names.
@@ -1105,6 +1122,21 @@ def _urlKey(url: str) -> tuple[str, str, int | None, tuple[str, ...]]:
     while path and not path[-1]:
         path = path[:-1]
     return (parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port, path)
+
+
+def canonicalURL(url: str) -> str:
+    """
+    The one form of the directory URL C{url} (checked by L{_checkURL})
+    among all those L{_urlKey} does not tell apart: its scheme and host in
+    lower case, no final dot, no default port, no final slash.  A URL
+    already written so is returned as it is.
+    """
+    parsed = DecodedURL.from_text(url)
+    path = tuple(parsed.path)
+    while path and not path[-1]:
+        path = path[:-1]
+    host = parsed.host.lower().rstrip(".")
+    return str(parsed.replace(scheme=parsed.scheme.lower(), host=host, path=path).to_text())
 
 
 _LETS_ENCRYPT_KEYS = frozenset(

@@ -128,7 +128,7 @@ class Renewer:
         have ended (see L{letsencrypt_resource.writeleases.WriteLeases.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
-        ca = self._cas.choose(certificate)
+        ca = self._cas.choose(certificate, self._reactor.seconds())
         try:
             try:
                 await self._attemptOnce(ca, certificate, forced, due)
@@ -149,6 +149,7 @@ class Renewer:
         except Exception as error:
             if accountForgotten(error):
                 await ca.connection.lost()
+            self._cas.failed(certificate, error, self._reactor.seconds())
             self._outcomes.failed(certificate, error)
         finally:
             self._writes.leases.releaseAfterWrites(certificate)

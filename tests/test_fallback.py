@@ -5,29 +5,81 @@ attempt, its events, and renewal information asked of the issuing CA only.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+from acme import messages
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.account import AccountError
+from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
-from letsencrypt_resource.carotation import CARotation, chosenIndex, issuingCA, optionsFor
+from letsencrypt_resource.carotation import CARotation, issuingCA, movesOn, optionsFor
+from letsencrypt_resource.castreak import CAStreak
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
 from letsencrypt_resource.host import checkCA
-from letsencrypt_resource.issuer import PendingOrder
+from letsencrypt_resource.issuer import (
+    CertificateMismatch,
+    ChallengeNotOffered,
+    OrderTimedOut,
+    PendingOrder,
+)
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import Operations
+from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
+from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.testing import runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
-from tests.helpers.resourcecase import ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import ACME_URL, ResourceTestCase, resourceOptions
 
 FIRST = "https://first.example/directory"
 SECOND = "https://second.example/directory"
 THIRD = "https://third.example/directory"
+
+
+def problem(code: str, status: int | None = None, *subproblems: str) -> ACMEProblem:
+    """
+    An ACME problem C{code}, with the HTTP C{status} and C{subproblems}
+    given.
+    """
+    subs = tuple(messages.Error.with_code(sub, detail="sub") for sub in subproblems)
+    error = messages.Error.with_code(code, detail="detail", subproblems=subs or None)
+    return ACMEProblem(error, status)
+
+
+#: Failures another CA would have had as well.
+LOCAL_FAILURES = (
+    StorageError("certificates/a.example.pem", "No space left on device"),
+    problem("unauthorized", None),
+    problem("connection", None),
+    problem("compound", None, "dns", "tls", "incorrectResponse"),
+    problem("malformed", 400),
+    CompromisedAccountKey("a.example", None),
+    ValueError("anything else"),
+)
+
+#: Failures of the CA itself, or of what it offers.
+CA_FAILURES = (
+    ACMEProtocolError(FIRST, "cannot reach the ACME server: Connection refused"),
+    ACMEProtocolError(FIRST, "the JSON body is not an object", 502),
+    problem("serverInternal", 500),
+    problem("malformed", 503),
+    problem("rateLimited", 429),
+    problem("badNonce", 400),
+    problem("compound", None, "unauthorized", "caa"),
+    problem("rejectedIdentifier", 400),
+    problem("externalAccountRequired", 403),
+    OrderTimedOut("processing", 300.0),
+    ChallengeNotOffered(FIRST, "no tls-alpn-01 challenge"),
+    ProfileNotOffered("shortlived", ["classic"]),
+    AccountError("agree_tos", "the CA asks new accounts to agree to its terms"),
+    CertificateMismatch("the CA's certificate was refused"),
+)
 
 
 def parse(text: str) -> Any:
@@ -187,6 +239,20 @@ class ConfigurationTests(SynchronousTestCase):
         for value in ("0", "101", "two"):
             self.assertRaises(ConfigurationError, parse, resource(fallback_after=value) + service())
 
+    def test_fallbackAfterTime(self) -> None:
+        """
+        C{fallback_after_time} is 6 hours by default, a duration from 1
+        minute to 7 days, or 0 for no time limit.
+        """
+        self.assertEqual(parse(resource() + service()).resource.fallbackAfterTime, 6 * 3600.0)
+        for value, seconds in (("30m", 1800.0), ("0", 0.0), ("2d", 172800.0), ("90", 90.0)):
+            options = parse(resource(fallback_after_time=value) + service()).resource
+            self.assertEqual(options.fallbackAfterTime, seconds)
+        for value in ("30", "8d", "soon", "-1h"):
+            self.assertRaises(
+                ConfigurationError, parse, resource(fallback_after_time=value) + service()
+            )
+
     def test_unusableBundle(self) -> None:
         """
         A fallback CA's C{acme_ca_file} that holds no certificate is
@@ -202,7 +268,9 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual((error.section, error.option), ("cas/b", "acme_ca_file"))
 
 
-def rotation(*urls: str, after: int = 3) -> tuple[CARotation, list[str | None]]:
+def rotation(
+    *urls: str, after: int = 3, afterTime: float = 0.0
+) -> tuple[CARotation, list[str | None]]:
     """
     A L{CARotation} over the resource's CA and fallbacks at C{urls}, and the
     list of the C{acme_ca_file} each fallback's HTTP client was asked for.
@@ -215,6 +283,7 @@ def rotation(*urls: str, after: int = 3) -> tuple[CARotation, list[str | None]]:
         acmeURL=FIRST,
         accountKeyFile="/etc/account.pem",
         fallbackAfter=after,
+        fallbackAfterTime=afterTime,
         fallbackCAs=fallbacks,
     )
     connection = AccountConnection(options, None, None, None, None, None)  # type: ignore[arg-type]
@@ -232,14 +301,17 @@ class RotationTests(SynchronousTestCase):
     L{CARotation}: which CA each attempt uses.
     """
 
-    def test_chosenIndex(self) -> None:
+    def test_movesOn(self) -> None:
         """
-        Each CA has C{after} failed attempts in turn, then the first again.
+        The next CA is chosen once the failures held against the current
+        one reach C{after}, or once C{afterTime} has passed since the first
+        of them (never when it is 0); never without such a failure.
         """
-        self.assertEqual(
-            [chosenIndex(failures, 2, 3) for failures in range(8)], [0, 0, 1, 1, 2, 2, 0, 0]
-        )
-        self.assertEqual([chosenIndex(failures, 3, 1) for failures in range(5)], [0] * 5)
+        self.assertFalse(movesOn(CAStreak(), 1e9, 1, 60.0))
+        self.assertFalse(movesOn(CAStreak(None, 2, 1000.0), 1059.0, 3, 60.0))
+        self.assertTrue(movesOn(CAStreak(None, 3, 1000.0), 1000.0, 3, 60.0))
+        self.assertTrue(movesOn(CAStreak(None, 1, 1000.0), 1060.0, 3, 60.0))
+        self.assertFalse(movesOn(CAStreak(None, 1, 1000.0), 1e9, 3, 0.0))
 
     def test_optionsFor(self) -> None:
         """
@@ -287,15 +359,88 @@ class RotationTests(SynchronousTestCase):
         once.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        cas, _ = rotation(SECOND, after=2)
+        cas, _ = rotation(SECOND, THIRD, after=2)
         certificate = ManagedCertificate(("a.example",))
         chosen = []
-        for failures in (0, 1, 2, 3, 0, 0):
-            certificate.failures = failures
-            chosen.append(cas.choose(certificate).options.acmeURL)
-        self.assertEqual(chosen, [FIRST, FIRST, SECOND, SECOND, FIRST, FIRST])
+        for _ in range(7):
+            chosen.append(cas.choose(certificate, 1000.0).options.acmeURL)
+            cas.failed(certificate, ACMEProtocolError(FIRST, "no answer"), 1000.0)
+        self.assertEqual(chosen, [FIRST, FIRST, SECOND, SECOND, THIRD, THIRD, FIRST])
+        certificate.succeeded()
+        self.assertEqual(cas.choose(certificate, 1000.0).options.acmeURL, FIRST)
         ids = [e.get("event_id") for e in events]
-        self.assertEqual((ids.count(20265), ids.count(20266)), (1, 1))
+        self.assertEqual((ids.count(20265), ids.count(20266)), (2, 1))
+
+    def test_switchAfterTime(self) -> None:
+        """
+        With C{fallback_after_time}, the first attempt once that time has
+        passed since the first failure held against a CA orders from the
+        next, whatever the count; the time starts again with that CA.
+        """
+        cas, _ = rotation(SECOND, THIRD, after=100, afterTime=3600.0)
+        certificate = ManagedCertificate(("a.example",))
+        chosen = []
+        for now in (0.0, 60.0, 3599.0, 3600.0, 7199.0, 7200.0):
+            chosen.append(cas.choose(certificate, now).options.acmeURL)
+            cas.failed(certificate, ACMEProtocolError(FIRST, "no answer"), now)
+        self.assertEqual(chosen, [FIRST, FIRST, FIRST, SECOND, SECOND, THIRD])
+        self.assertEqual(certificate.caStreak, CAStreak(THIRD, 1, 7200.0))
+
+    def test_localFailuresNotHeld(self) -> None:
+        """
+        Failures that another CA would have had as well (storage, failed
+        validations, a key revoked as compromised, anything unknown) are
+        not held against the CA: neither the count nor the time moves on.
+        """
+        cas, _ = rotation(SECOND, after=1, afterTime=60.0)
+        certificate = ManagedCertificate(("a.example",))
+        for error in LOCAL_FAILURES:
+            self.assertIs(cas.choose(certificate, 1e6), cas.primary)
+            cas.failed(certificate, error, 1000.0)
+        self.assertEqual(certificate.caStreak, CAStreak())
+
+    def test_caFailuresHeld(self) -> None:
+        """
+        Each failure of the CA itself is held against it: with
+        C{fallback_after} 1, the next attempt orders from the other CA.
+        """
+        cas, _ = rotation(SECOND, after=1)
+        for error in CA_FAILURES:
+            certificate = ManagedCertificate(("a.example",))
+            cas.choose(certificate, 0.0)
+            cas.failed(certificate, error, 0.0)
+            self.assertIs(cas.choose(certificate, 0.0), cas.all[1], error)
+
+    def test_removedCA(self) -> None:
+        """
+        A saved streak at a CA no longer configured starts again from the
+        first CA.
+        """
+        cas, _ = rotation(SECOND, after=1)
+        certificate = ManagedCertificate(("a.example",))
+        certificate.caStreak = CAStreak(THIRD, 5, 10.0)
+        self.assertIs(cas.choose(certificate, 20.0), cas.primary)
+        self.assertEqual(certificate.caStreak, CAStreak())
+
+    def test_streakSaved(self) -> None:
+        """
+        The streak is saved with the renewal state and taken back at a
+        restart, unless the settings changed; a damaged one reads as none.
+        """
+        certificate = ManagedCertificate(("a.example",), "s1")
+        certificate.caStreak = CAStreak(SECOND, 2, 1234.5)
+        state = json.loads(json.dumps(certificate.state()))
+        again = ManagedCertificate(("a.example",), "s1")
+        again.restore(state)
+        self.assertEqual(again.caStreak, CAStreak(SECOND, 2, 1234.5))
+        changed = ManagedCertificate(("a.example",), "s2")
+        changed.restore(state)
+        self.assertEqual(changed.caStreak, CAStreak())
+        for damaged in (None, [], {"url": 3, "failures": 1, "since": 0}, {"url": None}):
+            self.assertEqual(CAStreak.fromJSON(damaged), CAStreak())
+        self.assertEqual(
+            CAStreak.fromJSON({"url": None, "failures": -4, "since": "nan"}), CAStreak()
+        )
 
     def test_backAfterRestart(self) -> None:
         """
@@ -307,7 +452,7 @@ class RotationTests(SynchronousTestCase):
         cas, _ = rotation(SECOND)
         certificate = ManagedCertificate(("a.example",))
         certificate.orderedBy = ("id", SECOND, "account")
-        cas.choose(certificate)
+        cas.choose(certificate, 0.0)
         self.assertEqual([e.get("event_id") for e in events], [20266])
 
     def test_issuerOf(self) -> None:
@@ -439,3 +584,66 @@ class RevokeTests(ResourceTestCase):
         that CA, made for it.
         """
         self.assertEqual(self.revokedWith(SECOND), [resourceOptions().acmeURL, SECOND])
+
+
+class StreakTests(ResourceTestCase):
+    """
+    The renewer holds the failures of the CA against it, and moves on to
+    the fallback CA by the count or the time.
+    """
+
+    def failFor(self, seconds: float, **options: Any) -> tuple[ManagedCertificate, list[float]]:
+        """
+        Make every new order fail with an HTTP 503, start a resource with
+        a fallback CA and C{options}, and let C{seconds} pass: the reports
+        set, and the times from the first failure at which event 20265 was
+        logged.
+        """
+        self.server.fail("/new-order", 503, times=None)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        start = self.reactor.seconds()
+        resource = self.start(fallbackCAs=(fallback,), **options)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        self.assertEqual(certificate.caStreak.since, start)
+        switched: list[float] = []
+        while self.reactor.seconds() < start + seconds:
+            before = self.eventIDs().count(20265)
+            self.reactor.advance(30)
+            if self.eventIDs().count(20265) > before:
+                switched.append(self.reactor.seconds() - start)
+        return certificate, switched
+
+    def test_afterTime(self) -> None:
+        """
+        With C{fallback_after} out of reach, the first attempt once
+        C{fallback_after_time} has passed since the first failure orders
+        from the fallback CA (its account is made); not before.
+        """
+        certificate, switched = self.failFor(2 * 3600, fallbackAfter=100, fallbackAfterTime=3600.0)
+        self.assertEqual(len(switched), 1)
+        self.assertGreaterEqual(switched[0], 3600)
+        self.assertEqual(certificate.caStreak.url, SECOND)
+        self.assertEqual(self.store.accountURLs(ACME_URL, SECOND), [ACME_URL, SECOND])
+
+    def test_noTime(self) -> None:
+        """
+        With C{fallback_after_time} 0, only the count moves on.
+        """
+        certificate, switched = self.failFor(2 * 3600, fallbackAfter=100, fallbackAfterTime=0.0)
+        self.assertEqual(switched, [])
+        self.assertGreater(certificate.caStreak.failures, 5)
+
+    def test_validationFailuresNotHeld(self) -> None:
+        """
+        Failed validations are not held against the CA: with
+        C{fallback_after} 1, the attempts stay with the first CA.
+        """
+        self.server.refuse.add("reports.example.test")
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,), fallbackAfter=1, fallbackAfterTime=60.0)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        for _ in range(20):
+            self.reactor.advance(60)
+        self.assertGreater(certificate.failures, 3)
+        self.assertEqual(certificate.caStreak, CAStreak())
+        self.assertNotIn(20265, self.eventIDs())
