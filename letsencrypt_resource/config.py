@@ -1129,9 +1129,12 @@ def canonicalURL(url: str) -> str:
     The one form of the directory URL C{url} (checked by L{_checkURL})
     among all those L{_urlKey} does not tell apart: its scheme and host in
     lower case, no final dot, no default port, no final slash.  A URL
-    already written so is returned as it is.
+    already written so, or one that does not parse, is returned as it is.
     """
-    parsed = DecodedURL.from_text(url)
+    try:
+        parsed = DecodedURL.from_text(url)
+    except ValueError:
+        return url
     path = tuple(parsed.path)
     while path and not path[-1]:
         path = path[:-1]

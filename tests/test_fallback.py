@@ -5,6 +5,7 @@ attempt, its events, and renewal information asked of the issuing CA only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Any
@@ -33,6 +34,7 @@ from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
 from letsencrypt_resource.storage.interface import StorageError
+from letsencrypt_resource.storage.records import accountKey
 from letsencrypt_resource.testing import runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
 from tests.helpers.resourcecase import ACME_URL, ResourceTestCase, resourceOptions
@@ -647,3 +649,63 @@ class StreakTests(ResourceTestCase):
         self.assertGreater(certificate.failures, 3)
         self.assertEqual(certificate.caStreak, CAStreak())
         self.assertNotIn(20265, self.eventIDs())
+
+
+def exactAccountKey(acmeURL: str) -> str:
+    """
+    The key under which versions before canonical URLs stored the account
+    for C{acmeURL}, as written.
+    """
+    return f"accounts/{hashlib.sha256(acmeURL.encode('utf-8')).hexdigest()[:24]}.json"
+
+
+#: The directory URL of L{resourceOptions} in another, equivalent form.
+REWRITTEN = "https://ACME.test.:443/directory"
+
+
+class EquivalentURLTests(ResourceTestCase):
+    """
+    A CA's directory URL rewritten in an equivalent form is the same CA:
+    the same account, renewal information asked of it, and the
+    certificate it issued named by the renewal that replaces it.
+    """
+
+    def restartWith(self, acmeURL: str) -> ManagedCertificate:
+        """
+        Start a resource on the fake CA, stop it, start it again with
+        C{acmeURL}, renew its reports set with renewal information due,
+        and return that set.
+        """
+        self.server.offerRenewalInfo = True
+        self.start().stopService()
+        resource = self.start(acmeURL=acmeURL)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        self.assertIs(resource.cas.issuerOf(certificate), resource.cas.primary)
+        certificate.ariNextCheck = 0.0
+        del self.server.requests[:]
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        return certificate
+
+    def test_sameCA(self) -> None:
+        """
+        Started again with the URL rewritten, the resource uses the account
+        it had, asks the CA for renewal information, and names the
+        certificate replaced.
+        """
+        certificate = self.restartWith(REWRITTEN)
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(self.server.accountsCreated, 1)
+        self.assertIn("/renewal-info/", [path[:14] for _, path in self.server.requests])
+        self.assertIsNotNone(self.server.newOrders[-1].replaces)
+
+    def test_accountUnderTheFormWritten(self) -> None:
+        """
+        An account an earlier version stored under the URL exactly as
+        written then, not in its canonical form, is still found.
+        """
+        self.start().stopService()
+        key = accountKey(ACME_URL)
+        self.store.values[exactAccountKey(REWRITTEN)] = self.store.values.pop(key)
+        resource = self.start(acmeURL=REWRITTEN)
+        self.assertEqual(self.server.accountsCreated, 1)
+        self.assertIsNotNone(runUntilFired(self.reactor, resource.records.loadAccount(REWRITTEN)))
