@@ -1149,12 +1149,21 @@ _LETS_ENCRYPT_KEYS = frozenset(
 
 def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
     """
-    Refuse a service with IP addresses when the CA is Let's Encrypt and the
-    profile asked for is one it issues no IP address certificates on.
+    Refuse a service with IP addresses when one of the CAs that may order
+    its certificate, the resource's own or a fallback CA, is Let's Encrypt
+    and the profile asked of it is one it issues no IP address
+    certificates on.
     """
-    if resource is None or _urlKey(resource.acmeURL) not in _LETS_ENCRYPT_KEYS:
+    if resource is None:
         return
-    if resource.profile not in LETS_ENCRYPT_NO_IP_PROFILES:
+    cas = [(resource.section, resource.acmeURL, resource.profile)]
+    cas += [(ca.section, ca.acmeURL, ca.profile) for ca in resource.fallbackCAs]
+    refusing = [
+        section
+        for section, url, profile in cas
+        if _urlKey(url) in _LETS_ENCRYPT_KEYS and profile in LETS_ENCRYPT_NO_IP_PROFILES
+    ]
+    if not refusing:
         return
     for service in services:
         addresses = [name for name in service.domains if isIPAddress(name)]
@@ -1164,7 +1173,7 @@ def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOpti
                 "ssl_domains",
                 f"holds the IP address {addresses[0]}, and Let's Encrypt issues "
                 f"certificates for IP addresses on its 'shortlived' profile only: set "
-                f"profile = shortlived in {resource.section}",
+                f"profile = shortlived in {refusing[0]}",
             )
 
 

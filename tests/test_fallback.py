@@ -255,6 +255,27 @@ class ConfigurationTests(SynchronousTestCase):
                 ConfigurationError, parse, resource(fallback_after_time=value) + service()
             )
 
+    def test_ipProfileOfEachCA(self) -> None:
+        """
+        A service with an IP address is refused when a fallback CA is Let's
+        Encrypt without its C{shortlived} profile, even if the first CA
+        issues IP address certificates; the message names that CA's
+        section.  With C{shortlived} asked of it, it passes.
+        """
+        text = (
+            resource(acme_url=FIRST, fallback_cas="cas/le")
+            + service(ssl_domains="files.example.com, 192.0.2.7")
+            + "{}"
+        )
+        leURL = "https://acme-v02.api.letsencrypt.org/directory/"
+        error = self.assertRaises(
+            ConfigurationError, parse, text.format(section("cas/le", {"acme_url": leURL}))
+        )
+        self.assertEqual((error.section, error.option), ("services/s1", "ssl_domains"))
+        self.assertIn("profile = shortlived in cas/le", error.message)
+        shortlived = section("cas/le", {"acme_url": leURL, "profile": "shortlived"})
+        self.assertEqual(parse(text.format(shortlived)).resource.fallbackCAs[0].section, "cas/le")
+
     def test_unusableBundle(self) -> None:
         """
         A fallback CA's C{acme_ca_file} that holds no certificate is
