@@ -11,10 +11,13 @@ import os
 from typing import Any
 
 from acme import messages
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import owned
 from letsencrypt_resource.account import AccountError
 from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
@@ -35,7 +38,7 @@ from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
-from letsencrypt_resource.testing import runUntilFired
+from letsencrypt_resource.testing import FakeACMEServer, runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
 from tests.helpers.resourcecase import ACME_URL, ResourceTestCase, resourceOptions
 
@@ -495,7 +498,66 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
 
 
-class RenewalInformationTests(ResourceTestCase):
+class FakePool:
+    """
+    The connection pool of a L{fakeHTTPClient}: nothing to close.
+    """
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class FallbackTestCase(ResourceTestCase):
+    """
+    A resource on the fake CA whose fallback CAs' HTTP clients, which the
+    resource makes itself, reach L{fallbackServer}.
+
+    @ivar trusted: The trusted roots each client made was asked for.
+    @ivar fallbackServer: The fake CA those clients reach: by default, the
+        first CA's, L{server}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.trusted: list[object] = []
+        self.fallbackServer = self.server
+
+        def fakeHTTPClient(reactor: object, trusted: object) -> tuple[object, FakePool]:
+            self.trusted.append(trusted)
+            return RequestTraversalAgent(self.fallbackServer), FakePool()
+
+        self.patch(owned, "makeHTTPClient", fakeHTTPClient)
+
+
+class TrustTests(FallbackTestCase):
+    """
+    Each CA's server is reached with the trust configured for it.
+    """
+
+    def test_embedderClientForFirstCAOnly(self) -> None:
+        """
+        The HTTP client an embedder gives is used for the resource's own CA
+        only: a fallback CA without C{acme_ca_file} is reached with a
+        client of the resource's making, trusting the system's roots.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        self.assertEqual(self.trusted, [None])
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        orders = self.server.ordersCreated
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(
+            (self.server.ordersCreated, self.fallbackServer.ordersCreated), (orders, 1)
+        )
+        assert certificate.orderedBy is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND)
+
+
+class RenewalInformationTests(FallbackTestCase):
     """
     Renewal information is asked of the CA that issued the certificate.
     """
@@ -540,7 +602,7 @@ class RenewalInformationTests(ResourceTestCase):
         self.assertEqual(self.renewalInfoRequests(SECOND), 0)
 
 
-class ResumeTests(ResourceTestCase):
+class ResumeTests(FallbackTestCase):
     """
     An order saved while one CA was used is resumed with that CA only.
     """
@@ -568,7 +630,7 @@ class ResumeTests(ResourceTestCase):
         self.assertIn("not on the CA's server", text)
 
 
-class RevokeTests(ResourceTestCase):
+class RevokeTests(FallbackTestCase):
     """
     C{revoke} goes to the CA that issued the certificate.
     """
@@ -609,7 +671,7 @@ class RevokeTests(ResourceTestCase):
         self.assertEqual(self.revokedWith(SECOND), [resourceOptions().acmeURL, SECOND])
 
 
-class StreakTests(ResourceTestCase):
+class StreakTests(FallbackTestCase):
     """
     The renewer holds the failures of the CA against it, and moves on to
     the fallback CA by the count or the time.
