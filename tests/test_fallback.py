@@ -40,7 +40,7 @@ from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
 from letsencrypt_resource.testing import FakeACMEServer, runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
-from tests.helpers.resourcecase import ACME_URL, ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import ACME_URL, DAY, ResourceTestCase, resourceOptions
 
 FIRST = "https://first.example/directory"
 SECOND = "https://second.example/directory"
@@ -562,16 +562,20 @@ class RenewalInformationTests(FallbackTestCase):
     Renewal information is asked of the CA that issued the certificate.
     """
 
-    def renewalInfoRequests(self, issuedBy: str | None) -> int:
+    def renewalInfoRequests(self, issuedBy: str | None, offered: bool = True) -> tuple[int, int]:
         """
-        Start a resource with a fallback CA, record C{issuedBy} as the CA
-        of every certificate (unless C{None}), make renewal information due
-        and check: how many renewal information requests the first CA got;
-        either way, the sets are not due again at once.
+        Start a resource with a fallback CA (a fake CA of its own, offering
+        renewal information when C{offered}), record C{issuedBy} as the CA
+        of every certificate (unless C{None}), make renewal information
+        due and check: how many renewal information requests the first
+        and the fallback CA got; either way, the sets are not due again at
+        once.
         """
         self.server.offerRenewalInfo = True
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.fallbackServer.offerRenewalInfo = offered
         resource = self.start(
-            fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),),
+            fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True),),
         )
         for certificate in resource.managed.values():
             if issuedBy is not None:
@@ -585,21 +589,64 @@ class RenewalInformationTests(FallbackTestCase):
         for certificate in resource.managed.values():
             # Asked or not, not due again at once: no busy loop of checks.
             self.assertGreater(certificate.nextEvent(True), now)
-        return sum(path.startswith("/renewal-info/") for _, path in self.server.requests)
+        return tuple(  # type: ignore[return-value]
+            sum(path.startswith("/renewal-info/") for _, path in server.requests)
+            for server in (self.server, self.fallbackServer)
+        )
 
     def test_issuingCAAsked(self) -> None:
         """
         A certificate the first CA issued has its renewal information
         asked of it.
         """
-        self.assertEqual(self.renewalInfoRequests(None), 2)
+        self.assertEqual(self.renewalInfoRequests(None), (2, 0))
 
-    def test_otherCANotAsked(self) -> None:
+    def test_fallbackCAAsked(self) -> None:
         """
-        A certificate a fallback CA issued has no renewal information asked
-        of the first CA, which would not know it.
+        A certificate a fallback CA issued has its renewal information
+        asked of that CA, through its own account, not of the first CA,
+        which would not know it.
         """
-        self.assertEqual(self.renewalInfoRequests(SECOND), 0)
+        self.assertEqual(self.renewalInfoRequests(SECOND), (0, 2))
+        self.assertEqual(self.fallbackServer.accountsCreated, 1)
+
+    def test_windowFromFallbackCA(self) -> None:
+        """
+        A certificate a fallback CA issued renews in the window that CA
+        suggests, not at two thirds of its lifetime.
+        """
+        self.server.offerRenewalInfo = True
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.fallbackServer.offerRenewalInfo = True
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        assert certificate.orderedBy is not None and certificate.issued is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND)
+        now = float(int(self.reactor.seconds()))
+        window = (now + 3 * DAY, now + 4 * DAY)
+        self.fallbackServer.renewalWindows[certificate.orderedBy[0]] = window
+        certificate.ariNextCheck = 0.0
+        runUntilFired(self.reactor, resource.check())
+        self.assertEqual(certificate.ariWindow, window)
+        self.assertEqual(certificate.plan().reason, "ari")
+
+    def test_fallbackCAWithout(self) -> None:
+        """
+        A fallback CA that offers no renewal information is asked for none,
+        nor is the first CA.
+        """
+        self.assertEqual(self.renewalInfoRequests(SECOND, offered=False), (0, 0))
+
+    def test_unknownCA(self) -> None:
+        """
+        A certificate of a CA no longer configured has no renewal
+        information asked of any CA.
+        """
+        self.assertEqual(self.renewalInfoRequests(THIRD), (0, 0))
 
 
 class ResumeTests(FallbackTestCase):
