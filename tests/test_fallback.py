@@ -23,8 +23,10 @@ from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
 from letsencrypt_resource.carotation import CARotation, issuingCA, movesOn, optionsFor
 from letsencrypt_resource.castreak import CAStreak
+from letsencrypt_resource.cli import parser, request
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
+from letsencrypt_resource.control import dispatch
 from letsencrypt_resource.host import checkCA
 from letsencrypt_resource.issuer import (
     CertificateMismatch,
@@ -32,9 +34,9 @@ from letsencrypt_resource.issuer import (
     OrderTimedOut,
     PendingOrder,
 )
-from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.keys import generateKey, jwkFor
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.operations import Operations
+from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
@@ -839,3 +841,80 @@ class EquivalentURLTests(ResourceTestCase):
         resource = self.start(acmeURL=REWRITTEN)
         self.assertEqual(self.server.accountsCreated, 1)
         self.assertIsNotNone(runUntilFired(self.reactor, resource.records.loadAccount(REWRITTEN)))
+
+
+class AccountCommandTests(FallbackTestCase):
+    """
+    The account commands act on the account at the CA chosen, the
+    resource's own by default.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        self.resource = self.start(fallbackCAs=(fallback,))
+        self.operations = Operations(self.resource, self.reactor)
+
+    def ask(self, name: str, arguments: dict[str, Any]) -> Any:
+        """
+        The result of the operation C{name} with C{arguments}, as the
+        control socket and the command dispatch it.
+        """
+        return runUntilFired(self.reactor, dispatch(self.operations, name, arguments))
+
+    def test_showEach(self) -> None:
+        """
+        C{account show} shows the resource's own CA's account; with
+        C{--ca cas/b}, that CA's, created there, its own.
+        """
+        first = self.ask(*request(parser().parse_args(["account", "show"])))
+        self.assertEqual((first["ca"], first["acme_url"]), ("resources/le", ACME_URL))
+        self.assertEqual(self.fallbackServer.accountsCreated, 0)
+        second = self.ask(*request(parser().parse_args(["account", "show", "--ca", "cas/b"])))
+        self.assertEqual((second["ca"], second["acme_url"]), ("cas/b", SECOND))
+        self.assertEqual(self.fallbackServer.accountsCreated, 1)
+        self.assertNotEqual(first["key_thumbprint"], second["key_thumbprint"])
+        again = self.ask("account-show-at", {"ca": "resources/le"})
+        self.assertEqual(again["key_thumbprint"], first["key_thumbprint"])
+
+    def test_rolloverAtFallback(self) -> None:
+        """
+        C{account rollover --ca cas/b} changes the key of that CA's account
+        only, at the CA and in the state.
+        """
+        first = self.ask("account-show", {})
+        before = self.ask("account-show-at", {"ca": "cas/b"})
+        after = self.ask("account-rollover-at", {"ca": "cas/b"})
+        self.assertEqual(after["url"], before["url"])
+        self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
+        self.assertEqual(self.ask("account-show", {})["key_thumbprint"], first["key_thumbprint"])
+        stored = runUntilFired(self.reactor, self.resource.records.loadAccount(SECOND))
+        self.assertEqual(jwkFor(stored.key)[0].thumbprint().hex(), after["key_thumbprint"])
+
+    def test_deactivateAtFallback(self) -> None:
+        """
+        C{account deactivate --ca cas/b} ends that CA's account; the
+        resource's own CA's account stays valid.
+        """
+        self.ask("account-show-at", {"ca": "cas/b"})
+        gone = self.ask("account-deactivate-at", {"ca": "cas/b"})
+        self.assertEqual((gone["status"], gone["acme_url"]), ("deactivated", SECOND))
+        self.assertEqual(self.ask("account-show", {})["status"], "valid")
+        renewed = self.ask("account-show-at", {"ca": "cas/b"})
+        self.assertNotEqual(renewed["url"], gone["url"])
+
+    def test_unknownCA(self) -> None:
+        """
+        A CA that is not the resource's is refused, naming those that are;
+        so is a CA argument that is not text.
+        """
+        failure = self.failureResultOf(
+            dispatch(self.operations, "account-deactivate-at", {"ca": "cas/x"}), OperationError
+        )
+        self.assertIn("resources/le, cas/b", str(failure.value))
+        self.failureResultOf(
+            dispatch(self.operations, "account-show-at", {"ca": ["cas/b"]}), OperationError
+        )
+        self.failureResultOf(dispatch(self.operations, "account-show-at", {}), OperationError)
+        self.assertEqual(self.fallbackServer.accountsCreated, 0)
