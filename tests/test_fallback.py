@@ -918,3 +918,56 @@ class AccountCommandTests(FallbackTestCase):
         )
         self.failureResultOf(dispatch(self.operations, "account-show-at", {}), OperationError)
         self.assertEqual(self.fallbackServer.accountsCreated, 0)
+
+
+class MetricsTests(FallbackTestCase):
+    """
+    The renewal attempts are counted by CA, and each set's gauge names the
+    CA that issued its certificate; the C{ca} label takes the configured
+    directory URLs only.
+    """
+
+    def test_byCA(self) -> None:
+        """
+        With the first CA refusing orders, its failed attempt and the
+        fallback CA's issued one are counted under each CA's URL, and the
+        set's certificate is shown as the fallback CA's.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.server.fail("/new-order", 503, times=None)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,), fallbackAfter=1)
+        self.fallbackServer.validate = resource.responder.lookup
+        self.reactor.advance(60)
+        for certificate in resource.managed.values():
+            if certificate.attempt is not None:
+                runUntilFired(self.reactor, certificate.attempt)
+        sample = resource.metrics.registry.get_sample_value
+        attempts = "letsencrypt_renewal_attempts_total"
+        self.assertEqual(
+            {
+                (ca, result): sample(attempts, {"ca": ca, "result": result})
+                for ca in (ACME_URL, SECOND)
+                for result in ("issued", "failed")
+            },
+            {
+                (ACME_URL, "issued"): 0.0,
+                (ACME_URL, "failed"): 2.0,
+                (SECOND, "issued"): 2.0,
+                (SECOND, "failed"): 0.0,
+            },
+        )
+        info = "letsencrypt_certificate_ca_info"
+        self.assertEqual(sample(info, {"domains": "reports.example.test", "ca": SECOND}), 1.0)
+        self.assertIsNone(sample(info, {"domains": "reports.example.test", "ca": ACME_URL}))
+
+    def test_bounded(self) -> None:
+        """
+        A CA's URL in another equivalent form is that CA's label; a CA not
+        configured is C{other}.
+        """
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        metrics = self.start(fallbackCAs=(fallback,)).metrics
+        self.assertEqual(metrics.caLabel("https://SECOND.example:443/directory/"), SECOND)
+        self.assertEqual(metrics.caLabel(None), ACME_URL)
+        self.assertEqual(metrics.caLabel("https://elsewhere.example/directory"), "other")
