@@ -89,7 +89,6 @@ class Operations:
         self._resource = resource
         self._clock = clock
         self._serverRunning = serverRunning
-        self._accounts = AccountCommands(resource.cas, resource.records, resource.runInThread)
 
     def status(self) -> list[dict[str, Any]]:
         """
@@ -256,20 +255,28 @@ class Operations:
         # The set's row as status gives it, where "reason" is the revocation's.
         return {**self._row(certificate), "revoked": serial, "reason": reason}
 
+    def _accounts(self) -> AccountCommands:
+        """
+        The account commands on the resource's CAs, read when asked (the
+        resource may still be loading when these operations are made).
+        """
+        resource = self._resource
+        return AccountCommands(resource.cas, resource.records, resource.runInThread)
+
     def accountShow(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
         """
         The account at the CA C{ca} as it knows it (see L{AccountCommands}).
         """
-        return self._accounts.show(ca)
+        return self._accounts().show(ca)
 
     def accountRollover(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
         """
         Replace the key of the account at the CA C{ca} (see L{AccountCommands}).
         """
-        return self._accounts.rollover(ca)
+        return self._accounts().rollover(ca)
 
     def accountDeactivate(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
         """
         Deactivate the account at the CA C{ca} (see L{AccountCommands}).
         """
-        return self._accounts.deactivate(ca)
+        return self._accounts().deactivate(ca)
