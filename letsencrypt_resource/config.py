@@ -1124,12 +1124,15 @@ def _urlKey(url: str) -> tuple[str, str, int | None, tuple[str, ...]]:
     return (parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port, path)
 
 
+@functools.lru_cache(maxsize=256)
 def canonicalURL(url: str) -> str:
     """
     The one form of the directory URL C{url} (checked by L{_checkURL})
     among all those L{_urlKey} does not tell apart: its scheme and host in
     lower case, no final dot, no default port, no final slash.  A URL
     already written so, or one that does not parse, is returned as it is.
+    The last few are remembered: each set's renewal state names its CA's,
+    compared at each attempt and each metrics scrape.
     """
     try:
         parsed = DecodedURL.from_text(url)

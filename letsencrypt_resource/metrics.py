@@ -130,6 +130,7 @@ class Metrics:
             as C{inService} is.
         """
         self._cas = cas
+        self._byKey = {canonicalURL(url): url for url in reversed(cas)}
         registry = self.registry = CollectorRegistry()
         registry.register(
             CertificatesCollector(
@@ -174,11 +175,7 @@ class Metrics:
         """
         if url is None:
             return self._cas[0] if self._cas else OTHER_CA
-        key = canonicalURL(url)
-        for configured in self._cas:
-            if canonicalURL(configured) == key:
-                return configured
-        return OTHER_CA
+        return self._byKey.get(canonicalURL(url), OTHER_CA)
 
     def renewalEnded(self, result: str, ca: str | None = None) -> None:
         """
