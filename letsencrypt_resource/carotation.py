@@ -1,8 +1,10 @@
 """
 Which CA a renewal attempt orders from: the resource's own (the first)
-until a domain set's failed attempts reach C{fallback_after}, then each
-fallback CA in turn for as many, then the first again; the first at the
-next renewal after a success, which sets the count back to zero.
+until the failed attempts of a domain set held against it (see
+L{letsencrypt_resource.cafaults.blamesCA}) reach C{fallback_after}, or
+C{fallback_after_time} has passed since the first of them; then each
+fallback CA in turn by the same rule, then the first again; the first at
+the next renewal after a success, which forgets those failures.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from twisted.logger import Logger
 
 from . import events
 from .acmeclient import ACMEClient
+from .cafaults import blamesCA
 from .caoptions import CAOptions
-from .config import ResourceOptions
+from .castreak import CAStreak
+from .config import ResourceOptions, canonicalURL
 from .connection import AccountConnection
 from .managed import ManagedCertificate
 
@@ -66,13 +70,15 @@ class CA:
     connection: AccountConnection
 
 
-def chosenIndex(failures: int, after: int, count: int) -> int:
+def movesOn(streak: CAStreak, now: float, after: int, afterTime: float) -> bool:
     """
-    The position of the CA the next attempt uses, among C{count}, after
-    C{failures} failed attempts since the last success, each CA having
-    C{after} attempts in turn.
+    Whether an attempt at C{now} orders from the CA after the one of
+    C{streak}: the failed attempts held against it reached C{after}, or
+    C{afterTime} seconds (unless 0) passed since the first of them ended.
     """
-    return (failures // after) % count
+    if not streak.failures:
+        return False
+    return streak.failures >= after or (0 < afterTime <= now - streak.since)
 
 
 class CARotation:
@@ -96,6 +102,7 @@ class CARotation:
         @param log: Where events go.
         """
         self._after = options.fallbackAfter
+        self._afterTime = options.fallbackAfterTime
         self._log = log
         self._cas = [CA(options.section, options, primary)]
         for ca in options.fallbackCAs:
@@ -118,13 +125,22 @@ class CARotation:
         """
         return self._cas[0]
 
-    def choose(self, certificate: ManagedCertificate) -> CA:
+    def choose(self, certificate: ManagedCertificate, now: float) -> CA:
         """
-        The CA the next attempt for C{certificate} orders from; a change
-        from the attempt before is event 20265 (to a fallback) or 20266
-        (back to the first).
+        The CA the next attempt for C{certificate}, at C{now}, orders
+        from, recorded in its L{ManagedCertificate.caStreak} (see
+        L{movesOn}); a change from the attempt before is event 20265 (to a
+        fallback) or 20266 (back to the first).
         """
-        index = chosenIndex(certificate.failures, self._after, len(self._cas))
+        streak = certificate.caStreak
+        index = self._indexOf(streak.url)
+        if index is None:
+            # A CA no longer configured: start again from the first.
+            index, streak = 0, CAStreak()
+        if movesOn(streak, now, self._after, self._afterTime):
+            index = (index + 1) % len(self._cas)
+            streak = CAStreak(self._cas[index].options.acmeURL if index else None)
+        certificate.caStreak = streak
         chosen = self._cas[index]
         previous = self._previous(certificate)
         self._last[certificate.domains] = index
@@ -145,6 +161,14 @@ class CARotation:
                     previous=previous.options.acmeURL,
                 )
         return chosen
+
+    def failed(self, certificate: ManagedCertificate, error: Exception, now: float) -> None:
+        """
+        An attempt for C{certificate} with the CA L{choose} chose failed
+        with C{error} at C{now}: held against that CA when L{blamesCA}.
+        """
+        if blamesCA(error):
+            certificate.caStreak = certificate.caStreak.failed(now)
 
     def clientFor(self, certificate: ManagedCertificate) -> Deferred[ACMEClient]:
         """
@@ -170,8 +194,19 @@ class CARotation:
         The CA that issued the certificate of C{certificate} (see
         L{issuingCA}); C{None} when it is a CA no longer configured.
         """
-        url = issuingCA(certificate, self.primary.options)
-        for ca in self._cas:
-            if ca.options.acmeURL == url:
-                return ca
+        index = self._indexOf(issuingCA(certificate, self.primary.options))
+        return None if index is None else self._cas[index]
+
+    def _indexOf(self, url: str | None) -> int | None:
+        """
+        The position of the CA at the directory URL C{url}, compared in
+        its L{canonicalURL} form (C{None}: the first); C{None} when no CA
+        configured has it.
+        """
+        if url is None:
+            return 0
+        key = canonicalURL(url)
+        for index, ca in enumerate(self._cas):
+            if canonicalURL(ca.options.acmeURL) == key:
+                return index
         return None

@@ -82,6 +82,13 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     revoke.add_argument("--reason", default="unspecified", choices=sorted(REVOCATION_REASONS))
     account = command("account", "the ACME account")
     account.add_argument("action", choices=["show", "rollover", "deactivate"])
+    account.add_argument(
+        "--ca",
+        metavar="SECTION",
+        default=None,
+        help="the account at this fallback CA ([cas/<id>] section) instead of the "
+        "resource's own CA",
+    )
     testca = command("testca", "run a local test CA for a configuration of your own")
     localca.addArguments(testca)
     return top
@@ -97,6 +104,10 @@ def request(arguments: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "renew", {"names": arguments.domains, "force": arguments.force}
     if arguments.command == "revoke":
         return "revoke", {"name": arguments.domain, "reason": arguments.reason}
+    if arguments.ca is not None:
+        # A name of its own: a server too old to know it refuses it, rather
+        # than acting on its own CA's account.
+        return f"account-{arguments.action}-at", {"ca": arguments.ca}
     return f"account-{arguments.action}", {}
 
 

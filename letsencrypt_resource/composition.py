@@ -25,7 +25,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
-from .carotation import CARotation
+from .carotation import CARotation, issuingCA
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
@@ -75,6 +75,15 @@ class Parts:
     cas: CARotation
 
 
+def isIssued(certificate: ManagedCertificate) -> bool:
+    """
+    Whether the certificate in service for C{certificate} is a CA-issued
+    one (for its names or not): read at each scrape, in a thread.
+    """
+    current = certificate.current
+    return current is not None and not current.provisional
+
+
 def compose(
     options: ResourceOptions,
     registry: Components,
@@ -105,7 +114,11 @@ def compose(
         # Wake up in time to try the write again.
         scheduler.scheduleWakeUp()
 
-    metrics = Metrics(lambda: [(c.label, c.current, c.failures) for c in list(managed.values())])
+    metrics = Metrics(
+        lambda: [(c.label, c.current, c.failures) for c in list(managed.values())],
+        (options.acmeURL, *(ca.acmeURL for ca in options.fallbackCAs)),
+        lambda: [(c.label, issuingCA(c, options)) for c in list(managed.values()) if isIssued(c)],
+    )
     responder.counted = metrics.challengeRequest
     httpClient = TimedAgent(httpClient, reactor, metrics.acmeRequest)
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)

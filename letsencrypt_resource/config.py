@@ -257,6 +257,12 @@ def _attempts(value: str) -> int:
     return count
 
 
+def _fallbackTime(value: str) -> float:
+    if value.strip() == "0":
+        return 0.0
+    return _duration(value)
+
+
 def _challengeTypes(value: str) -> tuple[str, ...]:
     names = tuple(part.strip().lower() for part in value.split(","))
     for name in names:
@@ -592,6 +598,17 @@ class ResourceOptions:
             _attempts,
             "3",
             "Failed attempts with a CA before ordering from the next one.",
+        )
+    )
+    #: Seconds since the first failed attempt with a CA that count against
+    #: it before the next one is ordered from; 0: no time limit.
+    fallbackAfterTime: float = _field(
+        Option(
+            "fallback_after_time",
+            _fallbackTime,
+            "6h",
+            "Time after the first failed attempt with a CA before ordering from the next one, "
+            "if fallback_after is not reached first: a number with s, m, h or d; 0 for none.",
         )
     )
     #: The fallback CAs, read from the sections C{fallbackCANames} names.
@@ -1107,6 +1124,27 @@ def _urlKey(url: str) -> tuple[str, str, int | None, tuple[str, ...]]:
     return (parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port, path)
 
 
+@functools.lru_cache(maxsize=256)
+def canonicalURL(url: str) -> str:
+    """
+    The one form of the directory URL C{url} (checked by L{_checkURL})
+    among all those L{_urlKey} does not tell apart: its scheme and host in
+    lower case, no final dot, no default port, no final slash.  A URL
+    already written so, or one that does not parse, is returned as it is.
+    The last few are remembered: each set's renewal state names its CA's,
+    compared at each attempt and each metrics scrape.
+    """
+    try:
+        parsed = DecodedURL.from_text(url)
+    except ValueError:
+        return url
+    path = tuple(parsed.path)
+    while path and not path[-1]:
+        path = path[:-1]
+    host = parsed.host.lower().rstrip(".")
+    return str(parsed.replace(scheme=parsed.scheme.lower(), host=host, path=path).to_text())
+
+
 _LETS_ENCRYPT_KEYS = frozenset(
     _urlKey(url) for url in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING)
 )
@@ -1114,12 +1152,21 @@ _LETS_ENCRYPT_KEYS = frozenset(
 
 def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOptions]) -> None:
     """
-    Refuse a service with IP addresses when the CA is Let's Encrypt and the
-    profile asked for is one it issues no IP address certificates on.
+    Refuse a service with IP addresses when one of the CAs that may order
+    its certificate, the resource's own or a fallback CA, is Let's Encrypt
+    and the profile asked of it is one it issues no IP address
+    certificates on.
     """
-    if resource is None or _urlKey(resource.acmeURL) not in _LETS_ENCRYPT_KEYS:
+    if resource is None:
         return
-    if resource.profile not in LETS_ENCRYPT_NO_IP_PROFILES:
+    cas = [(resource.section, resource.acmeURL, resource.profile)]
+    cas += [(ca.section, ca.acmeURL, ca.profile) for ca in resource.fallbackCAs]
+    refusing = [
+        section
+        for section, url, profile in cas
+        if _urlKey(url) in _LETS_ENCRYPT_KEYS and profile in LETS_ENCRYPT_NO_IP_PROFILES
+    ]
+    if not refusing:
         return
     for service in services:
         addresses = [name for name in service.domains if isIPAddress(name)]
@@ -1129,7 +1176,7 @@ def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOpti
                 "ssl_domains",
                 f"holds the IP address {addresses[0]}, and Let's Encrypt issues "
                 f"certificates for IP addresses on its 'shortlived' profile only: set "
-                f"profile = shortlived in {resource.section}",
+                f"profile = shortlived in {refusing[0]}",
             )
 
 

@@ -123,6 +123,18 @@ def socketAddress(stateDirectory: str, folder: int) -> str:
     return path
 
 
+def _text(arguments: dict[str, Any], name: str) -> str:
+    """
+    The argument C{name} of a request, which must be text.
+
+    @raise OperationError: when it is missing or not text.
+    """
+    value = arguments.get(name)
+    if not isinstance(value, str):
+        raise OperationError(f"the argument {name!r} must be text")
+    return value
+
+
 def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> Deferred[Any]:
     """
     Run the operation C{name} with C{arguments}.
@@ -134,6 +146,9 @@ def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> De
         "account-show": operations.accountShow,
         "account-rollover": operations.accountRollover,
         "account-deactivate": operations.accountDeactivate,
+        "account-show-at": lambda: operations.accountShow(_text(arguments, "ca")),
+        "account-rollover-at": lambda: operations.accountRollover(_text(arguments, "ca")),
+        "account-deactivate-at": lambda: operations.accountDeactivate(_text(arguments, "ca")),
     }
     if name not in methods:
         raise OperationError(f"unknown operation {name!r}")

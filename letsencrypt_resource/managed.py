@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from .castreak import CAStreak
 from .certificates import CertifiedKey
 from .domains import domainsLabel
 from .interfaces import ICertificateConsumer
@@ -53,18 +54,17 @@ class ManagedCertificate:
     @ivar ariPick: Where in that window to renew, from 0 to 1.
     @ivar ariNextCheck: When to ask the CA for renewal information again.
     @ivar attempt: The attempt under way, if any.
-    @ivar lease: The storage lease its order runs under, if one runs: the
-        fence of the writes made for it meanwhile.
+    @ivar lease: The storage lease its order runs under, if any: the fence of its writes.
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
     @ivar unstoredOrder: The order whose certificate is in service but not
-        stored yet: the order to resume when none is under way, so that a
-        restart downloads it again rather than ordering anew (not renewals).
+        stored yet, to resume when none is under way (a restart downloads it).
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
         order of the certificate in service, the one a renewal may replace.
     @ivar deployPending: Whether C{deploy_command} is due to run for it.
+    @ivar caStreak: The CA it orders from, and the failures held against it.
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
     """
@@ -94,6 +94,7 @@ class ManagedCertificate:
         self.unstoredOrder: PendingOrder | None = None
         self.compromisedKeys: set[str] = set()
         self.orderedBy: tuple[str, str, str] | None = None
+        self.caStreak = CAStreak()
         self.warned: tuple[Any, int, float] | None = None
 
     @property
@@ -121,10 +122,8 @@ class ManagedCertificate:
         """
         issued = self.issued
         if issued is None:
-            reason = (
-                NAMES_CHANGED if self.current and not self.current.provisional else NO_CERTIFICATE
-            )
-            return RenewalPlan(0.0, reason)
+            replaced = self.current is not None and not self.current.provisional
+            return RenewalPlan(0.0, NAMES_CHANGED if replaced else NO_CERTIFICATE)
         if self.compromisedKeys and not issued.keyMatches:  # read now, it may not parse
             return RenewalPlan(0.0, KEY_UNREADABLE)
         if self.compromisedKeys and self.isCompromised(issued.key):
@@ -275,6 +274,7 @@ class ManagedCertificate:
         self.lastError = None
         self.ariWindow = None
         self.ariNextCheck = 0.0
+        self.caStreak = CAStreak()
 
     def state(self) -> dict[str, Any]:
         """

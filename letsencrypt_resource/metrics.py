@@ -11,6 +11,10 @@ C{domains}, the set's names as events show them, so the number of series
 is bounded by the domain sets configured.  The certificates' gauges are
 read from the sets in service at each scrape (L{CertificatesCollector}):
 nothing is recorded as they change, and a set no longer used is gone.
+The C{ca} label, the directory URL of a CA (the resource's own or a
+fallback CA), takes only the values configured, and C{other}: the
+renewal attempts are counted by CA, and one gauge per set names the CA
+that issued its certificate.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from twisted.web.iweb import IAgent
 from zope.interface import implementer
 
 from .certificates import CertifiedKey
+from .config import canonicalURL
 
 #: The names of the certificates' gauges.
 EXPIRY = "letsencrypt_certificate_expiration_timestamp_seconds"
 STATE = "letsencrypt_certificate_state"
 FAILURES = "letsencrypt_certificate_renewal_failures"
+ISSUER = "letsencrypt_certificate_ca_info"
+#: The C{ca} label of a CA that is not configured.
+OTHER_CA = "other"
 #: The serving states of a certificate.
 STATES = ("provisional", "issued")
 #: How renewal attempts end.
@@ -47,6 +55,9 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: Sets' labels, the certificate each has in service, if any, and its
 #: renewal attempts failed in a row.
 InService = Callable[[], Iterable[tuple[str, CertifiedKey | None, int]]]
+#: Sets' labels, each with the CA that issued the CA-issued certificate it
+#: has in service.
+IssuedBy = Callable[[], Iterable[tuple[str, str]]]
 
 
 class CertificatesCollector(Collector):
@@ -56,8 +67,9 @@ class CertificatesCollector(Collector):
     scrape.
     """
 
-    def __init__(self, inService: InService):
+    def __init__(self, inService: InService, issuedBy: IssuedBy = lambda: ()):
         self._inService = inService
+        self._issuedBy = issuedBy
 
     def collect(self) -> Iterator[Metric]:
         expiry = GaugeMetricFamily(
@@ -83,9 +95,17 @@ class CertificatesCollector(Collector):
             serving = STATES[0] if current.provisional else STATES[1]
             for each in STATES:
                 state.add_metric([domains, each], 1.0 if each == serving else 0.0)
+        issuer = GaugeMetricFamily(
+            ISSUER,
+            "1 for the CA (its directory URL) that issued a domain set's certificate in service.",
+            labels=["domains", "ca"],
+        )
+        for domains, ca in self._issuedBy():
+            issuer.add_metric([domains, ca], 1.0)
         yield expiry
         yield state
         yield failures
+        yield issuer
 
 
 class Metrics:
@@ -95,17 +115,32 @@ class Metrics:
     @ivar registry: Where they are collected.
     """
 
-    def __init__(self, inService: InService = lambda: ()):
+    def __init__(
+        self,
+        inService: InService = lambda: (),
+        cas: tuple[str, ...] = (),
+        issuedBy: IssuedBy = lambda: (),
+    ):
         """
         @param inService: The sets and their certificates in service; it is
             called at each scrape, in the thread that serves it.
+        @param cas: The directory URLs of the CAs, the resource's own first.
+        @param issuedBy: The sets with a CA-issued certificate in service,
+            each with the directory URL of the CA that issued it; called
+            as C{inService} is.
         """
+        self._cas = cas
+        self._byKey = {canonicalURL(url): url for url in reversed(cas)}
         registry = self.registry = CollectorRegistry()
-        registry.register(CertificatesCollector(inService))
+        registry.register(
+            CertificatesCollector(
+                inService, lambda: [(domains, self.caLabel(url)) for domains, url in issuedBy()]
+            )
+        )
         self._renewals = Counter(
             "letsencrypt_renewal_attempts",
-            "Renewal attempts that ended, by result.",
-            ["result"],
+            "Renewal attempts that ended, by result and CA.",
+            ["result", "ca"],
             registry=registry,
         )
         self._latency = Histogram(
@@ -127,15 +162,28 @@ class Metrics:
             registry=registry,
         )
         for result in RENEWAL_RESULTS:
-            self._renewals.labels(result)
+            for ca in cas or (OTHER_CA,):
+                self._renewals.labels(result, ca)
         for result in CHALLENGE_RESULTS:
             self._challenges.labels(result)
 
-    def renewalEnded(self, result: str) -> None:
+    def caLabel(self, url: str | None) -> str:
         """
-        A renewal attempt ended with C{result}, one of L{RENEWAL_RESULTS}.
+        The C{ca} label of the CA at the directory URL C{url}: the URL as
+        configured, in whichever equivalent form it is given (C{None}: the
+        resource's own CA); L{OTHER_CA} for a CA not configured.
         """
-        self._renewals.labels(result).inc()
+        if url is None:
+            return self._cas[0] if self._cas else OTHER_CA
+        return self._byKey.get(canonicalURL(url), OTHER_CA)
+
+    def renewalEnded(self, result: str, ca: str | None = None) -> None:
+        """
+        A renewal attempt with the CA at the directory URL C{ca} (C{None}:
+        the resource's own) ended with C{result}, one of
+        L{RENEWAL_RESULTS}.
+        """
+        self._renewals.labels(result, self.caLabel(ca)).inc()
 
     def challengeRequest(self, result: str) -> None:
         """

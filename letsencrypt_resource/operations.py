@@ -12,28 +12,25 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from acme import messages
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import events
-from .account import underAccountLease
-from .acmeclient import ACMEClient
+from .accountcommands import AccountCommands
 from .carotation import issuingCA
 from .certificates import CertifiedKey
 from .clusterview import addClusterView
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
-from .keygen import generateKey
-from .keys import PublicKey, jwkFor, keyType
+from .keys import PublicKey
 from .managed import ManagedCertificate
 from .noderecord import serialHex
+from .operationerror import OperationError
 from .outcomes import REASONS
 from .resource import LetsEncryptResource
 from .storage.cluster import ClusterStorage
-from .storage.interface import ILease
-from .storage.records import AccountRecord
 
 DAY = 86400.0
 
@@ -45,12 +42,6 @@ REVOCATION_REASONS = {
     "superseded": 4,
     "cessationOfOperation": 5,
 }
-
-
-class OperationError(Exception):
-    """
-    An operation that cannot be done, with the reason for the operator.
-    """
 
 
 @implementer(ICertificateConsumer)
@@ -264,66 +255,28 @@ class Operations:
         # The set's row as status gives it, where "reason" is the revocation's.
         return {**self._row(certificate), "revoked": serial, "reason": reason}
 
-    @deferred
-    async def accountShow(self) -> dict[str, Any]:
+    def _accounts(self) -> AccountCommands:
         """
-        The account as the CA knows it.
+        The account commands on the resource's CAs, read when asked (the
+        resource may still be loading when these operations are made).
         """
-        client = await self._resource.acmeClient()
-        account = await client.account()
-        return self._account(client, account)
+        resource = self._resource
+        return AccountCommands(resource.cas, resource.records, resource.runInThread)
 
-    @staticmethod
-    def _account(client: ACMEClient, account: messages.Registration) -> dict[str, Any]:
-        return {
-            "url": client.accountURL,
-            "status": str(account.status) if account.status else None,
-            "contacts": list(account.contact or ()),
-            "key_type": keyType(client.accountKey.key),
-            "key_thumbprint": client.accountKey.thumbprint().hex(),
-        }
-
-    @deferred
-    async def accountRollover(self) -> dict[str, Any]:
+    def accountShow(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
         """
-        Replace the account key with a new one, at the CA and in the state.
+        The account at the CA C{ca} as it knows it (see L{AccountCommands}).
         """
-        options = self._resource.options
-        if options.accountKeyFile is not None:
-            raise OperationError(
-                "the account key comes from option 'account_key'; replace that "
-                "file's key with the CA's key-change tool instead"
-            )
-        client = await self._resource.acmeClient()
-        newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
-        records = self._resource.records
+        return self._accounts().show(ca)
 
-        async def change(lease: ILease) -> None:
-            await client.changeKey(*jwkFor(newKey))
-            record = AccountRecord(newKey, client.accountURL, options.contacts)
-            await records.saveAccount(options.acmeURL, record, lease)
-
-        await underAccountLease(records, change)
-        account = await client.account()
-        return self._account(client, account)
-
-    @deferred
-    async def accountDeactivate(self) -> dict[str, Any]:
+    def accountRollover(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
         """
-        Deactivate the account for good; the state keeps a new key, so the
-        next order creates a new account.
+        Replace the key of the account at the CA C{ca} (see L{AccountCommands}).
         """
-        client = await self._resource.acmeClient()
-        options = self._resource.options
-        newKey = await self._resource.runInThread(generateKey, "ecdsa-p256")
-        records = self._resource.records
+        return self._accounts().rollover(ca)
 
-        async def deactivate(lease: ILease) -> Any:
-            update = messages.UpdateRegistration(status="deactivated")
-            account = await client.updateAccount(update)
-            await records.saveAccount(options.acmeURL, AccountRecord(newKey), lease)
-            return account
-
-        row = self._account(client, await underAccountLease(records, deactivate))
-        self._resource.forgetAccount()
-        return row
+    def accountDeactivate(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
+        """
+        Deactivate the account at the CA C{ca} (see L{AccountCommands}).
+        """
+        return self._accounts().deactivate(ca)

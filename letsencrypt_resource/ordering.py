@@ -19,7 +19,7 @@ from . import events
 from .acmeclient import ACMEClient, ACMEProblem, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
-from .config import ResourceOptions
+from .config import ResourceOptions, canonicalURL
 from .issuer import ChallengeNotOffered, PendingOrder, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
@@ -219,7 +219,7 @@ class Ordering:
         if issued.notAfter.timestamp() <= self._reactor.seconds():
             return None
         orderedBy = _orderedBy(issued, self._options.acmeURL, client)
-        if orderedBy is None or orderedBy != certificate.orderedBy:
+        if orderedBy is None or not _sameOrderer(orderedBy, certificate.orderedBy):
             return None
         return orderedBy[0]
 
@@ -299,6 +299,20 @@ def _validationFailed(error: Exception) -> bool:
     return isinstance(error, ChallengeNotOffered) or (
         isinstance(error, ACMEProblem) and error.status is None
     )
+
+
+def _sameOrderer(orderedBy: tuple[str, str, str], recorded: tuple[str, str, str] | None) -> bool:
+    """
+    Whether C{orderedBy} and the C{recorded} L{ManagedCertificate.orderedBy}
+    name the same certificate, account and CA, its directory URL written in
+    any of its equivalent forms (see L{canonicalURL}).
+    """
+
+    def normal(value: tuple[str, str, str]) -> tuple[str, str, str]:
+        identifier, acmeURL, account = value
+        return (identifier, canonicalURL(acmeURL), account)
+
+    return recorded is not None and normal(orderedBy) == normal(recorded)
 
 
 def _orderedBy(

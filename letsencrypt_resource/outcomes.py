@@ -85,7 +85,7 @@ class Outcomes:
             getattr(error, "retryAfter", None),
             str(error) or type(error).__name__,
         )
-        self._metrics.renewalEnded("failed")
+        self._metrics.renewalEnded("failed", certificate.caStreak.url)
         events.ISSUANCE_FAILED.emit(
             self._log, domains=certificate.label, details=certificate.lastError
         )
@@ -116,7 +116,7 @@ class Outcomes:
         that a restart before then downloads it from that order again
         instead of placing another.
         """
-        self._metrics.renewalEnded("issued")
+        self._metrics.renewalEnded("issued", orderedBy[1] if orderedBy else None)
         order = certificate.unstoredOrder = certificate.pendingOrder
         certificate.succeeded()
         certificate.orderedBy = orderedBy

@@ -37,9 +37,10 @@ class Owned:
         closeStorage: bool,
     ):
         """
-        @param httpClient: The HTTP client given, left to its caller to
-            close; when C{None}, one is made for C{options.acmeCAFile}, its
-            connections closed by L{close}.
+        @param httpClient: The HTTP client given for the resource's own CA
+            (not its fallback CAs), left to its caller to close; when
+            C{None}, one is made for C{options.acmeCAFile}, its connections
+            closed by L{close}.
         @param runInThread: The runner given; when C{None},
             L{BackgroundWorkers} of a lower CPU priority, stopped by
             L{close}.
@@ -52,9 +53,9 @@ class Owned:
         self._reactor = reactor
         self._pools: list[HTTPConnectionPool] = []
         self._clients: dict[str | None, Any] = {}
-        if httpClient is not None:
-            self._clients[options.acmeCAFile] = httpClient
-        self.httpClient = self.clientFor(options.acmeCAFile)
+        self.httpClient = (
+            httpClient if httpClient is not None else self.clientFor(options.acmeCAFile)
+        )
         self._workers: BackgroundWorkers | None = None
         if runInThread is None:
             self._workers = BackgroundWorkers(reactor, f"letsencrypt-resource-{options.name}")
@@ -65,7 +66,10 @@ class Owned:
         """
         The HTTP client trusting the PEM bundle C{caFile} (the system's
         trust store when C{None}), made at its first use, its connections
-        closed by L{close}; for C{options.acmeCAFile}, the resource's own.
+        closed by L{close}.  Never the one given to the constructor: that
+        one is for the resource's own CA, and a fallback CA's server is
+        trusted as its own C{acme_ca_file} says, not as the embedder chose
+        for another CA.
 
         @raise ValueError: when C{caFile} holds no certificate.
         """

@@ -1,6 +1,7 @@
 """
-ARI refresh timing: asking the CA for a certificate's renewal information
-(RFC 9773), keeping the window it suggests, and when to ask again.
+ARI refresh timing: asking the CA that issued a certificate for its
+renewal information (RFC 9773), keeping the window it suggests, and when
+to ask again.
 """
 
 from __future__ import annotations
@@ -8,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from . import events
 from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError
+from .carotation import CA
 from .certificates import CertifiedKey
 from .coroutines import deferred
 from .managed import ManagedCertificate
@@ -59,6 +62,38 @@ class RenewalInfo:
         events.RENEWAL_INFO_FAILED.emit(
             self._log, domains=certificate.label, details=str(error) or repr(error)
         )
+
+    @deferred
+    async def refreshAt(
+        self,
+        issuer: CA | None,
+        chosen: CA,
+        client: ACMEClient,
+        certificate: ManagedCertificate,
+        issued: CertifiedKey,
+    ) -> None:
+        """
+        Ask C{issuer}, the CA that issued C{issued} (the certificate of
+        C{certificate}), for its renewal information: through C{client}
+        when it is C{chosen}, the CA of the attempt under way, else through
+        its own account connection (not reaching it is a warning, as in
+        L{failed}).  When it is a CA no longer configured, or it offers no
+        renewal information, another CA than C{chosen} is asked nothing
+        until the next regular check, so that the set is not due again at
+        once.
+        """
+        if issuer is not None and issuer is not chosen:
+            try:
+                client = await issuer.connection.acmeClient()
+            except CancelledError:
+                raise
+            except Exception as error:
+                self.failed(certificate, error)
+                return
+        if issuer is not None and client.offersRenewalInfo:
+            await self.refresh(client, certificate, issued)
+        elif issuer is not chosen:
+            certificate.ariNextCheck = self._reactor.seconds() + self._checkInterval
 
     @deferred
     async def refresh(

@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any, Protocol
 
+from .castreak import CAStreak
 from .certificates import CertifiedKey, bundleDigest
 from .issuer import PendingOrder
 
@@ -37,6 +38,7 @@ class RenewalFields(Protocol):
     compromisedKeys: set[str]
     orderedBy: tuple[str, str, str] | None
     deployPending: bool
+    caStreak: CAStreak
 
     @property
     def issued(self) -> CertifiedKey | None: ...
@@ -66,6 +68,7 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "compromised_keys": sorted(fields.compromisedKeys),
         "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
         "deploy_pending": fields.deployPending,
+        "ca_streak": fields.caStreak.toJSON(),
     }
 
 
@@ -84,9 +87,10 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     """
     Take back into C{fields} a state L{dumpState} saved; ignore what does
     not parse, an ARI window that is not finite or ends before it starts,
-    and the retry wait and the order under way when the settings changed
-    since.  The compromised keys and whether the deploy command is due are
-    always kept, whatever else fails.
+    and the retry wait, the order under way and the failures held against
+    the CA (see L{CAStreak}) when the settings changed since.  The
+    compromised keys and whether the deploy command is due are always
+    kept, whatever else fails.
     """
     fields.compromisedKeys |= _digests(state.get("compromised_keys"))
     fields.deployPending = state.get("deploy_pending") is True
@@ -117,6 +121,7 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
         fields.lastFailure = lastFailure
         fields.holdUntil = holdUntil
         fields.pendingOrder = _pendingOrder(state.get("pending_order"))
+        fields.caStreak = CAStreak.fromJSON(state.get("ca_streak"))
     fields.orderedBy = orderedBy
     fields.ariWindow = ariWindow
     fields.ariPick = min(max(ariPick, 0.0), 1.0)

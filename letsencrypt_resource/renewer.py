@@ -128,7 +128,7 @@ class Renewer:
         have ended (see L{letsencrypt_resource.writeleases.WriteLeases.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
-        ca = self._cas.choose(certificate)
+        ca = self._cas.choose(certificate, self._reactor.seconds())
         try:
             try:
                 await self._attemptOnce(ca, certificate, forced, due)
@@ -149,6 +149,7 @@ class Renewer:
         except Exception as error:
             if accountForgotten(error):
                 await ca.connection.lost()
+            self._cas.failed(certificate, error, self._reactor.seconds())
             self._outcomes.failed(certificate, error)
         finally:
             self._writes.leases.releaseAfterWrites(certificate)
@@ -176,8 +177,8 @@ class Renewer:
     ) -> None:
         """
         The work of L{_attempt} with C{ca}, with the account as the storage
-        holds it; the renewal information is asked of C{ca} only when it
-        issued the certificate.
+        holds it; the renewal information is asked of the CA that issued
+        the certificate (see L{RenewalInfo.refreshAt}).
         """
         try:
             client = await ca.connection.acmeClient()
@@ -190,12 +191,9 @@ class Renewer:
             return
         now = self._reactor.seconds()
         issued = certificate.issued
-        if issued is not None and client.offersRenewalInfo and certificate.ariNextCheck <= now:
-            if self._cas.issuerOf(certificate) is ca:
-                await self._renewalInfo.refresh(client, certificate, issued)
-            else:
-                # Another CA issued it: none to ask until the next check.
-                certificate.ariNextCheck = now + self._options.checkInterval
+        if issued is not None and certificate.ariNextCheck <= now:
+            issuer = self._cas.issuerOf(certificate)
+            await self._renewalInfo.refreshAt(issuer, ca, client, certificate, issued)
         plan = certificate.plan()
         if forced is None and plan.at > self._reactor.seconds():
             self._outcomes.announce(certificate)

@@ -5,29 +5,88 @@ attempt, its events, and renewal information asked of the issuing CA only.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
+from acme import messages
+from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import owned
+from letsencrypt_resource.account import AccountError
+from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
-from letsencrypt_resource.carotation import CARotation, chosenIndex, issuingCA, optionsFor
+from letsencrypt_resource.carotation import CARotation, issuingCA, movesOn, optionsFor
+from letsencrypt_resource.castreak import CAStreak
+from letsencrypt_resource.cli import parser, request
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
+from letsencrypt_resource.control import dispatch
 from letsencrypt_resource.host import checkCA
-from letsencrypt_resource.issuer import PendingOrder
-from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.issuer import (
+    CertificateMismatch,
+    ChallengeNotOffered,
+    OrderTimedOut,
+    PendingOrder,
+)
+from letsencrypt_resource.keys import generateKey, jwkFor
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.operations import Operations
-from letsencrypt_resource.testing import runUntilFired
+from letsencrypt_resource.operations import OperationError, Operations
+from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
+from letsencrypt_resource.storage.interface import StorageError
+from letsencrypt_resource.storage.records import accountKey
+from letsencrypt_resource.testing import FakeACMEServer, runUntilFired
 from tests.helpers.configuration import BASE, resource, section, service
-from tests.helpers.resourcecase import ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import ACME_URL, DAY, ResourceTestCase, resourceOptions
 
 FIRST = "https://first.example/directory"
 SECOND = "https://second.example/directory"
 THIRD = "https://third.example/directory"
+
+
+def problem(code: str, status: int | None = None, *subproblems: str) -> ACMEProblem:
+    """
+    An ACME problem C{code}, with the HTTP C{status} and C{subproblems}
+    given.
+    """
+    subs = tuple(messages.Error.with_code(sub, detail="sub") for sub in subproblems)
+    error = messages.Error.with_code(code, detail="detail", subproblems=subs or None)
+    return ACMEProblem(error, status)
+
+
+#: Failures another CA would have had as well.
+LOCAL_FAILURES = (
+    StorageError("certificates/a.example.pem", "No space left on device"),
+    problem("unauthorized", None),
+    problem("connection", None),
+    problem("compound", None, "dns", "tls", "incorrectResponse"),
+    problem("malformed", 400),
+    CompromisedAccountKey("a.example", None),
+    ValueError("anything else"),
+)
+
+#: Failures of the CA itself, or of what it offers.
+CA_FAILURES = (
+    ACMEProtocolError(FIRST, "cannot reach the ACME server: Connection refused"),
+    ACMEProtocolError(FIRST, "the JSON body is not an object", 502),
+    problem("serverInternal", 500),
+    problem("malformed", 503),
+    problem("rateLimited", 429),
+    problem("badNonce", 400),
+    problem("compound", None, "unauthorized", "caa"),
+    problem("rejectedIdentifier", 400),
+    problem("externalAccountRequired", 403),
+    OrderTimedOut("processing", 300.0),
+    ChallengeNotOffered(FIRST, "no tls-alpn-01 challenge"),
+    ProfileNotOffered("shortlived", ["classic"]),
+    AccountError("agree_tos", "the CA asks new accounts to agree to its terms"),
+    CertificateMismatch("the CA's certificate was refused"),
+)
 
 
 def parse(text: str) -> Any:
@@ -187,6 +246,41 @@ class ConfigurationTests(SynchronousTestCase):
         for value in ("0", "101", "two"):
             self.assertRaises(ConfigurationError, parse, resource(fallback_after=value) + service())
 
+    def test_fallbackAfterTime(self) -> None:
+        """
+        C{fallback_after_time} is 6 hours by default, a duration from 1
+        minute to 7 days, or 0 for no time limit.
+        """
+        self.assertEqual(parse(resource() + service()).resource.fallbackAfterTime, 6 * 3600.0)
+        for value, seconds in (("30m", 1800.0), ("0", 0.0), ("2d", 172800.0), ("90", 90.0)):
+            options = parse(resource(fallback_after_time=value) + service()).resource
+            self.assertEqual(options.fallbackAfterTime, seconds)
+        for value in ("30", "8d", "soon", "-1h"):
+            self.assertRaises(
+                ConfigurationError, parse, resource(fallback_after_time=value) + service()
+            )
+
+    def test_ipProfileOfEachCA(self) -> None:
+        """
+        A service with an IP address is refused when a fallback CA is Let's
+        Encrypt without its C{shortlived} profile, even if the first CA
+        issues IP address certificates; the message names that CA's
+        section.  With C{shortlived} asked of it, it passes.
+        """
+        text = (
+            resource(acme_url=FIRST, fallback_cas="cas/le")
+            + service(ssl_domains="files.example.com, 192.0.2.7")
+            + "{}"
+        )
+        leURL = "https://acme-v02.api.letsencrypt.org/directory/"
+        error = self.assertRaises(
+            ConfigurationError, parse, text.format(section("cas/le", {"acme_url": leURL}))
+        )
+        self.assertEqual((error.section, error.option), ("services/s1", "ssl_domains"))
+        self.assertIn("profile = shortlived in cas/le", error.message)
+        shortlived = section("cas/le", {"acme_url": leURL, "profile": "shortlived"})
+        self.assertEqual(parse(text.format(shortlived)).resource.fallbackCAs[0].section, "cas/le")
+
     def test_unusableBundle(self) -> None:
         """
         A fallback CA's C{acme_ca_file} that holds no certificate is
@@ -202,7 +296,9 @@ class ConfigurationTests(SynchronousTestCase):
         self.assertEqual((error.section, error.option), ("cas/b", "acme_ca_file"))
 
 
-def rotation(*urls: str, after: int = 3) -> tuple[CARotation, list[str | None]]:
+def rotation(
+    *urls: str, after: int = 3, afterTime: float = 0.0
+) -> tuple[CARotation, list[str | None]]:
     """
     A L{CARotation} over the resource's CA and fallbacks at C{urls}, and the
     list of the C{acme_ca_file} each fallback's HTTP client was asked for.
@@ -215,6 +311,7 @@ def rotation(*urls: str, after: int = 3) -> tuple[CARotation, list[str | None]]:
         acmeURL=FIRST,
         accountKeyFile="/etc/account.pem",
         fallbackAfter=after,
+        fallbackAfterTime=afterTime,
         fallbackCAs=fallbacks,
     )
     connection = AccountConnection(options, None, None, None, None, None)  # type: ignore[arg-type]
@@ -232,14 +329,17 @@ class RotationTests(SynchronousTestCase):
     L{CARotation}: which CA each attempt uses.
     """
 
-    def test_chosenIndex(self) -> None:
+    def test_movesOn(self) -> None:
         """
-        Each CA has C{after} failed attempts in turn, then the first again.
+        The next CA is chosen once the failures held against the current
+        one reach C{after}, or once C{afterTime} has passed since the first
+        of them (never when it is 0); never without such a failure.
         """
-        self.assertEqual(
-            [chosenIndex(failures, 2, 3) for failures in range(8)], [0, 0, 1, 1, 2, 2, 0, 0]
-        )
-        self.assertEqual([chosenIndex(failures, 3, 1) for failures in range(5)], [0] * 5)
+        self.assertFalse(movesOn(CAStreak(), 1e9, 1, 60.0))
+        self.assertFalse(movesOn(CAStreak(None, 2, 1000.0), 1059.0, 3, 60.0))
+        self.assertTrue(movesOn(CAStreak(None, 3, 1000.0), 1000.0, 3, 60.0))
+        self.assertTrue(movesOn(CAStreak(None, 1, 1000.0), 1060.0, 3, 60.0))
+        self.assertFalse(movesOn(CAStreak(None, 1, 1000.0), 1e9, 3, 0.0))
 
     def test_optionsFor(self) -> None:
         """
@@ -287,15 +387,88 @@ class RotationTests(SynchronousTestCase):
         once.
         """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        cas, _ = rotation(SECOND, after=2)
+        cas, _ = rotation(SECOND, THIRD, after=2)
         certificate = ManagedCertificate(("a.example",))
         chosen = []
-        for failures in (0, 1, 2, 3, 0, 0):
-            certificate.failures = failures
-            chosen.append(cas.choose(certificate).options.acmeURL)
-        self.assertEqual(chosen, [FIRST, FIRST, SECOND, SECOND, FIRST, FIRST])
+        for _ in range(7):
+            chosen.append(cas.choose(certificate, 1000.0).options.acmeURL)
+            cas.failed(certificate, ACMEProtocolError(FIRST, "no answer"), 1000.0)
+        self.assertEqual(chosen, [FIRST, FIRST, SECOND, SECOND, THIRD, THIRD, FIRST])
+        certificate.succeeded()
+        self.assertEqual(cas.choose(certificate, 1000.0).options.acmeURL, FIRST)
         ids = [e.get("event_id") for e in events]
-        self.assertEqual((ids.count(20265), ids.count(20266)), (1, 1))
+        self.assertEqual((ids.count(20265), ids.count(20266)), (2, 1))
+
+    def test_switchAfterTime(self) -> None:
+        """
+        With C{fallback_after_time}, the first attempt once that time has
+        passed since the first failure held against a CA orders from the
+        next, whatever the count; the time starts again with that CA.
+        """
+        cas, _ = rotation(SECOND, THIRD, after=100, afterTime=3600.0)
+        certificate = ManagedCertificate(("a.example",))
+        chosen = []
+        for now in (0.0, 60.0, 3599.0, 3600.0, 7199.0, 7200.0):
+            chosen.append(cas.choose(certificate, now).options.acmeURL)
+            cas.failed(certificate, ACMEProtocolError(FIRST, "no answer"), now)
+        self.assertEqual(chosen, [FIRST, FIRST, FIRST, SECOND, SECOND, THIRD])
+        self.assertEqual(certificate.caStreak, CAStreak(THIRD, 1, 7200.0))
+
+    def test_localFailuresNotHeld(self) -> None:
+        """
+        Failures that another CA would have had as well (storage, failed
+        validations, a key revoked as compromised, anything unknown) are
+        not held against the CA: neither the count nor the time moves on.
+        """
+        cas, _ = rotation(SECOND, after=1, afterTime=60.0)
+        certificate = ManagedCertificate(("a.example",))
+        for error in LOCAL_FAILURES:
+            self.assertIs(cas.choose(certificate, 1e6), cas.primary)
+            cas.failed(certificate, error, 1000.0)
+        self.assertEqual(certificate.caStreak, CAStreak())
+
+    def test_caFailuresHeld(self) -> None:
+        """
+        Each failure of the CA itself is held against it: with
+        C{fallback_after} 1, the next attempt orders from the other CA.
+        """
+        cas, _ = rotation(SECOND, after=1)
+        for error in CA_FAILURES:
+            certificate = ManagedCertificate(("a.example",))
+            cas.choose(certificate, 0.0)
+            cas.failed(certificate, error, 0.0)
+            self.assertIs(cas.choose(certificate, 0.0), cas.all[1], error)
+
+    def test_removedCA(self) -> None:
+        """
+        A saved streak at a CA no longer configured starts again from the
+        first CA.
+        """
+        cas, _ = rotation(SECOND, after=1)
+        certificate = ManagedCertificate(("a.example",))
+        certificate.caStreak = CAStreak(THIRD, 5, 10.0)
+        self.assertIs(cas.choose(certificate, 20.0), cas.primary)
+        self.assertEqual(certificate.caStreak, CAStreak())
+
+    def test_streakSaved(self) -> None:
+        """
+        The streak is saved with the renewal state and taken back at a
+        restart, unless the settings changed; a damaged one reads as none.
+        """
+        certificate = ManagedCertificate(("a.example",), "s1")
+        certificate.caStreak = CAStreak(SECOND, 2, 1234.5)
+        state = json.loads(json.dumps(certificate.state()))
+        again = ManagedCertificate(("a.example",), "s1")
+        again.restore(state)
+        self.assertEqual(again.caStreak, CAStreak(SECOND, 2, 1234.5))
+        changed = ManagedCertificate(("a.example",), "s2")
+        changed.restore(state)
+        self.assertEqual(changed.caStreak, CAStreak())
+        for damaged in (None, [], {"url": 3, "failures": 1, "since": 0}, {"url": None}):
+            self.assertEqual(CAStreak.fromJSON(damaged), CAStreak())
+        self.assertEqual(
+            CAStreak.fromJSON({"url": None, "failures": -4, "since": "nan"}), CAStreak()
+        )
 
     def test_backAfterRestart(self) -> None:
         """
@@ -307,7 +480,7 @@ class RotationTests(SynchronousTestCase):
         cas, _ = rotation(SECOND)
         certificate = ManagedCertificate(("a.example",))
         certificate.orderedBy = ("id", SECOND, "account")
-        cas.choose(certificate)
+        cas.choose(certificate, 0.0)
         self.assertEqual([e.get("event_id") for e in events], [20266])
 
     def test_issuerOf(self) -> None:
@@ -327,21 +500,84 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
 
 
-class RenewalInformationTests(ResourceTestCase):
+class FakePool:
+    """
+    The connection pool of a L{fakeHTTPClient}: nothing to close.
+    """
+
+    def closeCachedConnections(self) -> Deferred[None]:
+        return succeed(None)
+
+
+class FallbackTestCase(ResourceTestCase):
+    """
+    A resource on the fake CA whose fallback CAs' HTTP clients, which the
+    resource makes itself, reach L{fallbackServer}.
+
+    @ivar trusted: The trusted roots each client made was asked for.
+    @ivar fallbackServer: The fake CA those clients reach: by default, the
+        first CA's, L{server}.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.trusted: list[object] = []
+        self.fallbackServer = self.server
+
+        def fakeHTTPClient(reactor: object, trusted: object) -> tuple[object, FakePool]:
+            self.trusted.append(trusted)
+            return RequestTraversalAgent(self.fallbackServer), FakePool()
+
+        self.patch(owned, "makeHTTPClient", fakeHTTPClient)
+
+
+class TrustTests(FallbackTestCase):
+    """
+    Each CA's server is reached with the trust configured for it.
+    """
+
+    def test_embedderClientForFirstCAOnly(self) -> None:
+        """
+        The HTTP client an embedder gives is used for the resource's own CA
+        only: a fallback CA without C{acme_ca_file} is reached with a
+        client of the resource's making, trusting the system's roots.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        self.assertEqual(self.trusted, [None])
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        orders = self.server.ordersCreated
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(
+            (self.server.ordersCreated, self.fallbackServer.ordersCreated), (orders, 1)
+        )
+        assert certificate.orderedBy is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND)
+
+
+class RenewalInformationTests(FallbackTestCase):
     """
     Renewal information is asked of the CA that issued the certificate.
     """
 
-    def renewalInfoRequests(self, issuedBy: str | None) -> int:
+    def renewalInfoRequests(self, issuedBy: str | None, offered: bool = True) -> tuple[int, int]:
         """
-        Start a resource with a fallback CA, record C{issuedBy} as the CA
-        of every certificate (unless C{None}), make renewal information due
-        and check: how many renewal information requests the first CA got;
-        either way, the sets are not due again at once.
+        Start a resource with a fallback CA (a fake CA of its own, offering
+        renewal information when C{offered}), record C{issuedBy} as the CA
+        of every certificate (unless C{None}), make renewal information
+        due and check: how many renewal information requests the first
+        and the fallback CA got; either way, the sets are not due again at
+        once.
         """
         self.server.offerRenewalInfo = True
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.fallbackServer.offerRenewalInfo = offered
         resource = self.start(
-            fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),),
+            fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True),),
         )
         for certificate in resource.managed.values():
             if issuedBy is not None:
@@ -355,24 +591,67 @@ class RenewalInformationTests(ResourceTestCase):
         for certificate in resource.managed.values():
             # Asked or not, not due again at once: no busy loop of checks.
             self.assertGreater(certificate.nextEvent(True), now)
-        return sum(path.startswith("/renewal-info/") for _, path in self.server.requests)
+        return tuple(  # type: ignore[return-value]
+            sum(path.startswith("/renewal-info/") for _, path in server.requests)
+            for server in (self.server, self.fallbackServer)
+        )
 
     def test_issuingCAAsked(self) -> None:
         """
         A certificate the first CA issued has its renewal information
         asked of it.
         """
-        self.assertEqual(self.renewalInfoRequests(None), 2)
+        self.assertEqual(self.renewalInfoRequests(None), (2, 0))
 
-    def test_otherCANotAsked(self) -> None:
+    def test_fallbackCAAsked(self) -> None:
         """
-        A certificate a fallback CA issued has no renewal information asked
-        of the first CA, which would not know it.
+        A certificate a fallback CA issued has its renewal information
+        asked of that CA, through its own account, not of the first CA,
+        which would not know it.
         """
-        self.assertEqual(self.renewalInfoRequests(SECOND), 0)
+        self.assertEqual(self.renewalInfoRequests(SECOND), (0, 2))
+        self.assertEqual(self.fallbackServer.accountsCreated, 1)
+
+    def test_windowFromFallbackCA(self) -> None:
+        """
+        A certificate a fallback CA issued renews in the window that CA
+        suggests, not at two thirds of its lifetime.
+        """
+        self.server.offerRenewalInfo = True
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.fallbackServer.offerRenewalInfo = True
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        assert certificate.orderedBy is not None and certificate.issued is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND)
+        now = float(int(self.reactor.seconds()))
+        window = (now + 3 * DAY, now + 4 * DAY)
+        self.fallbackServer.renewalWindows[certificate.orderedBy[0]] = window
+        certificate.ariNextCheck = 0.0
+        runUntilFired(self.reactor, resource.check())
+        self.assertEqual(certificate.ariWindow, window)
+        self.assertEqual(certificate.plan().reason, "ari")
+
+    def test_fallbackCAWithout(self) -> None:
+        """
+        A fallback CA that offers no renewal information is asked for none,
+        nor is the first CA.
+        """
+        self.assertEqual(self.renewalInfoRequests(SECOND, offered=False), (0, 0))
+
+    def test_unknownCA(self) -> None:
+        """
+        A certificate of a CA no longer configured has no renewal
+        information asked of any CA.
+        """
+        self.assertEqual(self.renewalInfoRequests(THIRD), (0, 0))
 
 
-class ResumeTests(ResourceTestCase):
+class ResumeTests(FallbackTestCase):
     """
     An order saved while one CA was used is resumed with that CA only.
     """
@@ -400,7 +679,7 @@ class ResumeTests(ResourceTestCase):
         self.assertIn("not on the CA's server", text)
 
 
-class RevokeTests(ResourceTestCase):
+class RevokeTests(FallbackTestCase):
     """
     C{revoke} goes to the CA that issued the certificate.
     """
@@ -439,3 +718,256 @@ class RevokeTests(ResourceTestCase):
         that CA, made for it.
         """
         self.assertEqual(self.revokedWith(SECOND), [resourceOptions().acmeURL, SECOND])
+
+
+class StreakTests(FallbackTestCase):
+    """
+    The renewer holds the failures of the CA against it, and moves on to
+    the fallback CA by the count or the time.
+    """
+
+    def failFor(self, seconds: float, **options: Any) -> tuple[ManagedCertificate, list[float]]:
+        """
+        Make every new order fail with an HTTP 503, start a resource with
+        a fallback CA and C{options}, and let C{seconds} pass: the reports
+        set, and the times from the first failure at which event 20265 was
+        logged.
+        """
+        self.server.fail("/new-order", 503, times=None)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        start = self.reactor.seconds()
+        resource = self.start(fallbackCAs=(fallback,), **options)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        self.assertEqual(certificate.caStreak.since, start)
+        switched: list[float] = []
+        while self.reactor.seconds() < start + seconds:
+            before = self.eventIDs().count(20265)
+            self.reactor.advance(30)
+            if self.eventIDs().count(20265) > before:
+                switched.append(self.reactor.seconds() - start)
+        return certificate, switched
+
+    def test_afterTime(self) -> None:
+        """
+        With C{fallback_after} out of reach, the first attempt once
+        C{fallback_after_time} has passed since the first failure orders
+        from the fallback CA (its account is made); not before.
+        """
+        certificate, switched = self.failFor(2 * 3600, fallbackAfter=100, fallbackAfterTime=3600.0)
+        self.assertEqual(len(switched), 1)
+        self.assertGreaterEqual(switched[0], 3600)
+        self.assertEqual(certificate.caStreak.url, SECOND)
+        self.assertEqual(self.store.accountURLs(ACME_URL, SECOND), [ACME_URL, SECOND])
+
+    def test_noTime(self) -> None:
+        """
+        With C{fallback_after_time} 0, only the count moves on.
+        """
+        certificate, switched = self.failFor(2 * 3600, fallbackAfter=100, fallbackAfterTime=0.0)
+        self.assertEqual(switched, [])
+        self.assertGreater(certificate.caStreak.failures, 5)
+
+    def test_validationFailuresNotHeld(self) -> None:
+        """
+        Failed validations are not held against the CA: with
+        C{fallback_after} 1, the attempts stay with the first CA.
+        """
+        self.server.refuse.add("reports.example.test")
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,), fallbackAfter=1, fallbackAfterTime=60.0)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        for _ in range(20):
+            self.reactor.advance(60)
+        self.assertGreater(certificate.failures, 3)
+        self.assertEqual(certificate.caStreak, CAStreak())
+        self.assertNotIn(20265, self.eventIDs())
+
+
+def exactAccountKey(acmeURL: str) -> str:
+    """
+    The key under which versions before canonical URLs stored the account
+    for C{acmeURL}, as written.
+    """
+    return f"accounts/{hashlib.sha256(acmeURL.encode('utf-8')).hexdigest()[:24]}.json"
+
+
+#: The directory URL of L{resourceOptions} in another, equivalent form.
+REWRITTEN = "https://ACME.test.:443/directory"
+
+
+class EquivalentURLTests(ResourceTestCase):
+    """
+    A CA's directory URL rewritten in an equivalent form is the same CA:
+    the same account, renewal information asked of it, and the
+    certificate it issued named by the renewal that replaces it.
+    """
+
+    def restartWith(self, acmeURL: str) -> ManagedCertificate:
+        """
+        Start a resource on the fake CA, stop it, start it again with
+        C{acmeURL}, renew its reports set with renewal information due,
+        and return that set.
+        """
+        self.server.offerRenewalInfo = True
+        self.start().stopService()
+        resource = self.start(acmeURL=acmeURL)
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        self.assertIs(resource.cas.issuerOf(certificate), resource.cas.primary)
+        certificate.ariNextCheck = 0.0
+        del self.server.requests[:]
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        return certificate
+
+    def test_sameCA(self) -> None:
+        """
+        Started again with the URL rewritten, the resource uses the account
+        it had, asks the CA for renewal information, and names the
+        certificate replaced.
+        """
+        certificate = self.restartWith(REWRITTEN)
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(self.server.accountsCreated, 1)
+        self.assertIn("/renewal-info/", [path[:14] for _, path in self.server.requests])
+        self.assertIsNotNone(self.server.newOrders[-1].replaces)
+
+    def test_accountUnderTheFormWritten(self) -> None:
+        """
+        An account an earlier version stored under the URL exactly as
+        written then, not in its canonical form, is still found.
+        """
+        self.start().stopService()
+        key = accountKey(ACME_URL)
+        self.store.values[exactAccountKey(REWRITTEN)] = self.store.values.pop(key)
+        resource = self.start(acmeURL=REWRITTEN)
+        self.assertEqual(self.server.accountsCreated, 1)
+        self.assertIsNotNone(runUntilFired(self.reactor, resource.records.loadAccount(REWRITTEN)))
+
+
+class AccountCommandTests(FallbackTestCase):
+    """
+    The account commands act on the account at the CA chosen, the
+    resource's own by default.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        self.resource = self.start(fallbackCAs=(fallback,))
+        self.operations = Operations(self.resource, self.reactor)
+
+    def ask(self, name: str, arguments: dict[str, Any]) -> Any:
+        """
+        The result of the operation C{name} with C{arguments}, as the
+        control socket and the command dispatch it.
+        """
+        return runUntilFired(self.reactor, dispatch(self.operations, name, arguments))
+
+    def test_showEach(self) -> None:
+        """
+        C{account show} shows the resource's own CA's account; with
+        C{--ca cas/b}, that CA's, created there, its own.
+        """
+        first = self.ask(*request(parser().parse_args(["account", "show"])))
+        self.assertEqual((first["ca"], first["acme_url"]), ("resources/le", ACME_URL))
+        self.assertEqual(self.fallbackServer.accountsCreated, 0)
+        second = self.ask(*request(parser().parse_args(["account", "show", "--ca", "cas/b"])))
+        self.assertEqual((second["ca"], second["acme_url"]), ("cas/b", SECOND))
+        self.assertEqual(self.fallbackServer.accountsCreated, 1)
+        self.assertNotEqual(first["key_thumbprint"], second["key_thumbprint"])
+        again = self.ask("account-show-at", {"ca": "resources/le"})
+        self.assertEqual(again["key_thumbprint"], first["key_thumbprint"])
+
+    def test_rolloverAtFallback(self) -> None:
+        """
+        C{account rollover --ca cas/b} changes the key of that CA's account
+        only, at the CA and in the state.
+        """
+        first = self.ask("account-show", {})
+        before = self.ask("account-show-at", {"ca": "cas/b"})
+        after = self.ask("account-rollover-at", {"ca": "cas/b"})
+        self.assertEqual(after["url"], before["url"])
+        self.assertNotEqual(after["key_thumbprint"], before["key_thumbprint"])
+        self.assertEqual(self.ask("account-show", {})["key_thumbprint"], first["key_thumbprint"])
+        stored = runUntilFired(self.reactor, self.resource.records.loadAccount(SECOND))
+        self.assertEqual(jwkFor(stored.key)[0].thumbprint().hex(), after["key_thumbprint"])
+
+    def test_deactivateAtFallback(self) -> None:
+        """
+        C{account deactivate --ca cas/b} ends that CA's account; the
+        resource's own CA's account stays valid.
+        """
+        self.ask("account-show-at", {"ca": "cas/b"})
+        gone = self.ask("account-deactivate-at", {"ca": "cas/b"})
+        self.assertEqual((gone["status"], gone["acme_url"]), ("deactivated", SECOND))
+        self.assertEqual(self.ask("account-show", {})["status"], "valid")
+        renewed = self.ask("account-show-at", {"ca": "cas/b"})
+        self.assertNotEqual(renewed["url"], gone["url"])
+
+    def test_unknownCA(self) -> None:
+        """
+        A CA that is not the resource's is refused, naming those that are;
+        so is a CA argument that is not text.
+        """
+        failure = self.failureResultOf(
+            dispatch(self.operations, "account-deactivate-at", {"ca": "cas/x"}), OperationError
+        )
+        self.assertIn("resources/le, cas/b", str(failure.value))
+        self.failureResultOf(
+            dispatch(self.operations, "account-show-at", {"ca": ["cas/b"]}), OperationError
+        )
+        self.failureResultOf(dispatch(self.operations, "account-show-at", {}), OperationError)
+        self.assertEqual(self.fallbackServer.accountsCreated, 0)
+
+
+class MetricsTests(FallbackTestCase):
+    """
+    The renewal attempts are counted by CA, and each set's gauge names the
+    CA that issued its certificate; the C{ca} label takes the configured
+    directory URLs only.
+    """
+
+    def test_byCA(self) -> None:
+        """
+        With the first CA refusing orders, its failed attempt and the
+        fallback CA's issued one are counted under each CA's URL, and the
+        set's certificate is shown as the fallback CA's.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.server.fail("/new-order", 503, times=None)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,), fallbackAfter=1)
+        self.fallbackServer.validate = resource.responder.lookup
+        self.reactor.advance(60)
+        for certificate in resource.managed.values():
+            if certificate.attempt is not None:
+                runUntilFired(self.reactor, certificate.attempt)
+        sample = resource.metrics.registry.get_sample_value
+        attempts = "letsencrypt_renewal_attempts_total"
+        self.assertEqual(
+            {
+                (ca, result): sample(attempts, {"ca": ca, "result": result})
+                for ca in (ACME_URL, SECOND)
+                for result in ("issued", "failed")
+            },
+            {
+                (ACME_URL, "issued"): 0.0,
+                (ACME_URL, "failed"): 2.0,
+                (SECOND, "issued"): 2.0,
+                (SECOND, "failed"): 0.0,
+            },
+        )
+        info = "letsencrypt_certificate_ca_info"
+        self.assertEqual(sample(info, {"domains": "reports.example.test", "ca": SECOND}), 1.0)
+        self.assertIsNone(sample(info, {"domains": "reports.example.test", "ca": ACME_URL}))
+
+    def test_bounded(self) -> None:
+        """
+        A CA's URL in another equivalent form is that CA's label; a CA not
+        configured is C{other}.
+        """
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        metrics = self.start(fallbackCAs=(fallback,)).metrics
+        self.assertEqual(metrics.caLabel("https://SECOND.example:443/directory/"), SECOND)
+        self.assertEqual(metrics.caLabel(None), ACME_URL)
+        self.assertEqual(metrics.caLabel("https://elsewhere.example/directory"), "other")

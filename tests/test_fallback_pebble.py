@@ -1,7 +1,8 @@
 """
 Fallback CAs against two real pebbles: while the first is stopped, the
-certificate comes from the second, with an account of its own; once the
-first is back, the next renewal orders from it again.
+certificate comes from the second, with an account of its own, shown by
+the account command at that CA and counted under its URL; once the first
+is back, the next renewal orders from it again.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class FallbackCATests(TestCACase):
         With the first pebble stopped, the attempt with it fails; the next
         attempt orders from the second pebble (event 20265), which issues
         the certificate in service, recorded as its; each pebble has its
-        own account; C{status} names the second as the CA.  Once the first
+        own account (C{account show --ca cas/second} shows the second's);
+        C{status} names the second as the CA; the metrics count the failed
+        attempt under the first's URL, the issued one under the second's.
+        Once the first
         pebble is back, a renewal orders from it again (event 20266), and
         C{status} names the first.
         """
@@ -107,6 +111,12 @@ class FallbackCATests(TestCACase):
         self.assertEqual(ids.count(20265), 1)
         self.assertNotIn(20266, ids)
         self.assertStatusCA(resource, second.directoryURL)
+        sample = resource.metrics.registry.get_sample_value
+        attempts = "letsencrypt_renewal_attempts_total"
+        self.assertEqual(sample(attempts, {"ca": first.directoryURL, "result": "failed"}), 1.0)
+        self.assertEqual(sample(attempts, {"ca": second.directoryURL, "result": "issued"}), 1.0)
+        shown = await Operations(resource, reactor).accountShow("cas/second")
+        self.assertEqual((shown["acme_url"], shown["status"]), (second.directoryURL, "valid"))
 
         first = await startTestCA(reactor, firstDirectory, challengePort, acmePort=firstPort)
         self.addCleanup(first.stop)
@@ -127,4 +137,5 @@ class FallbackCATests(TestCACase):
         secondAccount = await resource.records.loadAccount(second.directoryURL)
         assert firstAccount is not None and secondAccount is not None
         self.assertNotEqual(firstAccount.url, secondAccount.url)
+        self.assertEqual(shown["url"], secondAccount.url)
         self.assertNotEqual(keyToPEM(firstAccount.key), keyToPEM(secondAccount.key))

@@ -38,7 +38,13 @@ from letsencrypt_resource.metricsexposition import (
 from letsencrypt_resource.metricssite import MetricsPlace, MetricsRoot, MetricsSiteService
 from tests.helpers import selfSigned
 from tests.helpers.configuration import resource, service
-from tests.helpers.resourcecase import DAY, RefusingReactor, ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import (
+    ACME_URL,
+    DAY,
+    RefusingReactor,
+    ResourceTestCase,
+    resourceOptions,
+)
 
 
 def configure(**options: str) -> Any:
@@ -124,8 +130,8 @@ class MetricsTests(SynchronousTestCase):
         metrics = Metrics()
         text = exposed(metrics)
         for line in (
-            'letsencrypt_renewal_attempts_total{result="issued"} 0.0',
-            'letsencrypt_renewal_attempts_total{result="failed"} 0.0',
+            'letsencrypt_renewal_attempts_total{ca="other",result="issued"} 0.0',
+            'letsencrypt_renewal_attempts_total{ca="other",result="failed"} 0.0',
             'letsencrypt_challenge_requests_total{result="answered"} 0.0',
             'letsencrypt_challenge_requests_total{result="not_found"} 0.0',
             "letsencrypt_last_successful_check_timestamp_seconds 0.0",
@@ -135,7 +141,7 @@ class MetricsTests(SynchronousTestCase):
         metrics.challengeRequest("answered")
         metrics.checkSucceeded(1_800_000_000.0)
         text = exposed(metrics)
-        self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
+        self.assertIn('letsencrypt_renewal_attempts_total{ca="other",result="failed"} 1.0', text)
         self.assertIn('letsencrypt_challenge_requests_total{result="answered"} 1.0', text)
         self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 1.8e+09", text)
 
@@ -308,7 +314,7 @@ class ExpositionTests(SynchronousTestCase):
         for request in (first, second):
             self.assertEqual(request.finished, 1)
             self.assertIn(
-                b'letsencrypt_renewal_attempts_total{result="issued"} 1.0',
+                b'letsencrypt_renewal_attempts_total{ca="other",result="issued"} 1.0',
                 b"".join(request.written),
             )
             self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [CONTENT_TYPE])
@@ -500,7 +506,9 @@ class ResourceMetricsTests(ResourceTestCase):
             served.notAfter.timestamp(),
         )
         self.assertEqual(state(resource.metrics, "reports.example.test")["issued"], 1.0)
-        self.assertIn('letsencrypt_renewal_attempts_total{result="issued"} 2.0', text)
+        self.assertIn(
+            f'letsencrypt_renewal_attempts_total{{ca="{ACME_URL}",result="issued"}} 2.0', text
+        )
         self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="POST"}', text)
         self.assertEqual(
             resource.metrics.registry.get_sample_value(
@@ -517,7 +525,9 @@ class ResourceMetricsTests(ResourceTestCase):
         self.server.refuse.add("reports.example.test")
         resource = self.start()
         text = exposed(resource.metrics)
-        self.assertIn('letsencrypt_renewal_attempts_total{result="failed"} 1.0', text)
+        self.assertIn(
+            f'letsencrypt_renewal_attempts_total{{ca="{ACME_URL}",result="failed"}} 1.0', text
+        )
         self.assertEqual(state(resource.metrics, "reports.example.test")["provisional"], 1.0)
         self.assertIn("letsencrypt_last_successful_check_timestamp_seconds 0.0", text)
 

@@ -22,6 +22,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail
 
 from ..certificates import CertifiedKey, InvalidCertificate, bundleDigest
+from ..config import canonicalURL
 from ..coroutines import deferred
 from ..keys import PrivateKey, keyFromPEM, keyToPEM
 from .interface import ILease, IStorage, StorageError
@@ -99,7 +100,17 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 def accountKey(acmeURL: str) -> str:
     """
-    The key of the account for the ACME directory C{acmeURL}.
+    The key of the account for the ACME directory C{acmeURL}, whichever of
+    its equivalent forms is given (see
+    L{letsencrypt_resource.config.canonicalURL}).
+    """
+    return _urlAccountKey(canonicalURL(acmeURL))
+
+
+def _urlAccountKey(acmeURL: str) -> str:
+    """
+    The key of the account for the ACME directory written exactly as
+    C{acmeURL}: where versions before L{accountKey} stored it.
     """
     return f"accounts/{hashlib.sha256(acmeURL.encode('utf-8')).hexdigest()[:24]}.json"
 
@@ -266,11 +277,17 @@ class Records:
     def _load(self, key: str, parse: Any) -> Deferred[Any]:
         return self.storage.load(key).addCallback(lambda data: parseRecord(key, data, parse))
 
-    def loadAccount(self, acmeURL: str) -> Deferred[AccountRecord | None]:
+    @deferred
+    async def loadAccount(self, acmeURL: str) -> AccountRecord | None:
         """
-        The account for the ACME directory C{acmeURL}, or C{None}.
+        The account for the ACME directory C{acmeURL}, or C{None}: the one
+        stored for any of its equivalent forms (see L{accountKey}), else one
+        stored by an earlier version under C{acmeURL} exactly as written.
         """
-        return self._load(accountKey(acmeURL), parseAccount)
+        record: AccountRecord | None = await self._load(accountKey(acmeURL), parseAccount)
+        if record is None and _urlAccountKey(acmeURL) != accountKey(acmeURL):
+            record = await self._load(_urlAccountKey(acmeURL), parseAccount)
+        return record
 
     def saveAccount(
         self, acmeURL: str, record: AccountRecord, fence: ILease | None = None
