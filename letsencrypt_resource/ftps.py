@@ -17,12 +17,10 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import events
@@ -30,6 +28,7 @@ from .certificates import CertifiedKey
 from .config import ServiceOptions
 from .folder import ServedFolder
 from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
+from .ftpsfiles import ServicePool
 from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
 from .ftpsshell import removeStaleUploads
@@ -43,6 +42,10 @@ MAX_SESSIONS_PER_ADDRESS = 10
 IDLE_TIMEOUT = 300
 #: The threads that check passwords, for each service.
 LOGIN_THREADS = 2
+#: The threads that read and write the files of transfers, for each
+#: service: a few, so that a slow disk holds up a few transfers at most,
+#: never the reactor.
+FILE_THREADS = 4
 
 
 class FTPSFactory(ServerFactory):
@@ -183,16 +186,14 @@ class FTPSService(HTTPSFileService):
         self.ftps = options.ftps
         self._users: dict[str, bytes] = {}
         self._sessions: SessionsPerAddress | None = None
-        self._pool: ThreadPool | None = None
-        self._poolStop: Any = None
+        self._logins = ServicePool(reactor, f"ftps-{self.name}-logins", LOGIN_THREADS)
+        self._files = ServicePool(reactor, f"ftps-{self.name}-files", FILE_THREADS)
 
     def startService(self) -> None:
-        # The logins' bcrypt checks, apart from the reactor's pool.
-        self._pool = ThreadPool(0, LOGIN_THREADS, f"ftps-{self.name}-logins")
-        self._pool.start()
-        # Its threads would keep the process alive if the reactor stopped
-        # without stopping the service first.
-        self._poolStop = self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        # The logins' bcrypt checks and the transfers' file work, apart
+        # from the reactor's pool and from each other.
+        self._logins.start()
+        self._files.start()
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
@@ -202,13 +203,7 @@ class FTPSService(HTTPSFileService):
                 self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
                 return
         super().startService()
-        cleaning = deferToThreadPool(
-            self._reactor,
-            self._pool,
-            removeStaleUploads,
-            self.options.path,
-            self._reactor.seconds(),
-        )
+        cleaning = self._files.run(removeStaleUploads, self.options.path, self._reactor.seconds())
         cleaning.addCallbacks(self._staleUploadsRemoved, self._staleUploadsLeft)
 
     def _staleUploadsRemoved(self, count: int) -> None:
@@ -245,21 +240,24 @@ class FTPSService(HTTPSFileService):
         serves no one.
         """
         sessions, self._sessions = self._sessions, None
-        pool, self._pool = self._pool, None
-        if pool is not None and pool.started:
-            self._reactor.removeSystemEventTrigger(self._poolStop)
-            pool.stop()
+        self._logins.stop()
+        self._files.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
-        assert self._pool is not None
         realm = FolderRealm(
-            served.openRoot, self.ftps.writable, self.options.hiddenFiles, accounts=self._users
+            served.openRoot,
+            self.ftps.writable,
+            self.options.hiddenFiles,
+            accounts=self._users,
+            inThread=self._files.run,
         )
-        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor, self._pool)])
+        portal = Portal(
+            realm, [HtpasswdChecker(self._users, self._reactor, self._logins.threadPool)]
+        )
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)

@@ -56,6 +56,9 @@ class SecureDTP(DTP):
         self._writeFailed: Failure | None = None
         self._handshake: Failure | None | bool = False
         self._waiting: list[Deferred[None]] = []
+        # Why the connection ended before an upload took what it brought,
+        # if not with a TLS close_notify.
+        self._lostEarly: Exception | None = None
 
     def whenHandshaken(self) -> Deferred[None]:
         """
@@ -113,6 +116,24 @@ class SecureDTP(DTP):
         if self._writeFailed is None:
             super().dataReceived(data)
 
+    def registerConsumer(self, cons: Any) -> Deferred[None]:
+        """
+        Give C{cons} what came and what comes; an upload whose connection
+        ended without a TLS close_notify before it fails, even when the
+        upload is ready only after that end.
+        """
+        if self._lostEarly is not None and not self.isConnected:
+            return fail(self._lostEarly)
+        return super().registerConsumer(cons)
+
+    def stopProducing(self) -> None:
+        """
+        The upload stopped: cut the connection (what it still brings would
+        be lost).
+        """
+        transport: Any = self.transport
+        transport.abortConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._handshakeEnded(Failure(DataTruncated("closed before the TLS handshake")))
         problem: Exception | None = None
@@ -128,6 +149,7 @@ class SecureDTP(DTP):
             self.isConnected = False
             onLost.errback(problem)
             return
+        self._lostEarly = problem
         super().connectionLost(reason)
 
 
