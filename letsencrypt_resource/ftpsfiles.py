@@ -70,7 +70,8 @@ class ServicePool:
         Stop the threads once the work given them is done.
         """
         trigger, self._trigger = self._trigger, None
-        if trigger is not None:
+        # Unless the reactor's shutdown stopped them already.
+        if trigger is not None and self.threadPool.started:
             self._reactor.removeSystemEventTrigger(trigger)
             self.threadPool.stop()
 

@@ -100,20 +100,32 @@ class Download:
         """
         self._fd = fd
         self._inThread = inThread
+        self._offset = 0
         self.size = os.fstat(fd).st_size
 
-    def send(self, consumer: IConsumer, offset: int = 0) -> Deferred[Any]:
+    def restartAt(self, offset: int) -> None:
         """
-        Send the file from C{offset} on to C{consumer}.
+        Send the file from C{offset} on.
 
         @raise RestartInvalid: when C{offset} lies beyond its end; the file
             is closed.
         """
-        fd, self._fd = self._fd, -1
         if offset > self.size:
-            os.close(fd)
+            self.close()
             raise RestartInvalid(f"Restart offset {offset} beyond the end of the file")
-        return ThreadedFileSender(fd, offset, self._inThread).beginFileTransfer(consumer)
+        self._offset = offset
+
+    def send(self, consumer: IConsumer) -> Deferred[Any]:
+        fd, self._fd = self._fd, -1
+        return ThreadedFileSender(fd, self._offset, self._inThread).beginFileTransfer(consumer)
+
+    def close(self) -> None:
+        """
+        Close the file, if it was not sent.
+        """
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 @implementer(IWriteFile)

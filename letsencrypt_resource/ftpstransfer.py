@@ -114,13 +114,17 @@ class TransferCommands:
         segments = self._segments(path)
 
         def send(file: Download) -> Deferred[Any]:
-            consumer: Any = dtp if self.binary else ASCIIConsumerWrapper(dtp)
-            sending = file.send(consumer, offset)
+            file.restartAt(offset)
             self._started(dtp)
+            consumer: Any = dtp if self.binary else ASCIIConsumerWrapper(dtp)
+            # Nothing is sent, nor the connection closed, before its
+            # handshake passed its checks.
+            sending = dtp.whenHandshaken()
+            sending.addErrback(_closeUnsent, file)
+            sending.addCallback(lambda _: file.send(consumer))
             # A file that cannot be read to its end is cut short, never
             # closed as if complete.
-            sending.addErrback(_cut, dtp)
-            return sending.addCallback(lambda _: dtp.whenHandshaken())
+            return sending.addErrback(_cut, dtp)
 
         return self._transfer(self.shell.openForReading(segments), send, path)
 
@@ -263,6 +267,14 @@ class TransferCommands:
 
         listing: Deferred[Any] = self.shell.list(segments, ())
         return listing.addCallbacks(send, nothing)
+
+
+def _closeUnsent(failure: Failure, file: Download) -> Failure:
+    """
+    Close the file of a download that does not start.
+    """
+    file.close()
+    return failure
 
 
 def _cut(failure: Failure, dtp: SecureDTP) -> Failure:

@@ -2,7 +2,7 @@
 The FTPS service of a whole server, on a certificate the resource obtained
 from a real pebble, with clients no one here wrote: curl (explicit
 C{--ssl-reqd ftp://} and implicit C{ftps://}, the host name checked
-against the test CA's root).
+against the test CA's root), resuming transfers with C{-C -}.
 """
 
 from __future__ import annotations
@@ -192,6 +192,42 @@ class CurlTests(_ServerCase):
             self.assertIn(renewed, b"".join(out.splitlines()))
             await self.checkListDownloadUpload(base)
             os.remove(os.path.join(self.directory, "ftp", USER, "uploaded.bin"))
+
+    async def checkResume(self, base: str) -> None:
+        """
+        C{curl -C -} finishes a partial download (REST, RETR) and a partial
+        upload (SIZE, APPE).
+        """
+        partial = os.path.join(self.directory, "partial.txt")
+        with open(partial, "wb") as stream:
+            stream.write(CONTENT[:500])
+        code, _, err = await self.curl(
+            base + "/hello.txt", "--ssl-reqd", "--continue-at", "-", "--output", partial
+        )
+        self.assertEqual((code, err), (0, b""))
+        with open(partial, "rb") as stream:
+            self.assertEqual(stream.read(), CONTENT)
+        whole = CONTENT * 50
+        upload = os.path.join(self.directory, "whole.bin")
+        with open(upload, "wb") as stream:
+            stream.write(whole)
+        stored = os.path.join(self.directory, "ftp", USER, "resumed.bin")
+        with open(stored, "wb") as stream:
+            stream.write(whole[:1000])
+        code, _, err = await self.curl(
+            base + "/resumed.bin", "--ssl-reqd", "--continue-at", "-", "--upload-file", upload
+        )
+        self.assertEqual((code, err), (0, b""))
+        with open(stored, "rb") as stream:
+            self.assertEqual(stream.read(), whole)
+
+    async def test_resume(self) -> None:
+        """
+        C{curl -C -} resumes a download and an upload over explicit and
+        implicit FTPS.
+        """
+        await self.checkResume(f"ftp://{NAME}:{self.ports[0]}")
+        await self.checkResume(f"ftps://{NAME}:{self.ports[1]}")
 
     async def test_hostNameChecked(self) -> None:
         """

@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "folder",
                 "ftpsaccounts",
                 "ftpsdata",
+                "ftpsfiles",
                 "ftpsshell",
                 "ftpsthrottle",
                 "ftpstls",
