@@ -42,6 +42,22 @@ class _Sessions:
         names, data, pwd = await self.inThread(session)
         self.assertEqual((names, data, pwd), (["own.txt"], CONTENT, "/"))
 
+    async def test_emptyFile(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        An empty file is downloaded: its data connection is closed after
+        its TLS handshake, not under it.
+        """
+        open(os.path.join(self.served, USER, "empty"), "wb").close()
+        self.startService()
+
+        def session() -> bytes:
+            client = self.loggedIn()
+            received = io.BytesIO()
+            client.retrbinary("RETR empty", received.write)
+            return received.getvalue()
+
+        self.assertEqual(await self.inThread(session), b"")
+
     async def test_upload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
         An upload is stored under its name once complete, and no temporary
