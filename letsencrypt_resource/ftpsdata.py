@@ -22,6 +22,9 @@ from .ftpsthrottle import WarningBudget
 from .ftpstls import SessionTLS, resumedSession
 from .reactors import Reactor
 
+#: The most a data connection reads at once.
+READ_SIZE = 256 * 1024
+
 
 class DataRefused(Exception):
     """
@@ -187,11 +190,26 @@ class SecureDTPFactory(DTPFactory):
         super().timeoutFactory()
 
 
+class LargeReadsTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    TLS for data connections, which carry big transfers: the connection
+    reads up to L{READ_SIZE} bytes at once (Twisted's 64 KiB cost an upload
+    half again as much CPU time to decrypt), and pauses a download once
+    that much waits to be sent.
+    """
+
+    def makeConnection(self, transport: Any) -> None:
+        transport.bufferSize = READ_SIZE
+        super().makeConnection(transport)
+
+
 class PeerOnlyTLSFactory(TLSMemoryBIOFactory):
     """
     TLS over a data factory, for connections from one address only: a
     connection from any other is closed at once (no port stealing).
     """
+
+    protocol = LargeReadsTLSProtocol
 
     def __init__(
         self, tls: SessionTLS, factory: SecureDTPFactory, peer: str, warnings: WarningBudget

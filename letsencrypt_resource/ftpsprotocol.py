@@ -110,6 +110,9 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         self.sessionTLS().sealCache()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        # A command that ends later must not resume reading a connection
+        # gone (Twisted's server checks this flag).
+        self.disconnected = True
         deadlines, self._deadlines = self._deadlines, []
         for deadline in deadlines:
             if deadline.active():

@@ -79,6 +79,9 @@ class _ServerCase(TestCACase):
                 b"%s:%s\n" % (USER.encode(), bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)))
             )
         self.ports = [freeTCPPort(), freeTCPPort()]
+        while self.ports[1] in (self.ports[0], challengePort):
+            # A port just closed may be given again.
+            self.ports[1] = freeTCPPort()
         path = os.path.join(directory, "server.ini")
         with open(path, "w") as stream:
             stream.write(

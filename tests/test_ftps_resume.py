@@ -142,6 +142,28 @@ class _Resume:
         self.assertEqual(await self.inThread(session), (["550", "550"], CONTENT[5:]))
         self.assertEqual(self.read("own.txt"), CONTENT)
 
+    async def test_hangUpDuringTransfer(self: Any) -> None:  # type: ignore[misc]
+        """
+        A client that hangs up its control connection during a download
+        causes no error: the transfer's end finds the session gone.
+        """
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"b" * (8 << 20))
+        service = self.startService()
+
+        def session() -> int:
+            client = self.loggedIn()
+            conn = client.transfercmd("RETR big.bin")
+            socket.socket.shutdown(client.sock, socket.SHUT_RDWR)
+            received = 0
+            while chunk := conn.recv(1 << 16):
+                received += len(chunk)
+            conn.close()
+            return received
+
+        self.assertEqual(await self.inThread(session), 8 << 20)
+        await service.stopService()
+
 
 class ExplicitResumeTests(_Resume, FTPSServiceCase):
     """

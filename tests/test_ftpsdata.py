@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
@@ -14,8 +15,16 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.ftpsdata import DataTruncated, SecureDTP
+from letsencrypt_resource.ftpsdata import (
+    READ_SIZE,
+    DataTruncated,
+    PeerOnlyTLSFactory,
+    SecureDTP,
+    SecureDTPFactory,
+)
 from letsencrypt_resource.ftpsthrottle import WarningBudget
+from letsencrypt_resource.ftpstls import SessionTLS
+from tests.helpers import selfSigned
 
 
 class _FullDisk:
@@ -40,6 +49,15 @@ class _Factory:
 
     def __init__(self) -> None:
         self.deferred: Deferred[None] = Deferred()
+
+
+class _PI:
+    """
+    The control connection of a data port, which only closes it.
+    """
+
+    def closePassivePort(self) -> None:
+        pass
 
 
 class UploadWriteFailureTests(SynchronousTestCase):
@@ -147,3 +165,25 @@ class UploadEndedEarlyTests(SynchronousTestCase):
         transport.abortConnection = lambda: setattr(transport, "aborted", True)  # type: ignore[method-assign]
         dtp.stopProducing()
         self.assertTrue(getattr(transport, "aborted", False))
+
+
+class LargeReadsTests(SynchronousTestCase):
+    """
+    Tests for L{PeerOnlyTLSFactory}'s protocol.
+    """
+
+    def test_readSize(self) -> None:
+        """
+        A data connection reads up to L{READ_SIZE} bytes at once, not
+        Twisted's 64 KiB.
+        """
+        factory = PeerOnlyTLSFactory(
+            SessionTLS(selfSigned(("ftp.example.com",))),
+            SecureDTPFactory(_PI(), Clock(), True, WarningBudget(Clock(), "ftp")),
+            "127.0.0.1",
+            WarningBudget(Clock(), "ftp"),
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]
