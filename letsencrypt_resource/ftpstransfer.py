@@ -60,6 +60,9 @@ class TransferCommands:
         transport: Any
         factory: Any
         restartAt: int
+        timeOut: int | None
+
+        def setTimeout(self, period: float | None) -> Any: ...
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -160,14 +163,24 @@ class TransferCommands:
     ) -> Deferred[Any]:
         """
         Once the file at C{path} is C{opening}, run C{transfer} on it, and
-        give the command's reply.
+        give the command's reply.  The session is not idle while the
+        transfer runs, however long it takes.
         """
+        self.setTimeout(None)
         opening.addErrback(lambda failure: fail(_notFound(failure, path)))
         opening.addCallback(transfer)
         opening.addCallbacks(
             lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
         )
-        return opening
+        return opening.addBoth(self._transferEnded)
+
+    def _transferEnded(self, result: Any) -> Any:
+        """
+        Count the session idle again from the end of its transfer.
+        """
+        if self.transport is not None:
+            self.setTimeout(self.timeOut)
+        return result
 
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
         if not self.binary:

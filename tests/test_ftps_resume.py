@@ -12,9 +12,11 @@ import io
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from letsencrypt_resource import ftpsfiles
+from letsencrypt_resource.ftps import FTPSFactory
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
 
 #: The size of the file the tests resume.
@@ -163,6 +165,26 @@ class _Resume:
 
         self.assertEqual(await self.inThread(session), 8 << 20)
         await service.stopService()
+
+    async def test_longTransferNotIdle(self: Any) -> None:  # type: ignore[misc]
+        """
+        A session whose transfer lasts longer than the idle time is not
+        cut: it is idle only from the transfer's end.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            conn = client.transfercmd("STOR slow.bin")
+            for _ in range(5):
+                conn.sendall(CONTENT)
+                time.sleep(0.5)
+            conn.unwrap().close()
+            return client.voidresp()
+
+        self.assertEqual((await self.inThread(session))[:3], "226")
+        self.assertEqual(self.read("slow.bin"), CONTENT * 5)
 
 
 class ExplicitResumeTests(_Resume, FTPSServiceCase):
