@@ -75,14 +75,22 @@ class FTPSFactory(ServerFactory):
 
     def certificate(self) -> CertifiedKey:
         """
-        The newest certificate, for a session that starts.
+        The newest certificate that can be presented, for a session that
+        starts.  The service's L{letsencrypt_resource.tls.ReloadableServerTLS}
+        builds its context first, as for an C{https} service's handshake: a
+        certificate whose key, read only now, cannot be used is logged and
+        the earlier one stays in service; without an earlier one, the
+        resource is told at once (the set goes on a provisional certificate
+        and is ordered again).
 
-        @raise RuntimeError: when there is none yet.
+        @raise letsencrypt_resource.tls.NoCertificateYet: when there is
+            none to present.
         """
-        certifiedKey = self._consumer.tls.certifiedKey
-        if certifiedKey is None:
-            raise RuntimeError("no certificate yet")
-        return certifiedKey
+        tls = self._consumer.tls
+        tls.serverConnectionForTLS(None)
+        # A context was built: there is a certificate.
+        assert tls.certifiedKey is not None
+        return tls.certifiedKey
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         protocol: Any = super().buildProtocol(addr)

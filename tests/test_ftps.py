@@ -13,9 +13,11 @@ import ssl
 
 import bcrypt
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 from twisted.logger import capturedLogs
 
 from letsencrypt_resource import events
+from letsencrypt_resource.certificates import CertifiedKey
 from tests.helpers import provisionalFor
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
@@ -470,6 +472,59 @@ class ExplicitFTPSTests(_Sessions, FTPSServiceCase):
         [failed] = [e for e in logged if e.get("event_id") == 20157]
         self.assertIn("it lies in the served folder", failed["details"])
         self.assertIsNone(service._port)
+
+    async def test_unusableKeyReported(self) -> None:
+        """
+        A certificate whose key, read only at its first use, cannot be
+        used, with no earlier one in service, is reported to the resource
+        at once (so that an FTPS-only set is ordered again), and AUTH TLS
+        gets 431.
+        """
+        service = self.startService()
+        told: list[CertifiedKey] = []
+        service.consumer.reportUnusableTo(lambda domains, certifiedKey: told.append(certifiedKey))
+        damaged = _unreadableKey(self.signer)
+        service.consumer.useCertificate(damaged)
+
+        def session() -> str:
+            client = self.client()
+            try:
+                return client.auth()
+            except ftplib.error_temp as error:
+                return str(error)
+
+        with capturedLogs():
+            self.assertEqual(await self.inThread(session), "431 No certificate available.")
+        self.assertEqual(told, [damaged])
+        self.flushLoggedErrors(SSL.Error)
+
+    async def test_unusableKeyAfterGood(self) -> None:
+        """
+        A certificate whose key cannot be used, after one that sessions
+        used, leaves that one in service, and nothing is reported.
+        """
+        service = self.startService()
+        told: list[CertifiedKey] = []
+        service.consumer.reportUnusableTo(lambda domains, certifiedKey: told.append(certifiedKey))
+        await self.inThread(self.loggedIn)
+        service.consumer.useCertificate(_unreadableKey(self.signer))
+
+        def session() -> list[str]:
+            return self.loggedIn().nlst()
+
+        with capturedLogs():
+            self.assertEqual(await self.inThread(session), ["own.txt"])
+        self.assertEqual(told, [])
+        self.flushLoggedErrors(SSL.Error)
+
+
+def _unreadableKey(signer: CertifiedKey) -> CertifiedKey:
+    """
+    A certificate for L{NAME} from C{signer}, read as stored with its key
+    unchecked, whose key is no key.
+    """
+    bundle = provisionalFor(signer, (NAME,)).fullchainPEM
+    return CertifiedKey.fromCheckedPEM(b"no key\n" + bundle, frozenset((NAME,)))
 
 
 class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
