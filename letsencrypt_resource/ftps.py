@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
-from .certificates import CertifiedKey
+from .alpnpeek import HelloPeekFactory
 from .config import ServiceOptions
 from .folder import ServedFolder
 from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
@@ -33,6 +33,7 @@ from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
 from .ftpsshell import removeStaleUploads
 from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
+from .ftpstls import SessionTLS
 from .https import HTTPSFileService
 from .reactors import Reactor
 
@@ -73,15 +74,17 @@ class FTPSFactory(ServerFactory):
         self.throttle = LoginThrottle(reactor)
         self.warnings = WarningBudget(reactor, self.service)
 
-    def certificate(self) -> CertifiedKey:
+    def sessionTLS(self) -> SessionTLS:
         """
-        The newest certificate that can be presented, for a session that
-        starts.  The service's L{letsencrypt_resource.tls.ReloadableServerTLS}
-        builds its context first, as for an C{https} service's handshake: a
-        certificate whose key, read only now, cannot be used is logged and
-        the earlier one stays in service; without an earlier one, the
-        resource is told at once (the set goes on a provisional certificate
-        and is ordered again).
+        The TLS of a session that starts, on the newest certificate that
+        can be presented, answering the service's TLS-ALPN-01 validation
+        handshakes if it does.  The service's
+        L{letsencrypt_resource.tls.ReloadableServerTLS} builds its context
+        first, as for an C{https} service's handshake: a certificate whose
+        key, read only now, cannot be used is logged and the earlier one
+        stays in service; without an earlier one, the resource is told at
+        once (the set goes on a provisional certificate and is ordered
+        again).
 
         @raise letsencrypt_resource.tls.NoCertificateYet: when there is
             none to present.
@@ -90,7 +93,7 @@ class FTPSFactory(ServerFactory):
         tls.serverConnectionForTLS(None)
         # A context was built: there is a certificate.
         assert tls.certifiedKey is not None
-        return tls.certifiedKey
+        return SessionTLS(tls.certifiedKey, tls.alpn)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         protocol: Any = super().buildProtocol(addr)
@@ -271,6 +274,12 @@ class FTPSService(HTTPSFileService):
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
         factory: IProtocolFactory = ftps
         if self.ftps.implicit:
-            factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
+            # TLS from the first byte: TLS-ALPN-01 validations are answered
+            # as on an https port.
+            tls = self.consumer.tls
+            factory = HelloPeekFactory(
+                TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor),
+                lambda: tls.alpn,
+            )
         self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
         return self._sessions

@@ -93,7 +93,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         certificate.
         """
         if self._tls is None:
-            self._tls = SessionTLS(self.factory.certificate())
+            self._tls = self.factory.sessionTLS()
         return self._tls
 
     def connectionMade(self) -> None:

@@ -6,18 +6,23 @@ explicit and implicit, with Python's C{ftplib} as the client.
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import io
 import os
 import socket
 import ssl
 
 import bcrypt
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
+from twisted.internet import reactor
 from twisted.logger import capturedLogs
 
 from letsencrypt_resource import events
+from letsencrypt_resource.alpn import ACME_IDENTIFIER, ALPNAnswers
 from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.challenge import ChallengeResponder
 from tests.helpers import provisionalFor
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
@@ -533,3 +538,39 @@ class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
     """
 
     implicit = True
+
+    async def test_alpnValidation(self) -> None:
+        """
+        An implicit FTPS port answers a TLS-ALPN-01 validation handshake
+        for a name with a pending challenge as an https port does: it
+        selects C{acme-tls/1} and presents the validation certificate;
+        sessions are served as before.
+        """
+        service = self.startService()
+        responder = ChallengeResponder()
+        responder.addALPN("tok", NAME, "tok.print")
+        service.consumer.tls.answerALPN(ALPNAnswers(responder.lookupALPN, reactor))
+
+        def validate() -> tuple[str | None, bytes]:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["acme-tls/1"])
+            with socket.create_connection((self.host, self.port), 10) as plain:
+                with context.wrap_socket(plain, server_hostname=NAME) as tls:
+                    der = tls.getpeercert(binary_form=True)
+                    return tls.selected_alpn_protocol(), der
+
+        def session() -> list[str]:
+            return self.loggedIn().nlst()
+
+        protocol, der = await self.inThread(validate)
+        identifier = x509.load_der_x509_certificate(der).extensions.get_extension_for_oid(
+            ACME_IDENTIFIER
+        )
+        self.assertEqual(protocol, "acme-tls/1")
+        self.assertEqual(
+            identifier.value.value,  # type: ignore[attr-defined]
+            b"\x04\x20" + hashlib.sha256(b"tok.print").digest(),
+        )
+        self.assertEqual(await self.inThread(session), ["own.txt"])
