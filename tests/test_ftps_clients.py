@@ -199,30 +199,31 @@ class CurlTests(_ServerCase):
     async def checkResume(self, base: str) -> None:
         """
         C{curl -C -} finishes a partial download (REST, RETR) and a partial
-        upload (SIZE, APPE).
+        upload (SIZE, APPE), transferring only what is missing.
         """
         partial = os.path.join(self.directory, "partial.txt")
+        # First bytes that differ from the file's: kept, not transferred.
         with open(partial, "wb") as stream:
-            stream.write(CONTENT[:500])
+            stream.write(b"d" * 500)
         code, _, err = await self.curl(
             base + "/hello.txt", "--ssl-reqd", "--continue-at", "-", "--output", partial
         )
         self.assertEqual((code, err), (0, b""))
         with open(partial, "rb") as stream:
-            self.assertEqual(stream.read(), CONTENT)
+            self.assertEqual(stream.read(), b"d" * 500 + CONTENT[500:])
         whole = CONTENT * 50
         upload = os.path.join(self.directory, "whole.bin")
         with open(upload, "wb") as stream:
             stream.write(whole)
         stored = os.path.join(self.directory, "ftp", USER, "resumed.bin")
         with open(stored, "wb") as stream:
-            stream.write(whole[:1000])
+            stream.write(b"u" * 1000)
         code, _, err = await self.curl(
             base + "/resumed.bin", "--ssl-reqd", "--continue-at", "-", "--upload-file", upload
         )
         self.assertEqual((code, err), (0, b""))
         with open(stored, "rb") as stream:
-            self.assertEqual(stream.read(), whole)
+            self.assertEqual(stream.read(), b"u" * 1000 + whole[1000:])
 
     async def test_resume(self) -> None:
         """
