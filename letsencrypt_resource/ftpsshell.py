@@ -48,6 +48,9 @@ UPLOAD_PREFIX = ".upload-"
 #: The most entries a listing gives, the first by name; a bigger folder is
 #: listed cut there.
 MAX_LISTED = 10_000
+#: The most bytes a resumed upload copies from the file it replaces in one
+#: turn of a thread.
+COPY_STEP = 16 * 1024 * 1024
 #: A whole temporary name of an upload.
 _TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
@@ -178,9 +181,21 @@ class Upload:
         """
         if self._kept < 0:
             return succeed(self._writer)
-        copying = self._inThread(_copyBytes, self._kept, self._fd, self._keep)
+        copying = self._copyFrom(0)
         copying.addBoth(self._copied)
         return copying.addCallback(lambda _: self._writer)
+
+    def _copyFrom(self, start: int) -> Deferred[None]:
+        """
+        Copy the kept bytes from C{start} on, L{COPY_STEP} bytes in each
+        turn of a thread: a big file's copy takes turns with the other
+        transfers' reads and writes.
+        """
+        count = min(COPY_STEP, self._keep - start)
+        copying: Deferred[None] = self._inThread(_copyBytes, self._kept, self._fd, start, count)
+        if start + count < self._keep:
+            copying.addCallback(lambda _: self._copyFrom(start + count))
+        return copying
 
     def _copied(self, result: Any) -> Any:
         self._closeKept()
@@ -270,26 +285,26 @@ def _openKept(folder: int, name: str, start: int | None) -> tuple[int, int]:
     return -1, 0
 
 
-def _copyBytes(source: int, target: int, count: int) -> None:
+def _copyBytes(source: int, target: int, start: int, count: int) -> None:
     """
-    Copy the first C{count} bytes of C{source} to C{target}, in the kernel
-    where the file system can (C{copy_file_range}).
+    Copy C{count} bytes of C{source} from C{start} on to C{target}, in the
+    kernel where the file system can (C{copy_file_range}).
 
     @raise OSError: when fewer could be read (the file shrank).
     """
-    copied = 0
-    while copied < count:
+    end = start + count
+    while start < end:
         try:
-            done = os.copy_file_range(source, target, count - copied, copied)
+            done = os.copy_file_range(source, target, end - start, start)
         except OSError as error:
             if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            chunk = os.pread(source, min(count - copied, CHUNK_SIZE), copied)
+            chunk = os.pread(source, min(end - start, CHUNK_SIZE), start)
             done = len(chunk)
             writeAll(target, chunk)
         if done == 0:
             raise OSError(errno.EIO, "the file shrank while it was copied")
-        copied += done
+        start += done
 
 
 @implementer(IFTPShell)

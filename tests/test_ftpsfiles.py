@@ -1,6 +1,7 @@
 """
-Tests for L{letsencrypt_resource.ftpsfiles}: the file reads and writes of
-FTPS transfers, with a thread runner whose work the tests finish by hand.
+Tests for L{letsencrypt_resource.ftpsfiles} and the resumed uploads of
+L{letsencrypt_resource.ftpsshell}: the file reads and writes of FTPS
+transfers, with a thread runner whose work the tests finish by hand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import ftpsshell
+from letsencrypt_resource.folder import openFolder
 from letsencrypt_resource.ftpsfiles import (
     CHUNK_SIZE,
     UPLOAD_BUFFER,
@@ -21,6 +24,7 @@ from letsencrypt_resource.ftpsfiles import (
     ThreadedFileSender,
     ThreadedFileWriter,
 )
+from letsencrypt_resource.ftpsshell import ConfinedShell, RestartInvalid
 
 
 class _Threads:
@@ -243,3 +247,74 @@ class WriterTests(SynchronousTestCase):
         self.threads.runNext()
         self.successResultOf(stopped)
         self.assertEqual((self.written(), self.threads.waiting), (b"a" * CHUNK_SIZE, []))
+
+
+class ResumedUploadTests(SynchronousTestCase):
+    """
+    Tests for resumed uploads of L{ConfinedShell}: the kept bytes copied
+    into the temporary file, in turns of a thread.
+    """
+
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        self.target = os.path.join(self.folder, "file.bin")
+        self.original = os.urandom(2 * 1000 + 500)
+        with open(self.target, "wb") as file:
+            file.write(self.original)
+        self.threads = _Threads()
+        self.shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads)
+        self.addCleanup(self.shell.logout)
+        self.patch(ftpsshell, "COPY_STEP", 1000)
+
+    def runAll(self) -> int:
+        """
+        Run the work given to threads, and give how many turns it took.
+        """
+        turns = 0
+        while self.threads.waiting:
+            self.threads.runNext()
+            turns += 1
+        return turns
+
+    def test_copiedInTurns(self) -> None:
+        """
+        C{REST 2400} then C{STOR}: the 2400 bytes kept are copied in turns
+        of L{ftpsshell.COPY_STEP} bytes; the file is replaced only when the
+        upload is closed.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], 2400))
+        receiving = upload.receive()
+        self.assertEqual(self.runAll(), 3)
+        consumer = self.successResultOf(receiving)
+        consumer.write(b"new end")
+        closing = upload.close()
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original)
+        self.runAll()
+        self.successResultOf(closing)
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original[:2400] + b"new end")
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
+
+    def test_append(self) -> None:
+        """
+        An append keeps the whole file.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
+        receiving = upload.receive()
+        self.runAll()
+        self.successResultOf(receiving).write(b"+")
+        closing = upload.close()
+        self.runAll()
+        self.successResultOf(closing)
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original + b"+")
+
+    def test_beyondEnd(self) -> None:
+        """
+        A restart offset beyond the end of the file is refused, and no
+        temporary file is left.
+        """
+        self.failureResultOf(self.shell.openForWriting(["file.bin"], 2501), RestartInvalid)
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
