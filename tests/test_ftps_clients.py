@@ -196,34 +196,39 @@ class CurlTests(_ServerCase):
             await self.checkListDownloadUpload(base)
             os.remove(os.path.join(self.directory, "ftp", USER, "uploaded.bin"))
 
+    async def checkResumed(
+        self, url: str, partial: str, kept: bytes, whole: bytes, *arguments: str
+    ) -> None:
+        """
+        Write C{kept} to the file C{partial}, run C{curl -C -} with
+        C{arguments} on C{url}, and check that C{partial} then holds
+        C{kept} followed by the rest of C{whole}: the first bytes, which
+        differ from the whole file's, were not transferred again.
+        """
+        with open(partial, "wb") as stream:
+            stream.write(kept)
+        code, _, err = await self.curl(url, "--ssl-reqd", "--continue-at", "-", *arguments)
+        self.assertEqual((code, err), (0, b""))
+        with open(partial, "rb") as stream:
+            self.assertEqual(stream.read(), kept + whole[len(kept) :])
+
     async def checkResume(self, base: str) -> None:
         """
         C{curl -C -} finishes a partial download (REST, RETR) and a partial
-        upload (SIZE, APPE), transferring only what is missing.
+        upload (SIZE, APPE).
         """
         partial = os.path.join(self.directory, "partial.txt")
-        # First bytes that differ from the file's: kept, not transferred.
-        with open(partial, "wb") as stream:
-            stream.write(b"d" * 500)
-        code, _, err = await self.curl(
-            base + "/hello.txt", "--ssl-reqd", "--continue-at", "-", "--output", partial
+        await self.checkResumed(
+            base + "/hello.txt", partial, b"d" * 500, CONTENT, "--output", partial
         )
-        self.assertEqual((code, err), (0, b""))
-        with open(partial, "rb") as stream:
-            self.assertEqual(stream.read(), b"d" * 500 + CONTENT[500:])
         whole = CONTENT * 50
         upload = os.path.join(self.directory, "whole.bin")
         with open(upload, "wb") as stream:
             stream.write(whole)
         stored = os.path.join(self.directory, "ftp", USER, "resumed.bin")
-        with open(stored, "wb") as stream:
-            stream.write(b"u" * 1000)
-        code, _, err = await self.curl(
-            base + "/resumed.bin", "--ssl-reqd", "--continue-at", "-", "--upload-file", upload
+        await self.checkResumed(
+            base + "/resumed.bin", stored, b"u" * 1000, whole, "--upload-file", upload
         )
-        self.assertEqual((code, err), (0, b""))
-        with open(stored, "rb") as stream:
-            self.assertEqual(stream.read(), b"u" * 1000 + whole[1000:])
 
     async def test_resume(self) -> None:
         """
