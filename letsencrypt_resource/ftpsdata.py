@@ -6,6 +6,7 @@ relaxed, only when their handshake resumes the session's TLS session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -45,15 +46,21 @@ class SecureDTP(DTP):
     """
     A data connection that refuses a TLS handshake that did not resume its
     session (unless relaxed), and fails an upload in progress when it ends
-    without a TLS close_notify.
+    without a TLS close_notify.  What it carries keeps its session from
+    being idle; a transfer that stalls does not.
 
     @ivar refused: Whether its handshake was refused.
     """
 
     requireReuse = True
 
-    def __init__(self, warnings: WarningBudget) -> None:
+    def __init__(self, warnings: WarningBudget, progress: Callable[[], object]) -> None:
+        """
+        @param progress: Called as data goes through: the session is not
+            idle.
+        """
         self._warnings = warnings
+        self._progress = progress
         self.refused = False
         # Why writing an upload failed (a full disk), if it did.
         self._writeFailed: Failure | None = None
@@ -116,8 +123,13 @@ class SecureDTP(DTP):
             self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
+        self._progress()
         if self._writeFailed is None:
             super().dataReceived(data)
+
+    def write(self, data: bytes) -> None:
+        self._progress()
+        super().write(data)
 
     def registerConsumer(self, cons: Any) -> Deferred[None]:
         """
@@ -177,7 +189,7 @@ class SecureDTPFactory(DTPFactory):
         self.cancelTimeout()
         # One connection per port: the port is free for other sessions.
         self.pi.closePassivePort()
-        dtp = SecureDTP(self._warnings)
+        dtp = SecureDTP(self._warnings, self.pi.resetTimeout)
         dtp.factory = self
         dtp.pi = self.pi  # type: ignore[attr-defined]
         dtp.requireReuse = self._requireReuse

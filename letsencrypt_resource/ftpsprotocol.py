@@ -147,6 +147,12 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
     def timeoutConnection(self) -> None:
         self.transport.abortConnection()
 
+    def sendLine(self, line: bytes | str) -> None:
+        # The reply of a command that ended after its session: no one to
+        # tell.
+        if self.transport is not None:
+            super().sendLine(line)
+
     def lineReceived(self, line: bytes) -> Any:
         if self.disconnected:
             return None

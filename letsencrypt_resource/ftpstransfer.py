@@ -60,9 +60,6 @@ class TransferCommands:
         transport: Any
         factory: Any
         restartAt: int
-        timeOut: int | None
-
-        def setTimeout(self, period: float | None) -> Any: ...
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -163,24 +160,14 @@ class TransferCommands:
     ) -> Deferred[Any]:
         """
         Once the file at C{path} is C{opening}, run C{transfer} on it, and
-        give the command's reply.  The session is not idle while the
-        transfer runs, however long it takes.
+        give the command's reply.
         """
-        self.setTimeout(None)
         opening.addErrback(lambda failure: fail(_notFound(failure, path)))
         opening.addCallback(transfer)
         opening.addCallbacks(
             lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
         )
-        return opening.addBoth(self._transferEnded)
-
-    def _transferEnded(self, result: Any) -> Any:
-        """
-        Count the session idle again from the end of its transfer.
-        """
-        if self.transport is not None:
-            self.setTimeout(self.timeOut)
-        return result
+        return opening
 
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
         if not self.binary:

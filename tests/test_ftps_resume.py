@@ -186,6 +186,37 @@ class _Resume:
         self.assertEqual((await self.inThread(session))[:3], "226")
         self.assertEqual(self.read("slow.bin"), CONTENT * 5)
 
+    async def test_stalledTransferCut(self: Any) -> None:  # type: ignore[misc]
+        """
+        A session whose transfer stalls (nothing comes on its data
+        connection) for the idle time is cut.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.startService()
+
+        def session() -> tuple[str, bytes, float]:
+            client = self.loggedIn()
+            conn = client.transfercmd("STOR stalled.bin")
+            self.addCleanup(conn.close)
+            conn.settimeout(10)
+            started = time.monotonic()
+            try:
+                answer = client.getline()
+            except (OSError, EOFError) as error:
+                answer = type(error).__name__
+            try:
+                data = conn.recv(1)
+            except OSError as error:
+                data = type(error).__name__.encode()
+            return answer, data, time.monotonic() - started
+
+        answer, data, waited = await self.inThread(session)
+        self.assertFalse(answer.startswith("2"), answer)
+        # The data connection is cut with its session, not left open.
+        self.assertNotEqual(data, b"TimeoutError")
+        self.assertLess(waited, 10)
+        self.assertFalse(os.path.exists(self.path("stalled.bin")))
+
 
 class ExplicitResumeTests(_Resume, FTPSServiceCase):
     """

@@ -53,10 +53,14 @@ class _Factory:
 
 class _PI:
     """
-    The control connection of a data port, which only closes it.
+    The control connection of a data port, which only closes it and is
+    never idle.
     """
 
     def closePassivePort(self) -> None:
+        pass
+
+    def resetTimeout(self) -> None:
         pass
 
 
@@ -66,7 +70,7 @@ class UploadWriteFailureTests(SynchronousTestCase):
     """
 
     def dtp(self) -> tuple[SecureDTP, StringTransport]:
-        dtp = SecureDTP(WarningBudget(Clock(), "ftp"))
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"), lambda: None)
         dtp.factory = _Factory()
         transport = StringTransport()
         dtp.makeConnection(transport)
@@ -126,7 +130,7 @@ class UploadEndedEarlyTests(SynchronousTestCase):
     """
 
     def dtp(self) -> tuple[SecureDTP, StringTransport]:
-        dtp = SecureDTP(WarningBudget(Clock(), "ftp"))
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"), lambda: None)
         dtp.factory = _Factory()
         transport = StringTransport()
         dtp.makeConnection(transport)
