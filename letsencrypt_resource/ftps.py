@@ -17,23 +17,23 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from . import events
-from .certificates import CertifiedKey
+from .alpnpeek import HelloPeekFactory
 from .config import ServiceOptions
 from .folder import ServedFolder
 from .ftpsaccounts import FolderRealm, HtpasswdChecker, UsersFileError, loadAccounts
+from .ftpsfiles import ServicePool
 from .ftpsoptions import FTPSOptions
 from .ftpsprotocol import FTPSProtocol
 from .ftpsshell import removeStaleUploads
 from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
+from .ftpstls import SessionTLS
 from .https import HTTPSFileService
 from .reactors import Reactor
 
@@ -43,6 +43,10 @@ MAX_SESSIONS_PER_ADDRESS = 10
 IDLE_TIMEOUT = 300
 #: The threads that check passwords, for each service.
 LOGIN_THREADS = 2
+#: The threads that read and write the files of transfers, for each
+#: service: a few, so that a slow disk holds up a few transfers at most,
+#: never the reactor.
+FILE_THREADS = 4
 
 
 class FTPSFactory(ServerFactory):
@@ -70,16 +74,26 @@ class FTPSFactory(ServerFactory):
         self.throttle = LoginThrottle(reactor)
         self.warnings = WarningBudget(reactor, self.service)
 
-    def certificate(self) -> CertifiedKey:
+    def sessionTLS(self) -> SessionTLS:
         """
-        The newest certificate, for a session that starts.
+        The TLS of a session that starts, on the newest certificate that
+        can be presented, answering the service's TLS-ALPN-01 validation
+        handshakes if it does.  The service's
+        L{letsencrypt_resource.tls.ReloadableServerTLS} builds its context
+        first, as for an C{https} service's handshake: a certificate whose
+        key, read only now, cannot be used is logged and the earlier one
+        stays in service; without an earlier one, the resource is told at
+        once (the set goes on a provisional certificate and is ordered
+        again).
 
-        @raise RuntimeError: when there is none yet.
+        @raise letsencrypt_resource.tls.NoCertificateYet: when there is
+            none to present.
         """
-        certifiedKey = self._consumer.tls.certifiedKey
-        if certifiedKey is None:
-            raise RuntimeError("no certificate yet")
-        return certifiedKey
+        tls = self._consumer.tls
+        tls.serverConnectionForTLS(None)
+        # A context was built: there is a certificate.
+        assert tls.certifiedKey is not None
+        return SessionTLS(tls.certifiedKey, tls.alpn)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:
         protocol: Any = super().buildProtocol(addr)
@@ -183,16 +197,14 @@ class FTPSService(HTTPSFileService):
         self.ftps = options.ftps
         self._users: dict[str, bytes] = {}
         self._sessions: SessionsPerAddress | None = None
-        self._pool: ThreadPool | None = None
-        self._poolStop: Any = None
+        self._logins = ServicePool(reactor, f"ftps-{self.name}-logins", LOGIN_THREADS)
+        self._files = ServicePool(reactor, f"ftps-{self.name}-files", FILE_THREADS)
 
     def startService(self) -> None:
-        # The logins' bcrypt checks, apart from the reactor's pool.
-        self._pool = ThreadPool(0, LOGIN_THREADS, f"ftps-{self.name}-logins")
-        self._pool.start()
-        # Its threads would keep the process alive if the reactor stopped
-        # without stopping the service first.
-        self._poolStop = self._reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        # The logins' bcrypt checks and the transfers' file work, apart
+        # from the reactor's pool and from each other.
+        self._logins.start()
+        self._files.start()
         usersFile = self.ftps.usersFile
         if usersFile is not None:
             try:
@@ -202,13 +214,7 @@ class FTPSService(HTTPSFileService):
                 self._listenFailed(f"cannot use the users_file {usersFile}: {error}")
                 return
         super().startService()
-        cleaning = deferToThreadPool(
-            self._reactor,
-            self._pool,
-            removeStaleUploads,
-            self.options.path,
-            self._reactor.seconds(),
-        )
+        cleaning = self._files.run(removeStaleUploads, self.options.path, self._reactor.seconds())
         cleaning.addCallbacks(self._staleUploadsRemoved, self._staleUploadsLeft)
 
     def _staleUploadsRemoved(self, count: int) -> None:
@@ -245,26 +251,35 @@ class FTPSService(HTTPSFileService):
         serves no one.
         """
         sessions, self._sessions = self._sessions, None
-        pool, self._pool = self._pool, None
-        if pool is not None and pool.started:
-            self._reactor.removeSystemEventTrigger(self._poolStop)
-            pool.stop()
+        self._logins.stop()
+        self._files.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
-        assert self._pool is not None
         realm = FolderRealm(
-            served.openRoot, self.ftps.writable, self.options.hiddenFiles, accounts=self._users
+            served.openRoot,
+            self.ftps.writable,
+            self.options.hiddenFiles,
+            accounts=self._users,
+            inThread=self._files.run,
         )
-        portal = Portal(realm, [HtpasswdChecker(self._users, self._reactor, self._pool)])
+        portal = Portal(
+            realm, [HtpasswdChecker(self._users, self._reactor, self._logins.threadPool)]
+        )
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
         factory: IProtocolFactory = ftps
         if self.ftps.implicit:
-            factory = TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor)
+            # TLS from the first byte: TLS-ALPN-01 validations are answered
+            # as on an https port.
+            tls = self.consumer.tls
+            factory = HelloPeekFactory(
+                TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor),
+                lambda: tls.alpn,
+            )
         self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
         return self._sessions

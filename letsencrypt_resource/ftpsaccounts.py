@@ -27,6 +27,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .folder import openBelow
+from .ftpsfiles import InThread
 from .ftpsshell import ConfinedShell
 from .reactors import Reactor
 
@@ -182,6 +183,8 @@ class FolderRealm:
         hiddenFiles: bool = False,
         accounts: Container[str] = (),
         cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
+        *,
+        inThread: InThread,
     ):
         """
         @param openRoot: Gives a new descriptor of the served folder, or
@@ -190,12 +193,15 @@ class FolderRealm:
         @param accounts: The account names, hidden from anonymous.
         @param cooperate: Runs the listings of the shells a few entries at
             a time (see L{ConfinedShell}).
+        @param inThread: Runs the file work of the shells' transfers in a
+            thread (see L{ConfinedShell}).
         """
         self._openRoot = openRoot
         self._writable = writable
         self._hiddenFiles = hiddenFiles
         self._accounts = accounts
         self._cooperate = cooperate
+        self._inThread = inThread
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if IFTPShell not in interfaces:
@@ -205,14 +211,23 @@ class FolderRealm:
             raise UnauthorizedLogin("the served folder is gone")
         if avatarId == ANONYMOUS:
             shell = ConfinedShell(
-                root, False, self._hiddenFiles, self._accounts, cooperate=self._cooperate
+                root,
+                False,
+                self._hiddenFiles,
+                self._accounts,
+                cooperate=self._cooperate,
+                inThread=self._inThread,
             )
         else:
             folder = _accountFolder(root, str(avatarId))
             if folder is None:
                 raise UnauthorizedLogin("the account has no folder")
             shell = ConfinedShell(
-                folder, self._writable, self._hiddenFiles, cooperate=self._cooperate
+                folder,
+                self._writable,
+                self._hiddenFiles,
+                cooperate=self._cooperate,
+                inThread=self._inThread,
             )
         return IFTPShell, shell, shell.logout
 

@@ -125,14 +125,19 @@ class PassiveCommands:
 
     def cleanupDTP(self) -> None:
         """
-        Close the passive port and forget the data connection (quietly:
-        Twisted's logs the port at each PASV).
+        Close the passive port and cut the data connection, unless it is
+        closing already (a download sending its last bytes), quietly:
+        Twisted's logs the port at each PASV.  Called at the next PASV or
+        EPSV, once no transfer runs, and when the session ends: a data
+        connection never outlives its session.
         """
         self.closePassivePort()
         dtpFactory, self.dtpFactory = self.dtpFactory, None
         if dtpFactory is not None:
             dtpFactory.stopFactory()
-        self.dtpInstance = None
+        dtp, self.dtpInstance = self.dtpInstance, None
+        if dtp is not None and dtp.isConnected and not dtp.transport.disconnecting:
+            dtp.transport.abortConnection()
 
     def _dataConnected(self) -> Deferred[None]:
         """

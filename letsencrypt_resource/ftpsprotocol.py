@@ -12,6 +12,7 @@ refused.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +43,9 @@ MAX_LOGIN_FAILURES = 3
 #: What a client may send before AUTH TLS.
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
-_DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR"})
+_DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR", "APPE"})
+#: A restart offset: a byte count, below 2**63.
+_OFFSET = re.compile(r"[0-9]{1,18}")
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
@@ -60,7 +63,17 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
     """
 
     MAX_LENGTH = MAX_COMMAND_LENGTH
-    FEATURES = ["AUTH TLS", "AUTH SSL", "PBSZ", "PROT", "EPSV", "PASV", "SIZE", "MDTM"]
+    FEATURES = [
+        "AUTH TLS",
+        "AUTH SSL",
+        "PBSZ",
+        "PROT",
+        "EPSV",
+        "PASV",
+        "SIZE",
+        "MDTM",
+        "REST STREAM",
+    ]
     PUBLIC_COMMANDS = ["FEAT", "QUIT", "AUTH", "PBSZ", "PROT", "NOOP", "SYST"]
     factory: Any
 
@@ -71,6 +84,8 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         self.protected = False
         self._deadlines: list[IDelayedCall] = []
         self._loginFailures = 0
+        self._restartNext = 0
+        self.restartAt = 0
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -78,7 +93,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         certificate.
         """
         if self._tls is None:
-            self._tls = SessionTLS(self.factory.certificate())
+            self._tls = self.factory.sessionTLS()
         return self._tls
 
     def connectionMade(self) -> None:
@@ -95,6 +110,9 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         self.sessionTLS().sealCache()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        # A command that ends later must not resume reading a connection
+        # gone (Twisted's server checks this flag).
+        self.disconnected = True
         deadlines, self._deadlines = self._deadlines, []
         for deadline in deadlines:
             if deadline.active():
@@ -129,6 +147,12 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
     def timeoutConnection(self) -> None:
         self.transport.abortConnection()
 
+    def sendLine(self, line: bytes | str) -> None:
+        # The reply of a command that ended after its session: no one to
+        # tell.
+        if self.transport is not None:
+            super().sendLine(line)
+
     def lineReceived(self, line: bytes) -> Any:
         if self.disconnected:
             return None
@@ -144,6 +168,9 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         command = cmd.upper()
+        # A REST offset holds for the one command after it, and only RETR,
+        # STOR and APPE use it.
+        self.restartAt, self._restartNext = self._restartNext, 0
         if not self.secured and command not in _BEFORE_TLS:
             return self._answer("530 Use AUTH TLS first: this server speaks FTPS only.")
         if command in _DATA_COMMANDS and self.state == self.AUTHED and not self.protected:
@@ -182,6 +209,18 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
             return self._answer("536 PROT P or PROT C only.")
         self.protected = level.upper() == "P"
         return self._answer(f"200 Protection level set to {level.upper()}.")
+
+    def ftp_REST(self, offset: str) -> None:
+        """
+        Start the next RETR, STOR or APPE at byte C{offset} (stream mode,
+        binary type only, RFC 3659).
+        """
+        if not _OFFSET.fullmatch(offset):
+            return self._answer("501 REST takes a byte offset.")
+        if not self.binary:
+            return self._answer("504 REST in binary mode only: send TYPE I.")
+        self._restartNext = int(offset)
+        return self._answer(f"350 Restarting at {int(offset)}. Send RETR, STOR or APPE.")
 
     def ftp_USER(self, username: str) -> Any:
         if self.shell is not None:

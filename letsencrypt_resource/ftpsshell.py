@@ -24,10 +24,8 @@ from typing import Any
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import CooperativeTask, cooperate
-from twisted.protocols.basic import FileSender
 from twisted.protocols.ftp import (
     REQ_ACTN_NOT_TAKEN,
-    FileConsumer,
     FTPCmdError,
     IFTPShell,
     IReadFile,
@@ -39,6 +37,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .folder import openBelow
+from .ftpsfiles import CHUNK_SIZE, InThread, ThreadedFileSender, ThreadedFileWriter, writeAll
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
@@ -49,6 +48,9 @@ UPLOAD_PREFIX = ".upload-"
 #: The most entries a listing gives, the first by name; a bigger folder is
 #: listed cut there.
 MAX_LISTED = 10_000
+#: The most bytes a resumed upload copies from the file it replaces in one
+#: turn of a thread.
+COPY_STEP = 16 * 1024 * 1024
 #: A whole temporary name of an upload.
 _TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
@@ -79,66 +81,166 @@ def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     return errnoToFailure(code, path)
 
 
-@implementer(IReadFile)
-class _Download:
+class RestartInvalid(FTPCmdError):
     """
-    An open regular file, sent once.
+    A restart offset (REST) beyond the end of the file.
     """
 
-    def __init__(self, fd: int):
-        self._file = os.fdopen(fd, "rb")
+    errorCode = REQ_ACTN_NOT_TAKEN
+
+
+@implementer(IReadFile)
+class Download:
+    """
+    An open regular file, sent once, from an offset to its end.
+
+    @ivar size: Its size when it was opened.
+    """
+
+    def __init__(self, fd: int, inThread: InThread):
+        """
+        @param fd: The open file, which this takes over.
+        """
+        self._fd = fd
+        self._inThread = inThread
+        self._offset = 0
+        self.size = os.fstat(fd).st_size
+
+    def restartAt(self, offset: int) -> None:
+        """
+        Send the file from C{offset} on.
+
+        @raise RestartInvalid: when C{offset} lies beyond its end; the file
+            is closed.
+        """
+        if offset > self.size:
+            self.close()
+            raise RestartInvalid(f"Restart offset {offset} beyond the end of the file")
+        self._offset = offset
 
     def send(self, consumer: IConsumer) -> Deferred[Any]:
-        sending = FileSender().beginFileTransfer(self._file, consumer)
-        sending.addBoth(self._close)
-        return sending
+        fd, self._fd = self._fd, -1
+        return ThreadedFileSender(fd, self._offset, self._inThread).beginFileTransfer(consumer)
 
-    def _close(self, result: Any) -> Any:
-        self._file.close()
-        return result
+    def close(self) -> None:
+        """
+        Close the file, if it was not sent.
+        """
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 @implementer(IWriteFile)
 class Upload:
     """
-    An upload written to a hidden temporary name in its folder: L{close}
-    renames it to its name, L{abort} removes it.
+    An upload written to a hidden temporary name in its folder, after the
+    first C{start} bytes of the file it replaces (a resumed upload): L{close}
+    renames it to its name once all was written, L{abort} removes it.  The
+    file it replaces is never written: a resumed upload that fails leaves
+    it as it was.
     """
 
-    def __init__(self, folder: int, name: str):
+    def __init__(self, folder: int, name: str, start: int | None, inThread: InThread):
         """
         @param folder: A descriptor of the folder, which this takes over.
+        @param start: How many bytes of the file C{name} (if any) the
+            upload keeps before what it receives; C{None} for all of them
+            (an append).
+
+        @raise OSError: when the temporary file cannot be made, or the file
+            C{name} cannot be read for a resumed upload.
+        @raise RestartInvalid: when C{start} is beyond the end of the file
+            C{name}.
         """
         self._folder = folder
         self.name = name
+        self._inThread = inThread
+        self._kept, self._keep = _openKept(folder, name, start)
         # Short and fixed: a target name as long as the system allows can
         # be uploaded.
         self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(self.temporary, _CREATE_FLAGS, 0o644, dir_fd=folder)
-        self._file = os.fdopen(fd, "wb")
+        try:
+            self._fd = os.open(self.temporary, _CREATE_FLAGS, 0o644, dir_fd=folder)
+        except OSError:
+            self._closeKept()
+            raise
+        self._writer = ThreadedFileWriter(self._fd, inThread)
+
+    @property
+    def failure(self) -> Failure | None:
+        """
+        The first failed write of the upload, if any.
+        """
+        return self._writer.failure
 
     def receive(self) -> Deferred[IConsumer]:
-        return succeed(FileConsumer(self._file))
+        """
+        Copy the kept bytes of the file it replaces (in a thread), then
+        take what comes.
+        """
+        if self._kept < 0:
+            return succeed(self._writer)
+        copying = self._copyFrom(0)
+        copying.addBoth(self._copied)
+        return copying.addCallback(lambda _: self._writer)
+
+    def _copyFrom(self, start: int) -> Deferred[None]:
+        """
+        Copy the kept bytes from C{start} on, L{COPY_STEP} bytes in each
+        turn of a thread: a big file's copy takes turns with the other
+        transfers' reads and writes.
+        """
+        count = min(COPY_STEP, self._keep - start)
+        copying: Deferred[None] = self._inThread(_copyBytes, self._kept, self._fd, start, count)
+        if start + count < self._keep:
+            copying.addCallback(lambda _: self._copyFrom(start + count))
+        return copying
+
+    def _copied(self, result: Any) -> Any:
+        self._closeKept()
+        return result
+
+    def _closeKept(self) -> None:
+        kept, self._kept = self._kept, -1
+        if kept >= 0:
+            os.close(kept)
 
     def close(self) -> Deferred[None]:
         """
-        Rename the complete upload to its name.
+        Write what is left, then close the file and rename it to its name
+        (in a thread).
         """
-        try:
-            self._file.close()
-            os.rename(self.temporary, self.name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
-        except OSError as error:
-            self.abort()
-            return _failure(error, [self.name])
+        closing = self._writer.flush()
+        closing.addCallback(lambda _: self._inThread(self._store))
+        closing.addCallbacks(self._stored, self._notStored)
+        return closing
+
+    def _store(self) -> None:
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        os.rename(self.temporary, self.name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
+
+    def _stored(self, _: None) -> None:
         self._closeFolder()
-        return succeed(None)
+
+    def _notStored(self, failure: Failure) -> Deferred[None]:
+        self.abort()
+        if failure.check(OSError):
+            return _failure(failure.value, [self.name])  # type: ignore[arg-type]
+        return fail(failure)
 
     def abort(self) -> None:
         """
         Remove the incomplete upload, unless it was stored or removed
-        already.
+        already, once no write of it runs.
         """
-        self._file.close()
+        self._writer.stop().addCallback(lambda _: self._remove())
+
+    def _remove(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
         if self._folder < 0:
             return
         try:
@@ -151,6 +253,58 @@ class Upload:
         folder, self._folder = self._folder, -1
         if folder >= 0:
             os.close(folder)
+
+
+def _openKept(folder: int, name: str, start: int | None) -> tuple[int, int]:
+    """
+    The open file C{name} in C{folder} and how many of its bytes a resumed
+    upload keeps, or C{(-1, 0)} when it keeps none.
+
+    @raise OSError: when the file cannot be opened or is not a regular
+        file (a link is not followed).
+    @raise RestartInvalid: when C{start} is beyond its end.
+    """
+    if start == 0:
+        return -1, 0
+    try:
+        fd = os.open(name, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=folder)
+    except FileNotFoundError:
+        if start is None:
+            return -1, 0
+        raise RestartInvalid(f"Restart offset {start} beyond the end of the file") from None
+    status = os.fstat(fd)
+    keep = status.st_size if start is None else start
+    if stat.S_ISREG(status.st_mode) and 0 < keep <= status.st_size:
+        os.set_blocking(fd, True)
+        return fd, keep
+    os.close(fd)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.EISDIR, "not a regular file")
+    if keep > status.st_size:
+        raise RestartInvalid(f"Restart offset {start} beyond the end of the file")
+    return -1, 0
+
+
+def _copyBytes(source: int, target: int, start: int, count: int) -> None:
+    """
+    Copy C{count} bytes of C{source} from C{start} on to C{target}, in the
+    kernel where the file system can (C{copy_file_range}).
+
+    @raise OSError: when fewer could be read (the file shrank).
+    """
+    end = start + count
+    while start < end:
+        try:
+            done = os.copy_file_range(source, target, end - start, start)
+        except OSError as error:
+            if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            chunk = os.pread(source, min(end - start, CHUNK_SIZE), start)
+            done = len(chunk)
+            writeAll(target, chunk)
+        if done == 0:
+            raise OSError(errno.EIO, "the file shrank while it was copied")
+        start += done
 
 
 @implementer(IFTPShell)
@@ -170,10 +324,14 @@ class ConfinedShell:
         hiddenFiles: bool = False,
         private: Container[str] = (),
         cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
+        *,
+        inThread: InThread,
     ):
         """
         @param root: A descriptor of the folder, which this takes over;
             L{logout} closes it.
+        @param inThread: Runs the reads and writes of transfers, and other
+            long file work, in a thread (see L{letsencrypt_resource.ftpsfiles}).
         @param private: Names in the folder itself that are neither listed
             nor reachable (the accounts' folders, for anonymous).
         @param cooperate: Runs the inspection of a folder's entries a few
@@ -184,6 +342,7 @@ class ConfinedShell:
         self.hiddenFiles = hiddenFiles
         self._private = private
         self._cooperate = cooperate
+        self._inThread = inThread
 
     def logout(self) -> None:
         """
@@ -300,15 +459,22 @@ class ConfinedShell:
             os.close(fd)
             return fail(IsADirectoryError("/".join(path)))
         os.set_blocking(fd, True)
-        return succeed(_Download(fd))
+        return succeed(Download(fd, self._inThread))
 
-    def openForWriting(self, path: Sequence[str]) -> Deferred[IWriteFile]:
+    def openForWriting(self, path: Sequence[str], start: int | None = 0) -> Deferred[IWriteFile]:
+        """
+        An upload to C{path}, after the first C{start} bytes of the file
+        there (all of them for C{None}: an append).
+        """
         try:
             folder, name = self._parent(path)
         except OSError as error:
             return _failure(error, path)
         try:
-            return succeed(Upload(folder, name))
+            return succeed(Upload(folder, name, start, self._inThread))
+        except RestartInvalid:
+            os.close(folder)
+            return fail()
         except OSError as error:
             os.close(folder)
             return _failure(error, path)

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from zope.interface import implementer
 
+from .alpn import ALPNAnswers
 from .certificates import CertifiedKey
 
 #: How long, in seconds, a session's TLS session stays resumable by its
@@ -64,9 +65,16 @@ class SessionTLS:
         to its end.
     """
 
-    def __init__(self, certifiedKey: CertifiedKey):
+    def __init__(self, certifiedKey: CertifiedKey, alpn: ALPNAnswers | None = None):
+        """
+        @param alpn: What answers the service's TLS-ALPN-01 validation
+            handshakes, if anything does: the context then ends any other
+            handshake that offers C{acme-tls/1}.
+        """
         self.certifiedKey = certifiedKey
         self._context = sessionContext(certifiedKey)
+        if alpn is not None:
+            alpn.install(self._context)
 
     def sealCache(self) -> None:
         """
@@ -79,4 +87,7 @@ class SessionTLS:
         )
 
     def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        return SSL.Connection(self._context, None)
+        connection = SSL.Connection(self._context, None)
+        # How ALPNAnswers finds the connection's protocol, to close it.
+        connection.set_app_data(tlsProtocol)
+        return connection

@@ -24,7 +24,6 @@ from twisted.protocols.ftp import (
     FileNotFoundError,
     FTPCmdError,
     InvalidPath,
-    IReadFile,
     _isGlobbingExpression,
     toSegments,
 )
@@ -32,7 +31,7 @@ from twisted.python.failure import Failure
 
 from . import events
 from .ftpsdata import DataRefused, SecureDTP
-from .ftpsshell import Upload
+from .ftpsshell import Download, RestartInvalid, Upload
 
 #: The lines of a listing formatted and sent at once.
 LIST_LINES_AT_ONCE = 200
@@ -41,11 +40,14 @@ _LIST_KEYS = ("size", "directory", "permissions", "hardlinks", "modified", "owne
 #: The reply to a transfer whose data connection did not resume the
 #: session (vsftpd's words).
 REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
+#: The reply to a transfer whose REST offset is beyond the end of its file
+#: (RFC 3659's words).
+RESTART_INVALID = "554 Requested action not taken: invalid REST parameter."
 
 
 class TransferCommands:
     """
-    RETR, STOR, LIST and NLST for an C{FTP} subclass whose data connections
+    RETR, STOR, APPE, LIST and NLST for an C{FTP} subclass whose data connections
     are L{SecureDTP}.
     """
 
@@ -57,6 +59,7 @@ class TransferCommands:
         shell: Any
         transport: Any
         factory: Any
+        restartAt: int
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -90,6 +93,9 @@ class TransferCommands:
         if failure.check(DataRefused) or (dtp is not None and dtp.refused):
             self.sendLine(REUSE_REQUIRED)
             return None
+        if failure.check(RestartInvalid):
+            self.sendLine(RESTART_INVALID)
+            return None
         if failure.check(FTPCmdError):
             return (failure.value.errorCode, path)  # type: ignore[union-attr]
         return (CNX_CLOSED_TXFR_ABORTED,)
@@ -100,18 +106,44 @@ class TransferCommands:
         )
 
     def ftp_RETR(self, path: str) -> Deferred[Any]:
+        """
+        Send the file at C{path}, from the offset of a REST before.
+        """
+        offset = self.restartAt
         dtp = self._dataConnection("RETR")
         segments = self._segments(path)
 
-        def send(file: IReadFile) -> Deferred[Any]:
+        def send(file: Download) -> Deferred[Any]:
+            file.restartAt(offset)
             self._started(dtp)
-            sending = file.send(dtp if self.binary else ASCIIConsumerWrapper(dtp))
-            return sending.addCallback(lambda _: dtp.whenHandshaken())
+            consumer: Any = dtp if self.binary else ASCIIConsumerWrapper(dtp)
+            # Nothing is sent, nor the connection closed, before its
+            # handshake passed its checks.
+            sending = dtp.whenHandshaken()
+            sending.addErrback(_closeUnsent, file)
+            sending.addCallback(lambda _: file.send(consumer))
+            # A file that cannot be read to its end is cut short, never
+            # closed as if complete.
+            return sending.addErrback(_cut, dtp)
 
         return self._transfer(self.shell.openForReading(segments), send, path)
 
     def ftp_STOR(self, path: str) -> Deferred[Any]:
-        dtp = self._dataConnection("STOR")
+        """
+        Store what comes as the file at C{path}, after the number of bytes
+        of a REST before of the file there.
+        """
+        return self._store("STOR", path, self.restartAt)
+
+    def ftp_APPE(self, path: str) -> Deferred[Any]:
+        """
+        Store what comes as the file at C{path}, after all of the file
+        there; a REST before is ignored.
+        """
+        return self._store("APPE", path, None)
+
+    def _store(self, command: str, path: str, start: int | None) -> Deferred[Any]:
+        dtp = self._dataConnection(command)
         segments = self._segments(path)
 
         def receive(upload: Upload) -> Deferred[Any]:
@@ -121,7 +153,7 @@ class TransferCommands:
             receiving.addErrback(self._uploadFailed, upload, path)
             return receiving
 
-        return self._transfer(self.shell.openForWriting(segments), receive, path)
+        return self._transfer(self.shell.openForWriting(segments, start), receive, path)
 
     def _transfer(
         self, opening: Deferred[Any], transfer: Callable[[Any], Deferred[Any]], path: str
@@ -146,6 +178,8 @@ class TransferCommands:
 
     def _uploadFailed(self, failure: Failure, upload: Upload, path: str) -> Failure:
         upload.abort()
+        # A failed write of the file, rather than the connection it cut.
+        failure = upload.failure or failure
         self.factory.warnings.emit(
             events.FTPS_UPLOAD_FAILED,
             path=path,
@@ -233,6 +267,24 @@ class TransferCommands:
 
         listing: Deferred[Any] = self.shell.list(segments, ())
         return listing.addCallbacks(send, nothing)
+
+
+def _closeUnsent(failure: Failure, file: Download) -> Failure:
+    """
+    Close the file of a download that does not start.
+    """
+    file.close()
+    return failure
+
+
+def _cut(failure: Failure, dtp: SecureDTP) -> Failure:
+    """
+    Cut the data connection of a download that failed.
+    """
+    transport: Any = dtp.transport
+    if transport is not None:
+        transport.abortConnection()
+    return failure
 
 
 def _notFound(failure: Failure, path: str) -> Failure:

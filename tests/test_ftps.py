@@ -6,16 +6,23 @@ explicit and implicit, with Python's C{ftplib} as the client.
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import io
 import os
 import socket
 import ssl
 
 import bcrypt
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from twisted.internet import reactor
 from twisted.logger import capturedLogs
 
 from letsencrypt_resource import events
+from letsencrypt_resource.alpn import ACME_IDENTIFIER, ALPNAnswers
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.challenge import ChallengeResponder
 from tests.helpers import provisionalFor
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
@@ -41,6 +48,22 @@ class _Sessions:
 
         names, data, pwd = await self.inThread(session)
         self.assertEqual((names, data, pwd), (["own.txt"], CONTENT, "/"))
+
+    async def test_emptyFile(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        An empty file is downloaded: its data connection is closed after
+        its TLS handshake, not under it.
+        """
+        open(os.path.join(self.served, USER, "empty"), "wb").close()
+        self.startService()
+
+        def session() -> bytes:
+            client = self.loggedIn()
+            received = io.BytesIO()
+            client.retrbinary("RETR empty", received.write)
+            return received.getvalue()
+
+        self.assertEqual(await self.inThread(session), b"")
 
     async def test_upload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
@@ -455,6 +478,59 @@ class ExplicitFTPSTests(_Sessions, FTPSServiceCase):
         self.assertIn("it lies in the served folder", failed["details"])
         self.assertIsNone(service._port)
 
+    async def test_unusableKeyReported(self) -> None:
+        """
+        A certificate whose key, read only at its first use, cannot be
+        used, with no earlier one in service, is reported to the resource
+        at once (so that an FTPS-only set is ordered again), and AUTH TLS
+        gets 431.
+        """
+        service = self.startService()
+        told: list[CertifiedKey] = []
+        service.consumer.reportUnusableTo(lambda domains, certifiedKey: told.append(certifiedKey))
+        damaged = _unreadableKey(self.signer)
+        service.consumer.useCertificate(damaged)
+
+        def session() -> str:
+            client = self.client()
+            try:
+                return client.auth()
+            except ftplib.error_temp as error:
+                return str(error)
+
+        with capturedLogs():
+            self.assertEqual(await self.inThread(session), "431 No certificate available.")
+        self.assertEqual(told, [damaged])
+        self.flushLoggedErrors(SSL.Error)
+
+    async def test_unusableKeyAfterGood(self) -> None:
+        """
+        A certificate whose key cannot be used, after one that sessions
+        used, leaves that one in service, and nothing is reported.
+        """
+        service = self.startService()
+        told: list[CertifiedKey] = []
+        service.consumer.reportUnusableTo(lambda domains, certifiedKey: told.append(certifiedKey))
+        await self.inThread(self.loggedIn)
+        service.consumer.useCertificate(_unreadableKey(self.signer))
+
+        def session() -> list[str]:
+            return self.loggedIn().nlst()
+
+        with capturedLogs():
+            self.assertEqual(await self.inThread(session), ["own.txt"])
+        self.assertEqual(told, [])
+        self.flushLoggedErrors(SSL.Error)
+
+
+def _unreadableKey(signer: CertifiedKey) -> CertifiedKey:
+    """
+    A certificate for L{NAME} from C{signer}, read as stored with its key
+    unchecked, whose key is no key.
+    """
+    bundle = provisionalFor(signer, (NAME,)).fullchainPEM
+    return CertifiedKey.fromCheckedPEM(b"no key\n" + bundle, frozenset((NAME,)))
+
 
 class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
     """
@@ -462,3 +538,39 @@ class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
     """
 
     implicit = True
+
+    async def test_alpnValidation(self) -> None:
+        """
+        An implicit FTPS port answers a TLS-ALPN-01 validation handshake
+        for a name with a pending challenge as an https port does: it
+        selects C{acme-tls/1} and presents the validation certificate;
+        sessions are served as before.
+        """
+        service = self.startService()
+        responder = ChallengeResponder()
+        responder.addALPN("tok", NAME, "tok.print")
+        service.consumer.tls.answerALPN(ALPNAnswers(responder.lookupALPN, reactor))
+
+        def validate() -> tuple[str | None, bytes]:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["acme-tls/1"])
+            with socket.create_connection((self.host, self.port), 10) as plain:
+                with context.wrap_socket(plain, server_hostname=NAME) as tls:
+                    der = tls.getpeercert(binary_form=True)
+                    return tls.selected_alpn_protocol(), der
+
+        def session() -> list[str]:
+            return self.loggedIn().nlst()
+
+        protocol, der = await self.inThread(validate)
+        identifier = x509.load_der_x509_certificate(der).extensions.get_extension_for_oid(
+            ACME_IDENTIFIER
+        )
+        self.assertEqual(protocol, "acme-tls/1")
+        self.assertEqual(
+            identifier.value.value,  # type: ignore[attr-defined]
+            b"\x04\x20" + hashlib.sha256(b"tok.print").digest(),
+        )
+        self.assertEqual(await self.inThread(session), ["own.txt"])

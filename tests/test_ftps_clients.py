@@ -2,7 +2,7 @@
 The FTPS service of a whole server, on a certificate the resource obtained
 from a real pebble, with clients no one here wrote: curl (explicit
 C{--ssl-reqd ftp://} and implicit C{ftps://}, the host name checked
-against the test CA's root).
+against the test CA's root), resuming transfers with C{-C -}.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ class _ServerCase(TestCACase):
                 b"%s:%s\n" % (USER.encode(), bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)))
             )
         self.ports = [freeTCPPort(), freeTCPPort()]
+        while self.ports[1] in (self.ports[0], challengePort):
+            # A port just closed may be given again.
+            self.ports[1] = freeTCPPort()
         path = os.path.join(directory, "server.ini")
         with open(path, "w") as stream:
             stream.write(
@@ -192,6 +195,48 @@ class CurlTests(_ServerCase):
             self.assertIn(renewed, b"".join(out.splitlines()))
             await self.checkListDownloadUpload(base)
             os.remove(os.path.join(self.directory, "ftp", USER, "uploaded.bin"))
+
+    async def checkResumed(
+        self, url: str, partial: str, kept: bytes, whole: bytes, *arguments: str
+    ) -> None:
+        """
+        Write C{kept} to the file C{partial}, run C{curl -C -} with
+        C{arguments} on C{url}, and check that C{partial} then holds
+        C{kept} followed by the rest of C{whole}: the first bytes, which
+        differ from the whole file's, were not transferred again.
+        """
+        with open(partial, "wb") as stream:
+            stream.write(kept)
+        code, _, err = await self.curl(url, "--ssl-reqd", "--continue-at", "-", *arguments)
+        self.assertEqual((code, err), (0, b""))
+        with open(partial, "rb") as stream:
+            self.assertEqual(stream.read(), kept + whole[len(kept) :])
+
+    async def checkResume(self, base: str) -> None:
+        """
+        C{curl -C -} finishes a partial download (REST, RETR) and a partial
+        upload (SIZE, APPE).
+        """
+        partial = os.path.join(self.directory, "partial.txt")
+        await self.checkResumed(
+            base + "/hello.txt", partial, b"d" * 500, CONTENT, "--output", partial
+        )
+        whole = CONTENT * 50
+        upload = os.path.join(self.directory, "whole.bin")
+        with open(upload, "wb") as stream:
+            stream.write(whole)
+        stored = os.path.join(self.directory, "ftp", USER, "resumed.bin")
+        await self.checkResumed(
+            base + "/resumed.bin", stored, b"u" * 1000, whole, "--upload-file", upload
+        )
+
+    async def test_resume(self) -> None:
+        """
+        C{curl -C -} resumes a download and an upload over explicit and
+        implicit FTPS.
+        """
+        await self.checkResume(f"ftp://{NAME}:{self.ports[0]}")
+        await self.checkResume(f"ftps://{NAME}:{self.ports[1]}")
 
     async def test_hostNameChecked(self) -> None:
         """

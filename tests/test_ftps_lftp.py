@@ -88,6 +88,33 @@ class _Lftp:
         with open(os.path.join(self.served, USER, "uploaded.bin"), "rb") as file:
             self.assertEqual(file.read(), CONTENT * 10)
 
+    async def test_resume(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        lftp finishes a partial download (C{get -c}: REST, RETR) and a
+        partial upload (C{put -c}: SIZE, REST, STOR), transferring only
+        what is missing: the partial files' first bytes, which differ from
+        the whole files', are kept.
+        """
+        self.startService()
+        base = os.path.dirname(self.usersFile)
+        whole = CONTENT * 10
+        with open(os.path.join(base, "partial.txt"), "wb") as file:
+            file.write(b"d" * 100)
+        with open(os.path.join(base, "local.bin"), "wb") as file:
+            file.write(whole)
+        stored = os.path.join(self.served, USER, "resumed.bin")
+        with open(stored, "wb") as file:
+            file.write(b"u" * 1000)
+        result = await self.inThread(
+            self.lftp,  # type: ignore[attr-defined]
+            "get -c own.txt -o partial.txt; put -c local.bin -o resumed.bin",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        with open(os.path.join(base, "partial.txt"), "rb") as file:
+            self.assertEqual(file.read(), b"d" * 100 + CONTENT[100:])
+        with open(stored, "rb") as file:
+            self.assertEqual(file.read(), b"u" * 1000 + whole[1000:])
+
     async def test_otherName(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """
         lftp refuses the service under a name its certificate does not

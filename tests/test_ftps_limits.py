@@ -374,16 +374,17 @@ class ImplicitLimitsTests(_Limits, FTPSServiceCase):
     implicit = True
 
 
-class LoginPoolTests(FTPSServiceCase):
+class ServicePoolTests(FTPSServiceCase):
     """
-    The thread pool that checks an FTPS service's passwords.
+    The thread pools of an FTPS service: one checks its passwords, one
+    reads and writes the files of its transfers.
     """
 
     def test_stoppedWithTheReactor(self) -> None:
         """
-        The pool stops when the reactor shuts down, should the service not
-        be stopped first (its threads would keep the process alive); a
-        service that stops takes that back and stops it itself.
+        The pools stop when the reactor shuts down, should the service not
+        be stopped first (their threads would keep the process alive); a
+        service that stops takes that back and stops them itself.
         """
         triggers: dict[int, tuple[str, str, Any]] = {}
 
@@ -394,17 +395,24 @@ class LoginPoolTests(FTPSServiceCase):
         self.patch(reactor, "addSystemEventTrigger", add)
         self.patch(reactor, "removeSystemEventTrigger", triggers.pop)
         service = self.startService()
-        pool = service._pool
-        assert pool is not None
-        [(phase, event, stop)] = triggers.values()
-        self.assertEqual((phase, event, pool.started), ("during", "shutdown", True))
-        stop()
-        self.assertFalse(pool.started)
+        pools = [service._logins.threadPool, service._files.threadPool]
+        self.assertEqual([pool.started for pool in pools], [True, True])
+        self.assertEqual(
+            [(phase, event) for phase, event, _ in triggers.values()],
+            [("during", "shutdown")] * 2,
+        )
+        for _, _, stop in triggers.values():
+            stop()
+        self.assertEqual([pool.started for pool in pools], [False, False])
         service.stopService()
+        self.assertEqual(len(triggers), 2)
         stopped = self.startService()
-        self.assertTrue(stopped._pool is not None and stopped._pool.started)
+        pools = [stopped._logins.threadPool, stopped._files.threadPool]
+        self.assertEqual([pool.started for pool in pools], [True, True])
+        self.assertEqual(len(triggers), 4)
         stopped.stopService()
-        self.assertEqual(len(triggers), 1)
+        self.assertEqual([pool.started for pool in pools], [False, False])
+        self.assertEqual(len(triggers), 2)
 
 
 class IPv6Tests(FTPSServiceCase):

@@ -35,7 +35,7 @@ from letsencrypt_resource.ftpsshell import (
     ConfinedShell,
     removeStaleUploads,
 )
-from tests.helpers.ftpscase import CONTENT, USER, makeTree
+from tests.helpers.ftpscase import CONTENT, USER, makeTree, runAtOnce
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
 
@@ -208,6 +208,7 @@ class ConfinementTests(SynchronousTestCase):
             writable=True,
             accounts={"alice", "bob", "carol"},
             cooperate=_atOnce,
+            inThread=runAtOnce,
         )
 
     def shell(self, avatarId: Any = USER) -> ConfinedShell:
@@ -306,7 +307,11 @@ class ConfinementTests(SynchronousTestCase):
         root = openFolder(self.served)
         self.addCleanup(os.close, root)
         realm = FolderRealm(
-            lambda: os.dup(root), writable=True, hiddenFiles=True, cooperate=_atOnce
+            lambda: os.dup(root),
+            writable=True,
+            hiddenFiles=True,
+            cooperate=_atOnce,
+            inThread=runAtOnce,
         )
         _, shell, logout = realm.requestAvatar(USER, None, IFTPShell)
         self.addCleanup(logout)
@@ -367,7 +372,12 @@ class ConfinementTests(SynchronousTestCase):
             terminationPredicateFactory=lambda: lambda: True,
             scheduler=lambda step: clock.callLater(1, step),
         )
-        realm = FolderRealm(lambda: openFolder(self.served), True, cooperate=cooperator.cooperate)
+        realm = FolderRealm(
+            lambda: openFolder(self.served),
+            True,
+            cooperate=cooperator.cooperate,
+            inThread=runAtOnce,
+        )
         _, shell, logout = realm.requestAvatar(USER, None, IFTPShell)
         self.addCleanup(logout)
         listing = shell.list([], ("size", "directory", "permissions"))
@@ -452,5 +462,5 @@ class ConfinementTests(SynchronousTestCase):
         """
         Once the served folder is no longer served, logins are refused.
         """
-        realm = FolderRealm(lambda: None, writable=False)
+        realm = FolderRealm(lambda: None, writable=False, inThread=runAtOnce)
         self.assertRaises(UnauthorizedLogin, realm.requestAvatar, USER, None, IFTPShell)

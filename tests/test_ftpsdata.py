@@ -7,15 +7,24 @@ from __future__ import annotations
 
 import errno
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionAborted
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.ftpsdata import SecureDTP
+from letsencrypt_resource.ftpsdata import (
+    READ_SIZE,
+    DataTruncated,
+    PeerOnlyTLSFactory,
+    SecureDTP,
+    SecureDTPFactory,
+)
 from letsencrypt_resource.ftpsthrottle import WarningBudget
+from letsencrypt_resource.ftpstls import SessionTLS
+from tests.helpers import selfSigned
 
 
 class _FullDisk:
@@ -42,13 +51,26 @@ class _Factory:
         self.deferred: Deferred[None] = Deferred()
 
 
+class _PI:
+    """
+    The control connection of a data port, which only closes it and is
+    never idle.
+    """
+
+    def closePassivePort(self) -> None:
+        pass
+
+    def resetTimeout(self) -> None:
+        pass
+
+
 class UploadWriteFailureTests(SynchronousTestCase):
     """
     An upload whose file cannot be written fails with the error, once.
     """
 
     def dtp(self) -> tuple[SecureDTP, StringTransport]:
-        dtp = SecureDTP(WarningBudget(Clock(), "ftp"))
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"), lambda: None)
         dtp.factory = _Factory()
         transport = StringTransport()
         dtp.makeConnection(transport)
@@ -82,3 +104,90 @@ class UploadWriteFailureTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         dtp.connectionLost(Failure(ConnectionAborted()))
         self.failureResultOf(receiving, OSError)
+
+
+class _Keeper:
+    """
+    A consumer that keeps what it is given.
+    """
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def registerProducer(self, producer: object, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        self.received.append(data)
+
+
+class UploadEndedEarlyTests(SynchronousTestCase):
+    """
+    An upload that is ready only after its data connection ended.
+    """
+
+    def dtp(self) -> tuple[SecureDTP, StringTransport]:
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"), lambda: None)
+        dtp.factory = _Factory()
+        transport = StringTransport()
+        dtp.makeConnection(transport)
+        dtp.dataReceived(b"early")
+        return dtp, transport
+
+    def test_truncated(self) -> None:
+        """
+        A connection that ended without a TLS close_notify before the
+        upload was ready (a resumed upload copying its start) fails it:
+        what it brought is never taken as a complete file.
+        """
+        dtp, _ = self.dtp()
+        dtp.connectionLost(Failure(ConnectionLost()))
+        consumer = _Keeper()
+        self.failureResultOf(dtp.registerConsumer(consumer), DataTruncated)
+        self.assertEqual(consumer.received, [])
+
+    def test_complete(self) -> None:
+        """
+        A connection that ended with a TLS close_notify before the upload
+        was ready gives it all it brought.
+        """
+        dtp, _ = self.dtp()
+        dtp.connectionLost(Failure(ConnectionDone()))
+        consumer = _Keeper()
+        self.successResultOf(dtp.registerConsumer(consumer))
+        self.assertEqual(consumer.received, [b"early"])
+
+    def test_stopProducing(self) -> None:
+        """
+        An upload that stops (its file could not be written) cuts the data
+        connection.
+        """
+        dtp, transport = self.dtp()
+        transport.abortConnection = lambda: setattr(transport, "aborted", True)  # type: ignore[method-assign]
+        dtp.stopProducing()
+        self.assertTrue(getattr(transport, "aborted", False))
+
+
+class LargeReadsTests(SynchronousTestCase):
+    """
+    Tests for L{PeerOnlyTLSFactory}'s protocol.
+    """
+
+    def test_readSize(self) -> None:
+        """
+        A data connection reads up to L{READ_SIZE} bytes at once, not
+        Twisted's 64 KiB.
+        """
+        factory = PeerOnlyTLSFactory(
+            SessionTLS(selfSigned(("ftp.example.com",))),
+            SecureDTPFactory(_PI(), Clock(), True, WarningBudget(Clock(), "ftp")),
+            "127.0.0.1",
+            WarningBudget(Clock(), "ftp"),
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]

@@ -73,6 +73,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "folder",
                 "ftpsaccounts",
                 "ftpsdata",
+                "ftpsfiles",
                 "ftpsshell",
                 "ftpsthrottle",
                 "ftpstls",

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import bcrypt
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
@@ -57,6 +57,14 @@ def makeTree(base: str) -> str:
     os.symlink(outside, os.path.join(served, USER, "outside-link"))
     os.symlink(os.path.join(served, "hello.txt"), os.path.join(served, USER, "inside-link"))
     return served
+
+
+def runAtOnce(function: Callable[..., T], *args: Any) -> Deferred[T]:
+    """
+    Run C{function(*args)} at once, in the caller's thread: what unit tests
+    give as the thread runner of shells and transfers.
+    """
+    return maybeDeferred(function, *args)
 
 
 class FTPSServiceCase(TestCase):

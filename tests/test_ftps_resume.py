@@ -1,0 +1,309 @@
+"""
+Tests for resumed transfers (REST STREAM, APPE) and for the file work of
+transfers in threads, on an L{letsencrypt_resource.ftps.FTPSService} on
+loopback with Python's C{ftplib} as the client.
+"""
+
+from __future__ import annotations
+
+import errno
+import ftplib
+import io
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from letsencrypt_resource import ftpsfiles
+from letsencrypt_resource.ftps import FTPSFactory
+from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
+
+#: The size of the file the tests resume.
+SIZE = len(CONTENT)
+
+
+class _Resume:
+    """
+    The tests that hold for explicit and implicit FTPS alike.
+    """
+
+    def path(self: Any, name: str) -> str:  # type: ignore[misc]
+        return os.path.join(self.served, USER, name)
+
+    def read(self: Any, name: str) -> bytes:  # type: ignore[misc]
+        with open(self.path(name), "rb") as file:
+            return file.read()
+
+    async def test_downloadResumed(self: Any) -> None:  # type: ignore[misc]
+        """
+        REST then RETR sends the file from the offset on; an offset at the
+        end sends nothing; one beyond it answers 554.
+        """
+        self.startService()
+
+        def session() -> tuple[bytes, bytes, str]:
+            client = self.loggedIn()
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write, rest=100)
+            atEnd = io.BytesIO()
+            client.retrbinary("RETR own.txt", atEnd.write, rest=SIZE)
+            try:
+                client.retrbinary("RETR own.txt", atEnd.write, rest=SIZE + 1)
+            except ftplib.error_perm as error:
+                return received.getvalue(), atEnd.getvalue(), str(error)
+            return received.getvalue(), atEnd.getvalue(), "sent"
+
+        received, atEnd, refused = await self.inThread(session)
+        self.assertEqual((received, atEnd), (CONTENT[100:], b""))
+        self.assertEqual(refused, "554 Requested action not taken: invalid REST parameter.")
+
+    async def test_uploadResumed(self: Any) -> None:  # type: ignore[misc]
+        """
+        REST then STOR keeps that many bytes of the file there and appends
+        what comes; APPE appends to the whole file, or makes a new one; no
+        temporary file is left.
+        """
+        self.startService()
+
+        def session() -> None:
+            client = self.loggedIn()
+            client.storbinary("STOR own.txt", io.BytesIO(b"resumed"), rest=10)
+            client.storbinary("APPE own.txt", io.BytesIO(b" and appended"))
+            client.storbinary("APPE new.txt", io.BytesIO(b"new"))
+
+        await self.inThread(session)
+        self.assertEqual(self.read("own.txt"), CONTENT[:10] + b"resumed and appended")
+        self.assertEqual(self.read("new.txt"), b"new")
+        self.assertEqual(
+            [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."], []
+        )
+
+    async def test_uploadResumedBeyondEnd(self: Any) -> None:  # type: ignore[misc]
+        """
+        REST beyond the end of the file, or before STOR of a file that is
+        not there, answers 554 and changes nothing.
+        """
+        self.startService()
+
+        def session() -> list[str]:
+            client = self.loggedIn()
+            answers = []
+            for name, rest in (("own.txt", SIZE + 1), ("missing.txt", 1)):
+                try:
+                    client.storbinary(f"STOR {name}", io.BytesIO(b"x"), rest=rest)
+                except ftplib.error_perm as error:
+                    answers.append(str(error)[:3])
+            return answers
+
+        self.assertEqual(await self.inThread(session), ["554", "554"])
+        self.assertEqual(self.read("own.txt"), CONTENT)
+        self.assertFalse(os.path.exists(self.path("missing.txt")))
+
+    async def test_resumedUploadTruncated(self: Any) -> None:  # type: ignore[misc]
+        """
+        A resumed upload whose data connection ends without a TLS
+        close_notify leaves the file as it was (426): it is never written
+        in place.
+        """
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            conn = client.transfercmd("APPE own.txt")
+            conn.sendall(b"cut short")
+            socket.socket.shutdown(conn, socket.SHUT_RDWR)
+            conn.close()
+            try:
+                return client.voidresp()
+            except ftplib.error_temp as error:
+                return str(error)[:3]
+
+        self.assertEqual(await self.inThread(session), "426")
+        self.assertEqual(self.read("own.txt"), CONTENT)
+
+    async def test_readOnlyRefusesAppend(self: Any) -> None:  # type: ignore[misc]
+        """
+        Without C{writable}, APPE and resumed STOR are refused (550);
+        resumed downloads are served.
+        """
+        self.startService(writable=False)
+
+        def session() -> tuple[list[str], bytes]:
+            client = self.loggedIn()
+            refused = []
+            for command, rest in (("APPE own.txt", None), ("STOR own.txt", 5)):
+                try:
+                    client.storbinary(command, io.BytesIO(b"x"), rest=rest)
+                except ftplib.error_perm as error:
+                    refused.append(str(error)[:3])
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write, rest=5)
+            return refused, received.getvalue()
+
+        self.assertEqual(await self.inThread(session), (["550", "550"], CONTENT[5:]))
+        self.assertEqual(self.read("own.txt"), CONTENT)
+
+    async def test_hangUpDuringTransfer(self: Any) -> None:  # type: ignore[misc]
+        """
+        A client that hangs up its control connection during a download
+        causes no error: the transfer's end finds the session gone.
+        """
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"b" * (8 << 20))
+        service = self.startService()
+
+        def session() -> int:
+            client = self.loggedIn()
+            conn = client.transfercmd("RETR big.bin")
+            socket.socket.shutdown(client.sock, socket.SHUT_RDWR)
+            received = 0
+            while chunk := conn.recv(1 << 16):
+                received += len(chunk)
+            conn.close()
+            return received
+
+        self.assertEqual(await self.inThread(session), 8 << 20)
+        await service.stopService()
+
+    async def test_longTransferNotIdle(self: Any) -> None:  # type: ignore[misc]
+        """
+        A session whose transfer lasts longer than the idle time is not
+        cut: it is idle only from the transfer's end.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            conn = client.transfercmd("STOR slow.bin")
+            for _ in range(5):
+                conn.sendall(CONTENT)
+                time.sleep(0.5)
+            conn.unwrap().close()
+            return client.voidresp()
+
+        self.assertEqual((await self.inThread(session))[:3], "226")
+        self.assertEqual(self.read("slow.bin"), CONTENT * 5)
+
+    async def test_stalledTransferCut(self: Any) -> None:  # type: ignore[misc]
+        """
+        A session whose transfer stalls (nothing comes on its data
+        connection) for the idle time is cut.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.startService()
+
+        def session() -> tuple[str, bytes, float]:
+            client = self.loggedIn()
+            conn = client.transfercmd("STOR stalled.bin")
+            self.addCleanup(conn.close)
+            conn.settimeout(10)
+            started = time.monotonic()
+            try:
+                answer = client.getline()
+            except (OSError, EOFError) as error:
+                answer = type(error).__name__
+            try:
+                data = conn.recv(1)
+            except OSError as error:
+                data = type(error).__name__.encode()
+            return answer, data, time.monotonic() - started
+
+        answer, data, waited = await self.inThread(session)
+        self.assertFalse(answer.startswith("2"), answer)
+        # The data connection is cut with its session, not left open.
+        self.assertNotEqual(data, b"TimeoutError")
+        self.assertLess(waited, 10)
+        self.assertFalse(os.path.exists(self.path("stalled.bin")))
+
+
+class ExplicitResumeTests(_Resume, FTPSServiceCase):
+    """
+    Resumed transfers over explicit FTPS, and the REST command itself.
+    """
+
+    async def test_restCommand(self) -> None:
+        """
+        FEAT announces C{REST STREAM}; REST takes a byte offset only (501),
+        in binary mode only (504), and holds for the next command only: a
+        RETR after another command sends the whole file.
+        """
+        self.startService()
+
+        def session() -> tuple[str, list[str], bytes]:
+            client = self.loggedIn()
+            features = client.sendcmd("FEAT")
+            answers = []
+            for command in ("REST -1", "REST 1e3", "REST ١٢", "REST " + "9" * 19):
+                try:
+                    client.sendcmd(command)
+                except ftplib.error_perm as error:
+                    answers.append(str(error)[:3])
+            client.sendcmd("TYPE A")
+            try:
+                client.sendcmd("REST 10")
+            except ftplib.error_perm as error:
+                answers.append(str(error)[:3])
+            client.sendcmd("TYPE I")
+            answers.append(client.sendcmd("REST 10"))
+            client.sendcmd("NOOP")
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return features, answers, received.getvalue()
+
+        features, answers, received = await self.inThread(session)
+        self.assertIn(" REST STREAM\n", features)
+        self.assertEqual(
+            answers, ["501"] * 4 + ["504", "350 Restarting at 10. Send RETR, STOR or APPE."]
+        )
+        self.assertEqual(received, CONTENT)
+
+    async def test_slowDiskStallsNoOne(self) -> None:
+        """
+        While a download's read of its file hangs (a slow disk), the other
+        sessions are served: files are read in the service's threads, not
+        in the reactor's.
+        """
+        self.startService()
+        reading = threading.Event()
+        release = threading.Event()
+        self.addCleanup(release.set)
+        pread = os.pread
+
+        class SlowDisk:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def pread(self, fd: int, count: int, offset: int) -> bytes:
+                reading.set()
+                if not release.wait(30):
+                    raise OSError(errno.EIO, "the disk is too slow")
+                return pread(fd, count, offset)
+
+        self.patch(ftpsfiles, "os", SlowDisk())
+
+        def slow() -> bytes:
+            client = self.loggedIn()
+            received = io.BytesIO()
+            client.retrbinary("RETR own.txt", received.write)
+            return received.getvalue()
+
+        def other() -> str:
+            assert reading.wait(30)
+            client = self.loggedIn()
+            answer = client.sendcmd("NOOP")
+            release.set()
+            return answer
+
+        downloading = self.inThread(slow)
+        self.assertEqual((await self.inThread(other))[:3], "200")
+        self.assertEqual(await downloading, CONTENT)
+
+
+class ImplicitResumeTests(_Resume, FTPSServiceCase):
+    """
+    Resumed transfers over implicit FTPS.
+    """
+
+    implicit = True

@@ -1,0 +1,320 @@
+"""
+Tests for L{letsencrypt_resource.ftpsfiles} and the resumed uploads of
+L{letsencrypt_resource.ftpsshell}: the file reads and writes of FTPS
+transfers, with a thread runner whose work the tests finish by hand.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import ftpsshell
+from letsencrypt_resource.folder import openFolder
+from letsencrypt_resource.ftpsfiles import (
+    CHUNK_SIZE,
+    UPLOAD_BUFFER,
+    StoppedProducing,
+    ThreadedFileSender,
+    ThreadedFileWriter,
+)
+from letsencrypt_resource.ftpsshell import ConfinedShell, RestartInvalid
+
+
+class _Threads:
+    """
+    A thread runner that keeps the work it is given until the test runs it.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        result: Deferred[Any] = Deferred()
+        self.waiting.append((result, function, args))
+        return result
+
+    def runNext(self) -> None:
+        """
+        Run the oldest work given, and fire its Deferred.
+        """
+        result, function, args = self.waiting.pop(0)
+        try:
+            value = function(*args)
+        except Exception:
+            result.errback(Failure())
+        else:
+            result.callback(value)
+
+
+class _Consumer:
+    """
+    A consumer that keeps what it is given.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.producer: Any = None
+        self.unregistered = False
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.unregistered = True
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+
+class _Producer:
+    """
+    A producer that counts how it was told to pause, resume and stop.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def _isOpen(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+class SenderTests(SynchronousTestCase):
+    """
+    Tests for L{ThreadedFileSender}.
+    """
+
+    def setUp(self) -> None:
+        self.content = os.urandom(3 * CHUNK_SIZE + 10)
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(self.content)
+        self.fd = os.open(path, os.O_RDONLY)
+        self.addCleanup(lambda: _isOpen(self.fd) and os.close(self.fd))
+        self.threads = _Threads()
+        self.consumer = _Consumer()
+
+    def test_sendsFromOffset(self) -> None:
+        """
+        The file is sent from the offset to its end in chunks, each read in
+        a thread, one read at a time; then the sender unregisters and the
+        file is closed.
+        """
+        sender = ThreadedFileSender(self.fd, 5, self.threads)
+        done = sender.beginFileTransfer(self.consumer)
+        self.assertIs(self.consumer.producer, sender)
+        while self.threads.waiting:
+            self.assertEqual(len(self.threads.waiting), 1)
+            self.threads.runNext()
+        self.successResultOf(done)
+        self.assertEqual(b"".join(self.consumer.chunks), self.content[5:])
+        self.assertEqual(len(self.consumer.chunks), 4)
+        self.assertTrue(self.consumer.unregistered)
+        self.assertFalse(_isOpen(self.fd))
+
+    def test_pausedReadsOneAhead(self) -> None:
+        """
+        While the consumer is paused, one chunk is read ahead and held, no
+        more; it is written when the consumer resumes.
+        """
+        sender = ThreadedFileSender(self.fd, 0, self.threads)
+        sender.beginFileTransfer(self.consumer)
+        self.threads.runNext()
+        sender.pauseProducing()
+        self.threads.runNext()
+        self.assertEqual((len(self.consumer.chunks), self.threads.waiting), (1, []))
+        sender.resumeProducing()
+        self.assertEqual(len(self.consumer.chunks), 2)
+        self.assertEqual(len(self.threads.waiting), 1)
+
+    def test_stoppedDuringRead(self) -> None:
+        """
+        A transfer stopped while a read runs fails at once, and its file is
+        closed only once the read ended, never under it.
+        """
+        sender = ThreadedFileSender(self.fd, 0, self.threads)
+        done = sender.beginFileTransfer(self.consumer)
+        sender.stopProducing()
+        self.failureResultOf(done, StoppedProducing)
+        self.assertTrue(_isOpen(self.fd))
+        self.threads.runNext()
+        self.assertFalse(_isOpen(self.fd))
+        self.assertEqual((self.consumer.chunks, self.consumer.unregistered), ([], False))
+
+    def test_readFails(self) -> None:
+        """
+        A read that fails fails the transfer, closes the file, and leaves
+        the consumer registered (its connection is cut, not closed as if
+        complete).
+        """
+        sender = ThreadedFileSender(self.fd, 0, self.threads)
+        done = sender.beginFileTransfer(self.consumer)
+        result, _, _ = self.threads.waiting.pop()
+        result.errback(Failure(OSError(errno.EIO, "Input/output error")))
+        self.failureResultOf(done, OSError)
+        self.assertFalse(_isOpen(self.fd))
+        self.assertFalse(self.consumer.unregistered)
+
+
+class WriterTests(SynchronousTestCase):
+    """
+    Tests for L{ThreadedFileWriter}.
+    """
+
+    def setUp(self) -> None:
+        self.path = self.mktemp()
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT)
+        self.addCleanup(os.close, self.fd)
+        self.threads = _Threads()
+        self.writer = ThreadedFileWriter(self.fd, self.threads)
+        self.producer = _Producer()
+        self.writer.registerProducer(self.producer, True)
+
+    def written(self) -> bytes:
+        with open(self.path, "rb") as file:
+            return file.read()
+
+    def test_writesByChunks(self) -> None:
+        """
+        What comes is written a chunk at a time, one write at a time, in a
+        thread; L{ThreadedFileWriter.flush} writes the rest.
+        """
+        small = b"x" * (CHUNK_SIZE // 2)
+        self.writer.write(small)
+        self.assertEqual(self.threads.waiting, [])
+        self.writer.write(small)
+        self.writer.write(small)
+        self.assertEqual(len(self.threads.waiting), 1)
+        flushed = self.writer.flush()
+        while self.threads.waiting:
+            self.threads.runNext()
+        self.successResultOf(flushed)
+        self.assertEqual(self.written(), small * 3)
+
+    def test_pausesAboveBuffer(self) -> None:
+        """
+        The producer is paused while more than L{UPLOAD_BUFFER} bytes wait,
+        and resumed once they are written.
+        """
+        for _ in range(UPLOAD_BUFFER // CHUNK_SIZE + 2):
+            self.writer.write(b"y" * CHUNK_SIZE)
+        self.assertEqual(self.producer.calls, ["pause"])
+        self.threads.runNext()
+        self.assertEqual(self.producer.calls, ["pause", "resume"])
+        self.assertEqual(len(self.threads.waiting), 1)
+
+    def test_writeFails(self) -> None:
+        """
+        A failed write stops the producer; the next write raises its error,
+        and L{ThreadedFileWriter.flush} fails with it.
+        """
+        self.writer.write(b"z" * CHUNK_SIZE)
+        result, _, _ = self.threads.waiting.pop()
+        result.errback(Failure(OSError(errno.ENOSPC, "No space left on device")))
+        self.assertEqual(self.producer.calls, ["stop"])
+        self.assertRaises(OSError, self.writer.write, b"more")
+        self.assertEqual(self.failureResultOf(self.writer.flush(), OSError).value.errno, 28)
+
+    def test_stopWaitsForWrite(self) -> None:
+        """
+        L{ThreadedFileWriter.stop} drops what waits and fires only once the
+        write that runs ended: only then may the file be closed.
+        """
+        self.writer.write(b"a" * CHUNK_SIZE)
+        self.writer.write(b"b")
+        stopped = self.writer.stop()
+        self.assertNoResult(stopped)
+        self.threads.runNext()
+        self.successResultOf(stopped)
+        self.assertEqual((self.written(), self.threads.waiting), (b"a" * CHUNK_SIZE, []))
+
+
+class ResumedUploadTests(SynchronousTestCase):
+    """
+    Tests for resumed uploads of L{ConfinedShell}: the kept bytes copied
+    into the temporary file, in turns of a thread.
+    """
+
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        self.target = os.path.join(self.folder, "file.bin")
+        self.original = os.urandom(2 * 1000 + 500)
+        with open(self.target, "wb") as file:
+            file.write(self.original)
+        self.threads = _Threads()
+        self.shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads)
+        self.addCleanup(self.shell.logout)
+        self.patch(ftpsshell, "COPY_STEP", 1000)
+
+    def runAll(self) -> int:
+        """
+        Run the work given to threads, and give how many turns it took.
+        """
+        turns = 0
+        while self.threads.waiting:
+            self.threads.runNext()
+            turns += 1
+        return turns
+
+    def test_copiedInTurns(self) -> None:
+        """
+        C{REST 2400} then C{STOR}: the 2400 bytes kept are copied in turns
+        of L{ftpsshell.COPY_STEP} bytes; the file is replaced only when the
+        upload is closed.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], 2400))
+        receiving = upload.receive()
+        self.assertEqual(self.runAll(), 3)
+        consumer = self.successResultOf(receiving)
+        consumer.write(b"new end")
+        closing = upload.close()
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original)
+        self.runAll()
+        self.successResultOf(closing)
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original[:2400] + b"new end")
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
+
+    def test_append(self) -> None:
+        """
+        An append keeps the whole file.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
+        receiving = upload.receive()
+        self.runAll()
+        self.successResultOf(receiving).write(b"+")
+        closing = upload.close()
+        self.runAll()
+        self.successResultOf(closing)
+        with open(self.target, "rb") as file:
+            self.assertEqual(file.read(), self.original + b"+")
+
+    def test_beyondEnd(self) -> None:
+        """
+        A restart offset beyond the end of the file is refused, and no
+        temporary file is left.
+        """
+        self.failureResultOf(self.shell.openForWriting(["file.bin"], 2501), RestartInvalid)
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
