@@ -104,7 +104,7 @@ class HTTPSFileService(Service):
         served = self._served
         assert served is not None
         factory = self._factory(served)
-        self._port = Listener(self._reactor, listening.description(self.options), factory)
+        self._port = Listener.on(self._reactor, self.options, factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
