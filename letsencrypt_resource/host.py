@@ -50,6 +50,7 @@ from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
+from .startupreport import ListeningStartUp
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import removeTemporaryFiles
 from .storage.export import EXPORTED_FILES
@@ -333,6 +334,9 @@ class ServerService(MultiService):
             service.consumer.tls.answerALPN(answers)
 
     def _removeService(self, service: HTTPSFileService) -> Deferred[None]:
+        startUp, service.startUp = service.startUp, None
+        if startUp is not None:
+            startUp.gone(self._reactor.seconds())
         self.registry.unregisterUtility(
             service.consumer, ICertificateConsumer, name=service.options.section
         )
@@ -407,6 +411,11 @@ class ServerService(MultiService):
         )
 
     def startService(self) -> None:
+        # One event 20209 once every service listens or cannot, not one
+        # 20156 for each.
+        startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
+        for service in self.fileServices:
+            service.startUp = startUp
         super().startService()
         if self.resource is None:
             _freezeStartUp()

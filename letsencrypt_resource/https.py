@@ -22,6 +22,7 @@ from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
 from .reactors import Reactor
+from .startupreport import ListeningStartUp
 from .tls import TLSCertificateConsumer
 
 
@@ -63,6 +64,8 @@ class HTTPSFileService(Service):
     L{ServedFolder} for a folder replaced while it serves.
 
     @ivar consumer: Its L{TLSCertificateConsumer}, to register.
+    @ivar startUp: The start-up of the server it started with, if it has
+        not listened yet: it is told, instead of event 20156.
     """
 
     _log = Logger()
@@ -75,6 +78,7 @@ class HTTPSFileService(Service):
         self._port: Listener | None = None
         self._served: ServedFolder | None = None
         self._waiting: Deferred[CertifiedKey] | None = None
+        self.startUp: ListeningStartUp | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -123,7 +127,19 @@ class HTTPSFileService(Service):
 
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)
-        events.SERVICE_LISTENING.emit(self._log, service=self.name, address=address, port=number)
+        startUp, self.startUp = self.startUp, None
+        if startUp is None:
+            events.SERVICE_LISTENING.emit(
+                self._log, service=self.name, address=address, port=number
+            )
+        else:
+            startUp.listened(
+                self.options.debug,
+                self._reactor.seconds(),
+                service=self.name,
+                address=address,
+                port=number,
+            )
 
     def _notListening(self, failure: Failure, served: ServedFolder) -> None:
         if failure.check(CancelledError):
@@ -141,6 +157,9 @@ class HTTPSFileService(Service):
         events.SERVICE_LISTEN_FAILED.emit(
             self._log, service=self.name, address=address, port=port, details=details
         )
+        startUp, self.startUp = self.startUp, None
+        if startUp is not None:
+            startUp.failed(self._reactor.seconds())
 
     def reopenFolder(self) -> None:
         """

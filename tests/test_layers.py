@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "provisional",
                 "reactors",
                 "safefs",
+                "startupreport",
             }
         ),
     ),
