@@ -25,7 +25,10 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import LogLevel
+from twisted.python import context
 from twisted.python.failure import Failure
+from twisted.python.log import ILogContext
 
 from .reactors import Reactor
 
@@ -33,6 +36,11 @@ from .reactors import Reactor
 STREAM_TYPES = ("tcp", "tcp6", "unix", "systemd")
 #: The port shown in events for a listener whose endpoint names none.
 NO_PORT = "-"
+#: What the lines Twisted logs as a port opens get: no text, so that a text
+#: log (twistd's) leaves them out.  Its "... starting on PORT" line for
+#: each port was, with thousands of services, most of the start-up's log;
+#: events 20156, 20151 and 20209 say where the listeners listen.
+_SILENCED = {ILogContext: {"log_format": "", "log_level": LogLevel.debug}}
 
 
 class ListenerOptions(Protocol):
@@ -222,7 +230,7 @@ class Listener:
         """
         pending = self._pending = Deferred()
         try:
-            listening = self._endpoint().listen(self._factory)
+            listening = context.call(_SILENCED, self._endpoint().listen, self._factory)
         except Exception:
             listening = fail()
         listening.addBoth(self._listened)
