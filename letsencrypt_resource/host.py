@@ -50,6 +50,7 @@ from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
+from .sharedfolders import SharedFolders
 from .startupreport import ListeningStartUp
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import removeTemporaryFiles
@@ -288,6 +289,7 @@ class ServerService(MultiService):
         self.registry = Components("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
         self._servedNames = ServedNames()
+        self._folders = SharedFolders()
         self.resource = None
         for options in configuration.services:
             self._addService(options)
@@ -315,6 +317,7 @@ class ServerService(MultiService):
     def _addService(self, options: ServiceOptions) -> None:
         kind = FTPSService if options.ftps is not None else HTTPSFileService
         service = kind(options, self._reactor)
+        service.folders = self._folders
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)

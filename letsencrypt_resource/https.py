@@ -22,6 +22,7 @@ from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
 from .reactors import Reactor
+from .sharedfolders import SharedFolders
 from .startupreport import ListeningStartUp
 from .tls import TLSCertificateConsumer
 
@@ -64,6 +65,8 @@ class HTTPSFileService(Service):
     L{ServedFolder} for a folder replaced while it serves.
 
     @ivar consumer: Its L{TLSCertificateConsumer}, to register.
+    @ivar folders: Where it opens its folder, shared with the other
+        services of its server (see L{SharedFolders}); its own by default.
     @ivar startUp: The start-up of the server it started with, if it has
         not listened yet: it is told, instead of event 20156.
     """
@@ -79,6 +82,7 @@ class HTTPSFileService(Service):
         self._served: ServedFolder | None = None
         self._waiting: Deferred[CertifiedKey] | None = None
         self.startUp: ListeningStartUp | None = None
+        self.folders = SharedFolders()
 
     def startService(self) -> None:
         super().startService()
@@ -86,7 +90,7 @@ class HTTPSFileService(Service):
         # configuration, not when the first certificate comes: no later
         # swap of the path for a link can slip in between.
         try:
-            self._served = ServedFolder.open(self.options.path, self.options.hiddenFiles)
+            self._served = self.folders.open(self.options.path, self.options.hiddenFiles)
         except OSError as error:
             self._listenFailed(f"cannot open the folder {self.options.path}: {error.strerror}")
             return
@@ -146,7 +150,7 @@ class HTTPSFileService(Service):
             return
         if self._served is served:
             self._served = None
-        served.close()
+            self.folders.close(served)
         self._listenFailed(listening.failureDetails(failure))
 
     def _listenFailed(self, details: str) -> None:
@@ -177,6 +181,6 @@ class HTTPSFileService(Service):
             self._waiting.cancel()
         served, self._served = self._served, None
         if served is not None:
-            served.close()
+            self.folders.close(served)
         port, self._port = self._port, None
         return port.stopListening() if port is not None else succeed(None)

@@ -78,6 +78,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "httpclient",
                 "keygen",
                 "listenerca",
+                "sharedfolders",
                 "metrics",
                 "shutdown",
                 "storage",
