@@ -10,10 +10,13 @@ of the cost per certificate against N (matplotlib, the C{bench} extra).
 Each N runs on a copy of the state directory C{bench/warm.py} fabricates
 (N stored ECDSA certificates with their renewal state, made once and kept
 under C{--workdir}), with one C{https} service per certificate, each on
-its own port of 127.0.0.1, the ACME server nowhere and no challenge site:
+its own port of 127.0.0.1 (twistd's open file limit raised to 2N + 1024
+when it is lower), the ACME server nowhere and no challenge site:
 the configuration path, the host and the TLS listeners are all measured,
-as users run them.  A service counts as in service at its event 20016 (or
-20153, a provisional certificate).  The plot is written to
+as users run them.  All are in service once the server has logged events
+20208 (every set on its certificate, with none waiting) and 20209 (every
+service listening).  With C{--cold}, the state directory starts empty:
+every set goes on a provisional certificate.  The plot is written to
 C{--workdir}/twistd-scale.png.  C{--status} then times
 C{python -m letsencrypt_resource status --json} against the running
 server (answered over its control socket), and again once it stopped
@@ -23,7 +26,9 @@ server (answered over its control socket), and again once it stopped
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import resource
 import select
 import shutil
 import signal
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,8 +51,28 @@ FIRST_PORT = 21000
 TIMEOUT = 300.0
 #: The ACME server: nowhere (the configuration takes https:// only).
 NOWHERE = "https://127.0.0.1:9/directory"
-#: The events that put a service in service.
-IN_SERVICE = ("] 20016 ", "] 20153 ")
+#: The events that say all services are in service: every set has its
+#: certificate, every service listens.
+IN_SERVICE = ("] 20208 ", "] 20209 ")
+#: What events 20208 and 20209 say when every set has a certificate and
+#: every service listens.
+ALL_IN_SERVICE = ("; 0 domain sets wait", ", 0 cannot,")
+
+
+def moreFiles(n: int) -> Callable[[], None]:
+    """
+    What raises the open file limit of twistd to what N services need:
+    each listens on a socket and holds its folder open.
+    """
+
+    def raiseLimit() -> None:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = max(soft, 2 * n + 1024)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+
+    return raiseLimit
+
 
 SERVER = """\
 [server]
@@ -125,17 +151,23 @@ def timeStatus(path: str, n: int) -> float:
     return seconds
 
 
-def startOnce(workdir: str, n: int, status: bool) -> dict[str, float]:
+def startOnce(workdir: str, n: int, status: bool, cold: bool = False) -> dict[str, float]:
     """
     Start twistd on N services once; return its start-up time, CPU and
     resident memory once all are in service, and with C{status}, how long
     C{status --json} took with the server and without it.
+
+    @param cold: Whether the state directory starts empty.
     """
     fabricated = os.path.join(workdir, f"warm-state-{n}")
-    fabricate(fabricated, n)
+    if not cold:
+        fabricate(fabricated, n)
     with tempfile.TemporaryDirectory(prefix=f"twistd-{n}-", dir=workdir) as directory:
         state = os.path.join(directory, "state")
-        shutil.copytree(fabricated, state)
+        if cold:
+            os.mkdir(state, 0o700)
+        else:
+            shutil.copytree(fabricated, state)
         path = writeConfiguration(directory, state, n)
         start = time.perf_counter()
         process = subprocess.Popen(
@@ -144,11 +176,13 @@ def startOnce(workdir: str, n: int, status: bool) -> dict[str, float]:
             stderr=subprocess.STDOUT,
             cwd=directory,
             env={**os.environ, "PYTHONPATH": ROOT},
+            preexec_fn=moreFiles(n),
         )
         assert process.stdout is not None
         try:
-            seen, buffer, tail = 0, b"", []
-            while seen < n:
+            seen: set[str] = set()
+            buffer, tail = b"", []
+            while len(seen) < len(IN_SERVICE):
                 if time.perf_counter() - start > TIMEOUT:
                     raise RuntimeError("twistd timed out:\n" + "\n".join(tail))
                 ready, _, _ = select.select([process.stdout], [], [], 1.0)
@@ -160,7 +194,11 @@ def startOnce(workdir: str, n: int, status: bool) -> dict[str, float]:
                 for raw in lines:
                     line = raw.decode("utf-8", "replace")
                     tail = (tail + [line])[-30:]
-                    seen += any(event in line for event in IN_SERVICE)
+                    for event, all in zip(IN_SERVICE, ALL_IN_SERVICE, strict=True):
+                        if event in line and all not in line:
+                            raise RuntimeError("not all in service:\n" + "\n".join(tail))
+                        if event in line:
+                            seen.add(event)
             seconds = time.perf_counter() - start
             result = {
                 "seconds": seconds,
@@ -181,7 +219,7 @@ def startOnce(workdir: str, n: int, status: bool) -> dict[str, float]:
     return result
 
 
-def plot(rows: list[dict[str, float]], path: str) -> None:
+def plot(rows: list[dict[str, float]], path: str, cold: bool = False) -> None:
     """
     Draw the start-up time and the memory per certificate against N.
     """
@@ -198,7 +236,8 @@ def plot(rows: list[dict[str, float]], path: str) -> None:
     left.legend()
     right.plot(ns, [row["rss"] / row["n"] / 1024 for row in rows], "o-")
     right.set(xlabel="services (N)", ylabel="RSS per certificate (KB)", ylim=(0, None))
-    figure.suptitle("twistd -n lets-encrypt: N https services on stored certificates")
+    certificates = "provisional certificates (cold)" if cold else "stored certificates"
+    figure.suptitle(f"twistd -n lets-encrypt: N https services on {certificates}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
@@ -209,12 +248,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--status", action="store_true", help="time status --json too")
+    parser.add_argument("--cold", action="store_true", help="start on an empty state directory")
     arguments = parser.parse_args()
     arguments.workdir = os.path.abspath(arguments.workdir)
     os.makedirs(arguments.workdir, exist_ok=True)
     rows = []
     for n in sorted(arguments.n):
-        runs = [startOnce(arguments.workdir, n, arguments.status) for _ in range(arguments.repeats)]
+        runs = [
+            startOnce(arguments.workdir, n, arguments.status, arguments.cold)
+            for _ in range(arguments.repeats)
+        ]
         row = {"n": n, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
         row["low"] = min(r["seconds"] for r in runs)
         row["high"] = max(r["seconds"] for r in runs)
@@ -242,8 +285,8 @@ def main() -> None:
         print("|---|---|---|")
         for row in rows:
             print(f"| {row['n']:,} | {row['status_server']:.2f} s | {row['status_alone']:.2f} s |")
-    path = os.path.join(arguments.workdir, "twistd-scale.png")
-    plot(rows, path)
+    path = os.path.join(arguments.workdir, f"twistd-scale{'-cold' if arguments.cold else ''}.png")
+    plot(rows, path, arguments.cold)
     print(f"\nPlot: {path}")
 
 

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from .clienthello import ClientHello
+from .domains import isIPAddress
 from .keys import generalName
 
 #: The ALPN protocol of validation handshakes.
@@ -86,10 +87,9 @@ def serverName(identifier: str) -> str:
     The SNI name a validation handshake for C{identifier} gives: the name
     itself, or the reverse-DNS name of an IP address.
     """
-    try:
-        return ipaddress.ip_address(identifier).reverse_pointer
-    except ValueError:
+    if not isIPAddress(identifier):
         return identifier
+    return ipaddress.ip_address(identifier).reverse_pointer
 
 
 def sharedKey(name: str) -> str:

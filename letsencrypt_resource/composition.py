@@ -131,7 +131,9 @@ def compose(
 
     cas = CARotation(options, connection, timedClientFor, log)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
-    provisioning = Provisioning(options, managed, records, writes, inThread, reactor, log, deploys)
+    provisioning = Provisioning(
+        options, managed, records, writes, inThread, reactor, log, deploys, automatic
+    )
     changes = StoredChanges(options, records, managed, provisioning, reactor, log)
     renewer = Renewer(
         options,

@@ -117,6 +117,7 @@ class DomainSets(Service):
         self.managed.clear()
         self.managed.update(collected)
         await self._loadAll(list(self.managed.values()))
+        self._provisioning.loaded()
 
     @deferred
     async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:

@@ -458,6 +458,19 @@ CA_PRIMARY_AGAIN = _event(
     "Ordering for {domains} from the first CA {acme_url} again, no longer from {previous}.",
 )
 
+STARTED_UP = _event(
+    20208,
+    LogLevel.info,
+    "Start-up put {services} services in service in {seconds} seconds: {issued} on "
+    "CA-issued certificates ({stored} stored certificates loaded), {provisional} on "
+    "provisional ones; {waiting} domain sets wait for a certificate.",
+)
+SERVICES_LISTENING = _event(
+    20209,
+    LogLevel.info,
+    "{listening} services listen, {failed} cannot, {seconds} seconds after they started.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

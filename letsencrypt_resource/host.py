@@ -50,6 +50,8 @@ from .operations import Operations
 from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
+from .sharedfolders import SharedFolders
+from .startupreport import ListeningStartUp
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import removeTemporaryFiles
 from .storage.export import EXPORTED_FILES
@@ -287,6 +289,7 @@ class ServerService(MultiService):
         self.registry = Components("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
         self._servedNames = ServedNames()
+        self._folders = SharedFolders()
         self.resource = None
         for options in configuration.services:
             self._addService(options)
@@ -314,6 +317,7 @@ class ServerService(MultiService):
     def _addService(self, options: ServiceOptions) -> None:
         kind = FTPSService if options.ftps is not None else HTTPSFileService
         service = kind(options, self._reactor)
+        service.folders = self._folders
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)
         service.setServiceParent(self)
         self.fileServices.append(service)
@@ -333,6 +337,9 @@ class ServerService(MultiService):
             service.consumer.tls.answerALPN(answers)
 
     def _removeService(self, service: HTTPSFileService) -> Deferred[None]:
+        startUp, service.startUp = service.startUp, None
+        if startUp is not None:
+            startUp.gone(self._reactor.seconds())
         self.registry.unregisterUtility(
             service.consumer, ICertificateConsumer, name=service.options.section
         )
@@ -407,6 +414,11 @@ class ServerService(MultiService):
         )
 
     def startService(self) -> None:
+        # One event 20209 once every service listens or cannot, not one
+        # 20156 for each.
+        startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
+        for service in self.fileServices:
+            service.startUp = startUp
         super().startService()
         if self.resource is None:
             _freezeStartUp()

@@ -22,6 +22,8 @@ from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
 from .reactors import Reactor
+from .sharedfolders import SharedFolders
+from .startupreport import ListeningStartUp
 from .tls import TLSCertificateConsumer
 
 
@@ -32,6 +34,8 @@ class FileSite(LimitedSite):
     """
 
     _log = Logger()
+    #: Wrapped in the service's TLS factories, which say nothing either.
+    noisy = False
 
     def __init__(self, service: str, debug: bool, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -61,6 +65,10 @@ class HTTPSFileService(Service):
     L{ServedFolder} for a folder replaced while it serves.
 
     @ivar consumer: Its L{TLSCertificateConsumer}, to register.
+    @ivar folders: Where it opens its folder, shared with the other
+        services of its server (see L{SharedFolders}); its own by default.
+    @ivar startUp: The start-up of the server it started with, if it has
+        not listened yet: it is told, instead of event 20156.
     """
 
     _log = Logger()
@@ -73,6 +81,8 @@ class HTTPSFileService(Service):
         self._port: Listener | None = None
         self._served: ServedFolder | None = None
         self._waiting: Deferred[CertifiedKey] | None = None
+        self.startUp: ListeningStartUp | None = None
+        self.folders = SharedFolders()
 
     def startService(self) -> None:
         super().startService()
@@ -80,7 +90,7 @@ class HTTPSFileService(Service):
         # configuration, not when the first certificate comes: no later
         # swap of the path for a link can slip in between.
         try:
-            self._served = ServedFolder.open(self.options.path, self.options.hiddenFiles)
+            self._served = self.folders.open(self.options.path, self.options.hiddenFiles)
         except OSError as error:
             self._listenFailed(f"cannot open the folder {self.options.path}: {error.strerror}")
             return
@@ -102,7 +112,7 @@ class HTTPSFileService(Service):
         served = self._served
         assert served is not None
         factory = self._factory(served)
-        self._port = Listener(self._reactor, listening.description(self.options), factory)
+        self._port = Listener.on(self._reactor, self.options, factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
@@ -112,18 +122,35 @@ class HTTPSFileService(Service):
         site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
         tls = self.consumer.tls
         factory = TLSMemoryBIOFactory(tls, False, site, clock=self._reactor)
-        return HelloPeekFactory(factory, lambda: tls.alpn)
+        peek = HelloPeekFactory(factory, lambda: tls.alpn)
+        # No "Starting factory" and "Stopping factory" lines from Twisted:
+        # event 20156 says that the service listens, and with thousands of
+        # services those lines were a third of the start-up's log.
+        peek.noisy = False
+        return peek
 
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)
-        events.SERVICE_LISTENING.emit(self._log, service=self.name, address=address, port=number)
+        startUp, self.startUp = self.startUp, None
+        if startUp is None:
+            events.SERVICE_LISTENING.emit(
+                self._log, service=self.name, address=address, port=number
+            )
+        else:
+            startUp.listened(
+                self.options.debug,
+                self._reactor.seconds(),
+                service=self.name,
+                address=address,
+                port=number,
+            )
 
     def _notListening(self, failure: Failure, served: ServedFolder) -> None:
         if failure.check(CancelledError):
             return
         if self._served is served:
             self._served = None
-        served.close()
+            self.folders.close(served)
         self._listenFailed(listening.failureDetails(failure))
 
     def _listenFailed(self, details: str) -> None:
@@ -134,6 +161,9 @@ class HTTPSFileService(Service):
         events.SERVICE_LISTEN_FAILED.emit(
             self._log, service=self.name, address=address, port=port, details=details
         )
+        startUp, self.startUp = self.startUp, None
+        if startUp is not None:
+            startUp.failed(self._reactor.seconds())
 
     def reopenFolder(self) -> None:
         """
@@ -151,6 +181,6 @@ class HTTPSFileService(Service):
             self._waiting.cancel()
         served, self._served = self._served, None
         if served is not None:
-            served.close()
+            self.folders.close(served)
         port, self._port = self._port, None
         return port.stopListening() if port is not None else succeed(None)

@@ -57,7 +57,7 @@ class ListenerService(Service):
         super().startService()
         if self._place is None:
             return
-        self._port = Listener(self._reactor, listening.description(self._place), self.factory())
+        self._port = Listener.on(self._reactor, self._place, self.factory())
         self._port.start().addCallbacks(self._listened, self._failed)
 
     def _listened(self, port: IListeningPort) -> None:

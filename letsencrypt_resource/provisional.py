@@ -178,3 +178,13 @@ def makeProvisional(
         .sign(signer.key, hashes.SHA256())
     )
     return CertifiedKey(key, certificate, (signer.certificate,), provisional=True)
+
+
+def makeProvisionals(
+    signer: CertifiedKey, sets: list[tuple[str, ...]], now: datetime.datetime
+) -> list[CertifiedKey]:
+    """
+    Make a provisional certificate for each of the domain C{sets}, each
+    with its own key (see L{makeProvisional}): one job for a worker thread.
+    """
+    return [makeProvisional(signer, domains, now) for domains in sets]

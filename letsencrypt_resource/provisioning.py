@@ -22,14 +22,18 @@ from .deploy import DeployHooks
 from .interfaces import ICertificateConsumer, IReportsUnusableCertificates
 from .limiter import Limiter
 from .managed import ManagedCertificate
-from .provisional import makeProvisional, makeSigner, signerProblem
+from .provisional import makeProvisionals, makeSigner, signerProblem
 from .reporting import unexpected, utc
+from .startupreport import ResourceStartUp
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
-#: How many provisional certificates are made at once at start.
+#: How many batches of provisional certificates are made at once.
 PROVISIONAL_JOBS = 2
+#: How many provisional certificates a worker makes in one job: thousands
+#: of sets without a certificate at start cost fewer trips to the workers.
+PROVISIONAL_BATCH = 32
 
 
 class Provisioning:
@@ -48,6 +52,7 @@ class Provisioning:
         reactor: Any,
         log: Logger,
         deploys: DeployHooks | None = None,
+        automatic: bool = True,
     ):
         """
         @param managed: The domain sets managed: the signer may sign for
@@ -55,6 +60,8 @@ class Provisioning:
         @param log: Where events go.
         @param deploys: Runs the deploy command after each new certificate
             is stored and exported.
+        @param automatic: Whether the sets without a certificate once
+            loaded are put on provisional ones (see L{loaded}).
         """
         self._options = options
         self._managed = managed
@@ -66,6 +73,9 @@ class Provisioning:
         self._signer: CertifiedKey | None = None
         self._signerLock = DeferredLock()
         self._deploys = deploys
+        self._automatic = automatic
+        #: Until every set loaded at start is in service (see L{tell}).
+        self.startUp = ResourceStartUp(log, options.debug, reactor.seconds())
         #: Called after each certificate is put in service (see L{deliver}).
         self.deliveryListeners: list[Callable[[], object]] = []
         #: Called with each set whose certificate turned out unusable at
@@ -80,19 +90,49 @@ class Provisioning:
         """
         now = utc(self._reactor.seconds())
         signer = await self._signerLock.run(self._currentSigner, now)
-        # A few at a time, each delivered as it comes, so that the workers
-        # are not handed thousands of keys to make at once.
+        # A few batches at a time, each delivered as it comes, so that the
+        # workers are not handed thousands of keys to make at once.
         making = Limiter(PROVISIONAL_JOBS)
 
-        def deliver(certificate: ManagedCertificate, provisional: CertifiedKey) -> None:
-            if certificate.current is None:
-                self.deliver(certificate, provisional)
+        def deliver(batch: list[ManagedCertificate], made: list[CertifiedKey]) -> None:
+            for certificate, provisional in zip(batch, made, strict=True):
+                if certificate.current is None:
+                    self.deliver(certificate, provisional)
 
-        def provision(certificate: ManagedCertificate) -> Deferred[None]:
-            made = self._runInThread(makeProvisional, signer, certificate.domains, now)
-            return made.addCallback(lambda provisional: deliver(certificate, provisional))
+        def provision(batch: list[ManagedCertificate]) -> Deferred[None]:
+            sets = [certificate.domains for certificate in batch]
+            made = self._runInThread(makeProvisionals, signer, sets, now)
+            return made.addCallback(lambda provisionals: deliver(batch, provisionals))
 
-        await gatherResults([making.run(provision, c) for c in certificates], consumeErrors=True)
+        batches = [
+            certificates[start : start + PROVISIONAL_BATCH]
+            for start in range(0, len(certificates), PROVISIONAL_BATCH)
+        ]
+        try:
+            await gatherResults([making.run(provision, b) for b in batches], consumeErrors=True)
+        finally:
+            self._endStartUp()
+
+    def tell(self, event: events.EventType, **fields: object) -> None:
+        """
+        Log C{event} with C{fields}, or count it while the start-up is under
+        way (see L{ResourceStartUp}).
+        """
+        self.startUp.tell(event, **fields)
+
+    def loaded(self) -> None:
+        """
+        The sets found at start are loaded: the start-up ends now, unless
+        some have no certificate and are to be put on provisional ones
+        (L{provision} ends it then).
+        """
+        if not self._automatic or all(c.current is not None for c in self._managed.values()):
+            self._endStartUp()
+
+    def _endStartUp(self) -> None:
+        if not self.startUp.ended:
+            waiting = sum(c.current is None for c in self._managed.values())
+            self.startUp.end(self._reactor.seconds(), waiting)
 
     @deferred
     async def _currentSigner(self, now: datetime.datetime) -> CertifiedKey:
@@ -163,7 +203,7 @@ class Provisioning:
             event = (
                 events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
             )
-            event.emit(self._log, service=consumer.name, domains=certificate.label)
+            self.tell(event, service=consumer.name, domains=certificate.label)
 
     def unusable(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:
         """

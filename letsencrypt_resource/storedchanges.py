@@ -215,8 +215,10 @@ class StoredChanges:
             storage while the resource runs: the deploy command runs once
             it is exported.
         """
-        events.STORED_CERTIFICATE_LOADED.emit(
-            self._log, domains=certificate.label, not_after=stored.notAfter.isoformat()
+        self._provisioning.tell(
+            events.STORED_CERTIFICATE_LOADED,
+            domains=certificate.label,
+            not_after=stored.notAfter.isoformat(),
         )
         self._provisioning.deliver(certificate, stored)
         self._provisioning.export(certificate, deploy)

@@ -90,7 +90,7 @@ class SharedTLSALPNTests(PostgresCase, TestCACase):
         first = self.startNode("node-1", testCA.directoryURL, testCA.caFile, freeTCPPort())
         await self.until(lambda: bool(answering), timeout=30)
         second = self.startNode("node-2", testCA.directoryURL, testCA.caFile, tlsPort)
-        await self.until(lambda: sum(e.get("event_id") == 20156 for e in events) == 2, timeout=30)
+        await self.until(lambda: sum(e.get("event_id") == 20209 for e in events) == 2, timeout=30)
         secondListens.callback(None)
         await self.until(lambda: 20015 in [e.get("event_id") for e in events], timeout=30)
         ids = [e.get("event_id") for e in events]

@@ -126,11 +126,11 @@ class AttackerCase(TestCACase):
 
     async def started(self, configuration: str, *texts: bytes) -> Twistd:
         """
-        Start twistd and wait until one of C{texts} (by default the file
-        service's 20156) is logged.
+        Start twistd and wait until one of C{texts} (by default 20209: the
+        services listen) is logged.
         """
         twistd = self.spawn(configuration)
-        await twistd.when(*(texts or (b" 20156 ",))).addTimeout(15, reactor)
+        await twistd.when(*(texts or (b" 20209 ",))).addTimeout(15, reactor)
         if twistd.status is not None:
             self.fail(f"twistd ended early:\n{twistd.output.decode('utf-8', 'replace')}")
         return twistd

@@ -183,8 +183,9 @@ class CADownAtStartTests(FaultCase):
         for name, consumer in consumers.items():
             [again] = consumer.received
             self.assertEqual(again.certificate, issued[name].certificate)
-        self.assertEqual(self.recorder.ids().count(20158), len(consumers))
-        self.assertNotIn(20153, self.recorder.ids())
+        [started] = self.recorder.texts(20208)
+        self.assertIn(f"{len(consumers)} on CA-issued certificates", started)
+        self.assertIn(f"({len(consumers)} stored certificates loaded), 0 on provisional", started)
         before = len(self.recorder.texts(20017))
         await second.check(force=True)
         self.assertEqual(len(self.recorder.texts(20017)), before + len(consumers))

@@ -5,16 +5,21 @@ Tests for L{letsencrypt_resource.host.ServerService} itself.
 from __future__ import annotations
 
 import gc
+import os
 import weakref
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.config import Configuration
 from letsencrypt_resource.host import ServerService
+from tests.helpers import newSigner, provisionalFor
 from tests.helpers.resourcecase import resourceOptions
+from tests.helpers.serviceoptions import makeOptions
 
 
 class Cycle:
@@ -59,6 +64,65 @@ class StartTests(SynchronousTestCase):
         self.addCleanup(server.stopService)
         self.assertIsNone(garbage())
         self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_listeningTold(self) -> None:
+        """
+        The services a server starts with do not each say that they listen
+        (event 20156, at debug level only with C{debug = yes}): one event
+        20209 says it once all do.  A service that listens again later
+        says so itself.
+        """
+        folder = self.mktemp()
+        os.mkdir(folder)
+        services = tuple(
+            attrs.evolve(makeOptions(folder), section=name, name=name, port=port, debug=debug)
+            for name, port, debug in [("s1", 8001, False), ("s2", 8002, True)]
+        )
+        reactor = MemoryReactorClock()
+        server = ServerService(Configuration("host test", None, services), reactor)
+        signer = newSigner()
+        with capturedLogs() as logged:
+            server.startService()
+            self.addCleanup(server.stopService)
+            for service in server.fileServices:
+                service.consumer.useCertificate(provisionalFor(signer))
+        self.assertEqual(
+            [(formatEvent(e), e["log_level"]) for e in logged if "event_id" in e],
+            [
+                ("20156 Service s2 is listening on 127.0.0.1 port 8002.", LogLevel.debug),
+                (
+                    "20209 2 services listen, 0 cannot, 0.0 seconds after they started.",
+                    LogLevel.info,
+                ),
+            ],
+        )
+        first = server.fileServices[0]
+        with capturedLogs() as logged:
+            first.stopService()
+            first.startService()
+        self.assertEqual(
+            [(formatEvent(e), e["log_level"]) for e in logged if "event_id" in e],
+            [("20156 Service s1 is listening on 127.0.0.1 port 8001.", LogLevel.info)],
+        )
+
+    def test_folderOpenOnce(self) -> None:
+        """
+        Services serving the same folder hold one descriptor of it between
+        them, not one each: 10,000 services needed more than 20,000 open
+        files.  It is closed once they all stopped.
+        """
+        folder = self.mktemp()
+        os.mkdir(folder)
+        services = tuple(
+            attrs.evolve(makeOptions(folder), section=f"s{port}", name=f"s{port}", port=port)
+            for port in (8001, 8002, 8003)
+        )
+        server = ServerService(Configuration("host test", None, services), MemoryReactorClock())
+        before = len(os.listdir("/proc/self/fd"))
+        server.startService()
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before + 1)
+        server.stopService()
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
 
     def test_frozenOnceLoaded(self) -> None:
         """

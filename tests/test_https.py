@@ -133,6 +133,19 @@ class HTTPSFileServiceTests(SynchronousTestCase):
             [f"20156 Service files is listening on {ADDRESS} port {PORT}."],
         )
 
+    def test_factoriesSayNothing(self) -> None:
+        """
+        The listener's factories start and stop without Twisted's
+        "Starting factory" and "Stopping factory" lines: with thousands
+        of services they were a third of the start-up's log.
+        """
+        self.startWithCertificate()
+        factory = self.listeningFactory()
+        with capturedLogs() as events:
+            factory.doStart()
+            factory.doStop()
+        self.assertEqual([formatEvent(e) for e in events], [])
+
     def test_alreadyCertified(self) -> None:
         """
         A service whose consumer already has a certificate listens as soon

@@ -76,6 +76,28 @@ class ParseAddressTests(SynchronousTestCase):
         self.assertFalse(isIPAddress("192.0.2.7.example.com"))
         self.assertRaises(InvalidDomain, parseDomainList, "192.0.2")
 
+    def test_domainNamesNotParsed(self) -> None:
+        """
+        A name that neither ends in a digit nor holds a colon is no address
+        without asking C{ipaddress}, whose error for it is slow; addresses
+        of both families are still found, and reversed for the ALPN
+        validation's server name.
+        """
+        from letsencrypt_resource import alpn, domains
+
+        def refuse(name: object) -> None:
+            raise AssertionError(f"ipaddress asked about {name!r}")
+
+        original = ipaddress.ip_address
+        self.patch(domains.ipaddress, "ip_address", refuse)
+        self.assertFalse(isIPAddress("files.example.com"))
+        self.assertFalse(isIPAddress(""))
+        self.assertEqual(alpn.serverName("files.example.com"), "files.example.com")
+        self.patch(domains.ipaddress, "ip_address", original)
+        self.assertTrue(isIPAddress("192.0.2.7"))
+        self.assertTrue(isIPAddress("2001:db8::a"))
+        self.assertEqual(alpn.serverName("192.0.2.7"), "7.2.0.192.in-addr.arpa")
+
 
 class AddressNamesTests(SynchronousTestCase):
     """

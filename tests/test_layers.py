@@ -63,6 +63,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "provisional",
                 "reactors",
                 "safefs",
+                "startupreport",
             }
         ),
     ),
@@ -80,6 +81,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "httpclient",
                 "keygen",
                 "listenerca",
+                "sharedfolders",
                 "metrics",
                 "shutdown",
                 "storage",

@@ -9,9 +9,11 @@ from typing import Any
 
 from twisted.internet.address import IPv6Address, UNIXAddress
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.logger import capturedLogs, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -20,13 +22,12 @@ from letsencrypt_resource.listening import (
     NO_PORT,
     Listener,
     checkDescription,
-    description,
+    endpointOf,
     failureDetails,
     inheritedSocketProblem,
     listeningPlace,
     place,
     tcpBinding,
-    tcpDescription,
 )
 
 
@@ -51,27 +52,34 @@ def options(**overrides: Any) -> ServiceOptions:
 
 class DescriptionTests(SynchronousTestCase):
     """
-    Tests for L{tcpDescription}, L{description} and L{tcpBinding}.
+    Tests for L{endpointOf} and L{tcpBinding}.
     """
 
     def test_addressAndPort(self) -> None:
         """
         Without an endpoint, a listener listens on TCP at its address and
-        port, an IPv6 address escaped so that its colons are not separators.
+        port, IPv6 addresses included, with Twisted's backlog of 50: as
+        C{tcp:PORT:interface=ADDRESS} would.
         """
         for address, port in [("192.0.2.1", 80), ("::1", 443), ("2001:db8::1", 8443)]:
-            text = tcpDescription(address, port)
-            self.assertEqual(tcpBinding(text), (address, port), text)
-        self.assertEqual(tcpDescription("::", 443), "tcp:443:interface=\\:\\:")
+            reactor = MemoryReactor()
+            factory = Factory()
+            endpointOf(reactor, options(address=address, port=port)).listen(factory)
+            parsed = MemoryReactor()
+            escaped = address.replace(":", "\\:")
+            serverFromString(parsed, f"tcp:{port}:interface={escaped}").listen(factory)
+            self.assertEqual(reactor.tcpServers, [(port, factory, 50, address)])
+            self.assertEqual(reactor.tcpServers, parsed.tcpServers)
 
     def test_endpointReplacesAddress(self) -> None:
         """
         An endpoint, when set, is the description listened on.
         """
-        self.assertEqual(description(options()), "tcp:8443:interface=192.0.2.1")
-        self.assertEqual(
-            description(options(endpoint="unix:/run/files.sock")), "unix:/run/files.sock"
-        )
+        reactor = MemoryReactor()
+        factory = Factory()
+        endpointOf(reactor, options(endpoint="unix:/run/files.sock")).listen(factory)
+        self.assertEqual(reactor.tcpServers, [])
+        self.assertEqual([path for path, *_ in reactor.unixServers], ["/run/files.sock"])
 
     def test_bindingOfOtherTypes(self) -> None:
         """
@@ -238,7 +246,9 @@ class ListenerTests(SynchronousTestCase):
         """
         reactor = RecordingReactor()
         factory = Factory()
-        listener = Listener(reactor, "tcp6:8443:interface=\\:\\:1", factory)
+        listener = Listener(
+            lambda: serverFromString(reactor, "tcp6:8443:interface=\\:\\:1"), factory
+        )
         port = self.successResultOf(listener.start())
         self.assertEqual(reactor.tcpServers, [(8443, factory, 50, "::1")])
         self.successResultOf(listener.stopListening())
@@ -249,7 +259,8 @@ class ListenerTests(SynchronousTestCase):
         A port that cannot be opened fails the start.
         """
         reason = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
-        listener = Listener(RaisingMemoryReactor(reason), "tcp:80", Factory())
+        reactor = RaisingMemoryReactor(reason)
+        listener = Listener(lambda: serverFromString(reactor, "tcp:80"), Factory())
         self.failureResultOf(listener.start(), CannotListenError)
         self.successResultOf(listener.stopListening())
 
@@ -258,7 +269,8 @@ class ListenerTests(SynchronousTestCase):
         A description that cannot be built into an endpoint now (a
         C{systemd:} socket that was not passed) fails the start.
         """
-        listener = Listener(MemoryReactor(), "systemd:domain=INET:index=5", Factory())
+        description = "systemd:domain=INET:index=5"
+        listener = Listener(lambda: serverFromString(MemoryReactor(), description), Factory())
         self.failureResultOf(listener.start(), IndexError)
 
     def test_stoppedBeforeListening(self) -> None:
@@ -267,25 +279,48 @@ class ListenerTests(SynchronousTestCase):
         fails with L{CancelledError}, and the port that comes late is
         closed at once.
         """
-        endpoint = PendingEndpoint()
-        listener = Listener(MemoryReactor(), "tcp:80", Factory(), lambda r, d: endpoint)
+        pending = PendingEndpoint()
+        listener = Listener(lambda: pending, Factory())
         started = listener.start()
         self.assertNoResult(started)
         self.successResultOf(listener.stopListening())
         self.failureResultOf(started, CancelledError)
         port = RecordingPort()
-        endpoint.listening.callback(port)
+        pending.listening.callback(port)
         self.assertTrue(port.stopped)
 
     def test_listensLater(self) -> None:
         """
         An endpoint that opens its port later fires the start then.
         """
-        endpoint = PendingEndpoint()
-        listener = Listener(MemoryReactor(), "tcp:80", Factory(), lambda r, d: endpoint)
+        pending = PendingEndpoint()
+        listener = Listener(lambda: pending, Factory())
         started = listener.start()
         port = RecordingPort()
-        endpoint.listening.callback(port)
+        pending.listening.callback(port)
         self.assertIs(self.successResultOf(started), port)
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)
+
+
+class TwistedLinesTests(SynchronousTestCase):
+    """
+    The lines Twisted logs as a listener's port opens have no text.
+    """
+
+    def test_noStartingOnLine(self) -> None:
+        """
+        A real TCP port opened by a listener leaves out Twisted's
+        "... starting on PORT" line from a text log: with thousands of
+        services, it was most of the start-up's log.
+        """
+        from twisted.internet import reactor
+
+        factory = Factory()
+        factory.noisy = False
+        listener = Listener.on(reactor, options(address="127.0.0.1", port=0), factory)
+        with capturedLogs() as logged:
+            self.successResultOf(listener.start())
+        self.addCleanup(listener.stopListening)
+        self.assertTrue(logged)
+        self.assertEqual([formatEventAsClassicLogText(e) for e in logged], [None] * len(logged))

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from OpenSSL import crypto
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
+from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.provisional import (
     MAX_PERMITTED_SUBTREES,
     makeProvisional,
@@ -25,7 +31,8 @@ from letsencrypt_resource.provisional import (
     permittedSubtrees,
     signerProblem,
 )
-from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
+from letsencrypt_resource.provisioning import PROVISIONAL_BATCH, Provisioning
+from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourceOptions
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 CONFIGURED = ("files.example.test", "www.example.test")
@@ -366,3 +373,56 @@ class ResourceSignerTests(ResourceTestCase):
         self.store.signer = pem
         self.start()
         self.assertEqual((self.store.signer, self.eventTexts(20180)), (pem, []))
+
+
+class ProvisionBatchTests(SynchronousTestCase):
+    """
+    L{Provisioning.provision} has provisional certificates made by batches
+    of L{PROVISIONAL_BATCH}, a worker job each.
+    """
+
+    async def loadProvisionalSigner(self) -> None:
+        """
+        The storage of the test holds no signer.
+        """
+        return None
+
+    def saveSigner(self, signer: CertifiedKey) -> None:
+        """
+        The signer made is not saved.
+        """
+
+    def test_batches(self) -> None:
+        """
+        Each job of the workers makes a batch of certificates, each with
+        its own key and for its own set's names, delivered to the set's
+        consumers; the start-up ends with event 20208.
+        """
+        jobs: list[str] = []
+
+        def runInThread(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            jobs.append(function.__name__)
+            return succeed(function(*args))
+
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(PROVISIONAL_BATCH + 2)]
+        managed = {frozenset(c.domains): c for c in sets}
+        provisioning = Provisioning(
+            resourceOptions(),
+            managed,
+            self,
+            self,
+            runInThread,
+            Clock(),
+            Logger(),
+        )
+        with capturedLogs() as logged:
+            self.successResultOf(provisioning.provision(sets))
+        self.assertEqual(jobs, ["makeSigner", "makeProvisionals", "makeProvisionals"])
+        for certificate in sets:
+            assert certificate.current is not None
+            self.assertTrue(certificate.current.provisional)
+            self.assertEqual(certificate.current.domains, certificate.domains)
+        self.assertEqual(
+            len({c.current.key.public_key().public_numbers() for c in sets if c.current}), len(sets)
+        )
+        self.assertEqual([e["event_id"] for e in logged if "event_id" in e], [20180, 20208])

@@ -263,7 +263,7 @@ class CrashRun:
                 await process.seen(b" 20015 ").addTimeout(LIFETIME, self.reactor)
                 await deferLater(self.reactor, self.rng.uniform(0, 0.03), lambda: None)
             else:
-                await process.seen(b" 20156 ", len(SERVICES)).addTimeout(10, self.reactor)
+                await process.seen(b" 20209 ").addTimeout(10, self.reactor)
                 problems.extend(await self.probeTLS(lasting))
                 self.tlsChecked += len(lasting)
                 await deferLater(self.reactor, self.rng.uniform(0, 3), lambda: None)
@@ -337,7 +337,7 @@ class CrashRun:
         )
         problems = []
         try:
-            await process.seen(b" 20156 ", len(SERVICES)).addTimeout(15, self.reactor)
+            await process.seen(b" 20209 ").addTimeout(15, self.reactor)
             end = self.reactor.seconds() + 20
             while self.reactor.seconds() < end:
                 certificates, stateProblems = self.snapshot()
