@@ -6,9 +6,7 @@ and the renewal, retry and warning times that follow from them.
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.defer import Deferred
+from typing import TYPE_CHECKING, Any
 
 from .certificates import CertifiedKey
 from .domains import domainsLabel
@@ -26,6 +24,9 @@ from .policy import (
 )
 from .renewalstate import dumpState, restoreState
 from .storage.interface import ILease
+
+if TYPE_CHECKING:
+    from .attempts import Attempt
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -52,7 +53,7 @@ class ManagedCertificate:
     @ivar ariWindow: The CA's suggested renewal window, if it gave one.
     @ivar ariPick: Where in that window to renew, from 0 to 1.
     @ivar ariNextCheck: When to ask the CA for renewal information again.
-    @ivar attempt: The attempt under way, if any.
+    @ivar attempt: The attempt queued or under way, if any.
     @ivar lease: The storage lease its order runs under, if one runs: the
         fence of the writes made for it meanwhile.
     @ivar announced: The last renewal plan announced.
@@ -87,7 +88,7 @@ class ManagedCertificate:
         self.ariWindow: tuple[float, float] | None = None
         self.ariPick = 0.5
         self.ariNextCheck = 0.0
-        self.attempt: Deferred[None] | None = None
+        self.attempt: Attempt | None = None
         self.lease: ILease | None = None
         self.announced: RenewalPlan | None = None
         self.pendingOrder: PendingOrder | None = None

@@ -92,6 +92,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "account",
                 "acmeclient",
+                "attempts",
                 "acmetransport",
                 "challenge",
                 "chaincheck",
