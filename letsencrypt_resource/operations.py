@@ -9,10 +9,12 @@ when no server runs.  Each returns JSON-ready data.
 
 from __future__ import annotations
 
-import datetime
+import functools
+import time
 from typing import Any
 
 from acme import messages
+from cryptography import x509
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -71,9 +73,20 @@ class NoConsumer:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
-        timespec="seconds"
-    )
+    """
+    C{seconds} since the epoch as an ISO 8601 UTC time to the second, as
+    C{datetime.isoformat} writes it, in half its time.
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(seconds))
+
+
+@functools.lru_cache(maxsize=64)
+def issuerText(issuer: x509.Name) -> str:
+    """
+    The RFC 4514 text of C{issuer}, made once for the many certificates of
+    one issuer: a status of thousands of sets made it for each.
+    """
+    return issuer.rfc4514_string()
 
 
 def _errors(failed: list[ManagedCertificate]) -> str:
@@ -140,7 +153,7 @@ class Operations:
             served = "provisional" if row["provisional"] else "ca"
             row["serving"] = dict.fromkeys(row["services"], served)
         if current is not None and not current.provisional:
-            issuer = current.certificate.issuer.rfc4514_string()
+            issuer = issuerText(current.certificate.issuer)
             notAfter = current.notAfter.timestamp()
             row.update(
                 issuer=issuer,

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "clusteroptions",
                 "noderecord",
                 "config",
+                "controlsocket",
                 "coroutines",
                 "deploycommand",
                 "display",
@@ -151,7 +152,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             }
         ),
     ),
-    ("entry points", frozenset({"__main__", "cli", "demo", "localca", "tap"})),
+    ("entry points", frozenset({"__main__", "cli", "demo", "localca", "quickstatus", "tap"})),
     ("test support", frozenset({"testing"})),
 ]
 
