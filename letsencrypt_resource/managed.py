@@ -131,8 +131,7 @@ class ManagedCertificate:
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
         return planRenewal(
-            issued.notBefore.timestamp(),
-            issued.notAfter.timestamp(),
+            *issued.validity,
             self.ariWindow,
             self.ariPick,
         )
@@ -175,7 +174,7 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return 0.0
-        return emergencyTime(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+        return emergencyTime(*issued.validity)
 
     def emergencyPace(self, now: float) -> float | None:
         """
@@ -187,7 +186,7 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return emergencyRetryDelay(None, None)
-        return emergencyRetryDelay(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+        return emergencyRetryDelay(*issued.validity)
 
     def retryAt(self) -> float:
         """
@@ -249,7 +248,7 @@ class ManagedCertificate:
         current = self.current
         if current is None or current.provisional:
             return False
-        level = warningLevel(current.notBefore.timestamp(), current.notAfter.timestamp(), now)
+        level = warningLevel(*current.validity, now)
         if level == 0:
             return False
         if self.warned is not None:

@@ -154,7 +154,7 @@ class Operations:
             row["serving"] = dict.fromkeys(row["services"], served)
         if current is not None and not current.provisional:
             issuer = issuerText(current.certificate.issuer)
-            notAfter = current.notAfter.timestamp()
+            notAfter = current.validity[1]
             row.update(
                 issuer=issuer,
                 ca=issuingCA(certificate, self._resource.options),

@@ -84,7 +84,7 @@ def warnOfExpiry(
             continue
         if not certificate.warnNow(now):
             continue
-        notAfter = current.notAfter.timestamp()
+        notAfter = current.validity[1]
         details = (
             f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
             if certificate.lastError
