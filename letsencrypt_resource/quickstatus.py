@@ -34,7 +34,7 @@ def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
     """
     The configuration file and whether JSON is asked for, when C{argv} is
     C{status [--json]} with one C{--config FILE} (or C{-c FILE}, or
-    C{--config=FILE}) before or after it; L{None} for anything else, which
+    C{--config=FILE}) before or after it; C{None} for anything else, which
     the full command line parser takes.
     """
     path: str | None = None
@@ -80,7 +80,7 @@ def stateDirectoryOf(path: str) -> str | None:
     """
     The state directory of the one enabled C{lets-encrypt} resource of the
     configuration file at C{path}, as the configuration reads it, from its
-    resource sections alone; L{None} when that is not plain.
+    resource sections alone; C{None} when that is not plain.
     """
     try:
         with open(path, encoding="utf-8-sig") as stream:
@@ -112,7 +112,7 @@ def askStatus(stateDirectory: str) -> Any:
     The answer of the server running on C{stateDirectory} to C{status},
     once its control socket is trusted (see
     L{socketProblem <letsencrypt_resource.controlsocket.socketProblem>});
-    L{None} when there is no such server or it answers no status.
+    C{None} when there is no such server or it answers no status.
     """
     request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
     received = bytearray()
