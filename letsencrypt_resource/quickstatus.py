@@ -15,7 +15,7 @@ import configparser
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from .controlsocket import MAX_ANSWER, openStateFolder, socketAddress, socketProblem
@@ -107,6 +107,24 @@ def stateDirectoryOf(path: str) -> str | None:
     return resolvePath(base, found[0] or "lets-encrypt")
 
 
+def readLine(receive: Callable[[int], bytes]) -> bytes | None:
+    """
+    The first line that C{receive} gives, without its end, searching each
+    part received once (searching all received at each part would be
+    quadratic in the answer's length); C{None} when the connection ends
+    first or the line is longer than L{MAX_ANSWER
+    <letsencrypt_resource.controlsocket.MAX_ANSWER>}.
+    """
+    received = bytearray()
+    while True:
+        chunk = receive(1 << 20)
+        if not chunk or len(received) > MAX_ANSWER:
+            return None
+        received += chunk
+        if b"\n" in chunk:
+            return bytes(received[: received.index(b"\n")])
+
+
 def askStatus(stateDirectory: str) -> Any:
     """
     The answer of the server running on C{stateDirectory} to C{status},
@@ -115,7 +133,6 @@ def askStatus(stateDirectory: str) -> Any:
     C{None} when there is no such server or it answers no status.
     """
     request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
-    received = bytearray()
     try:
         with openStateFolder(stateDirectory) as folder:
             if socketProblem(folder) is not None:
@@ -125,15 +142,13 @@ def askStatus(stateDirectory: str) -> Any:
                 connection.connect(socketAddress(stateDirectory, folder))
                 connection.settimeout(ANSWER_WAIT)
                 connection.sendall(request)
-                while b"\n" not in received:
-                    chunk = connection.recv(1 << 20)
-                    if not chunk or len(received) > MAX_ANSWER:
-                        return None
-                    received += chunk
+                line = readLine(connection.recv)
     except OSError:
         return None
+    if line is None:
+        return None
     try:
-        answer = json.loads(received[: received.index(b"\n")])
+        answer = json.loads(line)
     except ValueError:
         return None
     if not isinstance(answer, dict) or answer.get("error") is not None:

@@ -21,6 +21,7 @@ from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.quickstatus import (
     askStatus,
     quickStatus,
+    readLine,
     stateDirectoryOf,
     statusArguments,
 )
@@ -253,3 +254,39 @@ class AskStatusTests(SynchronousTestCase):
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout
         self.assertEqual(output.split(), [])
+
+
+class Piece(bytes):
+    """
+    A part of an answer that counts the searches in it.
+    """
+
+    searches: list[int] = []
+
+    def __contains__(self, item: object) -> bool:
+        self.searches.append(len(self))
+        return super().__contains__(item)  # type: ignore[operator]
+
+
+class ReadLineTests(SynchronousTestCase):
+    """
+    L{readLine} reads the answer's line.
+    """
+
+    def test_eachPartSearchedOnce(self) -> None:
+        """
+        A line received in many parts is read whole, each part searched
+        for the line's end once: a 64 MB answer in parts of 64 KB made a
+        search of all received at each part, 32 GB in all.
+        """
+        parts = [Piece(b"x" * 10) for _ in range(100)] + [Piece(b"end\nnext")]
+        Piece.searches = []
+        self.assertEqual(readLine(lambda size: parts.pop(0)), b"x" * 1000 + b"end")
+        self.assertEqual(Piece.searches, [10] * 100 + [8])
+
+    def test_cut(self) -> None:
+        """
+        A connection that ends before the line does gives C{None}.
+        """
+        parts = [b"partial", b""]
+        self.assertIsNone(readLine(lambda size: parts.pop(0)))
