@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
-from .ftpspassive import PassiveCommands
+from .ftpspassive import PassiveCommands, PassivePort
 from .ftpstls import SessionTLS
 from .ftpstransfer import TransferCommands
 
@@ -98,7 +99,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
-        self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
+        self.listenFactory = partial(PassivePort.listen, self.factory.reactor)  # type: ignore[method-assign]
         self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
         super().connectionMade()
 
