@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -273,7 +273,17 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     with an argument too many as an internal error.
     """
     try:
-        inspect.signature(method).bind(*params)
+        _signature(getattr(method, "__func__", method)).bind(None, *params)
     except TypeError:
         return False
     return True
+
+
+@cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """
+    The signature of the function of a command (its C{self} included),
+    found at its first use only: finding it cost the reactor thread more
+    than some commands.
+    """
+    return inspect.signature(function)
