@@ -18,6 +18,7 @@ from weakref import WeakKeyDictionary
 
 import attrs
 from OpenSSL import SSL, crypto
+from OpenSSL._util import exception_from_error_queue
 from OpenSSL._util import lib as _lib
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
@@ -77,23 +78,43 @@ class _Presented:
     certificate: crypto.X509
     chain: tuple[crypto.X509, ...]
 
-
-_presented: WeakKeyDictionary[CertifiedKey, _Presented] = WeakKeyDictionary()
-
-
-def _convert(certifiedKey: CertifiedKey) -> _Presented:
-    """
-    C{certifiedKey} for pyOpenSSL, converted at its first session only.
-    """
-    presented = _presented.get(certifiedKey)
-    if presented is None:
-        presented = _Presented(
+    @classmethod
+    def of(cls, certifiedKey: CertifiedKey) -> _Presented:
+        """
+        C{certifiedKey}, converted.
+        """
+        return cls(
             crypto.PKey.from_cryptography_key(certifiedKey.key),
             crypto.X509.from_cryptography(certifiedKey.certificate),
             tuple(crypto.X509.from_cryptography(c) for c in certifiedKey.chain),
         )
-        _presented[certifiedKey] = presented
-    return presented
+
+    def install(self, context: SSL.Context) -> None:
+        """
+        Present them on C{context}, shared: pyOpenSSL's calls would convert
+        the certificates again, or copy them, at each context (and its
+        calls that take pyOpenSSL objects are deprecated).
+
+        @raise OpenSSL.SSL.Error: when OpenSSL refuses one, for a key that
+            does not match the certificate.
+        """
+        pointer = context._context
+        usable = _lib.SSL_CTX_use_certificate(pointer, self.certificate._x509)
+        usable = usable and _lib.SSL_CTX_use_PrivateKey(pointer, self.key._pkey)
+        for certificate in self.chain if usable else ():
+            # The context takes over this reference.
+            _lib.X509_up_ref(certificate._x509)
+            if not _lib.SSL_CTX_add_extra_chain_cert(pointer, certificate._x509):
+                _lib.X509_free(certificate._x509)
+                usable = False
+                break
+        if not usable:
+            raise exception_from_error_queue(SSL.Error)
+
+
+#: The certificates presented so far, converted, whose key was found to
+#: match.
+_presented: WeakKeyDictionary[CertifiedKey, _Presented] = WeakKeyDictionary()
 
 
 def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
@@ -101,20 +122,23 @@ def sessionContext(certifiedKey: CertifiedKey) -> SSL.Context:
     A TLS 1.2+ server context presenting C{certifiedKey}, set as Twisted's
     C{CertificateOptions} would (see L{_Settings}), with a session cache
     and a session ID context of its own (no session tickets), whose
-    sessions last L{SESSION_LIFETIME}.
+    sessions last L{SESSION_LIFETIME}.  The certificate is converted, and
+    its key checked, at its first session only.
 
     @raise OpenSSL.SSL.Error: when the key does not match the certificate.
     """
     settings = _settings()
-    presented = _convert(certifiedKey)
+    presented = _presented.get(certifiedKey)
+    checked = presented is not None
+    if presented is None:
+        presented = _Presented.of(certifiedKey)
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_options(settings.options)
     context.set_mode(settings.mode)
-    context.use_certificate(presented.certificate)
-    context.use_privatekey(presented.key)
-    for certificate in presented.chain:
-        context.add_extra_chain_cert(certificate)
-    context.check_privatekey()
+    presented.install(context)
+    if not checked:
+        context.check_privatekey()
+        _presented[certifiedKey] = presented
     context.set_session_id(hexlify(os.urandom(7)))
     context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     context.set_cipher_list(settings.ciphers)

@@ -20,7 +20,7 @@ from letsencrypt_resource.ftpstls import (
     resumedSession,
     sessionContext,
 )
-from tests.helpers import newSigner, provisionalFor
+from tests.helpers import newSigner, provisionalFor, sharedKey
 
 
 def _handshake(server: SSL.Connection, client: SSL.Connection) -> None:
@@ -200,12 +200,14 @@ class SessionContextTests(SynchronousTestCase):
 
     def test_mismatchedKey(self) -> None:
         """
-        A key that does not match the certificate fails the context.
+        A key that does not match the certificate fails the context, at
+        each session, whether or not it is of the certificate's type.
         """
-        certifiedKey = attrs.evolve(
-            provisionalFor(newSigner(), ("ftp.example.com",)), key=newSigner().key
-        )
-        self.assertRaises(SSL.Error, sessionContext, certifiedKey)
+        certified = provisionalFor(newSigner(), ("ftp.example.com",))
+        for key in (newSigner().key, sharedKey("rsa-2048")):
+            certifiedKey = attrs.evolve(certified, key=key)
+            for _ in range(2):
+                self.assertRaises(SSL.Error, sessionContext, certifiedKey)
 
     def test_sessionsIsolated(self) -> None:
         """
