@@ -170,7 +170,11 @@ class SecureDTP(DTP):
 
 class SecureDTPFactory(DTPFactory):
     """
-    Builds the one L{SecureDTP} of a passive data port.
+    Builds the one L{SecureDTP} of a passive data port, quietly: Twisted's
+    logs its timeout set and cancelled and its stop, lines that cost the
+    reactor thread at each transfer.  (Its start and stop as a factory are
+    not logged either: L{letsencrypt_resource.ftpspassive.PassivePort}
+    does not start it.)
     """
 
     def __init__(self, pi: Any, reactor: Reactor, requireReuse: bool, warnings: WarningBudget):
@@ -195,6 +199,16 @@ class SecureDTPFactory(DTPFactory):
         dtp.requireReuse = self._requireReuse
         self.pi.dtpInstance = dtp
         return dtp
+
+    def setTimeout(self, seconds: float) -> None:
+        self.delayedCall = self._reactor.callLater(seconds, self.timeoutFactory)
+
+    def cancelTimeout(self) -> None:
+        if self.delayedCall is not None and self.delayedCall.active():
+            self.delayedCall.cancel()
+
+    def stopFactory(self) -> None:
+        self.cancelTimeout()
 
     def timeoutFactory(self) -> None:
         if self._state is self._IN_PROGRESS:

@@ -9,10 +9,13 @@ connection comes or fails to come in time.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReadDescriptor
 from twisted.protocols.ftp import (
     CANT_OPEN_DATA_CNX,
     ENTERING_EPSV_MODE,
@@ -24,12 +27,110 @@ from twisted.protocols.ftp import (
     encodeHostPort,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from . import events
 from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
+from .reactors import Reactor
 
 #: The reply to PASV or EPSV when no passive port is free.
 NO_PASSIVE_PORT = "425 No passive port free, try again later."
+
+#: How many connections may wait to be accepted on a passive port (one is
+#: expected; those from another address are closed at once).
+BACKLOG = 8
+
+
+@implementer(IListeningPort, IReadDescriptor)
+class PassivePort:
+    """
+    A passive data port: a listening socket whose connections go to a
+    factory, as Twisted's TCP port, but quiet (Twisted's logs two lines
+    per port, that is per transfer) and taking at most one connection per
+    reactor pass.
+    """
+
+    def __init__(self, reactor: Reactor, factory: IProtocolFactory, listening: socket.socket):
+        self._reactor = reactor
+        self._factory = factory
+        self._socket = listening
+        self._listening = False
+
+    @classmethod
+    def listen(
+        cls, reactor: Reactor, port: int, factory: IProtocolFactory, interface: str = ""
+    ) -> PassivePort:
+        """
+        Listen on C{port} (0 for any) of the numeric address C{interface}.
+
+        @raise CannotListenError: when that port cannot be listened on.
+        """
+        try:
+            family, _, _, _, address = socket.getaddrinfo(
+                interface or "0.0.0.0",
+                port,
+                type=socket.SOCK_STREAM,
+                flags=socket.AI_NUMERICHOST | socket.AI_PASSIVE,
+            )[0]
+            listening = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as error:
+            raise CannotListenError(interface, port, error) from error
+        try:
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(address)
+            listening.listen(BACKLOG)
+        except OSError as error:
+            listening.close()
+            raise CannotListenError(interface, port, error) from error
+        listening.setblocking(False)
+        passive = cls(reactor, factory, listening)
+        passive.startListening()
+        return passive
+
+    def startListening(self) -> None:
+        self._listening = True
+        self._reactor.addReader(self)
+
+    def doRead(self) -> None:
+        """
+        Accept one connection and give it to the factory, which closes it
+        by building no protocol for it.
+        """
+        try:
+            connection, _ = self._socket.accept()
+        except OSError:
+            # None waiting, or none can be taken now (no file descriptor
+            # left): the data factory's timeout closes the port.
+            return
+        with connection:
+            connection.setblocking(False)
+            self._reactor.adoptStreamConnection(
+                connection.fileno(), connection.family, self._factory
+            )
+
+    def stopListening(self) -> None:
+        if self._listening:
+            self._listening = False
+            self._reactor.removeReader(self)
+            self._socket.close()
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        The reactor dropped the port (it is shutting down).
+        """
+        self.stopListening()
+
+    def getHost(self) -> IPv4Address | IPv6Address:
+        host, port = self._socket.getsockname()[:2]
+        if self._socket.family == socket.AF_INET6:
+            return IPv6Address("TCP", host, port)
+        return IPv4Address("TCP", host, port)
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def logPrefix(self) -> str:
+        return "FTPS passive port"
 
 
 class PassiveCommands:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
+from functools import cache, partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -27,7 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
-from .ftpspassive import PassiveCommands
+from .ftpspassive import PassiveCommands, PassivePort
 from .ftpstls import SessionTLS
 from .ftpstransfer import TransferCommands
 
@@ -98,7 +99,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
-        self.listenFactory = self.factory.reactor.listenTCP  # type: ignore[method-assign]
+        self.listenFactory = partial(PassivePort.listen, self.factory.reactor)  # type: ignore[method-assign]
         self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
         super().connectionMade()
 
@@ -272,7 +273,17 @@ def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:
     with an argument too many as an internal error.
     """
     try:
-        inspect.signature(method).bind(*params)
+        _signature(getattr(method, "__func__", method)).bind(None, *params)
     except TypeError:
         return False
     return True
+
+
+@cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    """
+    The signature of the function of a command (its C{self} included),
+    found at its first use only: finding it cost the reactor thread more
+    than some commands.
+    """
+    return inspect.signature(function)

@@ -208,8 +208,8 @@ class Upload:
 
     def close(self) -> Deferred[None]:
         """
-        Write what is left, then close the file and rename it to its name
-        (in a thread).
+        Write what is left, then flush the file to disk, close it and
+        rename it to its name (in a thread).
         """
         closing = self._writer.flush()
         closing.addCallback(lambda _: self._inThread(self._store))
@@ -218,7 +218,12 @@ class Upload:
 
     def _store(self) -> None:
         fd, self._fd = self._fd, -1
-        os.close(fd)
+        try:
+            # On disk before it takes the name: a crash after the rename
+            # never leaves an empty or partial file under it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(self.temporary, self.name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
 
     def _stored(self, _: None) -> None:

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from twisted.internet import reactor
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 
 from letsencrypt_resource import events
 from letsencrypt_resource.alpn import ACME_IDENTIFIER, ALPNAnswers
@@ -64,6 +64,23 @@ class _Sessions:
             return received.getvalue()
 
         self.assertEqual(await self.inThread(session), b"")
+
+    async def test_quietTransfers(self: FTPSServiceCase) -> None:  # type: ignore[misc]
+        """
+        Transfers log nothing (Twisted's FTP logged 8 lines per transfer:
+        its data factory and passive port starting and stopping).
+        """
+        self.startService()
+        client = await self.inThread(self.loggedIn)
+
+        def transfers() -> None:
+            for _ in range(3):
+                client.retrbinary("RETR own.txt", io.BytesIO().write)
+                client.storbinary("STOR new.bin", io.BytesIO(CONTENT))
+
+        with capturedLogs() as logged:
+            await self.inThread(transfers)
+        self.assertEqual([formatEvent(event) for event in logged], [])
 
     async def test_upload(self: FTPSServiceCase) -> None:  # type: ignore[misc]
         """

@@ -318,3 +318,61 @@ class ResumedUploadTests(SynchronousTestCase):
         """
         self.failureResultOf(self.shell.openForWriting(["file.bin"], 2501), RestartInvalid)
         self.assertEqual(os.listdir(self.folder), ["file.bin"])
+
+
+class StoredUploadTests(SynchronousTestCase):
+    """
+    Tests for the storing of a complete upload of L{ConfinedShell}: its
+    temporary file is flushed to disk, in a thread, before it is renamed.
+    """
+
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        self.threads = _Threads()
+        self.shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads)
+        self.addCleanup(self.shell.logout)
+        self.synced: list[list[str]] = []
+        self.patch(os, "fsync", self.fsync)
+
+    def fsync(self, fd: int) -> None:
+        """
+        Note which files the folder has when C{fd} is flushed.
+        """
+        self.synced.append(sorted(os.listdir(self.folder)))
+
+    def upload(self) -> Deferred[None]:
+        """
+        Upload C{b"new"} to C{file.bin}, and give what closing it gives.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], 0))
+        self.successResultOf(upload.receive()).write(b"new")
+        closing: Deferred[None] = upload.close()
+        while self.threads.waiting:
+            self.assertEqual(self.synced, [])
+            self.threads.runNext()
+        return closing
+
+    def test_syncedBeforeRename(self) -> None:
+        """
+        The file is flushed once, in a thread, while it has its temporary
+        name; then it takes its own.
+        """
+        self.successResultOf(self.upload())
+        self.assertEqual(len(self.synced), 1)
+        [[temporary]] = self.synced
+        self.assertTrue(temporary.startswith(ftpsshell.UPLOAD_PREFIX))
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
+
+    def test_syncFails(self) -> None:
+        """
+        When the file cannot be flushed (an I/O error), the upload fails
+        and is removed; nothing takes the name.
+        """
+
+        def failing(fd: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+        self.patch(os, "fsync", failing)
+        self.failureResultOf(self.upload())
+        self.assertEqual(os.listdir(self.folder), [])

@@ -4,12 +4,15 @@ Tests for L{letsencrypt_resource.ftpsprotocol}, on in-memory transports.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.ftpsprotocol import FTPSProtocol
+from letsencrypt_resource.ftpsprotocol import FTPSProtocol, _accepts
 
 
 class ConnectionLostTests(SynchronousTestCase):
@@ -29,3 +32,35 @@ class ConnectionLostTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertIsNone(protocol.transport)
         self.assertTrue(protocol.disconnected)
+
+
+class AcceptsTests(SynchronousTestCase):
+    """
+    L{_accepts} tells whether a command takes the parameters given.
+    """
+
+    def test_signatureFoundOnce(self) -> None:
+        """
+        The parameters are checked against the command's signature, which
+        is found at its first use only.
+        """
+        found: list[object] = []
+        signature = inspect.signature
+
+        def counting(function: Any) -> inspect.Signature:
+            found.append(function)
+            return signature(function)
+
+        self.patch(inspect, "signature", counting)
+
+        class Protocol:
+            def ftp_SIZE(self, path: str) -> None:
+                """
+                A command with one parameter.
+                """
+
+        command = Protocol().ftp_SIZE
+        self.assertTrue(_accepts(command, ("name",)))
+        self.assertFalse(_accepts(command, ("name", "more")))
+        self.assertFalse(_accepts(Protocol().ftp_SIZE, ()))
+        self.assertEqual(found, [Protocol.ftp_SIZE])
