@@ -105,6 +105,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "managed",
                 "ownleasewrites",
                 "renewalstate",
+                "retrywaits",
                 "writeleases",
             }
         ),
