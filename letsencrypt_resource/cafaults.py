@@ -54,13 +54,23 @@ CA_FAILURES = (
 )
 
 
+def problemType(problem: messages.Error) -> str | None:
+    """
+    The ACME type of C{problem} without its C{urn:ietf:params:acme:error:}
+    prefix, whether C{acme} knows it or not (it does not know
+    C{invalidProfile}); C{None} for a type outside that namespace.
+    """
+    typ = str(problem.typ)
+    return typ[len(messages.ERROR_PREFIX) :] if typ.startswith(messages.ERROR_PREFIX) else None
+
+
 def caSideValidation(problem: messages.Error) -> bool:
     """
     Whether the failed validation C{problem} is the CA's own: a C{dns}
     problem met looking up the CAA records, which the CA's resolver does
     whatever the challenge (another CA's resolver may get the answer).
     """
-    return problem.code == "dns" and "CAA" in (problem.detail or "")
+    return problemType(problem) == "dns" and "CAA" in (problem.detail or "")
 
 
 def blamesCA(error: BaseException, urgent: bool) -> bool:
@@ -70,9 +80,10 @@ def blamesCA(error: BaseException, urgent: bool) -> bool:
     that came with an HTTP status of 500 or more, is one of L{CA_PROBLEMS}
     or a L{caSideValidation} (for a compound problem, one of its
     subproblems).  Other failed validations and other problems do not
-    count, unless the set is C{urgent} (past its emergency threshold):
-    then every failure counts but the L{LOCAL_FAILURES}, so that no answer
-    of a CA keeps a set from the next until its certificate expires.
+    count, unless the set is C{urgent} (its CA-issued certificate past its
+    emergency threshold): then every failure counts but the
+    L{LOCAL_FAILURES}, so that no answer of a CA keeps a set from the next
+    until its certificate expires.
     """
     if isinstance(error, LOCAL_FAILURES):
         return False
@@ -83,4 +94,4 @@ def blamesCA(error: BaseException, urgent: bool) -> bool:
     if error.status is not None and error.status >= 500:
         return True
     problems = (error.problem,) + tuple(error.problem.subproblems or ())
-    return any(p.code in CA_PROBLEMS or caSideValidation(p) for p in problems)
+    return any(problemType(p) in CA_PROBLEMS or caSideValidation(p) for p in problems)

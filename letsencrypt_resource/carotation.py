@@ -195,12 +195,14 @@ class CARotation:
         """
         An attempt for C{certificate} with the CA L{choose} chose failed
         with C{error} at C{now}: held against that CA when L{blamesCA}
-        says so, with the set urgent at C{now} or not.
+        says so, the set being urgent when its CA-issued certificate is
+        past its emergency threshold (a set still on a provisional one,
+        whose validations may fail until its names point here, is not).
 
         @return: From when the next attempt orders from another CA (see
             L{switchTime}), if it will; never without fallback CAs.
         """
-        urgent = certificate.emergencyPace(now) is not None
+        urgent = certificate.issued is not None and certificate.emergencyPace(now) is not None
         if blamesCA(error, urgent):
             certificate.caStreak = certificate.caStreak.failed(now)
         if len(self._cas) == 1:
