@@ -15,31 +15,39 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectError
-from twisted.internet.task import deferLater, react
-from zope.interface.registry import Components
-
-from . import __version__, localca
-from .config import Configuration, ConfigurationError
-from .control import StateDirectoryLocked, StateLock, askServer, dispatch
+from . import __version__
 from .display import formatRenewal, formatStatus
-from .host import checkCA, checkCluster, checkState, makeResource, readConfiguration
-from .interfaces import ICertificateConsumer
-from .operations import REVOCATION_REASONS, NoConsumer, OperationError, Operations
-from .reactors import Reactor
+from .quickstatus import quickStatus
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from .config import Configuration
+    from .control import StateLock
+    from .reactors import Reactor
+
+# The rest of the package is imported where it is used: a status that the
+# running server answers (quickstatus) imports none of it.
 
 #: The command's name when it runs as C{python -m letsencrypt_resource}.
 MODULE_PROG = "python -m letsencrypt_resource"
 
-#: What each operation uses of the file system, beyond the file itself: no
-#: operation serves files, so none needs the services' folders; C{status}
-#: does not reach the CA either.
-_READ_ONLY_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkState, checkCluster)
-_ACTING_CHECKS: tuple[Callable[[Configuration], None], ...] = (checkCA, checkState, checkCluster)
+
+def _checks(name: str) -> tuple[Callable[[Configuration], None], ...]:
+    """
+    What operation C{name} uses of the file system, beyond the file itself:
+    no operation serves files, so none needs the services' folders;
+    C{status} does not reach the CA either.
+    """
+    from .host import checkCA, checkCluster, checkState
+
+    if name == "status":
+        return (checkState, checkCluster)
+    return (checkCA, checkState, checkCluster)
+
+
 #: Seconds to wait for a server that holds the state directory's lock to
 #: answer on its control socket, as one that is starting does soon.
 SERVER_START_WAIT = 10.0
@@ -51,6 +59,9 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     """
     The command line; C{--config} goes before or after the subcommand.
     """
+    from . import localca
+    from .operations import REVOCATION_REASONS
+
     config = argparse.ArgumentParser(add_help=False)
     config.add_argument(
         "--config",
@@ -124,6 +135,14 @@ async def _runAlone(
 
     @param lock: The state directory's lock, held.
     """
+    import attrs
+    from zope.interface.registry import Components
+
+    from .control import dispatch
+    from .host import makeResource
+    from .interfaces import ICertificateConsumer
+    from .operations import NoConsumer, Operations
+
     options = configuration.resource
     assert options is not None, "run() refuses a configuration without a resource"
     if name == "status":
@@ -173,6 +192,11 @@ async def _operate(
     @raise StateDirectoryLocked: when the lock stays held and nothing
         answers.
     """
+    from twisted.internet.error import ConnectError
+    from twisted.internet.task import deferLater
+
+    from .control import StateDirectoryLocked, StateLock, askServer
+
     deadline = reactor.seconds() + SERVER_START_WAIT
     while True:
         try:
@@ -210,6 +234,12 @@ async def run(
     C{err} (by default the standard error); return the exit status: 1 when
     anything asked for failed, 2 when the configuration is invalid.
     """
+    from . import localca
+    from .config import ConfigurationError
+    from .control import StateDirectoryLocked
+    from .host import readConfiguration
+    from .operations import OperationError
+
     err = sys.stderr if err is None else err
     commandLine = parser(prog)
     arguments = commandLine.parse_args(argv)
@@ -218,9 +248,8 @@ async def run(
     if "config" not in arguments:
         commandLine.error(f"{arguments.command} needs --config FILE")
     name, operationArguments = request(arguments)
-    checks = _READ_ONLY_CHECKS if name == "status" else _ACTING_CHECKS
     try:
-        configuration = readConfiguration(arguments.config, checks)
+        configuration = readConfiguration(arguments.config, _checks(name))
     except ConfigurationError as error:
         print(f"{arguments.config}: {error}", file=err)
         return 2
@@ -249,7 +278,7 @@ async def run(
         print(f"error: {type(error).__name__}: {error}", file=err)
         return 1
     if getattr(arguments, "json", False) or name not in ("status", "renew"):
-        print(json.dumps(result, indent=2), file=out)
+        print(json.dumps(result), file=out)
     elif name == "status":
         print(formatStatus(result, serverRunning, state), file=out)
     else:
@@ -259,9 +288,21 @@ async def run(
 
 def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> None:
     """
-    The command's entry point.
+    The command's entry point: a status that the running server answers
+    is printed at once (see L{quickStatus}); anything else runs the full
+    command, in a reactor.
     """
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        if quickStatus(argv, sys.stdout):
+            sys.stdout.flush()
+            return
+    except BrokenPipeError:
+        _closedOutput()
+        raise SystemExit(1) from None
+
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import react
 
     def go(reactor: Reactor) -> Deferred[None]:
         async def operate() -> None:
@@ -269,10 +310,7 @@ def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> N
                 status = await run(reactor, argv, sys.stdout, prog=prog)
                 sys.stdout.flush()
             except BrokenPipeError:
-                # The reader stopped reading (status | head -3): nothing
-                # more can be printed, and no traceback is wanted.
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, sys.stdout.fileno())
+                _closedOutput()
                 status = 1
             if status:
                 raise SystemExit(status)
@@ -280,3 +318,12 @@ def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> N
         return Deferred.fromCoroutine(operate())
 
     react(go)
+
+
+def _closedOutput() -> None:
+    """
+    The reader stopped reading (status | head -3): nothing more can be
+    printed, and no traceback is wanted.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -28,6 +28,7 @@ from .clusteroptions import defaultNodeName, parseClusterDatabase, parseNodeName
 from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, parseDomainList
 from .inireader import readINI
+from .inireader import resolvePath as _resolve
 from .listening import checkDescription, tcpBinding
 
 if TYPE_CHECKING:
@@ -801,10 +802,6 @@ def _written(read: dict[str, str]) -> set[str]:
     The options a section whose text is C{read} sets to something.
     """
     return {name for name, value in read.items() if value.strip()}
-
-
-def _resolve(base: str, path: str) -> str:
-    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
 def _listenerAddress(

@@ -13,10 +13,8 @@ JSON, runs an L{Operations} method.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,23 +30,21 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
+from .controlsocket import (
+    MAX_ANSWER,
+    SOCKET_NAME,
+    openStateFolder,
+    socketAddress,
+    socketProblem,
+)
 from .listening import stopPort
 from .operations import OperationError, Operations
 from .safefs import openFolder
 from .storage.lock import StateDirectoryLocked, StateLock
 
-#: The control socket's name in the state directory.
-SOCKET_NAME = "control.sock"
-#: UNIX socket paths longer than this do not fit in a sockaddr_un.
-_MAX_SOCKET_PATH = 100
-#: Where, on Linux, each open descriptor of this process is a link to what
-#: it opened: a folder held open is reached there by a short path.
-DESCRIPTORS = "/proc/self/fd"
 #: The longest request, in bytes: a renewal of 10,000 names of 255 bytes
 #: fits; a longer line closes the connection.
 _MAX_REQUEST = 4 * 1024 * 1024
-#: The longest answer, in bytes.
-_MAX_ANSWER = 64 * 1024 * 1024
 #: Seconds between two checks that the server still holds its lock.
 LOCK_CHECK_INTERVAL = 60.0
 
@@ -87,40 +83,6 @@ class LockWatch(TimerService):
             return
         self._lost = None
         events.STATE_LOCK_RESTORED.emit(self._log, path=self._lock.path)
-
-
-def socketAddress(stateDirectory: str, folder: int) -> str:
-    """
-    The address at which to bind, or reach, the control socket of
-    C{stateDirectory}, open as C{folder}.
-
-    On Linux it is the socket's name in the folder's link of
-    L{DESCRIPTORS}: short whatever the state directory's path, and it
-    names the very folder that was opened and checked, whatever happened
-    to its path since.  Elsewhere it is the socket's path, if it fits in a
-    UNIX socket address.
-
-    @raise OSError: when it is neither: the path is too long and
-        L{DESCRIPTORS} is missing.
-    """
-    link = os.path.join(DESCRIPTORS, str(folder))
-    opened = os.fstat(folder)
-    try:
-        linked = os.stat(link)
-    except OSError:
-        pass
-    else:
-        if (linked.st_dev, linked.st_ino) == (opened.st_dev, opened.st_ino):
-            return os.path.join(link, SOCKET_NAME)
-    path = os.path.join(os.path.abspath(stateDirectory), SOCKET_NAME)
-    if len(path.encode("utf-8")) > _MAX_SOCKET_PATH:
-        raise OSError(
-            errno.ENAMETOOLONG,
-            f"too long for a UNIX socket, and {DESCRIPTORS}, through which a "
-            "long path is reached, is missing",
-            path,
-        )
-    return path
 
 
 def _text(arguments: dict[str, Any], name: str) -> str:
@@ -185,7 +147,7 @@ class _ControlProtocol(LineReceiver):
 
 class _ControlClient(LineReceiver):
     delimiter = b"\n"
-    MAX_LENGTH = _MAX_ANSWER
+    MAX_LENGTH = MAX_ANSWER
 
     def __init__(self) -> None:
         self.answer: Deferred[dict[str, Any]] = Deferred()
@@ -270,23 +232,16 @@ class ControlService(Service):
 def checkServerSocket(stateDirectory: str, folder: int) -> None:
     """
     Check that the state directory C{stateDirectory}, open as C{folder},
-    is writable by its owner only, the user the server runs as, and that
-    its control socket belongs to that user: an answer from any other
-    socket could be forged.
+    and its control socket can be trusted (see L{socketProblem}).
 
-    @raise OperationError: when they do not.
+    @raise OperationError: when they cannot.
     @raise OSError: when there is no socket.
     """
-    directory = os.fstat(folder)
-    owner = directory.st_uid
-    socket = os.lstat(SOCKET_NAME, dir_fd=folder)
-    if directory.st_mode & 0o022:
-        problem = "others can write in that folder"
-    elif not stat.S_ISSOCK(socket.st_mode) or socket.st_uid != owner:
-        problem = "it is not a socket of that user"
-    else:
+    problem = socketProblem(folder)
+    if problem is None:
         return
     path = os.path.join(stateDirectory, SOCKET_NAME)
+    owner = os.fstat(folder).st_uid
     raise OperationError(
         f"the control socket {path} is not trusted: the server runs as the owner "
         f"of {stateDirectory} (uid {owner}), and {problem}"
@@ -304,13 +259,9 @@ def _serverSocket(stateDirectory: str) -> Iterator[str]:
     @raise OSError: when the state directory or the socket is missing, or
         the socket cannot be reached.
     """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    folder = os.open(stateDirectory, flags)
-    try:
+    with openStateFolder(stateDirectory) as folder:
         checkServerSocket(stateDirectory, folder)
         yield socketAddress(stateDirectory, folder)
-    finally:
-        os.close(folder)
 
 
 async def askServer(

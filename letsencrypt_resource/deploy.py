@@ -171,12 +171,10 @@ class DeployHooks(Service):
         """
         now = self._reactor.seconds()
         for certificate in list(self._managed.values()):
+            if not certificate.deployPending:
+                continue
             key = frozenset(certificate.domains)
-            if (
-                certificate.deployPending
-                and key not in self._latest
-                and now >= self._retryAt.get(key, 0.0)
-            ):
+            if key not in self._latest and now >= self._retryAt.get(key, 0.0):
                 # Not again before the export it may wait for is done.
                 self._retryAt[key] = now + RETRY_BASE
                 self.again(certificate)

@@ -217,7 +217,7 @@ class DomainSets(Service):
                 del self._dropped[key]
             return result
 
-        attempt.addBoth(ended)
+        attempt.whenEnded().addCallback(ended)
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
         managed: dict[frozenset[str], ManagedCertificate] = {}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import os
 from typing import Any
 
 #: The section that would hold defaults for every other: a name no file
@@ -141,3 +142,11 @@ def _parsingError(
         error = configparser.ParsingError(_SOURCE)
     error.append(number, repr(line))
     return error
+
+
+def resolvePath(base: str, path: str) -> str:
+    """
+    The path C{path} of the file, C{~} expanded, relative to the folder
+    C{base}.
+    """
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))

@@ -7,9 +7,7 @@ after a failure are set by L{letsencrypt_resource.retrywaits}).
 
 from __future__ import annotations
 
-from typing import Any
-
-from twisted.internet.defer import Deferred
+from typing import TYPE_CHECKING, Any
 
 from .castreak import CAStreak
 from .certificates import CertifiedKey
@@ -27,6 +25,9 @@ from .policy import (
 )
 from .renewalstate import dumpState, restoreState
 from .storage.interface import ILease
+
+if TYPE_CHECKING:
+    from .attempts import Attempt
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -53,7 +54,7 @@ class ManagedCertificate:
     @ivar ariWindow: The CA's suggested renewal window, if it gave one.
     @ivar ariPick: Where in that window to renew, from 0 to 1.
     @ivar ariNextCheck: When to ask the CA for renewal information again.
-    @ivar attempt: The attempt under way, if any.
+    @ivar attempt: The attempt queued or under way, if any.
     @ivar lease: The storage lease its order runs under, if one runs: the
         fence of the writes made for it meanwhile.
     @ivar announced: The last renewal plan announced.
@@ -90,7 +91,7 @@ class ManagedCertificate:
         self.ariWindow: tuple[float, float] | None = None
         self.ariPick = 0.5
         self.ariNextCheck = 0.0
-        self.attempt: Deferred[None] | None = None
+        self.attempt: Attempt | None = None
         self.lease: ILease | None = None
         self.announced: RenewalPlan | None = None
         self.pendingOrder: PendingOrder | None = None
@@ -132,8 +133,7 @@ class ManagedCertificate:
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
         return planRenewal(
-            issued.notBefore.timestamp(),
-            issued.notAfter.timestamp(),
+            *issued.validity,
             self.ariWindow,
             self.ariPick,
         )
@@ -176,7 +176,7 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return 0.0
-        return emergencyTime(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+        return emergencyTime(*issued.validity)
 
     def emergencyPace(self, now: float) -> float | None:
         """
@@ -188,7 +188,7 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return emergencyRetryDelay(None, None)
-        return emergencyRetryDelay(issued.notBefore.timestamp(), issued.notAfter.timestamp())
+        return emergencyRetryDelay(*issued.validity)
 
     def retryAt(self) -> float:
         """
@@ -213,7 +213,7 @@ class ManagedCertificate:
         current = self.current
         if current is None or current.provisional:
             return False
-        level = warningLevel(current.notBefore.timestamp(), current.notAfter.timestamp(), now)
+        level = warningLevel(*current.validity, now)
         if level == 0:
             return False
         if self.warned is not None:

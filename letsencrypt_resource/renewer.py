@@ -18,13 +18,13 @@ from twisted.python.failure import Failure
 from . import events
 from .account import AccountBusy
 from .acmeclient import ACMEClient, ACMEProblem
+from .attempts import AttemptQueue
 from .carotation import CA, CARotation
 from .challenge import ChallengeResponder
 from .config import ResourceOptions
 from .connection import accountForgotten
 from .coroutines import deferred
 from .leasing import orderLease, takeLease
-from .limiter import Limiter
 from .managed import ManagedCertificate
 from .ordering import Ordering
 from .outcomes import Outcomes
@@ -91,7 +91,7 @@ class Renewer:
         self._reactor = reactor
         self._log = log
         self._adoptStored = adoptStored
-        self._orders = Limiter(CONCURRENT_ORDERS)
+        self._attempts = AttemptQueue(self._attempt, CONCURRENT_ORDERS, log)
         self._cas = cas
         shared = (managed, Records(storage), writes, outcomes, responder, runInThread, reactor, log)
         self._orderings = {ca.label: Ordering(ca.options, *shared) for ca in cas.all}
@@ -101,13 +101,19 @@ class Renewer:
         Start an attempt for C{certificate}, kept in its C{attempt} until it
         ends; C{forced}, when given, is why it renews whether due or not.
         """
+        self._attempts.add(certificate, forced)
 
-        def ended(result: object) -> object:
-            certificate.attempt = None
-            return result
+    def whenEnded(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every attempt started so far has ended.
+        """
+        return self._attempts.whenEnded()
 
-        certificate.attempt = self._orders.run(self._attempt, certificate, forced)
-        certificate.attempt.addBoth(ended)
+    def stop(self) -> None:
+        """
+        Cancel every attempt, queued or under way.
+        """
+        self._attempts.cancelAll()
 
     @deferred
     async def _attempt(self, certificate: ManagedCertificate, forced: str | None) -> None:

@@ -15,7 +15,6 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     FirstError,
-    gatherResults,
     succeed,
 )
 from twisted.internet.interfaces import IDelayedCall
@@ -35,8 +34,10 @@ from .writequeue import WriteQueue
 DAY = 86400.0
 T = TypeVar("T")
 #: The sets a check looks at in one reactor turn: a check of more goes on
-#: in the next turns, so that the reactor is never held for long.
-CHECK_CHUNK = 500
+#: in the next turns, so that the reactor is never held for long (the
+#: first look at a set after the start reads its certificate's dates and
+#: names: about 0.1 ms a set).
+CHECK_CHUNK = 200
 
 
 async def inTurns(reactor: Any, items: list[T]) -> AsyncIterator[list[T]]:
@@ -83,7 +84,7 @@ def warnOfExpiry(
             continue
         if not certificate.warnNow(now):
             continue
-        notAfter = current.notAfter.timestamp()
+        notAfter = current.validity[1]
         details = (
             f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
             if certificate.lastError
@@ -138,6 +139,7 @@ class Scheduler(Service):
         self._learning: Deferred[Any] | None = None
         self._loop: LoopingCall | None = None
         self._wakeUp: IDelayedCall | None = None
+        self._finding: Deferred[None] | None = None
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
@@ -164,6 +166,7 @@ class Scheduler(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._cancelWakeUp()
+        self._renewer.stop()
 
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
@@ -230,12 +233,7 @@ class Scheduler(Service):
         started = self._startDue(force, only, reason)
         attempted: list[ManagedCertificate] = []
         started.addCallback(attempted.extend)
-        started.addCallback(
-            lambda _: gatherResults(
-                [c.attempt for c in self._managed.values() if c.attempt is not None],
-                consumeErrors=True,
-            )
-        )
+        started.addCallback(lambda _: self._renewer.whenEnded())
         self._checking = started.addCallbacks(lambda _: self.scheduleWakeUp(), lambda failure: None)
         self._checking.addCallback(lambda _: self._writes.whenWritten())
         self._checking.addCallback(lambda _: [ended(attempted) for ended in self.afterCheck])
@@ -300,6 +298,8 @@ class Scheduler(Service):
         self._learning.addBoth(learnt)
 
     def _cancelWakeUp(self) -> None:
+        if self._finding is not None:
+            self._finding.cancel()
         if self._wakeUp is not None and self._wakeUp.active():
             self._wakeUp.cancel()
         self._wakeUp = None
@@ -307,18 +307,39 @@ class Scheduler(Service):
     def scheduleWakeUp(self) -> None:
         """
         Schedule an early check when a renewal, a retry, an ARI check or a
-        failed write's retry falls before the next regular one.
+        failed write's retry falls before the next regular one.  The sets
+        are looked at by chunks of L{CHECK_CHUNK} a reactor turn apart; a
+        call while an earlier one looks replaces it.
         """
         if self._loop is None or not self._loop.running:
             return
+        if self._finding is not None:
+            self._finding.cancel()
+        finding = self._finding = self._findWakeUp()
+        finding.addErrback(checkEnded, self._log)
+
+        def found(_: object) -> None:
+            if self._finding is finding:
+                self._finding = None
+
+        finding.addBoth(found)
+
+    @deferred
+    async def _findWakeUp(self) -> None:
+        """
+        The work of L{scheduleWakeUp}.
+        """
         # Sets whose attempt is under way are looked at when it ends.
         checksARI = self._connection.checksARI
-        times = [c.nextEvent(checksARI) for c in self._managed.values() if c.attempt is None]
+        earliest = float("inf")
+        async for chunk in inTurns(self._reactor, list(self._managed.values())):
+            for certificate in chunk:
+                if certificate.attempt is None:
+                    earliest = min(earliest, certificate.nextEvent(checksARI))
         if self._writes.hasRetries():
-            times.append(self._writes.retries.retryAt)
-        if not times:
-            return
-        delay = min(times) - self._reactor.seconds()
+            earliest = min(earliest, self._writes.retries.retryAt)
+        delay = earliest - self._reactor.seconds()
         if delay < self._checkInterval:
-            self._cancelWakeUp()
+            if self._wakeUp is not None and self._wakeUp.active():
+                self._wakeUp.cancel()
             self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)

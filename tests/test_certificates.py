@@ -56,6 +56,18 @@ class CertifiedKeyTests(SynchronousTestCase):
     Tests for L{CertifiedKey}.
     """
 
+    def test_validityReadOnce(self) -> None:
+        """
+        C{validity} is the start and end of validity in seconds, read from
+        the certificate once.
+        """
+        certified = selfSigned()
+        self.assertEqual(
+            certified.validity,
+            (certified.notBefore.timestamp(), certified.notAfter.timestamp()),
+        )
+        self.assertIs(certified.validity, certified.validity)
+
     def test_fromPartsChecksKey(self) -> None:
         """
         C{fromParts} refuses a certificate for another key.

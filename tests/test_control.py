@@ -21,7 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import control
+from letsencrypt_resource import control, controlsocket
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -253,7 +253,7 @@ class ControlSocketTests(SynchronousTestCase):
         reach a socket there either.
         """
         self.makeSocket()
-        self.patch(control, "DESCRIPTORS", os.path.join(self.base, "missing"))
+        self.patch(controlsocket, "DESCRIPTORS", os.path.join(self.base, "missing"))
         short = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, short)
         _, reactor = self.service(short)

@@ -1230,7 +1230,7 @@ class MetricsTests(FallbackTestCase):
         self.reactor.advance(60)
         for certificate in resource.managed.values():
             if certificate.attempt is not None:
-                runUntilFired(self.reactor, certificate.attempt)
+                runUntilFired(self.reactor, certificate.attempt.whenEnded())
         sample = resource.metrics.registry.get_sample_value
         attempts = "letsencrypt_renewal_attempts_total"
         self.assertEqual(

@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "clusteroptions",
                 "noderecord",
                 "config",
+                "controlsocket",
                 "coroutines",
                 "deploycommand",
                 "display",
@@ -97,6 +98,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "account",
                 "acmeclient",
+                "attempts",
                 "acmetransport",
                 "challenge",
                 "chaincheck",
@@ -158,7 +160,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             }
         ),
     ),
-    ("entry points", frozenset({"__main__", "cli", "demo", "localca", "tap"})),
+    ("entry points", frozenset({"__main__", "cli", "demo", "localca", "quickstatus", "tap"})),
     ("test support", frozenset({"testing"})),
 ]
 

@@ -198,7 +198,7 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         self.flushLoggedErrors(SSL.Error)
         attempt = resource.managed[frozenset(REPORTS)].attempt
         assert attempt is not None
-        runUntilFired(self.reactor, attempt)
+        runUntilFired(self.reactor, attempt.whenEnded())
         issued = tls.tls.certifiedKey
         assert issued is not None
         self.assertFalse(issued.provisional)

@@ -23,7 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import Data
 from twisted.web.test.requesthelper import DummyRequest
 
-from letsencrypt_resource import cli
+from letsencrypt_resource import cli, host
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder, ChallengeTokens
 from letsencrypt_resource.config import ConfigurationError, parseConfiguration
@@ -442,7 +442,7 @@ class MetricsOptionTests(SynchronousTestCase):
             built.append(options)
             raise RuntimeError("built")
 
-        self.patch(cli, "makeResource", makeResource)
+        self.patch(host, "makeResource", makeResource)
         configuration = configure(metrics_address="127.0.0.1", metrics_port="9464")
         running = ensureDeferred(cli._runAlone(MemoryReactorClock(), configuration, "renew", {}))
         self.failureResultOf(running, RuntimeError)

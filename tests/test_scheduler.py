@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.attempts import AttemptQueue
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.scheduler import CHECK_CHUNK, Scheduler
 
@@ -41,10 +42,17 @@ class RecordingRenewer:
 
     def __init__(self, clock: TurnClock):
         self.turns = clock.turns
+        self.attempts = AttemptQueue(lambda certificate, forced: Deferred(), 10**6, Logger())
 
     def startAttempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
-        certificate.attempt = Deferred()
+        self.attempts.add(certificate, forced)
         self.turns[-1].append((certificate, forced))
+
+    def whenEnded(self) -> Deferred[None]:
+        return self.attempts.whenEnded()
+
+    def stop(self) -> None:
+        self.attempts.cancelAll()
 
     def started(self) -> list[ManagedCertificate]:
         return [certificate for turn in self.turns for certificate, _ in turn]
@@ -136,8 +144,9 @@ class CheckInTurnsTests(SynchronousTestCase):
         self.assertGreater(sum(1 for turn in renewer.turns if turn), 2)
         self.assertNoResult(checking)
         for certificate in sets:
-            attempt, certificate.attempt = certificate.attempt, None
-            attempt.callback(None)
+            attempt = certificate.attempt
+            assert attempt is not None and attempt.running is not None
+            attempt.running.callback(None)
         self.successResultOf(checking)
 
     def test_onlyInTurns(self) -> None:
@@ -180,3 +189,82 @@ class CheckInTurnsTests(SynchronousTestCase):
         self.assertEqual(renewer.started(), [])
         self.successResultOf(checking)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_stopCancelsEveryAttempt(self) -> None:
+        """
+        Stopping cancels the attempts of every check, not only those of
+        the last one.
+        """
+        scheduler, renewer, sets = self.scheduler(4)
+        scheduler.startService()
+        scheduler.check(force=True, only=sets[:2])
+        scheduler.check(force=True, only=sets[2:])
+        self.assertEqual(len(renewer.started()), 4)
+        scheduler.stopService()
+        self.assertEqual([certificate.attempt for certificate in sets], [None] * 4)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class TimedSet(ManagedCertificate):
+    """
+    A domain set whose next event is set by the test, and which notes the
+    reactor turn of each look at it.
+    """
+
+    def __init__(self, name: str, at: float, clock: TurnClock):
+        super().__init__((name,))
+        self.at = at
+        self.clock = clock
+        self.looks: list[int] = []
+
+    def nextEvent(self, checksARI: bool) -> float:
+        self.looks.append(len(self.clock.turns))
+        return self.at
+
+
+class Provisioned:
+    """
+    Provisioning with nothing to do.
+    """
+
+    def provision(self, certificates: list[ManagedCertificate]) -> Deferred[None]:
+        return succeed(None)
+
+
+class WakeUpTests(SynchronousTestCase):
+    """
+    L{Scheduler.scheduleWakeUp} looks at many sets by chunks a reactor turn
+    apart, and wakes up for the earliest.
+    """
+
+    def test_inTurns(self) -> None:
+        """
+        After a check of more than L{CHECK_CHUNK} sets, the next wake-up is
+        found looking at at most L{CHECK_CHUNK} sets a reactor turn, and is
+        scheduled for the earliest set.
+        """
+        clock = TurnClock()
+        count = 3 * CHECK_CHUNK + 1
+        sets = [TimedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(count)]
+        sets[-1].at = 500.0
+        managed = {frozenset(s.domains): s for s in sets}
+        scheduler = Scheduler(
+            managed,  # type: ignore[arg-type]
+            RecordingRenewer(clock),  # type: ignore[arg-type]
+            Provisioned(),  # type: ignore[arg-type]
+            Connected(),  # type: ignore[arg-type]
+            IdleWrites(),  # type: ignore[arg-type]
+            clock,
+            86400.0,
+            Logger(),
+        )
+        scheduler.startService()
+        self.addCleanup(scheduler.stopService)
+        for _ in range(20):
+            clock.advance(0)
+        looks = [turn for s in sets for turn in s.looks]
+        perTurn = [looks.count(turn) for turn in set(looks)]
+        self.assertEqual(sum(perTurn), 2 * count)
+        self.assertLessEqual(max(perTurn), CHECK_CHUNK)
+        (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
+        self.assertEqual(wakeUp.getTime(), 500.0)

@@ -1,0 +1,180 @@
+"""
+The operations command's C{status}, answered by the running server at the
+cost of a small start: the command line and the configuration file are
+read only as far as status needs (the state directory of the enabled
+C{lets-encrypt} resource), the server is asked over its control socket
+with the standard library alone, and nothing else of the package is
+imported.  Whenever this way cannot answer (another command or form of
+the command line, a file it cannot read so, no server, an error), the
+full command runs, which reads and checks the whole configuration.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+from .controlsocket import MAX_ANSWER, openStateFolder, socketAddress, socketProblem
+from .display import formatStatus
+from .inireader import readINI, resolvePath
+
+#: Seconds to wait for the server to accept the connection.
+CONNECT_WAIT = 5.0
+#: Seconds to wait for each part of its answer.
+ANSWER_WAIT = 60.0
+#: The section type, enabled option and state directory option read.
+_TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
+
+
+def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
+    """
+    The configuration file and whether JSON is asked for, when C{argv} is
+    C{status [--json]} with one C{--config FILE} (or C{-c FILE}, or
+    C{--config=FILE}) before or after it; C{None} for anything else, which
+    the full command line parser takes.
+    """
+    path: str | None = None
+    command = False
+    asJSON = False
+    words = iter(argv)
+    for word in words:
+        if word in ("--config", "-c"):
+            path = next(words, None)
+            if path is None or path.startswith("-"):
+                return None
+        elif word.startswith("--config="):
+            path = word.partition("=")[2]
+        elif word == "status" and not command:
+            command = True
+        elif word == "--json" and command:
+            asJSON = True
+        else:
+            return None
+    if not command or not path:
+        return None
+    return path, asJSON
+
+
+def _resourceSections(text: str) -> Iterator[str]:
+    """
+    The text of each C{[resources/...]} section of the INI C{text}, from
+    its header to the next header.
+    """
+    lines: list[str] | None = None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            if lines is not None:
+                yield "".join(lines)
+            lines = [line] if line.startswith("[resources/") else None
+        elif lines is not None:
+            lines.append(line)
+    if lines is not None:
+        yield "".join(lines)
+
+
+def stateDirectoryOf(path: str) -> str | None:
+    """
+    The state directory of the one enabled C{lets-encrypt} resource of the
+    configuration file at C{path}, as the configuration reads it, from its
+    resource sections alone; C{None} when that is not plain.
+    """
+    try:
+        with open(path, encoding="utf-8-sig") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = []
+    for fragment in _resourceSections(text):
+        try:
+            sections = readINI(fragment)
+        except configparser.Error:
+            return None
+        for values in sections.values():
+            enabled = values.get(_ENABLED, "yes").strip().lower()
+            if values.get(_TYPE, "").strip() != "lets-encrypt":
+                return None
+            if enabled not in configparser.ConfigParser.BOOLEAN_STATES:
+                return None
+            if configparser.ConfigParser.BOOLEAN_STATES[enabled]:
+                found.append(values.get(_STATE, "").strip())
+    if len(found) != 1 or "\0" in found[0]:
+        return None
+    base = os.path.dirname(os.path.abspath(path))
+    return resolvePath(base, found[0] or "lets-encrypt")
+
+
+def readLine(receive: Callable[[int], bytes]) -> bytes | None:
+    """
+    The first line that C{receive} gives, without its end, searching each
+    part received once (searching all received at each part would be
+    quadratic in the answer's length); C{None} when the connection ends
+    first or the line is longer than L{MAX_ANSWER
+    <letsencrypt_resource.controlsocket.MAX_ANSWER>}.
+    """
+    received = bytearray()
+    while True:
+        chunk = receive(1 << 20)
+        if not chunk or len(received) > MAX_ANSWER:
+            return None
+        received += chunk
+        if b"\n" in chunk:
+            return bytes(received[: received.index(b"\n")])
+
+
+def askStatus(stateDirectory: str) -> Any:
+    """
+    The answer of the server running on C{stateDirectory} to C{status},
+    once its control socket is trusted (see
+    L{socketProblem <letsencrypt_resource.controlsocket.socketProblem>});
+    C{None} when there is no such server or it answers no status.
+    """
+    request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
+    try:
+        with openStateFolder(stateDirectory) as folder:
+            if socketProblem(folder) is not None:
+                return None
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+                connection.settimeout(CONNECT_WAIT)
+                connection.connect(socketAddress(stateDirectory, folder))
+                connection.settimeout(ANSWER_WAIT)
+                connection.sendall(request)
+                line = readLine(connection.recv)
+    except OSError:
+        return None
+    if line is None:
+        return None
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or answer.get("error") is not None:
+        return None
+    return answer.get("result")
+
+
+def quickStatus(argv: list[str], out: TextIO) -> bool:
+    """
+    Print, to C{out}, the status a running server gives, when C{argv} asks
+    for it plainly (see L{statusArguments}).
+
+    @return: Whether it did; when not, the full command is to run.
+    """
+    arguments = statusArguments(argv)
+    if arguments is None:
+        return False
+    path, asJSON = arguments
+    stateDirectory = stateDirectoryOf(path)
+    if stateDirectory is None:
+        return False
+    rows = askStatus(stateDirectory)
+    if not isinstance(rows, list):
+        return False
+    if asJSON:
+        out.write(json.dumps(rows) + "\n")
+    else:
+        out.write(formatStatus(rows, True, stateDirectory) + "\n")
+    return True

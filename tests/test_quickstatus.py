@@ -1,0 +1,292 @@
+"""
+Tests for L{letsencrypt_resource.quickstatus}: C{status} answered by the
+running server without loading the configuration or the package.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.config import loadConfiguration
+from letsencrypt_resource.controlsocket import SOCKET_NAME, openStateFolder, socketAddress
+from letsencrypt_resource.display import formatStatus
+from letsencrypt_resource.quickstatus import (
+    askStatus,
+    quickStatus,
+    readLine,
+    stateDirectoryOf,
+    statusArguments,
+)
+from tests.helpers.processcase import ROOT
+
+ROW = {
+    "names": ["files.example.test"],
+    "services": ["services/files"],
+    "issuer": "CN=Test CA",
+    "ca": "https://ca.example.test/directory",
+    "not_after": "2027-02-27T13:38:16+00:00",
+    "days_left": 90.0,
+    "provisional": False,
+    "server_running": True,
+    "serving": {"services/files": "ca"},
+    "failures": 0,
+    "last_error": None,
+    "retry": False,
+    "reason": "lifetime",
+    "next_check": "2027-01-28T13:18:16+00:00",
+    "why": "most of its lifetime has passed",
+}
+
+SERVICE = """
+[services/files]
+type = https
+address = 127.0.0.1
+port = 8443
+path = {public}
+ssl_domains = files.example.test
+"""
+
+
+class FakeServer:
+    """
+    A control socket in a state directory, answering one request with
+    C{answer} in a thread, as the server's does.
+    """
+
+    def __init__(self, state: str, answer: bytes):
+        self.requests: list[bytes] = []
+        self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with openStateFolder(state) as folder:
+            # Bound through the folder: its path is too long for a socket.
+            self._listening.bind(socketAddress(state, folder))
+        self._listening.listen(1)
+        self._answer = answer
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self._listening.accept()
+        with connection:
+            received = b""
+            while b"\n" not in received:
+                received += connection.recv(4096)
+            self.requests.append(received)
+            connection.sendall(self._answer)
+
+    def close(self) -> None:
+        self._listening.close()
+        self._thread.join(5)
+
+
+class StatusArgumentsTests(SynchronousTestCase):
+    """
+    L{statusArguments} takes the plain forms of C{status} only.
+    """
+
+    def test_plainForms(self) -> None:
+        """
+        C{--config FILE}, C{-c FILE} or C{--config=FILE}, before or after
+        C{status}, with C{--json} after it.
+        """
+        self.assertEqual(statusArguments(["status", "--config", "a.ini"]), ("a.ini", False))
+        self.assertEqual(
+            statusArguments(["--config", "a.ini", "status", "--json"]), ("a.ini", True)
+        )
+        self.assertEqual(statusArguments(["status", "-c", "a.ini", "--json"]), ("a.ini", True))
+        self.assertEqual(statusArguments(["status", "--json", "--config=a.ini"]), ("a.ini", True))
+
+    def test_othersLeftToTheFullCommand(self) -> None:
+        """
+        Anything else is for the full parser: other commands, options it
+        does not know, C{--json} before C{status}, a missing file name.
+        """
+        for argv in [
+            ["renew", "--config", "a.ini"],
+            ["status"],
+            ["status", "--config"],
+            ["status", "--config", "--json"],
+            ["--json", "status", "--config", "a.ini"],
+            ["status", "--help", "--config", "a.ini"],
+            ["status", "status", "--config", "a.ini"],
+            ["--version"],
+        ]:
+            self.assertIsNone(statusArguments(argv), argv)
+
+
+class StateDirectoryTests(SynchronousTestCase):
+    """
+    L{stateDirectoryOf} reads the state directory as the configuration
+    does, from the resource sections alone.
+    """
+
+    def write(self, text: str) -> str:
+        """
+        Write C{text} with a service as a configuration file; return its
+        path.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        path = os.path.join(directory, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(text + SERVICE.format(public=os.path.join(directory, "public")))
+        return path
+
+    def test_asTheConfigurationReadsIt(self) -> None:
+        """
+        The default folder beside the file, a relative path, an absolute
+        one, C{~}: each as L{loadConfiguration} reads it; a disabled
+        resource section is passed over.
+        """
+        for setting in ["", "state_directory = state\n", "state_directory = /srv/le\n"]:
+            path = self.write(
+                "[resources/off]\ntype = lets-encrypt\nenabled = no\nstate_directory = /off\n\n"
+                f"[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\nport = 8080\n{setting}"
+            )
+            expected = loadConfiguration(path).resource
+            assert expected is not None
+            self.assertEqual(stateDirectoryOf(path), expected.stateDirectory)
+        path = self.write("[resources/le]\ntype = lets-encrypt\nstate_directory = ~/le\n")
+        self.assertEqual(stateDirectoryOf(path), os.path.expanduser("~/le"))
+
+    def test_unclearLeftToTheFullCommand(self) -> None:
+        """
+        Two enabled resources, a section of another type, an unknown
+        C{enabled}, a file that is no INI or cannot be read: L{None}, and
+        the full command says what is wrong.
+        """
+        resource = "[resources/{name}]\ntype = {kind}\nenabled = {enabled}\n"
+        for text in [
+            resource.format(name="a", kind="lets-encrypt", enabled="yes")
+            + resource.format(name="b", kind="lets-encrypt", enabled="yes"),
+            resource.format(name="a", kind="other", enabled="yes"),
+            resource.format(name="a", kind="lets-encrypt", enabled="maybe"),
+            "[resources/a]\ntype = lets-encrypt\nthis is not INI\n",
+            "[server]\nname = no resource\n",
+        ]:
+            self.assertIsNone(stateDirectoryOf(self.write(text)), text)
+        self.assertIsNone(stateDirectoryOf(os.path.abspath(self.mktemp())))
+
+
+class AskStatusTests(SynchronousTestCase):
+    """
+    L{askStatus} and L{quickStatus} ask the server's control socket.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        self.state = os.path.join(self.directory, "state")
+        os.makedirs(self.state, 0o700)
+        self.path = os.path.join(self.directory, "server.ini")
+        with open(self.path, "w") as stream:
+            stream.write(f"[resources/le]\ntype = lets-encrypt\nstate_directory = {self.state}\n")
+
+    def serve(self, answer: object) -> FakeServer:
+        """
+        Answer the next request on the state directory's socket with
+        C{answer}.
+        """
+        server = FakeServer(self.state, json.dumps(answer).encode() + b"\n")
+        self.addCleanup(server.close)
+        return server
+
+    def test_json(self) -> None:
+        """
+        With C{--json}, the server's rows are printed as compact JSON, and
+        the server was asked for C{status}.
+        """
+        server = self.serve({"result": [ROW], "error": None})
+        out = io.StringIO()
+        self.assertTrue(quickStatus(["status", "--json", "--config", self.path], out))
+        self.assertEqual(json.loads(out.getvalue()), [ROW])
+        self.assertEqual(out.getvalue().count("\n"), 1)
+        self.assertEqual(json.loads(server.requests[0]), {"name": "status", "arguments": {}})
+
+    def test_table(self) -> None:
+        """
+        Without C{--json}, the rows are printed as the table of
+        L{formatStatus}, for a running server.
+        """
+        self.serve({"result": [ROW], "error": None})
+        out = io.StringIO()
+        self.assertTrue(quickStatus(["status", "-c", self.path], out))
+        self.assertEqual(out.getvalue(), formatStatus([ROW], True, self.state) + "\n")
+
+    def test_noAnswer(self) -> None:
+        """
+        No socket, an error, a cut answer or an untrusted socket: nothing
+        printed, and the full command runs (which reports it).
+        """
+        out = io.StringIO()
+        self.assertFalse(quickStatus(["status", "-c", self.path], out))
+        self.serve({"result": None, "error": "broken"})
+        self.assertIsNone(askStatus(self.state))
+        os.unlink(os.path.join(self.state, SOCKET_NAME))
+        cut = FakeServer(self.state, b'{"result": [')
+        self.addCleanup(cut.close)
+        self.assertIsNone(askStatus(self.state))
+        os.unlink(os.path.join(self.state, SOCKET_NAME))
+        self.serve({"result": [ROW], "error": None})
+        os.chmod(self.state, 0o777)
+        self.assertIsNone(askStatus(self.state))
+        self.assertEqual(out.getvalue(), "")
+
+    def test_importsLittle(self) -> None:
+        """
+        The operations command's module imports neither Twisted nor
+        cryptography nor the configuration: a status the server answers
+        pays for none of them.
+        """
+        code = (
+            "import sys, letsencrypt_resource.cli; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in "
+            "('twisted', 'cryptography', 'acme', 'attrs', 'zope') "
+            "or m == 'letsencrypt_resource.config'))"
+        )
+        output = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(output.split(), [])
+
+
+class Piece(bytes):
+    """
+    A part of an answer that counts the searches in it.
+    """
+
+    searches: list[int] = []
+
+    def __contains__(self, item: object) -> bool:
+        self.searches.append(len(self))
+        return super().__contains__(item)  # type: ignore[operator]
+
+
+class ReadLineTests(SynchronousTestCase):
+    """
+    L{readLine} reads the answer's line.
+    """
+
+    def test_eachPartSearchedOnce(self) -> None:
+        """
+        A line received in many parts is read whole, each part searched
+        for the line's end once: a 64 MB answer in parts of 64 KB made a
+        search of all received at each part, 32 GB in all.
+        """
+        parts = [Piece(b"x" * 10) for _ in range(100)] + [Piece(b"end\nnext")]
+        Piece.searches = []
+        self.assertEqual(readLine(lambda size: parts.pop(0)), b"x" * 1000 + b"end")
+        self.assertEqual(Piece.searches, [10] * 100 + [8])
+
+    def test_cut(self) -> None:
+        """
+        A connection that ends before the line does gives C{None}.
+        """
+        parts = [b"partial", b""]
+        self.assertIsNone(readLine(lambda size: parts.pop(0)))
