@@ -1,7 +1,8 @@
 """
 The account commands: show the ACME account at one of the resource's CAs
 (its own by default, or a fallback CA named by its section), replace its
-key, or deactivate it.  Each acts on that CA's account only.
+key, or deactivate it.  Each acts on that CA's account only, and only
+when there is one: none registers an account.
 """
 
 from __future__ import annotations
@@ -68,20 +69,37 @@ class AccountCommands:
         self._records = records
         self._runInThread = runInThread
 
+    async def _client(self, name: str | None) -> tuple[CA, ACMEClient]:
+        """
+        The CA C{name} (see L{chooseCA}) and the ACME client of the account
+        the resource has there.
+
+        @raise OperationError: when it has none there yet, rather than
+            register one (C{account_key} names one that exists).
+        """
+        ca = chooseCA(self._cas, name)
+        if not ca.connection.connected and ca.options.accountKeyFile is None:
+            record = await self._records.loadAccount(ca.options.acmeURL)
+            if record is None or record.url is None:
+                raise OperationError(
+                    f"there is no account at {ca.label} ({ca.options.acmeURL}) yet: "
+                    "the first order from that CA registers one"
+                )
+        return ca, await ca.connection.acmeClient()
+
     @deferred
     async def show(self, name: str | None) -> dict[str, Any]:
         """
-        The account at the CA C{name} (see L{chooseCA}) as it knows it.
+        The account at the CA C{name} (see L{_client}) as it knows it.
         """
-        ca = chooseCA(self._cas, name)
-        client = await ca.connection.acmeClient()
+        ca, client = await self._client(name)
         return describe(ca, client, await client.account())
 
     @deferred
     async def rollover(self, name: str | None) -> dict[str, Any]:
         """
-        Replace the key of the account at the CA C{name} with a new one,
-        at the CA and in the state.
+        Replace the key of the account at the CA C{name} (see L{_client})
+        with a new one, at the CA and in the state.
 
         @raise OperationError: when the key comes from C{account_key}.
         """
@@ -92,7 +110,7 @@ class AccountCommands:
                 "the account key comes from option 'account_key'; replace that "
                 "file's key with the CA's key-change tool instead"
             )
-        client = await ca.connection.acmeClient()
+        ca, client = await self._client(name)
         newKey = await self._runInThread(generateKey, "ecdsa-p256")
 
         async def change(lease: ILease) -> None:
@@ -106,11 +124,11 @@ class AccountCommands:
     @deferred
     async def deactivate(self, name: str | None) -> dict[str, Any]:
         """
-        Deactivate the account at the CA C{name} for good; the state keeps
+        Deactivate the account at the CA C{name} (see L{_client}) for
+        good; the state keeps
         a new key for that CA, so its next order creates a new account.
         """
-        ca = chooseCA(self._cas, name)
-        client = await ca.connection.acmeClient()
+        ca, client = await self._client(name)
         newKey = await self._runInThread(generateKey, "ecdsa-p256")
 
         async def deactivate(lease: ILease) -> Any:

@@ -21,7 +21,7 @@ from .config import (
     _profileName,
     _readSection,
     _text,
-    _urlKey,
+    canonicalURL,
 )
 
 
@@ -91,18 +91,18 @@ def fallbackCAs(
     @raise ConfigurationError: when a section named is missing or wrong.
     """
     found: list[CAOptions] = []
-    seen = {_urlKey(primaryURL)}
+    seen = {canonicalURL(primaryURL)}
     for name in names:
         if name not in sections:
             raise ConfigurationError(resource, "fallback_cas", f"there is no [{name}] section")
         ca = readCA(sections, name, base)
-        if _urlKey(ca.acmeURL) in seen:
+        if canonicalURL(ca.acmeURL) in seen:
             raise ConfigurationError(
                 name,
                 "acme_url",
                 "is the directory URL of the resource or of another fallback CA; "
                 "each CA is listed once",
             )
-        seen.add(_urlKey(ca.acmeURL))
+        seen.add(canonicalURL(ca.acmeURL))
         found.append(ca)
     return tuple(found)

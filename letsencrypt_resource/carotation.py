@@ -2,7 +2,8 @@
 Which CA a renewal attempt orders from: the resource's own (the first)
 until the failed attempts of a domain set held against it (see
 L{letsencrypt_resource.cafaults.blamesCA}) reach C{fallback_after}, or
-C{fallback_after_time} has passed since the first of them; then each
+C{fallback_after_time} has passed since the first of them (the next
+attempt is set no later than then, see L{switchTime}); then each
 fallback CA in turn by the same rule, then the first again; the first at
 the next renewal after a success, which forgets those failures.
 """
@@ -81,6 +82,32 @@ def movesOn(streak: CAStreak, now: float, after: int, afterTime: float) -> bool:
     return streak.failures >= after or (0 < afterTime <= now - streak.since)
 
 
+def switchTime(streak: CAStreak, after: int, afterTime: float) -> float | None:
+    """
+    From when an attempt orders from the CA after the one of C{streak}
+    (see L{movesOn}): the time of its first failure once the count reached
+    C{after}, that time and C{afterTime} otherwise; C{None} when no failure
+    is held against it, or the count alone decides (C{afterTime} 0).
+    """
+    if not streak.failures:
+        return None
+    if streak.failures >= after:
+        return streak.since
+    return streak.since + afterTime if afterTime > 0 else None
+
+
+def _why(streak: CAStreak, after: int) -> str:
+    """
+    Why an attempt moved on from the CA of C{streak}, for event 20265.
+    """
+    if streak.failures >= after:
+        return f"after {streak.failures} failed attempts held against the CA before it"
+    return (
+        f"fallback_after_time passed since the first of {streak.failures} failed "
+        "attempts held against the CA before it"
+    )
+
+
 class CARotation:
     """
     The CAs of the resource, first its own, and the choice among them for
@@ -137,7 +164,9 @@ class CARotation:
         if index is None:
             # A CA no longer configured: start again from the first.
             index, streak = 0, CAStreak()
+        why = "as chosen before a restart"
         if movesOn(streak, now, self._after, self._afterTime):
+            why = _why(streak, self._after)
             index = (index + 1) % len(self._cas)
             streak = CAStreak(self._cas[index].options.acmeURL if index else None)
         certificate.caStreak = streak
@@ -149,7 +178,7 @@ class CARotation:
                 events.CA_FALLBACK.emit(
                     self._log,
                     domains=certificate.label,
-                    failures=certificate.failures,
+                    why=why,
                     acme_url=chosen.options.acmeURL,
                     section=chosen.label,
                 )
@@ -162,13 +191,23 @@ class CARotation:
                 )
         return chosen
 
-    def failed(self, certificate: ManagedCertificate, error: Exception, now: float) -> None:
+    def failed(self, certificate: ManagedCertificate, error: Exception, now: float) -> float | None:
         """
         An attempt for C{certificate} with the CA L{choose} chose failed
-        with C{error} at C{now}: held against that CA when L{blamesCA}.
+        with C{error} at C{now}: held against that CA when L{blamesCA}
+        says so, the set being urgent when its CA-issued certificate is
+        past its emergency threshold (a set still on a provisional one,
+        whose validations may fail until its names point here, is not).
+
+        @return: From when the next attempt orders from another CA (see
+            L{switchTime}), if it will; never without fallback CAs.
         """
-        if blamesCA(error):
+        urgent = certificate.issued is not None and certificate.emergencyPace(now) is not None
+        if blamesCA(error, urgent):
             certificate.caStreak = certificate.caStreak.failed(now)
+        if len(self._cas) == 1:
+            return None
+        return switchTime(certificate.caStreak, self._after, self._afterTime)
 
     def clientFor(self, certificate: ManagedCertificate) -> Deferred[ACMEClient]:
         """

@@ -10,6 +10,39 @@ from typing import Any
 
 import attrs
 
+#: The most failed attempts a saved state is taken to count: a larger
+#: number, like a count that is not finite, comes from a damaged file.
+MOST_FAILURES = 1_000_000
+
+
+def savedCount(value: Any) -> int:
+    """
+    The count of failed attempts a saved state gives as C{value}, brought
+    within 0 to L{MOST_FAILURES}.
+
+    @raise ValueError: when it is not a finite number.
+    @raise TypeError: when it is not a number or text.
+    """
+    try:
+        return min(max(int(value), 0), MOST_FAILURES)
+    except OverflowError:
+        raise ValueError(f"{value!r} is not a finite count") from None
+
+
+def savedText(value: Any) -> bool:
+    """
+    Whether C{value}, read from a saved state, is text that can be written
+    again: a string without a lone surrogate (which JSON may hold, and
+    which no URL or file name can).
+    """
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
 
 @attrs.frozen
 class CAStreak:
@@ -34,6 +67,14 @@ class CAStreak:
         since = self.since if self.failures else now
         return attrs.evolve(self, failures=self.failures + 1, since=since)
 
+    def capped(self, now: float) -> CAStreak:
+        """
+        The streak with its first failure no later than C{now}: a clock that
+        ran ahead, or a damaged file, may have put it in the future, which
+        would stop the time of C{fallback_after_time} from running.
+        """
+        return attrs.evolve(self, since=min(self.since, now))
+
     def toJSON(self) -> dict[str, Any]:
         """
         The streak as JSON-ready data.
@@ -43,14 +84,15 @@ class CAStreak:
     @classmethod
     def fromJSON(cls, value: Any) -> CAStreak:
         """
-        The streak L{toJSON} saved; a new one when C{value} does not parse.
+        The streak L{toJSON} saved; a new one when C{value} does not parse,
+        its time is not finite or its URL is not L{savedText}.
         """
         try:
             url = value["url"]
-            failures = int(value["failures"])
+            failures = savedCount(value["failures"])
             since = float(value["since"])
         except (TypeError, ValueError, KeyError):
             return cls()
-        if (url is not None and not isinstance(url, str)) or not math.isfinite(since):
+        if (url is not None and not savedText(url)) or not math.isfinite(since):
             return cls()
-        return cls(url, max(failures, 0), max(since, 0.0))
+        return cls(url, failures, max(since, 0.0))

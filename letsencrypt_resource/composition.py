@@ -98,14 +98,15 @@ def compose(
     automatic: bool,
     checkWritable: WriteCheck | None,
     log: Logger,
-    clientFor: Callable[[str | None], Any] | None = None,
+    clientFor: Callable[[str | None], Any],
 ) -> Parts:
     """
     Make the parts of a resource of C{options}, over C{records} on
     C{storage}, that answers challenges with C{responder}; the other
     arguments are the resource's (see its constructor), and C{log} its
     logger; C{clientFor} makes the HTTP client trusting a fallback CA's
-    C{acme_ca_file} (by default, C{httpClient}).
+    C{acme_ca_file}: never C{httpClient}, which the embedder chose for the
+    resource's own CA only.
     """
     interval = options.checkInterval
     managed: dict[frozenset[str], ManagedCertificate] = {}
@@ -125,9 +126,7 @@ def compose(
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
 
     def timedClientFor(caFile: str | None) -> Any:
-        return (
-            TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest) if clientFor else httpClient
-        )
+        return TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest)
 
     cas = CARotation(options, connection, timedClientFor, log)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)

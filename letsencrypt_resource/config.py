@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 from hyperlink import DecodedURL
@@ -142,7 +143,13 @@ def _url(value: str) -> str:
 
 
 def _acmeURL(value: str) -> str:
-    return _checkURL(value, ("https",))
+    text = _checkURL(value, ("https",))
+    if "@" in urlsplit(text).netloc or "?" in text or "#" in text:
+        raise ValueError(
+            f"{text!r} holds a user name, a query or a fragment; acme_url is the directory "
+            "URL alone (an ACME client sends none of them)"
+        )
+    return text
 
 
 def _checkURL(value: str, schemes: tuple[str, ...]) -> str:
@@ -1108,42 +1115,32 @@ def checkComponents(configuration: Configuration) -> None:
 LETS_ENCRYPT_NO_IP_PROFILES = (None, "classic", "tlsserver")
 
 
-def _urlKey(url: str) -> tuple[str, str, int | None, tuple[str, ...]]:
-    """
-    What tells apart the directories at C{url} (checked by L{_checkURL}):
-    its scheme, its host in lower case without a final dot, its port (the
-    scheme's by default), and its path without a final slash.
-    """
-    parsed = DecodedURL.from_text(url)
-    path = tuple(parsed.path)
-    while path and not path[-1]:
-        path = path[:-1]
-    return (parsed.scheme.lower(), parsed.host.lower().rstrip("."), parsed.port, path)
-
-
 @functools.lru_cache(maxsize=256)
 def canonicalURL(url: str) -> str:
     """
-    The one form of the directory URL C{url} (checked by L{_checkURL})
-    among all those L{_urlKey} does not tell apart: its scheme and host in
+    The one form of the directory URL C{url} (an C{acme_url} checked by
+    L{_acmeURL}: no user name, query or fragment) among all its equivalent
+    forms, the one URL that tells two CAs apart: its scheme and host in
     lower case, no final dot, no default port, no final slash.  A URL
-    already written so, or one that does not parse, is returned as it is.
-    The last few are remembered: each set's renewal state names its CA's,
-    compared at each attempt and each metrics scrape.
+    already written so, or one that does not parse or cannot be written
+    again (a saved one may hold anything, a lone surrogate among them), is
+    returned as it is: this never raises.  The last few are remembered:
+    each set's renewal state names its CA's, compared at each attempt and
+    each metrics scrape.
     """
     try:
         parsed = DecodedURL.from_text(url)
-    except ValueError:
+        path = tuple(parsed.path)
+        while path and not path[-1]:
+            path = path[:-1]
+        host = parsed.host.lower().rstrip(".")
+        return str(parsed.replace(scheme=parsed.scheme.lower(), host=host, path=path).to_text())
+    except ValueError:  # UnicodeError among them
         return url
-    path = tuple(parsed.path)
-    while path and not path[-1]:
-        path = path[:-1]
-    host = parsed.host.lower().rstrip(".")
-    return str(parsed.replace(scheme=parsed.scheme.lower(), host=host, path=path).to_text())
 
 
 _LETS_ENCRYPT_KEYS = frozenset(
-    _urlKey(url) for url in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING)
+    canonicalURL(url) for url in (LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING)
 )
 
 
@@ -1161,7 +1158,7 @@ def _checkIPProfile(resource: ResourceOptions | None, services: list[ServiceOpti
     refusing = [
         section
         for section, url, profile in cas
-        if _urlKey(url) in _LETS_ENCRYPT_KEYS and profile in LETS_ENCRYPT_NO_IP_PROFILES
+        if canonicalURL(url) in _LETS_ENCRYPT_KEYS and profile in LETS_ENCRYPT_NO_IP_PROFILES
     ]
     if not refusing:
         return

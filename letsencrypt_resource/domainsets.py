@@ -25,6 +25,7 @@ from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .renewalstate import storedDigest
 from .reporting import unexpected, when
+from .retrywaits import capWaits
 from .scheduler import Scheduler
 from .storage.interface import StorageError
 from .storage.records import Records, StoredSet
@@ -251,7 +252,7 @@ class DomainSets(Service):
                 self._changes.putInService(certificate, stored)
         now = self._reactor.seconds()
         saved = certificate.retryAt()
-        if certificate.capWaits(now, self._options.checkInterval):
+        if capWaits(certificate, now, self._options.checkInterval):
             events.STORED_WAIT_CAPPED.emit(
                 self._log,
                 domains=certificate.label,

@@ -448,8 +448,7 @@ CERTIFICATE_UNUSABLE = _event(
 CA_FALLBACK = _event(
     20265,
     LogLevel.warn,
-    "After {failures} failed attempts for {domains}, ordering from the fallback CA "
-    "{acme_url} ({section}).",
+    "Ordering for {domains} from the fallback CA {acme_url} ({section}): {why}.",
 )
 
 CA_PRIMARY_AGAIN = _event(

@@ -1,7 +1,8 @@
 """
 One managed domain set: its consumers, its certificate and its renewal
 state (saved and taken back as L{letsencrypt_resource.renewalstate} says),
-and the renewal, retry and warning times that follow from them.
+and the renewal, retry and warning times that follow from them (the waits
+after a failure are set by L{letsencrypt_resource.retrywaits}).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from .policy import (
     RenewalPlan,
     emergencyRetryDelay,
     emergencyTime,
-    failureDelay,
     planRenewal,
     warningLevel,
 )
@@ -60,13 +60,15 @@ class ManagedCertificate:
     @ivar announced: The last renewal plan announced.
     @ivar pendingOrder: The order under way or cut short, to resume.
     @ivar unstoredOrder: The order whose certificate is in service but not
-        stored yet, to resume when none is under way (a restart downloads it).
+        stored yet: the order to resume when none is under way, so that a
+        restart downloads it again rather than ordering anew (not renewals).
     @ivar compromisedKeys: The L{publicKeyDigest} of each key revoked as
         compromised, never to be used again.
     @ivar orderedBy: The certificate ID, ACME URL and account URL of the
         order of the certificate in service, the one a renewal may replace.
     @ivar deployPending: Whether C{deploy_command} is due to run for it.
-    @ivar caStreak: The CA it orders from, and the failures held against it.
+    @ivar caStreak: The CA it orders from, and the failures held against
+        that CA (see L{letsencrypt_resource.carotation}).
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
     """
@@ -200,43 +202,6 @@ class ManagedCertificate:
         if self.lastFailure < urgent:
             at = min(at, urgent)
         return max(at, self.holdUntil)
-
-    def failed(self, now: float, maximum: float, retryAfter: float | None, error: str) -> float:
-        """
-        Record a failed attempt at C{now} and set the next one.
-
-        @param maximum: The longest back-off, and the longest Retry-After
-            honoured: the check interval.
-        @param retryAfter: The wait the CA asked for, if any.
-        @return: The wait until the next attempt.
-        """
-        self.failures += 1
-        self.lastFailure = now
-        self.lastError = error
-        self.holdUntil = now + min(retryAfter, maximum) if retryAfter is not None else 0.0
-        delay = failureDelay(self.failures, maximum, self.emergencyPace(now))
-        self.nextAttempt = max(now + delay, self.holdUntil)
-        return self.nextAttempt - now
-
-    def capWaits(self, now: float, maximum: float) -> bool:
-        """
-        Bring saved times back within the waits this product sets: a clock
-        that ran ahead, or a damaged file, may have put them anywhere.
-
-        @param maximum: The check interval.
-        @return: Whether the next attempt was brought forward.
-        """
-        self.lastFailure = min(self.lastFailure, now)
-        self.holdUntil = min(self.holdUntil, now + maximum)
-        self.ariNextCheck = min(self.ariNextCheck, now + maximum)
-        if self.failures == 0:
-            latest = 0.0
-        else:
-            delay = failureDelay(self.failures, maximum, self.emergencyPace(now))
-            latest = max(now + delay, self.holdUntil)
-        capped = self.nextAttempt > latest
-        self.nextAttempt = min(self.nextAttempt, latest)
-        return capped
 
     def warnNow(self, now: float) -> bool:
         """

@@ -18,6 +18,7 @@ from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from .metrics import Metrics
 from .provisioning import Provisioning
 from .reporting import when
+from .retrywaits import recordFailure
 from .writequeue import WriteQueue
 
 #: What each renewal reason means, for events.
@@ -74,16 +75,20 @@ class Outcomes:
                 reason=REASONS.get(plan.reason, plan.reason),
             )
 
-    def failed(self, certificate: ManagedCertificate, error: Exception) -> None:
+    def failed(
+        self, certificate: ManagedCertificate, error: Exception, switchAt: float | None
+    ) -> None:
         """
         An attempt for C{certificate} failed with C{error}: set when to try
-        again, and save that.
+        again (see L{recordFailure}, for C{switchAt}), and save that.
         """
-        delay = certificate.failed(
+        delay = recordFailure(
+            certificate,
             self._reactor.seconds(),
             self._checkInterval,
             getattr(error, "retryAfter", None),
             str(error) or type(error).__name__,
+            switchAt,
         )
         self._metrics.renewalEnded("failed", certificate.caStreak.url)
         events.ISSUANCE_FAILED.emit(
@@ -116,7 +121,7 @@ class Outcomes:
         that a restart before then downloads it from that order again
         instead of placing another.
         """
-        self._metrics.renewalEnded("issued", orderedBy[1] if orderedBy else None)
+        self._metrics.renewalEnded("issued", certificate.caStreak.url)
         order = certificate.unstoredOrder = certificate.pendingOrder
         certificate.succeeded()
         certificate.orderedBy = orderedBy

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Protocol
 
-from .castreak import CAStreak
+from .castreak import CAStreak, savedCount, savedText
 from .certificates import CertifiedKey, bundleDigest
 from .issuer import PendingOrder
 
@@ -87,15 +87,17 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     """
     Take back into C{fields} a state L{dumpState} saved; ignore what does
     not parse, an ARI window that is not finite or ends before it starts,
-    and the retry wait, the order under way and the failures held against
-    the CA (see L{CAStreak}) when the settings changed since.  The
+    a recorded order whose texts are not L{savedText}, and the retry
+    wait, the order under way and the failures held against the CA (see
+    L{CAStreak}) when the settings changed since.  The
     compromised keys and whether the deploy command is due are always
-    kept, whatever else fails.
+    kept, whatever else fails.  Counts are brought within bounds (see
+    L{savedCount}).
     """
     fields.compromisedKeys |= _digests(state.get("compromised_keys"))
     fields.deployPending = state.get("deploy_pending") is True
     try:
-        failures = int(state.get("failures", 0))
+        failures = savedCount(state.get("failures", 0))
         nextAttempt = float(state.get("next_attempt", 0.0))
         lastFailure = float(state.get("last_failure", 0.0))
         holdUntil = float(state.get("hold_until", 0.0))
@@ -103,6 +105,8 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
         if orderedBy is not None:
             identifier, acmeURL, account = map(str, orderedBy)
             orderedBy = (identifier, acmeURL, account)
+            if not all(map(savedText, orderedBy)):
+                orderedBy = None
         window = state.get("ari_window")
         ariWindow = (float(window[0]), float(window[1])) if window else None
         ariPick = float(state.get("ari_pick", 0.5))
@@ -116,7 +120,7 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     if ariWindow is not None and not _validWindow(*ariWindow):
         ariWindow = None
     if state.get("settings") == fields.settings:
-        fields.failures = max(failures, 0)
+        fields.failures = failures
         fields.nextAttempt = nextAttempt
         fields.lastFailure = lastFailure
         fields.holdUntil = holdUntil

@@ -134,8 +134,8 @@ class Renewer:
         have ended (see L{letsencrypt_resource.writeleases.WriteLeases.releaseAfterWrites}).
         """
         due = forced is not None or certificate.plan().at <= self._reactor.seconds()
-        ca = self._cas.choose(certificate, self._reactor.seconds())
         try:
+            ca = self._cas.choose(certificate, self._reactor.seconds())
             try:
                 await self._attemptOnce(ca, certificate, forced, due)
             except ACMEProblem as error:
@@ -155,8 +155,8 @@ class Renewer:
         except Exception as error:
             if accountForgotten(error):
                 await ca.connection.lost()
-            self._cas.failed(certificate, error, self._reactor.seconds())
-            self._outcomes.failed(certificate, error)
+            switchAt = self._cas.failed(certificate, error, self._reactor.seconds())
+            self._outcomes.failed(certificate, error, switchAt)
         finally:
             self._writes.leases.releaseAfterWrites(certificate)
 

@@ -6,25 +6,34 @@ attempt, its events, and renewal information asked of the issuing CA only.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from typing import Any
 
 from acme import messages
+from prometheus_client import generate_latest
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import owned
+from letsencrypt_resource import ordering, owned
 from letsencrypt_resource.account import AccountError
 from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
-from letsencrypt_resource.carotation import CARotation, issuingCA, movesOn, optionsFor
-from letsencrypt_resource.castreak import CAStreak
+from letsencrypt_resource.carotation import (
+    CARotation,
+    issuingCA,
+    movesOn,
+    optionsFor,
+    switchTime,
+)
+from letsencrypt_resource.castreak import MOST_FAILURES, CAStreak
 from letsencrypt_resource.cli import parser, request
-from letsencrypt_resource.config import ConfigurationError, parseConfiguration
+from letsencrypt_resource.composition import compose
+from letsencrypt_resource.config import ConfigurationError, canonicalURL, parseConfiguration
 from letsencrypt_resource.connection import AccountConnection
 from letsencrypt_resource.control import dispatch
 from letsencrypt_resource.host import checkCA
@@ -36,8 +45,11 @@ from letsencrypt_resource.issuer import (
 )
 from letsencrypt_resource.keys import generateKey, jwkFor
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.metrics import Metrics
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
+from letsencrypt_resource.renewalstate import restoreState
+from letsencrypt_resource.retrywaits import capWaits, recordFailure
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
 from letsencrypt_resource.testing import FakeACMEServer, runUntilFired
@@ -49,13 +61,16 @@ SECOND = "https://second.example/directory"
 THIRD = "https://third.example/directory"
 
 
-def problem(code: str, status: int | None = None, *subproblems: str) -> ACMEProblem:
+def problem(
+    code: str, status: int | None = None, *subproblems: str, detail: str = "detail"
+) -> ACMEProblem:
     """
-    An ACME problem C{code}, with the HTTP C{status} and C{subproblems}
-    given.
+    An ACME problem C{code}, with the HTTP C{status}, C{subproblems} and
+    C{detail} given.
     """
-    subs = tuple(messages.Error.with_code(sub, detail="sub") for sub in subproblems)
-    error = messages.Error.with_code(code, detail="detail", subproblems=subs or None)
+    prefix = messages.ERROR_PREFIX
+    subs = tuple(messages.Error(typ=prefix + sub, detail="sub") for sub in subproblems)
+    error = messages.Error(typ=prefix + code, detail=detail, subproblems=subs or None)
     return ACMEProblem(error, status)
 
 
@@ -66,6 +81,8 @@ LOCAL_FAILURES = (
     problem("connection", None),
     problem("compound", None, "dns", "tls", "incorrectResponse"),
     problem("malformed", 400),
+    problem("badCSR", 400),
+    problem("dns", 400, detail="DNS problem: NXDOMAIN looking up A for a.example"),
     CompromisedAccountKey("a.example", None),
     ValueError("anything else"),
 )
@@ -81,6 +98,11 @@ CA_FAILURES = (
     problem("compound", None, "unauthorized", "caa"),
     problem("rejectedIdentifier", 400),
     problem("externalAccountRequired", 403),
+    problem("invalidContact", 400),
+    problem("unsupportedContact", 400),
+    problem("invalidProfile", 400),
+    problem("dns", 400, detail="DNS problem: SERVFAIL looking up CAA for a.example"),
+    problem("compound", None, "unauthorized", "invalidContact"),
     OrderTimedOut("processing", 300.0),
     ChallengeNotOffered(FIRST, "no tls-alpn-01 challenge"),
     ProfileNotOffered("shortlived", ["classic"]),
@@ -281,6 +303,30 @@ class ConfigurationTests(SynchronousTestCase):
         shortlived = section("cas/le", {"acme_url": leURL, "profile": "shortlived"})
         self.assertEqual(parse(text.format(shortlived)).resource.fallbackCAs[0].section, "cas/le")
 
+    def test_acmeURLAlone(self) -> None:
+        """
+        An C{acme_url}, the resource's or a fallback CA's, with a user name,
+        a query or a fragment (even empty) is refused, naming the option:
+        no ACME client sends them, and a password would reach the metrics.
+        """
+        for url in (
+            "https://user:secret@second.example/directory",
+            "https://@second.example/directory",
+            "https://second.example/directory?x=1",
+            "https://second.example/directory?",
+            "https://second.example/directory#top",
+        ):
+            error = self.assertRaises(ConfigurationError, parse, resource(acme_url=url) + service())
+            self.assertEqual(error.option, "acme_url")
+            self.assertIn("user name, a query or a fragment", error.message)
+            self.assertConfigurationError(
+                withFallbacks("cas/b", section("cas/b", {"acme_url": url})),
+                ("cas/b", "acme_url"),
+                "acme_url is the directory URL alone",
+            )
+        path = "https://second.example/a@b/directory"
+        self.assertEqual(parse(resource(acme_url=path) + service()).resource.acmeURL, path)
+
     def test_unusableBundle(self) -> None:
         """
         A fallback CA's C{acme_ca_file} that holds no certificate is
@@ -340,6 +386,33 @@ class RotationTests(SynchronousTestCase):
         self.assertTrue(movesOn(CAStreak(None, 3, 1000.0), 1000.0, 3, 60.0))
         self.assertTrue(movesOn(CAStreak(None, 1, 1000.0), 1060.0, 3, 60.0))
         self.assertFalse(movesOn(CAStreak(None, 1, 1000.0), 1e9, 3, 0.0))
+
+    def test_switchTime(self) -> None:
+        """
+        The next CA takes over at the first failure's time once the count
+        is reached, C{afterTime} after it otherwise; never without a
+        failure held, nor by time when C{afterTime} is 0.
+        """
+        self.assertIsNone(switchTime(CAStreak(), 3, 60.0))
+        self.assertEqual(switchTime(CAStreak(None, 3, 1000.0), 3, 60.0), 1000.0)
+        self.assertEqual(switchTime(CAStreak(None, 1, 1000.0), 3, 60.0), 1060.0)
+        self.assertIsNone(switchTime(CAStreak(None, 1, 1000.0), 3, 0.0))
+
+    def test_switchTimeReturned(self) -> None:
+        """
+        L{CARotation.failed} gives the time the next CA takes over, also
+        after a failure not held when one was held before; never without
+        fallback CAs.
+        """
+        cas, _ = rotation(SECOND, after=5, afterTime=3600.0)
+        certificate = ManagedCertificate(("a.example",))
+        cas.choose(certificate, 100.0)
+        self.assertEqual(cas.failed(certificate, problem("serverInternal", 500), 100.0), 3700.0)
+        self.assertEqual(cas.failed(certificate, problem("unauthorized", 403), 200.0), 3700.0)
+        alone, _ = rotation(afterTime=3600.0)
+        certificate = ManagedCertificate(("a.example",))
+        alone.choose(certificate, 100.0)
+        self.assertIsNone(alone.failed(certificate, problem("serverInternal", 500), 100.0))
 
     def test_optionsFor(self) -> None:
         """
@@ -470,6 +543,65 @@ class RotationTests(SynchronousTestCase):
             CAStreak.fromJSON({"url": None, "failures": -4, "since": "nan"}), CAStreak()
         )
 
+    def test_damagedTextsDropped(self) -> None:
+        """
+        A saved URL with a lone surrogate (valid JSON, but no text that can
+        be written) is dropped when the state is taken back: the streak
+        starts again and no issuer is recorded; and L{canonicalURL} returns
+        such a URL as it is rather than raise, so neither the choice of
+        the CA nor a metrics scrape fails on one.
+        """
+        for url in ("\udc80", FIRST + "/\udc80", "https://\ud800.example/directory"):
+            self.assertEqual(canonicalURL(url), url)
+        state = json.loads(
+            '{"settings": "s", "failures": 2, "ordered_by": ["id", "https://x/\\udc80", "a"],'
+            ' "ca_streak": {"url": "\\udc80", "failures": 2, "since": 10}}'
+        )
+        certificate = ManagedCertificate(("a.example",), "s")
+        certificate.restore(state)
+        self.assertEqual((certificate.failures, certificate.caStreak), (2, CAStreak()))
+        self.assertIsNone(certificate.orderedBy)
+        cas, _ = rotation(SECOND)
+        certificate.caStreak = CAStreak("\udc80", 5, 10.0)
+        certificate.orderedBy = ("id", "\udc80", "a")
+        self.assertIs(cas.choose(certificate, 20.0), cas.primary)
+        metrics = Metrics(cas=(FIRST, SECOND), issuedBy=lambda: [("a.example", "\udc80")])
+        self.assertIn(b'ca="other"', generate_latest(metrics.registry))
+
+    def test_damagedCounts(self) -> None:
+        """
+        A saved count that is not finite does not stop the state from being
+        taken back (the rest of it is ignored, as for any value that does
+        not parse); a huge one is brought down to L{MOST_FAILURES}.
+        """
+        for text in ("Infinity", "-Infinity", "1e400", "NaN"):
+            certificate = ManagedCertificate(("a.example",), "s")
+            state = json.loads(
+                f'{{"settings": "s", "failures": {text}, "deploy_pending": true,'
+                f' "ca_streak": {{"url": null, "failures": {text}, "since": 1}}}}'
+            )
+            restoreState(certificate, state)
+            self.assertEqual((certificate.failures, certificate.deployPending), (0, True))
+            self.assertEqual(CAStreak.fromJSON(state["ca_streak"]), CAStreak())
+        certificate = ManagedCertificate(("a.example",), "s")
+        streak = {"url": None, "failures": 1e300, "since": 1}
+        certificate.restore({"settings": "s", "failures": 1e300, "ca_streak": streak})
+        self.assertEqual(certificate.failures, MOST_FAILURES)
+        self.assertEqual(certificate.caStreak, CAStreak(None, MOST_FAILURES, 1.0))
+
+    def test_futureFirstFailureCapped(self) -> None:
+        """
+        A saved time of the first failure in the future (a clock that ran
+        ahead, a damaged file) is brought back to now, like the other
+        saved times, so that the time rule runs from there.
+        """
+        certificate = ManagedCertificate(("a.example",))
+        certificate.failures = 1
+        certificate.caStreak = CAStreak(None, 1, 1e18)
+        capWaits(certificate, 5000.0, 3600.0)
+        self.assertEqual(certificate.caStreak, CAStreak(None, 1, 5000.0))
+        self.assertTrue(movesOn(certificate.caStreak, 8600.0, 100, 3600.0))
+
     def test_backAfterRestart(self) -> None:
         """
         Before any attempt, the CA before is the one that issued the
@@ -498,6 +630,41 @@ class RotationTests(SynchronousTestCase):
         certificate.orderedBy = ("id", THIRD, "account")
         self.assertIsNone(cas.issuerOf(certificate))
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
+
+
+class RetryWaitTests(SynchronousTestCase):
+    """
+    L{recordFailure}: the next attempt after a failure, no later than the
+    time the next CA takes over.
+    """
+
+    def test_noSwitch(self) -> None:
+        """
+        Without a switch, the next attempt waits the back-off or the CA's
+        Retry-After, whichever is longer.
+        """
+        certificate = ManagedCertificate(("a.example",))
+        self.assertEqual(recordFailure(certificate, 1000.0, DAY, 7200.0, "busy", None), 7200.0)
+        self.assertEqual((certificate.holdUntil, certificate.nextAttempt), (8200.0, 8200.0))
+
+    def test_switchLater(self) -> None:
+        """
+        With the next CA taking over before the wait ends, the next attempt
+        is at that time, and the wait the CA before asked for ends then.
+        """
+        certificate = ManagedCertificate(("a.example",))
+        self.assertEqual(recordFailure(certificate, 1000.0, DAY, 7200.0, "busy", 3000.0), 2000.0)
+        self.assertEqual((certificate.holdUntil, certificate.nextAttempt), (3000.0, 3000.0))
+        self.assertEqual(certificate.retryAt(), 3000.0)
+
+    def test_switchNow(self) -> None:
+        """
+        With the next CA taking over at once (the count was reached), the
+        next attempt waits the back-off only.
+        """
+        certificate = ManagedCertificate(("a.example",))
+        self.assertEqual(recordFailure(certificate, 1000.0, DAY, 7200.0, "busy", 500.0), 60.0)
+        self.assertEqual(certificate.retryAt(), 1060.0)
 
 
 class FakePool:
@@ -535,6 +702,15 @@ class TrustTests(FallbackTestCase):
     """
     Each CA's server is reached with the trust configured for it.
     """
+
+    def test_composeNeedsClientFor(self) -> None:
+        """
+        The parts of a resource are made only with a maker of the fallback
+        CAs' HTTP clients: none defaults to the embedder's client, which
+        was chosen for the resource's own CA.
+        """
+        clientFor = inspect.signature(compose).parameters["clientFor"]
+        self.assertIs(clientFor.default, inspect.Parameter.empty)
 
     def test_embedderClientForFirstCAOnly(self) -> None:
         """
@@ -726,14 +902,16 @@ class StreakTests(FallbackTestCase):
     the fallback CA by the count or the time.
     """
 
-    def failFor(self, seconds: float, **options: Any) -> tuple[ManagedCertificate, list[float]]:
+    def failFor(
+        self, seconds: float, headers: dict[str, str] | None = None, **options: Any
+    ) -> tuple[ManagedCertificate, list[float]]:
         """
-        Make every new order fail with an HTTP 503, start a resource with
-        a fallback CA and C{options}, and let C{seconds} pass: the reports
-        set, and the times from the first failure at which event 20265 was
-        logged.
+        Make every new order fail with an HTTP 503 (with C{headers}), start
+        a resource with a fallback CA and C{options}, and let C{seconds}
+        pass: the reports set, and the times from the first failure at
+        which event 20265 was logged.
         """
-        self.server.fail("/new-order", 503, times=None)
+        self.server.fail("/new-order", 503, times=None, headers=headers or {})
         fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
         start = self.reactor.seconds()
         resource = self.start(fallbackCAs=(fallback,), **options)
@@ -753,11 +931,95 @@ class StreakTests(FallbackTestCase):
         C{fallback_after_time} has passed since the first failure orders
         from the fallback CA (its account is made); not before.
         """
-        certificate, switched = self.failFor(2 * 3600, fallbackAfter=100, fallbackAfterTime=3600.0)
+        certificate, switched = self.failFor(5400, fallbackAfter=100, fallbackAfterTime=3600.0)
         self.assertEqual(len(switched), 1)
         self.assertGreaterEqual(switched[0], 3600)
         self.assertEqual(certificate.caStreak.url, SECOND)
         self.assertEqual(self.store.accountURLs(ACME_URL, SECOND), [ACME_URL, SECOND])
+        for text in self.eventTexts(20265):
+            self.assertIn("(cas/b): fallback_after_time passed since the first of", text)
+
+    def test_switchScheduled(self) -> None:
+        """
+        The attempt that moves on by C{fallback_after_time} is set for that
+        time, not for the end of the retry wait after it (the waits double:
+        the attempt after 1860 s would be at 3780 s).
+        """
+        _, switched = self.failFor(5400, fallbackAfter=100, fallbackAfterTime=3600.0)
+        self.assertEqual(len(switched), 1)
+        self.assertLessEqual(switched[0], 3600 + 30)
+
+    def test_retryAfterNotKept(self) -> None:
+        """
+        A CA asking to wait (Retry-After) a day keeps the attempts with it
+        waiting, not the first with the next CA: that one is at
+        C{fallback_after_time}.
+        """
+        _, switched = self.failFor(
+            5400,
+            {"Retry-After": "86400"},
+            fallbackAfter=100,
+            fallbackAfterTime=3600.0,
+            checkInterval=DAY,
+        )
+        self.assertEqual(len(switched), 1)
+        self.assertLessEqual(switched[0], 3600 + 30)
+
+    def test_countSwitchWithoutRetryAfter(self) -> None:
+        """
+        Once the count moves the set on, the next CA's first attempt waits
+        the back-off only, not the Retry-After of the CA before.
+        """
+        _, switched = self.failFor(
+            600, {"Retry-After": "86400"}, fallbackAfter=1, checkInterval=DAY
+        )
+        self.assertLessEqual(switched[0], 60 + 30)
+        text = self.eventTexts(20265)[0]
+        self.assertIn("after 1 failed attempts held against the CA before it", text)
+
+    def test_chooseFailureRecorded(self) -> None:
+        """
+        Should choosing the CA fail, the attempt fails as any other: the
+        failure and the retry wait are recorded, so the set is tried again.
+        """
+        resource = self.start(fallbackCAs=(CAOptions(section="cas/b", acmeURL=SECOND),))
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+
+        def choose(certificate: ManagedCertificate, now: float) -> None:
+            raise UnicodeEncodeError("utf-8", "\udc80", 0, 1, "surrogates not allowed")
+
+        self.patch(resource.cas, "choose", choose)
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        self.assertEqual(certificate.failures, 1)
+        self.assertIn("surrogates not allowed", certificate.lastError or "")
+        self.assertGreater(certificate.nextAttempt, self.reactor.seconds())
+
+    def test_urgentLastResort(self) -> None:
+        """
+        Once the certificate in service is past its emergency threshold,
+        a failure not held against the CA before (C{malformed}, here) is
+        held all the same: the set reaches the fallback CA, which issues.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,), fallbackAfter=2)
+        self.fallbackServer.validate = resource.responder.lookup
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        issuedBy = certificate.orderedBy
+        assert issuedBy is not None
+        self.assertEqual(issuedBy[1], ACME_URL)
+        malformed = messages.Error.with_code("malformed", detail="no")
+        self.server.fail("/new-order", 400, problem=malformed, times=None)
+        urgent = certificate.urgentSince()
+        while self.reactor.seconds() < urgent - 3600:
+            self.reactor.advance(600)
+        self.assertEqual(certificate.orderedBy, issuedBy)
+        self.assertGreater(certificate.failures, 2)
+        self.assertEqual(certificate.caStreak, CAStreak())
+        for _ in range(200):
+            self.reactor.advance(60)
+        assert certificate.orderedBy is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND, certificate.lastError)
 
     def test_noTime(self) -> None:
         """
@@ -863,14 +1125,22 @@ class AccountCommandTests(FallbackTestCase):
         """
         return runUntilFired(self.reactor, dispatch(self.operations, name, arguments))
 
+    def registerAtFallback(self) -> None:
+        """
+        Have the resource register its account at the fallback CA, as its
+        first order from it would.
+        """
+        runUntilFired(self.reactor, self.resource.cas.all[1].connection.acmeClient())
+
     def test_showEach(self) -> None:
         """
         C{account show} shows the resource's own CA's account; with
-        C{--ca cas/b}, that CA's, created there, its own.
+        C{--ca cas/b}, that CA's, its own.
         """
         first = self.ask(*request(parser().parse_args(["account", "show"])))
         self.assertEqual((first["ca"], first["acme_url"]), ("resources/le", ACME_URL))
         self.assertEqual(self.fallbackServer.accountsCreated, 0)
+        self.registerAtFallback()
         second = self.ask(*request(parser().parse_args(["account", "show", "--ca", "cas/b"])))
         self.assertEqual((second["ca"], second["acme_url"]), ("cas/b", SECOND))
         self.assertEqual(self.fallbackServer.accountsCreated, 1)
@@ -884,6 +1154,7 @@ class AccountCommandTests(FallbackTestCase):
         only, at the CA and in the state.
         """
         first = self.ask("account-show", {})
+        self.registerAtFallback()
         before = self.ask("account-show-at", {"ca": "cas/b"})
         after = self.ask("account-rollover-at", {"ca": "cas/b"})
         self.assertEqual(after["url"], before["url"])
@@ -895,14 +1166,32 @@ class AccountCommandTests(FallbackTestCase):
     def test_deactivateAtFallback(self) -> None:
         """
         C{account deactivate --ca cas/b} ends that CA's account; the
-        resource's own CA's account stays valid.
+        resource's own CA's account stays valid.  That CA then has no
+        account until an order from it registers a new one.
         """
-        self.ask("account-show-at", {"ca": "cas/b"})
+        self.registerAtFallback()
         gone = self.ask("account-deactivate-at", {"ca": "cas/b"})
         self.assertEqual((gone["status"], gone["acme_url"]), ("deactivated", SECOND))
         self.assertEqual(self.ask("account-show", {})["status"], "valid")
+        self.failureResultOf(
+            dispatch(self.operations, "account-show-at", {"ca": "cas/b"}), OperationError
+        )
+        self.registerAtFallback()
         renewed = self.ask("account-show-at", {"ca": "cas/b"})
         self.assertNotEqual(renewed["url"], gone["url"])
+
+    def test_noAccountYet(self) -> None:
+        """
+        At a CA where the resource has no account yet, C{account show},
+        C{rollover} and C{deactivate} say so and register none.
+        """
+        for action in ("show", "rollover", "deactivate"):
+            failure = self.failureResultOf(
+                dispatch(self.operations, f"account-{action}-at", {"ca": "cas/b"}),
+                OperationError,
+            )
+            self.assertIn(f"there is no account at cas/b ({SECOND}) yet", str(failure.value))
+        self.assertEqual(self.fallbackServer.accountsCreated, 0)
 
     def test_unknownCA(self) -> None:
         """
@@ -960,6 +1249,25 @@ class MetricsTests(FallbackTestCase):
         info = "letsencrypt_certificate_ca_info"
         self.assertEqual(sample(info, {"domains": "reports.example.test", "ca": SECOND}), 1.0)
         self.assertIsNone(sample(info, {"domains": "reports.example.test", "ca": ACME_URL}))
+
+    def test_issuedWithoutRecordedOrder(self) -> None:
+        """
+        A certificate the fallback CA issued whose order is not recorded
+        (it has no certificate ID) is counted under that CA, not the first.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.patch(ordering, "_orderedBy", lambda issued, acmeURL, client: None)
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        sample = resource.metrics.registry.get_sample_value
+        attempts = "letsencrypt_renewal_attempts_total"
+        before = sample(attempts, {"ca": SECOND, "result": "issued"})
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        self.assertEqual(certificate.failures, 0, certificate.lastError)
+        self.assertEqual(sample(attempts, {"ca": SECOND, "result": "issued"}), before + 1)
 
     def test_bounded(self) -> None:
         """

@@ -107,6 +107,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "managed",
                 "ownleasewrites",
                 "renewalstate",
+                "retrywaits",
                 "writeleases",
             }
         ),
