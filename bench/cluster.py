@@ -281,6 +281,7 @@ class Hammer:
             port = self.cluster.balancedPort(setIndex)
             if peerCertificate(port, self.cluster.domainSets[setIndex][0], self.root) is None:
                 self.failed += 1
+                log(f"  handshake {self.done} through set{setIndex} failed at {time.time():.3f}")
             self.done += 1
             index += 1
             time.sleep(POLL_PAUSE)
@@ -294,20 +295,23 @@ def rolling(
     cluster: Cluster, database: Database | None, root: bytes, args: argparse.Namespace
 ) -> str:
     """
-    Restart every node in turn (SIGTERM, start, until it serves every
-    set) while a client does handshakes through HAProxy.
+    C{--rolling-rounds} times, restart every node in turn (SIGTERM, start,
+    until it serves every set) while a client does handshakes through
+    HAProxy.
     """
     hammer = Hammer(cluster, root)
     started = time.monotonic()
     try:
-        for node in cluster.nodes:
-            node.stop()
-            node.start()
-            cluster.waitUntilServed(root, COLD_TIMEOUT, [node.index])
+        for _ in range(args.rolling_rounds):
+            for node in cluster.nodes:
+                node.stop()
+                node.start()
+                cluster.waitUntilServed(root, COLD_TIMEOUT, [node.index])
     finally:
         hammer.stop()
     return (
         f"{hammer.failed} failed of {hammer.done} handshakes through HAProxy, "
+        f"{args.rolling_rounds} rounds of {cluster.count} restarts, "
         f"{time.monotonic() - started:.1f} s"
     )
 
@@ -504,6 +508,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--key-type", default="ecdsa-p256")
     parser.add_argument(
         "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--rolling-rounds", type=int, default=1, help="for rolling: restarts of every node"
     )
     parser.add_argument("--kills", type=int, default=20, help="for the kill scenario")
     parser.add_argument("--db-down-seconds", type=float, default=60.0, help="for dbdown")

@@ -21,7 +21,7 @@ from . import events
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
-from .managed import ManagedCertificate
+from .managed import ManagedCertificate, capWaits
 from .provisioning import Provisioning
 from .renewalstate import storedDigest
 from .reporting import unexpected, when
@@ -116,6 +116,7 @@ class DomainSets(Service):
         collected = self._collectConsumers()
         self.managed.clear()
         self.managed.update(collected)
+        self._changes.setsChanged()
         await self._loadAll(list(self.managed.values()))
 
     @deferred
@@ -191,6 +192,7 @@ class DomainSets(Service):
             certificate.consumers = fresh.consumers
             if certificate.current is not None and newcomers:
                 self._provisioning.deliver(certificate, certificate.current, newcomers)
+        self._changes.setsChanged()
         await self._loadAll(loading)
         needProvisional = [c for c in added if c.current is None]
         if needProvisional:
@@ -250,7 +252,7 @@ class DomainSets(Service):
                 self._changes.putInService(certificate, stored)
         now = self._reactor.seconds()
         saved = certificate.retryAt()
-        if certificate.capWaits(now, self._options.checkInterval):
+        if capWaits(certificate, now, self._options.checkInterval):
             events.STORED_WAIT_CAPPED.emit(
                 self._log,
                 domains=certificate.label,

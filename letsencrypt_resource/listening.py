@@ -27,6 +27,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 
+from .drain import Draining
 from .reactors import Reactor
 
 #: The endpoint types a listener may use.
@@ -193,7 +194,7 @@ class Listener:
         """
         self._reactor = reactor
         self._description = description
-        self._factory = factory
+        self._factory = Draining(factory)
         self._parse = parse
         self._port: IListeningPort | None = None
         self._pending: Deferred[IListeningPort] | None = None
@@ -231,7 +232,9 @@ class Listener:
 
     def stopListening(self) -> Deferred[None]:
         """
-        Stop listening, or give up listening if it is under way.
+        Stop listening, or give up listening if it is under way; then wait
+        for the connections still open, for at most
+        L{letsencrypt_resource.drain.GRACE} seconds.
         """
         self._stopped = True
         pending, self._pending = self._pending, None
@@ -240,4 +243,6 @@ class Listener:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return stopPort(port)
+        stopped = stopPort(port)
+        stopped.addCallback(lambda _: self._factory.drained(self._reactor, self._description))
+        return stopped

@@ -67,6 +67,9 @@ class ManagedCertificate:
     @ivar deployPending: Whether C{deploy_command} is due to run for it.
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
+    @ivar forcedReason: Why a forced renewal was asked that could not start
+        yet (lease held elsewhere, database lost): the set stays due for it
+        until renewed, or until a new certificate is put in service.
     """
 
     def __init__(self, domains: tuple[str, ...], settings: str = ""):
@@ -95,6 +98,7 @@ class ManagedCertificate:
         self.compromisedKeys: set[str] = set()
         self.orderedBy: tuple[str, str, str] | None = None
         self.warned: tuple[Any, int, float] | None = None
+        self.forcedReason: str | None = None
 
     @property
     def label(self) -> str:
@@ -129,6 +133,8 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_UNREADABLE)
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
+        if self.forcedReason is not None:
+            return RenewalPlan(0.0, self.forcedReason)
         return planRenewal(
             issued.notBefore.timestamp(),
             issued.notAfter.timestamp(),
@@ -218,26 +224,6 @@ class ManagedCertificate:
         self.nextAttempt = max(now + delay, self.holdUntil)
         return self.nextAttempt - now
 
-    def capWaits(self, now: float, maximum: float) -> bool:
-        """
-        Bring saved times back within the waits this product sets: a clock
-        that ran ahead, or a damaged file, may have put them anywhere.
-
-        @param maximum: The check interval.
-        @return: Whether the next attempt was brought forward.
-        """
-        self.lastFailure = min(self.lastFailure, now)
-        self.holdUntil = min(self.holdUntil, now + maximum)
-        self.ariNextCheck = min(self.ariNextCheck, now + maximum)
-        if self.failures == 0:
-            latest = 0.0
-        else:
-            delay = failureDelay(self.failures, maximum, self.emergencyPace(now))
-            latest = max(now + delay, self.holdUntil)
-        capped = self.nextAttempt > latest
-        self.nextAttempt = min(self.nextAttempt, latest)
-        return capped
-
     def warnNow(self, now: float) -> bool:
         """
         Whether to warn at C{now} that the certificate in service is close
@@ -268,6 +254,7 @@ class ManagedCertificate:
         certificate.
         """
         self.pendingOrder = None
+        self.forcedReason = None
         self.failures = 0
         self.nextAttempt = 0.0
         self.lastFailure = 0.0
@@ -287,3 +274,25 @@ class ManagedCertificate:
         Take back a state L{state} saved (see L{restoreState}).
         """
         restoreState(self, state)
+
+
+def capWaits(certificate: ManagedCertificate, now: float, maximum: float) -> bool:
+    """
+    Bring the saved times of C{certificate} back within the waits this
+    product sets: a clock that ran ahead, or a damaged file, may have put
+    them anywhere.
+
+    @param maximum: The check interval.
+    @return: Whether the next attempt was brought forward.
+    """
+    certificate.lastFailure = min(certificate.lastFailure, now)
+    certificate.holdUntil = min(certificate.holdUntil, now + maximum)
+    certificate.ariNextCheck = min(certificate.ariNextCheck, now + maximum)
+    if certificate.failures == 0:
+        latest = 0.0
+    else:
+        delay = failureDelay(certificate.failures, maximum, certificate.emergencyPace(now))
+        latest = max(now + delay, certificate.holdUntil)
+    capped = certificate.nextAttempt > latest
+    certificate.nextAttempt = min(certificate.nextAttempt, latest)
+    return capped

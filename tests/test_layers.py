@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "deploycommand",
                 "display",
                 "domains",
+                "drain",
                 "alpn",
                 "clienthello",
                 "events",

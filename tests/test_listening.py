@@ -233,14 +233,17 @@ class ListenerTests(SynchronousTestCase):
 
     def test_listensAndStops(self) -> None:
         """
-        The listener listens on its description with the reactor, and stops
-        the port it got.
+        The listener listens on its description with the reactor, with its
+        factory wrapped to count the connections open (see
+        L{letsencrypt_resource.drain}), and stops the port it got.
         """
         reactor = RecordingReactor()
         factory = Factory()
         listener = Listener(reactor, "tcp6:8443:interface=\\:\\:1", factory)
         port = self.successResultOf(listener.start())
-        self.assertEqual(reactor.tcpServers, [(8443, factory, 50, "::1")])
+        [(number, listening, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((number, backlog, interface), (8443, 50, "::1"))
+        self.assertIs(listening.wrappedFactory, factory)
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)
 

@@ -50,6 +50,7 @@ from .leases import Lease, reportStale
 from .notify import ChangeFeed
 from .pglisten import ChangeListener
 from .pgschema import migrate
+from .poollog import bridge
 
 T = TypeVar("T")
 
@@ -223,6 +224,7 @@ class PostgresStorage:
         self._reactor = reactor
         self._skew = skew or (lambda: 0.0)
         conninfo = withDefaults(conninfo)
+        bridge(reactor.callFromThread)
         place = _places.get(conninfo)
         if place is None:
             place = _places[conninfo] = _Place(conninfo)

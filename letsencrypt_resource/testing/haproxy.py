@@ -65,14 +65,40 @@ def findHAProxy() -> str:
     )
 
 
+#: The sockets that hold the ports given by L{freePort}, by port.
+_reserved: dict[int, socket.socket] = {}
+
+
 def freePort() -> int:
     """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
+    A TCP port on 127.0.0.1, reserved for the caller until
+    L{releasePorts}.
+
+    A port found free and bound later by another process could be taken
+    meanwhile: the kernel gives ports of the same range to outgoing
+    connections (a load of handshakes makes thousands) and to other
+    programs' C{bind} to port 0.  So the port stays bound here, by a
+    socket that does not listen and sets C{SO_REUSEADDR}: the kernel gives
+    it to nobody else, while a server that also sets C{SO_REUSEADDR}
+    (Twisted's and HAProxy's listeners do) binds and listens on it, and
+    binds it again after a restart.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    port: int = holder.getsockname()[1]
+    _reserved[port] = holder
+    return port
+
+
+def releasePorts(ports: Iterable[int]) -> None:
+    """
+    Let the kernel give C{ports}, reserved by L{freePort}, to others again.
+    """
+    for port in ports:
+        holder = _reserved.pop(port, None)
+        if holder is not None:
+            holder.close()
 
 
 def _checkName(route: Route, attribute: Any, value: str) -> None:
@@ -299,6 +325,7 @@ class HAProxy:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, timeout)
+        releasePorts(route.port for route in self.routes)
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = ""
