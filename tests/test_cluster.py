@@ -7,7 +7,9 @@ then the cluster on a shared PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Callable
 
 import psycopg
@@ -27,7 +29,14 @@ from letsencrypt_resource.testing.cluster import (
     peerCertificate,
     writeKeyFile,
 )
-from letsencrypt_resource.testing.haproxy import HAProxyNotFound, Route, configuration, findHAProxy
+from letsencrypt_resource.testing.haproxy import (
+    HAProxyNotFound,
+    Route,
+    configuration,
+    findHAProxy,
+    freePort,
+    releasePorts,
+)
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.tlsclient import fetchOverTLS
@@ -246,6 +255,23 @@ class HAProxyConfigurationTests(SynchronousTestCase):
         self.assertIn("    server node1 127.0.0.1:1002\n", text)
         self.assertIn("default-server check inter 100ms fall 1 rise 1", text)
 
+    def test_httpRequestsRetried(self) -> None:
+        """
+        A challenge request is tried again on another server when its
+        server refuses, closes or resets before answering, and no idle
+        connection is kept to a server (it would hold a stopping node's
+        drain); TLS routes pass connections through untouched.
+        """
+        text = configuration(
+            [Route("challenge", "http", [1001], 2001), Route("set0", "tcp", [1003], 2002)],
+            "/x/admin.sock",
+        )
+        challenge, tls = text.split("\nbackend challenge\n")[1].split("\nbackend set0\n")
+        self.assertIn("    option http-server-close\n", challenge)
+        self.assertIn("    retry-on conn-failure empty-response\n", challenge)
+        self.assertNotIn("retry-on", tls)
+        self.assertIn("    retries 3\n    option redispatch 1\n", text)
+
     def test_badRoute(self) -> None:
         """
         A route name that could break out of its line, or an unknown mode,
@@ -327,3 +353,32 @@ class OutageTests(PostgresCase):
             self.server.resume()
         with psycopg.connect(self.conninfo) as connection:
             self.assertEqual(connection.execute("SELECT n FROM kept").fetchall(), [(7,)])
+
+
+class PortReservationTests(SynchronousTestCase):
+    """
+    Tests for L{freePort}: a port stays reserved until it is released.
+    """
+
+    def test_reservedUntilReleased(self) -> None:
+        """
+        No one else can bind a port given by L{freePort} (a port picked
+        free and bound later could be taken meanwhile), but a server that
+        sets C{SO_REUSEADDR}, as Twisted's and HAProxy's listeners do,
+        listens on it, and again after a restart; once released, the port
+        is anyone's.
+        """
+        port = freePort()
+        self.addCleanup(releasePorts, [port])
+        with socket.socket() as other:
+            error = self.assertRaises(OSError, other.bind, ("127.0.0.1", port))
+        self.assertEqual(error.errno, errno.EADDRINUSE)
+        for _ in range(2):
+            with socket.socket() as server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("127.0.0.1", port))
+                server.listen()
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        releasePorts([port])
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))

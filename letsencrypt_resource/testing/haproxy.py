@@ -9,8 +9,11 @@ servers on loopback: C{http} mode for the HTTP-01 challenge port (each
 request balanced), C{tcp} mode for a TLS port (each connection balanced,
 the handshake passing through untouched).  Health checks are fast (a TCP
 connect every 100 ms, down after one failure, up after one success), and a
-connection refused by a server is tried again on another, so that a node
-stopped or restarting is left out within a fraction of a second.  The
+connection refused by a server is tried again on another (C{retries},
+C{option redispatch}), so that a node stopped or restarting is left out
+within a fraction of a second; a node that stops refuses new connections
+at once and lets those open end (see L{letsencrypt_resource.drain}), so a
+rolling restart fails no handshake.  The
 runtime API (an admin socket in the private folder) disables and enables
 servers, for tests that need to choose where requests go.
 """
@@ -151,6 +154,11 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
         "    option redispatch 1",
         "    default-server check inter 100ms fall 1 rise 1",
     ]
+    # A challenge request is idempotent: tried again on another server when
+    # its server closes or resets before answering, and no idle
+    # connection is kept to a server, which would hold a stopping node's
+    # drain (letsencrypt_resource.drain) for its whole grace.
+    http = ["    option http-server-close", "    retry-on conn-failure empty-response"]
     for route in routes:
         lines += [
             "",
@@ -162,6 +170,7 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
             f"backend {route.name}",
             f"    mode {route.mode}",
             "    balance roundrobin",
+            *(http if route.mode == "http" else []),
         ]
         lines += [f"    server node{i} 127.0.0.1:{port}" for i, port in enumerate(route.servers)]
     return "\n".join(lines) + "\n"
