@@ -411,20 +411,25 @@ def databaseDown(
 ) -> str:
     """
     A forced renewal of one set through each node, PostgreSQL stopped
-    right after for C{--db-down-seconds} while a client does handshakes
+    right after for C{--db-down-seconds}, then another set through each
+    node once it has stopped, while a client does handshakes
     through HAProxy; once it is back, the nodes must carry those renewals
     out by themselves (a forced renewal refused for want of the database
     stays asked for) and every node serve the new certificates, without a
     restart; the renewals still not done after C{--recovery-seconds} are
     asked again.
     """
-    sets = list(range(min(cluster.count, len(cluster.domainSets))))
+    sets = list(range(min(2 * cluster.count, len(cluster.domainSets))))
+    before, after = sets[: len(sets) // 2], sets[len(sets) // 2 :]
     old = {s: cluster.served(root, 0, s).serial_number for s in sets}  # type: ignore[union-attr]
     hammer = Hammer(cluster, root)
     try:
-        during = [renew(cluster, s % cluster.count, s) for s in sets]
+        # Half the renewals are asked as the database stops, half once it
+        # has stopped.
+        during = [renew(cluster, s % cluster.count, s) for s in before]
         database.connection.close()
         database.server.halt()
+        during += [renew(cluster, s % cluster.count, s) for s in after]
         time.sleep(args.db_down_seconds)
         failedDuring = sum(not finish(process)[0] for process in during)
         outage = (hammer.failed, hammer.done)
