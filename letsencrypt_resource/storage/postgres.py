@@ -68,6 +68,15 @@ CONNECT_TIMEOUT = 10.0
 #: instead of holding a worker thread.
 STATEMENT_TIMEOUT = 15.0
 LOCK_TIMEOUT = 5.0
+#: Seconds a session may sit inside a transaction without sending the next
+#: statement before the server ends it, its locks released: a node paused
+#: in the middle of a transaction (C{SIGSTOP}, a frozen virtual machine)
+#: would otherwise hold the rows it locked, a lease's included, and every
+#: other node's writes to them would fail at L{LOCK_TIMEOUT}, for as long
+#: as the pause lasts.  Shorter than L{LOCK_TIMEOUT}, so that those writes
+#: wait and succeed; the product's transactions send their statements back
+#: to back.
+IDLE_IN_TRANSACTION_TIMEOUT = 3.0
 
 #: What a connection string gets unless it says otherwise: a bounded wait
 #: to connect, a bound on data sent and not acknowledged
@@ -102,12 +111,18 @@ def withDefaults(conninfo: str) -> str:
 
 def limitTime(connection: psycopg.Connection[Any]) -> None:
     """
-    Set the L{STATEMENT_TIMEOUT} and L{LOCK_TIMEOUT} of a new pool
-    connection, for its session.
+    Set the L{STATEMENT_TIMEOUT}, L{LOCK_TIMEOUT} and
+    L{IDLE_IN_TRANSACTION_TIMEOUT} of a new pool connection, for its
+    session.
     """
     connection.execute(
-        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-        (f"{STATEMENT_TIMEOUT * 1000:.0f}", f"{LOCK_TIMEOUT * 1000:.0f}"),
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false),"
+        " set_config('idle_in_transaction_session_timeout', %s, false)",
+        (
+            f"{STATEMENT_TIMEOUT * 1000:.0f}",
+            f"{LOCK_TIMEOUT * 1000:.0f}",
+            f"{IDLE_IN_TRANSACTION_TIMEOUT * 1000:.0f}",
+        ),
     )
     connection.commit()
 
