@@ -30,6 +30,7 @@ from letsencrypt_resource.testing.cluster import (
     writeKeyFile,
 )
 from letsencrypt_resource.testing.haproxy import (
+    HEALTH_PATH,
     HAProxyNotFound,
     Route,
     configuration,
@@ -253,7 +254,9 @@ class HAProxyConfigurationTests(SynchronousTestCase):
             text,
         )
         self.assertIn("    server node1 127.0.0.1:1002\n", text)
-        self.assertIn("default-server check inter 100ms fall 1 rise 1", text)
+        self.assertIn("default-server check inter 100ms fall 2 rise 1", text)
+        self.assertIn("timeout check 1s", text)
+        self.assertNotIn("httpchk", text)
 
     def test_httpRequestsRetried(self) -> None:
         """
@@ -271,6 +274,25 @@ class HAProxyConfigurationTests(SynchronousTestCase):
         self.assertIn("    retry-on conn-failure empty-response\n", challenge)
         self.assertNotIn("retry-on", tls)
         self.assertIn("    retries 3\n    option redispatch 1\n", text)
+
+    def test_httpChecks(self) -> None:
+        """
+        A route that names its servers' challenge ports checks each server
+        with an HTTP request there (a node stopped with C{SIGSTOP} accepts
+        connections but answers nothing, and is taken out); a route that
+        tracks it takes its servers' states without checks of its own.
+        """
+        text = configuration(
+            [
+                Route("challenge", "http", [1001, 1002], 2001, checks=[1001, 1002]),
+                Route("set0", "tcp", [1003, 1004], 2002, track="challenge"),
+            ],
+            "/x/admin.sock",
+        )
+        self.assertIn(f"    option httpchk GET {HEALTH_PATH}\n", text)
+        self.assertEqual(text.count("option httpchk"), 1)
+        self.assertIn("    server node0 127.0.0.1:1001 check port 1001\n", text)
+        self.assertIn("    server node1 127.0.0.1:1004 no-check track challenge/node1\n", text)
 
     def test_badRoute(self) -> None:
         """

@@ -280,9 +280,10 @@ class Cluster:
             )
             for index in range(self.count)
         ]
-        routes = [Route("challenge", "http", [n.challengePort for n in self.nodes])]
+        checks = [n.challengePort for n in self.nodes]
+        routes = [Route("challenge", "http", checks, checks=checks)]
         routes += [
-            Route(f"set{i}", "tcp", [n.servicePorts[i] for n in self.nodes])
+            Route(f"set{i}", "tcp", [n.servicePorts[i] for n in self.nodes], track="challenge")
             for i in range(len(self.domainSets))
         ]
         self.balancer = HAProxy(routes)

@@ -7,8 +7,10 @@ root, as CI runs), never the system's service.
 Each L{Route} is a frontend on a free loopback port spread round-robin over
 servers on loopback: C{http} mode for the HTTP-01 challenge port (each
 request balanced), C{tcp} mode for a TLS port (each connection balanced,
-the handshake passing through untouched).  Health checks are fast (a TCP
-connect every 100 ms, down after one failure, up after one success), and a
+the handshake passing through untouched).  Health checks are fast (every
+100 ms, down after two failures or a second without an answer, up after
+one success; an HTTP request to the node's challenge site when the route
+names it, else a TCP connect), and a
 connection refused by a server is tried again on another (C{retries},
 C{option redispatch}), so that a node stopped or restarting is left out
 within a fraction of a second; a node that stops refuses new connections
@@ -37,6 +39,9 @@ import attrs
 NOBODY = 65534
 #: Seconds HAProxy may take to listen on every frontend.
 START_TIMEOUT = 10.0
+#: What HAProxy's HTTP health check asks of a node's challenge site: its
+#: readiness text, answered without the storage.
+HEALTH_PATH = "/.well-known/acme-challenge/test.txt"
 #: How a route's name is spelt: it names a frontend and a backend.
 _ROUTE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}\Z")
 
@@ -128,12 +133,21 @@ class Route:
     @ivar mode: C{"http"} (each request balanced) or C{"tcp"}.
     @ivar servers: The loopback ports of the servers, in order.
     @ivar port: Where HAProxy listens on 127.0.0.1; a free port by default.
+    @ivar checks: For each server, the port of its node's challenge site,
+        which HAProxy's health check asks for L{HEALTH_PATH} (a node
+        stopped with C{SIGSTOP} still accepts connections, and would stay
+        in service with a bare connect check); none for connect checks.
+    @ivar track: The name of a route whose servers' states this route's
+        servers take, one for one, instead of checking on their own: one
+        check per node, however many routes.
     """
 
     name: str = attrs.field(validator=_checkName)
     mode: str = attrs.field(validator=_checkMode)
     servers: tuple[int, ...] = attrs.field(converter=_ports)
     port: int = attrs.field(factory=freePort)
+    checks: tuple[int, ...] = attrs.field(default=(), converter=_ports)
+    track: str = ""
 
 
 def configuration(routes: Sequence[Route], adminSocket: str) -> str:
@@ -150,9 +164,10 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
+        "    timeout check 1s",
         "    retries 3",
         "    option redispatch 1",
-        "    default-server check inter 100ms fall 1 rise 1",
+        "    default-server check inter 100ms fall 2 rise 1",
     ]
     # A challenge request is idempotent: tried again on another server when
     # its server closes or resets before answering, and no idle
@@ -172,8 +187,24 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
             "    balance roundrobin",
             *(http if route.mode == "http" else []),
         ]
-        lines += [f"    server node{i} 127.0.0.1:{port}" for i, port in enumerate(route.servers)]
+        if route.checks:
+            lines.append(f"    option httpchk GET {HEALTH_PATH}")
+        lines += [
+            f"    server node{i} 127.0.0.1:{port}{_health(route, i)}"
+            for i, port in enumerate(route.servers)
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _health(route: Route, index: int) -> str:
+    """
+    How server C{index} of C{route} is checked, beyond the defaults.
+    """
+    if route.track:
+        return f" no-check track {route.track}/node{index}"
+    if route.checks:
+        return f" check port {route.checks[index]}"
+    return ""
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
