@@ -1,8 +1,9 @@
 """
-A cluster node paused in the middle of a transaction (C{SIGSTOP}, a frozen
-virtual machine), on a real PostgreSQL: the server ends its session, so
-that the rows it locked do not block the other nodes for as long as the
-pause lasts.
+On a real PostgreSQL: a cluster node paused in the middle of a transaction
+(C{SIGSTOP}, a frozen virtual machine) has its session ended by the server,
+so that the rows it locked do not block the other nodes for as long as the
+pause lasts; and a node reaches the database soon after an outage ends,
+however long it lasted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import psycopg
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 
 from letsencrypt_resource.storage import pgsql, postgres
 from letsencrypt_resource.storage.interface import StorageError
@@ -62,3 +64,33 @@ class PausedInTransactionTests(PostgresCase):
         self.assertLess(postgres.IDLE_IN_TRANSACTION_TIMEOUT, postgres.LOCK_TIMEOUT)
         self.assertEqual(await other.load("certificates/a.pem"), b"new")
         self.assertEqual(await paused.load("certificates/a.pem"), b"new")
+
+
+class ReconnectTests(PostgresCase):
+    """
+    The database stopped for a while, then started again.
+    """
+
+    async def test_backSoon(self) -> None:
+        """
+        After an outage of 20 s, a node's first query once the database is
+        back, and at most L{postgres.RECONNECT_TIMEOUT} seconds later,
+        succeeds: the pool's back-off between attempts to connect (1, 2,
+        4, 8, 16 s... by default) is given up every few seconds, rather
+        than leaving the next attempt up to 16 s after the return, past
+        the query's own L{postgres.CONNECT_TIMEOUT}.
+        """
+        storage = PostgresStorage(self.conninfo, reactor)
+        self.addCleanup(storage.close)
+        await storage.store("certificates/a.pem", b"v")
+        await deferToThread(self.server.halt)
+        try:
+            started = time.monotonic()
+            while time.monotonic() - started < 20:
+                await self.assertFailure(storage.load("certificates/a.pem"), StorageError)
+        finally:
+            await deferToThread(self.server.resume)
+        await deferLater(reactor, postgres.RECONNECT_TIMEOUT, lambda: None)
+        back = time.monotonic()
+        self.assertEqual(await storage.load("certificates/a.pem"), b"v")
+        self.assertLess(time.monotonic() - back, 3)

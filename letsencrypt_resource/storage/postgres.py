@@ -60,6 +60,12 @@ CONNECTIONS = 2
 LISTENER_NAME = "letsencrypt-listener"
 #: Seconds a query waits for a connection before it fails.
 CONNECT_TIMEOUT = 10.0
+#: Seconds the pool tries to open a connection, backing off between
+#: attempts, before it gives up and leaves the next query to try at once:
+#: its default, 5 minutes, let the back-off grow to 32 s and more during a
+#: database outage, so that a node found the database back up to that long
+#: after it returned.
+RECONNECT_TIMEOUT = 5.0
 
 
 #: Seconds a statement may run, and may wait for a lock, before the server
@@ -251,6 +257,7 @@ class PostgresStorage:
             max_size=CONNECTIONS,
             open=False,
             timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             check=ConnectionPool.check_connection,
             configure=limitTime,
             name="letsencrypt-postgres",
