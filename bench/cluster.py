@@ -138,6 +138,15 @@ class Database:
         assert row is not None
         return int(row[0])
 
+    def newestToken(self) -> int:
+        """
+        The newest fencing token of any lease, held or not.
+        """
+        row = self.connection.execute("SELECT coalesce(max(token), 0) FROM letsencrypt_leases")
+        found = row.fetchone()
+        assert found is not None
+        return int(found[0])
+
     def leases(self) -> list[tuple[str, int, float]]:
         """
         The leases that have not expired: holder, token and seconds left.
@@ -486,7 +495,7 @@ def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Nam
     other = next(n for n in cluster.nodes if n is not holder)
     second = renew(cluster, other.index, setIndex)
     secondDone = finish(second)[0]
-    newest = max((t for _, t, _ in database.leases()), default=token)
+    newest = database.newestToken()
     winner = cluster.served(root, other.index, setIndex)
     logged = len(holder.log())
     holder.signal(signal.SIGCONT)
@@ -509,9 +518,9 @@ def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Nam
 
 
 #: What a node logs when the fencing token refuses its late work: its lease
-#: lost, its order abandoned before finalizing, its certificate not stored,
-#: another write refused.
-REFUSALS = ("20218", "20200", "20201", "20202")
+#: lost, a write refused for a newer token, its order abandoned before
+#: finalizing, its certificate not stored, its lease not released.
+REFUSALS = ("20218", "20189", "20200", "20201", "20202")
 
 #: The scenarios implemented, by name.
 SCENARIOS: dict[str, Callable[[Cluster, Any, bytes, argparse.Namespace], str]] = {
