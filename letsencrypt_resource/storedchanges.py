@@ -237,6 +237,11 @@ class StoredChanges:
         )
         # A forced renewal that could not start is answered by this one.
         certificate.forcedReason = None
+        if deploy:
+            # An order found in the shared renewal state, read while another
+            # node ran it, is that node's and has ended: resuming it would
+            # fetch the certificate in service again, not renew.
+            certificate.pendingOrder = None
         self._provisioning.deliver(certificate, stored)
         self._provisioning.export(certificate, deploy)
 

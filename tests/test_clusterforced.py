@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.clusterresume import resume
+from letsencrypt_resource.issuer import PendingOrder
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
 from letsencrypt_resource.resource import LetsEncryptResource
@@ -122,3 +123,20 @@ class ForcedRenewalKeptTests(ResourceTestCase):
         advanceThrough(self.reactor, 60)
         self.assertEqual(self.server.ordersCreated, orders + 1)
         self.assertNotEqual(managed.issued.certificate.serial_number, before)
+
+    def test_otherNodesOrderNotResumed(self) -> None:
+        """
+        An order read from the shared renewal state while another node ran
+        it is dropped when that node's certificate arrives: a forced
+        renewal then places a new order, instead of resuming that one and
+        fetching the certificate in service again (seen after a database
+        outage: the "renewed" certificate was the one in service).
+        """
+        resource, managed = self.started()
+        managed.pendingOrder = PendingOrder("https://ca.example/order/1", generateKey("ecdsa-p256"))
+        key = generateKey("ecdsa-p256")
+        stored = CertifiedKey.fromParts(key, self.server.issue(key.public_key(), REPORTS))
+        self.successResultOf(Records(self.other).saveCertificate(REPORTS, stored))
+        advanceThrough(self.reactor, 5)
+        self.assertEqual(managed.issued.certificate.serial_number, stored.certificate.serial_number)
+        self.assertIsNone(managed.pendingOrder)
