@@ -138,7 +138,10 @@ class HarnessTests(BalancedCase):
             )
             self.assertEqual(served.serial_number, serials[0, setIndex])
 
+        # The TLS servers follow their node's challenge server's state
+        # (track): back in service together.
         for node in (1, 2):
+            cluster.balancer.setEnabled("challenge", node, True)
             cluster.balancer.setEnabled("set1", node, True)
         await self.until(lambda: cluster.balancer.status("set1") == ["UP"] * 3)
         presented = [
