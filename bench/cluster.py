@@ -138,6 +138,15 @@ class Database:
         assert row is not None
         return int(row[0])
 
+    def newestToken(self) -> int:
+        """
+        The newest fencing token of any lease, held or not.
+        """
+        row = self.connection.execute("SELECT coalesce(max(token), 0) FROM letsencrypt_leases")
+        found = row.fetchone()
+        assert found is not None
+        return int(found[0])
+
     def leases(self) -> list[tuple[str, int, float]]:
         """
         The leases that have not expired: holder, token and seconds left.
@@ -281,6 +290,7 @@ class Hammer:
             port = self.cluster.balancedPort(setIndex)
             if peerCertificate(port, self.cluster.domainSets[setIndex][0], self.root) is None:
                 self.failed += 1
+                log(f"  handshake {self.done} through set{setIndex} failed at {time.time():.3f}")
             self.done += 1
             index += 1
             time.sleep(POLL_PAUSE)
@@ -294,20 +304,23 @@ def rolling(
     cluster: Cluster, database: Database | None, root: bytes, args: argparse.Namespace
 ) -> str:
     """
-    Restart every node in turn (SIGTERM, start, until it serves every
-    set) while a client does handshakes through HAProxy.
+    C{--rolling-rounds} times, restart every node in turn (SIGTERM, start,
+    until it serves every set) while a client does handshakes through
+    HAProxy.
     """
     hammer = Hammer(cluster, root)
     started = time.monotonic()
     try:
-        for node in cluster.nodes:
-            node.stop()
-            node.start()
-            cluster.waitUntilServed(root, COLD_TIMEOUT, [node.index])
+        for _ in range(args.rolling_rounds):
+            for node in cluster.nodes:
+                node.stop()
+                node.start()
+                cluster.waitUntilServed(root, COLD_TIMEOUT, [node.index])
     finally:
         hammer.stop()
     return (
         f"{hammer.failed} failed of {hammer.done} handshakes through HAProxy, "
+        f"{args.rolling_rounds} rounds of {cluster.count} restarts, "
         f"{time.monotonic() - started:.1f} s"
     )
 
@@ -407,29 +420,42 @@ def databaseDown(
 ) -> str:
     """
     A forced renewal of one set through each node, PostgreSQL stopped
-    right after for C{--db-down-seconds} while a client does handshakes
-    through HAProxy; once it is back, the same renewals asked again must
-    complete and reach every node, without a restart.
+    right after for C{--db-down-seconds}, then another set through each
+    node once it has stopped, while a client does handshakes
+    through HAProxy; once it is back, the nodes must carry those renewals
+    out by themselves (a forced renewal refused for want of the database
+    stays asked for) and every node serve the new certificates, without a
+    restart; the renewals still not done after C{--recovery-seconds} are
+    asked again.
     """
-    sets = list(range(min(cluster.count, len(cluster.domainSets))))
+    sets = list(range(min(2 * cluster.count, len(cluster.domainSets))))
+    before, after = sets[: len(sets) // 2], sets[len(sets) // 2 :]
     old = {s: cluster.served(root, 0, s).serial_number for s in sets}  # type: ignore[union-attr]
     hammer = Hammer(cluster, root)
     try:
-        during = [renew(cluster, s % cluster.count, s) for s in sets]
+        # Half the renewals are asked as the database stops, half once it
+        # has stopped.
+        during = [renew(cluster, s % cluster.count, s) for s in before]
         database.connection.close()
         database.server.halt()
+        during += [renew(cluster, s % cluster.count, s) for s in after]
         time.sleep(args.db_down_seconds)
         failedDuring = sum(not finish(process)[0] for process in during)
         outage = (hammer.failed, hammer.done)
         database.server.resume()
         back = time.monotonic()
         database.connection = psycopg.connect(database.conninfo, autocommit=True)
-        completed, tries = renewUntilDone(cluster, sets, back + args.recovery_seconds)
         recovered = newSerials(cluster, root, sets, old)
         while not recovered and time.monotonic() - back < args.recovery_seconds:
             time.sleep(0.05)
             recovered = newSerials(cluster, root, sets, old)
         waited = time.monotonic() - back
+        byThemselves = recovered
+        completed, tries = len(sets), 0
+        if not recovered:
+            completed, tries = renewUntilDone(cluster, sets, time.monotonic() + 60)
+            recovered = newSerials(cluster, root, sets, old)
+            waited = time.monotonic() - back
     finally:
         hammer.stop()
     after = (
@@ -437,12 +463,15 @@ def databaseDown(
         if recovered
         else f"NOT every node on new certificates {waited:.0f} s after the database was back"
     )
+    how = (
+        "the nodes renewed by themselves, nothing asked again"
+        if byThemselves
+        else f"{completed} of {len(sets)} completed once asked again ({tries} asks)"
+    )
     return (
         f"{outage[0]} failed of {outage[1]} handshakes through HAProxy during "
         f"{args.db_down_seconds:.0f} s down; {failedDuring} of {len(sets)} renewals "
-        f"failed meanwhile; after: {completed} of {len(sets)} renewals completed "
-        f"({tries} asked: a node refuses at once until its probe, every 5 s, finds the "
-        f"database back); {after} "
+        f"asked failed meanwhile; after: {how}; {after} "
         f"({hammer.failed} failed handshakes in all)"
     )
 
@@ -466,8 +495,9 @@ def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Nam
     other = next(n for n in cluster.nodes if n is not holder)
     second = renew(cluster, other.index, setIndex)
     secondDone = finish(second)[0]
-    newest = max((t for _, t, _ in database.leases()), default=token)
+    newest = database.newestToken()
     winner = cluster.served(root, other.index, setIndex)
+    logged = len(holder.log())
     holder.signal(signal.SIGCONT)
     finish(first)
     deadline = time.monotonic() + args.settle_seconds
@@ -476,13 +506,21 @@ def paused(cluster: Cluster, database: Database, root: bytes, args: argparse.Nam
         presented = [cluster.served(root, n, setIndex) for n in range(cluster.count)]
         kept = all(c is not None and c.serial_number == winner.serial_number for c in presented)  # type: ignore[union-attr]
         time.sleep(0.1)
+    late = holder.log()[logged:]
+    refusals = {event: late.count(f"] {event} ") for event in REFUSALS}
     return (
         f"{holder.name} paused {left + 1:.1f} s holding token {token}; the renewal through "
         f"{other.name} {'completed' if secondDone else 'FAILED'} (newest token {newest}); "
         f"after SIGCONT every node {'kept' if kept else 'did NOT keep'} its certificate "
-        f"for {args.settle_seconds:.0f} s"
+        f"for {args.settle_seconds:.0f} s; the paused node then logged "
+        + ", ".join(f"{count} x event {event}" for event, count in refusals.items())
     )
 
+
+#: What a node logs when the fencing token refuses its late work: its lease
+#: lost, a write refused for a newer token, its order abandoned before
+#: finalizing, its certificate not stored, its lease not released.
+REFUSALS = ("20218", "20189", "20200", "20201", "20202")
 
 #: The scenarios implemented, by name.
 SCENARIOS: dict[str, Callable[[Cluster, Any, bytes, argparse.Namespace], str]] = {
@@ -505,6 +543,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument(
         "--scenarios", default="", help=f"comma-separated, of: {', '.join(SCENARIOS)}"
     )
+    parser.add_argument(
+        "--rolling-rounds", type=int, default=1, help="for rolling: restarts of every node"
+    )
     parser.add_argument("--kills", type=int, default=20, help="for the kill scenario")
     parser.add_argument("--db-down-seconds", type=float, default=60.0, help="for dbdown")
     parser.add_argument(
@@ -515,6 +556,13 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--settle-seconds", type=float, default=10.0, help="for sigstop: watched after SIGCONT"
+    )
+    parser.add_argument(
+        "--va-sleep",
+        type=int,
+        default=None,
+        help="pebble waits a random time below this many seconds before each validation "
+        "(for sigstop: orders long enough to pause their lease holder)",
     )
     parser.add_argument(
         "--independent", action="store_true", help="no database: cold start only (use --nodes 1)"
@@ -545,7 +593,9 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     try:
         cluster.startBalancer()
-        with Pebble.start(os.path.join(work, "pebble"), cluster.challengePort, LIFETIME) as pebble:
+        with Pebble.start(
+            os.path.join(work, "pebble"), cluster.challengePort, LIFETIME, args.va_sleep
+        ) as pebble:
             args.pebbleDirectory = pebble.directory
             with open(pebble.rootFile, "rb") as stream:
                 root = stream.read()

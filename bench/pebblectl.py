@@ -23,6 +23,8 @@ sys.path.insert(0, ROOT)
 
 #: pebble's PEBBLE_WFE_NONCEREJECT for every benchmark run.
 NONCE_REJECT = 0
+#: How L{Pebble.start} tells the child its C{vaSleep}.
+VA_SLEEP = "PEBBLECTL_VA_SLEEPTIME"
 
 
 class Pebble:
@@ -47,19 +49,32 @@ class Pebble:
         self.challengePort = challengePort
 
     @classmethod
-    def start(cls, directory: str, challengePort: int, validity: int | None = None) -> Pebble:
+    def start(
+        cls,
+        directory: str,
+        challengePort: int,
+        validity: int | None = None,
+        vaSleep: int | None = None,
+    ) -> Pebble:
         """
         Start pebble in C{directory}, validating HTTP-01 on C{challengePort}.
 
         @param validity: the certificates' lifetime in seconds; C{None} for
             pebble's default (five years).
+        @param vaSleep: when given, pebble waits a random time below this
+            many seconds before each validation (C{PEBBLE_VA_SLEEPTIME}),
+            so that orders last long enough to act while they run.
         """
         extra = [] if validity is None else [str(validity)]
+        env = dict(os.environ)
+        if vaSleep is not None:
+            env[VA_SLEEP] = str(vaSleep)
         process = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), directory, str(challengePort), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=ROOT,
+            env=env,
             text=True,
         )
         line = process.stdout.readline()
@@ -98,8 +113,17 @@ def _serve(directory: str, challengePort: int, validity: int | None) -> None:
     async def main(reactor) -> None:
         try:
             extraConfig = {} if validity is None else {"certificateValidityPeriod": validity}
+            sleep = os.environ.get(VA_SLEEP)
+            extraEnv = (
+                {} if sleep is None else {"PEBBLE_VA_NOSLEEP": "0", "PEBBLE_VA_SLEEPTIME": sleep}
+            )
             testCA = await startTestCA(
-                reactor, directory, challengePort, nonceReject=NONCE_REJECT, extraConfig=extraConfig
+                reactor,
+                directory,
+                challengePort,
+                nonceReject=NONCE_REJECT,
+                extraConfig=extraConfig,
+                extraEnv=extraEnv,
             )
             issuers = await testCA.fetchIssuerPEM()
         except Exception as error:  # reported to the parent

@@ -117,6 +117,7 @@ class DomainSets(Service):
         collected = self._collectConsumers()
         self.managed.clear()
         self.managed.update(collected)
+        self._changes.setsChanged()
         await self._loadAll(list(self.managed.values()))
         self._provisioning.loaded()
 
@@ -193,6 +194,7 @@ class DomainSets(Service):
             certificate.consumers = fresh.consumers
             if certificate.current is not None and newcomers:
                 self._provisioning.deliver(certificate, certificate.current, newcomers)
+        self._changes.setsChanged()
         await self._loadAll(loading)
         needProvisional = [c for c in added if c.current is None]
         if needProvisional:

@@ -406,6 +406,18 @@ ORDER_NOT_NEEDED = _event(
     "Not ordering a certificate for {domains}: another user of the storage stored "
     "one before this node took its lease, and it is in service now.",
 )
+CONNECTIONS_LEFT_OPEN = _event(
+    20227,
+    LogLevel.warn,
+    "Stopped listening on {listener}: {count} connections still open after {seconds} "
+    "seconds are left to close with the process.",
+)
+DATABASE_POOL_MESSAGE = _event(
+    20228,
+    LogLevel.warn,
+    "The cluster database's connection pool says: {details} ({repeated} more like it "
+    "in the last {seconds} seconds).",
+)
 
 CHALLENGE_FALLBACK = _event(
     20254,

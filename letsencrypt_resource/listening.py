@@ -21,6 +21,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
+    IReactorTime,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
@@ -30,6 +31,7 @@ from twisted.python import context
 from twisted.python.failure import Failure
 from twisted.python.log import ILogContext
 
+from .drain import Draining
 from .reactors import Reactor
 
 #: The endpoint types a listener may use.
@@ -56,9 +58,6 @@ class ListenerOptions(Protocol):
 
     @property
     def endpoint(self) -> str | None: ...
-
-
-def endpoint(self) -> str | None: ...
 
 
 def tcpDescription(address: str, port: int) -> str:
@@ -204,12 +203,22 @@ class Listener:
     may be stopped before it listens.
     """
 
-    def __init__(self, endpoint: Callable[[], IStreamServerEndpoint], factory: IProtocolFactory):
+    def __init__(
+        self,
+        endpoint: Callable[[], IStreamServerEndpoint],
+        factory: IProtocolFactory,
+        clock: IReactorTime,
+        label: str,
+    ):
         """
         @param endpoint: Builds the endpoint, when the listener starts.
+        @param clock: Times the wait for open connections at a stop.
+        @param label: Where it listens, for the events.
         """
         self._endpoint = endpoint
-        self._factory = factory
+        self._factory = Draining(factory)
+        self._clock = clock
+        self._label = label
         self._port: IListeningPort | None = None
         self._pending: Deferred[IListeningPort] | None = None
         self._stopped = False
@@ -219,7 +228,7 @@ class Listener:
         """
         A listener of C{factory} where C{options} say (see L{endpointOf}).
         """
-        return cls(lambda: endpointOf(reactor, options), factory)
+        return cls(lambda: endpointOf(reactor, options), factory, reactor, description(options))
 
     def start(self) -> Deferred[IListeningPort]:
         """
@@ -252,7 +261,9 @@ class Listener:
 
     def stopListening(self) -> Deferred[None]:
         """
-        Stop listening, or give up listening if it is under way.
+        Stop listening, or give up listening if it is under way; then wait
+        for the connections still open, for at most
+        L{letsencrypt_resource.drain.GRACE} seconds.
         """
         self._stopped = True
         pending, self._pending = self._pending, None
@@ -261,4 +272,6 @@ class Listener:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return stopPort(port)
+        stopped = stopPort(port)
+        stopped.addCallback(lambda _: self._factory.drained(self._clock, self._label))
+        return stopped

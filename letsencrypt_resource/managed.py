@@ -71,6 +71,9 @@ class ManagedCertificate:
         that CA (see L{letsencrypt_resource.carotation}).
     @ivar warned: The certificate last warned about, the warning level and
         the time of that warning.
+    @ivar forcedReason: Why a forced renewal was asked that could not start
+        yet (lease held elsewhere, database lost): the set stays due for it
+        until renewed, or until a new certificate is put in service.
     """
 
     def __init__(self, domains: tuple[str, ...], settings: str = ""):
@@ -100,6 +103,7 @@ class ManagedCertificate:
         self.orderedBy: tuple[str, str, str] | None = None
         self.caStreak = CAStreak()
         self.warned: tuple[Any, int, float] | None = None
+        self.forcedReason: str | None = None
 
     @property
     def label(self) -> str:
@@ -132,6 +136,8 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_UNREADABLE)
         if self.compromisedKeys and self.isCompromised(issued.key):
             return RenewalPlan(0.0, KEY_COMPROMISED)
+        if self.forcedReason is not None:
+            return RenewalPlan(0.0, self.forcedReason)
         return planRenewal(
             *issued.validity,
             self.ariWindow,
@@ -233,6 +239,7 @@ class ManagedCertificate:
         certificate.
         """
         self.pendingOrder = None
+        self.forcedReason = None
         self.failures = 0
         self.nextAttempt = 0.0
         self.lastFailure = 0.0

@@ -30,7 +30,14 @@ from .ordering import Ordering
 from .outcomes import Outcomes
 from .renewalinfo import RenewalInfo
 from .reporting import unexpected
-from .storage.interface import ILease, IStorage, LeaseLost, StaleFence, StorageError
+from .storage.interface import (
+    ILease,
+    IStorage,
+    LeaseLost,
+    StaleFence,
+    StorageError,
+    StorageUnavailable,
+)
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
@@ -152,9 +159,13 @@ class Renewer:
             events.DEBUG.emit(self._log, details=f"{certificate.label}: {error}")
             now = self._reactor.seconds()
             certificate.holdUntil = max(certificate.holdUntil, now + ACCOUNT_BUSY_WAIT)
+            _keepForced(certificate, forced)
         except Exception as error:
             if accountForgotten(error):
                 await ca.connection.lost()
+            if isinstance(error, StorageUnavailable):
+                # Retried when the database is back (clusterresume).
+                _keepForced(certificate, forced)
             switchAt = self._cas.failed(certificate, error, self._reactor.seconds())
             self._outcomes.failed(certificate, error, switchAt)
         finally:
@@ -221,6 +232,7 @@ class Renewer:
         if lease is None:
             events.ORDER_BUSY.emit(self._log, domains=certificate.label)
             self._waitForLease(certificate)
+            _keepForced(certificate, forced)
             return
         certificate.lease = lease
         if taken and forced is None and await self._storedMeanwhile(certificate):
@@ -290,3 +302,13 @@ class Renewer:
                 self._log, domains=certificate.label, path=error.key, details=error.message
             )
             raise
+
+
+def _keepForced(certificate: ManagedCertificate, forced: str | None) -> None:
+    """
+    A forced renewal of C{certificate} could not start, for a passing
+    cause: keep it asked for, so that its next attempt renews (see
+    L{ManagedCertificate.forcedReason}).
+    """
+    if forced is not None:
+        certificate.forcedReason = forced

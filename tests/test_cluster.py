@@ -7,7 +7,9 @@ then the cluster on a shared PostgreSQL.
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from collections.abc import Callable
 
 import psycopg
@@ -27,7 +29,15 @@ from letsencrypt_resource.testing.cluster import (
     peerCertificate,
     writeKeyFile,
 )
-from letsencrypt_resource.testing.haproxy import HAProxyNotFound, Route, configuration, findHAProxy
+from letsencrypt_resource.testing.haproxy import (
+    HEALTH_PATH,
+    HAProxyNotFound,
+    Route,
+    configuration,
+    findHAProxy,
+    freePort,
+    releasePorts,
+)
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.tlsclient import fetchOverTLS
@@ -128,7 +138,10 @@ class HarnessTests(BalancedCase):
             )
             self.assertEqual(served.serial_number, serials[0, setIndex])
 
+        # The TLS servers follow their node's challenge server's state
+        # (track): back in service together.
         for node in (1, 2):
+            cluster.balancer.setEnabled("challenge", node, True)
             cluster.balancer.setEnabled("set1", node, True)
         await self.until(lambda: cluster.balancer.status("set1") == ["UP"] * 3)
         presented = [
@@ -244,7 +257,45 @@ class HAProxyConfigurationTests(SynchronousTestCase):
             text,
         )
         self.assertIn("    server node1 127.0.0.1:1002\n", text)
-        self.assertIn("default-server check inter 100ms fall 1 rise 1", text)
+        self.assertIn("default-server check inter 100ms fall 2 rise 1", text)
+        self.assertIn("timeout check 1s", text)
+        self.assertNotIn("httpchk", text)
+
+    def test_httpRequestsRetried(self) -> None:
+        """
+        A challenge request is tried again on another server when its
+        server refuses, closes or resets before answering, and no idle
+        connection is kept to a server (it would hold a stopping node's
+        drain); TLS routes pass connections through untouched.
+        """
+        text = configuration(
+            [Route("challenge", "http", [1001], 2001), Route("set0", "tcp", [1003], 2002)],
+            "/x/admin.sock",
+        )
+        challenge, tls = text.split("\nbackend challenge\n")[1].split("\nbackend set0\n")
+        self.assertIn("    option http-server-close\n", challenge)
+        self.assertIn("    retry-on conn-failure empty-response\n", challenge)
+        self.assertNotIn("retry-on", tls)
+        self.assertIn("    retries 3\n    option redispatch 1\n", text)
+
+    def test_httpChecks(self) -> None:
+        """
+        A route that names its servers' challenge ports checks each server
+        with an HTTP request there (a node stopped with C{SIGSTOP} accepts
+        connections but answers nothing, and is taken out); a route that
+        tracks it takes its servers' states without checks of its own.
+        """
+        text = configuration(
+            [
+                Route("challenge", "http", [1001, 1002], 2001, checks=[1001, 1002]),
+                Route("set0", "tcp", [1003, 1004], 2002, track="challenge"),
+            ],
+            "/x/admin.sock",
+        )
+        self.assertIn(f"    option httpchk GET {HEALTH_PATH}\n", text)
+        self.assertEqual(text.count("option httpchk"), 1)
+        self.assertIn("    server node0 127.0.0.1:1001 check port 1001\n", text)
+        self.assertIn("    server node1 127.0.0.1:1004 no-check track challenge/node1\n", text)
 
     def test_badRoute(self) -> None:
         """
@@ -327,3 +378,32 @@ class OutageTests(PostgresCase):
             self.server.resume()
         with psycopg.connect(self.conninfo) as connection:
             self.assertEqual(connection.execute("SELECT n FROM kept").fetchall(), [(7,)])
+
+
+class PortReservationTests(SynchronousTestCase):
+    """
+    Tests for L{freePort}: a port stays reserved until it is released.
+    """
+
+    def test_reservedUntilReleased(self) -> None:
+        """
+        No one else can bind a port given by L{freePort} (a port picked
+        free and bound later could be taken meanwhile), but a server that
+        sets C{SO_REUSEADDR}, as Twisted's and HAProxy's listeners do,
+        listens on it, and again after a restart; once released, the port
+        is anyone's.
+        """
+        port = freePort()
+        self.addCleanup(releasePorts, [port])
+        with socket.socket() as other:
+            error = self.assertRaises(OSError, other.bind, ("127.0.0.1", port))
+        self.assertEqual(error.errno, errno.EADDRINUSE)
+        for _ in range(2):
+            with socket.socket() as server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("127.0.0.1", port))
+                server.listen()
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        releasePorts([port])
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", port))

@@ -46,7 +46,8 @@ class ChallengeSiteEndpointTests(ResourceTestCase):
         self.start(endpoint="tcp6:5003:interface=\\:\\:1")
         [(port, factory, _, interface)] = self.reactor.tcpServers
         self.assertEqual((port, interface), (5003, "::1"))
-        self.assertIsInstance(factory, ChallengeSite)
+        # Behind the count of open connections (drain).
+        self.assertIsInstance(factory.wrappedFactory, ChallengeSite)
         self.assertEqual(
             self.eventTexts(20151),
             ["20151 Answering ACME HTTP-01 challenges on ::1 port 5003."],
@@ -182,8 +183,9 @@ class ServiceEndpointTests(SynchronousTestCase):
             service.consumer.useCertificate(provisionalFor(newSigner()))
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (8443, "::1"))
-        # Its TLS layer, behind the peek at each ClientHello (TLS-ALPN-01).
-        self.assertIsInstance(factory.wrappedFactory, TLSMemoryBIOFactory)
+        # Its TLS layer, behind the count of open connections (drain) and
+        # the peek at each ClientHello (TLS-ALPN-01).
+        self.assertIsInstance(factory.wrappedFactory.wrappedFactory, TLSMemoryBIOFactory)
         self.assertEqual(
             [formatEvent(e) for e in events if e.get("event_id") == 20156],
             ["20156 Service files is listening on ::1 port 8443."],

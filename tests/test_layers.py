@@ -47,6 +47,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "deploycommand",
                 "display",
                 "domains",
+                "drain",
                 "alpn",
                 "clienthello",
                 "events",

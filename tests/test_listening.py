@@ -12,6 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
 from twisted.logger import capturedLogs, formatEventAsClassicLogText
 from twisted.python.failure import Failure
@@ -241,16 +242,22 @@ class ListenerTests(SynchronousTestCase):
 
     def test_listensAndStops(self) -> None:
         """
-        The listener listens on its description with the reactor, and stops
-        the port it got.
+        The listener listens on its description with the reactor, with its
+        factory wrapped to count the connections open (see
+        L{letsencrypt_resource.drain}), and stops the port it got.
         """
         reactor = RecordingReactor()
         factory = Factory()
         listener = Listener(
-            lambda: serverFromString(reactor, "tcp6:8443:interface=\\:\\:1"), factory
+            lambda: serverFromString(reactor, "tcp6:8443:interface=\\:\\:1"),
+            factory,
+            Clock(),
+            "here",
         )
         port = self.successResultOf(listener.start())
-        self.assertEqual(reactor.tcpServers, [(8443, factory, 50, "::1")])
+        [(number, listening, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((number, backlog, interface), (8443, 50, "::1"))
+        self.assertIs(listening.wrappedFactory, factory)
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)
 
@@ -260,7 +267,7 @@ class ListenerTests(SynchronousTestCase):
         """
         reason = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
         reactor = RaisingMemoryReactor(reason)
-        listener = Listener(lambda: serverFromString(reactor, "tcp:80"), Factory())
+        listener = Listener(lambda: serverFromString(reactor, "tcp:80"), Factory(), Clock(), "here")
         self.failureResultOf(listener.start(), CannotListenError)
         self.successResultOf(listener.stopListening())
 
@@ -270,7 +277,9 @@ class ListenerTests(SynchronousTestCase):
         C{systemd:} socket that was not passed) fails the start.
         """
         description = "systemd:domain=INET:index=5"
-        listener = Listener(lambda: serverFromString(MemoryReactor(), description), Factory())
+        listener = Listener(
+            lambda: serverFromString(MemoryReactor(), description), Factory(), Clock(), "here"
+        )
         self.failureResultOf(listener.start(), IndexError)
 
     def test_stoppedBeforeListening(self) -> None:
@@ -280,7 +289,7 @@ class ListenerTests(SynchronousTestCase):
         closed at once.
         """
         pending = PendingEndpoint()
-        listener = Listener(lambda: pending, Factory())
+        listener = Listener(lambda: pending, Factory(), Clock(), "here")
         started = listener.start()
         self.assertNoResult(started)
         self.successResultOf(listener.stopListening())
@@ -294,7 +303,7 @@ class ListenerTests(SynchronousTestCase):
         An endpoint that opens its port later fires the start then.
         """
         pending = PendingEndpoint()
-        listener = Listener(lambda: pending, Factory())
+        listener = Listener(lambda: pending, Factory(), Clock(), "here")
         started = listener.start()
         port = RecordingPort()
         pending.listening.callback(port)

@@ -32,6 +32,10 @@ KEY_CHECK_TEXT = b"letsencrypt-resource cluster key check, version 1"
 #: Seconds between two attempts to reach the database while it cannot be
 #: reached.
 PROBE_INTERVAL = 5.0
+#: The fewest seconds between two attempts that a call asks for, while the
+#: database cannot be reached, rather than wait for the next probe (see
+#: L{Availability.recheck}).
+RECHECK_GAP = 1.0
 #: Seconds a node may hold the lease C{cluster-key-check} (named as the
 #: record) while it stores the record, which only the holder may create.
 KEY_CHECK_LEASE = 30.0
@@ -115,6 +119,8 @@ class Availability:
         self._probe: IDelayedCall | None = None
         self._closed = False
         self._mismatched = False
+        self._rechecking: Deferred[None] | None = None
+        self._lastRecheck: float | None = None
 
     def ready(self) -> Deferred[None]:
         """
@@ -141,6 +147,38 @@ class Availability:
         if self.state == LOST:
             return StorageUnavailable(key, "the cluster database cannot be reached")
         return None
+
+    def recheck(self) -> Deferred[None]:
+        """
+        While the database counts as lost, try to reach it now rather than
+        at the next probe, up to L{PROBE_INTERVAL} seconds later: for a
+        call that cannot wait, such as a CA's validation request asking
+        for a challenge token just after the database came back.  One
+        attempt at a time, and none within L{RECHECK_GAP} seconds of the
+        last one asked.
+
+        @return: A Deferred that fires, never failing, once the state is
+            known again (at once when the database does not count as lost).
+        """
+        if self.state != LOST or self._closed:
+            return succeed(None)
+        checking = self._rechecking
+        if checking is None:
+            now = self._clock.seconds()
+            if self._lastRecheck is not None and now - self._lastRecheck < RECHECK_GAP:
+                return succeed(None)
+            self._lastRecheck = now
+            if self._probe is not None and self._probe.active():
+                self._probe.cancel()
+            checking = self._rechecking = self._check()
+
+            def ended(result: object) -> None:
+                self._rechecking = None
+
+            checking.addBoth(ended)
+        waiter: Deferred[None] = Deferred()
+        checking.addBoth(lambda _: waiter.callback(None))
+        return waiter
 
     def lost(self, error: StorageError) -> None:
         """

@@ -50,6 +50,10 @@ T = TypeVar("T")
 
 #: The keys whose change from another node is a certificate received.
 _CERTIFICATES = "certificates/"
+#: The keys of the challenge tokens (see
+#: L{records.challengeKey <letsencrypt_resource.storage.records.challengeKey>}):
+#: a read of one is a CA's validation request, which cannot wait.
+CHALLENGES = "challenges/"
 
 
 @implementer(ILease)
@@ -153,6 +157,10 @@ class ClusterStorage:
         """
         await self.availability.ready()
         refusal = self.availability.refusal(key)
+        if refusal is not None and key.startswith(CHALLENGES):
+            # A CA's validation request does not wait for the next probe.
+            await self.availability.recheck()
+            refusal = self.availability.refusal(key)
         if refusal is not None:
             raise refusal
         try:

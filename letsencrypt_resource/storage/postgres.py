@@ -50,6 +50,7 @@ from .leases import Lease, reportStale
 from .notify import ChangeFeed
 from .pglisten import ChangeListener
 from .pgschema import migrate
+from .poollog import bridge
 
 T = TypeVar("T")
 
@@ -59,6 +60,12 @@ CONNECTIONS = 2
 LISTENER_NAME = "letsencrypt-listener"
 #: Seconds a query waits for a connection before it fails.
 CONNECT_TIMEOUT = 10.0
+#: Seconds the pool tries to open a connection, backing off between
+#: attempts, before it gives up and leaves the next query to try at once:
+#: its default, 5 minutes, let the back-off grow to 32 s and more during a
+#: database outage, so that a node found the database back up to that long
+#: after it returned.
+RECONNECT_TIMEOUT = 5.0
 
 
 #: Seconds a statement may run, and may wait for a lock, before the server
@@ -67,6 +74,15 @@ CONNECT_TIMEOUT = 10.0
 #: instead of holding a worker thread.
 STATEMENT_TIMEOUT = 15.0
 LOCK_TIMEOUT = 5.0
+#: Seconds a session may sit inside a transaction without sending the next
+#: statement before the server ends it, its locks released: a node paused
+#: in the middle of a transaction (C{SIGSTOP}, a frozen virtual machine)
+#: would otherwise hold the rows it locked, a lease's included, and every
+#: other node's writes to them would fail at L{LOCK_TIMEOUT}, for as long
+#: as the pause lasts.  Shorter than L{LOCK_TIMEOUT}, so that those writes
+#: wait and succeed; the product's transactions send their statements back
+#: to back.
+IDLE_IN_TRANSACTION_TIMEOUT = 3.0
 
 #: What a connection string gets unless it says otherwise: a bounded wait
 #: to connect, a bound on data sent and not acknowledged
@@ -101,12 +117,18 @@ def withDefaults(conninfo: str) -> str:
 
 def limitTime(connection: psycopg.Connection[Any]) -> None:
     """
-    Set the L{STATEMENT_TIMEOUT} and L{LOCK_TIMEOUT} of a new pool
-    connection, for its session.
+    Set the L{STATEMENT_TIMEOUT}, L{LOCK_TIMEOUT} and
+    L{IDLE_IN_TRANSACTION_TIMEOUT} of a new pool connection, for its
+    session.
     """
     connection.execute(
-        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false)",
-        (f"{STATEMENT_TIMEOUT * 1000:.0f}", f"{LOCK_TIMEOUT * 1000:.0f}"),
+        "SELECT set_config('statement_timeout', %s, false), set_config('lock_timeout', %s, false),"
+        " set_config('idle_in_transaction_session_timeout', %s, false)",
+        (
+            f"{STATEMENT_TIMEOUT * 1000:.0f}",
+            f"{LOCK_TIMEOUT * 1000:.0f}",
+            f"{IDLE_IN_TRANSACTION_TIMEOUT * 1000:.0f}",
+        ),
     )
     connection.commit()
 
@@ -223,6 +245,7 @@ class PostgresStorage:
         self._reactor = reactor
         self._skew = skew or (lambda: 0.0)
         conninfo = withDefaults(conninfo)
+        bridge(reactor.callFromThread)
         place = _places.get(conninfo)
         if place is None:
             place = _places[conninfo] = _Place(conninfo)
@@ -234,6 +257,7 @@ class PostgresStorage:
             max_size=CONNECTIONS,
             open=False,
             timeout=CONNECT_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             check=ConnectionPool.check_connection,
             configure=limitTime,
             name="letsencrypt-postgres",

@@ -32,7 +32,7 @@ import attrs
 from cryptography import x509
 
 from .. import config
-from .haproxy import HAProxy, Route, freePort, terminate
+from .haproxy import HAProxy, Route, freePort, releasePorts, terminate
 from .pebble import RESOURCE_SECTION
 
 #: The package's parent folder, put first on the nodes' C{PYTHONPATH} so
@@ -271,26 +271,19 @@ class Cluster:
     def __attrs_post_init__(self) -> None:
         self.folder = os.path.abspath(self.folder)
         os.makedirs(self.folder, exist_ok=True)
-        taken: set[int] = set()
-
-        def port() -> int:
-            while (found := freePort()) in taken:
-                pass
-            taken.add(found)
-            return found
-
         self.nodes = [
             Node(
                 index,
                 os.path.join(self.folder, f"node{index}"),
-                port(),
-                tuple(port() for _ in self.domainSets),
+                freePort(),
+                tuple(freePort() for _ in self.domainSets),
             )
             for index in range(self.count)
         ]
-        routes = [Route("challenge", "http", [n.challengePort for n in self.nodes], port())]
+        checks = [n.challengePort for n in self.nodes]
+        routes = [Route("challenge", "http", checks, checks=checks)]
         routes += [
-            Route(f"set{i}", "tcp", [n.servicePorts[i] for n in self.nodes], port())
+            Route(f"set{i}", "tcp", [n.servicePorts[i] for n in self.nodes], track="challenge")
             for i in range(len(self.domainSets))
         ]
         self.balancer = HAProxy(routes)
@@ -404,3 +397,4 @@ class Cluster:
         for node in self.nodes:
             node.stop()
         self.balancer.stop()
+        releasePorts(p for node in self.nodes for p in (node.challengePort, *node.servicePorts))

@@ -7,10 +7,15 @@ root, as CI runs), never the system's service.
 Each L{Route} is a frontend on a free loopback port spread round-robin over
 servers on loopback: C{http} mode for the HTTP-01 challenge port (each
 request balanced), C{tcp} mode for a TLS port (each connection balanced,
-the handshake passing through untouched).  Health checks are fast (a TCP
-connect every 100 ms, down after one failure, up after one success), and a
-connection refused by a server is tried again on another, so that a node
-stopped or restarting is left out within a fraction of a second.  The
+the handshake passing through untouched).  Health checks are fast (every
+100 ms, down after two failures or a second without an answer, up after
+one success; an HTTP request to the node's challenge site when the route
+names it, else a TCP connect), and a
+connection refused by a server is tried again on another (C{retries},
+C{option redispatch}), so that a node stopped or restarting is left out
+within a fraction of a second; a node that stops refuses new connections
+at once and lets those open end (see L{letsencrypt_resource.drain}), so a
+rolling restart fails no handshake.  The
 runtime API (an admin socket in the private folder) disables and enables
 servers, for tests that need to choose where requests go.
 """
@@ -34,6 +39,9 @@ import attrs
 NOBODY = 65534
 #: Seconds HAProxy may take to listen on every frontend.
 START_TIMEOUT = 10.0
+#: What HAProxy's HTTP health check asks of a node's challenge site: its
+#: readiness text, answered without the storage.
+HEALTH_PATH = "/.well-known/acme-challenge/test.txt"
 #: How a route's name is spelt: it names a frontend and a backend.
 _ROUTE_NAME = re.compile(r"[a-z][a-z0-9-]{0,30}\Z")
 
@@ -65,14 +73,40 @@ def findHAProxy() -> str:
     )
 
 
+#: The sockets that hold the ports given by L{freePort}, by port.
+_reserved: dict[int, socket.socket] = {}
+
+
 def freePort() -> int:
     """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
+    A TCP port on 127.0.0.1, reserved for the caller until
+    L{releasePorts}.
+
+    A port found free and bound later by another process could be taken
+    meanwhile: the kernel gives ports of the same range to outgoing
+    connections (a load of handshakes makes thousands) and to other
+    programs' C{bind} to port 0.  So the port stays bound here, by a
+    socket that does not listen and sets C{SO_REUSEADDR}: the kernel gives
+    it to nobody else, while a server that also sets C{SO_REUSEADDR}
+    (Twisted's and HAProxy's listeners do) binds and listens on it, and
+    binds it again after a restart.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    port: int = holder.getsockname()[1]
+    _reserved[port] = holder
+    return port
+
+
+def releasePorts(ports: Iterable[int]) -> None:
+    """
+    Let the kernel give C{ports}, reserved by L{freePort}, to others again.
+    """
+    for port in ports:
+        holder = _reserved.pop(port, None)
+        if holder is not None:
+            holder.close()
 
 
 def _checkName(route: Route, attribute: Any, value: str) -> None:
@@ -99,12 +133,21 @@ class Route:
     @ivar mode: C{"http"} (each request balanced) or C{"tcp"}.
     @ivar servers: The loopback ports of the servers, in order.
     @ivar port: Where HAProxy listens on 127.0.0.1; a free port by default.
+    @ivar checks: For each server, the port of its node's challenge site,
+        which HAProxy's health check asks for L{HEALTH_PATH} (a node
+        stopped with C{SIGSTOP} still accepts connections, and would stay
+        in service with a bare connect check); none for connect checks.
+    @ivar track: The name of a route whose servers' states this route's
+        servers take, one for one, instead of checking on their own: one
+        check per node, however many routes.
     """
 
     name: str = attrs.field(validator=_checkName)
     mode: str = attrs.field(validator=_checkMode)
     servers: tuple[int, ...] = attrs.field(converter=_ports)
     port: int = attrs.field(factory=freePort)
+    checks: tuple[int, ...] = attrs.field(default=(), converter=_ports)
+    track: str = ""
 
 
 def configuration(routes: Sequence[Route], adminSocket: str) -> str:
@@ -121,10 +164,16 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
         "    timeout connect 2s",
         "    timeout client 30s",
         "    timeout server 30s",
+        "    timeout check 1s",
         "    retries 3",
         "    option redispatch 1",
-        "    default-server check inter 100ms fall 1 rise 1",
+        "    default-server check inter 100ms fall 2 rise 1",
     ]
+    # A challenge request is idempotent: tried again on another server when
+    # its server closes or resets before answering, and no idle
+    # connection is kept to a server, which would hold a stopping node's
+    # drain (letsencrypt_resource.drain) for its whole grace.
+    http = ["    option http-server-close", "    retry-on conn-failure empty-response"]
     for route in routes:
         lines += [
             "",
@@ -136,9 +185,26 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
             f"backend {route.name}",
             f"    mode {route.mode}",
             "    balance roundrobin",
+            *(http if route.mode == "http" else []),
         ]
-        lines += [f"    server node{i} 127.0.0.1:{port}" for i, port in enumerate(route.servers)]
+        if route.checks:
+            lines.append(f"    option httpchk GET {HEALTH_PATH}")
+        lines += [
+            f"    server node{i} 127.0.0.1:{port}{_health(route, i)}"
+            for i, port in enumerate(route.servers)
+        ]
     return "\n".join(lines) + "\n"
+
+
+def _health(route: Route, index: int) -> str:
+    """
+    How server C{index} of C{route} is checked, beyond the defaults.
+    """
+    if route.track:
+        return f" no-check track {route.track}/node{index}"
+    if route.checks:
+        return f" check port {route.checks[index]}"
+    return ""
 
 
 def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -299,6 +365,7 @@ class HAProxy:
         process, self._process = self._process, None
         if process is not None:
             terminate(process, timeout)
+        releasePorts(route.port for route in self.routes)
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = ""

@@ -1,0 +1,175 @@
+"""
+Tests for L{letsencrypt_resource.drain}: a listener stopped waits for its
+open connections, within a bound.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from letsencrypt_resource.drain import GRACE, Draining
+from letsencrypt_resource.listening import Listener
+
+
+class Echo(Protocol):
+    """
+    Sends back what it receives.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+class Refusing(Factory):
+    """
+    Refuses every connection.
+    """
+
+    def buildProtocol(self, addr: object) -> None:
+        return None
+
+
+def connect(factory: Draining) -> Protocol:
+    """
+    One connection through C{factory}, on a memory transport.
+    """
+    protocol = factory.buildProtocol(None)
+    assert protocol is not None
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def disconnect(protocol: Protocol) -> None:
+    """
+    End the connection of C{protocol}.
+    """
+    protocol.connectionLost(Failure(ConnectionError("closed")))
+
+
+class DrainingTests(SynchronousTestCase):
+    """
+    Tests for L{Draining}, on a fake clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = Draining(Factory.forProtocol(Echo))
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def test_nothingOpenFiresAtOnce(self) -> None:
+        """
+        With no connection open, the stop does not wait.
+        """
+        self.successResultOf(self.factory.drained(self.clock, "here"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waitsForLastConnection(self) -> None:
+        """
+        The wait ends when the last connection open ends, not before.
+        """
+        first, second = connect(self.factory), connect(self.factory)
+        waiting = self.factory.drained(self.clock, "here")
+        disconnect(first)
+        self.assertNoResult(waiting)
+        disconnect(second)
+        self.successResultOf(waiting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_boundedByGrace(self) -> None:
+        """
+        Connections still open after the grace are left: the wait ends,
+        with event 20227 telling how many, and a connection that ends
+        later changes nothing.
+        """
+        opened = connect(self.factory)
+        waiting = self.factory.drained(self.clock, "TCP 127.0.0.1:4433")
+        self.clock.advance(GRACE - 0.1)
+        self.assertNoResult(waiting)
+        self.clock.advance(0.1)
+        self.successResultOf(waiting)
+        [event] = [e for e in self.events if e.get("event_id") == 20227]
+        self.assertEqual((event["count"], event["listener"]), (1, "TCP 127.0.0.1:4433"))
+        disconnect(opened)
+
+    def test_refusedConnection(self) -> None:
+        """
+        A connection the wrapped factory refuses (it builds no protocol) is
+        refused, not counted.
+        """
+        factory = Draining(Refusing())
+        self.assertIsNone(factory.buildProtocol(None))
+        self.successResultOf(factory.drained(self.clock, "here"))
+
+    def test_listenerWaits(self) -> None:
+        """
+        L{Listener.stopListening} fires once the port has stopped and the
+        connections it accepted have ended.
+        """
+        memory = MemoryReactorClock()
+        listener = Listener(
+            lambda: serverFromString(memory, "tcp:4433:interface=127.0.0.1"),
+            Factory.forProtocol(Echo),
+            memory,
+            "here",
+        )
+        self.successResultOf(listener.start())
+        [(_, factory, _, _)] = memory.tcpServers
+        opened = connect(factory)
+        stopped = listener.stopListening()
+        self.assertNoResult(stopped)
+        disconnect(opened)
+        self.successResultOf(stopped)
+
+
+class GracefulStopTests(TestCase):
+    """
+    A real listener on loopback, stopped while a client is connected.
+    """
+
+    async def test_openConnectionFinishes(self) -> None:
+        """
+        Once stopped, the listener refuses new connections at once, while
+        the connection it accepted before goes on until its client ends
+        it; then the stop is over.
+        """
+        listener = Listener(
+            lambda: serverFromString(reactor, "tcp:0:interface=127.0.0.1"),
+            Factory.forProtocol(Echo),
+            reactor,
+            "here",
+        )
+        port = await listener.start()
+        number = port.getHost().port
+        client = socket.create_connection(("127.0.0.1", number), timeout=5)
+        self.addCleanup(client.close)
+        await deferLater(reactor, 0.1, lambda: None)
+        ended: Deferred[None] = Deferred()
+        listener.stopListening().addCallback(ended.callback)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertNoResult(ended)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", number), timeout=5).close()
+
+        def exchange() -> bytes:
+            client.sendall(b"still here")
+            answer = client.recv(100)
+            client.close()
+            return answer
+
+        answer = await deferToThread(exchange)
+        self.assertEqual(answer, b"still here")
+        await ended
