@@ -18,9 +18,10 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from .controlsocket import MAX_ANSWER, openStateFolder, socketAddress, socketProblem
+from .controlsocket import MAX_ANSWER, socketAddress, socketProblem
 from .display import formatStatus
 from .inireader import readINI, resolvePath
+from .safefs import openFolder
 
 #: Seconds to wait for the server to accept the connection.
 CONNECT_WAIT = 5.0
@@ -128,13 +129,16 @@ def readLine(receive: Callable[[int], bytes]) -> bytes | None:
 def askStatus(stateDirectory: str) -> Any:
     """
     The answer of the server running on C{stateDirectory} to C{status},
-    once its control socket is trusted (see
+    once the state directory passes the checks the full command makes
+    before it asks (L{openFolder <letsencrypt_resource.safefs.openFolder>}:
+    this user's, below folders no other user controls) and its control
+    socket is trusted (see
     L{socketProblem <letsencrypt_resource.controlsocket.socketProblem>});
     C{None} when there is no such server or it answers no status.
     """
     request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
     try:
-        with openStateFolder(stateDirectory) as folder:
+        with openFolder(stateDirectory, create=False) as folder:
             if socketProblem(folder) is not None:
                 return None
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.controlsocket import SOCKET_NAME, openStateFolder, socketAddress
@@ -26,6 +26,7 @@ from letsencrypt_resource.quickstatus import (
     statusArguments,
 )
 from tests.helpers.processcase import ROOT
+from tests.helpers.unprivileged import ATTACKER
 
 ROW = {
     "names": ["files.example.test"],
@@ -236,6 +237,26 @@ class AskStatusTests(SynchronousTestCase):
         self.serve({"result": [ROW], "error": None})
         os.chmod(self.state, 0o777)
         self.assertIsNone(askStatus(self.state))
+        self.assertEqual(out.getvalue(), "")
+
+    def test_squattedStateDirectory(self) -> None:
+        """
+        A state directory another user made (owned by that user, with a
+        socket of theirs that answers), or one below a folder others can
+        write in: the full command refuses such a state directory, so the
+        quick path asks nothing there, and the full command says why.
+        """
+        self.serve({"result": [dict(ROW, issuer="CN=Forged")], "error": None})
+        os.chmod(self.directory, 0o777)
+        out = io.StringIO()
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        os.chmod(self.directory, 0o755)
+        if os.geteuid() != 0:
+            raise SkipTest("another user's state directory: run as root (CI does)")
+        for path in (self.state, os.path.join(self.state, SOCKET_NAME)):
+            os.chown(path, ATTACKER, ATTACKER)
+        os.chmod(self.state, 0o755)
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
         self.assertEqual(out.getvalue(), "")
 
     def test_importsLittle(self) -> None:
