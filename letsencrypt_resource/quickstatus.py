@@ -15,6 +15,7 @@ import configparser
 import json
 import os
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
@@ -81,10 +82,16 @@ def stateDirectoryOf(path: str) -> str | None:
     """
     The state directory of the one enabled C{lets-encrypt} resource of the
     configuration file at C{path}, as the configuration reads it, from its
-    resource sections alone; C{None} when that is not plain.
+    resource sections alone; C{None} when that is not plain, or the file
+    is not a regular file (a pipe, C{/dev/stdin}, a process substitution
+    can be read once only: the full command reads it).
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, encoding="utf-8-sig") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return None
             text = stream.read()
     except (OSError, UnicodeDecodeError):
         return None

@@ -175,6 +175,21 @@ class StateDirectoryTests(SynchronousTestCase):
             self.assertIsNone(stateDirectoryOf(self.write(text)), text)
         self.assertIsNone(stateDirectoryOf(os.path.abspath(self.mktemp())))
 
+    def test_regularFilesOnly(self) -> None:
+        """
+        A configuration that can be read once only (a pipe, as
+        C{/dev/stdin} or a process substitution give) is not read: the
+        full command reads it whole.
+        """
+        text = "[resources/le]\ntype = lets-encrypt\nstate_directory = /srv/le\n"
+        self.assertEqual(stateDirectoryOf(self.write(text)), "/srv/le")
+        reading, writing = os.pipe()
+        self.addCleanup(os.close, reading)
+        os.write(writing, text.encode())
+        os.close(writing)
+        self.assertIsNone(stateDirectoryOf(f"/proc/self/fd/{reading}"))
+        self.assertEqual(os.read(reading, 1000), text.encode())
+
 
 class AskStatusTests(SynchronousTestCase):
     """
