@@ -30,19 +30,36 @@ class Attempt:
     @ivar certificate: The set.
     @ivar forced: Why it renews whether due or not, if it does.
     @ivar number: Its place among the attempts of its queue, from 0.
+    @ivar started: Whether its job was started.
     @ivar running: The job's Deferred once it started, until it ended.
     @ivar ended: Whether it has ended (or was cancelled).
     """
 
-    __slots__ = ("certificate", "forced", "number", "running", "ended", "_waiting")
+    __slots__ = ("certificate", "forced", "number", "started", "running", "ended", "_waiting")
 
     def __init__(self, certificate: ManagedCertificate, forced: str | None, number: int):
         self.certificate = certificate
         self.forced = forced
         self.number = number
+        self.started = False
         self.running: Deferred[None] | None = None
         self.ended = False
         self._waiting: list[Deferred[None]] | None = None
+
+    def force(self, reason: str) -> bool:
+        """
+        Make this attempt, while it waits, renew whether due or not, for
+        C{reason} (or the reason it was forced for already): a forced
+        check of a set whose attempt is queued unforced is not lost.
+
+        @return: Whether it will: not once its job started, which was told
+            whether it is forced.
+        """
+        if self.started or self.ended:
+            return False
+        if self.forced is None:
+            self.forced = reason
+        return True
 
     def whenEnded(self) -> Deferred[None]:
         """
@@ -144,6 +161,7 @@ class AttemptQueue:
             while self._queued and len(self._running) < self._limit:
                 attempt = self._queued.popleft()
                 self._running.append(attempt)
+                attempt.started = True
                 running = maybeDeferred(self._job, attempt.certificate, attempt.forced)
                 if not attempt.ended:
                     attempt.running = running
