@@ -250,9 +250,9 @@ class Scheduler(Service):
         warn about expiry, and start their attempts: synchronously for up
         to L{CHECK_CHUNK} sets, by chunks of that many a reactor turn apart
         for more, so that a check of thousands of sets never holds the
-        reactor for long.  With C{force}, a set whose attempt waits in the
-        queue unforced gets it forced (L{Attempt.force
-        <letsencrypt_resource.attempts.Attempt.force>}) rather than none.
+        reactor for long.  With C{force}, a set whose attempt waits queued
+        unforced (a retry, a renewal information refresh: it would find the
+        set not due) gets it forced (L{letsencrypt_resource.attempts.Attempt.force}).
 
         @return: The sets whose attempts it started or forced.
         """
@@ -271,9 +271,7 @@ class Scheduler(Service):
                     if force or certificate.nextEvent(checksARI) <= now:
                         due.append(certificate)
                 elif force and attempt.force(reason):
-                    # Queued unforced (a retry, a renewal information
-                    # refresh), it would find the set not due.  Not started
-                    # again below, even if it has ended by then.
+                    # Not started again below, even if it ended by then.
                     forced.append(certificate)
         starting = set(due).union(forced)
         async for chunk in inTurns(self._reactor, sets):
