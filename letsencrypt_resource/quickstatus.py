@@ -16,17 +16,18 @@ import json
 import os
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-from .controlsocket import MAX_ANSWER, socketAddress, socketProblem
+from .controlsocket import MAX_ANSWER, answerOf, requestLine, serverAddress
 from .display import formatStatus
 from .inireader import readINI, resolvePath
-from .safefs import openFolder
+from .operationerror import OperationError
 
 #: Seconds to wait for the server to accept the connection.
 CONNECT_WAIT = 5.0
-#: Seconds to wait for each part of its answer.
+#: Seconds to wait for its whole answer.
 ANSWER_WAIT = 60.0
 #: The section type, enabled option and state directory option read.
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
@@ -115,56 +116,69 @@ def stateDirectoryOf(path: str) -> str | None:
     return resolvePath(base, found[0] or "lets-encrypt")
 
 
-def readLine(receive: Callable[[int], bytes]) -> bytes | None:
+def readLine(receive: Callable[[int], bytes], limit: int = MAX_ANSWER) -> bytes | None:
     """
     The first line that C{receive} gives, without its end, searching each
     part received once (searching all received at each part would be
     quadratic in the answer's length); C{None} when the connection ends
-    first or the line is longer than L{MAX_ANSWER
-    <letsencrypt_resource.controlsocket.MAX_ANSWER>}.
+    first or the line is longer than C{limit} bytes, L{MAX_ANSWER
+    <letsencrypt_resource.controlsocket.MAX_ANSWER>} as for the other
+    client: no more than one byte beyond it is ever asked for.
     """
     received = bytearray()
     while True:
-        chunk = receive(1 << 20)
-        if not chunk or len(received) > MAX_ANSWER:
+        chunk = receive(min(1 << 20, limit + 1 - len(received)))
+        if not chunk:
             return None
-        received += chunk
         if b"\n" in chunk:
-            return bytes(received[: received.index(b"\n")])
+            received += chunk[: chunk.index(b"\n")]
+            return bytes(received) if len(received) <= limit else None
+        received += chunk
+        if len(received) > limit:
+            return None
+
+
+def receiving(
+    connection: socket.socket, wait: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[int], bytes]:
+    """
+    A receive of C{connection} for L{readLine}, under one deadline: the
+    whole answer must come within C{wait} seconds from now, however it is
+    cut into parts.
+
+    @return: A function like C{connection.recv}, which raises
+        C{TimeoutError} once the deadline has passed.
+    """
+    deadline = clock() + wait
+
+    def receive(size: int) -> bytes:
+        left = deadline - clock()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {wait:g} s")
+        connection.settimeout(left)
+        return connection.recv(size)
+
+    return receive
 
 
 def askStatus(stateDirectory: str) -> Any:
     """
     The answer of the server running on C{stateDirectory} to C{status},
-    once the state directory passes the checks the full command makes
-    before it asks (L{openFolder <letsencrypt_resource.safefs.openFolder>}:
-    this user's, below folders no other user controls) and its control
-    socket is trusted (see
-    L{socketProblem <letsencrypt_resource.controlsocket.socketProblem>});
-    C{None} when there is no such server or it answers no status.
+    once its control socket is trusted as the full command trusts it
+    (L{serverAddress <letsencrypt_resource.controlsocket.serverAddress>});
+    C{None} when there is no such server, it answers no status, or its
+    answer is no answer or does not come within L{ANSWER_WAIT} seconds.
     """
-    request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
     try:
-        with openFolder(stateDirectory, create=False) as folder:
-            if socketProblem(folder) is not None:
-                return None
+        with serverAddress(stateDirectory) as address:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 connection.settimeout(CONNECT_WAIT)
-                connection.connect(socketAddress(stateDirectory, folder))
-                connection.settimeout(ANSWER_WAIT)
-                connection.sendall(request)
-                line = readLine(connection.recv)
-    except OSError:
+                connection.connect(address)
+                connection.sendall(requestLine("status", {}))
+                line = readLine(receiving(connection, ANSWER_WAIT))
+        return None if line is None else answerOf(line)
+    except (OSError, OperationError):
         return None
-    if line is None:
-        return None
-    try:
-        answer = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(answer, dict) or answer.get("error") is not None:
-        return None
-    return answer.get("result")
 
 
 def quickStatus(argv: list[str], out: TextIO) -> bool:
@@ -182,10 +196,15 @@ def quickStatus(argv: list[str], out: TextIO) -> bool:
     if stateDirectory is None:
         return False
     rows = askStatus(stateDirectory)
-    if not isinstance(rows, list):
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return False
     if asJSON:
         out.write(json.dumps(rows) + "\n")
-    else:
-        out.write(formatStatus(rows, True, stateDirectory) + "\n")
+        return True
+    try:
+        table = formatStatus(rows, True, stateDirectory)
+    except (LookupError, TypeError, ValueError, AttributeError):
+        # Rows of another shape: the full command says what is wrong.
+        return False
+    out.write(table + "\n")
     return True
