@@ -17,13 +17,20 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from .controlsocket import MAX_ANSWER, answerOf, requestLine, serverAddress
 from .display import formatStatus
 from .inireader import readINI, resolvePath
 from .operationerror import OperationError
+from .resourcesection import (
+    DEFAULT_STATE_DIRECTORY,
+    ENABLED_DEFAULT,
+    RESOURCE_OPTION_NAMES,
+    RESOURCE_TYPE,
+    parseBoolean,
+)
 
 #: Seconds to wait for the server to accept the connection.
 CONNECT_WAIT = 5.0
@@ -31,6 +38,8 @@ CONNECT_WAIT = 5.0
 ANSWER_WAIT = 60.0
 #: The section type, enabled option and state directory option read.
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
+#: A section header, as the configuration reads it.
+_HEADER = configparser.ConfigParser.SECTCRE
 
 
 def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
@@ -62,30 +71,38 @@ def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
     return path, asJSON
 
 
-def _resourceSections(text: str) -> Iterator[str]:
+def _resourceSections(text: str) -> str | None:
     """
-    The text of each C{[resources/...]} section of the INI C{text}, from
-    its header to the next header.
+    The C{[resources/...]} sections of the INI C{text}, each from its
+    header to the next header; C{None} when a line could be read as a
+    header otherwise than the configuration reads it (a line that starts
+    with C{[} and is no header, an indented resource header).
     """
-    lines: list[str] | None = None
+    lines: list[str] = []
+    inResource = False
     for line in text.splitlines(keepends=True):
         if line.startswith("["):
-            if lines is not None:
-                yield "".join(lines)
-            lines = [line] if line.startswith("[resources/") else None
-        elif lines is not None:
+            header = _HEADER.match(line.strip())
+            if header is None:
+                return None
+            inResource = header.group("header").startswith("resources/")
+        elif line.lstrip().startswith("[resources/") and not inResource:
+            return None
+        if inResource:
             lines.append(line)
-    if lines is not None:
-        yield "".join(lines)
+    return "".join(lines)
 
 
 def stateDirectoryOf(path: str) -> str | None:
     """
     The state directory of the one enabled C{lets-encrypt} resource of the
     configuration file at C{path}, as the configuration reads it, from its
-    resource sections alone; C{None} when that is not plain, or the file
-    is not a regular file (a pipe, C{/dev/stdin}, a process substitution
-    can be read once only: the full command reads it).
+    resource sections alone; C{None} when that is not plain, the resource
+    sections would not pass the configuration's reading (a section twice,
+    an option twice or unknown), or the file is not a regular file (a
+    pipe, C{/dev/stdin}, a process substitution can be read once only: the
+    full command reads it).  The values of the options other than C{type},
+    C{enabled} and C{state_directory} are not checked, nor other sections.
     """
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
@@ -96,24 +113,29 @@ def stateDirectoryOf(path: str) -> str | None:
             text = stream.read()
     except (OSError, UnicodeDecodeError):
         return None
+    resources = _resourceSections(text)
+    if resources is None:
+        return None
+    try:
+        sections = readINI(resources)
+    except configparser.Error:
+        return None
     found = []
-    for fragment in _resourceSections(text):
-        try:
-            sections = readINI(fragment)
-        except configparser.Error:
+    for values in sections.values():
+        if (
+            values.get(_TYPE, "").strip() != RESOURCE_TYPE
+            or not values.keys() <= RESOURCE_OPTION_NAMES
+        ):
             return None
-        for values in sections.values():
-            enabled = values.get(_ENABLED, "yes").strip().lower()
-            if values.get(_TYPE, "").strip() != "lets-encrypt":
-                return None
-            if enabled not in configparser.ConfigParser.BOOLEAN_STATES:
-                return None
-            if configparser.ConfigParser.BOOLEAN_STATES[enabled]:
+        try:
+            if parseBoolean(values.get(_ENABLED, ENABLED_DEFAULT)):
                 found.append(values.get(_STATE, "").strip())
+        except ValueError:
+            return None
     if len(found) != 1 or "\0" in found[0]:
         return None
     base = os.path.dirname(os.path.abspath(path))
-    return resolvePath(base, found[0] or "lets-encrypt")
+    return resolvePath(base, found[0] or DEFAULT_STATE_DIRECTORY)
 
 
 def readLine(receive: Callable[[int], bytes], limit: int = MAX_ANSWER) -> bytes | None:

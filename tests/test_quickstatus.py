@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from letsencrypt_resource.cli import run
-from letsencrypt_resource.config import loadConfiguration
+from letsencrypt_resource.config import RESOURCE_OPTIONS, ConfigurationError, loadConfiguration
 from letsencrypt_resource.controlsocket import SOCKET_NAME, socketAddress
 from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.quickstatus import (
@@ -28,6 +28,7 @@ from letsencrypt_resource.quickstatus import (
     stateDirectoryOf,
     statusArguments,
 )
+from letsencrypt_resource.resourcesection import RESOURCE_OPTION_NAMES
 from letsencrypt_resource.safefs import openFolder
 from tests.helpers.processcase import ROOT
 from tests.helpers.unprivileged import ATTACKER
@@ -182,6 +183,33 @@ class StateDirectoryTests(SynchronousTestCase):
         ]:
             self.assertIsNone(stateDirectoryOf(self.write(text)), text)
         self.assertIsNone(stateDirectoryOf(os.path.abspath(self.mktemp())))
+
+    def test_refusedResourceSectionLeftToTheFullCommand(self) -> None:
+        """
+        Resource sections the configuration refuses give L{None} too: the
+        section twice (the copy disabled), an option twice, an unknown
+        option, a line starting with C{[} that is no header, an indented
+        resource header.
+        """
+        resource = "[resources/le]\ntype = lets-encrypt\nstate_directory = /srv/a\n"
+        for text in [
+            resource + "\n[resources/le]\ntype = lets-encrypt\nenabled = no\n",
+            resource + "state_directory = /srv/b\n",
+            resource + "stat_directory = /srv/b\n",
+            resource + "[x = 1\n",
+            "[services/x]\n  [resources/b]\ntype = lets-encrypt\n\n" + resource,
+        ]:
+            path = self.write(text)
+            self.assertIsNone(stateDirectoryOf(path), text)
+            self.assertRaises(ConfigurationError, loadConfiguration, path)
+
+    def test_optionNamesAsTheConfiguration(self) -> None:
+        """
+        The resource section's options known to the quick path are those
+        of the configuration (the defaults and the type it uses are the
+        configuration's own, which imports them).
+        """
+        self.assertEqual(RESOURCE_OPTION_NAMES, {option.name for option in RESOURCE_OPTIONS})
 
     def test_regularFilesOnly(self) -> None:
         """
