@@ -19,6 +19,8 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succ
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .limiter import StartsInTurn
+
 if TYPE_CHECKING:
     from .managed import ManagedCertificate
 
@@ -90,7 +92,7 @@ class Attempt:
                 each.callback(None)
 
 
-class AttemptQueue:
+class AttemptQueue(StartsInTurn):
     """
     Runs the attempts queued, at most C{limit} at once, in the order they
     came; jobs that end at once do not start the next ones recursively.
@@ -116,7 +118,6 @@ class AttemptQueue:
         # Each: the number of attempts added when it was asked for, and
         # the Deferred that fires once all of those have ended.
         self._barriers: deque[tuple[int, Deferred[None]]] = deque()
-        self._starting = False
 
     def add(self, certificate: ManagedCertificate, forced: str | None) -> Attempt:
         """
@@ -153,21 +154,20 @@ class AttemptQueue:
                 attempt.running.cancel()
         self._release()
 
+    def _startNext(self) -> bool:
+        if not self._queued or len(self._running) >= self._limit:
+            return False
+        attempt = self._queued.popleft()
+        self._running.append(attempt)
+        attempt.started = True
+        running = maybeDeferred(self._job, attempt.certificate, attempt.forced)
+        if not attempt.ended:
+            attempt.running = running
+        running.addBoth(self._ended, attempt)
+        return True
+
     def _start(self) -> None:
-        if self._starting:
-            return
-        self._starting = True
-        try:
-            while self._queued and len(self._running) < self._limit:
-                attempt = self._queued.popleft()
-                self._running.append(attempt)
-                attempt.started = True
-                running = maybeDeferred(self._job, attempt.certificate, attempt.forced)
-                if not attempt.ended:
-                    attempt.running = running
-                running.addBoth(self._ended, attempt)
-        finally:
-            self._starting = False
+        super()._start()
         self._release()
 
     def _ended(self, outcome: Any, attempt: Attempt) -> None:
