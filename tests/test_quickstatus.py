@@ -96,6 +96,20 @@ class FakeServer:
         self._thread.join(5)
 
 
+def serveOnce(case: SynchronousTestCase, state: str, line: bytes) -> FakeServer:
+    """
+    A L{FakeServer} on C{state} in place of any socket there, answering
+    C{line}, closed when C{case} ends.
+    """
+    try:
+        os.unlink(os.path.join(state, SOCKET_NAME))
+    except FileNotFoundError:
+        pass
+    server = FakeServer(state, line)
+    case.addCleanup(server.close)
+    return server
+
+
 class StatusArgumentsTests(SynchronousTestCase):
     """
     L{statusArguments} takes the plain forms of C{status} only.
@@ -252,13 +266,7 @@ class AskStatusTests(SynchronousTestCase):
         Answer the next request on the state directory's socket with
         C{line}, in place of any socket there.
         """
-        try:
-            os.unlink(os.path.join(self.state, SOCKET_NAME))
-        except FileNotFoundError:
-            pass
-        server = FakeServer(self.state, line)
-        self.addCleanup(server.close)
-        return server
+        return serveOnce(self, self.state, line)
 
     def test_brokenAnswers(self) -> None:
         """
@@ -495,12 +503,7 @@ class FullCommandTests(TestCase):
 
         @return: Its exit status, its output and its errors.
         """
-        try:
-            os.unlink(os.path.join(self.state, SOCKET_NAME))
-        except FileNotFoundError:
-            pass
-        server = FakeServer(self.state, answer)
-        self.addCleanup(server.close)
+        serveOnce(self, self.state, answer)
         out, err = io.StringIO(), io.StringIO()
         status = await run(reactor, [*argv, "--config", self.path], out, err)
         return status, out.getvalue(), err.getvalue()
