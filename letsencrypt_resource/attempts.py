@@ -19,6 +19,8 @@ from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succ
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .limiter import StartsInTurn
+
 if TYPE_CHECKING:
     from .managed import ManagedCertificate
 
@@ -30,19 +32,36 @@ class Attempt:
     @ivar certificate: The set.
     @ivar forced: Why it renews whether due or not, if it does.
     @ivar number: Its place among the attempts of its queue, from 0.
+    @ivar started: Whether its job was started.
     @ivar running: The job's Deferred once it started, until it ended.
     @ivar ended: Whether it has ended (or was cancelled).
     """
 
-    __slots__ = ("certificate", "forced", "number", "running", "ended", "_waiting")
+    __slots__ = ("certificate", "forced", "number", "started", "running", "ended", "_waiting")
 
     def __init__(self, certificate: ManagedCertificate, forced: str | None, number: int):
         self.certificate = certificate
         self.forced = forced
         self.number = number
+        self.started = False
         self.running: Deferred[None] | None = None
         self.ended = False
         self._waiting: list[Deferred[None]] | None = None
+
+    def force(self, reason: str) -> bool:
+        """
+        Make this attempt, while it waits, renew whether due or not, for
+        C{reason} (or the reason it was forced for already): a forced
+        check of a set whose attempt is queued unforced is not lost.
+
+        @return: Whether it will: not once its job started, which was told
+            whether it is forced.
+        """
+        if self.started or self.ended:
+            return False
+        if self.forced is None:
+            self.forced = reason
+        return True
 
     def whenEnded(self) -> Deferred[None]:
         """
@@ -73,7 +92,7 @@ class Attempt:
                 each.callback(None)
 
 
-class AttemptQueue:
+class AttemptQueue(StartsInTurn):
     """
     Runs the attempts queued, at most C{limit} at once, in the order they
     came; jobs that end at once do not start the next ones recursively.
@@ -99,7 +118,6 @@ class AttemptQueue:
         # Each: the number of attempts added when it was asked for, and
         # the Deferred that fires once all of those have ended.
         self._barriers: deque[tuple[int, Deferred[None]]] = deque()
-        self._starting = False
 
     def add(self, certificate: ManagedCertificate, forced: str | None) -> Attempt:
         """
@@ -136,20 +154,20 @@ class AttemptQueue:
                 attempt.running.cancel()
         self._release()
 
+    def _startNext(self) -> bool:
+        if not self._queued or len(self._running) >= self._limit:
+            return False
+        attempt = self._queued.popleft()
+        self._running.append(attempt)
+        attempt.started = True
+        running = maybeDeferred(self._job, attempt.certificate, attempt.forced)
+        if not attempt.ended:
+            attempt.running = running
+        running.addBoth(self._ended, attempt)
+        return True
+
     def _start(self) -> None:
-        if self._starting:
-            return
-        self._starting = True
-        try:
-            while self._queued and len(self._running) < self._limit:
-                attempt = self._queued.popleft()
-                self._running.append(attempt)
-                running = maybeDeferred(self._job, attempt.certificate, attempt.forced)
-                if not attempt.ended:
-                    attempt.running = running
-                running.addBoth(self._ended, attempt)
-        finally:
-            self._starting = False
+        super()._start()
         self._release()
 
     def _ended(self, outcome: Any, attempt: Attempt) -> None:

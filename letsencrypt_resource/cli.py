@@ -279,10 +279,17 @@ async def run(
         return 1
     if getattr(arguments, "json", False) or name not in ("status", "renew"):
         print(json.dumps(result), file=out)
-    elif name == "status":
-        print(formatStatus(result, serverRunning, state), file=out)
-    else:
-        print(formatRenewal(result), file=out)
+        return 0
+    try:
+        if name == "status":
+            text = formatStatus(result, serverRunning, state)
+        else:
+            text = formatRenewal(result)
+    except (LookupError, TypeError, ValueError, AttributeError) as error:
+        # Only a server's answer can be of another shape.
+        print(f"error: the server's answer cannot be shown: {error!r}", file=err)
+        return 1
+    print(text, file=out)
     return 0
 
 

@@ -30,6 +30,12 @@ from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, pa
 from .inireader import readINI
 from .inireader import resolvePath as _resolve
 from .listening import checkDescription, tcpBinding
+from .resourcesection import (
+    DEFAULT_STATE_DIRECTORY,
+    ENABLED_DEFAULT,
+    RESOURCE_TYPE,
+    parseBoolean,
+)
 
 if TYPE_CHECKING:
     from .caoptions import CAOptions
@@ -46,7 +52,6 @@ ACME_V1_UPGRADES = {
 
 KEY_TYPES = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384")
 
-RESOURCE_TYPE = "lets-encrypt"
 SERVICE_TYPES = ("https", "ftps")
 
 
@@ -99,11 +104,7 @@ def _text(value: str) -> str:
     return value
 
 
-def _boolean(value: str) -> bool:
-    try:
-        return configparser.ConfigParser.BOOLEAN_STATES[value.strip().lower()]
-    except KeyError:
-        raise ValueError(f"{value!r} is not yes or no") from None
+_boolean = parseBoolean
 
 
 def _port(value: str) -> int:
@@ -407,7 +408,7 @@ def _options(cls: type) -> tuple[Option, ...]:
 _TYPE = Option("type", _text, None, "The kind of component this section configures.")
 _NAME = Option("name", _text, "", "A label shown in events.")
 _DESCRIPTION = Option("description", _text, "", "Free text for the operator.")
-_ENABLED = Option("enabled", _boolean, "yes", "Start this component with the server.")
+_ENABLED = Option("enabled", _boolean, ENABLED_DEFAULT, "Start this component with the server.")
 _DEBUG = Option("debug", _boolean, "no", "Log low-level details (event 20000).")
 _ENDPOINT_KINDS = "(tcp:, tcp6:, unix:, systemd:)"
 
@@ -896,7 +897,7 @@ def _resource(
         address=_listenerAddress(section, values, written, values["challenge_site"]),
         acmeURL=acmeURL,
         upgradedFromURL=upgradedFrom,
-        stateDirectory=_resolve(base, values["state_directory"] or "lets-encrypt"),
+        stateDirectory=_resolve(base, values["state_directory"] or DEFAULT_STATE_DIRECTORY),
     )
     return options
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -33,9 +31,10 @@ from . import events
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
-    openStateFolder,
+    answerOf,
+    requestLine,
+    serverAddress,
     socketAddress,
-    socketProblem,
 )
 from .listening import stopPort
 from .operations import OperationError, Operations
@@ -150,10 +149,11 @@ class _ControlClient(LineReceiver):
     MAX_LENGTH = MAX_ANSWER
 
     def __init__(self) -> None:
-        self.answer: Deferred[dict[str, Any]] = Deferred()
+        self.answer: Deferred[bytes] = Deferred()
 
     def lineReceived(self, line: bytes) -> None:
-        self.answer.callback(json.loads(line))
+        if not self.answer.called:
+            self.answer.callback(line)
 
     def connectionLost(self, reason: Any = None) -> None:
         if not self.answer.called:
@@ -229,61 +229,25 @@ class ControlService(Service):
         return stopPort(port).addBoth(closeFolder)
 
 
-def checkServerSocket(stateDirectory: str, folder: int) -> None:
-    """
-    Check that the state directory C{stateDirectory}, open as C{folder},
-    and its control socket can be trusted (see L{socketProblem}).
-
-    @raise OperationError: when they cannot.
-    @raise OSError: when there is no socket.
-    """
-    problem = socketProblem(folder)
-    if problem is None:
-        return
-    path = os.path.join(stateDirectory, SOCKET_NAME)
-    owner = os.fstat(folder).st_uid
-    raise OperationError(
-        f"the control socket {path} is not trusted: the server runs as the owner "
-        f"of {stateDirectory} (uid {owner}), and {problem}"
-    )
-
-
-@contextmanager
-def _serverSocket(stateDirectory: str) -> Iterator[str]:
-    """
-    Open the state directory, following no link at its name, and check its
-    control socket (see L{checkServerSocket}).
-
-    @return: A context manager giving the socket's address (see
-        L{socketAddress}), valid while it is open.
-    @raise OSError: when the state directory or the socket is missing, or
-        the socket cannot be reached.
-    """
-    with openStateFolder(stateDirectory) as folder:
-        checkServerSocket(stateDirectory, folder)
-        yield socketAddress(stateDirectory, folder)
-
-
 async def askServer(
     reactor: IReactorUNIX, stateDirectory: str, name: str, arguments: dict[str, Any]
 ) -> Any:
     """
     Run an operation in the server running on C{stateDirectory}, once its
-    control socket is trusted (see L{checkServerSocket}).
+    control socket is trusted (see L{serverAddress}).
 
     @raise OperationError: with the server's error text, or when the
-        socket is not trusted.
+        socket is not trusted or the answer is none.
     @raise twisted.internet.error.ConnectError: when no server answers.
-    @raise OSError: when there is no socket.
+    @raise OSError: when there is no socket, or the state directory breaks
+        the rules of L{openFolder}.
     """
-    with _serverSocket(stateDirectory) as address:
+    with serverAddress(stateDirectory) as address:
         endpoint = UNIXClientEndpoint(reactor, address, timeout=5)
         protocol = await connectProtocol(endpoint, _ControlClient())
     try:
-        protocol.sendLine(json.dumps({"name": name, "arguments": arguments}).encode())
-        answer = await protocol.answer
+        protocol.transport.write(requestLine(name, arguments))
+        line = await protocol.answer
     finally:
         protocol.transport.loseConnection()
-    if answer["error"]:
-        raise OperationError(answer["error"])
-    return answer["result"]
+    return answerOf(line)

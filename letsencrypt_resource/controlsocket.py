@@ -1,17 +1,26 @@
 """
-Where the control socket of a state directory is, and whether it can be
-trusted: what the server binds and the operations command reaches, with
-nothing beyond the standard library, so that the command can ask a
-running server without importing the rest of the package.
+Where the control socket of a state directory is, whether it can be
+trusted, and the lines of its protocol: what the server binds and both
+clients of the operations command (L{askServer
+<letsencrypt_resource.control.askServer>} in the reactor, and
+L{askStatus <letsencrypt_resource.quickstatus.askStatus>} without it)
+reach and say, with nothing beyond the standard library, so that the
+command can ask a running server without importing the rest of the
+package.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from .operationerror import OperationError
+from .safefs import openFolder
 
 #: The control socket's name in the state directory.
 SOCKET_NAME = "control.sock"
@@ -24,39 +33,76 @@ DESCRIPTORS = "/proc/self/fd"
 MAX_ANSWER = 64 * 1024 * 1024
 
 
-@contextmanager
-def openStateFolder(stateDirectory: str) -> Iterator[int]:
-    """
-    Open the state directory, following no link at its name.
-
-    @return: A context manager giving the folder's descriptor, closed at
-        its end.
-    @raise OSError: when it cannot be opened.
-    """
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    folder = os.open(stateDirectory, flags)
-    try:
-        yield folder
-    finally:
-        os.close(folder)
-
-
 def socketProblem(folder: int) -> str | None:
     """
     Why the control socket of the state directory open as C{folder} cannot
-    be trusted, if it cannot: the folder must be writable by its owner
-    only, the user the server runs as, and the socket must belong to that
-    user; an answer from any other socket could be forged.
+    be trusted, if it cannot: it must be a socket of the folder's owner,
+    the user the server runs as; an answer from any other socket could be
+    forged.
 
     @raise OSError: when there is no socket.
     """
-    directory = os.fstat(folder)
     socket = os.lstat(SOCKET_NAME, dir_fd=folder)
-    if directory.st_mode & 0o022:
-        return "others can write in that folder"
-    if not stat.S_ISSOCK(socket.st_mode) or socket.st_uid != directory.st_uid:
+    if not stat.S_ISSOCK(socket.st_mode) or socket.st_uid != os.fstat(folder).st_uid:
         return "it is not a socket of that user"
     return None
+
+
+@contextmanager
+def serverAddress(stateDirectory: str) -> Iterator[str]:
+    """
+    Open the state directory as the commands check it before they use it
+    (L{openFolder <letsencrypt_resource.safefs.openFolder>}, creating
+    nothing: a folder of this user that no one else can write in, not a
+    link, below folders no other user controls), and check its control
+    socket (see L{socketProblem}).
+
+    @return: A context manager giving the socket's address (see
+        L{socketAddress}), valid while it is open.
+    @raise OperationError: when the socket is not trusted.
+    @raise OSError: when the state directory or the socket is missing, or
+        the folder breaks the rules
+        (L{UnusablePath <letsencrypt_resource.safefs.UnusablePath>}), or
+        the socket cannot be reached.
+    """
+    with openFolder(stateDirectory, create=False) as folder:
+        problem = socketProblem(folder)
+        if problem is not None:
+            path = os.path.join(stateDirectory, SOCKET_NAME)
+            owner = os.fstat(folder).st_uid
+            raise OperationError(
+                f"the control socket {path} is not trusted: the server runs as the "
+                f"owner of {stateDirectory} (uid {owner}), and {problem}"
+            )
+        yield socketAddress(stateDirectory, folder)
+
+
+def requestLine(name: str, arguments: dict[str, Any]) -> bytes:
+    """
+    The request to run the operation C{name} with C{arguments}: a line of
+    JSON, C{{"name": ..., "arguments": {...}}}, with its end.
+    """
+    return json.dumps({"name": name, "arguments": arguments}).encode("utf-8") + b"\n"
+
+
+def answerOf(line: bytes) -> Any:
+    """
+    The result of the server's answer C{line} (without its end), a JSON
+    object C{{"result": ..., "error": ...}}.
+
+    @raise OperationError: with the server's error text; or when the line
+        is no such answer (not JSON, nested deeper than the parser goes,
+        not an object with both).
+    """
+    try:
+        answer = json.loads(line)
+    except (ValueError, RecursionError):
+        raise OperationError("the server's answer is not JSON") from None
+    if not isinstance(answer, dict) or not {"result", "error"} <= answer.keys():
+        raise OperationError("the server's answer has no result or error")
+    if answer["error"]:
+        raise OperationError(str(answer["error"]))
+    return answer["result"]
 
 
 def socketAddress(stateDirectory: str, folder: int) -> str:

@@ -15,19 +15,31 @@ import configparser
 import json
 import os
 import socket
-from collections.abc import Callable, Iterator
+import stat
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-from .controlsocket import MAX_ANSWER, openStateFolder, socketAddress, socketProblem
+from .controlsocket import MAX_ANSWER, answerOf, requestLine, serverAddress
 from .display import formatStatus
 from .inireader import readINI, resolvePath
+from .operationerror import OperationError
+from .resourcesection import (
+    DEFAULT_STATE_DIRECTORY,
+    ENABLED_DEFAULT,
+    RESOURCE_OPTION_NAMES,
+    RESOURCE_TYPE,
+    parseBoolean,
+)
 
 #: Seconds to wait for the server to accept the connection.
 CONNECT_WAIT = 5.0
-#: Seconds to wait for each part of its answer.
+#: Seconds to wait for its whole answer.
 ANSWER_WAIT = 60.0
 #: The section type, enabled option and state directory option read.
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
+#: A section header, as the configuration reads it.
+_HEADER = configparser.ConfigParser.SECTCRE
 
 
 def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
@@ -59,101 +71,136 @@ def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
     return path, asJSON
 
 
-def _resourceSections(text: str) -> Iterator[str]:
+def _resourceSections(text: str) -> str | None:
     """
-    The text of each C{[resources/...]} section of the INI C{text}, from
-    its header to the next header.
+    The C{[resources/...]} sections of the INI C{text}, each from its
+    header to the next header; C{None} when a line could be read as a
+    header otherwise than the configuration reads it (a line that starts
+    with C{[} and is no header, an indented resource header).
     """
-    lines: list[str] | None = None
+    lines: list[str] = []
+    inResource = False
     for line in text.splitlines(keepends=True):
         if line.startswith("["):
-            if lines is not None:
-                yield "".join(lines)
-            lines = [line] if line.startswith("[resources/") else None
-        elif lines is not None:
+            header = _HEADER.match(line.strip())
+            if header is None:
+                return None
+            inResource = header.group("header").startswith("resources/")
+        elif line.lstrip().startswith("[resources/") and not inResource:
+            return None
+        if inResource:
             lines.append(line)
-    if lines is not None:
-        yield "".join(lines)
+    return "".join(lines)
 
 
 def stateDirectoryOf(path: str) -> str | None:
     """
     The state directory of the one enabled C{lets-encrypt} resource of the
     configuration file at C{path}, as the configuration reads it, from its
-    resource sections alone; C{None} when that is not plain.
+    resource sections alone; C{None} when that is not plain, the resource
+    sections would not pass the configuration's reading (a section twice,
+    an option twice or unknown), or the file is not a regular file (a
+    pipe, C{/dev/stdin}, a process substitution can be read once only: the
+    full command reads it).  The values of the options other than C{type},
+    C{enabled} and C{state_directory} are not checked, nor other sections.
     """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
         with open(path, encoding="utf-8-sig") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return None
             text = stream.read()
     except (OSError, UnicodeDecodeError):
         return None
+    resources = _resourceSections(text)
+    if resources is None:
+        return None
+    try:
+        sections = readINI(resources)
+    except configparser.Error:
+        return None
     found = []
-    for fragment in _resourceSections(text):
-        try:
-            sections = readINI(fragment)
-        except configparser.Error:
+    for values in sections.values():
+        if (
+            values.get(_TYPE, "").strip() != RESOURCE_TYPE
+            or not values.keys() <= RESOURCE_OPTION_NAMES
+        ):
             return None
-        for values in sections.values():
-            enabled = values.get(_ENABLED, "yes").strip().lower()
-            if values.get(_TYPE, "").strip() != "lets-encrypt":
-                return None
-            if enabled not in configparser.ConfigParser.BOOLEAN_STATES:
-                return None
-            if configparser.ConfigParser.BOOLEAN_STATES[enabled]:
+        try:
+            if parseBoolean(values.get(_ENABLED, ENABLED_DEFAULT)):
                 found.append(values.get(_STATE, "").strip())
+        except ValueError:
+            return None
     if len(found) != 1 or "\0" in found[0]:
         return None
     base = os.path.dirname(os.path.abspath(path))
-    return resolvePath(base, found[0] or "lets-encrypt")
+    return resolvePath(base, found[0] or DEFAULT_STATE_DIRECTORY)
 
 
-def readLine(receive: Callable[[int], bytes]) -> bytes | None:
+def readLine(receive: Callable[[int], bytes], limit: int = MAX_ANSWER) -> bytes | None:
     """
     The first line that C{receive} gives, without its end, searching each
     part received once (searching all received at each part would be
     quadratic in the answer's length); C{None} when the connection ends
-    first or the line is longer than L{MAX_ANSWER
-    <letsencrypt_resource.controlsocket.MAX_ANSWER>}.
+    first or the line is longer than C{limit} bytes, L{MAX_ANSWER
+    <letsencrypt_resource.controlsocket.MAX_ANSWER>} as for the other
+    client: no more than one byte beyond it is ever asked for.
     """
     received = bytearray()
     while True:
-        chunk = receive(1 << 20)
-        if not chunk or len(received) > MAX_ANSWER:
+        chunk = receive(min(1 << 20, limit + 1 - len(received)))
+        if not chunk:
             return None
-        received += chunk
         if b"\n" in chunk:
-            return bytes(received[: received.index(b"\n")])
+            received += chunk[: chunk.index(b"\n")]
+            return bytes(received) if len(received) <= limit else None
+        received += chunk
+        if len(received) > limit:
+            return None
+
+
+def receiving(
+    connection: socket.socket, wait: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[int], bytes]:
+    """
+    A receive of C{connection} for L{readLine}, under one deadline: the
+    whole answer must come within C{wait} seconds from now, however it is
+    cut into parts.
+
+    @return: A function like C{connection.recv}, which raises
+        C{TimeoutError} once the deadline has passed.
+    """
+    deadline = clock() + wait
+
+    def receive(size: int) -> bytes:
+        left = deadline - clock()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {wait:g} s")
+        connection.settimeout(left)
+        return connection.recv(size)
+
+    return receive
 
 
 def askStatus(stateDirectory: str) -> Any:
     """
     The answer of the server running on C{stateDirectory} to C{status},
-    once its control socket is trusted (see
-    L{socketProblem <letsencrypt_resource.controlsocket.socketProblem>});
-    C{None} when there is no such server or it answers no status.
+    once its control socket is trusted as the full command trusts it
+    (L{serverAddress <letsencrypt_resource.controlsocket.serverAddress>});
+    C{None} when there is no such server, it answers no status, or its
+    answer is no answer or does not come within L{ANSWER_WAIT} seconds.
     """
-    request = json.dumps({"name": "status", "arguments": {}}).encode() + b"\n"
     try:
-        with openStateFolder(stateDirectory) as folder:
-            if socketProblem(folder) is not None:
-                return None
+        with serverAddress(stateDirectory) as address:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
                 connection.settimeout(CONNECT_WAIT)
-                connection.connect(socketAddress(stateDirectory, folder))
-                connection.settimeout(ANSWER_WAIT)
-                connection.sendall(request)
-                line = readLine(connection.recv)
-    except OSError:
+                connection.connect(address)
+                connection.sendall(requestLine("status", {}))
+                line = readLine(receiving(connection, ANSWER_WAIT))
+        return None if line is None else answerOf(line)
+    except (OSError, OperationError):
         return None
-    if line is None:
-        return None
-    try:
-        answer = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(answer, dict) or answer.get("error") is not None:
-        return None
-    return answer.get("result")
 
 
 def quickStatus(argv: list[str], out: TextIO) -> bool:
@@ -171,10 +218,15 @@ def quickStatus(argv: list[str], out: TextIO) -> bool:
     if stateDirectory is None:
         return False
     rows = askStatus(stateDirectory)
-    if not isinstance(rows, list):
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return False
     if asJSON:
         out.write(json.dumps(rows) + "\n")
-    else:
-        out.write(formatStatus(rows, True, stateDirectory) + "\n")
+        return True
+    try:
+        table = formatStatus(rows, True, stateDirectory)
+    except (LookupError, TypeError, ValueError, AttributeError):
+        # Rows of another shape: the full command says what is wrong.
+        return False
+    out.write(table + "\n")
     return True

@@ -250,24 +250,30 @@ class Scheduler(Service):
         warn about expiry, and start their attempts: synchronously for up
         to L{CHECK_CHUNK} sets, by chunks of that many a reactor turn apart
         for more, so that a check of thousands of sets never holds the
-        reactor for long.
+        reactor for long.  With C{force}, a set whose attempt waits queued
+        unforced (a retry, a renewal information refresh: it would find the
+        set not due) gets it forced (L{letsencrypt_resource.attempts.Attempt.force}).
 
-        @return: The sets whose attempts it started.
+        @return: The sets whose attempts it started or forced.
         """
         now = self._reactor.seconds()
         checksARI = self._connection.checksARI
         chosen = None if only is None else set(only)
         sets = list(self._managed.values())
         due: list[ManagedCertificate] = []
+        forced: list[ManagedCertificate] = []
         async for chunk in inTurns(self._reactor, sets):
-            due.extend(
-                certificate
-                for certificate in chunk
-                if certificate.attempt is None
-                and (chosen is None or certificate in chosen)
-                and (force or certificate.nextEvent(checksARI) <= now)
-            )
-        starting = set(due)
+            for certificate in chunk:
+                if chosen is not None and certificate not in chosen:
+                    continue
+                attempt = certificate.attempt
+                if attempt is None:
+                    if force or certificate.nextEvent(checksARI) <= now:
+                        due.append(certificate)
+                elif force and attempt.force(reason):
+                    # Not started again below, even if it ended by then.
+                    forced.append(certificate)
+        starting = set(due).union(forced)
         async for chunk in inTurns(self._reactor, sets):
             warnOfExpiry(self._log, now, chunk, starting)
         self._writes.retry(now)
@@ -277,7 +283,7 @@ class Scheduler(Service):
             for certificate in chunk:
                 if certificate.attempt is None:
                     self._renewer.startAttempt(certificate, reason if force else None)
-        return due
+        return due + forced
 
     def _learnRenewalInfo(self) -> None:
         """

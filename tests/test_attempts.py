@@ -150,3 +150,25 @@ class AttemptQueueTests(SynchronousTestCase):
         self.successResultOf(ended)
         self.successResultOf(queued)
         self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+
+    def test_forceWhileQueued(self) -> None:
+        """
+        L{Attempt.force} makes a queued attempt start forced, keeping the
+        reason it was forced for already; once its job started, or it
+        ended, it is too late and says so.
+        """
+        jobs = Jobs()
+        queue = AttemptQueue(jobs, 1, Logger())
+        running, waiting, forcedAlready = sets(3)
+        started = queue.add(running, None)
+        queued = queue.add(waiting, None)
+        earlier = queue.add(forcedAlready, "revoked")
+        self.assertFalse(started.force("forced"))
+        self.assertTrue(queued.force("forced"))
+        self.assertTrue(earlier.force("forced"))
+        for certificate in (running, waiting, forcedAlready):
+            jobs.running[certificate].callback(None)
+        self.assertEqual(
+            jobs.started, [(running, None), (waiting, "forced"), (forcedAlready, "revoked")]
+        )
+        self.assertFalse(queued.force("forced"))

@@ -21,7 +21,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import control, controlsocket
+from letsencrypt_resource import controlsocket
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -226,7 +226,7 @@ class ControlSocketTests(SynchronousTestCase):
         """
         self.makeSocket().listen()
         self.assertTrue(stat.S_ISSOCK(os.lstat(self.path).st_mode))
-        with control._serverSocket(self.state) as address:
+        with controlsocket.serverAddress(self.state) as address:
             with socket.socket(socket.AF_UNIX) as connecting:
                 connecting.connect(address)
 
@@ -339,16 +339,16 @@ class ControlSocketTests(SynchronousTestCase):
     def test_clientRefusesWritableFolder(self) -> None:
         """
         The client refuses a socket in a state directory others can write
-        in.
+        in, as the commands refuse such a state directory.
         """
         self.makeSocket()
         os.chmod(self.state, 0o777)
         reactor = MemoryReactorClock()
         failure = self.failureResultOf(
             Deferred.fromCoroutine(askServer(reactor, self.state, "status", {})),
-            OperationError,
+            UnusablePath,
         )
-        self.assertIn("others can write in that folder", str(failure.value))
+        self.assertIn("writable by group or others", str(failure.value))
         self.assertEqual(reactor.unixClients, [])
 
     def test_clientRefusesLink(self) -> None:

@@ -66,6 +66,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "reactors",
                 "safefs",
                 "startupreport",
+                "resourcesection",
             }
         ),
     ),

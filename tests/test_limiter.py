@@ -95,3 +95,22 @@ class LimiterTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(waiting[-1]), 2999)
         for each in waiting[:-1]:
             self.failureResultOf(each, CancelledError)
+
+    def test_cancelledWhileItsJobEnds(self) -> None:
+        """
+        A running job whose cancellation takes time (its caller's Deferred
+        fails at once, the job ends later) frees its place when it ends:
+        the next job starts then.
+        """
+        limiter = Limiter(1)
+        cleanup: Deferred[None] = Deferred()
+        slow: Deferred[None] = Deferred()
+        slow.addErrback(lambda failure: cleanup)
+        first = limiter.run(lambda: slow)
+        started = []
+        limiter.run(lambda: started.append(True))
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.assertEqual(started, [])
+        cleanup.callback(None)
+        self.assertEqual(started, [True])

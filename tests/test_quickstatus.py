@@ -13,19 +13,25 @@ import subprocess
 import sys
 import threading
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from letsencrypt_resource.config import loadConfiguration
-from letsencrypt_resource.controlsocket import SOCKET_NAME, openStateFolder, socketAddress
+from letsencrypt_resource.cli import run
+from letsencrypt_resource.config import RESOURCE_OPTIONS, ConfigurationError, loadConfiguration
+from letsencrypt_resource.controlsocket import SOCKET_NAME, socketAddress
 from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.quickstatus import (
     askStatus,
     quickStatus,
     readLine,
+    receiving,
     stateDirectoryOf,
     statusArguments,
 )
+from letsencrypt_resource.resourcesection import RESOURCE_OPTION_NAMES
+from letsencrypt_resource.safefs import openFolder
 from tests.helpers.processcase import ROOT
+from tests.helpers.unprivileged import ATTACKER
 
 ROW = {
     "names": ["files.example.test"],
@@ -64,7 +70,7 @@ class FakeServer:
     def __init__(self, state: str, answer: bytes):
         self.requests: list[bytes] = []
         self._listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with openStateFolder(state) as folder:
+        with openFolder(state, create=False) as folder:
             # Bound through the folder: its path is too long for a socket.
             self._listening.bind(socketAddress(state, folder))
         self._listening.listen(1)
@@ -73,7 +79,11 @@ class FakeServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        connection, _ = self._listening.accept()
+        try:
+            connection, _ = self._listening.accept()
+        except OSError:
+            # Closed before anyone asked.
+            return
         with connection:
             received = b""
             while b"\n" not in received:
@@ -84,6 +94,20 @@ class FakeServer:
     def close(self) -> None:
         self._listening.close()
         self._thread.join(5)
+
+
+def serveOnce(case: SynchronousTestCase, state: str, line: bytes) -> FakeServer:
+    """
+    A L{FakeServer} on C{state} in place of any socket there, answering
+    C{line}, closed when C{case} ends.
+    """
+    try:
+        os.unlink(os.path.join(state, SOCKET_NAME))
+    except FileNotFoundError:
+        pass
+    server = FakeServer(state, line)
+    case.addCleanup(server.close)
+    return server
 
 
 class StatusArgumentsTests(SynchronousTestCase):
@@ -174,6 +198,48 @@ class StateDirectoryTests(SynchronousTestCase):
             self.assertIsNone(stateDirectoryOf(self.write(text)), text)
         self.assertIsNone(stateDirectoryOf(os.path.abspath(self.mktemp())))
 
+    def test_refusedResourceSectionLeftToTheFullCommand(self) -> None:
+        """
+        Resource sections the configuration refuses give L{None} too: the
+        section twice (the copy disabled), an option twice, an unknown
+        option, a line starting with C{[} that is no header, an indented
+        resource header.
+        """
+        resource = "[resources/le]\ntype = lets-encrypt\nstate_directory = /srv/a\n"
+        for text in [
+            resource + "\n[resources/le]\ntype = lets-encrypt\nenabled = no\n",
+            resource + "state_directory = /srv/b\n",
+            resource + "stat_directory = /srv/b\n",
+            resource + "[x = 1\n",
+            "[services/x]\n  [resources/b]\ntype = lets-encrypt\n\n" + resource,
+        ]:
+            path = self.write(text)
+            self.assertIsNone(stateDirectoryOf(path), text)
+            self.assertRaises(ConfigurationError, loadConfiguration, path)
+
+    def test_optionNamesAsTheConfiguration(self) -> None:
+        """
+        The resource section's options known to the quick path are those
+        of the configuration (the defaults and the type it uses are the
+        configuration's own, which imports them).
+        """
+        self.assertEqual(RESOURCE_OPTION_NAMES, {option.name for option in RESOURCE_OPTIONS})
+
+    def test_regularFilesOnly(self) -> None:
+        """
+        A configuration that can be read once only (a pipe, as
+        C{/dev/stdin} or a process substitution give) is not read: the
+        full command reads it whole.
+        """
+        text = "[resources/le]\ntype = lets-encrypt\nstate_directory = /srv/le\n"
+        self.assertEqual(stateDirectoryOf(self.write(text)), "/srv/le")
+        reading, writing = os.pipe()
+        self.addCleanup(os.close, reading)
+        os.write(writing, text.encode())
+        os.close(writing)
+        self.assertIsNone(stateDirectoryOf(f"/proc/self/fd/{reading}"))
+        self.assertEqual(os.read(reading, 1000), text.encode())
+
 
 class AskStatusTests(SynchronousTestCase):
     """
@@ -193,9 +259,34 @@ class AskStatusTests(SynchronousTestCase):
         Answer the next request on the state directory's socket with
         C{answer}.
         """
-        server = FakeServer(self.state, json.dumps(answer).encode() + b"\n")
-        self.addCleanup(server.close)
-        return server
+        return self.serveLine(json.dumps(answer).encode() + b"\n")
+
+    def serveLine(self, line: bytes) -> FakeServer:
+        """
+        Answer the next request on the state directory's socket with
+        C{line}, in place of any socket there.
+        """
+        return serveOnce(self, self.state, line)
+
+    def test_brokenAnswers(self) -> None:
+        """
+        An answer nested deeper than the JSON parser goes, rows that are
+        not objects, rows without the fields of a status row, an object
+        that is no answer: nothing printed, no exception, and the full
+        command runs (which fails cleanly, see L{FullCommandTests}).
+        """
+        out = io.StringIO()
+        self.serveLine(b"[" * 100000 + b"\n")
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        self.serve({"result": [{"names": ["files.example.test"]}], "error": None})
+        self.assertFalse(quickStatus(["status", "-c", self.path], out))
+        self.serve({"result": [1, 2], "error": None})
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        self.serve({"result": {"not": "rows"}, "error": None})
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        self.serve({"rows": [ROW]})
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        self.assertEqual(out.getvalue(), "")
 
     def test_json(self) -> None:
         """
@@ -236,6 +327,26 @@ class AskStatusTests(SynchronousTestCase):
         self.serve({"result": [ROW], "error": None})
         os.chmod(self.state, 0o777)
         self.assertIsNone(askStatus(self.state))
+        self.assertEqual(out.getvalue(), "")
+
+    def test_squattedStateDirectory(self) -> None:
+        """
+        A state directory another user made (owned by that user, with a
+        socket of theirs that answers), or one below a folder others can
+        write in: the full command refuses such a state directory, so the
+        quick path asks nothing there, and the full command says why.
+        """
+        self.serve({"result": [dict(ROW, issuer="CN=Forged")], "error": None})
+        os.chmod(self.directory, 0o777)
+        out = io.StringIO()
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
+        os.chmod(self.directory, 0o755)
+        if os.geteuid() != 0:
+            raise SkipTest("another user's state directory: run as root (CI does)")
+        for path in (self.state, os.path.join(self.state, SOCKET_NAME)):
+            os.chown(path, ATTACKER, ATTACKER)
+        os.chmod(self.state, 0o755)
+        self.assertFalse(quickStatus(["status", "--json", "-c", self.path], out))
         self.assertEqual(out.getvalue(), "")
 
     def test_importsLittle(self) -> None:
@@ -290,3 +401,138 @@ class ReadLineTests(SynchronousTestCase):
         """
         parts = [b"partial", b""]
         self.assertIsNone(readLine(lambda size: parts.pop(0)))
+
+    def test_limitExact(self) -> None:
+        """
+        A line of C{limit} bytes is read; one byte more is refused, and no
+        more than one byte beyond the limit is ever asked for, however the
+        answer is cut.
+        """
+        for data, expected in [
+            (b"x" * 10 + b"\nrest", b"x" * 10),
+            (b"x" * 11 + b"\n", None),
+            (b"x" * 100, None),
+        ]:
+            for part in (1, 3, 100):
+                receive = CutStream(data, part)
+                self.assertEqual(readLine(receive, limit=10), expected, (data, part))
+                self.assertLessEqual(max(receive.reach), 11)
+
+
+class CutStream:
+    """
+    An answer given in parts of at most C{part} bytes, as a C{recv} gives
+    it, which records how far into it each call could read.
+    """
+
+    def __init__(self, data: bytes, part: int):
+        self._stream = io.BytesIO(data)
+        self._part = part
+        self.reach: list[int] = []
+
+    def __call__(self, size: int) -> bytes:
+        self.reach.append(self._stream.tell() + size)
+        return self._stream.read(min(size, self._part))
+
+
+class SlowConnection:
+    """
+    A connection that gives one byte per call, each C{delay} seconds
+    later on C{clock}, and records the timeouts set on it.
+    """
+
+    def __init__(self, clock: list[float], delay: float):
+        self.clock = clock
+        self.delay = delay
+        self.timeouts: list[float] = []
+
+    def settimeout(self, timeout: float) -> None:
+        self.timeouts.append(timeout)
+
+    def recv(self, size: int) -> bytes:
+        self.clock[0] += self.delay
+        return b"x"
+
+
+class ReceivingTests(SynchronousTestCase):
+    """
+    L{receiving} puts one deadline on the whole answer.
+    """
+
+    def test_oneDeadline(self) -> None:
+        """
+        A server that sends a byte every 59 s, each within the time left,
+        is given up on once the whole answer's time has passed; each wait
+        is the time left.
+        """
+        now = [1000.0]
+        connection = SlowConnection(now, 59.0)
+        receive = receiving(connection, 60.0, lambda: now[0])  # type: ignore[arg-type]
+        self.assertEqual(receive(10), b"x")
+        self.assertEqual(receive(10), b"x")
+        self.assertRaises(TimeoutError, receive, 10)
+        self.assertEqual(connection.timeouts, [60.0, 1.0])
+        receive = receiving(connection, 60.0, lambda: now[0])  # type: ignore[arg-type]
+        self.assertRaises(TimeoutError, readLine, receive)
+
+
+class FullCommandTests(TestCase):
+    """
+    The full command (L{run}), asking the same server through the
+    reactor's client: its JSON is one line, and an answer of another
+    shape fails cleanly.
+    """
+
+    def setUp(self) -> None:
+        self.directory = os.path.abspath(self.mktemp())
+        self.state = os.path.join(self.directory, "state")
+        os.makedirs(self.state, 0o700)
+        self.path = os.path.join(self.directory, "server.ini")
+        public = os.path.join(self.directory, "public")
+        os.makedirs(public)
+        with open(self.path, "w") as stream:
+            stream.write(
+                "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\nport = 8080\n"
+                f"state_directory = {self.state}\n" + SERVICE.format(public=public)
+            )
+
+    async def command(self, answer: bytes, *argv: str) -> tuple[int, str, str]:
+        """
+        Run the full command with C{argv} on the configuration, while a
+        server answers C{answer} (a line).
+
+        @return: Its exit status, its output and its errors.
+        """
+        serveOnce(self, self.state, answer)
+        out, err = io.StringIO(), io.StringIO()
+        status = await run(reactor, [*argv, "--config", self.path], out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    async def test_jsonOnOneLine(self) -> None:
+        """
+        C{status --json}, C{renew --json}, C{revoke} and C{account} print
+        their result as JSON on one line.
+        """
+        rows = [ROW, dict(ROW, names=["b.example.test"])]
+        answer = json.dumps({"result": rows, "error": None}).encode() + b"\n"
+        for argv in [("status", "--json"), ("renew", "--json"), ("account", "show")]:
+            status, out, err = await self.command(answer, *argv)
+            self.assertEqual((status, json.loads(out), out.count("\n")), (0, rows, 1), err)
+        revoked = {"revoked": "0a1b", "names": ["files.example.test"]}
+        answer = json.dumps({"result": revoked, "error": None}).encode() + b"\n"
+        status, out, err = await self.command(answer, "revoke", "files.example.test")
+        self.assertEqual((status, json.loads(out), out.count("\n")), (0, revoked, 1), err)
+
+    async def test_brokenAnswerFailsCleanly(self) -> None:
+        """
+        An answer nested deeper than the JSON parser goes, or rows the
+        table cannot show: an error, status 1, no traceback.
+        """
+        status, out, err = await self.command(b"[" * 100000 + b"\n", "status", "--json")
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(err, "error: the server's answer is not JSON\n")
+        broken = {"result": [{"names": ["files.example.test"]}], "error": None}
+        for argv in [("status",), ("renew",)]:
+            status, out, err = await self.command(json.dumps(broken).encode() + b"\n", *argv)
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn("error: the server's answer cannot be shown: KeyError", err)

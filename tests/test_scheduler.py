@@ -37,12 +37,18 @@ class TurnClock(Clock):
 class RecordingRenewer:
     """
     A renewer that records each attempt it is asked to start, per reactor
-    turn, and leaves it running.
+    turn, and each job it starts (at most C{limit} at once, as it comes),
+    and leaves it running.
     """
 
-    def __init__(self, clock: TurnClock):
+    def __init__(self, clock: TurnClock, limit: int = 10**6):
         self.turns = clock.turns
-        self.attempts = AttemptQueue(lambda certificate, forced: Deferred(), 10**6, Logger())
+        self.jobs: list[tuple[ManagedCertificate, str | None]] = []
+        self.attempts = AttemptQueue(self._job, limit, Logger())
+
+    def _job(self, certificate: ManagedCertificate, forced: str | None) -> Deferred[None]:
+        self.jobs.append((certificate, forced))
+        return Deferred()
 
     def startAttempt(self, certificate: ManagedCertificate, forced: str | None) -> None:
         self.attempts.add(certificate, forced)
@@ -88,17 +94,19 @@ class CheckInTurnsTests(SynchronousTestCase):
     once, and those of more sets by chunks a reactor turn apart.
     """
 
-    def scheduler(self, count: int) -> tuple[Scheduler, RecordingRenewer, list[Any]]:
+    def scheduler(
+        self, count: int, limit: int = 10**6
+    ) -> tuple[Scheduler, RecordingRenewer, list[Any]]:
         """
         A scheduler over C{count} sets without a certificate (all due), on
-        a L{Clock}.
+        a L{Clock}, whose renewer runs C{limit} attempts at once.
         """
         self.clock = TurnClock()
         managed = {
             frozenset({f"s{i}.example.test"}): ManagedCertificate((f"s{i}.example.test",))
             for i in range(count)
         }
-        renewer = RecordingRenewer(self.clock)
+        renewer = RecordingRenewer(self.clock, limit)
         scheduler = Scheduler(
             managed,
             renewer,  # type: ignore[arg-type]
@@ -174,6 +182,67 @@ class CheckInTurnsTests(SynchronousTestCase):
             self.turn(renewer)
         self.assertEqual(renewer.started().count(last), 1)
         self.assertEqual(len(renewer.started()), len(sets))
+
+    def assertForcedWhileQueued(self, reason: str) -> None:
+        """
+        A forced check, for C{reason}, of a set whose attempt waits in the
+        queue unforced forces that attempt: it renews whether due or not,
+        once, and the check counts it among its sets and waits for it.
+        """
+        scheduler, renewer, (first, second) = self.scheduler(2, limit=1)
+        scheduler.check()
+        attempted: list[list[ManagedCertificate]] = []
+        scheduler.afterCheck.append(attempted.append)
+        checking = scheduler.check(force=True, only=[second], reason=reason)
+        running = first.attempt
+        assert running is not None and running.running is not None
+        running.running.callback(None)
+        self.assertEqual(renewer.jobs, [(first, None), (second, reason)])
+        self.assertNoResult(checking)
+        queued = second.attempt
+        assert queued is not None and queued.running is not None
+        queued.running.callback(None)
+        self.successResultOf(checking)
+        self.assertEqual(attempted, [[first, second], [second]])
+        self.assertEqual(len(renewer.jobs), 2)
+
+    def test_renewForceWhileQueued(self) -> None:
+        """
+        C{renew --force} (reason C{"forced"}) of a set whose attempt is
+        queued unforced renews it.
+        """
+        self.assertForcedWhileQueued("forced")
+
+    def test_revokeWhileQueued(self) -> None:
+        """
+        C{revoke} (a forced check for C{"revoked"}) of a set whose attempt
+        is queued unforced replaces its certificate.
+        """
+        self.assertForcedWhileQueued("revoked")
+
+    def test_forcedWhileRunningNotTwice(self) -> None:
+        """
+        A set whose unforced attempt already started is not forced (its
+        job was told) nor started twice; a set forced while queued is
+        started once, forced, in its turn.
+        """
+        scheduler, renewer, sets = self.scheduler(2 * CHECK_CHUNK, limit=1)
+        scheduler.check()
+        for _ in range(10):
+            self.turn(renewer)
+        scheduler.check(force=True, only=sets[:1] + sets[-1:])
+        for _ in range(10):
+            self.turn(renewer)
+        queued = sets[-1].attempt
+        assert queued is not None
+        self.assertEqual(queued.forced, "forced")
+        for certificate in sets:
+            attempt = certificate.attempt
+            assert attempt is not None and attempt.running is not None
+            attempt.running.callback(None)
+        for _ in range(10):
+            self.turn(renewer)
+        self.assertEqual(renewer.jobs, [(s, None) for s in sets[:-1]] + [(sets[-1], "forced")])
 
     def test_stopCancelsQuietly(self) -> None:
         """
