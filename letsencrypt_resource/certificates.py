@@ -8,7 +8,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cached_property
 
 import attrs
@@ -121,9 +121,12 @@ class CertifiedKey:
     A private key, the certificate for it and the certificates that issued it.
 
     The key may be given as its PKCS#8 PEM (L{fromCheckedPEM}): it is then
-    parsed at its first use (L{key}), not when the bundle is read.
+    parsed at its first use (L{key}), not when the bundle is read.  The
+    certificate may be given as what makes it, called at its first use
+    (L{certificate}): a provisional certificate is signed when a
+    handshake or a consumer first needs it, not when it is put in service
+    (see L{letsencrypt_resource.provisional.LazyProvisional}).
 
-    @ivar certificate: The end-entity certificate.
     @ivar chain: The intermediates, closest to the certificate first.
     @ivar provisional: Whether this is a provisional self-signed certificate.
     @ivar keyChecked: Whether the key was checked against the certificate
@@ -136,7 +139,7 @@ class CertifiedKey:
     """
 
     _key: PrivateKey | bytes = attrs.field(repr=False)
-    certificate: x509.Certificate
+    _certificate: x509.Certificate | Callable[[], x509.Certificate] = attrs.field(repr=False)
     chain: tuple[x509.Certificate, ...] = ()
     provisional: bool = False
     keyChecked: bool = False
@@ -206,6 +209,15 @@ class CertifiedKey:
         keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
         certificate, chain = _splitCertificates(separator + rest)
         return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """
+        The end-entity certificate, made at its first use when it was given
+        as what makes it (which keeps it).
+        """
+        certificate = self._certificate
+        return certificate if isinstance(certificate, x509.Certificate) else certificate()
 
     @cached_property
     def key(self) -> PrivateKey:
