@@ -191,7 +191,8 @@ class LazyProvisional:
     The certificate of a provisional L{CertifiedKey}, signed when it is
     first asked for (L{CertifiedKey.certificate}): at the first handshake
     of one of the set's services, or when a consumer reads it.  Called on
-    the reactor thread only, so it is signed once.
+    the reactor thread only, so it is signed once.  Its validity is known
+    before (the metrics and the status read it for every set).
     """
 
     _signer: CertifiedKey
@@ -199,6 +200,21 @@ class LazyProvisional:
     _domains: tuple[str, ...]
     _now: datetime.datetime
     _certificate: x509.Certificate | None = None
+
+    @property
+    def notBefore(self) -> datetime.datetime:
+        """
+        Start of validity of the certificate, known before it is signed
+        (a certificate's times hold whole seconds).
+        """
+        return (self._now - _BACKDATE).replace(microsecond=0)
+
+    @property
+    def notAfter(self) -> datetime.datetime:
+        """
+        End of validity of the certificate, known before it is signed.
+        """
+        return (self._now + _PROVISIONAL_LIFETIME).replace(microsecond=0)
 
     def __call__(self) -> x509.Certificate:
         if self._certificate is None:

@@ -25,6 +25,7 @@ from letsencrypt_resource import provisional
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.metrics import CertificatesCollector
 from letsencrypt_resource.provisional import (
     MAX_PERMITTED_SUBTREES,
     makeProvisional,
@@ -37,6 +38,8 @@ from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourc
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 CONFIGURED = ("files.example.test", "www.example.test")
+#: When the provisioning tests start, in seconds since the epoch.
+STARTED = 1_900_000_000.25
 
 
 def verifyWithCryptography(
@@ -421,8 +424,11 @@ class LazyProvisioningTests(SynchronousTestCase):
         its storage, write queue and workers.
         """
         managed = {frozenset(c.domains): c for c in sets}
+        clock = Clock()
+        # A time with a fraction of a second, which certificates drop.
+        clock.advance(STARTED)
         return Provisioning(
-            resourceOptions(), managed, self, self, self.runInThread, Clock(), Logger()
+            resourceOptions(), managed, self, self, self.runInThread, clock, Logger()
         )
 
     def test_nothingSignedAtStart(self) -> None:
@@ -462,7 +468,7 @@ class LazyProvisioningTests(SynchronousTestCase):
         self.assertTrue(first.keyMatches)
         [signer] = self.saved
         self.assertEqual(first.chain, (signer.certificate,))
-        now = datetime.datetime.fromtimestamp(0, datetime.timezone.utc)
+        now = datetime.datetime.fromtimestamp(STARTED, datetime.timezone.utc)
         verifier = (
             PolicyBuilder()
             .store(Store([signer.certificate]))
@@ -476,6 +482,42 @@ class LazyProvisioningTests(SynchronousTestCase):
         crypto.X509StoreContext(
             store, crypto.X509.from_cryptography(certificate)
         ).verify_certificate()
+
+    def test_validityKnownUnsigned(self) -> None:
+        """
+        A provisional certificate's validity, and the metrics of its set
+        (its expiry and serving state), are read without signing it, and
+        are the signed certificate's.
+        """
+        sets = [ManagedCertificate(("a.example.test",))]
+        self.successResultOf(self.provisioning(sets).provision(sets))
+        current = sets[0].current
+        assert current is not None
+        metrics = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in CertificatesCollector(lambda: [("a.example.test", current, 0)]).collect()
+            for sample in family.samples
+        }
+        validity = (current.notBefore, current.notAfter, current.validity)
+        self.assertEqual(self.signatures, [])
+        signed = current.certificate
+        self.assertEqual(
+            validity,
+            (
+                signed.not_valid_before_utc,
+                signed.not_valid_after_utc,
+                (signed.not_valid_before_utc.timestamp(), signed.not_valid_after_utc.timestamp()),
+            ),
+        )
+        state = (("domains", "a.example.test"), ("state", "provisional"))
+        self.assertEqual(metrics[("letsencrypt_certificate_state", state)], 1.0)
+        expiry = metrics[
+            (
+                "letsencrypt_certificate_expiration_timestamp_seconds",
+                (("domains", "a.example.test"),),
+            )
+        ]
+        self.assertEqual(expiry, signed.not_valid_after_utc.timestamp())
 
     def test_oneKeyPerStart(self) -> None:
         """
