@@ -88,6 +88,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "storage",
                 "tls",
                 "alpnpeek",
+                "firsthandshakes",
                 "workers",
             }
         ),
