@@ -11,13 +11,19 @@ from functools import partial
 from typing import Any
 
 from cryptography import x509
-from twisted.internet.protocol import Factory
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import provisional
+from letsencrypt_resource.alpnpeek import HelloPeekFactory
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.firsthandshakes import FirstHandshakes, firstHandshakesOf
 from letsencrypt_resource.https import HTTPSFileService
@@ -31,6 +37,8 @@ from tests.helpers import (
     tlsClientFactory,
 )
 from tests.helpers.serviceoptions import makeOptions
+
+LOOPBACK = "127.0.0.1"
 
 
 def oneTurn(clock: Clock) -> None:
@@ -243,3 +251,111 @@ class BoundedContextsTests(SynchronousTestCase):
         )
         self.assertEqual(peerCertificate(connection).subject.rfc4514_string(), "CN=b.example.com")
         self.assertIsNone(connection.collector.lostReason)
+
+
+class RefusingFirst(FirstHandshakes):
+    """
+    A L{FirstHandshakes} whose first C{refusals} answers are no, so that
+    the first connections wait whatever turn they come in.
+    """
+
+    def __init__(self, reactor: Any, refusals: int):
+        super().__init__(reactor, perTurn=1)
+        self.refusals = refusals
+
+    def mayBuild(self) -> bool:
+        if self.refusals:
+            self.refusals -= 1
+            return False
+        return super().mayBuild()
+
+
+class Greeter(Protocol):
+    """
+    Sends C{ping} once connected, and fires L{received} with the peer's
+    certificate and what came back once the server closes.
+    """
+
+    def __init__(self) -> None:
+        self.received: Deferred[tuple[x509.Certificate, bytes]] = Deferred()
+        self._data = b""
+        self._peer: x509.Certificate | None = None
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"ping")
+
+    def dataReceived(self, data: bytes) -> None:
+        self._data += data
+        if self._peer is None:
+            self._peer = self.transport.getPeerCertificate().to_cryptography()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        if self._peer is None:
+            self.received.errback(reason)
+        else:
+            self.received.callback((self._peer, self._data))
+
+
+class Echo(Protocol):
+    """
+    Sends back what it receives.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class RealConnectionsTests(TestCase):
+    """
+    Real TLS connections over loopback, to listeners built as an C{https}
+    service's (the ClientHello read first by
+    L{letsencrypt_resource.alpnpeek.HelloPeek}), that wait for their
+    context: they are paused, put on their context in a later turn, and
+    complete their handshakes on their own services' certificates.
+    """
+
+    async def test_waitedConnectionsHandshake(self) -> None:
+        """
+        Four services on provisional certificates not signed yet, and the
+        first connection to each refused a context at once: every client
+        gets its echo, over its own service's certificate, signed once.
+        """
+        signer = newSigner()
+        names = [f"s{i}.example.com" for i in range(4)]
+        bound = RefusingFirst(reactor, refusals=len(names))
+        signed: list[tuple[str, ...]] = []
+        sign = provisional.signProvisional
+
+        def counted(
+            signer: CertifiedKey, key: Any, domains: tuple[str, ...], now: datetime.datetime
+        ) -> x509.Certificate:
+            signed.append(domains)
+            return sign(signer, key, domains, now)
+
+        self.patch(provisional, "signProvisional", counted)
+        ports = []
+        for name in names:
+            tls = ReloadableServerTLS(firstHandshakes=bound)
+            tls.setCertificate(provisionalFor(signer, (name,)))
+            factory = TLSMemoryBIOFactory(tls, False, Factory.forProtocol(Echo))
+            port = reactor.listenTCP(0, HelloPeekFactory(factory, lambda: None), interface=LOOPBACK)
+            self.addCleanup(port.stopListening)
+            ports.append(port)
+        trusted = Certificate.loadPEM(signer.certificatePEM)
+        greeters = []
+        for name, port in zip(names, ports, strict=True):
+            greeter = Greeter()
+            greeters.append(greeter)
+            endpoint = wrapClientTLS(
+                optionsForClientTLS(name, trustRoot=trusted),
+                TCP4ClientEndpoint(reactor, LOOPBACK, port.getHost().port),
+            )
+            await endpoint.connect(Factory.forProtocol(lambda greeter=greeter: greeter))
+        results = await gatherResults([greeter.received for greeter in greeters])
+        self.assertEqual(
+            [(peer.subject.rfc4514_string(), data) for peer, data in results],
+            [(f"CN={name}", b"ping") for name in names],
+        )
+        self.assertEqual(sorted(signed), [(name,) for name in names])
+        self.assertEqual(bound.refusals, 0)
