@@ -6,7 +6,6 @@ reactor by L{letsencrypt_resource.tls.ReloadableServerTLS}.
 
 from __future__ import annotations
 
-import datetime
 from functools import partial
 from typing import Any
 
@@ -22,15 +21,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from letsencrypt_resource import provisional
 from letsencrypt_resource.alpnpeek import HelloPeekFactory
-from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.firsthandshakes import FirstHandshakes, firstHandshakesOf
 from letsencrypt_resource.https import HTTPSFileService
 from letsencrypt_resource.tls import ReloadableServerTLS
 from tests.helpers import (
     Collector,
     connectInMemory,
+    countSignatures,
     newSigner,
     peerCertificate,
     provisionalFor,
@@ -163,16 +161,7 @@ class BoundedContextsTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.bound = FirstHandshakes(self.clock, perTurn=1)
         self.signer = newSigner()
-        self.signed: list[tuple[str, ...]] = []
-        sign = provisional.signProvisional
-
-        def counted(
-            signer: CertifiedKey, key: Any, domains: tuple[str, ...], now: datetime.datetime
-        ) -> x509.Certificate:
-            self.signed.append(domains)
-            return sign(signer, key, domains, now)
-
-        self.patch(provisional, "signProvisional", counted)
+        self.signed = countSignatures(self)
 
     def service(self, name: str) -> ReloadableServerTLS:
         """
@@ -324,16 +313,7 @@ class RealConnectionsTests(TestCase):
         signer = newSigner()
         names = [f"s{i}.example.com" for i in range(4)]
         bound = RefusingFirst(reactor, refusals=len(names))
-        signed: list[tuple[str, ...]] = []
-        sign = provisional.signProvisional
-
-        def counted(
-            signer: CertifiedKey, key: Any, domains: tuple[str, ...], now: datetime.datetime
-        ) -> x509.Certificate:
-            signed.append(domains)
-            return sign(signer, key, domains, now)
-
-        self.patch(provisional, "signProvisional", counted)
+        signed = countSignatures(self)
         ports = []
         for name in names:
             tls = ReloadableServerTLS(firstHandshakes=bound)

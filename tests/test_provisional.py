@@ -21,7 +21,6 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import provisional
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -34,6 +33,7 @@ from letsencrypt_resource.provisional import (
     signerProblem,
 )
 from letsencrypt_resource.provisioning import Provisioning
+from tests.helpers import countSignatures
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourceOptions
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
@@ -388,16 +388,7 @@ class LazyProvisioningTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.saved: list[CertifiedKey] = []
         self.jobs: list[str] = []
-        self.signatures: list[tuple[str, ...]] = []
-        sign = provisional.signProvisional
-
-        def counted(
-            signer: CertifiedKey, key: Any, domains: tuple[str, ...], now: datetime.datetime
-        ) -> x509.Certificate:
-            self.signatures.append(domains)
-            return sign(signer, key, domains, now)
-
-        self.patch(provisional, "signProvisional", counted)
+        self.signatures = countSignatures(self)
 
     async def loadProvisionalSigner(self) -> bytes | None:
         """
