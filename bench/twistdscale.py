@@ -96,16 +96,17 @@ ssl_domains = {name}
 """
 
 
-def writeConfiguration(directory: str, state: str, n: int) -> str:
+def writeConfiguration(directory: str, state: str, n: int, firstPort: int = FIRST_PORT) -> str:
     """
     Write the configuration of the resource on C{state} and C{n} https
-    services, one for each fabricated certificate; return its path.
+    services, one for each fabricated certificate, on the ports from
+    C{firstPort} on; return its path.
     """
     public = os.path.join(directory, "public")
     os.makedirs(public, exist_ok=True)
     parts = [SERVER.format(acme=NOWHERE, state=state)]
     for index, name in enumerate(names(n, RUN)):
-        parts.append(SERVICE.format(index=index, port=FIRST_PORT + index, public=public, name=name))
+        parts.append(SERVICE.format(index=index, port=firstPort + index, public=public, name=name))
     path = os.path.join(directory, "server.ini")
     with open(path, "w") as stream:
         stream.write("".join(parts))
@@ -151,13 +152,16 @@ def timeStatus(path: str, n: int) -> float:
     return seconds
 
 
-def startOnce(workdir: str, n: int, status: bool, cold: bool = False) -> dict[str, float]:
+def startOnce(
+    workdir: str, n: int, status: bool, cold: bool = False, firstPort: int = FIRST_PORT
+) -> dict[str, float]:
     """
     Start twistd on N services once; return its start-up time, CPU and
     resident memory once all are in service, and with C{status}, how long
     C{status --json} took with the server and without it.
 
     @param cold: Whether the state directory starts empty.
+    @param firstPort: The port of the first service; the others follow.
     """
     fabricated = os.path.join(workdir, f"warm-state-{n}")
     if not cold:
@@ -168,7 +172,7 @@ def startOnce(workdir: str, n: int, status: bool, cold: bool = False) -> dict[st
             os.mkdir(state, 0o700)
         else:
             shutil.copytree(fabricated, state)
-        path = writeConfiguration(directory, state, n)
+        path = writeConfiguration(directory, state, n, firstPort)
         start = time.perf_counter()
         process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", path],
@@ -249,13 +253,19 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--status", action="store_true", help="time status --json too")
     parser.add_argument("--cold", action="store_true", help="start on an empty state directory")
+    parser.add_argument(
+        "--first-port",
+        type=int,
+        default=FIRST_PORT,
+        help="the port of the first service (another bench may hold the default range)",
+    )
     arguments = parser.parse_args()
     arguments.workdir = os.path.abspath(arguments.workdir)
     os.makedirs(arguments.workdir, exist_ok=True)
     rows = []
     for n in sorted(arguments.n):
         runs = [
-            startOnce(arguments.workdir, n, arguments.status, arguments.cold)
+            startOnce(arguments.workdir, n, arguments.status, arguments.cold, arguments.first_port)
             for _ in range(arguments.repeats)
         ]
         row = {"n": n, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}

@@ -6,6 +6,7 @@ every consumer is in service, the CPU it took, and the resident memory.
     .venv/bin/python bench/warm.py --n 10000 --profile cpu
     .venv/bin/python bench/warm.py --n 10000 --profile memory
     .venv/bin/python bench/warm.py --n 1000 10000 --repeats 1 --check
+    .venv/bin/python bench/warm.py --n 1000 10000 --repeats 1 --cold --probe
 
 The state directory of each N is fabricated once (a local CA signs N leaf
 certificates of one name each, written with L{Records} over a
@@ -24,7 +25,11 @@ runs a forced check of every set (the attempts fail: no ACME server
 answers) and measures how long the call and the longest reactor stall
 took, and the longest full (generation 2) collection of the garbage
 collector in that time; C{--gc-freeze} first moves what the start made out
-of the collector's reach (C{gc.freeze}).
+of the collector's reach (C{gc.freeze}).  C{--cold} starts on an empty
+state directory instead (made for the run, removed after it): every set
+goes on a provisional certificate, and the time is until every consumer
+has one it can present; C{--contexts} then shows what signing them at
+their first handshakes costs.
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ import gc
 import io
 import os
 import pstats
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from typing import Any
@@ -263,8 +270,23 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
     """
     One measurement of C{n} certificates, in a fresh process.
     """
-    state = os.path.join(args.workdir, f"warm-state-{n}")
-    fabricate(state, n)
+    if args.cold:
+        os.makedirs(args.workdir, exist_ok=True)
+        state = tempfile.mkdtemp(prefix=f"cold-state-{n}-", dir=args.workdir)
+    else:
+        state = os.path.join(args.workdir, f"warm-state-{n}")
+        fabricate(state, n)
+    try:
+        return _measureIn(args, n, profile, state)
+    finally:
+        if args.cold:
+            shutil.rmtree(state)
+
+
+def _measureIn(args: argparse.Namespace, n: int, profile: str | None, state: str) -> dict[str, Any]:
+    """
+    One measurement of C{n} certificates on the state directory C{state}.
+    """
     command = [sys.executable, __file__, "--worker", "--n", str(n), "--state", state]
     command += ["--top", str(args.top)]
     if profile:
@@ -360,6 +382,11 @@ def main() -> None:
         "--gc-freeze",
         action="store_true",
         help="with --check: move what the start made out of the collector's reach first",
+    )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="start on an empty state directory: every set on a provisional certificate",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from functools import cached_property
+from typing import Protocol
 
 import attrs
 from cryptography import x509
@@ -34,6 +35,30 @@ CA_KEY_USAGE = x509.KeyUsage(
 
 #: Where the first certificate of a bundle L{CertifiedKey.toPEM} wrote starts.
 _CERTIFICATE_START = b"-----BEGIN CERTIFICATE-----"
+
+
+class LazyCertificate(Protocol):
+    """
+    Makes a certificate at its first use (see L{CertifiedKey.certificate}),
+    and knows its validity before it is made.
+    """
+
+    @property
+    def notBefore(self) -> datetime.datetime:
+        """
+        Start of validity of the certificate it makes, UTC.
+        """
+
+    @property
+    def notAfter(self) -> datetime.datetime:
+        """
+        End of validity of the certificate it makes, UTC.
+        """
+
+    def __call__(self) -> x509.Certificate:
+        """
+        The certificate, made at the first call.
+        """
 
 
 class InvalidCertificate(ValueError):
@@ -121,9 +146,13 @@ class CertifiedKey:
     A private key, the certificate for it and the certificates that issued it.
 
     The key may be given as its PKCS#8 PEM (L{fromCheckedPEM}): it is then
-    parsed at its first use (L{key}), not when the bundle is read.
+    parsed at its first use (L{key}), not when the bundle is read.  The
+    certificate may be given as what makes it (L{LazyCertificate}), called
+    at its first use (L{certificate}): a provisional certificate is signed
+    when a handshake or a consumer first needs it, not when it is put in
+    service, and its validity is known without it (see
+    L{letsencrypt_resource.provisional.LazyProvisional}).
 
-    @ivar certificate: The end-entity certificate.
     @ivar chain: The intermediates, closest to the certificate first.
     @ivar provisional: Whether this is a provisional self-signed certificate.
     @ivar keyChecked: Whether the key was checked against the certificate
@@ -136,7 +165,7 @@ class CertifiedKey:
     """
 
     _key: PrivateKey | bytes = attrs.field(repr=False)
-    certificate: x509.Certificate
+    _certificate: x509.Certificate | LazyCertificate = attrs.field(repr=False)
     chain: tuple[x509.Certificate, ...] = ()
     provisional: bool = False
     keyChecked: bool = False
@@ -206,6 +235,15 @@ class CertifiedKey:
         keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
         certificate, chain = _splitCertificates(separator + rest)
         return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """
+        The end-entity certificate, made at its first use when it was given
+        as what makes it (which keeps it).
+        """
+        certificate = self._certificate
+        return certificate if isinstance(certificate, x509.Certificate) else certificate()
 
     @cached_property
     def key(self) -> PrivateKey:
@@ -300,11 +338,17 @@ class CertifiedKey:
         """
         Start of validity, UTC.
         """
-        return self.certificate.not_valid_before_utc
+        certificate = self._certificate
+        if isinstance(certificate, x509.Certificate):
+            return certificate.not_valid_before_utc
+        return certificate.notBefore
 
     @property
     def notAfter(self) -> datetime.datetime:
         """
         End of validity, UTC.
         """
-        return self.certificate.not_valid_after_utc
+        certificate = self._certificate
+        if isinstance(certificate, x509.Certificate):
+            return certificate.not_valid_after_utc
+        return certificate.notAfter

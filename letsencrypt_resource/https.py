@@ -18,6 +18,7 @@ from . import events, listening
 from .alpnpeek import HelloPeekFactory
 from .certificates import CertifiedKey
 from .config import ServiceOptions
+from .firsthandshakes import firstHandshakesOf
 from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
@@ -76,7 +77,9 @@ class HTTPSFileService(Service):
     def __init__(self, options: ServiceOptions, reactor: Reactor):
         self.options = options
         self.name = options.name
-        self.consumer = TLSCertificateConsumer(options.name, options.domains)
+        self.consumer = TLSCertificateConsumer(
+            options.name, options.domains, firstHandshakesOf(reactor)
+        )
         self._reactor = reactor
         self._port: Listener | None = None
         self._served: ServedFolder | None = None

@@ -11,7 +11,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from . import events
@@ -20,20 +20,14 @@ from .config import ResourceOptions
 from .coroutines import deferred
 from .deploy import DeployHooks
 from .interfaces import ICertificateConsumer, IReportsUnusableCertificates
-from .limiter import Limiter
+from .keys import PrivateKey, generateKey
 from .managed import ManagedCertificate
-from .provisional import makeProvisionals, makeSigner, signerProblem
+from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import unexpected, utc
 from .startupreport import ResourceStartUp
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
-
-#: How many batches of provisional certificates are made at once.
-PROVISIONAL_JOBS = 2
-#: How many provisional certificates a worker makes in one job: thousands
-#: of sets without a certificate at start cost fewer trips to the workers.
-PROVISIONAL_BATCH = 32
 
 
 class Provisioning:
@@ -71,6 +65,8 @@ class Provisioning:
         self._reactor = reactor
         self._log = log
         self._signer: CertifiedKey | None = None
+        # The key of the provisional certificates, in memory only.
+        self._key: PrivateKey | None = None
         self._signerLock = DeferredLock()
         self._deploys = deploys
         self._automatic = automatic
@@ -86,30 +82,17 @@ class Provisioning:
     async def provision(self, certificates: list[ManagedCertificate]) -> None:
         """
         Put each of C{certificates} that has no certificate on a
-        provisional one.
+        provisional one, of this start's provisional key, signed when it
+        is first needed (see L{makeProvisional}): nothing is signed here,
+        so thousands of sets are in service at once.
         """
         now = utc(self._reactor.seconds())
-        signer = await self._signerLock.run(self._currentSigner, now)
-        # A few batches at a time, each delivered as it comes, so that the
-        # workers are not handed thousands of keys to make at once.
-        making = Limiter(PROVISIONAL_JOBS)
-
-        def deliver(batch: list[ManagedCertificate], made: list[CertifiedKey]) -> None:
-            for certificate, provisional in zip(batch, made, strict=True):
-                if certificate.current is None:
-                    self.deliver(certificate, provisional)
-
-        def provision(batch: list[ManagedCertificate]) -> Deferred[None]:
-            sets = [certificate.domains for certificate in batch]
-            made = self._runInThread(makeProvisionals, signer, sets, now)
-            return made.addCallback(lambda provisionals: deliver(batch, provisionals))
-
-        batches = [
-            certificates[start : start + PROVISIONAL_BATCH]
-            for start in range(0, len(certificates), PROVISIONAL_BATCH)
-        ]
         try:
-            await gatherResults([making.run(provision, b) for b in batches], consumeErrors=True)
+            signer, key = await self._signerLock.run(self._currentSigner, now)
+            for certificate in certificates:
+                if certificate.current is None:
+                    provisional = makeProvisional(signer, certificate.domains, now, key)
+                    self.deliver(certificate, provisional)
         finally:
             self._endStartUp()
 
@@ -135,16 +118,22 @@ class Provisioning:
             self.startUp.end(self._reactor.seconds(), waiting)
 
     @deferred
-    async def _currentSigner(self, now: datetime.datetime) -> CertifiedKey:
+    async def _currentSigner(self, now: datetime.datetime) -> tuple[CertifiedKey, PrivateKey]:
         """
         The signer for provisional certificates of every set managed, made
-        or loaded when the one in use may not sign for them; run under
-        C{_signerLock}, so that overlapping provisions make one signer.
+        or loaded when the one in use may not sign for them, and the
+        provisional key of this start, made in a worker thread with the
+        first signer and again with each new one; run under
+        C{_signerLock}, so that overlapping provisions make one of each.
+        The signer's names are checked in a worker thread: with thousands
+        of names, that takes a tenth of a second.
         """
         names = sorted({name for c in self._managed.values() for name in c.domains})
-        if self._signer is None or signerProblem(self._signer, names, now):
+        if self._signer is None or await self._runInThread(signerProblem, self._signer, names, now):
             self._signer = await self._loadOrMakeSigner(now, names)
-        return self._signer
+            self._key = await self._runInThread(generateKey, "ecdsa-p256")
+        assert self._key is not None
+        return self._signer, self._key
 
     async def _loadOrMakeSigner(self, now: datetime.datetime, names: list[str]) -> CertifiedKey:
         """
@@ -156,7 +145,7 @@ class Provisioning:
             pem = await self._records.loadProvisionalSigner()
             if pem is not None:
                 stored = CertifiedKey.fromPEM(pem)
-                problem = signerProblem(stored, names, now)
+                problem = await self._runInThread(signerProblem, stored, names, now)
                 if problem is None:
                     return stored
         except (StorageError, ValueError) as error:

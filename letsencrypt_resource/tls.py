@@ -14,6 +14,7 @@ registers for each of its TLS services.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from OpenSSL import SSL, crypto
 from twisted.internet.defer import Deferred, succeed
@@ -24,6 +25,7 @@ from zope.interface import implementer
 
 from .alpn import ALPNAnswers
 from .certificates import CertifiedKey
+from .firsthandshakes import FirstHandshakes
 from .interfaces import ICertificateConsumer, IReportsUnusableCertificates
 
 
@@ -45,6 +47,20 @@ def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
         raiseMinimumTo=TLSVersion.TLSv1_2,
     )
     return options.getContext()
+
+
+_WAITING: list[SSL.Context] = []
+
+
+def _waitingContext() -> SSL.Context:
+    """
+    The context of the connections waiting for theirs (see
+    L{ReloadableServerTLS.serverConnectionForTLS}): none of their bytes
+    reaches it, and it has no certificate, so a handshake on it fails.
+    """
+    if not _WAITING:
+        _WAITING.append(SSL.Context(SSL.TLS_SERVER_METHOD))
+    return _WAITING[0]
 
 
 class NoCertificateYet(Exception):
@@ -70,11 +86,19 @@ class ReloadableServerTLS:
 
     _log = Logger()
 
-    def __init__(self, unusable: Callable[[CertifiedKey], object] | None = None) -> None:
+    def __init__(
+        self,
+        unusable: Callable[[CertifiedKey], object] | None = None,
+        firstHandshakes: FirstHandshakes | None = None,
+    ) -> None:
         """
         @param unusable: Called with a certificate whose context cannot be
             built when there is no earlier context to serve instead.
+        @param firstHandshakes: Bounds the contexts built in one turn of
+            the reactor, shared with the other services; without it, every
+            context is built at its connection.
         """
+        self._firstHandshakes = firstHandshakes
         self.certifiedKey: CertifiedKey | None = None
         self._unusable = unusable
         # The context built last, and the certificate it presents.
@@ -114,15 +138,64 @@ class ReloadableServerTLS:
             raise SSL.Error("the private key does not match the certificate")
         self.certifiedKey = certifiedKey
 
-    def serverConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         """
         A server connection on the current context, built now when the
         certificate changed since the last handshake.
+
+        When this turn of the reactor has built as many contexts as it may
+        (see L{FirstHandshakes}), the connection starts on a context with
+        no certificate, paused from the next turn on, before any byte is
+        read; a later turn builds the context, puts the connection on it
+        and only then lets its bytes be read.  A caller without a protocol
+        (C{tlsProtocol} is C{None}: the FTPS session's TLS) needs the
+        context at once: it is built now.
         """
+        if tlsProtocol is not None and self._mustWait():
+            connection = SSL.Connection(_waitingContext(), None)
+            connection.set_app_data(tlsProtocol)
+            assert self._firstHandshakes is not None
+            self._firstHandshakes.later(
+                lambda: self._resume(connection, tlsProtocol),
+                lambda: tlsProtocol.transport.pauseProducing(),
+            )
+            return connection
         connection = SSL.Connection(self._currentContext(), None)
         # How ALPNAnswers finds the connection's protocol, to close it.
         connection.set_app_data(tlsProtocol)
         return connection
+
+    def _mustWait(self) -> bool:
+        """
+        Whether a new connection needs a context built and this turn may
+        build no more.
+        """
+        certifiedKey = self.certifiedKey
+        return (
+            self._firstHandshakes is not None
+            and certifiedKey is not None
+            and certifiedKey is not self._built
+            and certifiedKey is not self._refused
+            and not self._firstHandshakes.mayBuild()
+        )
+
+    def _resume(self, connection: SSL.Connection, tlsProtocol: Any) -> None:
+        """
+        In a later turn: put the C{connection} that waited, paused, on the
+        current context and let its bytes be read, or wait again when this
+        turn may build no more either.  A connection that can have no
+        context stays on the one without a certificate, whose handshake
+        fails.
+        """
+        if self._mustWait():
+            assert self._firstHandshakes is not None
+            self._firstHandshakes.later(lambda: self._resume(connection, tlsProtocol))
+            return
+        try:
+            connection.set_context(self._currentContext())
+        except NoCertificateYet:
+            pass
+        tlsProtocol.transport.resumeProducing()
 
     def _currentContext(self) -> SSL.Context:
         """
@@ -167,10 +240,19 @@ class TLSCertificateConsumer:
     @ivar tls: The connection creator its listener uses.
     """
 
-    def __init__(self, name: str, domains: tuple[str, ...]):
+    def __init__(
+        self,
+        name: str,
+        domains: tuple[str, ...],
+        firstHandshakes: FirstHandshakes | None = None,
+    ):
+        """
+        @param firstHandshakes: Bounds the contexts built in one turn of
+            the reactor (see L{ReloadableServerTLS}).
+        """
         self.name = name
         self.domains = domains
-        self.tls = ReloadableServerTLS(self._unusable)
+        self.tls = ReloadableServerTLS(self._unusable, firstHandshakes)
         self._waiting: list[Deferred[CertifiedKey]] = []
         self._reportTo: Callable[[tuple[str, ...], CertifiedKey], object] | None = None
 

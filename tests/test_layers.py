@@ -90,6 +90,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "storage",
                 "tls",
                 "alpnpeek",
+                "firsthandshakes",
                 "workers",
             }
         ),

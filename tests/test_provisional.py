@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.metrics import CertificatesCollector
 from letsencrypt_resource.provisional import (
     MAX_PERMITTED_SUBTREES,
     makeProvisional,
@@ -31,11 +32,14 @@ from letsencrypt_resource.provisional import (
     permittedSubtrees,
     signerProblem,
 )
-from letsencrypt_resource.provisioning import PROVISIONAL_BATCH, Provisioning
+from letsencrypt_resource.provisioning import Provisioning
+from tests.helpers import countSignatures
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourceOptions
 
 NOW = datetime.datetime(2030, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 CONFIGURED = ("files.example.test", "www.example.test")
+#: When the provisioning tests start, in seconds since the epoch.
+STARTED = 1_900_000_000.25
 
 
 def verifyWithCryptography(
@@ -375,54 +379,188 @@ class ResourceSignerTests(ResourceTestCase):
         self.assertEqual((self.store.signer, self.eventTexts(20180)), (pem, []))
 
 
-class ProvisionBatchTests(SynchronousTestCase):
+class LazyProvisioningTests(SynchronousTestCase):
     """
-    L{Provisioning.provision} has provisional certificates made by batches
-    of L{PROVISIONAL_BATCH}, a worker job each.
+    L{Provisioning.provision} puts every set on a provisional certificate
+    of one key made for this start, signed at its first use only.
     """
 
-    async def loadProvisionalSigner(self) -> None:
+    def setUp(self) -> None:
+        self.saved: list[CertifiedKey] = []
+        self.jobs: list[str] = []
+        self.signatures = countSignatures(self)
+
+    async def loadProvisionalSigner(self) -> bytes | None:
         """
-        The storage of the test holds no signer.
+        The storage of the test holds the signer saved last, if any.
         """
-        return None
+        return self.saved[-1].toPEM() if self.saved else None
 
     def saveSigner(self, signer: CertifiedKey) -> None:
         """
-        The signer made is not saved.
+        Keep the signer made, as the storage would.
         """
+        self.saved.append(signer)
 
-    def test_batches(self) -> None:
+    def runInThread(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """
-        Each job of the workers makes a batch of certificates, each with
-        its own key and for its own set's names, delivered to the set's
-        consumers; the start-up ends with event 20208.
+        Run C{function} at once, noting its name.
         """
-        jobs: list[str] = []
+        self.jobs.append(function.__name__)
+        return succeed(function(*args))
 
-        def runInThread(function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-            jobs.append(function.__name__)
-            return succeed(function(*args))
-
-        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(PROVISIONAL_BATCH + 2)]
+    def provisioning(self, sets: list[ManagedCertificate]) -> Provisioning:
+        """
+        A L{Provisioning} of C{sets}, on a fake clock, with this test as
+        its storage, write queue and workers.
+        """
         managed = {frozenset(c.domains): c for c in sets}
-        provisioning = Provisioning(
-            resourceOptions(),
-            managed,
-            self,
-            self,
-            runInThread,
-            Clock(),
-            Logger(),
+        clock = Clock()
+        # A time with a fraction of a second, which certificates drop.
+        clock.advance(STARTED)
+        return Provisioning(
+            resourceOptions(), managed, self, self, self.runInThread, clock, Logger()
         )
+
+    def test_nothingSignedAtStart(self) -> None:
+        """
+        Every set is in service at once, with one signer and one key made
+        in the workers and nothing signed; the start-up ends with event
+        20208 saying that no set waits.
+        """
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(40)]
         with capturedLogs() as logged:
-            self.successResultOf(provisioning.provision(sets))
-        self.assertEqual(jobs, ["makeSigner", "makeProvisionals", "makeProvisionals"])
+            self.successResultOf(self.provisioning(sets).provision(sets))
+        self.assertEqual(self.jobs, ["makeSigner", "generateKey"])
+        self.assertEqual(self.signatures, [])
         for certificate in sets:
             assert certificate.current is not None
             self.assertTrue(certificate.current.provisional)
-            self.assertEqual(certificate.current.domains, certificate.domains)
-        self.assertEqual(
-            len({c.current.key.public_key().public_numbers() for c in sets if c.current}), len(sets)
-        )
+            self.assertTrue(certificate.current.carries(certificate.domains))
+        self.assertEqual(self.signatures, [])
         self.assertEqual([e["event_id"] for e in logged if "event_id" in e], [20180, 20208])
+        [started] = [e for e in logged if e.get("event_id") == 20208]
+        self.assertEqual(started["waiting"], 0)
+
+    def test_signedOnceAtFirstUse(self) -> None:
+        """
+        A set's provisional certificate is signed when it is first read,
+        once: for the set's names, by the signer, of the start's key,
+        verified by OpenSSL and C{cryptography} trusting the signer.
+        """
+        sets = [ManagedCertificate(("a.example.test",)), ManagedCertificate(("b.example.test",))]
+        self.successResultOf(self.provisioning(sets).provision(sets))
+        first = sets[0].current
+        assert first is not None
+        certificate = first.certificate
+        self.assertIs(first.certificate, certificate)
+        self.assertEqual(self.signatures, [("a.example.test",)])
+        self.assertEqual(first.domains, ("a.example.test",))
+        self.assertTrue(first.keyMatches)
+        [signer] = self.saved
+        self.assertEqual(first.chain, (signer.certificate,))
+        now = datetime.datetime.fromtimestamp(STARTED, datetime.timezone.utc)
+        verifier = (
+            PolicyBuilder()
+            .store(Store([signer.certificate]))
+            .time(now)
+            .build_server_verifier(x509.DNSName("a.example.test"))
+        )
+        verifier.verify(certificate, [])
+        store = crypto.X509Store()
+        store.add_cert(crypto.X509.from_cryptography(signer.certificate))
+        store.set_time(now.replace(tzinfo=None))
+        crypto.X509StoreContext(
+            store, crypto.X509.from_cryptography(certificate)
+        ).verify_certificate()
+
+    def test_validityKnownUnsigned(self) -> None:
+        """
+        A provisional certificate's validity, and the metrics of its set
+        (its expiry and serving state), are read without signing it, and
+        are the signed certificate's.
+        """
+        sets = [ManagedCertificate(("a.example.test",))]
+        self.successResultOf(self.provisioning(sets).provision(sets))
+        current = sets[0].current
+        assert current is not None
+        metrics = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in CertificatesCollector(lambda: [("a.example.test", current, 0)]).collect()
+            for sample in family.samples
+        }
+        validity = (current.notBefore, current.notAfter, current.validity)
+        self.assertEqual(self.signatures, [])
+        signed = current.certificate
+        self.assertEqual(
+            validity,
+            (
+                signed.not_valid_before_utc,
+                signed.not_valid_after_utc,
+                (signed.not_valid_before_utc.timestamp(), signed.not_valid_after_utc.timestamp()),
+            ),
+        )
+        state = (("domains", "a.example.test"), ("state", "provisional"))
+        self.assertEqual(metrics[("letsencrypt_certificate_state", state)], 1.0)
+        expiry = metrics[
+            (
+                "letsencrypt_certificate_expiration_timestamp_seconds",
+                (("domains", "a.example.test"),),
+            )
+        ]
+        self.assertEqual(expiry, signed.not_valid_after_utc.timestamp())
+
+    def test_oneKeyPerStart(self) -> None:
+        """
+        The provisional certificates of one start share one key, which is
+        not the signer's; another start (another L{Provisioning}, on the
+        same stored signer) has another key.
+        """
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(3)]
+        self.successResultOf(self.provisioning(sets).provision(sets))
+        keys = {publicNumbers(c.current) for c in sets}
+        again = [ManagedCertificate(c.domains) for c in sets]
+        self.successResultOf(self.provisioning(again).provision(again))
+        keysAgain = {publicNumbers(c.current) for c in again}
+        [signer] = self.saved
+        self.assertEqual((len(keys), len(keysAgain)), (1, 1))
+        self.assertNotEqual(keys, keysAgain)
+        self.assertNotIn(publicNumbers(signer), keys | keysAgain)
+        self.assertEqual(self.jobs, ["makeSigner", "generateKey", "signerProblem", "generateKey"])
+
+    def test_newKeyWithNewSigner(self) -> None:
+        """
+        When a new set's names need a new signer, a new provisional key is
+        made with it; the sets already in service keep theirs.
+        """
+        first = ManagedCertificate(("a.example.test",))
+        sets = [first]
+        provisioning = self.provisioning(sets)
+        self.successResultOf(provisioning.provision(sets))
+        later = ManagedCertificate(("b.other.test",))
+        provisioning._managed[frozenset(later.domains)] = later
+        self.successResultOf(provisioning.provision([later]))
+        self.assertEqual(len(self.saved), 2)
+        self.assertNotEqual(publicNumbers(first.current), publicNumbers(later.current))
+        assert later.current is not None
+        self.assertEqual(later.current.chain, (self.saved[1].certificate,))
+
+    def test_keyNeverWritten(self) -> None:
+        """
+        Nothing is written but the signer: the provisional key stays in
+        memory.
+        """
+        sets = [ManagedCertificate(("a.example.test",))]
+        self.successResultOf(self.provisioning(sets).provision(sets))
+        assert sets[0].current is not None
+        keyPEM = sets[0].current.keyPEM
+        self.assertEqual(len(self.saved), 1)
+        self.assertNotIn(keyPEM, self.saved[0].toPEM())
+
+
+def publicNumbers(certifiedKey: CertifiedKey | None) -> Any:
+    """
+    The numbers of the public key of C{certifiedKey}.
+    """
+    assert certifiedKey is not None
+    return certifiedKey.key.public_key().public_numbers()

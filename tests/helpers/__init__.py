@@ -27,6 +27,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase as TestCase
 
+from letsencrypt_resource import provisional
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.keys import PrivateKey, generateKey
 from letsencrypt_resource.provisional import makeProvisional, makeSigner
@@ -111,6 +112,24 @@ def provisionalFor(
     A new provisional certificate for C{domains} from C{signer}, valid now.
     """
     return makeProvisional(signer, domains, utcNow())
+
+
+def countSignatures(case: TestCase) -> list[tuple[str, ...]]:
+    """
+    Count the provisional certificates signed during the test C{case}:
+    the names of each go in the list returned, as it is signed.
+    """
+    signed: list[tuple[str, ...]] = []
+    sign = provisional.signProvisional
+
+    def counted(
+        signer: CertifiedKey, key: PrivateKey, domains: tuple[str, ...], now: datetime.datetime
+    ) -> x509.Certificate:
+        signed.append(domains)
+        return sign(signer, key, domains, now)
+
+    case.patch(provisional, "signProvisional", counted)
+    return signed
 
 
 class Collector(Protocol):
