@@ -20,14 +20,14 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import cli, operations
+from letsencrypt_resource import cli, statusrows
 from letsencrypt_resource.cli import run
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
+from letsencrypt_resource.operations import OperationError, Operations, serialHex
 from letsencrypt_resource.testing import runUntilFired
 from letsencrypt_resource.testing.pebble import certificateStatus
 from tests.helpers.operationscase import OperationsCase
@@ -455,7 +455,7 @@ class StatusRowTests(ResourceTestCase):
         certificate.lastFailure = now
         certificate.nextAttempt = now + 80 * 86400
         [row] = [r for r in operations.status() if r["names"] == ["reports.example.test"]]
-        self.assertEqual(row["next_check"], _iso(certificate.urgentSince()))
+        self.assertEqual(row["next_check"], statusrows.isoTime(certificate.urgentSince()))
         self.assertLess(certificate.urgentSince(), certificate.nextAttempt)
 
 
@@ -567,12 +567,12 @@ class RowPartsTests(SynchronousTestCase):
         The issuer's text is made once for the many certificates of one
         issuer (equal names parsed from different certificates).
         """
-        operations.issuerText.cache_clear()
+        statusrows.issuerText.cache_clear()
         first = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
         second = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
-        self.assertEqual(operations.issuerText(first), first.rfc4514_string())
-        self.assertEqual(operations.issuerText(second), "CN=Test CA\\, one")
-        self.assertEqual(operations.issuerText.cache_info().hits, 1)
+        self.assertEqual(statusrows.issuerText(first), first.rfc4514_string())
+        self.assertEqual(statusrows.issuerText(second), "CN=Test CA\\, one")
+        self.assertEqual(statusrows.issuerText.cache_info().hits, 1)
 
     def test_isoAsDatetime(self) -> None:
         """
@@ -583,4 +583,4 @@ class RowPartsTests(SynchronousTestCase):
             expected = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
                 timespec="seconds"
             )
-            self.assertEqual(_iso(seconds), expected)
+            self.assertEqual(statusrows.isoTime(seconds), expected)
