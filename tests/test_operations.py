@@ -7,14 +7,11 @@ contacts.
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 from types import SimpleNamespace
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
@@ -555,32 +552,3 @@ class SelectTests(SynchronousTestCase):
         self.assertLessEqual(len(compared), len(names))
         self.assertEqual(operations.select([]), sets)
         self.assertRaises(OperationError, operations.select, ["other.example.test"])
-
-
-class RowPartsTests(SynchronousTestCase):
-    """
-    The parts of a status row made once for many sets, or faster.
-    """
-
-    def test_issuerTextOncePerIssuer(self) -> None:
-        """
-        The issuer's text is made once for the many certificates of one
-        issuer (equal names parsed from different certificates).
-        """
-        statusrows.issuerText.cache_clear()
-        first = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
-        second = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
-        self.assertEqual(statusrows.issuerText(first), first.rfc4514_string())
-        self.assertEqual(statusrows.issuerText(second), "CN=Test CA\\, one")
-        self.assertEqual(statusrows.issuerText.cache_info().hits, 1)
-
-    def test_isoAsDatetime(self) -> None:
-        """
-        Times are written as C{datetime.isoformat} writes them, to the
-        second.
-        """
-        for seconds in (0.0, 1.999, 1700000000.5, 4102444800.25):
-            expected = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
-                timespec="seconds"
-            )
-            self.assertEqual(statusrows.isoTime(seconds), expected)

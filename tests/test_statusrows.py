@@ -1,0 +1,106 @@
+"""
+The parts of a status row (L{letsencrypt_resource.statusrows}) made once
+for many sets, or faster.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import statusrows
+from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.statusrows import isoTime, issuerDER, issuerText
+
+
+def named(*names: str) -> x509.Name:
+    """
+    The name of common names C{names}.
+    """
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name) for name in names])
+
+
+def certificate(issuer: x509.Name, serial: int) -> x509.Certificate:
+    """
+    A certificate that C{issuer} signed, of serial number C{serial}.
+    """
+    key = generateKey("ecdsa-p256")
+    now = datetime.datetime(2027, 1, 1, tzinfo=datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"s{serial}.test")]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+class Counted:
+    """
+    A certificate that counts the readings of its issuer.
+    """
+
+    def __init__(self, wrapped: x509.Certificate):
+        self._wrapped = wrapped
+        self.readings = 0
+
+    @property
+    def tbs_certificate_bytes(self) -> bytes:
+        return self._wrapped.tbs_certificate_bytes
+
+    @property
+    def issuer(self) -> x509.Name:
+        self.readings += 1
+        return self._wrapped.issuer
+
+
+class RowPartsTests(SynchronousTestCase):
+    """
+    The parts of a status row made once for many sets, or faster.
+    """
+
+    def test_issuerDER(self) -> None:
+        """
+        L{issuerDER} finds the issuer's DER in the certificate's, short
+        and long (a length over 127 bytes, a long serial number).
+        """
+        for issuer, serial in (
+            (named("Test CA"), 1),
+            (named(*["Test CA " + "x" * 50] * 4), 2**150),
+        ):
+            signed = certificate(issuer, serial)
+            self.assertEqual(issuerDER(signed.tbs_certificate_bytes), signed.issuer.public_bytes())
+
+    def test_issuerTextOncePerIssuer(self) -> None:
+        """
+        The issuer's text is made once for the many certificates of one
+        issuer, and again for another issuer.
+        """
+        self.patch(statusrows, "_issuers", {})
+        first, second = (
+            Counted(certificate(named("Test CA, one"), 1)),
+            Counted(certificate(named("Test CA, one"), 2)),
+        )
+        other = Counted(certificate(named("Test CA, two"), 3))
+        results: list[Any] = [issuerText(c) for c in (first, second, other)]  # type: ignore[arg-type]
+        self.assertEqual(results, ["CN=Test CA\\, one", "CN=Test CA\\, one", "CN=Test CA\\, two"])
+        self.assertEqual([c.readings for c in (first, second, other)], [1, 0, 1])
+
+    def test_isoAsDatetime(self) -> None:
+        """
+        Times are written as C{datetime.isoformat} writes them, to the
+        second.
+        """
+        for seconds in (0.0, 1.999, 1700000000.5, 4102444800.25):
+            expected = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            )
+            self.assertEqual(isoTime(seconds), expected)
