@@ -240,7 +240,9 @@ class SetLoader:
             if stored is not None and taker.acceptable(certificate, stored):
                 taker.putInService(certificate, stored)
         now = self._reactor.seconds()
-        saved = certificate.retryAt()
+        # Only a saved next attempt after 0 can be brought forward: the
+        # saved retry time is worked out, for the event, then alone.
+        saved = certificate.retryAt() if certificate.nextAttempt > 0 else 0.0
         if certificate.capWaits(now, self._maximum):
             events.STORED_WAIT_CAPPED.emit(
                 self._log,
