@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cryptography import x509
 from zope.interface import implementer
 
 from .carotation import issuingCA
@@ -48,54 +47,6 @@ def isoTime(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(seconds))
 
 
-#: The most issuers whose text L{issuerText} keeps.
-ISSUERS_KEPT = 64
-_issuers: dict[bytes, str] = {}
-
-
-def _element(der: bytes, at: int) -> tuple[int, int]:
-    """
-    Where the content of the DER element at C{at} of C{der} starts, and
-    where the element ends.
-    """
-    length = der[at + 1]
-    start = at + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(der[start : start + count], "big")
-        start += count
-    return start, start + length
-
-
-def issuerDER(tbs: bytes) -> bytes:
-    """
-    The issuer's C{Name}, DER, of the DER C{TBSCertificate} C{tbs}: after
-    its optional version (C{[0]}), serial number and signature algorithm.
-    """
-    at, _ = _element(tbs, 0)
-    if tbs[at] == 0xA0:
-        at = _element(tbs, at)[1]
-    at = _element(tbs, at)[1]  # serialNumber
-    at = _element(tbs, at)[1]  # signature
-    return tbs[at : _element(tbs, at)[1]]
-
-
-def issuerText(certificate: x509.Certificate) -> str:
-    """
-    The RFC 4514 text of C{certificate}'s issuer, made once for the many
-    certificates of one issuer, found by the issuer's DER: the issuer as a
-    C{Name} is made anew at each reading, and a status of thousands of
-    sets made it for each.
-    """
-    key = issuerDER(certificate.tbs_certificate_bytes)
-    text = _issuers.get(key)
-    if text is None:
-        if len(_issuers) >= ISSUERS_KEPT:
-            _issuers.clear()
-        text = _issuers[key] = certificate.issuer.rfc4514_string()
-    return text
-
-
 def statusRow(
     certificate: ManagedCertificate, options: ResourceOptions, now: float, serverRunning: bool
 ) -> dict[str, Any]:
@@ -129,7 +80,7 @@ def statusRow(
     if current is not None and not current.provisional:
         notAfter = current.validity[1]
         row.update(
-            issuer=issuerText(current.certificate),
+            issuer=current.issuerText,
             ca=issuingCA(certificate, options),
             not_after=isoTime(notAfter),
             days_left=round((notAfter - now) / DAY, 1),

@@ -1,6 +1,7 @@
 """
 The parts of a status row (L{letsencrypt_resource.statusrows}) made once
-for many sets, or faster.
+for many sets, or faster: the time, and the issuer's text
+(L{letsencrypt_resource.certificates.rfc4514Issuer}).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import statusrows
+from letsencrypt_resource import certificates
+from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
 from letsencrypt_resource.keygen import generateKey
-from letsencrypt_resource.statusrows import isoTime, issuerDER, issuerText
+from letsencrypt_resource.statusrows import isoTime
 
 
 def named(*names: str) -> x509.Name:
@@ -25,11 +27,12 @@ def named(*names: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name) for name in names])
 
 
-def certificate(issuer: x509.Name, serial: int) -> x509.Certificate:
+def certificate(issuer: x509.Name, serial: int, key: Any = None) -> x509.Certificate:
     """
-    A certificate that C{issuer} signed, of serial number C{serial}.
+    A certificate that C{issuer} signed, of serial number C{serial}, for
+    C{key} (by default a new one).
     """
-    key = generateKey("ecdsa-p256")
+    key = key or generateKey("ecdsa-p256")
     now = datetime.datetime(2027, 1, 1, tzinfo=datetime.timezone.utc)
     return (
         x509.CertificateBuilder()
@@ -84,15 +87,28 @@ class RowPartsTests(SynchronousTestCase):
         The issuer's text is made once for the many certificates of one
         issuer, and again for another issuer.
         """
-        self.patch(statusrows, "_issuers", {})
+        self.patch(certificates, "_issuers", {})
         first, second = (
             Counted(certificate(named("Test CA, one"), 1)),
             Counted(certificate(named("Test CA, one"), 2)),
         )
         other = Counted(certificate(named("Test CA, two"), 3))
-        results: list[Any] = [issuerText(c) for c in (first, second, other)]  # type: ignore[arg-type]
+        results: list[Any] = [rfc4514Issuer(c) for c in (first, second, other)]  # type: ignore[arg-type]
         self.assertEqual(results, ["CN=Test CA\\, one", "CN=Test CA\\, one", "CN=Test CA\\, two"])
         self.assertEqual([c.readings for c in (first, second, other)], [1, 0, 1])
+
+    def test_issuerTextOncePerCertificate(self) -> None:
+        """
+        A certificate in service has its issuer's text made once: a server
+        asked for its status again and again makes it at the first.
+        """
+        made: list[object] = []
+        self.patch(certificates, "rfc4514Issuer", lambda c: made.append(c) or "CN=Test CA")
+        key = generateKey("ecdsa-p256")
+        signed = certificate(named("Test CA"), 1, key)
+        certifiedKey = CertifiedKey(key, signed)
+        self.assertEqual([certifiedKey.issuerText, certifiedKey.issuerText], ["CN=Test CA"] * 2)
+        self.assertEqual(made, [signed])
 
     def test_isoAsDatetime(self) -> None:
         """
