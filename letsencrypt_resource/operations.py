@@ -24,7 +24,7 @@ from .managed import ManagedCertificate
 from .noderecord import serialHex
 from .operationerror import OperationError
 from .resource import LetsEncryptResource
-from .statusrows import statusRow
+from .statusrows import RowCache
 from .storage.cluster import ClusterStorage
 
 #: RFC 5280 revocation reasons an operator may give.
@@ -59,6 +59,7 @@ class Operations:
         self._resource = resource
         self._clock = clock
         self._serverRunning = serverRunning
+        self._rows = RowCache()
 
     def status(self) -> list[dict[str, Any]]:
         """
@@ -69,7 +70,8 @@ class Operations:
         """
         options, now = self._resource.options, self._clock.seconds()
         return [
-            statusRow(c, options, now, self._serverRunning) for c in self._resource.managed.values()
+            self._rows.row(c, options, now, self._serverRunning)
+            for c in self._resource.managed.values()
         ]
 
     @deferred
@@ -85,7 +87,7 @@ class Operations:
         return rows
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
-        return statusRow(
+        return self._rows.row(
             certificate, self._resource.options, self._clock.seconds(), self._serverRunning
         )
 
