@@ -61,11 +61,11 @@ from zope.interface.registry import Components  # noqa: E402
 
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey  # noqa: E402
 from letsencrypt_resource.config import ResourceOptions  # noqa: E402
-from letsencrypt_resource.domainsets import settingsFingerprint  # noqa: E402
 from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.keys import generateKey, withDomainNames  # noqa: E402
 from letsencrypt_resource.managed import ManagedCertificate  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
+from letsencrypt_resource.setloading import settingsFingerprint  # noqa: E402
 from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
 from letsencrypt_resource.storage.records import Records  # noqa: E402
 from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402

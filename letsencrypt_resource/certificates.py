@@ -140,6 +140,54 @@ def certificateNames(certificate: x509.Certificate) -> tuple[str, ...]:
     return tuple(names)
 
 
+#: The most issuers whose text L{rfc4514Issuer} keeps.
+ISSUERS_KEPT = 64
+_issuers: dict[bytes, str] = {}
+
+
+def _element(der: bytes, at: int) -> tuple[int, int]:
+    """
+    Where the content of the DER element at C{at} of C{der} starts, and
+    where the element ends.
+    """
+    length = der[at + 1]
+    start = at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(der[start : start + count], "big")
+        start += count
+    return start, start + length
+
+
+def issuerDER(tbs: bytes) -> bytes:
+    """
+    The issuer's C{Name}, DER, of the DER C{TBSCertificate} C{tbs}: after
+    its optional version (C{[0]}), serial number and signature algorithm.
+    """
+    at, _ = _element(tbs, 0)
+    if tbs[at] == 0xA0:
+        at = _element(tbs, at)[1]
+    at = _element(tbs, at)[1]  # serialNumber
+    at = _element(tbs, at)[1]  # signature
+    return tbs[at : _element(tbs, at)[1]]
+
+
+def rfc4514Issuer(certificate: x509.Certificate) -> str:
+    """
+    The RFC 4514 text of C{certificate}'s issuer, made once for the many
+    certificates of one issuer, found by the issuer's DER: making the
+    issuer's C{Name} costs more than the status row of a set read from the
+    storage once (see L{CertifiedKey.issuerText}).
+    """
+    key = issuerDER(certificate.tbs_certificate_bytes)
+    text = _issuers.get(key)
+    if text is None:
+        if len(_issuers) >= ISSUERS_KEPT:
+            _issuers.clear()
+        text = _issuers[key] = certificate.issuer.rfc4514_string()
+    return text
+
+
 @attrs.frozen(eq=False)
 class CertifiedKey:
     """
@@ -324,6 +372,14 @@ class CertifiedKey:
             return publicKeysMatch(self.key, self.certificate)
         except InvalidCertificate:
             return False
+
+    @cached_property
+    def issuerText(self) -> str:
+        """
+        The RFC 4514 text of the certificate's issuer, made once (see
+        L{rfc4514Issuer}): the status of thousands of sets asks for it.
+        """
+        return rfc4514Issuer(self.certificate)
 
     @cached_property
     def validity(self) -> tuple[float, float]:

@@ -135,19 +135,20 @@ async def _runAlone(
 
     @param lock: The state directory's lock, held.
     """
+    options = configuration.resource
+    assert options is not None, "run() refuses a configuration without a resource"
+    if name == "status":
+        return await _statusAlone(reactor, configuration, lock)
+
     import attrs
     from zope.interface.registry import Components
 
     from .control import dispatch
     from .host import makeResource
     from .interfaces import ICertificateConsumer
-    from .operations import NoConsumer, Operations
+    from .operations import Operations
+    from .statusrows import NoConsumer
 
-    options = configuration.resource
-    assert options is not None, "run() refuses a configuration without a resource"
-    if name == "status":
-        # Status never reaches the CA, so it needs no CA bundle.
-        options = attrs.evolve(options, acmeCAFile=None)
     # A run of a few seconds is no target to scrape; its deploy runs are
     # waited for when it stops.
     options = attrs.evolve(options, metricsPort=None, metricsEndpoint=None)
@@ -158,18 +159,33 @@ async def _runAlone(
         )
     resource = makeResource(options, registry, reactor, automatic=False, lock=lock)
     operations = Operations(resource, reactor, serverRunning=False)
-    if name == "status":
-        try:
-            await resource.load()
-            return await operations.fullStatus()
-        finally:
-            await resource.storage.close()
     resource.startService()
     try:
         await resource.whenSettled()
         return await dispatch(operations, name, arguments)
     finally:
         await resource.stopService()
+
+
+async def _statusAlone(
+    reactor: Reactor, configuration: Configuration, lock: StateLock | None
+) -> Any:
+    """
+    The status rows read from the state itself, without a resource (see
+    L{offlineStatus <letsencrypt_resource.statusreader.offlineStatus>}).
+
+    @param lock: The state directory's lock, held, if it exists.
+    """
+    from .nodestorage import makeStorage, stopReactor
+    from .statusreader import offlineStatus
+
+    options = configuration.resource
+    assert options is not None, "run() refuses a configuration without a resource"
+    storage = makeStorage(options, reactor, lock, stopReactor(reactor))
+    try:
+        return await offlineStatus(options, configuration.services, storage, reactor)
+    finally:
+        await storage.close()
 
 
 async def _operate(

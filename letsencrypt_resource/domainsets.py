@@ -8,34 +8,24 @@ set, put in service once it passes the checks an order's would.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface.registry import Components
 
-from . import events
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
-from .renewalstate import storedDigest
-from .reporting import unexpected, when
-from .retrywaits import capWaits
+from .reporting import unexpected
 from .scheduler import Scheduler
-from .storage.interface import StorageError
-from .storage.records import Records, StoredSet
+from .setloading import SetLoader, collectSets, settingsFingerprint
+from .storage.records import Records
 from .storedchanges import StoredChanges
-
-#: How many batches of domain sets are read from the storage at once.
-LOAD_JOBS = 4
-#: How many domain sets a batch holds: their records are read together
-#: (see L{Records.loadSets}).
-LOAD_BATCH = 64
 
 
 class DomainSets(Service):
@@ -81,6 +71,7 @@ class DomainSets(Service):
         self._dropped: dict[frozenset[str], ManagedCertificate] = {}
         self._loading: Deferred[None] = succeed(None)
         self._changes = changes
+        self._loader = SetLoader(records, changes, reactor, options.checkInterval, log)
 
     def startService(self) -> None:
         super().startService()
@@ -118,50 +109,8 @@ class DomainSets(Service):
         self.managed.clear()
         self.managed.update(collected)
         self._changes.setsChanged()
-        await self._loadAll(list(self.managed.values()))
+        await self._loader.loadAll(list(self.managed.values()))
         self._provisioning.loaded()
-
-    @deferred
-    async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:
-        """
-        Load C{certificates} by batches of L{LOAD_BATCH}, L{LOAD_JOBS}
-        batches at a time: each job takes the next batch once it is done
-        with one, so that nothing is made for a set before its turn; an
-        unexpected error is logged and the other sets loaded.
-        """
-        pending = (
-            certificates[start : start + LOAD_BATCH]
-            for start in range(0, len(certificates), LOAD_BATCH)
-        )
-
-        async def job() -> None:
-            for batch in pending:
-                await self._loadBatch(batch)
-
-        jobs = min(LOAD_JOBS, -(-len(certificates) // LOAD_BATCH))
-        await gatherResults([Deferred.fromCoroutine(job()) for _ in range(jobs)])
-
-    async def _loadBatch(self, batch: list[ManagedCertificate]) -> None:
-        """
-        Read the records of the sets of C{batch} together, and take each
-        set's back; when they cannot be read together for an unexpected
-        error, each set's alone, so that the error is logged for its set
-        only.
-        """
-        try:
-            stored = await self._records.loadSets([c.domains for c in batch])
-        except Exception:
-            if len(batch) == 1:
-                unexpected(self._log, Failure())
-                return
-            for certificate in batch:
-                await self._loadBatch([certificate])
-            return
-        for certificate, records in zip(batch, stored, strict=True):
-            try:
-                self._takeStored(certificate, records)
-            except Exception:
-                unexpected(self._log, Failure())
 
     @deferred
     async def reloadConsumers(self) -> None:
@@ -195,7 +144,7 @@ class DomainSets(Service):
             if certificate.current is not None and newcomers:
                 self._provisioning.deliver(certificate, certificate.current, newcomers)
         self._changes.setsChanged()
-        await self._loadAll(loading)
+        await self._loader.loadAll(loading)
         needProvisional = [c for c in added if c.current is None]
         if needProvisional:
             await self._provisioning.provision(needProvisional)
@@ -222,60 +171,7 @@ class DomainSets(Service):
         attempt.whenEnded().addCallback(ended)
 
     def _collectConsumers(self) -> dict[frozenset[str], ManagedCertificate]:
-        managed: dict[frozenset[str], ManagedCertificate] = {}
-        settings = settingsFingerprint(self._options)
-        consumers = sorted(self._registry.getUtilitiesFor(ICertificateConsumer), key=lambda p: p[0])
-        for _, consumer in consumers:
-            key = frozenset(consumer.domains)
-            if key not in managed:
-                managed[key] = ManagedCertificate(tuple(consumer.domains), settings)
-            managed[key].consumers.append(consumer)
-        return managed
-
-    def _takeStored(self, certificate: ManagedCertificate, records: StoredSet) -> None:
-        """
-        Take back the saved renewal state and the stored certificate of
-        C{certificate}, read as C{records}; a damaged record is reported
-        and ignored, so the set is renewed.
-        """
-        try:
-            state = records.renewalState()
-        except StorageError as error:
-            self._changes.ignored(certificate, error)
-            state = None
-        if state is not None:
-            certificate.restore(state)
-        try:
-            stored = records.certifiedKey(storedDigest(state))
-        except StorageError as error:
-            self._changes.ignored(certificate, error)
-        else:
-            if stored is not None and self._changes.acceptable(certificate, stored):
-                self._changes.putInService(certificate, stored)
-        now = self._reactor.seconds()
-        saved = certificate.retryAt()
-        if capWaits(certificate, now, self._options.checkInterval):
-            events.STORED_WAIT_CAPPED.emit(
-                self._log,
-                domains=certificate.label,
-                saved=when(saved),
-                when=when(certificate.retryAt()),
-            )
-
-
-def settingsFingerprint(options: ResourceOptions) -> str:
-    """
-    A digest of the options that orders depend on: when they change, a
-    saved retry wait no longer applies.
-    """
-    settings = (
-        options.acmeURL,
-        options.keyType,
-        options.profile,
-        options.agreeTOS,
-        options.contacts,
-        options.accountKeyFile,
-        options.eabKid,
-        options.eabHMACKey,
-    )
-    return hashlib.sha256(repr(settings).encode("utf-8")).hexdigest()[:16]
+        return collectSets(
+            self._registry.getUtilitiesFor(ICertificateConsumer),
+            settingsFingerprint(self._options),
+        )

@@ -9,32 +9,23 @@ when no server runs.  Each returns JSON-ready data.
 
 from __future__ import annotations
 
-import functools
-import time
 from typing import Any
 
-from cryptography import x509
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from . import events
 from .accountcommands import AccountCommands
-from .carotation import issuingCA
-from .certificates import CertifiedKey
 from .clusterview import addClusterView
 from .coroutines import deferred
-from .interfaces import ICertificateConsumer
 from .keys import PublicKey
 from .managed import ManagedCertificate
 from .noderecord import serialHex
 from .operationerror import OperationError
-from .outcomes import REASONS
 from .resource import LetsEncryptResource
+from .statusrows import RowCache
 from .storage.cluster import ClusterStorage
-
-DAY = 86400.0
 
 #: RFC 5280 revocation reasons an operator may give.
 REVOCATION_REASONS = {
@@ -44,40 +35,6 @@ REVOCATION_REASONS = {
     "superseded": 4,
     "cessationOfOperation": 5,
 }
-
-
-@implementer(ICertificateConsumer)
-class NoConsumer:
-    """
-    Stands for a configured service when the operations command runs
-    without the server: it takes certificates and does nothing with them.
-    """
-
-    def __init__(self, name: str, domains: tuple[str, ...]):
-        self.name = name
-        self.domains = domains
-
-    def useCertificate(self, certifiedKey: CertifiedKey) -> None:
-        """
-        Nothing serves it.
-        """
-
-
-def _iso(seconds: float) -> str:
-    """
-    C{seconds} since the epoch as an ISO 8601 UTC time to the second, as
-    C{datetime.isoformat} writes it, in half its time.
-    """
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(seconds))
-
-
-@functools.lru_cache(maxsize=64)
-def issuerText(issuer: x509.Name) -> str:
-    """
-    The RFC 4514 text of C{issuer}, made once for the many certificates of
-    one issuer: a status of thousands of sets made it for each.
-    """
-    return issuer.rfc4514_string()
 
 
 def _errors(failed: list[ManagedCertificate]) -> str:
@@ -102,6 +59,7 @@ class Operations:
         self._resource = resource
         self._clock = clock
         self._serverRunning = serverRunning
+        self._rows = RowCache()
 
     def status(self) -> list[dict[str, Any]]:
         """
@@ -110,7 +68,11 @@ class Operations:
         what each service serves (nothing when no server runs), and the last
         error.
         """
-        return [self._row(c) for c in self._resource.managed.values()]
+        options, now = self._resource.options, self._clock.seconds()
+        return [
+            self._rows.row(c, options, now, self._serverRunning)
+            for c in self._resource.managed.values()
+        ]
 
     @deferred
     async def fullStatus(self) -> list[dict[str, Any]]:
@@ -125,44 +87,9 @@ class Operations:
         return rows
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
-        now = self._clock.seconds()
-        current = certificate.current
-        row: dict[str, Any] = {
-            "names": list(certificate.domains),
-            "services": [c.name for c in certificate.consumers],
-            "issuer": None,
-            "ca": None,
-            "not_after": None,
-            "days_left": None,
-            "provisional": current is None or current.provisional,
-            "server_running": self._serverRunning,
-            "serving": {},
-            "failures": certificate.failures,
-            "last_error": certificate.lastError,
-        }
-        if self._serverRunning:
-            served = "provisional" if row["provisional"] else "ca"
-            row["serving"] = dict.fromkeys(row["services"], served)
-        if current is not None and not current.provisional:
-            issuer = issuerText(current.certificate.issuer)
-            notAfter = current.validity[1]
-            row.update(
-                issuer=issuer,
-                ca=issuingCA(certificate, self._resource.options),
-                not_after=_iso(notAfter),
-                days_left=round((notAfter - now) / DAY, 1),
-            )
-        plan = certificate.plan()
-        retry = certificate.retryAt()
-        row["retry"] = retry > max(plan.at, now)
-        row["reason"] = plan.reason
-        if row["retry"]:
-            row["next_check"] = _iso(retry)
-            row["why"] = f"retry after {certificate.failures} failed attempts"
-        else:
-            row["next_check"] = _iso(max(plan.at, now))
-            row["why"] = REASONS.get(plan.reason, plan.reason)
-        return row
+        return self._rows.row(
+            certificate, self._resource.options, self._clock.seconds(), self._serverRunning
+        )
 
     def select(self, names: list[str]) -> list[ManagedCertificate]:
         """

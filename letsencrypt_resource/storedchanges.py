@@ -22,6 +22,7 @@ from .config import ResourceOptions
 from .managed import ManagedCertificate
 from .provisioning import Provisioning
 from .reporting import unexpected
+from .setloading import Refusal, storedRefusal
 from .storage.interface import StorageError
 from .storage.records import Records, certificateKey
 
@@ -190,37 +191,28 @@ class StoredChanges:
 
     def acceptable(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
         """
-        Whether C{stored}, the stored certificate of C{certificate}, is
-        newer than the one in service, not revoked as compromised, and for
-        its names; reported when it is not.
+        Whether C{stored}, the stored certificate of C{certificate}, is to
+        be put in service (see L{storedRefusal}); reported when it is not,
+        but for being no newer than the one in service, and a key revoked
+        as compromised once per certificate.
         """
-        if not self._newer(certificate, stored):
-            return False
-        if certificate.compromisedKeys:
-            # The key is read here, at its first use (see CertifiedKey.key).
-            if not stored.keyMatches:
-                events.STORED_STATE_IGNORED.emit(
-                    self._log,
-                    domains=certificate.label,
-                    details="the stored key cannot be read or is not the certificate's",
-                )
-                return False
-            if certificate.isCompromised(stored.key):
-                serial = stored.certificate.serial_number
-                if self._refusedCompromised.get(frozenset(certificate.domains)) != serial:
-                    self._refusedCompromised[frozenset(certificate.domains)] = serial
-                    events.COMPROMISED_CERTIFICATE_IGNORED.emit(
-                        self._log, domains=certificate.label
-                    )
-                return False
-        if not stored.carries(certificate.domains):
+        refusal = storedRefusal(certificate, stored, self._reactor.seconds())
+        if refusal is Refusal.COMPROMISED:
+            serial = stored.certificate.serial_number
+            if self._refusedCompromised.get(frozenset(certificate.domains)) != serial:
+                self._refusedCompromised[frozenset(certificate.domains)] = serial
+                events.COMPROMISED_CERTIFICATE_IGNORED.emit(self._log, domains=certificate.label)
+        elif refusal is Refusal.KEY_UNREADABLE:
+            events.STORED_STATE_IGNORED.emit(
+                self._log, domains=certificate.label, details=refusal.value
+            )
+        elif refusal is Refusal.OTHER_NAMES:
             events.STORED_STATE_IGNORED.emit(
                 self._log,
                 domains=certificate.label,
                 details=f"the stored certificate is for {', '.join(stored.domains)}",
             )
-            return False
-        return True
+        return refusal is None
 
     def putInService(
         self, certificate: ManagedCertificate, stored: CertifiedKey, deploy: bool = False
@@ -246,20 +238,3 @@ class StoredChanges:
             certificate.pendingOrder = None
         self._provisioning.deliver(certificate, stored)
         self._provisioning.export(certificate, deploy)
-
-    def _newer(self, certificate: ManagedCertificate, stored: CertifiedKey) -> bool:
-        """
-        Whether C{stored} has not expired and replaces the CA-issued
-        certificate in service for C{certificate}, if any: it ends later,
-        or, being another certificate (another serial), no earlier.  Times
-        are in whole seconds: a forced renewal or a revoke's replacement
-        may end in the very second the certificate it replaces ends.
-        """
-        notAfter = stored.notAfter.timestamp()
-        issued = certificate.issued
-        if issued is not None:
-            ends = issued.notAfter.timestamp()
-            other = stored.certificate.serial_number != issued.certificate.serial_number
-            if notAfter < ends or (notAfter == ends and not other):
-                return False
-        return notAfter > self._reactor.seconds()

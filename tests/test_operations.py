@@ -7,27 +7,24 @@ contacts.
 
 from __future__ import annotations
 
-import datetime
 import io
 import os
 from types import SimpleNamespace
 
-from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import cli, operations
+from letsencrypt_resource import cli, statusrows
 from letsencrypt_resource.cli import run
 from letsencrypt_resource.config import loadConfiguration
 from letsencrypt_resource.control import StateDirectoryLocked, StateLock
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.keys import generateKey, keyToPEM
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.operations import OperationError, Operations, _iso, serialHex
+from letsencrypt_resource.operations import OperationError, Operations, serialHex
 from letsencrypt_resource.testing import runUntilFired
 from letsencrypt_resource.testing.pebble import certificateStatus
 from tests.helpers.operationscase import OperationsCase
@@ -455,7 +452,7 @@ class StatusRowTests(ResourceTestCase):
         certificate.lastFailure = now
         certificate.nextAttempt = now + 80 * 86400
         [row] = [r for r in operations.status() if r["names"] == ["reports.example.test"]]
-        self.assertEqual(row["next_check"], _iso(certificate.urgentSince()))
+        self.assertEqual(row["next_check"], statusrows.isoTime(certificate.urgentSince()))
         self.assertLess(certificate.urgentSince(), certificate.nextAttempt)
 
 
@@ -555,32 +552,3 @@ class SelectTests(SynchronousTestCase):
         self.assertLessEqual(len(compared), len(names))
         self.assertEqual(operations.select([]), sets)
         self.assertRaises(OperationError, operations.select, ["other.example.test"])
-
-
-class RowPartsTests(SynchronousTestCase):
-    """
-    The parts of a status row made once for many sets, or faster.
-    """
-
-    def test_issuerTextOncePerIssuer(self) -> None:
-        """
-        The issuer's text is made once for the many certificates of one
-        issuer (equal names parsed from different certificates).
-        """
-        operations.issuerText.cache_clear()
-        first = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
-        second = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test CA, one")])
-        self.assertEqual(operations.issuerText(first), first.rfc4514_string())
-        self.assertEqual(operations.issuerText(second), "CN=Test CA\\, one")
-        self.assertEqual(operations.issuerText.cache_info().hits, 1)
-
-    def test_isoAsDatetime(self) -> None:
-        """
-        Times are written as C{datetime.isoformat} writes them, to the
-        second.
-        """
-        for seconds in (0.0, 1.999, 1700000000.5, 4102444800.25):
-            expected = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
-                timespec="seconds"
-            )
-            self.assertEqual(_iso(seconds), expected)

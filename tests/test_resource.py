@@ -16,11 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
-from letsencrypt_resource import domainsets
 from letsencrypt_resource import owned as ownedModule
+from letsencrypt_resource import setloading
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
-from letsencrypt_resource.domainsets import settingsFingerprint
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.keys import keyToPEM
@@ -36,6 +35,7 @@ from letsencrypt_resource.resource import (
     CHECK_INTERVAL,
     LetsEncryptResource,
 )
+from letsencrypt_resource.setloading import settingsFingerprint
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
@@ -1100,10 +1100,10 @@ class StorageWiringTests(ResourceTestCase):
 
     def test_boundedLoads(self) -> None:
         """
-        Loading reads the records of at most L{domainsets.LOAD_JOBS} domain
+        Loading reads the records of at most L{setloading.LOAD_JOBS} domain
         sets at once, the others waiting their turn, and loads them all.
         """
-        self.patch(domainsets, "LOAD_JOBS", 1)
+        self.patch(setloading, "LOAD_JOBS", 1)
         storage = HeldLoads(self.store.shared)
         resource = self.resourceOn(storage)
         loading = resource.load()
@@ -1116,11 +1116,11 @@ class StorageWiringTests(ResourceTestCase):
 
     def test_batchedLoads(self) -> None:
         """
-        Loading reads the records of L{domainsets.LOAD_BATCH} domain sets
+        Loading reads the records of L{setloading.LOAD_BATCH} domain sets
         together, by one C{loadMany}, and puts their certificates in
         service.
         """
-        self.patch(domainsets, "LOAD_BATCH", 2)
+        self.patch(setloading, "LOAD_BATCH", 2)
         storage = BatchedLoads(self.store.shared)
         stored = self.issue(REPORTS)
         self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))
@@ -1168,7 +1168,7 @@ class StorageWiringTests(ResourceTestCase):
         An unexpected error while loading one domain set is logged, and the
         sets after it are loaded.
         """
-        self.patch(domainsets, "LOAD_JOBS", 1)
+        self.patch(setloading, "LOAD_JOBS", 1)
         storage = FailingLoads(self.store.shared, renewalKey(FILES))
         stored = self.issue(REPORTS)
         self.successResultOf(Records(storage).saveCertificate(REPORTS, stored))

@@ -325,7 +325,8 @@ class Records:
         be read together, each record is read alone: one that fails then
         fails only its own parse (see L{StoredSet}).
         """
-        keys = [key for domains in sets for key in (renewalKey(domains), certificateKey(domains))]
+        pairs = [(renewalKey(domains), certificateKey(domains)) for domains in sets]
+        keys = [key for pair in pairs for key in pair]
         values: dict[str, bytes | StorageError | None] = {}
         try:
             values.update(await self.storage.loadMany(keys))
@@ -336,8 +337,8 @@ class Records:
                 except StorageError as error:
                     values[key] = error
         return [
-            StoredSet(domains, values[renewalKey(domains)], values[certificateKey(domains)])
-            for domains in sets
+            StoredSet(domains, values[renewal], values[certificate])
+            for domains, (renewal, certificate) in zip(sets, pairs, strict=True)
         ]
 
     def saveCertificate(

@@ -1,0 +1,202 @@
+"""
+The parts of a status row (L{letsencrypt_resource.statusrows}) made once
+for many sets, or faster: the time, and the issuer's text
+(L{letsencrypt_resource.certificates.rfc4514Issuer}).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from types import SimpleNamespace
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import certificates, statusrows
+from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
+from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.statusrows import RowCache, isoTime, statusRow
+from tests.helpers.resourcecase import DAY, resourceOptions
+
+
+def named(*names: str) -> x509.Name:
+    """
+    The name of common names C{names}.
+    """
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name) for name in names])
+
+
+def certificate(issuer: x509.Name, serial: int, key: Any = None) -> x509.Certificate:
+    """
+    A certificate that C{issuer} signed, of serial number C{serial}, for
+    C{key} (by default a new one).
+    """
+    key = key or generateKey("ecdsa-p256")
+    now = datetime.datetime(2027, 1, 1, tzinfo=datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"s{serial}.test")]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(f"s{serial}.test")]), False)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+class CountedIssuer:
+    """
+    A certificate that counts the readings of its issuer.
+    """
+
+    def __init__(self, wrapped: x509.Certificate):
+        self._wrapped = wrapped
+        self.readings = 0
+
+    @property
+    def tbs_certificate_bytes(self) -> bytes:
+        return self._wrapped.tbs_certificate_bytes
+
+    @property
+    def issuer(self) -> x509.Name:
+        self.readings += 1
+        return self._wrapped.issuer
+
+
+class RowPartsTests(SynchronousTestCase):
+    """
+    The parts of a status row made once for many sets, or faster.
+    """
+
+    def test_issuerDER(self) -> None:
+        """
+        L{issuerDER} finds the issuer's DER in the certificate's, short
+        and long (a length over 127 bytes, a long serial number).
+        """
+        for issuer, serial in (
+            (named("Test CA"), 1),
+            (named(*["Test CA " + "x" * 50] * 4), 2**150),
+        ):
+            signed = certificate(issuer, serial)
+            self.assertEqual(issuerDER(signed.tbs_certificate_bytes), signed.issuer.public_bytes())
+
+    def test_issuerTextOncePerIssuer(self) -> None:
+        """
+        The issuer's text is made once for the many certificates of one
+        issuer, and again for another issuer.
+        """
+        self.patch(certificates, "_issuers", {})
+        first, second = (
+            CountedIssuer(certificate(named("Test CA, one"), 1)),
+            CountedIssuer(certificate(named("Test CA, one"), 2)),
+        )
+        other = CountedIssuer(certificate(named("Test CA, two"), 3))
+        results: list[Any] = [rfc4514Issuer(c) for c in (first, second, other)]  # type: ignore[arg-type]
+        self.assertEqual(results, ["CN=Test CA\\, one", "CN=Test CA\\, one", "CN=Test CA\\, two"])
+        self.assertEqual([c.readings for c in (first, second, other)], [1, 0, 1])
+
+    def test_issuerTextOncePerCertificate(self) -> None:
+        """
+        A certificate in service has its issuer's text made once: a server
+        asked for its status again and again makes it at the first.
+        """
+        made: list[object] = []
+        self.patch(certificates, "rfc4514Issuer", lambda c: made.append(c) or "CN=Test CA")
+        key = generateKey("ecdsa-p256")
+        signed = certificate(named("Test CA"), 1, key)
+        certifiedKey = CertifiedKey(key, signed)
+        self.assertEqual([certifiedKey.issuerText, certifiedKey.issuerText], ["CN=Test CA"] * 2)
+        self.assertEqual(made, [signed])
+
+    def test_isoAsDatetime(self) -> None:
+        """
+        Times are written as C{datetime.isoformat} writes them, to the
+        second.
+        """
+        for seconds in (0.0, 1.999, 1700000000.5, 4102444800.25):
+            expected = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).isoformat(
+                timespec="seconds"
+            )
+            self.assertEqual(isoTime(seconds), expected)
+
+
+class RowCacheTests(SynchronousTestCase):
+    """
+    L{RowCache} keeps the part of a row that the time does not change
+    until the set changes.
+    """
+
+    def setUp(self) -> None:
+        key = generateKey("ecdsa-p256")
+        self.certifiedKey = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        self.certificate = ManagedCertificate(("s1.test",))
+        self.certificate.current = self.certifiedKey
+        self.certificate.consumers.append(SimpleNamespace(name="files"))  # type: ignore[arg-type]
+        self.options = resourceOptions()
+        self.now = self.certifiedKey.validity[0] + DAY
+        self.cache = RowCache()
+        self.made: list[object] = []
+        made, base = self.made, statusrows.RowBase
+
+        class Counted(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                made.append(args)
+                super().__init__(*args)
+
+        self.patch(statusrows, "RowBase", Counted)
+
+    def assertFresh(self, now: float) -> dict[str, Any]:
+        """
+        The cache's row at C{now} is the row made anew.
+        """
+        row = self.cache.row(self.certificate, self.options, now, True)
+        self.assertEqual(
+            json.dumps(row), json.dumps(statusRow(self.certificate, self.options, now, True))
+        )
+        return row
+
+    def test_keptUntilChanged(self) -> None:
+        """
+        The set unchanged, its row is made once, at any time; then again
+        after each change of a field it shows, in place or not.
+        """
+        for now in (self.now, self.now + 0.3 * DAY, self.now + 70 * DAY, self.now + 100 * DAY):
+            self.assertFresh(now)
+        # One for the cache, one for each row made anew to compare.
+        self.assertEqual(len(self.made), 1 + 4)
+        changes = [
+            lambda c: setattr(c, "failures", 2),
+            lambda c: setattr(c, "lastError", "refused"),
+            lambda c: setattr(c, "nextAttempt", self.now + 3600),
+            lambda c: setattr(c, "lastFailure", self.now - 60),
+            lambda c: setattr(c, "holdUntil", self.now + 7200),
+            lambda c: setattr(c, "ariWindow", (self.now + DAY, self.now + 2 * DAY)),
+            lambda c: setattr(c, "ariPick", 0.9),
+            lambda c: setattr(c, "orderedBy", ("id", "https://other.test/directory", "acct")),
+            lambda c: c.compromisedKeys.add("0" * 64),
+            lambda c: c.consumers.append(SimpleNamespace(name="more")),
+            lambda c: setattr(c, "current", None),
+        ]
+        for change in changes:
+            before = len(self.made)
+            change(self.certificate)
+            self.assertFresh(self.now)
+            self.assertEqual(len(self.made), before + 2)
+
+    def test_unshownKept(self) -> None:
+        """
+        A change of a field the row does not show keeps the row.
+        """
+        self.assertFresh(self.now)
+        self.certificate.deployPending = True
+        self.certificate.announced = self.certificate.plan()
+        made = len(self.made)
+        self.cache.row(self.certificate, self.options, self.now, True)
+        self.assertEqual(len(self.made), made)
