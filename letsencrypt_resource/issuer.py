@@ -6,10 +6,9 @@ or TLS-ALPN-01.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
-import attrs
 from acme import challenges, messages
 from twisted.internet.defer import (
     CancelledError,
@@ -36,7 +35,8 @@ from .alpn import TLSALPN01, serverName, sharedKey, sharedRecord
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
 from .domains import domainsLabel, isIPAddress
-from .keys import PrivateKey, keyFromPEM, keyToPEM, makeCSR
+from .keys import PrivateKey, makeCSR
+from .pendingorder import PendingOrder
 
 #: Seconds an order may take from creation to the downloaded certificate.
 ORDER_TIMEOUT = 300.0
@@ -88,43 +88,6 @@ _RESUMABLE = (
     messages.STATUS_PROCESSING,
     messages.STATUS_VALID,
 )
-
-
-@attrs.frozen
-class PendingOrder:
-    """
-    An order the CA created that has not ended yet, kept in the renewal
-    state so that an attempt cut short (a restart, a network failure) can
-    resume it instead of placing another.
-
-    @ivar url: The order's URL at the CA.
-    @ivar key: The private key its certificate is for.
-    """
-
-    url: str
-    key: PrivateKey
-
-    def toJSON(self) -> dict[str, str]:
-        """
-        The order as JSON-ready data; it holds the private key, so it is
-        stored as keys are (see L{letsencrypt_resource.storage.directory}).
-        """
-        return {"url": self.url, "key": keyToPEM(self.key).decode("ascii")}
-
-    @classmethod
-    def fromJSON(cls, document: Any) -> PendingOrder:
-        """
-        Read what L{toJSON} wrote.
-
-        @raise ValueError: when C{document} is not such data.
-        """
-        try:
-            url, pem = document["url"], document["key"]
-            if not isinstance(url, str) or not isinstance(pem, str):
-                raise ValueError("the URL and key must be strings")
-            return cls(url, keyFromPEM(pem.encode("ascii")))
-        except (KeyError, TypeError, UnicodeEncodeError) as error:
-            raise ValueError(f"not a pending order: {error!r}") from None
 
 
 def orderSurvives(error: BaseException) -> bool:

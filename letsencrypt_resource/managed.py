@@ -13,8 +13,8 @@ from .castreak import CAStreak
 from .certificates import CertifiedKey
 from .domains import domainsLabel
 from .interfaces import ICertificateConsumer
-from .issuer import PendingOrder
 from .keys import PrivateKey, PublicKey, publicKeyDigest
+from .pendingorder import PendingOrder
 from .policy import (
     WARNING_REPEAT,
     RenewalPlan,

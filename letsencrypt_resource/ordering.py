@@ -20,11 +20,12 @@ from .acmeclient import ACMEClient, ACMEProblem, certificateID
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
 from .config import ResourceOptions, canonicalURL
-from .issuer import ChallengeNotOffered, PendingOrder, obtainCertificate, orderSurvives
+from .issuer import ChallengeNotOffered, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
 from .managed import ManagedCertificate
 from .outcomes import REASONS, Outcomes
+from .pendingorder import PendingOrder
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue

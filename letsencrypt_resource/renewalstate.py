@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from .castreak import CAStreak, savedCount, savedText
 from .certificates import CertifiedKey, bundleDigest
-from .issuer import PendingOrder
+from .pendingorder import PendingOrder
 
 #: A SHA-256 digest, hex, as the state saves them.
 _DIGEST = re.compile(r"[0-9a-f]{64}")

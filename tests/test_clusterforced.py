@@ -14,8 +14,8 @@ from zope.interface import implementer
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.clusterresume import resume
-from letsencrypt_resource.issuer import PendingOrder
 from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.pendingorder import PendingOrder
 from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.interface import ILease, IStorage, StorageUnavailable

@@ -109,6 +109,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "leasing",
                 "managed",
                 "ownleasewrites",
+                "pendingorder",
                 "renewalstate",
                 "retrywaits",
                 "writeleases",

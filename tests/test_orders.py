@@ -10,8 +10,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail
 
-from letsencrypt_resource.issuer import PendingOrder, obtainCertificate
+from letsencrypt_resource.issuer import obtainCertificate
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
+from letsencrypt_resource.pendingorder import PendingOrder
 from letsencrypt_resource.policy import FIRST_RETRY_DELAY
 from letsencrypt_resource.renewer import ORDER_LEASE
 from letsencrypt_resource.resource import CHECK_INTERVAL, LetsEncryptResource
