@@ -45,6 +45,10 @@ MAX_LOGIN_FAILURES = 3
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
 _DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR", "APPE"})
+#: The commands a REST offset holds across, as for vsftpd and ProFTPD:
+#: clients send REST before or after opening the data connection (and
+#: TYPE I, the only type REST takes).
+_KEEP_RESTART = frozenset({("PASV",), ("EPSV",), ("TYPE", "I")})
 #: A restart offset: a byte count, below 2**63.
 _OFFSET = re.compile(r"[0-9]{1,18}")
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
@@ -169,9 +173,12 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         command = cmd.upper()
-        # A REST offset holds for the one command after it, and only RETR,
-        # STOR and APPE use it.
-        self.restartAt, self._restartNext = self._restartNext, 0
+        # A REST offset holds for the next command but those that open the
+        # data connection or set the type, and only RETR, STOR and APPE
+        # use it.
+        self.restartAt = self._restartNext
+        if (command, *(param.upper() for param in params)) not in _KEEP_RESTART:
+            self._restartNext = 0
         if not self.secured and command not in _BEFORE_TLS:
             return self._answer("530 Use AUTH TLS first: this server speaks FTPS only.")
         if command in _DATA_COMMANDS and self.state == self.AUTHED and not self.protected:

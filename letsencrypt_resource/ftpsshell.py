@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import CooperativeTask, cooperate
 from twisted.protocols.ftp import (
+    REQ_ACTN_ABRTD_INSUFF_STORAGE,
     REQ_ACTN_NOT_TAKEN,
     FTPCmdError,
     IFTPShell,
@@ -65,16 +66,34 @@ class ActionRefused(FTPCmdError):
     errorCode = REQ_ACTN_NOT_TAKEN
 
 
+class StorageFull(FTPCmdError):
+    """
+    A file that could not be written: the disk (or the owner's quota) is
+    full.
+    """
+
+    errorCode = REQ_ACTN_ABRTD_INSUFF_STORAGE
+
+    def response(self) -> str:
+        """
+        The reply: Twisted's words for it take no name.
+        """
+        return "452 Insufficient storage space: nothing was written."
+
+
 #: The errors C{errnoToFailure} turns into FTP errors.
 _KNOWN_ERRORS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR)
 
 
-def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
+def refusal(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     """
     The FTP error for C{error}: a link met on the way (C{ELOOP}, or
-    C{ENOTDIR} where a folder was expected) is a name that does not exist.
+    C{ENOTDIR} where a folder was expected) is a name that does not exist;
+    a full disk is L{StorageFull}.
     """
     path = "/".join(segments)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return fail(StorageFull(f"{path}: {os.strerror(error.errno)}"))
     code = errno.ENOENT if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.errno
     if code not in _KNOWN_ERRORS:
         return fail(ActionRefused(f"{path}: {os.strerror(code or errno.EIO)}"))
@@ -232,7 +251,7 @@ class Upload:
     def _notStored(self, failure: Failure) -> Deferred[None]:
         self.abort()
         if failure.check(OSError):
-            return _failure(failure.value, [self.name])  # type: ignore[arg-type]
+            return refusal(failure.value, [self.name])  # type: ignore[arg-type]
         return fail(failure)
 
     def abort(self) -> None:
@@ -397,7 +416,7 @@ class ConfinedShell:
         try:
             os.close(self._open(path, _FOLDER_FLAGS))
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         return succeed(None)
 
     def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> Deferred[list[Any]]:
@@ -414,7 +433,7 @@ class ConfinedShell:
             fd = self._open(path, _READ_FLAGS)
             status = os.fstat(fd)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         if not stat.S_ISDIR(status.st_mode):
             os.close(fd)
             return succeed([(path[-1], _attributes(status, keys))])
@@ -446,11 +465,11 @@ class ConfinedShell:
         try:
             fd = self._open(path, _READ_FLAGS)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
             return succeed(inspect(fd, os.fstat(fd)))
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         finally:
             os.close(fd)
 
@@ -458,7 +477,7 @@ class ConfinedShell:
         try:
             fd = self._open(path, _READ_FLAGS)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
@@ -474,7 +493,7 @@ class ConfinedShell:
         try:
             folder, name = self._parent(path)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
             return succeed(Upload(folder, name, start, self._inThread))
         except RestartInvalid:
@@ -482,7 +501,7 @@ class ConfinedShell:
             return fail()
         except OSError as error:
             os.close(folder)
-            return _failure(error, path)
+            return refusal(error, path)
 
     def _change(self, path: Sequence[str], change: Any) -> Deferred[None]:
         """
@@ -491,11 +510,11 @@ class ConfinedShell:
         try:
             folder, name = self._parent(path)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
             change(name, dir_fd=folder)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         finally:
             os.close(folder)
         return succeed(None)
@@ -513,16 +532,16 @@ class ConfinedShell:
         try:
             source, fromName = self._parent(fromPath)
         except OSError as error:
-            return _failure(error, fromPath)
+            return refusal(error, fromPath)
         try:
             target, toName = self._parent(toPath)
         except OSError as error:
             os.close(source)
-            return _failure(error, toPath)
+            return refusal(error, toPath)
         try:
             os.rename(fromName, toName, src_dir_fd=source, dst_dir_fd=target)
         except OSError as error:
-            return _failure(error, fromPath)
+            return refusal(error, fromPath)
         finally:
             os.close(source)
             os.close(target)

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from . import events
 from .ftpsdata import DataRefused, SecureDTP
-from .ftpsshell import Download, RestartInvalid, Upload
+from .ftpsshell import Download, RestartInvalid, StorageFull, Upload, refusal
 
 #: The lines of a listing formatted and sent at once.
 LIST_LINES_AT_ONCE = 200
@@ -96,6 +96,9 @@ class TransferCommands:
         if failure.check(RestartInvalid):
             self.sendLine(RESTART_INVALID)
             return None
+        if failure.check(StorageFull):
+            self.sendLine(failure.value.response())  # type: ignore[union-attr]
+            return None
         if failure.check(FTPCmdError):
             return (failure.value.errorCode, path)  # type: ignore[union-attr]
         return (CNX_CLOSED_TXFR_ABORTED,)
@@ -150,7 +153,7 @@ class TransferCommands:
             receiving: Deferred[Any] = upload.receive()
             receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
             receiving.addCallback(lambda _: upload.close())
-            receiving.addErrback(self._uploadFailed, upload, path)
+            receiving.addErrback(self._uploadFailed, upload, dtp, path)
             return receiving
 
         return self._transfer(self.shell.openForWriting(segments, start), receive, path)
@@ -176,16 +179,27 @@ class TransferCommands:
         self._started(dtp)
         return receiving
 
-    def _uploadFailed(self, failure: Failure, upload: Upload, path: str) -> Failure:
+    def _uploadFailed(
+        self, failure: Failure, upload: Upload, dtp: SecureDTP, path: str
+    ) -> Failure | Deferred[Any]:
+        """
+        Remove a failed upload and cut its data connection (what it still
+        brings goes nowhere); a file that could not be written (a full
+        disk) gets its own reply.
+        """
         upload.abort()
+        _cut(failure, dtp)
         # A failed write of the file, rather than the connection it cut.
         failure = upload.failure or failure
-        self.factory.warnings.emit(
-            events.FTPS_UPLOAD_FAILED,
-            path=path,
-            client=self.transport.getPeer().host,
-            details=failure.getErrorMessage() or "failed",
-        )
+        if self.transport is not None:
+            self.factory.warnings.emit(
+                events.FTPS_UPLOAD_FAILED,
+                path=path,
+                client=self.transport.getPeer().host,
+                details=failure.getErrorMessage() or "failed",
+            )
+        if failure.check(OSError):
+            return refusal(failure.value, [path])  # type: ignore[arg-type]
         return failure
 
     def _listingConnection(self) -> Any:

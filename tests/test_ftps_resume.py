@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from letsencrypt_resource import ftpsfiles
+from letsencrypt_resource import ftpsfiles, ftpsshell
 from letsencrypt_resource.ftps import FTPSFactory
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
 
@@ -299,6 +299,65 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         downloading = self.inThread(slow)
         self.assertEqual((await self.inThread(other))[:3], "200")
         self.assertEqual(await downloading, CONTENT)
+
+    async def test_restBeforePassive(self) -> None:
+        """
+        REST holds across TYPE I and PASV, as for vsftpd and ProFTPD:
+        a client that sends REST before PASV gets the file from the offset,
+        not the whole file to append to its part.
+        """
+        self.startService()
+
+        def session() -> bytes:
+            client = self.loggedIn()
+            client.sendcmd("TYPE I")
+            client.sendcmd("REST 100")
+            client.sendcmd("TYPE I")
+            conn = client.transfercmd("RETR own.txt")
+            received = b""
+            while chunk := conn.recv(1 << 16):
+                received += chunk
+            conn.unwrap().close()
+            client.voidresp()
+            return received
+
+        self.assertEqual(await self.inThread(session), CONTENT[100:])
+
+    async def test_diskFullDuringCopy(self) -> None:
+        """
+        A resumed upload whose copy finds the disk full is refused with
+        452, its data connection is closed, and the file is left as it
+        was with no temporary file.
+        """
+        self.startService()
+
+        def full(*args: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(ftpsshell, "_copyBytes", full)
+
+        def session() -> tuple[str, bytes]:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            client.putcmd("APPE own.txt")
+            try:
+                answer = client.getresp()
+            except ftplib.error_temp as error:
+                answer = str(error)
+            try:
+                data = conn.recv(1)
+            except OSError as error:
+                data = type(error).__name__.encode()
+            conn.close()
+            return answer, data
+
+        answer, data = await self.inThread(session)
+        self.assertEqual(answer, "452 Insufficient storage space: nothing was written.")
+        self.assertNotEqual(data, b"TimeoutError")
+        self.assertEqual(self.read("own.txt"), CONTENT)
+        self.assertEqual(
+            [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."], []
+        )
 
 
 class ImplicitResumeTests(_Resume, FTPSServiceCase):
