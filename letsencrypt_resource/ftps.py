@@ -5,6 +5,7 @@ folder, on a certificate from the resource.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.checkers import AllowAnonymousAccess
@@ -73,6 +74,17 @@ class FTPSFactory(ServerFactory):
         self.requireSessionReuse = options.requireSessionReuse
         self.throttle = LoginThrottle(reactor)
         self.warnings = WarningBudget(reactor, self.service)
+        #: The sessions of the service, once it listens.
+        self.sessions: SessionsPerAddress | None = None
+
+    def holdSession(self, client: str) -> Callable[[], None]:
+        """
+        Keep a session's slot of the address C{client} taken after the
+        session ended, until what is given is called.
+        """
+        if self.sessions is None:
+            return lambda: None
+        return self.sessions.hold(client)
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -158,12 +170,30 @@ class SessionsPerAddress(WrappingFactory):
             protocol._sessionHost = host  # type: ignore[attr-defined]
         return protocol
 
-    def unregisterProtocol(self, protocol: Any) -> None:
-        super().unregisterProtocol(protocol)
-        host = protocol._sessionHost
+    def hold(self, client: str) -> Callable[[], None]:
+        """
+        Take a slot of the address C{client}, until what is given is
+        called (once).
+        """
+        host = addressKey(client)
+        self._open[host] = self._open.get(host, 0) + 1
+        released: list[None] = []
+
+        def release() -> None:
+            if not released:
+                released.append(None)
+                self._release(host)
+
+        return release
+
+    def _release(self, host: str) -> None:
         left = self._open.pop(host, 1) - 1
         if left > 0:
             self._open[host] = left
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        super().unregisterProtocol(protocol)
+        self._release(protocol._sessionHost)
         if not self.protocols:
             closing, self._closing = self._closing, []
             for deferred in closing:
@@ -281,5 +311,7 @@ class FTPSService(HTTPSFileService):
                 TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor),
                 lambda: tls.alpn,
             )
-        self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
+        self._sessions = ftps.sessions = SessionsPerAddress(
+            factory, ftps.warnings, self.ftps.maxSessions
+        )
         return self._sessions

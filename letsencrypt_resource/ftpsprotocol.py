@@ -118,6 +118,8 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         # A command that ends later must not resume reading a connection
         # gone (Twisted's server checks this flag).
         self.disconnected = True
+        # Its address's slot stays taken until its upload stopped.
+        self.abandonUpload(partial(self.factory.holdSession, self.transport.getPeer().host))
         deadlines, self._deadlines = self._deadlines, []
         for deadline in deadlines:
             if deadline.active():

@@ -49,7 +49,11 @@ class TransferCommands:
     """
     RETR, STOR, APPE, LIST and NLST for an C{FTP} subclass whose data connections
     are L{SecureDTP}.
+
+    @ivar uploading: The upload in progress, if any.
     """
+
+    uploading: Upload | None = None
 
     if TYPE_CHECKING:
         # Given by twisted.protocols.ftp.FTP and the protocol.
@@ -60,6 +64,8 @@ class TransferCommands:
         transport: Any
         factory: Any
         restartAt: int
+
+        def resetTimeout(self) -> None: ...
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -150,11 +156,12 @@ class TransferCommands:
         segments = self._segments(path)
 
         def receive(upload: Upload) -> Deferred[Any]:
-            receiving: Deferred[Any] = upload.receive()
+            self.uploading = upload
+            receiving: Deferred[Any] = upload.receive(self.resetTimeout)
             receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
             receiving.addCallback(lambda _: upload.close())
             receiving.addErrback(self._uploadFailed, upload, dtp, path)
-            return receiving
+            return receiving.addBoth(self._uploaded)
 
         return self._transfer(self.shell.openForWriting(segments, start), receive, path)
 
@@ -171,6 +178,22 @@ class TransferCommands:
             lambda _: (TXFR_COMPLETE_OK,), self._transferFailed, errbackArgs=(path,)
         )
         return opening
+
+    def _uploaded(self, result: Any) -> Any:
+        self.uploading = None
+        return result
+
+    def abandonUpload(self, holdSession: Callable[[], Callable[[], None]]) -> None:
+        """
+        The session ended: abort its upload, if any; C{holdSession()} is
+        called then, and what it gives once the upload stopped (a resumed
+        upload's copy ends its step in a thread first).
+        """
+        upload, self.uploading = self.uploading, None
+        if upload is not None:
+            upload.abort()
+            release = holdSession()
+            upload.whenStopped().addBoth(lambda _: release())
 
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
         if not self.binary:

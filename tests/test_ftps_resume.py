@@ -15,6 +15,9 @@ import threading
 import time
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
 from letsencrypt_resource import ftpsfiles, ftpsshell
 from letsencrypt_resource.ftps import FTPSFactory
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
@@ -322,6 +325,75 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             return received
 
         self.assertEqual(await self.inThread(session), CONTENT[100:])
+
+    def slowCopy(self, steps: list[None]) -> None:
+        """
+        Copy resumed uploads 1 MiB at a time, each step 0.1 s long, counted
+        in C{steps}.
+        """
+        self.patch(ftpsshell, "COPY_STEP", 1 << 20)
+        copy = ftpsshell._copyBytes
+
+        def slow(*args: Any) -> None:
+            steps.append(None)
+            time.sleep(0.1)
+            copy(*args)
+
+        self.patch(ftpsshell, "_copyBytes", slow)
+
+    async def test_longCopyNotIdle(self) -> None:
+        """
+        A resumed upload whose copy of the file's start lasts longer than
+        the idle time is not cut: each step of the copy is activity.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.slowCopy([])
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (20 << 20))
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            return client.storbinary("APPE big.bin", io.BytesIO(b"tail"))
+
+        self.assertEqual((await self.inThread(session))[:3], "226")
+        self.assertEqual(os.path.getsize(self.path("big.bin")), (20 << 20) + 4)
+
+    async def test_copyStopsWithSession(self) -> None:
+        """
+        A resumed upload's copy stops once its session ended (after the
+        step that runs), its temporary file is removed, and the session's
+        slot of its address stays taken until then.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (40 << 20))
+        service = self.startService()
+
+        def session() -> tuple[Any, socket.socket]:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            self.addCleanup(conn.close)
+            client.putcmd("APPE big.bin")
+            return client, conn
+
+        await self.inThread(session)
+        while len(steps) < 2:
+            await deferLater(reactor, 0.02, lambda: None)
+        sessions: Any = service._sessions
+        await sessions.closeAll()
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual(sessions._open, {"127.0.0.1": 1})
+        cut = len(steps)
+
+        def temporaries() -> list[str]:
+            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
+
+        while temporaries():
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertLessEqual(len(steps), cut + 1)
+        self.assertEqual(sessions._open, {})
 
     async def test_diskFullDuringCopy(self) -> None:
         """
