@@ -277,15 +277,17 @@ class FTPSService(HTTPSFileService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Stop listening, and cut the sessions open: a service that stops
-        serves no one.
+        Stop listening, cut the sessions open (a service that stops serves
+        no one), and stop its threads without waiting for them.
         """
         sessions, self._sessions = self._sessions, None
-        self._logins.stop()
-        self._files.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
+        # Not waited for: a file read that hangs holds up no one; the work
+        # of the sessions cut fails at once and closes its files.
+        self._logins.stop()
+        self._files.stop()
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:

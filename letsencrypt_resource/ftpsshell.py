@@ -359,9 +359,7 @@ def _create(folder: int, name: str, replaced: os.stat_result | None) -> int:
     return fd
 
 
-def _openKept(
-    folder: int, name: str, start: int | None
-) -> tuple[int, int, os.stat_result | None]:
+def _openKept(folder: int, name: str, start: int | None) -> tuple[int, int, os.stat_result | None]:
     """
     The open file C{name} in C{folder}, how many of its bytes a resumed
     upload keeps (C{(-1, 0)} when it keeps none), and its status (C{None}

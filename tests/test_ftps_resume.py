@@ -326,6 +326,59 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
 
         self.assertEqual(await self.inThread(session), CONTENT[100:])
 
+    async def test_stopWhileReadHangs(self) -> None:
+        """
+        Stopping the service while a download's read hangs (a failing
+        disk) does not wait for the read, and once it returns the file is
+        closed: the download's next read fails rather than never ending.
+        """
+        service = self.startService()
+        reading = threading.Event()
+        release = threading.Event()
+        self.addCleanup(release.set)
+        pread = os.pread
+
+        class SlowDisk:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def pread(self, fd: int, count: int, offset: int) -> bytes:
+                reading.set()
+                release.wait(30)
+                return pread(fd, count, offset)
+
+        self.patch(ftpsfiles, "os", SlowDisk())
+
+        def download() -> None:
+            client = self.loggedIn()
+            try:
+                client.retrbinary("RETR own.txt", io.BytesIO().write)
+            except (OSError, EOFError, ftplib.Error):
+                pass
+
+        def opened() -> list[str]:
+            names = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    names.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    # The folder's own descriptor, closed.
+                    continue
+            return [name for name in names if name.endswith("own.txt")]
+
+        downloading = self.inThread(download)
+        self.assertTrue(await self.inThread(reading.wait, 30))
+        started = time.monotonic()
+        stopping = service.stopService()
+        self.assertLess(time.monotonic() - started, 1)
+        await stopping
+        release.set()
+        await downloading
+        while service._files.threadPool.started:
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(opened(), [])
+
     def slowCopy(self, steps: list[None]) -> None:
         """
         Copy resumed uploads 1 MiB at a time, each step 0.1 s long, counted
