@@ -37,6 +37,7 @@ from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .ftpstls import SessionTLS
 from .https import HTTPSFileService
 from .reactors import Reactor
+from .tls import NoCertificateYet
 
 #: The most sessions open at once from one address.
 MAX_SESSIONS_PER_ADDRESS = 10
@@ -114,6 +115,36 @@ class FTPSFactory(ServerFactory):
         return protocol
 
 
+class _ImplicitFactory(HelloPeekFactory):
+    """
+    Implicit FTPS: TLS from the first byte on the session's own context,
+    TLS-ALPN-01 validations answered as on an https port.  A connection
+    comes to nothing when there is no certificate to present: it is closed
+    at once (event 20241, rate-limited), before any TLS.
+    """
+
+    def __init__(self, ftps: FTPSFactory, tls: Any, reactor: Reactor):
+        """
+        @param tls: The service's L{letsencrypt_resource.tls.ReloadableServerTLS}.
+        """
+        super().__init__(
+            TLSMemoryBIOFactory(_ImplicitTLS(), False, ftps, clock=reactor), lambda: tls.alpn
+        )
+        self._ftps = ftps
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        try:
+            session = self._ftps.sessionTLS()
+        except NoCertificateYet:
+            self._ftps.warnings.emit(
+                events.FTPS_NO_CERTIFICATE, client=str(getattr(addr, "host", ""))
+            )
+            return None
+        peek: Any = super().buildProtocol(addr)
+        peek.wrappedProtocol.wrappedProtocol.useTLS(session)
+        return peek
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class _ImplicitTLS:
     """
@@ -137,7 +168,7 @@ class _SessionWrapper(ProtocolWrapper):
             self.wrappedProtocol.handshakeCompleted()
 
 
-class SessionsPerAddress(WrappingFactory):
+class SessionsPerAddress(WrappingFactory[_SessionWrapper]):
     """
     Closes at once a connection when C{maxSessions} are open, or when its
     address (an IPv6 /64, see L{addressKey}) already has
@@ -164,10 +195,12 @@ class SessionsPerAddress(WrappingFactory):
                 events.FTPS_SESSION_LIMIT, client=client, limit=MAX_SESSIONS_PER_ADDRESS
             )
             return None
-        protocol = super().buildProtocol(addr)
-        if protocol is not None:
-            self._open[host] = self._open.get(host, 0) + 1
-            protocol._sessionHost = host  # type: ignore[attr-defined]
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        protocol = _SessionWrapper(self, wrapped)
+        self._open[host] = self._open.get(host, 0) + 1
+        protocol._sessionHost = host  # type: ignore[attr-defined]
         return protocol
 
     def hold(self, client: str) -> Callable[[], None]:
@@ -306,13 +339,7 @@ class FTPSService(HTTPSFileService):
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
         factory: IProtocolFactory = ftps
         if self.ftps.implicit:
-            # TLS from the first byte: TLS-ALPN-01 validations are answered
-            # as on an https port.
-            tls = self.consumer.tls
-            factory = HelloPeekFactory(
-                TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor),
-                lambda: tls.alpn,
-            )
+            factory = _ImplicitFactory(ftps, self.consumer.tls, self._reactor)
         self._sessions = ftps.sessions = SessionsPerAddress(
             factory, ftps.warnings, self.ftps.maxSessions
         )

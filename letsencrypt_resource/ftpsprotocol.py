@@ -28,9 +28,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
+from .alpn import ACME_TLS_1
 from .ftpspassive import PassiveCommands, PassivePort
 from .ftpstls import SessionTLS
-from .ftpstransfer import TransferCommands
+from .ftpstransfer import TransferCommands, abandonUpload
 
 #: The longest command line accepted, in bytes.
 MAX_COMMAND_LENGTH = 1024
@@ -91,6 +92,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         self._loginFailures = 0
         self._restartNext = 0
         self.restartAt = 0
+        self._greeted = False
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -101,25 +103,46 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
             self._tls = self.factory.sessionTLS()
         return self._tls
 
+    def useTLS(self, tls: SessionTLS) -> None:
+        """
+        Take C{tls} as the TLS of this session (implicit FTPS builds it
+        before the connection is taken).
+        """
+        self._tls = tls
+
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
         self.listenFactory = partial(PassivePort.listen, self.factory.reactor)  # type: ignore[method-assign]
         self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
+        if not self.secured:
+            self._greet()
+
+    def _greet(self) -> None:
+        """
+        Start the session: greet the client, and count its idle time.
+        """
+        self._greeted = True
         super().connectionMade()
 
     def handshakeCompleted(self) -> None:
         """
         The control connection's TLS session is the only one its data
-        connections may resume.
+        connections may resume.  Implicit FTPS starts the session only now,
+        and never for a TLS-ALPN-01 validation handshake (the connection is
+        closed after it).
         """
         self.sessionTLS().sealCache()
+        if self._greeted or self.transport.negotiatedProtocol == ACME_TLS_1:
+            return
+        self._greet()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         # A command that ends later must not resume reading a connection
         # gone (Twisted's server checks this flag).
         self.disconnected = True
         # Its address's slot stays taken until its upload stopped.
-        self.abandonUpload(partial(self.factory.holdSession, self.transport.getPeer().host))
+        upload, self.uploading = self.uploading, None
+        abandonUpload(upload, lambda: self.factory.holdSession(self.transport.getPeer().host))
         deadlines, self._deadlines = self._deadlines, []
         for deadline in deadlines:
             if deadline.active():
@@ -161,7 +184,8 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
             super().sendLine(line)
 
     def lineReceived(self, line: bytes) -> Any:
-        if self.disconnected:
+        # Nothing of a validation handshake's connection is a command.
+        if self.disconnected or not self._greeted:
             return None
         return super().lineReceived(line)
 

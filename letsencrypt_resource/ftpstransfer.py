@@ -183,18 +183,6 @@ class TransferCommands:
         self.uploading = None
         return result
 
-    def abandonUpload(self, holdSession: Callable[[], Callable[[], None]]) -> None:
-        """
-        The session ended: abort its upload, if any; C{holdSession()} is
-        called then, and what it gives once the upload stopped (a resumed
-        upload's copy ends its step in a thread first).
-        """
-        upload, self.uploading = self.uploading, None
-        if upload is not None:
-            upload.abort()
-            release = holdSession()
-            upload.whenStopped().addBoth(lambda _: release())
-
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
         if not self.binary:
             consumer = ASCIIConsumerWrapper(consumer)
@@ -304,6 +292,18 @@ class TransferCommands:
 
         listing: Deferred[Any] = self.shell.list(segments, ())
         return listing.addCallbacks(send, nothing)
+
+
+def abandonUpload(upload: Upload | None, holdSession: Callable[[], Callable[[], None]]) -> None:
+    """
+    The session of C{upload} ended: abort it, if any; C{holdSession()} is
+    called then, and what it gives once the upload stopped (a resumed
+    upload's copy ends its step in a thread first).
+    """
+    if upload is not None:
+        upload.abort()
+        release = holdSession()
+        upload.whenStopped().addBoth(lambda _: release())
 
 
 def _closeUnsent(failure: Failure, file: Download) -> Failure:
