@@ -15,7 +15,7 @@ import inspect
 import re
 from collections.abc import Callable
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
@@ -35,6 +35,8 @@ from .ftpstransfer import TransferCommands, abandonUpload
 
 #: The longest command line accepted, in bytes.
 MAX_COMMAND_LENGTH = 1024
+#: The most bytes of commands held while a command runs.
+HELD_COMMANDS = 4 * MAX_COMMAND_LENGTH
 #: How long, in seconds, a closing session may take to exchange its TLS
 #: close_notify before its connection is cut.
 CLOSE_GRACE = 5.0
@@ -55,8 +57,35 @@ _OFFSET = re.compile(r"[0-9]{1,18}")
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
+class WatchedCommands:
+    """
+    Lets a long command (a resumed upload's copy) read its control
+    connection while it runs, without taking the next commands: a client
+    that leaves is seen at once, and its session ends.  At most
+    L{HELD_COMMANDS} bytes are held meanwhile; reading pauses above it
+    until the command ended.
+    """
+
+    if TYPE_CHECKING:
+        # Given by twisted.protocols.basic.LineReceiver.
+        paused: bool
+        _buffer: bytes
+        transport: Any
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.paused and len(self._buffer) + len(data) > HELD_COMMANDS:
+            self.transport.pauseProducing()
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def watchWhileBusy(self) -> None:
+        """
+        Read the control connection while the command that runs goes on.
+        """
+        self.transport.resumeProducing()
+
+
 @implementer(IHandshakeListener)
-class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
+class FTPSProtocol(PassiveCommands, TransferCommands, WatchedCommands, FTP):
     """
     One FTPS control connection.  Its L{sessionTLS} holds the certificate
     that was newest when the session started, for its control connection

@@ -67,6 +67,8 @@ class TransferCommands:
 
         def resetTimeout(self) -> None: ...
 
+        def watchWhileBusy(self) -> None: ...
+
         def sendLine(self, line: bytes | str) -> None: ...
 
         def reply(self, key: str, *args: Any) -> None: ...
@@ -157,6 +159,7 @@ class TransferCommands:
 
         def receive(upload: Upload) -> Deferred[Any]:
             self.uploading = upload
+            self.watchWhileBusy()
             receiving: Deferred[Any] = upload.receive(self.resetTimeout)
             receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
             receiving.addCallback(lambda _: upload.close())

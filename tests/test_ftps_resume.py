@@ -448,6 +448,36 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         self.assertLessEqual(len(steps), cut + 1)
         self.assertEqual(sessions._open, {})
 
+    async def test_copyStopsWhenClientLeaves(self) -> None:
+        """
+        A client that leaves while its resumed upload copies the file's
+        start ends its session at once, and the copy with it.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (40 << 20))
+        self.startService()
+
+        def leave() -> int:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            client.putcmd("APPE big.bin")
+            while len(steps) < 2:
+                time.sleep(0.02)
+            conn.close()
+            client.close()
+            return len(steps)
+
+        left = await self.inThread(leave)
+
+        def temporaries() -> list[str]:
+            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
+
+        while temporaries():
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertLessEqual(len(steps), left + 2)
+
     async def test_diskFullDuringCopy(self) -> None:
         """
         A resumed upload whose copy finds the disk full is refused with
