@@ -67,8 +67,9 @@ class WatchedCommands:
     """
 
     if TYPE_CHECKING:
-        # Given by twisted.protocols.basic.LineReceiver.
+        # Given by twisted.protocols.basic.LineReceiver and ftp.FTP.
         paused: bool
+        disconnected: bool
         _buffer: bytes
         transport: Any
 
@@ -77,11 +78,18 @@ class WatchedCommands:
             self.transport.pauseProducing()
         super().dataReceived(data)  # type: ignore[misc]
 
-    def watchWhileBusy(self) -> None:
+    def watchWhile(self, running: Deferred[Any]) -> Deferred[Any]:
         """
-        Read the control connection while the command that runs goes on.
+        Read the control connection until C{running}, a part of the command
+        that runs, fires; then read no more until the command ended.
         """
         self.transport.resumeProducing()
+        return running.addBoth(self._unwatch)
+
+    def _unwatch(self, result: Any) -> Any:
+        if self.paused and not self.disconnected:
+            self.transport.pauseProducing()
+        return result
 
 
 @implementer(IHandshakeListener)

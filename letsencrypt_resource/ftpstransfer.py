@@ -67,7 +67,7 @@ class TransferCommands:
 
         def resetTimeout(self) -> None: ...
 
-        def watchWhileBusy(self) -> None: ...
+        def watchWhile(self, running: Deferred[Any]) -> Deferred[Any]: ...
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -159,8 +159,7 @@ class TransferCommands:
 
         def receive(upload: Upload) -> Deferred[Any]:
             self.uploading = upload
-            self.watchWhileBusy()
-            receiving: Deferred[Any] = upload.receive(self.resetTimeout)
+            receiving = self.watchWhile(upload.receive(self.resetTimeout))
             receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
             receiving.addCallback(lambda _: upload.close())
             receiving.addErrback(self._uploadFailed, upload, dtp, path)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -49,7 +50,8 @@ class WatchedCommandsTests(SynchronousTestCase):
         transport = StringTransport()
         protocol.transport = transport
         protocol.pauseProducing()
-        protocol.watchWhileBusy()
+        copying: Deferred[None] = Deferred()
+        protocol.watchWhile(copying)
         self.assertEqual(transport.producerState, "producing")
         taken: list[bytes] = []
         protocol.lineReceived = taken.append  # type: ignore[method-assign]
@@ -58,6 +60,21 @@ class WatchedCommandsTests(SynchronousTestCase):
         protocol.dataReceived(b"NOOP\r\n")
         self.assertEqual(transport.producerState, "paused")
         self.assertEqual(taken, [])
+
+    def test_watchedWhileRunning(self) -> None:
+        """
+        The connection is read only until the part of the command watched
+        ended: then no more until the command ended.
+        """
+        protocol = FTPSProtocol()
+        transport = StringTransport()
+        protocol.transport = transport
+        protocol.pauseProducing()
+        copying: Deferred[None] = Deferred()
+        protocol.watchWhile(copying)
+        self.assertEqual(transport.producerState, "producing")
+        copying.callback(None)
+        self.assertEqual(transport.producerState, "paused")
 
 
 class AcceptsTests(SynchronousTestCase):
