@@ -266,8 +266,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(
             "py-spy is missing: python3 -m venv bench/.venv && bench/.venv/bin/pip install py-spy"
         )
+    # Nothing the bench writes (configuration, accounts, logs, keys) is
+    # readable by other local users; its work folder only lets vsftpd's
+    # anonymous sessions through to the served folder.
+    os.umask(0o077)
     work = tempfile.mkdtemp(prefix="ftpsbench-")
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o711)
     curl = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
     header = [
         f"Command: `{' '.join(['python', 'bench/ftps.py', *(argv or sys.argv[1:])])}`",

@@ -76,7 +76,8 @@ anon_root={root}
 no_anon_password=YES
 write_enable=YES
 anon_upload_enable=YES
-anon_other_write_enable=YES
+anon_other_write_enable=NO
+anon_mkdir_write_enable=NO
 allow_anon_ssl=YES
 force_anon_data_ssl=YES
 force_anon_logins_ssl=YES
@@ -122,8 +123,12 @@ def makeTree(work: str, sizeMiB: int) -> str:
     account = os.path.join(served, USER)
     upload = os.path.join(account, "up")
     os.makedirs(upload)
-    for folder in (work, served, account):
-        os.chmod(folder, 0o755)
+    # vsftpd's anonymous sessions (the ftp user) must reach the account's
+    # folder; nothing else of the work folder is listed or readable by
+    # other users (the bench runs with umask 077).
+    for folder in (work, served):
+        os.chmod(folder, 0o711)
+    os.chmod(account, 0o755)
     if os.geteuid() == 0:
         ftp = pwd.getpwnam("ftp")
         os.chown(upload, ftp.pw_uid, ftp.pw_gid)
@@ -131,6 +136,7 @@ def makeTree(work: str, sizeMiB: int) -> str:
     with open(os.path.join(account, "file.bin"), "wb") as stream:
         for _ in range(sizeMiB):
             stream.write(chunk)
+    os.chmod(os.path.join(account, "file.bin"), 0o644)
     writeUsers(work)
     return account
 
@@ -239,6 +245,7 @@ class Twistd:
             stderr=subprocess.STDOUT,
             cwd=work,
             env={**os.environ, "PYTHONPATH": ROOT},
+            start_new_session=True,
         )
 
     def waitForCertificate(self) -> None:
@@ -256,12 +263,7 @@ class Twistd:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stopGroup(self.process, 30)
 
 
 class Vsftpd:
@@ -293,25 +295,46 @@ class Vsftpd:
                     )
                 )
             self.process = subprocess.Popen(
-                [VSFTPD, path], stdout=self.log, stderr=subprocess.STDOUT, cwd=work
+                [VSFTPD, path],
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                cwd=work,
+                start_new_session=True,
             )
             try:
                 waitForPort(self.port, self.process)
                 return
             except RuntimeError as error:
-                if self.process.poll() is None:
-                    self.process.kill()
-                    self.process.wait()
+                stopGroup(self.process, 0)
                 failure = error
         self.log.close()
         with open(self.log.name, errors="replace") as stream:
             raise RuntimeError(f"vsftpd: {failure}: {stream.read()[-500:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self.log.close()
+        try:
+            stopGroup(self.process, 10)
+        finally:
+            self.log.close()
+
+
+def stopGroup(process: subprocess.Popen[Any], grace: float) -> None:
+    """
+    Stop C{process}, started in a session of its own, and every process of
+    its group (vsftpd's sessions): SIGTERM, then SIGKILL after C{grace}
+    seconds.
+    """
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=grace)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def waitForPort(port: int, process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
@@ -494,9 +517,11 @@ def measureRates(
         if spy is not None:
             spy.stop()
     finally:
-        if vsftpd is not None:
-            vsftpd.stop()
-        twistd.stop()
+        try:
+            if vsftpd is not None:
+                vsftpd.stop()
+        finally:
+            twistd.stop()
     return rows, missing
 
 

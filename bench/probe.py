@@ -5,16 +5,23 @@ L{StallProbe} runs a C{LoopingCall} every 5 ms on the reactor and records
 how late each call is against the loop's own schedule.  A watchdog thread
 samples the reactor thread's Python stack whenever the reactor has not
 ticked for a while, so that each long stall comes with the code it was in.
+
+The stack is read by C{faulthandler.dump_traceback}, in C, in one call that
+holds the GIL: the reactor thread cannot push or pop a frame meanwhile.
+Walking the frame objects of C{sys._current_frames()} from the watchdog
+(C{traceback.extract_stack}), as this did before, races with the reactor
+thread popping them on CPython 3.11 (python/cpython#99110, #111363): it
+crashed the measured process with a segmentation fault now and then.
 """
 
 from __future__ import annotations
 
 import collections
+import faulthandler
 import os
-import sys
+import re
 import threading
 import time
-import traceback
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -23,6 +30,9 @@ INTERVAL = 0.005
 #: The watchdog samples the reactor thread's stack once a stall is this long.
 SAMPLE_AFTER = 0.02
 PACKAGE = os.sep + "letsencrypt_resource" + os.sep
+#: A thread's heading and a frame's line in what faulthandler writes.
+_THREAD = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-f]+) ")
+_FRAME = re.compile(r'^  File "(.*)", line (\d+) in (.*)$')
 
 
 class StallProbe:
@@ -62,6 +72,14 @@ class StallProbe:
         self._lastTick = time.perf_counter()
 
     def _watch(self) -> None:
+        # faulthandler writes to a descriptor: one in memory, reused.
+        dump = os.memfd_create("stall-probe", os.MFD_CLOEXEC)
+        try:
+            self._sample(dump)
+        finally:
+            os.close(dump)
+
+    def _sample(self, dump: int) -> None:
         current: dict[str, Any] | None = None
         while not self._stop.wait(0.002):
             lastTick = self._lastTick
@@ -74,15 +92,9 @@ class StallProbe:
                 continue
             if current is None:
                 current = {"start": lastTick, "samples": []}
-            frame = sys._current_frames().get(self._mainThread)
-            if frame is None:
-                continue
-            current["samples"].append(
-                [
-                    f"{_short(f.filename)}:{f.lineno} {f.name}"
-                    for f in traceback.extract_stack(frame)
-                ]
-            )
+            stack = _stackOf(dump, self._mainThread)
+            if stack:
+                current["samples"].append(stack)
 
     def report(self, top: int = 8) -> dict[str, Any]:
         """
@@ -122,6 +134,34 @@ class StallProbe:
             "stalls_over_20ms": sum(1 for x in lateness if x > 0.02),
             "longest": longest,
         }
+
+
+def _stackOf(dump: int, thread: int) -> list[str]:
+    """
+    The Python stack of C{thread}, outermost frame first, read through
+    faulthandler into the descriptor C{dump} (at most its 100 innermost
+    frames).
+    """
+    os.lseek(dump, 0, os.SEEK_SET)
+    os.ftruncate(dump, 0)
+    faulthandler.dump_traceback(dump, all_threads=True)
+    size = os.lseek(dump, 0, os.SEEK_CUR)
+    text = os.pread(dump, size, 0).decode("utf-8", "replace")
+    stack: list[str] = []
+    inThread = False
+    for line in text.splitlines():
+        heading = _THREAD.match(line)
+        if heading is not None:
+            if inThread:
+                break
+            inThread = int(heading.group(1), 16) == thread
+            continue
+        frame = _FRAME.match(line) if inThread else None
+        if frame is not None:
+            filename, lineno, name = frame.groups()
+            stack.append(f"{_short(filename)}:{lineno} {name}")
+    stack.reverse()
+    return stack
 
 
 def _short(path: str) -> str:

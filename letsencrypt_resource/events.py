@@ -449,6 +449,12 @@ FTPS_STALE_UPLOADS = _event(
     LogLevel.info,
     "FTPS service {service} removed {count} temporary files of uploads that never ended.",
 )
+FTPS_NO_CERTIFICATE = _event(
+    20241,
+    LogLevel.warn,
+    "FTPS service {service} closed a connection from {client}: it has no certificate "
+    "it can present yet.",
+)
 CERTIFICATE_UNUSABLE = _event(
     20260,
     LogLevel.error,

@@ -5,6 +5,7 @@ folder, on a certificate from the resource.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.cred.checkers import AllowAnonymousAccess
@@ -36,6 +37,7 @@ from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .ftpstls import SessionTLS
 from .https import HTTPSFileService
 from .reactors import Reactor
+from .tls import NoCertificateYet
 
 #: The most sessions open at once from one address.
 MAX_SESSIONS_PER_ADDRESS = 10
@@ -73,6 +75,17 @@ class FTPSFactory(ServerFactory):
         self.requireSessionReuse = options.requireSessionReuse
         self.throttle = LoginThrottle(reactor)
         self.warnings = WarningBudget(reactor, self.service)
+        #: The sessions of the service, once it listens.
+        self.sessions: SessionsPerAddress | None = None
+
+    def holdSession(self, client: str) -> Callable[[], None]:
+        """
+        Keep a session's slot of the address C{client} taken after the
+        session ended, until what is given is called.
+        """
+        if self.sessions is None:
+            return lambda: None
+        return self.sessions.hold(client)
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -102,6 +115,36 @@ class FTPSFactory(ServerFactory):
         return protocol
 
 
+class _ImplicitFactory(HelloPeekFactory):
+    """
+    Implicit FTPS: TLS from the first byte on the session's own context,
+    TLS-ALPN-01 validations answered as on an https port.  A connection
+    comes to nothing when there is no certificate to present: it is closed
+    at once (event 20241, rate-limited), before any TLS.
+    """
+
+    def __init__(self, ftps: FTPSFactory, tls: Any, reactor: Reactor):
+        """
+        @param tls: The service's L{letsencrypt_resource.tls.ReloadableServerTLS}.
+        """
+        super().__init__(
+            TLSMemoryBIOFactory(_ImplicitTLS(), False, ftps, clock=reactor), lambda: tls.alpn
+        )
+        self._ftps = ftps
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        try:
+            session = self._ftps.sessionTLS()
+        except NoCertificateYet:
+            self._ftps.warnings.emit(
+                events.FTPS_NO_CERTIFICATE, client=str(getattr(addr, "host", ""))
+            )
+            return None
+        peek: Any = super().buildProtocol(addr)
+        peek.wrappedProtocol.wrappedProtocol.useTLS(session)
+        return peek
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class _ImplicitTLS:
     """
@@ -125,7 +168,7 @@ class _SessionWrapper(ProtocolWrapper):
             self.wrappedProtocol.handshakeCompleted()
 
 
-class SessionsPerAddress(WrappingFactory):
+class SessionsPerAddress(WrappingFactory[_SessionWrapper]):
     """
     Closes at once a connection when C{maxSessions} are open, or when its
     address (an IPv6 /64, see L{addressKey}) already has
@@ -152,18 +195,38 @@ class SessionsPerAddress(WrappingFactory):
                 events.FTPS_SESSION_LIMIT, client=client, limit=MAX_SESSIONS_PER_ADDRESS
             )
             return None
-        protocol = super().buildProtocol(addr)
-        if protocol is not None:
-            self._open[host] = self._open.get(host, 0) + 1
-            protocol._sessionHost = host  # type: ignore[attr-defined]
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            return None
+        protocol = _SessionWrapper(self, wrapped)
+        self._open[host] = self._open.get(host, 0) + 1
+        protocol._sessionHost = host  # type: ignore[attr-defined]
         return protocol
 
-    def unregisterProtocol(self, protocol: Any) -> None:
-        super().unregisterProtocol(protocol)
-        host = protocol._sessionHost
+    def hold(self, client: str) -> Callable[[], None]:
+        """
+        Take a slot of the address C{client}, until what is given is
+        called (once).
+        """
+        host = addressKey(client)
+        self._open[host] = self._open.get(host, 0) + 1
+        released: list[None] = []
+
+        def release() -> None:
+            if not released:
+                released.append(None)
+                self._release(host)
+
+        return release
+
+    def _release(self, host: str) -> None:
         left = self._open.pop(host, 1) - 1
         if left > 0:
             self._open[host] = left
+
+    def unregisterProtocol(self, protocol: Any) -> None:
+        super().unregisterProtocol(protocol)
+        self._release(protocol._sessionHost)
         if not self.protocols:
             closing, self._closing = self._closing, []
             for deferred in closing:
@@ -247,15 +310,17 @@ class FTPSService(HTTPSFileService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Stop listening, and cut the sessions open: a service that stops
-        serves no one.
+        Stop listening, cut the sessions open (a service that stops serves
+        no one), and stop its threads without waiting for them.
         """
         sessions, self._sessions = self._sessions, None
-        self._logins.stop()
-        self._files.stop()
         stopping = [super().stopService()]
         if sessions is not None:
             stopping.append(sessions.closeAll())
+        # Not waited for: a file read that hangs holds up no one; the work
+        # of the sessions cut fails at once and closes its files.
+        self._logins.stop()
+        self._files.stop()
         return gatherResults(stopping).addCallback(lambda _: None)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
@@ -274,12 +339,8 @@ class FTPSService(HTTPSFileService):
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)
         factory: IProtocolFactory = ftps
         if self.ftps.implicit:
-            # TLS from the first byte: TLS-ALPN-01 validations are answered
-            # as on an https port.
-            tls = self.consumer.tls
-            factory = HelloPeekFactory(
-                TLSMemoryBIOFactory(_ImplicitTLS(), False, factory, clock=self._reactor),
-                lambda: tls.alpn,
-            )
-        self._sessions = SessionsPerAddress(factory, ftps.warnings, self.ftps.maxSessions)
+            factory = _ImplicitFactory(ftps, self.consumer.tls, self._reactor)
+        self._sessions = ftps.sessions = SessionsPerAddress(
+            factory, ftps.warnings, self.ftps.maxSessions
+        )
         return self._sessions

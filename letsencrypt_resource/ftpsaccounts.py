@@ -12,13 +12,14 @@ import os
 import re
 from collections.abc import Callable, Container, Iterator
 from typing import Any
+from weakref import WeakValueDictionary
 
 import bcrypt
 from twisted.cred.checkers import ANONYMOUS, ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import CooperativeTask, cooperate
 from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.ftp import IFTPShell
@@ -202,6 +203,9 @@ class FolderRealm:
         self._accounts = accounts
         self._cooperate = cooperate
         self._inThread = inThread
+        # Each account's resumed uploads copy one step at a time, whatever
+        # its sessions: one account cannot take every file thread.
+        self._copyTurns: WeakValueDictionary[str, DeferredLock] = WeakValueDictionary()
 
     def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> tuple[Any, Any, Any]:
         if IFTPShell not in interfaces:
@@ -222,12 +226,16 @@ class FolderRealm:
             folder = _accountFolder(root, str(avatarId))
             if folder is None:
                 raise UnauthorizedLogin("the account has no folder")
+            turns = self._copyTurns.get(str(avatarId))
+            if turns is None:
+                turns = self._copyTurns[str(avatarId)] = DeferredLock()
             shell = ConfinedShell(
                 folder,
                 self._writable,
                 self._hiddenFiles,
                 cooperate=self._cooperate,
                 inThread=self._inThread,
+                copyTurns=turns,
             )
         return IFTPShell, shell, shell.logout
 

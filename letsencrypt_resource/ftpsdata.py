@@ -25,6 +25,13 @@ from .reactors import Reactor
 
 #: The most a data connection reads at once.
 READ_SIZE = 256 * 1024
+#: The most bytes a data connection holds for a transfer that has not
+#: taken them yet (no transfer command, a resumed upload still copying
+#: its start): its reading is paused above it.
+HELD_LIMIT = 1024 * 1024
+#: The most it may hold at all: one read more than L{HELD_LIMIT} (and a TLS
+#: record); a connection that brings more is cut.
+HELD_MOST = HELD_LIMIT + READ_SIZE + 64 * 1024
 
 
 class DataRefused(Exception):
@@ -46,8 +53,10 @@ class SecureDTP(DTP):
     """
     A data connection that refuses a TLS handshake that did not resume its
     session (unless relaxed), and fails an upload in progress when it ends
-    without a TLS close_notify.  What it carries keeps its session from
-    being idle; a transfer that stalls does not.
+    without a TLS close_notify.  What a transfer carries keeps its session
+    from being idle; a transfer that stalls does not, nor does what comes
+    before a transfer takes it: at most L{HELD_LIMIT} bytes of that are
+    held, with reading paused until a transfer takes them.
 
     @ivar refused: Whether its handshake was refused.
     """
@@ -69,6 +78,10 @@ class SecureDTP(DTP):
         # Why the connection ended before an upload took what it brought,
         # if not with a TLS close_notify.
         self._lostEarly: Exception | None = None
+        # What came before a transfer took it, and whether reading was
+        # paused for it.
+        self._held = 0
+        self._heldPaused = False
 
     def whenHandshaken(self) -> Deferred[None]:
         """
@@ -123,9 +136,30 @@ class SecureDTP(DTP):
             self.transport.abortConnection()  # type: ignore[union-attr]
 
     def dataReceived(self, data: bytes) -> None:
+        if self._writeFailed is not None:
+            return
+        if self._cons is None:
+            self._hold(data)
+            return
         self._progress()
-        if self._writeFailed is None:
-            super().dataReceived(data)
+        super().dataReceived(data)
+
+    def _hold(self, data: bytes) -> None:
+        """
+        Keep C{data} for a transfer to come, pausing reading above
+        L{HELD_LIMIT} bytes, and cut the connection above L{HELD_MOST}.
+        """
+        transport: Any = self.transport
+        self._held += len(data)
+        if self._buffer is None or self._held > HELD_MOST:
+            # Data on a connection whose transfer ended, or more than
+            # pausing allows.
+            transport.abortConnection()
+            return
+        self._buffer.append(data)
+        if self._held > HELD_LIMIT and not self._heldPaused:
+            self._heldPaused = True
+            transport.pauseProducing()
 
     def write(self, data: bytes) -> None:
         self._progress()
@@ -139,6 +173,10 @@ class SecureDTP(DTP):
         """
         if self._lostEarly is not None and not self.isConnected:
             return fail(self._lostEarly)
+        if self._heldPaused and self.isConnected:
+            # Before the held data goes: the consumer may pause it again.
+            self._heldPaused = False
+            self.transport.resumeProducing()  # type: ignore[union-attr]
         return super().registerConsumer(cons)
 
     def stopProducing(self) -> None:

@@ -14,6 +14,7 @@ size or the speeds of the disk and the network.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -35,9 +36,17 @@ UPLOAD_BUFFER = 4 * CHUNK_SIZE
 InThread = Callable[..., Deferred[Any]]
 
 
+class PoolStopped(Exception):
+    """
+    Work was given to the threads of a service that stopped.
+    """
+
+
 class ServicePool:
     """
     A bounded pool of threads of one service, started and stopped with it.
+    Work given to it once it stopped fails at once (L{PoolStopped}), so
+    that what waits for it closes its files.
 
     @ivar threadPool: The threads, new at each start.
     """
@@ -53,6 +62,7 @@ class ServicePool:
         self._threads = threads
         self.threadPool = ThreadPool(0, threads, name)
         self._trigger: Any = None
+        self._running = False
 
     def start(self) -> None:
         """
@@ -61,24 +71,44 @@ class ServicePool:
         """
         self.threadPool = ThreadPool(0, self._threads, self._name)
         self.threadPool.start()
+        self._running = True
         self._trigger = self._reactor.addSystemEventTrigger(
             "during", "shutdown", self.threadPool.stop
         )
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
         """
-        Stop the threads once the work given them is done.
+        Stop the threads once the work given them is done, waiting for
+        them in a thread of its own: a read that hangs (a failing disk)
+        never holds up the reactor.
+
+        @return: A Deferred that fires once the threads stopped.
         """
+        self._running = False
         trigger, self._trigger = self._trigger, None
         # Unless the reactor's shutdown stopped them already.
-        if trigger is not None and self.threadPool.started:
-            self._reactor.removeSystemEventTrigger(trigger)
-            self.threadPool.stop()
+        if trigger is None or not self.threadPool.started:
+            return succeed(None)
+        self._reactor.removeSystemEventTrigger(trigger)
+        pool = self.threadPool
+        stopped: Deferred[None] = Deferred()
+
+        def stopping() -> None:
+            pool.stop()
+            self._reactor.callFromThread(stopped.callback, None)
+
+        threading.Thread(target=stopping, name=f"{self._name}-stop", daemon=True).start()
+        return stopped
 
     def run(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """
         Call C{function(*args)} in a thread of the pool.
+
+        @return: A Deferred of its result; failed with L{PoolStopped} when
+            the pool stopped.
         """
+        if not self._running:
+            return fail(PoolStopped(f"the threads {self._name} stopped"))
         reactor: IReactorFromThreads = self._reactor
         return deferToThreadPool(reactor, self.threadPool, function, *args)
 

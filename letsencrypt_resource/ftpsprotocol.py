@@ -15,7 +15,7 @@ import inspect
 import re
 from collections.abc import Callable
 from functools import cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener
@@ -28,12 +28,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import events
+from .alpn import ACME_TLS_1
 from .ftpspassive import PassiveCommands, PassivePort
 from .ftpstls import SessionTLS
-from .ftpstransfer import TransferCommands
+from .ftpstransfer import TransferCommands, abandonUpload
 
 #: The longest command line accepted, in bytes.
 MAX_COMMAND_LENGTH = 1024
+#: The most bytes of commands held while a command runs.
+HELD_COMMANDS = 4 * MAX_COMMAND_LENGTH
 #: How long, in seconds, a closing session may take to exchange its TLS
 #: close_notify before its connection is cut.
 CLOSE_GRACE = 5.0
@@ -45,13 +48,52 @@ MAX_LOGIN_FAILURES = 3
 _BEFORE_TLS = frozenset({"AUTH", "FEAT", "QUIT", "NOOP", "SYST"})
 #: The commands that open a data connection or use one.
 _DATA_COMMANDS = frozenset({"PASV", "EPSV", "LIST", "NLST", "RETR", "STOR", "APPE"})
+#: The commands a REST offset holds across, as for vsftpd and ProFTPD:
+#: clients send REST before or after opening the data connection (and
+#: TYPE I, the only type REST takes).
+_KEEP_RESTART = frozenset({("PASV",), ("EPSV",), ("TYPE", "I")})
 #: A restart offset: a byte count, below 2**63.
 _OFFSET = re.compile(r"[0-9]{1,18}")
 _AUTH_MECHANISMS = frozenset({"TLS", "SSL", "TLS-C", "TLS-P"})
 
 
+class WatchedCommands:
+    """
+    Lets a long command (a resumed upload's copy) read its control
+    connection while it runs, without taking the next commands: a client
+    that leaves is seen at once, and its session ends.  At most
+    L{HELD_COMMANDS} bytes are held meanwhile; reading pauses above it
+    until the command ended.
+    """
+
+    if TYPE_CHECKING:
+        # Given by twisted.protocols.basic.LineReceiver and ftp.FTP.
+        paused: bool
+        disconnected: bool
+        _buffer: bytes
+        transport: Any
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.paused and len(self._buffer) + len(data) > HELD_COMMANDS:
+            self.transport.pauseProducing()
+        super().dataReceived(data)  # type: ignore[misc]
+
+    def watchWhile(self, running: Deferred[Any]) -> Deferred[Any]:
+        """
+        Read the control connection until C{running}, a part of the command
+        that runs, fires; then read no more until the command ended.
+        """
+        self.transport.resumeProducing()
+        return running.addBoth(self._unwatch)
+
+    def _unwatch(self, result: Any) -> Any:
+        if self.paused and not self.disconnected:
+            self.transport.pauseProducing()
+        return result
+
+
 @implementer(IHandshakeListener)
-class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
+class FTPSProtocol(PassiveCommands, TransferCommands, WatchedCommands, FTP):
     """
     One FTPS control connection.  Its L{sessionTLS} holds the certificate
     that was newest when the session started, for its control connection
@@ -87,6 +129,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
         self._loginFailures = 0
         self._restartNext = 0
         self.restartAt = 0
+        self._greeted = False
 
     def sessionTLS(self) -> SessionTLS:
         """
@@ -97,23 +140,46 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
             self._tls = self.factory.sessionTLS()
         return self._tls
 
+    def useTLS(self, tls: SessionTLS) -> None:
+        """
+        Take C{tls} as the TLS of this session (implicit FTPS builds it
+        before the connection is taken).
+        """
+        self._tls = tls
+
     def connectionMade(self) -> None:
         self.secured = self.factory.implicit
         self.listenFactory = partial(PassivePort.listen, self.factory.reactor)  # type: ignore[method-assign]
         self._cutAfter(LOGIN_DEADLINE, lambda: self.shell is None)
+        if not self.secured:
+            self._greet()
+
+    def _greet(self) -> None:
+        """
+        Start the session: greet the client, and count its idle time.
+        """
+        self._greeted = True
         super().connectionMade()
 
     def handshakeCompleted(self) -> None:
         """
         The control connection's TLS session is the only one its data
-        connections may resume.
+        connections may resume.  Implicit FTPS starts the session only now,
+        and never for a TLS-ALPN-01 validation handshake (the connection is
+        closed after it).
         """
         self.sessionTLS().sealCache()
+        if self._greeted or self.transport.negotiatedProtocol == ACME_TLS_1:
+            return
+        self._greet()
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         # A command that ends later must not resume reading a connection
         # gone (Twisted's server checks this flag).
         self.disconnected = True
+        # Its address's slot stays taken until its upload stopped.
+        upload, self.uploading = self.uploading, None
+        abandonUpload(upload, lambda: self.factory.holdSession(self.transport.getPeer().host))
         deadlines, self._deadlines = self._deadlines, []
         for deadline in deadlines:
             if deadline.active():
@@ -155,7 +221,8 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
             super().sendLine(line)
 
     def lineReceived(self, line: bytes) -> Any:
-        if self.disconnected:
+        # Nothing of a validation handshake's connection is a command.
+        if self.disconnected or not self._greeted:
             return None
         return super().lineReceived(line)
 
@@ -169,9 +236,12 @@ class FTPSProtocol(PassiveCommands, TransferCommands, FTP):
 
     def processCommand(self, cmd: str, *params: str) -> Any:
         command = cmd.upper()
-        # A REST offset holds for the one command after it, and only RETR,
-        # STOR and APPE use it.
-        self.restartAt, self._restartNext = self._restartNext, 0
+        # A REST offset holds for the next command but those that open the
+        # data connection or set the type, and only RETR, STOR and APPE
+        # use it.
+        self.restartAt = self._restartNext
+        if (command, *(param.upper() for param in params)) not in _KEEP_RESTART:
+            self._restartNext = 0
         if not self.secured and command not in _BEFORE_TLS:
             return self._answer("530 Use AUTH TLS first: this server speaks FTPS only.")
         if command in _DATA_COMMANDS and self.state == self.AUTHED and not self.protected:

@@ -21,10 +21,11 @@ import stat
 from collections.abc import Callable, Container, Iterator, Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IConsumer
 from twisted.internet.task import CooperativeTask, cooperate
 from twisted.protocols.ftp import (
+    REQ_ACTN_ABRTD_INSUFF_STORAGE,
     REQ_ACTN_NOT_TAKEN,
     FTPCmdError,
     IFTPShell,
@@ -50,7 +51,7 @@ UPLOAD_PREFIX = ".upload-"
 MAX_LISTED = 10_000
 #: The most bytes a resumed upload copies from the file it replaces in one
 #: turn of a thread.
-COPY_STEP = 16 * 1024 * 1024
+COPY_STEP = 4 * 1024 * 1024
 #: A whole temporary name of an upload.
 _TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
@@ -65,20 +66,45 @@ class ActionRefused(FTPCmdError):
     errorCode = REQ_ACTN_NOT_TAKEN
 
 
+class StorageFull(FTPCmdError):
+    """
+    A file that could not be written: the disk (or the owner's quota) is
+    full.
+    """
+
+    errorCode = REQ_ACTN_ABRTD_INSUFF_STORAGE
+
+    def response(self) -> str:
+        """
+        The reply: Twisted's words for it take no name.
+        """
+        return "452 Insufficient storage space: nothing was written."
+
+
 #: The errors C{errnoToFailure} turns into FTP errors.
 _KNOWN_ERRORS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EEXIST, errno.EISDIR)
 
 
-def _failure(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
+def refusal(error: OSError, segments: Sequence[str]) -> Deferred[Any]:
     """
     The FTP error for C{error}: a link met on the way (C{ELOOP}, or
-    C{ENOTDIR} where a folder was expected) is a name that does not exist.
+    C{ENOTDIR} where a folder was expected) is a name that does not exist;
+    a full disk is L{StorageFull}.
     """
     path = "/".join(segments)
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return fail(StorageFull(f"{path}: {os.strerror(error.errno)}"))
     code = errno.ENOENT if error.errno in (errno.ELOOP, errno.ENOTDIR) else error.errno
     if code not in _KNOWN_ERRORS:
         return fail(ActionRefused(f"{path}: {os.strerror(code or errno.EIO)}"))
     return errnoToFailure(code, path)
+
+
+class UploadCancelled(Exception):
+    """
+    A resumed upload was aborted while it copied the start of its file (its
+    session ended).
+    """
 
 
 class RestartInvalid(FTPCmdError):
@@ -138,15 +164,27 @@ class Upload:
     first C{start} bytes of the file it replaces (a resumed upload): L{close}
     renames it to its name once all was written, L{abort} removes it.  The
     file it replaces is never written: a resumed upload that fails leaves
-    it as it was.
+    it as it was.  The temporary file has the mode of the file it replaces,
+    if any.
     """
 
-    def __init__(self, folder: int, name: str, start: int | None, inThread: InThread):
+    def __init__(
+        self,
+        folder: int,
+        name: str,
+        start: int | None,
+        inThread: InThread,
+        copyTurns: DeferredLock | None = None,
+    ):
         """
         @param folder: A descriptor of the folder, which this takes over.
         @param start: How many bytes of the file C{name} (if any) the
             upload keeps before what it receives; C{None} for all of them
             (an append).
+        @param copyTurns: Taken for each step of the copy of the kept bytes:
+            an account's uploads copy one step at a time, so that its
+            copies take at most one of the threads that others' transfers
+            share.
 
         @raise OSError: when the temporary file cannot be made, or the file
             C{name} cannot be read for a resumed upload.
@@ -156,16 +194,20 @@ class Upload:
         self._folder = folder
         self.name = name
         self._inThread = inThread
-        self._kept, self._keep = _openKept(folder, name, start)
+        self._copyTurns = copyTurns or DeferredLock()
+        self._kept, self._keep, replaced = _openKept(folder, name, start)
         # Short and fixed: a target name as long as the system allows can
         # be uploaded.
         self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
         try:
-            self._fd = os.open(self.temporary, _CREATE_FLAGS, 0o644, dir_fd=folder)
+            self._fd = _create(folder, self.temporary, replaced)
         except OSError:
             self._closeKept()
             raise
         self._writer = ThreadedFileWriter(self._fd, inThread)
+        self._copying = False
+        self._cancelled = False
+        self._stopped: list[Deferred[None]] = []
 
     @property
     def failure(self) -> Failure | None:
@@ -174,28 +216,49 @@ class Upload:
         """
         return self._writer.failure
 
-    def receive(self) -> Deferred[IConsumer]:
+    def receive(self, progress: Callable[[], object] = lambda: None) -> Deferred[IConsumer]:
         """
         Copy the kept bytes of the file it replaces (in a thread), then
         take what comes.
+
+        @param progress: Called after each step of the copy: its session
+            is not idle (C{IWriteFile.receive} takes no argument).
         """
         if self._kept < 0:
             return succeed(self._writer)
-        copying = self._copyFrom(0)
+        copying = self._copyFrom(0, progress)
         copying.addBoth(self._copied)
         return copying.addCallback(lambda _: self._writer)
 
-    def _copyFrom(self, start: int) -> Deferred[None]:
+    def _copyFrom(self, start: int, progress: Callable[[], object]) -> Deferred[None]:
         """
         Copy the kept bytes from C{start} on, L{COPY_STEP} bytes in each
         turn of a thread: a big file's copy takes turns with the other
-        transfers' reads and writes.
+        transfers' reads and writes; it stops once the upload is aborted.
         """
         count = min(COPY_STEP, self._keep - start)
-        copying: Deferred[None] = self._inThread(_copyBytes, self._kept, self._fd, start, count)
-        if start + count < self._keep:
-            copying.addCallback(lambda _: self._copyFrom(start + count))
+        self._copying = True
+        copying: Deferred[None] = self._copyTurns.run(self._copyStep, start, count)
+        copying.addBoth(self._stepped, start + count, progress)
         return copying
+
+    def _copyStep(self, start: int, count: int) -> Deferred[None]:
+        if self._cancelled:
+            return fail(UploadCancelled("the upload was aborted"))
+        result: Deferred[None] = self._inThread(_copyBytes, self._kept, self._fd, start, count)
+        return result
+
+    def _stepped(self, result: Any, copied: int, progress: Callable[[], object]) -> Any:
+        self._copying = False
+        if self._cancelled:
+            self._remove()
+            return fail(UploadCancelled("the upload was aborted"))
+        if isinstance(result, Failure):
+            return result
+        progress()
+        if copied < self._keep:
+            return self._copyFrom(copied, progress)
+        return None
 
     def _copied(self, result: Any) -> Any:
         self._closeKept()
@@ -232,15 +295,28 @@ class Upload:
     def _notStored(self, failure: Failure) -> Deferred[None]:
         self.abort()
         if failure.check(OSError):
-            return _failure(failure.value, [self.name])  # type: ignore[arg-type]
+            return refusal(failure.value, [self.name])  # type: ignore[arg-type]
         return fail(failure)
 
     def abort(self) -> None:
         """
         Remove the incomplete upload, unless it was stored or removed
-        already, once no write of it runs.
+        already, once no write nor copy of it runs.
         """
-        self._writer.stop().addCallback(lambda _: self._remove())
+        self._cancelled = True
+        if not self._copying:
+            self._writer.stop().addCallback(lambda _: self._remove())
+
+    def whenStopped(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the upload was stored or removed: no
+        work of it runs any more.
+        """
+        if self._folder < 0:
+            return succeed(None)
+        stopped: Deferred[None] = Deferred()
+        self._stopped.append(stopped)
+        return stopped
 
     def _remove(self) -> None:
         fd, self._fd = self._fd, -1
@@ -258,36 +334,60 @@ class Upload:
         folder, self._folder = self._folder, -1
         if folder >= 0:
             os.close(folder)
+        stopped, self._stopped = self._stopped, []
+        for waiting in stopped:
+            waiting.callback(None)
 
 
-def _openKept(folder: int, name: str, start: int | None) -> tuple[int, int]:
+def _create(folder: int, name: str, replaced: os.stat_result | None) -> int:
     """
-    The open file C{name} in C{folder} and how many of its bytes a resumed
-    upload keeps, or C{(-1, 0)} when it keeps none.
+    Create the temporary file C{name} of an upload in C{folder}, open for
+    writing: with the mode (and, for root, the owner) of the file a resumed
+    upload C{replaced}, if any, before anything is written to it.
+    """
+    if replaced is None:
+        return os.open(name, _CREATE_FLAGS, 0o644, dir_fd=folder)
+    fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=folder)
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, replaced.st_uid, replaced.st_gid)
+        os.fchmod(fd, stat.S_IMODE(replaced.st_mode))
+    except OSError:
+        os.close(fd)
+        os.unlink(name, dir_fd=folder)
+        raise
+    return fd
+
+
+def _openKept(folder: int, name: str, start: int | None) -> tuple[int, int, os.stat_result | None]:
+    """
+    The open file C{name} in C{folder}, how many of its bytes a resumed
+    upload keeps (C{(-1, 0)} when it keeps none), and its status (C{None}
+    when it is not there or not resumed).
 
     @raise OSError: when the file cannot be opened or is not a regular
         file (a link is not followed).
     @raise RestartInvalid: when C{start} is beyond its end.
     """
     if start == 0:
-        return -1, 0
+        return -1, 0, None
     try:
         fd = os.open(name, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=folder)
     except FileNotFoundError:
         if start is None:
-            return -1, 0
+            return -1, 0, None
         raise RestartInvalid(f"Restart offset {start} beyond the end of the file") from None
     status = os.fstat(fd)
     keep = status.st_size if start is None else start
     if stat.S_ISREG(status.st_mode) and 0 < keep <= status.st_size:
         os.set_blocking(fd, True)
-        return fd, keep
+        return fd, keep, status
     os.close(fd)
     if not stat.S_ISREG(status.st_mode):
         raise OSError(errno.EISDIR, "not a regular file")
     if keep > status.st_size:
         raise RestartInvalid(f"Restart offset {start} beyond the end of the file")
-    return -1, 0
+    return -1, 0, status
 
 
 def _copyBytes(source: int, target: int, start: int, count: int) -> None:
@@ -331,10 +431,13 @@ class ConfinedShell:
         cooperate: Callable[[Iterator[None]], CooperativeTask] = cooperate,
         *,
         inThread: InThread,
+        copyTurns: DeferredLock | None = None,
     ):
         """
         @param root: A descriptor of the folder, which this takes over;
             L{logout} closes it.
+        @param copyTurns: Shared by the shells of one account: its resumed
+            uploads copy one step at a time (see L{Upload}).
         @param inThread: Runs the reads and writes of transfers, and other
             long file work, in a thread (see L{letsencrypt_resource.ftpsfiles}).
         @param private: Names in the folder itself that are neither listed
@@ -348,6 +451,7 @@ class ConfinedShell:
         self._private = private
         self._cooperate = cooperate
         self._inThread = inThread
+        self._copyTurns = copyTurns
 
     def logout(self) -> None:
         """
@@ -397,7 +501,7 @@ class ConfinedShell:
         try:
             os.close(self._open(path, _FOLDER_FLAGS))
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         return succeed(None)
 
     def stat(self, path: Sequence[str], keys: Sequence[str] = ()) -> Deferred[list[Any]]:
@@ -414,7 +518,7 @@ class ConfinedShell:
             fd = self._open(path, _READ_FLAGS)
             status = os.fstat(fd)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         if not stat.S_ISDIR(status.st_mode):
             os.close(fd)
             return succeed([(path[-1], _attributes(status, keys))])
@@ -446,11 +550,11 @@ class ConfinedShell:
         try:
             fd = self._open(path, _READ_FLAGS)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
             return succeed(inspect(fd, os.fstat(fd)))
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         finally:
             os.close(fd)
 
@@ -458,7 +562,7 @@ class ConfinedShell:
         try:
             fd = self._open(path, _READ_FLAGS)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
@@ -474,15 +578,15 @@ class ConfinedShell:
         try:
             folder, name = self._parent(path)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
-            return succeed(Upload(folder, name, start, self._inThread))
+            return succeed(Upload(folder, name, start, self._inThread, self._copyTurns))
         except RestartInvalid:
             os.close(folder)
             return fail()
         except OSError as error:
             os.close(folder)
-            return _failure(error, path)
+            return refusal(error, path)
 
     def _change(self, path: Sequence[str], change: Any) -> Deferred[None]:
         """
@@ -491,11 +595,11 @@ class ConfinedShell:
         try:
             folder, name = self._parent(path)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         try:
             change(name, dir_fd=folder)
         except OSError as error:
-            return _failure(error, path)
+            return refusal(error, path)
         finally:
             os.close(folder)
         return succeed(None)
@@ -513,16 +617,16 @@ class ConfinedShell:
         try:
             source, fromName = self._parent(fromPath)
         except OSError as error:
-            return _failure(error, fromPath)
+            return refusal(error, fromPath)
         try:
             target, toName = self._parent(toPath)
         except OSError as error:
             os.close(source)
-            return _failure(error, toPath)
+            return refusal(error, toPath)
         try:
             os.rename(fromName, toName, src_dir_fd=source, dst_dir_fd=target)
         except OSError as error:
-            return _failure(error, fromPath)
+            return refusal(error, fromPath)
         finally:
             os.close(source)
             os.close(target)

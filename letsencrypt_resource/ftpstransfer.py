@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 
 from . import events
 from .ftpsdata import DataRefused, SecureDTP
-from .ftpsshell import Download, RestartInvalid, Upload
+from .ftpsshell import Download, RestartInvalid, StorageFull, Upload, refusal
 
 #: The lines of a listing formatted and sent at once.
 LIST_LINES_AT_ONCE = 200
@@ -49,7 +49,11 @@ class TransferCommands:
     """
     RETR, STOR, APPE, LIST and NLST for an C{FTP} subclass whose data connections
     are L{SecureDTP}.
+
+    @ivar uploading: The upload in progress, if any.
     """
+
+    uploading: Upload | None = None
 
     if TYPE_CHECKING:
         # Given by twisted.protocols.ftp.FTP and the protocol.
@@ -60,6 +64,10 @@ class TransferCommands:
         transport: Any
         factory: Any
         restartAt: int
+
+        def resetTimeout(self) -> None: ...
+
+        def watchWhile(self, running: Deferred[Any]) -> Deferred[Any]: ...
 
         def sendLine(self, line: bytes | str) -> None: ...
 
@@ -95,6 +103,9 @@ class TransferCommands:
             return None
         if failure.check(RestartInvalid):
             self.sendLine(RESTART_INVALID)
+            return None
+        if failure.check(StorageFull):
+            self.sendLine(failure.value.response())  # type: ignore[union-attr]
             return None
         if failure.check(FTPCmdError):
             return (failure.value.errorCode, path)  # type: ignore[union-attr]
@@ -147,11 +158,12 @@ class TransferCommands:
         segments = self._segments(path)
 
         def receive(upload: Upload) -> Deferred[Any]:
-            receiving: Deferred[Any] = upload.receive()
+            self.uploading = upload
+            receiving = self.watchWhile(upload.receive(self.resetTimeout))
             receiving.addCallback(lambda consumer: self._receiveInto(dtp, consumer))
             receiving.addCallback(lambda _: upload.close())
-            receiving.addErrback(self._uploadFailed, upload, path)
-            return receiving
+            receiving.addErrback(self._uploadFailed, upload, dtp, path)
+            return receiving.addBoth(self._uploaded)
 
         return self._transfer(self.shell.openForWriting(segments, start), receive, path)
 
@@ -169,6 +181,10 @@ class TransferCommands:
         )
         return opening
 
+    def _uploaded(self, result: Any) -> Any:
+        self.uploading = None
+        return result
+
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
         if not self.binary:
             consumer = ASCIIConsumerWrapper(consumer)
@@ -176,16 +192,27 @@ class TransferCommands:
         self._started(dtp)
         return receiving
 
-    def _uploadFailed(self, failure: Failure, upload: Upload, path: str) -> Failure:
+    def _uploadFailed(
+        self, failure: Failure, upload: Upload, dtp: SecureDTP, path: str
+    ) -> Failure | Deferred[Any]:
+        """
+        Remove a failed upload and cut its data connection (what it still
+        brings goes nowhere); a file that could not be written (a full
+        disk) gets its own reply.
+        """
         upload.abort()
+        _cut(failure, dtp)
         # A failed write of the file, rather than the connection it cut.
         failure = upload.failure or failure
-        self.factory.warnings.emit(
-            events.FTPS_UPLOAD_FAILED,
-            path=path,
-            client=self.transport.getPeer().host,
-            details=failure.getErrorMessage() or "failed",
-        )
+        if self.transport is not None:
+            self.factory.warnings.emit(
+                events.FTPS_UPLOAD_FAILED,
+                path=path,
+                client=self.transport.getPeer().host,
+                details=failure.getErrorMessage() or "failed",
+            )
+        if failure.check(OSError):
+            return refusal(failure.value, [path])  # type: ignore[arg-type]
         return failure
 
     def _listingConnection(self) -> Any:
@@ -267,6 +294,18 @@ class TransferCommands:
 
         listing: Deferred[Any] = self.shell.list(segments, ())
         return listing.addCallbacks(send, nothing)
+
+
+def abandonUpload(upload: Upload | None, holdSession: Callable[[], Callable[[], None]]) -> None:
+    """
+    The session of C{upload} ended: abort it, if any; C{holdSession()} is
+    called then, and what it gives once the upload stopped (a resumed
+    upload's copy ends its step in a thread first).
+    """
+    if upload is not None:
+        upload.abort()
+        release = holdSession()
+        upload.whenStopped().addBoth(lambda _: release())
 
 
 def _closeUnsent(failure: Failure, file: Download) -> Failure:

@@ -591,3 +591,64 @@ class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
             b"\x04\x20" + hashlib.sha256(b"tok.print").digest(),
         )
         self.assertEqual(await self.inThread(session), ["own.txt"])
+
+    async def test_validationNotASession(self) -> None:
+        """
+        A TLS-ALPN-01 validation connection on an implicit FTPS port never
+        reaches the FTP protocol: no greeting, and the commands it sends
+        after its handshake are not answered; the connection is closed.
+        """
+        service = self.startService()
+        responder = ChallengeResponder()
+        responder.addALPN("tok", NAME, "tok.print")
+        service.consumer.tls.answerALPN(ALPNAnswers(responder.lookupALPN, reactor))
+
+        def validate() -> bytes:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["acme-tls/1"])
+            received = b""
+            with socket.create_connection((self.host, self.port), 10) as plain:
+                with context.wrap_socket(plain, server_hostname=NAME) as tls:
+                    tls.settimeout(10)
+                    try:
+                        tls.sendall(f"USER {USER}\r\nPASS {PASSWORD}\r\nPWD\r\n".encode())
+                        while chunk := tls.recv(4096):
+                            received += chunk
+                    except (OSError, ssl.SSLError):
+                        pass
+            return received
+
+        self.assertEqual(await self.inThread(validate), b"")
+
+    async def test_noCertificateQuiet(self) -> None:
+        """
+        Without a certificate it can present, an implicit FTPS service
+        closes each connection at once with no traceback, and tells so in
+        event 20241, a few times only.
+        """
+        service = self.startService()
+        service.consumer.useCertificate(_unreadableKey(self.signer))
+
+        def connect() -> list[str]:
+            outcomes = []
+            for _ in range(12):
+                context = ssl.create_default_context(cafile=self.caFile)
+                try:
+                    with socket.create_connection((self.host, self.port), 10) as plain:
+                        with context.wrap_socket(plain, server_hostname=NAME) as tls:
+                            outcomes.append(tls.recv(100).decode())
+                except (OSError, ssl.SSLError):
+                    outcomes.append("closed")
+            return outcomes
+
+        with capturedLogs() as logged:
+            self.assertEqual(await self.inThread(connect), ["closed"] * 12)
+        refused = [event for event in logged if event.get("event_id") == 20241]
+        self.assertTrue(0 < len(refused) < 12, len(refused))
+        # The certificate that cannot be presented is logged once, with
+        # its error; no connection logs a traceback.
+        failures = [event["log_failure"] for event in logged if event.get("log_failure")]
+        self.assertEqual([failure.type for failure in failures], [SSL.Error])
+        self.flushLoggedErrors(SSL.Error)

@@ -12,6 +12,7 @@ import io
 import os
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from twisted.logger import capturedLogs
 
 from letsencrypt_resource import events, ftpsprotocol, ftpsthrottle, ftpstransfer
 from letsencrypt_resource.ftps import MAX_SESSIONS_PER_ADDRESS, FTPSFactory, FTPSService
+from letsencrypt_resource.ftpsfiles import PoolStopped, ServicePool
 from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX
 from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.ftpscase import NAME, USER, FTPSServiceCase
@@ -380,7 +382,7 @@ class ServicePoolTests(FTPSServiceCase):
     reads and writes the files of its transfers.
     """
 
-    def test_stoppedWithTheReactor(self) -> None:
+    async def test_stoppedWithTheReactor(self) -> None:
         """
         The pools stop when the reactor shuts down, should the service not
         be stopped first (their threads would keep the process alive); a
@@ -411,8 +413,29 @@ class ServicePoolTests(FTPSServiceCase):
         self.assertEqual([pool.started for pool in pools], [True, True])
         self.assertEqual(len(triggers), 4)
         stopped.stopService()
-        self.assertEqual([pool.started for pool in pools], [False, False])
         self.assertEqual(len(triggers), 2)
+        # Their threads are stopped in a thread of their own.
+        while any(pool.started for pool in pools):
+            await deferLater(reactor, 0.01, lambda: None)
+
+    async def test_stopWaitsForNoThread(self) -> None:
+        """
+        Stopping a pool while its work hangs (a failing disk) returns at
+        once, and the threads stop once that work ended; work given after
+        the stop fails at once rather than never ending.
+        """
+        pool = ServicePool(reactor, "test-pool", 1)
+        pool.start()
+        hung = threading.Event()
+        self.addCleanup(hung.set)
+        running = pool.run(hung.wait, 30)
+        stopping = pool.stop()
+        self.assertNoResult(stopping)
+        self.failureResultOf(pool.run(lambda: None), PoolStopped)
+        hung.set()
+        self.assertTrue(await running)
+        await stopping
+        self.assertFalse(pool.threadPool.started)
 
 
 class IPv6Tests(FTPSServiceCase):

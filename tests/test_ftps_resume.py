@@ -15,7 +15,10 @@ import threading
 import time
 from typing import Any
 
-from letsencrypt_resource import ftpsfiles
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from letsencrypt_resource import ftpsfiles, ftpsshell
 from letsencrypt_resource.ftps import FTPSFactory
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
 
@@ -299,6 +302,217 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         downloading = self.inThread(slow)
         self.assertEqual((await self.inThread(other))[:3], "200")
         self.assertEqual(await downloading, CONTENT)
+
+    async def test_restBeforePassive(self) -> None:
+        """
+        REST holds across TYPE I and PASV, as for vsftpd and ProFTPD:
+        a client that sends REST before PASV gets the file from the offset,
+        not the whole file to append to its part.
+        """
+        self.startService()
+
+        def session() -> bytes:
+            client = self.loggedIn()
+            client.sendcmd("TYPE I")
+            client.sendcmd("REST 100")
+            client.sendcmd("TYPE I")
+            conn = client.transfercmd("RETR own.txt")
+            received = b""
+            while chunk := conn.recv(1 << 16):
+                received += chunk
+            conn.unwrap().close()
+            client.voidresp()
+            return received
+
+        self.assertEqual(await self.inThread(session), CONTENT[100:])
+
+    async def test_stopWhileReadHangs(self) -> None:
+        """
+        Stopping the service while a download's read hangs (a failing
+        disk) does not wait for the read, and once it returns the file is
+        closed: the download's next read fails rather than never ending.
+        """
+        service = self.startService()
+        reading = threading.Event()
+        release = threading.Event()
+        self.addCleanup(release.set)
+        pread = os.pread
+
+        class SlowDisk:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def pread(self, fd: int, count: int, offset: int) -> bytes:
+                reading.set()
+                release.wait(30)
+                return pread(fd, count, offset)
+
+        self.patch(ftpsfiles, "os", SlowDisk())
+
+        def download() -> None:
+            client = self.loggedIn()
+            try:
+                client.retrbinary("RETR own.txt", io.BytesIO().write)
+            except (OSError, EOFError, ftplib.Error):
+                pass
+
+        def opened() -> list[str]:
+            names = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    names.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    # The folder's own descriptor, closed.
+                    continue
+            return [name for name in names if name.endswith("own.txt")]
+
+        downloading = self.inThread(download)
+        self.assertTrue(await self.inThread(reading.wait, 30))
+        started = time.monotonic()
+        stopping = service.stopService()
+        self.assertLess(time.monotonic() - started, 1)
+        await stopping
+        release.set()
+        await downloading
+        while service._files.threadPool.started:
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(opened(), [])
+
+    def slowCopy(self, steps: list[None]) -> None:
+        """
+        Copy resumed uploads 1 MiB at a time, each step 0.1 s long, counted
+        in C{steps}.
+        """
+        self.patch(ftpsshell, "COPY_STEP", 1 << 20)
+        copy = ftpsshell._copyBytes
+
+        def slow(*args: Any) -> None:
+            steps.append(None)
+            time.sleep(0.1)
+            copy(*args)
+
+        self.patch(ftpsshell, "_copyBytes", slow)
+
+    async def test_longCopyNotIdle(self) -> None:
+        """
+        A resumed upload whose copy of the file's start lasts longer than
+        the idle time is not cut: each step of the copy is activity.
+        """
+        self.patch(FTPSFactory, "timeOut", 1)
+        self.slowCopy([])
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (20 << 20))
+        self.startService()
+
+        def session() -> str:
+            client = self.loggedIn()
+            return client.storbinary("APPE big.bin", io.BytesIO(b"tail"))
+
+        self.assertEqual((await self.inThread(session))[:3], "226")
+        self.assertEqual(os.path.getsize(self.path("big.bin")), (20 << 20) + 4)
+
+    async def test_copyStopsWithSession(self) -> None:
+        """
+        A resumed upload's copy stops once its session ended (after the
+        step that runs), its temporary file is removed, and the session's
+        slot of its address stays taken until then.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (40 << 20))
+        service = self.startService()
+
+        def session() -> tuple[Any, socket.socket]:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            self.addCleanup(conn.close)
+            client.putcmd("APPE big.bin")
+            return client, conn
+
+        await self.inThread(session)
+        while len(steps) < 2:
+            await deferLater(reactor, 0.02, lambda: None)
+        sessions: Any = service._sessions
+        await sessions.closeAll()
+        await deferLater(reactor, 0, lambda: None)
+        self.assertEqual(sessions._open, {"127.0.0.1": 1})
+        cut = len(steps)
+
+        def temporaries() -> list[str]:
+            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
+
+        while temporaries():
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertLessEqual(len(steps), cut + 1)
+        self.assertEqual(sessions._open, {})
+
+    async def test_copyStopsWhenClientLeaves(self) -> None:
+        """
+        A client that leaves while its resumed upload copies the file's
+        start ends its session at once, and the copy with it.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (40 << 20))
+        self.startService()
+
+        def leave() -> int:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            client.putcmd("APPE big.bin")
+            while len(steps) < 2:
+                time.sleep(0.02)
+            conn.close()
+            client.close()
+            return len(steps)
+
+        left = await self.inThread(leave)
+
+        def temporaries() -> list[str]:
+            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
+
+        while temporaries():
+            await deferLater(reactor, 0.02, lambda: None)
+        self.assertLessEqual(len(steps), left + 2)
+
+    async def test_diskFullDuringCopy(self) -> None:
+        """
+        A resumed upload whose copy finds the disk full is refused with
+        452, its data connection is closed, and the file is left as it
+        was with no temporary file.
+        """
+        self.startService()
+
+        def full(*args: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(ftpsshell, "_copyBytes", full)
+
+        def session() -> tuple[str, bytes]:
+            client = self.loggedIn()
+            conn = socket.create_connection(client.makepasv(), timeout=10)
+            client.putcmd("APPE own.txt")
+            try:
+                answer = client.getresp()
+            except ftplib.error_temp as error:
+                answer = str(error)
+            try:
+                data = conn.recv(1)
+            except OSError as error:
+                data = type(error).__name__.encode()
+            conn.close()
+            return answer, data
+
+        answer, data = await self.inThread(session)
+        self.assertEqual(answer, "452 Insufficient storage space: nothing was written.")
+        self.assertNotEqual(data, b"TimeoutError")
+        self.assertEqual(self.read("own.txt"), CONTENT)
+        self.assertEqual(
+            [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."], []
+        )
 
 
 class ImplicitResumeTests(_Resume, FTPSServiceCase):

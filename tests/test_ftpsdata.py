@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.ftpsdata import (
+    HELD_LIMIT,
+    HELD_MOST,
     READ_SIZE,
     DataTruncated,
     PeerOnlyTLSFactory,
@@ -169,6 +171,64 @@ class UploadEndedEarlyTests(SynchronousTestCase):
         transport.abortConnection = lambda: setattr(transport, "aborted", True)  # type: ignore[method-assign]
         dtp.stopProducing()
         self.assertTrue(getattr(transport, "aborted", False))
+
+
+class HeldDataTests(SynchronousTestCase):
+    """
+    What comes on a data connection before a transfer takes it is held,
+    bounded, and never counts as the session's activity.
+    """
+
+    def dtp(self) -> tuple[SecureDTP, StringTransport, list[None]]:
+        progress: list[None] = []
+        dtp = SecureDTP(WarningBudget(Clock(), "ftp"), lambda: progress.append(None))
+        dtp.factory = _Factory()
+        transport = StringTransport()
+        dtp.makeConnection(transport)
+        return dtp, transport, progress
+
+    def test_pausedAboveLimit(self) -> None:
+        """
+        Reading pauses once more than L{HELD_LIMIT} bytes wait for no
+        transfer, the session's idle time goes on, and a transfer that
+        comes takes them all and resumes reading.
+        """
+        dtp, transport, progress = self.dtp()
+        chunk = b"x" * (64 * 1024)
+        count = HELD_LIMIT // len(chunk)
+        for _ in range(count):
+            dtp.dataReceived(chunk)
+        self.assertEqual(transport.producerState, "producing")
+        dtp.dataReceived(chunk)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(progress, [])
+        consumer = _Keeper()
+        dtp.registerConsumer(consumer)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(b"".join(consumer.received), chunk * (count + 1))
+        dtp.dataReceived(b"more")
+        self.assertEqual(len(progress), 1)
+
+    def test_cutAboveMost(self) -> None:
+        """
+        A connection that brings more than L{HELD_MOST} bytes for no
+        transfer, though paused, is cut, and what it brought is dropped.
+        """
+        dtp, transport, progress = self.dtp()
+        transport.abortConnection = lambda: setattr(transport, "aborted", True)  # type: ignore[method-assign]
+        dtp.dataReceived(b"x" * HELD_MOST)
+        self.assertFalse(getattr(transport, "aborted", False))
+        dtp.dataReceived(b"x")
+        self.assertTrue(getattr(transport, "aborted", False))
+        self.assertEqual(progress, [])
+
+    def test_downloadProgress(self) -> None:
+        """
+        What a download sends is the session's activity.
+        """
+        dtp, transport, progress = self.dtp()
+        dtp.write(b"sent")
+        self.assertEqual(len(progress), 1)
 
 
 class LargeReadsTests(SynchronousTestCase):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -310,6 +311,77 @@ class ResumedUploadTests(SynchronousTestCase):
         self.successResultOf(closing)
         with open(self.target, "rb") as file:
             self.assertEqual(file.read(), self.original + b"+")
+
+    def test_progressAtEachStep(self) -> None:
+        """
+        Each step of the copy tells its session it is not idle.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], 2400))
+        steps: list[None] = []
+        receiving = upload.receive(lambda: steps.append(None))
+        self.runAll()
+        self.successResultOf(receiving)
+        self.assertEqual(len(steps), 3)
+        upload.abort()
+
+    def test_abortedDuringCopy(self) -> None:
+        """
+        An upload aborted while a step of its copy runs (its session ended)
+        copies no more: once the step ended, its temporary file is removed
+        and it tells it stopped.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
+        receiving = upload.receive()
+        stopped = upload.whenStopped()
+        upload.abort()
+        # The step that runs still has its file.
+        self.assertEqual(len(os.listdir(self.folder)), 2)
+        self.assertNoResult(stopped)
+        self.assertEqual(self.runAll(), 1)
+        self.failureResultOf(receiving, ftpsshell.UploadCancelled)
+        self.successResultOf(stopped)
+        self.assertEqual(os.listdir(self.folder), ["file.bin"])
+
+    def test_accountCopiesInTurns(self) -> None:
+        """
+        Two resumed uploads of one account copy one step at a time: work
+        of other sessions given meanwhile runs between their steps.
+        """
+        turns = DeferredLock()
+        other = ConfinedShell(openFolder(self.folder), True, inThread=self.threads, copyTurns=turns)
+        self.addCleanup(other.logout)
+        shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads, copyTurns=turns)
+        self.addCleanup(shell.logout)
+        first: Any = self.successResultOf(shell.openForWriting(["file.bin"], None))
+        second: Any = self.successResultOf(other.openForWriting(["file.bin"], None))
+        receiving = [first.receive(), second.receive()]
+        self.assertEqual(len(self.threads.waiting), 1)
+        self.threads(lambda: "read")
+        self.threads.runNext()
+        # The other session's read comes before the next step.
+        self.assertEqual([work[1] for work in self.threads.waiting][1:], [ftpsshell._copyBytes])
+        self.assertEqual(self.threads.waiting[0][1](), "read")
+        self.assertEqual(self.runAll(), 6)
+        for upload, done in zip((first, second), receiving, strict=True):
+            self.successResultOf(done)
+            upload.abort()
+
+    def test_modeKept(self) -> None:
+        """
+        A resumed upload keeps the mode of the file it replaces, in its
+        temporary file as well.
+        """
+        os.chmod(self.target, 0o600)
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
+        temporary = os.path.join(self.folder, upload.temporary)
+        self.assertEqual(stat.S_IMODE(os.stat(temporary).st_mode), 0o600)
+        receiving = upload.receive()
+        self.runAll()
+        self.successResultOf(receiving).write(b"+")
+        closing = upload.close()
+        self.runAll()
+        self.successResultOf(closing)
+        self.assertEqual(stat.S_IMODE(os.stat(self.target).st_mode), 0o600)
 
     def test_beyondEnd(self) -> None:
         """

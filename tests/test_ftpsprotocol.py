@@ -7,12 +7,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.ftpsprotocol import FTPSProtocol, _accepts
+from letsencrypt_resource.ftpsprotocol import HELD_COMMANDS, FTPSProtocol, _accepts
 
 
 class ConnectionLostTests(SynchronousTestCase):
@@ -32,6 +33,48 @@ class ConnectionLostTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         self.assertIsNone(protocol.transport)
         self.assertTrue(protocol.disconnected)
+
+
+class WatchedCommandsTests(SynchronousTestCase):
+    """
+    A control connection read while a long command runs.
+    """
+
+    def test_heldBounded(self) -> None:
+        """
+        While a command runs, the connection is read again on request, and
+        what comes is held, not taken as commands; above L{HELD_COMMANDS}
+        bytes, reading pauses again.
+        """
+        protocol = FTPSProtocol()
+        transport = StringTransport()
+        protocol.transport = transport
+        protocol.pauseProducing()
+        copying: Deferred[None] = Deferred()
+        protocol.watchWhile(copying)
+        self.assertEqual(transport.producerState, "producing")
+        taken: list[bytes] = []
+        protocol.lineReceived = taken.append  # type: ignore[method-assign]
+        protocol.dataReceived(b"NOOP\r\n" * (HELD_COMMANDS // 6))
+        self.assertEqual(transport.producerState, "producing")
+        protocol.dataReceived(b"NOOP\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        self.assertEqual(taken, [])
+
+    def test_watchedWhileRunning(self) -> None:
+        """
+        The connection is read only until the part of the command watched
+        ended: then no more until the command ended.
+        """
+        protocol = FTPSProtocol()
+        transport = StringTransport()
+        protocol.transport = transport
+        protocol.pauseProducing()
+        copying: Deferred[None] = Deferred()
+        protocol.watchWhile(copying)
+        self.assertEqual(transport.producerState, "producing")
+        copying.callback(None)
+        self.assertEqual(transport.producerState, "paused")
 
 
 class AcceptsTests(SynchronousTestCase):
