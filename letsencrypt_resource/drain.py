@@ -21,17 +21,21 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from . import events
+from .handshakes import HandshakeForwarding
 
 #: Seconds the connections open when a listener stops are waited for.
 GRACE = 5.0
 
 
-class Draining(WrappingFactory):
+class Draining(WrappingFactory[HandshakeForwarding]):
     """
     Wraps a listener's factory, counting the connections open through it.
     """
 
     _log = Logger()
+    #: Its wrapper tells the protocol of a TLS handshake started later on
+    #: the connection (explicit FTPS's AUTH TLS).
+    protocol = HandshakeForwarding
     #: No "Starting factory" and "Stopping factory" lines: with thousands
     #: of services they were a large part of the log.
     noisy = False

@@ -13,13 +13,12 @@ from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import (
     IAddress,
-    IHandshakeListener,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -35,6 +34,7 @@ from .ftpsprotocol import FTPSProtocol
 from .ftpsshell import removeStaleUploads
 from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .ftpstls import SessionTLS
+from .handshakes import HandshakeForwarding
 from .https import HTTPSFileService
 from .reactors import Reactor
 from .tls import NoCertificateYet
@@ -156,26 +156,14 @@ class _ImplicitTLS:
         return tlsProtocol.wrappedProtocol.sessionTLS().serverConnectionForTLS(tlsProtocol)
 
 
-@implementer(IHandshakeListener)
-class _SessionWrapper(ProtocolWrapper):
-    """
-    Tells the session of an explicit FTPS control connection when its TLS
-    handshake (after AUTH TLS) is complete.
-    """
-
-    def handshakeCompleted(self) -> None:
-        if IHandshakeListener.providedBy(self.wrappedProtocol):
-            self.wrappedProtocol.handshakeCompleted()
-
-
-class SessionsPerAddress(WrappingFactory[_SessionWrapper]):
+class SessionsPerAddress(WrappingFactory[HandshakeForwarding]):
     """
     Closes at once a connection when C{maxSessions} are open, or when its
     address (an IPv6 /64, see L{addressKey}) already has
     L{MAX_SESSIONS_PER_ADDRESS} open.
     """
 
-    protocol = _SessionWrapper
+    protocol = HandshakeForwarding
 
     def __init__(self, wrappedFactory: IProtocolFactory, warnings: WarningBudget, maxSessions: int):
         super().__init__(wrappedFactory)
@@ -198,7 +186,7 @@ class SessionsPerAddress(WrappingFactory[_SessionWrapper]):
         wrapped = self.wrappedFactory.buildProtocol(addr)
         if wrapped is None:
             return None
-        protocol = _SessionWrapper(self, wrapped)
+        protocol = HandshakeForwarding(self, wrapped)
         self._open[host] = self._open.get(host, 0) + 1
         protocol._sessionHost = host  # type: ignore[attr-defined]
         return protocol

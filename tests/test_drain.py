@@ -10,6 +10,7 @@ import socket
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -17,6 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from letsencrypt_resource.drain import GRACE, Draining
 from letsencrypt_resource.listening import Listener
@@ -173,3 +175,31 @@ class GracefulStopTests(TestCase):
         answer = await deferToThread(exchange)
         self.assertEqual(answer, b"still here")
         await ended
+
+
+class HandshakeForwardedTests(SynchronousTestCase):
+    """
+    A protocol under the draining wrapper still hears of a TLS handshake
+    started later on its connection.
+    """
+
+    def test_handshakeForwarded(self) -> None:
+        """
+        The wrapper provides C{IHandshakeListener} and passes
+        C{handshakeCompleted} on: explicit FTPS seals its session's TLS
+        cache there (without it, a refused data connection's session
+        could be resumed).
+        """
+
+        @implementer(IHandshakeListener)
+        class Listening(Protocol):
+            completed = 0
+
+            def handshakeCompleted(self) -> None:
+                self.completed += 1
+
+        protocol = Draining(Factory.forProtocol(Listening)).buildProtocol(None)
+        assert protocol is not None
+        self.assertTrue(IHandshakeListener.providedBy(protocol))
+        protocol.handshakeCompleted()
+        self.assertEqual(protocol.wrappedProtocol.completed, 1)

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "display",
                 "domains",
                 "drain",
+                "handshakes",
                 "alpn",
                 "clienthello",
                 "events",
