@@ -125,8 +125,11 @@ def compose(
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
 
-    def timedClientFor(caFile: str | None) -> Any:
-        return TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest)
+    def timedClientFor(caFile: str | None, acmeURL: str) -> Any:
+        def observe(method: str, seconds: float) -> None:
+            metrics.acmeRequest(method, seconds, acmeURL)
+
+        return TimedAgent(clientFor(caFile), reactor, observe)
 
     cas = CARotation(options, connection, timedClientFor, log)
     deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)

@@ -363,7 +363,7 @@ def rotation(
     connection = AccountConnection(options, None, None, None, None, None)  # type: ignore[arg-type]
     asked: list[str | None] = []
 
-    def httpFor(caFile: str | None) -> object:
+    def httpFor(caFile: str | None, acmeURL: str) -> object:
         asked.append(caFile)
         return object()
 
@@ -1219,8 +1219,9 @@ class MetricsTests(FallbackTestCase):
     def test_byCA(self) -> None:
         """
         With the first CA refusing orders, its failed attempt and the
-        fallback CA's issued one are counted under each CA's URL, and the
-        set's certificate is shown as the fallback CA's.
+        fallback CA's issued one are counted under each CA's URL, so are
+        the ACME requests to each CA, timed, and the set's certificate is
+        shown as the fallback CA's.
         """
         self.fallbackServer = FakeACMEServer(self.reactor)
         self.server.fail("/new-order", 503, times=None)
@@ -1249,6 +1250,10 @@ class MetricsTests(FallbackTestCase):
         info = "letsencrypt_certificate_ca_info"
         self.assertEqual(sample(info, {"domains": "reports.example.test", "ca": SECOND}), 1.0)
         self.assertIsNone(sample(info, {"domains": "reports.example.test", "ca": ACME_URL}))
+        latency = "letsencrypt_acme_request_duration_seconds_count"
+        for ca in (ACME_URL, SECOND):
+            self.assertGreater(sample(latency, {"method": "POST", "ca": ca}) or 0, 0, ca)
+        self.assertIsNone(sample(latency, {"method": "POST", "ca": "other"}))
 
     def test_issuedWithoutRecordedOrder(self) -> None:
         """
