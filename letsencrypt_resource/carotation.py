@@ -218,6 +218,15 @@ class CARotation:
         ca = self.issuerOf(certificate) or self.primary
         return ca.connection.acmeClient()
 
+    def connectionOf(self, certificate: ManagedCertificate) -> AccountConnection:
+        """
+        The connection to the CA whose renewal information the certificate
+        of C{certificate} follows: the one that issued it (see
+        L{issuerOf}), or the resource's own when that one is no longer
+        configured.
+        """
+        return (self.issuerOf(certificate) or self.primary).connection
+
     def _previous(self, certificate: ManagedCertificate) -> CA | None:
         """
         The CA the attempt before used; before any, the one that issued

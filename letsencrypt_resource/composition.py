@@ -159,6 +159,7 @@ def compose(
         options, registry, records, managed, provisioning, scheduler, changes, reactor, log
     )
     scheduler.loaded = sets.whenLoaded
+    scheduler.connectionOf = cas.connectionOf
     scheduler.atCheck.append(deploys.retry)
     if options.storeDirectory is not None:
         # A run due again follows a new export: the files may be gone.

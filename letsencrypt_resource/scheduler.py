@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    DeferredList,
     FirstError,
     succeed,
 )
@@ -105,6 +106,9 @@ class Scheduler(Service):
 
     @ivar loaded: Returns a Deferred that fires once the domain sets are
         loaded: the first check waits for it.
+    @ivar connectionOf: The connection to the CA whose renewal information
+        a set's certificate follows, the one that issued it (by default,
+        the resource's own).
     """
 
     def __init__(
@@ -143,6 +147,9 @@ class Scheduler(Service):
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
+        self.connectionOf: Callable[[ManagedCertificate], AccountConnection] = lambda certificate: (
+            connection
+        )
         #: Called at the start of each check, to retry what failed before
         #: (the deploy commands).
         self.atCheck: list[Callable[[], object]] = []
@@ -257,7 +264,6 @@ class Scheduler(Service):
         @return: The sets whose attempts it started or forced.
         """
         now = self._reactor.seconds()
-        checksARI = self._connection.checksARI
         chosen = None if only is None else set(only)
         sets = list(self._managed.values())
         due: list[ManagedCertificate] = []
@@ -268,7 +274,7 @@ class Scheduler(Service):
                     continue
                 attempt = certificate.attempt
                 if attempt is None:
-                    if force or certificate.nextEvent(checksARI) <= now:
+                    if force or self._nextEvent(certificate) <= now:
                         due.append(certificate)
                 elif force and attempt.force(reason):
                     # Not started again below, even if it ended by then.
@@ -285,17 +291,32 @@ class Scheduler(Service):
                     self._renewer.startAttempt(certificate, reason if force else None)
         return due + forced
 
+    def _nextEvent(self, certificate: ManagedCertificate) -> float:
+        """
+        When C{certificate} next needs attention, its ARI checks included
+        when the CA that issued it offers renewal information.
+        """
+        return certificate.nextEvent(self.connectionOf(certificate).checksARI)
+
     def _learnRenewalInfo(self) -> None:
         """
-        Connect to the CA, when CA-issued certificates are in service and no
-        order did, to learn whether it offers renewal information; if it
-        does, the next wake-up asks it about each certificate.
+        Connect to each CA that issued CA-issued certificates in service,
+        when no order did, to learn whether it offers renewal information;
+        if one does, the next wake-up asks it about its certificates.
         """
-        if self._connection.connected or self._learning is not None:
+        if self._learning is not None:
             return
-        if not any(c.issued is not None for c in self._managed.values()):
+        # The CA of a certificate follows from the URL its order records:
+        # one look-up per URL, not per set.
+        byURL: dict[str | None, AccountConnection] = {}
+        for certificate in list(self._managed.values()):
+            url = certificate.orderedBy[1] if certificate.orderedBy else None
+            if url not in byURL and certificate.issued is not None:
+                byURL[url] = self.connectionOf(certificate)
+        waiting = [c.acmeClient() for c in dict.fromkeys(byURL.values()) if not c.connected]
+        if not waiting:
             return
-        self._learning = self._connection.acmeClient()
+        self._learning = DeferredList(waiting, consumeErrors=True)
 
         def learnt(result: object) -> None:
             self._learning = None
@@ -336,12 +357,11 @@ class Scheduler(Service):
         The work of L{scheduleWakeUp}.
         """
         # Sets whose attempt is under way are looked at when it ends.
-        checksARI = self._connection.checksARI
         earliest = float("inf")
         async for chunk in inTurns(self._reactor, list(self._managed.values())):
             for certificate in chunk:
                 if certificate.attempt is None:
-                    earliest = min(earliest, certificate.nextEvent(checksARI))
+                    earliest = min(earliest, self._nextEvent(certificate))
         if self._writes.hasRetries():
             earliest = min(earliest, self._writes.retries.retryAt)
         delay = earliest - self._reactor.seconds()

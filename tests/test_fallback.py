@@ -746,8 +746,9 @@ class RenewalInformationTests(FallbackTestCase):
         renewal information when C{offered}), record C{issuedBy} as the CA
         of every certificate (unless C{None}), make renewal information
         due and check: how many renewal information requests the first
-        and the fallback CA got; either way, the sets are not due again at
-        once.
+        and the fallback CA got, once the wake-up after the check (which
+        connects to a CA no order reached yet) ran; either way, the sets
+        are not due again at once.
         """
         self.server.offerRenewalInfo = True
         self.fallbackServer = FakeACMEServer(self.reactor)
@@ -763,10 +764,12 @@ class RenewalInformationTests(FallbackTestCase):
             certificate.ariNextCheck = 0.0
         del self.server.requests[:]
         runUntilFired(self.reactor, resource.check())
+        self.reactor.advance(0)
+        runUntilFired(self.reactor, resource.whenSettled())
         now = self.reactor.seconds()
         for certificate in resource.managed.values():
             # Asked or not, not due again at once: no busy loop of checks.
-            self.assertGreater(certificate.nextEvent(True), now)
+            self.assertGreater(resource._scheduler._nextEvent(certificate), now)
         return tuple(  # type: ignore[return-value]
             sum(path.startswith("/renewal-info/") for _, path in server.requests)
             for server in (self.server, self.fallbackServer)
@@ -811,6 +814,39 @@ class RenewalInformationTests(FallbackTestCase):
         runUntilFired(self.reactor, resource.check())
         self.assertEqual(certificate.ariWindow, window)
         self.assertEqual(certificate.plan().reason, "ari")
+
+    def test_checksScheduledForFallbackCA(self) -> None:
+        """
+        When only a fallback CA offers renewal information, the
+        certificates it issued still get their checks between renewals:
+        a wake-up at their next check asks it, and so after a restart,
+        before any order connected to it.
+        """
+        self.fallbackServer = FakeACMEServer(self.reactor)
+        self.fallbackServer.offerRenewalInfo = True
+        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
+        resource = self.start(fallbackCAs=(fallback,))
+        self.fallbackServer.validate = resource.responder.lookup
+        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
+        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
+        assert certificate.orderedBy is not None
+        self.assertEqual(certificate.orderedBy[1], SECOND)
+
+        def asked() -> int:
+            requests = self.fallbackServer.requests
+            return sum(path.startswith("/renewal-info/") for _, path in requests)
+
+        for restart in (False, True):
+            if restart:
+                resource.stopService()
+                resource = self.start(fallbackCAs=(fallback,))
+                [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+            before = asked()
+            certificate.ariNextCheck = self.reactor.seconds() + 3600
+            resource._scheduler.scheduleWakeUp()
+            self.reactor.advance(3601)
+            self.assertEqual(asked(), before + 1, restart)
 
     def test_fallbackCAWithout(self) -> None:
         """
