@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .ariissuers import IssuerConnections
 from .connection import AccountConnection
 from .coroutines import deferred
 from .managed import ManagedCertificate
@@ -106,9 +107,8 @@ class Scheduler(Service):
 
     @ivar loaded: Returns a Deferred that fires once the domain sets are
         loaded: the first check waits for it.
-    @ivar connectionOf: The connection to the CA whose renewal information
-        a set's certificate follows, the one that issued it (by default,
-        the resource's own).
+    @ivar issuers: The CAs whose renewal information the sets follow (by
+        default, the resource's own for all).
     """
 
     def __init__(
@@ -147,9 +147,7 @@ class Scheduler(Service):
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
-        self.connectionOf: Callable[[ManagedCertificate], AccountConnection] = lambda certificate: (
-            connection
-        )
+        self.issuers = IssuerConnections(lambda certificate: connection)
         #: Called at the start of each check, to retry what failed before
         #: (the deploy commands).
         self.atCheck: list[Callable[[], object]] = []
@@ -274,7 +272,7 @@ class Scheduler(Service):
                     continue
                 attempt = certificate.attempt
                 if attempt is None:
-                    if force or self._nextEvent(certificate) <= now:
+                    if force or self.issuers.nextEvent(certificate) <= now:
                         due.append(certificate)
                 elif force and attempt.force(reason):
                     # Not started again below, even if it ended by then.
@@ -291,32 +289,16 @@ class Scheduler(Service):
                     self._renewer.startAttempt(certificate, reason if force else None)
         return due + forced
 
-    def _nextEvent(self, certificate: ManagedCertificate) -> float:
-        """
-        When C{certificate} next needs attention, its ARI checks included
-        when the CA that issued it offers renewal information.
-        """
-        return certificate.nextEvent(self.connectionOf(certificate).checksARI)
-
     def _learnRenewalInfo(self) -> None:
         """
         Connect to each CA that issued CA-issued certificates in service,
         when no order did, to learn whether it offers renewal information;
         if one does, the next wake-up asks it about its certificates.
         """
-        if self._learning is not None:
-            return
-        # The CA of a certificate follows from the URL its order records:
-        # one look-up per URL, not per set.
-        byURL: dict[str | None, AccountConnection] = {}
-        for certificate in list(self._managed.values()):
-            url = certificate.orderedBy[1] if certificate.orderedBy else None
-            if url not in byURL and certificate.issued is not None:
-                byURL[url] = self.connectionOf(certificate)
-        waiting = [c.acmeClient() for c in dict.fromkeys(byURL.values()) if not c.connected]
+        waiting = [] if self._learning else self.issuers.unconnected(self._managed.values())
         if not waiting:
             return
-        self._learning = DeferredList(waiting, consumeErrors=True)
+        self._learning = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
 
         def learnt(result: object) -> None:
             self._learning = None
@@ -361,7 +343,7 @@ class Scheduler(Service):
         async for chunk in inTurns(self._reactor, list(self._managed.values())):
             for certificate in chunk:
                 if certificate.attempt is None:
-                    earliest = min(earliest, self._nextEvent(certificate))
+                    earliest = min(earliest, self.issuers.nextEvent(certificate))
         if self._writes.hasRetries():
             earliest = min(earliest, self._writes.retries.retryAt)
         delay = earliest - self._reactor.seconds()

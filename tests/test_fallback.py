@@ -769,7 +769,7 @@ class RenewalInformationTests(FallbackTestCase):
         now = self.reactor.seconds()
         for certificate in resource.managed.values():
             # Asked or not, not due again at once: no busy loop of checks.
-            self.assertGreater(resource._scheduler._nextEvent(certificate), now)
+            self.assertGreater(resource._scheduler.issuers.nextEvent(certificate), now)
         return tuple(  # type: ignore[return-value]
             sum(path.startswith("/renewal-info/") for _, path in server.requests)
             for server in (self.server, self.fallbackServer)
