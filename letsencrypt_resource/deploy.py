@@ -184,7 +184,9 @@ class DeployHooks(Service):
         for certificate in list(self._managed.values()):
             if recorded is not None and recorded.wasDue(certificate):
                 certificate.deployPending = True
-            if not certificate.deployPending:
+            if not certificate.deployPending or certificate.issued is None:
+                # A set not in service yet (its stored certificate is still
+                # being read at the start) runs at the first check after.
                 continue
             key = frozenset(certificate.domains)
             if key not in self._latest and now >= self._retryAt.get(key, 0.0):

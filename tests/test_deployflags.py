@@ -120,13 +120,14 @@ class RecordedAtStartTests(SynchronousTestCase):
     def test_dueAtStart(self) -> None:
         """
         A run this node recorded as due is asked for again once the
-        records are read at the start, and not again while it runs.
+        records are read at the start and its set is in service (not
+        before its stored certificate is read), and not again while it
+        runs.
         """
         store = MemoryStore()
         node = DeployFlags(store, "node-1", Logger())
         self.successResultOf(node.save(pending(("a.example",), True)))
         certificate = ManagedCertificate(("a.example",))
-        certificate.current = selfSigned(("a.example",))
         flags = DeployFlags(store, "node-1", Logger())
         hooks = DeployHooks(
             resourceOptions(deployCommand=(PROGRAM, "reload")),
@@ -139,6 +140,9 @@ class RecordedAtStartTests(SynchronousTestCase):
         asked: list[ManagedCertificate] = []
         hooks.again = asked.append
         hooks.startService()
+        self.assertEqual(asked, [])
+        certificate.current = selfSigned(("a.example",))
+        hooks.retry()
         hooks.retry()
         self.assertEqual(asked, [certificate])
         self.assertTrue(certificate.deployPending)
