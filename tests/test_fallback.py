@@ -49,6 +49,7 @@ from letsencrypt_resource.metrics import Metrics
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
 from letsencrypt_resource.renewalstate import restoreState
+from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.retrywaits import capWaits, recordFailure
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
@@ -791,12 +792,14 @@ class RenewalInformationTests(FallbackTestCase):
         self.assertEqual(self.renewalInfoRequests(SECOND), (0, 2))
         self.assertEqual(self.fallbackServer.accountsCreated, 1)
 
-    def test_windowFromFallbackCA(self) -> None:
+    def issuedByFallback(self) -> tuple[LetsEncryptResource, ManagedCertificate, CAOptions]:
         """
-        A certificate a fallback CA issued renews in the window that CA
-        suggests, not at two thirds of its lifetime.
+        Start a resource with a fallback CA (a fake CA of its own offering
+        renewal information) and have its set C{reports.example.test}
+        renewed there.
+
+        @return: The resource, the set, and the fallback CA's options.
         """
-        self.server.offerRenewalInfo = True
         self.fallbackServer = FakeACMEServer(self.reactor)
         self.fallbackServer.offerRenewalInfo = True
         fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
@@ -807,6 +810,16 @@ class RenewalInformationTests(FallbackTestCase):
         runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
         assert certificate.orderedBy is not None and certificate.issued is not None
         self.assertEqual(certificate.orderedBy[1], SECOND)
+        return resource, certificate, fallback
+
+    def test_windowFromFallbackCA(self) -> None:
+        """
+        A certificate a fallback CA issued renews in the window that CA
+        suggests, not at two thirds of its lifetime.
+        """
+        self.server.offerRenewalInfo = True
+        resource, certificate, _ = self.issuedByFallback()
+        assert certificate.orderedBy is not None
         now = float(int(self.reactor.seconds()))
         window = (now + 3 * DAY, now + 4 * DAY)
         self.fallbackServer.renewalWindows[certificate.orderedBy[0]] = window
@@ -822,16 +835,7 @@ class RenewalInformationTests(FallbackTestCase):
         a wake-up at their next check asks it, and so after a restart,
         before any order connected to it.
         """
-        self.fallbackServer = FakeACMEServer(self.reactor)
-        self.fallbackServer.offerRenewalInfo = True
-        fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
-        resource = self.start(fallbackCAs=(fallback,))
-        self.fallbackServer.validate = resource.responder.lookup
-        [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
-        certificate.caStreak = CAStreak(None, 3, self.reactor.seconds())
-        runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
-        assert certificate.orderedBy is not None
-        self.assertEqual(certificate.orderedBy[1], SECOND)
+        resource, certificate, fallback = self.issuedByFallback()
 
         def asked() -> int:
             requests = self.fallbackServer.requests
