@@ -118,14 +118,14 @@ class CARotation:
         self,
         options: ResourceOptions,
         primary: AccountConnection,
-        httpFor: Callable[[str | None], Any],
+        httpFor: Callable[[str | None, str], Any],
         log: Logger,
     ):
         """
         @param primary: The connection to the resource's own CA.
         @param httpFor: The C{twisted.web.iweb.IAgent} trusting the
             C{acme_ca_file} given (C{None}: the system's trust store), for
-            the fallback CAs.
+            the fallback CA at the directory URL given.
         @param log: Where events go.
         """
         self._after = options.fallbackAfter
@@ -134,7 +134,7 @@ class CARotation:
         self._cas = [CA(options.section, options, primary)]
         for ca in options.fallbackCAs:
             caOptions = optionsFor(options, ca)
-            connection = primary.forCA(caOptions, httpFor(ca.acmeCAFile))
+            connection = primary.forCA(caOptions, httpFor(ca.acmeCAFile, ca.acmeURL))
             self._cas.append(CA(ca.section, caOptions, connection))
         self._last: dict[tuple[str, ...], int] = {}
 
@@ -217,6 +217,15 @@ class CARotation:
         """
         ca = self.issuerOf(certificate) or self.primary
         return ca.connection.acmeClient()
+
+    def connectionOf(self, certificate: ManagedCertificate) -> AccountConnection:
+        """
+        The connection to the CA whose renewal information the certificate
+        of C{certificate} follows: the one that issued it (see
+        L{issuerOf}), or the resource's own when that one is no longer
+        configured.
+        """
+        return (self.issuerOf(certificate) or self.primary).connection
 
     def _previous(self, certificate: ManagedCertificate) -> CA | None:
         """

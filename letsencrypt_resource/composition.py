@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
+from .ariissuers import IssuerConnections
 from .carotation import CARotation, issuingCA
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
@@ -32,6 +33,7 @@ from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
 from .deploy import DeployHooks
+from .deployflags import DeployFlags
 from .domainsets import DomainSets
 from .managed import ManagedCertificate
 from .metrics import Metrics, TimedAgent
@@ -125,11 +127,17 @@ def compose(
     writes = WriteQueue(records, runWrite, inThread, reactor, interval, log, failed=writeFailed)
     connection = AccountConnection(options, records, writes, httpClient, reactor, inThread)
 
-    def timedClientFor(caFile: str | None) -> Any:
-        return TimedAgent(clientFor(caFile), reactor, metrics.acmeRequest)
+    def timedClientFor(caFile: str | None, acmeURL: str) -> Any:
+        def observe(method: str, seconds: float) -> None:
+            metrics.acmeRequest(method, seconds, acmeURL)
+
+        return TimedAgent(clientFor(caFile), reactor, observe)
 
     cas = CARotation(options, connection, timedClientFor, log)
-    deploys = DeployHooks(options, reactor, log, managed, writes.saveState, writes.whenWritten)
+    flags = DeployFlags(storage, options.nodeName, log)
+    deploys = DeployHooks(
+        options, reactor, log, managed, flags.save, writes.whenWritten, recorded=flags
+    )
     provisioning = Provisioning(
         options, managed, records, writes, inThread, reactor, log, deploys, automatic
     )
@@ -156,6 +164,7 @@ def compose(
         options, registry, records, managed, provisioning, scheduler, changes, reactor, log
     )
     scheduler.loaded = sets.whenLoaded
+    scheduler.issuers = IssuerConnections(cas.connectionOf)
     scheduler.atCheck.append(deploys.retry)
     if options.storeDirectory is not None:
         # A run due again follows a new export: the files may be gone.

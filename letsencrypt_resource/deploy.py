@@ -5,11 +5,13 @@ stored and exported, so that the programs that read the exported files
 
 The command is an argument list run without a shell, one run at a time,
 in a process group of its own, with a minimal environment (see
-L{letsencrypt_resource.deployrun}).  A run that is due is recorded in the
-set's renewal state (C{deploy_pending}) before it starts and cleared once
-it worked, so that a run that failed, was killed at a stop, or had no time
-to start runs again: at the next check, after a failure (at a pace that
-slows down while it keeps failing), or at the next start.
+L{letsencrypt_resource.deployrun}).  A run that is due is recorded, as a
+fact of this node (see L{letsencrypt_resource.deployflags}), before it
+starts and cleared once it worked, so that a run that failed, was killed
+at a stop, or had no time to start runs again: at the next check, after a
+failure (at a pace that slows down while it keeps failing), or at the
+next start.  In a cluster each node runs the command for the
+certificates it puts in service, whichever node ordered them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from . import events
 from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .coroutines import deferred
+from .deployflags import DeployFlags
 from .deployrun import SETSID, DeployFailed, DeployRun, environment
 from .limiter import Limiter
 from .managed import ManagedCertificate
@@ -65,13 +68,14 @@ class DeployHooks(Service):
         environ: Mapping[str, str] = os.environ,
         killGroup: Callable[[int, int], None] = os.killpg,
         setsid: str = SETSID,
+        recorded: DeployFlags | None = None,
     ):
         """
         @param reactor: Spawns the processes and times them out.
         @param log: Where events go.
         @param managed: The sets in service, by their names.
-        @param save: Saves the renewal state of a set (with its
-            C{deployPending} flag), after the writes before it.
+        @param save: Records whether the run of a set is due on this node,
+            as its C{deployPending} flag says, after the writes before it.
         @param written: Waits for the writes under way: at a stop, the
             exports that end meanwhile still ask for their runs.
         @param environ: The server's environment, of which only
@@ -79,6 +83,9 @@ class DeployHooks(Service):
         @param killGroup: Sends a signal to a process group.
         @param setsid: The program that starts each command in a session
             of its own (see L{letsencrypt_resource.deployrun}).
+        @param recorded: The records of the runs due on this node, read at
+            the start: a set they name is due again; their writes that
+            failed are tried again at each check.
         """
         self._command = options.deployCommand
         self._timeout = options.deployTimeout
@@ -90,6 +97,7 @@ class DeployHooks(Service):
         self._environ = environ
         self._killGroup = killGroup
         self._setsid = setsid
+        self._recorded = recorded
         self._runs = Limiter(1)
         self._pending: set[Deferred[bool]] = set()
         self._underWay: set[DeployRun] = set()
@@ -170,8 +178,15 @@ class DeployHooks(Service):
         way, once its wait after its failures is over.
         """
         now = self._reactor.seconds()
+        recorded = self._recorded
+        if recorded is not None:
+            recorded.retry()
         for certificate in list(self._managed.values()):
-            if not certificate.deployPending:
+            if recorded is not None and recorded.wasDue(certificate):
+                certificate.deployPending = True
+            if not certificate.deployPending or certificate.issued is None:
+                # A set not in service yet (its stored certificate is still
+                # being read at the start) runs at the first check after.
                 continue
             key = frozenset(certificate.domains)
             if key not in self._latest and now >= self._retryAt.get(key, 0.0):
@@ -195,8 +210,14 @@ class DeployHooks(Service):
         return frozenset(self._failures)
 
     def startService(self) -> None:
+        """
+        Start, and read the runs due on this node when it last ran: they
+        are asked for once read, and at each check.
+        """
         self._stopped = False
         super().startService()
+        if self._recorded is not None:
+            self._recorded.load().addCallback(lambda _: self.retry() if self.running else None)
 
     @deferred
     async def stopService(self) -> None:

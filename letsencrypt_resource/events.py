@@ -488,6 +488,13 @@ SERVICES_LISTENING = _event(
     "{listening} services listen, {failed} cannot, {seconds} seconds after they started.",
 )
 
+DEPLOY_DUE_UNSAVED = _event(
+    20229,
+    LogLevel.warn,
+    "Whether the deploy command is due could not be recorded at {key}: {error}; "
+    "the record is written again at the next check.",
+)
+
 
 def catalogue() -> dict[int, EventType]:
     """

@@ -13,8 +13,8 @@ read from the sets in service at each scrape (L{CertificatesCollector}):
 nothing is recorded as they change, and a set no longer used is gone.
 The C{ca} label, the directory URL of a CA (the resource's own or a
 fallback CA), takes only the values configured, and C{other}: the
-renewal attempts are counted by CA, and one gauge per set names the CA
-that issued its certificate.
+renewal attempts are counted by CA, so are the ACME request times, and
+one gauge per set names the CA that issued its certificate.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class Metrics:
         self._latency = Histogram(
             "letsencrypt_acme_request_duration_seconds",
             "Time from sending an ACME request to its response's headers, or its failure.",
-            ["method"],
+            ["method", "ca"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -192,11 +192,13 @@ class Metrics:
         """
         self._challenges.labels(result).inc()
 
-    def acmeRequest(self, method: str, seconds: float) -> None:
+    def acmeRequest(self, method: str, seconds: float, ca: str | None = None) -> None:
         """
-        An ACME request by C{method} took C{seconds}.
+        An ACME request by C{method} to the CA at the directory URL C{ca}
+        (C{None}: the resource's own) took C{seconds}.
         """
-        self._latency.labels(method if method in ACME_METHODS else "other").observe(seconds)
+        method = method if method in ACME_METHODS else "other"
+        self._latency.labels(method, self.caLabel(ca)).observe(seconds)
 
     def checkSucceeded(self, when: float) -> None:
         """

@@ -49,7 +49,8 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
     The renewal state of C{fields} to save, as JSON-ready data; with the
     L{bundleDigest} of the CA-issued certificate in service, which passed
     its checks, as it is stored (C{certificate_digest}): see
-    L{storedDigest}.
+    L{storedDigest}.  Whether the deploy command is due is not in it: that
+    is each node's own (see L{letsencrypt_resource.deployflags}).
     """
     pending = fields.pendingOrder or fields.unstoredOrder
     issued = fields.issued
@@ -67,7 +68,6 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "pending_order": pending.toJSON() if pending else None,
         "compromised_keys": sorted(fields.compromisedKeys),
         "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
-        "deploy_pending": fields.deployPending,
         "ca_streak": fields.caStreak.toJSON(),
     }
 
@@ -90,12 +90,14 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     a recorded order whose texts are not L{savedText}, and the retry
     wait, the order under way and the failures held against the CA (see
     L{CAStreak}) when the settings changed since.  The
-    compromised keys and whether the deploy command is due are always
-    kept, whatever else fails.  Counts are brought within bounds (see
+    compromised keys are always kept, whatever else fails, and so is a
+    C{deploy_pending} that versions before per-node records saved (it
+    makes the run due, never clears it).  Counts are brought within bounds (see
     L{savedCount}).
     """
     fields.compromisedKeys |= _digests(state.get("compromised_keys"))
-    fields.deployPending = state.get("deploy_pending") is True
+    if state.get("deploy_pending") is True:
+        fields.deployPending = True
     try:
         failures = savedCount(state.get("failures", 0))
         nextAttempt = float(state.get("next_attempt", 0.0))

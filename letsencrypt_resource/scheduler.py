@@ -14,6 +14,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    DeferredList,
     FirstError,
     succeed,
 )
@@ -23,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .ariissuers import IssuerConnections
 from .connection import AccountConnection
 from .coroutines import deferred
 from .managed import ManagedCertificate
@@ -105,6 +107,8 @@ class Scheduler(Service):
 
     @ivar loaded: Returns a Deferred that fires once the domain sets are
         loaded: the first check waits for it.
+    @ivar issuers: The CAs whose renewal information the sets follow (by
+        default, the resource's own for all).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Scheduler(Service):
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
+        self.issuers = IssuerConnections(lambda certificate: connection)
         #: Called at the start of each check, to retry what failed before
         #: (the deploy commands).
         self.atCheck: list[Callable[[], object]] = []
@@ -257,7 +262,6 @@ class Scheduler(Service):
         @return: The sets whose attempts it started or forced.
         """
         now = self._reactor.seconds()
-        checksARI = self._connection.checksARI
         chosen = None if only is None else set(only)
         sets = list(self._managed.values())
         due: list[ManagedCertificate] = []
@@ -268,7 +272,7 @@ class Scheduler(Service):
                     continue
                 attempt = certificate.attempt
                 if attempt is None:
-                    if force or certificate.nextEvent(checksARI) <= now:
+                    if force or self.issuers.nextEvent(certificate) <= now:
                         due.append(certificate)
                 elif force and attempt.force(reason):
                     # Not started again below, even if it ended by then.
@@ -287,15 +291,14 @@ class Scheduler(Service):
 
     def _learnRenewalInfo(self) -> None:
         """
-        Connect to the CA, when CA-issued certificates are in service and no
-        order did, to learn whether it offers renewal information; if it
-        does, the next wake-up asks it about each certificate.
+        Connect to each CA that issued CA-issued certificates in service,
+        when no order did, to learn whether it offers renewal information;
+        if one does, the next wake-up asks it about its certificates.
         """
-        if self._connection.connected or self._learning is not None:
+        waiting = [] if self._learning else self.issuers.unconnected(self._managed.values())
+        if not waiting:
             return
-        if not any(c.issued is not None for c in self._managed.values()):
-            return
-        self._learning = self._connection.acmeClient()
+        self._learning = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
 
         def learnt(result: object) -> None:
             self._learning = None
@@ -336,12 +339,11 @@ class Scheduler(Service):
         The work of L{scheduleWakeUp}.
         """
         # Sets whose attempt is under way are looked at when it ends.
-        checksARI = self._connection.checksARI
         earliest = float("inf")
         async for chunk in inTurns(self._reactor, list(self._managed.values())):
             for certificate in chunk:
                 if certificate.attempt is None:
-                    earliest = min(earliest, certificate.nextEvent(checksARI))
+                    earliest = min(earliest, self.issuers.nextEvent(certificate))
         if self._writes.hasRetries():
             earliest = min(earliest, self._writes.retries.retryAt)
         delay = earliest - self._reactor.seconds()

@@ -238,3 +238,7 @@ class StoredChanges:
             certificate.pendingOrder = None
         self._provisioning.deliver(certificate, stored)
         self._provisioning.export(certificate, deploy)
+        if deploy:
+            # Without a store directory, the command runs now on this node
+            # too, not only on the node that ordered it.
+            self._provisioning.stored(certificate, stored)

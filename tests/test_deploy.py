@@ -269,13 +269,14 @@ class DeployHooksTests(SynchronousTestCase):
 
     def test_pendingRecorded(self) -> None:
         """
-        A run is recorded as due in the set's renewal state before it
-        starts; a failure leaves it due, success clears it.
+        A run is recorded as due (on this node: see
+        L{letsencrypt_resource.deployflags}) before it starts; a failure
+        leaves it due, success clears it.
         """
         hooks = self.hooks()
         process, _ = self.spawn(hooks)
         self.assertEqual(self.saved, [("a.example", True)])
-        self.assertTrue(self.certificate.state()["deploy_pending"])
+        self.assertTrue(self.certificate.deployPending)
         process.exit(1)
         self.assertEqual(self.saved, [("a.example", True)])
         self.reactor.advance(RETRY_BASE)

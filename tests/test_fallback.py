@@ -49,6 +49,7 @@ from letsencrypt_resource.metrics import Metrics
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.ordering import CompromisedAccountKey, ProfileNotOffered
 from letsencrypt_resource.renewalstate import restoreState
+from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.retrywaits import capWaits, recordFailure
 from letsencrypt_resource.storage.interface import StorageError
 from letsencrypt_resource.storage.records import accountKey
@@ -363,7 +364,7 @@ def rotation(
     connection = AccountConnection(options, None, None, None, None, None)  # type: ignore[arg-type]
     asked: list[str | None] = []
 
-    def httpFor(caFile: str | None) -> object:
+    def httpFor(caFile: str | None, acmeURL: str) -> object:
         asked.append(caFile)
         return object()
 
@@ -746,8 +747,9 @@ class RenewalInformationTests(FallbackTestCase):
         renewal information when C{offered}), record C{issuedBy} as the CA
         of every certificate (unless C{None}), make renewal information
         due and check: how many renewal information requests the first
-        and the fallback CA got; either way, the sets are not due again at
-        once.
+        and the fallback CA got, once the wake-up after the check (which
+        connects to a CA no order reached yet) ran; either way, the sets
+        are not due again at once.
         """
         self.server.offerRenewalInfo = True
         self.fallbackServer = FakeACMEServer(self.reactor)
@@ -763,10 +765,12 @@ class RenewalInformationTests(FallbackTestCase):
             certificate.ariNextCheck = 0.0
         del self.server.requests[:]
         runUntilFired(self.reactor, resource.check())
+        self.reactor.advance(0)
+        runUntilFired(self.reactor, resource.whenSettled())
         now = self.reactor.seconds()
         for certificate in resource.managed.values():
             # Asked or not, not due again at once: no busy loop of checks.
-            self.assertGreater(certificate.nextEvent(True), now)
+            self.assertGreater(resource._scheduler.issuers.nextEvent(certificate), now)
         return tuple(  # type: ignore[return-value]
             sum(path.startswith("/renewal-info/") for _, path in server.requests)
             for server in (self.server, self.fallbackServer)
@@ -788,12 +792,14 @@ class RenewalInformationTests(FallbackTestCase):
         self.assertEqual(self.renewalInfoRequests(SECOND), (0, 2))
         self.assertEqual(self.fallbackServer.accountsCreated, 1)
 
-    def test_windowFromFallbackCA(self) -> None:
+    def issuedByFallback(self) -> tuple[LetsEncryptResource, ManagedCertificate, CAOptions]:
         """
-        A certificate a fallback CA issued renews in the window that CA
-        suggests, not at two thirds of its lifetime.
+        Start a resource with a fallback CA (a fake CA of its own offering
+        renewal information) and have its set C{reports.example.test}
+        renewed there.
+
+        @return: The resource, the set, and the fallback CA's options.
         """
-        self.server.offerRenewalInfo = True
         self.fallbackServer = FakeACMEServer(self.reactor)
         self.fallbackServer.offerRenewalInfo = True
         fallback = CAOptions(section="cas/b", acmeURL=SECOND, agreeTOS=True)
@@ -804,6 +810,16 @@ class RenewalInformationTests(FallbackTestCase):
         runUntilFired(self.reactor, resource.check(force=True, only=[certificate]))
         assert certificate.orderedBy is not None and certificate.issued is not None
         self.assertEqual(certificate.orderedBy[1], SECOND)
+        return resource, certificate, fallback
+
+    def test_windowFromFallbackCA(self) -> None:
+        """
+        A certificate a fallback CA issued renews in the window that CA
+        suggests, not at two thirds of its lifetime.
+        """
+        self.server.offerRenewalInfo = True
+        resource, certificate, _ = self.issuedByFallback()
+        assert certificate.orderedBy is not None
         now = float(int(self.reactor.seconds()))
         window = (now + 3 * DAY, now + 4 * DAY)
         self.fallbackServer.renewalWindows[certificate.orderedBy[0]] = window
@@ -811,6 +827,30 @@ class RenewalInformationTests(FallbackTestCase):
         runUntilFired(self.reactor, resource.check())
         self.assertEqual(certificate.ariWindow, window)
         self.assertEqual(certificate.plan().reason, "ari")
+
+    def test_checksScheduledForFallbackCA(self) -> None:
+        """
+        When only a fallback CA offers renewal information, the
+        certificates it issued still get their checks between renewals:
+        a wake-up at their next check asks it, and so after a restart,
+        before any order connected to it.
+        """
+        resource, certificate, fallback = self.issuedByFallback()
+
+        def asked() -> int:
+            requests = self.fallbackServer.requests
+            return sum(path.startswith("/renewal-info/") for _, path in requests)
+
+        for restart in (False, True):
+            if restart:
+                resource.stopService()
+                resource = self.start(fallbackCAs=(fallback,))
+                [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
+            before = asked()
+            certificate.ariNextCheck = self.reactor.seconds() + 3600
+            resource._scheduler.scheduleWakeUp()
+            self.reactor.advance(3601)
+            self.assertEqual(asked(), before + 1, restart)
 
     def test_fallbackCAWithout(self) -> None:
         """
@@ -1219,8 +1259,9 @@ class MetricsTests(FallbackTestCase):
     def test_byCA(self) -> None:
         """
         With the first CA refusing orders, its failed attempt and the
-        fallback CA's issued one are counted under each CA's URL, and the
-        set's certificate is shown as the fallback CA's.
+        fallback CA's issued one are counted under each CA's URL, so are
+        the ACME requests to each CA, timed, and the set's certificate is
+        shown as the fallback CA's.
         """
         self.fallbackServer = FakeACMEServer(self.reactor)
         self.server.fail("/new-order", 503, times=None)
@@ -1249,6 +1290,10 @@ class MetricsTests(FallbackTestCase):
         info = "letsencrypt_certificate_ca_info"
         self.assertEqual(sample(info, {"domains": "reports.example.test", "ca": SECOND}), 1.0)
         self.assertIsNone(sample(info, {"domains": "reports.example.test", "ca": ACME_URL}))
+        latency = "letsencrypt_acme_request_duration_seconds_count"
+        for ca in (ACME_URL, SECOND):
+            self.assertGreater(sample(latency, {"method": "POST", "ca": ca}) or 0, 0, ca)
+        self.assertIsNone(sample(latency, {"method": "POST", "ca": "other"}))
 
     def test_issuedWithoutRecordedOrder(self) -> None:
         """

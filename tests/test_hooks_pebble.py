@@ -201,7 +201,10 @@ class DeployAndMetricsTests(TestCACase):
         self.assertEqual(samples[("letsencrypt_certificate_state", (domains, state))], 1.0)
         issued = (("ca", testCA.directoryURL), ("result", "issued"))
         self.assertEqual(samples[("letsencrypt_renewal_attempts_total", issued)], 1.0)
-        posted = ("letsencrypt_acme_request_duration_seconds_count", (("method", "POST"),))
+        posted = (
+            "letsencrypt_acme_request_duration_seconds_count",
+            (("ca", testCA.directoryURL), ("method", "POST")),
+        )
         self.assertGreater(samples[posted], 0)
         answered = ("letsencrypt_challenge_requests_total", (("result", "answered"),))
         self.assertGreater(samples[answered], 0)

@@ -46,6 +46,10 @@ from tests.helpers.resourcecase import (
     resourceOptions,
 )
 
+#: The directory URLs of a resource's CAs: its own, and a fallback CA.
+FIRST = "https://first.example/directory"
+SECOND = "https://second.example/directory"
+
 
 def configure(**options: str) -> Any:
     """
@@ -147,20 +151,32 @@ class MetricsTests(SynchronousTestCase):
 
     def test_latency(self) -> None:
         """
-        ACME request times go in a histogram by method; an unknown method is
-        C{other}, so that the series stay bounded.
+        ACME request times go in a histogram by method and CA (the
+        resource's own by default); an unknown method is C{other}, and so
+        is a CA not configured, so that the series stay bounded.
         """
-        metrics = Metrics()
+        metrics = Metrics(cas=(FIRST, SECOND))
         metrics.acmeRequest("POST", 0.3)
-        metrics.acmeRequest("BREW", 0.01)
+        metrics.acmeRequest("BREW", 0.01, SECOND)
+        metrics.acmeRequest("GET", 0.01, "https://elsewhere.example/dir")
         text = exposed(metrics)
         self.assertIn(
-            'letsencrypt_acme_request_duration_seconds_bucket{le="0.5",method="POST"} 1.0', text
+            "letsencrypt_acme_request_duration_seconds_bucket"
+            f'{{ca="{FIRST}",le="0.5",method="POST"}} 1.0',
+            text,
         )
         self.assertIn(
-            'letsencrypt_acme_request_duration_seconds_bucket{le="0.25",method="POST"} 0.0', text
+            "letsencrypt_acme_request_duration_seconds_bucket"
+            f'{{ca="{FIRST}",le="0.25",method="POST"}} 0.0',
+            text,
         )
-        self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="other"} 1.0', text)
+        self.assertIn(
+            f'letsencrypt_acme_request_duration_seconds_count{{ca="{SECOND}",method="other"}} 1.0',
+            text,
+        )
+        self.assertIn(
+            'letsencrypt_acme_request_duration_seconds_count{ca="other",method="GET"} 1.0', text
+        )
 
     def test_ownRegistry(self) -> None:
         """
@@ -509,7 +525,10 @@ class ResourceMetricsTests(ResourceTestCase):
         self.assertIn(
             f'letsencrypt_renewal_attempts_total{{ca="{ACME_URL}",result="issued"}} 2.0', text
         )
-        self.assertIn('letsencrypt_acme_request_duration_seconds_count{method="POST"}', text)
+        self.assertIn(
+            f'letsencrypt_acme_request_duration_seconds_count{{ca="{ACME_URL}",method="POST"}}',
+            text,
+        )
         self.assertEqual(
             resource.metrics.registry.get_sample_value(
                 "letsencrypt_last_successful_check_timestamp_seconds"

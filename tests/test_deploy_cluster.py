@@ -1,0 +1,210 @@
+"""
+The deploy command in a cluster, on a real PostgreSQL: two nodes in one
+process, each with its own state directory and a real command, share one
+database and a fake CA; one orders, both run their command, and a failure
+on one node is that node's alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from treq.testing import RequestTraversalAgent
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from zope.interface.registry import Components
+
+from letsencrypt_resource import deploy
+from letsencrypt_resource.deployflags import DEPLOYS, deployKey
+from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.resource import LetsEncryptResource
+from letsencrypt_resource.storage.cluster import ClusterStorage
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.postgres import PostgresStorage
+from letsencrypt_resource.storage.records import Records
+from letsencrypt_resource.storage.sealing import Sealer
+from letsencrypt_resource.testing import FakeACMEServer, RecordingConsumer
+from tests.helpers.postgres import PostgresCase
+from tests.helpers.resourcecase import REPORTS, resourceOptions
+
+#: A deploy command: appends its node's name to the record of runs, then
+#: exits with the code its node's file holds.
+SCRIPT = """\
+#!/bin/sh
+echo "$1" >> "$2"
+exit "$(cat "$3")"
+"""
+
+
+class ClusterDeployTests(PostgresCase):
+    """
+    Two nodes, one set, a command that fails on one node only.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.keyFile = os.path.join(self.folder, "cluster.key")
+        with open(self.keyFile, "wb") as stream:
+            stream.write(os.urandom(32))
+        os.chmod(self.keyFile, 0o600)
+        self.script = os.path.join(self.folder, "deploy")
+        with open(self.script, "w") as stream:
+            stream.write(SCRIPT)
+        os.chmod(self.script, 0o755)
+        self.runs = os.path.join(self.folder, "runs")
+        self.server = FakeACMEServer(reactor)
+        self.resources: list[LetsEncryptResource] = []
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        # Seconds, not minutes, before a failed run may run again.
+        self.patch(deploy, "RETRY_BASE", 0.2)
+
+    def setExit(self, node: str, code: int) -> None:
+        """
+        Make the command exit with C{code} on C{node}.
+        """
+        with open(os.path.join(self.folder, f"{node}.exit"), "w") as stream:
+            stream.write(f"{code}\n")
+
+    def failures(self) -> list[dict[str, Any]]:
+        """
+        The failed runs (event 20247).
+        """
+        return [e for e in self.events if e.get("event_id") == 20247]
+
+    def successes(self) -> list[dict[str, Any]]:
+        """
+        The runs that worked (event 20246).
+        """
+        return [e for e in self.events if e.get("event_id") == 20246]
+
+    def ran(self) -> list[str]:
+        """
+        The nodes the command ran on, in order.
+        """
+        if not os.path.exists(self.runs):
+            return []
+        with open(self.runs) as stream:
+            return stream.read().split()
+
+    def startNode(self, node: str) -> LetsEncryptResource:
+        """
+        Start the resource of C{node} on the cluster's database, with its
+        own state directory and no store directory; stopped at the end of
+        the test.
+        """
+        state = os.path.join(self.folder, node)
+        os.makedirs(state, exist_ok=True)
+        storage = ClusterStorage(
+            PostgresStorage(self.conninfo, reactor, node=node),
+            DirectoryStorage(state, reactor),
+            Sealer.fromKeyFile(self.keyFile, node),
+            reactor,
+            self.keyFile,
+        )
+        registry = Components()
+        consumer = RecordingConsumer("reports-https", REPORTS)
+        registry.registerUtility(consumer, ICertificateConsumer, name="reports")
+        resource = LetsEncryptResource(
+            resourceOptions(
+                nodeName=node,
+                port=freeTCPPort(),
+                stateDirectory=state,
+                deployCommand=(
+                    self.script,
+                    node,
+                    self.runs,
+                    os.path.join(self.folder, f"{node}.exit"),
+                ),
+                deployTimeout=10.0,
+            ),
+            registry,
+            storage,
+            reactor,
+            RequestTraversalAgent(self.server),
+            closeStorage=True,
+        )
+        self.resources[:] = [r for r in self.resources if r.options.nodeName != node]
+        self.resources.append(resource)
+        resource.startService()
+        self.addCleanup(lambda: resource.stopService() if resource.running else None)
+        return resource
+
+    def lookup(self, token: str) -> Any:
+        """
+        The key authorization for C{token}, as whichever node knows it.
+        """
+        for resource in self.resources:
+            answer = resource.responder.lookup(token)
+            if answer is not None:
+                return answer
+        return None
+
+    async def pendingKeys(self) -> list[str]:
+        """
+        The records of runs due, as the database holds them.
+        """
+        storage = PostgresStorage(self.conninfo, reactor, node="reader")
+        try:
+            return await storage.list(DEPLOYS)
+        finally:
+            await storage.close()
+
+    async def checkUntil(self, resource: LetsEncryptResource, runs: int) -> None:
+        """
+        Let C{resource} check, a quarter of a second apart (its failed run
+        may run again after L{deploy.RETRY_BASE}, patched), until the
+        command ran C{runs} times in all.
+        """
+        for _ in range(40):
+            if len(self.ran()) >= runs:
+                return
+            await deferLater(reactor, 0.25, lambda: None)
+            await resource.check()
+        self.fail(f"{self.ran()} after 10 seconds of checks, not {runs} runs")
+
+    async def test_failureIsPerNode(self) -> None:
+        """
+        The command runs on both nodes for the certificate one of them
+        ordered; it fails on one: that node runs it again at its next
+        start and at its next checks until it works, its record of the run
+        due staying in the database until then, while the node where it
+        worked does not run it again, restarted or not; the shared renewal
+        state holds no C{deploy_pending}.
+        """
+        self.server.validate = self.lookup
+        self.setExit("node-1", 1)
+        self.setExit("node-2", 0)
+        first = self.startNode("node-1")
+        second = self.startNode("node-2")
+        await first.whenSettled()
+        await second.whenSettled()
+        await self.until(lambda: sorted(self.ran()) == ["node-1", "node-2"], timeout=30)
+        await self.until(lambda: len(self.failures()) == 1, timeout=10)
+        self.assertEqual(await self.pendingKeys(), [deployKey("node-1", REPORTS)])
+        for resource in (first, second):
+            await resource.stopService()
+        first = self.startNode("node-1")
+        second = self.startNode("node-2")
+        await self.until(lambda: len(self.ran()) == 3, timeout=10)
+        self.assertEqual(self.ran().count("node-1"), 2)
+        await self.checkUntil(first, 4)
+        self.assertEqual(self.ran().count("node-1"), 3)
+        self.setExit("node-1", 0)
+        await self.checkUntil(first, 5)
+        await self.until(lambda: len(self.successes()) == 2, timeout=10)
+        for _ in range(3):
+            await deferLater(reactor, 0.25, lambda: None)
+            for resource in (first, second):
+                await resource.check()
+        self.assertEqual(sorted(self.ran()), ["node-1"] * 4 + ["node-2"])
+        self.assertEqual(len(self.failures()), 3)
+        self.assertEqual(await self.pendingKeys(), [])
+        state = await Records(second.storage).loadRenewalState(REPORTS)
+        assert state is not None
+        self.assertNotIn("deploy_pending", state)
