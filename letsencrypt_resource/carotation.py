@@ -24,7 +24,7 @@ from .caoptions import CAOptions
 from .castreak import CAStreak
 from .config import ResourceOptions, canonicalURL
 from .connection import AccountConnection
-from .managed import ManagedCertificate
+from .managed import ManagedCertificate, issuingCA
 
 
 def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
@@ -47,16 +47,6 @@ def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
         fallbackCANames=(),
         fallbackCAs=(),
     )
-
-
-def issuingCA(certificate: ManagedCertificate, options: ResourceOptions) -> str:
-    """
-    The directory URL of the CA that issued the certificate of
-    C{certificate}, as L{ManagedCertificate.orderedBy} records it: the
-    resource's own, C{options.acmeURL}, when it records none (a
-    certificate stored before the CAs were recorded).
-    """
-    return certificate.orderedBy[1] if certificate.orderedBy else options.acmeURL
 
 
 @attrs.frozen
@@ -212,8 +202,8 @@ class CARotation:
     def clientFor(self, certificate: ManagedCertificate) -> Deferred[ACMEClient]:
         """
         The ACME client of the CA that issued the certificate of
-        C{certificate} (see L{issuingCA}), or of the resource's own CA when
-        that one is no longer configured.
+        C{certificate} (see L{letsencrypt_resource.managed.issuingCA}), or
+        of the resource's own CA when that one is no longer configured.
         """
         ca = self.issuerOf(certificate) or self.primary
         return ca.connection.acmeClient()
@@ -240,7 +230,7 @@ class CARotation:
     def issuerOf(self, certificate: ManagedCertificate) -> CA | None:
         """
         The CA that issued the certificate of C{certificate} (see
-        L{issuingCA}); C{None} when it is a CA no longer configured.
+        L{letsencrypt_resource.managed.issuingCA}); C{None} when it is a CA no longer configured.
         """
         index = self._indexOf(issuingCA(certificate, self.primary.options))
         return None if index is None else self._cas[index]

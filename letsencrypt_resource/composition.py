@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from .ariissuers import IssuerConnections
-from .carotation import CARotation, issuingCA
+from .carotation import CARotation
 from .challenge import ChallengeResponder
 from .challengesite import ChallengeSiteService
 from .challengesweep import ChallengeSweeper
@@ -35,7 +35,7 @@ from .connection import AccountConnection
 from .deploy import DeployHooks
 from .deployflags import DeployFlags
 from .domainsets import DomainSets
-from .managed import ManagedCertificate
+from .managed import ManagedCertificate, issuingCA
 from .metrics import Metrics, TimedAgent
 from .metricssite import MetricsSiteService
 from .outcomes import Outcomes

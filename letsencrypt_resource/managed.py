@@ -28,6 +28,7 @@ from .storage.interface import ILease
 
 if TYPE_CHECKING:
     from .attempts import Attempt
+    from .config import ResourceOptions
 
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
@@ -260,3 +261,25 @@ class ManagedCertificate:
         Take back a state L{state} saved (see L{restoreState}).
         """
         restoreState(self, state)
+
+
+#: What each renewal reason means, for events.
+REASONS = {
+    "lifetime": "most of its lifetime has passed",
+    "ari": "inside the CA's suggested renewal window",
+    "emergency": "close to expiry: less than 15 days, or a sixth of its lifetime, left",
+    NO_CERTIFICATE: NO_CERTIFICATE,
+    NAMES_CHANGED: NAMES_CHANGED,
+    "forced": "renewal was asked for",
+    "revoked": "its certificate was revoked",
+}
+
+
+def issuingCA(certificate: ManagedCertificate, options: ResourceOptions) -> str:
+    """
+    The directory URL of the CA that issued the certificate of
+    C{certificate}, as L{ManagedCertificate.orderedBy} records it: the
+    resource's own, C{options.acmeURL}, when it records none (a
+    certificate stored before the CAs were recorded).
+    """
+    return certificate.orderedBy[1] if certificate.orderedBy else options.acmeURL

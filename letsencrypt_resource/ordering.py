@@ -23,8 +23,8 @@ from .config import ResourceOptions, canonicalURL
 from .issuer import ChallengeNotOffered, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
-from .managed import ManagedCertificate
-from .outcomes import REASONS, Outcomes
+from .managed import REASONS, ManagedCertificate
+from .outcomes import Outcomes
 from .pendingorder import PendingOrder
 from .storage.interface import StorageError
 from .storage.records import Records

@@ -14,23 +14,12 @@ from . import events
 from .certificates import CertifiedKey
 from .connection import AccountConnection
 from .coroutines import deferred
-from .managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
+from .managed import REASONS, ManagedCertificate
 from .metrics import Metrics
 from .provisioning import Provisioning
 from .reporting import when
 from .retrywaits import recordFailure
 from .writequeue import WriteQueue
-
-#: What each renewal reason means, for events.
-REASONS = {
-    "lifetime": "most of its lifetime has passed",
-    "ari": "inside the CA's suggested renewal window",
-    "emergency": "close to expiry: less than 15 days, or a sixth of its lifetime, left",
-    NO_CERTIFICATE: NO_CERTIFICATE,
-    NAMES_CHANGED: NAMES_CHANGED,
-    "forced": "renewal was asked for",
-    "revoked": "its certificate was revoked",
-}
 
 
 class Outcomes:

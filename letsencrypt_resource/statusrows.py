@@ -13,12 +13,10 @@ from typing import Any
 
 from zope.interface import implementer
 
-from .carotation import issuingCA
 from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .interfaces import ICertificateConsumer
-from .managed import ManagedCertificate
-from .outcomes import REASONS
+from .managed import REASONS, ManagedCertificate, issuingCA
 
 DAY = 86400.0
 
