@@ -12,7 +12,7 @@ plugin that may wrap the connection in something else, is refused.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
@@ -25,7 +25,6 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactor
 from twisted.logger import LogLevel
 from twisted.python import context
 from twisted.python.failure import Failure
@@ -110,7 +109,7 @@ def checkDescription(text: str) -> str:
     if kind not in STREAM_TYPES:
         raise ValueError(f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description")
     try:
-        serverFromString(MemoryReactor(), text)
+        serverFromString(_recorder(), text)
         binding = tcpBinding(text)
     except (IndexError, KeyError):
         if kind != "systemd":
@@ -132,13 +131,24 @@ def inheritedSocketProblem(text: str) -> str | None:
     if text.partition(":")[0] != "systemd":
         return None
     try:
-        serverFromString(MemoryReactor(), text)
+        serverFromString(_recorder(), text)
     except (IndexError, KeyError):
         return (
             f"{text!r} names a socket that systemd did not pass to this process "
             "(start it from a .socket unit, or check its index or name)"
         )
     return None
+
+
+def _recorder() -> Any:
+    """
+    A reactor that records what would listen, without listening: Twisted's
+    C{MemoryReactor}, imported when an endpoint description is first
+    checked (its module is large, and most configurations have none).
+    """
+    from twisted.internet.testing import MemoryReactor
+
+    return MemoryReactor()
 
 
 def tcpBinding(text: str) -> tuple[str, int] | None:
@@ -148,7 +158,7 @@ def tcpBinding(text: str) -> tuple[str, int] | None:
     """
     if text.partition(":")[0] not in ("tcp", "tcp6"):
         return None
-    reactor = MemoryReactor()
+    reactor = _recorder()
     serverFromString(reactor, text).listen(Factory())
     [(port, _, _, interface)] = reactor.tcpServers
     if port == 0:
