@@ -345,7 +345,10 @@ class ServerService(MultiService):
         )
         self.fileServices.remove(service)
         self._servedNames.remove(service.consumer.domains)
-        return maybeDeferred(service.disownServiceParent)
+        # Its connections drain in the background: its port is free, for
+        # the service that replaces it, once closed.
+        maybeDeferred(service.disownServiceParent)
+        return service.closed
 
     def reload(self) -> Deferred[None]:
         """

@@ -17,9 +17,16 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.static import Data
 
-from letsencrypt_resource.drain import GRACE, Draining
+from letsencrypt_resource.drain import GRACE, JOIN, Draining
+from letsencrypt_resource.httplimits import LimitedSite
 from letsencrypt_resource.listening import Listener
+from tests.helpers import connectInMemory
+
+#: A keep-alive request.
+KEEP_ALIVE = b"GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
 
 class Echo(Protocol):
@@ -102,8 +109,48 @@ class DrainingTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.successResultOf(waiting)
         [event] = [e for e in self.events if e.get("event_id") == 20227]
-        self.assertEqual((event["count"], event["listener"]), (1, "TCP 127.0.0.1:4433"))
+        self.assertEqual(
+            (event["connections"], event["listeners"], event["listener"]),
+            (1, 1, "TCP 127.0.0.1:4433"),
+        )
         disconnect(opened)
+
+    def test_oneTimerForAStop(self) -> None:
+        """
+        The listeners that begin to wait within L{JOIN} seconds of each
+        other share one timer, which fires L{GRACE} seconds after the last
+        of them began, and one event 20227 counts the listeners and the
+        connections still open then; a listener that begins later has a
+        timer of its own.
+        """
+        factories = [Draining(Factory.forProtocol(Echo)) for _ in range(4)]
+        opened = [connect(factories[0]), connect(factories[0]), connect(factories[1])]
+        opened += [connect(factories[2]), connect(factories[3])]
+        waits = [factories[0].drained(self.clock, "first")]
+        self.clock.advance(JOIN)
+        waits += [factories[1].drained(self.clock, "second")]
+        waits += [factories[2].drained(self.clock, "third")]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        disconnect(opened[3])
+        self.successResultOf(waits[2])
+        self.clock.advance(0.5)
+        late = factories[3].drained(self.clock, "late")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.clock.advance(GRACE - 0.5 - 0.1)
+        self.assertNoResult(waits[0])
+        self.clock.advance(0.1)
+        for waiting in waits:
+            self.successResultOf(waiting)
+        self.assertNoResult(late)
+        [event] = [e for e in self.events if e.get("event_id") == 20227]
+        self.assertEqual(
+            (event["listeners"], event["connections"], event["listener"]), (2, 3, "first")
+        )
+        self.clock.advance(0.5)
+        self.successResultOf(late)
+        self.assertEqual(len([e for e in self.events if e.get("event_id") == 20227]), 2)
+        for protocol in opened[:3] + opened[4:]:
+            disconnect(protocol)
 
     def test_refusedConnection(self) -> None:
         """
@@ -173,3 +220,53 @@ class GracefulStopTests(TestCase):
         answer = await deferToThread(exchange)
         self.assertEqual(answer, b"still here")
         await ended
+
+
+class ClosedWhenIdleTests(SynchronousTestCase):
+    """
+    Tests for L{LimitedSite.closeIdle}: the keep-alive connections of a
+    site whose listener stops close once idle.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        root = Resource()
+        root.putChild(b"hello", Data(b"hello", "text/plain"))
+        self.site = LimitedSite(root, reactor=self.clock)
+
+    def test_idleClosedAtOnce(self) -> None:
+        """
+        A keep-alive connection idle between requests is closed at once.
+        """
+        connection = connectInMemory(self.site, clock=self.clock)
+        connection.send(KEEP_ALIVE)
+        self.assertIn(b"200 OK", connection.collector.received)
+        self.assertIsNone(connection.collector.lostReason)
+        self.site.closeIdle()
+        connection.pump.flush()
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.site.channels, set())
+
+    def test_requestUnderWay(self) -> None:
+        """
+        A request whose headers are coming is answered with
+        C{Connection: close}, then its connection closes.
+        """
+        connection = connectInMemory(self.site, clock=self.clock)
+        connection.send(KEEP_ALIVE[:-2])
+        self.site.closeIdle()
+        connection.pump.flush()
+        self.assertIsNone(connection.collector.lostReason)
+        connection.send(b"\r\n")
+        self.assertIn(b"hello", connection.collector.received)
+        self.assertIn(b"Connection: close", connection.collector.received)
+        self.assertIsNotNone(connection.collector.lostReason)
+
+    def test_comingLate(self) -> None:
+        """
+        A connection made once the site closes its idle connections is
+        closed as well.
+        """
+        self.site.closeIdle()
+        connection = connectInMemory(self.site, clock=self.clock)
+        self.assertIsNotNone(connection.collector.lostReason)
