@@ -389,6 +389,26 @@ class ServerReloadTests(ReloadCase):
         self.assertIsNot(self.reactor.listening()[6002], oldPort)
         self.assertIsNone(opened.collector.lostReason)
 
+    def test_changedServiceFolderReopened(self) -> None:
+        """
+        A service changed while its old self drains a connection serves
+        the folder its path names now, not the one its old self opened
+        (which the two share until the drain ends).
+        """
+        public = os.path.join(self.directory, "public")
+        os.rename(public, public + "-v1")
+        os.makedirs(public + "-v2")
+        os.symlink(public + "-v1", public)
+        server = self.start(configuration(FILES))
+        connectInMemory(self.reactor.listening()[6001].factory, clock=self.reactor)
+        os.unlink(public)
+        os.symlink(public + "-v2", public)
+        self.reload(server, configuration(FILES.replace("www.example.test", "new.example.test")))
+        [service] = server.fileServices
+        served = service._served
+        assert served is not None and served._root is not None
+        self.assertTrue(os.path.samestat(os.fstat(served._root), os.stat(public + "-v2")))
+
     def test_changedPathKeepsCertificate(self) -> None:
         """
         A service whose options change but not its names is started again
