@@ -139,6 +139,7 @@ class Operations:
             "serving": {},
             "failures": certificate.failures,
             "last_error": certificate.lastError,
+            "forced": certificate.forcedReason,
         }
         if self._serverRunning:
             served = "provisional" if row["provisional"] else "ca"

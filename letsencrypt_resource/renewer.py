@@ -166,6 +166,11 @@ class Renewer:
             if isinstance(error, StorageUnavailable):
                 # Retried when the database is back (clusterresume).
                 _keepForced(certificate, forced)
+            else:
+                # One rule for forced renewals, kept or not: one that fails
+                # (at the CA, say) is not asked again; the set follows its
+                # own plan, retries included.
+                certificate.forcedReason = None
             switchAt = self._cas.failed(certificate, error, self._reactor.seconds())
             self._outcomes.failed(certificate, error, switchAt)
         finally:
