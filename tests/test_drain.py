@@ -5,8 +5,12 @@ open connections, within a bound.
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
+from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -22,8 +26,10 @@ from twisted.web.static import Data
 
 from letsencrypt_resource.drain import GRACE, JOIN, Draining
 from letsencrypt_resource.httplimits import LimitedSite
+from letsencrypt_resource.https import HTTPSFileService
 from letsencrypt_resource.listening import Listener
-from tests.helpers import connectInMemory
+from tests.helpers import connectInMemory, newSigner, provisionalFor
+from tests.helpers.serviceoptions import makeOptions
 
 #: A keep-alive request.
 KEEP_ALIVE = b"GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -220,6 +226,56 @@ class GracefulStopTests(TestCase):
         answer = await deferToThread(exchange)
         self.assertEqual(answer, b"still here")
         await ended
+
+    async def test_idleKeepAliveClosedAtStop(self) -> None:
+        """
+        An HTTPS service stopped while a client keeps an idle keep-alive
+        connection (and answers no TLS close_notify) closes it: the stop
+        ends well within the grace, with no event 20227, and the client's
+        next request on that connection gets no answer (no 404).
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        with open(os.path.join(folder, "hello.txt"), "wb") as stream:
+            stream.write(b"hello")
+        service = HTTPSFileService(attrs.evolve(makeOptions(folder), port=0), reactor)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        service.consumer.useCertificate(provisionalFor(newSigner()))
+        await deferLater(reactor, 0.1, lambda: None)
+        [port] = [e["port"] for e in events if e.get("event_id") == 20156]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = b"GET /hello.txt HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+        def first() -> tuple[ssl.SSLSocket, bytes]:
+            client = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 5))
+            client.sendall(request)
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += client.recv(4096)
+            return client, answer
+
+        client, answer = await deferToThread(first)
+        self.addCleanup(client.close)
+        self.assertIn(b"200 OK", answer)
+        began = reactor.seconds()
+        await service.stopService()
+        self.assertLess(reactor.seconds() - began, GRACE)
+        self.assertEqual([e for e in events if e.get("event_id") == 20227], [])
+
+        def second() -> bytes:
+            try:
+                client.sendall(request)
+                return client.recv(4096)
+            except (OSError, ssl.SSLError):
+                return b""
+
+        self.assertEqual(await deferToThread(second), b"")
 
 
 class ClosedWhenIdleTests(SynchronousTestCase):
