@@ -47,6 +47,7 @@ class LimitedChannel(HTTPChannel):
     _drained = 0
     _headersDue: IDelayedCall | None = None
     _closing = False
+    _answered = False
     site: LimitedSite
 
     def dataReceived(self, data: bytes) -> None:
@@ -114,18 +115,21 @@ class LimitedChannel(HTTPChannel):
 
     def closeWhenIdle(self) -> None:
         """
-        Close the connection at once when no request is under way on it;
-        otherwise once the request under way is answered, with
-        C{Connection: close} on its answer (the answers of the requests
-        that come with headers still unread say so too).
+        Close the connection at once when it is idle between requests (it
+        answered one, and no other is under way: its client sends the next
+        one on a new connection, as HTTP clients do when a reused
+        connection closes); otherwise once the request under way, or the
+        first one of a new connection, is answered, with C{Connection:
+        close} on that answer.
 
         C{HTTPChannel} has no public "close when idle"; this uses only its
         public names: C{requests} (the queue of requests received and not
         yet answered), C{persistent} (read by C{requestDone}, which closes
-        the connection when it is false), C{checkPersistence} (overridden
-        below) and C{loseConnection} (which unregisters the channel as the
-        transport's producer before closing, so over TLS the close is not
-        held by it).  Not C{_networkProducer}.
+        the connection when it is false), C{checkPersistence} and
+        C{requestDone} (overridden below) and C{loseConnection} (which
+        unregisters the channel as the transport's producer before
+        closing, so over TLS the close is not held by it).  Not
+        C{_networkProducer}.
         """
         self._closing = True
         # Every Twisted transport has disconnecting; ITransport omits it.
@@ -137,12 +141,22 @@ class LimitedChannel(HTTPChannel):
                 if not request.startedWriting:
                     request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return
+        if not self._answered:
+            return
         self._cancelHeadersDeadline()
         self.setTimeout(None)
         # Over TLS the close waits for the client's close_notify: a client
         # that does not answer is cut after CLOSE_NOTIFY_WAIT.
         self._abortingCall = self.callLater(CLOSE_NOTIFY_WAIT, self.forceAbortClient)
         self.loseConnection()
+
+    def requestDone(self, request: Any) -> None:
+        """
+        A request was answered: the connection is idle between requests
+        from now on, unless another is under way.
+        """
+        self._answered = True
+        super().requestDone(request)
 
     def checkPersistence(self, request: Any, version: bytes) -> bool:
         """

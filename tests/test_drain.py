@@ -318,11 +318,19 @@ class ClosedWhenIdleTests(SynchronousTestCase):
         self.assertIn(b"Connection: close", connection.collector.received)
         self.assertIsNotNone(connection.collector.lostReason)
 
-    def test_comingLate(self) -> None:
+    def test_newConnectionAnsweredOnce(self) -> None:
         """
-        A connection made once the site closes its idle connections is
-        closed as well.
+        A connection that has sent no request yet (its TLS handshake may
+        just have ended) is not closed at once, nor is one made once the
+        site closes its idle connections: the first request of each is
+        answered, with C{Connection: close}, then it closes.
         """
+        early = connectInMemory(self.site, clock=self.clock)
         self.site.closeIdle()
-        connection = connectInMemory(self.site, clock=self.clock)
-        self.assertIsNotNone(connection.collector.lostReason)
+        late = connectInMemory(self.site, clock=self.clock)
+        for connection in (early, late):
+            self.assertIsNone(connection.collector.lostReason)
+            connection.send(KEEP_ALIVE)
+            self.assertIn(b"hello", connection.collector.received)
+            self.assertIn(b"Connection: close", connection.collector.received)
+            self.assertIsNotNone(connection.collector.lostReason)

@@ -300,6 +300,9 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         before = sorted(os.listdir("/proc/self/fd"))
         self.startWithCertificate()
         connections = [self.connect() for _ in range(2)]
+        for connection in connections:
+            connection.send(b"GET /hello.txt HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            self.assertEqual(parseResponse(connection.collector.received).body, CONTENT)
         stopped = self.service.stopService()
         self.assertNoResult(stopped)
         for connection in connections:

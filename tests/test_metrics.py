@@ -383,18 +383,21 @@ class MetricsSiteServiceTests(SynchronousTestCase):
     def test_renderThreadKeptWhileDraining(self) -> None:
         """
         A connection open as it stops keeps the render thread running until
-        the connection has ended (a scrape under way is answered); then
-        the thread is stopped.
+        its client has closed it (a scrape that comes meanwhile is
+        answered); then the thread is stopped.
         """
         reactor = MemoryReactorClock()
         options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
         service = MetricsSiteService(options, Metrics(), reactor, Logger())
         service.startService()
+        # A thread left running would keep the test process from exiting.
+        self.addCleanup(lambda: service._pool.stop() if service._pool.started else None)
         [(_, factory, _, _)] = reactor.tcpServers
         connection = connectInMemory(factory, clock=reactor)
         stopped = service.stopService()
         self.assertNoResult(stopped)
         self.assertTrue(service._pool.started)
+        connection.collector.transport.loseConnection()
         connection.pump.flush()
         self.successResultOf(stopped)
         self.assertFalse(service._pool.started)
