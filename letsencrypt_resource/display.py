@@ -24,10 +24,11 @@ def _nextAction(row: dict[str, Any]) -> str:
     """
     What the resource will do next for the set of C{row}, and why.
     """
+    kept = " (a forced renewal kept until it can start)" if row.get("forced") else ""
     if row["retry"]:
-        return f"retry at {row['next_check']} after {row['failures']} failed attempts"
+        return f"retry at {row['next_check']} after {row['failures']} failed attempts{kept}"
     because = _BECAUSE.get(row["reason"], row["why"])
-    return f"renews at {row['next_check']} because {because}"
+    return f"renews at {row['next_check']} because {because}{kept}"
 
 
 def serving(row: dict[str, Any]) -> str:

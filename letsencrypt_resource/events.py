@@ -409,14 +409,15 @@ ORDER_NOT_NEEDED = _event(
 CONNECTIONS_LEFT_OPEN = _event(
     20227,
     LogLevel.warn,
-    "Stopped listening on {listener}: {count} connections still open after {seconds} "
-    "seconds are left to close with the process.",
+    "Stopped listening: {connections} connections on {listeners} listeners (the first "
+    "on {listener}) still open after {seconds} seconds are left to close with the process.",
 )
 DATABASE_POOL_MESSAGE = _event(
     20228,
     LogLevel.warn,
-    "The cluster database's connection pool says: {details} ({repeated} more like it "
-    "in the last {seconds} seconds).",
+    "The cluster database's connection pool says: {details} ({repeated} more of its "
+    "messages were held back since the last one written; one is written every "
+    "{seconds} seconds at most).",
 )
 
 CHALLENGE_FALLBACK = _event(

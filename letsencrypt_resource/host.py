@@ -345,7 +345,10 @@ class ServerService(MultiService):
         )
         self.fileServices.remove(service)
         self._servedNames.remove(service.consumer.domains)
-        return maybeDeferred(service.disownServiceParent)
+        # Its connections drain in the background: its port is free, for
+        # the service that replaces it, once closed.
+        maybeDeferred(service.disownServiceParent)
+        return service.closed
 
     def reload(self) -> Deferred[None]:
         """
@@ -398,8 +401,11 @@ class ServerService(MultiService):
             return
         for options in plan.start:
             self._addService(options)
+        # A service started again shares the folder its old self, still
+        # draining, opened before the reload: opened again, like the others.
+        reopened = {*plan.unchanged, *(o.section for o in plan.start)}
         for service in self.fileServices:
-            if service.options.section in plan.unchanged:
+            if service.options.section in reopened:
                 service.reopenFolder()
         self.configuration = applied
         if self.resource is not None:

@@ -32,6 +32,9 @@ HEADERS_DEADLINE = 30.0
 #: say) before it is cut; a client that sends nothing more is cut after
 #: C{HTTPChannel.abortTimeout} seconds.
 DRAIN_LIMIT = 64 * 1024
+#: Seconds an idle connection closed as its listener stops waits for the
+#: client's TLS close_notify before it is cut.
+CLOSE_NOTIFY_WAIT = 1.0
 _ALLOW = b", ".join(ALLOWED_METHODS)
 
 
@@ -43,6 +46,9 @@ class LimitedChannel(HTTPChannel):
 
     _drained = 0
     _headersDue: IDelayedCall | None = None
+    _closing = False
+    _answered = False
+    site: LimitedSite
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -95,9 +101,72 @@ class LimitedChannel(HTTPChannel):
             return
         super().allHeadersReceived()
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        site = self.site
+        site.channels.add(self)
+        if site.closing:
+            self.closeWhenIdle()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancelHeadersDeadline()
+        self.site.channels.discard(self)
         super().connectionLost(reason)
+
+    def closeWhenIdle(self) -> None:
+        """
+        Close the connection at once when it is idle between requests (it
+        answered one, and no other is under way: its client sends the next
+        one on a new connection, as HTTP clients do when a reused
+        connection closes); otherwise once the request under way, or the
+        first one of a new connection, is answered, with C{Connection:
+        close} on that answer.
+
+        C{HTTPChannel} has no public "close when idle"; this uses only its
+        public names: C{requests} (the queue of requests received and not
+        yet answered), C{persistent} (read by C{requestDone}, which closes
+        the connection when it is false), C{checkPersistence} and
+        C{requestDone} (overridden below) and C{loseConnection} (which
+        unregisters the channel as the transport's producer before
+        closing, so over TLS the close is not held by it).  Not
+        C{_networkProducer}.
+        """
+        self._closing = True
+        # Every Twisted transport has disconnecting; ITransport omits it.
+        if self.transport is None or self.transport.disconnecting:  # type: ignore[attr-defined]
+            return
+        if self.requests:
+            self.persistent = False
+            for request in self.requests:
+                if not request.startedWriting:
+                    request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return
+        if not self._answered:
+            return
+        self._cancelHeadersDeadline()
+        self.setTimeout(None)
+        # Over TLS the close waits for the client's close_notify: a client
+        # that does not answer is cut after CLOSE_NOTIFY_WAIT.
+        self._abortingCall = self.callLater(CLOSE_NOTIFY_WAIT, self.forceAbortClient)
+        self.loseConnection()
+
+    def requestDone(self, request: Any) -> None:
+        """
+        A request was answered: the connection is idle between requests
+        from now on, unless another is under way.
+        """
+        self._answered = True
+        super().requestDone(request)
+
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        Keep the connection open after C{request} as C{HTTPChannel} does,
+        unless it is to close when idle: then close it, and say so.
+        """
+        if self._closing:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
 
     def _cancelHeadersDeadline(self) -> None:
         due, self._headersDue = self._headersDue, None
@@ -145,6 +214,22 @@ class LimitedSite(Site):
 
     protocol = LimitedChannel  # type: ignore[assignment]
     requestFactory = LimitedRequest
+    #: Set by L{closeIdle}: connections are closed once idle.
+    closing = False
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        #: The connections open.
+        self.channels: set[LimitedChannel] = set()
+
+    def closeIdle(self) -> None:
+        """
+        The site's listener stopped: close its connections once idle (see
+        L{LimitedChannel.closeWhenIdle}), those open and any still to come.
+        """
+        self.closing = True
+        for channel in list(self.channels):
+            channel.closeWhenIdle()
 
     def _updateLogDateTime(self) -> None:
         """

@@ -70,6 +70,8 @@ class HTTPSFileService(Service):
         services of its server (see L{SharedFolders}); its own by default.
     @ivar startUp: The start-up of the server it started with, if it has
         not listened yet: it is told, instead of event 20156.
+    @ivar closed: Fires once its port has closed, after a stop (the stop's
+        own Deferred fires later, once its connections have ended).
     """
 
     _log = Logger()
@@ -83,6 +85,8 @@ class HTTPSFileService(Service):
         self._reactor = reactor
         self._port: Listener | None = None
         self._served: ServedFolder | None = None
+        self._site: FileSite | None = None
+        self.closed: Deferred[None] = succeed(None)
         self._waiting: Deferred[CertifiedKey] | None = None
         self.startUp: ListeningStartUp | None = None
         self.folders = SharedFolders()
@@ -122,7 +126,9 @@ class HTTPSFileService(Service):
         """
         The factory of the service's listener, serving C{served}.
         """
-        site = FileSite(self.options.name, self.options.debug, served, reactor=self._reactor)
+        site = self._site = FileSite(
+            self.options.name, self.options.debug, served, reactor=self._reactor
+        )
         tls = self.consumer.tls
         factory = TLSMemoryBIOFactory(tls, False, site, clock=self._reactor)
         peek = HelloPeekFactory(factory, lambda: tls.alpn)
@@ -179,11 +185,26 @@ class HTTPSFileService(Service):
             self._served.reopen()
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting at once; close the idle connections, and those with
+        a request under way once it is answered.  The folder stays served
+        until they have ended (for at most the drain's grace), so that none
+        answers 404 meanwhile.  C{closed} fires once the port has closed.
+        """
         super().stopService()
         if self._waiting is not None:
             self._waiting.cancel()
         served, self._served = self._served, None
-        if served is not None:
-            self.folders.close(served)
         port, self._port = self._port, None
-        return port.stopListening() if port is not None else succeed(None)
+        site, self._site = self._site, None
+        if port is None:
+            self.closed = succeed(None)
+            drained: Deferred[None] = succeed(None)
+        else:
+            stopping = port.stop()
+            self.closed, drained = stopping.closed, stopping.drained
+        if site is not None:
+            site.closeIdle()
+        if served is not None:
+            drained.addCallback(lambda _: self.folders.close(served))
+        return drained

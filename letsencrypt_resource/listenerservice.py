@@ -10,12 +10,13 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import listening
 from .events import EventType
+from .httplimits import LimitedSite
 from .listening import Listener, ListenerOptions
 
 
@@ -46,8 +47,9 @@ class ListenerService(Service):
         self._listenedEvent = listened
         self._failedEvent = failed
         self._port: Listener | None = None
+        self._site: LimitedSite | None = None
 
-    def factory(self) -> IProtocolFactory:
+    def factory(self) -> LimitedSite:
         """
         The factory to listen with, made as the service starts.
         """
@@ -57,7 +59,8 @@ class ListenerService(Service):
         super().startService()
         if self._place is None:
             return
-        self._port = Listener.on(self._reactor, self._place, self.factory())
+        site = self._site = self.factory()
+        self._port = Listener.on(self._reactor, self._place, site)
         self._port.start().addCallbacks(self._listened, self._failed)
 
     def _listened(self, port: IListeningPort) -> None:
@@ -74,8 +77,17 @@ class ListenerService(Service):
         )
 
     def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting at once, close the idle connections, and those with
+        a request under way once it is answered; fire once they have ended
+        (for at most the drain's grace).
+        """
         super().stopService()
         port, self._port = self._port, None
+        site, self._site = self._site, None
         if port is None:
             return succeed(None)
-        return port.stopListening()
+        drained = port.stopListening()
+        if site is not None:
+            site.closeIdle()
+        return drained

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
@@ -275,13 +276,39 @@ class Listener:
         for the connections still open, for at most
         L{letsencrypt_resource.drain.GRACE} seconds.
         """
+        return self.stop().drained
+
+    def stop(self) -> Stopping:
+        """
+        Stop listening, or give up listening if it is under way: new
+        connections are refused at once.
+
+        @return: When the port has closed (another listener may take it
+            then), and when the connections open have ended too.
+        """
         self._stopped = True
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.errback(Failure(CancelledError()))
         port, self._port = self._port, None
         if port is None:
-            return succeed(None)
-        stopped = stopPort(port)
-        stopped.addCallback(lambda _: self._factory.drained(self._clock, self._label))
-        return stopped
+            return Stopping(succeed(None), succeed(None))
+        closed: Deferred[None] = Deferred()
+
+        def drain(_: None) -> Deferred[None]:
+            closed.callback(None)
+            return self._factory.drained(self._clock, self._label)
+
+        return Stopping(closed, stopPort(port).addCallback(drain))
+
+
+@attrs.frozen
+class Stopping:
+    """
+    A listener that stops: see L{Listener.stop}.
+    """
+
+    #: Fires once the port has closed.
+    closed: Deferred[None]
+    #: Fires once the connections open have ended too, or the grace is over.
+    drained: Deferred[None]

@@ -74,7 +74,9 @@ class ManagedCertificate:
         the time of that warning.
     @ivar forcedReason: Why a forced renewal was asked that could not start
         yet (lease held elsewhere, database lost): the set stays due for it
-        until renewed, or until a new certificate is put in service.
+        until renewed, until a new certificate is put in service, or until
+        an attempt fails for another cause (as a forced renewal that
+        failed, it is then dropped).
     """
 
     def __init__(self, domains: tuple[str, ...], settings: str = ""):

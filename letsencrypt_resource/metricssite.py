@@ -126,10 +126,12 @@ class MetricsSiteService(ListenerService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Stop listening, then end the rendering thread (it is joined: a
-        render under way, a second or two at 10,000 sets, is waited for).
+        Stop listening, then, once the connections open have ended (a
+        scrape under way is answered), end the rendering thread (it is
+        joined: a render under way, a second or two at 10,000 sets, is
+        waited for).
         """
         stopped = super().stopService()
         if self._pool.started:
-            self._pool.stop()
+            stopped.addCallback(lambda _: self._pool.stop())
         return stopped

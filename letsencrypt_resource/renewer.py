@@ -163,9 +163,7 @@ class Renewer:
         except Exception as error:
             if accountForgotten(error):
                 await ca.connection.lost()
-            if isinstance(error, StorageUnavailable):
-                # Retried when the database is back (clusterresume).
-                _keepForced(certificate, forced)
+            _forcedAfterFailure(certificate, forced, error)
             switchAt = self._cas.failed(certificate, error, self._reactor.seconds())
             self._outcomes.failed(certificate, error, switchAt)
         finally:
@@ -312,3 +310,20 @@ def _keepForced(certificate: ManagedCertificate, forced: str | None) -> None:
     """
     if forced is not None:
         certificate.forcedReason = forced
+
+
+def _forcedAfterFailure(
+    certificate: ManagedCertificate, forced: str | None, error: Exception
+) -> None:
+    """
+    An attempt of C{certificate} failed with C{error}.  A forced renewal is
+    kept when the database could not be reached (retried when it is back,
+    see L{letsencrypt_resource.clusterresume}).  After any other failure
+    (at the CA, say), a forced renewal, kept or not, is dropped: one rule
+    for all of them, a forced renewal that failed is not asked again, and
+    the set follows its own plan, retries included.
+    """
+    if isinstance(error, StorageUnavailable):
+        _keepForced(certificate, forced)
+    else:
+        certificate.forcedReason = None

@@ -70,6 +70,7 @@ class RowBase:
             "serving": {},
             "failures": certificate.failures,
             "last_error": certificate.lastError,
+            "forced": certificate.forcedReason,
         }
         if serverRunning:
             served = "provisional" if row["provisional"] else "ca"

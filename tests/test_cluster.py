@@ -264,9 +264,11 @@ class HAProxyConfigurationTests(SynchronousTestCase):
     def test_httpRequestsRetried(self) -> None:
         """
         A challenge request is tried again on another server when its
-        server refuses, closes or resets before answering, and no idle
-        connection is kept to a server (it would hold a stopping node's
-        drain); TLS routes pass connections through untouched.
+        server refuses, closes or resets before answering, or does not
+        answer within 5 seconds (a paused node: the CA's validation waits
+        about 10), and no idle connection is kept to a server (it would
+        hold a stopping node's drain); TLS routes pass connections through
+        untouched.
         """
         text = configuration(
             [Route("challenge", "http", [1001], 2001), Route("set0", "tcp", [1003], 2002)],
@@ -274,8 +276,10 @@ class HAProxyConfigurationTests(SynchronousTestCase):
         )
         challenge, tls = text.split("\nbackend challenge\n")[1].split("\nbackend set0\n")
         self.assertIn("    option http-server-close\n", challenge)
-        self.assertIn("    retry-on conn-failure empty-response\n", challenge)
+        self.assertIn("    retry-on conn-failure empty-response response-timeout\n", challenge)
+        self.assertIn("    timeout server 5s\n", challenge)
         self.assertNotIn("retry-on", tls)
+        self.assertNotIn("timeout server 5s", tls)
         self.assertIn("    retries 3\n    option redispatch 1\n", text)
 
     def test_httpChecks(self) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from acme import messages
 from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.clusterresume import resume
+from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.keygen import generateKey
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.pendingorder import PendingOrder
 from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
 from letsencrypt_resource.resource import LetsEncryptResource
@@ -22,7 +25,7 @@ from letsencrypt_resource.storage.interface import ILease, IStorage, StorageUnav
 from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records
 from letsencrypt_resource.testing import MemoryStore, advanceThrough
-from tests.helpers.resourcecase import REPORTS, ResourceTestCase
+from tests.helpers.resourcecase import DAY, REPORTS, ResourceTestCase
 
 
 @implementer(IStorage)
@@ -140,3 +143,51 @@ class ForcedRenewalKeptTests(ResourceTestCase):
         advanceThrough(self.reactor, 5)
         self.assertEqual(managed.issued.certificate.serial_number, stored.certificate.serial_number)
         self.assertIsNone(managed.pendingOrder)
+
+    def keptBehindLease(self) -> tuple[LetsEncryptResource, Any]:
+        """
+        Force a renewal while another node holds the set's lease.
+
+        @return: The resource and its set, whose forced renewal is kept.
+        """
+        resource, managed = self.started()
+        self.successResultOf(self.other.lease(orderLease(REPORTS), ORDER_LEASE))
+        resource.check(force=True, only=[managed])
+        advanceThrough(self.reactor, 5)
+        self.assertIsNotNone(managed.forcedReason)
+        return resource, managed
+
+    def test_failedAtCADropped(self) -> None:
+        """
+        A kept forced renewal whose order then fails at the CA is dropped,
+        as a forced renewal that fails on its first try is: the set, not
+        due, is not ordered again.
+        """
+        resource, managed = self.keptBehindLease()
+        problem = messages.Error.with_code("rejectedIdentifier", detail="no")
+        self.server.fail("/new-order", 400, problem=problem, times=1)
+        orders = self.server.ordersCreated
+        advanceThrough(self.reactor, ORDER_LEASE + 10)
+        self.assertEqual(managed.failures, 1)
+        self.assertIsNone(managed.forcedReason)
+        advanceThrough(self.reactor, 2 * DAY)
+        self.assertEqual(self.server.ordersCreated, orders)
+
+    def test_shownInStatus(self) -> None:
+        """
+        C{status} shows a kept forced renewal: its reason in the C{forced}
+        field (C{None} when none is kept), and in the text of the next
+        action.
+        """
+        resource, managed = self.keptBehindLease()
+        [row] = [
+            r for r in Operations(resource, self.reactor).status() if r["names"] == list(REPORTS)
+        ]
+        self.assertEqual(row["forced"], managed.forcedReason)
+        text = formatStatus([row], True, "/state")
+        self.assertIn("(a forced renewal kept until it can start)", text)
+        others = [
+            r for r in Operations(resource, self.reactor).status() if r["names"] != list(REPORTS)
+        ]
+        self.assertEqual({r["forced"] for r in others}, {None})
+        self.assertNotIn("kept", formatStatus(others, True, "/state"))

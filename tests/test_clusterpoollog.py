@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.storage import poollog
@@ -69,6 +69,26 @@ class PoolLogBridgeTests(SynchronousTestCase):
         logger.error("reconnection failed")
         self.assertEqual([e["repeated"] for e in self.pool()], [0, 5])
         self.assertEqual(self.pool()[1]["details"], "reconnection failed")
+
+    def test_heldBackCountTold(self) -> None:
+        """
+        The count of the records held back is told with the next event,
+        however late it comes, and its text says so: held back since the
+        last one written, not "in the last minute".
+        """
+        handler = PoolLogBridge(now, self.clock.seconds)
+        logger = logging.Logger("test")
+        logger.addHandler(handler)
+        for _ in range(3):
+            logger.warning("connection refused")
+        self.clock.advance(86400)
+        logger.warning("connection refused again")
+        self.assertEqual(
+            formatEvent(self.pool()[1]),
+            "20228 The cluster database's connection pool says: connection refused "
+            "again (2 more of its messages were held back since the last one "
+            "written; one is written every 60 seconds at most).",
+        )
 
     def test_infoIgnored(self) -> None:
         """

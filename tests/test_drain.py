@@ -5,8 +5,12 @@ open connections, within a bound.
 
 from __future__ import annotations
 
+import os
 import socket
+import ssl
+from typing import Any
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -18,10 +22,19 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.static import Data
 from zope.interface import implementer
 
-from letsencrypt_resource.drain import GRACE, Draining
+from letsencrypt_resource.drain import GRACE, JOIN, Draining
+from letsencrypt_resource.httplimits import LimitedSite
+from letsencrypt_resource.https import HTTPSFileService
 from letsencrypt_resource.listening import Listener
+from tests.helpers import connectInMemory, newSigner, provisionalFor
+from tests.helpers.serviceoptions import makeOptions
+
+#: A keep-alive request.
+KEEP_ALIVE = b"GET /hello HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
 
 class Echo(Protocol):
@@ -104,8 +117,48 @@ class DrainingTests(SynchronousTestCase):
         self.clock.advance(0.1)
         self.successResultOf(waiting)
         [event] = [e for e in self.events if e.get("event_id") == 20227]
-        self.assertEqual((event["count"], event["listener"]), (1, "TCP 127.0.0.1:4433"))
+        self.assertEqual(
+            (event["connections"], event["listeners"], event["listener"]),
+            (1, 1, "TCP 127.0.0.1:4433"),
+        )
         disconnect(opened)
+
+    def test_oneTimerForAStop(self) -> None:
+        """
+        The listeners that begin to wait within L{JOIN} seconds of each
+        other share one timer, which fires L{GRACE} seconds after the last
+        of them began, and one event 20227 counts the listeners and the
+        connections still open then; a listener that begins later has a
+        timer of its own.
+        """
+        factories = [Draining(Factory.forProtocol(Echo)) for _ in range(4)]
+        opened = [connect(factories[0]), connect(factories[0]), connect(factories[1])]
+        opened += [connect(factories[2]), connect(factories[3])]
+        waits = [factories[0].drained(self.clock, "first")]
+        self.clock.advance(JOIN)
+        waits += [factories[1].drained(self.clock, "second")]
+        waits += [factories[2].drained(self.clock, "third")]
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        disconnect(opened[3])
+        self.successResultOf(waits[2])
+        self.clock.advance(0.5)
+        late = factories[3].drained(self.clock, "late")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.clock.advance(GRACE - 0.5 - 0.1)
+        self.assertNoResult(waits[0])
+        self.clock.advance(0.1)
+        for waiting in waits:
+            self.successResultOf(waiting)
+        self.assertNoResult(late)
+        [event] = [e for e in self.events if e.get("event_id") == 20227]
+        self.assertEqual(
+            (event["listeners"], event["connections"], event["listener"]), (2, 3, "first")
+        )
+        self.clock.advance(0.5)
+        self.successResultOf(late)
+        self.assertEqual(len([e for e in self.events if e.get("event_id") == 20227]), 2)
+        for protocol in opened[:3] + opened[4:]:
+            disconnect(protocol)
 
     def test_refusedConnection(self) -> None:
         """
@@ -203,3 +256,111 @@ class HandshakeForwardedTests(SynchronousTestCase):
         self.assertTrue(IHandshakeListener.providedBy(protocol))
         protocol.handshakeCompleted()
         self.assertEqual(protocol.wrappedProtocol.completed, 1)
+
+    async def test_idleKeepAliveClosedAtStop(self) -> None:
+        """
+        An HTTPS service stopped while a client keeps an idle keep-alive
+        connection (and answers no TLS close_notify) closes it: the stop
+        ends well within the grace, with no event 20227, and the client's
+        next request on that connection gets no answer (no 404).
+        """
+        folder = self.mktemp()
+        os.makedirs(folder)
+        with open(os.path.join(folder, "hello.txt"), "wb") as stream:
+            stream.write(b"hello")
+        service = HTTPSFileService(attrs.evolve(makeOptions(folder), port=0), reactor)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        service.consumer.useCertificate(provisionalFor(newSigner()))
+        await deferLater(reactor, 0.1, lambda: None)
+        [port] = [e["port"] for e in events if e.get("event_id") == 20156]
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        request = b"GET /hello.txt HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+        def first() -> tuple[ssl.SSLSocket, bytes]:
+            client = context.wrap_socket(socket.create_connection(("127.0.0.1", port), 5))
+            client.sendall(request)
+            answer = b""
+            while not answer.endswith(b"hello"):
+                answer += client.recv(4096)
+            return client, answer
+
+        client, answer = await deferToThread(first)
+        self.addCleanup(client.close)
+        self.assertIn(b"200 OK", answer)
+        began = reactor.seconds()
+        await service.stopService()
+        self.assertLess(reactor.seconds() - began, GRACE)
+        self.assertEqual([e for e in events if e.get("event_id") == 20227], [])
+
+        def second() -> bytes:
+            try:
+                client.sendall(request)
+                return client.recv(4096)
+            except (OSError, ssl.SSLError):
+                return b""
+
+        self.assertEqual(await deferToThread(second), b"")
+
+
+class ClosedWhenIdleTests(SynchronousTestCase):
+    """
+    Tests for L{LimitedSite.closeIdle}: the keep-alive connections of a
+    site whose listener stops close once idle.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        root = Resource()
+        root.putChild(b"hello", Data(b"hello", "text/plain"))
+        self.site = LimitedSite(root, reactor=self.clock)
+
+    def test_idleClosedAtOnce(self) -> None:
+        """
+        A keep-alive connection idle between requests is closed at once.
+        """
+        connection = connectInMemory(self.site, clock=self.clock)
+        connection.send(KEEP_ALIVE)
+        self.assertIn(b"200 OK", connection.collector.received)
+        self.assertIsNone(connection.collector.lostReason)
+        self.site.closeIdle()
+        connection.pump.flush()
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.site.channels, set())
+
+    def test_requestUnderWay(self) -> None:
+        """
+        A request whose headers are coming is answered with
+        C{Connection: close}, then its connection closes.
+        """
+        connection = connectInMemory(self.site, clock=self.clock)
+        connection.send(KEEP_ALIVE[:-2])
+        self.site.closeIdle()
+        connection.pump.flush()
+        self.assertIsNone(connection.collector.lostReason)
+        connection.send(b"\r\n")
+        self.assertIn(b"hello", connection.collector.received)
+        self.assertIn(b"Connection: close", connection.collector.received)
+        self.assertIsNotNone(connection.collector.lostReason)
+
+    def test_newConnectionAnsweredOnce(self) -> None:
+        """
+        A connection that has sent no request yet (its TLS handshake may
+        just have ended) is not closed at once, nor is one made once the
+        site closes its idle connections: the first request of each is
+        answered, with C{Connection: close}, then it closes.
+        """
+        early = connectInMemory(self.site, clock=self.clock)
+        self.site.closeIdle()
+        late = connectInMemory(self.site, clock=self.clock)
+        for connection in (early, late):
+            self.assertIsNone(connection.collector.lostReason)
+            connection.send(KEEP_ALIVE)
+            self.assertIn(b"hello", connection.collector.received)
+            self.assertIn(b"Connection: close", connection.collector.received)
+            self.assertIsNotNone(connection.collector.lostReason)

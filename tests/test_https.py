@@ -293,23 +293,45 @@ class HTTPSFileServiceTests(SynchronousTestCase):
 
     def test_folderClosedOnStop(self) -> None:
         """
-        Stopping the service closes its folder: a connection still open
-        gets 404, for the folder's files and for those of another folder
-        opened since (perhaps on the same descriptor number), and no
-        descriptor is left open.
+        Stopping the service closes its idle keep-alive connections at
+        once, and its folder once they have ended: no descriptor is left
+        open.
         """
         before = sorted(os.listdir("/proc/self/fd"))
         self.startWithCertificate()
-        targets = [b"/hello.txt", b"/secret.pem"]
-        connections = [self.connect() for _ in targets]
-        self.service.stopService()
+        connections = [self.connect() for _ in range(2)]
+        for connection in connections:
+            connection.send(b"GET /hello.txt HTTP/1.1\r\nHost: example.com\r\n\r\n")
+            self.assertEqual(parseResponse(connection.collector.received).body, CONTENT)
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        for connection in connections:
+            connection.pump.flush()
+            self.assertIsNotNone(connection.collector.lostReason)
+        self.successResultOf(stopped)
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
-        reused = os.open(self.tree.outside, os.O_RDONLY | os.O_DIRECTORY)
-        self.addCleanup(os.close, reused)
-        for target, connection in zip(targets, connections, strict=False):
-            response = self.fetch(b"GET", target, connection)
-            self.assertEqual(response.code, 404, target)
-            self.assertNotIn(filefuzz.SECRET, response.body)
+
+    def test_requestUnderWayAtStop(self) -> None:
+        """
+        A request under way as the service stops is answered from the
+        folder, not with 404, with C{Connection: close}; then the
+        connection closes, and the folder with it.
+        """
+        before = sorted(os.listdir("/proc/self/fd"))
+        self.startWithCertificate()
+        connection = self.connect()
+        connection.send(b"GET /hello.txt HTTP/1.1\r\nHost: example.com\r\n")
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        connection.send(b"\r\n")
+        response = parseResponse(connection.collector.received)
+        self.assertEqual(
+            (response.code, response.body, response.headers.get(b"connection")),
+            (200, CONTENT, b"close"),
+        )
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.successResultOf(stopped)
+        self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
 
     def test_listenFails(self) -> None:
         """

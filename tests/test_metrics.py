@@ -36,7 +36,7 @@ from letsencrypt_resource.metricsexposition import (
     SharedRender,
 )
 from letsencrypt_resource.metricssite import MetricsPlace, MetricsRoot, MetricsSiteService
-from tests.helpers import selfSigned
+from tests.helpers import connectInMemory, selfSigned
 from tests.helpers.configuration import resource, service
 from tests.helpers.resourcecase import (
     ACME_URL,
@@ -395,6 +395,28 @@ class MetricsSiteServiceTests(SynchronousTestCase):
             service.startService()
         self.assertEqual(logged, ["127.0.0.1 port 9464: [Errno 98] Address already in use"])
         self.successResultOf(service.stopService())
+
+    def test_renderThreadKeptWhileDraining(self) -> None:
+        """
+        A connection open as it stops keeps the render thread running until
+        its client has closed it (a scrape that comes meanwhile is
+        answered); then the thread is stopped.
+        """
+        reactor = MemoryReactorClock()
+        options = resourceOptions(metricsAddress="127.0.0.1", metricsPort=9464)
+        service = MetricsSiteService(options, Metrics(), reactor, Logger())
+        service.startService()
+        # A thread left running would keep the test process from exiting.
+        self.addCleanup(lambda: service._pool.stop() if service._pool.started else None)
+        [(_, factory, _, _)] = reactor.tcpServers
+        connection = connectInMemory(factory, clock=reactor)
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        self.assertTrue(service._pool.started)
+        connection.collector.transport.loseConnection()
+        connection.pump.flush()
+        self.successResultOf(stopped)
+        self.assertFalse(service._pool.started)
 
     def test_off(self) -> None:
         """

@@ -28,6 +28,7 @@ from letsencrypt_resource.config import (
     ResourceOptions,
     parseConfiguration,
 )
+from letsencrypt_resource.drain import GRACE
 from letsencrypt_resource.host import ServerService, readConfiguration
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.reload import (
@@ -42,6 +43,7 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
+from tests.helpers import connectInMemory
 from tests.helpers.resourcecase import HeldRunner, ResourceTestCase, synchronously
 
 RESOURCE = """\
@@ -366,6 +368,46 @@ class ServerReloadTests(ReloadCase):
         self.assertEqual(certificate.domains, ("new.example.test",))
         self.assertFalse(certificate.provisional)
         self.assertNotIn(frozenset(["reports.example.test"]), server.resource.managed)
+
+    def test_changedServiceDoesNotWaitForDrain(self) -> None:
+        """
+        A reload that changes a service with a connection open does not
+        wait for that connection: the replacement listens on the port as
+        soon as the old port has closed, and the old connection drains in
+        the background.
+        """
+        server = self.start(configuration(FILES, REPORTS))
+        oldPort = self.reactor.listening()[6002]
+        opened = connectInMemory(oldPort.factory, clock=self.reactor)
+        begun = self.reactor.seconds()
+        self.reload(
+            server,
+            configuration(FILES, REPORTS.replace("reports.example.test", "new.example.test")),
+        )
+        self.assertLess(self.reactor.seconds() - begun, GRACE)
+        self.assertTrue(oldPort.stopped)
+        self.assertIsNot(self.reactor.listening()[6002], oldPort)
+        self.assertIsNone(opened.collector.lostReason)
+
+    def test_changedServiceFolderReopened(self) -> None:
+        """
+        A service changed while its old self drains a connection serves
+        the folder its path names now, not the one its old self opened
+        (which the two share until the drain ends).
+        """
+        public = os.path.join(self.directory, "public")
+        os.rename(public, public + "-v1")
+        os.makedirs(public + "-v2")
+        os.symlink(public + "-v1", public)
+        server = self.start(configuration(FILES))
+        connectInMemory(self.reactor.listening()[6001].factory, clock=self.reactor)
+        os.unlink(public)
+        os.symlink(public + "-v2", public)
+        self.reload(server, configuration(FILES.replace("www.example.test", "new.example.test")))
+        [service] = server.fileServices
+        served = service._served
+        assert served is not None and served._root is not None
+        self.assertTrue(os.path.samestat(os.fstat(served._root), os.stat(public + "-v2")))
 
     def test_changedPathKeepsCertificate(self) -> None:
         """

@@ -170,10 +170,15 @@ def configuration(routes: Sequence[Route], adminSocket: str) -> str:
         "    default-server check inter 100ms fall 2 rise 1",
     ]
     # A challenge request is idempotent: tried again on another server when
-    # its server closes or resets before answering, and no idle
-    # connection is kept to a server, which would hold a stopping node's
-    # drain (letsencrypt_resource.drain) for its whole grace.
-    http = ["    option http-server-close", "    retry-on conn-failure empty-response"]
+    # its server closes or resets before answering, or does not answer
+    # within 5 s (a paused node; the CA's validation waits about 10 s),
+    # and no idle connection is kept to a server, which would hold a
+    # stopping node's drain (letsencrypt_resource.drain) for its whole grace.
+    http = [
+        "    option http-server-close",
+        "    timeout server 5s",
+        "    retry-on conn-failure empty-response response-timeout",
+    ]
     for route in routes:
         lines += [
             "",
