@@ -21,6 +21,17 @@ from twisted.trial.unittest import SynchronousTestCase
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _interruptible() -> None:
+    """
+    In the child, before it runs the command: C{SIGINT} handled by default,
+    as in a terminal, even when this test run was started with it ignored
+    (a background job of a shell without job control: C{cmd &} in a
+    script), which a child inherits and which makes Python and Twisted
+    leave it ignored.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class GroupProcess:
     """
     A child process leading a new session, so that a signal sent to it
@@ -40,6 +51,7 @@ class GroupProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_interruptible,
         )
         self.output = ""
         case.addCleanup(self._killGroup)
