@@ -300,6 +300,11 @@ class Hammer:
         self._thread.join()
 
 
+#: Seconds between taking a node out of the balancer and stopping it: its
+#: connections in flight end (the handshakes take milliseconds).
+DRAIN_NOTICE = 0.5
+
+
 def rolling(
     cluster: Cluster, database: Database | None, root: bytes, args: argparse.Namespace
 ) -> str:
@@ -313,14 +318,23 @@ def rolling(
     try:
         for _ in range(args.rolling_rounds):
             for node in cluster.nodes:
+                if args.drain_first:
+                    # The operator's procedure: the balancer sends the node
+                    # nothing new (its TLS servers track the challenge one)
+                    # before it stops, and takes it back once it serves.
+                    cluster.balancer.setEnabled("challenge", node.index, False)
+                    time.sleep(DRAIN_NOTICE)
                 node.stop()
                 node.start()
                 cluster.waitUntilServed(root, COLD_TIMEOUT, [node.index])
+                if args.drain_first:
+                    cluster.balancer.setEnabled("challenge", node.index, True)
     finally:
         hammer.stop()
     return (
         f"{hammer.failed} failed of {hammer.done} handshakes through HAProxy, "
-        f"{args.rolling_rounds} rounds of {cluster.count} restarts, "
+        f"{args.rolling_rounds} rounds of {cluster.count} restarts"
+        f"{', each node taken out of the balancer first' if args.drain_first else ''}, "
         f"{time.monotonic() - started:.1f} s"
     )
 
@@ -545,6 +559,11 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--rolling-rounds", type=int, default=1, help="for rolling: restarts of every node"
+    )
+    parser.add_argument(
+        "--drain-first",
+        action="store_true",
+        help="for rolling: take each node out of HAProxy (runtime API) before it stops",
     )
     parser.add_argument("--kills", type=int, default=20, help="for the kill scenario")
     parser.add_argument("--db-down-seconds", type=float, default=60.0, help="for dbdown")
