@@ -11,7 +11,7 @@ directory.
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 from . import events
@@ -47,7 +47,7 @@ class DeployFlags:
         self._node = node
         self._log = log
         self._loaded: set[str] = set()
-        self._writing: dict[str, Deferred[None]] = {}
+        self._writing: dict[str, DeferredLock] = {}
         self._unsaved: dict[str, ManagedCertificate] = {}
 
     @deferred
@@ -77,18 +77,22 @@ class DeployFlags:
     def save(self, certificate: ManagedCertificate) -> Deferred[None]:
         """
         Record whether the run for C{certificate} is due on this node, as
-        its C{deployPending} says, after the writes asked before.
+        its C{deployPending} says when the write comes, after the writes of
+        the same record asked before (one at a time: a lock per record,
+        dropped once no write waits for it).
         """
         key = deployKey(self._node, certificate.domains)
         self._unsaved.pop(key, None)
-        previous = self._writing.get(key, succeed(None))
-        writing = self._writing[key] = previous.addCallback(lambda _: self._write(key, certificate))
+        lock = self._writing.get(key)
+        if lock is None:
+            lock = self._writing[key] = DeferredLock()
 
-        def ended(result: object) -> None:
-            if self._writing.get(key) is writing:
+        def ended(result: object) -> object:
+            if not lock.locked and self._writing.get(key) is lock:
                 del self._writing[key]
+            return result
 
-        return writing.addCallback(ended)
+        return lock.run(self._write, key, certificate).addBoth(ended)
 
     @deferred
     async def _write(self, key: str, certificate: ManagedCertificate) -> None:

@@ -7,7 +7,10 @@ the runs of the command on a node that did not order the certificate.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -182,3 +185,82 @@ class OtherNodeTests(ResourceTestCase):
         self.assertIn(deployKey("node-1", REPORTS), self.store.values)
         run.exit(0)
         self.assertNotIn(deployKey("node-1", REPORTS), self.store.values)
+
+
+class HeldWrites(MemoryStorage):
+    """
+    A memory storage whose writes of records wait until released, one at a
+    time, counting how many are under way at once.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        super().__init__(shared)
+        self.held: list[Deferred[None]] = []
+        self.busy = 0
+        self.mostAtOnce = 0
+
+    def _hold(self, write: Callable[[], Deferred[None]]) -> Deferred[None]:
+        self.busy += 1
+        self.mostAtOnce = max(self.mostAtOnce, self.busy)
+        released: Deferred[None] = Deferred()
+        self.held.append(released)
+
+        def write_(_: object) -> Deferred[None]:
+            self.busy -= 1
+            return write()
+
+        return released.addCallback(write_)
+
+    def store(self, key: str, value: bytes, fence: Any = None) -> Deferred[None]:
+        return self._hold(lambda: MemoryStorage.store(self, key, value, fence))
+
+    def delete(self, key: str, fence: Any = None) -> Deferred[None]:
+        return self._hold(lambda: MemoryStorage.delete(self, key, fence))
+
+
+class WriteOrderTests(SynchronousTestCase):
+    """
+    The writes of one record are made one at a time, in the order asked,
+    however many are asked while one is under way.
+    """
+
+    def test_oneAtATime(self) -> None:
+        """
+        Three saves of one record, the third while the second is written:
+        the writes never overlap (the record could be left as an older save said),
+        and the record ends as the set says at the last write.
+        """
+        store = MemoryStore()
+        storage = HeldWrites(store.shared)
+        flags = DeployFlags(storage, "node-1", Logger())
+        certificate = pending(("a.example",), True)
+        saves = [flags.save(certificate)]
+        certificate.deployPending = False
+        saves.append(flags.save(certificate))
+        storage.held.pop(0).callback(None)
+        # The second write is under way when the third save comes.
+        certificate.deployPending = True
+        saves.append(flags.save(certificate))
+        while storage.held:
+            storage.held.pop(0).callback(None)
+        for saved in saves:
+            self.successResultOf(saved)
+        self.assertEqual(storage.mostAtOnce, 1)
+        self.assertEqual(store.values[deployKey("node-1", ("a.example",))], DUE)
+
+    def test_failureDoesNotStopLaterWrites(self) -> None:
+        """
+        A write that fails with an unexpected error fails its own save; the
+        next save of the record is still written.
+        """
+        store = MemoryStore()
+        storage = HeldWrites(store.shared)
+        flags = DeployFlags(storage, "node-1", Logger())
+        certificate = pending(("a.example",), True)
+        first = flags.save(certificate)
+        second = flags.save(certificate)
+        storage.held.pop(0).errback(RuntimeError("boom"))
+        self.failureResultOf(first, RuntimeError)
+        storage.held.pop(0).callback(None)
+        self.successResultOf(second)
+        self.assertEqual(store.values[deployKey("node-1", ("a.example",))], DUE)
