@@ -33,7 +33,7 @@ from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
 from .deploy import DeployHooks
-from .deployflags import DeployFlags
+from .deployflags import DeployFlags, recordsNode
 from .domainsets import DomainSets
 from .managed import ManagedCertificate, issuingCA
 from .metrics import Metrics, TimedAgent
@@ -134,7 +134,7 @@ def compose(
         return TimedAgent(clientFor(caFile), reactor, observe)
 
     cas = CARotation(options, connection, timedClientFor, log)
-    flags = DeployFlags(storage, options.nodeName, log)
+    flags = DeployFlags(storage, recordsNode(options.nodeName, not storage.exclusive), log)
     deploys = DeployHooks(
         options, reactor, log, managed, flags.save, writes.whenWritten, recorded=flags
     )

@@ -34,6 +34,21 @@ def deployKey(node: str, domains: tuple[str, ...]) -> str:
     return f"{DEPLOYS}{node}/{domainsFileName(domains)}"
 
 
+#: The node label of the records of a server without a cluster: the host
+#: name, C{node_name}'s default, changes when a container is made again or
+#: a host renamed, and its due runs would be forgotten.
+SINGLE_NODE = "single"
+
+
+def recordsNode(nodeName: str, shared: bool) -> str:
+    """
+    The node label under which a server records its due runs: its
+    C{node_name} on a storage other nodes share (each node its own),
+    L{SINGLE_NODE} on a storage of its own.
+    """
+    return nodeName if shared else SINGLE_NODE
+
+
 class DeployFlags:
     """
     The records of the runs due on one node: written one at a time for

@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.deploy import DeployHooks
-from letsencrypt_resource.deployflags import DUE, DeployFlags, deployKey
+from letsencrypt_resource.deployflags import DUE, SINGLE_NODE, DeployFlags, deployKey, recordsNode
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.renewer import ORDER_LEASE, orderLease
@@ -264,3 +264,24 @@ class WriteOrderTests(SynchronousTestCase):
         storage.held.pop(0).callback(None)
         self.successResultOf(second)
         self.assertEqual(store.values[deployKey("node-1", ("a.example",))], DUE)
+
+
+class RecordsNodeTests(SynchronousTestCase):
+    """
+    The node label of the records: the node's name in a cluster only.
+    """
+
+    def test_single(self) -> None:
+        """
+        Without a cluster the label does not follow C{node_name} (the host
+        name by default, which changes when a container is made again), so
+        a due run is found again after such a change.
+        """
+        self.assertEqual(recordsNode("host-a", False), SINGLE_NODE)
+        self.assertEqual(recordsNode("host-b", False), SINGLE_NODE)
+
+    def test_cluster(self) -> None:
+        """
+        In a cluster each node records under its own name.
+        """
+        self.assertEqual(recordsNode("node-1", True), "node-1")
