@@ -77,8 +77,8 @@ class Draining(WrappingFactory[HandshakeForwarding]):
         """
         Wait until no connection is open, for at most C{grace} seconds
         (on the timer of the listeners that began to wait with it, see
-        L{JOIN}); event 20227 when some are still open then (they are left
-        to the reactor's shutdown, which closes them).
+        L{JOIN}); event 20227 when some are still open then, and they are
+        cut.
 
         @param label: What listens, for the event.
         @return: A Deferred that fires with C{None}: at once when nothing
@@ -96,13 +96,19 @@ class Draining(WrappingFactory[HandshakeForwarding]):
 
     def giveUp(self, waiter: Deferred[None]) -> int:
         """
-        Stop waiting with C{waiter}.
+        Stop waiting with C{waiter}, and cut the connections still open:
+        after a reload nothing else would (a client that stops reading a
+        download would go on receiving a removed service's files).
 
-        @return: How many connections are still open.
+        @return: How many connections were still open.
         """
         if waiter in self._waiting:
             self._waiting.remove(waiter)
-        return len(self.protocols)
+        left = list(self.protocols)
+        for protocol in left:
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
+        return len(left)
 
 
 class _Round:

@@ -410,7 +410,7 @@ CONNECTIONS_LEFT_OPEN = _event(
     20227,
     LogLevel.warn,
     "Stopped listening: {connections} connections on {listeners} listeners (the first "
-    "on {listener}) still open after {seconds} seconds are left to close with the process.",
+    "on {listener}) still open after {seconds} seconds were cut.",
 )
 DATABASE_POOL_MESSAGE = _event(
     20228,

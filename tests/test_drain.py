@@ -106,7 +106,7 @@ class DrainingTests(SynchronousTestCase):
 
     def test_boundedByGrace(self) -> None:
         """
-        Connections still open after the grace are left: the wait ends,
+        Connections still open after the grace are cut: the wait ends,
         with event 20227 telling how many, and a connection that ends
         later changes nothing.
         """
@@ -114,8 +114,10 @@ class DrainingTests(SynchronousTestCase):
         waiting = self.factory.drained(self.clock, "TCP 127.0.0.1:4433")
         self.clock.advance(GRACE - 0.1)
         self.assertNoResult(waiting)
+        self.assertFalse(opened.transport.disconnected)
         self.clock.advance(0.1)
         self.successResultOf(waiting)
+        self.assertTrue(opened.transport.disconnected)
         [event] = [e for e in self.events if e.get("event_id") == 20227]
         self.assertEqual(
             (event["connections"], event["listeners"], event["listener"]),
