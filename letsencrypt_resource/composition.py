@@ -134,7 +134,7 @@ def compose(
         return TimedAgent(clientFor(caFile), reactor, observe)
 
     cas = CARotation(options, connection, timedClientFor, log)
-    flags = DeployFlags(storage, recordsNode(options.nodeName, not storage.exclusive), log)
+    flags = DeployFlags(storage, recordsNode(options.nodeName, records.sharesChallenges), log)
     deploys = DeployHooks(
         options, reactor, log, managed, flags.save, writes.whenWritten, recorded=flags
     )
