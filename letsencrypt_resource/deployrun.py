@@ -100,13 +100,21 @@ class _DeployProcess(ProcessProtocol):
     One process: its output goes to L{OutputLines}; C{ended} fires with the
     exception that tells how it exited (C{ProcessDone} or
     C{ProcessTerminated}), or C{None} when it was given up on.
+
+    @ivar pid: The process's ID, and so its process group's, read when it
+        is connected: a process that exits at once is reaped before
+        C{spawnProcess} returns, and its transport's C{pid} is then C{None}.
     """
 
     def __init__(self, output: OutputLines, reactor: Any):
         self._output = output
         self._reactor = reactor
         self._grace: Any = None
+        self.pid = 0
         self.ended: Deferred[BaseException | None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._output.received(childFD, data)
@@ -192,7 +200,7 @@ class DeployRun:
         except OSError as error:
             raise DeployFailed(f"it could not be started: {error}") from None
         transport.closeStdin()
-        self._pid = transport.pid
+        self._pid = process.pid
         timer = self._reactor.callLater(
             self._timeout,
             self.kill,

@@ -256,6 +256,29 @@ class DeployHooksTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(hooks.failed, frozenset())
 
+    def test_exitedBeforeSpawnReturned(self) -> None:
+        """
+        A command that ended before C{spawnProcess} returned (reaped at
+        once, its transport's C{pid} gone) is still a run that ended: its
+        exit code says how, and its process group is the one killed.
+        """
+        hooks = self.hooks()
+        self.reactor.exitAtOnce = 1
+        process, results = self.spawn(hooks)
+        self.assertEqual(results, [False])
+        self.assertEqual(self.reactor.killed, [(1000, signal.SIGKILL)])
+        self.assertEqual(
+            self.texts(20247),
+            [
+                "20247 The deploy command for a.example failed: it exited with code 1; "
+                "it runs again at the next check."
+            ],
+        )
+        self.reactor.exitAtOnce = 0
+        process, results = self.spawn(hooks)
+        self.assertEqual(results, [True])
+        self.assertEqual(self.reactor.killed[-1], (1001, signal.SIGKILL))
+
     def test_commandQuoted(self) -> None:
         """
         Event 20245 shows the command quoted as a shell would need it, a

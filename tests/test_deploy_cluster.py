@@ -31,12 +31,15 @@ from letsencrypt_resource.testing import FakeACMEServer, RecordingConsumer
 from tests.helpers.postgres import PostgresCase
 from tests.helpers.resourcecase import REPORTS, resourceOptions
 
-#: A deploy command: appends its node's name to the record of runs, then
-#: exits with the code its node's file holds.
+#: A deploy command: reads the code its node's file holds, appends its
+#: node's name to the record of runs, then exits with that code (read
+#: first: a test that changes the code once it sees a run does not change
+#: that run's).
 SCRIPT = """\
 #!/bin/sh
+code="$(cat "$3")"
 echo "$1" >> "$2"
-exit "$(cat "$3")"
+exit "$code"
 """
 
 
@@ -155,6 +158,18 @@ class ClusterDeployTests(PostgresCase):
         finally:
             await storage.close()
 
+    async def pendingBecome(self, keys: list[str]) -> None:
+        """
+        Wait until the records of runs due are C{keys}: a node writes its
+        record before its run and clears it after, each write on its way
+        while the run is seen.
+        """
+        for _ in range(40):
+            if await self.pendingKeys() == keys:
+                return
+            await deferLater(reactor, 0.25, lambda: None)
+        self.assertEqual(await self.pendingKeys(), keys)
+
     async def checkUntil(self, resource: LetsEncryptResource, runs: int) -> None:
         """
         Let C{resource} check, a quarter of a second apart (its failed run
@@ -186,7 +201,7 @@ class ClusterDeployTests(PostgresCase):
         await second.whenSettled()
         await self.until(lambda: sorted(self.ran()) == ["node-1", "node-2"], timeout=30)
         await self.until(lambda: len(self.failures()) == 1, timeout=10)
-        self.assertEqual(await self.pendingKeys(), [deployKey("node-1", REPORTS)])
+        await self.pendingBecome([deployKey("node-1", REPORTS)])
         for resource in (first, second):
             await resource.stopService()
         first = self.startNode("node-1")
@@ -204,7 +219,7 @@ class ClusterDeployTests(PostgresCase):
                 await resource.check()
         self.assertEqual(sorted(self.ran()), ["node-1"] * 4 + ["node-2"])
         self.assertEqual(len(self.failures()), 3)
-        self.assertEqual(await self.pendingKeys(), [])
+        await self.pendingBecome([])
         state = await Records(second.storage).loadRenewalState(REPORTS)
         assert state is not None
         self.assertNotIn("deploy_pending", state)

@@ -25,7 +25,7 @@ class FakeProcess:
         args: list[str],
         env: dict[str, str],
         path: str | None,
-        pid: int,
+        pid: int | None,
     ):
         self.protocol = protocol
         self.executable = executable
@@ -77,6 +77,9 @@ class ProcessReactor(MemoryReactorClock):
     @ivar refuse: When set, C{spawnProcess} raises it.
     @ivar noGroups: Whether L{killGroup} finds no group, as before the
         child has made its own.
+    @ivar exitAtOnce: When set, each process exits with this code before
+        C{spawnProcess} returns, and its C{pid} is C{None} then: Twisted
+        reaps a child that ended before its reaper was registered at once.
     """
 
     def __init__(self) -> None:
@@ -85,6 +88,7 @@ class ProcessReactor(MemoryReactorClock):
         self.killed: list[tuple[int, int]] = []
         self.refuse: OSError | None = None
         self.noGroups = False
+        self.exitAtOnce: int | None = None
 
     def spawnProcess(
         self,
@@ -105,6 +109,9 @@ class ProcessReactor(MemoryReactorClock):
         )
         self.processes.append(process)
         processProtocol.makeConnection(process)
+        if self.exitAtOnce is not None:
+            process.exit(self.exitAtOnce)
+            process.pid = None
         return process
 
     def killGroup(self, pgid: int, signal: int) -> None:
