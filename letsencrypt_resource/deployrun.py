@@ -113,8 +113,9 @@ class _DeployProcess(ProcessProtocol):
         self.pid = 0
         self.ended: Deferred[BaseException | None] = Deferred()
 
-    def connectionMade(self) -> None:
-        self.pid = self.transport.pid
+    def makeConnection(self, transport: Any) -> None:
+        self.pid = transport.pid
+        super().makeConnection(transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._output.received(childFD, data)
