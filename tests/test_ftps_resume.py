@@ -478,6 +478,47 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.assertLessEqual(len(steps), left + 2)
 
+    async def test_concurrentAppendsRefused(self) -> None:
+        """
+        While one session appends to a file (its copy of the file's start
+        runs), another session's append to it, resumed store, removal and
+        renaming onto it are answered 450; none of the first's data is lost, and
+        once it ended the second appends after it.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (4 << 20))
+        self.startService()
+        first = self.inThread(
+            lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
+        )
+        while not steps:
+            await deferLater(reactor, 0.02, lambda: None)
+        second = await self.inThread(self.loggedIn)
+
+        def refusals() -> list[str]:
+            answers = []
+            for command, rest in (("APPE big.bin", None), ("STOR big.bin", 10)):
+                try:
+                    second.storbinary(command, io.BytesIO(b"second"), rest=rest)
+                except ftplib.error_temp as error:
+                    answers.append(str(error))
+            for command in ("DELE big.bin", "RNTO big.bin"):
+                try:
+                    if command.startswith("RNTO"):
+                        second.sendcmd("RNFR own.txt")
+                    second.sendcmd(command)
+                except ftplib.error_temp as error:
+                    answers.append(str(error))
+            return answers
+
+        busy = "450 big.bin: file busy, an upload of it is in progress."
+        self.assertEqual(await self.inThread(refusals), [busy] * 4)
+        self.assertEqual((await first)[:3], "226")
+        await self.inThread(second.storbinary, "APPE big.bin", io.BytesIO(b"second"))
+        self.assertEqual(self.read("big.bin"), b"a" * (4 << 20) + b"firstsecond")
+
     async def test_diskFullDuringCopy(self) -> None:
         """
         A resumed upload whose copy finds the disk full is refused with
