@@ -492,6 +492,51 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         await self.inThread(second.storbinary, "APPE big.bin", io.BytesIO(b"second"))
         self.assertEqual(self.read("big.bin"), b"a" * (4 << 20) + b"firstsecond")
 
+    async def test_copiesLeaveThreadsToOthers(self) -> None:
+        """
+        While one account's sessions append to three big files at once,
+        their copies take one file thread at a time, and another account's
+        downloads go on between their steps: they end long before the
+        copies.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        copy, running, most = ftpsshell._copyBytes, [0], [0]
+
+        def counted(*args: Any) -> None:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            try:
+                copy(*args)
+            finally:
+                running[0] -= 1
+
+        self.patch(ftpsshell, "_copyBytes", counted)
+        names = [f"big{index}.bin" for index in range(3)]
+        for name in names:
+            with open(self.path(name), "wb") as file:
+                file.write(b"a" * (8 << 20))
+        self.startService(anonymous=True)
+        appending = [
+            self.inThread(
+                lambda name=name: self.loggedIn().storbinary(f"APPE {name}", io.BytesIO(b"+"))
+            )
+            for name in names
+        ]
+        while not steps:
+            await deferLater(reactor, 0.02, lambda: None)
+
+        def downloads() -> list[bytes]:
+            client = self.loggedIn("anonymous", "guest")
+            return [retrieve(client, "hello.txt") for _ in range(5)]
+
+        self.assertEqual(await self.inThread(downloads), [CONTENT] * 5)
+        self.assertLess(len(steps), 3 * 8 - 4)
+        for done in appending:
+            self.assertEqual((await done)[:3], "226")
+        self.assertEqual(most[0], 1)
+        self.assertEqual(len(steps), 3 * 8)
+
     async def test_diskFullDuringCopy(self) -> None:
         """
         A resumed upload whose copy finds the disk full is refused with
