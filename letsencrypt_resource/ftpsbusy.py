@@ -80,6 +80,10 @@ class BusyFiles:
 
 
 def _key(folder: int, name: str) -> _Key:
+    """
+    The file C{name} of the open folder C{folder}, whatever path or
+    descriptor led to that folder.
+    """
     status = os.fstat(folder)
     return status.st_dev, status.st_ino, name
 
