@@ -149,6 +149,19 @@ path = {public}
 ssl_domains = {name}
 """
 
+#: An FTPS service of the FTPS benches (bench/ftpsrate.py,
+#: bench/ftpssessions.py), which append options of their own.
+FTPS_SECTION = """
+[services/ftps]
+type = ftps
+name = bench-ftps
+address = 127.0.0.1
+port = {port}
+path = {path}
+users_file = {usersFile}
+ssl_domains = {name}
+"""
+
 
 def accountOptions() -> str:
     """

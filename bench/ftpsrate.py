@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 import bcrypt
-from common import BENCH, ROOT, freePort
+from common import BENCH, FTPS_SECTION, ROOT, freePort
 
 #: The name on the certificate both servers present.
 NAME = "ftp.example.test"
@@ -50,19 +50,8 @@ STARTS = 3
 #: How long the server may take to issue the first certificate.
 ISSUE_TIMEOUT = 120.0
 
-SERVICE_SECTION = """
-store_directory = {store}
-
-[services/ftps]
-type = ftps
-name = bench-ftps
-address = 127.0.0.1
-port = {port}
-path = {path}
-users_file = {usersFile}
-writable = yes
-ssl_domains = {name}
-"""
+#: The end of the resource section, then the server's FTPS service.
+SERVICE_SECTION = "\nstore_directory = {store}\n" + FTPS_SECTION + "writable = yes\n"
 
 VSFTPD_CONFIGURATION = """\
 listen=YES

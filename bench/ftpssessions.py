@@ -37,21 +37,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from common import ROOT, emitResult, parseResult, percentile
+from common import FTPS_SECTION, ROOT, emitResult, parseResult, percentile
 from ftpsrate import checkBanner, cpuSeconds
 
 #: The configuration of the server of this part, after the resource's.
-SERVICE_SECTION = """
-[services/ftps]
-type = ftps
-name = bench-ftps
-address = 127.0.0.1
-port = {port}
-path = {path}
-users_file = {usersFile}
-ssl_domains = {name}
-max_sessions = {maxSessions}
-"""
+SERVICE_SECTION = FTPS_SECTION + "max_sessions = {maxSessions}\n"
 
 #: The most distinct errors kept, each with its count.
 ERRORS_KEPT = 10

@@ -319,9 +319,7 @@ class FTPSService(HTTPSFileService):
             accounts=self._users,
             inThread=self._files.run,
         )
-        portal = Portal(
-            realm, [HtpasswdChecker(self._users, self._reactor, self._logins.threadPool)]
-        )
+        portal = Portal(realm, [HtpasswdChecker(self._users, self._logins.run)])
         if self.ftps.anonymous:
             portal.registerChecker(AllowAnonymousAccess())
         ftps = FTPSFactory(self, portal, self.ftps, self._reactor)

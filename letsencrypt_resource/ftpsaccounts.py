@@ -21,16 +21,13 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.task import CooperativeTask, cooperate
-from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.ftp import IFTPShell
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from .folder import openBelow
 from .ftpsfiles import InThread
 from .ftpsshell import ConfinedShell
-from .reactors import Reactor
 
 #: A whole bcrypt hash as C{htpasswd -B} writes it: version, cost, then
 #: salt and hash in bcrypt's base 64.
@@ -132,13 +129,17 @@ class HtpasswdChecker:
 
     credentialInterfaces = (IUsernamePassword,)
 
-    def __init__(self, users: dict[str, bytes], reactor: Reactor, pool: ThreadPool):
+    def __init__(self, users: dict[str, bytes], inThread: InThread):
         """
         @param users: The accounts; changes to it apply to the next checks.
+        @param inThread: Runs a check in a thread of the logins' pool
+            (L{letsencrypt_resource.ftpsfiles.ServicePool.run}): once that
+            pool stopped, a check fails at once with
+            L{letsencrypt_resource.ftpsfiles.PoolStopped} instead of
+            waiting for threads that will never run it.
         """
         self._users = users
-        self._reactor = reactor
-        self._pool = pool
+        self._inThread = inThread
 
     def requestAvatarId(self, credentials: Any) -> Deferred[Any]:
         name = credentials.username
@@ -146,9 +147,7 @@ class HtpasswdChecker:
             name = name.decode("latin-1")
         hashed = self._users.get(name)
         password = _passwordBytes(credentials.password)
-        checking = deferToThreadPool(
-            self._reactor,
-            self._pool,
+        checking = self._inThread(
             bcrypt.checkpw,
             password,
             hashed if hashed is not None else _unknownAccountHash(_highestCost(self._users)),

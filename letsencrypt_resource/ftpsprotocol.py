@@ -29,6 +29,7 @@ from zope.interface import implementer
 
 from . import events
 from .alpn import ACME_TLS_1
+from .ftpsfiles import PoolStopped
 from .ftpspassive import PassiveCommands, PassivePort
 from .ftpstls import SessionTLS
 from .ftpstransfer import TransferCommands, abandonUpload
@@ -309,7 +310,7 @@ class FTPSProtocol(PassiveCommands, TransferCommands, WatchedCommands, FTP):
             return self._answer("503 Already logged in.")
         user = getattr(self, "_user", "")
         logging: Deferred[Any] = super().ftp_PASS(password)
-        return logging.addErrback(self._loginRefused, user)
+        return logging.addErrback(_serviceStopped, self).addErrback(self._loginRefused, user)
 
     def _loginRefused(self, failure: Failure, user: str) -> Deferred[Any]:
         """
@@ -335,6 +336,16 @@ class FTPSProtocol(PassiveCommands, TransferCommands, WatchedCommands, FTP):
             return None
 
         return deferLater(factory.reactor, delay, answer)
+
+
+def _serviceStopped(failure: Failure, session: FTPSProtocol) -> None:
+    """
+    Answer a login whose password can no longer be checked (the service's
+    threads stopped) with 421, and end its session.
+    """
+    failure.trap(PoolStopped)
+    session.sendLine("421 Service not available, closing control connection.")
+    session._end()
 
 
 def _accepts(method: Callable[..., Any], params: tuple[str, ...]) -> bool:

@@ -8,7 +8,9 @@ nor opened nor entered, wherever it points, so no name leads out of the
 folder. Hidden (dot) names are refused as well, unless the service serves
 them. Uploads go to a hidden temporary name beside their target and are
 renamed to it only once complete (L{Upload}); temporary names are never
-reachable, even when hidden names are served.
+reachable, even when hidden names are served.  While an upload runs, its
+name is busy (L{letsencrypt_resource.ftpsbusy}): another upload, removal
+or renaming of it is refused.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .folder import openBelow
+from .ftpsbusy import UPLOADING, BusyFiles, FileBusy
 from .ftpsfiles import CHUNK_SIZE, InThread, ThreadedFileSender, ThreadedFileWriter, writeAll
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -175,6 +178,7 @@ class Upload:
         start: int | None,
         inThread: InThread,
         copyTurns: DeferredLock | None = None,
+        release: Callable[[], None] = lambda: None,
     ):
         """
         @param folder: A descriptor of the folder, which this takes over.
@@ -185,6 +189,8 @@ class Upload:
             an account's uploads copy one step at a time, so that its
             copies take at most one of the threads that others' transfers
             share.
+        @param release: Called once the upload was stored or removed (its
+            name is no longer busy).
 
         @raise OSError: when the temporary file cannot be made, or the file
             C{name} cannot be read for a resumed upload.
@@ -195,6 +201,7 @@ class Upload:
         self.name = name
         self._inThread = inThread
         self._copyTurns = copyTurns or DeferredLock()
+        self._release = release
         self._kept, self._keep, replaced = _openKept(folder, name, start)
         # Short and fixed: a target name as long as the system allows can
         # be uploaded.
@@ -334,6 +341,7 @@ class Upload:
         folder, self._folder = self._folder, -1
         if folder >= 0:
             os.close(folder)
+            self._release()
         stopped, self._stopped = self._stopped, []
         for waiting in stopped:
             waiting.callback(None)
@@ -432,12 +440,15 @@ class ConfinedShell:
         *,
         inThread: InThread,
         copyTurns: DeferredLock | None = None,
+        busy: BusyFiles = UPLOADING,
     ):
         """
         @param root: A descriptor of the folder, which this takes over;
             L{logout} closes it.
         @param copyTurns: Shared by the shells of one account: its resumed
             uploads copy one step at a time (see L{Upload}).
+        @param busy: The files uploads are writing, shared by the shells
+            of the process.
         @param inThread: Runs the reads and writes of transfers, and other
             long file work, in a thread (see L{letsencrypt_resource.ftpsfiles}).
         @param private: Names in the folder itself that are neither listed
@@ -452,6 +463,7 @@ class ConfinedShell:
         self._cooperate = cooperate
         self._inThread = inThread
         self._copyTurns = copyTurns
+        self._busy = busy
 
     def logout(self) -> None:
         """
@@ -580,24 +592,35 @@ class ConfinedShell:
         except OSError as error:
             return refusal(error, path)
         try:
-            return succeed(Upload(folder, name, start, self._inThread, self._copyTurns))
+            release = self._busy.take(folder, name, path)
+        except FileBusy:
+            os.close(folder)
+            return fail()
+        try:
+            return succeed(Upload(folder, name, start, self._inThread, self._copyTurns, release))
         except RestartInvalid:
+            release()
             os.close(folder)
             return fail()
         except OSError as error:
+            release()
             os.close(folder)
             return refusal(error, path)
 
     def _change(self, path: Sequence[str], change: Any) -> Deferred[None]:
         """
-        Apply C{change(name, dir_fd=folder)} to the last name of C{path}.
+        Apply C{change(name, dir_fd=folder)} to the last name of C{path},
+        unless an upload is writing it.
         """
         try:
             folder, name = self._parent(path)
         except OSError as error:
             return refusal(error, path)
         try:
+            self._busy.check(folder, name, path)
             change(name, dir_fd=folder)
+        except FileBusy:
+            return fail()
         except OSError as error:
             return refusal(error, path)
         finally:
@@ -624,7 +647,11 @@ class ConfinedShell:
             os.close(source)
             return refusal(error, toPath)
         try:
+            self._busy.check(source, fromName, fromPath)
+            self._busy.check(target, toName, toPath)
             os.rename(fromName, toName, src_dir_fd=source, dst_dir_fd=target)
+        except FileBusy:
+            return fail()
         except OSError as error:
             return refusal(error, fromPath)
         finally:

@@ -30,6 +30,7 @@ from twisted.protocols.ftp import (
 from twisted.python.failure import Failure
 
 from . import events
+from .ftpsbusy import FileBusy
 from .ftpsdata import DataRefused, SecureDTP
 from .ftpsshell import Download, RestartInvalid, StorageFull, Upload, refusal
 
@@ -104,7 +105,7 @@ class TransferCommands:
         if failure.check(RestartInvalid):
             self.sendLine(RESTART_INVALID)
             return None
-        if failure.check(StorageFull):
+        if failure.check(StorageFull, FileBusy):
             self.sendLine(failure.value.response())  # type: ignore[union-attr]
             return None
         if failure.check(FTPCmdError):

@@ -24,7 +24,7 @@ from letsencrypt_resource.alpn import ACME_IDENTIFIER, ALPNAnswers
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder
 from tests.helpers import provisionalFor
-from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
+from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase, retrieve
 
 
 class _Sessions:
@@ -59,9 +59,7 @@ class _Sessions:
 
         def session() -> bytes:
             client = self.loggedIn()
-            received = io.BytesIO()
-            client.retrbinary("RETR empty", received.write)
-            return received.getvalue()
+            return retrieve(client, "empty")
 
         self.assertEqual(await self.inThread(session), b"")
 
@@ -200,9 +198,7 @@ class _Sessions:
             return client.sock.getpeercert(binary_form=True)  # type: ignore[no-any-return]
 
         def download(client: ftplib.FTP_TLS) -> bytes:
-            received = io.BytesIO()
-            client.retrbinary("RETR own.txt", received.write)
-            return received.getvalue()
+            return retrieve(client, "own.txt")
 
         self.assertEqual(
             (presented(before), presented(after)),
@@ -326,9 +322,7 @@ class _Sessions:
 
         def session() -> bytes:
             client = self.loggedIn(resume=False)
-            received = io.BytesIO()
-            client.retrbinary("RETR own.txt", received.write)
-            return received.getvalue()
+            return retrieve(client, "own.txt")
 
         self.assertEqual(await self.inThread(session), CONTENT)
 

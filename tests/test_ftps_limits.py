@@ -25,7 +25,7 @@ from letsencrypt_resource.ftps import MAX_SESSIONS_PER_ADDRESS, FTPSFactory, FTP
 from letsencrypt_resource.ftpsfiles import PoolStopped, ServicePool
 from letsencrypt_resource.ftpsshell import UPLOAD_PREFIX
 from letsencrypt_resource.pebble import freeTCPPort
-from tests.helpers.ftpscase import NAME, USER, FTPSServiceCase
+from tests.helpers.ftpscase import NAME, PASSWORD, USER, FTPSServiceCase
 
 
 def _cutWithin(sock: socket.socket, seconds: float) -> bool:
@@ -436,6 +436,39 @@ class ServicePoolTests(FTPSServiceCase):
         self.assertTrue(await running)
         await stopping
         self.assertFalse(pool.threadPool.started)
+
+    async def test_loginAfterStop(self) -> None:
+        """
+        A password that comes once the logins' threads stopped (a session
+        the service's stop did not cut) is answered 421 and its session
+        closed, instead of never being answered.
+        """
+        service = self.startService()
+
+        def user() -> Any:
+            client = self.client()
+            client.sock.settimeout(10)
+            client.auth()
+            client.sendcmd(f"USER {USER}")
+            return client
+
+        client = await self.inThread(user)
+        await service._logins.stop()
+
+        def password() -> tuple[str, str]:
+            try:
+                answer = client.sendcmd(f"PASS {PASSWORD}")
+            except ftplib.error_temp as error:
+                answer = str(error)
+            try:
+                after = client.getline()
+            except (OSError, EOFError) as error:
+                after = type(error).__name__
+            return answer, after
+
+        answer, after = await self.inThread(password)
+        self.assertEqual(answer, "421 Service not available, closing control connection.")
+        self.assertIn(after, ("", "EOFError"))
 
 
 class IPv6Tests(FTPSServiceCase):

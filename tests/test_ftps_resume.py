@@ -11,16 +11,16 @@ import ftplib
 import io
 import os
 import socket
-import threading
 import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from letsencrypt_resource import ftpsfiles, ftpsshell
+from letsencrypt_resource import ftpsshell
 from letsencrypt_resource.ftps import FTPSFactory
-from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase
+from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase, retrieve
+from tests.helpers.slowdisk import useSlowDisk
 
 #: The size of the file the tests resume.
 SIZE = len(CONTENT)
@@ -37,6 +37,25 @@ class _Resume:
     def read(self: Any, name: str) -> bytes:  # type: ignore[misc]
         with open(self.path(name), "rb") as file:
             return file.read()
+
+    def temporaries(self: Any) -> list[str]:  # type: ignore[misc]
+        """
+        The hidden names of the account's folder: the temporary files of
+        uploads.
+        """
+        return [name for name in os.listdir(self.path("")) if name[0] == "."]
+
+    def appending(self: Any, name: str) -> tuple[Any, socket.socket]:  # type: ignore[misc]
+        """
+        A session logged in that sent C{APPE name} once it connected its
+        data connection (a TCP connection that never starts its TLS
+        handshake), and that connection, closed at the end of the test.
+        """
+        client = self.loggedIn()
+        conn = socket.create_connection(client.makepasv(), timeout=10)
+        self.addCleanup(conn.close)
+        client.putcmd(f"APPE {name}")
+        return client, conn
 
     async def test_downloadResumed(self: Any) -> None:  # type: ignore[misc]
         """
@@ -78,9 +97,7 @@ class _Resume:
         await self.inThread(session)
         self.assertEqual(self.read("own.txt"), CONTENT[:10] + b"resumed and appended")
         self.assertEqual(self.read("new.txt"), b"new")
-        self.assertEqual(
-            [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."], []
-        )
+        self.assertEqual(self.temporaries(), [])
 
     async def test_uploadResumedBeyondEnd(self: Any) -> None:  # type: ignore[misc]
         """
@@ -269,28 +286,12 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         in the reactor's.
         """
         self.startService()
-        reading = threading.Event()
-        release = threading.Event()
-        self.addCleanup(release.set)
-        pread = os.pread
-
-        class SlowDisk:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(os, name)
-
-            def pread(self, fd: int, count: int, offset: int) -> bytes:
-                reading.set()
-                if not release.wait(30):
-                    raise OSError(errno.EIO, "the disk is too slow")
-                return pread(fd, count, offset)
-
-        self.patch(ftpsfiles, "os", SlowDisk())
+        disk = useSlowDisk(self, failUnreleased=True)
+        reading, release = disk.reading, disk.release
 
         def slow() -> bytes:
             client = self.loggedIn()
-            received = io.BytesIO()
-            client.retrbinary("RETR own.txt", received.write)
-            return received.getvalue()
+            return retrieve(client, "own.txt")
 
         def other() -> str:
             assert reading.wait(30)
@@ -333,21 +334,8 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         closed: the download's next read fails rather than never ending.
         """
         service = self.startService()
-        reading = threading.Event()
-        release = threading.Event()
-        self.addCleanup(release.set)
-        pread = os.pread
-
-        class SlowDisk:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(os, name)
-
-            def pread(self, fd: int, count: int, offset: int) -> bytes:
-                reading.set()
-                release.wait(30)
-                return pread(fd, count, offset)
-
-        self.patch(ftpsfiles, "os", SlowDisk())
+        disk = useSlowDisk(self, failUnreleased=False)
+        reading, release = disk.reading, disk.release
 
         def download() -> None:
             client = self.loggedIn()
@@ -424,14 +412,7 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             file.write(b"a" * (40 << 20))
         service = self.startService()
 
-        def session() -> tuple[Any, socket.socket]:
-            client = self.loggedIn()
-            conn = socket.create_connection(client.makepasv(), timeout=10)
-            self.addCleanup(conn.close)
-            client.putcmd("APPE big.bin")
-            return client, conn
-
-        await self.inThread(session)
+        await self.inThread(self.appending, "big.bin")
         while len(steps) < 2:
             await deferLater(reactor, 0.02, lambda: None)
         sessions: Any = service._sessions
@@ -440,10 +421,7 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         self.assertEqual(sessions._open, {"127.0.0.1": 1})
         cut = len(steps)
 
-        def temporaries() -> list[str]:
-            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
-
-        while temporaries():
+        while self.temporaries():
             await deferLater(reactor, 0.02, lambda: None)
         self.assertLessEqual(len(steps), cut + 1)
         self.assertEqual(sessions._open, {})
@@ -460,9 +438,7 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         self.startService()
 
         def leave() -> int:
-            client = self.loggedIn()
-            conn = socket.create_connection(client.makepasv(), timeout=10)
-            client.putcmd("APPE big.bin")
+            client, conn = self.appending("big.bin")
             while len(steps) < 2:
                 time.sleep(0.02)
             conn.close()
@@ -471,12 +447,95 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
 
         left = await self.inThread(leave)
 
-        def temporaries() -> list[str]:
-            return [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."]
-
-        while temporaries():
+        while self.temporaries():
             await deferLater(reactor, 0.02, lambda: None)
         self.assertLessEqual(len(steps), left + 2)
+
+    async def test_concurrentAppendsRefused(self) -> None:
+        """
+        While one session appends to a file (its copy of the file's start
+        runs), another session's append to it, resumed store, removal and
+        renaming onto it are answered 450; none of the first's data is lost, and
+        once it ended the second appends after it.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * (4 << 20))
+        self.startService()
+        first = self.inThread(
+            lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
+        )
+        while not steps:
+            await deferLater(reactor, 0.02, lambda: None)
+        second = await self.inThread(self.loggedIn)
+
+        def refusals() -> list[str]:
+            answers = []
+            for command, rest in (("APPE big.bin", None), ("STOR big.bin", 10)):
+                try:
+                    second.storbinary(command, io.BytesIO(b"second"), rest=rest)
+                except ftplib.error_temp as error:
+                    answers.append(str(error))
+            for command in ("DELE big.bin", "RNTO big.bin"):
+                try:
+                    if command.startswith("RNTO"):
+                        second.sendcmd("RNFR own.txt")
+                    second.sendcmd(command)
+                except ftplib.error_temp as error:
+                    answers.append(str(error))
+            return answers
+
+        busy = "450 big.bin: file busy, an upload of it is in progress."
+        self.assertEqual(await self.inThread(refusals), [busy] * 4)
+        self.assertEqual((await first)[:3], "226")
+        await self.inThread(second.storbinary, "APPE big.bin", io.BytesIO(b"second"))
+        self.assertEqual(self.read("big.bin"), b"a" * (4 << 20) + b"firstsecond")
+
+    async def test_copiesLeaveThreadsToOthers(self) -> None:
+        """
+        While one account's sessions append to three big files at once,
+        their copies take one file thread at a time, and another account's
+        downloads go on between their steps: they end long before the
+        copies.
+        """
+        steps: list[None] = []
+        self.slowCopy(steps)
+        copy, running, most = ftpsshell._copyBytes, [0], [0]
+
+        def counted(*args: Any) -> None:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            try:
+                copy(*args)
+            finally:
+                running[0] -= 1
+
+        self.patch(ftpsshell, "_copyBytes", counted)
+        names = [f"big{index}.bin" for index in range(3)]
+        for name in names:
+            with open(self.path(name), "wb") as file:
+                file.write(b"a" * (8 << 20))
+        self.startService(anonymous=True)
+        appending = [
+            self.inThread(
+                lambda name=name: self.loggedIn().storbinary(f"APPE {name}", io.BytesIO(b"+"))
+            )
+            for name in names
+        ]
+        while not steps:
+            await deferLater(reactor, 0.02, lambda: None)
+
+        def downloads() -> list[bytes]:
+            client = self.loggedIn("anonymous", "guest")
+            return [retrieve(client, "hello.txt") for _ in range(5)]
+
+        self.assertEqual(await self.inThread(downloads), [CONTENT] * 5)
+        self.assertLess(len(steps), 3 * 8 - 4)
+        for done in appending:
+            self.assertEqual((await done)[:3], "226")
+        self.assertEqual(most[0], 1)
+        self.assertEqual(len(steps), 3 * 8)
 
     async def test_diskFullDuringCopy(self) -> None:
         """
@@ -492,9 +551,7 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         self.patch(ftpsshell, "_copyBytes", full)
 
         def session() -> tuple[str, bytes]:
-            client = self.loggedIn()
-            conn = socket.create_connection(client.makepasv(), timeout=10)
-            client.putcmd("APPE own.txt")
+            client, conn = self.appending("own.txt")
             try:
                 answer = client.getresp()
             except ftplib.error_temp as error:
@@ -510,9 +567,7 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         self.assertEqual(answer, "452 Insufficient storage space: nothing was written.")
         self.assertNotEqual(data, b"TimeoutError")
         self.assertEqual(self.read("own.txt"), CONTENT)
-        self.assertEqual(
-            [name for name in os.listdir(os.path.join(self.served, USER)) if name[0] == "."], []
-        )
+        self.assertEqual(self.temporaries(), [])
 
 
 class ImplicitResumeTests(_Resume, FTPSServiceCase):

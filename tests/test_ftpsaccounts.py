@@ -17,7 +17,6 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock, Cooperator
 from twisted.protocols.ftp import FileNotFoundError, IFTPShell, PermissionDeniedError
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -29,6 +28,7 @@ from letsencrypt_resource.ftpsaccounts import (
     UsersFileError,
     readUsers,
 )
+from letsencrypt_resource.ftpsfiles import PoolStopped, ServicePool
 from letsencrypt_resource.ftpsshell import (
     UPLOAD_PREFIX,
     ActionRefused,
@@ -38,29 +38,6 @@ from letsencrypt_resource.ftpsshell import (
 from tests.helpers.ftpscase import CONTENT, USER, makeTree, runAtOnce
 
 HASH = bcrypt.hashpw(b"secret", bcrypt.gensalt(4))
-
-
-class _RunAtOnce:
-    """
-    A thread pool and reactor in one that run what they are given at once,
-    in the caller's thread.
-    """
-
-    def getThreadPool(self) -> _RunAtOnce:
-        return self
-
-    def callInThreadWithCallback(
-        self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *args: Any
-    ) -> None:
-        try:
-            result = f(*args)
-        except Exception:
-            onResult(False, Failure())
-        else:
-            onResult(True, result)
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None:
-        f(*args)
 
 
 class _AtOnce:
@@ -129,7 +106,7 @@ class CheckerTests(SynchronousTestCase):
     """
 
     def check(self, user: str, password: str) -> Any:
-        checker = HtpasswdChecker({"alice": HASH}, _RunAtOnce(), _RunAtOnce())
+        checker = HtpasswdChecker({"alice": HASH}, runAtOnce)
         return checker.requestAvatarId(UsernamePassword(user, password))
 
     def test_rightPassword(self) -> None:
@@ -154,15 +131,12 @@ class CheckerTests(SynchronousTestCase):
         """
         checked: list[bytes] = []
 
-        class Recording(_RunAtOnce):
-            def callInThreadWithCallback(
-                self, onResult: Callable[[bool, Any], None], f: Callable[..., Any], *args: Any
-            ) -> None:
-                checked.append(args[1])
-                super().callInThreadWithCallback(onResult, f, *args)
+        def recording(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+            checked.append(args[1])
+            return runAtOnce(f, *args)
 
         costly = bcrypt.hashpw(b"secret", bcrypt.gensalt(7))
-        checker = HtpasswdChecker({"alice": HASH, "bob": costly}, _RunAtOnce(), Recording())
+        checker = HtpasswdChecker({"alice": HASH, "bob": costly}, recording)
         self.failureResultOf(
             checker.requestAvatarId(UsernamePassword("mallory", "x")), UnauthorizedLogin
         )
@@ -173,7 +147,7 @@ class CheckerTests(SynchronousTestCase):
         A hash bcrypt cannot read refuses the login, rather than failing
         with an internal error.
         """
-        checker = HtpasswdChecker({"dave": b"$2y$05$garbage"}, _RunAtOnce(), _RunAtOnce())
+        checker = HtpasswdChecker({"dave": b"$2y$05$garbage"}, runAtOnce)
         self.failureResultOf(
             checker.requestAvatarId(UsernamePassword("dave", "x")), UnauthorizedLogin
         )
@@ -185,12 +159,22 @@ class CheckerTests(SynchronousTestCase):
         """
         long = "x" * 72
         checker = HtpasswdChecker(
-            {"alice": bcrypt.hashpw(long.encode(), bcrypt.gensalt(4))},
-            _RunAtOnce(),
-            _RunAtOnce(),
+            {"alice": bcrypt.hashpw(long.encode(), bcrypt.gensalt(4))}, runAtOnce
         )
         result = checker.requestAvatarId(UsernamePassword("alice", long + "tail"))
         self.assertEqual(self.successResultOf(result), "alice")
+
+    def test_poolStopped(self) -> None:
+        """
+        Once the logins' threads stopped, a check fails at once with
+        L{PoolStopped}: it is never handed to threads that will not run it
+        (the session waited for an answer forever).
+        """
+        pool = ServicePool(Clock(), "test-logins", 1)
+        checker = HtpasswdChecker({"alice": HASH}, pool.run)
+        self.failureResultOf(
+            checker.requestAvatarId(UsernamePassword("alice", "secret")), PoolStopped
+        )
 
 
 class ConfinementTests(SynchronousTestCase):

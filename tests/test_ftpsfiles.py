@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from typing import Any
@@ -344,16 +345,18 @@ class ResumedUploadTests(SynchronousTestCase):
 
     def test_accountCopiesInTurns(self) -> None:
         """
-        Two resumed uploads of one account copy one step at a time: work
-        of other sessions given meanwhile runs between their steps.
+        Two resumed uploads of one account (of two files) copy one step at
+        a time: work of other sessions given meanwhile runs between their
+        steps.
         """
+        shutil.copyfile(self.target, os.path.join(self.folder, "other.bin"))
         turns = DeferredLock()
         other = ConfinedShell(openFolder(self.folder), True, inThread=self.threads, copyTurns=turns)
         self.addCleanup(other.logout)
         shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads, copyTurns=turns)
         self.addCleanup(shell.logout)
         first: Any = self.successResultOf(shell.openForWriting(["file.bin"], None))
-        second: Any = self.successResultOf(other.openForWriting(["file.bin"], None))
+        second: Any = self.successResultOf(other.openForWriting(["other.bin"], None))
         receiving = [first.receive(), second.receive()]
         self.assertEqual(len(self.threads.waiting), 1)
         self.threads(lambda: "read")

@@ -46,12 +46,7 @@ class WatchedCommandsTests(SynchronousTestCase):
         what comes is held, not taken as commands; above L{HELD_COMMANDS}
         bytes, reading pauses again.
         """
-        protocol = FTPSProtocol()
-        transport = StringTransport()
-        protocol.transport = transport
-        protocol.pauseProducing()
-        copying: Deferred[None] = Deferred()
-        protocol.watchWhile(copying)
+        protocol, transport, copying = _watching()
         self.assertEqual(transport.producerState, "producing")
         taken: list[bytes] = []
         protocol.lineReceived = taken.append  # type: ignore[method-assign]
@@ -66,15 +61,24 @@ class WatchedCommandsTests(SynchronousTestCase):
         The connection is read only until the part of the command watched
         ended: then no more until the command ended.
         """
-        protocol = FTPSProtocol()
-        transport = StringTransport()
-        protocol.transport = transport
-        protocol.pauseProducing()
-        copying: Deferred[None] = Deferred()
-        protocol.watchWhile(copying)
+        protocol, transport, copying = _watching()
         self.assertEqual(transport.producerState, "producing")
         copying.callback(None)
         self.assertEqual(transport.producerState, "paused")
+
+
+def _watching() -> tuple[FTPSProtocol, StringTransport, Deferred[None]]:
+    """
+    A session on an in-memory transport whose command runs, paused, and
+    that watches its connection while the Deferred given runs.
+    """
+    protocol = FTPSProtocol()
+    transport = StringTransport()
+    protocol.transport = transport
+    protocol.pauseProducing()
+    copying: Deferred[None] = Deferred()
+    protocol.watchWhile(copying)
+    return protocol, transport, copying
 
 
 class AcceptsTests(SynchronousTestCase):

@@ -93,6 +93,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "alpnpeek",
                 "firsthandshakes",
                 "workers",
+                "ftpsbusy",
             }
         ),
     ),

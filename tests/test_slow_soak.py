@@ -48,7 +48,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from letsencrypt_resource.config import parseConfiguration
 from letsencrypt_resource.host import ServerService
 from letsencrypt_resource.pebble import freeTCPPort, startTestCA, tlsPolicyTrusting
-from letsencrypt_resource.testing.pebble import findModernTestCA
+from letsencrypt_resource.testing.pebble import RESOURCE_SECTION, findModernTestCA
 from tests.helpers.pebblecase import TestCACase
 from tests.helpers.slow import skipUnlessSlow
 from tests.helpers.tlsclient import fetchOverTLS
@@ -175,18 +175,8 @@ def startRefuser(reactor: Any, testCA: Any, every: int) -> tuple[str, ReplacesRe
     return f"https://localhost:{port}{target.path}", refuser, listening
 
 
-CONFIGURATION = """\
-[resources/soak]
-type = lets-encrypt
-address = 127.0.0.1
-port = {challengePort}
-acme_url = {directoryURL}
-acme_ca_file = {caFile}
-state_directory = state
-key_type = ecdsa-p256
-profile = shortlived
-agree_tos = yes
-"""
+#: The soak's resource: 6-day (pebble: short) certificates.
+CONFIGURATION = RESOURCE_SECTION + "profile = shortlived\n"
 
 SERVICE = """
 [services/{name}]
@@ -235,6 +225,7 @@ async def soak(
             challengePort=challengePort,
             directoryURL=directoryURL,
             caFile=testCA.caFile,
+            keyType="ecdsa-p256",
         )
         ports = {name: freeTCPPort() for name, _ in chosen}
         for name, domains in chosen:

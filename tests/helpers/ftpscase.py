@@ -5,6 +5,8 @@ accounts and links, and C{ftplib} clients run in threads.
 
 from __future__ import annotations
 
+import ftplib
+import io
 import os
 import ssl
 from collections.abc import Callable
@@ -57,6 +59,15 @@ def makeTree(base: str) -> str:
     os.symlink(outside, os.path.join(served, USER, "outside-link"))
     os.symlink(os.path.join(served, "hello.txt"), os.path.join(served, USER, "inside-link"))
     return served
+
+
+def retrieve(client: ftplib.FTP, path: str, rest: int | None = None) -> bytes:
+    """
+    Download C{path} with C{client}, from the offset C{rest} if given.
+    """
+    received = io.BytesIO()
+    client.retrbinary(f"RETR {path}", received.write, rest=rest)
+    return received.getvalue()
 
 
 def runAtOnce(function: Callable[..., T], *args: Any) -> Deferred[T]:
