@@ -36,6 +36,7 @@ from .config import (
     checkServedPaths,
     loadConfiguration,
 )
+from .consumerregistry import ConsumerRegistry
 from .control import ControlService, LockWatch, StateLock
 from .deploycommand import findProgram
 from .ftps import FTPSService
@@ -286,7 +287,7 @@ class ServerService(MultiService):
         self.path = path
         self._reactor = reactor
         self._reloading = DeferredLock()
-        self.registry = Components("letsencrypt-resource")
+        self.registry = ConsumerRegistry("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
         self._servedNames = ServedNames()
         self._folders = SharedFolders()
