@@ -168,6 +168,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "storedchanges",
                 "writequeue",
                 "writeretries",
+                "startupcollection",
             }
         ),
     ),
