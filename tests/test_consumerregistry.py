@@ -4,6 +4,7 @@ Tests for L{letsencrypt_resource.consumerregistry}.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -199,3 +200,41 @@ class InPlaceTests(SynchronousTestCase):
         leaf = leafOf(registry)
         registry.registerUtility(Thing(), IThing, name="1")
         self.assertIsNot(leafOf(registry), leaf)
+
+
+class ChangedTests(SynchronousTestCase):
+    """
+    What L{LinearAdapterRegistry} does at each change.
+    """
+
+    def test_noSubregistriesWalked(self) -> None:
+        """
+        Without sub-registries, a registration does not walk the weak
+        dictionary of them.
+        """
+        walks: list[None] = []
+
+        class Counting(weakref.WeakKeyDictionary[Any, int]):
+            def keys(self) -> Any:
+                walks.append(None)
+                return super().keys()
+
+        registry = ConsumerRegistry("test")
+        registry.utilities._v_subregistries = Counting()
+        registry.registerUtility(Thing(), IThing, name="a")
+        registry.unregisterUtility(provided=IThing, name="a")
+        self.assertEqual(walks, [])
+
+    def test_subregistriesTold(self) -> None:
+        """
+        A registry built on a L{ConsumerRegistry} sees what is registered
+        in it after it looked: its cache is cleared as in C{zope.interface}.
+        """
+        base = ConsumerRegistry("base")
+        above = Components("above", bases=(base,))
+        self.assertIsNone(above.queryUtility(IThing, name="a"))
+        thing = Thing()
+        base.registerUtility(thing, IThing, name="a")
+        self.assertIs(above.queryUtility(IThing, name="a"), thing)
+        base.unregisterUtility(thing, IThing, name="a")
+        self.assertIsNone(above.queryUtility(IThing, name="a"))
