@@ -20,7 +20,10 @@ every set goes on a provisional certificate.  The plot is written to
 C{--workdir}/twistd-scale.png.  C{--status} then times
 C{python -m letsencrypt_resource status --json} against the running
 server (answered over its control socket), and again once it stopped
-(the command reads the state itself).
+(the command reads the state itself).  C{--phases} also gives the time
+from the spawn until twistd's first log line (the interpreter, the imports,
+reading the configuration and building the services, all before the
+reactor runs) and until the control socket exists.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ NOWHERE = "https://127.0.0.1:9/directory"
 #: The events that say all services are in service: every set has its
 #: certificate, every service listens.
 IN_SERVICE = ("] 20208 ", "] 20209 ")
+#: How often C{--phases} looks for the control socket, in seconds.
+PHASE_POLL = 0.002
 #: What events 20208 and 20209 say when every set has a certificate and
 #: every service listens.
 ALL_IN_SERVICE = ("; 0 domain sets wait", ", 0 cannot,")
@@ -153,7 +158,12 @@ def timeStatus(path: str, n: int) -> float:
 
 
 def startOnce(
-    workdir: str, n: int, status: bool, cold: bool = False, firstPort: int = FIRST_PORT
+    workdir: str,
+    n: int,
+    status: bool,
+    cold: bool = False,
+    firstPort: int = FIRST_PORT,
+    phases: bool = False,
 ) -> dict[str, float]:
     """
     Start twistd on N services once; return its start-up time, CPU and
@@ -162,6 +172,9 @@ def startOnce(
 
     @param cold: Whether the state directory starts empty.
     @param firstPort: The port of the first service; the others follow.
+    @param phases: Whether to time twistd's first line and the control
+        socket too (C{first_line}, C{control}), and the CPU twistd used
+        until each (C{first_line_cpu}, C{control_cpu}).
     """
     fabricated = os.path.join(workdir, f"warm-state-{n}")
     if not cold:
@@ -186,14 +199,23 @@ def startOnce(
         try:
             seen: set[str] = set()
             buffer, tail = b"", []
+            marks: dict[str, float] = {}
+            socket = os.path.join(state, "control.sock")
             while len(seen) < len(IN_SERVICE):
+                if phases and "control" not in marks and os.path.exists(socket):
+                    marks["control"] = time.perf_counter() - start
+                    marks["control_cpu"] = cpuSeconds(process.pid)
                 if time.perf_counter() - start > TIMEOUT:
                     raise RuntimeError("twistd timed out:\n" + "\n".join(tail))
-                ready, _, _ = select.select([process.stdout], [], [], 1.0)
+                wait = PHASE_POLL if phases and "control" not in marks else 1.0
+                ready, _, _ = select.select([process.stdout], [], [], wait)
                 chunk = os.read(process.stdout.fileno(), 1 << 16) if ready else b""
                 if ready and not chunk:
                     raise RuntimeError("twistd exited:\n" + "\n".join(tail))
                 buffer += chunk
+                if chunk and "first_line" not in marks:
+                    marks["first_line"] = time.perf_counter() - start
+                    marks["first_line_cpu"] = cpuSeconds(process.pid)
                 *lines, buffer = buffer.split(b"\n")
                 for raw in lines:
                     line = raw.decode("utf-8", "replace")
@@ -208,6 +230,7 @@ def startOnce(
                 "seconds": seconds,
                 "cpu": cpuSeconds(process.pid),
                 "rss": residentBytes(process.pid),
+                **marks,
             }
             if status:
                 result["status_server"] = timeStatus(path, n)
@@ -259,13 +282,25 @@ def main() -> None:
         default=FIRST_PORT,
         help="the port of the first service (another bench may hold the default range)",
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time twistd's first line and the control socket too",
+    )
     arguments = parser.parse_args()
     arguments.workdir = os.path.abspath(arguments.workdir)
     os.makedirs(arguments.workdir, exist_ok=True)
     rows = []
     for n in sorted(arguments.n):
         runs = [
-            startOnce(arguments.workdir, n, arguments.status, arguments.cold, arguments.first_port)
+            startOnce(
+                arguments.workdir,
+                n,
+                arguments.status,
+                arguments.cold,
+                arguments.first_port,
+                arguments.phases,
+            )
             for _ in range(arguments.repeats)
         ]
         row = {"n": n, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
@@ -295,6 +330,14 @@ def main() -> None:
         print("|---|---|---|")
         for row in rows:
             print(f"| {row['n']:,} | {row['status_server']:.2f} s | {row['status_alone']:.2f} s |")
+    if arguments.phases:
+        print("\n| N | twistd's first line (CPU) | control socket (CPU) |")
+        print("|---|---|---|")
+        for row in rows:
+            print(
+                f"| {row['n']:,} | {row['first_line']:.2f} s ({row['first_line_cpu']:.2f} s) "
+                f"| {row['control']:.2f} s ({row['control_cpu']:.2f} s) |"
+            )
     path = os.path.join(arguments.workdir, f"twistd-scale{'-cold' if arguments.cold else ''}.png")
     plot(rows, path, arguments.cold)
     print(f"\nPlot: {path}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from .config import Configuration
+    from .consumerregistry import ConsumerRegistry
     from .control import StateLock
     from .reactors import Reactor
 
@@ -141,22 +142,15 @@ async def _runAlone(
         return await _statusAlone(reactor, configuration, lock)
 
     import attrs
-    from zope.interface.registry import Components
 
     from .control import dispatch
     from .host import makeResource
-    from .interfaces import ICertificateConsumer
     from .operations import Operations
-    from .statusrows import NoConsumer
 
     # A run of a few seconds is no target to scrape; its deploy runs are
     # waited for when it stops.
     options = attrs.evolve(options, metricsPort=None, metricsEndpoint=None)
-    registry = Components()
-    for service in configuration.services:
-        registry.registerUtility(
-            NoConsumer(service.name, service.domains), ICertificateConsumer, name=service.section
-        )
+    registry = standInConsumers(configuration)
     resource = makeResource(options, registry, reactor, automatic=False, lock=lock)
     operations = Operations(resource, reactor, serverRunning=False)
     resource.startService()
@@ -165,6 +159,24 @@ async def _runAlone(
         return await dispatch(operations, name, arguments)
     finally:
         await resource.stopService()
+
+
+def standInConsumers(configuration: Configuration) -> ConsumerRegistry:
+    """
+    A registry of a stand-in consumer for each service of C{configuration},
+    for a command run without the server: registered in time linear in the
+    number of services (see L{ConsumerRegistry}).
+    """
+    from .consumerregistry import ConsumerRegistry
+    from .interfaces import ICertificateConsumer
+    from .statusrows import NoConsumer
+
+    registry = ConsumerRegistry("letsencrypt-resource command")
+    for service in configuration.services:
+        registry.registerUtility(
+            NoConsumer(service.name, service.domains), ICertificateConsumer, name=service.section
+        )
+    return registry
 
 
 async def _statusAlone(

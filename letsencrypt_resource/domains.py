@@ -61,11 +61,10 @@ def normalizeIPAddress(text: str) -> str | None:
         validated for: unspecified, multicast, with an IPv6 zone, or an
         IPv4-mapped IPv6 address (write the IPv4 address).
     """
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
     written = text.strip()
+    if not isIPAddress(written):
+        return None
+    address = ipaddress.ip_address(written)
     if isinstance(address, ipaddress.IPv6Address):
         if address.scope_id is not None:
             raise InvalidDomain(f"{written!r} has a zone; a certificate cannot carry one")

@@ -36,9 +36,9 @@ from .config import (
     checkServedPaths,
     loadConfiguration,
 )
+from .consumerregistry import ConsumerRegistry
 from .control import ControlService, LockWatch, StateLock
 from .deploycommand import findProgram
-from .ftps import FTPSService
 from .heartbeat import heartbeatOf
 from .httpclient import loadCABundle
 from .https import HTTPSFileService
@@ -286,7 +286,7 @@ class ServerService(MultiService):
         self.path = path
         self._reactor = reactor
         self._reloading = DeferredLock()
-        self.registry = Components("letsencrypt-resource")
+        self.registry = ConsumerRegistry("letsencrypt-resource")
         self.fileServices: list[HTTPSFileService] = []
         self._servedNames = ServedNames()
         self._folders = SharedFolders()
@@ -315,7 +315,13 @@ class ServerService(MultiService):
                 heartbeatOf(self.resource, reactor).setServiceParent(self)
 
     def _addService(self, options: ServiceOptions) -> None:
-        kind = FTPSService if options.ftps is not None else HTTPSFileService
+        kind = HTTPSFileService
+        if options.ftps is not None:
+            # Only a server with FTPS services loads them (0.1 s of CPU at
+            # start); a reload that adds the first one loads them then.
+            from .ftps import FTPSService
+
+            kind = FTPSService
         service = kind(options, self._reactor)
         service.folders = self._folders
         self.registry.registerUtility(service.consumer, ICertificateConsumer, name=options.section)

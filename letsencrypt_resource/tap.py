@@ -20,6 +20,7 @@ from .control import StateDirectoryLocked, StateLock
 from .host import ServerService, makeResource, readConfiguration
 from .nodestorage import stopReactor
 from .reload import ReloadOnHangUp
+from .startupcollection import ResumeCollection, pauseCollection
 
 
 class Options(usage.Options):
@@ -43,9 +44,13 @@ class Options(usage.Options):
         A configuration that cannot be used stops twistd with status 1 and
         one line naming the file, section and option, without twistd's
         usage text, which says nothing about it.
+
+        Automatic garbage collection pauses from here until the server
+        has started (see L{pauseCollection}).
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
+        self["collectionPaused"] = pauseCollection()
         try:
             configuration = readConfiguration(self["config"])
         except ConfigurationError as error:
@@ -115,7 +120,8 @@ def makeService(options: Options) -> IService:
     Build the server described by the validated configuration; while it
     runs, C{SIGHUP} reloads the configuration file.  A node that the
     cluster's database refuses stops with status 1 (see
-    L{refusedByCluster}).
+    L{refusedByCluster}).  Once every service has started, the garbage
+    collector resumes (see L{ResumeCollection}).
     """
     from twisted.internet import reactor
 
@@ -129,4 +135,6 @@ def makeService(options: Options) -> IService:
         configuration, reactor, options["lock"], path=path, resourceFactory=factory
     )
     ReloadOnHangUp(server.reload, IReactorFromThreads(reactor)).setServiceParent(server)
+    # Last: once every other service has started, before the reactor runs.
+    ResumeCollection(options["collectionPaused"]).setServiceParent(server)
     return server

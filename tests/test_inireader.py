@@ -7,12 +7,13 @@ errors included.
 from __future__ import annotations
 
 import configparser
+import os
 import random
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.inireader import DEFAULT_SECTION, readINI
+from letsencrypt_resource.inireader import DEFAULT_SECTION, readINI, resolvePath
 
 #: Lines, and pieces of lines, that the generated texts are made of: every
 #: rule of the reader is exercised by some of them (sections, options with
@@ -134,3 +135,35 @@ class SameAsConfigParserTests(SynchronousTestCase):
                 self.assertEqual(readerRead(text), configParserRead(text))
                 if error is configparser.ParsingError:
                     self.assertEqual([n for n, _ in raised.errors], [2, 4])
+
+
+class ResolvePathTests(SynchronousTestCase):
+    """
+    L{resolvePath}.
+    """
+
+    def test_resolved(self) -> None:
+        """
+        A relative path is taken from the folder given, an absolute one
+        as it is, C{~} from the home folder; each normalised.
+        """
+        home = os.path.expanduser("~")
+        self.assertEqual(resolvePath("/srv/site", "public/../files"), "/srv/site/files")
+        self.assertEqual(resolvePath("/srv/site", "/var//www/"), "/var/www")
+        self.assertEqual(resolvePath("/srv/site", "~/state"), os.path.join(home, "state"))
+
+    def test_sharedFolderResolvedOnce(self) -> None:
+        """
+        The same folder named by many sections is worked out once.
+        """
+        normalised: list[str] = []
+        normpath = os.path.normpath
+
+        def counting(path: str) -> str:
+            normalised.append(path)
+            return normpath(path)
+
+        self.patch(os.path, "normpath", counting)
+        paths = [resolvePath("/srv/resolved-once", "public") for _ in range(3)]
+        self.assertEqual(paths, ["/srv/resolved-once/public"] * 3)
+        self.assertEqual(normalised, ["/srv/resolved-once/public"])

@@ -68,6 +68,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "safefs",
                 "startupreport",
                 "resourcesection",
+                "consumerregistry",
             }
         ),
     ),
@@ -168,6 +169,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "storedchanges",
                 "writequeue",
                 "writeretries",
+                "startupcollection",
             }
         ),
     ),

@@ -1,0 +1,141 @@
+"""
+What C{twistd lets-encrypt} does before its reactor runs, phase by phase:
+the CPU time of each, and of the garbage collector within it, in a fresh
+interpreter on a generated configuration of N C{https} services (the one
+C{bench/twistdscale.py} writes, on an empty state directory), at each N.
+
+    .venv/bin/python bench/prereactor.py --n 1000 3000 10000 --repeats 3
+    .venv/bin/python bench/prereactor.py --n 10000 --repeats 5 --trees . /tmp/before
+
+The phases are those twistd goes through: the interpreter's start,
+twistd's own imports, importing the plugin's module
+(C{letsencrypt_resource.tap}), C{Options.parseOptions} (reading and
+checking the configuration), C{makeService}, and starting the services
+(C{privilegedStartService}, C{startService}; the reactor does not run).
+With C{--trees}, each tree is measured in turn at each repeat (before and
+after alternating, in the same minutes); the best of the repeats is shown,
+the least disturbed by other work on the machine.  With C{--bytecode},
+each tree's modules are compiled once first (into a cache under
+C{--workdir}), as an installed package's are: otherwise, with
+C{PYTHONDONTWRITEBYTECODE} set, every start compiles every module again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import ROOT  # noqa: E402
+from twistdscale import moreFiles, writeConfiguration  # noqa: E402
+
+#: The phases, in order.
+PHASES = ("interpreter", "twistd", "import tap", "parseOptions", "makeService", "startService")
+
+#: Run in the fresh interpreter, with the tree first on its path: prints
+#: the CPU seconds at the end of each phase and of the collections so far.
+CHILD = """
+import gc, json, os, sys, time
+marks = [(time.process_time(), 0.0)]
+spent, began = [0.0], [0.0]
+def watch(phase, info):
+    if phase == "start":
+        began[0] = time.process_time()
+    else:
+        spent[0] += time.process_time() - began[0]
+gc.callbacks.append(watch)
+def mark():
+    marks.append((time.process_time(), spent[0]))
+import twisted.scripts.twistd, twisted.application.app
+mark()
+from letsencrypt_resource import tap
+mark()
+options = tap.Options()
+options.parseOptions(["--config", sys.argv[1]])
+mark()
+server = tap.makeService(options)
+mark()
+server.privilegedStartService()
+server.startService()
+mark()
+print(json.dumps(marks), flush=True)
+os._exit(0)
+"""
+
+
+def measureOnce(
+    tree: str, path: str, state: str, n: int, cache: str | None
+) -> list[tuple[float, float]]:
+    """
+    The CPU and collector seconds of each phase, in one fresh interpreter
+    running the package of C{tree} on the configuration C{path}, whose
+    state directory C{state} is emptied first.
+
+    @param cache: Where compiled modules are kept, or C{None} to compile
+        none (with C{PYTHONDONTWRITEBYTECODE} set, as here).
+    """
+    shutil.rmtree(state, ignore_errors=True)
+    os.mkdir(state, 0o700)
+    env = {**os.environ, "PYTHONPATH": tree}
+    if cache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = cache
+    output = subprocess.run(
+        [sys.executable, "-c", CHILD, path],
+        check=True,
+        capture_output=True,
+        cwd=tree,
+        env=env,
+        preexec_fn=moreFiles(n),
+    ).stdout
+    marks = json.loads(output.splitlines()[-1])
+    phases = [(marks[0][0], 0.0)]
+    for (before, gcBefore), (after, gcAfter) in zip(marks, marks[1:], strict=False):
+        phases.append((after - before, gcAfter - gcBefore))
+    return phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 3000, 10000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--trees", nargs="+", default=[ROOT], help="checkouts to compare")
+    parser.add_argument("--first-port", type=int, default=21000)
+    parser.add_argument("--bytecode", action="store_true", help="compile the modules once first")
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
+    arguments = parser.parse_args()
+    trees = [os.path.abspath(tree) for tree in arguments.trees]
+    os.makedirs(arguments.workdir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="prereactor-", dir=arguments.workdir) as directory:
+        caches: dict[str, str | None] = dict.fromkeys(trees)
+        if arguments.bytecode:
+            caches = {tree: os.path.join(directory, f"pycache-{i}") for i, tree in enumerate(trees)}
+        print("| N | tree | " + " | ".join(PHASES) + " | total | of which collector |")
+        print("|---|---|" + "---|" * (len(PHASES) + 2))
+        for n in sorted(arguments.n):
+            state = os.path.join(directory, f"state-{n}")
+            path = writeConfiguration(directory, state, n, arguments.first_port)
+            if arguments.bytecode:
+                for tree in trees:
+                    measureOnce(tree, path, state, n, caches[tree])
+            runs: dict[str, list[list[tuple[float, float]]]] = {tree: [] for tree in trees}
+            for _ in range(arguments.repeats):
+                for tree in trees:
+                    runs[tree].append(measureOnce(tree, path, state, n, caches[tree]))
+            for tree in trees:
+                best = min(runs[tree], key=lambda phases: sum(p[0] for p in phases))
+                cells = " | ".join(f"{cpu:.3f}" for cpu, _ in best)
+                total = sum(cpu for cpu, _ in best)
+                collector = sum(gc for _, gc in best)
+                print(f"| {n:,} | {tree} | {cells} | {total:.3f} s | {collector:.3f} s |")
+    print(f"\nCPU seconds, best of {arguments.repeats}; load: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

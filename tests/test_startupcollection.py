@@ -1,0 +1,155 @@
+"""
+Tests for L{letsencrypt_resource.startupcollection} and how C{twistd
+lets-encrypt} uses it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import weakref
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from letsencrypt_resource import tap
+from letsencrypt_resource.pebble import freeTCPPort
+from letsencrypt_resource.startupcollection import ResumeCollection, pauseCollection
+
+#: A server of one service whose CA is nowhere.
+CONFIGURATION = """\
+[server]
+name = collection test
+
+[resources/le]
+type = lets-encrypt
+acme_url = https://127.0.0.1:9/directory
+agree_tos = yes
+challenge_site = no
+state_directory = state
+
+[services/files]
+type = https
+address = 127.0.0.1
+port = {port}
+path = public
+ssl_domains = files.example.test
+"""
+
+
+class Cycle:
+    """
+    An object in a reference cycle: only the collector frees it.
+    """
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def resetCollector(case: SynchronousTestCase) -> None:
+    """
+    Turn automatic collection on and unfreeze everything, before C{case}
+    and again after it.
+    """
+    gc.enable()
+    gc.unfreeze()
+    case.addCleanup(gc.unfreeze)
+    case.addCleanup(gc.enable)
+
+
+class CollectionCase(SynchronousTestCase):
+    """
+    Leaves the collector as the test found it: on, nothing frozen.
+    """
+
+    def setUp(self) -> None:
+        resetCollector(self)
+
+
+class PauseTests(CollectionCase):
+    """
+    L{pauseCollection}.
+    """
+
+    def test_pauses(self) -> None:
+        """
+        Automatic collection stops, and L{pauseCollection} says it was on.
+        """
+        self.assertTrue(pauseCollection())
+        self.assertFalse(gc.isenabled())
+
+    def test_alreadyOff(self) -> None:
+        """
+        When automatic collection is already off, L{pauseCollection} says
+        so: what turned it off is to turn it on again.
+        """
+        gc.disable()
+        self.assertFalse(pauseCollection())
+        self.assertFalse(gc.isenabled())
+
+
+class ResumeTests(CollectionCase):
+    """
+    L{ResumeCollection}.
+    """
+
+    def test_collectsThenFreezes(self) -> None:
+        """
+        Once started, what start-up made in a cycle is freed, not frozen
+        for good; what is left is out of the collector's reach; and
+        automatic collection is on again.
+        """
+        pauseCollection()
+        garbage = weakref.ref(Cycle())
+        kept = [Cycle()]
+        ResumeCollection(True).startService()
+        self.assertIsNone(garbage())
+        self.assertTrue(gc.is_tracked(kept))
+        self.assertNotIn(kept, gc.get_objects())
+        self.assertTrue(gc.isenabled())
+
+    def test_leftOff(self) -> None:
+        """
+        When L{pauseCollection} found automatic collection off, it stays
+        off: whoever turned it off decides.
+        """
+        gc.disable()
+        resume = ResumeCollection(pauseCollection())
+        garbage = weakref.ref(Cycle())
+        resume.startService()
+        self.assertIsNone(garbage())
+        self.assertFalse(gc.isenabled())
+
+
+class TwistdTests(TestCase):
+    """
+    C{twistd lets-encrypt} pauses automatic collection from reading the
+    configuration until its services have started.
+    """
+
+    def setUp(self) -> None:
+        resetCollector(self)
+
+    def test_pausedWhileBuilding(self) -> Deferred[None]:
+        """
+        Reading the configuration pauses automatic collection; starting
+        the server collects what building it left in a cycle, freezes what
+        is left, and resumes automatic collection.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        path = os.path.join(directory, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(CONFIGURATION.format(port=freeTCPPort()))
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        self.assertFalse(gc.isenabled())
+        server = tap.makeService(options)
+        garbage = weakref.ref(Cycle())
+        kept = [Cycle()]
+        self.assertFalse(gc.isenabled())
+        server.startService()
+        self.assertIsNone(garbage())
+        self.assertNotIn(kept, gc.get_objects())
+        self.assertTrue(gc.isenabled())
+        return server.stopService()
