@@ -27,6 +27,7 @@ connections takes rather than any one blocking call.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import os
 import ssl
@@ -93,6 +94,57 @@ class BusyProbe:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+
+
+class GCPauses:
+    """
+    The collections of Python's garbage collector, in whatever thread they
+    run: each holds the GIL, so the reactor waits through it.
+    """
+
+    def __init__(self) -> None:
+        self._began = 0.0
+        self.reset()
+
+    def start(self) -> None:
+        gc.callbacks.append(self._phase)
+
+    def reset(self) -> None:
+        """
+        Forget the collections so far.
+        """
+        self.longest = 0.0
+        self.longestGeneration = -1
+        self.total = 0.0
+        self.count = 0
+        self.overTen = 0
+
+    def _phase(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._began = now
+            return
+        length = now - self._began
+        self.count += 1
+        self.total += length
+        self.overTen += length > 0.01
+        if length > self.longest:
+            self.longest, self.longestGeneration = length, info["generation"]
+
+    def stop(self) -> None:
+        if self._phase in gc.callbacks:
+            gc.callbacks.remove(self._phase)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "gc_tracked": len(gc.get_objects()),
+            "gc_frozen": gc.get_freeze_count(),
+            "gc_longest_ms": self.longest * 1000,
+            "gc_longest_generation": self.longestGeneration,
+            "gc_total_ms": self.total * 1000,
+            "gc_count": self.count,
+            "gc_over_10ms": self.overTen,
+        }
 
 
 def sourceAddress(index: int) -> str:
@@ -366,6 +418,7 @@ def _serve(configuration: str, name: str, log: str) -> None:
         operations = Operations(server.resource, reactor)
         probe = StallProbe(reactor)
         busy = BusyProbe(reactor)
+        pauses = GCPauses()
         say("READY")
         cpu = reactorCPU = 0.0
         reactorThread = f"/proc/self/task/{threading.get_native_id()}/stat"
@@ -373,6 +426,7 @@ def _serve(configuration: str, name: str, log: str) -> None:
             if command == "start":
                 probe.start()
                 busy.start()
+                pauses.start()
                 cpu = time.process_time()
                 reactorCPU = cpuSeconds(reactorThread)
                 say("STARTED")
@@ -383,6 +437,8 @@ def _serve(configuration: str, name: str, log: str) -> None:
                 probe.stalls.clear()
                 idle["max_busy_ms"] = busy.longest * 1000
                 busy.reset()
+                idle.update(pauses.report())
+                pauses.reset()
                 say("BASELINE " + json.dumps(idle))
             elif command == "renew":
                 began = reactor.seconds()
@@ -391,8 +447,10 @@ def _serve(configuration: str, name: str, log: str) -> None:
                 say("RENEWED " + json.dumps(outcome))
         probe.stop()
         busy.stop()
+        pauses.stop()
         report = probe.report()
         report["max_busy_ms"] = busy.longest * 1000
+        report.update(pauses.report())
         report["cpu_seconds"] = time.process_time() - cpu
         report["reactor_cpu_seconds"] = cpuSeconds(reactorThread) - reactorCPU
         await server.stopService()
