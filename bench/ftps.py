@@ -147,8 +147,7 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
         ),
         (
             "objects the garbage collector tracks, before the load / after it (frozen)",
-            f"{result['baseline']['gc_tracked']} / {server['gc_tracked']} "
-            f"({server['gc_frozen']})",
+            f"{result['baseline']['gc_tracked']} / {server['gc_tracked']} ({server['gc_frozen']})",
         ),
         (
             "reactor lateness p99 / p99.9",

@@ -106,9 +106,9 @@ class TurnEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         if not isinstance(self._reactor, PosixReactorBase):
             # A reactor that reads no socket itself (a test's in memory).
-            return TCP4ServerEndpoint(
-                self._reactor, self._port, BACKLOG, self._interface
-            ).listen(protocolFactory)
+            return TCP4ServerEndpoint(self._reactor, self._port, BACKLOG, self._interface).listen(
+                protocolFactory
+            )
         return execute(self._listenNow, protocolFactory)
 
     def _listenNow(self, factory: IProtocolFactory) -> IListeningPort:

@@ -93,6 +93,8 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "alpnpeek",
                 "firsthandshakes",
                 "workers",
+                "readturns",
+                "turnports",
             }
         ),
     ),

@@ -170,7 +170,10 @@ class TurnServerTests(SynchronousTestCase):
         accepted.setblocking(False)
         self.protocol = _Received()
         self.server = TurnServer.adopt(
-            self.reactor, accepted.fileno(), accepted.family, Factory.forProtocol(lambda: self.protocol)
+            self.reactor,
+            accepted.fileno(),
+            accepted.family,
+            Factory.forProtocol(lambda: self.protocol),
         )
         self.addCleanup(self.server.socket.close)
         self.turns = readTurnsOf(self.reactor)
