@@ -1,12 +1,15 @@
 """
 Tests for L{letsencrypt_resource.readturns} and
 L{letsencrypt_resource.turnports}: at most a few reads of FTPS connections
-in one turn of the reactor, the rest in the turns after, none lost.
+in one turn of the reactor, the rest in the turns after, none lost; and a
+burst of real FTPS sessions through them.
 """
 
 from __future__ import annotations
 
+import io
 import socket
+import threading
 from typing import Any
 
 from twisted.internet import tcp
@@ -15,7 +18,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.readturns import ReadTurns, readTurnsOf
+from letsencrypt_resource.readturns import PER_TURN, ReadTurns, readTurnsOf
+from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
 from letsencrypt_resource.turnports import (
     ACCEPTS_PER_READ,
     BACKLOG,
@@ -23,6 +27,7 @@ from letsencrypt_resource.turnports import (
     TurnPort,
     TurnServer,
 )
+from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
 LOOPBACK = "127.0.0.1"
 
@@ -333,3 +338,64 @@ class TurnEndpointTests(SynchronousTestCase):
         self.assertIsInstance(port, TurnPort)
         self.assertIsInstance(port, tcp.Port)
         self.assertEqual(port.getHost().host, LOOPBACK)
+
+
+class SessionBurstTests(FTPSServiceCase):
+    """
+    A burst of sessions, more than a turn reads, on the real reactor with
+    real clients: every session starts and every transfer completes (the
+    reads the turns held back are all read later).
+    """
+
+    implicit = False
+
+    def burst(self, count: int) -> list[bytes | str]:
+        """
+        Start C{count} sessions at once, each from its own loopback
+        address (the service allows 10 per address), each logging in and
+        downloading; what each got, or its error.
+        """
+        outcomes: list[bytes | str] = [b""] * count
+        start = threading.Barrier(count)
+
+        def session(index: int) -> None:
+            kind = ImplicitFTPS if self.implicit else ResumingFTPS
+            client = kind(clientContext(self.caFile), NAME, resume=True)
+            try:
+                start.wait(30)
+                client.connect(self.host, self.port, source_address=(f"127.0.3.{index + 1}", 0))
+                client.login(USER, PASSWORD)
+                client.prot_p()
+                received = io.BytesIO()
+                client.retrbinary("RETR own.txt", received.write)
+                client.quit()
+                outcomes[index] = received.getvalue()
+            except Exception as error:
+                outcomes[index] = repr(error)
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=session, args=(i,)) for i in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        return outcomes
+
+    async def test_burst(self) -> None:
+        """
+        Three turns' worth of sessions at once all log in and download.
+        """
+        self.startService()
+        count = 3 * PER_TURN
+        outcomes = await self.inThread(self.burst, count)
+        self.assertEqual(outcomes, [CONTENT] * count)
+
+
+class ImplicitSessionBurstTests(SessionBurstTests):
+    """
+    The burst on implicit FTPS, whose sessions build their TLS context as
+    they are accepted.
+    """
+
+    implicit = True
