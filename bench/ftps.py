@@ -139,6 +139,17 @@ def sessionsTable(result: dict[str, Any], arguments: argparse.Namespace) -> str:
             f"{result['baseline']['max_busy_ms']:.1f} ms)",
         ),
         (
+            "garbage collections during the load: count / longest, wall (generation) / "
+            "longest, CPU / over 10 ms of CPU / total CPU",
+            f"{server['gc_count']} / {server['gc_longest_ms']:.1f} ms "
+            f"({server['gc_longest_generation']}) / {server['gc_longest_cpu_ms']:.1f} ms / "
+            f"{server['gc_over_10ms']} / {server['gc_total_cpu_ms']:.0f} ms",
+        ),
+        (
+            "objects the garbage collector tracks, before the load / after it (frozen)",
+            f"{result['baseline']['gc_tracked']} / {server['gc_tracked']} ({server['gc_frozen']})",
+        ),
+        (
             "reactor lateness p99 / p99.9",
             f"{server['p99_lateness_ms']:.1f} / {server['p999_lateness_ms']:.1f} ms",
         ),

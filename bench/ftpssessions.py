@@ -27,6 +27,7 @@ connections takes rather than any one blocking call.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import os
 import ssl
@@ -83,6 +84,59 @@ class BusyProbe:
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
+
+
+class GCPauses:
+    """
+    The collections of Python's garbage collector, in whatever thread they
+    run: each holds the GIL, so the reactor waits through it.  Each is
+    timed in wall time and in the CPU time of its thread (the pause on a
+    machine of its own).
+    """
+
+    def __init__(self) -> None:
+        self._began = (0.0, 0.0)
+        self.reset()
+
+    def start(self) -> None:
+        gc.callbacks.append(self._phase)
+
+    def reset(self) -> None:
+        """
+        Forget the collections so far.
+        """
+        self.longest = self.longestCPU = self.total = 0.0
+        self.longestGeneration = -1
+        self.count = self.overTen = 0
+
+    def _phase(self, phase: str, info: dict[str, int]) -> None:
+        now = (time.perf_counter(), time.thread_time())
+        if phase == "start":
+            self._began = now
+            return
+        length, cpu = now[0] - self._began[0], now[1] - self._began[1]
+        self.count += 1
+        self.total += cpu
+        self.overTen += cpu > 0.01
+        self.longestCPU = max(self.longestCPU, cpu)
+        if length > self.longest:
+            self.longest, self.longestGeneration = length, info["generation"]
+
+    def stop(self) -> None:
+        if self._phase in gc.callbacks:
+            gc.callbacks.remove(self._phase)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "gc_tracked": len(gc.get_objects()),
+            "gc_frozen": gc.get_freeze_count(),
+            "gc_longest_ms": self.longest * 1000,
+            "gc_longest_cpu_ms": self.longestCPU * 1000,
+            "gc_longest_generation": self.longestGeneration,
+            "gc_total_cpu_ms": self.total * 1000,
+            "gc_count": self.count,
+            "gc_over_10ms": self.overTen,
+        }
 
 
 def sourceAddress(index: int) -> str:
@@ -356,6 +410,7 @@ def _serve(configuration: str, name: str, log: str) -> None:
         operations = Operations(server.resource, reactor)
         probe = StallProbe(reactor)
         busy = BusyProbe(reactor)
+        pauses = GCPauses()
         say("READY")
         cpu = reactorCPU = 0.0
         reactorThread = f"/proc/self/task/{threading.get_native_id()}/stat"
@@ -363,6 +418,7 @@ def _serve(configuration: str, name: str, log: str) -> None:
             if command == "start":
                 probe.start()
                 busy.start()
+                pauses.start()
                 cpu = time.process_time()
                 reactorCPU = cpuSeconds(reactorThread)
                 say("STARTED")
@@ -373,6 +429,8 @@ def _serve(configuration: str, name: str, log: str) -> None:
                 probe.stalls.clear()
                 idle["max_busy_ms"] = busy.longest * 1000
                 busy.reset()
+                idle.update(pauses.report())
+                pauses.reset()
                 say("BASELINE " + json.dumps(idle))
             elif command == "renew":
                 began = reactor.seconds()
@@ -381,8 +439,10 @@ def _serve(configuration: str, name: str, log: str) -> None:
                 say("RENEWED " + json.dumps(outcome))
         probe.stop()
         busy.stop()
+        pauses.stop()
         report = probe.report()
         report["max_busy_ms"] = busy.longest * 1000
+        report.update(pauses.report())
         report["cpu_seconds"] = time.process_time() - cpu
         report["reactor_cpu_seconds"] = cpuSeconds(reactorThread) - reactorCPU
         await server.stopService()

@@ -36,8 +36,10 @@ from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .ftpstls import SessionTLS
 from .handshakes import HandshakeForwarding
 from .https import HTTPSFileService
+from .listening import Listener, description
 from .reactors import Reactor
 from .tls import NoCertificateYet
+from .turnports import TurnEndpoint
 
 #: The most sessions open at once from one address.
 MAX_SESSIONS_PER_ADDRESS = 10
@@ -310,6 +312,22 @@ class FTPSService(HTTPSFileService):
         self._logins.stop()
         self._files.stop()
         return gatherResults(stopping).addCallback(lambda _: None)
+
+    def _listener(self, factory: IProtocolFactory) -> Listener:
+        """
+        On an address and port, a listener whose connections read when the
+        reactor's turn allows (L{letsencrypt_resource.readturns}); on an
+        C{endpoint}, the endpoint's.
+        """
+        options = self.options
+        if options.endpoint is not None:
+            return super()._listener(factory)
+        return Listener(
+            lambda: TurnEndpoint(self._reactor, options.port, options.address),
+            factory,
+            self._reactor,
+            description(options),
+        )
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
         realm = FolderRealm(

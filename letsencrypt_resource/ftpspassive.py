@@ -32,6 +32,8 @@ from zope.interface import implementer
 from . import events
 from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
 from .reactors import Reactor
+from .readturns import readTurnsOf
+from .turnports import TurnServer
 
 #: The reply to PASV or EPSV when no passive port is free.
 NO_PASSIVE_PORT = "425 No passive port free, try again later."
@@ -47,7 +49,7 @@ class PassivePort:
     A passive data port: a listening socket whose connections go to a
     factory, as Twisted's TCP port, but quiet (Twisted's logs two lines
     per port, that is per transfer) and taking at most one connection per
-    reactor pass.
+    reactor pass, when the reactor's turn allows.
     """
 
     def __init__(self, reactor: Reactor, factory: IProtocolFactory, listening: socket.socket):
@@ -93,9 +95,14 @@ class PassivePort:
 
     def doRead(self) -> None:
         """
-        Accept one connection and give it to the factory, which closes it
-        by building no protocol for it.
+        Accept one connection, when the reactor's turn allows
+        (L{letsencrypt_resource.readturns}), and give it to the factory,
+        which closes it by building no protocol for it.  Its reads go
+        through the turns as well.
         """
+        if not readTurnsOf(self._reactor).mayRead(self):
+            self._reactor.removeReader(self)
+            return
         try:
             connection, _ = self._socket.accept()
         except OSError:
@@ -104,9 +111,14 @@ class PassivePort:
             return
         with connection:
             connection.setblocking(False)
-            self._reactor.adoptStreamConnection(
-                connection.fileno(), connection.family, self._factory
-            )
+            TurnServer.adopt(self._reactor, connection.fileno(), connection.family, self._factory)
+
+    def readAgain(self) -> None:
+        """
+        The reactor's turn allows a read again.
+        """
+        if self._listening:
+            self._reactor.addReader(self)
 
     def stopListening(self) -> None:
         if self._listening:

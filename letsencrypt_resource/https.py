@@ -119,8 +119,14 @@ class HTTPSFileService(Service):
         served = self._served
         assert served is not None
         factory = self._factory(served)
-        self._port = Listener.on(self._reactor, self.options, factory)
+        self._port = self._listener(factory)
         self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
+
+    def _listener(self, factory: IProtocolFactory) -> Listener:
+        """
+        The listener of C{factory}, where the service's options say.
+        """
+        return Listener.on(self._reactor, self.options, factory)
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
         """

@@ -11,31 +11,41 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.ftpspassive import PassivePort
+from letsencrypt_resource.readturns import PER_TURN, readTurnsOf
+from letsencrypt_resource.turnports import TurnServer
 
 
-class _Reactor:
+class _Reactor(Clock):
     """
-    Records the readers added and removed, and the peer of each connection
-    adopted.
+    Records the readers added and removed, in order; its calls are a
+    C{Clock}'s.
     """
 
     def __init__(self) -> None:
-        self.readers: set[Any] = set()
-        self.adopted: list[tuple[str, int]] = []
+        super().__init__()
+        self.readers: dict[Any, None] = {}
 
     def addReader(self, reader: Any) -> None:
-        self.readers.add(reader)
+        self.readers[reader] = None
 
     def removeReader(self, reader: Any) -> None:
-        self.readers.discard(reader)
+        self.readers.pop(reader, None)
 
-    def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
-        with socket.fromfd(fd, family, socket.SOCK_STREAM) as connection:
-            self.adopted.append(connection.getpeername()[:2])
+    @property
+    def adopted(self) -> list[tuple[str, int]]:
+        """
+        The client address of each connection adopted and reading.
+        """
+        return [
+            (reader.getPeer().host, reader.getPeer().port)
+            for reader in self.readers
+            if isinstance(reader, TurnServer)
+        ]
 
 
 class PassivePortTests(SynchronousTestCase):
@@ -49,9 +59,19 @@ class PassivePortTests(SynchronousTestCase):
         A port on any free port of C{interface}, stopped at the end.
         """
         reactor = _Reactor()
-        port = PassivePort.listen(reactor, 0, Factory(), interface)
+        port = PassivePort.listen(reactor, 0, Factory.forProtocol(Protocol), interface)
         self.addCleanup(port.stopListening)
+        self.addCleanup(self.closeAdopted, reactor)
         return reactor, port
+
+    @staticmethod
+    def closeAdopted(reactor: _Reactor) -> None:
+        """
+        Close the sockets of the connections C{reactor} reads.
+        """
+        for reader in reactor.readers:
+            if isinstance(reader, TurnServer):
+                reader.socket.close()
 
     def connect(self, port: PassivePort) -> socket.socket:
         """
@@ -65,10 +85,11 @@ class PassivePortTests(SynchronousTestCase):
     def test_oneConnectionPerRead(self) -> None:
         """
         Each read of the port adopts one waiting connection, whatever
-        the number waiting: a burst is spread over reactor passes.
+        the number waiting: a burst is spread over reactor passes.  The
+        connection adopted reads under the reactor's turns.
         """
         reactor, port = self.listen()
-        self.assertEqual(reactor.readers, {port})
+        self.assertEqual(list(reactor.readers), [port])
         clients = [self.connect(port) for _ in range(3)]
         port.doRead()
         self.assertEqual(reactor.adopted, [clients[0].getsockname()])
@@ -77,6 +98,37 @@ class PassivePortTests(SynchronousTestCase):
         self.assertEqual(reactor.adopted, [client.getsockname() for client in clients])
         port.doRead()
         self.assertEqual(len(reactor.adopted), 3)
+
+    def test_acceptsInTurn(self) -> None:
+        """
+        A port read when the reactor's turn has no read left accepts
+        nothing and stops reading; it reads again, and accepts, when the
+        next turn tells it to.
+        """
+        reactor, port = self.listen()
+        turns = readTurnsOf(reactor)
+        self.connect(port)
+        for _ in range(PER_TURN):
+            turns.mayRead(object())  # type: ignore[arg-type]
+        port.doRead()
+        self.assertEqual(list(reactor.readers), [])
+        reactor.advance(0)
+        self.assertEqual(list(reactor.readers), [port])
+        port.doRead()
+        self.assertEqual(len(reactor.adopted), 1)
+
+    def test_stoppedWhileWaiting(self) -> None:
+        """
+        A port stopped while it waits for its turn is not read again.
+        """
+        reactor, port = self.listen()
+        turns = readTurnsOf(reactor)
+        for _ in range(PER_TURN):
+            turns.mayRead(object())  # type: ignore[arg-type]
+        port.doRead()
+        port.stopListening()
+        reactor.advance(0)
+        self.assertEqual(list(reactor.readers), [])
 
     def test_stopListening(self) -> None:
         """
@@ -87,7 +139,7 @@ class PassivePortTests(SynchronousTestCase):
         number = port.getHost().port
         port.stopListening()
         port.stopListening()
-        self.assertEqual(reactor.readers, set())
+        self.assertEqual(list(reactor.readers), [])
         again = PassivePort.listen(reactor, number, Factory(), "127.0.0.1")
         again.stopListening()
 

@@ -95,6 +95,8 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "firsthandshakes",
                 "workers",
                 "ftpsbusy",
+                "readturns",
+                "turnports",
             }
         ),
     ),

@@ -60,7 +60,9 @@ class ImplicitFTPS(ResumingFTPS):
     ) -> str:
         self.host = host
         self.port = port
-        plain = socket.create_connection((host, port), self.timeout)
+        # As ftplib's: the data connections come from the same address.
+        self.source_address = source_address
+        plain = socket.create_connection((host, port), self.timeout, source_address)
         self.sock = self.context.wrap_socket(plain, server_hostname=self.tlsName)
         self.af = self.sock.family
         self.file = self.sock.makefile("r", encoding=self.encoding)

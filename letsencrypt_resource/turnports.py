@@ -1,0 +1,117 @@
+"""
+TCP connections and listening ports whose reads go through the reactor's
+L{letsencrypt_resource.readturns.ReadTurns}: the FTPS service's control
+port, and the connections of its control and passive data ports.
+
+The bound sits under TLS: a TLS handshake, a command line, a session's end
+all begin with a read of the socket.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, execute
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.posixbase import PosixReactorBase
+from zope.interface import implementer
+
+from .readturns import readTurnsOf
+
+#: Connections accepted at once by a control port, at most: accepting
+#: builds each session (for implicit FTPS its TLS context), so a burst of
+#: new sessions is spread over turns as reads are.
+ACCEPTS_PER_READ = 4
+#: Connections the kernel holds for a control port until it accepts them:
+#: a burst of 200 sessions overflowed Twisted's 50 (the kernel logged SYN
+#: flooding and some sessions took 20 s to start).
+BACKLOG = 256
+
+
+class TurnServer(tcp.Server):
+    """
+    A TCP connection that reads only when the turn allows: refused, it
+    stops reading until told to read again.  The reading that others ask
+    for (pausing, resuming, closing) is kept apart, and applies once it
+    reads again.
+    """
+
+    _refused = False
+    _wantsReading = False
+
+    @classmethod
+    def adopt(cls, reactor: Any, fd: int, family: int, factory: IProtocolFactory) -> Any:
+        """
+        Take over the connected socket C{fd}, as the reactor's
+        C{adoptStreamConnection} does for its own connections.
+        """
+        return cls._fromConnectedSocket(fd, family, factory, reactor)
+
+    def doRead(self) -> Any:
+        if not readTurnsOf(self.reactor).mayRead(self):
+            self._refused = True
+            self.reactor.removeReader(self)
+            return None
+        return super().doRead()
+
+    def readAgain(self) -> None:
+        self._refused = False
+        if self._wantsReading:
+            self.reactor.addReader(self)
+
+    def startReading(self) -> None:
+        self._wantsReading = True
+        if not self._refused:
+            super().startReading()
+
+    def stopReading(self) -> None:
+        self._wantsReading = False
+        super().stopReading()
+
+
+class TurnPort(tcp.Port):
+    """
+    A TCP port whose connections are L{TurnServer}s, accepting at most
+    L{ACCEPTS_PER_READ} connections at a read, when the turn allows.
+    """
+
+    transport = TurnServer
+
+    def doRead(self) -> None:
+        if not readTurnsOf(self.reactor).mayRead(self):
+            self.reactor.removeReader(self)
+            return
+        # Twisted's port raises its count after a full read.
+        self.numberAccepts = min(self.numberAccepts, ACCEPTS_PER_READ)
+        super().doRead()
+
+    def readAgain(self) -> None:
+        if self.connected and not self.disconnecting:
+            self.reactor.addReader(self)
+
+
+@implementer(IStreamServerEndpoint)
+class TurnEndpoint:
+    """
+    Listens on a TCP port of an address with a L{TurnPort}.
+    """
+
+    def __init__(self, reactor: Any, port: int, interface: str):
+        self._reactor = reactor
+        self._port = port
+        self._interface = interface
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        if not isinstance(self._reactor, PosixReactorBase):
+            # A reactor that reads no socket itself (a test's in memory).
+            return TCP4ServerEndpoint(self._reactor, self._port, BACKLOG, self._interface).listen(
+                protocolFactory
+            )
+        return execute(self._listenNow, protocolFactory)
+
+    def _listenNow(self, factory: IProtocolFactory) -> IListeningPort:
+        port = TurnPort(self._port, factory, BACKLOG, self._interface, self._reactor)
+        port.startListening()
+        return port
