@@ -669,6 +669,12 @@ class ConfinedShell:
     def removeFile(self, path: Sequence[str]) -> Deferred[None]:
         return self._change(path, _unlinkFile)
 
+    def checkFree(self, path: Sequence[str]) -> Deferred[None]:
+        """
+        Fail as L{removeFile} would for a busy or unchangeable C{path}.
+        """
+        return self._change(path, lambda name, dir_fd: None)
+
     def rename(self, fromPath: Sequence[str], toPath: Sequence[str]) -> Deferred[None]:
         try:
             source, fromName = self._parent(fromPath)

@@ -11,16 +11,17 @@ import ftplib
 import io
 import os
 import socket
+import threading
 import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from letsencrypt_resource import ftpsshell
+from letsencrypt_resource import ftpsshell, ftpssilence
 from letsencrypt_resource.ftps import FTPSFactory
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase, retrieve
-from tests.helpers.slowdisk import useSlowDisk
+from tests.helpers.slowdisk import WAIT, useSlowDisk
 
 #: The size of the file the tests resume.
 SIZE = len(CONTENT)
@@ -454,20 +455,29 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
     async def test_concurrentAppendsRefused(self) -> None:
         """
         While one session appends to a file (its copy of the file's start
-        runs), another session's append to it, resumed store, removal and
-        renaming onto it are answered 450; none of the first's data is lost, and
-        once it ended the second appends after it.
+        runs, held until the test lets it go), another session's append to
+        it, resumed store, removal and RNFR are answered 450, its MKD and
+        RMD 550 and a renaming onto it 553 (RFC 959 lists no 450 for
+        those); none of the first's data is lost, and once it ended the
+        second appends after it.
         """
-        steps: list[None] = []
-        self.slowCopy(steps)
+        copying, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)
+        copy = ftpsshell._copyBytes
+
+        def held(*args: Any) -> None:
+            copying.set()
+            release.wait(WAIT)
+            copy(*args)
+
+        self.patch(ftpsshell, "_copyBytes", held)
         with open(self.path("big.bin"), "wb") as file:
             file.write(b"a" * (4 << 20))
         self.startService()
         first = self.inThread(
             lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
         )
-        while not steps:
-            await deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(await self.inThread(copying.wait, WAIT))
         second = await self.inThread(self.loggedIn)
 
         def refusals() -> list[str]:
@@ -477,20 +487,54 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
                     second.storbinary(command, io.BytesIO(b"second"), rest=rest)
                 except ftplib.error_temp as error:
                     answers.append(str(error))
-            for command in ("DELE big.bin", "RNTO big.bin"):
+            for commands in (
+                ["DELE big.bin"],
+                ["RNFR big.bin"],
+                ["MKD big.bin"],
+                ["RMD big.bin"],
+                ["RNFR own.txt", "RNTO big.bin"],
+            ):
                 try:
-                    if command.startswith("RNTO"):
-                        second.sendcmd("RNFR own.txt")
-                    second.sendcmd(command)
-                except ftplib.error_temp as error:
+                    for command in commands:
+                        second.sendcmd(command)
+                except ftplib.Error as error:
                     answers.append(str(error))
+            release.set()
             return answers
 
-        busy = "450 big.bin: file busy, an upload of it is in progress."
-        self.assertEqual(await self.inThread(refusals), [busy] * 4)
+        busy = "big.bin: file busy, an upload of it is in progress."
+        self.assertEqual(
+            await self.inThread(refusals),
+            [f"{code} {busy}" for code in (450, 450, 450, 450, 550, 550, 553)],
+        )
         self.assertEqual((await first)[:3], "226")
         await self.inThread(second.storbinary, "APPE big.bin", io.BytesIO(b"second"))
         self.assertEqual(self.read("big.bin"), b"a" * (4 << 20) + b"firstsecond")
+
+    async def test_silentUploadCut(self) -> None:
+        """
+        An upload whose data connection brings nothing for
+        L{ftpssilence.UPLOAD_SILENCE} seconds is cut (426) long before its
+        session's idle timeout, and its file is free: another session's
+        upload of it is stored.
+        """
+        self.patch(ftpssilence, "UPLOAD_SILENCE", 0.5)
+        self.startService()
+
+        def silent() -> str:
+            client = self.loggedIn()
+            client.voidcmd("TYPE I")
+            conn = client.transfercmd("STOR own.txt")
+            self.addCleanup(conn.close)
+            try:
+                return client.getresp()
+            except ftplib.Error as error:
+                return str(error)
+
+        self.assertEqual((await self.inThread(silent))[:3], "426")
+        retry = await self.inThread(self.loggedIn)
+        await self.inThread(retry.storbinary, "STOR own.txt", io.BytesIO(b"retry"))
+        self.assertEqual(self.read("own.txt"), b"retry")
 
     async def test_copiesLeaveThreadsToOthers(self) -> None:
         """

@@ -94,6 +94,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "firsthandshakes",
                 "workers",
                 "ftpsbusy",
+                "ftpssilence",
             }
         ),
     ),
