@@ -1,8 +1,9 @@
 """
 The files FTPS uploads are writing, in this process: while one is, a
 second upload of it, its removal and its renaming (from or to its name)
-are refused with 450, as servers answer for a locked file, until the
-first upload was stored or removed.
+are refused, with 450 as servers answer for a locked file (with 550 or
+553 where RFC 959 lists no 450), until the first upload was stored or
+removed.
 
 Each upload writes a temporary file and renames it to its name at the
 end; a resumed upload (C{APPE}, C{REST} then C{STOR}) first copies the
