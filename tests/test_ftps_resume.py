@@ -18,8 +18,9 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from letsencrypt_resource import ftpsshell, ftpssilence
+from letsencrypt_resource import ftps, ftpsshell, ftpssilence
 from letsencrypt_resource.ftps import FTPSFactory
+from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase, retrieve
 from tests.helpers.slowdisk import WAIT, useSlowDisk
 
@@ -452,14 +453,12 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.assertLessEqual(len(steps), left + 2)
 
-    async def test_concurrentAppendsRefused(self) -> None:
+    def holdCopy(self) -> tuple[threading.Event, threading.Event]:
         """
-        While one session appends to a file (its copy of the file's start
-        runs, held until the test lets it go), another session's append to
-        it, resumed store, removal and RNFR are answered 450, its MKD and
-        RMD 550 and a renaming onto it 553 (RFC 959 lists no 450 for
-        those); none of the first's data is lost, and once it ended the
-        second appends after it.
+        Hold each copy step of resumed uploads until the test lets them go.
+
+        @return: An event set once a step started, and the one that lets
+            the steps go (at the end of the test at the latest).
         """
         copying, release = threading.Event(), threading.Event()
         self.addCleanup(release.set)
@@ -471,6 +470,53 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             copy(*args)
 
         self.patch(ftpsshell, "_copyBytes", held)
+        return copying, release
+
+    async def test_liveUploadKeptByAnotherStart(self) -> None:
+        """
+        A second service starting on the folder while the first runs an
+        upload (a reload adding the implicit twin, say) leaves that
+        upload's temporary file in its sweep of stale uploads, and the
+        upload is stored.
+        """
+        copying, release = self.holdCopy()
+        swept = threading.Semaphore(0)
+        sweep = ftps.removeStaleUploads
+
+        def recorded(*args: Any) -> int:
+            try:
+                return sweep(*args)
+            finally:
+                swept.release()
+
+        self.patch(ftps, "removeStaleUploads", recorded)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * 100)
+        self.startService()
+        self.assertTrue(await self.inThread(swept.acquire, True, WAIT))
+        first = self.inThread(
+            lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
+        )
+        self.assertTrue(await self.inThread(copying.wait, WAIT))
+        temporaries = self.temporaries()
+        self.port = freeTCPPort()
+        self.startService(implicit=True)
+        self.assertTrue(await self.inThread(swept.acquire, True, WAIT))
+        self.assertEqual(self.temporaries(), temporaries)
+        release.set()
+        self.assertEqual((await first)[:3], "226")
+        self.assertEqual(self.read("big.bin"), b"a" * 100 + b"first")
+
+    async def test_concurrentAppendsRefused(self) -> None:
+        """
+        While one session appends to a file (its copy of the file's start
+        runs, held until the test lets it go), another session's append to
+        it, resumed store, removal and RNFR are answered 450, its MKD and
+        RMD 550 and a renaming onto it 553 (RFC 959 lists no 450 for
+        those); none of the first's data is lost, and once it ended the
+        second appends after it.
+        """
+        copying, release = self.holdCopy()
         with open(self.path("big.bin"), "wb") as file:
             file.write(b"a" * (4 << 20))
         self.startService()
