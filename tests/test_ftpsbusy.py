@@ -15,6 +15,7 @@ from letsencrypt_resource.folder import openFolder
 from letsencrypt_resource.ftpsbusy import TEMPORARIES, UPLOADING, BusyFiles, FileBusy
 from letsencrypt_resource.ftpsshell import ConfinedShell, removeStaleUploads
 from tests.helpers.ftpscase import CONTENT, USER, makeTree, runAtOnce
+from tests.helpers.transferfakes import QueuedThreads
 
 
 class BusyFilesTests(SynchronousTestCase):
@@ -190,31 +191,19 @@ class ShellBusyTests(SynchronousTestCase):
         thread keeps its name busy and its folder open until the store
         ended, and is stored.
         """
-        queued: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
-
-        def inThread(function: Any, *args: Any) -> Deferred[Any]:
-            waiting: Deferred[Any] = Deferred()
-            queued.append((waiting, function, args))
-            return waiting
-
-        def runQueued() -> None:
-            while queued:
-                waiting, function, args = queued.pop(0)
-                waiting.callback(function(*args))
-
-        shell = ConfinedShell(openFolder(self.folder), True, inThread=inThread)
+        threads = QueuedThreads()
+        shell = ConfinedShell(openFolder(self.folder), True, inThread=threads)
         self.addCleanup(shell.logout)
         upload: Any = self.successResultOf(shell.openForWriting(["own.txt"], 0))
         self.successResultOf(upload.receive()).write(b"new")
         closing = upload.close()
-        waiting, function, args = queued.pop(0)
-        waiting.callback(function(*args))
-        self.assertEqual([function.__name__ for _, function, _ in queued], ["_store"])
+        threads.runNext()
+        self.assertEqual([function.__name__ for _, function, _ in threads.waiting], ["_store"])
         upload.abort()
         self.assertBusy(shell.removeFile(["own.txt"]))
         stopped = upload.whenStopped()
         self.assertNoResult(stopped)
-        runQueued()
+        threads.runNext()
         self.successResultOf(closing)
         self.successResultOf(stopped)
         with open(os.path.join(self.folder, "own.txt"), "rb") as file:

@@ -5,51 +5,13 @@ connection is cut once it brought nothing for too long.
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.ftpssilence import UPLOAD_SILENCE, SilenceLimit
-
-
-class _Producer:
-    """
-    A data connection: what was asked of it.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
-class _Consumer:
-    """
-    What writes the file: what it got.
-    """
-
-    def __init__(self) -> None:
-        self.producer: Any = None
-        self.written: list[bytes] = []
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.producer = None
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
+from tests.helpers.transferfakes import KeepingConsumer, RecordingProducer
 
 
 class SilenceLimitTests(SynchronousTestCase):
@@ -60,8 +22,8 @@ class SilenceLimitTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.cuts: list[None] = []
-        self.consumer = _Consumer()
-        self.producer = _Producer()
+        self.consumer = KeepingConsumer()
+        self.producer = RecordingProducer()
         self.limit = SilenceLimit(self.consumer, self.clock, lambda: self.cuts.append(None))
         self.limit.registerProducer(self.producer, True)
 
@@ -74,7 +36,7 @@ class SilenceLimitTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IPushProducer, self.limit))
         self.assertIs(self.consumer.producer, self.limit)
         self.limit.write(b"data")
-        self.assertEqual(self.consumer.written, [b"data"])
+        self.assertEqual(self.consumer.chunks, [b"data"])
         self.limit.pauseProducing()
         self.limit.resumeProducing()
         self.limit.stopProducing()
@@ -113,10 +75,10 @@ class SilenceLimitTests(SynchronousTestCase):
         stopped, nothing is cut any more and no call is left waiting.
         """
         self.limit.unregisterProducer()
-        self.assertIsNone(self.consumer.producer)
+        self.assertTrue(self.consumer.unregistered)
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        other = SilenceLimit(_Consumer(), self.clock, lambda: self.cuts.append(None), 5)
-        other.registerProducer(_Producer(), True)
+        other = SilenceLimit(KeepingConsumer(), self.clock, lambda: self.cuts.append(None), 5)
+        other.registerProducer(RecordingProducer(), True)
         other.stopProducing()
         self.clock.advance(UPLOAD_SILENCE * 2)
         self.assertEqual(self.cuts, [])
