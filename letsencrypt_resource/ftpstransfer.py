@@ -3,7 +3,9 @@ The transfer commands of the FTPS protocol (RETR, STOR, LIST, NLST), over
 the data connections of L{letsencrypt_resource.ftpsdata}: a download is
 complete once the data connection's handshake passed its checks and the
 file was sent; an upload is stored only when its data connection ended
-with a TLS close_notify.
+with a TLS close_notify, and is cut once that connection was silent too
+long (L{letsencrypt_resource.ftpssilence}).  RNFR is here too: it refuses
+a file an upload is writing at once.
 """
 
 from __future__ import annotations
