@@ -1,8 +1,9 @@
 """
 The files FTPS uploads are writing, in this process: while one is, a
 second upload of it, its removal and its renaming (from or to its name)
-are refused with 450, as servers answer for a locked file, until the
-first upload was stored or removed.
+are refused, with 450 as servers answer for a locked file (with 550 or
+553 where RFC 959 lists no 450), until the first upload was stored or
+removed.
 
 Each upload writes a temporary file and renames it to its name at the
 end; a resumed upload (C{APPE}, C{REST} then C{STOR}) first copies the
@@ -14,6 +15,14 @@ no data connection open for an unknown time: clients retry a 450.
 A file is known by its folder (device and inode) and its name, so that
 two services serving one folder (explicit and implicit FTPS, say) share
 the lock.  Other processes, and other nodes of a cluster, are not told.
+Names are compared as given: on a folder whose file system folds case
+(vfat, exfat, SMB mounts, ext4 with casefold), two spellings of one file
+are two names, and are not refused.
+
+The temporary files the uploads write are known the same way
+(L{TEMPORARIES}), so that a service starting on a folder another service
+of the process serves does not take them for the leftovers of a stopped
+process.
 """
 
 from __future__ import annotations
@@ -34,11 +43,21 @@ class FileBusy(FTPCmdError):
 
     errorCode = REQ_ACTN_ABRTD_FILE_UNAVAIL
 
+    def __init__(self, path: str, code: int = 450):
+        """
+        @param path: The path the client gave.
+        @param code: The reply's code: 450 where RFC 959 lists it (STOR,
+            APPE, RNFR, DELE), else a permanent one (550 for MKD and RMD,
+            553 for RNTO).
+        """
+        super().__init__(path)
+        self.code = code
+
     def response(self) -> str:
         """
         The reply: Twisted's words for 450 take no name.
         """
-        return f"450 {self.args[0]}: file busy, an upload of it is in progress."
+        return f"{self.code} {self.args[0]}: file busy, an upload of it is in progress."
 
 
 class BusyFiles:
@@ -70,13 +89,21 @@ class BusyFiles:
 
         return release
 
-    def check(self, folder: int, name: str, path: Sequence[str]) -> None:
+    def check(self, folder: int, name: str, path: Sequence[str], code: int = 450) -> None:
         """
+        @param code: The code of the refusal (see L{FileBusy}).
         @raise FileBusy: when the file C{name} of the open folder C{folder}
             is busy.
         """
-        if self._busy and _key(folder, name) in self._busy:
-            raise FileBusy("/".join(path))
+        if self.holds(folder, name):
+            raise FileBusy("/".join(path), code)
+
+    def holds(self, folder: int, name: str) -> bool:
+        """
+        Whether the file C{name} of the open folder C{folder} is busy; may
+        be asked from another thread.
+        """
+        return bool(self._busy) and _key(folder, name) in self._busy
 
 
 def _key(folder: int, name: str) -> _Key:
@@ -90,3 +117,6 @@ def _key(folder: int, name: str) -> _Key:
 
 #: The files the uploads of every FTPS service of this process write.
 UPLOADING = BusyFiles()
+#: The temporary files the uploads of every FTPS service of this process
+#: write, from before they are made until they were renamed or removed.
+TEMPORARIES = BusyFiles()

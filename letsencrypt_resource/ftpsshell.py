@@ -40,7 +40,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .folder import openBelow
-from .ftpsbusy import UPLOADING, BusyFiles, FileBusy
+from .ftpsbusy import TEMPORARIES, UPLOADING, BusyFiles, FileBusy
 from .ftpsfiles import CHUNK_SIZE, InThread, ThreadedFileSender, ThreadedFileWriter, writeAll
 
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -55,6 +55,10 @@ MAX_LISTED = 10_000
 #: The most bytes a resumed upload copies from the file it replaces in one
 #: turn of a thread.
 COPY_STEP = 4 * 1024 * 1024
+#: The refusals of a busy name where RFC 959 lists no 450: MKD and RMD
+#: (550), and RNTO (553; a busy source is refused at RNFR, with 450).
+NOT_TAKEN = 550
+NAME_NOT_ALLOWED = 553
 #: A whole temporary name of an upload.
 _TEMPORARY = re.compile(re.escape(UPLOAD_PREFIX) + "[0-9a-f]{16}")
 
@@ -179,6 +183,7 @@ class Upload:
         inThread: InThread,
         copyTurns: DeferredLock | None = None,
         release: Callable[[], None] = lambda: None,
+        temporaries: BusyFiles = TEMPORARIES,
     ):
         """
         @param folder: A descriptor of the folder, which this takes over.
@@ -191,6 +196,8 @@ class Upload:
             share.
         @param release: Called once the upload was stored or removed (its
             name is no longer busy).
+        @param temporaries: Where its temporary file is known while it
+            exists (L{removeStaleUploads} leaves it).
 
         @raise OSError: when the temporary file cannot be made, or the file
             C{name} cannot be read for a resumed upload.
@@ -206,13 +213,18 @@ class Upload:
         # Short and fixed: a target name as long as the system allows can
         # be uploaded.
         self.temporary = f"{UPLOAD_PREFIX}{secrets.token_hex(8)}"
+        self._forgetTemporary: Callable[[], None] = lambda: None
         try:
+            # Known before it exists: a sweep never finds it unknown.
+            self._forgetTemporary = temporaries.take(folder, self.temporary, [self.temporary])
             self._fd = _create(folder, self.temporary, replaced)
-        except OSError:
+        except BaseException:
+            self._forgetTemporary()
             self._closeKept()
             raise
         self._writer = ThreadedFileWriter(self._fd, inThread)
         self._copying = False
+        self._storing = False
         self._cancelled = False
         self._stopped: list[Deferred[None]] = []
 
@@ -282,9 +294,24 @@ class Upload:
         rename it to its name (in a thread).
         """
         closing = self._writer.flush()
-        closing.addCallback(lambda _: self._inThread(self._store))
+        closing.addCallback(self._storeInThread)
         closing.addCallbacks(self._stored, self._notStored)
         return closing
+
+    def _storeInThread(self, _: None) -> Deferred[None]:
+        """
+        Store the upload in a thread, unless it was aborted: until the
+        store ended, an abort waits (its folder and name stay its own).
+        """
+        if self._cancelled:
+            return fail(UploadCancelled("the upload was aborted"))
+        self._storing = True
+        storing: Deferred[None] = self._inThread(self._store)
+        return storing.addBoth(self._storeEnded)
+
+    def _storeEnded(self, result: Any) -> Any:
+        self._storing = False
+        return result
 
     def _store(self) -> None:
         fd, self._fd = self._fd, -1
@@ -308,10 +335,11 @@ class Upload:
     def abort(self) -> None:
         """
         Remove the incomplete upload, unless it was stored or removed
-        already, once no write nor copy of it runs.
+        already, once no write nor copy of it runs; while it is being
+        stored, the store's end decides (stored, or removed if it failed).
         """
         self._cancelled = True
-        if not self._copying:
+        if not self._copying and not self._storing:
             self._writer.stop().addCallback(lambda _: self._remove())
 
     def whenStopped(self) -> Deferred[None]:
@@ -341,6 +369,7 @@ class Upload:
         folder, self._folder = self._folder, -1
         if folder >= 0:
             os.close(folder)
+            self._forgetTemporary()
             self._release()
         stopped, self._stopped = self._stopped, []
         for waiting in stopped:
@@ -598,26 +627,27 @@ class ConfinedShell:
             return fail()
         try:
             return succeed(Upload(folder, name, start, self._inThread, self._copyTurns, release))
-        except RestartInvalid:
+        except BaseException as error:
+            # Whatever failed, the name and the folder are not kept.
             release()
             os.close(folder)
-            return fail()
-        except OSError as error:
-            release()
-            os.close(folder)
-            return refusal(error, path)
+            if isinstance(error, OSError):
+                return refusal(error, path)
+            if isinstance(error, Exception):
+                return fail()
+            raise
 
-    def _change(self, path: Sequence[str], change: Any) -> Deferred[None]:
+    def _change(self, path: Sequence[str], change: Any, busyCode: int = 450) -> Deferred[None]:
         """
         Apply C{change(name, dir_fd=folder)} to the last name of C{path},
-        unless an upload is writing it.
+        unless an upload is writing it (refused with C{busyCode}).
         """
         try:
             folder, name = self._parent(path)
         except OSError as error:
             return refusal(error, path)
         try:
-            self._busy.check(folder, name, path)
+            self._busy.check(folder, name, path, busyCode)
             change(name, dir_fd=folder)
         except FileBusy:
             return fail()
@@ -628,13 +658,22 @@ class ConfinedShell:
         return succeed(None)
 
     def makeDirectory(self, path: Sequence[str]) -> Deferred[None]:
-        return self._change(path, lambda name, dir_fd: os.mkdir(name, 0o755, dir_fd=dir_fd))
+        # RFC 959 lists no 450 for MKD and RMD.
+        return self._change(
+            path, lambda name, dir_fd: os.mkdir(name, 0o755, dir_fd=dir_fd), NOT_TAKEN
+        )
 
     def removeDirectory(self, path: Sequence[str]) -> Deferred[None]:
-        return self._change(path, os.rmdir)
+        return self._change(path, os.rmdir, NOT_TAKEN)
 
     def removeFile(self, path: Sequence[str]) -> Deferred[None]:
         return self._change(path, _unlinkFile)
+
+    def checkFree(self, path: Sequence[str]) -> Deferred[None]:
+        """
+        Fail as L{removeFile} would for a busy or unchangeable C{path}.
+        """
+        return self._change(path, lambda name, dir_fd: None)
 
     def rename(self, fromPath: Sequence[str], toPath: Sequence[str]) -> Deferred[None]:
         try:
@@ -647,8 +686,9 @@ class ConfinedShell:
             os.close(source)
             return refusal(error, toPath)
         try:
-            self._busy.check(source, fromName, fromPath)
-            self._busy.check(target, toName, toPath)
+            # The RNTO's refusal: RFC 959 lists no 450 for it.
+            self._busy.check(source, fromName, fromPath, NAME_NOT_ALLOWED)
+            self._busy.check(target, toName, toPath, NAME_NOT_ALLOWED)
             os.rename(fromName, toName, src_dir_fd=source, dst_dir_fd=target)
         except FileBusy:
             return fail()
@@ -734,16 +774,18 @@ def _attributes(status: os.stat_result, keys: Sequence[str]) -> list[Any]:
     return [values[key]() for key in keys]
 
 
-def removeStaleUploads(root: str, before: float) -> int:
+def removeStaleUploads(root: str, before: float, live: BusyFiles = TEMPORARIES) -> int:
     """
     Remove the temporary files of uploads below C{root} last written
     before C{before} (a time), left by a process that stopped during
-    uploads, and give how many.  Links are never followed.
+    uploads, and give how many.  Those of the uploads of this process
+    (C{live}: of any service serving the folder) are left.  Links are
+    never followed.
     """
     removed = 0
     for _, _, files, folder in os.fwalk(root, follow_symlinks=False):
         for name in files:
-            if not _TEMPORARY.fullmatch(name):
+            if not _TEMPORARY.fullmatch(name) or live.holds(folder, name):
                 continue
             try:
                 status = os.stat(name, dir_fd=folder, follow_symlinks=False)

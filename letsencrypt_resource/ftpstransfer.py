@@ -3,16 +3,19 @@ The transfer commands of the FTPS protocol (RETR, STOR, LIST, NLST), over
 the data connections of L{letsencrypt_resource.ftpsdata}: a download is
 complete once the data connection's handshake passed its checks and the
 file was sent; an upload is stored only when its data connection ended
-with a TLS close_notify.
+with a TLS close_notify, and is cut once that connection was silent too
+long (L{letsencrypt_resource.ftpssilence}).  RNFR is here too: it refuses
+a file an upload is writing at once.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import cooperate
 from twisted.protocols.ftp import (
     CNX_CLOSED_TXFR_ABORTED,
@@ -33,6 +36,9 @@ from . import events
 from .ftpsbusy import FileBusy
 from .ftpsdata import DataRefused, SecureDTP
 from .ftpsshell import Download, RestartInvalid, StorageFull, Upload, refusal
+from .ftpssilence import SilenceLimit
+
+_F = TypeVar("_F", Failure, None)
 
 #: The lines of a listing formatted and sent at once.
 LIST_LINES_AT_ONCE = 200
@@ -46,7 +52,31 @@ REUSE_REQUIRED = "522 SSL connection failed: session reuse required"
 RESTART_INVALID = "554 Requested action not taken: invalid REST parameter."
 
 
-class TransferCommands:
+class RenameCommands:
+    """
+    RNFR for an C{FTP} subclass whose shell is a
+    L{letsencrypt_resource.ftpsshell.ConfinedShell}.
+    """
+
+    if TYPE_CHECKING:
+        shell: Any
+
+        def _segments(self, path: str) -> list[str]: ...
+
+    def ftp_RNFR(self, fromName: str) -> Deferred[Any]:
+        """
+        Refuse to rename a file an upload is writing, or one that cannot
+        be changed, at once (with 450 or 550, RFC 959's answers to RNFR);
+        else wait for RNTO, as Twisted does.
+        """
+        checking: Deferred[Any] = self.shell.checkFree(self._segments(fromName))
+        return checking.addCallback(self._renameFrom, fromName)
+
+    def _renameFrom(self, _: None, fromName: str) -> Any:
+        return super().ftp_RNFR(fromName)  # type: ignore[misc]
+
+
+class TransferCommands(RenameCommands):
     """
     RETR, STOR, APPE, LIST and NLST for an C{FTP} subclass whose data connections
     are L{SecureDTP}.
@@ -187,8 +217,7 @@ class TransferCommands:
         return result
 
     def _receiveInto(self, dtp: SecureDTP, consumer: Any) -> Deferred[None]:
-        if not self.binary:
-            consumer = ASCIIConsumerWrapper(consumer)
+        consumer = _watched(consumer, self.binary, dtp, self.factory.reactor)
         receiving: Deferred[None] = dtp.registerConsumer(consumer)
         self._started(dtp)
         return receiving
@@ -309,6 +338,17 @@ def abandonUpload(upload: Upload | None, holdSession: Callable[[], Callable[[], 
         upload.whenStopped().addBoth(lambda _: release())
 
 
+def _watched(consumer: Any, binary: bool, dtp: SecureDTP, clock: IReactorTime) -> SilenceLimit:
+    """
+    What the data connection C{dtp} of an upload gives what it brings: cut
+    once silent too long (L{SilenceLimit}), in ASCII mode unless
+    C{binary}, then C{consumer}.
+    """
+    if not binary:
+        consumer = ASCIIConsumerWrapper(consumer)
+    return SilenceLimit(consumer, clock, lambda: _cut(None, dtp))
+
+
 def _closeUnsent(failure: Failure, file: Download) -> Failure:
     """
     Close the file of a download that does not start.
@@ -317,9 +357,9 @@ def _closeUnsent(failure: Failure, file: Download) -> Failure:
     return failure
 
 
-def _cut(failure: Failure, dtp: SecureDTP) -> Failure:
+def _cut(failure: _F, dtp: SecureDTP) -> _F:
     """
-    Cut the data connection of a download that failed.
+    Cut the data connection of a transfer that failed.
     """
     transport: Any = dtp.transport
     if transport is not None:

@@ -11,16 +11,18 @@ import ftplib
 import io
 import os
 import socket
+import threading
 import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from letsencrypt_resource import ftpsshell
+from letsencrypt_resource import ftps, ftpsshell, ftpssilence
 from letsencrypt_resource.ftps import FTPSFactory
+from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase, retrieve
-from tests.helpers.slowdisk import useSlowDisk
+from tests.helpers.slowdisk import WAIT, useSlowDisk
 
 #: The size of the file the tests resume.
 SIZE = len(CONTENT)
@@ -451,23 +453,77 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
             await deferLater(reactor, 0.02, lambda: None)
         self.assertLessEqual(len(steps), left + 2)
 
+    def holdCopy(self) -> tuple[threading.Event, threading.Event]:
+        """
+        Hold each copy step of resumed uploads until the test lets them go.
+
+        @return: An event set once a step started, and the one that lets
+            the steps go (at the end of the test at the latest).
+        """
+        copying, release = threading.Event(), threading.Event()
+        self.addCleanup(release.set)
+        copy = ftpsshell._copyBytes
+
+        def held(*args: Any) -> None:
+            copying.set()
+            release.wait(WAIT)
+            copy(*args)
+
+        self.patch(ftpsshell, "_copyBytes", held)
+        return copying, release
+
+    async def test_liveUploadKeptByAnotherStart(self) -> None:
+        """
+        A second service starting on the folder while the first runs an
+        upload (a reload adding the implicit twin, say) leaves that
+        upload's temporary file in its sweep of stale uploads, and the
+        upload is stored.
+        """
+        copying, release = self.holdCopy()
+        swept = threading.Semaphore(0)
+        sweep = ftps.removeStaleUploads
+
+        def recorded(*args: Any) -> int:
+            try:
+                return sweep(*args)
+            finally:
+                swept.release()
+
+        self.patch(ftps, "removeStaleUploads", recorded)
+        with open(self.path("big.bin"), "wb") as file:
+            file.write(b"a" * 100)
+        self.startService()
+        self.assertTrue(await self.inThread(swept.acquire, True, WAIT))
+        first = self.inThread(
+            lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
+        )
+        self.assertTrue(await self.inThread(copying.wait, WAIT))
+        temporaries = self.temporaries()
+        self.port = freeTCPPort()
+        self.startService(implicit=True)
+        self.assertTrue(await self.inThread(swept.acquire, True, WAIT))
+        self.assertEqual(self.temporaries(), temporaries)
+        release.set()
+        self.assertEqual((await first)[:3], "226")
+        self.assertEqual(self.read("big.bin"), b"a" * 100 + b"first")
+
     async def test_concurrentAppendsRefused(self) -> None:
         """
         While one session appends to a file (its copy of the file's start
-        runs), another session's append to it, resumed store, removal and
-        renaming onto it are answered 450; none of the first's data is lost, and
-        once it ended the second appends after it.
+        runs, held until the test lets it go), another session's append to
+        it, resumed store, removal and RNFR are answered 450, its MKD and
+        RMD 550 and a renaming onto it 553 (RFC 959 lists no 450 for
+        those); none of the first's data is lost, and once it ended the
+        second appends after it.
         """
-        steps: list[None] = []
-        self.slowCopy(steps)
+        copying, release = self.holdCopy()
         with open(self.path("big.bin"), "wb") as file:
             file.write(b"a" * (4 << 20))
         self.startService()
         first = self.inThread(
             lambda: self.loggedIn().storbinary("APPE big.bin", io.BytesIO(b"first"))
         )
-        while not steps:
-            await deferLater(reactor, 0.02, lambda: None)
+        self.assertTrue(await self.inThread(copying.wait, WAIT))
         second = await self.inThread(self.loggedIn)
 
         def refusals() -> list[str]:
@@ -477,20 +533,56 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
                     second.storbinary(command, io.BytesIO(b"second"), rest=rest)
                 except ftplib.error_temp as error:
                     answers.append(str(error))
-            for command in ("DELE big.bin", "RNTO big.bin"):
+            for commands in (
+                ["DELE big.bin"],
+                ["RNFR big.bin"],
+                ["MKD big.bin"],
+                ["RMD big.bin"],
+                ["RNFR own.txt", "RNTO big.bin"],
+            ):
                 try:
-                    if command.startswith("RNTO"):
-                        second.sendcmd("RNFR own.txt")
-                    second.sendcmd(command)
-                except ftplib.error_temp as error:
+                    for command in commands:
+                        second.sendcmd(command)
+                except ftplib.Error as error:
                     answers.append(str(error))
+            release.set()
             return answers
 
-        busy = "450 big.bin: file busy, an upload of it is in progress."
-        self.assertEqual(await self.inThread(refusals), [busy] * 4)
+        busy = "big.bin: file busy, an upload of it is in progress."
+        self.assertEqual(
+            await self.inThread(refusals),
+            [f"{code} {busy}" for code in (450, 450, 450, 450, 550, 550, 553)],
+        )
         self.assertEqual((await first)[:3], "226")
         await self.inThread(second.storbinary, "APPE big.bin", io.BytesIO(b"second"))
         self.assertEqual(self.read("big.bin"), b"a" * (4 << 20) + b"firstsecond")
+
+    async def test_silentUploadCut(self) -> None:
+        """
+        An upload whose data connection brings nothing for
+        L{ftpssilence.UPLOAD_SILENCE} seconds is cut (426) long before its
+        session's idle timeout, and its file is free: another session's
+        upload of it is stored.
+        """
+        self.patch(ftpssilence, "UPLOAD_SILENCE", 0.5)
+        self.startService()
+
+        def silent() -> str:
+            client = self.loggedIn()
+            client.voidcmd("TYPE I")
+            conn = client.transfercmd("STOR own.txt")
+            self.addCleanup(conn.close)
+            try:
+                return client.getresp()
+            except ftplib.Error as error:
+                return str(error)
+
+        self.assertEqual((await self.inThread(silent))[:3], "426")
+        # The retry is not held to the short bound (a loaded machine).
+        self.patch(ftpssilence, "UPLOAD_SILENCE", 60)
+        retry = await self.inThread(self.loggedIn)
+        await self.inThread(retry.storbinary, "STOR own.txt", io.BytesIO(b"retry"))
+        self.assertEqual(self.read("own.txt"), b"retry")
 
     async def test_copiesLeaveThreadsToOthers(self) -> None:
         """

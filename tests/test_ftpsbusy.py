@@ -12,9 +12,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.folder import openFolder
-from letsencrypt_resource.ftpsbusy import UPLOADING, BusyFiles, FileBusy
-from letsencrypt_resource.ftpsshell import ConfinedShell
+from letsencrypt_resource.ftpsbusy import TEMPORARIES, UPLOADING, BusyFiles, FileBusy
+from letsencrypt_resource.ftpsshell import ConfinedShell, removeStaleUploads
 from tests.helpers.ftpscase import CONTENT, USER, makeTree, runAtOnce
+from tests.helpers.transferfakes import QueuedThreads
 
 
 class BusyFilesTests(SynchronousTestCase):
@@ -149,3 +150,92 @@ class ShellBusyTests(SynchronousTestCase):
         self.assertRaises(FileBusy, UPLOADING.check, folder, "own.txt", ["own.txt"])
         upload.abort()
         UPLOADING.check(folder, "own.txt", ["own.txt"])
+
+    def test_refusalCodes(self) -> None:
+        """
+        Where RFC 959 lists no 450 for a command, a busy name gets a
+        permanent refusal: 550 for MKD and RMD, 553 for RNTO.
+        """
+        first, second = self.shell(), self.shell()
+        self.uploading(first, ["own.txt"], None)
+        for refused, code in [
+            (second.makeDirectory(["own.txt"]), 550),
+            (second.removeDirectory(["own.txt"]), 550),
+            (second.rename(["own.txt"], ["moved.txt"]), 553),
+            (second.removeFile(["own.txt"]), 450),
+            (second.openForWriting(["own.txt"], 0), 450),
+        ]:
+            error = self.failureResultOf(refused, FileBusy).value
+            self.assertEqual(
+                error.response(), f"{code} own.txt: file busy, an upload of it is in progress."
+            )
+
+    def test_freeWhenAnythingFails(self) -> None:
+        """
+        An upload that fails to start with another error than the system's
+        (a name with a NUL, which Twisted's paths never give) leaves the
+        name free and its folder closed.
+        """
+        shell = self.shell()
+        opened = len(os.listdir("/proc/self/fd"))
+        for _ in range(3):
+            self.failureResultOf(shell.openForWriting(["own\0.txt"], None), ValueError)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), opened)
+        folder = openFolder(self.folder)
+        self.addCleanup(os.close, folder)
+        self.assertFalse(UPLOADING.holds(folder, "own\0.txt"))
+
+    def test_busyWhileStoring(self) -> None:
+        """
+        An upload aborted (its session lost) while its store waits for a
+        thread keeps its name busy and its folder open until the store
+        ended, and is stored.
+        """
+        threads = QueuedThreads()
+        shell = ConfinedShell(openFolder(self.folder), True, inThread=threads)
+        self.addCleanup(shell.logout)
+        upload: Any = self.successResultOf(shell.openForWriting(["own.txt"], 0))
+        self.successResultOf(upload.receive()).write(b"new")
+        closing = upload.close()
+        threads.runNext()
+        self.assertEqual([function.__name__ for _, function, _ in threads.waiting], ["_store"])
+        upload.abort()
+        self.assertBusy(shell.removeFile(["own.txt"]))
+        stopped = upload.whenStopped()
+        self.assertNoResult(stopped)
+        threads.runNext()
+        self.successResultOf(closing)
+        self.successResultOf(stopped)
+        with open(os.path.join(self.folder, "own.txt"), "rb") as file:
+            self.assertEqual(file.read(), b"new")
+        self.successResultOf(shell.removeFile(["own.txt"]))
+
+
+class LiveTemporariesTests(SynchronousTestCase):
+    """
+    L{removeStaleUploads} leaves the temporary files of the uploads of
+    this process, whichever service runs them.
+    """
+
+    def test_liveKept(self) -> None:
+        """
+        A sweep after an upload started (as a service starting on a folder
+        another serves does) leaves its temporary file, which is stored
+        afterwards; a leftover of a stopped process is removed.
+        """
+        served = makeTree(os.path.abspath(self.mktemp()))
+        folder = os.path.join(served, USER)
+        shell = ConfinedShell(openFolder(folder), True, inThread=runAtOnce)
+        self.addCleanup(shell.logout)
+        upload: Any = self.successResultOf(shell.openForWriting(["own.txt"], None))
+        self.addCleanup(upload.abort)
+        leftover = os.path.join(folder, ".upload-0123456789abcdef")
+        with open(leftover, "wb"):
+            pass
+        self.assertEqual(removeStaleUploads(served, float("inf")), 1)
+        self.assertEqual(os.listdir(folder).count(upload.temporary), 1)
+        self.successResultOf(upload.receive()).write(b"more")
+        self.successResultOf(upload.close())
+        with open(os.path.join(folder, "own.txt"), "rb") as file:
+            self.assertEqual(file.read(), CONTENT + b"more")
+        self.assertEqual(TEMPORARIES._busy, set())

@@ -10,7 +10,6 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -27,70 +26,7 @@ from letsencrypt_resource.ftpsfiles import (
     ThreadedFileWriter,
 )
 from letsencrypt_resource.ftpsshell import ConfinedShell, RestartInvalid
-
-
-class _Threads:
-    """
-    A thread runner that keeps the work it is given until the test runs it.
-    """
-
-    def __init__(self) -> None:
-        self.waiting: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...]]] = []
-
-    def __call__(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        result: Deferred[Any] = Deferred()
-        self.waiting.append((result, function, args))
-        return result
-
-    def runNext(self) -> None:
-        """
-        Run the oldest work given, and fire its Deferred.
-        """
-        result, function, args = self.waiting.pop(0)
-        try:
-            value = function(*args)
-        except Exception:
-            result.errback(Failure())
-        else:
-            result.callback(value)
-
-
-class _Consumer:
-    """
-    A consumer that keeps what it is given.
-    """
-
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.producer: Any = None
-        self.unregistered = False
-
-    def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self.producer = producer
-
-    def unregisterProducer(self) -> None:
-        self.unregistered = True
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-
-
-class _Producer:
-    """
-    A producer that counts how it was told to pause, resume and stop.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
+from tests.helpers.transferfakes import KeepingConsumer, QueuedThreads, RecordingProducer
 
 
 def _isOpen(fd: int) -> bool:
@@ -113,8 +49,8 @@ class SenderTests(SynchronousTestCase):
             file.write(self.content)
         self.fd = os.open(path, os.O_RDONLY)
         self.addCleanup(lambda: _isOpen(self.fd) and os.close(self.fd))
-        self.threads = _Threads()
-        self.consumer = _Consumer()
+        self.threads = QueuedThreads()
+        self.consumer = KeepingConsumer()
 
     def test_sendsFromOffset(self) -> None:
         """
@@ -187,9 +123,9 @@ class WriterTests(SynchronousTestCase):
         self.path = self.mktemp()
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT)
         self.addCleanup(os.close, self.fd)
-        self.threads = _Threads()
+        self.threads = QueuedThreads()
         self.writer = ThreadedFileWriter(self.fd, self.threads)
-        self.producer = _Producer()
+        self.producer = RecordingProducer()
         self.writer.registerProducer(self.producer, True)
 
     def written(self) -> bytes:
@@ -264,7 +200,7 @@ class ResumedUploadTests(SynchronousTestCase):
         self.original = os.urandom(2 * 1000 + 500)
         with open(self.target, "wb") as file:
             file.write(self.original)
-        self.threads = _Threads()
+        self.threads = QueuedThreads()
         self.shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads)
         self.addCleanup(self.shell.logout)
         self.patch(ftpsshell, "COPY_STEP", 1000)
@@ -404,7 +340,7 @@ class StoredUploadTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.folder = self.mktemp()
         os.mkdir(self.folder)
-        self.threads = _Threads()
+        self.threads = QueuedThreads()
         self.shell = ConfinedShell(openFolder(self.folder), True, inThread=self.threads)
         self.addCleanup(self.shell.logout)
         self.synced: list[list[str]] = []

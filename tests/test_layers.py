@@ -97,6 +97,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "ftpsbusy",
                 "readturns",
                 "turnports",
+                "ftpssilence",
             }
         ),
     ),
