@@ -13,7 +13,8 @@ pauses from the moment the configuration is read (L{pauseCollection})
 until every service has started, still before the reactor runs: then one
 collection frees what the start made in a cycle, what is left is frozen
 out of the collector's reach (C{gc.freeze}), and automatic collection
-resumes (L{ResumeCollection}).  Nothing waits on the reactor yet, so that
+resumes (L{ResumeCollection}); a configuration refused turns it on
+again at once (L{resumeCollection}).  Nothing waits on the reactor yet, so that
 collection stalls no one.  The server freezes again once its domain sets
 are loaded (see L{ServerService <letsencrypt_resource.host.ServerService>}):
 that collection only goes through what was made since (10,000 objects,
@@ -27,16 +28,35 @@ import gc
 from twisted.application.service import Service
 
 
+#: Whether L{pauseCollection} turned automatic collection off, and so
+#: L{resumeCollection} is to turn it on again: once per process, however
+#: many times the options are parsed.
+_paused = False
+
+
 def pauseCollection() -> bool:
     """
     Stop automatic collection, if it is on.
 
-    @return: Whether it was on, and so whether L{ResumeCollection} is to
-        turn it on again.
+    @return: Whether it was on.
     """
-    paused = gc.isenabled()
-    gc.disable()
-    return paused
+    global _paused
+    on = gc.isenabled()
+    if on:
+        gc.disable()
+        _paused = True
+    return on
+
+
+def resumeCollection() -> None:
+    """
+    Turn automatic collection on again, if L{pauseCollection} turned it
+    off: whoever else turned it off decides.
+    """
+    global _paused
+    if _paused:
+        _paused = False
+        gc.enable()
 
 
 class ResumeCollection(Service):
@@ -46,16 +66,8 @@ class ResumeCollection(Service):
     again if L{pauseCollection} had turned it off.
     """
 
-    def __init__(self, paused: bool):
-        """
-        @param paused: What L{pauseCollection} returned.
-        """
-        self._paused = paused
-
     def startService(self) -> None:
         super().startService()
         gc.collect()
         gc.freeze()
-        if self._paused:
-            self._paused = False
-            gc.enable()
+        resumeCollection()

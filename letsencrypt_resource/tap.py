@@ -20,7 +20,7 @@ from .control import StateDirectoryLocked, StateLock
 from .host import ServerService, makeResource, readConfiguration
 from .nodestorage import stopReactor
 from .reload import ReloadOnHangUp
-from .startupcollection import ResumeCollection, pauseCollection
+from .startupcollection import ResumeCollection, pauseCollection, resumeCollection
 
 
 class Options(usage.Options):
@@ -50,7 +50,18 @@ class Options(usage.Options):
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        self["collectionPaused"] = pauseCollection()
+        pauseCollection()
+        try:
+            self._readConfiguration()
+        except BaseException:
+            # twistd exits; a host that catches the exit goes on collecting.
+            resumeCollection()
+            raise
+
+    def _readConfiguration(self) -> None:
+        """
+        Read the configuration and take its state directory's lock.
+        """
         try:
             configuration = readConfiguration(self["config"])
         except ConfigurationError as error:
@@ -136,5 +147,5 @@ def makeService(options: Options) -> IService:
     )
     ReloadOnHangUp(server.reload, IReactorFromThreads(reactor)).setServiceParent(server)
     # Last: once every other service has started, before the reactor runs.
-    ResumeCollection(options["collectionPaused"]).setServiceParent(server)
+    ResumeCollection().setServiceParent(server)
     return server

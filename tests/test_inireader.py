@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import inireader
 from letsencrypt_resource.inireader import DEFAULT_SECTION, readINI, resolvePath
 
 #: Lines, and pieces of lines, that the generated texts are made of: every
@@ -156,6 +157,8 @@ class ResolvePathTests(SynchronousTestCase):
         """
         The same folder named by many sections is worked out once.
         """
+        inireader._joined.cache_clear()
+        self.addCleanup(inireader._joined.cache_clear)
         normalised: list[str] = []
         normpath = os.path.normpath
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -233,6 +234,7 @@ class ReloadCase(SynchronousTestCase):
         self.path = os.path.join(self.directory, "server.ini")
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.addCleanup(gc.unfreeze)
+        self.servers: list[ServerService] = []
 
     def write(self, text: str) -> None:
         with open(self.path, "w") as stream:
@@ -263,6 +265,7 @@ class ReloadCase(SynchronousTestCase):
         )
         server.startService()
         self.addCleanup(server.stopService)
+        self.servers.append(server)
         assert server.resource is not None
         runUntilFired(self.reactor, server.resource.whenSettled())
         return server
@@ -465,6 +468,41 @@ class ServerReloadTests(ReloadCase):
             configuration(FILES, REPORTS.replace("path = public", "path = missing")),
             "[services/reports] option 'path'",
         )
+
+    def test_ftpsUnloadableRefused(self) -> None:
+        """
+        A reload that adds the first FTPS service, whose modules cannot be
+        loaded (the package changed on disk since the start), is refused
+        before anything changes; the next reload works.
+        """
+        ftp = "\n".join(
+            [
+                "[services/ftp]",
+                "type = ftps",
+                "address = 127.0.0.1",
+                "port = 6021",
+                "path = public",
+                "ssl_domains = ftp.example.test",
+                "anonymous = yes",
+                "",
+            ]
+        )
+        name = "letsencrypt_resource.ftps"
+        loaded = sys.modules.pop(name, None)
+        sys.modules[name] = None  # type: ignore[assignment]
+        try:
+            self.assertRefused(
+                configuration(FILES, NEW, ftp),
+                "the FTPS service cannot be loaded: ModuleNotFoundError",
+            )
+        finally:
+            del sys.modules[name]
+            if loaded is not None:
+                sys.modules[name] = loaded
+        [server] = self.servers
+        self.reload(server, configuration(FILES, NEW))
+        self.assertEqual(set(self.reactor.listening()) - {5002}, {6001, 6003})
+        self.assertEqual(len(self.texts(20196)), 1)
 
     def test_unreadableFileRefused(self) -> None:
         """

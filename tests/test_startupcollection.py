@@ -102,7 +102,7 @@ class ResumeTests(CollectionCase):
         pauseCollection()
         garbage = weakref.ref(Cycle())
         kept = [Cycle()]
-        ResumeCollection(True).startService()
+        ResumeCollection().startService()
         self.assertIsNone(garbage())
         self.assertTrue(gc.is_tracked(kept))
         self.assertNotIn(kept, gc.get_objects())
@@ -114,7 +114,8 @@ class ResumeTests(CollectionCase):
         off: whoever turned it off decides.
         """
         gc.disable()
-        resume = ResumeCollection(pauseCollection())
+        self.assertFalse(pauseCollection())
+        resume = ResumeCollection()
         garbage = weakref.ref(Cycle())
         resume.startService()
         self.assertIsNone(garbage())
@@ -130,17 +131,24 @@ class TwistdTests(TestCase):
     def setUp(self) -> None:
         resetCollector(self)
 
-    def test_pausedWhileBuilding(self) -> Deferred[None]:
+    def configuration(self) -> str:
         """
-        Reading the configuration pauses automatic collection; starting
-        the server collects what building it left in a cycle, freezes what
-        is left, and resumes automatic collection.
+        The path of a usable configuration of one service.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(directory, "public"))
         path = os.path.join(directory, "server.ini")
         with open(path, "w") as stream:
             stream.write(CONFIGURATION.format(port=freeTCPPort()))
+        return path
+
+    def test_pausedWhileBuilding(self) -> Deferred[None]:
+        """
+        Reading the configuration pauses automatic collection; starting
+        the server collects what building it left in a cycle, freezes what
+        is left, and resumes automatic collection.
+        """
+        path = self.configuration()
         options = tap.Options()
         options.parseOptions(["--config", path])
         self.assertFalse(gc.isenabled())
@@ -153,3 +161,33 @@ class TwistdTests(TestCase):
         self.assertNotIn(kept, gc.get_objects())
         self.assertTrue(gc.isenabled())
         return server.stopService()
+
+    def test_parsedTwice(self) -> Deferred[None]:
+        """
+        Options parsed twice before the server starts (the second parse
+        finds collection already off): starting it still turns automatic
+        collection on again.
+        """
+        path = self.configuration()
+        first = tap.Options()
+        first.parseOptions(["--config", path])
+        first["lock"].release()
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        server = tap.makeService(options)
+        server.startService()
+        self.assertTrue(gc.isenabled())
+        return server.stopService()
+
+    def test_refusedResumes(self) -> None:
+        """
+        A configuration that cannot be used, or is missing, stops twistd,
+        and automatic collection is on again for a host that catches the
+        exit.
+        """
+        path = self.configuration()
+        with open(path, "a") as stream:
+            stream.write("unknown_option = 1\n")
+        for arguments in (["--config", path], ["--config", path + ".missing"]):
+            self.assertRaises(SystemExit, tap.Options().parseOptions, arguments)
+            self.assertTrue(gc.isenabled())
