@@ -27,7 +27,6 @@ import gc
 
 from twisted.application.service import Service
 
-
 #: Whether L{pauseCollection} turned automatic collection off, and so
 #: L{resumeCollection} is to turn it on again: once per process, however
 #: many times the options are parsed.

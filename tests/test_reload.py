@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
