@@ -68,6 +68,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "safefs",
                 "startupreport",
                 "resourcesection",
+                "quietport",
             }
         ),
     ),
