@@ -35,8 +35,13 @@ from .retrywaits import capWaits
 from .storage.interface import StorageError
 from .storage.records import Records, StoredSet
 
-#: How many batches of domain sets are read from the storage at once.
-LOAD_JOBS = 4
+#: How many batches of domain sets are read from the storage at once: one,
+#: read while no other is taken back.  A storage's reader thread and the
+#: reactor's take turns with the interpreter at each system call the reader
+#: makes (five per file): read beside the sets taken back, at 10,000 sets,
+#: the files took seven times as long to read, and the reactor thread was
+#: switched out some 8,000 times (bench/twistdscale.py).
+LOAD_JOBS = 1
 #: How many domain sets a batch holds: their records are read together
 #: (see L{Records.loadSets}).
 LOAD_BATCH = 64

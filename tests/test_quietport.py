@@ -96,6 +96,26 @@ class QuietPortTests(TestCase):
         client = "twisted.internet.endpoints.OneShotFactory"
         self.assertEqual([e for e in opening + closing if e["log_namespace"] != client], [])
 
+    async def test_socket(self) -> None:
+        """
+        The port's socket, made in fewer system calls than Twisted's, is
+        as Twisted's: it does not block, child processes do not inherit
+        it, and it reuses addresses (a restart need not wait for the
+        connections of the last run to time out).
+        """
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        made = port.socket
+        self.assertEqual(
+            (
+                made.getblocking(),
+                made.get_inheritable(),
+                made.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0,
+            ),
+            (False, False, True),
+        )
+
     async def test_ipv6(self) -> None:
         """
         An IPv6 address is listened on as such.

@@ -1100,10 +1100,13 @@ class StorageWiringTests(ResourceTestCase):
 
     def test_boundedLoads(self) -> None:
         """
-        Loading reads the records of at most L{setloading.LOAD_JOBS} domain
-        sets at once, the others waiting their turn, and loads them all.
+        Loading reads the records of one batch of domain sets at a time
+        (L{setloading.LOAD_JOBS}), the others waiting their turn, and loads
+        them all: a batch is not read while another is taken back, so the
+        storage's reader thread and the reactor's do not take turns with
+        the interpreter at every system call of the reader.
         """
-        self.patch(setloading, "LOAD_JOBS", 1)
+        self.patch(setloading, "LOAD_BATCH", 1)
         storage = HeldLoads(self.store.shared)
         resource = self.resourceOn(storage)
         loading = resource.load()
