@@ -5,6 +5,7 @@ fake clock against the in-memory fake ACME server.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -1116,6 +1117,22 @@ class StorageWiringTests(ResourceTestCase):
             storage.release()
         self.successResultOf(loading)
         self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
+
+    def test_collectionPausedWhileLoading(self) -> None:
+        """
+        The garbage collector's automatic collections pause while the
+        domain sets load, and resume once they have loaded: they went over
+        the whole growing heap again and again.
+        """
+        self.addCleanup(gc.enable)
+        storage = HeldLoads(self.store.shared)
+        resource = self.resourceOn(storage)
+        loading = resource.load()
+        paused = gc.isenabled()
+        while storage.held:
+            storage.release()
+        self.successResultOf(loading)
+        self.assertEqual((paused, gc.isenabled()), (False, True))
 
     def test_batchedLoads(self) -> None:
         """
