@@ -72,6 +72,9 @@ class Provisioning:
         self._automatic = automatic
         #: Until every set loaded at start is in service (see L{tell}).
         self.startUp = ResourceStartUp(log, options.debug, reactor.seconds())
+        # The sets loaded at start without a certificate, once loaded: the
+        # start-up ends once a provision covered them (see L{loaded}).
+        self._startWaits: list[ManagedCertificate] | None = None
         #: Called after each certificate is put in service (see L{deliver}).
         self.deliveryListeners: list[Callable[[], object]] = []
         #: Called with each set whose certificate turned out unusable at
@@ -94,6 +97,21 @@ class Provisioning:
                     provisional = makeProvisional(signer, certificate.domains, now, key)
                     self.deliver(certificate, provisional)
         finally:
+            self._provisioned(certificates)
+
+    def _provisioned(self, certificates: list[ManagedCertificate]) -> None:
+        """
+        A provision of C{certificates} ended: it ends the start-up when the
+        sets are loaded and it covered every set the start-up waits for.
+        Another one (a reload's new sets, a set whose stored certificate
+        turned out unusable while the others load) does not.
+        """
+        waits = self._startWaits
+        if waits is None:
+            return
+        covered = {id(c) for c in certificates}
+        if all(c.current is not None or id(c) in covered for c in waits):
+            self._startWaits = None
             self._endStartUp()
 
     def tell(self, event: events.EventType, **fields: object) -> None:
@@ -109,8 +127,11 @@ class Provisioning:
         some have no certificate and are to be put on provisional ones
         (L{provision} ends it then).
         """
-        if not self._automatic or all(c.current is not None for c in self._managed.values()):
+        waits = [c for c in self._managed.values() if c.current is None]
+        if not self._automatic or not waits:
             self._endStartUp()
+        elif not self.startUp.ended:
+            self._startWaits = waits
 
     def _endStartUp(self) -> None:
         if not self.startUp.ended:

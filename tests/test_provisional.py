@@ -429,8 +429,10 @@ class LazyProvisioningTests(SynchronousTestCase):
         20208 saying that no set waits.
         """
         sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(40)]
+        provisioning = self.provisioning(sets)
         with capturedLogs() as logged:
-            self.successResultOf(self.provisioning(sets).provision(sets))
+            provisioning.loaded()
+            self.successResultOf(provisioning.provision(sets))
         self.assertEqual(self.jobs, ["makeSigner", "generateKey"])
         self.assertEqual(self.signatures, [])
         for certificate in sets:
@@ -441,6 +443,25 @@ class LazyProvisioningTests(SynchronousTestCase):
         self.assertEqual([e["event_id"] for e in logged if "event_id" in e], [20180, 20208])
         [started] = [e for e in logged if e.get("event_id") == 20208]
         self.assertEqual(started["waiting"], 0)
+
+    def test_otherProvisionsDoNotEndStartUp(self) -> None:
+        """
+        Only the provision that covers the sets loaded at start without a
+        certificate ends the start-up, once they are loaded: not one made
+        while they load (a set whose stored certificate turned out
+        unusable at its first handshake), nor one of other sets (a
+        reload's).  Event 20208 is logged once then, no set waiting.
+        """
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(3)]
+        provisioning = self.provisioning(sets)
+        with capturedLogs() as logged:
+            self.successResultOf(provisioning.provision(sets[:1]))
+            provisioning.loaded()
+            self.successResultOf(provisioning.provision([ManagedCertificate(("r.example",))]))
+            ended = provisioning.startUp.ended
+            self.successResultOf(provisioning.provision(sets[1:]))
+        [started] = [e for e in logged if e.get("event_id") == 20208]
+        self.assertEqual((ended, started["waiting"]), (False, 0))
 
     def test_signedOnceAtFirstUse(self) -> None:
         """
