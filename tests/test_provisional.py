@@ -21,6 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import provisioning as provisioningModule
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -415,7 +416,7 @@ class LazyProvisioningTests(SynchronousTestCase):
         its storage, write queue and workers.
         """
         managed = {frozenset(c.domains): c for c in sets}
-        clock = Clock()
+        clock = self.clock = Clock()
         # A time with a fraction of a second, which certificates drop.
         clock.advance(STARTED)
         return Provisioning(
@@ -462,6 +463,30 @@ class LazyProvisioningTests(SynchronousTestCase):
             self.successResultOf(provisioning.provision(sets[1:]))
         [started] = [e for e in logged if e.get("event_id") == 20208]
         self.assertEqual((ended, started["waiting"]), (False, 0))
+
+    def test_aBatchATurn(self) -> None:
+        """
+        The sets are put on their provisional certificates
+        L{letsencrypt_resource.provisioning.PROVISION_BATCH} in a turn of
+        the reactor, the others in later turns, so that thousands do not
+        hold it for seconds; the start-up ends with the last.
+        """
+        self.patch(provisioningModule, "PROVISION_BATCH", 2)
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(5)]
+        provisioning = self.provisioning(sets)
+        provisioning.loaded()
+        provisioned = provisioning.provision(sets)
+        first = (
+            sum(c.current is not None for c in sets),
+            len(self.clock.getDelayedCalls()),
+            provisioning.startUp.ended,
+        )
+        self.clock.advance(0)
+        self.successResultOf(provisioned)
+        self.assertEqual(
+            (first, all(c.current is not None for c in sets), provisioning.startUp.ended),
+            ((2, 1, False), True, True),
+        )
 
     def test_signedOnceAtFirstUse(self) -> None:
         """
