@@ -196,8 +196,12 @@ def listeningPlace(options: ListenerOptions, port: IListeningPort) -> tuple[str,
     The address and port events name for a listener listening on C{port}:
     C{address} and the port bound, or for an C{endpoint} the IP address
     and port bound when it is one (a C{unix:} socket is named by its
-    description).
+    description).  For an C{address} and a C{port} other than 0, those:
+    the port is not asked (a system call, for each of thousands of
+    services at start).
     """
+    if options.endpoint is None and options.port:
+        return options.address, options.port
     host = port.getHost()
     if isinstance(host, (IPv4Address, IPv6Address)):
         return host.host if options.endpoint is not None else options.address, host.port

@@ -174,6 +174,13 @@ class PlaceTests(SynchronousTestCase):
         self.assertEqual(place(options()), ("192.0.2.1", 8443))
         self.assertEqual(listeningPlace(options(port=0), port), ("192.0.2.1", 0))
 
+    def test_fixedPortNotAsked(self) -> None:
+        """
+        A listener on an address and a port other than 0 is named by them
+        once it listens, without asking the port where it is bound.
+        """
+        self.assertEqual(listeningPlace(options(), RecordingPort()), ("192.0.2.1", 8443))
+
     def test_endpoint(self) -> None:
         """
         A listener on an endpoint is named by its description before it
