@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.logger import Logger
+
 #: Contexts built in one turn of the reactor at most: about 16 ms of CPU.
 PER_TURN = 8
 
@@ -28,6 +30,8 @@ class FirstHandshakes:
     Counts the contexts built in the current turn of a reactor, and runs
     the builds that had to wait, L{PER_TURN} a turn, in the turns after.
     """
+
+    _log = Logger()
 
     def __init__(self, reactor: Any, perTurn: int = PER_TURN):
         """
@@ -68,6 +72,17 @@ class FirstHandshakes:
             self._pauses.append(pause)
         self._nextTurn()
 
+    def _guarded(self, call: Callable[[], object]) -> None:
+        """
+        Run a pause or a build that waited; one that fails is logged, and
+        the others run: an error raised out of the turn would drop every
+        connection still waiting, paused for good.
+        """
+        try:
+            call()
+        except Exception:
+            self._log.failure("A TLS connection waiting for its context failed")
+
     def _nextTurn(self) -> None:
         if self._turnEnds is None:
             self._turnEnds = self._reactor.callLater(0, self._turnEnded)
@@ -82,10 +97,10 @@ class FirstHandshakes:
         self._built = 0
         pauses, self._pauses = self._pauses, []
         for pause in pauses:
-            pause()
+            self._guarded(pause)
         waiting, self._waiting = self._waiting, deque()
         while waiting and self._built < self._perTurn:
-            waiting.popleft()()
+            self._guarded(waiting.popleft())
         # Those left wait ahead of any that came meanwhile.
         waiting.extend(self._waiting)
         self._waiting = waiting

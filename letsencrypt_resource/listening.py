@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
-from twisted.internet.endpoints import TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -26,23 +26,17 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import LogLevel
-from twisted.python import context
 from twisted.python.failure import Failure
-from twisted.python.log import ILogContext
+from zope.interface import implementer
 
 from .drain import Draining
+from .quietport import listenQuietly
 from .reactors import Reactor
 
 #: The endpoint types a listener may use.
 STREAM_TYPES = ("tcp", "tcp6", "unix", "systemd")
 #: The port shown in events for a listener whose endpoint names none.
 NO_PORT = "-"
-#: What the lines Twisted logs as a port opens get: no text, so that a text
-#: log (twistd's) leaves them out.  Its "... starting on PORT" line for
-#: each port was, with thousands of services, most of the start-up's log;
-#: events 20156, 20151 and 20209 say where the listeners listen.
-_SILENCED = {ILogContext: {"log_format": "", "log_level": LogLevel.debug}}
 
 
 class ListenerOptions(Protocol):
@@ -81,13 +75,33 @@ def description(options: ListenerOptions) -> str:
 def endpointOf(reactor: Reactor, options: ListenerOptions) -> IStreamServerEndpoint:
     """
     The endpoint C{options} listen on: their C{endpoint} description's, or
-    for an C{address} and C{port}, the endpoint C{tcp:PORT:interface=ADDRESS}
-    names, made without writing and parsing that description (with
-    thousands of services, parsing was a tenth of the start-up).
+    for an C{address} and C{port}, a L{QuietTCPEndpoint} there: what
+    C{tcp:PORT:interface=ADDRESS} names, made without writing and parsing
+    that description (with thousands of services, parsing was a tenth of
+    the start-up), and opened without Twisted's log lines.
     """
     if options.endpoint is not None:
         return serverFromString(reactor, options.endpoint)
-    return TCP4ServerEndpoint(reactor, options.port, interface=options.address)
+    return QuietTCPEndpoint(reactor, options.port, options.address)
+
+
+@implementer(IStreamServerEndpoint)
+@attrs.frozen
+class QuietTCPEndpoint:
+    """
+    TCP on C{port} of C{interface}, listened on at once (see
+    L{listenQuietly}).
+    """
+
+    reactor: Reactor
+    port: int
+    interface: str
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        try:
+            return succeed(listenQuietly(self.reactor, self.port, protocolFactory, self.interface))
+        except CannotListenError:
+            return fail()
 
 
 def checkDescription(text: str) -> str:
@@ -182,8 +196,12 @@ def listeningPlace(options: ListenerOptions, port: IListeningPort) -> tuple[str,
     The address and port events name for a listener listening on C{port}:
     C{address} and the port bound, or for an C{endpoint} the IP address
     and port bound when it is one (a C{unix:} socket is named by its
-    description).
+    description).  For an C{address} and a C{port} other than 0, those:
+    the port is not asked (a system call, for each of thousands of
+    services at start).
     """
+    if options.endpoint is None and options.port:
+        return options.address, options.port
     host = port.getHost()
     if isinstance(host, (IPv4Address, IPv6Address)):
         return host.host if options.endpoint is not None else options.address, host.port
@@ -250,7 +268,7 @@ class Listener:
         """
         pending = self._pending = Deferred()
         try:
-            listening = context.call(_SILENCED, self._endpoint().listen, self._factory)
+            listening = self._endpoint().listen(self._factory)
         except Exception:
             listening = fail()
         listening.addBoth(self._listened)

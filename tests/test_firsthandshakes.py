@@ -104,6 +104,28 @@ class FirstHandshakesTests(SynchronousTestCase):
         oneTurn(self.clock)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_failingBuildLogged(self) -> None:
+        """
+        A pause or a build that waited and fails is logged; the others run
+        all the same (they were dropped, and their connections stayed
+        paused for good).
+        """
+
+        def fails() -> None:
+            raise RuntimeError("the connection went away")
+
+        self.bound.mayBuild()
+        self.bound.mayBuild()
+        self.bound.later(fails, fails)
+        for name in "ab":
+            self.bound.later(partial(self.build, name), partial(self.calls.append, f"pause {name}"))
+        oneTurn(self.clock)
+        oneTurn(self.clock)
+        self.assertEqual(
+            (self.calls, len(self.flushLoggedErrors(RuntimeError))),
+            (["pause a", "pause b", "a", "b"], 2),
+        )
+
     def test_sharedPerReactor(self) -> None:
         """
         The services on one reactor share one L{FirstHandshakes}; another

@@ -69,6 +69,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "startupreport",
                 "resourcesection",
                 "consumerregistry",
+                "quietport",
             }
         ),
     ),

@@ -18,6 +18,7 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.managed import KEY_UNREADABLE, ManagedCertificate
 from letsencrypt_resource.operations import Operations
+from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.records import certificateKey, renewalKey
 from letsencrypt_resource.storedchanges import StoredChanges
 from letsencrypt_resource.testing import runUntilFired
@@ -166,15 +167,43 @@ class UnusableAtFirstUseTests(ResourceTestCase):
     instead of refusing handshakes until its renewal.
     """
 
+    def afterFirstRun(self) -> TLSCertificateConsumer:
+        """
+        A TLS consumer of the reports set, registered once a first run of
+        the resource has stored the set's certificate.
+        """
+        tls = TLSCertificateConsumer("reports-tls", REPORTS)
+        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
+        self.stop(self.start())
+        return tls
+
+    def refusedAtRestart(
+        self, tls: TLSCertificateConsumer
+    ) -> tuple[LetsEncryptResource, CertifiedKey]:
+        """
+        Start the resource again, on what the first run stored, until it
+        has settled; check that C{tls}'s first handshake finds no context
+        to present (its errors flushed).
+
+        @return: The resource, and the stored certificate C{tls} loaded.
+        """
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        loaded = tls.tls.certifiedKey
+        assert loaded is not None
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.flushLoggedErrors(SSL.Error)
+        return resource, loaded
+
     def test_provisionalThenOrdered(self) -> None:
         """
         The handshake refused logs event 20260; the service then presents
         a provisional certificate, then a new CA-issued one, the order
         having started without waiting for the next check.
         """
-        tls = TLSCertificateConsumer("reports-tls", REPORTS)
-        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
-        self.stop(self.start())
+        tls = self.afterFirstRun()
         damaged = (
             b"no key\n"
             + self.store.values[certificateKey(REPORTS)]
@@ -185,17 +214,10 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         state = json.loads(self.store.values[renewalKey(REPORTS)])
         state["certificate_digest"] = bundleDigest(damaged)
         self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
-        resource = self.makeResource()
-        resource.startService()
-        self.addCleanup(self.stop, resource)
-        runUntilFired(self.reactor, resource.whenSettled())
-        loaded = tls.tls.certifiedKey
-        assert loaded is not None
+        resource, loaded = self.refusedAtRestart(tls)
         self.assertTrue(loaded.keyChecked)
-        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
         self.assertIn(20260, self.eventIDs())
         self.assertTrue(self.consumers["reports"].received[-1].provisional)
-        self.flushLoggedErrors(SSL.Error)
         attempt = resource.managed[frozenset(REPORTS)].attempt
         assert attempt is not None
         runUntilFired(self.reactor, attempt.whenEnded())
@@ -212,23 +234,14 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         is not the key's fault: the set keeps its certificate, no event
         20260, no order, instead of ordering every set again and again.
         """
-        tls = TLSCertificateConsumer("reports-tls", REPORTS)
-        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
-        self.stop(self.start())
+        tls = self.afterFirstRun()
 
         def refused(certifiedKey: CertifiedKey) -> SSL.Context:
             raise SSL.Error("ee key too small")
 
         self.patch(tlsModule, "serverContext", refused)
-        resource = self.makeResource()
-        resource.startService()
-        self.addCleanup(self.stop, resource)
-        runUntilFired(self.reactor, resource.whenSettled())
-        loaded = tls.tls.certifiedKey
-        assert loaded is not None
+        resource, loaded = self.refusedAtRestart(tls)
         self.assertFalse(loaded.provisional)
-        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
-        self.flushLoggedErrors(SSL.Error)
         self.assertNotIn(20260, self.eventIDs())
         certificate = resource.managed[frozenset(REPORTS)]
         self.assertIs(certificate.current, loaded)

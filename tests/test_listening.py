@@ -14,7 +14,6 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
-from twisted.logger import capturedLogs, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -175,6 +174,13 @@ class PlaceTests(SynchronousTestCase):
         self.assertEqual(place(options()), ("192.0.2.1", 8443))
         self.assertEqual(listeningPlace(options(port=0), port), ("192.0.2.1", 0))
 
+    def test_fixedPortNotAsked(self) -> None:
+        """
+        A listener on an address and a port other than 0 is named by them
+        once it listens, without asking the port where it is bound.
+        """
+        self.assertEqual(listeningPlace(options(), RecordingPort()), ("192.0.2.1", 8443))
+
     def test_endpoint(self) -> None:
         """
         A listener on an endpoint is named by its description before it
@@ -310,26 +316,3 @@ class ListenerTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(started), port)
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)
-
-
-class TwistedLinesTests(SynchronousTestCase):
-    """
-    The lines Twisted logs as a listener's port opens have no text.
-    """
-
-    def test_noStartingOnLine(self) -> None:
-        """
-        A real TCP port opened by a listener leaves out Twisted's
-        "... starting on PORT" line from a text log: with thousands of
-        services, it was most of the start-up's log.
-        """
-        from twisted.internet import reactor
-
-        factory = Factory()
-        factory.noisy = False
-        listener = Listener.on(reactor, options(address="127.0.0.1", port=0), factory)
-        with capturedLogs() as logged:
-            self.successResultOf(listener.start())
-        self.addCleanup(listener.stopListening)
-        self.assertTrue(logged)
-        self.assertEqual([formatEventAsClassicLogText(e) for e in logged], [None] * len(logged))

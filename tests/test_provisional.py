@@ -7,6 +7,7 @@ signer that may not sign what it needs.
 from __future__ import annotations
 
 import datetime
+import gc
 import ipaddress
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import provisioning as provisioningModule
 from letsencrypt_resource.certificates import CA_KEY_USAGE, CertifiedKey
 from letsencrypt_resource.keys import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -415,7 +417,7 @@ class LazyProvisioningTests(SynchronousTestCase):
         its storage, write queue and workers.
         """
         managed = {frozenset(c.domains): c for c in sets}
-        clock = Clock()
+        clock = self.clock = Clock()
         # A time with a fraction of a second, which certificates drop.
         clock.advance(STARTED)
         return Provisioning(
@@ -429,8 +431,10 @@ class LazyProvisioningTests(SynchronousTestCase):
         20208 saying that no set waits.
         """
         sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(40)]
+        provisioning = self.provisioning(sets)
         with capturedLogs() as logged:
-            self.successResultOf(self.provisioning(sets).provision(sets))
+            provisioning.loaded()
+            self.successResultOf(provisioning.provision(sets))
         self.assertEqual(self.jobs, ["makeSigner", "generateKey"])
         self.assertEqual(self.signatures, [])
         for certificate in sets:
@@ -441,6 +445,57 @@ class LazyProvisioningTests(SynchronousTestCase):
         self.assertEqual([e["event_id"] for e in logged if "event_id" in e], [20180, 20208])
         [started] = [e for e in logged if e.get("event_id") == 20208]
         self.assertEqual(started["waiting"], 0)
+
+    def test_otherProvisionsDoNotEndStartUp(self) -> None:
+        """
+        Only the provision that covers the sets loaded at start without a
+        certificate ends the start-up, once they are loaded: not one made
+        while they load (a set whose stored certificate turned out
+        unusable at its first handshake), nor one of other sets (a
+        reload's).  Event 20208 is logged once then, no set waiting.
+        """
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(3)]
+        provisioning = self.provisioning(sets)
+        with capturedLogs() as logged:
+            self.successResultOf(provisioning.provision(sets[:1]))
+            provisioning.loaded()
+            self.successResultOf(provisioning.provision([ManagedCertificate(("r.example",))]))
+            ended = provisioning.startUp.ended
+            self.successResultOf(provisioning.provision(sets[1:]))
+        [started] = [e for e in logged if e.get("event_id") == 20208]
+        self.assertEqual((ended, started["waiting"]), (False, 0))
+
+    def test_aBatchATurn(self) -> None:
+        """
+        The sets are put on their provisional certificates
+        L{letsencrypt_resource.provisioning.PROVISION_BATCH} in a turn of
+        the reactor, the others in later turns, so that thousands do not
+        hold it for seconds; the start-up ends with the last.  The garbage
+        collector's automatic collections pause meanwhile.
+        """
+        self.addCleanup(gc.enable)
+        self.patch(provisioningModule, "PROVISION_BATCH", 2)
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(5)]
+        provisioning = self.provisioning(sets)
+        provisioning.loaded()
+        provisioned = provisioning.provision(sets)
+        first = (
+            sum(c.current is not None for c in sets),
+            len(self.clock.getDelayedCalls()),
+            provisioning.startUp.ended,
+            gc.isenabled(),
+        )
+        self.clock.advance(0)
+        self.successResultOf(provisioned)
+        self.assertEqual(
+            (
+                first,
+                all(c.current is not None for c in sets),
+                provisioning.startUp.ended,
+                gc.isenabled(),
+            ),
+            ((2, 1, False, False), True, True, True),
+        )
 
     def test_signedOnceAtFirstUse(self) -> None:
         """

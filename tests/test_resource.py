@@ -5,6 +5,7 @@ fake clock against the in-memory fake ACME server.
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -1100,10 +1101,13 @@ class StorageWiringTests(ResourceTestCase):
 
     def test_boundedLoads(self) -> None:
         """
-        Loading reads the records of at most L{setloading.LOAD_JOBS} domain
-        sets at once, the others waiting their turn, and loads them all.
+        Loading reads the records of one batch of domain sets at a time
+        (L{setloading.LOAD_JOBS}), the others waiting their turn, and loads
+        them all: a batch is not read while another is taken back, so the
+        storage's reader thread and the reactor's do not take turns with
+        the interpreter at every system call of the reader.
         """
-        self.patch(setloading, "LOAD_JOBS", 1)
+        self.patch(setloading, "LOAD_BATCH", 1)
         storage = HeldLoads(self.store.shared)
         resource = self.resourceOn(storage)
         loading = resource.load()
@@ -1113,6 +1117,22 @@ class StorageWiringTests(ResourceTestCase):
             storage.release()
         self.successResultOf(loading)
         self.assertEqual((waiting, set(resource.managed)), ([1] * 4, {FILES_SET, REPORTS_SET}))
+
+    def test_collectionPausedWhileLoading(self) -> None:
+        """
+        The garbage collector's automatic collections pause while the
+        domain sets load, and resume once they have loaded: they went over
+        the whole growing heap again and again.
+        """
+        self.addCleanup(gc.enable)
+        storage = HeldLoads(self.store.shared)
+        resource = self.resourceOn(storage)
+        loading = resource.load()
+        paused = gc.isenabled()
+        while storage.held:
+            storage.release()
+        self.successResultOf(loading)
+        self.assertEqual((paused, gc.isenabled()), (False, True))
 
     def test_batchedLoads(self) -> None:
         """

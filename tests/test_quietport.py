@@ -1,0 +1,169 @@
+"""
+Tests for L{letsencrypt_resource.quietport}: on the real reactor, on
+loopback, and on a memory reactor.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from letsencrypt_resource.listening import Listener, failureDetails
+from letsencrypt_resource.quietport import QuietPort, listenQuietly
+
+
+@attrs.frozen
+class Where:
+    """
+    Where a listener listens: an address and a port.
+    """
+
+    address: str
+    port: int
+    endpoint: None = None
+
+
+class Greeting(Protocol):
+    """
+    Says hello and hangs up.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"hello")
+        self.transport.loseConnection()
+
+
+class Received(Protocol):
+    """
+    Collects what it receives until the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.ended: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.ended.callback(self.received)
+
+
+def greetings() -> Factory:
+    """
+    A quiet factory of L{Greeting}s.
+    """
+    factory = Factory.forProtocol(Greeting)
+    factory.noisy = False
+    return factory
+
+
+class QuietPortTests(TestCase):
+    """
+    A listener on an address and port opens a L{QuietPort} on the real
+    reactor: it serves as Twisted's port would, and logs nothing.
+    """
+
+    async def test_servesWithoutLines(self) -> None:
+        """
+        The port a listener opens on an address and port accepts
+        connections and serves them, and neither its opening nor its
+        closing logs anything (Twisted's port logs "... starting on PORT"
+        and "(... Port PORT Closed)": with thousands of services, those
+        lines were a third of the start-up once the reactor ran).
+        """
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        with capturedLogs() as opening:
+            port = await listener.start()
+        self.assertIsInstance(port, QuietPort)
+        received = Received()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, received)
+        self.assertEqual(await received.ended, b"hello")
+        with capturedLogs() as closing:
+            await listener.stop().closed
+        client = "twisted.internet.endpoints.OneShotFactory"
+        self.assertEqual([e for e in opening + closing if e["log_namespace"] != client], [])
+
+    async def test_socket(self) -> None:
+        """
+        The port's socket, made in fewer system calls than Twisted's, is
+        as Twisted's: it does not block, child processes do not inherit
+        it, and it reuses addresses (a restart need not wait for the
+        connections of the last run to time out).
+        """
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        made = port.socket
+        self.assertEqual(
+            (
+                made.getblocking(),
+                made.get_inheritable(),
+                made.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) != 0,
+            ),
+            (False, False, True),
+        )
+
+    async def test_ipv6(self) -> None:
+        """
+        An IPv6 address is listened on as such.
+        """
+        try:
+            socket.socket(socket.AF_INET6).close()
+        except OSError:
+            self.skipTest("no IPv6 here")
+        listener = Listener.on(reactor, Where("::1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        self.assertEqual(port.getHost().host, "::1")
+        received = Received()
+        endpoint = TCP6ClientEndpoint(reactor, "::1", port.getHost().port)
+        await connectProtocol(endpoint, received)
+        self.assertEqual(await received.ended, b"hello")
+
+    async def test_portTaken(self) -> None:
+        """
+        A port another socket listens on is not taken: the start fails with
+        C{CannotListenError}, told as the system said it, and no socket is
+        left open.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        taken = holder.getsockname()[1]
+        factory = greetings()
+        listener = Listener.on(reactor, Where("127.0.0.1", taken), factory)
+        error = await self.assertFailure(listener.start(), CannotListenError)
+        self.assertIn("Address already in use", failureDetails(Failure(error)))
+        self.assertEqual(factory.numPorts, 0)
+
+
+class OtherReactorTests(SynchronousTestCase):
+    """
+    A reactor whose C{listenTCP} is not Twisted's own for POSIX listens
+    through it.
+    """
+
+    def test_memoryReactor(self) -> None:
+        """
+        A memory reactor is asked to listen, where the listener says.
+        """
+        memory = MemoryReactor()
+        factory = Factory()
+        port = listenQuietly(memory, 8443, factory, "192.0.2.1")
+        self.assertNotIsInstance(port, QuietPort)
+        [(number, listened, _, interface)] = memory.tcpServers
+        self.assertEqual((number, listened, interface), (8443, factory, "192.0.2.1"))
