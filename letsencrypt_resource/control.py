@@ -23,14 +23,16 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
 from .controlsocket import (
-    MAX_ANSWER,
     SOCKET_NAME,
+    AnswerLine,
+    AnswerTooLong,
+    answerLine,
     answerOf,
     requestLine,
     serverAddress,
@@ -101,7 +103,7 @@ def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> De
     Run the operation C{name} with C{arguments}.
     """
     methods = {
-        "status": operations.fullStatus,
+        "status": operations.encodedStatus,
         "renew": lambda: operations.renew(arguments["names"], arguments["force"]),
         "revoke": lambda: operations.revoke(arguments["name"], arguments["reason"]),
         "account-show": operations.accountShow,
@@ -141,18 +143,29 @@ class _ControlProtocol(LineReceiver):
         )
 
     def _answer(self, result: Any, error: str | None) -> None:
-        self.sendLine(json.dumps({"result": result, "error": error}).encode("utf-8"))
+        self.sendLine(answerLine(result, error))
 
 
-class _ControlClient(LineReceiver):
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_ANSWER
+class _ControlClient(Protocol):
+    """
+    Reads the server's answer line (see L{AnswerLine}); a line longer than
+    L{MAX_ANSWER} closes the connection.
+    """
 
     def __init__(self) -> None:
         self.answer: Deferred[bytes] = Deferred()
+        self._line = AnswerLine()
 
-    def lineReceived(self, line: bytes) -> None:
-        if not self.answer.called:
+    def dataReceived(self, data: bytes) -> None:
+        if self.answer.called:
+            return
+        try:
+            line = self._line.feed(data)
+        except AnswerTooLong:
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
+        if line is not None:
             self.answer.callback(line)
 
     def connectionLost(self, reason: Any = None) -> None:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from . import events
 from .accountcommands import AccountCommands
 from .clusterview import addClusterView
+from .controlsocket import EncodedJSON
 from .coroutines import deferred
 from .keys import PublicKey
 from .managed import ManagedCertificate
@@ -85,6 +86,24 @@ class Operations:
         if isinstance(storage, ClusterStorage):
             await addClusterView(rows, storage, self._clock)
         return rows
+
+    @deferred
+    async def encodedStatus(self) -> EncodedJSON | list[dict[str, Any]]:
+        """
+        The L{fullStatus} rows, encoded by the kept rows' texts
+        (L{RowCache.encoded}) on a server alone; as rows on a cluster node.
+        """
+        resource = self._resource
+        if isinstance(resource.storage, ClusterStorage):
+            return await self.fullStatus()
+        return EncodedJSON(
+            self._rows.encoded(
+                resource.managed.values(),
+                resource.options,
+                self._clock.seconds(),
+                self._serverRunning,
+            )
+        )
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
         return self._rows.row(

@@ -164,6 +164,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "setloading",
                 "statusreader",
                 "statusrows",
+                "rowjson",
                 "storedchanges",
                 "writequeue",
                 "writeretries",
