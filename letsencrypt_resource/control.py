@@ -29,6 +29,7 @@ from twisted.protocols.basic import LineReceiver
 
 from . import events
 from .controlsocket import (
+    MAX_ANSWER,
     SOCKET_NAME,
     AnswerLine,
     AnswerTooLong,
@@ -149,12 +150,12 @@ class _ControlProtocol(LineReceiver):
 class _ControlClient(Protocol):
     """
     Reads the server's answer line (see L{AnswerLine}); a line longer than
-    L{MAX_ANSWER} closes the connection.
+    C{limit} bytes closes the connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_ANSWER) -> None:
         self.answer: Deferred[bytes] = Deferred()
-        self._line = AnswerLine()
+        self._line = AnswerLine(limit)
 
     def dataReceived(self, data: bytes) -> None:
         if self.answer.called:

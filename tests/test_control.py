@@ -6,6 +6,7 @@ the control socket resist planted links, squatted folders and removal.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
@@ -13,8 +14,10 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
@@ -28,8 +31,10 @@ from letsencrypt_resource.control import (
     LockWatch,
     StateDirectoryLocked,
     StateLock,
+    _ControlClient,
     _ControlProtocol,
     askServer,
+    dispatch,
     socketAddress,
 )
 from letsencrypt_resource.operations import OperationError, Operations
@@ -397,3 +402,74 @@ class ControlProtocolTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         protocol.dataReceived(b"x")
         self.assertTrue(transport.disconnecting)
+
+
+class AnswerTests(SynchronousTestCase):
+    """
+    The server's answer line (L{controlsocket.answerLine}) and how the
+    reactor's client reads it (L{_ControlClient}).
+    """
+
+    rows = [{"names": ["a.test"], "last_error": 'x "\u00e9"\n', "days_left": 1.5}]
+
+    def test_encodedAsDumps(self) -> None:
+        """
+        A result already encoded (L{controlsocket.EncodedJSON}) is answered
+        with the line C{json.dumps} gives for the result itself; its text
+        is found in the line again as it is (L{controlsocket.resultText}).
+        """
+        text = json.dumps(self.rows)
+        line = controlsocket.answerLine(controlsocket.EncodedJSON(text), None)
+        self.assertEqual(line, json.dumps({"result": self.rows, "error": None}).encode())
+        self.assertEqual(controlsocket.answerLine(self.rows, None), line)
+        self.assertEqual(controlsocket.resultText(line), text.encode())
+        self.assertEqual(controlsocket.answerOf(line), self.rows)
+
+    def test_errorsAndOtherForms(self) -> None:
+        """
+        An error is answered as such, even with an encoded result; an
+        error, or an answer in another form, has no result text to take.
+        """
+        line = controlsocket.answerLine(controlsocket.EncodedJSON("[]"), "broken")
+        self.assertEqual(json.loads(line), {"result": "[]", "error": "broken"})
+        self.assertIsNone(controlsocket.resultText(line))
+        other = json.dumps({"error": None, "result": self.rows}).encode()
+        self.assertIsNone(controlsocket.resultText(other))
+
+    def test_clientReadsLineInParts(self) -> None:
+        """
+        The client's answer is the first line, whatever the parts it came
+        in; what follows it is ignored.
+        """
+        client = _ControlClient()
+        client.makeConnection(StringTransport())
+        for part in (b'{"result"', b": 1, ", b'"error": null}\nmore', b"\n"):
+            client.dataReceived(part)
+        self.assertEqual(self.successResultOf(client.answer), b'{"result": 1, "error": null}')
+
+    def test_clientLongAnswerRefused(self) -> None:
+        """
+        An answer longer than the limit closes the connection, and the
+        client fails once it is closed.
+        """
+        client = _ControlClient(limit=10)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"x" * 10)
+        self.assertFalse(transport.disconnecting)
+        client.dataReceived(b"x\n")
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(client.answer, ConnectionDone)
+
+    def test_statusEncoded(self) -> None:
+        """
+        The server's C{status} on a server alone is the encoded rows of its
+        sets (L{Operations.encodedStatus}), which the answer holds as
+        C{json.dumps} would write the rows.
+        """
+        resource = SimpleNamespace(managed={}, options=None, storage=None)
+        operations = Operations(resource, Clock())  # type: ignore[arg-type]
+        result = self.successResultOf(dispatch(operations, "status", {}))
+        self.assertIsInstance(result, controlsocket.EncodedJSON)
+        self.assertEqual(controlsocket.answerLine(result, None), b'{"result": [], "error": null}')

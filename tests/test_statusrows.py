@@ -200,3 +200,89 @@ class RowCacheTests(SynchronousTestCase):
         made = len(self.made)
         self.cache.row(self.certificate, self.options, self.now, True)
         self.assertEqual(len(self.made), made)
+
+
+class EncodedTests(SynchronousTestCase):
+    """
+    L{RowCache.encoded} gives the text C{json.dumps} gives for the rows,
+    from the kept rows' texts (L{letsencrypt_resource.rowjson.RowJSON}).
+    """
+
+    def setUp(self) -> None:
+        key = generateKey("ecdsa-p256")
+        self.certifiedKey = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        self.options = resourceOptions()
+        self.start = self.certifiedKey.validity[0]
+
+    def managed(self, *names: str) -> ManagedCertificate:
+        """
+        A set of C{names} on the test certificate, served by two services.
+        """
+        managed = ManagedCertificate(names or ("s1.test",))
+        managed.current = self.certifiedKey
+        for name in ("services/a", 'services/"b"'):
+            managed.consumers.append(SimpleNamespace(name=name))  # type: ignore[arg-type]
+        return managed
+
+    def assertAsDumps(self, cache: RowCache, sets: list[ManagedCertificate], now: float) -> None:
+        """
+        The encoded rows of C{sets} at C{now}, the server running or not,
+        are the text of the rows made anew.
+        """
+        for running in (True, False):
+            rows = [statusRow(c, self.options, now, running) for c in sets]
+            self.assertEqual(cache.encoded(sets, self.options, now, running), json.dumps(rows))
+
+    def test_asDumps(self) -> None:
+        """
+        Planned, overdue, retrying, failing with an error of quotes, lines
+        and letters beyond ASCII, forced, without a certificate and on a
+        provisional one, at times before, in and after validity: the text
+        is C{json.dumps}'s, and again from the kept rows.
+        """
+        failing = self.managed("f.test", "www.f.test")
+        failing.failures, failing.lastError = 3, 'refused: "no"\n\u00e9\u2603 \\ end'
+        failing.nextAttempt = self.start + 89 * DAY
+        forced = self.managed("forced.test")
+        forced.forcedReason = "forced"
+        bare = self.managed("bare.test")
+        bare.current = None
+        provisional = self.managed("provisional.test")
+        provisional.current = CertifiedKey(
+            generateKey("ecdsa-p256"),
+            self.certifiedKey.certificate,
+            provisional=True,
+        )
+        sets = [self.managed(), failing, forced, bare, provisional]
+        cache = RowCache()
+        for days in (-1, 0, 0.25, 1, 59.95, 60, 88.5, 89.5, 100):
+            now = self.start + days * DAY
+            self.assertAsDumps(cache, sets, now)
+            self.assertAsDumps(cache, sets, now)
+
+    def test_changeShown(self) -> None:
+        """
+        A set changed since the last call shows the change in the text,
+        made again for it alone; the other sets' texts are kept.
+        """
+        sets = [self.managed("a.test"), self.managed("b.test")]
+        cache = RowCache()
+        now = self.start + DAY
+        made: list[object] = []
+        base = statusrows.RowBase
+
+        class Counted(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                made.append(args[0])
+                super().__init__(*args)
+
+        self.patch(statusrows, "RowBase", Counted)
+        cache.encoded(sets, self.options, now, True)
+        self.assertEqual(made, sets)
+        sets[1].lastError = "refused"
+        sets[1].failures = 1
+        text = cache.encoded(sets, self.options, now, True)
+        self.assertEqual(made, [*sets, sets[1]])
+        self.assertEqual(json.loads(text)[1]["last_error"], "refused")
+        self.patch(statusrows, "RowBase", base)
+        self.assertAsDumps(cache, sets, now)
