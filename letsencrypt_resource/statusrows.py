@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zope.interface import implementer
@@ -251,10 +251,34 @@ class RowCache:
         made of the kept rows' texts (L{RowJSON}).
         """
         nowJSON = '"' + isoTime(now) + '"'
-        texts = []
-        for certificate in certificates:
-            kept = self._base(certificate, options, serverRunning)
-            if kept.json is None:
-                kept.json = kept.base.json()
-            texts.append(kept.json.at(now, nowJSON))
+        texts = [
+            self._json(certificate, options, serverRunning).at(now, nowJSON)
+            for certificate in certificates
+        ]
         return "[" + ", ".join(texts) + "]"
+
+    def _json(
+        self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
+    ) -> RowJSON:
+        """
+        The kept text of C{certificate}'s row, made when missing.
+        """
+        kept = self._base(certificate, options, serverRunning)
+        if kept.json is None:
+            kept.json = kept.base.json()
+        return kept.json
+
+    def keep(
+        self,
+        certificates: Iterable[ManagedCertificate],
+        options: ResourceOptions,
+        serverRunning: bool,
+    ) -> Iterator[None]:
+        """
+        Make the kept row and text of each of C{certificates} that has
+        none, one set at each step: what the first L{encoded} call would
+        make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
+        """
+        for certificate in certificates:
+            self._json(certificate, options, serverRunning)
+            yield None

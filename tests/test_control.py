@@ -157,6 +157,23 @@ class LockWatchTests(SynchronousTestCase):
         self.assertEqual(self.ids(), [20177, 20176])
 
 
+class KeepingOperations:
+    """
+    Operations that record when their kept rows are asked for.
+    """
+
+    def __init__(self) -> None:
+        self.keeping: list[Deferred[None]] = []
+        self.cancelled: list[Deferred[None]] = []
+
+    def keepRows(self, cooperate: object) -> Deferred[None]:
+        """
+        Record the request; it runs until cancelled.
+        """
+        self.keeping.append(Deferred(self.cancelled.append))
+        return self.keeping[-1]
+
+
 class ControlSocketTests(SynchronousTestCase):
     """
     The control socket is made in the state directory the service opened,
@@ -181,7 +198,12 @@ class ControlSocketTests(SynchronousTestCase):
         @return: It and its reactor.
         """
         reactor = MemoryReactorClock()
-        service = ControlService(state or self.state, None, reactor)  # type: ignore[arg-type]
+        self.operations = KeepingOperations()
+        service = ControlService(
+            state or self.state,
+            self.operations,  # type: ignore[arg-type]
+            reactor,
+        )
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service, reactor
@@ -203,6 +225,21 @@ class ControlSocketTests(SynchronousTestCase):
         self.assertEqual(event["path"], self.path)
         for detail in details:
             self.assertIn(detail, event["details"])
+
+    def test_rowsKeptWhileListening(self) -> None:
+        """
+        Once it listens, the service has the operations make the kept
+        status rows (L{Operations.keepRows}), and stops them when it stops;
+        a service that cannot listen asks for none.
+        """
+        service, reactor = self.service()
+        [keeping] = self.operations.keeping
+        self.assertNoResult(keeping)
+        service.stopService()
+        self.assertEqual(self.operations.cancelled, [keeping])
+        os.chmod(self.state, 0o777)
+        self.service()
+        self.assertEqual(self.operations.keeping, [])
 
     def test_longStateDirectory(self) -> None:
         """

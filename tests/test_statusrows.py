@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import certificates, statusrows
 from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.statusrows import RowCache, isoTime, statusRow
 from tests.helpers.resourcecase import DAY, resourceOptions
 
@@ -286,3 +290,70 @@ class EncodedTests(SynchronousTestCase):
         self.assertEqual(json.loads(text)[1]["last_error"], "refused")
         self.patch(statusrows, "RowBase", base)
         self.assertAsDumps(cache, sets, now)
+
+
+class KeepRowsTests(SynchronousTestCase):
+    """
+    L{Operations.keepRows} makes the kept rows ahead, a set at a step, once
+    the resource has settled.
+    """
+
+    def setUp(self) -> None:
+        key = generateKey("ecdsa-p256")
+        certifiedKey = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        self.sets = [ManagedCertificate((f"s{i}.test",)) for i in range(3)]
+        for managed in self.sets:
+            managed.current = certifiedKey
+        self.settled: Deferred[None] = Deferred()
+        resource = SimpleNamespace(
+            managed={m.domains: m for m in self.sets},
+            options=resourceOptions(),
+            storage=None,
+            whenSettled=lambda: self.settled,
+        )
+        self.clock = Clock()
+        self.clock.advance(certifiedKey.validity[0] + DAY)
+        self.operations = Operations(resource, self.clock)  # type: ignore[arg-type]
+        self.steps: list[Callable[[], object]] = []
+        # One set a step, each step run by the test.
+        self.cooperator = Cooperator(lambda: lambda: True, self.steps.append)
+        self.made: list[object] = []
+        made, base = self.made, statusrows.RowBase
+
+        class Counted(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                made.append(args[0])
+                super().__init__(*args)
+
+        self.patch(statusrows, "RowBase", Counted)
+
+    def test_madeAhead(self) -> None:
+        """
+        Nothing is made before the resource settles; then one set's row at
+        each step, and the status after is answered from them alone.
+        """
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.assertEqual((self.steps, self.made), ([], []))
+        self.settled.callback(None)
+        for count in range(1, 4):
+            self.steps.pop(0)()
+            self.assertEqual(self.made, self.sets[:count])
+        while self.steps:
+            self.steps.pop(0)()
+        self.successResultOf(keeping)
+        text = self.successResultOf(self.operations.encodedStatus())
+        self.assertEqual(self.made, self.sets)
+        self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+
+    def test_cancelled(self) -> None:
+        """
+        Cancelled, it stops making rows.
+        """
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.settled.callback(None)
+        self.steps.pop(0)()
+        keeping.cancel()
+        self.failureResultOf(keeping, CancelledError)
+        while self.steps:
+            self.steps.pop(0)()
+        self.assertEqual(self.made, self.sets[:1])
