@@ -80,11 +80,12 @@ def waitListening(log: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def measureOnce(
-    tree: str, workdir: str, n: int, calls: int, firstPort: int
+    tree: str, workdir: str, n: int, calls: int, firstPort: int, pause: float = 0.0
 ) -> dict[str, list[float]]:
     """
     Start twistd of C{tree} on N services, time C{calls} status commands
-    against it and as many once it stopped.
+    against it, the first C{pause} seconds after every service listens,
+    and as many once it stopped.
     """
     fabricated = os.path.join(workdir, f"warm-state-{n}")
     fabricate(fabricated, n)
@@ -105,6 +106,7 @@ def measureOnce(
             )
         try:
             waitListening(log, process)
+            time.sleep(pause)
             for call in range(calls):
                 server = cpuSeconds(process.pid)
                 wall, cpu = timeStatus(tree, path, n)
@@ -130,6 +132,9 @@ def main() -> None:
     parser.add_argument("--tree", action="append", help="a package tree (default: this one)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--first-port", type=int, default=51000)
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds between in service and the first call"
+    )
     arguments = parser.parse_args()
     trees = [os.path.abspath(tree) for tree in arguments.tree or [ROOT]]
     workdir = os.path.abspath(arguments.workdir)
@@ -139,11 +144,16 @@ def main() -> None:
     for _ in range(arguments.repeats):
         for tree in trees:
             loads.append(os.getloadavg()[0])
-            once = measureOnce(tree, workdir, arguments.n, arguments.calls, arguments.first_port)
+            once = measureOnce(
+                tree, workdir, arguments.n, arguments.calls, arguments.first_port, arguments.pause
+            )
             for key, values in once.items():
                 results[tree].setdefault(key, []).extend(values)
     keys = list(results[trees[0]])
-    print(f"status --json at N = {arguments.n:,}; load {min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"status --json at N = {arguments.n:,}, the first call {arguments.pause:g} s after "
+        f"all listen; load {min(loads):.1f}-{max(loads):.1f}"
+    )
     print("median (min-max) seconds\n")
     print(f"| tree | {' | '.join(keys)} |")
     print(f"|---|{'---|' * len(keys)}")

@@ -27,6 +27,7 @@ class RowJSON:
     """
 
     __slots__ = ("_head", "_middle", "_notAfter", "_planAt", "_retryAt", "_texts")
+    _texts: tuple[str, str, str, str, int]
 
     def __init__(
         self,
@@ -47,8 +48,9 @@ class RowJSON:
         self._head = head + ', "days_left": '
         self._middle = ", " + middle + ', "retry": '
         self._notAfter, self._planAt, self._retryAt = notAfter, planAt, retryAt
-        retried = f"retry after {row['failures']} failed attempts"
-        self._texts = tuple(map(encode_basestring_ascii, (*texts, retried)))
+        # Shared with the row's other parts: encoded at each call, in less
+        # time than keeping them encoded costs memory.
+        self._texts = (*texts, row["failures"])
 
     def at(self, now: float, nowJSON: str) -> str:
         """
@@ -58,13 +60,17 @@ class RowJSON:
         daysLeft = (
             "null" if self._notAfter is None else repr(round((self._notAfter - now) / DAY, 1))
         )
-        reason, plan, why, retry, retried = self._texts
+        reason, plan, why, retry, failures = self._texts
         if self._retryAt > max(self._planAt, now):
-            retrying, next, why = "true", retry, retried
+            retrying, next = "true", encode_basestring_ascii(retry)
+            why = f'"retry after {failures} failed attempts"'
         else:
             # Overdue: the time of the call is the next check.
-            retrying, next = "false", plan if self._planAt >= now else nowJSON
+            retrying, next = "false", nowJSON
+            if self._planAt >= now:
+                next = encode_basestring_ascii(plan)
+            why = encode_basestring_ascii(why)
         return (
-            f'{self._head}{daysLeft}{self._middle}{retrying}, "reason": {reason}, '
-            f'"next_check": {next}, "why": {why}}}'
+            f'{self._head}{daysLeft}{self._middle}{retrying}, "reason": '
+            f'{encode_basestring_ascii(reason)}, "next_check": {next}, "why": {why}}}'
         )

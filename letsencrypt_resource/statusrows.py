@@ -151,13 +151,17 @@ class _Reader:
     (lists, sets), whose copies are compared.
     """
 
-    __slots__ = ("containers", "read")
+    __slots__ = ("containers", "names", "read")
 
     def __init__(self, fields: dict[str, Any]):
+        self.names = tuple(fields)
         shown = [name for name in fields if name not in UNSHOWN]
         self.read = operator.itemgetter(*shown)
+        # A set's copy is a frozenset: equal to it, and smaller.
         self.containers = [
-            (name, type(fields[name])) for name in shown if isinstance(fields[name], (list, set))
+            (name, list if isinstance(fields[name], list) else frozenset)
+            for name in shown
+            if isinstance(fields[name], (list, set))
         ]
 
 
@@ -168,10 +172,9 @@ class _Kept:
     with the set's at each call in a few operations.
     """
 
-    __slots__ = ("base", "copies", "json", "names", "reader", "values")
+    __slots__ = ("base", "copies", "json", "reader", "values")
 
     def __init__(self, fields: dict[str, Any], reader: _Reader, base: RowBase):
-        self.names = tuple(fields)
         self.reader = reader
         self.values = reader.read(fields)
         self.copies = [kind(fields[name]) for name, kind in reader.containers]
@@ -185,7 +188,7 @@ class _Kept:
         return (
             self.reader.read(fields) == self.values
             and [fields[name] for name, _ in self.reader.containers] == self.copies
-            and tuple(fields) == self.names
+            and tuple(fields) == self.reader.names
         )
 
 
