@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
-from twisted.internet import task
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import CooperativeTask
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
@@ -194,24 +192,13 @@ class ControlService(Service):
 
     _log = Logger()
 
-    def __init__(
-        self,
-        stateDirectory: str,
-        operations: Operations,
-        reactor: IReactorUNIX,
-        cooperate: Callable[[Iterator[None]], CooperativeTask] = task.cooperate,
-    ):
-        """
-        @param cooperate: What makes the kept status rows once the
-            resource has settled (see L{Operations.keepRows}), a few at a
-            time: by default Twisted's C{cooperate}.
-        """
+    def __init__(self, stateDirectory: str, operations: Operations, reactor: IReactorUNIX):
         self._stateDirectory = stateDirectory
         self._operations = operations
         self._reactor = reactor
-        self._cooperate = cooperate
         self._folder: int | None = None
         self._port: IListeningPort | None = None
+        self._cooperator: Cooperator | None = None
         self._keeping: Deferred[None] | None = None
 
     def startService(self) -> None:
@@ -236,7 +223,18 @@ class ControlService(Service):
             self._failed(error)
             return
         self._folder = folder
-        self._keeping = self._operations.keepRows(self._cooperate)
+        self._keepRows()
+
+    def _keepRows(self) -> None:
+        """
+        Have the operations make the kept status rows once the resource
+        has settled (see L{Operations.keepRows}), a few at a time between
+        the reactor's other work, with a cooperator of this service's own:
+        stopped with it, it leaves nothing scheduled.
+        """
+        clock = IReactorTime(self._reactor)
+        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        self._keeping = self._operations.keepRows(self._cooperator.cooperate)
         self._keeping.addErrback(lambda failure: unexpected(self._log, failure))
 
     def _failed(self, error: Exception) -> None:
@@ -249,8 +247,10 @@ class ControlService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         keeping, self._keeping = self._keeping, None
-        if keeping is not None:
+        cooperator, self._cooperator = self._cooperator, None
+        if keeping is not None and cooperator is not None:
             keeping.cancel()
+            cooperator.stop()
         port, self._port = self._port, None
         folder, self._folder = self._folder, None
         if port is None or folder is None:

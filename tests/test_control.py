@@ -12,7 +12,7 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -166,10 +166,12 @@ class KeepingOperations:
         self.keeping: list[Deferred[None]] = []
         self.cancelled: list[Deferred[None]] = []
 
-    def keepRows(self, cooperate: object) -> Deferred[None]:
+    def keepRows(self, cooperate: Callable[[Iterator[None]], object]) -> Deferred[None]:
         """
-        Record the request; it runs until cancelled.
+        Record the request, and start work with C{cooperate}; it runs until
+        cancelled.
         """
+        cooperate(iter([None] * 5))
         self.keeping.append(Deferred(self.cancelled.append))
         return self.keeping[-1]
 
@@ -235,8 +237,11 @@ class ControlSocketTests(SynchronousTestCase):
         service, reactor = self.service()
         [keeping] = self.operations.keeping
         self.assertNoResult(keeping)
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
         service.stopService()
         self.assertEqual(self.operations.cancelled, [keeping])
+        # Its cooperator stopped too: nothing left scheduled.
+        self.assertEqual(reactor.getDelayedCalls(), [])
         os.chmod(self.state, 0o777)
         self.service()
         self.assertEqual(self.operations.keeping, [])
