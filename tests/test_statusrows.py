@@ -220,11 +220,12 @@ class EncodedTests(SynchronousTestCase):
 
     def managed(self, *names: str) -> ManagedCertificate:
         """
-        A set of C{names} on the test certificate, served by two services.
+        A set of C{names} on the test certificate, served by three
+        services, one whose name holds the text around C{days_left}.
         """
         managed = ManagedCertificate(names or ("s1.test",))
         managed.current = self.certifiedKey
-        for name in ("services/a", 'services/"b"'):
+        for name in ("services/a", 'services/"b"', 'services/c", "days_left": null, "d'):
             managed.consumers.append(SimpleNamespace(name=name))  # type: ignore[arg-type]
         return managed
 
