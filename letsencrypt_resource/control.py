@@ -23,7 +23,8 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
@@ -31,6 +32,9 @@ from . import events
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
+    AnswerLine,
+    AnswerTooLong,
+    answerLine,
     answerOf,
     requestLine,
     serverAddress,
@@ -38,6 +42,7 @@ from .controlsocket import (
 )
 from .listening import stopPort
 from .operations import OperationError, Operations
+from .reporting import unexpected
 from .safefs import openFolder
 from .storage.lock import StateDirectoryLocked, StateLock
 
@@ -101,7 +106,7 @@ def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> De
     Run the operation C{name} with C{arguments}.
     """
     methods = {
-        "status": operations.fullStatus,
+        "status": operations.encodedStatus,
         "renew": lambda: operations.renew(arguments["names"], arguments["force"]),
         "revoke": lambda: operations.revoke(arguments["name"], arguments["reason"]),
         "account-show": operations.accountShow,
@@ -141,18 +146,29 @@ class _ControlProtocol(LineReceiver):
         )
 
     def _answer(self, result: Any, error: str | None) -> None:
-        self.sendLine(json.dumps({"result": result, "error": error}).encode("utf-8"))
+        self.sendLine(answerLine(result, error))
 
 
-class _ControlClient(LineReceiver):
-    delimiter = b"\n"
-    MAX_LENGTH = MAX_ANSWER
+class _ControlClient(Protocol):
+    """
+    Reads the server's answer line (see L{AnswerLine}); a line longer than
+    C{limit} bytes closes the connection.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_ANSWER) -> None:
         self.answer: Deferred[bytes] = Deferred()
+        self._line = AnswerLine(limit)
 
-    def lineReceived(self, line: bytes) -> None:
-        if not self.answer.called:
+    def dataReceived(self, data: bytes) -> None:
+        if self.answer.called:
+            return
+        try:
+            line = self._line.feed(data)
+        except AnswerTooLong:
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
+        if line is not None:
             self.answer.callback(line)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -182,6 +198,8 @@ class ControlService(Service):
         self._reactor = reactor
         self._folder: int | None = None
         self._port: IListeningPort | None = None
+        self._cooperator: Cooperator | None = None
+        self._keeping: Deferred[None] | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -205,6 +223,19 @@ class ControlService(Service):
             self._failed(error)
             return
         self._folder = folder
+        self._keepRows()
+
+    def _keepRows(self) -> None:
+        """
+        Have the operations make the kept status rows once the resource
+        has settled (see L{Operations.keepRows}), a few at a time between
+        the reactor's other work, with a cooperator of this service's own:
+        stopped with it, it leaves nothing scheduled.
+        """
+        clock = IReactorTime(self._reactor)
+        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        self._keeping = self._operations.keepRows(self._cooperator.cooperate)
+        self._keeping.addErrback(lambda failure: unexpected(self._log, failure))
 
     def _failed(self, error: Exception) -> None:
         """
@@ -215,6 +246,11 @@ class ControlService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        keeping, self._keeping = self._keeping, None
+        cooperator, self._cooperator = self._cooperator, None
+        if keeping is not None and cooperator is not None:
+            keeping.cancel()
+            cooperator.stop()
         port, self._port = self._port, None
         folder, self._folder = self._folder, None
         if port is None or folder is None:

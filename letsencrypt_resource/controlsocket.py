@@ -85,6 +85,86 @@ def requestLine(name: str, arguments: dict[str, Any]) -> bytes:
     return json.dumps({"name": name, "arguments": arguments}).encode("utf-8") + b"\n"
 
 
+class AnswerTooLong(Exception):
+    """
+    The answer's line is longer than the client takes.
+    """
+
+
+class AnswerLine:
+    """
+    The first line of an answer that comes in parts, for both clients:
+    each part is searched for the line's end once (searching all received
+    at each part would be quadratic in the answer's length).
+    """
+
+    def __init__(self, limit: int = MAX_ANSWER):
+        """
+        @param limit: The longest line taken, in bytes.
+        """
+        self._received = bytearray()
+        self._limit = limit
+
+    def wanted(self) -> int:
+        """
+        The most bytes worth receiving next: one beyond the limit at most.
+        """
+        return self._limit + 1 - len(self._received)
+
+    def feed(self, data: bytes) -> bytes | None:
+        """
+        Take the next part of the answer.
+
+        @return: The line, without its end, once C{data} ends it; C{None}
+            while it goes on.
+        @raise AnswerTooLong: when it is longer than the limit.
+        """
+        if b"\n" in data:
+            line = bytes(self._received + data[: data.index(b"\n")])
+        else:
+            line = None
+            self._received += data
+        if len(line if line is not None else self._received) > self._limit:
+            raise AnswerTooLong(f"the answer is longer than {self._limit} bytes")
+        return line
+
+
+class EncodedJSON(str):
+    """
+    A result already encoded, the JSON text C{json.dumps} would give for
+    it: the server's answer holds it as it is (see L{answerLine}).
+    """
+
+
+#: How the server's answer to a request that succeeded begins and ends,
+#: around the result's JSON text.
+_RESULT_HEAD, _RESULT_TAIL = b'{"result": ', b', "error": null}'
+
+
+def answerLine(result: Any, error: str | None) -> bytes:
+    """
+    The server's answer: a line of JSON, C{{"result": ..., "error": ...}},
+    without its end, as C{json.dumps} writes it, whether or not the result
+    is an L{EncodedJSON}.
+    """
+    if isinstance(result, EncodedJSON) and error is None:
+        return _RESULT_HEAD + result.encode("utf-8") + _RESULT_TAIL
+    return json.dumps({"result": result, "error": error}).encode("utf-8")
+
+
+def resultText(line: bytes) -> bytes | None:
+    """
+    The JSON text of the result of the server's answer C{line} (without
+    its end) to a request that succeeded, as L{answerLine} writes it, taken
+    as it is, without decoding it: the same text as C{json.dumps} of the
+    result; C{None} when the line is no such answer (an error, or another
+    form), which L{answerOf} then reads.
+    """
+    if line.startswith(_RESULT_HEAD) and line.endswith(_RESULT_TAIL):
+        return line[len(_RESULT_HEAD) : -len(_RESULT_TAIL)]
+    return None
+
+
 def answerOf(line: bytes) -> Any:
     """
     The result of the server's answer C{line} (without its end), a JSON

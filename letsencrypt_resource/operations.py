@@ -9,15 +9,18 @@ when no server runs.  Each returns JSON-ready data.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import CooperativeTask
 from twisted.logger import Logger
 
 from . import events
 from .accountcommands import AccountCommands
 from .clusterview import addClusterView
+from .controlsocket import EncodedJSON
 from .coroutines import deferred
 from .keys import PublicKey
 from .managed import ManagedCertificate
@@ -85,6 +88,43 @@ class Operations:
         if isinstance(storage, ClusterStorage):
             await addClusterView(rows, storage, self._clock)
         return rows
+
+    @deferred
+    async def encodedStatus(self) -> EncodedJSON | list[dict[str, Any]]:
+        """
+        The L{fullStatus} rows, encoded by the kept rows' texts
+        (L{RowCache.encoded}) on a server alone; as rows on a cluster node.
+        """
+        resource = self._resource
+        if isinstance(resource.storage, ClusterStorage):
+            return await self.fullStatus()
+        return EncodedJSON(
+            self._rows.encoded(
+                resource.managed.values(),
+                resource.options,
+                self._clock.seconds(),
+                self._serverRunning,
+            )
+        )
+
+    @deferred
+    async def keepRows(self, cooperate: Callable[[Iterator[None]], CooperativeTask]) -> None:
+        """
+        Once the resource has settled (every set loaded and checked once),
+        make the kept row of every set, a few sets at a time (with
+        C{cooperate}, C{twisted.internet.task.cooperate} or another
+        C{Cooperator}'s), so that the first C{status} is answered from kept rows as
+        the later ones are (see L{RowCache.keep}).  Cancelled, it stops.
+        """
+        resource = self._resource
+        await resource.whenSettled()
+        sets = list(resource.managed.values())
+        task = cooperate(self._rows.keep(sets, resource.options, self._serverRunning))
+        try:
+            await task.whenDone()
+        except CancelledError:
+            task.stop()
+            raise
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
         return self._rows.row(

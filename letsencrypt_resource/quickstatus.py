@@ -14,13 +14,22 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import socket
 import stat
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .controlsocket import MAX_ANSWER, answerOf, requestLine, serverAddress
+from .controlsocket import (
+    MAX_ANSWER,
+    AnswerLine,
+    AnswerTooLong,
+    answerOf,
+    requestLine,
+    resultText,
+    serverAddress,
+)
 from .display import formatStatus
 from .inireader import readINI, resolvePath
 from .operationerror import OperationError
@@ -40,6 +49,9 @@ ANSWER_WAIT = 60.0
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
 #: A section header, as the configuration reads it.
 _HEADER = configparser.ConfigParser.SECTCRE
+#: A line whose first character but white space is C{[}: its indentation
+#: and the rest of it.
+_BRACKETED = re.compile(r"^(?P<indent>[^\S\n]*)(?P<line>\[[^\n]*)", re.MULTILINE)
 
 
 def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
@@ -76,21 +88,28 @@ def _resourceSections(text: str) -> str | None:
     The C{[resources/...]} sections of the INI C{text}, each from its
     header to the next header; C{None} when a line could be read as a
     header otherwise than the configuration reads it (a line that starts
-    with C{[} and is no header, an indented resource header).
+    with C{[} and is no header, an indented resource header).  Only the
+    lines that start with C{[}, indented or not, are looked at, found by
+    one search of the whole text (lines end at C{\\n} alone, as the
+    configuration reads them).
     """
-    lines: list[str] = []
-    inResource = False
-    for line in text.splitlines(keepends=True):
-        if line.startswith("["):
-            header = _HEADER.match(line.strip())
-            if header is None:
+    parts: list[str] = []
+    start: int | None = None
+    for found in _BRACKETED.finditer(text):
+        indent, line = found.group("indent", "line")
+        if indent:
+            if start is None and line.startswith("[resources/"):
                 return None
-            inResource = header.group("header").startswith("resources/")
-        elif line.lstrip().startswith("[resources/") and not inResource:
+            continue
+        header = _HEADER.match(line.strip())
+        if header is None:
             return None
-        if inResource:
-            lines.append(line)
-    return "".join(lines)
+        if start is not None:
+            parts.append(text[start : found.start()])
+        start = found.start() if header.group("header").startswith("resources/") else None
+    if start is not None:
+        parts.append(text[start:])
+    return "".join(parts)
 
 
 def stateDirectoryOf(path: str) -> str | None:
@@ -140,24 +159,24 @@ def stateDirectoryOf(path: str) -> str | None:
 
 def readLine(receive: Callable[[int], bytes], limit: int = MAX_ANSWER) -> bytes | None:
     """
-    The first line that C{receive} gives, without its end, searching each
-    part received once (searching all received at each part would be
-    quadratic in the answer's length); C{None} when the connection ends
-    first or the line is longer than C{limit} bytes, L{MAX_ANSWER
+    The first line that C{receive} gives, without its end (see
+    L{AnswerLine <letsencrypt_resource.controlsocket.AnswerLine>});
+    C{None} when the connection ends first or the line is longer than
+    C{limit} bytes, L{MAX_ANSWER
     <letsencrypt_resource.controlsocket.MAX_ANSWER>} as for the other
     client: no more than one byte beyond it is ever asked for.
     """
-    received = bytearray()
+    answer = AnswerLine(limit)
     while True:
-        chunk = receive(min(1 << 20, limit + 1 - len(received)))
+        chunk = receive(min(1 << 20, answer.wanted()))
         if not chunk:
             return None
-        if b"\n" in chunk:
-            received += chunk[: chunk.index(b"\n")]
-            return bytes(received) if len(received) <= limit else None
-        received += chunk
-        if len(received) > limit:
+        try:
+            line = answer.feed(chunk)
+        except AnswerTooLong:
             return None
+        if line is not None:
+            return line
 
 
 def receiving(
@@ -183,13 +202,14 @@ def receiving(
     return receive
 
 
-def askStatus(stateDirectory: str) -> Any:
+def askStatus(stateDirectory: str) -> tuple[Any, bytes] | None:
     """
     The answer of the server running on C{stateDirectory} to C{status},
     once its control socket is trusted as the full command trusts it
-    (L{serverAddress <letsencrypt_resource.controlsocket.serverAddress>});
-    C{None} when there is no such server, it answers no status, or its
-    answer is no answer or does not come within L{ANSWER_WAIT} seconds.
+    (L{serverAddress <letsencrypt_resource.controlsocket.serverAddress>}):
+    its result, and the line it came in; C{None} when there is no such
+    server, it answers no status, or its answer is no answer or does not
+    come within L{ANSWER_WAIT} seconds.
     """
     try:
         with serverAddress(stateDirectory) as address:
@@ -198,7 +218,7 @@ def askStatus(stateDirectory: str) -> Any:
                 connection.connect(address)
                 connection.sendall(requestLine("status", {}))
                 line = readLine(receiving(connection, ANSWER_WAIT))
-        return None if line is None else answerOf(line)
+        return None if line is None else (answerOf(line), line)
     except (OSError, OperationError):
         return None
 
@@ -217,11 +237,17 @@ def quickStatus(argv: list[str], out: TextIO) -> bool:
     stateDirectory = stateDirectoryOf(path)
     if stateDirectory is None:
         return False
-    rows = askStatus(stateDirectory)
+    answer = askStatus(stateDirectory)
+    if answer is None:
+        return False
+    rows, line = answer
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return False
     if asJSON:
-        out.write(json.dumps(rows) + "\n")
+        # The rows as the server encoded them, the same text as json.dumps
+        # gives, rather than encoded again.
+        text = resultText(line)
+        out.write((json.dumps(rows) if text is None else text.decode("utf-8")) + "\n")
         return True
     try:
         table = formatStatus(rows, True, stateDirectory)

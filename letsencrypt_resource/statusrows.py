@@ -7,8 +7,10 @@ by the operations command when no server runs
 
 from __future__ import annotations
 
+import operator
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from zope.interface import implementer
@@ -17,8 +19,7 @@ from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .interfaces import ICertificateConsumer
 from .managed import REASONS, ManagedCertificate, issuingCA
-
-DAY = 86400.0
+from .rowjson import DAY, RowJSON
 
 
 @implementer(ICertificateConsumer)
@@ -93,6 +94,13 @@ class RowBase:
         # A retry no later than the plan never shows: the plan comes first.
         self.retryText = isoTime(self.retryAt) if self.retryAt > plan.at else ""
 
+    def json(self) -> RowJSON:
+        """
+        The row's JSON text at any time (see L{timedRow}).
+        """
+        texts = (self.reason, self.planText, self.why, self.retryText)
+        return RowJSON(self.row, self.notAfter, self.planAt, self.retryAt, texts)
+
 
 def timedRow(base: RowBase, now: float) -> dict[str, Any]:
     """
@@ -136,20 +144,52 @@ UNSHOWN = frozenset(
 )
 
 
-def _shown(certificate: ManagedCertificate) -> tuple[Any, ...]:
+class _Reader:
     """
-    The fields of C{certificate} but L{UNSHOWN}, those changed in place
-    (lists, sets) copied.
+    How the shown fields of the sets with the same fields are read: the
+    fields' values at once, and a copy of those that change in place
+    (lists, sets), whose copies are compared.
     """
-    return tuple(
-        tuple(value)
-        if isinstance(value, list)
-        else frozenset(value)
-        if isinstance(value, set)
-        else value
-        for name, value in vars(certificate).items()
-        if name not in UNSHOWN
-    )
+
+    __slots__ = ("containers", "names", "read")
+
+    def __init__(self, fields: dict[str, Any]):
+        self.names = tuple(fields)
+        shown = [name for name in fields if name not in UNSHOWN]
+        self.read = operator.itemgetter(*shown)
+        # A set's copy is a frozenset: equal to it, and smaller.
+        self.containers = [
+            (name, list if isinstance(fields[name], list) else frozenset)
+            for name in shown
+            if isinstance(fields[name], (list, set))
+        ]
+
+
+class _Kept:
+    """
+    A set's kept row (L{RowBase}, and its JSON text once asked for), and
+    what its shown fields were when it was made (see L{_Reader}), compared
+    with the set's at each call in a few operations.
+    """
+
+    __slots__ = ("base", "copies", "json", "reader", "values")
+
+    def __init__(self, fields: dict[str, Any], reader: _Reader, base: RowBase):
+        self.reader = reader
+        self.values = reader.read(fields)
+        self.copies = [kind(fields[name]) for name, kind in reader.containers]
+        self.base = base
+        self.json: RowJSON | None = None
+
+    def current(self, fields: dict[str, Any]) -> bool:
+        """
+        Whether no shown field of the set of C{fields} changed since.
+        """
+        return (
+            self.reader.read(fields) == self.values
+            and [fields[name] for name, _ in self.reader.containers] == self.copies
+            and tuple(fields) == self.reader.names
+        )
 
 
 class RowCache:
@@ -160,9 +200,32 @@ class RowCache:
     """
 
     def __init__(self) -> None:
-        self._kept: weakref.WeakKeyDictionary[
-            ManagedCertificate, tuple[tuple[Any, ...], RowBase]
-        ] = weakref.WeakKeyDictionary()
+        self._kept: weakref.WeakKeyDictionary[ManagedCertificate, _Kept] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._made: tuple[ResourceOptions, bool] | None = None
+        self._readers: dict[tuple[str, ...], _Reader] = {}
+
+    def _base(
+        self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
+    ) -> _Kept:
+        """
+        The kept row of C{certificate}, made again when it changed (or the
+        options, or whether the server runs).
+        """
+        if self._made != (options, serverRunning):
+            self._kept.clear()
+            self._made = (options, serverRunning)
+        fields = vars(certificate)
+        kept = self._kept.get(certificate)
+        if kept is None or not kept.current(fields):
+            names = tuple(fields)
+            reader = self._readers.get(names)
+            if reader is None:
+                reader = self._readers[names] = _Reader(fields)
+            kept = _Kept(fields, reader, RowBase(certificate, options, serverRunning))
+            self._kept[certificate] = kept
+        return kept
 
     def row(
         self,
@@ -176,9 +239,49 @@ class RowCache:
         it: a new dictionary, whose lists and dictionaries are the kept
         row's, to read, not to change.
         """
-        state = (options, serverRunning, *_shown(certificate))
-        kept = self._kept.get(certificate)
-        if kept is None or kept[0] != state:
-            kept = (state, RowBase(certificate, options, serverRunning))
-            self._kept[certificate] = kept
-        return timedRow(kept[1], now)
+        return timedRow(self._base(certificate, options, serverRunning).base, now)
+
+    def encoded(
+        self,
+        certificates: Iterable[ManagedCertificate],
+        options: ResourceOptions,
+        now: float,
+        serverRunning: bool,
+    ) -> str:
+        """
+        The JSON text of the list of the status rows of C{certificates} at
+        C{now}: the same text as C{json.dumps} of the rows L{row} gives,
+        made of the kept rows' texts (L{RowJSON}).
+        """
+        nowJSON = '"' + isoTime(now) + '"'
+        texts = [
+            self._json(certificate, options, serverRunning).at(now, nowJSON)
+            for certificate in certificates
+        ]
+        return "[" + ", ".join(texts) + "]"
+
+    def _json(
+        self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
+    ) -> RowJSON:
+        """
+        The kept text of C{certificate}'s row, made when missing.
+        """
+        kept = self._base(certificate, options, serverRunning)
+        if kept.json is None:
+            kept.json = kept.base.json()
+        return kept.json
+
+    def keep(
+        self,
+        certificates: Iterable[ManagedCertificate],
+        options: ResourceOptions,
+        serverRunning: bool,
+    ) -> Iterator[None]:
+        """
+        Make the kept row and text of each of C{certificates} that has
+        none, one set at each step: what the first L{encoded} call would
+        make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
+        """
+        for certificate in certificates:
+            self._json(certificate, options, serverRunning)
+            yield None

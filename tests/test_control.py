@@ -6,15 +6,18 @@ the control socket resist planted links, squatted folders and removal.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
@@ -28,8 +31,10 @@ from letsencrypt_resource.control import (
     LockWatch,
     StateDirectoryLocked,
     StateLock,
+    _ControlClient,
     _ControlProtocol,
     askServer,
+    dispatch,
     socketAddress,
 )
 from letsencrypt_resource.operations import OperationError, Operations
@@ -152,6 +157,25 @@ class LockWatchTests(SynchronousTestCase):
         self.assertEqual(self.ids(), [20177, 20176])
 
 
+class KeepingOperations:
+    """
+    Operations that record when their kept rows are asked for.
+    """
+
+    def __init__(self) -> None:
+        self.keeping: list[Deferred[None]] = []
+        self.cancelled: list[Deferred[None]] = []
+
+    def keepRows(self, cooperate: Callable[[Iterator[None]], object]) -> Deferred[None]:
+        """
+        Record the request, and start work with C{cooperate}; it runs until
+        cancelled.
+        """
+        cooperate(iter([None] * 5))
+        self.keeping.append(Deferred(self.cancelled.append))
+        return self.keeping[-1]
+
+
 class ControlSocketTests(SynchronousTestCase):
     """
     The control socket is made in the state directory the service opened,
@@ -176,7 +200,12 @@ class ControlSocketTests(SynchronousTestCase):
         @return: It and its reactor.
         """
         reactor = MemoryReactorClock()
-        service = ControlService(state or self.state, None, reactor)  # type: ignore[arg-type]
+        self.operations = KeepingOperations()
+        service = ControlService(
+            state or self.state,
+            self.operations,  # type: ignore[arg-type]
+            reactor,
+        )
         service.startService()
         self.addCleanup(lambda: service.running and service.stopService())
         return service, reactor
@@ -198,6 +227,24 @@ class ControlSocketTests(SynchronousTestCase):
         self.assertEqual(event["path"], self.path)
         for detail in details:
             self.assertIn(detail, event["details"])
+
+    def test_rowsKeptWhileListening(self) -> None:
+        """
+        Once it listens, the service has the operations make the kept
+        status rows (L{Operations.keepRows}), and stops them when it stops;
+        a service that cannot listen asks for none.
+        """
+        service, reactor = self.service()
+        [keeping] = self.operations.keeping
+        self.assertNoResult(keeping)
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
+        service.stopService()
+        self.assertEqual(self.operations.cancelled, [keeping])
+        # Its cooperator stopped too: nothing left scheduled.
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        os.chmod(self.state, 0o777)
+        self.service()
+        self.assertEqual(self.operations.keeping, [])
 
     def test_longStateDirectory(self) -> None:
         """
@@ -397,3 +444,74 @@ class ControlProtocolTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         protocol.dataReceived(b"x")
         self.assertTrue(transport.disconnecting)
+
+
+class AnswerTests(SynchronousTestCase):
+    """
+    The server's answer line (L{controlsocket.answerLine}) and how the
+    reactor's client reads it (L{_ControlClient}).
+    """
+
+    rows = [{"names": ["a.test"], "last_error": 'x "\u00e9"\n', "days_left": 1.5}]
+
+    def test_encodedAsDumps(self) -> None:
+        """
+        A result already encoded (L{controlsocket.EncodedJSON}) is answered
+        with the line C{json.dumps} gives for the result itself; its text
+        is found in the line again as it is (L{controlsocket.resultText}).
+        """
+        text = json.dumps(self.rows)
+        line = controlsocket.answerLine(controlsocket.EncodedJSON(text), None)
+        self.assertEqual(line, json.dumps({"result": self.rows, "error": None}).encode())
+        self.assertEqual(controlsocket.answerLine(self.rows, None), line)
+        self.assertEqual(controlsocket.resultText(line), text.encode())
+        self.assertEqual(controlsocket.answerOf(line), self.rows)
+
+    def test_errorsAndOtherForms(self) -> None:
+        """
+        An error is answered as such, even with an encoded result; an
+        error, or an answer in another form, has no result text to take.
+        """
+        line = controlsocket.answerLine(controlsocket.EncodedJSON("[]"), "broken")
+        self.assertEqual(json.loads(line), {"result": "[]", "error": "broken"})
+        self.assertIsNone(controlsocket.resultText(line))
+        other = json.dumps({"error": None, "result": self.rows}).encode()
+        self.assertIsNone(controlsocket.resultText(other))
+
+    def test_clientReadsLineInParts(self) -> None:
+        """
+        The client's answer is the first line, whatever the parts it came
+        in; what follows it is ignored.
+        """
+        client = _ControlClient()
+        client.makeConnection(StringTransport())
+        for part in (b'{"result"', b": 1, ", b'"error": null}\nmore', b"\n"):
+            client.dataReceived(part)
+        self.assertEqual(self.successResultOf(client.answer), b'{"result": 1, "error": null}')
+
+    def test_clientLongAnswerRefused(self) -> None:
+        """
+        An answer longer than the limit closes the connection, and the
+        client fails once it is closed.
+        """
+        client = _ControlClient(limit=10)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        client.dataReceived(b"x" * 10)
+        self.assertFalse(transport.disconnecting)
+        client.dataReceived(b"x\n")
+        self.assertTrue(transport.disconnecting)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(client.answer, ConnectionDone)
+
+    def test_statusEncoded(self) -> None:
+        """
+        The server's C{status} on a server alone is the encoded rows of its
+        sets (L{Operations.encodedStatus}), which the answer holds as
+        C{json.dumps} would write the rows.
+        """
+        resource = SimpleNamespace(managed={}, options=None, storage=None)
+        operations = Operations(resource, Clock())  # type: ignore[arg-type]
+        result = self.successResultOf(dispatch(operations, "status", {}))
+        self.assertIsInstance(result, controlsocket.EncodedJSON)
+        self.assertEqual(controlsocket.answerLine(result, None), b'{"result": [], "error": null}')

@@ -44,6 +44,13 @@ class LoadingResource(Service):
     def whenLoaded(self) -> Deferred[None]:
         return self.loaded
 
+    def whenSettled(self) -> Deferred[None]:
+        """
+        Never settled: the control service's kept rows wait (see
+        L{letsencrypt_resource.operations.Operations.keepRows}).
+        """
+        return Deferred()
+
 
 class StartTests(SynchronousTestCase):
     """

@@ -170,6 +170,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "setloading",
                 "statusreader",
                 "statusrows",
+                "rowjson",
                 "storedchanges",
                 "writequeue",
                 "writeretries",

@@ -300,6 +300,23 @@ class AskStatusTests(SynchronousTestCase):
         self.assertEqual(out.getvalue().count("\n"), 1)
         self.assertEqual(json.loads(server.requests[0]), {"name": "status", "arguments": {}})
 
+    def test_jsonAsTheServerWroteIt(self) -> None:
+        """
+        With C{--json}, the rows' text is printed as the server's answer
+        holds it, not encoded again: the same text as C{json.dumps} of the
+        rows for a server that writes its answer with it (all do); an
+        answer of another form is read and printed with C{json.dumps}.
+        """
+        compact = json.dumps([ROW], separators=(",", ":"))
+        self.serveLine(b'{"result": ' + compact.encode() + b', "error": null}\n')
+        out = io.StringIO()
+        self.assertTrue(quickStatus(["status", "--json", "-c", self.path], out))
+        self.assertEqual(out.getvalue(), compact + "\n")
+        self.serveLine(json.dumps({"error": None, "result": [ROW]}).encode() + b"\n")
+        out = io.StringIO()
+        self.assertTrue(quickStatus(["status", "--json", "-c", self.path], out))
+        self.assertEqual(out.getvalue(), json.dumps([ROW]) + "\n")
+
     def test_table(self) -> None:
         """
         Without C{--json}, the rows are printed as the table of

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import certificates, statusrows
 from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.statusrows import RowCache, isoTime, statusRow
 from tests.helpers.resourcecase import DAY, resourceOptions
 
@@ -200,3 +204,157 @@ class RowCacheTests(SynchronousTestCase):
         made = len(self.made)
         self.cache.row(self.certificate, self.options, self.now, True)
         self.assertEqual(len(self.made), made)
+
+
+class EncodedTests(SynchronousTestCase):
+    """
+    L{RowCache.encoded} gives the text C{json.dumps} gives for the rows,
+    from the kept rows' texts (L{letsencrypt_resource.rowjson.RowJSON}).
+    """
+
+    def setUp(self) -> None:
+        key = generateKey("ecdsa-p256")
+        self.certifiedKey = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        self.options = resourceOptions()
+        self.start = self.certifiedKey.validity[0]
+
+    def managed(self, *names: str) -> ManagedCertificate:
+        """
+        A set of C{names} on the test certificate, served by three
+        services, one whose name holds the text around C{days_left}.
+        """
+        managed = ManagedCertificate(names or ("s1.test",))
+        managed.current = self.certifiedKey
+        for name in ("services/a", 'services/"b"', 'services/c", "days_left": null, "d'):
+            managed.consumers.append(SimpleNamespace(name=name))  # type: ignore[arg-type]
+        return managed
+
+    def assertAsDumps(self, cache: RowCache, sets: list[ManagedCertificate], now: float) -> None:
+        """
+        The encoded rows of C{sets} at C{now}, the server running or not,
+        are the text of the rows made anew.
+        """
+        for running in (True, False):
+            rows = [statusRow(c, self.options, now, running) for c in sets]
+            self.assertEqual(cache.encoded(sets, self.options, now, running), json.dumps(rows))
+
+    def test_asDumps(self) -> None:
+        """
+        Planned, overdue, retrying, failing with an error of quotes, lines
+        and letters beyond ASCII, forced, without a certificate and on a
+        provisional one, at times before, in and after validity: the text
+        is C{json.dumps}'s, and again from the kept rows.
+        """
+        failing = self.managed("f.test", "www.f.test")
+        failing.failures, failing.lastError = 3, 'refused: "no"\n\u00e9\u2603 \\ end'
+        failing.nextAttempt = self.start + 89 * DAY
+        forced = self.managed("forced.test")
+        forced.forcedReason = "forced"
+        bare = self.managed("bare.test")
+        bare.current = None
+        provisional = self.managed("provisional.test")
+        provisional.current = CertifiedKey(
+            generateKey("ecdsa-p256"),
+            self.certifiedKey.certificate,
+            provisional=True,
+        )
+        sets = [self.managed(), failing, forced, bare, provisional]
+        cache = RowCache()
+        for days in (-1, 0, 0.25, 1, 59.95, 60, 88.5, 89.5, 100):
+            now = self.start + days * DAY
+            self.assertAsDumps(cache, sets, now)
+            self.assertAsDumps(cache, sets, now)
+
+    def test_changeShown(self) -> None:
+        """
+        A set changed since the last call shows the change in the text,
+        made again for it alone; the other sets' texts are kept.
+        """
+        sets = [self.managed("a.test"), self.managed("b.test")]
+        cache = RowCache()
+        now = self.start + DAY
+        made: list[object] = []
+        base = statusrows.RowBase
+
+        class Counted(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                made.append(args[0])
+                super().__init__(*args)
+
+        self.patch(statusrows, "RowBase", Counted)
+        cache.encoded(sets, self.options, now, True)
+        self.assertEqual(made, sets)
+        sets[1].lastError = "refused"
+        sets[1].failures = 1
+        text = cache.encoded(sets, self.options, now, True)
+        self.assertEqual(made, [*sets, sets[1]])
+        self.assertEqual(json.loads(text)[1]["last_error"], "refused")
+        self.patch(statusrows, "RowBase", base)
+        self.assertAsDumps(cache, sets, now)
+
+
+class KeepRowsTests(SynchronousTestCase):
+    """
+    L{Operations.keepRows} makes the kept rows ahead, a set at a step, once
+    the resource has settled.
+    """
+
+    def setUp(self) -> None:
+        key = generateKey("ecdsa-p256")
+        certifiedKey = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        self.sets = [ManagedCertificate((f"s{i}.test",)) for i in range(3)]
+        for managed in self.sets:
+            managed.current = certifiedKey
+        self.settled: Deferred[None] = Deferred()
+        resource = SimpleNamespace(
+            managed={m.domains: m for m in self.sets},
+            options=resourceOptions(),
+            storage=None,
+            whenSettled=lambda: self.settled,
+        )
+        self.clock = Clock()
+        self.clock.advance(certifiedKey.validity[0] + DAY)
+        self.operations = Operations(resource, self.clock)  # type: ignore[arg-type]
+        self.steps: list[Callable[[], object]] = []
+        # One set a step, each step run by the test.
+        self.cooperator = Cooperator(lambda: lambda: True, self.steps.append)
+        self.made: list[object] = []
+        made, base = self.made, statusrows.RowBase
+
+        class Counted(base):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                made.append(args[0])
+                super().__init__(*args)
+
+        self.patch(statusrows, "RowBase", Counted)
+
+    def test_madeAhead(self) -> None:
+        """
+        Nothing is made before the resource settles; then one set's row at
+        each step, and the status after is answered from them alone.
+        """
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.assertEqual((self.steps, self.made), ([], []))
+        self.settled.callback(None)
+        for count in range(1, 4):
+            self.steps.pop(0)()
+            self.assertEqual(self.made, self.sets[:count])
+        while self.steps:
+            self.steps.pop(0)()
+        self.successResultOf(keeping)
+        text = self.successResultOf(self.operations.encodedStatus())
+        self.assertEqual(self.made, self.sets)
+        self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+
+    def test_cancelled(self) -> None:
+        """
+        Cancelled, it stops making rows.
+        """
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.settled.callback(None)
+        self.steps.pop(0)()
+        keeping.cancel()
+        self.failureResultOf(keeping, CancelledError)
+        while self.steps:
+            self.steps.pop(0)()
+        self.assertEqual(self.made, self.sets[:1])
