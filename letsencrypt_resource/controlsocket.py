@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -163,6 +164,31 @@ def resultText(line: bytes) -> bytes | None:
     if line.startswith(_RESULT_HEAD) and line.endswith(_RESULT_TAIL):
         return line[len(_RESULT_HEAD) : -len(_RESULT_TAIL)]
     return None
+
+
+#: A byte a terminal may take for more than a character: any but the
+#: printable ASCII ones.
+_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+
+
+def resultOf(line: bytes) -> tuple[Any, str | None]:
+    """
+    The result of the server's answer C{line} (without its end), as
+    L{answerOf} gives it, and its JSON text as the line holds it (see
+    L{resultText}), to print as it is: C{None} unless that text is
+    printable ASCII and is, read on its own, one JSON value, the result
+    given.  Such a line is that one answer, whatever its text; any other
+    line is read whole (L{answerOf}).
+
+    @raise OperationError: as L{answerOf}.
+    """
+    text = resultText(line)
+    if text is not None and _UNPRINTABLE.search(text) is None:
+        try:
+            return json.loads(text), text.decode("ascii")
+        except (ValueError, RecursionError):
+            pass
+    return answerOf(line), None
 
 
 def answerOf(line: bytes) -> Any:
