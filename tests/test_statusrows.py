@@ -7,7 +7,9 @@ for many sets, or faster: the time, and the issuer's text
 from __future__ import annotations
 
 import datetime
+import gc
 import json
+import weakref
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -193,6 +195,30 @@ class RowCacheTests(SynchronousTestCase):
             change(self.certificate)
             self.assertFresh(self.now)
             self.assertEqual(len(self.made), before + 2)
+
+    def test_oldCertificateFreed(self) -> None:
+        """
+        A kept row does not keep the set's certificate (and its private
+        key) alive: renewed, then revoked, without a status call between,
+        the old certificate is freed; the row is made again for the new one,
+        for none, and for one again, even when the old one is gone.
+        """
+        list(self.cache.keep([self.certificate], self.options, True))
+        old = weakref.ref(self.certificate.current)  # type: ignore[arg-type]
+        self.certifiedKey = self.certificate.current = None  # type: ignore[assignment]
+        key = generateKey("ecdsa-p256")
+        self.certificate.current = CertifiedKey(key, certificate(named("New CA"), 2, key))
+        gc.collect()
+        self.assertIsNone(old())
+        self.assertEqual(self.assertFresh(self.now)["issuer"], "CN=New CA")
+        self.certificate.current = None
+        gc.collect()
+        self.assertIsNone(self.assertFresh(self.now)["issuer"])
+        self.certificate.current = CertifiedKey(key, certificate(named("Third CA"), 3, key))
+        self.assertEqual(self.assertFresh(self.now)["issuer"], "CN=Third CA")
+        made = len(self.made)
+        self.assertFresh(self.now)
+        self.assertEqual(len(self.made), made + 1)
 
     def test_unshownKept(self) -> None:
         """
