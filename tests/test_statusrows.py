@@ -27,6 +27,7 @@ from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.statusrows import RowCache, isoTime, statusRow
+from letsencrypt_resource.storage.cluster import ClusterStorage
 from tests.helpers.resourcecase import DAY, resourceOptions
 
 
@@ -203,7 +204,7 @@ class RowCacheTests(SynchronousTestCase):
         the old certificate is freed; the row is made again for the new one,
         for none, and for one again, even when the old one is gone.
         """
-        list(self.cache.keep([self.certificate], self.options, True))
+        list(self.cache.keep([self.certificate], self.options, True, self.fail))
         old = weakref.ref(self.certificate.current)  # type: ignore[arg-type]
         self.certifiedKey = self.certificate.current = None  # type: ignore[assignment]
         key = generateKey("ecdsa-p256")
@@ -371,6 +372,33 @@ class KeepRowsTests(SynchronousTestCase):
         text = self.successResultOf(self.operations.encodedStatus())
         self.assertEqual(self.made, self.sets)
         self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+
+    def test_badSetLoggedOthersMade(self) -> None:
+        """
+        A set whose row cannot be made is logged once, as an unexpected
+        error, and the sets after it are made all the same; a status call
+        fails for it as it did.
+        """
+        broken = self.sets[1]
+        broken.plan = lambda: 1 / 0  # type: ignore[method-assign]
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.settled.callback(None)
+        while self.steps:
+            self.steps.pop(0)()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, self.sets)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.failureResultOf(self.operations.encodedStatus(), ZeroDivisionError)
+
+    def test_noneOnClusterNode(self) -> None:
+        """
+        On a cluster node, whose status is not made of the kept rows'
+        texts, nothing is made, and nothing waits for the resource.
+        """
+        self.operations._resource.storage = object.__new__(ClusterStorage)
+        self.successResultOf(self.operations.keepRows(self.cooperator.cooperate))
+        self.settled.callback(None)
+        self.assertEqual((self.steps, self.made), ([], []))
 
     def test_cancelled(self) -> None:
         """
