@@ -122,9 +122,9 @@ class Operations:
         kept rows' texts (see L{encodedStatus}).
         """
         resource = self._resource
+        await resource.whenSettled()
         if isinstance(resource.storage, ClusterStorage):
             return
-        await resource.whenSettled()
         sets = list(resource.managed.values())
         task = cooperate(
             self._rows.keep(

@@ -393,11 +393,12 @@ class KeepRowsTests(SynchronousTestCase):
     def test_noneOnClusterNode(self) -> None:
         """
         On a cluster node, whose status is not made of the kept rows'
-        texts, nothing is made, and nothing waits for the resource.
+        texts, nothing is made: settled, it is done at once.
         """
         self.operations._resource.storage = object.__new__(ClusterStorage)
-        self.successResultOf(self.operations.keepRows(self.cooperator.cooperate))
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
         self.settled.callback(None)
+        self.successResultOf(keeping)
         self.assertEqual((self.steps, self.made), ([], []))
 
     def test_cancelled(self) -> None:
