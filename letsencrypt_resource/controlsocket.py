@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,9 +167,9 @@ def resultText(line: bytes) -> bytes | None:
     return None
 
 
-#: A byte a terminal may take for more than a character: any but the
-#: printable ASCII ones.
-_UNPRINTABLE = re.compile(rb"[^\x20-\x7e]")
+#: The ASCII bytes but the printable ones that JSON text may hold: the
+#: parser refuses the other control characters, in strings and out.
+_UNPRINTABLE = (b"\x7f", b"\t", b"\r")
 
 
 def resultOf(line: bytes) -> tuple[Any, str | None]:
@@ -185,7 +184,11 @@ def resultOf(line: bytes) -> tuple[Any, str | None]:
     @raise OperationError: as L{answerOf}.
     """
     text = resultText(line)
-    if text is not None and _UNPRINTABLE.search(text) is None:
+    if (
+        text is not None
+        and text.isascii()
+        and not any(unprintable in text for unprintable in _UNPRINTABLE)
+    ):
         try:
             return json.loads(text), text.decode("ascii")
         except (ValueError, RecursionError):

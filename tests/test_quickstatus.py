@@ -334,6 +334,7 @@ class AskStatusTests(SynchronousTestCase):
             (b'[], "x": "\xc2\x9b31m"', []),
             (b'[{"a": 1}], "result": []', []),
             (b'[{"a": 1}]\t', [{"a": 1}]),
+            (b'\r[{"a": 1}]', [{"a": 1}]),
         ]
         for text, rows in cases:
             self.serveLine(b'{"result": ' + text + b', "error": null}\n')
