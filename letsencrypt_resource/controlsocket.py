@@ -120,7 +120,9 @@ class AnswerLine:
         @raise AnswerTooLong: when it is longer than the limit.
         """
         if b"\n" in data:
-            line = bytes(self._received + data[: data.index(b"\n")])
+            # Joined in one copy: a line's bytes held twice at most, with
+            # what was received, not four times.
+            line = b"".join((self._received, memoryview(data)[: data.index(b"\n")]))
         else:
             line = None
             self._received += data
@@ -163,6 +165,35 @@ def resultText(line: bytes) -> bytes | None:
     if line.startswith(_RESULT_HEAD) and line.endswith(_RESULT_TAIL):
         return line[len(_RESULT_HEAD) : -len(_RESULT_TAIL)]
     return None
+
+
+#: The ASCII bytes but the printable ones that JSON text may hold: the
+#: parser refuses the other control characters, in strings and out.
+_UNPRINTABLE = (b"\x7f", b"\t", b"\r")
+
+
+def resultOf(line: bytes) -> tuple[Any, str | None]:
+    """
+    The result of the server's answer C{line} (without its end), as
+    L{answerOf} gives it, and its JSON text as the line holds it (see
+    L{resultText}), to print as it is: C{None} unless that text is
+    printable ASCII and is, read on its own, one JSON value, the result
+    given.  Such a line is that one answer, whatever its text; any other
+    line is read whole (L{answerOf}).
+
+    @raise OperationError: as L{answerOf}.
+    """
+    text = resultText(line)
+    if (
+        text is not None
+        and text.isascii()
+        and not any(unprintable in text for unprintable in _UNPRINTABLE)
+    ):
+        try:
+            return json.loads(text), text.decode("ascii")
+        except (ValueError, RecursionError):
+            pass
+    return answerOf(line), None
 
 
 def answerOf(line: bytes) -> Any:

@@ -16,6 +16,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import CooperativeTask
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import events
 from .accountcommands import AccountCommands
@@ -26,6 +27,7 @@ from .keys import PublicKey
 from .managed import ManagedCertificate
 from .noderecord import serialHex
 from .operationerror import OperationError
+from .reporting import unexpected
 from .resource import LetsEncryptResource
 from .statusrows import RowCache
 from .storage.cluster import ClusterStorage
@@ -114,12 +116,24 @@ class Operations:
         make the kept row of every set, a few sets at a time (with
         C{cooperate}, C{twisted.internet.task.cooperate} or another
         C{Cooperator}'s), so that the first C{status} is answered from kept rows as
-        the later ones are (see L{RowCache.keep}).  Cancelled, it stops.
+        the later ones are (see L{RowCache.keep}).  A set whose row cannot
+        be made is logged, once, and the others made.  Cancelled, it stops.
+        Nothing is made on a cluster node, whose status is not made of the
+        kept rows' texts (see L{encodedStatus}).
         """
         resource = self._resource
         await resource.whenSettled()
+        if isinstance(resource.storage, ClusterStorage):
+            return
         sets = list(resource.managed.values())
-        task = cooperate(self._rows.keep(sets, resource.options, self._serverRunning))
+        task = cooperate(
+            self._rows.keep(
+                sets,
+                resource.options,
+                self._serverRunning,
+                lambda error: unexpected(self._log, Failure(error)),
+            )
+        )
         try:
             await task.whenDone()
         except CancelledError:

@@ -25,9 +25,8 @@ from .controlsocket import (
     MAX_ANSWER,
     AnswerLine,
     AnswerTooLong,
-    answerOf,
     requestLine,
-    resultText,
+    resultOf,
     serverAddress,
 )
 from .display import formatStatus
@@ -202,12 +201,14 @@ def receiving(
     return receive
 
 
-def askStatus(stateDirectory: str) -> tuple[Any, bytes] | None:
+def askStatus(stateDirectory: str) -> tuple[Any, str | None] | None:
     """
     The answer of the server running on C{stateDirectory} to C{status},
     once its control socket is trusted as the full command trusts it
     (L{serverAddress <letsencrypt_resource.controlsocket.serverAddress>}):
-    its result, and the line it came in; C{None} when there is no such
+    its result, and the result's text to print as it is, when it is safe to
+    (see L{resultOf <letsencrypt_resource.controlsocket.resultOf>});
+    C{None} when there is no such
     server, it answers no status, or its answer is no answer or does not
     come within L{ANSWER_WAIT} seconds.
     """
@@ -218,7 +219,7 @@ def askStatus(stateDirectory: str) -> tuple[Any, bytes] | None:
                 connection.connect(address)
                 connection.sendall(requestLine("status", {}))
                 line = readLine(receiving(connection, ANSWER_WAIT))
-        return None if line is None else (answerOf(line), line)
+        return None if line is None else resultOf(line)
     except (OSError, OperationError):
         return None
 
@@ -240,14 +241,18 @@ def quickStatus(argv: list[str], out: TextIO) -> bool:
     answer = askStatus(stateDirectory)
     if answer is None:
         return False
-    rows, line = answer
+    rows, text = answer
     if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         return False
     if asJSON:
         # The rows as the server encoded them, the same text as json.dumps
-        # gives, rather than encoded again.
-        text = resultText(line)
-        out.write((json.dumps(rows) if text is None else text.decode("utf-8")) + "\n")
+        # gives, rather than encoded again; else encoded again, escaped.
+        if text is None:
+            try:
+                text = json.dumps(rows)
+            except (ValueError, RecursionError):
+                return False
+        out.write(text + "\n")
         return True
     try:
         table = formatStatus(rows, True, stateDirectory)

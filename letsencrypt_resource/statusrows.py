@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from zope.interface import implementer
@@ -144,18 +144,24 @@ UNSHOWN = frozenset(
 )
 
 
+#: The field of a set's certificate (with its private key), which a kept
+#: row compares by identity through a weak reference: a renewed or revoked
+#: set's old key is not kept alive by its kept row.
+CURRENT = "current"
+
+
 class _Reader:
     """
     How the shown fields of the sets with the same fields are read: the
-    fields' values at once, and a copy of those that change in place
-    (lists, sets), whose copies are compared.
+    fields' values at once (but L{CURRENT}'s), and a copy of those that
+    change in place (lists, sets), whose copies are compared.
     """
 
     __slots__ = ("containers", "names", "read")
 
     def __init__(self, fields: dict[str, Any]):
         self.names = tuple(fields)
-        shown = [name for name in fields if name not in UNSHOWN]
+        shown = [name for name in fields if name not in UNSHOWN and name != CURRENT]
         self.read = operator.itemgetter(*shown)
         # A set's copy is a frozenset: equal to it, and smaller.
         self.containers = [
@@ -172,11 +178,13 @@ class _Kept:
     with the set's at each call in a few operations.
     """
 
-    __slots__ = ("base", "copies", "json", "reader", "values")
+    __slots__ = ("base", "certificate", "copies", "json", "reader", "values")
 
     def __init__(self, fields: dict[str, Any], reader: _Reader, base: RowBase):
         self.reader = reader
         self.values = reader.read(fields)
+        certificate = fields.get(CURRENT)
+        self.certificate = None if certificate is None else weakref.ref(certificate)
         self.copies = [kind(fields[name]) for name, kind in reader.containers]
         self.base = base
         self.json: RowJSON | None = None
@@ -185,8 +193,14 @@ class _Kept:
         """
         Whether no shown field of the set of C{fields} changed since.
         """
+        certificate = fields.get(CURRENT)
         return (
-            self.reader.read(fields) == self.values
+            (
+                certificate is None
+                if self.certificate is None
+                else certificate is not None and self.certificate() is certificate
+            )
+            and self.reader.read(fields) == self.values
             and [fields[name] for name, _ in self.reader.containers] == self.copies
             and tuple(fields) == self.reader.names
         )
@@ -276,12 +290,20 @@ class RowCache:
         certificates: Iterable[ManagedCertificate],
         options: ResourceOptions,
         serverRunning: bool,
+        failed: Callable[[Exception], None],
     ) -> Iterator[None]:
         """
         Make the kept row and text of each of C{certificates} that has
         none, one set at each step: what the first L{encoded} call would
         make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
+
+        @param failed: Called with the error of each set whose row cannot
+            be made; the others are made all the same, and that set's is
+            left to the first L{encoded} call, which fails as it did.
         """
         for certificate in certificates:
-            self._json(certificate, options, serverRunning)
+            try:
+                self._json(certificate, options, serverRunning)
+            except Exception as error:
+                failed(error)
             yield None

@@ -12,6 +12,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -477,6 +478,26 @@ class AnswerTests(SynchronousTestCase):
         self.assertIsNone(controlsocket.resultText(line))
         other = json.dumps({"error": None, "result": self.rows}).encode()
         self.assertIsNone(controlsocket.resultText(other))
+
+    def test_lineCopiedOnce(self) -> None:
+        """
+        The line's end received, its parts are joined in one copy: beyond
+        what was received, no more memory than the line's length is
+        taken, where adding the parts then copying the sum took twice it.
+        """
+        part = b"x" * (4 * 1024 * 1024)
+        end = part + b"\n"
+        reader = controlsocket.AnswerLine(4 * len(part))
+        self.assertIsNone(reader.feed(part))
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            line = reader.feed(end)
+            peak = tracemalloc.get_traced_memory()[1] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(line, part * 2)
+        self.assertLess(peak, 1.25 * len(line))
 
     def test_clientReadsLineInParts(self) -> None:
         """

@@ -317,6 +317,31 @@ class AskStatusTests(SynchronousTestCase):
         self.assertTrue(quickStatus(["status", "--json", "-c", self.path], out))
         self.assertEqual(out.getvalue(), json.dumps([ROW]) + "\n")
 
+    def test_jsonTextCheckedBeforePrinted(self) -> None:
+        """
+        With C{--json}, the server's text is printed as it is only when it
+        is printable ASCII and is, on its own, the rows checked: rows with
+        other characters (a C1 control, a bidi override, DEL, an encoded
+        lone surrogate) are printed escaped, as C{json.dumps} writes them;
+        an answer with more members, or two results, prints the rows
+        checked, as valid JSON; no exception either way.
+        """
+        cases = [
+            (b'[{"a": "\xc2\x9b2J"}]', [{"a": "\x9b2J"}]),
+            (b'[{"a": "\xe2\x80\xae"}]', [{"a": "\u202e"}]),
+            (b'[{"a": "\x7f"}]', [{"a": "\x7f"}]),
+            (b'[{"a": "\xed\xa0\x80"}]', [{"a": "\ud800"}]),
+            (b'[], "x": "\xc2\x9b31m"', []),
+            (b'[{"a": 1}], "result": []', []),
+            (b'[{"a": 1}]\t', [{"a": 1}]),
+            (b'\r[{"a": 1}]', [{"a": 1}]),
+        ]
+        for text, rows in cases:
+            self.serveLine(b'{"result": ' + text + b', "error": null}\n')
+            out = io.StringIO()
+            self.assertTrue(quickStatus(["status", "--json", "-c", self.path], out))
+            self.assertEqual(out.getvalue(), json.dumps(rows) + "\n")
+
     def test_table(self) -> None:
         """
         Without C{--json}, the rows are printed as the table of

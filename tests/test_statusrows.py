@@ -7,7 +7,9 @@ for many sets, or faster: the time, and the issuer's text
 from __future__ import annotations
 
 import datetime
+import gc
 import json
+import weakref
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +27,7 @@ from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.operations import Operations
 from letsencrypt_resource.statusrows import RowCache, isoTime, statusRow
+from letsencrypt_resource.storage.cluster import ClusterStorage
 from tests.helpers.resourcecase import DAY, resourceOptions
 
 
@@ -194,6 +197,30 @@ class RowCacheTests(SynchronousTestCase):
             self.assertFresh(self.now)
             self.assertEqual(len(self.made), before + 2)
 
+    def test_oldCertificateFreed(self) -> None:
+        """
+        A kept row does not keep the set's certificate (and its private
+        key) alive: renewed, then revoked, without a status call between,
+        the old certificate is freed; the row is made again for the new one,
+        for none, and for one again, even when the old one is gone.
+        """
+        list(self.cache.keep([self.certificate], self.options, True, self.fail))
+        old = weakref.ref(self.certificate.current)  # type: ignore[arg-type]
+        self.certifiedKey = self.certificate.current = None  # type: ignore[assignment]
+        key = generateKey("ecdsa-p256")
+        self.certificate.current = CertifiedKey(key, certificate(named("New CA"), 2, key))
+        gc.collect()
+        self.assertIsNone(old())
+        self.assertEqual(self.assertFresh(self.now)["issuer"], "CN=New CA")
+        self.certificate.current = None
+        gc.collect()
+        self.assertIsNone(self.assertFresh(self.now)["issuer"])
+        self.certificate.current = CertifiedKey(key, certificate(named("Third CA"), 3, key))
+        self.assertEqual(self.assertFresh(self.now)["issuer"], "CN=Third CA")
+        made = len(self.made)
+        self.assertFresh(self.now)
+        self.assertEqual(len(self.made), made + 1)
+
     def test_unshownKept(self) -> None:
         """
         A change of a field the row does not show keeps the row.
@@ -345,6 +372,34 @@ class KeepRowsTests(SynchronousTestCase):
         text = self.successResultOf(self.operations.encodedStatus())
         self.assertEqual(self.made, self.sets)
         self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+
+    def test_badSetLoggedOthersMade(self) -> None:
+        """
+        A set whose row cannot be made is logged once, as an unexpected
+        error, and the sets after it are made all the same; a status call
+        fails for it as it did.
+        """
+        broken = self.sets[1]
+        broken.plan = lambda: 1 / 0  # type: ignore[method-assign]
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.settled.callback(None)
+        while self.steps:
+            self.steps.pop(0)()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, self.sets)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.failureResultOf(self.operations.encodedStatus(), ZeroDivisionError)
+
+    def test_noneOnClusterNode(self) -> None:
+        """
+        On a cluster node, whose status is not made of the kept rows'
+        texts, nothing is made: settled, it is done at once.
+        """
+        self.operations._resource.storage = object.__new__(ClusterStorage)
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.settled.callback(None)
+        self.successResultOf(keeping)
+        self.assertEqual((self.steps, self.made), ([], []))
 
     def test_cancelled(self) -> None:
         """
