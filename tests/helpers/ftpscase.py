@@ -16,13 +16,13 @@ import bcrypt
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.ftps import FTPSService
 from letsencrypt_resource.ftpsoptions import FTPSOptions
-from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
 from tests.helpers import newSigner, provisionalFor
 
@@ -78,6 +78,19 @@ def runAtOnce(function: Callable[..., T], *args: Any) -> Deferred[T]:
     return maybeDeferred(function, *args)
 
 
+class SeenFTPSService(FTPSService):
+    """
+    An L{FTPSService} that keeps the port it listens on.
+    """
+
+    #: The port, once the service listens.
+    listeningPort: IListeningPort | None = None
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.listeningPort = port
+        super()._listening(port)
+
+
 class FTPSServiceCase(TestCase):
     """
     Runs an L{FTPSService} on the real reactor, on a provisional
@@ -99,11 +112,15 @@ class FTPSServiceCase(TestCase):
         self.caFile = os.path.join(base, "ca.pem")
         with open(self.caFile, "wb") as file:
             file.write(self.signer.certificate.public_bytes(Encoding.PEM))
-        self.port = freeTCPPort()
+        #: The service's port: 0 until it first listens (on any free port),
+        #: then the port it got, for the clients and a restarted service.
+        self.port = 0
 
-    def startService(self, **ftps: Any) -> FTPSService:
+    def startService(self, endpoint: str | None = None, **ftps: Any) -> FTPSService:
         """
-        Start the service with the L{FTPSOptions} C{ftps} changes.
+        Start the service with the L{FTPSOptions} C{ftps} changes, on the
+        C{endpoint} description if given, else on L{host} and C{port}; it
+        listens when this returns, and C{port} is the port it listens on.
         """
         settings: dict[str, Any] = {
             "implicit": self.implicit,
@@ -117,14 +134,20 @@ class FTPSServiceCase(TestCase):
             name="ftp",
             address=self.host,
             port=self.port,
+            endpoint=endpoint,
             domains=(NAME,),
             path=self.served,
             ftps=FTPSOptions(**settings),
         )
-        service = FTPSService(options, reactor)
+        service = SeenFTPSService(options, reactor)
         service.consumer.useCertificate(provisionalFor(self.signer, (NAME,)))
         service.startService()
         self.addCleanup(service.stopService)
+        # With the certificate there, the service listens at once, or not
+        # at all: clients must not reach another test's server instead.
+        if service.listeningPort is None:
+            self.fail(f"the FTPS service does not listen on {self.host} port {self.port}")
+        self.port = service.listeningPort.getHost().port
         return service
 
     def client(
