@@ -112,15 +112,16 @@ class FTPSServiceCase(TestCase):
         self.caFile = os.path.join(base, "ca.pem")
         with open(self.caFile, "wb") as file:
             file.write(self.signer.certificate.public_bytes(Encoding.PEM))
-        #: The service's port: 0 until it first listens (on any free port),
-        #: then the port it got, for the clients and a restarted service.
+        #: The port of the service started last, for the clients: each
+        #: start listens on a free port the system picks.
         self.port = 0
 
     def startService(self, endpoint: str | None = None, **ftps: Any) -> FTPSService:
         """
         Start the service with the L{FTPSOptions} C{ftps} changes, on the
-        C{endpoint} description if given, else on L{host} and C{port}; it
-        listens when this returns, and C{port} is the port it listens on.
+        C{endpoint} description if given, else on L{host} and a free port
+        (the service stopped before may not have let its own go yet); when
+        it listens, it does when this returns, and C{port} is its port.
         """
         settings: dict[str, Any] = {
             "implicit": self.implicit,
@@ -133,7 +134,7 @@ class FTPSServiceCase(TestCase):
             type="ftps",
             name="ftp",
             address=self.host,
-            port=self.port,
+            port=0,
             endpoint=endpoint,
             domains=(NAME,),
             path=self.served,
@@ -144,10 +145,9 @@ class FTPSServiceCase(TestCase):
         service.startService()
         self.addCleanup(service.stopService)
         # With the certificate there, the service listens at once, or not
-        # at all: clients must not reach another test's server instead.
-        if service.listeningPort is None:
-            self.fail(f"the FTPS service does not listen on {self.host} port {self.port}")
-        self.port = service.listeningPort.getHost().port
+        # at all (port 0 then: clients reach no other test's server).
+        port = service.listeningPort
+        self.port = 0 if port is None else port.getHost().port
         return service
 
     def client(
