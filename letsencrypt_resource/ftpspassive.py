@@ -8,6 +8,7 @@ connection comes or fails to come in time.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,14 @@ from zope.interface import implementer
 from . import events
 from .ftpsdata import PeerOnlyTLSFactory, SecureDTPFactory
 from .reactors import Reactor
-from .readturns import readTurnsOf
 from .turnports import TurnServer
 
 #: The reply to PASV or EPSV when no passive port is free.
 NO_PASSIVE_PORT = "425 No passive port free, try again later."
+
+#: Why C{accept} fails when no connection can be taken until some other
+#: file closes.
+_NO_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 #: How many connections may wait to be accepted on a passive port (one is
 #: expected; those from another address are closed at once).
@@ -49,7 +53,7 @@ class PassivePort:
     A passive data port: a listening socket whose connections go to a
     factory, as Twisted's TCP port, but quiet (Twisted's logs two lines
     per port, that is per transfer) and taking at most one connection per
-    reactor pass, when the reactor's turn allows.
+    reactor pass.
     """
 
     def __init__(self, reactor: Reactor, factory: IProtocolFactory, listening: socket.socket):
@@ -95,30 +99,23 @@ class PassivePort:
 
     def doRead(self) -> None:
         """
-        Accept one connection, when the reactor's turn allows
-        (L{letsencrypt_resource.readturns}), and give it to the factory,
-        which closes it by building no protocol for it.  Its reads go
-        through the turns as well.
+        Accept one connection and give it to the factory, which closes it
+        by building no protocol for it.  Its reads go through the reactor's
+        turns (L{letsencrypt_resource.readturns}); accepting does not wait.
+        Out of file descriptors, the port closes: the socket would stay
+        readable and the reactor would spin on it until the data factory's
+        timeout, which now tells the client no connection came.
         """
-        if not readTurnsOf(self._reactor).mayRead(self):
-            self._reactor.removeReader(self)
-            return
         try:
             connection, _ = self._socket.accept()
-        except OSError:
-            # None waiting, or none can be taken now (no file descriptor
-            # left): the data factory's timeout closes the port.
+        except OSError as error:
+            if error.errno in _NO_RESOURCES:
+                self.stopListening()
+            # Otherwise none waiting, or one gone before it was taken.
             return
         with connection:
             connection.setblocking(False)
             TurnServer.adopt(self._reactor, connection.fileno(), connection.family, self._factory)
-
-    def readAgain(self) -> None:
-        """
-        The reactor's turn allows a read again.
-        """
-        if self._listening:
-            self._reactor.addReader(self)
 
     def stopListening(self) -> None:
         if self._listening:

@@ -5,11 +5,11 @@ One pass of the reactor's poll handles every connection found ready.  With
 200 FTPS sessions, a pass found dozens at once: TLS handshakes (full ones
 on control connections, resumptions on data connections), command lines,
 session ends, each 0.2 to 2 ms of the reactor thread's CPU, and held the
-reactor 50 to 130 ms.  L{ReadTurns}, shared by every FTPS connection and
-port on one reactor, lets at most L{PER_TURN} reads go in one turn; a
-reader beyond stops reading (its bytes wait in the kernel, none is lost)
-and reads again in a later turn, first come first served, before any
-reader that came after it.
+reactor 50 to 130 ms.  L{ReadTurns}, shared by the FTPS connections on
+one reactor (not the listening ports: they accept every turn), lets at
+most L{PER_TURN} reads go in one turn; a reader beyond stops reading
+(its bytes wait in the kernel, none is lost) and reads again in a later
+turn, first come first served, before any reader that came after it.
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class ReadTurns:
         return True
 
     def _nextTurn(self) -> None:
-        if self._turnEnds is None:
+        # A call cancelled (as trial does to the calls left at the end of
+        # a test) would end no turn, and no reader would read again.
+        if self._turnEnds is None or not self._turnEnds.active():
             self._turnEnds = self._reactor.callLater(0, self._turnEnded)
 
     def _turnEnded(self) -> None:
@@ -82,13 +84,17 @@ class ReadTurns:
         self._turnEnds = None
         self._told.clear()
         self._count = 0
-        while self._waiting and self._count < self._perTurn:
-            reader = self._waiting.popleft()
-            self._count += 1
-            self._told.add(reader)
-            reader.readAgain()
-        if self._count:
-            self._nextTurn()
+        try:
+            while self._waiting and self._count < self._perTurn:
+                reader = self._waiting.popleft()
+                self._count += 1
+                self._told.add(reader)
+                reader.readAgain()
+        finally:
+            # A reader that failed to read again (the reactor logs why)
+            # leaves the ones after it their turns.
+            if self._count:
+                self._nextTurn()
 
 
 _ofReactor: weakref.WeakKeyDictionary[Any, ReadTurns] = weakref.WeakKeyDictionary()

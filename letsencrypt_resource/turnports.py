@@ -1,7 +1,8 @@
 """
-TCP connections and listening ports whose reads go through the reactor's
-L{letsencrypt_resource.readturns.ReadTurns}: the FTPS service's control
-port, and the connections of its control and passive data ports.
+TCP connections whose reads go through the reactor's
+L{letsencrypt_resource.readturns.ReadTurns}: the connections of the FTPS
+service's control port (on an address and port) and of its passive data
+ports.  The ports themselves accept without waiting for a turn.
 
 The bound sits under TLS: a TLS handshake, a command line, a session's end
 all begin with a read of the socket.
@@ -20,10 +21,6 @@ from zope.interface import implementer
 
 from .readturns import readTurnsOf
 
-#: Connections accepted at once by a control port, at most: accepting
-#: builds each session (for implicit FTPS its TLS context), so a burst of
-#: new sessions is spread over turns as reads are.
-ACCEPTS_PER_READ = 4
 #: Connections the kernel holds for a control port until it accepts them:
 #: a burst of 200 sessions overflowed Twisted's 50 (the kernel logged SYN
 #: flooding and some sessions took 20 s to start).
@@ -73,23 +70,15 @@ class TurnServer(tcp.Server):
 
 class TurnPort(tcp.Port):
     """
-    A TCP port whose connections are L{TurnServer}s, accepting at most
-    L{ACCEPTS_PER_READ} connections at a read, when the turn allows.
+    A TCP port whose connections are L{TurnServer}s.  The port itself
+    accepts as Twisted's does, every pass of the reactor and as many as
+    wait: accepting is cheap, and a port that waited its turn behind the
+    connections' reads let a flood of connections refused at once fill
+    its backlog, and legitimate ones could not connect.  What costs, a
+    connection's first reads (its TLS handshake), waits for its turn.
     """
 
     transport = TurnServer
-
-    def doRead(self) -> None:
-        if not readTurnsOf(self.reactor).mayRead(self):
-            self.reactor.removeReader(self)
-            return
-        # Twisted's port raises its count after a full read.
-        self.numberAccepts = min(self.numberAccepts, ACCEPTS_PER_READ)
-        super().doRead()
-
-    def readAgain(self) -> None:
-        if self.connected and not self.disconnecting:
-            self.reactor.addReader(self)
 
 
 @implementer(IStreamServerEndpoint)

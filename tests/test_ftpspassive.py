@@ -6,6 +6,8 @@ that records what the port asks of it.
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from typing import Any
 
@@ -46,6 +48,22 @@ class _Reactor(Clock):
             for reader in self.readers
             if isinstance(reader, TurnServer)
         ]
+
+
+class _FailingSocket:
+    """
+    A listening socket whose accept fails with one error number.
+    """
+
+    def __init__(self, number: int):
+        self._number = number
+        self.closed = False
+
+    def accept(self) -> Any:
+        raise OSError(self._number, os.strerror(self._number))
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class PassivePortTests(SynchronousTestCase):
@@ -99,36 +117,39 @@ class PassivePortTests(SynchronousTestCase):
         port.doRead()
         self.assertEqual(len(reactor.adopted), 3)
 
-    def test_acceptsInTurn(self) -> None:
+    def test_acceptsWhenTurnFull(self) -> None:
         """
-        A port read when the reactor's turn has no read left accepts
-        nothing and stops reading; it reads again, and accepts, when the
-        next turn tells it to.
+        A port read when the reactor's turn has no read left still accepts
+        (accepting waits for no turn) and keeps reading; the connection
+        accepted is the one that waits for its turn.
         """
         reactor, port = self.listen()
         turns = readTurnsOf(reactor)
-        self.connect(port)
+        client = self.connect(port)
         for _ in range(PER_TURN):
             turns.mayRead(object())  # type: ignore[arg-type]
         port.doRead()
-        self.assertEqual(list(reactor.readers), [])
-        reactor.advance(0)
-        self.assertEqual(list(reactor.readers), [port])
-        port.doRead()
-        self.assertEqual(len(reactor.adopted), 1)
+        self.assertEqual(reactor.adopted, [client.getsockname()])
+        self.assertIn(port, reactor.readers)
 
-    def test_stoppedWhileWaiting(self) -> None:
+    def test_outOfDescriptors(self) -> None:
         """
-        A port stopped while it waits for its turn is not read again.
+        A port whose accept fails for want of file descriptors closes,
+        rather than stay readable and spin the reactor; one whose accept
+        finds none waiting keeps listening.
         """
-        reactor, port = self.listen()
-        turns = readTurnsOf(reactor)
-        for _ in range(PER_TURN):
-            turns.mayRead(object())  # type: ignore[arg-type]
-        port.doRead()
-        port.stopListening()
-        reactor.advance(0)
-        self.assertEqual(list(reactor.readers), [])
+        for number, listening in [
+            (errno.EMFILE, False),
+            (errno.ENFILE, False),
+            (errno.EAGAIN, True),
+        ]:
+            reactor = _Reactor()
+            failing = _FailingSocket(number)
+            port = PassivePort(reactor, Factory.forProtocol(Protocol), failing)  # type: ignore[arg-type]
+            port.startListening()
+            port.doRead()
+            self.assertEqual(port in reactor.readers, listening, errno.errorcode[number])
+            self.assertEqual(failing.closed, not listening, errno.errorcode[number])
 
     def test_stopListening(self) -> None:
         """

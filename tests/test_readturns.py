@@ -12,7 +12,7 @@ import socket
 import threading
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import reactor, tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
@@ -20,13 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.readturns import PER_TURN, ReadTurns, readTurnsOf
 from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
-from letsencrypt_resource.turnports import (
-    ACCEPTS_PER_READ,
-    BACKLOG,
-    TurnEndpoint,
-    TurnPort,
-    TurnServer,
-)
+from letsencrypt_resource.turnports import BACKLOG, TurnEndpoint, TurnPort, TurnServer
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
 LOOPBACK = "127.0.0.1"
@@ -119,6 +113,39 @@ class ReadTurnsTests(SynchronousTestCase):
         self.assertFalse(self.turns.mayRead(self.reader("new")))
         self.assertEqual([self.turns.mayRead(each) for each in told], [True, True])
         self.assertEqual([self.turns.mayRead(each) for each in told], [False, False])
+
+    def test_readAgainFails(self) -> None:
+        """
+        A reader that fails to read again when told (the error goes to the
+        reactor, which logs it) leaves the readers after it their turns.
+        """
+        readers = [self.reader(name) for name in "abcde"]
+        for reader in readers:
+            reader.doRead()
+
+        def fails() -> None:
+            raise OSError("closed")
+
+        readers[2].readAgain = fails  # type: ignore[method-assign]
+        self.assertRaises(OSError, endTurn, self.clock)
+        endTurn(self.clock)
+        self.assertEqual(self.reads, ["a", "b", "d", "e"])
+
+    def test_turnEndCancelled(self) -> None:
+        """
+        When the call that ends a turn is cancelled (trial cancels those
+        left at the end of a test), the next read refused schedules a new
+        one, and the readers refused still read.
+        """
+        readers = [self.reader(name) for name in "abc"]
+        readers[0].doRead()
+        [call] = self.clock.getDelayedCalls()
+        call.cancel()
+        for reader in readers[1:]:
+            reader.doRead()
+        self.assertEqual(self.reads, ["a", "b"])
+        endTurn(self.clock)
+        self.assertEqual(self.reads, ["a", "b", "c"])
 
     def test_sharedPerReactor(self) -> None:
         """
@@ -239,15 +266,30 @@ class TurnServerTests(SynchronousTestCase):
         self.assertEqual(self.protocol.received, [b"NOOP\r\n"])
 
 
+class _Refusing(Factory):
+    """
+    Refuses the connections from one port of the client in two, as the
+    per-address and session limits refuse a flood of connections.
+    """
+
+    protocol = Protocol
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if addr.port % 2:
+            return None
+        return super().buildProtocol(addr)
+
+
 class TurnPortTests(SynchronousTestCase):
     """
-    A L{TurnPort} accepts a few connections at a read, when the turn
-    allows, as L{TurnServer}s.
+    A L{TurnPort} accepts whatever waits at every read, as Twisted's port
+    does, even when the turn has no read left; its connections are
+    L{TurnServer}s.
     """
 
     def setUp(self) -> None:
         self.reactor = _Reactor()
-        self.port = TurnPort(0, Factory.forProtocol(Protocol), BACKLOG, LOOPBACK, self.reactor)
+        self.port = TurnPort(0, _Refusing(), BACKLOG, LOOPBACK, self.reactor)
         self.port.startListening()
         self.addCleanup(self.closeAll)
 
@@ -255,58 +297,34 @@ class TurnPortTests(SynchronousTestCase):
         for reader in self.reactor.readers:
             reader.socket.close()
 
-    def connect(self, count: int) -> None:
+    def connect(self, count: int) -> list[socket.socket]:
         address = self.port.getHost()
-        for _ in range(count):
-            client = socket.create_connection((address.host, address.port))
+        clients = [socket.create_connection((address.host, address.port)) for _ in range(count)]
+        for client in clients:
             self.addCleanup(client.close)
+        return clients
 
     def accepted(self) -> list[Any]:
         return [reader for reader in self.reactor.readers if reader is not self.port]
 
-    def test_fewAcceptsPerRead(self) -> None:
+    def test_acceptsWhenTurnFull(self) -> None:
         """
-        A read accepts at most L{ACCEPTS_PER_READ} connections, however
-        many wait, and makes them L{TurnServer}s.
+        With the turn's reads taken and readers waiting for later turns,
+        one read of the port takes every connection waiting: those the
+        factory refuses are closed, the others become L{TurnServer}s; the
+        port keeps reading.  (A port that waited its turn behind the reads
+        let a flood of refused connections fill its backlog.)
         """
-        self.connect(ACCEPTS_PER_READ + 2)
+        turns = readTurnsOf(self.reactor)
+        filler = _Reader(turns, "filler", [])
+        while turns.mayRead(filler):
+            pass
+        clients = self.connect(12)
         self.port.doRead()
-        self.assertEqual(len(self.accepted()), ACCEPTS_PER_READ)
+        kept = sorted(each.getsockname()[1] for each in clients if each.getsockname()[1] % 2 == 0)
+        self.assertEqual(sorted(each.getPeer().port for each in self.accepted()), kept)
         self.assertTrue(all(isinstance(each, TurnServer) for each in self.accepted()))
-        self.port.doRead()
-        self.assertEqual(len(self.accepted()), ACCEPTS_PER_READ + 2)
-
-    def test_acceptInTurn(self) -> None:
-        """
-        A read refused accepts nothing and stops reading the port; the next
-        turn reads it again.
-        """
-        self.connect(1)
-        turns = readTurnsOf(self.reactor)
-        filler = _Reader(turns, "filler", [])
-        while turns.mayRead(filler):
-            pass
-        filler.ready = False
-        self.port.doRead()
-        self.assertEqual(self.reactor.readers, set())
-        endTurn(self.reactor)
-        self.assertEqual(self.reactor.readers, {self.port})
-        self.port.doRead()
-        self.assertEqual(len(self.accepted()), 1)
-
-    def test_stoppedWhileWaiting(self) -> None:
-        """
-        A port stopped while it waited for its turn is not read again.
-        """
-        turns = readTurnsOf(self.reactor)
-        filler = _Reader(turns, "filler", [])
-        while turns.mayRead(filler):
-            pass
-        filler.ready = False
-        self.port.doRead()
-        self.port.stopListening()
-        self.reactor.advance(0)
-        self.assertNotIn(self.port, self.reactor.readers)
+        self.assertIn(self.port, self.reactor.readers)
 
 
 class TurnEndpointTests(SynchronousTestCase):
@@ -382,14 +400,36 @@ class SessionBurstTests(FTPSServiceCase):
             thread.join(60)
         return outcomes
 
+    def countRefused(self) -> list[bool]:
+        """
+        Count the reads the reactor's turns refuse: one C{False} each.
+        """
+        turns = readTurnsOf(reactor)
+        refused: list[bool] = []
+        mayRead = turns.mayRead
+
+        def counting(reader: Any) -> bool:
+            allowed = mayRead(reader)
+            if not allowed:
+                refused.append(allowed)
+            return allowed
+
+        self.patch(turns, "mayRead", counting)
+        return refused
+
     async def test_burst(self) -> None:
         """
-        Three turns' worth of sessions at once all log in and download.
+        Three turns' worth of sessions at once all log in and download,
+        and the turns held some of their reads back (they act: with no
+        bound, none would be refused).
         """
-        self.startService()
+        service = self.startService()
+        self.assertIsInstance(service.listeningPort, TurnPort)
+        refused = self.countRefused()
         count = 3 * PER_TURN
         outcomes = await self.inThread(self.burst, count)
         self.assertEqual(outcomes, [CONTENT] * count)
+        self.assertNotEqual(refused, [])
 
 
 class ImplicitSessionBurstTests(SessionBurstTests):
@@ -399,3 +439,27 @@ class ImplicitSessionBurstTests(SessionBurstTests):
     """
 
     implicit = True
+
+
+class ServiceListenerTests(FTPSServiceCase):
+    """
+    An FTPS service on an address and port listens with a L{TurnPort} and
+    its larger backlog; on an C{endpoint}, with the endpoint's own port.
+    """
+
+    def test_addressAndPort(self) -> None:
+        """
+        On an address and port: a L{TurnPort}, backlog L{BACKLOG}.
+        """
+        port = self.startService().listeningPort
+        self.assertIsInstance(port, TurnPort)
+        assert isinstance(port, TurnPort)
+        self.assertEqual(port.backlog, BACKLOG)
+
+    def test_endpoint(self) -> None:
+        """
+        On an C{endpoint}: Twisted's TCP port, not a L{TurnPort}.
+        """
+        port = self.startService(endpoint=f"tcp:0:interface={LOOPBACK}").listeningPort
+        self.assertIsInstance(port, tcp.Port)
+        self.assertNotIsInstance(port, TurnPort)

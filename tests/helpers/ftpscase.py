@@ -16,13 +16,13 @@ import bcrypt
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.ftps import FTPSService
 from letsencrypt_resource.ftpsoptions import FTPSOptions
-from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
 from tests.helpers import newSigner, provisionalFor
 
@@ -78,6 +78,19 @@ def runAtOnce(function: Callable[..., T], *args: Any) -> Deferred[T]:
     return maybeDeferred(function, *args)
 
 
+class SeenFTPSService(FTPSService):
+    """
+    An L{FTPSService} that keeps the port it listens on.
+    """
+
+    #: The port, once the service listens.
+    listeningPort: IListeningPort | None = None
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.listeningPort = port
+        super()._listening(port)
+
+
 class FTPSServiceCase(TestCase):
     """
     Runs an L{FTPSService} on the real reactor, on a provisional
@@ -99,11 +112,16 @@ class FTPSServiceCase(TestCase):
         self.caFile = os.path.join(base, "ca.pem")
         with open(self.caFile, "wb") as file:
             file.write(self.signer.certificate.public_bytes(Encoding.PEM))
-        self.port = freeTCPPort()
+        #: The port of the service started last, for the clients: each
+        #: start listens on a free port the system picks.
+        self.port = 0
 
-    def startService(self, **ftps: Any) -> FTPSService:
+    def startService(self, endpoint: str | None = None, **ftps: Any) -> FTPSService:
         """
-        Start the service with the L{FTPSOptions} C{ftps} changes.
+        Start the service with the L{FTPSOptions} C{ftps} changes, on the
+        C{endpoint} description if given, else on L{host} and a free port
+        (the service stopped before may not have let its own go yet); when
+        it listens, it does when this returns, and C{port} is its port.
         """
         settings: dict[str, Any] = {
             "implicit": self.implicit,
@@ -116,15 +134,20 @@ class FTPSServiceCase(TestCase):
             type="ftps",
             name="ftp",
             address=self.host,
-            port=self.port,
+            port=0,
+            endpoint=endpoint,
             domains=(NAME,),
             path=self.served,
             ftps=FTPSOptions(**settings),
         )
-        service = FTPSService(options, reactor)
+        service = SeenFTPSService(options, reactor)
         service.consumer.useCertificate(provisionalFor(self.signer, (NAME,)))
         service.startService()
         self.addCleanup(service.stopService)
+        # With the certificate there, the service listens at once, or not
+        # at all (port 0 then: clients reach no other test's server).
+        port = service.listeningPort
+        self.port = 0 if port is None else port.getHost().port
         return service
 
     def client(
