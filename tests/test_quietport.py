@@ -116,6 +116,22 @@ class QuietPortTests(TestCase):
             (False, False, True),
         )
 
+    async def test_socketWithoutNonBlockingFlag(self) -> None:
+        """
+        Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
+        listens, on a socket that does not block.
+        """
+        self.patch(socket, "SOCK_NONBLOCK", None)
+        del socket.SOCK_NONBLOCK
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        self.assertFalse(port.socket.getblocking())
+        received = Received()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, received)
+        self.assertEqual(await received.ended, b"hello")
+
     async def test_ipv6(self) -> None:
         """
         An IPv6 address is listened on as such.
