@@ -24,6 +24,8 @@ class QuietPort(tcp.Port):
     """
     Twisted's TCP server port, opened and closed without its log lines;
     the same port otherwise: it accepts, pauses and stops as Twisted's.
+    The base of the FTPS services' control ports too
+    (L{TurnPort <letsencrypt_resource.turnports.TurnPort>}).
     """
 
     def startListening(self) -> None:

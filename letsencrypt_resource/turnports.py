@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import implementer
 
+from .quietport import QuietPort
 from .readturns import readTurnsOf
 
 #: Connections accepted at once by a control port, at most: accepting
@@ -71,7 +72,7 @@ class TurnServer(tcp.Server):
         super().stopReading()
 
 
-class TurnPort(tcp.Port):
+class TurnPort(QuietPort):
     """
     A TCP port whose connections are L{TurnServer}s, accepting at most
     L{ACCEPTS_PER_READ} connections at a read, when the turn allows.

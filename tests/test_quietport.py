@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.listening import Listener, failureDetails
 from letsencrypt_resource.quietport import QuietPort, listenQuietly
+from letsencrypt_resource.turnports import BACKLOG, TurnEndpoint
 
 
 @attrs.frozen
@@ -165,6 +166,30 @@ class QuietPortTests(TestCase):
         error = await self.assertFailure(listener.start(), CannotListenError)
         self.assertIn("Address already in use", failureDetails(Failure(error)))
         self.assertEqual(factory.numPorts, 0)
+
+
+class FTPSPortTests(TestCase):
+    """
+    An FTPS service's control port, a
+    L{TurnPort <letsencrypt_resource.turnports.TurnPort>}, is quiet too.
+    """
+
+    async def test_listensWithoutLines(self) -> None:
+        """
+        A listener on a L{TurnEndpoint}, as an FTPS service on an address
+        and port listens, logs neither Twisted's "... starting on PORT" as
+        it starts nor "(... Port PORT Closed)" as it stops, and keeps its
+        own backlog.
+        """
+        listener = Listener(
+            lambda: TurnEndpoint(reactor, 0, "127.0.0.1"), greetings(), reactor, "ftps test"
+        )
+        with capturedLogs() as logged:
+            port = await listener.start()
+            self.assertIsInstance(port, QuietPort)
+            self.assertEqual(port.backlog, BACKLOG)
+            await listener.stop().closed
+        self.assertEqual(logged, [])
 
 
 class OtherReactorTests(SynchronousTestCase):
