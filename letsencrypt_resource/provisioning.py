@@ -25,7 +25,7 @@ from .keys import PrivateKey, generateKey
 from .managed import ManagedCertificate
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import unexpected, utc
-from .setloading import pausedCollection
+from .startupcollection import pausedCollection
 from .startupreport import ResourceStartUp
 from .storage.interface import StorageError
 from .storage.records import Records
@@ -94,7 +94,8 @@ class Provisioning:
         provisional one, of this start's provisional key, signed when it
         is first needed (see L{makeProvisional}): nothing is signed here,
         so thousands of sets are in service at once; L{PROVISION_BATCH}
-        a turn of the reactor, the collector paused (see L{pausedCollection}).
+        a turn of the reactor, the collector paused (see
+        L{pausedCollection <letsencrypt_resource.startupcollection.pausedCollection>}).
         """
         now = utc(self._reactor.seconds())
         try:
