@@ -129,6 +129,22 @@ class StartTests(ResourceTestCase):
             self.eventTexts(20016),
         )
 
+    def test_failedLoadEndsStartUp(self) -> None:
+        """
+        A load that fails with an unexpected error still ends the start-up:
+        event 20208 is logged once the sets are provisioned, and later
+        events are logged, not counted for ever.
+        """
+
+        async def failing(loader: object, certificates: object) -> None:
+            raise RuntimeError("the load failed")
+
+        self.patch(setloading.SetLoader, "loadAll", failing)
+        self.start()
+        self.assertEqual(len(self.eventTexts(20208)), 1)
+        self.assertEqual(self.eventIDs().count(20016), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_accountRegisteredOnce(self) -> None:
         """
         One account is registered and kept in the store with its URL, and a
