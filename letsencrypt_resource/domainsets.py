@@ -75,12 +75,14 @@ class DomainSets(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._provisioning.stopped = False
         self._loading = self.load()
         self._loading.addErrback(self._unexpected)
         self._changes.start()
 
     def stopService(self) -> None:
         super().stopService()
+        self._provisioning.stopped = True
         self._changes.stop()
 
     def _unexpected(self, failure: Failure) -> None:

@@ -77,6 +77,9 @@ class Provisioning:
         self._signerLock = DeferredLock()
         self._deploys = deploys
         self._automatic = automatic
+        #: Whether the resource has stopped: a provision under way delivers
+        #: no further batch (see L{provision}).
+        self.stopped = False
         #: Until every set loaded at start is in service (see L{tell}).
         self.startUp = ResourceStartUp(log, options.debug, reactor.seconds())
         # The sets loaded at start without a certificate (see L{loaded}).
@@ -94,7 +97,8 @@ class Provisioning:
         provisional one, of this start's provisional key, signed when it
         is first needed (see L{makeProvisional}): nothing is signed here,
         so thousands of sets are in service at once; L{PROVISION_BATCH}
-        a turn of the reactor, the collector paused (see
+        a turn of the reactor, until the resource stops (L{stopped}), the
+        collector paused (see
         L{pausedCollection <letsencrypt_resource.startupcollection.pausedCollection>}).
         """
         now = utc(self._reactor.seconds())
@@ -104,6 +108,8 @@ class Provisioning:
                 for start in range(0, len(certificates), PROVISION_BATCH):
                     if start:
                         await deferLater(self._reactor, 0)
+                    if self.stopped:
+                        break
                     for certificate in certificates[start : start + PROVISION_BATCH]:
                         if certificate.current is None:
                             provisional = makeProvisional(signer, certificate.domains, now, key)
