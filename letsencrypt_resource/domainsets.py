@@ -75,12 +75,14 @@ class DomainSets(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._provisioning.stopped = False
         self._loading = self.load()
         self._loading.addErrback(self._unexpected)
         self._changes.start()
 
     def stopService(self) -> None:
         super().stopService()
+        self._provisioning.stopped = True
         self._changes.stop()
 
     def _unexpected(self, failure: Failure) -> None:
@@ -103,14 +105,18 @@ class DomainSets(Service):
     async def load(self) -> None:
         """
         Find the consumers in the registry and give each its stored
-        certificate, if there is one; no network is used.
+        certificate, if there is one; no network is used.  However it
+        ends, the provisioning is told it has (so that the start-up ends,
+        even when the load failed).
         """
-        collected = self._collectConsumers()
-        self.managed.clear()
-        self.managed.update(collected)
-        self._changes.setsChanged()
-        await self._loader.loadAll(list(self.managed.values()))
-        self._provisioning.loaded()
+        try:
+            collected = self._collectConsumers()
+            self.managed.clear()
+            self.managed.update(collected)
+            self._changes.setsChanged()
+            await self._loader.loadAll(list(self.managed.values()))
+        finally:
+            self._provisioning.loaded()
 
     @deferred
     async def reloadConsumers(self) -> None:

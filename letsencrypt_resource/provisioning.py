@@ -8,10 +8,11 @@ to the store directory.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from twisted.internet.defer import DeferredLock
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -25,7 +26,7 @@ from .keys import PrivateKey, generateKey
 from .managed import ManagedCertificate
 from .provisional import makeProvisional, makeSigner, signerProblem
 from .reporting import unexpected, utc
-from .setloading import pausedCollection
+from .startupcollection import pausedCollection
 from .startupreport import ResourceStartUp
 from .storage.interface import StorageError
 from .storage.records import Records
@@ -35,6 +36,22 @@ from .writequeue import Runner, WriteQueue
 #: (see L{Provisioning.provision}): about 20 ms at 0.3 ms a set; at
 #: 10,000 sets, one turn for all held the reactor for seconds.
 PROVISION_BATCH = 64
+
+
+async def inTurns(
+    reactor: IReactorTime, certificates: list[ManagedCertificate], stopped: Callable[[], bool]
+) -> AsyncIterator[list[ManagedCertificate]]:
+    """
+    C{certificates} by batches of L{PROVISION_BATCH}, one a turn of
+    C{reactor}, until C{stopped} says the resource has stopped: its
+    services are stopping, a later batch is not delivered.
+    """
+    for start in range(0, len(certificates), PROVISION_BATCH):
+        if start:
+            await deferLater(reactor, 0)
+        if stopped():
+            return
+        yield certificates[start : start + PROVISION_BATCH]
 
 
 class Provisioning:
@@ -77,6 +94,8 @@ class Provisioning:
         self._signerLock = DeferredLock()
         self._deploys = deploys
         self._automatic = automatic
+        #: Whether the resource has stopped (see L{inTurns}).
+        self.stopped = False
         #: Until every set loaded at start is in service (see L{tell}).
         self.startUp = ResourceStartUp(log, options.debug, reactor.seconds())
         # The sets loaded at start without a certificate (see L{loaded}).
@@ -100,10 +119,8 @@ class Provisioning:
         try:
             signer, key = await self._signerLock.run(self._currentSigner, now)
             with pausedCollection():
-                for start in range(0, len(certificates), PROVISION_BATCH):
-                    if start:
-                        await deferLater(self._reactor, 0)
-                    for certificate in certificates[start : start + PROVISION_BATCH]:
+                async for batch in inTurns(self._reactor, certificates, lambda: self.stopped):
+                    for certificate in batch:
                         if certificate.current is None:
                             provisional = makeProvisional(signer, certificate.domains, now, key)
                             self.deliver(certificate, provisional)

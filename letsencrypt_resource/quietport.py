@@ -24,6 +24,8 @@ class QuietPort(tcp.Port):
     """
     Twisted's TCP server port, opened and closed without its log lines;
     the same port otherwise: it accepts, pauses and stops as Twisted's.
+    The base of the FTPS services' control ports too
+    (L{TurnPort <letsencrypt_resource.turnports.TurnPort>}).
     """
 
     def startListening(self) -> None:
@@ -64,9 +66,14 @@ class QuietPort(tcp.Port):
         made so in fewer system calls: non-blocking as it is made, and not
         inherited by child processes already (as every Python socket).
         Each call lets the storage's reader thread take the interpreter
-        (see L{letsencrypt_resource.setloading.LOAD_JOBS}).
+        (see L{letsencrypt_resource.setloading.LOAD_JOBS}).  Where the
+        system has no C{SOCK_NONBLOCK} (macOS), the socket is made
+        non-blocking after it is made.
         """
-        made = socket.socket(self.addressFamily, self.socketType | socket.SOCK_NONBLOCK)
+        nonBlocking = getattr(socket, "SOCK_NONBLOCK", 0)
+        made = socket.socket(self.addressFamily, self.socketType | nonBlocking)
+        if not nonBlocking:
+            made.setblocking(False)
         made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         return made
 

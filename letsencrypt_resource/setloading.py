@@ -15,10 +15,8 @@ then brought back within bounds (L{letsencrypt_resource.retrywaits.capWaits}).
 from __future__ import annotations
 
 import enum
-import gc
 import hashlib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -34,6 +32,7 @@ from .managed import ManagedCertificate
 from .renewalstate import storedDigest
 from .reporting import unexpected, when
 from .retrywaits import capWaits
+from .startupcollection import pausedCollection
 from .storage.interface import StorageError
 from .storage.records import Records, StoredSet
 
@@ -42,7 +41,11 @@ from .storage.records import Records, StoredSet
 #: reactor's take turns with the interpreter at each system call the reader
 #: makes (five per file): read beside the sets taken back, at 10,000 sets,
 #: the files took seven times as long to read, and the reactor thread was
-#: switched out some 8,000 times (bench/twistdscale.py).
+#: switched out some 8,000 times (bench/twistdscale.py).  On a PostgreSQL
+#: storage, whose reads are round trips to the database rather than system
+#: calls on files, one job puts those round trips one after another too (157
+#: queries at 10,000 sets); the loader cannot tell which storage it reads, as
+#: most are wrapped (sealed, cached, a cluster's), so one job reads either.
 LOAD_JOBS = 1
 #: How many domain sets a batch holds: their records are read together
 #: (see L{Records.loadSets}).
@@ -142,26 +145,6 @@ def _newer(certificate: ManagedCertificate, stored: CertifiedKey, now: float) ->
     return notAfter > now
 
 
-@contextmanager
-def pausedCollection() -> Iterator[None]:
-    """
-    Pause the garbage collector's automatic collections, and resume them
-    after, unless they were paused already.  What loading makes lives
-    as long as its sets, and with the heap growing by a quarter again and
-    again, the collector went over all of it each time: at 10,000 sets,
-    13 full collections, 2.7 s of the start-up's CPU and stalls of the
-    reactor up to half a second.  The server collects once after the load
-    (L{letsencrypt_resource.host.ServerService}).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class StoredTaker(Protocol):
     """
     What a L{SetLoader} does with the records it reads.
@@ -213,7 +196,7 @@ class SetLoader:
         unexpected error is logged and the other sets loaded.
 
         The garbage collector's automatic collections pause meanwhile (see
-        L{pausedCollection}).
+        L{pausedCollection <letsencrypt_resource.startupcollection.pausedCollection>}).
         """
         with pausedCollection():
             await self._loadAll(certificates)

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import implementer
 
+from .quietport import QuietPort
 from .readturns import readTurnsOf
 
 #: Connections the kernel holds for a control port until it accepts them:
@@ -68,7 +69,7 @@ class TurnServer(tcp.Server):
         super().stopReading()
 
 
-class TurnPort(tcp.Port):
+class TurnPort(QuietPort):
     """
     A TCP port whose connections are L{TurnServer}s.  The port itself
     accepts as Twisted's does, every pass of the reactor and as many as

@@ -497,6 +497,20 @@ class LazyProvisioningTests(SynchronousTestCase):
             ((2, 1, False, False), True, True, True),
         )
 
+    def test_stopStopsDelivering(self) -> None:
+        """
+        Once the resource has stopped, a provision under way delivers no
+        further batch: its services are stopping.
+        """
+        self.patch(provisioningModule, "PROVISION_BATCH", 2)
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(5)]
+        provisioning = self.provisioning(sets)
+        provisioned = provisioning.provision(sets)
+        provisioning.stopped = True
+        self.clock.advance(0)
+        self.successResultOf(provisioned)
+        self.assertEqual(sum(c.current is not None for c in sets), 2)
+
     def test_signedOnceAtFirstUse(self) -> None:
         """
         A set's provisional certificate is signed when it is first read,

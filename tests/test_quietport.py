@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.listening import Listener, failureDetails
 from letsencrypt_resource.quietport import QuietPort, listenQuietly
+from letsencrypt_resource.turnports import BACKLOG, TurnEndpoint
 
 
 @attrs.frozen
@@ -116,6 +117,22 @@ class QuietPortTests(TestCase):
             (False, False, True),
         )
 
+    async def test_socketWithoutNonBlockingFlag(self) -> None:
+        """
+        Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
+        listens, on a socket that does not block.
+        """
+        self.patch(socket, "SOCK_NONBLOCK", None)
+        del socket.SOCK_NONBLOCK
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        self.assertFalse(port.socket.getblocking())
+        received = Received()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        await connectProtocol(endpoint, received)
+        self.assertEqual(await received.ended, b"hello")
+
     async def test_ipv6(self) -> None:
         """
         An IPv6 address is listened on as such.
@@ -149,6 +166,30 @@ class QuietPortTests(TestCase):
         error = await self.assertFailure(listener.start(), CannotListenError)
         self.assertIn("Address already in use", failureDetails(Failure(error)))
         self.assertEqual(factory.numPorts, 0)
+
+
+class FTPSPortTests(TestCase):
+    """
+    An FTPS service's control port, a
+    L{TurnPort <letsencrypt_resource.turnports.TurnPort>}, is quiet too.
+    """
+
+    async def test_listensWithoutLines(self) -> None:
+        """
+        A listener on a L{TurnEndpoint}, as an FTPS service on an address
+        and port listens, logs neither Twisted's "... starting on PORT" as
+        it starts nor "(... Port PORT Closed)" as it stops, and keeps its
+        own backlog.
+        """
+        listener = Listener(
+            lambda: TurnEndpoint(reactor, 0, "127.0.0.1"), greetings(), reactor, "ftps test"
+        )
+        with capturedLogs() as logged:
+            port = await listener.start()
+            self.assertIsInstance(port, QuietPort)
+            self.assertEqual(port.backlog, BACKLOG)
+            await listener.stop().closed
+        self.assertEqual(logged, [])
 
 
 class OtherReactorTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ from zope.interface.registry import Components
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource import owned as ownedModule
+from letsencrypt_resource import provisioning as provisioningModule
 from letsencrypt_resource import setloading
 from letsencrypt_resource.acmeclient import certificateID
 from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
@@ -44,6 +45,7 @@ from letsencrypt_resource.storage.records import Records, certificateKey, renewa
 from letsencrypt_resource.testing import (
     FakeACMEServer,
     MemoryStore,
+    RecordingConsumer,
     advanceThrough,
     runUntilFired,
 )
@@ -128,6 +130,39 @@ class StartTests(ResourceTestCase):
             "reports.example.test.",
             self.eventTexts(20016),
         )
+
+    def test_failedLoadEndsStartUp(self) -> None:
+        """
+        A load that fails with an unexpected error still ends the start-up:
+        event 20208 is logged once the sets are provisioned, and later
+        events are logged, not counted for ever.
+        """
+
+        async def failing(loader: object, certificates: object) -> None:
+            raise RuntimeError("the load failed")
+
+        self.patch(setloading.SetLoader, "loadAll", failing)
+        self.start()
+        self.assertEqual(len(self.eventTexts(20208)), 1)
+        self.assertEqual(self.eventIDs().count(20016), 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stopEndsProvision(self) -> None:
+        """
+        A resource stopped while a reload's provision is under way puts no
+        further set on a provisional certificate: its services are
+        stopping.
+        """
+        resource = self.start()
+        self.patch(provisioningModule, "PROVISION_BATCH", 1)
+        added = [RecordingConsumer(f"{n}-https", (f"{n}.example.test",)) for n in "ab"]
+        for consumer in added:
+            self.registry.registerUtility(consumer, ICertificateConsumer, name=consumer.name)
+        resource.reloadConsumers()
+        before = [len(c.received) for c in added]
+        resource.stopService()
+        self.reactor.advance(0)
+        self.assertEqual((before, [len(c.received) for c in added]), ([1, 0], [1, 0]))
 
     def test_accountRegisteredOnce(self) -> None:
         """

@@ -8,7 +8,7 @@ import gc
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.setloading import pausedCollection
+from letsencrypt_resource.startupcollection import pausedCollection
 
 
 class PausedCollectionTests(SynchronousTestCase):

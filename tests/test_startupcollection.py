@@ -9,12 +9,18 @@ import gc
 import os
 import weakref
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import tap
+from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.pebble import freeTCPPort
-from letsencrypt_resource.startupcollection import ResumeCollection, pauseCollection
+from letsencrypt_resource.setloading import SetLoader
+from letsencrypt_resource.startupcollection import (
+    ResumeCollection,
+    pauseCollection,
+    pausedCollection,
+    resumeCollection,
+)
 
 #: A server of one service whose CA is nowhere.
 CONFIGURATION = """\
@@ -122,6 +128,44 @@ class ResumeTests(CollectionCase):
         self.assertFalse(gc.isenabled())
 
 
+class NestedTests(CollectionCase):
+    """
+    L{pausedCollection} within L{pauseCollection}'s pause, and within
+    another.
+    """
+
+    def test_resumedAfterLoading(self) -> None:
+        """
+        L{resumeCollection} while a L{pausedCollection} goes on leaves
+        automatic collection off until it ends.
+        """
+        pauseCollection()
+        with pausedCollection():
+            resumeCollection()
+            within = gc.isenabled()
+        self.assertEqual((within, gc.isenabled()), (False, True))
+
+    def test_nested(self) -> None:
+        """
+        The last of two L{pausedCollection}s to end resumes collection.
+        """
+        with pausedCollection():
+            with pausedCollection():
+                pass
+            within = gc.isenabled()
+        self.assertEqual((within, gc.isenabled()), (False, True))
+
+    def test_pausedFirst(self) -> None:
+        """
+        A L{pausedCollection} within a pause that is not L{pauseCollection}'s
+        leaves collection off: whoever turned it off decides.
+        """
+        gc.disable()
+        with pausedCollection():
+            resumeCollection()
+        self.assertFalse(gc.isenabled())
+
+
 class TwistdTests(TestCase):
     """
     C{twistd lets-encrypt} pauses automatic collection from reading the
@@ -142,11 +186,12 @@ class TwistdTests(TestCase):
             stream.write(CONFIGURATION.format(port=freeTCPPort()))
         return path
 
-    def test_pausedWhileBuilding(self) -> Deferred[None]:
+    async def test_pausedWhileBuilding(self) -> None:
         """
         Reading the configuration pauses automatic collection; starting
         the server collects what building it left in a cycle, freezes what
-        is left, and resumes automatic collection.
+        is left, and resumes automatic collection once its domain sets
+        have loaded.
         """
         path = self.configuration()
         options = tap.Options()
@@ -157,12 +202,36 @@ class TwistdTests(TestCase):
         kept = [Cycle()]
         self.assertFalse(gc.isenabled())
         server.startService()
+        self.addCleanup(server.stopService)
         self.assertIsNone(garbage())
         self.assertNotIn(kept, gc.get_objects())
+        await server.resource.whenLoaded()
         self.assertTrue(gc.isenabled())
-        return server.stopService()
 
-    def test_parsedTwice(self) -> Deferred[None]:
+    async def test_pausedWhileLoading(self) -> None:
+        """
+        In twistd's order (options parsed, the server made and started,
+        then the reactor runs while the domain sets load), every batch of
+        sets is taken back with automatic collection off, though the
+        server's start has ended; it is on once they have loaded.
+        """
+        seen = []
+        original = SetLoader._loadBatch
+
+        async def loadBatch(loader: SetLoader, batch: list[ManagedCertificate]) -> None:
+            await original(loader, batch)
+            seen.append(gc.isenabled())
+
+        self.patch(SetLoader, "_loadBatch", loadBatch)
+        options = tap.Options()
+        options.parseOptions(["--config", self.configuration()])
+        server = tap.makeService(options)
+        server.startService()
+        self.addCleanup(server.stopService)
+        await server.resource.whenLoaded()
+        self.assertEqual((seen, gc.isenabled()), ([False], True))
+
+    async def test_parsedTwice(self) -> None:
         """
         Options parsed twice before the server starts (the second parse
         finds collection already off): starting it still turns automatic
@@ -176,8 +245,9 @@ class TwistdTests(TestCase):
         options.parseOptions(["--config", path])
         server = tap.makeService(options)
         server.startService()
+        self.addCleanup(server.stopService)
+        await server.resource.whenLoaded()
         self.assertTrue(gc.isenabled())
-        return server.stopService()
 
     def test_refusedResumes(self) -> None:
         """
