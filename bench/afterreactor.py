@@ -23,8 +23,6 @@ import argparse
 import os
 import re
 import select
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,8 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
-from twistdscale import TWISTD, moreFiles, writeConfiguration  # noqa: E402
-from warm import fabricate  # noqa: E402
+from twistdscale import spawn, stateFor, stop, writeConfiguration  # noqa: E402
 
 #: The most seconds one start may take.
 TIMEOUT = 300.0
@@ -68,35 +65,15 @@ def startOnce(workdir: str, n: int, cold: bool, firstPort: int, tree: str) -> di
     C{tree}; measure from its "reactor class" line until it logged events
     20208 and 20209.
     """
-    fabricated = os.path.join(workdir, f"warm-state-{n}")
-    if not cold:
-        fabricate(fabricated, n)
     with tempfile.TemporaryDirectory(prefix=f"after-{n}-", dir=workdir) as directory:
-        state = os.path.join(directory, "state")
-        if cold:
-            os.mkdir(state, 0o700)
-        else:
-            shutil.copytree(fabricated, state)
+        state = stateFor(workdir, directory, n, cold)
         path = writeConfiguration(directory, state, n, firstPort)
-        process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", path],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-            env={**os.environ, "PYTHONPATH": os.path.abspath(tree)},
-            preexec_fn=moreFiles(n),
-        )
-        assert process.stdout is not None
+        process = spawn(directory, path, n, tree)
         start = time.perf_counter()
         try:
             return _watch(process, start)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+            stop(process)
 
 
 def _watch(process: subprocess.Popen[bytes], start: float) -> dict[str, float]:

@@ -158,6 +158,53 @@ def timeStatus(path: str, n: int) -> float:
     return seconds
 
 
+def stateFor(workdir: str, directory: str, n: int, cold: bool) -> str:
+    """
+    The state directory of a run under C{directory}: a copy of the N
+    stored certificates C{bench/warm.py} fabricates (made once, kept under
+    C{workdir}), or an empty one when C{cold}.
+    """
+    state = os.path.join(directory, "state")
+    if cold:
+        os.mkdir(state, 0o700)
+    else:
+        fabricated = os.path.join(workdir, f"warm-state-{n}")
+        fabricate(fabricated, n)
+        shutil.copytree(fabricated, state)
+    return state
+
+
+def spawn(directory: str, path: str, n: int, tree: str = ROOT) -> subprocess.Popen[bytes]:
+    """
+    Start C{twistd -n lets-encrypt} on the configuration C{path} of N
+    services, with the package of the source tree C{tree}, in C{directory},
+    its output (both streams) on a pipe.
+    """
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=directory,
+        env={**os.environ, "PYTHONPATH": os.path.abspath(tree)},
+        preexec_fn=moreFiles(n),
+    )
+    assert process.stdout is not None
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """
+    Stop twistd as an operator does (C{SIGTERM}); kill it if it has not
+    ended within a minute.
+    """
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+
+
 def startOnce(
     workdir: str,
     n: int,
@@ -177,26 +224,11 @@ def startOnce(
         socket too (C{first_line}, C{control}), and the CPU twistd used
         until each (C{first_line_cpu}, C{control_cpu}).
     """
-    fabricated = os.path.join(workdir, f"warm-state-{n}")
-    if not cold:
-        fabricate(fabricated, n)
     with tempfile.TemporaryDirectory(prefix=f"twistd-{n}-", dir=workdir) as directory:
-        state = os.path.join(directory, "state")
-        if cold:
-            os.mkdir(state, 0o700)
-        else:
-            shutil.copytree(fabricated, state)
+        state = stateFor(workdir, directory, n, cold)
         path = writeConfiguration(directory, state, n, firstPort)
         start = time.perf_counter()
-        process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "lets-encrypt", "--config", path],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            cwd=directory,
-            env={**os.environ, "PYTHONPATH": ROOT},
-            preexec_fn=moreFiles(n),
-        )
-        assert process.stdout is not None
+        process = spawn(directory, path, n)
         try:
             seen: set[str] = set()
             buffer, tail = b"", []
@@ -236,12 +268,7 @@ def startOnce(
             if status:
                 result["status_server"] = timeStatus(path, n)
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
+            stop(process)
         if status:
             result["status_alone"] = timeStatus(path, n)
     return result
