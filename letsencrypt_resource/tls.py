@@ -63,6 +63,15 @@ def _waitingContext() -> SSL.Context:
     return _WAITING[0]
 
 
+def waitsForContext(connection: SSL.Connection) -> bool:
+    """
+    Whether C{connection} waits for its context, on the one without a
+    certificate (see L{ReloadableServerTLS.serverConnectionForTLS}): its
+    transport is resumed once it has its own.
+    """
+    return connection.get_context() is _waitingContext()
+
+
 class NoCertificateYet(Exception):
     """
     A TLS connection arrived before the service had any certificate.

@@ -341,7 +341,9 @@ class RealConnectionsTests(TestCase):
             tls = ReloadableServerTLS(firstHandshakes=bound)
             tls.setCertificate(provisionalFor(signer, (name,)))
             factory = TLSMemoryBIOFactory(tls, False, Factory.forProtocol(Echo))
-            port = reactor.listenTCP(0, HelloPeekFactory(factory, lambda: None), interface=LOOPBACK)
+            port = reactor.listenTCP(
+                0, HelloPeekFactory(factory, lambda: None, reactor), interface=LOOPBACK
+            )
             self.addCleanup(port.stopListening)
             ports.append(port)
         trusted = Certificate.loadPEM(signer.certificatePEM)
