@@ -18,9 +18,10 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.quietport import BACKLOG
 from letsencrypt_resource.readturns import PER_TURN, ReadTurns, readTurnsOf
 from letsencrypt_resource.testing.ftpsclient import ImplicitFTPS, ResumingFTPS, clientContext
-from letsencrypt_resource.turnports import BACKLOG, TurnEndpoint, TurnPort, TurnServer
+from letsencrypt_resource.turnports import TurnEndpoint, TurnPort, TurnServer
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase
 
 LOOPBACK = "127.0.0.1"
