@@ -32,11 +32,11 @@ class Refusing(FirstHandshakes):
 
     refuseNext = False
 
-    def mayBuild(self) -> bool:
+    def mayGo(self) -> bool:
         if self.refuseNext:
             self.refuseNext = False
             return False
-        return super().mayBuild()
+        return super().mayGo()
 
 
 class FirstBytesTests(SynchronousTestCase):
