@@ -90,6 +90,13 @@ class HelloPeek(ProtocolWrapper):
                 self._refused = True
         self._proceed()
 
+    def closeSilent(self) -> None:
+        """
+        Close the connection if it has sent nothing yet.
+        """
+        if self._silence is not None:
+            self._silent()
+
     def _silent(self) -> None:
         """
         No byte came in time: close the connection.
@@ -105,6 +112,9 @@ class HelloPeek(ProtocolWrapper):
 
         @return: Whether the TLS protocol is connected.
         """
+        if self.disconnecting:
+            # Closed silent: what still comes is not read.
+            return False
         if self._silence is not None:
             self._silence.cancel()
             self._silence = None
@@ -219,3 +229,12 @@ class HelloPeekFactory(WrappingFactory):
         super().__init__(wrappedFactory)
         self.answers = answers
         self.clock = clock
+
+    def doStop(self) -> None:
+        """
+        Its listener stopped: close the connections that sent nothing yet,
+        which no site knows of, rather than leave them to their deadline.
+        """
+        for peek in list(self.protocols):
+            peek.closeSilent()
+        super().doStop()

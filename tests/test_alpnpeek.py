@@ -72,6 +72,22 @@ class FirstBytesTests(SynchronousTestCase):
         self.assertIsNotNone(connection.collector.lostReason)
         self.assertEqual(self.signed, [])
 
+    def test_silentClosedAtStop(self) -> None:
+        """
+        A connection that sent nothing when its listener stops is closed
+        then; one whose handshake began is left to its site.
+        """
+        self.server.doStart()
+        silent = connectInMemory(self.server, None, self.clock)
+        talking = connectInMemory(
+            self.server, tlsClientFactory(self.signer, self.clock), self.clock
+        )
+        self.server.doStop()
+        silent.pump.flush()
+        talking.pump.flush()
+        self.assertIsNotNone(silent.collector.lostReason)
+        self.assertIsNone(talking.collector.lostReason)
+
     def test_notHandshake(self) -> None:
         """
         A connection whose first bytes begin no TLS handshake record is
