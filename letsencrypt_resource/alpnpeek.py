@@ -122,9 +122,13 @@ class HelloPeek(ProtocolWrapper):
             self._held = None
             self.loseConnection()
             return False
-        self._connected = True
-        self.wrappedProtocol.makeConnection(cast(ITransport, self))
         tls = cast(TLSMemoryBIOProtocol, self.wrappedProtocol)
+        try:
+            tls.makeConnection(cast(ITransport, self))
+        finally:
+            # A TLS connection that could not be made (no certificate to
+            # present) left its protocol unconnected: its loss is not told.
+            self._connected = tls.transport is not None
         if waitsForContext(tls.getHandle()):
             self._contextDue = True
             self._producer().pauseProducing()

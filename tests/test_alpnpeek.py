@@ -5,14 +5,17 @@ until its first bytes begin a TLS handshake.
 
 from __future__ import annotations
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.alpnpeek import FIRST_BYTES_DEADLINE, HelloPeekFactory
+from letsencrypt_resource.clienthello import HANDSHAKE_RECORD
 from letsencrypt_resource.firsthandshakes import FirstHandshakes
-from letsencrypt_resource.tls import ReloadableServerTLS
+from letsencrypt_resource.tls import NoCertificateYet, ReloadableServerTLS
 from tests.helpers import (
     Collector,
     connectInMemory,
@@ -97,6 +100,27 @@ class FirstBytesTests(SynchronousTestCase):
         connection.send(b"\x00" * 64)
         self.assertIsNotNone(connection.collector.lostReason)
         self.assertEqual(self.signed, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noCertificate(self) -> None:
+        """
+        When the TLS connection cannot be made at the first bytes (no
+        certificate to present), the error goes up to the transport, which
+        drops the connection; its loss is not passed to the TLS protocol,
+        which never connected.
+        """
+        server = HelloPeekFactory(
+            TLSMemoryBIOFactory(
+                ReloadableServerTLS(), False, Factory.forProtocol(Collector), clock=self.clock
+            ),
+            lambda: None,
+            self.clock,
+        )
+        peek = server.buildProtocol(None)
+        assert peek is not None
+        peek.makeConnection(StringTransport())
+        self.assertRaises(NoCertificateYet, peek.dataReceived, HANDSHAKE_RECORD + b"\x03\x01")
+        peek.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_handshake(self) -> None:
