@@ -14,6 +14,8 @@ MAX_HELLO = 16384 + 5
 MAX_RECORDS = 4
 
 _HANDSHAKE = 22
+#: The first byte of a TLS handshake record, a ClientHello's.
+HANDSHAKE_RECORD = bytes([_HANDSHAKE])
 _CLIENT_HELLO = 1
 _SERVER_NAME = 0
 _ALPN = 16

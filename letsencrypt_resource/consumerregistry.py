@@ -13,7 +13,9 @@ changed in place.  A registry with no sub-registries also skips telling
 them of each change.  Anything a set cannot hold exactly as the tuple would
 (a value that is not hashable, the same value subscribed twice) turns that
 leaf back into the tuple C{zope.interface} would have built, so what the
-registry answers never changes.
+registry answers never changes: a value whose hash changed since it was
+subscribed is still found and removed, and a leaf can be changed while it
+is iterated (see L{SubscriberLeaf}).
 
 An embedder's own C{Components} works as before: the resource only asks
 the registry what any C{Components} answers.
@@ -21,6 +23,7 @@ the registry what any C{Components} answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from zope.interface.adapter import AdapterRegistry, BaseAdapterRegistry
@@ -32,7 +35,16 @@ class SubscriberLeaf(dict[Any, None]):
     The subscribers of one interface, in the order they were added: a
     C{dict} whose keys are the subscribers, so that adding and removing one
     takes constant time, and iterating gives them in order.
+
+    Iterating gives the subscribers of the moment it began, as
+    C{zope.interface}'s tuple did: a subscriber may be added or removed
+    while the registry's C{allSubscriptions()} goes through the leaf (an
+    iteration of the C{dict} itself would fail then).  The copy costs what
+    the iteration costs.
     """
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(tuple(self.keys()))
 
 
 class LinearAdapterRegistry(AdapterRegistry):
@@ -68,10 +80,19 @@ class LinearAdapterRegistry(AdapterRegistry):
     def _removeValueFromLeaf(self, existing: Any, toRemove: Any) -> Any:
         if isinstance(existing, SubscriberLeaf):
             try:
-                existing.pop(toRemove, None)
-                return existing
+                if toRemove in existing:
+                    del existing[toRemove]
+                    return existing
             except TypeError:
-                pass
+                # Not hashable: no leaf holds it.
+                return existing
+            if any(value == toRemove for value in existing):
+                # There, but not under its hash: its hash changed since it
+                # was added.  Removed as the tuple would remove it (every
+                # value equal to it), in a leaf built again under the
+                # hashes of now; a miss, rare, reads the whole leaf.
+                return SubscriberLeaf.fromkeys(value for value in existing if value != toRemove)
+            return existing
         return tuple([value for value in existing if value != toRemove])
 
 

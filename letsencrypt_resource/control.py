@@ -20,6 +20,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as AnswerLate
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
@@ -32,6 +33,7 @@ from . import events
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
+    STATUS_ANSWER_WAIT,
     AnswerLine,
     AnswerTooLong,
     answerLine,
@@ -42,6 +44,7 @@ from .controlsocket import (
 )
 from .listening import stopPort
 from .operations import OperationError, Operations
+from .reactors import Reactor
 from .reporting import unexpected
 from .safefs import openFolder
 from .storage.lock import StateDirectoryLocked, StateLock
@@ -152,12 +155,14 @@ class _ControlProtocol(LineReceiver):
 class _ControlClient(Protocol):
     """
     Reads the server's answer line (see L{AnswerLine}); a line longer than
-    C{limit} bytes closes the connection.
+    C{limit} bytes fails the answer with an L{OperationError} that says so,
+    and closes the connection.
     """
 
     def __init__(self, limit: int = MAX_ANSWER) -> None:
         self.answer: Deferred[bytes] = Deferred()
         self._line = AnswerLine(limit)
+        self._limit = limit
 
     def dataReceived(self, data: bytes) -> None:
         if self.answer.called:
@@ -167,6 +172,12 @@ class _ControlClient(Protocol):
         except AnswerTooLong:
             assert self.transport is not None
             self.transport.loseConnection()
+            self.answer.errback(
+                OperationError(
+                    f"the server's answer is longer than {self._limit} bytes, "
+                    "the most this command reads"
+                )
+            )
             return
         if line is not None:
             self.answer.callback(line)
@@ -266,14 +277,22 @@ class ControlService(Service):
 
 
 async def askServer(
-    reactor: IReactorUNIX, stateDirectory: str, name: str, arguments: dict[str, Any]
+    reactor: Reactor, stateDirectory: str, name: str, arguments: dict[str, Any]
 ) -> Any:
     """
     Run an operation in the server running on C{stateDirectory}, once its
     control socket is trusted (see L{serverAddress}).
 
+    A C{status}, which the server answers from memory, fails when its
+    answer has not come within L{STATUS_ANSWER_WAIT
+    <letsencrypt_resource.controlsocket.STATUS_ANSWER_WAIT>} seconds; the other
+    operations (a renewal waits on the CA) are waited for as long as they
+    take.
+
     @raise OperationError: with the server's error text, or when the
-        socket is not trusted or the answer is none.
+        socket is not trusted, the answer is none or is longer than
+        L{MAX_ANSWER <letsencrypt_resource.controlsocket.MAX_ANSWER>}
+        bytes, or a C{status} answer is late.
     @raise twisted.internet.error.ConnectError: when no server answers.
     @raise OSError: when there is no socket, or the state directory breaks
         the rules of L{openFolder}.
@@ -281,9 +300,16 @@ async def askServer(
     with serverAddress(stateDirectory) as address:
         endpoint = UNIXClientEndpoint(reactor, address, timeout=5)
         protocol = await connectProtocol(endpoint, _ControlClient())
+    answer = protocol.answer
+    if name == "status":
+        answer.addTimeout(STATUS_ANSWER_WAIT, reactor)
     try:
         protocol.transport.write(requestLine(name, arguments))
-        line = await protocol.answer
+        line = await answer
+    except AnswerLate:
+        raise OperationError(
+            f"the server did not answer {name} within {STATUS_ANSWER_WAIT:g} s"
+        ) from None
     finally:
         protocol.transport.loseConnection()
     return answerOf(line)

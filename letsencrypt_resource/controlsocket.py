@@ -31,6 +31,10 @@ _MAX_SOCKET_PATH = 100
 DESCRIPTORS = "/proc/self/fd"
 #: The longest answer, in bytes.
 MAX_ANSWER = 64 * 1024 * 1024
+#: Seconds the reactor's client waits for the answer to C{status}, which a
+#: server gives from memory; a renewal or an account change, which waits
+#: on the CA, has no such deadline.
+STATUS_ANSWER_WAIT = 60.0
 
 
 def socketProblem(folder: int) -> str | None:

@@ -130,7 +130,9 @@ class _ImplicitFactory(HelloPeekFactory):
         @param tls: The service's L{letsencrypt_resource.tls.ReloadableServerTLS}.
         """
         super().__init__(
-            TLSMemoryBIOFactory(_ImplicitTLS(), False, ftps, clock=reactor), lambda: tls.alpn
+            TLSMemoryBIOFactory(_ImplicitTLS(), False, ftps, clock=reactor),
+            lambda: tls.alpn,
+            reactor,
         )
         self._ftps = ftps
 

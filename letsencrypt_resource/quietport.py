@@ -19,6 +19,13 @@ from twisted.internet.posixbase import PosixReactorBase
 
 from .reactors import Reactor
 
+#: Connections the kernel holds for a listener until it accepts them, for
+#: every TCP listener the services open on an address and port (C{https},
+#: the challenge site, FTPS control ports): a burst of 200 FTPS sessions
+#: overflowed Twisted's 50 (the kernel logged SYN flooding and some
+#: sessions took 20 s to start).
+BACKLOG = 256
+
 
 class QuietPort(tcp.Port):
     """
@@ -87,7 +94,8 @@ def listenQuietly(
     reactor: Reactor, port: int, factory: IProtocolFactory, interface: str
 ) -> IListeningPort:
     """
-    Listen with C{factory} on TCP C{port} of C{interface}: on a
+    Listen with C{factory} on TCP C{port} of C{interface}, with a backlog
+    of L{BACKLOG}: on a
     L{QuietPort} when the reactor's C{listenTCP} is Twisted's own for
     POSIX (which opens Twisted's port just so); with another reactor's
     (a test's, or one of another platform), through it.
@@ -95,8 +103,8 @@ def listenQuietly(
     @raise CannotListenError: when it cannot listen there.
     """
     if type(reactor).listenTCP is not PosixReactorBase.listenTCP:
-        listened: IListeningPort = reactor.listenTCP(port, factory, interface=interface)
+        listened: IListeningPort = reactor.listenTCP(port, factory, BACKLOG, interface)
         return listened
-    quiet = QuietPort(port, factory, interface=interface, reactor=reactor)
+    quiet = QuietPort(port, factory, BACKLOG, interface, reactor)
     quiet.startListening()
     return quiet

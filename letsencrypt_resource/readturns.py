@@ -14,9 +14,10 @@ turn, first come first served, before any reader that came after it.
 
 from __future__ import annotations
 
-import weakref
-from collections import deque
+from functools import partial
 from typing import Any, Protocol
+
+from .turnbudget import TurnBudget, sharedOf
 
 #: Reads in one turn of the reactor at most.  A read costs the reactor
 #: about a millisecond of CPU on average under the FTPS bench's load
@@ -36,24 +37,16 @@ class TurnReader(Protocol):
         """
 
 
-class ReadTurns:
+class ReadTurns(TurnBudget):
     """
-    Counts the reads of the current turn of a reactor, and lets the readers
-    refused read again, L{PER_TURN} a turn, in the turns after.
+    A L{TurnBudget} of the reads in a turn: a reader refused is told to
+    read again in a later turn, its read counted there.
     """
 
     def __init__(self, reactor: Any, perTurn: int = PER_TURN):
-        """
-        @param reactor: Its C{callLater(0, ...)} marks the end of a turn.
-        @param perTurn: How many reads one turn may take.
-        """
-        self._reactor = reactor
-        self._perTurn = perTurn
-        self._count = 0
-        self._waiting: deque[TurnReader] = deque()
+        super().__init__(reactor, perTurn)
         # Readers told to read again in this turn: their read is counted.
         self._told: set[TurnReader] = set()
-        self._turnEnds: Any = None
 
     def mayRead(self, reader: TurnReader) -> bool:
         """
@@ -63,48 +56,27 @@ class ReadTurns:
         if reader in self._told:
             self._told.discard(reader)
             return True
-        self._nextTurn()
-        if self._count >= self._perTurn or self._waiting:
-            self._waiting.append(reader)
-            return False
-        self._count += 1
-        return True
+        if self.mayGo():
+            return True
+        self.later(partial(self._tell, reader))
+        return False
 
-    def _nextTurn(self) -> None:
-        # A call cancelled (as trial does to the calls left at the end of
-        # a test) would end no turn, and no reader would read again.
-        if self._turnEnds is None or not self._turnEnds.active():
-            self._turnEnds = self._reactor.callLater(0, self._turnEnded)
+    def _tell(self, reader: TurnReader) -> None:
+        """
+        Let C{reader}, counted in this turn, read again.
+        """
+        self._told.add(reader)
+        reader.readAgain()
 
-    def _turnEnded(self) -> None:
+    def turnBegins(self) -> None:
         """
-        A new turn: the count starts again, and the readers that waited
-        longest read again, as many as the turn allows.
+        A reader told in the last turn that did not read has no read left.
         """
-        self._turnEnds = None
         self._told.clear()
-        self._count = 0
-        try:
-            while self._waiting and self._count < self._perTurn:
-                reader = self._waiting.popleft()
-                self._count += 1
-                self._told.add(reader)
-                reader.readAgain()
-        finally:
-            # A reader that failed to read again (the reactor logs why)
-            # leaves the ones after it their turns.
-            if self._count:
-                self._nextTurn()
-
-
-_ofReactor: weakref.WeakKeyDictionary[Any, ReadTurns] = weakref.WeakKeyDictionary()
 
 
 def readTurnsOf(reactor: Any) -> ReadTurns:
     """
     The L{ReadTurns} every FTPS connection on C{reactor} shares.
     """
-    shared = _ofReactor.get(reactor)
-    if shared is None:
-        shared = _ofReactor[reactor] = ReadTurns(reactor)
-    return shared
+    return sharedOf(ReadTurns, reactor)

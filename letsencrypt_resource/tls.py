@@ -63,6 +63,15 @@ def _waitingContext() -> SSL.Context:
     return _WAITING[0]
 
 
+def waitsForContext(connection: SSL.Connection) -> bool:
+    """
+    Whether C{connection} waits for its context, on the one without a
+    certificate (see L{ReloadableServerTLS.serverConnectionForTLS}): its
+    transport is resumed once it has its own.
+    """
+    return connection.get_context() is _waitingContext()
+
+
 class NoCertificateYet(Exception):
     """
     A TLS connection arrived before the service had any certificate.
@@ -176,21 +185,16 @@ class ReloadableServerTLS:
             and certifiedKey is not None
             and certifiedKey is not self._built
             and certifiedKey is not self._refused
-            and not self._firstHandshakes.mayBuild()
+            and not self._firstHandshakes.mayGo()
         )
 
     def _resume(self, connection: SSL.Connection, tlsProtocol: Any) -> None:
         """
-        In a later turn: put the C{connection} that waited, paused, on the
-        current context and let its bytes be read, or wait again when this
-        turn may build no more either.  A connection that can have no
-        context stays on the one without a certificate, whose handshake
-        fails.
+        In a later turn, whose budget counted this build: put the
+        C{connection} that waited, paused, on the current context and let
+        its bytes be read.  A connection that can have no context stays on
+        the one without a certificate, whose handshake fails.
         """
-        if self._mustWait():
-            assert self._firstHandshakes is not None
-            self._firstHandshakes.later(lambda: self._resume(connection, tlsProtocol))
-            return
         try:
             connection.set_context(self._currentContext())
         except NoCertificateYet:

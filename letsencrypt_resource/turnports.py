@@ -19,13 +19,8 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStrea
 from twisted.internet.posixbase import PosixReactorBase
 from zope.interface import implementer
 
-from .quietport import QuietPort
+from .quietport import BACKLOG, QuietPort
 from .readturns import readTurnsOf
-
-#: Connections the kernel holds for a control port until it accepts them:
-#: a burst of 200 sessions overflowed Twisted's 50 (the kernel logged SYN
-#: flooding and some sessions took 20 s to start).
-BACKLOG = 256
 
 
 class TurnServer(tcp.Server):

@@ -202,6 +202,7 @@ class ALPNHandshakeTests(SynchronousTestCase):
         self.server = HelloPeekFactory(
             TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
             lambda: self.tls.alpn,
+            self.clock,
         )
 
     def validate(
@@ -368,6 +369,7 @@ class SharedChallengeTests(SynchronousTestCase):
         self.server = HelloPeekFactory(
             TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
             lambda: self.tls.alpn,
+            self.clock,
         )
 
     def connect(self, name: bytes, offered: list[bytes]) -> tuple[HandshakeRecorder, IOPump]:
@@ -445,8 +447,8 @@ class SharedChallengeTests(SynchronousTestCase):
 
     def test_notTLS(self) -> None:
         """
-        Bytes that are no ClientHello go to the TLS layer at once, which
-        ends the connection.
+        A connection whose first bytes begin no TLS handshake record is
+        closed at once, before any TLS.
         """
         connection = connectInMemory(self.server, None, self.clock)
         connection.send(b"GET / HTTP/1.1\r\n\r\n")

@@ -16,6 +16,9 @@ from letsencrypt_resource.consumerregistry import (
     LinearAdapterRegistry,
     SubscriberLeaf,
 )
+from letsencrypt_resource.statusrows import NoConsumer
+from letsencrypt_resource.testing.fakes import RecordingConsumer
+from letsencrypt_resource.tls import TLSCertificateConsumer
 
 
 class IThing(Interface):
@@ -51,6 +54,20 @@ class Same:
 
     def __hash__(self) -> int:
         return 1
+
+
+@implementer(IThing)
+class Rehashed:
+    """
+    A utility equal only to itself, whose hash is its C{key}, which may
+    change after it was registered.
+    """
+
+    def __init__(self, key: int):
+        self.key = key
+
+    def __hash__(self) -> int:
+        return self.key
 
 
 def leafOf(registry: Components, provided: Any = IThing) -> Any:
@@ -166,6 +183,62 @@ class SameAnswersTests(SynchronousTestCase):
         self.assertEqual(ours.subscriptions((), IThing), theirs.subscriptions((), IThing))
         ours.unsubscribe((), IThing, value)
         self.assertEqual(ours.subscriptions((), IThing), [])
+
+
+class ChangingTests(SynchronousTestCase):
+    """
+    What L{SubscriberLeaf}, changed in place, must do as C{zope.interface}'s
+    tuples did: be iterated while it changes, and find a value whose hash
+    changed.
+    """
+
+    def test_registerWhileIterating(self) -> None:
+        """
+        Utilities may be registered and removed while the registry's
+        C{allSubscriptions()} goes through them: it gives those of the
+        moment it began, as a plain C{Components} does.
+        """
+        for registry in (ConsumerRegistry("ours"), Components("theirs")):
+            first, second = Thing(), Thing()
+            registry.registerUtility(first, IThing, name="first")
+            registry.registerUtility(second, IThing, name="second")
+            seen = []
+            for _, _, value in registry.utilities.allSubscriptions():
+                seen.append(value)
+                registry.registerUtility(Thing(), IThing, name=f"more{len(seen)}")
+                registry.unregisterUtility(second, IThing, name="second")
+            self.assertEqual(seen, [first, second])
+            self.assertEqual(len(list(registry.utilities.allSubscriptions())), 3)
+
+    def test_hashChanged(self) -> None:
+        """
+        A utility whose hash changed after it was registered is removed
+        when it is unregistered, as from a plain C{Components}; the others
+        stay, and can be removed too.
+        """
+        ours, theirs = ConsumerRegistry("ours"), Components("theirs")
+        moving, other = Rehashed(1), Rehashed(2)
+        for registry in (ours, theirs):
+            registry.registerUtility(moving, IThing, name="moving")
+            registry.registerUtility(other, IThing, name="other")
+        moving.key = 3
+        for registry in (ours, theirs):
+            self.assertTrue(registry.unregisterUtility(moving, IThing, name="moving"))
+        self.assertEqual(answers(ours), answers(theirs))
+        self.assertEqual(list(ours.getAllUtilitiesRegisteredFor(IThing)), [other])
+        self.assertIsInstance(leafOf(ours), SubscriberLeaf)
+        for registry in (ours, theirs):
+            self.assertTrue(registry.unregisterUtility(other, IThing, name="other"))
+        self.assertEqual(answers(ours), answers(theirs))
+
+    def test_consumersHashByIdentity(self) -> None:
+        """
+        The package's certificate consumers hash and compare by identity:
+        their hash cannot change while they are registered.
+        """
+        for consumer in (TLSCertificateConsumer, NoConsumer, RecordingConsumer):
+            self.assertIs(consumer.__hash__, object.__hash__, consumer)
+            self.assertIs(consumer.__eq__, object.__eq__, consumer)
 
 
 class InPlaceTests(SynchronousTestCase):

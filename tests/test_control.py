@@ -16,6 +16,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
@@ -38,6 +39,7 @@ from letsencrypt_resource.control import (
     dispatch,
     socketAddress,
 )
+from letsencrypt_resource.controlsocket import STATUS_ANSWER_WAIT
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
 from tests.helpers.files import giveAway, modeOf, readBytes, writeBytes
@@ -369,6 +371,44 @@ class ControlSocketTests(SynchronousTestCase):
         self.failureResultOf(asked, ConnectionRefusedError)
         self.assertFalse(os.path.exists(folder))
 
+    def connected(self, name: str) -> tuple[Deferred[Any], MemoryReactorClock, StringTransport]:
+        """
+        Ask a server on a memory reactor to run C{name}, connected.
+
+        @return: The answer, the reactor and the connection's transport.
+        """
+        self.makeSocket()
+        reactor = MemoryReactorClock()
+        asked = Deferred.fromCoroutine(askServer(reactor, self.state, name, {}))
+        ((_, factory, _, _),) = reactor.unixClients
+        transport = StringTransport()
+        factory.buildProtocol(None).makeConnection(transport)
+        return asked, reactor, transport
+
+    def test_statusDeadline(self) -> None:
+        """
+        A C{status} not answered within L{STATUS_ANSWER_WAIT} seconds fails
+        saying so, and its connection is closed.
+        """
+        asked, reactor, transport = self.connected("status")
+        reactor.advance(STATUS_ANSWER_WAIT - 1)
+        self.assertNoResult(asked)
+        reactor.advance(1)
+        failure = self.failureResultOf(asked, OperationError)
+        self.assertEqual(str(failure.value), "the server did not answer status within 60 s")
+        self.assertTrue(transport.disconnecting)
+
+    def test_renewWithoutDeadline(self) -> None:
+        """
+        A renewal, which waits on the CA, is waited for as long as it
+        takes.
+        """
+        asked, reactor, transport = self.connected("renew")
+        reactor.advance(STATUS_ANSWER_WAIT * 100)
+        self.assertNoResult(asked)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+
     def test_clientRefusesForeignSocket(self) -> None:
         """
         The client refuses, before connecting, a socket of another user,
@@ -513,7 +553,8 @@ class AnswerTests(SynchronousTestCase):
     def test_clientLongAnswerRefused(self) -> None:
         """
         An answer longer than the limit closes the connection, and the
-        client fails once it is closed.
+        client fails saying the answer is too long, not that the
+        connection closed.
         """
         client = _ControlClient(limit=10)
         transport = StringTransport()
@@ -523,7 +564,11 @@ class AnswerTests(SynchronousTestCase):
         client.dataReceived(b"x\n")
         self.assertTrue(transport.disconnecting)
         client.connectionLost(Failure(ConnectionDone()))
-        self.failureResultOf(client.answer, ConnectionDone)
+        failure = self.failureResultOf(client.answer, OperationError)
+        self.assertEqual(
+            str(failure.value),
+            "the server's answer is longer than 10 bytes, the most this command reads",
+        )
 
     def test_statusEncoded(self) -> None:
         """

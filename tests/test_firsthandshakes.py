@@ -65,20 +65,17 @@ class FirstHandshakesTests(SynchronousTestCase):
 
     def build(self, name: str) -> None:
         """
-        A build that waited: it counts, when the turn lets it.
+        A build that waited: the turn that calls it counted it.
         """
-        if self.bound.mayBuild():
-            self.calls.append(name)
-        else:
-            self.bound.later(lambda: self.build(name))
+        self.calls.append(name)
 
     def test_perTurn(self) -> None:
         """
         A turn may build C{perTurn} contexts; the next turn may again.
         """
-        self.assertEqual([self.bound.mayBuild() for _ in range(3)], [True, True, False])
+        self.assertEqual([self.bound.mayGo() for _ in range(3)], [True, True, False])
         oneTurn(self.clock)
-        self.assertEqual([self.bound.mayBuild() for _ in range(3)], [True, True, False])
+        self.assertEqual([self.bound.mayGo() for _ in range(3)], [True, True, False])
 
     def test_waitingInOrder(self) -> None:
         """
@@ -87,8 +84,8 @@ class FirstHandshakesTests(SynchronousTestCase):
         first; while some wait, a new connection may not build before
         them.
         """
-        self.bound.mayBuild()
-        self.bound.mayBuild()
+        self.bound.mayGo()
+        self.bound.mayGo()
         for name in "abcde":
             self.bound.later(partial(self.build, name), partial(self.calls.append, f"pause {name}"))
         self.assertEqual(self.calls, [])
@@ -96,7 +93,7 @@ class FirstHandshakesTests(SynchronousTestCase):
         self.assertEqual(
             self.calls, ["pause a", "pause b", "pause c", "pause d", "pause e", "a", "b"]
         )
-        self.assertFalse(self.bound.mayBuild())
+        self.assertFalse(self.bound.mayGo())
         oneTurn(self.clock)
         oneTurn(self.clock)
         self.assertEqual(self.calls[-3:], ["c", "d", "e"])
@@ -114,8 +111,8 @@ class FirstHandshakesTests(SynchronousTestCase):
         def fails() -> None:
             raise RuntimeError("the connection went away")
 
-        self.bound.mayBuild()
-        self.bound.mayBuild()
+        self.bound.mayGo()
+        self.bound.mayGo()
         self.bound.later(fails, fails)
         for name in "ab":
             self.bound.later(partial(self.build, name), partial(self.calls.append, f"pause {name}"))
@@ -274,11 +271,11 @@ class RefusingFirst(FirstHandshakes):
         super().__init__(reactor, perTurn=1)
         self.refusals = refusals
 
-    def mayBuild(self) -> bool:
+    def mayGo(self) -> bool:
         if self.refusals:
             self.refusals -= 1
             return False
-        return super().mayBuild()
+        return super().mayGo()
 
 
 class Greeter(Protocol):
@@ -341,7 +338,9 @@ class RealConnectionsTests(TestCase):
             tls = ReloadableServerTLS(firstHandshakes=bound)
             tls.setCertificate(provisionalFor(signer, (name,)))
             factory = TLSMemoryBIOFactory(tls, False, Factory.forProtocol(Echo))
-            port = reactor.listenTCP(0, HelloPeekFactory(factory, lambda: None), interface=LOOPBACK)
+            port = reactor.listenTCP(
+                0, HelloPeekFactory(factory, lambda: None, reactor), interface=LOOPBACK
+            )
             self.addCleanup(port.stopListening)
             ports.append(port)
         trusted = Certificate.loadPEM(signer.certificatePEM)

@@ -20,7 +20,6 @@ from twisted.internet.task import deferLater
 
 from letsencrypt_resource import ftps, ftpsshell, ftpssilence
 from letsencrypt_resource.ftps import FTPSFactory
-from letsencrypt_resource.pebble import freeTCPPort
 from tests.helpers.ftpscase import CONTENT, USER, FTPSServiceCase, retrieve
 from tests.helpers.slowdisk import WAIT, useSlowDisk
 
@@ -499,7 +498,6 @@ class ExplicitResumeTests(_Resume, FTPSServiceCase):
         )
         self.assertTrue(await self.inThread(copying.wait, WAIT))
         temporaries = self.temporaries()
-        self.port = freeTCPPort()
         self.startService(implicit=True)
         self.assertTrue(await self.inThread(swept.acquire, True, WAIT))
         self.assertEqual(self.temporaries(), temporaries)

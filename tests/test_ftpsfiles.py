@@ -235,17 +235,23 @@ class ResumedUploadTests(SynchronousTestCase):
             self.assertEqual(file.read(), self.original[:2400] + b"new end")
         self.assertEqual(os.listdir(self.folder), ["file.bin"])
 
-    def test_append(self) -> None:
+    def appendPlus(self, upload: Any) -> None:
         """
-        An append keeps the whole file.
+        Let C{upload} copy what it keeps, write C{+} after it, and close.
         """
-        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
         receiving = upload.receive()
         self.runAll()
         self.successResultOf(receiving).write(b"+")
         closing = upload.close()
         self.runAll()
         self.successResultOf(closing)
+
+    def test_append(self) -> None:
+        """
+        An append keeps the whole file.
+        """
+        upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
+        self.appendPlus(upload)
         with open(self.target, "rb") as file:
             self.assertEqual(file.read(), self.original + b"+")
 
@@ -314,12 +320,7 @@ class ResumedUploadTests(SynchronousTestCase):
         upload: Any = self.successResultOf(self.shell.openForWriting(["file.bin"], None))
         temporary = os.path.join(self.folder, upload.temporary)
         self.assertEqual(stat.S_IMODE(os.stat(temporary).st_mode), 0o600)
-        receiving = upload.receive()
-        self.runAll()
-        self.successResultOf(receiving).write(b"+")
-        closing = upload.close()
-        self.runAll()
-        self.successResultOf(closing)
+        self.appendPlus(upload)
         self.assertEqual(stat.S_IMODE(os.stat(self.target).st_mode), 0o600)
 
     def test_beyondEnd(self) -> None:

@@ -94,6 +94,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "tls",
                 "alpnpeek",
                 "firsthandshakes",
+                "turnbudget",
                 "workers",
                 "ftpsbusy",
                 "readturns",

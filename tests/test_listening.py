@@ -29,6 +29,7 @@ from letsencrypt_resource.listening import (
     place,
     tcpBinding,
 )
+from letsencrypt_resource.quietport import BACKLOG
 
 
 def options(**overrides: Any) -> ServiceOptions:
@@ -58,8 +59,9 @@ class DescriptionTests(SynchronousTestCase):
     def test_addressAndPort(self) -> None:
         """
         Without an endpoint, a listener listens on TCP at its address and
-        port, IPv6 addresses included, with Twisted's backlog of 50: as
-        C{tcp:PORT:interface=ADDRESS} would.
+        port, IPv6 addresses included, with a backlog of L{BACKLOG} (not
+        Twisted's 50): as C{tcp:PORT:interface=ADDRESS:backlog=BACKLOG}
+        would.
         """
         for address, port in [("192.0.2.1", 80), ("::1", 443), ("2001:db8::1", 8443)]:
             reactor = MemoryReactor()
@@ -67,8 +69,10 @@ class DescriptionTests(SynchronousTestCase):
             endpointOf(reactor, options(address=address, port=port)).listen(factory)
             parsed = MemoryReactor()
             escaped = address.replace(":", "\\:")
-            serverFromString(parsed, f"tcp:{port}:interface={escaped}").listen(factory)
-            self.assertEqual(reactor.tcpServers, [(port, factory, 50, address)])
+            serverFromString(parsed, f"tcp:{port}:interface={escaped}:backlog={BACKLOG}").listen(
+                factory
+            )
+            self.assertEqual(reactor.tcpServers, [(port, factory, BACKLOG, address)])
             self.assertEqual(reactor.tcpServers, parsed.tcpServers)
 
     def test_endpointReplacesAddress(self) -> None:

@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.listening import Listener, failureDetails
-from letsencrypt_resource.quietport import QuietPort, listenQuietly
-from letsencrypt_resource.turnports import BACKLOG, TurnEndpoint
+from letsencrypt_resource.quietport import BACKLOG, QuietPort, listenQuietly
+from letsencrypt_resource.turnports import TurnEndpoint
 
 
 @attrs.frozen
@@ -117,6 +117,17 @@ class QuietPortTests(TestCase):
             (False, False, True),
         )
 
+    async def test_backlog(self) -> None:
+        """
+        The port listens with a backlog of L{BACKLOG}, an FTPS control
+        port's, not Twisted's 50: a burst of connections to an C{https}
+        service is not dropped by the kernel.
+        """
+        listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
+        port = await listener.start()
+        self.addCleanup(listener.stopListening)
+        self.assertEqual(port.backlog, BACKLOG)
+
     async def test_socketWithoutNonBlockingFlag(self) -> None:
         """
         Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
@@ -206,5 +217,7 @@ class OtherReactorTests(SynchronousTestCase):
         factory = Factory()
         port = listenQuietly(memory, 8443, factory, "192.0.2.1")
         self.assertNotIsInstance(port, QuietPort)
-        [(number, listened, _, interface)] = memory.tcpServers
-        self.assertEqual((number, listened, interface), (8443, factory, "192.0.2.1"))
+        [(number, listened, backlog, interface)] = memory.tcpServers
+        self.assertEqual(
+            (number, listened, backlog, interface), (8443, factory, BACKLOG, "192.0.2.1")
+        )

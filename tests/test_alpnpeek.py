@@ -1,0 +1,152 @@
+"""
+Tests for L{letsencrypt_resource.alpnpeek}: a connection costs no TLS work
+until its first bytes begin a TLS handshake.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.alpnpeek import FIRST_BYTES_DEADLINE, HelloPeekFactory
+from letsencrypt_resource.clienthello import HANDSHAKE_RECORD
+from letsencrypt_resource.firsthandshakes import FirstHandshakes
+from letsencrypt_resource.tls import NoCertificateYet, ReloadableServerTLS
+from tests.helpers import (
+    Collector,
+    connectInMemory,
+    countSignatures,
+    newSigner,
+    peerCertificate,
+    provisionalFor,
+    tlsClientFactory,
+)
+
+
+class Refusing(FirstHandshakes):
+    """
+    A L{FirstHandshakes} that refuses the next build when told to, so that
+    the next connection waits for its context.
+    """
+
+    refuseNext = False
+
+    def mayGo(self) -> bool:
+        if self.refuseNext:
+            self.refuseNext = False
+            return False
+        return super().mayGo()
+
+
+class FirstBytesTests(SynchronousTestCase):
+    """
+    Tests for L{HelloPeekFactory} in front of a service's TLS on a
+    provisional certificate not signed yet.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.signer = newSigner()
+        self.signed = countSignatures(self)
+        self.firstHandshakes = Refusing(self.clock)
+        self.tls = ReloadableServerTLS(firstHandshakes=self.firstHandshakes)
+        self.tls.setCertificate(provisionalFor(self.signer))
+        self.server = HelloPeekFactory(
+            TLSMemoryBIOFactory(self.tls, False, Factory.forProtocol(Collector), clock=self.clock),
+            lambda: self.tls.alpn,
+            self.clock,
+        )
+
+    def test_silentConnection(self) -> None:
+        """
+        A connection that sends nothing signs nothing and builds no
+        context, and is closed after L{FIRST_BYTES_DEADLINE} seconds.
+        """
+        connection = connectInMemory(self.server, None, self.clock)
+        self.clock.advance(FIRST_BYTES_DEADLINE - 1)
+        connection.pump.flush()
+        self.assertIsNone(connection.collector.lostReason)
+        self.clock.advance(1)
+        connection.pump.flush()
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.signed, [])
+
+    def test_silentClosedAtStop(self) -> None:
+        """
+        A connection that sent nothing when its listener stops is closed
+        then; one whose handshake began is left to its site.
+        """
+        self.server.doStart()
+        silent = connectInMemory(self.server, None, self.clock)
+        talking = connectInMemory(
+            self.server, tlsClientFactory(self.signer, self.clock), self.clock
+        )
+        self.server.doStop()
+        silent.pump.flush()
+        talking.pump.flush()
+        self.assertIsNotNone(silent.collector.lostReason)
+        self.assertIsNone(talking.collector.lostReason)
+
+    def test_notHandshake(self) -> None:
+        """
+        A connection whose first bytes begin no TLS handshake record is
+        closed at once, having signed nothing; its deadline is gone.
+        """
+        connection = connectInMemory(self.server, None, self.clock)
+        connection.send(b"\x00" * 64)
+        self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.signed, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noCertificate(self) -> None:
+        """
+        When the TLS connection cannot be made at the first bytes (no
+        certificate to present), the error goes up to the transport, which
+        drops the connection; its loss is not passed to the TLS protocol,
+        which never connected.
+        """
+        server = HelloPeekFactory(
+            TLSMemoryBIOFactory(
+                ReloadableServerTLS(), False, Factory.forProtocol(Collector), clock=self.clock
+            ),
+            lambda: None,
+            self.clock,
+        )
+        peek = server.buildProtocol(None)
+        assert peek is not None
+        peek.makeConnection(StringTransport())
+        self.assertRaises(NoCertificateYet, peek.dataReceived, HANDSHAKE_RECORD + b"\x03\x01")
+        peek.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_handshake(self) -> None:
+        """
+        A TLS client gets the provisional certificate, signed at its first
+        bytes; its deadline is gone.
+        """
+        connection = connectInMemory(
+            self.server, tlsClientFactory(self.signer, self.clock), self.clock
+        )
+        self.assertEqual(peerCertificate(connection).subject.rfc4514_string(), "CN=example.com")
+        self.assertEqual(self.signed, [("example.com",)])
+        self.assertNotIn(
+            FIRST_BYTES_DEADLINE, [call.getTime() for call in self.clock.getDelayedCalls()]
+        )
+
+    def test_contextWaits(self) -> None:
+        """
+        A connection whose context may not be built in the turn its first
+        bytes came holds its ClientHello until a later turn builds it, then
+        completes its handshake on it.
+        """
+        self.firstHandshakes.refuseNext = True
+        connection = connectInMemory(
+            self.server, tlsClientFactory(self.signer, self.clock), self.clock
+        )
+        self.assertFalse(self.firstHandshakes.refuseNext)
+        self.assertEqual(peerCertificate(connection).subject.rfc4514_string(), "CN=example.com")
+        self.assertIsNone(connection.collector.lostReason)
