@@ -23,6 +23,7 @@ from letsencrypt_resource.firsthandshakes import FirstHandshakes
 from letsencrypt_resource.tls import ReloadableServerTLS
 from tests.helpers import (
     Collector,
+    InMemoryConnection,
     connectInMemory,
     countSignatures,
     newSigner,
@@ -81,14 +82,20 @@ class FirstBytesTests(SynchronousTestCase):
         A connection that sends nothing signs nothing and builds no
         context, and is closed after L{FIRST_BYTES_DEADLINE} seconds.
         """
-        connection = connectInMemory(self.server, None, self.clock)
+        self.assertClosedAtDeadline(connectInMemory(self.server, None, self.clock))
+        self.assertEqual(self.signed, [])
+
+    def assertClosedAtDeadline(self, connection: InMemoryConnection) -> None:
+        """
+        C{connection} is open until L{FIRST_BYTES_DEADLINE} seconds from
+        now, and closed then.
+        """
         self.clock.advance(FIRST_BYTES_DEADLINE - 1)
         connection.pump.flush()
         self.assertIsNone(connection.collector.lostReason)
         self.clock.advance(1)
         connection.pump.flush()
         self.assertIsNotNone(connection.collector.lostReason)
-        self.assertEqual(self.signed, [])
 
     def test_silentClosedAtStop(self) -> None:
         """
@@ -137,12 +144,7 @@ class FirstBytesTests(SynchronousTestCase):
         for sent in (HANDSHAKE_RECORD, hello[:-1]):
             connection = connectInMemory(self.server, None, self.clock)
             connection.send(sent)
-            self.clock.advance(FIRST_BYTES_DEADLINE - 1)
-            connection.pump.flush()
-            self.assertIsNone(connection.collector.lostReason)
-            self.clock.advance(1)
-            connection.pump.flush()
-            self.assertIsNotNone(connection.collector.lostReason)
+            self.assertClosedAtDeadline(connection)
         self.assertEqual(self.signed, [])
 
     def test_notClientHello(self) -> None:
