@@ -149,13 +149,19 @@ class FirstBytesTests(SynchronousTestCase):
 
     def test_notClientHello(self) -> None:
         """
-        A connection whose first handshake message is not a ClientHello is
-        closed at once, having signed nothing.
+        A connection whose first handshake message is not a ClientHello, or
+        whose first record is longer than a ClientHello may be, is closed
+        at once, having signed nothing, before the rest is sent.
         """
-        connection = connectInMemory(self.server, None, self.clock)
-        # A handshake record holding an empty ServerHello (type 2).
-        connection.send(HANDSHAKE_RECORD + b"\x03\x01\x00\x04\x02\x00\x00\x00")
-        self.assertIsNotNone(connection.collector.lostReason)
+        for sent in (
+            # A handshake record holding an empty ServerHello (type 2).
+            HANDSHAKE_RECORD + b"\x03\x01\x00\x04\x02\x00\x00\x00",
+            # The header of a record of 65535 bytes.
+            HANDSHAKE_RECORD + b"\x03\x01\xff\xff",
+        ):
+            connection = connectInMemory(self.server, None, self.clock)
+            connection.send(sent)
+            self.assertIsNotNone(connection.collector.lostReason)
         self.assertEqual(self.signed, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
