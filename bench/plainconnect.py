@@ -3,7 +3,8 @@ What plain TCP connections that send no ClientHello cost the services
 they reach, in CPU time: C{--services} listeners on loopback, each built
 as an C{https} service builds its own (L{HelloPeekFactory} over a
 L{ReloadableServerTLS} on its own provisional certificate, not signed
-yet), and one connection to each that sends 8 bytes that are no TLS.  It
+yet), and one connection to each that sends 8 bytes that are no TLS (or
+what C{--send} gives).  It
 prints the process's CPU time from the first connection until
 C{--settle} seconds later (the client's part is the same in every tree)
 and how many provisional certificates were signed.  Run it from the root
@@ -70,6 +71,11 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=300, help="listeners (300)")
     parser.add_argument("--first-port", type=int, default=29000, help="first port (29000)")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds measured (2)")
+    parser.add_argument(
+        "--send",
+        default="00" * 8,
+        help="what each connection sends, in hex (8 zero bytes; 16: a TLS record's first byte)",
+    )
     options = parser.parse_args()
     signed = listen(options.services, options.first_port)
     clients: list[socket.socket] = []
@@ -78,13 +84,13 @@ def main() -> None:
         start = time.process_time()
         for index in range(options.services):
             client = socket.create_connection(("127.0.0.1", options.first_port + index))
-            client.sendall(b"\x00" * 8)
+            client.sendall(bytes.fromhex(options.send))
             clients.append(client)
 
         def done() -> None:
             cpu = time.process_time() - start
             print(
-                f"{os.getcwd()}: {options.services} plain connections: "
+                f"{os.getcwd()}: {options.services} plain connections sending {options.send}: "
                 f"{cpu * 1000:.0f} ms CPU, {len(signed)} provisional certificates signed"
             )
             for client in clients:

@@ -19,32 +19,38 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, providedBy
 
+from . import events
 from .alpn import ALPNAnswers
 from .clienthello import HANDSHAKE_RECORD, ClientHello, HelloReader, NotClientHello
-from .tls import waitsForContext
+from .tls import NoCertificateYet, waitsForContext
 
-#: Seconds a connection has to send its first bytes; then it is closed.
+#: Seconds a connection has to send a whole ClientHello; then it is closed.
 FIRST_BYTES_DEADLINE = 30.0
+#: Seconds between two events 20267 of one listener at least.
+NO_CERTIFICATE_PERIOD = 60.0
 
 
 class HelloPeek(ProtocolWrapper):
     """
     Holds the first bytes back from the TLS protocol it wraps until they
     hold a whole ClientHello, lets the service's L{ALPNAnswers} read the
-    challenge it asks for, then hands every byte on.  Bytes that are not a
-    ClientHello are handed on at once, for the TLS layer to refuse.
+    challenge it asks for, then hands every byte on.
 
-    The TLS protocol is connected only when the first bytes come and begin
-    a TLS handshake record: only then is the connection's TLS connection
-    made, and its context built (a provisional certificate signed).  A
-    connection whose first bytes begin anything else is closed at once,
-    and one that sends nothing for L{FIRST_BYTES_DEADLINE} seconds is
-    closed then, neither having cost any TLS work.
+    The TLS protocol is connected only once a whole ClientHello is in (at
+    most L{MAX_HELLO <letsencrypt_resource.clienthello.MAX_HELLO>} bytes of
+    records): only then is the connection's TLS connection made, and its
+    context built (a provisional certificate signed).  A connection whose
+    first bytes are not the start of a ClientHello is closed at once; one
+    that has not sent a whole ClientHello within L{FIRST_BYTES_DEADLINE}
+    seconds is closed then, neither having cost any TLS work.  When there
+    is no certificate to present, the connection is closed, and its
+    factory told (L{HelloPeekFactory.noCertificate}).
     """
 
     factory: HelloPeekFactory
@@ -56,7 +62,6 @@ class HelloPeek(ProtocolWrapper):
         self._held: bytearray | None = bytearray()
         self._reader = HelloReader()
         self._hello: ClientHello | None = None
-        self._refused = False
         self._waiting: Deferred[None] | None = None
         self._lost = False
         self._connected = False
@@ -69,7 +74,7 @@ class HelloPeek(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         """
         Take the transport, without connecting the TLS protocol yet: that
-        waits for the first bytes.
+        waits for the whole ClientHello.
         """
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)
@@ -78,56 +83,71 @@ class HelloPeek(ProtocolWrapper):
 
     def dataReceived(self, data: bytes) -> None:
         if self._held is None:
-            super().dataReceived(data)
+            if self._connected:
+                super().dataReceived(data)
             return
-        if not self._connected and not self._connect(data):
+        if self.disconnecting or self._lost:
+            # Closed: what still comes is not read.
             return
         self._held += data
-        if self._hello is None and not self._refused:
+        if self._hello is None:
             try:
+                if not self._held.startswith(HANDSHAKE_RECORD):
+                    raise NotClientHello("the first byte begins no handshake record")
                 self._hello = self._reader.feed(data)
             except NotClientHello:
-                self._refused = True
+                self._close()
+                return
+            if self._hello is None or not self._connect():
+                return
         self._proceed()
 
     def closeSilent(self) -> None:
         """
-        Close the connection if it has sent nothing yet.
+        Close the connection if it has not sent a whole ClientHello yet.
         """
         if self._silence is not None:
             self._silent()
 
     def _silent(self) -> None:
         """
-        No byte came in time: close the connection.
+        No whole ClientHello came in time: close the connection.
         """
         self._silence = None
+        self._close()
+
+    def _close(self) -> None:
+        """
+        Close the connection before its TLS protocol is connected: what
+        still comes is not read.
+        """
+        self._held = None
+        self._cancelSilence()
         self.loseConnection()
 
-    def _connect(self, first: bytes) -> bool:
-        """
-        Connect the TLS protocol for the C{first} bytes of the connection
-        when they begin a handshake record; close the connection when they
-        do not.
-
-        @return: Whether the TLS protocol is connected.
-        """
-        if self.disconnecting:
-            # Closed silent: what still comes is not read.
-            return False
+    def _cancelSilence(self) -> None:
         if self._silence is not None:
             self._silence.cancel()
             self._silence = None
-        if not first.startswith(HANDSHAKE_RECORD):
-            self._held = None
-            self.loseConnection()
-            return False
+
+    def _connect(self) -> bool:
+        """
+        Connect the TLS protocol, now that a whole ClientHello is in; close
+        the connection when there is no certificate to present.
+
+        @return: Whether the TLS protocol is connected.
+        """
+        self._cancelSilence()
         tls = cast(TLSMemoryBIOProtocol, self.wrappedProtocol)
         try:
-            tls.makeConnection(cast(ITransport, self))
+            self.factory.connectTLS(tls, cast(ITransport, self))
+        except NoCertificateYet:
+            self._close()
+            self.factory.noCertificate(str(getattr(self.getPeer(), "host", "")))
+            return False
         finally:
-            # A TLS connection that could not be made (no certificate to
-            # present) left its protocol unconnected: its loss is not told.
+            # A TLS connection that could not be made left its protocol
+            # unconnected: its loss is not told.
             self._connected = tls.transport is not None
         if waitsForContext(tls.getHandle()):
             self._contextDue = True
@@ -137,8 +157,10 @@ class HelloPeek(ProtocolWrapper):
     def resumeProducing(self) -> None:
         """
         Read again; when the TLS connection waited for its context, go on
-        with the bytes held.
+        with the bytes held.  A connection lost meanwhile is left alone.
         """
+        if self._lost:
+            return
         self._producer().resumeProducing()
         if self._contextDue:
             self._contextDue = False
@@ -146,18 +168,13 @@ class HelloPeek(ProtocolWrapper):
 
     def _proceed(self) -> None:
         """
-        Go on with the bytes held, unless something is awaited: hand them
-        on when they are no ClientHello, or let the service's answers read
-        the whole ClientHello first.
+        Go on with the ClientHello held, unless something is awaited: let
+        the service's answers read it first, then hand the bytes on.
         """
-        if self._waiting is not None or self._contextDue or self._held is None:
-            return
-        if self._refused:
-            self._release()
+        if self._waiting is not None or self._contextDue or self._held is None or self._lost:
             return
         hello = self._hello
-        if hello is None:
-            return
+        assert hello is not None
         answers = self.factory.answers()
         if answers is None:
             self._release()
@@ -201,9 +218,7 @@ class HelloPeek(ProtocolWrapper):
 
     def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
         self._lost = True
-        if self._silence is not None:
-            self._silence.cancel()
-            self._silence = None
+        self._cancelSilence()
         if self._waiting is not None:
             self._waiting.cancel()
         if self._connected:
@@ -219,25 +234,63 @@ class HelloPeekFactory(WrappingFactory):
 
     protocol = HelloPeek
 
+    _log = Logger()
+
     def __init__(
         self,
         wrappedFactory: IProtocolFactory,
         answers: Callable[[], ALPNAnswers | None],
         clock: IReactorTime,
+        service: str = "",
     ):
         """
         @param answers: Gives the service's L{ALPNAnswers}, if it has any
             yet, when a ClientHello has come.
         @param clock: Where a connection waits for its first bytes.
+        @param service: The service's name, for the events.
         """
         super().__init__(wrappedFactory)
         self.answers = answers
         self.clock = clock
+        self.service = service
+        # When event 20267 was last logged, and the connections closed
+        # without it since.
+        self._noCertificateLogged: float | None = None
+        self._noCertificateLeftOut = 0
+
+    def connectTLS(self, tls: TLSMemoryBIOProtocol, transport: ITransport) -> None:
+        """
+        Connect a connection's C{tls} protocol to its C{transport}, once its
+        ClientHello is in: this makes its TLS connection.
+
+        @raise letsencrypt_resource.tls.NoCertificateYet: when there is no
+            certificate to present.
+        """
+        tls.makeConnection(transport)
+
+    def noCertificate(self, client: str) -> None:
+        """
+        A connection from C{client} was closed: there is no certificate to
+        present.  Event 20267, at most once in
+        L{NO_CERTIFICATE_PERIOD} seconds, with the count of connections
+        closed since the last one.
+        """
+        now = self.clock.seconds()
+        last = self._noCertificateLogged
+        if last is not None and now - last < NO_CERTIFICATE_PERIOD:
+            self._noCertificateLeftOut += 1
+            return
+        count, self._noCertificateLeftOut = self._noCertificateLeftOut + 1, 0
+        self._noCertificateLogged = now
+        events.HTTPS_NO_CERTIFICATE.emit(
+            self._log, service=self.service, client=client, count=count
+        )
 
     def doStop(self) -> None:
         """
-        Its listener stopped: close the connections that sent nothing yet,
-        which no site knows of, rather than leave them to their deadline.
+        Its listener stopped: close the connections whose ClientHello is
+        not in yet, which no site knows of, rather than leave them to their
+        deadline.
         """
         for peek in list(self.protocols):
             peek.closeSilent()

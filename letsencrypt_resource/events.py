@@ -476,6 +476,13 @@ CA_PRIMARY_AGAIN = _event(
     "Ordering for {domains} from the first CA {acme_url} again, no longer from {previous}.",
 )
 
+HTTPS_NO_CERTIFICATE = _event(
+    20267,
+    LogLevel.warn,
+    "Service {service} closed {count} connections, the last from {client}: it has no "
+    "certificate it can present yet.",
+)
+
 STARTED_UP = _event(
     20208,
     LogLevel.info,

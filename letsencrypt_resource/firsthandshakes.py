@@ -43,8 +43,15 @@ class FirstHandshakes(TurnBudget):
             TLS connection is made.
         """
         if pause is not None:
-            self._pauses.append(pause)
+            self.pauseNextTurn(pause)
         super().later(go)
+
+    def pauseNextTurn(self, pause: Callable[[], object]) -> None:
+        """
+        Call C{pause} at the start of the next turn, before any byte is
+        read: a connection that joins a build already waiting.
+        """
+        self._pauses.append(pause)
 
     def turnBegins(self) -> None:
         """

@@ -6,7 +6,7 @@ folder, on a certificate from the resource.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
@@ -15,11 +15,12 @@ from twisted.internet.interfaces import (
     IAddress,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    ITransport,
 )
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,7 +39,6 @@ from .handshakes import HandshakeForwarding
 from .https import HTTPSFileService
 from .listening import Listener, description
 from .reactors import Reactor
-from .tls import NoCertificateYet
 from .turnports import TurnEndpoint
 
 #: The most sessions open at once from one address.
@@ -120,9 +120,11 @@ class FTPSFactory(ServerFactory):
 class _ImplicitFactory(HelloPeekFactory):
     """
     Implicit FTPS: TLS from the first byte on the session's own context,
-    TLS-ALPN-01 validations answered as on an https port.  A connection
-    comes to nothing when there is no certificate to present: it is closed
-    at once (event 20241, rate-limited), before any TLS.
+    TLS-ALPN-01 validations answered as on an https port.  The session's
+    TLS is made only once a whole ClientHello is in (see L{HelloPeek
+    <letsencrypt_resource.alpnpeek.HelloPeek>}); a connection comes to
+    nothing when there is no certificate to present: it is closed then
+    (event 20241, rate-limited), before any TLS.
     """
 
     def __init__(self, ftps: FTPSFactory, tls: Any, reactor: Reactor):
@@ -133,20 +135,22 @@ class _ImplicitFactory(HelloPeekFactory):
             TLSMemoryBIOFactory(_ImplicitTLS(), False, ftps, clock=reactor),
             lambda: tls.alpn,
             reactor,
+            ftps.service,
         )
         self._ftps = ftps
 
-    def buildProtocol(self, addr: IAddress | None) -> Any:
-        try:
-            session = self._ftps.sessionTLS()
-        except NoCertificateYet:
-            self._ftps.warnings.emit(
-                events.FTPS_NO_CERTIFICATE, client=str(getattr(addr, "host", ""))
-            )
-            return None
-        peek: Any = super().buildProtocol(addr)
-        peek.wrappedProtocol.wrappedProtocol.useTLS(session)
-        return peek
+    def connectTLS(self, tls: TLSMemoryBIOProtocol, transport: ITransport) -> None:
+        """
+        Give the session its TLS, then connect it.
+
+        @raise letsencrypt_resource.tls.NoCertificateYet: when there is no
+            certificate to present.
+        """
+        cast(Any, tls.wrappedProtocol).useTLS(self._ftps.sessionTLS())
+        super().connectTLS(tls, transport)
+
+    def noCertificate(self, client: str) -> None:
+        self._ftps.warnings.emit(events.FTPS_NO_CERTIFICATE, client=client)
 
 
 @implementer(IOpenSSLServerConnectionCreator)

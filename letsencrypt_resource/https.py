@@ -137,7 +137,7 @@ class HTTPSFileService(Service):
         )
         tls = self.consumer.tls
         factory = TLSMemoryBIOFactory(tls, False, site, clock=self._reactor)
-        peek = HelloPeekFactory(factory, lambda: tls.alpn, self._reactor)
+        peek = HelloPeekFactory(factory, lambda: tls.alpn, self._reactor, str(self.name))
         # No "Starting factory" and "Stopping factory" lines from Twisted:
         # event 20156 says that the service listens, and with thousands of
         # services those lines were a third of the start-up's log.

@@ -116,6 +116,8 @@ class ReloadableServerTLS:
         # The last certificate whose context could not be built.
         self._refused: CertifiedKey | None = None
         self.alpn: ALPNAnswers | None = None
+        # The connections that wait for the build of the context, if any.
+        self._waitingBuild: list[tuple[SSL.Connection, Any]] | None = None
 
     def answerALPN(self, answers: ALPNAnswers) -> None:
         """
@@ -163,11 +165,7 @@ class ReloadableServerTLS:
         if tlsProtocol is not None and self._mustWait():
             connection = SSL.Connection(_waitingContext(), None)
             connection.set_app_data(tlsProtocol)
-            assert self._firstHandshakes is not None
-            self._firstHandshakes.later(
-                lambda: self._resume(connection, tlsProtocol),
-                lambda: tlsProtocol.transport.pauseProducing(),
-            )
+            self._wait(connection, tlsProtocol)
             return connection
         connection = SSL.Connection(self._currentContext(), None)
         # How ALPNAnswers finds the connection's protocol, to close it.
@@ -177,29 +175,53 @@ class ReloadableServerTLS:
     def _mustWait(self) -> bool:
         """
         Whether a new connection needs a context built and this turn may
-        build no more.
+        build no more, or a build of this service's context already waits.
         """
         certifiedKey = self.certifiedKey
-        return (
-            self._firstHandshakes is not None
-            and certifiedKey is not None
-            and certifiedKey is not self._built
-            and certifiedKey is not self._refused
-            and not self._firstHandshakes.mayGo()
-        )
+        if (
+            self._firstHandshakes is None
+            or certifiedKey is None
+            or certifiedKey is self._built
+            or certifiedKey is self._refused
+        ):
+            return False
+        return self._waitingBuild is not None or not self._firstHandshakes.mayGo()
 
-    def _resume(self, connection: SSL.Connection, tlsProtocol: Any) -> None:
+    def _wait(self, connection: SSL.Connection, tlsProtocol: Any) -> None:
+        """
+        Let C{connection} wait, paused from the next turn on, for the
+        service's context to be built in a later turn.  One build waits
+        for all of the service's connections: a turn's budget counts it
+        once.
+        """
+        assert self._firstHandshakes is not None
+        pause = lambda: tlsProtocol.transport.pauseProducing()  # noqa: E731
+        if self._waitingBuild is None:
+            self._waitingBuild = []
+            self._firstHandshakes.later(self._resume, pause)
+        else:
+            self._firstHandshakes.pauseNextTurn(pause)
+        self._waitingBuild.append((connection, tlsProtocol))
+
+    def _resume(self) -> None:
         """
         In a later turn, whose budget counted this build: put the
-        C{connection} that waited, paused, on the current context and let
-        its bytes be read.  A connection that can have no context stays on
+        connections that waited, paused, on the current context and let
+        their bytes be read.  Connections that can have no context stay on
         the one without a certificate, whose handshake fails.
         """
+        waiting, self._waitingBuild = self._waitingBuild or [], None
         try:
-            connection.set_context(self._currentContext())
+            context: SSL.Context | None = self._currentContext()
         except NoCertificateYet:
-            pass
-        tlsProtocol.transport.resumeProducing()
+            context = None
+        for connection, tlsProtocol in waiting:
+            try:
+                if context is not None:
+                    connection.set_context(context)
+                tlsProtocol.transport.resumeProducing()
+            except Exception:
+                self._log.failure("A connection that waited for its context failed")
 
     def _currentContext(self) -> SSL.Context:
         """

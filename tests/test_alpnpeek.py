@@ -1,6 +1,6 @@
 """
 Tests for L{letsencrypt_resource.alpnpeek}: a connection costs no TLS work
-until its first bytes begin a TLS handshake.
+until a whole ClientHello is in.
 """
 
 from __future__ import annotations
@@ -8,16 +8,22 @@ from __future__ import annotations
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource.alpnpeek import FIRST_BYTES_DEADLINE, HelloPeekFactory
+from letsencrypt_resource.alpnpeek import (
+    FIRST_BYTES_DEADLINE,
+    NO_CERTIFICATE_PERIOD,
+    HelloPeekFactory,
+)
 from letsencrypt_resource.clienthello import HANDSHAKE_RECORD
 from letsencrypt_resource.firsthandshakes import FirstHandshakes
-from letsencrypt_resource.tls import NoCertificateYet, ReloadableServerTLS
+from letsencrypt_resource.tls import ReloadableServerTLS
 from tests.helpers import (
     Collector,
+    InMemoryConnection,
     connectInMemory,
     countSignatures,
     newSigner,
@@ -40,6 +46,16 @@ class Refusing(FirstHandshakes):
             self.refuseNext = False
             return False
         return super().mayGo()
+
+
+class TCPLike(StringTransport):
+    """
+    A L{StringTransport} that, as a TCP transport, lets a closed
+    connection be paused and resumed, to no effect.
+    """
+
+    def _checkState(self) -> None:
+        pass
 
 
 class FirstBytesTests(SynchronousTestCase):
@@ -66,14 +82,20 @@ class FirstBytesTests(SynchronousTestCase):
         A connection that sends nothing signs nothing and builds no
         context, and is closed after L{FIRST_BYTES_DEADLINE} seconds.
         """
-        connection = connectInMemory(self.server, None, self.clock)
+        self.assertClosedAtDeadline(connectInMemory(self.server, None, self.clock))
+        self.assertEqual(self.signed, [])
+
+    def assertClosedAtDeadline(self, connection: InMemoryConnection) -> None:
+        """
+        C{connection} is open until L{FIRST_BYTES_DEADLINE} seconds from
+        now, and closed then.
+        """
         self.clock.advance(FIRST_BYTES_DEADLINE - 1)
         connection.pump.flush()
         self.assertIsNone(connection.collector.lostReason)
         self.clock.advance(1)
         connection.pump.flush()
         self.assertIsNotNone(connection.collector.lostReason)
-        self.assertEqual(self.signed, [])
 
     def test_silentClosedAtStop(self) -> None:
         """
@@ -102,12 +124,54 @@ class FirstBytesTests(SynchronousTestCase):
         self.assertEqual(self.signed, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def clientHello(self) -> bytes:
+        """
+        The first bytes a TLS client sends: its ClientHello.
+        """
+        client = tlsClientFactory(self.signer, self.clock).buildProtocol(None)
+        transport = StringTransport()
+        client.makeConnection(transport)
+        return transport.value()
+
+    def test_partialHello(self) -> None:
+        """
+        A connection that sends the beginning of a ClientHello and no more
+        (a handshake record's first byte, or all of it but the last byte)
+        signs nothing, and is closed at L{FIRST_BYTES_DEADLINE} seconds
+        after it came.
+        """
+        hello = self.clientHello()
+        for sent in (HANDSHAKE_RECORD, hello[:-1]):
+            connection = connectInMemory(self.server, None, self.clock)
+            connection.send(sent)
+            self.assertClosedAtDeadline(connection)
+        self.assertEqual(self.signed, [])
+
+    def test_notClientHello(self) -> None:
+        """
+        A connection whose first handshake message is not a ClientHello, or
+        whose first record is longer than a ClientHello may be, is closed
+        at once, having signed nothing, before the rest is sent.
+        """
+        for sent in (
+            # A handshake record holding an empty ServerHello (type 2).
+            HANDSHAKE_RECORD + b"\x03\x01\x00\x04\x02\x00\x00\x00",
+            # The header of a record of 65535 bytes.
+            HANDSHAKE_RECORD + b"\x03\x01\xff\xff",
+        ):
+            connection = connectInMemory(self.server, None, self.clock)
+            connection.send(sent)
+            self.assertIsNotNone(connection.collector.lostReason)
+        self.assertEqual(self.signed, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_noCertificate(self) -> None:
         """
-        When the TLS connection cannot be made at the first bytes (no
-        certificate to present), the error goes up to the transport, which
-        drops the connection; its loss is not passed to the TLS protocol,
-        which never connected.
+        When the TLS connection cannot be made at the ClientHello (no
+        certificate to present), the connection is closed without a
+        traceback, its TLS protocol never connected, and event 20267 tells
+        so at most once in L{NO_CERTIFICATE_PERIOD} seconds, with the
+        count of connections closed since.
         """
         server = HelloPeekFactory(
             TLSMemoryBIOFactory(
@@ -115,12 +179,39 @@ class FirstBytesTests(SynchronousTestCase):
             ),
             lambda: None,
             self.clock,
+            "web",
         )
-        peek = server.buildProtocol(None)
+        hello = self.clientHello()
+        counts = []
+        with capturedLogs() as logged:
+            for advance in (0, NO_CERTIFICATE_PERIOD - 1, 1):
+                self.clock.advance(advance)
+                connection = connectInMemory(server, None, self.clock)
+                connection.send(hello)
+                self.assertIsNotNone(connection.collector.lostReason)
+                counts.append([e["count"] for e in logged if e.get("event_id") == 20267])
+        self.assertEqual(counts, [[1], [1], [1, 2]])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lostWhileWaitingForContext(self) -> None:
+        """
+        A connection whose ClientHello waits for its context, and which is
+        lost before a later turn builds it, is left alone then: nothing is
+        logged.
+        """
+        hello = self.clientHello()
+        self.firstHandshakes.refuseNext = True
+        peek = self.server.buildProtocol(None)
         assert peek is not None
-        peek.makeConnection(StringTransport())
-        self.assertRaises(NoCertificateYet, peek.dataReceived, HANDSHAKE_RECORD + b"\x03\x01")
+        transport = TCPLike()
+        peek.makeConnection(transport)
+        peek.dataReceived(hello)
+        self.assertEqual(transport.producerState, "paused")
         peek.connectionLost(Failure(ConnectionDone()))
+        self.clock.advance(0)
+        self.clock.advance(0)
+        self.assertEqual(self.flushLoggedErrors(), [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_handshake(self) -> None:

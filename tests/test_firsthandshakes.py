@@ -222,6 +222,48 @@ class BoundedContextsTests(SynchronousTestCase):
         oneTurn(self.clock)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_oneServiceOneBuild(self) -> None:
+        """
+        The connections of one service that wait for its context wait for
+        one build, counted once: they all go on in the turn that builds it,
+        and the next service's connection in the turn after.
+        """
+        self.service("a.example.com").serverConnectionForTLS(FakeTLSProtocol())
+        second, third = self.service("b.example.com"), self.service("c.example.com")
+        protocols = [FakeTLSProtocol() for _ in range(3)]
+        connections = [second.serverConnectionForTLS(protocol) for protocol in protocols]
+        later = FakeTLSProtocol()
+        third.serverConnectionForTLS(later)
+        oneTurn(self.clock)
+        self.assertEqual([p.transport.paused for p in protocols], [[True, False]] * 3)
+        self.assertEqual(later.transport.paused, [True])
+        for connection in connections:
+            self.assertIs(connection.get_context(), second._context)
+        oneTurn(self.clock)
+        self.assertEqual(later.transport.paused, [True, False])
+        self.assertEqual(
+            self.signed, [(n,) for n in ("a.example.com", "b.example.com", "c.example.com")]
+        )
+
+    def test_failingResumeLogged(self) -> None:
+        """
+        A connection that waited and cannot go on is logged; the other
+        connections of its service go on.
+        """
+
+        def fails() -> None:
+            raise RuntimeError("the connection went away")
+
+        self.service("a.example.com").serverConnectionForTLS(FakeTLSProtocol())
+        second = self.service("b.example.com")
+        failing, going = FakeTLSProtocol(), FakeTLSProtocol()
+        failing.transport.resumeProducing = fails  # type: ignore[method-assign]
+        second.serverConnectionForTLS(failing)
+        second.serverConnectionForTLS(going)
+        oneTurn(self.clock)
+        self.assertEqual(going.transport.paused, [True, False])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_withoutProtocolBuiltAtOnce(self) -> None:
         """
         A caller without a protocol (FTPS's session) gets its context at

@@ -23,7 +23,7 @@ from letsencrypt_resource import events
 from letsencrypt_resource.alpn import ACME_IDENTIFIER, ALPNAnswers
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.challenge import ChallengeResponder
-from tests.helpers import provisionalFor
+from tests.helpers import countSignatures, provisionalFor
 from tests.helpers.ftpscase import CONTENT, NAME, PASSWORD, USER, FTPSServiceCase, retrieve
 
 
@@ -585,6 +585,24 @@ class ImplicitFTPSTests(_Sessions, FTPSServiceCase):
             b"\x04\x20" + hashlib.sha256(b"tok.print").digest(),
         )
         self.assertEqual(await self.inThread(session), ["own.txt"])
+
+    async def test_plainConnectionSignsNothing(self) -> None:
+        """
+        A connection to an implicit FTPS port that sends FTP commands in
+        the clear is closed at once, its session's TLS never made: the
+        provisional certificate is not signed.
+        """
+        signed = countSignatures(self)
+        self.startService()
+
+        def connect() -> bytes:
+            with socket.create_connection((self.host, self.port), 10) as plain:
+                plain.sendall(b"USER anonymous\r\n")
+                plain.settimeout(10)
+                return plain.recv(100)
+
+        self.assertEqual(await self.inThread(connect), b"")
+        self.assertEqual(signed, [])
 
     async def test_validationNotASession(self) -> None:
         """
