@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "resourcesection",
                 "consumerregistry",
                 "quietport",
+                "acmeerrors",
             }
         ),
     ),
@@ -99,6 +100,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "readturns",
                 "turnports",
                 "ftpssilence",
+                "acmeloading",
             }
         ),
     ),
@@ -120,6 +122,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "renewalstate",
                 "retrywaits",
                 "writeleases",
+                "alpnchallenge",
             }
         ),
     ),
