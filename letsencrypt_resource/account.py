@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.web.iweb import IAgent
 
 from . import events
-from .acmeclient import ACMEClient, ACMEProblem, ACMEServerUntrusted
+from .acmeclient import ACMEClient
+from .acmeerrors import AccountBusy, AccountError, ACMEProblem, ACMEServerUntrusted
 from .config import ResourceOptions
 from .coroutines import deferred
 from .keygen import generateKey
@@ -35,34 +36,9 @@ _log = Logger()
 T = TypeVar("T")
 
 
-class AccountError(Exception):
-    """
-    The account cannot be used as configured.
-
-    @ivar option: The option to change.
-    """
-
-    def __init__(self, option: str, message: str):
-        super().__init__(option, message)
-        self.option = option
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"option '{self.option}': {self.message}"
-
-
 #: How long the lease on the account is taken for while it is created or
 #: changed: longer than a registration takes.
 ACCOUNT_LEASE = 300.0
-
-
-class AccountBusy(Exception):
-    """
-    Another user of the storage is creating or changing the account.
-    """
-
-    def __str__(self) -> str:
-        return "another user of the storage is creating or changing the account; trying later"
 
 
 def _current(record: AccountRecord, key: PrivateKey | None, options: ResourceOptions) -> bool:

@@ -19,13 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IAgent
 
+from .acmeerrors import ACMEProblem, ACMEProtocolError, ACMEServerUntrusted
 from .acmetransport import (
     MAX_BAD_NONCE_RETRIES,
     PEM_CHAIN_CONTENT_TYPE,
     REQUEST_TIMEOUT,
-    ACMEProblem,
-    ACMEProtocolError,
-    ACMEServerUntrusted,
     ACMETransport,
     header,
     parseRetryAfter,

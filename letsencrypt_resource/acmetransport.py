@@ -29,6 +29,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from . import __version__
+from .acmeerrors import ACMEProblem, ACMEProtocolError, ACMEServerUntrusted
 from .coroutines import deferred
 from .events import DEBUG
 
@@ -68,122 +69,6 @@ class _BytesProducer:
 
     def stopProducing(self) -> None:
         pass
-
-
-class ACMEProblem(Exception):
-    """
-    The ACME server answered with a problem document (RFC 8555 section 6.7).
-
-    @ivar problem: The parsed problem.
-    @ivar status: The HTTP status it came with, or C{None} when it came in
-        an authorization or order.
-    @ivar retryAfter: Seconds the server asked to wait, if it said.
-    """
-
-    def __init__(
-        self,
-        problem: messages.Error,
-        status: int | None = None,
-        retryAfter: float | None = None,
-    ):
-        super().__init__(problem, status, retryAfter)
-        self.problem = problem
-        self.status = status
-        self.retryAfter = retryAfter
-
-    @property
-    def type(self) -> str:
-        """
-        The problem type URN.
-        """
-        return str(self.problem.typ)
-
-    @property
-    def code(self) -> str | None:
-        """
-        The ACME error code (the type without its URN prefix), if standard.
-        """
-        return self.problem.code
-
-    @property
-    def identifiers(self) -> tuple[str, ...]:
-        """
-        The identifiers the problem and its subproblems name.
-        """
-        found = []
-        for problem in (self.problem,) + tuple(self.problem.subproblems or ()):
-            if problem.identifier is not None and problem.identifier.value not in found:
-                found.append(problem.identifier.value)
-        return tuple(found)
-
-    def __str__(self) -> str:
-        where = f" ({self.problem.identifier.value})" if self.problem.identifier else ""
-        text = f"{self.type}{where}: {self.problem.detail or self.problem.title or ''}".strip()
-        for sub in self.problem.subproblems or ():
-            where = f" ({sub.identifier.value})" if sub.identifier else ""
-            text += f"; {sub.typ}{where}: {sub.detail or ''}"
-        if self.retryAfter is not None:
-            text += f" (retry after {self.retryAfter:.0f} s)"
-        return text
-
-
-class ACMEProtocolError(Exception):
-    """
-    The ACME server's answer is not what the protocol allows.
-
-    @ivar url: The URL requested.
-    @ivar status: The HTTP status, if a response came.
-    @ivar retryAfter: Seconds the server asked to wait, if it said.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        message: str,
-        status: int | None = None,
-        retryAfter: float | None = None,
-    ):
-        super().__init__(url, message, status, retryAfter)
-        self.url = url
-        self.message = message
-        self.status = status
-        self.retryAfter = retryAfter
-
-    def __str__(self) -> str:
-        status = f"HTTP {self.status} " if self.status is not None else ""
-        return f"{status}from {self.url}: {self.message}"
-
-
-class ACMEServerUntrusted(ACMEProtocolError):
-    """
-    The ACME server's TLS certificate did not verify against the trusted
-    roots: the CA uses a private root, or the wrong roots are trusted.  Its
-    message names the URL and says what to set C{acme_ca_file} to.
-
-    @ivar reason: What the TLS library said.
-    @ivar caFile: The C{acme_ca_file} trusted, or C{None} for the system's
-        roots.
-    """
-
-    def __init__(self, url: str, reason: str, caFile: str | None = None):
-        if caFile is None:
-            message = (
-                f"the TLS certificate of {url} does not verify against the "
-                f"system's trusted roots ({reason}): for a CA with a private "
-                "or test root, set acme_ca_file to the PEM file of that root"
-            )
-        else:
-            message = (
-                f"the TLS certificate of {url} does not verify against "
-                f"acme_ca_file {caFile} ({reason}): set acme_ca_file to the "
-                "PEM file of the root that signed it"
-            )
-        super().__init__(url, message)
-        self.reason = reason
-        self.caFile = caFile
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def _untrustedReason(reasons: list[Failure]) -> str | None:

@@ -1,6 +1,7 @@
 """
-TLS-ALPN-01 (RFC 8737): the challenge as the C{acme} library reads it, and
-the answer a TLS service gives a validation handshake.
+TLS-ALPN-01 (RFC 8737): the answer a TLS service gives a validation
+handshake (the challenge as the C{acme} library reads it is
+L{letsencrypt_resource.alpnchallenge}, loaded with the rest of C{acme}).
 
 A validation handshake offers the ALPN protocol C{acme-tls/1} with the
 name being validated as its SNI (for an IP address, its reverse-DNS name,
@@ -21,7 +22,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from acme import challenges
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,34 +52,6 @@ Pending = tuple[str, str]
 #: key, within a time on a clock (see
 #: L{letsencrypt_resource.challenge.ChallengeResponder.lookupShared}).
 SharedLookup = Callable[[str, IReactorTime], "Deferred[str | None] | None"]
-
-
-@challenges.ChallengeResponse.register
-class TLSALPN01Response(challenges.KeyAuthorizationChallengeResponse):
-    """
-    The answer to a C{tls-alpn-01} challenge: an empty object, as for
-    C{http-01}.
-    """
-
-    typ = "tls-alpn-01"
-
-
-@challenges.Challenge.register
-class TLSALPN01(challenges.KeyAuthorizationChallenge):
-    """
-    The C{tls-alpn-01} challenge, which the C{acme} library no longer
-    defines.
-    """
-
-    response_cls = TLSALPN01Response
-    typ = response_cls.typ
-
-    def validation(self, account_key: Any, **unused: Any) -> str:
-        """
-        The key authorization, whose digest the validation certificate
-        carries.
-        """
-        return self.key_authorization(account_key)
 
 
 def serverName(identifier: str) -> str:

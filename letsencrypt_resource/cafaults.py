@@ -5,13 +5,21 @@ ordering from the next one: those another CA might not have had.
 
 from __future__ import annotations
 
-from acme import messages
+from typing import TYPE_CHECKING
 
-from .account import AccountError
-from .acmetransport import ACMEProblem, ACMEProtocolError
-from .issuer import CertificateMismatch, OrderTimedOut
+from .acmeerrors import (
+    ERROR_PREFIX,
+    AccountError,
+    ACMEProblem,
+    ACMEProtocolError,
+    CertificateMismatch,
+    OrderTimedOut,
+)
 from .ordering import CompromisedAccountKey, ProfileNotOffered
 from .storage.interface import StorageError
+
+if TYPE_CHECKING:
+    from acme import messages
 
 #: The ACME problems (RFC 8555 section 6.7, and C{invalidProfile} of the
 #: profiles draft) that say the CA failed, is busy, or refuses what
@@ -61,7 +69,7 @@ def problemType(problem: messages.Error) -> str | None:
     C{invalidProfile}); C{None} for a type outside that namespace.
     """
     typ = str(problem.typ)
-    return typ[len(messages.ERROR_PREFIX) :] if typ.startswith(messages.ERROR_PREFIX) else None
+    return typ[len(ERROR_PREFIX) :] if typ.startswith(ERROR_PREFIX) else None
 
 
 def caSideValidation(problem: messages.Error) -> bool:

@@ -11,20 +11,22 @@ the next renewal after a success, which forgets those failures.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from . import events
-from .acmeclient import ACMEClient
 from .cafaults import blamesCA
 from .caoptions import CAOptions
 from .castreak import CAStreak
 from .config import ResourceOptions, canonicalURL
 from .connection import AccountConnection
 from .managed import ManagedCertificate, issuingCA
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 
 def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:

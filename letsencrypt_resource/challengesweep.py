@@ -14,8 +14,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from . import events
+from .acmeerrors import ORDER_TIMEOUT
 from .coroutines import deferred
-from .issuer import ORDER_TIMEOUT
 from .reporting import unexpected
 from .storage.interface import StorageError
 from .storage.records import Records

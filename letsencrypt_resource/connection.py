@@ -5,17 +5,20 @@ and registered once, and connected again when the CA no longer knows it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock
 
-from .account import connectAccount
-from .acmeclient import ACMEClient, ACMEProblem
+from .acmeerrors import ACMEProblem
+from .acmeloading import loadACME
 from .config import ResourceOptions
 from .coroutines import deferred
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 
 def accountForgotten(error: Exception) -> bool:
@@ -93,6 +96,9 @@ class AccountConnection:
         if self._client is None:
             # The account an earlier attempt rewrote must be stored.
             await self._writes.whenWritten()
+            await loadACME(self._runInThread)
+            from .account import connectAccount
+
             self._client = await connectAccount(
                 self._http, self._reactor, self._options, self._records, self._runInThread
             )

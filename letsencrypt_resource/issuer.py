@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from acme import challenges, messages
 from twisted.internet.defer import (
-    CancelledError,
     Deferred,
     DeferredList,
     FirstError,
@@ -24,40 +23,27 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .acmeclient import (
-    REQUEST_TIMEOUT,
-    ACMEClient,
+from .acmeclient import REQUEST_TIMEOUT, ACMEClient, ReplacingOrder
+from .acmeerrors import (
+    ORDER_TIMEOUT,
     ACMEProblem,
     ACMEProtocolError,
-    ReplacingOrder,
+    CertificateMismatch,
+    ChallengeNotOffered,
+    OrderTimedOut,
 )
-from .alpn import TLSALPN01, serverName, sharedKey, sharedRecord
+from .alpn import serverName, sharedKey, sharedRecord
+from .alpnchallenge import TLSALPN01
 from .certificates import CertifiedKey, InvalidCertificate
 from .challenge import ChallengeResponder
 from .domains import domainsLabel, isIPAddress
 from .keys import PrivateKey, makeCSR
 from .pendingorder import PendingOrder
 
-#: Seconds an order may take from creation to the downloaded certificate.
-ORDER_TIMEOUT = 300.0
 #: The first wait between two polls when the server gives no Retry-After;
 #: each later wait is half as long again, up to L{MAX_POLL_DELAY}.
 FIRST_POLL_DELAY = 0.02
 MAX_POLL_DELAY = 5.0
-
-
-class OrderTimedOut(Exception):
-    """
-    The order did not complete within L{ORDER_TIMEOUT}.
-    """
-
-    def __init__(self, status: str, timeout: float):
-        super().__init__(status, timeout)
-        self.status = status
-        self.timeout = timeout
-
-    def __str__(self) -> str:
-        return f"the order was still {self.status} after {self.timeout:.0f} seconds"
 
 
 #: The challenge types an order can answer, by name.
@@ -65,18 +51,6 @@ CHALLENGE_TYPES: dict[str, type[challenges.KeyAuthorizationChallenge]] = {
     "http-01": challenges.HTTP01,
     "tls-alpn-01": TLSALPN01,
 }
-
-
-class ChallengeNotOffered(ACMEProtocolError):
-    """
-    The CA offers no challenge of the type asked for an authorization.
-    """
-
-
-class CertificateMismatch(Exception):
-    """
-    The CA issued a certificate that does not match our request.
-    """
 
 
 _log = Logger()
@@ -88,22 +62,6 @@ _RESUMABLE = (
     messages.STATUS_PROCESSING,
     messages.STATUS_VALID,
 )
-
-
-def orderSurvives(error: BaseException) -> bool:
-    """
-    Whether the order of an attempt that failed with C{error} may still end
-    in a certificate, so that the next attempt resumes it: the attempt was
-    cancelled or took too long, or the CA could not be reached or failed
-    itself.  After any other failure (the CA refused the order, offered no
-    challenge of the type asked, or issued a wrong certificate), the next
-    attempt places a new order.
-    """
-    if isinstance(error, (CancelledError, OrderTimedOut)):
-        return True
-    if isinstance(error, ChallengeNotOffered):
-        return False
-    return isinstance(error, ACMEProtocolError) and (error.status is None or error.status >= 500)
 
 
 def _origin(url: str) -> tuple[str, str]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import josepy
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from .domains import isIPAddress
+
+if TYPE_CHECKING:
+    import josepy
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
@@ -169,7 +171,12 @@ def publicKeyDigest(key: PrivateKey | PublicKey) -> str:
 def jwkFor(key: PrivateKey) -> tuple[josepy.JWK, josepy.JWASignature]:
     """
     The JWK of an account key and the JWS algorithm it signs with.
+
+    Only what speaks ACME asks (C{josepy} is loaded with it, see
+    L{letsencrypt_resource.acmeloading}).
     """
+    import josepy
+
     if isinstance(key, rsa.RSAPrivateKey):
         return josepy.JWKRSA(key=key), josepy.RS256
     algorithm = {256: josepy.ES256, 384: josepy.ES384, 521: josepy.ES512}[key.curve.key_size]

@@ -10,16 +10,16 @@ when no server runs.  Each returns JSON-ready data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import CooperativeTask
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .accountcommands import AccountCommands
+from .acmeloading import loadACME
 from .clusterview import addClusterView
 from .controlsocket import EncodedJSON
 from .coroutines import deferred
@@ -31,6 +31,9 @@ from .reporting import unexpected
 from .resource import LetsEncryptResource
 from .statusrows import RowCache
 from .storage.cluster import ClusterStorage
+
+if TYPE_CHECKING:
+    from .accountcommands import AccountCommands
 
 #: RFC 5280 revocation reasons an operator may give.
 REVOCATION_REASONS = {
@@ -249,28 +252,36 @@ class Operations:
         # The set's row as status gives it, where "reason" is the revocation's.
         return {**self._row(certificate), "revoked": serial, "reason": reason}
 
-    def _accounts(self) -> AccountCommands:
+    async def _accounts(self) -> AccountCommands:
         """
         The account commands on the resource's CAs, read when asked (the
-        resource may still be loading when these operations are made).
+        resource may still be loading when these operations are made), once
+        the modules that speak ACME are loaded off the reactor thread (see
+        L{letsencrypt_resource.acmeloading}).
         """
         resource = self._resource
+        await loadACME(resource.runInThread)
+        from .accountcommands import AccountCommands
+
         return AccountCommands(resource.cas, resource.records, resource.runInThread)
 
-    def accountShow(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountShow(self, ca: str | None = None) -> dict[str, Any]:
         """
         The account at the CA C{ca} as it knows it (see L{AccountCommands}).
         """
-        return self._accounts().show(ca)
+        return await (await self._accounts()).show(ca)
 
-    def accountRollover(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountRollover(self, ca: str | None = None) -> dict[str, Any]:
         """
         Replace the key of the account at the CA C{ca} (see L{AccountCommands}).
         """
-        return self._accounts().rollover(ca)
+        return await (await self._accounts()).rollover(ca)
 
-    def accountDeactivate(self, ca: str | None = None) -> Deferred[dict[str, Any]]:
+    @deferred
+    async def accountDeactivate(self, ca: str | None = None) -> dict[str, Any]:
         """
         Deactivate the account at the CA C{ca} (see L{AccountCommands}).
         """
-        return self._accounts().deactivate(ca)
+        return await (await self._accounts()).deactivate(ca)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .acmeclient import ACMEClient, ACMEProblem, certificateID
+from .acmeerrors import ACMEProblem, ChallengeNotOffered, orderSurvives
 from .certificates import CertifiedKey
 from .challenge import ChallengeResponder
 from .config import ResourceOptions, canonicalURL
-from .issuer import ChallengeNotOffered, obtainCertificate, orderSurvives
 from .keygen import generateKey
 from .keys import keyType, publicKeyDigest
 from .managed import REASONS, ManagedCertificate
@@ -29,6 +28,9 @@ from .pendingorder import PendingOrder
 from .storage.interface import StorageError
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 
 class Ordering:
@@ -80,7 +82,12 @@ class Ordering:
         L{Outcomes.issued}); C{beforeFinalize} is called, and awaited,
         before the order is finalized.  An order that may be resumed is
         kept in C{certificate.pendingOrder}.
+
+        C{client} is connected: the modules that speak ACME are loaded (see
+        L{letsencrypt_resource.acmeloading}).
         """
+        from .issuer import obtainCertificate
+
         events.ORDER_STARTED.emit(
             self._log,
             domains=certificate.label,
@@ -324,6 +331,8 @@ def _orderedBy(
     as L{ManagedCertificate.orderedBy} keeps them; C{None} when the
     certificate has no ID or the account no URL.
     """
+    from .acmeclient import certificateID
+
     try:
         identifier = certificateID(issued.certificate)
     except ValueError:

@@ -7,18 +7,21 @@ to ask again.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from . import events
-from .acmeclient import ACMEClient, ACMEProblem, ACMEProtocolError
+from .acmeerrors import ACMEProblem, ACMEProtocolError
 from .carotation import CA
 from .certificates import CertifiedKey
 from .coroutines import deferred
 from .managed import ManagedCertificate
 from .writequeue import WriteQueue
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 #: When to ask for renewal information again without a Retry-After...
 ARI_DEFAULT_RETRY = 6 * 3600.0

@@ -8,7 +8,7 @@ L{Ordering} orders one; how an attempt ends is recorded by L{Outcomes}.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.task import LoopingCall
@@ -16,8 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .account import AccountBusy
-from .acmeclient import ACMEClient, ACMEProblem
+from .acmeerrors import AccountBusy, ACMEProblem
 from .attempts import AttemptQueue
 from .carotation import CA, CARotation
 from .challenge import ChallengeResponder
@@ -40,6 +39,9 @@ from .storage.interface import (
 )
 from .storage.records import Records
 from .writequeue import Runner, WriteQueue
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 #: How long a set waits while another user of the storage creates or
 #: changes the account.

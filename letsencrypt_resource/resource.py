@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -24,7 +24,6 @@ from twisted.web.resource import IResource
 from zope.interface.registry import Components
 
 from . import events
-from .acmeclient import ACMEClient
 from .challenge import ChallengeResponder
 from .composition import WriteCheck, compose
 from .config import ResourceOptions
@@ -35,6 +34,9 @@ from .reporting import unexpected
 from .storage.interface import IStorage
 from .storage.records import Records
 from .writequeue import Runner
+
+if TYPE_CHECKING:
+    from .acmeclient import ACMEClient
 
 #: Seconds between two regular checks of every certificate, by default.
 CHECK_INTERVAL = 86400.0

@@ -18,7 +18,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .account import forgetRegistration
 from .certificates import CertifiedKey
 from .keys import PrivateKey
 from .limiter import Limiter
@@ -180,11 +179,11 @@ class WriteQueue:
     def forgetAccount(self, acmeURL: str, key: PrivateKey) -> Deferred[bool]:
         """
         Store the account at C{acmeURL}, of C{key}, as unregistered (see
-        L{forgetRegistration}).
+        L{letsencrypt_resource.account.forgetRegistration}).
         """
         return self._write(
             "account",
-            Write("the ACME account", forgetRegistration, (self._records, acmeURL, key)),
+            Write("the ACME account", _forgetRegistration, (self._records, acmeURL, key)),
         )
 
     def export(
@@ -309,6 +308,18 @@ class WriteQueue:
         Whether some failed write waits for L{WriteRetries.retryAt}.
         """
         return bool(self.retries.waiting(self._inFlight))
+
+
+async def _forgetRegistration(records: Records, acmeURL: str, key: PrivateKey) -> None:
+    """
+    L{letsencrypt_resource.account.forgetRegistration}, imported at its
+    first call: only an account that connected is forgotten, so the
+    modules that speak ACME are loaded (see
+    L{letsencrypt_resource.acmeloading}).
+    """
+    from .account import forgetRegistration
+
+    await forgetRegistration(records, acmeURL, key)
 
 
 def _endOf(writing: Deferred[bool]) -> Deferred[None]:

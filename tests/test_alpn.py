@@ -29,15 +29,14 @@ from letsencrypt_resource.alpn import (
     ACME_TLS_1,
     FETCHED_FOR,
     MISSED_FOR,
-    TLSALPN01,
     ALPNAnswers,
     ServedNames,
-    TLSALPN01Response,
     serverName,
     sharedKey,
     sharedRecord,
     validationCertificate,
 )
+from letsencrypt_resource.alpnchallenge import TLSALPN01, TLSALPN01Response
 from letsencrypt_resource.alpnpeek import HelloPeekFactory
 from letsencrypt_resource.challenge import ChallengeResponder
 from letsencrypt_resource.tls import ReloadableServerTLS

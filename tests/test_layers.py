@@ -70,6 +70,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "resourcesection",
                 "consumerregistry",
                 "quietport",
+                "acmeerrors",
             }
         ),
     ),
@@ -100,6 +101,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "readturns",
                 "turnports",
                 "ftpssilence",
+                "acmeloading",
             }
         ),
     ),
@@ -121,6 +123,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "renewalstate",
                 "retrywaits",
                 "writeleases",
+                "alpnchallenge",
             }
         ),
     ),

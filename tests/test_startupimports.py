@@ -11,6 +11,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.acmeloading import ACME_MODULES
 from tests.helpers.processcase import environment
 
 #: Prints the modules loaded once the twistd plugin's module is.
@@ -50,6 +51,24 @@ class TapImportsTests(SynchronousTestCase):
                 for name in loaded
                 if name.startswith(("letsencrypt_resource.ftps", "twisted.trial"))
                 or name == "twisted.protocols.ftp"
+            ),
+            [],
+        )
+
+    def test_noACMEUntilAnAccountConnects(self) -> None:
+        """
+        The modules that speak ACME, and C{acme}, C{josepy} and C{requests}
+        under them (about 0.3 s of CPU), wait until an account connects:
+        L{letsencrypt_resource.acmeloading} loads them then, off the reactor
+        thread.
+        """
+        loaded = loadedByTap()
+        self.assertIn("letsencrypt_resource.acmeloading", loaded)
+        self.assertEqual(
+            sorted(
+                name
+                for name in loaded
+                if name.split(".")[0] in ("acme", "josepy", "requests") or name in ACME_MODULES
             ),
             [],
         )

@@ -16,7 +16,8 @@ from cryptography import x509
 from twisted.web.server import Request
 
 from ..acmeclient import ReplacingOrder
-from ..alpn import TLSALPN01, serverName
+from ..alpn import serverName
+from ..alpnchallenge import TLSALPN01
 from .acmewire import BASE, ACMEProblem, answerJSON
 
 if TYPE_CHECKING:
