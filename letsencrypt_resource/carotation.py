@@ -127,6 +127,9 @@ class CARotation:
             connection = primary.forCA(caOptions, httpFor(ca.acmeCAFile, ca.acmeURL))
             self._cas.append(CA(ca.section, caOptions, connection))
         self._last: dict[tuple[str, ...], int] = {}
+        # The CA at each directory URL asked about: a check asks for every
+        # set, and the sets share a few URLs.
+        self._indexes: dict[str, int | None] = {}
 
     @property
     def all(self) -> tuple[CA, ...]:
@@ -243,8 +246,10 @@ class CARotation:
         """
         if url is None:
             return 0
-        key = canonicalURL(url)
-        for index, ca in enumerate(self._cas):
-            if canonicalURL(ca.options.acmeURL) == key:
-                return index
-        return None
+        if url not in self._indexes:
+            key = canonicalURL(url)
+            self._indexes[url] = next(
+                (i for i, ca in enumerate(self._cas) if canonicalURL(ca.options.acmeURL) == key),
+                None,
+            )
+        return self._indexes[url]

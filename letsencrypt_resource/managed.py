@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from .attempts import Attempt
     from .config import ResourceOptions
 
+#: The certificate L{ManagedCertificate.issued} looked at before its first
+#: look: none yet.
+_NOT_YET = object()
 #: Why a set with no CA-issued certificate for its names is due at once.
 NO_CERTIFICATE = "no CA-issued certificate yet"
 NAMES_CHANGED = "its names changed"
@@ -107,6 +110,15 @@ class ManagedCertificate:
         self.caStreak = CAStreak()
         self.warned: tuple[Any, int, float] | None = None
         self.forcedReason: str | None = None
+        # What follows from the certificate in service alone, kept for
+        # the checks, which ask for every set (see L{issued}, L{plan} and
+        # L{urgentSince}): for which one, and the answers.
+        self._issuedOf: object = _NOT_YET
+        self._issued: CertifiedKey | None = None
+        self._urgentOf: CertifiedKey | None = None
+        self._urgent = 0.0
+        self._plannedOf: tuple[Any, ...] | None = None
+        self._planned = RenewalPlan(0.0, NO_CERTIFICATE)
 
     @property
     def label(self) -> str:
@@ -118,18 +130,23 @@ class ManagedCertificate:
     @property
     def issued(self) -> CertifiedKey | None:
         """
-        The CA-issued certificate in service for exactly these names, if any.
+        The CA-issued certificate in service for exactly these names, if any:
+        found once per certificate put in service.
         """
         current = self.current
-        if current is None or current.provisional:
-            return None
-        if not current.carries(self.domains):
-            return None
-        return current
+        if current is not self._issuedOf:
+            self._issuedOf = current
+            self._issued = (
+                None
+                if current is None or current.provisional or not current.carries(self.domains)
+                else current
+            )
+        return self._issued
 
     def plan(self) -> RenewalPlan:
         """
-        When this set needs a new certificate, and why.
+        When this set needs a new certificate, and why: planned once per
+        certificate in service, renewal window and pick in it.
         """
         issued = self.issued
         if issued is None:
@@ -141,11 +158,11 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_COMPROMISED)
         if self.forcedReason is not None:
             return RenewalPlan(0.0, self.forcedReason)
-        return planRenewal(
-            *issued.validity,
-            self.ariWindow,
-            self.ariPick,
-        )
+        planned = (issued, self.ariWindow, self.ariPick)
+        if planned != self._plannedOf:
+            self._plannedOf = planned
+            self._planned = planRenewal(*issued.validity, self.ariWindow, self.ariPick)
+        return self._planned
 
     def nextEvent(self, checksARI: bool) -> float:
         """
@@ -185,7 +202,10 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return 0.0
-        return emergencyTime(*issued.validity)
+        if issued is not self._urgentOf:
+            self._urgentOf = issued
+            self._urgent = emergencyTime(*issued.validity)
+        return self._urgent
 
     def emergencyPace(self, now: float) -> float | None:
         """

@@ -19,7 +19,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import ordering, owned
+from letsencrypt_resource import carotation, ordering, owned
 from letsencrypt_resource.account import AccountError
 from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
@@ -631,6 +631,25 @@ class RotationTests(SynchronousTestCase):
         certificate.orderedBy = ("id", THIRD, "account")
         self.assertIsNone(cas.issuerOf(certificate))
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
+
+    def test_issuerOfOncePerURL(self) -> None:
+        """
+        The CA at a URL is found once: a check asks for every set, and the
+        sets share a few URLs, each put in its canonical form once.
+        """
+        cas, _ = rotation(SECOND)
+        canonical: list[str] = []
+
+        def counted(url: str) -> str:
+            canonical.append(url)
+            return canonicalURL(url)
+
+        self.patch(carotation, "canonicalURL", counted)
+        certificates = [ManagedCertificate((f"s{i}.example",)) for i in range(100)]
+        for certificate in certificates:
+            certificate.orderedBy = ("id", SECOND.replace("second", "Second") + "/", "account")
+        self.assertEqual({cas.issuerOf(c) for c in certificates * 2}, {cas.all[1]})
+        self.assertLessEqual(len(canonical), 1 + len(cas.all))
 
 
 class RetryWaitTests(SynchronousTestCase):
