@@ -7,6 +7,8 @@ every change.
 from __future__ import annotations
 
 import datetime
+import gc
+import weakref
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
@@ -103,3 +105,19 @@ class KeptAnswersTests(SynchronousTestCase):
         self.assertEqual(certificate.plan(), RenewalPlan(0.0, "forced"))
         certificate.forcedReason = None
         self.assertEqual(certificate.plan(), planRenewal(*first.validity))
+
+    def test_replacedFreed(self) -> None:
+        """
+        The answers kept do not keep a replaced certificate (and its
+        private key) alive until the next look at the set.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        first = issued(self.signer)
+        certificate.current = first
+        certificate.nextEvent(False)
+        old = weakref.ref(first)
+        del first
+        certificate.current = issued(self.signer)
+        gc.collect()
+        self.assertIsNone(old())
+        self.assertIs(certificate.issued, certificate.current)
