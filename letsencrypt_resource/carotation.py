@@ -216,8 +216,11 @@ class CARotation:
         The connection to the CA whose renewal information the certificate
         of C{certificate} follows: the one that issued it (see
         L{issuerOf}), or the resource's own when that one is no longer
-        configured.
+        configured: always the resource's own when it has no fallback CA
+        (a check asks for every set).
         """
+        if len(self._cas) == 1:
+            return self._cas[0].connection
         return (self.issuerOf(certificate) or self.primary).connection
 
     def _previous(self, certificate: ManagedCertificate) -> CA | None:

@@ -632,6 +632,34 @@ class RotationTests(SynchronousTestCase):
         self.assertIsNone(cas.issuerOf(certificate))
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
 
+    def test_connectionOfAlone(self) -> None:
+        """
+        Without a fallback CA, every set follows the resource's own CA,
+        whatever URL its state records, and the URL is not looked at.
+        """
+        cas, _ = rotation()
+        self.patch(carotation, "issuingCA", lambda *args: self.fail("looked at"))
+        certificate = ManagedCertificate(("a.example",))
+        for orderedBy in (None, ("id", SECOND, "account"), ("id", FIRST, "account")):
+            certificate.orderedBy = orderedBy
+            self.assertIs(cas.connectionOf(certificate), cas.primary.connection)
+
+    def test_connectionOfWithFallbacks(self) -> None:
+        """
+        With a fallback CA, each set follows the CA that issued its
+        certificate, or the resource's own when that one is gone.
+        """
+        cas, _ = rotation(SECOND)
+        certificate = ManagedCertificate(("a.example",))
+        expected = [
+            (None, cas.primary),
+            (("id", SECOND, "account"), cas.all[1]),
+            (("id", THIRD, "account"), cas.primary),
+        ]
+        for orderedBy, ca in expected:
+            certificate.orderedBy = orderedBy
+            self.assertIs(cas.connectionOf(certificate), ca.connection)
+
     def test_issuerOfOncePerURL(self) -> None:
         """
         The CA at a URL is found once: a check asks for every set, and the
