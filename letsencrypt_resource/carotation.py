@@ -129,6 +129,9 @@ class CARotation:
             connection = primary.forCA(caOptions, httpFor(ca.acmeCAFile, ca.acmeURL))
             self._cas.append(CA(ca.section, caOptions, connection))
         self._last: dict[tuple[str, ...], int] = {}
+        # The CA at each directory URL asked about: a check asks for every
+        # set, and the sets share a few URLs.
+        self._indexes: dict[str, int | None] = {}
 
     @property
     def all(self) -> tuple[CA, ...]:
@@ -215,8 +218,11 @@ class CARotation:
         The connection to the CA whose renewal information the certificate
         of C{certificate} follows: the one that issued it (see
         L{issuerOf}), or the resource's own when that one is no longer
-        configured.
+        configured: always the resource's own when it has no fallback CA
+        (a check asks for every set).
         """
+        if len(self._cas) == 1:
+            return self._cas[0].connection
         return (self.issuerOf(certificate) or self.primary).connection
 
     def _previous(self, certificate: ManagedCertificate) -> CA | None:
@@ -245,8 +251,10 @@ class CARotation:
         """
         if url is None:
             return 0
-        key = canonicalURL(url)
-        for index, ca in enumerate(self._cas):
-            if canonicalURL(ca.options.acmeURL) == key:
-                return index
-        return None
+        if url not in self._indexes:
+            key = canonicalURL(url)
+            self._indexes[url] = next(
+                (i for i, ca in enumerate(self._cas) if canonicalURL(ca.options.acmeURL) == key),
+                None,
+            )
+        return self._indexes[url]

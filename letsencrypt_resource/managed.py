@@ -7,6 +7,7 @@ after a failure are set by L{letsencrypt_resource.retrywaits}).
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .castreak import CAStreak
@@ -38,6 +39,32 @@ KEY_COMPROMISED = "its key was revoked as compromised"
 #: Why a set whose certificate's key, read at its first use, cannot be
 #: read is due.
 KEY_UNREADABLE = "its stored key cannot be read"
+
+
+class _Looks:
+    """
+    What follows from a set's certificate in service alone, worked out at
+    the first look at it and kept for the checks, which look at every set:
+    for a new certificate, worked out again.  It refers to the certificate
+    weakly: a certificate replaced (and its private key) is not kept alive
+    until the next look.  One object changed in place, so that the kept
+    status rows, which compare the set's fields, see no change in it.
+
+    @ivar at: The certificate looked at, if any.
+    @ivar issued: Whether it is a CA-issued one for the set's names.
+    @ivar urgent: Its emergency time, once asked for.
+    @ivar window: The renewal window and pick that L{planned} is for.
+    @ivar planned: Its renewal plan, once asked for.
+    """
+
+    __slots__ = ("at", "issued", "urgent", "window", "planned")
+
+    def __init__(self) -> None:
+        self.at: weakref.ref[CertifiedKey] | None = None
+        self.issued = False
+        self.urgent: float | None = None
+        self.window: tuple[tuple[float, float] | None, float] | None = None
+        self.planned: RenewalPlan | None = None
 
 
 class ManagedCertificate:
@@ -107,6 +134,7 @@ class ManagedCertificate:
         self.caStreak = CAStreak()
         self.warned: tuple[Any, int, float] | None = None
         self.forcedReason: str | None = None
+        self._looks = _Looks()
 
     @property
     def label(self) -> str:
@@ -118,18 +146,23 @@ class ManagedCertificate:
     @property
     def issued(self) -> CertifiedKey | None:
         """
-        The CA-issued certificate in service for exactly these names, if any.
+        The CA-issued certificate in service for exactly these names, if any:
+        found once per certificate put in service.
         """
         current = self.current
-        if current is None or current.provisional:
+        if current is None:
             return None
-        if not current.carries(self.domains):
-            return None
-        return current
+        looks = self._looks
+        if looks.at is None or looks.at() is not current:
+            looks.at = weakref.ref(current)
+            looks.issued = not current.provisional and current.carries(self.domains)
+            looks.urgent = looks.planned = None
+        return current if looks.issued else None
 
     def plan(self) -> RenewalPlan:
         """
-        When this set needs a new certificate, and why.
+        When this set needs a new certificate, and why: planned once per
+        certificate in service, renewal window and pick in it.
         """
         issued = self.issued
         if issued is None:
@@ -141,11 +174,11 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_COMPROMISED)
         if self.forcedReason is not None:
             return RenewalPlan(0.0, self.forcedReason)
-        return planRenewal(
-            *issued.validity,
-            self.ariWindow,
-            self.ariPick,
-        )
+        looks, window = self._looks, (self.ariWindow, self.ariPick)
+        if looks.planned is None or looks.window != window:
+            looks.window = window
+            looks.planned = planRenewal(*issued.validity, *window)
+        return looks.planned
 
     def nextEvent(self, checksARI: bool) -> float:
         """
@@ -185,7 +218,10 @@ class ManagedCertificate:
         issued = self.issued
         if issued is None:
             return 0.0
-        return emergencyTime(*issued.validity)
+        looks = self._looks
+        if looks.urgent is None:
+            looks.urgent = emergencyTime(*issued.validity)
+        return looks.urgent
 
     def emergencyPace(self, now: float) -> float | None:
         """

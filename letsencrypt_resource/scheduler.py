@@ -293,7 +293,10 @@ class Scheduler(Service):
         """
         Connect to each CA that issued CA-issued certificates in service,
         when no order did, to learn whether it offers renewal information;
-        if one does, the next wake-up asks it about its certificates.
+        if one does, the next wake-up asks it about its certificates (found
+        again then; not when none does, as when the CA cannot be reached:
+        the wake-up found after the check stands, and a pass over every set
+        is spared).
         """
         waiting = [] if self._learning else self.issuers.unconnected(self._managed.values())
         if not waiting:
@@ -302,7 +305,8 @@ class Scheduler(Service):
 
         def learnt(result: object) -> None:
             self._learning = None
-            self.scheduleWakeUp()
+            if any(connection.checksARI for connection in waiting):
+                self.scheduleWakeUp()
 
         self._learning.addBoth(learnt)
 

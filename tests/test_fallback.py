@@ -19,7 +19,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import Logger, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import ordering, owned
+from letsencrypt_resource import carotation, ordering, owned
 from letsencrypt_resource.account import AccountError
 from letsencrypt_resource.acmetransport import ACMEProblem, ACMEProtocolError
 from letsencrypt_resource.caoptions import CAOptions
@@ -631,6 +631,53 @@ class RotationTests(SynchronousTestCase):
         certificate.orderedBy = ("id", THIRD, "account")
         self.assertIsNone(cas.issuerOf(certificate))
         self.assertEqual(issuingCA(certificate, cas.primary.options), THIRD)
+
+    def test_connectionOfAlone(self) -> None:
+        """
+        Without a fallback CA, every set follows the resource's own CA,
+        whatever URL its state records, and the URL is not looked at.
+        """
+        cas, _ = rotation()
+        self.patch(carotation, "issuingCA", lambda *args: self.fail("looked at"))
+        certificate = ManagedCertificate(("a.example",))
+        for orderedBy in (None, ("id", SECOND, "account"), ("id", FIRST, "account")):
+            certificate.orderedBy = orderedBy
+            self.assertIs(cas.connectionOf(certificate), cas.primary.connection)
+
+    def test_connectionOfWithFallbacks(self) -> None:
+        """
+        With a fallback CA, each set follows the CA that issued its
+        certificate, or the resource's own when that one is gone.
+        """
+        cas, _ = rotation(SECOND)
+        certificate = ManagedCertificate(("a.example",))
+        expected = [
+            (None, cas.primary),
+            (("id", SECOND, "account"), cas.all[1]),
+            (("id", THIRD, "account"), cas.primary),
+        ]
+        for orderedBy, ca in expected:
+            certificate.orderedBy = orderedBy
+            self.assertIs(cas.connectionOf(certificate), ca.connection)
+
+    def test_issuerOfOncePerURL(self) -> None:
+        """
+        The CA at a URL is found once: a check asks for every set, and the
+        sets share a few URLs, each put in its canonical form once.
+        """
+        cas, _ = rotation(SECOND)
+        canonical: list[str] = []
+
+        def counted(url: str) -> str:
+            canonical.append(url)
+            return canonicalURL(url)
+
+        self.patch(carotation, "canonicalURL", counted)
+        certificates = [ManagedCertificate((f"s{i}.example",)) for i in range(100)]
+        for certificate in certificates:
+            certificate.orderedBy = ("id", SECOND.replace("second", "Second") + "/", "account")
+        self.assertEqual({cas.issuerOf(c) for c in certificates * 2}, {cas.all[1]})
+        self.assertLessEqual(len(canonical), 1 + len(cas.all))
 
 
 class RetryWaitTests(SynchronousTestCase):

@@ -337,3 +337,94 @@ class WakeUpTests(SynchronousTestCase):
         self.assertLessEqual(max(perTurn), CHECK_CHUNK)
         (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
         self.assertEqual(wakeUp.getTime(), 500.0)
+
+
+class IssuedSet(TimedSet):
+    """
+    A L{TimedSet} with a CA-issued certificate in service, as far as the
+    scheduler asks.
+    """
+
+    @property
+    def issued(self) -> Any:
+        return self
+
+
+class Learning:
+    """
+    An account connection not made yet: each connection waits for the
+    test, which says whether the CA offers renewal information.
+    """
+
+    connected = False
+
+    def __init__(self) -> None:
+        self.checksARI = False
+        self.connecting: list[Deferred[None]] = []
+
+    def acmeClient(self) -> Deferred[None]:
+        connecting: Deferred[None] = Deferred()
+        self.connecting.append(connecting)
+        return connecting
+
+
+class LearningTests(SynchronousTestCase):
+    """
+    After a check, the scheduler connects to the CA to learn whether it
+    offers renewal information, and looks for the next wake-up again only
+    when it does.
+    """
+
+    def started(self, connection: Learning) -> tuple[list[IssuedSet], TurnClock]:
+        """
+        A started scheduler over more than L{CHECK_CHUNK} sets with
+        CA-issued certificates, none due, whose first check and wake-up
+        pass are over and whose connection to the CA is under way.
+        """
+        clock = TurnClock()
+        sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
+        scheduler = Scheduler(
+            {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
+            RecordingRenewer(clock),  # type: ignore[arg-type]
+            Provisioned(),  # type: ignore[arg-type]
+            connection,  # type: ignore[arg-type]
+            IdleWrites(),  # type: ignore[arg-type]
+            clock,
+            86400.0,
+            Logger(),
+        )
+        scheduler.startService()
+        self.addCleanup(scheduler.stopService)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(len(connection.connecting), 1)
+        self.assertEqual({len(s.looks) for s in sets}, {2})
+        return sets, clock
+
+    def test_noRenewalInformation(self) -> None:
+        """
+        When the CA cannot be reached, or offers no renewal information,
+        the wake-up found after the check stands: no set is looked at
+        again.
+        """
+        connection = Learning()
+        sets, clock = self.started(connection)
+        connection.connecting[0].errback(ConnectionRefusedError())
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual({len(s.looks) for s in sets}, {2})
+        (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
+        self.assertEqual(wakeUp.getTime(), 1000.0)
+
+    def test_renewalInformation(self) -> None:
+        """
+        When the CA offers renewal information, the next wake-up is found
+        again, with the sets' renewal information checks.
+        """
+        connection = Learning()
+        sets, clock = self.started(connection)
+        connection.checksARI = True
+        connection.connecting[0].callback(None)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual({len(s.looks) for s in sets}, {3})

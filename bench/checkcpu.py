@@ -1,0 +1,317 @@
+"""
+The CPU of one check of N stored certificates, with no ACME server: the
+first check after start-up, later routine checks, and a forced check.
+
+    .venv/bin/python bench/checkcpu.py --n 1000 10000 --repeats 2
+    .venv/bin/python bench/checkcpu.py --n 10000 --repeats 3 --tree /tmp/before --tree .
+
+The state of each N is the one C{bench/warm.py} fabricates (kept under
+C{--workdir}, shared with it): N certificates valid for 90 days, none due.
+Each run is a fresh process (a worker) that starts a resource on it, as
+warm.py does, and measures the process's CPU (C{time.process_time}: every
+thread; the storage's threads are idle then):
+
+  - C{first}: the check the resource starts by itself once the sets are
+    loaded (the first look at each set: its certificate's validity is read
+    then), from its call until it ended (its Deferred fired) and the
+    scheduler is quiet (the wake-up it schedules was found, in turns, and
+    the connection that asks the CA whether it offers renewal information
+    failed).  As twistd's host does, the load's end also collects the
+    garbage and freezes the heap (C{gc.freeze}), in the first check's
+    first turn: that collection's CPU is measured apart and not counted;
+  - C{later}: the same routine check (nothing due) called again, once the
+    first one is over, measured the same way; C{--later} of them, the
+    median;
+  - C{forced}: C{check(force=True)}, from its call until every set's
+    attempt is queued (the passes that plan, warn and queue): the queue
+    is held, so no attempt runs while it is measured (their network work,
+    failing, is not counted), and the resource stops after it, which
+    cancels them.  What a forced check does after its attempts end (the
+    wake-up pass, as in C{later}) is not counted.
+
+With several C{--tree}s (source trees of the package, such as one
+exported with C{git archive} and compiled), runs alternate between them,
+the first tree's first; compile each tree to bytecode first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import ROOT, emitResult, names, parseResult  # noqa: E402
+
+# The tree measured: set by the orchestrator for its workers, in front of
+# the one common.py put first.
+if os.environ.get("CHECKCPU_TREE"):
+    sys.path.insert(0, os.environ["CHECKCPU_TREE"])
+
+from twisted.internet.defer import Deferred, gatherResults  # noqa: E402
+from twisted.internet.task import deferLater, react  # noqa: E402
+from warm import RUN, _cProfile, benchOptions, fabricate  # noqa: E402
+from zope.interface.registry import Components  # noqa: E402
+
+import letsencrypt_resource  # noqa: E402
+from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
+from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
+from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
+from letsencrypt_resource.tls import TLSCertificateConsumer  # noqa: E402
+
+#: Seconds left after the first check for what follows it to end.
+SETTLE = 1.0
+
+
+class Collections:
+    """
+    The time the garbage collector's passes took so far.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._timed)
+
+    def _timed(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+
+
+COLLECTIONS = Collections()
+
+
+class Profiler:
+    """
+    cProfile over one phase of the worker (C{first}, C{later} or
+    C{forced}), printed on the standard error at its end.
+    """
+
+    def __init__(self, phase: str | None):
+        self._phase = phase
+        self._profile: Any = None
+
+    def enter(self, phase: str) -> None:
+        if phase == self._phase:
+            self._profile = _cProfile().Profile()
+            self._profile.enable()
+
+    def leave(self, phase: str) -> None:
+        if phase == self._phase:
+            self._profile.disable()
+            stats = pstats.Stats(self._profile, stream=sys.stderr)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats(40)
+
+
+class CheckTimer:
+    """
+    Wraps a scheduler's C{check} to measure the CPU of each call, until the
+    check ended and the wake-up it scheduled was found.
+    """
+
+    def __init__(self, scheduler: Any, profiler: Profiler):
+        self._scheduler = scheduler
+        self._profiler = profiler
+        self._check = scheduler.check
+        scheduler.check = self
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+        self.collecting: list[float] = []
+        self.whenMeasured: list[Deferred[None]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Deferred[None]:
+        if not self.whenMeasured:
+            self._profiler.enter("first")
+        cpu, wall = time.process_time(), time.perf_counter()
+        collecting = COLLECTIONS.seconds
+        checking = self._check(*args, **kwargs)
+        measured: Deferred[None] = Deferred()
+        self.whenMeasured.append(measured)
+
+        def ended(result: object) -> object:
+            Deferred.fromCoroutine(self._quiet()).addCallback(done)
+            return result
+
+        def done(_: object) -> None:
+            self.cpu.append(time.process_time() - cpu)
+            self.wall.append(time.perf_counter() - wall)
+            self.collecting.append(COLLECTIONS.seconds - collecting)
+            measured.callback(None)
+
+        checking.addBoth(ended)
+        return checking
+
+    async def _quiet(self) -> None:
+        """
+        Wait until the scheduler neither learns whether the CA offers
+        renewal information nor looks for the next wake-up.
+        """
+        scheduler = self._scheduler
+        while True:
+            pending = scheduler._learning or scheduler._finding
+            if pending is None:
+                return
+            await _passed(pending)
+
+
+def _passed(pending: Deferred[Any]) -> Deferred[None]:
+    """
+    A Deferred that fires once C{pending} has fired, leaving its result
+    to its other callbacks.
+    """
+    passed: Deferred[None] = Deferred()
+
+    def fire(outcome: object) -> object:
+        passed.callback(None)
+        return outcome
+
+    pending.addBoth(fire)
+    return passed
+
+
+async def work(reactor: Any, args: argparse.Namespace) -> None:
+    """
+    Start a resource on the state of C{args.n} certificates, measure its
+    checks, stop it.
+    """
+    registry = Components("bench")
+    consumers = []
+    for index, name in enumerate(names(args.n, RUN)):
+        consumer = TLSCertificateConsumer(f"service-{index}", (name,))
+        registry.registerUtility(consumer, ICertificateConsumer, name=f"s{index:05d}")
+        consumers.append(consumer)
+    storage = DirectoryStorage(args.state, reactor)
+    resource = LetsEncryptResource(
+        benchOptions(args.state), registry, storage, reactor, closeStorage=True
+    )
+    scheduler = resource._scheduler
+    profiler = Profiler(args.profile)
+    timer = CheckTimer(scheduler, profiler)
+    resource.startService()
+    frozen: list[float] = []
+
+    def freeze(_: object) -> None:
+        # What the host does once the sets are loaded (host._freezeStartUp).
+        cpu, collecting = time.process_time(), COLLECTIONS.seconds
+        gc.collect()
+        gc.freeze()
+        frozen[:] = [time.process_time() - cpu, COLLECTIONS.seconds - collecting]
+
+    resource.whenLoaded().addCallback(freeze)
+    await gatherResults([c.whenCertificate() for c in consumers])
+    await resource.whenSettled()
+    await timer.whenMeasured[0]
+    profiler.leave("first")
+    await deferLater(reactor, SETTLE, lambda: None)
+    profiler.enter("later")
+    for _ in range(args.later):
+        scheduler.check()
+        await timer.whenMeasured[-1]
+    profiler.leave("later")
+    attempts = scheduler._renewer._attempts
+    attempts._limit = 0
+    renewer = scheduler._renewer
+    whenEnded = renewer.whenEnded
+    queued: list[float] = []
+
+    def allQueued() -> Deferred[None]:
+        queued.append(time.process_time())
+        return whenEnded()
+
+    renewer.whenEnded = allQueued
+    profiler.enter("forced")
+    cpu = time.process_time()
+    resource.check(force=True)
+    while not queued:
+        await deferLater(reactor, 0.01, lambda: None)
+    profiler.leave("forced")
+    emitResult(
+        {
+            "n": args.n,
+            "tree": os.path.dirname(os.path.dirname(letsencrypt_resource.__file__)),
+            "first_cpu": timer.cpu[0] - frozen[0],
+            "freeze_cpu": frozen[0],
+            "first_wall": timer.wall[0],
+            "first_gc": timer.collecting[0] - frozen[1],
+            "later_gc": statistics.median(timer.collecting[1:]),
+            "later_cpu": statistics.median(timer.cpu[1:]),
+            "later_cpu_all": timer.cpu[1:],
+            "forced_cpu": queued[0] - cpu,
+            "queued": len(attempts._queued),
+        }
+    )
+    await resource.stopService()
+
+
+def runWorker(args: argparse.Namespace, n: int, tree: str) -> dict[str, Any]:
+    """
+    One worker on C{n} certificates with the package of C{tree}.
+    """
+    state = os.path.join(args.workdir, f"warm-state-{n}")
+    fabricate(state, n)
+    command = [sys.executable, __file__, "--worker", "--n", str(n), "--state", state]
+    command += ["--later", str(args.later)]
+    if args.profile:
+        command += ["--profile", args.profile]
+    environment = dict(os.environ, CHECKCPU_TREE=os.path.abspath(tree))
+    ran = subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    if args.profile:
+        print(ran.stderr)
+    return parseResult(ran.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--later", type=int, default=3, help="later routine checks per run")
+    parser.add_argument(
+        "--tree", action="append", help="a source tree of the package (default: this one)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["first", "later", "forced"],
+        help="print cProfile's figures of that phase (which they slow down)",
+    )
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--state", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        args.n = args.n[0]
+        react(lambda reactor: Deferred.fromCoroutine(work(reactor, args)))
+        return
+    trees = args.tree or [ROOT]
+    print(f"load average at the start: {os.getloadavg()[0]:.2f}")
+    print(
+        "| tree | N | first check CPU (ms) | collections in it (ms, wall) "
+        "| later routine check CPU "
+        "(ms) | their collections (ms) | forced check CPU (ms) | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for n in args.n:
+        for _ in range(args.repeats):
+            for tree in trees:
+                r = runWorker(args, n, tree)
+                later = ", ".join(f"{c * 1e3:.0f}" for c in r["later_cpu_all"])
+                print(
+                    f"| {r['tree']} | {n:,} | {r['first_cpu'] * 1e3:.0f} "
+                    f"| {r['first_gc'] * 1e3:.0f} | {r['later_cpu'] * 1e3:.0f} ({later}) "
+                    f"| {r['later_gc'] * 1e3:.0f} | {r['forced_cpu'] * 1e3:.0f} "
+                    f"| {os.getloadavg()[0]:.2f} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

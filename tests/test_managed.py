@@ -1,0 +1,123 @@
+"""
+Tests for L{letsencrypt_resource.managed}: what follows from a set's
+certificate in service is worked out once per certificate, and follows
+every change.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import weakref
+
+import attrs
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import managed
+from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.managed import NO_CERTIFICATE, ManagedCertificate
+from letsencrypt_resource.policy import RenewalPlan, emergencyTime, planRenewal
+from letsencrypt_resource.provisional import makeProvisional
+
+from .helpers import newSigner, provisionalFor, utcNow
+
+DOMAINS = ("a.example.com",)
+
+
+def issued(signer: CertifiedKey) -> CertifiedKey:
+    """
+    A certificate for L{DOMAINS}, valid now, taken for a CA-issued one.
+    """
+    return attrs.evolve(provisionalFor(signer, DOMAINS), provisional=False)
+
+
+class KeptAnswersTests(SynchronousTestCase):
+    """
+    L{ManagedCertificate.issued}, L{ManagedCertificate.plan} and
+    L{ManagedCertificate.urgentSince} are worked out once for the
+    certificate in service, its renewal window and pick.
+    """
+
+    def setUp(self) -> None:
+        self.signer = newSigner()
+
+    def test_workedOutOnce(self) -> None:
+        """
+        Looking at a set again and again (each check looks at every set
+        twice) plans its renewal and finds its emergency time once.
+        """
+        planned: list[object] = []
+        emergencies: list[object] = []
+
+        def countedPlan(*args: object) -> RenewalPlan:
+            planned.append(args)
+            return planRenewal(*args)  # type: ignore[arg-type]
+
+        def countedEmergency(notBefore: float, notAfter: float) -> float:
+            emergencies.append((notBefore, notAfter))
+            return emergencyTime(notBefore, notAfter)
+
+        self.patch(managed, "planRenewal", countedPlan)
+        self.patch(managed, "emergencyTime", countedEmergency)
+        certificate = ManagedCertificate(DOMAINS)
+        certificate.current = issued(self.signer)
+        events = {certificate.nextEvent(False) for _ in range(5)}
+        self.assertEqual(len(events), 1)
+        self.assertEqual((len(planned), len(emergencies)), (1, 1))
+
+    def test_followsChanges(self) -> None:
+        """
+        The answers follow each change of the certificate in service, of
+        the renewal window and of where in it to renew.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        self.assertIsNone(certificate.issued)
+        self.assertEqual(certificate.plan(), RenewalPlan(0.0, NO_CERTIFICATE))
+        self.assertEqual(certificate.urgentSince(), 0.0)
+        first = issued(self.signer)
+        certificate.current = first
+        self.assertIs(certificate.issued, first)
+        self.assertEqual(certificate.plan(), planRenewal(*first.validity))
+        self.assertEqual(certificate.urgentSince(), emergencyTime(*first.validity))
+        window = (first.validity[0] + 10.0, first.validity[0] + 20.0)
+        certificate.ariWindow = window
+        self.assertEqual(certificate.plan(), planRenewal(*first.validity, window, 0.5))
+        certificate.ariPick = 0.0
+        self.assertEqual(certificate.plan(), planRenewal(*first.validity, window, 0.0))
+        certificate.ariWindow = None
+        later = attrs.evolve(
+            makeProvisional(self.signer, DOMAINS, utcNow() + datetime.timedelta(days=30)),
+            provisional=False,
+        )
+        certificate.current = later
+        self.assertIs(certificate.issued, later)
+        self.assertNotEqual(later.validity, first.validity)
+        self.assertEqual(certificate.plan(), planRenewal(*later.validity))
+        other = attrs.evolve(provisionalFor(self.signer, ("b.example.com",)), provisional=False)
+        certificate.current = other
+        self.assertIsNone(certificate.issued)
+        self.assertEqual(certificate.urgentSince(), 0.0)
+        certificate.current = provisionalFor(self.signer, DOMAINS)
+        self.assertIsNone(certificate.issued)
+        self.assertEqual(certificate.plan(), RenewalPlan(0.0, NO_CERTIFICATE))
+        certificate.current = first
+        certificate.forcedReason = "forced"
+        self.assertEqual(certificate.plan(), RenewalPlan(0.0, "forced"))
+        certificate.forcedReason = None
+        self.assertEqual(certificate.plan(), planRenewal(*first.validity))
+
+    def test_replacedFreed(self) -> None:
+        """
+        The answers kept do not keep a replaced certificate (and its
+        private key) alive until the next look at the set.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        first = issued(self.signer)
+        certificate.current = first
+        certificate.nextEvent(False)
+        old = weakref.ref(first)
+        del first
+        certificate.current = issued(self.signer)
+        gc.collect()
+        self.assertIsNone(old())
+        self.assertIs(certificate.issued, certificate.current)
