@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from .controlsocket import (
     MAX_ANSWER,
+    STATUS_ANSWER_WAIT,
     AnswerLine,
     AnswerTooLong,
     requestLine,
@@ -42,8 +43,8 @@ from .resourcesection import (
 
 #: Seconds to wait for the server to accept the connection.
 CONNECT_WAIT = 5.0
-#: Seconds to wait for its whole answer.
-ANSWER_WAIT = 60.0
+#: Seconds to wait for its whole answer: the reactor's client's deadline.
+ANSWER_WAIT = STATUS_ANSWER_WAIT
 #: The section type, enabled option and state directory option read.
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
 #: A section header, as the configuration reads it.
