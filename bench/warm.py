@@ -294,7 +294,7 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
         os.makedirs(args.workdir, exist_ok=True)
         state = tempfile.mkdtemp(prefix=f"cold-state-{n}-", dir=args.workdir)
     else:
-        state = fabricated(args.workdir, n)
+        state = fabricated(args.workdir, n, not args.no_facts)
     try:
         return _measureIn(args, n, profile, state)
     finally:
@@ -406,6 +406,11 @@ def main() -> None:
         "--cold",
         action="store_true",
         help="start on an empty state directory: every set on a provisional certificate",
+    )
+    parser.add_argument(
+        "--no-facts",
+        action="store_true",
+        help="renewal states without certificate_facts, as versions before saved them",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)
