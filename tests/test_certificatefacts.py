@@ -8,6 +8,7 @@ other than the one they are of, is parsed as before.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import certificatefacts
+from letsencrypt_resource import certificatefacts, statusreader
 from letsencrypt_resource.certificatefacts import (
     MAX_ISSUER,
     CertificateFacts,
@@ -320,6 +321,27 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(rows[0], rows[1])
         self.assertFalse(rows[0]["provisional"])
         self.assertEqual(rows[0]["days_left"], 89.0)
+
+    def test_rowsWithoutCollections(self) -> None:
+        """
+        The rows are made with the collector's automatic collections
+        paused (none is garbage), which resume after.
+        """
+        self.addCleanup(gc.enable if gc.isenabled() else gc.disable)
+        gc.enable()
+        issuing = Issuing()
+        issued = issuing.issue()
+        issuing.keep(issued, issuing.savedState(issued))
+        enabled: list[bool] = []
+        statusRow = statusreader.statusRow
+
+        def recording(*args: Any) -> dict[str, Any]:
+            enabled.append(gc.isenabled())
+            return statusRow(*args)
+
+        self.patch(statusreader, "statusRow", recording)
+        issuing.status()
+        self.assertEqual((enabled, gc.isenabled()), ([False], True))
 
     def test_staleCertificateRenewed(self) -> None:
         """
