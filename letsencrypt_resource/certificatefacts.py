@@ -66,7 +66,9 @@ class CertificateFacts:
         """
         The facts L{toJSON} saved as C{value}, or C{None} when it is not
         exactly such a document: a digest, two finite times in order and
-        an issuer text of at most L{MAX_ISSUER} characters.
+        an issuer text of at most L{MAX_ISSUER} printable characters (the
+        status shows it on a terminal; a certificate whose issuer is not
+        so is parsed).
         """
         if not isinstance(value, dict) or value.keys() != _FIELDS:
             return None
@@ -86,6 +88,7 @@ class CertificateFacts:
             and notBefore <= notAfter
             and isinstance(issuer, str)
             and len(issuer) <= MAX_ISSUER
+            and issuer.isprintable()
         ):
             return None
         # The sets of one CA share one issuer text.

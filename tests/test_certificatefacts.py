@@ -130,7 +130,7 @@ class FactsJSONTests(SynchronousTestCase):
         Anything but exactly such a document is no facts: another type, a
         missing or an extra field, a digest that is not one, times that are
         not floats, not finite or in the wrong order, an issuer that is not
-        a text or is too long.
+        a text, is too long or has characters a terminal would act on.
         """
         missing = facts()
         del missing["issuer"]
@@ -150,6 +150,8 @@ class FactsJSONTests(SynchronousTestCase):
             facts(not_before=30.0),
             facts(issuer=None),
             facts(issuer="x" * (MAX_ISSUER + 1)),
+            facts(issuer="CN=\x1b[2JCA"),
+            facts(issuer="CN=CA\nO=Other"),
         ]
         for value in refused:
             self.assertIsNone(CertificateFacts.fromJSON(value), value)
