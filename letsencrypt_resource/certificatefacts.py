@@ -103,7 +103,8 @@ class RecordedCertificate:
     The certificate of a record whose L{CertificateFacts} are known: its
     validity is told from them, and the certificate is parsed from its PEM
     at its first use, once (a L{LazyCertificate
-    <letsencrypt_resource.certificates.LazyCertificate>}).
+    <letsencrypt_resource.certificates.LazyCertificate>}).  Called on the
+    reactor thread only, as the provisional certificates' makers are.
     """
 
     __slots__ = ("_made", "_pem", "facts")
