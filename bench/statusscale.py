@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
 from twistdscale import TIMEOUT, TWISTD, cpuSeconds, moreFiles, writeConfiguration  # noqa: E402
-from warm import fabricate  # noqa: E402
+from warm import fabricated  # noqa: E402
 
 #: The event that says every service listens: the server is in service.
 LISTENING = "] 20209 "
@@ -80,19 +80,27 @@ def waitListening(log: str, process: subprocess.Popen[bytes]) -> None:
 
 
 def measureOnce(
-    tree: str, workdir: str, n: int, calls: int, firstPort: int, pause: float = 0.0
+    tree: str,
+    workdir: str,
+    n: int,
+    calls: int,
+    firstPort: int,
+    pause: float = 0.0,
+    facts: bool = True,
 ) -> dict[str, list[float]]:
     """
     Start twistd of C{tree} on N services, time C{calls} status commands
     against it, the first C{pause} seconds after every service listens,
     and as many once it stopped.
+
+    @param facts: Whether the fabricated renewal states record their
+        certificates' facts (see C{warm.fabricate}).
     """
-    fabricated = os.path.join(workdir, f"warm-state-{n}")
-    fabricate(fabricated, n)
+    kept = fabricated(workdir, n, facts)
     result: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix=f"status-{n}-", dir=workdir) as directory:
         state = os.path.join(directory, "state")
-        shutil.copytree(fabricated, state)
+        shutil.copytree(kept, state)
         path = writeConfiguration(directory, state, n, firstPort)
         log = os.path.join(directory, "twistd.log")
         with open(log, "wb") as output:
@@ -135,6 +143,11 @@ def main() -> None:
     parser.add_argument(
         "--pause", type=float, default=0.0, help="seconds between in service and the first call"
     )
+    parser.add_argument(
+        "--no-facts",
+        action="store_true",
+        help="renewal states without certificate_facts, as versions before saved them",
+    )
     arguments = parser.parse_args()
     trees = [os.path.abspath(tree) for tree in arguments.tree or [ROOT]]
     workdir = os.path.abspath(arguments.workdir)
@@ -145,7 +158,13 @@ def main() -> None:
         for tree in trees:
             loads.append(os.getloadavg()[0])
             once = measureOnce(
-                tree, workdir, arguments.n, arguments.calls, arguments.first_port, arguments.pause
+                tree,
+                workdir,
+                arguments.n,
+                arguments.calls,
+                arguments.first_port,
+                arguments.pause,
+                not arguments.no_facts,
             )
             for key, values in once.items():
                 results[tree].setdefault(key, []).extend(values)

@@ -36,7 +36,7 @@ from letsencrypt_resource.storage.records import Records  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
 from twisted.logger import Logger  # noqa: E402
 from twistdscale import writeConfiguration  # noqa: E402
-from warm import Inline, fabricate  # noqa: E402
+from warm import Inline, fabricated  # noqa: E402
 
 
 def cpu(work: Callable[[], Any]) -> tuple[float, Any]:
@@ -57,8 +57,7 @@ def main() -> None:
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
     )
     arguments = parser.parse_args()
-    state = os.path.join(os.path.abspath(arguments.workdir), f"warm-state-{arguments.n}")
-    fabricate(state, arguments.n)
+    state = fabricated(os.path.abspath(arguments.workdir), arguments.n)
     with tempfile.TemporaryDirectory() as directory:
         configuration = readConfiguration(writeConfiguration(directory, state, arguments.n), ())
     options = configuration.resource

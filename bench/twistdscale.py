@@ -46,7 +46,7 @@ from collections.abc import Callable
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT, names  # noqa: E402
-from warm import RUN, fabricate  # noqa: E402
+from warm import RUN, fabricated  # noqa: E402
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 #: The first port of the generated services.
@@ -158,19 +158,19 @@ def timeStatus(path: str, n: int) -> float:
     return seconds
 
 
-def stateFor(workdir: str, directory: str, n: int, cold: bool) -> str:
+def stateFor(workdir: str, directory: str, n: int, cold: bool, facts: bool = True) -> str:
     """
     The state directory of a run under C{directory}: a copy of the N
     stored certificates C{bench/warm.py} fabricates (made once, kept under
-    C{workdir}), or an empty one when C{cold}.
+    C{workdir}; their renewal states with their certificates' facts, or
+    without, as versions before saved them, when not C{facts}), or an
+    empty one when C{cold}.
     """
     state = os.path.join(directory, "state")
     if cold:
         os.mkdir(state, 0o700)
     else:
-        fabricated = os.path.join(workdir, f"warm-state-{n}")
-        fabricate(fabricated, n)
-        shutil.copytree(fabricated, state)
+        shutil.copytree(fabricated(workdir, n, facts), state)
     return state
 
 
@@ -212,6 +212,7 @@ def startOnce(
     cold: bool = False,
     firstPort: int = FIRST_PORT,
     phases: bool = False,
+    facts: bool = True,
 ) -> dict[str, float]:
     """
     Start twistd on N services once; return its start-up time, CPU and
@@ -223,9 +224,10 @@ def startOnce(
     @param phases: Whether to time twistd's first line and the control
         socket too (C{first_line}, C{control}), and the CPU twistd used
         until each (C{first_line_cpu}, C{control_cpu}).
+    @param facts: See L{stateFor}.
     """
     with tempfile.TemporaryDirectory(prefix=f"twistd-{n}-", dir=workdir) as directory:
-        state = stateFor(workdir, directory, n, cold)
+        state = stateFor(workdir, directory, n, cold, facts)
         path = writeConfiguration(directory, state, n, firstPort)
         start = time.perf_counter()
         process = spawn(directory, path, n)
@@ -335,6 +337,11 @@ def main() -> None:
         action="store_true",
         help="do not compile the package first (each start compiles it if bytecode is not written)",
     )
+    parser.add_argument(
+        "--no-facts",
+        action="store_true",
+        help="renewal states without certificate_facts, as versions before saved them",
+    )
     arguments = parser.parse_args()
     arguments.workdir = os.path.abspath(arguments.workdir)
     os.makedirs(arguments.workdir, exist_ok=True)
@@ -350,6 +357,7 @@ def main() -> None:
                 arguments.cold,
                 arguments.first_port,
                 arguments.phases,
+                not arguments.no_facts,
             )
             for _ in range(arguments.repeats)
         ]

@@ -117,12 +117,29 @@ def benchOptions(state: str) -> ResourceOptions:
     )
 
 
-def fabricate(state: str, n: int) -> None:
+def fabricated(workdir: str, n: int, facts: bool = True) -> str:
+    """
+    The state directory of C{n} fabricated certificates kept under
+    C{workdir} (see L{fabricate}), made when missing; one for each way of
+    saving the renewal state, so that a state kept from before is never
+    measured for the other.
+    """
+    state = os.path.join(workdir, f"warm-state-{n}-{'facts' if facts else 'nofacts'}")
+    fabricate(state, n, facts)
+    return state
+
+
+def fabricate(state: str, n: int, facts: bool = True) -> None:
     """
     Fill C{state} with C{n} stored ECDSA certificates, signed by a local
     CA, valid for 90 days from now, each with the renewal state a success
     saves (the stored certificate's digest among it); nothing when it holds
     them already.
+
+    @param facts: Whether the states keep what they record of their
+        certificate (C{certificate_facts}), as this version saves them, or
+        not, as earlier versions did: the start-up and the status then
+        parse every certificate.
     """
     settings = settingsFingerprint(benchOptions(state))
     done = os.path.join(state, "fabricated")
@@ -161,7 +178,10 @@ def fabricate(state: str, n: int) -> None:
         managed = ManagedCertificate((name,), settings)
         managed.current = issued
         managed.orderedBy = (f"id-{name}", NOWHERE, "http://127.0.0.1:9/account/1")
-        records.saveRenewalState((name,), managed.state())
+        saved = managed.state()
+        if not facts:
+            del saved["certificate_facts"]
+        records.saveRenewalState((name,), saved)
     with open(done, "w") as f:
         f.write(f"{n}\n")
 
@@ -274,8 +294,7 @@ def measure(args: argparse.Namespace, n: int, profile: str | None) -> dict[str, 
         os.makedirs(args.workdir, exist_ok=True)
         state = tempfile.mkdtemp(prefix=f"cold-state-{n}-", dir=args.workdir)
     else:
-        state = os.path.join(args.workdir, f"warm-state-{n}")
-        fabricate(state, n)
+        state = fabricated(args.workdir, n, not args.no_facts)
     try:
         return _measureIn(args, n, profile, state)
     finally:
@@ -387,6 +406,11 @@ def main() -> None:
         "--cold",
         action="store_true",
         help="start on an empty state directory: every set on a provisional certificate",
+    )
+    parser.add_argument(
+        "--no-facts",
+        action="store_true",
+        help="renewal states without certificate_facts, as versions before saved them",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state", help=argparse.SUPPRESS)

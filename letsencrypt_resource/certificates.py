@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from .certificatefacts import CertificateFacts, RecordedCertificate
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
 #: The key usage of a certificate that issues certificates.
@@ -75,10 +76,25 @@ def _splitCertificates(pem: bytes) -> tuple[x509.Certificate, tuple[x509.Certifi
 
     @raise InvalidCertificate: when no certificate can be read.
     """
-    second = pem.find(_CERTIFICATE_START, pem.find(_CERTIFICATE_START) + 1)
-    head, rest = (pem, b"") if second < 0 else (pem[:second], pem[second:])
+    head, chain = _splitChain(pem)
     try:
-        return x509.load_pem_x509_certificate(head), _chain(rest) if rest else ()
+        return x509.load_pem_x509_certificate(head), chain
+    except ValueError as error:
+        raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+
+
+def _splitChain(pem: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
+    """
+    The PEM of the first certificate of the PEM C{pem}, unparsed, and the
+    certificates after it, parsed (see L{_splitCertificates}).
+
+    @raise InvalidCertificate: when one of those cannot be read.
+    """
+    second = pem.find(_CERTIFICATE_START, pem.find(_CERTIFICATE_START) + 1)
+    if second < 0:
+        return pem, ()
+    try:
+        return pem[:second], _chain(pem[second:])
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
 
@@ -210,6 +226,9 @@ class CertifiedKey:
     @ivar vouchedNames: The names the certificate was found to carry when
         it was stored (see L{fromCheckedPEM}), or C{None}: L{carries}
         then answers without parsing the certificate's names.
+    @ivar recorded: The facts recorded for the stored record it was read
+        from, which has their digest (see L{fromCheckedPEM}), or C{None}:
+        L{validity} and L{issuerText} then come from them.
     """
 
     _key: PrivateKey | bytes = attrs.field(repr=False)
@@ -218,6 +237,7 @@ class CertifiedKey:
     provisional: bool = False
     keyChecked: bool = False
     vouchedNames: frozenset[str] | None = attrs.field(default=None, repr=False)
+    recorded: CertificateFacts | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def fromParts(
@@ -267,7 +287,12 @@ class CertifiedKey:
         return cls.fromParts(key, pem)
 
     @classmethod
-    def fromCheckedPEM(cls, pem: bytes, names: frozenset[str] | None = None) -> CertifiedKey:
+    def fromCheckedPEM(
+        cls,
+        pem: bytes,
+        names: frozenset[str] | None = None,
+        facts: CertificateFacts | None = None,
+    ) -> CertifiedKey:
         """
         Load the bundle L{toPEM} wrote, known to be unchanged since it was
         written after its checks (by a digest of it; see
@@ -277,12 +302,21 @@ class CertifiedKey:
 
         @param names: The names the certificate was checked to carry when
             it was written, if known (L{vouchedNames}).
+        @param facts: The facts recorded for this bundle (with its digest),
+            if known: the certificate is then parsed at its first use, not
+            now (L{RecordedCertificate}), and L{validity} and L{issuerText}
+            are these.  The caller checks the digest: see
+            L{letsencrypt_resource.storage.records.StoredSet.certifiedKey}.
 
         @raise InvalidCertificate: when the certificates cannot be read.
         """
         keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
-        certificate, chain = _splitCertificates(separator + rest)
-        return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
+        if facts is None:
+            certificate, chain = _splitCertificates(separator + rest)
+            return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
+        head, chain = _splitChain(separator + rest)
+        made = RecordedCertificate(head, facts)
+        return cls(keyPEM, made, chain, keyChecked=True, vouchedNames=names, recorded=facts)
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -377,16 +411,22 @@ class CertifiedKey:
     def issuerText(self) -> str:
         """
         The RFC 4514 text of the certificate's issuer, made once (see
-        L{rfc4514Issuer}): the status of thousands of sets asks for it.
+        L{rfc4514Issuer}), or as recorded (L{recorded}): the status of
+        thousands of sets asks for it.
         """
+        if self.recorded is not None:
+            return self.recorded.issuer
         return rfc4514Issuer(self.certificate)
 
     @cached_property
     def validity(self) -> tuple[float, float]:
         """
         The start and the end of validity, in seconds since the epoch, read
-        once: the checks and the status of thousands of sets ask for them.
+        once, or as recorded (L{recorded}): the checks and the status of
+        thousands of sets ask for them.
         """
+        if self.recorded is not None:
+            return (self.recorded.notBefore, self.recorded.notAfter)
         return (self.notBefore.timestamp(), self.notAfter.timestamp())
 
     @property

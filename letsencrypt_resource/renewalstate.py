@@ -7,15 +7,12 @@ keys revoked as compromised, and how a saved state is taken back.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Protocol
 
 from .castreak import CAStreak, savedCount, savedText
+from .certificatefacts import DIGEST, CertificateFacts
 from .certificates import CertifiedKey, bundleDigest
 from .pendingorder import PendingOrder
-
-#: A SHA-256 digest, hex, as the state saves them.
-_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class RenewalFields(Protocol):
@@ -49,11 +46,18 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
     The renewal state of C{fields} to save, as JSON-ready data; with the
     L{bundleDigest} of the CA-issued certificate in service, which passed
     its checks, as it is stored (C{certificate_digest}): see
-    L{storedDigest}.  Whether the deploy command is due is not in it: that
+    L{storedDigest}; and what the start-up and the status need of that
+    certificate, bound to that digest (C{certificate_facts}): see
+    L{storedFacts}.  Whether the deploy command is due is not in it: that
     is each node's own (see L{letsencrypt_resource.deployflags}).
     """
     pending = fields.pendingOrder or fields.unstoredOrder
     issued = fields.issued
+    digest = facts = None
+    if issued is not None:
+        # A certificate read with its facts is the record of their digest.
+        digest = issued.recorded.digest if issued.recorded else bundleDigest(issued.toPEM())
+        facts = CertificateFacts(digest, *issued.validity, issued.issuerText).toJSON()
     return {
         "settings": fields.settings,
         "failures": fields.failures,
@@ -67,8 +71,9 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "ari_next_check": fields.ariNextCheck,
         "pending_order": pending.toJSON() if pending else None,
         "compromised_keys": sorted(fields.compromisedKeys),
-        "certificate_digest": bundleDigest(issued.toPEM()) if issued else None,
+        "certificate_digest": digest,
         "ca_streak": fields.caStreak.toJSON(),
+        "certificate_facts": facts,
     }
 
 
@@ -80,7 +85,22 @@ def storedDigest(state: dict[str, Any] | None) -> str | None:
     is none, or it is not a digest.
     """
     digest = state.get("certificate_digest") if state else None
-    return digest if isinstance(digest, str) and _DIGEST.fullmatch(digest) else None
+    return digest if isinstance(digest, str) and DIGEST.fullmatch(digest) else None
+
+
+def storedFacts(state: dict[str, Any] | None) -> CertificateFacts | None:
+    """
+    What a saved C{state} records of the stored certificate it vouches for
+    (see L{storedDigest}): C{None} when it records nothing, nothing valid
+    (see L{CertificateFacts.fromJSON}), or facts of another record than
+    the one it vouches for.
+    """
+    digest = storedDigest(state)
+    if digest is None:
+        return None
+    assert state is not None
+    facts = CertificateFacts.fromJSON(state.get("certificate_facts"))
+    return facts if facts is not None and facts.digest == digest else None
 
 
 def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
@@ -149,7 +169,7 @@ def _digests(value: Any) -> set[str]:
     """
     if not isinstance(value, list):
         return set()
-    return {digest for digest in value if isinstance(digest, str) and _DIGEST.fullmatch(digest)}
+    return {digest for digest in value if isinstance(digest, str) and DIGEST.fullmatch(digest)}
 
 
 def _pendingOrder(value: Any) -> PendingOrder | None:

@@ -8,7 +8,8 @@ that both read the same sets the same way.
 Which records are trusted: a renewal state that parses, restored under the
 rules of L{letsencrypt_resource.renewalstate}; a stored certificate that
 parses (its key left for its first use when the state vouches for the
-record, see L{storedDigest}) and passes L{storedRefusal}; the saved waits
+record, see L{storedDigest}, and the certificate too when the state records
+its facts, see L{storedFacts}) and passes L{storedRefusal}; the saved waits
 then brought back within bounds (L{letsencrypt_resource.retrywaits.capWaits}).
 """
 
@@ -29,7 +30,7 @@ from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
-from .renewalstate import storedDigest
+from .renewalstate import storedDigest, storedFacts
 from .reporting import unexpected, when
 from .retrywaits import capWaits
 from .startupcollection import pausedCollection
@@ -251,7 +252,7 @@ class SetLoader:
         if state is not None:
             certificate.restore(state)
         try:
-            stored = records.certifiedKey(storedDigest(state))
+            stored = records.certifiedKey(storedDigest(state), storedFacts(state))
         except StorageError as error:
             taker.ignored(certificate, error)
         else:

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "__init__",
                 "certificates",
+                "certificatefacts",
                 "clusteroptions",
                 "noderecord",
                 "config",

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import attrs
 from twisted.internet.defer import Deferred, fail
 
+from ..certificatefacts import CertificateFacts
 from ..certificates import CertifiedKey, InvalidCertificate, bundleDigest
 from ..config import canonicalURL
 from ..coroutines import deferred
@@ -161,16 +162,19 @@ def parseCertificate(data: bytes) -> CertifiedKey:
         raise ValueError(str(error)) from None
 
 
-def parseCheckedCertificate(data: bytes, names: frozenset[str] | None = None) -> CertifiedKey:
+def parseCheckedCertificate(
+    data: bytes, names: frozenset[str] | None = None, facts: CertificateFacts | None = None
+) -> CertifiedKey:
     """
     The certificate and chain stored as C{data}, which passed its checks
     when it was stored, for the names C{names} if given; the key is parsed
-    at its first use.
+    at its first use, and so is the certificate when its recorded C{facts}
+    are given.
 
     @raise ValueError: naming what is wrong.
     """
     try:
-        return CertifiedKey.fromCheckedPEM(data, names)
+        return CertifiedKey.fromCheckedPEM(data, names, facts)
     except InvalidCertificate as error:
         raise ValueError(str(error)) from None
 
@@ -227,7 +231,9 @@ class StoredSet:
         """
         return _parsed(renewalKey(self.domains), self.renewal, parseRenewalState)
 
-    def certifiedKey(self, checked: str | None = None) -> CertifiedKey | None:
+    def certifiedKey(
+        self, checked: str | None = None, facts: CertificateFacts | None = None
+    ) -> CertifiedKey | None:
         """
         The certificate, key and chain, or C{None}.
 
@@ -237,12 +243,20 @@ class StoredSet:
             certificate at its first use, not now, and the certificate is
             taken to carry this set's names without parsing them
             (L{CertifiedKey.fromCheckedPEM}).
+        @param facts: What was recorded of the certificate, if known: used
+            when they are of the record with the digest C{checked} and the
+            record still has it (the certificate is then parsed at its
+            first use, not now); never for another record.
 
         @raise StorageError: when they cannot be loaded or parsed.
         """
         parse: Callable[[bytes], CertifiedKey] = parseCertificate
         if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
-            parse = functools.partial(parseCheckedCertificate, names=frozenset(self.domains))
+            if facts is not None and facts.digest != checked:
+                facts = None
+            parse = functools.partial(
+                parseCheckedCertificate, names=frozenset(self.domains), facts=facts
+            )
         return _parsed(certificateKey(self.domains), self.certificate, parse)
 
 
