@@ -5,6 +5,7 @@ on a certificate from the resource.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
@@ -120,7 +121,7 @@ class HTTPSFileService(Service):
         assert served is not None
         factory = self._factory(served)
         self._port = self._listener(factory)
-        self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
+        self._port.listen(self._listening, partial(self._notListening, served=served))
 
     def _listener(self, factory: IProtocolFactory) -> Listener:
         """
