@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 
 import attrs
@@ -51,6 +52,7 @@ from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .sharedfolders import SharedFolders
+from .startupcollection import pausedCollection
 from .startupreport import ListeningStartUp
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import removeTemporaryFiles
@@ -434,13 +436,18 @@ class ServerService(MultiService):
         startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
         for service in self.fileServices:
             service.startUp = startUp
-        super().startService()
         if self.resource is None:
+            super().startService()
             _freezeStartUp()
-        else:
-            # The domain sets, loaded from the storage after the start,
-            # are most of what start-up builds.
-            self.resource.whenLoaded().addCallback(lambda _: _freezeStartUp())
+            return
+        # The domain sets, loaded from the storage after the start, are
+        # most of what start-up builds: automatic collection stays paused
+        # until they are frozen, not resumed as the load ends (one more
+        # pass over all of them, 0.15 s at 10,000 sets).
+        paused = ExitStack()
+        paused.enter_context(pausedCollection())
+        super().startService()
+        self.resource.whenLoaded().addCallback(lambda _: _freezeAndResume(paused))
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()
@@ -467,6 +474,15 @@ def _freezeStartUp() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _freezeAndResume(paused: ExitStack) -> None:
+    """
+    Freeze what start-up built (L{_freezeStartUp}), then end the pause of
+    automatic collection C{paused} holds.
+    """
+    with paused:
+        _freezeStartUp()
 
 
 def _sections(sections: tuple[str, ...]) -> str:

@@ -172,3 +172,26 @@ class StartTests(SynchronousTestCase):
         self.assertGreater(gc.get_freeze_count(), 0)
         self.assertTrue(gc.is_tracked(loadedSets))
         self.assertNotIn(loadedSets, gc.get_objects())
+
+    def test_collectionPausedUntilFrozen(self) -> None:
+        """
+        With a resource, automatic collection pauses from the server's start
+        until what the load made is frozen: it does not go over the loaded
+        sets once more as their load ends, just before the freeze.
+        """
+        resource = LoadingResource()
+        options = resourceOptions(stateDirectory=self.mktemp())
+        server = ServerService(
+            Configuration("host test", options, ()),
+            MemoryReactorClock(),
+            resourceFactory=lambda *args, **kwargs: resource,
+        )
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+        self.assertTrue(gc.isenabled())
+        server.startService()
+        self.addCleanup(server.stopService)
+        self.assertFalse(gc.isenabled())
+        resource.loaded.callback(None)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertTrue(gc.isenabled())
