@@ -148,7 +148,7 @@ class HTTPSFileService(Service):
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)
         startUp, self.startUp = self.startUp, None
-        if startUp is None:
+        if startUp is None or startUp.told:
             events.SERVICE_LISTENING.emit(
                 self._log, service=self.name, address=address, port=number
             )

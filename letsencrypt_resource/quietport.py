@@ -129,8 +129,8 @@ def _resolvedIPv6(interface: str) -> tuple[str, int, int]:
     """
     The host, flow information and scope of the IPv6 address C{interface}
     as a socket binds it (a scope such as C{%lo} resolved as Twisted's
-    port does), found once for each distinct address: kept for the last
-    256.
+    port does), found once for each distinct address (the last 256 are
+    kept).
 
     @raise OSError: when it is not a numeric IPv6 address.
     """
