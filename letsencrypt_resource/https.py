@@ -5,6 +5,7 @@ on a certificate from the resource.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -88,7 +89,8 @@ class HTTPSFileService(Service):
         self._served: ServedFolder | None = None
         self._site: FileSite | None = None
         self.closed: Deferred[None] = succeed(None)
-        self._waiting: Deferred[CertifiedKey] | None = None
+        # Gives up the wait for the first certificate (see startService).
+        self._giveUp: Callable[[], None] | None = None
         self.startUp: ListeningStartUp | None = None
         self.folders = SharedFolders()
 
@@ -102,21 +104,9 @@ class HTTPSFileService(Service):
         except OSError as error:
             self._listenFailed(f"cannot open the folder {self.options.path}: {error.strerror}")
             return
-        # Keep the Deferred before adding callbacks: with a certificate
-        # already there, _listen runs at once and clears self._waiting.
-        waiting = self._waiting = self.consumer.whenCertificate()
-        waiting.addCallback(lambda _: self._listen())
-        waiting.addErrback(self._cancelled)
+        self._giveUp = self.consumer.whenCertificate(self._listen)
 
-    @staticmethod
-    def _cancelled(failure: Failure) -> None:
-        """
-        Stopping before the first certificate is no error; anything else is.
-        """
-        failure.trap(CancelledError)
-
-    def _listen(self) -> None:
-        self._waiting = None
+    def _listen(self, certifiedKey: CertifiedKey) -> None:
         served = self._served
         assert served is not None
         factory = self._factory(served)
@@ -199,8 +189,9 @@ class HTTPSFileService(Service):
         answers 404 meanwhile.  C{closed} fires once the port has closed.
         """
         super().stopService()
-        if self._waiting is not None:
-            self._waiting.cancel()
+        giveUp, self._giveUp = self._giveUp, None
+        if giveUp is not None:
+            giveUp()
         served, self._served = self._served, None
         port, self._port = self._port, None
         site, self._site = self._site, None

@@ -5,7 +5,6 @@ Tests for L{letsencrypt_resource.tls}, with TLS handshakes in memory.
 from __future__ import annotations
 
 from OpenSSL import SSL
-from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -292,44 +291,71 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
 
     def test_whenCertificateAtOnce(self) -> None:
         """
-        With a certificate, C{whenCertificate} fires at once with it.
+        With a certificate, C{whenCertificate} calls back at once with it;
+        giving up afterwards does nothing.
         """
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
-        self.assertIs(self.successResultOf(self.consumer.whenCertificate()), certifiedKey)
+        told: list[CertifiedKey] = []
+        giveUp = self.consumer.whenCertificate(told.append)
+        self.assertEqual(told, [certifiedKey])
+        giveUp()
+        self.assertEqual(told, [certifiedKey])
 
     def test_whenCertificateLater(self) -> None:
         """
-        Without a certificate, every C{whenCertificate} fires with the first
-        one to come, which the TLS side then presents.
+        Without a certificate, every C{whenCertificate} is called back
+        with the first one to come, once, which the TLS side then presents.
         """
-        waiting = [self.consumer.whenCertificate() for _ in range(2)]
-        self.assertNoResult(waiting[0])
+        told: list[CertifiedKey] = []
+        for _ in range(2):
+            self.consumer.whenCertificate(told.append)
+        self.assertEqual(told, [])
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
-        self.assertEqual([self.successResultOf(d) for d in waiting], [certifiedKey, certifiedKey])
         self.assertIs(self.consumer.tls.certifiedKey, certifiedKey)
+        self.consumer.useCertificate(provisionalFor(self.signer))
+        self.assertEqual(told, [certifiedKey, certifiedKey])
 
     def test_cancel(self) -> None:
         """
-        A cancelled C{whenCertificate} fails with L{CancelledError} and is
-        not fired later.
+        A C{whenCertificate} given up is not called back; the others are.
         """
-        waiting = self.consumer.whenCertificate()
-        waiting.cancel()
-        self.failureResultOf(waiting, CancelledError)
+        told: list[str] = []
+        giveUp = self.consumer.whenCertificate(lambda _: told.append("given up"))
+        self.consumer.whenCertificate(lambda _: told.append("kept"))
+        giveUp()
         self.consumer.useCertificate(provisionalFor(self.signer))
+        self.assertEqual(told, ["kept"])
+
+    def test_callbackErrorLogged(self) -> None:
+        """
+        An error in a C{whenCertificate} callback is logged; the other
+        callbacks are called and the certificate is in use all the same.
+        """
+
+        def broken(certifiedKey: CertifiedKey) -> None:
+            raise RuntimeError("broken")
+
+        told: list[CertifiedKey] = []
+        self.consumer.whenCertificate(broken)
+        self.consumer.whenCertificate(told.append)
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertEqual(told, [certifiedKey])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_badCertificateWaits(self) -> None:
         """
         A certificate the TLS side refuses raises and does not fire
         C{whenCertificate}.
         """
-        waiting = self.consumer.whenCertificate()
+        told: list[CertifiedKey] = []
+        self.consumer.whenCertificate(told.append)
         self.assertRaises(
             SSL.Error,
             self.consumer.useCertificate,
             mismatched(provisionalFor(self.signer)),
         )
-        self.assertNoResult(waiting)
+        self.assertEqual(told, [])
         self.assertIsNone(self.consumer.tls.certifiedKey)
