@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from OpenSSL import SSL, crypto
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
@@ -276,7 +277,17 @@ class TLSCertificateConsumer:
                     "Unexpected error after the first certificate of {name}", name=self.name
                 )
 
-    def whenCertificate(self, callback: Callable[[CertifiedKey], object]) -> Callable[[], None]:
+    def whenCertificate(self) -> Deferred[CertifiedKey]:
+        """
+        A Deferred that fires with the first certificate, at once when there
+        is one already (see L{onFirstCertificate}).
+        """
+        giveUp = _nothing
+        deferred: Deferred[CertifiedKey] = Deferred(lambda _: giveUp())
+        giveUp = self.onFirstCertificate(deferred.callback)
+        return deferred
+
+    def onFirstCertificate(self, callback: Callable[[CertifiedKey], object]) -> Callable[[], None]:
         """
         Call C{callback} with the first certificate: at once when there is
         one already, else once it comes.  A plain call, not a Deferred:

@@ -5,6 +5,7 @@ Tests for L{letsencrypt_resource.tls}, with TLS handshakes in memory.
 from __future__ import annotations
 
 from OpenSSL import SSL
+from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -291,25 +292,55 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
 
     def test_whenCertificateAtOnce(self) -> None:
         """
-        With a certificate, C{whenCertificate} calls back at once with it;
+        With a certificate, C{whenCertificate} fires at once with it.
+        """
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertIs(self.successResultOf(self.consumer.whenCertificate()), certifiedKey)
+
+    def test_whenCertificateLater(self) -> None:
+        """
+        Without a certificate, every C{whenCertificate} fires with the first
+        one to come, which the TLS side then presents.
+        """
+        waiting = [self.consumer.whenCertificate() for _ in range(2)]
+        self.assertNoResult(waiting[0])
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertEqual([self.successResultOf(d) for d in waiting], [certifiedKey, certifiedKey])
+        self.assertIs(self.consumer.tls.certifiedKey, certifiedKey)
+
+    def test_cancel(self) -> None:
+        """
+        A cancelled C{whenCertificate} fails with L{CancelledError} and is
+        not fired later.
+        """
+        waiting = self.consumer.whenCertificate()
+        waiting.cancel()
+        self.failureResultOf(waiting, CancelledError)
+        self.consumer.useCertificate(provisionalFor(self.signer))
+
+    def test_onFirstCertificateAtOnce(self) -> None:
+        """
+        With a certificate, C{onFirstCertificate} calls back at once with it;
         giving up afterwards does nothing.
         """
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
         told: list[CertifiedKey] = []
-        giveUp = self.consumer.whenCertificate(told.append)
+        giveUp = self.consumer.onFirstCertificate(told.append)
         self.assertEqual(told, [certifiedKey])
         giveUp()
         self.assertEqual(told, [certifiedKey])
 
-    def test_whenCertificateLater(self) -> None:
+    def test_onFirstCertificateLater(self) -> None:
         """
-        Without a certificate, every C{whenCertificate} is called back
+        Without a certificate, every C{onFirstCertificate} is called back
         with the first one to come, once, which the TLS side then presents.
         """
         told: list[CertifiedKey] = []
         for _ in range(2):
-            self.consumer.whenCertificate(told.append)
+            self.consumer.onFirstCertificate(told.append)
         self.assertEqual(told, [])
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
@@ -317,20 +348,20 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
         self.consumer.useCertificate(provisionalFor(self.signer))
         self.assertEqual(told, [certifiedKey, certifiedKey])
 
-    def test_cancel(self) -> None:
+    def test_giveUp(self) -> None:
         """
-        A C{whenCertificate} given up is not called back; the others are.
+        An C{onFirstCertificate} given up is not called back; the others are.
         """
         told: list[str] = []
-        giveUp = self.consumer.whenCertificate(lambda _: told.append("given up"))
-        self.consumer.whenCertificate(lambda _: told.append("kept"))
+        giveUp = self.consumer.onFirstCertificate(lambda _: told.append("given up"))
+        self.consumer.onFirstCertificate(lambda _: told.append("kept"))
         giveUp()
         self.consumer.useCertificate(provisionalFor(self.signer))
         self.assertEqual(told, ["kept"])
 
     def test_callbackErrorLogged(self) -> None:
         """
-        An error in a C{whenCertificate} callback is logged; the other
+        An error in an C{onFirstCertificate} callback is logged; the other
         callbacks are called and the certificate is in use all the same.
         """
 
@@ -338,8 +369,8 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
             raise RuntimeError("broken")
 
         told: list[CertifiedKey] = []
-        self.consumer.whenCertificate(broken)
-        self.consumer.whenCertificate(told.append)
+        self.consumer.onFirstCertificate(broken)
+        self.consumer.onFirstCertificate(told.append)
         certifiedKey = provisionalFor(self.signer)
         self.consumer.useCertificate(certifiedKey)
         self.assertEqual(told, [certifiedKey])
@@ -348,14 +379,16 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
     def test_badCertificateWaits(self) -> None:
         """
         A certificate the TLS side refuses raises and does not fire
-        C{whenCertificate}.
+        C{whenCertificate} nor call back C{onFirstCertificate}.
         """
         told: list[CertifiedKey] = []
-        self.consumer.whenCertificate(told.append)
+        self.consumer.onFirstCertificate(told.append)
+        waiting = self.consumer.whenCertificate()
         self.assertRaises(
             SSL.Error,
             self.consumer.useCertificate,
             mismatched(provisionalFor(self.signer)),
         )
         self.assertEqual(told, [])
+        self.assertNoResult(waiting)
         self.assertIsNone(self.consumer.tls.certifiedKey)
