@@ -493,7 +493,8 @@ STARTED_UP = _event(
 SERVICES_LISTENING = _event(
     20209,
     LogLevel.info,
-    "{listening} services listen, {failed} cannot, {seconds} seconds after they started.",
+    "{listening} services listen, {failed} cannot, {waiting} wait for a certificate, "
+    "{seconds} seconds after they started.",
 )
 
 DEPLOY_DUE_UNSAVED = _event(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 
 import attrs
@@ -51,6 +52,7 @@ from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .sharedfolders import SharedFolders
+from .startupcollection import pausedCollection
 from .startupreport import ListeningStartUp
 from .storage.checks import checkCertificateWritable, checkStorage
 from .storage.directory import removeTemporaryFiles
@@ -290,6 +292,8 @@ class ServerService(MultiService):
         self.fileServices: list[HTTPSFileService] = []
         self._servedNames = ServedNames()
         self._folders = SharedFolders()
+        # Automatic collection paused from the start until the load ends.
+        self._collectionPaused = ExitStack()
         self.resource = None
         for options in configuration.services:
             self._addService(options)
@@ -434,15 +438,25 @@ class ServerService(MultiService):
         startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
         for service in self.fileServices:
             service.startUp = startUp
-        super().startService()
         if self.resource is None:
+            super().startService()
             _freezeStartUp()
-        else:
-            # The domain sets, loaded from the storage after the start,
-            # are most of what start-up builds.
-            self.resource.whenLoaded().addCallback(lambda _: _freezeStartUp())
+            return
+        # The domain sets, loaded from the storage after the start, are
+        # most of what start-up builds: automatic collection stays paused
+        # until they are frozen, not resumed as the load ends (one more
+        # pass over all of them, 0.15 s at 10,000 sets).
+        paused = self._collectionPaused
+        paused.enter_context(pausedCollection())
+        # Event 20209 waits for no service longer than the resource's
+        # start-up (one whose set waits for a certificate may never listen).
+        self.resource.startUpListeners.append(lambda: startUp.cut(self._reactor.seconds()))
+        super().startService()
+        self.resource.whenLoaded().addCallback(lambda _: _freezeAndResume(paused))
 
     def stopService(self) -> Deferred[None]:
+        # A load still under way at a stop keeps its own pause.
+        self._collectionPaused.close()
         stopped = super().stopService()
         if self._lock is not None:
             stopped.addBoth(lambda _: self._lock.release())
@@ -467,6 +481,15 @@ def _freezeStartUp() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _freezeAndResume(paused: ExitStack) -> None:
+    """
+    Freeze what start-up built (L{_freezeStartUp}), then end the pause of
+    automatic collection C{paused} holds.
+    """
+    with paused:
+        _freezeStartUp()
 
 
 def _sections(sections: tuple[str, ...]) -> str:

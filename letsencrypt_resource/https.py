@@ -5,11 +5,14 @@ on a certificate from the resource.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -55,6 +58,43 @@ class FileSite(LimitedSite):
             )
 
 
+class OnFirstConnection(Factory):
+    """
+    Stands for the factory C{build} makes, made at the first connection
+    (and started then): with thousands of services, building each one's
+    site and TLS factories as it started to listen was a fifth of its cost,
+    and most services never see a connection soon after start.
+    """
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], IProtocolFactory]):
+        self._build = build
+        self._built: IProtocolFactory | None = None
+
+    def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
+        return self.built().buildProtocol(addr)
+
+    def built(self) -> IProtocolFactory:
+        """
+        The factory it stands for, made and started at the first call.
+        """
+        built = self._built
+        if built is None:
+            built = self._built = self._build()
+            built.doStart()
+        return built
+
+    def doStop(self) -> None:
+        """
+        Stop, and stop the factory it stands for, if it was made.
+        """
+        super().doStop()
+        built, self._built = self._built, None
+        if built is not None:
+            built.doStop()
+
+
 class HTTPSFileService(Service):
     """
     Serves C{options.path} over HTTPS on C{options.endpoint}, or on
@@ -87,7 +127,8 @@ class HTTPSFileService(Service):
         self._served: ServedFolder | None = None
         self._site: FileSite | None = None
         self.closed: Deferred[None] = succeed(None)
-        self._waiting: Deferred[CertifiedKey] | None = None
+        # Gives up the wait for the first certificate (see startService).
+        self._giveUp: Callable[[], None] | None = None
         self.startUp: ListeningStartUp | None = None
         self.folders = SharedFolders()
 
@@ -101,26 +142,14 @@ class HTTPSFileService(Service):
         except OSError as error:
             self._listenFailed(f"cannot open the folder {self.options.path}: {error.strerror}")
             return
-        # Keep the Deferred before adding callbacks: with a certificate
-        # already there, _listen runs at once and clears self._waiting.
-        waiting = self._waiting = self.consumer.whenCertificate()
-        waiting.addCallback(lambda _: self._listen())
-        waiting.addErrback(self._cancelled)
+        self._giveUp = self.consumer.onFirstCertificate(self._listen)
 
-    @staticmethod
-    def _cancelled(failure: Failure) -> None:
-        """
-        Stopping before the first certificate is no error; anything else is.
-        """
-        failure.trap(CancelledError)
-
-    def _listen(self) -> None:
-        self._waiting = None
+    def _listen(self, certifiedKey: CertifiedKey) -> None:
         served = self._served
         assert served is not None
         factory = self._factory(served)
         self._port = self._listener(factory)
-        self._port.start().addCallbacks(self._listening, self._notListening, (), {}, (served,))
+        self._port.listen(self._listening, partial(self._notListening, served=served))
 
     def _listener(self, factory: IProtocolFactory) -> Listener:
         """
@@ -130,7 +159,15 @@ class HTTPSFileService(Service):
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:
         """
-        The factory of the service's listener, serving C{served}.
+        The factory of the service's listener, serving C{served}: its site
+        and TLS factories built at its first connection (see
+        L{OnFirstConnection}).
+        """
+        return OnFirstConnection(lambda: self._built(served))
+
+    def _built(self, served: ServedFolder) -> IProtocolFactory:
+        """
+        The site serving C{served}, behind the service's TLS.
         """
         site = self._site = FileSite(
             self.options.name, self.options.debug, served, reactor=self._reactor
@@ -147,7 +184,7 @@ class HTTPSFileService(Service):
     def _listening(self, port: IListeningPort) -> None:
         address, number = listening.listeningPlace(self.options, port)
         startUp, self.startUp = self.startUp, None
-        if startUp is None:
+        if startUp is None or startUp.told:
             events.SERVICE_LISTENING.emit(
                 self._log, service=self.name, address=address, port=number
             )
@@ -198,8 +235,9 @@ class HTTPSFileService(Service):
         answers 404 meanwhile.  C{closed} fires once the port has closed.
         """
         super().stopService()
-        if self._waiting is not None:
-            self._waiting.cancel()
+        giveUp, self._giveUp = self._giveUp, None
+        if giveUp is not None:
+            giveUp()
         served, self._served = self._served, None
         port, self._port = self._port, None
         site, self._site = self._site, None

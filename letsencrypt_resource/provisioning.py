@@ -157,7 +157,8 @@ class Provisioning:
             self._startWaits = waits
 
     def _endStartUp(self) -> None:
-        if not self.startUp.ended:
+        # Not once stopped (during the load or the provision): no 20208.
+        if not self.startUp.ended and not self.stopped:
             waiting = sum(c.current is None for c in self._managed.values())
             self.startUp.end(self._reactor.seconds(), waiting)
 

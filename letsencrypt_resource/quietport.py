@@ -11,8 +11,10 @@ lines were a third of the start-up's time once the reactor ran.  Events
 from __future__ import annotations
 
 import socket
+from functools import lru_cache
 
-from twisted.internet import tcp
+from twisted.internet import abstract, base, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.internet.posixbase import PosixReactorBase
@@ -35,6 +37,30 @@ class QuietPort(tcp.Port):
     (L{TurnPort <letsencrypt_resource.turnports.TurnPort>}).
     """
 
+    def __init__(
+        self,
+        port: int,
+        factory: IProtocolFactory,
+        backlog: int = 50,
+        interface: str = "",
+        reactor: Reactor | None = None,
+    ):
+        """
+        The port Twisted's makes, with what it finds out about C{interface}
+        (its address family) found once for each distinct address
+        (L{addressFamily}), not once a port: with thousands of services on
+        a few addresses, building Twisted's binding and parsing the address
+        each time was a fifth of listening.
+        """
+        base.BasePort.__init__(self, reactor=reactor)
+        self.port = port
+        self.interface = interface
+        self._reuseAddress = True
+        self._reusePort = False
+        self.factory = factory  # type: ignore[assignment]
+        self.backlog = backlog
+        self.addressFamily, self._addressType = addressFamily(interface)
+
     def startListening(self) -> None:
         """
         Bind and listen on a new socket, then read from it: what Twisted's
@@ -52,7 +78,8 @@ class QuietPort(tcp.Port):
             raise CannotListenError(self.interface, self.port, error) from None
         try:
             if self.addressFamily == socket.AF_INET6:
-                listening.bind(tcp._resolveIPv6(self.interface, self.port))
+                host, flow, scope = _resolvedIPv6(self.interface)
+                listening.bind((host, self.port, flow, scope))
             else:
                 listening.bind((self.interface, self.port))
             listening.listen(self.backlog)
@@ -88,6 +115,34 @@ class QuietPort(tcp.Port):
         """
         Log nothing as the port closes.
         """
+
+
+@lru_cache(maxsize=256)
+def addressFamily(
+    interface: str,
+) -> tuple[socket.AddressFamily, type[IPv4Address] | type[IPv6Address]]:
+    """
+    The address family of a port on C{interface}, and the type of its
+    addresses, as Twisted's TCP port finds them: IPv6 for an IPv6 address,
+    else IPv4.  Kept for the last 256 addresses asked.
+    """
+    if abstract.isIPv6Address(interface):
+        return socket.AF_INET6, IPv6Address
+    return socket.AF_INET, IPv4Address
+
+
+@lru_cache(maxsize=256)
+def _resolvedIPv6(interface: str) -> tuple[str, int, int]:
+    """
+    The host, flow information and scope of the IPv6 address C{interface}
+    as a socket binds it (a scope such as C{%lo} resolved as Twisted's
+    port does), found once for each distinct address (the last 256 are
+    kept).
+
+    @raise OSError: when it is not a numeric IPv6 address.
+    """
+    host, _, flow, scope = tcp._resolveIPv6(interface, 0)
+    return host, flow, scope
 
 
 def listenQuietly(

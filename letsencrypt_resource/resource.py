@@ -78,7 +78,6 @@ class LetsEncryptResource(MultiService):
         @param storage: Where the state is kept: an L{IStorage}, such as
             L{letsencrypt_resource.storage.directory.DirectoryStorage} on
             the state directory.
-
         @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server,
             left to its caller to close; by default, the resource's own, as
             L{letsencrypt_resource.httpclient.makeHTTPClient} makes it for
@@ -143,6 +142,7 @@ class LetsEncryptResource(MultiService):
         self.metrics = parts.metrics
         #: Called after each certificate is handed to the set's consumers.
         self.deliveryListeners = parts.provisioning.deliveryListeners
+        self.startUpListeners = parts.provisioning.startUp.endListeners  # at event 20208
         #: Returns a Deferred that fires once the sets loaded at start are in place.
         self.whenLoaded: Callable[[], Deferred[None]] = parts.sets.whenLoaded
         for service in parts.services:

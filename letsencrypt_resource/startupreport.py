@@ -13,6 +13,7 @@ the new certificate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
@@ -46,6 +47,8 @@ class ResourceStartUp:
         self._debug = debug
         self._began = now
         self.ended = False
+        #: Called once the start-up has ended, after event 20208.
+        self.endListeners: list[Callable[[], object]] = []
         self._counts = {
             events.STORED_CERTIFICATE_LOADED.id: 0,
             events.CERTIFICATE_IN_USE.id: 0,
@@ -67,7 +70,8 @@ class ResourceStartUp:
     def end(self, now: float, waiting: int) -> None:
         """
         End the start-up at C{now}, with C{waiting} domain sets still
-        without a certificate: event 20208, once.
+        without a certificate: event 20208, once; then its L{endListeners}
+        are called.
         """
         if self.ended:
             return
@@ -83,13 +87,20 @@ class ResourceStartUp:
             provisional=provisional,
             waiting=waiting,
         )
+        for listener in list(self.endListeners):
+            listener()
 
 
 class ListeningStartUp:
     """
     A server's start-up, until each of the services it started with
-    listens or cannot: their events 20156 counted, then event 20209.
-    Events 20157 (a service cannot listen) are logged as usual.
+    listens or cannot: their events 20156 counted, then event 20209; or
+    until the resource's start-up ends (L{cut}), when some wait for a
+    certificate still.  Events 20157 (a service cannot listen) are logged
+    as usual.
+
+    @ivar told: Whether event 20209 was logged: a service that listens
+        later says so itself (event 20156).
     """
 
     def __init__(self, log: Logger, services: int, now: float):
@@ -102,6 +113,7 @@ class ListeningStartUp:
         self._waiting = services
         self._listening = 0
         self._failed = 0
+        self.told = False
         if not services:
             self._waiting = 1
             self._ended(now)
@@ -129,12 +141,26 @@ class ListeningStartUp:
         """
         self._ended(now)
 
+    def cut(self, now: float) -> None:
+        """
+        The resource's start-up ended at C{now} (event 20208): event 20209
+        now, if it was not logged yet, with the services that wait for a
+        certificate still; they say themselves when they listen.
+        """
+        if not self.told:
+            self._tell(now)
+
     def _ended(self, now: float) -> None:
         self._waiting -= 1
-        if self._waiting == 0:
-            events.SERVICES_LISTENING.emit(
-                self._log,
-                listening=self._listening,
-                failed=self._failed,
-                seconds=round(now - self._began, 3),
-            )
+        if self._waiting == 0 and not self.told:
+            self._tell(now)
+
+    def _tell(self, now: float) -> None:
+        self.told = True
+        events.SERVICES_LISTENING.emit(
+            self._log,
+            listening=self._listening,
+            failed=self._failed,
+            waiting=self._waiting,
+            seconds=round(now - self._began, 3),
+        )

@@ -183,9 +183,10 @@ class ServiceEndpointTests(SynchronousTestCase):
             service.consumer.useCertificate(provisionalFor(newSigner()))
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (8443, "::1"))
-        # Its TLS layer, behind the count of open connections (drain) and
-        # the peek at each ClientHello (TLS-ALPN-01).
-        self.assertIsInstance(factory.wrappedFactory.wrappedFactory, TLSMemoryBIOFactory)
+        # Its TLS layer, behind the count of open connections (drain), the
+        # factory built at the first connection, and the peek at each
+        # ClientHello (TLS-ALPN-01).
+        self.assertIsInstance(factory.wrappedFactory.built().wrappedFactory, TLSMemoryBIOFactory)
         self.assertEqual(
             [formatEvent(e) for e in events if e.get("event_id") == 20156],
             ["20156 Service files is listening on ::1 port 8443."],

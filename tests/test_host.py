@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import weakref
+from collections.abc import Callable
 
 import attrs
 from twisted.application.service import Service
@@ -15,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.challenge import ChallengeResponder
 from letsencrypt_resource.config import Configuration
 from letsencrypt_resource.consumerregistry import SubscriberLeaf
 from letsencrypt_resource.host import ServerService
@@ -40,6 +42,8 @@ class LoadingResource(Service):
 
     def __init__(self) -> None:
         self.loaded: Deferred[None] = Deferred()
+        self.startUpListeners: list[Callable[[], object]] = []
+        self.responder = ChallengeResponder()
 
     def whenLoaded(self) -> Deferred[None]:
         return self.loaded
@@ -100,7 +104,8 @@ class StartTests(SynchronousTestCase):
             [
                 ("20156 Service s2 is listening on 127.0.0.1 port 8002.", LogLevel.debug),
                 (
-                    "20209 2 services listen, 0 cannot, 0.0 seconds after they started.",
+                    "20209 2 services listen, 0 cannot, 0 wait for a certificate, "
+                    "0.0 seconds after they started.",
                     LogLevel.info,
                 ),
             ],
@@ -151,6 +156,46 @@ class StartTests(SynchronousTestCase):
         server.stopService()
         self.assertEqual(len(os.listdir("/proc/self/fd")), before)
 
+    def test_listeningToldAtResourceStartUpEnd(self) -> None:
+        """
+        Event 20209 waits for a service whose set waits for a certificate
+        only until the resource's start-up ends (event 20208): it counts
+        that service as waiting, and the service says itself when it
+        listens later, at info level.
+        """
+        folder = self.mktemp()
+        os.mkdir(folder)
+        services = tuple(
+            attrs.evolve(makeOptions(folder), section=name, name=name, port=port)
+            for name, port in [("s1", 8001), ("s2", 8002)]
+        )
+        resource = LoadingResource()
+        server = ServerService(
+            Configuration("host test", resourceOptions(stateDirectory=self.mktemp()), services),
+            MemoryReactorClock(),
+            resourceFactory=lambda *args, **kwargs: resource,
+        )
+        signer = newSigner()
+        first, second = server.fileServices
+        with capturedLogs() as logged:
+            server.startService()
+            self.addCleanup(server.stopService)
+            first.consumer.useCertificate(provisionalFor(signer))
+            for listener in resource.startUpListeners:
+                listener()
+            second.consumer.useCertificate(provisionalFor(signer))
+        self.assertEqual(
+            [(formatEvent(e), e["log_level"]) for e in logged if "event_id" in e],
+            [
+                (
+                    "20209 1 services listen, 0 cannot, 1 wait for a certificate, "
+                    "0.0 seconds after they started.",
+                    LogLevel.info,
+                ),
+                ("20156 Service s2 is listening on 127.0.0.1 port 8002.", LogLevel.info),
+            ],
+        )
+
     def test_frozenOnceLoaded(self) -> None:
         """
         With a resource, the freeze waits until its domain sets are loaded,
@@ -173,3 +218,42 @@ class StartTests(SynchronousTestCase):
         self.assertGreater(gc.get_freeze_count(), 0)
         self.assertTrue(gc.is_tracked(loadedSets))
         self.assertNotIn(loadedSets, gc.get_objects())
+
+    def test_collectionPausedUntilFrozen(self) -> None:
+        """
+        With a resource, automatic collection pauses from the server's start
+        until what the load made is frozen: it does not go over the loaded
+        sets once more as their load ends, just before the freeze.
+        """
+        resource = LoadingResource()
+        options = resourceOptions(stateDirectory=self.mktemp())
+        server = ServerService(
+            Configuration("host test", options, ()),
+            MemoryReactorClock(),
+            resourceFactory=lambda *args, **kwargs: resource,
+        )
+        gc.unfreeze()
+        self.addCleanup(gc.unfreeze)
+        self.assertTrue(gc.isenabled())
+        server.startService()
+        self.addCleanup(server.stopService)
+        self.assertFalse(gc.isenabled())
+        resource.loaded.callback(None)
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertTrue(gc.isenabled())
+
+    def test_collectionResumedAtStop(self) -> None:
+        """
+        A server stopped before its resource's load ends resumes automatic
+        collection (the load keeps its own pause while it goes on).
+        """
+        server = ServerService(
+            Configuration("host test", resourceOptions(stateDirectory=self.mktemp()), ()),
+            MemoryReactorClock(),
+            resourceFactory=lambda *args, **kwargs: LoadingResource(),
+        )
+        self.assertTrue(gc.isenabled())
+        server.startService()
+        self.assertFalse(gc.isenabled())
+        server.stopService()
+        self.assertTrue(gc.isenabled())

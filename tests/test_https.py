@@ -8,9 +8,11 @@ import errno
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -19,9 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
-from letsencrypt_resource import folder
+from letsencrypt_resource import folder, https
 from letsencrypt_resource.folder import ServedFolder
-from letsencrypt_resource.https import FileSite, HTTPSFileService
+from letsencrypt_resource.https import FileSite, HTTPSFileService, OnFirstConnection
 from tests.helpers import (
     HTTPResponse,
     InMemoryConnection,
@@ -63,6 +65,18 @@ def request(method: bytes, target: bytes, headers: bytes = b"") -> bytes:
         target,
         headers,
     )
+
+
+class CountedSite(FileSite):
+    """
+    A file site that counts the sites made.
+    """
+
+    made = 0
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        CountedSite.made += 1
 
 
 class HTTPSFileServiceTests(SynchronousTestCase):
@@ -186,6 +200,19 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.assertEqual([(r.code, r.body) for r in (get, head)], [(200, CONTENT), (200, b"")])
         self.assertEqual(head.headers[b"content-length"], str(len(CONTENT)).encode("ascii"))
         self.assertEqual(self.fetch(b"GET", b"/missing.txt").code, 404)
+
+    def test_siteAtFirstConnection(self) -> None:
+        """
+        A service that listens builds its site at its first connection,
+        once (see L{OnFirstConnection}), and serves from it.
+        """
+        self.patch(CountedSite, "made", 0)
+        self.patch(https, "FileSite", CountedSite)
+        self.startWithCertificate()
+        self.assertEqual(CountedSite.made, 0)
+        responses = [self.fetch(b"GET", b"/hello.txt") for _ in range(2)]
+        self.assertEqual([r.body for r in responses], [CONTENT, CONTENT])
+        self.assertEqual(CountedSite.made, 1)
 
     def test_otherMethods(self) -> None:
         """
@@ -367,6 +394,37 @@ def asUser(uid: int) -> Iterator[None]:
         yield
     finally:
         os.seteuid(0)
+
+
+class FirstConnectionTests(SynchronousTestCase):
+    """
+    Tests for L{OnFirstConnection}.
+    """
+
+    def test_startedAndStoppedOnceBuilt(self) -> None:
+        """
+        The factory it stands for is started when it is built, at the first
+        connection, and stopped with it; one never built is neither.
+        """
+        made: list[Factory] = []
+
+        def build() -> Factory:
+            made.append(Factory.forProtocol(Protocol))
+            made[-1].noisy = False
+            return made[-1]
+
+        lazy = OnFirstConnection(build)
+        lazy.doStart()
+        lazy.doStop()
+        self.assertEqual(made, [])
+        lazy.doStart()
+        address = IPv4Address("TCP", "127.0.0.1", 4433)
+        self.assertIsInstance(lazy.buildProtocol(address), Protocol)
+        lazy.buildProtocol(address)
+        [built] = made
+        self.assertEqual(built.numPorts, 1)
+        lazy.doStop()
+        self.assertEqual((built.numPorts, lazy.numPorts), (0, 0))
 
 
 class IdleSiteTests(SynchronousTestCase):

@@ -21,6 +21,7 @@ from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.listening import (
     NO_PORT,
     Listener,
+    QuietTCPEndpoint,
     checkDescription,
     endpointOf,
     failureDetails,
@@ -320,3 +321,49 @@ class ListenerTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(started), port)
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)
+
+
+class AddressListenerTests(SynchronousTestCase):
+    """
+    Tests for L{Listener.listen} on an address and port (a
+    L{QuietTCPEndpoint}).
+    """
+
+    def setUp(self) -> None:
+        # Listening on an address and port goes through no Deferred.
+        def noDeferred(*args: Any) -> None:
+            raise AssertionError("the endpoint's Deferred was used")
+
+        self.patch(QuietTCPEndpoint, "listen", noDeferred)
+
+    def test_listensAtOnce(self) -> None:
+        """
+        The listener listens before C{listen} returns, and tells so at
+        once, with the port.
+        """
+        reactor = RecordingReactor()
+        listener = Listener.on(reactor, options(), Factory())
+        told: list[object] = []
+        listener.listen(told.append, told.append)
+        [port] = told
+        self.assertIsInstance(port, RecordingPort)
+        [(number, _, _, interface)] = reactor.tcpServers
+        self.assertEqual((number, interface), (8443, "192.0.2.1"))
+        self.successResultOf(listener.stopListening())
+        self.assertTrue(port.stopped)  # type: ignore[attr-defined]
+
+    def test_cannotListenAtOnce(self) -> None:
+        """
+        A port that cannot be opened is told at once, with why; nothing is
+        left to stop.
+        """
+        reason = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
+        listener = Listener.on(RaisingMemoryReactor(reason), options(port=80), Factory())
+        listened: list[object] = []
+        failed: list[Failure] = []
+        listener.listen(listened.append, failed.append)
+        self.assertEqual(listened, [])
+        [failure] = failed
+        self.assertIs(failure.value, reason)
+        self.successResultOf(listener.stopListening())
+        self.assertEqual(len(failed), 1)

@@ -511,6 +511,33 @@ class LazyProvisioningTests(SynchronousTestCase):
         self.successResultOf(provisioned)
         self.assertEqual(sum(c.current is not None for c in sets), 2)
 
+    def test_stopDuringStartUpTellsNothing(self) -> None:
+        """
+        A stop during the start-up's provision ends it without event 20208:
+        the resource's services are stopping, not in service.
+        """
+        self.patch(provisioningModule, "PROVISION_BATCH", 2)
+        sets = [ManagedCertificate((f"s{i}.example.test",)) for i in range(5)]
+        provisioning = self.provisioning(sets)
+        with capturedLogs() as logged:
+            provisioning.loaded()
+            provisioned = provisioning.provision(sets)
+            provisioning.stopped = True
+            self.clock.advance(0)
+            self.successResultOf(provisioned)
+        self.assertEqual([e for e in logged if e.get("event_id") == 20208], [])
+
+    def test_stopDuringLoadTellsNothing(self) -> None:
+        """
+        A load that ends after a stop, with no set to provision, does not
+        end the start-up with event 20208 either.
+        """
+        provisioning = self.provisioning([])
+        provisioning.stopped = True
+        with capturedLogs() as logged:
+            provisioning.loaded()
+        self.assertEqual([e for e in logged if e.get("event_id") == 20208], [])
+
     def test_signedOnceAtFirstUse(self) -> None:
         """
         A set's provisional certificate is signed when it is first read,

@@ -9,7 +9,8 @@ import socket
 from typing import Any
 
 import attrs
-from twisted.internet import reactor
+from twisted.internet import abstract, reactor, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
@@ -19,8 +20,9 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from letsencrypt_resource import quietport
 from letsencrypt_resource.listening import Listener, failureDetails
-from letsencrypt_resource.quietport import BACKLOG, QuietPort, listenQuietly
+from letsencrypt_resource.quietport import BACKLOG, QuietPort, addressFamily, listenQuietly
 from letsencrypt_resource.turnports import TurnEndpoint
 
 
@@ -221,3 +223,65 @@ class OtherReactorTests(SynchronousTestCase):
         self.assertEqual(
             (number, listened, backlog, interface), (8443, factory, BACKLOG, "192.0.2.1")
         )
+
+
+class AddressFamilyTests(SynchronousTestCase):
+    """
+    A L{QuietPort} finds out about its address once for each distinct
+    address, not once a port.
+    """
+
+    def setUp(self) -> None:
+        addressFamily.cache_clear()
+        self.addCleanup(addressFamily.cache_clear)
+        quietport._resolvedIPv6.cache_clear()
+        self.addCleanup(quietport._resolvedIPv6.cache_clear)
+
+    def test_familyOnceAnAddress(self) -> None:
+        """
+        Ports on the same address parse it once: IPv4 and IPv6 addresses
+        get their families and address types, as Twisted's port gives
+        them.
+        """
+        parsed: list[str] = []
+        isIPv6 = abstract.isIPv6Address
+
+        def counted(address: str) -> bool:
+            parsed.append(address)
+            return isIPv6(address)
+
+        self.patch(abstract, "isIPv6Address", counted)
+        ports = [
+            QuietPort(8000 + n, Factory(), interface=address, reactor=MemoryReactor())
+            for n in range(3)
+            for address in ("127.0.0.1", "::1")
+        ]
+        self.assertEqual(sorted(parsed), ["127.0.0.1", "::1"])
+        self.assertEqual(
+            {(p.interface, p.addressFamily, p._addressType) for p in ports},
+            {
+                ("127.0.0.1", socket.AF_INET, IPv4Address),
+                ("::1", socket.AF_INET6, IPv6Address),
+            },
+        )
+        self.assertEqual([p.port for p in ports[::2]], [8000, 8001, 8002])
+        self.assertEqual(
+            {(p.backlog, p._reuseAddress, p._reusePort) for p in ports}, {(50, True, False)}
+        )
+
+    def test_scopeOnceAnAddress(self) -> None:
+        """
+        An IPv6 address is resolved for binding once, whatever the port:
+        the port bound is each one's own.
+        """
+        resolved: list[tuple[str, int]] = []
+        resolve = tcp._resolveIPv6
+
+        def counted(address: str, port: int) -> tuple[str, int, int, int]:
+            resolved.append((address, port))
+            return resolve(address, port)  # type: ignore[no-any-return]
+
+        self.patch(tcp, "_resolveIPv6", counted)
+        self.assertEqual(quietport._resolvedIPv6("::1"), ("::1", 0, 0))
+        self.assertEqual(quietport._resolvedIPv6("::1"), ("::1", 0, 0))
+        self.assertEqual(resolved, [("::1", 0)])

@@ -99,7 +99,10 @@ class ListeningStartUpTests(SynchronousTestCase):
             startUp.listened(False, 12.0, service="b", address="127.0.0.1", port=2)
         self.assertEqual(
             [formatEvent(e) for e in logged],
-            ["20209 2 services listen, 1 cannot, 2.0 seconds after they started."],
+            [
+                "20209 2 services listen, 1 cannot, 0 wait for a certificate, "
+                "2.0 seconds after they started."
+            ],
         )
 
     def test_debug(self) -> None:
@@ -122,5 +125,60 @@ class ListeningStartUpTests(SynchronousTestCase):
             ListeningStartUp(Logger(), 0, 5.0)
         self.assertEqual(
             [formatEvent(e) for e in logged],
-            ["20209 0 services listen, 0 cannot, 0.0 seconds after they started."],
+            [
+                "20209 0 services listen, 0 cannot, 0 wait for a certificate, "
+                "0.0 seconds after they started."
+            ],
         )
+
+
+class CutTests(SynchronousTestCase):
+    """
+    Tests for L{ListeningStartUp.cut} and L{ResourceStartUp.endListeners}.
+    """
+
+    def test_cutTellsWaiting(self) -> None:
+        """
+        When the resource's start-up ends before every service listens,
+        event 20209 comes then, counting those that wait; it is not logged
+        again when they listen.
+        """
+        with capturedLogs() as logged:
+            startUp = ListeningStartUp(Logger(), 3, 10.0)
+            startUp.listened(False, 11.0, service="a", address="127.0.0.1", port=1)
+            self.assertFalse(startUp.told)
+            startUp.cut(12.5)
+            self.assertTrue(startUp.told)
+            startUp.listened(False, 13.0, service="b", address="127.0.0.1", port=2)
+            startUp.failed(14.0)
+        self.assertEqual(
+            [formatEvent(e) for e in logged],
+            [
+                "20209 1 services listen, 0 cannot, 2 wait for a certificate, "
+                "2.5 seconds after they started."
+            ],
+        )
+
+    def test_cutAfterAllListen(self) -> None:
+        """
+        When every service listens before the resource's start-up ends, the
+        end adds nothing.
+        """
+        with capturedLogs() as logged:
+            startUp = ListeningStartUp(Logger(), 1, 0.0)
+            startUp.listened(False, 1.0, service="a", address="127.0.0.1", port=1)
+            startUp.cut(2.0)
+        self.assertEqual(len(logged), 1)
+
+    def test_endListeners(self) -> None:
+        """
+        The end of a resource's start-up calls its end listeners after
+        event 20208, once.
+        """
+        startUp = ResourceStartUp(Logger(), False, 0.0)
+        with capturedLogs() as logged:
+            told: list[list[object]] = []
+            startUp.endListeners.append(lambda: told.append([e["event_id"] for e in logged]))
+            startUp.end(1.0, 0)
+            startUp.end(2.0, 0)
+        self.assertEqual(told, [[20208]])

@@ -320,16 +320,75 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
         self.failureResultOf(waiting, CancelledError)
         self.consumer.useCertificate(provisionalFor(self.signer))
 
+    def test_onFirstCertificateAtOnce(self) -> None:
+        """
+        With a certificate, C{onFirstCertificate} calls back at once with it;
+        giving up afterwards does nothing.
+        """
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        told: list[CertifiedKey] = []
+        giveUp = self.consumer.onFirstCertificate(told.append)
+        self.assertEqual(told, [certifiedKey])
+        giveUp()
+        self.assertEqual(told, [certifiedKey])
+
+    def test_onFirstCertificateLater(self) -> None:
+        """
+        Without a certificate, every C{onFirstCertificate} is called back
+        with the first one to come, once, which the TLS side then presents.
+        """
+        told: list[CertifiedKey] = []
+        for _ in range(2):
+            self.consumer.onFirstCertificate(told.append)
+        self.assertEqual(told, [])
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertIs(self.consumer.tls.certifiedKey, certifiedKey)
+        self.consumer.useCertificate(provisionalFor(self.signer))
+        self.assertEqual(told, [certifiedKey, certifiedKey])
+
+    def test_giveUp(self) -> None:
+        """
+        An C{onFirstCertificate} given up is not called back; the others are.
+        """
+        told: list[str] = []
+        giveUp = self.consumer.onFirstCertificate(lambda _: told.append("given up"))
+        self.consumer.onFirstCertificate(lambda _: told.append("kept"))
+        giveUp()
+        self.consumer.useCertificate(provisionalFor(self.signer))
+        self.assertEqual(told, ["kept"])
+
+    def test_callbackErrorLogged(self) -> None:
+        """
+        An error in an C{onFirstCertificate} callback is logged; the other
+        callbacks are called and the certificate is in use all the same.
+        """
+
+        def broken(certifiedKey: CertifiedKey) -> None:
+            raise RuntimeError("broken")
+
+        told: list[CertifiedKey] = []
+        self.consumer.onFirstCertificate(broken)
+        self.consumer.onFirstCertificate(told.append)
+        certifiedKey = provisionalFor(self.signer)
+        self.consumer.useCertificate(certifiedKey)
+        self.assertEqual(told, [certifiedKey])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_badCertificateWaits(self) -> None:
         """
         A certificate the TLS side refuses raises and does not fire
-        C{whenCertificate}.
+        C{whenCertificate} nor call back C{onFirstCertificate}.
         """
+        told: list[CertifiedKey] = []
+        self.consumer.onFirstCertificate(told.append)
         waiting = self.consumer.whenCertificate()
         self.assertRaises(
             SSL.Error,
             self.consumer.useCertificate,
             mismatched(provisionalFor(self.signer)),
         )
+        self.assertEqual(told, [])
         self.assertNoResult(waiting)
         self.assertIsNone(self.consumer.tls.certifiedKey)
