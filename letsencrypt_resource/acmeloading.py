@@ -152,12 +152,14 @@ def _failed(failure: Failure, clock: IReactorTime) -> None:
     _state.logged = now
     error = failure.value
     assert isinstance(error, ACMEUnavailable)
+    cause = error.error
     events.ACME_LOAD_FAILED.emit(
         _log,
         module=error.module,
-        error=repr(error.error),
+        error=repr(cause),
         failures=_state.failures,
-        log_failure=failure,
+        # The import's own traceback: it names the file that failed.
+        log_failure=Failure(cause, type(cause), cause.__traceback__),
     )
 
 

@@ -117,7 +117,8 @@ class LoadACMETests(SynchronousTestCase):
         """
         An import that fails fails every caller's Deferred with
         L{ACMEUnavailable}, naming the module and the error, and the next
-        call tries again; event 20255 tells it with its traceback.
+        call tries again; event 20255 tells it with the import's own
+        traceback.
         """
         self.patch(acmeloading, "ACME_MODULES", ("letsencrypt_resource.nosuchmodule",))
         held: list[Deferred[None]] = []
@@ -139,8 +140,10 @@ class LoadACMETests(SynchronousTestCase):
         self.assertEqual(event["module"], "letsencrypt_resource.nosuchmodule")
         self.assertIn("nosuchmodule", event["error"])
         self.assertEqual(event["failures"], 1)
-        self.assertIsInstance(event["log_failure"].value, ACMEUnavailable)
-        self.assertEqual(len(self.flushLoggedErrors(ACMEUnavailable)), 1)
+        # The import's own traceback, down to the import that failed.
+        self.assertIsInstance(event["log_failure"].value, ModuleNotFoundError)
+        self.assertIn("_find_and_load", [frame[0] for frame in event["log_failure"].frames])
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)
         self.patch(acmeloading, "ACME_MODULES", ACME_MODULES)
         with capturedLogs() as logged:
             self.successResultOf(loadACME(self.runner, self.clock))
@@ -158,7 +161,7 @@ class LoadACMETests(SynchronousTestCase):
                 self.clock.advance(advance)
                 self.failureResultOf(loadACME(self.runner, self.clock), ACMEUnavailable)
         self.assertEqual([e["failures"] for e in logged if e.get("event_id") == 20255], [1, 3])
-        self.assertEqual(len(self.flushLoggedErrors(ACMEUnavailable)), 2)
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 2)
 
     def test_notTheCAsFault(self) -> None:
         """
@@ -231,7 +234,7 @@ class ConnectionLoadsTests(SynchronousTestCase):
         asked = connection.acmeClient()
         self.loads[0].errback(ImportError("no acme"))
         self.failureResultOf(asked, ACMEUnavailable)
-        self.flushLoggedErrors(ACMEUnavailable)
+        self.flushLoggedErrors(ImportError)
         self.assertNoResult(connection.acmeClient())
         self.assertEqual(len(self.ran), 2)
 
@@ -265,7 +268,7 @@ class LoadAtStartTests(SynchronousTestCase):
         [event] = [e for e in logged if e.get("event_id") == 20255]
         self.assertEqual(event["module"], "letsencrypt_resource.nosuchmodule")
         self.assertIn("ModuleNotFoundError", event["error"])
-        self.assertEqual(len(self.flushLoggedErrors(ACMEUnavailable)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)
         self.assertTrue(service.running)
         service.stopService()
 
@@ -383,5 +386,5 @@ class ResourceLoadsAtStartTests(ResourceTestCase):
         self.registry = Components()
         started = self.start()
         self.assertEqual(self.eventIDs().count(20255), 1)
-        self.assertEqual(len(self.flushLoggedErrors(ACMEUnavailable)), 1)
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)
         self.assertTrue(started.running)
