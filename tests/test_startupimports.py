@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.acmeloading import ACME_MODULES
 from letsencrypt_resource.pebble import freeTCPPort
+from tests.helpers.configuration import OFFLINE_SERVER
 from tests.helpers.processcase import environment
 
 #: Prints the modules loaded once the twistd plugin's module is.
@@ -31,28 +32,6 @@ server.privilegedStartService()
 server.startService()
 print(json.dumps(sorted(sys.modules)), flush=True)
 os._exit(0)
-"""
-
-#: A server with a resource validating by TLS-ALPN-01 on its https
-#: service: format it with C{port}.
-CONFIGURATION = """\
-[server]
-name = start-up imports
-
-[resources/le]
-type = lets-encrypt
-acme_url = https://127.0.0.1:9/directory
-agree_tos = yes
-challenge_site = no
-challenge_types = tls-alpn-01
-state_directory = state
-
-[services/files]
-type = https
-address = 127.0.0.1
-port = {port}
-path = public
-ssl_domains = files.example.test
 """
 
 
@@ -134,7 +113,9 @@ class TapImportsTests(SynchronousTestCase):
         os.makedirs(os.path.join(directory, "public"))
         path = os.path.join(directory, "server.ini")
         with open(path, "w") as stream:
-            stream.write(CONFIGURATION.format(port=freeTCPPort()))
+            stream.write(
+                OFFLINE_SERVER.format(port=freeTCPPort(), extra="challenge_types = tls-alpn-01\n")
+            )
         started = loaded("-c", STARTED, path, cwd=directory)
         self.assertIn("letsencrypt_resource.https", started)
         self.assertIn("letsencrypt_resource.alpn", started)
