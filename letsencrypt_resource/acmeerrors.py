@@ -204,3 +204,25 @@ def orderSurvives(error: BaseException) -> bool:
     if isinstance(error, ChallengeNotOffered):
         return False
     return isinstance(error, ACMEProtocolError) and (error.status is None or error.status >= 500)
+
+
+class ACMEUnavailable(Exception):
+    """
+    The modules that speak ACME cannot be imported: a package they need
+    (C{acme}, C{josepy}, C{requests} or theirs) is missing or does not work
+    with them.  A fault of this install, not of any CA.
+
+    @ivar module: The module whose import failed.
+    @ivar error: What its import raised.
+    """
+
+    def __init__(self, module: str, error: BaseException):
+        super().__init__(module, error)
+        self.module = module
+        self.error = error
+
+    def __str__(self) -> str:
+        return (
+            "the modules that speak ACME cannot be loaded: "
+            f"importing {self.module} failed: {self.error!r}"
+        )

@@ -253,10 +253,12 @@ class HelloPeekFactory(WrappingFactory):
         self.answers = answers
         self.clock = clock
         self.service = service
-        # When event 20267 was last logged, and the connections closed
-        # without it since.
+        # When event 20267 was last logged; the connections closed since,
+        # the last one's client, and the call that logs them.
         self._noCertificateLogged: float | None = None
         self._noCertificateLeftOut = 0
+        self._noCertificateClient = ""
+        self._noCertificateLater: IDelayedCall | None = None
 
     def connectTLS(self, tls: TLSMemoryBIOProtocol, transport: ITransport) -> None:
         """
@@ -271,27 +273,44 @@ class HelloPeekFactory(WrappingFactory):
     def noCertificate(self, client: str) -> None:
         """
         A connection from C{client} was closed: there is no certificate to
-        present.  Event 20267, at most once in
-        L{NO_CERTIFICATE_PERIOD} seconds, with the count of connections
-        closed since the last one.
+        present.  Event 20267, at most once in L{NO_CERTIFICATE_PERIOD}
+        seconds, with the count of connections closed since the last one:
+        one closed sooner is counted, and logged once the period ends (or
+        the listener stops), so a burst's count is never lost.
         """
-        now = self.clock.seconds()
-        last = self._noCertificateLogged
-        if last is not None and now - last < NO_CERTIFICATE_PERIOD:
-            self._noCertificateLeftOut += 1
+        self._noCertificateLeftOut += 1
+        self._noCertificateClient = client
+        if self._noCertificateLater is not None:
             return
-        count, self._noCertificateLeftOut = self._noCertificateLeftOut + 1, 0
-        self._noCertificateLogged = now
+        now, last = self.clock.seconds(), self._noCertificateLogged
+        if last is not None and now - last < NO_CERTIFICATE_PERIOD:
+            self._noCertificateLater = self.clock.callLater(
+                last + NO_CERTIFICATE_PERIOD - now, self._logNoCertificate
+            )
+        else:
+            self._logNoCertificate()
+
+    def _logNoCertificate(self) -> None:
+        """
+        Event 20267 with the connections closed since the last one.
+        """
+        self._noCertificateLater = None
+        count, self._noCertificateLeftOut = self._noCertificateLeftOut, 0
+        self._noCertificateLogged = self.clock.seconds()
         events.HTTPS_NO_CERTIFICATE.emit(
-            self._log, service=self.service, client=client, count=count
+            self._log, service=self.service, client=self._noCertificateClient, count=count
         )
 
     def doStop(self) -> None:
         """
         Its listener stopped: close the connections whose ClientHello is
         not in yet, which no site knows of, rather than leave them to their
-        deadline.
+        deadline; log the connections closed without a certificate and not
+        logged yet (event 20267).
         """
         for peek in list(self.protocols):
             peek.closeSilent()
+        if self._noCertificateLater is not None:
+            self._noCertificateLater.cancel()
+            self._logNoCertificate()
         super().doStop()

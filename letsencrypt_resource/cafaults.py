@@ -12,6 +12,7 @@ from .acmeerrors import (
     AccountError,
     ACMEProblem,
     ACMEProtocolError,
+    ACMEUnavailable,
     CertificateMismatch,
     OrderTimedOut,
 )
@@ -45,8 +46,9 @@ CA_PROBLEMS = frozenset(
 )
 
 #: The failures that are this server's own, whichever CA it orders from:
-#: never held against a CA, not even as a last resort.
-LOCAL_FAILURES = (StorageError, CompromisedAccountKey)
+#: never held against a CA, not even as a last resort (a broken install
+#: of the ACME packages among them).
+LOCAL_FAILURES = (StorageError, CompromisedAccountKey, ACMEUnavailable)
 
 #: The failures of an exchange with the CA or of what it issued: it could
 #: not be reached, answered outside the protocol (a 5xx without a problem

@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from zope.interface.registry import Components
 
+from .acmeloading import LoadAtStart
 from .ariissuers import IssuerConnections
 from .carotation import CARotation
 from .challenge import ChallengeResponder
@@ -181,7 +182,9 @@ def compose(
     challengeSite = ChallengeSiteService(options, responder, reactor, log)
     sweeper = ChallengeSweeper(records, reactor, interval, log)
     metricsSite = MetricsSiteService(options, metrics, reactor, log)
-    services = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
+    services: tuple[Service, ...] = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
+    if automatic:
+        services += (LoadAtStart(sets.whenLoaded, connection.loadModules),)
     return Parts(
         writes, connection, scheduler, sets, challengeSite, metrics, services, provisioning, cas
     )

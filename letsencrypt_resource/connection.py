@@ -91,12 +91,19 @@ class AccountConnection:
         """
         self._client = None
 
+    def loadModules(self) -> Deferred[None]:
+        """
+        Load the modules that speak ACME off the reactor thread, if not yet
+        (see L{loadACME}).
+        """
+        return loadACME(self._runInThread, self._reactor)
+
     @deferred
     async def _connect(self) -> ACMEClient:
         if self._client is None:
             # The account an earlier attempt rewrote must be stored.
             await self._writes.whenWritten()
-            await loadACME(self._runInThread)
+            await self.loadModules()
             from .account import connectAccount
 
             self._client = await connectAccount(

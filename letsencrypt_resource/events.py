@@ -483,6 +483,19 @@ HTTPS_NO_CERTIFICATE = _event(
     "certificate it can present yet.",
 )
 
+ACME_LOAD_FAILED = _event(
+    20255,
+    LogLevel.critical,
+    "The modules that speak ACME cannot be loaded: importing {module} failed: {error} "
+    "({failures} failed loads since the last that succeeded); no certificate can be ordered "
+    "or renewed until they load.",
+)
+ACME_LOADED = _event(
+    20256,
+    LogLevel.info,
+    "The modules that speak ACME are loaded, after {failures} failed loads.",
+)
+
 STARTED_UP = _event(
     20208,
     LogLevel.info,

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from zope.interface.registry import Components
 
 from . import deployrun, events
+from .acmeloading import missingPackages
 from .alpn import ALPNAnswers, ServedNames
 from .clusterresume import resumeWhenBack
 from .config import (
@@ -80,9 +81,17 @@ def checkCA(configuration: Configuration) -> None:
     The checks of what reaching the CA uses.
 
     @raise ConfigurationError: when the ACME CA bundle or the account key
-        cannot be used.
+        cannot be used, or a package that ACME needs is not installed (a
+        server without it could not order any certificate).
     """
     resource = configuration.resource
+    if resource is not None and missingPackages():
+        raise ConfigurationError(
+            resource.section,
+            None,
+            "the Python packages that ACME needs are not installed: "
+            + ", ".join(missingPackages()),
+        )
     bundles: list[tuple[str, str | None]] = []
     if resource is not None:
         bundles = [(resource.section, resource.acmeCAFile)]

@@ -32,6 +32,7 @@ from .acmeerrors import (
     ChallengeNotOffered,
     OrderTimedOut,
 )
+from .acmeerrors import orderSurvives as orderSurvives
 from .alpn import serverName, sharedKey, sharedRecord
 from .alpnchallenge import TLSALPN01
 from .certificates import CertifiedKey, InvalidCertificate

@@ -260,7 +260,7 @@ class Operations:
         L{letsencrypt_resource.acmeloading}).
         """
         resource = self._resource
-        await loadACME(resource.runInThread)
+        await loadACME(resource.runInThread, self._clock)
         from .accountcommands import AccountCommands
 
         return AccountCommands(resource.cas, resource.records, resource.runInThread)

@@ -165,15 +165,11 @@ class FirstBytesTests(SynchronousTestCase):
         self.assertEqual(self.signed, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_noCertificate(self) -> None:
+    def noCertificateServer(self) -> HelloPeekFactory:
         """
-        When the TLS connection cannot be made at the ClientHello (no
-        certificate to present), the connection is closed without a
-        traceback, its TLS protocol never connected, and event 20267 tells
-        so at most once in L{NO_CERTIFICATE_PERIOD} seconds, with the
-        count of connections closed since.
+        A factory whose service has no certificate it can present.
         """
-        server = HelloPeekFactory(
+        return HelloPeekFactory(
             TLSMemoryBIOFactory(
                 ReloadableServerTLS(), False, Factory.forProtocol(Collector), clock=self.clock
             ),
@@ -181,17 +177,55 @@ class FirstBytesTests(SynchronousTestCase):
             self.clock,
             "web",
         )
+
+    def closeWithoutCertificate(self, server: HelloPeekFactory, advances: list[float]) -> list:
+        """
+        Advance the clock by each of C{advances} and connect with a
+        ClientHello after each; the counts of events 20267 logged so far
+        after each connection.
+        """
         hello = self.clientHello()
         counts = []
         with capturedLogs() as logged:
-            for advance in (0, NO_CERTIFICATE_PERIOD - 1, 1):
+            for advance in advances:
                 self.clock.advance(advance)
                 connection = connectInMemory(server, None, self.clock)
                 connection.send(hello)
                 self.assertIsNotNone(connection.collector.lostReason)
                 counts.append([e["count"] for e in logged if e.get("event_id") == 20267])
-        self.assertEqual(counts, [[1], [1], [1, 2]])
+            self.clock.advance(NO_CERTIFICATE_PERIOD)
+            counts.append([e["count"] for e in logged if e.get("event_id") == 20267])
         self.assertEqual(self.flushLoggedErrors(), [])
+        return counts
+
+    def test_noCertificate(self) -> None:
+        """
+        When the TLS connection cannot be made at the ClientHello (no
+        certificate to present), the connection is closed without a
+        traceback, its TLS protocol never connected, and event 20267 tells
+        so at most once in L{NO_CERTIFICATE_PERIOD} seconds, with the
+        count of connections closed since: those closed sooner are logged
+        once the period ends, even when no connection comes after them.
+        """
+        server = self.noCertificateServer()
+        counts = self.closeWithoutCertificate(server, [0, 1, NO_CERTIFICATE_PERIOD - 2, 0.5])
+        self.assertEqual(counts, [[1], [1], [1], [1], [1, 3]])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noCertificateBurstAtStop(self) -> None:
+        """
+        A listener that stops logs the connections it closed without a
+        certificate and did not log yet, and leaves no call behind.
+        """
+        server = self.noCertificateServer()
+        server.doStart()
+        hello = self.clientHello()
+        with capturedLogs() as logged:
+            for _ in range(3):
+                connection = connectInMemory(server, None, self.clock)
+                connection.send(hello)
+            server.doStop()
+        self.assertEqual([e["count"] for e in logged if e.get("event_id") == 20267], [1, 2])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_lostWhileWaitingForContext(self) -> None:

@@ -21,26 +21,7 @@ from letsencrypt_resource.startupcollection import (
     pausedCollection,
     resumeCollection,
 )
-
-#: A server of one service whose CA is nowhere.
-CONFIGURATION = """\
-[server]
-name = collection test
-
-[resources/le]
-type = lets-encrypt
-acme_url = https://127.0.0.1:9/directory
-agree_tos = yes
-challenge_site = no
-state_directory = state
-
-[services/files]
-type = https
-address = 127.0.0.1
-port = {port}
-path = public
-ssl_domains = files.example.test
-"""
+from tests.helpers.configuration import OFFLINE_SERVER
 
 
 class Cycle:
@@ -183,7 +164,7 @@ class TwistdTests(TestCase):
         os.makedirs(os.path.join(directory, "public"))
         path = os.path.join(directory, "server.ini")
         with open(path, "w") as stream:
-            stream.write(CONFIGURATION.format(port=freeTCPPort()))
+            stream.write(OFFLINE_SERVER.format(port=freeTCPPort(), extra=""))
         return path
 
     async def test_pausedWhileBuilding(self) -> None:

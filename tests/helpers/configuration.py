@@ -44,6 +44,29 @@ ssl_domains = reports.example.test
 )
 
 
+#: A server that starts without reaching a CA (its orders fail), serving
+#: C{public} as C{files.example.test}: format it with C{port} and C{extra}
+#: (more option lines of the resource, or nothing).
+OFFLINE_SERVER = """\
+[server]
+name = offline test
+
+[resources/le]
+type = lets-encrypt
+acme_url = https://127.0.0.1:9/directory
+agree_tos = yes
+challenge_site = no
+{extra}state_directory = state
+
+[services/files]
+type = https
+address = 127.0.0.1
+port = {port}
+path = public
+ssl_domains = files.example.test
+"""
+
+
 #: A cluster node serving C{files.example.test} from C{public}: format it
 #: as L{RESOURCE_SECTION} and with C{extra} (more option lines of the
 #: resource, or nothing), C{database}, C{keyFile}, C{node} and C{port}.
