@@ -8,12 +8,16 @@ other than the one they are of, is parsed as before.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import math
 from typing import Any
 
 import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,6 +36,7 @@ from letsencrypt_resource.certificates import (
     bundleDigest,
 )
 from letsencrypt_resource.config import ServiceOptions
+from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -457,6 +462,42 @@ class StatusTests(SynchronousTestCase):
             issuing.keep(issued, state)
             row = issuing.status()
             self.assertEqual((row["provisional"], row["days_left"]), (False, 89.0))
+
+    def test_issuerEscaped(self) -> None:
+        """
+        A certificate whose issuer holds characters a terminal acts on has
+        no facts taken back (its issuer is parsed), and the status table
+        shows that issuer with those characters escaped.
+        """
+        issuing = Issuing()
+        evil = "Evil\x1b]0:pwned\x07CA"
+        caKey = generateKey("ecdsa-p256")
+        caName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, evil)])
+        key = generateKey("ecdsa-p256")
+        now = datetime.datetime.fromtimestamp(issuing.reactor.seconds(), datetime.timezone.utc)
+        builder = (
+            x509.CertificateBuilder()
+            .issuer_name(caName)
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAINS[0])]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in DOMAINS]),
+                critical=False,
+            )
+        )
+        issued = CertifiedKey(key, builder.sign(caKey, hashes.SHA256()))
+        state = issuing.savedState(issued)
+        self.assertIsNone(storedFacts(state))
+        issuing.keep(issued, state)
+        row = issuing.status()
+        self.assertIn(evil, row["issuer"])
+        text = formatStatus([row], False, "/state")
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\x07", text)
+        self.assertIn("Evil\\x1b]0:pwned\\x07CA", text)
 
     def test_copiedFromAnotherSet(self) -> None:
         """
