@@ -64,6 +64,7 @@ from letsencrypt_resource.config import ResourceOptions  # noqa: E402
 from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.keys import generateKey, withDomainNames  # noqa: E402
 from letsencrypt_resource.managed import ManagedCertificate  # noqa: E402
+from letsencrypt_resource.renewalstate import storedDigest, storedFacts  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
 from letsencrypt_resource.setloading import settingsFingerprint  # noqa: E402
 from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
@@ -126,7 +127,29 @@ def fabricated(workdir: str, n: int, facts: bool = True) -> str:
     """
     state = os.path.join(workdir, f"warm-state-{n}-{'facts' if facts else 'nofacts'}")
     fabricate(state, n, facts)
+    if not takenAsSaved(state, n, facts):
+        # Kept from a version that saved its facts otherwise: made again.
+        shutil.rmtree(state)
+        fabricate(state, n, facts)
+        if not takenAsSaved(state, n, facts):
+            raise SystemExit(f"{state}: the product does not take back the facts it saves")
     return state
+
+
+def takenAsSaved(state: str, n: int, facts: bool) -> bool:
+    """
+    Whether the product takes the first of the C{n} certificates of
+    C{state} back as it was saved: with its facts (unparsed) when C{facts},
+    parsed otherwise.  A kept state whose facts this version refuses would
+    be measured, silently, as one without them.
+    """
+    records = Records(DirectoryStorage(state, None, workers=Inline()))  # type: ignore[arg-type]
+    domains = (names(n, RUN)[0],)
+    sets: list[Any] = []
+    records.loadSets([domains]).addCallback(sets.extend)
+    saved = sets[0].renewalState()
+    taken = sets[0].certifiedKey(storedDigest(saved), storedFacts(saved))
+    return taken is not None and (taken.recorded is not None) == facts
 
 
 def fabricate(state: str, n: int, facts: bool = True) -> None:

@@ -8,6 +8,7 @@ import datetime
 import functools
 import hashlib
 import ipaddress
+import threading
 from collections.abc import Iterable
 from functools import cached_property
 from typing import Protocol
@@ -17,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from .certificatefacts import CertificateFacts, RecordedCertificate
+from .certificatefacts import CertificateFacts
 from .keys import PrivateKey, keyFromPEM, keyToPEM, publicKeysMatch
 
 #: The key usage of a certificate that issues certificates.
@@ -66,6 +67,81 @@ class InvalidCertificate(ValueError):
     """
     A certificate bundle that cannot be used.
     """
+
+
+#: Held while a L{RecordedCertificate} is parsed: the first use may be in
+#: a worker thread (an export to the store directory) while a handshake
+#: asks on the reactor thread.
+_PARSING = threading.Lock()
+_UTC = datetime.timezone.utc
+
+
+class RecordedCertificate:
+    """
+    The certificate of a record whose L{CertificateFacts} are known: its
+    validity is told from them, and the certificate is parsed from its PEM
+    at its first use, once (a L{LazyCertificate}), from any thread.
+    """
+
+    __slots__ = ("_made", "_pem", "facts")
+
+    def __init__(self, pem: bytes, facts: CertificateFacts):
+        """
+        @param pem: The certificate's PEM, as the record holds it.
+        @param facts: The facts recorded for the record.
+        """
+        self._pem = pem
+        self._made: x509.Certificate | None = None
+        self.facts = facts
+
+    @property
+    def notBefore(self) -> datetime.datetime:
+        """
+        Start of validity, UTC, as recorded.
+        """
+        return datetime.datetime.fromtimestamp(self.facts.notBefore, _UTC)
+
+    @property
+    def notAfter(self) -> datetime.datetime:
+        """
+        End of validity, UTC, as recorded.
+        """
+        return datetime.datetime.fromtimestamp(self.facts.notAfter, _UTC)
+
+    def __call__(self) -> x509.Certificate:
+        """
+        The certificate, parsed at the first call; its PEM is dropped then.
+
+        @raise InvalidCertificate: when the PEM cannot be parsed (it parsed
+            when it was stored: the record has the digest it had then), or
+            the certificate's validity is not the one recorded: the
+            certificate cannot be used (see
+            L{letsencrypt_resource.tls.ReloadableServerTLS}).
+        """
+        made = self._made
+        if made is not None:
+            return made
+        with _PARSING:
+            if self._made is None:
+                self._made = self._parsed()
+                self._pem = b""
+            return self._made
+
+    def _parsed(self) -> x509.Certificate:
+        """
+        The certificate of the PEM, checked against the facts.
+        """
+        try:
+            certificate = x509.load_pem_x509_certificate(self._pem)
+        except ValueError as error:
+            raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
+        told = (
+            certificate.not_valid_before_utc.timestamp(),
+            certificate.not_valid_after_utc.timestamp(),
+        )
+        if told != (self.facts.notBefore, self.facts.notAfter):
+            raise InvalidCertificate("the certificate's validity is not the one recorded")
+        return certificate
 
 
 def _splitCertificates(pem: bytes) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from . import events
+from .display import printableText
 
 #: The most lines of one run logged, stdout and stderr together.
 MAX_LINES = 50
@@ -24,11 +25,7 @@ def printable(data: bytes) -> str:
     C{data} as UTF-8 text, undecodable bytes replaced and every character
     that is not printable (a line break, an escape sequence) escaped.
     """
-    text = data.decode("utf-8", errors="replace")
-    return "".join(
-        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
-        for char in text
-    )
+    return printableText(data.decode("utf-8", errors="replace"))
 
 
 class OutputLines:

@@ -20,6 +20,21 @@ _BECAUSE = {
 _SERVED = {"ca": "CA", "provisional": "provisional"}
 
 
+def printableText(text: str) -> str:
+    """
+    C{text} with every character that is not printable (a line break, an
+    escape sequence a terminal would act on) escaped, as Python escapes
+    it: what the status prints may come from a certificate (its issuer),
+    a CA or the storage.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
 def _nextAction(row: dict[str, Any]) -> str:
     """
     What the resource will do next for the set of C{row}, and why.
@@ -74,8 +89,10 @@ def formatStatus(rows: list[dict[str, Any]], serverRunning: bool, stateDirectory
 
 def _aligned(table: list[list[str]]) -> list[str]:
     """
-    The lines of C{table}, its columns aligned, a rule under its headers.
+    The lines of C{table}, its columns aligned, a rule under its headers,
+    each cell made printable (L{printableText}).
     """
+    table = [[printableText(cell) for cell in line] for line in table]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
@@ -93,12 +110,12 @@ def formatCluster(rows: list[dict[str, Any]]) -> list[str]:
     """
     view = rows[0]["cluster"]
     if "error" in view:
-        return [f"Cluster: the database cannot be read: {view['error']}"]
+        return [f"Cluster: the database cannot be read: {printableText(view['error'])}"]
     nodes = view["nodes"]
     lines = ["Cluster nodes:"]
     for name, node in nodes.items():
         stale = ", STALE" if node["stale"] else ""
-        lines.append(f"  {name}: last seen {node['last_seen']}{stale}")
+        lines.append(f"  {printableText(name)}: last seen {node['last_seen']}{stale}")
     if not nodes:
         lines.append("  none has written its record yet")
     table = [["names", "order lease", *nodes]]
@@ -117,7 +134,7 @@ def formatCluster(rows: list[dict[str, Any]]) -> list[str]:
 def formatRenewal(rows: list[dict[str, Any]]) -> str:
     """
     What C{renew} did for each set: renewed, with the new expiry, or not
-    due, with when it will be.
+    due, with when it will be; each line made printable (L{printableText}).
     """
     lines = []
     for row in rows:
@@ -126,4 +143,4 @@ def formatRenewal(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{names}: renewed, valid until {row['not_after']}")
         else:
             lines.append(f"{names}: not due, {_nextAction(row)}")
-    return "\n".join(lines)
+    return "\n".join(printableText(line) for line in lines)

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
+from .certificates import InvalidCertificate
 from .managed import ManagedCertificate
 from .noderecord import (
     BEAT_INTERVAL,
@@ -46,15 +47,23 @@ CHANGE_DELAY = 1.0
 def served(certificates: Iterable[ManagedCertificate]) -> dict[str, str]:
     """
     What a node serves for C{certificates}, as its record says it (see
-    C{NodeRecord.serving}); a set with no certificate yet is left out.
+    C{NodeRecord.serving}); a set with no certificate yet is left out, and
+    so is one whose stored certificate, read unparsed, cannot be read at
+    its first use (it serves none: see
+    L{letsencrypt_resource.certificates.RecordedCertificate}).
     """
     serving = {}
     for certificate in certificates:
         current = certificate.current
-        if current is not None:
-            serving[certificate.label] = (
-                PROVISIONAL if current.provisional else serialHex(current.certificate.serial_number)
-            )
+        if current is None:
+            continue
+        if current.provisional:
+            serving[certificate.label] = PROVISIONAL
+            continue
+        try:
+            serving[certificate.label] = serialHex(current.certificate.serial_number)
+        except InvalidCertificate:
+            continue
     return serving
 
 

@@ -21,6 +21,7 @@ class RenewalFields(Protocol):
     L{letsencrypt_resource.managed.ManagedCertificate} of the same names.
     """
 
+    domains: tuple[str, ...]
     settings: str
     failures: int
     nextAttempt: float
@@ -47,9 +48,10 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
     L{bundleDigest} of the CA-issued certificate in service, which passed
     its checks, as it is stored (C{certificate_digest}): see
     L{storedDigest}; and what the start-up and the status need of that
-    certificate, bound to that digest (C{certificate_facts}): see
-    L{storedFacts}.  Whether the deploy command is due is not in it: that
-    is each node's own (see L{letsencrypt_resource.deployflags}).
+    certificate, bound to that digest and to the set's names, which it
+    carries (C{certificate_facts}): see L{storedFacts}.  Whether the
+    deploy command is due is not in it: that is each node's own (see
+    L{letsencrypt_resource.deployflags}).
     """
     pending = fields.pendingOrder or fields.unstoredOrder
     issued = fields.issued
@@ -57,7 +59,9 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
     if issued is not None:
         # A certificate read with its facts is the record of their digest.
         digest = issued.recorded.digest if issued.recorded else bundleDigest(issued.toPEM())
-        facts = CertificateFacts(digest, *issued.validity, issued.issuerText).toJSON()
+        facts = CertificateFacts(
+            digest, *issued.validity, issued.issuerText, frozenset(fields.domains)
+        ).toJSON()
     return {
         "settings": fields.settings,
         "failures": fields.failures,

@@ -50,6 +50,20 @@ def serverContext(certifiedKey: CertifiedKey) -> SSL.Context:
     return options.getContext()
 
 
+def _names(certifiedKey: CertifiedKey) -> str:
+    """
+    The names of C{certifiedKey} for a log: those it was stored for, else
+    its certificate's, or that it cannot be read (its certificate may be
+    what failed).
+    """
+    if certifiedKey.vouchedNames is not None:
+        return ", ".join(sorted(certifiedKey.vouchedNames))
+    try:
+        return ", ".join(certifiedKey.domains)
+    except ValueError:
+        return "(a certificate that cannot be read)"
+
+
 _WAITING: list[SSL.Context] = []
 
 
@@ -245,7 +259,7 @@ class ReloadableServerTLS:
             except Exception:
                 self._log.failure(
                     "Cannot present the certificate for {domains}",
-                    domains=", ".join(certifiedKey.domains),
+                    domains=_names(certifiedKey),
                 )
                 self._refused = certifiedKey
                 if self._built is None and self._unusable is not None:

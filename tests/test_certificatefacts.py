@@ -8,33 +8,50 @@ other than the one they are of, is parsed as before.
 
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import math
 from typing import Any
 
+import attrs
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import certificatefacts, statusreader
+from letsencrypt_resource import certificates, statusreader
 from letsencrypt_resource.certificatefacts import (
+    LATEST,
     MAX_ISSUER,
+    MAX_NAMES,
     CertificateFacts,
-    RecordedCertificate,
 )
-from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
+from letsencrypt_resource.certificates import (
+    CertifiedKey,
+    InvalidCertificate,
+    RecordedCertificate,
+    bundleDigest,
+)
 from letsencrypt_resource.config import ServiceOptions
+from letsencrypt_resource.display import formatStatus
+from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.renewalstate import storedDigest, storedFacts
 from letsencrypt_resource.setloading import settingsFingerprint
 from letsencrypt_resource.statusreader import offlineStatus
 from letsencrypt_resource.statusrows import isoTime
-from letsencrypt_resource.storage.records import Records
-from letsencrypt_resource.testing import FakeACMEServer, MemoryStore
+from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
+from letsencrypt_resource.testing import FakeACMEServer, MemoryStore, runUntilFired
+from letsencrypt_resource.tls import NoCertificateYet, TLSCertificateConsumer
 from tests.helpers.resourcecase import DAY, REPORTS, ResourceTestCase, resourceOptions
 
 DOMAINS = ("facts.example.test", "www.facts.example.test")
+NAMES = frozenset(DOMAINS)
+OTHER = ("other.example.test",)
 
 
 class Issuing:
@@ -59,11 +76,14 @@ class Issuing:
         key = generateKey("ecdsa-p256")
         return CertifiedKey.fromParts(key, self.server.issue(key.public_key(), domains, validity))
 
-    def savedState(self, issued: CertifiedKey) -> dict[str, Any]:
+    def savedState(
+        self, issued: CertifiedKey, domains: tuple[str, ...] = DOMAINS
+    ) -> dict[str, Any]:
         """
-        The renewal state a set in service on C{issued} saves, through JSON.
+        The renewal state a set of C{domains} in service on C{issued}
+        saves, through JSON.
         """
-        managed = ManagedCertificate(DOMAINS, self.settings)
+        managed = ManagedCertificate(domains, self.settings)
         managed.current = issued
         return dict(json.loads(json.dumps(managed.state())))
 
@@ -102,7 +122,7 @@ def facts(**changes: Any) -> dict[str, Any]:
     """
     A valid saved facts document, with C{changes}.
     """
-    document = CertificateFacts("a" * 64, 10.0, 20.0, "CN=Test CA").toJSON()
+    document = CertificateFacts("a" * 64, 10.0, 20.0, "CN=Test CA", NAMES).toJSON()
     document.update(changes)
     return document
 
@@ -118,7 +138,7 @@ class FactsJSONTests(SynchronousTestCase):
         Saved facts read back equal, their issuer text interned (the sets
         of one CA share it).
         """
-        saved = CertificateFacts("b" * 64, 1.5, 2.5, "CN=Some CA,O=Some")
+        saved = CertificateFacts("b" * 64, 1.5, 2.5, "CN=Some CA,O=Some", NAMES)
         again = CertificateFacts.fromJSON(json.loads(json.dumps(saved.toJSON())))
         self.assertEqual(again, saved)
         other = CertificateFacts.fromJSON(json.loads(json.dumps(saved.toJSON())))
@@ -129,9 +149,14 @@ class FactsJSONTests(SynchronousTestCase):
         """
         Anything but exactly such a document is no facts: another type, a
         missing or an extra field, a digest that is not one, times that are
-        not floats, not finite or in the wrong order, an issuer that is not
-        a text, is too long or has characters a terminal would act on.
+        not floats, not finite, in the wrong order or out of the range of
+        a certificate's times (before the epoch, after the year 9999), an
+        issuer that is not a text, is too long or has characters a
+        terminal would act on, names that are not a list of texts or too
+        many (or none at all: the previous version's facts).
         """
+        unnamed = facts()
+        del unnamed["names"]
         missing = facts()
         del missing["issuer"]
         refused = [
@@ -152,10 +177,19 @@ class FactsJSONTests(SynchronousTestCase):
             facts(issuer="x" * (MAX_ISSUER + 1)),
             facts(issuer="CN=\x1b[2JCA"),
             facts(issuer="CN=CA\nO=Other"),
+            facts(not_before=-1.0),
+            facts(not_after=LATEST + 1),
+            facts(not_after=1e20),
+            facts(not_after=1e300),
+            unnamed,
+            facts(names="facts.example.test"),
+            facts(names=[1]),
+            facts(names=["x"] * (MAX_NAMES + 1)),
         ]
         for value in refused:
             self.assertIsNone(CertificateFacts.fromJSON(value), value)
-        self.assertIsNotNone(CertificateFacts.fromJSON(facts(issuer="x" * MAX_ISSUER)))
+        for value in (facts(issuer="x" * MAX_ISSUER), facts(not_after=LATEST)):
+            self.assertIsNotNone(CertificateFacts.fromJSON(value))
 
 
 class RecordedCertificateTests(SynchronousTestCase):
@@ -170,21 +204,58 @@ class RecordedCertificateTests(SynchronousTestCase):
         first call parses it, once, and drops its PEM.
         """
         issued = Issuing().issue()
-        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText)
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
         parsed: list[bytes] = []
-        load = certificatefacts.x509.load_pem_x509_certificate
+        load = certificates.x509.load_pem_x509_certificate
 
         def recording(pem: bytes) -> Any:
             parsed.append(pem)
             return load(pem)
 
-        self.patch(certificatefacts.x509, "load_pem_x509_certificate", recording)
+        self.patch(certificates.x509, "load_pem_x509_certificate", recording)
         made = RecordedCertificate(issued.certificatePEM, recorded)
         self.assertEqual((made.notBefore, made.notAfter), (issued.notBefore, issued.notAfter))
         self.assertEqual(parsed, [])
         self.assertEqual(made(), issued.certificate)
         self.assertIs(made(), made())
-        self.assertEqual((parsed, made._pem), ([issued.certificatePEM], None))
+        self.assertEqual((parsed, made._pem), ([issued.certificatePEM], b""))
+
+    def test_parsedUnderLock(self) -> None:
+        """
+        The certificate is parsed holding the lock every recorded
+        certificate's first parse takes (the first use may be an export in
+        a worker thread while a handshake asks on the reactor thread), so
+        both get the one certificate.
+        """
+        issued = Issuing().issue()
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
+        held: list[bool] = []
+        load = certificates.x509.load_pem_x509_certificate
+
+        def recording(pem: bytes) -> Any:
+            held.append(certificates._PARSING.locked())
+            return load(pem)
+
+        self.patch(certificates.x509, "load_pem_x509_certificate", recording)
+        made = RecordedCertificate(issued.certificatePEM, recorded)
+        self.assertIs(made(), made())
+        self.assertEqual(held, [True])
+        self.assertFalse(certificates._PARSING.locked())
+
+    def test_unusable(self) -> None:
+        """
+        A PEM that no longer parses, or a certificate whose validity is not
+        the recorded one, is an L{InvalidCertificate}: the certificate
+        cannot be used (as a key that does not parse at its first use).
+        """
+        issued = Issuing().issue()
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
+        pem = issued.certificatePEM
+        damaged = pem.replace(b"MII", b"AAA", 1)
+        self.assertRaises(InvalidCertificate, RecordedCertificate(damaged, recorded))
+        self.assertRaises(InvalidCertificate, RecordedCertificate(b"", recorded))
+        later = attrs.evolve(recorded, notAfter=recorded.notAfter + 1)
+        self.assertRaises(InvalidCertificate, RecordedCertificate(pem, later))
 
 
 class SavedFactsTests(SynchronousTestCase):
@@ -196,7 +267,7 @@ class SavedFactsTests(SynchronousTestCase):
     def test_recorded(self) -> None:
         """
         The facts are the certificate's validity and issuer, with the
-        digest of its record.
+        digest of its record and the set's names.
         """
         issuing = Issuing()
         issued = issuing.issue()
@@ -204,7 +275,8 @@ class SavedFactsTests(SynchronousTestCase):
         digest = bundleDigest(issued.toPEM())
         self.assertEqual(storedDigest(state), digest)
         self.assertEqual(
-            storedFacts(state), CertificateFacts(digest, *issued.validity, issued.issuerText)
+            storedFacts(state),
+            CertificateFacts(digest, *issued.validity, issued.issuerText, NAMES),
         )
 
     def test_notOfTheVouchedRecord(self) -> None:
@@ -293,11 +365,29 @@ class StoredSetTests(SynchronousTestCase):
         issuing = Issuing()
         issued = issuing.issue(validity=10 * DAY)
         issuing.keep(issued, None)
-        far = CertificateFacts("e" * 64, 0.0, 1e12, "CN=Far")
+        far = CertificateFacts("e" * 64, 0.0, 1e12, "CN=Far", NAMES)
         sets: list[Any] = []
         issuing.records.loadSets([DOMAINS]).addCallback(sets.extend)
         read = sets[0].certifiedKey(bundleDigest(issued.toPEM()), far)
         self.assertEqual((read.recorded, read.validity), (None, issued.validity))
+
+    def test_copiedFromAnotherSet(self) -> None:
+        """
+        The record and state of another set, copied under this set's
+        names, are parsed and their names checked: neither the facts nor
+        the digest vouch for names other than the ones they were saved
+        for; with a state of the previous version (a digest, no facts),
+        the names are not vouched for either.
+        """
+        issuing = Issuing()
+        issued = issuing.issue(OTHER)
+        state = issuing.savedState(issued, OTHER)
+        older = {k: v for k, v in state.items() if k != "certificate_facts"}
+        issuing.keep(issued, state)
+        for saved in (state, older):
+            read = self.stored(issuing, saved)
+            self.assertEqual((read.recorded, read.vouchedNames), (None, None))
+            self.assertFalse(read.carries(DOMAINS))
 
 
 class StatusTests(SynchronousTestCase):
@@ -358,6 +448,68 @@ class StatusTests(SynchronousTestCase):
         now = isoTime(issuing.reactor.seconds())
         self.assertEqual((row["days_left"], row["next_check"]), (1.0, now))
 
+    def test_farTimesParsed(self) -> None:
+        """
+        Facts whose end of validity is out of the range of a certificate's
+        times are refused, with no error: the certificate is parsed and
+        shown.
+        """
+        for far in (1e20, 1e300):
+            issuing = Issuing()
+            issued = issuing.issue()
+            state = issuing.savedState(issued)
+            state["certificate_facts"]["not_after"] = far
+            issuing.keep(issued, state)
+            row = issuing.status()
+            self.assertEqual((row["provisional"], row["days_left"]), (False, 89.0))
+
+    def test_issuerEscaped(self) -> None:
+        """
+        A certificate whose issuer holds characters a terminal acts on has
+        no facts taken back (its issuer is parsed), and the status table
+        shows that issuer with those characters escaped.
+        """
+        issuing = Issuing()
+        evil = "Evil\x1b]0:pwned\x07CA"
+        caKey = generateKey("ecdsa-p256")
+        caName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, evil)])
+        key = generateKey("ecdsa-p256")
+        now = datetime.datetime.fromtimestamp(issuing.reactor.seconds(), datetime.timezone.utc)
+        builder = (
+            x509.CertificateBuilder()
+            .issuer_name(caName)
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAINS[0])]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(name) for name in DOMAINS]),
+                critical=False,
+            )
+        )
+        issued = CertifiedKey(key, builder.sign(caKey, hashes.SHA256()))
+        state = issuing.savedState(issued)
+        self.assertIsNone(storedFacts(state))
+        issuing.keep(issued, state)
+        row = issuing.status()
+        self.assertIn(evil, row["issuer"])
+        text = formatStatus([row], False, "/state")
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\x07", text)
+        self.assertIn("Evil\\x1b]0:pwned\\x07CA", text)
+
+    def test_copiedFromAnotherSet(self) -> None:
+        """
+        Another set's record and state copied under this set's names are
+        not taken as this set's certificate: it shows as provisional, as
+        with no stored state.
+        """
+        issuing = Issuing()
+        issued = issuing.issue(OTHER)
+        issuing.keep(issued, issuing.savedState(issued, OTHER))
+        self.assertTrue(issuing.status()["provisional"])
+
 
 class StartTests(ResourceTestCase):
     """
@@ -390,3 +542,51 @@ class StartTests(ResourceTestCase):
         )
         self.assertIsNone(made._made)
         self.assertEqual(taken.certificate, issued.certificate)
+
+
+class UnreadableAtFirstUseTests(ResourceTestCase):
+    """
+    A stored certificate vouched for by its state, with facts, that no
+    longer parses (a stricter parser, say): it is put in service unparsed,
+    and its first handshake takes the path of a key unusable at its first
+    use, instead of raising at every handshake until its renewal.
+    """
+
+    def test_provisionalThenOrdered(self) -> None:
+        """
+        The refused handshake logs event 20260; the set goes on a
+        provisional certificate and is ordered at once; the service then
+        presents the new CA-issued certificate.
+        """
+        tls = TLSCertificateConsumer("reports-tls", REPORTS)
+        self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
+        self.stop(self.start())
+        stored = self.store.values[certificateKey(REPORTS)]
+        head, start, rest = stored.partition(b"-----BEGIN CERTIFICATE-----\n")
+        damaged = head + start + b"AAAA" + rest[4:]
+        state = json.loads(self.store.values[renewalKey(REPORTS)])
+        original = CertifiedKey.fromPEM(stored)
+        digest = state["certificate_digest"] = bundleDigest(damaged)
+        state["certificate_facts"] = CertificateFacts(
+            digest, *original.validity, original.issuerText, frozenset(REPORTS)
+        ).toJSON()
+        self.store.values[certificateKey(REPORTS)] = damaged
+        self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
+        resource = self.makeResource()
+        resource.startService()
+        self.addCleanup(self.stop, resource)
+        runUntilFired(self.reactor, resource.whenSettled())
+        loaded = tls.tls.certifiedKey
+        assert loaded is not None
+        self.assertIsNotNone(loaded.recorded)
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
+        self.assertIn(20260, self.eventIDs())
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        attempt = resource.managed[frozenset(REPORTS)].attempt
+        assert attempt is not None
+        runUntilFired(self.reactor, attempt.whenEnded())
+        issued = tls.tls.certifiedKey
+        assert issued is not None
+        self.assertFalse(issued.provisional)
+        self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)

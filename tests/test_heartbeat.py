@@ -15,6 +15,8 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.certificatefacts import CertificateFacts
+from letsencrypt_resource.certificates import CertifiedKey, RecordedCertificate
 from letsencrypt_resource.heartbeat import CHANGE_DELAY, NodeHeartbeat, served
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.noderecord import (
@@ -122,6 +124,21 @@ class NodeRecordTests(SynchronousTestCase):
                 "a.example": serialHex(ISSUED.certificate.serial_number),
                 "b.example, c.example": "provisional",
             },
+        )
+
+    def test_unreadableLeftOut(self) -> None:
+        """
+        A set whose stored certificate, read unparsed with its recorded
+        facts, cannot be read at its first use is left out, as it serves
+        none; the others are recorded all the same.
+        """
+        facts = CertificateFacts("a" * 64, *ISSUED.validity, ISSUED.issuerText, frozenset())
+        unreadable, issued = ManagedCertificate(("a.example",)), ManagedCertificate(("b.example",))
+        unreadable.current = CertifiedKey(ISSUED.key, RecordedCertificate(b"damaged", facts))
+        issued.current = ISSUED
+        self.assertEqual(
+            served([unreadable, issued]),
+            {"b.example": serialHex(ISSUED.certificate.serial_number)},
         )
 
 

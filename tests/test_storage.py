@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from letsencrypt_resource.certificatefacts import CertificateFacts
 from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
@@ -560,16 +561,21 @@ class RecordsTests(TestCase):
         still has that digest (a record that is no key reads all the same);
         given another digest or none, it parses the record whole, which
         refuses it.  The checked record is vouched for the set's names
-        (L{CertifiedKey.vouchedNames}), the other not.
+        (L{CertifiedKey.vouchedNames}) only with facts that name them (a
+        digest alone may have been copied from another set's state).
         """
         stored = provisionalFor(newSigner(), DOMAINS)
         await self.records.saveCertificate(DOMAINS, stored)
         [records] = await self.records.loadSets([DOMAINS])
-        checked = given(records.certifiedKey(bundleDigest(stored.toPEM())))
+        digest = bundleDigest(stored.toPEM())
+        checked = given(records.certifiedKey(digest))
         self.assertEqual(
             (checked.keyChecked, checked.toPEM(), checked.vouchedNames),
-            (True, stored.toPEM(), frozenset(DOMAINS)),
+            (True, stored.toPEM(), None),
         )
+        facts = CertificateFacts(digest, *stored.validity, stored.issuerText, frozenset(DOMAINS))
+        named = given(records.certifiedKey(digest, facts))
+        self.assertEqual((named.keyChecked, named.vouchedNames), (True, frozenset(DOMAINS)))
         unchecked = given(records.certifiedKey())
         self.assertEqual((unchecked.keyChecked, unchecked.vouchedNames), (False, None))
         damaged = b"no key\n" + stored.fullchainPEM

@@ -238,24 +238,34 @@ class StoredSet:
         The certificate, key and chain, or C{None}.
 
         @param checked: The L{bundleDigest} of the record as it was when it
-            passed its checks, if known, for this set's names: when the
-            record still has it, its key is parsed and checked against the
-            certificate at its first use, not now, and the certificate is
-            taken to carry this set's names without parsing them
-            (L{CertifiedKey.fromCheckedPEM}).
+            passed its checks, if known: when the record still has it, its
+            key is parsed and checked against the certificate at its first
+            use, not now (L{CertifiedKey.fromCheckedPEM}).
         @param facts: What was recorded of the certificate, if known: used
-            when they are of the record with the digest C{checked} and the
-            record still has it (the certificate is then parsed at its
-            first use, not now); never for another record.
+            when they are of the record with the digest C{checked}, the
+            record still has it and they name this set's names (the
+            certificate is then parsed at its first use, not now, and taken
+            to carry these names); never for another record, nor for a
+            record copied from another set, whose names are parsed and
+            checked as without them.
 
         @raise StorageError: when they cannot be loaded or parsed.
         """
         parse: Callable[[bytes], CertifiedKey] = parseCertificate
         if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
-            if facts is not None and facts.digest != checked:
+            names = frozenset(self.domains)
+            if facts is not None and facts.digest == checked and facts.names == names:
+                # The set's own names, rather than a copy per set (made
+                # directly: attrs.evolve costs four times as much).
+                facts = CertificateFacts(
+                    facts.digest, facts.notBefore, facts.notAfter, facts.issuer, names
+                )
+            else:
                 facts = None
             parse = functools.partial(
-                parseCheckedCertificate, names=frozenset(self.domains), facts=facts
+                parseCheckedCertificate,
+                names=names if facts is not None else None,
+                facts=facts,
             )
         return _parsed(certificateKey(self.domains), self.certificate, parse)
 
