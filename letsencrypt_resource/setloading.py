@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .certificates import CertifiedKey
+from .certificates import CertifiedKey, InvalidCertificate
 from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
@@ -140,10 +140,28 @@ def _newer(certificate: ManagedCertificate, stored: CertifiedKey, now: float) ->
     issued = certificate.issued
     if issued is not None:
         ends = issued.notAfter.timestamp()
-        other = stored.certificate.serial_number != issued.certificate.serial_number
-        if notAfter < ends or (notAfter == ends and not other):
+        if notAfter < ends or (notAfter == ends and not _another(stored, issued)):
             return False
     return notAfter > now
+
+
+def _another(stored: CertifiedKey, issued: CertifiedKey) -> bool:
+    """
+    Whether C{stored} is another certificate than C{issued}, which ends in
+    the same second: another serial.  Both may have been taken on their
+    recorded facts and parse only now (see L{RecordedCertificate
+    <letsencrypt_resource.certificates.RecordedCertificate>}): a stored
+    certificate that cannot be read replaces nothing; one that can replaces
+    an C{issued} that cannot.
+    """
+    try:
+        serial = stored.certificate.serial_number
+    except InvalidCertificate:
+        return False
+    try:
+        return serial != issued.certificate.serial_number
+    except InvalidCertificate:
+        return True
 
 
 class StoredTaker(Protocol):

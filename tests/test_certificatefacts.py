@@ -41,7 +41,7 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.renewalstate import storedDigest, storedFacts
-from letsencrypt_resource.setloading import settingsFingerprint
+from letsencrypt_resource.setloading import Refusal, settingsFingerprint, storedRefusal
 from letsencrypt_resource.statusreader import offlineStatus
 from letsencrypt_resource.statusrows import isoTime
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
@@ -256,6 +256,60 @@ class RecordedCertificateTests(SynchronousTestCase):
         self.assertRaises(InvalidCertificate, RecordedCertificate(b"", recorded))
         later = attrs.evolve(recorded, notAfter=recorded.notAfter + 1)
         self.assertRaises(InvalidCertificate, RecordedCertificate(pem, later))
+
+
+class UnreadableInServiceTests(SynchronousTestCase):
+    """
+    A reload or a cluster change compares a stored certificate with the
+    one in service, either of which may have been taken on its recorded
+    facts and no longer parse (L{storedRefusal}).
+    """
+
+    def setUp(self) -> None:
+        self.issuing = Issuing()
+        self.issued = self.issuing.issue()
+        self.now = self.issued.validity[0] + 10
+
+    def recorded(self, issued: CertifiedKey, damaged: bool) -> CertifiedKey:
+        """
+        C{issued} as a record taken on its facts, its certificate's PEM
+        damaged if C{damaged}.
+        """
+        pem = issued.toPEM()
+        if damaged:
+            pem = pem.replace(
+                b"-----BEGIN CERTIFICATE-----\nMII", b"-----BEGIN CERTIFICATE-----\nAAA", 1
+            )
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
+        return CertifiedKey.fromCheckedPEM(pem, NAMES, recorded)
+
+    def inService(self, current: CertifiedKey) -> ManagedCertificate:
+        """
+        A set of L{DOMAINS} in service on C{current}.
+        """
+        managed = ManagedCertificate(DOMAINS, self.issuing.settings)
+        managed.current = current
+        return managed
+
+    def test_laterReplacesUnreadable(self) -> None:
+        """
+        A stored certificate that ends later replaces one in service that
+        no longer parses (it raised, reading the serials first).
+        """
+        managed = self.inService(self.recorded(self.issued, damaged=True))
+        renewed = self.issuing.issue(validity=91 * DAY)
+        self.assertIsNone(storedRefusal(managed, renewed, self.now))
+
+    def test_sameEndReplacesUnreadable(self) -> None:
+        """
+        A readable stored certificate ending in the same second replaces
+        one in service that cannot be read; the same unreadable record
+        replaces nothing.
+        """
+        managed = self.inService(self.recorded(self.issued, damaged=True))
+        self.assertIsNone(storedRefusal(managed, self.recorded(self.issued, False), self.now))
+        again = self.recorded(self.issued, damaged=True)
+        self.assertEqual(storedRefusal(managed, again, self.now), Refusal.NOT_NEWER)
 
 
 class SavedFactsTests(SynchronousTestCase):
