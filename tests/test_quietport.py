@@ -363,7 +363,7 @@ class TwistedPortTests(SynchronousTestCase):
             quiet = QuietPort(443, factory, BACKLOG, address, memory)
             names = vars(twisted).keys() | vars(quiet).keys()
             self.assertEqual(
-                {name: getattr(quiet, name) for name in names},
-                {name: getattr(twisted, name) for name in names},
+                {name: getattr(quiet, name, "(not set)") for name in names},
+                {name: getattr(twisted, name, "(not set)") for name in names},
                 address,
             )
