@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
@@ -179,6 +181,35 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.service.stopService()
         self.service.startService()
         self.assertEqual(len(self.reactor.tcpServers), 2)
+
+    def test_errorAtOnceSparesOthers(self) -> None:
+        """
+        An error as a service with a certificate already starts to listen
+        is logged, and the services started after it still start and
+        listen: the error does not come out of C{startService}.
+        """
+        second = HTTPSFileService(
+            attrs.evolve(makeOptions(self.folder), name="other"), self.reactor
+        )
+        parent = MultiService()
+        for service in (self.service, second):
+            service.consumer.useCertificate(provisionalFor(self.signer))
+            service.setServiceParent(parent)
+        place = https.listening.listeningPlace
+
+        def failing(options: Any, port: Any) -> tuple[str, int | str]:
+            if options.name == "files":
+                raise RuntimeError("boom")
+            return place(options, port)
+
+        self.patch(https.listening, "listeningPlace", failing)
+        with capturedLogs() as events:
+            parent.startService()
+        self.addCleanup(parent.stopService)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((self.service.running, second.running), (1, 1))
+        self.assertEqual(len(self.reactor.tcpServers), 2)
+        self.assertIn(20156, [e.get("event_id") for e in events])
 
     def test_stoppedBeforeCertified(self) -> None:
         """
