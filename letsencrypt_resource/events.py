@@ -509,6 +509,12 @@ SERVICES_LISTENING = _event(
     "{listening} services listen, {failed} cannot, {waiting} wait for a certificate, "
     "{seconds} seconds after they started.",
 )
+SITE_NOT_BUILT = _event(
+    20210,
+    LogLevel.critical,
+    "Service {service} cannot build its site: {error}; {closed} connections closed since "
+    "the last such event. It tries again at the next connection.",
+)
 
 DEPLOY_DUE_UNSAVED = _event(
     20229,

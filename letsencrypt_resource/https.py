@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IAddress, IListeningPort, IProtocolFactory, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -58,32 +58,81 @@ class FileSite(LimitedSite):
             )
 
 
+#: Seconds between two events 20210 of one service: its site is built
+#: again at each connection, and any peer may connect.
+BUILD_FAILURE_PERIOD = 60.0
+
+
 class OnFirstConnection(Factory):
     """
     Stands for the factory C{build} makes, made at the first connection
     (and started then): with thousands of services, building each one's
     site and TLS factories as it started to listen was a fifth of its cost,
     and most services never see a connection soon after start.
+
+    When it cannot be made or started, the connection is closed (event
+    20210, at most once in L{BUILD_FAILURE_PERIOD} seconds) and the service
+    keeps listening: it is made again at the next connection, so that a
+    passing failure ends without a reload.
     """
 
     noisy = False
+    _log = Logger()
 
-    def __init__(self, build: Callable[[], IProtocolFactory]):
+    def __init__(self, build: Callable[[], IProtocolFactory], clock: IReactorTime, service: str):
+        """
+        @param clock: Spaces the events 20210.
+        @param service: The service's name, for them.
+        """
         self._build = build
         self._built: IProtocolFactory | None = None
+        self._clock = clock
+        self._service = service
+        self._toldAt: float | None = None
+        self._closed = 0
 
     def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
-        return self.built().buildProtocol(addr)
+        """
+        The protocol of the factory it stands for; C{None} when that cannot
+        be made, and Twisted's port closes the connection.
+        """
+        try:
+            built = self.built()
+        except Exception as error:
+            self._cannotBuild(error)
+            return None
+        return built.buildProtocol(addr)
 
     def built(self) -> IProtocolFactory:
         """
-        The factory it stands for, made and started at the first call.
+        The factory it stands for, made and started at the first call; kept
+        once it has started.
         """
         built = self._built
         if built is None:
-            built = self._built = self._build()
+            built = self._build()
             built.doStart()
+            self._built = built
         return built
+
+    def _cannotBuild(self, error: Exception) -> None:
+        """
+        Tell that a connection was closed for C{error}, unless told less
+        than L{BUILD_FAILURE_PERIOD} seconds ago: event 20210, with the
+        connections closed since.  No traceback: any peer can connect.
+        """
+        self._closed += 1
+        now = self._clock.seconds()
+        if self._toldAt is not None and now - self._toldAt < BUILD_FAILURE_PERIOD:
+            return
+        self._toldAt = now
+        closed, self._closed = self._closed, 0
+        events.SITE_NOT_BUILT.emit(
+            self._log,
+            service=self._service,
+            error=f"{type(error).__name__}: {error}",
+            closed=closed,
+        )
 
     def doStop(self) -> None:
         """
@@ -163,7 +212,7 @@ class HTTPSFileService(Service):
         and TLS factories built at its first connection (see
         L{OnFirstConnection}).
         """
-        return OnFirstConnection(lambda: self._built(served))
+        return OnFirstConnection(lambda: self._built(served), self._reactor, str(self.name))
 
     def _built(self, served: ServedFolder) -> IProtocolFactory:
         """

@@ -26,6 +26,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -246,6 +247,8 @@ class Listener:
     may be stopped before it listens.
     """
 
+    _log = Logger()
+
     def __init__(
         self,
         endpoint: Callable[[], IStreamServerEndpoint],
@@ -313,11 +316,17 @@ class Listener:
             return
         assert waiting is not None
         listened, failed = waiting
-        if isinstance(result, Failure):
-            failed(result)
-            return
-        self._port = result
-        listened(result)
+        if not isinstance(result, Failure):
+            self._port = result
+        # What they raise is logged, not raised to whoever started the
+        # listener (a parent service would start no service after it).
+        try:
+            if isinstance(result, Failure):
+                failed(result)
+            else:
+                listened(result)
+        except Exception:
+            self._log.failure("Unexpected error after listening on {label}", label=self._label)
 
     def stopListening(self) -> Deferred[None]:
         """

@@ -17,7 +17,7 @@ import random
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.web.resource import IResource
@@ -33,7 +33,7 @@ from .owned import Owned
 from .reporting import unexpected
 from .storage.interface import IStorage
 from .storage.records import Records
-from .writequeue import Runner
+from .writequeue import Runner, WriteQueue
 
 if TYPE_CHECKING:
     from .acmeclient import ACMEClient
@@ -78,6 +78,7 @@ class LetsEncryptResource(MultiService):
         @param storage: Where the state is kept: an L{IStorage}, such as
             L{letsencrypt_resource.storage.directory.DirectoryStorage} on
             the state directory.
+
         @param httpClient: The C{twisted.web.iweb.IAgent} for the ACME server,
             left to its caller to close; by default, the resource's own, as
             L{letsencrypt_resource.httpclient.makeHTTPClient} makes it for
@@ -134,6 +135,7 @@ class LetsEncryptResource(MultiService):
             self._owned.clientFor,
         )
         self._writes = parts.writes
+        self._provisioning = parts.provisioning
         self._connection = parts.connection
         self.cas = parts.cas
         self._scheduler = parts.scheduler
@@ -142,7 +144,9 @@ class LetsEncryptResource(MultiService):
         self.metrics = parts.metrics
         #: Called after each certificate is handed to the set's consumers.
         self.deliveryListeners = parts.provisioning.deliveryListeners
-        self.startUpListeners = parts.provisioning.startUp.endListeners  # at event 20208
+        #: Called once the start-up has ended, after event 20208 (never
+        #: when the resource stops before).
+        self.startUpListeners = parts.provisioning.startUp.endListeners
         #: Returns a Deferred that fires once the sets loaded at start are in place.
         self.whenLoaded: Callable[[], Deferred[None]] = parts.sets.whenLoaded
         for service in parts.services:
@@ -194,16 +198,11 @@ class LetsEncryptResource(MultiService):
             the errors of other parts that failed too are logged.
         """
         Service.stopService(self)
-        parts = [maybeDeferred(part.stopService) for part in reversed(list(self))]
-        stopped = await DeferredList(parts, consumeErrors=True)
-        await self._writes.whenWritten()
-        await self._writes.leases.letGo()
-        await self._owned.close()
-        failures = [result for succeeded, result in stopped if not succeeded]
-        for failure in failures[1:]:
-            unexpected(self._log, failure)
-        if failures:
-            failures[0].raiseException()
+        # First: the scheduler, stopped before the domain sets, cancels the
+        # start-up's provision, whose end must not tell the start-up's end
+        # (event 20208) as the services stop.
+        self._provisioning.stopped = True
+        await _stopInOrder(list(self), self._writes, self._owned, self._log)
 
     def load(self) -> Deferred[None]:
         """
@@ -292,3 +291,24 @@ class LetsEncryptResource(MultiService):
         the account the storage then holds.
         """
         self._connection.forget()
+
+
+async def _stopInOrder(
+    parts: list[IService], writes: WriteQueue, owned: Owned, log: Logger
+) -> None:
+    """
+    Stop C{parts} in reverse order, then wait for C{writes} and let their
+    leases go, then close what the resource C{owned}: see
+    L{LetsEncryptResource.stopService}.
+    """
+    stopped = await DeferredList(
+        [maybeDeferred(part.stopService) for part in reversed(parts)], consumeErrors=True
+    )
+    await writes.whenWritten()
+    await writes.leases.letGo()
+    await owned.close()
+    failures = [result for succeeded, result in stopped if not succeeded]
+    for failure in failures[1:]:
+        unexpected(log, failure)
+    if failures:
+        failures[0].raiseException()

@@ -310,12 +310,19 @@ class TLSCertificateConsumer:
         self.tls.setCertificate(certifiedKey)
         waiting, self._waiting = self._waiting, []
         for callback in waiting:
-            try:
-                callback(certifiedKey)
-            except Exception:
-                self._log.failure(
-                    "Unexpected error after the first certificate of {name}", name=self.name
-                )
+            self._tell(callback, certifiedKey)
+
+    def _tell(self, callback: Callable[[CertifiedKey], object], certifiedKey: CertifiedKey) -> None:
+        """
+        Call C{callback} with the first certificate; log what it raises,
+        so that the next callback (or service) is called all the same.
+        """
+        try:
+            callback(certifiedKey)
+        except Exception:
+            self._log.failure(
+                "Unexpected error after the first certificate of {name}", name=self.name
+            )
 
     def whenCertificate(self) -> Deferred[CertifiedKey]:
         """
@@ -332,13 +339,14 @@ class TLSCertificateConsumer:
         Call C{callback} with the first certificate: at once when there is
         one already, else once it comes.  A plain call, not a Deferred:
         with thousands of services waiting at start, their Deferreds were
-        a sixth of putting them in service.
+        a sixth of putting them in service.  What it raises is logged, in
+        both cases.
 
         @return: What gives up the wait: C{callback} is not called then
             (nothing, once it was called).
         """
         if self.tls.certifiedKey is not None:
-            callback(self.tls.certifiedKey)
+            self._tell(callback, self.tls.certifiedKey)
             return _nothing
         self._waiting.append(callback)
         return partial(_forget, self._waiting, callback)

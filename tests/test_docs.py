@@ -236,6 +236,44 @@ class EventsReferenceTests(SynchronousTestCase):
             self.assertEqual(details["Severity"].astext().strip(), event.level.name, id)
 
 
+def textPattern(text: str) -> re.Pattern[str]:
+    """
+    What an event of text C{text} may read in the log: its text with any
+    value for each field.
+    """
+    fixed = re.split(r"\{[^}]*\}", text)
+    return re.compile(".*?".join(re.escape(part) for part in fixed) + r"\Z", re.DOTALL)
+
+
+class EventSamplesTests(SynchronousTestCase):
+    """
+    The log lines the pages show read as the events they are.
+    """
+
+    def test_samplesMatch(self) -> None:
+        """
+        Each line of a literal block in C{docs/} that starts with an event ID
+        (possibly after a time and a namespace) reads as that event's text
+        with some field values: a sample not updated after a text changed
+        shows here.
+        """
+        events = catalogue()
+        line = re.compile(r"(?:\S+ \S+ \[[^]]*\] )?(20\d{3}) (.+)")
+        wrong = []
+        for name in sorted(os.listdir(DOCS)):
+            if not name.endswith(".rst"):
+                continue
+            for block in readPage(name).findall(nodes.literal_block):
+                for sample in block.astext().splitlines():
+                    found = line.fullmatch(sample.strip())
+                    if found is None:
+                        continue
+                    event = events.get(int(found.group(1)))
+                    if event is None or not textPattern(event.text).match(found.group(2)):
+                        wrong.append(f"{name}: {sample.strip()}")
+        self.assertEqual(wrong, [])
+
+
 class ChangelogTests(SynchronousTestCase):
     """
     The changelog is built from the news fragments by towncrier.

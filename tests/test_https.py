@@ -10,14 +10,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
+from twisted.application.service import MultiService
+from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, RaisingMemoryReactor
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -179,6 +184,35 @@ class HTTPSFileServiceTests(SynchronousTestCase):
         self.service.stopService()
         self.service.startService()
         self.assertEqual(len(self.reactor.tcpServers), 2)
+
+    def test_errorAtOnceSparesOthers(self) -> None:
+        """
+        An error as a service with a certificate already starts to listen
+        is logged, and the services started after it still start and
+        listen: the error does not come out of C{startService}.
+        """
+        second = HTTPSFileService(
+            attrs.evolve(makeOptions(self.folder), name="other"), self.reactor
+        )
+        parent = MultiService()
+        for service in (self.service, second):
+            service.consumer.useCertificate(provisionalFor(self.signer))
+            service.setServiceParent(parent)
+        place = https.listening.listeningPlace
+
+        def failing(options: Any, port: Any) -> tuple[str, int | str]:
+            if options.name == "files":
+                raise RuntimeError("boom")
+            return place(options, port)
+
+        self.patch(https.listening, "listeningPlace", failing)
+        with capturedLogs() as events:
+            parent.startService()
+        self.addCleanup(parent.stopService)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((self.service.running, second.running), (1, 1))
+        self.assertEqual(len(self.reactor.tcpServers), 2)
+        self.assertIn(20156, [e.get("event_id") for e in events])
 
     def test_stoppedBeforeCertified(self) -> None:
         """
@@ -413,7 +447,7 @@ class FirstConnectionTests(SynchronousTestCase):
             made[-1].noisy = False
             return made[-1]
 
-        lazy = OnFirstConnection(build)
+        lazy = OnFirstConnection(build, Clock(), "files")
         lazy.doStart()
         lazy.doStop()
         self.assertEqual(made, [])
@@ -425,6 +459,124 @@ class FirstConnectionTests(SynchronousTestCase):
         self.assertEqual(built.numPorts, 1)
         lazy.doStop()
         self.assertEqual((built.numPorts, lazy.numPorts), (0, 0))
+
+
+class FirstConnectionFailureTests(SynchronousTestCase):
+    """
+    An L{OnFirstConnection} whose factory cannot be made, or started.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.address = IPv4Address("TCP", "127.0.0.1", 4433)
+
+    def test_buildFailureClosesAndTells(self) -> None:
+        """
+        A connection whose factory cannot be made gets no protocol (Twisted
+        closes it), and event 20210 says why, with no traceback; at most
+        once in L{https.BUILD_FAILURE_PERIOD} seconds, with the connections
+        closed since.  It is made again at each connection.
+        """
+        tried: list[int] = []
+
+        def build() -> Factory:
+            tried.append(1)
+            raise RuntimeError("no site")
+
+        lazy = OnFirstConnection(build, self.clock, "files")
+        lazy.doStart()
+        with capturedLogs() as events:
+            results = [lazy.buildProtocol(self.address) for _ in range(3)]
+            self.clock.advance(https.BUILD_FAILURE_PERIOD)
+            results.append(lazy.buildProtocol(self.address))
+        self.assertEqual((results, len(tried)), ([None] * 4, 4))
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "20210 Service files cannot build its site: RuntimeError: no site; 1 connections"
+                " closed since the last such event. It tries again at the next connection.",
+                "20210 Service files cannot build its site: RuntimeError: no site; 3 connections"
+                " closed since the last such event. It tries again at the next connection.",
+            ],
+        )
+        self.assertEqual([e for e in events if "log_failure" in e], [])
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.critical] * 2)
+
+    def test_keptOnceStarted(self) -> None:
+        """
+        A factory made whose start fails is not kept: the connection gets
+        no protocol, and the next one makes and starts a new factory,
+        which is kept.
+        """
+        made: list[Factory] = []
+
+        def build() -> Factory:
+            made.append(Factory.forProtocol(Protocol))
+            made[-1].noisy = False
+            if len(made) == 1:
+                made[-1].startFactory = lambda: 1 / 0  # type: ignore[method-assign]
+            return made[-1]
+
+        lazy = OnFirstConnection(build, self.clock, "files")
+        lazy.doStart()
+        with capturedLogs() as events:
+            self.assertIsNone(lazy.buildProtocol(self.address))
+        self.assertIn("ZeroDivisionError", formatEvent(events[0]))
+        self.assertIsInstance(lazy.buildProtocol(self.address), Protocol)
+        self.assertIsInstance(lazy.buildProtocol(self.address), Protocol)
+        self.assertEqual([f.numPorts for f in made], [0, 1])
+        lazy.doStop()
+        self.assertEqual([f.numPorts for f in made], [0, 0])
+
+
+class Closed(Protocol):
+    """
+    Fires C{ended} with what it received once the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.ended: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any) -> None:
+        self.ended.callback(self.received)
+
+
+class SiteNotBuiltTests(TestCase):
+    """
+    A service whose site cannot be built, on the real reactor.
+    """
+
+    async def test_connectionsClosed(self) -> None:
+        """
+        Each connection is closed with nothing sent, and no error is logged
+        for it ("Unhandled Error" from Twisted's port); event 20210 says
+        why, once; the service keeps listening.
+        """
+
+        def broken(*args: Any, **kwargs: Any) -> FileSite:
+            raise RuntimeError("no site")
+
+        self.patch(https, "FileSite", broken)
+        tree = filefuzz.makeTree(self.mktemp())
+        options = attrs.evolve(makeOptions(tree.served), address="127.0.0.1", port=0)
+        service = HTTPSFileService(options, reactor)
+        service.consumer.useCertificate(provisionalFor(newSigner()))
+        with capturedLogs() as events:
+            service.startService()
+            self.addCleanup(service.stopService)
+            assert service._port is not None and service._port._port is not None
+            number = service._port._port.getHost().port
+            for _ in range(2):
+                closed = Closed()
+                endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
+                await connectProtocol(endpoint, closed)
+                self.assertEqual(await closed.ended, b"")
+        self.assertEqual([e["event_id"] for e in events if "event_id" in e], [20156, 20210])
+        self.assertIsNotNone(service._port._port)
 
 
 class IdleSiteTests(SynchronousTestCase):

@@ -352,6 +352,31 @@ class AddressListenerTests(SynchronousTestCase):
         self.successResultOf(listener.stopListening())
         self.assertTrue(port.stopped)  # type: ignore[attr-defined]
 
+    def test_tellingErrorsLogged(self) -> None:
+        """
+        What the callbacks raise when told that the listener listens, or
+        cannot, is logged, not raised to the caller of C{listen}: the
+        listener that listens still has its port to stop.
+        """
+
+        told: list[object] = []
+
+        def broken(result: object) -> None:
+            told.append(result)
+            raise RuntimeError("broken")
+
+        reactor = RecordingReactor()
+        listener = Listener.on(reactor, options(), Factory())
+        listener.listen(broken, broken)
+        reason = CannotListenError("", 80, OSError(errno.EACCES, "Permission denied"))
+        refused = Listener.on(RaisingMemoryReactor(reason), options(port=80), Factory())
+        refused.listen(broken, broken)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        [port, failure] = told
+        self.assertIsInstance(failure, Failure)
+        self.successResultOf(listener.stopListening())
+        self.assertTrue(port.stopped)  # type: ignore[attr-defined]
+
     def test_cannotListenAtOnce(self) -> None:
         """
         A port that cannot be opened is told at once, with why; nothing is

@@ -381,6 +381,29 @@ class ResourceSignerTests(ResourceTestCase):
         self.assertEqual((self.store.signer, self.eventTexts(20180)), (pem, []))
 
 
+class ResourceStopTests(ResourceTestCase):
+    """
+    A stop of the whole resource during its start-up's provision.
+    """
+
+    def test_stopDuringStartUpTellsNothing(self) -> None:
+        """
+        The resource's C{stopService} during the start-up's provision (its
+        scheduler stops first and cancels the provision) logs no event
+        20208 and calls no start-up listener: the services are stopping,
+        not in service.
+        """
+        self.patch(provisioningModule, "PROVISION_BATCH", 1)
+        resource = self.makeResource()
+        ended: list[str] = []
+        resource.startUpListeners.append(lambda: ended.append("ended"))
+        resource.startService()
+        waiting = [s for s in resource.managed.values() if s.current is None]
+        self.successResultOf(resource.stopService())
+        self.reactor.advance(0)
+        self.assertEqual((bool(waiting), self.eventTexts(20208), ended), (True, [], []))
+
+
 class LazyProvisioningTests(SynchronousTestCase):
     """
     L{Provisioning.provision} puts every set on a provisional certificate

@@ -18,12 +18,22 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from letsencrypt_resource import quietport
 from letsencrypt_resource.listening import Listener, failureDetails
 from letsencrypt_resource.quietport import BACKLOG, QuietPort, addressFamily, listenQuietly
 from letsencrypt_resource.turnports import TurnEndpoint
+
+
+def ipv6Here() -> None:
+    """
+    Skip the test where the system has no IPv6.
+    """
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError:
+        raise SkipTest("no IPv6 here") from None
 
 
 @attrs.frozen
@@ -234,8 +244,8 @@ class AddressFamilyTests(SynchronousTestCase):
     def setUp(self) -> None:
         addressFamily.cache_clear()
         self.addCleanup(addressFamily.cache_clear)
-        quietport._resolvedIPv6.cache_clear()
-        self.addCleanup(quietport._resolvedIPv6.cache_clear)
+        quietport._resolveUnscoped.cache_clear()
+        self.addCleanup(quietport._resolveUnscoped.cache_clear)
 
     def test_familyOnceAnAddress(self) -> None:
         """
@@ -269,19 +279,91 @@ class AddressFamilyTests(SynchronousTestCase):
             {(p.backlog, p._reuseAddress, p._reusePort) for p in ports}, {(50, True, False)}
         )
 
-    def test_scopeOnceAnAddress(self) -> None:
+    def countResolutions(self) -> list[str]:
         """
-        An IPv6 address is resolved for binding once, whatever the port:
-        the port bound is each one's own.
+        Count Twisted's resolutions of IPv6 addresses for binding: the
+        addresses resolved, in order.
         """
-        resolved: list[tuple[str, int]] = []
+        resolved: list[str] = []
         resolve = tcp._resolveIPv6
 
         def counted(address: str, port: int) -> tuple[str, int, int, int]:
-            resolved.append((address, port))
+            resolved.append(address)
             return resolve(address, port)  # type: ignore[no-any-return]
 
         self.patch(tcp, "_resolveIPv6", counted)
-        self.assertEqual(quietport._resolvedIPv6("::1"), ("::1", 0, 0))
-        self.assertEqual(quietport._resolvedIPv6("::1"), ("::1", 0, 0))
-        self.assertEqual(resolved, [("::1", 0)])
+        return resolved
+
+    def listenOn(self, address: str) -> QuietPort:
+        """
+        A L{QuietPort} listening on C{address}, any port, on a memory
+        reactor; closed at the end of the test.
+        """
+        port = QuietPort(0, Factory(), interface=address, reactor=MemoryReactor())
+        port.startListening()
+        self.addCleanup(port.socket.close)
+        return port
+
+    def test_unscopedOnceThroughListening(self) -> None:
+        """
+        Ports listening on an IPv6 address without a scope resolve it once
+        for binding; each binds its own port.
+        """
+        ipv6Here()
+        resolved = self.countResolutions()
+        ports = [self.listenOn("::1") for _ in range(3)]
+        self.assertEqual(resolved, ["::1"])
+        self.assertEqual(len({p.socket.getsockname()[1] for p in ports}), 3)
+        self.assertEqual({p.socket.getsockname()[0] for p in ports}, {"::1"})
+
+    def test_scopedAtEachListen(self) -> None:
+        """
+        An IPv6 address with a scope is resolved again at each listen: its
+        interface may have been made again with a new index.
+        """
+        ipv6Here()
+        resolved: list[str] = []
+        scopes = iter([1, 7])
+
+        def rescoped(address: str, port: int) -> tuple[str, int, int, int]:
+            resolved.append(address)
+            return ("::1", port, 0, next(scopes))
+
+        self.patch(tcp, "_resolveIPv6", rescoped)
+        binds: list[tuple[Any, ...]] = []
+        bind = socket.socket.bind
+
+        def recorded(made: socket.socket, where: Any) -> None:
+            binds.append(where)
+            bind(made, where[:3] + (0,))
+
+        self.patch(socket.socket, "bind", recorded)
+        for _ in range(2):
+            self.listenOn("fe80::1%eth9")
+        self.assertEqual(resolved, ["fe80::1%eth9"] * 2)
+        self.assertEqual([where[3] for where in binds], [1, 7])
+
+
+class TwistedPortTests(SynchronousTestCase):
+    """
+    A L{QuietPort} is built as Twisted's own TCP port: if a Twisted release
+    set another attribute, or another value, the inherited methods could
+    fail at run time.
+    """
+
+    def test_sameAttributes(self) -> None:
+        """
+        Built with the same arguments, a L{QuietPort} and Twisted's
+        C{tcp.Port} have the same attributes with the same values, on all
+        addresses, IPv4 and IPv6, with and without a scope.
+        """
+        factory, memory = Factory(), MemoryReactor()
+        for address in ("", "127.0.0.1", "192.0.2.55", "::1", "fe80::1%lo"):
+            twisted = tcp.Port(443, factory, BACKLOG, address, memory)
+            quiet = QuietPort(443, factory, BACKLOG, address, memory)
+            names = vars(twisted).keys() | vars(quiet).keys()
+            self.assertEqual(
+                {name: getattr(quiet, name, "(not set)") for name in names},
+                {name: getattr(twisted, name, "(not set)") for name in names},
+                address,
+            )

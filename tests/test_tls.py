@@ -376,6 +376,23 @@ class TLSCertificateConsumerTests(SynchronousTestCase):
         self.assertEqual(told, [certifiedKey])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_callbackErrorAtOnceLogged(self) -> None:
+        """
+        An error in an C{onFirstCertificate} callback called at once (the
+        consumer has a certificate already) is logged, not raised: the
+        caller (a service that starts) goes on.
+        """
+
+        def broken(certifiedKey: CertifiedKey) -> None:
+            raise RuntimeError("broken")
+
+        self.consumer.useCertificate(provisionalFor(self.signer))
+        self.consumer.onFirstCertificate(broken)
+        told: list[CertifiedKey] = []
+        self.consumer.onFirstCertificate(told.append)
+        self.assertEqual(len(told), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_badCertificateWaits(self) -> None:
         """
         A certificate the TLS side refuses raises and does not fire

@@ -1,0 +1,64 @@
+"""
+Tests for what the benches in C{bench/} take as a start-up that put every
+service in service.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource import events
+from tests.helpers.processcase import ROOT
+
+BENCH = os.path.join(ROOT, "bench")
+
+
+def benchModule(name: str) -> ModuleType:
+    """
+    The bench C{bench/<name>.py}, imported as the benches import each
+    other (their folder first on C{sys.path}).
+    """
+    sys.path.insert(0, BENCH)
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f"{name}.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(BENCH)
+    return module
+
+
+class AfterReactorTests(SynchronousTestCase):
+    """
+    C{bench/afterreactor.py} takes event 20209 for all in service only when
+    every service listens.
+    """
+
+    def line(self, listening: int, failed: int, waiting: int) -> str:
+        """
+        The log line of event 20209 with these counts.
+        """
+        text = events.SERVICES_LISTENING.logFormat.format(
+            listening=listening, failed=failed, waiting=waiting, seconds=0.5
+        )
+        return f"2026-11-29T20:00:00+0000 [-] {text}"
+
+    def test_allListen(self) -> None:
+        """
+        Every service listening is all in service; one that cannot, or that
+        waits for a certificate, is not.
+        """
+        bench = benchModule("afterreactor")
+        self.assertEqual(
+            [
+                bench.allListen(self.line(*counts))
+                for counts in ((10, 0, 0), (9, 1, 0), (9, 0, 1), (10, 0, 10))
+            ],
+            [True, False, False, False],
+        )
