@@ -11,6 +11,7 @@ from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 
+from letsencrypt_resource.acmeloading import LoadAtStart
 from letsencrypt_resource.challengesite import ChallengeSiteService
 from letsencrypt_resource.challengesweep import ChallengeSweeper
 from letsencrypt_resource.deploy import DeployHooks
@@ -36,9 +37,9 @@ class CompositionTests(ResourceTestCase):
     def test_children(self) -> None:
         """
         Its child services are the deploy hooks, the metrics site, the
-        challenge site, the domain sets, the scheduler and the sweeper of
-        challenges left in the storage, in that order: each starts after
-        the one before it.
+        challenge site, the domain sets, the scheduler, the sweeper of
+        challenges left in the storage and the load of the ACME modules, in
+        that order: each starts after the one before it.
         """
         resource = self.makeResource()
         self.assertIsInstance(resource, MultiService)
@@ -51,6 +52,7 @@ class CompositionTests(ResourceTestCase):
                 DomainSets,
                 Scheduler,
                 ChallengeSweeper,
+                LoadAtStart,
             ],
         )
 
