@@ -20,14 +20,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeVar, cast
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from .config import ConfigurationError, loadConfiguration
+from .config import ConfigurationError, ResourceOptions, ServiceOptions, loadConfiguration
 from .display import formatStatus
 from .quickstatus import statusArguments
 from .statusreader import offlineStatus
@@ -78,7 +78,9 @@ def _firedResult(d: Deferred[T]) -> T:
     return result
 
 
-def readRows(options: Any, services: Any, lock: StateLock) -> list[dict[str, Any]]:
+def readRows(
+    options: ResourceOptions, services: Iterable[ServiceOptions], lock: StateLock
+) -> list[dict[str, Any]]:
     """
     The status rows of the resource of C{options} and its C{services},
     read from its state directory, whose C{lock} is held.

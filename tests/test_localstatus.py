@@ -61,9 +61,13 @@ ssl_domains = new.example.test
 """
 
 #: What the status read in the command's thread must not import: the
-#: reactor, and the server's parts.
+#: reactor, TLS, Twisted's endpoints, and the server's parts.
 SERVER_MODULES = frozenset(
     {
+        "OpenSSL",
+        "twisted.internet.endpoints",
+        "twisted.internet.ssl",
+        "twisted.internet.tcp",
         "twisted.internet.reactor",
         "twisted.internet.epollreactor",
         "twisted.internet.selectreactor",
@@ -218,8 +222,9 @@ class ImportTests(SynchronousTestCase):
     def test_lean(self) -> None:
         """
         The command's entry point prints the status, read from the state
-        directory, without importing the reactor, the resource, its
-        operations, the control socket's server or the test CA.
+        directory, without importing the reactor, TLS, Twisted's endpoints,
+        the resource, its operations, the control socket's server or the
+        test CA.
         """
         path = configure(os.path.abspath(self.mktemp()))
         # At exit: the full command's reactor ends the process itself.
