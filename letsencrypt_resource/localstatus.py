@@ -30,6 +30,7 @@ from twisted.python.failure import Failure
 from .config import ConfigurationError, ResourceOptions, ServiceOptions, loadConfiguration
 from .display import formatStatus
 from .quickstatus import statusArguments
+from .startupcollection import pausedCollection
 from .statusreader import offlineStatus
 from .storage.checks import checkStorage
 from .storage.directory import DirectoryStorage
@@ -96,6 +97,35 @@ def readRows(
         _firedResult(storage.close())
 
 
+def _read(path: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """
+    The state directory of the configuration file at C{path} and the
+    status rows read from it; C{None} when they are the full command's to
+    read (see L{localStatus}).
+    """
+    try:
+        configuration = loadConfiguration(path)
+        options = configuration.resource
+        if options is None or options.clusterDatabase or options.clusterKeyFile:
+            return None
+        checkStorage(options)
+    except ConfigurationError:
+        return None
+    if not os.path.lexists(options.stateDirectory):
+        return None
+    lock = StateLock(options.stateDirectory)
+    try:
+        lock.acquire()
+    except Exception:
+        return None
+    try:
+        return options.stateDirectory, readRows(options, configuration.services, lock)
+    except Exception:
+        return None
+    finally:
+        lock.release()
+
+
 def localStatus(argv: list[str], out: TextIO) -> bool:
     """
     Print, to C{out}, the status that the full command prints when no
@@ -109,29 +139,15 @@ def localStatus(argv: list[str], out: TextIO) -> bool:
     if arguments is None:
         return False
     path, asJSON = arguments
-    try:
-        configuration = loadConfiguration(path)
-        options = configuration.resource
-        if options is None or options.clusterDatabase or options.clusterKeyFile:
+    # What is read lives until the command ends: the collector's automatic
+    # collections would go over it again and again while it grows.
+    with pausedCollection():
+        read = _read(path)
+        if read is None:
             return False
-        checkStorage(options)
-    except ConfigurationError:
-        return False
-    if not os.path.lexists(options.stateDirectory):
-        return False
-    lock = StateLock(options.stateDirectory)
-    try:
-        lock.acquire()
-    except Exception:
-        return False
-    try:
-        rows = readRows(options, configuration.services, lock)
-    except Exception:
-        return False
-    finally:
-        lock.release()
-    if asJSON:
-        out.write(json.dumps(rows) + "\n")
-    else:
-        out.write(formatStatus(rows, False, options.stateDirectory) + "\n")
+        stateDirectory, rows = read
+        if asJSON:
+            out.write(json.dumps(rows) + "\n")
+        else:
+            out.write(formatStatus(rows, False, stateDirectory) + "\n")
     return True

@@ -7,6 +7,7 @@ it does not fit.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -18,8 +19,10 @@ from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from letsencrypt_resource import config, localstatus
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.cli import run
+from letsencrypt_resource.config import Configuration
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.localstatus import localStatus
 from letsencrypt_resource.storage.lock import StateLock
@@ -125,6 +128,30 @@ class SameOutputTests(TestCase):
         lock = StateLock(os.path.join(directory, "lets-encrypt"))
         lock.acquire()
         lock.release()
+
+
+class CollectionTests(SynchronousTestCase):
+    """
+    What L{localStatus} reads lives until the command ends.
+    """
+
+    def test_paused(self) -> None:
+        """
+        The collector's automatic collections pause while the
+        configuration is read, and resume after.
+        """
+        path = configure(os.path.abspath(self.mktemp()))
+        seen: list[bool] = []
+
+        def loadConfiguration(path: str) -> Configuration:
+            seen.append(gc.isenabled())
+            return config.loadConfiguration(path)
+
+        self.patch(localstatus, "loadConfiguration", loadConfiguration)
+        self.assertTrue(gc.isenabled())
+        self.assertTrue(localStatus(["status", "-c", path], io.StringIO()))
+        self.assertEqual(seen, [False])
+        self.assertTrue(gc.isenabled())
 
 
 class FullCommandTests(SynchronousTestCase):
