@@ -324,12 +324,13 @@ async def run(
 def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> None:
     """
     The command's entry point: a status that the running server answers
-    is printed at once (see L{quickStatus}); anything else runs the full
-    command, in a reactor.
+    is printed at once (see L{quickStatus}), and one read from a state
+    directory that no server runs on without a reactor (see
+    L{_localStatus}); anything else runs the full command, in a reactor.
     """
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if quickStatus(argv, sys.stdout):
+        if quickStatus(argv, sys.stdout) or _localStatus(argv):
             sys.stdout.flush()
             return
     except BrokenPipeError:
@@ -353,6 +354,17 @@ def main(argv: list[str] | None = None, prog: str = "letsencrypt-resource") -> N
         return Deferred.fromCoroutine(operate())
 
     react(go)
+
+
+def _localStatus(argv: list[str]) -> bool:
+    """
+    Print the status read from the state directory in this thread, when
+    no server runs (see L{localStatus
+    <letsencrypt_resource.localstatus.localStatus>}): imported only then.
+    """
+    from .localstatus import localStatus
+
+    return localStatus(argv, sys.stdout)
 
 
 def _closedOutput() -> None:

@@ -29,7 +29,6 @@ from .deploycommand import parseCommand
 from .domains import InvalidDomain, isHostName, isIPAddress, normalizeDomain, parseDomainList
 from .inireader import readINI
 from .inireader import resolvePath as _resolve
-from .listening import checkDescription, tcpBinding
 from .resourcesection import (
     DEFAULT_STATE_DIRECTORY,
     ENABLED_DEFAULT,
@@ -136,6 +135,11 @@ def _address(value: str) -> str:
 
 
 def _endpoint(value: str) -> str:
+    # Twisted's endpoints (and TLS) are imported only for a configuration
+    # that gives an endpoint: an operations command's status reads the
+    # configuration without them.
+    from .listening import checkDescription
+
     return checkDescription(value)
 
 
@@ -1264,6 +1268,8 @@ def _listenerBinding(
     """
     if options.endpoint is None:
         return options.section, "port", options.address, options.port
+    from .listening import tcpBinding
+
     binding = tcpBinding(options.endpoint)
     if binding is None:
         return None
@@ -1287,7 +1293,11 @@ def _metricsBinding(resource: ResourceOptions) -> list[tuple[str, str, str, int]
     """
     if resource.metricsPort is not None:
         return [(resource.section, "metrics_port", resource.metricsAddress, resource.metricsPort)]
-    binding = tcpBinding(resource.metricsEndpoint) if resource.metricsEndpoint else None
+    if not resource.metricsEndpoint:
+        return []
+    from .listening import tcpBinding
+
+    binding = tcpBinding(resource.metricsEndpoint)
     if binding is None:
         return []
     return [(resource.section, "metrics_endpoint", _interface(binding[0]), binding[1])]

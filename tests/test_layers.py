@@ -183,7 +183,10 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             }
         ),
     ),
-    ("entry points", frozenset({"__main__", "cli", "demo", "localca", "quickstatus", "tap"})),
+    (
+        "entry points",
+        frozenset({"__main__", "cli", "demo", "localca", "localstatus", "quickstatus", "tap"}),
+    ),
     ("test support", frozenset({"testing"})),
 ]
 

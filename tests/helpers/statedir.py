@@ -9,23 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
+from letsencrypt_resource.localstatus import InThisThread as Immediately
 from letsencrypt_resource.storage.checks import checkCertificateWritable
 from letsencrypt_resource.storage.directory import DirectoryStorage
 from letsencrypt_resource.storage.records import Records
 from letsencrypt_resource.testing.fakes import fired
-
-
-class Immediately:
-    """
-    Workers for a L{DirectoryStorage} that run each job at once, in the
-    test's thread.
-    """
-
-    def run(self, function: Any, *args: Any) -> Deferred[Any]:
-        return maybeDeferred(function, *args)
 
 
 class StateDirectory:
