@@ -290,20 +290,20 @@ class RowCache:
         certificates: Iterable[ManagedCertificate],
         options: ResourceOptions,
         serverRunning: bool,
-        failed: Callable[[Exception], None],
+        failed: Callable[[ManagedCertificate, Exception], None],
     ) -> Iterator[None]:
         """
         Make the kept row and text of each of C{certificates} that has
         none, one set at each step: what the first L{encoded} call would
         make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
 
-        @param failed: Called with the error of each set whose row cannot
-            be made; the others are made all the same, and that set's is
+        @param failed: Called with each set whose row cannot be made and
+            the error; the others are made all the same, and that set's is
             left to the first L{encoded} call, which fails as it did.
         """
         for certificate in certificates:
             try:
                 self._json(certificate, options, serverRunning)
             except Exception as error:
-                failed(error)
+                failed(certificate, error)
             yield None

@@ -322,8 +322,9 @@ class EncodedTests(SynchronousTestCase):
 
 class KeepRowsTests(SynchronousTestCase):
     """
-    L{Operations.keepRows} makes the kept rows ahead, a set at a step, once
-    the resource has settled.
+    L{Operations.keepRows} makes the kept rows ahead, a set at a step: from
+    the end of the load, those of the sets on a certificate; once the
+    resource has settled, those missing or changed.
     """
 
     def setUp(self) -> None:
@@ -332,11 +333,13 @@ class KeepRowsTests(SynchronousTestCase):
         self.sets = [ManagedCertificate((f"s{i}.test",)) for i in range(3)]
         for managed in self.sets:
             managed.current = certifiedKey
+        self.loaded: Deferred[None] = Deferred()
         self.settled: Deferred[None] = Deferred()
         resource = SimpleNamespace(
             managed={m.domains: m for m in self.sets},
             options=resourceOptions(),
             storage=None,
+            whenLoaded=lambda: self.loaded,
             whenSettled=lambda: self.settled,
         )
         self.clock = Clock()
@@ -355,23 +358,54 @@ class KeepRowsTests(SynchronousTestCase):
 
         self.patch(statusrows, "RowBase", Counted)
 
+    def runSteps(self) -> None:
+        """
+        Run the cooperator's steps until none is left.
+        """
+        while self.steps:
+            self.steps.pop(0)()
+
     def test_madeAhead(self) -> None:
         """
-        Nothing is made before the resource settles; then one set's row at
-        each step, and the status after is answered from them alone.
+        Nothing is made before the sets are loaded; then one set's row at
+        each step, and a status right after is answered from them alone,
+        before the resource settles; once it has, nothing is made again.
         """
         keeping = self.operations.keepRows(self.cooperator.cooperate)
         self.assertEqual((self.steps, self.made), ([], []))
-        self.settled.callback(None)
+        self.loaded.callback(None)
         for count in range(1, 4):
             self.steps.pop(0)()
             self.assertEqual(self.made, self.sets[:count])
-        while self.steps:
-            self.steps.pop(0)()
-        self.successResultOf(keeping)
+        self.runSteps()
         text = self.successResultOf(self.operations.encodedStatus())
         self.assertEqual(self.made, self.sets)
         self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+        self.assertNoResult(keeping)
+        self.settled.callback(None)
+        self.runSteps()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, self.sets)
+
+    def test_changedMadeOnceSettled(self) -> None:
+        """
+        A set without a certificate at the end of the load (it is put on a
+        provisional one then) is not made until the resource has settled;
+        then it is, with the sets that changed since the load (their first
+        check's attempt failed), and only those.
+        """
+        first, changed, waiting = self.sets
+        current, waiting.current = waiting.current, None
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.loaded.callback(None)
+        self.runSteps()
+        self.assertEqual(self.made, [first, changed])
+        waiting.current = current
+        changed.failures = 1
+        self.settled.callback(None)
+        self.runSteps()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, [first, changed, changed, waiting])
 
     def test_badSetLoggedOthersMade(self) -> None:
         """
@@ -382,9 +416,9 @@ class KeepRowsTests(SynchronousTestCase):
         broken = self.sets[1]
         broken.plan = lambda: 1 / 0  # type: ignore[method-assign]
         keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.loaded.callback(None)
         self.settled.callback(None)
-        while self.steps:
-            self.steps.pop(0)()
+        self.runSteps()
         self.successResultOf(keeping)
         self.assertEqual(self.made, self.sets)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
@@ -393,11 +427,10 @@ class KeepRowsTests(SynchronousTestCase):
     def test_noneOnClusterNode(self) -> None:
         """
         On a cluster node, whose status is not made of the kept rows'
-        texts, nothing is made: settled, it is done at once.
+        texts, nothing is made: it is done at once.
         """
         self.operations._resource.storage = object.__new__(ClusterStorage)
         keeping = self.operations.keepRows(self.cooperator.cooperate)
-        self.settled.callback(None)
         self.successResultOf(keeping)
         self.assertEqual((self.steps, self.made), ([], []))
 
@@ -406,7 +439,7 @@ class KeepRowsTests(SynchronousTestCase):
         Cancelled, it stops making rows.
         """
         keeping = self.operations.keepRows(self.cooperator.cooperate)
-        self.settled.callback(None)
+        self.loaded.callback(None)
         self.steps.pop(0)()
         keeping.cancel()
         self.failureResultOf(keeping, CancelledError)
