@@ -136,8 +136,8 @@ class CARotation:
         self._last: dict[tuple[str, ...], int] = {}
         # The CA of each canonical directory URL configured (the first).
         self._byURL: dict[str, int] = {}
-        for index, ca in enumerate(self._cas):
-            self._byURL.setdefault(canonicalURL(ca.options.acmeURL), index)
+        for index, configured in enumerate(self._cas):
+            self._byURL.setdefault(canonicalURL(configured.options.acmeURL), index)
         # The position of the CA at each directory URL asked about, kept
         # for the last URLS_KEPT: a check asks for every set, and the sets
         # share a few URLs, which the stored state (any node of a cluster)

@@ -150,6 +150,8 @@ class Operations:
         C{cooperate} (see L{keepRows}); log the error of each set whose row
         cannot be made, and add it to C{failed}.
         """
+        if not sets:
+            return
 
         def logged(certificate: ManagedCertificate, error: Exception) -> None:
             failed.add(certificate)
