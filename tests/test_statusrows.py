@@ -265,6 +265,41 @@ class EncodedTests(SynchronousTestCase):
             rows = [statusRow(c, self.options, now, running) for c in sets]
             self.assertEqual(cache.encoded(sets, self.options, now, running), json.dumps(rows))
 
+    def test_textsKeptAtSecondCall(self) -> None:
+        """
+        The first call encodes the rows whose texts are not kept with one
+        C{json.dumps} and makes no text; the next one makes them, and a set
+        changed since is encoded anew between the kept texts; the text is
+        C{json.dumps}'s each time.
+        """
+        texts: list[object] = []
+        rowJSON = statusrows.RowJSON
+
+        def counted(*args: Any) -> object:
+            texts.append(args)
+            return rowJSON(*args)
+
+        self.patch(statusrows, "RowJSON", counted)
+        sets = [self.managed(f"s{i}.test") for i in range(4)]
+        cache, now = RowCache(), self.start + DAY
+
+        def encoded() -> str:
+            text = cache.encoded(sets, self.options, now, True)
+            rows = [statusRow(c, self.options, now, True) for c in sets]
+            self.assertEqual(text, json.dumps(rows))
+            return text
+
+        encoded()
+        self.assertEqual(len(texts), 0)
+        encoded()
+        self.assertEqual(len(texts), 4)
+        sets[1].failures = sets[2].failures = 1
+        sets[2].lastError = 'a "quoted" error'
+        encoded()
+        self.assertEqual(len(texts), 4)
+        encoded()
+        self.assertEqual(len(texts), 6)
+
     def test_asDumps(self) -> None:
         """
         Planned, overdue, retrying, failing with an error of quotes, lines
