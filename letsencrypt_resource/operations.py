@@ -49,6 +49,20 @@ def _errors(failed: list[ManagedCertificate]) -> str:
     return "; ".join(f"{c.label}: {c.lastError}" for c in failed)
 
 
+async def _cooperated(
+    cooperate: Callable[[Iterator[None]], CooperativeTask], steps: Iterator[None]
+) -> None:
+    """
+    Run C{steps} with C{cooperate} until they end; cancelled, stop them.
+    """
+    task = cooperate(steps)
+    try:
+        await task.whenDone()
+    except CancelledError:
+        task.stop()
+        raise
+
+
 class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
@@ -133,36 +147,19 @@ class Operations:
             return
         await resource.whenLoaded()
         failed: set[ManagedCertificate] = set()
-        onCertificates = [c for c in resource.managed.values() if c.current is not None]
-        await self._keep(onCertificates, cooperate, failed)
-        await resource.whenSettled()
-        sets = [c for c in resource.managed.values() if c not in failed]
-        await self._keep(sets, cooperate, failed)
-
-    async def _keep(
-        self,
-        sets: list[ManagedCertificate],
-        cooperate: Callable[[Iterator[None]], CooperativeTask],
-        failed: set[ManagedCertificate],
-    ) -> None:
-        """
-        Make the kept rows of C{sets} that are missing or changed, with
-        C{cooperate} (see L{keepRows}); log the error of each set whose row
-        cannot be made, and add it to C{failed}.
-        """
-        if not sets:
-            return
 
         def logged(certificate: ManagedCertificate, error: Exception) -> None:
             failed.add(certificate)
             unexpected(self._log, Failure(error))
 
-        task = cooperate(self._rows.keep(sets, self._resource.options, self._serverRunning, logged))
-        try:
-            await task.whenDone()
-        except CancelledError:
-            task.stop()
-            raise
+        async def keep(sets: list[ManagedCertificate]) -> None:
+            if sets:
+                steps = self._rows.keep(sets, resource.options, self._serverRunning, logged)
+                await _cooperated(cooperate, steps)
+
+        await keep([c for c in resource.managed.values() if c.current is not None])
+        await resource.whenSettled()
+        await keep([c for c in resource.managed.values() if c not in failed])
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
         return self._rows.row(
