@@ -302,17 +302,6 @@ class RowCache:
             texts.append(_joined(fresh))
         return "[" + ", ".join(texts) + "]"
 
-    def _json(
-        self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
-    ) -> RowJSON:
-        """
-        The kept text of C{certificate}'s row, made when missing.
-        """
-        kept = self._base(certificate, options, serverRunning)
-        if kept.json is None:
-            kept.json = kept.base.json()
-        return kept.json
-
     def keep(
         self,
         certificates: Iterable[ManagedCertificate],
@@ -324,6 +313,10 @@ class RowCache:
         Make the kept row and text of each of C{certificates} that has
         none, one set at each step: what the first L{encoded} call would
         make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
+        The text of a row that a status call gave since it was made is
+        left to the next call (L{encoded}): a status asked while the rows
+        are made is not followed by their texts all made at once, while
+        its answer is still being sent.
 
         @param failed: Called with each set whose row cannot be made and
             the error; the others are made all the same, and that set's is
@@ -331,7 +324,9 @@ class RowCache:
         """
         for certificate in certificates:
             try:
-                self._json(certificate, options, serverRunning)
+                kept = self._base(certificate, options, serverRunning)
+                if kept.json is None and not kept.asked:
+                    kept.json = kept.base.json()
             except Exception as error:
                 failed(certificate, error)
             yield None

@@ -300,6 +300,28 @@ class EncodedTests(SynchronousTestCase):
         encoded()
         self.assertEqual(len(texts), 6)
 
+    def test_keepLeavesAskedTexts(self) -> None:
+        """
+        L{RowCache.keep} makes the texts of the rows no status call gave,
+        and leaves those of the rows one gave since they were made to the
+        next call, which makes them.
+        """
+        texts: list[object] = []
+        rowJSON = statusrows.RowJSON
+
+        def counted(*args: Any) -> object:
+            texts.append(args)
+            return rowJSON(*args)
+
+        self.patch(statusrows, "RowJSON", counted)
+        sets = [self.managed(f"s{i}.test") for i in range(4)]
+        cache, now = RowCache(), self.start + DAY
+        cache.encoded(sets[:2], self.options, now, True)
+        list(cache.keep(sets, self.options, True, self.fail))
+        self.assertEqual(len(texts), 2)
+        self.assertAsDumps(cache, sets, now)
+        self.assertEqual(len(texts), 4)
+
     def test_asDumps(self) -> None:
         """
         Planned, overdue, retrying, failing with an error of quotes, lines
