@@ -10,6 +10,7 @@ the next renewal after a success, which forgets those failures.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,10 @@ from .managed import ManagedCertificate, issuingCA
 
 if TYPE_CHECKING:
     from .acmeclient import ACMEClient
+
+#: How many directory URLs a L{CARotation} keeps the CA of (as many as
+#: L{canonicalURL} keeps the form of).
+URLS_KEPT = 256
 
 
 def optionsFor(options: ResourceOptions, ca: CAOptions) -> ResourceOptions:
@@ -129,9 +134,15 @@ class CARotation:
             connection = primary.forCA(caOptions, httpFor(ca.acmeCAFile, ca.acmeURL))
             self._cas.append(CA(ca.section, caOptions, connection))
         self._last: dict[tuple[str, ...], int] = {}
-        # The CA at each directory URL asked about: a check asks for every
-        # set, and the sets share a few URLs.
-        self._indexes: dict[str, int | None] = {}
+        # The CA of each canonical directory URL configured (the first).
+        self._byURL: dict[str, int] = {}
+        for index, configured in enumerate(self._cas):
+            self._byURL.setdefault(canonicalURL(configured.options.acmeURL), index)
+        # The position of the CA at each directory URL asked about, kept
+        # for the last URLS_KEPT: a check asks for every set, and the sets
+        # share a few URLs, which the stored state (any node of a cluster)
+        # writes.
+        self._indexAt = functools.lru_cache(maxsize=URLS_KEPT)(self._findIndex)
 
     @property
     def all(self) -> tuple[CA, ...]:
@@ -245,16 +256,14 @@ class CARotation:
 
     def _indexOf(self, url: str | None) -> int | None:
         """
-        The position of the CA at the directory URL C{url}, compared in
-        its L{canonicalURL} form (C{None}: the first); C{None} when no CA
-        configured has it.
+        The position of the CA at the directory URL C{url} (C{None}: the
+        first); C{None} when no CA configured has it.
         """
-        if url is None:
-            return 0
-        if url not in self._indexes:
-            key = canonicalURL(url)
-            self._indexes[url] = next(
-                (i for i, ca in enumerate(self._cas) if canonicalURL(ca.options.acmeURL) == key),
-                None,
-            )
-        return self._indexes[url]
+        return 0 if url is None else self._indexAt(url)
+
+    def _findIndex(self, url: str) -> int | None:
+        """
+        The position of the CA at the directory URL C{url}, compared in its
+        L{canonicalURL} form; C{None} when no CA configured has it.
+        """
+        return self._byURL.get(canonicalURL(url))

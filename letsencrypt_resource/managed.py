@@ -154,8 +154,9 @@ class ManagedCertificate:
             return None
         looks = self._looks
         if looks.at is None or looks.at() is not current:
-            looks.at = weakref.ref(current)
-            looks.issued = not current.provisional and current.carries(self.domains)
+            # Worked out first: when it raises, nothing of the old one is kept.
+            issued = not current.provisional and current.carries(self.domains)
+            looks.at, looks.issued = weakref.ref(current), issued
             looks.urgent = looks.planned = None
         return current if looks.issued else None
 

@@ -49,6 +49,20 @@ def _errors(failed: list[ManagedCertificate]) -> str:
     return "; ".join(f"{c.label}: {c.lastError}" for c in failed)
 
 
+async def _cooperated(
+    cooperate: Callable[[Iterator[None]], CooperativeTask], steps: Iterator[None]
+) -> None:
+    """
+    Run C{steps} with C{cooperate} until they end; cancelled, stop them.
+    """
+    task = cooperate(steps)
+    try:
+        await task.whenDone()
+    except CancelledError:
+        task.stop()
+        raise
+
+
 class Operations:
     """
     The operator's requests, on a loaded L{LetsEncryptResource}.
@@ -115,33 +129,37 @@ class Operations:
     @deferred
     async def keepRows(self, cooperate: Callable[[Iterator[None]], CooperativeTask]) -> None:
         """
-        Once the resource has settled (every set loaded and checked once),
-        make the kept row of every set, a few sets at a time (with
+        Make the kept row of every set ahead, a few sets at a time (with
         C{cooperate}, C{twisted.internet.task.cooperate} or another
-        C{Cooperator}'s), so that the first C{status} is answered from kept rows as
-        the later ones are (see L{RowCache.keep}).  A set whose row cannot
-        be made is logged, once, and the others made.  Cancelled, it stops.
-        Nothing is made on a cluster node, whose status is not made of the
-        kept rows' texts (see L{encodedStatus}).
+        C{Cooperator}'s), so that the first C{status} is answered from kept
+        rows as the later ones are (see L{RowCache.keep}): from the end of
+        the load, the rows of the sets on a certificate then (the rest are
+        put on provisional ones first), so that a status asked right at
+        start-up finds them; once the resource has settled (every set
+        loaded and checked once), the rows of every set, made again only
+        for those that changed since.  A set whose row cannot be made is
+        logged, once, and the others made.  Cancelled, it stops.  Nothing is made
+        on a cluster node, whose status is not made of the kept rows'
+        texts (see L{encodedStatus}).
         """
         resource = self._resource
-        await resource.whenSettled()
         if isinstance(resource.storage, ClusterStorage):
             return
-        sets = list(resource.managed.values())
-        task = cooperate(
-            self._rows.keep(
-                sets,
-                resource.options,
-                self._serverRunning,
-                lambda error: unexpected(self._log, Failure(error)),
-            )
-        )
-        try:
-            await task.whenDone()
-        except CancelledError:
-            task.stop()
-            raise
+        await resource.whenLoaded()
+        failed: set[ManagedCertificate] = set()
+
+        def logged(certificate: ManagedCertificate, error: Exception) -> None:
+            failed.add(certificate)
+            unexpected(self._log, Failure(error))
+
+        async def keep(sets: list[ManagedCertificate]) -> None:
+            if sets:
+                steps = self._rows.keep(sets, resource.options, self._serverRunning, logged)
+                await _cooperated(cooperate, steps)
+
+        await keep([c for c in resource.managed.values() if c.current is not None])
+        await resource.whenSettled()
+        await keep([c for c in resource.managed.values() if c not in failed])
 
     def _row(self, certificate: ManagedCertificate) -> dict[str, Any]:
         return self._rows.row(

@@ -101,6 +101,23 @@ def warnOfExpiry(
         )
 
 
+async def _earliestEvent(
+    reactor: Any, sets: list[ManagedCertificate], issuers: IssuerConnections
+) -> float:
+    """
+    When the first of C{sets} next needs attention (see
+    L{IssuerConnections.nextEvent}), looked at by chunks a reactor turn
+    apart; infinity for none.  Sets whose attempt is under way are left
+    out: they are looked at when it ends.
+    """
+    earliest = float("inf")
+    async for chunk in inTurns(reactor, sets):
+        for certificate in chunk:
+            if certificate.attempt is None:
+                earliest = min(earliest, issuers.nextEvent(certificate))
+    return earliest
+
+
 class Scheduler(Service):
     """
     Runs the checks of the domain sets while the resource runs.
@@ -342,12 +359,7 @@ class Scheduler(Service):
         """
         The work of L{scheduleWakeUp}.
         """
-        # Sets whose attempt is under way are looked at when it ends.
-        earliest = float("inf")
-        async for chunk in inTurns(self._reactor, list(self._managed.values())):
-            for certificate in chunk:
-                if certificate.attempt is None:
-                    earliest = min(earliest, self.issuers.nextEvent(certificate))
+        earliest = await _earliestEvent(self._reactor, list(self._managed.values()), self.issuers)
         if self._writes.hasRetries():
             earliest = min(earliest, self._writes.retries.retryAt)
         delay = earliest - self._reactor.seconds()

@@ -679,6 +679,22 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual({cas.issuerOf(c) for c in certificates * 2}, {cas.all[1]})
         self.assertLessEqual(len(canonical), 1 + len(cas.all))
 
+    def test_urlsKeptBounded(self) -> None:
+        """
+        The CA of at most L{carotation.URLS_KEPT} directory URLs is kept:
+        the URLs come from the stored state, which any node of a cluster
+        writes, so sets recording ever new ones do not grow it; the CA
+        found for a URL is the same once forgotten.
+        """
+        cas, _ = rotation(SECOND)
+        certificate = ManagedCertificate(("a.example",))
+        for index in range(carotation.URLS_KEPT + 50):
+            certificate.orderedBy = ("id", f"https://ca{index}.example/directory", "account")
+            self.assertIsNone(cas.issuerOf(certificate))
+        self.assertEqual(cas._indexAt.cache_info().currsize, carotation.URLS_KEPT)
+        certificate.orderedBy = ("id", SECOND, "account")
+        self.assertIs(cas.issuerOf(certificate), cas.all[1])
+
 
 class RetryWaitTests(SynchronousTestCase):
     """

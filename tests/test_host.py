@@ -44,6 +44,9 @@ class LoadingResource(Service):
         self.loaded: Deferred[None] = Deferred()
         self.startUpListeners: list[Callable[[], object]] = []
         self.responder = ChallengeResponder()
+        # No set: the control service's kept rows have none to make.
+        self.managed: dict[object, object] = {}
+        self.storage = None
 
     def whenLoaded(self) -> Deferred[None]:
         return self.loaded

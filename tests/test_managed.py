@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime
 import gc
 import weakref
+from collections.abc import Iterable
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import managed
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.managed import NO_CERTIFICATE, ManagedCertificate
+from letsencrypt_resource.managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
 from letsencrypt_resource.policy import RenewalPlan, emergencyTime, planRenewal
 from letsencrypt_resource.provisional import makeProvisional
 
@@ -93,8 +94,10 @@ class KeptAnswersTests(SynchronousTestCase):
         self.assertIs(certificate.issued, later)
         self.assertNotEqual(later.validity, first.validity)
         self.assertEqual(certificate.plan(), planRenewal(*later.validity))
-        other = attrs.evolve(provisionalFor(self.signer, ("b.example.com",)), provisional=False)
-        certificate.current = other
+        self.assertEqual(certificate.urgentSince(), emergencyTime(*later.validity))
+        certificate.current = attrs.evolve(
+            provisionalFor(self.signer, ("b.example.com",)), provisional=False
+        )
         self.assertIsNone(certificate.issued)
         self.assertEqual(certificate.urgentSince(), 0.0)
         certificate.current = provisionalFor(self.signer, DOMAINS)
@@ -121,3 +124,58 @@ class KeptAnswersTests(SynchronousTestCase):
         gc.collect()
         self.assertIsNone(old())
         self.assertIs(certificate.issued, certificate.current)
+
+    def test_renewedNotUrgent(self) -> None:
+        """
+        After a renewal, the emergency time and the retry after a failure
+        follow the new certificate, not the one it replaced: a renewed set
+        is not taken for urgent on the old certificate's emergency time.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        first = issued(self.signer)
+        certificate.current = first
+        oldUrgent = certificate.urgentSince()
+        later = attrs.evolve(
+            makeProvisional(self.signer, DOMAINS, utcNow() + datetime.timedelta(days=30)),
+            provisional=False,
+        )
+        certificate.current = later
+        newUrgent = emergencyTime(*later.validity)
+        self.assertLess(oldUrgent + 1.0, newUrgent)
+        certificate.lastFailure = oldUrgent - 1.0
+        certificate.nextAttempt = newUrgent - 1.0
+        self.assertEqual(certificate.retryAt(), newUrgent - 1.0)
+        self.assertEqual(certificate.urgentSince(), newUrgent)
+        self.assertIsNone(certificate.emergencyPace(newUrgent - 1.0))
+
+    def test_carriesRaises(self) -> None:
+        """
+        When finding whether a new certificate carries the set's names
+        raises, nothing kept of the certificate before it answers for it:
+        the next look works it out again.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        certificate.current = issued(self.signer)
+        certificate.nextEvent(False)
+        other = attrs.evolve(provisionalFor(self.signer, ("b.example.com",)), provisional=False)
+        fields = {f.alias: getattr(other, f.name) for f in attrs.fields(CertifiedKey) if f.init}
+        certificate.current = RaisingOnce(**fields)
+        self.assertRaises(ValueError, lambda: certificate.issued)
+        self.assertIsNone(certificate.issued)
+        self.assertEqual(certificate.urgentSince(), 0.0)
+        self.assertEqual(certificate.plan(), RenewalPlan(0.0, NAMES_CHANGED))
+
+
+class RaisingOnce(CertifiedKey):
+    """
+    A certificate whose first L{CertifiedKey.carries} raises.
+    """
+
+    def carries(self, domains: Iterable[str]) -> bool:
+        """
+        Raise the first time, then answer as a certificate does.
+        """
+        if "raised" not in vars(self):
+            vars(self)["raised"] = True
+            raise ValueError("unreadable names")
+        return super().carries(domains)

@@ -265,6 +265,63 @@ class EncodedTests(SynchronousTestCase):
             rows = [statusRow(c, self.options, now, running) for c in sets]
             self.assertEqual(cache.encoded(sets, self.options, now, running), json.dumps(rows))
 
+    def test_textsKeptAtSecondCall(self) -> None:
+        """
+        The first call encodes the rows whose texts are not kept with one
+        C{json.dumps} and makes no text; the next one makes them, and a set
+        changed since is encoded anew between the kept texts; the text is
+        C{json.dumps}'s each time.
+        """
+        texts: list[object] = []
+        rowJSON = statusrows.RowJSON
+
+        def counted(*args: Any) -> object:
+            texts.append(args)
+            return rowJSON(*args)
+
+        self.patch(statusrows, "RowJSON", counted)
+        sets = [self.managed(f"s{i}.test") for i in range(4)]
+        cache, now = RowCache(), self.start + DAY
+
+        def encoded() -> str:
+            text = cache.encoded(sets, self.options, now, True)
+            rows = [statusRow(c, self.options, now, True) for c in sets]
+            self.assertEqual(text, json.dumps(rows))
+            return text
+
+        encoded()
+        self.assertEqual(len(texts), 0)
+        encoded()
+        self.assertEqual(len(texts), 4)
+        sets[1].failures = sets[2].failures = 1
+        sets[2].lastError = 'a "quoted" error'
+        encoded()
+        self.assertEqual(len(texts), 4)
+        encoded()
+        self.assertEqual(len(texts), 6)
+
+    def test_keepLeavesAskedTexts(self) -> None:
+        """
+        L{RowCache.keep} makes the texts of the rows no status call gave,
+        and leaves those of the rows one gave since they were made to the
+        next call, which makes them.
+        """
+        texts: list[object] = []
+        rowJSON = statusrows.RowJSON
+
+        def counted(*args: Any) -> object:
+            texts.append(args)
+            return rowJSON(*args)
+
+        self.patch(statusrows, "RowJSON", counted)
+        sets = [self.managed(f"s{i}.test") for i in range(4)]
+        cache, now = RowCache(), self.start + DAY
+        cache.encoded(sets[:2], self.options, now, True)
+        list(cache.keep(sets, self.options, True, self.fail))
+        self.assertEqual(len(texts), 2)
+        self.assertAsDumps(cache, sets, now)
+        self.assertEqual(len(texts), 4)
+
     def test_asDumps(self) -> None:
         """
         Planned, overdue, retrying, failing with an error of quotes, lines
@@ -322,8 +379,9 @@ class EncodedTests(SynchronousTestCase):
 
 class KeepRowsTests(SynchronousTestCase):
     """
-    L{Operations.keepRows} makes the kept rows ahead, a set at a step, once
-    the resource has settled.
+    L{Operations.keepRows} makes the kept rows ahead, a set at a step: from
+    the end of the load, those of the sets on a certificate; once the
+    resource has settled, those missing or changed.
     """
 
     def setUp(self) -> None:
@@ -332,11 +390,13 @@ class KeepRowsTests(SynchronousTestCase):
         self.sets = [ManagedCertificate((f"s{i}.test",)) for i in range(3)]
         for managed in self.sets:
             managed.current = certifiedKey
+        self.loaded: Deferred[None] = Deferred()
         self.settled: Deferred[None] = Deferred()
         resource = SimpleNamespace(
             managed={m.domains: m for m in self.sets},
             options=resourceOptions(),
             storage=None,
+            whenLoaded=lambda: self.loaded,
             whenSettled=lambda: self.settled,
         )
         self.clock = Clock()
@@ -355,23 +415,54 @@ class KeepRowsTests(SynchronousTestCase):
 
         self.patch(statusrows, "RowBase", Counted)
 
+    def runSteps(self) -> None:
+        """
+        Run the cooperator's steps until none is left.
+        """
+        while self.steps:
+            self.steps.pop(0)()
+
     def test_madeAhead(self) -> None:
         """
-        Nothing is made before the resource settles; then one set's row at
-        each step, and the status after is answered from them alone.
+        Nothing is made before the sets are loaded; then one set's row at
+        each step, and a status right after is answered from them alone,
+        before the resource settles; once it has, nothing is made again.
         """
         keeping = self.operations.keepRows(self.cooperator.cooperate)
         self.assertEqual((self.steps, self.made), ([], []))
-        self.settled.callback(None)
+        self.loaded.callback(None)
         for count in range(1, 4):
             self.steps.pop(0)()
             self.assertEqual(self.made, self.sets[:count])
-        while self.steps:
-            self.steps.pop(0)()
-        self.successResultOf(keeping)
+        self.runSteps()
         text = self.successResultOf(self.operations.encodedStatus())
         self.assertEqual(self.made, self.sets)
         self.assertEqual(json.loads(text), self.successResultOf(self.operations.fullStatus()))
+        self.assertNoResult(keeping)
+        self.settled.callback(None)
+        self.runSteps()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, self.sets)
+
+    def test_changedMadeOnceSettled(self) -> None:
+        """
+        A set without a certificate at the end of the load (it is put on a
+        provisional one then) is not made until the resource has settled;
+        then it is, with the sets that changed since the load (their first
+        check's attempt failed), and only those.
+        """
+        first, changed, waiting = self.sets
+        current, waiting.current = waiting.current, None
+        keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.loaded.callback(None)
+        self.runSteps()
+        self.assertEqual(self.made, [first, changed])
+        waiting.current = current
+        changed.failures = 1
+        self.settled.callback(None)
+        self.runSteps()
+        self.successResultOf(keeping)
+        self.assertEqual(self.made, [first, changed, changed, waiting])
 
     def test_badSetLoggedOthersMade(self) -> None:
         """
@@ -382,9 +473,9 @@ class KeepRowsTests(SynchronousTestCase):
         broken = self.sets[1]
         broken.plan = lambda: 1 / 0  # type: ignore[method-assign]
         keeping = self.operations.keepRows(self.cooperator.cooperate)
+        self.loaded.callback(None)
         self.settled.callback(None)
-        while self.steps:
-            self.steps.pop(0)()
+        self.runSteps()
         self.successResultOf(keeping)
         self.assertEqual(self.made, self.sets)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
@@ -393,11 +484,10 @@ class KeepRowsTests(SynchronousTestCase):
     def test_noneOnClusterNode(self) -> None:
         """
         On a cluster node, whose status is not made of the kept rows'
-        texts, nothing is made: settled, it is done at once.
+        texts, nothing is made: it is done at once.
         """
         self.operations._resource.storage = object.__new__(ClusterStorage)
         keeping = self.operations.keepRows(self.cooperator.cooperate)
-        self.settled.callback(None)
         self.successResultOf(keeping)
         self.assertEqual((self.steps, self.made), ([], []))
 
@@ -406,7 +496,7 @@ class KeepRowsTests(SynchronousTestCase):
         Cancelled, it stops making rows.
         """
         keeping = self.operations.keepRows(self.cooperator.cooperate)
-        self.settled.callback(None)
+        self.loaded.callback(None)
         self.steps.pop(0)()
         keeping.cancel()
         self.failureResultOf(keeping, CancelledError)
