@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeVar, cast
@@ -101,8 +102,14 @@ def _read(path: str) -> tuple[str, list[dict[str, Any]]] | None:
     """
     The state directory of the configuration file at C{path} and the
     status rows read from it; C{None} when they are the full command's to
-    read (see L{localStatus}).
+    read (see L{localStatus}), as is a configuration that is not a regular
+    file (a pipe, C{/dev/stdin}: it can be read once only).
     """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
     try:
         configuration = loadConfiguration(path)
         options = configuration.resource

@@ -202,6 +202,23 @@ class FullCommandTests(SynchronousTestCase):
         self.assertEqual(holder.stdout.readline(), b"held\n")  # type: ignore[union-attr]
         self.assertLeft(["status", "-c", path])
 
+    def test_notARegularFile(self) -> None:
+        """
+        A configuration that is not a regular file (a pipe, C{/dev/stdin}, a
+        process substitution) can be read once only: it is the full
+        command's, left unread.
+        """
+        directory = os.path.abspath(self.mktemp())
+        path = configure(directory, store=False)
+        with open(path, "rb") as stream:
+            text = stream.read()
+        reading, writing = os.pipe()
+        self.addCleanup(os.close, reading)
+        os.write(writing, text)
+        os.close(writing)
+        self.assertLeft(["status", "-c", f"/dev/fd/{reading}"])
+        self.assertEqual(os.read(reading, len(text) + 1), text)
+
     def test_noStateDirectory(self) -> None:
         """
         A state directory that does not exist is the full command's, which
