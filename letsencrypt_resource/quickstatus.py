@@ -11,6 +11,7 @@ full command runs, which reads and checks the whole configuration.
 
 from __future__ import annotations
 
+import bisect
 import configparser
 import json
 import os
@@ -47,11 +48,16 @@ CONNECT_WAIT = 5.0
 ANSWER_WAIT = STATUS_ANSWER_WAIT
 #: The section type, enabled option and state directory option read.
 _TYPE, _ENABLED, _STATE = "type", "enabled", "state_directory"
-#: A section header, as the configuration reads it.
-_HEADER = configparser.ConfigParser.SECTCRE
-#: A line whose first character but white space is C{[}: its indentation
-#: and the rest of it.
-_BRACKETED = re.compile(r"^(?P<indent>[^\S\n]*)(?P<line>\[[^\n]*)", re.MULTILINE)
+#: A line that starts with C{[} and is no section header as the
+#: configuration reads it (C{configparser.ConfigParser.SECTCRE} on the
+#: stripped line): no C{]} after the character next to the C{[}.  These
+#: patterns are searched for in the text after a line end, which each
+#: begins with (a literal start is searched for fast, unlike C{^}).
+_NO_HEADER = re.compile(r"\n\[(?![^\n]+\])")
+#: A resource section's header, which a header that starts so is.
+_RESOURCE = re.compile(r"\n\[resources/")
+#: An indented line that starts as a resource section's header.
+_INDENTED_RESOURCE = re.compile(r"\n[^\S\n]+\[resources/")
 
 
 def statusArguments(argv: list[str]) -> tuple[str, bool] | None:
@@ -88,28 +94,26 @@ def _resourceSections(text: str) -> str | None:
     The C{[resources/...]} sections of the INI C{text}, each from its
     header to the next header; C{None} when a line could be read as a
     header otherwise than the configuration reads it (a line that starts
-    with C{[} and is no header, an indented resource header).  Only the
-    lines that start with C{[}, indented or not, are looked at, found by
-    one search of the whole text (lines end at C{\\n} alone, as the
-    configuration reads them).
+    with C{[} and is no header, an indented resource header outside a
+    resource section).  Lines end at C{\\n} alone, as the configuration
+    reads them.  A few searches of the whole text find them: no step is
+    taken per section of another kind (a server's many services).
     """
-    parts: list[str] = []
-    start: int | None = None
-    for found in _BRACKETED.finditer(text):
-        indent, line = found.group("indent", "line")
-        if indent:
-            if start is None and line.startswith("[resources/"):
-                return None
-            continue
-        header = _HEADER.match(line.strip())
-        if header is None:
+    lines = "\n" + text
+    if _NO_HEADER.search(lines):
+        return None
+    # Positions in lines: one past those in text.
+    starts: list[int] = []
+    ends: list[int] = []
+    for found in _RESOURCE.finditer(lines):
+        starts.append(found.start())
+        # The next line that starts with "[": the next header.
+        ends.append(lines.find("\n[", found.end()) + 1 or len(lines))
+    for found in _INDENTED_RESOURCE.finditer(lines):
+        section = bisect.bisect_right(starts, found.start()) - 1
+        if section < 0 or found.start() >= ends[section]:
             return None
-        if start is not None:
-            parts.append(text[start : found.start()])
-        start = found.start() if header.group("header").startswith("resources/") else None
-    if start is not None:
-        parts.append(text[start:])
-    return "".join(parts)
+    return "".join(lines[start + 1 : end] for start, end in zip(starts, ends, strict=True))
 
 
 def stateDirectoryOf(path: str) -> str | None:

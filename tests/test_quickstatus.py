@@ -21,6 +21,7 @@ from letsencrypt_resource.config import RESOURCE_OPTIONS, ConfigurationError, lo
 from letsencrypt_resource.controlsocket import SOCKET_NAME, socketAddress
 from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.quickstatus import (
+    _resourceSections,
     askStatus,
     quickStatus,
     readLine,
@@ -216,6 +217,53 @@ class StateDirectoryTests(SynchronousTestCase):
             path = self.write(text)
             self.assertIsNone(stateDirectoryOf(path), text)
             self.assertRaises(ConfigurationError, loadConfiguration, path)
+
+    def test_sectionsAsHeadersRead(self) -> None:
+        """
+        L{_resourceSections} gives each resource section from its header to
+        the next line that starts with C{[}, its indented lines with it
+        (an indented resource header too), and L{None} for a line that
+        starts with C{[} and is no header (C{[}, C{[]}, C{[x}), or an
+        indented resource header outside a resource section; a header with
+        more after its C{]}, or a C{]} only, is one.
+        """
+        resource = "[resources/a]\ntype = lets-encrypt\n"
+        for text, expected in [
+            ("", ""),
+            (resource, resource),
+            ("[x]\ny = 1\n" + resource + "[z]\n", resource),
+            (
+                resource + "  [resources/b]\n\n[x] y\n" + resource,
+                resource + "  [resources/b]\n\n" + resource,
+            ),
+            ("[resources/a] ] \n[]]\n", "[resources/a] ] \n"),
+            ("[x] [resources/y]\n", ""),
+            ("x = [resources/y]\n", ""),
+            ("[x]\n  [not a header\n", ""),
+            (resource + "[\n", None),
+            (resource + "[]\n", None),
+            ("[x\n" + resource, None),
+            ("[x]\n\t[resources/b]\n" + resource, None),
+            ("\x0c[resources/b]\n" + resource, None),
+        ]:
+            self.assertEqual(_resourceSections(text), expected, text)
+
+    def test_sectionsFoundWithoutStepPerSection(self) -> None:
+        """
+        L{_resourceSections} takes no step of its own (a call) per section
+        of another kind: a server's 10,000 services cost it a few searches
+        of the text.
+        """
+        services = "".join(f"[services/s{n}]\ntype = https\nport = {n}\n" for n in range(1000))
+        text = services + "[resources/le]\ntype = lets-encrypt\n" + services
+        calls = []
+        sys.setprofile(lambda frame, event, argument: calls.append(event))
+        try:
+            sections = _resourceSections(text)
+        finally:
+            sys.setprofile(None)
+        self.assertEqual(sections, "[resources/le]\ntype = lets-encrypt\n")
+        self.assertLess(len(calls), 50)
 
     def test_optionNamesAsTheConfiguration(self) -> None:
         """

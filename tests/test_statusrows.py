@@ -265,6 +265,30 @@ class EncodedTests(SynchronousTestCase):
             rows = [statusRow(c, self.options, now, running) for c in sets]
             self.assertEqual(cache.encoded(sets, self.options, now, running), json.dumps(rows))
 
+    def test_collectionPaused(self) -> None:
+        """
+        Automatic collections are paused while the rows are made and
+        encoded, and on again after, as before; a row that fails to be made
+        resumes them all the same.
+        """
+        enabled: list[bool] = []
+        base = RowCache._base
+
+        def watched(cache: RowCache, *args: Any) -> Any:
+            enabled.append(gc.isenabled())
+            if len(enabled) == 3:
+                raise ValueError("unreadable")
+            return base(cache, *args)
+
+        self.patch(RowCache, "_base", watched)
+        self.assertTrue(gc.isenabled())
+        sets = [self.managed(f"s{i}.test") for i in range(2)]
+        RowCache().encoded(sets, self.options, self.start, True)
+        self.assertEqual(enabled, [False, False])
+        self.assertTrue(gc.isenabled())
+        self.assertRaises(ValueError, RowCache().encoded, sets, self.options, self.start, True)
+        self.assertTrue(gc.isenabled())
+
     def test_textsKeptAtSecondCall(self) -> None:
         """
         The first call encodes the rows whose texts are not kept with one
