@@ -562,7 +562,8 @@ class RecordsTests(TestCase):
         given another digest or none, it parses the record whole, which
         refuses it.  The checked record is vouched for the set's names
         (L{CertifiedKey.vouchedNames}) only with facts that name them (a
-        digest alone may have been copied from another set's state).
+        digest alone may have been copied from another set's state); those
+        facts are kept as given.
         """
         stored = provisionalFor(newSigner(), DOMAINS)
         await self.records.saveCertificate(DOMAINS, stored)
@@ -576,6 +577,10 @@ class RecordsTests(TestCase):
         facts = CertificateFacts(digest, *stored.validity, stored.issuerText, frozenset(DOMAINS))
         named = given(records.certifiedKey(digest, facts))
         self.assertEqual((named.keyChecked, named.vouchedNames), (True, frozenset(DOMAINS)))
+        # The facts given are kept as they are, their names vouched for: no
+        # copy is made per set.
+        self.assertIs(named.recorded, facts)
+        self.assertIs(named.vouchedNames, facts.names)
         unchecked = given(records.certifiedKey())
         self.assertEqual((unchecked.keyChecked, unchecked.vouchedNames), (False, None))
         damaged = b"no key\n" + stored.fullchainPEM

@@ -255,11 +255,8 @@ class StoredSet:
         if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
             names = frozenset(self.domains)
             if facts is not None and facts.digest == checked and facts.names == names:
-                # The set's own names, rather than a copy per set (made
-                # directly: attrs.evolve costs four times as much).
-                facts = CertificateFacts(
-                    facts.digest, facts.notBefore, facts.notAfter, facts.issuer, names
-                )
+                # The facts' names are the set's: one set of them is kept.
+                names = facts.names
             else:
                 facts = None
             parse = functools.partial(
