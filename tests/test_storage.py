@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from letsencrypt_resource.certificatefacts import CertificateFacts
 from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
+from letsencrypt_resource.storage import records as records_module
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
@@ -589,6 +590,34 @@ class RecordsTests(TestCase):
         self.assertFalse(given(records.certifiedKey(bundleDigest(damaged))).keyMatches)
         for digest in (bundleDigest(stored.toPEM()), None):
             self.assertRaises(StorageError, records.certifiedKey, digest)
+
+    async def test_loadSetsKeysNamedOnError(self) -> None:
+        """
+        C{StoredSet} makes the key of a record only to name it in the
+        error of a record that does not parse: start-up parses every set's
+        records.
+        """
+        stored = provisionalFor(newSigner(), DOMAINS)
+        await self.records.saveCertificate(DOMAINS, stored)
+        await self.records.saveRenewalState(DOMAINS, {"failures": 2})
+        [records] = await self.records.loadSets([DOMAINS])
+        made: list[tuple[str, ...]] = []
+
+        def counted(keyOf: Callable[[tuple[str, ...]], str]) -> Callable[..., str]:
+            return lambda domains: made.append(domains) or keyOf(domains)
+
+        self.patch(records_module, "renewalKey", counted(renewalKey))
+        self.patch(records_module, "certificateKey", counted(certificateKey))
+        self.assertEqual(records.renewalState(), {"failures": 2})
+        self.assertEqual(given(records.certifiedKey()).toPEM(), stored.toPEM())
+        self.assertEqual(made, [])
+        damaged = records_module.StoredSet(DOMAINS, b"damaged", b"damaged")
+        renewal = self.assertRaises(StorageError, damaged.renewalState)
+        certificate = self.assertRaises(StorageError, damaged.certifiedKey)
+        self.assertEqual(
+            (renewal.key, certificate.key, made),
+            (renewalKey(DOMAINS), certificateKey(DOMAINS), [DOMAINS, DOMAINS]),
+        )
 
     async def test_loadSetsOneByOne(self) -> None:
         """
