@@ -292,8 +292,7 @@ class Provisioning:
             runs once it is written.
         """
         directory = self._options.storeDirectory
-        issued = certificate.issued
-        if directory is None or issued is None:
+        if directory is None or (issued := certificate.issued) is None:
             return
         deploys = self._deploys
         if deploy and deploys is not None:
