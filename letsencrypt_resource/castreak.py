@@ -71,9 +71,13 @@ class CAStreak:
         """
         The streak with its first failure no later than C{now}: a clock that
         ran ahead, or a damaged file, may have put it in the future, which
-        would stop the time of C{fallback_after_time} from running.
+        would stop the time of C{fallback_after_time} from running.  The
+        streak itself when it is so (as every set's is at start-up): it
+        is frozen, and a copy costs each set its time.
         """
-        return attrs.evolve(self, since=min(self.since, now))
+        if self.since <= now:
+            return self
+        return attrs.evolve(self, since=now)
 
     def toJSON(self) -> dict[str, Any]:
         """

@@ -8,6 +8,7 @@ to the store directory.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -52,6 +53,14 @@ async def inTurns(
         if stopped():
             return
         yield certificates[start : start + PROVISION_BATCH]
+
+
+def _inUse(consumer: ICertificateConsumer, certificate: ManagedCertificate) -> dict[str, Any]:
+    """
+    The fields of event 20016 or 20153: C{consumer} is on the certificate
+    of C{certificate}.
+    """
+    return {"service": consumer.name, "domains": certificate.label}
 
 
 class Provisioning:
@@ -137,12 +146,12 @@ class Provisioning:
             self._startWaits = None
             self._endStartUp()
 
-    def tell(self, event: events.EventType, **fields: object) -> None:
+    def tell(self, event: events.EventType, fields: Callable[[], dict[str, Any]]) -> None:
         """
-        Log C{event} with C{fields}, or count it while the start-up is under
-        way (see L{ResourceStartUp}).
+        Log C{event} with the fields C{fields} makes, or count it while the
+        start-up is under way (see L{ResourceStartUp.tell}).
         """
-        self.startUp.tell(event, **fields)
+        self.startUp.tell(event, fields)
 
     def loaded(self) -> None:
         """
@@ -237,7 +246,7 @@ class Provisioning:
             event = (
                 events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
             )
-            self.tell(event, service=consumer.name, domains=certificate.label)
+            self.tell(event, functools.partial(_inUse, consumer, certificate))
 
     def unusable(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:
         """
@@ -283,8 +292,7 @@ class Provisioning:
             runs once it is written.
         """
         directory = self._options.storeDirectory
-        issued = certificate.issued
-        if directory is None or issued is None:
+        if directory is None or (issued := certificate.issued) is None:
             return
         deploys = self._deploys
         if deploy and deploys is not None:

@@ -226,8 +226,7 @@ class StoredChanges:
         """
         self._provisioning.tell(
             events.STORED_CERTIFICATE_LOADED,
-            domains=certificate.label,
-            not_after=stored.notAfter.isoformat(),
+            lambda: {"domains": certificate.label, "not_after": stored.notAfter.isoformat()},
         )
         # A forced renewal that could not start is answered by this one.
         certificate.forcedReason = None

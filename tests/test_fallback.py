@@ -603,6 +603,16 @@ class RotationTests(SynchronousTestCase):
         self.assertEqual(certificate.caStreak, CAStreak(None, 1, 5000.0))
         self.assertTrue(movesOn(certificate.caStreak, 8600.0, 100, 3600.0))
 
+    def test_cappedUnchanged(self) -> None:
+        """
+        A streak whose first failure is not after now is capped to itself,
+        not to a copy: start-up caps every set's.
+        """
+        streak = CAStreak(SECOND, 2, 1234.5)
+        self.assertIs(streak.capped(1234.5), streak)
+        self.assertIs(streak.capped(5000.0), streak)
+        self.assertEqual(streak.capped(1000.0), CAStreak(SECOND, 2, 1000.0))
+
     def test_backAfterRestart(self) -> None:
         """
         Before any attempt, the CA before is the one that issued the

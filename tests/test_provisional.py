@@ -469,6 +469,21 @@ class LazyProvisioningTests(SynchronousTestCase):
         [started] = [e for e in logged if e.get("event_id") == 20208]
         self.assertEqual(started["waiting"], 0)
 
+    def test_noExportNoLook(self) -> None:
+        """
+        Without a store directory, L{Provisioning.export} does not work
+        out whether the certificate in service is CA-issued: start-up
+        exports every set loaded.
+        """
+
+        class Unlooked(ManagedCertificate):
+            @property
+            def issued(self) -> CertifiedKey | None:
+                raise AssertionError("the certificate in service was looked at")
+
+        certificate = Unlooked(("a.example.test",))
+        self.provisioning([certificate]).export(certificate, deploy=True)
+
     def test_otherProvisionsDoNotEndStartUp(self) -> None:
         """
         Only the provision that covers the sets loaded at start without a

@@ -4,11 +4,21 @@ Tests for L{letsencrypt_resource.startupreport}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import events
 from letsencrypt_resource.startupreport import ListeningStartUp, ResourceStartUp
+
+
+def fields(**given: Any) -> Callable[[], dict[str, Any]]:
+    """
+    What makes the fields C{given} of an event told.
+    """
+    return lambda: given
 
 
 class ResourceStartUpTests(SynchronousTestCase):
@@ -22,10 +32,33 @@ class ResourceStartUpTests(SynchronousTestCase):
         services and of one provisional certificate.
         """
         for domains in ("a.test", "b.test"):
-            startUp.tell(events.STORED_CERTIFICATE_LOADED, domains=domains, not_after="x")
+            startUp.tell(events.STORED_CERTIFICATE_LOADED, fields(domains=domains, not_after="x"))
         for service in ("a1", "a2", "b"):
-            startUp.tell(events.CERTIFICATE_IN_USE, service=service, domains="a.test")
-        startUp.tell(events.PROVISIONAL_IN_USE, service="c", domains="c.test")
+            startUp.tell(events.CERTIFICATE_IN_USE, fields(service=service, domains="a.test"))
+        startUp.tell(events.PROVISIONAL_IN_USE, fields(service="c", domains="c.test"))
+
+    def test_fieldsMadeWhenLogged(self) -> None:
+        """
+        The fields of an event counted are made only to be logged: not
+        while the start-up is under way without C{debug}.
+        """
+        made: list[str] = []
+
+        def fields() -> dict[str, Any]:
+            made.append("made")
+            return {"service": "a1", "domains": "a.test"}
+
+        startUp = ResourceStartUp(Logger(), debug=False, now=0.0)
+        with capturedLogs() as logged:
+            startUp.tell(events.CERTIFICATE_IN_USE, fields)
+            self.assertEqual((made, logged), ([], []))
+            startUp.end(1.0, waiting=0)
+            startUp.tell(events.CERTIFICATE_IN_USE, fields)
+        self.assertEqual(made, ["made"])
+        self.assertEqual(
+            formatEvent(logged[-1]),
+            "20016 Service a1 now uses the CA-issued certificate for a.test.",
+        )
 
     def test_countedThenSummed(self) -> None:
         """
@@ -73,7 +106,7 @@ class ResourceStartUpTests(SynchronousTestCase):
         startUp = ResourceStartUp(Logger(), debug=False, now=0.0)
         startUp.end(1.0, waiting=0)
         with capturedLogs() as logged:
-            startUp.tell(events.CERTIFICATE_IN_USE, service="a1", domains="a.test")
+            startUp.tell(events.CERTIFICATE_IN_USE, fields(service="a1", domains="a.test"))
         self.assertEqual(
             [(formatEvent(e), e["log_level"]) for e in logged],
             [("20016 Service a1 now uses the CA-issued certificate for a.test.", LogLevel.info)],

@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 from letsencrypt_resource.certificatefacts import CertificateFacts
 from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
+from letsencrypt_resource.storage import records as records_module
 from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
@@ -562,7 +563,8 @@ class RecordsTests(TestCase):
         given another digest or none, it parses the record whole, which
         refuses it.  The checked record is vouched for the set's names
         (L{CertifiedKey.vouchedNames}) only with facts that name them (a
-        digest alone may have been copied from another set's state).
+        digest alone may have been copied from another set's state); those
+        facts are kept as given.
         """
         stored = provisionalFor(newSigner(), DOMAINS)
         await self.records.saveCertificate(DOMAINS, stored)
@@ -576,6 +578,10 @@ class RecordsTests(TestCase):
         facts = CertificateFacts(digest, *stored.validity, stored.issuerText, frozenset(DOMAINS))
         named = given(records.certifiedKey(digest, facts))
         self.assertEqual((named.keyChecked, named.vouchedNames), (True, frozenset(DOMAINS)))
+        # The facts given are kept as they are, their names vouched for: no
+        # copy is made per set.
+        self.assertIs(named.recorded, facts)
+        self.assertIs(named.vouchedNames, facts.names)
         unchecked = given(records.certifiedKey())
         self.assertEqual((unchecked.keyChecked, unchecked.vouchedNames), (False, None))
         damaged = b"no key\n" + stored.fullchainPEM
@@ -584,6 +590,34 @@ class RecordsTests(TestCase):
         self.assertFalse(given(records.certifiedKey(bundleDigest(damaged))).keyMatches)
         for digest in (bundleDigest(stored.toPEM()), None):
             self.assertRaises(StorageError, records.certifiedKey, digest)
+
+    async def test_loadSetsKeysNamedOnError(self) -> None:
+        """
+        C{StoredSet} makes the key of a record only to name it in the
+        error of a record that does not parse: start-up parses every set's
+        records.
+        """
+        stored = provisionalFor(newSigner(), DOMAINS)
+        await self.records.saveCertificate(DOMAINS, stored)
+        await self.records.saveRenewalState(DOMAINS, {"failures": 2})
+        [records] = await self.records.loadSets([DOMAINS])
+        made: list[tuple[str, ...]] = []
+
+        def counted(keyOf: Callable[[tuple[str, ...]], str]) -> Callable[..., str]:
+            return lambda domains: made.append(domains) or keyOf(domains)
+
+        self.patch(records_module, "renewalKey", counted(renewalKey))
+        self.patch(records_module, "certificateKey", counted(certificateKey))
+        self.assertEqual(records.renewalState(), {"failures": 2})
+        self.assertEqual(given(records.certifiedKey()).toPEM(), stored.toPEM())
+        self.assertEqual(made, [])
+        damaged = records_module.StoredSet(DOMAINS, b"damaged", b"damaged")
+        renewal = self.assertRaises(StorageError, damaged.renewalState)
+        certificate = self.assertRaises(StorageError, damaged.certifiedKey)
+        self.assertEqual(
+            (renewal.key, certificate.key, made),
+            (renewalKey(DOMAINS), certificateKey(DOMAINS), [DOMAINS, DOMAINS]),
+        )
 
     async def test_loadSetsOneByOne(self) -> None:
         """

@@ -194,10 +194,14 @@ def parseRenewalState(data: bytes) -> dict[str, Any]:
     return state
 
 
-def parseRecord(key: str, data: bytes | None, parse: Callable[[bytes], T]) -> T | None:
+def parseRecord(
+    key: str | Callable[[], str], data: bytes | None, parse: Callable[[bytes], T]
+) -> T | None:
     """
     C{parse(data)}, or C{None} when C{data} is.
 
+    @param key: The record's key, or what makes it, called only when it
+        is named (every set's keys are not made at start-up).
     @raise StorageError: naming C{key}, when C{parse} raises C{ValueError}.
     """
     if data is None:
@@ -205,7 +209,7 @@ def parseRecord(key: str, data: bytes | None, parse: Callable[[bytes], T]) -> T 
     try:
         return parse(data)
     except ValueError as error:
-        raise StorageError(key, str(error)) from None
+        raise StorageError(key if isinstance(key, str) else key(), str(error)) from None
 
 
 @attrs.frozen
@@ -229,7 +233,7 @@ class StoredSet:
 
         @raise StorageError: when it cannot be loaded or parsed.
         """
-        return _parsed(renewalKey(self.domains), self.renewal, parseRenewalState)
+        return _parsed(functools.partial(renewalKey, self.domains), self.renewal, parseRenewalState)
 
     def certifiedKey(
         self, checked: str | None = None, facts: CertificateFacts | None = None
@@ -255,11 +259,8 @@ class StoredSet:
         if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
             names = frozenset(self.domains)
             if facts is not None and facts.digest == checked and facts.names == names:
-                # The set's own names, rather than a copy per set (made
-                # directly: attrs.evolve costs four times as much).
-                facts = CertificateFacts(
-                    facts.digest, facts.notBefore, facts.notAfter, facts.issuer, names
-                )
+                # The facts' names are the set's: one set of them is kept.
+                names = facts.names
             else:
                 facts = None
             parse = functools.partial(
@@ -267,10 +268,12 @@ class StoredSet:
                 names=names if facts is not None else None,
                 facts=facts,
             )
-        return _parsed(certificateKey(self.domains), self.certificate, parse)
+        return _parsed(functools.partial(certificateKey, self.domains), self.certificate, parse)
 
 
-def _parsed(key: str, data: bytes | StorageError | None, parse: Callable[[bytes], T]) -> T | None:
+def _parsed(
+    key: Callable[[], str], data: bytes | StorageError | None, parse: Callable[[bytes], T]
+) -> T | None:
     """
     L{parseRecord} of C{data}, or the L{StorageError} its load failed with
     raised.
