@@ -11,6 +11,7 @@ It runs on C{bench/twistdscale.py}'s configuration and a copy of
 C{bench/warm.py}'s fabricated state: by default its renewal states record
 their certificates' facts (C{certificate_facts}), as this version saves
 them; with C{--no-facts}, they do not, as versions before saved them.
+Each tree is compiled to bytecode first, as installing it does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
 from statusscale import timeStatus  # noqa: E402
-from twistdscale import writeConfiguration  # noqa: E402
+from twistdscale import compilePackage, writeConfiguration  # noqa: E402
 from warm import fabricated  # noqa: E402
 
 
@@ -45,6 +46,8 @@ def main() -> None:
     trees = [os.path.abspath(tree) for tree in arguments.tree or [ROOT]]
     workdir = os.path.abspath(arguments.workdir)
     os.makedirs(workdir, exist_ok=True)
+    for tree in trees:
+        compilePackage(tree)
     kept = fabricated(workdir, arguments.n, not arguments.no_facts)
     walls: dict[str, list[float]] = {tree: [] for tree in trees}
     cpus: dict[str, list[float]] = {tree: [] for tree in trees}
