@@ -42,8 +42,10 @@ FIRST_PORT = 2100
 
 
 #: What event 20209 says when every service listens: none cannot, none
-#: waits for a certificate.
-ALL_LISTEN = (", 0 cannot,", ", 0 wait for a certificate,")
+#: waits for a certificate (versions before the waiting count waited for
+#: every service, and said nothing of it).
+NONE_CANNOT, NONE_WAIT = ", 0 cannot,", ", 0 wait for a certificate,"
+WAIT = "wait for a certificate"
 
 
 def allListen(line: str) -> bool:
@@ -51,7 +53,7 @@ def allListen(line: str) -> bool:
     Whether the log line of event 20209 C{line} says that every service
     listens.
     """
-    return all(part in line for part in ALL_LISTEN)
+    return NONE_CANNOT in line and (NONE_WAIT in line or WAIT not in line)
 
 
 def threads(pid: int) -> dict[str, tuple[float, int]]:

@@ -62,3 +62,13 @@ class AfterReactorTests(SynchronousTestCase):
             ],
             [True, False, False, False],
         )
+
+    def test_beforeTheWaitingCount(self) -> None:
+        """
+        A version that logged 20209 only once every service listened, with
+        no waiting count, is compared too: its line is all in service
+        unless one cannot listen.
+        """
+        bench = benchModule("afterreactor")
+        old = "20209 10000 services listen, {} cannot, 3.683 seconds after they started."
+        self.assertEqual([bench.allListen(old.format(n)) for n in (0, 1)], [True, False])
