@@ -199,20 +199,27 @@ class StartTests(SynchronousTestCase):
             ],
         )
 
-    def test_frozenOnceLoaded(self) -> None:
+    def loadingServer(self) -> tuple[LoadingResource, ServerService]:
         """
-        With a resource, the freeze waits until its domain sets are loaded,
-        so that they are frozen too: they are most of what start-up builds.
+        A server of no service on a L{LoadingResource}, nothing frozen yet
+        (unfrozen again after the test).
         """
         resource = LoadingResource()
-        options = resourceOptions(stateDirectory=self.mktemp())
         server = ServerService(
-            Configuration("host test", options, ()),
+            Configuration("host test", resourceOptions(stateDirectory=self.mktemp()), ()),
             MemoryReactorClock(),
             resourceFactory=lambda *args, **kwargs: resource,
         )
         gc.unfreeze()
         self.addCleanup(gc.unfreeze)
+        return resource, server
+
+    def test_frozenOnceLoaded(self) -> None:
+        """
+        With a resource, the freeze waits until its domain sets are loaded,
+        so that they are frozen too: they are most of what start-up builds.
+        """
+        resource, server = self.loadingServer()
         server.startService()
         self.addCleanup(server.stopService)
         self.assertEqual(gc.get_freeze_count(), 0)
@@ -228,15 +235,7 @@ class StartTests(SynchronousTestCase):
         until what the load made is frozen: it does not go over the loaded
         sets once more as their load ends, just before the freeze.
         """
-        resource = LoadingResource()
-        options = resourceOptions(stateDirectory=self.mktemp())
-        server = ServerService(
-            Configuration("host test", options, ()),
-            MemoryReactorClock(),
-            resourceFactory=lambda *args, **kwargs: resource,
-        )
-        gc.unfreeze()
-        self.addCleanup(gc.unfreeze)
+        resource, server = self.loadingServer()
         self.assertTrue(gc.isenabled())
         server.startService()
         self.addCleanup(server.stopService)

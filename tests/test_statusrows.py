@@ -289,12 +289,9 @@ class EncodedTests(SynchronousTestCase):
         self.assertRaises(ValueError, RowCache().encoded, sets, self.options, self.start, True)
         self.assertTrue(gc.isenabled())
 
-    def test_textsKeptAtSecondCall(self) -> None:
+    def countedTexts(self) -> list[object]:
         """
-        The first call encodes the rows whose texts are not kept with one
-        C{json.dumps} and makes no text; the next one makes them, and a set
-        changed since is encoded anew between the kept texts; the text is
-        C{json.dumps}'s each time.
+        The arguments of every row text made from now on, in order.
         """
         texts: list[object] = []
         rowJSON = statusrows.RowJSON
@@ -304,6 +301,16 @@ class EncodedTests(SynchronousTestCase):
             return rowJSON(*args)
 
         self.patch(statusrows, "RowJSON", counted)
+        return texts
+
+    def test_textsKeptAtSecondCall(self) -> None:
+        """
+        The first call encodes the rows whose texts are not kept with one
+        C{json.dumps} and makes no text; the next one makes them, and a set
+        changed since is encoded anew between the kept texts; the text is
+        C{json.dumps}'s each time.
+        """
+        texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
         cache, now = RowCache(), self.start + DAY
 
@@ -330,14 +337,7 @@ class EncodedTests(SynchronousTestCase):
         and leaves those of the rows one gave since they were made to the
         next call, which makes them.
         """
-        texts: list[object] = []
-        rowJSON = statusrows.RowJSON
-
-        def counted(*args: Any) -> object:
-            texts.append(args)
-            return rowJSON(*args)
-
-        self.patch(statusrows, "RowJSON", counted)
+        texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
         cache, now = RowCache(), self.start + DAY
         cache.encoded(sets[:2], self.options, now, True)
