@@ -28,6 +28,7 @@ from zope.interface import directlyProvides, providedBy
 from . import events
 from .alpn import ALPNAnswers
 from .clienthello import HANDSHAKE_RECORD, ClientHello, HelloReader, NotClientHello
+from .ratedcount import RatedCount
 from .tls import NoCertificateYet, waitsForContext
 
 #: Seconds a connection has to send a whole ClientHello; then it is closed.
@@ -253,12 +254,8 @@ class HelloPeekFactory(WrappingFactory):
         self.answers = answers
         self.clock = clock
         self.service = service
-        # When event 20267 was last logged; the connections closed since,
-        # the last one's client, and the call that logs them.
-        self._noCertificateLogged: float | None = None
-        self._noCertificateLeftOut = 0
-        self._noCertificateClient = ""
-        self._noCertificateLater: IDelayedCall | None = None
+        # The connections closed without a certificate: event 20267.
+        self._noCertificate = RatedCount(clock, NO_CERTIFICATE_PERIOD)
 
     def connectTLS(self, tls: TLSMemoryBIOProtocol, transport: ITransport) -> None:
         """
@@ -278,27 +275,10 @@ class HelloPeekFactory(WrappingFactory):
         one closed sooner is counted, and logged once the period ends (or
         the listener stops), so a burst's count is never lost.
         """
-        self._noCertificateLeftOut += 1
-        self._noCertificateClient = client
-        if self._noCertificateLater is not None:
-            return
-        now, last = self.clock.seconds(), self._noCertificateLogged
-        if last is not None and now - last < NO_CERTIFICATE_PERIOD:
-            self._noCertificateLater = self.clock.callLater(
-                last + NO_CERTIFICATE_PERIOD - now, self._logNoCertificate
+        self._noCertificate.add(
+            lambda count: events.HTTPS_NO_CERTIFICATE.emit(
+                self._log, service=self.service, client=client, count=count
             )
-        else:
-            self._logNoCertificate()
-
-    def _logNoCertificate(self) -> None:
-        """
-        Event 20267 with the connections closed since the last one.
-        """
-        self._noCertificateLater = None
-        count, self._noCertificateLeftOut = self._noCertificateLeftOut, 0
-        self._noCertificateLogged = self.clock.seconds()
-        events.HTTPS_NO_CERTIFICATE.emit(
-            self._log, service=self.service, client=self._noCertificateClient, count=count
         )
 
     def doStop(self) -> None:
@@ -310,7 +290,5 @@ class HelloPeekFactory(WrappingFactory):
         """
         for peek in list(self.protocols):
             peek.closeSilent()
-        if self._noCertificateLater is not None:
-            self._noCertificateLater.cancel()
-            self._logNoCertificate()
+        self._noCertificate.flush()
         super().doStop()

@@ -25,6 +25,7 @@ from .firsthandshakes import firstHandshakesOf
 from .folder import ServedFolder
 from .httplimits import LimitedSite
 from .listening import Listener
+from .ratedcount import RatedCount
 from .reactors import Reactor
 from .sharedfolders import SharedFolders
 from .startupreport import ListeningStartUp
@@ -86,10 +87,8 @@ class OnFirstConnection(Factory):
         """
         self._build = build
         self._built: IProtocolFactory | None = None
-        self._clock = clock
         self._service = service
-        self._toldAt: float | None = None
-        self._closed = 0
+        self._notBuilt = RatedCount(clock, BUILD_FAILURE_PERIOD)
 
     def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
         """
@@ -117,28 +116,26 @@ class OnFirstConnection(Factory):
 
     def _cannotBuild(self, error: Exception) -> None:
         """
-        Tell that a connection was closed for C{error}, unless told less
-        than L{BUILD_FAILURE_PERIOD} seconds ago: event 20210, with the
-        connections closed since.  No traceback: any peer can connect.
+        Tell that a connection was closed for C{error}: event 20210, at
+        most once in L{BUILD_FAILURE_PERIOD} seconds, with the connections
+        closed since the last one (those closed sooner are told when the
+        period ends, or when it stops) and the last one's error.  No
+        traceback: any peer can connect.
         """
-        self._closed += 1
-        now = self._clock.seconds()
-        if self._toldAt is not None and now - self._toldAt < BUILD_FAILURE_PERIOD:
-            return
-        self._toldAt = now
-        closed, self._closed = self._closed, 0
-        events.SITE_NOT_BUILT.emit(
-            self._log,
-            service=self._service,
-            error=f"{type(error).__name__}: {error}",
-            closed=closed,
+        text = f"{type(error).__name__}: {error}"
+        self._notBuilt.add(
+            lambda closed: events.SITE_NOT_BUILT.emit(
+                self._log, service=self._service, error=text, closed=closed
+            )
         )
 
     def doStop(self) -> None:
         """
-        Stop, and stop the factory it stands for, if it was made.
+        Stop, and stop the factory it stands for, if it was made; tell the
+        connections closed and not told yet (event 20210).
         """
         super().doStop()
+        self._notBuilt.flush()
         built, self._built = self._built, None
         if built is not None:
             built.doStop()

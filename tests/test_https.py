@@ -474,8 +474,9 @@ class FirstConnectionFailureTests(SynchronousTestCase):
         """
         A connection whose factory cannot be made gets no protocol (Twisted
         closes it), and event 20210 says why, with no traceback; at most
-        once in L{https.BUILD_FAILURE_PERIOD} seconds, with the connections
-        closed since.  It is made again at each connection.
+        once in L{https.BUILD_FAILURE_PERIOD} seconds: the connections
+        closed sooner are told when the period ends, and those not told yet
+        when it stops.  It is made again at each connection.
         """
         tried: list[int] = []
 
@@ -489,18 +490,18 @@ class FirstConnectionFailureTests(SynchronousTestCase):
             results = [lazy.buildProtocol(self.address) for _ in range(3)]
             self.clock.advance(https.BUILD_FAILURE_PERIOD)
             results.append(lazy.buildProtocol(self.address))
+            lazy.doStop()
         self.assertEqual((results, len(tried)), ([None] * 4, 4))
-        self.assertEqual(
-            [formatEvent(e) for e in events],
-            [
-                "20210 Service files cannot build its site: RuntimeError: no site; 1 connections"
-                " closed since the last such event. It tries again at the next connection.",
-                "20210 Service files cannot build its site: RuntimeError: no site; 3 connections"
-                " closed since the last such event. It tries again at the next connection.",
-            ],
+        told = (
+            "20210 Service files cannot build its site: RuntimeError: no site; {} connections"
+            " closed since the last such event. It tries again at the next connection."
         )
+        self.assertEqual(
+            [formatEvent(e) for e in events], [told.format(1), told.format(2), told.format(1)]
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual([e for e in events if "log_failure" in e], [])
-        self.assertEqual([e["log_level"] for e in events], [LogLevel.critical] * 2)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.critical] * 3)
 
     def test_keptOnceStarted(self) -> None:
         """

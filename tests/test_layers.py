@@ -72,6 +72,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "consumerregistry",
                 "quietport",
                 "acmeerrors",
+                "ratedcount",
             }
         ),
     ),
