@@ -14,7 +14,6 @@ import attrs
 from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
@@ -41,6 +40,7 @@ from tests.helpers import (
     pullProducersOn,
     tlsClientFactory,
 )
+from tests.helpers.received import Received
 from tests.helpers.serviceoptions import ADDRESS, PORT, makeOptions
 
 CONTENT = filefuzz.FILES["hello.txt"]
@@ -530,22 +530,6 @@ class FirstConnectionFailureTests(SynchronousTestCase):
         self.assertEqual([f.numPorts for f in made], [0, 0])
 
 
-class Closed(Protocol):
-    """
-    Fires C{ended} with what it received once the connection ends.
-    """
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.ended: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any) -> None:
-        self.ended.callback(self.received)
-
-
 class SiteNotBuiltTests(TestCase):
     """
     A service whose site cannot be built, on the real reactor.
@@ -572,7 +556,7 @@ class SiteNotBuiltTests(TestCase):
             assert service._port is not None and service._port._port is not None
             number = service._port._port.getHost().port
             for _ in range(2):
-                closed = Closed()
+                closed = Received()
                 endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
                 await connectProtocol(endpoint, closed)
                 self.assertEqual(await closed.ended, b"")

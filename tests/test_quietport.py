@@ -11,7 +11,6 @@ from typing import Any
 import attrs
 from twisted.internet import abstract, reactor, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory, Protocol
@@ -24,6 +23,7 @@ from letsencrypt_resource import quietport
 from letsencrypt_resource.listening import Listener, failureDetails
 from letsencrypt_resource.quietport import BACKLOG, QuietPort, addressFamily, listenQuietly
 from letsencrypt_resource.turnports import TurnEndpoint
+from tests.helpers.received import Received
 
 
 def ipv6Here() -> None:
@@ -55,22 +55,6 @@ class Greeting(Protocol):
     def connectionMade(self) -> None:
         self.transport.write(b"hello")
         self.transport.loseConnection()
-
-
-class Received(Protocol):
-    """
-    Collects what it receives until the connection ends.
-    """
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.ended: Deferred[bytes] = Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason: Any) -> None:
-        self.ended.callback(self.received)
 
 
 def greetings() -> Factory:
