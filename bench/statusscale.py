@@ -29,7 +29,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
-from twistdscale import TIMEOUT, TWISTD, cpuSeconds, moreFiles, writeConfiguration  # noqa: E402
+from twistdscale import (  # noqa: E402
+    TIMEOUT,
+    TWISTD,
+    compilePackage,
+    cpuSeconds,
+    moreFiles,
+    writeConfiguration,
+)
 from warm import fabricated  # noqa: E402
 
 #: The event that says every service listens: the server is in service.
@@ -152,6 +159,8 @@ def main() -> None:
     trees = [os.path.abspath(tree) for tree in arguments.tree or [ROOT]]
     workdir = os.path.abspath(arguments.workdir)
     os.makedirs(workdir, exist_ok=True)
+    for tree in trees:
+        compilePackage(tree)
     results: dict[str, dict[str, list[float]]] = {tree: {} for tree in trees}
     loads = []
     for _ in range(arguments.repeats):
