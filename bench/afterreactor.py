@@ -32,7 +32,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
-from twistdscale import spawn, stateFor, stop, writeConfiguration  # noqa: E402
+from twistdscale import addAddressArgument, spawn, stateFor, stop, writeConfiguration  # noqa: E402
 
 #: The most seconds one start may take.
 TIMEOUT = 300.0
@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--cold", action="store_true", help="start on an empty state directory")
     parser.add_argument("--first-port", type=int, default=FIRST_PORT)
+    addAddressArgument(parser)
     parser.add_argument(
         "--tree", action="append", help="a source tree of the package (default: this one)"
     )

@@ -33,7 +33,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
-from twistdscale import moreFiles, writeConfiguration  # noqa: E402
+from twistdscale import addAddressArgument, moreFiles, writeConfiguration  # noqa: E402
 
 #: The phases, in order.
 PHASES = ("interpreter", "twistd", "import tap", "parseOptions", "makeService", "startService")
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trees", nargs="+", default=[ROOT], help="checkouts to compare")
     parser.add_argument("--first-port", type=int, default=21000)
+    addAddressArgument(parser)
     parser.add_argument("--bytecode", action="store_true", help="compile the modules once first")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     arguments = parser.parse_args()

@@ -32,6 +32,7 @@ from common import ROOT  # noqa: E402
 from twistdscale import (  # noqa: E402
     TIMEOUT,
     TWISTD,
+    addAddressArgument,
     compilePackage,
     cpuSeconds,
     moreFiles,
@@ -147,6 +148,7 @@ def main() -> None:
     parser.add_argument("--tree", action="append", help="a package tree (default: this one)")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--first-port", type=int, default=51000)
+    addAddressArgument(parser)
     parser.add_argument(
         "--pause", type=float, default=0.0, help="seconds between in service and the first call"
     )

@@ -51,6 +51,9 @@ from warm import RUN, fabricated  # noqa: E402
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 #: The first port of the generated services.
 FIRST_PORT = 21000
+#: The loopback address the generated services listen on (C{--address}):
+#: benches on different addresses can run at once on the same ports.
+ADDRESS = "127.0.0.1"
 #: The most seconds one start may take.
 TIMEOUT = 300.0
 #: The ACME server: nowhere (the configuration takes https:// only).
@@ -95,7 +98,7 @@ state_directory = {state}
 SERVICE = """
 [services/s{index:05d}]
 type = https
-address = 127.0.0.1
+address = {address}
 port = {port}
 path = {public}
 ssl_domains = {name}
@@ -106,17 +109,48 @@ def writeConfiguration(directory: str, state: str, n: int, firstPort: int = FIRS
     """
     Write the configuration of the resource on C{state} and C{n} https
     services, one for each fabricated certificate, on the ports from
-    C{firstPort} on; return its path.
+    C{firstPort} on, on L{ADDRESS}; return its path.
     """
     public = os.path.join(directory, "public")
     os.makedirs(public, exist_ok=True)
     parts = [SERVER.format(acme=NOWHERE, state=state)]
     for index, name in enumerate(names(n, RUN)):
-        parts.append(SERVICE.format(index=index, port=firstPort + index, public=public, name=name))
+        parts.append(
+            SERVICE.format(
+                index=index, address=ADDRESS, port=firstPort + index, public=public, name=name
+            )
+        )
     path = os.path.join(directory, "server.ini")
     with open(path, "w") as stream:
         stream.write("".join(parts))
     return path
+
+
+class _AddressAction(argparse.Action):
+    """
+    Set L{ADDRESS} from C{--address}.
+    """
+
+    def __call__(
+        self, parser: object, namespace: object, value: object, option: object = None
+    ) -> None:
+        global ADDRESS
+        if not str(value).startswith("127."):
+            raise argparse.ArgumentError(self, "a loopback address (127.x.y.z) only")
+        ADDRESS = str(value)
+
+
+def addAddressArgument(parser: argparse.ArgumentParser) -> None:
+    """
+    Add C{--address}, the loopback address of the generated services.
+    """
+    parser.add_argument(
+        "--address",
+        action=_AddressAction,
+        default=ADDRESS,
+        help="the loopback address the services listen on: benches on different "
+        "addresses can share a port range (default 127.0.0.1)",
+    )
 
 
 def residentBytes(pid: int) -> int:
@@ -327,6 +361,7 @@ def main() -> None:
         default=FIRST_PORT,
         help="the port of the first service (another bench may hold the default range)",
     )
+    addAddressArgument(parser)
     parser.add_argument(
         "--phases",
         action="store_true",
