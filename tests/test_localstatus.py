@@ -21,10 +21,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import config, localstatus
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.cli import run
-from letsencrypt_resource.config import Configuration
+from letsencrypt_resource.cli import _checks, run
+from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.localstatus import localStatus
+from letsencrypt_resource.statechecks import STATUS_CHECKS
 from letsencrypt_resource.storage.lock import StateLock
 from letsencrypt_resource.testing import FakeACMEServer
 from tests.helpers.resourcecase import DAY
@@ -238,6 +239,25 @@ class FullCommandTests(SynchronousTestCase):
         path = configure(directory, extra="unknown_option = 1\n")
         self.assertLeft(["status", "-c", path])
         self.assertLeft(["status", "-c", os.path.join(directory, "missing.ini")])
+
+    def test_statusChecks(self) -> None:
+        """
+        The configuration is checked by the full command's own checks of
+        C{status} (one tuple, L{STATUS_CHECKS}): one that refuses it leaves
+        it to the full command.
+        """
+        path = configure(os.path.abspath(self.mktemp()))
+        self.assertIs(_checks("status"), STATUS_CHECKS)
+        checked: list[Configuration] = []
+
+        def refuse(configuration: Configuration) -> None:
+            checked.append(configuration)
+            raise ConfigurationError("resources/le", None, "refused")
+
+        self.patch(localstatus, "STATUS_CHECKS", (refuse,))
+        self.assertLeft(["status", "-c", path])
+        [configuration] = checked
+        self.assertEqual(configuration.resource.section, "resources/le")  # type: ignore[union-attr]
 
     def test_cluster(self) -> None:
         """
