@@ -12,6 +12,7 @@ import datetime
 import gc
 import json
 import math
+import threading
 from typing import Any
 
 import attrs
@@ -241,6 +242,68 @@ class RecordedCertificateTests(SynchronousTestCase):
         self.assertIs(made(), made())
         self.assertEqual(held, [True])
         self.assertFalse(certificates._PARSING.locked())
+
+    def test_racedFirstUse(self) -> None:
+        """
+        A thread that finds the certificate unparsed while another thread
+        parses it waits for the lock, then takes the certificate the other
+        made: the PEM is parsed once (parsing again would read the PEM the
+        first parse dropped, and fail).  The threads are ordered by events:
+        the second asks for the lock only once the first parses under it.
+        """
+        issued = Issuing().issue()
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
+        made = RecordedCertificate(issued.certificatePEM, recorded)
+        parsing = threading.Event()
+        waiting = threading.Event()
+        parsed: list[bytes] = []
+        load = certificates.x509.load_pem_x509_certificate
+
+        def recording(pem: bytes) -> Any:
+            parsed.append(pem)
+            if not parsing.is_set():
+                parsing.set()
+                # Bounded, for a broken run: the second thread sets it.
+                waiting.wait(30)
+            return load(pem)
+
+        class Told:
+            """
+            The lock, which tells when a thread asks for it while the
+            first thread parses.
+            """
+
+            lock = threading.Lock()
+
+            def __enter__(self) -> None:
+                if parsing.is_set():
+                    waiting.set()
+                self.lock.acquire()
+
+            def __exit__(self, *exception: object) -> None:
+                self.lock.release()
+
+        self.patch(certificates, "_PARSING", Told())
+        self.patch(certificates.x509, "load_pem_x509_certificate", recording)
+        results: dict[str, object] = {}
+
+        def use(name: str) -> None:
+            try:
+                results[name] = made()
+            except Exception as error:
+                results[name] = error
+
+        first = threading.Thread(target=use, args=("first",))
+        first.start()
+        self.assertTrue(parsing.wait(30))
+        second = threading.Thread(target=use, args=("second",))
+        second.start()
+        for thread in (first, second):
+            thread.join(30)
+        self.assertTrue(waiting.is_set())
+        self.assertEqual(parsed, [issued.certificatePEM])
+        self.assertEqual(results["first"], issued.certificate)
+        self.assertIs(results["second"], results["first"])
 
     def test_unusable(self) -> None:
         """
