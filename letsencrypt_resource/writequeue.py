@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .certificates import CertifiedKey
+from .certificates import CertifiedKey, InvalidCertificate
 from .keys import PrivateKey
 from .limiter import Limiter
 from .managed import ManagedCertificate
@@ -34,6 +34,29 @@ from .writeretries import WriteRetries
 Runner = Callable[..., Deferred]
 #: Called with what a write returned, once it worked.
 Done = Callable[[object], object]
+
+
+class UnreadableExport(StorageError):
+    """
+    The certificate to export was read from its record, whose PEM no
+    longer parses: writing it again would not help.
+
+    @ivar key: The record's path.
+    """
+
+
+def _exportReadable(
+    record: str, directory: str, domains: tuple[str, ...], issued: CertifiedKey
+) -> str:
+    """
+    Export C{issued}, read from C{record}, as L{exportInFolder} does.
+
+    @raise UnreadableExport: when C{issued} cannot be parsed.
+    """
+    try:
+        return exportInFolder(directory, domains, issued)
+    except InvalidCertificate as error:
+        raise UnreadableExport(record, str(error)) from None
 
 
 @attrs.frozen
@@ -187,15 +210,22 @@ class WriteQueue:
         )
 
     def export(
-        self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey, done: Done
+        self,
+        directory: str,
+        certificate: ManagedCertificate,
+        issued: CertifiedKey,
+        done: Done,
+        record: str,
     ) -> Deferred[bool]:
         """
         Write C{issued}, the certificate of C{certificate}, to C{directory},
         in a worker thread; C{done} is called with the folder once written.
+        C{issued} read from C{record} (its path) that no longer parses is
+        not written (event 20268).
         """
 
         def exportCertificate(*args: object) -> Deferred[str]:
-            return self._runInThread(exportInFolder, *args)
+            return self._runInThread(_exportReadable, record, *args)
 
         write = Write(
             certificate.label, exportCertificate, (directory, certificate.domains, issued)
@@ -235,6 +265,11 @@ class WriteQueue:
             if isinstance(error, Superseded):
                 events.CERTIFICATE_WRITE_STALE.emit(
                     self._log, domains=write.label, details=f"not stored: {error.message}"
+                )
+                return False
+            if isinstance(error, UnreadableExport):
+                events.CERTIFICATE_NOT_EXPORTED.emit(
+                    self._log, domains=write.label, path=error.key, details=error.message
                 )
                 return False
             if isinstance(error, (StaleFence, LeaseLost)) and write.fence is not None:

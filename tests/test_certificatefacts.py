@@ -12,6 +12,7 @@ import datetime
 import gc
 import json
 import math
+import os
 import threading
 from typing import Any
 
@@ -669,15 +670,16 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
     use, instead of raising at every handshake until its renewal.
     """
 
-    def test_provisionalThenOrdered(self) -> None:
+    def restarted(self, **options: Any) -> TLSCertificateConsumer:
         """
-        The refused handshake logs event 20260; the set goes on a
-        provisional certificate and is ordered at once; the service then
-        presents the new CA-issued certificate.
+        Start and stop a resource of C{options} with a TLS consumer of
+        L{REPORTS}, damage its stored certificate (its state vouching for
+        the damaged bytes), and start a resource of C{options} again, until
+        settled: return the consumer.
         """
         tls = TLSCertificateConsumer("reports-tls", REPORTS)
         self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
-        self.stop(self.start())
+        self.stop(self.start(**options))
         stored = self.store.values[certificateKey(REPORTS)]
         head, start, rest = stored.partition(b"-----BEGIN CERTIFICATE-----\n")
         damaged = head + start + b"AAAA" + rest[4:]
@@ -689,10 +691,20 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         ).toJSON()
         self.store.values[certificateKey(REPORTS)] = damaged
         self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
-        resource = self.makeResource()
+        resource = self.resource = self.makeResource(**options)
         resource.startService()
         self.addCleanup(self.stop, resource)
         runUntilFired(self.reactor, resource.whenSettled())
+        return tls
+
+    def test_provisionalThenOrdered(self) -> None:
+        """
+        The refused handshake logs event 20260; the set goes on a
+        provisional certificate and is ordered at once; the service then
+        presents the new CA-issued certificate.
+        """
+        tls = self.restarted()
+        resource = self.resource
         loaded = tls.tls.certifiedKey
         assert loaded is not None
         self.assertIsNotNone(loaded.recorded)
@@ -707,3 +719,29 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         assert issued is not None
         self.assertFalse(issued.provisional)
         self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+
+    def test_notExported(self) -> None:
+        """
+        With a store directory, the export at start-up of the stored
+        certificate that no longer parses logs event 20268, naming the set
+        and its record, with no traceback, and is not tried again; the
+        first handshake then orders a new certificate, which is exported.
+        """
+        store = os.path.abspath(self.mktemp())
+        os.makedirs(store)
+        tls = self.restarted(storeDirectory=store)
+        [text] = self.eventTexts(20268)
+        self.assertIn(REPORTS[0], text)
+        self.assertIn(os.path.join("/nonexistent", certificateKey(REPORTS)), text)
+        self.assertIn("no PEM certificate could be read", text)
+        self.assertNotIn(20009, self.eventIDs())
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
+        attempt = self.resource.managed[frozenset(REPORTS)].attempt
+        assert attempt is not None
+        runUntilFired(self.reactor, attempt.whenEnded())
+        issued = tls.tls.certifiedKey
+        assert issued is not None and not issued.provisional
+        with open(os.path.join(store, REPORTS[0], "fullchain.pem"), "rb") as stream:
+            self.assertEqual(stream.read(), issued.fullchainPEM)
+        self.assertEqual(len(self.eventTexts(20268)), 1)
