@@ -111,7 +111,7 @@ def _read(path: str) -> tuple[str, list[dict[str, Any]]] | None:
         return None
     lock = StateLock(options.stateDirectory)
     try:
-        lock.acquire()
+        lock.acquire(reader=True)
     except Exception:
         return None
     try:

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
@@ -153,6 +154,36 @@ class CollectionTests(SynchronousTestCase):
         self.assertTrue(localStatus(["status", "-c", path], io.StringIO()))
         self.assertEqual(seen, [False])
         self.assertTrue(gc.isenabled())
+
+
+class ReaderLockTests(SynchronousTestCase):
+    """
+    L{localStatus} holds the state directory's lock as a reader, which a
+    server that starts meanwhile waits for (see L{StateLock.acquire}).
+    """
+
+    def test_heldAsReader(self) -> None:
+        """
+        While the records are read, the lock file names this process as a
+        reader; the lock is let go after.
+        """
+        directory = os.path.abspath(self.mktemp())
+        path = configure(directory)
+        lockFile = os.path.join(directory, "lets-encrypt", "lock")
+        holders: list[str] = []
+        read = localstatus.readRows
+
+        def readRows(*args: Any) -> list[dict[str, Any]]:
+            with open(lockFile) as stream:
+                holders.append(stream.read())
+            return read(*args)
+
+        self.patch(localstatus, "readRows", readRows)
+        self.assertTrue(localStatus(["status", "-c", path], io.StringIO()))
+        self.assertEqual(holders, [f"{os.getpid()} reader"])
+        after = StateLock(os.path.join(directory, "lets-encrypt"))
+        after.acquire()
+        after.release()
 
 
 class FullCommandTests(SynchronousTestCase):
