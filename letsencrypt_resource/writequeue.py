@@ -18,12 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .certificates import CertifiedKey, InvalidCertificate
+from .certificates import CertifiedKey
 from .keys import PrivateKey
 from .limiter import Limiter
 from .managed import ManagedCertificate
 from .ownleasewrites import Superseded, saveStateAlone, storeIfNewer
 from .reporting import unexpected
+from .storage.export import UnreadableCertificate
 from .storage.export import exportCertificate as exportInFolder
 from .storage.interface import ILease, LeaseLost, StaleFence, StorageError
 from .storage.records import Records
@@ -34,29 +35,6 @@ from .writeretries import WriteRetries
 Runner = Callable[..., Deferred]
 #: Called with what a write returned, once it worked.
 Done = Callable[[object], object]
-
-
-class UnreadableExport(StorageError):
-    """
-    The certificate to export was read from its record, whose PEM no
-    longer parses: writing it again would not help.
-
-    @ivar key: The record's path.
-    """
-
-
-def _exportReadable(
-    record: str, directory: str, domains: tuple[str, ...], issued: CertifiedKey
-) -> str:
-    """
-    Export C{issued}, read from C{record}, as L{exportInFolder} does.
-
-    @raise UnreadableExport: when C{issued} cannot be parsed.
-    """
-    try:
-        return exportInFolder(directory, domains, issued)
-    except InvalidCertificate as error:
-        raise UnreadableExport(record, str(error)) from None
 
 
 @attrs.frozen
@@ -225,10 +203,10 @@ class WriteQueue:
         """
 
         def exportCertificate(*args: object) -> Deferred[str]:
-            return self._runInThread(_exportReadable, record, *args)
+            return self._runInThread(exportInFolder, *args)
 
         write = Write(
-            certificate.label, exportCertificate, (directory, certificate.domains, issued)
+            certificate.label, exportCertificate, (directory, certificate.domains, issued, record)
         )
         return self._write(("export", certificate.domains), attrs.evolve(write, done=done))
 
@@ -267,7 +245,7 @@ class WriteQueue:
                     self._log, domains=write.label, details=f"not stored: {error.message}"
                 )
                 return False
-            if isinstance(error, UnreadableExport):
+            if isinstance(error, UnreadableCertificate):
                 events.CERTIFICATE_NOT_EXPORTED.emit(
                     self._log, domains=write.label, path=error.key, details=error.message
                 )

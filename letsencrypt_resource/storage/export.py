@@ -7,16 +7,28 @@ from __future__ import annotations
 
 import os
 
-from ..certificates import CertifiedKey
+from ..certificates import CertifiedKey, InvalidCertificate
 from ..safefs import openFolder, replaceInFolder
 from .directory import writeError
+from .interface import StorageError
 from .records import domainsFileName
 
 #: The files L{exportCertificate} writes in each certificate's folder.
 EXPORTED_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 
 
-def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
+class UnreadableCertificate(StorageError):
+    """
+    The certificate to export was read from its record, whose PEM no
+    longer parses: writing it again would not help.
+
+    @ivar key: The record's path.
+    """
+
+
+def exportCertificate(
+    directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey, record: str = ""
+) -> str:
     """
     Write C{certifiedKey} under C{directory} as certbot lays files out.
 
@@ -26,17 +38,23 @@ def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: Ce
     L{replaceInFolder}); the key is renamed last, so that a reader that
     finds a new key finds its certificate too.
 
+    @param record: The path of the record C{certifiedKey} was read from.
     @return: The folder written.
     @raise StorageError: naming the folder, when a file cannot be written.
+    @raise UnreadableCertificate: naming C{record}, when the certificate
+        read from it (parsed at its first use) cannot be parsed.
     """
     folderName = domainsFileName(domains)
     folder = os.path.join(directory, folderName)
-    contents = [
-        (certifiedKey.certificatePEM, 0o644),
-        (certifiedKey.chainPEM, 0o644),
-        (certifiedKey.fullchainPEM, 0o644),
-        (certifiedKey.keyPEM, 0o600),
-    ]
+    try:
+        contents = [
+            (certifiedKey.certificatePEM, 0o644),
+            (certifiedKey.chainPEM, 0o644),
+            (certifiedKey.fullchainPEM, 0o644),
+            (certifiedKey.keyPEM, 0o600),
+        ]
+    except InvalidCertificate as error:
+        raise UnreadableCertificate(record, str(error)) from None
     files = [
         (name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents, strict=False)
     ]
