@@ -34,15 +34,26 @@ class IssuerConnections:
         """
         return certificate.nextEvent(self._connectionOf(certificate).checksARI)
 
-    def unconnected(self, certificates: Iterable[ManagedCertificate]) -> list[AccountConnection]:
+    def unconnected(
+        self, certificates: Iterable[ManagedCertificate]
+    ) -> dict[AccountConnection, float]:
         """
         The connections, not connected yet, to the CAs that issued the
-        CA-issued certificates of C{certificates}, each once: one look-up
-        per directory URL recorded, not per set.
+        CA-issued certificates of C{certificates}, each once (one look-up
+        per directory URL recorded, not per set), with the earliest time one
+        of those sets is to ask that CA for renewal information, if it
+        offers it (L{ManagedCertificate.ariNextCheck}).
         """
-        byURL: dict[str | None, AccountConnection] = {}
+        earliest: dict[str | None, tuple[float, ManagedCertificate]] = {}
+        never = (float("inf"), None)
         for certificate in certificates:
             url = certificate.orderedBy[1] if certificate.orderedBy else None
-            if url not in byURL and certificate.issued is not None:
-                byURL[url] = self._connectionOf(certificate)
-        return [c for c in dict.fromkeys(byURL.values()) if not c.connected]
+            at = certificate.ariNextCheck
+            if at < earliest.get(url, never)[0] and certificate.issued is not None:
+                earliest[url] = (at, certificate)
+        byConnection: dict[AccountConnection, float] = {}
+        for at, certificate in earliest.values():
+            connection = self._connectionOf(certificate)
+            if not connection.connected:
+                byConnection[connection] = min(at, byConnection.get(connection, at))
+        return byConnection

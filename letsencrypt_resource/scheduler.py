@@ -158,6 +158,7 @@ class Scheduler(Service):
         self._automatic = automatic
         self._checking: Deferred[None] | None = None
         self._learning: Deferred[Any] | None = None
+        self._learnCall: IDelayedCall | None = None
         self._loop: LoopingCall | None = None
         self._wakeUp: IDelayedCall | None = None
         self._finding: Deferred[None] | None = None
@@ -188,6 +189,7 @@ class Scheduler(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._cancelWakeUp()
+        self._learnLater(None)
         self._renewer.stop()
 
     def _unexpected(self, failure: Failure) -> None:
@@ -314,8 +316,20 @@ class Scheduler(Service):
         again then; not when none does, as when the CA cannot be reached:
         the wake-up found after the check stands, and a pass over every set
         is spared).
+
+        Only when one of its sets is to ask for renewal information now
+        (L{ManagedCertificate.ariNextCheck}, as its saved state says): else
+        nothing is loaded or asked of the CA (the modules that speak ACME
+        included), and the learning waits until the first such set's time,
+        if it comes before the next regular check.
         """
-        waiting = [] if self._learning else self.issuers.unconnected(self._managed.values())
+        if self._learning:
+            return
+        now = self._reactor.seconds()
+        unconnected = self.issuers.unconnected(self._managed.values())
+        waiting = [connection for connection, at in unconnected.items() if at <= now]
+        later = min((at for at in unconnected.values() if at > now), default=None)
+        self._learnLater(None if later is None else later - now)
         if not waiting:
             return
         self._learning = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
@@ -326,6 +340,18 @@ class Scheduler(Service):
                 self.scheduleWakeUp()
 
         self._learning.addBoth(learnt)
+
+    def _learnLater(self, delay: float | None) -> None:
+        """
+        Learn again (see L{_learnRenewalInfo}) in C{delay} seconds, in
+        place of the learning planned before, unless the next regular
+        check comes first or C{delay} is C{None}.
+        """
+        if self._learnCall is not None and self._learnCall.active():
+            self._learnCall.cancel()
+        self._learnCall = None
+        if delay is not None and delay < self._checkInterval and self.running:
+            self._learnCall = self._reactor.callLater(delay, self._learnRenewalInfo)
 
     def _cancelWakeUp(self) -> None:
         if self._finding is not None:
