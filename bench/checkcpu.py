@@ -194,7 +194,7 @@ def _passed(pending: Deferred[Any]) -> Deferred[None]:
     return passed
 
 
-def importACME() -> float:
+def importACME(clock: Any) -> float:
     """
     Import the modules that speak ACME, as a server's first need of them
     does in a worker thread, here before anything is timed; return the
@@ -206,7 +206,7 @@ def importACME() -> float:
     except ImportError:
         return math.nan
     cpu = time.process_time()
-    acmeloading.loadACME(lambda function: succeed(function()))
+    acmeloading.loadACME(lambda function: succeed(function()), clock)
     return time.process_time() - cpu
 
 
@@ -222,7 +222,7 @@ async def work(reactor: Any, args: argparse.Namespace) -> None:
         registry.registerUtility(consumer, ICertificateConsumer, name=f"s{index:05d}")
         consumers.append(consumer)
     storage = DirectoryStorage(args.state, reactor)
-    acmeCPU = importACME()
+    acmeCPU = importACME(reactor)
     resource = LetsEncryptResource(
         benchOptions(args.state), registry, storage, reactor, closeStorage=True
     )
