@@ -173,7 +173,10 @@ class CheckTimer:
         """
         scheduler = self._scheduler
         while True:
-            pending = scheduler._learning or scheduler._finding
+            learning = scheduler._learning
+            # A tree from before RenewalInfoLearning kept the Deferred there.
+            learning = getattr(learning, "pending", learning)
+            pending = learning or scheduler._finding
             if pending is None:
                 return
             await _passed(pending)

@@ -487,7 +487,8 @@ CERTIFICATE_NOT_EXPORTED = _event(
     20268,
     LogLevel.error,
     "The certificate for {domains} is not exported to the store directory: its record "
-    "{path} cannot be read: {details}. Its first handshake finds it unusable (event 20260).",
+    "{path} in the state directory cannot be read: {details}. Its first handshake finds it "
+    "unusable (event 20260).",
 )
 
 ACME_LOAD_FAILED = _event(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ from .reporting import unexpected, utc
 from .startupcollection import pausedCollection
 from .startupreport import ResourceStartUp
 from .storage.interface import StorageError
-from .storage.records import Records, certificateKey
+from .storage.records import Records
 from .writequeue import Runner, WriteQueue
 
 #: How many sets one turn of the reactor puts on provisional certificates
@@ -287,8 +286,7 @@ class Provisioning:
         """
         Write the certificate in service to the store directory, if one is
         configured; a failure is tried again at the write retry pace (see
-        L{WriteQueue}), but a stored certificate that no longer parses is
-        not written (event 20268; its first handshake finds it unusable).
+        L{WriteQueue}).
 
         @param deploy: Whether the certificate is new: the deploy command
             runs once it is written.
@@ -304,8 +302,7 @@ class Provisioning:
             if deploy and deploys is not None:
                 deploys.deploy(certificate, issued, str(folder))
 
-        record = os.path.join(self._options.stateDirectory, certificateKey(certificate.domains))
-        self._writes.export(directory, certificate, issued, exported, record)
+        self._writes.export(directory, certificate, issued, exported)
 
     def stored(self, certificate: ManagedCertificate, issued: CertifiedKey) -> None:
         """

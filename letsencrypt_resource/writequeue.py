@@ -188,25 +188,18 @@ class WriteQueue:
         )
 
     def export(
-        self,
-        directory: str,
-        certificate: ManagedCertificate,
-        issued: CertifiedKey,
-        done: Done,
-        record: str,
+        self, directory: str, certificate: ManagedCertificate, issued: CertifiedKey, done: Done
     ) -> Deferred[bool]:
         """
         Write C{issued}, the certificate of C{certificate}, to C{directory},
         in a worker thread; C{done} is called with the folder once written.
-        C{issued} read from C{record} (its path) that no longer parses is
-        not written (event 20268).
         """
 
         def exportCertificate(*args: object) -> Deferred[str]:
             return self._runInThread(exportInFolder, *args)
 
         write = Write(
-            certificate.label, exportCertificate, (directory, certificate.domains, issued, record)
+            certificate.label, exportCertificate, (directory, certificate.domains, issued)
         )
         return self._write(("export", certificate.domains), attrs.evolve(write, done=done))
 
@@ -240,15 +233,7 @@ class WriteQueue:
             failure.trap(StorageError)
             error = failure.value
             assert isinstance(error, StorageError)
-            if isinstance(error, Superseded):
-                events.CERTIFICATE_WRITE_STALE.emit(
-                    self._log, domains=write.label, details=f"not stored: {error.message}"
-                )
-                return False
-            if isinstance(error, UnreadableCertificate):
-                events.CERTIFICATE_NOT_EXPORTED.emit(
-                    self._log, domains=write.label, path=error.key, details=error.message
-                )
+            if _dropped(error, write.label, self._log):
                 return False
             if isinstance(error, (StaleFence, LeaseLost)) and write.fence is not None:
                 if write.function != self._records.saveCertificate:
@@ -333,6 +318,26 @@ async def _forgetRegistration(records: Records, acmeURL: str, key: PrivateKey) -
     from .account import forgetRegistration
 
     await forgetRegistration(records, acmeURL, key)
+
+
+def _dropped(error: StorageError, label: str, log: Logger) -> bool:
+    """
+    Whether the write of C{label} that failed with C{error} is dropped, not
+    tried again, as writing it again would not help: one superseded by a
+    newer holder's (event 20201), and the export of a certificate whose
+    record no longer parses (event 20268).
+    """
+    if isinstance(error, Superseded):
+        events.CERTIFICATE_WRITE_STALE.emit(
+            log, domains=label, details=f"not stored: {error.message}"
+        )
+    elif isinstance(error, UnreadableCertificate):
+        events.CERTIFICATE_NOT_EXPORTED.emit(
+            log, domains=label, path=error.key, details=error.message
+        )
+    else:
+        return False
+    return True
 
 
 def _endOf(writing: Deferred[bool]) -> Deferred[None]:

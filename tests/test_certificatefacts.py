@@ -732,7 +732,7 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         tls = self.restarted(storeDirectory=store)
         [text] = self.eventTexts(20268)
         self.assertIn(REPORTS[0], text)
-        self.assertIn(os.path.join("/nonexistent", certificateKey(REPORTS)), text)
+        self.assertIn(f"its record {certificateKey(REPORTS)} in the state directory", text)
         self.assertIn("no PEM certificate could be read", text)
         self.assertNotIn(20009, self.eventIDs())
         self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)

@@ -11,7 +11,7 @@ from ..certificates import CertifiedKey, InvalidCertificate
 from ..safefs import openFolder, replaceInFolder
 from .directory import writeError
 from .interface import StorageError
-from .records import domainsFileName
+from .records import certificateKey, domainsFileName
 
 #: The files L{exportCertificate} writes in each certificate's folder.
 EXPORTED_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
@@ -22,13 +22,11 @@ class UnreadableCertificate(StorageError):
     The certificate to export was read from its record, whose PEM no
     longer parses: writing it again would not help.
 
-    @ivar key: The record's path.
+    @ivar key: The record's key: its path in the state directory.
     """
 
 
-def exportCertificate(
-    directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey, record: str = ""
-) -> str:
+def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
     """
     Write C{certifiedKey} under C{directory} as certbot lays files out.
 
@@ -38,11 +36,11 @@ def exportCertificate(
     L{replaceInFolder}); the key is renamed last, so that a reader that
     finds a new key finds its certificate too.
 
-    @param record: The path of the record C{certifiedKey} was read from.
     @return: The folder written.
     @raise StorageError: naming the folder, when a file cannot be written.
-    @raise UnreadableCertificate: naming C{record}, when the certificate
-        read from it (parsed at its first use) cannot be parsed.
+    @raise UnreadableCertificate: naming the record of C{domains} in the
+        state directory, when the certificate read from it (parsed at its
+        first use) cannot be parsed.
     """
     folderName = domainsFileName(domains)
     folder = os.path.join(directory, folderName)
@@ -54,7 +52,7 @@ def exportCertificate(
             (certifiedKey.keyPEM, 0o600),
         ]
     except InvalidCertificate as error:
-        raise UnreadableCertificate(record, str(error)) from None
+        raise UnreadableCertificate(certificateKey(domains), str(error)) from None
     files = [
         (name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents, strict=False)
     ]
