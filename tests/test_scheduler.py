@@ -5,6 +5,7 @@ holds the reactor for one chunk at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -300,6 +301,30 @@ class Provisioned:
         return succeed(None)
 
 
+def startedOver(
+    test: SynchronousTestCase, sets: Sequence[TimedSet], connection: object, clock: TurnClock
+) -> Scheduler:
+    """
+    A scheduler over C{sets}, connected by C{connection}, started (stopped
+    at the end of C{test}) until its first check and wake-up pass are over.
+    """
+    scheduler = Scheduler(
+        {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
+        RecordingRenewer(clock),  # type: ignore[arg-type]
+        Provisioned(),  # type: ignore[arg-type]
+        connection,  # type: ignore[arg-type]
+        IdleWrites(),  # type: ignore[arg-type]
+        clock,
+        86400.0,
+        Logger(),
+    )
+    scheduler.startService()
+    test.addCleanup(scheduler.stopService)
+    for _ in range(10):
+        clock.advance(0)
+    return scheduler
+
+
 class WakeUpTests(SynchronousTestCase):
     """
     L{Scheduler.scheduleWakeUp} looks at many sets by chunks a reactor turn
@@ -316,20 +341,8 @@ class WakeUpTests(SynchronousTestCase):
         count = 3 * CHECK_CHUNK + 1
         sets = [TimedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(count)]
         sets[-1].at = 500.0
-        managed = {frozenset(s.domains): s for s in sets}
-        scheduler = Scheduler(
-            managed,  # type: ignore[arg-type]
-            RecordingRenewer(clock),  # type: ignore[arg-type]
-            Provisioned(),  # type: ignore[arg-type]
-            Connected(),  # type: ignore[arg-type]
-            IdleWrites(),  # type: ignore[arg-type]
-            clock,
-            86400.0,
-            Logger(),
-        )
-        scheduler.startService()
-        self.addCleanup(scheduler.stopService)
-        for _ in range(20):
+        startedOver(self, sets, Connected(), clock)
+        for _ in range(10):
             clock.advance(0)
         looks = [turn for s in sets for turn in s.looks]
         perTurn = [looks.count(turn) for turn in set(looks)]
@@ -383,20 +396,7 @@ class LearningTests(SynchronousTestCase):
         """
         clock = TurnClock()
         sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
-        scheduler = Scheduler(
-            {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
-            RecordingRenewer(clock),  # type: ignore[arg-type]
-            Provisioned(),  # type: ignore[arg-type]
-            connection,  # type: ignore[arg-type]
-            IdleWrites(),  # type: ignore[arg-type]
-            clock,
-            86400.0,
-            Logger(),
-        )
-        scheduler.startService()
-        self.addCleanup(scheduler.stopService)
-        for _ in range(10):
-            clock.advance(0)
+        startedOver(self, sets, connection, clock)
         self.assertEqual(len(connection.connecting), 1)
         self.assertEqual({len(s.looks) for s in sets}, {2})
         return sets, clock
@@ -450,20 +450,7 @@ class NotDueLearningTests(SynchronousTestCase):
         for certificate in sets:
             certificate.ariNextCheck = ariNextCheck
         sets[1].ariNextCheck = ariNextCheck + 10
-        scheduler = Scheduler(
-            {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
-            RecordingRenewer(clock),  # type: ignore[arg-type]
-            Provisioned(),  # type: ignore[arg-type]
-            connection,  # type: ignore[arg-type]
-            IdleWrites(),  # type: ignore[arg-type]
-            clock,
-            86400.0,
-            Logger(),
-        )
-        scheduler.startService()
-        self.addCleanup(scheduler.stopService)
-        for _ in range(10):
-            clock.advance(0)
+        scheduler = startedOver(self, sets, connection, clock)
         return connection, scheduler, clock
 
     def test_learntWhenDue(self) -> None:
