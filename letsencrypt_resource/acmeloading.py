@@ -76,9 +76,22 @@ _state = _Loading()
 def missingPackages() -> list[str]:
     """
     The names in L{ACME_PACKAGES} that no entry of C{sys.path} holds,
-    looked up without importing any (a fraction of a millisecond).
+    looked up as the import system would find them, without importing any
+    (a fraction of a millisecond).  A folder of that name that is not a
+    package (no C{__init__.py}: an empty folder left by an uninstall, say)
+    is no more than a namespace package: it is missing.
     """
-    return [name for name in ACME_PACKAGES if importlib.util.find_spec(name) is None]
+    return [name for name in ACME_PACKAGES if not _installed(name)]
+
+
+def _installed(name: str) -> bool:
+    """
+    Whether the top-level module C{name} would be imported from a module
+    file or a package with an C{__init__.py}: not when it is not found, nor
+    when it would be a namespace package (a spec with no origin).
+    """
+    spec = importlib.util.find_spec(name)
+    return spec is not None and spec.origin is not None
 
 
 def _importAll() -> None:

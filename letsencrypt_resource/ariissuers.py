@@ -8,6 +8,10 @@ information, whether or not the resource's own CA does.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .connection import AccountConnection
 from .managed import ManagedCertificate
@@ -34,15 +38,104 @@ class IssuerConnections:
         """
         return certificate.nextEvent(self._connectionOf(certificate).checksARI)
 
-    def unconnected(self, certificates: Iterable[ManagedCertificate]) -> list[AccountConnection]:
+    def unconnected(
+        self, certificates: Iterable[ManagedCertificate]
+    ) -> dict[AccountConnection, float]:
         """
         The connections, not connected yet, to the CAs that issued the
-        CA-issued certificates of C{certificates}, each once: one look-up
-        per directory URL recorded, not per set.
+        CA-issued certificates of C{certificates}, each once (one look-up
+        per directory URL recorded, not per set), with the earliest time one
+        of those sets is to ask that CA for renewal information, if it
+        offers it (L{ManagedCertificate.ariNextCheck}).
         """
-        byURL: dict[str | None, AccountConnection] = {}
+        earliest: dict[str | None, tuple[float, ManagedCertificate]] = {}
+        never = (float("inf"), None)
         for certificate in certificates:
             url = certificate.orderedBy[1] if certificate.orderedBy else None
-            if url not in byURL and certificate.issued is not None:
-                byURL[url] = self._connectionOf(certificate)
-        return [c for c in dict.fromkeys(byURL.values()) if not c.connected]
+            at = certificate.ariNextCheck
+            if at < earliest.get(url, never)[0] and certificate.issued is not None:
+                earliest[url] = (at, certificate)
+        byConnection: dict[AccountConnection, float] = {}
+        for at, certificate in earliest.values():
+            connection = self._connectionOf(certificate)
+            if not connection.connected:
+                byConnection[connection] = min(at, byConnection.get(connection, at))
+        return byConnection
+
+
+class RenewalInfoLearning:
+    """
+    After a check, connects to each CA that issued CA-issued certificates
+    in service, when no order did, to learn whether it offers renewal
+    information; if one does, the next wake-up asks it about its
+    certificates (found again then; not when none does, as when the CA
+    cannot be reached: the wake-up found after the check stands, and a
+    pass over every set is spared).
+
+    Only when one of its sets is to ask for renewal information now
+    (L{ManagedCertificate.ariNextCheck}, as its saved state says): else
+    nothing is loaded or asked of the CA (the modules that speak ACME
+    included), and the learning waits until the first such set's time, if
+    it comes before the next regular check.
+
+    @ivar pending: The connections under way, if any.
+    """
+
+    def __init__(
+        self,
+        unconnected: Callable[[], dict[AccountConnection, float]],
+        clock: IReactorTime,
+        checkInterval: float,
+        learnt: Callable[[], object],
+    ):
+        """
+        @param unconnected: The connections not made yet, with when each is
+            first needed (see L{IssuerConnections.unconnected}).
+        @param checkInterval: Seconds between two regular checks.
+        @param learnt: Called once a CA is found to offer renewal
+            information (the scheduler looks for its next wake-up again).
+        """
+        self._unconnected = unconnected
+        self._clock = clock
+        self._checkInterval = checkInterval
+        self._learnt = learnt
+        self.pending: Deferred[Any] | None = None
+        self._later: IDelayedCall | None = None
+
+    def learn(self) -> None:
+        """
+        Connect to the CAs whose sets are to ask now, and plan the learning
+        for the others (see above).
+        """
+        if self.pending is not None:
+            return
+        now = self._clock.seconds()
+        unconnected = self._unconnected()
+        waiting = [connection for connection, at in unconnected.items() if at <= now]
+        later = min((at for at in unconnected.values() if at > now), default=None)
+        self._cancelLater()
+        if later is not None and later - now < self._checkInterval:
+            self._later = self._clock.callLater(later - now, self.learn)
+        if not waiting:
+            return
+        self.pending = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
+
+        def learnt(result: object) -> None:
+            self.pending = None
+            if any(connection.checksARI for connection in waiting):
+                self._learnt()
+
+        self.pending.addBoth(learnt)
+
+    def _cancelLater(self) -> None:
+        if self._later is not None and self._later.active():
+            self._later.cancel()
+        self._later = None
+
+    def stop(self) -> None:
+        """
+        Cancel the connections under way and the learning planned.
+        """
+        if self.pending is not None:
+            self.pending.cancel()
+        self._cancelLater()

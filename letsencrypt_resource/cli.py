@@ -42,11 +42,13 @@ def _checks(name: str) -> tuple[Callable[[Configuration], None], ...]:
     no operation serves files, so none needs the services' folders;
     C{status} does not reach the CA either.
     """
-    from .host import checkCA, checkCluster, checkState
+    from .statechecks import STATUS_CHECKS
 
     if name == "status":
-        return (checkState, checkCluster)
-    return (checkCA, checkState, checkCluster)
+        return STATUS_CHECKS
+    from .host import checkCA
+
+    return (checkCA, *STATUS_CHECKS)
 
 
 #: Seconds to wait for a server that holds the state directory's lock to

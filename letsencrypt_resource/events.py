@@ -483,6 +483,14 @@ HTTPS_NO_CERTIFICATE = _event(
     "certificate it can present yet.",
 )
 
+CERTIFICATE_NOT_EXPORTED = _event(
+    20268,
+    LogLevel.error,
+    "The certificate for {domains} is not exported to the store directory: its record "
+    "{path} in the state directory cannot be read: {details}. Its first handshake finds it "
+    "unusable (event 20260).",
+)
+
 ACME_LOAD_FAILED = _event(
     20255,
     LogLevel.critical,

@@ -55,10 +55,10 @@ from .resource import LetsEncryptResource
 from .sharedfolders import SharedFolders
 from .startupcollection import pausedCollection
 from .startupreport import ListeningStartUp
-from .storage.checks import checkCertificateWritable, checkStorage
+from .statechecks import checkCluster, checkState
+from .storage.checks import checkCertificateWritable
 from .storage.directory import removeTemporaryFiles
 from .storage.export import EXPORTED_FILES
-from .storage.sealing import KeyFileError, readKeyFile
 
 
 def checkServices(configuration: Configuration) -> None:
@@ -109,17 +109,6 @@ def checkCA(configuration: Configuration) -> None:
             raise ConfigurationError(resource.section, "account_key", str(error)) from None
 
 
-def checkState(configuration: Configuration) -> None:
-    """
-    The checks of the state directory and the store directory.
-
-    @raise ConfigurationError: when one of them cannot be written safely.
-    """
-    resource = configuration.resource
-    if resource is not None:
-        checkStorage(resource)
-
-
 def checkListeners(configuration: Configuration) -> None:
     """
     The checks of what the listeners take from the process: the sockets
@@ -138,21 +127,6 @@ def checkListeners(configuration: Configuration) -> None:
         problem = inheritedSocketProblem(options.endpoint)
         if problem is not None:
             raise ConfigurationError(options.section, "endpoint", problem)
-
-
-def checkCluster(configuration: Configuration) -> None:
-    """
-    The check of the cluster key file, when a cluster database is set.
-
-    @raise ConfigurationError: naming C{cluster_key_file} and the file,
-        when it cannot be used (see L{readKeyFile}).
-    """
-    resource = configuration.resource
-    if resource is not None and resource.clusterKeyFile is not None:
-        try:
-            readKeyFile(resource.clusterKeyFile)
-        except KeyFileError as error:
-            raise ConfigurationError(resource.section, "cluster_key_file", str(error)) from None
 
 
 def checkDeployCommand(configuration: Configuration) -> None:

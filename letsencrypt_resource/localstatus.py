@@ -2,11 +2,12 @@
 The operations command's C{status} when no server runs on a state
 directory of its own, read in the command's own thread without a reactor:
 the configuration is read and checked as the full command reads it for
-C{status}, the state directory's lock is taken, and its records are read
-by L{offlineStatus <letsencrypt_resource.statusreader.offlineStatus>},
-every file read at once.  Neither the reactor nor TLS, nor the server's
-parts (the resource, its operations, the control socket's server) are
-imported.
+C{status} (the same L{STATUS_CHECKS
+<letsencrypt_resource.statechecks.STATUS_CHECKS>}), the state directory's
+lock is taken, and its records are read by L{offlineStatus
+<letsencrypt_resource.statusreader.offlineStatus>}, every file read at once.
+Neither the reactor nor TLS, nor the server's parts (the resource, its
+operations, the control socket's server) are imported.
 
 Whenever this way does not fit (another form of the command line, a
 configuration the full command would refuse or that names a cluster
@@ -21,10 +22,10 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TextIO, TypeVar, cast
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
@@ -32,25 +33,12 @@ from .config import ConfigurationError, ResourceOptions, ServiceOptions, loadCon
 from .display import formatStatus
 from .quickstatus import statusArguments
 from .startupcollection import pausedCollection
+from .statechecks import STATUS_CHECKS
 from .statusreader import offlineStatus
-from .storage.checks import checkStorage
-from .storage.directory import DirectoryStorage
+from .storage.directory import DirectoryStorage, InThisThread
 from .storage.lock import StateLock
 
 T = TypeVar("T")
-
-
-class InThisThread:
-    """
-    Workers for a L{DirectoryStorage} that do each file operation at once,
-    in the caller's thread: the Deferred they give has fired.
-    """
-
-    def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
-        """
-        Call C{f(*args)} now.
-        """
-        return maybeDeferred(f, *args)
 
 
 class WallClock:
@@ -115,14 +103,15 @@ def _read(path: str) -> tuple[str, list[dict[str, Any]]] | None:
         options = configuration.resource
         if options is None or options.clusterDatabase or options.clusterKeyFile:
             return None
-        checkStorage(options)
+        for check in STATUS_CHECKS:
+            check(configuration)
     except ConfigurationError:
         return None
     if not os.path.lexists(options.stateDirectory):
         return None
     lock = StateLock(options.stateDirectory)
     try:
-        lock.acquire()
+        lock.acquire(reader=True)
     except Exception:
         return None
     try:

@@ -14,7 +14,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     FirstError,
     succeed,
 )
@@ -24,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import events
-from .ariissuers import IssuerConnections
+from .ariissuers import IssuerConnections, RenewalInfoLearning
 from .connection import AccountConnection
 from .coroutines import deferred
 from .managed import ManagedCertificate
@@ -157,7 +156,12 @@ class Scheduler(Service):
         self._log = log
         self._automatic = automatic
         self._checking: Deferred[None] | None = None
-        self._learning: Deferred[Any] | None = None
+        self._learning = RenewalInfoLearning(
+            lambda: self.issuers.unconnected(self._managed.values()),
+            reactor,
+            checkInterval,
+            lambda: self.scheduleWakeUp(),
+        )
         self._loop: LoopingCall | None = None
         self._wakeUp: IDelayedCall | None = None
         self._finding: Deferred[None] | None = None
@@ -182,12 +186,13 @@ class Scheduler(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        for pending in (self._started, self._checking, self._learning):
+        for pending in (self._started, self._checking):
             if pending is not None:
                 pending.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._cancelWakeUp()
+        self._learning.stop()
         self._renewer.stop()
 
     def _unexpected(self, failure: Failure) -> None:
@@ -259,7 +264,7 @@ class Scheduler(Service):
         self._checking = started.addCallbacks(lambda _: self.scheduleWakeUp(), lambda failure: None)
         self._checking.addCallback(lambda _: self._writes.whenWritten())
         self._checking.addCallback(lambda _: [ended(attempted) for ended in self.afterCheck])
-        self._checking.addCallback(lambda _: self._learnRenewalInfo())
+        self._checking.addCallback(lambda _: self._learning.learn())
         self._checking.addErrback(checkEnded, self._log)
         return self._checking
 
@@ -305,27 +310,6 @@ class Scheduler(Service):
                 if certificate.attempt is None:
                     self._renewer.startAttempt(certificate, reason if force else None)
         return due + forced
-
-    def _learnRenewalInfo(self) -> None:
-        """
-        Connect to each CA that issued CA-issued certificates in service,
-        when no order did, to learn whether it offers renewal information;
-        if one does, the next wake-up asks it about its certificates (found
-        again then; not when none does, as when the CA cannot be reached:
-        the wake-up found after the check stands, and a pass over every set
-        is spared).
-        """
-        waiting = [] if self._learning else self.issuers.unconnected(self._managed.values())
-        if not waiting:
-            return
-        self._learning = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
-
-        def learnt(result: object) -> None:
-            self._learning = None
-            if any(connection.checksARI for connection in waiting):
-                self.scheduleWakeUp()
-
-        self._learning.addBoth(learnt)
 
     def _cancelWakeUp(self) -> None:
         if self._finding is not None:

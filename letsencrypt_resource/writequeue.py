@@ -24,6 +24,7 @@ from .limiter import Limiter
 from .managed import ManagedCertificate
 from .ownleasewrites import Superseded, saveStateAlone, storeIfNewer
 from .reporting import unexpected
+from .storage.export import UnreadableCertificate
 from .storage.export import exportCertificate as exportInFolder
 from .storage.interface import ILease, LeaseLost, StaleFence, StorageError
 from .storage.records import Records
@@ -232,10 +233,7 @@ class WriteQueue:
             failure.trap(StorageError)
             error = failure.value
             assert isinstance(error, StorageError)
-            if isinstance(error, Superseded):
-                events.CERTIFICATE_WRITE_STALE.emit(
-                    self._log, domains=write.label, details=f"not stored: {error.message}"
-                )
+            if _dropped(error, write.label, self._log):
                 return False
             if isinstance(error, (StaleFence, LeaseLost)) and write.fence is not None:
                 if write.function != self._records.saveCertificate:
@@ -320,6 +318,26 @@ async def _forgetRegistration(records: Records, acmeURL: str, key: PrivateKey) -
     from .account import forgetRegistration
 
     await forgetRegistration(records, acmeURL, key)
+
+
+def _dropped(error: StorageError, label: str, log: Logger) -> bool:
+    """
+    Whether the write of C{label} that failed with C{error} is dropped, not
+    tried again, as writing it again would not help: one superseded by a
+    newer holder's (event 20201), and the export of a certificate whose
+    record no longer parses (event 20268).
+    """
+    if isinstance(error, Superseded):
+        events.CERTIFICATE_WRITE_STALE.emit(
+            log, domains=label, details=f"not stored: {error.message}"
+        )
+    elif isinstance(error, UnreadableCertificate):
+        events.CERTIFICATE_NOT_EXPORTED.emit(
+            log, domains=label, path=error.key, details=error.message
+        )
+    else:
+        return False
+    return True
 
 
 def _endOf(writing: Deferred[bool]) -> Deferred[None]:

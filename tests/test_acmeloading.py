@@ -4,6 +4,8 @@ Tests for L{letsencrypt_resource.acmeloading}.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -307,6 +309,26 @@ class MissingPackagesTests(SynchronousTestCase):
         An install with every package passes.
         """
         self.assertEqual(acmeloading.missingPackages(), [])
+
+    def test_emptyFolder(self) -> None:
+        """
+        A folder named after a package, on C{sys.path}, that holds no
+        C{__init__.py} (an uninstall that left it behind) is not the
+        package: it would import as an empty namespace package.  A real
+        package and a module file are found; none is imported.
+        """
+        path = os.path.abspath(self.mktemp())
+        for folder in ("lows17_empty", "lows17_package"):
+            os.makedirs(os.path.join(path, folder))
+        with open(os.path.join(path, "lows17_package", "__init__.py"), "w") as stream:
+            stream.write("raise ImportError('imported')\n")
+        with open(os.path.join(path, "lows17_module.py"), "w") as stream:
+            stream.write("raise ImportError('imported')\n")
+        names = ("lows17_empty", "lows17_package", "lows17_module", "lows17_absent")
+        self.patch(acmeloading, "ACME_PACKAGES", names)
+        self.patch(sys, "path", [path])
+        self.assertEqual(acmeloading.missingPackages(), ["lows17_empty", "lows17_absent"])
+        self.assertEqual([name for name in names if name in sys.modules], [])
 
 
 class AccountCommandsLoadTests(SynchronousTestCase):

@@ -12,6 +12,8 @@ import datetime
 import gc
 import json
 import math
+import os
+import threading
 from typing import Any
 
 import attrs
@@ -241,6 +243,68 @@ class RecordedCertificateTests(SynchronousTestCase):
         self.assertIs(made(), made())
         self.assertEqual(held, [True])
         self.assertFalse(certificates._PARSING.locked())
+
+    def test_racedFirstUse(self) -> None:
+        """
+        A thread that finds the certificate unparsed while another thread
+        parses it waits for the lock, then takes the certificate the other
+        made: the PEM is parsed once (parsing again would read the PEM the
+        first parse dropped, and fail).  The threads are ordered by events:
+        the second asks for the lock only once the first parses under it.
+        """
+        issued = Issuing().issue()
+        recorded = CertificateFacts("c" * 64, *issued.validity, issued.issuerText, NAMES)
+        made = RecordedCertificate(issued.certificatePEM, recorded)
+        parsing = threading.Event()
+        waiting = threading.Event()
+        parsed: list[bytes] = []
+        load = certificates.x509.load_pem_x509_certificate
+
+        def recording(pem: bytes) -> Any:
+            parsed.append(pem)
+            if not parsing.is_set():
+                parsing.set()
+                # Bounded, for a broken run: the second thread sets it.
+                waiting.wait(30)
+            return load(pem)
+
+        class Told:
+            """
+            The lock, which tells when a thread asks for it while the
+            first thread parses.
+            """
+
+            lock = threading.Lock()
+
+            def __enter__(self) -> None:
+                if parsing.is_set():
+                    waiting.set()
+                self.lock.acquire()
+
+            def __exit__(self, *exception: object) -> None:
+                self.lock.release()
+
+        self.patch(certificates, "_PARSING", Told())
+        self.patch(certificates.x509, "load_pem_x509_certificate", recording)
+        results: dict[str, object] = {}
+
+        def use(name: str) -> None:
+            try:
+                results[name] = made()
+            except Exception as error:
+                results[name] = error
+
+        first = threading.Thread(target=use, args=("first",))
+        first.start()
+        self.assertTrue(parsing.wait(30))
+        second = threading.Thread(target=use, args=("second",))
+        second.start()
+        for thread in (first, second):
+            thread.join(30)
+        self.assertTrue(waiting.is_set())
+        self.assertEqual(parsed, [issued.certificatePEM])
+        self.assertEqual(results["first"], issued.certificate)
+        self.assertIs(results["second"], results["first"])
 
     def test_unusable(self) -> None:
         """
@@ -606,15 +670,16 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
     use, instead of raising at every handshake until its renewal.
     """
 
-    def test_provisionalThenOrdered(self) -> None:
+    def restarted(self, **options: Any) -> TLSCertificateConsumer:
         """
-        The refused handshake logs event 20260; the set goes on a
-        provisional certificate and is ordered at once; the service then
-        presents the new CA-issued certificate.
+        Start and stop a resource of C{options} with a TLS consumer of
+        L{REPORTS}, damage its stored certificate (its state vouching for
+        the damaged bytes), and start a resource of C{options} again, until
+        settled: return the consumer.
         """
         tls = TLSCertificateConsumer("reports-tls", REPORTS)
         self.registry.registerUtility(tls, ICertificateConsumer, name="reports-tls")
-        self.stop(self.start())
+        self.stop(self.start(**options))
         stored = self.store.values[certificateKey(REPORTS)]
         head, start, rest = stored.partition(b"-----BEGIN CERTIFICATE-----\n")
         damaged = head + start + b"AAAA" + rest[4:]
@@ -626,10 +691,20 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         ).toJSON()
         self.store.values[certificateKey(REPORTS)] = damaged
         self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
-        resource = self.makeResource()
+        resource = self.resource = self.makeResource(**options)
         resource.startService()
         self.addCleanup(self.stop, resource)
         runUntilFired(self.reactor, resource.whenSettled())
+        return tls
+
+    def test_provisionalThenOrdered(self) -> None:
+        """
+        The refused handshake logs event 20260; the set goes on a
+        provisional certificate and is ordered at once; the service then
+        presents the new CA-issued certificate.
+        """
+        tls = self.restarted()
+        resource = self.resource
         loaded = tls.tls.certifiedKey
         assert loaded is not None
         self.assertIsNotNone(loaded.recorded)
@@ -644,3 +719,29 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         assert issued is not None
         self.assertFalse(issued.provisional)
         self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+
+    def test_notExported(self) -> None:
+        """
+        With a store directory, the export at start-up of the stored
+        certificate that no longer parses logs event 20268, naming the set
+        and its record, with no traceback, and is not tried again; the
+        first handshake then orders a new certificate, which is exported.
+        """
+        store = os.path.abspath(self.mktemp())
+        os.makedirs(store)
+        tls = self.restarted(storeDirectory=store)
+        [text] = self.eventTexts(20268)
+        self.assertIn(REPORTS[0], text)
+        self.assertIn(f"its record {certificateKey(REPORTS)} in the state directory", text)
+        self.assertIn("no PEM certificate could be read", text)
+        self.assertNotIn(20009, self.eventIDs())
+        self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
+        self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
+        attempt = self.resource.managed[frozenset(REPORTS)].attempt
+        assert attempt is not None
+        runUntilFired(self.reactor, attempt.whenEnded())
+        issued = tls.tls.certifiedKey
+        assert issued is not None and not issued.provisional
+        with open(os.path.join(store, REPORTS[0], "fullchain.pem"), "rb") as stream:
+            self.assertEqual(stream.read(), issued.fullchainPEM)
+        self.assertEqual(len(self.eventTexts(20268)), 1)

@@ -231,34 +231,6 @@ class GracefulStopTests(TestCase):
         self.assertEqual(answer, b"still here")
         await ended
 
-
-class HandshakeForwardedTests(SynchronousTestCase):
-    """
-    A protocol under the draining wrapper still hears of a TLS handshake
-    started later on its connection.
-    """
-
-    def test_handshakeForwarded(self) -> None:
-        """
-        The wrapper provides C{IHandshakeListener} and passes
-        C{handshakeCompleted} on: explicit FTPS seals its session's TLS
-        cache there (without it, a refused data connection's session
-        could be resumed).
-        """
-
-        @implementer(IHandshakeListener)
-        class Listening(Protocol):
-            completed = 0
-
-            def handshakeCompleted(self) -> None:
-                self.completed += 1
-
-        protocol = Draining(Factory.forProtocol(Listening)).buildProtocol(None)
-        assert protocol is not None
-        self.assertTrue(IHandshakeListener.providedBy(protocol))
-        protocol.handshakeCompleted()
-        self.assertEqual(protocol.wrappedProtocol.completed, 1)
-
     async def test_idleKeepAliveClosedAtStop(self) -> None:
         """
         An HTTPS service stopped while a client keeps an idle keep-alive
@@ -308,6 +280,34 @@ class HandshakeForwardedTests(SynchronousTestCase):
                 return b""
 
         self.assertEqual(await deferToThread(second), b"")
+
+
+class HandshakeForwardedTests(SynchronousTestCase):
+    """
+    A protocol under the draining wrapper still hears of a TLS handshake
+    started later on its connection.
+    """
+
+    def test_handshakeForwarded(self) -> None:
+        """
+        The wrapper provides C{IHandshakeListener} and passes
+        C{handshakeCompleted} on: explicit FTPS seals its session's TLS
+        cache there (without it, a refused data connection's session
+        could be resumed).
+        """
+
+        @implementer(IHandshakeListener)
+        class Listening(Protocol):
+            completed = 0
+
+            def handshakeCompleted(self) -> None:
+                self.completed += 1
+
+        protocol = Draining(Factory.forProtocol(Listening)).buildProtocol(None)
+        assert protocol is not None
+        self.assertTrue(IHandshakeListener.providedBy(protocol))
+        protocol.handshakeCompleted()
+        self.assertEqual(protocol.wrappedProtocol.completed, 1)
 
 
 class ClosedWhenIdleTests(SynchronousTestCase):

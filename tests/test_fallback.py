@@ -906,7 +906,9 @@ class RenewalInformationTests(FallbackTestCase):
         When only a fallback CA offers renewal information, the
         certificates it issued still get their checks between renewals:
         a wake-up at their next check asks it, and so after a restart,
-        before any order connected to it.
+        before any order connected to it (the check plans to learn then
+        whether that CA offers renewal information, not before: nothing is
+        asked of it until a set has a question).
         """
         resource, certificate, fallback = self.issuedByFallback()
 
@@ -921,7 +923,7 @@ class RenewalInformationTests(FallbackTestCase):
                 [certificate] = Operations(resource, self.reactor).select(["reports.example.test"])
             before = asked()
             certificate.ariNextCheck = self.reactor.seconds() + 3600
-            resource._scheduler.scheduleWakeUp()
+            runUntilFired(self.reactor, resource.check())
             self.reactor.advance(3601)
             self.assertEqual(asked(), before + 1, restart)
 

@@ -104,6 +104,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "turnports",
                 "ftpssilence",
                 "acmeloading",
+                "statechecks",
             }
         ),
     ),

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.testing import MemoryReactorClock
@@ -21,10 +22,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import config, localstatus
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.cli import run
-from letsencrypt_resource.config import Configuration
+from letsencrypt_resource.cli import _checks, run
+from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.localstatus import localStatus
+from letsencrypt_resource.statechecks import STATUS_CHECKS
 from letsencrypt_resource.storage.lock import StateLock
 from letsencrypt_resource.testing import FakeACMEServer
 from tests.helpers.resourcecase import DAY
@@ -154,6 +156,36 @@ class CollectionTests(SynchronousTestCase):
         self.assertTrue(gc.isenabled())
 
 
+class ReaderLockTests(SynchronousTestCase):
+    """
+    L{localStatus} holds the state directory's lock as a reader, which a
+    server that starts meanwhile waits for (see L{StateLock.acquire}).
+    """
+
+    def test_heldAsReader(self) -> None:
+        """
+        While the records are read, the lock file names this process as a
+        reader; the lock is let go after.
+        """
+        directory = os.path.abspath(self.mktemp())
+        path = configure(directory)
+        lockFile = os.path.join(directory, "lets-encrypt", "lock")
+        holders: list[str] = []
+        read = localstatus.readRows
+
+        def readRows(*args: Any) -> list[dict[str, Any]]:
+            with open(lockFile) as stream:
+                holders.append(stream.read())
+            return read(*args)
+
+        self.patch(localstatus, "readRows", readRows)
+        self.assertTrue(localStatus(["status", "-c", path], io.StringIO()))
+        self.assertEqual(holders, [f"{os.getpid()} reader"])
+        after = StateLock(os.path.join(directory, "lets-encrypt"))
+        after.acquire()
+        after.release()
+
+
 class FullCommandTests(SynchronousTestCase):
     """
     Where L{localStatus} does not fit, it prints nothing, changes nothing
@@ -238,6 +270,25 @@ class FullCommandTests(SynchronousTestCase):
         path = configure(directory, extra="unknown_option = 1\n")
         self.assertLeft(["status", "-c", path])
         self.assertLeft(["status", "-c", os.path.join(directory, "missing.ini")])
+
+    def test_statusChecks(self) -> None:
+        """
+        The configuration is checked by the full command's own checks of
+        C{status} (one tuple, L{STATUS_CHECKS}): one that refuses it leaves
+        it to the full command.
+        """
+        path = configure(os.path.abspath(self.mktemp()))
+        self.assertIs(_checks("status"), STATUS_CHECKS)
+        checked: list[Configuration] = []
+
+        def refuse(configuration: Configuration) -> None:
+            checked.append(configuration)
+            raise ConfigurationError("resources/le", None, "refused")
+
+        self.patch(localstatus, "STATUS_CHECKS", (refuse,))
+        self.assertLeft(["status", "-c", path])
+        [configuration] = checked
+        self.assertEqual(configuration.resource.section, "resources/le")  # type: ignore[union-attr]
 
     def test_cluster(self) -> None:
         """

@@ -38,7 +38,7 @@ from letsencrypt_resource.resource import (
     LetsEncryptResource,
 )
 from letsencrypt_resource.setloading import settingsFingerprint
-from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread
 from letsencrypt_resource.storage.interface import IStorage
 from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
@@ -62,7 +62,7 @@ from tests.helpers.resourcecase import (
     resourceOptions,
     synchronously,
 )
-from tests.helpers.statedir import Immediately, StateDirectory
+from tests.helpers.statedir import StateDirectory
 
 
 class StartTests(ResourceTestCase):
@@ -505,7 +505,7 @@ class StoreFailureTests(ResourceTestCase):
         state = os.path.abspath(self.mktemp())
         obstacle = os.path.join(state, "provisional-signer.pem")
         os.makedirs(obstacle)
-        self.store = DirectoryStorage(state, self.reactor, workers=Immediately())
+        self.store = DirectoryStorage(state, self.reactor, workers=InThisThread())
         self.start()
         [text] = self.eventTexts(20009)
         self.assertIn(obstacle, text)

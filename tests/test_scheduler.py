@@ -5,6 +5,7 @@ holds the reactor for one chunk at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -300,6 +301,30 @@ class Provisioned:
         return succeed(None)
 
 
+def startedOver(
+    test: SynchronousTestCase, sets: Sequence[TimedSet], connection: object, clock: TurnClock
+) -> Scheduler:
+    """
+    A scheduler over C{sets}, connected by C{connection}, started (stopped
+    at the end of C{test}) until its first check and wake-up pass are over.
+    """
+    scheduler = Scheduler(
+        {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
+        RecordingRenewer(clock),  # type: ignore[arg-type]
+        Provisioned(),  # type: ignore[arg-type]
+        connection,  # type: ignore[arg-type]
+        IdleWrites(),  # type: ignore[arg-type]
+        clock,
+        86400.0,
+        Logger(),
+    )
+    scheduler.startService()
+    test.addCleanup(scheduler.stopService)
+    for _ in range(10):
+        clock.advance(0)
+    return scheduler
+
+
 class WakeUpTests(SynchronousTestCase):
     """
     L{Scheduler.scheduleWakeUp} looks at many sets by chunks a reactor turn
@@ -316,20 +341,8 @@ class WakeUpTests(SynchronousTestCase):
         count = 3 * CHECK_CHUNK + 1
         sets = [TimedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(count)]
         sets[-1].at = 500.0
-        managed = {frozenset(s.domains): s for s in sets}
-        scheduler = Scheduler(
-            managed,  # type: ignore[arg-type]
-            RecordingRenewer(clock),  # type: ignore[arg-type]
-            Provisioned(),  # type: ignore[arg-type]
-            Connected(),  # type: ignore[arg-type]
-            IdleWrites(),  # type: ignore[arg-type]
-            clock,
-            86400.0,
-            Logger(),
-        )
-        scheduler.startService()
-        self.addCleanup(scheduler.stopService)
-        for _ in range(20):
+        startedOver(self, sets, Connected(), clock)
+        for _ in range(10):
             clock.advance(0)
         looks = [turn for s in sets for turn in s.looks]
         perTurn = [looks.count(turn) for turn in set(looks)]
@@ -383,20 +396,7 @@ class LearningTests(SynchronousTestCase):
         """
         clock = TurnClock()
         sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
-        scheduler = Scheduler(
-            {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
-            RecordingRenewer(clock),  # type: ignore[arg-type]
-            Provisioned(),  # type: ignore[arg-type]
-            connection,  # type: ignore[arg-type]
-            IdleWrites(),  # type: ignore[arg-type]
-            clock,
-            86400.0,
-            Logger(),
-        )
-        scheduler.startService()
-        self.addCleanup(scheduler.stopService)
-        for _ in range(10):
-            clock.advance(0)
+        startedOver(self, sets, connection, clock)
         self.assertEqual(len(connection.connecting), 1)
         self.assertEqual({len(s.looks) for s in sets}, {2})
         return sets, clock
@@ -428,3 +428,63 @@ class LearningTests(SynchronousTestCase):
         for _ in range(10):
             clock.advance(0)
         self.assertEqual({len(s.looks) for s in sets}, {3})
+
+
+class NotDueLearningTests(SynchronousTestCase):
+    """
+    A check connects to the CA to learn whether it offers renewal
+    information only when one of its sets is to ask for it now; else the
+    learning waits for the first such set, unless the next regular check
+    comes first.
+    """
+
+    def started(self, ariNextCheck: float) -> tuple[Learning, Scheduler, TurnClock]:
+        """
+        A started scheduler over sets with CA-issued certificates, none
+        due, each to ask for renewal information at C{ariNextCheck}, whose
+        first check and wake-up pass are over.
+        """
+        clock = TurnClock()
+        connection = Learning()
+        sets = [IssuedSet(f"s{i}.example.test", 200_000.0, clock) for i in range(3)]
+        for certificate in sets:
+            certificate.ariNextCheck = ariNextCheck
+        sets[1].ariNextCheck = ariNextCheck + 10
+        scheduler = startedOver(self, sets, connection, clock)
+        return connection, scheduler, clock
+
+    def test_learntWhenDue(self) -> None:
+        """
+        No connection is made (nothing loaded) while no set is to ask for
+        renewal information; one is, once the first of them is.
+        """
+        connection, scheduler, clock = self.started(5000.0)
+        self.assertEqual(connection.connecting, [])
+        clock.advance(4999)
+        self.assertEqual(connection.connecting, [])
+        clock.advance(1)
+        self.assertEqual(len(connection.connecting), 1)
+
+    def test_afterNextCheck(self) -> None:
+        """
+        When the first set is to ask for renewal information after the next
+        regular check, nothing waits for it: that check looks again.
+        """
+        connection, scheduler, clock = self.started(90_000.0)
+        self.assertEqual([c for c in clock.getDelayedCalls() if c.getTime() > 86_400], [])
+        clock.advance(86_400)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(connection.connecting, [])
+        clock.advance(90_000 - 86_400)
+        self.assertEqual(len(connection.connecting), 1)
+
+    def test_stopped(self) -> None:
+        """
+        Stopping the scheduler cancels the learning that waits.
+        """
+        connection, scheduler, clock = self.started(5000.0)
+        scheduler.stopService()
+        clock.advance(5000)
+        self.assertEqual(connection.connecting, [])
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -19,7 +19,7 @@ from letsencrypt_resource.certificatefacts import CertificateFacts
 from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage import records as records_module
-from letsencrypt_resource.storage.directory import DirectoryStorage, tokenFile
+from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread, tokenFile
 from letsencrypt_resource.storage.interface import LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
 from letsencrypt_resource.storage.lock import StateDirectoryLocked, StateLock
@@ -155,6 +155,25 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         closed = storage.close()
         workers.runAll()
         self.successResultOf(closed)
+
+    def test_inThisThread(self) -> None:
+        """
+        With L{InThisThread} for its workers, every file operation is done
+        in the caller's thread before the call returns: the Deferred has
+        fired (the status read without a reactor, and the tests' state
+        directories, read so).
+        """
+        threads: list[threading.Thread] = []
+
+        def write() -> None:
+            threads.append(threading.current_thread())
+
+        storage = DirectoryStorage(self.path, Clock(), workers=InThisThread())
+        self.successResultOf(storage._workers.run(write))
+        self.successResultOf(storage.store("certificates/a.pem", b"value"))
+        self.assertEqual(self.successResultOf(storage.load("certificates/a.pem")), b"value")
+        self.successResultOf(storage.close())
+        self.assertEqual(threads, [threading.current_thread()])
 
     async def test_ownThread(self) -> None:
         """

@@ -2,7 +2,8 @@
 The package's runtime stays clear of its test tooling: no runtime module
 imports L{letsencrypt_resource.testing}, the tests, or C{treq} (an extra);
 the benchmarks import no test module, and no test module imports another
-for its helpers (they are in L{tests.helpers}).
+for its helpers (they are in L{tests.helpers}); no coroutine test sits in
+a case that would not await it.
 """
 
 from __future__ import annotations
@@ -123,4 +124,43 @@ class SourceImportTests(TestCase):
             )
             for path in paths
         }
+        self.assertEqual({k: v for k, v in found.items() if v}, {})
+
+
+def unawaitedTests(path: str) -> list[str]:
+    """
+    The coroutine test methods, C{Class.test_name}, of the classes in the
+    Python file at C{path} that derive from C{SynchronousTestCase} by name:
+    such a case calls them without awaiting them, so they never run.
+    """
+    with open(path, encoding="utf-8") as stream:
+        tree = ast.parse(stream.read())
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = {ast.unparse(base).rsplit(".", 1)[-1] for base in node.bases}
+        if "SynchronousTestCase" not in bases:
+            continue
+        found += [
+            f"{node.name}.{item.name}"
+            for item in node.body
+            if isinstance(item, ast.AsyncFunctionDef) and item.name.startswith("test")
+        ]
+    return found
+
+
+class CoroutineTestTests(TestCase):
+    """
+    Coroutine tests are in cases that await them.
+    """
+
+    def test_noCoroutineInSynchronousCase(self) -> None:
+        """
+        No C{SynchronousTestCase} of the tests has an C{async def} test: it
+        would be called and never awaited (only a C{RuntimeWarning} says
+        so), and pass without running.
+        """
+        paths = glob.glob(os.path.join(ROOT, "tests", "**", "*.py"), recursive=True)
+        found = {os.path.relpath(path, ROOT): unawaitedTests(path) for path in paths}
         self.assertEqual({k: v for k, v in found.items() if v}, {})

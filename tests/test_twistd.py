@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.storage.availability import KEY_CHECK, KEY_CHECK_TEXT
+from letsencrypt_resource.storage.lock import READER_WAIT
 from letsencrypt_resource.storage.postgres import PostgresStorage
 from letsencrypt_resource.storage.sealed import SealedStorage
 from letsencrypt_resource.storage.sealing import Sealer
@@ -270,6 +271,24 @@ class TwistdTests(TestCACase):
         out, err = await self.refused(path)
         self.assertIn(b"is in use by another process (pid", out + err)
         self.assertNotIn(b"Traceback", out + err)
+
+    async def test_readerWaitedFor(self) -> None:
+        """
+        A twistd that finds the state directory's lock held by a reader (a
+        C{status} read without a server) waits L{READER_WAIT} seconds for
+        it before it stops, with the message of a server's lock.
+        """
+        path = self.writeConfiguration(
+            "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+            f"port = {freeTCPPort()}\nacme_url = https://127.0.0.1:1/dir\n"
+        )
+        lock = StateLock(os.path.join(os.path.dirname(path), "lets-encrypt"))
+        lock.acquire(reader=True)
+        self.addCleanup(lock.release)
+        began = time.monotonic()
+        out, err = await self.refused(path)
+        self.assertGreaterEqual(time.monotonic() - began, READER_WAIT)
+        self.assertIn(f"is in use by another process (pid {os.getpid()})".encode(), out + err)
 
 
 class ClusterKeyTests(PostgresCase):

@@ -50,7 +50,7 @@ import threading
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -287,7 +287,7 @@ def listFiles(base: HeldFolder, prefix: str) -> list[str]:
 
 class Runner(Protocol):
     """
-    What runs the file operations: L{BackgroundWorkers}, or a test's fake.
+    What runs the file operations: L{BackgroundWorkers}, or L{InThisThread}.
     """
 
     def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
@@ -295,6 +295,20 @@ class Runner(Protocol):
         Call C{f(*args)} in a worker thread; the Deferred fires in the
         reactor thread.
         """
+
+
+class InThisThread:
+    """
+    Workers that do each file operation at once, in the caller's thread:
+    the Deferred they give has fired (a command without a reactor, and the
+    tests).
+    """
+
+    def run(self, f: Callable[..., T], *args: Any) -> Deferred[T]:
+        """
+        Call C{f(*args)} now.
+        """
+        return maybeDeferred(f, *args)
 
 
 class _Place:

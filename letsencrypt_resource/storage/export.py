@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import os
 
-from ..certificates import CertifiedKey
+from ..certificates import CertifiedKey, InvalidCertificate
 from ..safefs import openFolder, replaceInFolder
 from .directory import writeError
-from .records import domainsFileName
+from .interface import StorageError
+from .records import certificateKey, domainsFileName
 
 #: The files L{exportCertificate} writes in each certificate's folder.
 EXPORTED_FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
+
+
+class UnreadableCertificate(StorageError):
+    """
+    The certificate to export was read from its record, whose PEM no
+    longer parses: writing it again would not help.
+
+    @ivar key: The record's key: its path in the state directory.
+    """
 
 
 def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> str:
@@ -28,15 +38,21 @@ def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: Ce
 
     @return: The folder written.
     @raise StorageError: naming the folder, when a file cannot be written.
+    @raise UnreadableCertificate: naming the record of C{domains} in the
+        state directory, when the certificate read from it (parsed at its
+        first use) cannot be parsed.
     """
     folderName = domainsFileName(domains)
     folder = os.path.join(directory, folderName)
-    contents = [
-        (certifiedKey.certificatePEM, 0o644),
-        (certifiedKey.chainPEM, 0o644),
-        (certifiedKey.fullchainPEM, 0o644),
-        (certifiedKey.keyPEM, 0o600),
-    ]
+    try:
+        contents = [
+            (certifiedKey.certificatePEM, 0o644),
+            (certifiedKey.chainPEM, 0o644),
+            (certifiedKey.fullchainPEM, 0o644),
+            (certifiedKey.keyPEM, 0o600),
+        ]
+    except InvalidCertificate as error:
+        raise UnreadableCertificate(certificateKey(domains), str(error)) from None
     files = [
         (name, data, mode) for name, (data, mode) in zip(EXPORTED_FILES, contents, strict=False)
     ]

@@ -21,7 +21,7 @@ from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import (
     LetsEncryptResource,
 )
-from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread
 from letsencrypt_resource.storage.interface import ILease, StorageError
 from letsencrypt_resource.testing import (
     FakeACMEServer,
@@ -29,7 +29,7 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
-from tests.helpers.statedir import Immediately, StateDirectory
+from tests.helpers.statedir import StateDirectory
 
 DAY = 86400.0
 
@@ -108,7 +108,7 @@ class ResourceTestCase(SynchronousTestCase):
         reactor = reactor or self.reactor
         storage = self.store
         if isinstance(storage, StateDirectory):
-            storage = DirectoryStorage(storage.path, reactor, workers=Immediately())
+            storage = DirectoryStorage(storage.path, reactor, workers=InThisThread())
         resource = LetsEncryptResource(
             resourceOptions(**options),
             self.registry,

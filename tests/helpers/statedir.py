@@ -11,9 +11,8 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from letsencrypt_resource.localstatus import InThisThread as Immediately
 from letsencrypt_resource.storage.checks import checkCertificateWritable
-from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread
 from letsencrypt_resource.storage.records import Records
 from letsencrypt_resource.testing.fakes import fired
 
@@ -51,7 +50,7 @@ class StateDirectory:
             raise AttributeError(name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            storage = DirectoryStorage(self.path, Clock(), workers=Immediately())
+            storage = DirectoryStorage(self.path, Clock(), workers=InThisThread())
             try:
                 return fired(getattr(Records(storage), name)(*args, **kwargs))
             finally:

@@ -1,0 +1,149 @@
+"""
+L{StateLock}: a lock held by a short-lived reader (a C{status} read without
+a server) is waited for, a bounded time, by a process that starts; any
+other holder refuses it at once.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from letsencrypt_resource.storage import lock as lockModule
+from letsencrypt_resource.storage.lock import READER_WAIT, StateDirectoryLocked, StateLock
+
+
+class FakeTime:
+    """
+    A monotonic clock and a sleep that advances it, calling C{atSleep}
+    with the time after each sleep.
+
+    @ivar slept: Every wait asked for.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 1000.0
+        self.slept: list[float] = []
+        self.atSleep = lambda now: None
+
+    def now(self) -> float:
+        return self.seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.seconds += seconds
+        self.atSleep(self.seconds)
+
+
+class ReaderWaitTests(SynchronousTestCase):
+    """
+    Taking the lock while another holds it (another open file: flock locks
+    are per open file, so one process stands for two).
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(self.path, 0o700)
+        self.time = FakeTime()
+        self.other = StateLock(self.path)
+        self.addCleanup(self.other.release)
+
+    def starting(self) -> StateLock:
+        """
+        A lock on the same state directory, on the fake time.
+        """
+        lock = StateLock(self.path, sleep=self.time.sleep, now=self.time.now)
+        self.addCleanup(lock.release)
+        return lock
+
+    def test_readerRecorded(self) -> None:
+        """
+        A reader records its pid and C{reader} in the lock file; any other
+        holder its pid alone.
+        """
+        self.other.acquire(reader=True)
+        with open(os.path.join(self.path, "lock")) as stream:
+            self.assertEqual(stream.read(), f"{os.getpid()} reader")
+        self.other.release()
+        self.other.acquire()
+        with open(os.path.join(self.path, "lock")) as stream:
+            self.assertEqual(stream.read(), str(os.getpid()))
+
+    def test_waitsForReader(self) -> None:
+        """
+        A lock held by a reader that lets go within L{READER_WAIT} seconds
+        is taken once it does, recording the new holder.
+        """
+        self.other.acquire(reader=True)
+
+        def letGo(now: float) -> None:
+            if len(self.time.slept) == 20:
+                self.other.release()
+
+        self.time.atSleep = letGo
+        lock = self.starting()
+        lock.acquire()
+        self.assertTrue(lock.held())
+        self.assertEqual(len(self.time.slept), 20)
+        self.assertLess(sum(self.time.slept), READER_WAIT)
+        with open(os.path.join(self.path, "lock")) as stream:
+            self.assertEqual(stream.read(), str(os.getpid()))
+
+    def test_readerStays(self) -> None:
+        """
+        A reader that keeps the lock past L{READER_WAIT} seconds refuses it
+        then, with the message a start is refused with at once otherwise
+        (its pid alone).
+        """
+        self.other.acquire(reader=True)
+        lock = self.starting()
+        error = self.assertRaises(StateDirectoryLocked, lock.acquire)
+        self.assertEqual(error.holder, f"pid {os.getpid()}")
+        self.assertIn(f"(pid {os.getpid()}); run one server per state directory", str(error))
+        waited = sum(self.time.slept)
+        self.assertTrue(READER_WAIT <= waited < READER_WAIT + 0.1, waited)
+
+    def test_serverRefusedAtOnce(self) -> None:
+        """
+        A lock held by a server (or a command working alone) is refused at
+        once, without waiting.
+        """
+        self.other.acquire()
+        error = self.assertRaises(StateDirectoryLocked, self.starting().acquire)
+        self.assertEqual(error.holder, f"pid {os.getpid()}")
+        self.assertEqual(self.time.slept, [])
+
+    def test_holderNotWrittenYet(self) -> None:
+        """
+        A lock file with no pid yet (its holder has just taken it) is
+        waited for as a reader is: the holder writes who it is at once.
+        """
+        self.other.acquire()
+        with open(os.path.join(self.path, "lock"), "w"):
+            pass
+        self.time.atSleep = lambda now: self.other.release()
+        self.starting().acquire()
+        self.assertEqual(len(self.time.slept), 1)
+
+    def test_takenAgainDoesNotWait(self) -> None:
+        """
+        A lock taken again after its file was replaced (see
+        L{LockWatch <letsencrypt_resource.control.LockWatch>}, on the
+        reactor thread) does not wait for a reader that took the new file.
+        """
+        lock = self.starting()
+        lock.acquire()
+        os.unlink(os.path.join(self.path, "lock"))
+        self.other.acquire(reader=True)
+        self.assertRaises(StateDirectoryLocked, lock.acquire)
+        self.assertEqual(self.time.slept, [])
+
+    def test_realClockByDefault(self) -> None:
+        """
+        By default the wait is the process's: C{time.sleep} and
+        C{time.monotonic}.
+        """
+        lock = StateLock(self.path)
+        self.assertIs(lock._sleep, lockModule.time.sleep)
+        self.assertIs(lock._now, lockModule.time.monotonic)
