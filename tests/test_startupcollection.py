@@ -6,8 +6,12 @@ lets-encrypt} uses it.
 from __future__ import annotations
 
 import gc
+import importlib.util
+import io
 import os
+import sys
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import tap
@@ -241,3 +245,52 @@ class TwistdTests(TestCase):
         for arguments in (["--config", path], ["--config", path + ".missing"]):
             self.assertRaises(SystemExit, tap.Options().parseOptions, arguments)
             self.assertTrue(gc.isenabled())
+
+    def test_usageRefusedResumes(self) -> None:
+        """
+        Options that twistd refuses before the configuration is read (an
+        unknown one, C{--help}) turn automatic collection on again.
+        """
+        self.patch(sys, "stdout", io.StringIO())
+        for arguments in (["--unknown"], ["--help"]):
+            self.assertRaises((SystemExit, usage.UsageError), tap.Options().parseOptions, arguments)
+            self.assertTrue(gc.isenabled())
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The plugin of C{twistd lets-encrypt} pauses automatic collection
+    before the server's modules are imported.
+    """
+
+    def setUp(self) -> None:
+        resetCollector(self)
+        path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "twisted",
+            "plugins",
+            "letsencrypt_resource_plugin.py",
+        )
+        # This checkout's plugin, not the copy an installation may hold.
+        spec = importlib.util.spec_from_file_location("preboot_plugin_under_test", path)
+        assert spec is not None and spec.loader is not None
+        self.plugin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.plugin)
+
+    def test_pausedFromTheImport(self) -> None:
+        """
+        Asking the plugin for its options, as twistd does once it runs it,
+        pauses automatic collection before it imports the options' module,
+        and gives that module's options.
+        """
+        self.assertIs(self.plugin.letsEncrypt.options, tap.Options)
+        self.assertFalse(gc.isenabled())
+
+    def test_refusedResumes(self) -> None:
+        """
+        Options that twistd's plugin gave, then refused, turn automatic
+        collection on again.
+        """
+        options = self.plugin.letsEncrypt.options()
+        self.assertRaises(usage.UsageError, options.parseOptions, [])
+        self.assertTrue(gc.isenabled())
