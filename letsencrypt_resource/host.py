@@ -68,11 +68,16 @@ def checkServices(configuration: Configuration) -> None:
     @raise ConfigurationError: when a served folder is missing or, once
         links are followed, holds secrets.
     """
+    # Checked once for each folder: 10,000 services may serve one.
+    folders: set[str] = set()
     for service in configuration.services:
+        if service.path in folders:
+            continue
         if not os.path.isdir(service.path):
             raise ConfigurationError(
                 service.section, "path", f"{service.path} is not an existing folder"
             )
+        folders.add(service.path)
     checkServedPaths(configuration, os.path.realpath)
 
 

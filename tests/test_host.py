@@ -17,9 +17,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.challenge import ChallengeResponder
-from letsencrypt_resource.config import Configuration
+from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.consumerregistry import SubscriberLeaf
-from letsencrypt_resource.host import ServerService
+from letsencrypt_resource.host import ServerService, checkServices
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from tests.helpers import newSigner, provisionalFor
 from tests.helpers.resourcecase import resourceOptions
@@ -259,3 +259,53 @@ class StartTests(SynchronousTestCase):
         self.assertFalse(gc.isenabled())
         server.stopService()
         self.assertTrue(gc.isenabled())
+
+
+class CheckServicesTests(SynchronousTestCase):
+    """
+    L{checkServices}: the folders the services serve.
+    """
+
+    def configuration(self, *paths: str) -> Configuration:
+        """
+        A configuration of one service serving each of C{paths}.
+        """
+        services = tuple(
+            attrs.evolve(makeOptions(path), section=f"s{index}", name=f"s{index}")
+            for index, path in enumerate(paths)
+        )
+        return Configuration("host test", None, services)
+
+    def test_missingFolderRefused(self) -> None:
+        """
+        A folder that does not exist is refused, naming the first service
+        that serves it.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        missing = folder + "-missing"
+        error = self.assertRaises(
+            ConfigurationError, checkServices, self.configuration(folder, missing, missing)
+        )
+        self.assertEqual(
+            (error.section, error.option, error.message),
+            ("s1", "path", f"{missing} is not an existing folder"),
+        )
+
+    def test_folderCheckedOnce(self) -> None:
+        """
+        A folder that many services serve is looked at once, not once
+        for each service.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        looked: list[str] = []
+        isdir = os.path.isdir
+
+        def counting(path: str) -> bool:
+            looked.append(path)
+            return isdir(path)
+
+        self.patch(os.path, "isdir", counting)
+        checkServices(self.configuration(folder, folder, folder))
+        self.assertEqual(looked, [folder])
