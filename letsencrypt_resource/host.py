@@ -309,8 +309,9 @@ class ServerService(MultiService):
         # Automatic collection paused from the start until the load ends.
         self._collectionPaused = ExitStack()
         self.resource = None
-        for options in configuration.services:
-            self._addService(options)
+        with self.registry.registering():
+            for options in configuration.services:
+                self._addService(options)
         self._lock = lock
         resourceOptions = configuration.resource
         if resourceOptions is not None:

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.adapter import BaseAdapterRegistry
 
 from letsencrypt_resource.challenge import ChallengeResponder
 from letsencrypt_resource.config import Configuration, ConfigurationError
@@ -127,11 +128,18 @@ class StartTests(SynchronousTestCase):
         A server of three services of one folder, on ports 8001 to 8003,
         on a memory reactor.
         """
+        return self.servers((8001, 8002, 8003))
+
+    def servers(self, ports: tuple[int, ...]) -> ServerService:
+        """
+        A server of services of one folder, one on each of C{ports}, on a
+        memory reactor.
+        """
         folder = self.mktemp()
         os.mkdir(folder)
         services = tuple(
             attrs.evolve(makeOptions(folder), section=f"s{port}", name=f"s{port}", port=port)
-            for port in (8001, 8002, 8003)
+            for port in ports
         )
         return ServerService(Configuration("host test", None, services), MemoryReactorClock())
 
@@ -145,6 +153,27 @@ class StartTests(SynchronousTestCase):
         leaf = server.registry.utilities._subscribers[0][ICertificateConsumer][""]
         self.assertIsInstance(leaf, SubscriberLeaf)
         self.assertEqual(list(leaf), [s.consumer for s in server.fileServices])
+
+    def test_consumersRegisteredAtOnce(self) -> None:
+        """
+        The services a server starts with are registered with one change
+        of the registry (its lookups' caches cleared once), not two for
+        each service: the changes do not grow with the services.
+        """
+        changes: list[object] = []
+        original = BaseAdapterRegistry.changed
+
+        def counting(registry: BaseAdapterRegistry, changed: object) -> None:
+            changes.append(changed)
+            original(registry, changed)
+
+        self.patch(BaseAdapterRegistry, "changed", counting)
+        counts = []
+        for ports in [(8001,), (8001, 8002, 8003)]:
+            server = self.servers(ports)
+            utilities = server.registry.utilities
+            counts.append(len([c for c in changes if c is utilities]))
+        self.assertEqual(counts[0], counts[1])
 
     def test_folderOpenOnce(self) -> None:
         """
