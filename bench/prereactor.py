@@ -18,6 +18,10 @@ the least disturbed by other work on the machine.  With C{--bytecode},
 each tree's modules are compiled once first (into a cache under
 C{--workdir}), as an installed package's are: otherwise, with
 C{PYTHONDONTWRITEBYTECODE} set, every start compiles every module again.
+With C{--plugin}, the package is imported as twistd imports it: through
+the tree's twistd plugin (C{twisted/plugins/letsencrypt_resource_plugin.py},
+loaded from the tree, not from an installed copy), whose options the
+phase "import tap" then includes.
 """
 
 from __future__ import annotations
@@ -54,9 +58,21 @@ def mark():
     marks.append((time.process_time(), spent[0]))
 import twisted.scripts.twistd, twisted.application.app
 mark()
-from letsencrypt_resource import tap
+if sys.argv[2:] == ["plugin"]:
+    # As twistd: the tree's plugin gives the options, importing the tap.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_plugin", os.path.join("twisted", "plugins", "letsencrypt_resource_plugin.py")
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    Options = plugin.letsEncrypt.options
+    from letsencrypt_resource import tap
+else:
+    from letsencrypt_resource import tap
+    Options = tap.Options
 mark()
-options = tap.Options()
+options = Options()
 options.parseOptions(["--config", sys.argv[1]])
 mark()
 server = tap.makeService(options)
@@ -70,7 +86,7 @@ os._exit(0)
 
 
 def measureOnce(
-    tree: str, path: str, state: str, n: int, cache: str | None
+    tree: str, path: str, state: str, n: int, cache: str | None, plugin: bool = False
 ) -> list[tuple[float, float]]:
     """
     The CPU and collector seconds of each phase, in one fresh interpreter
@@ -79,6 +95,8 @@ def measureOnce(
 
     @param cache: Where compiled modules are kept, or C{None} to compile
         none (with C{PYTHONDONTWRITEBYTECODE} set, as here).
+    @param plugin: Whether the tap is imported as twistd imports it, through
+        the tree's twistd plugin (C{twisted/plugins}).
     """
     shutil.rmtree(state, ignore_errors=True)
     os.mkdir(state, 0o700)
@@ -87,7 +105,7 @@ def measureOnce(
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = cache
     output = subprocess.run(
-        [sys.executable, "-c", CHILD, path],
+        [sys.executable, "-c", CHILD, path, *(["plugin"] if plugin else [])],
         check=True,
         capture_output=True,
         cwd=tree,
@@ -109,6 +127,11 @@ def main() -> None:
     parser.add_argument("--first-port", type=int, default=21000)
     addAddressArgument(parser)
     parser.add_argument("--bytecode", action="store_true", help="compile the modules once first")
+    parser.add_argument(
+        "--plugin",
+        action="store_true",
+        help="import the tap through each tree's twistd plugin, as twistd does",
+    )
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     arguments = parser.parse_args()
     trees = [os.path.abspath(tree) for tree in arguments.trees]
@@ -124,11 +147,13 @@ def main() -> None:
             path = writeConfiguration(directory, state, n, arguments.first_port)
             if arguments.bytecode:
                 for tree in trees:
-                    measureOnce(tree, path, state, n, caches[tree])
+                    measureOnce(tree, path, state, n, caches[tree], arguments.plugin)
             runs: dict[str, list[list[tuple[float, float]]]] = {tree: [] for tree in trees}
             for _ in range(arguments.repeats):
                 for tree in trees:
-                    runs[tree].append(measureOnce(tree, path, state, n, caches[tree]))
+                    runs[tree].append(
+                        measureOnce(tree, path, state, n, caches[tree], arguments.plugin)
+                    )
             for tree in trees:
                 best = min(runs[tree], key=lambda phases: sum(p[0] for p in phases))
                 cells = " | ".join(f"{cpu:.3f}" for cpu, _ in best)
