@@ -18,8 +18,10 @@ from letsencrypt_resource.config import (
     SERVICE_OPTIONS,
     Configuration,
     ConfigurationError,
+    Option,
     ResourceOptions,
     ServiceOptions,
+    _serviceOptions,
     checkComponents,
     loadConfiguration,
     optionName,
@@ -1721,3 +1723,36 @@ class OptionsInCodeTests(SynchronousTestCase):
                 if field.name not in ("section", "upgradedFromURL", "ftps")
             }
             self.assertEqual(set(names), fromFields | choosing, cls)
+
+
+class SectionReaderTests(SynchronousTestCase):
+    """
+    What each service section costs before its own options are read.
+    """
+
+    def test_optionsNotHashed(self) -> None:
+        """
+        Reading service sections does not hash their options, once per
+        option and section (hashing the tuple of them was 9 us a section).
+        """
+        parse(resource() + service("s1"))
+        hashed: list[Option] = []
+        original = Option.__hash__
+
+        def counting(option: Option) -> int:
+            hashed.append(option)
+            return original(option)
+
+        self.patch(Option, "__hash__", counting)
+        parse(resource() + "".join(service(f"s{i}", port=str(8000 + i)) for i in range(3)))
+        self.assertEqual(hashed, [])
+
+    def test_oneTupleOfOptionsForEachType(self) -> None:
+        """
+        Each service type's options are one tuple, whatever the sections
+        of that type: what is made once for each tuple is made once for
+        each type.
+        """
+        for kind in ("https", "ftps"):
+            self.assertIs(_serviceOptions(kind), _serviceOptions(kind))
+        self.assertEqual(_serviceOptions("ftps"), SERVICE_OPTIONS + FTPS_OPTIONS)
