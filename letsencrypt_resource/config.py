@@ -1253,13 +1253,23 @@ def _checkPortClashes(resource: ResourceOptions | None, services: list[ServiceOp
     first: dict[int, tuple[str, str]] = {}
     wildcard: dict[int, tuple[str, str]] = {}
     bound: dict[tuple[int, str], tuple[str, str]] = {}
+    # Per address, worked out once (10,000 services may share one): what
+    # it binds, in order, and whether that is a wildcard.
+    bindings: dict[str, tuple[list[str], bool]] = {}
     for section, option, address, port in listeners:
-        addresses = _bindings(address)
+        found = bindings.get(address)
+        if found is None:
+            addresses = _bindings(address)
+            found = bindings[address] = (sorted(addresses), bool(addresses & _WILDCARDS))
+        ordered, onWildcard = found
         clash = wildcard.get(port)
-        if clash is None and addresses & _WILDCARDS:
+        if clash is None and onWildcard:
             clash = first.get(port)
         if clash is None:
-            clash = next((bound[port, a] for a in sorted(addresses) if (port, a) in bound), None)
+            for each in ordered:
+                clash = bound.get((port, each))
+                if clash is not None:
+                    break
         if clash is not None:
             other, otherAddress = clash
             used = "" if otherAddress == address else f" on {otherAddress}"
@@ -1269,9 +1279,9 @@ def _checkPortClashes(resource: ResourceOptions | None, services: list[ServiceOp
                 f"{address} port {port} is already used by [{other}]{used}",
             )
         first.setdefault(port, (section, address))
-        if addresses & _WILDCARDS:
+        if onWildcard:
             wildcard[port] = (section, address)
-        for each in addresses:
+        for each in ordered:
             bound[(port, each)] = (section, address)
 
 
