@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,6 +129,11 @@ def main() -> None:
     addAddressArgument(parser)
     parser.add_argument("--bytecode", action="store_true", help="compile the modules once first")
     parser.add_argument(
+        "--median",
+        action="store_true",
+        help="also show the median of each phase over the repeats",
+    )
+    parser.add_argument(
         "--plugin",
         action="store_true",
         help="import the tap through each tree's twistd plugin, as twistd does",
@@ -160,7 +166,22 @@ def main() -> None:
                 total = sum(cpu for cpu, _ in best)
                 collector = sum(gc for _, gc in best)
                 print(f"| {n:,} | {tree} | {cells} | {total:.3f} s | {collector:.3f} s |")
+            if arguments.median:
+                for tree in trees:
+                    print(f"| {n:,} | {tree} (median) | {medianRow(runs[tree])} |")
     print(f"\nCPU seconds, best of {arguments.repeats}; load: {os.getloadavg()[0]:.2f}")
+
+
+def medianRow(runs: list[list[tuple[float, float]]]) -> str:
+    """
+    The cells of the median of each phase, of the total and of the
+    collector over C{runs}: on a busy machine, steadier than the best run.
+    """
+    columns = [[phases[i][0] for phases in runs] for i in range(len(PHASES))]
+    cells = [f"{statistics.median(column):.3f}" for column in columns]
+    total = statistics.median(sum(cpu for cpu, _ in phases) for phases in runs)
+    collector = statistics.median(sum(gc for _, gc in phases) for phases in runs)
+    return " | ".join(cells) + f" | {total:.3f} s | {collector:.3f} s"
 
 
 if __name__ == "__main__":
