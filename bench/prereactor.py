@@ -18,6 +18,10 @@ the least disturbed by other work on the machine.  With C{--bytecode},
 each tree's modules are compiled once first (into a cache under
 C{--workdir}), as an installed package's are: otherwise, with
 C{PYTHONDONTWRITEBYTECODE} set, every start compiles every module again.
+With C{--plugin}, the package is imported as twistd imports it: through
+the tree's twistd plugin (C{twisted/plugins/letsencrypt_resource_plugin.py},
+loaded from the tree, not from an installed copy), whose options the
+phase "import tap" then includes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,9 +59,21 @@ def mark():
     marks.append((time.process_time(), spent[0]))
 import twisted.scripts.twistd, twisted.application.app
 mark()
-from letsencrypt_resource import tap
+if sys.argv[2:] == ["plugin"]:
+    # As twistd: the tree's plugin gives the options, importing the tap.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "bench_plugin", os.path.join("twisted", "plugins", "letsencrypt_resource_plugin.py")
+    )
+    plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plugin)
+    Options = plugin.letsEncrypt.options
+    from letsencrypt_resource import tap
+else:
+    from letsencrypt_resource import tap
+    Options = tap.Options
 mark()
-options = tap.Options()
+options = Options()
 options.parseOptions(["--config", sys.argv[1]])
 mark()
 server = tap.makeService(options)
@@ -70,7 +87,7 @@ os._exit(0)
 
 
 def measureOnce(
-    tree: str, path: str, state: str, n: int, cache: str | None
+    tree: str, path: str, state: str, n: int, cache: str | None, plugin: bool = False
 ) -> list[tuple[float, float]]:
     """
     The CPU and collector seconds of each phase, in one fresh interpreter
@@ -79,6 +96,8 @@ def measureOnce(
 
     @param cache: Where compiled modules are kept, or C{None} to compile
         none (with C{PYTHONDONTWRITEBYTECODE} set, as here).
+    @param plugin: Whether the tap is imported as twistd imports it, through
+        the tree's twistd plugin (C{twisted/plugins}).
     """
     shutil.rmtree(state, ignore_errors=True)
     os.mkdir(state, 0o700)
@@ -87,7 +106,7 @@ def measureOnce(
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = cache
     output = subprocess.run(
-        [sys.executable, "-c", CHILD, path],
+        [sys.executable, "-c", CHILD, path, *(["plugin"] if plugin else [])],
         check=True,
         capture_output=True,
         cwd=tree,
@@ -109,6 +128,16 @@ def main() -> None:
     parser.add_argument("--first-port", type=int, default=21000)
     addAddressArgument(parser)
     parser.add_argument("--bytecode", action="store_true", help="compile the modules once first")
+    parser.add_argument(
+        "--median",
+        action="store_true",
+        help="also show the median of each phase over the repeats",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="store_true",
+        help="import the tap through each tree's twistd plugin, as twistd does",
+    )
     parser.add_argument("--workdir", default=os.path.join(ROOT, "bench", "results"))
     arguments = parser.parse_args()
     trees = [os.path.abspath(tree) for tree in arguments.trees]
@@ -124,18 +153,35 @@ def main() -> None:
             path = writeConfiguration(directory, state, n, arguments.first_port)
             if arguments.bytecode:
                 for tree in trees:
-                    measureOnce(tree, path, state, n, caches[tree])
+                    measureOnce(tree, path, state, n, caches[tree], arguments.plugin)
             runs: dict[str, list[list[tuple[float, float]]]] = {tree: [] for tree in trees}
             for _ in range(arguments.repeats):
                 for tree in trees:
-                    runs[tree].append(measureOnce(tree, path, state, n, caches[tree]))
+                    runs[tree].append(
+                        measureOnce(tree, path, state, n, caches[tree], arguments.plugin)
+                    )
             for tree in trees:
                 best = min(runs[tree], key=lambda phases: sum(p[0] for p in phases))
                 cells = " | ".join(f"{cpu:.3f}" for cpu, _ in best)
                 total = sum(cpu for cpu, _ in best)
                 collector = sum(gc for _, gc in best)
                 print(f"| {n:,} | {tree} | {cells} | {total:.3f} s | {collector:.3f} s |")
+            if arguments.median:
+                for tree in trees:
+                    print(f"| {n:,} | {tree} (median) | {medianRow(runs[tree])} |")
     print(f"\nCPU seconds, best of {arguments.repeats}; load: {os.getloadavg()[0]:.2f}")
+
+
+def medianRow(runs: list[list[tuple[float, float]]]) -> str:
+    """
+    The cells of the median of each phase, of the total and of the
+    collector over C{runs}: on a busy machine, steadier than the best run.
+    """
+    columns = [[phases[i][0] for phases in runs] for i in range(len(PHASES))]
+    cells = [f"{statistics.median(column):.3f}" for column in columns]
+    total = statistics.median(sum(cpu for cpu, _ in phases) for phases in runs)
+    collector = statistics.median(sum(gc for _, gc in phases) for phases in runs)
+    return " | ".join(cells) + f" | {total:.3f} s | {collector:.3f} s"
 
 
 if __name__ == "__main__":

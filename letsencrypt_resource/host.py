@@ -68,11 +68,16 @@ def checkServices(configuration: Configuration) -> None:
     @raise ConfigurationError: when a served folder is missing or, once
         links are followed, holds secrets.
     """
+    # Checked once for each folder: 10,000 services may serve one.
+    folders: set[str] = set()
     for service in configuration.services:
+        if service.path in folders:
+            continue
         if not os.path.isdir(service.path):
             raise ConfigurationError(
                 service.section, "path", f"{service.path} is not an existing folder"
             )
+        folders.add(service.path)
     checkServedPaths(configuration, os.path.realpath)
 
 
@@ -278,8 +283,9 @@ class ServerService(MultiService):
         # Automatic collection paused from the start until the load ends.
         self._collectionPaused = ExitStack()
         self.resource = None
-        for options in configuration.services:
-            self._addService(options)
+        with self.registry.registering():
+            for options in configuration.services:
+                self._addService(options)
         self._lock = lock
         resourceOptions = configuration.resource
         if resourceOptions is not None:

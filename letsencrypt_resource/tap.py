@@ -37,6 +37,23 @@ class Options(usage.Options):
         ["config", "c", None, "The INI configuration file.", str],
     ]
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse the command line and read the configuration (see
+        L{postOptions}).
+
+        Automatic garbage collection pauses from here (under twistd, from
+        the plugin's import of this module) until the server has started
+        (see L{pauseCollection}); options refused turn it on again.
+        """
+        pauseCollection()
+        try:
+            super().parseOptions(options)
+        except BaseException:
+            # twistd exits; a host that catches the exit goes on collecting.
+            resumeCollection()
+            raise
+
     def postOptions(self) -> None:
         """
         Read and validate the whole configuration before anything starts.
@@ -44,19 +61,10 @@ class Options(usage.Options):
         A configuration that cannot be used stops twistd with status 1 and
         one line naming the file, section and option, without twistd's
         usage text, which says nothing about it.
-
-        Automatic garbage collection pauses from here until the server
-        has started (see L{pauseCollection}).
         """
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
-        pauseCollection()
-        try:
-            self._readConfiguration()
-        except BaseException:
-            # twistd exits; a host that catches the exit goes on collecting.
-            resumeCollection()
-            raise
+        self._readConfiguration()
 
     def _readConfiguration(self) -> None:
         """

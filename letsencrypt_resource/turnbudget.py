@@ -115,7 +115,11 @@ def sharedOf(kind: Callable[[Any], Budget], reactor: Any) -> Budget:
     The budget of C{kind} that everything on C{reactor} shares, made at
     the first call.
     """
-    ofReactor = _shared.setdefault(kind, weakref.WeakKeyDictionary())
+    ofReactor = _shared.get(kind)
+    if ofReactor is None:
+        # Not setdefault: it would make a dictionary at every call, 10,000
+        # at a start of as many services.
+        ofReactor = _shared[kind] = weakref.WeakKeyDictionary()
     shared = ofReactor.get(reactor)
     if shared is None:
         shared = ofReactor[reactor] = kind(reactor)

@@ -11,6 +11,7 @@ from unittest import mock
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import config
 from letsencrypt_resource.config import (
     LETS_ENCRYPT_PRODUCTION,
     LETS_ENCRYPT_STAGING,
@@ -18,8 +19,10 @@ from letsencrypt_resource.config import (
     SERVICE_OPTIONS,
     Configuration,
     ConfigurationError,
+    Option,
     ResourceOptions,
     ServiceOptions,
+    _serviceOptions,
     checkComponents,
     loadConfiguration,
     optionName,
@@ -1334,7 +1337,9 @@ class GoodConfigurationTests(SynchronousTestCase):
         n = 2000
         services = [listener(i, f"10.0.{i // 250}.{i % 250}") for i in range(n)]
         checkComponents(Configuration("", None, tuple(services), None))
-        self.assertLessEqual(counts["compared"], 4 * n)
+        # Each address is hashed and compared a few times: looked up and
+        # kept among the addresses worked out, and among those bound.
+        self.assertLessEqual(counts["compared"], 6 * n)
         clashing = Configuration("", None, (*services, listener(n, "10.0.3.7")), None)
         error = self.assertRaises(ConfigurationError, checkComponents, clashing)
         self.assertEqual(
@@ -1721,3 +1726,52 @@ class OptionsInCodeTests(SynchronousTestCase):
                 if field.name not in ("section", "upgradedFromURL", "ftps")
             }
             self.assertEqual(set(names), fromFields | choosing, cls)
+
+
+class SharedWorkTests(SynchronousTestCase):
+    """
+    What reading many service sections does once, not once for each.
+    """
+
+    def test_optionsNotHashed(self) -> None:
+        """
+        Reading service sections does not hash their options, once per
+        option and section (hashing the tuple of them was 9 us a section).
+        """
+        parse(resource() + service("s1"))
+        hashed: list[Option] = []
+        original = Option.__hash__
+
+        def counting(option: Option) -> int:
+            hashed.append(option)
+            return original(option)
+
+        self.patch(Option, "__hash__", counting)
+        parse(resource() + "".join(service(f"s{i}", port=str(8000 + i)) for i in range(3)))
+        self.assertEqual(hashed, [])
+
+    def test_oneTupleOfOptionsForEachType(self) -> None:
+        """
+        Each service type's options are one tuple, whatever the sections
+        of that type: what is made once for each tuple is made once for
+        each type.
+        """
+        for kind in ("https", "ftps"):
+            self.assertIs(_serviceOptions(kind), _serviceOptions(kind))
+        self.assertEqual(_serviceOptions("ftps"), SERVICE_OPTIONS + FTPS_OPTIONS)
+
+    def test_sharedAddressWorkedOutOnce(self) -> None:
+        """
+        What an address binds is worked out once, however many listeners
+        use it: 10,000 services may listen on one.
+        """
+        addresses: list[str] = []
+        original = config._bindings
+
+        def counting(address: str) -> frozenset[str]:
+            addresses.append(address)
+            return original(address)
+
+        self.patch(config, "_bindings", counting)
+        parse(resource() + "".join(service(f"s{i}", port=str(8000 + i)) for i in range(3)))
+        self.assertEqual(sorted(addresses), ["0.0.0.0"])

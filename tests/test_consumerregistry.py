@@ -311,3 +311,62 @@ class ChangedTests(SynchronousTestCase):
         self.assertIs(above.queryUtility(IThing, name="a"), thing)
         base.unregisterUtility(thing, IThing, name="a")
         self.assertIsNone(above.queryUtility(IThing, name="a"))
+
+
+class RegisteringTests(SynchronousTestCase):
+    """
+    L{ConsumerRegistry.registering}: many registrations, one change.
+    """
+
+    def test_changedOnce(self) -> None:
+        """
+        Registrations within clear the lookups' caches once, at the end:
+        what was looked up before is found afterwards as in a plain
+        C{Components}.
+        """
+        registry = ConsumerRegistry("test")
+        self.assertIsNone(registry.queryUtility(IThing, name="a"))
+        self.assertEqual(list(registry.getAllUtilitiesRegisteredFor(IThing)), [])
+        lookup = registry.utilities._v_lookup  # type: ignore[attr-defined]
+        cleared: list[None] = []
+        original = lookup.changed
+
+        def counting(changed: object) -> None:
+            cleared.append(None)
+            original(changed)
+
+        self.patch(lookup, "changed", counting)
+        things = [Thing() for _ in range(3)]
+        with registry.registering():
+            for name, thing in zip("abc", things, strict=True):
+                registry.registerUtility(thing, IThing, name=name)
+        self.assertEqual(len(cleared), 1)
+        self.assertIs(registry.queryUtility(IThing, name="a"), things[0])
+        self.assertEqual(list(registry.getAllUtilitiesRegisteredFor(IThing)), things)
+
+    def test_subregistriesTold(self) -> None:
+        """
+        A registry built on it sees, at the end, what was registered
+        within, though it looked before.
+        """
+        base = ConsumerRegistry("base")
+        above = Components("above", bases=(base,))
+        self.assertIsNone(above.queryUtility(IThing, name="a"))
+        thing = Thing()
+        with base.registering():
+            base.registerUtility(thing, IThing, name="a")
+        self.assertIs(above.queryUtility(IThing, name="a"), thing)
+
+    def test_endsOnError(self) -> None:
+        """
+        A registration that fails within ends the holding: later changes
+        clear the caches at once again.
+        """
+        registry = ConsumerRegistry("test")
+        thing = Thing()
+        with self.assertRaises(RuntimeError), registry.registering():
+            registry.registerUtility(thing, IThing, name="a")
+            raise RuntimeError("failed")
+        self.assertIs(registry.queryUtility(IThing, name="a"), thing)
+        registry.unregisterUtility(thing, IThing, name="a")
+        self.assertIsNone(registry.queryUtility(IThing, name="a"))

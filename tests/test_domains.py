@@ -10,6 +10,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import domains
 from letsencrypt_resource.domains import (
     MAX_NAMES,
     InvalidDomain,
@@ -352,3 +353,40 @@ class AddressParsingTests(SynchronousTestCase):
         self.assertRaises(InvalidDomain, normalizeName, "fe80::1%eth0")
         self.assertRaises(InvalidDomain, normalizeName, "0.0.0.0")
         self.assertNotEqual(self.asked, [])
+
+
+class OneMatchTests(SynchronousTestCase):
+    """
+    A name of valid labels is checked in one match, not label by label:
+    a server of 10,000 services checks a name for each at start.
+    """
+
+    def setUp(self) -> None:
+        self.labels: list[str] = []
+        original = domains._checkReservedLabel
+
+        def counting(name: str, label: str) -> None:
+            self.labels.append(label)
+            original(name, label)
+
+        self.patch(domains, "_checkReservedLabel", counting)
+
+    def test_validNameInOneMatch(self) -> None:
+        """
+        No label of a valid name is looked at alone.
+        """
+        self.assertEqual(normalizeDomain("s0001-warm.Example.test"), "s0001-warm.example.test")
+        self.assertEqual(self.labels, [])
+
+    def test_labelByLabelOtherwise(self) -> None:
+        """
+        A name with a label in the reserved form, or an invalid one, is
+        read label by label: the first wrong label is the one named.
+        """
+        self.assertEqual(normalizeDomain("xn--bcher-kva.example"), "xn--bcher-kva.example")
+        self.assertEqual(self.labels, ["xn--bcher-kva", "example"])
+        error = self.assertRaises(InvalidDomain, normalizeDomain, "a.-b.c-.example")
+        self.assertIn("invalid label '-b'", str(error))
+        error = self.assertRaises(InvalidDomain, normalizeDomain, "a.ab--c.example")
+        self.assertIn("reserved form", str(error))
+        self.assertRaises(InvalidDomain, normalizeDomain, "a.example.123")

@@ -15,11 +15,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.adapter import BaseAdapterRegistry
 
 from letsencrypt_resource.challenge import ChallengeResponder
-from letsencrypt_resource.config import Configuration
+from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.consumerregistry import SubscriberLeaf
-from letsencrypt_resource.host import ServerService
+from letsencrypt_resource.host import ServerService, checkServices
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from tests.helpers import newSigner, provisionalFor
 from tests.helpers.resourcecase import resourceOptions
@@ -127,11 +128,18 @@ class StartTests(SynchronousTestCase):
         A server of three services of one folder, on ports 8001 to 8003,
         on a memory reactor.
         """
+        return self.servers((8001, 8002, 8003))
+
+    def servers(self, ports: tuple[int, ...]) -> ServerService:
+        """
+        A server of services of one folder, one on each of C{ports}, on a
+        memory reactor.
+        """
         folder = self.mktemp()
         os.mkdir(folder)
         services = tuple(
             attrs.evolve(makeOptions(folder), section=f"s{port}", name=f"s{port}", port=port)
-            for port in (8001, 8002, 8003)
+            for port in ports
         )
         return ServerService(Configuration("host test", None, services), MemoryReactorClock())
 
@@ -145,6 +153,27 @@ class StartTests(SynchronousTestCase):
         leaf = server.registry.utilities._subscribers[0][ICertificateConsumer][""]
         self.assertIsInstance(leaf, SubscriberLeaf)
         self.assertEqual(list(leaf), [s.consumer for s in server.fileServices])
+
+    def test_consumersRegisteredAtOnce(self) -> None:
+        """
+        The services a server starts with are registered with one change
+        of the registry (its lookups' caches cleared once), not two for
+        each service: the changes do not grow with the services.
+        """
+        changes: list[object] = []
+        original = BaseAdapterRegistry.changed
+
+        def counting(registry: BaseAdapterRegistry, changed: object) -> None:
+            changes.append(changed)
+            original(registry, changed)
+
+        self.patch(BaseAdapterRegistry, "changed", counting)
+        counts = []
+        for ports in [(8001,), (8001, 8002, 8003)]:
+            server = self.servers(ports)
+            utilities = server.registry.utilities
+            counts.append(len([c for c in changes if c is utilities]))
+        self.assertEqual(counts[0], counts[1])
 
     def test_folderOpenOnce(self) -> None:
         """
@@ -259,3 +288,53 @@ class StartTests(SynchronousTestCase):
         self.assertFalse(gc.isenabled())
         server.stopService()
         self.assertTrue(gc.isenabled())
+
+
+class CheckServicesTests(SynchronousTestCase):
+    """
+    L{checkServices}: the folders the services serve.
+    """
+
+    def configuration(self, *paths: str) -> Configuration:
+        """
+        A configuration of one service serving each of C{paths}.
+        """
+        services = tuple(
+            attrs.evolve(makeOptions(path), section=f"s{index}", name=f"s{index}")
+            for index, path in enumerate(paths)
+        )
+        return Configuration("host test", None, services)
+
+    def test_missingFolderRefused(self) -> None:
+        """
+        A folder that does not exist is refused, naming the first service
+        that serves it.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        missing = folder + "-missing"
+        error = self.assertRaises(
+            ConfigurationError, checkServices, self.configuration(folder, missing, missing)
+        )
+        self.assertEqual(
+            (error.section, error.option, error.message),
+            ("s1", "path", f"{missing} is not an existing folder"),
+        )
+
+    def test_folderCheckedOnce(self) -> None:
+        """
+        A folder that many services serve is looked at once, not once
+        for each service.
+        """
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        looked: list[str] = []
+        isdir = os.path.isdir
+
+        def counting(path: str) -> bool:
+            looked.append(path)
+            return isdir(path)
+
+        self.patch(os.path, "isdir", counting)
+        checkServices(self.configuration(folder, folder, folder))
+        self.assertEqual(looked, [folder])

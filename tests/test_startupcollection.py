@@ -6,9 +6,12 @@ lets-encrypt} uses it.
 from __future__ import annotations
 
 import gc
+import importlib.util
+import io
 import os
-import weakref
+import sys
 
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource import tap
@@ -80,17 +83,23 @@ class ResumeTests(CollectionCase):
     L{ResumeCollection}.
     """
 
-    def test_collectsThenFreezes(self) -> None:
+    def test_freezesWithoutCollecting(self) -> None:
         """
-        Once started, what start-up made in a cycle is freed, not frozen
-        for good; what is left is out of the collector's reach; and
-        automatic collection is on again.
+        Once started, what start-up made is out of the collector's reach,
+        frozen without a collection first (which would go through all of
+        it); and automatic collection is on again.
         """
         pauseCollection()
-        garbage = weakref.ref(Cycle())
+        collections: list[str] = []
+
+        def watch(phase: str, info: dict[str, int]) -> None:
+            collections.append(phase)
+
+        gc.callbacks.append(watch)
+        self.addCleanup(gc.callbacks.remove, watch)
         kept = [Cycle()]
         ResumeCollection().startService()
-        self.assertIsNone(garbage())
+        self.assertEqual(collections, [])
         self.assertTrue(gc.is_tracked(kept))
         self.assertNotIn(kept, gc.get_objects())
         self.assertTrue(gc.isenabled())
@@ -102,10 +111,7 @@ class ResumeTests(CollectionCase):
         """
         gc.disable()
         self.assertFalse(pauseCollection())
-        resume = ResumeCollection()
-        garbage = weakref.ref(Cycle())
-        resume.startService()
-        self.assertIsNone(garbage())
+        ResumeCollection().startService()
         self.assertFalse(gc.isenabled())
 
 
@@ -170,21 +176,18 @@ class TwistdTests(TestCase):
     async def test_pausedWhileBuilding(self) -> None:
         """
         Reading the configuration pauses automatic collection; starting
-        the server collects what building it left in a cycle, freezes what
-        is left, and resumes automatic collection once its domain sets
-        have loaded.
+        the server freezes what building it made, and resumes automatic
+        collection once its domain sets have loaded.
         """
         path = self.configuration()
         options = tap.Options()
         options.parseOptions(["--config", path])
         self.assertFalse(gc.isenabled())
         server = tap.makeService(options)
-        garbage = weakref.ref(Cycle())
         kept = [Cycle()]
         self.assertFalse(gc.isenabled())
         server.startService()
         self.addCleanup(server.stopService)
-        self.assertIsNone(garbage())
         self.assertNotIn(kept, gc.get_objects())
         await server.resource.whenLoaded()
         self.assertTrue(gc.isenabled())
@@ -242,3 +245,52 @@ class TwistdTests(TestCase):
         for arguments in (["--config", path], ["--config", path + ".missing"]):
             self.assertRaises(SystemExit, tap.Options().parseOptions, arguments)
             self.assertTrue(gc.isenabled())
+
+    def test_usageRefusedResumes(self) -> None:
+        """
+        Options that twistd refuses before the configuration is read (an
+        unknown one, C{--help}) turn automatic collection on again.
+        """
+        self.patch(sys, "stdout", io.StringIO())
+        for arguments in (["--unknown"], ["--help"]):
+            self.assertRaises((SystemExit, usage.UsageError), tap.Options().parseOptions, arguments)
+            self.assertTrue(gc.isenabled())
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    The plugin of C{twistd lets-encrypt} pauses automatic collection
+    before the server's modules are imported.
+    """
+
+    def setUp(self) -> None:
+        resetCollector(self)
+        path = os.path.join(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            "twisted",
+            "plugins",
+            "letsencrypt_resource_plugin.py",
+        )
+        # This checkout's plugin, not the copy an installation may hold.
+        spec = importlib.util.spec_from_file_location("preboot_plugin_under_test", path)
+        assert spec is not None and spec.loader is not None
+        self.plugin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(self.plugin)
+
+    def test_pausedFromTheImport(self) -> None:
+        """
+        Asking the plugin for its options, as twistd does once it runs it,
+        pauses automatic collection before it imports the options' module,
+        and gives that module's options.
+        """
+        self.assertIs(self.plugin.letsEncrypt.options, tap.Options)
+        self.assertFalse(gc.isenabled())
+
+    def test_refusedResumes(self) -> None:
+        """
+        Options that twistd's plugin gave, then refused, turn automatic
+        collection on again.
+        """
+        options = self.plugin.letsEncrypt.options()
+        self.assertRaises(usage.UsageError, options.parseOptions, [])
+        self.assertTrue(gc.isenabled())

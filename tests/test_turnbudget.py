@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import turnbudget
 from letsencrypt_resource.firsthandshakes import FirstHandshakes, firstHandshakesOf
 from letsencrypt_resource.readturns import ReadTurns, readTurnsOf
 from letsencrypt_resource.turnbudget import TurnBudget, sharedOf
@@ -41,5 +42,23 @@ class TurnBudgetTests(SynchronousTestCase):
         clock = Clock()
         self.assertIs(sharedOf(FirstHandshakes, clock), firstHandshakesOf(clock))
         self.assertIs(sharedOf(ReadTurns, clock), readTurnsOf(clock))
+
+    def test_sharedLookedUp(self) -> None:
+        """
+        Once a kind has its budgets, asking for one again makes nothing:
+        not even the dictionary of that kind's budgets.
+        """
+        clock = Clock()
+        sharedOf(FirstHandshakes, clock)
+        made: list[object] = []
+        original = turnbudget.weakref.WeakKeyDictionary
+
+        def counting() -> object:
+            made.append(None)
+            return original()
+
+        self.patch(turnbudget.weakref, "WeakKeyDictionary", counting)
+        self.assertIs(sharedOf(FirstHandshakes, clock), firstHandshakesOf(clock))
+        self.assertEqual(made, [])
         self.assertIsInstance(firstHandshakesOf(clock), FirstHandshakes)
         self.assertIsInstance(readTurnsOf(clock), ReadTurns)
