@@ -358,6 +358,42 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         error = await self.assertFailure(storage.load("renewal/a.json"), StorageError)
         self.assertIn("not a regular file", str(error))
 
+    def test_oneReadAFile(self) -> None:
+        """
+        A file read whole at the first read of C{loadMany} (a regular file
+        reads short only at its end) is not read again: one read a file.
+        """
+        workers = QueuedWorkers()
+        storage = DirectoryStorage(self.path, reactor, workers=workers)
+        values = {"renewal/a.json": b"a" * 10, "certificates/a.pem": b"p" * 5000}
+        for key, value in values.items():
+            storage.store(key, value)
+        workers.runAll()
+        reads: list[int] = []
+        read = os.read
+
+        def counted(fd: int, size: int) -> bytes:
+            reads.append(size)
+            return read(fd, size)
+
+        self.patch(os, "read", counted)
+        loaded = storage.loadMany(list(values))
+        workers.runAll()
+        self.assertEqual(self.successResultOf(loaded), values)
+        self.assertEqual(len(reads), 2)
+
+    async def test_readsALargeFileWhole(self) -> None:
+        """
+        A file larger than a first read asks for is read to its end.
+        """
+        storage = self.storage()
+        value = bytes(range(256)) * 1000
+        await storage.store("certificates/a.pem", value)
+        self.assertEqual(
+            await storage.loadMany(["certificates/a.pem"]), {"certificates/a.pem": value}
+        )
+        self.assertEqual(await storage.load("certificates/a.pem"), value)
+
     async def test_tokensPersisted(self) -> None:
         """
         The newest token of each lease is kept in C{.leases/<sha256 of the
