@@ -5,6 +5,7 @@ store, then what is particular to the state directory's, and the records.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -29,7 +30,9 @@ from letsencrypt_resource.storage.records import (
     Records,
     accountKey,
     certificateKey,
+    parseRenewalState,
     renewalKey,
+    renewalStateJSON,
 )
 
 from .helpers import newSigner, provisionalFor, sharedKey
@@ -677,6 +680,34 @@ class RecordsTests(TestCase):
         error = self.assertRaises(StorageError, first.certifiedKey)
         self.assertEqual((error.key, first.renewalState()), (failing, None))
         self.assertEqual(given(second.certifiedKey()).toPEM(), stored.toPEM())
+
+    def test_renewalStateAsJSONReadsIt(self) -> None:
+        """
+        A renewal state is read as C{json.loads} reads its bytes, whatever
+        their encoding (a BOM, UTF-16, text that is not UTF-8, a lone
+        surrogate): what L{renewalStateJSON} writes is decoded as text
+        first, the others left for C{json.loads} to decode.
+        """
+        state = {"last_error": "caf\u00e9 \ud800", "failures": 2}
+        written = renewalStateJSON(state)
+        self.assertIsInstance(records_module._text(written), str)
+        utf8 = b'{"last_error": "caf\xc3\xa9"}'
+        documents = [
+            written,
+            utf8,
+            b"\xef\xbb\xbf" + utf8,
+            '{"a": 1}'.encode("utf-16"),
+            '{"a": 1}'.encode("utf-16-le"),
+            '{"a": 1}'.encode("utf-32-be"),
+            b"{}",
+        ]
+        self.assertIsInstance(records_module._text(documents[3]), bytes)
+        for data in documents:
+            self.assertEqual(parseRenewalState(data), json.loads(data), data)
+        for data in (b"{\xff}", b'{"a": "\xc3"}', b"{", b""):
+            self.assertRaises(ValueError, json.loads, data)
+            error = self.assertRaises(ValueError, parseRenewalState, data)
+            self.assertIn("is not a valid renewal state", str(error))
 
     async def test_challenges(self) -> None:
         """
