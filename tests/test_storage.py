@@ -658,6 +658,36 @@ class RecordsTests(TestCase):
             (renewalKey(DOMAINS), certificateKey(DOMAINS), [DOMAINS, DOMAINS]),
         )
 
+    async def test_noDigestOfUnvouchedRecord(self) -> None:
+        """
+        A certificate record no digest vouches for (its state has none) is
+        parsed in full, its digest not computed; one it vouches for is
+        digested once, and a checked record that does not parse names its
+        key.
+        """
+        stored = provisionalFor(newSigner(), DOMAINS)
+        await self.records.saveCertificate(DOMAINS, stored)
+        [records] = await self.records.loadSets([DOMAINS])
+        digested: list[bytes] = []
+
+        def counted(pem: bytes) -> str:
+            digested.append(pem)
+            return bundleDigest(pem)
+
+        self.patch(records_module, "bundleDigest", counted)
+        self.assertTrue(given(records.certifiedKey()).keyMatches)
+        self.assertEqual(digested, [])
+        digest = bundleDigest(stored.toPEM())
+        self.assertEqual(given(records.certifiedKey(digest)).toPEM(), stored.toPEM())
+        self.assertEqual(digested, [stored.toPEM()])
+        damaged = stored.keyPEM + b"-----BEGIN CERTIFICATE-----\nAAAA\n"
+        error = self.assertRaises(
+            StorageError,
+            records_module.StoredSet(DOMAINS, None, damaged).certifiedKey,
+            bundleDigest(damaged),
+        )
+        self.assertEqual(error.key, certificateKey(DOMAINS))
+
     async def test_loadSetsOneByOne(self) -> None:
         """
         When the records cannot be read together, L{Records.loadSets} reads

@@ -162,23 +162,6 @@ def parseCertificate(data: bytes) -> CertifiedKey:
         raise ValueError(str(error)) from None
 
 
-def parseCheckedCertificate(
-    data: bytes, names: frozenset[str] | None = None, facts: CertificateFacts | None = None
-) -> CertifiedKey:
-    """
-    The certificate and chain stored as C{data}, which passed its checks
-    when it was stored, for the names C{names} if given; the key is parsed
-    at its first use, and so is the certificate when its recorded C{facts}
-    are given.
-
-    @raise ValueError: naming what is wrong.
-    """
-    try:
-        return CertifiedKey.fromCheckedPEM(data, names, facts)
-    except InvalidCertificate as error:
-        raise ValueError(str(error)) from None
-
-
 def parseRenewalState(data: bytes) -> dict[str, Any]:
     """
     The renewal state stored as C{data}.
@@ -269,20 +252,19 @@ class StoredSet:
 
         @raise StorageError: when they cannot be loaded or parsed.
         """
-        parse: Callable[[bytes], CertifiedKey] = parseCertificate
-        if isinstance(self.certificate, bytes) and checked == bundleDigest(self.certificate):
-            names = frozenset(self.domains)
-            if facts is not None and facts.digest == checked and facts.names == names:
-                # The facts' names are the set's: one set of them is kept.
-                names = facts.names
-            else:
-                facts = None
-            parse = functools.partial(
-                parseCheckedCertificate,
-                names=names if facts is not None else None,
-                facts=facts,
-            )
-        return _parsed(functools.partial(certificateKey, self.domains), self.certificate, parse)
+        data = self.certificate
+        if not isinstance(data, bytes) or checked is None or checked != bundleDigest(data):
+            return _parsed(functools.partial(certificateKey, self.domains), data, parseCertificate)
+        names = frozenset(self.domains)
+        if facts is not None and facts.digest == checked and facts.names == names:
+            # The facts' names are the set's: one set of them is kept.
+            vouched: frozenset[str] | None = facts.names
+        else:
+            facts = vouched = None
+        try:
+            return CertifiedKey.fromCheckedPEM(data, vouched, facts)
+        except ValueError as error:
+            raise StorageError(certificateKey(self.domains), str(error)) from None
 
 
 def _parsed(
