@@ -169,7 +169,7 @@ def parseRenewalState(data: bytes) -> dict[str, Any]:
     @raise ValueError: naming what is wrong.
     """
     try:
-        state = json.loads(_text(data))
+        state = _loads(data)
     except ValueError as error:
         raise ValueError(f"is not a valid renewal state: {error}") from None
     if not isinstance(state, dict):
@@ -177,18 +177,33 @@ def parseRenewalState(data: bytes) -> dict[str, Any]:
     return state
 
 
-def _text(data: bytes) -> str | bytes:
+#: The scanner C{json.loads} parses a document with (in C when built).
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _loads(data: bytes) -> Any:
     """
-    The JSON document C{data} as text when it is an object in UTF-8, as
-    L{renewalStateJSON} writes it (decoded as C{json.loads} decodes it:
-    C{json.detect_encoding} finds UTF-8 for an opening brace first, not
-    followed by a zero byte); C{data} itself otherwise, for C{json.loads}
-    to find its encoding.  Decoded here, the 10,000 states of a start-up
-    are read in two thirds of the time.
+    C{json.loads(data)}, faster for an object in UTF-8 as
+    L{renewalStateJSON} writes it: decoded here as C{json.loads} decodes it
+    (C{json.detect_encoding} finds UTF-8 for an opening brace first, not
+    followed by a zero byte) and scanned whole by C{json.loads}' own
+    scanner, without its calls around it.  Anything else (another
+    encoding, a document with text after it, one that does not parse) is
+    left to C{json.loads}, for its value or its very error.  The 10,000
+    states of a start-up are read in two thirds of the time (CPU, best of
+    9: 0.25 s with C{json.loads}, 0.16 s).
+
+    @raise ValueError: as C{json.loads} does.
     """
     if data[:1] == b"{" and data[1:2] != b"\0":
-        return data.decode("utf-8", "surrogatepass")
-    return data
+        text = data.decode("utf-8", "surrogatepass")
+        try:
+            value, end = _scan(text, 0)
+        except (StopIteration, ValueError):
+            return json.loads(text)
+        if end == len(text):
+            return value
+    return json.loads(data)
 
 
 def parseRecord(
