@@ -89,8 +89,12 @@ class CAStreak:
     def fromJSON(cls, value: Any) -> CAStreak:
         """
         The streak L{toJSON} saved; a new one when C{value} does not parse,
-        its time is not finite or its URL is not L{savedText}.
+        its time is not finite or its URL is not L{savedText}.  The streak
+        of no failures at the resource's own CA, every set's at start-up,
+        is one object for all (it is frozen).
         """
+        if value == _NONE_JSON:
+            return _NONE
         try:
             url = value["url"]
             failures = savedCount(value["failures"])
@@ -100,3 +104,7 @@ class CAStreak:
         if (url is not None and not savedText(url)) or not math.isfinite(since):
             return cls()
         return cls(url, failures, max(since, 0.0))
+
+
+_NONE = CAStreak()
+_NONE_JSON = _NONE.toJSON()

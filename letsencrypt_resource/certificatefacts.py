@@ -70,7 +70,7 @@ class CertificateFacts:
         }
 
     @classmethod
-    def fromJSON(cls, value: Any) -> CertificateFacts | None:
+    def fromJSON(cls, value: Any, digest: str | None = None) -> CertificateFacts | None:
         """
         The facts L{toJSON} saved as C{value}, or C{None} when it is not
         exactly such a document: a digest, two times in order between the
@@ -79,20 +79,29 @@ class CertificateFacts:
         from the certificate instead) and a list of at most L{MAX_NAMES}
         names.  A state written by the previous version, whose facts have
         no names, gives C{None}: its certificate is parsed.
+
+        @param digest: The only digest taken, if given: one already known
+            to be a digest (see
+            L{letsencrypt_resource.renewalstate.storedFacts}); facts of
+            another give C{None}.
         """
         if not isinstance(value, dict) or value.keys() != _FIELDS:
             return None
-        digest, notBefore, notAfter, issuer, names = (
-            value["digest"],
+        saved = value["digest"]
+        if digest is None:
+            if not (isinstance(saved, str) and DIGEST.fullmatch(saved)):
+                return None
+            digest = saved
+        elif saved != digest:
+            return None
+        notBefore, notAfter, issuer, names = (
             value["not_before"],
             value["not_after"],
             value["issuer"],
             value["names"],
         )
         if not (
-            isinstance(digest, str)
-            and DIGEST.fullmatch(digest)
-            and type(notBefore) is float
+            type(notBefore) is float
             and type(notAfter) is float
             and 0.0 <= notBefore <= notAfter <= LATEST
             and isinstance(issuer, str)

@@ -144,33 +144,37 @@ class RecordedCertificate:
         return certificate
 
 
-def _splitCertificates(pem: bytes) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+def _splitCertificates(
+    pem: bytes, start: int = 0
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
     """
-    The first certificate of the PEM C{pem} and the ones after it: those
-    (the intermediates, the same for every certificate of one CA) are
-    parsed once for the same bytes (C{_chain}).
+    The first certificate of the PEM C{pem} (from C{start}) and the ones
+    after it: those (the intermediates, the same for every certificate of
+    one CA) are parsed once for the same bytes (C{_chain}).
 
     @raise InvalidCertificate: when no certificate can be read.
     """
-    head, chain = _splitChain(pem)
+    head, chain = _splitChain(pem, start)
     try:
         return x509.load_pem_x509_certificate(head), chain
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
 
 
-def _splitChain(pem: bytes) -> tuple[bytes, tuple[x509.Certificate, ...]]:
+def _splitChain(pem: bytes, start: int = 0) -> tuple[bytes, tuple[x509.Certificate, ...]]:
     """
-    The PEM of the first certificate of the PEM C{pem}, unparsed, and the
-    certificates after it, parsed (see L{_splitCertificates}).
+    The PEM of the first certificate of the PEM C{pem} from C{start} (up
+    to the second certificate's start), unparsed, and the certificates
+    after it, parsed (see L{_splitCertificates}): a bundle is not copied
+    whole to be split (see L{CertifiedKey.fromCheckedPEM}).
 
     @raise InvalidCertificate: when one of those cannot be read.
     """
-    second = pem.find(_CERTIFICATE_START, pem.find(_CERTIFICATE_START) + 1)
+    second = pem.find(_CERTIFICATE_START, pem.find(_CERTIFICATE_START, start) + 1)
     if second < 0:
-        return pem, ()
+        return pem[start:], ()
     try:
-        return pem[:second], _chain(pem[second:])
+        return pem[start:second], _chain(pem[second:])
     except ValueError as error:
         raise InvalidCertificate(f"no PEM certificate could be read: {error}") from None
 
@@ -386,11 +390,16 @@ class CertifiedKey:
 
         @raise InvalidCertificate: when the certificates cannot be read.
         """
-        keyPEM, separator, rest = pem.partition(_CERTIFICATE_START)
+        start = pem.find(_CERTIFICATE_START)
+        if start < 0:
+            # No certificate: none is read.
+            keyPEM, pem, start = pem, b"", 0
+        else:
+            keyPEM = pem[:start]
         if facts is None:
-            certificate, chain = _splitCertificates(separator + rest)
+            certificate, chain = _splitCertificates(pem, start)
             return cls(keyPEM, certificate, chain, keyChecked=True, vouchedNames=names)
-        head, chain = _splitChain(separator + rest)
+        head, chain = _splitChain(pem, start)
         made = RecordedCertificate(head, facts)
         return cls(keyPEM, made, chain, keyChecked=True, vouchedNames=names, recorded=facts)
 

@@ -99,12 +99,19 @@ def storedFacts(state: dict[str, Any] | None) -> CertificateFacts | None:
     (see L{CertificateFacts.fromJSON}), or facts of another record than
     the one it vouches for.
     """
+    return storedRecord(state)[1]
+
+
+def storedRecord(state: dict[str, Any] | None) -> tuple[str | None, CertificateFacts | None]:
+    """
+    The L{storedDigest} and the L{storedFacts} of a saved C{state}, the
+    digest checked once for both.
+    """
     digest = storedDigest(state)
     if digest is None:
-        return None
+        return None, None
     assert state is not None
-    facts = CertificateFacts.fromJSON(state.get("certificate_facts"))
-    return facts if facts is not None and facts.digest == digest else None
+    return digest, CertificateFacts.fromJSON(state.get("certificate_facts"), digest)
 
 
 def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
@@ -119,7 +126,9 @@ def restoreState(fields: RenewalFields, state: dict[str, Any]) -> None:
     makes the run due, never clears it).  Counts are brought within bounds (see
     L{savedCount}).
     """
-    fields.compromisedKeys |= _digests(state.get("compromised_keys"))
+    compromised = state.get("compromised_keys")
+    if compromised:
+        fields.compromisedKeys |= _digests(compromised)
     if state.get("deploy_pending") is True:
         fields.deployPending = True
     try:

@@ -8,8 +8,10 @@ that both read the same sets the same way.
 Which records are trusted: a renewal state that parses, restored under the
 rules of L{letsencrypt_resource.renewalstate}; a stored certificate that
 parses (its key left for its first use when the state vouches for the
-record, see L{storedDigest}, and the certificate too when the state records
-its facts, see L{storedFacts}) and passes L{storedRefusal}; the saved waits
+record, see L{storedDigest <letsencrypt_resource.renewalstate.storedDigest>},
+and the certificate too when the state records its facts, see
+L{storedFacts <letsencrypt_resource.renewalstate.storedFacts>}) and passes
+L{storedRefusal}; the saved waits
 then brought back within bounds (L{letsencrypt_resource.retrywaits.capWaits}).
 """
 
@@ -30,7 +32,7 @@ from .config import ResourceOptions
 from .coroutines import deferred
 from .interfaces import ICertificateConsumer
 from .managed import ManagedCertificate
-from .renewalstate import storedDigest, storedFacts
+from .renewalstate import storedRecord
 from .reporting import unexpected, when
 from .retrywaits import capWaits
 from .startupcollection import pausedCollection
@@ -136,10 +138,10 @@ def _newer(certificate: ManagedCertificate, stored: CertifiedKey, now: float) ->
     whole seconds: a forced renewal or a revoke's replacement may end in
     the very second the certificate it replaces ends.
     """
-    notAfter = stored.notAfter.timestamp()
+    notAfter = stored.validity[1]
     issued = certificate.issued
     if issued is not None:
-        ends = issued.notAfter.timestamp()
+        ends = issued.validity[1]
         if notAfter < ends or (notAfter == ends and not _another(stored, issued)):
             return False
     return notAfter > now
@@ -270,7 +272,7 @@ class SetLoader:
         if state is not None:
             certificate.restore(state)
         try:
-            stored = records.certifiedKey(storedDigest(state), storedFacts(state))
+            stored = records.certifiedKey(*storedRecord(state))
         except StorageError as error:
             taker.ignored(certificate, error)
         else:

@@ -42,7 +42,7 @@ from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.renewalstate import storedDigest, storedFacts
+from letsencrypt_resource.renewalstate import storedDigest, storedFacts, storedRecord
 from letsencrypt_resource.setloading import Refusal, settingsFingerprint, storedRefusal
 from letsencrypt_resource.statusreader import offlineStatus
 from letsencrypt_resource.statusrows import isoTime
@@ -192,6 +192,20 @@ class FactsJSONTests(SynchronousTestCase):
             self.assertIsNone(CertificateFacts.fromJSON(value), value)
         for value in (facts(issuer="x" * MAX_ISSUER), facts(not_after=LATEST)):
             self.assertIsNotNone(CertificateFacts.fromJSON(value))
+
+    def test_ofTheGivenDigest(self) -> None:
+        """
+        Given the digest a state vouches for, the facts are taken when they
+        are of that digest, and are no facts when they are of another, or
+        refused as without it.
+        """
+        digest = "a" * 64
+        self.assertEqual(
+            CertificateFacts.fromJSON(facts(), digest), CertificateFacts.fromJSON(facts())
+        )
+        self.assertIsNone(CertificateFacts.fromJSON(facts(), "b" * 64))
+        self.assertIsNone(CertificateFacts.fromJSON(facts(digest=None), digest))
+        self.assertIsNone(CertificateFacts.fromJSON(facts(not_before=30.0), digest))
 
 
 class RecordedCertificateTests(SynchronousTestCase):
@@ -376,6 +390,68 @@ class UnreadableInServiceTests(SynchronousTestCase):
         self.assertEqual(storedRefusal(managed, again, self.now), Refusal.NOT_NEWER)
 
 
+class CountedEnd:
+    """
+    A L{LazyCertificate <letsencrypt_resource.certificates.LazyCertificate>}
+    of a made certificate that counts the questions about its end.
+    """
+
+    def __init__(self, made: x509.Certificate):
+        self.made = made
+        self.asked = 0
+
+    @property
+    def notBefore(self) -> datetime.datetime:
+        """
+        The made certificate's start.
+        """
+        return self.made.not_valid_before_utc
+
+    @property
+    def notAfter(self) -> datetime.datetime:
+        """
+        The made certificate's end, counted.
+        """
+        self.asked += 1
+        return self.made.not_valid_after_utc
+
+    def __call__(self) -> x509.Certificate:
+        """
+        The made certificate.
+        """
+        return self.made
+
+
+class NewerByValidityTests(SynchronousTestCase):
+    """
+    L{storedRefusal} tells whether a stored certificate is newer from the
+    validity its certificate keeps, read once.
+    """
+
+    def test_endReadOnce(self) -> None:
+        """
+        The stored certificate's end and that of the one in service are
+        asked once each, however often the stored one is judged: no
+        C{datetime} is made again for either at each question (10,000 at
+        start-up).
+        """
+        issuing = Issuing()
+        issued = issuing.issue()
+        lazy = CountedEnd(issued.certificate)
+        stored = CertifiedKey(issued.key, lazy, issued.chain, vouchedNames=NAMES)
+        renewed = issuing.issue(validity=91 * DAY)
+        inService = CountedEnd(renewed.certificate)
+        managed = ManagedCertificate(DOMAINS, issuing.settings)
+        managed.current = CertifiedKey(renewed.key, inService, renewed.chain)
+        now = issued.validity[0] + 10
+        for _ in range(3):
+            self.assertEqual(storedRefusal(managed, stored, now), Refusal.NOT_NEWER)
+        self.assertEqual((lazy.asked, inService.asked), (1, 1))
+        managed.current = None
+        self.assertIsNone(storedRefusal(managed, stored, now))
+        self.assertEqual(lazy.asked, 1)
+
+
 class SavedFactsTests(SynchronousTestCase):
     """
     The renewal state a set in service saves records its certificate's
@@ -410,6 +486,21 @@ class SavedFactsTests(SynchronousTestCase):
         other = {**state, "certificate_digest": "d" * 64}
         for saved in (older, undigested, other, None):
             self.assertIsNone(storedFacts(saved))
+
+    def test_storedRecord(self) -> None:
+        """
+        L{storedRecord} gives the digest and the facts of a state at once,
+        as L{storedDigest} and L{storedFacts} give them: the digest alone
+        when the facts are of another record.
+        """
+        issuing = Issuing()
+        state = issuing.savedState(issuing.issue())
+        self.assertEqual(storedRecord(state), (storedDigest(state), storedFacts(state)))
+        self.assertIsNotNone(storedRecord(state)[1])
+        other = {**state, "certificate_digest": "d" * 64}
+        self.assertEqual(storedRecord(other), ("d" * 64, None))
+        self.assertEqual(storedRecord({**state, "certificate_digest": None}), (None, None))
+        self.assertEqual(storedRecord(None), (None, None))
 
     def test_recordedDigestKept(self) -> None:
         """

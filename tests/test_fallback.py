@@ -613,6 +613,19 @@ class RotationTests(SynchronousTestCase):
         self.assertIs(streak.capped(5000.0), streak)
         self.assertEqual(streak.capped(1000.0), CAStreak(SECOND, 2, 1000.0))
 
+    def test_noStreakShared(self) -> None:
+        """
+        The saved streak of no failures at the resource's own CA, every
+        set's at start-up, is taken back as one object for all sets (it is
+        frozen); any other is its own.
+        """
+        empty = CAStreak().toJSON()
+        self.assertIs(CAStreak.fromJSON(dict(empty)), CAStreak.fromJSON(dict(empty)))
+        self.assertEqual(CAStreak.fromJSON(empty), CAStreak())
+        saved = CAStreak(SECOND, 2, 1234.5).toJSON()
+        self.assertEqual(CAStreak.fromJSON(saved), CAStreak(SECOND, 2, 1234.5))
+        self.assertIsNot(CAStreak.fromJSON(saved), CAStreak.fromJSON(saved))
+
     def test_backAfterRestart(self) -> None:
         """
         Before any attempt, the CA before is the one that issued the

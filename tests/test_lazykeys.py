@@ -13,7 +13,13 @@ from twisted.logger import Logger, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import tls as tlsModule
-from letsencrypt_resource.certificates import CertifiedKey, bundleDigest
+from letsencrypt_resource.certificatefacts import CertificateFacts
+from letsencrypt_resource.certificates import (
+    CertifiedKey,
+    InvalidCertificate,
+    RecordedCertificate,
+    bundleDigest,
+)
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keys import generateKey, publicKeyDigest
 from letsencrypt_resource.managed import KEY_UNREADABLE, ManagedCertificate
@@ -246,3 +252,38 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         certificate = resource.managed[frozenset(REPORTS)]
         self.assertIs(certificate.current, loaded)
         self.assertIsNone(certificate.attempt)
+
+
+class CheckedSplitTests(SynchronousTestCase):
+    """
+    L{CertifiedKey.fromCheckedPEM} splits a bundle into its key's PEM, its
+    certificate and its chain, as L{CertifiedKey.toPEM} joined them.
+    """
+
+    def test_parts(self) -> None:
+        """
+        The key's PEM is the bundle up to the first certificate, the
+        certificate is the first one (its PEM alone kept, unparsed, when
+        its facts are given) and the chain the ones after it; a bundle
+        without a certificate has none to read.
+        """
+        issued = provisionalFor(newSigner(), DOMAINS)
+        keyPEM, certificatePEM = b"key part\n", issued.certificatePEM
+        bundle = keyPEM + issued.fullchainPEM
+        read = CertifiedKey.fromCheckedPEM(bundle, frozenset(DOMAINS))
+        self.assertEqual(read.keyPEM, keyPEM)
+        self.assertEqual(read.certificatePEM, certificatePEM)
+        self.assertEqual(read.chain, issued.chain)
+        self.assertEqual(len(read.chain), 1)
+        facts = CertificateFacts(
+            bundleDigest(bundle), *issued.validity, issued.issuerText, frozenset(DOMAINS)
+        )
+        recorded = CertifiedKey.fromCheckedPEM(bundle, frozenset(DOMAINS), facts)
+        made = recorded._certificate
+        assert isinstance(made, RecordedCertificate)
+        self.assertEqual((recorded.keyPEM, made._pem), (keyPEM, certificatePEM))
+        self.assertEqual(recorded.chain, issued.chain)
+        self.assertEqual(recorded.certificate, issued.certificate)
+        self.assertRaises(InvalidCertificate, CertifiedKey.fromCheckedPEM, keyPEM)
+        alone = CertifiedKey.fromCheckedPEM(keyPEM + certificatePEM)
+        self.assertEqual((alone.keyPEM, alone.chain), (keyPEM, ()))

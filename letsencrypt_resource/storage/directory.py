@@ -135,28 +135,37 @@ def _split(key: str) -> tuple[list[str], str]:
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-def _readIn(folder: int, name: str, path: str) -> bytes | None:
+def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
     """
-    The content of the regular file C{name} of the open C{folder} (at
-    C{path}), or C{None} when it is missing; a link there is not followed.
+    The content of the regular file C{name} of the open C{folder} (the file
+    of C{key} under C{base}), or C{None} when it is missing; a link there
+    is not followed.  A file read whole at its first read, one byte short
+    of the size asked for, is not read again: a regular file reads short
+    only at its end, so that read ends it (four system calls a file, not
+    five: at 10,000 sets, 20,000 reads fewer at start-up).
 
-    @raise OSError: naming C{path}, when it cannot be read, or is not a
-        regular file.
+    @raise OSError: naming the file's path (made only then), when it
+        cannot be read, or is not a regular file.
     """
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=folder)
     except FileNotFoundError:
         return None
     except OSError as error:
+        path = os.path.join(base, key)
         if error.errno == errno.ELOOP:
             raise UnusablePath(path, "is a symbolic link, which is never followed") from None
         raise OSError(error.errno, error.strerror, path) from None
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise UnusablePath(path, "is not a regular file")
-        parts = []
-        while part := os.read(fd, max(status.st_size + 1, 4096)):
+            raise UnusablePath(os.path.join(base, key), "is not a regular file")
+        size = max(status.st_size + 1, 4096)
+        first = os.read(fd, size)
+        if len(first) < size:
+            return first
+        parts = [first]
+        while part := os.read(fd, size):
             parts.append(part)
         return b"".join(parts)
     finally:
@@ -181,7 +190,7 @@ def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | None
         try:
             with base.open(folders, create=False) as folder:
                 for key, name in inFolder:
-                    values[key] = _readIn(folder, name, os.path.join(base.path, key))
+                    values[key] = _readIn(folder, name, base.path, key)
         except FileNotFoundError:
             values.update((key, None) for key, _ in inFolder)
     return values
