@@ -175,6 +175,62 @@ class QuietPortTests(TestCase):
         self.assertEqual(factory.numPorts, 0)
 
 
+class RecordingPort(QuietPort):
+    """
+    A L{QuietPort} that keeps the sockets it makes, to check they were
+    closed.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        made = super().createInternetSocket()
+        self.made: list[socket.socket] = [*getattr(self, "made", []), made]
+        return made
+
+
+class RefusedPortTests(SynchronousTestCase):
+    """
+    A L{QuietPort} that cannot listen raises what Twisted's port raises,
+    and closes the socket it made.
+    """
+
+    def refused(self, port: int, address: str) -> tuple[BaseException, RecordingPort, Factory]:
+        """
+        Listen on C{port} of C{address}, on the real reactor: what it
+        raised, the port and its factory.
+        """
+        factory = greetings()
+        quiet = RecordingPort(port, factory, BACKLOG, address, reactor)
+        with self.assertRaises(BaseException) as raised:
+            quiet.startListening()
+        return raised.exception, quiet, factory
+
+    def test_portOverRange(self) -> None:
+        """
+        A port over 65535 (which only an embedder can ask: the
+        configuration refuses it) raises C{OverflowError}, as Twisted's
+        port does, and the socket made for it is closed, not left open
+        until the collector finds it.
+        """
+        error, quiet, factory = self.refused(70000, "127.0.0.1")
+        self.assertIsInstance(error, OverflowError)
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual((quiet.connected, factory.numPorts), (False, 0))
+
+    def test_addressNotHere(self) -> None:
+        """
+        An address this host does not have is refused with
+        C{CannotListenError}, told as the system said it; the socket is
+        closed.
+        """
+        error, quiet, factory = self.refused(0, "192.0.2.1")
+        self.assertIsInstance(error, CannotListenError)
+        self.assertIn("Cannot assign requested address", failureDetails(Failure(error)))
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual(factory.numPorts, 0)
+
+
 class FTPSPortTests(TestCase):
     """
     An FTPS service's control port, a
