@@ -1,14 +1,17 @@
 """
 The listening path of N C{https} services, in one process: N
 L{HTTPSFileService}s on one folder, started, then each handed a
-certificate with the collector paused (what a warm start's delivery does: the consumer's first
-certificate -> the service's listener -> its port), on the real reactor
-of this platform (not run), listening on N ports of C{--address} from
-C{--first-port}.  Prints the CPU (C{process_time}) and the wall time of
-the handing, best and median of C{--repeats} rounds, and with several
-C{--tree}s alternates them in fresh processes, the first tree's first.
+certificate with the collector paused, as a warm start's delivery does
+under twistd (the consumer's first certificate -> the service's listener
+-> its port), on the real reactor of this platform (not run), listening
+on N ports of C{--address} from C{--first-port}.  Prints the CPU
+(C{process_time}) and the wall time of the handing, best and median of
+C{--repeats} rounds; each run is a fresh process that imports the package
+of its C{--tree} (by default this one), and several trees alternate, the
+first tree's first.  C{--profile} prints cProfile's costliest functions
+of one run of each tree, to stderr.
 
-    .venv/bin/python bench/listenpath.py --n 10000 --repeats 5 \\
+    .venv/bin/python bench/listenpath.py --n 10000 --repeats 7 \\
         --tree /tmp/before --tree . --address 127.0.0.12 --first-port 2100
     .venv/bin/python bench/listenpath.py --n 10000 --profile
 """
@@ -16,9 +19,11 @@ C{--tree}s alternates them in fresh processes, the first tree's first.
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,8 +31,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The repository, for its tests.helpers; not this folder (its profile.py).
-sys.path[0] = ROOT
+# Not this folder on the path (its profile.py would stand for the standard
+# library's): each run imports the package of its tree, from PYTHONPATH.
+del sys.path[0]
 
 
 def once(n: int, address: str, firstPort: int, profile: bool) -> dict[str, float]:
@@ -40,11 +46,12 @@ def once(n: int, address: str, firstPort: int, profile: bool) -> dict[str, float
 
     from letsencrypt_resource.config import ServiceOptions
     from letsencrypt_resource.https import HTTPSFileService
+    from letsencrypt_resource.provisional import makeProvisional, makeSigner
     from letsencrypt_resource.sharedfolders import SharedFolders
     from letsencrypt_resource.startupreport import ListeningStartUp
-    from tests.helpers import newSigner, provisionalFor
 
-    certifiedKey = provisionalFor(newSigner())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certifiedKey = makeProvisional(makeSigner("bench", ("com",), now), ("example.com",), now)
     folder = tempfile.mkdtemp()
     folders = SharedFolders()
     startUp = ListeningStartUp(Logger(), n, reactor.seconds())
@@ -89,6 +96,7 @@ def once(n: int, address: str, firstPort: int, profile: bool) -> dict[str, float
     assert startUp.told, "not every service listened"
     for service in services:
         service.stopService()
+    shutil.rmtree(folder)
     return {"cpu": cpu, "wall": wall, "listening": listening}
 
 
@@ -99,38 +107,40 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--first-port", type=int, default=2100)
     parser.add_argument("--tree", action="append", default=[])
-    parser.add_argument("--profile", action="store_true", help="cProfile one run")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile one run of each tree (to stderr)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker or args.profile:
+    if args.worker:
         print(json.dumps(once(args.n, args.address, args.first_port, args.profile)))
         return
     trees = args.tree or [ROOT]
     results: dict[str, list[dict[str, float]]] = {tree: [] for tree in trees}
-    for _ in range(args.repeats):
+    for _ in range(1 if args.profile else args.repeats):
         for tree in trees:
             subprocess.run(
                 [sys.executable, "-m", "compileall", "-q", "letsencrypt_resource"],
                 cwd=tree,
                 check=True,
             )
-            env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
+            command = [
+                sys.executable,
+                os.path.abspath(__file__),
+                "--worker",
+                "--n",
+                str(args.n),
+                "--address",
+                args.address,
+                "--first-port",
+                str(args.first_port),
+            ]
             output = subprocess.run(
-                [
-                    sys.executable,
-                    os.path.abspath(__file__),
-                    "--worker",
-                    "--n",
-                    str(args.n),
-                    "--address",
-                    args.address,
-                    "--first-port",
-                    str(args.first_port),
-                ],
+                command + (["--profile"] if args.profile else []),
                 cwd=tree,
-                env=env,
+                env=dict(os.environ, PYTHONPATH=os.path.abspath(tree)),
                 check=True,
-                capture_output=True,
+                stdout=subprocess.PIPE,
                 text=True,
             ).stdout
             results[tree].append(json.loads(output))
