@@ -5,6 +5,7 @@ loopback, and on a memory reactor.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -226,6 +227,25 @@ class RefusedPortTests(SynchronousTestCase):
         error, quiet, factory = self.refused(0, "192.0.2.1")
         self.assertIsInstance(error, CannotListenError)
         self.assertIn("Cannot assign requested address", failureDetails(Failure(error)))
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual(factory.numPorts, 0)
+
+    def test_permissionRefused(self) -> None:
+        """
+        A port below 1024 for a user without the privilege to bind it is
+        refused with C{CannotListenError}, told as the system said it; the
+        socket is closed.  (Run as root, the test binds as C{nobody}.)
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("binds as another user: run as root")
+        os.seteuid(65534)
+        try:
+            error, quiet, factory = self.refused(1, "127.0.0.1")
+        finally:
+            os.seteuid(0)
+        self.assertIsInstance(error, CannotListenError)
+        self.assertIn("Permission denied", failureDetails(Failure(error)))
         [made] = quiet.made
         self.assertEqual(made.fileno(), -1)
         self.assertEqual(factory.numPorts, 0)
