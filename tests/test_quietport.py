@@ -130,11 +130,25 @@ class QuietPortTests(TestCase):
         Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
         listens, on a socket that does not block.
         """
-        self.patch(socket, "SOCK_NONBLOCK", None)
-        del socket.SOCK_NONBLOCK
+        # What the module found at import on such a system.
+        self.patch(quietport, "_NON_BLOCKING", 0)
+        self.patch(quietport, "_NON_BLOCKING_STREAM", socket.SOCK_STREAM)
+        original, types = socket.socket, []
+
+        def making(family: int, kind: int) -> socket.socket:
+            types.append(kind)
+            return original(family, kind)
+
         listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
-        port = await listener.start()
+        # Only while it listens (at once): accepting makes sockets too.
+        socket.socket = making  # type: ignore[misc,assignment]
+        try:
+            started = listener.start()
+        finally:
+            socket.socket = original  # type: ignore[misc]
+        port = await started
         self.addCleanup(listener.stopListening)
+        self.assertEqual(types[0], socket.SOCK_STREAM)
         self.assertFalse(port.socket.getblocking())
         received = Received()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
