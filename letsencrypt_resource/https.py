@@ -88,7 +88,9 @@ class OnFirstConnection(Factory):
         self._build = build
         self._built: IProtocolFactory | None = None
         self._service = service
-        self._notBuilt = RatedCount(clock, BUILD_FAILURE_PERIOD)
+        self._clock = clock
+        # Made at the first failure: most services never see one.
+        self._notBuilt: RatedCount | None = None
 
     def buildProtocol(self, addr: IAddress) -> Any:  # type: ignore[override]
         """
@@ -123,6 +125,8 @@ class OnFirstConnection(Factory):
         traceback: any peer can connect.
         """
         text = f"{type(error).__name__}: {error}"
+        if self._notBuilt is None:
+            self._notBuilt = RatedCount(self._clock, BUILD_FAILURE_PERIOD)
         self._notBuilt.add(
             lambda closed: events.SITE_NOT_BUILT.emit(
                 self._log, service=self._service, error=text, closed=closed
@@ -135,7 +139,8 @@ class OnFirstConnection(Factory):
         connections closed and not told yet (event 20210).
         """
         super().doStop()
-        self._notBuilt.flush()
+        if self._notBuilt is not None:
+            self._notBuilt.flush()
         built, self._built = self._built, None
         if built is not None:
             built.doStop()

@@ -87,16 +87,23 @@ def endpointOf(reactor: Reactor, options: ListenerOptions) -> IStreamServerEndpo
 
 
 @implementer(IStreamServerEndpoint)
-@attrs.frozen
 class QuietTCPEndpoint:
     """
     TCP on C{port} of C{interface}, listened on at once (see
-    L{listenQuietly}).
+    L{listenQuietly}).  A plain class with slots, not an attrs one: one is
+    made for each of thousands of services at start, and a frozen attrs
+    class's setting of each field was most of its cost.
     """
 
-    reactor: Reactor
-    port: int
-    interface: str
+    __slots__ = ("reactor", "port", "interface")
+
+    def __init__(self, reactor: Reactor, port: int, interface: str):
+        self.reactor = reactor
+        self.port = port
+        self.interface = interface
+
+    def __repr__(self) -> str:
+        return f"QuietTCPEndpoint(port={self.port!r}, interface={self.interface!r})"
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         try:
@@ -251,15 +258,19 @@ class Listener:
 
     def __init__(
         self,
-        endpoint: Callable[[], IStreamServerEndpoint],
+        endpoint: Callable[[], IStreamServerEndpoint] | QuietTCPEndpoint,
         factory: IProtocolFactory,
         clock: IReactorTime,
-        label: str,
+        label: str | ListenerOptions,
     ):
         """
-        @param endpoint: Builds the endpoint, when the listener starts.
+        @param endpoint: Builds the endpoint, when the listener starts; or
+            a L{QuietTCPEndpoint}, listened on at once.
         @param clock: Times the wait for open connections at a stop.
-        @param label: Where it listens, for the events.
+        @param label: Where it listens, for the events; or the options
+            whose L{description} says it, written only when an event
+            needs it (for thousands of services at start, writing each
+            was a fifth of making its listener).
         """
         self._endpoint = endpoint
         self._factory = Draining(factory)
@@ -269,12 +280,26 @@ class Listener:
         self._waiting: tuple[Listened, NotListened] | None = None
         self._stopped = False
 
+    @property
+    def label(self) -> str:
+        """
+        Where it listens, for the events.
+        """
+        label = self._label
+        return label if isinstance(label, str) else description(label)
+
     @classmethod
     def on(cls, reactor: Reactor, options: ListenerOptions, factory: IProtocolFactory) -> Listener:
         """
-        A listener of C{factory} where C{options} say (see L{endpointOf}).
+        A listener of C{factory} where C{options} say: on their C{endpoint}
+        description, built when it starts, or on a L{QuietTCPEndpoint} at
+        their C{address} and C{port} (see L{endpointOf}).
         """
-        return cls(lambda: endpointOf(reactor, options), factory, reactor, description(options))
+        if options.endpoint is None:
+            return cls(
+                QuietTCPEndpoint(reactor, options.port, options.address), factory, reactor, options
+            )
+        return cls(lambda: endpointOf(reactor, options), factory, reactor, options)
 
     def start(self) -> Deferred[IListeningPort]:
         """
@@ -298,10 +323,13 @@ class Listener:
         self._waiting = (listened, failed)
         result: IListeningPort | Failure
         try:
-            endpoint = self._endpoint()
+            endpoint = self._endpoint
             if not isinstance(endpoint, QuietTCPEndpoint):
-                endpoint.listen(self._factory).addBoth(self._listened)
-                return
+                built = endpoint()
+                if not isinstance(built, QuietTCPEndpoint):
+                    built.listen(self._factory).addBoth(self._listened)
+                    return
+                endpoint = built
             result = endpoint.listenNow(self._factory)
         except Exception:
             result = Failure()
@@ -326,7 +354,7 @@ class Listener:
             else:
                 listened(result)
         except Exception:
-            self._log.failure("Unexpected error after listening on {label}", label=self._label)
+            self._log.failure("Unexpected error after listening on {label}", label=self.label)
 
     def stopListening(self) -> Deferred[None]:
         """
@@ -355,7 +383,7 @@ class Listener:
 
         def drain(_: None) -> Deferred[None]:
             closed.callback(None)
-            return self._factory.drained(self._clock, self._label)
+            return self._factory.drained(self._clock, self.label)
 
         return Stopping(closed, stopPort(port).addCallback(drain))
 

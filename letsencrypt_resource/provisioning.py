@@ -231,6 +231,7 @@ class Provisioning:
         certificate.current = certifiedKey
         for listener in list(self.deliveryListeners):
             listener()
+        event = events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
         for consumer in certificate.consumers if consumers is None else consumers:
             if IReportsUnusableCertificates.providedBy(consumer):
                 consumer.reportUnusableTo(self.unusable)
@@ -243,9 +244,6 @@ class Provisioning:
                     domains=certificate.label,
                 )
                 continue
-            event = (
-                events.PROVISIONAL_IN_USE if certifiedKey.provisional else events.CERTIFICATE_IN_USE
-            )
             self.tell(event, functools.partial(_inUse, consumer, certificate))
 
     def unusable(self, domains: tuple[str, ...], certifiedKey: CertifiedKey) -> None:

@@ -29,6 +29,13 @@ from .reactors import Reactor
 BACKLOG = 256
 
 
+#: C{SOCK_NONBLOCK} where the system has it (not macOS), else 0.
+_NON_BLOCKING = getattr(socket, "SOCK_NONBLOCK", 0)
+#: The type of a L{QuietPort}'s socket: a stream, non-blocking as it is
+#: made where the system can.
+_NON_BLOCKING_STREAM = socket.SOCK_STREAM | _NON_BLOCKING
+
+
 class QuietPort(tcp.Port):
     """
     Twisted's TCP server port, opened and closed without its log lines;
@@ -86,6 +93,11 @@ class QuietPort(tcp.Port):
         except OSError as error:
             listening.close()
             raise CannotListenError(self.interface, self.port, error) from None
+        except BaseException:
+            # What Twisted's port raises as it is (a port over 65535's
+            # OverflowError, for an embedder's), without keeping the socket.
+            listening.close()
+            raise
         self._realPortNumber = self.port or listening.getsockname()[1]
         self.factory.doStart()  # type: ignore[union-attr]
         self.connected = True
@@ -104,9 +116,8 @@ class QuietPort(tcp.Port):
         system has no C{SOCK_NONBLOCK} (macOS), the socket is made
         non-blocking after it is made.
         """
-        nonBlocking = getattr(socket, "SOCK_NONBLOCK", 0)
-        made = socket.socket(self.addressFamily, self.socketType | nonBlocking)
-        if not nonBlocking:
+        made = socket.socket(self.addressFamily, _NON_BLOCKING_STREAM)
+        if not _NON_BLOCKING:
             made.setblocking(False)
         made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         return made

@@ -14,9 +14,11 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource import listening
 from letsencrypt_resource.config import ServiceOptions
 from letsencrypt_resource.listening import (
     NO_PORT,
@@ -392,3 +394,90 @@ class AddressListenerTests(SynchronousTestCase):
         self.assertIs(failure.value, reason)
         self.successResultOf(listener.stopListening())
         self.assertEqual(len(failed), 1)
+
+
+class LabelTests(SynchronousTestCase):
+    """
+    Tests for L{Listener.label}: where a listener listens, for the events.
+    """
+
+    def test_writtenWhenAsked(self) -> None:
+        """
+        A listener on an address and port writes its description only when
+        an event needs it, not as it is made nor as it listens (with
+        thousands of services at start, writing each was a fifth of making
+        its listener); it is then the description of its options.
+        """
+        written: list[object] = []
+        self.patch(listening, "description", lambda where: written.append(where) or "here")
+        where = options()
+        listener = Listener.on(RecordingReactor(), where, Factory())
+        listener.listen(lambda port: None, lambda failure: None)
+        self.assertEqual(written, [])
+        self.assertEqual(listener.label, "here")
+        self.assertEqual(written, [where])
+
+    def test_descriptionOfOptions(self) -> None:
+        """
+        The label of a listener made on options is their description: the
+        C{tcp:} description of their address and port, or their
+        C{endpoint}; a label given as text is kept as it is.
+        """
+        onAddress = Listener.on(RecordingReactor(), options(address="::1"), Factory())
+        onEndpoint = Listener.on(
+            RecordingReactor(), options(endpoint="unix:/run/files.sock"), Factory()
+        )
+        given = Listener(PendingEndpoint, Factory(), Clock(), "ftps here")
+        self.assertEqual(
+            (onAddress.label, onEndpoint.label, given.label),
+            ("tcp:8443:interface=\\:\\:1", "unix:/run/files.sock", "ftps here"),
+        )
+
+    def test_failureLogNamesIt(self) -> None:
+        """
+        What a callback raises after listening is logged with the
+        listener's description.
+        """
+
+        def broken(result: object) -> None:
+            raise RuntimeError("broken")
+
+        listener = Listener.on(RecordingReactor(), options(), Factory())
+        with capturedLogs() as logged:
+            listener.listen(broken, broken)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        [event] = logged
+        self.assertEqual(
+            formatEvent(event), "Unexpected error after listening on tcp:8443:interface=192.0.2.1"
+        )
+        self.successResultOf(listener.stopListening())
+
+
+class QuietTCPEndpointTests(SynchronousTestCase):
+    """
+    Tests for L{QuietTCPEndpoint} given to a L{Listener} as it is.
+    """
+
+    def test_listenedAtOnce(self) -> None:
+        """
+        A listener given a L{QuietTCPEndpoint} itself (not a callable that
+        builds one) listens on it at once, where it says, with
+        L{BACKLOG}.
+        """
+        reactor = RecordingReactor()
+        listener = Listener(QuietTCPEndpoint(reactor, 8443, "192.0.2.1"), Factory(), reactor, "x")
+        told: list[object] = []
+        listener.listen(told.append, told.append)
+        [port] = told
+        self.assertIsInstance(port, RecordingPort)
+        [(number, _, backlog, interface)] = reactor.tcpServers
+        self.assertEqual((number, backlog, interface), (8443, BACKLOG, "192.0.2.1"))
+
+    def test_repr(self) -> None:
+        """
+        Its C{repr} says where it listens.
+        """
+        self.assertEqual(
+            repr(QuietTCPEndpoint(MemoryReactor(), 8443, "192.0.2.1")),
+            "QuietTCPEndpoint(port=8443, interface='192.0.2.1')",
+        )

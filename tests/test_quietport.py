@@ -5,6 +5,7 @@ loopback, and on a memory reactor.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any
 
@@ -129,11 +130,25 @@ class QuietPortTests(TestCase):
         Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
         listens, on a socket that does not block.
         """
-        self.patch(socket, "SOCK_NONBLOCK", None)
-        del socket.SOCK_NONBLOCK
+        # What the module found at import on such a system.
+        self.patch(quietport, "_NON_BLOCKING", 0)
+        self.patch(quietport, "_NON_BLOCKING_STREAM", socket.SOCK_STREAM)
+        original, types = socket.socket, []
+
+        def making(family: int, kind: int) -> socket.socket:
+            types.append(kind)
+            return original(family, kind)
+
         listener = Listener.on(reactor, Where("127.0.0.1", 0), greetings())
-        port = await listener.start()
+        # Only while it listens (at once): accepting makes sockets too.
+        socket.socket = making  # type: ignore[misc,assignment]
+        try:
+            started = listener.start()
+        finally:
+            socket.socket = original  # type: ignore[misc]
+        port = await started
         self.addCleanup(listener.stopListening)
+        self.assertEqual(types[0], socket.SOCK_STREAM)
         self.assertFalse(port.socket.getblocking())
         received = Received()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
@@ -172,6 +187,81 @@ class QuietPortTests(TestCase):
         listener = Listener.on(reactor, Where("127.0.0.1", taken), factory)
         error = await self.assertFailure(listener.start(), CannotListenError)
         self.assertIn("Address already in use", failureDetails(Failure(error)))
+        self.assertEqual(factory.numPorts, 0)
+
+
+class RecordingPort(QuietPort):
+    """
+    A L{QuietPort} that keeps the sockets it makes, to check they were
+    closed.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        made = super().createInternetSocket()
+        self.made: list[socket.socket] = [*getattr(self, "made", []), made]
+        return made
+
+
+class RefusedPortTests(SynchronousTestCase):
+    """
+    A L{QuietPort} that cannot listen raises what Twisted's port raises,
+    and closes the socket it made.
+    """
+
+    def refused(self, port: int, address: str) -> tuple[BaseException, RecordingPort, Factory]:
+        """
+        Listen on C{port} of C{address}, on the real reactor: what it
+        raised, the port and its factory.
+        """
+        factory = greetings()
+        quiet = RecordingPort(port, factory, BACKLOG, address, reactor)
+        with self.assertRaises(BaseException) as raised:
+            quiet.startListening()
+        return raised.exception, quiet, factory
+
+    def test_portOverRange(self) -> None:
+        """
+        A port over 65535 (which only an embedder can ask: the
+        configuration refuses it) raises C{OverflowError}, as Twisted's
+        port does, and the socket made for it is closed, not left open
+        until the collector finds it.
+        """
+        error, quiet, factory = self.refused(70000, "127.0.0.1")
+        self.assertIsInstance(error, OverflowError)
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual((quiet.connected, factory.numPorts), (False, 0))
+
+    def test_addressNotHere(self) -> None:
+        """
+        An address this host does not have is refused with
+        C{CannotListenError}, told as the system said it; the socket is
+        closed.
+        """
+        error, quiet, factory = self.refused(0, "192.0.2.1")
+        self.assertIsInstance(error, CannotListenError)
+        self.assertIn("Cannot assign requested address", failureDetails(Failure(error)))
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual(factory.numPorts, 0)
+
+    def test_permissionRefused(self) -> None:
+        """
+        A port below 1024 for a user without the privilege to bind it is
+        refused with C{CannotListenError}, told as the system said it; the
+        socket is closed.  (Run as root, the test binds as C{nobody}.)
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("binds as another user: run as root")
+        os.seteuid(65534)
+        try:
+            error, quiet, factory = self.refused(1, "127.0.0.1")
+        finally:
+            os.seteuid(0)
+        self.assertIsInstance(error, CannotListenError)
+        self.assertIn("Permission denied", failureDetails(Failure(error)))
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
         self.assertEqual(factory.numPorts, 0)
 
 
