@@ -216,3 +216,13 @@ class ReaderWaitTests(SynchronousTestCase):
         lock = StateLock(self.path)
         self.assertIs(lock._sleep, lockModule.time.sleep)
         self.assertIs(lock._now, lockModule.time.monotonic)
+
+    def test_noWait(self) -> None:
+        """
+        Taken with C{wait=0}, a lock held by a reader is refused at once
+        (a caller that tries again on its reactor's clock).
+        """
+        self.other.acquire(reader=True)
+        error = self.assertRaises(StateDirectoryLocked, self.starting().acquire, wait=0)
+        self.assertEqual(error.holder, f"pid {os.getpid()}")
+        self.assertEqual(self.time.slept, [])

@@ -83,25 +83,27 @@ class StateLock:
         self._sleep = sleep
         self._now = now
 
-    def acquire(self, reader: bool = False) -> None:
+    def acquire(self, reader: bool = False, wait: float = READER_WAIT) -> None:
         """
         Take the lock, or fail; when it was held already, the new lock
         file replaces the old one.
 
         Another process holding it fails at once, but for a reader (or a
         holder whose pid cannot be read yet): this lock's first taking
-        waits, blocking, up to L{READER_WAIT} seconds for it to let go (a
-        server that starts while a C{status} reads); taking it again after
-        the lock file was replaced does not wait.
+        waits, blocking, up to C{wait} seconds for it to let go (a server
+        that starts while a C{status} reads); taking it again after the
+        lock file was replaced does not wait.
 
         @param reader: Whether this process holds it only to read for a
             short while, recorded so that others wait for it.
+        @param wait: Seconds to wait at most, blocking; 0 where blocking is
+            not wanted (a caller that tries again on its reactor's clock).
         @raise StateDirectoryLocked: when another process holds it.
         @raise UnusablePath: when the lock file, or a folder on the way, is
             not safe to write (see L{letsencrypt_resource.safefs}).
         """
         fd = self._open()
-        deadline = self._now() + READER_WAIT
+        deadline = self._now() + wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
