@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .connection import AccountConnection
@@ -78,7 +78,9 @@ class RenewalInfoLearning:
     included), and the learning waits until the first such set's time, if
     it comes before the next regular check.
 
-    @ivar pending: The connections under way, if any.
+    Each CA is learnt about on its own: one whose connection is under way
+    (a CA down or slow) holds back neither the learning planned for
+    another nor that other's wake-up once it is learnt.
     """
 
     def __init__(
@@ -99,33 +101,46 @@ class RenewalInfoLearning:
         self._clock = clock
         self._checkInterval = checkInterval
         self._learnt = learnt
-        self.pending: Deferred[Any] | None = None
+        self._pending: dict[AccountConnection, Deferred[Any]] = {}
         self._later: IDelayedCall | None = None
 
-    def learn(self) -> None:
+    def learn(self, since: float = float("-inf")) -> None:
         """
         Connect to the CAs whose sets are to ask now, and plan the learning
-        for the others (see above).
+        for the others (see above); a connection under way is left to end.
+
+        @param since: Connect only to the CAs first needed after this time:
+            the learning planned for one CA does not connect again to
+            another that was needed already (its connection failed; the
+            next check tries it again).
         """
-        if self.pending is not None:
-            return
         now = self._clock.seconds()
-        unconnected = self._unconnected()
-        waiting = [connection for connection, at in unconnected.items() if at <= now]
+        unconnected = {
+            connection: at
+            for connection, at in self._unconnected().items()
+            if connection not in self._pending
+        }
         later = min((at for at in unconnected.values() if at > now), default=None)
         self._cancelLater()
         if later is not None and later - now < self._checkInterval:
-            self._later = self._clock.callLater(later - now, self.learn)
-        if not waiting:
-            return
-        self.pending = DeferredList([c.acmeClient() for c in waiting], consumeErrors=True)
+            self._later = self._clock.callLater(later - now, self.learn, now)
+        for connection, at in unconnected.items():
+            if since < at <= now:
+                self._connect(connection)
+
+    def _connect(self, connection: AccountConnection) -> None:
+        """
+        Connect to one CA, and tell the scheduler if it offers renewal
+        information.
+        """
+        connecting = self._pending[connection] = connection.acmeClient()
 
         def learnt(result: object) -> None:
-            self.pending = None
-            if any(connection.checksARI for connection in waiting):
+            del self._pending[connection]
+            if connection.checksARI:
                 self._learnt()
 
-        self.pending.addBoth(learnt)
+        connecting.addCallbacks(learnt, learnt)
 
     def _cancelLater(self) -> None:
         if self._later is not None and self._later.active():
@@ -136,6 +151,6 @@ class RenewalInfoLearning:
         """
         Cancel the connections under way and the learning planned.
         """
-        if self.pending is not None:
-            self.pending.cancel()
+        for connecting in list(self._pending.values()):
+            connecting.cancel()
         self._cancelLater()

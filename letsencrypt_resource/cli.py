@@ -216,7 +216,10 @@ async def _operate(
 
     A server takes the state directory's lock before it listens on its
     control socket, so while the lock is held and nothing answers, the
-    server is asked again for up to L{SERVER_START_WAIT} seconds.
+    server is asked again for up to L{SERVER_START_WAIT} seconds, on the
+    reactor's clock (a C{status} reading alone meanwhile, too).  A
+    C{status} run alone holds the lock as a reader, which a server that
+    starts meanwhile waits for.
 
     @return: The operation's result, and whether a server ran it.
     @raise StateDirectoryLocked: when the lock stays held and nothing
@@ -240,7 +243,7 @@ async def _operate(
             return await _runAlone(reactor, configuration, name, arguments), False
         lock = StateLock(state)
         try:
-            lock.acquire()
+            lock.acquire(reader=name == "status", wait=0)
         except StateDirectoryLocked:
             if reactor.seconds() >= deadline:
                 raise

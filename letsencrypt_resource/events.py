@@ -487,8 +487,8 @@ CERTIFICATE_NOT_EXPORTED = _event(
     20268,
     LogLevel.error,
     "The certificate for {domains} is not exported to the store directory: its record "
-    "{path} in the state directory cannot be read: {details}. Its first handshake finds it "
-    "unusable (event 20260).",
+    "{path} cannot be read: {details}. A new certificate is ordered, and exported, at the "
+    "first handshake for it (event 20260) or at its next renewal, whichever comes first.",
 )
 
 ACME_LOAD_FAILED = _event(

@@ -815,15 +815,20 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         """
         With a store directory, the export at start-up of the stored
         certificate that no longer parses logs event 20268, naming the set
-        and its record, with no traceback, and is not tried again; the
-        first handshake then orders a new certificate, which is exported.
+        and its record (which may be a database row: no state directory
+        is named), and what comes next (an order at the first handshake or
+        at the next renewal), with no traceback, and is not tried again;
+        the first handshake then orders a new certificate, which is
+        exported.
         """
         store = os.path.abspath(self.mktemp())
         os.makedirs(store)
         tls = self.restarted(storeDirectory=store)
         [text] = self.eventTexts(20268)
         self.assertIn(REPORTS[0], text)
-        self.assertIn(f"its record {certificateKey(REPORTS)} in the state directory", text)
+        self.assertIn(f"its record {certificateKey(REPORTS)} cannot be read", text)
+        self.assertNotIn("state directory", text)
+        self.assertIn("at the first handshake for it (event 20260) or at its next renewal", text)
         self.assertIn("no PEM certificate could be read", text)
         self.assertNotIn(20009, self.eventIDs())
         self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)

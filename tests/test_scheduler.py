@@ -5,7 +5,7 @@ holds the reactor for one chunk at a time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -13,6 +13,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
+from letsencrypt_resource.ariissuers import IssuerConnections
 from letsencrypt_resource.attempts import AttemptQueue
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.scheduler import CHECK_CHUNK, Scheduler
@@ -302,11 +303,18 @@ class Provisioned:
 
 
 def startedOver(
-    test: SynchronousTestCase, sets: Sequence[TimedSet], connection: object, clock: TurnClock
+    test: SynchronousTestCase,
+    sets: Sequence[TimedSet],
+    connection: object,
+    clock: TurnClock,
+    connectionOf: Callable[[ManagedCertificate], Any] | None = None,
 ) -> Scheduler:
     """
     A scheduler over C{sets}, connected by C{connection}, started (stopped
     at the end of C{test}) until its first check and wake-up pass are over.
+
+    @param connectionOf: The connection to the CA that issued each set's
+        certificate, when not C{connection} for all.
     """
     scheduler = Scheduler(
         {frozenset(s.domains): s for s in sets},  # type: ignore[misc]
@@ -318,6 +326,8 @@ def startedOver(
         86400.0,
         Logger(),
     )
+    if connectionOf is not None:
+        scheduler.issuers = IssuerConnections(connectionOf)
     scheduler.startService()
     test.addCleanup(scheduler.stopService)
     for _ in range(10):
@@ -488,3 +498,60 @@ class NotDueLearningTests(SynchronousTestCase):
         clock.advance(5000)
         self.assertEqual(connection.connecting, [])
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class TwoCALearningTests(SynchronousTestCase):
+    """
+    With two CAs (the fallback CA's case), one CA's connection under way
+    holds back neither the learning planned for the other nor its result.
+    """
+
+    def started(self) -> tuple[Learning, Learning, TurnClock, IssuedSet]:
+        """
+        A started scheduler over a set issued by CA A, to ask for renewal
+        information now, and one issued by CA B, to ask at 100: A's
+        connection is under way.
+        """
+        clock = TurnClock()
+        first, second = Learning(), Learning()
+        sa = IssuedSet("a.example.test", 200_000.0, clock)
+        sb = IssuedSet("b.example.test", 200_000.0, clock)
+        sa.ariNextCheck, sb.ariNextCheck = 0.0, 100.0
+        sa.orderedBy = ("a", "https://a.example.test/directory", "https://a.example.test/acct/1")
+        sb.orderedBy = ("b", "https://b.example.test/directory", "https://b.example.test/acct/1")
+        startedOver(self, [sa, sb], first, clock, lambda c: first if c is sa else second)
+        self.assertEqual((len(first.connecting), second.connecting), (1, []))
+        return first, second, clock, sa
+
+    def test_otherPlannedWhilePending(self) -> None:
+        """
+        The learning planned for B connects to B at its time though A's
+        connection is still under way, without connecting A again; B's
+        answer makes the scheduler look for its wake-up again.
+        """
+        first, second, clock, sa = self.started()
+        clock.advance(100)
+        self.assertEqual((len(first.connecting), len(second.connecting)), (1, 1))
+        looked = len(sa.looks)
+        second.checksARI = True
+        second.connecting[0].callback(None)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertGreater(len(sa.looks), looked)
+        first.connecting[0].errback(ConnectionRefusedError())
+        self.assertEqual((len(first.connecting), len(second.connecting)), (1, 1))
+
+    def test_failedNotRetriedByPlan(self) -> None:
+        """
+        When A's connection failed, the learning planned for B connects to
+        B only: A is tried again by the next check.
+        """
+        first, second, clock, _ = self.started()
+        clock.advance(10)
+        first.connecting[0].errback(ConnectionRefusedError())
+        clock.advance(90)
+        self.assertEqual((len(first.connecting), len(second.connecting)), (1, 1))
+        clock.advance(86_400 - 100)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(len(first.connecting), 2)

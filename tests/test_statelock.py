@@ -6,6 +6,8 @@ other holder refuses it at once.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -126,6 +128,73 @@ class ReaderWaitTests(SynchronousTestCase):
         self.starting().acquire()
         self.assertEqual(len(self.time.slept), 1)
 
+    def stale(self, text: bytes) -> int:
+        """
+        Hold the lock on another open file of the lock file, whose text is
+        C{text}: a holder that has just taken it, before it writes its pid
+        over what is there.
+        """
+        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        os.write(fd, text)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.time.atSleep = lambda now: fcntl.flock(fd, fcntl.LOCK_UN)
+        return fd
+
+    def test_releaseEmpties(self) -> None:
+        """
+        A holder that lets go empties the lock file, so a process that
+        looks at it while the next holder takes it waits, and is not
+        refused naming the holder gone.
+        """
+        self.other.acquire()
+        self.other.release()
+        with open(os.path.join(self.path, "lock")) as stream:
+            self.assertEqual(stream.read(), "")
+        self.stale(b"")
+        self.starting().acquire()
+        self.assertEqual(len(self.time.slept), 1)
+
+    def test_unreadableHolder(self) -> None:
+        """
+        A lock file whose text names no pid (not yet written over, or
+        damaged) is waited for as a reader is.
+        """
+        self.stale(b"\xff\xfe")
+        self.starting().acquire()
+        self.assertEqual(len(self.time.slept), 1)
+
+    def test_unreadableHolderStays(self) -> None:
+        """
+        A holder whose pid stays unreadable past L{READER_WAIT} seconds is
+        refused as C{pid unknown}.
+        """
+        self.stale(b"garbage")
+        self.time.atSleep = lambda now: None
+        error = self.assertRaises(StateDirectoryLocked, self.starting().acquire)
+        self.assertEqual(error.holder, "pid unknown")
+        waited = sum(self.time.slept)
+        self.assertTrue(READER_WAIT <= waited < READER_WAIT + 0.1, waited)
+
+    def test_failedWriteLetsGo(self) -> None:
+        """
+        When writing the holder's pid fails after the lock was taken, the
+        lock is let go (its file closed), not held for ever: another
+        process takes it at once.
+        """
+
+        def full(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        lock = self.starting()
+        patched = self.patch(lockModule.os, "pwrite", full)
+        self.assertRaises(OSError, lock.acquire)
+        patched.restore()
+        self.assertFalse(lock.held())
+        self.other.acquire()
+        self.assertTrue(self.other.held())
+        self.assertEqual(self.time.slept, [])
+
     def test_takenAgainDoesNotWait(self) -> None:
         """
         A lock taken again after its file was replaced (see
@@ -147,3 +216,13 @@ class ReaderWaitTests(SynchronousTestCase):
         lock = StateLock(self.path)
         self.assertIs(lock._sleep, lockModule.time.sleep)
         self.assertIs(lock._now, lockModule.time.monotonic)
+
+    def test_noWait(self) -> None:
+        """
+        Taken with C{wait=0}, a lock held by a reader is refused at once
+        (a caller that tries again on its reactor's clock).
+        """
+        self.other.acquire(reader=True)
+        error = self.assertRaises(StateDirectoryLocked, self.starting().acquire, wait=0)
+        self.assertEqual(error.holder, f"pid {os.getpid()}")
+        self.assertEqual(self.time.slept, [])

@@ -22,7 +22,8 @@ class UnreadableCertificate(StorageError):
     The certificate to export was read from its record, whose PEM no
     longer parses: writing it again would not help.
 
-    @ivar key: The record's key: its path in the state directory.
+    @ivar key: The record's key (C{certificates/<names>.pem}), in the
+        state directory or the cluster's database.
     """
 
 
@@ -38,9 +39,9 @@ def exportCertificate(directory: str, domains: tuple[str, ...], certifiedKey: Ce
 
     @return: The folder written.
     @raise StorageError: naming the folder, when a file cannot be written.
-    @raise UnreadableCertificate: naming the record of C{domains} in the
-        state directory, when the certificate read from it (parsed at its
-        first use) cannot be parsed.
+    @raise UnreadableCertificate: naming the record of C{domains}, when
+        the certificate read from it (parsed at its first use) cannot be
+        parsed.
     """
     folderName = domainsFileName(domains)
     folder = os.path.join(directory, folderName)

@@ -13,6 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from contextlib import suppress
 
 from ..safefs import UnusablePath, openFolder
 
@@ -46,11 +47,17 @@ _READER = "reader"
 
 def _holder(fd: int) -> tuple[str, bool]:
     """
-    The pid that the lock file C{fd} records, C{"unknown"} when none yet,
-    and whether it is a reader's.
+    The pid that the lock file C{fd} records, and whether it is a
+    reader's; C{"unknown"} when no pid can be read there: its holder is
+    writing it (the text is emptied when a holder lets go).
     """
-    words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
-    return (words[0] if words else "unknown"), words[1:] == [_READER]
+    try:
+        words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+    except OSError:
+        words = []
+    if not words or not words[0].isdigit():
+        return "unknown", False
+    return words[0], words[1:] == [_READER]
 
 
 class StateLock:
@@ -76,25 +83,27 @@ class StateLock:
         self._sleep = sleep
         self._now = now
 
-    def acquire(self, reader: bool = False) -> None:
+    def acquire(self, reader: bool = False, wait: float = READER_WAIT) -> None:
         """
         Take the lock, or fail; when it was held already, the new lock
         file replaces the old one.
 
         Another process holding it fails at once, but for a reader (or a
-        holder that has not yet written its pid): this lock's first taking
-        waits, blocking, up to L{READER_WAIT} seconds for it to let go (a
-        server that starts while a C{status} reads); taking it again after
-        the lock file was replaced does not wait.
+        holder whose pid cannot be read yet): this lock's first taking
+        waits, blocking, up to C{wait} seconds for it to let go (a server
+        that starts while a C{status} reads); taking it again after the
+        lock file was replaced does not wait.
 
         @param reader: Whether this process holds it only to read for a
             short while, recorded so that others wait for it.
+        @param wait: Seconds to wait at most, blocking; 0 where blocking is
+            not wanted (a caller that tries again on its reactor's clock).
         @raise StateDirectoryLocked: when another process holds it.
         @raise UnusablePath: when the lock file, or a folder on the way, is
             not safe to write (see L{letsencrypt_resource.safefs}).
         """
         fd = self._open()
-        deadline = self._now() + READER_WAIT
+        deadline = self._now() + wait
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,10 +115,14 @@ class StateLock:
                     os.close(fd)
                     raise StateDirectoryLocked(self.directory, f"pid {pid}") from None
             self._sleep(_TRY_AGAIN)
-        os.ftruncate(fd, 0)
         holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
-        os.pwrite(fd, holder.encode("ascii"), 0)
-        self.release()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode("ascii"), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._close()
         self._fd = fd
 
     def _open(self) -> int:
@@ -150,7 +163,18 @@ class StateLock:
 
     def release(self) -> None:
         """
-        Let the lock go.
+        Let the lock go, emptying the lock file first: a process that
+        looks at it while the next holder takes it finds no pid (it waits)
+        rather than this one's.
+        """
+        if self._fd is not None:
+            with suppress(OSError):  # Letting go matters more than the text.
+                os.ftruncate(self._fd, 0)
+            self._close()
+
+    def _close(self) -> None:
+        """
+        Let the lock go as it is.
         """
         if self._fd is not None:
             os.close(self._fd)
