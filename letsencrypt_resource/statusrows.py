@@ -7,7 +7,6 @@ by the operations command when no server runs
 
 from __future__ import annotations
 
-import json
 import operator
 import time
 import weakref
@@ -20,7 +19,7 @@ from .certificates import CertifiedKey
 from .config import ResourceOptions
 from .interfaces import ICertificateConsumer
 from .managed import REASONS, ManagedCertificate, issuingCA
-from .rowjson import DAY, RowJSON
+from .rowjson import DAY, RowJSON, dumps
 from .startupcollection import pausedCollection
 
 
@@ -61,31 +60,33 @@ class RowBase:
         self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
     ):
         current = certificate.current
+        services = [c.name for c in certificate.consumers]
+        provisional = current is None or current.provisional
+        # One dictionary made whole, in the fields' order: no update after.
+        issuer: str | None = None
+        ca: str | None = None
+        notAfterText: str | None = None
+        self.notAfter: float | None = None
+        if current is not None and not provisional:
+            self.notAfter = current.validity[1]
+            issuer = current.issuerText
+            ca = issuingCA(certificate, options)
+            notAfterText = isoTime(self.notAfter)
+        served = "provisional" if provisional else "ca"
         row: dict[str, Any] = {
             "names": list(certificate.domains),
-            "services": [c.name for c in certificate.consumers],
-            "issuer": None,
-            "ca": None,
-            "not_after": None,
+            "services": services,
+            "issuer": issuer,
+            "ca": ca,
+            "not_after": notAfterText,
             "days_left": None,
-            "provisional": current is None or current.provisional,
+            "provisional": provisional,
             "server_running": serverRunning,
-            "serving": {},
+            "serving": dict.fromkeys(services, served) if serverRunning else {},
             "failures": certificate.failures,
             "last_error": certificate.lastError,
             "forced": certificate.forcedReason,
         }
-        if serverRunning:
-            served = "provisional" if row["provisional"] else "ca"
-            row["serving"] = dict.fromkeys(row["services"], served)
-        self.notAfter: float | None = None
-        if current is not None and not current.provisional:
-            self.notAfter = current.validity[1]
-            row.update(
-                issuer=current.issuerText,
-                ca=issuingCA(certificate, options),
-                not_after=isoTime(self.notAfter),
-            )
         plan = certificate.plan()
         self.row = row
         self.planAt = plan.at
@@ -215,7 +216,7 @@ def _joined(rows: list[dict[str, Any]]) -> str:
     The JSON texts of C{rows} joined as in a JSON list, without its
     brackets: one C{json.dumps} for them all.
     """
-    return json.dumps(rows)[1:-1]
+    return dumps(rows)[1:-1]
 
 
 class RowCache:

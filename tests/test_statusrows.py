@@ -21,7 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import certificates, statusrows
+from letsencrypt_resource import certificates, rowjson, statusrows
 from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -132,6 +132,58 @@ class RowPartsTests(SynchronousTestCase):
                 timespec="seconds"
             )
             self.assertEqual(isoTime(seconds), expected)
+
+
+class DumpsTests(SynchronousTestCase):
+    """
+    L{rowjson.dumps} is C{json.dumps} with its default arguments, by an
+    encoder made once.
+    """
+
+    def test_asJSONDumps(self) -> None:
+        """
+        The values a row holds give C{json.dumps}'s text: text beyond ASCII
+        and with quotes, lines and backslashes, floats, ints, booleans,
+        C{None}, lists and dictionaries, nested.
+        """
+        values: list[Any] = [
+            {"a": 1, "b": [1.5, 0.1, -3.0, 1e300], "c": None, "d": True, "e": False},
+            ['quote " line\n\u00e9\u2603 \\ end', [], {}, {"x": {"y": ["z"]}}],
+            round(59.95, 1),
+            "",
+        ]
+        for value in values:
+            self.assertEqual(rowjson.dumps(value), json.dumps(value))
+
+    def test_refusesAsJSONDumps(self) -> None:
+        """
+        A value C{json.dumps} cannot encode is refused with its error.
+        """
+        with self.assertRaises(TypeError) as dumped:
+            json.dumps({"a": object()})
+        with self.assertRaises(TypeError) as ours:
+            rowjson.dumps({"a": object()})
+        self.assertEqual(str(ours.exception), str(dumped.exception))
+
+    def test_encoderMadeOnce(self) -> None:
+        """
+        Rows are encoded without C{json.dumps}, which makes an encoder at
+        each call (a quarter of a row's time): their texts are the same.
+        """
+        key = generateKey("ecdsa-p256")
+        managed = ManagedCertificate(("s1.test",))
+        managed.current = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        options, now = resourceOptions(), managed.current.validity[0] + DAY
+        expected = json.dumps([statusRow(managed, options, now, True)])
+
+        def refused(*args: object, **kwargs: object) -> str:
+            raise AssertionError("json.dumps called")
+
+        self.patch(json, "dumps", refused)
+        cache = RowCache()
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
 
 
 class RowCacheTests(SynchronousTestCase):
