@@ -355,12 +355,11 @@ class EncodedTests(SynchronousTestCase):
         self.patch(statusrows, "RowJSON", counted)
         return texts
 
-    def test_textsKeptAtSecondCall(self) -> None:
+    def test_textsKeptAtFirstCall(self) -> None:
         """
-        The first call encodes the rows whose texts are not kept with one
-        C{json.dumps} and makes no text; the next one makes them, and a set
-        changed since is encoded anew between the kept texts; the text is
-        C{json.dumps}'s each time.
+        The first call makes the texts of the rows and keeps them; the next
+        one makes none, and a set changed since has its text made anew
+        between the kept texts; the text is C{json.dumps}'s each time.
         """
         texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
@@ -373,29 +372,30 @@ class EncodedTests(SynchronousTestCase):
             return text
 
         encoded()
-        self.assertEqual(len(texts), 0)
+        self.assertEqual(len(texts), 4)
         encoded()
         self.assertEqual(len(texts), 4)
         sets[1].failures = sets[2].failures = 1
         sets[2].lastError = 'a "quoted" error'
         encoded()
-        self.assertEqual(len(texts), 4)
+        self.assertEqual(len(texts), 6)
         encoded()
         self.assertEqual(len(texts), 6)
 
-    def test_keepLeavesAskedTexts(self) -> None:
+    def test_keepMakesMissingTexts(self) -> None:
         """
-        L{RowCache.keep} makes the texts of the rows no status call gave,
-        and leaves those of the rows one gave since they were made to the
-        next call, which makes them.
+        L{RowCache.keep} makes the texts of the rows that have none, not
+        again those a status call made; the next call makes none.
         """
         texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
         cache, now = RowCache(), self.start + DAY
         cache.encoded(sets[:2], self.options, now, True)
-        list(cache.keep(sets, self.options, True, self.fail))
         self.assertEqual(len(texts), 2)
-        self.assertAsDumps(cache, sets, now)
+        list(cache.keep(sets, self.options, True, self.fail))
+        self.assertEqual(len(texts), 4)
+        rows = [statusRow(c, self.options, now, True) for c in sets]
+        self.assertEqual(cache.encoded(sets, self.options, now, True), json.dumps(rows))
         self.assertEqual(len(texts), 4)
 
     def test_asDumps(self) -> None:
