@@ -35,6 +35,7 @@ def _cEncoder() -> Callable[[Any], str] | None:
 #: rows' values, which need no C{default}: ints, floats, text, C{None},
 #: booleans, lists and dictionaries with text keys.
 dumps: Callable[[Any], str] = _cEncoder() or json.dumps
+
 #: Where the row's time-dependent C{days_left} is, in the text of its
 #: fields that the time does not change: the one place where this text
 #: can be (in a string, the quotes would be escaped).
