@@ -10,7 +10,6 @@ makes.  C{testca} runs a local test CA and needs no configuration.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,6 +21,8 @@ from .display import formatRenewal, formatStatus
 from .quickstatus import quickStatus
 
 if TYPE_CHECKING:
+    import argparse
+
     from twisted.internet.defer import Deferred
 
     from .config import Configuration
@@ -62,6 +63,10 @@ def parser(prog: str = "letsencrypt-resource") -> argparse.ArgumentParser:
     """
     The command line; C{--config} goes before or after the subcommand.
     """
+    # Imported here: a status the server answers parses no command line
+    # with it (a fifth of the command's imports).
+    import argparse
+
     from . import localca
     from .operations import REVOCATION_REASONS
 

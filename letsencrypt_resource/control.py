@@ -23,13 +23,14 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as AnswerLate
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
+from twisted.internet.interfaces import IConsumer, IListeningPort, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
+from .answerwrites import AnswerWrite, KeepingTasks
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
@@ -127,14 +128,16 @@ def dispatch(operations: Operations, name: str, arguments: dict[str, Any]) -> De
 class _ControlProtocol(LineReceiver):
     """
     One JSON request a line, C{{"name": ..., "arguments": {...}}}, answered
-    by one JSON line, C{{"result": ..., "error": ...}}.
+    by one JSON line, C{{"result": ..., "error": ...}}, while which the
+    row-keeping of C{keeping} waits (see L{AnswerWrite}).
     """
 
     delimiter = b"\n"
     MAX_LENGTH = _MAX_REQUEST
 
-    def __init__(self, operations: Operations):
+    def __init__(self, operations: Operations, keeping: KeepingTasks):
         self._operations = operations
+        self._keeping = keeping
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -149,7 +152,8 @@ class _ControlProtocol(LineReceiver):
         )
 
     def _answer(self, result: Any, error: str | None) -> None:
-        self.sendLine(answerLine(result, error))
+        line = answerLine(result, error) + self.delimiter
+        AnswerWrite.write(IConsumer(self.transport), self._keeping, line)
 
 
 class _ControlClient(Protocol):
@@ -214,7 +218,12 @@ class ControlService(Service):
 
     def startService(self) -> None:
         super().startService()
-        factory: Factory[Any] = Factory.forProtocol(lambda: _ControlProtocol(self._operations))
+        clock = IReactorTime(self._reactor)
+        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
+        tasks = KeepingTasks(self._cooperator)
+        factory: Factory[Any] = Factory.forProtocol(
+            lambda: _ControlProtocol(self._operations, tasks)
+        )
         factory.noisy = False
         try:
             with openFolder(self._stateDirectory) as opened:
@@ -234,18 +243,17 @@ class ControlService(Service):
             self._failed(error)
             return
         self._folder = folder
-        self._keepRows()
+        self._keepRows(tasks)
 
-    def _keepRows(self) -> None:
+    def _keepRows(self, tasks: KeepingTasks) -> None:
         """
         Have the operations make the kept status rows once the resource
         has settled (see L{Operations.keepRows}), a few at a time between
-        the reactor's other work, with a cooperator of this service's own:
-        stopped with it, it leaves nothing scheduled.
+        the reactor's other work, with a cooperator of this service's own
+        (C{tasks}'s: stopped with it, it leaves nothing scheduled), and
+        not while an answer is being written.
         """
-        clock = IReactorTime(self._reactor)
-        self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
-        self._keeping = self._operations.keepRows(self._cooperator.cooperate)
+        self._keeping = self._operations.keepRows(tasks.cooperate)
         self._keeping.addErrback(lambda failure: unexpected(self._log, failure))
 
     def _failed(self, error: Exception) -> None:

@@ -7,7 +7,6 @@ by the operations command when no server runs
 
 from __future__ import annotations
 
-import json
 import operator
 import time
 import weakref
@@ -61,31 +60,33 @@ class RowBase:
         self, certificate: ManagedCertificate, options: ResourceOptions, serverRunning: bool
     ):
         current = certificate.current
+        services = [c.name for c in certificate.consumers]
+        provisional = current is None or current.provisional
+        # One dictionary made whole, in the fields' order: no update after.
+        issuer: str | None = None
+        ca: str | None = None
+        notAfterText: str | None = None
+        self.notAfter: float | None = None
+        if current is not None and not provisional:
+            self.notAfter = current.validity[1]
+            issuer = current.issuerText
+            ca = issuingCA(certificate, options)
+            notAfterText = isoTime(self.notAfter)
+        served = "provisional" if provisional else "ca"
         row: dict[str, Any] = {
             "names": list(certificate.domains),
-            "services": [c.name for c in certificate.consumers],
-            "issuer": None,
-            "ca": None,
-            "not_after": None,
+            "services": services,
+            "issuer": issuer,
+            "ca": ca,
+            "not_after": notAfterText,
             "days_left": None,
-            "provisional": current is None or current.provisional,
+            "provisional": provisional,
             "server_running": serverRunning,
-            "serving": {},
+            "serving": dict.fromkeys(services, served) if serverRunning else {},
             "failures": certificate.failures,
             "last_error": certificate.lastError,
             "forced": certificate.forcedReason,
         }
-        if serverRunning:
-            served = "provisional" if row["provisional"] else "ca"
-            row["serving"] = dict.fromkeys(row["services"], served)
-        self.notAfter: float | None = None
-        if current is not None and not current.provisional:
-            self.notAfter = current.validity[1]
-            row.update(
-                issuer=current.issuerText,
-                ca=issuingCA(certificate, options),
-                not_after=isoTime(self.notAfter),
-            )
         plan = certificate.plan()
         self.row = row
         self.planAt = plan.at
@@ -175,12 +176,12 @@ class _Reader:
 
 class _Kept:
     """
-    A set's kept row (L{RowBase}, and its JSON text once asked for), and
+    A set's kept row (L{RowBase}, and its JSON text once made), and
     what its shown fields were when it was made (see L{_Reader}), compared
     with the set's at each call in a few operations.
     """
 
-    __slots__ = ("asked", "base", "certificate", "copies", "json", "reader", "values")
+    __slots__ = ("base", "certificate", "copies", "json", "reader", "values")
 
     def __init__(self, fields: dict[str, Any], reader: _Reader, base: RowBase):
         self.reader = reader
@@ -190,8 +191,6 @@ class _Kept:
         self.copies = [kind(fields[name]) for name, kind in reader.containers]
         self.base = base
         self.json: RowJSON | None = None
-        #: Whether a status call gave the row (see L{RowCache.encoded}).
-        self.asked = False
 
     def current(self, fields: dict[str, Any]) -> bool:
         """
@@ -208,14 +207,6 @@ class _Kept:
             and [fields[name] for name, _ in self.reader.containers] == self.copies
             and tuple(fields) == self.reader.names
         )
-
-
-def _joined(rows: list[dict[str, Any]]) -> str:
-    """
-    The JSON texts of C{rows} joined as in a JSON list, without its
-    brackets: one C{json.dumps} for them all.
-    """
-    return json.dumps(rows)[1:-1]
 
 
 class RowCache:
@@ -278,34 +269,24 @@ class RowCache:
         The JSON text of the list of the status rows of C{certificates} at
         C{now}: the same text as C{json.dumps} of the rows L{row} gives,
         made of the kept rows' texts (L{RowJSON}).  A row whose text is
-        not kept yet is encoded with the rows next to it in the same case,
-        by one C{json.dumps} for them all (a status asked right at start-up
-        makes every row: this is about a third cheaper than making their
-        texts), and its text is kept at the next call, unless L{keep} has
-        made it by then.  Automatic collections are paused meanwhile (see
-        L{pausedCollection}): what it makes is kept rows, which live on, and
-        the answer's parts, which make no cycle; a status asked right at
-        start-up, with nothing kept, makes about 100,000 objects at 10,000
-        sets, over which the collector went again and again.
+        not kept yet (a status asked right at start-up, before L{keep} made
+        them all) has it made and kept: with the encoder made once
+        (L{rowjson.dumps <letsencrypt_resource.rowjson.dumps>}), that costs
+        less than encoding the row at that time alone.  Automatic
+        collections are paused meanwhile (see L{pausedCollection}): what it
+        makes is kept rows, which live on, and the answer's parts, which
+        make no cycle; a status asked right at start-up, with nothing kept,
+        makes about 100,000 objects at 10,000 sets, over which the
+        collector went again and again.
         """
         nowJSON = '"' + isoTime(now) + '"'
         texts: list[str] = []
-        fresh: list[dict[str, Any]] = []
         with pausedCollection():
             for certificate in certificates:
                 kept = self._base(certificate, options, serverRunning)
-                if kept.json is None and kept.asked:
-                    kept.json = kept.base.json()
-                kept.asked = True
                 if kept.json is None:
-                    fresh.append(timedRow(kept.base, now))
-                    continue
-                if fresh:
-                    texts.append(_joined(fresh))
-                    fresh = []
+                    kept.json = kept.base.json()
                 texts.append(kept.json.at(now, nowJSON))
-            if fresh:
-                texts.append(_joined(fresh))
         return "[" + ", ".join(texts) + "]"
 
     def keep(
@@ -319,10 +300,6 @@ class RowCache:
         Make the kept row and text of each of C{certificates} that has
         none, one set at each step: what the first L{encoded} call would
         make, made ahead, a few at a time (see C{twisted.internet.task.cooperate}).
-        The text of a row that a status call gave since it was made is
-        left to the next call (L{encoded}): a status asked while the rows
-        are made is not followed by their texts all made at once, while
-        its answer is still being sent.
 
         @param failed: Called with each set whose row cannot be made and
             the error; the others are made all the same, and that set's is
@@ -331,7 +308,7 @@ class RowCache:
         for certificate in certificates:
             try:
                 kept = self._base(certificate, options, serverRunning)
-                if kept.json is None and not kept.asked:
+                if kept.json is None:
                     kept.json = kept.base.json()
             except Exception as error:
                 failed(certificate, error)

@@ -18,15 +18,16 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, Cooperator
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import controlsocket
+from letsencrypt_resource import control, controlsocket
+from letsencrypt_resource.answerwrites import KeepingTasks
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -39,10 +40,16 @@ from letsencrypt_resource.control import (
     dispatch,
     socketAddress,
 )
-from letsencrypt_resource.controlsocket import STATUS_ANSWER_WAIT
+from letsencrypt_resource.controlsocket import (
+    STATUS_ANSWER_WAIT,
+    EncodedJSON,
+    answerLine,
+    requestLine,
+)
 from letsencrypt_resource.operations import OperationError, Operations
 from letsencrypt_resource.safefs import UnusablePath
 from tests.helpers.files import giveAway, modeOf, readBytes, writeBytes
+from tests.helpers.slowsocket import SlowSocket
 
 
 class StateLockTests(SynchronousTestCase):
@@ -248,6 +255,26 @@ class ControlSocketTests(SynchronousTestCase):
         os.chmod(self.state, 0o777)
         self.service()
         self.assertEqual(self.operations.keeping, [])
+
+    def test_keepingHeldWhileAnswerWritten(self) -> None:
+        """
+        While the socket writes an answer too long for one write, the
+        service's row-keeping waits: no turn of it is scheduled until the
+        answer is written.
+        """
+        service, reactor = self.service()
+        answer = EncodedJSON('"' + "x" * 300_000 + '"')
+        self.patch(control, "dispatch", lambda operations, name, arguments: succeed(answer))
+        protocol = reactor.unixServers[0][1].buildProtocol(None)
+        socket = SlowSocket(100_000)
+        protocol.makeConnection(socket)
+        protocol.dataReceived(requestLine("status", {}))
+        reactor.advance(0)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        while socket.dataBuffer or socket._tempDataBuffer:
+            socket.doWrite()
+        self.assertEqual(socket.written, answerLine(answer, None) + b"\n")
+        self.assertEqual(len(reactor.getDelayedCalls()), 1)
 
     def test_longStateDirectory(self) -> None:
         """
@@ -478,7 +505,8 @@ class ControlProtocolTests(SynchronousTestCase):
         A request line longer than any real request (a renewal of 10,000
         long names) closes the connection instead of being buffered on.
         """
-        protocol = _ControlProtocol(Operations(None, Clock()))  # type: ignore[arg-type]
+        keeping = KeepingTasks(Cooperator())
+        protocol = _ControlProtocol(Operations(None, Clock()), keeping)  # type: ignore[arg-type]
         transport = StringTransport()
         protocol.makeConnection(transport)
         protocol.dataReceived(b"x" * (4 * 1024 * 1024))

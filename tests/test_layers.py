@@ -145,6 +145,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "composition",
                 "connection",
                 "control",
+                "answerwrites",
                 "deploy",
                 "deployflags",
                 "deployoutput",

@@ -21,7 +21,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock, Cooperator
 from twisted.trial.unittest import SynchronousTestCase
 
-from letsencrypt_resource import certificates, statusrows
+from letsencrypt_resource import certificates, rowjson, statusrows
 from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -132,6 +132,58 @@ class RowPartsTests(SynchronousTestCase):
                 timespec="seconds"
             )
             self.assertEqual(isoTime(seconds), expected)
+
+
+class DumpsTests(SynchronousTestCase):
+    """
+    L{rowjson.dumps} is C{json.dumps} with its default arguments, by an
+    encoder made once.
+    """
+
+    def test_asJSONDumps(self) -> None:
+        """
+        The values a row holds give C{json.dumps}'s text: text beyond ASCII
+        and with quotes, lines and backslashes, floats, ints, booleans,
+        C{None}, lists and dictionaries, nested.
+        """
+        values: list[Any] = [
+            {"a": 1, "b": [1.5, 0.1, -3.0, 1e300], "c": None, "d": True, "e": False},
+            ['quote " line\n\u00e9\u2603 \\ end', [], {}, {"x": {"y": ["z"]}}],
+            round(59.95, 1),
+            "",
+        ]
+        for value in values:
+            self.assertEqual(rowjson.dumps(value), json.dumps(value))
+
+    def test_refusesAsJSONDumps(self) -> None:
+        """
+        A value C{json.dumps} cannot encode is refused with its error.
+        """
+        with self.assertRaises(TypeError) as dumped:
+            json.dumps({"a": object()})
+        with self.assertRaises(TypeError) as ours:
+            rowjson.dumps({"a": object()})
+        self.assertEqual(str(ours.exception), str(dumped.exception))
+
+    def test_encoderMadeOnce(self) -> None:
+        """
+        Rows are encoded without C{json.dumps}, which makes an encoder at
+        each call (a quarter of a row's time): their texts are the same.
+        """
+        key = generateKey("ecdsa-p256")
+        managed = ManagedCertificate(("s1.test",))
+        managed.current = CertifiedKey(key, certificate(named("Test CA"), 1, key))
+        options, now = resourceOptions(), managed.current.validity[0] + DAY
+        expected = json.dumps([statusRow(managed, options, now, True)])
+
+        def refused(*args: object, **kwargs: object) -> str:
+            raise AssertionError("json.dumps called")
+
+        self.patch(json, "dumps", refused)
+        cache = RowCache()
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
+        self.assertEqual(cache.encoded([managed], options, now, True), expected)
 
 
 class RowCacheTests(SynchronousTestCase):
@@ -303,12 +355,11 @@ class EncodedTests(SynchronousTestCase):
         self.patch(statusrows, "RowJSON", counted)
         return texts
 
-    def test_textsKeptAtSecondCall(self) -> None:
+    def test_textsKeptAtFirstCall(self) -> None:
         """
-        The first call encodes the rows whose texts are not kept with one
-        C{json.dumps} and makes no text; the next one makes them, and a set
-        changed since is encoded anew between the kept texts; the text is
-        C{json.dumps}'s each time.
+        The first call makes the texts of the rows and keeps them; the next
+        one makes none, and a set changed since has its text made anew
+        between the kept texts; the text is C{json.dumps}'s each time.
         """
         texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
@@ -321,29 +372,30 @@ class EncodedTests(SynchronousTestCase):
             return text
 
         encoded()
-        self.assertEqual(len(texts), 0)
+        self.assertEqual(len(texts), 4)
         encoded()
         self.assertEqual(len(texts), 4)
         sets[1].failures = sets[2].failures = 1
         sets[2].lastError = 'a "quoted" error'
         encoded()
-        self.assertEqual(len(texts), 4)
+        self.assertEqual(len(texts), 6)
         encoded()
         self.assertEqual(len(texts), 6)
 
-    def test_keepLeavesAskedTexts(self) -> None:
+    def test_keepMakesMissingTexts(self) -> None:
         """
-        L{RowCache.keep} makes the texts of the rows no status call gave,
-        and leaves those of the rows one gave since they were made to the
-        next call, which makes them.
+        L{RowCache.keep} makes the texts of the rows that have none, not
+        again those a status call made; the next call makes none.
         """
         texts = self.countedTexts()
         sets = [self.managed(f"s{i}.test") for i in range(4)]
         cache, now = RowCache(), self.start + DAY
         cache.encoded(sets[:2], self.options, now, True)
-        list(cache.keep(sets, self.options, True, self.fail))
         self.assertEqual(len(texts), 2)
-        self.assertAsDumps(cache, sets, now)
+        list(cache.keep(sets, self.options, True, self.fail))
+        self.assertEqual(len(texts), 4)
+        rows = [statusRow(c, self.options, now, True) for c in sets]
+        self.assertEqual(cache.encoded(sets, self.options, now, True), json.dumps(rows))
         self.assertEqual(len(texts), 4)
 
     def test_asDumps(self) -> None:
