@@ -37,7 +37,7 @@ from .ftpsthrottle import LoginThrottle, WarningBudget, addressKey
 from .ftpstls import SessionTLS
 from .handshakes import HandshakeForwarding
 from .https import HTTPSFileService
-from .listening import Listener, description
+from .listening import Listener
 from .reactors import Reactor
 from .turnports import TurnEndpoint
 
@@ -332,7 +332,7 @@ class FTPSService(HTTPSFileService):
             lambda: TurnEndpoint(self._reactor, options.port, options.address),
             factory,
             self._reactor,
-            description(options),
+            options,
         )
 
     def _factory(self, served: ServedFolder) -> IProtocolFactory:

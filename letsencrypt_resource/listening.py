@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import attrs
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, execute, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
@@ -106,10 +106,12 @@ class QuietTCPEndpoint:
         return f"QuietTCPEndpoint(port={self.port!r}, interface={self.interface!r})"
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        try:
-            return succeed(self.listenNow(protocolFactory))
-        except CannotListenError:
-            return fail()
+        """
+        Listen with C{protocolFactory}: a Deferred that fires with the
+        port, or fails with whatever listening raised (as Twisted's TCP
+        endpoint's: a port over 65535's C{OverflowError} too).
+        """
+        return execute(self.listenNow, protocolFactory)
 
     def listenNow(self, protocolFactory: IProtocolFactory) -> IListeningPort:
         """

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 from functools import lru_cache
+from types import ModuleType
 
 from twisted.internet import abstract, base, tcp
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -29,11 +30,20 @@ from .reactors import Reactor
 BACKLOG = 256
 
 
-#: C{SOCK_NONBLOCK} where the system has it (not macOS), else 0.
-_NON_BLOCKING = getattr(socket, "SOCK_NONBLOCK", 0)
-#: The type of a L{QuietPort}'s socket: a stream, non-blocking as it is
-#: made where the system can.
-_NON_BLOCKING_STREAM = socket.SOCK_STREAM | _NON_BLOCKING
+def nonBlockingStream(sockets: ModuleType) -> tuple[int, int]:
+    """
+    What the socket module C{sockets} offers to make a socket non-blocking
+    as it is made: its C{SOCK_NONBLOCK} where the system has it (not
+    macOS), else 0; and the type of a L{QuietPort}'s socket, a stream with
+    that flag.
+    """
+    flag: int = getattr(sockets, "SOCK_NONBLOCK", 0)
+    return flag, sockets.SOCK_STREAM | flag
+
+
+#: L{nonBlockingStream} of this system, found once at import, not for
+#: each socket.
+_NON_BLOCKING, _NON_BLOCKING_STREAM = nonBlockingStream(socket)
 
 
 class QuietPort(tcp.Port):
@@ -74,7 +84,9 @@ class QuietPort(tcp.Port):
         port does, but its "... starting on PORT" line.
 
         @raise CannotListenError: when the socket cannot be made, bound or
-            listened on.
+            listened on, or the reactor cannot read it; the socket made is
+            closed on any failure, and the factory stopped again when it
+            was started.
         """
         # Twisted's port keeps a descriptor in reserve, freed to accept and
         # close a connection when the process has none left.
@@ -83,6 +95,7 @@ class QuietPort(tcp.Port):
             listening = self.createInternetSocket()
         except OSError as error:
             raise CannotListenError(self.interface, self.port, error) from None
+        started = False
         try:
             if self.addressFamily == socket.AF_INET6:
                 host, flow, scope = resolvedIPv6(self.interface)
@@ -90,21 +103,41 @@ class QuietPort(tcp.Port):
             else:
                 listening.bind((self.interface, self.port))
             listening.listen(self.backlog)
-        except OSError as error:
-            listening.close()
-            raise CannotListenError(self.interface, self.port, error) from None
-        except BaseException:
+            self._realPortNumber = self.port or listening.getsockname()[1]
+            self.factory.doStart()  # type: ignore[union-attr]
+            started = True
+            self.connected = True
+            self.socket = listening
+            self.fileno = listening.fileno  # type: ignore[method-assign]
+            self.numberAccepts = 100
+            self.startReading()
+        except BaseException as error:
+            # Whatever failed (the bind, the listen, the reactor's taking
+            # the socket, the factory's start), the socket is not left
+            # bound until the collector finds it: a reload could not
+            # listen there again, and clients would wait on a backlog
+            # nobody accepts.
+            self._abandon(listening, started)
+            if isinstance(error, OSError):
+                raise CannotListenError(self.interface, self.port, error) from None
             # What Twisted's port raises as it is (a port over 65535's
-            # OverflowError, for an embedder's), without keeping the socket.
-            listening.close()
+            # OverflowError, for an embedder's).
             raise
-        self._realPortNumber = self.port or listening.getsockname()[1]
-        self.factory.doStart()  # type: ignore[union-attr]
-        self.connected = True
-        self.socket = listening
-        self.fileno = listening.fileno  # type: ignore[method-assign]
-        self.numberAccepts = 100
-        self.startReading()
+
+    def _abandon(self, listening: socket.socket, started: bool) -> None:
+        """
+        Undo a L{startListening} that failed: close C{listening}, forget
+        it (as Twisted's port forgets its socket once closed), and stop
+        the factory when it was C{started}.
+        """
+        listening.close()
+        self._realPortNumber = None
+        if self.connected:
+            self.connected = False
+            del self.socket
+            del self.fileno
+        if started:
+            self.factory.doStop()  # type: ignore[union-attr]
 
     def createInternetSocket(self) -> socket.socket:
         """
@@ -117,9 +150,13 @@ class QuietPort(tcp.Port):
         non-blocking after it is made.
         """
         made = socket.socket(self.addressFamily, _NON_BLOCKING_STREAM)
-        if not _NON_BLOCKING:
-            made.setblocking(False)
-        made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            if not _NON_BLOCKING:
+                made.setblocking(False)
+            made.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        except BaseException:
+            made.close()
+            raise
         return made
 
     def _logConnectionLostMsg(self) -> None:

@@ -20,6 +20,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import listening
 from letsencrypt_resource.config import ServiceOptions
+from letsencrypt_resource.ftps import FTPSService
+from letsencrypt_resource.ftpsoptions import FTPSOptions
 from letsencrypt_resource.listening import (
     NO_PORT,
     Listener,
@@ -417,6 +419,20 @@ class LabelTests(SynchronousTestCase):
         self.assertEqual(listener.label, "here")
         self.assertEqual(written, [where])
 
+    def test_ftpsWrittenWhenAsked(self) -> None:
+        """
+        An FTPS service's listener on an address and port writes its
+        description only when an event needs it too, as an C{https}
+        service's: it is then the description of the service's options.
+        """
+        written: list[object] = []
+        self.patch(listening, "description", lambda where: written.append(where) or "here")
+        where = options(type="ftps", address="::1", ftps=FTPSOptions(usersFile="/none"))
+        listener = FTPSService(where, MemoryReactor())._listener(Factory())
+        self.assertEqual(written, [])
+        self.assertEqual(listener.label, "here")
+        self.assertEqual(written, [where])
+
     def test_descriptionOfOptions(self) -> None:
         """
         The label of a listener made on options is their description: the
@@ -472,6 +488,30 @@ class QuietTCPEndpointTests(SynchronousTestCase):
         self.assertIsInstance(port, RecordingPort)
         [(number, _, backlog, interface)] = reactor.tcpServers
         self.assertEqual((number, backlog, interface), (8443, BACKLOG, "192.0.2.1"))
+
+    def test_listenFailsItsDeferred(self) -> None:
+        """
+        Its C{listen}, as Twisted's TCP endpoint's, never raises: what
+        listening raises (a port over 65535's C{OverflowError}, a port
+        that is no number's C{TypeError}, C{CannotListenError}) fails the
+        Deferred it returns.
+        """
+        for error in (
+            OverflowError("bind(): port must be 0-65535."),
+            TypeError("'str' object cannot be interpreted as an integer"),
+            CannotListenError("192.0.2.1", 8443, OSError(errno.EADDRINUSE, "in use")),
+        ):
+            endpoint = QuietTCPEndpoint(RaisingMemoryReactor(listenException=error), 70000, "")
+            failure = self.failureResultOf(endpoint.listen(Factory()))
+            self.assertIs(failure.value, error)
+
+    def test_listenFires(self) -> None:
+        """
+        Its C{listen} fires with the port once it listens.
+        """
+        reactor = RecordingReactor()
+        listened = QuietTCPEndpoint(reactor, 8443, "192.0.2.1").listen(Factory())
+        self.assertIsInstance(self.successResultOf(listened), RecordingPort)
 
     def test_repr(self) -> None:
         """

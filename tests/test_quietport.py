@@ -5,8 +5,10 @@ loopback, and on a memory reactor.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+from types import ModuleType
 from typing import Any
 
 import attrs
@@ -22,7 +24,13 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from letsencrypt_resource import quietport
 from letsencrypt_resource.listening import Listener, failureDetails
-from letsencrypt_resource.quietport import BACKLOG, QuietPort, addressFamily, listenQuietly
+from letsencrypt_resource.quietport import (
+    BACKLOG,
+    QuietPort,
+    addressFamily,
+    listenQuietly,
+    nonBlockingStream,
+)
 from letsencrypt_resource.turnports import TurnEndpoint
 from tests.helpers.received import Received
 
@@ -35,6 +43,27 @@ def ipv6Here() -> None:
         socket.socket(socket.AF_INET6).close()
     except OSError:
         raise SkipTest("no IPv6 here") from None
+
+
+def sysctl(name: str) -> int | None:
+    """
+    The value of the Linux IPv4 setting C{name}
+    (C{/proc/sys/net/ipv4/NAME}), or C{None} where it cannot be read.
+    """
+    try:
+        with open(f"/proc/sys/net/ipv4/{name}") as setting:
+            return int(setting.read())
+    except (OSError, ValueError):
+        return None
+
+
+def socketModule(**constants: int) -> ModuleType:
+    """
+    A socket module with only C{constants}.
+    """
+    module = ModuleType("socket")
+    vars(module).update(constants)
+    return module
 
 
 @attrs.frozen
@@ -130,9 +159,10 @@ class QuietPortTests(TestCase):
         Where the system has no C{SOCK_NONBLOCK} (macOS), the port still
         listens, on a socket that does not block.
         """
-        # What the module found at import on such a system.
-        self.patch(quietport, "_NON_BLOCKING", 0)
-        self.patch(quietport, "_NON_BLOCKING_STREAM", socket.SOCK_STREAM)
+        # What the module finds at import on such a system.
+        flag, kind = nonBlockingStream(socketModule(SOCK_STREAM=socket.SOCK_STREAM))
+        self.patch(quietport, "_NON_BLOCKING", flag)
+        self.patch(quietport, "_NON_BLOCKING_STREAM", kind)
         original, types = socket.socket, []
 
         def making(family: int, kind: int) -> socket.socket:
@@ -154,6 +184,25 @@ class QuietPortTests(TestCase):
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         await connectProtocol(endpoint, received)
         self.assertEqual(await received.ended, b"hello")
+
+    def test_nonBlockingFlagFound(self) -> None:
+        """
+        A socket module without C{SOCK_NONBLOCK} (macOS's) gives no flag
+        and a plain stream; one with it gives the flag and a stream with
+        it.  The module found this system's at import.
+        """
+        self.assertEqual(
+            (
+                nonBlockingStream(socketModule(SOCK_STREAM=1)),
+                nonBlockingStream(socketModule(SOCK_STREAM=1, SOCK_NONBLOCK=2048)),
+                (quietport._NON_BLOCKING, quietport._NON_BLOCKING_STREAM),
+            ),
+            ((0, 1), (2048, 2049), nonBlockingStream(socket)),
+        )
+        if hasattr(socket, "SOCK_NONBLOCK"):
+            self.assertEqual(
+                quietport._NON_BLOCKING_STREAM, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+            )
 
     async def test_ipv6(self) -> None:
         """
@@ -202,22 +251,64 @@ class RecordingPort(QuietPort):
         return made
 
 
-class RefusedPortTests(SynchronousTestCase):
+class StartingFactory(Factory):
     """
-    A L{QuietPort} that cannot listen raises what Twisted's port raises,
-    and closes the socket it made.
+    A quiet factory of L{Greeting}s that counts its starts and stops, and
+    may fail to start.
     """
 
-    def refused(self, port: int, address: str) -> tuple[BaseException, RecordingPort, Factory]:
+    protocol = Greeting
+    noisy = False
+
+    def __init__(self, broken: bool = False):
+        self.broken = broken
+        self.told: list[str] = []
+
+    def startFactory(self) -> None:
+        self.told.append("start")
+        if self.broken:
+            raise RuntimeError("cannot start")
+
+    def stopFactory(self) -> None:
+        self.told.append("stop")
+
+
+class RefusedPortTests(TestCase):
+    """
+    A L{QuietPort} that cannot listen raises what Twisted's port raises,
+    closes the socket it made and stops its factory again: a reload can
+    listen on the port, and no client waits on a backlog nobody accepts.
+    """
+
+    def refused(
+        self, port: int, address: str, factory: StartingFactory | None = None
+    ) -> tuple[BaseException, RecordingPort, StartingFactory]:
         """
         Listen on C{port} of C{address}, on the real reactor: what it
-        raised, the port and its factory.
+        raised, the port and its factory.  Should it listen, the test
+        fails, and the port is stopped at its end.
         """
-        factory = greetings()
+        factory = StartingFactory() if factory is None else factory
         quiet = RecordingPort(port, factory, BACKLOG, address, reactor)
-        with self.assertRaises(BaseException) as raised:
+        self.addCleanup(lambda: [made.close() for made in getattr(quiet, "made", [])])
+        try:
             quiet.startListening()
-        return raised.exception, quiet, factory
+        except BaseException as error:
+            return error, quiet, factory
+        self.addCleanup(quiet.stopListening)
+        self.fail(f"listened on {address} port {port}")
+
+    def assertAbandoned(self, quiet: RecordingPort, factory: StartingFactory) -> None:
+        """
+        C{quiet} closed and forgot the one socket it made, and C{factory}
+        counts no port.
+        """
+        [made] = quiet.made
+        self.assertEqual(made.fileno(), -1)
+        self.assertEqual(
+            (quiet.connected, getattr(quiet, "socket", None), quiet.fileno(), factory.numPorts),
+            (False, None, -1, 0),
+        )
 
     def test_portOverRange(self) -> None:
         """
@@ -228,9 +319,8 @@ class RefusedPortTests(SynchronousTestCase):
         """
         error, quiet, factory = self.refused(70000, "127.0.0.1")
         self.assertIsInstance(error, OverflowError)
-        [made] = quiet.made
-        self.assertEqual(made.fileno(), -1)
-        self.assertEqual((quiet.connected, factory.numPorts), (False, 0))
+        self.assertAbandoned(quiet, factory)
+        self.assertEqual(factory.told, [])
 
     def test_addressNotHere(self) -> None:
         """
@@ -238,12 +328,15 @@ class RefusedPortTests(SynchronousTestCase):
         C{CannotListenError}, told as the system said it; the socket is
         closed.
         """
+        if sysctl("ip_nonlocal_bind") != 0:
+            raise SkipTest(
+                "net.ipv4.ip_nonlocal_bind is not 0 here (or cannot be read): "
+                "an address the host lacks may be bound"
+            )
         error, quiet, factory = self.refused(0, "192.0.2.1")
         self.assertIsInstance(error, CannotListenError)
         self.assertIn("Cannot assign requested address", failureDetails(Failure(error)))
-        [made] = quiet.made
-        self.assertEqual(made.fileno(), -1)
-        self.assertEqual(factory.numPorts, 0)
+        self.assertAbandoned(quiet, factory)
 
     def test_permissionRefused(self) -> None:
         """
@@ -253,6 +346,12 @@ class RefusedPortTests(SynchronousTestCase):
         """
         if os.geteuid() != 0:
             raise SkipTest("binds as another user: run as root")
+        unprivileged = sysctl("ip_unprivileged_port_start")
+        if unprivileged is None or unprivileged <= 1:
+            raise SkipTest(
+                "net.ipv4.ip_unprivileged_port_start is not above 1 here (or "
+                f"cannot be read: {unprivileged}): any user may bind port 1"
+            )
         os.seteuid(65534)
         try:
             error, quiet, factory = self.refused(1, "127.0.0.1")
@@ -260,9 +359,63 @@ class RefusedPortTests(SynchronousTestCase):
             os.seteuid(0)
         self.assertIsInstance(error, CannotListenError)
         self.assertIn("Permission denied", failureDetails(Failure(error)))
-        [made] = quiet.made
-        self.assertEqual(made.fileno(), -1)
-        self.assertEqual(factory.numPorts, 0)
+        self.assertAbandoned(quiet, factory)
+
+    def test_readingRefused(self) -> None:
+        """
+        When the reactor cannot read the socket bound and listening (epoll
+        refuses it: C{fs.epoll.max_user_watches} reached, or no memory),
+        the start fails with C{CannotListenError}, told as the system said
+        it; the socket is closed, the factory stopped again, and the port
+        can be listened on again at once (a reload).
+        """
+        bound: list[int] = []
+
+        def refusing(quiet: RecordingPort) -> None:
+            bound.append(quiet.socket.getsockname()[1])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        self.patch(RecordingPort, "startReading", refusing)
+        error, quiet, factory = self.refused(0, "127.0.0.1")
+        self.assertIsInstance(error, CannotListenError)
+        self.assertIn("No space left on device", failureDetails(Failure(error)))
+        self.assertAbandoned(quiet, factory)
+        self.assertEqual(factory.told, ["start", "stop"])
+        again = QuietPort(bound[0], greetings(), BACKLOG, "127.0.0.1", reactor)
+        again.startListening()
+        self.addCleanup(again.stopListening)
+        self.assertEqual(again.getHost().port, bound[0])
+
+    def test_factoryStartFails(self) -> None:
+        """
+        When the factory fails to start, what it raised is raised, and the
+        socket, bound and listening by then, is closed.
+        """
+        error, quiet, factory = self.refused(0, "127.0.0.1", StartingFactory(broken=True))
+        self.assertEqual(str(error), "cannot start")
+        self.assertAbandoned(quiet, factory)
+        self.assertEqual(factory.told, ["start"])
+
+    def test_socketOptionRefused(self) -> None:
+        """
+        When the new socket cannot be set to reuse addresses, the start
+        fails with C{CannotListenError}, and the socket is closed.
+        """
+        made: list[socket.socket] = []
+
+        def refusing(listening: socket.socket, *option: Any) -> None:
+            made.append(listening)
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+
+        self.patch(socket.socket, "setsockopt", refusing)
+        factory = StartingFactory()
+        quiet = QuietPort(0, factory, BACKLOG, "127.0.0.1", reactor)
+        self.addCleanup(lambda: [listening.close() for listening in made])
+        error = self.assertRaises(CannotListenError, quiet.startListening)
+        self.assertIn("No buffer space available", failureDetails(Failure(error)))
+        [listening] = made
+        self.assertEqual(listening.fileno(), -1)
+        self.assertEqual((quiet.connected, factory.told), (False, []))
 
 
 class FTPSPortTests(TestCase):
