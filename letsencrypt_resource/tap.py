@@ -42,9 +42,10 @@ class Options(usage.Options):
         Parse the command line and read the configuration (see
         L{postOptions}).
 
-        Automatic garbage collection pauses from here (under twistd, from
-        the plugin's import of this module) until the server has started
-        (see L{pauseCollection}); options refused turn it on again.
+        Automatic garbage collection pauses from here until the server has
+        started (see L{pauseCollection}; under twistd, the plugin paused it
+        only while it imported this module); options refused turn it on
+        again.
         """
         pauseCollection()
         try:
