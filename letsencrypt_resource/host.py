@@ -422,6 +422,9 @@ class ServerService(MultiService):
         )
 
     def startService(self) -> None:
+        if self._lock is not None:
+            # twistd took the lock in the process that has since forked.
+            self._lock.recordHolder()
         # One event 20209 once every service listens or cannot, not one
         # 20156 for each.
         startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
