@@ -469,7 +469,11 @@ def _freezeStartUp() -> None:
     """
     What start-up built lives as long as the server: out of the
     collector's reach, full collections stay short while orders run.
-    Collect first, so that no start-up garbage is kept for good.
+    Collect first, so that no garbage made since the last freeze is kept
+    for good (under twistd,
+    L{ResumeCollection <letsencrypt_resource.startupcollection.ResumeCollection>}
+    froze what building the server made without collecting, with the few
+    objects in cycles it left: see there).
     """
     gc.collect()
     gc.freeze()

@@ -141,7 +141,10 @@ def makeService(options: Options) -> IService:
     runs, C{SIGHUP} reloads the configuration file.  A node that the
     cluster's database refuses stops with status 1 (see
     L{refusedByCluster}).  Once every service has started, the garbage
-    collector resumes (see L{ResumeCollection}).
+    collector resumes (see L{ResumeCollection}): what starting froze
+    includes any garbage in cycles the process held when the options were
+    parsed, for good, so a long-lived process that builds a server here
+    collects first.
     """
     from twisted.internet import reactor
 
