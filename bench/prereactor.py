@@ -67,13 +67,12 @@ if sys.argv[2:] == ["plugin"]:
     )
     plugin = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(plugin)
-    Options = plugin.letsEncrypt.options
+    options = plugin.letsEncrypt.options()
     from letsencrypt_resource import tap
 else:
     from letsencrypt_resource import tap
-    Options = tap.Options
+    options = tap.Options()
 mark()
-options = Options()
 options.parseOptions(["--config", sys.argv[1]])
 mark()
 server = tap.makeService(options)

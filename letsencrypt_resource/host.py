@@ -422,6 +422,9 @@ class ServerService(MultiService):
         )
 
     def startService(self) -> None:
+        if self._lock is not None:
+            # twistd took the lock in the process that has since forked.
+            self._lock.recordHolder()
         # One event 20209 once every service listens or cannot, not one
         # 20156 for each.
         startUp = ListeningStartUp(self._log, len(self.fileServices), self._reactor.seconds())
@@ -466,7 +469,11 @@ def _freezeStartUp() -> None:
     """
     What start-up built lives as long as the server: out of the
     collector's reach, full collections stay short while orders run.
-    Collect first, so that no start-up garbage is kept for good.
+    Collect first, so that no garbage made since the last freeze is kept
+    for good (under twistd,
+    L{ResumeCollection <letsencrypt_resource.startupcollection.ResumeCollection>}
+    froze what building the server made without collecting, with the few
+    objects in cycles it left: see there).
     """
     gc.collect()
     gc.freeze()

@@ -42,9 +42,10 @@ class Options(usage.Options):
         Parse the command line and read the configuration (see
         L{postOptions}).
 
-        Automatic garbage collection pauses from here (under twistd, from
-        the plugin's import of this module) until the server has started
-        (see L{pauseCollection}); options refused turn it on again.
+        Automatic garbage collection pauses from here until the server has
+        started (see L{pauseCollection}; under twistd, the plugin paused it
+        only while it imported this module); options refused turn it on
+        again.
         """
         pauseCollection()
         try:
@@ -140,7 +141,10 @@ def makeService(options: Options) -> IService:
     runs, C{SIGHUP} reloads the configuration file.  A node that the
     cluster's database refuses stops with status 1 (see
     L{refusedByCluster}).  Once every service has started, the garbage
-    collector resumes (see L{ResumeCollection}).
+    collector resumes (see L{ResumeCollection}): what starting froze
+    includes any garbage in cycles the process held when the options were
+    parsed, for good, so a long-lived process that builds a server here
+    collects first.
     """
     from twisted.internet import reactor
 

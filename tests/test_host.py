@@ -22,6 +22,8 @@ from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.consumerregistry import SubscriberLeaf
 from letsencrypt_resource.host import ServerService, checkServices
 from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.storage import lock as lockModule
+from letsencrypt_resource.storage.lock import StateLock
 from tests.helpers import newSigner, provisionalFor
 from tests.helpers.resourcecase import resourceOptions
 from tests.helpers.serviceoptions import makeOptions
@@ -288,6 +290,29 @@ class StartTests(SynchronousTestCase):
         self.assertFalse(gc.isenabled())
         server.stopService()
         self.assertTrue(gc.isenabled())
+
+    def test_lockNamesTheServer(self) -> None:
+        """
+        Starting the server writes its pid into the state directory's lock,
+        taken before by another process it forked from (twistd without
+        C{-n} takes it, then daemonizes).
+        """
+        state = os.path.abspath(self.mktemp())
+        lock = StateLock(state)
+        patched = self.patch(lockModule.os, "getpid", lambda: 12345678)
+        lock.acquire()
+        patched.restore()
+        self.addCleanup(lock.release)
+        server = ServerService(
+            Configuration("host test", resourceOptions(stateDirectory=state), ()),
+            MemoryReactorClock(),
+            lock,
+            resourceFactory=lambda *args, **kwargs: LoadingResource(),
+        )
+        server.startService()
+        self.addCleanup(server.stopService)
+        with open(os.path.join(state, "lock")) as stream:
+            self.assertEqual(stream.read(), str(os.getpid()))
 
 
 class CheckServicesTests(SynchronousTestCase):

@@ -8,7 +8,9 @@ from __future__ import annotations
 import gc
 import importlib.util
 import io
+import json
 import os
+import subprocess
 import sys
 
 from twisted.python import usage
@@ -25,6 +27,7 @@ from letsencrypt_resource.startupcollection import (
     resumeCollection,
 )
 from tests.helpers.configuration import OFFLINE_SERVER
+from tests.helpers.processcase import ROOT, environment
 
 
 class Cycle:
@@ -257,34 +260,88 @@ class TwistdTests(TestCase):
             self.assertTrue(gc.isenabled())
 
 
+#: Loads this checkout's plugin file (not the copy an installation may
+#: hold), records whether automatic collection is on when the server's
+#: options module starts being imported, then after the plugin's options
+#: attribute is read, and after they are made; prints it all as JSON.
+ORDER = """\
+import gc, importlib.util, json, sys
+
+seen = {}
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "letsencrypt_resource.tap":
+            seen["import"] = gc.isenabled()
+        return None
+
+
+sys.meta_path.insert(0, Watch())
+spec = importlib.util.spec_from_file_location("plugin_under_test", sys.argv[1])
+plugin = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plugin)
+make = plugin.letsEncrypt.options
+seen["read"] = [gc.isenabled(), "letsencrypt_resource.tap" in sys.modules]
+options = make()
+seen["made"] = [gc.isenabled(), type(options).__module__, type(options).__name__]
+print(json.dumps(seen))
+"""
+
+
 class PluginTests(SynchronousTestCase):
     """
-    The plugin of C{twistd lets-encrypt} pauses automatic collection
-    before the server's modules are imported.
+    The plugin of C{twistd lets-encrypt} pauses automatic collection while
+    the server's modules are imported, only when its options are made.
     """
 
     def setUp(self) -> None:
         resetCollector(self)
-        path = os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-            "twisted",
-            "plugins",
-            "letsencrypt_resource_plugin.py",
-        )
+        self.path = os.path.join(ROOT, "twisted", "plugins", "letsencrypt_resource_plugin.py")
         # This checkout's plugin, not the copy an installation may hold.
-        spec = importlib.util.spec_from_file_location("preboot_plugin_under_test", path)
+        spec = importlib.util.spec_from_file_location("preboot_plugin_under_test", self.path)
         assert spec is not None and spec.loader is not None
         self.plugin = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(self.plugin)
 
-    def test_pausedFromTheImport(self) -> None:
+    def test_pausedForTheImport(self) -> None:
         """
-        Asking the plugin for its options, as twistd does once it runs it,
-        pauses automatic collection before it imports the options' module,
-        and gives that module's options.
+        In a fresh interpreter: reading the plugin's options attribute
+        pauses and imports nothing; making the options (as twistd does just
+        before parsing them) imports the server's options module with
+        automatic collection paused, and resumes it before it returns the
+        module's options.
         """
-        self.assertIs(self.plugin.letsEncrypt.options, tap.Options)
-        self.assertFalse(gc.isenabled())
+        output = subprocess.run(
+            [sys.executable, "-c", ORDER, self.path],
+            check=True,
+            capture_output=True,
+            env=environment(),
+        ).stdout
+        self.assertEqual(
+            json.loads(output.splitlines()[-1]),
+            {
+                "read": [True, False],
+                "import": False,
+                "made": [True, "letsencrypt_resource.tap", "Options"],
+            },
+        )
+
+    def test_usageLeavesCollectionOn(self) -> None:
+        """
+        Options made and never parsed (a tool that prints every plugin's
+        usage) leave automatic collection on.
+        """
+        self.plugin.letsEncrypt.options().getUsage()
+        self.assertTrue(gc.isenabled())
+
+    def test_resumedOnError(self) -> None:
+        """
+        When the import fails (C{namedAny} finds no such module), automatic collection is on again.
+        """
+        self.patch(self.plugin.letsEncrypt, "module", "letsencrypt_resource.nonexistent")
+        self.assertRaises(AttributeError, self.plugin.letsEncrypt.options)
+        self.assertTrue(gc.isenabled())
 
     def test_refusedResumes(self) -> None:
         """

@@ -226,3 +226,90 @@ class ReaderWaitTests(SynchronousTestCase):
         error = self.assertRaises(StateDirectoryLocked, self.starting().acquire, wait=0)
         self.assertEqual(error.holder, f"pid {os.getpid()}")
         self.assertEqual(self.time.slept, [])
+
+
+class RecordHolderTests(SynchronousTestCase):
+    """
+    L{StateLock.recordHolder}: the process that holds the lock now, after a
+    fork, writes its pid over the one that took it.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(self.path, 0o700)
+        self.lock = StateLock(self.path)
+        self.addCleanup(self.lock.release)
+
+    def takenBy(self, pid: int, reader: bool = False) -> None:
+        """
+        Take the lock as the process C{pid} would (the one that forked).
+        """
+        patched = self.patch(lockModule.os, "getpid", lambda: pid)
+        self.lock.acquire(reader=reader)
+        patched.restore()
+
+    def holder(self) -> str:
+        """
+        The lock file's text.
+        """
+        with open(os.path.join(self.path, "lock")) as stream:
+            return stream.read()
+
+    def test_recordsThisProcess(self) -> None:
+        """
+        The lock file names this process instead of the one that took the
+        lock, the longer text of that one cut.
+        """
+        self.takenBy(12345678)
+        self.lock.recordHolder()
+        self.assertEqual(self.holder(), str(os.getpid()))
+        self.assertTrue(self.lock.held())
+
+    def test_readerStaysReader(self) -> None:
+        """
+        A reader's lock still says so.
+        """
+        self.takenBy(12345678, reader=True)
+        self.lock.recordHolder()
+        self.assertEqual(self.holder(), f"{os.getpid()} reader")
+
+    def test_neverEmpty(self) -> None:
+        """
+        The new text is written before the old one is cut: a process
+        looking meanwhile finds a pid, never an empty file (which it would
+        wait for).
+        """
+        self.takenBy(12345678)
+        seen = []
+        original = os.ftruncate
+
+        def ftruncate(fd: int, length: int) -> None:
+            seen.append(os.pread(fd, 64, 0))
+            original(fd, length)
+
+        self.patch(lockModule.os, "ftruncate", ftruncate)
+        self.lock.recordHolder()
+        pid = str(os.getpid()).encode()
+        self.assertEqual(seen, [pid + b"12345678"[len(pid) :]])
+
+    def test_notHeld(self) -> None:
+        """
+        Without the lock, nothing is written, nothing created.
+        """
+        self.lock.recordHolder()
+        self.assertFalse(os.path.exists(os.path.join(self.path, "lock")))
+
+    def test_failedWriteKeepsTheLock(self) -> None:
+        """
+        When the text cannot be written, the lock is still held: holding
+        matters more than the text.
+        """
+        self.takenBy(12345678)
+
+        def full(fd: int, data: bytes, offset: int) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        self.patch(lockModule.os, "pwrite", full)
+        self.lock.recordHolder()
+        self.assertTrue(self.lock.held())
+        self.assertEqual(self.holder(), "12345678")

@@ -13,8 +13,10 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource.control import StateLock
 from letsencrypt_resource.pebble import freeTCPPort
@@ -289,6 +291,62 @@ class TwistdTests(TestCACase):
         out, err = await self.refused(path)
         self.assertGreaterEqual(time.monotonic() - began, READER_WAIT)
         self.assertIn(f"is in use by another process (pid {os.getpid()})".encode(), out + err)
+
+
+class BackgroundTests(TestCase):
+    """
+    C{twistd lets-encrypt} started in the background (without C{-n}).
+    """
+
+    async def test_lockNamesTheServer(self) -> None:
+        """
+        twistd takes the state directory's lock while it builds the server,
+        before it forks and its first process exits: once started, the lock
+        file names the server's pid (twistd's pidfile), not the exited one.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "public"))
+        path = os.path.join(directory, "server.ini")
+        with open(path, "w") as stream:
+            stream.write(
+                "[resources/le]\ntype = lets-encrypt\naddress = 127.0.0.1\n"
+                f"port = {freeTCPPort()}\nacme_url = https://127.0.0.1:1/dir\n"
+            )
+        pidfile = os.path.join(directory, "twistd.pid")
+        out, err, code = await getProcessOutputAndValue(
+            twistdCommand()[0],
+            [
+                f"--pidfile={pidfile}",
+                "--logfile=" + os.path.join(directory, "twistd.log"),
+                "lets-encrypt",
+                "--config",
+                path,
+            ],
+            env=environment(),
+            path=directory,
+        )
+        self.assertEqual(code, 0, out + err)
+        with open(pidfile) as stream:
+            server = int(stream.read())
+        self.addCleanup(stopProcess, server)
+        with open(os.path.join(directory, "lets-encrypt", "lock")) as stream:
+            self.assertEqual(stream.read(), str(server))
+
+
+async def stopProcess(pid: int) -> None:
+    """
+    Stop the process C{pid} (not a child of this one) with SIGTERM, and wait
+    until it is gone.
+    """
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        await deferLater(reactor, 0.1, lambda: None)
+    os.kill(pid, signal.SIGKILL)
 
 
 class ClusterKeyTests(PostgresCase):

@@ -60,6 +60,17 @@ def _holder(fd: int) -> tuple[str, bool]:
     return words[0], words[1:] == [_READER]
 
 
+def _record(fd: int, reader: bool) -> None:
+    """
+    Make the lock file C{fd} name this process as its holder, a reader's
+    or not.
+    """
+    holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
+    encoded = holder.encode("ascii")
+    os.pwrite(fd, encoded, 0)
+    os.ftruncate(fd, len(encoded))
+
+
 class StateLock:
     """
     The exclusive lock on a state directory.  The lock file records the
@@ -80,6 +91,7 @@ class StateLock:
         self.directory = directory
         self.path = os.path.join(directory, "lock")
         self._fd: int | None = None
+        self._reader = False
         self._sleep = sleep
         self._now = now
 
@@ -115,15 +127,27 @@ class StateLock:
                     os.close(fd)
                     raise StateDirectoryLocked(self.directory, f"pid {pid}") from None
             self._sleep(_TRY_AGAIN)
-        holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode("ascii"), 0)
+            _record(fd, reader)
         except BaseException:
             os.close(fd)
             raise
         self._close()
         self._fd = fd
+        self._reader = reader
+
+    def recordHolder(self) -> None:
+        """
+        Write this process's pid into the lock file, if it holds the lock: a
+        process that took it, then forked and exited (C{twistd} without
+        C{-n} takes it while building the server, before it daemonizes),
+        left its own pid there, and a second server would be refused
+        naming a process that is gone.  The new text replaces the old
+        without emptying the file first, so nobody finds it empty.
+        """
+        if self._fd is not None:
+            with suppress(OSError):  # Holding matters more than the text.
+                _record(self._fd, self._reader)
 
     def _open(self) -> int:
         """
