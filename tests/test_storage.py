@@ -30,6 +30,7 @@ from letsencrypt_resource.storage.records import (
     Records,
     accountKey,
     certificateKey,
+    parseRecord,
     parseRenewalState,
     renewalKey,
     renewalStateJSON,
@@ -775,6 +776,46 @@ class RecordsTests(TestCase):
             expected = self.assertRaises(ValueError, loads, data)
             error = self.assertRaises(ValueError, parseRenewalState, data)
             self.assertEqual(str(error), f"is not a valid renewal state: {expected}")
+
+    def test_renewalStateTrailingWhitespaceScannedOnce(self) -> None:
+        """
+        A renewal state followed by the whitespace C{json.loads} allows
+        after a document (a hand-edited state ending in a newline) is
+        scanned once, without C{json.loads}; other text after it (a
+        vertical tab, a no-break space) is still refused with the error of
+        C{json.loads}.
+        """
+        loaded: list[Any] = []
+        loads = json.loads
+
+        def counted(data: Any) -> Any:
+            loaded.append(data)
+            return loads(data)
+
+        self.patch(json, "loads", counted)
+        for data in (b'{"a": 1}\n', b'{"a": [1, 2]} \t\r\n\n'):
+            self.assertEqual(parseRenewalState(data), loads(data), data)
+        self.assertEqual(loaded, [])
+        for data in (b'{"a": 1}\x0b', b'{"a": 1}\n\xc2\xa0'):
+            expected = self.assertRaises(ValueError, loads, data)
+            error = self.assertRaises(ValueError, parseRenewalState, data)
+            self.assertEqual(str(error), f"is not a valid renewal state: {expected}")
+
+    def test_renewalStateNestedTooDeep(self) -> None:
+        """
+        A renewal state nested deeper than the scanner can go (100,000
+        lists) is refused as a state that does not parse, a C{ValueError}
+        naming it, not a C{RecursionError}; so is its record.
+        """
+        depth = 100_000
+        data = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+        error = self.assertRaises(ValueError, parseRenewalState, data)
+        self.assertEqual(str(error), "is not a valid renewal state: nested too deep")
+        refused = self.assertRaises(
+            StorageError, parseRecord, "renewal/example.com.json", data, parseRenewalState
+        )
+        self.assertIn("renewal/example.com.json", str(refused))
+        self.assertIn("nested too deep", str(refused))
 
     async def test_challenges(self) -> None:
         """
