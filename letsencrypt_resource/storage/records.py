@@ -58,7 +58,8 @@ class AccountRecord:
         """
         Read a record L{toJSON} wrote.
 
-        @raise ValueError: when C{data} is not such a record.
+        @raise ValueError: when C{data} is not such a record (one nested too
+            deep to parse among them).
         """
         try:
             document = json.loads(data)
@@ -69,6 +70,8 @@ class AccountRecord:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"is not a valid account file: {error}") from None
+        except RecursionError:
+            raise ValueError("is not a valid account file: nested too deep") from None
 
 
 #: The longest name L{domainsFileName} gives, so that the name, its suffix
