@@ -185,7 +185,7 @@ def parseRenewalState(data: bytes) -> dict[str, Any]:
 
 #: The whitespace C{json.loads} allows after a document (not C{str.isspace}:
 #: what else follows is left to C{json.loads} and its error).
-_WHITESPACE: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[assignment]
+_WHITESPACE: Callable[[str, int], re.Match[str]] = json.decoder.WHITESPACE.match  # type: ignore[attr-defined]
 
 #: The scanner C{json.loads} parses a document with (in C when built).
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
