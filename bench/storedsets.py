@@ -30,7 +30,7 @@ from common import ROOT, names  # noqa: E402
 from twisted.internet.defer import Deferred  # noqa: E402
 from warm import RUN, Inline, fabricated  # noqa: E402
 
-from letsencrypt_resource.renewalstate import storedDigest, storedFacts  # noqa: E402
+from letsencrypt_resource.renewalstate import storedRecord  # noqa: E402
 from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
 from letsencrypt_resource.storage.records import Records, StoredSet  # noqa: E402
 
@@ -43,9 +43,8 @@ def takeBack(stored: list[StoredSet], states: list[Any], facts: bool) -> float:
     """
     start = time.process_time()
     for records, state in zip(stored, states, strict=True):
-        certifiedKey = records.certifiedKey(
-            storedDigest(state), storedFacts(state) if facts else None
-        )
+        digest, recorded = storedRecord(state)
+        certifiedKey = records.certifiedKey(digest, recorded if facts else None)
         assert certifiedKey is not None
         certifiedKey.notAfter.timestamp()
         _ = (certifiedKey.validity, certifiedKey.issuerText)

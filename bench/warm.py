@@ -64,7 +64,7 @@ from letsencrypt_resource.config import ResourceOptions  # noqa: E402
 from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
 from letsencrypt_resource.keys import generateKey, withDomainNames  # noqa: E402
 from letsencrypt_resource.managed import ManagedCertificate  # noqa: E402
-from letsencrypt_resource.renewalstate import storedDigest, storedFacts  # noqa: E402
+from letsencrypt_resource.renewalstate import storedRecord  # noqa: E402
 from letsencrypt_resource.resource import LetsEncryptResource  # noqa: E402
 from letsencrypt_resource.setloading import settingsFingerprint  # noqa: E402
 from letsencrypt_resource.storage.directory import DirectoryStorage  # noqa: E402
@@ -148,7 +148,7 @@ def takenAsSaved(state: str, n: int, facts: bool) -> bool:
     sets: list[Any] = []
     records.loadSets([domains]).addCallback(sets.extend)
     saved = sets[0].renewalState()
-    taken = sets[0].certifiedKey(storedDigest(saved), storedFacts(saved))
+    taken = sets[0].certifiedKey(*storedRecord(saved))
     return taken is not None and (taken.recorded is not None) == facts
 
 

@@ -82,7 +82,7 @@ class CertificateFacts:
 
         @param digest: The only digest taken, if given: one already known
             to be a digest (see
-            L{letsencrypt_resource.renewalstate.storedFacts}); facts of
+            L{letsencrypt_resource.renewalstate.storedRecord}); facts of
             another give C{None}.
         """
         if not isinstance(value, dict) or value.keys() != _FIELDS:

@@ -49,7 +49,7 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
     its checks, as it is stored (C{certificate_digest}): see
     L{storedDigest}; and what the start-up and the status need of that
     certificate, bound to that digest and to the set's names, which it
-    carries (C{certificate_facts}): see L{storedFacts}.  Whether the
+    carries (C{certificate_facts}): see L{storedRecord}.  Whether the
     deploy command is due is not in it: that is each node's own (see
     L{letsencrypt_resource.deployflags}).
     """
@@ -92,20 +92,13 @@ def storedDigest(state: dict[str, Any] | None) -> str | None:
     return digest if isinstance(digest, str) and DIGEST.fullmatch(digest) else None
 
 
-def storedFacts(state: dict[str, Any] | None) -> CertificateFacts | None:
-    """
-    What a saved C{state} records of the stored certificate it vouches for
-    (see L{storedDigest}): C{None} when it records nothing, nothing valid
-    (see L{CertificateFacts.fromJSON}), or facts of another record than
-    the one it vouches for.
-    """
-    return storedRecord(state)[1]
-
-
 def storedRecord(state: dict[str, Any] | None) -> tuple[str | None, CertificateFacts | None]:
     """
-    The L{storedDigest} and the L{storedFacts} of a saved C{state}, the
-    digest checked once for both.
+    The L{storedDigest} of a saved C{state}, and what it records of the
+    stored certificate it vouches for: C{None} when it records nothing,
+    nothing valid (see L{CertificateFacts.fromJSON}), or facts of another
+    record than the one it vouches for.  The digest is checked once for
+    both.
     """
     digest = storedDigest(state)
     if digest is None:

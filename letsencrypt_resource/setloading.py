@@ -10,7 +10,7 @@ rules of L{letsencrypt_resource.renewalstate}; a stored certificate that
 parses (its key left for its first use when the state vouches for the
 record, see L{storedDigest <letsencrypt_resource.renewalstate.storedDigest>},
 and the certificate too when the state records its facts, see
-L{storedFacts <letsencrypt_resource.renewalstate.storedFacts>}) and passes
+L{storedRecord <letsencrypt_resource.renewalstate.storedRecord>}) and passes
 L{storedRefusal}; the saved waits
 then brought back within bounds (L{letsencrypt_resource.retrywaits.capWaits}).
 """

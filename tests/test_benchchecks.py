@@ -13,6 +13,9 @@ from types import ModuleType
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import events
+from letsencrypt_resource.renewalstate import storedRecord
+from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.records import Records, StoredSet
 from tests.helpers.processcase import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
@@ -72,3 +75,35 @@ class AfterReactorTests(SynchronousTestCase):
         bench = benchModule("afterreactor")
         old = "20209 10000 services listen, {} cannot, 3.683 seconds after they started."
         self.assertEqual([bench.allListen(old.format(n)) for n in (0, 1)], [True, False])
+
+
+class StoredRecordTests(SynchronousTestCase):
+    """
+    C{bench/warm.py} and C{bench/storedsets.py} take a stored set back by
+    the start-up's own path: the digest and the facts of its state at once
+    (L{storedRecord}).
+    """
+
+    def test_productPath(self) -> None:
+        """
+        Checking a fabricated state, and taking its sets back, each asks
+        L{storedRecord} once a set.
+        """
+        warm = benchModule("warm")
+        storedsets = benchModule("storedsets")
+        asked: list[object] = []
+
+        def counted(state: object) -> object:
+            asked.append(state)
+            return storedRecord(state)  # type: ignore[arg-type]
+
+        self.patch(warm, "storedRecord", counted)
+        self.patch(storedsets, "storedRecord", counted)
+        state = warm.fabricated(os.path.abspath(self.mktemp()), 2)
+        self.assertEqual(len(asked), 1)
+        records = Records(DirectoryStorage(state, None, workers=warm.Inline()))  # type: ignore[arg-type]
+        stored: list[StoredSet] = []
+        records.loadSets([(name,) for name in warm.names(2, warm.RUN)]).addCallback(stored.extend)
+        states = [each.renewalState() for each in stored]
+        storedsets.takeBack(stored, states, True)
+        self.assertEqual(asked[1:], states)

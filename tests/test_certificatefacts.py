@@ -42,7 +42,7 @@ from letsencrypt_resource.display import formatStatus
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
-from letsencrypt_resource.renewalstate import storedDigest, storedFacts, storedRecord
+from letsencrypt_resource.renewalstate import storedDigest, storedRecord
 from letsencrypt_resource.setloading import Refusal, settingsFingerprint, storedRefusal
 from letsencrypt_resource.statusreader import offlineStatus
 from letsencrypt_resource.statusrows import isoTime
@@ -455,7 +455,7 @@ class NewerByValidityTests(SynchronousTestCase):
 class SavedFactsTests(SynchronousTestCase):
     """
     The renewal state a set in service saves records its certificate's
-    facts, bound to the digest it vouches for (L{storedFacts}).
+    facts, bound to the digest it vouches for (L{storedRecord}).
     """
 
     def test_recorded(self) -> None:
@@ -469,7 +469,7 @@ class SavedFactsTests(SynchronousTestCase):
         digest = bundleDigest(issued.toPEM())
         self.assertEqual(storedDigest(state), digest)
         self.assertEqual(
-            storedFacts(state),
+            storedRecord(state)[1],
             CertificateFacts(digest, *issued.validity, issued.issuerText, NAMES),
         )
 
@@ -485,17 +485,17 @@ class SavedFactsTests(SynchronousTestCase):
         undigested = {**state, "certificate_digest": None}
         other = {**state, "certificate_digest": "d" * 64}
         for saved in (older, undigested, other, None):
-            self.assertIsNone(storedFacts(saved))
+            self.assertIsNone(storedRecord(saved)[1])
 
     def test_storedRecord(self) -> None:
         """
-        L{storedRecord} gives the digest and the facts of a state at once,
-        as L{storedDigest} and L{storedFacts} give them: the digest alone
-        when the facts are of another record.
+        L{storedRecord} gives the digest of a state, as L{storedDigest}
+        gives it, with its facts: the digest alone when the facts are of
+        another record.
         """
         issuing = Issuing()
         state = issuing.savedState(issuing.issue())
-        self.assertEqual(storedRecord(state), (storedDigest(state), storedFacts(state)))
+        self.assertEqual(storedRecord(state)[0], storedDigest(state))
         self.assertIsNotNone(storedRecord(state)[1])
         other = {**state, "certificate_digest": "d" * 64}
         self.assertEqual(storedRecord(other), ("d" * 64, None))
@@ -510,7 +510,7 @@ class SavedFactsTests(SynchronousTestCase):
         issuing = Issuing()
         issued = issuing.issue()
         state = issuing.savedState(issued)
-        recorded = storedFacts(state)
+        recorded = storedRecord(state)[1]
         read = CertifiedKey.fromCheckedPEM(issued.toPEM(), frozenset(DOMAINS), recorded)
         again = issuing.savedState(read)
         self.assertEqual(again, state)
@@ -532,7 +532,7 @@ class StoredSetTests(SynchronousTestCase):
         """
         sets: list[Any] = []
         issuing.records.loadSets([DOMAINS]).addCallback(sets.extend)
-        certifiedKey = sets[0].certifiedKey(storedDigest(state), storedFacts(state))
+        certifiedKey = sets[0].certifiedKey(*storedRecord(state))
         assert certifiedKey is not None
         return certifiedKey
 
@@ -546,7 +546,7 @@ class StoredSetTests(SynchronousTestCase):
         state = issuing.savedState(issued)
         issuing.keep(issued, state)
         read = self.stored(issuing, state)
-        self.assertEqual(read.recorded, storedFacts(state))
+        self.assertEqual(read.recorded, storedRecord(state)[1])
         self.assertEqual(
             (read.validity, read.issuerText, read.toPEM()),
             (issued.validity, issued.issuerText, issued.toPEM()),
@@ -699,7 +699,7 @@ class StatusTests(SynchronousTestCase):
         )
         issued = CertifiedKey(key, builder.sign(caKey, hashes.SHA256()))
         state = issuing.savedState(issued)
-        self.assertIsNone(storedFacts(state))
+        self.assertIsNone(storedRecord(state)[1])
         issuing.keep(issued, state)
         row = issuing.status()
         self.assertIn(evil, row["issuer"])
@@ -747,7 +747,7 @@ class StartTests(ResourceTestCase):
         self.assertIsNone(made._made)
         self.assertEqual(
             (taken.recorded, resource.managed[frozenset(REPORTS)].plan()),
-            (storedFacts(managed.state()), managed.plan()),
+            (storedRecord(managed.state())[1], managed.plan()),
         )
         self.assertIsNone(made._made)
         self.assertEqual(taken.certificate, issued.certificate)

@@ -21,6 +21,7 @@ from typing import Any
 from twisted.logger import formatEvent
 
 from letsencrypt_resource.certificates import CertifiedKey
+from letsencrypt_resource.storage.interface import MAX_VALUE
 from letsencrypt_resource.testing import advanceThrough, runUntilFired
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 from tests.helpers.statedir import StateDirectory
@@ -43,6 +44,8 @@ DAMAGES: dict[str, Callable[[bytes], bytes]] = {
     "garbage": _seeded,
     "doubled": lambda data: data + data,
     "text appended": lambda data: data + b"\nbroken\n",
+    "padded past the size bound": lambda data: data + b" " * MAX_VALUE,
+    "nested too deep": lambda data: b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
 }
 
 

@@ -17,7 +17,13 @@ from twisted.internet.defer import gatherResults
 
 from letsencrypt_resource.storage import pglisten, pgsql, postgres
 from letsencrypt_resource.storage.availability import REFUSED, UP, Availability
-from letsencrypt_resource.storage.interface import StaleFence, StorageError, StorageUnavailable
+from letsencrypt_resource.storage.interface import (
+    MAX_VALUE,
+    TOO_LARGE,
+    StaleFence,
+    StorageError,
+    StorageUnavailable,
+)
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
 from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
@@ -261,6 +267,28 @@ class PostgresStorageTests(PostgresCase):
         self.assertEqual(len(await storage.list("")), 5)
         self.assertEqual(prefixRange(b"a\xff\xff"), (b"a\xff\xff", b"b"))
         self.assertEqual(prefixRange(b"\xff"), (b"\xff", None))
+
+    async def test_largeValueRefused(self) -> None:
+        """
+        A value larger than C{MAX_VALUE} bytes is refused as unusable,
+        naming its key, alone or among others (the database leaves it out
+        of the rows it sends); one of C{MAX_VALUE} bytes, and the others
+        read alone, still read.
+        """
+        storage = self.storage()
+        await storage.store("renewal/a.json", b"x" * (MAX_VALUE + 1))
+        await storage.store("renewal/b.json", b"x" * MAX_VALUE)
+        await storage.store("certificates/a.pem", b"pem")
+        for loading in (
+            storage.load("renewal/a.json"),
+            storage.loadMany(["certificates/a.pem", "renewal/a.json", "renewal/b.json"]),
+        ):
+            error = await self.assertFailure(loading, StorageError)
+            self.assertEqual((error.key, error.message), ("renewal/a.json", TOO_LARGE))
+        self.assertEqual(
+            await storage.loadMany(["certificates/a.pem", "renewal/b.json"]),
+            {"certificates/a.pem": b"pem", "renewal/b.json": b"x" * MAX_VALUE},
+        )
 
     def test_connectionDefaults(self) -> None:
         """

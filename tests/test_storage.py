@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from letsencrypt_resource.certificatefacts import CertificateFacts
@@ -21,7 +22,7 @@ from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage import records as records_module
 from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread, tokenFile
-from letsencrypt_resource.storage.interface import LeaseLost, StorageError
+from letsencrypt_resource.storage.interface import MAX_VALUE, TOO_LARGE, LeaseLost, StorageError
 from letsencrypt_resource.storage.leases import LeaseTable
 from letsencrypt_resource.storage.lock import StateDirectoryLocked, StateLock
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
@@ -30,6 +31,7 @@ from letsencrypt_resource.storage.records import (
     Records,
     accountKey,
     certificateKey,
+    parseRecord,
     parseRenewalState,
     renewalKey,
     renewalStateJSON,
@@ -404,17 +406,123 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.assertEqual(self.successResultOf(loaded), values)
         self.assertEqual(len(reads), 2)
 
-    async def test_readsALargeFileWhole(self) -> None:
+    def readWith(self, values: dict[str, bytes], read: Callable[[int, int], bytes]) -> Any:
         """
-        A file larger than a first read asks for is read to its end.
+        Store C{values} in a directory storage, then load them together and
+        each alone with C{os.read} replaced by C{read}.
+
+        @return: what C{loadMany} gave, or the L{StorageError} it failed
+            with, and the same of each C{load}.
         """
-        storage = self.storage()
-        value = bytes(range(256)) * 1000
-        await storage.store("certificates/a.pem", value)
-        self.assertEqual(
-            await storage.loadMany(["certificates/a.pem"]), {"certificates/a.pem": value}
-        )
-        self.assertEqual(await storage.load("certificates/a.pem"), value)
+        workers = QueuedWorkers()
+        storage = DirectoryStorage(self.path, reactor, workers=workers)
+        for key, value in values.items():
+            storage.store(key, value)
+        workers.runAll()
+        self.patch(os, "read", read)
+        loads = [storage.loadMany(list(values))] + [storage.load(key) for key in values]
+        workers.runAll()
+        results: list[Any] = []
+        for loaded in loads:
+            if isinstance(loaded.result, Failure):
+                results.append(self.failureResultOf(loaded, StorageError).value)
+            else:
+                results.append(self.successResultOf(loaded))
+        return results
+
+    def test_readsAFileThatGrewWhole(self) -> None:
+        """
+        A file that grew after its size was taken (longer than the first
+        read asks for) is read to its end.
+        """
+        path = os.path.join(self.path, "certificates", "a.pem")
+        value = bytes(range(256)) * 20
+        more = b"more" * 3000
+        read = os.read
+        sizes: list[int] = []
+
+        def growing(fd: int, size: int) -> bytes:
+            if not sizes:
+                with open(path, "ab") as stream:
+                    stream.write(more)
+            sizes.append(size)
+            return read(fd, size)
+
+        loaded, alone = self.readWith({"certificates/a.pem": value}, growing)
+        self.assertEqual(loaded, {"certificates/a.pem": value + more})
+        self.assertEqual(alone, value + more)
+        self.assertEqual(sizes[0], len(value) + 1)
+
+    def test_shortFirstReadReadOn(self) -> None:
+        """
+        A first read that returns less than the size the file reported
+        (Linux returns at most about 2 GiB a read; some file systems read
+        short) is not taken as the end of the file: it is read on.
+        """
+        read = os.read
+        value = bytes(range(256)) * 40
+
+        def short(fd: int, size: int) -> bytes:
+            return read(fd, min(size, 4096))
+
+        loaded, alone = self.readWith({"certificates/a.pem": value}, short)
+        self.assertEqual((loaded, alone), ({"certificates/a.pem": value}, value))
+
+    def test_largeFileRefusedUnread(self) -> None:
+        """
+        A file larger than C{MAX_VALUE} bytes is refused as unusable,
+        naming its path, without being read; the other keys read alone
+        still read.
+        """
+        values = {"renewal/a.json": b"{}", "certificates/a.pem": b"pem"}
+        workers = QueuedWorkers()
+        for key, value in values.items():
+            DirectoryStorage(self.path, reactor, workers=workers).store(key, value)
+        workers.runAll()
+        path = os.path.join(self.path, "certificates", "a.pem")
+        with open(path, "wb") as stream:
+            stream.truncate(MAX_VALUE + 1)
+        read = os.read
+        sizes: list[int] = []
+
+        def counted(fd: int, size: int) -> bytes:
+            sizes.append(os.fstat(fd).st_size)
+            return read(fd, size)
+
+        workers = QueuedWorkers()
+        storage = DirectoryStorage(self.path, reactor, workers=workers)
+        self.patch(os, "read", counted)
+        loads = [storage.loadMany(list(values)), storage.load("certificates/a.pem")]
+        workers.runAll()
+        for loaded in loads:
+            error = self.failureResultOf(loaded, StorageError).value
+            self.assertEqual((error.key, error.message), (path, TOO_LARGE))
+        self.assertEqual(sizes, [2])
+        alone = storage.load("renewal/a.json")
+        workers.runAll()
+        self.assertEqual(self.successResultOf(alone), b"{}")
+
+    def test_fileGrownPastTheBoundRefused(self) -> None:
+        """
+        A file that grows past C{MAX_VALUE} bytes after its size was taken
+        is refused as unusable once C{MAX_VALUE} bytes and one are read, not
+        read to its end.
+        """
+        path = os.path.join(self.path, "renewal", "a.json")
+        read = os.read
+        sizes: list[int] = []
+
+        def growing(fd: int, size: int) -> bytes:
+            if not sizes:
+                with open(path, "ab") as stream:
+                    stream.truncate(4 * MAX_VALUE)
+            sizes.append(size)
+            return read(fd, size)
+
+        results = self.readWith({"renewal/a.json": b"{}"}, growing)
+        for error in results:
+            self.assertEqual((error.key, error.message), (path, TOO_LARGE))
+        self.assertLessEqual(sum(sizes), MAX_VALUE + 1)
 
     async def test_tokensPersisted(self) -> None:
         """
@@ -775,6 +883,46 @@ class RecordsTests(TestCase):
             expected = self.assertRaises(ValueError, loads, data)
             error = self.assertRaises(ValueError, parseRenewalState, data)
             self.assertEqual(str(error), f"is not a valid renewal state: {expected}")
+
+    def test_renewalStateTrailingWhitespaceScannedOnce(self) -> None:
+        """
+        A renewal state followed by the whitespace C{json.loads} allows
+        after a document (a hand-edited state ending in a newline) is
+        scanned once, without C{json.loads}; other text after it (a
+        vertical tab, a no-break space) is still refused with the error of
+        C{json.loads}.
+        """
+        loaded: list[Any] = []
+        loads = json.loads
+
+        def counted(data: Any) -> Any:
+            loaded.append(data)
+            return loads(data)
+
+        self.patch(json, "loads", counted)
+        for data in (b'{"a": 1}\n', b'{"a": [1, 2]} \t\r\n\n'):
+            self.assertEqual(parseRenewalState(data), loads(data), data)
+        self.assertEqual(loaded, [])
+        for data in (b'{"a": 1}\x0b', b'{"a": 1}\n\xc2\xa0'):
+            expected = self.assertRaises(ValueError, loads, data)
+            error = self.assertRaises(ValueError, parseRenewalState, data)
+            self.assertEqual(str(error), f"is not a valid renewal state: {expected}")
+
+    def test_renewalStateNestedTooDeep(self) -> None:
+        """
+        A renewal state nested deeper than the scanner can go (100,000
+        lists) is refused as a state that does not parse, a C{ValueError}
+        naming it, not a C{RecursionError}; so is its record.
+        """
+        depth = 100_000
+        data = b'{"a": ' + b"[" * depth + b"]" * depth + b"}"
+        error = self.assertRaises(ValueError, parseRenewalState, data)
+        self.assertEqual(str(error), "is not a valid renewal state: nested too deep")
+        refused = self.assertRaises(
+            StorageError, parseRecord, "renewal/example.com.json", data, parseRenewalState
+        )
+        self.assertIn("renewal/example.com.json", str(refused))
+        self.assertIn("nested too deep", str(refused))
 
     async def test_challenges(self) -> None:
         """

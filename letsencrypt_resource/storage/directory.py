@@ -57,6 +57,8 @@ from zope.interface import implementer
 from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
 from .interface import (
+    MAX_VALUE,
+    TOO_LARGE,
     ILease,
     IStorage,
     LeaseLost,
@@ -139,13 +141,15 @@ def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
     """
     The content of the regular file C{name} of the open C{folder} (the file
     of C{key} under C{base}), or C{None} when it is missing; a link there
-    is not followed.  A file read whole at its first read, one byte short
-    of the size asked for, is not read again: a regular file reads short
-    only at its end, so that read ends it (four system calls a file, not
-    five: at 10,000 sets, 20,000 reads fewer at start-up).
+    is not followed.  A first read that returns the size the file reported
+    ends it (four system calls a file, not five: at 10,000 sets, 20,000
+    reads fewer at start-up); otherwise (a read cut short, a file that grew
+    or shrank) it is read on to its end.  No more than L{MAX_VALUE} bytes
+    and one are read.
 
     @raise OSError: naming the file's path (made only then), when it
-        cannot be read, or is not a regular file.
+        cannot be read, is not a regular file, or is larger than
+        L{MAX_VALUE} bytes (L{TOO_LARGE}).
     """
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=folder)
@@ -160,13 +164,18 @@ def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise UnusablePath(os.path.join(base, key), "is not a regular file")
-        size = max(status.st_size + 1, 4096)
-        first = os.read(fd, size)
-        if len(first) < size:
+        if status.st_size > MAX_VALUE:
+            raise OSError(errno.EFBIG, TOO_LARGE, os.path.join(base, key))
+        first = os.read(fd, max(status.st_size + 1, 4096))
+        if len(first) == status.st_size:
             return first
         parts = [first]
-        while part := os.read(fd, size):
+        read = len(first)
+        while read <= MAX_VALUE and (part := os.read(fd, MAX_VALUE + 1 - read)):
             parts.append(part)
+            read += len(part)
+        if read > MAX_VALUE:
+            raise OSError(errno.EFBIG, TOO_LARGE, os.path.join(base, key))
         return b"".join(parts)
     finally:
         os.close(fd)

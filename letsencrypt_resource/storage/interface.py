@@ -20,6 +20,12 @@ from zope.interface import Attribute, Interface
 RESERVED = frozenset({"lock", "control.sock"})
 #: The longest part of a key, in bytes: a file name.
 MAX_PART = 255
+#: The largest value read, in bytes: a key with its chain, or a renewal
+#: state, is a few kilobytes.  A larger file or row is refused with
+#: L{TOO_LARGE} without being read whole, as a damaged record.
+MAX_VALUE = 1 << 20
+#: Why a value over L{MAX_VALUE} is refused.
+TOO_LARGE = f"is larger than {MAX_VALUE} bytes, the most a record is read of"
 
 
 class StorageError(Exception):

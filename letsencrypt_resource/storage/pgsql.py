@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .interface import StaleFence, StorageError
+from .interface import MAX_VALUE, TOO_LARGE, StaleFence, StorageError
 
 #: The channel every write notifies at commit.
 CHANNEL = "letsencrypt_changes"
@@ -82,16 +82,36 @@ def checkPlace(connection: Any, key: str) -> None:
         raise StorageError(key, "is a folder of other keys")
 
 
+#: A value, or C{NULL} in its place when it is larger than the bound
+#: given as the first parameter: the database does not send it.
+_BOUNDED = "CASE WHEN octet_length(value) <= %s THEN value END"
+
+
+def _bounded(key: str, value: bytes | None) -> bytes:
+    """
+    The C{value} of L{_BOUNDED} at C{key}, as bytes.
+
+    @raise StorageError: when it was left out for its size (a value is
+        never C{NULL}).
+    """
+    if value is None:
+        raise StorageError(key, TOO_LARGE)
+    return bytes(value)
+
+
 def load(connection: Any, key: str) -> bytes | None:
     """
     The value at C{key}, or C{None} (after checking that C{key} is not a
     folder nor below a value: a row found is neither).
+
+    @raise StorageError: when the value is larger than L{MAX_VALUE} bytes
+        (it is not fetched).
     """
     row = connection.execute(
-        "SELECT value FROM letsencrypt_values WHERE key = %s", (keyBytes(key),)
+        f"SELECT {_BOUNDED} FROM letsencrypt_values WHERE key = %s", (MAX_VALUE, keyBytes(key))
     ).fetchone()
     if row is not None:
-        return bytes(row[0])
+        return _bounded(key, row[0])
     checkPlace(connection, key)
     return None
 
@@ -101,12 +121,18 @@ def loadMany(connection: Any, keys: list[str]) -> dict[str, bytes | None]:
     The values at C{keys}, found by one query; C{None} for each key missing
     (after checking, as L{load} does, that it is not a folder nor below a
     value).
+
+    @raise StorageError: naming the first key found whose value is larger
+        than L{MAX_VALUE} bytes (none is fetched).
     """
     rows = connection.execute(
-        "SELECT key, value FROM letsencrypt_values WHERE key = ANY(%s)",
-        ([keyBytes(key) for key in keys],),
+        f"SELECT key, {_BOUNDED} FROM letsencrypt_values WHERE key = ANY(%s)",
+        (MAX_VALUE, [keyBytes(key) for key in keys]),
     )
-    found = {keyText(key): bytes(value) for key, value in rows}
+    found = {}
+    for row in rows:
+        key = keyText(row[0])
+        found[key] = _bounded(key, row[1])
     values: dict[str, bytes | None] = {}
     for key in keys:
         values[key] = found.get(key)
