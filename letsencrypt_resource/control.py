@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -23,14 +23,14 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as AnswerLate
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IConsumer, IListeningPort, IReactorTime, IReactorUNIX
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
-from .answerwrites import AnswerWrite, KeepingTasks
+from .answerwrites import AnswerWrite, Connection, KeepingTasks
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
@@ -129,7 +129,8 @@ class _ControlProtocol(LineReceiver):
     """
     One JSON request a line, C{{"name": ..., "arguments": {...}}}, answered
     by one JSON line, C{{"result": ..., "error": ...}}, while which the
-    row-keeping of C{keeping} waits (see L{AnswerWrite}).
+    row-keeping of C{keeping} waits and no further request is read, when
+    more than the transport's buffer is pending (see L{AnswerWrite}).
     """
 
     delimiter = b"\n"
@@ -153,7 +154,7 @@ class _ControlProtocol(LineReceiver):
 
     def _answer(self, result: Any, error: str | None) -> None:
         line = answerLine(result, error) + self.delimiter
-        AnswerWrite.write(IConsumer(self.transport), self._keeping, line)
+        AnswerWrite.write(cast(Connection, self.transport), self, self._keeping, line)
 
 
 class _ControlClient(Protocol):
@@ -220,7 +221,7 @@ class ControlService(Service):
         super().startService()
         clock = IReactorTime(self._reactor)
         self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
-        tasks = KeepingTasks(self._cooperator)
+        tasks = KeepingTasks(self._cooperator, clock)
         factory: Factory[Any] = Factory.forProtocol(
             lambda: _ControlProtocol(self._operations, tasks)
         )

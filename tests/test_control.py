@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import control, controlsocket
-from letsencrypt_resource.answerwrites import KeepingTasks
+from letsencrypt_resource.answerwrites import HOLD_LIMIT, KeepingTasks
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -270,11 +270,39 @@ class ControlSocketTests(SynchronousTestCase):
         protocol.makeConnection(socket)
         protocol.dataReceived(requestLine("status", {}))
         reactor.advance(0)
-        self.assertEqual(reactor.getDelayedCalls(), [])
+        # Only the hold's bounds are scheduled, no turn of the keeping.
+        self.assertEqual(
+            sorted(call.getTime() for call in reactor.getDelayedCalls()),
+            [HOLD_LIMIT, STATUS_ANSWER_WAIT],
+        )
         while socket.dataBuffer or socket._tempDataBuffer:
             socket.doWrite()
         self.assertEqual(socket.written, answerLine(answer, None) + b"\n")
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
+
+    def test_oneAnswerPendingAtATime(self) -> None:
+        """
+        Requests sent together on a connection whose answer is held are
+        not read until it is written: the server holds one answer of a
+        connection that does not read, not one per request.
+        """
+        service, reactor = self.service()
+        answer = EncodedJSON('"' + "x" * 300_000 + '"')
+        asked: list[str] = []
+
+        def dispatched(operations: object, name: str, arguments: object) -> Deferred[object]:
+            asked.append(name)
+            return succeed(answer)
+
+        self.patch(control, "dispatch", dispatched)
+        protocol = reactor.unixServers[0][1].buildProtocol(None)
+        socket = SlowSocket(100_000)
+        protocol.makeConnection(socket)
+        protocol.dataReceived(requestLine("status", {}) * 3)
+        self.assertEqual(asked, ["status"])
+        while len(asked) == 1 and (socket.dataBuffer or socket._tempDataBuffer):
+            socket.doWrite()
+        self.assertEqual(asked, ["status", "status"])
 
     def test_longStateDirectory(self) -> None:
         """
@@ -505,7 +533,7 @@ class ControlProtocolTests(SynchronousTestCase):
         A request line longer than any real request (a renewal of 10,000
         long names) closes the connection instead of being buffered on.
         """
-        keeping = KeepingTasks(Cooperator())
+        keeping = KeepingTasks(Cooperator(), Clock())
         protocol = _ControlProtocol(Operations(None, Clock()), keeping)  # type: ignore[arg-type]
         transport = StringTransport()
         protocol.makeConnection(transport)
