@@ -8,9 +8,10 @@ which the socket takes about 200 KB at a time, one write a turn: with a
 slice of rows made at each of those turns, writing the answer asked right
 at start-up took 0.2-0.7 s.  So the row-keeping pauses from the moment an
 answer leaves more than the transport's buffer (64 KiB) pending until it
-is all written (L{AnswerWrite}), and resumes when the last such answer
-is, or L{HOLD_LIMIT} seconds after the hold began, whichever comes first:
-a client that asks and never reads holds the keeping no longer than that.
+is all written (L{AnswerWrite}), and resumes when no answer holds it:
+each holds it until it is written or for L{HOLD_LIMIT} seconds, whichever
+comes first, so a client that asks and never reads holds the keeping no
+longer than that.
 Such a connection is not read while its answer is held (one answer at a
 time pending per connection), and is closed when its answer is still not
 written after L{STATUS_ANSWER_WAIT
@@ -148,9 +149,7 @@ class AnswerWrite:
         self._timers: list[IDelayedCall] = []
 
     @classmethod
-    def write(
-        cls, transport: Connection, reader: Reader, tasks: KeepingTasks, data: bytes
-    ) -> None:
+    def write(cls, transport: Connection, reader: Reader, tasks: KeepingTasks, data: bytes) -> None:
         """
         Write C{data} on C{transport}, the row-keeping of C{tasks} held
         (for L{HOLD_LIMIT} seconds at most) and C{reader}, what reads the

@@ -252,7 +252,9 @@ class ControlService(Service):
         has settled (see L{Operations.keepRows}), a few at a time between
         the reactor's other work, with a cooperator of this service's own
         (C{tasks}'s: stopped with it, it leaves nothing scheduled), and
-        not while an answer is being written.
+        not while an answer leaves more than the transport's buffer
+        pending (for L{HOLD_LIMIT
+        <letsencrypt_resource.answerwrites.HOLD_LIMIT>} seconds at most).
         """
         self._keeping = self._operations.keepRows(tasks.cooperate)
         self._keeping.addErrback(lambda failure: unexpected(self._log, failure))

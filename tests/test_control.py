@@ -258,8 +258,8 @@ class ControlSocketTests(SynchronousTestCase):
 
     def test_keepingHeldWhileAnswerWritten(self) -> None:
         """
-        While the socket writes an answer too long for one write, the
-        service's row-keeping waits: no turn of it is scheduled until the
+        While an answer leaves more than the transport's buffer pending,
+        the service's row-keeping waits: no turn of it is scheduled until the
         answer is written.
         """
         service, reactor = self.service()
