@@ -12,9 +12,9 @@ is all written (L{AnswerWrite}), and resumes when no answer holds it:
 each holds it until it is written or for L{HOLD_LIMIT} seconds, whichever
 comes first, so a client that asks and never reads holds the keeping no
 longer than that.
-Such a connection is not read while its answer is held (one answer at a
-time pending per connection), and is closed when its answer is still not
-written after L{STATUS_ANSWER_WAIT
+A connection is not read from a request until its answer is written (one
+answer at a time pending per connection), and is closed when its answer
+is still not written after L{STATUS_ANSWER_WAIT
 <letsencrypt_resource.controlsocket.STATUS_ANSWER_WAIT>} seconds, by when
 a client of ours gave up waiting.
 """
@@ -65,7 +65,8 @@ class Connection(Protocol):
 
 class Reader(Protocol):
     """
-    What reads a connection, paused while its answer is held.
+    What reads a connection: paused while a request runs, resumed once
+    its answer is written.
     """
 
     def pauseProducing(self) -> None:
@@ -131,8 +132,8 @@ class AnswerWrite:
     One answer written on a connection, registered as its transport's
     producer while it is written (see L{write}): the transport pauses it
     when more than its buffer (64 KiB) is pending, which holds the
-    row-keeping and stops reading the connection, and resumes it once all
-    is written, which releases both, or stops it when the connection is
+    row-keeping, and resumes it once all is written, which releases it
+    and reads the connection again, or stops it when the connection is
     lost, which releases the keeping.  The keeping is released anyway
     after L{HOLD_LIMIT} seconds, and the connection aborted after
     L{STATUS_ANSWER_WAIT
@@ -152,38 +153,32 @@ class AnswerWrite:
     def write(cls, transport: Connection, reader: Reader, tasks: KeepingTasks, data: bytes) -> None:
         """
         Write C{data} on C{transport}, the row-keeping of C{tasks} held
-        (for L{HOLD_LIMIT} seconds at most) and C{reader}, what reads the
-        connection, paused until it is all written if more than the
-        transport's buffer is pending.  Written on a transport that is
-        still writing an answer of its own, it is held with that answer,
-        until all is written.
+        (for L{HOLD_LIMIT} seconds at most) until it is all written if
+        more than the transport's buffer is pending, and resume C{reader},
+        what reads the connection (paused while the request ran), once it
+        is written: at once or then.  One answer at a time on a transport:
+        the next is written once C{reader} is resumed.
         """
         answer = cls(transport, reader, tasks)
-        try:
-            transport.registerProducer(answer, True)
-        except RuntimeError:
-            # Another answer's producer: it holds the keeping until the
-            # transport has written everything, this too.
-            transport.write(data)
-            return
+        transport.registerProducer(answer, True)
         transport.write(data)
         if not answer._paused and not answer._ended:
             # Taken at once: nothing to wait for.
             answer._ended = True
             transport.unregisterProducer()
+            reader.resumeProducing()
 
     def pauseProducing(self) -> None:
         """
         More than the transport's buffer is pending: hold the row-keeping
-        for L{HOLD_LIMIT} seconds at most, stop reading the connection, and
-        abort it if the answer is not written in L{STATUS_ANSWER_WAIT
+        for L{HOLD_LIMIT} seconds at most, and abort the connection if the
+        answer is not written in L{STATUS_ANSWER_WAIT
         <letsencrypt_resource.controlsocket.STATUS_ANSWER_WAIT>} seconds.
         """
         if self._paused or self._ended:
             return
         self._paused = self._holding = True
         self._tasks.hold()
-        self._reader.pauseProducing()
         clock = self._tasks.clock
         self._timers = [
             clock.callLater(HOLD_LIMIT, self._letGo),

@@ -129,8 +129,9 @@ class _ControlProtocol(LineReceiver):
     """
     One JSON request a line, C{{"name": ..., "arguments": {...}}}, answered
     by one JSON line, C{{"result": ..., "error": ...}}, while which the
-    row-keeping of C{keeping} waits and no further request is read, when
-    more than the transport's buffer is pending (see L{AnswerWrite}).
+    row-keeping of C{keeping} waits, when more than the transport's buffer
+    is pending (see L{AnswerWrite}); no further request is read from a
+    request until its answer is written.
     """
 
     delimiter = b"\n"
@@ -141,6 +142,10 @@ class _ControlProtocol(LineReceiver):
         self._keeping = keeping
 
     def lineReceived(self, line: bytes) -> None:
+        # One request at a time: no more is read until it is answered (see
+        # AnswerWrite.write; answered at once, LineReceiver's loop goes on
+        # with the next buffered line, without a deeper call).
+        self.pauseProducing()
         try:
             request = json.loads(line)
             running = dispatch(self._operations, request["name"], request["arguments"])

@@ -19,7 +19,7 @@ from tests.helpers.slowsocket import SlowSocket
 
 class PausingReader:
     """
-    What reads a connection: records its pauses and resumes in C{calls}.
+    What reads a connection: records its resumes in C{calls}.
     """
 
     def __init__(self) -> None:
@@ -27,9 +27,9 @@ class PausingReader:
 
     def pauseProducing(self) -> None:
         """
-        Stop reading.
+        Never called: the connection's protocol pauses itself.
         """
-        self.calls.append("pause")
+        raise AssertionError("pauseProducing")
 
     def resumeProducing(self) -> None:
         """
@@ -138,22 +138,6 @@ class AnswerWriteTests(KeepingCase):
         socket.connectionLost(Failure(ConnectionDone()))
         self.assertGreater(self.turns(), 0)
 
-    def test_secondAnswerHeldWithFirst(self) -> None:
-        """
-        A second answer on a connection still writing its first is written
-        after it, and the row-keeping held until both are written.
-        """
-        self.keeping.cooperate(self.counting())
-        socket = SlowSocket(100_000)
-        self.write(socket, b"a" * 150_000)
-        self.write(socket, b"b" * 150_000)
-        socket.doWrite()
-        socket.doWrite()
-        self.assertEqual(self.turns(), 0)
-        socket.doWrite()
-        self.assertEqual(socket.written, b"a" * 150_000 + b"b" * 150_000)
-        self.assertGreater(self.turns(), 0)
-
     def test_heldUntilLastConnectionWritten(self) -> None:
         """
         With answers written on two connections, the row-keeping is held
@@ -207,21 +191,21 @@ class AnswerWriteTests(KeepingCase):
         self.assertEqual((unread.aborted, read.aborted), (True, False))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_notReadWhileHeld(self) -> None:
+    def test_readOnceWritten(self) -> None:
         """
-        A connection is not read while its answer is held: its reader is
-        paused until the answer is written, then resumed; a short answer
-        leaves it read.
+        The connection's reader is resumed once the answer is written: a
+        short one at once, a held one when its last part is.
         """
         socket = SlowSocket(100_000)
         reader = PausingReader()
         AnswerWrite.write(socket, reader, self.keeping, b"x" * 1000)
-        self.assertEqual(reader.calls, [])
+        self.assertEqual(reader.calls, ["resume"])
         AnswerWrite.write(socket, reader, self.keeping, b"x" * 250_000)
-        self.assertEqual(reader.calls, ["pause"])
-        for _ in range(3):
-            socket.doWrite()
-        self.assertEqual(reader.calls, ["pause", "resume"])
+        socket.doWrite()
+        socket.doWrite()
+        self.assertEqual(reader.calls, ["resume"])
+        socket.doWrite()
+        self.assertEqual(reader.calls, ["resume", "resume"])
 
     def test_notReadAfterLoss(self) -> None:
         """
@@ -231,7 +215,7 @@ class AnswerWriteTests(KeepingCase):
         reader = PausingReader()
         AnswerWrite.write(socket, reader, self.keeping, b"x" * 250_000)
         socket.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(reader.calls, ["pause"])
+        self.assertEqual(reader.calls, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 

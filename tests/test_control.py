@@ -304,6 +304,42 @@ class ControlSocketTests(SynchronousTestCase):
             socket.doWrite()
         self.assertEqual(asked, ["status", "status"])
 
+    def test_oneRequestAtATime(self) -> None:
+        """
+        Requests sent together are run one at a time: the next is read
+        once the answer to the one before is written, so requests whose
+        answers come later do not pile up; many short ones answered at
+        once are all answered.
+        """
+        service, reactor = self.service()
+        running: list[Deferred[object]] = []
+
+        def dispatched(operations: object, name: str, arguments: object) -> Deferred[object]:
+            running.append(Deferred())
+            return running[-1]
+
+        self.patch(control, "dispatch", dispatched)
+        protocol = reactor.unixServers[0][1].buildProtocol(None)
+        socket = SlowSocket(100_000)
+        protocol.makeConnection(socket)
+        protocol.dataReceived(requestLine("status", {}) * 3)
+        self.assertEqual(len(running), 1)
+        running[0].callback(1)
+        self.assertEqual(len(running), 2)
+        running[1].callback(1)
+        self.assertEqual(len(running), 3)
+        self.patch(control, "dispatch", lambda operations, name, arguments: succeed(2))
+        protocol.dataReceived(requestLine("status", {}) * 5000)
+        socket.doWrite()
+        self.assertEqual(socket.written, (answerLine(1, None) + b"\n") * 2)
+        running[2].callback(1)
+        while socket.dataBuffer or socket._tempDataBuffer:
+            socket.doWrite()
+        self.assertEqual(
+            socket.written,
+            (answerLine(1, None) + b"\n") * 3 + (answerLine(2, None) + b"\n") * 5000,
+        )
+
     def test_longStateDirectory(self) -> None:
         """
         A state directory too long for a UNIX socket path gets its socket
