@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
@@ -23,14 +23,14 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as AnswerLate
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IConsumer, IListeningPort, IReactorTime, IReactorUNIX
+from twisted.internet.interfaces import IListeningPort, IReactorTime, IReactorUNIX
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Cooperator
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from . import events
-from .answerwrites import AnswerWrite, KeepingTasks
+from .answerwrites import AnswerWrite, Connection, KeepingTasks
 from .controlsocket import (
     MAX_ANSWER,
     SOCKET_NAME,
@@ -129,7 +129,9 @@ class _ControlProtocol(LineReceiver):
     """
     One JSON request a line, C{{"name": ..., "arguments": {...}}}, answered
     by one JSON line, C{{"result": ..., "error": ...}}, while which the
-    row-keeping of C{keeping} waits (see L{AnswerWrite}).
+    row-keeping of C{keeping} waits, when more than the transport's buffer
+    is pending (see L{AnswerWrite}); no further request is read from a
+    request until its answer is written.
     """
 
     delimiter = b"\n"
@@ -140,6 +142,10 @@ class _ControlProtocol(LineReceiver):
         self._keeping = keeping
 
     def lineReceived(self, line: bytes) -> None:
+        # One request at a time: no more is read until it is answered (see
+        # AnswerWrite.write; answered at once, LineReceiver's loop goes on
+        # with the next buffered line, without a deeper call).
+        self.pauseProducing()
         try:
             request = json.loads(line)
             running = dispatch(self._operations, request["name"], request["arguments"])
@@ -153,7 +159,7 @@ class _ControlProtocol(LineReceiver):
 
     def _answer(self, result: Any, error: str | None) -> None:
         line = answerLine(result, error) + self.delimiter
-        AnswerWrite.write(IConsumer(self.transport), self._keeping, line)
+        AnswerWrite.write(cast(Connection, self.transport), self, self._keeping, line)
 
 
 class _ControlClient(Protocol):
@@ -220,7 +226,7 @@ class ControlService(Service):
         super().startService()
         clock = IReactorTime(self._reactor)
         self._cooperator = Cooperator(scheduler=lambda work: clock.callLater(0, work))
-        tasks = KeepingTasks(self._cooperator)
+        tasks = KeepingTasks(self._cooperator, clock)
         factory: Factory[Any] = Factory.forProtocol(
             lambda: _ControlProtocol(self._operations, tasks)
         )
@@ -251,7 +257,9 @@ class ControlService(Service):
         has settled (see L{Operations.keepRows}), a few at a time between
         the reactor's other work, with a cooperator of this service's own
         (C{tasks}'s: stopped with it, it leaves nothing scheduled), and
-        not while an answer is being written.
+        not while an answer leaves more than the transport's buffer
+        pending (for L{HOLD_LIMIT
+        <letsencrypt_resource.answerwrites.HOLD_LIMIT>} seconds at most).
         """
         self._keeping = self._operations.keepRows(tasks.cooperate)
         self._keeping.addErrback(lambda failure: unexpected(self._log, failure))

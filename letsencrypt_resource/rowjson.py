@@ -31,10 +31,19 @@ def _cEncoder() -> Callable[[Any], str] | None:
     return lambda value: "".join(chunks(value, 0))
 
 
+def makeDumps() -> Callable[[Any], str]:
+    """
+    The same text as C{json.dumps} with its default arguments: by the C
+    encoder made once (L{_cEncoder}), or, where there is none,
+    C{json.dumps} itself.
+    """
+    return _cEncoder() or json.dumps
+
+
 #: The same text as C{json.dumps} with its default arguments, for the
 #: rows' values, which need no C{default}: ints, floats, text, C{None},
-#: booleans, lists and dictionaries with text keys.
-dumps: Callable[[Any], str] = _cEncoder() or json.dumps
+#: booleans, lists and dictionaries with text keys (see L{makeDumps}).
+dumps = makeDumps()
 
 #: Where the row's time-dependent C{days_left} is, in the text of its
 #: fields that the time does not change: the one place where this text

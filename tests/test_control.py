@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import control, controlsocket
-from letsencrypt_resource.answerwrites import KeepingTasks
+from letsencrypt_resource.answerwrites import HOLD_LIMIT, KeepingTasks
 from letsencrypt_resource.control import (
     LOCK_CHECK_INTERVAL,
     ControlService,
@@ -258,8 +258,8 @@ class ControlSocketTests(SynchronousTestCase):
 
     def test_keepingHeldWhileAnswerWritten(self) -> None:
         """
-        While the socket writes an answer too long for one write, the
-        service's row-keeping waits: no turn of it is scheduled until the
+        While an answer leaves more than the transport's buffer pending,
+        the service's row-keeping waits: no turn of it is scheduled until the
         answer is written.
         """
         service, reactor = self.service()
@@ -270,11 +270,75 @@ class ControlSocketTests(SynchronousTestCase):
         protocol.makeConnection(socket)
         protocol.dataReceived(requestLine("status", {}))
         reactor.advance(0)
-        self.assertEqual(reactor.getDelayedCalls(), [])
+        # Only the hold's bounds are scheduled, no turn of the keeping.
+        self.assertEqual(
+            sorted(call.getTime() for call in reactor.getDelayedCalls()),
+            [HOLD_LIMIT, STATUS_ANSWER_WAIT],
+        )
         while socket.dataBuffer or socket._tempDataBuffer:
             socket.doWrite()
         self.assertEqual(socket.written, answerLine(answer, None) + b"\n")
         self.assertEqual(len(reactor.getDelayedCalls()), 1)
+
+    def test_oneAnswerPendingAtATime(self) -> None:
+        """
+        Requests sent together on a connection whose answer is held are
+        not read until it is written: the server holds one answer of a
+        connection that does not read, not one per request.
+        """
+        service, reactor = self.service()
+        answer = EncodedJSON('"' + "x" * 300_000 + '"')
+        asked: list[str] = []
+
+        def dispatched(operations: object, name: str, arguments: object) -> Deferred[object]:
+            asked.append(name)
+            return succeed(answer)
+
+        self.patch(control, "dispatch", dispatched)
+        protocol = reactor.unixServers[0][1].buildProtocol(None)
+        socket = SlowSocket(100_000)
+        protocol.makeConnection(socket)
+        protocol.dataReceived(requestLine("status", {}) * 3)
+        self.assertEqual(asked, ["status"])
+        while len(asked) == 1 and (socket.dataBuffer or socket._tempDataBuffer):
+            socket.doWrite()
+        self.assertEqual(asked, ["status", "status"])
+
+    def test_oneRequestAtATime(self) -> None:
+        """
+        Requests sent together are run one at a time: the next is read
+        once the answer to the one before is written, so requests whose
+        answers come later do not pile up; many short ones answered at
+        once are all answered.
+        """
+        service, reactor = self.service()
+        running: list[Deferred[object]] = []
+
+        def dispatched(operations: object, name: str, arguments: object) -> Deferred[object]:
+            running.append(Deferred())
+            return running[-1]
+
+        self.patch(control, "dispatch", dispatched)
+        protocol = reactor.unixServers[0][1].buildProtocol(None)
+        socket = SlowSocket(100_000)
+        protocol.makeConnection(socket)
+        protocol.dataReceived(requestLine("status", {}) * 3)
+        self.assertEqual(len(running), 1)
+        running[0].callback(1)
+        self.assertEqual(len(running), 2)
+        running[1].callback(1)
+        self.assertEqual(len(running), 3)
+        self.patch(control, "dispatch", lambda operations, name, arguments: succeed(2))
+        protocol.dataReceived(requestLine("status", {}) * 5000)
+        socket.doWrite()
+        self.assertEqual(socket.written, (answerLine(1, None) + b"\n") * 2)
+        running[2].callback(1)
+        while socket.dataBuffer or socket._tempDataBuffer:
+            socket.doWrite()
+        self.assertEqual(
+            socket.written,
+            (answerLine(1, None) + b"\n") * 3 + (answerLine(2, None) + b"\n") * 5000,
+        )
 
     def test_longStateDirectory(self) -> None:
         """
@@ -505,7 +569,7 @@ class ControlProtocolTests(SynchronousTestCase):
         A request line longer than any real request (a renewal of 10,000
         long names) closes the connection instead of being buffered on.
         """
-        keeping = KeepingTasks(Cooperator())
+        keeping = KeepingTasks(Cooperator(), Clock())
         protocol = _ControlProtocol(Operations(None, Clock()), keeping)  # type: ignore[arg-type]
         transport = StringTransport()
         protocol.makeConnection(transport)

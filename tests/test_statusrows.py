@@ -11,6 +11,7 @@ import gc
 import json
 import weakref
 from collections.abc import Callable
+from json import encoder
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock, Cooperator
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from letsencrypt_resource import certificates, rowjson, statusrows
 from letsencrypt_resource.certificates import CertifiedKey, issuerDER, rfc4514Issuer
@@ -165,25 +166,61 @@ class DumpsTests(SynchronousTestCase):
             rowjson.dumps({"a": object()})
         self.assertEqual(str(ours.exception), str(dumped.exception))
 
+    def countEncoders(self) -> list[object]:
+        """
+        Count the C encoders made from now on (C{json.dumps} makes one at
+        each call): one item in the list returned for each.
+        """
+        make = encoder.c_make_encoder
+        if make is None:
+            raise SkipTest("no C encoder in this Python")
+        made: list[object] = []
+
+        def counted(*args: object) -> Any:
+            made.append(args)
+            return make(*args)
+
+        self.patch(encoder, "c_make_encoder", counted)
+        return made
+
     def test_encoderMadeOnce(self) -> None:
         """
-        Rows are encoded without C{json.dumps}, which makes an encoder at
-        each call (a quarter of a row's time): their texts are the same.
+        L{rowjson.makeDumps} makes one C encoder, and encodes any number
+        of values with it.
+        """
+        made = self.countEncoders()
+        dumps = rowjson.makeDumps()
+        values: list[Any] = [{"a": [1, 2.5, None]}, ["text"], [True, False]]
+        texts = [dumps(value) for value in values]
+        self.assertEqual(len(made), 1)
+        self.assertEqual(texts, [json.dumps(value) for value in values])
+
+    def test_rowsMakeNoEncoder(self) -> None:
+        """
+        Rows are encoded without making an encoder (as C{json.dumps} would,
+        a quarter of a row's time): their texts are the same.
         """
         key = generateKey("ecdsa-p256")
         managed = ManagedCertificate(("s1.test",))
         managed.current = CertifiedKey(key, certificate(named("Test CA"), 1, key))
         options, now = resourceOptions(), managed.current.validity[0] + DAY
         expected = json.dumps([statusRow(managed, options, now, True)])
-
-        def refused(*args: object, **kwargs: object) -> str:
-            raise AssertionError("json.dumps called")
-
-        self.patch(json, "dumps", refused)
+        made = self.countEncoders()
         cache = RowCache()
         self.assertEqual(cache.encoded([managed], options, now, True), expected)
         self.assertEqual(cache.encoded([managed], options, now, True), expected)
-        self.assertEqual(cache.encoded([managed], options, now, True), expected)
+        self.assertEqual(made, [])
+
+    def test_withoutCEncoder(self) -> None:
+        """
+        Where there is no C encoder, L{rowjson.makeDumps} gives
+        C{json.dumps}, which gives the same texts.
+        """
+        self.patch(encoder, "c_make_encoder", None)
+        dumps = rowjson.makeDumps()
+        self.assertIs(dumps, json.dumps)
+        value = {"a": ['quote " \u00e9', 1.5, None, True]}
+        self.assertEqual(dumps(value), '{"a": ["quote \\" \\u00e9", 1.5, null, true]}')
 
 
 class RowCacheTests(SynchronousTestCase):

@@ -5,14 +5,16 @@ A connection whose socket takes a few bytes at each write.
 from __future__ import annotations
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 
 
 class SlowSocket(FileDescriptor):
     """
     A connection whose socket takes C{taken} bytes at each write, as a
     UNIX socket takes what its buffer holds: what it was given is in
-    C{written}.
+    C{written}; C{aborted} says whether it was aborted.
     """
 
     def __init__(self, taken: int):
@@ -20,6 +22,7 @@ class SlowSocket(FileDescriptor):
         self.connected = True
         self.taken = taken
         self.written = b""
+        self.aborted = False
 
     def writeSomeData(self, data: bytes) -> int:
         """
@@ -28,3 +31,11 @@ class SlowSocket(FileDescriptor):
         part = bytes(data[: self.taken])
         self.written += part
         return len(part)
+
+    def abortConnection(self) -> None:
+        """
+        Lose the connection at once, as a socket's C{abortConnection} does
+        (a turn later there).
+        """
+        self.aborted = True
+        self.connectionLost(Failure(ConnectionAborted()))
