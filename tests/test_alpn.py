@@ -5,6 +5,7 @@ on a service's own TLS contexts.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import hashlib
 import ipaddress
@@ -530,5 +531,30 @@ class ServedNamesTests(SynchronousTestCase):
         self.assertIn("example.com", served)
         self.assertNotIn("2001:db8::1", served)
         self.assertNotIn(serverName("2001:db8::1"), served)
+        served.remove(["example.com"])
+        self.assertNotIn("example.com", served)
+
+    def test_addedWithoutUpdate(self) -> None:
+        """
+        Adding counts each name without C{Counter.update} (a generator
+        given to it cost twice the loop at start), and a name certified
+        twice by one service is counted twice.
+        """
+
+        updates: list[object] = []
+
+        class Recording(collections.Counter[str]):
+            def update(self, *arguments: Any, **keywords: Any) -> None:
+                updates.append(arguments)
+                super().update(*arguments, **keywords)
+
+        served = ServedNames()
+        served._names = Recording()
+        del updates[:]
+        served.add(["example.com", "example.com", "192.0.2.1"])
+        self.assertEqual(updates, [])
+        served.remove(["example.com"])
+        self.assertIn("example.com", served)
+        self.assertIn(serverName("192.0.2.1"), served)
         served.remove(["example.com"])
         self.assertNotIn("example.com", served)
