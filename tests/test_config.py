@@ -1775,3 +1775,15 @@ class SharedWorkTests(SynchronousTestCase):
         self.patch(config, "_bindings", counting)
         parse(resource() + "".join(service(f"s{i}", port=str(8000 + i)) for i in range(3)))
         self.assertEqual(sorted(addresses), ["0.0.0.0"])
+
+    def test_portPatternCompiledOnce(self) -> None:
+        """
+        A port is checked with a pattern compiled once, not looked up in
+        C{re}'s cache at each service; what is a port is unchanged.
+        """
+        with mock.patch("re._compile", side_effect=AssertionError("compiled")):
+            self.assertEqual(config._port(" 443 "), 443)
+            self.assertRaises(ValueError, config._port, "44a")
+            self.assertRaises(ValueError, config._port, "\u0664\u0664\u0663")
+            self.assertRaises(ValueError, config._port, "0")
+            self.assertRaises(ValueError, config._port, "65536")
