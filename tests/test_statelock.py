@@ -290,7 +290,30 @@ class RecordHolderTests(SynchronousTestCase):
         self.patch(lockModule.os, "ftruncate", ftruncate)
         self.lock.recordHolder()
         pid = str(os.getpid()).encode()
-        self.assertEqual(seen, [pid + b"12345678"[len(pid) :]])
+        self.assertEqual(seen, [pid.ljust(len(b"12345678"))])
+
+    def test_neverMixed(self) -> None:
+        """
+        A shorter new text over a longer old one (left by a killed reader
+        of a longer pid) is padded, not mixed with the old tail: a process
+        looking before the rest is cut reads the new holder, not a reader,
+        not a pid that neither process has.
+        """
+        fd = os.open(os.path.join(self.path, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"123456789 reader")
+        os.close(fd)
+        self.patch(lockModule.os, "getpid", lambda: 4242)
+        seen = []
+        original = os.ftruncate
+
+        def ftruncate(fd: int, length: int) -> None:
+            seen.append(lockModule._holder(fd))
+            original(fd, length)
+
+        self.patch(lockModule.os, "ftruncate", ftruncate)
+        self.lock.acquire()
+        self.assertEqual(seen, [("4242", False)])
+        self.assertEqual(self.holder(), "4242")
 
     def test_notHeld(self) -> None:
         """

@@ -63,11 +63,13 @@ def _holder(fd: int) -> tuple[str, bool]:
 def _record(fd: int, reader: bool) -> None:
     """
     Make the lock file C{fd} name this process as its holder, a reader's
-    or not.
+    or not.  The new text is padded with spaces to the old one's length
+    before the rest is cut, so a reader in between (L{_holder}, which
+    splits on whitespace) finds the new holder, never a mix of both texts.
     """
     holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
     encoded = holder.encode("ascii")
-    os.pwrite(fd, encoded, 0)
+    os.pwrite(fd, encoded.ljust(os.fstat(fd).st_size), 0)
     os.ftruncate(fd, len(encoded))
 
 
