@@ -315,6 +315,34 @@ class RecordHolderTests(SynchronousTestCase):
         self.assertEqual(seen, [("4242", False)])
         self.assertEqual(self.holder(), "4242")
 
+    def test_longOldTextPaddedAsFarAsRead(self) -> None:
+        """
+        An old text longer than what a reader reads is padded only that
+        far: a large lock file costs no large write, and a reader still
+        finds the new holder alone.
+        """
+        fd = os.open(os.path.join(self.path, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"9" * 100_000)
+        os.close(fd)
+        written = []
+        seen = []
+        pwrite, ftruncate = os.pwrite, os.ftruncate
+
+        def recordingPwrite(fd: int, data: bytes, offset: int) -> int:
+            written.append(len(data))
+            return pwrite(fd, data, offset)
+
+        def looking(fd: int, length: int) -> None:
+            seen.append(lockModule._holder(fd))
+            ftruncate(fd, length)
+
+        self.patch(lockModule.os, "pwrite", recordingPwrite)
+        self.patch(lockModule.os, "ftruncate", looking)
+        self.lock.acquire()
+        self.assertEqual(written, [lockModule._HOLDER_TEXT])
+        self.assertEqual(seen, [(str(os.getpid()), False)])
+        self.assertEqual(self.holder(), str(os.getpid()))
+
     def test_notHeld(self) -> None:
         """
         Without the lock, nothing is written, nothing created.

@@ -43,6 +43,8 @@ READER_WAIT = 5.0
 _TRY_AGAIN = 0.05
 #: What follows the holder's pid in the lock file when it is a reader.
 _READER = "reader"
+#: Bytes of the lock file that L{_holder} reads.
+_HOLDER_TEXT = 64
 
 
 def _holder(fd: int) -> tuple[str, bool]:
@@ -52,7 +54,7 @@ def _holder(fd: int) -> tuple[str, bool]:
     writing it (the text is emptied when a holder lets go).
     """
     try:
-        words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+        words = os.pread(fd, _HOLDER_TEXT, 0).decode("ascii", "replace").split()
     except OSError:
         words = []
     if not words or not words[0].isdigit():
@@ -64,12 +66,13 @@ def _record(fd: int, reader: bool) -> None:
     """
     Make the lock file C{fd} name this process as its holder, a reader's
     or not.  The new text is padded with spaces to the old one's length
-    before the rest is cut, so a reader in between (L{_holder}, which
-    splits on whitespace) finds the new holder, never a mix of both texts.
+    before the rest is cut (as far as L{_holder} reads), so a reader in
+    between, which splits on whitespace, finds the new holder, never a mix
+    of both texts.
     """
     holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
     encoded = holder.encode("ascii")
-    os.pwrite(fd, encoded.ljust(os.fstat(fd).st_size), 0)
+    os.pwrite(fd, encoded.ljust(min(os.fstat(fd).st_size, _HOLDER_TEXT)), 0)
     os.ftruncate(fd, len(encoded))
 
 
