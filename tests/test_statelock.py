@@ -228,6 +228,64 @@ class ReaderWaitTests(SynchronousTestCase):
         self.assertEqual(self.time.slept, [])
 
 
+class LockModeTests(SynchronousTestCase):
+    """
+    The lock file is made owner-only whenever it is opened.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(self.path, 0o700)
+        self.file = os.path.join(self.path, "lock")
+
+    def existing(self, mode: int) -> None:
+        """
+        Leave a lock file of C{mode}, as a copy or a restore would.
+        """
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.fchmod(fd, mode)
+        os.close(fd)
+
+    def test_existingMadeOwnerOnly(self) -> None:
+        """
+        A lock file readable by others is made 0600 when the lock is taken.
+        """
+        self.existing(0o644)
+        lock = StateLock(self.path)
+        self.addCleanup(lock.release)
+        lock.acquire()
+        self.assertEqual(os.stat(self.file).st_mode & 0o777, 0o600)
+
+    def test_madeOwnerOnlyWhenRefused(self) -> None:
+        """
+        A process refused because another holds the lock still makes the
+        file owner-only: the mode does not wait for a holder to let go.
+        """
+        holder = StateLock(self.path)
+        self.addCleanup(holder.release)
+        holder.acquire()
+        os.chmod(self.file, 0o666)
+        self.assertRaises(StateDirectoryLocked, StateLock(self.path).acquire)
+        self.assertEqual(os.stat(self.file).st_mode & 0o777, 0o600)
+
+    def test_failedModeCloses(self) -> None:
+        """
+        When the mode cannot be set, the error is raised and the file is
+        closed, not held.
+        """
+        self.existing(0o644)
+
+        def refuse(fd: int, mode: int) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        self.patch(lockModule.os, "fchmod", refuse)
+        before = len(os.listdir("/proc/self/fd"))
+        lock = StateLock(self.path)
+        self.assertRaises(PermissionError, lock.acquire)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+        self.assertFalse(lock.held())
+
+
 class RecordHolderTests(SynchronousTestCase):
     """
     L{StateLock.recordHolder}: the process that holds the lock now, after a

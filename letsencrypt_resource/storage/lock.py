@@ -157,7 +157,9 @@ class StateLock:
     def _open(self) -> int:
         """
         Open the lock file, creating it and the state directory if needed,
-        following no link.
+        following no link, and make it owner-only (an existing one may be
+        0644, copied or restored: any local user could open it, and
+        C{flock} on that read-only descriptor would block every start).
 
         @raise UnusablePath: when it is not a regular file of this user.
         """
@@ -173,6 +175,12 @@ class StateLock:
         if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
             os.close(fd)
             raise UnusablePath(self.path, "is not a regular file owned by this user")
+        if stat.S_IMODE(status.st_mode) != 0o600:
+            try:
+                os.fchmod(fd, 0o600)
+            except BaseException:
+                os.close(fd)
+                raise
         return fd
 
     def held(self) -> bool:
