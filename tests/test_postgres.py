@@ -25,7 +25,7 @@ from letsencrypt_resource.storage.interface import (
     StorageUnavailable,
 )
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
-from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
+from letsencrypt_resource.storage.pgsql import CHANNEL, keyBytes, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
 from letsencrypt_resource.storage.sealed import SealedStorage
 from letsencrypt_resource.storage.sealing import Sealer, deriveKey
@@ -276,7 +276,11 @@ class PostgresStorageTests(PostgresCase):
         read alone, still read.
         """
         storage = self.storage()
-        await storage.store("renewal/a.json", b"x" * (MAX_VALUE + 1))
+        await storage.store("renewal/a.json", b"x")
+        self.admin().execute(
+            "UPDATE letsencrypt_values SET value = %s WHERE key = %s",
+            (b"x" * (MAX_VALUE + 1), keyBytes("renewal/a.json")),
+        )
         await storage.store("renewal/b.json", b"x" * MAX_VALUE)
         await storage.store("certificates/a.pem", b"pem")
         for loading in (

@@ -106,14 +106,18 @@ def checkKey(key: str) -> str:
 def checkValue(key: str, value: object) -> bytes:
     """
     Check that C{value}, to be stored at C{key}, is bytes (C{bytes},
-    C{bytearray} or C{memoryview}).
+    C{bytearray} or C{memoryview}) of no more than L{MAX_VALUE}: what is
+    written can always be read back.
 
     @return: C{value} as C{bytes}.
     @raise StorageError: when it is not.
     """
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise StorageError(key, f"the value is {type(value).__name__}, not bytes")
-    return bytes(value)
+    data = bytes(value)
+    if len(data) > MAX_VALUE:
+        raise StorageError(key, f"the value {TOO_LARGE}: not stored")
+    return data
 
 
 def checkPrefix(prefix: str) -> str:
