@@ -45,6 +45,17 @@ class StorageError(Exception):
         return f"{self.key}: {self.message}"
 
 
+class ValueTooLarge(StorageError):
+    """
+    The value at a key is larger than L{MAX_VALUE} bytes and was left
+    unread: a damaged record (L{TOO_LARGE}).  C{load} fails with it;
+    C{loadMany} gives it as that key's value, the others read.
+    """
+
+    def __init__(self, key: str):
+        super().__init__(key, TOO_LARGE)
+
+
 class StorageUnavailable(StorageError):
     """
     The place cannot be reached now (a database down, cut off, or refusing
@@ -222,9 +233,11 @@ class IStorage(Interface):
 
         @param keys: A collection of keys.
         @return: A Deferred firing with a C{dict} of each of C{keys} to its
-            C{bytes}, or C{None} when nothing is stored there; failing with
-            L{StorageError} when any of them cannot be loaded (as C{load}
-            would fail): load them one by one to tell which.
+            C{bytes}, C{None} when nothing is stored there, or a
+            L{ValueTooLarge} when its value is too large to read (a damaged
+            record: the batch is still read); failing with L{StorageError}
+            when any of them cannot be loaded otherwise (as C{load} would
+            fail): load them one by one to tell which.
         """
 
     def store(key, value, fence=None):
