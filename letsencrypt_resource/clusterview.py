@@ -27,7 +27,9 @@ async def nodeRecords(storage: ClusterStorage) -> list[NodeRecord]:
     @raise StorageError: when they cannot be read.
     """
     keys = await storage.list(NODES)
-    return readRecords(await storage.loadMany(keys) if keys else {})
+    found = await storage.loadMany(keys) if keys else {}
+    # A record too large to read is read as none.
+    return readRecords({k: v for k, v in found.items() if not isinstance(v, StorageError)})
 
 
 async def addClusterView(

@@ -42,6 +42,23 @@ class RenewalFields(Protocol):
     def issued(self) -> CertifiedKey | None: ...
 
 
+#: Characters of a failure's text that a renewal state keeps: a CA's
+#: problem detail has no bound of its own, and a state over
+#: L{letsencrypt_resource.storage.interface.MAX_VALUE} bytes could not be
+#: read back.
+MAX_ERROR = 4096
+
+
+def savedError(text: str | None) -> str | None:
+    """
+    C{text} as a renewal state keeps it: its first L{MAX_ERROR}
+    characters, marked as cut when it is longer.
+    """
+    if text is None or len(text) <= MAX_ERROR:
+        return text
+    return f"{text[:MAX_ERROR]} [cut: {len(text)} characters in all]"
+
+
 def dumpState(fields: RenewalFields) -> dict[str, Any]:
     """
     The renewal state of C{fields} to save, as JSON-ready data; with the
@@ -69,7 +86,7 @@ def dumpState(fields: RenewalFields) -> dict[str, Any]:
         "last_failure": fields.lastFailure,
         "hold_until": fields.holdUntil,
         "ordered_by": list(fields.orderedBy) if fields.orderedBy else None,
-        "last_error": fields.lastError,
+        "last_error": savedError(fields.lastError),
         "ari_window": list(fields.ariWindow) if fields.ariWindow else None,
         "ari_pick": fields.ariPick,
         "ari_next_check": fields.ariNextCheck,

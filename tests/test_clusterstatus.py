@@ -29,7 +29,9 @@ from letsencrypt_resource.noderecord import (
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.storage.cluster import ClusterStorage
 from letsencrypt_resource.storage.directory import DirectoryStorage
+from letsencrypt_resource.storage.interface import MAX_VALUE
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
+from letsencrypt_resource.storage.pgsql import keyBytes
 from letsencrypt_resource.storage.postgres import PostgresStorage
 from letsencrypt_resource.storage.sealing import Sealer, deriveKey
 from tests.helpers.outage import SwitchedStorage
@@ -141,6 +143,23 @@ class ClusterViewTests(PostgresCase):
         await node.store(seenKey("node-2"), seenJSON("node-1", now))
         await node.store(seenKey("node-4"), b"not json")
         await node.store(seenKey("node-1"), seenJSON("node-1", now))
+        rows: list[dict[str, Any]] = [{"names": ["a.example"]}]
+        await addClusterView(rows, node, reactor)
+        self.assertEqual(list(rows[0]["cluster"]["nodes"]), ["node-1"])
+
+    async def test_tooLargeRecordLeftOut(self) -> None:
+        """
+        A node record too large to read is left out as a damaged one: the
+        others are still shown.
+        """
+        node = self.node("node-1")
+        now = reactor.seconds()
+        await node.store(seenKey("node-2"), seenJSON("node-2", now))
+        await node.store(seenKey("node-1"), seenJSON("node-1", now))
+        self.admin().execute(
+            "UPDATE letsencrypt_values SET value = %s WHERE key = %s",
+            (b"x" * (MAX_VALUE + 1), keyBytes(seenKey("node-2"))),
+        )
         rows: list[dict[str, Any]] = [{"names": ["a.example"]}]
         await addClusterView(rows, node, reactor)
         self.assertEqual(list(rows[0]["cluster"]["nodes"]), ["node-1"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
@@ -36,6 +36,7 @@ from letsencrypt_resource.storage.interface import (
     StaleFence,
     StorageError,
     StorageUnavailable,
+    ValueTooLarge,
 )
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
 from letsencrypt_resource.storage.records import AccountRecord, Records
@@ -176,6 +177,32 @@ class CacheTests(ClusterStorageCase):
         self.result(first.delete(CERTIFICATE))
         self.assertIsNone(self.result(second.load(CERTIFICATE)))
         self.assertNotIn(CERTIFICATE, cache.values)
+
+    def test_tooLargeInTheBatch(self) -> None:
+        """
+        A value the database has too large to read (L{ValueTooLarge}) is
+        that key's value in a batch, the others opened; C{load} fails with
+        it; the cache keeps its own copy.
+        """
+        storage, switch, cache = self.node()
+        self.result(storage.store(CERTIFICATE, b"old"))
+        self.result(storage.store("renewal/example.com.json", b"state"))
+        inner = switch.loadMany
+
+        def loadMany(keys: Any) -> Deferred[Any]:
+            def damaged(found: dict[str, Any]) -> dict[str, Any]:
+                if CERTIFICATE in found:
+                    found[CERTIFICATE] = ValueTooLarge(CERTIFICATE)
+                return found
+
+            return inner(keys).addCallback(damaged)
+
+        self.patch(switch, "loadMany", loadMany)
+        found = self.result(storage.loadMany([CERTIFICATE, "renewal/example.com.json"]))
+        self.assertIsInstance(found.pop(CERTIFICATE), ValueTooLarge)
+        self.assertEqual(found, {"renewal/example.com.json": b"state"})
+        self.failureResultOf(storage.load(CERTIFICATE), ValueTooLarge)
+        self.assertEqual(cache.values[CERTIFICATE], b"old")
 
     def test_slowReadNotCopiedOverNewer(self) -> None:
         """

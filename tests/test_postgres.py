@@ -23,9 +23,10 @@ from letsencrypt_resource.storage.interface import (
     StaleFence,
     StorageError,
     StorageUnavailable,
+    ValueTooLarge,
 )
 from letsencrypt_resource.storage.pgschema import MIGRATIONS
-from letsencrypt_resource.storage.pgsql import CHANNEL, prefixRange
+from letsencrypt_resource.storage.pgsql import CHANNEL, keyBytes, prefixRange
 from letsencrypt_resource.storage.postgres import LISTENER_NAME, PostgresStorage, withDefaults
 from letsencrypt_resource.storage.sealed import SealedStorage
 from letsencrypt_resource.storage.sealing import Sealer, deriveKey
@@ -271,24 +272,24 @@ class PostgresStorageTests(PostgresCase):
     async def test_largeValueRefused(self) -> None:
         """
         A value larger than C{MAX_VALUE} bytes is refused as unusable,
-        naming its key, alone or among others (the database leaves it out
-        of the rows it sends); one of C{MAX_VALUE} bytes, and the others
-        read alone, still read.
+        naming its key (the database leaves it out of the rows it sends):
+        C{load} fails; C{loadMany} gives the error as its value and the
+        others of the batch, one of C{MAX_VALUE} bytes included, read.
         """
         storage = self.storage()
-        await storage.store("renewal/a.json", b"x" * (MAX_VALUE + 1))
+        await storage.store("renewal/a.json", b"x")
+        self.admin().execute(
+            "UPDATE letsencrypt_values SET value = %s WHERE key = %s",
+            (b"x" * (MAX_VALUE + 1), keyBytes("renewal/a.json")),
+        )
         await storage.store("renewal/b.json", b"x" * MAX_VALUE)
         await storage.store("certificates/a.pem", b"pem")
-        for loading in (
-            storage.load("renewal/a.json"),
-            storage.loadMany(["certificates/a.pem", "renewal/a.json", "renewal/b.json"]),
-        ):
-            error = await self.assertFailure(loading, StorageError)
+        alone = await self.assertFailure(storage.load("renewal/a.json"), ValueTooLarge)
+        many = await storage.loadMany(["certificates/a.pem", "renewal/a.json", "renewal/b.json"])
+        for error in (alone, many.pop("renewal/a.json")):
+            self.assertIsInstance(error, ValueTooLarge)
             self.assertEqual((error.key, error.message), ("renewal/a.json", TOO_LARGE))
-        self.assertEqual(
-            await storage.loadMany(["certificates/a.pem", "renewal/b.json"]),
-            {"certificates/a.pem": b"pem", "renewal/b.json": b"x" * MAX_VALUE},
-        )
+        self.assertEqual(many, {"certificates/a.pem": b"pem", "renewal/b.json": b"x" * MAX_VALUE})
 
     def test_connectionDefaults(self) -> None:
         """

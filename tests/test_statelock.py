@@ -228,6 +228,64 @@ class ReaderWaitTests(SynchronousTestCase):
         self.assertEqual(self.time.slept, [])
 
 
+class LockModeTests(SynchronousTestCase):
+    """
+    The lock file is made owner-only whenever it is opened.
+    """
+
+    def setUp(self) -> None:
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(self.path, 0o700)
+        self.file = os.path.join(self.path, "lock")
+
+    def existing(self, mode: int) -> None:
+        """
+        Leave a lock file of C{mode}, as a copy or a restore would.
+        """
+        fd = os.open(self.file, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.fchmod(fd, mode)
+        os.close(fd)
+
+    def test_existingMadeOwnerOnly(self) -> None:
+        """
+        A lock file readable by others is made 0600 when the lock is taken.
+        """
+        self.existing(0o644)
+        lock = StateLock(self.path)
+        self.addCleanup(lock.release)
+        lock.acquire()
+        self.assertEqual(os.stat(self.file).st_mode & 0o777, 0o600)
+
+    def test_madeOwnerOnlyWhenRefused(self) -> None:
+        """
+        A process refused because another holds the lock still makes the
+        file owner-only: the mode does not wait for a holder to let go.
+        """
+        holder = StateLock(self.path)
+        self.addCleanup(holder.release)
+        holder.acquire()
+        os.chmod(self.file, 0o666)
+        self.assertRaises(StateDirectoryLocked, StateLock(self.path).acquire)
+        self.assertEqual(os.stat(self.file).st_mode & 0o777, 0o600)
+
+    def test_failedModeCloses(self) -> None:
+        """
+        When the mode cannot be set, the error is raised and the file is
+        closed, not held.
+        """
+        self.existing(0o644)
+
+        def refuse(fd: int, mode: int) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        self.patch(lockModule.os, "fchmod", refuse)
+        before = len(os.listdir("/proc/self/fd"))
+        lock = StateLock(self.path)
+        self.assertRaises(PermissionError, lock.acquire)
+        self.assertEqual(len(os.listdir("/proc/self/fd")), before)
+        self.assertFalse(lock.held())
+
+
 class RecordHolderTests(SynchronousTestCase):
     """
     L{StateLock.recordHolder}: the process that holds the lock now, after a
@@ -290,7 +348,58 @@ class RecordHolderTests(SynchronousTestCase):
         self.patch(lockModule.os, "ftruncate", ftruncate)
         self.lock.recordHolder()
         pid = str(os.getpid()).encode()
-        self.assertEqual(seen, [pid + b"12345678"[len(pid) :]])
+        self.assertEqual(seen, [pid.ljust(len(b"12345678"))])
+
+    def test_neverMixed(self) -> None:
+        """
+        A shorter new text over a longer old one (left by a killed reader
+        of a longer pid) is padded, not mixed with the old tail: a process
+        looking before the rest is cut reads the new holder, not a reader,
+        not a pid that neither process has.
+        """
+        fd = os.open(os.path.join(self.path, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"123456789 reader")
+        os.close(fd)
+        self.patch(lockModule.os, "getpid", lambda: 4242)
+        seen = []
+        original = os.ftruncate
+
+        def ftruncate(fd: int, length: int) -> None:
+            seen.append(lockModule._holder(fd))
+            original(fd, length)
+
+        self.patch(lockModule.os, "ftruncate", ftruncate)
+        self.lock.acquire()
+        self.assertEqual(seen, [("4242", False)])
+        self.assertEqual(self.holder(), "4242")
+
+    def test_longOldTextPaddedAsFarAsRead(self) -> None:
+        """
+        An old text longer than what a reader reads is padded only that
+        far: a large lock file costs no large write, and a reader still
+        finds the new holder alone.
+        """
+        fd = os.open(os.path.join(self.path, "lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"9" * 100_000)
+        os.close(fd)
+        written = []
+        seen = []
+        pwrite, ftruncate = os.pwrite, os.ftruncate
+
+        def recordingPwrite(fd: int, data: bytes, offset: int) -> int:
+            written.append(len(data))
+            return pwrite(fd, data, offset)
+
+        def looking(fd: int, length: int) -> None:
+            seen.append(lockModule._holder(fd))
+            ftruncate(fd, length)
+
+        self.patch(lockModule.os, "pwrite", recordingPwrite)
+        self.patch(lockModule.os, "ftruncate", looking)
+        self.lock.acquire()
+        self.assertEqual(written, [lockModule._HOLDER_TEXT])
+        self.assertEqual(seen, [(str(os.getpid()), False)])
+        self.assertEqual(self.holder(), str(os.getpid()))
 
     def test_notHeld(self) -> None:
         """

@@ -22,7 +22,13 @@ from letsencrypt_resource.certificates import bundleDigest
 from letsencrypt_resource.safefs import HeldFolder
 from letsencrypt_resource.storage import records as records_module
 from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread, tokenFile
-from letsencrypt_resource.storage.interface import MAX_VALUE, TOO_LARGE, LeaseLost, StorageError
+from letsencrypt_resource.storage.interface import (
+    MAX_VALUE,
+    TOO_LARGE,
+    LeaseLost,
+    StorageError,
+    ValueTooLarge,
+)
 from letsencrypt_resource.storage.leases import LeaseTable
 from letsencrypt_resource.storage.lock import StateDirectoryLocked, StateLock
 from letsencrypt_resource.storage.memory import MemoryStorage, SharedMemory
@@ -471,8 +477,8 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
     def test_largeFileRefusedUnread(self) -> None:
         """
         A file larger than C{MAX_VALUE} bytes is refused as unusable,
-        naming its path, without being read; the other keys read alone
-        still read.
+        naming its path, without being read: C{load} fails, C{loadMany}
+        gives that error as its value and reads the others.
         """
         values = {"renewal/a.json": b"{}", "certificates/a.pem": b"pem"}
         workers = QueuedWorkers()
@@ -494,13 +500,40 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
         self.patch(os, "read", counted)
         loads = [storage.loadMany(list(values)), storage.load("certificates/a.pem")]
         workers.runAll()
-        for loaded in loads:
-            error = self.failureResultOf(loaded, StorageError).value
+        many = self.successResultOf(loads[0])
+        alone = self.failureResultOf(loads[1], ValueTooLarge).value
+        self.assertEqual(many["renewal/a.json"], b"{}")
+        for error in (many["certificates/a.pem"], alone):
+            self.assertIsInstance(error, ValueTooLarge)
             self.assertEqual((error.key, error.message), (path, TOO_LARGE))
         self.assertEqual(sizes, [2])
         alone = storage.load("renewal/a.json")
         workers.runAll()
         self.assertEqual(self.successResultOf(alone), b"{}")
+
+    def test_largeFileInTheBatch(self) -> None:
+        """
+        At start-up (L{Records.loadSets}), one record over C{MAX_VALUE}
+        bytes is that set's damaged record: the batch is still read by one
+        C{loadMany}, no record is read alone, and the other sets load.
+        """
+        sets = [("a.example.com",), ("b.example.com",)]
+        workers = QueuedWorkers()
+        storage = DirectoryStorage(self.path, reactor, workers=workers)
+        storage.store(renewalKey(sets[0]), b"{}")
+        storage.store(renewalKey(sets[1]), b'{"failures": 2}')
+        workers.runAll()
+        path = os.path.join(self.path, renewalKey(sets[0]))
+        with open(path, "ab") as stream:
+            stream.truncate(MAX_VALUE + 1)
+        self.patch(storage, "load", lambda key: self.fail(f"{key} was loaded alone"))
+        loading = Records(storage).loadSets(sets)
+        workers.runAll()
+        first, second = self.successResultOf(loading)
+        error = self.assertRaises(StorageError, first.renewalState)
+        self.assertEqual((error.key, error.message), (path, TOO_LARGE))
+        self.assertEqual(first.certifiedKey(), None)
+        self.assertEqual(second.renewalState(), {"failures": 2})
 
     def test_fileGrownPastTheBoundRefused(self) -> None:
         """
@@ -519,8 +552,9 @@ class DirectoryStorageTests(PermissiveUmaskMixin, TestCase):
             sizes.append(size)
             return read(fd, size)
 
-        results = self.readWith({"renewal/a.json": b"{}"}, growing)
-        for error in results:
+        many, alone = self.readWith({"renewal/a.json": b"{}"}, growing)
+        for error in (many["renewal/a.json"], alone):
+            self.assertIsInstance(error, ValueTooLarge)
             self.assertEqual((error.key, error.message), (path, TOO_LARGE))
         self.assertLessEqual(sum(sizes), MAX_VALUE + 1)
 

@@ -183,11 +183,13 @@ class ClusterStorage:
 
     @deferred
     async def load(self, key: str) -> bytes | None:
-        found = await self.loadMany([key])
-        return found[key]
+        value = (await self.loadMany([key]))[key]
+        if isinstance(value, StorageError):
+            raise value
+        return value
 
     @deferred
-    async def loadMany(self, keys: Collection[str]) -> dict[str, bytes | None]:
+    async def loadMany(self, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
         keys = list(keys)
         ticket = self._copies.reading()
         try:
@@ -197,7 +199,9 @@ class ClusterStorage:
                 raise
             return await self._cache.loadMany(keys)
         self._unread.difference_update(found)
-        await self._copies.read(ticket, found)
+        # A value too large to read is not copied: the cache keeps its own.
+        readable = {k: v for k, v in found.items() if not isinstance(v, StorageError)}
+        await self._copies.read(ticket, readable)
         return found
 
     @deferred

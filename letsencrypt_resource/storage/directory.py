@@ -58,11 +58,11 @@ from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
 from .interface import (
     MAX_VALUE,
-    TOO_LARGE,
     ILease,
     IStorage,
     LeaseLost,
     StorageError,
+    ValueTooLarge,
     checkKey,
     checkPrefix,
     checkValue,
@@ -148,8 +148,9 @@ def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
     and one are read.
 
     @raise OSError: naming the file's path (made only then), when it
-        cannot be read, is not a regular file, or is larger than
-        L{MAX_VALUE} bytes (L{TOO_LARGE}).
+        cannot be read or is not a regular file.
+    @raise ValueTooLarge: naming that path, when it is larger than
+        L{MAX_VALUE} bytes.
     """
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=folder)
@@ -165,7 +166,7 @@ def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
         if not stat.S_ISREG(status.st_mode):
             raise UnusablePath(os.path.join(base, key), "is not a regular file")
         if status.st_size > MAX_VALUE:
-            raise OSError(errno.EFBIG, TOO_LARGE, os.path.join(base, key))
+            raise ValueTooLarge(os.path.join(base, key))
         first = os.read(fd, max(status.st_size + 1, 4096))
         if len(first) == status.st_size:
             return first
@@ -175,17 +176,18 @@ def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
             parts.append(part)
             read += len(part)
         if read > MAX_VALUE:
-            raise OSError(errno.EFBIG, TOO_LARGE, os.path.join(base, key))
+            raise ValueTooLarge(os.path.join(base, key))
         return b"".join(parts)
     finally:
         os.close(fd)
 
 
-def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | None]:
+def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
     """
-    The content of each regular file C{key} under C{base}, or C{None} when
-    it is missing; no link is followed on the way.  Each folder is opened
-    once for the keys in it.
+    The content of each regular file C{key} under C{base}, C{None} when it
+    is missing, or a L{ValueTooLarge} when it is too large to read (the
+    others are still read); no link is followed on the way.  Each folder is
+    opened once for the keys in it.
 
     @raise OSError: naming the path, when one cannot be read, or is not a
         regular file.
@@ -194,12 +196,15 @@ def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | None
     for key in keys:
         parts, name = _split(key)
         byFolder.setdefault(tuple(parts), []).append((key, name))
-    values: dict[str, bytes | None] = {}
+    values: dict[str, bytes | StorageError | None] = {}
     for folders, inFolder in byFolder.items():
         try:
             with base.open(folders, create=False) as folder:
                 for key, name in inFolder:
-                    values[key] = _readIn(folder, name, base.path, key)
+                    try:
+                        values[key] = _readIn(folder, name, base.path, key)
+                    except ValueTooLarge as error:
+                        values[key] = error
         except FileNotFoundError:
             values.update((key, None) for key, _ in inFolder)
     return values
@@ -209,8 +214,13 @@ def readFile(base: HeldFolder, key: str) -> bytes | None:
     """
     The content of the regular file C{key} under C{base}, or C{None} when
     it is missing (see L{readFiles}).
+
+    @raise ValueTooLarge: when it is too large to read.
     """
-    return readFiles(base, [key])[key]
+    value = readFiles(base, [key])[key]
+    if isinstance(value, StorageError):
+        raise value
+    return value
 
 
 def writeFile(base: HeldFolder, key: str, data: bytes) -> None:
@@ -455,7 +465,7 @@ class DirectoryStorage:
             return fail()
         return self._run(key, readFile, self._folder, key)
 
-    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
         keys = list(keys)
         try:
             for key in keys:
@@ -465,7 +475,7 @@ class DirectoryStorage:
         if self._closed:
             return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
 
-        def readAll() -> dict[str, bytes | None]:
+        def readAll() -> dict[str, bytes | StorageError | None]:
             try:
                 return readFiles(self._folder, keys)
             except OSError as error:

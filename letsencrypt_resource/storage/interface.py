@@ -45,6 +45,17 @@ class StorageError(Exception):
         return f"{self.key}: {self.message}"
 
 
+class ValueTooLarge(StorageError):
+    """
+    The value at a key is larger than L{MAX_VALUE} bytes and was left
+    unread: a damaged record (L{TOO_LARGE}).  C{load} fails with it;
+    C{loadMany} gives it as that key's value, the others read.
+    """
+
+    def __init__(self, key: str):
+        super().__init__(key, TOO_LARGE)
+
+
 class StorageUnavailable(StorageError):
     """
     The place cannot be reached now (a database down, cut off, or refusing
@@ -106,14 +117,18 @@ def checkKey(key: str) -> str:
 def checkValue(key: str, value: object) -> bytes:
     """
     Check that C{value}, to be stored at C{key}, is bytes (C{bytes},
-    C{bytearray} or C{memoryview}).
+    C{bytearray} or C{memoryview}) of no more than L{MAX_VALUE}: what is
+    written can always be read back.
 
     @return: C{value} as C{bytes}.
     @raise StorageError: when it is not.
     """
     if not isinstance(value, (bytes, bytearray, memoryview)):
         raise StorageError(key, f"the value is {type(value).__name__}, not bytes")
-    return bytes(value)
+    data = bytes(value)
+    if len(data) > MAX_VALUE:
+        raise StorageError(key, f"the value {TOO_LARGE}: not stored")
+    return data
 
 
 def checkPrefix(prefix: str) -> str:
@@ -218,9 +233,11 @@ class IStorage(Interface):
 
         @param keys: A collection of keys.
         @return: A Deferred firing with a C{dict} of each of C{keys} to its
-            C{bytes}, or C{None} when nothing is stored there; failing with
-            L{StorageError} when any of them cannot be loaded (as C{load}
-            would fail): load them one by one to tell which.
+            C{bytes}, C{None} when nothing is stored there, or a
+            L{ValueTooLarge} when its value is too large to read (a damaged
+            record: the batch is still read); failing with L{StorageError}
+            when any of them cannot be loaded otherwise (as C{load} would
+            fail): load them one by one to tell which.
         """
 
     def store(key, value, fence=None):

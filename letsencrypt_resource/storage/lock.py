@@ -43,6 +43,8 @@ READER_WAIT = 5.0
 _TRY_AGAIN = 0.05
 #: What follows the holder's pid in the lock file when it is a reader.
 _READER = "reader"
+#: Bytes of the lock file that L{_holder} reads.
+_HOLDER_TEXT = 64
 
 
 def _holder(fd: int) -> tuple[str, bool]:
@@ -52,7 +54,7 @@ def _holder(fd: int) -> tuple[str, bool]:
     writing it (the text is emptied when a holder lets go).
     """
     try:
-        words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+        words = os.pread(fd, _HOLDER_TEXT, 0).decode("ascii", "replace").split()
     except OSError:
         words = []
     if not words or not words[0].isdigit():
@@ -63,11 +65,14 @@ def _holder(fd: int) -> tuple[str, bool]:
 def _record(fd: int, reader: bool) -> None:
     """
     Make the lock file C{fd} name this process as its holder, a reader's
-    or not.
+    or not.  The new text is padded with spaces to the old one's length
+    before the rest is cut (as far as L{_holder} reads), so a reader in
+    between, which splits on whitespace, finds the new holder, never a mix
+    of both texts.
     """
     holder = f"{os.getpid()} {_READER}" if reader else str(os.getpid())
     encoded = holder.encode("ascii")
-    os.pwrite(fd, encoded, 0)
+    os.pwrite(fd, encoded.ljust(min(os.fstat(fd).st_size, _HOLDER_TEXT)), 0)
     os.ftruncate(fd, len(encoded))
 
 
@@ -152,7 +157,9 @@ class StateLock:
     def _open(self) -> int:
         """
         Open the lock file, creating it and the state directory if needed,
-        following no link.
+        following no link, and make it owner-only (an existing one may be
+        0644, copied or restored: any local user could open it, and
+        C{flock} on that read-only descriptor would block every start).
 
         @raise UnusablePath: when it is not a regular file of this user.
         """
@@ -168,6 +175,12 @@ class StateLock:
         if not stat.S_ISREG(status.st_mode) or status.st_uid != os.geteuid():
             os.close(fd)
             raise UnusablePath(self.path, "is not a regular file owned by this user")
+        if stat.S_IMODE(status.st_mode) != 0o600:
+            try:
+                os.fchmod(fd, 0o600)
+            except BaseException:
+                os.close(fd)
+                raise
         return fd
 
     def held(self) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .interface import MAX_VALUE, TOO_LARGE, StaleFence, StorageError
+from .interface import MAX_VALUE, StaleFence, StorageError, ValueTooLarge
 
 #: The channel every write notifies at commit.
 CHANNEL = "letsencrypt_changes"
@@ -87,15 +87,13 @@ def checkPlace(connection: Any, key: str) -> None:
 _BOUNDED = "CASE WHEN octet_length(value) <= %s THEN value END"
 
 
-def _bounded(key: str, value: bytes | None) -> bytes:
+def _bounded(key: str, value: bytes | None) -> bytes | ValueTooLarge:
     """
-    The C{value} of L{_BOUNDED} at C{key}, as bytes.
-
-    @raise StorageError: when it was left out for its size (a value is
-        never C{NULL}).
+    The C{value} of L{_BOUNDED} at C{key}, as bytes, or a L{ValueTooLarge}
+    when it was left out for its size (a value is never C{NULL}).
     """
     if value is None:
-        raise StorageError(key, TOO_LARGE)
+        return ValueTooLarge(key)
     return bytes(value)
 
 
@@ -111,19 +109,20 @@ def load(connection: Any, key: str) -> bytes | None:
         f"SELECT {_BOUNDED} FROM letsencrypt_values WHERE key = %s", (MAX_VALUE, keyBytes(key))
     ).fetchone()
     if row is not None:
-        return _bounded(key, row[0])
+        value = _bounded(key, row[0])
+        if isinstance(value, ValueTooLarge):
+            raise value
+        return value
     checkPlace(connection, key)
     return None
 
 
-def loadMany(connection: Any, keys: list[str]) -> dict[str, bytes | None]:
+def loadMany(connection: Any, keys: list[str]) -> dict[str, bytes | StorageError | None]:
     """
     The values at C{keys}, found by one query; C{None} for each key missing
     (after checking, as L{load} does, that it is not a folder nor below a
-    value).
-
-    @raise StorageError: naming the first key found whose value is larger
-        than L{MAX_VALUE} bytes (none is fetched).
+    value); a L{ValueTooLarge} for each value larger than L{MAX_VALUE}
+    bytes (it is not fetched; the others are).
     """
     rows = connection.execute(
         f"SELECT key, {_BOUNDED} FROM letsencrypt_values WHERE key = ANY(%s)",
@@ -133,7 +132,7 @@ def loadMany(connection: Any, keys: list[str]) -> dict[str, bytes | None]:
     for row in rows:
         key = keyText(row[0])
         found[key] = _bounded(key, row[1])
-    values: dict[str, bytes | None] = {}
+    values: dict[str, bytes | StorageError | None] = {}
     for key in keys:
         values[key] = found.get(key)
         if values[key] is None:

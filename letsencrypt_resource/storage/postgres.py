@@ -306,7 +306,7 @@ class PostgresStorage:
             return fail()
         return self._run(key, lambda c: pgsql.load(c, key))
 
-    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
         keys = list(keys)
         try:
             for key in keys:

@@ -15,6 +15,9 @@ from zope.interface import implementer
 from .interface import ILease, IStorage, StorageError, checkKey, checkValue
 from .sealing import Sealer, Unsealable
 
+#: What C{loadMany} gives (see L{IStorage.loadMany}).
+_Found = dict[str, bytes | StorageError | None]
+
 
 class SealedValueRefused(StorageError):
     """
@@ -58,10 +61,16 @@ class SealedStorage:
     def load(self, key: str) -> Deferred[bytes | None]:
         return self._inner.load(key).addCallback(lambda data: self._open(key, data))
 
-    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | None]]:
-        return self._inner.loadMany(keys).addCallback(
-            lambda found: {key: self._open(key, data) for key, data in found.items()}
-        )
+    def loadMany(self, keys: Collection[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
+        def opened(
+            found: dict[str, bytes | StorageError | None],
+        ) -> dict[str, bytes | StorageError | None]:
+            return {
+                key: data if isinstance(data, StorageError) else self._open(key, data)
+                for key, data in found.items()
+            }
+
+        return self._inner.loadMany(keys).addCallback(opened)
 
     def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
         try:

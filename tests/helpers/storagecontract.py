@@ -14,6 +14,8 @@ from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from letsencrypt_resource.storage.interface import (
+    MAX_VALUE,
+    TOO_LARGE,
     ILease,
     IStorage,
     LeaseLost,
@@ -204,6 +206,22 @@ class StorageContractMixin(_Base):
         for storage in (first, second):
             self.assertEqual(await storage.loadMany(keys), expected)
             self.assertEqual(await storage.loadMany([]), {})
+
+    async def test_storeOverBoundRefused(self) -> None:
+        """
+        A value over C{MAX_VALUE} bytes, which no load would give back, is
+        refused with a clear error, and the old value is kept; one of
+        C{MAX_VALUE} bytes is stored.
+        """
+        storage = self.storage()
+        await storage.store("renewal/a.json", b"old")
+        error = await self.assertFailure(
+            storage.store("renewal/a.json", b"x" * (MAX_VALUE + 1)), StorageError
+        )
+        self.assertIn(TOO_LARGE, error.message)
+        self.assertEqual(await storage.load("renewal/a.json"), b"old")
+        await storage.store("renewal/a.json", b"x" * MAX_VALUE)
+        self.assertEqual(len(await storage.load("renewal/a.json")), MAX_VALUE)
 
     async def test_loadManyRefuses(self) -> None:
         """
