@@ -721,6 +721,40 @@ class RecordsTests(TestCase):
         self.assertRaises(StorageError, first.renewalState)
         self.assertEqual((second.renewalState(), second.certifiedKey()), ({"failures": 2}, None))
 
+    async def test_loadSetsNamesEachSetOnce(self) -> None:
+        """
+        L{Records.loadSets} makes each set's file name (L{domainsFileName})
+        once for both its keys, which are those of L{renewalKey} and
+        L{certificateKey}, a long set's hashed name among them.
+        """
+        sets = [("a.example.com",), ("b.example.com", "c.example.com"), ("x" * 63,) * 5]
+        for domains in sets:
+            await self.records.saveRenewalState(domains, {"failures": 1})
+        asked: list[str] = []
+        loadMany = self.storage.loadMany
+
+        def recorded(keys: list[str]) -> Deferred[dict[str, bytes | None]]:
+            asked.extend(keys)
+            return loadMany(keys)
+
+        named: list[tuple[str, ...]] = []
+        fileName = records_module.domainsFileName
+
+        def counted(domains: tuple[str, ...]) -> str:
+            named.append(domains)
+            return fileName(domains)
+
+        self.patch(self.storage, "loadMany", recorded)
+        self.patch(records_module, "domainsFileName", counted)
+        loaded = await self.records.loadSets(sets)
+        self.assertEqual(named, sets)
+        self.patch(records_module, "domainsFileName", fileName)
+        self.assertEqual(
+            asked,
+            [key for domains in sets for key in (renewalKey(domains), certificateKey(domains))],
+        )
+        self.assertEqual([s.renewalState() for s in loaded], [{"failures": 1}] * 3)
+
     async def test_loadSetsChecked(self) -> None:
         """
         C{StoredSet.certifiedKey} given the digest of the certificate record

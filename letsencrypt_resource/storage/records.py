@@ -123,14 +123,28 @@ def certificateKey(domains: tuple[str, ...]) -> str:
     """
     The key of the certificate, key and chain of C{domains}.
     """
-    return f"{_CERTIFICATES}{domainsFileName(domains)}.pem"
+    return _certificateKeyNamed(domainsFileName(domains))
 
 
 def renewalKey(domains: tuple[str, ...]) -> str:
     """
     The key of the renewal state of C{domains}.
     """
-    return f"renewal/{domainsFileName(domains)}.json"
+    return _renewalKeyNamed(domainsFileName(domains))
+
+
+def _certificateKeyNamed(name: str) -> str:
+    """
+    L{certificateKey} of the set whose L{domainsFileName} is C{name}.
+    """
+    return f"{_CERTIFICATES}{name}.pem"
+
+
+def _renewalKeyNamed(name: str) -> str:
+    """
+    L{renewalKey} of the set whose L{domainsFileName} is C{name}.
+    """
+    return f"renewal/{name}.json"
 
 
 def challengeKey(token: str) -> str:
@@ -374,7 +388,11 @@ class Records:
         be read together, each record is read alone: one that fails then
         fails only its own parse (see L{StoredSet}).
         """
-        pairs = [(renewalKey(domains), certificateKey(domains)) for domains in sets]
+        # Each set's file name is made once, for both its keys.
+        pairs = [
+            (_renewalKeyNamed(name), _certificateKeyNamed(name))
+            for name in map(domainsFileName, sets)
+        ]
         keys = [key for pair in pairs for key in pair]
         values: dict[str, bytes | StorageError | None] = {}
         try:
