@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -754,6 +755,22 @@ class RecordsTests(TestCase):
             [key for domains in sets for key in (renewalKey(domains), certificateKey(domains))],
         )
         self.assertEqual([s.renewalState() for s in loaded], [{"failures": 1}] * 3)
+
+    def test_storedSetPlain(self) -> None:
+        """
+        C{StoredSet}, made for every set at start-up, is a plain class with
+        slots (no C{attrs} C{__init__}, no C{__dict__}) that keeps what it
+        is given and shows it in its C{repr}.
+        """
+        error = StorageError("renewal/x.json", "cannot be read")
+        stored = records_module.StoredSet(DOMAINS, error, b"pem")
+        self.assertFalse(attrs.has(records_module.StoredSet))
+        self.assertFalse(hasattr(stored, "__dict__"))
+        self.assertEqual(
+            (stored.domains, stored.renewal, stored.certificate), (DOMAINS, error, b"pem")
+        )
+        self.assertEqual(repr(stored), f"StoredSet({DOMAINS!r}, {error!r}, b'pem')")
+        self.assertIs(self.assertRaises(StorageError, stored.renewalState), error)
 
     async def test_loadSetsChecked(self) -> None:
         """
