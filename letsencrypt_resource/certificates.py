@@ -503,15 +503,25 @@ class CertifiedKey:
             return self.recorded.issuer
         return rfc4514Issuer(self.certificate)
 
-    @cached_property
+    @property
     def validity(self) -> tuple[float, float]:
         """
-        The start and the end of validity, in seconds since the epoch, read
-        once, or as recorded (L{recorded}): the checks and the status of
-        thousands of sets ask for them.
+        The start and the end of validity, in seconds since the epoch, as
+        recorded (L{recorded}), or read once: the checks and the status of
+        thousands of sets ask for them.  The recorded ones are told without
+        a cached property's first use, which on this class with slots goes
+        through C{__getattr__} and took half as long as making the object.
         """
-        if self.recorded is not None:
-            return (self.recorded.notBefore, self.recorded.notAfter)
+        recorded = self.recorded
+        if recorded is not None:
+            return (recorded.notBefore, recorded.notAfter)
+        return self._readValidity
+
+    @cached_property
+    def _readValidity(self) -> tuple[float, float]:
+        """
+        The start and the end of validity, read from the certificate once.
+        """
         return (self.notBefore.timestamp(), self.notAfter.timestamp())
 
     @property
