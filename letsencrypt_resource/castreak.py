@@ -23,6 +23,9 @@ def savedCount(value: Any) -> int:
     @raise ValueError: when it is not a finite number.
     @raise TypeError: when it is not a number or text.
     """
+    if type(value) is int and 0 <= value <= MOST_FAILURES:
+        # What a state is saved with: already within bounds.
+        return value
     try:
         return min(max(int(value), 0), MOST_FAILURES)
     except OverflowError:
@@ -37,6 +40,10 @@ def savedText(value: Any) -> bool:
     """
     if not isinstance(value, str):
         return False
+    if value.isascii():
+        # No surrogate is ASCII: told without encoding it (every set's
+        # URLs at start-up).
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -503,15 +503,17 @@ class CertifiedKey:
             return self.recorded.issuer
         return rfc4514Issuer(self.certificate)
 
-    @cached_property
+    @property
     def validity(self) -> tuple[float, float]:
         """
         The start and the end of validity, in seconds since the epoch, read
-        once, or as recorded (L{recorded}): the checks and the status of
-        thousands of sets ask for them.
+        once, or as recorded (L{recorded}: uncached, which is faster here).
         """
-        if self.recorded is not None:
-            return (self.recorded.notBefore, self.recorded.notAfter)
+        recorded = self.recorded
+        return self._readValidity if recorded is None else (recorded.notBefore, recorded.notAfter)
+
+    @cached_property
+    def _readValidity(self) -> tuple[float, float]:
         return (self.notBefore.timestamp(), self.notAfter.timestamp())
 
     @property

@@ -451,6 +451,36 @@ class NewerByValidityTests(SynchronousTestCase):
         self.assertIsNone(storedRefusal(managed, stored, now))
         self.assertEqual(lazy.asked, 1)
 
+    def test_recordedValidityNoCachedProperty(self) -> None:
+        """
+        The validity of a certificate taken on its recorded facts is theirs,
+        told without the class's C{__getattr__} (a cached property's first
+        use on a class with slots, which took half as long as making the
+        object, at every set of a start-up); one without facts is read
+        from its certificate, once, as before.
+        """
+        issued = Issuing().issue()
+        facts = CertificateFacts("c" * 64, 1.0, 2.0, issued.issuerText, NAMES)
+        recorded = CertifiedKey.fromCheckedPEM(issued.toPEM(), NAMES, facts)
+        asked: list[str] = []
+        getattr_ = CertifiedKey.__getattr__  # type: ignore[attr-defined]
+
+        def counted(self: CertifiedKey, name: str) -> Any:
+            asked.append(name)
+            return getattr_(self, name)
+
+        self.patch(CertifiedKey, "__getattr__", counted)
+        self.assertEqual((recorded.validity, recorded.validity), ((1.0, 2.0), (1.0, 2.0)))
+        self.assertEqual(asked, [])
+        lazy = CountedEnd(issued.certificate)
+        unrecorded = CertifiedKey(issued.key, lazy, issued.chain)
+        expected = (
+            issued.certificate.not_valid_before_utc.timestamp(),
+            issued.certificate.not_valid_after_utc.timestamp(),
+        )
+        self.assertEqual((unrecorded.validity, unrecorded.validity), (expected, expected))
+        self.assertEqual(lazy.asked, 1)
+
 
 class SavedFactsTests(SynchronousTestCase):
     """

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -754,6 +755,56 @@ class RecordsTests(TestCase):
         self.assertEqual(given(first.certifiedKey()).toPEM(), stored.toPEM())
         self.assertRaises(StorageError, first.renewalState)
         self.assertEqual((second.renewalState(), second.certifiedKey()), ({"failures": 2}, None))
+
+    async def test_loadSetsNamesEachSetOnce(self) -> None:
+        """
+        L{Records.loadSets} makes each set's file name (L{domainsFileName})
+        once for both its keys, which are those of L{renewalKey} and
+        L{certificateKey}, a long set's hashed name among them.
+        """
+        sets = [("a.example.com",), ("b.example.com", "c.example.com"), ("x" * 63,) * 5]
+        for domains in sets:
+            await self.records.saveRenewalState(domains, {"failures": 1})
+        asked: list[str] = []
+        loadMany = self.storage.loadMany
+
+        def recorded(keys: list[str]) -> Deferred[dict[str, bytes | None]]:
+            asked.extend(keys)
+            return loadMany(keys)
+
+        named: list[tuple[str, ...]] = []
+        fileName = records_module.domainsFileName
+
+        def counted(domains: tuple[str, ...]) -> str:
+            named.append(domains)
+            return fileName(domains)
+
+        self.patch(self.storage, "loadMany", recorded)
+        self.patch(records_module, "domainsFileName", counted)
+        loaded = await self.records.loadSets(sets)
+        self.assertEqual(named, sets)
+        self.patch(records_module, "domainsFileName", fileName)
+        self.assertEqual(
+            asked,
+            [key for domains in sets for key in (renewalKey(domains), certificateKey(domains))],
+        )
+        self.assertEqual([s.renewalState() for s in loaded], [{"failures": 1}] * 3)
+
+    def test_storedSetPlain(self) -> None:
+        """
+        C{StoredSet}, made for every set at start-up, is a plain class with
+        slots (no C{attrs} C{__init__}, no C{__dict__}) that keeps what it
+        is given and shows it in its C{repr}.
+        """
+        error = StorageError("renewal/x.json", "cannot be read")
+        stored = records_module.StoredSet(DOMAINS, error, b"pem")
+        self.assertFalse(attrs.has(records_module.StoredSet))
+        self.assertFalse(hasattr(stored, "__dict__"))
+        self.assertEqual(
+            (stored.domains, stored.renewal, stored.certificate), (DOMAINS, error, b"pem")
+        )
+        self.assertEqual(repr(stored), f"StoredSet({DOMAINS!r}, {error!r}, b'pem')")
+        self.assertIs(self.assertRaises(StorageError, stored.renewalState), error)
 
     async def test_loadSetsChecked(self) -> None:
         """
