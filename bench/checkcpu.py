@@ -174,8 +174,14 @@ class CheckTimer:
         scheduler = self._scheduler
         while True:
             learning = scheduler._learning
-            # A tree from before RenewalInfoLearning kept the Deferred there.
-            learning = getattr(learning, "pending", learning)
+            connecting = getattr(learning, "_pending", None)
+            if isinstance(connecting, dict):
+                # One connection under way per CA.
+                learning = next(iter(connecting.values()), None)
+            else:
+                # A tree from before the connections per CA kept one
+                # Deferred (earlier still, the scheduler itself).
+                learning = getattr(learning, "pending", learning)
             pending = learning or scheduler._finding
             if pending is None:
                 return
