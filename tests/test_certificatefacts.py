@@ -831,15 +831,7 @@ class UnreadableAtFirstUseTests(ResourceTestCase):
         self.assertIsNotNone(loaded.recorded)
         self.assertRaises(NoCertificateYet, tls.tls.serverConnectionForTLS, None)
         self.assertEqual(len(self.flushLoggedErrors(SSL.Error)), 1)
-        self.assertIn(20260, self.eventIDs())
-        self.assertTrue(self.consumers["reports"].received[-1].provisional)
-        attempt = resource.managed[frozenset(REPORTS)].attempt
-        assert attempt is not None
-        runUntilFired(self.reactor, attempt.whenEnded())
-        issued = tls.tls.certifiedKey
-        assert issued is not None
-        self.assertFalse(issued.provisional)
-        self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+        self.assertReplacedAtOnce(resource, tls)
 
     def test_notExported(self) -> None:
         """

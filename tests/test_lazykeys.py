@@ -222,16 +222,7 @@ class UnusableAtFirstUseTests(ResourceTestCase):
         self.store.values[renewalKey(REPORTS)] = json.dumps(state).encode()
         resource, loaded = self.refusedAtRestart(tls)
         self.assertTrue(loaded.keyChecked)
-        self.assertIn(20260, self.eventIDs())
-        self.assertTrue(self.consumers["reports"].received[-1].provisional)
-        attempt = resource.managed[frozenset(REPORTS)].attempt
-        assert attempt is not None
-        runUntilFired(self.reactor, attempt.whenEnded())
-        issued = tls.tls.certifiedKey
-        assert issued is not None
-        self.assertFalse(issued.provisional)
-        self.assertIsNot(issued, loaded)
-        self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+        self.assertIsNot(self.assertReplacedAtOnce(resource, tls), loaded)
 
     def test_matchingKeyKept(self) -> None:
         """

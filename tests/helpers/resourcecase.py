@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from OpenSSL import SSL
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
@@ -16,6 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.registry import Components
 
+from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.config import ResourceOptions
 from letsencrypt_resource.interfaces import ICertificateConsumer
 from letsencrypt_resource.resource import (
@@ -29,6 +31,7 @@ from letsencrypt_resource.testing import (
     RecordingConsumer,
     runUntilFired,
 )
+from letsencrypt_resource.tls import TLSCertificateConsumer
 from tests.helpers.statedir import StateDirectory
 
 DAY = 86400.0
@@ -143,6 +146,27 @@ class ResourceTestCase(SynchronousTestCase):
 
     def eventIDs(self) -> list[int]:
         return [e["event_id"] for e in self.events if "event_id" in e]
+
+    def assertReplacedAtOnce(
+        self, resource: LetsEncryptResource, tls: TLSCertificateConsumer
+    ) -> CertifiedKey:
+        """
+        A handshake of C{tls} refused the stored certificate of L{REPORTS}
+        (event 20260): the set went on a provisional certificate, and the
+        attempt that started at once issued one that C{tls} presents.
+
+        @return: The issued certificate.
+        """
+        self.assertIn(20260, self.eventIDs())
+        self.assertTrue(self.consumers["reports"].received[-1].provisional)
+        attempt = resource.managed[frozenset(REPORTS)].attempt
+        assert attempt is not None
+        runUntilFired(self.reactor, attempt.whenEnded())
+        issued = tls.tls.certifiedKey
+        assert issued is not None
+        self.assertFalse(issued.provisional)
+        self.assertIsInstance(tls.tls.serverConnectionForTLS(None), SSL.Connection)
+        return issued
 
     def eventTexts(self, eventID: int) -> list[str]:
         return [formatEvent(e) for e in self.events if e.get("event_id") == eventID]
