@@ -12,6 +12,7 @@ from typing import Any
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -41,6 +42,29 @@ code="$(cat "$3")"
 echo "$1" >> "$2"
 exit "$code"
 """
+
+
+class HeldValidations:
+    """
+    The fake ACME server's clock, holding the validations it schedules
+    until released.
+    """
+
+    def __init__(self, clock: Any):
+        self._clock = clock
+        self._released: Deferred[None] = Deferred()
+
+    def seconds(self) -> float:
+        return float(self._clock.seconds())
+
+    def callLater(self, delay: float, f: Any, *args: Any) -> None:
+        self._released.addCallback(lambda _: self._clock.callLater(delay, f, *args))
+
+    def release(self) -> None:
+        """
+        Schedule the validations held, and any later one at once.
+        """
+        self._released.callback(None)
 
 
 class ClusterDeployTests(PostgresCase):
@@ -198,8 +222,16 @@ class ClusterDeployTests(PostgresCase):
         # Until both ran once, a failed run is not tried again: a check on
         # node-1 before node-2 learnt of the certificate would run it twice.
         self.patch(deploy, "RETRY_BASE", 3600.0)
+        # No certificate is issued until both nodes have loaded the sets: a
+        # node that loads the other's new certificate at its start does not
+        # run the command for it (it did not put a new one in service).
+        held = HeldValidations(reactor)
+        self.server.clock = held
         first = self.startNode("node-1")
         second = self.startNode("node-2")
+        await first.whenLoaded()
+        await second.whenLoaded()
+        held.release()
         await first.whenSettled()
         await second.whenSettled()
         await self.until(lambda: sorted(self.ran()) == ["node-1", "node-2"], timeout=30)
