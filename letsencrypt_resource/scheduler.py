@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, TypeVar
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -65,39 +66,98 @@ def checkEnded(failure: Failure, log: Logger) -> None:
         unexpected(log, failure)
 
 
-def warnOfExpiry(
+def warnOfExpiry(log: Logger, now: float, certificate: ManagedCertificate, starting: bool) -> None:
+    """
+    Warn on C{log} about C{certificate} if its certificate in service is
+    close to expiry, unless its first renewal attempt is starting now
+    (C{starting}: a failure is warned about at the next check); at a
+    bounded rate (see L{ManagedCertificate.warnNow}).
+    """
+    current = certificate.current
+    if current is None or current.provisional:
+        return
+    if starting and certificate.failures == 0:
+        return
+    if not certificate.warnNow(now):
+        return
+    notAfter = current.validity[1]
+    details = (
+        f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
+        if certificate.lastError
+        else f"renewal is due {when(certificate.plan().at)}"
+    )
+    events.EXPIRY_WARNING.emit(
+        log,
+        component=", ".join(c.name for c in certificate.consumers),
+        domains=certificate.label,
+        days=f"{max(notAfter - now, 0) / DAY:.1f}",
+        details=details,
+    )
+
+
+@attrs.define
+class Look:
+    """
+    What one check's look at the domain sets found.
+
+    @ivar due: The sets due, whose attempts it starts.
+    @ivar forced: The sets whose queued attempt it forced.
+    @ivar earliest: When the first of the other sets next needs attention,
+        when it looked at every set and none had an attempt under way (the
+        next wake-up, if it starts nothing: see L{Scheduler.check});
+        C{None} otherwise.
+    """
+
+    due: list[ManagedCertificate] = attrs.Factory(list)
+    forced: list[ManagedCertificate] = attrs.Factory(list)
+    earliest: float | None = None
+
+
+async def lookAt(
+    reactor: Any,
+    sets: list[ManagedCertificate],
+    issuers: IssuerConnections,
+    chosen: set[ManagedCertificate] | None,
+    force: str | None,
     log: Logger,
-    now: float,
-    certificates: list[ManagedCertificate],
-    starting: set[ManagedCertificate],
-) -> None:
+) -> Look:
     """
-    Warn on C{log} about each of C{certificates} in service close to expiry,
-    unless its first renewal attempt is starting now (in C{starting}: a
-    failure is warned about at the next check); at a bounded rate (see
-    L{ManagedCertificate.warnNow}).
+    One pass over C{sets}, by chunks a reactor turn apart: find the sets
+    due (every one when C{force} gives a reason; of C{chosen}, if given),
+    force the queued attempts of the others when forced, and warn about
+    expiry (every set, chosen or not).
     """
-    for certificate in certificates:
-        current = certificate.current
-        if current is None or current.provisional:
-            continue
-        if certificate in starting and certificate.failures == 0:
-            continue
-        if not certificate.warnNow(now):
-            continue
-        notAfter = current.validity[1]
-        details = (
-            f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
-            if certificate.lastError
-            else f"renewal is due {when(certificate.plan().at)}"
-        )
-        events.EXPIRY_WARNING.emit(
-            log,
-            component=", ".join(c.name for c in certificate.consumers),
-            domains=certificate.label,
-            days=f"{max(notAfter - now, 0) / DAY:.1f}",
-            details=details,
-        )
+    now = reactor.seconds()
+    look = Look()
+    earliest = float("inf") if chosen is None and force is None else None
+    async for chunk in inTurns(reactor, sets):
+        for certificate in chunk:
+            starting = False
+            attempt = certificate.attempt
+            if chosen is not None and certificate not in chosen:
+                pass
+            elif attempt is None:
+                if force is not None:
+                    starting = True
+                else:
+                    at = issuers.nextEvent(certificate)
+                    if at <= now:
+                        starting = True
+                    elif earliest is not None:
+                        earliest = min(earliest, at)
+                if starting:
+                    look.due.append(certificate)
+            elif force is not None and attempt.force(force):
+                # Not started again, even if it ended by then.
+                look.forced.append(certificate)
+                starting = True
+            else:
+                # Looked at when its attempt ends.
+                earliest = None
+            warnOfExpiry(log, now, certificate, starting)
+    if not look.due and not look.forced:
+        look.earliest = earliest
+    return look
 
 
 async def _earliestEvent(
@@ -259,9 +319,23 @@ class Scheduler(Service):
         self._cancelWakeUp()
         started = self._startDue(force, only, reason)
         attempted: list[ManagedCertificate] = []
-        started.addCallback(attempted.extend)
-        started.addCallback(lambda _: self._renewer.whenEnded())
-        self._checking = started.addCallbacks(lambda _: self.scheduleWakeUp(), lambda failure: None)
+        earliest: list[float | None] = [None]
+
+        def looked(look: Look) -> Deferred[None]:
+            attempted.extend(look.due + look.forced)
+            earliest[0] = look.earliest
+            return self._renewer.whenEnded()
+
+        def wakeUp(_: object) -> None:
+            # A search asked for meanwhile looks at sets after the look did:
+            # it ends after this, and its wake-up replaces this one.
+            if earliest[0] is None:
+                self.scheduleWakeUp()
+            elif self._loop is not None and self._loop.running:
+                self._wakeAt(earliest[0])
+
+        started.addCallback(looked)
+        self._checking = started.addCallbacks(wakeUp, lambda failure: None)
         self._checking.addCallback(lambda _: self._writes.whenWritten())
         self._checking.addCallback(lambda _: [ended(attempted) for ended in self.afterCheck])
         self._checking.addCallback(lambda _: self._learning.learn())
@@ -271,45 +345,31 @@ class Scheduler(Service):
     @deferred
     async def _startDue(
         self, force: bool, only: Collection[ManagedCertificate] | None, reason: str
-    ) -> list[ManagedCertificate]:
+    ) -> Look:
         """
         Find the sets due (every one with C{force}; of C{only}, if given),
         warn about expiry, and start their attempts: synchronously for up
         to L{CHECK_CHUNK} sets, by chunks of that many a reactor turn apart
         for more, so that a check of thousands of sets never holds the
-        reactor for long.  With C{force}, a set whose attempt waits queued
-        unforced (a retry, a renewal information refresh: it would find the
-        set not due) gets it forced (L{letsencrypt_resource.attempts.Attempt.force}).
-
-        @return: The sets whose attempts it started or forced.
+        reactor for long (L{lookAt}).  With C{force}, a set whose attempt
+        waits queued unforced (a retry, a renewal information refresh: it
+        would find the set not due) gets it forced
+        (L{letsencrypt_resource.attempts.Attempt.force}).
         """
         now = self._reactor.seconds()
         chosen = None if only is None else set(only)
         sets = list(self._managed.values())
-        due: list[ManagedCertificate] = []
-        forced: list[ManagedCertificate] = []
-        async for chunk in inTurns(self._reactor, sets):
-            for certificate in chunk:
-                if chosen is not None and certificate not in chosen:
-                    continue
-                attempt = certificate.attempt
-                if attempt is None:
-                    if force or self.issuers.nextEvent(certificate) <= now:
-                        due.append(certificate)
-                elif force and attempt.force(reason):
-                    # Not started again below, even if it ended by then.
-                    forced.append(certificate)
-        starting = set(due).union(forced)
-        async for chunk in inTurns(self._reactor, sets):
-            warnOfExpiry(self._log, now, chunk, starting)
+        look = await lookAt(
+            self._reactor, sets, self.issuers, chosen, reason if force else None, self._log
+        )
         self._writes.retry(now)
         for retry in self.atCheck:
             retry()
-        async for chunk in inTurns(self._reactor, due):
+        async for chunk in inTurns(self._reactor, look.due):
             for certificate in chunk:
                 if certificate.attempt is None:
                     self._renewer.startAttempt(certificate, reason if force else None)
-        return due + forced
+        return look
 
     def _cancelWakeUp(self) -> None:
         if self._finding is not None:
@@ -343,7 +403,16 @@ class Scheduler(Service):
         """
         The work of L{scheduleWakeUp}.
         """
-        earliest = await _earliestEvent(self._reactor, list(self._managed.values()), self.issuers)
+        self._wakeAt(
+            await _earliestEvent(self._reactor, list(self._managed.values()), self.issuers)
+        )
+
+    def _wakeAt(self, earliest: float) -> None:
+        """
+        Wake up for C{earliest}, the first set's next event, or earlier for
+        a failed write's retry, when that comes before the next regular
+        check.
+        """
         if self._writes.hasRetries():
             earliest = min(earliest, self._writes.retries.retryAt)
         delay = earliest - self._reactor.seconds()
