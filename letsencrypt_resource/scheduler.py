@@ -177,6 +177,108 @@ async def _earliestEvent(
     return earliest
 
 
+class WakeUps:
+    """
+    The early check of a L{Scheduler}: scheduled when the first domain set
+    to need attention does so before the next regular check.
+    """
+
+    def __init__(
+        self,
+        managed: dict[frozenset[str], ManagedCertificate],
+        issuers: Callable[[], IssuerConnections],
+        writes: WriteQueue,
+        reactor: Any,
+        checkInterval: float,
+        check: Callable[[], object],
+        log: Logger,
+    ):
+        """
+        @param issuers: Returns the scheduler's L{IssuerConnections}.
+        @param check: Starts the early check.
+        """
+        self._managed = managed
+        self._issuers = issuers
+        self._writes = writes
+        self._reactor = reactor
+        self._checkInterval = checkInterval
+        self._check = check
+        self._log = log
+        self._wakeUp: IDelayedCall | None = None
+        self._finding: Deferred[None] | None = None
+        self._found: list[Deferred[None]] = []
+
+    def cancel(self) -> None:
+        """
+        Cancel the search under way and the wake-up scheduled.
+        """
+        if self._finding is not None:
+            self._finding.cancel()
+        if self._wakeUp is not None and self._wakeUp.active():
+            self._wakeUp.cancel()
+        self._wakeUp = None
+
+    def search(self) -> None:
+        """
+        Look for the earliest next event of the sets, by chunks of
+        L{CHECK_CHUNK} a reactor turn apart, and wake up for it (L{at}); a
+        call while an earlier search looks replaces it.
+        """
+        if self._finding is not None:
+            self._finding.cancel()
+        finding = self._finding = self._find()
+        finding.addErrback(checkEnded, self._log)
+
+        def found(_: object) -> None:
+            if self._finding is finding:
+                self._finding = None
+                waiting, self._found = self._found, []
+                for each in waiting:
+                    each.callback(None)
+
+        finding.addBoth(found)
+
+    @property
+    def searching(self) -> bool:
+        """
+        Whether a search is under way.
+        """
+        return self._finding is not None
+
+    def whenFound(self) -> Deferred[None]:
+        """
+        A Deferred that fires once no search is under way: at once when
+        none is.
+        """
+        if self._finding is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._found.append(waiting)
+        return waiting
+
+    @deferred
+    async def _find(self) -> None:
+        """
+        The work of L{search}.
+        """
+        sets = list(self._managed.values())
+        self.at(await _earliestEvent(self._reactor, sets, self._issuers()))
+
+    def at(self, earliest: float) -> None:
+        """
+        Wake up for C{earliest}, the first set's next event, or earlier for
+        a failed write's retry, when that comes before the next regular
+        check.
+        """
+        if self._writes.hasRetries():
+            earliest = min(earliest, self._writes.retries.retryAt)
+        delay = earliest - self._reactor.seconds()
+        if delay < self._checkInterval:
+            if self._wakeUp is not None and self._wakeUp.active():
+                self._wakeUp.cancel()
+            self._wakeUp = self._reactor.callLater(max(delay, 0), self._check)
+
+
 class Scheduler(Service):
     """
     Runs the checks of the domain sets while the resource runs.
@@ -223,8 +325,9 @@ class Scheduler(Service):
             lambda: self.scheduleWakeUp(),
         )
         self._loop: LoopingCall | None = None
-        self._wakeUp: IDelayedCall | None = None
-        self._finding: Deferred[None] | None = None
+        self._wakeUps = WakeUps(
+            managed, lambda: self.issuers, writes, reactor, checkInterval, self.check, log
+        )
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
@@ -251,7 +354,7 @@ class Scheduler(Service):
                 pending.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        self._cancelWakeUp()
+        self._wakeUps.cancel()
         self._learning.stop()
         self._renewer.stop()
 
@@ -316,7 +419,7 @@ class Scheduler(Service):
         @return: A Deferred that fires when every attempt started has ended
             and what it wrote is on disk; it never fails.
         """
-        self._cancelWakeUp()
+        self._wakeUps.cancel()
         started = self._startDue(force, only, reason)
         attempted: list[ManagedCertificate] = []
         earliest: list[float | None] = [None]
@@ -332,7 +435,7 @@ class Scheduler(Service):
             if earliest[0] is None:
                 self.scheduleWakeUp()
             elif self._loop is not None and self._loop.running:
-                self._wakeAt(earliest[0])
+                self._wakeUps.at(earliest[0])
 
         started.addCallback(looked)
         self._checking = started.addCallbacks(wakeUp, lambda failure: None)
@@ -371,52 +474,22 @@ class Scheduler(Service):
                     self._renewer.startAttempt(certificate, reason if force else None)
         return look
 
-    def _cancelWakeUp(self) -> None:
-        if self._finding is not None:
-            self._finding.cancel()
-        if self._wakeUp is not None and self._wakeUp.active():
-            self._wakeUp.cancel()
-        self._wakeUp = None
-
     def scheduleWakeUp(self) -> None:
         """
         Schedule an early check when a renewal, a retry, an ARI check or a
-        failed write's retry falls before the next regular one.  The sets
-        are looked at by chunks of L{CHECK_CHUNK} a reactor turn apart; a
-        call while an earlier one looks replaces it.
+        failed write's retry falls before the next regular one (see
+        L{WakeUps.search}).
         """
-        if self._loop is None or not self._loop.running:
-            return
-        if self._finding is not None:
-            self._finding.cancel()
-        finding = self._finding = self._findWakeUp()
-        finding.addErrback(checkEnded, self._log)
-
-        def found(_: object) -> None:
-            if self._finding is finding:
-                self._finding = None
-
-        finding.addBoth(found)
+        if self._loop is not None and self._loop.running:
+            self._wakeUps.search()
 
     @deferred
-    async def _findWakeUp(self) -> None:
+    async def whenQuiet(self) -> None:
         """
-        The work of L{scheduleWakeUp}.
+        Wait until neither a search for the next wake-up nor a connection
+        that learns whether a CA offers renewal information (which may
+        start a search) is under way: what follows a check is over.
         """
-        self._wakeAt(
-            await _earliestEvent(self._reactor, list(self._managed.values()), self.issuers)
-        )
-
-    def _wakeAt(self, earliest: float) -> None:
-        """
-        Wake up for C{earliest}, the first set's next event, or earlier for
-        a failed write's retry, when that comes before the next regular
-        check.
-        """
-        if self._writes.hasRetries():
-            earliest = min(earliest, self._writes.retries.retryAt)
-        delay = earliest - self._reactor.seconds()
-        if delay < self._checkInterval:
-            if self._wakeUp is not None and self._wakeUp.active():
-                self._wakeUp.cancel()
-            self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)
+        while self._wakeUps.searching or self._learning.connecting:
+            await self._wakeUps.whenFound()
+            await self._learning.whenLearnt()

@@ -516,6 +516,48 @@ class LearningTests(SynchronousTestCase):
         self.assertEqual({len(s.looks) for s in sets}, {2})
 
 
+class QuietTests(SynchronousTestCase):
+    """
+    L{Scheduler.whenQuiet} waits for what follows a check: the connection
+    that learns whether the CA offers renewal information, and the search
+    for the next wake-up that its answer starts.
+    """
+
+    def test_learningThenSearch(self) -> None:
+        """
+        It fires once the connection under way ended and the search it
+        started (a CA that offers renewal information) is over, not before.
+        """
+        connection = Learning()
+        clock = TurnClock()
+        sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
+        scheduler = startedOver(self, sets, connection, clock)
+        quiet = scheduler.whenQuiet()
+        self.assertNoResult(quiet)
+        connection.checksARI = True
+        connection.connecting[0].callback(None)
+        self.assertNoResult(quiet)
+        self.assertEqual({len(s.looks) for s in sets[:CHECK_CHUNK]}, {2})
+        self.assertEqual(len(sets[-1].looks), 1)
+        clock.advance(0)
+        self.successResultOf(quiet)
+        self.assertEqual({len(s.looks) for s in sets}, {2})
+
+    def test_failedLearning(self) -> None:
+        """
+        It fires once the connection failed (no search follows), and at
+        once when nothing is under way.
+        """
+        connection = Learning()
+        clock = TurnClock()
+        scheduler = startedOver(self, [IssuedSet("a.example.test", 10.0, clock)], connection, clock)
+        quiet = scheduler.whenQuiet()
+        self.assertNoResult(quiet)
+        connection.connecting[0].errback(ConnectionRefusedError())
+        self.successResultOf(quiet)
+        self.successResultOf(scheduler.whenQuiet())
+
+
 class NotDueLearningTests(SynchronousTestCase):
     """
     A check connects to the CA to learn whether it offers renewal
