@@ -68,6 +68,27 @@ class _Looks:
         self.pick = 0.5
         self.planned: RenewalPlan | None = None
 
+    def urgentOf(self, issued: CertifiedKey) -> float:
+        """
+        The emergency time of C{issued}, the certificate looked at.
+        """
+        if self.urgent is None:
+            self.urgent = emergencyTime(*issued.validity)
+        return self.urgent
+
+    def planOf(
+        self, issued: CertifiedKey, window: tuple[float, float] | None, pick: float
+    ) -> RenewalPlan:
+        """
+        The renewal plan of C{issued}, the certificate looked at, for the
+        renewal window C{window} and the C{pick} in it.
+        """
+        # A new window is a new tuple: the same one is the same window.
+        if self.planned is None or self.window is not window or self.pick != pick:
+            self.window, self.pick = window, pick
+            self.planned = planRenewal(*issued.validity, window, pick)
+        return self.planned
+
 
 class ManagedCertificate:
     """
@@ -182,16 +203,7 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_COMPROMISED)
         if self.forcedReason is not None:
             return RenewalPlan(0.0, self.forcedReason)
-        looks = self._looks
-        # A new window is a new tuple: the same one is the same window.
-        if (
-            looks.planned is None
-            or looks.window is not self.ariWindow
-            or looks.pick != self.ariPick
-        ):
-            looks.window, looks.pick = self.ariWindow, self.ariPick
-            looks.planned = planRenewal(*issued.validity, self.ariWindow, self.ariPick)
-        return looks.planned
+        return self._looks.planOf(issued, self.ariWindow, self.ariPick)
 
     def nextEvent(self, checksARI: bool) -> float:
         """
@@ -199,7 +211,7 @@ class ManagedCertificate:
         C{checksARI}, an ARI check.
         """
         issued = self.issued
-        retry = self._retryAfter(self._urgentFor(issued))
+        retry = self._retryAfter(0.0 if issued is None else self._looks.urgentOf(issued))
         due = max(self._planFor(issued).at, retry)
         if checksARI and issued is not None:
             due = min(due, max(self.ariNextCheck, retry))
@@ -229,18 +241,8 @@ class ManagedCertificate:
         service: its emergency time, or always (0) when it is not a
         CA-issued one for these names.
         """
-        return self._urgentFor(self.issued)
-
-    def _urgentFor(self, issued: CertifiedKey | None) -> float:
-        """
-        L{urgentSince}, for C{issued}, the L{issued} certificate.
-        """
-        if issued is None:
-            return 0.0
-        looks = self._looks
-        if looks.urgent is None:
-            looks.urgent = emergencyTime(*issued.validity)
-        return looks.urgent
+        issued = self.issued
+        return 0.0 if issued is None else self._looks.urgentOf(issued)
 
     def emergencyPace(self, now: float) -> float | None:
         """
@@ -283,7 +285,7 @@ class ManagedCertificate:
         if current is None or current.provisional:
             return False
         issued = self.issued
-        if issued is not None and now < self._urgentFor(issued):
+        if issued is not None and now < self._looks.urgentOf(issued):
             # Before its emergency time, kept, where the warnings begin: a
             # time before the float nearest to notAfter - threshold is
             # before the exact one, so warningLevel would say 0 too.
