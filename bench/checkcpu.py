@@ -31,6 +31,13 @@ away, as a server that asked saves it: a check then need not connect.
     failed).  As twistd's host does, the load's end also collects the
     garbage and freezes the heap (C{gc.freeze}), in the first check's
     first turn: that collection's CPU is measured apart and not counted;
+  - C{main}: of that CPU, the reactor thread's (C{time.thread_time});
+  - C{longest turn}: of each phase (the later checks': the longest of
+    them), the CPU and wall time of its longest reactor turn
+    (L{TurnProbe}); the turn in which the load ended and the first check
+    started (its first chunk, after the load's end: the last sets taken
+    into service, the consumers told) is given apart (C{load's end}),
+    less the load's collection, the host's;
   - C{later}: the same routine check (nothing due) called again, once the
     first one is over, measured the same way; C{--later} of them, the
     median;
@@ -105,6 +112,49 @@ class Collections:
 COLLECTIONS = Collections()
 
 
+class TurnProbe:
+    """
+    The longest reactor turn (one C{runUntilCurrent}: the timed calls, the
+    calls from threads and what they fire, which is where a check's chunks
+    run) since the last L{reset}, in CPU time of the reactor thread
+    (C{time.thread_time}: a busy machine that preempts the thread does
+    not lengthen it) and in wall time, less the time set apart in
+    C{excluded} during that turn (the collection at the load's end).
+    """
+
+    def __init__(self, reactor: Any):
+        self.longest = (0.0, 0.0)
+        self.excluded = (0.0, 0.0)
+        #: The turn under way when L{reset} was called with C{apart}, once
+        #: it ended: what it ran before the check, not the check.
+        self.apart = (0.0, 0.0)
+        self._apart = False
+        run = reactor.runUntilCurrent
+
+        def timed() -> None:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            self.excluded = (0.0, 0.0)
+            run()
+            cpu = time.thread_time() - cpu - self.excluded[0]
+            wall = time.perf_counter() - wall - self.excluded[1]
+            if self._apart:
+                self._apart, self.apart = False, (cpu, wall)
+            else:
+                self.longest = (max(self.longest[0], cpu), max(self.longest[1], wall))
+
+        reactor.runUntilCurrent = timed
+
+    def reset(self, apart: bool = False) -> tuple[float, float]:
+        """
+        Start again; return the longest turn so far, CPU and wall.
+
+        @param apart: Keep the turn under way apart (L{apart}).
+        """
+        longest, self.longest = self.longest, (0.0, 0.0)
+        self._apart = apart
+        return longest
+
+
 class Profiler:
     """
     cProfile over one phase of the worker (C{first}, C{later} or
@@ -134,20 +184,25 @@ class CheckTimer:
     check ended and the wake-up it scheduled was found.
     """
 
-    def __init__(self, scheduler: Any, profiler: Profiler):
+    def __init__(self, scheduler: Any, profiler: Profiler, probe: TurnProbe):
         self._scheduler = scheduler
         self._profiler = profiler
+        self._probe = probe
         self._check = scheduler.check
         scheduler.check = self
         self.cpu: list[float] = []
+        self.main: list[float] = []
         self.wall: list[float] = []
         self.collecting: list[float] = []
+        self.turns: list[tuple[float, float]] = []
         self.whenMeasured: list[Deferred[None]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Deferred[None]:
         if not self.whenMeasured:
             self._profiler.enter("first")
         cpu, wall = time.process_time(), time.perf_counter()
+        main = time.thread_time()
+        self._probe.reset(apart=not self.whenMeasured)
         collecting = COLLECTIONS.seconds
         checking = self._check(*args, **kwargs)
         measured: Deferred[None] = Deferred()
@@ -159,8 +214,10 @@ class CheckTimer:
 
         def done(_: object) -> None:
             self.cpu.append(time.process_time() - cpu)
+            self.main.append(time.thread_time() - main)
             self.wall.append(time.perf_counter() - wall)
             self.collecting.append(COLLECTIONS.seconds - collecting)
+            self.turns.append(self._probe.reset())
             measured.callback(None)
 
         checking.addBoth(ended)
@@ -172,6 +229,10 @@ class CheckTimer:
         renewal information nor looks for the next wake-up.
         """
         scheduler = self._scheduler
+        if hasattr(scheduler, "whenQuiet"):
+            await scheduler.whenQuiet()
+            return
+        # A tree from before Scheduler.whenQuiet: its private attributes.
         while True:
             learning = scheduler._learning
             connecting = getattr(learning, "_pending", None)
@@ -237,15 +298,18 @@ async def work(reactor: Any, args: argparse.Namespace) -> None:
     )
     scheduler = resource._scheduler
     profiler = Profiler(args.profile)
-    timer = CheckTimer(scheduler, profiler)
+    probe = TurnProbe(reactor)
+    timer = CheckTimer(scheduler, profiler, probe)
     resource.startService()
     frozen: list[float] = []
 
     def freeze(_: object) -> None:
         # What the host does once the sets are loaded (host._freezeStartUp).
         cpu, collecting = time.process_time(), COLLECTIONS.seconds
+        main, wall = time.thread_time(), time.perf_counter()
         gc.collect()
         gc.freeze()
+        probe.excluded = (time.thread_time() - main, time.perf_counter() - wall)
         frozen[:] = [time.process_time() - cpu, COLLECTIONS.seconds - collecting]
 
     if args.ari_known:
@@ -279,9 +343,11 @@ async def work(reactor: Any, args: argparse.Namespace) -> None:
     renewer.whenEnded = allQueued
     profiler.enter("forced")
     cpu = time.process_time()
+    probe.reset()
     resource.check(force=True)
     while not queued:
         await deferLater(reactor, 0.01, lambda: None)
+    forcedTurn = probe.reset()
     profiler.leave("forced")
     emitResult(
         {
@@ -289,10 +355,16 @@ async def work(reactor: Any, args: argparse.Namespace) -> None:
             "tree": os.path.dirname(os.path.dirname(letsencrypt_resource.__file__)),
             "acme_cpu": acmeCPU,
             "first_cpu": timer.cpu[0] - frozen[0],
+            "first_main": timer.main[0] - frozen[0],
+            "later_main": statistics.median(timer.main[1:]),
             "freeze_cpu": frozen[0],
             "first_wall": timer.wall[0],
             "first_gc": timer.collecting[0] - frozen[1],
             "later_gc": statistics.median(timer.collecting[1:]),
+            "first_turn": timer.turns[0],
+            "load_end_turn": probe.apart,
+            "later_turn": (max(t[0] for t in timer.turns[1:]), max(t[1] for t in timer.turns[1:])),
+            "forced_turn": forcedTurn,
             "later_cpu": statistics.median(timer.cpu[1:]),
             "later_cpu_all": timer.cpu[1:],
             "forced_cpu": queued[0] - cpu,
@@ -300,6 +372,14 @@ async def work(reactor: Any, args: argparse.Namespace) -> None:
         }
     )
     await resource.stopService()
+
+
+def turns(r: dict[str, Any]) -> str:
+    """
+    The longest turns of a worker's result C{r}, as the table shows them.
+    """
+    phases = (r["load_end_turn"], r["first_turn"], r["later_turn"], r["forced_turn"])
+    return ", ".join(f"{cpu * 1e3:.0f}/{wall * 1e3:.0f}" for cpu, wall in phases)
 
 
 def runWorker(args: argparse.Namespace, n: int, tree: str) -> dict[str, Any]:
@@ -351,21 +431,25 @@ def main() -> None:
     trees = args.tree or [ROOT]
     print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     print(
-        "| tree | N | ACME import CPU, apart (ms) | first check CPU (ms) "
+        "| tree | N | ACME import CPU, apart (ms) "
+        "| first check CPU (ms; main: the reactor thread's) "
         "| collections in it (ms, wall) | later routine check CPU "
-        "(ms) | their collections (ms) | forced check CPU (ms) | load |"
+        "(ms) | their collections (ms) | forced check CPU (ms) "
+        "| longest turn: load's end, first, later, forced (ms CPU / wall) | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n in args.n:
         for _ in range(args.repeats):
             for tree in trees:
                 r = runWorker(args, n, tree)
                 later = ", ".join(f"{c * 1e3:.0f}" for c in r["later_cpu_all"])
+                later += f"; main {r['later_main'] * 1e3:.0f}"
                 print(
                     f"| {r['tree']} | {n:,} | {r['acme_cpu'] * 1e3:.0f} "
-                    f"| {r['first_cpu'] * 1e3:.0f} "
+                    f"| {r['first_cpu'] * 1e3:.0f} (main {r['first_main'] * 1e3:.0f}) "
                     f"| {r['first_gc'] * 1e3:.0f} | {r['later_cpu'] * 1e3:.0f} ({later}) "
                     f"| {r['later_gc'] * 1e3:.0f} | {r['forced_cpu'] * 1e3:.0f} "
+                    f"| {turns(r)} "
                     f"| {os.getloadavg()[0]:.2f} |",
                     flush=True,
                 )

@@ -10,11 +10,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .connection import AccountConnection
 from .managed import ManagedCertificate
+
+
+def whenFired(pending: Deferred[Any]) -> Deferred[None]:
+    """
+    A Deferred that fires once C{pending} has fired, leaving its result to
+    its other callbacks.
+    """
+    fired: Deferred[None] = Deferred()
+
+    def passOn(result: object) -> object:
+        fired.callback(None)
+        return result
+
+    pending.addBoth(passOn)
+    return fired
 
 
 class IssuerConnections:
@@ -141,6 +156,21 @@ class RenewalInfoLearning:
                 self._learnt()
 
         connecting.addCallbacks(learnt, learnt)
+
+    @property
+    def connecting(self) -> bool:
+        """
+        Whether a connection is under way.
+        """
+        return bool(self._pending)
+
+    def whenLearnt(self) -> Deferred[None]:
+        """
+        A Deferred that fires once every connection under way (one per CA)
+        has ended, whatever it learnt: at once when none is.
+        """
+        ended = [whenFired(connecting) for connecting in self._pending.values()]
+        return gatherResults(ended).addCallback(lambda _: None)
 
     def _cancelLater(self) -> None:
         if self._later is not None and self._later.active():

@@ -53,18 +53,41 @@ class _Looks:
     @ivar at: The certificate looked at, if any.
     @ivar issued: Whether it is a CA-issued one for the set's names.
     @ivar urgent: Its emergency time, once asked for.
-    @ivar window: The renewal window and pick that L{planned} is for.
+    @ivar window: The renewal window that L{planned} is for.
+    @ivar pick: The pick in it that L{planned} is for.
     @ivar planned: Its renewal plan, once asked for.
     """
 
-    __slots__ = ("at", "issued", "urgent", "window", "planned")
+    __slots__ = ("at", "issued", "urgent", "window", "pick", "planned")
 
     def __init__(self) -> None:
         self.at: weakref.ref[CertifiedKey] | None = None
         self.issued = False
         self.urgent: float | None = None
-        self.window: tuple[tuple[float, float] | None, float] | None = None
+        self.window: tuple[float, float] | None = None
+        self.pick = 0.5
         self.planned: RenewalPlan | None = None
+
+    def urgentOf(self, issued: CertifiedKey) -> float:
+        """
+        The emergency time of C{issued}, the certificate looked at.
+        """
+        if self.urgent is None:
+            self.urgent = emergencyTime(*issued.validity)
+        return self.urgent
+
+    def planOf(
+        self, issued: CertifiedKey, window: tuple[float, float] | None, pick: float
+    ) -> RenewalPlan:
+        """
+        The renewal plan of C{issued}, the certificate looked at, for the
+        renewal window C{window} and the C{pick} in it.
+        """
+        # A new window is a new tuple: the same one is the same window.
+        if self.planned is None or self.window is not window or self.pick != pick:
+            self.window, self.pick = window, pick
+            self.planned = planRenewal(*issued.validity, window, pick)
+        return self.planned
 
 
 class ManagedCertificate:
@@ -165,7 +188,12 @@ class ManagedCertificate:
         When this set needs a new certificate, and why: planned once per
         certificate in service, renewal window and pick in it.
         """
-        issued = self.issued
+        return self._planFor(self.issued)
+
+    def _planFor(self, issued: CertifiedKey | None) -> RenewalPlan:
+        """
+        L{plan}, for C{issued}, the L{issued} certificate.
+        """
         if issued is None:
             replaced = self.current is not None and not self.current.provisional
             return RenewalPlan(0.0, NAMES_CHANGED if replaced else NO_CERTIFICATE)
@@ -175,20 +203,17 @@ class ManagedCertificate:
             return RenewalPlan(0.0, KEY_COMPROMISED)
         if self.forcedReason is not None:
             return RenewalPlan(0.0, self.forcedReason)
-        looks, window = self._looks, (self.ariWindow, self.ariPick)
-        if looks.planned is None or looks.window != window:
-            looks.window = window
-            looks.planned = planRenewal(*issued.validity, *window)
-        return looks.planned
+        return self._looks.planOf(issued, self.ariWindow, self.ariPick)
 
     def nextEvent(self, checksARI: bool) -> float:
         """
         When this set next needs attention: its renewal, a retry, or, when
         C{checksARI}, an ARI check.
         """
-        retry = self.retryAt()
-        due = max(self.plan().at, retry)
-        if checksARI and self.issued is not None:
+        issued = self.issued
+        retry = self._retryAfter(0.0 if issued is None else self._looks.urgentOf(issued))
+        due = max(self._planFor(issued).at, retry)
+        if checksARI and issued is not None:
             due = min(due, max(self.ariNextCheck, retry))
         return due
 
@@ -217,12 +242,7 @@ class ManagedCertificate:
         CA-issued one for these names.
         """
         issued = self.issued
-        if issued is None:
-            return 0.0
-        looks = self._looks
-        if looks.urgent is None:
-            looks.urgent = emergencyTime(*issued.validity)
-        return looks.urgent
+        return 0.0 if issued is None else self._looks.urgentOf(issued)
 
     def emergencyPace(self, now: float) -> float | None:
         """
@@ -243,8 +263,13 @@ class ManagedCertificate:
         the last failure (the emergency threshold wins over a back-off),
         but never before the CA's Retry-After ends.
         """
+        return self._retryAfter(self.urgentSince())
+
+    def _retryAfter(self, urgent: float) -> float:
+        """
+        L{retryAt}, for C{urgent}, the L{urgentSince} time.
+        """
         at = self.nextAttempt
-        urgent = self.urgentSince()
         if self.lastFailure < urgent:
             at = min(at, urgent)
         return max(at, self.holdUntil)
@@ -258,6 +283,12 @@ class ManagedCertificate:
         """
         current = self.current
         if current is None or current.provisional:
+            return False
+        issued = self.issued
+        if issued is not None and now < self._looks.urgentOf(issued):
+            # Before its emergency time, kept, where the warnings begin: a
+            # time before the float nearest to notAfter - threshold is
+            # before the exact one, so warningLevel would say 0 too.
             return False
         level = warningLevel(*current.validity, now)
         if level == 0:

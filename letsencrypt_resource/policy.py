@@ -99,16 +99,17 @@ def planRenewal(
         end); chosen at random once per window by the caller.  A window or
         pick that gives no finite time is ignored: the lifetime decides.
     """
-    plan = RenewalPlan(_lifetimeRenewalTime(notBefore, notAfter), "lifetime")
+    at, reason = _lifetimeRenewalTime(notBefore, notAfter), "lifetime"
     if ariWindow is not None:
         start, end = ariWindow
-        at = start + (max(end, start) - start) * pick
-        if math.isfinite(at):
-            plan = RenewalPlan(at, "ari")
+        picked = start + (max(end, start) - start) * pick
+        if math.isfinite(picked):
+            at, reason = picked, "ari"
     emergency = emergencyTime(notBefore, notAfter)
-    if plan.at > emergency:
-        return RenewalPlan(emergency, "emergency")
-    return plan
+    if at > emergency:
+        at, reason = emergency, "emergency"
+    # One plan made: each is a frozen object, dearer than the arithmetic.
+    return RenewalPlan(at, reason)
 
 
 def warningThreshold(notBefore: float, notAfter: float) -> float:

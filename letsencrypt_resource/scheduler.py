@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any, TypeVar
 
+import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -65,39 +66,98 @@ def checkEnded(failure: Failure, log: Logger) -> None:
         unexpected(log, failure)
 
 
-def warnOfExpiry(
+def warnOfExpiry(log: Logger, now: float, certificate: ManagedCertificate, starting: bool) -> None:
+    """
+    Warn on C{log} about C{certificate} if its certificate in service is
+    close to expiry, unless its first renewal attempt is starting now
+    (C{starting}: a failure is warned about at the next check); at a
+    bounded rate (see L{ManagedCertificate.warnNow}).
+    """
+    current = certificate.current
+    if current is None or current.provisional:
+        return
+    if starting and certificate.failures == 0:
+        return
+    if not certificate.warnNow(now):
+        return
+    notAfter = current.validity[1]
+    details = (
+        f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
+        if certificate.lastError
+        else f"renewal is due {when(certificate.plan().at)}"
+    )
+    events.EXPIRY_WARNING.emit(
+        log,
+        component=", ".join(c.name for c in certificate.consumers),
+        domains=certificate.label,
+        days=f"{max(notAfter - now, 0) / DAY:.1f}",
+        details=details,
+    )
+
+
+@attrs.define
+class Look:
+    """
+    What one check's look at the domain sets found.
+
+    @ivar due: The sets due, whose attempts it starts.
+    @ivar forced: The sets whose queued attempt it forced.
+    @ivar earliest: When the first of the other sets next needs attention,
+        when it looked at every set and none had an attempt under way (the
+        next wake-up, if it starts nothing: see L{Scheduler.check});
+        C{None} otherwise.
+    """
+
+    due: list[ManagedCertificate] = attrs.Factory(list)
+    forced: list[ManagedCertificate] = attrs.Factory(list)
+    earliest: float | None = None
+
+
+async def lookAt(
+    reactor: Any,
+    sets: list[ManagedCertificate],
+    issuers: IssuerConnections,
+    chosen: set[ManagedCertificate] | None,
+    force: str | None,
     log: Logger,
-    now: float,
-    certificates: list[ManagedCertificate],
-    starting: set[ManagedCertificate],
-) -> None:
+) -> Look:
     """
-    Warn on C{log} about each of C{certificates} in service close to expiry,
-    unless its first renewal attempt is starting now (in C{starting}: a
-    failure is warned about at the next check); at a bounded rate (see
-    L{ManagedCertificate.warnNow}).
+    One pass over C{sets}, by chunks a reactor turn apart: find the sets
+    due (every one when C{force} gives a reason; of C{chosen}, if given),
+    force the queued attempts of the others when forced, and warn about
+    expiry (every set, chosen or not).
     """
-    for certificate in certificates:
-        current = certificate.current
-        if current is None or current.provisional:
-            continue
-        if certificate in starting and certificate.failures == 0:
-            continue
-        if not certificate.warnNow(now):
-            continue
-        notAfter = current.validity[1]
-        details = (
-            f"renewal failed {certificate.failures} times, last: {certificate.lastError}"
-            if certificate.lastError
-            else f"renewal is due {when(certificate.plan().at)}"
-        )
-        events.EXPIRY_WARNING.emit(
-            log,
-            component=", ".join(c.name for c in certificate.consumers),
-            domains=certificate.label,
-            days=f"{max(notAfter - now, 0) / DAY:.1f}",
-            details=details,
-        )
+    now = reactor.seconds()
+    look = Look()
+    earliest = float("inf") if chosen is None and force is None else None
+    async for chunk in inTurns(reactor, sets):
+        for certificate in chunk:
+            starting = False
+            attempt = certificate.attempt
+            if chosen is not None and certificate not in chosen:
+                pass
+            elif attempt is None:
+                if force is not None:
+                    starting = True
+                else:
+                    at = issuers.nextEvent(certificate)
+                    if at <= now:
+                        starting = True
+                    elif earliest is not None:
+                        earliest = min(earliest, at)
+                if starting:
+                    look.due.append(certificate)
+            elif force is not None and attempt.force(force):
+                # Not started again, even if it ended by then.
+                look.forced.append(certificate)
+                starting = True
+            else:
+                # Looked at when its attempt ends.
+                earliest = None
+            warnOfExpiry(log, now, certificate, starting)
+    if not look.due and not look.forced:
+        look.earliest = earliest
+    return look
 
 
 async def _earliestEvent(
@@ -115,6 +175,108 @@ async def _earliestEvent(
             if certificate.attempt is None:
                 earliest = min(earliest, issuers.nextEvent(certificate))
     return earliest
+
+
+class WakeUps:
+    """
+    The early check of a L{Scheduler}: scheduled when the first domain set
+    to need attention does so before the next regular check.
+    """
+
+    def __init__(
+        self,
+        managed: dict[frozenset[str], ManagedCertificate],
+        issuers: Callable[[], IssuerConnections],
+        writes: WriteQueue,
+        reactor: Any,
+        checkInterval: float,
+        check: Callable[[], object],
+        log: Logger,
+    ):
+        """
+        @param issuers: Returns the scheduler's L{IssuerConnections}.
+        @param check: Starts the early check.
+        """
+        self._managed = managed
+        self._issuers = issuers
+        self._writes = writes
+        self._reactor = reactor
+        self._checkInterval = checkInterval
+        self._check = check
+        self._log = log
+        self._wakeUp: IDelayedCall | None = None
+        self._finding: Deferred[None] | None = None
+        self._found: list[Deferred[None]] = []
+
+    def cancel(self) -> None:
+        """
+        Cancel the search under way and the wake-up scheduled.
+        """
+        if self._finding is not None:
+            self._finding.cancel()
+        if self._wakeUp is not None and self._wakeUp.active():
+            self._wakeUp.cancel()
+        self._wakeUp = None
+
+    def search(self) -> None:
+        """
+        Look for the earliest next event of the sets, by chunks of
+        L{CHECK_CHUNK} a reactor turn apart, and wake up for it (L{at}); a
+        call while an earlier search looks replaces it.
+        """
+        if self._finding is not None:
+            self._finding.cancel()
+        finding = self._finding = self._find()
+        finding.addErrback(checkEnded, self._log)
+
+        def found(_: object) -> None:
+            if self._finding is finding:
+                self._finding = None
+                waiting, self._found = self._found, []
+                for each in waiting:
+                    each.callback(None)
+
+        finding.addBoth(found)
+
+    @property
+    def searching(self) -> bool:
+        """
+        Whether a search is under way.
+        """
+        return self._finding is not None
+
+    def whenFound(self) -> Deferred[None]:
+        """
+        A Deferred that fires once no search is under way: at once when
+        none is.
+        """
+        if self._finding is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._found.append(waiting)
+        return waiting
+
+    @deferred
+    async def _find(self) -> None:
+        """
+        The work of L{search}.
+        """
+        sets = list(self._managed.values())
+        self.at(await _earliestEvent(self._reactor, sets, self._issuers()))
+
+    def at(self, earliest: float) -> None:
+        """
+        Wake up for C{earliest}, the first set's next event, or earlier for
+        a failed write's retry, when that comes before the next regular
+        check.
+        """
+        if self._writes.hasRetries():
+            earliest = min(earliest, self._writes.retries.retryAt)
+        delay = earliest - self._reactor.seconds()
+        if delay < self._checkInterval:
+            if self._wakeUp is not None and self._wakeUp.active():
+                self._wakeUp.cancel()
+            self._wakeUp = self._reactor.callLater(max(delay, 0), self._check)
 
 
 class Scheduler(Service):
@@ -163,8 +325,9 @@ class Scheduler(Service):
             lambda: self.scheduleWakeUp(),
         )
         self._loop: LoopingCall | None = None
-        self._wakeUp: IDelayedCall | None = None
-        self._finding: Deferred[None] | None = None
+        self._wakeUps = WakeUps(
+            managed, lambda: self.issuers, writes, reactor, checkInterval, self.check, log
+        )
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
         self.loaded: Callable[[], Deferred[None]] = lambda: succeed(None)
@@ -191,7 +354,7 @@ class Scheduler(Service):
                 pending.cancel()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        self._cancelWakeUp()
+        self._wakeUps.cancel()
         self._learning.stop()
         self._renewer.stop()
 
@@ -256,12 +419,26 @@ class Scheduler(Service):
         @return: A Deferred that fires when every attempt started has ended
             and what it wrote is on disk; it never fails.
         """
-        self._cancelWakeUp()
+        self._wakeUps.cancel()
         started = self._startDue(force, only, reason)
         attempted: list[ManagedCertificate] = []
-        started.addCallback(attempted.extend)
-        started.addCallback(lambda _: self._renewer.whenEnded())
-        self._checking = started.addCallbacks(lambda _: self.scheduleWakeUp(), lambda failure: None)
+        earliest: list[float | None] = [None]
+
+        def looked(look: Look) -> Deferred[None]:
+            attempted.extend(look.due + look.forced)
+            earliest[0] = look.earliest
+            return self._renewer.whenEnded()
+
+        def wakeUp(_: object) -> None:
+            # A search asked for meanwhile looks at sets after the look did:
+            # it ends after this, and its wake-up replaces this one.
+            if earliest[0] is None:
+                self.scheduleWakeUp()
+            elif self._loop is not None and self._loop.running:
+                self._wakeUps.at(earliest[0])
+
+        started.addCallback(looked)
+        self._checking = started.addCallbacks(wakeUp, lambda failure: None)
         self._checking.addCallback(lambda _: self._writes.whenWritten())
         self._checking.addCallback(lambda _: [ended(attempted) for ended in self.afterCheck])
         self._checking.addCallback(lambda _: self._learning.learn())
@@ -271,83 +448,48 @@ class Scheduler(Service):
     @deferred
     async def _startDue(
         self, force: bool, only: Collection[ManagedCertificate] | None, reason: str
-    ) -> list[ManagedCertificate]:
+    ) -> Look:
         """
         Find the sets due (every one with C{force}; of C{only}, if given),
         warn about expiry, and start their attempts: synchronously for up
         to L{CHECK_CHUNK} sets, by chunks of that many a reactor turn apart
         for more, so that a check of thousands of sets never holds the
-        reactor for long.  With C{force}, a set whose attempt waits queued
-        unforced (a retry, a renewal information refresh: it would find the
-        set not due) gets it forced (L{letsencrypt_resource.attempts.Attempt.force}).
-
-        @return: The sets whose attempts it started or forced.
+        reactor for long (L{lookAt}).  With C{force}, a set whose attempt
+        waits queued unforced (a retry, a renewal information refresh: it
+        would find the set not due) gets it forced
+        (L{letsencrypt_resource.attempts.Attempt.force}).
         """
         now = self._reactor.seconds()
         chosen = None if only is None else set(only)
         sets = list(self._managed.values())
-        due: list[ManagedCertificate] = []
-        forced: list[ManagedCertificate] = []
-        async for chunk in inTurns(self._reactor, sets):
-            for certificate in chunk:
-                if chosen is not None and certificate not in chosen:
-                    continue
-                attempt = certificate.attempt
-                if attempt is None:
-                    if force or self.issuers.nextEvent(certificate) <= now:
-                        due.append(certificate)
-                elif force and attempt.force(reason):
-                    # Not started again below, even if it ended by then.
-                    forced.append(certificate)
-        starting = set(due).union(forced)
-        async for chunk in inTurns(self._reactor, sets):
-            warnOfExpiry(self._log, now, chunk, starting)
+        look = await lookAt(
+            self._reactor, sets, self.issuers, chosen, reason if force else None, self._log
+        )
         self._writes.retry(now)
         for retry in self.atCheck:
             retry()
-        async for chunk in inTurns(self._reactor, due):
+        async for chunk in inTurns(self._reactor, look.due):
             for certificate in chunk:
                 if certificate.attempt is None:
                     self._renewer.startAttempt(certificate, reason if force else None)
-        return due + forced
-
-    def _cancelWakeUp(self) -> None:
-        if self._finding is not None:
-            self._finding.cancel()
-        if self._wakeUp is not None and self._wakeUp.active():
-            self._wakeUp.cancel()
-        self._wakeUp = None
+        return look
 
     def scheduleWakeUp(self) -> None:
         """
         Schedule an early check when a renewal, a retry, an ARI check or a
-        failed write's retry falls before the next regular one.  The sets
-        are looked at by chunks of L{CHECK_CHUNK} a reactor turn apart; a
-        call while an earlier one looks replaces it.
+        failed write's retry falls before the next regular one (see
+        L{WakeUps.search}).
         """
-        if self._loop is None or not self._loop.running:
-            return
-        if self._finding is not None:
-            self._finding.cancel()
-        finding = self._finding = self._findWakeUp()
-        finding.addErrback(checkEnded, self._log)
-
-        def found(_: object) -> None:
-            if self._finding is finding:
-                self._finding = None
-
-        finding.addBoth(found)
+        if self._loop is not None and self._loop.running:
+            self._wakeUps.search()
 
     @deferred
-    async def _findWakeUp(self) -> None:
+    async def whenQuiet(self) -> None:
         """
-        The work of L{scheduleWakeUp}.
+        Wait until neither a search for the next wake-up nor a connection
+        that learns whether a CA offers renewal information (which may
+        start a search) is under way: what follows a check is over.
         """
-        earliest = await _earliestEvent(self._reactor, list(self._managed.values()), self.issuers)
-        if self._writes.hasRetries():
-            earliest = min(earliest, self._writes.retries.retryAt)
-        delay = earliest - self._reactor.seconds()
-        if delay < self._checkInterval:
-            if self._wakeUp is not None and self._wakeUp.active():
-                self._wakeUp.cancel()
-            self._wakeUp = self._reactor.callLater(max(delay, 0), self.check)
+        while self._wakeUps.searching or self._learning.connecting:
+            await self._wakeUps.whenFound()
+            await self._learning.whenLearnt()

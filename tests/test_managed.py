@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import math
 import weakref
 from collections.abc import Iterable
 
@@ -17,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from letsencrypt_resource import managed
 from letsencrypt_resource.certificates import CertifiedKey
 from letsencrypt_resource.managed import NAMES_CHANGED, NO_CERTIFICATE, ManagedCertificate
-from letsencrypt_resource.policy import RenewalPlan, emergencyTime, planRenewal
+from letsencrypt_resource.policy import RenewalPlan, emergencyTime, planRenewal, warningLevel
 from letsencrypt_resource.provisional import makeProvisional
 
 from .helpers import newSigner, provisionalFor, utcNow
@@ -85,6 +86,9 @@ class KeptAnswersTests(SynchronousTestCase):
         self.assertEqual(certificate.plan(), planRenewal(*first.validity, window, 0.5))
         certificate.ariPick = 0.0
         self.assertEqual(certificate.plan(), planRenewal(*first.validity, window, 0.0))
+        moved = (window[0] + 5.0, window[1])
+        certificate.ariWindow = moved
+        self.assertEqual(certificate.plan(), planRenewal(*first.validity, moved, 0.0))
         certificate.ariWindow = None
         later = attrs.evolve(
             makeProvisional(self.signer, DOMAINS, utcNow() + datetime.timedelta(days=30)),
@@ -164,6 +168,63 @@ class KeptAnswersTests(SynchronousTestCase):
         self.assertIsNone(certificate.issued)
         self.assertEqual(certificate.urgentSince(), 0.0)
         self.assertEqual(certificate.plan(), RenewalPlan(0.0, NAMES_CHANGED))
+
+
+class WarnNowTests(SynchronousTestCase):
+    """
+    L{ManagedCertificate.warnNow} answers from the kept emergency time
+    before it, where a check finds every healthy set.
+    """
+
+    def setUp(self) -> None:
+        self.signer = newSigner()
+        self.levels: list[float] = []
+
+        def countedLevel(notBefore: float, notAfter: float, now: float) -> int:
+            self.levels.append(now)
+            return warningLevel(notBefore, notAfter, now)
+
+        self.patch(managed, "warningLevel", countedLevel)
+
+    def test_beforeEmergency(self) -> None:
+        """
+        Before the emergency time, no warning is due and the warning level
+        is not worked out; from it on, the warnings are as the level says.
+        """
+        certificate = ManagedCertificate(DOMAINS)
+        certificate.current = issued(self.signer)
+        urgent = certificate.urgentSince()
+        self.assertFalse(certificate.warnNow(urgent - 86400.0))
+        self.assertFalse(certificate.warnNow(math.nextafter(urgent, 0.0)))
+        self.assertEqual(self.levels, [])
+        notAfter = certificate.current.validity[1]
+        self.assertTrue(certificate.warnNow(notAfter - 3600.0))
+        self.assertEqual(self.levels, [notAfter - 3600.0])
+
+    def test_sameAsTheLevel(self) -> None:
+        """
+        Just before the emergency time of certificates of many lifetimes
+        (the float before it), the level is 0 too: the shortcut never hides
+        a warning.
+        """
+        for days in (1, 3, 6, 7, 10, 45, 89, 90, 91, 397):
+            notBefore = 1_800_000_000.123 + days
+            notAfter = notBefore + days * 86400.0 + 0.7
+            before = math.nextafter(emergencyTime(notBefore, notAfter), 0.0)
+            self.assertEqual(warningLevel(notBefore, notAfter, before), 0, days)
+
+    def test_namesChanged(self) -> None:
+        """
+        A certificate in service for other names (no emergency time kept)
+        is warned about as its level says.
+        """
+        certificate = ManagedCertificate(("b.example.com",))
+        certificate.current = issued(self.signer)
+        self.assertIsNone(certificate.issued)
+        notAfter = certificate.current.validity[1]
+        self.assertTrue(certificate.warnNow(notAfter - 3600.0))
+        self.assertFalse(certificate.warnNow(notAfter - 80 * 86400.0))
+        self.assertEqual(len(self.levels), 2)
 
 
 class RaisingOnce(CertifiedKey):

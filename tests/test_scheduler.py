@@ -311,7 +311,7 @@ def startedOver(
 ) -> Scheduler:
     """
     A scheduler over C{sets}, connected by C{connection}, started (stopped
-    at the end of C{test}) until its first check and wake-up pass are over.
+    at the end of C{test}) until its first check and its wake-up are found.
 
     @param connectionOf: The connection to the CA that issued each set's
         certificate, when not C{connection} for all.
@@ -338,28 +338,104 @@ def startedOver(
 class WakeUpTests(SynchronousTestCase):
     """
     L{Scheduler.scheduleWakeUp} looks at many sets by chunks a reactor turn
-    apart, and wakes up for the earliest.
+    apart, and wakes up for the earliest; a check that starts nothing wakes
+    up for the earliest its own look found, without another pass.
     """
 
-    def test_inTurns(self) -> None:
+    def sets(self, clock: TurnClock) -> list[TimedSet]:
         """
-        After a check of more than L{CHECK_CHUNK} sets, the next wake-up is
-        found looking at at most L{CHECK_CHUNK} sets a reactor turn, and is
-        scheduled for the earliest set.
+        More than three chunks of sets, none due, the last one first.
         """
-        clock = TurnClock()
         count = 3 * CHECK_CHUNK + 1
         sets = [TimedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(count)]
         sets[-1].at = 500.0
+        return sets
+
+    def wakeUp(self, clock: TurnClock) -> float:
+        """
+        The time of the only wake-up scheduled before the next regular check.
+        """
+        (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
+        return wakeUp.getTime()
+
+    def test_inTurns(self) -> None:
+        """
+        A wake-up search of more than L{CHECK_CHUNK} sets looks at at most
+        L{CHECK_CHUNK} sets a reactor turn, and schedules the wake-up for
+        the earliest set.
+        """
+        clock = TurnClock()
+        sets = self.sets(clock)
+        scheduler = startedOver(self, sets, Connected(), clock)
+        for certificate in sets:
+            certificate.looks.clear()
+        sets[0].at = 400.0
+        scheduler.scheduleWakeUp()
+        for _ in range(10):
+            clock.advance(0)
+        looks = [turn for s in sets for turn in s.looks]
+        perTurn = [looks.count(turn) for turn in set(looks)]
+        self.assertEqual(sum(perTurn), len(sets))
+        self.assertLessEqual(max(perTurn), CHECK_CHUNK)
+        self.assertEqual(self.wakeUp(clock), 400.0)
+
+    def test_checkStartingNothing(self) -> None:
+        """
+        After a check that starts no attempt, each set was looked at once
+        (by the check, by chunks), and the wake-up is for the earliest.
+        """
+        clock = TurnClock()
+        sets = self.sets(clock)
         startedOver(self, sets, Connected(), clock)
         for _ in range(10):
             clock.advance(0)
         looks = [turn for s in sets for turn in s.looks]
         perTurn = [looks.count(turn) for turn in set(looks)]
-        self.assertEqual(sum(perTurn), 2 * count)
+        self.assertEqual(sum(perTurn), len(sets))
         self.assertLessEqual(max(perTurn), CHECK_CHUNK)
-        (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
-        self.assertEqual(wakeUp.getTime(), 500.0)
+        self.assertEqual(self.wakeUp(clock), 500.0)
+
+    def test_checkStartingAttempts(self) -> None:
+        """
+        After a check that started an attempt, once it ended, the wake-up
+        is found by another look at every set: the attempt changed its
+        set's next event.
+        """
+        clock = TurnClock()
+        sets = self.sets(clock)
+        sets[0].at = 0.0
+        scheduler = startedOver(self, sets, Connected(), clock)
+        renewer = scheduler._renewer
+        ((started, _),) = renewer.jobs  # type: ignore[attr-defined]
+        self.assertIs(started, sets[0])
+        sets[0].at = 300.0
+        renewer.attempts.cancelAll()  # type: ignore[attr-defined]
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual({len(s.looks) for s in sets[1:]}, {2})
+        self.assertEqual(self.wakeUp(clock), 300.0)
+
+    def test_attemptUnderWay(self) -> None:
+        """
+        A check that starts nothing while a set's attempt is under way (it
+        is left out of the check's look) finds the wake-up by another look
+        once that attempt ended.
+        """
+        clock = TurnClock()
+        sets = self.sets(clock)
+        sets[0].at = 0.0
+        scheduler = startedOver(self, sets, Connected(), clock)
+        renewer = scheduler._renewer
+        sets[0].at = 300.0
+        scheduler.check()
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual({len(s.looks) for s in sets[1:]}, {2})
+        renewer.attempts.cancelAll()  # type: ignore[attr-defined]
+        for _ in range(10):
+            clock.advance(0)
+        self.assertGreaterEqual(min(len(s.looks) for s in sets[1:]), 3)
+        self.assertEqual(self.wakeUp(clock), 300.0)
 
 
 class IssuedSet(TimedSet):
@@ -401,14 +477,14 @@ class LearningTests(SynchronousTestCase):
     def started(self, connection: Learning) -> tuple[list[IssuedSet], TurnClock]:
         """
         A started scheduler over more than L{CHECK_CHUNK} sets with
-        CA-issued certificates, none due, whose first check and wake-up
-        pass are over and whose connection to the CA is under way.
+        CA-issued certificates, none due, whose first check is over (its
+        wake-up found) and whose connection to the CA is under way.
         """
         clock = TurnClock()
         sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
         startedOver(self, sets, connection, clock)
         self.assertEqual(len(connection.connecting), 1)
-        self.assertEqual({len(s.looks) for s in sets}, {2})
+        self.assertEqual({len(s.looks) for s in sets}, {1})
         return sets, clock
 
     def test_noRenewalInformation(self) -> None:
@@ -422,7 +498,7 @@ class LearningTests(SynchronousTestCase):
         connection.connecting[0].errback(ConnectionRefusedError())
         for _ in range(10):
             clock.advance(0)
-        self.assertEqual({len(s.looks) for s in sets}, {2})
+        self.assertEqual({len(s.looks) for s in sets}, {1})
         (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
         self.assertEqual(wakeUp.getTime(), 1000.0)
 
@@ -437,7 +513,49 @@ class LearningTests(SynchronousTestCase):
         connection.connecting[0].callback(None)
         for _ in range(10):
             clock.advance(0)
-        self.assertEqual({len(s.looks) for s in sets}, {3})
+        self.assertEqual({len(s.looks) for s in sets}, {2})
+
+
+class QuietTests(SynchronousTestCase):
+    """
+    L{Scheduler.whenQuiet} waits for what follows a check: the connection
+    that learns whether the CA offers renewal information, and the search
+    for the next wake-up that its answer starts.
+    """
+
+    def test_learningThenSearch(self) -> None:
+        """
+        It fires once the connection under way ended and the search it
+        started (a CA that offers renewal information) is over, not before.
+        """
+        connection = Learning()
+        clock = TurnClock()
+        sets = [IssuedSet(f"s{i}.example.test", 1000.0 + i, clock) for i in range(CHECK_CHUNK + 1)]
+        scheduler = startedOver(self, sets, connection, clock)
+        quiet = scheduler.whenQuiet()
+        self.assertNoResult(quiet)
+        connection.checksARI = True
+        connection.connecting[0].callback(None)
+        self.assertNoResult(quiet)
+        self.assertEqual({len(s.looks) for s in sets[:CHECK_CHUNK]}, {2})
+        self.assertEqual(len(sets[-1].looks), 1)
+        clock.advance(0)
+        self.successResultOf(quiet)
+        self.assertEqual({len(s.looks) for s in sets}, {2})
+
+    def test_failedLearning(self) -> None:
+        """
+        It fires once the connection failed (no search follows), and at
+        once when nothing is under way.
+        """
+        connection = Learning()
+        clock = TurnClock()
+        scheduler = startedOver(self, [IssuedSet("a.example.test", 10.0, clock)], connection, clock)
+        quiet = scheduler.whenQuiet()
+        self.assertNoResult(quiet)
+        connection.connecting[0].errback(ConnectionRefusedError())
+        self.successResultOf(quiet)
+        self.successResultOf(scheduler.whenQuiet())
 
 
 class NotDueLearningTests(SynchronousTestCase):
@@ -452,7 +570,7 @@ class NotDueLearningTests(SynchronousTestCase):
         """
         A started scheduler over sets with CA-issued certificates, none
         due, each to ask for renewal information at C{ariNextCheck}, whose
-        first check and wake-up pass are over.
+        first check and its wake-up are found.
         """
         clock = TurnClock()
         connection = Learning()
