@@ -183,8 +183,10 @@ class DeployHooks(Service):
         recorded = self._recorded
         if recorded is not None:
             recorded.retry()
+        # Usually none is left to ask for: not a key made for every set.
+        asking = recorded if recorded is not None and recorded.waiting else None
         for certificate in list(self._managed.values()):
-            if recorded is not None and recorded.wasDue(certificate):
+            if asking is not None and asking.wasDue(certificate):
                 certificate.deployPending = True
             if not certificate.deployPending or certificate.issued is None:
                 # A set not in service yet (its stored certificate is still

@@ -164,6 +164,14 @@ class DeployFlags:
         except StorageError as error:
             events.DEPLOY_DUE_UNSAVED.emit(self._log, key=key, error=str(error))
 
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether some run read by L{load} was not asked for yet (see
+        L{wasDue}).
+        """
+        return bool(self._loaded)
+
     def wasDue(self, certificate: ManagedCertificate) -> bool:
         """
         Whether the run for C{certificate} was recorded as due on this
