@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.defer import Deferred, DeferredLock, FirstError, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -96,12 +96,8 @@ async def markOthersDue(storage: IStorage, node: str, domains: tuple[str, ...]) 
     writes = [storage.store(deployKey(other, domains), DUE) for other in others]
     try:
         await gatherResults(writes, consumeErrors=True)
-    except Exception as error:
-        # gatherResults wraps the first failure in FirstError.
-        cause = getattr(error, "subFailure", None)
-        if cause is not None:
-            cause.raiseException()
-        raise
+    except FirstError as error:
+        error.subFailure.raiseException()
 
 
 class DeployFlags:
@@ -159,6 +155,9 @@ class DeployFlags:
 
     @deferred
     async def _delete(self, key: str) -> None:
+        """
+        Delete the record at C{key}; a failure is event 20229.
+        """
         try:
             await self._storage.delete(key)
         except StorageError as error:
