@@ -12,11 +12,13 @@ L{Metrics} (what the parts count, served by L{MetricsSiteService}),
 L{AccountConnection} (the account) and L{WriteQueue} (every write to the
 storage, in order).  The services among them are the resource's children,
 started in that order: the deploy hooks, the metrics site, the challenge
-site, the sets, the scheduler, the sweeper.
+site, the sets, the scheduler, the sweeper, then the reading of the deploy
+runs due (once the sets are loaded).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +36,7 @@ from .challengesweep import ChallengeSweeper
 from .config import ResourceOptions
 from .connection import AccountConnection
 from .deploy import DeployHooks
-from .deployflags import DeployFlags, recordsNode
+from .deployflags import DeployFlags, DueAtStart, markOthersDue, recordsNode
 from .domainsets import DomainSets
 from .managed import ManagedCertificate, issuingCA
 from .metrics import Metrics, TimedAgent
@@ -64,7 +66,8 @@ class Parts:
     @ivar cas: The resource's CA and its fallback CAs.
     @ivar services: The parts that are services, in the order they start:
         the deploy hooks, the metrics site, the challenge site, the sets,
-        the scheduler, the challenge sweeper.
+        the scheduler, the challenge sweeper, the reading of the deploy
+        runs due.
     """
 
     writes: WriteQueue
@@ -136,6 +139,9 @@ def compose(
 
     cas = CARotation(options, connection, timedClientFor, log)
     flags = DeployFlags(storage, recordsNode(options.nodeName, records.sharesChallenges), log)
+    if records.sharesChallenges:
+        # Before each certificate stored, the other nodes' runs are due.
+        records.beforeCertificate = functools.partial(markOthersDue, storage, options.nodeName)
     deploys = DeployHooks(
         options, reactor, log, managed, flags.save, writes.whenWritten, recorded=flags
     )
@@ -183,6 +189,7 @@ def compose(
     sweeper = ChallengeSweeper(records, reactor, interval, log)
     metricsSite = MetricsSiteService(options, metrics, reactor, log)
     services: tuple[Service, ...] = (deploys, metricsSite, challengeSite, sets, scheduler, sweeper)
+    services += (DueAtStart(sets.whenLoaded, deploys.readRecorded, log),)
     if automatic:
         services += (LoadAtStart(sets.whenLoaded, connection.loadModules),)
     return Parts(

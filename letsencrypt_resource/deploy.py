@@ -11,7 +11,9 @@ starts and cleared once it worked, so that a run that failed, was killed
 at a stop, or had no time to start runs again: at the next check, after a
 failure (at a pace that slows down while it keeps failing), or at the
 next start.  In a cluster each node runs the command for the
-certificates it puts in service, whichever node ordered them.
+certificates it puts in service, whichever node ordered them, and a node
+that was down when another stored a new certificate runs it at its next
+start (see L{letsencrypt_resource.deployflags}).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ class DeployHooks(Service):
         @param killGroup: Sends a signal to a process group.
         @param setsid: The program that starts each command in a session
             of its own (see L{letsencrypt_resource.deployrun}).
-        @param recorded: The records of the runs due on this node, read at
-            the start: a set they name is due again; their writes that
-            failed are tried again at each check.
+        @param recorded: The records of the runs due on this node, read by
+            L{readRecorded} at the start: a set they name is due again;
+            their writes that failed are tried again at each check.
         """
         self._command = options.deployCommand
         self._timeout = options.deployTimeout
@@ -181,8 +183,10 @@ class DeployHooks(Service):
         recorded = self._recorded
         if recorded is not None:
             recorded.retry()
+        # Usually none is left to ask for: not a key made for every set.
+        asking = recorded if recorded is not None and recorded.waiting else None
         for certificate in list(self._managed.values()):
-            if recorded is not None and recorded.wasDue(certificate):
+            if asking is not None and asking.wasDue(certificate):
                 certificate.deployPending = True
             if not certificate.deployPending or certificate.issued is None:
                 # A set not in service yet (its stored certificate is still
@@ -211,13 +215,27 @@ class DeployHooks(Service):
 
     def startService(self) -> None:
         """
-        Start, and read the runs due on this node when it last ran: they
-        are asked for once read, and at each check.
+        Start; the runs recorded as due are read once the sets are loaded
+        (see L{readRecorded}).
         """
         self._stopped = False
         super().startService()
-        if self._recorded is not None:
-            self._recorded.load().addCallback(lambda _: self.retry() if self.running else None)
+
+    @deferred
+    async def readRecorded(self) -> None:
+        """
+        Read the runs recorded as due on this node (when it last ran, or by
+        another node that stored a new certificate meanwhile) and ask for
+        them, now for the sets in service, at the checks for the others;
+        then delete the records of sets this node does not manage.
+        """
+        recorded = self._recorded
+        if recorded is None:
+            return
+        await recorded.load()
+        if self.running:
+            self.retry()
+            recorded.dropLeft()
 
     @deferred
     async def stopService(self) -> None:

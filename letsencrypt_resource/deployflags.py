@@ -2,21 +2,36 @@
 Whether the deploy command is due to run for a domain set: a fact of each
 node, since each node runs the command for the certificate it puts in
 service, and a run that failed on one node says nothing of another.  It is
-recorded under a key of the node's own, C{deploys/<node_name>/<set>},
-which only that node writes: set when the node puts a new certificate in
-service, deleted once its own run of the command worked.  Without a
-cluster the node is the only one, and the record is in its state
-directory.
+recorded under a key of the node's own, C{deploys/<node_name>/<set>}:
+set when the node puts a new certificate in service, deleted once its own
+run of the command worked.  Without a cluster the node is the only one,
+and the record is in its state directory.
+
+In a cluster, a node that stores a new certificate first sets the record
+of every other node known (by its C{seen} record: see
+L{letsencrypt_resource.noderecord}; see L{markOthersDue}), so that a node
+that was down, or still loading, when it was stored runs its command for
+it at its start: every node that reads the new certificate also reads
+that record, listed with the others after the sets are loaded (one list,
+whatever the number of sets).  A node that was running puts it in service
+as it hears of it, and its own run clears the same record: it runs once.
 """
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredLock
+from collections.abc import Callable, Iterable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredLock, FirstError, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from . import events
+from .clusteroptions import parseNodeName
 from .coroutines import deferred
 from .managed import ManagedCertificate
+from .noderecord import NODES, seenKey
+from .reporting import unexpected
 from .storage.interface import IStorage, StorageError
 from .storage.records import domainsFileName
 
@@ -49,6 +64,42 @@ def recordsNode(nodeName: str, shared: bool) -> str:
     return nodeName if shared else SINGLE_NODE
 
 
+def otherNodes(keys: Iterable[str], node: str) -> list[str]:
+    """
+    The nodes other than C{node} that C{keys}, the node records' keys,
+    know: those with a C{seen} record, under a name a node may have.
+    """
+    others = []
+    for key in keys:
+        name = key[len(NODES) :].rpartition("/")[0]
+        if key != seenKey(name) or name == node:
+            continue
+        try:
+            others.append(parseNodeName(name))
+        except ValueError:
+            continue
+    return sorted(others)
+
+
+@deferred
+async def markOthersDue(storage: IStorage, node: str, domains: tuple[str, ...]) -> None:
+    """
+    Record the run for C{domains} as due on every node of the cluster but
+    C{node}, which is about to store a new certificate for them: one list
+    of the node records, then one write for each other node.
+
+    @raise StorageError: when that cannot be done; the certificate is not
+        stored then, and the write is tried again (see
+        L{letsencrypt_resource.writequeue}).
+    """
+    others = otherNodes(await storage.list(NODES), node)
+    writes = [storage.store(deployKey(other, domains), DUE) for other in others]
+    try:
+        await gatherResults(writes, consumeErrors=True)
+    except FirstError as error:
+        error.subFailure.raiseException()
+
+
 class DeployFlags:
     """
     The records of the runs due on one node: written one at a time for
@@ -64,24 +115,67 @@ class DeployFlags:
         self._loaded: set[str] = set()
         self._writing: dict[str, DeferredLock] = {}
         self._unsaved: dict[str, ManagedCertificate] = {}
+        # The records this node wrote while L{load} lists them, if it does.
+        self._written: set[str] | None = None
 
     @deferred
     async def load(self) -> None:
         """
-        Read which runs the node recorded as due when it last ran.
+        Read which runs are recorded as due on this node: those it left
+        when it last ran, and those other nodes recorded for it as they
+        stored new certificates.  A record this node writes meanwhile (its
+        run for a certificate it put in service) is its own to clear: it
+        is not due again.
         """
         prefix = f"{DEPLOYS}{self._node}/"
+        written: set[str] = set()
+        self._written = written
         try:
             keys = await self._storage.list(prefix)
         except StorageError as error:
             events.DEPLOY_DUE_UNSAVED.emit(self._log, key=prefix, error=str(error))
             return
-        self._loaded.update(keys)
+        finally:
+            self._written = None
+        self._loaded.update(set(keys) - written)
+
+    def dropLeft(self) -> None:
+        """
+        Delete the records read by L{load} that no L{wasDue} asked for: of
+        sets this node does not manage (dropped from its configuration, or
+        only other nodes'), so that they do not pile up; one that cannot
+        be is event 20229, and read again at the next start.
+        """
+        left, self._loaded = self._loaded, set()
+        for key in sorted(left):
+            self._locked(key, self._delete, key).addErrback(self._unexpected)
+
+    def _unexpected(self, failure: Failure) -> None:
+        unexpected(self._log, failure)
+
+    @deferred
+    async def _delete(self, key: str) -> None:
+        """
+        Delete the record at C{key}; a failure is event 20229.
+        """
+        try:
+            await self._storage.delete(key)
+        except StorageError as error:
+            events.DEPLOY_DUE_UNSAVED.emit(self._log, key=key, error=str(error))
+
+    @property
+    def waiting(self) -> bool:
+        """
+        Whether some run read by L{load} was not asked for yet (see
+        L{wasDue}).
+        """
+        return bool(self._loaded)
 
     def wasDue(self, certificate: ManagedCertificate) -> bool:
         """
-        Whether the node recorded the run for C{certificate} as due when it
-        last ran (read by L{load}), told once.
+        Whether the run for C{certificate} was recorded as due on this
+        node, by itself when it last ran or by another node since (read by
+        L{load}), told once.
         """
         key = deployKey(self._node, certificate.domains)
         if key not in self._loaded:
@@ -93,11 +187,23 @@ class DeployFlags:
         """
         Record whether the run for C{certificate} is due on this node, as
         its C{deployPending} says when the write comes, after the writes of
-        the same record asked before (one at a time: a lock per record,
-        dropped once no write waits for it).
+        the same record asked before.
         """
         key = deployKey(self._node, certificate.domains)
         self._unsaved.pop(key, None)
+        self._loaded.discard(key)
+        if self._written is not None:
+            self._written.add(key)
+        return self._locked(key, self._write, key, certificate)
+
+    def _locked(
+        self, key: str, write: Callable[..., Deferred[None]], *args: object
+    ) -> Deferred[None]:
+        """
+        Call C{write} with C{args} after the writes of the record C{key}
+        asked before (one at a time: a lock per record, dropped once no
+        write waits for it).
+        """
         lock = self._writing.get(key)
         if lock is None:
             lock = self._writing[key] = DeferredLock()
@@ -107,7 +213,7 @@ class DeployFlags:
                 del self._writing[key]
             return result
 
-        return lock.run(self._write, key, certificate).addBoth(ended)
+        return lock.run(write, *args).addBoth(ended)
 
     @deferred
     async def _write(self, key: str, certificate: ManagedCertificate) -> None:
@@ -131,3 +237,37 @@ class DeployFlags:
         """
         for certificate in list(self._unsaved.values()):
             self.save(certificate)
+
+
+class DueAtStart(Service):
+    """
+    Reads the runs due on this node once the domain sets loaded at start
+    are in service, not before: a certificate another node stored while
+    they were read has its record written before it, so it is read then.
+    """
+
+    def __init__(
+        self, loaded: Callable[[], Deferred[None]], read: Callable[[], object], log: Logger
+    ):
+        """
+        @param loaded: Returns a Deferred that fires once the sets are loaded.
+        @param read: Reads the runs due, and asks for them (see
+            L{letsencrypt_resource.deploy.DeployHooks.readRecorded}).
+        @param log: Where a bug goes.
+        """
+        self._loaded = loaded
+        self._read = read
+        self._log = log
+        self._waiting: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        waiting = self._waiting = self._loaded()
+        waiting.addCallback(lambda _: self._read() if self.running else None)
+        waiting.addErrback(lambda failure: unexpected(self._log, failure))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._waiting is not None:
+            self._waiting.cancel()
+            self._waiting = None

@@ -2,7 +2,8 @@
 The deploy command in a cluster, on a real PostgreSQL: two nodes in one
 process, each with its own state directory and a real command, share one
 database and a fake CA; one orders, both run their command, and a failure
-on one node is that node's alone.
+on one node is that node's alone; a node down while the other renews runs
+its command once at its next start.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from zope.interface.registry import Components
 
 from letsencrypt_resource import deploy
 from letsencrypt_resource.deployflags import DEPLOYS, deployKey
+from letsencrypt_resource.heartbeat import heartbeatOf
 from letsencrypt_resource.interfaces import ICertificateConsumer
+from letsencrypt_resource.noderecord import seenKey
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.resource import LetsEncryptResource
 from letsencrypt_resource.storage.cluster import ClusterStorage
@@ -87,6 +90,7 @@ class ClusterDeployTests(PostgresCase):
         self.runs = os.path.join(self.folder, "runs")
         self.server = FakeACMEServer(reactor)
         self.resources: list[LetsEncryptResource] = []
+        self.beats: dict[str, Any] = {}
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         # Seconds, not minutes, before a failed run may run again.
         self.patch(deploy, "RETRY_BASE", 0.2)
@@ -119,11 +123,12 @@ class ClusterDeployTests(PostgresCase):
         with open(self.runs) as stream:
             return stream.read().split()
 
-    def startNode(self, node: str) -> LetsEncryptResource:
+    def startNode(self, node: str, heartbeat: bool = False) -> LetsEncryptResource:
         """
         Start the resource of C{node} on the cluster's database, with its
-        own state directory and no store directory; stopped at the end of
-        the test.
+        own state directory and no store directory, and its heartbeat if
+        asked (which makes it known to the other nodes); stopped at the end
+        of the test.
         """
         state = os.path.join(self.folder, node)
         os.makedirs(state, exist_ok=True)
@@ -160,7 +165,21 @@ class ClusterDeployTests(PostgresCase):
         self.resources.append(resource)
         resource.startService()
         self.addCleanup(lambda: resource.stopService() if resource.running else None)
+        if heartbeat:
+            beating = heartbeatOf(resource, reactor)
+            beating.startService()
+            self.beats[node] = beating
+            self.addCleanup(lambda: beating.stopService() if beating.running else None)
         return resource
+
+    async def stopNode(self, resource: LetsEncryptResource) -> None:
+        """
+        Stop C{resource}, and its heartbeat first if it has one.
+        """
+        beating = self.beats.pop(resource.options.nodeName, None)
+        if beating is not None:
+            await beating.stopService()
+        await resource.stopService()
 
     def lookup(self, token: str) -> Any:
         """
@@ -172,13 +191,14 @@ class ClusterDeployTests(PostgresCase):
                 return answer
         return None
 
-    async def pendingKeys(self) -> list[str]:
+    async def pendingKeys(self, prefix: str = DEPLOYS) -> list[str]:
         """
-        The records of runs due, as the database holds them.
+        The records of runs due (or others, under C{prefix}), as the
+        database holds them.
         """
         storage = PostgresStorage(self.conninfo, reactor, node="reader")
         try:
-            return await storage.list(DEPLOYS)
+            return await storage.list(prefix)
         finally:
             await storage.close()
 
@@ -222,9 +242,11 @@ class ClusterDeployTests(PostgresCase):
         # Until both ran once, a failed run is not tried again: a check on
         # node-1 before node-2 learnt of the certificate would run it twice.
         self.patch(deploy, "RETRY_BASE", 3600.0)
-        # No certificate is issued until both nodes have loaded the sets: a
+        # No certificate is issued until both nodes have loaded the sets: no
+        # heartbeat runs here, so neither node is known to the other, and a
         # node that loads the other's new certificate at its start does not
-        # run the command for it (it did not put a new one in service).
+        # run the command for it (see test_downNodeRunsOnceAtStart for nodes
+        # that are known).
         held = HeldValidations(reactor)
         self.server.clock = held
         first = self.startNode("node-1")
@@ -259,3 +281,51 @@ class ClusterDeployTests(PostgresCase):
         state = await Records(second.storage).loadRenewalState(REPORTS)
         assert state is not None
         self.assertNotIn("deploy_pending", state)
+
+    async def settle(self, *resources: LetsEncryptResource) -> None:
+        """
+        Let C{resources} check three times, a quarter of a second apart.
+        """
+        for _ in range(3):
+            await deferLater(reactor, 0.25, lambda: None)
+            for resource in resources:
+                await resource.check()
+
+    async def test_downNodeRunsOnceAtStart(self) -> None:
+        """
+        A node known to the cluster (its heartbeat ran) but down while the
+        other renews runs its command exactly once at its next start, for
+        the new certificate; the renewing node runs it exactly once; once
+        both run, a renewal runs it exactly once on each; no record of a
+        run due is left.
+        """
+        self.server.validate = self.lookup
+        self.setExit("node-1", 0)
+        self.setExit("node-2", 0)
+        second = self.startNode("node-2", heartbeat=True)
+        await second.whenSettled()
+        await self.until(lambda: self.ran() == ["node-2"], timeout=30)
+        await self.pendingBecome([])
+        self.assertIn(seenKey("node-2"), await self.pendingKeys("nodes/"))
+        await self.stopNode(second)
+        first = self.startNode("node-1", heartbeat=True)
+        await first.whenSettled()
+        await first.check(force=True)
+        await self.until(lambda: self.ran() == ["node-2", "node-1"], timeout=30)
+        await self.pendingBecome([deployKey("node-2", REPORTS)])
+        second = self.startNode("node-2", heartbeat=True)
+        await second.whenSettled()
+        await self.until(lambda: len(self.ran()) == 3, timeout=30)
+        await self.pendingBecome([])
+        await self.settle(first, second)
+        self.assertEqual(self.ran(), ["node-2", "node-1", "node-2"])
+        renewed = first.managed[frozenset(REPORTS)].issued
+        loaded = second.managed[frozenset(REPORTS)].issued
+        assert renewed is not None and loaded is not None
+        self.assertEqual(loaded.certificate.serial_number, renewed.certificate.serial_number)
+        await first.check(force=True)
+        await self.until(lambda: len(self.ran()) == 5, timeout=30)
+        await self.pendingBecome([])
+        await self.settle(first, second)
+        self.assertEqual(sorted(self.ran()[3:]), ["node-1", "node-2"])
+        self.assertEqual(self.failures(), [])

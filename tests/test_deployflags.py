@@ -123,9 +123,9 @@ class RecordedAtStartTests(SynchronousTestCase):
     def test_dueAtStart(self) -> None:
         """
         A run this node recorded as due is asked for again once the
-        records are read at the start and its set is in service (not
-        before its stored certificate is read), and not again while it
-        runs.
+        records are read at the start (L{DeployHooks.readRecorded}) and
+        its set is in service (not before its stored certificate is read),
+        and not again while it runs.
         """
         store = MemoryStore()
         node = DeployFlags(store, "node-1", Logger())
@@ -143,6 +143,7 @@ class RecordedAtStartTests(SynchronousTestCase):
         asked: list[ManagedCertificate] = []
         hooks.again = asked.append
         hooks.startService()
+        self.successResultOf(hooks.readRecorded())
         self.assertEqual(asked, [])
         certificate.current = selfSigned(("a.example",))
         hooks.retry()

@@ -355,6 +355,10 @@ class Records:
 
     def __init__(self, storage: IStorage):
         self.storage = storage
+        #: Called with a domain set before each certificate stored for it;
+        #: a failure of its Deferred (a L{StorageError}) fails the store
+        #: (see L{letsencrypt_resource.deployflags.markOthersDue}).
+        self.beforeCertificate: Callable[[tuple[str, ...]], Deferred[None]] | None = None
 
     def _load(self, key: str, parse: Any) -> Deferred[Any]:
         return self.storage.load(key).addCallback(lambda data: parseRecord(key, data, parse))
@@ -439,7 +443,12 @@ class Records:
         @return: A Deferred firing with its key, for events.
         """
         key = certificateKey(domains)
-        return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(lambda _: key)
+        before = self.beforeCertificate
+        if before is None:
+            return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(lambda _: key)
+        marked = before(domains)
+        marked.addCallback(lambda _: self.storage.store(key, certifiedKey.toPEM(), fence))
+        return marked.addCallback(lambda _: key)
 
     def loadRenewalState(self, domains: tuple[str, ...]) -> Deferred[dict[str, Any] | None]:
         """
