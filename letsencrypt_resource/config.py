@@ -748,25 +748,39 @@ def _readSection(
         that ten thousand services on one address parse it once.
     """
     known, defaults, byName = _sectionReader(options)
-    for name in read:
-        if name not in byName:
-            raise ConfigurationError(section, name, _unknownOption(name, known))
     values = dict(defaults)
     for name, text in read.items():
+        option = byName.get(name)
+        if option is None:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
         raw = text.strip()
         if not raw:
             continue
-        option = byName[name]
         key = (option.parse, raw)
-        if key not in parsed:
+        try:
+            values[name] = parsed[key]
+        except KeyError:
             try:
-                parsed[key] = option.parse(raw)
+                values[name] = parsed[key] = option.parse(raw)
             except ValueError:
+                # An unknown option further on is the problem reported.
+                _checkKnown(section, read, known, byName)
                 return _readEachOption(section, read, options)
-        values[name] = parsed[key]
     if len(values) < len(options):  # a required option is missing
         return _readEachOption(section, read, options)
     return values
+
+
+def _checkKnown(
+    section: str, read: dict[str, str], known: list[str], byName: dict[str, Option]
+) -> None:
+    """
+    Raise L{ConfigurationError} at the first option of C{read} that is not
+    one of C{byName}.
+    """
+    for name in read:
+        if name not in byName:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
 
 
 #: What a section's options are read with (L{_sectionReader}).
@@ -866,27 +880,28 @@ def _build(cls: type[Any], section: str, values: dict[str, Any], base: str, **gi
     option, paths resolved against C{base}, an empty option leaving the
     field's default, and C{given} as they are.
     """
-    for field, option in _optionFields(cls):
+    for field, name, isPath in _optionFields(cls):
         if field in given:
             continue
-        value = values[option.name]
+        value = values[name]
         if value is None or value == "":
             continue
-        given[field] = _resolve(base, value) if option.parse is _path else value
+        given[field] = _resolve(base, value) if isPath else value
     return cls(section=section, **given)
 
 
 #: The fields of each options class that an option sets (L{_optionFields}).
-_OPTION_FIELDS: dict[type, tuple[tuple[str, Option], ...]] = {}
+_OPTION_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 
 
-def _optionFields(cls: type[Any]) -> tuple[tuple[str, Option], ...]:
+def _optionFields(cls: type[Any]) -> tuple[tuple[str, str, bool], ...]:
     """
-    The fields of C{cls} that an option sets, by name, with that option.
+    The fields of C{cls} that an option sets: each field's name, with the
+    name of the option and whether its value is a path.
     """
     if cls not in _OPTION_FIELDS:
         _OPTION_FIELDS[cls] = tuple(
-            (field.name, field.metadata[_OPTION])
+            (field.name, field.metadata[_OPTION].name, field.metadata[_OPTION].parse is _path)
             for field in attrs.fields(cls)
             if _OPTION in field.metadata
         )

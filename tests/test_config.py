@@ -445,6 +445,24 @@ class BadConfigurationTests(SynchronousTestCase):
             "unknown option; did you mean 'ssl_domains'?",
         )
 
+    def test_unknownOptionBeforeValues(self) -> None:
+        """
+        An unknown option is the problem reported, even after an option
+        whose value is wrong, or beside a required option left out.
+        """
+        self.assertConfigurationError(
+            withService(port="x") + "listen = 0.0.0.0\n",
+            "services/s1",
+            "listen",
+            "unknown option",
+        )
+        self.assertConfigurationError(
+            withService(path=None) + "listen = 0.0.0.0\n",
+            "services/s1",
+            "listen",
+            "unknown option",
+        )
+
     def test_resourceOptionInService(self) -> None:
         """
         Options are checked against the section's own kind.
