@@ -748,39 +748,25 @@ def _readSection(
         that ten thousand services on one address parse it once.
     """
     known, defaults, byName = _sectionReader(options)
-    values = dict(defaults)
-    for name, text in read.items():
-        option = byName.get(name)
-        if option is None:
-            raise ConfigurationError(section, name, _unknownOption(name, known))
-        raw = text.strip()
-        if not raw:
-            continue
-        key = (option.parse, raw)
-        try:
-            values[name] = parsed[key]
-        except KeyError:
-            try:
-                values[name] = parsed[key] = option.parse(raw)
-            except ValueError:
-                # An unknown option further on is the problem reported.
-                _checkKnown(section, read, known, byName)
-                return _readEachOption(section, read, options)
-    if len(values) < len(options):  # a required option is missing
-        return _readEachOption(section, read, options)
-    return values
-
-
-def _checkKnown(
-    section: str, read: dict[str, str], known: list[str], byName: dict[str, Option]
-) -> None:
-    """
-    Raise L{ConfigurationError} at the first option of C{read} that is not
-    one of C{byName}.
-    """
     for name in read:
         if name not in byName:
             raise ConfigurationError(section, name, _unknownOption(name, known))
+    values = dict(defaults)
+    for name, text in read.items():
+        raw = text.strip()
+        if not raw:
+            continue
+        option = byName[name]
+        key = (option.parse, raw)
+        if key not in parsed:
+            try:
+                parsed[key] = option.parse(raw)
+            except ValueError:
+                return _readEachOption(section, read, options)
+        values[name] = parsed[key]
+    if len(values) < len(options):  # a required option is missing
+        return _readEachOption(section, read, options)
+    return values
 
 
 #: What a section's options are read with (L{_sectionReader}).
