@@ -748,25 +748,39 @@ def _readSection(
         that ten thousand services on one address parse it once.
     """
     known, defaults, byName = _sectionReader(options)
-    for name in read:
-        if name not in byName:
-            raise ConfigurationError(section, name, _unknownOption(name, known))
     values = dict(defaults)
     for name, text in read.items():
+        option = byName.get(name)
+        if option is None:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
         raw = text.strip()
         if not raw:
             continue
-        option = byName[name]
         key = (option.parse, raw)
-        if key not in parsed:
+        try:
+            values[name] = parsed[key]
+        except KeyError:
             try:
-                parsed[key] = option.parse(raw)
+                values[name] = parsed[key] = option.parse(raw)
             except ValueError:
+                # An unknown option further on is the problem reported.
+                _checkKnown(section, read, known, byName)
                 return _readEachOption(section, read, options)
-        values[name] = parsed[key]
     if len(values) < len(options):  # a required option is missing
         return _readEachOption(section, read, options)
     return values
+
+
+def _checkKnown(
+    section: str, read: dict[str, str], known: list[str], byName: dict[str, Option]
+) -> None:
+    """
+    Raise L{ConfigurationError} at the first option of C{read} that is not
+    one of C{byName}.
+    """
+    for name in read:
+        if name not in byName:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
 
 
 #: What a section's options are read with (L{_sectionReader}).
@@ -866,28 +880,27 @@ def _build(cls: type[Any], section: str, values: dict[str, Any], base: str, **gi
     option, paths resolved against C{base}, an empty option leaving the
     field's default, and C{given} as they are.
     """
-    for field, name, isPath in _optionFields(cls):
+    for field, option in _optionFields(cls):
         if field in given:
             continue
-        value = values[name]
+        value = values[option.name]
         if value is None or value == "":
             continue
-        given[field] = _resolve(base, value) if isPath else value
+        given[field] = _resolve(base, value) if option.parse is _path else value
     return cls(section=section, **given)
 
 
 #: The fields of each options class that an option sets (L{_optionFields}).
-_OPTION_FIELDS: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+_OPTION_FIELDS: dict[type, tuple[tuple[str, Option], ...]] = {}
 
 
-def _optionFields(cls: type[Any]) -> tuple[tuple[str, str, bool], ...]:
+def _optionFields(cls: type[Any]) -> tuple[tuple[str, Option], ...]:
     """
-    The fields of C{cls} that an option sets: each field's name, with the
-    name of the option and whether its value is a path.
+    The fields of C{cls} that an option sets, by name, with that option.
     """
     if cls not in _OPTION_FIELDS:
         _OPTION_FIELDS[cls] = tuple(
-            (field.name, field.metadata[_OPTION].name, field.metadata[_OPTION].parse is _path)
+            (field.name, field.metadata[_OPTION])
             for field in attrs.fields(cls)
             if _OPTION in field.metadata
         )
