@@ -757,15 +757,15 @@ def _readSection(
         if not raw:
             continue
         key = (option.parse, raw)
-        try:
-            values[name] = parsed[key]
-        except KeyError:
+        value = parsed.get(key, _UNPARSED)
+        if value is _UNPARSED:
             try:
-                values[name] = parsed[key] = option.parse(raw)
+                value = parsed[key] = option.parse(raw)
             except ValueError:
                 # An unknown option further on is the problem reported.
                 _checkKnown(section, read, known, byName)
                 return _readEachOption(section, read, options)
+        values[name] = value
     if len(values) < len(options):  # a required option is missing
         return _readEachOption(section, read, options)
     return values
@@ -782,6 +782,9 @@ def _checkKnown(
         if name not in byName:
             raise ConfigurationError(section, name, _unknownOption(name, known))
 
+
+#: What no option's parser returns: a text not parsed yet (L{_readSection}).
+_UNPARSED = object()
 
 #: What a section's options are read with (L{_sectionReader}).
 _Reader = tuple[list[str], dict[str, Any], dict[str, Option]]
