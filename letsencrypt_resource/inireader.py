@@ -61,14 +61,14 @@ def readINI(text: str) -> dict[str, dict[str, str]]:
         # character that C{re}'s C{\\S} matches: the same as C{str.isspace}):
         # none when the line begins with its first non-space character.
         lineIndent = 0 if line[0] == value[0] else len(line) - len(line.lstrip())
-        if current is not None and optionName and lineIndent > indent:
+        if lineIndent > indent and current is not None and optionName:
             _continue(current, optionName, [""] * blanks + [value], continued)
             blanks = 0
             continue
         indent = lineIndent
         blanks = 0
         header = _SECTION.match(value) if value[0] == "[" else None
-        if header:
+        if header is not None:
             sectionName = header.group("header")
             if sectionName in sections:
                 raise configparser.DuplicateSectionError(sectionName, _SOURCE, number)
