@@ -6,6 +6,7 @@ of each part over the N services of the configuration
 C{bench/twistdscale.py} writes.
 
     .venv/bin/python bench/prebootparts.py --before /tmp/before --n 10000 --repeats 41
+    .venv/bin/python bench/prebootparts.py --before /tmp/before --whole 8 --repeats 0
 
 The parts: reading the INI text (C{inireader.readINI}); reading the
 service sections' options (C{config._readSection}, the values parsed
@@ -21,7 +22,10 @@ import nothing of the package), and its versions of C{config}'s functions
 are run beside the current module's other functions.  The best and the
 median of the repeats are shown, in milliseconds, with the load; the
 garbage collector runs between the parts, not within them (start-up pauses
-it).
+it).  With C{--whole}, the whole configuration read
+(C{config.loadConfiguration}) and C{tap.makeService} are timed too, each
+the best of C{--inner} runs in a fresh interpreter of each tree, the
+trees alternating: steadier on a busy machine than one run a process.
 """
 
 from __future__ import annotations
@@ -31,8 +35,11 @@ import ast
 import gc
 import importlib.util
 import inspect
+import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -133,30 +140,108 @@ def parts(before: str, text: str) -> dict[str, tuple[Callable[[], object], Calla
     }
 
 
+#: Run in a fresh interpreter, with a tree first on its path: prints the
+#: best CPU time of K configuration reads and of K C{makeService} calls
+#: on the configuration file named first, collector off as at start-up.
+WHOLE = """
+import gc, json, os, sys, time
+gc.disable()
+from letsencrypt_resource import config, tap
+path, k = sys.argv[1], int(sys.argv[2])
+def best(work):
+    times = []
+    for _ in range(k):
+        started = time.process_time()
+        work()
+        times.append(time.process_time() - started)
+    return min(times)
+options = tap.Options()
+options.parseOptions(["--config", path])
+read = best(lambda: config.loadConfiguration(path))
+print(json.dumps([read, best(lambda: tap.makeService(options))]))
+os._exit(0)
+"""
+
+
+def whole(trees: list[str], directory: str, n: int, rounds: int, inner: int) -> None:
+    """
+    Print the best and median, over C{rounds} fresh interpreters for each
+    tree (alternating), of the best of C{inner} configuration reads and
+    C{makeService} calls of N services in each.
+    """
+    state = os.path.join(directory, "state")
+    path = writeConfiguration(directory, state, n)
+    results: dict[str, list[list[float]]] = {tree: [] for tree in trees}
+    for _ in range(rounds):
+        for index, tree in enumerate(trees):
+            shutil.rmtree(state, ignore_errors=True)
+            os.mkdir(state, 0o700)
+            env = {**os.environ, "PYTHONPATH": tree}
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = os.path.join(directory, f"pycache-{index}")
+            output = subprocess.run(
+                [sys.executable, "-c", WHOLE, path, str(inner)],
+                check=True,
+                capture_output=True,
+                cwd=tree,
+                env=env,
+            ).stdout
+            results[tree].append(json.loads(output.splitlines()[-1]))
+    print(f"\n| tree, {n:,} services | loadConfiguration: best / median | makeService: ditto |")
+    print("|---|---|---|")
+    for tree, runs in results.items():
+        columns = [[run[i] for run in runs] for i in (0, 1)]
+        cells = [f"{1000 * min(c):.1f} / {1000 * statistics.median(c):.1f} ms" for c in columns]
+        print(f"| {tree} | {cells[0]} | {cells[1]} |")
+    print(f"\nbest of {inner} in each of {rounds} interpreters; load: {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", required=True, help="the tree to compare with")
     parser.add_argument("--n", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument(
+        "--whole",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time the whole configuration read and makeService, in ROUNDS "
+        "fresh interpreters for each tree",
+    )
+    parser.add_argument("--inner", type=int, default=3, help="runs of each in an interpreter")
     arguments = parser.parse_args()
+    before = os.path.abspath(arguments.before)
     with tempfile.TemporaryDirectory(prefix="prebootparts-") as directory:
         with open(
             writeConfiguration(directory, os.path.join(directory, "state"), arguments.n)
         ) as f:
             text = f.read()
-    work = parts(os.path.abspath(arguments.before), text)
+        if arguments.whole:
+            whole([before, ROOT], directory, arguments.n, arguments.whole, arguments.inner)
+    if arguments.repeats:
+        timeParts(parts(before, text), arguments.n, arguments.repeats)
+
+
+def timeParts(
+    work: dict[str, tuple[Callable[[], object], Callable[[], object]]], n: int, repeats: int
+) -> None:
+    """
+    Print the best and median CPU time of each part's two versions over
+    C{repeats} runs of each, alternating.
+    """
     times: dict[tuple[str, int], list[float]] = {}
     # As at start-up, where automatic collection pauses until the server
     # started: no part pays for collecting what another left.
     gc.disable()
-    for _ in range(arguments.repeats):
+    for _ in range(repeats):
         for name, pair in work.items():
             for which, run in enumerate(pair):
                 gc.collect()
                 started = time.process_time()
                 run()
                 times.setdefault((name, which), []).append(time.process_time() - started)
-    print(f"| part, {arguments.n:,} services | before: best / median | after: best / median |")
+    print(f"| part, {n:,} services | before: best / median | after: best / median |")
     print("|---|---|---|")
     for name in work:
         cells = [
@@ -164,7 +249,7 @@ def main() -> None:
             for w in (0, 1)
         ]
         print(f"| {name} | {cells[0]} | {cells[1]} |")
-    print(f"\nCPU, {arguments.repeats} repeats alternating; load: {os.getloadavg()[0]:.2f}")
+    print(f"\nCPU, {repeats} repeats alternating; load: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
