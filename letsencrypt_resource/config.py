@@ -748,26 +748,43 @@ def _readSection(
         that ten thousand services on one address parse it once.
     """
     known, defaults, byName = _sectionReader(options)
-    for name in read:
-        if name not in byName:
-            raise ConfigurationError(section, name, _unknownOption(name, known))
     values = dict(defaults)
     for name, text in read.items():
+        option = byName.get(name)
+        if option is None:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
         raw = text.strip()
         if not raw:
             continue
-        option = byName[name]
         key = (option.parse, raw)
-        if key not in parsed:
+        value = parsed.get(key, _UNPARSED)
+        if value is _UNPARSED:
             try:
-                parsed[key] = option.parse(raw)
+                value = parsed[key] = option.parse(raw)
             except ValueError:
+                # An unknown option further on is the problem reported.
+                _checkKnown(section, read, known, byName)
                 return _readEachOption(section, read, options)
-        values[name] = parsed[key]
+        values[name] = value
     if len(values) < len(options):  # a required option is missing
         return _readEachOption(section, read, options)
     return values
 
+
+def _checkKnown(
+    section: str, read: dict[str, str], known: list[str], byName: dict[str, Option]
+) -> None:
+    """
+    Raise L{ConfigurationError} at the first option of C{read} that is not
+    one of C{byName}.
+    """
+    for name in read:
+        if name not in byName:
+            raise ConfigurationError(section, name, _unknownOption(name, known))
+
+
+#: What no option's parser returns: a text not parsed yet (L{_readSection}).
+_UNPARSED = object()
 
 #: What a section's options are read with (L{_sectionReader}).
 _Reader = tuple[list[str], dict[str, Any], dict[str, Option]]
@@ -830,7 +847,7 @@ def _written(read: dict[str, str]) -> set[str]:
 
 
 def _listenerAddress(
-    section: str, values: dict[str, Any], written: set[str], needed: bool = True
+    section: str, values: dict[str, Any], read: dict[str, str], needed: bool = True
 ) -> str:
     """
     The C{address} of a section that listens: required without an
@@ -838,11 +855,12 @@ def _listenerAddress(
     replaces both (an address thought to restrict an endpoint that listens
     everywhere would not).
 
-    @param written: The options the section sets.
+    @param read: The section's text, option by option.
     @param needed: Whether the section listens at all.
     """
     endpoint = values["endpoint"]
     if endpoint is not None:
+        written = _written(read)
         for name in ("address", "port"):
             if name in written:
                 raise ConfigurationError(
@@ -893,7 +911,7 @@ def _optionFields(cls: type[Any]) -> tuple[tuple[str, Option], ...]:
 
 
 def _resource(
-    section: str, values: dict[str, Any], base: str, written: set[str]
+    section: str, values: dict[str, Any], base: str, read: dict[str, str]
 ) -> ResourceOptions:
     if bool(values["eab_kid"]) != bool(values["eab_hmac_key"]):
         missing = "eab_hmac_key" if values["eab_kid"] else "eab_kid"
@@ -918,7 +936,7 @@ def _resource(
         section,
         values,
         base,
-        address=_listenerAddress(section, values, written, values["challenge_site"]),
+        address=_listenerAddress(section, values, read, values["challenge_site"]),
         acmeURL=acmeURL,
         upgradedFromURL=upgradedFrom,
         stateDirectory=_resolve(base, values["state_directory"] or DEFAULT_STATE_DIRECTORY),
@@ -948,19 +966,23 @@ def _checkMetricsListener(section: str, values: dict[str, Any]) -> None:
         )
 
 
-def _service(section: str, values: dict[str, Any], base: str, written: set[str]) -> ServiceOptions:
+def _service(
+    section: str, values: dict[str, Any], base: str, read: dict[str, str]
+) -> ServiceOptions:
+    # The options the section sets are worked out only where they matter
+    # (an endpoint, an ftps service): not for each of 10,000 https services.
     given: dict[str, Any] = {}
     if values["type"] == "ftps":
         from .ftpsoptions import ftpsDefaults, ftpsOptions
 
         given["ftps"] = ftpsOptions(section, values, base)
-        given.update(ftpsDefaults(given["ftps"], written))
+        given.update(ftpsDefaults(given["ftps"], _written(read)))
     options: ServiceOptions = _build(
         ServiceOptions,
         section,
         values,
         base,
-        address=_listenerAddress(section, values, written),
+        address=_listenerAddress(section, values, read),
         **given,
     )
     return options
@@ -1053,7 +1075,7 @@ def parseConfiguration(
                 )
             values = _readSection(section, read, RESOURCE_OPTIONS, parsed)
             if values["enabled"]:
-                built = _resource(section, values, baseDirectory, _written(read))
+                built = _resource(section, values, baseDirectory, read)
                 fallbacks = _fallbacks(sections, built, baseDirectory)
                 resources.append(attrs.evolve(built, fallbackCAs=fallbacks))
         elif kind == "services":
@@ -1069,7 +1091,7 @@ def parseConfiguration(
                 )
             values = _readSection(section, read, _serviceOptions(kind_), parsed)
             if values["enabled"]:
-                services.append(_service(section, values, baseDirectory, _written(read)))
+                services.append(_service(section, values, baseDirectory, read))
         elif kind == CA_SECTION:
             from .caoptions import readCA
 

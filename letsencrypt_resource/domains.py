@@ -15,6 +15,9 @@ MAX_NAMES = 100
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 #: A name all of whose labels are valid (L{_LABEL}), in one match.
 _NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+#: A name of two valid labels or more (L{_NAME} with a dot), the last not
+#: numeric, as written in its normal form: lower-case ASCII, no final dot.
+_DOTTED = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?![0-9]+\Z)(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 class InvalidDomain(ValueError):
@@ -102,8 +105,23 @@ def normalizeName(text: str) -> str:
 
     @raise InvalidDomain: when it is neither.
     """
+    name = text.strip()
+    if _isNormalDomain(name):
+        return name
     address = normalizeIPAddress(text)
     return address if address is not None else normalizeDomain(text)
+
+
+def _isNormalDomain(name: str) -> bool:
+    """
+    Whether the stripped C{name} is a domain name already in the normal
+    form L{normalizeDomain} gives, told by one match: at most 253
+    characters of valid labels, two or more, none in the reserved form
+    (no C{--} anywhere), the last not numeric (so no IP address either).
+    A server of 10,000 services reads a name in this form for each at
+    start; any other text takes the full checks.
+    """
+    return len(name) <= 253 and "--" not in name and _DOTTED.fullmatch(name) is not None
 
 
 def isHostName(text: str) -> bool:

@@ -58,16 +58,17 @@ def readINI(text: str) -> dict[str, dict[str, str]]:
                 blanks += 1
             continue
         # The indentation as ConfigParser measures it (to the first
-        # character that C{re}'s C{\\S} matches: the same as C{str.isspace}).
-        lineIndent = len(line) - len(line.lstrip())
-        if current is not None and optionName and lineIndent > indent:
+        # character that C{re}'s C{\\S} matches: the same as C{str.isspace}):
+        # none when the line begins with its first non-space character.
+        lineIndent = 0 if line[0] == value[0] else len(line) - len(line.lstrip())
+        if lineIndent > indent and current is not None and optionName:
             _continue(current, optionName, [""] * blanks + [value], continued)
             blanks = 0
             continue
         indent = lineIndent
         blanks = 0
         header = _SECTION.match(value) if value[0] == "[" else None
-        if header:
+        if header is not None:
             sectionName = header.group("header")
             if sectionName in sections:
                 raise configparser.DuplicateSectionError(sectionName, _SOURCE, number)
@@ -79,9 +80,11 @@ def readINI(text: str) -> dict[str, dict[str, str]]:
             continue
         if current is None:
             raise configparser.MissingSectionHeaderError(_SOURCE, number, line)
-        # ConfigParser's OPTCRE: the name before the first delimiter, then
-        # the value after it, both stripped.
-        delimiter = _firstDelimiter(value)
+        # ConfigParser's OPTCRE: the name before the first delimiter (C{=}
+        # or C{:}), then the value after it, both stripped.
+        delimiter, colon = value.find("="), value.find(":")
+        if delimiter < 0 or 0 <= colon < delimiter:
+            delimiter = colon
         if delimiter < 0:
             error = _parsingError(error, number, line)
             continue
@@ -121,16 +124,6 @@ def _continue(
         value = options[name] = [value]
         continued.append((options, name))
     value.extend(lines)
-
-
-def _firstDelimiter(value: str) -> int:
-    """
-    Where the first C{=} or C{:} of C{value} is, or -1.
-    """
-    equals, colon = value.find("="), value.find(":")
-    if equals < 0 or 0 <= colon < equals:
-        return colon
-    return equals
 
 
 def _parsingError(

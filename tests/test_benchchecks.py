@@ -107,3 +107,37 @@ class StoredRecordTests(SynchronousTestCase):
         states = [each.renewalState() for each in stored]
         storedsets.takeBack(stored, states, True)
         self.assertEqual(asked[1:], states)
+
+
+class PrebootPartsTests(SynchronousTestCase):
+    """
+    C{bench/prebootparts.py} runs each part's two versions on the same
+    work.
+    """
+
+    def test_sameWorkBothSides(self) -> None:
+        """
+        Against this tree itself, each part's two versions give the same
+        results: what they time is the same work.
+        """
+        prebootparts = benchModule("prebootparts")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = prebootparts.writeConfiguration(directory, os.path.join(directory, "state"), 3)
+        with open(path) as stream:
+            work = prebootparts.parts(ROOT, stream.read())
+        self.assertEqual(
+            sorted(work),
+            ["_readSection", "_service", "parseDomainList", "readINI", "registrations"],
+        )
+        for name in ("readINI", "_readSection", "_service", "parseDomainList"):
+            before, after = work[name]
+            self.assertEqual(before(), after(), name)
+        before, after = work["registrations"]
+        self.assertEqual(
+            [
+                sorted(n for n, _ in r.getUtilitiesFor(prebootparts.ICertificateConsumer))
+                for r in (before(), after())
+            ],
+            [[f"services/s{i:05d}" for i in range(3)]] * 2,
+        )

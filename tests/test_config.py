@@ -445,6 +445,24 @@ class BadConfigurationTests(SynchronousTestCase):
             "unknown option; did you mean 'ssl_domains'?",
         )
 
+    def test_unknownOptionBeforeValues(self) -> None:
+        """
+        An unknown option is the problem reported, even after an option
+        whose value is wrong, or beside a required option left out.
+        """
+        self.assertConfigurationError(
+            withService(port="x") + "listen = 0.0.0.0\n",
+            "services/s1",
+            "listen",
+            "unknown option",
+        )
+        self.assertConfigurationError(
+            withService(path=None) + "listen = 0.0.0.0\n",
+            "services/s1",
+            "listen",
+            "unknown option",
+        )
+
     def test_resourceOptionInService(self) -> None:
         """
         Options are checked against the section's own kind.
@@ -1787,3 +1805,27 @@ class SharedWorkTests(SynchronousTestCase):
             self.assertRaises(ValueError, config._port, "\u0664\u0664\u0663")
             self.assertRaises(ValueError, config._port, "0")
             self.assertRaises(ValueError, config._port, "65536")
+
+    def test_writtenOptionsOnlyWhereNeeded(self) -> None:
+        """
+        Which options a section sets is worked out only for a section
+        whose checks ask (an endpoint beside an address or port, an ftps
+        service's defaults), not for each https service on an address:
+        10,000 of them paid for it at each start.
+        """
+        worked: list[dict[str, str]] = []
+        original = config._written
+
+        def counting(read: dict[str, str]) -> set[str]:
+            worked.append(read)
+            return original(read)
+
+        self.patch(config, "_written", counting)
+        parse(resource() + "".join(service(f"s{i}", port=str(8000 + i)) for i in range(3)))
+        self.assertEqual(worked, [])
+        self.assertRaises(
+            ConfigurationError,
+            parse,
+            resource() + service("s1", endpoint="tcp:8443", address="127.0.0.1"),
+        )
+        self.assertEqual(len(worked), 1)

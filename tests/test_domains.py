@@ -5,6 +5,7 @@ Tests for L{letsencrypt_resource.domains}.
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -390,3 +391,62 @@ class OneMatchTests(SynchronousTestCase):
         error = self.assertRaises(InvalidDomain, normalizeDomain, "a.ab--c.example")
         self.assertIn("reserved form", str(error))
         self.assertRaises(InvalidDomain, normalizeDomain, "a.example.123")
+
+
+class NormalFormTests(SynchronousTestCase):
+    """
+    A name already in its normal form is told by one match in
+    L{normalizeName}, with the same result as the full checks.
+    """
+
+    def fullChecks(self, text: str) -> str:
+        """
+        What L{normalizeName} gave before it told normal names apart: the
+        address, or else the domain name, of C{text}, or the error's text.
+        """
+        try:
+            address = domains.normalizeIPAddress(text)
+            return address if address is not None else normalizeDomain(text)
+        except InvalidDomain as error:
+            return f"error: {error}"
+
+    def named(self, text: str) -> str:
+        """
+        What L{normalizeName} gives for C{text}, or the error's text.
+        """
+        try:
+            return normalizeName(text)
+        except InvalidDomain as error:
+            return f"error: {error}"
+
+    def test_oneMatch(self) -> None:
+        """
+        A name in normal form, even one that ends in a digit, is neither
+        given to C{ipaddress} nor looked at label by label.
+        """
+        asked: list[str] = []
+        self.patch(ipaddress, "ip_address", lambda text: asked.append(text))
+        self.patch(domains, "_checkLabels", lambda name: asked.append(name))
+        self.assertEqual(normalizeName(" s0001.example.a1 "), "s0001.example.a1")
+        self.assertEqual(asked, [])
+
+    def test_sameAsFullChecks(self) -> None:
+        """
+        Every name of the tables, and names made of the characters that
+        matter (letters of both cases, digits, hyphens, dots, a colon, a
+        non-ASCII letter, spaces), some of them as long as a name may be,
+        are read as the full checks read them.
+        """
+        texts = [row[0] for row in VALID_DOMAINS + INVALID_DOMAINS]
+        texts += ["192.0.2.1", "2001:db8::1", "0.0.0.0", "a.0", "a.1a", "1a.b", "a.b-1"]
+        texts += [f"{LABEL_63}.{'b' * 63}.{'c' * 63}.{'d' * n}" for n in (60, 61, 62)]
+        chooser = random.Random(17)
+        alphabet = "ab0-.-.A9:ü \t"
+        for _ in range(5000):
+            texts.append("".join(chooser.choice(alphabet) for _ in range(chooser.randint(1, 9))))
+        differing = [
+            (text, self.named(text), self.fullChecks(text))
+            for text in texts
+            if self.named(text) != self.fullChecks(text)
+        ]
+        self.assertEqual(differing, [])
