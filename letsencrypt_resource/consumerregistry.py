@@ -17,13 +17,6 @@ registry answers never changes: a value whose hash changed since it was
 subscribed is still found and removed, and a leaf can be changed while it
 is iterated (see L{SubscriberLeaf}).
 
-A registration of the common kind (a new hashable component under a new
-name, beside utilities of its interface already registered) takes a
-short path to the state C{Components.registerUtility} leaves (a third of
-the time of the host's 10,000 registrations at start), and makes its
-C{Registered} event only when C{zope.event} has a subscriber to give it
-to.
-
 An embedder's own C{Components} works as before: the resource only asks
 the registry what any C{Components} answers.
 """
@@ -34,10 +27,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import zope.event  # type: ignore[import-untyped]
 from zope.interface.adapter import AdapterRegistry, BaseAdapterRegistry
-from zope.interface.interfaces import Registered
-from zope.interface.registry import Components, UtilityRegistration
+from zope.interface.registry import Components
 
 
 class SubscriberLeaf(dict[Any, None]):
@@ -124,69 +115,6 @@ class ConsumerRegistry(Components):
     def _init_registries(self) -> None:
         self.adapters = AdapterRegistry()
         self.utilities = LinearAdapterRegistry()
-
-    def registerUtility(
-        self,
-        component: Any = None,
-        provided: Any = None,
-        name: str = "",
-        info: str = "",
-        event: bool = True,
-        factory: Any = None,
-    ) -> None:
-        """
-        Register C{component} as C{Components.registerUtility} does, the
-        common kind of registration by a short path (L{_registerNew}).
-        """
-        if not self._registerNew(component, provided, name, info, event, factory):
-            super().registerUtility(component, provided, name, info, event, factory)
-
-    def _registerNew(
-        self, component: Any, provided: Any, name: Any, info: Any, event: bool, factory: Any
-    ) -> bool:
-        """
-        Register C{component}, provided by C{provided}, under C{name}, when
-        the registration is of the common kind: a named component, not
-        registered, hashable, under a new name of an interface whose
-        utilities are in a L{SubscriberLeaf}.  The registry is left as
-        C{Components.registerUtility} leaves it (the registrations, the
-        utility under its name and among the subscribers, the counts, two
-        changes), one dictionary at a time, without the walks, copies and
-        checks a registration of any kind needs.
-
-        @return: Whether it was registered; if not, nothing changed.
-        """
-        if factory is not None or component is None or provided is None:
-            return False
-        registrations = self._utility_registrations  # type: ignore[attr-defined]
-        if type(name) is not str or not name or (provided, name) in registrations:
-            return False
-        utilities = self.utilities
-        try:
-            byName = utilities._adapters[0][provided]  # type: ignore[attr-defined]
-            leaf = utilities._subscribers[0][provided][""]  # type: ignore[attr-defined]
-            counts = self._utility_registrations_cache._cache[provided]  # type: ignore[attr-defined]
-            fresh = not counts.get(component) and component not in leaf
-        except (IndexError, KeyError, TypeError, AttributeError):
-            # No utility of the interface yet, or a component that cannot
-            # be hashed: the full path.
-            return False
-        provides = utilities._provided  # type: ignore[attr-defined]
-        if not (fresh and type(leaf) is SubscriberLeaf and provides.get(provided)):
-            return False
-        if name in byName or not isinstance(counts, dict):
-            return False
-        registrations[(provided, name)] = (component, info, None)
-        byName[name] = component
-        leaf[component] = None
-        provides[provided] += 2
-        counts[component] = counts.get(component, 0) + 1
-        utilities.changed(utilities)
-        utilities.changed(utilities)
-        if event and zope.event.subscribers:
-            registration = UtilityRegistration(self, provided, name, component, info, None)
-            zope.event.notify(Registered(registration))
-        return True
 
     @contextmanager
     def registering(self) -> Iterator[None]:

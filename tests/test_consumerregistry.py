@@ -4,14 +4,11 @@ Tests for L{letsencrypt_resource.consumerregistry}.
 
 from __future__ import annotations
 
-import random
 import weakref
 from typing import Any
 
-import zope.event
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import Interface, implementer
-from zope.interface import registry as registryModule
 from zope.interface.registry import Components
 
 from letsencrypt_resource.consumerregistry import (
@@ -373,125 +370,3 @@ class RegisteringTests(SynchronousTestCase):
         self.assertIs(registry.queryUtility(IThing, name="a"), thing)
         registry.unregisterUtility(thing, IThing, name="a")
         self.assertIsNone(registry.queryUtility(IThing, name="a"))
-
-
-def state(registry: Components) -> Any:
-    """
-    Everything C{registry} holds about its utilities: the registrations,
-    the utilities by name and among the subscribers (in order), the
-    counts of each interface and of each component, and the changes told.
-    """
-    utilities = registry.utilities
-    cache = registry._utility_registrations_cache  # type: ignore[attr-defined]
-    return (
-        dict(registry._utility_registrations),  # type: ignore[attr-defined]
-        [dict(byOrder) for byOrder in utilities._adapters],  # type: ignore[attr-defined]
-        [
-            {provided: {name: list(leaf) for name, leaf in leaves.items()}}
-            for byOrder in utilities._subscribers  # type: ignore[attr-defined]
-            for provided, leaves in byOrder.items()
-        ],
-        dict(utilities._provided),  # type: ignore[attr-defined]
-        {
-            provided: dict(counts) if isinstance(counts, dict) else list(counts._data)
-            for provided, counts in cache._cache.items()
-        },
-        utilities._generation,  # type: ignore[attr-defined]
-    )
-
-
-class FullPathRegistry(ConsumerRegistry):
-    """
-    A L{ConsumerRegistry} whose registrations all take the full path of
-    C{Components.registerUtility}.
-    """
-
-    def _registerNew(self, *arguments: Any) -> bool:
-        return False
-
-
-class CountingRegistry(ConsumerRegistry):
-    """
-    A L{ConsumerRegistry} that records, for each registration, whether it
-    took the short path.
-    """
-
-    def __init__(self, name: str):
-        super().__init__(name)
-        self.short: list[bool] = []
-
-    def _registerNew(self, *arguments: Any) -> bool:
-        self.short.append(super()._registerNew(*arguments))
-        return self.short[-1]
-
-
-class ShortPathTests(SynchronousTestCase):
-    """
-    The short path of a common registration leaves the registry as the
-    full path does, and makes no event nobody receives.
-    """
-
-    def test_sameState(self) -> None:
-        """
-        After each of thousands of random registrations and removals (new
-        names, names again, a component under two names, equal components,
-        then unhashable ones too, within L{ConsumerRegistry.registering} or
-        not), a registry holds what one that takes the full path holds,
-        though most registrations took the short path.
-        """
-        chooser = random.Random(5)
-        hashable: list[Any] = [Thing() for _ in range(90)] + [Same(), Same()]
-        for components in (hashable, [*hashable, Unhashable()]):
-            ours, theirs = CountingRegistry("ours"), FullPathRegistry("theirs")
-            for _ in range(300):
-                with ours.registering(), theirs.registering():
-                    for _ in range(chooser.randint(1, 12)):
-                        self.change(chooser, chooser.choice(components), ours, theirs)
-                        self.assertEqual(state(ours), state(theirs))
-                self.assertEqual(answers(ours), answers(theirs))
-            if components is hashable:
-                self.assertGreater(ours.short.count(True), len(ours.short) // 4)
-
-    def change(
-        self, chooser: random.Random, component: Any, ours: Components, theirs: Components
-    ) -> None:
-        """
-        Register C{component} in both registries under a name C{chooser}
-        picks, or remove from both what is under the name, or that
-        component (often not there).
-        """
-        name = f"n{chooser.randrange(30)}"
-        if chooser.random() < 0.5:
-            ours.registerUtility(component, IThing, name=name)
-            theirs.registerUtility(component, IThing, name=name)
-        else:
-            # Whatever is under the name, or only that component.
-            which = None if chooser.random() < 0.7 else component
-            self.assertEqual(
-                ours.unregisterUtility(which, IThing, name=name),
-                theirs.unregisterUtility(which, IThing, name=name),
-            )
-
-    def test_eventsAsBefore(self) -> None:
-        """
-        With a C{zope.event} subscriber, each registration is told as the
-        full path tells it; without one, a registration by the short path
-        makes no event (C{Components} makes one to give nobody).
-        """
-        told: list[Any] = []
-        self.patch(zope.event, "subscribers", [told.append])
-        ours, theirs = ConsumerRegistry("ours"), FullPathRegistry("theirs")
-        for registry in (ours, theirs):
-            for name in "abc":
-                registry.registerUtility(Thing(), IThing, name=name)
-        self.assertEqual(
-            [(type(e), e.object.name) for e in told[:3]],
-            [(type(e), e.object.name) for e in told[3:]],
-        )
-        self.assertEqual([e.object.registry for e in told], [ours] * 3 + [theirs] * 3)
-        made: list[object] = []
-        self.patch(zope.event, "subscribers", [])
-        self.patch(registryModule, "UtilityRegistration", lambda *a: made.append(a))
-        for name in "def":
-            ours.registerUtility(Thing(), IThing, name=name)
-        self.assertEqual(made, [])
