@@ -53,7 +53,7 @@ from .reactors import Reactor
 from .reload import planReload
 from .resource import LetsEncryptResource
 from .sharedfolders import SharedFolders
-from .startupcollection import pausedCollection
+from .startupcollection import frozeStartUp, pausedCollection
 from .startupreport import ListeningStartUp
 from .statechecks import checkCluster, checkState
 from .storage.checks import checkCertificateWritable
@@ -470,12 +470,13 @@ def _freezeStartUp() -> None:
     What start-up built lives as long as the server: out of the
     collector's reach, full collections stay short while orders run.
     Collect first, so that no garbage made since the last freeze is kept
-    for good (under twistd,
+    for good; but not where
     L{ResumeCollection <letsencrypt_resource.startupcollection.ResumeCollection>}
-    froze what building the server made without collecting, with the few
-    objects in cycles it left: see there).
+    froze what building the server made without collecting (under
+    twistd): see L{frozeStartUp <letsencrypt_resource.startupcollection.frozeStartUp>}.
     """
-    gc.collect()
+    if not frozeStartUp():
+        gc.collect()
     gc.freeze()
 
 

@@ -17,6 +17,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.adapter import BaseAdapterRegistry
 
+from letsencrypt_resource import startupcollection
 from letsencrypt_resource.challenge import ChallengeResponder
 from letsencrypt_resource.config import Configuration, ConfigurationError
 from letsencrypt_resource.consumerregistry import SubscriberLeaf
@@ -259,6 +260,29 @@ class StartTests(SynchronousTestCase):
         self.assertGreater(gc.get_freeze_count(), 0)
         self.assertTrue(gc.is_tracked(loadedSets))
         self.assertNotIn(loadedSets, gc.get_objects())
+
+    def test_loadFrozenWithoutCollectingUnderTwistd(self) -> None:
+        """
+        Where the start-up was frozen without collecting (twistd's
+        L{ResumeCollection <letsencrypt_resource.startupcollection.ResumeCollection>}),
+        the freeze once the sets are loaded does not collect either: a
+        collection there would go through everything the load made, on the
+        running reactor.  Without that freeze, it collects first.
+        """
+        for frozeFirst, collected in ((True, []), (False, ["start", "stop"])):
+            self.patch(startupcollection, "_frozeStartUp", frozeFirst)
+            resource, server = self.loadingServer()
+            server.startService()
+            self.addCleanup(server.stopService)
+            phases: list[str] = []
+            gc.callbacks.append(lambda phase, info, seen=phases: seen.append(phase))
+            try:
+                resource.loaded.callback(None)
+            finally:
+                del gc.callbacks[-1]
+            self.assertEqual(phases, collected)
+            self.assertGreater(gc.get_freeze_count(), 0)
+            gc.unfreeze()
 
     def test_collectionPausedUntilFrozen(self) -> None:
         """

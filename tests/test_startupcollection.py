@@ -16,12 +16,13 @@ import sys
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from letsencrypt_resource import tap
+from letsencrypt_resource import startupcollection, tap
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.pebble import freeTCPPort
 from letsencrypt_resource.setloading import SetLoader
 from letsencrypt_resource.startupcollection import (
     ResumeCollection,
+    frozeStartUp,
     pauseCollection,
     pausedCollection,
     resumeCollection,
@@ -48,6 +49,7 @@ def resetCollector(case: SynchronousTestCase) -> None:
     gc.unfreeze()
     case.addCleanup(gc.unfreeze)
     case.addCleanup(gc.enable)
+    case.patch(startupcollection, "_frozeStartUp", False)
 
 
 class CollectionCase(SynchronousTestCase):
@@ -101,11 +103,13 @@ class ResumeTests(CollectionCase):
         gc.callbacks.append(watch)
         self.addCleanup(gc.callbacks.remove, watch)
         kept = [Cycle()]
+        self.assertFalse(frozeStartUp())
         ResumeCollection().startService()
         self.assertEqual(collections, [])
         self.assertTrue(gc.is_tracked(kept))
         self.assertNotIn(kept, gc.get_objects())
         self.assertTrue(gc.isenabled())
+        self.assertTrue(frozeStartUp())
 
     def test_leftOff(self) -> None:
         """
@@ -285,6 +289,8 @@ make = plugin.letsEncrypt.options
 seen["read"] = [gc.isenabled(), "letsencrypt_resource.tap" in sys.modules]
 options = make()
 seen["made"] = [gc.isenabled(), type(options).__module__, type(options).__name__]
+tap = sys.modules["letsencrypt_resource.tap"]
+seen["frozen"] = [tap.__dict__ not in gc.get_objects(), gc.get_count()[0] < 100]
 print(json.dumps(seen))
 """
 
@@ -309,8 +315,9 @@ class PluginTests(SynchronousTestCase):
         In a fresh interpreter: reading the plugin's options attribute
         pauses and imports nothing; making the options (as twistd does just
         before parsing them) imports the server's options module with
-        automatic collection paused, and resumes it before it returns the
-        module's options.
+        automatic collection paused, freezes what the import made (no
+        young collection goes over it once collection resumes), and
+        resumes it before it returns the module's options.
         """
         output = subprocess.run(
             [sys.executable, "-c", ORDER, self.path],
@@ -324,6 +331,7 @@ class PluginTests(SynchronousTestCase):
                 "read": [True, False],
                 "import": False,
                 "made": [True, "letsencrypt_resource.tap", "Options"],
+                "frozen": [True, True],
             },
         )
 
