@@ -14,22 +14,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .connection import AccountConnection
+from .coroutines import whenFired
 from .managed import ManagedCertificate
-
-
-def whenFired(pending: Deferred[Any]) -> Deferred[None]:
-    """
-    A Deferred that fires once C{pending} has fired, leaving its result to
-    its other callbacks.
-    """
-    fired: Deferred[None] = Deferred()
-
-    def passOn(result: object) -> object:
-        fired.callback(None)
-        return result
-
-    pending.addBoth(passOn)
-    return fired
 
 
 class IssuerConnections:

@@ -5,7 +5,7 @@ The package writes its asynchronous code as C{async def}; where its API
 promises a C{Deferred} (to Twisted code that adds callbacks, cancels, or
 tests that read the result at once), L{deferred} wraps the coroutine with
 C{Deferred.fromCoroutine}.  Cancelling the Deferred cancels what the
-coroutine awaits.
+coroutine awaits; to wait for a Deferred without that, see L{whenFired}.
 """
 
 from __future__ import annotations
@@ -31,3 +31,18 @@ def deferred(function: Callable[_P, Coroutine[Any, Any, _T]]) -> Callable[_P, De
         return Deferred.fromCoroutine(function(*args, **kwargs))
 
     return started
+
+
+def whenFired(pending: Deferred[Any]) -> Deferred[None]:
+    """
+    A Deferred that fires once C{pending} has fired, leaving its result to
+    its other callbacks; cancelling it leaves C{pending} alone.
+    """
+    fired: Deferred[None] = Deferred()
+
+    def passOn(result: object) -> object:
+        fired.callback(None)
+        return result
+
+    pending.addBoth(passOn)
+    return fired

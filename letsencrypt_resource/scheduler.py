@@ -181,6 +181,11 @@ class WakeUps:
     """
     The early check of a L{Scheduler}: scheduled when the first domain set
     to need attention does so before the next regular check.
+
+    @ivar generation: Counts the searches started and the cancellations
+        (each check starts with one): a check's look, which found the
+        earliest next event as a search would, may wake up for it only
+        while this has not changed since it began (see L{Scheduler.check}).
     """
 
     def __init__(
@@ -207,11 +212,13 @@ class WakeUps:
         self._wakeUp: IDelayedCall | None = None
         self._finding: Deferred[None] | None = None
         self._found: list[Deferred[None]] = []
+        self.generation = 0
 
     def cancel(self) -> None:
         """
         Cancel the search under way and the wake-up scheduled.
         """
+        self.generation += 1
         if self._finding is not None:
             self._finding.cancel()
         if self._wakeUp is not None and self._wakeUp.active():
@@ -224,9 +231,13 @@ class WakeUps:
         L{CHECK_CHUNK} a reactor turn apart, and wake up for it (L{at}); a
         call while an earlier search looks replaces it.
         """
-        if self._finding is not None:
-            self._finding.cancel()
-        finding = self._finding = self._find()
+        self.generation += 1
+        # The new search is under way before the old one's cancellation
+        # runs its waiters' check (see L{whenFound}).
+        old, finding = self._finding, self._find()
+        self._finding = finding
+        if old is not None:
+            old.cancel()
         finding.addErrback(checkEnded, self._log)
 
         def found(_: object) -> None:
@@ -325,8 +336,10 @@ class Scheduler(Service):
             lambda: self.scheduleWakeUp(),
         )
         self._loop: LoopingCall | None = None
+        # The check looked up at call time: a wrapper put on the instance
+        # since (a bench's timer) sees the wake-up checks too.
         self._wakeUps = WakeUps(
-            managed, lambda: self.issuers, writes, reactor, checkInterval, self.check, log
+            managed, lambda: self.issuers, writes, reactor, checkInterval, lambda: self.check(), log
         )
         self._started: Deferred[None] | None = None
         self._settled: list[Deferred[None]] | None = []
@@ -420,6 +433,7 @@ class Scheduler(Service):
             and what it wrote is on disk; it never fails.
         """
         self._wakeUps.cancel()
+        generation = self._wakeUps.generation
         started = self._startDue(force, only, reason)
         attempted: list[ManagedCertificate] = []
         earliest: list[float | None] = [None]
@@ -427,12 +441,18 @@ class Scheduler(Service):
         def looked(look: Look) -> Deferred[None]:
             attempted.extend(look.due + look.forced)
             earliest[0] = look.earliest
-            return self._renewer.whenEnded()
+            ended = self._renewer.whenEnded()
+            if not ended.called:
+                # It waits for an attempt it did not see (a dropped set's):
+                # what it found may be stale by then.
+                earliest[0] = None
+            return ended
 
         def wakeUp(_: object) -> None:
-            # A search asked for meanwhile looks at sets after the look did:
-            # it ends after this, and its wake-up replaces this one.
-            if earliest[0] is None:
+            # The look's earliest stands only if no search or other check
+            # started since it began: one that did saw the sets later, and
+            # may end before this (sets dropped meanwhile), so search again.
+            if earliest[0] is None or self._wakeUps.generation != generation:
                 self.scheduleWakeUp()
             elif self._loop is not None and self._loop.running:
                 self._wakeUps.at(earliest[0])
@@ -488,7 +508,9 @@ class Scheduler(Service):
         """
         Wait until neither a search for the next wake-up nor a connection
         that learns whether a CA offers renewal information (which may
-        start a search) is under way: what follows a check is over.
+        start a search) is under way: what follows a check is over, when
+        called once the check's Deferred fired (during its look, nothing
+        follows yet: it fires at once).
         """
         while self._wakeUps.searching or self._learning.connecting:
             await self._wakeUps.whenFound()

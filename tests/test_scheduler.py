@@ -673,3 +673,193 @@ class TwoCALearningTests(SynchronousTestCase):
         for _ in range(10):
             clock.advance(0)
         self.assertEqual(len(first.connecting), 2)
+
+
+def wakeUpAt(clock: TurnClock) -> float:
+    """
+    The time of the only wake-up scheduled later than now and before the
+    next regular check (the calls now are the next chunks of a look).
+    """
+    later = clock.getDelayedCalls()
+    (wakeUp,) = [call for call in later if clock.seconds() < call.getTime() < 86400.0]
+    return wakeUp.getTime()
+
+
+class StaleLookTests(SynchronousTestCase):
+    """
+    A check that starts nothing wakes up for the earliest its own look
+    found only when nothing fresher can exist: no search nor other check
+    started since the look began, and no attempt to wait for.  Otherwise
+    it looks for the wake-up again, as a check that started attempts does.
+    """
+
+    def started(self, count: int) -> tuple[list[TimedSet], Scheduler, TurnClock]:
+        """
+        A started scheduler over C{count} sets, none due, the first one
+        (looked at in the first chunk) at 50,000, whose first check and its
+        wake-up are over.
+        """
+        clock = TurnClock()
+        sets = [TimedSet(f"s{i}.example.test", 10**7 + i, clock) for i in range(count)]
+        sets[0].at = 50_000.0
+        scheduler = startedOver(self, sets, Connected(), clock)
+        self.assertEqual(wakeUpAt(clock), 50_000.0)
+        return sets, scheduler, clock
+
+    def drop(self, scheduler: Scheduler, sets: Sequence[TimedSet]) -> None:
+        """
+        Drop C{sets} from C{scheduler}'s sets, as a reload does.
+        """
+        for certificate in sets:
+            del scheduler._managed[frozenset(certificate.domains)]
+
+    def test_setsDroppedDuringLook(self) -> None:
+        """
+        When a search is asked for during a check's look (the first set's
+        next event moved earlier) and sets are dropped meanwhile, the
+        search ends before the look does; the look's older earliest does
+        not replace the search's wake-up.
+        """
+        sets, scheduler, clock = self.started(5 * CHECK_CHUNK)
+        scheduler.check()
+        self.drop(scheduler, sets[CHECK_CHUNK:])
+        sets[0].at = 100.0
+        scheduler.scheduleWakeUp()
+        self.assertEqual(wakeUpAt(clock), 100.0)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
+    def test_otherCheckDuringLook(self) -> None:
+        """
+        When another check starts during a check's look and, with sets
+        dropped meanwhile, ends first, the first check's older earliest
+        does not replace the other check's wake-up.
+        """
+        sets, scheduler, clock = self.started(5 * CHECK_CHUNK)
+        scheduler.check()
+        self.drop(scheduler, sets[CHECK_CHUNK:])
+        sets[0].at = 100.0
+        scheduler.check()
+        self.assertEqual(wakeUpAt(clock), 100.0)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
+    def test_waitOnDroppedSetsAttempt(self) -> None:
+        """
+        A check that starts nothing but waits for the attempt of a set
+        dropped while it ran (it was not in the look) does not put its
+        look's earliest after the fresher wake-up a search found during
+        the wait.
+        """
+        sets, scheduler, clock = self.started(50)
+        dropped = TimedSet("d.example.test", 10**7, clock)
+        scheduler._managed[frozenset(dropped.domains)] = dropped
+        scheduler.check(force=True, only=[dropped])
+        self.drop(scheduler, [dropped])
+        scheduler.check()
+        sets[0].at = 100.0
+        scheduler.scheduleWakeUp()
+        self.assertEqual(wakeUpAt(clock), 100.0)
+        scheduler._renewer.attempts.cancelAll()  # type: ignore[attr-defined]
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
+    def test_waitedLooksAgain(self) -> None:
+        """
+        A check that starts nothing but waits for an attempt it did not see
+        looks for the wake-up again once that attempt ended, whether or not
+        anything else asked for a search.
+        """
+        sets, scheduler, clock = self.started(50)
+        dropped = TimedSet("d.example.test", 10**7, clock)
+        scheduler._renewer.startAttempt(dropped, "forced")
+        scheduler.check()
+        sets[0].at = 100.0
+        scheduler._renewer.attempts.cancelAll()  # type: ignore[attr-defined]
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
+    def test_commonCaseOneLook(self) -> None:
+        """
+        A routine check that starts nothing, with nothing else under way,
+        looks at each set once and wakes up for the earliest it found.
+        """
+        sets, scheduler, clock = self.started(3 * CHECK_CHUNK)
+        for certificate in sets:
+            certificate.looks.clear()
+        sets[0].at = 100.0
+        scheduler.check()
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual({len(s.looks) for s in sets}, {1})
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
+
+class ReplacedSearchTests(SynchronousTestCase):
+    """
+    A search asked for while another is under way replaces it; those
+    waiting for the search to end wait for the new one.
+    """
+
+    def test_whenFound(self) -> None:
+        """
+        L{letsencrypt_resource.scheduler.WakeUps.whenFound} does not fire
+        when its search is replaced, only once the new one ended.
+        """
+        clock = TurnClock()
+        sets = [TimedSet(f"s{i}.example.test", 10**7 + i, clock) for i in range(3 * CHECK_CHUNK)]
+        scheduler = startedOver(self, sets, Connected(), clock)
+        scheduler.scheduleWakeUp()
+        found = scheduler._wakeUps.whenFound()
+        scheduler.scheduleWakeUp()
+        self.assertNoResult(found)
+        self.assertTrue(scheduler._wakeUps.searching)
+        for _ in range(10):
+            clock.advance(0)
+        self.successResultOf(found)
+        self.assertFalse(scheduler._wakeUps.searching)
+
+    def test_whenQuiet(self) -> None:
+        """
+        L{Scheduler.whenQuiet} does not fire while the search that replaced
+        another is under way.
+        """
+        clock = TurnClock()
+        sets = [TimedSet(f"s{i}.example.test", 10**7 + i, clock) for i in range(3 * CHECK_CHUNK)]
+        scheduler = startedOver(self, sets, Connected(), clock)
+        scheduler.scheduleWakeUp()
+        quiet = scheduler.whenQuiet()
+        scheduler.scheduleWakeUp()
+        self.assertNoResult(quiet)
+        for _ in range(10):
+            clock.advance(0)
+        self.successResultOf(quiet)
+
+
+class WakeUpCheckTests(SynchronousTestCase):
+    """
+    A wake-up runs the scheduler's C{check} as looked up when it runs.
+    """
+
+    def test_wrapperSeesWakeUp(self) -> None:
+        """
+        A wrapper put on the instance's C{check} after the scheduler was
+        made (as a bench's timer does) runs the wake-up's check.
+        """
+        clock = TurnClock()
+        sets = [TimedSet("a.example.test", 500.0, clock)]
+        scheduler = startedOver(self, sets, Connected(), clock)
+        checked: list[object] = []
+        check = scheduler.check
+
+        def timed(*args: Any, **kwargs: Any) -> Deferred[None]:
+            checked.append(args)
+            return check(*args, **kwargs)
+
+        scheduler.check = timed  # type: ignore[method-assign]
+        clock.advance(500)
+        self.assertEqual(checked, [()])
