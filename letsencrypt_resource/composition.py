@@ -141,7 +141,9 @@ def compose(
     flags = DeployFlags(storage, recordsNode(options.nodeName, records.sharesChallenges), log)
     if records.sharesChallenges:
         # Before each certificate stored, the other nodes' runs are due.
-        records.beforeCertificate = functools.partial(markOthersDue, storage, options.nodeName)
+        records.beforeCertificate = functools.partial(
+            markOthersDue, storage, options.nodeName, reactor.seconds
+        )
     deploys = DeployHooks(
         options, reactor, log, managed, flags.save, writes.whenWritten, recorded=flags
     )

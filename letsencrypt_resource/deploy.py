@@ -126,12 +126,20 @@ class DeployHooks(Service):
         """
         Run the command, if one is configured, for C{issued}, the new
         certificate of C{certificate}, exported to C{folder}, after the runs
-        before it; stopped, only record that it is due.
+        before it; stopped, only record that it is due.  With no command,
+        a run due has nothing left to do: it is no longer due.
 
         @return: A Deferred that fires with whether it ran and worked; it
             never fails.
         """
-        if self._command is None or issued is None:
+        if self._command is None:
+            if certificate.deployPending:
+                # Recorded by another node, or while a command was set:
+                # nothing is left to do now that the certificate is exported.
+                certificate.deployPending = False
+                self._save(certificate)
+            return succeed(False)
+        if issued is None:
             return succeed(False)
         self.want(certificate)
         if not self.running:

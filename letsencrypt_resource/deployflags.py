@@ -8,8 +8,9 @@ run of the command worked.  Without a cluster the node is the only one,
 and the record is in its state directory.
 
 In a cluster, a node that stores a new certificate first sets the record
-of every other node known (by its C{seen} record: see
-L{letsencrypt_resource.noderecord}; see L{markOthersDue}), so that a node
+of every other node seen lately (by its C{seen} record, within
+L{MARK_WITHIN}: see L{letsencrypt_resource.noderecord}; see
+L{markOthersDue}), and deletes that of a node gone longer, so that a node
 that was down, or still loading, when it was stored runs its command for
 it at its start: every node that reads the new certificate also reads
 that record, listed with the others after the sets are loaded (one list,
@@ -20,6 +21,7 @@ as it hears of it, and its own run clears the same record: it runs once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, FirstError, gatherResults
@@ -30,15 +32,28 @@ from . import events
 from .clusteroptions import parseNodeName
 from .coroutines import deferred
 from .managed import ManagedCertificate
-from .noderecord import NODES, seenKey
+from .noderecord import NODES, STALE_AFTER, readRecords, seenKey
 from .reporting import unexpected
 from .storage.interface import IStorage, StorageError
 from .storage.records import domainsFileName
+
+_T = TypeVar("_T")
 
 #: The prefix of the records of the runs due.
 DEPLOYS = "deploys/"
 #: The value of a record.
 DUE = b"due\n"
+#: Seconds since its last heartbeat within which a node is taken for down
+#: a while (a restart, an upgrade, maintenance: its run is recorded as due)
+#: rather than gone for good (a container made again under a new name):
+#: a week, that is 3,360 times L{STALE_AFTER}.
+MARK_WITHIN = 3360 * STALE_AFTER
+#: Seconds after L{MARK_WITHIN} during which the record of a gone node is
+#: still deleted when a certificate of its set is stored: longer than a
+#: certificate lives (at most 100 days), so every set it had a record of
+#: was stored again meanwhile, and no record of it is left; after that
+#: the node costs no write.
+FORGET_WITHIN = MARK_WITHIN + 100 * 86400.0
 
 
 def deployKey(node: str, domains: tuple[str, ...]) -> str:
@@ -82,18 +97,35 @@ def otherNodes(keys: Iterable[str], node: str) -> list[str]:
 
 
 @deferred
-async def markOthersDue(storage: IStorage, node: str, domains: tuple[str, ...]) -> None:
+async def markOthersDue(
+    storage: IStorage, node: str, now: Callable[[], float], domains: tuple[str, ...]
+) -> None:
     """
     Record the run for C{domains} as due on every node of the cluster but
-    C{node}, which is about to store a new certificate for them: one list
-    of the node records, then one write for each other node.
+    C{node}, which is about to store a new certificate for them, that was
+    seen within L{MARK_WITHIN} seconds of C{now()}; delete the record of
+    each node gone longer (up to L{FORGET_WITHIN}: older ones were
+    deleted then).  One list of the node records, one read of their
+    C{seen} records, then one write for each of those nodes.
 
     @raise StorageError: when that cannot be done; the certificate is not
         stored then, and the write is tried again (see
         L{letsencrypt_resource.writequeue}).
     """
     others = otherNodes(await storage.list(NODES), node)
-    writes = [storage.store(deployKey(other, domains), DUE) for other in others]
+    if not others:
+        return
+    found = await storage.loadMany([seenKey(other) for other in others])
+    # A record too large to read is read as none: a node not known.
+    seen = readRecords({k: v for k, v in found.items() if isinstance(v, bytes)})
+    at = now()
+    writes = []
+    for record in seen:
+        key = deployKey(record.node, domains)
+        if at - record.seen <= MARK_WITHIN:
+            writes.append(storage.store(key, DUE))
+        elif at - record.seen <= FORGET_WITHIN:
+            writes.append(storage.delete(key))
     try:
         await gatherResults(writes, consumeErrors=True)
     except FirstError as error:
@@ -128,7 +160,8 @@ class DeployFlags:
         is not due again.
         """
         prefix = f"{DEPLOYS}{self._node}/"
-        written: set[str] = set()
+        # A write under way when the list starts may not be in it yet.
+        written = set(self._writing)
         self._written = written
         try:
             keys = await self._storage.list(prefix)
@@ -143,25 +176,37 @@ class DeployFlags:
         """
         Delete the records read by L{load} that no L{wasDue} asked for: of
         sets this node does not manage (dropped from its configuration, or
-        only other nodes'), so that they do not pile up; one that cannot
-        be is event 20229, and read again at the next start.
+        only other nodes'), so that they do not pile up.  One at a time, so
+        that thousands of them leave the storage's other connections to
+        the first check; one that cannot be is event 20229, and it and
+        those after it are read again at the next start.
         """
         left, self._loaded = self._loaded, set()
-        for key in sorted(left):
-            self._locked(key, self._delete, key).addErrback(self._unexpected)
+        if left:
+            self._dropAll(sorted(left)).addErrback(self._unexpected)
+
+    @deferred
+    async def _dropAll(self, keys: list[str]) -> None:
+        for key in keys:
+            if not await self._locked(key, self._delete, key):
+                return
 
     def _unexpected(self, failure: Failure) -> None:
         unexpected(self._log, failure)
 
     @deferred
-    async def _delete(self, key: str) -> None:
+    async def _delete(self, key: str) -> bool:
         """
         Delete the record at C{key}; a failure is event 20229.
+
+        @return: Whether it was deleted.
         """
         try:
             await self._storage.delete(key)
         except StorageError as error:
             events.DEPLOY_DUE_UNSAVED.emit(self._log, key=key, error=str(error))
+            return False
+        return True
 
     @property
     def waiting(self) -> bool:
@@ -196,9 +241,7 @@ class DeployFlags:
             self._written.add(key)
         return self._locked(key, self._write, key, certificate)
 
-    def _locked(
-        self, key: str, write: Callable[..., Deferred[None]], *args: object
-    ) -> Deferred[None]:
+    def _locked(self, key: str, write: Callable[..., Deferred[_T]], *args: object) -> Deferred[_T]:
         """
         Call C{write} with C{args} after the writes of the record C{key}
         asked before (one at a time: a lock per record, dropped once no

@@ -123,12 +123,14 @@ class ClusterDeployTests(PostgresCase):
         with open(self.runs) as stream:
             return stream.read().split()
 
-    def startNode(self, node: str, heartbeat: bool = False) -> LetsEncryptResource:
+    def startNode(
+        self, node: str, heartbeat: bool = False, command: bool = True
+    ) -> LetsEncryptResource:
         """
         Start the resource of C{node} on the cluster's database, with its
         own state directory and no store directory, and its heartbeat if
-        asked (which makes it known to the other nodes); stopped at the end
-        of the test.
+        asked (which makes it known to the other nodes), and the deploy
+        command unless told not to; stopped at the end of the test.
         """
         state = os.path.join(self.folder, node)
         os.makedirs(state, exist_ok=True)
@@ -152,7 +154,9 @@ class ClusterDeployTests(PostgresCase):
                     node,
                     self.runs,
                     os.path.join(self.folder, f"{node}.exit"),
-                ),
+                )
+                if command
+                else None,
                 deployTimeout=10.0,
             ),
             registry,
@@ -329,3 +333,32 @@ class ClusterDeployTests(PostgresCase):
         await self.settle(first, second)
         self.assertEqual(sorted(self.ran()[3:]), ["node-1", "node-2"])
         self.assertEqual(self.failures(), [])
+
+    async def test_noCommandNodeClears(self) -> None:
+        """
+        A node with no command, known to the cluster but down while the
+        other renews, clears at its start the record of the run the other
+        node wrote for it; its checks and its next start do not bring it
+        back; only the renewing node ran its command.
+        """
+        self.server.validate = self.lookup
+        self.setExit("node-1", 0)
+        second = self.startNode("node-2", heartbeat=True, command=False)
+        await second.whenSettled()
+        await self.stopNode(second)
+        first = self.startNode("node-1", heartbeat=True)
+        await first.whenSettled()
+        await first.check(force=True)
+        await self.until(lambda: self.ran() == ["node-1"], timeout=30)
+        await self.pendingBecome([deployKey("node-2", REPORTS)])
+        second = self.startNode("node-2", heartbeat=True, command=False)
+        await second.whenSettled()
+        await self.pendingBecome([])
+        await self.settle(first, second)
+        self.assertFalse(second.managed[frozenset(REPORTS)].deployPending)
+        await self.stopNode(second)
+        second = self.startNode("node-2", heartbeat=True, command=False)
+        await second.whenSettled()
+        await self.settle(first, second)
+        self.assertEqual(await self.pendingKeys(), [])
+        self.assertEqual(self.ran(), ["node-1"])

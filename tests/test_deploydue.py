@@ -21,6 +21,8 @@ from letsencrypt_resource import deployflags
 from letsencrypt_resource.deploy import DeployHooks
 from letsencrypt_resource.deployflags import (
     DUE,
+    FORGET_WITHIN,
+    MARK_WITHIN,
     DeployFlags,
     DueAtStart,
     deployKey,
@@ -33,6 +35,7 @@ from letsencrypt_resource.storage.interface import ILease, StorageError
 from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records, certificateKey
 from letsencrypt_resource.testing import FakeACMEServer, MemoryStore
+from letsencrypt_resource.writequeue import WriteQueue
 from tests.helpers import selfSigned
 from tests.helpers.fakeprocess import ProcessReactor
 from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourceOptions
@@ -44,12 +47,24 @@ PROGRAM = sys.executable
 SET = ("a.example",)
 
 
-def knownNodes(store: MemoryStore, *nodes: str) -> None:
+#: When the unit tests' nodes were last seen, and store certificates.
+NOW = 1_800_000_000.0
+
+
+def knownNodes(store: MemoryStore, *nodes: str, seen: float = NOW) -> None:
     """
-    Make C{nodes} known to the cluster on C{store}: their C{seen} records.
+    Make C{nodes} known to the cluster on C{store}: their C{seen} records,
+    written at C{seen}.
     """
     for node in nodes:
-        store.values[seenKey(node)] = seenJSON(node, 1.0)
+        store.values[seenKey(node)] = seenJSON(node, seen)
+
+
+def marking(storage: Any, node: str) -> Any:
+    """
+    L{markOthersDue} for C{node} on C{storage}, as at L{NOW}.
+    """
+    return functools.partial(markOthersDue, storage, node, lambda: NOW)
 
 
 class WriteLog(MemoryStorage):
@@ -60,10 +75,15 @@ class WriteLog(MemoryStorage):
     def __init__(self, shared: Any) -> None:
         super().__init__(shared)
         self.stored: list[str] = []
+        self.deleted: list[str] = []
 
     def store(self, key: str, value: bytes, fence: ILease | None = None) -> Deferred[None]:
         self.stored.append(key)
         return super().store(key, value, fence)
+
+    def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
+        self.deleted.append(key)
+        return super().delete(key, fence)
 
 
 class OtherNodesTests(SynchronousTestCase):
@@ -98,7 +118,7 @@ class OtherNodesTests(SynchronousTestCase):
         knownNodes(store, "node-1", "node-2", "node-3")
         storage = WriteLog(store.shared)
         records = Records(storage)
-        records.beforeCertificate = functools.partial(markOthersDue, storage, "node-1")
+        records.beforeCertificate = marking(storage, "node-1")
         self.successResultOf(records.saveCertificate(SET, selfSigned(SET)))
         self.assertEqual(
             storage.stored,
@@ -117,7 +137,7 @@ class OtherNodesTests(SynchronousTestCase):
         knownNodes(store, "node-1", "node-2", "node-3")
         store.failWrites = True
         records = Records(store)
-        records.beforeCertificate = functools.partial(markOthersDue, store, "node-1")
+        records.beforeCertificate = marking(store, "node-1")
         failure = self.failureResultOf(records.saveCertificate(SET, selfSigned(SET)), StorageError)
         self.assertIn("deploys/node-", str(failure.value))
         self.assertNotIn(certificateKey(SET), store.values)
@@ -130,9 +150,35 @@ class OtherNodesTests(SynchronousTestCase):
         knownNodes(store, "node-1")
         storage = WriteLog(store.shared)
         records = Records(storage)
-        records.beforeCertificate = functools.partial(markOthersDue, storage, "node-1")
+        records.beforeCertificate = marking(storage, "node-1")
         self.successResultOf(records.saveCertificate(SET, selfSigned(SET)))
         self.assertEqual(storage.stored, [certificateKey(SET)])
+
+    def test_goneNodes(self) -> None:
+        """
+        Only a node seen within L{MARK_WITHIN} gets a record; the record
+        of one gone longer is deleted, up to L{FORGET_WITHIN}; one gone
+        longer still costs no write.
+        """
+        store = MemoryStore()
+        knownNodes(store, "node-1", "node-2", seen=NOW - MARK_WITHIN)
+        knownNodes(store, "node-3", seen=NOW - MARK_WITHIN - 1)
+        knownNodes(store, "node-4", seen=NOW - FORGET_WITHIN - 1)
+        store.values[deployKey("node-3", SET)] = DUE
+        storage = WriteLog(store.shared)
+        records = Records(storage)
+        records.beforeCertificate = marking(storage, "node-1")
+        self.successResultOf(records.saveCertificate(SET, selfSigned(SET)))
+        self.assertEqual(storage.stored, [deployKey("node-2", SET), certificateKey(SET)])
+        self.assertEqual(storage.deleted, [deployKey("node-3", SET)])
+        self.assertEqual(store.keys("deploys/"), [deployKey("node-2", SET)])
+
+    def test_weekOfDowntime(self) -> None:
+        """
+        L{MARK_WITHIN} is a week: a node down for maintenance still runs
+        its command at its start.
+        """
+        self.assertEqual(MARK_WITHIN, 7 * 86400)
 
 
 class HeldList(MemoryStorage):
@@ -148,6 +194,21 @@ class HeldList(MemoryStorage):
         released: Deferred[None] = Deferred()
         self.held.append(released)
         return released.addCallback(lambda _: MemoryStorage.list(self, prefix))
+
+
+class HeldDeletes(MemoryStorage):
+    """
+    A memory storage whose deletes wait until released.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        super().__init__(shared)
+        self.held: list[Deferred[None]] = []
+
+    def delete(self, key: str, fence: ILease | None = None) -> Deferred[None]:
+        released: Deferred[None] = Deferred()
+        self.held.append(released)
+        return released.addCallback(lambda _: MemoryStorage.delete(self, key, fence))
 
 
 class LoadTests(SynchronousTestCase):
@@ -176,6 +237,41 @@ class LoadTests(SynchronousTestCase):
         self.successResultOf(loading)
         self.assertFalse(flags.wasDue(certificate))
 
+    def test_writeUnderWayDuringList(self) -> None:
+        """
+        A record whose delete, by this node's own run, was asked before
+        the list and is not done when it is made, is not due again.
+        """
+        self.store.values[deployKey("node-1", SET)] = DUE
+        storage = HeldDeletes(self.store.shared)
+        flags = DeployFlags(storage, "node-1", Logger())
+        certificate = ManagedCertificate(SET)
+        clearing = flags.save(certificate)
+        self.successResultOf(flags.load())
+        storage.held.pop().callback(None)
+        self.successResultOf(clearing)
+        self.assertFalse(flags.wasDue(certificate))
+        self.assertFalse(flags.waiting)
+
+    def test_dropLeftOneAtATime(self) -> None:
+        """
+        The records left are deleted one at a time, each once the one
+        before it is.
+        """
+        keys = [deployKey("node-1", (f"s{i}.example",)) for i in range(3)]
+        for key in keys:
+            self.store.values[key] = DUE
+        storage = HeldDeletes(self.store.shared)
+        flags = DeployFlags(storage, "node-1", Logger())
+        self.successResultOf(flags.load())
+        flags.dropLeft()
+        for left in range(3, 0, -1):
+            self.assertEqual(len(storage.held), 1)
+            self.assertEqual(len(self.store.keys("deploys/")), left)
+            storage.held.pop().callback(None)
+        self.assertEqual(storage.held, [])
+        self.assertEqual(self.store.keys("deploys/"), [])
+
     def test_dropLeft(self) -> None:
         """
         The records read that no set asked for (sets this node does not
@@ -196,20 +292,26 @@ class LoadTests(SynchronousTestCase):
     def test_dropLeftFails(self) -> None:
         """
         A record left that cannot be deleted is event 20229.
+        Those after it are not tried: they are read again at the next
+        start (when the storage was closed, one event, not one each).
         """
         self.store.values[deployKey("node-1", SET)] = DUE
+        self.store.values[deployKey("node-1", ("b.example",))] = DUE
         flags = DeployFlags(self.store, "node-1", Logger())
         self.successResultOf(flags.load())
-        self.patch(self.store, "delete", lambda key, fence=None: _failed(key))
+        tried: list[str] = []
+        self.patch(self.store, "delete", lambda key, fence=None: _failed(key, tried))
         flags.dropLeft()
         [text] = [formatEvent(e) for e in self.events if e.get("event_id") == 20229]
         self.assertIn(deployKey("node-1", SET), text)
+        self.assertEqual(tried, [deployKey("node-1", SET)])
 
 
-def _failed(key: str) -> Deferred[None]:
+def _failed(key: str, tried: list[str]) -> Deferred[None]:
     """
-    A delete of C{key} that failed.
+    A delete of C{key}, noted in C{tried}, that failed.
     """
+    tried.append(key)
     failing: Deferred[None] = Deferred()
     failing.errback(StorageError(key, "cannot be written: disk full"))
     return failing
@@ -325,7 +427,7 @@ class DownNodeTests(ResourceTestCase):
         of a run due is left.
         """
         self.server = FakeACMEServer(self.reactor)
-        knownNodes(self.store, "node-2")
+        knownNodes(self.store, "node-2", seen=self.reactor.seconds())
         first = self.start(deployCommand=(PROGRAM, "node-1"), nodeName="node-1")
         sets = sorted(" ".join(s) for s in (FILES, REPORTS))
         self.assertEqual(sorted(self.ran()), [("node-1", s) for s in sets])
@@ -337,6 +439,59 @@ class DownNodeTests(ResourceTestCase):
         self.start(deployCommand=(PROGRAM, "node-2"), nodeName="node-2")
         self.assertEqual(sorted(self.ran()[before:]), [("node-2", s) for s in sets])
         self.assertEqual(self.store.keys("deploys/"), [])
+
+    def renewedForNode2(self) -> list[tuple[str, ...]]:
+        """
+        node-1, with a command, stores new certificates while node-2, known
+        to the cluster, is down.
+
+        @return: The sets whose runs are due on node-2.
+        """
+        knownNodes(self.store, "node-2", seen=self.reactor.seconds())
+        self.start(deployCommand=(PROGRAM, "node-1"), nodeName="node-1").stopService()
+        due = [deployKey("node-2", FILES), deployKey("node-2", REPORTS)]
+        self.assertEqual(self.store.keys("deploys/"), due)
+        return [FILES, REPORTS]
+
+    def test_noCommandExported(self) -> None:
+        """
+        On a node with no command and a store directory, a run another node
+        recorded as due is settled once the certificate is exported: its
+        record is deleted, and neither a check nor the next start exports
+        it again (a start exports each set once, as always).
+        """
+        sets = self.renewedForNode2()
+        exports: list[tuple[str, ...]] = []
+        real = WriteQueue.export
+
+        def export(queue: WriteQueue, directory: str, certificate: Any, *args: Any) -> Any:
+            exports.append(certificate.domains)
+            return real(queue, directory, certificate, *args)
+
+        self.patch(WriteQueue, "export", export)
+        folder = self.mktemp()
+        node2 = self.start(nodeName="node-2", storeDirectory=folder)
+        self.assertEqual(self.store.keys("deploys/"), [])
+        self.assertFalse(any(node2.managed[frozenset(s)].deployPending for s in sets))
+        exported = len(exports)
+        self.reactor.advance(86400)
+        self.assertEqual(len(exports), exported)
+        node2.stopService()
+        self.start(nodeName="node-2", storeDirectory=folder)
+        # Only the export of each set that every start makes.
+        self.assertEqual(sorted(exports[exported:]), sorted(sets))
+        self.assertEqual(self.store.keys("deploys/"), [])
+
+    def test_noCommandNoExport(self) -> None:
+        """
+        On a node with no command and no store directory, a run another
+        node recorded as due has nothing to do: its record is deleted at
+        the start.
+        """
+        sets = self.renewedForNode2()
+        node2 = self.start(nodeName="node-2")
+        self.assertEqual(self.store.keys("deploys/"), [])
+        self.assertFalse(any(node2.managed[frozenset(s)].deployPending for s in sets))
 
     def test_singleNode(self) -> None:
         """
