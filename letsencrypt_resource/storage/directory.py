@@ -42,10 +42,10 @@ process on the same directory.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
-import stat
 import threading
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, Protocol, TypeVar
@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
+from .fileread import Result, TooLarge, readEach
 from .interface import (
     MAX_VALUE,
     ILease,
@@ -134,80 +135,36 @@ def _split(key: str) -> tuple[list[str], str]:
     return folders, name
 
 
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
-    """
-    The content of the regular file C{name} of the open C{folder} (the file
-    of C{key} under C{base}), or C{None} when it is missing; a link there
-    is not followed.  A first read that returns the size the file reported
-    ends it (four system calls a file, not five: at 10,000 sets, 20,000
-    reads fewer at start-up); otherwise (a read cut short, a file that grew
-    or shrank) it is read on to its end.  No more than L{MAX_VALUE} bytes
-    and one are read.
-
-    @raise OSError: naming the file's path (made only then), when it
-        cannot be read or is not a regular file.
-    @raise ValueTooLarge: naming that path, when it is larger than
-        L{MAX_VALUE} bytes.
-    """
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        path = os.path.join(base, key)
-        if error.errno == errno.ELOOP:
-            raise UnusablePath(path, "is a symbolic link, which is never followed") from None
-        raise OSError(error.errno, error.strerror, path) from None
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise UnusablePath(os.path.join(base, key), "is not a regular file")
-        if status.st_size > MAX_VALUE:
-            raise ValueTooLarge(os.path.join(base, key))
-        first = os.read(fd, max(status.st_size + 1, 4096))
-        if len(first) == status.st_size:
-            return first
-        parts = [first]
-        read = len(first)
-        while read <= MAX_VALUE and (part := os.read(fd, MAX_VALUE + 1 - read)):
-            parts.append(part)
-            read += len(part)
-        if read > MAX_VALUE:
-            raise ValueTooLarge(os.path.join(base, key))
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
 def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
     """
     The content of each regular file C{key} under C{base}, C{None} when it
-    is missing, or a L{ValueTooLarge} when it is too large to read (the
-    others are still read); no link is followed on the way.  Each folder is
-    opened once for the keys in it.
+    is missing, or a L{ValueTooLarge} when it is larger than L{MAX_VALUE}
+    bytes (the others are still read), under the rules of
+    L{letsencrypt_resource.storage.fileread}: no link is followed on the
+    way, and each folder is opened once for the keys in it.
 
     @raise OSError: naming the path, when one cannot be read, or is not a
         regular file.
     """
-    byFolder: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-    for key in keys:
-        parts, name = _split(key)
-        byFolder.setdefault(tuple(parts), []).append((key, name))
     values: dict[str, bytes | StorageError | None] = {}
-    for folders, inFolder in byFolder.items():
-        try:
-            with base.open(folders, create=False) as folder:
-                for key, name in inFolder:
-                    try:
-                        values[key] = _readIn(folder, name, base.path, key)
-                    except ValueTooLarge as error:
-                        values[key] = error
-        except FileNotFoundError:
-            values.update((key, None) for key, _ in inFolder)
+    opener = functools.partial(base.open, create=False)
+    for key, value in readEach(opener, base.path, keys, MAX_VALUE):
+        values[key] = storedValue(base.path, key, value)
     return values
+
+
+def storedValue(base: str, key: str, value: Result) -> bytes | StorageError | None:
+    """
+    What a read of the file C{key} under C{base} that gave C{value} gives
+    L{DirectoryStorage.loadMany}.
+
+    @raise OSError: when C{value} is one.
+    """
+    if isinstance(value, TooLarge):
+        return ValueTooLarge(os.path.join(base, key))
+    if isinstance(value, OSError):
+        raise value
+    return value
 
 
 def readFile(base: HeldFolder, key: str) -> bytes | None:
