@@ -47,7 +47,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -71,6 +71,7 @@ from .interface import (
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .lock import StateDirectoryLocked, StateLock
 from .notify import ChangeFeed
+from .readahead import READ_AHEAD_MIN, ReadAhead
 
 T = TypeVar("T")
 
@@ -361,6 +362,7 @@ class DirectoryStorage:
         clock: IReactorTime | None = None,
         workers: Runner | None = None,
         lock: StateLock | None = None,
+        readAhead: bool = False,
     ):
         """
         @param path: The state directory.
@@ -377,6 +379,8 @@ class DirectoryStorage:
             none share one lock, taken at the first lease and let go when
             the last of them is closed.  Give every storage object on a
             directory the same lock, or none.
+        @param readAhead: Whether L{planReads} starts a read-ahead process;
+            only with a running reactor.
         """
         self.path = path
         self._folder = HeldFolder(path)
@@ -387,6 +391,9 @@ class DirectoryStorage:
         self._place = _join(path, reactor if clock is None else clock)
         self._givenLock = lock
         self._closed = False
+        self._reactor = reactor
+        self._readAhead = readAhead
+        self._ahead: ReadAhead | None = None
 
     @property
     def _lock(self) -> StateLock:
@@ -431,14 +438,66 @@ class DirectoryStorage:
             return fail()
         if self._closed:
             return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
+        ahead = self._ahead
+        if ahead is not None:
+            planned = [key for key in keys if ahead.holds(key)]
+            if planned:
+                return ahead.take(planned).addCallback(self._readRest, keys)
+        return self._workers.run(self._readAll, keys)
 
-        def readAll() -> dict[str, bytes | StorageError | None]:
-            try:
-                return readFiles(self._folder, keys)
-            except OSError as error:
-                raise StorageError(error.filename or self.path, reason(error)) from None
+    def _readAll(self, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
+        """
+        L{readFiles} of C{keys}, in a worker thread.
+        """
+        try:
+            return readFiles(self._folder, keys)
+        except OSError as error:
+            raise self._readError(error) from None
 
-        return self._workers.run(readAll)
+    def _readError(self, error: OSError) -> StorageError:
+        """
+        The L{StorageError} of a read that failed with C{error}.
+        """
+        return StorageError(error.filename or self.path, reason(error))
+
+    def _readRest(
+        self, got: dict[str, Result], keys: list[str]
+    ) -> Deferred[dict[str, bytes | StorageError | None]]:
+        """
+        The values of C{keys}: those the read-ahead C{got}, and the others
+        read by the worker thread.
+        """
+        try:
+            values = {key: storedValue(self._folder.path, key, got[key]) for key in got}
+        except OSError as error:
+            return fail(self._readError(error))
+        rest = [key for key in keys if key not in got]
+        if not rest:
+            return succeed(values)
+        if self._closed:
+            return fail(StorageError(rest[0], "the storage is closed"))
+        return self._workers.run(self._readAll, rest).addCallback(lambda read: {**values, **read})
+
+    def planReads(self, keys: Sequence[str]) -> None:
+        """
+        Say that C{keys} will be read, in this order, by L{loadMany}: with
+        read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
+        them meanwhile (see L{letsencrypt_resource.storage.readahead}),
+        unless another read-ahead still runs.
+        """
+        if not self._readAhead or self._closed or len(keys) < READ_AHEAD_MIN:
+            return
+        if self._ahead is not None and not self._ahead.finished:
+            return
+        unique = list(dict.fromkeys(keys))
+        for key in unique:
+            checkKey(key)
+        ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
+        try:
+            with self._folder.open((), create=False) as root:
+                ahead.start(root)
+        except OSError as error:
+            ahead.notStarted(reason(error))
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
@@ -447,6 +506,9 @@ class DirectoryStorage:
             checkKey(key)
         except StorageError:
             return fail()
+
+        if self._ahead is not None:
+            self._ahead.forget(key)
 
         def change() -> None:
             # One change at a time: a folder that a delete empties is
@@ -581,4 +643,8 @@ class DirectoryStorage:
         own = self._ownWorkers
         if own is not None:
             d.addBoth(lambda result: own.stop().addCallback(lambda _: result))
+        ahead = self._ahead
+        if ahead is not None:
+            stopped = ahead.stop()
+            d.addBoth(lambda result: stopped.addCallback(lambda _: result))
         return d
