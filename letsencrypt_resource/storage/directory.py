@@ -483,15 +483,16 @@ class DirectoryStorage:
         Say that C{keys} will be read, in this order, by L{loadMany}: with
         read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
         them meanwhile (see L{letsencrypt_resource.storage.readahead}),
-        unless another read-ahead still runs.
+        unless another read-ahead still runs.  C{keys} are not checked
+        here: L{loadMany} checks those it is asked for.
         """
         if not self._readAhead or self._closed or len(keys) < READ_AHEAD_MIN:
             return
         if self._ahead is not None and not self._ahead.finished:
             return
+        # Not checked here (L{loadMany} checks the keys it gives values
+        # of), but none holds a zero byte (see L{ReadAhead.start}).
         unique = list(dict.fromkeys(keys))
-        for key in unique:
-            checkKey(key)
         ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
         try:
             with self._folder.open((), create=False) as root:

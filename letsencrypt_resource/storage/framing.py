@@ -42,7 +42,7 @@ class Frames:
         self._limit = limit
         self._seen = bytearray(len(keys))
         self._left = len(keys)
-        self._buffer = bytearray()
+        self._buffer = b""
 
     @property
     def complete(self) -> bool:
@@ -57,8 +57,7 @@ class Frames:
             key it was not given or given already, longer than a value or
             a message can be, or with a payload its kind does not have.
         """
-        buffer = self._buffer
-        buffer += data
+        buffer = self._buffer + data if self._buffer else data
         results = []
         start = 0
         end = len(buffer)
@@ -70,12 +69,12 @@ class Frames:
                 raise MalformedFrame(f"a frame of {key} is {length} bytes long")
             if end - start - size < length:
                 break
-            payload = bytes(buffer[start + size : start + size + length])
+            payload = buffer[start + size : start + size + length]
             start += size + length
             results.append((key, self._value(kind, key, payload)))
             self._seen[index] = 1
             self._left -= 1
-        del buffer[:start]
+        self._buffer = buffer[start:]
         return results
 
     def _key(self, index: int) -> str:

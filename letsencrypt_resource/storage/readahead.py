@@ -17,7 +17,8 @@ Each value is given once: taken by L{ReadAhead.take}, or forgotten when
 the key is written (L{ReadAhead.forget}), so that no read older than a
 write of this process is given.  The pipe is read while no more than
 L{HELD_KEYS} values wait to be taken, or while a take waits: memory holds
-the pipe's content, one batch and those.  A process that cannot be
+the pipe's content, one batch and those (see
+L{letsencrypt_resource.storage.readerprocess} for how it is read).  A process that cannot be
 started, dies, writes a frame that is not one, or gives nothing for
 L{STALL_SECONDS} while a take waits for it, is killed and logged once
 (events 20205, 20206); the keys it has not given are then the storage's
@@ -26,13 +27,11 @@ thread's to read.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessDone, ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.error import ProcessDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +39,7 @@ from .. import events
 from .fileread import Result
 from .framing import Frames, MalformedFrame
 from .readerchild import command
+from .readerprocess import ReaderProcess
 
 #: The fewest keys a read-ahead is started for: below, the process's start
 #: costs more than it saves.
@@ -50,8 +50,6 @@ STALL_SECONDS = 10.0
 #: How many values read ahead wait to be taken before the pipe is no
 #: longer read (unless a take waits).
 HELD_KEYS = 512
-#: How much of what the process writes on its error output is logged.
-OUTPUT_KEPT = 4096
 
 _log = Logger()
 
@@ -65,32 +63,6 @@ class _Take:
         self.got = got
         self.waiting = waiting
         self.done: Deferred[dict[str, Result]] = Deferred()
-
-
-class _Pipes(ProcessProtocol):
-    """
-    The read-ahead process's pipes, for its L{ReadAhead}.
-    """
-
-    def __init__(self, ahead: ReadAhead, keys: bytes):
-        self._ahead = ahead
-        self._keys = keys
-
-    def connectionMade(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        transport.write(self._keys)
-        transport.closeStdin()
-        self._keys = b""
-
-    def childDataReceived(self, childFD: int, data: bytes) -> None:
-        if childFD == 1:
-            self._ahead.received(data)
-        else:
-            self._ahead.output(data)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._ahead.ended(reason)
 
 
 class ReadAhead:
@@ -115,27 +87,25 @@ class ReadAhead:
         self._frames = Frames(directory, self._keys, limit)
         self._held: dict[str, Result] = {}
         self._takes: list[_Take] = []
-        self._process: Any = None
+        self._process = ReaderProcess(reactor, self)
         self._paused = False
         self._stall: Any = None
-        self._output = bytearray()
         self._over = False
-        self._reaped: Deferred[None] = Deferred()
 
     def start(self, root: int) -> None:
         """
         Start the process, giving it C{root}, the state directory's
         descriptor (which the caller closes once this returns).
         """
-        keys = "\n".join(self._keys).encode("utf-8", "surrogateescape")
+        joined = "\0".join(self._keys)
+        if joined.count("\0") != len(self._keys) - 1:
+            # A key holding the separator (no valid key does) would shift
+            # every key after it.
+            self.notStarted("a key holds a zero byte")
+            return
+        keys = joined.encode("utf-8", "surrogateescape")
         try:
-            self._process = self._reactor.spawnProcess(
-                _Pipes(self, keys),
-                command(self._directory, self._limit)[0],
-                command(self._directory, self._limit),
-                env={},
-                childFDs={0: "w", 1: "r", 2: "r", 3: root},
-            )
+            self._process.start(command(self._directory, self._limit), keys, root)
         except Exception as error:
             self.notStarted(str(error))
 
@@ -145,7 +115,7 @@ class ReadAhead:
         storage's thread's to read.
         """
         self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
-        self._reaped.callback(None)
+        self._process.reaped.callback(None)
 
     @property
     def finished(self) -> bool:
@@ -223,23 +193,14 @@ class ReadAhead:
                 self._held[key] = result
         self._answer()
 
-    def output(self, data: bytes) -> None:
+    def ended(self, reason: Failure, output: bytes) -> None:
         """
-        The process wrote C{data} on its error output: kept, up to
-        L{OUTPUT_KEPT} bytes, for the log.
+        The process ended, for C{reason}, having written C{output} on its
+        error output.
         """
-        self._output += data[: OUTPUT_KEPT - len(self._output)]
-
-    def ended(self, reason: Failure) -> None:
-        """
-        The process ended, for C{reason}.
-        """
-        self._process = None
-        if self._output:
+        if output:
             events.READ_AHEAD_OUTPUT.emit(
-                _log,
-                directory=self._directory,
-                output=self._output.decode("utf-8", "replace"),
+                _log, directory=self._directory, output=output.decode("utf-8", "replace")
             )
         if not self._over:
             if self._frames.complete and reason.check(ProcessDone):
@@ -247,7 +208,6 @@ class ReadAhead:
             else:
                 why = f"it ended before it had read every file ({reason.value})"
                 self._giveUp(events.READ_AHEAD_STOPPED, why)
-        self._reaped.callback(None)
 
     def stop(self) -> Deferred[None]:
         """
@@ -259,7 +219,7 @@ class ReadAhead:
             self._over = True
             self._end()
         reaped: Deferred[None] = Deferred()
-        self._reaped.addBoth(lambda result: reaped.callback(None))
+        self._process.reaped.addBoth(lambda result: reaped.callback(None))
         return reaped
 
     def _giveUp(self, event: events.EventType, why: str) -> None:
@@ -276,11 +236,7 @@ class ReadAhead:
         Kill the process, if it runs; give every take what it has, and
         let every value held go.
         """
-        if self._process is not None:
-            try:
-                self._process.signalProcess(signal.SIGKILL)
-            except ProcessExitedAlready:
-                pass
+        self._process.kill()
         self._planned.clear()
         self._held.clear()
         for take in self._takes:
@@ -304,12 +260,10 @@ class ReadAhead:
         Read the pipe while a take waits or few values are held; time the
         process while a take waits.
         """
-        process = self._process
-        if process is not None:
-            pause = not self._takes and len(self._held) >= HELD_KEYS
-            if pause != self._paused:
-                self._paused = pause
-                (process.pauseProducing if pause else process.resumeProducing)()
+        pause = not self._takes and len(self._held) >= HELD_KEYS
+        if pause != self._paused:
+            self._paused = pause
+            (self._process.pause if pause else self._process.resume)()
         stall = self._stall
         if self._takes and not self._over:
             if stall is not None and stall.active():

@@ -1,7 +1,7 @@
 """
 The read-ahead process of a state directory (see
 L{letsencrypt_resource.storage.readahead}): it reads the files of the keys
-it is given on its standard input, one per line, under the rules of
+it is given on its standard input, separated by zero bytes, under the rules of
 L{letsencrypt_resource.storage.fileread}, and writes what each read gave
 on its standard output, one frame per key.
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str]) -> None:
     """
     base, limit = argv[0], int(argv[1])
     text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
-    keys = text.split("\n") if text else []
+    keys = text.split("\0") if text else []
     index = {key: number for number, key in enumerate(keys)}
     opener = functools.partial(openBelow, ROOT, base)
     out = open(1, "wb", buffering=1 << 18, closefd=False)  # noqa: SIM115
