@@ -124,6 +124,13 @@ class ReadAhead:
         """
         return self._over
 
+    @property
+    def pid(self) -> int | None:
+        """
+        The process's ID, while it runs.
+        """
+        return self._process.pid
+
     def holds(self, key: str) -> bool:
         """
         Whether the value of C{key} is (or will be) given by L{take}.

@@ -146,6 +146,13 @@ class ReaderProcess(ProcessProtocol):
         self._reader = _Frames(readEnd, self)
         self.resume()
 
+    @property
+    def pid(self) -> int | None:
+        """
+        The process's ID, while it runs.
+        """
+        return None if self.transport is None else self.transport.pid
+
     def pause(self) -> None:
         """
         Read no more frames until L{resume}.
