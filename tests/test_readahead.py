@@ -27,7 +27,12 @@ from letsencrypt_resource.storage import directory as directory_module
 from letsencrypt_resource.storage.directory import DirectoryStorage, readFiles
 from letsencrypt_resource.storage.fileread import TooLarge, readEach
 from letsencrypt_resource.storage.interface import MAX_VALUE, StorageError
-from letsencrypt_resource.storage.readahead import HELD_KEYS, STALL_SECONDS, ReadAhead
+from letsencrypt_resource.storage.readahead import (
+    HELD_KEYS,
+    STALL_SECONDS,
+    STOP_WAIT,
+    ReadAhead,
+)
 from letsencrypt_resource.storage.readerchild import DATA, HEADER, frame
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 
@@ -286,6 +291,15 @@ class ParentTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(eventIDs(self.events), [])
 
+    def test_stopNotReaped(self) -> None:
+        """
+        Stopping does not wait more than L{STOP_WAIT} seconds for a
+        process that is never reaped.
+        """
+        stopped = self.ahead.stop()
+        self.reactor.advance(STOP_WAIT)
+        self.successResultOf(stopped)
+
     def test_notStarted(self) -> None:
         """
         A process that cannot be started is logged, and holds no key.
@@ -494,7 +508,7 @@ class StorageTests(TestCase):
         """
         keys = self.fill(300, 700)
         self.storage.planReads(keys[:400])
-        ahead = self.storage._ahead
+        ahead = self.storage._reads._ahead
         assert ahead is not None
         self.assertIsNotNone(ahead.pid)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
@@ -506,7 +520,7 @@ class StorageTests(TestCase):
         """
         self.patch(directory_module, "READ_AHEAD_MIN", 10)
         self.storage.planReads(self.fill(4, 10))
-        self.assertIsNone(self.storage._ahead)
+        self.assertIsNone(self.storage._reads._ahead)
 
     async def test_offByDefault(self) -> None:
         """
@@ -515,7 +529,7 @@ class StorageTests(TestCase):
         storage = DirectoryStorage(self.state, reactor)
         self.addCleanup(storage.close)
         storage.planReads(self.fill(4, 10))
-        self.assertIsNone(storage._ahead)
+        self.assertIsNone(storage._reads._ahead)
 
     async def test_storeDuringReadAhead(self) -> None:
         """
@@ -538,7 +552,7 @@ class StorageTests(TestCase):
         """
         keys = self.fill(2000, 4000)
         self.storage.planReads(keys)
-        ahead = self.storage._ahead
+        ahead = self.storage._reads._ahead
         assert ahead is not None and ahead.pid is not None
         first = await self.storage.loadMany(keys[:128])
         os.kill(ahead.pid, signal.SIGKILL)
@@ -555,7 +569,7 @@ class StorageTests(TestCase):
         keys = self.fill(2000, 4000)
         before = await self.descriptors()
         self.storage.planReads(keys)
-        ahead = self.storage._ahead
+        ahead = self.storage._reads._ahead
         assert ahead is not None and ahead.pid is not None
         pid = ahead.pid
         await self.storage.close()
@@ -606,7 +620,7 @@ class NodeTests(TestCase):
         options = resourceOptions(stateDirectory=_makeState(self.mktemp()))
         storage = makeStorage(options, reactor, None, lambda: None)
         self.addCleanup(storage.close)
-        self.assertTrue(storage._readAhead)  # type: ignore[attr-defined]
+        self.assertTrue(storage._reads._readAhead)  # type: ignore[attr-defined]
 
     async def test_loaderPlans(self) -> None:
         """

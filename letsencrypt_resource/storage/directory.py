@@ -297,6 +297,98 @@ class InThisThread:
         return maybeDeferred(f, *args)
 
 
+class _FileReads:
+    """
+    How a L{DirectoryStorage} reads its files: in its worker thread, or,
+    for the keys planned (see L{DirectoryStorage.planReads}), from its
+    read-ahead process.
+    """
+
+    def __init__(self, folder: HeldFolder, workers: Runner, reactor: Any, readAhead: bool):
+        self._folder = folder
+        self._workers = workers
+        self._reactor = reactor
+        self._readAhead = readAhead
+        self._ahead: ReadAhead | None = None
+        self._stopped = False
+
+    def plan(self, keys: Sequence[str]) -> None:
+        """
+        See L{DirectoryStorage.planReads}.
+        """
+        if not self._readAhead or len(keys) < READ_AHEAD_MIN:
+            return
+        if self._ahead is not None and not self._ahead.finished:
+            return
+        # None holds a zero byte (see ReadAhead.start).
+        unique = list(dict.fromkeys(keys))
+        ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
+        try:
+            with self._folder.open((), create=False) as root:
+                ahead.start(root)
+        except OSError as error:
+            ahead.notStarted(reason(error))
+
+    def readMany(self, keys: list[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
+        """
+        The values of C{keys}, checked, as L{DirectoryStorage.loadMany}
+        gives them.
+        """
+        ahead = self._ahead
+        if ahead is not None:
+            planned = [key for key in keys if ahead.holds(key)]
+            if planned:
+                return ahead.take(planned).addCallback(self._readRest, keys)
+        return self._workers.run(self._readAll, keys)
+
+    def forget(self, key: str) -> None:
+        """
+        C{key} is being written: a value read ahead is no longer given.
+        """
+        if self._ahead is not None:
+            self._ahead.forget(key)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop the read-ahead, if any: see L{ReadAhead.stop}.
+        """
+        self._stopped = True
+        return succeed(None) if self._ahead is None else self._ahead.stop()
+
+    def _readAll(self, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
+        """
+        L{readFiles} of C{keys}, in a worker thread.
+        """
+        try:
+            return readFiles(self._folder, keys)
+        except OSError as error:
+            raise self._readError(error) from None
+
+    def _readError(self, error: OSError) -> StorageError:
+        """
+        The L{StorageError} of a read that failed with C{error}.
+        """
+        return StorageError(error.filename or self._folder.path, reason(error))
+
+    def _readRest(
+        self, got: dict[str, Result], keys: list[str]
+    ) -> Deferred[dict[str, bytes | StorageError | None]]:
+        """
+        The values of C{keys}: those the read-ahead C{got}, and the others
+        read by the worker thread.
+        """
+        try:
+            values = {key: storedValue(self._folder.path, key, got[key]) for key in got}
+        except OSError as error:
+            return fail(self._readError(error))
+        rest = [key for key in keys if key not in got]
+        if not rest:
+            return succeed(values)
+        if self._stopped:
+            return fail(StorageError(rest[0], "the storage is closed"))
+        return self._workers.run(self._readAll, rest).addCallback(lambda read: {**values, **read})
+
+
 class _Place:
     """
     What the L{DirectoryStorage} objects of this process on one state
@@ -391,9 +483,7 @@ class DirectoryStorage:
         self._place = _join(path, reactor if clock is None else clock)
         self._givenLock = lock
         self._closed = False
-        self._reactor = reactor
-        self._readAhead = readAhead
-        self._ahead: ReadAhead | None = None
+        self._reads = _FileReads(self._folder, workers, reactor, readAhead)
 
     @property
     def _lock(self) -> StateLock:
@@ -438,45 +528,7 @@ class DirectoryStorage:
             return fail()
         if self._closed:
             return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
-        ahead = self._ahead
-        if ahead is not None:
-            planned = [key for key in keys if ahead.holds(key)]
-            if planned:
-                return ahead.take(planned).addCallback(self._readRest, keys)
-        return self._workers.run(self._readAll, keys)
-
-    def _readAll(self, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
-        """
-        L{readFiles} of C{keys}, in a worker thread.
-        """
-        try:
-            return readFiles(self._folder, keys)
-        except OSError as error:
-            raise self._readError(error) from None
-
-    def _readError(self, error: OSError) -> StorageError:
-        """
-        The L{StorageError} of a read that failed with C{error}.
-        """
-        return StorageError(error.filename or self.path, reason(error))
-
-    def _readRest(
-        self, got: dict[str, Result], keys: list[str]
-    ) -> Deferred[dict[str, bytes | StorageError | None]]:
-        """
-        The values of C{keys}: those the read-ahead C{got}, and the others
-        read by the worker thread.
-        """
-        try:
-            values = {key: storedValue(self._folder.path, key, got[key]) for key in got}
-        except OSError as error:
-            return fail(self._readError(error))
-        rest = [key for key in keys if key not in got]
-        if not rest:
-            return succeed(values)
-        if self._closed:
-            return fail(StorageError(rest[0], "the storage is closed"))
-        return self._workers.run(self._readAll, rest).addCallback(lambda read: {**values, **read})
+        return self._reads.readMany(keys)
 
     def planReads(self, keys: Sequence[str]) -> None:
         """
@@ -486,19 +538,8 @@ class DirectoryStorage:
         unless another read-ahead still runs.  C{keys} are not checked
         here: L{loadMany} checks those it is asked for.
         """
-        if not self._readAhead or self._closed or len(keys) < READ_AHEAD_MIN:
-            return
-        if self._ahead is not None and not self._ahead.finished:
-            return
-        # Not checked here (L{loadMany} checks the keys it gives values
-        # of), but none holds a zero byte (see L{ReadAhead.start}).
-        unique = list(dict.fromkeys(keys))
-        ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
-        try:
-            with self._folder.open((), create=False) as root:
-                ahead.start(root)
-        except OSError as error:
-            ahead.notStarted(reason(error))
+        if not self._closed:
+            self._reads.plan(keys)
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
@@ -508,8 +549,7 @@ class DirectoryStorage:
         except StorageError:
             return fail()
 
-        if self._ahead is not None:
-            self._ahead.forget(key)
+        self._reads.forget(key)
 
         def change() -> None:
             # One change at a time: a folder that a delete empties is
@@ -644,8 +684,6 @@ class DirectoryStorage:
         own = self._ownWorkers
         if own is not None:
             d.addBoth(lambda result: own.stop().addCallback(lambda _: result))
-        ahead = self._ahead
-        if ahead is not None:
-            stopped = ahead.stop()
-            d.addBoth(lambda result: stopped.addCallback(lambda _: result))
+        stopped = self._reads.stop()
+        d.addBoth(lambda result: stopped.addCallback(lambda _: result))
         return d

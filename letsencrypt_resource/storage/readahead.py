@@ -47,6 +47,9 @@ READ_AHEAD_MIN = 2000
 #: How long a take waits for the process's next frame before the process
 #: is given up.
 STALL_SECONDS = 10.0
+#: How long L{ReadAhead.stop} waits for the killed process to be reaped
+#: (a host whose reactor handles no C{SIGCHLD} never reaps it).
+STOP_WAIT = 5.0
 #: How many values read ahead wait to be taken before the pipe is no
 #: longer read (unless a take waits).
 HELD_KEYS = 512
@@ -220,13 +223,22 @@ class ReadAhead:
         """
         Kill the process, if it runs, and give every take what it has.
 
-        @return: A Deferred that fires once the process has ended.
+        @return: A Deferred that fires once the process has ended, or
+            after L{STOP_WAIT} seconds.
         """
         if not self._over:
             self._over = True
             self._end()
         reaped: Deferred[None] = Deferred()
-        self._process.reaped.addBoth(lambda result: reaped.callback(None))
+
+        def done(result: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not reaped.called:
+                reaped.callback(None)
+
+        timer = self._reactor.callLater(STOP_WAIT, done)
+        self._process.reaped.addBoth(done)
         return reaped
 
     def _giveUp(self, event: events.EventType, why: str) -> None:
