@@ -458,6 +458,7 @@ class StorageTests(TestCase):
 
     def setUp(self) -> None:
         self.patch(directory_module, "READ_AHEAD_MIN", 2)
+        self.patch(directory_module, "READ_AHEAD_FROM", 0)
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.state = _makeState(self.mktemp())
         self.storage = DirectoryStorage(self.state, reactor, readAhead=True)
@@ -513,6 +514,19 @@ class StorageTests(TestCase):
         self.assertIsNotNone(ahead.pid)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
         self.assertEqual(eventIDs(self.events), [])
+
+    async def test_firstKeysLeftToThread(self) -> None:
+        """
+        The first L{READ_AHEAD_FROM} keys planned are left to the thread,
+        which reads them while the process starts.
+        """
+        self.patch(directory_module, "READ_AHEAD_FROM", 10)
+        keys = self.fill(10, 10)
+        self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None
+        self.assertEqual([ahead.holds(key) for key in keys], [False] * 10 + [True] * 10)
+        self.assertEqual(await self.loadAll(keys), self.expected(keys))
 
     async def test_belowThreshold(self) -> None:
         """
@@ -628,6 +642,7 @@ class NodeTests(TestCase):
         order it loads them, and each set takes back its own.
         """
         self.patch(directory_module, "READ_AHEAD_MIN", 2)
+        self.patch(directory_module, "READ_AHEAD_FROM", 0)
         state = _makeState(self.mktemp())
         storage = DirectoryStorage(state, reactor, readAhead=True)
         self.addCleanup(storage.close)

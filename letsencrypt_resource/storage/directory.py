@@ -71,7 +71,7 @@ from .interface import (
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .lock import StateDirectoryLocked, StateLock
 from .notify import ChangeFeed
-from .readahead import READ_AHEAD_MIN, ReadAhead
+from .readahead import READ_AHEAD_FROM, READ_AHEAD_MIN, ReadAhead
 
 T = TypeVar("T")
 
@@ -321,7 +321,9 @@ class _FileReads:
         if self._ahead is not None and not self._ahead.finished:
             return
         # None holds a zero byte (see ReadAhead.start).
-        unique = list(dict.fromkeys(keys))
+        unique = list(dict.fromkeys(keys))[READ_AHEAD_FROM:]
+        if not unique:
+            return
         ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
         try:
             with self._folder.open((), create=False) as root:
@@ -534,7 +536,8 @@ class DirectoryStorage:
         """
         Say that C{keys} will be read, in this order, by L{loadMany}: with
         read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
-        them meanwhile (see L{letsencrypt_resource.storage.readahead}),
+        them, but for the first L{READ_AHEAD_FROM}, meanwhile (see
+        L{letsencrypt_resource.storage.readahead}),
         unless another read-ahead still runs.  C{keys} are not checked
         here: L{loadMany} checks those it is asked for.
         """

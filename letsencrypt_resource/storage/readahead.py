@@ -44,6 +44,10 @@ from .readerprocess import ReaderProcess
 #: The fewest keys a read-ahead is started for: below, the process's start
 #: costs more than it saves.
 READ_AHEAD_MIN = 2000
+#: How many of the keys planned first are left to the storage's thread: it
+#: reads them while the process starts (some 50 ms, which the first
+#: batches would otherwise wait).
+READ_AHEAD_FROM = 512
 #: How long a take waits for the process's next frame before the process
 #: is given up.
 STALL_SECONDS = 10.0
