@@ -41,9 +41,11 @@ from .framing import Frames, MalformedFrame
 from .readerchild import command
 from .readerprocess import ReaderProcess
 
-#: The fewest keys a read-ahead is started for: below, the process's start
-#: costs more than it saves.
-READ_AHEAD_MIN = 2000
+#: The fewest keys a read-ahead is started for (2,000 sets): below, the
+#: process's start costs more than it saves (C{bench/readahead.py}: at
+#: 1,000 sets the load took as much CPU with it and longer; the CPU it
+#: saves grows from 2,000 sets, 0.27 s at 10,000).
+READ_AHEAD_MIN = 4000
 #: How many of the keys planned first are left to the storage's thread: it
 #: reads them while the process starts (some 50 ms, which the first
 #: batches would otherwise wait).
