@@ -32,17 +32,18 @@ class TooLarge(Exception):
     """
 
 
-def readIn(folder: int, name: str, path: str, limit: int) -> bytes | None:
+def readIn(folder: int, name: str, base: str, key: str, limit: int) -> bytes | None:
     """
     The content of the regular file C{name} of the open C{folder} (the file
-    at C{path}, named in errors only), or C{None} when it is missing; a
+    of C{key} under C{base}, whose path is made only to name it in an
+    error), or C{None} when it is missing; a
     link there is not followed.  A first read that returns the size the
     file reported ends it (four system calls a file, not five: at 10,000
     sets, 20,000 reads fewer at start-up); otherwise (a read cut short, a
     file that grew or shrank) it is read on to its end.  No more than
     C{limit} bytes and one are read.
 
-    @raise OSError: naming C{path}, when it cannot be read
+    @raise OSError: naming the path, when it cannot be read
         (L{UnusablePath} when it is a link or not a regular file).
     @raise TooLarge: when it is larger than C{limit} bytes.
     """
@@ -52,14 +53,16 @@ def readIn(folder: int, name: str, path: str, limit: int) -> bytes | None:
         return None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise UnusablePath(path, "is a symbolic link, which is never followed") from None
-        raise OSError(error.errno, error.strerror, path) from None
+            raise UnusablePath(
+                os.path.join(base, key), "is a symbolic link, which is never followed"
+            ) from None
+        raise OSError(error.errno, error.strerror, os.path.join(base, key)) from None
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise UnusablePath(path, "is not a regular file")
+            raise UnusablePath(os.path.join(base, key), "is not a regular file")
         if status.st_size > limit:
-            raise TooLarge(path)
+            raise TooLarge(os.path.join(base, key))
         first = os.read(fd, max(status.st_size + 1, 4096))
         if len(first) == status.st_size:
             return first
@@ -69,12 +72,12 @@ def readIn(folder: int, name: str, path: str, limit: int) -> bytes | None:
             parts.append(part)
             read += len(part)
         if read > limit:
-            raise TooLarge(path)
+            raise TooLarge(os.path.join(base, key))
         return b"".join(parts)
     except UnusablePath:
         raise
     except OSError as error:
-        raise OSError(error.errno, error.strerror, path) from None
+        raise OSError(error.errno, error.strerror, os.path.join(base, key)) from None
     finally:
         os.close(fd)
 
@@ -110,7 +113,7 @@ def readEach(
             with openFolder(folders) as folder:
                 for key, name in inFolder:
                     try:
-                        value: Result = readIn(folder, name, os.path.join(base, key), limit)
+                        value: Result = readIn(folder, name, base, key, limit)
                     except (TooLarge, OSError) as error:
                         value = error
                     yield key, value
