@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.internet.utils import getProcessValue
 from twisted.logger import Logger, globalLogPublisher
@@ -552,6 +553,14 @@ class StorageTests(TestCase):
         """
         keys = self.fill(300, 700)
         self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None
+        # Until the old values were read ahead and wait to be taken.
+        for _ in range(1000):
+            if keys[7] in ahead._held:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertIn(keys[5], ahead._held)
         await self.storage.store(keys[5], b"fresh")
         await self.storage.delete(keys[7])
         values = await self.loadAll(keys)
