@@ -532,6 +532,25 @@ DEPLOY_DUE_UNSAVED = _event(
 )
 
 
+READ_AHEAD_STOPPED = _event(
+    20205,
+    LogLevel.warn,
+    "The read-ahead process of the state directory {directory} was stopped: {why}; "
+    "the storage's thread reads the {remaining} files it had not given.",
+)
+READ_AHEAD_NOT_STARTED = _event(
+    20206,
+    LogLevel.warn,
+    "The read-ahead process of the state directory {directory} could not be started: "
+    "{why}; the storage's thread reads its {remaining} files.",
+)
+READ_AHEAD_OUTPUT = _event(
+    20207,
+    LogLevel.warn,
+    "The read-ahead process of the state directory {directory} wrote on its error output: {output}",
+)
+
+
 def catalogue() -> dict[int, EventType]:
     """
     Every event type, by ID.

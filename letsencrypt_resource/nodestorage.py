@@ -34,9 +34,11 @@ def makeStorage(
     @raise StorageError: when C{cluster_database} is not a connection
         string.
     """
-    directory = DirectoryStorage(options.stateDirectory, reactor, lock=lock)
     if options.clusterDatabase is None or options.clusterKeyFile is None:
-        return directory
+        # Alone, the sets' records are read ahead at start-up (a cluster's
+        # storage reads them from its database).
+        return DirectoryStorage(options.stateDirectory, reactor, lock=lock, readAhead=True)
+    directory = DirectoryStorage(options.stateDirectory, reactor, lock=lock)
     # psycopg is the cluster extra's: imported only for a cluster.
     from .storage.postgres import PostgresStorage
 

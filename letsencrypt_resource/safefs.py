@@ -257,6 +257,27 @@ class HeldFolder:
                 self._fd = None
 
 
+@contextmanager
+def openBelow(root: int, path: str, parts: Sequence[str]) -> Iterator[int]:
+    """
+    Open the folder C{path/parts...} from the open folder C{root} (the one
+    at C{path}, named in errors only), creating nothing: each of C{parts}
+    is reached without following a link and checked as L{HeldFolder.open}
+    checks it.  C{root} is left open.
+
+    @return: A context manager giving the folder's descriptor.
+    @raise FileNotFoundError: when a folder is missing.
+    @raise UnusablePath: when a folder on the way breaks the rule.
+    """
+    for part in parts:
+        _checkName(part)
+    fd = _descend(os.dup(root), path, [(p, _PRIVATE) for p in parts], False)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
 def _checkName(name: str) -> None:
     """
     Check that C{name} names an entry of a folder, not a path.

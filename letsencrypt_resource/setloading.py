@@ -214,7 +214,9 @@ class SetLoader:
         Load C{certificates} by batches of L{LOAD_BATCH}, L{LOAD_JOBS}
         batches at a time: each job takes the next batch once it is done
         with one, so that nothing is made for a set before its turn; an
-        unexpected error is logged and the other sets loaded.
+        unexpected error is logged and the other sets loaded.  The storage
+        is told first which records will be read, in which order (see
+        L{Records.planSets}).
 
         The garbage collector's automatic collections pause meanwhile (see
         L{pausedCollection <letsencrypt_resource.startupcollection.pausedCollection>}).
@@ -223,6 +225,7 @@ class SetLoader:
             await self._loadAll(certificates)
 
     async def _loadAll(self, certificates: list[ManagedCertificate]) -> None:
+        self._records.planSets([c.domains for c in certificates])
         pending = (
             certificates[start : start + LOAD_BATCH]
             for start in range(0, len(certificates), LOAD_BATCH)

@@ -42,12 +42,12 @@ process on the same directory.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
-import stat
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
+from .fileread import Result, TooLarge, readEach
 from .interface import (
     MAX_VALUE,
     ILease,
@@ -70,6 +71,7 @@ from .interface import (
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .lock import StateDirectoryLocked, StateLock
 from .notify import ChangeFeed
+from .readahead import READ_AHEAD_FROM, READ_AHEAD_MIN, ReadAhead
 
 T = TypeVar("T")
 
@@ -134,80 +136,36 @@ def _split(key: str) -> tuple[list[str], str]:
     return folders, name
 
 
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def _readIn(folder: int, name: str, base: str, key: str) -> bytes | None:
-    """
-    The content of the regular file C{name} of the open C{folder} (the file
-    of C{key} under C{base}), or C{None} when it is missing; a link there
-    is not followed.  A first read that returns the size the file reported
-    ends it (four system calls a file, not five: at 10,000 sets, 20,000
-    reads fewer at start-up); otherwise (a read cut short, a file that grew
-    or shrank) it is read on to its end.  No more than L{MAX_VALUE} bytes
-    and one are read.
-
-    @raise OSError: naming the file's path (made only then), when it
-        cannot be read or is not a regular file.
-    @raise ValueTooLarge: naming that path, when it is larger than
-        L{MAX_VALUE} bytes.
-    """
-    try:
-        fd = os.open(name, _READ_FLAGS, dir_fd=folder)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        path = os.path.join(base, key)
-        if error.errno == errno.ELOOP:
-            raise UnusablePath(path, "is a symbolic link, which is never followed") from None
-        raise OSError(error.errno, error.strerror, path) from None
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise UnusablePath(os.path.join(base, key), "is not a regular file")
-        if status.st_size > MAX_VALUE:
-            raise ValueTooLarge(os.path.join(base, key))
-        first = os.read(fd, max(status.st_size + 1, 4096))
-        if len(first) == status.st_size:
-            return first
-        parts = [first]
-        read = len(first)
-        while read <= MAX_VALUE and (part := os.read(fd, MAX_VALUE + 1 - read)):
-            parts.append(part)
-            read += len(part)
-        if read > MAX_VALUE:
-            raise ValueTooLarge(os.path.join(base, key))
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
 def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
     """
     The content of each regular file C{key} under C{base}, C{None} when it
-    is missing, or a L{ValueTooLarge} when it is too large to read (the
-    others are still read); no link is followed on the way.  Each folder is
-    opened once for the keys in it.
+    is missing, or a L{ValueTooLarge} when it is larger than L{MAX_VALUE}
+    bytes (the others are still read), under the rules of
+    L{letsencrypt_resource.storage.fileread}: no link is followed on the
+    way, and each folder is opened once for the keys in it.
 
     @raise OSError: naming the path, when one cannot be read, or is not a
         regular file.
     """
-    byFolder: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-    for key in keys:
-        parts, name = _split(key)
-        byFolder.setdefault(tuple(parts), []).append((key, name))
     values: dict[str, bytes | StorageError | None] = {}
-    for folders, inFolder in byFolder.items():
-        try:
-            with base.open(folders, create=False) as folder:
-                for key, name in inFolder:
-                    try:
-                        values[key] = _readIn(folder, name, base.path, key)
-                    except ValueTooLarge as error:
-                        values[key] = error
-        except FileNotFoundError:
-            values.update((key, None) for key, _ in inFolder)
+    opener = functools.partial(base.open, create=False)
+    for key, value in readEach(opener, base.path, keys, MAX_VALUE):
+        values[key] = storedValue(base.path, key, value)
     return values
+
+
+def storedValue(base: str, key: str, value: Result) -> bytes | StorageError | None:
+    """
+    What a read of the file C{key} under C{base} that gave C{value} gives
+    L{DirectoryStorage.loadMany}.
+
+    @raise OSError: when C{value} is one.
+    """
+    if isinstance(value, TooLarge):
+        return ValueTooLarge(os.path.join(base, key))
+    if isinstance(value, OSError):
+        raise value
+    return value
 
 
 def readFile(base: HeldFolder, key: str) -> bytes | None:
@@ -339,6 +297,100 @@ class InThisThread:
         return maybeDeferred(f, *args)
 
 
+class _FileReads:
+    """
+    How a L{DirectoryStorage} reads its files: in its worker thread, or,
+    for the keys planned (see L{DirectoryStorage.planReads}), from its
+    read-ahead process.
+    """
+
+    def __init__(self, folder: HeldFolder, workers: Runner, reactor: Any, readAhead: bool):
+        self._folder = folder
+        self._workers = workers
+        self._reactor = reactor
+        self._readAhead = readAhead
+        self._ahead: ReadAhead | None = None
+        self._stopped = False
+
+    def plan(self, keys: Sequence[str]) -> None:
+        """
+        See L{DirectoryStorage.planReads}.
+        """
+        if not self._readAhead or len(keys) < READ_AHEAD_MIN:
+            return
+        if self._ahead is not None and not self._ahead.finished:
+            return
+        # None holds a zero byte (see ReadAhead.start).
+        unique = list(dict.fromkeys(keys))[READ_AHEAD_FROM:]
+        if not unique:
+            return
+        ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
+        try:
+            with self._folder.open((), create=False) as root:
+                ahead.start(root)
+        except OSError as error:
+            ahead.notStarted(reason(error))
+
+    def readMany(self, keys: list[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
+        """
+        The values of C{keys}, checked, as L{DirectoryStorage.loadMany}
+        gives them.
+        """
+        ahead = self._ahead
+        if ahead is not None:
+            planned = [key for key in keys if ahead.holds(key)]
+            if planned:
+                return ahead.take(planned).addCallback(self._readRest, keys)
+        return self._workers.run(self._readAll, keys)
+
+    def forget(self, key: str) -> None:
+        """
+        C{key} is being written: a value read ahead is no longer given.
+        """
+        if self._ahead is not None:
+            self._ahead.forget(key)
+
+    def stop(self) -> Deferred[None]:
+        """
+        Stop the read-ahead, if any: see L{ReadAhead.stop}.
+        """
+        self._stopped = True
+        return succeed(None) if self._ahead is None else self._ahead.stop()
+
+    def _readAll(self, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
+        """
+        L{readFiles} of C{keys}, in a worker thread.
+        """
+        try:
+            return readFiles(self._folder, keys)
+        except OSError as error:
+            raise self._readError(error) from None
+
+    def _readError(self, error: OSError) -> StorageError:
+        """
+        The L{StorageError} of a read that failed with C{error}.
+        """
+        return StorageError(error.filename or self._folder.path, reason(error))
+
+    def _readRest(
+        self, got: dict[str, Result], keys: list[str]
+    ) -> Deferred[dict[str, bytes | StorageError | None]]:
+        """
+        The values of C{keys}: those the read-ahead C{got}, and the others
+        read by the worker thread.
+        """
+        try:
+            values = {key: storedValue(self._folder.path, key, got[key]) for key in got}
+        except OSError as error:
+            return fail(self._readError(error))
+        rest = [key for key in keys if key not in got]
+        if not rest:
+            return succeed(values)
+        if self._stopped:
+            return fail(StorageError(rest[0], "the storage is closed"))
+        return self._workers.run(self._readAll, rest).addCallback(lambda read: {**values, **read})
+
+
 class _Place:
     """
     What the L{DirectoryStorage} objects of this process on one state
@@ -404,6 +456,7 @@ class DirectoryStorage:
         clock: IReactorTime | None = None,
         workers: Runner | None = None,
         lock: StateLock | None = None,
+        readAhead: bool = False,
     ):
         """
         @param path: The state directory.
@@ -420,6 +473,8 @@ class DirectoryStorage:
             none share one lock, taken at the first lease and let go when
             the last of them is closed.  Give every storage object on a
             directory the same lock, or none.
+        @param readAhead: Whether L{planReads} starts a read-ahead process;
+            only with a running reactor.
         """
         self.path = path
         self._folder = HeldFolder(path)
@@ -430,6 +485,7 @@ class DirectoryStorage:
         self._place = _join(path, reactor if clock is None else clock)
         self._givenLock = lock
         self._closed = False
+        self._reads = _FileReads(self._folder, workers, reactor, readAhead)
 
     @property
     def _lock(self) -> StateLock:
@@ -474,14 +530,19 @@ class DirectoryStorage:
             return fail()
         if self._closed:
             return fail(StorageError(", ".join(keys[:1]), "the storage is closed"))
+        return self._reads.readMany(keys)
 
-        def readAll() -> dict[str, bytes | StorageError | None]:
-            try:
-                return readFiles(self._folder, keys)
-            except OSError as error:
-                raise StorageError(error.filename or self.path, reason(error)) from None
-
-        return self._workers.run(readAll)
+    def planReads(self, keys: Sequence[str]) -> None:
+        """
+        Say that C{keys} will be read, in this order, by L{loadMany}: with
+        read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
+        them, but for the first L{READ_AHEAD_FROM}, meanwhile (see
+        L{letsencrypt_resource.storage.readahead}),
+        unless another read-ahead still runs.  C{keys} are not checked
+        here: L{loadMany} checks those it is asked for.
+        """
+        if not self._closed:
+            self._reads.plan(keys)
 
     def _change(
         self, key: str, fence: ILease | None, write: Callable[..., None], *args: Any
@@ -490,6 +551,8 @@ class DirectoryStorage:
             checkKey(key)
         except StorageError:
             return fail()
+
+        self._reads.forget(key)
 
         def change() -> None:
             # One change at a time: a folder that a delete empties is
@@ -624,4 +687,6 @@ class DirectoryStorage:
         own = self._ownWorkers
         if own is not None:
             d.addBoth(lambda result: own.stop().addCallback(lambda _: result))
+        stopped = self._reads.stop()
+        d.addBoth(lambda result: stopped.addCallback(lambda _: result))
         return d

@@ -326,6 +326,16 @@ class StoredSet:
             raise StorageError(certificateKey(self.domains), str(error)) from None
 
 
+def _setKeys(sets: list[tuple[str, ...]]) -> list[tuple[str, str]]:
+    """
+    The keys of the renewal state and of the certificate of each of C{sets}.
+    """
+    # Each set's file name is made once, for both its keys.
+    return [
+        (_renewalKeyNamed(name), _certificateKeyNamed(name)) for name in map(domainsFileName, sets)
+    ]
+
+
 def _parsed(
     key: Callable[[], str], data: bytes | StorageError | None, parse: Callable[[bytes], T]
 ) -> T | None:
@@ -403,6 +413,18 @@ class Records:
         """
         return self._load(certificateKey(domains), parseCertificate)
 
+    def planSets(self, sets: list[tuple[str, ...]]) -> None:
+        """
+        Say that the records of the domain sets C{sets} will be read, in
+        this order, by L{loadSets}: a storage that reads ahead (see
+        L{DirectoryStorage.planReads
+        <letsencrypt_resource.storage.directory.DirectoryStorage.planReads>})
+        is given their keys; another is told nothing.
+        """
+        plan = getattr(self.storage, "planReads", None)
+        if plan is not None:
+            plan([key for pair in _setKeys(sets) for key in pair])
+
     @deferred
     async def loadSets(self, sets: list[tuple[str, ...]]) -> list[StoredSet]:
         """
@@ -411,11 +433,7 @@ class Records:
         be read together, each record is read alone: one that fails then
         fails only its own parse (see L{StoredSet}).
         """
-        # Each set's file name is made once, for both its keys.
-        pairs = [
-            (_renewalKeyNamed(name), _certificateKeyNamed(name))
-            for name in map(domainsFileName, sets)
-        ]
+        pairs = _setKeys(sets)
         keys = [key for pair in pairs for key in pair]
         values: dict[str, bytes | StorageError | None] = {}
         try:

@@ -1,0 +1,671 @@
+"""
+Tests for L{letsencrypt_resource.storage.readahead}: the parent's logic on
+a fake process, then the real read-ahead process on real files, alone and
+through L{DirectoryStorage} and the set loader.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.utils import getProcessValue
+from twisted.logger import Logger, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from letsencrypt_resource.managed import ManagedCertificate
+from letsencrypt_resource.nodestorage import makeStorage
+from letsencrypt_resource.safefs import HeldFolder
+from letsencrypt_resource.setloading import SetLoader
+from letsencrypt_resource.storage import directory as directory_module
+from letsencrypt_resource.storage.directory import DirectoryStorage, readFiles
+from letsencrypt_resource.storage.fileread import TooLarge, readEach
+from letsencrypt_resource.storage.interface import MAX_VALUE, StorageError
+from letsencrypt_resource.storage.readahead import (
+    HELD_KEYS,
+    STALL_SECONDS,
+    STOP_WAIT,
+    ReadAhead,
+)
+from letsencrypt_resource.storage.readerchild import DATA, HEADER, frame
+from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
+
+from .helpers.fakeprocess import ProcessReactor
+from .helpers.files import OTHER_UID, runningAs
+from .helpers.resourcecase import resourceOptions
+from .helpers.unprivileged import requireUsers
+
+KEYS = ["renewal/a.json", "certificates/a.pem", "renewal/b.json", "certificates/b.pem"]
+
+
+def eventIDs(observer: EventLoggingObserver) -> list[int]:
+    """
+    The IDs of the events of the read-ahead C{observer} saw.
+    """
+    return [e["event_id"] for e in observer if e.get("event_id") in (20205, 20206, 20207)]
+
+
+class ParentTests(SynchronousTestCase):
+    """
+    The parent's side of a read-ahead, on a fake process: the frames it is
+    given reach the takes; a process that misbehaves is killed, logged
+    once, and leaves its keys to the storage's thread.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        root = os.open(self.mktemp(), os.O_RDONLY | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, root)
+        self.ahead = ReadAhead(self.reactor, "/state", KEYS, MAX_VALUE)
+        self.ahead.start(root)
+        self.process = self.reactor.processes[0]
+        self.addCleanup(self.ahead.stop)
+
+    def give(self, *frames: bytes) -> None:
+        """
+        The process writes C{frames}.
+        """
+        self.ahead.received(b"".join(frames))
+
+    def exit(self, code: int = 0, signal: int | None = None) -> None:
+        """
+        The process exits with C{code} or C{signal}, and its frames' pipe
+        closes.
+        """
+        self.process.exit(code, signal)
+        for reader in self.reactor.getReaders():
+            reader.connectionLost(Failure(ConnectionDone()))
+
+    def test_command(self) -> None:
+        """
+        The process is this Python, isolated, with an empty environment,
+        the state directory's descriptor as its descriptor 3 and reading
+        the keys on its standard input.
+        """
+        args = self.process.args
+        self.assertEqual(args[1:3], ["-I", "-S"])
+        self.assertEqual(args[-2:], ["/state", str(MAX_VALUE)])
+        self.assertEqual(self.process.env, {})
+
+    def test_takeWaitsForFrames(self) -> None:
+        """
+        A take fires once the frames of all its keys have arrived, with
+        their values.
+        """
+        taken = self.ahead.take(KEYS[:2])
+        self.give(frame(1, b"cert"))
+        self.assertNoResult(taken)
+        self.give(frame(0, None))
+        self.assertEqual(
+            self.successResultOf(taken), {"renewal/a.json": None, "certificates/a.pem": b"cert"}
+        )
+        self.assertFalse(self.ahead.holds(KEYS[0]))
+        self.assertTrue(self.ahead.holds(KEYS[2]))
+
+    def test_heldUntilTaken(self) -> None:
+        """
+        Frames that arrive before their take are held for it, and given
+        once.
+        """
+        self.give(frame(0, b"state"), frame(1, TooLarge("/state/certificates/a.pem")))
+        got = self.successResultOf(self.ahead.take(KEYS[:2]))
+        self.assertEqual(got["renewal/a.json"], b"state")
+        self.assertIsInstance(got["certificates/a.pem"], TooLarge)
+        self.assertFalse(self.ahead.holds(KEYS[1]))
+
+    def test_frameSplitAnywhere(self) -> None:
+        """
+        A frame given one byte at a time is read whole.
+        """
+        taken = self.ahead.take(KEYS[:1])
+        for byte in frame(0, b"state"):
+            self.give(bytes([byte]))
+        self.assertEqual(self.successResultOf(taken), {"renewal/a.json": b"state"})
+
+    def assertGivenUp(self, event: int = 20205) -> None:
+        """
+        The process was killed and C{event} logged once; no key is held.
+        """
+        self.assertEqual(eventIDs(self.events), [event])
+        self.assertEqual(self.process.signals, [signal.SIGKILL])
+        self.assertFalse(any(self.ahead.holds(key) for key in KEYS))
+
+    def test_malformedFrame(self) -> None:
+        """
+        A frame of an unknown kind kills the process; the take gets what
+        arrived before, and more frames are ignored.
+        """
+        taken = self.ahead.take(KEYS[:2])
+        self.give(frame(0, b"state"))
+        self.give(HEADER.pack(9, 1, 0))
+        self.assertEqual(self.successResultOf(taken), {"renewal/a.json": b"state"})
+        self.give(frame(2, b"late"))
+        self.assertGivenUp()
+        self.assertIn("/state", self.events[0]["directory"])
+
+    def test_oversizeFrame(self) -> None:
+        """
+        A frame longer than a value can be is refused from its header,
+        before its payload is waited for.
+        """
+        self.give(HEADER.pack(DATA, 0, MAX_VALUE + 1))
+        self.assertGivenUp()
+
+    def test_duplicateFrame(self) -> None:
+        """
+        A second frame of a key, or one of a key not given, kills the
+        process.
+        """
+        self.give(frame(0, b"one"), frame(0, b"two"))
+        self.assertGivenUp()
+
+    def test_unknownKey(self) -> None:
+        """
+        A frame of a key number the process was not given kills it.
+        """
+        self.give(frame(len(KEYS), b"one"))
+        self.assertGivenUp()
+
+    def test_errorNamesAnotherPath(self) -> None:
+        """
+        An error that names a path other than its key's (or a folder on
+        its way) kills the process.
+        """
+        self.give(frame(0, OSError(13, "Permission denied", "/etc/shadow")))
+        self.assertGivenUp()
+
+    def test_errorOfTheFolder(self) -> None:
+        """
+        An error that names a folder on the key's way is its key's.
+        """
+        self.give(frame(0, OSError(13, "Permission denied", "/state/renewal")))
+        error = self.successResultOf(self.ahead.take(KEYS[:1]))["renewal/a.json"]
+        self.assertEqual((error.errno, error.filename), (13, "/state/renewal"))  # type: ignore[union-attr]
+
+    def test_endedEarly(self) -> None:
+        """
+        A process that ends before every frame arrived is logged; the
+        waiting take fires with what it has.
+        """
+        taken = self.ahead.take(KEYS[:2])
+        self.give(frame(0, b"state"))
+        self.exit(1)
+        self.assertEqual(self.successResultOf(taken), {"renewal/a.json": b"state"})
+        self.assertEqual(eventIDs(self.events), [20205])
+
+    def test_endedAfterAll(self) -> None:
+        """
+        A process that ends after every frame logs nothing; the values it
+        gave are still taken.
+        """
+        self.give(*(frame(index, b"x") for index in range(len(KEYS))))
+        self.exit(0)
+        self.assertEqual(eventIDs(self.events), [])
+        self.assertEqual(len(self.successResultOf(self.ahead.take(KEYS))), 4)
+        self.assertTrue(self.ahead.finished)
+
+    def test_errorOutputLogged(self) -> None:
+        """
+        What the process writes on its error output is logged, bounded.
+        """
+        self.process.protocol.childDataReceived(2, b"x" * 10_000)
+        self.give(*(frame(index, b"x") for index in range(len(KEYS))))
+        self.exit(0)
+        self.assertEqual(eventIDs(self.events), [20207])
+        self.assertEqual(len(self.events[0]["output"]), 4096)
+
+    def test_stalled(self) -> None:
+        """
+        A take that waits L{STALL_SECONDS} for a frame kills the process.
+        """
+        taken = self.ahead.take(KEYS[:1])
+        self.reactor.advance(STALL_SECONDS - 1)
+        self.assertNoResult(taken)
+        self.reactor.advance(1)
+        self.assertEqual(self.successResultOf(taken), {})
+        self.assertGivenUp()
+
+    def test_notStalledWithoutTake(self) -> None:
+        """
+        With no take waiting, the process is not timed.
+        """
+        self.reactor.advance(STALL_SECONDS * 2)
+        self.assertEqual(eventIDs(self.events), [])
+
+    def test_forgotten(self) -> None:
+        """
+        A key forgotten (being written) is no longer held: its frame is
+        ignored, and a take waiting for it fires without it.
+        """
+        self.give(frame(0, b"old"))
+        taken = self.ahead.take(KEYS[1:3])
+        self.ahead.forget(KEYS[0])
+        self.ahead.forget(KEYS[2])
+        self.assertFalse(self.ahead.holds(KEYS[0]))
+        self.give(frame(2, b"old"), frame(1, b"cert"))
+        self.assertEqual(self.successResultOf(taken), {"certificates/a.pem": b"cert"})
+
+    def test_skippedLetGo(self) -> None:
+        """
+        The values held of keys planned before those taken are let go.
+        """
+        self.give(frame(0, b"state"), frame(1, b"cert"), frame(2, b"b"))
+        self.successResultOf(self.ahead.take(KEYS[2:3]))
+        self.assertFalse(self.ahead.holds(KEYS[0]))
+
+    def test_pausedWhenFull(self) -> None:
+        """
+        With L{HELD_KEYS} values held and no take waiting, the pipe is no
+        longer read; a take reads it again.
+        """
+        keys = [f"renewal/{n}.json" for n in range(HELD_KEYS + 1)]
+        ahead = ReadAhead(self.reactor, "/state", keys, MAX_VALUE)
+        root = os.open(".", os.O_RDONLY)
+        try:
+            ahead.start(root)
+        finally:
+            os.close(root)
+        self.addCleanup(ahead.stop)
+        readers = self.reactor.getReaders()
+        self.assertEqual(len(readers), 2)
+        ahead.received(b"".join(frame(n, b"") for n in range(HELD_KEYS)))
+        self.assertEqual(len(self.reactor.getReaders()), 1)
+        ahead.take(keys[-1:])
+        self.assertEqual(len(self.reactor.getReaders()), 2)
+
+    def test_stopKills(self) -> None:
+        """
+        Stopping kills the process; it fires once the process ended.
+        """
+        stopped = self.ahead.stop()
+        self.assertEqual(self.process.signals, [signal.SIGKILL])
+        self.assertNoResult(stopped)
+        self.exit(signal=9)
+        self.successResultOf(stopped)
+        self.assertEqual(eventIDs(self.events), [])
+
+    def test_stopNotReaped(self) -> None:
+        """
+        Stopping does not wait more than L{STOP_WAIT} seconds for a
+        process that is never reaped.
+        """
+        stopped = self.ahead.stop()
+        self.reactor.advance(STOP_WAIT)
+        self.successResultOf(stopped)
+
+    def test_notStarted(self) -> None:
+        """
+        A process that cannot be started is logged, and holds no key.
+        """
+        self.reactor.refuse = OSError(11, "Resource temporarily unavailable")
+        ahead = ReadAhead(self.reactor, "/state", KEYS, MAX_VALUE)
+        ahead.start(0)
+        self.assertFalse(ahead.holds(KEYS[0]))
+        self.assertEqual(eventIDs(self.events), [20206])
+        self.successResultOf(ahead.stop())
+
+    def test_keyWithSeparator(self) -> None:
+        """
+        A key holding a zero byte (no valid key does) starts no process.
+        """
+        ahead = ReadAhead(self.reactor, "/state", ["a\0b", "c"], MAX_VALUE)
+        ahead.start(0)
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.assertEqual(eventIDs(self.events), [20206])
+
+
+def _makeState(path: str) -> str:
+    """
+    A state directory at C{path}, 0700, with folders C{renewal} and
+    C{certificates}.
+    """
+    os.mkdir(path, 0o700)
+    for folder in ("renewal", "certificates"):
+        os.mkdir(os.path.join(path, folder), 0o700)
+    return os.path.abspath(path)
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _described(value: object) -> object:
+    """
+    C{value}, or, for an error, its type and text: how two reads' results
+    are compared.
+    """
+    return (type(value), str(value)) if isinstance(value, Exception) else value
+
+
+class ProcessTests(TestCase):
+    """
+    The real read-ahead process, on a real state directory: it reads under
+    the rules of the storage's thread.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.state = _makeState(self.mktemp())
+
+    async def readAhead(self, keys: list[str]) -> dict[str, Any]:
+        """
+        What the read-ahead process gives for C{keys}, all taken at once.
+        """
+        folder = HeldFolder(self.state)
+        self.addCleanup(folder.close)
+        ahead = ReadAhead(reactor, self.state, keys, MAX_VALUE)
+        with folder.open((), create=False) as root:
+            ahead.start(root)
+        got = await ahead.take(keys)
+        await ahead.stop()
+        return got
+
+    def threadReads(self, keys: list[str]) -> dict[str, Any]:
+        """
+        What the storage thread's reads give for C{keys}, each alone.
+        """
+        folder = HeldFolder(self.state)
+        self.addCleanup(folder.close)
+
+        def opener(parts: Any) -> Any:
+            return folder.open(parts, create=False)
+
+        return {
+            key: value
+            for key in keys
+            for _, value in readEach(opener, folder.path, [key], MAX_VALUE)
+        }
+
+    async def test_sameRules(self) -> None:
+        """
+        Each file read by the process gives what the thread's read gives:
+        content, missing, a link (file or folder) refused, a fifo or a
+        folder that is not a regular file, too large, a name too long,
+        a missing folder.
+        """
+        s = self.state
+        _write(f"{s}/renewal/a.json", b"{}")
+        _write(f"{s}/certificates/empty.pem", b"")
+        _write(f"{s}/certificates/large.pem", b"x" * (MAX_VALUE + 1))
+        _write(f"{s}/certificates/full.pem", b"y" * MAX_VALUE)
+        os.symlink(f"{s}/renewal/a.json", f"{s}/renewal/link.json")
+        os.mkfifo(f"{s}/renewal/fifo.json", 0o600)
+        os.mkdir(f"{s}/renewal/folder.json", 0o700)
+        os.mkdir(f"{s}/elsewhere", 0o700)
+        _write(f"{s}/elsewhere/x.pem", b"outside")
+        os.symlink(f"{s}/elsewhere", f"{s}/linked")
+        keys = [
+            "renewal/a.json",
+            "certificates/empty.pem",
+            "certificates/large.pem",
+            "certificates/full.pem",
+            "renewal/link.json",
+            "renewal/fifo.json",
+            "renewal/folder.json",
+            "renewal/missing.json",
+            "linked/x.pem",
+            "gone/x.pem",
+            "renewal/" + "n" * 300,
+        ]
+        got = await self.readAhead(keys)
+        expected = self.threadReads(keys)
+        self.assertEqual(
+            {k: _described(v) for k, v in got.items()},
+            {k: _described(v) for k, v in expected.items()},
+        )
+        self.assertEqual(got["certificates/full.pem"], b"y" * MAX_VALUE)
+        self.assertIsInstance(got["certificates/large.pem"], TooLarge)
+        self.assertIn("symbolic link", str(got["linked/x.pem"]))
+        self.assertEqual(got["renewal/" + "n" * 300].errno, 36)  # type: ignore[union-attr]
+        self.assertEqual(eventIDs(self.events), [])
+
+    async def test_unreadableAsUser(self) -> None:
+        """
+        Run as another user (as twistd runs it once it switched user), the
+        process cannot read a file that user cannot, and says so as the
+        thread does.
+        """
+        s = self.state
+        _write(f"{s}/renewal/secret.json", b"{}")
+        os.chmod(f"{s}/renewal/secret.json", 0)
+        for path in (s, f"{s}/renewal", f"{s}/certificates", f"{s}/renewal/secret.json"):
+            os.chown(path, OTHER_UID, OTHER_UID)
+        os.chmod(os.path.dirname(s), 0o755)
+        keys = ["renewal/secret.json"]
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.patch(sys, "executable", requireUsers(checkout).executable)
+        with runningAs(OTHER_UID):
+            got = await self.readAhead(keys)
+            expected = self.threadReads(keys)
+        self.assertEqual(got["renewal/secret.json"].errno, 13)  # type: ignore[union-attr]
+        self.assertEqual(_described(got["renewal/secret.json"]), _described(expected[keys[0]]))
+
+
+class StorageTests(TestCase):
+    """
+    A L{DirectoryStorage} with read-ahead on: the values of the keys
+    planned come from the process, the others from its thread, and each
+    is the file's content when it is asked for.
+    """
+
+    def setUp(self) -> None:
+        self.patch(directory_module, "READ_AHEAD_MIN", 2)
+        self.patch(directory_module, "READ_AHEAD_FROM", 0)
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.state = _makeState(self.mktemp())
+        self.storage = DirectoryStorage(self.state, reactor, readAhead=True)
+        self.addCleanup(self.storage.close)
+
+    async def descriptors(self) -> list[str]:
+        """
+        This process's open descriptors, once a first process was spawned
+        (the reactor opens its child-watching pipe then).
+        """
+        await getProcessValue(sys.executable, ["-c", ""])
+        return sorted(os.listdir("/proc/self/fd"))
+
+    def fill(self, count: int, size: int) -> list[str]:
+        """
+        Write the records of C{count} sets, C{size} bytes each.
+
+        @return: Their keys, in order.
+        """
+        keys = []
+        for n in range(count):
+            for key in (renewalKey((f"s{n}.example",)), certificateKey((f"s{n}.example",))):
+                _write(os.path.join(self.state, key), key.encode("ascii").ljust(size, b"."))
+                keys.append(key)
+        return keys
+
+    async def loadAll(self, keys: list[str]) -> dict[str, Any]:
+        """
+        Load C{keys} by batches of 128, as the set loader does.
+        """
+        values: dict[str, Any] = {}
+        for start in range(0, len(keys), 128):
+            values.update(await self.storage.loadMany(keys[start : start + 128]))
+        return values
+
+    def expected(self, keys: list[str]) -> dict[str, Any]:
+        """
+        What the storage's thread reads for C{keys}.
+        """
+        folder = HeldFolder(self.state)
+        self.addCleanup(folder.close)
+        return readFiles(folder, keys)
+
+    async def test_planned(self) -> None:
+        """
+        Planned keys are read by the process (the thread reads those not
+        planned), and every value is right.
+        """
+        keys = self.fill(300, 700)
+        self.storage.planReads(keys[:400])
+        ahead = self.storage._reads._ahead
+        assert ahead is not None
+        self.assertIsNotNone(ahead.pid)
+        self.assertEqual(await self.loadAll(keys), self.expected(keys))
+        self.assertEqual(eventIDs(self.events), [])
+
+    async def test_firstKeysLeftToThread(self) -> None:
+        """
+        The first L{READ_AHEAD_FROM} keys planned are left to the thread,
+        which reads them while the process starts.
+        """
+        self.patch(directory_module, "READ_AHEAD_FROM", 10)
+        keys = self.fill(10, 10)
+        self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None
+        self.assertEqual([ahead.holds(key) for key in keys], [False] * 10 + [True] * 10)
+        self.assertEqual(await self.loadAll(keys), self.expected(keys))
+
+    async def test_belowThreshold(self) -> None:
+        """
+        Fewer keys than L{READ_AHEAD_MIN} start no process.
+        """
+        self.patch(directory_module, "READ_AHEAD_MIN", 10)
+        self.storage.planReads(self.fill(4, 10))
+        self.assertIsNone(self.storage._reads._ahead)
+
+    async def test_offByDefault(self) -> None:
+        """
+        A storage not asked to read ahead starts no process.
+        """
+        storage = DirectoryStorage(self.state, reactor)
+        self.addCleanup(storage.close)
+        storage.planReads(self.fill(4, 10))
+        self.assertIsNone(storage._reads._ahead)
+
+    async def test_storeDuringReadAhead(self) -> None:
+        """
+        A key stored or deleted after the plan is read fresh: the value
+        read ahead before the write is never given.
+        """
+        keys = self.fill(300, 700)
+        self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None
+        # Until the old values were read ahead and wait to be taken.
+        for _ in range(1000):
+            if keys[7] in ahead._held:
+                break
+            await deferLater(reactor, 0.01)
+        self.assertIn(keys[5], ahead._held)
+        await self.storage.store(keys[5], b"fresh")
+        await self.storage.delete(keys[7])
+        values = await self.loadAll(keys)
+        self.assertEqual(values[keys[5]], b"fresh")
+        self.assertIsNone(values[keys[7]])
+        self.assertEqual(values, self.expected(keys))
+
+    async def test_killedMidStream(self) -> None:
+        """
+        A process killed while it streams is logged once, and the keys it
+        had not given are read by the thread: nothing is lost.
+        """
+        keys = self.fill(2000, 4000)
+        self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None and ahead.pid is not None
+        first = await self.storage.loadMany(keys[:128])
+        os.kill(ahead.pid, signal.SIGKILL)
+        rest = await self.loadAll(keys[128:])
+        self.assertEqual({**first, **rest}, self.expected(keys))
+        self.assertEqual(eventIDs(self.events), [20205])
+        self.assertIn(self.state, self.events[0]["log_format"].format(**self.events[0]))
+
+    async def test_stopReaps(self) -> None:
+        """
+        Closing the storage during a read-ahead kills the process and
+        waits until it is reaped; no descriptor is left open.
+        """
+        keys = self.fill(2000, 4000)
+        before = await self.descriptors()
+        self.storage.planReads(keys)
+        ahead = self.storage._reads._ahead
+        assert ahead is not None and ahead.pid is not None
+        pid = ahead.pid
+        await self.storage.close()
+        with self.assertRaises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+
+    async def test_noDescriptorLeft(self) -> None:
+        """
+        A read-ahead read to its end leaves no descriptor open.
+        """
+        keys = self.fill(100, 100)
+        before = await self.descriptors()
+        self.storage.planReads(keys)
+        await self.loadAll(keys)
+        await self.storage.close()
+        self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+
+
+class _Taker:
+    """
+    A set loader's taker that keeps what it is given.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[StorageError] = []
+
+    def ignored(self, certificate: ManagedCertificate, error: StorageError) -> None:
+        self.errors.append(error)
+
+    def acceptable(self, certificate: ManagedCertificate, stored: Any) -> bool:
+        return True
+
+    def putInService(self, certificate: ManagedCertificate, stored: Any) -> None:
+        raise AssertionError("no certificate is stored")
+
+
+class NodeTests(TestCase):
+    """
+    A node's storage on its state directory alone reads ahead at start-up,
+    its sets' records planned by the set loader.
+    """
+
+    def test_nodeStorageReadsAhead(self) -> None:
+        """
+        The storage of a node without a cluster reads ahead.
+        """
+        options = resourceOptions(stateDirectory=_makeState(self.mktemp()))
+        storage = makeStorage(options, reactor, None, lambda: None)
+        self.addCleanup(storage.close)
+        self.assertTrue(storage._reads._readAhead)  # type: ignore[attr-defined]
+
+    async def test_loaderPlans(self) -> None:
+        """
+        The set loader plans the records of every set it loads, in the
+        order it loads them, and each set takes back its own.
+        """
+        self.patch(directory_module, "READ_AHEAD_MIN", 2)
+        self.patch(directory_module, "READ_AHEAD_FROM", 0)
+        state = _makeState(self.mktemp())
+        storage = DirectoryStorage(state, reactor, readAhead=True)
+        self.addCleanup(storage.close)
+        planned: list[list[str]] = []
+        plan = storage.planReads
+        self.patch(storage, "planReads", lambda keys: (planned.append(keys), plan(keys)))
+        sets = [(f"s{n}.example",) for n in range(200)]
+        for domains in sets:
+            _write(os.path.join(state, renewalKey(domains)), b'{"nextAttempt": 0}')
+        taker = _Taker()
+        loader = SetLoader(Records(storage), taker, reactor, 86400, Logger())
+        certificates = [ManagedCertificate(domains, "settings") for domains in sets]
+        await loader.loadAll(certificates)
+        self.assertEqual(len(planned), 1)
+        self.assertEqual(planned[0][:2], [renewalKey(sets[0]), certificateKey(sets[0])])
+        self.assertEqual([c.nextAttempt for c in certificates], [0] * 200)
+        self.assertEqual(taker.errors, [])
