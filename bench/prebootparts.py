@@ -14,15 +14,13 @@ shared between the sections as in C{parseConfiguration}, from none: each
 service's names and port are parsed, its address and folder found);
 building their options (C{config._service}, given what
 C{parseConfiguration} gives it: the options each section sets, or its
-text); parsing each service's names (C{domains.parseDomainList}); and
-registering a consumer for each service (C{ConsumerRegistry}, within
-C{registering()}, as the host does).  The modules of C{--before} are
-loaded from its files (C{inireader}, C{domains} and C{consumerregistry}
-import nothing of the package), and its versions of C{config}'s functions
-are run beside the current module's other functions.  The best and the
-median of the repeats are shown, in milliseconds, with the load; the
-garbage collector runs between the parts, not within them (start-up pauses
-it).  With C{--whole}, the whole configuration read
+text); and parsing each service's names (C{domains.parseDomainList}).
+The modules of C{--before} are loaded from its files (C{inireader} and
+C{domains} import nothing of the package), and its versions of
+C{config}'s functions are run beside the current module's other
+functions.  The best and the median of the repeats are shown, in
+milliseconds, with the load; the garbage collector runs between the
+parts, not within them (start-up pauses it).  With C{--whole}, the whole configuration read
 (C{config.loadConfiguration}) and C{tap.makeService} are timed too, each
 the best of C{--inner} runs in a fresh interpreter of each tree, the
 trees alternating: steadier on a busy machine than one run a process.
@@ -51,10 +49,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import ROOT  # noqa: E402
 from twistdscale import writeConfiguration  # noqa: E402
-from zope.interface import implementer  # noqa: E402
 
-from letsencrypt_resource import config, consumerregistry, domains, inireader  # noqa: E402
-from letsencrypt_resource.interfaces import ICertificateConsumer  # noqa: E402
+from letsencrypt_resource import config, domains, inireader  # noqa: E402
 
 
 def loadFile(tree: str, module: ModuleType) -> ModuleType:
@@ -83,13 +79,6 @@ def configFunctions(tree: str, names: set[str]) -> dict[str, Any]:
     return namespace
 
 
-@implementer(ICertificateConsumer)
-class Consumer:
-    """
-    A consumer to register: only its identity matters.
-    """
-
-
 def parts(before: str, text: str) -> dict[str, tuple[Callable[[], object], Callable[[], object]]]:
     """
     Each part's work, as it is in C{before} and as it is here.
@@ -115,18 +104,7 @@ def parts(before: str, text: str) -> dict[str, tuple[Callable[[], object], Calla
         given = config._written if oldServiceTakes else (lambda read: read)
         return [old["_service"](n, v, ROOT, given(r)) for n, r, v in values]
 
-    def registrations(module: ModuleType) -> Callable[[], object]:
-        def register() -> object:
-            registry = module.ConsumerRegistry("bench")
-            with registry.registering():
-                for name, _ in services:
-                    registry.registerUtility(Consumer(), ICertificateConsumer, name=name)
-            return registry
-
-        return register
-
     oldINI, oldDomains = loadFile(before, inireader), loadFile(before, domains)
-    oldRegistry = loadFile(before, consumerregistry)
     names = [read["ssl_domains"] for _, read in services]
     return {
         "readINI": (lambda: oldINI.readINI(text), lambda: inireader.readINI(text)),
@@ -136,7 +114,6 @@ def parts(before: str, text: str) -> dict[str, tuple[Callable[[], object], Calla
             lambda: [oldDomains.parseDomainList(n) for n in names],
             lambda: [domains.parseDomainList(n) for n in names],
         ),
-        "registrations": (registrations(oldRegistry), registrations(consumerregistry)),
     }
 
 

@@ -15,6 +15,7 @@ import configparser
 import difflib
 import functools
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable
@@ -116,9 +117,11 @@ def _port(value: str) -> int:
     text = value.strip()
     if not _DIGITS.fullmatch(text):
         raise ValueError(f"{value!r} is not a port number")
-    port = int(text)
+    # Past 4,300 digits int() refuses the text with a message of its own.
+    number = text.lstrip("0") or "0"
+    port = int(number) if len(number) <= 5 else 0
     if not 1 <= port <= 65535:
-        raise ValueError(f"{port} is outside the port range 1 to 65535")
+        raise ValueError(f"{number} is outside the port range 1 to 65535")
     return port
 
 
@@ -205,6 +208,9 @@ MIN_CHECK_INTERVAL = 60.0
 MAX_CHECK_INTERVAL = 7 * 86400.0
 
 
+#: The most digits a duration's number is converted from (L{_seconds}).
+_MOST_DIGITS = 12
+
 MIN_DEPLOY_TIMEOUT = 1.0
 MAX_DEPLOY_TIMEOUT = 3600.0
 
@@ -220,7 +226,10 @@ def _seconds(value: str, low: float, high: float, limits: str) -> float:
         raise ValueError(
             f"{value!r} is not a duration: use seconds, or a whole number followed by s, m, h or d"
         )
-    seconds = float(int(number) * _DURATION_UNITS[unit])
+    # A longer number is out of range: float() of it would overflow, and
+    # past 4,300 digits int() refuses it with a message of its own.
+    digits = len(number.lstrip("0"))
+    seconds = float(int(number) * _DURATION_UNITS[unit]) if digits <= _MOST_DIGITS else math.inf
     if not low <= seconds <= high:
         raise ValueError(f"{value!r} is outside the range {limits}")
     return seconds
@@ -761,8 +770,10 @@ def _readSection(
         if value is _UNPARSED:
             try:
                 value = parsed[key] = option.parse(raw)
-            except ValueError:
-                # An unknown option further on is the problem reported.
+            except Exception:
+                # An unknown option further on is the problem reported, as
+                # it is before any parser runs when the section is read
+                # option by option; a parser's own error comes after.
                 _checkKnown(section, read, known, byName)
                 return _readEachOption(section, read, options)
         values[name] = value

@@ -366,6 +366,7 @@ class ServerService(MultiService):
 
     async def _reload(self, path: str) -> None:
         events.RELOAD_STARTED.emit(self._log, path=path)
+        failing = "the configuration cannot be checked"
         try:
             configuration = readConfiguration(path)
             # Resource changes wait for a restart: the new services are to
@@ -379,14 +380,13 @@ class ServerService(MultiService):
             if any(options.ftps is not None for options in configuration.services):
                 # Loaded before anything changes: a failure refuses the
                 # reload instead of leaving it half done.
+                failing = "the FTPS service cannot be loaded"
                 _ftpsService()
         except ConfigurationError as error:
             events.RELOAD_REFUSED.emit(self._log, path=path, details=str(error))
             return
         except Exception as error:
-            events.RELOAD_REFUSED.emit(
-                self._log, path=path, details=f"the FTPS service cannot be loaded: {error!r}"
-            )
+            events.RELOAD_REFUSED.emit(self._log, path=path, details=f"{failing}: {error!r}")
             return
         plan = planReload(self.configuration, configuration)
         if plan.restartSection is not None:

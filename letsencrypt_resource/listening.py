@@ -141,17 +141,19 @@ def checkDescription(text: str) -> str:
         )
     if kind not in STREAM_TYPES:
         raise ValueError(f"{text!r} is not a tcp:, tcp6:, unix: or systemd: endpoint description")
+    if (len(text) - len(text.rstrip("\\"))) % 2:
+        # Twisted's parser fails on it with "generator raised StopIteration".
+        raise ValueError(f"{text!r} ends in a backslash that escapes nothing")
     try:
         serverFromString(_recorder(), text)
         binding = tcpBinding(text)
-    except (IndexError, KeyError):
-        if kind != "systemd":
-            raise
-    except (ValueError, TypeError, AttributeError) as error:
+    except Exception as error:
+        if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
+            return text  # a socket not passed to this process, looked for at start
+        # Whatever else Twisted's parsers raise on odd text refuses it.
         raise ValueError(f"{text!r} is not a valid endpoint description: {error}") from None
-    else:
-        if binding is not None and not 1 <= binding[1] <= 65535:
-            raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
+    if binding is not None and not 1 <= binding[1] <= 65535:
+        raise ValueError(f"{text!r} has a port outside the range 1 to 65535")
     return text
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from types import ModuleType
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from letsencrypt_resource import events
 from letsencrypt_resource.renewalstate import storedRecord
@@ -19,6 +20,21 @@ from letsencrypt_resource.storage.records import Records, StoredSet
 from tests.helpers.processcase import ROOT
 
 BENCH = os.path.join(ROOT, "bench")
+
+#: The commit the start-up benches of issue 17 compare with (C{--before}).
+BENCH_BASE = "fb4a96a"
+
+#: A service on an endpoint that leaves its C{address} and C{port} empty:
+#: not set, so not refused beside the endpoint.
+ENDPOINT_SERVICE = """
+[services/endpoint]
+type = https
+endpoint = tcp:6443:interface=127.0.0.1
+address =
+port =
+path = public
+ssl_domains = endpoint.example.test
+"""
 
 
 def benchModule(name: str) -> ModuleType:
@@ -115,29 +131,49 @@ class PrebootPartsTests(SynchronousTestCase):
     work.
     """
 
-    def test_sameWorkBothSides(self) -> None:
+    def assertSameWork(self, before: str) -> None:
         """
-        Against this tree itself, each part's two versions give the same
-        results: what they time is the same work.
+        Against the tree C{before}, each part's two versions give the same
+        results: what they time is the same work.  The services read are
+        those of C{bench/twistdscale.py} and L{ENDPOINT_SERVICE}.
         """
         prebootparts = benchModule("prebootparts")
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         path = prebootparts.writeConfiguration(directory, os.path.join(directory, "state"), 3)
         with open(path) as stream:
-            work = prebootparts.parts(ROOT, stream.read())
-        self.assertEqual(
-            sorted(work),
-            ["_readSection", "_service", "parseDomainList", "readINI", "registrations"],
-        )
-        for name in ("readINI", "_readSection", "_service", "parseDomainList"):
-            before, after = work[name]
-            self.assertEqual(before(), after(), name)
-        before, after = work["registrations"]
-        self.assertEqual(
-            [
-                sorted(n for n, _ in r.getUtilitiesFor(prebootparts.ICertificateConsumer))
-                for r in (before(), after())
-            ],
-            [[f"services/s{i:05d}" for i in range(3)]] * 2,
-        )
+            text = stream.read() + ENDPOINT_SERVICE
+        work = prebootparts.parts(before, text)
+        self.assertEqual(sorted(work), ["_readSection", "_service", "parseDomainList", "readINI"])
+        for name, (old, new) in work.items():
+            self.assertEqual(old(), new(), name)
+
+    def test_sameWorkBothSides(self) -> None:
+        """
+        Against this tree itself, each part's two versions do the same work.
+        """
+        self.assertSameWork(ROOT)
+
+    def test_sameWorkBeforeTheChanges(self) -> None:
+        """
+        Against the modules of L{BENCH_BASE}, the commit before issue 17's
+        configuration changes, each part's two versions do the same work:
+        its C{config._service} and C{_listenerAddress} take the options a
+        section sets (C{written}), which the bench gives them (given the
+        section's text, they would refuse the empty C{address} and C{port}
+        of L{ENDPOINT_SERVICE}).
+        """
+        tree = os.path.abspath(self.mktemp())
+        for name in ("config", "inireader", "domains"):
+            path = os.path.join("letsencrypt_resource", f"{name}.py")
+            shown = subprocess.run(
+                ["git", "-C", ROOT, "show", f"{BENCH_BASE}:{path}"],
+                capture_output=True,
+                check=False,
+            )
+            if shown.returncode:
+                raise SkipTest(f"{BENCH_BASE} is not in this checkout: {shown.stderr!r}")
+            os.makedirs(os.path.join(tree, "letsencrypt_resource"), exist_ok=True)
+            with open(os.path.join(tree, path), "wb") as stream:
+                stream.write(shown.stdout)
+        self.assertSameWork(tree)

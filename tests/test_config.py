@@ -463,6 +463,50 @@ class BadConfigurationTests(SynchronousTestCase):
             "unknown option",
         )
 
+    def test_unknownOptionBeforeAnyParserError(self) -> None:
+        """
+        An unknown option is the problem reported even after an option
+        whose parser fails with something other than C{ValueError}, as it
+        is before any parser runs when a section is read option by option.
+        """
+
+        def broken(text: str) -> str:
+            raise RuntimeError("a bug")
+
+        options = (Option("first", broken, None, "Fails."),)
+        with self.assertRaises(ConfigurationError) as caught:
+            config._readSection("s", {"first": "x", "bogus": "y"}, options, {})
+        self.assertEqual(
+            (caught.exception.section, caught.exception.option, caught.exception.message),
+            ("s", "bogus", "unknown option"),
+        )
+
+    def test_hugeNumbers(self) -> None:
+        """
+        A duration or a port with hundreds or thousands of digits is out
+        of its range (not an C{OverflowError}, nor C{int}'s own message
+        about its digit limit), and reported before a later unknown option.
+        """
+        for digits in (400, 5000):
+            huge = "1" + "0" * digits
+            for option in ("check_interval", "deploy_timeout", "fallback_after_time"):
+                self.assertConfigurationError(
+                    withResource(**{option: huge}),
+                    "resources/r1",
+                    option,
+                    f"{huge!r} is outside the range",
+                )
+            self.assertConfigurationError(
+                withService(port=huge), "services/s1", "port", f"{huge} is outside the port range"
+            )
+        self.assertConfigurationError(
+            resource(check_interval="1" + "0" * 400, bogus="1") + service(),
+            "resources/r1",
+            "bogus",
+            "unknown option",
+        )
+        self.assertEqual(parse(withService(port="0" * 50 + "443")).services[0].port, 443)
+
     def test_resourceOptionInService(self) -> None:
         """
         Options are checked against the section's own kind.

@@ -156,6 +156,31 @@ class CheckDescriptionTests(SynchronousTestCase):
             error = self.assertRaises(ValueError, checkDescription, text)
             self.assertIn(reason, str(error), text)
 
+    def test_loneBackslashRefused(self) -> None:
+        """
+        A description ending in a backslash that escapes nothing (Twisted's
+        parser raises C{RuntimeError} on it) is refused with a
+        C{ValueError} saying so; an escaped backslash at the end is taken.
+        """
+        for text in ("tcp:\\", "tcp6:443:interface=\\", "unix:\\\\\\", "systemd:\\"):
+            error = self.assertRaises(ValueError, checkDescription, text)
+            self.assertIn("ends in a backslash that escapes nothing", str(error), text)
+        self.assertEqual(checkDescription("unix:/run/a\\\\"), "unix:/run/a\\\\")
+
+    def test_anyParserErrorRefused(self) -> None:
+        """
+        Whatever else Twisted's parsers raise on a description refuses it
+        with a C{ValueError}, which the configuration reports as the
+        option's problem.
+        """
+
+        def odd(reactor: object, text: str) -> None:
+            raise RuntimeError("odd text")
+
+        self.patch(listening, "serverFromString", odd)
+        error = self.assertRaises(ValueError, checkDescription, "tcp:443")
+        self.assertIn("is not a valid endpoint description: odd text", str(error))
+
     def test_missingSystemdSocket(self) -> None:
         """
         A C{systemd:} description names a socket this process was not

@@ -23,6 +23,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
+from letsencrypt_resource import host
 from letsencrypt_resource.config import (
     RESOURCE_OPTIONS,
     ConfigurationError,
@@ -503,6 +504,33 @@ class ServerReloadTests(ReloadCase):
         self.reload(server, configuration(FILES, NEW))
         self.assertEqual(set(self.reactor.listening()) - {5002}, {6001, 6003})
         self.assertEqual(len(self.texts(20196)), 1)
+
+    def test_endpointBackslashRefused(self) -> None:
+        """
+        An endpoint description ending in a lone backslash (Twisted's
+        parser fails on it with a C{RuntimeError}) is refused as the
+        option's problem, not blamed on the FTPS service.
+        """
+        self.assertRefused(
+            configuration(FILES, REPORTS + "endpoint = tcp:\\\n"),
+            "[services/reports] option 'endpoint': 'tcp:\\\\' ends in a backslash",
+        )
+        self.assertNotIn("FTPS", self.texts(20197)[0])
+
+    def test_unexpectedErrorRefused(self) -> None:
+        """
+        An unexpected error while reading a configuration without FTPS
+        services refuses the reload, saying so without blaming FTPS.
+        """
+
+        def fail(path: str) -> None:
+            raise RuntimeError("a bug")
+
+        self.patch(host, "readConfiguration", fail)
+        self.assertRefused(
+            configuration(FILES, REPORTS, NEW),
+            "the configuration cannot be checked: RuntimeError('a bug')",
+        )
 
     def test_unreadableFileRefused(self) -> None:
         """

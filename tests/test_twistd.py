@@ -258,6 +258,39 @@ class TwistdTests(TestCACase):
             "'ssl_domain': unknown option; did you mean 'ssl_domains'?\n",
         )
 
+    async def test_oddTextOneLine(self) -> None:
+        """
+        Text that made a parser raise something other than C{ValueError}
+        (a 400-digit C{check_interval}: C{OverflowError}; an endpoint
+        ending in a lone backslash: C{RuntimeError}) is one line naming
+        the section and option, not a traceback.
+        """
+        for section, option, text in [
+            ("resources/le", "check_interval", "1" + "0" * 400),
+            ("services/files", "endpoint", "tcp:\\"),
+        ]:
+            lines = {
+                "resources/le": ["type = lets-encrypt", "address = 127.0.0.1"],
+                "services/files": [
+                    "type = https",
+                    "path = public",
+                    "ssl_domains = files.example.test",
+                ],
+            }
+            lines[section].append(f"{option} = {text}")
+            path = self.writeConfiguration(
+                "".join(f"[{name}]\n" + "\n".join(body) + "\n" for name, body in lines.items())
+            )
+            out, err = await self.refused(path)
+            self.assertEqual(out, b"")
+            self.assertTrue(
+                err.decode().startswith(
+                    f"twistd lets-encrypt: error: {path}: [{section}] option '{option}': "
+                ),
+                err,
+            )
+            self.assertEqual(err.count(b"\n"), 1, err)
+
     async def test_secondServerRefused(self) -> None:
         """
         A second twistd on a state directory in use stops at once with a
