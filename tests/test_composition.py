@@ -15,6 +15,7 @@ from letsencrypt_resource.acmeloading import LoadAtStart
 from letsencrypt_resource.challengesite import ChallengeSiteService
 from letsencrypt_resource.challengesweep import ChallengeSweeper
 from letsencrypt_resource.deploy import DeployHooks
+from letsencrypt_resource.deployflags import DueAtStart
 from letsencrypt_resource.domainsets import DomainSets
 from letsencrypt_resource.metricssite import MetricsSiteService
 from letsencrypt_resource.scheduler import Scheduler
@@ -38,8 +39,9 @@ class CompositionTests(ResourceTestCase):
         """
         Its child services are the deploy hooks, the metrics site, the
         challenge site, the domain sets, the scheduler, the sweeper of
-        challenges left in the storage and the load of the ACME modules, in
-        that order: each starts after the one before it.
+        challenges left in the storage, the read of the deploy runs due on
+        this node once the sets are loaded, and the load of the ACME
+        modules, in that order: each starts after the one before it.
         """
         resource = self.makeResource()
         self.assertIsInstance(resource, MultiService)
@@ -52,6 +54,7 @@ class CompositionTests(ResourceTestCase):
                 DomainSets,
                 Scheduler,
                 ChallengeSweeper,
+                DueAtStart,
                 LoadAtStart,
             ],
         )
