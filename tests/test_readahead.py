@@ -34,7 +34,7 @@ from letsencrypt_resource.storage.readahead import (
     STOP_WAIT,
     ReadAhead,
 )
-from letsencrypt_resource.storage.readerchild import DATA, HEADER, frame
+from letsencrypt_resource.storage.readerchild import DATA, HEADER, HELLO_FRAME, frame
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 
 from .helpers.fakeprocess import ProcessReactor
@@ -68,6 +68,7 @@ class ParentTests(SynchronousTestCase):
         self.ahead.start(root)
         self.process = self.reactor.processes[0]
         self.addCleanup(self.ahead.stop)
+        self.give(HELLO_FRAME)
 
     def give(self, *frames: bytes) -> None:
         """
@@ -276,7 +277,7 @@ class ParentTests(SynchronousTestCase):
         self.addCleanup(ahead.stop)
         readers = self.reactor.getReaders()
         self.assertEqual(len(readers), 2)
-        ahead.received(b"".join(frame(n, b"") for n in range(HELD_KEYS)))
+        ahead.received(HELLO_FRAME + b"".join(frame(n, b"") for n in range(HELD_KEYS)))
         self.assertEqual(len(self.reactor.getReaders()), 1)
         ahead.take(keys[-1:])
         self.assertEqual(len(self.reactor.getReaders()), 2)
@@ -465,6 +466,17 @@ class StorageTests(TestCase):
         self.storage = DirectoryStorage(self.state, reactor, readAhead=True)
         self.addCleanup(self.storage.close)
 
+    async def plan(self, keys: list[str]) -> ReadAhead | None:
+        """
+        Plan the reads of C{keys}, and wait until the storage's worker has
+        opened the state directory for the process.
+
+        @return: The read-ahead.
+        """
+        self.storage.planReads(keys)
+        await self.storage._workers.run(lambda: None)
+        return self.storage._reads._ahead
+
     async def descriptors(self) -> list[str]:
         """
         This process's open descriptors, once a first process was spawned
@@ -509,8 +521,7 @@ class StorageTests(TestCase):
         planned), and every value is right.
         """
         keys = self.fill(300, 700)
-        self.storage.planReads(keys[:400])
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys[:400])
         assert ahead is not None
         self.assertIsNotNone(ahead.pid)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
@@ -523,8 +534,7 @@ class StorageTests(TestCase):
         """
         self.patch(directory_module, "READ_AHEAD_FROM", 10)
         keys = self.fill(10, 10)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None
         self.assertEqual([ahead.holds(key) for key in keys], [False] * 10 + [True] * 10)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
@@ -552,8 +562,7 @@ class StorageTests(TestCase):
         read ahead before the write is never given.
         """
         keys = self.fill(300, 700)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None
         # Until the old values were read ahead and wait to be taken.
         for _ in range(1000):
@@ -574,8 +583,7 @@ class StorageTests(TestCase):
         had not given are read by the thread: nothing is lost.
         """
         keys = self.fill(2000, 4000)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None and ahead.pid is not None
         first = await self.storage.loadMany(keys[:128])
         os.kill(ahead.pid, signal.SIGKILL)
@@ -591,8 +599,7 @@ class StorageTests(TestCase):
         """
         keys = self.fill(2000, 4000)
         before = await self.descriptors()
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None and ahead.pid is not None
         pid = ahead.pid
         await self.storage.close()
