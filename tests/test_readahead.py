@@ -10,6 +10,7 @@ import fcntl
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -697,6 +698,24 @@ class StorageTests(TestCase):
         with self.assertRaises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+
+    async def test_notPython(self) -> None:
+        """
+        When C{sys.executable} is not this Python (an embedding host's
+        program that hangs), the helper is given up after
+        L{HELLO_SECONDS}, not L{STALL_SECONDS}, and every value is read by
+        the thread.
+        """
+        script = self.mktemp()
+        _write(script, b"#!/bin/sh\nexec sleep 60\n")
+        os.chmod(script, 0o700)
+        self.patch(sys, "executable", script)
+        keys = self.fill(300, 100)
+        await self.plan(keys)
+        started = time.monotonic()
+        self.assertEqual(await self.loadAll(keys), self.expected(keys))
+        self.assertLess(time.monotonic() - started, STALL_SECONDS / 2)
+        self.assertEqual(eventIDs(self.events), [20206])
 
     async def test_noDescriptorLeft(self) -> None:
         """
