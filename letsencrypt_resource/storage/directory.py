@@ -452,6 +452,14 @@ class _Place:
         self.lock = StateLock(path)
         self.users = 0
 
+    def forget(self, key: str) -> None:
+        """
+        C{key} is being written: no storage on the directory gives a value
+        of it read ahead before.
+        """
+        for reads in self.reads:
+            reads.forget(key)
+
 
 _places: dict[str, _Place] = {}
 _placesLock = threading.Lock()
@@ -579,11 +587,9 @@ class DirectoryStorage:
         """
         Say that C{keys} will be read, in this order, by L{loadMany}: with
         read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
-        them, but for the first L{READ_AHEAD_FROM}, meanwhile (see
-        L{letsencrypt_resource.storage.readahead}),
-        unless another read-ahead still runs.  The process is started from
-        the worker thread's queue, after the writes queued before.  A key
-        that is not valid is left out (L{loadMany} refuses it).
+        them (not the first L{READ_AHEAD_FROM}, nor invalid keys) unless
+        another still runs, started from the workers' queue after the
+        writes queued before (L{letsencrypt_resource.storage.readahead}).
         """
         if not self._closed:
             self._reads.plan(keys)
@@ -596,8 +602,7 @@ class DirectoryStorage:
         except StorageError:
             return fail()
 
-        for reads in self._place.reads:
-            reads.forget(key)
+        self._place.forget(key)
 
         def change() -> None:
             # One change at a time: a folder that a delete empties is

@@ -115,7 +115,6 @@ class ReadAhead:
         self._process = ReaderProcess(reactor, self)
         self._paused = False
         self._stall: Any = None
-        self._hello: Any = None
         self._over = False
 
     def start(self, root: int) -> None:
@@ -137,7 +136,7 @@ class ReadAhead:
         except Exception as error:
             self.notStarted(str(error))
             return
-        self._hello = self._reactor.callLater(HELLO_SECONDS, self._noHello)
+        self._flow()
 
     def notStarted(self, why: str) -> None:
         """
@@ -146,8 +145,6 @@ class ReadAhead:
         """
         if not self._over:
             self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
-        if not self._process.started and not self._process.reaped.called:
-            self._process.reaped.callback(None)
 
     @property
     def finished(self) -> bool:
@@ -219,8 +216,6 @@ class ReadAhead:
         except MalformedFrame as error:
             self._giveUp(events.READ_AHEAD_STOPPED, str(error))
             return
-        if self._frames.greeted and self._hello is not None:
-            self._cancelHello()
         takes = self._takes
         for key, result in results:
             if key not in self._planned:
@@ -270,19 +265,7 @@ class ReadAhead:
         if not self._over:
             self._over = True
             self._end()
-        if not self._process.started and not self._process.reaped.called:
-            self._process.reaped.callback(None)
-        reaped: Deferred[None] = Deferred()
-
-        def done(result: object = None) -> None:
-            if timer.active():
-                timer.cancel()
-            if not reaped.called:
-                reaped.callback(None)
-
-        timer = self._reactor.callLater(STOP_WAIT, done)
-        self._process.reaped.addBoth(done)
-        return reaped
+        return self._process.reapedWithin(STOP_WAIT)
 
     def _giveUp(self, event: events.EventType, why: str) -> None:
         """
@@ -298,7 +281,6 @@ class ReadAhead:
         Kill the process, if it runs; give every take what it has, and
         let every value held go.
         """
-        self._cancelHello()
         self._process.kill()
         self._planned.clear()
         self._held.clear()
@@ -321,40 +303,31 @@ class ReadAhead:
     def _flow(self) -> None:
         """
         Read the pipe while a take waits or few values are held; time the
-        process while a take waits.
+        process while a take waits, or until its first frame.
         """
         pause = not self._takes and len(self._held) >= HELD_KEYS
         if pause != self._paused:
             self._paused = pause
             (self._process.pause if pause else self._process.resume)()
-        stall = self._stall
-        if self._takes and not self._over:
-            if stall is not None and stall.active():
+        stall, greeted = self._stall, self._frames.greeted
+        if (self._takes or not greeted) and self._process.started and not self._over:
+            if stall is None or not stall.active():
+                wait = STALL_SECONDS if greeted else HELLO_SECONDS
+                self._stall = self._reactor.callLater(wait, self._stalled)
+            elif greeted:
                 stall.reset(STALL_SECONDS)
-            else:
-                self._stall = self._reactor.callLater(STALL_SECONDS, self._stalled)
         elif stall is not None and stall.active():
             stall.cancel()
 
-    def _cancelHello(self) -> None:
-        """
-        Stop waiting for the process's first frame.
-        """
-        if self._hello is not None and self._hello.active():
-            self._hello.cancel()
-        self._hello = None
-
-    def _noHello(self) -> None:
-        """
-        The process has not written its first frame in L{HELLO_SECONDS}:
-        it is not this Python, or hangs.
-        """
-        self._hello = None
-        why = f"it did not answer within {HELLO_SECONDS} seconds"
-        self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
-
     def _stalled(self) -> None:
         """
-        A take has waited L{STALL_SECONDS} for the process's next frame.
+        The process has not written its first frame in L{HELLO_SECONDS}
+        (it is not this Python, or hangs), or a take has waited
+        L{STALL_SECONDS} for its next frame.
         """
-        self._giveUp(events.READ_AHEAD_STOPPED, f"it read nothing for {STALL_SECONDS} seconds")
+        if not self._frames.greeted:
+            why = f"it did not answer within {HELLO_SECONDS} seconds"
+            self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
+        else:
+            why = f"it read nothing for {STALL_SECONDS} seconds"
+            self._giveUp(events.READ_AHEAD_STOPPED, why)

@@ -200,14 +200,34 @@ class ReaderProcess(ProcessProtocol):
 
     def kill(self) -> None:
         """
-        Kill the process, if it runs, and read nothing more of it.
+        Kill the process, if it runs, and read nothing more of it.  One
+        never started is taken as reaped.
         """
+        if not self.started and not self.reaped.called:
+            self.reaped.callback(None)
         if self._exit is None and self.transport is not None:
             try:
                 self.transport.signalProcess(signal.SIGKILL)
             except ProcessExitedAlready:
                 pass
         self.framesClosed()
+
+    def reapedWithin(self, seconds: float) -> Deferred[None]:
+        """
+        A Deferred that fires once the process is reaped, or after
+        C{seconds} (a host that never reaps it).
+        """
+        reaped: Deferred[None] = Deferred()
+
+        def done(result: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not reaped.called:
+                reaped.callback(None)
+
+        timer = self._reactor.callLater(seconds, done)
+        self.reaped.addBoth(done)
+        return reaped
 
     def frames(self, data: bytes) -> None:
         """
