@@ -267,10 +267,14 @@ def openBelow(root: int, path: str, parts: Sequence[str]) -> Iterator[int]:
 
     @return: A context manager giving the folder's descriptor.
     @raise FileNotFoundError: when a folder is missing.
-    @raise UnusablePath: when a folder on the way breaks the rule.
+    @raise UnusablePath: when a folder on the way breaks the rule, or a
+        part is not a file name.
     """
     for part in parts:
-        _checkName(part)
+        try:
+            _checkName(part)
+        except ValueError as error:
+            raise UnusablePath(os.path.join(path, *parts), str(error)) from None
     fd = _descend(os.dup(root), path, [(p, _PRIVATE) for p in parts], False)
     try:
         yield fd

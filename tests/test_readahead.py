@@ -6,12 +6,15 @@ through L{DirectoryStorage} and the set loader.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
@@ -22,19 +25,21 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from letsencrypt_resource.managed import ManagedCertificate
 from letsencrypt_resource.nodestorage import makeStorage
-from letsencrypt_resource.safefs import HeldFolder
+from letsencrypt_resource.safefs import HeldFolder, UnusablePath, openBelow
 from letsencrypt_resource.setloading import SetLoader
 from letsencrypt_resource.storage import directory as directory_module
-from letsencrypt_resource.storage.directory import DirectoryStorage, readFiles
+from letsencrypt_resource.storage.directory import DirectoryStorage, InThisThread, readFiles
 from letsencrypt_resource.storage.fileread import TooLarge, readEach
 from letsencrypt_resource.storage.interface import MAX_VALUE, StorageError
 from letsencrypt_resource.storage.readahead import (
     HELD_KEYS,
+    HELLO_SECONDS,
     STALL_SECONDS,
     STOP_WAIT,
     ReadAhead,
 )
-from letsencrypt_resource.storage.readerchild import DATA, HEADER, frame
+from letsencrypt_resource.storage.readerchild import DATA, HEADER, HELLO_FRAME, frame
+from letsencrypt_resource.storage.readerprocess import REAP_POLL
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 
 from .helpers.fakeprocess import ProcessReactor
@@ -68,6 +73,7 @@ class ParentTests(SynchronousTestCase):
         self.ahead.start(root)
         self.process = self.reactor.processes[0]
         self.addCleanup(self.ahead.stop)
+        self.give(HELLO_FRAME)
 
     def give(self, *frames: bytes) -> None:
         """
@@ -276,7 +282,7 @@ class ParentTests(SynchronousTestCase):
         self.addCleanup(ahead.stop)
         readers = self.reactor.getReaders()
         self.assertEqual(len(readers), 2)
-        ahead.received(b"".join(frame(n, b"") for n in range(HELD_KEYS)))
+        ahead.received(HELLO_FRAME + b"".join(frame(n, b"") for n in range(HELD_KEYS)))
         self.assertEqual(len(self.reactor.getReaders()), 1)
         ahead.take(keys[-1:])
         self.assertEqual(len(self.reactor.getReaders()), 2)
@@ -320,6 +326,93 @@ class ParentTests(SynchronousTestCase):
         ahead.start(0)
         self.assertEqual(len(self.reactor.processes), 1)
         self.assertEqual(eventIDs(self.events), [20206])
+
+    def test_noHello(self) -> None:
+        """
+        A process that writes no first frame within L{HELLO_SECONDS} (not
+        this Python, or hung) is killed and logged as not started; a take
+        waiting for it fires at once, without its keys.
+        """
+        ahead = ReadAhead(self.reactor, "/state", KEYS, MAX_VALUE)
+        ahead.start(0)
+        self.addCleanup(ahead.stop)
+        process = self.reactor.processes[1]
+        taken = ahead.take(KEYS[:1])
+        self.reactor.advance(HELLO_SECONDS - 0.01)
+        self.assertNoResult(taken)
+        self.reactor.advance(0.01)
+        self.assertEqual(self.successResultOf(taken), {})
+        self.assertEqual(eventIDs(self.events), [20206])
+        self.assertEqual(process.signals, [signal.SIGKILL])
+
+    def test_helloInTime(self) -> None:
+        """
+        A process that greeted in time is not given up when
+        L{HELLO_SECONDS} have passed.
+        """
+        self.reactor.advance(HELLO_SECONDS * 2)
+        self.assertEqual(eventIDs(self.events), [])
+        self.assertTrue(self.ahead.holds(KEYS[0]))
+
+    def test_notHelloFirst(self) -> None:
+        """
+        A process whose first frame is not the greeting is given up.
+        """
+        ahead = ReadAhead(self.reactor, "/state", KEYS, MAX_VALUE)
+        ahead.start(0)
+        self.addCleanup(ahead.stop)
+        ahead.received(frame(0, b"state"))
+        self.assertEqual(eventIDs(self.events), [20205])
+        self.assertFalse(ahead.holds(KEYS[0]))
+
+    def test_duplicateKeyTaken(self) -> None:
+        """
+        A key asked twice in one take is given once, at once, without
+        waiting for a frame that never comes.
+        """
+        self.give(frame(0, b"state"))
+        taken = self.ahead.take([KEYS[0], KEYS[0], KEYS[1]])
+        self.give(frame(1, b"cert"))
+        self.assertEqual(self.successResultOf(taken), {KEYS[0]: b"state", KEYS[1]: b"cert"})
+        self.assertEqual(eventIDs(self.events), [])
+
+    def endPipe(self, code: int) -> None:
+        """
+        The frames' pipe ends, and the process exits with C{code}, its end
+        not told (a reactor without C{SIGCHLD} handling).
+        """
+        self.process.exit(code, told=False)
+        for reader in self.reactor.getReaders():
+            reader.connectionLost(Failure(ConnectionDone()))
+
+    def test_pipeEndedEarly(self) -> None:
+        """
+        When the frames' pipe ends with frames missing, the process is
+        given up at once, before its end is told; it is then reaped with
+        C{reapProcess} after L{REAP_POLL}.
+        """
+        taken = self.ahead.take(KEYS[:2])
+        self.give(frame(0, b"state"))
+        self.endPipe(1)
+        self.assertEqual(self.successResultOf(taken), {"renewal/a.json": b"state"})
+        self.assertEqual(eventIDs(self.events), [20205])
+        stopped = self.ahead.stop()
+        self.assertNoResult(stopped)
+        self.reactor.advance(REAP_POLL)
+        self.assertEqual(self.process.reaps, 1)
+        self.successResultOf(stopped)
+
+    def test_reapedWithoutSigchld(self) -> None:
+        """
+        A process that gave every frame and ended is reaped by polling:
+        stopping does not wait L{STOP_WAIT}, and nothing is logged.
+        """
+        self.give(*(frame(index, b"x") for index in range(len(KEYS))))
+        self.endPipe(0)
+        self.reactor.advance(REAP_POLL)
+        self.assertTrue(self.ahead.finished)
+        self.successResultOf(self.ahead.stop())
+        self.assertEqual(eventIDs(self.events), [])
 
 
 def _makeState(path: str) -> str:
@@ -465,6 +558,17 @@ class StorageTests(TestCase):
         self.storage = DirectoryStorage(self.state, reactor, readAhead=True)
         self.addCleanup(self.storage.close)
 
+    async def plan(self, keys: list[str]) -> ReadAhead | None:
+        """
+        Plan the reads of C{keys}, and wait until the storage's worker has
+        opened the state directory for the process.
+
+        @return: The read-ahead.
+        """
+        self.storage.planReads(keys)
+        await self.storage._workers.run(lambda: None)
+        return self.storage._reads._ahead
+
     async def descriptors(self) -> list[str]:
         """
         This process's open descriptors, once a first process was spawned
@@ -509,8 +613,7 @@ class StorageTests(TestCase):
         planned), and every value is right.
         """
         keys = self.fill(300, 700)
-        self.storage.planReads(keys[:400])
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys[:400])
         assert ahead is not None
         self.assertIsNotNone(ahead.pid)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
@@ -523,8 +626,7 @@ class StorageTests(TestCase):
         """
         self.patch(directory_module, "READ_AHEAD_FROM", 10)
         keys = self.fill(10, 10)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None
         self.assertEqual([ahead.holds(key) for key in keys], [False] * 10 + [True] * 10)
         self.assertEqual(await self.loadAll(keys), self.expected(keys))
@@ -552,8 +654,7 @@ class StorageTests(TestCase):
         read ahead before the write is never given.
         """
         keys = self.fill(300, 700)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None
         # Until the old values were read ahead and wait to be taken.
         for _ in range(1000):
@@ -574,8 +675,7 @@ class StorageTests(TestCase):
         had not given are read by the thread: nothing is lost.
         """
         keys = self.fill(2000, 4000)
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None and ahead.pid is not None
         first = await self.storage.loadMany(keys[:128])
         os.kill(ahead.pid, signal.SIGKILL)
@@ -591,14 +691,31 @@ class StorageTests(TestCase):
         """
         keys = self.fill(2000, 4000)
         before = await self.descriptors()
-        self.storage.planReads(keys)
-        ahead = self.storage._reads._ahead
+        ahead = await self.plan(keys)
         assert ahead is not None and ahead.pid is not None
         pid = ahead.pid
         await self.storage.close()
         with self.assertRaises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+
+    async def test_notPython(self) -> None:
+        """
+        When C{sys.executable} is not this Python (an embedding host's
+        program that hangs), the helper is given up after
+        L{HELLO_SECONDS}, not L{STALL_SECONDS}, and every value is read by
+        the thread.
+        """
+        script = self.mktemp()
+        _write(script, b"#!/bin/sh\nexec sleep 60\n")
+        os.chmod(script, 0o700)
+        self.patch(sys, "executable", script)
+        keys = self.fill(300, 100)
+        await self.plan(keys)
+        started = time.monotonic()
+        self.assertEqual(await self.loadAll(keys), self.expected(keys))
+        self.assertLess(time.monotonic() - started, STALL_SECONDS / 2)
+        self.assertEqual(eventIDs(self.events), [20206])
 
     async def test_noDescriptorLeft(self) -> None:
         """
@@ -610,6 +727,191 @@ class StorageTests(TestCase):
         await self.loadAll(keys)
         await self.storage.close()
         self.assertEqual(sorted(os.listdir("/proc/self/fd")), before)
+
+
+class _Queue:
+    """
+    A storage's workers that run their jobs, in order, only when told.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Any, tuple[Any, ...], Deferred[Any]]] = []
+
+    def run(self, f: Any, *args: Any) -> Deferred[Any]:
+        done: Deferred[Any] = Deferred()
+        self.jobs.append((f, args, done))
+        return done
+
+    def runAll(self) -> None:
+        """
+        Run the jobs queued, and those they queue.
+        """
+        while self.jobs:
+            f, args, done = self.jobs.pop(0)
+            maybeDeferred(f, *args).chainDeferred(done)
+
+
+class FakeProcessStorageTests(SynchronousTestCase):
+    """
+    A L{DirectoryStorage} with read-ahead on a fake process: when the
+    process is started, what it is given, and what the storage waits for.
+    """
+
+    def setUp(self) -> None:
+        self.patch(directory_module, "READ_AHEAD_MIN", 2)
+        self.patch(directory_module, "READ_AHEAD_FROM", 0)
+        self.reactor = ProcessReactor()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.state = _makeState(self.mktemp())
+        self.keys = []
+        for name in ("a", "b"):
+            for key in (renewalKey((f"{name}.example",)), certificateKey((f"{name}.example",))):
+                _write(os.path.join(self.state, key), b"old")
+                self.keys.append(key)
+
+    def storage(self, workers: Any = None, readAhead: bool = True) -> DirectoryStorage:
+        """
+        A storage on the state directory, its file operations in this
+        thread unless C{workers} are given.
+        """
+        storage = DirectoryStorage(
+            self.state, self.reactor, workers=workers or InThisThread(), readAhead=readAhead
+        )
+        self.addCleanup(storage.close)
+        return storage
+
+    def test_otherStorageWrites(self) -> None:
+        """
+        A key stored through another storage on the same directory is not
+        given from what was read ahead before: it is read again.
+        """
+        reading, other = self.storage(), self.storage(readAhead=False)
+        reading.planReads(self.keys)
+        self.reactor.processes[0].protocol.frames(HELLO_FRAME + frame(0, b"old"))
+        self.successResultOf(other.store(self.keys[0], b"fresh"))
+        got = self.successResultOf(reading.loadMany(self.keys[:1]))
+        self.assertEqual(got, {self.keys[0]: b"fresh"})
+
+    def test_planAfterQueuedWrites(self) -> None:
+        """
+        The process is started from the workers' queue: the writes queued
+        before the plan have landed when it starts, and the reactor
+        thread touches no file to plan.
+        """
+        queue = _Queue()
+        storage = self.storage(queue)
+        stored = storage.store(self.keys[0], b"fresh")
+        storage.planReads(self.keys)
+        self.assertEqual(self.reactor.processes, [])
+        seen = []
+        spawn = self.reactor.spawnProcess
+
+        def spawned(*args: Any, **kwargs: Any) -> Any:
+            with open(os.path.join(self.state, self.keys[0]), "rb") as f:
+                seen.append(f.read())
+            return spawn(*args, **kwargs)
+
+        self.patch(self.reactor, "spawnProcess", spawned)
+        queue.runAll()
+        self.successResultOf(stored)
+        self.assertEqual(seen, [b"fresh"])
+        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_closeWaitsForTheEnd(self) -> None:
+        """
+        Closing the storage kills the process and fires only once its end
+        is told.
+        """
+        storage = self.storage()
+        storage.planReads(self.keys)
+        process = self.reactor.processes[0]
+        closed = storage.close()
+        self.assertEqual(process.signals, [signal.SIGKILL])
+        self.assertNoResult(closed)
+        process.exit(signal=signal.SIGKILL)
+        self.successResultOf(closed)
+
+    def test_closedBeforeStart(self) -> None:
+        """
+        A storage closed before its workers opened the directory for the
+        process starts none, and does not wait for one.
+        """
+        queue = _Queue()
+        storage = self.storage(queue)
+        storage.planReads(self.keys)
+        closed = storage.close()
+        queue.runAll()
+        self.successResultOf(closed)
+        self.assertEqual(self.reactor.processes, [])
+        self.assertEqual(eventIDs(self.events), [])
+
+    def test_badKeysLeftOut(self) -> None:
+        """
+        The keys planned that are not valid are not given to the process.
+        """
+        bad = ["../x", ".leases/a", "renewal//a.json", "/etc/passwd"]
+        storage = self.storage()
+        storage.planReads(bad + self.keys)
+        ahead = storage._reads._ahead
+        assert ahead is not None
+        self.assertEqual([ahead.holds(key) for key in bad], [False] * len(bad))
+        self.assertTrue(all(ahead.holds(key) for key in self.keys))
+
+    def assertNoReadAhead(self) -> None:
+        """
+        Planning starts no process and logs nothing.
+        """
+        self.storage().planReads(self.keys)
+        self.assertEqual(self.reactor.processes, [])
+        self.assertEqual(eventIDs(self.events), [])
+
+    def test_frozen(self) -> None:
+        """
+        In a frozen application, whose C{sys.executable} is itself, no
+        process is tried.
+        """
+        sys.frozen = True  # type: ignore[attr-defined]
+        self.addCleanup(delattr, sys, "frozen")
+        self.assertNoReadAhead()
+
+    def test_noExecutable(self) -> None:
+        """
+        Without a C{sys.executable}, no process is tried.
+        """
+        self.patch(sys, "executable", "")
+        self.assertNoReadAhead()
+
+    def test_noMemfd(self) -> None:
+        """
+        Without C{os.memfd_create} (not Linux), no process is tried.
+        """
+        saved = os.memfd_create
+        del os.memfd_create
+        self.addCleanup(setattr, os, "memfd_create", saved)
+        self.assertNoReadAhead()
+
+    def test_noPipeResize(self) -> None:
+        """
+        Without C{fcntl.F_SETPIPE_SZ} (not Linux), the process starts with
+        the pipe as it is.
+        """
+        saved = fcntl.F_SETPIPE_SZ
+        del fcntl.F_SETPIPE_SZ
+        self.addCleanup(setattr, fcntl, "F_SETPIPE_SZ", saved)
+        self.storage().planReads(self.keys)
+        self.assertEqual(len(self.reactor.processes), 1)
+        self.assertEqual(eventIDs(self.events), [])
+
+    def test_openBelowRefusesNames(self) -> None:
+        """
+        C{openBelow} refuses a part that is not a file name with
+        L{UnusablePath}, which the process reports as its key's.
+        """
+        root = os.open(self.state, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, root)
+        for parts in ([".."], ["renewal", ""], ["a/b"]):
+            with self.assertRaises(UnusablePath), openBelow(root, self.state, parts):
+                pass
 
 
 class _Taker:

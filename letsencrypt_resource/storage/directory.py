@@ -52,6 +52,7 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..safefs import HeldFolder, UnusablePath, replaceInFolder
@@ -71,7 +72,7 @@ from .interface import (
 from .leases import Lease, LeaseTable, checkFence, reportStale
 from .lock import StateDirectoryLocked, StateLock
 from .notify import ChangeFeed
-from .readahead import READ_AHEAD_FROM, READ_AHEAD_MIN, ReadAhead
+from .readahead import READ_AHEAD_FROM, READ_AHEAD_MIN, ReadAhead, available
 
 T = TypeVar("T")
 
@@ -297,6 +298,18 @@ class InThisThread:
         return maybeDeferred(f, *args)
 
 
+def _valid(key: str) -> bool:
+    """
+    Whether C{key} is a key L{loadMany <DirectoryStorage.loadMany>} would
+    take.
+    """
+    try:
+        checkKey(key)
+    except StorageError:
+        return False
+    return True
+
+
 class _FileReads:
     """
     How a L{DirectoryStorage} reads its files: in its worker thread, or,
@@ -316,20 +329,46 @@ class _FileReads:
         """
         See L{DirectoryStorage.planReads}.
         """
-        if not self._readAhead or len(keys) < READ_AHEAD_MIN:
+        if not self._readAhead or len(keys) < READ_AHEAD_MIN or not available():
             return
         if self._ahead is not None and not self._ahead.finished:
             return
         # None holds a zero byte (see ReadAhead.start).
-        unique = list(dict.fromkeys(keys))[READ_AHEAD_FROM:]
+        unique = [key for key in dict.fromkeys(keys) if _valid(key)][READ_AHEAD_FROM:]
         if not unique:
             return
         ahead = self._ahead = ReadAhead(self._reactor, self._folder.path, unique, MAX_VALUE)
+        # Opened in the worker thread, after the writes queued before: the
+        # process reads what they wrote.
+        opened = self._workers.run(self._openRoot)
+        opened.addCallbacks(
+            self._start, self._notOpened, callbackArgs=(ahead,), errbackArgs=(ahead,)
+        )
+
+    def _openRoot(self) -> int:
+        """
+        A descriptor of the state directory, in a worker thread.
+        """
+        with self._folder.open((), create=False) as root:
+            return os.dup(root)
+
+    @staticmethod
+    def _start(root: int, ahead: ReadAhead) -> None:
+        """
+        Start C{ahead} with C{root}, then close it.
+        """
         try:
-            with self._folder.open((), create=False) as root:
-                ahead.start(root)
-        except OSError as error:
-            ahead.notStarted(reason(error))
+            ahead.start(root)
+        finally:
+            os.close(root)
+
+    @staticmethod
+    def _notOpened(failure: Failure, ahead: ReadAhead) -> None:
+        """
+        The state directory could not be opened for C{ahead}.
+        """
+        error = failure.value
+        ahead.notStarted(reason(error) if isinstance(error, OSError) else str(error))
 
     def readMany(self, keys: list[str]) -> Deferred[dict[str, bytes | StorageError | None]]:
         """
@@ -406,9 +445,20 @@ class _Place:
         self.real = real
         self.leases = LeaseTable(clock)
         self.feed = ChangeFeed()
+        #: The reads of the storage objects on it that are open: each
+        #: forgets what it read ahead of a key written through any.
+        self.reads: set[_FileReads] = set()
         self.exclusive = threading.Lock()
         self.lock = StateLock(path)
         self.users = 0
+
+    def forget(self, key: str) -> None:
+        """
+        C{key} is being written: no storage on the directory gives a value
+        of it read ahead before.
+        """
+        for reads in self.reads:
+            reads.forget(key)
 
 
 _places: dict[str, _Place] = {}
@@ -486,6 +536,7 @@ class DirectoryStorage:
         self._givenLock = lock
         self._closed = False
         self._reads = _FileReads(self._folder, workers, reactor, readAhead)
+        self._place.reads.add(self._reads)
 
     @property
     def _lock(self) -> StateLock:
@@ -536,10 +587,9 @@ class DirectoryStorage:
         """
         Say that C{keys} will be read, in this order, by L{loadMany}: with
         read-ahead on and L{READ_AHEAD_MIN} keys or more, a process reads
-        them, but for the first L{READ_AHEAD_FROM}, meanwhile (see
-        L{letsencrypt_resource.storage.readahead}),
-        unless another read-ahead still runs.  C{keys} are not checked
-        here: L{loadMany} checks those it is asked for.
+        them (not the first L{READ_AHEAD_FROM}, nor invalid keys) unless
+        another still runs, started from the workers' queue after the
+        writes queued before (L{letsencrypt_resource.storage.readahead}).
         """
         if not self._closed:
             self._reads.plan(keys)
@@ -552,7 +602,7 @@ class DirectoryStorage:
         except StorageError:
             return fail()
 
-        self._reads.forget(key)
+        self._place.forget(key)
 
         def change() -> None:
             # One change at a time: a folder that a delete empties is
@@ -674,6 +724,7 @@ class DirectoryStorage:
             return succeed(None)
         self._closed = True
         self._place.feed.forget(self)
+        self._place.reads.discard(self._reads)
 
         def letGo() -> None:
             with self._place.exclusive:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from ..safefs import UnusablePath
 from .fileread import Result, TooLarge
-from .readerchild import DATA, ERRNO, ERROR, HEADER, MISSING, TOO_LARGE, UNUSABLE
+from .readerchild import DATA, ERRNO, ERROR, HEADER, HELLO_FRAME, MISSING, TOO_LARGE, UNUSABLE
 
 #: The longest message an L{ERROR} or L{UNUSABLE} frame may carry.
 MAX_MESSAGE = 1 << 16
@@ -28,6 +28,7 @@ class Frames:
     The frames of the process that reads C{keys}, read as they arrive.
 
     @ivar complete: Whether a frame of every key has arrived.
+    @ivar greeted: Whether the first frame, L{HELLO_FRAME}, has arrived.
     """
 
     def __init__(self, directory: str, keys: Sequence[str], limit: int):
@@ -43,10 +44,11 @@ class Frames:
         self._seen = bytearray(len(keys))
         self._left = len(keys)
         self._buffer = b""
+        self.greeted = False
 
     @property
     def complete(self) -> bool:
-        return self._left == 0 and not self._buffer
+        return self.greeted and self._left == 0 and not self._buffer
 
     def feed(self, data: bytes) -> list[tuple[str, Result]]:
         """
@@ -55,11 +57,20 @@ class Frames:
         @raise MalformedFrame: when C{data} or what came before it is not
             frames the process may write: a frame of an unknown kind, of a
             key it was not given or given already, longer than a value or
-            a message can be, or with a payload its kind does not have.
+            a message can be, or with a payload its kind does not have;
+            or a first frame that is not L{HELLO_FRAME}.
         """
         buffer = self._buffer + data if self._buffer else data
-        results = []
+        results: list[tuple[str, Result]] = []
         start = 0
+        if not self.greeted:
+            if buffer[: len(HELLO_FRAME)] != HELLO_FRAME[: len(buffer)]:
+                raise MalformedFrame("the first frame is not the process's greeting")
+            if len(buffer) < len(HELLO_FRAME):
+                self._buffer = buffer
+                return results
+            self.greeted = True
+            start = len(HELLO_FRAME)
         end = len(buffer)
         size = HEADER.size
         while end - start >= size:

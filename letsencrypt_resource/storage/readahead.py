@@ -19,14 +19,18 @@ write of this process is given.  The pipe is read while no more than
 L{HELD_KEYS} values wait to be taken, or while a take waits: memory holds
 the pipe's content, one batch and those (see
 L{letsencrypt_resource.storage.readerprocess} for how it is read).  A process that cannot be
-started, dies, writes a frame that is not one, or gives nothing for
-L{STALL_SECONDS} while a take waits for it, is killed and logged once
-(events 20205, 20206); the keys it has not given are then the storage's
-thread's to read.
+started, does not greet within L{HELLO_SECONDS} (a C{sys.executable}
+that is not this Python, or hangs), dies, writes a frame that is not one,
+or gives nothing for L{STALL_SECONDS} while a take waits for it, is killed
+and logged once (events 20205, 20206); the keys it has not given are then
+the storage's thread's to read.  Where no process can be made as it needs
+(a frozen application, no C{sys.executable}, no C{memfd_create}),
+L{available} says so and none is tried.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +44,7 @@ from .fileread import Result
 from .framing import Frames, MalformedFrame
 from .readerchild import command
 from .readerprocess import ReaderProcess
+from .readerprocess import available as _systemHas
 
 #: The fewest keys a read-ahead is started for (2,000 sets): below, the
 #: process's start costs more than it saves (C{bench/readahead.py}: at
@@ -50,6 +55,8 @@ READ_AHEAD_MIN = 4000
 #: reads them while the process starts (some 50 ms, which the first
 #: batches would otherwise wait).
 READ_AHEAD_FROM = 512
+#: How long the process has, once spawned, to write its first frame.
+HELLO_SECONDS = 1.0
 #: How long a take waits for the process's next frame before the process
 #: is given up.
 STALL_SECONDS = 10.0
@@ -61,6 +68,15 @@ STOP_WAIT = 5.0
 HELD_KEYS = 512
 
 _log = Logger()
+
+
+def available() -> bool:
+    """
+    Whether a read-ahead process can be started here: C{sys.executable} is
+    this Python (not a frozen application, which would run itself again)
+    and the system has what the process needs.
+    """
+    return bool(sys.executable) and not getattr(sys, "frozen", False) and _systemHas()
 
 
 class _Take:
@@ -113,18 +129,22 @@ class ReadAhead:
             self.notStarted("a key holds a zero byte")
             return
         keys = joined.encode("utf-8", "surrogateescape")
+        if self._over:
+            return
         try:
             self._process.start(command(self._directory, self._limit), keys, root)
         except Exception as error:
             self.notStarted(str(error))
+            return
+        self._flow()
 
     def notStarted(self, why: str) -> None:
         """
         The process could not be started, for C{why}: the keys are the
         storage's thread's to read.
         """
-        self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
-        self._process.reaped.callback(None)
+        if not self._over:
+            self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
 
     @property
     def finished(self) -> bool:
@@ -153,6 +173,7 @@ class ReadAhead:
         is left out.  The values read ahead of keys planned before them
         and not taken are let go: they were read otherwise.
         """
+        keys = list(dict.fromkeys(keys))
         first = min(self._planned[key] for key in keys)
         for skipped in [k for k in self._held if self._planned[k] < first]:
             del self._held[skipped], self._planned[skipped]
@@ -225,6 +246,15 @@ class ReadAhead:
                 why = f"it ended before it had read every file ({reason.value})"
                 self._giveUp(events.READ_AHEAD_STOPPED, why)
 
+    def pipeEnded(self) -> None:
+        """
+        The process's frames' pipe ended: with frames missing, it is given
+        up at once, even before its end is told.
+        """
+        if not self._over and not self._frames.complete:
+            why = "its output ended before it had read every file"
+            self._giveUp(events.READ_AHEAD_STOPPED, why)
+
     def stop(self) -> Deferred[None]:
         """
         Kill the process, if it runs, and give every take what it has.
@@ -235,17 +265,7 @@ class ReadAhead:
         if not self._over:
             self._over = True
             self._end()
-        reaped: Deferred[None] = Deferred()
-
-        def done(result: object = None) -> None:
-            if timer.active():
-                timer.cancel()
-            if not reaped.called:
-                reaped.callback(None)
-
-        timer = self._reactor.callLater(STOP_WAIT, done)
-        self._process.reaped.addBoth(done)
-        return reaped
+        return self._process.reapedWithin(STOP_WAIT)
 
     def _giveUp(self, event: events.EventType, why: str) -> None:
         """
@@ -283,23 +303,31 @@ class ReadAhead:
     def _flow(self) -> None:
         """
         Read the pipe while a take waits or few values are held; time the
-        process while a take waits.
+        process while a take waits, or until its first frame.
         """
         pause = not self._takes and len(self._held) >= HELD_KEYS
         if pause != self._paused:
             self._paused = pause
             (self._process.pause if pause else self._process.resume)()
-        stall = self._stall
-        if self._takes and not self._over:
-            if stall is not None and stall.active():
+        stall, greeted = self._stall, self._frames.greeted
+        if (self._takes or not greeted) and self._process.started and not self._over:
+            if stall is None or not stall.active():
+                wait = STALL_SECONDS if greeted else HELLO_SECONDS
+                self._stall = self._reactor.callLater(wait, self._stalled)
+            elif greeted:
                 stall.reset(STALL_SECONDS)
-            else:
-                self._stall = self._reactor.callLater(STALL_SECONDS, self._stalled)
         elif stall is not None and stall.active():
             stall.cancel()
 
     def _stalled(self) -> None:
         """
-        A take has waited L{STALL_SECONDS} for the process's next frame.
+        The process has not written its first frame in L{HELLO_SECONDS}
+        (it is not this Python, or hangs), or a take has waited
+        L{STALL_SECONDS} for its next frame.
         """
-        self._giveUp(events.READ_AHEAD_STOPPED, f"it read nothing for {STALL_SECONDS} seconds")
+        if not self._frames.greeted:
+            why = f"it did not answer within {HELLO_SECONDS} seconds"
+            self._giveUp(events.READ_AHEAD_NOT_STARTED, why)
+        else:
+            why = f"it read nothing for {STALL_SECONDS} seconds"
+            self._giveUp(events.READ_AHEAD_STOPPED, why)

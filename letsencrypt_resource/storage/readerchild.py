@@ -12,7 +12,9 @@ the standard library and this package's modules that use only it, nothing
 else: the parent starts it isolated (C{-I -S}), with only the folder it
 imported this package from added to its path (see L{command}).
 
-A frame is a header (L{HEADER}: the kind, the key's index in the list
+Its first frame, written at once, is L{HELLO_FRAME}: the parent gives
+the process up when it does not come soon (a C{sys.executable} that is not
+this Python, or hangs).  A frame is a header (L{HEADER}: the kind, the key's index in the list
 given, the length of what follows) and its payload: the file's content
 (L{DATA}); nothing (L{MISSING}, L{TOO_LARGE}); the error's number, then
 the path it names and its message, separated by a zero byte (L{ERROR}); or
@@ -35,7 +37,9 @@ ROOT = 3
 #: A frame's header: its kind, the key's index, the payload's length.
 HEADER = struct.Struct(">BII")
 #: The frames' kinds.
-DATA, MISSING, TOO_LARGE, ERROR, UNUSABLE = range(5)
+DATA, MISSING, TOO_LARGE, ERROR, UNUSABLE, HELLO = range(6)
+#: The first frame the process writes, before it reads its keys.
+HELLO_FRAME = HEADER.pack(HELLO, 0, 0)
 #: An L{ERROR} frame's error number, before the path and the message.
 ERRNO = struct.Struct(">i")
 #: How many keys are read (their folders opened) at a time, and their
@@ -88,6 +92,7 @@ def main(argv: Sequence[str]) -> None:
     @param argv: The state directory's path, and the most bytes a file is
         read of.
     """
+    os.write(1, HELLO_FRAME)
     base, limit = argv[0], int(argv[1])
     text = sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
     keys = text.split("\0") if text else []

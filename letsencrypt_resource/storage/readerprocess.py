@@ -28,6 +28,19 @@ READ_SIZE = 1 << 20
 PIPE_SIZE = 1 << 20
 #: How much of what the process writes on its error output is kept.
 OUTPUT_KEPT = 4096
+#: How often, and how many times, a process whose frames' pipe is closed
+#: is looked for with C{waitpid} (C{WNOHANG}) when its end is not told (a
+#: reactor that handles no C{SIGCHLD}).
+REAP_POLL = 0.1
+REAP_TRIES = 50
+
+
+def available() -> bool:
+    """
+    Whether this system has what a read-ahead process needs: an anonymous
+    file for its keys (the pipe's enlargement is optional).
+    """
+    return hasattr(os, "memfd_create")
 
 
 class Sink(Protocol):
@@ -44,6 +57,11 @@ class Sink(Protocol):
         """
         The process ended for C{reason}, its frames' pipe closed, having
         written C{output} on its error output.
+        """
+
+    def pipeEnded(self) -> None:
+        """
+        The process's frames' pipe has ended: it writes nothing more.
         """
 
 
@@ -94,6 +112,7 @@ class _Frames:
 
     def connectionLost(self, reason: Failure) -> None:
         self._process.framesClosed()
+        self._process.pipeEnded()
 
 
 class ReaderProcess(ProcessProtocol):
@@ -111,6 +130,7 @@ class ReaderProcess(ProcessProtocol):
         self._reading = False
         self._output = bytearray()
         self._exit: Failure | None = None
+        self._poll: Any = None
         self.reaped: Deferred[None] = Deferred()
 
     def start(self, argv: list[str], keys: bytes, root: int) -> None:
@@ -124,10 +144,12 @@ class ReaderProcess(ProcessProtocol):
         try:
             readEnd, writeEnd = os.pipe()
             try:
-                try:
-                    fcntl.fcntl(writeEnd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-                except OSError:
-                    pass
+                resize = getattr(fcntl, "F_SETPIPE_SZ", None)
+                if resize is not None:
+                    try:
+                        fcntl.fcntl(writeEnd, resize, PIPE_SIZE)
+                    except OSError:
+                        pass
                 self._reactor.spawnProcess(
                     self,
                     argv[0],
@@ -145,6 +167,13 @@ class ReaderProcess(ProcessProtocol):
         os.set_blocking(readEnd, False)
         self._reader = _Frames(readEnd, self)
         self.resume()
+
+    @property
+    def started(self) -> bool:
+        """
+        Whether the process was spawned.
+        """
+        return self.transport is not None
 
     @property
     def pid(self) -> int | None:
@@ -171,14 +200,34 @@ class ReaderProcess(ProcessProtocol):
 
     def kill(self) -> None:
         """
-        Kill the process, if it runs, and read nothing more of it.
+        Kill the process, if it runs, and read nothing more of it.  One
+        never started is taken as reaped.
         """
+        if not self.started and not self.reaped.called:
+            self.reaped.callback(None)
         if self._exit is None and self.transport is not None:
             try:
                 self.transport.signalProcess(signal.SIGKILL)
             except ProcessExitedAlready:
                 pass
         self.framesClosed()
+
+    def reapedWithin(self, seconds: float) -> Deferred[None]:
+        """
+        A Deferred that fires once the process is reaped, or after
+        C{seconds} (a host that never reaps it).
+        """
+        reaped: Deferred[None] = Deferred()
+
+        def done(result: object = None) -> None:
+            if timer.active():
+                timer.cancel()
+            if not reaped.called:
+                reaped.callback(None)
+
+        timer = self._reactor.callLater(seconds, done)
+        self.reaped.addBoth(done)
+        return reaped
 
     def frames(self, data: bytes) -> None:
         """
@@ -197,12 +246,34 @@ class ReaderProcess(ProcessProtocol):
         self._reader = None
         os.close(reader.fileno())
         self._reaped()
+        if self._exit is None and self.transport is not None:
+            self._poll = self._reactor.callLater(REAP_POLL, self._reap, REAP_TRIES)
+
+    def pipeEnded(self) -> None:
+        """
+        The frames' pipe has ended: tell the sink.
+        """
+        self._sink.pipeEnded()
+
+    def _reap(self, tries: int) -> None:
+        """
+        Reap the process if it has ended (C{processEnded} follows), else
+        look again later, C{tries} times at most.
+        """
+        transport: Any = self.transport
+        if self._exit is not None or transport is None or transport.pid is None:
+            return
+        transport.reapProcess()
+        if self._exit is None and tries > 1:
+            self._poll = self._reactor.callLater(REAP_POLL, self._reap, tries - 1)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self._output += data[: OUTPUT_KEPT - len(self._output)]
 
     def processEnded(self, reason: Failure) -> None:
         self._exit = reason
+        if self._poll is not None and self._poll.active():
+            self._poll.cancel()
         self._reaped()
 
     def _reaped(self) -> None:

@@ -36,6 +36,9 @@ class FakeProcess:
         self.stdinClosed = False
         self.pipesClosed = False
         self.signals: list[str] = []
+        #: How many times the process was looked for with C{reapProcess}.
+        self.reaps = 0
+        self._untold: Failure | None = None
 
     def closeStdin(self) -> None:
         self.stdinClosed = True
@@ -52,16 +55,38 @@ class FakeProcess:
         """
         self.protocol.childDataReceived(fd, data)
 
-    def exit(self, code: int = 0, signal: int | None = None, pipesHeld: bool = False) -> None:
+    def exit(
+        self, code: int = 0, signal: int | None = None, pipesHeld: bool = False, told: bool = True
+    ) -> None:
         """
         The process exits with C{code}, or is ended by C{signal}; then its
         pipes close, unless C{pipesHeld} (a program it left in the
-        background holds them).
+        background holds them).  Unless C{told}, the protocol learns it
+        only at the next L{reapProcess} (a reactor that handles no
+        C{SIGCHLD}).
         """
         if code == 0 and signal is None:
             reason = Failure(ProcessDone(0))
         else:
             reason = Failure(ProcessTerminated(code if signal is None else None, signal))
+        if not told:
+            self._untold = reason
+            return
+        self._tell(reason, pipesHeld)
+
+    def reapProcess(self) -> None:
+        """
+        Look for the process's end, as C{waitpid} with C{WNOHANG} does.
+        """
+        self.reaps += 1
+        reason, self._untold = self._untold, None
+        if reason is not None:
+            self._tell(reason, False)
+
+    def _tell(self, reason: Failure, pipesHeld: bool) -> None:
+        """
+        Tell the protocol that the process ended for C{reason}.
+        """
         self.protocol.processExited(reason)
         if not pipesHeld:
             self.protocol.processEnded(reason)
