@@ -18,7 +18,6 @@ from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource import deployflags
-from letsencrypt_resource.deploy import DeployHooks
 from letsencrypt_resource.deployflags import (
     DUE,
     FORGET_WITHIN,
@@ -37,8 +36,9 @@ from letsencrypt_resource.storage.records import Records, certificateKey
 from letsencrypt_resource.testing import FakeACMEServer, MemoryStore
 from letsencrypt_resource.writequeue import WriteQueue
 from tests.helpers import selfSigned
+from tests.helpers.deployhooks import startedHooks
 from tests.helpers.fakeprocess import ProcessReactor
-from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import FILES, REPORTS, ResourceTestCase
 from tests.helpers.statedir import StateDirectory
 
 #: A program found on C{PATH}: the fake reactor spawns nothing.
@@ -340,17 +340,7 @@ class RetryCostTests(SynchronousTestCase):
         flags = DeployFlags(store, "node-1", Logger())
         certificates = [ManagedCertificate((f"s{i}.example",)) for i in range(3)]
         certificates.append(ManagedCertificate(SET))
-        hooks = DeployHooks(
-            resourceOptions(deployCommand=(PROGRAM, "reload")),
-            ProcessReactor(),
-            Logger(),
-            {frozenset(c.domains): c for c in certificates},
-            flags.save,
-            recorded=flags,
-        )
-        asked: list[ManagedCertificate] = []
-        hooks.again = asked.append
-        hooks.startService()
+        hooks, asked = startedHooks(flags, certificates)
         self.successResultOf(hooks.readRecorded())
         self.assertTrue(certificates[-1].deployPending)
         self.patch(deployflags, "deployKey", counted)

@@ -16,7 +16,6 @@ from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from letsencrypt_resource.certificates import CertifiedKey
-from letsencrypt_resource.deploy import DeployHooks
 from letsencrypt_resource.deployflags import DUE, SINGLE_NODE, DeployFlags, deployKey, recordsNode
 from letsencrypt_resource.keygen import generateKey
 from letsencrypt_resource.managed import ManagedCertificate
@@ -25,8 +24,9 @@ from letsencrypt_resource.storage.memory import MemoryStorage
 from letsencrypt_resource.storage.records import Records
 from letsencrypt_resource.testing import FakeACMEServer, MemoryStore, advanceThrough
 from tests.helpers import selfSigned
+from tests.helpers.deployhooks import startedHooks
 from tests.helpers.fakeprocess import ProcessReactor
-from tests.helpers.resourcecase import REPORTS, ResourceTestCase, resourceOptions
+from tests.helpers.resourcecase import REPORTS, ResourceTestCase
 
 #: A program found on C{PATH}: the fake reactor spawns nothing.
 PROGRAM = sys.executable
@@ -132,17 +132,7 @@ class RecordedAtStartTests(SynchronousTestCase):
         self.successResultOf(node.save(pending(("a.example",), True)))
         certificate = ManagedCertificate(("a.example",))
         flags = DeployFlags(store, "node-1", Logger())
-        hooks = DeployHooks(
-            resourceOptions(deployCommand=(PROGRAM, "reload")),
-            ProcessReactor(),
-            Logger(),
-            {frozenset(certificate.domains): certificate},
-            flags.save,
-            recorded=flags,
-        )
-        asked: list[ManagedCertificate] = []
-        hooks.again = asked.append
-        hooks.startService()
+        hooks, asked = startedHooks(flags, [certificate])
         self.successResultOf(hooks.readRecorded())
         self.assertEqual(asked, [])
         certificate.current = selfSigned(("a.example",))

@@ -713,6 +713,23 @@ class StaleLookTests(SynchronousTestCase):
         for certificate in sets:
             del scheduler._managed[frozenset(certificate.domains)]
 
+    def assertFreshKept(self, during: Callable[[Scheduler], object]) -> None:
+        """
+        Start a check over five chunks of sets, drop all but the first
+        chunk's, move the first set's next event to 100 and call C{during}:
+        the wake-up it finds (at 100) stays once the first check's look
+        ends.
+        """
+        sets, scheduler, clock = self.started(5 * CHECK_CHUNK)
+        scheduler.check()
+        self.drop(scheduler, sets[CHECK_CHUNK:])
+        sets[0].at = 100.0
+        during(scheduler)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+        for _ in range(10):
+            clock.advance(0)
+        self.assertEqual(wakeUpAt(clock), 100.0)
+
     def test_setsDroppedDuringLook(self) -> None:
         """
         When a search is asked for during a check's look (the first set's
@@ -720,15 +737,7 @@ class StaleLookTests(SynchronousTestCase):
         search ends before the look does; the look's older earliest does
         not replace the search's wake-up.
         """
-        sets, scheduler, clock = self.started(5 * CHECK_CHUNK)
-        scheduler.check()
-        self.drop(scheduler, sets[CHECK_CHUNK:])
-        sets[0].at = 100.0
-        scheduler.scheduleWakeUp()
-        self.assertEqual(wakeUpAt(clock), 100.0)
-        for _ in range(10):
-            clock.advance(0)
-        self.assertEqual(wakeUpAt(clock), 100.0)
+        self.assertFreshKept(lambda scheduler: scheduler.scheduleWakeUp())
 
     def test_otherCheckDuringLook(self) -> None:
         """
@@ -736,15 +745,7 @@ class StaleLookTests(SynchronousTestCase):
         dropped meanwhile, ends first, the first check's older earliest
         does not replace the other check's wake-up.
         """
-        sets, scheduler, clock = self.started(5 * CHECK_CHUNK)
-        scheduler.check()
-        self.drop(scheduler, sets[CHECK_CHUNK:])
-        sets[0].at = 100.0
-        scheduler.check()
-        self.assertEqual(wakeUpAt(clock), 100.0)
-        for _ in range(10):
-            clock.advance(0)
-        self.assertEqual(wakeUpAt(clock), 100.0)
+        self.assertFreshKept(lambda scheduler: scheduler.check())
 
     def test_waitOnDroppedSetsAttempt(self) -> None:
         """
