@@ -358,6 +358,16 @@ class WakeUpTests(SynchronousTestCase):
         (wakeUp,) = [call for call in clock.getDelayedCalls() if call.getTime() < 86400.0]
         return wakeUp.getTime()
 
+    def assertLookedOnceInChunks(self, sets: Sequence[Any]) -> None:
+        """
+        Each of C{sets} was looked at once, and no reactor turn looked at
+        more than L{CHECK_CHUNK} of them.
+        """
+        looks = [turn for s in sets for turn in s.looks]
+        perTurn = [looks.count(turn) for turn in set(looks)]
+        self.assertEqual(sum(perTurn), len(sets))
+        self.assertLessEqual(max(perTurn), CHECK_CHUNK)
+
     def test_inTurns(self) -> None:
         """
         A wake-up search of more than L{CHECK_CHUNK} sets looks at at most
@@ -373,10 +383,7 @@ class WakeUpTests(SynchronousTestCase):
         scheduler.scheduleWakeUp()
         for _ in range(10):
             clock.advance(0)
-        looks = [turn for s in sets for turn in s.looks]
-        perTurn = [looks.count(turn) for turn in set(looks)]
-        self.assertEqual(sum(perTurn), len(sets))
-        self.assertLessEqual(max(perTurn), CHECK_CHUNK)
+        self.assertLookedOnceInChunks(sets)
         self.assertEqual(self.wakeUp(clock), 400.0)
 
     def test_checkStartingNothing(self) -> None:
@@ -389,10 +396,7 @@ class WakeUpTests(SynchronousTestCase):
         startedOver(self, sets, Connected(), clock)
         for _ in range(10):
             clock.advance(0)
-        looks = [turn for s in sets for turn in s.looks]
-        perTurn = [looks.count(turn) for turn in set(looks)]
-        self.assertEqual(sum(perTurn), len(sets))
-        self.assertLessEqual(max(perTurn), CHECK_CHUNK)
+        self.assertLookedOnceInChunks(sets)
         self.assertEqual(self.wakeUp(clock), 500.0)
 
     def test_checkStartingAttempts(self) -> None:
