@@ -14,10 +14,10 @@ MAX_NAMES = 100
 
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 #: A name all of whose labels are valid (L{_LABEL}), in one match.
-_NAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+_NAME = re.compile(rf"{_LABEL.pattern}(?:\.{_LABEL.pattern})*")
 #: A name of two valid labels or more (L{_NAME} with a dot), the last not
 #: numeric, as written in its normal form: lower-case ASCII, no final dot.
-_DOTTED = re.compile(r"(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?![0-9]+\Z)(?!-)[a-z0-9-]{1,63}(?<!-)")
+_DOTTED = re.compile(rf"(?:{_LABEL.pattern}\.)+(?![0-9]+\Z){_LABEL.pattern}")
 
 
 class InvalidDomain(ValueError):

@@ -43,7 +43,7 @@ from letsencrypt_resource.storage.readerprocess import REAP_POLL
 from letsencrypt_resource.storage.records import Records, certificateKey, renewalKey
 
 from .helpers.fakeprocess import ProcessReactor
-from .helpers.files import OTHER_UID, runningAs
+from .helpers.files import OTHER_UID, runningAs, writeBytes
 from .helpers.resourcecase import resourceOptions
 from .helpers.unprivileged import requireUsers
 
@@ -426,11 +426,6 @@ def _makeState(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _write(path: str, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-
-
 def _described(value: object) -> object:
     """
     C{value}, or, for an error, its type and text: how two reads' results
@@ -486,15 +481,15 @@ class ProcessTests(TestCase):
         a missing folder.
         """
         s = self.state
-        _write(f"{s}/renewal/a.json", b"{}")
-        _write(f"{s}/certificates/empty.pem", b"")
-        _write(f"{s}/certificates/large.pem", b"x" * (MAX_VALUE + 1))
-        _write(f"{s}/certificates/full.pem", b"y" * MAX_VALUE)
+        writeBytes(f"{s}/renewal/a.json", b"{}")
+        writeBytes(f"{s}/certificates/empty.pem", b"")
+        writeBytes(f"{s}/certificates/large.pem", b"x" * (MAX_VALUE + 1))
+        writeBytes(f"{s}/certificates/full.pem", b"y" * MAX_VALUE)
         os.symlink(f"{s}/renewal/a.json", f"{s}/renewal/link.json")
         os.mkfifo(f"{s}/renewal/fifo.json", 0o600)
         os.mkdir(f"{s}/renewal/folder.json", 0o700)
         os.mkdir(f"{s}/elsewhere", 0o700)
-        _write(f"{s}/elsewhere/x.pem", b"outside")
+        writeBytes(f"{s}/elsewhere/x.pem", b"outside")
         os.symlink(f"{s}/elsewhere", f"{s}/linked")
         keys = [
             "renewal/a.json",
@@ -528,7 +523,7 @@ class ProcessTests(TestCase):
         thread does.
         """
         s = self.state
-        _write(f"{s}/renewal/secret.json", b"{}")
+        writeBytes(f"{s}/renewal/secret.json", b"{}")
         os.chmod(f"{s}/renewal/secret.json", 0)
         for path in (s, f"{s}/renewal", f"{s}/certificates", f"{s}/renewal/secret.json"):
             os.chown(path, OTHER_UID, OTHER_UID)
@@ -586,7 +581,7 @@ class StorageTests(TestCase):
         keys = []
         for n in range(count):
             for key in (renewalKey((f"s{n}.example",)), certificateKey((f"s{n}.example",))):
-                _write(os.path.join(self.state, key), key.encode("ascii").ljust(size, b"."))
+                writeBytes(os.path.join(self.state, key), key.encode("ascii").ljust(size, b"."))
                 keys.append(key)
         return keys
 
@@ -707,7 +702,7 @@ class StorageTests(TestCase):
         the thread.
         """
         script = self.mktemp()
-        _write(script, b"#!/bin/sh\nexec sleep 60\n")
+        writeBytes(script, b"#!/bin/sh\nexec sleep 60\n")
         os.chmod(script, 0o700)
         self.patch(sys, "executable", script)
         keys = self.fill(300, 100)
@@ -766,7 +761,7 @@ class FakeProcessStorageTests(SynchronousTestCase):
         self.keys = []
         for name in ("a", "b"):
             for key in (renewalKey((f"{name}.example",)), certificateKey((f"{name}.example",))):
-                _write(os.path.join(self.state, key), b"old")
+                writeBytes(os.path.join(self.state, key), b"old")
                 self.keys.append(key)
 
     def storage(self, workers: Any = None, readAhead: bool = True) -> DirectoryStorage:
@@ -962,7 +957,7 @@ class NodeTests(TestCase):
         self.patch(storage, "planReads", lambda keys: (planned.append(keys), plan(keys)))
         sets = [(f"s{n}.example",) for n in range(200)]
         for domains in sets:
-            _write(os.path.join(state, renewalKey(domains)), b'{"nextAttempt": 0}')
+            writeBytes(os.path.join(state, renewalKey(domains)), b'{"nextAttempt": 0}')
         taker = _Taker()
         loader = SetLoader(Records(storage), taker, reactor, 86400, Logger())
         certificates = [ManagedCertificate(domains, "settings") for domains in sets]

@@ -57,7 +57,7 @@ from zope.interface import implementer
 
 from ..safefs import HeldFolder, UnusablePath, replaceInFolder
 from ..workers import BackgroundWorkers
-from .fileread import Result, TooLarge, readEach
+from .fileread import Result, TooLarge, readEach, splitKey
 from .interface import (
     MAX_VALUE,
     ILease,
@@ -132,11 +132,6 @@ def removeTemporaryFiles(path: str, only: Collection[str] | None = None) -> int:
     return removed
 
 
-def _split(key: str) -> tuple[list[str], str]:
-    *folders, name = key.split("/")
-    return folders, name
-
-
 def readFiles(base: HeldFolder, keys: Collection[str]) -> dict[str, bytes | StorageError | None]:
     """
     The content of each regular file C{key} under C{base}, C{None} when it
@@ -189,7 +184,7 @@ def writeFile(base: HeldFolder, key: str, data: bytes) -> None:
 
     @raise OSError: when it cannot be written safely.
     """
-    folders, name = _split(key)
+    folders, name = splitKey(key)
     with base.open(folders) as folder:
         replaceInFolder(folder, [(name, data, 0o600)])
 
@@ -202,7 +197,7 @@ def deleteFile(base: HeldFolder, key: str) -> None:
 
     @raise OSError: when it cannot be removed.
     """
-    folders, name = _split(key)
+    folders, name = splitKey(key)
     try:
         with base.open(folders, create=False) as folder:
             os.unlink(name, dir_fd=folder)

@@ -92,6 +92,14 @@ Result = bytes | None | TooLarge | OSError
 FolderOpener = Callable[[Sequence[str]], AbstractContextManager[int]]
 
 
+def splitKey(key: str) -> tuple[list[str], str]:
+    """
+    The folders of C{key}, a storage key, and its file's name.
+    """
+    *folders, name = key.split("/")
+    return folders, name
+
+
 def readEach(
     openFolder: FolderOpener, base: str, keys: Collection[str], limit: int
 ) -> Iterator[tuple[str, Result]]:
@@ -106,7 +114,7 @@ def readEach(
     """
     byFolder: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     for key in keys:
-        *parts, name = key.split("/")
+        parts, name = splitKey(key)
         byFolder.setdefault(tuple(parts), []).append((key, name))
     for folders, inFolder in byFolder.items():
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 
 from ..certificatefacts import CertificateFacts
 from ..certificates import CertifiedKey, InvalidCertificate, bundleDigest
@@ -462,9 +462,7 @@ class Records:
         """
         key = certificateKey(domains)
         before = self.beforeCertificate
-        if before is None:
-            return self.storage.store(key, certifiedKey.toPEM(), fence).addCallback(lambda _: key)
-        marked = before(domains)
+        marked: Deferred[None] = succeed(None) if before is None else before(domains)
         marked.addCallback(lambda _: self.storage.store(key, certifiedKey.toPEM(), fence))
         return marked.addCallback(lambda _: key)
 
