@@ -240,12 +240,8 @@ class HeldFolder:
         """
         for part in parts:
             _checkName(part)
-        root = self._root(create)
-        fd = _descend(root, os.path.abspath(self.path), [(p, _PRIVATE) for p in parts], create)
-        try:
+        with _opened(self._root(create), os.path.abspath(self.path), parts, create) as fd:
             yield fd
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         """
@@ -275,7 +271,17 @@ def openBelow(root: int, path: str, parts: Sequence[str]) -> Iterator[int]:
             _checkName(part)
         except ValueError as error:
             raise UnusablePath(os.path.join(path, *parts), str(error)) from None
-    fd = _descend(os.dup(root), path, [(p, _PRIVATE) for p in parts], False)
+    with _opened(os.dup(root), path, parts, False) as fd:
+        yield fd
+
+
+@contextmanager
+def _opened(root: int, path: str, parts: Sequence[str], create: bool) -> Iterator[int]:
+    """
+    The folder C{path/parts...}, reached from C{root} (the folder at
+    C{path}, closed on the way) as L{_descend} does, closed once done.
+    """
+    fd = _descend(root, path, [(p, _PRIVATE) for p in parts], create)
     try:
         yield fd
     finally:
